@@ -1,0 +1,93 @@
+// Sum over a set of axes (the reduced axes keep extent 1 in the output).
+//
+//   out[o] = scale * Σ_k in[ Σ_d o_d * kept_stride_d + Σ_d k_d * red_stride_d ]
+//
+// where o ranges over the kept shape (kept_shape*, reduced axes size 1) and k over the reduced
+// shape (red_shape*, kept axes size 1), both rank 6 after right-aligning. `scale` is 1 for a sum
+// and 1/R for a mean. Used for `sum`, `mean` and for reducing broadcast gradients back to an
+// operand's shape.
+//
+// Layout: contiguous row-major f32. Bindings: 0 params, 1 input (read), 2 output (read_write).
+// Dispatch: one workgroup of 64 invocations per output element (folded 1-D grid over outputs);
+// the invocations stride over k and combine with a shared-memory tree.
+// Launched by src/ops/reduce.rs (sum_axes).
+
+struct ReduceParams {
+    n_out: u32, n_red: u32, scale: f32, _pad0: u32,
+    kept_shape0: u32, kept_shape1: u32, kept_shape2: u32, kept_shape3: u32, kept_shape4: u32, kept_shape5: u32,
+    kept_stride0: u32, kept_stride1: u32, kept_stride2: u32, kept_stride3: u32, kept_stride4: u32, kept_stride5: u32,
+    red_shape0: u32, red_shape1: u32, red_shape2: u32, red_shape3: u32, red_shape4: u32, red_shape5: u32,
+    red_stride0: u32, red_stride1: u32, red_stride2: u32, red_stride3: u32, red_stride4: u32, red_stride5: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: ReduceParams;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+var<workgroup> partial: array<f32, 64>;
+
+fn reduced_offset(k: u32) -> u32 {
+    var r = k;
+    var off = 0u;
+    var c = r % p.red_shape5; r = r / p.red_shape5; off += c * p.red_stride5;
+    c = r % p.red_shape4; r = r / p.red_shape4; off += c * p.red_stride4;
+    c = r % p.red_shape3; r = r / p.red_shape3; off += c * p.red_stride3;
+    c = r % p.red_shape2; r = r / p.red_shape2; off += c * p.red_stride2;
+    c = r % p.red_shape1; r = r / p.red_shape1; off += c * p.red_stride1;
+    off += r * p.red_stride0;
+    return off;
+}
+
+fn kept_offset(o: u32) -> u32 {
+    var r = o;
+    var off = 0u;
+    var c = r % p.kept_shape5; r = r / p.kept_shape5; off += c * p.kept_stride5;
+    c = r % p.kept_shape4; r = r / p.kept_shape4; off += c * p.kept_stride4;
+    c = r % p.kept_shape3; r = r / p.kept_shape3; off += c * p.kept_stride3;
+    c = r % p.kept_shape2; r = r / p.kept_shape2; off += c * p.kept_stride2;
+    c = r % p.kept_shape1; r = r / p.kept_shape1; off += c * p.kept_stride1;
+    off += r * p.kept_stride0;
+    return off;
+}
+
+@compute @workgroup_size(64)
+fn sum_axes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let o = wg.x + wg.y * nwg.x;
+    // Whole workgroups share `o`, so this early exit never splits a barrier.
+    if (o >= p.n_out) { return; }
+    let base = kept_offset(o);
+    // Four independent accumulators keep the adds from serialising on one register.
+    var acc0 = 0.0;
+    var acc1 = 0.0;
+    var acc2 = 0.0;
+    var acc3 = 0.0;
+    var k = lid;
+    loop {
+        if (k + 192u >= p.n_red) { break; }
+        acc0 += src[base + reduced_offset(k)];
+        acc1 += src[base + reduced_offset(k + 64u)];
+        acc2 += src[base + reduced_offset(k + 128u)];
+        acc3 += src[base + reduced_offset(k + 192u)];
+        k += 256u;
+    }
+    loop {
+        if (k >= p.n_red) { break; }
+        acc0 += src[base + reduced_offset(k)];
+        k += 64u;
+    }
+    partial[lid] = (acc0 + acc1) + (acc2 + acc3);
+    workgroupBarrier();
+    var width = 32u;
+    loop {
+        if (width == 0u) { break; }
+        if (lid < width) {
+            partial[lid] += partial[lid + width];
+        }
+        workgroupBarrier();
+        width = width / 2u;
+    }
+    if (lid == 0u) {
+        dst[o] = partial[0] * p.scale;
+    }
+}

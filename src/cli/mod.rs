@@ -1,0 +1,3 @@
+//! Subcommands of the `cads` binary, one file each.
+
+pub mod info;

@@ -1,0 +1,124 @@
+//! The one error type of the crate.
+//!
+//! Every variant names the operation that failed, what it expected and what it got, so a
+//! message read in a log is enough to find the call that caused it.
+
+use std::fmt;
+
+/// Result alias used by every public function of the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A shape printed as `[2, 3, 4]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Shape(pub Vec<usize>);
+
+impl fmt::Debug for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl From<&[usize]> for Shape {
+    fn from(s: &[usize]) -> Self {
+        Shape(s.to_vec())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Two shapes that had to agree did not.
+    #[error("{op}: shape mismatch: expected {expected}, got {got}")]
+    ShapeMismatch {
+        op: &'static str,
+        expected: String,
+        got: String,
+    },
+
+    /// An argument outside the range the operation accepts.
+    #[error("{op}: invalid argument: expected {expected}, got {got}")]
+    InvalidArgument {
+        op: &'static str,
+        expected: String,
+        got: String,
+    },
+
+    /// A tensor larger than the device lets one binding or buffer be.
+    #[error("{op}: tensor of {bytes} bytes exceeds the device limit of {limit} bytes ({which})")]
+    TooLarge {
+        op: &'static str,
+        bytes: u64,
+        limit: u64,
+        which: &'static str,
+    },
+
+    /// A launch grid over the device's workgroup-count limit even after folding into 2-D.
+    #[error("{op}: launch of {workgroups} workgroups exceeds the device limit of {limit} per dimension squared")]
+    LaunchTooLarge {
+        op: &'static str,
+        workgroups: u64,
+        limit: u64,
+    },
+
+    /// No adapter matched, or none exists.
+    #[error("no GPU adapter: {reason}. {hint}")]
+    NoAdapter { reason: String, hint: &'static str },
+
+    /// The adapter refused the device request.
+    #[error("device request failed on adapter '{adapter}': {reason}")]
+    DeviceRequest { adapter: String, reason: String },
+
+    /// The device was lost (driver reset, GPU removed, host destroyed it).
+    #[error("{op}: the GPU device was lost: {reason}")]
+    DeviceLost { op: &'static str, reason: String },
+
+    /// wgpu reported a validation or out-of-memory error.
+    #[error("{op}: GPU error: {message}")]
+    Gpu { op: &'static str, message: String },
+
+    /// The operation is not differentiable with respect to what was asked, or backward misuse.
+    #[error("{op}: autograd: {message}")]
+    Autograd { op: &'static str, message: String },
+
+    /// File input/output.
+    #[error("{op}: {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file that exists but whose contents are not what the reader accepts.
+    #[error("{op}: {path}: {problem}")]
+    BadFile {
+        op: &'static str,
+        path: String,
+        problem: String,
+    },
+}
+
+impl Error {
+    /// Shape mismatch from two printable shapes.
+    pub fn shape(op: &'static str, expected: impl fmt::Debug, got: impl fmt::Debug) -> Self {
+        Error::ShapeMismatch {
+            op,
+            expected: format!("{expected:?}"),
+            got: format!("{got:?}"),
+        }
+    }
+
+    /// Invalid argument from two printable values.
+    pub fn invalid(op: &'static str, expected: impl fmt::Display, got: impl fmt::Display) -> Self {
+        Error::InvalidArgument {
+            op,
+            expected: expected.to_string(),
+            got: got.to_string(),
+        }
+    }
+}

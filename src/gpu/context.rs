@@ -1,0 +1,304 @@
+//! The GPU context: one device + queue (owned or borrowed), its limits and features, the buffer
+//! pool, the kernel cache and the command recorder.
+//!
+//! There is no global state: every tensor holds a clone of the [`Gpu`] it lives on, so several
+//! contexts (several devices, or cads next to a host application's own work) coexist.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::ThreadId;
+use std::sync::{Arc, Mutex};
+
+use super::adapter::{select_adapter, AdapterChoice};
+use super::kernel::KernelCache;
+use super::pool::{BufferPool, PoolStats};
+use super::recorder::Recorder;
+use crate::error::{Error, Result};
+
+/// Optional device features cads can use, detected from the adapter and enabled on the device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceFeatures {
+    /// `SHADER_F16`: f16 arithmetic in shaders (optional storage/compute path).
+    pub f16: bool,
+    /// `SUBGROUP`: subgroup operations.
+    pub subgroups: bool,
+    /// `TIMESTAMP_QUERY`: GPU timestamps at pass boundaries.
+    pub timestamps: bool,
+    /// `TIMESTAMP_QUERY_INSIDE_ENCODERS`: timestamps between passes of one encoder.
+    pub timestamps_in_encoders: bool,
+    /// `SHADER_FLOAT32_ATOMIC`: atomic f32 add in storage buffers.
+    pub float_atomics: bool,
+}
+
+impl DeviceFeatures {
+    fn from_wgpu(f: wgpu::Features) -> Self {
+        DeviceFeatures {
+            f16: f.contains(wgpu::Features::SHADER_F16),
+            subgroups: f.contains(wgpu::Features::SUBGROUP),
+            timestamps: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+            timestamps_in_encoders: f.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS),
+            float_atomics: f.contains(wgpu::Features::SHADER_FLOAT32_ATOMIC),
+        }
+    }
+
+    /// The subset of `wanted` features that cads asks for when it creates the device.
+    fn optional_wgpu() -> wgpu::Features {
+        wgpu::Features::SHADER_F16
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::SHADER_FLOAT32_ATOMIC
+    }
+}
+
+/// What the adapter is, for `cads info` and benchmark reports.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: wgpu::Backend,
+    pub device_type: wgpu::DeviceType,
+    pub driver: String,
+    pub driver_info: String,
+}
+
+pub(crate) struct GpuInner {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter: AdapterSummary,
+    pub limits: wgpu::Limits,
+    pub features: DeviceFeatures,
+    pub pool: BufferPool,
+    pub kernels: KernelCache,
+    pub recorder: Mutex<Recorder>,
+    /// Set by the device-lost callback (owned devices) or when a map/poll reports loss.
+    pub lost: Arc<Mutex<Option<String>>>,
+    /// First uncaptured wgpu error since the last check (owned devices).
+    pub error: Arc<Mutex<Option<String>>>,
+    /// `no_grad` nesting depth per thread; > 0 means ops on that thread do not record. Kept per
+    /// context and per thread so one thread's evaluation never switches off another's tape.
+    pub no_grad_depth: Mutex<HashMap<ThreadId, usize>>,
+    /// Source of tensor ids and tape sequence numbers.
+    pub counter: AtomicU64,
+}
+
+/// A handle to one device. Cheap to clone (an `Arc`).
+#[derive(Clone)]
+pub struct Gpu {
+    pub(crate) inner: Arc<GpuInner>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Gpu({} on {:?})",
+            self.inner.adapter.name, self.inner.adapter.backend
+        )
+    }
+}
+
+impl Gpu {
+    /// Best adapter, honouring `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`.
+    pub fn new() -> Result<Gpu> {
+        Self::with_choice(&AdapterChoice::from_env())
+    }
+
+    /// Adapter chosen by `choice`; the device gets the adapter's real limits and every optional
+    /// feature cads can use that the adapter has.
+    pub fn with_choice(choice: &AdapterChoice) -> Result<Gpu> {
+        pollster::block_on(async {
+            let (_instance, adapter) = select_adapter(choice).await?;
+            let info = adapter.get_info();
+            let features = adapter.features() & DeviceFeatures::optional_wgpu();
+            let limits = adapter.limits();
+            let (device, queue) = adapter
+                .request_device(&wgpu::DeviceDescriptor {
+                    label: Some("cads"),
+                    required_features: features,
+                    required_limits: limits.clone(),
+                    experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                    memory_hints: wgpu::MemoryHints::Performance,
+                    trace: wgpu::Trace::Off,
+                })
+                .await
+                .map_err(|e| Error::DeviceRequest {
+                    adapter: info.name.clone(),
+                    reason: e.to_string(),
+                })?;
+            let gpu = Self::build(device, queue, summary(&info));
+            // Only an owned device gets our handlers: a host's device keeps the host's own.
+            let lost = gpu.inner.lost.clone();
+            gpu.inner.device.set_device_lost_callback(move |reason, msg| {
+                *lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{reason:?}: {msg}"));
+            });
+            let err = gpu.inner.error.clone();
+            gpu.inner
+                .device
+                .on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                    let mut slot = err.lock().unwrap_or_else(|e| e.into_inner());
+                    if slot.is_none() {
+                        *slot = Some(e.to_string());
+                    }
+                }));
+            Ok(gpu)
+        })
+    }
+
+    /// Run on a device and queue that a host application already owns (embedding). cads uses the
+    /// device's current limits and features and installs no callbacks on it.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Gpu {
+        let info = device.adapter_info();
+        Self::build(device, queue, summary(&info))
+    }
+
+    fn build(device: wgpu::Device, queue: wgpu::Queue, adapter: AdapterSummary) -> Gpu {
+        let limits = device.limits();
+        let features = DeviceFeatures::from_wgpu(device.features());
+        Gpu {
+            inner: Arc::new(GpuInner {
+                pool: BufferPool::new(device.clone()),
+                recorder: Mutex::new(Recorder::default()),
+                device,
+                queue,
+                adapter,
+                limits,
+                features,
+                kernels: KernelCache::default(),
+                lost: Arc::new(Mutex::new(None)),
+                error: Arc::new(Mutex::new(None)),
+                no_grad_depth: Mutex::new(HashMap::new()),
+                counter: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.inner.adapter
+    }
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+    pub fn features(&self) -> DeviceFeatures {
+        self.inner.features
+    }
+    pub fn pool_stats(&self) -> PoolStats {
+        self.inner.pool.stats()
+    }
+    pub fn reset_peak_memory(&self) {
+        self.inner.pool.reset_peak()
+    }
+    /// Give cached free buffers back to the driver.
+    pub fn trim_pool(&self) {
+        self.inner.pool.trim()
+    }
+    pub(crate) fn pool(&self) -> &BufferPool {
+        &self.inner.pool
+    }
+
+    /// The largest tensor, in bytes, that one storage binding can hold on this device.
+    pub fn max_binding_bytes(&self) -> u64 {
+        (self.inner.limits.max_storage_buffer_binding_size as u64)
+            .min(self.inner.limits.max_buffer_size)
+    }
+
+    /// Check a tensor size against the device limits before any wgpu call can panic on it.
+    pub fn check_bytes(&self, op: &'static str, bytes: u64) -> Result<()> {
+        let binding = self.inner.limits.max_storage_buffer_binding_size as u64;
+        if bytes > binding {
+            return Err(Error::TooLarge {
+                op,
+                bytes,
+                limit: binding,
+                which: "max_storage_buffer_binding_size",
+            });
+        }
+        if bytes > self.inner.limits.max_buffer_size {
+            return Err(Error::TooLarge {
+                op,
+                bytes,
+                limit: self.inner.limits.max_buffer_size,
+                which: "max_buffer_size",
+            });
+        }
+        Ok(())
+    }
+
+    /// Fail fast if the device was lost or wgpu reported an error since the last check.
+    pub(crate) fn check_health(&self, op: &'static str) -> Result<()> {
+        if let Some(reason) = self.inner.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Err(Error::DeviceLost { op, reason });
+        }
+        if let Some(message) = self
+            .inner
+            .error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            return Err(Error::Gpu { op, message });
+        }
+        Ok(())
+    }
+
+    /// Mark the device lost (used when a map or poll reports it).
+    pub(crate) fn mark_lost(&self, reason: String) {
+        *self.inner.lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.inner.counter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether ops on this thread record onto the autograd tape right now.
+    pub fn grad_enabled(&self) -> bool {
+        let depths = self.inner.no_grad_depth.lock().unwrap_or_else(|e| e.into_inner());
+        depths.get(&std::thread::current().id()).copied().unwrap_or(0) == 0
+    }
+
+    /// Run `f` with recording disabled on this thread (evaluation, EMA updates, optimizer steps).
+    pub fn no_grad<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Restore<'a>(&'a Gpu);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                let mut depths = self.0.inner.no_grad_depth.lock().unwrap_or_else(|e| e.into_inner());
+                let id = std::thread::current().id();
+                if let Some(d) = depths.get_mut(&id) {
+                    *d -= 1;
+                    if *d == 0 {
+                        depths.remove(&id);
+                    }
+                }
+            }
+        }
+        *self
+            .inner
+            .no_grad_depth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(std::thread::current().id())
+            .or_insert(0) += 1;
+        let _restore = Restore(self);
+        f()
+    }
+
+    /// True when both handles are the same context.
+    pub fn same(&self, other: &Gpu) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+fn summary(info: &wgpu::AdapterInfo) -> AdapterSummary {
+    AdapterSummary {
+        name: info.name.clone(),
+        backend: info.backend,
+        device_type: info.device_type,
+        driver: info.driver.clone(),
+        driver_info: info.driver_info.clone(),
+    }
+}

@@ -1,0 +1,12 @@
+//! GPU runtime: adapter choice, the device context, buffer pool, kernel cache and launches.
+
+mod adapter;
+mod context;
+mod kernel;
+mod pool;
+mod recorder;
+
+pub use adapter::{select_adapter, AdapterChoice, NO_ADAPTER_HINT};
+pub use context::{AdapterSummary, DeviceFeatures, Gpu};
+pub use kernel::{Grid, KernelSpec};
+pub use pool::{size_class, PoolStats, PooledBuffer};

@@ -1,0 +1,179 @@
+//! Buffer pool: freed storage buffers are kept by size class and handed out again.
+//!
+//! Creating a wgpu buffer costs a driver allocation and, on first bind, descriptor work; a
+//! training step allocates the same sizes every iteration, so after the first step every
+//! allocation is a hit. Size classes are `2^k · {1, 1.25, 1.5, 1.75}` (at least 256 bytes), which
+//! bounds the waste at 25% while keeping the number of classes small.
+//!
+//! Reuse is safe without fences: every use of a buffer is recorded on the one queue in program
+//! order, and wgpu inserts the barriers between passes, so a buffer dropped by one op and taken by
+//! the next is written only after the earlier reads have executed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Usage flags of every pooled buffer: bound as storage, copied in and out.
+pub const POOL_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// Counters of the pool, in bytes of size class (what the device really holds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Bytes in buffers currently held by tensors.
+    pub live_bytes: u64,
+    /// Maximum of `live_bytes` since creation or the last `reset_peak`.
+    pub peak_bytes: u64,
+    /// Bytes in buffers kept for reuse.
+    pub cached_bytes: u64,
+    /// Buffers created on the device.
+    pub allocations: u64,
+    /// Requests served from the cache.
+    pub reuses: u64,
+}
+
+pub(crate) struct PoolShared {
+    device: wgpu::Device,
+    state: Mutex<PoolState>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    stats: PoolStats,
+}
+
+/// Round a request up to its size class.
+pub fn size_class(bytes: u64) -> u64 {
+    let bytes = bytes.max(256);
+    let pow = 63 - bytes.leading_zeros() as u64; // floor(log2)
+    let base = 1u64 << pow;
+    if bytes == base {
+        return base;
+    }
+    let quarter = (base / 4).max(1);
+    let steps = (bytes - base).div_ceil(quarter);
+    base + steps * quarter
+}
+
+/// A buffer on loan from the pool; it goes back when dropped.
+pub struct PooledBuffer {
+    buffer: Option<wgpu::Buffer>,
+    class: u64,
+    pool: Arc<PoolShared>,
+}
+
+impl PooledBuffer {
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("pooled buffer present until drop")
+    }
+    /// Bytes the buffer really has (its size class), at least what was requested.
+    pub fn capacity(&self) -> u64 {
+        self.class
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let Some(buffer) = self.buffer.take() {
+            let mut st = self.pool.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.stats.live_bytes -= self.class;
+            st.stats.cached_bytes += self.class;
+            st.free.entry(self.class).or_default().push(buffer);
+        }
+    }
+}
+
+impl std::fmt::Debug for PooledBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PooledBuffer({} bytes)", self.class)
+    }
+}
+
+/// The pool handle kept by the GPU context.
+#[derive(Clone)]
+pub struct BufferPool {
+    shared: Arc<PoolShared>,
+}
+
+impl BufferPool {
+    pub fn new(device: wgpu::Device) -> Self {
+        BufferPool {
+            shared: Arc::new(PoolShared {
+                device,
+                state: Mutex::new(PoolState::default()),
+            }),
+        }
+    }
+
+    /// A buffer of at least `bytes` bytes (contents undefined: callers overwrite or zero it).
+    pub fn take(&self, bytes: u64) -> PooledBuffer {
+        let class = size_class(bytes);
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        let reused = st.free.get_mut(&class).and_then(|v| v.pop());
+        let buffer = match reused {
+            Some(b) => {
+                st.stats.reuses += 1;
+                st.stats.cached_bytes -= class;
+                b
+            }
+            None => {
+                st.stats.allocations += 1;
+                self.shared.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("cads pooled"),
+                    size: class,
+                    usage: POOL_USAGE,
+                    mapped_at_creation: false,
+                })
+            }
+        };
+        st.stats.live_bytes += class;
+        st.stats.peak_bytes = st.stats.peak_bytes.max(st.stats.live_bytes);
+        PooledBuffer {
+            buffer: Some(buffer),
+            class,
+            pool: self.shared.clone(),
+        }
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stats
+    }
+
+    /// Start a new peak measurement from the current live bytes.
+    pub fn reset_peak(&self) {
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.stats.peak_bytes = st.stats.live_bytes;
+    }
+
+    /// Release every cached (free) buffer back to the driver.
+    pub fn trim(&self) {
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.free.clear();
+        st.stats.cached_bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_class;
+
+    #[test]
+    fn size_classes_bound_waste_to_a_quarter() {
+        assert_eq!(size_class(1), 256);
+        assert_eq!(size_class(256), 256);
+        assert_eq!(size_class(257), 320);
+        assert_eq!(size_class(1024), 1024);
+        assert_eq!(size_class(1025), 1280);
+        assert_eq!(size_class(1792), 1792);
+        assert_eq!(size_class(1793), 2048);
+        for b in [300u64, 5000, 123_457, 10_000_000] {
+            let c = size_class(b);
+            assert!(c >= b && (c as f64) <= b as f64 * 1.25 + 1.0, "{b} -> {c}");
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Command recording: launches are appended to one pending command encoder and submitted
+//! together, so a training step costs a handful of submits instead of one per op.
+//!
+//! Params travel in a per-submit uniform arena: each launch appends its `#[repr(C)]` struct at an
+//! offset aligned to `min_uniform_buffer_offset_alignment`; the arena is written with one
+//! `queue.write_buffer` right before the submit (queue writes land before the submit's commands),
+//! and a fresh arena starts after it, so no launch ever sees another's params.
+//!
+//! Uploads into pooled buffers flush first: a queued write would otherwise land before pending
+//! commands that still read the buffer's previous contents.
+
+use bytemuck::Pod;
+
+use super::context::Gpu;
+use super::kernel::{Grid, KernelSpec};
+use crate::error::{Error, Result};
+
+/// Launches recorded before a submit is forced (bounds encoder size and latency).
+const MAX_PENDING: u32 = 512;
+/// Arena bytes per submit; a launch that does not fit forces a submit.
+const ARENA_BYTES: u64 = 256 * 1024;
+
+#[derive(Default)]
+pub(crate) struct Recorder {
+    encoder: Option<wgpu::CommandEncoder>,
+    arena: Option<wgpu::Buffer>,
+    arena_bytes: Vec<u8>,
+    pending: u32,
+}
+
+impl Gpu {
+    /// Record one dispatch of `spec` over `grid`.
+    ///
+    /// `inputs` and `outputs` must match the spec's counts; `params` must be the struct whose
+    /// size the spec declares. Buffers are bound whole; kernels bound-check with sizes in params.
+    pub(crate) fn dispatch<P: Pod>(
+        &self,
+        spec: &KernelSpec,
+        params: &P,
+        inputs: &[&wgpu::Buffer],
+        outputs: &[&wgpu::Buffer],
+        grid: Grid,
+    ) -> Result<()> {
+        let op = spec.entry;
+        self.check_health(op)?;
+        if inputs.len() != spec.inputs as usize || outputs.len() != spec.outputs as usize {
+            return Err(Error::invalid(
+                "dispatch",
+                format!(
+                    "{}::{} with {} inputs and {} outputs",
+                    spec.shader, spec.entry, spec.inputs, spec.outputs
+                ),
+                format!("{} inputs and {} outputs", inputs.len(), outputs.len()),
+            ));
+        }
+        let bytes = bytemuck::bytes_of(params);
+        if bytes.len() != spec.params_size {
+            return Err(Error::invalid(
+                "dispatch",
+                format!("params of {} bytes for {}", spec.params_size, spec.entry),
+                bytes.len(),
+            ));
+        }
+        let max = self.inner.limits.max_compute_workgroups_per_dimension;
+        let [x, y, z] = grid.resolve(max).ok_or(Error::LaunchTooLarge {
+            op,
+            workgroups: match grid {
+                Grid::Linear(n) => n,
+                Grid::Xyz(a, b, c) => a as u64 * b as u64 * c as u64,
+            },
+            limit: max as u64,
+        })?;
+        let kernel = self.inner.kernels.get(&self.inner.device, spec);
+
+        let align = self.inner.limits.min_uniform_buffer_offset_alignment.max(16) as u64;
+        let mut rec = self.inner.recorder.lock().unwrap_or_else(|e| e.into_inner());
+        let mut offset = (rec.arena_bytes.len() as u64).next_multiple_of(align);
+        if offset + bytes.len() as u64 > ARENA_BYTES || rec.pending >= MAX_PENDING {
+            self.submit_locked(&mut rec);
+            offset = 0;
+        }
+        if rec.arena.is_none() {
+            rec.arena = Some(self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("cads params arena"),
+                size: ARENA_BYTES,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        rec.arena_bytes.resize(offset as usize, 0);
+        rec.arena_bytes.extend_from_slice(bytes);
+        let arena = rec.arena.clone().expect("arena just created");
+
+        let mut entries = Vec::with_capacity(1 + inputs.len() + outputs.len());
+        entries.push(wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &arena,
+                offset,
+                size: wgpu::BufferSize::new(bytes.len() as u64),
+            }),
+        });
+        for (i, b) in inputs.iter().chain(outputs.iter()).enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: 1 + i as u32,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let bind_group = self
+            .inner
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(spec.entry),
+                layout: &kernel.layout,
+                entries: &entries,
+            });
+        let device = &self.inner.device;
+        let encoder = rec.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("cads ops"),
+            })
+        });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(spec.entry),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&kernel.pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(x, y, z);
+        }
+        rec.pending += 1;
+        Ok(())
+    }
+
+    /// Record arbitrary encoder work (copies, clears, timestamps) in stream order with launches.
+    pub(crate) fn encode(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) -> Result<()> {
+        self.check_health("encode")?;
+        let mut rec = self.inner.recorder.lock().unwrap_or_else(|e| e.into_inner());
+        let device = &self.inner.device;
+        let encoder = rec.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("cads ops"),
+            })
+        });
+        f(encoder);
+        rec.pending += 1;
+        Ok(())
+    }
+
+    fn submit_locked(&self, rec: &mut Recorder) -> Option<wgpu::SubmissionIndex> {
+        let encoder = rec.encoder.take()?;
+        if let Some(arena) = rec.arena.take() {
+            if !rec.arena_bytes.is_empty() {
+                self.inner.queue.write_buffer(&arena, 0, &rec.arena_bytes);
+            }
+        }
+        rec.arena_bytes.clear();
+        rec.pending = 0;
+        Some(self.inner.queue.submit([encoder.finish()]))
+    }
+
+    /// Submit everything recorded so far (does not wait).
+    pub fn flush(&self) -> Result<()> {
+        let mut rec = self.inner.recorder.lock().unwrap_or_else(|e| e.into_inner());
+        self.submit_locked(&mut rec);
+        drop(rec);
+        self.check_health("flush")
+    }
+
+    /// Submit and block until the device is idle.
+    pub fn synchronize(&self) -> Result<()> {
+        self.flush()?;
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu {
+                op: "synchronize",
+                message: e.to_string(),
+            })?;
+        self.check_health("synchronize")
+    }
+
+    /// Copy `bytes` bytes from the start of `buffer` to the host (flushes and waits).
+    pub(crate) fn read_bytes(&self, op: &'static str, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let padded = bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+        let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("cads readback"),
+            size: padded,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.encode(|enc| enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, padded))?;
+        self.flush()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu {
+                op,
+                message: e.to_string(),
+            })?;
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.mark_lost(e.to_string());
+                return Err(Error::DeviceLost {
+                    op,
+                    reason: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(Error::DeviceLost {
+                    op,
+                    reason: "map callback never ran".into(),
+                })
+            }
+        }
+        self.check_health(op)?;
+        let view = staging.get_mapped_range(..).map_err(|e| Error::Gpu {
+            op,
+            message: e.to_string(),
+        })?;
+        let out = view[..bytes as usize].to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Write host bytes to the start of `buffer`, after all previously recorded work.
+    pub(crate) fn write_bytes(&self, op: &'static str, buffer: &wgpu::Buffer, data: &[u8]) -> Result<()> {
+        self.flush()?;
+        let len = data.len() as u64;
+        let aligned = len - len % wgpu::COPY_BUFFER_ALIGNMENT;
+        if aligned > 0 {
+            self.inner.queue.write_buffer(buffer, 0, &data[..aligned as usize]);
+        }
+        if aligned < len {
+            let mut tail = [0u8; 4];
+            tail[..(len - aligned) as usize].copy_from_slice(&data[aligned as usize..]);
+            self.inner.queue.write_buffer(buffer, aligned, &tail);
+        }
+        self.check_health(op)
+    }
+}

@@ -1,0 +1,341 @@
+//! Elementwise ops: broadcast binary arithmetic, unary maps (activations included), fill.
+//! Kernels: shaders/elementwise.wgsl. Reference: src/reference/elementwise.rs.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::reduce::sum_to_shape;
+use super::shape::{broadcast_shapes, broadcast_strides, rank6};
+use crate::autograd::record;
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Grid, KernelSpec};
+use crate::tensor::Tensor;
+
+const SOURCE: &str = include_str!("../../shaders/elementwise.wgsl");
+
+/// Mirrors `BinaryParams` in shaders/elementwise.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct BinaryParams {
+    n: u32,
+    op: u32,
+    _pad0: [u32; 2],
+    shape: [u32; 6],
+    a_stride: [u32; 6],
+    b_stride: [u32; 6],
+    _pad1: [u32; 2],
+}
+
+/// Mirrors `UnaryParams` in shaders/elementwise.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct UnaryParams {
+    n: u32,
+    op: u32,
+    alpha: f32,
+    _pad0: u32,
+}
+
+const BINARY: KernelSpec = KernelSpec {
+    shader: "elementwise",
+    source: SOURCE,
+    entry: "binary",
+    inputs: 2,
+    outputs: 1,
+    params_size: std::mem::size_of::<BinaryParams>(),
+    constants: &[],
+};
+const UNARY: KernelSpec = KernelSpec {
+    shader: "elementwise",
+    source: SOURCE,
+    entry: "unary",
+    inputs: 1,
+    outputs: 1,
+    params_size: std::mem::size_of::<UnaryParams>(),
+    constants: &[],
+};
+const UNARY_BACKWARD: KernelSpec = KernelSpec {
+    shader: "elementwise",
+    source: SOURCE,
+    entry: "unary_backward",
+    inputs: 2,
+    outputs: 1,
+    params_size: std::mem::size_of::<UnaryParams>(),
+    constants: &[],
+};
+const FILL: KernelSpec = KernelSpec {
+    shader: "elementwise",
+    source: SOURCE,
+    entry: "fill",
+    inputs: 0,
+    outputs: 1,
+    params_size: std::mem::size_of::<UnaryParams>(),
+    constants: &[],
+};
+
+pub(crate) const KERNELS: &[KernelSpec] = &[BINARY, UNARY, UNARY_BACKWARD, FILL];
+
+/// Binary operators of the `binary` kernel (codes match the shader).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add = 0,
+    Sub = 1,
+    Mul = 2,
+    Div = 3,
+    Max = 4,
+    Min = 5,
+    /// 1.0 where a >= b else 0.0 (not differentiable; gradient zero)
+    Ge = 6,
+    Lt = 7,
+    Le = 8,
+    Gt = 9,
+}
+
+/// Unary maps of the `unary` kernel (codes match the shader). `alpha` parameterises some.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Square,
+    Relu,
+    /// Slope for x < 0.
+    LeakyRelu(f32),
+    /// x·Φ(x), the exact (erf) form.
+    Gelu,
+    AddScalar(f32),
+    MulScalar(f32),
+    Tanh,
+    Sigmoid,
+    Reciprocal,
+    Abs,
+    /// x^p for x > 0.
+    Pow(f32),
+}
+
+impl UnaryOp {
+    /// (shader op code, alpha)
+    pub fn code(self) -> (u32, f32) {
+        match self {
+            UnaryOp::Neg => (0, 0.0),
+            UnaryOp::Exp => (1, 0.0),
+            UnaryOp::Log => (2, 0.0),
+            UnaryOp::Sqrt => (3, 0.0),
+            UnaryOp::Square => (4, 0.0),
+            UnaryOp::Relu => (5, 0.0),
+            UnaryOp::LeakyRelu(a) => (6, a),
+            UnaryOp::Gelu => (7, 0.0),
+            UnaryOp::AddScalar(a) => (8, a),
+            UnaryOp::MulScalar(a) => (9, a),
+            UnaryOp::Tanh => (10, 0.0),
+            UnaryOp::Sigmoid => (11, 0.0),
+            UnaryOp::Reciprocal => (12, 0.0),
+            UnaryOp::Abs => (13, 0.0),
+            UnaryOp::Pow(p) => (14, p),
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Square => "square",
+            UnaryOp::Relu => "relu",
+            UnaryOp::LeakyRelu(_) => "leaky_relu",
+            UnaryOp::Gelu => "gelu",
+            UnaryOp::AddScalar(_) => "add_scalar",
+            UnaryOp::MulScalar(_) => "mul_scalar",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Reciprocal => "reciprocal",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Pow(_) => "pow",
+        }
+    }
+}
+
+fn binary_name(op: BinaryOp) -> &'static str {
+    match op {
+        BinaryOp::Add => "add",
+        BinaryOp::Sub => "sub",
+        BinaryOp::Mul => "mul",
+        BinaryOp::Div => "div",
+        BinaryOp::Max => "maximum",
+        BinaryOp::Min => "minimum",
+        BinaryOp::Ge => "ge",
+        BinaryOp::Lt => "lt",
+        BinaryOp::Le => "le",
+        BinaryOp::Gt => "gt",
+    }
+}
+
+/// Forward launch only (no recording): `op(a, b)` with broadcasting.
+pub(crate) fn binary_raw(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let name = binary_name(op);
+    a.check_same_gpu(name, b)?;
+    let out_shape = broadcast_shapes(name, a.shape(), b.shape())?;
+    let out = Tensor::uninit(a.gpu(), name, &out_shape)?;
+    let n = out.numel();
+    if n == 0 {
+        return Ok(out);
+    }
+    let params = BinaryParams {
+        n: n as u32,
+        op: op as u32,
+        _pad0: [0; 2],
+        shape: rank6(name, &out_shape, 1)?,
+        a_stride: rank6(name, &broadcast_strides(a.shape(), &out_shape), 0)?,
+        b_stride: rank6(name, &broadcast_strides(b.shape(), &out_shape), 0)?,
+        _pad1: [0; 2],
+    };
+    a.gpu().dispatch(
+        &BINARY,
+        &params,
+        &[a.buffer(), b.buffer()],
+        &[out.buffer()],
+        Grid::cover(n as u64, 256),
+    )?;
+    Ok(out)
+}
+
+/// `op(a, b)` with numpy broadcasting, recorded for autograd.
+///
+/// Gradients (then summed back over broadcast axes to each operand's shape):
+/// add: (g, g); sub: (g, −g); mul: (g·b, g·a); div: (g/b, −g·a/b²);
+/// max/min: g goes to the operand that was selected (ties to `a`).
+pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let out = binary_raw(op, a, b)?;
+    let (ac, bc) = (a.detach(), b.detach());
+    let (need_a, need_b) = (a.requires_grad(), b.requires_grad());
+    Ok(record(out, binary_name(op), &[a, b], move |g| {
+        let (ga, gb) = match op {
+            BinaryOp::Add => (g.clone(), g.clone()),
+            BinaryOp::Sub => (g.clone(), unary(UnaryOp::Neg, g)?),
+            BinaryOp::Mul => (
+                if need_a { binary_raw(BinaryOp::Mul, g, &bc)? } else { g.clone() },
+                if need_b { binary_raw(BinaryOp::Mul, g, &ac)? } else { g.clone() },
+            ),
+            BinaryOp::Div => {
+                let ga = binary_raw(BinaryOp::Div, g, &bc)?;
+                let gb = if need_b {
+                    // −g·a/b² = −(g/b)·(a/b)
+                    let a_over_b = binary_raw(BinaryOp::Div, &ac, &bc)?;
+                    unary(UnaryOp::Neg, &binary_raw(BinaryOp::Mul, &ga, &a_over_b)?)?
+                } else {
+                    g.clone()
+                };
+                (ga, gb)
+            }
+            BinaryOp::Max | BinaryOp::Min => {
+                // The gradient goes to the operand that was selected; ties go to `a`.
+                let (pick_a, pick_b) = if op == BinaryOp::Max {
+                    (BinaryOp::Ge, BinaryOp::Lt)
+                } else {
+                    (BinaryOp::Le, BinaryOp::Gt)
+                };
+                let mask_a = binary_raw(pick_a, &ac, &bc)?;
+                let mask_b = binary_raw(pick_b, &ac, &bc)?;
+                (binary_raw(BinaryOp::Mul, g, &mask_a)?, binary_raw(BinaryOp::Mul, g, &mask_b)?)
+            }
+            BinaryOp::Ge | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt => {
+                // Step functions: zero gradient almost everywhere.
+                let zero = Tensor::zeros(g.gpu(), g.shape())?;
+                (zero.clone(), zero)
+            }
+        };
+        Ok(vec![
+            if need_a { Some(sum_to_shape(&ga, ac.shape())?) } else { None },
+            if need_b { Some(sum_to_shape(&gb, bc.shape())?) } else { None },
+        ])
+    }))
+}
+
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(BinaryOp::Add, a, b)
+}
+pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(BinaryOp::Sub, a, b)
+}
+pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(BinaryOp::Mul, a, b)
+}
+pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(BinaryOp::Div, a, b)
+}
+pub fn maximum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(BinaryOp::Max, a, b)
+}
+pub fn minimum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(BinaryOp::Min, a, b)
+}
+
+fn unary_launch(spec: &KernelSpec, op: UnaryOp, inputs: &[&Tensor]) -> Result<Tensor> {
+    let x = inputs[0];
+    let out = Tensor::uninit(x.gpu(), op.name(), x.shape())?;
+    let n = x.numel();
+    if n == 0 {
+        return Ok(out);
+    }
+    let (code, alpha) = op.code();
+    let params = UnaryParams {
+        n: n as u32,
+        op: code,
+        alpha,
+        _pad0: 0,
+    };
+    let bufs: Vec<&wgpu::Buffer> = inputs.iter().map(|t| t.buffer()).collect();
+    x.gpu()
+        .dispatch(spec, &params, &bufs, &[out.buffer()], Grid::cover(n as u64, 256))?;
+    Ok(out)
+}
+
+/// `op(x)` elementwise, recorded; backward is `g · op'(x)` (kernel `unary_backward`).
+pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
+    let out = unary_launch(&UNARY, op, &[x])?;
+    let xc = x.detach();
+    Ok(record(out, op.name(), &[x], move |g| {
+        if g.shape() != xc.shape() {
+            return Err(Error::shape(op.name(), xc.shape(), g.shape()));
+        }
+        Ok(vec![Some(unary_launch(&UNARY_BACKWARD, op, &[&xc, g])?)])
+    }))
+}
+
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    unary(UnaryOp::Relu, x)
+}
+pub fn leaky_relu(x: &Tensor, slope: f32) -> Result<Tensor> {
+    unary(UnaryOp::LeakyRelu(slope), x)
+}
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    unary(UnaryOp::Gelu, x)
+}
+pub fn exp(x: &Tensor) -> Result<Tensor> {
+    unary(UnaryOp::Exp, x)
+}
+pub fn log(x: &Tensor) -> Result<Tensor> {
+    unary(UnaryOp::Log, x)
+}
+pub fn scale(x: &Tensor, s: f32) -> Result<Tensor> {
+    unary(UnaryOp::MulScalar(s), x)
+}
+pub fn add_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
+    unary(UnaryOp::AddScalar(s), x)
+}
+
+/// A new tensor filled with `value`.
+pub fn fill(gpu: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
+    let out = Tensor::uninit(gpu, "fill", shape)?;
+    let n = out.numel();
+    if n > 0 {
+        let params = UnaryParams {
+            n: n as u32,
+            op: 0,
+            alpha: value,
+            _pad0: 0,
+        };
+        gpu.dispatch(&FILL, &params, &[], &[out.buffer()], Grid::cover(n as u64, 256))?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,154 @@
+//! Sum and mean over axes. Kernel: shaders/reduce.wgsl. Reference: src/reference/reduce.rs.
+//!
+//! Backward of a sum is a broadcast of the output gradient back over the reduced axes (times
+//! 1/R for a mean): `g`, reshaped with the reduced axes kept as 1, broadcast-multiplied by a
+//! constant tensor of the input shape.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::elementwise::{binary_raw, BinaryOp};
+use super::shape::rank6;
+use crate::autograd::record;
+use crate::error::{Error, Result};
+use crate::gpu::{Grid, KernelSpec};
+use crate::tensor::{contiguous_strides, normalize_axis, Tensor};
+
+/// Mirrors `ReduceParams` in shaders/reduce.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ReduceParams {
+    n_out: u32,
+    n_red: u32,
+    scale: f32,
+    _pad0: u32,
+    kept_shape: [u32; 6],
+    kept_stride: [u32; 6],
+    red_shape: [u32; 6],
+    red_stride: [u32; 6],
+}
+
+const SUM_AXES: KernelSpec = KernelSpec {
+    shader: "reduce",
+    source: include_str!("../../shaders/reduce.wgsl"),
+    entry: "sum_axes",
+    inputs: 1,
+    outputs: 1,
+    params_size: std::mem::size_of::<ReduceParams>(),
+    constants: &[],
+};
+
+pub(crate) const KERNELS: &[KernelSpec] = &[SUM_AXES];
+
+/// Launch: sum over `reduced` axes (a mask over x's axes) times `scale`; output keeps the
+/// reduced axes with extent 1.
+fn reduce_raw(x: &Tensor, reduced: &[bool], scale: f32) -> Result<Tensor> {
+    let shape = x.shape();
+    let strides = contiguous_strides(shape);
+    let kept_shape: Vec<usize> = shape.iter().zip(reduced).map(|(&d, &r)| if r { 1 } else { d }).collect();
+    let red_shape: Vec<usize> = shape.iter().zip(reduced).map(|(&d, &r)| if r { d } else { 1 }).collect();
+    let kept_stride: Vec<usize> = strides.iter().zip(reduced).map(|(&s, &r)| if r { 0 } else { s }).collect();
+    let red_stride: Vec<usize> = strides.iter().zip(reduced).map(|(&s, &r)| if r { s } else { 0 }).collect();
+    let out = Tensor::uninit(x.gpu(), "sum", &kept_shape)?;
+    let n_out = out.numel();
+    let n_red: usize = red_shape.iter().product();
+    if n_out == 0 {
+        return Ok(out);
+    }
+    if n_red == 0 {
+        return Tensor::zeros(x.gpu(), &kept_shape);
+    }
+    let params = ReduceParams {
+        n_out: n_out as u32,
+        n_red: n_red as u32,
+        scale,
+        _pad0: 0,
+        kept_shape: rank6("sum", &kept_shape, 1)?,
+        kept_stride: rank6("sum", &kept_stride, 0)?,
+        red_shape: rank6("sum", &red_shape, 1)?,
+        red_stride: rank6("sum", &red_stride, 0)?,
+    };
+    x.gpu().dispatch(&SUM_AXES, &params, &[x.buffer()], &[out.buffer()], Grid::Linear(n_out as u64))?;
+    Ok(out)
+}
+
+/// Broadcast `g` (shape with reduced axes = 1) to `shape`, times `scale`.
+fn expand_raw(g: &Tensor, shape: &[usize], scale: f32) -> Result<Tensor> {
+    let s = Tensor::full(g.gpu(), shape, scale)?;
+    binary_raw(BinaryOp::Mul, &s, g)
+}
+
+fn axes_mask(op: &'static str, rank: usize, axes: &[isize]) -> Result<Vec<bool>> {
+    let mut mask = vec![false; rank];
+    for &a in axes {
+        let a = normalize_axis(op, a, rank)?;
+        if mask[a] {
+            return Err(Error::invalid(op, "each axis once", format!("{axes:?}")));
+        }
+        mask[a] = true;
+    }
+    Ok(mask)
+}
+
+fn reduce(op: &'static str, x: &Tensor, axes: &[isize], keepdim: bool, mean: bool) -> Result<Tensor> {
+    let mask = axes_mask(op, x.rank(), axes)?;
+    let r: usize = x.shape().iter().zip(&mask).filter(|(_, &m)| m).map(|(&d, _)| d).product();
+    let scale = if mean {
+        if r == 0 {
+            return Err(Error::invalid(op, "a non-empty reduction for a mean", "0 elements"));
+        }
+        1.0 / r as f32
+    } else {
+        1.0
+    };
+    let kept = reduce_raw(x, &mask, scale)?;
+    let kept_shape = kept.shape().to_vec();
+    let out_shape: Vec<usize> = if keepdim {
+        kept_shape.clone()
+    } else {
+        x.shape().iter().zip(&mask).filter(|(_, &m)| !m).map(|(&d, _)| d).collect()
+    };
+    let out = kept.reshape(&out_shape)?;
+    let in_shape = x.shape().to_vec();
+    Ok(record(out, op, &[x], move |g| {
+        let g = g.reshape(&kept_shape)?;
+        Ok(vec![Some(expand_raw(&g, &in_shape, scale)?)])
+    }))
+}
+
+/// Sum over `axes` (negative axes count from the end).
+pub fn sum(x: &Tensor, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+    reduce("sum", x, axes, keepdim, false)
+}
+
+/// Mean over `axes`.
+pub fn mean(x: &Tensor, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+    reduce("mean", x, axes, keepdim, true)
+}
+
+/// Sum of every element, shape `[1]`.
+pub fn sum_all(x: &Tensor) -> Result<Tensor> {
+    sum(&x.reshape(&[x.numel()])?, &[0], true)
+}
+
+/// Mean of every element, shape `[1]`.
+pub fn mean_all(x: &Tensor) -> Result<Tensor> {
+    mean(&x.reshape(&[x.numel()])?, &[0], true)
+}
+
+/// Sum `g` over the axes along which `shape` was broadcast to `g.shape()`, giving `shape`.
+/// Not recorded (used inside backward closures).
+pub(crate) fn sum_to_shape(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    if g.shape() == shape {
+        return Ok(g.clone());
+    }
+    let rank = g.rank();
+    if shape.len() > rank {
+        return Err(Error::shape("sum_to_shape", g.shape(), shape));
+    }
+    let off = rank - shape.len();
+    let mask: Vec<bool> = (0..rank)
+        .map(|i| i < off || (shape[i - off] == 1 && g.shape()[i] != 1))
+        .collect();
+    let summed = reduce_raw(g, &mask, 1.0)?;
+    summed.reshape(shape)
+}

@@ -1,0 +1,161 @@
+//! Data movement: permute, slice, concat. All go through one strided region-copy kernel
+//! (`shaders/copy.wgsl`), and their backward passes are the inverse movements.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{contiguous_strides, normalize_axis, numel, Tensor};
+use crate::autograd::record;
+use crate::error::{Error, Result};
+use crate::gpu::{Grid, KernelSpec};
+use crate::ops::shape::rank6;
+
+/// Mirrors `CopyParams` in shaders/copy.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct CopyParams {
+    n: u32,
+    in_offset: u32,
+    out_offset: u32,
+    _pad0: u32,
+    shape: [u32; 6],
+    in_stride: [u32; 6],
+    out_stride: [u32; 6],
+    _pad1: [u32; 2],
+}
+
+pub(crate) const COPY_REGION: KernelSpec = KernelSpec {
+    shader: "copy",
+    source: include_str!("../../shaders/copy.wgsl"),
+    entry: "copy_region",
+    inputs: 1,
+    outputs: 1,
+    params_size: std::mem::size_of::<CopyParams>(),
+    constants: &[],
+};
+
+pub(crate) const KERNELS: &[KernelSpec] = &[COPY_REGION];
+
+/// Copy the region `shape` from `src` (offset, strides in elements) into `dst` (offset, strides).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn copy_region(
+    op: &'static str,
+    src: &Tensor,
+    in_offset: usize,
+    in_strides: &[usize],
+    dst: &Tensor,
+    out_offset: usize,
+    out_strides: &[usize],
+    shape: &[usize],
+) -> Result<()> {
+    let n = numel(shape);
+    if n == 0 {
+        return Ok(());
+    }
+    let params = CopyParams {
+        n: n as u32,
+        in_offset: in_offset as u32,
+        out_offset: out_offset as u32,
+        _pad0: 0,
+        shape: rank6(op, shape, 1)?,
+        in_stride: rank6(op, in_strides, 0)?,
+        out_stride: rank6(op, out_strides, 0)?,
+        _pad1: [0; 2],
+    };
+    src.gpu().dispatch(
+        &COPY_REGION,
+        &params,
+        &[src.buffer()],
+        &[dst.buffer()],
+        Grid::cover(n as u64, 256),
+    )
+}
+
+impl Tensor {
+    /// Reorder axes: `out.shape[i] = self.shape[perm[i]]`.
+    pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
+        let rank = self.rank();
+        let mut seen = vec![false; rank];
+        if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
+            return Err(Error::invalid("permute", format!("a permutation of 0..{rank}"), format!("{perm:?}")));
+        }
+        let in_strides = contiguous_strides(self.shape());
+        let out_shape: Vec<usize> = perm.iter().map(|&p| self.shape()[p]).collect();
+        let gathered: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+        let out = Tensor::uninit(self.gpu(), "permute", &out_shape)?;
+        copy_region("permute", self, 0, &gathered, &out, 0, &contiguous_strides(&out_shape), &out_shape)?;
+        let mut inverse = vec![0; rank];
+        for (i, &p) in perm.iter().enumerate() {
+            inverse[p] = i;
+        }
+        Ok(record(out, "permute", &[self], move |g| Ok(vec![Some(g.permute(&inverse)?)])))
+    }
+
+    /// Swap the last two axes.
+    pub fn transpose_last2(&self) -> Result<Tensor> {
+        let r = self.rank();
+        if r < 2 {
+            return Err(Error::invalid("transpose_last2", "rank >= 2", r));
+        }
+        let mut perm: Vec<usize> = (0..r).collect();
+        perm.swap(r - 2, r - 1);
+        self.permute(&perm)
+    }
+
+    /// The sub-tensor `start..start + len` along `axis`.
+    pub fn slice(&self, axis: isize, start: usize, len: usize) -> Result<Tensor> {
+        let a = normalize_axis("slice", axis, self.rank())?;
+        let extent = self.shape()[a];
+        if start + len > extent {
+            return Err(Error::invalid(
+                "slice",
+                format!("start + len <= {extent} on axis {a}"),
+                format!("start {start}, len {len}"),
+            ));
+        }
+        let strides = contiguous_strides(self.shape());
+        let mut out_shape = self.shape().to_vec();
+        out_shape[a] = len;
+        let out = Tensor::uninit(self.gpu(), "slice", &out_shape)?;
+        copy_region("slice", self, start * strides[a], &strides, &out, 0, &contiguous_strides(&out_shape), &out_shape)?;
+        let in_shape = self.shape().to_vec();
+        Ok(record(out, "slice", &[self], move |g| {
+            // Gradient: zeros of the input shape with g copied into the sliced window.
+            let gx = Tensor::zeros(g.gpu(), &in_shape)?;
+            let in_strides = contiguous_strides(&in_shape);
+            copy_region("slice_backward", g, 0, &contiguous_strides(g.shape()), &gx, start * in_strides[a], &in_strides, g.shape())?;
+            Ok(vec![Some(gx)])
+        }))
+    }
+
+    /// Join tensors along `axis`; every other extent must agree.
+    pub fn concat(parts: &[&Tensor], axis: isize) -> Result<Tensor> {
+        let first = parts.first().ok_or_else(|| Error::invalid("concat", "at least one tensor", 0))?;
+        let a = normalize_axis("concat", axis, first.rank())?;
+        let mut out_shape = first.shape().to_vec();
+        out_shape[a] = 0;
+        for p in parts {
+            first.check_same_gpu("concat", p)?;
+            let mut s = p.shape().to_vec();
+            if s.len() != first.rank() {
+                return Err(Error::shape("concat", first.shape(), p.shape()));
+            }
+            out_shape[a] += s[a];
+            s[a] = first.shape()[a];
+            if s != first.shape() {
+                return Err(Error::shape("concat", first.shape(), p.shape()));
+            }
+        }
+        let out = Tensor::uninit(first.gpu(), "concat", &out_shape)?;
+        let out_strides = contiguous_strides(&out_shape);
+        let mut offset = 0;
+        let mut starts = Vec::with_capacity(parts.len());
+        for p in parts {
+            copy_region("concat", p, 0, &contiguous_strides(p.shape()), &out, offset * out_strides[a], &out_strides, p.shape())?;
+            starts.push((offset, p.shape()[a]));
+            offset += p.shape()[a];
+        }
+        Ok(record(out, "concat", parts, move |g| {
+            starts.iter().map(|&(s, len)| g.slice(a as isize, s, len).map(Some)).collect()
+        }))
+    }
+}

@@ -1,0 +1,273 @@
+//! GPU tensors: an f32 buffer from the pool plus a shape. No autograd logic lives here beyond
+//! carrying the tape node (`autograd` owns the semantics).
+//!
+//! Tensors are always contiguous row-major; `reshape` shares the buffer, `permute`, `slice` and
+//! `concat` copy (see `layout.rs`). A tensor is immutable once built, except through the explicit
+//! in-place methods used by optimizers (`assign`).
+
+mod layout;
+
+pub(crate) use layout::KERNELS;
+
+use std::sync::Arc;
+
+use crate::autograd::Node;
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, PooledBuffer};
+
+pub(crate) struct TensorInner {
+    pub gpu: Gpu,
+    pub storage: Arc<PooledBuffer>,
+    pub shape: Vec<usize>,
+    pub id: u64,
+    /// A leaf that gradients are wanted for (parameters, or inputs the user marks).
+    pub requires_grad: bool,
+    /// The tape node that produced this tensor, if it was recorded.
+    pub node: Option<Arc<Node>>,
+}
+
+/// An f32 tensor on one device. Cloning is cheap (shares the buffer and the tape node).
+#[derive(Clone)]
+pub struct Tensor {
+    pub(crate) inner: Arc<TensorInner>,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Tensor(id {}, shape {:?}, grad {})",
+            self.inner.id,
+            self.inner.shape,
+            self.requires_grad()
+        )
+    }
+}
+
+/// Number of elements of a shape.
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl Tensor {
+    /// A tensor with uninitialised contents (op outputs that a kernel fully overwrites).
+    pub(crate) fn uninit(gpu: &Gpu, op: &'static str, shape: &[usize]) -> Result<Tensor> {
+        let n = numel(shape);
+        let bytes = (n as u64) * 4;
+        gpu.check_bytes(op, bytes)?;
+        if n > u32::MAX as usize {
+            return Err(Error::invalid(op, "at most 2^32-1 elements", n));
+        }
+        let storage = Arc::new(gpu.pool().take(bytes));
+        Ok(Tensor {
+            inner: Arc::new(TensorInner {
+                gpu: gpu.clone(),
+                storage,
+                shape: shape.to_vec(),
+                id: gpu.next_id(),
+                requires_grad: false,
+                node: None,
+            }),
+        })
+    }
+
+    /// Upload host data.
+    pub fn from_slice(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) != data.len() {
+            return Err(Error::shape(
+                "Tensor::from_slice",
+                format!("{} values for shape {shape:?}", numel(shape)),
+                format!("{} values", data.len()),
+            ));
+        }
+        let t = Tensor::uninit(gpu, "Tensor::from_slice", shape)?;
+        gpu.write_bytes("Tensor::from_slice", t.buffer(), bytemuck::cast_slice(data))?;
+        Ok(t)
+    }
+
+    /// All zeros.
+    pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
+        let t = Tensor::uninit(gpu, "Tensor::zeros", shape)?;
+        let bytes = (t.numel() as u64 * 4).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+        if bytes > 0 {
+            gpu.encode(|enc| enc.clear_buffer(t.buffer(), 0, Some(bytes)))?;
+        }
+        Ok(t)
+    }
+
+    /// Every element equal to `value`.
+    pub fn full(gpu: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
+        crate::ops::fill(gpu, shape, value)
+    }
+
+    /// A leaf parameter: gradients are collected for it by `backward`.
+    pub fn parameter(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        Ok(Tensor::from_slice(gpu, data, shape)?.requires_grad_(true))
+    }
+
+    /// The same data as a leaf with `requires_grad` set (or cleared). Drops any tape node.
+    pub fn requires_grad_(self, requires: bool) -> Tensor {
+        Tensor {
+            inner: Arc::new(TensorInner {
+                gpu: self.inner.gpu.clone(),
+                storage: self.inner.storage.clone(),
+                shape: self.inner.shape.clone(),
+                id: self.inner.id,
+                requires_grad: requires,
+                node: None,
+            }),
+        }
+    }
+
+    /// The same data, cut from the tape: no gradient flows through the result.
+    pub fn detach(&self) -> Tensor {
+        Tensor {
+            inner: Arc::new(TensorInner {
+                gpu: self.inner.gpu.clone(),
+                storage: self.inner.storage.clone(),
+                shape: self.inner.shape.clone(),
+                id: self.inner.gpu.next_id(),
+                requires_grad: false,
+                node: None,
+            }),
+        }
+    }
+
+    /// Copy to the host (waits for pending work).
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        let bytes = self
+            .inner
+            .gpu
+            .read_bytes("Tensor::to_vec", self.buffer(), self.numel() as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// The single value of a one-element tensor.
+    pub fn to_scalar(&self) -> Result<f32> {
+        if self.numel() != 1 {
+            return Err(Error::shape("Tensor::to_scalar", "one element", self.shape()));
+        }
+        Ok(self.to_vec()?[0])
+    }
+
+    /// Overwrite the contents with host data of the same size (e.g. loading weights).
+    pub fn write(&self, data: &[f32]) -> Result<()> {
+        if data.len() != self.numel() {
+            return Err(Error::shape(
+                "Tensor::write",
+                format!("{} values", self.numel()),
+                format!("{} values", data.len()),
+            ));
+        }
+        self.inner
+            .gpu
+            .write_bytes("Tensor::write", self.buffer(), bytemuck::cast_slice(data))
+    }
+
+    /// Overwrite the contents with another tensor's (same element count), in stream order.
+    /// Not recorded: for optimizer and EMA updates outside the tape.
+    pub fn assign(&self, src: &Tensor) -> Result<()> {
+        if src.numel() != self.numel() {
+            return Err(Error::shape("Tensor::assign", self.shape(), src.shape()));
+        }
+        let bytes = self.numel() as u64 * 4;
+        if bytes > 0 {
+            self.inner
+                .gpu
+                .encode(|enc| enc.copy_buffer_to_buffer(src.buffer(), 0, self.buffer(), 0, bytes))?;
+        }
+        Ok(())
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.inner.shape
+    }
+    pub fn rank(&self) -> usize {
+        self.inner.shape.len()
+    }
+    pub fn numel(&self) -> usize {
+        numel(&self.inner.shape)
+    }
+    /// Extent of axis `axis` (negative counts from the end).
+    pub fn dim(&self, axis: isize) -> Result<usize> {
+        let a = normalize_axis("Tensor::dim", axis, self.rank())?;
+        Ok(self.inner.shape[a])
+    }
+    pub fn gpu(&self) -> &Gpu {
+        &self.inner.gpu
+    }
+    /// Identity used by `Gradients` (shared by clones; new for every op result and `detach`).
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+    /// Whether gradients flow to or through this tensor.
+    pub fn requires_grad(&self) -> bool {
+        self.inner.requires_grad || self.inner.node.is_some()
+    }
+    /// The device buffer (bound whole; only the first `numel` elements are meaningful).
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.inner.storage.buffer()
+    }
+
+    /// Attach a tape node to a freshly computed result.
+    pub(crate) fn with_node(self, node: Arc<Node>) -> Tensor {
+        Tensor {
+            inner: Arc::new(TensorInner {
+                gpu: self.inner.gpu.clone(),
+                storage: self.inner.storage.clone(),
+                shape: self.inner.shape.clone(),
+                id: self.inner.id,
+                requires_grad: false,
+                node: Some(node),
+            }),
+        }
+    }
+
+    /// A view with the same storage and another shape (recorded, so gradients reshape back).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) != self.numel() {
+            return Err(Error::shape("reshape", self.shape(), shape));
+        }
+        let out = Tensor {
+            inner: Arc::new(TensorInner {
+                gpu: self.inner.gpu.clone(),
+                storage: self.inner.storage.clone(),
+                shape: shape.to_vec(),
+                id: self.inner.gpu.next_id(),
+                requires_grad: false,
+                node: None,
+            }),
+        };
+        let in_shape = self.shape().to_vec();
+        Ok(crate::autograd::record(out, "reshape", &[self], move |g| {
+            Ok(vec![Some(g.reshape(&in_shape)?)])
+        }))
+    }
+
+    /// Fail unless `other` lives on the same device.
+    pub(crate) fn check_same_gpu(&self, op: &'static str, other: &Tensor) -> Result<()> {
+        if self.gpu().same(other.gpu()) {
+            Ok(())
+        } else {
+            Err(Error::invalid(op, "tensors on the same device", "tensors on two devices"))
+        }
+    }
+}
+
+/// Map a possibly negative axis into `0..rank`.
+pub fn normalize_axis(op: &'static str, axis: isize, rank: usize) -> Result<usize> {
+    let a = if axis < 0 { axis + rank as isize } else { axis };
+    if a < 0 || a >= rank as isize {
+        return Err(Error::invalid(op, format!("an axis in -{rank}..{rank}"), axis));
+    }
+    Ok(a as usize)
+}
+
+/// Row-major element strides of a shape.
+pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1usize; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}

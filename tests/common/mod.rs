@@ -1,0 +1,52 @@
+//! Shared test helpers: the one GPU context per test binary, comparisons and random data.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use cads::reference::Array;
+use cads::util::{compare, Rng, Tolerance};
+use cads::{Gpu, Tensor};
+
+/// The test GPU. With no adapter this FAILS (panics) with instructions; it never skips.
+pub fn gpu() -> Gpu {
+    static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
+    GPU.get_or_init(|| Gpu::new().map_err(|e| e.to_string()))
+        .clone()
+        .unwrap_or_else(|e| panic!("GPU test cannot run: {e}"))
+}
+
+/// A context of its own (own pool and counters) for tests that measure memory.
+pub fn fresh_gpu() -> Gpu {
+    Gpu::new().unwrap_or_else(|e| panic!("GPU test cannot run: {e}"))
+}
+
+/// Panic with the worst-element report unless `got` matches `want` within `tol`.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: Tolerance) {
+    let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
+    if let Err(msg) = compare(what, &got, want, tol) {
+        panic!("{msg}");
+    }
+}
+
+/// f64 version for reference-vs-finite-difference checks.
+pub fn assert_close64(what: &str, got: &[f64], want: &[f64], tol: Tolerance) {
+    if let Err(msg) = compare(what, got, want, tol) {
+        panic!("{msg}");
+    }
+}
+
+/// Random array (uniform in [lo, hi)) and the same data on the GPU.
+pub fn random_pair(gpu: &Gpu, rng: &mut Rng, shape: &[usize], lo: f32, hi: f32) -> (Array, Tensor) {
+    let n = shape.iter().product();
+    let data = rng.vec_uniform(n, lo, hi);
+    (
+        Array::from_f32(&data, shape),
+        Tensor::from_slice(gpu, &data, shape).expect("upload"),
+    )
+}
+
+/// Same as `random_pair` but the GPU tensor is a leaf that requires grad.
+pub fn random_param(gpu: &Gpu, rng: &mut Rng, shape: &[usize], lo: f32, hi: f32) -> (Array, Tensor) {
+    let (a, t) = random_pair(gpu, rng, shape, lo, hi);
+    (a, t.requires_grad_(true))
+}

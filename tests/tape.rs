@@ -1,0 +1,123 @@
+//! Autograd tape semantics: fan-out accumulation, no_grad, detach, graph consumption, buffer
+//! release, and the gradients of the data-movement ops.
+
+mod common;
+
+use cads::ops;
+use cads::util::{Rng, F32_GRAD, F32_POINTWISE};
+use cads::Tensor;
+use common::*;
+
+#[test]
+fn fan_out_accumulates_in_one_place() {
+    // y = Σ (x·x + x + x)  ⇒  dy/dx = 2x + 2, x used four times.
+    let gpu = gpu();
+    let data = [0.5f32, -1.0, 2.0, 3.5];
+    let x = Tensor::parameter(&gpu, &data, &[4]).unwrap();
+    let y = ops::add(&ops::add(&ops::mul(&x, &x).unwrap(), &x).unwrap(), &x).unwrap();
+    let loss = ops::sum_all(&y).unwrap();
+    let grads = loss.backward().unwrap();
+    let want: Vec<f64> = data.iter().map(|&v| 2.0 * v as f64 + 2.0).collect();
+    assert_close("fan-out grad", &grads.get(&x).unwrap().to_vec().unwrap(), &want, F32_POINTWISE);
+}
+
+#[test]
+fn no_grad_and_detach_stop_recording() {
+    let gpu = gpu();
+    let x = Tensor::parameter(&gpu, &[1.0, 2.0], &[2]).unwrap();
+    let y = gpu.no_grad(|| ops::mul(&x, &x).unwrap());
+    assert!(!y.requires_grad(), "op under no_grad must not record");
+    assert!(y.backward().is_err());
+    // z = x·detach(x): gradient is detach(x) only, not 2x.
+    let z = ops::sum_all(&ops::mul(&x, &x.detach()).unwrap()).unwrap();
+    let g = z.backward().unwrap();
+    assert_close("detach grad", &g.get(&x).unwrap().to_vec().unwrap(), &[1.0, 2.0], F32_POINTWISE);
+}
+
+#[test]
+fn graph_is_consumed_by_backward() {
+    let gpu = gpu();
+    let x = Tensor::parameter(&gpu, &[1.0, 2.0, 3.0], &[3]).unwrap();
+    let loss = ops::sum_all(&ops::exp(&x).unwrap()).unwrap();
+    loss.backward().unwrap();
+    let err = loss.backward().unwrap_err().to_string();
+    assert!(err.contains("already consumed"), "{err}");
+}
+
+#[test]
+fn non_scalar_backward_needs_an_upstream_gradient() {
+    let gpu = gpu();
+    let x = Tensor::parameter(&gpu, &[1.0, 2.0], &[2]).unwrap();
+    let y = ops::exp(&x).unwrap();
+    assert!(y.backward().unwrap_err().to_string().contains("backward_with"));
+    let bad = Tensor::zeros(&gpu, &[3]).unwrap();
+    assert!(y.backward_with(&bad).is_err());
+}
+
+#[test]
+fn intermediate_buffers_return_to_the_pool_after_backward() {
+    let gpu = fresh_gpu(); // own pool: other tests' tensors must not count
+    let mut rng = Rng::new(3);
+    let x = Tensor::parameter(&gpu, &rng.vec_uniform(4096, -1.0, 1.0), &[64, 64]).unwrap();
+    let before = gpu.pool_stats().live_bytes;
+    let grads = {
+        let mut h = x.clone();
+        for _ in 0..8 {
+            h = ops::gelu(&ops::scale(&h, 0.9).unwrap()).unwrap();
+        }
+        let loss = ops::sum_all(&h).unwrap();
+        let during = gpu.pool_stats().live_bytes;
+        assert!(during >= before + 16 * 4096 * 4, "activations should be live before backward");
+        loss.backward().unwrap()
+    };
+    // Only the gradient of x (one 64×64 buffer) may remain beyond what was live before.
+    let after = gpu.pool_stats().live_bytes;
+    assert!(after <= before + 4096 * 4, "live bytes {before} -> {after}: intermediates leaked");
+    assert_eq!(grads.len(), 1);
+    let stats = gpu.pool_stats();
+    assert!(stats.reuses > 0 && stats.peak_bytes >= stats.live_bytes);
+}
+
+#[test]
+fn permute_slice_concat_forward_and_backward() {
+    let gpu = gpu();
+    let mut rng = Rng::new(5);
+    let shape = [2, 3, 5, 7];
+    let (xa, x) = random_param(&gpu, &mut rng, &shape, -1.0, 1.0);
+    // permute [3, 0, 2, 1]
+    let p = x.permute(&[3, 0, 2, 1]).unwrap();
+    assert_eq!(p.shape(), &[7, 2, 5, 3]);
+    let pv = p.to_vec().unwrap();
+    let mut want = vec![0.0f64; pv.len()];
+    for a in 0..2 { for b in 0..3 { for c in 0..5 { for d in 0..7 {
+        want[((d * 2 + a) * 5 + c) * 3 + b] = xa.data[((a * 3 + b) * 5 + c) * 7 + d];
+    }}}}
+    assert_close("permute", &pv, &want, F32_POINTWISE);
+    // slice axis 2, 1..4, then concat with itself along axis 0; gradient of a weighted sum.
+    let s = x.slice(2, 1, 3).unwrap();
+    let c = Tensor::concat(&[&s, &s, &p.permute(&[1, 3, 2, 0]).unwrap()], 2).unwrap();
+    assert_eq!(c.shape(), &[2, 3, 11, 7]);
+    let g = rng.vec_uniform(c.numel(), -1.0, 1.0);
+    let grads = c.backward_with(&Tensor::from_slice(&gpu, &g, c.shape()).unwrap()).unwrap();
+    // d/dx: for each x[a,b,k,d]: (k in 1..4 → g at slot k-1 and slot 3+k-1) + g at slot 6+k.
+    let mut gx = vec![0.0f64; xa.numel()];
+    for a in 0..2 { for b in 0..3 { for k in 0..5 { for d in 0..7 {
+        let gi = |slot: usize| g[((a * 3 + b) * 11 + slot) * 7 + d] as f64;
+        let mut v = gi(6 + k);
+        if (1..4).contains(&k) { v += gi(k - 1) + gi(3 + k - 1); }
+        gx[((a * 3 + b) * 5 + k) * 7 + d] = v;
+    }}}}
+    assert_close("slice/concat/permute grad", &grads.get(&x).unwrap().to_vec().unwrap(), &gx, F32_GRAD);
+}
+
+#[test]
+fn bad_layout_arguments_are_typed_errors() {
+    let gpu = gpu();
+    let x = Tensor::zeros(&gpu, &[2, 3]).unwrap();
+    assert!(x.permute(&[0, 0]).is_err());
+    assert!(x.slice(1, 2, 2).is_err());
+    assert!(x.reshape(&[7]).is_err());
+    let y = Tensor::zeros(&gpu, &[2, 4]).unwrap();
+    assert!(Tensor::concat(&[&x, &y], 0).is_err());
+    assert!(Tensor::from_slice(&gpu, &[1.0, 2.0], &[3]).is_err());
+}
