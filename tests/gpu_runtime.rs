@@ -1,0 +1,101 @@
+//! The GPU runtime: embedding on a host device, limits, buffer pool, device loss.
+
+mod common;
+
+use cads::gpu::{size_class, AdapterChoice};
+use cads::{ops, Error, Gpu, Tensor};
+use common::*;
+
+#[test]
+fn runs_on_a_host_owned_device_and_leaves_it_usable() {
+    let (device, queue) = pollster::block_on(async {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = wgpu::util::initialize_adapter_from_env_or_default(&instance, None)
+            .await
+            .unwrap_or_else(|e| panic!("no adapter: {e}. {}", cads::gpu::NO_ADAPTER_HINT));
+        adapter
+            .request_device(&wgpu::DeviceDescriptor::default())
+            .await
+            .unwrap()
+    });
+    let gpu = Gpu::from_device(device.clone(), queue.clone());
+    let x = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0], &[3]).unwrap();
+    let y = ops::mul(&x, &x).unwrap().to_vec().unwrap();
+    assert_eq!(y, vec![1.0, 4.0, 9.0]);
+    // The host's own work on the same device still runs.
+    let buf = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 4,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    queue.write_buffer(&buf, 0, &7u32.to_le_bytes());
+    queue.submit([]);
+    buf.map_async(wgpu::MapMode::Read, .., |r| r.unwrap());
+    device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+    assert_eq!(&buf.get_mapped_range(..).unwrap()[..], &7u32.to_le_bytes());
+}
+
+#[test]
+fn adapter_choice_by_name_and_unknown_name_error() {
+    let gpu = gpu();
+    let name = gpu.adapter().name.clone();
+    let picked = Gpu::with_choice(&AdapterChoice {
+        backends: None,
+        name: Some(name[..3].to_string()),
+    })
+    .unwrap();
+    assert_eq!(picked.adapter().name, name);
+    let err = Gpu::with_choice(&AdapterChoice {
+        backends: None,
+        name: Some("no-such-gpu-xyz".into()),
+    })
+    .unwrap_err();
+    assert!(matches!(err, Error::NoAdapter { .. }), "{err}");
+    assert!(err.to_string().contains("no-such-gpu-xyz"));
+}
+
+#[test]
+fn tensors_over_the_binding_limit_are_typed_errors() {
+    let gpu = gpu();
+    let max = gpu.max_binding_bytes();
+    let too_many = (max / 4 + 1) as usize;
+    let err = Tensor::zeros(&gpu, &[too_many]).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("Tensor::zeros"));
+}
+
+#[test]
+fn pool_reuses_buffers_by_size_class_and_tracks_peak() {
+    let gpu = fresh_gpu();
+    let a = Tensor::zeros(&gpu, &[1000]).unwrap();
+    let s0 = gpu.pool_stats();
+    assert_eq!(s0.live_bytes, size_class(4000));
+    drop(a);
+    let _b = Tensor::zeros(&gpu, &[999]).unwrap(); // same class: reused
+    let s1 = gpu.pool_stats();
+    assert_eq!(s1.allocations, s0.allocations);
+    assert_eq!(s1.reuses, s0.reuses + 1);
+    let _c = Tensor::zeros(&gpu, &[5000]).unwrap();
+    assert_eq!(
+        gpu.pool_stats().peak_bytes,
+        size_class(4000) + size_class(20000)
+    );
+    gpu.reset_peak_memory();
+    gpu.trim_pool();
+    assert_eq!(gpu.pool_stats().cached_bytes, 0);
+}
+
+#[test]
+fn a_lost_device_gives_a_typed_error_not_a_panic() {
+    let gpu = fresh_gpu();
+    let x = Tensor::from_slice(&gpu, &[1.0, 2.0], &[2]).unwrap();
+    gpu.device().destroy();
+    let _ = gpu.device().poll(wgpu::PollType::wait_indefinitely());
+    let err = ops::exp(&x).and_then(|y| y.to_vec()).unwrap_err();
+    assert!(
+        matches!(err, Error::DeviceLost { .. } | Error::Gpu { .. }),
+        "{err}"
+    );
+}
