@@ -217,6 +217,6 @@ fn collect_nodes(root: &Tensor) -> Vec<Arc<Node>> {
         }
         nodes.push(node);
     }
-    nodes.sort_by(|a, b| b.seq.cmp(&a.seq));
+    nodes.sort_by_key(|n| std::cmp::Reverse(n.seq));
     nodes
 }

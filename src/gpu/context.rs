@@ -206,13 +206,15 @@ impl Gpu {
 
     /// The largest tensor, in bytes, that one storage binding can hold on this device.
     pub fn max_binding_bytes(&self) -> u64 {
-        (self.inner.limits.max_storage_buffer_binding_size as u64)
+        self.inner
+            .limits
+            .max_storage_buffer_binding_size
             .min(self.inner.limits.max_buffer_size)
     }
 
     /// Check a tensor size against the device limits before any wgpu call can panic on it.
     pub fn check_bytes(&self, op: &'static str, bytes: u64) -> Result<()> {
-        let binding = self.inner.limits.max_storage_buffer_binding_size as u64;
+        let binding = self.inner.limits.max_storage_buffer_binding_size;
         if bytes > binding {
             return Err(Error::TooLarge {
                 op,
