@@ -1,14 +1,18 @@
 //! GPU ops, one file per family: validate → output shape → allocate → launch → record backward.
 
 pub mod elementwise;
+pub mod pool;
 pub mod reduce;
+pub mod resample;
 pub mod shape;
 
 pub use elementwise::{
     add, add_scalar, binary, div, exp, fill, gelu, leaky_relu, log, maximum, minimum, mul, relu,
     scale, sub, unary, BinaryOp, UnaryOp,
 };
+pub use pool::{avg_pool3d, global_avg_pool, max_pool3d, Pool3dConfig};
 pub use reduce::{mean, mean_all, sum, sum_all};
+pub use resample::{resample, ResampleMode};
 
 use crate::gpu::KernelSpec;
 
@@ -18,6 +22,8 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         crate::tensor::KERNELS,
         elementwise::KERNELS,
         reduce::KERNELS,
+        pool::KERNELS,
+        resample::KERNELS,
     ];
     families.iter().flat_map(|f| f.iter()).collect()
 }

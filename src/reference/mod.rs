@@ -3,7 +3,9 @@
 
 pub mod elementwise;
 pub mod gradcheck;
+pub mod pool;
 pub mod reduce;
+pub mod resample;
 
 /// A dense row-major f64 array with a shape.
 #[derive(Clone, Debug, PartialEq)]
