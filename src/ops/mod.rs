@@ -1,11 +1,13 @@
 //! GPU ops, one file per family: validate → output shape → allocate → launch → record backward.
 
+pub mod conv_transpose3d;
 pub mod elementwise;
 pub mod pool;
 pub mod reduce;
 pub mod resample;
 pub mod shape;
 
+pub use conv_transpose3d::{conv_transpose3d, ConvTranspose3dConfig};
 pub use elementwise::{
     add, add_scalar, binary, div, exp, fill, gelu, leaky_relu, log, maximum, minimum, mul, relu,
     scale, sub, unary, BinaryOp, UnaryOp,
@@ -23,6 +25,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         elementwise::KERNELS,
         reduce::KERNELS,
         pool::KERNELS,
+        conv_transpose3d::KERNELS,
         resample::KERNELS,
     ];
     families.iter().flat_map(|f| f.iter()).collect()

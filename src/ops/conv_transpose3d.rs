@@ -1,0 +1,398 @@
+//! Transposed 3D convolution (groups = 1), channels-last, with a fast path for kernel 2 /
+//! stride 2 / padding 0 — the U-Net up-sampling — that treats each of the 8 output parity
+//! classes as a plain GEMM (no zero-stuffing, no gather over a dilated input).
+//! Kernels: shaders/conv_transpose3d.wgsl (general, also the oracle of the fast path) and
+//! shaders/conv_transpose3d_k2s2.wgsl. Reference: src/reference/conv_transpose3d.rs.
+//!
+//! Weight layout: `[kD, kH, kW, Ci, Co]` (Co fastest, so the fast kernel loads vec4 over output
+//! channels). PyTorch's `ConvTranspose3d.weight` is `[Ci, Co, kD, kH, kW]`: convert with
+//! [`weight_from_pytorch`].
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::autograd::record;
+use crate::error::{Error, Result};
+use crate::gpu::{Grid, KernelSpec};
+use crate::tensor::Tensor;
+
+/// Geometry of a transposed convolution, per axis (D, H, W).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTranspose3dConfig {
+    pub kernel: [usize; 3],
+    pub stride: [usize; 3],
+    pub padding: [usize; 3],
+    pub output_padding: [usize; 3],
+    pub dilation: [usize; 3],
+}
+
+impl ConvTranspose3dConfig {
+    /// Kernel 2, stride 2: doubles every spatial extent.
+    pub fn up2() -> Self {
+        ConvTranspose3dConfig {
+            kernel: [2; 3],
+            stride: [2; 3],
+            padding: [0; 3],
+            output_padding: [0; 3],
+            dilation: [1; 3],
+        }
+    }
+
+    /// `(D − 1)·s − 2p + dil·(k − 1) + output_padding + 1` per axis, validated.
+    pub fn output_dims(&self, op: &'static str, dhw: [usize; 3]) -> Result<[usize; 3]> {
+        let mut out = [0; 3];
+        for a in 0..3 {
+            let (k, s, p, op_, d) = (
+                self.kernel[a],
+                self.stride[a],
+                self.padding[a],
+                self.output_padding[a],
+                self.dilation[a],
+            );
+            if k == 0 || s == 0 || d == 0 {
+                return Err(Error::invalid(
+                    op,
+                    "kernel, stride and dilation >= 1",
+                    format!("{self:?}"),
+                ));
+            }
+            if op_ >= s && op_ >= d {
+                return Err(Error::invalid(
+                    op,
+                    "output_padding < stride or < dilation",
+                    format!("{self:?}"),
+                ));
+            }
+            let full = (dhw[a] - 1) * s + d * (k - 1) + op_ + 1;
+            if dhw[a] == 0 || full <= 2 * p {
+                return Err(Error::invalid(
+                    op,
+                    "a non-empty output",
+                    format!("input {dhw:?} with {self:?}"),
+                ));
+            }
+            out[a] = full - 2 * p;
+        }
+        Ok(out)
+    }
+
+    fn is_up2(&self) -> bool {
+        *self == Self::up2()
+    }
+}
+
+/// `[Ci, Co, kD, kH, kW]` (PyTorch) → `[kD, kH, kW, Ci, Co]` (cads).
+pub fn weight_from_pytorch(data: &[f32], ci: usize, co: usize, k: [usize; 3]) -> Result<Vec<f32>> {
+    let taps = k[0] * k[1] * k[2];
+    if data.len() != ci * co * taps {
+        return Err(Error::shape(
+            "conv_transpose3d weight import",
+            format!("{} values for [{ci}, {co}, {:?}]", ci * co * taps, k),
+            format!("{} values", data.len()),
+        ));
+    }
+    let mut out = vec![0.0; data.len()];
+    for i in 0..ci {
+        for o in 0..co {
+            for t in 0..taps {
+                out[(t * ci + i) * co + o] = data[(i * co + o) * taps + t];
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ConvTParams {
+    n: u32,
+    dhw: [u32; 3],
+    ci: u32,
+    out: [u32; 3],
+    co: u32,
+    total: u32,
+    _pad0: [u32; 2],
+    k: [i32; 3],
+    _pad1: i32,
+    s: [i32; 3],
+    _pad2: i32,
+    p: [i32; 3],
+    _pad3: i32,
+    dil: [i32; 3],
+    _pad4: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct UpParams {
+    n: u32,
+    dhw: [u32; 3],
+    ci: u32,
+    co: u32,
+    voxels: u32,
+    tiles: u32,
+    chunk: u32,
+    chunks: u32,
+    _pad: [u32; 2],
+}
+
+const GENERAL_SOURCE: &str = include_str!("../../shaders/conv_transpose3d.wgsl");
+const GENERAL_FORWARD: KernelSpec = KernelSpec {
+    shader: "conv_transpose3d",
+    source: GENERAL_SOURCE,
+    entry: "forward",
+    inputs: 2,
+    outputs: 1,
+    params_size: std::mem::size_of::<ConvTParams>(),
+    constants: &[],
+};
+const GENERAL_BACKWARD_INPUT: KernelSpec = KernelSpec {
+    entry: "backward_input",
+    ..GENERAL_FORWARD
+};
+const GENERAL_BACKWARD_WEIGHT: KernelSpec = KernelSpec {
+    entry: "backward_weight",
+    ..GENERAL_FORWARD
+};
+
+const UP2_SOURCE: &str = include_str!("../../shaders/conv_transpose3d_k2s2.wgsl");
+const UP2_FORWARD: KernelSpec = KernelSpec {
+    shader: "conv_transpose3d_k2s2",
+    source: UP2_SOURCE,
+    entry: "forward",
+    inputs: 2,
+    outputs: 1,
+    params_size: std::mem::size_of::<UpParams>(),
+    constants: &[],
+};
+const UP2_BACKWARD_INPUT: KernelSpec = KernelSpec {
+    entry: "backward_input",
+    ..UP2_FORWARD
+};
+const UP2_BACKWARD_WEIGHT: KernelSpec = KernelSpec {
+    entry: "backward_weight",
+    ..UP2_FORWARD
+};
+
+pub(crate) const KERNELS: &[KernelSpec] = &[
+    GENERAL_FORWARD,
+    GENERAL_BACKWARD_INPUT,
+    GENERAL_BACKWARD_WEIGHT,
+    UP2_FORWARD,
+    UP2_BACKWARD_INPUT,
+    UP2_BACKWARD_WEIGHT,
+];
+
+/// Voxels per split-K chunk of the fast weight gradient.
+const WEIGHT_CHUNK: usize = 256;
+
+/// Which implementation to run; `Auto` takes the k2s2 fast path whenever it applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvTransposePath {
+    Auto,
+    General,
+}
+
+struct Geometry {
+    n: usize,
+    dhw: [usize; 3],
+    ci: usize,
+    co: usize,
+    out: [usize; 3],
+    cfg: ConvTranspose3dConfig,
+    fast: bool,
+}
+
+impl Geometry {
+    fn general_params(&self, total: usize) -> ConvTParams {
+        let c = &self.cfg;
+        ConvTParams {
+            n: self.n as u32,
+            dhw: self.dhw.map(|v| v as u32),
+            ci: self.ci as u32,
+            out: self.out.map(|v| v as u32),
+            co: self.co as u32,
+            total: total as u32,
+            _pad0: [0; 2],
+            k: c.kernel.map(|v| v as i32),
+            _pad1: 0,
+            s: c.stride.map(|v| v as i32),
+            _pad2: 0,
+            p: c.padding.map(|v| v as i32),
+            _pad3: 0,
+            dil: c.dilation.map(|v| v as i32),
+            _pad4: 0,
+        }
+    }
+    fn voxels(&self) -> usize {
+        self.n * self.dhw.iter().product::<usize>()
+    }
+    fn up_params(&self, tiles: usize) -> UpParams {
+        let voxels = self.voxels();
+        UpParams {
+            n: self.n as u32,
+            dhw: self.dhw.map(|v| v as u32),
+            ci: self.ci as u32,
+            co: self.co as u32,
+            voxels: voxels as u32,
+            tiles: tiles as u32,
+            chunk: WEIGHT_CHUNK as u32,
+            chunks: voxels.div_ceil(WEIGHT_CHUNK) as u32,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// `y = conv_transpose3d(x, w) + bias`, x `[N, D, H, W, Ci]`, w `[kD, kH, kW, Ci, Co]`,
+/// bias `[Co]`.
+pub fn conv_transpose3d(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: &ConvTranspose3dConfig,
+) -> Result<Tensor> {
+    conv_transpose3d_with(x, w, bias, cfg, ConvTransposePath::Auto)
+}
+
+/// As [`conv_transpose3d`], choosing the implementation (tests and benchmarks compare them).
+pub fn conv_transpose3d_with(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: &ConvTranspose3dConfig,
+    path: ConvTransposePath,
+) -> Result<Tensor> {
+    let op = "conv_transpose3d";
+    x.check_same_gpu(op, w)?;
+    let [n, d, h, wd, ci] = *x.shape() else {
+        return Err(Error::shape(op, "x of rank 5 [N, D, H, W, Ci]", x.shape()));
+    };
+    let [kd, kh, kw, wci, co] = *w.shape() else {
+        return Err(Error::shape(
+            op,
+            "weight of rank 5 [kD, kH, kW, Ci, Co]",
+            w.shape(),
+        ));
+    };
+    if [kd, kh, kw] != cfg.kernel || wci != ci {
+        return Err(Error::shape(
+            op,
+            format!("weight [{:?}.., {ci}, Co]", cfg.kernel),
+            w.shape(),
+        ));
+    }
+    let out = cfg.output_dims(op, [d, h, wd])?;
+    let fast = path == ConvTransposePath::Auto && cfg.is_up2() && ci % 4 == 0 && co % 8 == 0;
+    let geo = Geometry {
+        n,
+        dhw: [d, h, wd],
+        ci,
+        co,
+        out,
+        cfg: *cfg,
+        fast,
+    };
+    let y = Tensor::uninit(x.gpu(), op, &[n, out[0], out[1], out[2], co])?;
+    if geo.fast {
+        let tiles = geo.voxels().div_ceil(2) * (co / 4);
+        x.gpu().dispatch(
+            &UP2_FORWARD,
+            &geo.up_params(tiles),
+            &[x.buffer(), w.buffer()],
+            &[y.buffer()],
+            Grid::cover(tiles as u64, 64),
+        )?;
+    } else {
+        x.gpu().dispatch(
+            &GENERAL_FORWARD,
+            &geo.general_params(y.numel()),
+            &[x.buffer(), w.buffer()],
+            &[y.buffer()],
+            Grid::cover(y.numel() as u64, 64),
+        )?;
+    }
+    let (xc, wc) = (x.detach(), w.detach());
+    let (need_x, need_w) = (x.requires_grad(), w.requires_grad());
+    let y = record(y, op, &[x, w], move |g| {
+        let gx = if need_x {
+            Some(backward_input(&geo, g, &wc)?)
+        } else {
+            None
+        };
+        let gw = if need_w {
+            Some(backward_weight(&geo, &xc, g)?)
+        } else {
+            None
+        };
+        Ok(vec![gx, gw])
+    });
+    match bias {
+        None => Ok(y),
+        Some(b) => {
+            if b.shape() != [co] {
+                return Err(Error::shape(op, format!("bias [{co}]"), b.shape()));
+            }
+            super::add(&y, b)
+        }
+    }
+}
+
+fn backward_input(geo: &Geometry, g: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let [d, h, wd] = geo.dhw;
+    let gx = Tensor::uninit(
+        g.gpu(),
+        "conv_transpose3d_backward_input",
+        &[geo.n, d, h, wd, geo.ci],
+    )?;
+    if geo.fast {
+        let tiles = geo.voxels().div_ceil(4) * (geo.ci / 4);
+        g.gpu().dispatch(
+            &UP2_BACKWARD_INPUT,
+            &geo.up_params(tiles),
+            &[g.buffer(), w.buffer()],
+            &[gx.buffer()],
+            Grid::cover(tiles as u64, 64),
+        )?;
+    } else {
+        g.gpu().dispatch(
+            &GENERAL_BACKWARD_INPUT,
+            &geo.general_params(gx.numel()),
+            &[g.buffer(), w.buffer()],
+            &[gx.buffer()],
+            Grid::cover(gx.numel() as u64, 64),
+        )?;
+    }
+    Ok(gx)
+}
+
+fn backward_weight(geo: &Geometry, x: &Tensor, g: &Tensor) -> Result<Tensor> {
+    let k = geo.cfg.kernel;
+    let shape = [k[0], k[1], k[2], geo.ci, geo.co];
+    if geo.fast {
+        let chunks = geo.voxels().div_ceil(WEIGHT_CHUNK);
+        let partial = Tensor::uninit(
+            g.gpu(),
+            "conv_transpose3d_backward_weight",
+            &[chunks, 8 * geo.ci * geo.co],
+        )?;
+        let tiles = chunks * 8 * (geo.ci / 4) * (geo.co / 8);
+        g.gpu().dispatch(
+            &UP2_BACKWARD_WEIGHT,
+            &geo.up_params(tiles),
+            &[x.buffer(), g.buffer()],
+            &[partial.buffer()],
+            Grid::cover(tiles as u64, 64),
+        )?;
+        // Second pass of the split-K reduction: sum the chunk partials (no float atomics).
+        super::sum(&partial, &[0], false)?.reshape(&shape)
+    } else {
+        let gw = Tensor::uninit(g.gpu(), "conv_transpose3d_backward_weight", &shape)?;
+        g.gpu().dispatch(
+            &GENERAL_BACKWARD_WEIGHT,
+            &geo.general_params(gw.numel()),
+            &[x.buffer(), g.buffer()],
+            &[gw.buffer()],
+            Grid::cover(gw.numel() as u64, 64),
+        )?;
+        Ok(gw)
+    }
+}
