@@ -1,5 +1,6 @@
 //! GPU ops, one file per family: validate → output shape → allocate → launch → record backward.
 
+pub mod attention;
 pub mod conv_transpose3d;
 pub mod elementwise;
 pub mod pool;
@@ -7,6 +8,7 @@ pub mod reduce;
 pub mod resample;
 pub mod shape;
 
+pub use attention::{attention, attention_with, AttentionPath};
 pub use conv_transpose3d::{conv_transpose3d, ConvTranspose3dConfig};
 pub use elementwise::{
     add, add_scalar, binary, div, exp, fill, gelu, leaky_relu, log, maximum, minimum, mul, relu,
@@ -26,6 +28,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         reduce::KERNELS,
         pool::KERNELS,
         conv_transpose3d::KERNELS,
+        attention::KERNELS,
         resample::KERNELS,
     ];
     families.iter().flat_map(|f| f.iter()).collect()
