@@ -3,7 +3,10 @@
 
 pub mod elementwise;
 pub mod gradcheck;
+pub mod loss;
+pub mod norm;
 pub mod reduce;
+pub mod softmax;
 
 /// A dense row-major f64 array with a shape.
 #[derive(Clone, Debug, PartialEq)]
