@@ -4,9 +4,12 @@ pub mod attention;
 pub mod conv_transpose3d;
 pub mod elementwise;
 pub mod pool;
+pub mod loss;
+pub mod norm;
 pub mod reduce;
 pub mod resample;
 pub mod shape;
+pub mod softmax;
 
 pub use attention::{attention, attention_with, AttentionPath};
 pub use conv_transpose3d::{conv_transpose3d, ConvTranspose3dConfig};
@@ -17,6 +20,9 @@ pub use elementwise::{
 pub use pool::{avg_pool3d, global_avg_pool, max_pool3d, Pool3dConfig};
 pub use reduce::{mean, mean_all, sum, sum_all};
 pub use resample::{resample, ResampleMode};
+pub use loss::{cross_entropy_labels, l2_normalize, mse, soft_cross_entropy, soft_cross_entropy_rows};
+pub use norm::{instance_norm, layer_norm};
+pub use softmax::{log_softmax, softmax, RowKernel};
 
 use crate::gpu::KernelSpec;
 
@@ -30,6 +36,9 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         conv_transpose3d::KERNELS,
         attention::KERNELS,
         resample::KERNELS,
+        softmax::KERNELS,
+        norm::KERNELS,
+        loss::KERNELS,
     ];
     families.iter().flat_map(|f| f.iter()).collect()
 }

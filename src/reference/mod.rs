@@ -8,6 +8,9 @@ pub mod gradcheck;
 pub mod pool;
 pub mod reduce;
 pub mod resample;
+pub mod loss;
+pub mod norm;
+pub mod softmax;
 
 /// A dense row-major f64 array with a shape.
 #[derive(Clone, Debug, PartialEq)]
