@@ -18,6 +18,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         crate::tensor::KERNELS,
         elementwise::KERNELS,
         reduce::KERNELS,
+        crate::optim::KERNELS,
     ];
     families.iter().flat_map(|f| f.iter()).collect()
 }
