@@ -22,6 +22,7 @@ pub mod autograd;
 pub mod error;
 pub mod gpu;
 pub mod ops;
+pub mod optim;
 pub mod reference;
 pub mod tensor;
 pub mod util;

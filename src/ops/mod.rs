@@ -39,6 +39,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         softmax::KERNELS,
         norm::KERNELS,
         loss::KERNELS,
+        crate::optim::KERNELS,
     ];
     families.iter().flat_map(|f| f.iter()).collect()
 }

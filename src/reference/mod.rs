@@ -6,6 +6,7 @@ pub mod conv_transpose3d;
 pub mod elementwise;
 pub mod gradcheck;
 pub mod pool;
+pub mod optim;
 pub mod reduce;
 pub mod resample;
 pub mod loss;

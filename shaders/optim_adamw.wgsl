@@ -1,0 +1,47 @@
+// AdamW parameter update, fused and in place (torch.optim.AdamW, amsgrad = false).
+//
+// For step t of this parameter (t counted per parameter, from 1), with g = grad[i]:
+//
+//   param[i] = param[i] * decay                       decay = 1 - lr * weight_decay (decoupled)
+//   m[i]     = beta1 * m[i] + (1 - beta1) * g          (m = 0 before the first step)
+//   v[i]     = beta2 * v[i] + (1 - beta2) * g * g      (v = 0 before the first step)
+//   param[i] = param[i] - step_size * m[i] / (sqrt(v[i]) / bc2_sqrt + eps)
+//
+// with step_size = lr / (1 - beta1^t) and bc2_sqrt = sqrt(1 - beta2^t), both computed on the host
+// in f64 as torch does. On the first step (`first` = 1) m and v are fresh, unread allocations.
+// Layouts: contiguous f32, flattened parameter. Bindings: 0 params (uniform); 1 grad (read);
+// 2 param (read_write); 3 m (read_write); 4 v (read_write). Dispatch: 1-D over elements,
+// 256 per workgroup, folded into (x, y): i = (wg.x + wg.y * nwg.x) * 256 + local index.
+// Launched by src/optim/adamw.rs (AdamW::step).
+
+struct AdamWParams {
+    n: u32, first: u32, decay: f32, beta1: f32,
+    beta2: f32, one_minus_beta1: f32, one_minus_beta2: f32, step_size: f32,
+    bc2_sqrt: f32, eps: f32, _pad0: u32, _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: AdamWParams;
+@group(0) @binding(1) var<storage, read> grad: array<f32>;
+@group(0) @binding(2) var<storage, read_write> param: array<f32>;
+@group(0) @binding(3) var<storage, read_write> m: array<f32>;
+@group(0) @binding(4) var<storage, read_write> v: array<f32>;
+
+@compute @workgroup_size(256)
+fn adamw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.x + wg.y * nwg.x) * 256u + lid;
+    if (i >= p.n) { return; }
+    let g = grad[i];
+    var m_old = 0.0;
+    var v_old = 0.0;
+    if (p.first == 0u) {
+        m_old = m[i];
+        v_old = v[i];
+    }
+    let m_new = p.beta1 * m_old + p.one_minus_beta1 * g;
+    let v_new = p.beta2 * v_old + p.one_minus_beta2 * g * g;
+    m[i] = m_new;
+    v[i] = v_new;
+    let denom = sqrt(v_new) / p.bc2_sqrt + p.eps;
+    param[i] = param[i] * p.decay - p.step_size * m_new / denom;
+}

@@ -1,0 +1,59 @@
+// SGD parameter update, fused and in place (torch.optim.SGD, maximize = false).
+//
+// With g = grad[i] + weight_decay * param[i]   (coupled L2 weight decay):
+//
+// sgd_plain:     param[i] = param[i] - lr * g
+// sgd_momentum:  buf[i]   = g                                      on the first step (`first` = 1)
+//                buf[i]   = momentum * buf[i] + (1 - dampening) * g   afterwards
+//                d        = g + momentum * buf[i]   if nesterov = 1,  else  d = buf[i]
+//                param[i] = param[i] - lr * d
+//
+// On the first step `buf` is freshly allocated and never read, so it needs no zero fill.
+// Layouts: contiguous f32, one element per parameter scalar (any shape, flattened).
+// Bindings: 0 params (uniform); 1 grad (read); 2 param (read_write); 3 buf (read_write,
+// sgd_momentum only). Dispatch: 1-D over elements, 256 per workgroup, folded into (x, y) past
+// 65,535 workgroups: i = (wg.x + wg.y * nwg.x) * 256 + local index.
+// Launched by src/optim/sgd.rs (Sgd::step).
+
+struct SgdParams {
+    n: u32, first: u32, nesterov: u32, _pad0: u32,
+    lr: f32, momentum: f32, one_minus_dampening: f32, weight_decay: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: SgdParams;
+@group(0) @binding(1) var<storage, read> grad: array<f32>;
+@group(0) @binding(2) var<storage, read_write> param: array<f32>;
+@group(0) @binding(3) var<storage, read_write> buf: array<f32>;
+
+fn linear_id(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.x + wg.y * nwg.x) * 256u + lid;
+}
+
+@compute @workgroup_size(256)
+fn sgd_plain(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if (i >= p.n) { return; }
+    let w = param[i];
+    let g = grad[i] + p.weight_decay * w;
+    param[i] = w - p.lr * g;
+}
+
+@compute @workgroup_size(256)
+fn sgd_momentum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if (i >= p.n) { return; }
+    let w = param[i];
+    let g = grad[i] + p.weight_decay * w;
+    var b = g;
+    if (p.first == 0u) {
+        b = p.momentum * buf[i] + p.one_minus_dampening * g;
+    }
+    buf[i] = b;
+    var d = b;
+    if (p.nesterov != 0u) {
+        d = g + p.momentum * b;
+    }
+    param[i] = w - p.lr * d;
+}

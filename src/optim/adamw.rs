@@ -1,0 +1,182 @@
+//! AdamW (decoupled weight decay), exactly as torch.optim.AdamW with amsgrad off.
+//! Kernel: shaders/optim_adamw.wgsl. Reference: `reference::optim::adamw_step`.
+//!
+//! Per parameter, at its step t (counted per parameter from 1; a step without a gradient does
+//! not count):
+//!   p ← p·(1 − lr·λ)
+//!   m ← β₁·m + (1 − β₁)·g,   v ← β₂·v + (1 − β₂)·g²        (m = v = 0 before step 1)
+//!   p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
+//! The bias-correction factors are computed on the host in f64, as torch does in Python.
+//! CADS pretraining: lr from a warm-up + cosine schedule, λ cosine 0.04 → 0.4 on group 0 of
+//! [`ParamGroup::split_decay`] and 0 on biases and 1-D tensors.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{Groups, Optimizer, ParamGroup};
+use crate::autograd::Gradients;
+use crate::error::{Error, Result};
+use crate::gpu::{Grid, KernelSpec};
+use crate::tensor::Tensor;
+
+/// Mirrors `AdamWParams` in shaders/optim_adamw.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct AdamWParams {
+    n: u32,
+    first: u32,
+    decay: f32,
+    beta1: f32,
+    beta2: f32,
+    one_minus_beta1: f32,
+    one_minus_beta2: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+    eps: f32,
+    _pad: [u32; 2],
+}
+
+pub(super) const ADAMW: KernelSpec = KernelSpec {
+    shader: "optim_adamw",
+    source: include_str!("../../shaders/optim_adamw.wgsl"),
+    entry: "adamw",
+    inputs: 1,
+    outputs: 3,
+    params_size: std::mem::size_of::<AdamWParams>(),
+    constants: &[],
+};
+
+/// Hyper-parameters shared by all groups (groups may override `lr` and `weight_decay`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWConfig {
+    pub lr: f64,
+    /// (β₁, β₂), each in [0, 1).
+    pub betas: (f64, f64),
+    pub eps: f64,
+    /// Decoupled weight decay λ (p ← p·(1 − lr·λ)).
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    /// torch defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight decay 1e-2.
+    fn default() -> Self {
+        AdamWConfig {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 1e-2,
+        }
+    }
+}
+
+/// Moment estimates of one parameter and the number of steps it has taken.
+#[derive(Clone, Debug)]
+pub struct AdamWState {
+    /// First moment m (parameter shape).
+    pub exp_avg: Tensor,
+    /// Second moment v (parameter shape).
+    pub exp_avg_sq: Tensor,
+    pub step: u64,
+}
+
+/// AdamW on the GPU.
+pub struct AdamW {
+    groups: Groups,
+    config: AdamWConfig,
+    /// State per group per parameter, allocated on the parameter's first step.
+    states: Vec<Vec<Option<AdamWState>>>,
+}
+
+impl AdamW {
+    pub fn new(groups: Vec<ParamGroup>, config: AdamWConfig) -> Result<AdamW> {
+        const OP: &str = "AdamW::new";
+        let (b1, b2) = config.betas;
+        for (name, b) in [("beta1", b1), ("beta2", b2)] {
+            if !(b.is_finite() && (0.0..1.0).contains(&b)) {
+                return Err(Error::invalid(OP, format!("{name} in [0, 1)"), b));
+            }
+        }
+        if !(config.eps.is_finite() && config.eps >= 0.0) {
+            return Err(Error::invalid(OP, "a finite eps >= 0", config.eps));
+        }
+        let groups = Groups::new("AdamW", groups, config.lr, config.weight_decay)?;
+        let states = groups.iter().map(|g| vec![None; g.params.len()]).collect();
+        Ok(AdamW {
+            groups,
+            config,
+            states,
+        })
+    }
+
+    pub fn config(&self) -> &AdamWConfig {
+        &self.config
+    }
+
+    /// The state of parameter `index` of `group`, once it has taken a step.
+    pub fn state(&self, group: usize, index: usize) -> Option<&AdamWState> {
+        self.states.get(group)?.get(index)?.as_ref()
+    }
+}
+
+impl Optimizer for AdamW {
+    fn step(&mut self, grads: &Gradients) -> Result<()> {
+        self.groups.check_grads(grads)?;
+        let (b1, b2) = self.config.betas;
+        for (group, states) in self.groups.iter().zip(self.states.iter_mut()) {
+            for (param, state) in group.params.iter().zip(states.iter_mut()) {
+                let Some(grad) = grads.get(param) else { continue };
+                let n = param.numel();
+                if n == 0 {
+                    continue;
+                }
+                let gpu = param.gpu();
+                // Fresh m and v are never read: the kernel treats them as 0 when `first` = 1.
+                // The new state is stored only once the launch is recorded.
+                let (exp_avg, exp_avg_sq, step, first) = match state {
+                    Some(s) => (s.exp_avg.clone(), s.exp_avg_sq.clone(), s.step + 1, 0),
+                    None => (
+                        Tensor::uninit(gpu, "AdamW::step", param.shape())?,
+                        Tensor::uninit(gpu, "AdamW::step", param.shape())?,
+                        1,
+                        1,
+                    ),
+                };
+                let t = step as f64;
+                let bias_correction1 = 1.0 - b1.powf(t);
+                let bias_correction2 = 1.0 - b2.powf(t);
+                let params = AdamWParams {
+                    n: n as u32,
+                    first,
+                    decay: (1.0 - group.lr * group.weight_decay) as f32,
+                    beta1: b1 as f32,
+                    beta2: b2 as f32,
+                    one_minus_beta1: (1.0 - b1) as f32,
+                    one_minus_beta2: (1.0 - b2) as f32,
+                    step_size: (group.lr / bias_correction1) as f32,
+                    bc2_sqrt: bias_correction2.sqrt() as f32,
+                    eps: self.config.eps as f32,
+                    _pad: [0; 2],
+                };
+                gpu.dispatch(
+                    &ADAMW,
+                    &params,
+                    &[grad.buffer()],
+                    &[param.buffer(), exp_avg.buffer(), exp_avg_sq.buffer()],
+                    Grid::cover(n as u64, 256),
+                )?;
+                *state = Some(AdamWState {
+                    exp_avg,
+                    exp_avg_sq,
+                    step,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn groups(&self) -> &Groups {
+        &self.groups
+    }
+    fn groups_mut(&mut self) -> &mut Groups {
+        &mut self.groups
+    }
+}

@@ -1,0 +1,223 @@
+//! Gradient norms and clipping on the GPU. Kernels: shaders/optim_clip.wgsl.
+//! Reference: `reference::optim::{clip_per_tensor, clip_global}`.
+//!
+//! Norms are a two-pass reduction without atomics: pass 1 writes one partial sum of squares per
+//! chunk of 4096 elements, pass 2 (one workgroup) sums the partials and writes ‖g‖₂ into slot i of
+//! a `[k]` norms tensor. The clip coefficient min(1, max_norm / (‖g‖ + 1e-6)) is evaluated on the
+//! GPU from that tensor, so clipping needs no host round trip; the norms are read back once at the
+//! end to be returned (for logging, as DINO does).
+//!
+//! Clipped gradients are written to FRESH tensors that replace the entries in `Gradients`: one
+//! gradient tensor may be shared by several parameters (e.g. both operands of an add), so scaling
+//! in place could scale it twice.
+//!
+//! Non-finite gradients give a non-finite norm, and the clipped values are then unspecified
+//! (WGSL leaves `min` with NaN undefined): check the returned norm with `is_finite`.
+
+use std::collections::HashSet;
+
+use bytemuck::{Pod, Zeroable};
+
+use super::check_grad;
+use crate::autograd::Gradients;
+use crate::error::{Error, Result};
+use crate::gpu::{Grid, KernelSpec};
+use crate::tensor::Tensor;
+
+const SOURCE: &str = include_str!("../../shaders/optim_clip.wgsl");
+
+/// Elements summed by one workgroup in pass 1 (256 invocations × 16).
+const CHUNK: u32 = 4096;
+/// The ε of DINO's `clip_gradients` and torch's `clip_grad_norm_`.
+const CLIP_EPS: f32 = 1e-6;
+
+/// Mirrors `SumSquaresParams` in shaders/optim_clip.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct SumSquaresParams {
+    n: u32,
+    chunk: u32,
+    groups: u32,
+    out_offset: u32,
+    square_input: u32,
+    sqrt_output: u32,
+    _pad: [u32; 2],
+}
+
+/// Mirrors `ClipParams` in shaders/optim_clip.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ClipParams {
+    n: u32,
+    norm_index: u32,
+    max_norm: f32,
+    eps: f32,
+}
+
+pub(super) const SUM_SQUARES: KernelSpec = KernelSpec {
+    shader: "optim_clip",
+    source: SOURCE,
+    entry: "sum_squares",
+    inputs: 1,
+    outputs: 1,
+    params_size: std::mem::size_of::<SumSquaresParams>(),
+    constants: &[],
+};
+pub(super) const CLIP_SCALE: KernelSpec = KernelSpec {
+    shader: "optim_clip",
+    source: SOURCE,
+    entry: "clip_scale",
+    inputs: 2,
+    outputs: 1,
+    params_size: std::mem::size_of::<ClipParams>(),
+    constants: &[],
+};
+
+/// Launch `sum_squares` over the first `n` elements of `x`, `chunk` elements per workgroup,
+/// writing `ceil(n / chunk)` results into `out` from `out_offset`.
+fn sum_squares(x: &Tensor, n: u32, chunk: u32, square: bool, sqrt: bool, out: &Tensor, out_offset: u32) -> Result<()> {
+    let groups = n.div_ceil(chunk).max(1);
+    let params = SumSquaresParams {
+        n,
+        chunk,
+        groups,
+        out_offset,
+        square_input: square as u32,
+        sqrt_output: sqrt as u32,
+        _pad: [0; 2],
+    };
+    x.gpu()
+        .dispatch(&SUM_SQUARES, &params, &[x.buffer()], &[out.buffer()], Grid::Linear(groups as u64))
+}
+
+/// `[k]` tensor of ‖g_i‖₂ for the given non-empty gradients (slot i of an empty one stays 0).
+fn norms_tensor(op: &'static str, grads: &[&Tensor]) -> Result<Tensor> {
+    let gpu = grads[0].gpu();
+    let norms = Tensor::zeros(gpu, &[grads.len()])?;
+    for (i, g) in grads.iter().enumerate() {
+        let n = g.numel() as u32;
+        if n == 0 {
+            continue;
+        }
+        let partials = Tensor::uninit(gpu, op, &[n.div_ceil(CHUNK) as usize])?;
+        sum_squares(g, n, CHUNK, true, false, &partials, 0)?;
+        let p = partials.numel() as u32;
+        sum_squares(&partials, p, p, false, true, &norms, i as u32)?;
+    }
+    Ok(norms)
+}
+
+/// Gradients of `params` that are present, validated; parameters listed twice are rejected.
+fn present_grads<'a>(op: &'static str, params: &[Tensor], grads: &'a Gradients) -> Result<Vec<(usize, &'a Tensor)>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, p) in params.iter().enumerate() {
+        if !seen.insert(p.id()) {
+            return Err(Error::invalid(op, "each parameter once", format!("{p:?} listed twice")));
+        }
+        if let Some(g) = grads.get(p) {
+            check_grad(op, p, g)?;
+            out.push((i, g));
+        }
+    }
+    Ok(out)
+}
+
+fn check_max_norm(op: &'static str, max_norm: f64) -> Result<()> {
+    if max_norm.is_finite() && max_norm >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(op, "a finite max_norm >= 0", max_norm))
+    }
+}
+
+/// `x · min(1, max_norm / (norms[index] + 1e-6))` into a fresh tensor.
+fn clip_scaled(x: &Tensor, norms: &Tensor, index: usize, max_norm: f64) -> Result<Tensor> {
+    let out = Tensor::uninit(x.gpu(), "clip_scale", x.shape())?;
+    let n = x.numel();
+    if n > 0 {
+        let params = ClipParams {
+            n: n as u32,
+            norm_index: index as u32,
+            max_norm: max_norm as f32,
+            eps: CLIP_EPS,
+        };
+        x.gpu().dispatch(
+            &CLIP_SCALE,
+            &params,
+            &[x.buffer(), norms.buffer()],
+            &[out.buffer()],
+            Grid::cover(n as u64, 256),
+        )?;
+    }
+    Ok(out)
+}
+
+/// Per-parameter L2 norms of the gradients (`None` where a parameter has no gradient).
+pub fn grad_norms(params: &[Tensor], grads: &Gradients) -> Result<Vec<Option<f32>>> {
+    const OP: &str = "grad_norms";
+    let present = present_grads(OP, params, grads)?;
+    let mut out = vec![None; params.len()];
+    if present.is_empty() {
+        return Ok(out);
+    }
+    let list: Vec<&Tensor> = present.iter().map(|(_, g)| *g).collect();
+    let values = norms_tensor(OP, &list)?.to_vec()?;
+    for ((i, _), v) in present.iter().zip(values) {
+        out[*i] = Some(v);
+    }
+    Ok(out)
+}
+
+/// DINO `clip_gradients`: each gradient g of `params` is scaled by
+/// min(1, max_norm / (‖g‖₂ + 1e-6)) separately (CADS: max_norm 0.3). Returns the norms measured
+/// before clipping, aligned with `params` (`None` where a parameter has no gradient).
+pub fn clip_grad_norm_per_tensor(params: &[Tensor], grads: &mut Gradients, max_norm: f64) -> Result<Vec<Option<f32>>> {
+    const OP: &str = "clip_grad_norm_per_tensor";
+    check_max_norm(OP, max_norm)?;
+    let present: Vec<(usize, Tensor)> = present_grads(OP, params, grads)?
+        .into_iter()
+        .map(|(i, g)| (i, g.clone()))
+        .collect();
+    let mut out = vec![None; params.len()];
+    if present.is_empty() {
+        return Ok(out);
+    }
+    let list: Vec<&Tensor> = present.iter().map(|(_, g)| g).collect();
+    let norms = norms_tensor(OP, &list)?;
+    for (slot, (i, g)) in present.iter().enumerate() {
+        let clipped = clip_scaled(g, &norms, slot, max_norm)?;
+        grads.remove(&params[*i]);
+        grads.accumulate(params[*i].id(), clipped)?;
+    }
+    for ((i, _), v) in present.iter().zip(norms.to_vec()?) {
+        out[*i] = Some(v);
+    }
+    Ok(out)
+}
+
+/// torch `clip_grad_norm_` (L2): the total norm √(Σ_i ‖g_i‖²) over every gradient of `params`,
+/// and every gradient scaled by the one factor min(1, max_norm / (total + 1e-6)). Returns the
+/// total norm measured before clipping (0 when no parameter has a gradient).
+pub fn clip_grad_norm(params: &[Tensor], grads: &mut Gradients, max_norm: f64) -> Result<f32> {
+    const OP: &str = "clip_grad_norm";
+    check_max_norm(OP, max_norm)?;
+    let present: Vec<(usize, Tensor)> = present_grads(OP, params, grads)?
+        .into_iter()
+        .map(|(i, g)| (i, g.clone()))
+        .collect();
+    if present.is_empty() {
+        return Ok(0.0);
+    }
+    let list: Vec<&Tensor> = present.iter().map(|(_, g)| g).collect();
+    let norms = norms_tensor(OP, &list)?;
+    let k = norms.numel() as u32;
+    let total = Tensor::uninit(norms.gpu(), OP, &[1])?;
+    sum_squares(&norms, k, k, true, true, &total, 0)?;
+    for (i, g) in &present {
+        let clipped = clip_scaled(g, &total, 0, max_norm)?;
+        grads.remove(&params[*i]);
+        grads.accumulate(params[*i].id(), clipped)?;
+    }
+    total.to_scalar()
+}

@@ -1,0 +1,266 @@
+//! Optimizers that update parameters in place on the GPU, learning-rate / weight-decay /
+//! temperature / momentum schedules (CPU, f64), and gradient clipping by norm.
+//!
+//! - [`Sgd`]: momentum, dampening, Nesterov, coupled weight decay (torch.optim.SGD).
+//! - [`AdamW`]: decoupled weight decay, bias correction (torch.optim.AdamW, amsgrad off).
+//! - [`schedule`]: DINO `cosine_scheduler` (linear warm-up then cosine), nnU-Net poly decay,
+//!   DINO's linear teacher-temperature ramp, the cosine EMA momentum.
+//! - [`clip`]: per-tensor (DINO `clip_gradients`) and global (torch `clip_grad_norm_`) clipping,
+//!   with norms computed by a two-pass GPU reduction.
+//!
+//! Parameters live in [`ParamGroup`]s; each group carries its own learning rate and weight decay,
+//! which a training loop sets every iteration from schedules (`set_lr`, `set_weight_decay`).
+//! `step(&grads)` launches one fused kernel per parameter that has a gradient in `grads`; the
+//! kernel reads the parameter, its gradient and the optimizer state and writes the parameter and
+//! the state in place. No op is recorded (kernels are launched directly, never through the tape),
+//! so a step needs no `no_grad` around it. Parameters without a gradient are skipped and their
+//! state (including AdamW's per-parameter step count) is left untouched, as in torch.
+//!
+//! Kernels: shaders/optim_sgd.wgsl, shaders/optim_adamw.wgsl, shaders/optim_clip.wgsl.
+//! Reference: src/reference/optim.rs.
+
+mod adamw;
+pub mod clip;
+pub mod schedule;
+mod sgd;
+
+pub use adamw::{AdamW, AdamWConfig, AdamWState};
+pub use clip::{clip_grad_norm, clip_grad_norm_per_tensor, grad_norms};
+pub use schedule::{LinearRamp, PolyDecay, WarmupCosine};
+pub use sgd::{Sgd, SgdConfig};
+
+use std::collections::HashSet;
+
+use crate::autograd::Gradients;
+use crate::error::{Error, Result};
+use crate::gpu::KernelSpec;
+use crate::tensor::Tensor;
+
+pub(crate) const KERNELS: &[KernelSpec] = &[
+    sgd::SGD_PLAIN,
+    sgd::SGD_MOMENTUM,
+    adamw::ADAMW,
+    clip::SUM_SQUARES,
+    clip::CLIP_SCALE,
+];
+
+/// Parameters that share one learning rate and one weight decay.
+///
+/// `lr` / `weight_decay` left as `None` take the optimizer's config values.
+#[derive(Clone, Debug)]
+pub struct ParamGroup {
+    pub params: Vec<Tensor>,
+    pub lr: Option<f64>,
+    pub weight_decay: Option<f64>,
+}
+
+impl ParamGroup {
+    /// A group with the optimizer's default learning rate and weight decay.
+    pub fn new(params: Vec<Tensor>) -> Self {
+        ParamGroup {
+            params,
+            lr: None,
+            weight_decay: None,
+        }
+    }
+
+    /// Override the learning rate of this group.
+    pub fn with_lr(mut self, lr: f64) -> Self {
+        self.lr = Some(lr);
+        self
+    }
+
+    /// Override the weight decay of this group.
+    pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = Some(weight_decay);
+        self
+    }
+
+    /// DINO's `get_params_groups`: group 0 holds the tensors of rank ≥ 2 (regularized, the
+    /// optimizer's weight decay, which a schedule may change), group 1 the biases and other 1-D
+    /// (or scalar) tensors with weight decay fixed at 0. Both groups are always returned, possibly
+    /// empty, so the indices stay stable for `set_weight_decay(0, ..)`.
+    pub fn split_decay(params: &[Tensor]) -> Vec<ParamGroup> {
+        let (decay, no_decay): (Vec<Tensor>, Vec<Tensor>) =
+            params.iter().cloned().partition(|p| p.rank() >= 2);
+        vec![
+            ParamGroup::new(decay),
+            ParamGroup::new(no_decay).with_weight_decay(0.0),
+        ]
+    }
+}
+
+/// A resolved group: its parameters and current hyper-parameters.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub params: Vec<Tensor>,
+    pub lr: f64,
+    pub weight_decay: f64,
+}
+
+/// The groups of one optimizer and the per-group setters shared by all optimizers.
+#[derive(Clone, Debug)]
+pub struct Groups {
+    op: &'static str,
+    groups: Vec<Group>,
+}
+
+pub(crate) fn check_lr(op: &'static str, lr: f64) -> Result<()> {
+    if lr.is_finite() && lr >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(op, "a finite learning rate >= 0", lr))
+    }
+}
+
+pub(crate) fn check_weight_decay(op: &'static str, wd: f64) -> Result<()> {
+    if wd.is_finite() && wd >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(op, "a finite weight decay >= 0", wd))
+    }
+}
+
+impl Groups {
+    /// Resolve defaults, validate hyper-parameters, and reject a tensor listed twice or tensors
+    /// on different devices.
+    pub(crate) fn new(
+        op: &'static str,
+        groups: Vec<ParamGroup>,
+        default_lr: f64,
+        default_weight_decay: f64,
+    ) -> Result<Groups> {
+        if groups.is_empty() {
+            return Err(Error::invalid(op, "at least one parameter group", "none"));
+        }
+        let mut seen = HashSet::new();
+        let mut first: Option<Tensor> = None;
+        let mut out = Vec::with_capacity(groups.len());
+        for g in groups {
+            let lr = g.lr.unwrap_or(default_lr);
+            let weight_decay = g.weight_decay.unwrap_or(default_weight_decay);
+            check_lr(op, lr)?;
+            check_weight_decay(op, weight_decay)?;
+            for p in &g.params {
+                if !seen.insert(p.id()) {
+                    return Err(Error::invalid(
+                        op,
+                        "each parameter in exactly one group",
+                        format!("{p:?} listed twice"),
+                    ));
+                }
+                match &first {
+                    None => first = Some(p.clone()),
+                    Some(f) => f.check_same_gpu(op, p)?,
+                }
+            }
+            out.push(Group {
+                params: g.params,
+                lr,
+                weight_decay,
+            });
+        }
+        Ok(Groups { op, groups: out })
+    }
+
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+    pub fn iter(&self) -> std::slice::Iter<'_, Group> {
+        self.groups.iter()
+    }
+    pub fn get(&self, group: usize) -> Result<&Group> {
+        let n = self.groups.len();
+        self.groups
+            .get(group)
+            .ok_or_else(|| Error::invalid(self.op, format!("a group index < {n}"), group))
+    }
+    fn get_mut(&mut self, group: usize) -> Result<&mut Group> {
+        let (n, op) = (self.groups.len(), self.op);
+        self.groups
+            .get_mut(group)
+            .ok_or_else(|| Error::invalid(op, format!("a group index < {n}"), group))
+    }
+    pub fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+        check_lr(self.op, lr)?;
+        self.get_mut(group)?.lr = lr;
+        Ok(())
+    }
+    pub fn set_lr_all(&mut self, lr: f64) -> Result<()> {
+        check_lr(self.op, lr)?;
+        self.groups.iter_mut().for_each(|g| g.lr = lr);
+        Ok(())
+    }
+    pub fn set_weight_decay(&mut self, group: usize, weight_decay: f64) -> Result<()> {
+        check_weight_decay(self.op, weight_decay)?;
+        self.get_mut(group)?.weight_decay = weight_decay;
+        Ok(())
+    }
+
+    /// Check every gradient that will be used before any kernel is launched, so a bad gradient
+    /// never leaves a half-applied step behind.
+    pub(crate) fn check_grads(&self, grads: &Gradients) -> Result<()> {
+        for g in &self.groups {
+            for p in &g.params {
+                if let Some(grad) = grads.get(p) {
+                    check_grad(self.op, p, grad)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A gradient must have its parameter's shape, live on its device and not alias its buffer.
+pub(crate) fn check_grad(op: &'static str, param: &Tensor, grad: &Tensor) -> Result<()> {
+    if grad.shape() != param.shape() {
+        return Err(Error::shape(op, param.shape(), grad.shape()));
+    }
+    param.check_same_gpu(op, grad)?;
+    if param.numel() > 0 && grad.buffer() == param.buffer() {
+        return Err(Error::invalid(
+            op,
+            "a gradient in its own buffer",
+            "the parameter's own buffer",
+        ));
+    }
+    Ok(())
+}
+
+/// What every optimizer offers a training loop.
+pub trait Optimizer {
+    /// Apply one update to every parameter that has a gradient in `grads`.
+    fn step(&mut self, grads: &Gradients) -> Result<()>;
+    /// The parameter groups with their current hyper-parameters.
+    fn groups(&self) -> &Groups;
+    fn groups_mut(&mut self) -> &mut Groups;
+
+    fn num_groups(&self) -> usize {
+        self.groups().len()
+    }
+    fn lr(&self, group: usize) -> Result<f64> {
+        Ok(self.groups().get(group)?.lr)
+    }
+    fn weight_decay(&self, group: usize) -> Result<f64> {
+        Ok(self.groups().get(group)?.weight_decay)
+    }
+    /// Set the learning rate of one group (e.g. from a schedule, every iteration).
+    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+        self.groups_mut().set_lr(group, lr)
+    }
+    /// Set the learning rate of every group.
+    fn set_lr_all(&mut self, lr: f64) -> Result<()> {
+        self.groups_mut().set_lr_all(lr)
+    }
+    /// Set the weight decay of one group (DINO schedules group 0 only).
+    fn set_weight_decay(&mut self, group: usize, weight_decay: f64) -> Result<()> {
+        self.groups_mut().set_weight_decay(group, weight_decay)
+    }
+    /// Every parameter, group by group.
+    fn params(&self) -> Vec<Tensor> {
+        self.groups().iter().flat_map(|g| g.params.iter().cloned()).collect()
+    }
+}

@@ -1,0 +1,192 @@
+//! SGD with momentum, dampening, Nesterov and coupled (L2) weight decay, exactly as
+//! torch.optim.SGD. Kernel: shaders/optim_sgd.wgsl. Reference: `reference::optim::sgd_step`.
+//!
+//! Per parameter, with g' = g + λ·p:
+//!   no momentum:  p ← p − lr·g'
+//!   momentum μ:   b ← g' on the first step, b ← μ·b + (1 − dampening)·g' afterwards;
+//!                 d = g' + μ·b (Nesterov) or d = b;  p ← p − lr·d.
+//! nnU-Net / PVT-UNet use μ = 0.99, Nesterov, dampening 0 with a poly learning rate.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{check_weight_decay, Groups, Optimizer, ParamGroup};
+use crate::autograd::Gradients;
+use crate::error::{Error, Result};
+use crate::gpu::{Grid, KernelSpec};
+use crate::tensor::Tensor;
+
+const SOURCE: &str = include_str!("../../shaders/optim_sgd.wgsl");
+
+/// Mirrors `SgdParams` in shaders/optim_sgd.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct SgdParams {
+    n: u32,
+    first: u32,
+    nesterov: u32,
+    _pad0: u32,
+    lr: f32,
+    momentum: f32,
+    one_minus_dampening: f32,
+    weight_decay: f32,
+}
+
+pub(super) const SGD_PLAIN: KernelSpec = KernelSpec {
+    shader: "optim_sgd",
+    source: SOURCE,
+    entry: "sgd_plain",
+    inputs: 1,
+    outputs: 1,
+    params_size: std::mem::size_of::<SgdParams>(),
+    constants: &[],
+};
+pub(super) const SGD_MOMENTUM: KernelSpec = KernelSpec {
+    shader: "optim_sgd",
+    source: SOURCE,
+    entry: "sgd_momentum",
+    inputs: 1,
+    outputs: 2,
+    params_size: std::mem::size_of::<SgdParams>(),
+    constants: &[],
+};
+
+/// Hyper-parameters shared by all groups (groups may override `lr` and `weight_decay`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdConfig {
+    pub lr: f64,
+    /// μ; 0 disables the momentum buffer.
+    pub momentum: f64,
+    pub dampening: f64,
+    /// Coupled L2 weight decay λ (added to the gradient).
+    pub weight_decay: f64,
+    /// Nesterov momentum (needs μ > 0 and dampening 0, as in torch).
+    pub nesterov: bool,
+}
+
+impl Default for SgdConfig {
+    /// torch defaults: lr 1e-3, no momentum, no dampening, no weight decay, no Nesterov.
+    fn default() -> Self {
+        SgdConfig {
+            lr: 1e-3,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        }
+    }
+}
+
+impl SgdConfig {
+    /// The nnU-Net / PVT-UNet setting: Nesterov momentum 0.99, weight decay 3e-5.
+    pub fn nnunet(lr: f64) -> Self {
+        SgdConfig {
+            lr,
+            momentum: 0.99,
+            dampening: 0.0,
+            weight_decay: 3e-5,
+            nesterov: true,
+        }
+    }
+}
+
+/// Stochastic gradient descent on the GPU.
+pub struct Sgd {
+    groups: Groups,
+    config: SgdConfig,
+    /// Momentum buffer per group per parameter, allocated on the parameter's first step.
+    momentum_buffers: Vec<Vec<Option<Tensor>>>,
+}
+
+impl Sgd {
+    pub fn new(groups: Vec<ParamGroup>, config: SgdConfig) -> Result<Sgd> {
+        const OP: &str = "Sgd::new";
+        if !(config.momentum.is_finite() && config.momentum >= 0.0) {
+            return Err(Error::invalid(OP, "a finite momentum >= 0", config.momentum));
+        }
+        if !config.dampening.is_finite() {
+            return Err(Error::invalid(OP, "a finite dampening", config.dampening));
+        }
+        check_weight_decay(OP, config.weight_decay)?;
+        if config.nesterov && (config.momentum <= 0.0 || config.dampening != 0.0) {
+            return Err(Error::invalid(
+                OP,
+                "Nesterov with momentum > 0 and dampening 0",
+                format!("momentum {} dampening {}", config.momentum, config.dampening),
+            ));
+        }
+        let groups = Groups::new("Sgd", groups, config.lr, config.weight_decay)?;
+        let momentum_buffers = groups.iter().map(|g| vec![None; g.params.len()]).collect();
+        Ok(Sgd {
+            groups,
+            config,
+            momentum_buffers,
+        })
+    }
+
+    pub fn config(&self) -> &SgdConfig {
+        &self.config
+    }
+
+    /// The momentum buffer of parameter `index` of `group`, once it has taken a step.
+    pub fn momentum_buffer(&self, group: usize, index: usize) -> Option<&Tensor> {
+        self.momentum_buffers.get(group)?.get(index)?.as_ref()
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, grads: &Gradients) -> Result<()> {
+        self.groups.check_grads(grads)?;
+        let c = self.config;
+        for (group, buffers) in self.groups.iter().zip(self.momentum_buffers.iter_mut()) {
+            for (param, buffer) in group.params.iter().zip(buffers.iter_mut()) {
+                let Some(grad) = grads.get(param) else { continue };
+                let n = param.numel();
+                if n == 0 {
+                    continue;
+                }
+                let mut params = SgdParams {
+                    n: n as u32,
+                    first: 0,
+                    nesterov: c.nesterov as u32,
+                    _pad0: 0,
+                    lr: group.lr as f32,
+                    momentum: c.momentum as f32,
+                    one_minus_dampening: (1.0 - c.dampening) as f32,
+                    weight_decay: group.weight_decay as f32,
+                };
+                let grid = Grid::cover(n as u64, 256);
+                let gpu = param.gpu();
+                if c.momentum == 0.0 {
+                    gpu.dispatch(&SGD_PLAIN, &params, &[grad.buffer()], &[param.buffer()], grid)?;
+                    continue;
+                }
+                // On the first step the buffer is fresh and unread: the kernel writes b = g'.
+                // It is kept only once the launch is recorded, so a failed launch cannot leave
+                // an uninitialised buffer that a later step would read.
+                let b = match buffer {
+                    Some(b) => b.clone(),
+                    None => {
+                        params.first = 1;
+                        Tensor::uninit(gpu, "Sgd::step", param.shape())?
+                    }
+                };
+                gpu.dispatch(
+                    &SGD_MOMENTUM,
+                    &params,
+                    &[grad.buffer()],
+                    &[param.buffer(), b.buffer()],
+                    grid,
+                )?;
+                *buffer = Some(b);
+            }
+        }
+        Ok(())
+    }
+
+    fn groups(&self) -> &Groups {
+        &self.groups
+    }
+    fn groups_mut(&mut self) -> &mut Groups {
+        &mut self.groups
+    }
+}
