@@ -3,6 +3,7 @@
 
 pub mod elementwise;
 pub mod gradcheck;
+pub mod matmul;
 pub mod reduce;
 
 /// A dense row-major f64 array with a shape.
