@@ -25,6 +25,12 @@ struct Args {
 enum Command {
     /// Print the adapter, backend, limits and features.
     Info,
+    /// Run the benchmark suite: one JSON line per case (op, ms, GFLOP/s or GB/s, % of FMA peak).
+    Bench {
+        /// Only cases whose `op/case` name contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+    },
 }
 
 fn main() {
@@ -33,6 +39,7 @@ fn main() {
         .with_overrides(args.backend.as_deref(), args.adapter.as_deref());
     let result = match args.command.unwrap_or(Command::Info) {
         Command::Info => cli::info::run(&choice),
+        Command::Bench { filter } => cli::bench::run(&choice, filter.as_deref()),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -5,6 +5,7 @@ mod context;
 mod kernel;
 mod pool;
 mod recorder;
+mod timestamps;
 
 pub use adapter::{select_adapter, AdapterChoice, NO_ADAPTER_HINT};
 pub use context::{AdapterSummary, DeviceFeatures, Gpu};

@@ -6,6 +6,7 @@ pub mod elementwise;
 pub mod pool;
 pub mod loss;
 pub mod norm;
+pub mod matmul;
 pub mod reduce;
 pub mod resample;
 pub mod shape;
@@ -18,6 +19,7 @@ pub use elementwise::{
     scale, sub, unary, BinaryOp, UnaryOp,
 };
 pub use pool::{avg_pool3d, global_avg_pool, max_pool3d, Pool3dConfig};
+pub use matmul::{linear, matmul, matmul_with, MatmulKernel};
 pub use reduce::{mean, mean_all, sum, sum_all};
 pub use resample::{resample, ResampleMode};
 pub use loss::{cross_entropy_labels, l2_normalize, mse, soft_cross_entropy, soft_cross_entropy_rows};
@@ -40,6 +42,8 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         norm::KERNELS,
         loss::KERNELS,
         crate::optim::KERNELS,
+        matmul::KERNELS,
+        crate::bench::KERNELS,
     ];
     families.iter().flat_map(|f| f.iter()).collect()
 }

@@ -7,6 +7,7 @@ pub mod elementwise;
 pub mod gradcheck;
 pub mod pool;
 pub mod optim;
+pub mod matmul;
 pub mod reduce;
 pub mod resample;
 pub mod loss;

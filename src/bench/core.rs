@@ -1,0 +1,85 @@
+//! Core cases: the FMA peak microkernel (shaders/fma_peak.wgsl), one elementwise op and the sum
+//! reduction.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{Bench, Case, Sample, Work};
+use crate::error::Result;
+use crate::gpu::{Grid, KernelSpec};
+use crate::ops;
+use crate::tensor::Tensor;
+
+/// Mirrors `FmaParams` in shaders/fma_peak.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct FmaParams {
+    n: u32,
+    iterations: u32,
+    mul: f32,
+    add: f32,
+}
+
+const FMA_PEAK: KernelSpec = KernelSpec {
+    shader: "fma_peak",
+    source: include_str!("../../shaders/fma_peak.wgsl"),
+    entry: "fma_peak",
+    inputs: 0,
+    outputs: 1,
+    params_size: std::mem::size_of::<FmaParams>(),
+    constants: &[],
+};
+
+pub(crate) const KERNELS: &[KernelSpec] = &[FMA_PEAK];
+
+pub(crate) fn cases() -> Vec<Case> {
+    vec![
+        Case { op: "fma_peak", case: "64k_x8x8", run: fma_peak },
+        Case { op: "add", case: "8M", run: add_8m },
+        Case { op: "sum", case: "rows_4096x4096", run: sum_rows },
+        Case { op: "sum", case: "all_4M", run: sum_all_4m },
+    ]
+}
+
+/// 64K invocations × `ITERATIONS` × 8 chains × 8 deep × vec4 FMAs.
+fn fma_peak(b: &Bench) -> Result<Sample> {
+    const N: u32 = 65_536;
+    const ITERATIONS: u32 = 128;
+    let ms = b.time(
+        |gpu, _| Tensor::uninit(gpu, "fma_peak", &[N as usize]),
+        |out| {
+            let params = FmaParams { n: N, iterations: ITERATIONS, mul: 0.999_9, add: 1e-4 };
+            out.gpu().dispatch(&FMA_PEAK, &params, &[], &[out.buffer()], Grid::cover(N as u64, 64))
+        },
+    )?;
+    let flops = N as f64 * ITERATIONS as f64 * 8.0 * 8.0 * 4.0 * 2.0;
+    Ok(Sample { ms, work: Work::Flops(flops) })
+}
+
+fn random(gpu: &crate::Gpu, rng: &mut crate::util::Rng, shape: &[usize]) -> Result<Tensor> {
+    let n = shape.iter().product();
+    Tensor::from_slice(gpu, &rng.vec_uniform(n, -1.0, 1.0), shape)
+}
+
+/// c = a + b over 8M f32: 3 × 32 MiB moved.
+fn add_8m(b: &Bench) -> Result<Sample> {
+    const N: usize = 8 << 20;
+    let ms = b.time(
+        |gpu, rng| Ok((random(gpu, rng, &[N])?, random(gpu, rng, &[N])?)),
+        |(x, y)| ops::add(x, y).map(drop),
+    )?;
+    Ok(Sample { ms, work: Work::Bytes(3.0 * 4.0 * N as f64) })
+}
+
+/// Row sums of a 4096 × 4096 matrix (many outputs, reduction of 4096 each).
+fn sum_rows(b: &Bench) -> Result<Sample> {
+    const R: usize = 4096;
+    let ms = b.time(|gpu, rng| random(gpu, rng, &[R, R]), |x| ops::sum(x, &[1], false).map(drop))?;
+    Ok(Sample { ms, work: Work::Bytes(4.0 * (R * R + R) as f64) })
+}
+
+/// Sum of 4M elements into one (one output: the reduction's least parallel case).
+fn sum_all_4m(b: &Bench) -> Result<Sample> {
+    const N: usize = 4 << 20;
+    let ms = b.time(|gpu, rng| random(gpu, rng, &[N]), |x| ops::sum_all(x).map(drop))?;
+    Ok(Sample { ms, work: Work::Bytes(4.0 * N as f64) })
+}

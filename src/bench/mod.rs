@@ -1,0 +1,269 @@
+//! Benchmark harness: `benches/ops.rs` and `cads bench [--filter NAME]` both run [`run_suite`].
+//!
+//! Each case times one op with [`Bench::time`]: warm-up runs (the first compiles pipelines),
+//! then the median over repetitions, each on FRESH random inputs (uploaded outside the timed
+//! region) so nothing can be served from a cache of identical work. Time comes from GPU
+//! timestamps written into the command stream around the op's launches where the device has
+//! `TIMESTAMP_QUERY`, and from the wall clock around submit + wait otherwise.
+//!
+//! Every case prints one JSON line:
+//! `{"op":"matmul","case":"1024","ms":12.3,"gflops":87.1,"pct_peak":74.2,"adapter":"llvmpipe",...}`
+//! with `gb_per_s` instead of `gflops`/`pct_peak` for bandwidth-bound ops. `pct_peak` is relative
+//! to the f32 FMA peak measured by the `fma_peak` case in the same run (always measured first).
+//!
+//! Adding cases: write `src/bench/<family>.rs` with `pub(crate) fn cases() -> Vec<Case>` and add
+//! `<family>::cases` to [`FAMILIES`]. A case is an (op, case) name and a `fn(&Bench) -> Result<Sample>`.
+
+mod core;
+mod matmul;
+
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::util::Rng;
+
+pub(crate) use self::core::KERNELS;
+
+/// Every family's case list, in run order (`core` first: it holds `fma_peak`).
+const FAMILIES: &[fn() -> Vec<Case>] = &[core::cases, matmul::cases];
+
+/// One benchmark case.
+#[derive(Clone, Copy)]
+pub struct Case {
+    /// Op family, e.g. `"matmul"`.
+    pub op: &'static str,
+    /// Size or variant, e.g. `"1024"`.
+    pub case: &'static str,
+    pub run: fn(&Bench) -> Result<Sample>,
+}
+
+impl Case {
+    /// `op/case`, what `--filter` matches against.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.op, self.case)
+    }
+}
+
+/// What one repetition of a case does, to turn a time into a rate.
+#[derive(Clone, Copy, Debug)]
+pub enum Work {
+    /// Floating-point operations (an FMA counts 2).
+    Flops(f64),
+    /// Bytes read plus written (bandwidth-bound ops).
+    Bytes(f64),
+}
+
+/// A case's measurement: median milliseconds and the work per repetition.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub ms: f64,
+    pub work: Work,
+}
+
+/// One printed result.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub op: String,
+    pub case: String,
+    pub ms: f64,
+    pub work: Work,
+    /// Percent of the measured FMA peak (compute-bound cases).
+    pub pct_peak: Option<f64>,
+    pub adapter: String,
+    /// `"gpu"` (timestamp queries) or `"wall"`.
+    pub timer: &'static str,
+}
+
+impl Report {
+    pub fn gflops(&self) -> Option<f64> {
+        match self.work {
+            Work::Flops(f) => Some(f / (self.ms * 1e6)),
+            Work::Bytes(_) => None,
+        }
+    }
+
+    /// One JSON object on one line (written by hand: names and numbers only).
+    pub fn to_json(&self) -> String {
+        let mut s = format!(
+            "{{\"op\":{},\"case\":{},\"ms\":{:.4}",
+            json_str(&self.op),
+            json_str(&self.case),
+            self.ms
+        );
+        match self.work {
+            Work::Flops(f) => s += &format!(",\"gflops\":{:.2}", f / (self.ms * 1e6)),
+            Work::Bytes(b) => s += &format!(",\"gb_per_s\":{:.2}", b / (self.ms * 1e6)),
+        }
+        if let Some(p) = self.pct_peak {
+            s += &format!(",\"pct_peak\":{p:.1}");
+        }
+        s += &format!(",\"adapter\":{},\"timer\":{}}}", json_str(&self.adapter), json_str(self.timer));
+        s
+    }
+}
+
+fn json_str(v: &str) -> String {
+    let mut s = String::with_capacity(v.len() + 2);
+    s.push('"');
+    for ch in v.chars() {
+        match ch {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            c if (c as u32) < 0x20 => s.push_str(&format!("\\u{:04x}", c as u32)),
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
+}
+
+/// Every registered case.
+pub fn cases() -> Vec<Case> {
+    FAMILIES.iter().flat_map(|f| f()).collect()
+}
+
+/// Timing context handed to every case.
+pub struct Bench {
+    gpu: Gpu,
+    /// Warm-up runs before timing (the first also compiles pipelines).
+    pub warmup: usize,
+    /// Repetitions are chosen so the timed runs take about this long, within [min, max] reps.
+    pub target_ms: f64,
+    pub min_reps: usize,
+    pub max_reps: usize,
+    timestamps: Option<(wgpu::QuerySet, wgpu::Buffer, f64)>,
+}
+
+impl Bench {
+    pub fn new(gpu: &Gpu) -> Bench {
+        let timestamps = gpu.features().timestamps.then(|| {
+            let set = gpu.device().create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("cads bench timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let resolve = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("cads bench timestamp resolve"),
+                size: 256,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let period_ns = gpu.queue().get_timestamp_period() as f64;
+            (set, resolve, period_ns)
+        });
+        Bench {
+            gpu: gpu.clone(),
+            warmup: 2,
+            target_ms: 1500.0,
+            min_reps: 5,
+            max_reps: 25,
+            timestamps,
+        }
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// `"gpu"` when timestamps are used, else `"wall"`.
+    pub fn timer(&self) -> &'static str {
+        if self.timestamps.is_some() {
+            "gpu"
+        } else {
+            "wall"
+        }
+    }
+
+    /// Median milliseconds of `run` over fresh inputs from `make` (untimed), after warm-up.
+    /// Runs with autograd recording off.
+    pub fn time<I>(
+        &self,
+        mut make: impl FnMut(&Gpu, &mut Rng) -> Result<I>,
+        mut run: impl FnMut(&I) -> Result<()>,
+    ) -> Result<f64> {
+        let gpu = &self.gpu;
+        gpu.no_grad(|| {
+            let mut rng = Rng::new(0xbe9c);
+            let mut once = |rng: &mut Rng| -> Result<f64> {
+                let inputs = make(gpu, rng)?;
+                gpu.synchronize()?;
+                match &self.timestamps {
+                    Some((set, resolve, period_ns)) => {
+                        gpu.write_timestamp(set, 0)?;
+                        run(&inputs)?;
+                        gpu.write_timestamp(set, 1)?;
+                        gpu.resolve_timestamps(set, 2, resolve)?;
+                        let bytes = gpu.read_bytes("bench", resolve, 16)?;
+                        let t: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
+                        Ok(t[1].saturating_sub(t[0]) as f64 * period_ns / 1e6)
+                    }
+                    None => {
+                        let t0 = Instant::now();
+                        run(&inputs)?;
+                        gpu.synchronize()?;
+                        Ok(t0.elapsed().as_secs_f64() * 1e3)
+                    }
+                }
+            };
+            let mut last = 0.0;
+            for _ in 0..self.warmup.max(1) {
+                last = once(&mut rng)?;
+            }
+            let reps = ((self.target_ms / last.max(1e-3)) as usize).clamp(self.min_reps, self.max_reps);
+            let mut times = (0..reps).map(|_| once(&mut rng)).collect::<Result<Vec<f64>>>()?;
+            times.sort_by(f64::total_cmp);
+            Ok(times[times.len() / 2])
+        })
+    }
+}
+
+/// Run every case whose `op/case` name contains `filter` (all when `None`), calling `emit` with
+/// each report as soon as it is measured. The FMA peak is always measured first (it is the
+/// denominator of `pct_peak`) and reported when the filter matches it.
+pub fn run_suite(gpu: &Gpu, filter: Option<&str>, mut emit: impl FnMut(&Report)) -> Result<Vec<Report>> {
+    let bench = Bench::new(gpu);
+    let all = cases();
+    let matches = |c: &Case| filter.is_none_or(|f| c.name().contains(f));
+    let selected: Vec<&Case> = all.iter().filter(|c| matches(c)).collect();
+    if selected.is_empty() {
+        let names: Vec<String> = all.iter().map(Case::name).collect();
+        return Err(Error::invalid("bench", format!("a filter matching one of {names:?}"), filter.unwrap_or("")));
+    }
+    let adapter = gpu.adapter().name.clone();
+    let report = |c: &Case, s: Sample, peak: Option<f64>| {
+        let mut r = Report {
+            op: c.op.to_string(),
+            case: c.case.to_string(),
+            ms: s.ms,
+            work: s.work,
+            pct_peak: None,
+            adapter: adapter.clone(),
+            timer: bench.timer(),
+        };
+        if let (Some(p), Some(g)) = (peak, r.gflops()) {
+            r.pct_peak = Some(100.0 * g / p);
+        }
+        r
+    };
+    let peak_case = all
+        .iter()
+        .find(|c| c.op == "fma_peak")
+        .ok_or_else(|| Error::invalid("bench", "an fma_peak case", "none registered"))?;
+    let peak_sample = (peak_case.run)(&bench)?;
+    let peak_report = report(peak_case, peak_sample, None);
+    let peak = peak_report.gflops();
+    let mut out = Vec::new();
+    for c in selected {
+        let r = if c.op == "fma_peak" {
+            let mut r = peak_report.clone();
+            r.pct_peak = Some(100.0);
+            r
+        } else {
+            report(c, (c.run)(&bench)?, peak)
+        };
+        emit(&r);
+        out.push(r);
+    }
+    Ok(out)
+}
