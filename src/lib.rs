@@ -22,10 +22,12 @@ pub mod autograd;
 pub mod bench;
 pub mod error;
 pub mod gpu;
+pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod reference;
 pub mod tensor;
+pub mod train;
 pub mod util;
 
 pub use autograd::Gradients;

@@ -23,6 +23,15 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a small MLP with AdamW on a toy problem and print the loss (the default job).
+    Demo {
+        /// Training steps.
+        #[arg(long, default_value_t = 300)]
+        steps: usize,
+        /// Random seed (data and initialisation).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Print the adapter, backend, limits and features.
     Info,
     /// Run the benchmark suite: one JSON line per case (op, ms, GFLOP/s or GB/s, % of FMA peak).
@@ -37,7 +46,12 @@ fn main() {
     let args = Args::parse();
     let choice = cads::gpu::AdapterChoice::from_env()
         .with_overrides(args.backend.as_deref(), args.adapter.as_deref());
-    let result = match args.command.unwrap_or(Command::Info) {
+    let command = args.command.unwrap_or(Command::Demo {
+        steps: 300,
+        seed: 0,
+    });
+    let result = match command {
+        Command::Demo { steps, seed } => cli::demo::run(&choice, steps, seed),
         Command::Info => cli::info::run(&choice),
         Command::Bench { filter } => cli::bench::run(&choice, filter.as_deref()),
     };

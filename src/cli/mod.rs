@@ -1,4 +1,5 @@
 //! Subcommands of the `cads` binary, one file each.
 
 pub mod bench;
+pub mod demo;
 pub mod info;

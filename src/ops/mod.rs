@@ -3,10 +3,10 @@
 pub mod attention;
 pub mod conv_transpose3d;
 pub mod elementwise;
-pub mod pool;
 pub mod loss;
-pub mod norm;
 pub mod matmul;
+pub mod norm;
+pub mod pool;
 pub mod reduce;
 pub mod resample;
 pub mod shape;
@@ -18,12 +18,14 @@ pub use elementwise::{
     add, add_scalar, binary, div, exp, fill, gelu, leaky_relu, log, maximum, minimum, mul, relu,
     scale, sub, unary, BinaryOp, UnaryOp,
 };
-pub use pool::{avg_pool3d, global_avg_pool, max_pool3d, Pool3dConfig};
+pub use loss::{
+    cross_entropy_labels, l2_normalize, mse, soft_cross_entropy, soft_cross_entropy_rows,
+};
 pub use matmul::{linear, matmul, matmul_with, MatmulKernel};
+pub use norm::{instance_norm, layer_norm};
+pub use pool::{avg_pool3d, global_avg_pool, max_pool3d, Pool3dConfig};
 pub use reduce::{mean, mean_all, sum, sum_all};
 pub use resample::{resample, ResampleMode};
-pub use loss::{cross_entropy_labels, l2_normalize, mse, soft_cross_entropy, soft_cross_entropy_rows};
-pub use norm::{instance_norm, layer_norm};
 pub use softmax::{log_softmax, softmax, RowKernel};
 
 use crate::gpu::KernelSpec;

@@ -25,7 +25,12 @@ struct SoftmaxParams {
 const FORWARD: &str = include_str!("../../shaders/softmax.wgsl");
 const BACKWARD: &str = include_str!("../../shaders/softmax_backward.wgsl");
 
-const fn spec(shader: &'static str, source: &'static str, entry: &'static str, inputs: u32) -> KernelSpec {
+const fn spec(
+    shader: &'static str,
+    source: &'static str,
+    entry: &'static str,
+    inputs: u32,
+) -> KernelSpec {
     KernelSpec {
         shader,
         source,
@@ -40,7 +45,8 @@ const fn spec(shader: &'static str, source: &'static str, entry: &'static str, i
 const ROWS_WG: KernelSpec = spec("softmax", FORWARD, "softmax_rows_wg", 1);
 const ROWS_THREAD: KernelSpec = spec("softmax", FORWARD, "softmax_rows_thread", 1);
 const BACKWARD_WG: KernelSpec = spec("softmax_backward", BACKWARD, "softmax_backward_wg", 2);
-const BACKWARD_THREAD: KernelSpec = spec("softmax_backward", BACKWARD, "softmax_backward_thread", 2);
+const BACKWARD_THREAD: KernelSpec =
+    spec("softmax_backward", BACKWARD, "softmax_backward_thread", 2);
 
 pub(crate) const KERNELS: &[KernelSpec] = &[ROWS_WG, ROWS_THREAD, BACKWARD_WG, BACKWARD_THREAD];
 
@@ -68,7 +74,12 @@ fn rows_cols(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
     Ok((rows, cols))
 }
 
-fn pick(variant: RowKernel, cols: usize, wg: &'static KernelSpec, th: &'static KernelSpec) -> (&'static KernelSpec, bool) {
+fn pick(
+    variant: RowKernel,
+    cols: usize,
+    wg: &'static KernelSpec,
+    th: &'static KernelSpec,
+) -> (&'static KernelSpec, bool) {
     let thread = match variant {
         RowKernel::Auto => cols <= SHORT_ROW,
         RowKernel::Workgroup => false,
@@ -104,13 +115,28 @@ pub fn softmax_raw(x: &Tensor, log: bool, variant: RowKernel) -> Result<Tensor> 
         _pad0: 0,
     };
     let (spec, thread) = pick(variant, cols, &ROWS_WG, &ROWS_THREAD);
-    x.gpu().dispatch(spec, &params, &[x.buffer()], &[out.buffer()], grid(rows, thread))?;
+    x.gpu().dispatch(
+        spec,
+        &params,
+        &[x.buffer()],
+        &[out.buffer()],
+        grid(rows, thread),
+    )?;
     Ok(out)
 }
 
 /// Backward launch (unrecorded): gradient to x from the forward output `y` and upstream `g`.
-pub fn softmax_backward_raw(y: &Tensor, g: &Tensor, log: bool, variant: RowKernel) -> Result<Tensor> {
-    let op = if log { "log_softmax_backward" } else { "softmax_backward" };
+pub fn softmax_backward_raw(
+    y: &Tensor,
+    g: &Tensor,
+    log: bool,
+    variant: RowKernel,
+) -> Result<Tensor> {
+    let op = if log {
+        "log_softmax_backward"
+    } else {
+        "softmax_backward"
+    };
     if y.shape() != g.shape() {
         return Err(Error::shape(op, y.shape(), g.shape()));
     }
@@ -127,8 +153,13 @@ pub fn softmax_backward_raw(y: &Tensor, g: &Tensor, log: bool, variant: RowKerne
         _pad0: 0,
     };
     let (spec, thread) = pick(variant, cols, &BACKWARD_WG, &BACKWARD_THREAD);
-    y.gpu()
-        .dispatch(spec, &params, &[y.buffer(), g.buffer()], &[out.buffer()], grid(rows, thread))?;
+    y.gpu().dispatch(
+        spec,
+        &params,
+        &[y.buffer(), g.buffer()],
+        &[out.buffer()],
+        grid(rows, thread),
+    )?;
     Ok(out)
 }
 
@@ -137,7 +168,12 @@ fn softmax_recorded(x: &Tensor, log: bool) -> Result<Tensor> {
     let y = out.detach();
     let op = if log { "log_softmax" } else { "softmax" };
     Ok(record(out, op, &[x], move |g| {
-        Ok(vec![Some(softmax_backward_raw(&y, g, log, RowKernel::Auto)?)])
+        Ok(vec![Some(softmax_backward_raw(
+            &y,
+            g,
+            log,
+            RowKernel::Auto,
+        )?)])
     }))
 }
 

@@ -43,7 +43,13 @@ pub struct WarmupCosine {
 
 impl WarmupCosine {
     /// Per-step form (`total_steps` ≥ 1, `warmup_steps` ≤ `total_steps`).
-    pub fn new(base: f64, final_value: f64, total_steps: u64, warmup_steps: u64, start_warmup: f64) -> Result<Self> {
+    pub fn new(
+        base: f64,
+        final_value: f64,
+        total_steps: u64,
+        warmup_steps: u64,
+        start_warmup: f64,
+    ) -> Result<Self> {
         const OP: &str = "WarmupCosine";
         check_finite(OP, "base value", base)?;
         check_finite(OP, "final value", final_value)?;
@@ -101,7 +107,8 @@ impl WarmupCosine {
         }
         let i = (step - self.warmup_steps) as f64;
         let len = (self.total_steps - self.warmup_steps) as f64;
-        self.final_value + 0.5 * (self.base - self.final_value) * (1.0 + (std::f64::consts::PI * i / len).cos())
+        self.final_value
+            + 0.5 * (self.base - self.final_value) * (1.0 + (std::f64::consts::PI * i / len).cos())
     }
 
     /// Every value, as DINO's array of length `total_steps`.
@@ -161,7 +168,11 @@ impl LinearRamp {
         const OP: &str = "LinearRamp";
         check_finite(OP, "start value", start)?;
         check_finite(OP, "end value", end)?;
-        Ok(LinearRamp { start, end, ramp_steps })
+        Ok(LinearRamp {
+            start,
+            end,
+            ramp_steps,
+        })
     }
 
     /// The value at `step`; `end` from `ramp_steps` on (and always, when `ramp_steps` = 0).

@@ -5,13 +5,13 @@ pub mod attention;
 pub mod conv_transpose3d;
 pub mod elementwise;
 pub mod gradcheck;
-pub mod pool;
-pub mod optim;
+pub mod loss;
 pub mod matmul;
+pub mod norm;
+pub mod optim;
+pub mod pool;
 pub mod reduce;
 pub mod resample;
-pub mod loss;
-pub mod norm;
 pub mod softmax;
 
 /// A dense row-major f64 array with a shape.

@@ -16,7 +16,11 @@ pub fn softmax(x: &Array, log: bool) -> Array {
         let m = xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let s: f64 = xs.iter().map(|v| (v - m).exp()).sum();
         for j in 0..k {
-            y.data[row * k + j] = if log { xs[j] - m - s.ln() } else { (xs[j] - m).exp() / s };
+            y.data[row * k + j] = if log {
+                xs[j] - m - s.ln()
+            } else {
+                (xs[j] - m).exp() / s
+            };
         }
     }
     y

@@ -1,0 +1,34 @@
+//! DropPath (stochastic depth): in training, each sample's residual branch is zeroed with
+//! probability p and the survivors scaled by 1/(1 − p); identity in evaluation.
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use crate::util::Rng;
+
+/// `x` of shape `[N, ...]`; one Bernoulli draw per sample from `rng` (seeded by the caller).
+pub fn drop_path(x: &Tensor, prob: f32, training: bool, rng: &mut Rng) -> Result<Tensor> {
+    if !(0.0..1.0).contains(&prob) {
+        return Err(Error::invalid("drop_path", "probability in [0, 1)", prob));
+    }
+    if !training || prob == 0.0 {
+        return Ok(x.clone());
+    }
+    if x.rank() == 0 {
+        return Err(Error::shape("drop_path", "[N, ...]", x.shape()));
+    }
+    let n = x.shape()[0];
+    let keep = 1.0 - prob;
+    let mask: Vec<f32> = (0..n)
+        .map(|_| {
+            if rng.bernoulli(keep as f64) {
+                1.0 / keep
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut mask_shape = vec![1; x.rank()];
+    mask_shape[0] = n;
+    let mask = Tensor::from_slice(x.gpu(), &mask, &mask_shape)?;
+    crate::ops::mul(x, &mask)
+}

@@ -1,0 +1,3 @@
+//! Training loops.
+
+pub mod toy;
