@@ -14,8 +14,12 @@
 //! Adding cases: write `src/bench/<family>.rs` with `pub(crate) fn cases() -> Vec<Case>` and add
 //! `<family>::cases` to [`FAMILIES`]. A case is an (op, case) name and a `fn(&Bench) -> Result<Sample>`.
 
+mod attention;
+mod conv_transpose;
 mod core;
+mod inputs;
 mod matmul;
+mod rows;
 
 use std::time::Instant;
 
@@ -26,7 +30,13 @@ use crate::util::Rng;
 pub(crate) use self::core::KERNELS;
 
 /// Every family's case list, in run order (`core` first: it holds `fma_peak`).
-const FAMILIES: &[fn() -> Vec<Case>] = &[core::cases, matmul::cases];
+const FAMILIES: &[fn() -> Vec<Case>] = &[
+    core::cases,
+    matmul::cases,
+    rows::cases,
+    conv_transpose::cases,
+    attention::cases,
+];
 
 /// One benchmark case.
 #[derive(Clone, Copy)]
@@ -183,11 +193,29 @@ impl Bench {
     /// Runs with autograd recording off.
     pub fn time<I>(
         &self,
+        make: impl FnMut(&Gpu, &mut Rng) -> Result<I>,
+        run: impl FnMut(&I) -> Result<()>,
+    ) -> Result<f64> {
+        self.gpu.no_grad(|| self.time_recording(make, run))
+    }
+
+    /// As [`Bench::time`] but with autograd recording on, for forward + backward cases
+    /// (`run` calls `backward_with`).
+    pub fn time_with_grad<I>(
+        &self,
+        make: impl FnMut(&Gpu, &mut Rng) -> Result<I>,
+        run: impl FnMut(&I) -> Result<()>,
+    ) -> Result<f64> {
+        self.time_recording(make, run)
+    }
+
+    fn time_recording<I>(
+        &self,
         mut make: impl FnMut(&Gpu, &mut Rng) -> Result<I>,
         mut run: impl FnMut(&I) -> Result<()>,
     ) -> Result<f64> {
         let gpu = &self.gpu;
-        gpu.no_grad(|| {
+        {
             let mut rng = Rng::new(0xbe9c);
             let mut once = |rng: &mut Rng| -> Result<f64> {
                 let inputs = make(gpu, rng)?;
@@ -221,7 +249,7 @@ impl Bench {
                 .collect::<Result<Vec<f64>>>()?;
             times.sort_by(f64::total_cmp);
             Ok(times[times.len() / 2])
-        })
+        }
     }
 }
 
