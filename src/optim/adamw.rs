@@ -123,7 +123,9 @@ impl Optimizer for AdamW {
         let (b1, b2) = self.config.betas;
         for (group, states) in self.groups.iter().zip(self.states.iter_mut()) {
             for (param, state) in group.params.iter().zip(states.iter_mut()) {
-                let Some(grad) = grads.get(param) else { continue };
+                let Some(grad) = grads.get(param) else {
+                    continue;
+                };
                 let n = param.numel();
                 if n == 0 {
                     continue;

@@ -75,7 +75,15 @@ pub(super) const CLIP_SCALE: KernelSpec = KernelSpec {
 
 /// Launch `sum_squares` over the first `n` elements of `x`, `chunk` elements per workgroup,
 /// writing `ceil(n / chunk)` results into `out` from `out_offset`.
-fn sum_squares(x: &Tensor, n: u32, chunk: u32, square: bool, sqrt: bool, out: &Tensor, out_offset: u32) -> Result<()> {
+fn sum_squares(
+    x: &Tensor,
+    n: u32,
+    chunk: u32,
+    square: bool,
+    sqrt: bool,
+    out: &Tensor,
+    out_offset: u32,
+) -> Result<()> {
     let groups = n.div_ceil(chunk).max(1);
     let params = SumSquaresParams {
         n,
@@ -86,8 +94,13 @@ fn sum_squares(x: &Tensor, n: u32, chunk: u32, square: bool, sqrt: bool, out: &T
         sqrt_output: sqrt as u32,
         _pad: [0; 2],
     };
-    x.gpu()
-        .dispatch(&SUM_SQUARES, &params, &[x.buffer()], &[out.buffer()], Grid::Linear(groups as u64))
+    x.gpu().dispatch(
+        &SUM_SQUARES,
+        &params,
+        &[x.buffer()],
+        &[out.buffer()],
+        Grid::Linear(groups as u64),
+    )
 }
 
 /// `[k]` tensor of ‖g_i‖₂ for the given non-empty gradients (slot i of an empty one stays 0).
@@ -108,12 +121,20 @@ fn norms_tensor(op: &'static str, grads: &[&Tensor]) -> Result<Tensor> {
 }
 
 /// Gradients of `params` that are present, validated; parameters listed twice are rejected.
-fn present_grads<'a>(op: &'static str, params: &[Tensor], grads: &'a Gradients) -> Result<Vec<(usize, &'a Tensor)>> {
+fn present_grads<'a>(
+    op: &'static str,
+    params: &[Tensor],
+    grads: &'a Gradients,
+) -> Result<Vec<(usize, &'a Tensor)>> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (i, p) in params.iter().enumerate() {
         if !seen.insert(p.id()) {
-            return Err(Error::invalid(op, "each parameter once", format!("{p:?} listed twice")));
+            return Err(Error::invalid(
+                op,
+                "each parameter once",
+                format!("{p:?} listed twice"),
+            ));
         }
         if let Some(g) = grads.get(p) {
             check_grad(op, p, g)?;
@@ -172,7 +193,11 @@ pub fn grad_norms(params: &[Tensor], grads: &Gradients) -> Result<Vec<Option<f32
 /// DINO `clip_gradients`: each gradient g of `params` is scaled by
 /// min(1, max_norm / (‖g‖₂ + 1e-6)) separately (CADS: max_norm 0.3). Returns the norms measured
 /// before clipping, aligned with `params` (`None` where a parameter has no gradient).
-pub fn clip_grad_norm_per_tensor(params: &[Tensor], grads: &mut Gradients, max_norm: f64) -> Result<Vec<Option<f32>>> {
+pub fn clip_grad_norm_per_tensor(
+    params: &[Tensor],
+    grads: &mut Gradients,
+    max_norm: f64,
+) -> Result<Vec<Option<f32>>> {
     const OP: &str = "clip_grad_norm_per_tensor";
     check_max_norm(OP, max_norm)?;
     let present: Vec<(usize, Tensor)> = present_grads(OP, params, grads)?

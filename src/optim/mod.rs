@@ -261,6 +261,9 @@ pub trait Optimizer {
     }
     /// Every parameter, group by group.
     fn params(&self) -> Vec<Tensor> {
-        self.groups().iter().flat_map(|g| g.params.iter().cloned()).collect()
+        self.groups()
+            .iter()
+            .flat_map(|g| g.params.iter().cloned())
+            .collect()
     }
 }

@@ -101,7 +101,11 @@ impl Sgd {
     pub fn new(groups: Vec<ParamGroup>, config: SgdConfig) -> Result<Sgd> {
         const OP: &str = "Sgd::new";
         if !(config.momentum.is_finite() && config.momentum >= 0.0) {
-            return Err(Error::invalid(OP, "a finite momentum >= 0", config.momentum));
+            return Err(Error::invalid(
+                OP,
+                "a finite momentum >= 0",
+                config.momentum,
+            ));
         }
         if !config.dampening.is_finite() {
             return Err(Error::invalid(OP, "a finite dampening", config.dampening));
@@ -111,7 +115,10 @@ impl Sgd {
             return Err(Error::invalid(
                 OP,
                 "Nesterov with momentum > 0 and dampening 0",
-                format!("momentum {} dampening {}", config.momentum, config.dampening),
+                format!(
+                    "momentum {} dampening {}",
+                    config.momentum, config.dampening
+                ),
             ));
         }
         let groups = Groups::new("Sgd", groups, config.lr, config.weight_decay)?;
@@ -139,7 +146,9 @@ impl Optimizer for Sgd {
         let c = self.config;
         for (group, buffers) in self.groups.iter().zip(self.momentum_buffers.iter_mut()) {
             for (param, buffer) in group.params.iter().zip(buffers.iter_mut()) {
-                let Some(grad) = grads.get(param) else { continue };
+                let Some(grad) = grads.get(param) else {
+                    continue;
+                };
                 let n = param.numel();
                 if n == 0 {
                     continue;
@@ -157,7 +166,13 @@ impl Optimizer for Sgd {
                 let grid = Grid::cover(n as u64, 256);
                 let gpu = param.gpu();
                 if c.momentum == 0.0 {
-                    gpu.dispatch(&SGD_PLAIN, &params, &[grad.buffer()], &[param.buffer()], grid)?;
+                    gpu.dispatch(
+                        &SGD_PLAIN,
+                        &params,
+                        &[grad.buffer()],
+                        &[param.buffer()],
+                        grid,
+                    )?;
                     continue;
                 }
                 // On the first step the buffer is fresh and unread: the kernel writes b = g'.

@@ -20,12 +20,24 @@ pub fn sgd_step(
     weight_decay: f64,
     nesterov: bool,
 ) {
-    assert_eq!(param.len(), grad.len(), "reference sgd_step: param/grad length");
-    let g: Vec<f64> = grad.iter().zip(param.iter()).map(|(g, p)| g + weight_decay * p).collect();
+    assert_eq!(
+        param.len(),
+        grad.len(),
+        "reference sgd_step: param/grad length"
+    );
+    let g: Vec<f64> = grad
+        .iter()
+        .zip(param.iter())
+        .map(|(g, p)| g + weight_decay * p)
+        .collect();
     let d = if momentum != 0.0 {
         let b = match buf.take() {
             None => g.clone(),
-            Some(b) => b.iter().zip(&g).map(|(b, g)| momentum * b + (1.0 - dampening) * g).collect(),
+            Some(b) => b
+                .iter()
+                .zip(&g)
+                .map(|(b, g)| momentum * b + (1.0 - dampening) * g)
+                .collect(),
         };
         let d = if nesterov {
             g.iter().zip(&b).map(|(g, b)| g + momentum * b).collect()
@@ -65,7 +77,11 @@ pub fn adamw_step(
     eps: f64,
     weight_decay: f64,
 ) {
-    assert_eq!(param.len(), grad.len(), "reference adamw_step: param/grad length");
+    assert_eq!(
+        param.len(),
+        grad.len(),
+        "reference adamw_step: param/grad length"
+    );
     if state.step == 0 {
         state.m = vec![0.0; param.len()];
         state.v = vec![0.0; param.len()];
@@ -111,6 +127,8 @@ pub fn clip_per_tensor(grads: &mut [Vec<f64>], max_norm: f64) -> Vec<f64> {
 pub fn clip_global(grads: &mut [Vec<f64>], max_norm: f64) -> f64 {
     let total = grads.iter().map(|g| norm(g).powi(2)).sum::<f64>().sqrt();
     let c = clip_coefficient(total, max_norm);
-    grads.iter_mut().for_each(|g| g.iter_mut().for_each(|v| *v *= c));
+    grads
+        .iter_mut()
+        .for_each(|g| g.iter_mut().for_each(|v| *v *= c));
     total
 }
