@@ -602,3 +602,59 @@ fn bad_input_gives_typed_errors() {
     assert!(is_invalid(PolyDecay::new(1.0, 10, -1.0)));
     assert!(is_invalid(LinearRamp::new(f64::NAN, 0.07, 50)));
 }
+
+#[test]
+fn restored_state_resumes_the_same_trajectory() {
+    // Run 2 steps, copy parameters and optimizer state into fresh optimizers (a checkpoint
+    // resume), then take the same 2 further steps on both: the results must be identical.
+    let gpu = gpu();
+    let mut rng = Rng::new(800);
+    let (_, pa) = param(&gpu, &mut rng, &[5, 3]);
+    let (_, ps) = param(&gpu, &mut rng, &[11]);
+    let mut adamw = AdamW::new(
+        vec![ParamGroup::new(vec![pa.clone()])],
+        AdamWConfig::default(),
+    )
+    .unwrap();
+    let mut sgd = Sgd::new(
+        vec![ParamGroup::new(vec![ps.clone()])],
+        SgdConfig::nnunet(0.05),
+    )
+    .unwrap();
+    let all = [pa.clone(), ps.clone()];
+    let grads: Vec<Gradients> = (0..4)
+        .map(|_| random_grads(&gpu, &mut rng, &all, &[true, true], 1.0).0)
+        .collect();
+    for g in &grads[..2] {
+        adamw.step(g).unwrap();
+        sgd.step(g).unwrap();
+    }
+    let copy = |p: &Tensor| Tensor::parameter(&gpu, &p.to_vec().unwrap(), p.shape()).unwrap();
+    let (qa, qs) = (copy(&pa), copy(&ps));
+    let mut adamw2 = AdamW::new(
+        vec![ParamGroup::new(vec![qa.clone()])],
+        AdamWConfig::default(),
+    )
+    .unwrap();
+    let mut sgd2 = Sgd::new(
+        vec![ParamGroup::new(vec![qs.clone()])],
+        SgdConfig::nnunet(0.05),
+    )
+    .unwrap();
+    adamw2.set_state(0, 0, adamw.state(0, 0).unwrap()).unwrap();
+    sgd2.set_momentum_buffer(0, 0, sgd.momentum_buffer(0, 0).unwrap())
+        .unwrap();
+    assert!(is_invalid(sgd2.set_momentum_buffer(0, 1, &qs)));
+    for g in &grads[2..] {
+        adamw.step(g).unwrap();
+        sgd.step(g).unwrap();
+        let mut g2 = Gradients::default();
+        g2.accumulate(qa.id(), g.get(&pa).unwrap().clone()).unwrap();
+        g2.accumulate(qs.id(), g.get(&ps).unwrap().clone()).unwrap();
+        adamw2.step(&g2).unwrap();
+        sgd2.step(&g2).unwrap();
+    }
+    assert_eq!(adamw2.state(0, 0).unwrap().step, 4);
+    assert_eq!(qa.to_vec().unwrap(), pa.to_vec().unwrap(), "AdamW resumed");
+    assert_eq!(qs.to_vec().unwrap(), ps.to_vec().unwrap(), "SGD resumed");
+}
