@@ -115,6 +115,36 @@ impl AdamW {
     pub fn state(&self, group: usize, index: usize) -> Option<&AdamWState> {
         self.states.get(group)?.get(index)?.as_ref()
     }
+
+    /// Restore the state of parameter `index` of `group` (resuming from a checkpoint). The
+    /// moments are copied into tensors the optimizer owns, so the caller's stay untouched.
+    pub fn set_state(&mut self, group: usize, index: usize, state: &AdamWState) -> Result<()> {
+        const OP: &str = "AdamW::set_state";
+        let param = self.groups.param(group, index)?.clone();
+        for t in [&state.exp_avg, &state.exp_avg_sq] {
+            if t.shape() != param.shape() {
+                return Err(Error::shape(OP, param.shape(), t.shape()));
+            }
+            param.check_same_gpu(OP, t)?;
+        }
+        if state.step == 0 {
+            return Err(Error::invalid(
+                OP,
+                "a state that has taken at least one step",
+                0,
+            ));
+        }
+        let exp_avg = Tensor::uninit(param.gpu(), OP, param.shape())?;
+        let exp_avg_sq = Tensor::uninit(param.gpu(), OP, param.shape())?;
+        exp_avg.assign(&state.exp_avg)?;
+        exp_avg_sq.assign(&state.exp_avg_sq)?;
+        self.states[group][index] = Some(AdamWState {
+            exp_avg,
+            exp_avg_sq,
+            step: state.step,
+        });
+        Ok(())
+    }
 }
 
 impl Optimizer for AdamW {

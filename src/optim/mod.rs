@@ -16,6 +16,22 @@
 //! so a step needs no `no_grad` around it. Parameters without a gradient are skipped and their
 //! state (including AdamW's per-parameter step count) is left untouched, as in torch.
 //!
+//! ```no_run
+//! use cads::optim::{AdamW, AdamWConfig, Optimizer, ParamGroup, WarmupCosine};
+//! # fn demo(params: Vec<cads::Tensor>, loss_of: impl Fn() -> cads::Result<cads::Tensor>) -> cads::Result<()> {
+//! let mut opt = AdamW::new(ParamGroup::split_decay(&params), AdamWConfig { lr: 5e-4, ..Default::default() })?;
+//! let lr = WarmupCosine::dino(5e-4, 2e-6, 100, 50, 10, 0.0)?;
+//! let wd = WarmupCosine::dino(0.04, 0.4, 100, 50, 0, 0.0)?;
+//! for it in 0..5000 {
+//!     opt.set_lr_all(lr.at(it))?;
+//!     opt.set_weight_decay(0, wd.at(it))?; // group 1 (biases, 1-D) keeps 0
+//!     let mut grads = loss_of()?.backward()?;
+//!     cads::optim::clip_grad_norm_per_tensor(&params, &mut grads, 0.3)?;
+//!     opt.step(&grads)?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! Kernels: shaders/optim_sgd.wgsl, shaders/optim_adamw.wgsl, shaders/optim_clip.wgsl.
 //! Reference: src/reference/optim.rs.
 
@@ -177,6 +193,18 @@ impl Groups {
         self.groups
             .get(group)
             .ok_or_else(|| Error::invalid(self.op, format!("a group index < {n}"), group))
+    }
+    /// Parameter `index` of `group`.
+    pub fn param(&self, group: usize, index: usize) -> Result<&Tensor> {
+        let g = self.get(group)?;
+        let n = g.params.len();
+        g.params.get(index).ok_or_else(|| {
+            Error::invalid(
+                self.op,
+                format!("a parameter index < {n} in group {group}"),
+                index,
+            )
+        })
     }
     fn get_mut(&mut self, group: usize) -> Result<&mut Group> {
         let (n, op) = (self.groups.len(), self.op);

@@ -183,3 +183,58 @@ impl LinearRamp {
         linspace_at(self.start, self.end, self.ramp_steps, step)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_match_hand_computed_values() {
+        let close = |what: &str, got: f64, want: f64| {
+            assert!(
+                (got - want).abs() <= 1e-12 * want.abs().max(1.0),
+                "{what}: {got} vs {want}"
+            )
+        };
+        // CADS lr: 10 warm-up epochs from 0 to 5.625e-4, then cosine to 2e-6; 150 epochs × 4 iterations.
+        let lr = WarmupCosine::dino(5.625e-4, 2e-6, 150, 4, 10, 0.0).unwrap();
+        assert_eq!(lr.to_vec().len(), 600);
+        close("warm-up start", lr.at(0), 0.0);
+        close("warm-up end", lr.at(39), 5.625e-4); // linspace includes its endpoint
+        close("warm-up step", lr.at(1), 5.625e-4 / 39.0);
+        close("cosine start", lr.at(40), 5.625e-4);
+        // Cosine midpoint: i = L/2 = 280 of L = 560 → (base + final)/2.
+        close("cosine midpoint", lr.at(40 + 280), (5.625e-4 + 2e-6) / 2.0);
+        let last =
+            2e-6 + 0.5 * (5.625e-4 - 2e-6) * (1.0 + (std::f64::consts::PI * 559.0 / 560.0).cos());
+        close("cosine last", lr.at(599), last);
+        close("past the end holds", lr.at(10_000), last);
+        // Weight decay 0.04 → 0.4: rises, midpoint 0.22.
+        let wd = WarmupCosine::dino(0.04, 0.4, 100, 1, 0, 0.0).unwrap();
+        close("wd start", wd.at(0), 0.04);
+        close("wd midpoint", wd.at(50), 0.22);
+        // EMA momentum 0.996 → 1.
+        let m = WarmupCosine::ema_momentum(0.996, 1000).unwrap();
+        close("ema start", m.at(0), 0.996);
+        close("ema midpoint", m.at(500), 0.998);
+        assert!(m.at(999) > 0.99999 && m.at(999) < 1.0);
+        // nnU-Net poly: base·(1 − t/T)^0.9.
+        let poly = PolyDecay::nnunet(0.01, 1000).unwrap();
+        close("poly at 0", poly.at(0), 0.01);
+        close("poly at T/2", poly.at(500), 0.01 * 0.5f64.powf(0.9));
+        close("poly at T", poly.at(1000), 0.0);
+        close("poly past T", poly.at(2000), 0.0);
+        // Teacher temperature: 0.04 → 0.07 over 50 epochs, then 0.07.
+        let temp = LinearRamp::new(0.04, 0.07, 50).unwrap();
+        close("temp 0", temp.at(0), 0.04);
+        close("temp 49", temp.at(49), 0.07);
+        close("temp 1", temp.at(1), 0.04 + 0.03 / 49.0);
+        close("temp 120", temp.at(120), 0.07);
+        // Degenerate single-step warm-up is numpy's linspace(a, b, 1) = [a].
+        close(
+            "one warm-up step",
+            WarmupCosine::new(1.0, 0.0, 3, 1, 0.25).unwrap().at(0),
+            0.25,
+        );
+    }
+}

@@ -138,6 +138,26 @@ impl Sgd {
     pub fn momentum_buffer(&self, group: usize, index: usize) -> Option<&Tensor> {
         self.momentum_buffers.get(group)?.get(index)?.as_ref()
     }
+
+    /// Restore the momentum buffer of parameter `index` of `group` (resuming from a
+    /// checkpoint); it is copied into a tensor the optimizer owns.
+    pub fn set_momentum_buffer(
+        &mut self,
+        group: usize,
+        index: usize,
+        buffer: &Tensor,
+    ) -> Result<()> {
+        const OP: &str = "Sgd::set_momentum_buffer";
+        let param = self.groups.param(group, index)?.clone();
+        if buffer.shape() != param.shape() {
+            return Err(Error::shape(OP, param.shape(), buffer.shape()));
+        }
+        param.check_same_gpu(OP, buffer)?;
+        let own = Tensor::uninit(param.gpu(), OP, param.shape())?;
+        own.assign(buffer)?;
+        self.momentum_buffers[group][index] = Some(own);
+        Ok(())
+    }
 }
 
 impl Optimizer for Sgd {
