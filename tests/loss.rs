@@ -6,9 +6,9 @@
 
 mod common;
 
-use cads::ops;
+use cads::ops::{self, loss::soft_cross_entropy_raw, RowKernel};
 use cads::reference::{gradcheck, loss as refl, softmax as refsm, Array};
-use cads::util::{Rng, Tolerance, FD_F64, F32_ACCUM, F32_GRAD, F32_POINTWISE};
+use cads::util::{Rng, Tolerance, F32_ACCUM, F32_GRAD, F32_POINTWISE, FD_F64};
 use cads::Tensor;
 use common::*;
 
@@ -30,33 +30,94 @@ fn targets(rng: &mut Rng, shape: &[usize], normalised: bool) -> Vec<f32> {
 fn soft_cross_entropy_matches_reference_forward_and_backward() {
     let gpu = gpu();
     let mut rng = Rng::new(41);
-    let shapes: &[&[usize]] = &[&[1, 1], &[3, 7], &[2, 49], &[4, 1000], &[2, 60000], &[5, 3, 11], &[70, 129], &[9]];
+    let shapes: &[&[usize]] = &[
+        &[1, 1],
+        &[3, 7],
+        &[2, 49],
+        &[4, 1000],
+        &[2, 60000],
+        &[5, 3, 11],
+        &[70, 129],
+        &[9],
+    ];
     for &shape in shapes {
         for normalised in [true, false] {
             let pdata = targets(&mut rng, shape, normalised);
             let p = Array::from_f32(&pdata, shape);
-            let tp = Tensor::from_slice(&gpu, &pdata, shape).unwrap().requires_grad_(true);
+            let tp = Tensor::from_slice(&gpu, &pdata, shape)
+                .unwrap()
+                .requires_grad_(true);
             let (s, ts) = random_param(&gpu, &mut rng, shape, -6.0, 6.0);
             let what = format!("{shape:?} normalised={normalised}");
             let rows = ops::soft_cross_entropy_rows(&tp, &ts).unwrap();
             let want = refl::soft_cross_entropy_rows(&p, &s);
             assert_eq!(rows.numel(), want.len(), "{what}");
-            assert_close(&format!("{what} rows"), &rows.to_vec().unwrap(), &want, F32_ACCUM);
+            assert_close(
+                &format!("{what} rows"),
+                &rows.to_vec().unwrap(),
+                &want,
+                F32_ACCUM,
+            );
             let g = rng.vec_uniform(want.len(), -1.0, 1.0);
-            let grads = rows.backward_with(&Tensor::from_slice(&gpu, &g, rows.shape()).unwrap()).unwrap();
+            let grads = rows
+                .backward_with(&Tensor::from_slice(&gpu, &g, rows.shape()).unwrap())
+                .unwrap();
             let g64: Vec<f64> = g.iter().map(|&v| v as f64).collect();
             let (gp, gs) = refl::soft_cross_entropy_rows_backward(&p, &s, &g64);
-            assert_close(&format!("{what} grad logits"), &grads.get(&ts).unwrap().to_vec().unwrap(), &gs.data, F32_GRAD);
-            assert_close(&format!("{what} grad targets"), &grads.get(&tp).unwrap().to_vec().unwrap(), &gp.data, F32_GRAD);
+            assert_close(
+                &format!("{what} grad logits"),
+                &grads.get(&ts).unwrap().to_vec().unwrap(),
+                &gs.data,
+                F32_GRAD,
+            );
+            assert_close(
+                &format!("{what} grad targets"),
+                &grads.get(&tp).unwrap().to_vec().unwrap(),
+                &gp.data,
+                F32_GRAD,
+            );
             // The batch mean and its plain backward(): gradient = per-row gradient with g = 1/B.
             let loss = ops::soft_cross_entropy(&tp, &ts).unwrap();
             assert_eq!(loss.shape(), [1]);
             let mean = refl::soft_cross_entropy(&p, &s);
-            assert_close(&format!("{what} mean"), &loss.to_vec().unwrap(), &[mean], F32_ACCUM);
+            assert_close(
+                &format!("{what} mean"),
+                &loss.to_vec().unwrap(),
+                &[mean],
+                F32_ACCUM,
+            );
             let grads = loss.backward().unwrap();
             let b = want.len();
             let (_, gs) = refl::soft_cross_entropy_rows_backward(&p, &s, &vec![1.0 / b as f64; b]);
-            assert_close(&format!("{what} mean grad logits"), &grads.get(&ts).unwrap().to_vec().unwrap(), &gs.data, F32_GRAD);
+            assert_close(
+                &format!("{what} mean grad logits"),
+                &grads.get(&ts).unwrap().to_vec().unwrap(),
+                &gs.data,
+                F32_GRAD,
+            );
+        }
+    }
+}
+
+#[test]
+fn both_row_kernel_variants_agree_with_reference() {
+    // The adapter picks one variant (per-invocation rows on lavapipe); force each here.
+    let gpu = gpu();
+    let mut rng = Rng::new(46);
+    for variant in [RowKernel::Workgroup, RowKernel::Thread] {
+        for shape in [&[1usize, 1][..], &[65, 7], &[3, 49], &[2, 3000]] {
+            let pdata = targets(&mut rng, shape, false);
+            let p = Array::from_f32(&pdata, shape);
+            let tp = Tensor::from_slice(&gpu, &pdata, shape).unwrap();
+            let (s, ts) = random_pair(&gpu, &mut rng, shape, -6.0, 6.0);
+            let (rows, _) = soft_cross_entropy_raw(&tp, &ts, variant).unwrap();
+            let want = refl::soft_cross_entropy_rows(&p, &s);
+            assert_close(
+                &format!("{variant:?} {shape:?} rows"),
+                &rows.to_vec().unwrap(),
+                &want,
+                F32_ACCUM,
+            );
         }
     }
 }
@@ -69,17 +130,37 @@ fn cross_entropy_of_p_with_itself_is_its_entropy_and_labels_pick_one_class() {
     let pdata = targets(&mut rng, &shape, true);
     // Logits ln p: log_softmax(ln p) = ln p, so H(p, p) = −Σ p ln p, computed here directly.
     let logits: Vec<f32> = pdata.iter().map(|v| v.ln()).collect();
-    let entropy: f64 = pdata.iter().map(|&v| -(v as f64) * (v as f64).ln()).sum::<f64>() / 4.0;
+    let entropy: f64 = pdata
+        .iter()
+        .map(|&v| -(v as f64) * (v as f64).ln())
+        .sum::<f64>()
+        / 4.0;
     let tp = Tensor::from_slice(&gpu, &pdata, &shape).unwrap();
     let ts = Tensor::from_slice(&gpu, &logits, &shape).unwrap();
     let h = ops::soft_cross_entropy(&tp, &ts).unwrap().to_vec().unwrap();
-    assert_close("H(p, p) = entropy", &h, &[entropy], Tolerance { abs: 1e-4, rel: 1e-5 });
+    assert_close(
+        "H(p, p) = entropy",
+        &h,
+        &[entropy],
+        Tolerance {
+            abs: 1e-4,
+            rel: 1e-5,
+        },
+    );
 
     let (s, ts) = random_param(&gpu, &mut rng, &[3, 2, 5], -3.0, 3.0);
     let labels = [4usize, 0, 2, 2, 1, 3];
-    let ce = ops::cross_entropy_labels(&ts, &labels).unwrap().to_vec().unwrap();
+    let ce = ops::cross_entropy_labels(&ts, &labels)
+        .unwrap()
+        .to_vec()
+        .unwrap();
     let ls = refsm::softmax(&s, true);
-    let want = -labels.iter().enumerate().map(|(r, &l)| ls.data[r * 5 + l]).sum::<f64>() / 6.0;
+    let want = -labels
+        .iter()
+        .enumerate()
+        .map(|(r, &l)| ls.data[r * 5 + l])
+        .sum::<f64>()
+        / 6.0;
     assert_close("label cross-entropy", &ce, &[want], F32_ACCUM);
 }
 
@@ -91,25 +172,53 @@ fn mse_matches_reference_and_identities() {
         let (a, ta) = random_param(&gpu, &mut rng, shape, -2.0, 2.0);
         let (b, tb) = random_param(&gpu, &mut rng, shape, -2.0, 2.0);
         let loss = ops::mse(&ta, &tb).unwrap();
-        assert_close(&format!("mse {shape:?}"), &loss.to_vec().unwrap(), &[refl::mse(&a, &b)], F32_ACCUM);
+        assert_close(
+            &format!("mse {shape:?}"),
+            &loss.to_vec().unwrap(),
+            &[refl::mse(&a, &b)],
+            F32_ACCUM,
+        );
         let gv = 0.7f32;
-        let grads = loss.backward_with(&Tensor::from_slice(&gpu, &[gv], &[1]).unwrap()).unwrap();
+        let grads = loss
+            .backward_with(&Tensor::from_slice(&gpu, &[gv], &[1]).unwrap())
+            .unwrap();
         let ga = refl::mse_backward(&a, &b, gv as f64);
         let gb: Vec<f64> = ga.data.iter().map(|v| -v).collect();
-        assert_close(&format!("mse {shape:?} grad a"), &grads.get(&ta).unwrap().to_vec().unwrap(), &ga.data, F32_GRAD);
-        assert_close(&format!("mse {shape:?} grad b"), &grads.get(&tb).unwrap().to_vec().unwrap(), &gb, F32_GRAD);
+        assert_close(
+            &format!("mse {shape:?} grad a"),
+            &grads.get(&ta).unwrap().to_vec().unwrap(),
+            &ga.data,
+            F32_GRAD,
+        );
+        assert_close(
+            &format!("mse {shape:?} grad b"),
+            &grads.get(&tb).unwrap().to_vec().unwrap(),
+            &gb,
+            F32_GRAD,
+        );
     }
     let (_, a) = random_pair(&gpu, &mut rng, &[5, 11], -2.0, 2.0);
     assert_eq!(ops::mse(&a, &a).unwrap().to_vec().unwrap(), vec![0.0]);
     let shifted = ops::add_scalar(&a, 0.5).unwrap();
-    assert_close("mse(a, a + 0.5)", &ops::mse(&a, &shifted).unwrap().to_vec().unwrap(), &[0.25], F32_POINTWISE);
+    assert_close(
+        "mse(a, a + 0.5)",
+        &ops::mse(&a, &shifted).unwrap().to_vec().unwrap(),
+        &[0.25],
+        F32_POINTWISE,
+    );
 }
 
 #[test]
 fn l2_normalize_matches_reference_forward_and_backward() {
     let gpu = gpu();
     let mut rng = Rng::new(44);
-    let cases: &[(&[usize], isize)] = &[(&[4, 256], -1), (&[3, 5, 7], 1), (&[256, 13], 0), (&[1], 0), (&[2, 3, 4, 5], 2)];
+    let cases: &[(&[usize], isize)] = &[
+        (&[4, 256], -1),
+        (&[3, 5, 7], 1),
+        (&[256, 13], 0),
+        (&[1], 0),
+        (&[2, 3, 4, 5], 2),
+    ];
     for &(shape, axis) in cases {
         let n: usize = shape.iter().product();
         let mut data = rng.vec_uniform(n, -2.0, 2.0);
@@ -119,17 +228,38 @@ fn l2_normalize_matches_reference_forward_and_backward() {
             data[512..768].iter_mut().for_each(|v| *v *= 1e-9);
         }
         let x = Array::from_f32(&data, shape);
-        let tx = Tensor::from_slice(&gpu, &data, shape).unwrap().requires_grad_(true);
+        let tx = Tensor::from_slice(&gpu, &data, shape)
+            .unwrap()
+            .requires_grad_(true);
         let eps = if shape == [4, 256] { 1e-6 } else { 1e-12 };
         let y = ops::l2_normalize(&tx, axis, eps).unwrap();
-        let a = if axis < 0 { (shape.len() as isize + axis) as usize } else { axis as usize };
+        let a = if axis < 0 {
+            (shape.len() as isize + axis) as usize
+        } else {
+            axis as usize
+        };
         let what = format!("{shape:?} axis {axis}");
-        assert_close(&format!("{what} forward"), &y.to_vec().unwrap(), &refl::l2_normalize(&x, a, eps as f64).data, F32_POINTWISE);
+        assert_close(
+            &format!("{what} forward"),
+            &y.to_vec().unwrap(),
+            &refl::l2_normalize(&x, a, eps as f64).data,
+            F32_POINTWISE,
+        );
         let gdata = rng.vec_uniform(n, -1.0, 1.0);
-        let grads = y.backward_with(&Tensor::from_slice(&gpu, &gdata, shape).unwrap()).unwrap();
+        let grads = y
+            .backward_with(&Tensor::from_slice(&gpu, &gdata, shape).unwrap())
+            .unwrap();
         let want = refl::l2_normalize_backward(&x, a, eps as f64, &Array::from_f32(&gdata, shape));
         // Near-zero lines have gradients of order 1/eps: compare relatively.
-        assert_close(&format!("{what} backward"), &grads.get(&tx).unwrap().to_vec().unwrap(), &want.data, Tolerance { abs: 1e-3, rel: 1e-4 });
+        assert_close(
+            &format!("{what} backward"),
+            &grads.get(&tx).unwrap().to_vec().unwrap(),
+            &want.data,
+            Tolerance {
+                abs: 1e-3,
+                rel: 1e-4,
+            },
+        );
     }
     // Independent: every normalised line of a DINO-head-shaped output has unit norm.
     let (_, x) = random_pair(&gpu, &mut rng, &[6, 256], -3.0, 3.0);
@@ -148,28 +278,76 @@ fn reference_backward_matches_finite_differences() {
     let s = Array::new((0..15).map(|_| rng.range(-2.0, 2.0)).collect(), &shape);
     let g: Vec<f64> = (0..3).map(|_| rng.range(-1.0, 1.0)).collect();
     let (gp, gs) = refl::soft_cross_entropy_rows_backward(&p, &s, &g);
-    let fs = |v: &[f64]| gradcheck::dot(&refl::soft_cross_entropy_rows(&p, &Array::new(v.to_vec(), &shape)), &g);
-    let fp = |v: &[f64]| gradcheck::dot(&refl::soft_cross_entropy_rows(&Array::new(v.to_vec(), &shape), &s), &g);
-    assert_close64("ce fd logits", &gs.data, &gradcheck::numeric_gradient(fs, &s.data, 1e-6), FD_F64);
-    assert_close64("ce fd targets", &gp.data, &gradcheck::numeric_gradient(fp, &p.data, 1e-6), FD_F64);
+    let fs = |v: &[f64]| {
+        gradcheck::dot(
+            &refl::soft_cross_entropy_rows(&p, &Array::new(v.to_vec(), &shape)),
+            &g,
+        )
+    };
+    let fp = |v: &[f64]| {
+        gradcheck::dot(
+            &refl::soft_cross_entropy_rows(&Array::new(v.to_vec(), &shape), &s),
+            &g,
+        )
+    };
+    assert_close64(
+        "ce fd logits",
+        &gs.data,
+        &gradcheck::numeric_gradient(fs, &s.data, 1e-6),
+        FD_F64,
+    );
+    assert_close64(
+        "ce fd targets",
+        &gp.data,
+        &gradcheck::numeric_gradient(fp, &p.data, 1e-6),
+        FD_F64,
+    );
 
     let b = Array::new((0..15).map(|_| rng.range(-2.0, 2.0)).collect(), &shape);
     let ga = refl::mse_backward(&s, &b, 0.3);
     let fm = |v: &[f64]| 0.3 * refl::mse(&Array::new(v.to_vec(), &shape), &b);
-    assert_close64("mse fd", &ga.data, &gradcheck::numeric_gradient(fm, &s.data, 1e-6), FD_F64);
+    assert_close64(
+        "mse fd",
+        &ga.data,
+        &gradcheck::numeric_gradient(fm, &s.data, 1e-6),
+        FD_F64,
+    );
 
     for axis in [0, 1] {
         let gl: Vec<f64> = (0..15).map(|_| rng.range(-1.0, 1.0)).collect();
         let want = refl::l2_normalize_backward(&s, axis, 1e-12, &Array::new(gl.clone(), &shape));
-        let f = |v: &[f64]| gradcheck::dot(&refl::l2_normalize(&Array::new(v.to_vec(), &shape), axis, 1e-12).data, &gl);
-        assert_close64(&format!("l2 fd axis {axis}"), &want.data, &gradcheck::numeric_gradient(f, &s.data, 1e-6), FD_F64);
+        let f = |v: &[f64]| {
+            gradcheck::dot(
+                &refl::l2_normalize(&Array::new(v.to_vec(), &shape), axis, 1e-12).data,
+                &gl,
+            )
+        };
+        assert_close64(
+            &format!("l2 fd axis {axis}"),
+            &want.data,
+            &gradcheck::numeric_gradient(f, &s.data, 1e-6),
+            FD_F64,
+        );
     }
     // Inside the clamp (‖x‖ < eps) the map is x/eps, a linear map.
     let tiny = Array::new((0..5).map(|_| rng.range(-1e-3, 1e-3)).collect(), &[5]);
     let gl: Vec<f64> = (0..5).map(|_| rng.range(-1.0, 1.0)).collect();
     let want = refl::l2_normalize_backward(&tiny, 0, 0.1, &Array::new(gl.clone(), &[5]));
-    let f = |v: &[f64]| gradcheck::dot(&refl::l2_normalize(&Array::new(v.to_vec(), &[5]), 0, 0.1).data, &gl);
-    assert_close64("l2 fd clamped", &want.data, &gradcheck::numeric_gradient(f, &tiny.data, 1e-7), Tolerance { abs: 1e-5, rel: 1e-5 });
+    let f = |v: &[f64]| {
+        gradcheck::dot(
+            &refl::l2_normalize(&Array::new(v.to_vec(), &[5]), 0, 0.1).data,
+            &gl,
+        )
+    };
+    assert_close64(
+        "l2 fd clamped",
+        &want.data,
+        &gradcheck::numeric_gradient(f, &tiny.data, 1e-7),
+        Tolerance {
+            abs: 1e-5,
+            rel: 1e-5,
+        },
+    );
 }
 
 #[test]
@@ -178,13 +356,21 @@ fn bad_input_is_a_typed_error() {
     let a = Tensor::zeros(&gpu, &[2, 5]).unwrap();
     let b = Tensor::zeros(&gpu, &[2, 4]).unwrap();
     let err = ops::soft_cross_entropy(&a, &b).unwrap_err().to_string();
-    assert!(err.contains("soft_cross_entropy") && err.contains("[2, 5]") && err.contains("[2, 4]"), "{err}");
+    assert!(
+        err.contains("soft_cross_entropy") && err.contains("[2, 5]") && err.contains("[2, 4]"),
+        "{err}"
+    );
     let err = ops::mse(&a, &b).unwrap_err().to_string();
     assert!(err.contains("mse"), "{err}");
-    let err = ops::cross_entropy_labels(&a, &[0, 5]).unwrap_err().to_string();
+    let err = ops::cross_entropy_labels(&a, &[0, 5])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("label 5"), "{err}");
     let err = ops::cross_entropy_labels(&a, &[0]).unwrap_err().to_string();
-    assert!(err.contains("2 labels") && err.contains("1 labels"), "{err}");
+    assert!(
+        err.contains("2 labels") && err.contains("1 labels"),
+        "{err}"
+    );
     let err = ops::l2_normalize(&a, 2, 1e-12).unwrap_err().to_string();
     assert!(err.contains("l2_normalize"), "{err}");
     let err = ops::l2_normalize(&a, 1, 0.0).unwrap_err().to_string();

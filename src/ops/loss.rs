@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::elementwise::{sub, unary, UnaryOp};
 use super::reduce::mean_all;
-use super::softmax::{RowKernel, SHORT_ROW};
+use super::softmax::{thread_per_row, RowKernel, SHORT_ROW};
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
@@ -35,7 +35,14 @@ struct L2Params {
 const LOSS: &str = include_str!("../../shaders/loss.wgsl");
 const L2: &str = include_str!("../../shaders/l2_normalize.wgsl");
 
-const fn spec(shader: &'static str, source: &'static str, entry: &'static str, inputs: u32, outputs: u32, params_size: usize) -> KernelSpec {
+const fn spec(
+    shader: &'static str,
+    source: &'static str,
+    entry: &'static str,
+    inputs: u32,
+    outputs: u32,
+    params_size: usize,
+) -> KernelSpec {
     KernelSpec {
         shader,
         source,
@@ -55,18 +62,32 @@ const CE_BACKWARD: KernelSpec = spec("loss", LOSS, "cross_entropy_backward", 4, 
 const L2_FORWARD: KernelSpec = spec("l2_normalize", L2, "l2_normalize_forward", 1, 2, L2_SIZE);
 const L2_BACKWARD: KernelSpec = spec("l2_normalize", L2, "l2_normalize_backward", 3, 1, L2_SIZE);
 
-pub(crate) const KERNELS: &[KernelSpec] = &[CE_ROWS_WG, CE_ROWS_THREAD, CE_BACKWARD, L2_FORWARD, L2_BACKWARD];
+pub(crate) const KERNELS: &[KernelSpec] = &[
+    CE_ROWS_WG,
+    CE_ROWS_THREAD,
+    CE_BACKWARD,
+    L2_FORWARD,
+    L2_BACKWARD,
+];
 
 /// Per-row launch (unrecorded): returns the row losses `[rows]` and rowstats `[rows, 2]` =
 /// (logsumexp of the logits, Σ targets).
-pub fn soft_cross_entropy_raw(targets: &Tensor, logits: &Tensor, variant: RowKernel) -> Result<(Tensor, Tensor)> {
+pub fn soft_cross_entropy_raw(
+    targets: &Tensor,
+    logits: &Tensor,
+    variant: RowKernel,
+) -> Result<(Tensor, Tensor)> {
     let op = "soft_cross_entropy";
     targets.check_same_gpu(op, logits)?;
     if targets.shape() != logits.shape() {
         return Err(Error::shape(op, logits.shape(), targets.shape()));
     }
     if logits.rank() == 0 || logits.shape()[logits.rank() - 1] == 0 {
-        return Err(Error::invalid(op, "[.., K] logits with K >= 1 classes", format!("shape {:?}", logits.shape())));
+        return Err(Error::invalid(
+            op,
+            "[.., K] logits with K >= 1 classes",
+            format!("shape {:?}", logits.shape()),
+        ));
     }
     let cols = logits.shape()[logits.rank() - 1];
     let rows = logits.numel() / cols;
@@ -82,22 +103,30 @@ pub fn soft_cross_entropy_raw(targets: &Tensor, logits: &Tensor, variant: RowKer
         mode: 0,
         _pad0: 0,
     };
-    let thread = match variant {
-        RowKernel::Auto => cols <= SHORT_ROW,
-        RowKernel::Workgroup => false,
-        RowKernel::Thread => true,
-    };
+    let thread = thread_per_row(gpu, variant, cols, SHORT_ROW);
     let (spec, grid) = if thread {
         (&CE_ROWS_THREAD, Grid::cover(rows as u64, 64))
     } else {
         (&CE_ROWS_WG, Grid::Linear(rows as u64))
     };
-    gpu.dispatch(spec, &params, &[targets.buffer(), logits.buffer()], &[loss.buffer(), rowstats.buffer()], grid)?;
+    gpu.dispatch(
+        spec,
+        &params,
+        &[targets.buffer(), logits.buffer()],
+        &[loss.buffer(), rowstats.buffer()],
+        grid,
+    )?;
     Ok((loss, rowstats))
 }
 
 /// Backward launch (unrecorded): gradient to the logits (`to_targets = false`) or to the targets.
-fn soft_cross_entropy_backward_raw(targets: &Tensor, logits: &Tensor, rowstats: &Tensor, g: &Tensor, to_targets: bool) -> Result<Tensor> {
+fn soft_cross_entropy_backward_raw(
+    targets: &Tensor,
+    logits: &Tensor,
+    rowstats: &Tensor,
+    g: &Tensor,
+    to_targets: bool,
+) -> Result<Tensor> {
     let op = "soft_cross_entropy_backward";
     let cols = logits.shape()[logits.rank() - 1];
     let rows = logits.numel() / cols;
@@ -117,7 +146,12 @@ fn soft_cross_entropy_backward_raw(targets: &Tensor, logits: &Tensor, rowstats: 
     logits.gpu().dispatch(
         &CE_BACKWARD,
         &params,
-        &[targets.buffer(), logits.buffer(), rowstats.buffer(), g.buffer()],
+        &[
+            targets.buffer(),
+            logits.buffer(),
+            rowstats.buffer(),
+            g.buffer(),
+        ],
         &[out.buffer()],
         Grid::cover(logits.numel() as u64, 256),
     )?;
@@ -131,15 +165,36 @@ fn soft_cross_entropy_backward_raw(targets: &Tensor, logits: &Tensor, rowstats: 
 pub fn soft_cross_entropy_rows(targets: &Tensor, logits: &Tensor) -> Result<Tensor> {
     let (loss, rowstats) = soft_cross_entropy_raw(targets, logits, RowKernel::Auto)?;
     let rank = logits.rank();
-    let out_shape: Vec<usize> = if rank == 1 { vec![1] } else { logits.shape()[..rank - 1].to_vec() };
+    let out_shape: Vec<usize> = if rank == 1 {
+        vec![1]
+    } else {
+        logits.shape()[..rank - 1].to_vec()
+    };
     let loss = loss.reshape(&out_shape)?;
     let (pc, sc) = (targets.detach(), logits.detach());
     let (need_p, need_s) = (targets.requires_grad(), logits.requires_grad());
-    Ok(record(loss, "soft_cross_entropy", &[targets, logits], move |g| {
-        let gp = if need_p { Some(soft_cross_entropy_backward_raw(&pc, &sc, &rowstats, g, true)?) } else { None };
-        let gs = if need_s { Some(soft_cross_entropy_backward_raw(&pc, &sc, &rowstats, g, false)?) } else { None };
-        Ok(vec![gp, gs])
-    }))
+    Ok(record(
+        loss,
+        "soft_cross_entropy",
+        &[targets, logits],
+        move |g| {
+            let gp = if need_p {
+                Some(soft_cross_entropy_backward_raw(
+                    &pc, &sc, &rowstats, g, true,
+                )?)
+            } else {
+                None
+            };
+            let gs = if need_s {
+                Some(soft_cross_entropy_backward_raw(
+                    &pc, &sc, &rowstats, g, false,
+                )?)
+            } else {
+                None
+            };
+            Ok(vec![gp, gs])
+        },
+    ))
 }
 
 /// Soft cross-entropy averaged over rows: `mean_b −Σ_k p[b, k]·log_softmax(s)[b, k]`, shape `[1]`.
@@ -153,17 +208,29 @@ pub fn soft_cross_entropy(targets: &Tensor, logits: &Tensor) -> Result<Tensor> {
 pub fn cross_entropy_labels(logits: &Tensor, labels: &[usize]) -> Result<Tensor> {
     let op = "cross_entropy_labels";
     if logits.rank() == 0 || logits.shape()[logits.rank() - 1] == 0 {
-        return Err(Error::invalid(op, "[.., K] logits with K >= 1 classes", format!("shape {:?}", logits.shape())));
+        return Err(Error::invalid(
+            op,
+            "[.., K] logits with K >= 1 classes",
+            format!("shape {:?}", logits.shape()),
+        ));
     }
     let cols = logits.shape()[logits.rank() - 1];
     let rows = logits.numel() / cols;
     if labels.len() != rows {
-        return Err(Error::shape(op, format!("{rows} labels"), format!("{} labels", labels.len())));
+        return Err(Error::shape(
+            op,
+            format!("{rows} labels"),
+            format!("{} labels", labels.len()),
+        ));
     }
     let mut one_hot = vec![0.0f32; rows * cols];
     for (r, &l) in labels.iter().enumerate() {
         if l >= cols {
-            return Err(Error::invalid(op, format!("labels < {cols}"), format!("label {l} at row {r}")));
+            return Err(Error::invalid(
+                op,
+                format!("labels < {cols}"),
+                format!("label {l} at row {r}"),
+            ));
         }
         one_hot[r * cols + l] = 1.0;
     }
@@ -187,7 +254,11 @@ pub fn mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// Split `shape` around `axis` into (outer, axis extent, inner).
 fn around(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    (shape[..axis].iter().product(), shape[axis], shape[axis + 1..].iter().product())
+    (
+        shape[..axis].iter().product(),
+        shape[axis],
+        shape[axis + 1..].iter().product(),
+    )
 }
 
 /// `x / max(‖x‖₂, eps)` along `axis` (torch `F.normalize(x, p=2, dim=axis, eps)`; its default
@@ -211,7 +282,13 @@ pub fn l2_normalize(x: &Tensor, axis: isize, eps: f32) -> Result<Tensor> {
     if x.numel() == 0 {
         return Ok(y);
     }
-    gpu.dispatch(&L2_FORWARD, &params, &[x.buffer()], &[y.buffer(), norms.buffer()], Grid::cover((outer * inner) as u64, 64))?;
+    gpu.dispatch(
+        &L2_FORWARD,
+        &params,
+        &[x.buffer()],
+        &[y.buffer(), norms.buffer()],
+        Grid::cover((outer * inner) as u64, 64),
+    )?;
     let xc = x.detach();
     Ok(record(y, op, &[x], move |g| {
         if g.shape() != xc.shape() {

@@ -10,7 +10,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::reduce::sum_to_shape;
-use super::softmax::RowKernel;
+use super::softmax::{thread_per_row, RowKernel};
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
@@ -48,7 +48,14 @@ const LN_BACK: &str = include_str!("../../shaders/layer_norm_backward.wgsl");
 const IN: &str = include_str!("../../shaders/instance_norm.wgsl");
 const IN_BACK: &str = include_str!("../../shaders/instance_norm_backward.wgsl");
 
-const fn spec(shader: &'static str, source: &'static str, entry: &'static str, inputs: u32, outputs: u32, params_size: usize) -> KernelSpec {
+const fn spec(
+    shader: &'static str,
+    source: &'static str,
+    entry: &'static str,
+    inputs: u32,
+    outputs: u32,
+    params_size: usize,
+) -> KernelSpec {
     KernelSpec {
         shader,
         source,
@@ -64,14 +71,49 @@ const IN_SIZE: usize = std::mem::size_of::<InstanceNormParams>();
 
 const LN_WG: KernelSpec = spec("layer_norm", LN, "layer_norm_wg", 3, 2, LN_SIZE);
 const LN_THREAD: KernelSpec = spec("layer_norm", LN, "layer_norm_thread", 3, 2, LN_SIZE);
-const LN_BACK_WG: KernelSpec = spec("layer_norm_backward", LN_BACK, "layer_norm_backward_input_wg", 4, 1, LN_SIZE);
-const LN_BACK_THREAD: KernelSpec = spec("layer_norm_backward", LN_BACK, "layer_norm_backward_input_thread", 4, 1, LN_SIZE);
-const LN_BACK_PARAMS: KernelSpec = spec("layer_norm_backward", LN_BACK, "layer_norm_backward_params", 3, 1, LN_SIZE);
+const LN_BACK_WG: KernelSpec = spec(
+    "layer_norm_backward",
+    LN_BACK,
+    "layer_norm_backward_input_wg",
+    4,
+    1,
+    LN_SIZE,
+);
+const LN_BACK_THREAD: KernelSpec = spec(
+    "layer_norm_backward",
+    LN_BACK,
+    "layer_norm_backward_input_thread",
+    4,
+    1,
+    LN_SIZE,
+);
+const LN_BACK_PARAMS: KernelSpec = spec(
+    "layer_norm_backward",
+    LN_BACK,
+    "layer_norm_backward_params",
+    3,
+    1,
+    LN_SIZE,
+);
 const IN_PARTIAL: KernelSpec = spec("instance_norm", IN, "instance_norm_partial", 1, 1, IN_SIZE);
 const IN_FINALIZE: KernelSpec = spec("instance_norm", IN, "instance_norm_finalize", 1, 1, IN_SIZE);
 const IN_APPLY: KernelSpec = spec("instance_norm", IN, "instance_norm_apply", 4, 1, IN_SIZE);
-const IN_BACK_PARTIAL: KernelSpec = spec("instance_norm_backward", IN_BACK, "instance_norm_backward_partial", 3, 1, IN_SIZE);
-const IN_BACK_INPUT: KernelSpec = spec("instance_norm_backward", IN_BACK, "instance_norm_backward_input", 5, 1, IN_SIZE);
+const IN_BACK_PARTIAL: KernelSpec = spec(
+    "instance_norm_backward",
+    IN_BACK,
+    "instance_norm_backward_partial",
+    3,
+    1,
+    IN_SIZE,
+);
+const IN_BACK_INPUT: KernelSpec = spec(
+    "instance_norm_backward",
+    IN_BACK,
+    "instance_norm_backward_input",
+    5,
+    1,
+    IN_SIZE,
+);
 
 pub(crate) const KERNELS: &[KernelSpec] = &[
     LN_WG,
@@ -86,7 +128,8 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     IN_BACK_INPUT,
 ];
 
-/// LayerNorm rows at most this long run one invocation per row.
+/// On a GPU adapter, LayerNorm rows at most this long run one invocation per row (PVT widths
+/// are 64..512); see [`thread_per_row`].
 pub const LAYER_NORM_SHORT_ROW: usize = 256;
 
 /// Rows per block of a two-level reduction over `rows`: about √rows, so both levels have similar
@@ -96,8 +139,15 @@ fn block_rows(rows: usize) -> usize {
 }
 
 /// Check an optional (γ, β) pair against `channels`; returns whether affine is on.
-fn check_affine(op: &'static str, x: &Tensor, affine: Option<(&Tensor, &Tensor)>, channels: usize) -> Result<bool> {
-    let Some((gamma, beta)) = affine else { return Ok(false) };
+fn check_affine(
+    op: &'static str,
+    x: &Tensor,
+    affine: Option<(&Tensor, &Tensor)>,
+    channels: usize,
+) -> Result<bool> {
+    let Some((gamma, beta)) = affine else {
+        return Ok(false);
+    };
     for t in [gamma, beta] {
         x.check_same_gpu(op, t)?;
         if t.shape() != [channels] {
@@ -112,14 +162,6 @@ fn finite_eps(op: &'static str, eps: f32) -> Result<()> {
         return Err(Error::invalid(op, "a finite eps >= 0", eps));
     }
     Ok(())
-}
-
-fn wants_thread(variant: RowKernel, cols: usize) -> bool {
-    match variant {
-        RowKernel::Auto => cols <= LAYER_NORM_SHORT_ROW,
-        RowKernel::Workgroup => false,
-        RowKernel::Thread => true,
-    }
 }
 
 fn row_grid(rows: usize, thread: bool) -> Grid {
@@ -142,7 +184,12 @@ fn ln_dims(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
 }
 
 /// Forward launch (unrecorded): returns y and the saved stats `[rows, 2]` = (μ, rstd).
-pub fn layer_norm_raw(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f32, variant: RowKernel) -> Result<(Tensor, Tensor)> {
+pub fn layer_norm_raw(
+    x: &Tensor,
+    affine: Option<(&Tensor, &Tensor)>,
+    eps: f32,
+    variant: RowKernel,
+) -> Result<(Tensor, Tensor)> {
     let op = "layer_norm";
     finite_eps(op, eps)?;
     let (rows, cols) = ln_dims(op, x)?;
@@ -161,10 +208,18 @@ pub fn layer_norm_raw(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f32, 
         n_blocks: 0,
         _pad: [0; 2],
     };
-    let (gamma, beta) = affine.map(|(g, b)| (g.buffer(), b.buffer())).unwrap_or((x.buffer(), x.buffer()));
-    let thread = wants_thread(variant, cols);
+    let (gamma, beta) = affine
+        .map(|(g, b)| (g.buffer(), b.buffer()))
+        .unwrap_or((x.buffer(), x.buffer()));
+    let thread = thread_per_row(x.gpu(), variant, cols, LAYER_NORM_SHORT_ROW);
     let spec = if thread { &LN_THREAD } else { &LN_WG };
-    x.gpu().dispatch(spec, &params, &[x.buffer(), gamma, beta], &[y.buffer(), stats.buffer()], row_grid(rows, thread))?;
+    x.gpu().dispatch(
+        spec,
+        &params,
+        &[x.buffer(), gamma, beta],
+        &[y.buffer(), stats.buffer()],
+        row_grid(rows, thread),
+    )?;
     Ok((y, stats))
 }
 
@@ -184,7 +239,12 @@ pub fn layer_norm_backward_raw(
     let (rows, cols) = ln_dims(op, x)?;
     let gx = Tensor::uninit(x.gpu(), op, x.shape())?;
     if rows == 0 {
-        let params = param_grads.then(|| Ok::<_, Error>((Tensor::zeros(x.gpu(), &[cols])?, Tensor::zeros(x.gpu(), &[cols])?)));
+        let params = param_grads.then(|| {
+            Ok::<_, Error>((
+                Tensor::zeros(x.gpu(), &[cols])?,
+                Tensor::zeros(x.gpu(), &[cols])?,
+            ))
+        });
         return Ok((gx, params.transpose()?));
     }
     let block = block_rows(rows);
@@ -199,16 +259,28 @@ pub fn layer_norm_backward_raw(
         _pad: [0; 2],
     };
     let gamma_buf = gamma.map(|t| t.buffer()).unwrap_or(x.buffer());
-    let thread = wants_thread(variant, cols);
+    let thread = thread_per_row(x.gpu(), variant, cols, LAYER_NORM_SHORT_ROW);
     let spec = if thread { &LN_BACK_THREAD } else { &LN_BACK_WG };
     let gpu = x.gpu();
-    gpu.dispatch(spec, &params, &[x.buffer(), stats.buffer(), g.buffer(), gamma_buf], &[gx.buffer()], row_grid(rows, thread))?;
+    gpu.dispatch(
+        spec,
+        &params,
+        &[x.buffer(), stats.buffer(), g.buffer(), gamma_buf],
+        &[gx.buffer()],
+        row_grid(rows, thread),
+    )?;
     if !param_grads {
         return Ok((gx, None));
     }
     // partial [n_blocks, 2, C] → sum over blocks → [1, 2, C]: row 0 is gγ, row 1 is gβ.
     let partial = Tensor::uninit(gpu, op, &[n_blocks, 2, cols])?;
-    gpu.dispatch(&LN_BACK_PARAMS, &params, &[x.buffer(), stats.buffer(), g.buffer()], &[partial.buffer()], Grid::cover((n_blocks * cols) as u64, 64))?;
+    gpu.dispatch(
+        &LN_BACK_PARAMS,
+        &params,
+        &[x.buffer(), stats.buffer(), g.buffer()],
+        &[partial.buffer()],
+        Grid::cover((n_blocks * cols) as u64, 64),
+    )?;
     let sums = sum_to_shape(&partial, &[1, 2, cols])?.reshape(&[2, cols])?;
     let ggamma = sums.slice(0, 0, 1)?.reshape(&[cols])?;
     let gbeta = sums.slice(0, 1, 1)?.reshape(&[cols])?;
@@ -228,7 +300,8 @@ pub fn layer_norm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f32) -> R
         inputs.extend([g, b]);
     }
     Ok(record(y, "layer_norm", &inputs, move |g| {
-        let (gx, params) = layer_norm_backward_raw(&xc, gamma.as_ref(), &stats, g, need_params, RowKernel::Auto)?;
+        let (gx, params) =
+            layer_norm_backward_raw(&xc, gamma.as_ref(), &stats, g, need_params, RowKernel::Auto)?;
         let mut grads = vec![Some(gx)];
         if gamma.is_some() {
             let (gg, gb) = params.unzip();
@@ -240,18 +313,30 @@ pub fn layer_norm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f32) -> R
 
 fn in_dims(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
     if x.rank() < 3 {
-        return Err(Error::invalid(op, "[N, *spatial, C] with at least one spatial axis (rank >= 3)", format!("shape {:?}", x.shape())));
+        return Err(Error::invalid(
+            op,
+            "[N, *spatial, C] with at least one spatial axis (rank >= 3)",
+            format!("shape {:?}", x.shape()),
+        ));
     }
     let (n, c) = (x.shape()[0], x.shape()[x.rank() - 1]);
     let s: usize = x.shape()[1..x.rank() - 1].iter().product();
     if s == 0 || c == 0 {
-        return Err(Error::invalid(op, "non-empty spatial and channel axes", format!("shape {:?}", x.shape())));
+        return Err(Error::invalid(
+            op,
+            "non-empty spatial and channel axes",
+            format!("shape {:?}", x.shape()),
+        ));
     }
     Ok((n, s, c))
 }
 
 /// Forward launches (unrecorded): returns y and stats `[N, 2, C]` = (μ, rstd) per (n, c).
-pub fn instance_norm_raw(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f32) -> Result<(Tensor, Tensor)> {
+pub fn instance_norm_raw(
+    x: &Tensor,
+    affine: Option<(&Tensor, &Tensor)>,
+    eps: f32,
+) -> Result<(Tensor, Tensor)> {
     let op = "instance_norm";
     finite_eps(op, eps)?;
     let (n, s, c) = in_dims(op, x)?;
@@ -275,10 +360,30 @@ pub fn instance_norm_raw(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f3
         _pad0: 0,
     };
     let partial = Tensor::uninit(gpu, op, &[n, n_blocks, 2, c])?;
-    gpu.dispatch(&IN_PARTIAL, &params, &[x.buffer()], &[partial.buffer()], Grid::cover((n * n_blocks * c) as u64, 64))?;
-    gpu.dispatch(&IN_FINALIZE, &params, &[partial.buffer()], &[stats.buffer()], Grid::cover((n * c) as u64, 64))?;
-    let (gamma, beta) = affine.map(|(g, b)| (g.buffer(), b.buffer())).unwrap_or((x.buffer(), x.buffer()));
-    gpu.dispatch(&IN_APPLY, &params, &[x.buffer(), stats.buffer(), gamma, beta], &[y.buffer()], Grid::cover(x.numel() as u64, 256))?;
+    gpu.dispatch(
+        &IN_PARTIAL,
+        &params,
+        &[x.buffer()],
+        &[partial.buffer()],
+        Grid::cover((n * n_blocks * c) as u64, 64),
+    )?;
+    gpu.dispatch(
+        &IN_FINALIZE,
+        &params,
+        &[partial.buffer()],
+        &[stats.buffer()],
+        Grid::cover((n * c) as u64, 64),
+    )?;
+    let (gamma, beta) = affine
+        .map(|(g, b)| (g.buffer(), b.buffer()))
+        .unwrap_or((x.buffer(), x.buffer()));
+    gpu.dispatch(
+        &IN_APPLY,
+        &params,
+        &[x.buffer(), stats.buffer(), gamma, beta],
+        &[y.buffer()],
+        Grid::cover(x.numel() as u64, 256),
+    )?;
     Ok((y, stats))
 }
 
@@ -298,7 +403,8 @@ pub fn instance_norm_backward_raw(
     let gpu = x.gpu();
     let gx = Tensor::uninit(gpu, op, x.shape())?;
     if n == 0 {
-        let params = param_grads.then(|| Ok::<_, Error>((Tensor::zeros(gpu, &[c])?, Tensor::zeros(gpu, &[c])?)));
+        let params = param_grads
+            .then(|| Ok::<_, Error>((Tensor::zeros(gpu, &[c])?, Tensor::zeros(gpu, &[c])?)));
         return Ok((gx, params.transpose()?));
     }
     let block = block_rows(s);
@@ -315,10 +421,28 @@ pub fn instance_norm_backward_raw(
     };
     // partial [N, n_blocks, 2, C] → sums [N, 2, C]: (A, B) = (Σ_s g·x̂, Σ_s g) per (n, c).
     let partial = Tensor::uninit(gpu, op, &[n, n_blocks, 2, c])?;
-    gpu.dispatch(&IN_BACK_PARTIAL, &params, &[x.buffer(), stats.buffer(), g.buffer()], &[partial.buffer()], Grid::cover((n * n_blocks * c) as u64, 64))?;
+    gpu.dispatch(
+        &IN_BACK_PARTIAL,
+        &params,
+        &[x.buffer(), stats.buffer(), g.buffer()],
+        &[partial.buffer()],
+        Grid::cover((n * n_blocks * c) as u64, 64),
+    )?;
     let sums = sum_to_shape(&partial, &[n, 1, 2, c])?.reshape(&[n, 2, c])?;
     let gamma_buf = gamma.map(|t| t.buffer()).unwrap_or(x.buffer());
-    gpu.dispatch(&IN_BACK_INPUT, &params, &[x.buffer(), stats.buffer(), g.buffer(), sums.buffer(), gamma_buf], &[gx.buffer()], Grid::cover(x.numel() as u64, 256))?;
+    gpu.dispatch(
+        &IN_BACK_INPUT,
+        &params,
+        &[
+            x.buffer(),
+            stats.buffer(),
+            g.buffer(),
+            sums.buffer(),
+            gamma_buf,
+        ],
+        &[gx.buffer()],
+        Grid::cover(x.numel() as u64, 256),
+    )?;
     if !param_grads {
         return Ok((gx, None));
     }

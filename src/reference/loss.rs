@@ -8,7 +8,11 @@ pub fn soft_cross_entropy_rows(p: &Array, s: &Array) -> Vec<f64> {
     let k = *s.shape.last().expect("rank >= 1");
     let ls = softmax(s, true);
     (0..s.numel() / k)
-        .map(|r| -(0..k).map(|j| p.data[r * k + j] * ls.data[r * k + j]).sum::<f64>())
+        .map(|r| {
+            -(0..k)
+                .map(|j| p.data[r * k + j] * ls.data[r * k + j])
+                .sum::<f64>()
+        })
         .collect()
 }
 
@@ -38,13 +42,25 @@ pub fn soft_cross_entropy_rows_backward(p: &Array, s: &Array, g: &[f64]) -> (Arr
 
 /// mean((a − b)²).
 pub fn mse(a: &Array, b: &Array) -> f64 {
-    a.data.iter().zip(&b.data).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / a.numel() as f64
+    a.data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f64>()
+        / a.numel() as f64
 }
 
 /// Gradient of `g·mse(a, b)` to a (the gradient to b is its negative): 2g(a − b)/n.
 pub fn mse_backward(a: &Array, b: &Array, g: f64) -> Array {
     let n = a.numel() as f64;
-    Array::new(a.data.iter().zip(&b.data).map(|(x, y)| 2.0 * g * (x - y) / n).collect(), &a.shape)
+    Array::new(
+        a.data
+            .iter()
+            .zip(&b.data)
+            .map(|(x, y)| 2.0 * g * (x - y) / n)
+            .collect(),
+        &a.shape,
+    )
 }
 
 /// Flat indices of each line along `axis`.
@@ -65,7 +81,11 @@ fn lines(shape: &[usize], axis: usize) -> Vec<Vec<usize>> {
 pub fn l2_normalize(x: &Array, axis: usize, eps: f64) -> Array {
     let mut y = Array::zeros(&x.shape);
     for line in lines(&x.shape, axis) {
-        let n = line.iter().map(|&i| x.data[i] * x.data[i]).sum::<f64>().sqrt();
+        let n = line
+            .iter()
+            .map(|&i| x.data[i] * x.data[i])
+            .sum::<f64>()
+            .sqrt();
         for &i in &line {
             y.data[i] = x.data[i] / n.max(eps);
         }
@@ -77,7 +97,11 @@ pub fn l2_normalize(x: &Array, axis: usize, eps: f64) -> Array {
 pub fn l2_normalize_backward(x: &Array, axis: usize, eps: f64, g: &Array) -> Array {
     let mut gx = Array::zeros(&x.shape);
     for line in lines(&x.shape, axis) {
-        let n = line.iter().map(|&i| x.data[i] * x.data[i]).sum::<f64>().sqrt();
+        let n = line
+            .iter()
+            .map(|&i| x.data[i] * x.data[i])
+            .sum::<f64>()
+            .sqrt();
         if n > eps {
             let yg: f64 = line.iter().map(|&i| x.data[i] / n * g.data[i]).sum();
             for &i in &line {

@@ -11,7 +11,13 @@ pub struct NormGrads {
 
 /// Normalise the groups of x (each a list of flat indices) with biased variance; `channel(i)`
 /// gives the affine index of element i. Shared by both norms: only the grouping differs.
-fn normalize(x: &Array, groups: &[Vec<usize>], channel: impl Fn(usize) -> usize, affine: Option<(&[f64], &[f64])>, eps: f64) -> Array {
+fn normalize(
+    x: &Array,
+    groups: &[Vec<usize>],
+    channel: impl Fn(usize) -> usize,
+    affine: Option<(&[f64], &[f64])>,
+    eps: f64,
+) -> Array {
     let mut y = Array::zeros(&x.shape);
     for idx in groups {
         let n = idx.len() as f64;
@@ -31,7 +37,15 @@ fn normalize(x: &Array, groups: &[Vec<usize>], channel: impl Fn(usize) -> usize,
 
 /// Backward of `normalize`: for each group with x̂ and ĝ = g·γ,
 /// gx = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)); gγ[c] = Σ g·x̂, gβ[c] = Σ g over every element of c.
-fn normalize_backward(x: &Array, groups: &[Vec<usize>], channel: impl Fn(usize) -> usize, channels: usize, gamma: Option<&[f64]>, eps: f64, g: &Array) -> NormGrads {
+fn normalize_backward(
+    x: &Array,
+    groups: &[Vec<usize>],
+    channel: impl Fn(usize) -> usize,
+    channels: usize,
+    gamma: Option<&[f64]>,
+    eps: f64,
+    g: &Array,
+) -> NormGrads {
     let mut gx = Array::zeros(&x.shape);
     let mut gg = Array::zeros(&[channels]);
     let mut gb = Array::zeros(&[channels]);
@@ -50,12 +64,21 @@ fn normalize_backward(x: &Array, groups: &[Vec<usize>], channel: impl Fn(usize) 
             gb.data[channel(i)] += g.data[i];
         }
     }
-    NormGrads { x: gx, gamma: gg, beta: gb }
+    NormGrads {
+        x: gx,
+        gamma: gg,
+        beta: gb,
+    }
 }
 
 fn ln_groups(x: &Array) -> (Vec<Vec<usize>>, usize) {
     let c = *x.shape.last().expect("layer_norm reference: rank >= 1");
-    ((0..x.numel() / c).map(|r| (r * c..(r + 1) * c).collect()).collect(), c)
+    (
+        (0..x.numel() / c)
+            .map(|r| (r * c..(r + 1) * c).collect())
+            .collect(),
+        c,
+    )
 }
 
 /// LayerNorm over the last axis.
@@ -71,7 +94,10 @@ pub fn layer_norm_backward(x: &Array, gamma: Option<&[f64]>, eps: f64, g: &Array
 
 /// Groups of InstanceNorm on `[N, *spatial, C]`: one per (n, c), over every spatial position.
 fn in_groups(x: &Array) -> (Vec<Vec<usize>>, usize) {
-    let (n, c) = (x.shape[0], *x.shape.last().expect("instance_norm reference: rank >= 3"));
+    let (n, c) = (
+        x.shape[0],
+        *x.shape.last().expect("instance_norm reference: rank >= 3"),
+    );
     let s = x.numel() / (n * c).max(1);
     let mut groups = Vec::new();
     for b in 0..n {
