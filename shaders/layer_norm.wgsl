@@ -12,6 +12,8 @@
 // Dispatch: layer_norm_wg — one workgroup of 64 per row (folded 1-D grid), strided loads and
 //           shared-memory trees; layer_norm_thread — one invocation per row (Grid::cover(R, 64)),
 //           for the short rows of PVT (C = 64..512) where barriers cost more than they save.
+// The variant is chosen by src/ops/softmax.rs (thread_per_row): per-invocation rows on CPU
+// adapters (lavapipe, where they were faster at every measured shape), by row length elsewhere.
 // Launched by src/ops/norm.rs (layer_norm_raw).
 
 struct LayerNormParams {

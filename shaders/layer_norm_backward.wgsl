@@ -20,6 +20,8 @@
 //   4 partial [n_blocks·2·C] (read_write).
 // Dispatch: _input_wg — one 64-workgroup per row (folded 1-D); _input_thread — one invocation
 //   per row (Grid::cover(R, 64)); _params — one invocation per (b, c) (Grid::cover(n_blocks·C, 64)).
+// The variant is chosen by src/ops/softmax.rs (thread_per_row): per-invocation rows on CPU
+// adapters (lavapipe, where they were faster at every measured shape), by row length elsewhere.
 // Launched by src/ops/norm.rs (layer_norm_backward_raw).
 
 struct LayerNormParams {

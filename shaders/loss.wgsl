@@ -16,6 +16,8 @@
 // Dispatch: cross_entropy_rows_wg — one 64-workgroup per row (folded 1-D; DINO has K = 60000);
 //   cross_entropy_rows_thread — one invocation per row (Grid::cover(B, 64); few classes);
 //   cross_entropy_backward — Grid::cover(B·K, 256).
+// The variant is chosen by src/ops/softmax.rs (thread_per_row): per-invocation rows on CPU
+// adapters (lavapipe, where they were faster at every measured shape), by row length elsewhere.
 // Launched by src/ops/loss.rs (soft_cross_entropy_rows).
 
 struct LossParams {

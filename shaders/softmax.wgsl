@@ -18,6 +18,8 @@
 //                        For long rows (the DINO head has K = 60000).
 //   softmax_rows_thread: one invocation per row (Grid::cover(R, 64)); no barriers. For short rows
 //                        (attention over 1–49 keys), where a 64-wide tree would mostly idle.
+// The variant is chosen by src/ops/softmax.rs (thread_per_row): per-invocation rows on CPU
+// adapters (lavapipe, where they were faster at every measured shape), by row length elsewhere.
 // Launched by src/ops/softmax.rs (softmax_raw).
 
 struct SoftmaxParams {

@@ -10,6 +10,8 @@
 // Bindings: 0 params (SoftmaxParams), 1 y [R·K] (read), 2 g [R·K] (read), 3 gx [R·K] (read_write).
 // Dispatch: softmax_backward_wg — one workgroup of 64 per row (folded 1-D grid);
 //           softmax_backward_thread — one invocation per row (Grid::cover(R, 64)).
+// The variant is chosen by src/ops/softmax.rs (thread_per_row): per-invocation rows on CPU
+// adapters (lavapipe, where they were faster at every measured shape), by row length elsewhere.
 // Launched by src/ops/softmax.rs (softmax_backward_raw).
 
 struct SoftmaxParams {

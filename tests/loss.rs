@@ -6,7 +6,7 @@
 
 mod common;
 
-use cads::ops;
+use cads::ops::{self, loss::soft_cross_entropy_raw, RowKernel};
 use cads::reference::{gradcheck, loss as refl, softmax as refsm, Array};
 use cads::util::{Rng, Tolerance, F32_ACCUM, F32_GRAD, F32_POINTWISE, FD_F64};
 use cads::Tensor;
@@ -94,6 +94,29 @@ fn soft_cross_entropy_matches_reference_forward_and_backward() {
                 &grads.get(&ts).unwrap().to_vec().unwrap(),
                 &gs.data,
                 F32_GRAD,
+            );
+        }
+    }
+}
+
+#[test]
+fn both_row_kernel_variants_agree_with_reference() {
+    // The adapter picks one variant (per-invocation rows on lavapipe); force each here.
+    let gpu = gpu();
+    let mut rng = Rng::new(46);
+    for variant in [RowKernel::Workgroup, RowKernel::Thread] {
+        for shape in [&[1usize, 1][..], &[65, 7], &[3, 49], &[2, 3000]] {
+            let pdata = targets(&mut rng, shape, false);
+            let p = Array::from_f32(&pdata, shape);
+            let tp = Tensor::from_slice(&gpu, &pdata, shape).unwrap();
+            let (s, ts) = random_pair(&gpu, &mut rng, shape, -6.0, 6.0);
+            let (rows, _) = soft_cross_entropy_raw(&tp, &ts, variant).unwrap();
+            let want = refl::soft_cross_entropy_rows(&p, &s);
+            assert_close(
+                &format!("{variant:?} {shape:?} rows"),
+                &rows.to_vec().unwrap(),
+                &want,
+                F32_ACCUM,
             );
         }
     }

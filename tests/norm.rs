@@ -18,6 +18,7 @@ const NORM_OUT: Tolerance = Tolerance {
 };
 
 /// Forward and backward of one norm against its reference, affine or not.
+#[allow(clippy::too_many_arguments)]
 fn check(
     name: &str,
     shape: &[usize],

@@ -194,3 +194,26 @@ fn bad_input_is_a_typed_error() {
         .to_string();
     assert!(err.contains("[2, 3]") && err.contains("[3, 2]"), "{err}");
 }
+
+#[test]
+fn launches_past_65535_workgroups_cover_every_row() {
+    // Per-invocation rows: 65,535·64 + 7 rows need 65,536 workgroups of 64, a folded 2-D grid.
+    // Per-workgroup rows: 70,001 rows are 70,001 workgroups, folded too.
+    let gpu = gpu();
+    for (rows, cols, variant) in [
+        (65_535 * 64 + 7, 2, RowKernel::Thread),
+        (70_001, 3, RowKernel::Workgroup),
+    ] {
+        let data: Vec<f32> = (0..rows * cols).map(|i| (i % 5) as f32).collect();
+        let x = Tensor::from_slice(&gpu, &data, &[rows, cols]).unwrap();
+        let y = softmax_raw(&x, false, variant).unwrap().to_vec().unwrap();
+        let bad = y
+            .chunks(cols)
+            .filter(|row| (row.iter().sum::<f32>() - 1.0).abs() > 1e-5)
+            .count();
+        assert_eq!(
+            bad, 0,
+            "{variant:?}: {bad} of {rows} rows do not sum to 1 after a folded launch"
+        );
+    }
+}

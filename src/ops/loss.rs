@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::elementwise::{sub, unary, UnaryOp};
 use super::reduce::mean_all;
-use super::softmax::{RowKernel, SHORT_ROW};
+use super::softmax::{thread_per_row, RowKernel, SHORT_ROW};
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
@@ -103,11 +103,7 @@ pub fn soft_cross_entropy_raw(
         mode: 0,
         _pad0: 0,
     };
-    let thread = match variant {
-        RowKernel::Auto => cols <= SHORT_ROW,
-        RowKernel::Workgroup => false,
-        RowKernel::Thread => true,
-    };
+    let thread = thread_per_row(gpu, variant, cols, SHORT_ROW);
     let (spec, grid) = if thread {
         (&CE_ROWS_THREAD, Grid::cover(rows as u64, 64))
     } else {

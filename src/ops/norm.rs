@@ -10,7 +10,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::reduce::sum_to_shape;
-use super::softmax::RowKernel;
+use super::softmax::{thread_per_row, RowKernel};
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
@@ -128,7 +128,8 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     IN_BACK_INPUT,
 ];
 
-/// LayerNorm rows at most this long run one invocation per row.
+/// On a GPU adapter, LayerNorm rows at most this long run one invocation per row (PVT widths
+/// are 64..512); see [`thread_per_row`].
 pub const LAYER_NORM_SHORT_ROW: usize = 256;
 
 /// Rows per block of a two-level reduction over `rows`: about √rows, so both levels have similar
@@ -161,14 +162,6 @@ fn finite_eps(op: &'static str, eps: f32) -> Result<()> {
         return Err(Error::invalid(op, "a finite eps >= 0", eps));
     }
     Ok(())
-}
-
-fn wants_thread(variant: RowKernel, cols: usize) -> bool {
-    match variant {
-        RowKernel::Auto => cols <= LAYER_NORM_SHORT_ROW,
-        RowKernel::Workgroup => false,
-        RowKernel::Thread => true,
-    }
 }
 
 fn row_grid(rows: usize, thread: bool) -> Grid {
@@ -218,7 +211,7 @@ pub fn layer_norm_raw(
     let (gamma, beta) = affine
         .map(|(g, b)| (g.buffer(), b.buffer()))
         .unwrap_or((x.buffer(), x.buffer()));
-    let thread = wants_thread(variant, cols);
+    let thread = thread_per_row(x.gpu(), variant, cols, LAYER_NORM_SHORT_ROW);
     let spec = if thread { &LN_THREAD } else { &LN_WG };
     x.gpu().dispatch(
         spec,
@@ -266,7 +259,7 @@ pub fn layer_norm_backward_raw(
         _pad: [0; 2],
     };
     let gamma_buf = gamma.map(|t| t.buffer()).unwrap_or(x.buffer());
-    let thread = wants_thread(variant, cols);
+    let thread = thread_per_row(x.gpu(), variant, cols, LAYER_NORM_SHORT_ROW);
     let spec = if thread { &LN_BACK_THREAD } else { &LN_BACK_WG };
     let gpu = x.gpu();
     gpu.dispatch(

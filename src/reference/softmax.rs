@@ -4,7 +4,7 @@ use super::Array;
 
 fn rows(x: &Array) -> (usize, usize) {
     let cols = *x.shape.last().expect("softmax reference: rank >= 1");
-    (if cols == 0 { 0 } else { x.numel() / cols }, cols)
+    (x.numel().checked_div(cols).unwrap_or(0), cols)
 }
 
 /// y = exp(x − max) / Σ exp(x − max) (or its log when `log`), row by row.
@@ -15,11 +15,11 @@ pub fn softmax(x: &Array, log: bool) -> Array {
         let xs = &x.data[row * k..(row + 1) * k];
         let m = xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let s: f64 = xs.iter().map(|v| (v - m).exp()).sum();
-        for j in 0..k {
-            y.data[row * k + j] = if log {
-                xs[j] - m - s.ln()
+        for (out, &v) in y.data[row * k..(row + 1) * k].iter_mut().zip(xs) {
+            *out = if log {
+                v - m - s.ln()
             } else {
-                (xs[j] - m).exp() / s
+                (v - m).exp() / s
             };
         }
     }
