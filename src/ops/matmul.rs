@@ -61,6 +61,14 @@ const fn spec(entry: &'static str) -> KernelSpec {
     }
 }
 
+const fn spec_vec4(entry: &'static str) -> KernelSpec {
+    KernelSpec {
+        shader: "matmul_vec4",
+        source: include_str!("../../shaders/matmul_vec4.wgsl"),
+        ..spec(entry)
+    }
+}
+
 /// Invocations per workgroup of the tiled kernels (along columns); matches the generator.
 const TILE_WORKGROUP: u32 = 64;
 
@@ -71,6 +79,10 @@ pub enum MatmulKernel {
     Naive,
     /// Register tile of `rows × cols` outputs per invocation.
     Tile { rows: u32, cols: u32 },
+    /// Register tile of `rows × cols` outputs on vec4 loads (shaders/matmul_vec4.wgsl). Needs
+    /// K % 4 == 0 and N % 4 == 0; a transposed operand is first copied to row-major (O(size),
+    /// small next to the O(M·N·K) product). Other shapes fall back to `Tile { 4, 4 }`.
+    Vec4 { rows: u32, cols: u32 },
 }
 
 impl MatmulKernel {
@@ -82,18 +94,24 @@ impl MatmulKernel {
         MatmulKernel::Tile { rows: 8, cols: 2 },
         MatmulKernel::Tile { rows: 4, cols: 4 },
         MatmulKernel::Tile { rows: 16, cols: 1 },
+        MatmulKernel::Vec4 { rows: 4, cols: 4 },
+        MatmulKernel::Vec4 { rows: 4, cols: 8 },
+        MatmulKernel::Vec4 { rows: 8, cols: 4 },
+        MatmulKernel::Vec4 { rows: 8, cols: 8 },
     ];
 
     /// The tile measured fastest on this kind of adapter.
     ///
-    /// On lavapipe (a CPU "GPU") an invocation is one lane of an 8-wide SIMD row: `A` loads are
-    /// uniform across the row (one scalar load, broadcast) while `B` loads are per-lane gathers,
-    /// so a tall tile (many rows, few columns) maximises FMAs per gathered element within the
-    /// 16 AVX2 registers. Real GPUs prefer square tiles.
+    /// On lavapipe (Mesa 25.0, a CPU "GPU") an invocation is one lane of an 8-wide SIMD row and
+    /// every storage-buffer load, even one whose address is the same for the whole row, becomes
+    /// a per-lane sequence with two branches (execution mask, bounds); measured on its
+    /// disassembly. Loads, not FMAs, bound the kernel, so vec4 loads win (2× over scalar loads
+    /// at the same tile); among vec4 tiles 4×4 measured best (16 accumulator registers: larger
+    /// tiles spill the 16 AVX2 registers). `cads bench --filter 1024_` compares all variants.
     pub fn for_gpu(gpu: &Gpu) -> MatmulKernel {
         match gpu.adapter().device_type {
-            wgpu::DeviceType::Cpu => MatmulKernel::Tile { rows: 8, cols: 1 },
-            _ => MatmulKernel::Tile { rows: 4, cols: 4 },
+            wgpu::DeviceType::Cpu => MatmulKernel::Vec4 { rows: 4, cols: 4 },
+            _ => MatmulKernel::Vec4 { rows: 4, cols: 4 },
         }
     }
 
@@ -102,6 +120,7 @@ impl MatmulKernel {
         match self {
             MatmulKernel::Naive => "naive".into(),
             MatmulKernel::Tile { rows, cols } => format!("{rows}x{cols}"),
+            MatmulKernel::Vec4 { rows, cols } => format!("vec4_{rows}x{cols}"),
         }
     }
 
@@ -122,6 +141,10 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     spec("matmul_tile_8x2"),
     spec("matmul_tile_4x4"),
     spec("matmul_tile_16x1"),
+    spec_vec4("matmul_vec4_4x4"),
+    spec_vec4("matmul_vec4_4x8"),
+    spec_vec4("matmul_vec4_8x4"),
+    spec_vec4("matmul_vec4_8x8"),
 ];
 
 /// Shapes and strides of one batched matmul after validation and batch collapsing.
@@ -239,6 +262,17 @@ fn to_u32(v: usize) -> Result<u32> {
 pub(crate) fn matmul_launch(a: &Tensor, b: &Tensor, ta: bool, tb: bool, kernel: MatmulKernel) -> Result<Tensor> {
     a.check_same_gpu("matmul", b)?;
     let p = plan(a.shape(), b.shape(), ta, tb)?;
+    if let MatmulKernel::Vec4 { .. } = kernel {
+        if p.k % 4 != 0 || p.n % 4 != 0 || p.k == 0 {
+            return matmul_launch(a, b, ta, tb, MatmulKernel::Tile { rows: 4, cols: 4 });
+        }
+        if ta || tb {
+            // Row-major copies (unrecorded: the inputs are detached) so every load is a vec4.
+            let a = if ta { a.detach().transpose_last2()? } else { a.clone() };
+            let b = if tb { b.detach().transpose_last2()? } else { b.clone() };
+            return matmul_launch(&a, &b, false, false, kernel);
+        }
+    }
     let gpu = a.gpu();
     let batch = p.outer * p.inner;
     if p.k == 0 {
@@ -250,8 +284,9 @@ pub(crate) fn matmul_launch(a: &Tensor, b: &Tensor, ta: bool, tb: bool, kernel: 
     }
     let (rows, grid) = match kernel {
         MatmulKernel::Naive => (1, Grid::cover((batch * p.m * p.n) as u64, 64)),
-        MatmulKernel::Tile { rows, cols } => {
+        MatmulKernel::Tile { rows, cols } | MatmulKernel::Vec4 { rows, cols } => {
             let row_blocks = p.m.div_ceil(rows as usize);
+            // A vec4 invocation covers `cols` columns as cols/4 groups spaced a workgroup apart.
             let col_blocks = p.n.div_ceil((TILE_WORKGROUP * cols) as usize);
             let max = gpu.limits().max_compute_workgroups_per_dimension;
             let lin = (row_blocks * batch) as u64;
