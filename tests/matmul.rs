@@ -8,7 +8,7 @@ mod common;
 
 use cads::ops::{self, MatmulKernel};
 use cads::reference::{gradcheck, matmul as refmm, Array};
-use cads::util::{Rng, Tolerance, FD_F64, F32_ACCUM, F32_GRAD};
+use cads::util::{Rng, Tolerance, F32_ACCUM, F32_GRAD, FD_F64};
 use cads::{Error, Tensor};
 use common::*;
 
@@ -20,7 +20,15 @@ fn stored(batch: &[usize], rows: usize, cols: usize, t: bool) -> Vec<usize> {
 }
 
 /// Reduction lengths here stay below ~200, so f32 dot products are well within F32_ACCUM.
-fn check_case(kernel: MatmulKernel, rng: &mut Rng, ba: &[usize], bb: &[usize], (m, k, n): (usize, usize, usize), ta: bool, tb: bool) {
+fn check_case(
+    kernel: MatmulKernel,
+    rng: &mut Rng,
+    ba: &[usize],
+    bb: &[usize],
+    (m, k, n): (usize, usize, usize),
+    ta: bool,
+    tb: bool,
+) {
     let gpu = gpu();
     let what = format!("{kernel:?} a{ba:?} b{bb:?} M{m} K{k} N{n} ta {ta} tb {tb}");
     let (a, ta_t) = random_param(&gpu, rng, &stored(ba, m, k, ta), -1.0, 1.0);
@@ -28,24 +36,49 @@ fn check_case(kernel: MatmulKernel, rng: &mut Rng, ba: &[usize], bb: &[usize], (
     let out = ops::matmul_with(&ta_t, &tb_t, ta, tb, kernel).unwrap();
     let want = refmm::matmul(&a, &b, ta, tb);
     assert_eq!(out.shape(), want.shape.as_slice(), "{what}: shape");
-    assert_close(&format!("{what} forward"), &out.to_vec().unwrap(), &want.data, F32_ACCUM);
+    assert_close(
+        &format!("{what} forward"),
+        &out.to_vec().unwrap(),
+        &want.data,
+        F32_ACCUM,
+    );
 
     let gdata = rng.vec_uniform(out.numel(), -1.0, 1.0);
-    let grads = out.backward_with(&Tensor::from_slice(&gpu, &gdata, out.shape()).unwrap()).unwrap();
+    let grads = out
+        .backward_with(&Tensor::from_slice(&gpu, &gdata, out.shape()).unwrap())
+        .unwrap();
     let (ga, gb) = refmm::matmul_backward(&a, &b, ta, tb, &Array::from_f32(&gdata, out.shape()));
     let got_a = grads.get(&ta_t).unwrap();
     let got_b = grads.get(&tb_t).unwrap();
     assert_eq!(got_a.shape(), ta_t.shape(), "{what}: grad a shape");
     assert_eq!(got_b.shape(), tb_t.shape(), "{what}: grad b shape");
-    assert_close(&format!("{what} grad a"), &got_a.to_vec().unwrap(), &ga.data, F32_GRAD);
-    assert_close(&format!("{what} grad b"), &got_b.to_vec().unwrap(), &gb.data, F32_GRAD);
+    assert_close(
+        &format!("{what} grad a"),
+        &got_a.to_vec().unwrap(),
+        &ga.data,
+        F32_GRAD,
+    );
+    assert_close(
+        &format!("{what} grad b"),
+        &got_b.to_vec().unwrap(),
+        &gb.data,
+        F32_GRAD,
+    );
 }
 
 /// Odd/prime extents (the vec4 kernels fall back on these), then K, N multiples of 4 with odd M
 /// and N past one 256-column workgroup (the vec4 kernels run on these).
 const SIZES: &[(usize, usize, usize)] = &[
-    (1, 1, 1), (7, 13, 5), (13, 7, 67), (67, 129, 13), (1, 67, 129), (129, 1, 7),
-    (1, 4, 4), (7, 12, 68), (13, 8, 300), (67, 132, 36),
+    (1, 1, 1),
+    (7, 13, 5),
+    (13, 7, 67),
+    (67, 129, 13),
+    (1, 67, 129),
+    (129, 1, 7),
+    (1, 4, 4),
+    (7, 12, 68),
+    (13, 8, 300),
+    (67, 132, 36),
 ];
 
 #[test]
@@ -71,7 +104,11 @@ fn batched_and_broadcast_batches_match_reference() {
         (&[1, 3], &[2, 1]), // the other way round
         (&[5], &[1]),       // explicit extent-1 batch
     ];
-    for &kernel in &[MatmulKernel::Naive, MatmulKernel::for_gpu(&gpu()), MatmulKernel::Tile { rows: 4, cols: 4 }] {
+    for &kernel in &[
+        MatmulKernel::Naive,
+        MatmulKernel::for_gpu(&gpu()),
+        MatmulKernel::Tile { rows: 4, cols: 4 },
+    ] {
         for (ba, bb) in batches {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 check_case(kernel, &mut rng, ba, bb, (7, 13, 67), ta, tb);
@@ -88,8 +125,18 @@ fn tiled_kernels_agree_with_naive_past_a_workgroup_of_columns() {
     let gpu = gpu();
     let mut rng = Rng::new(23);
     // K = 260, N = 1100 also run the vec4 kernels (K, N multiples of 4; N past 1024 columns).
-    let a = Tensor::from_slice(&gpu, &rng.vec_uniform(2 * 37 * 260, -1.0, 1.0), &[2, 37, 260]).unwrap();
-    let b = Tensor::from_slice(&gpu, &rng.vec_uniform(2 * 260 * 1100, -1.0, 1.0), &[2, 260, 1100]).unwrap();
+    let a = Tensor::from_slice(
+        &gpu,
+        &rng.vec_uniform(2 * 37 * 260, -1.0, 1.0),
+        &[2, 37, 260],
+    )
+    .unwrap();
+    let b = Tensor::from_slice(
+        &gpu,
+        &rng.vec_uniform(2 * 260 * 1100, -1.0, 1.0),
+        &[2, 260, 1100],
+    )
+    .unwrap();
     let want: Vec<f64> = ops::matmul_with(&a, &b, false, false, MatmulKernel::Naive)
         .unwrap()
         .to_vec()
@@ -98,8 +145,19 @@ fn tiled_kernels_agree_with_naive_past_a_workgroup_of_columns() {
         .map(|&v| v as f64)
         .collect();
     for &kernel in &MatmulKernel::ALL[1..] {
-        let got = ops::matmul_with(&a, &b, false, false, kernel).unwrap().to_vec().unwrap();
-        assert_close(&format!("{kernel:?} vs naive"), &got, &want, Tolerance { abs: 1e-4, rel: 1e-4 });
+        let got = ops::matmul_with(&a, &b, false, false, kernel)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        assert_close(
+            &format!("{kernel:?} vs naive"),
+            &got,
+            &want,
+            Tolerance {
+                abs: 1e-4,
+                rel: 1e-4,
+            },
+        );
     }
 }
 
@@ -112,16 +170,47 @@ fn reference_backward_matches_finite_differences() {
             let (m, k, n) = (3, 4, 2);
             let sa = stored(ba, m, k, ta);
             let sb = stored(bb, k, n, tb);
-            let a = Array::new((0..sa.iter().product()).map(|_| rng.range(-1.0, 1.0)).collect(), &sa);
-            let b = Array::new((0..sb.iter().product()).map(|_| rng.range(-1.0, 1.0)).collect(), &sb);
+            let a = Array::new(
+                (0..sa.iter().product())
+                    .map(|_| rng.range(-1.0, 1.0))
+                    .collect(),
+                &sa,
+            );
+            let b = Array::new(
+                (0..sb.iter().product())
+                    .map(|_| rng.range(-1.0, 1.0))
+                    .collect(),
+                &sb,
+            );
             let out = refmm::matmul(&a, &b, ta, tb);
             let g: Vec<f64> = (0..out.numel()).map(|_| rng.range(-1.0, 1.0)).collect();
-            let (ga, gb) = refmm::matmul_backward(&a, &b, ta, tb, &Array::new(g.clone(), &out.shape));
-            let fa = |x: &[f64]| gradcheck::dot(&refmm::matmul(&Array::new(x.to_vec(), &sa), &b, ta, tb).data, &g);
-            let fb = |x: &[f64]| gradcheck::dot(&refmm::matmul(&a, &Array::new(x.to_vec(), &sb), ta, tb).data, &g);
+            let (ga, gb) =
+                refmm::matmul_backward(&a, &b, ta, tb, &Array::new(g.clone(), &out.shape));
+            let fa = |x: &[f64]| {
+                gradcheck::dot(
+                    &refmm::matmul(&Array::new(x.to_vec(), &sa), &b, ta, tb).data,
+                    &g,
+                )
+            };
+            let fb = |x: &[f64]| {
+                gradcheck::dot(
+                    &refmm::matmul(&a, &Array::new(x.to_vec(), &sb), ta, tb).data,
+                    &g,
+                )
+            };
             let what = format!("a{sa:?} b{sb:?} ta {ta} tb {tb}");
-            assert_close64(&format!("{what} fd a"), &ga.data, &gradcheck::numeric_gradient(fa, &a.data, 1e-6), FD_F64);
-            assert_close64(&format!("{what} fd b"), &gb.data, &gradcheck::numeric_gradient(fb, &b.data, 1e-6), FD_F64);
+            assert_close64(
+                &format!("{what} fd a"),
+                &ga.data,
+                &gradcheck::numeric_gradient(fa, &a.data, 1e-6),
+                FD_F64,
+            );
+            assert_close64(
+                &format!("{what} fd b"),
+                &gb.data,
+                &gradcheck::numeric_gradient(fb, &b.data, 1e-6),
+                FD_F64,
+            );
         }
     }
 }
@@ -134,23 +223,50 @@ fn identity_and_adjoint_hold() {
     let (m, k) = (67, 13);
     let adata = rng.vec_uniform(m * k, -1.0, 1.0);
     let a = Tensor::from_slice(&gpu, &adata, &[m, k]).unwrap();
-    let eye: Vec<f32> = (0..k * k).map(|i| if i / k == i % k { 1.0 } else { 0.0 }).collect();
+    let eye: Vec<f32> = (0..k * k)
+        .map(|i| if i / k == i % k { 1.0 } else { 0.0 })
+        .collect();
     let eye = Tensor::from_slice(&gpu, &eye, &[k, k]).unwrap();
     for &kernel in MatmulKernel::ALL {
-        let got = ops::matmul_with(&a, &eye, false, false, kernel).unwrap().to_vec().unwrap();
+        let got = ops::matmul_with(&a, &eye, false, false, kernel)
+            .unwrap()
+            .to_vec()
+            .unwrap();
         assert_eq!(got, adata, "{kernel:?}: A·I != A");
-        let got = ops::matmul_with(&eye, &a, false, true, kernel).unwrap().to_vec().unwrap();
+        let got = ops::matmul_with(&eye, &a, false, true, kernel)
+            .unwrap()
+            .to_vec()
+            .unwrap();
         let at: Vec<f32> = (0..k * m).map(|i| adata[(i % m) * k + i / m]).collect();
         assert_eq!(got, at, "{kernel:?}: I·Aᵀ != Aᵀ");
     }
     // ⟨A x, y⟩ = ⟨x, Aᵀ y⟩ with x, y as column matrices, in f64 on the host.
     let x = rng.vec_uniform(k, -1.0, 1.0);
     let y = rng.vec_uniform(m, -1.0, 1.0);
-    let ax = ops::matmul(&a, &Tensor::from_slice(&gpu, &x, &[k, 1]).unwrap(), false, false).unwrap().to_vec().unwrap();
-    let aty = ops::matmul(&a, &Tensor::from_slice(&gpu, &y, &[m, 1]).unwrap(), true, false).unwrap().to_vec().unwrap();
+    let ax = ops::matmul(
+        &a,
+        &Tensor::from_slice(&gpu, &x, &[k, 1]).unwrap(),
+        false,
+        false,
+    )
+    .unwrap()
+    .to_vec()
+    .unwrap();
+    let aty = ops::matmul(
+        &a,
+        &Tensor::from_slice(&gpu, &y, &[m, 1]).unwrap(),
+        true,
+        false,
+    )
+    .unwrap()
+    .to_vec()
+    .unwrap();
     let lhs: f64 = ax.iter().zip(&y).map(|(&p, &q)| p as f64 * q as f64).sum();
     let rhs: f64 = x.iter().zip(&aty).map(|(&p, &q)| p as f64 * q as f64).sum();
-    assert!((lhs - rhs).abs() <= 1e-4 * (1.0 + lhs.abs()), "adjoint: {lhs} vs {rhs}");
+    assert!(
+        (lhs - rhs).abs() <= 1e-4 * (1.0 + lhs.abs()),
+        "adjoint: {lhs} vs {rhs}"
+    );
 }
 
 #[test]
@@ -166,15 +282,39 @@ fn linear_matches_matmul_plus_bias_and_its_gradients() {
     for (i, v) in want.data.iter_mut().enumerate() {
         *v += bias.data[i % 3];
     }
-    assert_close("linear forward", &y.to_vec().unwrap(), &want.data, F32_ACCUM);
+    assert_close(
+        "linear forward",
+        &y.to_vec().unwrap(),
+        &want.data,
+        F32_ACCUM,
+    );
     let gdata = rng.vec_uniform(30, -1.0, 1.0);
-    let grads = y.backward_with(&Tensor::from_slice(&gpu, &gdata, &[2, 5, 3]).unwrap()).unwrap();
+    let grads = y
+        .backward_with(&Tensor::from_slice(&gpu, &gdata, &[2, 5, 3]).unwrap())
+        .unwrap();
     let g = Array::from_f32(&gdata, &[2, 5, 3]);
     let (gx, gw) = refmm::matmul_backward(&x, &w, false, false, &g);
-    let gbias: Vec<f64> = (0..3).map(|c| g.data.iter().skip(c).step_by(3).sum()).collect();
-    assert_close("linear grad x", &grads.get(&tx).unwrap().to_vec().unwrap(), &gx.data, F32_GRAD);
-    assert_close("linear grad w", &grads.get(&tw).unwrap().to_vec().unwrap(), &gw.data, F32_GRAD);
-    assert_close("linear grad bias", &grads.get(&tbias).unwrap().to_vec().unwrap(), &gbias, F32_GRAD);
+    let gbias: Vec<f64> = (0..3)
+        .map(|c| g.data.iter().skip(c).step_by(3).sum())
+        .collect();
+    assert_close(
+        "linear grad x",
+        &grads.get(&tx).unwrap().to_vec().unwrap(),
+        &gx.data,
+        F32_GRAD,
+    );
+    assert_close(
+        "linear grad w",
+        &grads.get(&tw).unwrap().to_vec().unwrap(),
+        &gw.data,
+        F32_GRAD,
+    );
+    assert_close(
+        "linear grad bias",
+        &grads.get(&tbias).unwrap().to_vec().unwrap(),
+        &gbias,
+        F32_GRAD,
+    );
 }
 
 #[test]
@@ -193,19 +333,42 @@ fn bad_shapes_are_typed_errors() {
     let t = |s: &[usize]| Tensor::zeros(&gpu, s).unwrap();
     // Inner extents disagree.
     let err = ops::matmul(&t(&[2, 3]), &t(&[4, 5]), false, false).unwrap_err();
-    assert!(matches!(err, Error::ShapeMismatch { op: "matmul", .. }), "{err}");
-    assert!(err.to_string().contains("[2, 3]") && err.to_string().contains("[4, 5]"), "{err}");
+    assert!(
+        matches!(err, Error::ShapeMismatch { op: "matmul", .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("[2, 3]") && err.to_string().contains("[4, 5]"),
+        "{err}"
+    );
     // The same shapes are fine once a transpose makes them agree: [2,3]ᵀ·[2,5] = [3,5].
-    assert_eq!(ops::matmul(&t(&[2, 3]), &t(&[2, 5]), true, false).unwrap().shape(), [3, 5]);
+    assert_eq!(
+        ops::matmul(&t(&[2, 3]), &t(&[2, 5]), true, false)
+            .unwrap()
+            .shape(),
+        [3, 5]
+    );
     // Batch dims that do not broadcast.
     let err = ops::matmul(&t(&[2, 3, 4]), &t(&[3, 4, 5]), false, false).unwrap_err();
-    assert!(matches!(err, Error::ShapeMismatch { op: "matmul", .. }), "{err}");
+    assert!(
+        matches!(err, Error::ShapeMismatch { op: "matmul", .. }),
+        "{err}"
+    );
     // Rank below 2.
     let err = ops::matmul(&t(&[4]), &t(&[4, 5]), false, false).unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument { op: "matmul", .. }), "{err}");
+    assert!(
+        matches!(err, Error::InvalidArgument { op: "matmul", .. }),
+        "{err}"
+    );
     // Linear with the wrong input width or bias.
     let err = ops::linear(&t(&[2, 6]), &t(&[7, 3]), None).unwrap_err();
-    assert!(matches!(err, Error::ShapeMismatch { op: "linear", .. }), "{err}");
+    assert!(
+        matches!(err, Error::ShapeMismatch { op: "linear", .. }),
+        "{err}"
+    );
     let err = ops::linear(&t(&[2, 7]), &t(&[7, 3]), Some(&t(&[4]))).unwrap_err();
-    assert!(matches!(err, Error::ShapeMismatch { op: "linear", .. }), "{err}");
+    assert!(
+        matches!(err, Error::ShapeMismatch { op: "linear", .. }),
+        "{err}"
+    );
 }

@@ -33,10 +33,26 @@ pub(crate) const KERNELS: &[KernelSpec] = &[FMA_PEAK];
 
 pub(crate) fn cases() -> Vec<Case> {
     vec![
-        Case { op: "fma_peak", case: "64k_x8x8", run: fma_peak },
-        Case { op: "add", case: "8M", run: add_8m },
-        Case { op: "sum", case: "rows_4096x4096", run: sum_rows },
-        Case { op: "sum", case: "all_4M", run: sum_all_4m },
+        Case {
+            op: "fma_peak",
+            case: "64k_x8x8",
+            run: fma_peak,
+        },
+        Case {
+            op: "add",
+            case: "8M",
+            run: add_8m,
+        },
+        Case {
+            op: "sum",
+            case: "rows_4096x4096",
+            run: sum_rows,
+        },
+        Case {
+            op: "sum",
+            case: "all_4M",
+            run: sum_all_4m,
+        },
     ]
 }
 
@@ -47,12 +63,26 @@ fn fma_peak(b: &Bench) -> Result<Sample> {
     let ms = b.time(
         |gpu, _| Tensor::uninit(gpu, "fma_peak", &[N as usize]),
         |out| {
-            let params = FmaParams { n: N, iterations: ITERATIONS, mul: 0.999_9, add: 1e-4 };
-            out.gpu().dispatch(&FMA_PEAK, &params, &[], &[out.buffer()], Grid::cover(N as u64, 64))
+            let params = FmaParams {
+                n: N,
+                iterations: ITERATIONS,
+                mul: 0.999_9,
+                add: 1e-4,
+            };
+            out.gpu().dispatch(
+                &FMA_PEAK,
+                &params,
+                &[],
+                &[out.buffer()],
+                Grid::cover(N as u64, 64),
+            )
         },
     )?;
     let flops = N as f64 * ITERATIONS as f64 * 8.0 * 8.0 * 4.0 * 2.0;
-    Ok(Sample { ms, work: Work::Flops(flops) })
+    Ok(Sample {
+        ms,
+        work: Work::Flops(flops),
+    })
 }
 
 fn random(gpu: &crate::Gpu, rng: &mut crate::util::Rng, shape: &[usize]) -> Result<Tensor> {
@@ -67,19 +97,34 @@ fn add_8m(b: &Bench) -> Result<Sample> {
         |gpu, rng| Ok((random(gpu, rng, &[N])?, random(gpu, rng, &[N])?)),
         |(x, y)| ops::add(x, y).map(drop),
     )?;
-    Ok(Sample { ms, work: Work::Bytes(3.0 * 4.0 * N as f64) })
+    Ok(Sample {
+        ms,
+        work: Work::Bytes(3.0 * 4.0 * N as f64),
+    })
 }
 
 /// Row sums of a 4096 × 4096 matrix (many outputs, reduction of 4096 each).
 fn sum_rows(b: &Bench) -> Result<Sample> {
     const R: usize = 4096;
-    let ms = b.time(|gpu, rng| random(gpu, rng, &[R, R]), |x| ops::sum(x, &[1], false).map(drop))?;
-    Ok(Sample { ms, work: Work::Bytes(4.0 * (R * R + R) as f64) })
+    let ms = b.time(
+        |gpu, rng| random(gpu, rng, &[R, R]),
+        |x| ops::sum(x, &[1], false).map(drop),
+    )?;
+    Ok(Sample {
+        ms,
+        work: Work::Bytes(4.0 * (R * R + R) as f64),
+    })
 }
 
 /// Sum of 4M elements into one (one output: the reduction's least parallel case).
 fn sum_all_4m(b: &Bench) -> Result<Sample> {
     const N: usize = 4 << 20;
-    let ms = b.time(|gpu, rng| random(gpu, rng, &[N]), |x| ops::sum_all(x).map(drop))?;
-    Ok(Sample { ms, work: Work::Bytes(4.0 * N as f64) })
+    let ms = b.time(
+        |gpu, rng| random(gpu, rng, &[N]),
+        |x| ops::sum_all(x).map(drop),
+    )?;
+    Ok(Sample {
+        ms,
+        work: Work::Bytes(4.0 * N as f64),
+    })
 }

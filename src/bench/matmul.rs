@@ -9,22 +9,158 @@ use crate::tensor::Tensor;
 
 pub(crate) fn cases() -> Vec<Case> {
     vec![
-        Case { op: "matmul", case: "256", run: |b| square(b, 256, false, false, None) },
-        Case { op: "matmul", case: "1024", run: |b| square(b, 1024, false, false, None) },
-        Case { op: "matmul", case: "2048", run: |b| square(b, 2048, false, false, None) },
-        Case { op: "matmul", case: "1024_nt", run: |b| square(b, 1024, false, true, None) },
-        Case { op: "matmul", case: "1024_tn", run: |b| square(b, 1024, true, false, None) },
-        Case { op: "matmul", case: "tokens_2x4096x64_by_64x256", run: tokens },
-        Case { op: "matmul", case: "1024_tile_8x1", run: |b| square(b, 1024, false, false, Some(MatmulKernel::Tile { rows: 8, cols: 1 })) },
-        Case { op: "matmul", case: "1024_tile_16x1", run: |b| square(b, 1024, false, false, Some(MatmulKernel::Tile { rows: 16, cols: 1 })) },
-        Case { op: "matmul", case: "1024_tile_4x2", run: |b| square(b, 1024, false, false, Some(MatmulKernel::Tile { rows: 4, cols: 2 })) },
-        Case { op: "matmul", case: "1024_tile_8x2", run: |b| square(b, 1024, false, false, Some(MatmulKernel::Tile { rows: 8, cols: 2 })) },
-        Case { op: "matmul", case: "1024_tile_4x4", run: |b| square(b, 1024, false, false, Some(MatmulKernel::Tile { rows: 4, cols: 4 })) },
-        Case { op: "matmul", case: "1024_vec4_4x4", run: |b| square(b, 1024, false, false, Some(MatmulKernel::Vec4 { rows: 4, cols: 4 })) },
-        Case { op: "matmul", case: "1024_vec4_4x8", run: |b| square(b, 1024, false, false, Some(MatmulKernel::Vec4 { rows: 4, cols: 8 })) },
-        Case { op: "matmul", case: "1024_vec4_8x4", run: |b| square(b, 1024, false, false, Some(MatmulKernel::Vec4 { rows: 8, cols: 4 })) },
-        Case { op: "matmul", case: "1024_vec4_8x8", run: |b| square(b, 1024, false, false, Some(MatmulKernel::Vec4 { rows: 8, cols: 8 })) },
-        Case { op: "matmul", case: "1024_naive", run: |b| square(b, 1024, false, false, Some(MatmulKernel::Naive)) },
+        Case {
+            op: "matmul",
+            case: "256",
+            run: |b| square(b, 256, false, false, None),
+        },
+        Case {
+            op: "matmul",
+            case: "1024",
+            run: |b| square(b, 1024, false, false, None),
+        },
+        Case {
+            op: "matmul",
+            case: "2048",
+            run: |b| square(b, 2048, false, false, None),
+        },
+        Case {
+            op: "matmul",
+            case: "1024_nt",
+            run: |b| square(b, 1024, false, true, None),
+        },
+        Case {
+            op: "matmul",
+            case: "1024_tn",
+            run: |b| square(b, 1024, true, false, None),
+        },
+        Case {
+            op: "matmul",
+            case: "tokens_2x4096x64_by_64x256",
+            run: tokens,
+        },
+        Case {
+            op: "matmul",
+            case: "1024_tile_8x1",
+            run: |b| {
+                square(
+                    b,
+                    1024,
+                    false,
+                    false,
+                    Some(MatmulKernel::Tile { rows: 8, cols: 1 }),
+                )
+            },
+        },
+        Case {
+            op: "matmul",
+            case: "1024_tile_16x1",
+            run: |b| {
+                square(
+                    b,
+                    1024,
+                    false,
+                    false,
+                    Some(MatmulKernel::Tile { rows: 16, cols: 1 }),
+                )
+            },
+        },
+        Case {
+            op: "matmul",
+            case: "1024_tile_4x2",
+            run: |b| {
+                square(
+                    b,
+                    1024,
+                    false,
+                    false,
+                    Some(MatmulKernel::Tile { rows: 4, cols: 2 }),
+                )
+            },
+        },
+        Case {
+            op: "matmul",
+            case: "1024_tile_8x2",
+            run: |b| {
+                square(
+                    b,
+                    1024,
+                    false,
+                    false,
+                    Some(MatmulKernel::Tile { rows: 8, cols: 2 }),
+                )
+            },
+        },
+        Case {
+            op: "matmul",
+            case: "1024_tile_4x4",
+            run: |b| {
+                square(
+                    b,
+                    1024,
+                    false,
+                    false,
+                    Some(MatmulKernel::Tile { rows: 4, cols: 4 }),
+                )
+            },
+        },
+        Case {
+            op: "matmul",
+            case: "1024_vec4_4x4",
+            run: |b| {
+                square(
+                    b,
+                    1024,
+                    false,
+                    false,
+                    Some(MatmulKernel::Vec4 { rows: 4, cols: 4 }),
+                )
+            },
+        },
+        Case {
+            op: "matmul",
+            case: "1024_vec4_4x8",
+            run: |b| {
+                square(
+                    b,
+                    1024,
+                    false,
+                    false,
+                    Some(MatmulKernel::Vec4 { rows: 4, cols: 8 }),
+                )
+            },
+        },
+        Case {
+            op: "matmul",
+            case: "1024_vec4_8x4",
+            run: |b| {
+                square(
+                    b,
+                    1024,
+                    false,
+                    false,
+                    Some(MatmulKernel::Vec4 { rows: 8, cols: 4 }),
+                )
+            },
+        },
+        Case {
+            op: "matmul",
+            case: "1024_vec4_8x8",
+            run: |b| {
+                square(
+                    b,
+                    1024,
+                    false,
+                    false,
+                    Some(MatmulKernel::Vec4 { rows: 8, cols: 8 }),
+                )
+            },
+        },
+        Case {
+            op: "matmul",
+            case: "1024_naive",
+            run: |b| square(b, 1024, false, false, Some(MatmulKernel::Naive)),
+        },
     ]
 }
 
@@ -40,15 +176,26 @@ fn square(b: &Bench, n: usize, ta: bool, tb: bool, kernel: Option<MatmulKernel>)
         |gpu, rng| Ok((random(gpu, rng, &[n, n])?, random(gpu, rng, &[n, n])?)),
         |(x, y)| matmul_launch(x, y, ta, tb, kernel).map(drop),
     )?;
-    Ok(Sample { ms, work: Work::Flops(2.0 * (n * n * n) as f64) })
+    Ok(Sample {
+        ms,
+        work: Work::Flops(2.0 * (n * n * n) as f64),
+    })
 }
 
 /// Tokens [2, 4096, 64] times a shared weight [64, 256] (a PVT MLP expansion at stage 1).
 fn tokens(b: &Bench) -> Result<Sample> {
     let kernel = MatmulKernel::for_gpu(b.gpu());
     let ms = b.time(
-        |gpu, rng| Ok((random(gpu, rng, &[2, 4096, 64])?, random(gpu, rng, &[64, 256])?)),
+        |gpu, rng| {
+            Ok((
+                random(gpu, rng, &[2, 4096, 64])?,
+                random(gpu, rng, &[64, 256])?,
+            ))
+        },
         |(x, w)| matmul_launch(x, w, false, false, kernel).map(drop),
     )?;
-    Ok(Sample { ms, work: Work::Flops(2.0 * (2 * 4096 * 64 * 256) as f64) })
+    Ok(Sample {
+        ms,
+        work: Work::Flops(2.0 * (2 * 4096 * 64 * 256) as f64),
+    })
 }

@@ -98,7 +98,11 @@ impl Report {
         if let Some(p) = self.pct_peak {
             s += &format!(",\"pct_peak\":{p:.1}");
         }
-        s += &format!(",\"adapter\":{},\"timer\":{}}}", json_str(&self.adapter), json_str(self.timer));
+        s += &format!(
+            ",\"adapter\":{},\"timer\":{}}}",
+            json_str(&self.adapter),
+            json_str(self.timer)
+        );
         s
     }
 }
@@ -210,8 +214,11 @@ impl Bench {
             for _ in 0..self.warmup.max(1) {
                 last = once(&mut rng)?;
             }
-            let reps = ((self.target_ms / last.max(1e-3)) as usize).clamp(self.min_reps, self.max_reps);
-            let mut times = (0..reps).map(|_| once(&mut rng)).collect::<Result<Vec<f64>>>()?;
+            let reps =
+                ((self.target_ms / last.max(1e-3)) as usize).clamp(self.min_reps, self.max_reps);
+            let mut times = (0..reps)
+                .map(|_| once(&mut rng))
+                .collect::<Result<Vec<f64>>>()?;
             times.sort_by(f64::total_cmp);
             Ok(times[times.len() / 2])
         })
@@ -221,14 +228,22 @@ impl Bench {
 /// Run every case whose `op/case` name contains `filter` (all when `None`), calling `emit` with
 /// each report as soon as it is measured. The FMA peak is always measured first (it is the
 /// denominator of `pct_peak`) and reported when the filter matches it.
-pub fn run_suite(gpu: &Gpu, filter: Option<&str>, mut emit: impl FnMut(&Report)) -> Result<Vec<Report>> {
+pub fn run_suite(
+    gpu: &Gpu,
+    filter: Option<&str>,
+    mut emit: impl FnMut(&Report),
+) -> Result<Vec<Report>> {
     let bench = Bench::new(gpu);
     let all = cases();
     let matches = |c: &Case| filter.is_none_or(|f| c.name().contains(f));
     let selected: Vec<&Case> = all.iter().filter(|c| matches(c)).collect();
     if selected.is_empty() {
         let names: Vec<String> = all.iter().map(Case::name).collect();
-        return Err(Error::invalid("bench", format!("a filter matching one of {names:?}"), filter.unwrap_or("")));
+        return Err(Error::invalid(
+            "bench",
+            format!("a filter matching one of {names:?}"),
+            filter.unwrap_or(""),
+        ));
     }
     let adapter = gpu.adapter().name.clone();
     let report = |c: &Case, s: Sample, peak: Option<f64>| {

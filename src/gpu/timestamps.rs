@@ -29,7 +29,12 @@ impl Gpu {
     }
 
     /// Record the resolve of queries `0..count` of `set` into `dst` (usage QUERY_RESOLVE).
-    pub(crate) fn resolve_timestamps(&self, set: &wgpu::QuerySet, count: u32, dst: &wgpu::Buffer) -> Result<()> {
+    pub(crate) fn resolve_timestamps(
+        &self,
+        set: &wgpu::QuerySet,
+        count: u32,
+        dst: &wgpu::Buffer,
+    ) -> Result<()> {
         self.encode(|enc| enc.resolve_query_set(set, 0..count, dst, 0))
     }
 }

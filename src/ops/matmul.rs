@@ -128,7 +128,13 @@ impl MatmulKernel {
         let i = MatmulKernel::ALL
             .iter()
             .position(|k| *k == self)
-            .ok_or_else(|| Error::invalid("matmul", "a tile listed in MatmulKernel::ALL", format!("{self:?}")))?;
+            .ok_or_else(|| {
+                Error::invalid(
+                    "matmul",
+                    "a tile listed in MatmulKernel::ALL",
+                    format!("{self:?}"),
+                )
+            })?;
         Ok(&KERNELS[i])
     }
 }
@@ -218,7 +224,9 @@ fn plan(a: &[usize], b: &[usize], ta: bool, tb: bool) -> Result<Plan> {
         }
         let pat = (sa[i] != 0, sb[i] != 0);
         if last == Some(pat) {
-            let g = groups.last_mut().expect("a group exists when a pattern was seen");
+            let g = groups
+                .last_mut()
+                .expect("a group exists when a pattern was seen");
             g.0 *= batch[i];
             g.1 = sa[i];
             g.2 = sb[i];
@@ -244,7 +252,20 @@ fn plan(a: &[usize], b: &[usize], ta: bool, tb: bool) -> Result<Plan> {
     out_shape.extend([m, n]);
     let (a_sm, a_sk) = if ta { (1, m) } else { (k, 1) };
     let (b_sk, b_sn) = if tb { (1, k) } else { (n, 1) };
-    let mut p = Plan { out_shape, m, n, k, outer, inner, a_sb, b_sb, a_sm, a_sk, b_sk, b_sn };
+    let mut p = Plan {
+        out_shape,
+        m,
+        n,
+        k,
+        outer,
+        inner,
+        a_sb,
+        b_sb,
+        a_sm,
+        a_sk,
+        b_sk,
+        b_sn,
+    };
     // A weight shared across the batch with row-major A: the batch is just more rows of A.
     if p.outer == 1 && p.inner > 1 && p.b_sb[1] == 0 && !ta && p.a_sb[1] == m * k {
         p.m *= p.inner;
@@ -259,7 +280,13 @@ fn to_u32(v: usize) -> Result<u32> {
 }
 
 /// Launch only (no recording).
-pub(crate) fn matmul_launch(a: &Tensor, b: &Tensor, ta: bool, tb: bool, kernel: MatmulKernel) -> Result<Tensor> {
+pub(crate) fn matmul_launch(
+    a: &Tensor,
+    b: &Tensor,
+    ta: bool,
+    tb: bool,
+    kernel: MatmulKernel,
+) -> Result<Tensor> {
     a.check_same_gpu("matmul", b)?;
     let p = plan(a.shape(), b.shape(), ta, tb)?;
     if let MatmulKernel::Vec4 { .. } = kernel {
@@ -268,8 +295,16 @@ pub(crate) fn matmul_launch(a: &Tensor, b: &Tensor, ta: bool, tb: bool, kernel: 
         }
         if ta || tb {
             // Row-major copies (unrecorded: the inputs are detached) so every load is a vec4.
-            let a = if ta { a.detach().transpose_last2()? } else { a.clone() };
-            let b = if tb { b.detach().transpose_last2()? } else { b.clone() };
+            let a = if ta {
+                a.detach().transpose_last2()?
+            } else {
+                a.clone()
+            };
+            let b = if tb {
+                b.detach().transpose_last2()?
+            } else {
+                b.clone()
+            };
             return matmul_launch(&a, &b, false, false, kernel);
         }
     }
@@ -290,11 +325,13 @@ pub(crate) fn matmul_launch(a: &Tensor, b: &Tensor, ta: bool, tb: bool, kernel: 
             let col_blocks = p.n.div_ceil((TILE_WORKGROUP * cols) as usize);
             let max = gpu.limits().max_compute_workgroups_per_dimension;
             let lin = (row_blocks * batch) as u64;
-            let [x, y, _] = Grid::Linear(lin).resolve(max).ok_or(Error::LaunchTooLarge {
-                op: "matmul",
-                workgroups: lin,
-                limit: max as u64,
-            })?;
+            let [x, y, _] = Grid::Linear(lin)
+                .resolve(max)
+                .ok_or(Error::LaunchTooLarge {
+                    op: "matmul",
+                    workgroups: lin,
+                    limit: max as u64,
+                })?;
             (rows, Grid::Xyz(x, y, to_u32(col_blocks)?))
         }
     };
@@ -315,17 +352,35 @@ pub(crate) fn matmul_launch(a: &Tensor, b: &Tensor, ta: bool, tb: bool, kernel: 
         b_sb_outer: to_u32(p.b_sb[0])?,
         b_sb_inner: to_u32(p.b_sb[1])?,
     };
-    gpu.dispatch(kernel.spec()?, &params, &[a.buffer(), b.buffer()], &[out.buffer()], grid)?;
+    gpu.dispatch(
+        kernel.spec()?,
+        &params,
+        &[a.buffer(), b.buffer()],
+        &[out.buffer()],
+        grid,
+    )?;
     Ok(out)
 }
 
 /// `op_a(a) · op_b(b)` with batch broadcasting, on the adapter's preferred kernel; recorded.
 pub fn matmul(a: &Tensor, b: &Tensor, transpose_a: bool, transpose_b: bool) -> Result<Tensor> {
-    matmul_with(a, b, transpose_a, transpose_b, MatmulKernel::for_gpu(a.gpu()))
+    matmul_with(
+        a,
+        b,
+        transpose_a,
+        transpose_b,
+        MatmulKernel::for_gpu(a.gpu()),
+    )
 }
 
 /// [`matmul`] on an explicit kernel (forward and backward both use it).
-pub fn matmul_with(a: &Tensor, b: &Tensor, ta: bool, tb: bool, kernel: MatmulKernel) -> Result<Tensor> {
+pub fn matmul_with(
+    a: &Tensor,
+    b: &Tensor,
+    ta: bool,
+    tb: bool,
+    kernel: MatmulKernel,
+) -> Result<Tensor> {
     let out = matmul_launch(a, b, ta, tb, kernel)?;
     let (ac, bc) = (a.detach(), b.detach());
     let (need_a, need_b) = (a.requires_grad(), b.requires_grad());
@@ -350,7 +405,14 @@ pub fn matmul_with(a: &Tensor, b: &Tensor, ta: bool, tb: bool, kernel: MatmulKer
 }
 
 /// d op_b(B) = op_a(A)ᵀ · G, stored like B and summed over the batch dims B was broadcast on.
-fn weight_grad(a: &Tensor, b: &Tensor, g: &Tensor, ta: bool, tb: bool, kernel: MatmulKernel) -> Result<Tensor> {
+fn weight_grad(
+    a: &Tensor,
+    b: &Tensor,
+    g: &Tensor,
+    ta: bool,
+    tb: bool,
+    kernel: MatmulKernel,
+) -> Result<Tensor> {
     // Shared weight (b has no batch extent) and row-major A: fold the batch into the reduction,
     // dB = A2ᵀ·G2 with A2 = [batch·M, K], G2 = [batch·M, N], in one launch with no partial sums.
     if !ta && b.rank() == 2 && a.rank() > 2 {

@@ -19,7 +19,10 @@ fn dims(a: &Array, b: &Array, ta: bool, tb: bool) -> Dims {
     let (m, k) = if ta { (ca, ra) } else { (ra, ca) };
     let (k2, n) = if tb { (cb, rb) } else { (rb, cb) };
     assert_eq!(k, k2, "reference matmul: inner extents");
-    let batch = super::elementwise::broadcast_shape(&a.shape[..a.shape.len() - 2], &b.shape[..b.shape.len() - 2]);
+    let batch = super::elementwise::broadcast_shape(
+        &a.shape[..a.shape.len() - 2],
+        &b.shape[..b.shape.len() - 2],
+    );
     Dims { batch, m, n, k }
 }
 
@@ -27,9 +30,9 @@ fn dims(a: &Array, b: &Array, ta: bool, tb: bool) -> Dims {
 /// operand whose batch shape is `own` (right-aligned; extent-1 axes stay at 0).
 fn batch_matrix(own: &[usize], idx: &[usize]) -> usize {
     let off = idx.len() - own.len();
-    own.iter()
-        .enumerate()
-        .fold(0, |flat, (d, &n)| flat * n + if n == 1 { 0 } else { idx[off + d] })
+    own.iter().enumerate().fold(0, |flat, (d, &n)| {
+        flat * n + if n == 1 { 0 } else { idx[off + d] }
+    })
 }
 
 fn unravel(shape: &[usize], mut i: usize) -> Vec<usize> {
