@@ -41,58 +41,6 @@ pub(crate) fn cases() -> Vec<Case> {
         },
         Case {
             op: "matmul",
-            case: "1024_tile_8x1",
-            run: |b| {
-                square(
-                    b,
-                    1024,
-                    false,
-                    false,
-                    Some(MatmulKernel::Tile { rows: 8, cols: 1 }),
-                )
-            },
-        },
-        Case {
-            op: "matmul",
-            case: "1024_tile_16x1",
-            run: |b| {
-                square(
-                    b,
-                    1024,
-                    false,
-                    false,
-                    Some(MatmulKernel::Tile { rows: 16, cols: 1 }),
-                )
-            },
-        },
-        Case {
-            op: "matmul",
-            case: "1024_tile_4x2",
-            run: |b| {
-                square(
-                    b,
-                    1024,
-                    false,
-                    false,
-                    Some(MatmulKernel::Tile { rows: 4, cols: 2 }),
-                )
-            },
-        },
-        Case {
-            op: "matmul",
-            case: "1024_tile_8x2",
-            run: |b| {
-                square(
-                    b,
-                    1024,
-                    false,
-                    false,
-                    Some(MatmulKernel::Tile { rows: 8, cols: 2 }),
-                )
-            },
-        },
-        Case {
-            op: "matmul",
             case: "1024_tile_4x4",
             run: |b| {
                 square(
