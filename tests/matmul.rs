@@ -66,6 +66,8 @@ fn check_case(
     );
 }
 
+/// Odd/prime extents (the vec4 kernels fall back on these), then K, N multiples of 4 with odd M
+/// and N past one 256-column workgroup (the vec4 kernels run on these).
 const SIZES: &[(usize, usize, usize)] = &[
     (1, 1, 1),
     (7, 13, 5),
@@ -73,6 +75,10 @@ const SIZES: &[(usize, usize, usize)] = &[
     (67, 129, 13),
     (1, 67, 129),
     (129, 1, 7),
+    (1, 4, 4),
+    (7, 12, 68),
+    (13, 8, 300),
+    (67, 132, 36),
 ];
 
 #[test]
@@ -106,6 +112,7 @@ fn batched_and_broadcast_batches_match_reference() {
         for (ba, bb) in batches {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 check_case(kernel, &mut rng, ba, bb, (7, 13, 67), ta, tb);
+                check_case(kernel, &mut rng, ba, bb, (13, 20, 132), ta, tb);
             }
         }
     }
@@ -113,20 +120,21 @@ fn batched_and_broadcast_batches_match_reference() {
 
 #[test]
 fn tiled_kernels_agree_with_naive_past_a_workgroup_of_columns() {
-    // N = 300 spans several 64-column workgroups and a partial one; M = 37 a partial row tile;
-    // K = 258 exercises the 4-step main loop and its remainder. Oracle: the naive GPU kernel.
+    // N = 1100 spans several column workgroups and a partial one; M = 37 a partial row tile.
+    // Oracle: the naive GPU kernel.
     let gpu = gpu();
     let mut rng = Rng::new(23);
+    // K = 260, N = 1100 also run the vec4 kernels (K, N multiples of 4; N past 1024 columns).
     let a = Tensor::from_slice(
         &gpu,
-        &rng.vec_uniform(2 * 37 * 258, -1.0, 1.0),
-        &[2, 37, 258],
+        &rng.vec_uniform(2 * 37 * 260, -1.0, 1.0),
+        &[2, 37, 260],
     )
     .unwrap();
     let b = Tensor::from_slice(
         &gpu,
-        &rng.vec_uniform(2 * 258 * 300, -1.0, 1.0),
-        &[2, 258, 300],
+        &rng.vec_uniform(2 * 260 * 1100, -1.0, 1.0),
+        &[2, 260, 1100],
     )
     .unwrap();
     let want: Vec<f64> = ops::matmul_with(&a, &b, false, false, MatmulKernel::Naive)

@@ -41,58 +41,6 @@ pub(crate) fn cases() -> Vec<Case> {
         },
         Case {
             op: "matmul",
-            case: "1024_tile_8x1",
-            run: |b| {
-                square(
-                    b,
-                    1024,
-                    false,
-                    false,
-                    Some(MatmulKernel::Tile { rows: 8, cols: 1 }),
-                )
-            },
-        },
-        Case {
-            op: "matmul",
-            case: "1024_tile_16x1",
-            run: |b| {
-                square(
-                    b,
-                    1024,
-                    false,
-                    false,
-                    Some(MatmulKernel::Tile { rows: 16, cols: 1 }),
-                )
-            },
-        },
-        Case {
-            op: "matmul",
-            case: "1024_tile_4x2",
-            run: |b| {
-                square(
-                    b,
-                    1024,
-                    false,
-                    false,
-                    Some(MatmulKernel::Tile { rows: 4, cols: 2 }),
-                )
-            },
-        },
-        Case {
-            op: "matmul",
-            case: "1024_tile_8x2",
-            run: |b| {
-                square(
-                    b,
-                    1024,
-                    false,
-                    false,
-                    Some(MatmulKernel::Tile { rows: 8, cols: 2 }),
-                )
-            },
-        },
-        Case {
-            op: "matmul",
             case: "1024_tile_4x4",
             run: |b| {
                 square(
@@ -101,6 +49,58 @@ pub(crate) fn cases() -> Vec<Case> {
                     false,
                     false,
                     Some(MatmulKernel::Tile { rows: 4, cols: 4 }),
+                )
+            },
+        },
+        Case {
+            op: "matmul",
+            case: "1024_vec4_4x4",
+            run: |b| {
+                square(
+                    b,
+                    1024,
+                    false,
+                    false,
+                    Some(MatmulKernel::Vec4 { rows: 4, cols: 4 }),
+                )
+            },
+        },
+        Case {
+            op: "matmul",
+            case: "1024_vec4_4x8",
+            run: |b| {
+                square(
+                    b,
+                    1024,
+                    false,
+                    false,
+                    Some(MatmulKernel::Vec4 { rows: 4, cols: 8 }),
+                )
+            },
+        },
+        Case {
+            op: "matmul",
+            case: "1024_vec4_8x4",
+            run: |b| {
+                square(
+                    b,
+                    1024,
+                    false,
+                    false,
+                    Some(MatmulKernel::Vec4 { rows: 8, cols: 4 }),
+                )
+            },
+        },
+        Case {
+            op: "matmul",
+            case: "1024_vec4_8x8",
+            run: |b| {
+                square(
+                    b,
+                    1024,
+                    false,
+                    false,
+                    Some(MatmulKernel::Vec4 { rows: 8, cols: 8 }),
                 )
             },
         },
