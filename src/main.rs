@@ -25,6 +25,17 @@ struct Args {
 enum Command {
     /// Print the adapter, backend, limits and features.
     Info,
+    /// Print shape, spacing, orientation, datatype, affine and value range of a NIfTI file.
+    Inspect {
+        /// A .nii or .nii.gz file.
+        file: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Report distinct labels even for a float volume.
+        #[arg(long)]
+        labels: bool,
+    },
 }
 
 fn main() {
@@ -33,6 +44,7 @@ fn main() {
         .with_overrides(args.backend.as_deref(), args.adapter.as_deref());
     let result = match args.command.unwrap_or(Command::Info) {
         Command::Info => cli::info::run(&choice),
+        Command::Inspect { file, json, labels } => cli::inspect::run(&file, json, labels),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
