@@ -6,6 +6,7 @@
 
 pub mod nifti;
 pub mod orientation;
+pub mod phantom;
 pub mod volume;
 
 pub use nifti::{read_nifti, write_nifti};
