@@ -4,9 +4,12 @@
 //! tensor is `[D, H, W] = [Z, Y, X]`. After [`orientation::to_canonical`] the voxel axes point to
 //! Right, Anterior, Superior (RAS, NIfTI's world frame), so W = x → R, H = y → A, D = z → S.
 
+pub mod augment;
+pub mod cads_views;
 pub mod nifti;
 pub mod orientation;
 pub mod phantom;
+pub mod preprocess;
 pub mod volume;
 
 pub use nifti::{read_nifti, write_nifti};
