@@ -6,6 +6,8 @@
 
 pub mod augment;
 pub mod cads_views;
+pub mod json;
+pub mod loader;
 pub mod nifti;
 pub mod orientation;
 pub mod phantom;
