@@ -4,7 +4,7 @@ use cads::data::cads_views::{CadsViewConfig, ParallelLineIntegral};
 use cads::data::json;
 use cads::data::loader::{
     dataset_from_folder, dataset_from_manifest, load_case, make_cads_batch, make_seg_batch,
-    prepare_cads_volume, Prefetcher, SegPatchConfig,
+    prepare_cads_volume, Prefetcher, SegCase, SegPatchConfig,
 };
 use cads::data::orientation::{orientation_code, reorient};
 use cads::data::phantom::{phantom, PhantomConfig};
@@ -176,7 +176,7 @@ fn cads_and_segmentation_batches() {
     .unwrap();
     assert_eq!(again, batches[0], "batch 0 is fixed by the seed");
 
-    let cases = vec![(Patch::from_volume(&ct), Patch::from_volume(&lab))];
+    let cases = vec![SegCase::new(Patch::from_volume(&ct), Patch::from_volume(&lab)).unwrap()];
     let cfg = SegPatchConfig {
         patch: [16, 32, 32],
         ..Default::default()

@@ -256,6 +256,40 @@ pub fn random_crop_foreground(
     pad: f32,
     rng: &mut Rng,
 ) -> Result<(Patch, Patch)> {
+    random_crop_foreground_indexed(
+        image,
+        label,
+        &foreground_indices(label),
+        size,
+        fg_prob,
+        pad,
+        rng,
+    )
+}
+
+/// Flat indices of the voxels with label > 0 (compute once per case for
+/// [`random_crop_foreground_indexed`]).
+pub fn foreground_indices(label: &Patch) -> Vec<u32> {
+    label
+        .data
+        .iter()
+        .enumerate()
+        .filter(|(_, &v)| v > 0.0)
+        .map(|(i, _)| i as u32)
+        .collect()
+}
+
+/// [`random_crop_foreground`] with the foreground voxels listed in advance (`fg`, from
+/// [`foreground_indices`]), which saves a scan of the whole labelmap per crop.
+pub fn random_crop_foreground_indexed(
+    image: &Patch,
+    label: &Patch,
+    fg: &[u32],
+    size: [usize; 3],
+    fg_prob: f64,
+    pad: f32,
+    rng: &mut Rng,
+) -> Result<(Patch, Patch)> {
     if image.shape != label.shape {
         return Err(Error::shape(
             "random_crop_foreground",
@@ -263,19 +297,19 @@ pub fn random_crop_foreground(
             label.shape,
         ));
     }
+    if image.data.len() > u32::MAX as usize || fg.iter().any(|&i| i as usize >= label.data.len()) {
+        return Err(Error::invalid(
+            "random_crop_foreground",
+            "foreground indices inside the label (< 2³² voxels)",
+            fg.len(),
+        ));
+    }
     let s = image.shape;
     let start: [isize; 3] = if rng.bernoulli(fg_prob) {
-        let fg: Vec<usize> = label
-            .data
-            .iter()
-            .enumerate()
-            .filter(|(_, &v)| v > 0.0)
-            .map(|(i, _)| i)
-            .collect();
         if fg.is_empty() {
             uniform_start(s, size, rng)
         } else {
-            let i = fg[rng.below(fg.len())];
+            let i = fg[rng.below(fg.len())] as usize;
             let c = [i / (s[1] * s[2]), (i / s[2]) % s[1], i % s[2]];
             // Centre on the voxel, then shift inside the volume where the volume is big enough.
             std::array::from_fn(|a| {

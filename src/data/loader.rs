@@ -8,7 +8,9 @@
 //! channel. Batch `b` is made with `Rng::new(seed).fork(b)`, whichever worker makes it, and batches
 //! are handed out in index order, so the stream is the same for a seed whatever the thread count.
 
-use super::augment::{draw_flips, flip, random_crop_foreground, IntensityAug};
+use super::augment::{
+    draw_flips, flip, foreground_indices, random_crop_foreground_indexed, IntensityAug,
+};
 use super::cads_views::{cads_sample, CadsViewConfig, DrrProjector};
 use super::orientation::to_canonical;
 use super::preprocess::{
@@ -315,9 +317,32 @@ pub struct SegBatch {
     pub labels: Vec<f32>,
 }
 
-/// Make a segmentation batch from `(image, label)` pairs already in `[D, H, W]` HU.
+/// A segmentation case in `[D, H, W]` (HU image, labels) with its foreground voxels listed once.
+#[derive(Clone, Debug)]
+pub struct SegCase {
+    pub image: Patch,
+    pub label: Patch,
+    pub foreground: Vec<u32>,
+}
+
+impl SegCase {
+    pub fn new(image: Patch, label: Patch) -> Result<SegCase> {
+        if image.shape != label.shape {
+            return Err(Error::shape("SegCase::new", image.shape, label.shape));
+        }
+        let foreground = foreground_indices(&label);
+        Ok(SegCase {
+            image,
+            label,
+            foreground,
+        })
+    }
+}
+
+/// Make a segmentation batch: per patch a uniformly chosen case, a crop with foreground
+/// oversampling, flips, HU clip/scale and intensity augmentation.
 pub fn make_seg_batch(
-    cases: &[(Patch, Patch)],
+    cases: &[SegCase],
     cfg: &SegPatchConfig,
     batch: usize,
     rng: &mut Rng,
@@ -331,9 +356,16 @@ pub fn make_seg_batch(
         labels: Vec::new(),
     };
     for _ in 0..batch {
-        let (img, lab) = &cases[rng.below(cases.len())];
-        let (mut i, l) =
-            random_crop_foreground(img, lab, cfg.patch, cfg.foreground_p, cfg.hu_clip.0, rng)?;
+        let c = &cases[rng.below(cases.len())];
+        let (mut i, l) = random_crop_foreground_indexed(
+            &c.image,
+            &c.label,
+            &c.foreground,
+            cfg.patch,
+            cfg.foreground_p,
+            cfg.hu_clip.0,
+            rng,
+        )?;
         let f = draw_flips(cfg.flip_p, rng);
         i = flip(&i, f);
         let l = flip(&l, f);
