@@ -305,7 +305,7 @@ fn cads_views_shapes_ranges_and_seeding() {
         .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     // Min-max scaled to [−1, 1] before the resize (CADS order), so the resize may shave the extremes.
     assert!(
-        lo >= -1.0 && lo < -0.95 && hi <= 1.0 && hi > 0.95,
+        (-1.0..-0.95).contains(&lo) && hi > 0.95 && hi <= 1.0,
         "drr range {lo} {hi}"
     );
     // With intensity augmentation off the views stay in [−1, 1] (clip and /1024).

@@ -1,6 +1,9 @@
 //! NIfTI reading and writing: round trips for every datatype and orientation, hand-crafted
 //! big-endian / NIfTI-2 / qform-only files, corrupt files with named errors, and the real LIDC CT.
 
+// Matrix code reads best with explicit row/column indices.
+#![allow(clippy::needless_range_loop)]
+
 use cads::data::nifti::{decode_nifti, encode_nifti};
 use cads::data::orientation::{orientation_code, reorient, to_canonical};
 use cads::data::{check_label_grid, read_nifti, write_nifti, Affine, Datatype, Volume};
@@ -197,7 +200,7 @@ impl Craft {
     }
 
     fn header(&self) -> Vec<u8> {
-        let hs = if self.version == 1 { 348 } else { 540 };
+        let hs: i32 = if self.version == 1 { 348 } else { 540 };
         let mut h = vec![0u8; self.vox_offset.max(hs as f64 + 4.0) as usize];
         let big = self.big;
         macro_rules! put {
@@ -210,7 +213,7 @@ impl Craft {
                 h[$at..$at + b.len()].copy_from_slice(&b);
             }};
         }
-        put!(0, hs as i32);
+        put!(0, hs);
         let mut dim = [1i64; 8];
         dim[0] = self.dims.len() as i64;
         for (i, d) in self.dims.iter().enumerate() {

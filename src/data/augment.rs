@@ -40,7 +40,7 @@ pub fn draw_flips(prob: f64, rng: &mut Rng) -> [bool; 3] {
 /// around the patch centre; output voxel o reads `R(−angle) · (o − c) / scale + c`. Border
 /// values are clamped (edge replicate).
 pub fn rotate_scale(p: &Patch, angle: f64, scale: f64, interp: Interp) -> Result<Patch> {
-    if !(scale.is_finite() && scale > 0.0) || !angle.is_finite() {
+    if !(scale.is_finite() && scale > 0.0 && angle.is_finite()) {
         return Err(Error::invalid(
             "rotate_scale",
             "finite angle and scale > 0",

@@ -77,9 +77,9 @@ pub struct CadsSample {
 pub fn uniform_sample(view: &Patch, patch: [usize; 3], rng: &mut Rng) -> Result<Patch> {
     let s = view.shape;
     if patch.contains(&0)
-        || s[0] % patch[0] != 0
-        || s[1] % (2 * patch[1]) != 0
-        || s[2] % (2 * patch[2]) != 0
+        || !s[0].is_multiple_of(patch[0])
+        || !s[1].is_multiple_of(2 * patch[1])
+        || !s[2].is_multiple_of(2 * patch[2])
     {
         return Err(Error::invalid(
             "uniform_sample",

@@ -9,6 +9,7 @@ pub mod cads_views;
 pub mod json;
 pub mod loader;
 pub mod nifti;
+pub mod nifti_write;
 pub mod orientation;
 pub mod phantom;
 pub mod preprocess;

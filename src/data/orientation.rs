@@ -12,6 +12,9 @@
 //! [`Reorientation`] returned is inverted to put a prediction back on the file's own grid before
 //! writing.
 
+// Matrix code reads best with explicit row/column indices.
+#![allow(clippy::needless_range_loop)]
+
 use super::volume::{Affine, Volume};
 use crate::error::{Error, Result};
 

@@ -17,6 +17,9 @@
 //! | 6 | left lung | −850 |
 //! | 7 | spine (vertebrae; discs 80 HU are label 0) | cortex 700, cancellous 250 |
 
+// Matrix code reads best with explicit row/column indices.
+#![allow(clippy::needless_range_loop)]
+
 use super::volume::{Datatype, Volume};
 use crate::error::{Error, Result};
 use crate::util::Rng;

@@ -58,7 +58,7 @@ impl Patch {
 /// Clip to `[lo, hi]` and map `x → (x − shift) / scale` in place (CADS: lo −1024, hi 1024, shift 0,
 /// scale 1024 → [−1, 1]).
 pub fn clip_scale(data: &mut [f32], lo: f32, hi: f32, shift: f32, scale: f32) -> Result<()> {
-    if !(lo <= hi) || !(scale.is_finite() && scale != 0.0) {
+    if lo.partial_cmp(&hi).is_none_or(|o| o.is_gt()) || !(scale.is_finite() && scale != 0.0) {
         return Err(Error::invalid(
             "clip_scale",
             "lo ≤ hi and a non-zero finite scale",
