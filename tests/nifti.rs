@@ -580,4 +580,15 @@ fn real_lidc_ct_and_labelmap() {
     assert_eq!(orientation_code(&can.affine), "RAS");
     assert_eq!(tr.flip, [true, false, false]);
     assert_eq!(can.get(0, 10, 20), ct.get(511, 10, 20));
+
+    // A "prediction" made on the canonical grid goes back to the file's grid and is written so it
+    // lies on the CT's grid (same dims and affine) with the labels where they were.
+    let (mask_can, tr) = to_canonical(&mask).unwrap();
+    let back = cads::data::orientation::from_canonical(&mask_can, &tr).unwrap();
+    let p = tmp("lidc_pred.nii.gz");
+    write_nifti(&p, &back, None).unwrap();
+    let pred = read_nifti(&p).unwrap();
+    check_label_grid(&ct, &pred, "lidc_pred.nii.gz").unwrap();
+    assert_eq!(orientation_code(&pred.affine), "LAS");
+    assert!(pred.data == mask.data);
 }

@@ -237,3 +237,9 @@ pub fn to_canonical(vol: &Volume) -> Result<(Volume, Reorientation)> {
     let r = Reorientation::to_codes(&vol.affine, vol.dims, CANONICAL);
     Ok((r.apply(vol)?, r))
 }
+
+/// Put a canonical-grid volume (e.g. a prediction) back on the original grid that
+/// [`to_canonical`] came from, ready for `write_nifti` next to the original file.
+pub fn from_canonical(vol: &Volume, r: &Reorientation) -> Result<Volume> {
+    r.inverse().apply(vol)
+}
