@@ -179,10 +179,17 @@ fn cads_and_segmentation_batches() {
     let cases = vec![SegCase::new(Patch::from_volume(&ct), Patch::from_volume(&lab)).unwrap()];
     let cfg = SegPatchConfig {
         patch: [16, 32, 32],
+        rotation_p: 0.5,
+        scale_p: 0.5,
         ..Default::default()
     };
     let b = make_seg_batch(&cases, &cfg, 2, &mut cads::util::Rng::new(3)).unwrap();
     assert_eq!(b.images.len(), 2 * 16 * 32 * 32);
+    assert_eq!(
+        b,
+        make_seg_batch(&cases, &cfg, 2, &mut cads::util::Rng::new(3)).unwrap(),
+        "seeded"
+    );
     assert!(b
         .labels
         .iter()

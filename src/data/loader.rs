@@ -9,7 +9,8 @@
 //! are handed out in index order, so the stream is the same for a seed whatever the thread count.
 
 use super::augment::{
-    draw_flips, flip, foreground_indices, random_crop_foreground_indexed, IntensityAug,
+    draw_flips, flip, foreground_indices, random_crop_foreground_indexed, rotate_scale,
+    IntensityAug,
 };
 use super::cads_views::{cads_sample, CadsViewConfig, DrrProjector};
 use super::orientation::to_canonical;
@@ -290,6 +291,12 @@ pub struct SegPatchConfig {
     /// Probability that a patch is centred on foreground (nnU-Net: 0.33).
     pub foreground_p: f64,
     pub flip_p: f64,
+    /// In-plane rotation, angle ~ U(−max, max) degrees, with this probability (nnU-Net-like).
+    pub rotation_p: f64,
+    pub rotation_max_deg: f64,
+    /// Zoom factor ~ U(lo, hi) with this probability.
+    pub scale_p: f64,
+    pub scale: (f64, f64),
     /// HU clip and scale, as for pretraining.
     pub hu_clip: (f32, f32),
     pub hu_scale: f32,
@@ -302,6 +309,10 @@ impl Default for SegPatchConfig {
             patch: [64, 160, 160],
             foreground_p: 0.33,
             flip_p: 0.5,
+            rotation_p: 0.2,
+            rotation_max_deg: 30.0,
+            scale_p: 0.2,
+            scale: (0.7, 1.4),
             hu_clip: (-1024.0, 1024.0),
             hu_scale: 1024.0,
             intensity: IntensityAug::default(),
@@ -366,6 +377,23 @@ pub fn make_seg_batch(
             cfg.hu_clip.0,
             rng,
         )?;
+        let angle = if rng.bernoulli(cfg.rotation_p) {
+            rng.range(-cfg.rotation_max_deg, cfg.rotation_max_deg)
+                .to_radians()
+        } else {
+            0.0
+        };
+        let zoom = if rng.bernoulli(cfg.scale_p) {
+            rng.range(cfg.scale.0, cfg.scale.1)
+        } else {
+            1.0
+        };
+        let mut l = l;
+        if angle != 0.0 || zoom != 1.0 {
+            // Same transform for both: trilinear for the image, nearest for the labels.
+            i = rotate_scale(&i, angle, zoom, Interp::Linear)?;
+            l = rotate_scale(&l, angle, zoom, Interp::Nearest)?;
+        }
         let f = draw_flips(cfg.flip_p, rng);
         i = flip(&i, f);
         let l = flip(&l, f);
