@@ -40,6 +40,17 @@ enum Command {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Print shape, spacing, orientation, datatype, affine and value range of a NIfTI file.
+    Inspect {
+        /// A .nii or .nii.gz file.
+        file: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Report distinct labels even for a float volume.
+        #[arg(long)]
+        labels: bool,
+    },
 }
 
 fn main() {
@@ -54,6 +65,7 @@ fn main() {
         Command::Demo { steps, seed } => cli::demo::run(&choice, steps, seed),
         Command::Info => cli::info::run(&choice),
         Command::Bench { filter } => cli::bench::run(&choice, filter.as_deref()),
+        Command::Inspect { file, json, labels } => cli::inspect::run(&file, json, labels),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -1,0 +1,406 @@
+//! Datasets and background batch preparation.
+//!
+//! A dataset is an nnU-Net folder (`imagesTr/CASE_0000.nii.gz` with `labelsTr/CASE.nii.gz`) or a
+//! JSON manifest (`{"training": [{"image": "...", "label": "..."}]}`, nnU-Net's dataset.json
+//! form; paths relative to the manifest's folder; `label` optional).
+//!
+//! [`Prefetcher`] runs a batch function on worker threads ahead of the consumer through a bounded
+//! channel. Batch `b` is made with `Rng::new(seed).fork(b)`, whichever worker makes it, and batches
+//! are handed out in index order, so the stream is the same for a seed whatever the thread count.
+
+use super::augment::{
+    draw_flips, flip, foreground_indices, random_crop_foreground_indexed, rotate_scale,
+    IntensityAug,
+};
+use super::cads_views::{cads_sample, CadsViewConfig, DrrProjector};
+use super::orientation::to_canonical;
+use super::preprocess::{
+    cads_tiles, clip_scale, extract_tile, resample_to_spacing, Interp, Patch, TilingConfig,
+};
+use super::volume::{check_label_grid, Volume};
+use crate::error::{Error, Result};
+use crate::util::Rng;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+
+/// One image and its optional labelmap.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Case {
+    pub image: PathBuf,
+    pub label: Option<PathBuf>,
+}
+
+/// Find the cases of an nnU-Net folder: every `imagesTr/*_0000.nii[.gz]`, with
+/// `labelsTr/<case>.nii[.gz]` when it exists. Sorted by name, so the order is reproducible.
+pub fn dataset_from_folder(root: impl AsRef<Path>) -> Result<Vec<Case>> {
+    let root = root.as_ref();
+    let images = root.join("imagesTr");
+    let io = |source| Error::Io {
+        op: "dataset_from_folder",
+        path: images.display().to_string(),
+        source,
+    };
+    let mut names: Vec<String> = std::fs::read_dir(&images)
+        .map_err(io)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    let mut cases = Vec::new();
+    for n in names {
+        let (stem, ext) = if let Some(s) = n.strip_suffix(".nii.gz") {
+            (s, ".nii.gz")
+        } else if let Some(s) = n.strip_suffix(".nii") {
+            (s, ".nii")
+        } else {
+            continue;
+        };
+        let Some(case) = stem.strip_suffix("_0000") else {
+            continue;
+        };
+        let label = root.join("labelsTr").join(format!("{case}{ext}"));
+        cases.push(Case {
+            image: images.join(&n),
+            label: label.exists().then_some(label),
+        });
+    }
+    if cases.is_empty() {
+        return Err(Error::BadFile {
+            op: "dataset_from_folder",
+            path: images.display().to_string(),
+            problem: "no *_0000.nii or *_0000.nii.gz images".into(),
+        });
+    }
+    Ok(cases)
+}
+
+/// Read a JSON manifest.
+pub fn dataset_from_manifest(path: impl AsRef<Path>) -> Result<Vec<Case>> {
+    let path = path.as_ref();
+    let name = path.display().to_string();
+    let bad = |problem: String| Error::BadFile {
+        op: "dataset_from_manifest",
+        path: name.clone(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        op: "dataset_from_manifest",
+        path: name.clone(),
+        source,
+    })?;
+    let json = super::json::parse(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    let list = json
+        .get("training")
+        .and_then(|t| t.as_array())
+        .ok_or_else(|| bad("no \"training\" array".into()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut cases = Vec::new();
+    for (i, entry) in list.iter().enumerate() {
+        let image = entry
+            .get("image")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| bad(format!("training[{i}] has no \"image\" string")))?;
+        let label = entry.get("label").and_then(|v| v.as_str());
+        cases.push(Case {
+            image: dir.join(image),
+            label: label.map(|l| dir.join(l)),
+        });
+    }
+    if cases.is_empty() {
+        return Err(bad("empty \"training\" array".into()));
+    }
+    Ok(cases)
+}
+
+/// Read a case, check its labelmap lies on the image grid, and reorient both to canonical RAS.
+pub fn load_case(case: &Case) -> Result<(Volume, Option<Volume>)> {
+    let img = super::nifti::read_nifti(&case.image)?;
+    let lab = match &case.label {
+        Some(p) => {
+            let l = super::nifti::read_nifti(p)?;
+            check_label_grid(&img, &l, &p.display().to_string())?;
+            Some(to_canonical(&l)?.0)
+        }
+        None => None,
+    };
+    Ok((to_canonical(&img)?.0, lab))
+}
+
+/// Runs `make(batch_index, rng)` on `workers` threads, at most `capacity` finished batches ahead
+/// of the consumer, and yields the batches in index order (`Iterator`). `count` = None runs
+/// until dropped. Dropping stops the workers.
+pub struct Prefetcher<T: Send + 'static> {
+    rx: Option<mpsc::Receiver<(usize, Result<T>)>>,
+    pending: BTreeMap<usize, Result<T>>,
+    next: usize,
+    count: Option<usize>,
+    stop: Arc<AtomicBool>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl<T: Send + 'static> Prefetcher<T> {
+    pub fn new<F>(
+        seed: u64,
+        count: Option<usize>,
+        workers: usize,
+        capacity: usize,
+        make: F,
+    ) -> Prefetcher<T>
+    where
+        F: Fn(usize, &mut Rng) -> Result<T> + Send + Sync + 'static,
+    {
+        let (tx, rx) = mpsc::sync_channel(capacity.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let counter = Arc::new(AtomicUsize::new(0));
+        let make = Arc::new(make);
+        let handles = (0..workers.max(1))
+            .map(|_| {
+                let (tx, stop, counter, make) =
+                    (tx.clone(), stop.clone(), counter.clone(), make.clone());
+                std::thread::spawn(move || loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let b = counter.fetch_add(1, Ordering::Relaxed);
+                    if count.is_some_and(|c| b >= c) {
+                        return;
+                    }
+                    let mut rng = Rng::new(seed).fork(b as u64);
+                    let item = make(b, &mut rng);
+                    if tx.send((b, item)).is_err() {
+                        return;
+                    }
+                })
+            })
+            .collect();
+        Prefetcher {
+            rx: Some(rx),
+            pending: BTreeMap::new(),
+            next: 0,
+            count,
+            stop,
+            handles,
+        }
+    }
+}
+
+impl<T: Send + 'static> Iterator for Prefetcher<T> {
+    type Item = Result<T>;
+    fn next(&mut self) -> Option<Result<T>> {
+        if self.count.is_some_and(|c| self.next >= c) {
+            return None;
+        }
+        loop {
+            if let Some(item) = self.pending.remove(&self.next) {
+                self.next += 1;
+                return Some(item);
+            }
+            match self.rx.as_ref()?.recv() {
+                Ok((b, item)) => {
+                    self.pending.insert(b, item);
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for Prefetcher<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.rx = None; // unblocks workers waiting in send
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A CT prepared once for CADS pretraining: its tiles (HU, 1 mm, RAS, `[D, H, W]`) and its DRR.
+#[derive(Clone, Debug)]
+pub struct CadsVolume {
+    pub tiles: Vec<Patch>,
+    pub drr: Patch,
+}
+
+/// Resample to 1 mm (trilinear), reorient to RAS, tile, and project the DRR once.
+pub fn prepare_cads_volume(
+    ct: &Volume,
+    tiling: &TilingConfig,
+    projector: &dyn DrrProjector,
+) -> Result<CadsVolume> {
+    let (ras, _) = to_canonical(ct)?;
+    let iso = resample_to_spacing(&ras, [1.0; 3], Interp::Linear)?;
+    let p = Patch::from_volume(&iso);
+    let tiles = cads_tiles(p.shape, tiling)?
+        .iter()
+        .map(|t| extract_tile(&p, t))
+        .collect();
+    Ok(CadsVolume {
+        tiles,
+        drr: projector.project(&iso)?,
+    })
+}
+
+/// A CADS batch, each `[B, …]` flattened: x1 and x2 `[B, 16, 48, 48]`, drr `[B, 1, 96, 96]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CadsBatch {
+    pub batch: usize,
+    pub x1: Vec<f32>,
+    pub x2: Vec<f32>,
+    pub drr: Vec<f32>,
+}
+
+/// Make CADS batch `b`: `batch` samples, each from a uniformly chosen volume and tile.
+pub fn make_cads_batch(
+    vols: &[CadsVolume],
+    cfg: &CadsViewConfig,
+    batch: usize,
+    rng: &mut Rng,
+) -> Result<CadsBatch> {
+    if vols.is_empty() || vols.iter().any(|v| v.tiles.is_empty()) {
+        return Err(Error::invalid(
+            "make_cads_batch",
+            "volumes with at least one tile",
+            vols.len(),
+        ));
+    }
+    let mut out = CadsBatch {
+        batch,
+        x1: Vec::new(),
+        x2: Vec::new(),
+        drr: Vec::new(),
+    };
+    for _ in 0..batch {
+        let v = &vols[rng.below(vols.len())];
+        let t = &v.tiles[rng.below(v.tiles.len())];
+        let s = cads_sample(t, &v.drr, cfg, rng)?;
+        out.x1.extend_from_slice(&s.x1.data);
+        out.x2.extend_from_slice(&s.x2.data);
+        out.drr.extend_from_slice(&s.drr.data);
+    }
+    Ok(out)
+}
+
+/// Segmentation patch sampling (nnU-Net style).
+#[derive(Clone, Debug)]
+pub struct SegPatchConfig {
+    /// `[D, H, W]` voxels.
+    pub patch: [usize; 3],
+    /// Probability that a patch is centred on foreground (nnU-Net: 0.33).
+    pub foreground_p: f64,
+    pub flip_p: f64,
+    /// In-plane rotation, angle ~ U(−max, max) degrees, with this probability (nnU-Net-like).
+    pub rotation_p: f64,
+    pub rotation_max_deg: f64,
+    /// Zoom factor ~ U(lo, hi) with this probability.
+    pub scale_p: f64,
+    pub scale: (f64, f64),
+    /// HU clip and scale, as for pretraining.
+    pub hu_clip: (f32, f32),
+    pub hu_scale: f32,
+    pub intensity: IntensityAug,
+}
+
+impl Default for SegPatchConfig {
+    fn default() -> Self {
+        SegPatchConfig {
+            patch: [64, 160, 160],
+            foreground_p: 0.33,
+            flip_p: 0.5,
+            rotation_p: 0.2,
+            rotation_max_deg: 30.0,
+            scale_p: 0.2,
+            scale: (0.7, 1.4),
+            hu_clip: (-1024.0, 1024.0),
+            hu_scale: 1024.0,
+            intensity: IntensityAug::default(),
+        }
+    }
+}
+
+/// A segmentation batch: images `[B, D, H, W]` scaled, labels `[B, D, H, W]` integer-valued.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SegBatch {
+    pub batch: usize,
+    pub images: Vec<f32>,
+    pub labels: Vec<f32>,
+}
+
+/// A segmentation case in `[D, H, W]` (HU image, labels) with its foreground voxels listed once.
+#[derive(Clone, Debug)]
+pub struct SegCase {
+    pub image: Patch,
+    pub label: Patch,
+    pub foreground: Vec<u32>,
+}
+
+impl SegCase {
+    pub fn new(image: Patch, label: Patch) -> Result<SegCase> {
+        if image.shape != label.shape {
+            return Err(Error::shape("SegCase::new", image.shape, label.shape));
+        }
+        let foreground = foreground_indices(&label);
+        Ok(SegCase {
+            image,
+            label,
+            foreground,
+        })
+    }
+}
+
+/// Make a segmentation batch: per patch a uniformly chosen case, a crop with foreground
+/// oversampling, flips, HU clip/scale and intensity augmentation.
+pub fn make_seg_batch(
+    cases: &[SegCase],
+    cfg: &SegPatchConfig,
+    batch: usize,
+    rng: &mut Rng,
+) -> Result<SegBatch> {
+    if cases.is_empty() {
+        return Err(Error::invalid("make_seg_batch", "at least one case", 0));
+    }
+    let mut out = SegBatch {
+        batch,
+        images: Vec::new(),
+        labels: Vec::new(),
+    };
+    for _ in 0..batch {
+        let c = &cases[rng.below(cases.len())];
+        let (mut i, l) = random_crop_foreground_indexed(
+            &c.image,
+            &c.label,
+            &c.foreground,
+            cfg.patch,
+            cfg.foreground_p,
+            cfg.hu_clip.0,
+            rng,
+        )?;
+        let angle = if rng.bernoulli(cfg.rotation_p) {
+            rng.range(-cfg.rotation_max_deg, cfg.rotation_max_deg)
+                .to_radians()
+        } else {
+            0.0
+        };
+        let zoom = if rng.bernoulli(cfg.scale_p) {
+            rng.range(cfg.scale.0, cfg.scale.1)
+        } else {
+            1.0
+        };
+        let mut l = l;
+        if angle != 0.0 || zoom != 1.0 {
+            // Same transform for both: trilinear for the image, nearest for the labels.
+            i = rotate_scale(&i, angle, zoom, Interp::Linear)?;
+            l = rotate_scale(&l, angle, zoom, Interp::Nearest)?;
+        }
+        let f = draw_flips(cfg.flip_p, rng);
+        i = flip(&i, f);
+        let l = flip(&l, f);
+        clip_scale(&mut i.data, cfg.hu_clip.0, cfg.hu_clip.1, 0.0, cfg.hu_scale)?;
+        cfg.intensity.apply(&mut i, rng)?;
+        out.images.extend_from_slice(&i.data);
+        out.labels.extend_from_slice(&l.data);
+    }
+    Ok(out)
+}

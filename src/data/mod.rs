@@ -1,0 +1,19 @@
+//! Data: NIfTI read/write, orientation, the synthetic phantom, preprocessing and augmentation.
+//!
+//! Conventions: a [`Volume`] holds `[X, Y, Z]` voxels with X fastest (NIfTI order), which read as a
+//! tensor is `[D, H, W] = [Z, Y, X]`. After [`orientation::to_canonical`] the voxel axes point to
+//! Right, Anterior, Superior (RAS, NIfTI's world frame), so W = x → R, H = y → A, D = z → S.
+
+pub mod augment;
+pub mod cads_views;
+pub mod json;
+pub mod loader;
+pub mod nifti;
+pub mod nifti_write;
+pub mod orientation;
+pub mod phantom;
+pub mod preprocess;
+pub mod volume;
+
+pub use nifti::{read_nifti, write_nifti};
+pub use volume::{check_label_grid, Affine, Datatype, Volume};

@@ -1,0 +1,197 @@
+//! Datasets (nnU-Net folder, JSON manifest), case loading checks, and the deterministic prefetcher.
+
+use cads::data::cads_views::{CadsViewConfig, ParallelLineIntegral};
+use cads::data::json;
+use cads::data::loader::{
+    dataset_from_folder, dataset_from_manifest, load_case, make_cads_batch, make_seg_batch,
+    prepare_cads_volume, Prefetcher, SegCase, SegPatchConfig,
+};
+use cads::data::orientation::{orientation_code, reorient};
+use cads::data::phantom::{phantom, PhantomConfig};
+use cads::data::preprocess::{Patch, TilingConfig};
+use cads::data::write_nifti;
+use cads::Error;
+
+fn dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("cads-loader-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("imagesTr")).unwrap();
+    std::fs::create_dir_all(d.join("labelsTr")).unwrap();
+    d
+}
+
+#[test]
+fn folder_and_manifest_datasets() {
+    let root = dir("folder");
+    for (i, seed) in [(1, 10u64), (2, 11)] {
+        let (img, lab) = phantom(&PhantomConfig {
+            dims: [24, 20, 16],
+            spacing_mm: [2.0; 3],
+            noise_hu: 5.0,
+            seed,
+        })
+        .unwrap();
+        // Store case 2 in LPS to check that loading reorients it back to RAS.
+        let (img, lab) = if i == 2 {
+            (
+                reorient(&img, "LPS").unwrap().0,
+                reorient(&lab, "LPS").unwrap().0,
+            )
+        } else {
+            (img, lab)
+        };
+        write_nifti(
+            root.join(format!("imagesTr/case{i}_0000.nii.gz")),
+            &img,
+            None,
+        )
+        .unwrap();
+        write_nifti(root.join(format!("labelsTr/case{i}.nii.gz")), &lab, None).unwrap();
+    }
+    let cases = dataset_from_folder(&root).unwrap();
+    assert_eq!(cases.len(), 2);
+    assert!(cases[0].image.ends_with("imagesTr/case1_0000.nii.gz"));
+    assert!(cases[1]
+        .label
+        .as_ref()
+        .unwrap()
+        .ends_with("labelsTr/case2.nii.gz"));
+    let (img2, lab2) = load_case(&cases[1]).unwrap();
+    assert_eq!(orientation_code(&img2.affine), "RAS");
+    let (img1, _) = load_case(&cases[0]).unwrap();
+    assert_eq!(img2.dims, img1.dims);
+    assert!(lab2.unwrap().same_grid(&img2, 1e-6));
+
+    std::fs::write(root.join("dataset.json"), r#"{"name": "x", "training": [{"image": "./imagesTr/case1_0000.nii.gz", "label": "./labelsTr/case1.nii.gz"}, {"image": "imagesTr/case2_0000.nii.gz"}]}"#).unwrap();
+    let m = dataset_from_manifest(root.join("dataset.json")).unwrap();
+    assert_eq!(m.len(), 2);
+    assert!(m[1].label.is_none());
+    assert!(load_case(&m[0]).is_ok());
+
+    // A label on another grid is refused, naming the label file.
+    let (small, _) = phantom(&PhantomConfig {
+        dims: [10, 10, 10],
+        spacing_mm: [2.0; 3],
+        noise_hu: 0.0,
+        seed: 1,
+    })
+    .unwrap();
+    write_nifti(root.join("labelsTr/case1.nii.gz"), &small, None).unwrap();
+    match load_case(&cases[0]) {
+        Err(Error::BadFile { path, problem, .. }) => {
+            assert!(path.ends_with("labelsTr/case1.nii.gz"));
+            assert!(problem.contains("label grid does not match"));
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(root.join("bad.json"), r#"{"training": [{"label": "x"}]}"#).unwrap();
+    assert!(matches!(
+        dataset_from_manifest(root.join("bad.json")),
+        Err(Error::BadFile { .. })
+    ));
+    std::fs::write(root.join("broken.json"), r#"{"training": [}"#).unwrap();
+    let e = dataset_from_manifest(root.join("broken.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("invalid JSON") && e.contains("broken.json"),
+        "{e}"
+    );
+    assert!(dataset_from_folder(root.join("nothing")).is_err());
+}
+
+#[test]
+fn json_reader() {
+    let v = json::parse(r#" {"a": [1, -2.5e1, true, null, "x\"\u00e9"], "b": {}} "#).unwrap();
+    let a = v.get("a").unwrap().as_array().unwrap();
+    assert_eq!(a[1], json::Json::Number(-25.0));
+    assert_eq!(a[4].as_str(), Some("x\"é"));
+    for bad in ["", "[1,", "{\"a\" 1}", "[1] x", "\"abc"] {
+        assert!(json::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn prefetcher_is_deterministic_and_ordered() {
+    let run = |workers| {
+        Prefetcher::new(42, Some(20), workers, 3, |b, rng| Ok((b, rng.next_u64())))
+            .map(|r| r.unwrap())
+            .collect::<Vec<_>>()
+    };
+    let one = run(1);
+    assert_eq!(one.len(), 20);
+    assert!(one.iter().enumerate().all(|(i, (b, _))| *b == i));
+    assert_eq!(one, run(4));
+    // Errors come through in order; an endless prefetcher stops when dropped.
+    let mut p = Prefetcher::new(1, Some(3), 2, 1, |b, _| {
+        if b == 1 {
+            Err(Error::invalid("t", "x", "y"))
+        } else {
+            Ok(b)
+        }
+    });
+    assert!(p.next().unwrap().is_ok());
+    assert!(p.next().unwrap().is_err());
+    assert_eq!(p.next().unwrap().unwrap(), 2);
+    assert!(p.next().is_none());
+    let mut endless = Prefetcher::new(1, None, 2, 2, |b, _| Ok(b));
+    assert_eq!(endless.nth(5).unwrap().unwrap(), 5);
+    drop(endless);
+}
+
+#[test]
+fn cads_and_segmentation_batches() {
+    let (ct, lab) = phantom(&PhantomConfig {
+        dims: [100, 90, 40],
+        spacing_mm: [1.5, 1.5, 1.25],
+        noise_hu: 10.0,
+        seed: 2,
+    })
+    .unwrap();
+    let vol = prepare_cads_volume(
+        &ct,
+        &TilingConfig::default(),
+        &ParallelLineIntegral::default(),
+    )
+    .unwrap();
+    assert_eq!(vol.tiles[0].shape, [24, 135, 150]);
+    assert_eq!(vol.tiles.len(), 3); // 50 slices at 1 mm: starts 0, 12, 24
+    let vols = std::sync::Arc::new(vec![vol]);
+    let cfg = CadsViewConfig::default();
+    let v2 = vols.clone();
+    let batches: Vec<_> = Prefetcher::new(7, Some(2), 2, 2, move |_, rng| {
+        make_cads_batch(&v2, &cfg, 3, rng)
+    })
+    .map(|b| b.unwrap())
+    .collect();
+    assert_eq!(batches[0].x1.len(), 3 * 16 * 48 * 48);
+    assert_eq!(batches[0].drr.len(), 3 * 96 * 96);
+    assert_ne!(batches[0], batches[1]);
+    let again = make_cads_batch(
+        &vols,
+        &CadsViewConfig::default(),
+        3,
+        &mut cads::util::Rng::new(7).fork(0),
+    )
+    .unwrap();
+    assert_eq!(again, batches[0], "batch 0 is fixed by the seed");
+
+    let cases = vec![SegCase::new(Patch::from_volume(&ct), Patch::from_volume(&lab)).unwrap()];
+    let cfg = SegPatchConfig {
+        patch: [16, 32, 32],
+        rotation_p: 0.5,
+        scale_p: 0.5,
+        ..Default::default()
+    };
+    let b = make_seg_batch(&cases, &cfg, 2, &mut cads::util::Rng::new(3)).unwrap();
+    assert_eq!(b.images.len(), 2 * 16 * 32 * 32);
+    assert_eq!(
+        b,
+        make_seg_batch(&cases, &cfg, 2, &mut cads::util::Rng::new(3)).unwrap(),
+        "seeded"
+    );
+    assert!(b
+        .labels
+        .iter()
+        .all(|&l| l.fract() == 0.0 && (0.0..=7.0).contains(&l)));
+}
