@@ -19,6 +19,7 @@
 //! layers. A lower layer never imports a higher one.
 
 pub mod autograd;
+pub mod drr;
 pub mod error;
 pub mod gpu;
 pub mod ops;

@@ -1,5 +1,6 @@
 //! GPU ops, one file per family: validate → output shape → allocate → launch → record backward.
 
+pub mod drr;
 pub mod elementwise;
 pub mod reduce;
 pub mod shape;
@@ -18,6 +19,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         crate::tensor::KERNELS,
         elementwise::KERNELS,
         reduce::KERNELS,
+        drr::KERNELS,
     ];
     families.iter().flat_map(|f| f.iter()).collect()
 }
