@@ -223,4 +223,5 @@ pub fn beer_lambert(line_integral: &Tensor) -> Result<Tensor> {
     crate::ops::exp(&crate::ops::scale(line_integral, -1.0)?)
 }
 
+pub mod io;
 pub mod preset;
