@@ -21,6 +21,8 @@ struct Args {
 enum Command {
     /// Print the adapter, backend, limits and features.
     Info,
+    /// Render a digitally reconstructed radiograph of a CT to a PNG.
+    Drr(cli::drr::DrrArgs),
 }
 
 fn main() {
@@ -29,6 +31,7 @@ fn main() {
         .with_overrides(args.backend.as_deref(), args.adapter.as_deref());
     let result = match args.command.unwrap_or(Command::Info) {
         Command::Info => cli::info::run(&choice),
+        Command::Drr(a) => cli::drr::run(&choice, &a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -1,3 +1,4 @@
 //! Subcommands of the `cads` binary, one file each.
 
+pub mod drr;
 pub mod info;

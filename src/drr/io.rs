@@ -17,8 +17,8 @@ pub fn read_nifti(path: &str) -> Result<(VolumeGrid, Vec<f32>)> {
         return Err(bad(format!("expected a non-empty 3-D volume, got dims {shape:?}")));
     }
     let (nx, ny, nz) = (shape[0], shape[1], shape[2]);
-    let array = array.into_shape_with_order((nx, ny, nz)).map_err(|e| bad(e.to_string()))?;
-    // ndarray index [x, y, z]; the transpose iterates z slowest and x fastest.
+    // ndarray index [x, y, z, 1..]; the reversed axes iterate z slowest and x fastest (the
+    // trailing size-1 axes do not change the order).
     let data: Vec<f32> = array.t().iter().copied().collect();
     if data.iter().any(|v| !v.is_finite()) {
         return Err(bad("non-finite voxel values".into()));
