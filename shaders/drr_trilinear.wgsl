@@ -8,25 +8,25 @@
 // Only samples with t_k = s_k/L ∈ [0, 1] inside the padded box [−1, n] (where f can be non-zero)
 // are visited. A tiled volume is additive over slabs (each slab interpolates its own voxels).
 //
-// Pose gradient (entry `trilinear_pose_grad`): p_k = a + s_k·û (world), û = (b − a)/L, so with
+// Pose Jacobian (entry `trilinear_forward_jacobian`: image and d img / d pose [B, H·W, 6] in
+// one pass, used when the pose requires grad): p_k = a + s_k·û (world), û = (b − a)/L, so with
 // G_k = Mᵀ∇f(p_k) (world gradient of the interpolant) and Π = I − ûûᵀ:
 //   dP/da = step·Σ_k [G_k − (s_k/L)·Π G_k],  dP/db = step·Σ_k (s_k/L)·Π G_k,
 // then chain-ruled to the 6 pose parameters (the sample range is held fixed: f is continuous and
 // vanishes on the padded boundary, so entering/leaving samples contribute nothing).
 //
 // Layouts: vol [nz, ny, nx] f32 (x fastest, slab z ∈ [z_offset, z_offset + nz)); poses [B, 6];
-// img / g [B, H, W]; pose_grad [B, H·W, 6].
+// img [B, H, W]; pose_grad (the Jacobian) [B, H·W, 6].
 // Bindings (trilinear_forward): 0 params, 1 vol, 2 poses, 3 img (read_write).
-// Bindings (trilinear_pose_grad): 0 params, 1 vol, 2 poses, 3 g (upstream), 4 pose_grad (read_write).
+// Bindings (trilinear_forward_jacobian): 0 params, 1 vol, 2 poses, 3 img, 4 pose_grad = jacobian (read_write).
 // Dispatch: one invocation per ray, workgroup 64, folded 1-D grid over B·H·W.
-// Launched by src/ops/drr.rs (trilinear_forward_raw, trilinear_pose_grad_raw).
+// Launched by src/ops/drr.rs (forward_raw, forward_jacobian_raw).
 
 @group(0) @binding(0) var<uniform> p: DrrParams;
 @group(0) @binding(1) var<storage, read> vol: array<f32>;
 @group(0) @binding(2) var<storage, read> poses: array<f32>;
 @group(0) @binding(3) var<storage, read_write> img: array<f32>;
 
-@group(0) @binding(3) var<storage, read> g_up: array<f32>;
 @group(0) @binding(4) var<storage, read_write> pose_grad: array<f32>;
 // ---- shared DRR geometry block (identical in drr_siddon.wgsl, drr_trilinear.wgsl,
 // ---- drr_backproject.wgsl; mirrors src/drr/geometry.rs and `DrrParams` in src/ops/drr.rs)
@@ -260,7 +260,7 @@ fn trilinear_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
 }
 
 @compute @workgroup_size(64)
-fn trilinear_pose_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn trilinear_forward_jacobian(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
     let o = ray_id(wg, nwg, lid);
     let n_pix = p.det_h * p.det_w;
@@ -271,11 +271,14 @@ fn trilinear_pose_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
     let d = r.bi - r.ai;
     let len = length(r.bw - r.aw);
     let s = sample_range(r.ai, d, len);
+    var acc = 0.0;
     var sum_g = vec3<f32>(0.0);   // Σ ∇f (index space)
     var sum_tg = vec3<f32>(0.0);  // Σ t_k ∇f, t_k = s_k / L
     for (var k = s.k0; k <= s.k1; k += 1) {
         let t = f32(k) * s.dt;
-        let gr = interp_grad(load_cell(r.ai + d * t));
+        let cell = load_cell(r.ai + d * t);
+        acc += interp(cell);
+        let gr = interp_grad(cell);
         sum_g += gr;
         sum_tg += t * gr;
     }
@@ -285,5 +288,8 @@ fn trilinear_pose_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
     let proj = tgw - u * dot(u, tgw);
     let ga = p.step_mm * (gw - proj);
     let gb = p.step_mm * proj;
-    write_pose_grad(o, q, r, ga, gb, g_up[o]);
+    var out = acc * p.step_mm;
+    if ((p.flags & FLAG_ACCUMULATE) != 0u) { out += img[o]; }
+    img[o] = out;
+    write_pose_grad(o, q, r, ga, gb, 1.0);
 }

@@ -21,7 +21,7 @@ pub use geometry::{validate_pose_values, Beam, Detector, Geometry, Pose, Vec3, V
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::drr::{backproject_raw, forward_raw, pose_grad_raw, DrrParams, FLAG_ACCUMULATE, FLAG_PARALLEL};
+use crate::ops::drr::{backproject_raw, forward_jacobian_raw, forward_raw, DrrParams, FLAG_ACCUMULATE, FLAG_PARALLEL};
 use crate::tensor::Tensor;
 
 /// A CT volume on the GPU as one or more z-slabs, with its grid.
@@ -154,10 +154,20 @@ pub fn render(volume: &Volume, poses: &Tensor, geometry: &Geometry, projector: P
         return Err(Error::invalid("drr", "fewer than 2^29 rays per launch", n_rays));
     }
     let img = Tensor::uninit(poses.gpu(), "drr", &[n_poses, det.height, det.width])?;
+    // When the pose needs a gradient, the same walk also writes the per-ray pose Jacobian
+    // [B, H·W, 6] (O(image) memory); backward then only weights it by g and sums over rays.
+    let jacobian = if poses.requires_grad() && poses.gpu().grad_enabled() {
+        Some(Tensor::uninit(poses.gpu(), "drr pose jacobian", &[n_poses, det.height * det.width, 6])?)
+    } else {
+        None
+    };
     for (i, (z0, slab)) in volume.slabs.iter().enumerate() {
         slab.check_same_gpu("drr", poses)?;
         let params = make_params(&volume.grid, geometry, *z0, slab.shape(), n_poses, projector, i > 0)?;
-        forward_raw(projector, &params, slab, poses, &img)?;
+        match &jacobian {
+            Some(jac) => forward_jacobian_raw(projector, &params, slab, poses, &img, jac)?,
+            None => forward_raw(projector, &params, slab, poses, &img)?,
+        }
     }
 
     let mut inputs: Vec<&Tensor> = volume.slabs.iter().map(|(_, t)| t).collect();
@@ -180,25 +190,16 @@ pub fn render(volume: &Volume, poses: &Tensor, geometry: &Geometry, projector: P
             backproject_raw(projector, &params, &poses_c, g, &gslab)?;
             grads.push(Some(gslab));
         }
-        if need[slabs.len()] {
-            grads.push(Some(pose_gradient(&slabs, &grid, &geometry, projector, &poses_c, g)?));
-        } else {
-            grads.push(None);
+        match &jacobian {
+            Some(jac) if need[slabs.len()] => {
+                // d(Σ g·img)/d pose[b] = Σ_pixels g[b, pixel] · jac[b, pixel, :]
+                let weighted = crate::ops::mul(jac, &g.reshape(&[n_poses, det.height * det.width, 1])?)?;
+                grads.push(Some(crate::ops::sum(&weighted, &[1], false)?));
+            }
+            _ => grads.push(None),
         }
         Ok(grads)
     }))
-}
-
-/// d(Σ g·img)/d(poses) `[B, 6]`: per-ray partials `[B, H·W, 6]` then a sum over the rays.
-fn pose_gradient(slabs: &[(usize, Tensor)], grid: &VolumeGrid, geometry: &Geometry, projector: Projector, poses: &Tensor, g: &Tensor) -> Result<Tensor> {
-    let n_poses = poses.shape()[0];
-    let n_pix = geometry.detector.height * geometry.detector.width;
-    let partial = Tensor::uninit(g.gpu(), "drr pose grad", &[n_poses, n_pix, 6])?;
-    for (i, (z0, slab)) in slabs.iter().enumerate() {
-        let params = make_params(grid, geometry, *z0, slab.shape(), n_poses, projector, i > 0)?;
-        pose_grad_raw(projector, &params, slab, poses, g, &partial)?;
-    }
-    crate::ops::sum(&partial, &[1], false)
 }
 
 /// Pose tensor `[B, 6]` from host poses (validated finite).

@@ -35,30 +35,30 @@ pub(crate) struct DrrParams {
 pub(crate) const FLAG_PARALLEL: u32 = 1;
 pub(crate) const FLAG_ACCUMULATE: u32 = 2;
 
-const fn spec(shader: &'static str, source: &'static str, entry: &'static str, inputs: u32) -> KernelSpec {
+const fn spec(shader: &'static str, source: &'static str, entry: &'static str, inputs: u32, outputs: u32) -> KernelSpec {
     KernelSpec {
         shader,
         source,
         entry,
         inputs,
-        outputs: 1,
+        outputs,
         params_size: std::mem::size_of::<DrrParams>(),
         constants: &[],
     }
 }
 
-const SIDDON_FORWARD: KernelSpec = spec("drr_siddon", SIDDON, "siddon_forward", 2);
-const SIDDON_POSE_GRAD: KernelSpec = spec("drr_siddon", SIDDON, "siddon_pose_grad", 3);
-const TRILINEAR_FORWARD: KernelSpec = spec("drr_trilinear", TRILINEAR, "trilinear_forward", 2);
-const TRILINEAR_POSE_GRAD: KernelSpec = spec("drr_trilinear", TRILINEAR, "trilinear_pose_grad", 3);
-const SIDDON_BACKPROJECT: KernelSpec = spec("drr_backproject", BACKPROJECT, "siddon_backproject", 2);
-const TRILINEAR_BACKPROJECT: KernelSpec = spec("drr_backproject", BACKPROJECT, "trilinear_backproject", 2);
+const SIDDON_FORWARD: KernelSpec = spec("drr_siddon", SIDDON, "siddon_forward", 2, 1);
+const SIDDON_FORWARD_JACOBIAN: KernelSpec = spec("drr_siddon", SIDDON, "siddon_forward_jacobian", 2, 2);
+const TRILINEAR_FORWARD: KernelSpec = spec("drr_trilinear", TRILINEAR, "trilinear_forward", 2, 1);
+const TRILINEAR_FORWARD_JACOBIAN: KernelSpec = spec("drr_trilinear", TRILINEAR, "trilinear_forward_jacobian", 2, 2);
+const SIDDON_BACKPROJECT: KernelSpec = spec("drr_backproject", BACKPROJECT, "siddon_backproject", 2, 1);
+const TRILINEAR_BACKPROJECT: KernelSpec = spec("drr_backproject", BACKPROJECT, "trilinear_backproject", 2, 1);
 
 pub(crate) const KERNELS: &[KernelSpec] = &[
     SIDDON_FORWARD,
-    SIDDON_POSE_GRAD,
+    SIDDON_FORWARD_JACOBIAN,
     TRILINEAR_FORWARD,
-    TRILINEAR_POSE_GRAD,
+    TRILINEAR_FORWARD_JACOBIAN,
     SIDDON_BACKPROJECT,
     TRILINEAR_BACKPROJECT,
 ];
@@ -89,25 +89,25 @@ pub(crate) fn forward_raw(projector: Projector, params: &DrrParams, slab: &Tenso
     )
 }
 
-/// `partial[b, pixel, :] (+)= g[b, pixel] · d img[b, pixel] / d pose[b, :]` for one slab.
-pub(crate) fn pose_grad_raw(
+/// `img (+)= P_slab(vol)` and `jac[b, pixel, :] (+)= d img[b, pixel] / d pose[b, :]` in one walk.
+pub(crate) fn forward_jacobian_raw(
     projector: Projector,
     params: &DrrParams,
     slab: &Tensor,
     poses: &Tensor,
-    g: &Tensor,
-    partial: &Tensor,
+    img: &Tensor,
+    jac: &Tensor,
 ) -> Result<()> {
     let spec = match projector {
-        Projector::Siddon => &SIDDON_POSE_GRAD,
-        Projector::Trilinear { .. } => &TRILINEAR_POSE_GRAD,
+        Projector::Siddon => &SIDDON_FORWARD_JACOBIAN,
+        Projector::Trilinear { .. } => &TRILINEAR_FORWARD_JACOBIAN,
     };
     slab.gpu().dispatch(
         spec,
         params,
-        &[slab.buffer(), poses.buffer(), g.buffer()],
-        &[partial.buffer()],
-        Grid::cover(g.numel() as u64, WORKGROUP),
+        &[slab.buffer(), poses.buffer()],
+        &[img.buffer(), jac.buffer()],
+        Grid::cover(img.numel() as u64, WORKGROUP),
     )
 }
 
