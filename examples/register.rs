@@ -90,7 +90,7 @@ fn main() -> Result<()> {
     println!("start: rotation error {a0:.2}°, translation error {t0:.2} mm, projector {projector:?}");
 
     // Adam with per-parameter step sizes (rad, mm) and a cosine decay.
-    let iters = 250;
+    let iters = 150;
     let lr = [0.01, 0.01, 0.01, 1.0, 1.0, 1.0];
     let (b1, b2, eps) = (0.9, 0.999, 1e-12);
     let mut m = [0.0f64; 6];
