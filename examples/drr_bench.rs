@@ -22,28 +22,51 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<()> {
-    let path = std::env::args().nth(1).unwrap_or_else(|| "data/cxr.nii.gz".into());
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "data/cxr.nii.gz".into());
     let gpu = Gpu::new()?;
     let (grid, hu) = if std::path::Path::new(&path).exists() {
         io::read_nifti(&path)?
     } else {
         eprintln!("{path} not found: using a synthetic 512×512×133 phantom");
         let grid = VolumeGrid::centred([133, 512, 512], [0.703, 0.703, 2.5]);
-        let hu = (0..grid.numel()).map(|i| if (i / 512) % 512 > 100 && (i % 512) > 60 && (i % 512) < 450 { 40.0 } else { -1000.0 }).collect();
+        let hu = (0..grid.numel())
+            .map(|i| {
+                if (i / 512) % 512 > 100 && (i % 512) > 60 && (i % 512) < 450 {
+                    40.0
+                } else {
+                    -1000.0
+                }
+            })
+            .collect();
         (grid, hu)
     };
     let values: Vec<f32> = hu.iter().map(|&v| (v + 1024.0).max(0.0)).collect();
     let volume = Volume::from_host(&gpu, grid.clone(), &values)?;
-    eprintln!("adapter {}, volume {:?} in {} slab(s)", gpu.adapter().name, grid.dims, volume.slabs().len());
+    eprintln!(
+        "adapter {}, volume {:?} in {} slab(s)",
+        gpu.adapter().name,
+        grid.dims,
+        volume.slabs().len()
+    );
     let step = 1020.0 / 500.0;
     let only_fast = std::env::var("DRR_BENCH_QUICK").is_ok();
     for side in [200usize, 512] {
         let geometry = Geometry {
-            detector: Detector { height: side, width: side, pixel_mm: [2.0, 2.0], principal_mm: [0.0, 0.0] },
+            detector: Detector {
+                height: side,
+                width: side,
+                pixel_mm: [2.0, 2.0],
+                principal_mm: [0.0, 0.0],
+            },
             ..Geometry::diffdrr_default()
         };
         let rays = (side * side) as f64;
-        for (name, projector) in [("siddon", Projector::Siddon), ("trilinear", Projector::Trilinear { step_mm: step })] {
+        for (name, projector) in [
+            ("siddon", Projector::Siddon),
+            ("trilinear", Projector::Trilinear { step_mm: step }),
+        ] {
             for case in ["drr_fwd", "drr_fwd_bwd_pose", "drr_bwd_volume"] {
                 if side == 512 && case != "drr_fwd" {
                     continue;
@@ -54,12 +77,16 @@ fn main() -> Result<()> {
                 let reps = if case == "drr_bwd_volume" { 1 } else { REPS };
                 let mut times = Vec::new();
                 for rep in 0..=reps {
-                    let pose = Pose::from_degrees([0.5 * rep as f64, -0.3 * rep as f64, 0.2], [rep as f64, 0.0, 0.0]);
+                    let pose = Pose::from_degrees(
+                        [0.5 * rep as f64, -0.3 * rep as f64, 0.2],
+                        [rep as f64, 0.0, 0.0],
+                    );
                     let start = Instant::now();
                     match case {
                         "drr_fwd" => {
                             let poses = drr::pose_tensor(&gpu, &[pose])?;
-                            gpu.no_grad(|| drr::render(&volume, &poses, &geometry, projector))?.to_vec()?;
+                            gpu.no_grad(|| drr::render(&volume, &poses, &geometry, projector))?
+                                .to_vec()?;
                         }
                         "drr_fwd_bwd_pose" => {
                             let poses = drr::pose_tensor(&gpu, &[pose])?.requires_grad_(true);

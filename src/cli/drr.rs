@@ -64,7 +64,12 @@ pub struct DrrArgs {
     #[arg(long, default_value_t = 8)]
     pub bits: u8,
     /// 8-bit window lo,hi in image units (default: the image's min,max).
-    #[arg(long, value_delimiter = ',', num_args = 2, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        num_args = 2,
+        allow_negative_numbers = true
+    )]
     pub window: Option<Vec<f32>>,
 }
 
@@ -75,16 +80,27 @@ pub fn run(choice: &AdapterChoice, args: &DrrArgs) -> Result<()> {
     let gpu = Gpu::with_choice(choice)?;
     let (grid, hu) = io::read_nifti(&args.input)?;
     let (img, h, w) = if args.cads {
-        (preset::cads_view(&gpu, &grid, &hu)?, preset::CADS_SIZE, preset::CADS_SIZE)
+        (
+            preset::cads_view(&gpu, &grid, &hu)?,
+            preset::CADS_SIZE,
+            preset::CADS_SIZE,
+        )
     } else {
         let values: Vec<f32> = if args.beer_lambert {
-            hu.iter().map(|&v| (args.mu_water * (1.0 + v / 1000.0)).max(0.0)).collect()
+            hu.iter()
+                .map(|&v| (args.mu_water * (1.0 + v / 1000.0)).max(0.0))
+                .collect()
         } else {
             hu.iter().map(|&v| (v + 1024.0).max(0.0)).collect()
         };
         let volume = Volume::from_host(&gpu, grid, &values)?;
         let geometry = Geometry {
-            detector: Detector { height: args.height, width: args.width, pixel_mm: [args.pixel_mm; 2], principal_mm: [0.0; 2] },
+            detector: Detector {
+                height: args.height,
+                width: args.width,
+                pixel_mm: [args.pixel_mm; 2],
+                principal_mm: [0.0; 2],
+            },
             sdd_mm: args.sdd_mm,
             sid_mm: args.sid_mm,
             beam: match args.beam {
@@ -99,7 +115,9 @@ pub fn run(choice: &AdapterChoice, args: &DrrArgs) -> Result<()> {
         let poses = drr::pose_tensor(&gpu, &[pose])?;
         let projector = match args.projector {
             ProjectorArg::Siddon => Projector::Siddon,
-            ProjectorArg::Trilinear => Projector::Trilinear { step_mm: args.step_mm },
+            ProjectorArg::Trilinear => Projector::Trilinear {
+                step_mm: args.step_mm,
+            },
         };
         let mut out = gpu.no_grad(|| drr::render(&volume, &poses, &geometry, projector))?;
         if args.beer_lambert {
@@ -112,7 +130,12 @@ pub fn run(choice: &AdapterChoice, args: &DrrArgs) -> Result<()> {
     } else if let Some(w) = &args.window {
         Some((w[0], w[1]))
     } else {
-        Some(img.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v))))
+        Some(
+            img.iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                }),
+        )
     };
     io::write_png(&args.output, &img, h, w, window)?;
     println!("wrote {} ({h}×{w}, {}-bit)", args.output, args.bits);

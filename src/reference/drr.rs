@@ -16,7 +16,9 @@ pub type Vec3 = [f64; 3];
 pub enum RefProjector {
     Siddon,
     /// Samples at s_k = k·step_mm from the source, zero-padded trilinear interpolation.
-    Trilinear { step_mm: f64 },
+    Trilinear {
+        step_mm: f64,
+    },
 }
 
 fn to_index(inv: &[[f64; 4]; 3], w: Vec3) -> Vec3 {
@@ -28,7 +30,13 @@ fn norm(v: Vec3) -> f64 {
 }
 
 /// `(flat voxel index, weight)` pairs with `P(ray) = Σ weight · vol[index]`.
-pub fn ray_weights(dims: [usize; 3], inv: &[[f64; 4]; 3], a_w: Vec3, b_w: Vec3, projector: RefProjector) -> Vec<(usize, f64)> {
+pub fn ray_weights(
+    dims: [usize; 3],
+    inv: &[[f64; 4]; 3],
+    a_w: Vec3,
+    b_w: Vec3,
+    projector: RefProjector,
+) -> Vec<(usize, f64)> {
     let a = to_index(inv, a_w);
     let b = to_index(inv, b_w);
     let d: Vec3 = std::array::from_fn(|k| b[k] - a[k]);
@@ -73,9 +81,14 @@ pub fn ray_weights(dims: [usize; 3], inv: &[[f64; 4]; 3], a_w: Vec3, b_w: Vec3, 
                     continue;
                 }
                 let mid = 0.5 * (w[0] + w[1]);
-                let idx: Vec<i64> = (0..3).map(|k| (a[k] + mid * d[k] + 0.5).floor() as i64).collect();
+                let idx: Vec<i64> = (0..3)
+                    .map(|k| (a[k] + mid * d[k] + 0.5).floor() as i64)
+                    .collect();
                 if (0..3).all(|k| idx[k] >= 0 && (idx[k] as usize) < n[k]) {
-                    out.push((flat(idx[0] as usize, idx[1] as usize, idx[2] as usize), dt * len));
+                    out.push((
+                        flat(idx[0] as usize, idx[1] as usize, idx[2] as usize),
+                        dt * len,
+                    ));
                 }
             }
             out
@@ -93,9 +106,14 @@ pub fn ray_weights(dims: [usize; 3], inv: &[[f64; 4]; 3], a_w: Vec3, b_w: Vec3, 
                     if !(0..3).all(|j| v[j] >= 0 && (v[j] as usize) < n[j]) {
                         continue;
                     }
-                    let w: f64 = (0..3).map(|j| (1.0 - (p[j] - v[j] as f64).abs()).max(0.0)).product();
+                    let w: f64 = (0..3)
+                        .map(|j| (1.0 - (p[j] - v[j] as f64).abs()).max(0.0))
+                        .product();
                     if w > 0.0 {
-                        out.push((flat(v[0] as usize, v[1] as usize, v[2] as usize), w * step_mm));
+                        out.push((
+                            flat(v[0] as usize, v[1] as usize, v[2] as usize),
+                            w * step_mm,
+                        ));
                     }
                 }
             }
@@ -105,15 +123,31 @@ pub fn ray_weights(dims: [usize; 3], inv: &[[f64; 4]; 3], a_w: Vec3, b_w: Vec3, 
 }
 
 /// Line integrals of `vol` ([D, H, W]) along each ray.
-pub fn project(vol: &Array, inv: &[[f64; 4]; 3], rays: &[(Vec3, Vec3)], projector: RefProjector) -> Vec<f64> {
+pub fn project(
+    vol: &Array,
+    inv: &[[f64; 4]; 3],
+    rays: &[(Vec3, Vec3)],
+    projector: RefProjector,
+) -> Vec<f64> {
     let dims = [vol.shape[0], vol.shape[1], vol.shape[2]];
     rays.iter()
-        .map(|&(a, b)| ray_weights(dims, inv, a, b, projector).iter().map(|&(i, w)| w * vol.data[i]).sum())
+        .map(|&(a, b)| {
+            ray_weights(dims, inv, a, b, projector)
+                .iter()
+                .map(|&(i, w)| w * vol.data[i])
+                .sum()
+        })
         .collect()
 }
 
 /// The adjoint: `Pᵀ g` as a volume [D, H, W] (a ray-driven scatter, fine on the CPU).
-pub fn backproject(dims: [usize; 3], inv: &[[f64; 4]; 3], rays: &[(Vec3, Vec3)], g: &[f64], projector: RefProjector) -> Array {
+pub fn backproject(
+    dims: [usize; 3],
+    inv: &[[f64; 4]; 3],
+    rays: &[(Vec3, Vec3)],
+    g: &[f64],
+    projector: RefProjector,
+) -> Array {
     let mut out = Array::zeros(&dims);
     for (&(a, b), &gv) in rays.iter().zip(g) {
         for (i, w) in ray_weights(dims, inv, a, b, projector) {
