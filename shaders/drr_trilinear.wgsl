@@ -172,8 +172,10 @@ fn voxel_or_zero(ix: i32, iy: i32, iz: i32) -> f32 {
     return vol[(u32(iz) * p.ny + u32(iy)) * p.nx + u32(ix)];
 }
 
-// The 8 corner values around x: c[ox + 2·oy + 4·oz].
-struct Cell { c: array<f32, 8>, f: vec3<f32> }
+// The 8 corner values around x as two vec4 (no private array: dynamically indexed private
+// arrays are spilled to memory by SIMD compilers such as lavapipe's):
+// lo = (c000, c100, c010, c110), hi = (c001, c101, c011, c111) with c_xyz the corner offsets.
+struct Cell { lo: vec4<f32>, hi: vec4<f32>, f: vec3<f32> }
 
 fn load_cell(x: vec3<f32>) -> Cell {
     let fl = floor(x);
@@ -185,39 +187,35 @@ fn load_cell(x: vec3<f32>) -> Cell {
         let base = (u32(i.z) * p.ny + u32(i.y)) * p.nx + u32(i.x);
         let sy = p.nx;
         let sz = p.nx * p.ny;
-        cell.c[0] = vol[base];
-        cell.c[1] = vol[base + 1u];
-        cell.c[2] = vol[base + sy];
-        cell.c[3] = vol[base + sy + 1u];
-        cell.c[4] = vol[base + sz];
-        cell.c[5] = vol[base + sz + 1u];
-        cell.c[6] = vol[base + sz + sy];
-        cell.c[7] = vol[base + sz + sy + 1u];
+        cell.lo = vec4<f32>(vol[base], vol[base + 1u], vol[base + sy], vol[base + sy + 1u]);
+        cell.hi = vec4<f32>(vol[base + sz], vol[base + sz + 1u], vol[base + sz + sy], vol[base + sz + sy + 1u]);
     } else {
-        for (var k = 0; k < 8; k += 1) {
-            cell.c[k] = voxel_or_zero(i.x + (k & 1), i.y + ((k >> 1u) & 1), i.z + ((k >> 2u) & 1));
-        }
+        cell.lo = vec4<f32>(voxel_or_zero(i.x, i.y, i.z), voxel_or_zero(i.x + 1, i.y, i.z),
+                            voxel_or_zero(i.x, i.y + 1, i.z), voxel_or_zero(i.x + 1, i.y + 1, i.z));
+        cell.hi = vec4<f32>(voxel_or_zero(i.x, i.y, i.z + 1), voxel_or_zero(i.x + 1, i.y, i.z + 1),
+                            voxel_or_zero(i.x, i.y + 1, i.z + 1), voxel_or_zero(i.x + 1, i.y + 1, i.z + 1));
     }
     return cell;
 }
 
 fn interp(cl: Cell) -> f32 {
     let f = cl.f;
-    let x00 = mix(cl.c[0], cl.c[1], f.x);
-    let x10 = mix(cl.c[2], cl.c[3], f.x);
-    let x01 = mix(cl.c[4], cl.c[5], f.x);
-    let x11 = mix(cl.c[6], cl.c[7], f.x);
-    return mix(mix(x00, x10, f.y), mix(x01, x11, f.y), f.z);
+    // along x: (x00, x10, x01, x11) for (y, z) = (0,0), (1,0), (0,1), (1,1)
+    let a = vec4<f32>(cl.lo.x, cl.lo.z, cl.hi.x, cl.hi.z);
+    let b = vec4<f32>(cl.lo.y, cl.lo.w, cl.hi.y, cl.hi.w);
+    let xs = mix(a, b, f.x);
+    return mix(mix(xs.x, xs.y, f.y), mix(xs.z, xs.w, f.y), f.z);
 }
 
 // ∇f in index space.
 fn interp_grad(cl: Cell) -> vec3<f32> {
     let f = cl.f;
     let g = 1.0 - f;
-    let c = cl.c;
-    let dx = (c[1] - c[0]) * g.y * g.z + (c[3] - c[2]) * f.y * g.z + (c[5] - c[4]) * g.y * f.z + (c[7] - c[6]) * f.y * f.z;
-    let dy = (c[2] - c[0]) * g.x * g.z + (c[3] - c[1]) * f.x * g.z + (c[6] - c[4]) * g.x * f.z + (c[7] - c[5]) * f.x * f.z;
-    let dz = (c[4] - c[0]) * g.x * g.y + (c[5] - c[1]) * f.x * g.y + (c[6] - c[2]) * g.x * f.y + (c[7] - c[3]) * f.x * f.y;
+    let c0 = cl.lo.x; let c1 = cl.lo.y; let c2 = cl.lo.z; let c3 = cl.lo.w;
+    let c4 = cl.hi.x; let c5 = cl.hi.y; let c6 = cl.hi.z; let c7 = cl.hi.w;
+    let dx = (c1 - c0) * g.y * g.z + (c3 - c2) * f.y * g.z + (c5 - c4) * g.y * f.z + (c7 - c6) * f.y * f.z;
+    let dy = (c2 - c0) * g.x * g.z + (c3 - c1) * f.x * g.z + (c6 - c4) * g.x * f.z + (c7 - c5) * f.x * f.z;
+    let dz = (c4 - c0) * g.x * g.y + (c5 - c1) * f.x * g.y + (c6 - c2) * g.x * f.y + (c7 - c3) * f.x * f.y;
     return vec3<f32>(dx, dy, dz);
 }
 
