@@ -5,11 +5,7 @@ mod cli;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "cads",
-    version,
-    about = "GPU-native CADS pretraining and PVT-UNet segmentation on wgpu"
-)]
+#[command(name = "cads", version, about = "GPU-native CADS pretraining and PVT-UNet segmentation on wgpu")]
 struct Args {
     /// Restrict adapters to these backends (comma list: vulkan, metal, dx12, gl). Same as WGPU_BACKEND.
     #[arg(long, global = true)]

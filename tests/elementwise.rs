@@ -5,7 +5,7 @@ mod common;
 
 use cads::ops::{self, BinaryOp, UnaryOp};
 use cads::reference::{elementwise as refew, gradcheck, Array};
-use cads::util::{Rng, F32_GRAD, F32_POINTWISE, FD_F64};
+use cads::util::{Rng, FD_F64, F32_GRAD, F32_POINTWISE};
 use cads::Tensor;
 use common::*;
 
@@ -21,45 +21,21 @@ const BROADCAST_CASES: &[(&[usize], &[usize])] = &[
 fn binary_ops_match_reference_forward_and_backward() {
     let gpu = gpu();
     let mut rng = Rng::new(11);
-    for op in [
-        BinaryOp::Add,
-        BinaryOp::Sub,
-        BinaryOp::Mul,
-        BinaryOp::Div,
-        BinaryOp::Max,
-        BinaryOp::Min,
-    ] {
+    for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Max, BinaryOp::Min] {
         for (sa, sb) in BROADCAST_CASES {
             let (a, ta) = random_param(&gpu, &mut rng, sa, 0.5, 2.0);
             let (b, tb) = random_param(&gpu, &mut rng, sb, 0.5, 2.0);
             let out = ops::binary(op, &ta, &tb).unwrap();
             let want = refew::binary(op, &a, &b);
             assert_eq!(out.shape(), want.shape.as_slice());
-            assert_close(
-                &format!("{op:?} {sa:?} {sb:?} forward"),
-                &out.to_vec().unwrap(),
-                &want.data,
-                F32_POINTWISE,
-            );
+            assert_close(&format!("{op:?} {sa:?} {sb:?} forward"), &out.to_vec().unwrap(), &want.data, F32_POINTWISE);
 
             let gdata = rng.vec_uniform(out.numel(), -1.0, 1.0);
             let g = Array::from_f32(&gdata, out.shape());
-            let grads = out
-                .backward_with(&Tensor::from_slice(&gpu, &gdata, out.shape()).unwrap())
-                .unwrap();
+            let grads = out.backward_with(&Tensor::from_slice(&gpu, &gdata, out.shape()).unwrap()).unwrap();
             let (ga, gb) = refew::binary_backward(op, &a, &b, &g);
-            assert_close(
-                &format!("{op:?} {sa:?} {sb:?} grad a"),
-                &grads.get(&ta).unwrap().to_vec().unwrap(),
-                &ga.data,
-                F32_GRAD,
-            );
-            assert_close(
-                &format!("{op:?} {sa:?} {sb:?} grad b"),
-                &grads.get(&tb).unwrap().to_vec().unwrap(),
-                &gb.data,
-                F32_GRAD,
-            );
+            assert_close(&format!("{op:?} {sa:?} {sb:?} grad a"), &grads.get(&ta).unwrap().to_vec().unwrap(), &ga.data, F32_GRAD);
+            assert_close(&format!("{op:?} {sa:?} {sb:?} grad b"), &grads.get(&tb).unwrap().to_vec().unwrap(), &gb.data, F32_GRAD);
         }
     }
 }
@@ -69,48 +45,21 @@ fn unary_ops_match_reference_forward_and_backward() {
     let gpu = gpu();
     let mut rng = Rng::new(12);
     let ops_list = [
-        UnaryOp::Neg,
-        UnaryOp::Exp,
-        UnaryOp::Log,
-        UnaryOp::Sqrt,
-        UnaryOp::Square,
-        UnaryOp::Relu,
-        UnaryOp::LeakyRelu(0.01),
-        UnaryOp::Gelu,
-        UnaryOp::AddScalar(0.3),
-        UnaryOp::MulScalar(-1.7),
-        UnaryOp::Tanh,
-        UnaryOp::Sigmoid,
-        UnaryOp::Reciprocal,
-        UnaryOp::Abs,
-        UnaryOp::Pow(1.5),
+        UnaryOp::Neg, UnaryOp::Exp, UnaryOp::Log, UnaryOp::Sqrt, UnaryOp::Square, UnaryOp::Relu,
+        UnaryOp::LeakyRelu(0.01), UnaryOp::Gelu, UnaryOp::AddScalar(0.3), UnaryOp::MulScalar(-1.7),
+        UnaryOp::Tanh, UnaryOp::Sigmoid, UnaryOp::Reciprocal, UnaryOp::Abs, UnaryOp::Pow(1.5),
     ];
     for op in ops_list {
-        let positive = matches!(
-            op,
-            UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Reciprocal | UnaryOp::Pow(_)
-        );
+        let positive = matches!(op, UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Reciprocal | UnaryOp::Pow(_));
         let (lo, hi) = if positive { (0.2, 3.0) } else { (-3.0, 3.0) };
         let shape = [3, 37, 5];
         let (x, tx) = random_param(&gpu, &mut rng, &shape, lo, hi);
         let y = ops::unary(op, &tx).unwrap();
-        assert_close(
-            &format!("{op:?} forward"),
-            &y.to_vec().unwrap(),
-            &refew::unary(op, &x).data,
-            F32_POINTWISE,
-        );
+        assert_close(&format!("{op:?} forward"), &y.to_vec().unwrap(), &refew::unary(op, &x).data, F32_POINTWISE);
         let gdata = rng.vec_uniform(y.numel(), -1.0, 1.0);
-        let grads = y
-            .backward_with(&Tensor::from_slice(&gpu, &gdata, &shape).unwrap())
-            .unwrap();
+        let grads = y.backward_with(&Tensor::from_slice(&gpu, &gdata, &shape).unwrap()).unwrap();
         let want = refew::unary_backward(op, &x, &Array::from_f32(&gdata, &shape));
-        assert_close(
-            &format!("{op:?} backward"),
-            &grads.get(&tx).unwrap().to_vec().unwrap(),
-            &want.data,
-            F32_GRAD,
-        );
+        assert_close(&format!("{op:?} backward"), &grads.get(&tx).unwrap().to_vec().unwrap(), &want.data, F32_GRAD);
     }
 }
 
@@ -122,11 +71,7 @@ fn launches_past_65535_workgroups_cover_every_element() {
     let data: Vec<f32> = (0..n).map(|i| (i % 1000) as f32).collect();
     let t = Tensor::from_slice(&gpu, &data, &[n]).unwrap();
     let y = ops::add_scalar(&t, 1.0).unwrap().to_vec().unwrap();
-    let bad = y
-        .iter()
-        .enumerate()
-        .filter(|(i, &v)| v != (i % 1000) as f32 + 1.0)
-        .count();
+    let bad = y.iter().enumerate().filter(|(i, &v)| v != (i % 1000) as f32 + 1.0).count();
     assert_eq!(bad, 0, "{bad} elements wrong after a folded launch");
 }
 
@@ -138,62 +83,17 @@ fn reference_backward_matches_finite_differences() {
         let b = Array::new((0..3).map(|_| rng.range(0.5, 2.0)).collect(), &[3]);
         let g: Vec<f64> = (0..6).map(|_| rng.range(-1.0, 1.0)).collect();
         let (ga, gb) = refew::binary_backward(op, &a, &b, &Array::new(g.clone(), &[2, 3]));
-        let fa = |x: &[f64]| {
-            gradcheck::dot(
-                &refew::binary(op, &Array::new(x.to_vec(), &[2, 3]), &b).data,
-                &g,
-            )
-        };
-        let fb = |x: &[f64]| {
-            gradcheck::dot(
-                &refew::binary(op, &a, &Array::new(x.to_vec(), &[3])).data,
-                &g,
-            )
-        };
-        assert_close64(
-            &format!("{op:?} fd a"),
-            &ga.data,
-            &gradcheck::numeric_gradient(fa, &a.data, 1e-6),
-            FD_F64,
-        );
-        assert_close64(
-            &format!("{op:?} fd b"),
-            &gb.data,
-            &gradcheck::numeric_gradient(fb, &b.data, 1e-6),
-            FD_F64,
-        );
+        let fa = |x: &[f64]| gradcheck::dot(&refew::binary(op, &Array::new(x.to_vec(), &[2, 3]), &b).data, &g);
+        let fb = |x: &[f64]| gradcheck::dot(&refew::binary(op, &a, &Array::new(x.to_vec(), &[3])).data, &g);
+        assert_close64(&format!("{op:?} fd a"), &ga.data, &gradcheck::numeric_gradient(fa, &a.data, 1e-6), FD_F64);
+        assert_close64(&format!("{op:?} fd b"), &gb.data, &gradcheck::numeric_gradient(fb, &b.data, 1e-6), FD_F64);
     }
-    for op in [
-        UnaryOp::Gelu,
-        UnaryOp::Tanh,
-        UnaryOp::Sigmoid,
-        UnaryOp::LeakyRelu(0.01),
-        UnaryOp::Exp,
-        UnaryOp::Pow(1.5),
-    ] {
-        let x = Array::new(
-            (0..9)
-                .map(|_| {
-                    rng.range(0.1, 2.0)
-                        * if rng.bernoulli(0.5) && !matches!(op, UnaryOp::Pow(_)) {
-                            -1.0
-                        } else {
-                            1.0
-                        }
-                })
-                .collect(),
-            &[9],
-        );
+    for op in [UnaryOp::Gelu, UnaryOp::Tanh, UnaryOp::Sigmoid, UnaryOp::LeakyRelu(0.01), UnaryOp::Exp, UnaryOp::Pow(1.5)] {
+        let x = Array::new((0..9).map(|_| rng.range(0.1, 2.0) * if rng.bernoulli(0.5) && !matches!(op, UnaryOp::Pow(_)) { -1.0 } else { 1.0 }).collect(), &[9]);
         let g: Vec<f64> = (0..9).map(|_| rng.range(-1.0, 1.0)).collect();
         let analytic = refew::unary_backward(op, &x, &Array::new(g.clone(), &[9]));
-        let f =
-            |v: &[f64]| gradcheck::dot(&refew::unary(op, &Array::new(v.to_vec(), &[9])).data, &g);
-        assert_close64(
-            &format!("{op:?} fd"),
-            &analytic.data,
-            &gradcheck::numeric_gradient(f, &x.data, 1e-6),
-            FD_F64,
-        );
+        let f = |v: &[f64]| gradcheck::dot(&refew::unary(op, &Array::new(v.to_vec(), &[9])).data, &g);
+        assert_close64(&format!("{op:?} fd"), &analytic.data, &gradcheck::numeric_gradient(f, &x.data, 1e-6), FD_F64);
     }
 }
 
@@ -203,8 +103,5 @@ fn shape_mismatch_is_a_typed_error() {
     let a = Tensor::zeros(&gpu, &[2, 3]).unwrap();
     let b = Tensor::zeros(&gpu, &[4]).unwrap();
     let err = ops::add(&a, &b).unwrap_err().to_string();
-    assert!(
-        err.contains("add") && err.contains("[2, 3]") && err.contains("[4]"),
-        "{err}"
-    );
+    assert!(err.contains("add") && err.contains("[2, 3]") && err.contains("[4]"), "{err}");
 }

@@ -4,10 +4,7 @@ mod common;
 
 use std::process::Command;
 
-const NO_GPU_ENV: [(&str, &str); 2] = [
-    ("WGPU_BACKEND", "vulkan"),
-    ("VK_ICD_FILENAMES", "/nonexistent"),
-];
+const NO_GPU_ENV: [(&str, &str); 2] = [("WGPU_BACKEND", "vulkan"), ("VK_ICD_FILENAMES", "/nonexistent")];
 
 /// A GPU test. Run normally it passes; the test below re-runs it with no adapter.
 #[test]
@@ -24,32 +21,15 @@ fn gpu_tests_fail_with_install_instructions_when_no_adapter() {
         .envs(NO_GPU_ENV)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !out.status.success(),
-        "probe passed without an adapter:\n{text}"
-    );
-    assert!(
-        text.contains("mesa-vulkan-drivers") && text.contains("1 failed"),
-        "no install hint:\n{text}"
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "probe passed without an adapter:\n{text}");
+    assert!(text.contains("mesa-vulkan-drivers") && text.contains("1 failed"), "no install hint:\n{text}");
 }
 
 #[test]
 fn cli_fails_with_install_instructions_when_no_adapter() {
-    let out = Command::new(env!("CARGO_BIN_EXE_cads"))
-        .arg("info")
-        .envs(NO_GPU_ENV)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cads")).arg("info").envs(NO_GPU_ENV).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(
-        err.contains("no GPU adapter") && err.contains("mesa-vulkan-drivers"),
-        "{err}"
-    );
+    assert!(err.contains("no GPU adapter") && err.contains("mesa-vulkan-drivers"), "{err}");
 }

@@ -30,12 +30,8 @@ fn every_shader_file_validates_and_is_used() {
         let source = std::fs::read_to_string(&path).unwrap();
         validate(&stem, &source);
         let spec = specs.iter().find(|s| s.shader == stem);
-        let spec = spec
-            .unwrap_or_else(|| panic!("shaders/{stem}.wgsl has no KernelSpec (unused shader?)"));
-        assert_eq!(
-            spec.source, source,
-            "KernelSpec source for {stem} is not shaders/{stem}.wgsl"
-        );
+        let spec = spec.unwrap_or_else(|| panic!("shaders/{stem}.wgsl has no KernelSpec (unused shader?)"));
+        assert_eq!(spec.source, source, "KernelSpec source for {stem} is not shaders/{stem}.wgsl");
         count += 1;
     }
     assert!(count >= 3, "found only {count} shaders");
@@ -45,22 +41,14 @@ fn every_shader_file_validates_and_is_used() {
 fn kernel_specs_match_their_shaders() {
     let mut parsed: HashMap<&str, (naga::Module, naga::valid::ModuleInfo)> = HashMap::new();
     for spec in cads::ops::all_kernels() {
-        let (module, info) = parsed
-            .entry(spec.shader)
-            .or_insert_with(|| validate(spec.shader, spec.source));
+        let (module, info) = parsed.entry(spec.shader).or_insert_with(|| validate(spec.shader, spec.source));
         let (ep_index, ep) = module
             .entry_points
             .iter()
             .enumerate()
             .find(|(_, e)| e.name == spec.entry)
             .unwrap_or_else(|| panic!("{}: no entry point {}", spec.shader, spec.entry));
-        assert_eq!(
-            ep.stage,
-            naga::ShaderStage::Compute,
-            "{}::{}",
-            spec.shader,
-            spec.entry
-        );
+        assert_eq!(ep.stage, naga::ShaderStage::Compute, "{}::{}", spec.shader, spec.entry);
         let mut layouter = naga::proc::Layouter::default();
         layouter.update(module.to_ctx()).unwrap();
         let fn_info = info.get_entry_point(ep_index);
@@ -69,60 +57,24 @@ fn kernel_specs_match_their_shaders() {
             if fn_info[handle].is_empty() {
                 continue;
             }
-            let Some(binding) = &var.binding else {
-                continue;
-            };
-            let what = format!(
-                "{}::{} binding {}",
-                spec.shader, spec.entry, binding.binding
-            );
+            let Some(binding) = &var.binding else { continue };
+            let what = format!("{}::{} binding {}", spec.shader, spec.entry, binding.binding);
             assert_eq!(binding.group, 0, "{what}: group");
             let b = binding.binding;
             if b == 0 {
-                assert_eq!(
-                    var.space,
-                    naga::AddressSpace::Uniform,
-                    "{what}: must be the uniform params"
-                );
+                assert_eq!(var.space, naga::AddressSpace::Uniform, "{what}: must be the uniform params");
                 let size = layouter[var.ty].size as usize;
-                assert_eq!(
-                    size, spec.params_size,
-                    "{what}: WGSL params struct is {size} bytes, Rust struct {}",
-                    spec.params_size
-                );
-                assert_eq!(
-                    spec.params_size % 16,
-                    0,
-                    "{what}: params must be padded to 16 bytes"
-                );
+                assert_eq!(size, spec.params_size, "{what}: WGSL params struct is {size} bytes, Rust struct {}", spec.params_size);
+                assert_eq!(spec.params_size % 16, 0, "{what}: params must be padded to 16 bytes");
                 saw_params = true;
             } else if b <= spec.inputs {
-                assert_eq!(
-                    var.space,
-                    naga::AddressSpace::Storage {
-                        access: naga::StorageAccess::LOAD
-                    },
-                    "{what}: inputs are read-only storage"
-                );
+                assert_eq!(var.space, naga::AddressSpace::Storage { access: naga::StorageAccess::LOAD }, "{what}: inputs are read-only storage");
             } else if b <= spec.inputs + spec.outputs {
-                assert_eq!(
-                    var.space,
-                    naga::AddressSpace::Storage {
-                        access: naga::StorageAccess::LOAD | naga::StorageAccess::STORE
-                    },
-                    "{what}: outputs are read_write storage"
-                );
+                assert_eq!(var.space, naga::AddressSpace::Storage { access: naga::StorageAccess::LOAD | naga::StorageAccess::STORE }, "{what}: outputs are read_write storage");
             } else {
-                panic!(
-                    "{what}: binding beyond the spec's {} inputs and {} outputs",
-                    spec.inputs, spec.outputs
-                );
+                panic!("{what}: binding beyond the spec's {} inputs and {} outputs", spec.inputs, spec.outputs);
             }
         }
-        assert!(
-            saw_params,
-            "{}::{} does not use its params at binding 0",
-            spec.shader, spec.entry
-        );
+        assert!(saw_params, "{}::{} does not use its params at binding 0", spec.shader, spec.entry);
     }
 }

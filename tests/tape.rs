@@ -18,12 +18,7 @@ fn fan_out_accumulates_in_one_place() {
     let loss = ops::sum_all(&y).unwrap();
     let grads = loss.backward().unwrap();
     let want: Vec<f64> = data.iter().map(|&v| 2.0 * v as f64 + 2.0).collect();
-    assert_close(
-        "fan-out grad",
-        &grads.get(&x).unwrap().to_vec().unwrap(),
-        &want,
-        F32_POINTWISE,
-    );
+    assert_close("fan-out grad", &grads.get(&x).unwrap().to_vec().unwrap(), &want, F32_POINTWISE);
 }
 
 #[test]
@@ -36,12 +31,7 @@ fn no_grad_and_detach_stop_recording() {
     // z = x·detach(x): gradient is detach(x) only, not 2x.
     let z = ops::sum_all(&ops::mul(&x, &x.detach()).unwrap()).unwrap();
     let g = z.backward().unwrap();
-    assert_close(
-        "detach grad",
-        &g.get(&x).unwrap().to_vec().unwrap(),
-        &[1.0, 2.0],
-        F32_POINTWISE,
-    );
+    assert_close("detach grad", &g.get(&x).unwrap().to_vec().unwrap(), &[1.0, 2.0], F32_POINTWISE);
 }
 
 #[test]
@@ -59,11 +49,7 @@ fn non_scalar_backward_needs_an_upstream_gradient() {
     let gpu = gpu();
     let x = Tensor::parameter(&gpu, &[1.0, 2.0], &[2]).unwrap();
     let y = ops::exp(&x).unwrap();
-    assert!(y
-        .backward()
-        .unwrap_err()
-        .to_string()
-        .contains("backward_with"));
+    assert!(y.backward().unwrap_err().to_string().contains("backward_with"));
     let bad = Tensor::zeros(&gpu, &[3]).unwrap();
     assert!(y.backward_with(&bad).is_err());
 }
@@ -81,18 +67,12 @@ fn intermediate_buffers_return_to_the_pool_after_backward() {
         }
         let loss = ops::sum_all(&h).unwrap();
         let during = gpu.pool_stats().live_bytes;
-        assert!(
-            during >= before + 16 * 4096 * 4,
-            "activations should be live before backward"
-        );
+        assert!(during >= before + 16 * 4096 * 4, "activations should be live before backward");
         loss.backward().unwrap()
     };
     // Only the gradient of x (one 64×64 buffer) may remain beyond what was live before.
     let after = gpu.pool_stats().live_bytes;
-    assert!(
-        after <= before + 4096 * 4,
-        "live bytes {before} -> {after}: intermediates leaked"
-    );
+    assert!(after <= before + 4096 * 4, "live bytes {before} -> {after}: intermediates leaked");
     assert_eq!(grads.len(), 1);
     let stats = gpu.pool_stats();
     assert!(stats.reuses > 0 && stats.peak_bytes >= stats.live_bytes);
@@ -109,46 +89,25 @@ fn permute_slice_concat_forward_and_backward() {
     assert_eq!(p.shape(), &[7, 2, 5, 3]);
     let pv = p.to_vec().unwrap();
     let mut want = vec![0.0f64; pv.len()];
-    for a in 0..2 {
-        for b in 0..3 {
-            for c in 0..5 {
-                for d in 0..7 {
-                    want[((d * 2 + a) * 5 + c) * 3 + b] = xa.data[((a * 3 + b) * 5 + c) * 7 + d];
-                }
-            }
-        }
-    }
+    for a in 0..2 { for b in 0..3 { for c in 0..5 { for d in 0..7 {
+        want[((d * 2 + a) * 5 + c) * 3 + b] = xa.data[((a * 3 + b) * 5 + c) * 7 + d];
+    }}}}
     assert_close("permute", &pv, &want, F32_POINTWISE);
     // slice axis 2, 1..4, then concat with itself along axis 0; gradient of a weighted sum.
     let s = x.slice(2, 1, 3).unwrap();
     let c = Tensor::concat(&[&s, &s, &p.permute(&[1, 3, 2, 0]).unwrap()], 2).unwrap();
     assert_eq!(c.shape(), &[2, 3, 11, 7]);
     let g = rng.vec_uniform(c.numel(), -1.0, 1.0);
-    let grads = c
-        .backward_with(&Tensor::from_slice(&gpu, &g, c.shape()).unwrap())
-        .unwrap();
+    let grads = c.backward_with(&Tensor::from_slice(&gpu, &g, c.shape()).unwrap()).unwrap();
     // d/dx: for each x[a,b,k,d]: (k in 1..4 → g at slot k-1 and slot 3+k-1) + g at slot 6+k.
     let mut gx = vec![0.0f64; xa.numel()];
-    for a in 0..2 {
-        for b in 0..3 {
-            for k in 0..5 {
-                for d in 0..7 {
-                    let gi = |slot: usize| g[((a * 3 + b) * 11 + slot) * 7 + d] as f64;
-                    let mut v = gi(6 + k);
-                    if (1..4).contains(&k) {
-                        v += gi(k - 1) + gi(3 + k - 1);
-                    }
-                    gx[((a * 3 + b) * 5 + k) * 7 + d] = v;
-                }
-            }
-        }
-    }
-    assert_close(
-        "slice/concat/permute grad",
-        &grads.get(&x).unwrap().to_vec().unwrap(),
-        &gx,
-        F32_GRAD,
-    );
+    for a in 0..2 { for b in 0..3 { for k in 0..5 { for d in 0..7 {
+        let gi = |slot: usize| g[((a * 3 + b) * 11 + slot) * 7 + d] as f64;
+        let mut v = gi(6 + k);
+        if (1..4).contains(&k) { v += gi(k - 1) + gi(3 + k - 1); }
+        gx[((a * 3 + b) * 5 + k) * 7 + d] = v;
+    }}}}
+    assert_close("slice/concat/permute grad", &grads.get(&x).unwrap().to_vec().unwrap(), &gx, F32_GRAD);
 }
 
 #[test]

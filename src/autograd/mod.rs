@@ -91,11 +91,7 @@ impl Gradients {
                 if prev.shape() != g.shape() {
                     return Err(Error::Autograd {
                         op: "accumulate",
-                        message: format!(
-                            "gradient shapes {:?} and {:?} differ",
-                            prev.shape(),
-                            g.shape()
-                        ),
+                        message: format!("gradient shapes {:?} and {:?} differ", prev.shape(), g.shape()),
                     });
                 }
                 let sum = crate::ops::add(&prev, &g)?;
@@ -138,8 +134,7 @@ impl Tensor {
         if !self.requires_grad() {
             return Err(Error::Autograd {
                 op: "backward",
-                message: "tensor does not require grad (no parameter or recorded op leads to it)"
-                    .into(),
+                message: "tensor does not require grad (no parameter or recorded op leads to it)".into(),
             });
         }
         let gpu = self.gpu().clone();
@@ -165,11 +160,7 @@ impl Tensor {
                 if input_grads.len() != inputs.len() {
                     return Err(Error::Autograd {
                         op: node.op,
-                        message: format!(
-                            "backward returned {} gradients for {} inputs",
-                            input_grads.len(),
-                            inputs.len()
-                        ),
+                        message: format!("backward returned {} gradients for {} inputs", input_grads.len(), inputs.len()),
                     });
                 }
                 for (x, gx) in inputs.iter().zip(input_grads) {
@@ -180,11 +171,7 @@ impl Tensor {
                     if gx.shape() != x.shape() {
                         return Err(Error::Autograd {
                             op: node.op,
-                            message: format!(
-                                "gradient of shape {:?} for an input of shape {:?}",
-                                gx.shape(),
-                                x.shape()
-                            ),
+                            message: format!("gradient of shape {:?} for an input of shape {:?}", gx.shape(), x.shape()),
                         });
                     }
                     grads.accumulate(x.id(), gx)?;
@@ -201,18 +188,11 @@ fn collect_nodes(root: &Tensor) -> Vec<Arc<Node>> {
     let mut stack = vec![root.clone()];
     let mut nodes = Vec::new();
     while let Some(t) = stack.pop() {
-        let Some(node) = t.inner.node.clone() else {
-            continue;
-        };
+        let Some(node) = t.inner.node.clone() else { continue };
         if !seen.insert(node.seq) {
             continue;
         }
-        if let Some((inputs, _)) = node
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
+        if let Some((inputs, _)) = node.state.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             stack.extend(inputs.iter().cloned());
         }
         nodes.push(node);

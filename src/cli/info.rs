@@ -13,40 +13,14 @@ pub fn run(choice: &AdapterChoice) -> Result<()> {
     println!("type:     {:?}", a.device_type);
     println!("driver:   {} {}", a.driver, a.driver_info);
     println!("limits:");
-    println!(
-        "  max_buffer_size                       {}",
-        l.max_buffer_size
-    );
-    println!(
-        "  max_storage_buffer_binding_size       {}",
-        l.max_storage_buffer_binding_size
-    );
-    println!(
-        "  max_storage_buffers_per_shader_stage  {}",
-        l.max_storage_buffers_per_shader_stage
-    );
-    println!(
-        "  max_compute_workgroups_per_dimension  {}",
-        l.max_compute_workgroups_per_dimension
-    );
-    println!(
-        "  max_compute_invocations_per_workgroup {}",
-        l.max_compute_invocations_per_workgroup
-    );
-    println!(
-        "  max_compute_workgroup_size            {}×{}×{}",
-        l.max_compute_workgroup_size_x,
-        l.max_compute_workgroup_size_y,
-        l.max_compute_workgroup_size_z
-    );
-    println!(
-        "  max_compute_workgroup_storage_size    {}",
-        l.max_compute_workgroup_storage_size
-    );
-    println!(
-        "  min_uniform_buffer_offset_alignment   {}",
-        l.min_uniform_buffer_offset_alignment
-    );
+    println!("  max_buffer_size                       {}", l.max_buffer_size);
+    println!("  max_storage_buffer_binding_size       {}", l.max_storage_buffer_binding_size);
+    println!("  max_storage_buffers_per_shader_stage  {}", l.max_storage_buffers_per_shader_stage);
+    println!("  max_compute_workgroups_per_dimension  {}", l.max_compute_workgroups_per_dimension);
+    println!("  max_compute_invocations_per_workgroup {}", l.max_compute_invocations_per_workgroup);
+    println!("  max_compute_workgroup_size            {}×{}×{}", l.max_compute_workgroup_size_x, l.max_compute_workgroup_size_y, l.max_compute_workgroup_size_z);
+    println!("  max_compute_workgroup_storage_size    {}", l.max_compute_workgroup_storage_size);
+    println!("  min_uniform_buffer_offset_alignment   {}", l.min_uniform_buffer_offset_alignment);
     println!("features:");
     println!("  f16                 {}", f.f16);
     println!("  subgroups           {}", f.subgroups);

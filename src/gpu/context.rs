@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
+use std::sync::{Arc, Mutex};
 
 use super::adapter::{select_adapter, AdapterChoice};
 use super::kernel::KernelCache;
@@ -128,12 +128,9 @@ impl Gpu {
             let gpu = Self::build(device, queue, summary(&info));
             // Only an owned device gets our handlers: a host's device keeps the host's own.
             let lost = gpu.inner.lost.clone();
-            gpu.inner
-                .device
-                .set_device_lost_callback(move |reason, msg| {
-                    *lost.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(format!("{reason:?}: {msg}"));
-                });
+            gpu.inner.device.set_device_lost_callback(move |reason, msg| {
+                *lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{reason:?}: {msg}"));
+            });
             let err = gpu.inner.error.clone();
             gpu.inner
                 .device
@@ -234,13 +231,7 @@ impl Gpu {
 
     /// Fail fast if the device was lost or wgpu reported an error since the last check.
     pub(crate) fn check_health(&self, op: &'static str) -> Result<()> {
-        if let Some(reason) = self
-            .inner
-            .lost
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
+        if let Some(reason) = self.inner.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Err(Error::DeviceLost { op, reason });
         }
         if let Some(message) = self
@@ -266,16 +257,8 @@ impl Gpu {
 
     /// Whether ops on this thread record onto the autograd tape right now.
     pub fn grad_enabled(&self) -> bool {
-        let depths = self
-            .inner
-            .no_grad_depth
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        depths
-            .get(&std::thread::current().id())
-            .copied()
-            .unwrap_or(0)
-            == 0
+        let depths = self.inner.no_grad_depth.lock().unwrap_or_else(|e| e.into_inner());
+        depths.get(&std::thread::current().id()).copied().unwrap_or(0) == 0
     }
 
     /// Run `f` with recording disabled on this thread (evaluation, EMA updates, optimizer steps).
@@ -283,12 +266,7 @@ impl Gpu {
         struct Restore<'a>(&'a Gpu);
         impl Drop for Restore<'_> {
             fn drop(&mut self) {
-                let mut depths = self
-                    .0
-                    .inner
-                    .no_grad_depth
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let mut depths = self.0.inner.no_grad_depth.lock().unwrap_or_else(|e| e.into_inner());
                 let id = std::thread::current().id();
                 if let Some(d) = depths.get_mut(&id) {
                     *d -= 1;

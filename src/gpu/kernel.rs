@@ -61,10 +61,7 @@ impl KernelCache {
         let key: PipelineKey = (
             spec.shader,
             spec.entry,
-            spec.constants
-                .iter()
-                .map(|(k, v)| (*k, v.to_bits()))
-                .collect(),
+            spec.constants.iter().map(|(k, v)| (*k, v.to_bits())).collect(),
         );
         if let Some(k) = self
             .pipelines

@@ -65,9 +65,7 @@ pub struct PooledBuffer {
 
 impl PooledBuffer {
     pub fn buffer(&self) -> &wgpu::Buffer {
-        self.buffer
-            .as_ref()
-            .expect("pooled buffer present until drop")
+        self.buffer.as_ref().expect("pooled buffer present until drop")
     }
     /// Bytes the buffer really has (its size class), at least what was requested.
     pub fn capacity(&self) -> u64 {

@@ -72,16 +72,8 @@ impl Gpu {
         })?;
         let kernel = self.inner.kernels.get(&self.inner.device, spec);
 
-        let align = self
-            .inner
-            .limits
-            .min_uniform_buffer_offset_alignment
-            .max(16) as u64;
-        let mut rec = self
-            .inner
-            .recorder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let align = self.inner.limits.min_uniform_buffer_offset_alignment.max(16) as u64;
+        let mut rec = self.inner.recorder.lock().unwrap_or_else(|e| e.into_inner());
         let mut offset = (rec.arena_bytes.len() as u64).next_multiple_of(align);
         if offset + bytes.len() as u64 > ARENA_BYTES || rec.pending >= MAX_PENDING {
             self.submit_locked(&mut rec);
@@ -144,11 +136,7 @@ impl Gpu {
     /// Record arbitrary encoder work (copies, clears, timestamps) in stream order with launches.
     pub(crate) fn encode(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) -> Result<()> {
         self.check_health("encode")?;
-        let mut rec = self
-            .inner
-            .recorder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut rec = self.inner.recorder.lock().unwrap_or_else(|e| e.into_inner());
         let device = &self.inner.device;
         let encoder = rec.encoder.get_or_insert_with(|| {
             device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -174,11 +162,7 @@ impl Gpu {
 
     /// Submit everything recorded so far (does not wait).
     pub fn flush(&self) -> Result<()> {
-        let mut rec = self
-            .inner
-            .recorder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut rec = self.inner.recorder.lock().unwrap_or_else(|e| e.into_inner());
         self.submit_locked(&mut rec);
         drop(rec);
         self.check_health("flush")
@@ -198,12 +182,7 @@ impl Gpu {
     }
 
     /// Copy `bytes` bytes from the start of `buffer` to the host (flushes and waits).
-    pub(crate) fn read_bytes(
-        &self,
-        op: &'static str,
-        buffer: &wgpu::Buffer,
-        bytes: u64,
-    ) -> Result<Vec<u8>> {
+    pub(crate) fn read_bytes(&self, op: &'static str, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         if bytes == 0 {
             return Ok(Vec::new());
         }
@@ -255,19 +234,12 @@ impl Gpu {
     }
 
     /// Write host bytes to the start of `buffer`, after all previously recorded work.
-    pub(crate) fn write_bytes(
-        &self,
-        op: &'static str,
-        buffer: &wgpu::Buffer,
-        data: &[u8],
-    ) -> Result<()> {
+    pub(crate) fn write_bytes(&self, op: &'static str, buffer: &wgpu::Buffer, data: &[u8]) -> Result<()> {
         self.flush()?;
         let len = data.len() as u64;
         let aligned = len - len % wgpu::COPY_BUFFER_ALIGNMENT;
         if aligned > 0 {
-            self.inner
-                .queue
-                .write_buffer(buffer, 0, &data[..aligned as usize]);
+            self.inner.queue.write_buffer(buffer, 0, &data[..aligned as usize]);
         }
         if aligned < len {
             let mut tail = [0u8; 4];

@@ -213,16 +213,8 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             BinaryOp::Add => (g.clone(), g.clone()),
             BinaryOp::Sub => (g.clone(), unary(UnaryOp::Neg, g)?),
             BinaryOp::Mul => (
-                if need_a {
-                    binary_raw(BinaryOp::Mul, g, &bc)?
-                } else {
-                    g.clone()
-                },
-                if need_b {
-                    binary_raw(BinaryOp::Mul, g, &ac)?
-                } else {
-                    g.clone()
-                },
+                if need_a { binary_raw(BinaryOp::Mul, g, &bc)? } else { g.clone() },
+                if need_b { binary_raw(BinaryOp::Mul, g, &ac)? } else { g.clone() },
             ),
             BinaryOp::Div => {
                 let ga = binary_raw(BinaryOp::Div, g, &bc)?;
@@ -244,10 +236,7 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
                 };
                 let mask_a = binary_raw(pick_a, &ac, &bc)?;
                 let mask_b = binary_raw(pick_b, &ac, &bc)?;
-                (
-                    binary_raw(BinaryOp::Mul, g, &mask_a)?,
-                    binary_raw(BinaryOp::Mul, g, &mask_b)?,
-                )
+                (binary_raw(BinaryOp::Mul, g, &mask_a)?, binary_raw(BinaryOp::Mul, g, &mask_b)?)
             }
             BinaryOp::Ge | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt => {
                 // Step functions: zero gradient almost everywhere.
@@ -256,16 +245,8 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             }
         };
         Ok(vec![
-            if need_a {
-                Some(sum_to_shape(&ga, ac.shape())?)
-            } else {
-                None
-            },
-            if need_b {
-                Some(sum_to_shape(&gb, bc.shape())?)
-            } else {
-                None
-            },
+            if need_a { Some(sum_to_shape(&ga, ac.shape())?) } else { None },
+            if need_b { Some(sum_to_shape(&gb, bc.shape())?) } else { None },
         ])
     }))
 }
@@ -304,13 +285,8 @@ fn unary_launch(spec: &KernelSpec, op: UnaryOp, inputs: &[&Tensor]) -> Result<Te
         _pad0: 0,
     };
     let bufs: Vec<&wgpu::Buffer> = inputs.iter().map(|t| t.buffer()).collect();
-    x.gpu().dispatch(
-        spec,
-        &params,
-        &bufs,
-        &[out.buffer()],
-        Grid::cover(n as u64, 256),
-    )?;
+    x.gpu()
+        .dispatch(spec, &params, &bufs, &[out.buffer()], Grid::cover(n as u64, 256))?;
     Ok(out)
 }
 
@@ -359,13 +335,7 @@ pub fn fill(gpu: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
             alpha: value,
             _pad0: 0,
         };
-        gpu.dispatch(
-            &FILL,
-            &params,
-            &[],
-            &[out.buffer()],
-            Grid::cover(n as u64, 256),
-        )?;
+        gpu.dispatch(&FILL, &params, &[], &[out.buffer()], Grid::cover(n as u64, 256))?;
     }
     Ok(out)
 }

@@ -44,26 +44,10 @@ pub(crate) const KERNELS: &[KernelSpec] = &[SUM_AXES];
 fn reduce_raw(x: &Tensor, reduced: &[bool], scale: f32) -> Result<Tensor> {
     let shape = x.shape();
     let strides = contiguous_strides(shape);
-    let kept_shape: Vec<usize> = shape
-        .iter()
-        .zip(reduced)
-        .map(|(&d, &r)| if r { 1 } else { d })
-        .collect();
-    let red_shape: Vec<usize> = shape
-        .iter()
-        .zip(reduced)
-        .map(|(&d, &r)| if r { d } else { 1 })
-        .collect();
-    let kept_stride: Vec<usize> = strides
-        .iter()
-        .zip(reduced)
-        .map(|(&s, &r)| if r { 0 } else { s })
-        .collect();
-    let red_stride: Vec<usize> = strides
-        .iter()
-        .zip(reduced)
-        .map(|(&s, &r)| if r { s } else { 0 })
-        .collect();
+    let kept_shape: Vec<usize> = shape.iter().zip(reduced).map(|(&d, &r)| if r { 1 } else { d }).collect();
+    let red_shape: Vec<usize> = shape.iter().zip(reduced).map(|(&d, &r)| if r { d } else { 1 }).collect();
+    let kept_stride: Vec<usize> = strides.iter().zip(reduced).map(|(&s, &r)| if r { 0 } else { s }).collect();
+    let red_stride: Vec<usize> = strides.iter().zip(reduced).map(|(&s, &r)| if r { s } else { 0 }).collect();
     let out = Tensor::uninit(x.gpu(), "sum", &kept_shape)?;
     let n_out = out.numel();
     let n_red: usize = red_shape.iter().product();
@@ -83,13 +67,7 @@ fn reduce_raw(x: &Tensor, reduced: &[bool], scale: f32) -> Result<Tensor> {
         red_shape: rank6("sum", &red_shape, 1)?,
         red_stride: rank6("sum", &red_stride, 0)?,
     };
-    x.gpu().dispatch(
-        &SUM_AXES,
-        &params,
-        &[x.buffer()],
-        &[out.buffer()],
-        Grid::Linear(n_out as u64),
-    )?;
+    x.gpu().dispatch(&SUM_AXES, &params, &[x.buffer()], &[out.buffer()], Grid::Linear(n_out as u64))?;
     Ok(out)
 }
 
@@ -111,28 +89,12 @@ fn axes_mask(op: &'static str, rank: usize, axes: &[isize]) -> Result<Vec<bool>>
     Ok(mask)
 }
 
-fn reduce(
-    op: &'static str,
-    x: &Tensor,
-    axes: &[isize],
-    keepdim: bool,
-    mean: bool,
-) -> Result<Tensor> {
+fn reduce(op: &'static str, x: &Tensor, axes: &[isize], keepdim: bool, mean: bool) -> Result<Tensor> {
     let mask = axes_mask(op, x.rank(), axes)?;
-    let r: usize = x
-        .shape()
-        .iter()
-        .zip(&mask)
-        .filter(|(_, &m)| m)
-        .map(|(&d, _)| d)
-        .product();
+    let r: usize = x.shape().iter().zip(&mask).filter(|(_, &m)| m).map(|(&d, _)| d).product();
     let scale = if mean {
         if r == 0 {
-            return Err(Error::invalid(
-                op,
-                "a non-empty reduction for a mean",
-                "0 elements",
-            ));
+            return Err(Error::invalid(op, "a non-empty reduction for a mean", "0 elements"));
         }
         1.0 / r as f32
     } else {
@@ -143,12 +105,7 @@ fn reduce(
     let out_shape: Vec<usize> = if keepdim {
         kept_shape.clone()
     } else {
-        x.shape()
-            .iter()
-            .zip(&mask)
-            .filter(|(_, &m)| !m)
-            .map(|(&d, _)| d)
-            .collect()
+        x.shape().iter().zip(&mask).filter(|(_, &m)| !m).map(|(&d, _)| d).collect()
     };
     let out = kept.reshape(&out_shape)?;
     let in_shape = x.shape().to_vec();

@@ -67,20 +67,8 @@ pub fn binary_backward(op: BinaryOp, a: &Array, b: &Array, g: &Array) -> (Array,
             BinaryOp::Sub => (1.0, -1.0),
             BinaryOp::Mul => (y, x),
             BinaryOp::Div => (1.0 / y, -x / (y * y)),
-            BinaryOp::Max => {
-                if x >= y {
-                    (1.0, 0.0)
-                } else {
-                    (0.0, 1.0)
-                }
-            }
-            BinaryOp::Min => {
-                if x <= y {
-                    (1.0, 0.0)
-                } else {
-                    (0.0, 1.0)
-                }
-            }
+            BinaryOp::Max => if x >= y { (1.0, 0.0) } else { (0.0, 1.0) },
+            BinaryOp::Min => if x <= y { (1.0, 0.0) } else { (0.0, 1.0) },
             _ => (0.0, 0.0),
         };
         ga.data[ia] += gi * da;
@@ -102,13 +90,7 @@ pub fn unary_scalar(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::Sqrt => x.sqrt(),
         UnaryOp::Square => x * x,
         UnaryOp::Relu => x.max(0.0),
-        UnaryOp::LeakyRelu(a) => {
-            if x > 0.0 {
-                x
-            } else {
-                a as f64 * x
-            }
-        }
+        UnaryOp::LeakyRelu(a) => if x > 0.0 { x } else { a as f64 * x },
         UnaryOp::Gelu => 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2)),
         UnaryOp::AddScalar(a) => x + a as f64,
         UnaryOp::MulScalar(a) => x * a as f64,
@@ -128,20 +110,8 @@ pub fn unary_derivative(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::Log => 1.0 / x,
         UnaryOp::Sqrt => 0.5 / x.sqrt(),
         UnaryOp::Square => 2.0 * x,
-        UnaryOp::Relu => {
-            if x > 0.0 {
-                1.0
-            } else {
-                0.0
-            }
-        }
-        UnaryOp::LeakyRelu(a) => {
-            if x > 0.0 {
-                1.0
-            } else {
-                a as f64
-            }
-        }
+        UnaryOp::Relu => if x > 0.0 { 1.0 } else { 0.0 },
+        UnaryOp::LeakyRelu(a) => if x > 0.0 { 1.0 } else { a as f64 },
         UnaryOp::Gelu => {
             let cdf = 0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2));
             let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
@@ -161,20 +131,13 @@ pub fn unary_derivative(op: UnaryOp, x: f64) -> f64 {
 }
 
 pub fn unary(op: UnaryOp, x: &Array) -> Array {
-    Array::new(
-        x.data.iter().map(|&v| unary_scalar(op, v)).collect(),
-        &x.shape,
-    )
+    Array::new(x.data.iter().map(|&v| unary_scalar(op, v)).collect(), &x.shape)
 }
 
 /// dL/dx = g · op'(x).
 pub fn unary_backward(op: UnaryOp, x: &Array, g: &Array) -> Array {
     Array::new(
-        x.data
-            .iter()
-            .zip(&g.data)
-            .map(|(&v, &gi)| gi * unary_derivative(op, v))
-            .collect(),
+        x.data.iter().zip(&g.data).map(|(&v, &gi)| gi * unary_derivative(op, v)).collect(),
         &x.shape,
     )
 }

@@ -15,11 +15,7 @@ pub struct Array {
 
 impl Array {
     pub fn new(data: Vec<f64>, shape: &[usize]) -> Self {
-        assert_eq!(
-            data.len(),
-            shape.iter().product::<usize>(),
-            "reference Array: data/shape"
-        );
+        assert_eq!(data.len(), shape.iter().product::<usize>(), "reference Array: data/shape");
         Array {
             data,
             shape: shape.to_vec(),

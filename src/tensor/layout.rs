@@ -75,38 +75,19 @@ impl Tensor {
     pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
         let rank = self.rank();
         let mut seen = vec![false; rank];
-        if perm.len() != rank
-            || perm
-                .iter()
-                .any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
-        {
-            return Err(Error::invalid(
-                "permute",
-                format!("a permutation of 0..{rank}"),
-                format!("{perm:?}"),
-            ));
+        if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
+            return Err(Error::invalid("permute", format!("a permutation of 0..{rank}"), format!("{perm:?}")));
         }
         let in_strides = contiguous_strides(self.shape());
         let out_shape: Vec<usize> = perm.iter().map(|&p| self.shape()[p]).collect();
         let gathered: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
         let out = Tensor::uninit(self.gpu(), "permute", &out_shape)?;
-        copy_region(
-            "permute",
-            self,
-            0,
-            &gathered,
-            &out,
-            0,
-            &contiguous_strides(&out_shape),
-            &out_shape,
-        )?;
+        copy_region("permute", self, 0, &gathered, &out, 0, &contiguous_strides(&out_shape), &out_shape)?;
         let mut inverse = vec![0; rank];
         for (i, &p) in perm.iter().enumerate() {
             inverse[p] = i;
         }
-        Ok(record(out, "permute", &[self], move |g| {
-            Ok(vec![Some(g.permute(&inverse)?)])
-        }))
+        Ok(record(out, "permute", &[self], move |g| Ok(vec![Some(g.permute(&inverse)?)])))
     }
 
     /// Swap the last two axes.
@@ -135,40 +116,20 @@ impl Tensor {
         let mut out_shape = self.shape().to_vec();
         out_shape[a] = len;
         let out = Tensor::uninit(self.gpu(), "slice", &out_shape)?;
-        copy_region(
-            "slice",
-            self,
-            start * strides[a],
-            &strides,
-            &out,
-            0,
-            &contiguous_strides(&out_shape),
-            &out_shape,
-        )?;
+        copy_region("slice", self, start * strides[a], &strides, &out, 0, &contiguous_strides(&out_shape), &out_shape)?;
         let in_shape = self.shape().to_vec();
         Ok(record(out, "slice", &[self], move |g| {
             // Gradient: zeros of the input shape with g copied into the sliced window.
             let gx = Tensor::zeros(g.gpu(), &in_shape)?;
             let in_strides = contiguous_strides(&in_shape);
-            copy_region(
-                "slice_backward",
-                g,
-                0,
-                &contiguous_strides(g.shape()),
-                &gx,
-                start * in_strides[a],
-                &in_strides,
-                g.shape(),
-            )?;
+            copy_region("slice_backward", g, 0, &contiguous_strides(g.shape()), &gx, start * in_strides[a], &in_strides, g.shape())?;
             Ok(vec![Some(gx)])
         }))
     }
 
     /// Join tensors along `axis`; every other extent must agree.
     pub fn concat(parts: &[&Tensor], axis: isize) -> Result<Tensor> {
-        let first = parts
-            .first()
-            .ok_or_else(|| Error::invalid("concat", "at least one tensor", 0))?;
+        let first = parts.first().ok_or_else(|| Error::invalid("concat", "at least one tensor", 0))?;
         let a = normalize_axis("concat", axis, first.rank())?;
         let mut out_shape = first.shape().to_vec();
         out_shape[a] = 0;
@@ -189,24 +150,12 @@ impl Tensor {
         let mut offset = 0;
         let mut starts = Vec::with_capacity(parts.len());
         for p in parts {
-            copy_region(
-                "concat",
-                p,
-                0,
-                &contiguous_strides(p.shape()),
-                &out,
-                offset * out_strides[a],
-                &out_strides,
-                p.shape(),
-            )?;
+            copy_region("concat", p, 0, &contiguous_strides(p.shape()), &out, offset * out_strides[a], &out_strides, p.shape())?;
             starts.push((offset, p.shape()[a]));
             offset += p.shape()[a];
         }
         Ok(record(out, "concat", parts, move |g| {
-            starts
-                .iter()
-                .map(|&(s, len)| g.slice(a as isize, s, len).map(Some))
-                .collect()
+            starts.iter().map(|&(s, len)| g.slice(a as isize, s, len).map(Some)).collect()
         }))
     }
 }

@@ -135,21 +135,17 @@ impl Tensor {
 
     /// Copy to the host (waits for pending work).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
-        let bytes =
-            self.inner
-                .gpu
-                .read_bytes("Tensor::to_vec", self.buffer(), self.numel() as u64 * 4)?;
+        let bytes = self
+            .inner
+            .gpu
+            .read_bytes("Tensor::to_vec", self.buffer(), self.numel() as u64 * 4)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
     /// The single value of a one-element tensor.
     pub fn to_scalar(&self) -> Result<f32> {
         if self.numel() != 1 {
-            return Err(Error::shape(
-                "Tensor::to_scalar",
-                "one element",
-                self.shape(),
-            ));
+            return Err(Error::shape("Tensor::to_scalar", "one element", self.shape()));
         }
         Ok(self.to_vec()?[0])
     }
@@ -176,9 +172,9 @@ impl Tensor {
         }
         let bytes = self.numel() as u64 * 4;
         if bytes > 0 {
-            self.inner.gpu.encode(|enc| {
-                enc.copy_buffer_to_buffer(src.buffer(), 0, self.buffer(), 0, bytes)
-            })?;
+            self.inner
+                .gpu
+                .encode(|enc| enc.copy_buffer_to_buffer(src.buffer(), 0, self.buffer(), 0, bytes))?;
         }
         Ok(())
     }
@@ -253,11 +249,7 @@ impl Tensor {
         if self.gpu().same(other.gpu()) {
             Ok(())
         } else {
-            Err(Error::invalid(
-                op,
-                "tensors on the same device",
-                "tensors on two devices",
-            ))
+            Err(Error::invalid(op, "tensors on the same device", "tensors on two devices"))
         }
     }
 }
@@ -266,11 +258,7 @@ impl Tensor {
 pub fn normalize_axis(op: &'static str, axis: isize, rank: usize) -> Result<usize> {
     let a = if axis < 0 { axis + rank as isize } else { axis };
     if a < 0 || a >= rank as isize {
-        return Err(Error::invalid(
-            op,
-            format!("an axis in -{rank}..{rank}"),
-            axis,
-        ));
+        return Err(Error::invalid(op, format!("an axis in -{rank}..{rank}"), axis));
     }
     Ok(a as usize)
 }

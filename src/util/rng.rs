@@ -66,16 +66,12 @@ impl Rng {
 
     /// `n` values uniform in [lo, hi) as f32.
     pub fn vec_uniform(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n)
-            .map(|_| self.range(lo as f64, hi as f64) as f32)
-            .collect()
+        (0..n).map(|_| self.range(lo as f64, hi as f64) as f32).collect()
     }
 
     /// `n` values Normal(0, std) as f32.
     pub fn vec_normal(&mut self, n: usize, std: f32) -> Vec<f32> {
-        (0..n)
-            .map(|_| (self.normal() * std as f64) as f32)
-            .collect()
+        (0..n).map(|_| (self.normal() * std as f64) as f32).collect()
     }
 }
 
@@ -92,9 +88,6 @@ mod tests {
         let xs: Vec<f64> = (0..20000).map(|_| r.normal()).collect();
         let mean = xs.iter().sum::<f64>() / xs.len() as f64;
         let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / xs.len() as f64;
-        assert!(
-            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
-            "mean {mean} var {var}"
-        );
+        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean} var {var}");
     }
 }

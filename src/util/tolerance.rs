@@ -9,35 +9,19 @@ pub struct Tolerance {
 }
 
 /// One rounding of an elementwise f32 op (transcendentals included).
-pub const F32_POINTWISE: Tolerance = Tolerance {
-    abs: 1e-6,
-    rel: 2e-5,
-};
+pub const F32_POINTWISE: Tolerance = Tolerance { abs: 1e-6, rel: 2e-5 };
 /// f32 sums and dot products of up to a few thousand terms, reordered by the kernel.
-pub const F32_ACCUM: Tolerance = Tolerance {
-    abs: 1e-4,
-    rel: 1e-4,
-};
+pub const F32_ACCUM: Tolerance = Tolerance { abs: 1e-4, rel: 1e-4 };
 /// Gradients computed in f32 through several reductions.
-pub const F32_GRAD: Tolerance = Tolerance {
-    abs: 1e-3,
-    rel: 1e-3,
-};
+pub const F32_GRAD: Tolerance = Tolerance { abs: 1e-3, rel: 1e-3 };
 /// f64 analytic gradient against f64 central differences.
-pub const FD_F64: Tolerance = Tolerance {
-    abs: 1e-6,
-    rel: 1e-5,
-};
+pub const FD_F64: Tolerance = Tolerance { abs: 1e-6, rel: 1e-5 };
 
 /// Compare `got` to `want`; on failure the message names the worst element (index, both values),
 /// the number of failing elements and the tolerance.
 pub fn compare(what: &str, got: &[f64], want: &[f64], tol: Tolerance) -> Result<(), String> {
     if got.len() != want.len() {
-        return Err(format!(
-            "{what}: length {} vs expected {}",
-            got.len(),
-            want.len()
-        ));
+        return Err(format!("{what}: length {} vs expected {}", got.len(), want.len()));
     }
     let mut fails = 0usize;
     let mut worst: Option<(usize, f64)> = None;
@@ -48,11 +32,7 @@ pub fn compare(what: &str, got: &[f64], want: &[f64], tol: Tolerance) -> Result<
         let ok = err <= bound;
         if !ok {
             fails += 1;
-            let excess = if err.is_nan() {
-                f64::INFINITY
-            } else {
-                err / bound
-            };
+            let excess = if err.is_nan() { f64::INFINITY } else { err / bound };
             if worst.is_none_or(|(_, e)| excess > e) {
                 worst = Some((i, excess));
             }
