@@ -163,9 +163,11 @@ fn footprint(q: PoseCS, lo: vec3<f32>, hi: vec3<f32>) -> vec4<i32> {
     let wmax = f32(p.det_w - 1u);
     let hmax = f32(p.det_h - 1u);
     if (full) { return vec4<i32>(0, i32(p.det_w) - 1, 0, i32(p.det_h) - 1); }
-    // clamp in float first so the conversion to i32 is always in range
-    return vec4<i32>(i32(clamp(floor(cmin), -1.0, wmax + 1.0)), i32(clamp(ceil(cmax), -1.0, wmax + 1.0)),
-                     i32(clamp(floor(rmin), -1.0, hmax + 1.0)), i32(clamp(ceil(rmax), -1.0, hmax + 1.0)));
+    // A ray through a pixel centre meets the box only if the centre lies in the projected hull,
+    // so the pixel centres in [min, max] suffice (1e-3 px of slack for rounding). Clamp in float
+    // first so the conversion to i32 is always in range.
+    return vec4<i32>(i32(clamp(ceil(cmin - 1e-3), -1.0, wmax + 1.0)), i32(clamp(floor(cmax + 1e-3), -1.0, wmax + 1.0)),
+                     i32(clamp(ceil(rmin - 1e-3), -1.0, hmax + 1.0)), i32(clamp(floor(rmax + 1e-3), -1.0, hmax + 1.0)));
 }
 
 fn voxel_id(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
