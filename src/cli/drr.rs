@@ -46,10 +46,10 @@ pub struct DrrArgs {
     #[arg(long, default_value_t = 850.0)]
     pub sid_mm: f64,
     /// Pose rotation rx,ry,rz in degrees (ZXY intrinsic: R = Rz·Rx·Ry).
-    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.0, 0.0, 0.0], allow_negative_numbers = true)]
+    #[arg(long, value_delimiter = ',', num_args = 1, default_values_t = [0.0, 0.0, 0.0], allow_hyphen_values = true)]
     pub rotation_deg: Vec<f64>,
     /// Pose translation tx,ty,tz in mm.
-    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.0, 0.0, 0.0], allow_negative_numbers = true)]
+    #[arg(long, value_delimiter = ',', num_args = 1, default_values_t = [0.0, 0.0, 0.0], allow_hyphen_values = true)]
     pub translation_mm: Vec<f64>,
     /// Beer–Lambert intensity exp(−∫μ), μ = max(0, μ_water(1 + HU/1000)), instead of ∫ max(0, HU + 1024).
     #[arg(long)]
@@ -64,18 +64,27 @@ pub struct DrrArgs {
     #[arg(long, default_value_t = 8)]
     pub bits: u8,
     /// 8-bit window lo,hi in image units (default: the image's min,max).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        num_args = 2,
-        allow_negative_numbers = true
-    )]
+    #[arg(long, value_delimiter = ',', num_args = 1, allow_hyphen_values = true)]
     pub window: Option<Vec<f32>>,
 }
 
 pub fn run(choice: &AdapterChoice, args: &DrrArgs) -> Result<()> {
     if args.bits != 8 && args.bits != 16 {
         return Err(Error::invalid("cads drr", "--bits 8 or 16", args.bits));
+    }
+    if args.rotation_deg.len() != 3 || args.translation_mm.len() != 3 {
+        return Err(Error::invalid(
+            "cads drr",
+            "--rotation-deg rx,ry,rz and --translation-mm tx,ty,tz",
+            "another count of values",
+        ));
+    }
+    if args.window.as_ref().is_some_and(|w| w.len() != 2) {
+        return Err(Error::invalid(
+            "cads drr",
+            "--window lo,hi",
+            "another count of values",
+        ));
     }
     let gpu = Gpu::with_choice(choice)?;
     let (grid, hu) = io::read_nifti(&args.input)?;
