@@ -21,6 +21,7 @@
 pub mod autograd;
 pub mod bench;
 pub mod data;
+pub mod drr;
 pub mod error;
 pub mod gpu;
 pub mod nn;

@@ -51,6 +51,8 @@ enum Command {
         #[arg(long)]
         labels: bool,
     },
+    /// Render a digitally reconstructed radiograph of a CT to a PNG.
+    Drr(cli::drr::DrrArgs),
 }
 
 fn main() {
@@ -66,6 +68,7 @@ fn main() {
         Command::Info => cli::info::run(&choice),
         Command::Bench { filter } => cli::bench::run(&choice, filter.as_deref()),
         Command::Inspect { file, json, labels } => cli::inspect::run(&file, json, labels),
+        Command::Drr(a) => cli::drr::run(&choice, &a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

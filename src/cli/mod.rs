@@ -2,5 +2,6 @@
 
 pub mod bench;
 pub mod demo;
+pub mod drr;
 pub mod info;
 pub mod inspect;

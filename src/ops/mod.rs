@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod conv_transpose3d;
+pub mod drr;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;
@@ -46,6 +47,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         crate::optim::KERNELS,
         matmul::KERNELS,
         crate::bench::KERNELS,
+        drr::KERNELS,
     ];
     families.iter().flat_map(|f| f.iter()).collect()
 }

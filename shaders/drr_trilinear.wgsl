@@ -1,0 +1,293 @@
+// Trilinear ray-marching DRR: samples every `step_mm` along each ray, anchored at the source
+// point (sample k at s_k = k·step_mm from a), with a zero-padded trilinear interpolation read
+// manually from the storage buffer; one invocation per ray, everything in registers.
+//
+//   img[b, r, c] (+)= step_mm · Σ_k f(a_i + (s_k / L)(b_i − a_i)),   L = |b_w − a_w|,
+//   f(x) = Σ_{corners v} vol[v] · Π_axes max(0, 1 − |x − v|)   (voxels outside the slab = 0)
+//
+// Only samples with t_k = s_k/L ∈ [0, 1] inside the padded box [−1, n] (where f can be non-zero)
+// are visited. A tiled volume is additive over slabs (each slab interpolates its own voxels).
+//
+// Pose Jacobian (entry `trilinear_forward_jacobian`: image and d img / d pose [B, H·W, 6] in
+// one pass, used when the pose requires grad): p_k = a + s_k·û (world), û = (b − a)/L, so with
+// G_k = Mᵀ∇f(p_k) (world gradient of the interpolant) and Π = I − ûûᵀ:
+//   dP/da = step·Σ_k [G_k − (s_k/L)·Π G_k],  dP/db = step·Σ_k (s_k/L)·Π G_k,
+// then chain-ruled to the 6 pose parameters (the sample range is held fixed: f is continuous and
+// vanishes on the padded boundary, so entering/leaving samples contribute nothing).
+//
+// Layouts: vol [nz, ny, nx] f32 (x fastest, slab z ∈ [z_offset, z_offset + nz)); poses [B, 6];
+// img [B, H, W]; pose_grad (the Jacobian) [B, H·W, 6].
+// Bindings (trilinear_forward): 0 params, 1 vol, 2 poses, 3 img (read_write).
+// Bindings (trilinear_forward_jacobian): 0 params, 1 vol, 2 poses, 3 img, 4 pose_grad = jacobian (read_write).
+// Dispatch: one invocation per ray, workgroup 64, folded 1-D grid over B·H·W.
+// Launched by src/ops/drr.rs (forward_raw, forward_jacobian_raw).
+
+@group(0) @binding(0) var<uniform> p: DrrParams;
+@group(0) @binding(1) var<storage, read> vol: array<f32>;
+@group(0) @binding(2) var<storage, read> poses: array<f32>;
+@group(0) @binding(3) var<storage, read_write> img: array<f32>;
+
+@group(0) @binding(4) var<storage, read_write> pose_grad: array<f32>;
+// ---- shared DRR geometry block (identical in drr_siddon.wgsl, drr_trilinear.wgsl,
+// ---- drr_backproject.wgsl; mirrors src/drr/geometry.rs and `DrrParams` in src/ops/drr.rs)
+struct DrrParams {
+    nx: u32, ny: u32, nz: u32, n_poses: u32,
+    z_offset: u32, det_h: u32, det_w: u32, flags: u32,
+    inv00: f32, inv01: f32, inv02: f32, inv03: f32,
+    inv10: f32, inv11: f32, inv12: f32, inv13: f32,
+    inv20: f32, inv21: f32, inv22: f32, inv23: f32,
+    aff00: f32, aff01: f32, aff02: f32, aff03: f32,
+    aff10: f32, aff11: f32, aff12: f32, aff13: f32,
+    aff20: f32, aff21: f32, aff22: f32, aff23: f32,
+    pix_v: f32, pix_u: f32, off_v: f32, off_u: f32,
+    sdd: f32, sid: f32, step_mm: f32, _pad0: f32,
+    iso_x: f32, iso_y: f32, iso_z: f32, _pad1: f32,
+}
+
+const FLAG_PARALLEL: u32 = 1u;
+const FLAG_ACCUMULATE: u32 = 2u;
+const BIG: f32 = 1e30;
+
+// cos and sin of (rx, ry, rz), and the translation (mm) of one pose.
+struct PoseCS { c: vec3<f32>, s: vec3<f32>, t: vec3<f32> }
+
+fn load_pose(b: u32) -> PoseCS {
+    let r = vec3<f32>(poses[b * 6u], poses[b * 6u + 1u], poses[b * 6u + 2u]);
+    let t = vec3<f32>(poses[b * 6u + 3u], poses[b * 6u + 4u], poses[b * 6u + 5u]);
+    return PoseCS(cos(r), sin(r), t);
+}
+
+// Elementary rotations by (c, s) = (cos θ, sin θ).
+fn rot_x(c: f32, s: f32, v: vec3<f32>) -> vec3<f32> { return vec3<f32>(v.x, c * v.y - s * v.z, s * v.y + c * v.z); }
+fn rot_y(c: f32, s: f32, v: vec3<f32>) -> vec3<f32> { return vec3<f32>(c * v.x + s * v.z, v.y, -s * v.x + c * v.z); }
+fn rot_z(c: f32, s: f32, v: vec3<f32>) -> vec3<f32> { return vec3<f32>(c * v.x - s * v.y, s * v.x + c * v.y, v.z); }
+
+// R v with R = Rz(rz)·Rx(rx)·Ry(ry) (ZXY intrinsic).
+fn rotate(q: PoseCS, v: vec3<f32>) -> vec3<f32> {
+    return rot_z(q.c.z, q.s.z, rot_x(q.c.x, q.s.x, rot_y(q.c.y, q.s.y, v)));
+}
+
+// Rᵀ v.
+fn rotate_inv(q: PoseCS, v: vec3<f32>) -> vec3<f32> {
+    return rot_y(q.c.y, -q.s.y, rot_x(q.c.x, -q.s.x, rot_z(q.c.z, -q.s.z, v)));
+}
+
+// Camera-frame endpoints of the ray of pixel (row, col): a = source point, b = pixel centre.
+struct Ray { a: vec3<f32>, b: vec3<f32> }
+
+fn camera_ray(row: u32, col: u32) -> Ray {
+    let x = (f32(col) - 0.5 * f32(p.det_w - 1u)) * p.pix_u + p.off_u;
+    let z = -((f32(row) - 0.5 * f32(p.det_h - 1u)) * p.pix_v + p.off_v);
+    let b = vec3<f32>(x, p.sdd - p.sid, z);
+    var a = vec3<f32>(0.0, -p.sid, 0.0);
+    if ((p.flags & FLAG_PARALLEL) != 0u) {
+        a = vec3<f32>(x, -p.sid, z);
+    }
+    return Ray(a, b);
+}
+
+// Camera → world (mm): R v + isocentre + t.
+fn to_world(q: PoseCS, v: vec3<f32>) -> vec3<f32> {
+    return rotate(q, v) + vec3<f32>(p.iso_x, p.iso_y, p.iso_z) + q.t;
+}
+
+// World (mm) → continuous voxel index local to the bound slab (z shifted by z_offset).
+fn to_index(w: vec3<f32>) -> vec3<f32> {
+    return vec3<f32>(
+        p.inv00 * w.x + p.inv01 * w.y + p.inv02 * w.z + p.inv03,
+        p.inv10 * w.x + p.inv11 * w.y + p.inv12 * w.z + p.inv13,
+        p.inv20 * w.x + p.inv21 * w.y + p.inv22 * w.z + p.inv23 - f32(p.z_offset));
+}
+
+// Interval t ∈ [t0, t1] ⊂ [0, 1] of a + t·d inside the box [lo, hi], and which axis set each
+// end (3 = the segment end). Miss: t0 >= t1. Axis-parallel rays are tested by comparison only.
+struct Span { t0: f32, t1: f32, ax0: u32, ax1: u32 }
+
+fn clip_box(a: vec3<f32>, d: vec3<f32>, lo: vec3<f32>, hi: vec3<f32>) -> Span {
+    var s = Span(0.0, 1.0, 3u, 3u);
+    for (var k = 0u; k < 3u; k += 1u) {
+        if (abs(d[k]) > 1e-20) {
+            let inv = 1.0 / d[k];
+            let ta = (lo[k] - a[k]) * inv;
+            let tb = (hi[k] - a[k]) * inv;
+            let tn = min(ta, tb);
+            let tf = max(ta, tb);
+            if (tn > s.t0) { s.t0 = tn; s.ax0 = k; }
+            if (tf < s.t1) { s.t1 = tf; s.ax1 = k; }
+        } else if (a[k] < lo[k] || a[k] > hi[k]) {
+            s.t1 = -1.0;
+        }
+    }
+    return s;
+}
+
+// The ray of (pose, row, col) in world mm and in local voxel index space.
+struct WorldRay { aw: vec3<f32>, bw: vec3<f32>, ai: vec3<f32>, bi: vec3<f32>, ac: vec3<f32>, bc: vec3<f32> }
+
+fn make_ray(q: PoseCS, row: u32, col: u32) -> WorldRay {
+    let rc = camera_ray(row, col);
+    let aw = to_world(q, rc.a);
+    let bw = to_world(q, rc.b);
+    return WorldRay(aw, bw, to_index(aw), to_index(bw), rc.a, rc.b);
+}
+// ---- end of shared block
+
+// Mᵀ g with M the linear part of the world→index map: turns d/d(index) into d/d(world mm).
+fn inv_t(g: vec3<f32>) -> vec3<f32> {
+    return vec3<f32>(
+        p.inv00 * g.x + p.inv10 * g.y + p.inv20 * g.z,
+        p.inv01 * g.x + p.inv11 * g.y + p.inv21 * g.z,
+        p.inv02 * g.x + p.inv12 * g.y + p.inv22 * g.z);
+}
+
+// Derivatives of the elementary rotations with respect to their angle.
+fn drot_x(c: f32, s: f32, v: vec3<f32>) -> vec3<f32> { return vec3<f32>(0.0, -s * v.y - c * v.z, c * v.y - s * v.z); }
+fn drot_y(c: f32, s: f32, v: vec3<f32>) -> vec3<f32> { return vec3<f32>(-s * v.x + c * v.z, 0.0, -c * v.x - s * v.z); }
+fn drot_z(c: f32, s: f32, v: vec3<f32>) -> vec3<f32> { return vec3<f32>(-s * v.x - c * v.y, c * v.x - s * v.y, 0.0); }
+
+// Chain rule from the world endpoints to the pose: a = R a_c + iso + t, b = R b_c + iso + t, so
+// dP/dθ_j = ga·(∂R/∂θ_j a_c) + gb·(∂R/∂θ_j b_c) and dP/dt = ga + gb. Writes g_pix × that.
+fn write_pose_grad(o: u32, q: PoseCS, r: WorldRay, ga: vec3<f32>, gb: vec3<f32>, g_pix: f32) {
+    let ya = rot_y(q.c.y, q.s.y, r.ac);
+    let yb = rot_y(q.c.y, q.s.y, r.bc);
+    let xa = rot_x(q.c.x, q.s.x, ya);
+    let xb = rot_x(q.c.x, q.s.x, yb);
+    let d_rx = dot(ga, rot_z(q.c.z, q.s.z, drot_x(q.c.x, q.s.x, ya))) + dot(gb, rot_z(q.c.z, q.s.z, drot_x(q.c.x, q.s.x, yb)));
+    let d_ry = dot(ga, rot_z(q.c.z, q.s.z, rot_x(q.c.x, q.s.x, drot_y(q.c.y, q.s.y, r.ac))))
+             + dot(gb, rot_z(q.c.z, q.s.z, rot_x(q.c.x, q.s.x, drot_y(q.c.y, q.s.y, r.bc))));
+    let d_rz = dot(ga, drot_z(q.c.z, q.s.z, xa)) + dot(gb, drot_z(q.c.z, q.s.z, xb));
+    let d_t = ga + gb;
+    var vals = array<f32, 6>(d_rx, d_ry, d_rz, d_t.x, d_t.y, d_t.z);
+    let acc = (p.flags & FLAG_ACCUMULATE) != 0u;
+    for (var j = 0u; j < 6u; j += 1u) {
+        var v = g_pix * vals[j];
+        if (acc) { v += pose_grad[o * 6u + j]; }
+        pose_grad[o * 6u + j] = v;
+    }
+}
+
+// Zero-padded voxel read.
+fn voxel_or_zero(ix: i32, iy: i32, iz: i32) -> f32 {
+    if (ix < 0 || iy < 0 || iz < 0 || ix >= i32(p.nx) || iy >= i32(p.ny) || iz >= i32(p.nz)) { return 0.0; }
+    return vol[(u32(iz) * p.ny + u32(iy)) * p.nx + u32(ix)];
+}
+
+// The 8 corner values around x as two vec4 (no private array: dynamically indexed private
+// arrays are spilled to memory by SIMD compilers such as lavapipe's):
+// lo = (c000, c100, c010, c110), hi = (c001, c101, c011, c111) with c_xyz the corner offsets.
+struct Cell { lo: vec4<f32>, hi: vec4<f32>, f: vec3<f32> }
+
+fn load_cell(x: vec3<f32>) -> Cell {
+    let fl = floor(x);
+    let i = vec3<i32>(fl);
+    var cell: Cell;
+    cell.f = x - fl;
+    if (i.x >= 0 && i.y >= 0 && i.z >= 0 && i.x + 1 < i32(p.nx) && i.y + 1 < i32(p.ny) && i.z + 1 < i32(p.nz)) {
+        // interior: no per-corner checks
+        let base = (u32(i.z) * p.ny + u32(i.y)) * p.nx + u32(i.x);
+        let sy = p.nx;
+        let sz = p.nx * p.ny;
+        cell.lo = vec4<f32>(vol[base], vol[base + 1u], vol[base + sy], vol[base + sy + 1u]);
+        cell.hi = vec4<f32>(vol[base + sz], vol[base + sz + 1u], vol[base + sz + sy], vol[base + sz + sy + 1u]);
+    } else {
+        cell.lo = vec4<f32>(voxel_or_zero(i.x, i.y, i.z), voxel_or_zero(i.x + 1, i.y, i.z),
+                            voxel_or_zero(i.x, i.y + 1, i.z), voxel_or_zero(i.x + 1, i.y + 1, i.z));
+        cell.hi = vec4<f32>(voxel_or_zero(i.x, i.y, i.z + 1), voxel_or_zero(i.x + 1, i.y, i.z + 1),
+                            voxel_or_zero(i.x, i.y + 1, i.z + 1), voxel_or_zero(i.x + 1, i.y + 1, i.z + 1));
+    }
+    return cell;
+}
+
+fn interp(cl: Cell) -> f32 {
+    let f = cl.f;
+    // along x: (x00, x10, x01, x11) for (y, z) = (0,0), (1,0), (0,1), (1,1)
+    let a = vec4<f32>(cl.lo.x, cl.lo.z, cl.hi.x, cl.hi.z);
+    let b = vec4<f32>(cl.lo.y, cl.lo.w, cl.hi.y, cl.hi.w);
+    let xs = mix(a, b, f.x);
+    return mix(mix(xs.x, xs.y, f.y), mix(xs.z, xs.w, f.y), f.z);
+}
+
+// ∇f in index space.
+fn interp_grad(cl: Cell) -> vec3<f32> {
+    let f = cl.f;
+    let g = 1.0 - f;
+    let c0 = cl.lo.x; let c1 = cl.lo.y; let c2 = cl.lo.z; let c3 = cl.lo.w;
+    let c4 = cl.hi.x; let c5 = cl.hi.y; let c6 = cl.hi.z; let c7 = cl.hi.w;
+    let dx = (c1 - c0) * g.y * g.z + (c3 - c2) * f.y * g.z + (c5 - c4) * g.y * f.z + (c7 - c6) * f.y * f.z;
+    let dy = (c2 - c0) * g.x * g.z + (c3 - c1) * f.x * g.z + (c6 - c4) * g.x * f.z + (c7 - c5) * f.x * f.z;
+    let dz = (c4 - c0) * g.x * g.y + (c5 - c1) * f.x * g.y + (c6 - c2) * g.x * f.y + (c7 - c3) * f.x * f.y;
+    return vec3<f32>(dx, dy, dz);
+}
+
+// Sample index range [k0, k1] of the ray inside the padded box; k1 < k0 when it misses.
+struct Samples { k0: i32, k1: i32, dt: f32 }
+
+fn sample_range(a: vec3<f32>, d: vec3<f32>, len: f32) -> Samples {
+    let dt = p.step_mm / len;
+    let sp = clip_box(a, d, vec3<f32>(-1.0), vec3<f32>(f32(p.nx), f32(p.ny), f32(p.nz)));
+    var s = Samples(0, -1, dt);
+    if (sp.t0 < sp.t1) {
+        s.k0 = i32(ceil(sp.t0 / dt));
+        s.k1 = i32(floor(sp.t1 / dt));
+    }
+    return s;
+}
+
+fn ray_id(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.x + wg.y * nwg.x) * 64u + lid;
+}
+
+@compute @workgroup_size(64)
+fn trilinear_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let o = ray_id(wg, nwg, lid);
+    let n_pix = p.det_h * p.det_w;
+    if (o >= p.n_poses * n_pix) { return; }
+    let q = load_pose(o / n_pix);
+    let pix = o % n_pix;
+    let r = make_ray(q, pix / p.det_w, pix % p.det_w);
+    let d = r.bi - r.ai;
+    let s = sample_range(r.ai, d, length(r.bw - r.aw));
+    var acc = 0.0;
+    for (var k = s.k0; k <= s.k1; k += 1) {
+        acc += interp(load_cell(r.ai + d * (f32(k) * s.dt)));
+    }
+    var out = acc * p.step_mm;
+    if ((p.flags & FLAG_ACCUMULATE) != 0u) { out += img[o]; }
+    img[o] = out;
+}
+
+@compute @workgroup_size(64)
+fn trilinear_forward_jacobian(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let o = ray_id(wg, nwg, lid);
+    let n_pix = p.det_h * p.det_w;
+    if (o >= p.n_poses * n_pix) { return; }
+    let q = load_pose(o / n_pix);
+    let pix = o % n_pix;
+    let r = make_ray(q, pix / p.det_w, pix % p.det_w);
+    let d = r.bi - r.ai;
+    let len = length(r.bw - r.aw);
+    let s = sample_range(r.ai, d, len);
+    var acc = 0.0;
+    var sum_g = vec3<f32>(0.0);   // Σ ∇f (index space)
+    var sum_tg = vec3<f32>(0.0);  // Σ t_k ∇f, t_k = s_k / L
+    for (var k = s.k0; k <= s.k1; k += 1) {
+        let t = f32(k) * s.dt;
+        let cell = load_cell(r.ai + d * t);
+        acc += interp(cell);
+        let gr = interp_grad(cell);
+        sum_g += gr;
+        sum_tg += t * gr;
+    }
+    let u = (r.bw - r.aw) / len;
+    let gw = inv_t(sum_g);
+    let tgw = inv_t(sum_tg);
+    let proj = tgw - u * dot(u, tgw);
+    let ga = p.step_mm * (gw - proj);
+    let gb = p.step_mm * proj;
+    var out = acc * p.step_mm;
+    if ((p.flags & FLAG_ACCUMULATE) != 0u) { out += img[o]; }
+    img[o] = out;
+    write_pose_grad(o, q, r, ga, gb, 1.0);
+}
