@@ -1,6 +1,7 @@
 //! Naive CPU twins of every GPU op, in f64: the specification the kernels are tested against.
 //! Written to be read, not to be fast. Each file mirrors one file of `src/ops/`.
 
+pub mod conv3d;
 pub mod elementwise;
 pub mod gradcheck;
 pub mod reduce;
