@@ -400,3 +400,21 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv2dConfig)
     // [N, 1, Ho, Wo, Cout] → [N, Ho, Wo, Cout].
     y.reshape(&[ys[0], ys[2], ys[3], ys[4]])
 }
+
+/// dL/dx of [`conv3d`] for an upstream gradient `g`, unrecorded (benchmarks, custom backward).
+pub fn conv3d_backward_input(g: &Tensor, w: &Tensor, x_shape: &[usize], cfg: &Conv3dConfig) -> Result<Tensor> {
+    let geo = Geometry::new("conv3d_backward_input", x_shape, w.shape(), cfg)?;
+    if g.shape() != geo.out {
+        return Err(Error::shape("conv3d_backward_input", geo.out, g.shape()));
+    }
+    backward_input_raw(g, w, &geo, ConvPath::Fast)
+}
+
+/// dL/dw of [`conv3d`] for an upstream gradient `g`, unrecorded.
+pub fn conv3d_backward_weight(g: &Tensor, x: &Tensor, w_shape: &[usize], cfg: &Conv3dConfig) -> Result<Tensor> {
+    let geo = Geometry::new("conv3d_backward_weight", x.shape(), w_shape, cfg)?;
+    if g.shape() != geo.out {
+        return Err(Error::shape("conv3d_backward_weight", geo.out, g.shape()));
+    }
+    backward_weight_raw(g, x, &geo, ConvPath::Fast)
+}

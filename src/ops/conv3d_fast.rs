@@ -8,7 +8,7 @@
 //! block is the workgroup's z, so weight reads are workgroup-uniform. `_c4` reads the input four
 //! channels at a time (Cin_g % 4 == 0).
 
-use super::conv3d::{ConvParams, Geometry};
+use super::conv3d::{ConvParams, Geometry, BACKWARD_WEIGHT_SUM};
 use crate::error::Result;
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
@@ -22,8 +22,11 @@ const fn spec(shader: &'static str, source: &'static str, entry: &'static str, i
 
 const TILED_C4: KernelSpec = spec("conv3d", FWD_SRC, "conv3d_tiled_c4", 3);
 const TILED_C1: KernelSpec = spec("conv3d", FWD_SRC, "conv3d_tiled_c1", 3);
+const BWD_W_SRC: &str = include_str!("../../shaders/conv3d_backward_weight.wgsl");
+const BWD_W_TILED_C4: KernelSpec = spec("conv3d_backward_weight", BWD_W_SRC, "conv3d_backward_weight_tiled_c4", 2);
+const BWD_W_TILED_C1: KernelSpec = spec("conv3d_backward_weight", BWD_W_SRC, "conv3d_backward_weight_tiled_c1", 2);
 
-pub(crate) const KERNELS: &[KernelSpec] = &[TILED_C4, TILED_C1];
+pub(crate) const KERNELS: &[KernelSpec] = &[TILED_C4, TILED_C1, BWD_W_TILED_C4, BWD_W_TILED_C1, FMA_PEAK];
 
 /// Output voxels per invocation and channels per workgroup of the tiled forward kernels.
 const TM: usize = 4;
@@ -57,6 +60,56 @@ pub(crate) fn forward(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor,
     Ok(true)
 }
 
-pub(crate) fn backward_weight(_g: &Tensor, _x: &Tensor, _gw: &Tensor, _geo: &Geometry) -> Result<bool> {
-    Ok(false)
+/// gw = Σ_m x(m @ tap) ⊗ g(m) with the tiled kernels (Cout_g % 8 == 0), then the sum pass.
+pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry) -> Result<bool> {
+    if geo.cout_g % TN != 0 {
+        return Ok(false);
+    }
+    let gpu = g.gpu();
+    let c4 = geo.cin_g % 4 == 0;
+    let spec = if c4 { &BWD_W_TILED_C4 } else { &BWD_W_TILED_C1 };
+    let taps: usize = geo.cfg.kernel.iter().product();
+    let tiles = taps * (geo.cin_g / if c4 { 4 } else { 1 }) * (geo.out[4] / TN);
+    let rows = geo.out[0] * geo.out[1] * geo.out[2];
+    let wn = gw.numel();
+    // Lanes per tile: enough invocations to fill the machine, at most one per row, and a partial
+    // buffer of at most 32 Mi floats.
+    let lanes = 131_072usize.div_ceil(tiles).min(rows).min((32 << 20) / wn).max(1);
+    let partial = Tensor::uninit(gpu, "conv3d_backward_weight", &[lanes, wn])?;
+    let mut params = geo.params(tiles * lanes, false);
+    params.splits = lanes as u32;
+    gpu.dispatch(spec, &params, &[x.buffer(), g.buffer()], &[partial.buffer()], Grid::cover((tiles * lanes) as u64, 64))?;
+    params.total = wn as u32;
+    gpu.dispatch(&BACKWARD_WEIGHT_SUM, &params, &[partial.buffer()], &[gw.buffer()], Grid::cover(wn as u64, 64))?;
+    Ok(true)
+}
+
+/// Mirrors `FmaParams` in shaders/fma_peak.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct FmaParams {
+    total: u32,
+    iters: u32,
+    _pad: [u32; 2],
+}
+
+const FMA_PEAK: KernelSpec = KernelSpec {
+    shader: "fma_peak",
+    source: include_str!("../../shaders/fma_peak.wgsl"),
+    entry: "fma_peak",
+    inputs: 0,
+    outputs: 1,
+    params_size: std::mem::size_of::<FmaParams>(),
+    constants: &[],
+};
+
+/// Record one FMA-throughput probe of `invocations` × `iters` × 512 FLOP (see
+/// shaders/fma_peak.wgsl); time it around `gpu.synchronize()` to get the adapter's FMA ceiling.
+/// Returns the FLOP count.
+#[doc(hidden)]
+pub fn fma_peak_probe(gpu: &crate::Gpu, invocations: usize, iters: u32) -> Result<f64> {
+    let out = Tensor::uninit(gpu, "fma_peak", &[invocations])?;
+    let params = FmaParams { total: invocations as u32, iters, _pad: [0; 2] };
+    gpu.dispatch(&FMA_PEAK, &params, &[], &[out.buffer()], Grid::cover(invocations as u64, 64))?;
+    Ok(invocations as f64 * iters as f64 * 512.0)
 }

@@ -1,7 +1,7 @@
 //! GPU ops, one file per family: validate → output shape → allocate → launch → record backward.
 
 pub mod conv3d;
-mod conv3d_fast;
+pub mod conv3d_fast;
 pub mod elementwise;
 pub mod reduce;
 pub mod shape;
