@@ -2,6 +2,8 @@
 
 pub mod attention;
 pub mod conv_transpose3d;
+pub mod conv3d;
+pub mod conv3d_fast;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;
@@ -24,6 +26,7 @@ pub use loss::{
 pub use matmul::{linear, matmul, matmul_with, MatmulKernel};
 pub use norm::{instance_norm, layer_norm};
 pub use pool::{avg_pool3d, global_avg_pool, max_pool3d, Pool3dConfig};
+pub use conv3d::{conv2d, conv3d, Conv2dConfig, Conv3dConfig};
 pub use reduce::{mean, mean_all, sum, sum_all};
 pub use resample::{resample, ResampleMode};
 pub use softmax::{log_softmax, softmax, RowKernel};
@@ -46,6 +49,8 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         crate::optim::KERNELS,
         matmul::KERNELS,
         crate::bench::KERNELS,
+        conv3d::KERNELS,
+        conv3d_fast::KERNELS,
     ];
     families.iter().flat_map(|f| f.iter()).collect()
 }

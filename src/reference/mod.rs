@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod conv_transpose3d;
+pub mod conv3d;
 pub mod elementwise;
 pub mod gradcheck;
 pub mod loss;
