@@ -16,15 +16,38 @@ use crate::tensor::Tensor;
 const SIZE: usize = std::mem::size_of::<ConvParams>();
 const FWD_SRC: &str = include_str!("../../shaders/conv3d.wgsl");
 
-const fn spec(shader: &'static str, source: &'static str, entry: &'static str, inputs: u32) -> KernelSpec {
-    KernelSpec { shader, source, entry, inputs, outputs: 1, params_size: SIZE, constants: &[] }
+const fn spec(
+    shader: &'static str,
+    source: &'static str,
+    entry: &'static str,
+    inputs: u32,
+) -> KernelSpec {
+    KernelSpec {
+        shader,
+        source,
+        entry,
+        inputs,
+        outputs: 1,
+        params_size: SIZE,
+        constants: &[],
+    }
 }
 
 const TILED_C4: KernelSpec = spec("conv3d", FWD_SRC, "conv3d_tiled_c4", 3);
 const TILED_C1: KernelSpec = spec("conv3d", FWD_SRC, "conv3d_tiled_c1", 3);
 const BWD_W_SRC: &str = include_str!("../../shaders/conv3d_backward_weight.wgsl");
-const BWD_W_TILED_C4: KernelSpec = spec("conv3d_backward_weight", BWD_W_SRC, "conv3d_backward_weight_tiled_c4", 2);
-const BWD_W_TILED_C1: KernelSpec = spec("conv3d_backward_weight", BWD_W_SRC, "conv3d_backward_weight_tiled_c1", 2);
+const BWD_W_TILED_C4: KernelSpec = spec(
+    "conv3d_backward_weight",
+    BWD_W_SRC,
+    "conv3d_backward_weight_tiled_c4",
+    2,
+);
+const BWD_W_TILED_C1: KernelSpec = spec(
+    "conv3d_backward_weight",
+    BWD_W_SRC,
+    "conv3d_backward_weight_tiled_c1",
+    2,
+);
 
 pub(crate) const KERNELS: &[KernelSpec] = &[TILED_C4, TILED_C1, BWD_W_TILED_C4, BWD_W_TILED_C1];
 
@@ -40,12 +63,22 @@ fn fold(blocks: usize, z: usize) -> Grid {
 }
 
 /// y = conv3d(x, w) + b with the tiled kernels, when Cout_g is a multiple of 8.
-pub(crate) fn forward(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor, geo: &Geometry) -> Result<bool> {
+pub(crate) fn forward(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    geo: &Geometry,
+) -> Result<bool> {
     if geo.cout_g % TN != 0 {
         return Ok(false);
     }
     let gpu = x.gpu();
-    let spec = if geo.cin_g % 4 == 0 { &TILED_C4 } else { &TILED_C1 };
+    let spec = if geo.cin_g % 4 == 0 {
+        &TILED_C4
+    } else {
+        &TILED_C1
+    };
     let dummy;
     let b = match bias {
         Some(b) => b.buffer(),
@@ -56,7 +89,13 @@ pub(crate) fn forward(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor,
     };
     let params: ConvParams = geo.params(y.numel(), bias.is_some());
     let blocks = geo.m_total().div_ceil(64 * TM);
-    gpu.dispatch(spec, &params, &[x.buffer(), w.buffer(), b], &[y.buffer()], fold(blocks, geo.out[4] / TN))?;
+    gpu.dispatch(
+        spec,
+        &params,
+        &[x.buffer(), w.buffer(), b],
+        &[y.buffer()],
+        fold(blocks, geo.out[4] / TN),
+    )?;
     Ok(true)
 }
 
@@ -74,13 +113,28 @@ pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometr
     let wn = gw.numel();
     // Lanes per tile: enough invocations to fill the machine, at most one per row, and a partial
     // buffer of at most 32 Mi floats.
-    let lanes = 131_072usize.div_ceil(tiles).min(rows).min((32 << 20) / wn).max(1);
+    let lanes = 131_072usize
+        .div_ceil(tiles)
+        .min(rows)
+        .min((32 << 20) / wn)
+        .max(1);
     let partial = Tensor::uninit(gpu, "conv3d_backward_weight", &[lanes, wn])?;
     let mut params = geo.params(tiles * lanes, false);
     params.splits = lanes as u32;
-    gpu.dispatch(spec, &params, &[x.buffer(), g.buffer()], &[partial.buffer()], Grid::cover((tiles * lanes) as u64, 64))?;
+    gpu.dispatch(
+        spec,
+        &params,
+        &[x.buffer(), g.buffer()],
+        &[partial.buffer()],
+        Grid::cover((tiles * lanes) as u64, 64),
+    )?;
     params.total = wn as u32;
-    gpu.dispatch(&BACKWARD_WEIGHT_SUM, &params, &[partial.buffer()], &[gw.buffer()], Grid::cover(wn as u64, 64))?;
+    gpu.dispatch(
+        &BACKWARD_WEIGHT_SUM,
+        &params,
+        &[partial.buffer()],
+        &[gw.buffer()],
+        Grid::cover(wn as u64, 64),
+    )?;
     Ok(true)
 }
-

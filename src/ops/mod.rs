@@ -1,9 +1,9 @@
 //! GPU ops, one file per family: validate → output shape → allocate → launch → record backward.
 
 pub mod attention;
-pub mod conv_transpose3d;
 pub mod conv3d;
 pub mod conv3d_fast;
+pub mod conv_transpose3d;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;
@@ -15,6 +15,7 @@ pub mod shape;
 pub mod softmax;
 
 pub use attention::{attention, attention_with, AttentionPath};
+pub use conv3d::{conv2d, conv3d, Conv2dConfig, Conv3dConfig};
 pub use conv_transpose3d::{conv_transpose3d, ConvTranspose3dConfig};
 pub use elementwise::{
     add, add_scalar, binary, div, exp, fill, gelu, leaky_relu, log, maximum, minimum, mul, relu,
@@ -26,7 +27,6 @@ pub use loss::{
 pub use matmul::{linear, matmul, matmul_with, MatmulKernel};
 pub use norm::{instance_norm, layer_norm};
 pub use pool::{avg_pool3d, global_avg_pool, max_pool3d, Pool3dConfig};
-pub use conv3d::{conv2d, conv3d, Conv2dConfig, Conv3dConfig};
 pub use reduce::{mean, mean_all, sum, sum_all};
 pub use resample::{resample, ResampleMode};
 pub use softmax::{log_softmax, softmax, RowKernel};

@@ -2,8 +2,8 @@
 //! Written to be read, not to be fast. Each file mirrors one file of `src/ops/`.
 
 pub mod attention;
-pub mod conv_transpose3d;
 pub mod conv3d;
+pub mod conv_transpose3d;
 pub mod elementwise;
 pub mod gradcheck;
 pub mod loss;
