@@ -14,12 +14,36 @@ const N: usize = 2;
 
 pub(crate) fn cases() -> Vec<Case> {
     vec![
-        Case { op: "attention_fwd_bwd", case: "vol16x48x48_s1_L1152_M1_C64", run: |b| run(b, 1152, 1, 64) },
-        Case { op: "attention_fwd_bwd", case: "vol16x48x48_s4_L4_M4_C512", run: |b| run(b, 4, 4, 512) },
-        Case { op: "attention_fwd_bwd", case: "vol64x160x160_s1_L51200_M100_C64", run: |b| run(b, 51200, 100, 64) },
-        Case { op: "attention_fwd_bwd", case: "vol64x160x160_s2_L6400_M100_C128", run: |b| run(b, 6400, 100, 128) },
-        Case { op: "attention_fwd_bwd", case: "vol64x160x160_s3_L800_M100_C320", run: |b| run(b, 800, 100, 320) },
-        Case { op: "attention_fwd_bwd", case: "vol64x160x160_s4_L100_M100_C512", run: |b| run(b, 100, 100, 512) },
+        Case {
+            op: "attention_fwd_bwd",
+            case: "vol16x48x48_s1_L1152_M1_C64",
+            run: |b| run(b, 1152, 1, 64),
+        },
+        Case {
+            op: "attention_fwd_bwd",
+            case: "vol16x48x48_s4_L4_M4_C512",
+            run: |b| run(b, 4, 4, 512),
+        },
+        Case {
+            op: "attention_fwd_bwd",
+            case: "vol64x160x160_s1_L51200_M100_C64",
+            run: |b| run(b, 51200, 100, 64),
+        },
+        Case {
+            op: "attention_fwd_bwd",
+            case: "vol64x160x160_s2_L6400_M100_C128",
+            run: |b| run(b, 6400, 100, 128),
+        },
+        Case {
+            op: "attention_fwd_bwd",
+            case: "vol64x160x160_s3_L800_M100_C320",
+            run: |b| run(b, 800, 100, 320),
+        },
+        Case {
+            op: "attention_fwd_bwd",
+            case: "vol64x160x160_s4_L100_M100_C512",
+            run: |b| run(b, 100, 100, 512),
+        },
     ]
 }
 
@@ -36,5 +60,8 @@ fn run(b: &Bench, l: usize, m: usize, c: usize) -> Result<Sample> {
         },
         |(q, k, v, g)| attention(q, k, v, heads)?.backward_with(g).map(drop),
     )?;
-    Ok(Sample { ms, work: Work::Flops(3.5 * 4.0 * (N * l * m * c) as f64) })
+    Ok(Sample {
+        ms,
+        work: Work::Flops(3.5 * 4.0 * (N * l * m * c) as f64),
+    })
 }

@@ -1,6 +1,8 @@
 //! GPU ops, one file per family: validate → output shape → allocate → launch → record backward.
 
 pub mod attention;
+pub mod conv3d;
+pub mod conv3d_fast;
 pub mod conv_transpose3d;
 pub mod drr;
 pub mod elementwise;
@@ -14,6 +16,7 @@ pub mod shape;
 pub mod softmax;
 
 pub use attention::{attention, attention_with, AttentionPath};
+pub use conv3d::{conv2d, conv3d, Conv2dConfig, Conv3dConfig};
 pub use conv_transpose3d::{conv_transpose3d, ConvTranspose3dConfig};
 pub use elementwise::{
     add, add_scalar, binary, div, exp, fill, gelu, leaky_relu, log, maximum, minimum, mul, relu,
@@ -48,6 +51,8 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         matmul::KERNELS,
         crate::bench::KERNELS,
         drr::KERNELS,
+        conv3d::KERNELS,
+        conv3d_fast::KERNELS,
     ];
     families.iter().flat_map(|f| f.iter()).collect()
 }

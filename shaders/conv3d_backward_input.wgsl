@@ -1,0 +1,85 @@
+// conv3d backward to the input (gather form: one invocation per input-gradient element, no atomics).
+//
+//   gx[n,i0,i1,i2,ci] = Σ_{kd,kh,kw} Σ_{co in group(ci)} g[n,o0,o1,o2,co] · w[kd,kh,kw,ci mod cin_g,co]
+//   where o_a = (i_a + p_a − k_a·dil_a) / s_a when that division is exact and 0 ≤ o_a < O_a.
+//
+// Layouts: g [N, Do, Ho, Wo, Cout], w [kD, kH, kW, Cin/groups, Cout], gx [N, D, H, W, Cin].
+// conv3d_backward_input_naive bindings: 0 params, 1 g, 2 w, 3 gx. One invocation per gx element,
+//   64 per workgroup, folded 1-D grid. Any stride; the oracle and the path for stride > 1.
+// conv3d_flip_weight bindings: 0 params, 1 w, 2 wf. For stride 1 the input gradient is a plain
+//   conv of g with the flipped, transposed kernel, run by the fast forward kernels:
+//   wf[kD−1−kd, kH−1−kh, kW−1−kw, col, grp·cin_g + cil] = w[kd,kh,kw,cil,grp·cout_g + col],
+//   wf layout [kD, kH, kW, Cout/groups, Cin]; padding becomes dil·(k−1) − p. One invocation per
+//   weight element.
+// Launched by src/ops/conv3d.rs (backward_input_raw).
+struct ConvParams {
+    n: u32, d: u32, h: u32, w: u32,
+    cin: u32, cout: u32, cin_g: u32, cout_g: u32,
+    od: u32, oh: u32, ow: u32, has_bias: u32,
+    kd: u32, kh: u32, kw: u32, total: u32,
+    sd: u32, sh: u32, sw: u32, splits: u32,
+    pd: u32, ph: u32, pw: u32, chunk: u32,
+    dd: u32, dh: u32, dw: u32, m_total: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: ConvParams;
+@group(0) @binding(1) var<storage, read> g: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gx: array<f32>;
+
+@compute @workgroup_size(64)
+fn conv3d_backward_input_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                               @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.x + wg.y * nwg.x) * 64u + lid;
+    if (i >= p.total) { return; }
+    let ci = i % p.cin;
+    var r = i / p.cin;
+    let iw = r % p.w; r = r / p.w;
+    let ih = r % p.h; r = r / p.h;
+    let id = r % p.d;
+    let b = r / p.d;
+    let grp = ci / p.cin_g;
+    let cil = ci % p.cin_g;
+    var acc = 0.0;
+    for (var kd = 0u; kd < p.kd; kd++) {
+        let td = i32(id + p.pd) - i32(kd * p.dd);
+        if (td < 0 || u32(td) % p.sd != 0u || u32(td) / p.sd >= p.od) { continue; }
+        let od = u32(td) / p.sd;
+        for (var kh = 0u; kh < p.kh; kh++) {
+            let th = i32(ih + p.ph) - i32(kh * p.dh);
+            if (th < 0 || u32(th) % p.sh != 0u || u32(th) / p.sh >= p.oh) { continue; }
+            let oh = u32(th) / p.sh;
+            for (var kw = 0u; kw < p.kw; kw++) {
+                let tw = i32(iw + p.pw) - i32(kw * p.dw);
+                if (tw < 0 || u32(tw) % p.sw != 0u || u32(tw) / p.sw >= p.ow) { continue; }
+                let ow = u32(tw) / p.sw;
+                let gb = (((b * p.od + od) * p.oh + oh) * p.ow + ow) * p.cout + grp * p.cout_g;
+                let wb = (((kd * p.kh + kh) * p.kw + kw) * p.cin_g + cil) * p.cout + grp * p.cout_g;
+                for (var c = 0u; c < p.cout_g; c++) {
+                    acc += g[gb + c] * wt[wb + c];
+                }
+            }
+        }
+    }
+    gx[i] = acc;
+}
+
+@group(0) @binding(2) var<storage, read_write> wf: array<f32>;
+
+@compute @workgroup_size(64)
+fn conv3d_flip_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.x + wg.y * nwg.x) * 64u + lid;
+    if (i >= p.total) { return; }
+    // i indexes w [kD, kH, kW, cin_g, cout].
+    let co = i % p.cout;
+    var r = i / p.cout;
+    let cil = r % p.cin_g; r = r / p.cin_g;
+    let kw = r % p.kw; r = r / p.kw;
+    let kh = r % p.kh;
+    let kd = r / p.kh;
+    let grp = co / p.cout_g;
+    let col = co % p.cout_g;
+    let tap = ((p.kd - 1u - kd) * p.kh + (p.kh - 1u - kh)) * p.kw + (p.kw - 1u - kw);
+    wf[(tap * p.cout_g + col) * p.cin + grp * p.cin_g + cil] = g[i];
+}

@@ -1,0 +1,177 @@
+//! The PVTv2 block: `x += DropPath(SRA(LN(x)))`, `x += DropPath(MLP(LN(x)))` (pre-norm).
+//!
+//! SRA: q = Linear(C, C)(x); keys/values from `LN(Conv(kernel = stride = sr)(x))` when sr > 1
+//! (else from x), kv = Linear(C, 2C); softmax attention with scale head_dim^-0.5; proj.
+//! MLP: fc1 (C → rC), depthwise Conv 3³ (pad 1, bias), GELU, fc2 (rC → C). Images run the same
+//! 3D depthwise kernel with D = 1, so only its middle slice touches data.
+
+use super::config::{Modality, BLOCK_EPS, EMBED_EPS};
+use super::conv::ConvUnit;
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::nn::{drop_path, LayerNorm, Linear, LinearInit, Module};
+use crate::ops::{self, Conv3dConfig};
+use crate::tensor::Tensor;
+use crate::util::Rng;
+
+/// Spatial grid of a token sequence: (D, H, W); D = 1 for images.
+pub type Grid3 = [usize; 3];
+
+pub struct Block {
+    pub norm1: LayerNorm,
+    pub q: Linear,
+    pub kv: Linear,
+    pub proj: Linear,
+    /// (volume SR conv, image SR conv, SR LayerNorm) when sr > 1.
+    pub sr: Option<(ConvUnit, Option<ConvUnit>, LayerNorm)>,
+    pub norm2: LayerNorm,
+    pub fc1: Linear,
+    pub dwconv: ConvUnit,
+    pub fc2: Linear,
+    pub heads: usize,
+    pub drop_path: f32,
+}
+
+impl Block {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        gpu: &Gpu,
+        dim: usize,
+        heads: usize,
+        mlp_ratio: usize,
+        sr: usize,
+        drop_path: f32,
+        with_image: bool,
+        rng: &mut Rng,
+    ) -> Result<Block> {
+        let lin =
+            |i, o, rng: &mut Rng| Linear::new(gpu, i, o, true, LinearInit::TruncNormal(0.02), rng);
+        let hidden = dim * mlp_ratio;
+        let sr = if sr > 1 {
+            let vol = ConvUnit::new(
+                gpu,
+                dim,
+                dim,
+                Conv3dConfig::cube(sr, sr, 0),
+                true,
+                false,
+                rng,
+            )?;
+            let img = if with_image {
+                let cfg = Conv3dConfig::new([1, sr, sr]).stride([1, sr, sr]);
+                Some(ConvUnit::new(gpu, dim, dim, cfg, true, true, rng)?)
+            } else {
+                None
+            };
+            Some((vol, img, LayerNorm::new(gpu, dim, EMBED_EPS)?))
+        } else {
+            None
+        };
+        Ok(Block {
+            norm1: LayerNorm::new(gpu, dim, BLOCK_EPS)?,
+            q: lin(dim, dim, rng)?,
+            kv: lin(dim, 2 * dim, rng)?,
+            proj: lin(dim, dim, rng)?,
+            sr,
+            norm2: LayerNorm::new(gpu, dim, BLOCK_EPS)?,
+            fc1: lin(dim, hidden, rng)?,
+            dwconv: ConvUnit::new(
+                gpu,
+                hidden,
+                hidden,
+                Conv3dConfig::cube(3, 1, 1).groups(hidden),
+                true,
+                false,
+                rng,
+            )?,
+            fc2: lin(hidden, dim, rng)?,
+            heads,
+            drop_path,
+        })
+    }
+
+    /// Spatial-reduction attention on tokens `[N, L, C]` laid out on `grid`.
+    fn attention(&self, x: &Tensor, grid: Grid3, modality: Modality) -> Result<Tensor> {
+        let [n, _, c] = *x.shape() else {
+            unreachable!("tokens are [N, L, C]")
+        };
+        let q = self.q.forward(x)?;
+        let kv_in = match &self.sr {
+            None => x.clone(),
+            Some((vol, img, norm)) => {
+                let reduced = match modality {
+                    Modality::Volume => {
+                        vol.forward(&x.reshape(&[n, grid[0], grid[1], grid[2], c])?)?
+                    }
+                    Modality::Image => {
+                        let img = img.as_ref().ok_or_else(|| {
+                            crate::Error::invalid(
+                                "PVT block",
+                                "an encoder built with the image path",
+                                "a volume-only encoder",
+                            )
+                        })?;
+                        img.forward(&x.reshape(&[n, grid[1], grid[2], c])?)?
+                    }
+                };
+                let m = reduced.numel() / (n * c);
+                norm.forward(&reduced.reshape(&[n, m, c])?)?
+            }
+        };
+        let kv = self.kv.forward(&kv_in)?;
+        let k = kv.slice(-1, 0, c)?;
+        let v = kv.slice(-1, c, c)?;
+        let a = ops::attention(&q, &k, &v, self.heads)?;
+        self.proj.forward(&a)
+    }
+
+    fn mlp(&self, x: &Tensor, grid: Grid3) -> Result<Tensor> {
+        let [n, _, _] = *x.shape() else {
+            unreachable!("tokens are [N, L, C]")
+        };
+        let h = self.fc1.forward(x)?;
+        let hidden = h.shape()[2];
+        // Tokens → volume (D = 1 for images), depthwise 3³ conv, back to tokens.
+        let vol = h.reshape(&[n, grid[0], grid[1], grid[2], hidden])?;
+        let h = self
+            .dwconv
+            .forward(&vol)?
+            .reshape(&[n, grid[0] * grid[1] * grid[2], hidden])?;
+        self.fc2.forward(&ops::gelu(&h)?)
+    }
+
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        grid: Grid3,
+        modality: Modality,
+        training: bool,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
+        let a = self.attention(&self.norm1.forward(x)?, grid, modality)?;
+        let x = ops::add(x, &drop_path(&a, self.drop_path, training, rng)?)?;
+        let m = self.mlp(&self.norm2.forward(&x)?, grid)?;
+        ops::add(&x, &drop_path(&m, self.drop_path, training, rng)?)
+    }
+}
+
+impl Module for Block {
+    fn parameters(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
+        self.norm1.parameters(&format!("{p}norm1."), out);
+        self.q.parameters(&format!("{p}attn.q."), out);
+        self.kv.parameters(&format!("{p}attn.kv."), out);
+        self.proj.parameters(&format!("{p}attn.proj."), out);
+        if let Some((vol, img, norm)) = &self.sr {
+            vol.parameters(&format!("{p}attn.sr."), out);
+            if let Some(img) = img {
+                img.parameters(&format!("{p}attn.sr_2d."), out);
+            }
+            norm.parameters(&format!("{p}attn.norm."), out);
+        }
+        self.norm2.parameters(&format!("{p}norm2."), out);
+        self.fc1.parameters(&format!("{p}mlp.fc1."), out);
+        self.dwconv
+            .parameters(&format!("{p}mlp.dwconv.dwconv."), out);
+        self.fc2.parameters(&format!("{p}mlp.fc2."), out);
+    }
+}

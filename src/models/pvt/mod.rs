@@ -1,0 +1,319 @@
+//! The PVTv2 encoder of CADS and PVT-UNet, switchable between CT volumes and 2D radiographs
+//! (../shared/CADS.md, "Encoder").
+//!
+//! Volume path: conv stem (Conv 7³ s2 → IN → LReLU → [Conv 3³ → IN → LReLU] ×2 = the stride-2
+//! skip → Conv 3³ stride (1, 2, 2)) → tokens → LN; then 4 stages of blocks, each stage after the
+//! first opening with a Conv 3³ s2 patch embed → LN, and closing with a LayerNorm. Image path:
+//! the same with 2D convs (last stem conv stride 2). Linear layers, LayerNorms and depthwise
+//! convs are shared between the paths; stem, patch-embed and SR convs are per modality.
+//!
+//! Parameter names follow the authors' PyTorch module names where they are known
+//! (`patch_embed{k}.proj`, `block{k}.{i}.attn.q`, `norm{k}`); the stem's inner convs are
+//! `patch_embed1.proj.{0,3,6,9}` (Sequential indices, inferred) and the image-only convs carry a
+//! `_2d` suffix (our naming; the released teacher has only the volume path's weights needed).
+
+mod block;
+mod config;
+mod conv;
+
+pub use block::{Block, Grid3};
+pub use config::{Modality, PvtConfig, BLOCK_EPS, EMBED_EPS, LEAKY_SLOPE};
+pub use conv::ConvUnit;
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::nn::{LayerNorm, Module};
+use crate::ops::{self, Conv3dConfig};
+use crate::tensor::Tensor;
+use crate::util::Rng;
+
+/// The stem's convolutions for one modality.
+pub struct Stem {
+    pub convs: [ConvUnit; 4],
+}
+
+impl Stem {
+    fn new(gpu: &Gpu, cfg: &PvtConfig, image: bool, rng: &mut Rng) -> Result<Stem> {
+        let (s, e) = (cfg.stem_channels, cfg.embed_dims[0]);
+        let k = |k: usize, st: [usize; 3], p: usize| {
+            if image {
+                Conv3dConfig::new([1, k, k])
+                    .stride([1, st[1], st[2]])
+                    .padding([0, p, p])
+            } else {
+                Conv3dConfig::new([k, k, k]).stride(st).padding([p, p, p])
+            }
+        };
+        let last_stride = if image { [1, 2, 2] } else { [1, 2, 2] };
+        Ok(Stem {
+            convs: [
+                ConvUnit::new(
+                    gpu,
+                    cfg.in_channels,
+                    s,
+                    k(7, [2, 2, 2], 3),
+                    true,
+                    image,
+                    rng,
+                )?,
+                ConvUnit::new(gpu, s, s, k(3, [1, 1, 1], 1), false, image, rng)?,
+                ConvUnit::new(gpu, s, s, k(3, [1, 1, 1], 1), false, image, rng)?,
+                ConvUnit::new(gpu, s, e, k(3, last_stride, 1), true, image, rng)?,
+            ],
+        })
+    }
+
+    /// (stride-2 skip, stem output before tokenisation).
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let mut h = x.clone();
+        for conv in &self.convs[..3] {
+            h = conv.forward(&h)?;
+            h = ops::instance_norm(&h, None, EMBED_EPS)?;
+            h = ops::leaky_relu(&h, LEAKY_SLOPE)?;
+        }
+        let out = self.convs[3].forward(&h)?;
+        Ok((h, out))
+    }
+}
+
+/// Per-stage outputs of the encoder.
+pub struct EncoderOutput {
+    /// Stem output at stride 2 (`[N, D/2, H/2, W/2, stem]` or `[N, H/2, W/2, stem]`).
+    pub skip: Tensor,
+    /// Stage 1..4 outputs after the stage norm, as volumes `[N, D_k, H_k, W_k, C_k]` or images
+    /// `[N, H_k, W_k, C_k]`.
+    pub stages: Vec<Tensor>,
+}
+
+pub struct PvtEncoder {
+    pub config: PvtConfig,
+    pub stem: Stem,
+    pub stem_image: Option<Stem>,
+    pub embed_norm1: LayerNorm,
+    /// Patch embeds of stages 2..4: (volume conv, image conv, LayerNorm).
+    pub embeds: Vec<(ConvUnit, Option<ConvUnit>, LayerNorm)>,
+    pub blocks: Vec<Vec<Block>>,
+    pub norms: Vec<LayerNorm>,
+}
+
+impl PvtEncoder {
+    pub fn new(gpu: &Gpu, config: PvtConfig) -> Result<PvtEncoder> {
+        config.validate()?;
+        let mut rng = Rng::new(config.seed);
+        let stem = Stem::new(gpu, &config, false, &mut rng)?;
+        let stem_image = if config.with_image_path {
+            Some(Stem::new(gpu, &config, true, &mut rng)?)
+        } else {
+            None
+        };
+        let mut embeds = Vec::new();
+        for s in 1..4 {
+            let (cin, cout) = (config.embed_dims[s - 1], config.embed_dims[s]);
+            let vol = ConvUnit::new(
+                gpu,
+                cin,
+                cout,
+                Conv3dConfig::cube(3, 2, 1),
+                true,
+                false,
+                &mut rng,
+            )?;
+            let img = if config.with_image_path {
+                let cfg = Conv3dConfig::new([1, 3, 3])
+                    .stride([1, 2, 2])
+                    .padding([0, 1, 1]);
+                Some(ConvUnit::new(gpu, cin, cout, cfg, true, true, &mut rng)?)
+            } else {
+                None
+            };
+            embeds.push((vol, img, LayerNorm::new(gpu, cout, EMBED_EPS)?));
+        }
+        let rates = config.drop_path_rates();
+        let mut blocks = Vec::new();
+        let mut b = 0;
+        for s in 0..4 {
+            let mut stage = Vec::new();
+            for _ in 0..config.depths[s] {
+                stage.push(Block::new(
+                    gpu,
+                    config.embed_dims[s],
+                    config.heads[s],
+                    config.mlp_ratios[s],
+                    config.sr_ratios[s],
+                    rates[b],
+                    config.with_image_path,
+                    &mut rng,
+                )?);
+                b += 1;
+            }
+            blocks.push(stage);
+        }
+        let norms = (0..4)
+            .map(|s| LayerNorm::new(gpu, config.embed_dims[s], BLOCK_EPS))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PvtEncoder {
+            embed_norm1: LayerNorm::new(gpu, config.embed_dims[0], EMBED_EPS)?,
+            config,
+            stem,
+            stem_image,
+            embeds,
+            blocks,
+            norms,
+        })
+    }
+
+    /// Check the input against the modality and the strides. The stem output (the decoder's
+    /// first skip) must be exact, so D, H, W must be multiples of the stem stride (2, 4, 4); every
+    /// later stage rounds up (k3 s2 p1), which is how the CADS view 16×48×48 reaches 1×2×2 at
+    /// stage 4; and each axis must be at least the total stride (16, 32, 32) so stage 4 is
+    /// not empty. PVT-UNet adds the stricter divisibility its skip connections need.
+    fn check_input(&self, x: &Tensor, modality: Modality) -> Result<()> {
+        let op = "PvtEncoder::forward";
+        let cin = self.config.in_channels;
+        let total = self.config.total_stride();
+        let stem = [2, 4, 4];
+        let check = |dims: &[usize], axes: &[usize]| -> Result<()> {
+            for (&v, &a) in dims.iter().zip(axes) {
+                if v % stem[a] != 0 || v < total[a] {
+                    let want: Vec<String> = axes
+                        .iter()
+                        .map(|&a| format!("a multiple of {} and at least {}", stem[a], total[a]))
+                        .collect();
+                    return Err(Error::invalid(
+                        op,
+                        format!(
+                            "spatial extents {} (stem stride {stem:?}, total stride {total:?})",
+                            want.join(" / ")
+                        ),
+                        format!("{dims:?}"),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        match (modality, x.shape()) {
+            (Modality::Volume, &[_, d, h, w, c]) if c == cin => check(&[d, h, w], &[0, 1, 2]),
+            (Modality::Image, &[_, h, w, c]) if c == cin => {
+                if self.stem_image.is_none() {
+                    return Err(Error::invalid(
+                        op,
+                        "an encoder built with the image path",
+                        "a volume-only encoder",
+                    ));
+                }
+                check(&[h, w], &[1, 2])
+            }
+            (Modality::Volume, s) => Err(Error::shape(op, format!("[N, D, H, W, {cin}]"), s)),
+            (Modality::Image, s) => Err(Error::shape(op, format!("[N, H, W, {cin}]"), s)),
+        }
+    }
+
+    /// Run the encoder. `training` turns drop-path on (drawn from `rng`).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        modality: Modality,
+        training: bool,
+        rng: &mut Rng,
+    ) -> Result<EncoderOutput> {
+        self.check_input(x, modality)?;
+        let stem = match modality {
+            Modality::Volume => &self.stem,
+            Modality::Image => self.stem_image.as_ref().expect("checked above"),
+        };
+        let (skip, h) = stem.forward(x)?;
+        let mut stages = Vec::with_capacity(4);
+        let mut vol = h;
+        for s in 0..4 {
+            if s > 0 {
+                let (conv_v, conv_i, _) = &self.embeds[s - 1];
+                vol = match modality {
+                    Modality::Volume => conv_v.forward(&vol)?,
+                    Modality::Image => conv_i.as_ref().expect("checked above").forward(&vol)?,
+                };
+            }
+            let spatial = &vol.shape()[1..vol.rank() - 1];
+            let grid: Grid3 = if spatial.len() == 3 {
+                [spatial[0], spatial[1], spatial[2]]
+            } else {
+                [1, spatial[0], spatial[1]]
+            };
+            let (n, c) = (vol.shape()[0], self.config.embed_dims[s]);
+            let l = grid[0] * grid[1] * grid[2];
+            let norm = if s == 0 {
+                &self.embed_norm1
+            } else {
+                &self.embeds[s - 1].2
+            };
+            let mut tokens = norm.forward(&vol.reshape(&[n, l, c])?)?;
+            for block in &self.blocks[s] {
+                tokens = block.forward(&tokens, grid, modality, training, rng)?;
+            }
+            let out = self.norms[s].forward(&tokens)?;
+            let out_shape = match modality {
+                Modality::Volume => vec![n, grid[0], grid[1], grid[2], c],
+                Modality::Image => vec![n, grid[1], grid[2], c],
+            };
+            vol = out.reshape(&out_shape)?;
+            stages.push(vol.clone());
+        }
+        Ok(EncoderOutput { skip, stages })
+    }
+
+    /// Parameters of one modality's path (shared ones included), by name.
+    pub fn named_parameters(&self, modality: Option<Modality>) -> Vec<(String, Tensor)> {
+        let mut all = Vec::new();
+        self.parameters("", &mut all);
+        match modality {
+            None => all,
+            Some(Modality::Volume) => all
+                .into_iter()
+                .filter(|(k, _)| !k.contains("_2d"))
+                .collect(),
+            Some(Modality::Image) => {
+                // The image path uses its own stem/embed/SR convs plus everything shared.
+                let volume_only = |k: &str| {
+                    (k.starts_with("patch_embed") && k.contains(".proj.") && !k.contains("_2d"))
+                        || (k.contains("attn.sr.") && !k.contains("_2d"))
+                };
+                all.into_iter().filter(|(k, _)| !volume_only(k)).collect()
+            }
+        }
+    }
+
+    /// Total parameter count of one modality's path (or of everything with `None`).
+    pub fn parameter_count(&self, modality: Option<Modality>) -> usize {
+        self.named_parameters(modality)
+            .iter()
+            .map(|(_, t)| t.numel())
+            .sum()
+    }
+}
+
+impl Module for PvtEncoder {
+    fn parameters(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
+        for (i, conv) in self.stem.convs.iter().enumerate() {
+            conv.parameters(&format!("{p}patch_embed1.proj.{}.", 3 * i), out);
+        }
+        if let Some(stem) = &self.stem_image {
+            for (i, conv) in stem.convs.iter().enumerate() {
+                conv.parameters(&format!("{p}patch_embed1_2d.proj.{}.", 3 * i), out);
+            }
+        }
+        self.embed_norm1
+            .parameters(&format!("{p}patch_embed1.norm."), out);
+        for (s, (vol, img, norm)) in self.embeds.iter().enumerate() {
+            vol.parameters(&format!("{p}patch_embed{}.proj.", s + 2), out);
+            if let Some(img) = img {
+                img.parameters(&format!("{p}patch_embed{}_2d.proj.", s + 2), out);
+            }
+            norm.parameters(&format!("{p}patch_embed{}.norm.", s + 2), out);
+        }
+        for (s, stage) in self.blocks.iter().enumerate() {
+            for (i, block) in stage.iter().enumerate() {
+                block.parameters(&format!("{p}block{}.{i}.", s + 1), out);
+            }
+            self.norms[s].parameters(&format!("{p}norm{}.", s + 1), out);
+        }
+    }
+}

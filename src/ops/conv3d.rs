@@ -1,0 +1,603 @@
+//! 3D (and 2D) convolution over channels-last activations, forward and backward.
+//! Kernels: shaders/conv3d.wgsl, shaders/conv3d_backward_input.wgsl,
+//! shaders/conv3d_backward_weight.wgsl. Reference: src/reference/conv3d.rs.
+//!
+//! Layouts: x `[N, D, H, W, Cin]`, weight `[kD, kH, kW, Cin/groups, Cout]` (Cout innermost so a
+//! tap's weights form a dense `[Cin_g, Cout]` GEMM operand read as vec4 over output channels),
+//! bias `[Cout]`, y `[N, Do, Ho, Wo, Cout]`. PyTorch weights convert with
+//! [`import_pytorch_weight`].
+//!
+//! Backward:
+//! - input: gather form. With stride 1 it is a conv of g with the flipped, transposed kernel and
+//!   padding `dil·(k−1) − p`, run by the same fast forward kernels; otherwise a direct gather.
+//! - weight: GEMM over the M = N·Do·Ho·Wo output voxels, split over invocations into partial
+//!   buffers and summed by a second pass (no float atomics; deterministic).
+//! - bias: a sum of g over every axis but the last.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::conv3d_fast;
+use super::reduce::sum_to_shape;
+use crate::autograd::record;
+use crate::error::{Error, Result};
+use crate::gpu::{Grid, KernelSpec};
+use crate::tensor::Tensor;
+
+/// Kernel size, stride, padding (both sides) and dilation per axis (D, H, W), and groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv3dConfig {
+    pub kernel: [usize; 3],
+    pub stride: [usize; 3],
+    pub padding: [usize; 3],
+    pub dilation: [usize; 3],
+    pub groups: usize,
+}
+
+impl Conv3dConfig {
+    /// Kernel `kernel`, stride 1, no padding, dilation 1, one group.
+    pub fn new(kernel: [usize; 3]) -> Self {
+        Conv3dConfig {
+            kernel,
+            stride: [1; 3],
+            padding: [0; 3],
+            dilation: [1; 3],
+            groups: 1,
+        }
+    }
+    /// A cubic kernel `k` with stride `s` and padding `p` on every axis.
+    pub fn cube(k: usize, s: usize, p: usize) -> Self {
+        Conv3dConfig {
+            kernel: [k; 3],
+            stride: [s; 3],
+            padding: [p; 3],
+            dilation: [1; 3],
+            groups: 1,
+        }
+    }
+    pub fn stride(mut self, s: [usize; 3]) -> Self {
+        self.stride = s;
+        self
+    }
+    pub fn padding(mut self, p: [usize; 3]) -> Self {
+        self.padding = p;
+        self
+    }
+    pub fn dilation(mut self, d: [usize; 3]) -> Self {
+        self.dilation = d;
+        self
+    }
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+}
+
+/// 2D convolution settings (H, W); runs through the 3D kernels with D = 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+impl Conv2dConfig {
+    pub fn new(kernel: [usize; 2]) -> Self {
+        Conv2dConfig {
+            kernel,
+            stride: [1; 2],
+            padding: [0; 2],
+            dilation: [1; 2],
+            groups: 1,
+        }
+    }
+    pub fn square(k: usize, s: usize, p: usize) -> Self {
+        Conv2dConfig {
+            kernel: [k; 2],
+            stride: [s; 2],
+            padding: [p; 2],
+            dilation: [1; 2],
+            groups: 1,
+        }
+    }
+    /// The equivalent 3D config with a depth-1 kernel.
+    pub fn to_3d(&self) -> Conv3dConfig {
+        Conv3dConfig {
+            kernel: [1, self.kernel[0], self.kernel[1]],
+            stride: [1, self.stride[0], self.stride[1]],
+            padding: [0, self.padding[0], self.padding[1]],
+            dilation: [1, self.dilation[0], self.dilation[1]],
+            groups: self.groups,
+        }
+    }
+}
+
+/// Mirrors `ConvParams` in the three conv shaders.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct ConvParams {
+    pub n: u32,
+    pub d: u32,
+    pub h: u32,
+    pub w: u32,
+    pub cin: u32,
+    pub cout: u32,
+    pub cin_g: u32,
+    pub cout_g: u32,
+    pub od: u32,
+    pub oh: u32,
+    pub ow: u32,
+    pub has_bias: u32,
+    pub kd: u32,
+    pub kh: u32,
+    pub kw: u32,
+    /// Invocations that do work (the bounds guard).
+    pub total: u32,
+    pub sd: u32,
+    pub sh: u32,
+    pub sw: u32,
+    pub splits: u32,
+    pub pd: u32,
+    pub ph: u32,
+    pub pw: u32,
+    pub chunk: u32,
+    pub dd: u32,
+    pub dh: u32,
+    pub dw: u32,
+    /// N·Do·Ho·Wo.
+    pub m_total: u32,
+}
+
+const SIZE: usize = std::mem::size_of::<ConvParams>();
+const FWD_SRC: &str = include_str!("../../shaders/conv3d.wgsl");
+const BWD_IN_SRC: &str = include_str!("../../shaders/conv3d_backward_input.wgsl");
+const BWD_W_SRC: &str = include_str!("../../shaders/conv3d_backward_weight.wgsl");
+
+const fn spec(
+    shader: &'static str,
+    source: &'static str,
+    entry: &'static str,
+    inputs: u32,
+) -> KernelSpec {
+    KernelSpec {
+        shader,
+        source,
+        entry,
+        inputs,
+        outputs: 1,
+        params_size: SIZE,
+        constants: &[],
+    }
+}
+
+pub(crate) const FORWARD_NAIVE: KernelSpec = spec("conv3d", FWD_SRC, "conv3d_naive", 3);
+const BACKWARD_INPUT_NAIVE: KernelSpec = spec(
+    "conv3d_backward_input",
+    BWD_IN_SRC,
+    "conv3d_backward_input_naive",
+    2,
+);
+const FLIP_WEIGHT: KernelSpec = spec("conv3d_backward_input", BWD_IN_SRC, "conv3d_flip_weight", 1);
+const BACKWARD_WEIGHT_NAIVE: KernelSpec = spec(
+    "conv3d_backward_weight",
+    BWD_W_SRC,
+    "conv3d_backward_weight_naive",
+    2,
+);
+pub(crate) const BACKWARD_WEIGHT_SUM: KernelSpec = spec(
+    "conv3d_backward_weight",
+    BWD_W_SRC,
+    "conv3d_backward_weight_sum",
+    1,
+);
+
+pub(crate) const KERNELS: &[KernelSpec] = &[
+    FORWARD_NAIVE,
+    BACKWARD_INPUT_NAIVE,
+    FLIP_WEIGHT,
+    BACKWARD_WEIGHT_NAIVE,
+    BACKWARD_WEIGHT_SUM,
+];
+
+/// Which kernels a call uses: the tiled ones where their shape conditions hold (default), or the
+/// straightforward ones everywhere (the oracle, for tests and timing comparisons).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConvPath {
+    #[default]
+    Fast,
+    Naive,
+}
+
+/// Validated geometry of one convolution.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geometry {
+    pub x: [usize; 5],
+    pub out: [usize; 5],
+    pub cfg: Conv3dConfig,
+    pub cin_g: usize,
+    pub cout_g: usize,
+}
+
+impl Geometry {
+    pub fn new(op: &'static str, x: &[usize], w: &[usize], cfg: &Conv3dConfig) -> Result<Geometry> {
+        if x.len() != 5 {
+            return Err(Error::shape(op, "input of rank 5 [N, D, H, W, Cin]", x));
+        }
+        if w.len() != 5 {
+            return Err(Error::shape(
+                op,
+                "weight of rank 5 [kD, kH, kW, Cin/groups, Cout]",
+                w,
+            ));
+        }
+        let g = cfg.groups;
+        let (cin, cout) = (x[4], w[4]);
+        if g == 0 || cin % g != 0 {
+            return Err(Error::invalid(
+                op,
+                format!("input channels divisible by groups = {g}"),
+                format!("Cin = {cin}"),
+            ));
+        }
+        if cout % g != 0 {
+            return Err(Error::invalid(
+                op,
+                format!("output channels divisible by groups = {g}"),
+                format!("Cout = {cout}"),
+            ));
+        }
+        let want_w = [cfg.kernel[0], cfg.kernel[1], cfg.kernel[2], cin / g, cout];
+        if w != want_w {
+            return Err(Error::shape(op, want_w, w));
+        }
+        if cfg.stride.contains(&0) || cfg.dilation.contains(&0) || cfg.kernel.contains(&0) {
+            return Err(Error::invalid(
+                op,
+                "kernel, stride and dilation >= 1",
+                format!("{cfg:?}"),
+            ));
+        }
+        let mut out = [x[0], 0, 0, 0, cout];
+        for a in 0..3 {
+            let span = cfg.dilation[a] * (cfg.kernel[a] - 1) + 1;
+            let padded = x[a + 1] + 2 * cfg.padding[a];
+            if span > padded {
+                return Err(Error::invalid(
+                    op,
+                    format!("kernel extent (dilated) <= padded input on axis {a}"),
+                    format!("kernel extent {span} > padded input {padded}"),
+                ));
+            }
+            out[a + 1] = (padded - span) / cfg.stride[a] + 1;
+        }
+        if out.contains(&0) {
+            return Err(Error::invalid(
+                op,
+                "a non-empty output",
+                format!("output shape {out:?}"),
+            ));
+        }
+        Ok(Geometry {
+            x: [x[0], x[1], x[2], x[3], x[4]],
+            out,
+            cfg: *cfg,
+            cin_g: cin / g,
+            cout_g: cout / g,
+        })
+    }
+
+    pub fn w_shape(&self) -> [usize; 5] {
+        let k = self.cfg.kernel;
+        [k[0], k[1], k[2], self.cin_g, self.out[4]]
+    }
+
+    pub fn m_total(&self) -> usize {
+        self.out[0] * self.out[1] * self.out[2] * self.out[3]
+    }
+
+    pub fn params(&self, total: usize, has_bias: bool) -> ConvParams {
+        let c = &self.cfg;
+        let u = |v: usize| v as u32;
+        ConvParams {
+            n: u(self.x[0]),
+            d: u(self.x[1]),
+            h: u(self.x[2]),
+            w: u(self.x[3]),
+            cin: u(self.x[4]),
+            cout: u(self.out[4]),
+            cin_g: u(self.cin_g),
+            cout_g: u(self.cout_g),
+            od: u(self.out[1]),
+            oh: u(self.out[2]),
+            ow: u(self.out[3]),
+            has_bias: has_bias as u32,
+            kd: u(c.kernel[0]),
+            kh: u(c.kernel[1]),
+            kw: u(c.kernel[2]),
+            total: u(total),
+            sd: u(c.stride[0]),
+            sh: u(c.stride[1]),
+            sw: u(c.stride[2]),
+            splits: 1,
+            pd: u(c.padding[0]),
+            ph: u(c.padding[1]),
+            pw: u(c.padding[2]),
+            chunk: 0,
+            dd: u(c.dilation[0]),
+            dh: u(c.dilation[1]),
+            dw: u(c.dilation[2]),
+            m_total: u(self.m_total()),
+        }
+    }
+}
+
+/// PyTorch `[Cout, Cin/groups, kD, kH, kW]` → cads `[kD, kH, kW, Cin/groups, Cout]` (host data).
+pub fn import_pytorch_weight(data: &[f32], shape_pt: &[usize]) -> Result<(Vec<f32>, Vec<usize>)> {
+    let op = "import_pytorch_weight";
+    if shape_pt.len() != 5 {
+        return Err(Error::shape(
+            op,
+            "rank 5 [Cout, Cin/groups, kD, kH, kW]",
+            shape_pt,
+        ));
+    }
+    if data.len() != shape_pt.iter().product::<usize>() {
+        return Err(Error::shape(
+            op,
+            format!("{} values", shape_pt.iter().product::<usize>()),
+            format!("{} values", data.len()),
+        ));
+    }
+    let [cout, cin_g, a, b, c] = [
+        shape_pt[0],
+        shape_pt[1],
+        shape_pt[2],
+        shape_pt[3],
+        shape_pt[4],
+    ];
+    let d64: Vec<f64> = data.iter().map(|&v| v as f64).collect();
+    let out = crate::reference::conv3d::import_pytorch_weight(&d64, cout, cin_g, [a, b, c]);
+    Ok((
+        out.iter().map(|&v| v as f32).collect(),
+        vec![a, b, c, cin_g, cout],
+    ))
+}
+
+/// Forward launch (unrecorded).
+pub(crate) fn forward_raw(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    geo: &Geometry,
+    path: ConvPath,
+) -> Result<Tensor> {
+    let gpu = x.gpu();
+    let y = Tensor::uninit(gpu, "conv3d", &geo.out)?;
+    if path == ConvPath::Fast && conv3d_fast::forward(x, w, bias, &y, geo)? {
+        return Ok(y);
+    }
+    let dummy;
+    let b = match bias {
+        Some(b) => b.buffer(),
+        None => {
+            dummy = Tensor::zeros(gpu, &[1])?;
+            dummy.buffer()
+        }
+    };
+    let total = y.numel();
+    let params = geo.params(total, bias.is_some());
+    gpu.dispatch(
+        &FORWARD_NAIVE,
+        &params,
+        &[x.buffer(), w.buffer(), b],
+        &[y.buffer()],
+        Grid::cover(total as u64, 64),
+    )?;
+    Ok(y)
+}
+
+/// dL/dx from dL/dy = g (unrecorded).
+pub(crate) fn backward_input_raw(
+    g: &Tensor,
+    w: &Tensor,
+    geo: &Geometry,
+    path: ConvPath,
+) -> Result<Tensor> {
+    let gpu = g.gpu();
+    let c = &geo.cfg;
+    let stride1 = c.stride == [1; 3];
+    let pad_ok = (0..3).all(|a| c.padding[a] <= c.dilation[a] * (c.kernel[a] - 1));
+    if path == ConvPath::Fast && stride1 && pad_ok {
+        // gx = conv(g, flip(w)ᵀ) with padding dil·(k−1) − p: Cin and Cout swap roles.
+        let k = c.kernel;
+        let wf = Tensor::uninit(
+            gpu,
+            "conv3d_backward_input",
+            &[k[0], k[1], k[2], geo.cout_g, geo.x[4]],
+        )?;
+        let params = geo.params(w.numel(), false);
+        gpu.dispatch(
+            &FLIP_WEIGHT,
+            &params,
+            &[w.buffer()],
+            &[wf.buffer()],
+            Grid::cover(w.numel() as u64, 64),
+        )?;
+        let cfg_t = Conv3dConfig {
+            padding: [0, 1, 2].map(|a| c.dilation[a] * (c.kernel[a] - 1) - c.padding[a]),
+            ..*c
+        };
+        let geo_t = Geometry::new("conv3d_backward_input", &geo.out, wf.shape(), &cfg_t)?;
+        debug_assert_eq!(geo_t.out, geo.x);
+        let gx = Tensor::uninit(gpu, "conv3d_backward_input", &geo.x)?;
+        if conv3d_fast::forward(g, &wf, None, &gx, &geo_t)? {
+            return Ok(gx);
+        }
+    }
+    let gx = Tensor::uninit(gpu, "conv3d_backward_input", &geo.x)?;
+    let total = gx.numel();
+    let params = geo.params(total, false);
+    gpu.dispatch(
+        &BACKWARD_INPUT_NAIVE,
+        &params,
+        &[g.buffer(), w.buffer()],
+        &[gx.buffer()],
+        Grid::cover(total as u64, 64),
+    )?;
+    Ok(gx)
+}
+
+/// dL/dw from dL/dy = g and the input x (unrecorded).
+pub(crate) fn backward_weight_raw(
+    g: &Tensor,
+    x: &Tensor,
+    geo: &Geometry,
+    path: ConvPath,
+) -> Result<Tensor> {
+    let gpu = g.gpu();
+    let ws = geo.w_shape();
+    let gw = Tensor::uninit(gpu, "conv3d_backward_weight", &ws)?;
+    if path == ConvPath::Fast && conv3d_fast::backward_weight(g, x, &gw, geo)? {
+        return Ok(gw);
+    }
+    let wn = gw.numel();
+    let m = geo.m_total();
+    // Enough (split, element) invocations to fill the machine, chunks of at least 64 voxels.
+    let splits = (65_536 / wn.max(1)).clamp(1, m.div_ceil(64).max(1));
+    let chunk = m.div_ceil(splits);
+    let splits = m.div_ceil(chunk);
+    let partial = Tensor::uninit(gpu, "conv3d_backward_weight", &[splits, wn])?;
+    let mut params = geo.params(splits * wn, false);
+    params.splits = splits as u32;
+    params.chunk = chunk as u32;
+    gpu.dispatch(
+        &BACKWARD_WEIGHT_NAIVE,
+        &params,
+        &[x.buffer(), g.buffer()],
+        &[partial.buffer()],
+        Grid::cover((splits * wn) as u64, 64),
+    )?;
+    params.total = wn as u32;
+    gpu.dispatch(
+        &BACKWARD_WEIGHT_SUM,
+        &params,
+        &[partial.buffer()],
+        &[gw.buffer()],
+        Grid::cover(wn as u64, 64),
+    )?;
+    Ok(gw)
+}
+
+/// 3D convolution `y = conv3d(x, w) + bias`, recorded on the tape.
+/// x `[N, D, H, W, Cin]`, w `[kD, kH, kW, Cin/groups, Cout]`, bias `[Cout]` → `[N, Do, Ho, Wo, Cout]`.
+pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv3dConfig) -> Result<Tensor> {
+    conv3d_with(x, w, bias, cfg, ConvPath::Fast)
+}
+
+/// [`conv3d`] with an explicit kernel choice (the naive path is the oracle of the fast one).
+pub fn conv3d_with(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: &Conv3dConfig,
+    path: ConvPath,
+) -> Result<Tensor> {
+    let op = "conv3d";
+    let geo = Geometry::new(op, x.shape(), w.shape(), cfg)?;
+    x.check_same_gpu(op, w)?;
+    if let Some(b) = bias {
+        x.check_same_gpu(op, b)?;
+        if b.shape() != [geo.out[4]] {
+            return Err(Error::shape(op, [geo.out[4]], b.shape()));
+        }
+    }
+    let y = forward_raw(x, w, bias, &geo, path)?;
+    let (xd, wd) = (x.detach(), w.detach());
+    let (need_x, need_w) = (x.requires_grad(), w.requires_grad());
+    let backward = move |g: &Tensor| -> Result<Vec<Option<Tensor>>> {
+        let gx = if need_x {
+            Some(backward_input_raw(g, &wd, &geo, path)?)
+        } else {
+            None
+        };
+        let gw = if need_w {
+            Some(backward_weight_raw(g, &xd, &geo, path)?)
+        } else {
+            None
+        };
+        Ok(vec![gx, gw])
+    };
+    Ok(match bias {
+        None => record(y, op, &[x, w], backward),
+        Some(b) => {
+            let need_b = b.requires_grad();
+            let cout = geo.out[4];
+            record(y, op, &[x, w, b], move |g| {
+                let mut grads = backward(g)?;
+                grads.push(if need_b {
+                    Some(sum_to_shape(g, &[cout])?)
+                } else {
+                    None
+                });
+                Ok(grads)
+            })
+        }
+    })
+}
+
+/// 2D convolution through the 3D kernels with D = 1.
+/// x `[N, H, W, Cin]`, w `[kH, kW, Cin/groups, Cout]`, bias `[Cout]` → `[N, Ho, Wo, Cout]`.
+pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv2dConfig) -> Result<Tensor> {
+    let op = "conv2d";
+    if x.rank() != 4 {
+        return Err(Error::shape(
+            op,
+            "input of rank 4 [N, H, W, Cin]",
+            x.shape(),
+        ));
+    }
+    if w.rank() != 4 {
+        return Err(Error::shape(
+            op,
+            "weight of rank 4 [kH, kW, Cin/groups, Cout]",
+            w.shape(),
+        ));
+    }
+    let (xs, wsh) = (x.shape(), w.shape());
+    // [N, H, W, C] → [N, 1, H, W, C]; [kH, kW, Cin_g, Cout] → [1, kH, kW, Cin_g, Cout].
+    let x5 = x.reshape(&[xs[0], 1, xs[1], xs[2], xs[3]])?;
+    let w5 = w.reshape(&[1, wsh[0], wsh[1], wsh[2], wsh[3]])?;
+    let y = conv3d(&x5, &w5, bias, &cfg.to_3d())?;
+    let ys = y.shape().to_vec();
+    // [N, 1, Ho, Wo, Cout] → [N, Ho, Wo, Cout].
+    y.reshape(&[ys[0], ys[2], ys[3], ys[4]])
+}
+
+/// dL/dx of [`conv3d`] for an upstream gradient `g`, unrecorded (benchmarks, custom backward).
+pub fn conv3d_backward_input(
+    g: &Tensor,
+    w: &Tensor,
+    x_shape: &[usize],
+    cfg: &Conv3dConfig,
+) -> Result<Tensor> {
+    let geo = Geometry::new("conv3d_backward_input", x_shape, w.shape(), cfg)?;
+    if g.shape() != geo.out {
+        return Err(Error::shape("conv3d_backward_input", geo.out, g.shape()));
+    }
+    backward_input_raw(g, w, &geo, ConvPath::Fast)
+}
+
+/// dL/dw of [`conv3d`] for an upstream gradient `g`, unrecorded.
+pub fn conv3d_backward_weight(
+    g: &Tensor,
+    x: &Tensor,
+    w_shape: &[usize],
+    cfg: &Conv3dConfig,
+) -> Result<Tensor> {
+    let geo = Geometry::new("conv3d_backward_weight", x.shape(), w_shape, cfg)?;
+    if g.shape() != geo.out {
+        return Err(Error::shape("conv3d_backward_weight", geo.out, g.shape()));
+    }
+    backward_weight_raw(g, x, &geo, ConvPath::Fast)
+}
