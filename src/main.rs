@@ -32,8 +32,12 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Print the adapter, backend, limits and features.
-    Info,
+    /// Print the adapter, backend, limits and features (with --model pvt: the encoder's size).
+    Info {
+        /// Also build this model's default configuration and print its parameter counts (pvt).
+        #[arg(long)]
+        model: Option<String>,
+    },
     /// Run the benchmark suite: one JSON line per case (op, ms, GFLOP/s or GB/s, % of FMA peak).
     Bench {
         /// Only cases whose `op/case` name contains this text.
@@ -65,7 +69,7 @@ fn main() {
     });
     let result = match command {
         Command::Demo { steps, seed } => cli::demo::run(&choice, steps, seed),
-        Command::Info => cli::info::run(&choice),
+        Command::Info { model } => cli::info::run(&choice, model.as_deref()),
         Command::Bench { filter } => cli::bench::run(&choice, filter.as_deref()),
         Command::Inspect { file, json, labels } => cli::inspect::run(&file, json, labels),
         Command::Drr(a) => cli::drr::run(&choice, &a),

@@ -1,9 +1,10 @@
 //! `cads info`: what adapter cads runs on and what it can do.
 
 use cads::gpu::AdapterChoice;
-use cads::{Gpu, Result};
+use cads::models::pvt::{Modality, PvtConfig, PvtEncoder};
+use cads::{Error, Gpu, Result};
 
-pub fn run(choice: &AdapterChoice) -> Result<()> {
+pub fn run(choice: &AdapterChoice, model: Option<&str>) -> Result<()> {
     let gpu = Gpu::with_choice(choice)?;
     let a = gpu.adapter();
     let l = gpu.limits();
@@ -53,5 +54,19 @@ pub fn run(choice: &AdapterChoice) -> Result<()> {
     println!("  timestamps          {}", f.timestamps);
     println!("  timestamps_encoders {}", f.timestamps_in_encoders);
     println!("  float_atomics       {}", f.float_atomics);
+    match model {
+        None => {}
+        Some("pvt") => {
+            let enc = PvtEncoder::new(&gpu, PvtConfig::default())?;
+            let volume = enc.parameter_count(Some(Modality::Volume));
+            let image = enc.parameter_count(Some(Modality::Image));
+            let all = enc.parameter_count(None);
+            println!("model pvt (PVTv2-b1, CADS configuration):");
+            println!("  parameters, volume (3D) path      {volume} ({:.2} M)", volume as f64 / 1e6);
+            println!("  parameters, image (2D) path       {image} ({:.2} M)", image as f64 / 1e6);
+            println!("  parameters, both paths            {all} ({:.2} M)", all as f64 / 1e6);
+        }
+        Some(other) => return Err(Error::invalid("cads info --model", "pvt", other)),
+    }
     Ok(())
 }
