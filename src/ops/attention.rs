@@ -100,7 +100,7 @@ fn head_dim_class(op: &'static str, hd: usize) -> Result<usize> {
 /// Attention with scale head_dim^-0.5.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
     let c = *q.shape().last().unwrap_or(&0);
-    let hd = if heads > 0 { c / heads } else { 0 };
+    let hd = c.checked_div(heads).unwrap_or(0);
     attention_with(q, k, v, heads, (hd as f32).powf(-0.5), AttentionPath::Auto)
 }
 

@@ -44,7 +44,8 @@ impl Stem {
                 Conv3dConfig::new([k, k, k]).stride(st).padding([p, p, p])
             }
         };
-        let last_stride = if image { [1, 2, 2] } else { [1, 2, 2] };
+        // Volume: stride (1, 2, 2) on top of the first conv's 2 gives (2, 4, 4); images: 2 × 2 = 4.
+        let last_stride = [1, 2, 2];
         Ok(Stem {
             convs: [
                 ConvUnit::new(
