@@ -20,17 +20,30 @@ const fn spec(shader: &'static str, source: &'static str, entry: &'static str, i
     KernelSpec { shader, source, entry, inputs, outputs: 1, params_size: SIZE, constants: &[] }
 }
 
-const TILED_C4: KernelSpec = spec("conv3d", FWD_SRC, "conv3d_tiled_c4", 3);
-const TILED_C1: KernelSpec = spec("conv3d", FWD_SRC, "conv3d_tiled_c1", 3);
+/// (TM voxels, TN channels, spec for Cin_g % 4 == 0, spec for any Cin_g), widest TN first.
+const TILED: [(usize, usize, KernelSpec, KernelSpec); 4] = [
+    (8, 8, spec("conv3d", FWD_SRC, "conv3d_tiled_m8n8_c4", 3), spec("conv3d", FWD_SRC, "conv3d_tiled_m8n8_c1", 3)),
+    (1, 32, spec("conv3d", FWD_SRC, "conv3d_tiled_m1n32_c4", 3), spec("conv3d", FWD_SRC, "conv3d_tiled_m1n32_c1", 3)),
+    (2, 16, spec("conv3d", FWD_SRC, "conv3d_tiled_m2n16_c4", 3), spec("conv3d", FWD_SRC, "conv3d_tiled_m2n16_c1", 3)),
+    (4, 8, spec("conv3d", FWD_SRC, "conv3d_tiled_m4n8_c4", 3), spec("conv3d", FWD_SRC, "conv3d_tiled_m4n8_c1", 3)),
+];
 const BWD_W_SRC: &str = include_str!("../../shaders/conv3d_backward_weight.wgsl");
-const BWD_W_TILED_C4: KernelSpec = spec("conv3d_backward_weight", BWD_W_SRC, "conv3d_backward_weight_tiled_c4", 2);
-const BWD_W_TILED_C1: KernelSpec = spec("conv3d_backward_weight", BWD_W_SRC, "conv3d_backward_weight_tiled_c1", 2);
+const fn bw(entry: &'static str) -> KernelSpec {
+    spec("conv3d_backward_weight", BWD_W_SRC, entry, 2)
+}
+/// (TN channels, input channels per tile (4 = vec4 loads), spec), in order of preference: the
+/// register tile is 4·TN (c4) or TN (c1) floats, kept near 64 to avoid spills.
+const BWD_W_TILED: [(usize, usize, KernelSpec); 6] = [
+    (16, 4, bw("conv3d_backward_weight_tiled_n16_c4")),
+    (8, 4, bw("conv3d_backward_weight_tiled_n8_c4")),
+    (32, 4, bw("conv3d_backward_weight_tiled_n32_c4")),
+    (32, 1, bw("conv3d_backward_weight_tiled_n32_c1")),
+    (16, 1, bw("conv3d_backward_weight_tiled_n16_c1")),
+    (8, 1, bw("conv3d_backward_weight_tiled_n8_c1")),
+];
 
-pub(crate) const KERNELS: &[KernelSpec] = &[TILED_C4, TILED_C1, BWD_W_TILED_C4, BWD_W_TILED_C1, FMA_PEAK];
+pub(crate) const KERNELS: &[KernelSpec] = &[TILED[3].2, TILED[3].3, TILED[0].2, TILED[0].3, TILED[1].2, TILED[1].3, TILED[2].2, TILED[2].3, BWD_W_TILED[0].2, BWD_W_TILED[1].2, BWD_W_TILED[2].2, BWD_W_TILED[3].2, BWD_W_TILED[4].2, BWD_W_TILED[5].2, FMA_PEAK];
 
-/// Output voxels per invocation and channels per workgroup of the tiled forward kernels.
-const TM: usize = 4;
-const TN: usize = 8;
 
 /// A grid of `blocks` workgroups along a folded x·y axis, times `z`.
 fn fold(blocks: usize, z: usize) -> Grid {
@@ -39,13 +52,18 @@ fn fold(blocks: usize, z: usize) -> Grid {
     Grid::Xyz(x as u32, y as u32, z as u32)
 }
 
-/// y = conv3d(x, w) + b with the tiled kernels, when Cout_g is a multiple of 8.
+/// y = conv3d(x, w) + b with the tiled kernels, when Cout_g is a multiple of 8. The widest
+/// channel tile that divides Cout_g wins (each input load then feeds the most FMAs);
+/// `CADS_CONV_TILE=m2n16` (etc.) forces a variant for timing comparisons.
 pub(crate) fn forward(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor, geo: &Geometry) -> Result<bool> {
-    if geo.cout_g % TN != 0 {
+    let forced = std::env::var("CADS_CONV_TILE").ok();
+    let Some((tm, tn, s4, s1)) = TILED.iter().find(|(tm, tn, ..)| {
+        geo.cout_g % tn == 0 && forced.as_ref().is_none_or(|f| *f == format!("m{tm}n{tn}"))
+    }) else {
         return Ok(false);
-    }
+    };
     let gpu = x.gpu();
-    let spec = if geo.cin_g % 4 == 0 { &TILED_C4 } else { &TILED_C1 };
+    let spec = if geo.cin_g % 4 == 0 { s4 } else { s1 };
     let dummy;
     let b = match bias {
         Some(b) => b.buffer(),
@@ -55,31 +73,39 @@ pub(crate) fn forward(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor,
         }
     };
     let params: ConvParams = geo.params(y.numel(), bias.is_some());
-    let blocks = geo.m_total().div_ceil(64 * TM);
-    gpu.dispatch(spec, &params, &[x.buffer(), w.buffer(), b], &[y.buffer()], fold(blocks, geo.out[4] / TN))?;
+    let blocks = geo.m_total().div_ceil(64 * tm);
+    gpu.dispatch(spec, &params, &[x.buffer(), w.buffer(), b], &[y.buffer()], fold(blocks, geo.out[4] / tn))?;
     Ok(true)
 }
 
 /// gw = Σ_m x(m @ tap) ⊗ g(m) with the tiled kernels (Cout_g % 8 == 0), then the sum pass.
+/// `CADS_CONV_BW_TILE=n8` (etc.) forces a channel tile for timing comparisons.
 pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry) -> Result<bool> {
-    if geo.cout_g % TN != 0 {
-        return Ok(false);
-    }
-    let gpu = g.gpu();
+    let forced = std::env::var("CADS_CONV_BW_TILE").ok();
     let c4 = geo.cin_g % 4 == 0;
-    let spec = if c4 { &BWD_W_TILED_C4 } else { &BWD_W_TILED_C1 };
+    let Some((tn, nci, spec)) = BWD_W_TILED.iter().find(|(tn, nci, _)| {
+        (*nci == 4) == c4 && geo.cout_g % tn == 0 && forced.as_ref().is_none_or(|f| *f == format!("n{tn}"))
+    }) else {
+        return Ok(false);
+    };
+    let gpu = g.gpu();
     let taps: usize = geo.cfg.kernel.iter().product();
-    let tiles = taps * (geo.cin_g / if c4 { 4 } else { 1 }) * (geo.out[4] / TN);
+    let tc_blocks = (taps * geo.cin_g / nci).div_ceil(64);
+    let co_blocks = geo.out[4] / tn;
     let rows = geo.out[0] * geo.out[1] * geo.out[2];
     let wn = gw.numel();
-    // Lanes per tile: enough invocations to fill the machine, at most one per row, and a partial
-    // buffer of at most 32 Mi floats.
-    let lanes = 131_072usize.div_ceil(tiles).min(rows).min((32 << 20) / wn).max(1);
-    let partial = Tensor::uninit(gpu, "conv3d_backward_weight", &[lanes, wn])?;
-    let mut params = geo.params(tiles * lanes, false);
-    params.splits = lanes as u32;
-    gpu.dispatch(spec, &params, &[x.buffer(), g.buffer()], &[partial.buffer()], Grid::cover((tiles * lanes) as u64, 64))?;
-    params.total = wn as u32;
+    // Chunks of output rows: enough workgroups to fill the machine, a partial buffer of at
+    // most 16 Mi floats.
+    let per_chunk = tc_blocks * co_blocks;
+    let chunks = 1024usize.div_ceil(per_chunk).min(rows).min((16 << 20) / wn).clamp(1, 65_535);
+    let chunk = rows.div_ceil(chunks);
+    let chunks = rows.div_ceil(chunk);
+    let partial = Tensor::uninit(gpu, "conv3d_backward_weight", &[chunks, wn])?;
+    let mut params = geo.params(wn, false);
+    params.splits = chunks as u32;
+    params.chunk = chunk as u32;
+    let grid = Grid::Xyz(tc_blocks as u32, co_blocks as u32, chunks as u32);
+    gpu.dispatch(spec, &params, &[x.buffer(), g.buffer()], &[partial.buffer()], grid)?;
     gpu.dispatch(&BACKWARD_WEIGHT_SUM, &params, &[partial.buffer()], &[gw.buffer()], Grid::cover(wn as u64, 64))?;
     Ok(true)
 }
