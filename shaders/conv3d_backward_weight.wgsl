@@ -76,13 +76,16 @@ fn conv3d_backward_weight_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num
     gw[i] = acc;
 }
 
-// ---- tiled weight gradient (conv3d_backward_weight_tiled_c4 / _c1) ----
-// Bindings: 0 params, 1 x, 2 g, 3 partial. One invocation per (tile, lane): a tile is one tap ×
-// 4 input channels (1 for _c1) × 8 output channels; `splits` lanes per tile each reduce over the
-// rows (n, od, oh) ≡ lane (mod splits), walking ow along the row. Invocation i: lane = i % splits,
-// tile = i / splits (co block fastest, then ci block, then tap). Writes
-// partial[lane, tap, cil, co] (layout [splits, kD·kH·kW·Cin_g·Cout]) for the sum pass.
-// Needs Cout_g % 8 == 0 (and Cin_g % 4 == 0 for _c4), checked on the host.
+// ---- tiled weight gradient (conv3d_backward_weight_tiled_n{TN}_c4 / _c1) ----
+// Bindings: 0 params, 1 x, 2 g, 3 partial. Workgroup grid (ceil(taps·Cin_g/4 / 64), Cout/TN,
+// chunks). Lane tc = wg.x·64 + lid picks (tap, block of 4 input channels; 1 for _c1); wg.y the
+// block of TN output channels; wg.z a chunk of `chunk` output rows (n, od, oh). Each invocation
+// reduces its 4 × TN tile over the chunk's voxels, walking ow along each row, and writes
+// partial[chunk, tap, cil, co] (layout [splits = chunks, kD·kH·kW·Cin_g·Cout]) for
+// conv3d_backward_weight_sum. The g loads depend only on workgroup-uniform values, so lavapipe
+// does one scalar load + broadcast for them; only the x load is per lane. No early return (see
+// shaders/conv3d.wgsl): lanes past the end clamp and skip the store.
+// Needs Cout_g % TN == 0 (and Cin_g % 4 == 0 for _c4), checked on the host (conv3d_fast.rs).
 
 @group(0) @binding(1) var<storage, read> xin4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> xin1: array<f32>;

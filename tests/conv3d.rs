@@ -15,13 +15,43 @@ use common::*;
 fn cases() -> Vec<([usize; 5], usize, Conv3dConfig)> {
     vec![
         // odd/prime extents, per-axis stride / padding / dilation [1,2,3]
-        ([2, 5, 7, 11, 3], 5, Conv3dConfig { kernel: [3, 2, 3], stride: [1, 2, 3], padding: [1, 2, 3], dilation: [1, 2, 3], groups: 1 }),
-        ([1, 7, 5, 6, 6], 9, Conv3dConfig { kernel: [3, 3, 3], stride: [2, 1, 1], padding: [0, 1, 2], dilation: [3, 2, 1], groups: 3 }),
+        (
+            [2, 5, 7, 11, 3],
+            5,
+            Conv3dConfig {
+                kernel: [3, 2, 3],
+                stride: [1, 2, 3],
+                padding: [1, 2, 3],
+                dilation: [1, 2, 3],
+                groups: 1,
+            },
+        ),
+        (
+            [1, 7, 5, 6, 6],
+            9,
+            Conv3dConfig {
+                kernel: [3, 3, 3],
+                stride: [2, 1, 1],
+                padding: [0, 1, 2],
+                dilation: [3, 2, 1],
+                groups: 3,
+            },
+        ),
         // depthwise
         ([2, 3, 5, 7, 8], 8, Conv3dConfig::cube(3, 1, 1).groups(8)),
         // stride-1 c4 shapes that take the tiled kernels (Cout multiple of 16)
         ([2, 5, 6, 7, 8], 16, Conv3dConfig::cube(3, 1, 1)),
-        ([1, 4, 9, 5, 12], 32, Conv3dConfig { kernel: [3, 1, 3], stride: [1, 1, 1], padding: [1, 0, 2], dilation: [1, 1, 2], groups: 1 }),
+        (
+            [1, 4, 9, 5, 12],
+            32,
+            Conv3dConfig {
+                kernel: [3, 1, 3],
+                stride: [1, 1, 1],
+                padding: [1, 0, 2],
+                dilation: [1, 1, 2],
+                groups: 1,
+            },
+        ),
         ([2, 3, 5, 7, 16], 32, Conv3dConfig::cube(3, 1, 1).groups(2)),
         // strided with Cin = 1 (stem-like) and k = s (spatial reduction)
         ([1, 9, 11, 10, 1], 16, Conv3dConfig::cube(5, 2, 2)),
@@ -34,7 +64,13 @@ fn run_case(path: ConvPath, seed: u64) {
     let gpu = gpu();
     let mut rng = Rng::new(seed);
     for (xs, cout, cfg) in cases() {
-        let ws = [cfg.kernel[0], cfg.kernel[1], cfg.kernel[2], xs[4] / cfg.groups, cout];
+        let ws = [
+            cfg.kernel[0],
+            cfg.kernel[1],
+            cfg.kernel[2],
+            xs[4] / cfg.groups,
+            cout,
+        ];
         let (x, tx) = random_param(&gpu, &mut rng, &xs, -1.0, 1.0);
         let (w, tw) = random_param(&gpu, &mut rng, &ws, -1.0, 1.0);
         let (b, tb) = random_param(&gpu, &mut rng, &[cout], -1.0, 1.0);
@@ -42,15 +78,35 @@ fn run_case(path: ConvPath, seed: u64) {
         let want = rc::conv3d(&x, &w, Some(&b), &cfg);
         assert_eq!(y.shape(), want.shape.as_slice(), "{cfg:?}");
         let what = format!("{path:?} {xs:?}→{cout} {cfg:?}");
-        assert_close(&format!("{what} forward"), &y.to_vec().unwrap(), &want.data, F32_ACCUM);
+        assert_close(
+            &format!("{what} forward"),
+            &y.to_vec().unwrap(),
+            &want.data,
+            F32_ACCUM,
+        );
         let (g, tg) = random_pair(&gpu, &mut rng, y.shape(), -1.0, 1.0);
         let grads = y.backward_with(&tg).unwrap();
         let gx = rc::conv3d_backward_input(&g, &w, &xs, &cfg);
         let gw = rc::conv3d_backward_weight(&g, &x, &ws, &cfg);
         let gb = rc::conv3d_backward_bias(&g);
-        assert_close(&format!("{what} grad x"), &grads.get(&tx).unwrap().to_vec().unwrap(), &gx.data, F32_GRAD);
-        assert_close(&format!("{what} grad w"), &grads.get(&tw).unwrap().to_vec().unwrap(), &gw.data, F32_GRAD);
-        assert_close(&format!("{what} grad b"), &grads.get(&tb).unwrap().to_vec().unwrap(), &gb.data, F32_GRAD);
+        assert_close(
+            &format!("{what} grad x"),
+            &grads.get(&tx).unwrap().to_vec().unwrap(),
+            &gx.data,
+            F32_GRAD,
+        );
+        assert_close(
+            &format!("{what} grad w"),
+            &grads.get(&tw).unwrap().to_vec().unwrap(),
+            &gw.data,
+            F32_GRAD,
+        );
+        assert_close(
+            &format!("{what} grad b"),
+            &grads.get(&tb).unwrap().to_vec().unwrap(),
+            &gb.data,
+            F32_GRAD,
+        );
     }
 }
 
@@ -76,12 +132,29 @@ fn fast_path_matches_naive_on_a_larger_shape() {
     let naive = conv3d_with(&tx, &tw, None, &cfg, ConvPath::Naive).unwrap();
     let (_, tg) = random_pair(&gpu, &mut rng, fast.shape(), -1.0, 1.0);
     let want: Vec<f64> = naive.to_vec().unwrap().iter().map(|&v| v as f64).collect();
-    assert_close("fast vs naive forward", &fast.to_vec().unwrap(), &want, F32_ACCUM);
+    assert_close(
+        "fast vs naive forward",
+        &fast.to_vec().unwrap(),
+        &want,
+        F32_ACCUM,
+    );
     let gf = fast.backward_with(&tg).unwrap();
     let gn = naive.backward_with(&tg).unwrap();
     for (t, name) in [(&tx, "x"), (&tw, "w")] {
-        let want: Vec<f64> = gn.get(t).unwrap().to_vec().unwrap().iter().map(|&v| v as f64).collect();
-        assert_close(&format!("fast vs naive grad {name}"), &gf.get(t).unwrap().to_vec().unwrap(), &want, F32_GRAD);
+        let want: Vec<f64> = gn
+            .get(t)
+            .unwrap()
+            .to_vec()
+            .unwrap()
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        assert_close(
+            &format!("fast vs naive grad {name}"),
+            &gf.get(t).unwrap().to_vec().unwrap(),
+            &want,
+            F32_GRAD,
+        );
     }
 }
 
@@ -91,15 +164,33 @@ fn adjoint_identity_holds() {
     let gpu = gpu();
     let mut rng = Rng::new(44);
     for (xs, cout, cfg) in cases() {
-        let ws = [cfg.kernel[0], cfg.kernel[1], cfg.kernel[2], xs[4] / cfg.groups, cout];
+        let ws = [
+            cfg.kernel[0],
+            cfg.kernel[1],
+            cfg.kernel[2],
+            xs[4] / cfg.groups,
+            cout,
+        ];
         let (x, tx) = random_param(&gpu, &mut rng, &xs, -1.0, 1.0);
         let (_, tw) = random_pair(&gpu, &mut rng, &ws, -1.0, 1.0);
         let out = conv3d(&tx, &tw, None, &cfg).unwrap();
         let (yv, ty) = random_pair(&gpu, &mut rng, out.shape(), -1.0, 1.0);
         let ax: Vec<f64> = out.to_vec().unwrap().iter().map(|&v| v as f64).collect();
-        let aty: Vec<f64> = out.backward_with(&ty).unwrap().get(&tx).unwrap().to_vec().unwrap().iter().map(|&v| v as f64).collect();
+        let aty: Vec<f64> = out
+            .backward_with(&ty)
+            .unwrap()
+            .get(&tx)
+            .unwrap()
+            .to_vec()
+            .unwrap()
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
         let (lhs, rhs) = (dot(&ax, &yv.data), dot(&x.data, &aty));
-        assert!((lhs - rhs).abs() <= 1e-4 * (1.0 + lhs.abs()), "{xs:?} {cfg:?}: ⟨Ax,y⟩ = {lhs}, ⟨x,Aᵀy⟩ = {rhs}");
+        assert!(
+            (lhs - rhs).abs() <= 1e-4 * (1.0 + lhs.abs()),
+            "{xs:?} {cfg:?}: ⟨Ax,y⟩ = {lhs}, ⟨x,Aᵀy⟩ = {rhs}"
+        );
     }
 }
 
@@ -113,7 +204,12 @@ fn pointwise_conv_is_a_channel_matmul() {
         let (w, tw) = random_pair(&gpu, &mut rng, &[1, 1, 1, cin, cout], -1.0, 1.0);
         let y = conv3d(&tx, &tw, None, &Conv3dConfig::new([1, 1, 1])).unwrap();
         let want = rc::matmul_channels(&x.data, &w.data, cin, cout);
-        assert_close(&format!("1x1x1 conv {cin}→{cout}"), &y.to_vec().unwrap(), &want, F32_ACCUM);
+        assert_close(
+            &format!("1x1x1 conv {cin}→{cout}"),
+            &y.to_vec().unwrap(),
+            &want,
+            F32_ACCUM,
+        );
     }
 }
 
@@ -121,7 +217,13 @@ fn pointwise_conv_is_a_channel_matmul() {
 fn conv2d_matches_the_3d_reference_with_depth_one() {
     let gpu = gpu();
     let mut rng = Rng::new(46);
-    let cfg = Conv2dConfig { kernel: [3, 2], stride: [2, 1], padding: [1, 1], dilation: [1, 2], groups: 2 };
+    let cfg = Conv2dConfig {
+        kernel: [3, 2],
+        stride: [2, 1],
+        padding: [1, 1],
+        dilation: [1, 2],
+        groups: 2,
+    };
     let (x, tx) = random_param(&gpu, &mut rng, &[3, 11, 7, 4], -1.0, 1.0);
     let (w, tw) = random_param(&gpu, &mut rng, &[3, 2, 2, 6], -1.0, 1.0);
     let y = conv2d(&tx, &tw, None, &cfg).unwrap();
@@ -129,14 +231,29 @@ fn conv2d_matches_the_3d_reference_with_depth_one() {
     let w5 = Array::new(w.data.clone(), &[1, 3, 2, 2, 6]);
     let want = rc::conv3d(&x5, &w5, None, &cfg.to_3d());
     assert_eq!(y.shape(), &[3, want.shape[2], want.shape[3], 6]);
-    assert_close("conv2d forward", &y.to_vec().unwrap(), &want.data, F32_ACCUM);
+    assert_close(
+        "conv2d forward",
+        &y.to_vec().unwrap(),
+        &want.data,
+        F32_ACCUM,
+    );
     let (g, tg) = random_pair(&gpu, &mut rng, y.shape(), -1.0, 1.0);
     let grads = y.backward_with(&tg).unwrap();
     let g5 = Array::new(g.data.clone(), &want.shape);
     let gx = rc::conv3d_backward_input(&g5, &w5, &x5.shape, &cfg.to_3d());
     let gw = rc::conv3d_backward_weight(&g5, &x5, &w5.shape, &cfg.to_3d());
-    assert_close("conv2d grad x", &grads.get(&tx).unwrap().to_vec().unwrap(), &gx.data, F32_GRAD);
-    assert_close("conv2d grad w", &grads.get(&tw).unwrap().to_vec().unwrap(), &gw.data, F32_GRAD);
+    assert_close(
+        "conv2d grad x",
+        &grads.get(&tx).unwrap().to_vec().unwrap(),
+        &gx.data,
+        F32_GRAD,
+    );
+    assert_close(
+        "conv2d grad w",
+        &grads.get(&tw).unwrap().to_vec().unwrap(),
+        &gw.data,
+        F32_GRAD,
+    );
 }
 
 #[test]
@@ -146,10 +263,17 @@ fn pytorch_weight_import_gives_the_same_conv() {
     let mut rng = Rng::new(47);
     let (cout, cin, k) = (4, 3, [2, 3, 1]);
     let pt = rng.vec_uniform(cout * cin * 6, -1.0, 1.0);
-    let (ours, shape) = cads::ops::conv3d::import_pytorch_weight(&pt, &[cout, cin, k[0], k[1], k[2]]).unwrap();
+    let (ours, shape) =
+        cads::ops::conv3d::import_pytorch_weight(&pt, &[cout, cin, k[0], k[1], k[2]]).unwrap();
     assert_eq!(shape, vec![2, 3, 1, 3, 4]);
     let (x, tx) = random_pair(&gpu, &mut rng, &[1, 3, 4, 2, cin], -1.0, 1.0);
-    let y = conv3d(&tx, &Tensor::from_slice(&gpu, &ours, &shape).unwrap(), None, &Conv3dConfig::new(k)).unwrap();
+    let y = conv3d(
+        &tx,
+        &Tensor::from_slice(&gpu, &ours, &shape).unwrap(),
+        None,
+        &Conv3dConfig::new(k),
+    )
+    .unwrap();
     let yv = y.to_vec().unwrap();
     // y[0, od, oh, ow, co] = Σ x[od+a, oh+b, ow, ci] · pt[co, ci, a, b, 0]
     for od in 0..2 {
@@ -160,12 +284,16 @@ fn pytorch_weight_import_gives_the_same_conv() {
                     for ci in 0..cin {
                         for a in 0..2 {
                             for b in 0..3 {
-                                s += x.data[(((od + a) * 4 + oh + b) * 2 + ow) * cin + ci] * pt[((co * cin + ci) * 2 + a) * 3 + b] as f64;
+                                s += x.data[(((od + a) * 4 + oh + b) * 2 + ow) * cin + ci]
+                                    * pt[((co * cin + ci) * 2 + a) * 3 + b] as f64;
                             }
                         }
                     }
                     let got = yv[((od * 2 + oh) * 2 + ow) * cout + co] as f64;
-                    assert!((got - s).abs() < 1e-4, "({od},{oh},{ow},{co}): {got} vs {s}");
+                    assert!(
+                        (got - s).abs() < 1e-4,
+                        "({od},{oh},{ow},{co}): {got} vs {s}"
+                    );
                 }
             }
         }
@@ -179,26 +307,79 @@ fn bad_input_gets_typed_errors() {
     let w = |s: &[usize]| Tensor::zeros(&gpu, s).unwrap();
     let msg = |r: cads::Result<Tensor>| r.unwrap_err().to_string();
     // kernel larger than the padded input
-    let e = msg(conv3d(&x, &w(&[7, 3, 3, 6, 2]), None, &Conv3dConfig::new([7, 3, 3]).padding([1, 0, 0])));
-    assert!(e.contains("conv3d") && e.contains("kernel extent 7 > padded input 6"), "{e}");
+    let e = msg(conv3d(
+        &x,
+        &w(&[7, 3, 3, 6, 2]),
+        None,
+        &Conv3dConfig::new([7, 3, 3]).padding([1, 0, 0]),
+    ));
+    assert!(
+        e.contains("conv3d") && e.contains("kernel extent 7 > padded input 6"),
+        "{e}"
+    );
     // channels not divisible by groups
-    let e = msg(conv3d(&x, &w(&[1, 1, 1, 1, 4]), None, &Conv3dConfig::new([1, 1, 1]).groups(4)));
-    assert!(e.contains("conv3d") && e.contains("divisible by groups = 4") && e.contains("Cin = 6"), "{e}");
+    let e = msg(conv3d(
+        &x,
+        &w(&[1, 1, 1, 1, 4]),
+        None,
+        &Conv3dConfig::new([1, 1, 1]).groups(4),
+    ));
+    assert!(
+        e.contains("conv3d") && e.contains("divisible by groups = 4") && e.contains("Cin = 6"),
+        "{e}"
+    );
     // zero-size output (no batch)
     let e0 = Tensor::zeros(&gpu, &[0, 4, 4, 4, 6]).unwrap();
-    let e = msg(conv3d(&e0, &w(&[1, 1, 1, 6, 2]), None, &Conv3dConfig::new([1, 1, 1])));
-    assert!(e.contains("conv3d") && e.contains("non-empty output"), "{e}");
+    let e = msg(conv3d(
+        &e0,
+        &w(&[1, 1, 1, 6, 2]),
+        None,
+        &Conv3dConfig::new([1, 1, 1]),
+    ));
+    assert!(
+        e.contains("conv3d") && e.contains("non-empty output"),
+        "{e}"
+    );
     // mismatched ranks
     let x4 = Tensor::zeros(&gpu, &[4, 4, 4, 6]).unwrap();
-    let e = msg(conv3d(&x4, &w(&[1, 1, 1, 6, 2]), None, &Conv3dConfig::new([1, 1, 1])));
-    assert!(e.contains("conv3d") && e.contains("rank 5") && e.contains("[4, 4, 4, 6]"), "{e}");
-    let e = msg(conv2d(&x, &w(&[1, 1, 6, 2]), None, &Conv2dConfig::new([1, 1])));
+    let e = msg(conv3d(
+        &x4,
+        &w(&[1, 1, 1, 6, 2]),
+        None,
+        &Conv3dConfig::new([1, 1, 1]),
+    ));
+    assert!(
+        e.contains("conv3d") && e.contains("rank 5") && e.contains("[4, 4, 4, 6]"),
+        "{e}"
+    );
+    let e = msg(conv2d(
+        &x,
+        &w(&[1, 1, 6, 2]),
+        None,
+        &Conv2dConfig::new([1, 1]),
+    ));
     assert!(e.contains("conv2d") && e.contains("rank 4"), "{e}");
     // weight that does not match the config, and a bias of the wrong length
-    let e = msg(conv3d(&x, &w(&[3, 3, 3, 6, 2]), None, &Conv3dConfig::new([1, 1, 1])));
-    assert!(e.contains("conv3d") && e.contains("[1, 1, 1, 6, 2]") && e.contains("[3, 3, 3, 6, 2]"), "{e}");
-    let e = msg(conv3d(&x, &w(&[1, 1, 1, 6, 2]), Some(&w(&[3])), &Conv3dConfig::new([1, 1, 1])));
-    assert!(e.contains("conv3d") && e.contains("[2]") && e.contains("[3]"), "{e}");
+    let e = msg(conv3d(
+        &x,
+        &w(&[3, 3, 3, 6, 2]),
+        None,
+        &Conv3dConfig::new([1, 1, 1]),
+    ));
+    assert!(
+        e.contains("conv3d") && e.contains("[1, 1, 1, 6, 2]") && e.contains("[3, 3, 3, 6, 2]"),
+        "{e}"
+    );
+    let e = msg(conv3d(
+        &x,
+        &w(&[1, 1, 1, 6, 2]),
+        Some(&w(&[3])),
+        &Conv3dConfig::new([1, 1, 1]),
+    ));
+    assert!(
+        e.contains("conv3d") && e.contains("[2]") && e.contains("[3]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -207,14 +388,42 @@ fn nn_layers_init_import_and_train_their_parameters() {
     let gpu = gpu();
     let mut rng = Rng::new(48);
     // Torch default: |w| <= 1/sqrt(fan_in), fan_in = 4·27; bias the same bound.
-    let layer = Conv3d::new(&gpu, &mut rng, 4, 6, Conv3dConfig::cube(3, 1, 1), true, ConvInit::TorchDefault).unwrap();
+    let layer = Conv3d::new(
+        &gpu,
+        &mut rng,
+        4,
+        6,
+        Conv3dConfig::cube(3, 1, 1),
+        true,
+        ConvInit::TorchDefault,
+    )
+    .unwrap();
     let bound = 1.0 / (4.0f32 * 27.0).sqrt();
     let w = layer.weight.to_vec().unwrap();
     assert_eq!(layer.weight.shape(), &[3, 3, 3, 4, 6]);
-    assert!(w.iter().all(|v| v.abs() <= bound) && w.iter().any(|v| v.abs() > 0.5 * bound), "weights outside U(±{bound})");
-    assert!(layer.bias.as_ref().unwrap().to_vec().unwrap().iter().all(|v| v.abs() <= bound));
+    assert!(
+        w.iter().all(|v| v.abs() <= bound) && w.iter().any(|v| v.abs() > 0.5 * bound),
+        "weights outside U(±{bound})"
+    );
+    assert!(layer
+        .bias
+        .as_ref()
+        .unwrap()
+        .to_vec()
+        .unwrap()
+        .iter()
+        .all(|v| v.abs() <= bound));
     // Fan-out normal: sample std close to sqrt(2 / (Cout · 27)).
-    let big = Conv3d::new(&gpu, &mut rng, 16, 32, Conv3dConfig::cube(3, 1, 1), false, ConvInit::KaimingNormalFanOut).unwrap();
+    let big = Conv3d::new(
+        &gpu,
+        &mut rng,
+        16,
+        32,
+        Conv3dConfig::cube(3, 1, 1),
+        false,
+        ConvInit::KaimingNormalFanOut,
+    )
+    .unwrap();
     let v = big.weight.to_vec().unwrap();
     let std = (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
     let want = (2.0 / (32.0 * 27.0f64)).sqrt();
@@ -224,25 +433,64 @@ fn nn_layers_init_import_and_train_their_parameters() {
     let pt = rng.vec_uniform(6 * 4 * 27, -0.5, 0.5);
     let pb = rng.vec_uniform(6, -0.5, 0.5);
     layer.import_pytorch(&pt, Some(&pb)).unwrap();
-    let ours = rc::import_pytorch_weight(&pt.iter().map(|&v| v as f64).collect::<Vec<_>>(), 6, 4, [3, 3, 3]);
+    let ours = rc::import_pytorch_weight(
+        &pt.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        6,
+        4,
+        [3, 3, 3],
+    );
     let (x, tx) = random_pair(&gpu, &mut rng, &[2, 3, 4, 5, 4], -1.0, 1.0);
     let y = layer.forward(&tx).unwrap();
-    let want = rc::conv3d(&x, &Array::new(ours, &[3, 3, 3, 4, 6]), Some(&Array::from_f32(&pb, &[6])), &Conv3dConfig::cube(3, 1, 1));
-    assert_close("Conv3d layer forward", &y.to_vec().unwrap(), &want.data, F32_ACCUM);
+    let want = rc::conv3d(
+        &x,
+        &Array::new(ours, &[3, 3, 3, 4, 6]),
+        Some(&Array::from_f32(&pb, &[6])),
+        &Conv3dConfig::cube(3, 1, 1),
+    );
+    assert_close(
+        "Conv3d layer forward",
+        &y.to_vec().unwrap(),
+        &want.data,
+        F32_ACCUM,
+    );
     let (_, tg) = random_pair(&gpu, &mut rng, y.shape(), -1.0, 1.0);
     let grads = y.backward_with(&tg).unwrap();
     for p in layer.parameters() {
         assert_eq!(grads.get(&p).unwrap().shape(), p.shape());
     }
     // Conv2d: import + forward against the 3D reference at depth 1.
-    let l2 = Conv2d::new(&gpu, &mut rng, 3, 8, Conv2dConfig::square(3, 2, 1), true, ConvInit::TorchDefault).unwrap();
+    let l2 = Conv2d::new(
+        &gpu,
+        &mut rng,
+        3,
+        8,
+        Conv2dConfig::square(3, 2, 1),
+        true,
+        ConvInit::TorchDefault,
+    )
+    .unwrap();
     assert_eq!(l2.weight.shape(), &[3, 3, 3, 8]);
     let pt2 = rng.vec_uniform(8 * 3 * 9, -0.5, 0.5);
     l2.import_pytorch(&pt2, Some(&[0.0; 8])).unwrap();
-    let ours2 = rc::import_pytorch_weight(&pt2.iter().map(|&v| v as f64).collect::<Vec<_>>(), 8, 3, [1, 3, 3]);
+    let ours2 = rc::import_pytorch_weight(
+        &pt2.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        8,
+        3,
+        [1, 3, 3],
+    );
     let (x2, tx2) = random_pair(&gpu, &mut rng, &[1, 7, 6, 3], -1.0, 1.0);
     let y2 = l2.forward(&tx2).unwrap();
-    let want2 = rc::conv3d(&Array::new(x2.data, &[1, 1, 7, 6, 3]), &Array::new(ours2, &[1, 3, 3, 3, 8]), None, &Conv2dConfig::square(3, 2, 1).to_3d());
-    assert_close("Conv2d layer forward", &y2.to_vec().unwrap(), &want2.data, F32_ACCUM);
+    let want2 = rc::conv3d(
+        &Array::new(x2.data, &[1, 1, 7, 6, 3]),
+        &Array::new(ours2, &[1, 3, 3, 3, 8]),
+        None,
+        &Conv2dConfig::square(3, 2, 1).to_3d(),
+    );
+    assert_close(
+        "Conv2d layer forward",
+        &y2.to_vec().unwrap(),
+        &want2.data,
+        F32_ACCUM,
+    );
     assert!(l2.import_pytorch(&pt2, None).is_err());
 }

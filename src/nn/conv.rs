@@ -25,7 +25,14 @@ pub enum ConvInit {
 }
 
 /// (weight values in cads layout, bias values) for a conv with `taps` kernel taps.
-fn init_values(rng: &mut Rng, init: ConvInit, taps: usize, cin_g: usize, cout: usize, groups: usize) -> (Vec<f32>, Vec<f32>) {
+fn init_values(
+    rng: &mut Rng,
+    init: ConvInit,
+    taps: usize,
+    cin_g: usize,
+    cout: usize,
+    groups: usize,
+) -> (Vec<f32>, Vec<f32>) {
     let n = taps * cin_g * cout;
     let fan_in = (cin_g * taps) as f64;
     let fan_out = (cout / groups * taps) as f64;
@@ -38,14 +45,21 @@ fn init_values(rng: &mut Rng, init: ConvInit, taps: usize, cin_g: usize, cout: u
         }
         ConvInit::KaimingNormalFanOut => {
             let std = (2.0 / fan_out).sqrt();
-            ((0..n).map(|_| (rng.normal() * std) as f32).collect(), vec![0.0; cout])
+            (
+                (0..n).map(|_| (rng.normal() * std) as f32).collect(),
+                vec![0.0; cout],
+            )
         }
     }
 }
 
 fn check_channels(op: &'static str, cin: usize, cout: usize, groups: usize) -> Result<()> {
-    if groups == 0 || cin % groups != 0 || cout % groups != 0 || cin == 0 || cout == 0 {
-        return Err(Error::invalid(op, "non-zero channel counts divisible by groups", format!("Cin {cin}, Cout {cout}, groups {groups}")));
+    if groups == 0 || !cin.is_multiple_of(groups) || !cout.is_multiple_of(groups) || cin == 0 || cout == 0 {
+        return Err(Error::invalid(
+            op,
+            "non-zero channel counts divisible by groups",
+            format!("Cin {cin}, Cout {cout}, groups {groups}"),
+        ));
     }
     Ok(())
 }
@@ -59,14 +73,26 @@ pub struct Conv3d {
 }
 
 impl Conv3d {
-    pub fn new(gpu: &Gpu, rng: &mut Rng, cin: usize, cout: usize, config: Conv3dConfig, bias: bool, init: ConvInit) -> Result<Conv3d> {
+    pub fn new(
+        gpu: &Gpu,
+        rng: &mut Rng,
+        cin: usize,
+        cout: usize,
+        config: Conv3dConfig,
+        bias: bool,
+        init: ConvInit,
+    ) -> Result<Conv3d> {
         check_channels("Conv3d::new", cin, cout, config.groups)?;
         let k = config.kernel;
         let cin_g = cin / config.groups;
         let (w, b) = init_values(rng, init, k.iter().product(), cin_g, cout, config.groups);
         Ok(Conv3d {
             weight: Tensor::parameter(gpu, &w, &[k[0], k[1], k[2], cin_g, cout])?,
-            bias: if bias { Some(Tensor::parameter(gpu, &b, &[cout])?) } else { None },
+            bias: if bias {
+                Some(Tensor::parameter(gpu, &b, &[cout])?)
+            } else {
+                None
+            },
             config,
         })
     }
@@ -85,7 +111,9 @@ impl Conv3d {
     }
 
     pub fn parameters(&self) -> Vec<Tensor> {
-        std::iter::once(self.weight.clone()).chain(self.bias.clone()).collect()
+        std::iter::once(self.weight.clone())
+            .chain(self.bias.clone())
+            .collect()
     }
 }
 
@@ -107,14 +135,26 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    pub fn new(gpu: &Gpu, rng: &mut Rng, cin: usize, cout: usize, config: Conv2dConfig, bias: bool, init: ConvInit) -> Result<Conv2d> {
+    pub fn new(
+        gpu: &Gpu,
+        rng: &mut Rng,
+        cin: usize,
+        cout: usize,
+        config: Conv2dConfig,
+        bias: bool,
+        init: ConvInit,
+    ) -> Result<Conv2d> {
         check_channels("Conv2d::new", cin, cout, config.groups)?;
         let k = config.kernel;
         let cin_g = cin / config.groups;
         let (w, b) = init_values(rng, init, k[0] * k[1], cin_g, cout, config.groups);
         Ok(Conv2d {
             weight: Tensor::parameter(gpu, &w, &[k[0], k[1], cin_g, cout])?,
-            bias: if bias { Some(Tensor::parameter(gpu, &b, &[cout])?) } else { None },
+            bias: if bias {
+                Some(Tensor::parameter(gpu, &b, &[cout])?)
+            } else {
+                None
+            },
             config,
         })
     }
@@ -132,6 +172,8 @@ impl Conv2d {
     }
 
     pub fn parameters(&self) -> Vec<Tensor> {
-        std::iter::once(self.weight.clone()).chain(self.bias.clone()).collect()
+        std::iter::once(self.weight.clone())
+            .chain(self.bias.clone())
+            .collect()
     }
 }

@@ -36,11 +36,23 @@ pub struct Conv3dConfig {
 impl Conv3dConfig {
     /// Kernel `kernel`, stride 1, no padding, dilation 1, one group.
     pub fn new(kernel: [usize; 3]) -> Self {
-        Conv3dConfig { kernel, stride: [1; 3], padding: [0; 3], dilation: [1; 3], groups: 1 }
+        Conv3dConfig {
+            kernel,
+            stride: [1; 3],
+            padding: [0; 3],
+            dilation: [1; 3],
+            groups: 1,
+        }
     }
     /// A cubic kernel `k` with stride `s` and padding `p` on every axis.
     pub fn cube(k: usize, s: usize, p: usize) -> Self {
-        Conv3dConfig { kernel: [k; 3], stride: [s; 3], padding: [p; 3], dilation: [1; 3], groups: 1 }
+        Conv3dConfig {
+            kernel: [k; 3],
+            stride: [s; 3],
+            padding: [p; 3],
+            dilation: [1; 3],
+            groups: 1,
+        }
     }
     pub fn stride(mut self, s: [usize; 3]) -> Self {
         self.stride = s;
@@ -72,10 +84,22 @@ pub struct Conv2dConfig {
 
 impl Conv2dConfig {
     pub fn new(kernel: [usize; 2]) -> Self {
-        Conv2dConfig { kernel, stride: [1; 2], padding: [0; 2], dilation: [1; 2], groups: 1 }
+        Conv2dConfig {
+            kernel,
+            stride: [1; 2],
+            padding: [0; 2],
+            dilation: [1; 2],
+            groups: 1,
+        }
     }
     pub fn square(k: usize, s: usize, p: usize) -> Self {
-        Conv2dConfig { kernel: [k; 2], stride: [s; 2], padding: [p; 2], dilation: [1; 2], groups: 1 }
+        Conv2dConfig {
+            kernel: [k; 2],
+            stride: [s; 2],
+            padding: [p; 2],
+            dilation: [1; 2],
+            groups: 1,
+        }
     }
     /// The equivalent 3D config with a depth-1 kernel.
     pub fn to_3d(&self) -> Conv3dConfig {
@@ -130,21 +154,51 @@ const FWD_SRC: &str = include_str!("../../shaders/conv3d.wgsl");
 const BWD_IN_SRC: &str = include_str!("../../shaders/conv3d_backward_input.wgsl");
 const BWD_W_SRC: &str = include_str!("../../shaders/conv3d_backward_weight.wgsl");
 
-const fn spec(shader: &'static str, source: &'static str, entry: &'static str, inputs: u32) -> KernelSpec {
-    KernelSpec { shader, source, entry, inputs, outputs: 1, params_size: SIZE, constants: &[] }
+const fn spec(
+    shader: &'static str,
+    source: &'static str,
+    entry: &'static str,
+    inputs: u32,
+) -> KernelSpec {
+    KernelSpec {
+        shader,
+        source,
+        entry,
+        inputs,
+        outputs: 1,
+        params_size: SIZE,
+        constants: &[],
+    }
 }
 
 pub(crate) const FORWARD_NAIVE: KernelSpec = spec("conv3d", FWD_SRC, "conv3d_naive", 3);
-const BACKWARD_INPUT_NAIVE: KernelSpec =
-    spec("conv3d_backward_input", BWD_IN_SRC, "conv3d_backward_input_naive", 2);
+const BACKWARD_INPUT_NAIVE: KernelSpec = spec(
+    "conv3d_backward_input",
+    BWD_IN_SRC,
+    "conv3d_backward_input_naive",
+    2,
+);
 const FLIP_WEIGHT: KernelSpec = spec("conv3d_backward_input", BWD_IN_SRC, "conv3d_flip_weight", 1);
-const BACKWARD_WEIGHT_NAIVE: KernelSpec =
-    spec("conv3d_backward_weight", BWD_W_SRC, "conv3d_backward_weight_naive", 2);
-pub(crate) const BACKWARD_WEIGHT_SUM: KernelSpec =
-    spec("conv3d_backward_weight", BWD_W_SRC, "conv3d_backward_weight_sum", 1);
+const BACKWARD_WEIGHT_NAIVE: KernelSpec = spec(
+    "conv3d_backward_weight",
+    BWD_W_SRC,
+    "conv3d_backward_weight_naive",
+    2,
+);
+pub(crate) const BACKWARD_WEIGHT_SUM: KernelSpec = spec(
+    "conv3d_backward_weight",
+    BWD_W_SRC,
+    "conv3d_backward_weight_sum",
+    1,
+);
 
-pub(crate) const KERNELS: &[KernelSpec] =
-    &[FORWARD_NAIVE, BACKWARD_INPUT_NAIVE, FLIP_WEIGHT, BACKWARD_WEIGHT_NAIVE, BACKWARD_WEIGHT_SUM];
+pub(crate) const KERNELS: &[KernelSpec] = &[
+    FORWARD_NAIVE,
+    BACKWARD_INPUT_NAIVE,
+    FLIP_WEIGHT,
+    BACKWARD_WEIGHT_NAIVE,
+    BACKWARD_WEIGHT_SUM,
+];
 
 /// Which kernels a call uses: the tiled ones where their shape conditions hold (default), or the
 /// straightforward ones everywhere (the oracle, for tests and timing comparisons).
@@ -171,22 +225,38 @@ impl Geometry {
             return Err(Error::shape(op, "input of rank 5 [N, D, H, W, Cin]", x));
         }
         if w.len() != 5 {
-            return Err(Error::shape(op, "weight of rank 5 [kD, kH, kW, Cin/groups, Cout]", w));
+            return Err(Error::shape(
+                op,
+                "weight of rank 5 [kD, kH, kW, Cin/groups, Cout]",
+                w,
+            ));
         }
         let g = cfg.groups;
         let (cin, cout) = (x[4], w[4]);
         if g == 0 || cin % g != 0 {
-            return Err(Error::invalid(op, format!("input channels divisible by groups = {g}"), format!("Cin = {cin}")));
+            return Err(Error::invalid(
+                op,
+                format!("input channels divisible by groups = {g}"),
+                format!("Cin = {cin}"),
+            ));
         }
         if cout % g != 0 {
-            return Err(Error::invalid(op, format!("output channels divisible by groups = {g}"), format!("Cout = {cout}")));
+            return Err(Error::invalid(
+                op,
+                format!("output channels divisible by groups = {g}"),
+                format!("Cout = {cout}"),
+            ));
         }
         let want_w = [cfg.kernel[0], cfg.kernel[1], cfg.kernel[2], cin / g, cout];
         if w != want_w {
             return Err(Error::shape(op, want_w, w));
         }
         if cfg.stride.contains(&0) || cfg.dilation.contains(&0) || cfg.kernel.contains(&0) {
-            return Err(Error::invalid(op, "kernel, stride and dilation >= 1", format!("{cfg:?}")));
+            return Err(Error::invalid(
+                op,
+                "kernel, stride and dilation >= 1",
+                format!("{cfg:?}"),
+            ));
         }
         let mut out = [x[0], 0, 0, 0, cout];
         for a in 0..3 {
@@ -202,9 +272,19 @@ impl Geometry {
             out[a + 1] = (padded - span) / cfg.stride[a] + 1;
         }
         if out.contains(&0) {
-            return Err(Error::invalid(op, "a non-empty output", format!("output shape {out:?}")));
+            return Err(Error::invalid(
+                op,
+                "a non-empty output",
+                format!("output shape {out:?}"),
+            ));
         }
-        Ok(Geometry { x: [x[0], x[1], x[2], x[3], x[4]], out, cfg: *cfg, cin_g: cin / g, cout_g: cout / g })
+        Ok(Geometry {
+            x: [x[0], x[1], x[2], x[3], x[4]],
+            out,
+            cfg: *cfg,
+            cin_g: cin / g,
+            cout_g: cout / g,
+        })
     }
 
     pub fn w_shape(&self) -> [usize; 5] {
@@ -256,19 +336,42 @@ impl Geometry {
 pub fn import_pytorch_weight(data: &[f32], shape_pt: &[usize]) -> Result<(Vec<f32>, Vec<usize>)> {
     let op = "import_pytorch_weight";
     if shape_pt.len() != 5 {
-        return Err(Error::shape(op, "rank 5 [Cout, Cin/groups, kD, kH, kW]", shape_pt));
+        return Err(Error::shape(
+            op,
+            "rank 5 [Cout, Cin/groups, kD, kH, kW]",
+            shape_pt,
+        ));
     }
     if data.len() != shape_pt.iter().product::<usize>() {
-        return Err(Error::shape(op, format!("{} values", shape_pt.iter().product::<usize>()), format!("{} values", data.len())));
+        return Err(Error::shape(
+            op,
+            format!("{} values", shape_pt.iter().product::<usize>()),
+            format!("{} values", data.len()),
+        ));
     }
-    let [cout, cin_g, a, b, c] = [shape_pt[0], shape_pt[1], shape_pt[2], shape_pt[3], shape_pt[4]];
+    let [cout, cin_g, a, b, c] = [
+        shape_pt[0],
+        shape_pt[1],
+        shape_pt[2],
+        shape_pt[3],
+        shape_pt[4],
+    ];
     let d64: Vec<f64> = data.iter().map(|&v| v as f64).collect();
     let out = crate::reference::conv3d::import_pytorch_weight(&d64, cout, cin_g, [a, b, c]);
-    Ok((out.iter().map(|&v| v as f32).collect(), vec![a, b, c, cin_g, cout]))
+    Ok((
+        out.iter().map(|&v| v as f32).collect(),
+        vec![a, b, c, cin_g, cout],
+    ))
 }
 
 /// Forward launch (unrecorded).
-pub(crate) fn forward_raw(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, geo: &Geometry, path: ConvPath) -> Result<Tensor> {
+pub(crate) fn forward_raw(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    geo: &Geometry,
+    path: ConvPath,
+) -> Result<Tensor> {
     let gpu = x.gpu();
     let y = Tensor::uninit(gpu, "conv3d", &geo.out)?;
     if path == ConvPath::Fast && conv3d_fast::forward(x, w, bias, &y, geo)? {
@@ -284,12 +387,23 @@ pub(crate) fn forward_raw(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, geo: &G
     };
     let total = y.numel();
     let params = geo.params(total, bias.is_some());
-    gpu.dispatch(&FORWARD_NAIVE, &params, &[x.buffer(), w.buffer(), b], &[y.buffer()], Grid::cover(total as u64, 64))?;
+    gpu.dispatch(
+        &FORWARD_NAIVE,
+        &params,
+        &[x.buffer(), w.buffer(), b],
+        &[y.buffer()],
+        Grid::cover(total as u64, 64),
+    )?;
     Ok(y)
 }
 
 /// dL/dx from dL/dy = g (unrecorded).
-pub(crate) fn backward_input_raw(g: &Tensor, w: &Tensor, geo: &Geometry, path: ConvPath) -> Result<Tensor> {
+pub(crate) fn backward_input_raw(
+    g: &Tensor,
+    w: &Tensor,
+    geo: &Geometry,
+    path: ConvPath,
+) -> Result<Tensor> {
     let gpu = g.gpu();
     let c = &geo.cfg;
     let stride1 = c.stride == [1; 3];
@@ -297,9 +411,19 @@ pub(crate) fn backward_input_raw(g: &Tensor, w: &Tensor, geo: &Geometry, path: C
     if path == ConvPath::Fast && stride1 && pad_ok {
         // gx = conv(g, flip(w)ᵀ) with padding dil·(k−1) − p: Cin and Cout swap roles.
         let k = c.kernel;
-        let wf = Tensor::uninit(gpu, "conv3d_backward_input", &[k[0], k[1], k[2], geo.cout_g, geo.x[4]])?;
+        let wf = Tensor::uninit(
+            gpu,
+            "conv3d_backward_input",
+            &[k[0], k[1], k[2], geo.cout_g, geo.x[4]],
+        )?;
         let params = geo.params(w.numel(), false);
-        gpu.dispatch(&FLIP_WEIGHT, &params, &[w.buffer()], &[wf.buffer()], Grid::cover(w.numel() as u64, 64))?;
+        gpu.dispatch(
+            &FLIP_WEIGHT,
+            &params,
+            &[w.buffer()],
+            &[wf.buffer()],
+            Grid::cover(w.numel() as u64, 64),
+        )?;
         let cfg_t = Conv3dConfig {
             padding: [0, 1, 2].map(|a| c.dilation[a] * (c.kernel[a] - 1) - c.padding[a]),
             ..*c
@@ -314,12 +438,23 @@ pub(crate) fn backward_input_raw(g: &Tensor, w: &Tensor, geo: &Geometry, path: C
     let gx = Tensor::uninit(gpu, "conv3d_backward_input", &geo.x)?;
     let total = gx.numel();
     let params = geo.params(total, false);
-    gpu.dispatch(&BACKWARD_INPUT_NAIVE, &params, &[g.buffer(), w.buffer()], &[gx.buffer()], Grid::cover(total as u64, 64))?;
+    gpu.dispatch(
+        &BACKWARD_INPUT_NAIVE,
+        &params,
+        &[g.buffer(), w.buffer()],
+        &[gx.buffer()],
+        Grid::cover(total as u64, 64),
+    )?;
     Ok(gx)
 }
 
 /// dL/dw from dL/dy = g and the input x (unrecorded).
-pub(crate) fn backward_weight_raw(g: &Tensor, x: &Tensor, geo: &Geometry, path: ConvPath) -> Result<Tensor> {
+pub(crate) fn backward_weight_raw(
+    g: &Tensor,
+    x: &Tensor,
+    geo: &Geometry,
+    path: ConvPath,
+) -> Result<Tensor> {
     let gpu = g.gpu();
     let ws = geo.w_shape();
     let gw = Tensor::uninit(gpu, "conv3d_backward_weight", &ws)?;
@@ -336,9 +471,21 @@ pub(crate) fn backward_weight_raw(g: &Tensor, x: &Tensor, geo: &Geometry, path: 
     let mut params = geo.params(splits * wn, false);
     params.splits = splits as u32;
     params.chunk = chunk as u32;
-    gpu.dispatch(&BACKWARD_WEIGHT_NAIVE, &params, &[x.buffer(), g.buffer()], &[partial.buffer()], Grid::cover((splits * wn) as u64, 64))?;
+    gpu.dispatch(
+        &BACKWARD_WEIGHT_NAIVE,
+        &params,
+        &[x.buffer(), g.buffer()],
+        &[partial.buffer()],
+        Grid::cover((splits * wn) as u64, 64),
+    )?;
     params.total = wn as u32;
-    gpu.dispatch(&BACKWARD_WEIGHT_SUM, &params, &[partial.buffer()], &[gw.buffer()], Grid::cover(wn as u64, 64))?;
+    gpu.dispatch(
+        &BACKWARD_WEIGHT_SUM,
+        &params,
+        &[partial.buffer()],
+        &[gw.buffer()],
+        Grid::cover(wn as u64, 64),
+    )?;
     Ok(gw)
 }
 
@@ -349,7 +496,13 @@ pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv3dConfig)
 }
 
 /// [`conv3d`] with an explicit kernel choice (the naive path is the oracle of the fast one).
-pub fn conv3d_with(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv3dConfig, path: ConvPath) -> Result<Tensor> {
+pub fn conv3d_with(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: &Conv3dConfig,
+    path: ConvPath,
+) -> Result<Tensor> {
     let op = "conv3d";
     let geo = Geometry::new(op, x.shape(), w.shape(), cfg)?;
     x.check_same_gpu(op, w)?;
@@ -363,8 +516,16 @@ pub fn conv3d_with(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv3dCo
     let (xd, wd) = (x.detach(), w.detach());
     let (need_x, need_w) = (x.requires_grad(), w.requires_grad());
     let backward = move |g: &Tensor| -> Result<Vec<Option<Tensor>>> {
-        let gx = if need_x { Some(backward_input_raw(g, &wd, &geo, path)?) } else { None };
-        let gw = if need_w { Some(backward_weight_raw(g, &xd, &geo, path)?) } else { None };
+        let gx = if need_x {
+            Some(backward_input_raw(g, &wd, &geo, path)?)
+        } else {
+            None
+        };
+        let gw = if need_w {
+            Some(backward_weight_raw(g, &xd, &geo, path)?)
+        } else {
+            None
+        };
         Ok(vec![gx, gw])
     };
     Ok(match bias {
@@ -374,7 +535,11 @@ pub fn conv3d_with(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv3dCo
             let cout = geo.out[4];
             record(y, op, &[x, w, b], move |g| {
                 let mut grads = backward(g)?;
-                grads.push(if need_b { Some(sum_to_shape(g, &[cout])?) } else { None });
+                grads.push(if need_b {
+                    Some(sum_to_shape(g, &[cout])?)
+                } else {
+                    None
+                });
                 Ok(grads)
             })
         }
@@ -386,10 +551,18 @@ pub fn conv3d_with(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv3dCo
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv2dConfig) -> Result<Tensor> {
     let op = "conv2d";
     if x.rank() != 4 {
-        return Err(Error::shape(op, "input of rank 4 [N, H, W, Cin]", x.shape()));
+        return Err(Error::shape(
+            op,
+            "input of rank 4 [N, H, W, Cin]",
+            x.shape(),
+        ));
     }
     if w.rank() != 4 {
-        return Err(Error::shape(op, "weight of rank 4 [kH, kW, Cin/groups, Cout]", w.shape()));
+        return Err(Error::shape(
+            op,
+            "weight of rank 4 [kH, kW, Cin/groups, Cout]",
+            w.shape(),
+        ));
     }
     let (xs, wsh) = (x.shape(), w.shape());
     // [N, H, W, C] → [N, 1, H, W, C]; [kH, kW, Cin_g, Cout] → [1, kH, kW, Cin_g, Cout].
@@ -402,7 +575,12 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv2dConfig)
 }
 
 /// dL/dx of [`conv3d`] for an upstream gradient `g`, unrecorded (benchmarks, custom backward).
-pub fn conv3d_backward_input(g: &Tensor, w: &Tensor, x_shape: &[usize], cfg: &Conv3dConfig) -> Result<Tensor> {
+pub fn conv3d_backward_input(
+    g: &Tensor,
+    w: &Tensor,
+    x_shape: &[usize],
+    cfg: &Conv3dConfig,
+) -> Result<Tensor> {
     let geo = Geometry::new("conv3d_backward_input", x_shape, w.shape(), cfg)?;
     if g.shape() != geo.out {
         return Err(Error::shape("conv3d_backward_input", geo.out, g.shape()));
@@ -411,7 +589,12 @@ pub fn conv3d_backward_input(g: &Tensor, w: &Tensor, x_shape: &[usize], cfg: &Co
 }
 
 /// dL/dw of [`conv3d`] for an upstream gradient `g`, unrecorded.
-pub fn conv3d_backward_weight(g: &Tensor, x: &Tensor, w_shape: &[usize], cfg: &Conv3dConfig) -> Result<Tensor> {
+pub fn conv3d_backward_weight(
+    g: &Tensor,
+    x: &Tensor,
+    w_shape: &[usize],
+    cfg: &Conv3dConfig,
+) -> Result<Tensor> {
     let geo = Geometry::new("conv3d_backward_weight", x.shape(), w_shape, cfg)?;
     if g.shape() != geo.out {
         return Err(Error::shape("conv3d_backward_weight", geo.out, g.shape()));

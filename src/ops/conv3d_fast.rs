@@ -16,16 +16,49 @@ use crate::tensor::Tensor;
 const SIZE: usize = std::mem::size_of::<ConvParams>();
 const FWD_SRC: &str = include_str!("../../shaders/conv3d.wgsl");
 
-const fn spec(shader: &'static str, source: &'static str, entry: &'static str, inputs: u32) -> KernelSpec {
-    KernelSpec { shader, source, entry, inputs, outputs: 1, params_size: SIZE, constants: &[] }
+const fn spec(
+    shader: &'static str,
+    source: &'static str,
+    entry: &'static str,
+    inputs: u32,
+) -> KernelSpec {
+    KernelSpec {
+        shader,
+        source,
+        entry,
+        inputs,
+        outputs: 1,
+        params_size: SIZE,
+        constants: &[],
+    }
 }
 
 /// (TM voxels, TN channels, spec for Cin_g % 4 == 0, spec for any Cin_g), widest TN first.
 const TILED: [(usize, usize, KernelSpec, KernelSpec); 4] = [
-    (8, 8, spec("conv3d", FWD_SRC, "conv3d_tiled_m8n8_c4", 3), spec("conv3d", FWD_SRC, "conv3d_tiled_m8n8_c1", 3)),
-    (1, 32, spec("conv3d", FWD_SRC, "conv3d_tiled_m1n32_c4", 3), spec("conv3d", FWD_SRC, "conv3d_tiled_m1n32_c1", 3)),
-    (2, 16, spec("conv3d", FWD_SRC, "conv3d_tiled_m2n16_c4", 3), spec("conv3d", FWD_SRC, "conv3d_tiled_m2n16_c1", 3)),
-    (4, 8, spec("conv3d", FWD_SRC, "conv3d_tiled_m4n8_c4", 3), spec("conv3d", FWD_SRC, "conv3d_tiled_m4n8_c1", 3)),
+    (
+        8,
+        8,
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m8n8_c4", 3),
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m8n8_c1", 3),
+    ),
+    (
+        1,
+        32,
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m1n32_c4", 3),
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m1n32_c1", 3),
+    ),
+    (
+        2,
+        16,
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m2n16_c4", 3),
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m2n16_c1", 3),
+    ),
+    (
+        4,
+        8,
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m4n8_c4", 3),
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m4n8_c1", 3),
+    ),
 ];
 const BWD_W_SRC: &str = include_str!("../../shaders/conv3d_backward_weight.wgsl");
 const fn bw(entry: &'static str) -> KernelSpec {
@@ -42,8 +75,23 @@ const BWD_W_TILED: [(usize, usize, KernelSpec); 6] = [
     (8, 1, bw("conv3d_backward_weight_tiled_n8_c1")),
 ];
 
-pub(crate) const KERNELS: &[KernelSpec] = &[TILED[3].2, TILED[3].3, TILED[0].2, TILED[0].3, TILED[1].2, TILED[1].3, TILED[2].2, TILED[2].3, BWD_W_TILED[0].2, BWD_W_TILED[1].2, BWD_W_TILED[2].2, BWD_W_TILED[3].2, BWD_W_TILED[4].2, BWD_W_TILED[5].2, FMA_PEAK];
-
+pub(crate) const KERNELS: &[KernelSpec] = &[
+    TILED[3].2,
+    TILED[3].3,
+    TILED[0].2,
+    TILED[0].3,
+    TILED[1].2,
+    TILED[1].3,
+    TILED[2].2,
+    TILED[2].3,
+    BWD_W_TILED[0].2,
+    BWD_W_TILED[1].2,
+    BWD_W_TILED[2].2,
+    BWD_W_TILED[3].2,
+    BWD_W_TILED[4].2,
+    BWD_W_TILED[5].2,
+    FMA_PEAK,
+];
 
 /// A grid of `blocks` workgroups along a folded x·y axis, times `z`.
 fn fold(blocks: usize, z: usize) -> Grid {
@@ -55,15 +103,21 @@ fn fold(blocks: usize, z: usize) -> Grid {
 /// y = conv3d(x, w) + b with the tiled kernels, when Cout_g is a multiple of 8. The widest
 /// channel tile that divides Cout_g wins (each input load then feeds the most FMAs);
 /// `CADS_CONV_TILE=m2n16` (etc.) forces a variant for timing comparisons.
-pub(crate) fn forward(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor, geo: &Geometry) -> Result<bool> {
+pub(crate) fn forward(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    geo: &Geometry,
+) -> Result<bool> {
     let forced = std::env::var("CADS_CONV_TILE").ok();
     let Some((tm, tn, s4, s1)) = TILED.iter().find(|(tm, tn, ..)| {
-        geo.cout_g % tn == 0 && forced.as_ref().is_none_or(|f| *f == format!("m{tm}n{tn}"))
+        geo.cout_g.is_multiple_of(*tn) && forced.as_ref().is_none_or(|f| *f == format!("m{tm}n{tn}"))
     }) else {
         return Ok(false);
     };
     let gpu = x.gpu();
-    let spec = if geo.cin_g % 4 == 0 { s4 } else { s1 };
+    let spec = if geo.cin_g.is_multiple_of(4) { s4 } else { s1 };
     let dummy;
     let b = match bias {
         Some(b) => b.buffer(),
@@ -74,7 +128,13 @@ pub(crate) fn forward(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor,
     };
     let params: ConvParams = geo.params(y.numel(), bias.is_some());
     let blocks = geo.m_total().div_ceil(64 * tm);
-    gpu.dispatch(spec, &params, &[x.buffer(), w.buffer(), b], &[y.buffer()], fold(blocks, geo.out[4] / tn))?;
+    gpu.dispatch(
+        spec,
+        &params,
+        &[x.buffer(), w.buffer(), b],
+        &[y.buffer()],
+        fold(blocks, geo.out[4] / tn),
+    )?;
     Ok(true)
 }
 
@@ -82,9 +142,11 @@ pub(crate) fn forward(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor,
 /// `CADS_CONV_BW_TILE=n8` (etc.) forces a channel tile for timing comparisons.
 pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry) -> Result<bool> {
     let forced = std::env::var("CADS_CONV_BW_TILE").ok();
-    let c4 = geo.cin_g % 4 == 0;
+    let c4 = geo.cin_g.is_multiple_of(4);
     let Some((tn, nci, spec)) = BWD_W_TILED.iter().find(|(tn, nci, _)| {
-        (*nci == 4) == c4 && geo.cout_g % tn == 0 && forced.as_ref().is_none_or(|f| *f == format!("n{tn}"))
+        (*nci == 4) == c4
+            && geo.cout_g.is_multiple_of(*tn)
+            && forced.as_ref().is_none_or(|f| *f == format!("n{tn}"))
     }) else {
         return Ok(false);
     };
@@ -97,7 +159,11 @@ pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometr
     // Chunks of output rows: enough workgroups to fill the machine, a partial buffer of at
     // most 16 Mi floats.
     let per_chunk = tc_blocks * co_blocks;
-    let chunks = 1024usize.div_ceil(per_chunk).min(rows).min((16 << 20) / wn).clamp(1, 65_535);
+    let chunks = 1024usize
+        .div_ceil(per_chunk)
+        .min(rows)
+        .min((16 << 20) / wn)
+        .clamp(1, 65_535);
     let chunk = rows.div_ceil(chunks);
     let chunks = rows.div_ceil(chunk);
     let partial = Tensor::uninit(gpu, "conv3d_backward_weight", &[chunks, wn])?;
@@ -105,8 +171,20 @@ pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometr
     params.splits = chunks as u32;
     params.chunk = chunk as u32;
     let grid = Grid::Xyz(tc_blocks as u32, co_blocks as u32, chunks as u32);
-    gpu.dispatch(spec, &params, &[x.buffer(), g.buffer()], &[partial.buffer()], grid)?;
-    gpu.dispatch(&BACKWARD_WEIGHT_SUM, &params, &[partial.buffer()], &[gw.buffer()], Grid::cover(wn as u64, 64))?;
+    gpu.dispatch(
+        spec,
+        &params,
+        &[x.buffer(), g.buffer()],
+        &[partial.buffer()],
+        grid,
+    )?;
+    gpu.dispatch(
+        &BACKWARD_WEIGHT_SUM,
+        &params,
+        &[partial.buffer()],
+        &[gw.buffer()],
+        Grid::cover(wn as u64, 64),
+    )?;
     Ok(true)
 }
 
@@ -135,7 +213,17 @@ const FMA_PEAK: KernelSpec = KernelSpec {
 #[doc(hidden)]
 pub fn fma_peak_probe(gpu: &crate::Gpu, invocations: usize, iters: u32) -> Result<f64> {
     let out = Tensor::uninit(gpu, "fma_peak", &[invocations])?;
-    let params = FmaParams { total: invocations as u32, iters, _pad: [0; 2] };
-    gpu.dispatch(&FMA_PEAK, &params, &[], &[out.buffer()], Grid::cover(invocations as u64, 64))?;
+    let params = FmaParams {
+        total: invocations as u32,
+        iters,
+        _pad: [0; 2],
+    };
+    gpu.dispatch(
+        &FMA_PEAK,
+        &params,
+        &[],
+        &[out.buffer()],
+        Grid::cover(invocations as u64, 64),
+    )?;
     Ok(invocations as f64 * iters as f64 * 512.0)
 }

@@ -54,12 +54,26 @@ pub fn import_pytorch_weight(data: &[f64], cout: usize, cin_g: usize, k: [usize;
 /// Iterate every (output voxel, tap, input channel, output channel) quadruple that touches the
 /// input, calling `f(x_index, w_index, y_index)`. The three passes below are the same sum read
 /// three ways, which is the whole content of conv backward.
-fn for_each_term(x: &[usize], w: &[usize], cfg: &Conv3dConfig, mut f: impl FnMut(usize, usize, usize)) {
+fn for_each_term(
+    x: &[usize],
+    w: &[usize],
+    cfg: &Conv3dConfig,
+    mut f: impl FnMut(usize, usize, usize),
+) {
     let (n, dims, cin) = (x[0], [x[1], x[2], x[3]], x[4]);
     let (cin_g, cout) = (w[3], w[4]);
     let cout_g = cout / cfg.groups;
     let o: Vec<usize> = (0..3)
-        .map(|a| out_extent(dims[a], cfg.kernel[a], cfg.stride[a], cfg.padding[a], cfg.dilation[a]).expect("kernel fits"))
+        .map(|a| {
+            out_extent(
+                dims[a],
+                cfg.kernel[a],
+                cfg.stride[a],
+                cfg.padding[a],
+                cfg.dilation[a],
+            )
+            .expect("kernel fits")
+        })
         .collect();
     for b in 0..n {
         for od in 0..o[0] {
@@ -74,7 +88,8 @@ fn for_each_term(x: &[usize], w: &[usize], cfg: &Conv3dConfig, mut f: impl FnMut
                                 let mut pos = [0usize; 3];
                                 let mut inside = true;
                                 for a in 0..3 {
-                                    let i = (out_pos[a] * cfg.stride[a] + tap[a] * cfg.dilation[a]) as isize
+                                    let i = (out_pos[a] * cfg.stride[a] + tap[a] * cfg.dilation[a])
+                                        as isize
                                         - cfg.padding[a] as isize;
                                     inside &= i >= 0 && (i as usize) < dims[a];
                                     pos[a] = i.max(0) as usize;
@@ -82,12 +97,20 @@ fn for_each_term(x: &[usize], w: &[usize], cfg: &Conv3dConfig, mut f: impl FnMut
                                 if !inside {
                                     continue;
                                 }
-                                let x_base = (((b * dims[0] + pos[0]) * dims[1] + pos[1]) * dims[2] + pos[2]) * cin;
-                                let w_base = ((kd * cfg.kernel[1] + kh) * cfg.kernel[2] + kw) * cin_g * cout;
+                                let x_base = (((b * dims[0] + pos[0]) * dims[1] + pos[1])
+                                    * dims[2]
+                                    + pos[2])
+                                    * cin;
+                                let w_base =
+                                    ((kd * cfg.kernel[1] + kh) * cfg.kernel[2] + kw) * cin_g * cout;
                                 for co in 0..cout {
                                     let grp = co / cout_g;
                                     for cig in 0..cin_g {
-                                        f(x_base + grp * cin_g + cig, w_base + cig * cout + co, y_base + co);
+                                        f(
+                                            x_base + grp * cin_g + cig,
+                                            w_base + cig * cout + co,
+                                            y_base + co,
+                                        );
                                     }
                                 }
                             }
@@ -102,7 +125,16 @@ fn for_each_term(x: &[usize], w: &[usize], cfg: &Conv3dConfig, mut f: impl FnMut
 /// Output shape `[N, Do, Ho, Wo, Cout]`.
 pub fn output_shape(x: &[usize], w: &[usize], cfg: &Conv3dConfig) -> Vec<usize> {
     let o: Vec<usize> = (0..3)
-        .map(|a| out_extent(x[a + 1], cfg.kernel[a], cfg.stride[a], cfg.padding[a], cfg.dilation[a]).expect("kernel fits"))
+        .map(|a| {
+            out_extent(
+                x[a + 1],
+                cfg.kernel[a],
+                cfg.stride[a],
+                cfg.padding[a],
+                cfg.dilation[a],
+            )
+            .expect("kernel fits")
+        })
         .collect();
     vec![x[0], o[0], o[1], o[2], w[4]]
 }
@@ -116,21 +148,32 @@ pub fn conv3d(x: &Array, w: &Array, bias: Option<&Array>, cfg: &Conv3dConfig) ->
             *v = b.data[i % cout];
         }
     }
-    for_each_term(&x.shape, &w.shape, cfg, |xi, wi, yi| y.data[yi] += x.data[xi] * w.data[wi]);
+    for_each_term(&x.shape, &w.shape, cfg, |xi, wi, yi| {
+        y.data[yi] += x.data[xi] * w.data[wi]
+    });
     y
 }
 
 /// dL/dx given dL/dy = g.
 pub fn conv3d_backward_input(g: &Array, w: &Array, x_shape: &[usize], cfg: &Conv3dConfig) -> Array {
     let mut gx = Array::zeros(x_shape);
-    for_each_term(x_shape, &w.shape, cfg, |xi, wi, yi| gx.data[xi] += g.data[yi] * w.data[wi]);
+    for_each_term(x_shape, &w.shape, cfg, |xi, wi, yi| {
+        gx.data[xi] += g.data[yi] * w.data[wi]
+    });
     gx
 }
 
 /// dL/dw given dL/dy = g.
-pub fn conv3d_backward_weight(g: &Array, x: &Array, w_shape: &[usize], cfg: &Conv3dConfig) -> Array {
+pub fn conv3d_backward_weight(
+    g: &Array,
+    x: &Array,
+    w_shape: &[usize],
+    cfg: &Conv3dConfig,
+) -> Array {
     let mut gw = Array::zeros(w_shape);
-    for_each_term(&x.shape, w_shape, cfg, |xi, wi, yi| gw.data[wi] += g.data[yi] * x.data[xi]);
+    for_each_term(&x.shape, w_shape, cfg, |xi, wi, yi| {
+        gw.data[wi] += g.data[yi] * x.data[xi]
+    });
     gw
 }
 
@@ -166,33 +209,107 @@ mod tests {
     use crate::util::{compare, Rng, FD_F64};
 
     fn rand(rng: &mut Rng, shape: &[usize]) -> Array {
-        Array::new((0..shape.iter().product()).map(|_| rng.range(-1.0, 1.0)).collect(), shape)
+        Array::new(
+            (0..shape.iter().product())
+                .map(|_| rng.range(-1.0, 1.0))
+                .collect(),
+            shape,
+        )
     }
 
     #[test]
     fn reference_backward_matches_finite_differences() {
         let mut rng = Rng::new(31);
         let cfgs = [
-            (Conv3dConfig { kernel: [2, 3, 2], stride: [1, 2, 3], padding: [1, 0, 2], dilation: [2, 1, 1], groups: 1 }, [1, 4, 5, 6, 3], 2),
-            (Conv3dConfig { kernel: [1, 3, 3], stride: [1, 1, 2], padding: [0, 1, 1], dilation: [1, 1, 2], groups: 2 }, [2, 2, 4, 5, 4], 6),
-            (Conv3dConfig { kernel: [3, 3, 1], stride: [2, 1, 1], padding: [1, 1, 0], dilation: [1, 1, 1], groups: 3 }, [1, 3, 3, 2, 3], 3),
+            (
+                Conv3dConfig {
+                    kernel: [2, 3, 2],
+                    stride: [1, 2, 3],
+                    padding: [1, 0, 2],
+                    dilation: [2, 1, 1],
+                    groups: 1,
+                },
+                [1, 4, 5, 6, 3],
+                2,
+            ),
+            (
+                Conv3dConfig {
+                    kernel: [1, 3, 3],
+                    stride: [1, 1, 2],
+                    padding: [0, 1, 1],
+                    dilation: [1, 1, 2],
+                    groups: 2,
+                },
+                [2, 2, 4, 5, 4],
+                6,
+            ),
+            (
+                Conv3dConfig {
+                    kernel: [3, 3, 1],
+                    stride: [2, 1, 1],
+                    padding: [1, 1, 0],
+                    dilation: [1, 1, 1],
+                    groups: 3,
+                },
+                [1, 3, 3, 2, 3],
+                3,
+            ),
         ];
         for (cfg, xs, cout) in cfgs {
-            let ws = [cfg.kernel[0], cfg.kernel[1], cfg.kernel[2], xs[4] / cfg.groups, cout];
+            let ws = [
+                cfg.kernel[0],
+                cfg.kernel[1],
+                cfg.kernel[2],
+                xs[4] / cfg.groups,
+                cout,
+            ];
             let x = rand(&mut rng, &xs);
             let w = rand(&mut rng, &ws);
             let b = rand(&mut rng, &[cout]);
             let y = conv3d(&x, &w, Some(&b), &cfg);
             let g = rand(&mut rng, &y.shape);
-            let loss_x = |v: &[f64]| dot(&conv3d(&Array::new(v.to_vec(), &xs), &w, Some(&b), &cfg).data, &g.data);
-            let loss_w = |v: &[f64]| dot(&conv3d(&x, &Array::new(v.to_vec(), &ws), Some(&b), &cfg).data, &g.data);
-            let loss_b = |v: &[f64]| dot(&conv3d(&x, &w, Some(&Array::new(v.to_vec(), &[cout])), &cfg).data, &g.data);
+            let loss_x = |v: &[f64]| {
+                dot(
+                    &conv3d(&Array::new(v.to_vec(), &xs), &w, Some(&b), &cfg).data,
+                    &g.data,
+                )
+            };
+            let loss_w = |v: &[f64]| {
+                dot(
+                    &conv3d(&x, &Array::new(v.to_vec(), &ws), Some(&b), &cfg).data,
+                    &g.data,
+                )
+            };
+            let loss_b = |v: &[f64]| {
+                dot(
+                    &conv3d(&x, &w, Some(&Array::new(v.to_vec(), &[cout])), &cfg).data,
+                    &g.data,
+                )
+            };
             let gx = conv3d_backward_input(&g, &w, &xs, &cfg);
             let gw = conv3d_backward_weight(&g, &x, &ws, &cfg);
             let gb = conv3d_backward_bias(&g);
-            compare("fd x", &gx.data, &numeric_gradient(loss_x, &x.data, 1e-6), FD_F64).unwrap();
-            compare("fd w", &gw.data, &numeric_gradient(loss_w, &w.data, 1e-6), FD_F64).unwrap();
-            compare("fd b", &gb.data, &numeric_gradient(loss_b, &b.data, 1e-6), FD_F64).unwrap();
+            compare(
+                "fd x",
+                &gx.data,
+                &numeric_gradient(loss_x, &x.data, 1e-6),
+                FD_F64,
+            )
+            .unwrap();
+            compare(
+                "fd w",
+                &gw.data,
+                &numeric_gradient(loss_w, &w.data, 1e-6),
+                FD_F64,
+            )
+            .unwrap();
+            compare(
+                "fd b",
+                &gb.data,
+                &numeric_gradient(loss_b, &b.data, 1e-6),
+                FD_F64,
+            )
+            .unwrap();
         }
     }
 
@@ -203,6 +320,9 @@ mod tests {
         let n = cout * cin * 6;
         let pt: Vec<f64> = (0..n).map(|i| i as f64).collect();
         let ours = import_pytorch_weight(&pt, cout, cin, k);
-        assert_eq!(ours[(((1 * 1 + 0) * 3 + 2) * cin + 1) * cout + 2], ((((2 * cin + 1) * 2 + 1) * 1 + 0) * 3 + 2) as f64);
+        // Element (co 2, ci 1, a 1, b 0, c 2): PyTorch flat index ((co·Cin + ci)·2 + a)·3 + c
+        // (kH = 1), cads flat index ((a·kW + c)·Cin + ci)·Cout + co with kH = 1.
+        let (co, ci, a, c) = (2, 1, 1, 2);
+        assert_eq!(ours[((a * 3 + c) * cin + ci) * cout + co], (((co * cin + ci) * 2 + a) * 3 + c) as f64);
     }
 }
