@@ -1185,4 +1185,1346 @@ fn conv3d_tiled_m2n16_c1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     }
 }
 
+@compute @workgroup_size(64)
+fn conv3d_tiled_m16n8_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let m0 = ((wg.x + wg.y * nwg.x) * 64u + lid) * 16u;
+    // Bounds guard without control flow: out-of-range invocations compute a clamped voxel
+    // (voxel() marks it not live) and skip only the final stores. lavapipe turns a
+    // workgroup-uniform load into one scalar load + broadcast only outside `if`s, and an early
+    // return would wrap the whole body in one.
+    let co0 = wg.z * 8u;
+    let cout4 = p.cout / 4u;
+    let grp = co0 / p.cout_g;
+    let v0 = voxel(m0 + 0u);
+    let v1 = voxel(m0 + 1u);
+    let v2 = voxel(m0 + 2u);
+    let v3 = voxel(m0 + 3u);
+    let v4 = voxel(m0 + 4u);
+    let v5 = voxel(m0 + 5u);
+    let v6 = voxel(m0 + 6u);
+    let v7 = voxel(m0 + 7u);
+    let v8 = voxel(m0 + 8u);
+    let v9 = voxel(m0 + 9u);
+    let v10 = voxel(m0 + 10u);
+    let v11 = voxel(m0 + 11u);
+    let v12 = voxel(m0 + 12u);
+    let v13 = voxel(m0 + 13u);
+    let v14 = voxel(m0 + 14u);
+    let v15 = voxel(m0 + 15u);
+    var acc0_0 = vec4<f32>(0.0);
+    var acc0_1 = vec4<f32>(0.0);
+    var acc1_0 = vec4<f32>(0.0);
+    var acc1_1 = vec4<f32>(0.0);
+    var acc2_0 = vec4<f32>(0.0);
+    var acc2_1 = vec4<f32>(0.0);
+    var acc3_0 = vec4<f32>(0.0);
+    var acc3_1 = vec4<f32>(0.0);
+    var acc4_0 = vec4<f32>(0.0);
+    var acc4_1 = vec4<f32>(0.0);
+    var acc5_0 = vec4<f32>(0.0);
+    var acc5_1 = vec4<f32>(0.0);
+    var acc6_0 = vec4<f32>(0.0);
+    var acc6_1 = vec4<f32>(0.0);
+    var acc7_0 = vec4<f32>(0.0);
+    var acc7_1 = vec4<f32>(0.0);
+    var acc8_0 = vec4<f32>(0.0);
+    var acc8_1 = vec4<f32>(0.0);
+    var acc9_0 = vec4<f32>(0.0);
+    var acc9_1 = vec4<f32>(0.0);
+    var acc10_0 = vec4<f32>(0.0);
+    var acc10_1 = vec4<f32>(0.0);
+    var acc11_0 = vec4<f32>(0.0);
+    var acc11_1 = vec4<f32>(0.0);
+    var acc12_0 = vec4<f32>(0.0);
+    var acc12_1 = vec4<f32>(0.0);
+    var acc13_0 = vec4<f32>(0.0);
+    var acc13_1 = vec4<f32>(0.0);
+    var acc14_0 = vec4<f32>(0.0);
+    var acc14_1 = vec4<f32>(0.0);
+    var acc15_0 = vec4<f32>(0.0);
+    var acc15_1 = vec4<f32>(0.0);
+    // bias without an `if` (loads inside control flow lose lavapipe's uniform fast path)
+    let bias_on = f32(p.has_bias != 0u);
+    let b0 = bias4[co0 / 4u + 0u] * bias_on;
+    acc0_0 = b0;
+    acc1_0 = b0;
+    acc2_0 = b0;
+    acc3_0 = b0;
+    acc4_0 = b0;
+    acc5_0 = b0;
+    acc6_0 = b0;
+    acc7_0 = b0;
+    acc8_0 = b0;
+    acc9_0 = b0;
+    acc10_0 = b0;
+    acc11_0 = b0;
+    acc12_0 = b0;
+    acc13_0 = b0;
+    acc14_0 = b0;
+    acc15_0 = b0;
+    let b1 = bias4[co0 / 4u + 1u] * bias_on;
+    acc0_1 = b1;
+    acc1_1 = b1;
+    acc2_1 = b1;
+    acc3_1 = b1;
+    acc4_1 = b1;
+    acc5_1 = b1;
+    acc6_1 = b1;
+    acc7_1 = b1;
+    acc8_1 = b1;
+    acc9_1 = b1;
+    acc10_1 = b1;
+    acc11_1 = b1;
+    acc12_1 = b1;
+    acc13_1 = b1;
+    acc14_1 = b1;
+    acc15_1 = b1;
+    let cstep = p.cin / 4u;           // vec4s per input voxel
+    let cbase = grp * (p.cin_g / 4u); // the group's first vec4
+    let nc = p.cin_g / 4u;
+    let ntaps = p.kd * p.kh * p.kw;
+    for (var tap = 0u; tap < ntaps; tap++) {
+        let kw = tap % p.kw;
+        let kh = (tap / p.kw) % p.kh;
+        let kd = tap / (p.kw * p.kh);
+        let id0 = v0.d0 + i32(kd * p.dd);
+        let ih0 = v0.h0 + i32(kh * p.dh);
+        let iw0 = v0.w0 + i32(kw * p.dw);
+        let ok0 = v0.live && id0 >= 0 && id0 < i32(p.d) && ih0 >= 0 && ih0 < i32(p.h) && iw0 >= 0 && iw0 < i32(p.w);
+        let o0 = ((v0.b * p.d + u32(clamp(id0, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih0, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw0, 0, i32(p.w) - 1));
+        let xb0 = o0 * cstep + cbase;
+        let id1 = v1.d0 + i32(kd * p.dd);
+        let ih1 = v1.h0 + i32(kh * p.dh);
+        let iw1 = v1.w0 + i32(kw * p.dw);
+        let ok1 = v1.live && id1 >= 0 && id1 < i32(p.d) && ih1 >= 0 && ih1 < i32(p.h) && iw1 >= 0 && iw1 < i32(p.w);
+        let o1 = ((v1.b * p.d + u32(clamp(id1, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih1, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw1, 0, i32(p.w) - 1));
+        let xb1 = o1 * cstep + cbase;
+        let id2 = v2.d0 + i32(kd * p.dd);
+        let ih2 = v2.h0 + i32(kh * p.dh);
+        let iw2 = v2.w0 + i32(kw * p.dw);
+        let ok2 = v2.live && id2 >= 0 && id2 < i32(p.d) && ih2 >= 0 && ih2 < i32(p.h) && iw2 >= 0 && iw2 < i32(p.w);
+        let o2 = ((v2.b * p.d + u32(clamp(id2, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih2, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw2, 0, i32(p.w) - 1));
+        let xb2 = o2 * cstep + cbase;
+        let id3 = v3.d0 + i32(kd * p.dd);
+        let ih3 = v3.h0 + i32(kh * p.dh);
+        let iw3 = v3.w0 + i32(kw * p.dw);
+        let ok3 = v3.live && id3 >= 0 && id3 < i32(p.d) && ih3 >= 0 && ih3 < i32(p.h) && iw3 >= 0 && iw3 < i32(p.w);
+        let o3 = ((v3.b * p.d + u32(clamp(id3, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih3, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw3, 0, i32(p.w) - 1));
+        let xb3 = o3 * cstep + cbase;
+        let id4 = v4.d0 + i32(kd * p.dd);
+        let ih4 = v4.h0 + i32(kh * p.dh);
+        let iw4 = v4.w0 + i32(kw * p.dw);
+        let ok4 = v4.live && id4 >= 0 && id4 < i32(p.d) && ih4 >= 0 && ih4 < i32(p.h) && iw4 >= 0 && iw4 < i32(p.w);
+        let o4 = ((v4.b * p.d + u32(clamp(id4, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih4, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw4, 0, i32(p.w) - 1));
+        let xb4 = o4 * cstep + cbase;
+        let id5 = v5.d0 + i32(kd * p.dd);
+        let ih5 = v5.h0 + i32(kh * p.dh);
+        let iw5 = v5.w0 + i32(kw * p.dw);
+        let ok5 = v5.live && id5 >= 0 && id5 < i32(p.d) && ih5 >= 0 && ih5 < i32(p.h) && iw5 >= 0 && iw5 < i32(p.w);
+        let o5 = ((v5.b * p.d + u32(clamp(id5, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih5, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw5, 0, i32(p.w) - 1));
+        let xb5 = o5 * cstep + cbase;
+        let id6 = v6.d0 + i32(kd * p.dd);
+        let ih6 = v6.h0 + i32(kh * p.dh);
+        let iw6 = v6.w0 + i32(kw * p.dw);
+        let ok6 = v6.live && id6 >= 0 && id6 < i32(p.d) && ih6 >= 0 && ih6 < i32(p.h) && iw6 >= 0 && iw6 < i32(p.w);
+        let o6 = ((v6.b * p.d + u32(clamp(id6, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih6, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw6, 0, i32(p.w) - 1));
+        let xb6 = o6 * cstep + cbase;
+        let id7 = v7.d0 + i32(kd * p.dd);
+        let ih7 = v7.h0 + i32(kh * p.dh);
+        let iw7 = v7.w0 + i32(kw * p.dw);
+        let ok7 = v7.live && id7 >= 0 && id7 < i32(p.d) && ih7 >= 0 && ih7 < i32(p.h) && iw7 >= 0 && iw7 < i32(p.w);
+        let o7 = ((v7.b * p.d + u32(clamp(id7, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih7, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw7, 0, i32(p.w) - 1));
+        let xb7 = o7 * cstep + cbase;
+        let id8 = v8.d0 + i32(kd * p.dd);
+        let ih8 = v8.h0 + i32(kh * p.dh);
+        let iw8 = v8.w0 + i32(kw * p.dw);
+        let ok8 = v8.live && id8 >= 0 && id8 < i32(p.d) && ih8 >= 0 && ih8 < i32(p.h) && iw8 >= 0 && iw8 < i32(p.w);
+        let o8 = ((v8.b * p.d + u32(clamp(id8, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih8, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw8, 0, i32(p.w) - 1));
+        let xb8 = o8 * cstep + cbase;
+        let id9 = v9.d0 + i32(kd * p.dd);
+        let ih9 = v9.h0 + i32(kh * p.dh);
+        let iw9 = v9.w0 + i32(kw * p.dw);
+        let ok9 = v9.live && id9 >= 0 && id9 < i32(p.d) && ih9 >= 0 && ih9 < i32(p.h) && iw9 >= 0 && iw9 < i32(p.w);
+        let o9 = ((v9.b * p.d + u32(clamp(id9, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih9, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw9, 0, i32(p.w) - 1));
+        let xb9 = o9 * cstep + cbase;
+        let id10 = v10.d0 + i32(kd * p.dd);
+        let ih10 = v10.h0 + i32(kh * p.dh);
+        let iw10 = v10.w0 + i32(kw * p.dw);
+        let ok10 = v10.live && id10 >= 0 && id10 < i32(p.d) && ih10 >= 0 && ih10 < i32(p.h) && iw10 >= 0 && iw10 < i32(p.w);
+        let o10 = ((v10.b * p.d + u32(clamp(id10, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih10, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw10, 0, i32(p.w) - 1));
+        let xb10 = o10 * cstep + cbase;
+        let id11 = v11.d0 + i32(kd * p.dd);
+        let ih11 = v11.h0 + i32(kh * p.dh);
+        let iw11 = v11.w0 + i32(kw * p.dw);
+        let ok11 = v11.live && id11 >= 0 && id11 < i32(p.d) && ih11 >= 0 && ih11 < i32(p.h) && iw11 >= 0 && iw11 < i32(p.w);
+        let o11 = ((v11.b * p.d + u32(clamp(id11, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih11, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw11, 0, i32(p.w) - 1));
+        let xb11 = o11 * cstep + cbase;
+        let id12 = v12.d0 + i32(kd * p.dd);
+        let ih12 = v12.h0 + i32(kh * p.dh);
+        let iw12 = v12.w0 + i32(kw * p.dw);
+        let ok12 = v12.live && id12 >= 0 && id12 < i32(p.d) && ih12 >= 0 && ih12 < i32(p.h) && iw12 >= 0 && iw12 < i32(p.w);
+        let o12 = ((v12.b * p.d + u32(clamp(id12, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih12, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw12, 0, i32(p.w) - 1));
+        let xb12 = o12 * cstep + cbase;
+        let id13 = v13.d0 + i32(kd * p.dd);
+        let ih13 = v13.h0 + i32(kh * p.dh);
+        let iw13 = v13.w0 + i32(kw * p.dw);
+        let ok13 = v13.live && id13 >= 0 && id13 < i32(p.d) && ih13 >= 0 && ih13 < i32(p.h) && iw13 >= 0 && iw13 < i32(p.w);
+        let o13 = ((v13.b * p.d + u32(clamp(id13, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih13, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw13, 0, i32(p.w) - 1));
+        let xb13 = o13 * cstep + cbase;
+        let id14 = v14.d0 + i32(kd * p.dd);
+        let ih14 = v14.h0 + i32(kh * p.dh);
+        let iw14 = v14.w0 + i32(kw * p.dw);
+        let ok14 = v14.live && id14 >= 0 && id14 < i32(p.d) && ih14 >= 0 && ih14 < i32(p.h) && iw14 >= 0 && iw14 < i32(p.w);
+        let o14 = ((v14.b * p.d + u32(clamp(id14, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih14, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw14, 0, i32(p.w) - 1));
+        let xb14 = o14 * cstep + cbase;
+        let id15 = v15.d0 + i32(kd * p.dd);
+        let ih15 = v15.h0 + i32(kh * p.dh);
+        let iw15 = v15.w0 + i32(kw * p.dw);
+        let ok15 = v15.live && id15 >= 0 && id15 < i32(p.d) && ih15 >= 0 && ih15 < i32(p.h) && iw15 >= 0 && iw15 < i32(p.w);
+        let o15 = ((v15.b * p.d + u32(clamp(id15, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih15, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw15, 0, i32(p.w) - 1));
+        let xb15 = o15 * cstep + cbase;
+        // weight row (tap, cig = 0, co0) in vec4 units; one cig row is cout4 vec4s
+        var wr = ((kd * p.kh + kh) * p.kw + kw) * p.cin_g * cout4 + co0 / 4u;
+        for (var c = 0u; c < nc; c++) {
+            let x0 = select(vec4<f32>(0.0), xin4[xb0 + c], ok0);
+            let x1 = select(vec4<f32>(0.0), xin4[xb1 + c], ok1);
+            let x2 = select(vec4<f32>(0.0), xin4[xb2 + c], ok2);
+            let x3 = select(vec4<f32>(0.0), xin4[xb3 + c], ok3);
+            let x4 = select(vec4<f32>(0.0), xin4[xb4 + c], ok4);
+            let x5 = select(vec4<f32>(0.0), xin4[xb5 + c], ok5);
+            let x6 = select(vec4<f32>(0.0), xin4[xb6 + c], ok6);
+            let x7 = select(vec4<f32>(0.0), xin4[xb7 + c], ok7);
+            let x8 = select(vec4<f32>(0.0), xin4[xb8 + c], ok8);
+            let x9 = select(vec4<f32>(0.0), xin4[xb9 + c], ok9);
+            let x10 = select(vec4<f32>(0.0), xin4[xb10 + c], ok10);
+            let x11 = select(vec4<f32>(0.0), xin4[xb11 + c], ok11);
+            let x12 = select(vec4<f32>(0.0), xin4[xb12 + c], ok12);
+            let x13 = select(vec4<f32>(0.0), xin4[xb13 + c], ok13);
+            let x14 = select(vec4<f32>(0.0), xin4[xb14 + c], ok14);
+            let x15 = select(vec4<f32>(0.0), xin4[xb15 + c], ok15);
+            let w0_0 = w4[wr + 0u * cout4 + 0u];
+            let w0_1 = w4[wr + 0u * cout4 + 1u];
+            acc0_0 = fma(vec4<f32>(x0.x), w0_0, acc0_0);
+            acc0_1 = fma(vec4<f32>(x0.x), w0_1, acc0_1);
+            acc1_0 = fma(vec4<f32>(x1.x), w0_0, acc1_0);
+            acc1_1 = fma(vec4<f32>(x1.x), w0_1, acc1_1);
+            acc2_0 = fma(vec4<f32>(x2.x), w0_0, acc2_0);
+            acc2_1 = fma(vec4<f32>(x2.x), w0_1, acc2_1);
+            acc3_0 = fma(vec4<f32>(x3.x), w0_0, acc3_0);
+            acc3_1 = fma(vec4<f32>(x3.x), w0_1, acc3_1);
+            acc4_0 = fma(vec4<f32>(x4.x), w0_0, acc4_0);
+            acc4_1 = fma(vec4<f32>(x4.x), w0_1, acc4_1);
+            acc5_0 = fma(vec4<f32>(x5.x), w0_0, acc5_0);
+            acc5_1 = fma(vec4<f32>(x5.x), w0_1, acc5_1);
+            acc6_0 = fma(vec4<f32>(x6.x), w0_0, acc6_0);
+            acc6_1 = fma(vec4<f32>(x6.x), w0_1, acc6_1);
+            acc7_0 = fma(vec4<f32>(x7.x), w0_0, acc7_0);
+            acc7_1 = fma(vec4<f32>(x7.x), w0_1, acc7_1);
+            acc8_0 = fma(vec4<f32>(x8.x), w0_0, acc8_0);
+            acc8_1 = fma(vec4<f32>(x8.x), w0_1, acc8_1);
+            acc9_0 = fma(vec4<f32>(x9.x), w0_0, acc9_0);
+            acc9_1 = fma(vec4<f32>(x9.x), w0_1, acc9_1);
+            acc10_0 = fma(vec4<f32>(x10.x), w0_0, acc10_0);
+            acc10_1 = fma(vec4<f32>(x10.x), w0_1, acc10_1);
+            acc11_0 = fma(vec4<f32>(x11.x), w0_0, acc11_0);
+            acc11_1 = fma(vec4<f32>(x11.x), w0_1, acc11_1);
+            acc12_0 = fma(vec4<f32>(x12.x), w0_0, acc12_0);
+            acc12_1 = fma(vec4<f32>(x12.x), w0_1, acc12_1);
+            acc13_0 = fma(vec4<f32>(x13.x), w0_0, acc13_0);
+            acc13_1 = fma(vec4<f32>(x13.x), w0_1, acc13_1);
+            acc14_0 = fma(vec4<f32>(x14.x), w0_0, acc14_0);
+            acc14_1 = fma(vec4<f32>(x14.x), w0_1, acc14_1);
+            acc15_0 = fma(vec4<f32>(x15.x), w0_0, acc15_0);
+            acc15_1 = fma(vec4<f32>(x15.x), w0_1, acc15_1);
+            let w1_0 = w4[wr + 1u * cout4 + 0u];
+            let w1_1 = w4[wr + 1u * cout4 + 1u];
+            acc0_0 = fma(vec4<f32>(x0.y), w1_0, acc0_0);
+            acc0_1 = fma(vec4<f32>(x0.y), w1_1, acc0_1);
+            acc1_0 = fma(vec4<f32>(x1.y), w1_0, acc1_0);
+            acc1_1 = fma(vec4<f32>(x1.y), w1_1, acc1_1);
+            acc2_0 = fma(vec4<f32>(x2.y), w1_0, acc2_0);
+            acc2_1 = fma(vec4<f32>(x2.y), w1_1, acc2_1);
+            acc3_0 = fma(vec4<f32>(x3.y), w1_0, acc3_0);
+            acc3_1 = fma(vec4<f32>(x3.y), w1_1, acc3_1);
+            acc4_0 = fma(vec4<f32>(x4.y), w1_0, acc4_0);
+            acc4_1 = fma(vec4<f32>(x4.y), w1_1, acc4_1);
+            acc5_0 = fma(vec4<f32>(x5.y), w1_0, acc5_0);
+            acc5_1 = fma(vec4<f32>(x5.y), w1_1, acc5_1);
+            acc6_0 = fma(vec4<f32>(x6.y), w1_0, acc6_0);
+            acc6_1 = fma(vec4<f32>(x6.y), w1_1, acc6_1);
+            acc7_0 = fma(vec4<f32>(x7.y), w1_0, acc7_0);
+            acc7_1 = fma(vec4<f32>(x7.y), w1_1, acc7_1);
+            acc8_0 = fma(vec4<f32>(x8.y), w1_0, acc8_0);
+            acc8_1 = fma(vec4<f32>(x8.y), w1_1, acc8_1);
+            acc9_0 = fma(vec4<f32>(x9.y), w1_0, acc9_0);
+            acc9_1 = fma(vec4<f32>(x9.y), w1_1, acc9_1);
+            acc10_0 = fma(vec4<f32>(x10.y), w1_0, acc10_0);
+            acc10_1 = fma(vec4<f32>(x10.y), w1_1, acc10_1);
+            acc11_0 = fma(vec4<f32>(x11.y), w1_0, acc11_0);
+            acc11_1 = fma(vec4<f32>(x11.y), w1_1, acc11_1);
+            acc12_0 = fma(vec4<f32>(x12.y), w1_0, acc12_0);
+            acc12_1 = fma(vec4<f32>(x12.y), w1_1, acc12_1);
+            acc13_0 = fma(vec4<f32>(x13.y), w1_0, acc13_0);
+            acc13_1 = fma(vec4<f32>(x13.y), w1_1, acc13_1);
+            acc14_0 = fma(vec4<f32>(x14.y), w1_0, acc14_0);
+            acc14_1 = fma(vec4<f32>(x14.y), w1_1, acc14_1);
+            acc15_0 = fma(vec4<f32>(x15.y), w1_0, acc15_0);
+            acc15_1 = fma(vec4<f32>(x15.y), w1_1, acc15_1);
+            let w2_0 = w4[wr + 2u * cout4 + 0u];
+            let w2_1 = w4[wr + 2u * cout4 + 1u];
+            acc0_0 = fma(vec4<f32>(x0.z), w2_0, acc0_0);
+            acc0_1 = fma(vec4<f32>(x0.z), w2_1, acc0_1);
+            acc1_0 = fma(vec4<f32>(x1.z), w2_0, acc1_0);
+            acc1_1 = fma(vec4<f32>(x1.z), w2_1, acc1_1);
+            acc2_0 = fma(vec4<f32>(x2.z), w2_0, acc2_0);
+            acc2_1 = fma(vec4<f32>(x2.z), w2_1, acc2_1);
+            acc3_0 = fma(vec4<f32>(x3.z), w2_0, acc3_0);
+            acc3_1 = fma(vec4<f32>(x3.z), w2_1, acc3_1);
+            acc4_0 = fma(vec4<f32>(x4.z), w2_0, acc4_0);
+            acc4_1 = fma(vec4<f32>(x4.z), w2_1, acc4_1);
+            acc5_0 = fma(vec4<f32>(x5.z), w2_0, acc5_0);
+            acc5_1 = fma(vec4<f32>(x5.z), w2_1, acc5_1);
+            acc6_0 = fma(vec4<f32>(x6.z), w2_0, acc6_0);
+            acc6_1 = fma(vec4<f32>(x6.z), w2_1, acc6_1);
+            acc7_0 = fma(vec4<f32>(x7.z), w2_0, acc7_0);
+            acc7_1 = fma(vec4<f32>(x7.z), w2_1, acc7_1);
+            acc8_0 = fma(vec4<f32>(x8.z), w2_0, acc8_0);
+            acc8_1 = fma(vec4<f32>(x8.z), w2_1, acc8_1);
+            acc9_0 = fma(vec4<f32>(x9.z), w2_0, acc9_0);
+            acc9_1 = fma(vec4<f32>(x9.z), w2_1, acc9_1);
+            acc10_0 = fma(vec4<f32>(x10.z), w2_0, acc10_0);
+            acc10_1 = fma(vec4<f32>(x10.z), w2_1, acc10_1);
+            acc11_0 = fma(vec4<f32>(x11.z), w2_0, acc11_0);
+            acc11_1 = fma(vec4<f32>(x11.z), w2_1, acc11_1);
+            acc12_0 = fma(vec4<f32>(x12.z), w2_0, acc12_0);
+            acc12_1 = fma(vec4<f32>(x12.z), w2_1, acc12_1);
+            acc13_0 = fma(vec4<f32>(x13.z), w2_0, acc13_0);
+            acc13_1 = fma(vec4<f32>(x13.z), w2_1, acc13_1);
+            acc14_0 = fma(vec4<f32>(x14.z), w2_0, acc14_0);
+            acc14_1 = fma(vec4<f32>(x14.z), w2_1, acc14_1);
+            acc15_0 = fma(vec4<f32>(x15.z), w2_0, acc15_0);
+            acc15_1 = fma(vec4<f32>(x15.z), w2_1, acc15_1);
+            let w3_0 = w4[wr + 3u * cout4 + 0u];
+            let w3_1 = w4[wr + 3u * cout4 + 1u];
+            acc0_0 = fma(vec4<f32>(x0.w), w3_0, acc0_0);
+            acc0_1 = fma(vec4<f32>(x0.w), w3_1, acc0_1);
+            acc1_0 = fma(vec4<f32>(x1.w), w3_0, acc1_0);
+            acc1_1 = fma(vec4<f32>(x1.w), w3_1, acc1_1);
+            acc2_0 = fma(vec4<f32>(x2.w), w3_0, acc2_0);
+            acc2_1 = fma(vec4<f32>(x2.w), w3_1, acc2_1);
+            acc3_0 = fma(vec4<f32>(x3.w), w3_0, acc3_0);
+            acc3_1 = fma(vec4<f32>(x3.w), w3_1, acc3_1);
+            acc4_0 = fma(vec4<f32>(x4.w), w3_0, acc4_0);
+            acc4_1 = fma(vec4<f32>(x4.w), w3_1, acc4_1);
+            acc5_0 = fma(vec4<f32>(x5.w), w3_0, acc5_0);
+            acc5_1 = fma(vec4<f32>(x5.w), w3_1, acc5_1);
+            acc6_0 = fma(vec4<f32>(x6.w), w3_0, acc6_0);
+            acc6_1 = fma(vec4<f32>(x6.w), w3_1, acc6_1);
+            acc7_0 = fma(vec4<f32>(x7.w), w3_0, acc7_0);
+            acc7_1 = fma(vec4<f32>(x7.w), w3_1, acc7_1);
+            acc8_0 = fma(vec4<f32>(x8.w), w3_0, acc8_0);
+            acc8_1 = fma(vec4<f32>(x8.w), w3_1, acc8_1);
+            acc9_0 = fma(vec4<f32>(x9.w), w3_0, acc9_0);
+            acc9_1 = fma(vec4<f32>(x9.w), w3_1, acc9_1);
+            acc10_0 = fma(vec4<f32>(x10.w), w3_0, acc10_0);
+            acc10_1 = fma(vec4<f32>(x10.w), w3_1, acc10_1);
+            acc11_0 = fma(vec4<f32>(x11.w), w3_0, acc11_0);
+            acc11_1 = fma(vec4<f32>(x11.w), w3_1, acc11_1);
+            acc12_0 = fma(vec4<f32>(x12.w), w3_0, acc12_0);
+            acc12_1 = fma(vec4<f32>(x12.w), w3_1, acc12_1);
+            acc13_0 = fma(vec4<f32>(x13.w), w3_0, acc13_0);
+            acc13_1 = fma(vec4<f32>(x13.w), w3_1, acc13_1);
+            acc14_0 = fma(vec4<f32>(x14.w), w3_0, acc14_0);
+            acc14_1 = fma(vec4<f32>(x14.w), w3_1, acc14_1);
+            acc15_0 = fma(vec4<f32>(x15.w), w3_0, acc15_0);
+            acc15_1 = fma(vec4<f32>(x15.w), w3_1, acc15_1);
+            wr += 4u * cout4;
+        }
+    }
+    if (m0 + 0u < p.m_total) {
+        y4[(m0 + 0u) * cout4 + co0 / 4u + 0u] = acc0_0;
+        y4[(m0 + 0u) * cout4 + co0 / 4u + 1u] = acc0_1;
+    }
+    if (m0 + 1u < p.m_total) {
+        y4[(m0 + 1u) * cout4 + co0 / 4u + 0u] = acc1_0;
+        y4[(m0 + 1u) * cout4 + co0 / 4u + 1u] = acc1_1;
+    }
+    if (m0 + 2u < p.m_total) {
+        y4[(m0 + 2u) * cout4 + co0 / 4u + 0u] = acc2_0;
+        y4[(m0 + 2u) * cout4 + co0 / 4u + 1u] = acc2_1;
+    }
+    if (m0 + 3u < p.m_total) {
+        y4[(m0 + 3u) * cout4 + co0 / 4u + 0u] = acc3_0;
+        y4[(m0 + 3u) * cout4 + co0 / 4u + 1u] = acc3_1;
+    }
+    if (m0 + 4u < p.m_total) {
+        y4[(m0 + 4u) * cout4 + co0 / 4u + 0u] = acc4_0;
+        y4[(m0 + 4u) * cout4 + co0 / 4u + 1u] = acc4_1;
+    }
+    if (m0 + 5u < p.m_total) {
+        y4[(m0 + 5u) * cout4 + co0 / 4u + 0u] = acc5_0;
+        y4[(m0 + 5u) * cout4 + co0 / 4u + 1u] = acc5_1;
+    }
+    if (m0 + 6u < p.m_total) {
+        y4[(m0 + 6u) * cout4 + co0 / 4u + 0u] = acc6_0;
+        y4[(m0 + 6u) * cout4 + co0 / 4u + 1u] = acc6_1;
+    }
+    if (m0 + 7u < p.m_total) {
+        y4[(m0 + 7u) * cout4 + co0 / 4u + 0u] = acc7_0;
+        y4[(m0 + 7u) * cout4 + co0 / 4u + 1u] = acc7_1;
+    }
+    if (m0 + 8u < p.m_total) {
+        y4[(m0 + 8u) * cout4 + co0 / 4u + 0u] = acc8_0;
+        y4[(m0 + 8u) * cout4 + co0 / 4u + 1u] = acc8_1;
+    }
+    if (m0 + 9u < p.m_total) {
+        y4[(m0 + 9u) * cout4 + co0 / 4u + 0u] = acc9_0;
+        y4[(m0 + 9u) * cout4 + co0 / 4u + 1u] = acc9_1;
+    }
+    if (m0 + 10u < p.m_total) {
+        y4[(m0 + 10u) * cout4 + co0 / 4u + 0u] = acc10_0;
+        y4[(m0 + 10u) * cout4 + co0 / 4u + 1u] = acc10_1;
+    }
+    if (m0 + 11u < p.m_total) {
+        y4[(m0 + 11u) * cout4 + co0 / 4u + 0u] = acc11_0;
+        y4[(m0 + 11u) * cout4 + co0 / 4u + 1u] = acc11_1;
+    }
+    if (m0 + 12u < p.m_total) {
+        y4[(m0 + 12u) * cout4 + co0 / 4u + 0u] = acc12_0;
+        y4[(m0 + 12u) * cout4 + co0 / 4u + 1u] = acc12_1;
+    }
+    if (m0 + 13u < p.m_total) {
+        y4[(m0 + 13u) * cout4 + co0 / 4u + 0u] = acc13_0;
+        y4[(m0 + 13u) * cout4 + co0 / 4u + 1u] = acc13_1;
+    }
+    if (m0 + 14u < p.m_total) {
+        y4[(m0 + 14u) * cout4 + co0 / 4u + 0u] = acc14_0;
+        y4[(m0 + 14u) * cout4 + co0 / 4u + 1u] = acc14_1;
+    }
+    if (m0 + 15u < p.m_total) {
+        y4[(m0 + 15u) * cout4 + co0 / 4u + 0u] = acc15_0;
+        y4[(m0 + 15u) * cout4 + co0 / 4u + 1u] = acc15_1;
+    }
+}
+
+@compute @workgroup_size(64)
+fn conv3d_tiled_m16n8_c1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let m0 = ((wg.x + wg.y * nwg.x) * 64u + lid) * 16u;
+    // Bounds guard without control flow: out-of-range invocations compute a clamped voxel
+    // (voxel() marks it not live) and skip only the final stores. lavapipe turns a
+    // workgroup-uniform load into one scalar load + broadcast only outside `if`s, and an early
+    // return would wrap the whole body in one.
+    let co0 = wg.z * 8u;
+    let cout4 = p.cout / 4u;
+    let grp = co0 / p.cout_g;
+    let v0 = voxel(m0 + 0u);
+    let v1 = voxel(m0 + 1u);
+    let v2 = voxel(m0 + 2u);
+    let v3 = voxel(m0 + 3u);
+    let v4 = voxel(m0 + 4u);
+    let v5 = voxel(m0 + 5u);
+    let v6 = voxel(m0 + 6u);
+    let v7 = voxel(m0 + 7u);
+    let v8 = voxel(m0 + 8u);
+    let v9 = voxel(m0 + 9u);
+    let v10 = voxel(m0 + 10u);
+    let v11 = voxel(m0 + 11u);
+    let v12 = voxel(m0 + 12u);
+    let v13 = voxel(m0 + 13u);
+    let v14 = voxel(m0 + 14u);
+    let v15 = voxel(m0 + 15u);
+    var acc0_0 = vec4<f32>(0.0);
+    var acc0_1 = vec4<f32>(0.0);
+    var acc1_0 = vec4<f32>(0.0);
+    var acc1_1 = vec4<f32>(0.0);
+    var acc2_0 = vec4<f32>(0.0);
+    var acc2_1 = vec4<f32>(0.0);
+    var acc3_0 = vec4<f32>(0.0);
+    var acc3_1 = vec4<f32>(0.0);
+    var acc4_0 = vec4<f32>(0.0);
+    var acc4_1 = vec4<f32>(0.0);
+    var acc5_0 = vec4<f32>(0.0);
+    var acc5_1 = vec4<f32>(0.0);
+    var acc6_0 = vec4<f32>(0.0);
+    var acc6_1 = vec4<f32>(0.0);
+    var acc7_0 = vec4<f32>(0.0);
+    var acc7_1 = vec4<f32>(0.0);
+    var acc8_0 = vec4<f32>(0.0);
+    var acc8_1 = vec4<f32>(0.0);
+    var acc9_0 = vec4<f32>(0.0);
+    var acc9_1 = vec4<f32>(0.0);
+    var acc10_0 = vec4<f32>(0.0);
+    var acc10_1 = vec4<f32>(0.0);
+    var acc11_0 = vec4<f32>(0.0);
+    var acc11_1 = vec4<f32>(0.0);
+    var acc12_0 = vec4<f32>(0.0);
+    var acc12_1 = vec4<f32>(0.0);
+    var acc13_0 = vec4<f32>(0.0);
+    var acc13_1 = vec4<f32>(0.0);
+    var acc14_0 = vec4<f32>(0.0);
+    var acc14_1 = vec4<f32>(0.0);
+    var acc15_0 = vec4<f32>(0.0);
+    var acc15_1 = vec4<f32>(0.0);
+    // bias without an `if` (loads inside control flow lose lavapipe's uniform fast path)
+    let bias_on = f32(p.has_bias != 0u);
+    let b0 = bias4[co0 / 4u + 0u] * bias_on;
+    acc0_0 = b0;
+    acc1_0 = b0;
+    acc2_0 = b0;
+    acc3_0 = b0;
+    acc4_0 = b0;
+    acc5_0 = b0;
+    acc6_0 = b0;
+    acc7_0 = b0;
+    acc8_0 = b0;
+    acc9_0 = b0;
+    acc10_0 = b0;
+    acc11_0 = b0;
+    acc12_0 = b0;
+    acc13_0 = b0;
+    acc14_0 = b0;
+    acc15_0 = b0;
+    let b1 = bias4[co0 / 4u + 1u] * bias_on;
+    acc0_1 = b1;
+    acc1_1 = b1;
+    acc2_1 = b1;
+    acc3_1 = b1;
+    acc4_1 = b1;
+    acc5_1 = b1;
+    acc6_1 = b1;
+    acc7_1 = b1;
+    acc8_1 = b1;
+    acc9_1 = b1;
+    acc10_1 = b1;
+    acc11_1 = b1;
+    acc12_1 = b1;
+    acc13_1 = b1;
+    acc14_1 = b1;
+    acc15_1 = b1;
+    let cstep = p.cin;
+    let cbase = grp * p.cin_g;
+    let nc = p.cin_g;
+    let ntaps = p.kd * p.kh * p.kw;
+    for (var tap = 0u; tap < ntaps; tap++) {
+        let kw = tap % p.kw;
+        let kh = (tap / p.kw) % p.kh;
+        let kd = tap / (p.kw * p.kh);
+        let id0 = v0.d0 + i32(kd * p.dd);
+        let ih0 = v0.h0 + i32(kh * p.dh);
+        let iw0 = v0.w0 + i32(kw * p.dw);
+        let ok0 = v0.live && id0 >= 0 && id0 < i32(p.d) && ih0 >= 0 && ih0 < i32(p.h) && iw0 >= 0 && iw0 < i32(p.w);
+        let o0 = ((v0.b * p.d + u32(clamp(id0, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih0, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw0, 0, i32(p.w) - 1));
+        let xb0 = o0 * cstep + cbase;
+        let id1 = v1.d0 + i32(kd * p.dd);
+        let ih1 = v1.h0 + i32(kh * p.dh);
+        let iw1 = v1.w0 + i32(kw * p.dw);
+        let ok1 = v1.live && id1 >= 0 && id1 < i32(p.d) && ih1 >= 0 && ih1 < i32(p.h) && iw1 >= 0 && iw1 < i32(p.w);
+        let o1 = ((v1.b * p.d + u32(clamp(id1, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih1, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw1, 0, i32(p.w) - 1));
+        let xb1 = o1 * cstep + cbase;
+        let id2 = v2.d0 + i32(kd * p.dd);
+        let ih2 = v2.h0 + i32(kh * p.dh);
+        let iw2 = v2.w0 + i32(kw * p.dw);
+        let ok2 = v2.live && id2 >= 0 && id2 < i32(p.d) && ih2 >= 0 && ih2 < i32(p.h) && iw2 >= 0 && iw2 < i32(p.w);
+        let o2 = ((v2.b * p.d + u32(clamp(id2, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih2, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw2, 0, i32(p.w) - 1));
+        let xb2 = o2 * cstep + cbase;
+        let id3 = v3.d0 + i32(kd * p.dd);
+        let ih3 = v3.h0 + i32(kh * p.dh);
+        let iw3 = v3.w0 + i32(kw * p.dw);
+        let ok3 = v3.live && id3 >= 0 && id3 < i32(p.d) && ih3 >= 0 && ih3 < i32(p.h) && iw3 >= 0 && iw3 < i32(p.w);
+        let o3 = ((v3.b * p.d + u32(clamp(id3, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih3, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw3, 0, i32(p.w) - 1));
+        let xb3 = o3 * cstep + cbase;
+        let id4 = v4.d0 + i32(kd * p.dd);
+        let ih4 = v4.h0 + i32(kh * p.dh);
+        let iw4 = v4.w0 + i32(kw * p.dw);
+        let ok4 = v4.live && id4 >= 0 && id4 < i32(p.d) && ih4 >= 0 && ih4 < i32(p.h) && iw4 >= 0 && iw4 < i32(p.w);
+        let o4 = ((v4.b * p.d + u32(clamp(id4, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih4, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw4, 0, i32(p.w) - 1));
+        let xb4 = o4 * cstep + cbase;
+        let id5 = v5.d0 + i32(kd * p.dd);
+        let ih5 = v5.h0 + i32(kh * p.dh);
+        let iw5 = v5.w0 + i32(kw * p.dw);
+        let ok5 = v5.live && id5 >= 0 && id5 < i32(p.d) && ih5 >= 0 && ih5 < i32(p.h) && iw5 >= 0 && iw5 < i32(p.w);
+        let o5 = ((v5.b * p.d + u32(clamp(id5, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih5, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw5, 0, i32(p.w) - 1));
+        let xb5 = o5 * cstep + cbase;
+        let id6 = v6.d0 + i32(kd * p.dd);
+        let ih6 = v6.h0 + i32(kh * p.dh);
+        let iw6 = v6.w0 + i32(kw * p.dw);
+        let ok6 = v6.live && id6 >= 0 && id6 < i32(p.d) && ih6 >= 0 && ih6 < i32(p.h) && iw6 >= 0 && iw6 < i32(p.w);
+        let o6 = ((v6.b * p.d + u32(clamp(id6, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih6, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw6, 0, i32(p.w) - 1));
+        let xb6 = o6 * cstep + cbase;
+        let id7 = v7.d0 + i32(kd * p.dd);
+        let ih7 = v7.h0 + i32(kh * p.dh);
+        let iw7 = v7.w0 + i32(kw * p.dw);
+        let ok7 = v7.live && id7 >= 0 && id7 < i32(p.d) && ih7 >= 0 && ih7 < i32(p.h) && iw7 >= 0 && iw7 < i32(p.w);
+        let o7 = ((v7.b * p.d + u32(clamp(id7, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih7, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw7, 0, i32(p.w) - 1));
+        let xb7 = o7 * cstep + cbase;
+        let id8 = v8.d0 + i32(kd * p.dd);
+        let ih8 = v8.h0 + i32(kh * p.dh);
+        let iw8 = v8.w0 + i32(kw * p.dw);
+        let ok8 = v8.live && id8 >= 0 && id8 < i32(p.d) && ih8 >= 0 && ih8 < i32(p.h) && iw8 >= 0 && iw8 < i32(p.w);
+        let o8 = ((v8.b * p.d + u32(clamp(id8, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih8, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw8, 0, i32(p.w) - 1));
+        let xb8 = o8 * cstep + cbase;
+        let id9 = v9.d0 + i32(kd * p.dd);
+        let ih9 = v9.h0 + i32(kh * p.dh);
+        let iw9 = v9.w0 + i32(kw * p.dw);
+        let ok9 = v9.live && id9 >= 0 && id9 < i32(p.d) && ih9 >= 0 && ih9 < i32(p.h) && iw9 >= 0 && iw9 < i32(p.w);
+        let o9 = ((v9.b * p.d + u32(clamp(id9, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih9, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw9, 0, i32(p.w) - 1));
+        let xb9 = o9 * cstep + cbase;
+        let id10 = v10.d0 + i32(kd * p.dd);
+        let ih10 = v10.h0 + i32(kh * p.dh);
+        let iw10 = v10.w0 + i32(kw * p.dw);
+        let ok10 = v10.live && id10 >= 0 && id10 < i32(p.d) && ih10 >= 0 && ih10 < i32(p.h) && iw10 >= 0 && iw10 < i32(p.w);
+        let o10 = ((v10.b * p.d + u32(clamp(id10, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih10, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw10, 0, i32(p.w) - 1));
+        let xb10 = o10 * cstep + cbase;
+        let id11 = v11.d0 + i32(kd * p.dd);
+        let ih11 = v11.h0 + i32(kh * p.dh);
+        let iw11 = v11.w0 + i32(kw * p.dw);
+        let ok11 = v11.live && id11 >= 0 && id11 < i32(p.d) && ih11 >= 0 && ih11 < i32(p.h) && iw11 >= 0 && iw11 < i32(p.w);
+        let o11 = ((v11.b * p.d + u32(clamp(id11, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih11, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw11, 0, i32(p.w) - 1));
+        let xb11 = o11 * cstep + cbase;
+        let id12 = v12.d0 + i32(kd * p.dd);
+        let ih12 = v12.h0 + i32(kh * p.dh);
+        let iw12 = v12.w0 + i32(kw * p.dw);
+        let ok12 = v12.live && id12 >= 0 && id12 < i32(p.d) && ih12 >= 0 && ih12 < i32(p.h) && iw12 >= 0 && iw12 < i32(p.w);
+        let o12 = ((v12.b * p.d + u32(clamp(id12, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih12, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw12, 0, i32(p.w) - 1));
+        let xb12 = o12 * cstep + cbase;
+        let id13 = v13.d0 + i32(kd * p.dd);
+        let ih13 = v13.h0 + i32(kh * p.dh);
+        let iw13 = v13.w0 + i32(kw * p.dw);
+        let ok13 = v13.live && id13 >= 0 && id13 < i32(p.d) && ih13 >= 0 && ih13 < i32(p.h) && iw13 >= 0 && iw13 < i32(p.w);
+        let o13 = ((v13.b * p.d + u32(clamp(id13, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih13, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw13, 0, i32(p.w) - 1));
+        let xb13 = o13 * cstep + cbase;
+        let id14 = v14.d0 + i32(kd * p.dd);
+        let ih14 = v14.h0 + i32(kh * p.dh);
+        let iw14 = v14.w0 + i32(kw * p.dw);
+        let ok14 = v14.live && id14 >= 0 && id14 < i32(p.d) && ih14 >= 0 && ih14 < i32(p.h) && iw14 >= 0 && iw14 < i32(p.w);
+        let o14 = ((v14.b * p.d + u32(clamp(id14, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih14, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw14, 0, i32(p.w) - 1));
+        let xb14 = o14 * cstep + cbase;
+        let id15 = v15.d0 + i32(kd * p.dd);
+        let ih15 = v15.h0 + i32(kh * p.dh);
+        let iw15 = v15.w0 + i32(kw * p.dw);
+        let ok15 = v15.live && id15 >= 0 && id15 < i32(p.d) && ih15 >= 0 && ih15 < i32(p.h) && iw15 >= 0 && iw15 < i32(p.w);
+        let o15 = ((v15.b * p.d + u32(clamp(id15, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih15, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw15, 0, i32(p.w) - 1));
+        let xb15 = o15 * cstep + cbase;
+        // weight row (tap, cig = 0, co0) in vec4 units; one cig row is cout4 vec4s
+        var wr = ((kd * p.kh + kh) * p.kw + kw) * p.cin_g * cout4 + co0 / 4u;
+        for (var c = 0u; c < nc; c++) {
+            let x0 = select(0.0, xin1[xb0 + c], ok0);
+            let x1 = select(0.0, xin1[xb1 + c], ok1);
+            let x2 = select(0.0, xin1[xb2 + c], ok2);
+            let x3 = select(0.0, xin1[xb3 + c], ok3);
+            let x4 = select(0.0, xin1[xb4 + c], ok4);
+            let x5 = select(0.0, xin1[xb5 + c], ok5);
+            let x6 = select(0.0, xin1[xb6 + c], ok6);
+            let x7 = select(0.0, xin1[xb7 + c], ok7);
+            let x8 = select(0.0, xin1[xb8 + c], ok8);
+            let x9 = select(0.0, xin1[xb9 + c], ok9);
+            let x10 = select(0.0, xin1[xb10 + c], ok10);
+            let x11 = select(0.0, xin1[xb11 + c], ok11);
+            let x12 = select(0.0, xin1[xb12 + c], ok12);
+            let x13 = select(0.0, xin1[xb13 + c], ok13);
+            let x14 = select(0.0, xin1[xb14 + c], ok14);
+            let x15 = select(0.0, xin1[xb15 + c], ok15);
+            let w0_0 = w4[wr + 0u];
+            let w0_1 = w4[wr + 1u];
+            acc0_0 = fma(vec4<f32>(x0), w0_0, acc0_0);
+            acc0_1 = fma(vec4<f32>(x0), w0_1, acc0_1);
+            acc1_0 = fma(vec4<f32>(x1), w0_0, acc1_0);
+            acc1_1 = fma(vec4<f32>(x1), w0_1, acc1_1);
+            acc2_0 = fma(vec4<f32>(x2), w0_0, acc2_0);
+            acc2_1 = fma(vec4<f32>(x2), w0_1, acc2_1);
+            acc3_0 = fma(vec4<f32>(x3), w0_0, acc3_0);
+            acc3_1 = fma(vec4<f32>(x3), w0_1, acc3_1);
+            acc4_0 = fma(vec4<f32>(x4), w0_0, acc4_0);
+            acc4_1 = fma(vec4<f32>(x4), w0_1, acc4_1);
+            acc5_0 = fma(vec4<f32>(x5), w0_0, acc5_0);
+            acc5_1 = fma(vec4<f32>(x5), w0_1, acc5_1);
+            acc6_0 = fma(vec4<f32>(x6), w0_0, acc6_0);
+            acc6_1 = fma(vec4<f32>(x6), w0_1, acc6_1);
+            acc7_0 = fma(vec4<f32>(x7), w0_0, acc7_0);
+            acc7_1 = fma(vec4<f32>(x7), w0_1, acc7_1);
+            acc8_0 = fma(vec4<f32>(x8), w0_0, acc8_0);
+            acc8_1 = fma(vec4<f32>(x8), w0_1, acc8_1);
+            acc9_0 = fma(vec4<f32>(x9), w0_0, acc9_0);
+            acc9_1 = fma(vec4<f32>(x9), w0_1, acc9_1);
+            acc10_0 = fma(vec4<f32>(x10), w0_0, acc10_0);
+            acc10_1 = fma(vec4<f32>(x10), w0_1, acc10_1);
+            acc11_0 = fma(vec4<f32>(x11), w0_0, acc11_0);
+            acc11_1 = fma(vec4<f32>(x11), w0_1, acc11_1);
+            acc12_0 = fma(vec4<f32>(x12), w0_0, acc12_0);
+            acc12_1 = fma(vec4<f32>(x12), w0_1, acc12_1);
+            acc13_0 = fma(vec4<f32>(x13), w0_0, acc13_0);
+            acc13_1 = fma(vec4<f32>(x13), w0_1, acc13_1);
+            acc14_0 = fma(vec4<f32>(x14), w0_0, acc14_0);
+            acc14_1 = fma(vec4<f32>(x14), w0_1, acc14_1);
+            acc15_0 = fma(vec4<f32>(x15), w0_0, acc15_0);
+            acc15_1 = fma(vec4<f32>(x15), w0_1, acc15_1);
+            wr += cout4;
+        }
+    }
+    if (m0 + 0u < p.m_total) {
+        y4[(m0 + 0u) * cout4 + co0 / 4u + 0u] = acc0_0;
+        y4[(m0 + 0u) * cout4 + co0 / 4u + 1u] = acc0_1;
+    }
+    if (m0 + 1u < p.m_total) {
+        y4[(m0 + 1u) * cout4 + co0 / 4u + 0u] = acc1_0;
+        y4[(m0 + 1u) * cout4 + co0 / 4u + 1u] = acc1_1;
+    }
+    if (m0 + 2u < p.m_total) {
+        y4[(m0 + 2u) * cout4 + co0 / 4u + 0u] = acc2_0;
+        y4[(m0 + 2u) * cout4 + co0 / 4u + 1u] = acc2_1;
+    }
+    if (m0 + 3u < p.m_total) {
+        y4[(m0 + 3u) * cout4 + co0 / 4u + 0u] = acc3_0;
+        y4[(m0 + 3u) * cout4 + co0 / 4u + 1u] = acc3_1;
+    }
+    if (m0 + 4u < p.m_total) {
+        y4[(m0 + 4u) * cout4 + co0 / 4u + 0u] = acc4_0;
+        y4[(m0 + 4u) * cout4 + co0 / 4u + 1u] = acc4_1;
+    }
+    if (m0 + 5u < p.m_total) {
+        y4[(m0 + 5u) * cout4 + co0 / 4u + 0u] = acc5_0;
+        y4[(m0 + 5u) * cout4 + co0 / 4u + 1u] = acc5_1;
+    }
+    if (m0 + 6u < p.m_total) {
+        y4[(m0 + 6u) * cout4 + co0 / 4u + 0u] = acc6_0;
+        y4[(m0 + 6u) * cout4 + co0 / 4u + 1u] = acc6_1;
+    }
+    if (m0 + 7u < p.m_total) {
+        y4[(m0 + 7u) * cout4 + co0 / 4u + 0u] = acc7_0;
+        y4[(m0 + 7u) * cout4 + co0 / 4u + 1u] = acc7_1;
+    }
+    if (m0 + 8u < p.m_total) {
+        y4[(m0 + 8u) * cout4 + co0 / 4u + 0u] = acc8_0;
+        y4[(m0 + 8u) * cout4 + co0 / 4u + 1u] = acc8_1;
+    }
+    if (m0 + 9u < p.m_total) {
+        y4[(m0 + 9u) * cout4 + co0 / 4u + 0u] = acc9_0;
+        y4[(m0 + 9u) * cout4 + co0 / 4u + 1u] = acc9_1;
+    }
+    if (m0 + 10u < p.m_total) {
+        y4[(m0 + 10u) * cout4 + co0 / 4u + 0u] = acc10_0;
+        y4[(m0 + 10u) * cout4 + co0 / 4u + 1u] = acc10_1;
+    }
+    if (m0 + 11u < p.m_total) {
+        y4[(m0 + 11u) * cout4 + co0 / 4u + 0u] = acc11_0;
+        y4[(m0 + 11u) * cout4 + co0 / 4u + 1u] = acc11_1;
+    }
+    if (m0 + 12u < p.m_total) {
+        y4[(m0 + 12u) * cout4 + co0 / 4u + 0u] = acc12_0;
+        y4[(m0 + 12u) * cout4 + co0 / 4u + 1u] = acc12_1;
+    }
+    if (m0 + 13u < p.m_total) {
+        y4[(m0 + 13u) * cout4 + co0 / 4u + 0u] = acc13_0;
+        y4[(m0 + 13u) * cout4 + co0 / 4u + 1u] = acc13_1;
+    }
+    if (m0 + 14u < p.m_total) {
+        y4[(m0 + 14u) * cout4 + co0 / 4u + 0u] = acc14_0;
+        y4[(m0 + 14u) * cout4 + co0 / 4u + 1u] = acc14_1;
+    }
+    if (m0 + 15u < p.m_total) {
+        y4[(m0 + 15u) * cout4 + co0 / 4u + 0u] = acc15_0;
+        y4[(m0 + 15u) * cout4 + co0 / 4u + 1u] = acc15_1;
+    }
+}
+
+@compute @workgroup_size(64)
+fn conv3d_tiled_m8n16_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let m0 = ((wg.x + wg.y * nwg.x) * 64u + lid) * 8u;
+    // Bounds guard without control flow: out-of-range invocations compute a clamped voxel
+    // (voxel() marks it not live) and skip only the final stores. lavapipe turns a
+    // workgroup-uniform load into one scalar load + broadcast only outside `if`s, and an early
+    // return would wrap the whole body in one.
+    let co0 = wg.z * 16u;
+    let cout4 = p.cout / 4u;
+    let grp = co0 / p.cout_g;
+    let v0 = voxel(m0 + 0u);
+    let v1 = voxel(m0 + 1u);
+    let v2 = voxel(m0 + 2u);
+    let v3 = voxel(m0 + 3u);
+    let v4 = voxel(m0 + 4u);
+    let v5 = voxel(m0 + 5u);
+    let v6 = voxel(m0 + 6u);
+    let v7 = voxel(m0 + 7u);
+    var acc0_0 = vec4<f32>(0.0);
+    var acc0_1 = vec4<f32>(0.0);
+    var acc0_2 = vec4<f32>(0.0);
+    var acc0_3 = vec4<f32>(0.0);
+    var acc1_0 = vec4<f32>(0.0);
+    var acc1_1 = vec4<f32>(0.0);
+    var acc1_2 = vec4<f32>(0.0);
+    var acc1_3 = vec4<f32>(0.0);
+    var acc2_0 = vec4<f32>(0.0);
+    var acc2_1 = vec4<f32>(0.0);
+    var acc2_2 = vec4<f32>(0.0);
+    var acc2_3 = vec4<f32>(0.0);
+    var acc3_0 = vec4<f32>(0.0);
+    var acc3_1 = vec4<f32>(0.0);
+    var acc3_2 = vec4<f32>(0.0);
+    var acc3_3 = vec4<f32>(0.0);
+    var acc4_0 = vec4<f32>(0.0);
+    var acc4_1 = vec4<f32>(0.0);
+    var acc4_2 = vec4<f32>(0.0);
+    var acc4_3 = vec4<f32>(0.0);
+    var acc5_0 = vec4<f32>(0.0);
+    var acc5_1 = vec4<f32>(0.0);
+    var acc5_2 = vec4<f32>(0.0);
+    var acc5_3 = vec4<f32>(0.0);
+    var acc6_0 = vec4<f32>(0.0);
+    var acc6_1 = vec4<f32>(0.0);
+    var acc6_2 = vec4<f32>(0.0);
+    var acc6_3 = vec4<f32>(0.0);
+    var acc7_0 = vec4<f32>(0.0);
+    var acc7_1 = vec4<f32>(0.0);
+    var acc7_2 = vec4<f32>(0.0);
+    var acc7_3 = vec4<f32>(0.0);
+    // bias without an `if` (loads inside control flow lose lavapipe's uniform fast path)
+    let bias_on = f32(p.has_bias != 0u);
+    let b0 = bias4[co0 / 4u + 0u] * bias_on;
+    acc0_0 = b0;
+    acc1_0 = b0;
+    acc2_0 = b0;
+    acc3_0 = b0;
+    acc4_0 = b0;
+    acc5_0 = b0;
+    acc6_0 = b0;
+    acc7_0 = b0;
+    let b1 = bias4[co0 / 4u + 1u] * bias_on;
+    acc0_1 = b1;
+    acc1_1 = b1;
+    acc2_1 = b1;
+    acc3_1 = b1;
+    acc4_1 = b1;
+    acc5_1 = b1;
+    acc6_1 = b1;
+    acc7_1 = b1;
+    let b2 = bias4[co0 / 4u + 2u] * bias_on;
+    acc0_2 = b2;
+    acc1_2 = b2;
+    acc2_2 = b2;
+    acc3_2 = b2;
+    acc4_2 = b2;
+    acc5_2 = b2;
+    acc6_2 = b2;
+    acc7_2 = b2;
+    let b3 = bias4[co0 / 4u + 3u] * bias_on;
+    acc0_3 = b3;
+    acc1_3 = b3;
+    acc2_3 = b3;
+    acc3_3 = b3;
+    acc4_3 = b3;
+    acc5_3 = b3;
+    acc6_3 = b3;
+    acc7_3 = b3;
+    let cstep = p.cin / 4u;           // vec4s per input voxel
+    let cbase = grp * (p.cin_g / 4u); // the group's first vec4
+    let nc = p.cin_g / 4u;
+    let ntaps = p.kd * p.kh * p.kw;
+    for (var tap = 0u; tap < ntaps; tap++) {
+        let kw = tap % p.kw;
+        let kh = (tap / p.kw) % p.kh;
+        let kd = tap / (p.kw * p.kh);
+        let id0 = v0.d0 + i32(kd * p.dd);
+        let ih0 = v0.h0 + i32(kh * p.dh);
+        let iw0 = v0.w0 + i32(kw * p.dw);
+        let ok0 = v0.live && id0 >= 0 && id0 < i32(p.d) && ih0 >= 0 && ih0 < i32(p.h) && iw0 >= 0 && iw0 < i32(p.w);
+        let o0 = ((v0.b * p.d + u32(clamp(id0, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih0, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw0, 0, i32(p.w) - 1));
+        let xb0 = o0 * cstep + cbase;
+        let id1 = v1.d0 + i32(kd * p.dd);
+        let ih1 = v1.h0 + i32(kh * p.dh);
+        let iw1 = v1.w0 + i32(kw * p.dw);
+        let ok1 = v1.live && id1 >= 0 && id1 < i32(p.d) && ih1 >= 0 && ih1 < i32(p.h) && iw1 >= 0 && iw1 < i32(p.w);
+        let o1 = ((v1.b * p.d + u32(clamp(id1, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih1, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw1, 0, i32(p.w) - 1));
+        let xb1 = o1 * cstep + cbase;
+        let id2 = v2.d0 + i32(kd * p.dd);
+        let ih2 = v2.h0 + i32(kh * p.dh);
+        let iw2 = v2.w0 + i32(kw * p.dw);
+        let ok2 = v2.live && id2 >= 0 && id2 < i32(p.d) && ih2 >= 0 && ih2 < i32(p.h) && iw2 >= 0 && iw2 < i32(p.w);
+        let o2 = ((v2.b * p.d + u32(clamp(id2, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih2, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw2, 0, i32(p.w) - 1));
+        let xb2 = o2 * cstep + cbase;
+        let id3 = v3.d0 + i32(kd * p.dd);
+        let ih3 = v3.h0 + i32(kh * p.dh);
+        let iw3 = v3.w0 + i32(kw * p.dw);
+        let ok3 = v3.live && id3 >= 0 && id3 < i32(p.d) && ih3 >= 0 && ih3 < i32(p.h) && iw3 >= 0 && iw3 < i32(p.w);
+        let o3 = ((v3.b * p.d + u32(clamp(id3, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih3, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw3, 0, i32(p.w) - 1));
+        let xb3 = o3 * cstep + cbase;
+        let id4 = v4.d0 + i32(kd * p.dd);
+        let ih4 = v4.h0 + i32(kh * p.dh);
+        let iw4 = v4.w0 + i32(kw * p.dw);
+        let ok4 = v4.live && id4 >= 0 && id4 < i32(p.d) && ih4 >= 0 && ih4 < i32(p.h) && iw4 >= 0 && iw4 < i32(p.w);
+        let o4 = ((v4.b * p.d + u32(clamp(id4, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih4, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw4, 0, i32(p.w) - 1));
+        let xb4 = o4 * cstep + cbase;
+        let id5 = v5.d0 + i32(kd * p.dd);
+        let ih5 = v5.h0 + i32(kh * p.dh);
+        let iw5 = v5.w0 + i32(kw * p.dw);
+        let ok5 = v5.live && id5 >= 0 && id5 < i32(p.d) && ih5 >= 0 && ih5 < i32(p.h) && iw5 >= 0 && iw5 < i32(p.w);
+        let o5 = ((v5.b * p.d + u32(clamp(id5, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih5, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw5, 0, i32(p.w) - 1));
+        let xb5 = o5 * cstep + cbase;
+        let id6 = v6.d0 + i32(kd * p.dd);
+        let ih6 = v6.h0 + i32(kh * p.dh);
+        let iw6 = v6.w0 + i32(kw * p.dw);
+        let ok6 = v6.live && id6 >= 0 && id6 < i32(p.d) && ih6 >= 0 && ih6 < i32(p.h) && iw6 >= 0 && iw6 < i32(p.w);
+        let o6 = ((v6.b * p.d + u32(clamp(id6, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih6, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw6, 0, i32(p.w) - 1));
+        let xb6 = o6 * cstep + cbase;
+        let id7 = v7.d0 + i32(kd * p.dd);
+        let ih7 = v7.h0 + i32(kh * p.dh);
+        let iw7 = v7.w0 + i32(kw * p.dw);
+        let ok7 = v7.live && id7 >= 0 && id7 < i32(p.d) && ih7 >= 0 && ih7 < i32(p.h) && iw7 >= 0 && iw7 < i32(p.w);
+        let o7 = ((v7.b * p.d + u32(clamp(id7, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih7, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw7, 0, i32(p.w) - 1));
+        let xb7 = o7 * cstep + cbase;
+        // weight row (tap, cig = 0, co0) in vec4 units; one cig row is cout4 vec4s
+        var wr = ((kd * p.kh + kh) * p.kw + kw) * p.cin_g * cout4 + co0 / 4u;
+        for (var c = 0u; c < nc; c++) {
+            let x0 = select(vec4<f32>(0.0), xin4[xb0 + c], ok0);
+            let x1 = select(vec4<f32>(0.0), xin4[xb1 + c], ok1);
+            let x2 = select(vec4<f32>(0.0), xin4[xb2 + c], ok2);
+            let x3 = select(vec4<f32>(0.0), xin4[xb3 + c], ok3);
+            let x4 = select(vec4<f32>(0.0), xin4[xb4 + c], ok4);
+            let x5 = select(vec4<f32>(0.0), xin4[xb5 + c], ok5);
+            let x6 = select(vec4<f32>(0.0), xin4[xb6 + c], ok6);
+            let x7 = select(vec4<f32>(0.0), xin4[xb7 + c], ok7);
+            let w0_0 = w4[wr + 0u * cout4 + 0u];
+            let w0_1 = w4[wr + 0u * cout4 + 1u];
+            let w0_2 = w4[wr + 0u * cout4 + 2u];
+            let w0_3 = w4[wr + 0u * cout4 + 3u];
+            acc0_0 = fma(vec4<f32>(x0.x), w0_0, acc0_0);
+            acc0_1 = fma(vec4<f32>(x0.x), w0_1, acc0_1);
+            acc0_2 = fma(vec4<f32>(x0.x), w0_2, acc0_2);
+            acc0_3 = fma(vec4<f32>(x0.x), w0_3, acc0_3);
+            acc1_0 = fma(vec4<f32>(x1.x), w0_0, acc1_0);
+            acc1_1 = fma(vec4<f32>(x1.x), w0_1, acc1_1);
+            acc1_2 = fma(vec4<f32>(x1.x), w0_2, acc1_2);
+            acc1_3 = fma(vec4<f32>(x1.x), w0_3, acc1_3);
+            acc2_0 = fma(vec4<f32>(x2.x), w0_0, acc2_0);
+            acc2_1 = fma(vec4<f32>(x2.x), w0_1, acc2_1);
+            acc2_2 = fma(vec4<f32>(x2.x), w0_2, acc2_2);
+            acc2_3 = fma(vec4<f32>(x2.x), w0_3, acc2_3);
+            acc3_0 = fma(vec4<f32>(x3.x), w0_0, acc3_0);
+            acc3_1 = fma(vec4<f32>(x3.x), w0_1, acc3_1);
+            acc3_2 = fma(vec4<f32>(x3.x), w0_2, acc3_2);
+            acc3_3 = fma(vec4<f32>(x3.x), w0_3, acc3_3);
+            acc4_0 = fma(vec4<f32>(x4.x), w0_0, acc4_0);
+            acc4_1 = fma(vec4<f32>(x4.x), w0_1, acc4_1);
+            acc4_2 = fma(vec4<f32>(x4.x), w0_2, acc4_2);
+            acc4_3 = fma(vec4<f32>(x4.x), w0_3, acc4_3);
+            acc5_0 = fma(vec4<f32>(x5.x), w0_0, acc5_0);
+            acc5_1 = fma(vec4<f32>(x5.x), w0_1, acc5_1);
+            acc5_2 = fma(vec4<f32>(x5.x), w0_2, acc5_2);
+            acc5_3 = fma(vec4<f32>(x5.x), w0_3, acc5_3);
+            acc6_0 = fma(vec4<f32>(x6.x), w0_0, acc6_0);
+            acc6_1 = fma(vec4<f32>(x6.x), w0_1, acc6_1);
+            acc6_2 = fma(vec4<f32>(x6.x), w0_2, acc6_2);
+            acc6_3 = fma(vec4<f32>(x6.x), w0_3, acc6_3);
+            acc7_0 = fma(vec4<f32>(x7.x), w0_0, acc7_0);
+            acc7_1 = fma(vec4<f32>(x7.x), w0_1, acc7_1);
+            acc7_2 = fma(vec4<f32>(x7.x), w0_2, acc7_2);
+            acc7_3 = fma(vec4<f32>(x7.x), w0_3, acc7_3);
+            let w1_0 = w4[wr + 1u * cout4 + 0u];
+            let w1_1 = w4[wr + 1u * cout4 + 1u];
+            let w1_2 = w4[wr + 1u * cout4 + 2u];
+            let w1_3 = w4[wr + 1u * cout4 + 3u];
+            acc0_0 = fma(vec4<f32>(x0.y), w1_0, acc0_0);
+            acc0_1 = fma(vec4<f32>(x0.y), w1_1, acc0_1);
+            acc0_2 = fma(vec4<f32>(x0.y), w1_2, acc0_2);
+            acc0_3 = fma(vec4<f32>(x0.y), w1_3, acc0_3);
+            acc1_0 = fma(vec4<f32>(x1.y), w1_0, acc1_0);
+            acc1_1 = fma(vec4<f32>(x1.y), w1_1, acc1_1);
+            acc1_2 = fma(vec4<f32>(x1.y), w1_2, acc1_2);
+            acc1_3 = fma(vec4<f32>(x1.y), w1_3, acc1_3);
+            acc2_0 = fma(vec4<f32>(x2.y), w1_0, acc2_0);
+            acc2_1 = fma(vec4<f32>(x2.y), w1_1, acc2_1);
+            acc2_2 = fma(vec4<f32>(x2.y), w1_2, acc2_2);
+            acc2_3 = fma(vec4<f32>(x2.y), w1_3, acc2_3);
+            acc3_0 = fma(vec4<f32>(x3.y), w1_0, acc3_0);
+            acc3_1 = fma(vec4<f32>(x3.y), w1_1, acc3_1);
+            acc3_2 = fma(vec4<f32>(x3.y), w1_2, acc3_2);
+            acc3_3 = fma(vec4<f32>(x3.y), w1_3, acc3_3);
+            acc4_0 = fma(vec4<f32>(x4.y), w1_0, acc4_0);
+            acc4_1 = fma(vec4<f32>(x4.y), w1_1, acc4_1);
+            acc4_2 = fma(vec4<f32>(x4.y), w1_2, acc4_2);
+            acc4_3 = fma(vec4<f32>(x4.y), w1_3, acc4_3);
+            acc5_0 = fma(vec4<f32>(x5.y), w1_0, acc5_0);
+            acc5_1 = fma(vec4<f32>(x5.y), w1_1, acc5_1);
+            acc5_2 = fma(vec4<f32>(x5.y), w1_2, acc5_2);
+            acc5_3 = fma(vec4<f32>(x5.y), w1_3, acc5_3);
+            acc6_0 = fma(vec4<f32>(x6.y), w1_0, acc6_0);
+            acc6_1 = fma(vec4<f32>(x6.y), w1_1, acc6_1);
+            acc6_2 = fma(vec4<f32>(x6.y), w1_2, acc6_2);
+            acc6_3 = fma(vec4<f32>(x6.y), w1_3, acc6_3);
+            acc7_0 = fma(vec4<f32>(x7.y), w1_0, acc7_0);
+            acc7_1 = fma(vec4<f32>(x7.y), w1_1, acc7_1);
+            acc7_2 = fma(vec4<f32>(x7.y), w1_2, acc7_2);
+            acc7_3 = fma(vec4<f32>(x7.y), w1_3, acc7_3);
+            let w2_0 = w4[wr + 2u * cout4 + 0u];
+            let w2_1 = w4[wr + 2u * cout4 + 1u];
+            let w2_2 = w4[wr + 2u * cout4 + 2u];
+            let w2_3 = w4[wr + 2u * cout4 + 3u];
+            acc0_0 = fma(vec4<f32>(x0.z), w2_0, acc0_0);
+            acc0_1 = fma(vec4<f32>(x0.z), w2_1, acc0_1);
+            acc0_2 = fma(vec4<f32>(x0.z), w2_2, acc0_2);
+            acc0_3 = fma(vec4<f32>(x0.z), w2_3, acc0_3);
+            acc1_0 = fma(vec4<f32>(x1.z), w2_0, acc1_0);
+            acc1_1 = fma(vec4<f32>(x1.z), w2_1, acc1_1);
+            acc1_2 = fma(vec4<f32>(x1.z), w2_2, acc1_2);
+            acc1_3 = fma(vec4<f32>(x1.z), w2_3, acc1_3);
+            acc2_0 = fma(vec4<f32>(x2.z), w2_0, acc2_0);
+            acc2_1 = fma(vec4<f32>(x2.z), w2_1, acc2_1);
+            acc2_2 = fma(vec4<f32>(x2.z), w2_2, acc2_2);
+            acc2_3 = fma(vec4<f32>(x2.z), w2_3, acc2_3);
+            acc3_0 = fma(vec4<f32>(x3.z), w2_0, acc3_0);
+            acc3_1 = fma(vec4<f32>(x3.z), w2_1, acc3_1);
+            acc3_2 = fma(vec4<f32>(x3.z), w2_2, acc3_2);
+            acc3_3 = fma(vec4<f32>(x3.z), w2_3, acc3_3);
+            acc4_0 = fma(vec4<f32>(x4.z), w2_0, acc4_0);
+            acc4_1 = fma(vec4<f32>(x4.z), w2_1, acc4_1);
+            acc4_2 = fma(vec4<f32>(x4.z), w2_2, acc4_2);
+            acc4_3 = fma(vec4<f32>(x4.z), w2_3, acc4_3);
+            acc5_0 = fma(vec4<f32>(x5.z), w2_0, acc5_0);
+            acc5_1 = fma(vec4<f32>(x5.z), w2_1, acc5_1);
+            acc5_2 = fma(vec4<f32>(x5.z), w2_2, acc5_2);
+            acc5_3 = fma(vec4<f32>(x5.z), w2_3, acc5_3);
+            acc6_0 = fma(vec4<f32>(x6.z), w2_0, acc6_0);
+            acc6_1 = fma(vec4<f32>(x6.z), w2_1, acc6_1);
+            acc6_2 = fma(vec4<f32>(x6.z), w2_2, acc6_2);
+            acc6_3 = fma(vec4<f32>(x6.z), w2_3, acc6_3);
+            acc7_0 = fma(vec4<f32>(x7.z), w2_0, acc7_0);
+            acc7_1 = fma(vec4<f32>(x7.z), w2_1, acc7_1);
+            acc7_2 = fma(vec4<f32>(x7.z), w2_2, acc7_2);
+            acc7_3 = fma(vec4<f32>(x7.z), w2_3, acc7_3);
+            let w3_0 = w4[wr + 3u * cout4 + 0u];
+            let w3_1 = w4[wr + 3u * cout4 + 1u];
+            let w3_2 = w4[wr + 3u * cout4 + 2u];
+            let w3_3 = w4[wr + 3u * cout4 + 3u];
+            acc0_0 = fma(vec4<f32>(x0.w), w3_0, acc0_0);
+            acc0_1 = fma(vec4<f32>(x0.w), w3_1, acc0_1);
+            acc0_2 = fma(vec4<f32>(x0.w), w3_2, acc0_2);
+            acc0_3 = fma(vec4<f32>(x0.w), w3_3, acc0_3);
+            acc1_0 = fma(vec4<f32>(x1.w), w3_0, acc1_0);
+            acc1_1 = fma(vec4<f32>(x1.w), w3_1, acc1_1);
+            acc1_2 = fma(vec4<f32>(x1.w), w3_2, acc1_2);
+            acc1_3 = fma(vec4<f32>(x1.w), w3_3, acc1_3);
+            acc2_0 = fma(vec4<f32>(x2.w), w3_0, acc2_0);
+            acc2_1 = fma(vec4<f32>(x2.w), w3_1, acc2_1);
+            acc2_2 = fma(vec4<f32>(x2.w), w3_2, acc2_2);
+            acc2_3 = fma(vec4<f32>(x2.w), w3_3, acc2_3);
+            acc3_0 = fma(vec4<f32>(x3.w), w3_0, acc3_0);
+            acc3_1 = fma(vec4<f32>(x3.w), w3_1, acc3_1);
+            acc3_2 = fma(vec4<f32>(x3.w), w3_2, acc3_2);
+            acc3_3 = fma(vec4<f32>(x3.w), w3_3, acc3_3);
+            acc4_0 = fma(vec4<f32>(x4.w), w3_0, acc4_0);
+            acc4_1 = fma(vec4<f32>(x4.w), w3_1, acc4_1);
+            acc4_2 = fma(vec4<f32>(x4.w), w3_2, acc4_2);
+            acc4_3 = fma(vec4<f32>(x4.w), w3_3, acc4_3);
+            acc5_0 = fma(vec4<f32>(x5.w), w3_0, acc5_0);
+            acc5_1 = fma(vec4<f32>(x5.w), w3_1, acc5_1);
+            acc5_2 = fma(vec4<f32>(x5.w), w3_2, acc5_2);
+            acc5_3 = fma(vec4<f32>(x5.w), w3_3, acc5_3);
+            acc6_0 = fma(vec4<f32>(x6.w), w3_0, acc6_0);
+            acc6_1 = fma(vec4<f32>(x6.w), w3_1, acc6_1);
+            acc6_2 = fma(vec4<f32>(x6.w), w3_2, acc6_2);
+            acc6_3 = fma(vec4<f32>(x6.w), w3_3, acc6_3);
+            acc7_0 = fma(vec4<f32>(x7.w), w3_0, acc7_0);
+            acc7_1 = fma(vec4<f32>(x7.w), w3_1, acc7_1);
+            acc7_2 = fma(vec4<f32>(x7.w), w3_2, acc7_2);
+            acc7_3 = fma(vec4<f32>(x7.w), w3_3, acc7_3);
+            wr += 4u * cout4;
+        }
+    }
+    if (m0 + 0u < p.m_total) {
+        y4[(m0 + 0u) * cout4 + co0 / 4u + 0u] = acc0_0;
+        y4[(m0 + 0u) * cout4 + co0 / 4u + 1u] = acc0_1;
+        y4[(m0 + 0u) * cout4 + co0 / 4u + 2u] = acc0_2;
+        y4[(m0 + 0u) * cout4 + co0 / 4u + 3u] = acc0_3;
+    }
+    if (m0 + 1u < p.m_total) {
+        y4[(m0 + 1u) * cout4 + co0 / 4u + 0u] = acc1_0;
+        y4[(m0 + 1u) * cout4 + co0 / 4u + 1u] = acc1_1;
+        y4[(m0 + 1u) * cout4 + co0 / 4u + 2u] = acc1_2;
+        y4[(m0 + 1u) * cout4 + co0 / 4u + 3u] = acc1_3;
+    }
+    if (m0 + 2u < p.m_total) {
+        y4[(m0 + 2u) * cout4 + co0 / 4u + 0u] = acc2_0;
+        y4[(m0 + 2u) * cout4 + co0 / 4u + 1u] = acc2_1;
+        y4[(m0 + 2u) * cout4 + co0 / 4u + 2u] = acc2_2;
+        y4[(m0 + 2u) * cout4 + co0 / 4u + 3u] = acc2_3;
+    }
+    if (m0 + 3u < p.m_total) {
+        y4[(m0 + 3u) * cout4 + co0 / 4u + 0u] = acc3_0;
+        y4[(m0 + 3u) * cout4 + co0 / 4u + 1u] = acc3_1;
+        y4[(m0 + 3u) * cout4 + co0 / 4u + 2u] = acc3_2;
+        y4[(m0 + 3u) * cout4 + co0 / 4u + 3u] = acc3_3;
+    }
+    if (m0 + 4u < p.m_total) {
+        y4[(m0 + 4u) * cout4 + co0 / 4u + 0u] = acc4_0;
+        y4[(m0 + 4u) * cout4 + co0 / 4u + 1u] = acc4_1;
+        y4[(m0 + 4u) * cout4 + co0 / 4u + 2u] = acc4_2;
+        y4[(m0 + 4u) * cout4 + co0 / 4u + 3u] = acc4_3;
+    }
+    if (m0 + 5u < p.m_total) {
+        y4[(m0 + 5u) * cout4 + co0 / 4u + 0u] = acc5_0;
+        y4[(m0 + 5u) * cout4 + co0 / 4u + 1u] = acc5_1;
+        y4[(m0 + 5u) * cout4 + co0 / 4u + 2u] = acc5_2;
+        y4[(m0 + 5u) * cout4 + co0 / 4u + 3u] = acc5_3;
+    }
+    if (m0 + 6u < p.m_total) {
+        y4[(m0 + 6u) * cout4 + co0 / 4u + 0u] = acc6_0;
+        y4[(m0 + 6u) * cout4 + co0 / 4u + 1u] = acc6_1;
+        y4[(m0 + 6u) * cout4 + co0 / 4u + 2u] = acc6_2;
+        y4[(m0 + 6u) * cout4 + co0 / 4u + 3u] = acc6_3;
+    }
+    if (m0 + 7u < p.m_total) {
+        y4[(m0 + 7u) * cout4 + co0 / 4u + 0u] = acc7_0;
+        y4[(m0 + 7u) * cout4 + co0 / 4u + 1u] = acc7_1;
+        y4[(m0 + 7u) * cout4 + co0 / 4u + 2u] = acc7_2;
+        y4[(m0 + 7u) * cout4 + co0 / 4u + 3u] = acc7_3;
+    }
+}
+
+@compute @workgroup_size(64)
+fn conv3d_tiled_m8n16_c1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let m0 = ((wg.x + wg.y * nwg.x) * 64u + lid) * 8u;
+    // Bounds guard without control flow: out-of-range invocations compute a clamped voxel
+    // (voxel() marks it not live) and skip only the final stores. lavapipe turns a
+    // workgroup-uniform load into one scalar load + broadcast only outside `if`s, and an early
+    // return would wrap the whole body in one.
+    let co0 = wg.z * 16u;
+    let cout4 = p.cout / 4u;
+    let grp = co0 / p.cout_g;
+    let v0 = voxel(m0 + 0u);
+    let v1 = voxel(m0 + 1u);
+    let v2 = voxel(m0 + 2u);
+    let v3 = voxel(m0 + 3u);
+    let v4 = voxel(m0 + 4u);
+    let v5 = voxel(m0 + 5u);
+    let v6 = voxel(m0 + 6u);
+    let v7 = voxel(m0 + 7u);
+    var acc0_0 = vec4<f32>(0.0);
+    var acc0_1 = vec4<f32>(0.0);
+    var acc0_2 = vec4<f32>(0.0);
+    var acc0_3 = vec4<f32>(0.0);
+    var acc1_0 = vec4<f32>(0.0);
+    var acc1_1 = vec4<f32>(0.0);
+    var acc1_2 = vec4<f32>(0.0);
+    var acc1_3 = vec4<f32>(0.0);
+    var acc2_0 = vec4<f32>(0.0);
+    var acc2_1 = vec4<f32>(0.0);
+    var acc2_2 = vec4<f32>(0.0);
+    var acc2_3 = vec4<f32>(0.0);
+    var acc3_0 = vec4<f32>(0.0);
+    var acc3_1 = vec4<f32>(0.0);
+    var acc3_2 = vec4<f32>(0.0);
+    var acc3_3 = vec4<f32>(0.0);
+    var acc4_0 = vec4<f32>(0.0);
+    var acc4_1 = vec4<f32>(0.0);
+    var acc4_2 = vec4<f32>(0.0);
+    var acc4_3 = vec4<f32>(0.0);
+    var acc5_0 = vec4<f32>(0.0);
+    var acc5_1 = vec4<f32>(0.0);
+    var acc5_2 = vec4<f32>(0.0);
+    var acc5_3 = vec4<f32>(0.0);
+    var acc6_0 = vec4<f32>(0.0);
+    var acc6_1 = vec4<f32>(0.0);
+    var acc6_2 = vec4<f32>(0.0);
+    var acc6_3 = vec4<f32>(0.0);
+    var acc7_0 = vec4<f32>(0.0);
+    var acc7_1 = vec4<f32>(0.0);
+    var acc7_2 = vec4<f32>(0.0);
+    var acc7_3 = vec4<f32>(0.0);
+    // bias without an `if` (loads inside control flow lose lavapipe's uniform fast path)
+    let bias_on = f32(p.has_bias != 0u);
+    let b0 = bias4[co0 / 4u + 0u] * bias_on;
+    acc0_0 = b0;
+    acc1_0 = b0;
+    acc2_0 = b0;
+    acc3_0 = b0;
+    acc4_0 = b0;
+    acc5_0 = b0;
+    acc6_0 = b0;
+    acc7_0 = b0;
+    let b1 = bias4[co0 / 4u + 1u] * bias_on;
+    acc0_1 = b1;
+    acc1_1 = b1;
+    acc2_1 = b1;
+    acc3_1 = b1;
+    acc4_1 = b1;
+    acc5_1 = b1;
+    acc6_1 = b1;
+    acc7_1 = b1;
+    let b2 = bias4[co0 / 4u + 2u] * bias_on;
+    acc0_2 = b2;
+    acc1_2 = b2;
+    acc2_2 = b2;
+    acc3_2 = b2;
+    acc4_2 = b2;
+    acc5_2 = b2;
+    acc6_2 = b2;
+    acc7_2 = b2;
+    let b3 = bias4[co0 / 4u + 3u] * bias_on;
+    acc0_3 = b3;
+    acc1_3 = b3;
+    acc2_3 = b3;
+    acc3_3 = b3;
+    acc4_3 = b3;
+    acc5_3 = b3;
+    acc6_3 = b3;
+    acc7_3 = b3;
+    let cstep = p.cin;
+    let cbase = grp * p.cin_g;
+    let nc = p.cin_g;
+    let ntaps = p.kd * p.kh * p.kw;
+    for (var tap = 0u; tap < ntaps; tap++) {
+        let kw = tap % p.kw;
+        let kh = (tap / p.kw) % p.kh;
+        let kd = tap / (p.kw * p.kh);
+        let id0 = v0.d0 + i32(kd * p.dd);
+        let ih0 = v0.h0 + i32(kh * p.dh);
+        let iw0 = v0.w0 + i32(kw * p.dw);
+        let ok0 = v0.live && id0 >= 0 && id0 < i32(p.d) && ih0 >= 0 && ih0 < i32(p.h) && iw0 >= 0 && iw0 < i32(p.w);
+        let o0 = ((v0.b * p.d + u32(clamp(id0, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih0, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw0, 0, i32(p.w) - 1));
+        let xb0 = o0 * cstep + cbase;
+        let id1 = v1.d0 + i32(kd * p.dd);
+        let ih1 = v1.h0 + i32(kh * p.dh);
+        let iw1 = v1.w0 + i32(kw * p.dw);
+        let ok1 = v1.live && id1 >= 0 && id1 < i32(p.d) && ih1 >= 0 && ih1 < i32(p.h) && iw1 >= 0 && iw1 < i32(p.w);
+        let o1 = ((v1.b * p.d + u32(clamp(id1, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih1, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw1, 0, i32(p.w) - 1));
+        let xb1 = o1 * cstep + cbase;
+        let id2 = v2.d0 + i32(kd * p.dd);
+        let ih2 = v2.h0 + i32(kh * p.dh);
+        let iw2 = v2.w0 + i32(kw * p.dw);
+        let ok2 = v2.live && id2 >= 0 && id2 < i32(p.d) && ih2 >= 0 && ih2 < i32(p.h) && iw2 >= 0 && iw2 < i32(p.w);
+        let o2 = ((v2.b * p.d + u32(clamp(id2, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih2, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw2, 0, i32(p.w) - 1));
+        let xb2 = o2 * cstep + cbase;
+        let id3 = v3.d0 + i32(kd * p.dd);
+        let ih3 = v3.h0 + i32(kh * p.dh);
+        let iw3 = v3.w0 + i32(kw * p.dw);
+        let ok3 = v3.live && id3 >= 0 && id3 < i32(p.d) && ih3 >= 0 && ih3 < i32(p.h) && iw3 >= 0 && iw3 < i32(p.w);
+        let o3 = ((v3.b * p.d + u32(clamp(id3, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih3, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw3, 0, i32(p.w) - 1));
+        let xb3 = o3 * cstep + cbase;
+        let id4 = v4.d0 + i32(kd * p.dd);
+        let ih4 = v4.h0 + i32(kh * p.dh);
+        let iw4 = v4.w0 + i32(kw * p.dw);
+        let ok4 = v4.live && id4 >= 0 && id4 < i32(p.d) && ih4 >= 0 && ih4 < i32(p.h) && iw4 >= 0 && iw4 < i32(p.w);
+        let o4 = ((v4.b * p.d + u32(clamp(id4, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih4, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw4, 0, i32(p.w) - 1));
+        let xb4 = o4 * cstep + cbase;
+        let id5 = v5.d0 + i32(kd * p.dd);
+        let ih5 = v5.h0 + i32(kh * p.dh);
+        let iw5 = v5.w0 + i32(kw * p.dw);
+        let ok5 = v5.live && id5 >= 0 && id5 < i32(p.d) && ih5 >= 0 && ih5 < i32(p.h) && iw5 >= 0 && iw5 < i32(p.w);
+        let o5 = ((v5.b * p.d + u32(clamp(id5, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih5, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw5, 0, i32(p.w) - 1));
+        let xb5 = o5 * cstep + cbase;
+        let id6 = v6.d0 + i32(kd * p.dd);
+        let ih6 = v6.h0 + i32(kh * p.dh);
+        let iw6 = v6.w0 + i32(kw * p.dw);
+        let ok6 = v6.live && id6 >= 0 && id6 < i32(p.d) && ih6 >= 0 && ih6 < i32(p.h) && iw6 >= 0 && iw6 < i32(p.w);
+        let o6 = ((v6.b * p.d + u32(clamp(id6, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih6, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw6, 0, i32(p.w) - 1));
+        let xb6 = o6 * cstep + cbase;
+        let id7 = v7.d0 + i32(kd * p.dd);
+        let ih7 = v7.h0 + i32(kh * p.dh);
+        let iw7 = v7.w0 + i32(kw * p.dw);
+        let ok7 = v7.live && id7 >= 0 && id7 < i32(p.d) && ih7 >= 0 && ih7 < i32(p.h) && iw7 >= 0 && iw7 < i32(p.w);
+        let o7 = ((v7.b * p.d + u32(clamp(id7, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih7, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw7, 0, i32(p.w) - 1));
+        let xb7 = o7 * cstep + cbase;
+        // weight row (tap, cig = 0, co0) in vec4 units; one cig row is cout4 vec4s
+        var wr = ((kd * p.kh + kh) * p.kw + kw) * p.cin_g * cout4 + co0 / 4u;
+        for (var c = 0u; c < nc; c++) {
+            let x0 = select(0.0, xin1[xb0 + c], ok0);
+            let x1 = select(0.0, xin1[xb1 + c], ok1);
+            let x2 = select(0.0, xin1[xb2 + c], ok2);
+            let x3 = select(0.0, xin1[xb3 + c], ok3);
+            let x4 = select(0.0, xin1[xb4 + c], ok4);
+            let x5 = select(0.0, xin1[xb5 + c], ok5);
+            let x6 = select(0.0, xin1[xb6 + c], ok6);
+            let x7 = select(0.0, xin1[xb7 + c], ok7);
+            let w0_0 = w4[wr + 0u];
+            let w0_1 = w4[wr + 1u];
+            let w0_2 = w4[wr + 2u];
+            let w0_3 = w4[wr + 3u];
+            acc0_0 = fma(vec4<f32>(x0), w0_0, acc0_0);
+            acc0_1 = fma(vec4<f32>(x0), w0_1, acc0_1);
+            acc0_2 = fma(vec4<f32>(x0), w0_2, acc0_2);
+            acc0_3 = fma(vec4<f32>(x0), w0_3, acc0_3);
+            acc1_0 = fma(vec4<f32>(x1), w0_0, acc1_0);
+            acc1_1 = fma(vec4<f32>(x1), w0_1, acc1_1);
+            acc1_2 = fma(vec4<f32>(x1), w0_2, acc1_2);
+            acc1_3 = fma(vec4<f32>(x1), w0_3, acc1_3);
+            acc2_0 = fma(vec4<f32>(x2), w0_0, acc2_0);
+            acc2_1 = fma(vec4<f32>(x2), w0_1, acc2_1);
+            acc2_2 = fma(vec4<f32>(x2), w0_2, acc2_2);
+            acc2_3 = fma(vec4<f32>(x2), w0_3, acc2_3);
+            acc3_0 = fma(vec4<f32>(x3), w0_0, acc3_0);
+            acc3_1 = fma(vec4<f32>(x3), w0_1, acc3_1);
+            acc3_2 = fma(vec4<f32>(x3), w0_2, acc3_2);
+            acc3_3 = fma(vec4<f32>(x3), w0_3, acc3_3);
+            acc4_0 = fma(vec4<f32>(x4), w0_0, acc4_0);
+            acc4_1 = fma(vec4<f32>(x4), w0_1, acc4_1);
+            acc4_2 = fma(vec4<f32>(x4), w0_2, acc4_2);
+            acc4_3 = fma(vec4<f32>(x4), w0_3, acc4_3);
+            acc5_0 = fma(vec4<f32>(x5), w0_0, acc5_0);
+            acc5_1 = fma(vec4<f32>(x5), w0_1, acc5_1);
+            acc5_2 = fma(vec4<f32>(x5), w0_2, acc5_2);
+            acc5_3 = fma(vec4<f32>(x5), w0_3, acc5_3);
+            acc6_0 = fma(vec4<f32>(x6), w0_0, acc6_0);
+            acc6_1 = fma(vec4<f32>(x6), w0_1, acc6_1);
+            acc6_2 = fma(vec4<f32>(x6), w0_2, acc6_2);
+            acc6_3 = fma(vec4<f32>(x6), w0_3, acc6_3);
+            acc7_0 = fma(vec4<f32>(x7), w0_0, acc7_0);
+            acc7_1 = fma(vec4<f32>(x7), w0_1, acc7_1);
+            acc7_2 = fma(vec4<f32>(x7), w0_2, acc7_2);
+            acc7_3 = fma(vec4<f32>(x7), w0_3, acc7_3);
+            wr += cout4;
+        }
+    }
+    if (m0 + 0u < p.m_total) {
+        y4[(m0 + 0u) * cout4 + co0 / 4u + 0u] = acc0_0;
+        y4[(m0 + 0u) * cout4 + co0 / 4u + 1u] = acc0_1;
+        y4[(m0 + 0u) * cout4 + co0 / 4u + 2u] = acc0_2;
+        y4[(m0 + 0u) * cout4 + co0 / 4u + 3u] = acc0_3;
+    }
+    if (m0 + 1u < p.m_total) {
+        y4[(m0 + 1u) * cout4 + co0 / 4u + 0u] = acc1_0;
+        y4[(m0 + 1u) * cout4 + co0 / 4u + 1u] = acc1_1;
+        y4[(m0 + 1u) * cout4 + co0 / 4u + 2u] = acc1_2;
+        y4[(m0 + 1u) * cout4 + co0 / 4u + 3u] = acc1_3;
+    }
+    if (m0 + 2u < p.m_total) {
+        y4[(m0 + 2u) * cout4 + co0 / 4u + 0u] = acc2_0;
+        y4[(m0 + 2u) * cout4 + co0 / 4u + 1u] = acc2_1;
+        y4[(m0 + 2u) * cout4 + co0 / 4u + 2u] = acc2_2;
+        y4[(m0 + 2u) * cout4 + co0 / 4u + 3u] = acc2_3;
+    }
+    if (m0 + 3u < p.m_total) {
+        y4[(m0 + 3u) * cout4 + co0 / 4u + 0u] = acc3_0;
+        y4[(m0 + 3u) * cout4 + co0 / 4u + 1u] = acc3_1;
+        y4[(m0 + 3u) * cout4 + co0 / 4u + 2u] = acc3_2;
+        y4[(m0 + 3u) * cout4 + co0 / 4u + 3u] = acc3_3;
+    }
+    if (m0 + 4u < p.m_total) {
+        y4[(m0 + 4u) * cout4 + co0 / 4u + 0u] = acc4_0;
+        y4[(m0 + 4u) * cout4 + co0 / 4u + 1u] = acc4_1;
+        y4[(m0 + 4u) * cout4 + co0 / 4u + 2u] = acc4_2;
+        y4[(m0 + 4u) * cout4 + co0 / 4u + 3u] = acc4_3;
+    }
+    if (m0 + 5u < p.m_total) {
+        y4[(m0 + 5u) * cout4 + co0 / 4u + 0u] = acc5_0;
+        y4[(m0 + 5u) * cout4 + co0 / 4u + 1u] = acc5_1;
+        y4[(m0 + 5u) * cout4 + co0 / 4u + 2u] = acc5_2;
+        y4[(m0 + 5u) * cout4 + co0 / 4u + 3u] = acc5_3;
+    }
+    if (m0 + 6u < p.m_total) {
+        y4[(m0 + 6u) * cout4 + co0 / 4u + 0u] = acc6_0;
+        y4[(m0 + 6u) * cout4 + co0 / 4u + 1u] = acc6_1;
+        y4[(m0 + 6u) * cout4 + co0 / 4u + 2u] = acc6_2;
+        y4[(m0 + 6u) * cout4 + co0 / 4u + 3u] = acc6_3;
+    }
+    if (m0 + 7u < p.m_total) {
+        y4[(m0 + 7u) * cout4 + co0 / 4u + 0u] = acc7_0;
+        y4[(m0 + 7u) * cout4 + co0 / 4u + 1u] = acc7_1;
+        y4[(m0 + 7u) * cout4 + co0 / 4u + 2u] = acc7_2;
+        y4[(m0 + 7u) * cout4 + co0 / 4u + 3u] = acc7_3;
+    }
+}
+
 // END GENERATED

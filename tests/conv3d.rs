@@ -494,3 +494,54 @@ fn nn_layers_init_import_and_train_their_parameters() {
     );
     assert!(l2.import_pytorch(&pt2, None).is_err());
 }
+
+#[test]
+fn every_tile_variant_matches_reference() {
+    // The launchers pick one tile per shape; force each variant in turn (all are exact, so the
+    // other tests running meanwhile stay correct whichever variant they get).
+    let gpu = gpu();
+    let mut rng = Rng::new(49);
+    let cfg = Conv3dConfig {
+        kernel: [3, 2, 3],
+        stride: [1, 1, 1],
+        padding: [1, 1, 0],
+        dilation: [1, 2, 1],
+        groups: 1,
+    };
+    let fwd = ["m8n8", "m4n8", "m16n8", "m2n16", "m8n16", "m1n32"];
+    let bwd = ["n16", "n8", "n32"];
+    for i in 0..fwd.len() {
+        std::env::set_var("CADS_CONV_TILE", fwd[i]);
+        std::env::set_var("CADS_CONV_BW_TILE", bwd[i % bwd.len()]);
+        for cin in [8, 3] {
+            let xs = [2, 4, 5, 7, cin];
+            let ws = [3, 2, 3, cin, 32];
+            let (x, tx) = random_param(&gpu, &mut rng, &xs, -1.0, 1.0);
+            let (w, tw) = random_param(&gpu, &mut rng, &ws, -1.0, 1.0);
+            let y = conv3d(&tx, &tw, None, &cfg).unwrap();
+            let what = format!("{} / {} Cin {cin}", fwd[i], bwd[i % bwd.len()]);
+            assert_close(
+                &format!("{what} forward"),
+                &y.to_vec().unwrap(),
+                &rc::conv3d(&x, &w, None, &cfg).data,
+                F32_ACCUM,
+            );
+            let (g, tg) = random_pair(&gpu, &mut rng, y.shape(), -1.0, 1.0);
+            let grads = y.backward_with(&tg).unwrap();
+            assert_close(
+                &format!("{what} grad x"),
+                &grads.get(&tx).unwrap().to_vec().unwrap(),
+                &rc::conv3d_backward_input(&g, &w, &xs, &cfg).data,
+                F32_GRAD,
+            );
+            assert_close(
+                &format!("{what} grad w"),
+                &grads.get(&tw).unwrap().to_vec().unwrap(),
+                &rc::conv3d_backward_weight(&g, &x, &ws, &cfg).data,
+                F32_GRAD,
+            );
+        }
+    }
+    std::env::remove_var("CADS_CONV_TILE");
+    std::env::remove_var("CADS_CONV_BW_TILE");
+}

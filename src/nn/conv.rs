@@ -54,7 +54,12 @@ fn init_values(
 }
 
 fn check_channels(op: &'static str, cin: usize, cout: usize, groups: usize) -> Result<()> {
-    if groups == 0 || !cin.is_multiple_of(groups) || !cout.is_multiple_of(groups) || cin == 0 || cout == 0 {
+    if groups == 0
+        || !cin.is_multiple_of(groups)
+        || !cout.is_multiple_of(groups)
+        || cin == 0
+        || cout == 0
+    {
         return Err(Error::invalid(
             op,
             "non-zero channel counts divisible by groups",

@@ -34,7 +34,7 @@ const fn spec(
 }
 
 /// (TM voxels, TN channels, spec for Cin_g % 4 == 0, spec for any Cin_g), widest TN first.
-const TILED: [(usize, usize, KernelSpec, KernelSpec); 4] = [
+const TILED: [(usize, usize, KernelSpec, KernelSpec); 6] = [
     (
         8,
         8,
@@ -42,10 +42,16 @@ const TILED: [(usize, usize, KernelSpec, KernelSpec); 4] = [
         spec("conv3d", FWD_SRC, "conv3d_tiled_m8n8_c1", 3),
     ),
     (
-        1,
-        32,
-        spec("conv3d", FWD_SRC, "conv3d_tiled_m1n32_c4", 3),
-        spec("conv3d", FWD_SRC, "conv3d_tiled_m1n32_c1", 3),
+        4,
+        8,
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m4n8_c4", 3),
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m4n8_c1", 3),
+    ),
+    (
+        16,
+        8,
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m16n8_c4", 3),
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m16n8_c1", 3),
     ),
     (
         2,
@@ -54,10 +60,16 @@ const TILED: [(usize, usize, KernelSpec, KernelSpec); 4] = [
         spec("conv3d", FWD_SRC, "conv3d_tiled_m2n16_c1", 3),
     ),
     (
-        4,
         8,
-        spec("conv3d", FWD_SRC, "conv3d_tiled_m4n8_c4", 3),
-        spec("conv3d", FWD_SRC, "conv3d_tiled_m4n8_c1", 3),
+        16,
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m8n16_c4", 3),
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m8n16_c1", 3),
+    ),
+    (
+        1,
+        32,
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m1n32_c4", 3),
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m1n32_c1", 3),
     ),
 ];
 const BWD_W_SRC: &str = include_str!("../../shaders/conv3d_backward_weight.wgsl");
@@ -76,14 +88,18 @@ const BWD_W_TILED: [(usize, usize, KernelSpec); 6] = [
 ];
 
 pub(crate) const KERNELS: &[KernelSpec] = &[
-    TILED[3].2,
-    TILED[3].3,
     TILED[0].2,
     TILED[0].3,
     TILED[1].2,
     TILED[1].3,
     TILED[2].2,
     TILED[2].3,
+    TILED[3].2,
+    TILED[3].3,
+    TILED[4].2,
+    TILED[4].3,
+    TILED[5].2,
+    TILED[5].3,
     BWD_W_TILED[0].2,
     BWD_W_TILED[1].2,
     BWD_W_TILED[2].2,
@@ -112,7 +128,8 @@ pub(crate) fn forward(
 ) -> Result<bool> {
     let forced = std::env::var("CADS_CONV_TILE").ok();
     let Some((tm, tn, s4, s1)) = TILED.iter().find(|(tm, tn, ..)| {
-        geo.cout_g.is_multiple_of(*tn) && forced.as_ref().is_none_or(|f| *f == format!("m{tm}n{tn}"))
+        geo.cout_g.is_multiple_of(*tn)
+            && forced.as_ref().is_none_or(|f| *f == format!("m{tm}n{tn}"))
     }) else {
         return Ok(false);
     };

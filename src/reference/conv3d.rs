@@ -323,6 +323,9 @@ mod tests {
         // Element (co 2, ci 1, a 1, b 0, c 2): PyTorch flat index ((co·Cin + ci)·2 + a)·3 + c
         // (kH = 1), cads flat index ((a·kW + c)·Cin + ci)·Cout + co with kH = 1.
         let (co, ci, a, c) = (2, 1, 1, 2);
-        assert_eq!(ours[((a * 3 + c) * cin + ci) * cout + co], (((co * cin + ci) * 2 + a) * 3 + c) as f64);
+        assert_eq!(
+            ours[((a * 3 + c) * cin + ci) * cout + co],
+            (((co * cin + ci) * 2 + a) * 3 + c) as f64
+        );
     }
 }
