@@ -46,13 +46,7 @@ pub fn random_pair(gpu: &Gpu, rng: &mut Rng, shape: &[usize], lo: f32, hi: f32) 
 }
 
 /// Same as `random_pair` but the GPU tensor is a leaf that requires grad.
-pub fn random_param(
-    gpu: &Gpu,
-    rng: &mut Rng,
-    shape: &[usize],
-    lo: f32,
-    hi: f32,
-) -> (Array, Tensor) {
+pub fn random_param(gpu: &Gpu, rng: &mut Rng, shape: &[usize], lo: f32, hi: f32) -> (Array, Tensor) {
     let (a, t) = random_pair(gpu, rng, shape, lo, hi);
     (a, t.requires_grad_(true))
 }
