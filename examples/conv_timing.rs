@@ -86,6 +86,12 @@ fn main() -> Result<()> {
         .iter()
         .filter(|a| !a.starts_with("--") && a.parse::<usize>().is_err())
         .collect();
+    // CADS_CONV_TILE=m16n8 / CADS_CONV_BW_TILE=n8 force tile variants (read once, before any thread).
+    let (ft, bt) = (
+        std::env::var("CADS_CONV_TILE").ok(),
+        std::env::var("CADS_CONV_BW_TILE").ok(),
+    );
+    cads::ops::conv3d_fast::set_tile_override(ft.as_deref(), bt.as_deref());
     let gpu = Gpu::new()?;
     let adapter = gpu.adapter().name.clone();
     let mut flop = 0.0;

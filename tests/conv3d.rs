@@ -511,8 +511,7 @@ fn every_tile_variant_matches_reference() {
     let fwd = ["m8n8", "m16n8", "m8n8"];
     let bwd = ["n16", "n8", "n32"];
     for i in 0..fwd.len() {
-        std::env::set_var("CADS_CONV_TILE", fwd[i]);
-        std::env::set_var("CADS_CONV_BW_TILE", bwd[i % bwd.len()]);
+        cads::ops::conv3d_fast::set_tile_override(Some(fwd[i]), Some(bwd[i % bwd.len()]));
         for cin in [8, 3] {
             let xs = [2, 4, 5, 7, cin];
             let ws = [3, 2, 3, cin, 32];
@@ -542,6 +541,5 @@ fn every_tile_variant_matches_reference() {
             );
         }
     }
-    std::env::remove_var("CADS_CONV_TILE");
-    std::env::remove_var("CADS_CONV_BW_TILE");
+    cads::ops::conv3d_fast::set_tile_override(None, None);
 }

@@ -42,6 +42,28 @@ const fn spec(
 }
 
 /// (TM voxels, TN channels, spec for Cin_g % 4 == 0, spec for any Cin_g), preferred first.
+static TILE_OVERRIDE: std::sync::Mutex<(Option<String>, Option<String>)> =
+    std::sync::Mutex::new((None, None));
+
+fn tile_override() -> (Option<String>, Option<String>) {
+    TILE_OVERRIDE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// Force the forward tile (`"m8n8"`, `"m16n8"`) and the weight-gradient channel tile (`"n8"`,
+/// `"n16"`, `"n32"`) for every later launch in this process; `None` restores the default choice.
+/// A variant that does not fit a shape falls back to the straightforward kernels. For timing
+/// comparisons and tests only.
+#[doc(hidden)]
+pub fn set_tile_override(forward: Option<&str>, weight: Option<&str>) {
+    *TILE_OVERRIDE.lock().unwrap_or_else(|e| e.into_inner()) =
+        (forward.map(str::to_string), weight.map(str::to_string));
+}
+
+const DEPTHWISE: KernelSpec = spec("conv3d", FWD_SRC, "conv3d_depthwise_c4", 3);
+
 /// Measured on lavapipe (c32 forward, % of FMA peak): m8n8 8.1, m16n8 8.6, m4n8 7.8, m2n16 5.0,
 /// m8n16 4.9, m1n32 1.6 — every load costs about as much as several FMAs there, so only the two
 /// best are kept. Both need Cout_g % 8 == 0.
@@ -75,6 +97,7 @@ const BWD_W_TILED: [(usize, usize, KernelSpec); 6] = [
 ];
 
 pub(crate) const KERNELS: &[KernelSpec] = &[
+    DEPTHWISE,
     TILED[0].2,
     TILED[0].3,
     TILED[1].2,
@@ -96,7 +119,7 @@ fn fold(blocks: usize, z: usize) -> Grid {
 }
 
 /// y = conv3d(x, w) + b with the tiled kernels, when Cout_g is a multiple of 8 (m8n8 by
-/// default; `CADS_CONV_TILE=m16n8` forces the other variant for timing comparisons).
+/// default; `set_tile_override` forces the other variant for timing comparisons).
 pub(crate) fn forward(
     x: &Tensor,
     w: &Tensor,
@@ -104,7 +127,30 @@ pub(crate) fn forward(
     y: &Tensor,
     geo: &Geometry,
 ) -> Result<bool> {
-    let forced = std::env::var("CADS_CONV_TILE").ok();
+    let depthwise = geo.cin_g == 1 && geo.cout_g == 1 && geo.x[4].is_multiple_of(4);
+    if depthwise {
+        let gpu = x.gpu();
+        let dummy;
+        let b = match bias {
+            Some(b) => b.buffer(),
+            None => {
+                dummy = Tensor::zeros(gpu, &[4])?;
+                dummy.buffer()
+            }
+        };
+        let params: ConvParams = geo.params(y.numel(), bias.is_some());
+        let blocks = geo.m_total().div_ceil(256);
+        let grid = fold(blocks, geo.x[4] / 4);
+        gpu.dispatch(
+            &DEPTHWISE,
+            &params,
+            &[x.buffer(), w.buffer(), b],
+            &[y.buffer()],
+            grid,
+        )?;
+        return Ok(true);
+    }
+    let forced = tile_override().0;
     let Some((tm, tn, s4, s1)) = TILED.iter().find(|(tm, tn, ..)| {
         geo.cout_g.is_multiple_of(*tn)
             && forced.as_ref().is_none_or(|f| *f == format!("m{tm}n{tn}"))
@@ -134,9 +180,9 @@ pub(crate) fn forward(
 }
 
 /// gw = Σ_m x(m @ tap) ⊗ g(m) with the tiled kernels (Cout_g % 8 == 0), then the sum pass.
-/// `CADS_CONV_BW_TILE=n8` (etc.) forces a channel tile for timing comparisons.
+/// `set_tile_override` forces a channel tile for timing comparisons.
 pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry) -> Result<bool> {
-    let forced = std::env::var("CADS_CONV_BW_TILE").ok();
+    let forced = tile_override().1;
     let c4 = geo.cin_g.is_multiple_of(4);
     let Some((tn, nci, spec)) = BWD_W_TILED.iter().find(|(tn, nci, _)| {
         (*nci == 4) == c4
