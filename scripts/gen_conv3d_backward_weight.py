@@ -1,72 +1,79 @@
 #!/usr/bin/env python3
 """Writes the unrolled tiled weight-gradient entry points into shaders/conv3d_backward_weight.wgsl
-(between the GENERATED markers): a 4 (input channel) x 8 (output channel) register tile per
-invocation, reducing over the rows of output voxels assigned to its lane."""
+(between the GENERATED markers). Tile: one tap x 4 input channels (1 for _c1) x TN output channels
+per invocation, reducing over one chunk of output rows. Lanes run over (tap, input-channel block);
+the output-channel block (wg.y) and the chunk (wg.z) are workgroup-uniform, so every load of g is
+uniform (one scalar load + broadcast on lavapipe) and only the x load is per lane."""
 import pathlib
 
-def kernel(name, c4):
+def kernel(name, c4, TN):
     L = []
     a = L.append
     nci = 4 if c4 else 1
+    nt = TN // 4
+    comps = "xyzw"
     a("@compute @workgroup_size(64)")
-    a(f"fn {name}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,")
-    a("        @builtin(local_invocation_index) lid: u32) {")
-    a("    let i = (wg.x + wg.y * nwg.x) * 64u + lid;")
-    a("    if (i >= p.total) { return; }")
-    a("    let lanes = p.splits;")
-    a("    let lane = i % lanes;")
-    a("    var t = i / lanes;")
-    a("    let cout8 = p.cout / 8u;")
+    a(f"fn {name}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{")
+    a("    // Bounds guard by clamping (no early return, see the header): lanes past the last")
+    a("    // (tap, ci block) recompute the last one and do not store.")
     a(f"    let ncb = p.cin_g / {nci}u;")
-    a("    let co0 = (t % cout8) * 8u; t = t / cout8;")
-    a(f"    let cil0 = (t % ncb) * {nci}u;")
-    a("    let tap = t / ncb;")
+    a("    let ntc = p.kd * p.kh * p.kw * ncb;")
+    a("    let tc_raw = wg.x * 64u + lid;")
+    a("    let tc = min(tc_raw, ntc - 1u);")
+    a(f"    let cil0 = (tc % ncb) * {nci}u;")
+    a("    let tap = tc / ncb;")
     a("    let kw = tap % p.kw;")
     a("    let kh = (tap / p.kw) % p.kh;")
     a("    let kd = tap / (p.kw * p.kh);")
+    a(f"    let co0 = wg.y * {TN}u;")
     a("    let ci0 = (co0 / p.cout_g) * p.cin_g + cil0;")
     a("    let cout4 = p.cout / 4u;")
     for r in range(nci):
-        a(f"    var a{r}0 = vec4<f32>(0.0);")
-        a(f"    var a{r}1 = vec4<f32>(0.0);")
+        for t in range(nt):
+            a(f"    var a{r}_{t} = vec4<f32>(0.0);")
     a("    let rows = p.n * p.od * p.oh;")
-    a("    for (var row = lane; row < rows; row += lanes) {")
+    a("    let row1 = min(rows, (wg.z + 1u) * p.chunk);")
+    a("    for (var row = wg.z * p.chunk; row < row1; row++) {")
     a("        let oh = row % p.oh;")
     a("        let od = (row / p.oh) % p.od;")
     a("        let b = row / (p.oh * p.od);")
     a("        let id = i32(od * p.sd + kd * p.dd) - i32(p.pd);")
     a("        let ih = i32(oh * p.sh + kh * p.dh) - i32(p.ph);")
-    a("        if (id < 0 || id >= i32(p.d) || ih < 0 || ih >= i32(p.h)) { continue; }")
-    a("        let xrow = (b * p.d + u32(id)) * p.h + u32(ih);   // input row (n, id, ih)")
-    a("        var gi = (row * p.ow) * cout4 + co0 / 4u;         // g[n, od, oh, 0, co0] in vec4s")
+    a("        let row_ok = id >= 0 && id < i32(p.d) && ih >= 0 && ih < i32(p.h);")
+    a("        let xrow = (b * p.d + u32(clamp(id, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih, 0, i32(p.h) - 1));")
+    a("        var gi = (row * p.ow) * cout4 + co0 / 4u;  // g[n, od, oh, 0, co0] in vec4s")
     a("        var iw = i32(kw * p.dw) - i32(p.pw);")
     a("        for (var ow = 0u; ow < p.ow; ow++) {")
-    a("            let ok = iw >= 0 && iw < i32(p.w);")
-    a("            let xo = (xrow * p.w + u32(max(iw, 0))) * p.cin + ci0;")
+    a("            let ok = row_ok && iw >= 0 && iw < i32(p.w);")
+    a("            let xo = (xrow * p.w + u32(clamp(iw, 0, i32(p.w) - 1))) * p.cin + ci0;")
     if c4:
         a("            let xv = select(vec4<f32>(0.0), xin4[xo / 4u], ok);")
     else:
         a("            let xv = select(0.0, xin1[xo], ok);")
-    a("            let g0 = g4[gi];")
-    a("            let g1 = g4[gi + 1u];")
-    comps = "xyzw"
+    for t in range(nt):
+        a(f"            let gv{t} = g4[gi + {t}u];")
     for r in range(nci):
         s = f"xv.{comps[r]}" if c4 else "xv"
-        a(f"            a{r}0 = fma(vec4<f32>({s}), g0, a{r}0);")
-        a(f"            a{r}1 = fma(vec4<f32>({s}), g1, a{r}1);")
+        for t in range(nt):
+            a(f"            a{r}_{t} = fma(vec4<f32>({s}), gv{t}, a{r}_{t});")
     a("            gi += cout4;")
     a("            iw += i32(p.sw);")
     a("        }")
     a("    }")
     a("    let wn4 = p.kd * p.kh * p.kw * p.cin_g * cout4;")
-    a("    let base = lane * wn4 + ((tap * p.cin_g + cil0) * p.cout + co0) / 4u;")
+    a("    let base = wg.z * wn4 + ((tap * p.cin_g + cil0) * p.cout + co0) / 4u;")
+    a("    if (tc_raw < ntc) {")
     for r in range(nci):
-        a(f"    partial4[base + {r}u * cout4] = a{r}0;")
-        a(f"    partial4[base + {r}u * cout4 + 1u] = a{r}1;")
+        for t in range(nt):
+            a(f"        partial4[base + {r}u * cout4 + {t}u] = a{r}_{t};")
+    a("    }")
     a("}")
     return "\n".join(L)
 
-body = kernel("conv3d_backward_weight_tiled_c4", True) + "\n\n" + kernel("conv3d_backward_weight_tiled_c1", False) + "\n"
+body = ""
+for TN in (32, 16, 8):
+    for c4 in (True, False):
+        body += kernel(f"conv3d_backward_weight_tiled_n{TN}_{'c4' if c4 else 'c1'}", c4, TN) + "\n\n"
 path = pathlib.Path(__file__).resolve().parent.parent / "shaders" / "conv3d_backward_weight.wgsl"
 src = path.read_text()
 begin, end = "// BEGIN GENERATED by scripts/gen_conv3d_backward_weight.py\n", "// END GENERATED\n"

@@ -1,85 +1,95 @@
 #!/usr/bin/env python3
-"""Writes the unrolled tiled entry points appended to shaders/conv3d.wgsl (between the
-GENERATED markers). The register tile is TM output voxels x 8 output channels; written out by
-hand-unrolling because lavapipe is fastest with straight-line code and constant indices."""
-import re, sys, pathlib
+"""Writes the unrolled tiled forward entry points into shaders/conv3d.wgsl (between the
+GENERATED markers). Register tile: TM output voxels x TN output channels per invocation, written
+out as straight-line code with constant indices (what lavapipe runs fastest). Lanes run over
+voxels; every weight address is workgroup-uniform, so lavapipe loads it once for the SIMD group;
+the input load is the only per-lane (gather) load, and it feeds 4·TN FMAs (c4) or TN (c1)."""
+import pathlib
 
-TM = 4
-
-def forward(name, c4):
+def forward(name, c4, TM, TN):
     L = []
     a = L.append
-    a(f"@compute @workgroup_size(64)")
+    nt = TN // 4
+    a("@compute @workgroup_size(64)")
     a(f"fn {name}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,")
-    a(f"        @builtin(local_invocation_index) lid: u32) {{")
+    a("        @builtin(local_invocation_index) lid: u32) {")
     a(f"    let m0 = ((wg.x + wg.y * nwg.x) * 64u + lid) * {TM}u;")
-    a(f"    if (m0 >= p.m_total) {{ return; }}")
-    a(f"    let co0 = wg.z * 8u;")
-    a(f"    let cout4 = p.cout / 4u;")
-    a(f"    let grp = co0 / p.cout_g;")
+    a("    // Bounds guard without control flow: out-of-range invocations compute a clamped voxel")
+    a("    // (voxel() marks it not live) and skip only the final stores. lavapipe turns a")
+    a("    // workgroup-uniform load into one scalar load + broadcast only outside `if`s, and an early")
+    a("    // return would wrap the whole body in one.")
+    a(f"    let co0 = wg.z * {TN}u;")
+    a("    let cout4 = p.cout / 4u;")
+    a("    let grp = co0 / p.cout_g;")
     for j in range(TM):
         a(f"    let v{j} = voxel(m0 + {j}u);")
     for j in range(TM):
-        a(f"    var acc{j}0 = vec4<f32>(0.0);")
-        a(f"    var acc{j}1 = vec4<f32>(0.0);")
-    a(f"    if (p.has_bias != 0u) {{")
-    a(f"        let b0 = bias4[co0 / 4u];")
-    a(f"        let b1 = bias4[co0 / 4u + 1u];")
-    for j in range(TM):
-        a(f"        acc{j}0 = b0; acc{j}1 = b1;")
-    a(f"    }}")
+        for t in range(nt):
+            a(f"    var acc{j}_{t} = vec4<f32>(0.0);")
+    a("    // bias without an `if` (loads inside control flow lose lavapipe's uniform fast path)")
+    a("    let bias_on = f32(p.has_bias != 0u);")
+    for t in range(nt):
+        a(f"    let b{t} = bias4[co0 / 4u + {t}u] * bias_on;")
+        for j in range(TM):
+            a(f"    acc{j}_{t} = b{t};")
     if c4:
-        a(f"    let cstep = p.cin / 4u;           // vec4s per input voxel")
-        a(f"    let cbase = grp * (p.cin_g / 4u); // the group's first vec4")
-        a(f"    let nc = p.cin_g / 4u;")
+        a("    let cstep = p.cin / 4u;           // vec4s per input voxel")
+        a("    let cbase = grp * (p.cin_g / 4u); // the group's first vec4")
+        a("    let nc = p.cin_g / 4u;")
     else:
-        a(f"    let cstep = p.cin;")
-        a(f"    let cbase = grp * p.cin_g;")
-        a(f"    let nc = p.cin_g;")
-    a(f"    for (var kd = 0u; kd < p.kd; kd++) {{")
-    a(f"    for (var kh = 0u; kh < p.kh; kh++) {{")
-    a(f"    for (var kw = 0u; kw < p.kw; kw++) {{")
+        a("    let cstep = p.cin;")
+        a("    let cbase = grp * p.cin_g;")
+        a("    let nc = p.cin_g;")
+    a("    let ntaps = p.kd * p.kh * p.kw;")
+    a("    for (var tap = 0u; tap < ntaps; tap++) {")
+    a("        let kw = tap % p.kw;")
+    a("        let kh = (tap / p.kw) % p.kh;")
+    a("        let kd = tap / (p.kw * p.kh);")
     for j in range(TM):
-        a(f"        let o{j} = tap_offset(v{j}, kd, kh, kw);")
-        a(f"        let ok{j} = o{j} >= 0;")
-        a(f"        let xb{j} = u32(max(o{j}, 0)) * cstep + cbase;")
-    a(f"        // weight row (tap, cig = 0, co0) in vec4 units; one cig row is cout4 vec4s")
-    a(f"        var wr = ((kd * p.kh + kh) * p.kw + kw) * p.cin_g * cout4 + co0 / 4u;")
-    a(f"        for (var c = 0u; c < nc; c++) {{")
+        a(f"        let id{j} = v{j}.d0 + i32(kd * p.dd);")
+        a(f"        let ih{j} = v{j}.h0 + i32(kh * p.dh);")
+        a(f"        let iw{j} = v{j}.w0 + i32(kw * p.dw);")
+        a(f"        let ok{j} = v{j}.live && id{j} >= 0 && id{j} < i32(p.d) && ih{j} >= 0 && ih{j} < i32(p.h) && iw{j} >= 0 && iw{j} < i32(p.w);")
+        a(f"        let o{j} = ((v{j}.b * p.d + u32(clamp(id{j}, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih{j}, 0, i32(p.h) - 1))) * p.w + u32(clamp(iw{j}, 0, i32(p.w) - 1));")
+        a(f"        let xb{j} = o{j} * cstep + cbase;")
+    a("        // weight row (tap, cig = 0, co0) in vec4 units; one cig row is cout4 vec4s")
+    a("        var wr = ((kd * p.kh + kh) * p.kw + kw) * p.cin_g * cout4 + co0 / 4u;")
+    a("        for (var c = 0u; c < nc; c++) {")
+    comps = "xyzw"
     if c4:
         for j in range(TM):
             a(f"            let x{j} = select(vec4<f32>(0.0), xin4[xb{j} + c], ok{j});")
         for r in range(4):
-            a(f"            let w{r}0 = w4[wr + {r}u * cout4];")
-            a(f"            let w{r}1 = w4[wr + {r}u * cout4 + 1u];")
-        comps = "xyzw"
-        for r in range(4):
+            for t in range(nt):
+                a(f"            let w{r}_{t} = w4[wr + {r}u * cout4 + {t}u];")
             for j in range(TM):
-                a(f"            acc{j}0 = fma(vec4<f32>(x{j}.{comps[r]}), w{r}0, acc{j}0);")
-                a(f"            acc{j}1 = fma(vec4<f32>(x{j}.{comps[r]}), w{r}1, acc{j}1);")
-        a(f"            wr += 4u * cout4;")
+                for t in range(nt):
+                    a(f"            acc{j}_{t} = fma(vec4<f32>(x{j}.{comps[r]}), w{r}_{t}, acc{j}_{t});")
+        a("            wr += 4u * cout4;")
     else:
         for j in range(TM):
             a(f"            let x{j} = select(0.0, xin1[xb{j} + c], ok{j});")
-        a(f"            let w00 = w4[wr];")
-        a(f"            let w01 = w4[wr + 1u];")
+        for t in range(nt):
+            a(f"            let w0_{t} = w4[wr + {t}u];")
         for j in range(TM):
-            a(f"            acc{j}0 = fma(vec4<f32>(x{j}), w00, acc{j}0);")
-            a(f"            acc{j}1 = fma(vec4<f32>(x{j}), w01, acc{j}1);")
-        a(f"            wr += cout4;")
-    a(f"        }}")
-    a(f"    }}")
-    a(f"    }}")
-    a(f"    }}")
+            for t in range(nt):
+                a(f"            acc{j}_{t} = fma(vec4<f32>(x{j}), w0_{t}, acc{j}_{t});")
+        a("            wr += cout4;")
+    a("        }")
+    a("    }")
     for j in range(TM):
         a(f"    if (m0 + {j}u < p.m_total) {{")
-        a(f"        y4[(m0 + {j}u) * cout4 + co0 / 4u] = acc{j}0;")
-        a(f"        y4[(m0 + {j}u) * cout4 + co0 / 4u + 1u] = acc{j}1;")
-        a(f"    }}")
+        for t in range(nt):
+            a(f"        y4[(m0 + {j}u) * cout4 + co0 / 4u + {t}u] = acc{j}_{t};")
+        a("    }")
     a("}")
     return "\n".join(L)
 
-body = forward("conv3d_tiled_c4", True) + "\n\n" + forward("conv3d_tiled_c1", False) + "\n"
+VARIANTS = [(8, 8), (16, 8)]  # measured on lavapipe c32: m8n8 ≈ m16n8 > m4n8 > m2n16 ≈ m8n16 > m1n32
+body = ""
+for TM, TN in VARIANTS:
+    for c4 in (True, False):
+        body += forward(f"conv3d_tiled_m{TM}n{TN}_{'c4' if c4 else 'c1'}", c4, TM, TN) + "\n\n"
 path = pathlib.Path(__file__).resolve().parent.parent / "shaders" / "conv3d.wgsl"
 src = path.read_text()
 begin, end = "// BEGIN GENERATED by scripts/gen_conv3d_tiled.py\n", "// END GENERATED\n"

@@ -381,3 +381,165 @@ fn bad_input_gets_typed_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn nn_layers_init_import_and_train_their_parameters() {
+    use cads::nn::{Conv2d, Conv3d, ConvInit};
+    let gpu = gpu();
+    let mut rng = Rng::new(48);
+    // Torch default: |w| <= 1/sqrt(fan_in), fan_in = 4·27; bias the same bound.
+    let layer = Conv3d::new(
+        &gpu,
+        &mut rng,
+        4,
+        6,
+        Conv3dConfig::cube(3, 1, 1),
+        true,
+        ConvInit::TorchDefault,
+    )
+    .unwrap();
+    let bound = 1.0 / (4.0f32 * 27.0).sqrt();
+    let w = layer.weight.to_vec().unwrap();
+    assert_eq!(layer.weight.shape(), &[3, 3, 3, 4, 6]);
+    assert!(
+        w.iter().all(|v| v.abs() <= bound) && w.iter().any(|v| v.abs() > 0.5 * bound),
+        "weights outside U(±{bound})"
+    );
+    assert!(layer
+        .bias
+        .as_ref()
+        .unwrap()
+        .to_vec()
+        .unwrap()
+        .iter()
+        .all(|v| v.abs() <= bound));
+    // Fan-out normal: sample std close to sqrt(2 / (Cout · 27)).
+    let big = Conv3d::new(
+        &gpu,
+        &mut rng,
+        16,
+        32,
+        Conv3dConfig::cube(3, 1, 1),
+        false,
+        ConvInit::KaimingNormalFanOut,
+    )
+    .unwrap();
+    let v = big.weight.to_vec().unwrap();
+    let std = (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+    let want = (2.0 / (32.0 * 27.0f64)).sqrt();
+    assert!((std / want - 1.0).abs() < 0.05, "std {std} vs {want}");
+    assert!(big.bias.is_none() && big.parameters().len() == 1);
+    // PyTorch import then forward equals the reference with the converted weight; grads reach both.
+    let pt = rng.vec_uniform(6 * 4 * 27, -0.5, 0.5);
+    let pb = rng.vec_uniform(6, -0.5, 0.5);
+    layer.import_pytorch(&pt, Some(&pb)).unwrap();
+    let ours = rc::import_pytorch_weight(
+        &pt.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        6,
+        4,
+        [3, 3, 3],
+    );
+    let (x, tx) = random_pair(&gpu, &mut rng, &[2, 3, 4, 5, 4], -1.0, 1.0);
+    let y = layer.forward(&tx).unwrap();
+    let want = rc::conv3d(
+        &x,
+        &Array::new(ours, &[3, 3, 3, 4, 6]),
+        Some(&Array::from_f32(&pb, &[6])),
+        &Conv3dConfig::cube(3, 1, 1),
+    );
+    assert_close(
+        "Conv3d layer forward",
+        &y.to_vec().unwrap(),
+        &want.data,
+        F32_ACCUM,
+    );
+    let (_, tg) = random_pair(&gpu, &mut rng, y.shape(), -1.0, 1.0);
+    let grads = y.backward_with(&tg).unwrap();
+    for p in layer.parameters() {
+        assert_eq!(grads.get(&p).unwrap().shape(), p.shape());
+    }
+    // Conv2d: import + forward against the 3D reference at depth 1.
+    let l2 = Conv2d::new(
+        &gpu,
+        &mut rng,
+        3,
+        8,
+        Conv2dConfig::square(3, 2, 1),
+        true,
+        ConvInit::TorchDefault,
+    )
+    .unwrap();
+    assert_eq!(l2.weight.shape(), &[3, 3, 3, 8]);
+    let pt2 = rng.vec_uniform(8 * 3 * 9, -0.5, 0.5);
+    l2.import_pytorch(&pt2, Some(&[0.0; 8])).unwrap();
+    let ours2 = rc::import_pytorch_weight(
+        &pt2.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        8,
+        3,
+        [1, 3, 3],
+    );
+    let (x2, tx2) = random_pair(&gpu, &mut rng, &[1, 7, 6, 3], -1.0, 1.0);
+    let y2 = l2.forward(&tx2).unwrap();
+    let want2 = rc::conv3d(
+        &Array::new(x2.data, &[1, 1, 7, 6, 3]),
+        &Array::new(ours2, &[1, 3, 3, 3, 8]),
+        None,
+        &Conv2dConfig::square(3, 2, 1).to_3d(),
+    );
+    assert_close(
+        "Conv2d layer forward",
+        &y2.to_vec().unwrap(),
+        &want2.data,
+        F32_ACCUM,
+    );
+    assert!(l2.import_pytorch(&pt2, None).is_err());
+}
+
+#[test]
+fn every_tile_variant_matches_reference() {
+    // The launchers pick one tile per shape; force each variant in turn (all are exact, so the
+    // other tests running meanwhile stay correct whichever variant they get).
+    let gpu = gpu();
+    let mut rng = Rng::new(49);
+    let cfg = Conv3dConfig {
+        kernel: [3, 2, 3],
+        stride: [1, 1, 1],
+        padding: [1, 1, 0],
+        dilation: [1, 2, 1],
+        groups: 1,
+    };
+    let fwd = ["m8n8", "m16n8", "m8n8"];
+    let bwd = ["n16", "n8", "n32"];
+    for i in 0..fwd.len() {
+        cads::ops::conv3d_fast::set_tile_override(Some(fwd[i]), Some(bwd[i % bwd.len()]));
+        for cin in [8, 3] {
+            let xs = [2, 4, 5, 7, cin];
+            let ws = [3, 2, 3, cin, 32];
+            let (x, tx) = random_param(&gpu, &mut rng, &xs, -1.0, 1.0);
+            let (w, tw) = random_param(&gpu, &mut rng, &ws, -1.0, 1.0);
+            let y = conv3d(&tx, &tw, None, &cfg).unwrap();
+            let what = format!("{} / {} Cin {cin}", fwd[i], bwd[i % bwd.len()]);
+            assert_close(
+                &format!("{what} forward"),
+                &y.to_vec().unwrap(),
+                &rc::conv3d(&x, &w, None, &cfg).data,
+                F32_ACCUM,
+            );
+            let (g, tg) = random_pair(&gpu, &mut rng, y.shape(), -1.0, 1.0);
+            let grads = y.backward_with(&tg).unwrap();
+            assert_close(
+                &format!("{what} grad x"),
+                &grads.get(&tx).unwrap().to_vec().unwrap(),
+                &rc::conv3d_backward_input(&g, &w, &xs, &cfg).data,
+                F32_GRAD,
+            );
+            assert_close(
+                &format!("{what} grad w"),
+                &grads.get(&tw).unwrap().to_vec().unwrap(),
+                &rc::conv3d_backward_weight(&g, &x, &ws, &cfg).data,
+                F32_GRAD,
+            );
+        }
+    }
+    cads::ops::conv3d_fast::set_tile_override(None, None);
+}

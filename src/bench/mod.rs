@@ -15,6 +15,7 @@
 //! `<family>::cases` to [`FAMILIES`]. A case is an (op, case) name and a `fn(&Bench) -> Result<Sample>`.
 
 mod attention;
+mod conv;
 mod conv_transpose;
 mod core;
 mod inputs;
@@ -34,6 +35,7 @@ const FAMILIES: &[fn() -> Vec<Case>] = &[
     core::cases,
     matmul::cases,
     rows::cases,
+    conv::cases,
     conv_transpose::cases,
     attention::cases,
 ];

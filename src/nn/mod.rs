@@ -1,11 +1,13 @@
 //! Layers with parameters. Each layer owns its parameter tensors (leaves with
 //! `requires_grad`) and lists them by PyTorch-style names for optimizers and weight import.
 
+pub mod conv;
 pub mod drop_path;
 pub mod init;
 pub mod layer_norm;
 pub mod linear;
 
+pub use conv::{Conv2d, Conv3d, ConvInit};
 pub use drop_path::drop_path;
 pub use layer_norm::LayerNorm;
 pub use linear::{Linear, LinearInit};

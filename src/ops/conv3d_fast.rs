@@ -2,11 +2,19 @@
 //! conditions do not hold, and the caller falls back to the straightforward kernels of
 //! conv3d.rs, which stay the oracle for these.
 //!
-//! Forward (shaders/conv3d.wgsl `conv3d_tiled_c4` / `_c1`): GEMM with M = N·Do·Ho·Wo output
-//! voxels, N = Cout, K = kD·kH·kW·Cin_g. One invocation holds a 4-voxel × 8-channel register tile
-//! (eight vec4 accumulators); 64 invocations per workgroup run over voxels while the channel
-//! block is the workgroup's z, so weight reads are workgroup-uniform. `_c4` reads the input four
-//! channels at a time (Cin_g % 4 == 0).
+//! Forward (shaders/conv3d.wgsl `conv3d_tiled_m8n8_c4` / `_c1`): GEMM with M = N·Do·Ho·Wo
+//! output voxels, N = Cout, K = kD·kH·kW·Cin_g. One invocation holds an 8-voxel × 8-channel
+//! register tile (16 vec4 accumulators); 64 invocations per workgroup run over voxels while the
+//! channel block is the workgroup's z, so weight reads are workgroup-uniform. `_c4` reads the
+//! input four channels at a time (Cin_g % 4 == 0). The stride-1 input gradient reuses it.
+//!
+//! Weight gradient (shaders/conv3d_backward_weight.wgsl `..._tiled_n{16,8,32}_c{4,1}`): lanes
+//! over (tap, 4-channel input block), output-channel block and row chunk per workgroup, partials
+//! per chunk summed by `conv3d_backward_weight_sum` (no atomics, deterministic).
+//!
+//! lavapipe note: a load whose address is workgroup-uniform becomes one scalar load + broadcast
+//! only when it is outside any `if`, so these kernels guard bounds by clamping and masked
+//! stores, never by an early return.
 
 use super::conv3d::{ConvParams, Geometry, BACKWARD_WEIGHT_SUM};
 use crate::error::Result;
@@ -33,27 +41,74 @@ const fn spec(
     }
 }
 
-const TILED_C4: KernelSpec = spec("conv3d", FWD_SRC, "conv3d_tiled_c4", 3);
-const TILED_C1: KernelSpec = spec("conv3d", FWD_SRC, "conv3d_tiled_c1", 3);
+/// (TM voxels, TN channels, spec for Cin_g % 4 == 0, spec for any Cin_g), preferred first.
+static TILE_OVERRIDE: std::sync::Mutex<(Option<String>, Option<String>)> =
+    std::sync::Mutex::new((None, None));
+
+fn tile_override() -> (Option<String>, Option<String>) {
+    TILE_OVERRIDE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// Force the forward tile (`"m8n8"`, `"m16n8"`) and the weight-gradient channel tile (`"n8"`,
+/// `"n16"`, `"n32"`) for every later launch in this process; `None` restores the default choice.
+/// A variant that does not fit a shape falls back to the straightforward kernels. For timing
+/// comparisons and tests only.
+#[doc(hidden)]
+pub fn set_tile_override(forward: Option<&str>, weight: Option<&str>) {
+    *TILE_OVERRIDE.lock().unwrap_or_else(|e| e.into_inner()) =
+        (forward.map(str::to_string), weight.map(str::to_string));
+}
+
+const DEPTHWISE: KernelSpec = spec("conv3d", FWD_SRC, "conv3d_depthwise_c4", 3);
+
+/// Measured on lavapipe (c32 forward, % of FMA peak): m8n8 8.1, m16n8 8.6, m4n8 7.8, m2n16 5.0,
+/// m8n16 4.9, m1n32 1.6 — every load costs about as much as several FMAs there, so only the two
+/// best are kept. Both need Cout_g % 8 == 0.
+const TILED: [(usize, usize, KernelSpec, KernelSpec); 2] = [
+    (
+        8,
+        8,
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m8n8_c4", 3),
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m8n8_c1", 3),
+    ),
+    (
+        16,
+        8,
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m16n8_c4", 3),
+        spec("conv3d", FWD_SRC, "conv3d_tiled_m16n8_c1", 3),
+    ),
+];
 const BWD_W_SRC: &str = include_str!("../../shaders/conv3d_backward_weight.wgsl");
-const BWD_W_TILED_C4: KernelSpec = spec(
-    "conv3d_backward_weight",
-    BWD_W_SRC,
-    "conv3d_backward_weight_tiled_c4",
-    2,
-);
-const BWD_W_TILED_C1: KernelSpec = spec(
-    "conv3d_backward_weight",
-    BWD_W_SRC,
-    "conv3d_backward_weight_tiled_c1",
-    2,
-);
+const fn bw(entry: &'static str) -> KernelSpec {
+    spec("conv3d_backward_weight", BWD_W_SRC, entry, 2)
+}
+/// (TN channels, input channels per tile (4 = vec4 loads), spec), in order of preference: the
+/// register tile is 4·TN (c4) or TN (c1) floats, kept near 64 to avoid spills.
+const BWD_W_TILED: [(usize, usize, KernelSpec); 6] = [
+    (16, 4, bw("conv3d_backward_weight_tiled_n16_c4")),
+    (8, 4, bw("conv3d_backward_weight_tiled_n8_c4")),
+    (32, 4, bw("conv3d_backward_weight_tiled_n32_c4")),
+    (32, 1, bw("conv3d_backward_weight_tiled_n32_c1")),
+    (16, 1, bw("conv3d_backward_weight_tiled_n16_c1")),
+    (8, 1, bw("conv3d_backward_weight_tiled_n8_c1")),
+];
 
-pub(crate) const KERNELS: &[KernelSpec] = &[TILED_C4, TILED_C1, BWD_W_TILED_C4, BWD_W_TILED_C1];
-
-/// Output voxels per invocation and channels per workgroup of the tiled forward kernels.
-const TM: usize = 4;
-const TN: usize = 8;
+pub(crate) const KERNELS: &[KernelSpec] = &[
+    DEPTHWISE,
+    TILED[0].2,
+    TILED[0].3,
+    TILED[1].2,
+    TILED[1].3,
+    BWD_W_TILED[0].2,
+    BWD_W_TILED[1].2,
+    BWD_W_TILED[2].2,
+    BWD_W_TILED[3].2,
+    BWD_W_TILED[4].2,
+    BWD_W_TILED[5].2,
+];
 
 /// A grid of `blocks` workgroups along a folded x·y axis, times `z`.
 fn fold(blocks: usize, z: usize) -> Grid {
@@ -62,7 +117,8 @@ fn fold(blocks: usize, z: usize) -> Grid {
     Grid::Xyz(x as u32, y as u32, z as u32)
 }
 
-/// y = conv3d(x, w) + b with the tiled kernels, when Cout_g is a multiple of 8.
+/// y = conv3d(x, w) + b with the tiled kernels, when Cout_g is a multiple of 8 (m8n8 by
+/// default; `set_tile_override` forces the other variant for timing comparisons).
 pub(crate) fn forward(
     x: &Tensor,
     w: &Tensor,
@@ -70,15 +126,38 @@ pub(crate) fn forward(
     y: &Tensor,
     geo: &Geometry,
 ) -> Result<bool> {
-    if geo.cout_g % TN != 0 {
-        return Ok(false);
+    let depthwise = geo.cin_g == 1 && geo.cout_g == 1 && geo.x[4].is_multiple_of(4);
+    if depthwise {
+        let gpu = x.gpu();
+        let dummy;
+        let b = match bias {
+            Some(b) => b.buffer(),
+            None => {
+                dummy = Tensor::zeros(gpu, &[4])?;
+                dummy.buffer()
+            }
+        };
+        let params: ConvParams = geo.params(y.numel(), bias.is_some());
+        let blocks = geo.m_total().div_ceil(256);
+        let grid = fold(blocks, geo.x[4] / 4);
+        gpu.dispatch(
+            &DEPTHWISE,
+            &params,
+            &[x.buffer(), w.buffer(), b],
+            &[y.buffer()],
+            grid,
+        )?;
+        return Ok(true);
     }
-    let gpu = x.gpu();
-    let spec = if geo.cin_g % 4 == 0 {
-        &TILED_C4
-    } else {
-        &TILED_C1
+    let forced = tile_override().0;
+    let Some((tm, tn, s4, s1)) = TILED.iter().find(|(tm, tn, ..)| {
+        geo.cout_g.is_multiple_of(*tn)
+            && forced.as_ref().is_none_or(|f| *f == format!("m{tm}n{tn}"))
+    }) else {
+        return Ok(false);
     };
+    let gpu = x.gpu();
+    let spec = if geo.cin_g.is_multiple_of(4) { s4 } else { s1 };
     let dummy;
     let b = match bias {
         Some(b) => b.buffer(),
@@ -88,47 +167,57 @@ pub(crate) fn forward(
         }
     };
     let params: ConvParams = geo.params(y.numel(), bias.is_some());
-    let blocks = geo.m_total().div_ceil(64 * TM);
+    let blocks = geo.m_total().div_ceil(64 * tm);
     gpu.dispatch(
         spec,
         &params,
         &[x.buffer(), w.buffer(), b],
         &[y.buffer()],
-        fold(blocks, geo.out[4] / TN),
+        fold(blocks, geo.out[4] / tn),
     )?;
     Ok(true)
 }
 
 /// gw = Σ_m x(m @ tap) ⊗ g(m) with the tiled kernels (Cout_g % 8 == 0), then the sum pass.
+/// `set_tile_override` forces a channel tile for timing comparisons.
 pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry) -> Result<bool> {
-    if geo.cout_g % TN != 0 {
+    let forced = tile_override().1;
+    let c4 = geo.cin_g.is_multiple_of(4);
+    let Some((tn, nci, spec)) = BWD_W_TILED.iter().find(|(tn, nci, _)| {
+        (*nci == 4) == c4
+            && geo.cout_g.is_multiple_of(*tn)
+            && forced.as_ref().is_none_or(|f| *f == format!("n{tn}"))
+    }) else {
         return Ok(false);
-    }
+    };
     let gpu = g.gpu();
-    let c4 = geo.cin_g % 4 == 0;
-    let spec = if c4 { &BWD_W_TILED_C4 } else { &BWD_W_TILED_C1 };
     let taps: usize = geo.cfg.kernel.iter().product();
-    let tiles = taps * (geo.cin_g / if c4 { 4 } else { 1 }) * (geo.out[4] / TN);
+    let tc_blocks = (taps * geo.cin_g / nci).div_ceil(64);
+    let co_blocks = geo.out[4] / tn;
     let rows = geo.out[0] * geo.out[1] * geo.out[2];
     let wn = gw.numel();
-    // Lanes per tile: enough invocations to fill the machine, at most one per row, and a partial
-    // buffer of at most 32 Mi floats.
-    let lanes = 131_072usize
-        .div_ceil(tiles)
+    // Chunks of output rows: enough workgroups to fill the machine, a partial buffer of at
+    // most 16 Mi floats.
+    let per_chunk = tc_blocks * co_blocks;
+    let chunks = 1024usize
+        .div_ceil(per_chunk)
         .min(rows)
-        .min((32 << 20) / wn)
-        .max(1);
-    let partial = Tensor::uninit(gpu, "conv3d_backward_weight", &[lanes, wn])?;
-    let mut params = geo.params(tiles * lanes, false);
-    params.splits = lanes as u32;
+        .min((16 << 20) / wn)
+        .clamp(1, 65_535);
+    let chunk = rows.div_ceil(chunks);
+    let chunks = rows.div_ceil(chunk);
+    let partial = Tensor::uninit(gpu, "conv3d_backward_weight", &[chunks, wn])?;
+    let mut params = geo.params(wn, false);
+    params.splits = chunks as u32;
+    params.chunk = chunk as u32;
+    let grid = Grid::Xyz(tc_blocks as u32, co_blocks as u32, chunks as u32);
     gpu.dispatch(
         spec,
         &params,
         &[x.buffer(), g.buffer()],
         &[partial.buffer()],
-        Grid::cover((tiles * lanes) as u64, 64),
+        grid,
     )?;
-    params.total = wn as u32;
     gpu.dispatch(
         &BACKWARD_WEIGHT_SUM,
         &params,
@@ -138,3 +227,4 @@ pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometr
     )?;
     Ok(true)
 }
+

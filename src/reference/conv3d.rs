@@ -320,9 +320,12 @@ mod tests {
         let n = cout * cin * 6;
         let pt: Vec<f64> = (0..n).map(|i| i as f64).collect();
         let ours = import_pytorch_weight(&pt, cout, cin, k);
+        // Element (co 2, ci 1, a 1, b 0, c 2): PyTorch flat index ((co·Cin + ci)·2 + a)·3 + c
+        // (kH = 1), cads flat index ((a·kW + c)·Cin + ci)·Cout + co with kH = 1.
+        let (co, ci, a, c) = (2, 1, 1, 2);
         assert_eq!(
-            ours[(((1 * 1 + 0) * 3 + 2) * cin + 1) * cout + 2],
-            ((((2 * cin + 1) * 2 + 1) * 1 + 0) * 3 + 2) as f64
+            ours[((a * 3 + c) * cin + ci) * cout + co],
+            (((co * cin + ci) * 2 + a) * 3 + c) as f64
         );
     }
 }
