@@ -184,8 +184,18 @@ fn bad_input_is_a_typed_error() {
 
 #[test]
 fn cli_info_prints_the_pvt_parameter_count() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cads")).args(["info", "--model", "pvt"]).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cads"))
+        .args(["info", "--model", "pvt"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("23911424") && text.contains("27811968"), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("23911424") && text.contains("27811968"),
+        "{text}"
+    );
 }

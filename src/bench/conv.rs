@@ -17,20 +17,32 @@ struct Shape {
 const N: usize = 2;
 
 fn shape(case: &str) -> Shape {
-    let s = |cin, cout, dhw, cfg| Shape { cin, cout, dhw, cfg };
+    let s = |cin, cout, dhw, cfg| Shape {
+        cin,
+        cout,
+        dhw,
+        cfg,
+    };
     match case {
         "c32" => s(32, 32, [32, 64, 64], Conv3dConfig::cube(3, 1, 1)),
         "stem" => s(1, 64, [32, 96, 96], Conv3dConfig::cube(7, 2, 3)),
         "c64" => s(64, 64, [16, 48, 48], Conv3dConfig::cube(3, 1, 1)),
         "embed" => s(64, 128, [16, 24, 24], Conv3dConfig::cube(3, 2, 1)),
         "sr8" => s(64, 64, [16, 24, 24], Conv3dConfig::cube(8, 8, 0)),
-        _ => s(512, 512, [8, 12, 12], Conv3dConfig::cube(3, 1, 1).groups(512)), // dw512
+        _ => s(
+            512,
+            512,
+            [8, 12, 12],
+            Conv3dConfig::cube(3, 1, 1).groups(512),
+        ), // dw512
     }
 }
 
 impl Shape {
     fn out(&self) -> [usize; 5] {
-        let o = |a: usize| (self.dhw[a] + 2 * self.cfg.padding[a] - self.cfg.kernel[a]) / self.cfg.stride[a] + 1;
+        let o = |a: usize| {
+            (self.dhw[a] + 2 * self.cfg.padding[a] - self.cfg.kernel[a]) / self.cfg.stride[a] + 1
+        };
         [N, o(0), o(1), o(2), self.cout]
     }
     fn x(&self) -> [usize; 5] {
@@ -59,16 +71,38 @@ fn run(b: &Bench, case: &str, pass: Pass) -> Result<Sample> {
     let s = shape(case);
     let (xs, ws, ys, cfg) = (s.x(), s.w(), s.out(), s.cfg);
     let ms = match pass {
-        Pass::Forward => b.time(|g, r| Ok((random(g, r, &xs)?, random(g, r, &ws)?)), |(x, w)| conv3d(x, w, None, &cfg).map(drop))?,
-        Pass::BackwardInput => b.time(|g, r| Ok((random(g, r, &ys)?, random(g, r, &ws)?)), |(gy, w)| conv3d_backward_input(gy, w, &xs, &cfg).map(drop))?,
-        Pass::BackwardWeight => b.time(|g, r| Ok((random(g, r, &ys)?, random(g, r, &xs)?)), |(gy, x)| conv3d_backward_weight(gy, x, &ws, &cfg).map(drop))?,
+        Pass::Forward => b.time(
+            |g, r| Ok((random(g, r, &xs)?, random(g, r, &ws)?)),
+            |(x, w)| conv3d(x, w, None, &cfg).map(drop),
+        )?,
+        Pass::BackwardInput => b.time(
+            |g, r| Ok((random(g, r, &ys)?, random(g, r, &ws)?)),
+            |(gy, w)| conv3d_backward_input(gy, w, &xs, &cfg).map(drop),
+        )?,
+        Pass::BackwardWeight => b.time(
+            |g, r| Ok((random(g, r, &ys)?, random(g, r, &xs)?)),
+            |(gy, x)| conv3d_backward_weight(gy, x, &ws, &cfg).map(drop),
+        )?,
         Pass::All => b.time_with_grad(
-            |g, r| Ok((random_param(g, r, &xs)?, random_param(g, r, &ws)?, random(g, r, &ys)?)),
+            |g, r| {
+                Ok((
+                    random_param(g, r, &xs)?,
+                    random_param(g, r, &ws)?,
+                    random(g, r, &ys)?,
+                ))
+            },
             |(x, w, gy)| conv3d(x, w, None, &cfg)?.backward_with(gy).map(drop),
         )?,
     };
-    let work = if matches!(pass, Pass::All) { 3.0 * s.flops() } else { s.flops() };
-    Ok(Sample { ms, work: Work::Flops(work) })
+    let work = if matches!(pass, Pass::All) {
+        3.0 * s.flops()
+    } else {
+        s.flops()
+    };
+    Ok(Sample {
+        ms,
+        work: Work::Flops(work),
+    })
 }
 
 macro_rules! conv_cases {

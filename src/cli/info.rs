@@ -62,9 +62,18 @@ pub fn run(choice: &AdapterChoice, model: Option<&str>) -> Result<()> {
             let image = enc.parameter_count(Some(Modality::Image));
             let all = enc.parameter_count(None);
             println!("model pvt (PVTv2-b1, CADS configuration):");
-            println!("  parameters, volume (3D) path      {volume} ({:.2} M)", volume as f64 / 1e6);
-            println!("  parameters, image (2D) path       {image} ({:.2} M)", image as f64 / 1e6);
-            println!("  parameters, both paths            {all} ({:.2} M)", all as f64 / 1e6);
+            println!(
+                "  parameters, volume (3D) path      {volume} ({:.2} M)",
+                volume as f64 / 1e6
+            );
+            println!(
+                "  parameters, image (2D) path       {image} ({:.2} M)",
+                image as f64 / 1e6
+            );
+            println!(
+                "  parameters, both paths            {all} ({:.2} M)",
+                all as f64 / 1e6
+            );
         }
         Some(other) => return Err(Error::invalid("cads info --model", "pvt", other)),
     }

@@ -227,4 +227,3 @@ pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometr
     )?;
     Ok(true)
 }
-
