@@ -175,16 +175,7 @@ pub fn resize(src: &Patch, shape: [usize; 3], interp: Interp) -> Result<Patch> {
 /// coordinate `n · target / spacing`, and the new dims are `round(dims · spacing / target)`.
 /// CPU version; the GPU kernel replaces this function.
 pub fn resample_to_spacing(vol: &Volume, target_mm: [f64; 3], interp: Interp) -> Result<Volume> {
-    if target_mm.iter().any(|t| !(t.is_finite() && *t > 0.0)) {
-        return Err(Error::invalid(
-            "resample_to_spacing",
-            "positive finite spacing",
-            format!("{target_mm:?}"),
-        ));
-    }
-    let ratio: Vec<f64> = (0..3).map(|a| target_mm[a] / vol.spacing[a]).collect();
-    let dims: [usize; 3] =
-        std::array::from_fn(|a| ((vol.dims[a] as f64 / ratio[a]).round() as usize).max(1));
+    let (ratio, dims, affine, datatype) = spacing_geometry("resample_to_spacing", vol, target_mm, interp)?;
     let src = Patch::from_volume(vol);
     let mut data = Vec::with_capacity(dims.iter().product());
     for k in 0..dims[2] {
@@ -200,18 +191,38 @@ pub fn resample_to_spacing(vol: &Volume, target_mm: [f64; 3], interp: Interp) ->
             }
         }
     }
+    Volume::new(data, dims, affine, datatype)
+}
+
+/// [`resample_to_spacing`] on the GPU (`ops::resample_scaled`): the same grid, affine and
+/// sampling (voxel 0 fixed, source coordinate `o · new/old spacing` clamped to the volume;
+/// trilinear for images, nearest for labels), for volumes whose CPU resampling would be slow.
+pub fn resample_to_spacing_gpu(gpu: &crate::Gpu, vol: &Volume, target_mm: [f64; 3], interp: Interp) -> Result<Volume> {
+    let (ratio, dims, affine, datatype) = spacing_geometry("resample_to_spacing_gpu", vol, target_mm, interp)?;
+    // Volume data is [X, Y, Z] with x fastest, i.e. row-major [D = Z, H = Y, W = X].
+    let [x, y, z] = vol.dims;
+    let t = crate::Tensor::from_slice(gpu, &vol.data, &[1, z, y, x, 1])?;
+    let out = gpu.no_grad(|| {
+        crate::ops::resample::resample_scaled(&t, [dims[2], dims[1], dims[0]], [ratio[2], ratio[1], ratio[0]], interp == Interp::Linear)
+    })?;
+    Volume::new(out.to_vec()?, dims, affine, datatype)
+}
+
+/// (step ratio per voxel axis, new dims, new affine, datatype) of resampling `vol` to `target_mm`.
+fn spacing_geometry(op: &'static str, vol: &Volume, target_mm: [f64; 3], interp: Interp) -> Result<([f64; 3], [usize; 3], super::volume::Affine, Datatype)> {
+    if target_mm.iter().any(|t| !(t.is_finite() && *t > 0.0)) {
+        return Err(Error::invalid(op, "positive finite spacing", format!("{target_mm:?}")));
+    }
+    let ratio: [f64; 3] = std::array::from_fn(|a| target_mm[a] / vol.spacing[a]);
+    let dims: [usize; 3] = std::array::from_fn(|a| ((vol.dims[a] as f64 / ratio[a]).round() as usize).max(1));
     let mut affine = vol.affine;
     for row in affine.iter_mut().take(3) {
         for (c, r) in ratio.iter().enumerate() {
             row[c] *= r;
         }
     }
-    let datatype = if interp == Interp::Linear && vol.datatype.is_integer() {
-        Datatype::Float32
-    } else {
-        vol.datatype
-    };
-    Volume::new(data, dims, affine, datatype)
+    let datatype = if interp == Interp::Linear && vol.datatype.is_integer() { Datatype::Float32 } else { vol.datatype };
+    Ok((ratio, dims, affine, datatype))
 }
 
 /// One CADS tile: `[d0, d0 + d) × [h0, h0 + h) × [w0, w0 + w)` of a `[D, H, W]` volume.

@@ -93,7 +93,7 @@ pub(crate) const KERNELS: &[KernelSpec] = &[FORWARD, BACKWARD];
 
 /// Build the forward and backward tables of the three axes into one buffer.
 fn build_tables(
-    mode: ResampleMode,
+    weights: &dyn Fn(usize, usize) -> (usize, usize, f64),
     dhw: [usize; 3],
     out: [usize; 3],
     params: &mut ResampleParams,
@@ -102,7 +102,7 @@ fn build_tables(
     for a in 0..3 {
         params.fwd[a] = t.len() as u32;
         for o in 0..out[a] {
-            let (i0, i1, l) = axis_weights(mode, dhw[a], out[a], o);
+            let (i0, i1, l) = weights(a, o);
             t.extend_from_slice(&[i0 as f32, i1 as f32, l as f32]);
         }
     }
@@ -110,7 +110,7 @@ fn build_tables(
         // weight[i][o] = Σ of what output o takes from input i.
         let mut per_input: Vec<Vec<(usize, f64)>> = vec![Vec::new(); dhw[a]];
         for o in 0..out[a] {
-            let (i0, i1, l) = axis_weights(mode, dhw[a], out[a], o);
+            let (i0, i1, l) = weights(a, o);
             for (i, wgt) in [(i0, 1.0 - l), (i1, l)] {
                 if wgt == 0.0 {
                     continue;
@@ -141,52 +141,63 @@ fn build_tables(
 /// Resample `[N, D, H, W, C]` to `[N, size[0], size[1], size[2], C]`, or `[N, H, W, C]` to
 /// `[N, size[1], size[2], C]` (size[0] must then be 1).
 pub fn resample(x: &Tensor, size: [usize; 3], mode: ResampleMode) -> Result<Tensor> {
-    let op = "resample";
-    let (n, dhw, c, image) = match *x.shape() {
-        [n, d, h, w, c] => (n, [d, h, w], c, false),
-        [n, h, w, c] => (n, [1, h, w], c, true),
-        _ => {
-            return Err(Error::shape(
-                op,
-                "[N, D, H, W, C] or [N, H, W, C]",
-                x.shape(),
-            ))
+    let dhw = spatial_dims("resample", x)?;
+    resample_tables(x, size, &|a, o| axis_weights(mode, dhw[a], size[a], o))
+}
+
+/// Resample with a fixed step per axis (D, H, W) in input voxels, voxel 0 fixed: output o reads
+/// source coordinate `o · step` clamped to the input; `linear` interpolates, otherwise the nearest
+/// voxel (rounding). This is resampling to a new voxel spacing, `step = new / old spacing`, as
+/// `data::resample_to_spacing` does on the CPU.
+pub fn resample_scaled(x: &Tensor, size: [usize; 3], step: [f64; 3], linear: bool) -> Result<Tensor> {
+    let op = "resample_scaled";
+    let dhw = spatial_dims(op, x)?;
+    if step.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(Error::invalid(op, "finite positive steps", format!("{step:?}")));
+    }
+    resample_tables(x, size, &|a, o| {
+        let n = dhw[a];
+        let src = (o as f64 * step[a]).clamp(0.0, (n - 1) as f64);
+        if linear {
+            let i0 = src.floor() as usize;
+            let i1 = (i0 + 1).min(n - 1);
+            (i0, i1, if i1 == i0 { 0.0 } else { src - i0 as f64 })
+        } else {
+            let i = (src.round() as usize).min(n - 1);
+            (i, i, 0.0)
         }
-    };
+    })
+}
+
+/// (D, H, W) of `[N, D, H, W, C]`, or (1, H, W) of `[N, H, W, C]`.
+fn spatial_dims(op: &'static str, x: &Tensor) -> Result<[usize; 3]> {
+    match *x.shape() {
+        [_, d, h, w, _] => Ok([d, h, w]),
+        [_, h, w, _] => Ok([1, h, w]),
+        _ => Err(Error::shape(op, "[N, D, H, W, C] or [N, H, W, C]", x.shape())),
+    }
+}
+
+/// Shared launch: per-axis weights (axis, output index) → (i0, i1, λ).
+fn resample_tables(x: &Tensor, size: [usize; 3], weights: &dyn Fn(usize, usize) -> (usize, usize, f64)) -> Result<Tensor> {
+    let op = "resample";
+    let dhw = spatial_dims(op, x)?;
+    let image = x.rank() == 4;
+    let (n, c) = (x.shape()[0], x.shape()[x.rank() - 1]);
     if image && size[0] != 1 {
         return Err(Error::invalid(op, "size[0] = 1 for a 2D image", size[0]));
     }
     if size.contains(&0) || dhw.contains(&0) {
-        return Err(Error::invalid(
-            op,
-            "non-zero input and output extents",
-            format!("input {dhw:?}, size {size:?}"),
-        ));
+        return Err(Error::invalid(op, "non-zero input and output extents", format!("input {dhw:?}, size {size:?}")));
     }
-    let out_shape = if image {
-        vec![n, size[1], size[2], c]
-    } else {
-        vec![n, size[0], size[1], size[2], c]
-    };
-    let mut params = ResampleParams {
-        n: n as u32,
-        c: c as u32,
-        dhw: dhw.map(|v| v as u32),
-        out: size.map(|v| v as u32),
-        ..Default::default()
-    };
-    let table_data = build_tables(mode, dhw, size, &mut params);
+    let out_shape = if image { vec![n, size[1], size[2], c] } else { vec![n, size[0], size[1], size[2], c] };
+    let mut params = ResampleParams { n: n as u32, c: c as u32, dhw: dhw.map(|v| v as u32), out: size.map(|v| v as u32), ..Default::default() };
+    let table_data = build_tables(weights, dhw, size, &mut params);
     let tables = Tensor::from_slice(x.gpu(), &table_data, &[table_data.len()])?;
     let y = Tensor::uninit(x.gpu(), op, &out_shape)?;
     params.total = y.numel() as u32;
     if y.numel() > 0 {
-        x.gpu().dispatch(
-            &FORWARD,
-            &params,
-            &[x.buffer(), tables.buffer()],
-            &[y.buffer()],
-            Grid::cover(y.numel() as u64, 256),
-        )?;
+        x.gpu().dispatch(&FORWARD, &params, &[x.buffer(), tables.buffer()], &[y.buffer()], Grid::cover(y.numel() as u64, 256))?;
     }
     let in_shape = x.shape().to_vec();
     Ok(record(y, op, &[x], move |g| {
@@ -194,13 +205,7 @@ pub fn resample(x: &Tensor, size: [usize; 3], mode: ResampleMode) -> Result<Tens
         let mut bp = params;
         bp.total = gx.numel() as u32;
         if gx.numel() > 0 {
-            g.gpu().dispatch(
-                &BACKWARD,
-                &bp,
-                &[g.buffer(), tables.buffer()],
-                &[gx.buffer()],
-                Grid::cover(gx.numel() as u64, 256),
-            )?;
+            g.gpu().dispatch(&BACKWARD, &bp, &[g.buffer(), tables.buffer()], &[gx.buffer()], Grid::cover(gx.numel() as u64, 256))?;
         }
         Ok(vec![Some(gx)])
     }))
