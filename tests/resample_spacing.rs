@@ -26,3 +26,19 @@ fn gpu_spacing_resample_matches_the_cpu_one() {
     }
     assert!(resample_to_spacing_gpu(&gpu, &ct, [0.0, 1.0, 1.0], Interp::Linear).is_err());
 }
+
+#[test]
+fn a_volume_over_one_binding_is_resampled_in_slabs() {
+    // LIDC-IDRI-0001 as f32 is 139 MB, over lavapipe's 128 MiB storage binding.
+    let gpu = gpu();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cxr.nii.gz");
+    assert!(std::path::Path::new(path).exists(), "{path} is missing: run scripts/fetch-sample-data.sh");
+    let ct = cads::data::read_nifti(path).unwrap();
+    let target = [2.0, 2.0, 2.0];
+    let cpu = resample_to_spacing(&ct, target, Interp::Linear).unwrap();
+    let gpu_vol = resample_to_spacing_gpu(&gpu, &ct, target, Interp::Linear).unwrap();
+    assert_eq!(gpu_vol.dims, cpu.dims);
+    let want: Vec<f64> = cpu.data.iter().map(|&v| v as f64).collect();
+    let tol = cads::util::Tolerance { abs: 1e-2, rel: F32_ACCUM.rel };
+    assert_close("LIDC at 2 mm", &gpu_vol.data, &want, tol);
+}

@@ -6,6 +6,7 @@
 
 pub mod augment;
 pub mod cads_views;
+pub mod drr_cache;
 pub mod json;
 pub mod loader;
 pub mod nifti;

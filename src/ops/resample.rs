@@ -150,14 +150,21 @@ pub fn resample(x: &Tensor, size: [usize; 3], mode: ResampleMode) -> Result<Tens
 /// voxel (rounding). This is resampling to a new voxel spacing, `step = new / old spacing`, as
 /// `data::resample_to_spacing` does on the CPU.
 pub fn resample_scaled(x: &Tensor, size: [usize; 3], step: [f64; 3], linear: bool) -> Result<Tensor> {
+    resample_scaled_from(x, size, step, [0.0; 3], linear)
+}
+
+/// As [`resample_scaled`] with output 0 reading source coordinate `origin` (per axis, in input
+/// voxels): output o reads `origin + o · step`. Lets a caller resample a slab of a volume too
+/// large for one binding.
+pub fn resample_scaled_from(x: &Tensor, size: [usize; 3], step: [f64; 3], origin: [f64; 3], linear: bool) -> Result<Tensor> {
     let op = "resample_scaled";
     let dhw = spatial_dims(op, x)?;
-    if step.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return Err(Error::invalid(op, "finite positive steps", format!("{step:?}")));
+    if step.iter().chain(&origin).any(|s| !s.is_finite()) || step.iter().any(|s| *s <= 0.0) {
+        return Err(Error::invalid(op, "finite positive steps and finite origins", format!("step {step:?}, origin {origin:?}")));
     }
     resample_tables(x, size, &|a, o| {
         let n = dhw[a];
-        let src = (o as f64 * step[a]).clamp(0.0, (n - 1) as f64);
+        let src = (origin[a] + o as f64 * step[a]).clamp(0.0, (n - 1) as f64);
         if linear {
             let i0 = src.floor() as usize;
             let i1 = (i0 + 1).min(n - 1);
