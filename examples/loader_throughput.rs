@@ -9,9 +9,6 @@
 
 use cads::data::cads_views::CadsViewConfig;
 use cads::data::drr_cache::EngineCadsDrr;
-use cads::models::pvt::{Modality, PvtConfig, PvtEncoder};
-use cads::util::Rng;
-use cads::{ops, Gpu, Tensor};
 use cads::data::loader::{
     make_cads_batch, make_seg_batch, prepare_cads_volume, Prefetcher, SegCase, SegPatchConfig,
 };
@@ -19,6 +16,9 @@ use cads::data::orientation::to_canonical;
 use cads::data::phantom::{phantom, PhantomConfig};
 use cads::data::preprocess::{Patch, TilingConfig};
 use cads::data::read_nifti;
+use cads::models::pvt::{Modality, PvtConfig, PvtEncoder};
+use cads::util::Rng;
+use cads::{ops, Gpu, Tensor};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -112,7 +112,12 @@ fn student_step_seconds(gpu: &Gpu, batch: usize) -> cads::Result<f64> {
         ];
         let inputs: Vec<(Modality, Tensor)> = views
             .into_iter()
-            .map(|(m, s)| Ok((m, Tensor::from_slice(gpu, &rng.vec_uniform(s.iter().product(), -1.0, 1.0), &s)?)))
+            .map(|(m, s)| {
+                Ok((
+                    m,
+                    Tensor::from_slice(gpu, &rng.vec_uniform(s.iter().product(), -1.0, 1.0), &s)?,
+                ))
+            })
             .collect::<cads::Result<_>>()?;
         gpu.synchronize()?;
         let t = Instant::now();
@@ -137,12 +142,22 @@ fn student_step_seconds(gpu: &Gpu, batch: usize) -> cads::Result<f64> {
 /// activation of one patch is [1, 51200, 512] = 105 MB, and two exceed lavapipe's 128 MiB storage
 /// binding. One run: it is long on a software adapter.
 fn seg_step_seconds(gpu: &Gpu, batch: usize) -> cads::Result<f64> {
-    let enc = PvtEncoder::new(gpu, PvtConfig { with_image_path: false, ..PvtConfig::default() })?;
+    let enc = PvtEncoder::new(
+        gpu,
+        PvtConfig {
+            with_image_path: false,
+            ..PvtConfig::default()
+        },
+    )?;
     let mut rng = Rng::new(1);
     let shape = [1, 64, 160, 160, 1];
     let mut total = 0.0;
     for _ in 0..batch {
-        let x = Tensor::from_slice(gpu, &rng.vec_uniform(shape.iter().product(), -1.0, 1.0), &shape)?;
+        let x = Tensor::from_slice(
+            gpu,
+            &rng.vec_uniform(shape.iter().product(), -1.0, 1.0),
+            &shape,
+        )?;
         gpu.synchronize()?;
         let t = Instant::now();
         let out = enc.forward(&x, Modality::Volume, true, &mut rng)?;

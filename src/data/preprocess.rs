@@ -175,7 +175,8 @@ pub fn resize(src: &Patch, shape: [usize; 3], interp: Interp) -> Result<Patch> {
 /// coordinate `n · target / spacing`, and the new dims are `round(dims · spacing / target)`.
 /// CPU version; the GPU kernel replaces this function.
 pub fn resample_to_spacing(vol: &Volume, target_mm: [f64; 3], interp: Interp) -> Result<Volume> {
-    let (ratio, dims, affine, datatype) = spacing_geometry("resample_to_spacing", vol, target_mm, interp)?;
+    let (ratio, dims, affine, datatype) =
+        spacing_geometry("resample_to_spacing", vol, target_mm, interp)?;
     let src = Patch::from_volume(vol);
     let mut data = Vec::with_capacity(dims.iter().product());
     for k in 0..dims[2] {
@@ -197,7 +198,12 @@ pub fn resample_to_spacing(vol: &Volume, target_mm: [f64; 3], interp: Interp) ->
 /// [`resample_to_spacing`] on the GPU (`ops::resample_scaled`): the same grid, affine and
 /// sampling (voxel 0 fixed, source coordinate `o · new/old spacing` clamped to the volume;
 /// trilinear for images, nearest for labels), for volumes whose CPU resampling would be slow.
-pub fn resample_to_spacing_gpu(gpu: &crate::Gpu, vol: &Volume, target_mm: [f64; 3], interp: Interp) -> Result<Volume> {
+pub fn resample_to_spacing_gpu(
+    gpu: &crate::Gpu,
+    vol: &Volume,
+    target_mm: [f64; 3],
+    interp: Interp,
+) -> Result<Volume> {
     let op = "resample_to_spacing_gpu";
     let (ratio, dims, affine, datatype) = spacing_geometry(op, vol, target_mm, interp)?;
     // Volume data is [X, Y, Z] with x fastest, i.e. row-major [D = Z, H = Y, W = X].
@@ -211,7 +217,12 @@ pub fn resample_to_spacing_gpu(gpu: &crate::Gpu, vol: &Volume, target_mm: [f64; 
     let max_out_slices = (max_floats / plane.max(1)).saturating_sub(2) / in_slices_per_out.max(1);
     let max_out_slices = max_out_slices.min(max_floats / out_plane.max(1));
     if max_out_slices == 0 {
-        return Err(Error::TooLarge { op, bytes: (plane * 4 * 3) as u64, limit: gpu.max_binding_bytes(), which: "max_storage_buffer_binding_size (a few z-slices)" });
+        return Err(Error::TooLarge {
+            op,
+            bytes: (plane * 4 * 3) as u64,
+            limit: gpu.max_binding_bytes(),
+            which: "max_storage_buffer_binding_size (a few z-slices)",
+        });
     }
     let mut data = Vec::with_capacity(dims.iter().product());
     let mut oz0 = 0;
@@ -219,9 +230,19 @@ pub fn resample_to_spacing_gpu(gpu: &crate::Gpu, vol: &Volume, target_mm: [f64; 
         let oz1 = (oz0 + max_out_slices).min(dims[2]);
         let z0 = ((oz0 as f64 * ratio[2]).floor() as usize).min(nz - 1);
         let z1 = (((oz1 - 1) as f64 * ratio[2]).floor() as usize + 2).min(nz);
-        let slab = crate::Tensor::from_slice(gpu, &vol.data[z0 * plane..z1 * plane], &[1, z1 - z0, ny, nx, 1])?;
+        let slab = crate::Tensor::from_slice(
+            gpu,
+            &vol.data[z0 * plane..z1 * plane],
+            &[1, z1 - z0, ny, nx, 1],
+        )?;
         let out = gpu.no_grad(|| {
-            crate::ops::resample::resample_scaled_from(&slab, [oz1 - oz0, dims[1], dims[0]], [ratio[2], ratio[1], ratio[0]], [oz0 as f64 * ratio[2] - z0 as f64, 0.0, 0.0], interp == Interp::Linear)
+            crate::ops::resample::resample_scaled_from(
+                &slab,
+                [oz1 - oz0, dims[1], dims[0]],
+                [ratio[2], ratio[1], ratio[0]],
+                [oz0 as f64 * ratio[2] - z0 as f64, 0.0, 0.0],
+                interp == Interp::Linear,
+            )
         })?;
         data.extend(out.to_vec()?);
         oz0 = oz1;
@@ -230,19 +251,33 @@ pub fn resample_to_spacing_gpu(gpu: &crate::Gpu, vol: &Volume, target_mm: [f64; 
 }
 
 /// (step ratio per voxel axis, new dims, new affine, datatype) of resampling `vol` to `target_mm`.
-fn spacing_geometry(op: &'static str, vol: &Volume, target_mm: [f64; 3], interp: Interp) -> Result<([f64; 3], [usize; 3], super::volume::Affine, Datatype)> {
+fn spacing_geometry(
+    op: &'static str,
+    vol: &Volume,
+    target_mm: [f64; 3],
+    interp: Interp,
+) -> Result<([f64; 3], [usize; 3], super::volume::Affine, Datatype)> {
     if target_mm.iter().any(|t| !(t.is_finite() && *t > 0.0)) {
-        return Err(Error::invalid(op, "positive finite spacing", format!("{target_mm:?}")));
+        return Err(Error::invalid(
+            op,
+            "positive finite spacing",
+            format!("{target_mm:?}"),
+        ));
     }
     let ratio: [f64; 3] = std::array::from_fn(|a| target_mm[a] / vol.spacing[a]);
-    let dims: [usize; 3] = std::array::from_fn(|a| ((vol.dims[a] as f64 / ratio[a]).round() as usize).max(1));
+    let dims: [usize; 3] =
+        std::array::from_fn(|a| ((vol.dims[a] as f64 / ratio[a]).round() as usize).max(1));
     let mut affine = vol.affine;
     for row in affine.iter_mut().take(3) {
         for (c, r) in ratio.iter().enumerate() {
             row[c] *= r;
         }
     }
-    let datatype = if interp == Interp::Linear && vol.datatype.is_integer() { Datatype::Float32 } else { vol.datatype };
+    let datatype = if interp == Interp::Linear && vol.datatype.is_integer() {
+        Datatype::Float32
+    } else {
+        vol.datatype
+    };
     Ok((ratio, dims, affine, datatype))
 }
 

@@ -149,18 +149,33 @@ pub fn resample(x: &Tensor, size: [usize; 3], mode: ResampleMode) -> Result<Tens
 /// source coordinate `o · step` clamped to the input; `linear` interpolates, otherwise the nearest
 /// voxel (rounding). This is resampling to a new voxel spacing, `step = new / old spacing`, as
 /// `data::resample_to_spacing` does on the CPU.
-pub fn resample_scaled(x: &Tensor, size: [usize; 3], step: [f64; 3], linear: bool) -> Result<Tensor> {
+pub fn resample_scaled(
+    x: &Tensor,
+    size: [usize; 3],
+    step: [f64; 3],
+    linear: bool,
+) -> Result<Tensor> {
     resample_scaled_from(x, size, step, [0.0; 3], linear)
 }
 
 /// As [`resample_scaled`] with output 0 reading source coordinate `origin` (per axis, in input
 /// voxels): output o reads `origin + o · step`. Lets a caller resample a slab of a volume too
 /// large for one binding.
-pub fn resample_scaled_from(x: &Tensor, size: [usize; 3], step: [f64; 3], origin: [f64; 3], linear: bool) -> Result<Tensor> {
+pub fn resample_scaled_from(
+    x: &Tensor,
+    size: [usize; 3],
+    step: [f64; 3],
+    origin: [f64; 3],
+    linear: bool,
+) -> Result<Tensor> {
     let op = "resample_scaled";
     let dhw = spatial_dims(op, x)?;
     if step.iter().chain(&origin).any(|s| !s.is_finite()) || step.iter().any(|s| *s <= 0.0) {
-        return Err(Error::invalid(op, "finite positive steps and finite origins", format!("step {step:?}, origin {origin:?}")));
+        return Err(Error::invalid(
+            op,
+            "finite positive steps and finite origins",
+            format!("step {step:?}, origin {origin:?}"),
+        ));
     }
     resample_tables(x, size, &|a, o| {
         let n = dhw[a];
@@ -181,12 +196,20 @@ fn spatial_dims(op: &'static str, x: &Tensor) -> Result<[usize; 3]> {
     match *x.shape() {
         [_, d, h, w, _] => Ok([d, h, w]),
         [_, h, w, _] => Ok([1, h, w]),
-        _ => Err(Error::shape(op, "[N, D, H, W, C] or [N, H, W, C]", x.shape())),
+        _ => Err(Error::shape(
+            op,
+            "[N, D, H, W, C] or [N, H, W, C]",
+            x.shape(),
+        )),
     }
 }
 
 /// Shared launch: per-axis weights (axis, output index) → (i0, i1, λ).
-fn resample_tables(x: &Tensor, size: [usize; 3], weights: &dyn Fn(usize, usize) -> (usize, usize, f64)) -> Result<Tensor> {
+fn resample_tables(
+    x: &Tensor,
+    size: [usize; 3],
+    weights: &dyn Fn(usize, usize) -> (usize, usize, f64),
+) -> Result<Tensor> {
     let op = "resample";
     let dhw = spatial_dims(op, x)?;
     let image = x.rank() == 4;
@@ -195,16 +218,36 @@ fn resample_tables(x: &Tensor, size: [usize; 3], weights: &dyn Fn(usize, usize) 
         return Err(Error::invalid(op, "size[0] = 1 for a 2D image", size[0]));
     }
     if size.contains(&0) || dhw.contains(&0) {
-        return Err(Error::invalid(op, "non-zero input and output extents", format!("input {dhw:?}, size {size:?}")));
+        return Err(Error::invalid(
+            op,
+            "non-zero input and output extents",
+            format!("input {dhw:?}, size {size:?}"),
+        ));
     }
-    let out_shape = if image { vec![n, size[1], size[2], c] } else { vec![n, size[0], size[1], size[2], c] };
-    let mut params = ResampleParams { n: n as u32, c: c as u32, dhw: dhw.map(|v| v as u32), out: size.map(|v| v as u32), ..Default::default() };
+    let out_shape = if image {
+        vec![n, size[1], size[2], c]
+    } else {
+        vec![n, size[0], size[1], size[2], c]
+    };
+    let mut params = ResampleParams {
+        n: n as u32,
+        c: c as u32,
+        dhw: dhw.map(|v| v as u32),
+        out: size.map(|v| v as u32),
+        ..Default::default()
+    };
     let table_data = build_tables(weights, dhw, size, &mut params);
     let tables = Tensor::from_slice(x.gpu(), &table_data, &[table_data.len()])?;
     let y = Tensor::uninit(x.gpu(), op, &out_shape)?;
     params.total = y.numel() as u32;
     if y.numel() > 0 {
-        x.gpu().dispatch(&FORWARD, &params, &[x.buffer(), tables.buffer()], &[y.buffer()], Grid::cover(y.numel() as u64, 256))?;
+        x.gpu().dispatch(
+            &FORWARD,
+            &params,
+            &[x.buffer(), tables.buffer()],
+            &[y.buffer()],
+            Grid::cover(y.numel() as u64, 256),
+        )?;
     }
     let in_shape = x.shape().to_vec();
     Ok(record(y, op, &[x], move |g| {
@@ -212,7 +255,13 @@ fn resample_tables(x: &Tensor, size: [usize; 3], weights: &dyn Fn(usize, usize) 
         let mut bp = params;
         bp.total = gx.numel() as u32;
         if gx.numel() > 0 {
-            g.gpu().dispatch(&BACKWARD, &bp, &[g.buffer(), tables.buffer()], &[gx.buffer()], Grid::cover(gx.numel() as u64, 256))?;
+            g.gpu().dispatch(
+                &BACKWARD,
+                &bp,
+                &[g.buffer(), tables.buffer()],
+                &[gx.buffer()],
+                Grid::cover(gx.numel() as u64, 256),
+            )?;
         }
         Ok(vec![Some(gx)])
     }))
