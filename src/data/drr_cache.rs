@@ -19,15 +19,27 @@ pub struct EngineCadsDrr {
     pub gpu: Gpu,
 }
 
+/// The DRR engine's grid of a volume: tensor `[D, H, W] = [Z, Y, X]` (x fastest, the
+/// volume's own data order) and the index → world affine.
+pub fn drr_grid(vol: &Volume) -> VolumeGrid {
+    let [nx, ny, nz] = vol.dims;
+    VolumeGrid {
+        dims: [nz, ny, nx],
+        affine: [vol.affine[0], vol.affine[1], vol.affine[2]],
+    }
+}
+
+/// Read a CT for the DRR engine: the NIfTI reader of this module, as (grid, HU values).
+pub fn read_ct_for_drr(path: &str) -> Result<(VolumeGrid, Vec<f32>)> {
+    let vol = super::read_nifti(path)?;
+    Ok((drr_grid(&vol), vol.data))
+}
+
 impl DrrProjector for EngineCadsDrr {
     fn project(&self, ct: &Volume) -> Result<Patch> {
         // Canonical RAS grid: tensor [D, H, W] = [z (S), y (A), x (R)], affine maps (x, y, z).
         let (v, _) = to_canonical(ct)?;
-        let [nx, ny, nz] = v.dims;
-        let grid = VolumeGrid {
-            dims: [nz, ny, nx],
-            affine: [v.affine[0], v.affine[1], v.affine[2]],
-        };
+        let grid = drr_grid(&v);
         let img = self.gpu.no_grad(|| cads_view(&self.gpu, &grid, &v.data))?;
         Patch::new(img, [1, CADS_SIZE, CADS_SIZE])
     }
