@@ -99,9 +99,9 @@ fn build_tables(
     params: &mut ResampleParams,
 ) -> Vec<f32> {
     let mut t: Vec<f32> = Vec::new();
-    for a in 0..3 {
+    for (a, &extent) in out.iter().enumerate() {
         params.fwd[a] = t.len() as u32;
-        for o in 0..out[a] {
+        for o in 0..extent {
             let (i0, i1, l) = weights(a, o);
             t.extend_from_slice(&[i0 as f32, i1 as f32, l as f32]);
         }
