@@ -15,10 +15,12 @@
 mod block;
 mod config;
 mod conv;
+mod import;
 
 pub use block::{Block, Grid3};
 pub use config::{Modality, PvtConfig, BLOCK_EPS, EMBED_EPS, LEAKY_SLOPE};
 pub use conv::ConvUnit;
+pub use import::LoadReport;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
