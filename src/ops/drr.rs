@@ -10,9 +10,20 @@ use crate::error::Result;
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
 
-const SIDDON: &str = include_str!("../../shaders/drr_siddon.wgsl");
-const TRILINEAR: &str = include_str!("../../shaders/drr_trilinear.wgsl");
-const BACKPROJECT: &str = include_str!("../../shaders/drr_backproject.wgsl");
+// Each DRR shader is its body followed by the shared geometry (WGSL has no include; module-scope
+// declarations may come in any order).
+const SIDDON: &str = concat!(
+    include_str!("../../shaders/drr_siddon.wgsl"),
+    include_str!("../../shaders/drr_geometry.wgsl")
+);
+const TRILINEAR: &str = concat!(
+    include_str!("../../shaders/drr_trilinear.wgsl"),
+    include_str!("../../shaders/drr_geometry.wgsl")
+);
+const BACKPROJECT: &str = concat!(
+    include_str!("../../shaders/drr_backproject.wgsl"),
+    include_str!("../../shaders/drr_geometry.wgsl")
+);
 
 /// Mirrors `DrrParams` in the three DRR shaders (176 bytes).
 #[repr(C)]
