@@ -102,3 +102,24 @@ fn make_ray(q: PoseCS, row: u32, col: u32) -> WorldRay {
     let bw = to_world(q, rc.b);
     return WorldRay(aw, bw, to_index(aw), to_index(bw), rc.a, rc.b);
 }
+
+// Which ray an invocation traces. A workgroup of 64 takes an 8×8 tile of detector pixels of one
+// pose (tiles row-major, poses outermost), so neighbouring lanes march through neighbouring
+// voxels in both detector directions and share cache lines (measured 1.2–1.5× over 64×1 row
+// segments on lavapipe for the LIDC CT). `o` is the flat output index b·H·W + row·W + col,
+// clamped to a valid ray when `live` is false (partial edge tiles). Dispatch: n_poses ·
+// ceil(H/8) · ceil(W/8) workgroups on a folded 1-D grid.
+struct RayIndex { o: u32, live: bool }
+
+fn tiled_ray(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RayIndex {
+    let tiles_w = (p.det_w + 7u) / 8u;
+    let per_pose = tiles_w * ((p.det_h + 7u) / 8u);
+    let t = wg.x + wg.y * nwg.x;
+    let b = t / per_pose;
+    let r = t % per_pose;
+    let row = (r / tiles_w) * 8u + lid / 8u;
+    let col = (r % tiles_w) * 8u + lid % 8u;
+    let live = b < p.n_poses && row < p.det_h && col < p.det_w;
+    let o = (min(b, p.n_poses - 1u) * p.det_h + min(row, p.det_h - 1u)) * p.det_w + min(col, p.det_w - 1u);
+    return RayIndex(o, live);
+}

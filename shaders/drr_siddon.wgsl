@@ -168,16 +168,13 @@ fn siddon_walk(a: vec3<f32>, d: vec3<f32>, grad: bool) -> Walk {
     return w;
 }
 
-fn ray_id(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.x + wg.y * nwg.x) * 64u + lid;
-}
-
 @compute @workgroup_size(64)
 fn siddon_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-    let o = ray_id(wg, nwg, lid);
+    let ri = tiled_ray(wg, nwg, lid);
+    if (!ri.live) { return; }
+    let o = ri.o;
     let n_pix = p.det_h * p.det_w;
-    if (o >= p.n_poses * n_pix) { return; }
     let b = o / n_pix;
     let pix = o % n_pix;
     let q = load_pose(b);
@@ -191,9 +188,10 @@ fn siddon_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 @compute @workgroup_size(64)
 fn siddon_forward_jacobian(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                            @builtin(local_invocation_index) lid: u32) {
-    let o = ray_id(wg, nwg, lid);
+    let ri = tiled_ray(wg, nwg, lid);
+    if (!ri.live) { return; }
+    let o = ri.o;
     let n_pix = p.det_h * p.det_w;
-    if (o >= p.n_poses * n_pix) { return; }
     let b = o / n_pix;
     let pix = o % n_pix;
     let q = load_pose(b);

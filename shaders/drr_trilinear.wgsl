@@ -65,35 +65,39 @@ fn write_pose_grad(o: u32, q: PoseCS, r: WorldRay, ga: vec3<f32>, gb: vec3<f32>,
     }
 }
 
-// Zero-padded voxel read.
-fn voxel_or_zero(ix: i32, iy: i32, iz: i32) -> f32 {
-    if (ix < 0 || iy < 0 || iz < 0 || ix >= i32(p.nx) || iy >= i32(p.ny) || iz >= i32(p.nz)) { return 0.0; }
-    return vol[(u32(iz) * p.ny + u32(iy)) * p.nx + u32(ix)];
-}
-
 // The 8 corner values around x as two vec4 (no private array: dynamically indexed private
 // arrays are spilled to memory by SIMD compilers such as lavapipe's):
 // lo = (c000, c100, c010, c110), hi = (c001, c101, c011, c111) with c_xyz the corner offsets.
 struct Cell { lo: vec4<f32>, hi: vec4<f32>, f: vec3<f32> }
 
+// Zero padding without branches: every corner index is clamped into the volume (so all 8 loads
+// are in bounds) and a corner outside the volume has its value multiplied by 0. On SIMD
+// compilers (lavapipe) an `if interior {…} else {…}` runs both sides for every sample, and the
+// per-corner checks of the edge side cost more than the loads themselves.
 fn load_cell(x: vec3<f32>) -> Cell {
     let fl = floor(x);
     let i = vec3<i32>(fl);
+    let n = vec3<i32>(i32(p.nx), i32(p.ny), i32(p.nz));
+    let i0 = clamp(i, vec3<i32>(0), n - 1);
+    let i1 = clamp(i + 1, vec3<i32>(0), n - 1);
+    // 1 where the corner coordinate lies inside [0, n), else 0, per axis.
+    let m0 = select(vec3<f32>(0.0), vec3<f32>(1.0), i >= vec3<i32>(0) & i < n);
+    let m1 = select(vec3<f32>(0.0), vec3<f32>(1.0), i + 1 >= vec3<i32>(0) & i + 1 < n);
+    let sy = p.nx;
+    let sz = p.nx * p.ny;
+    let r00 = u32(i0.z) * sz + u32(i0.y) * sy; // (y0, z0)
+    let r10 = u32(i0.z) * sz + u32(i1.y) * sy; // (y1, z0)
+    let r01 = u32(i1.z) * sz + u32(i0.y) * sy; // (y0, z1)
+    let r11 = u32(i1.z) * sz + u32(i1.y) * sy; // (y1, z1)
+    let x0 = u32(i0.x);
+    let x1 = u32(i1.x);
+    let mx = vec4<f32>(m0.x, m1.x, m0.x, m1.x);
     var cell: Cell;
     cell.f = x - fl;
-    if (i.x >= 0 && i.y >= 0 && i.z >= 0 && i.x + 1 < i32(p.nx) && i.y + 1 < i32(p.ny) && i.z + 1 < i32(p.nz)) {
-        // interior: no per-corner checks
-        let base = (u32(i.z) * p.ny + u32(i.y)) * p.nx + u32(i.x);
-        let sy = p.nx;
-        let sz = p.nx * p.ny;
-        cell.lo = vec4<f32>(vol[base], vol[base + 1u], vol[base + sy], vol[base + sy + 1u]);
-        cell.hi = vec4<f32>(vol[base + sz], vol[base + sz + 1u], vol[base + sz + sy], vol[base + sz + sy + 1u]);
-    } else {
-        cell.lo = vec4<f32>(voxel_or_zero(i.x, i.y, i.z), voxel_or_zero(i.x + 1, i.y, i.z),
-                            voxel_or_zero(i.x, i.y + 1, i.z), voxel_or_zero(i.x + 1, i.y + 1, i.z));
-        cell.hi = vec4<f32>(voxel_or_zero(i.x, i.y, i.z + 1), voxel_or_zero(i.x + 1, i.y, i.z + 1),
-                            voxel_or_zero(i.x, i.y + 1, i.z + 1), voxel_or_zero(i.x + 1, i.y + 1, i.z + 1));
-    }
+    cell.lo = vec4<f32>(vol[r00 + x0], vol[r00 + x1], vol[r10 + x0], vol[r10 + x1])
+        * mx * vec4<f32>(m0.y, m0.y, m1.y, m1.y) * m0.z;
+    cell.hi = vec4<f32>(vol[r01 + x0], vol[r01 + x1], vol[r11 + x0], vol[r11 + x1])
+        * mx * vec4<f32>(m0.y, m0.y, m1.y, m1.y) * m1.z;
     return cell;
 }
 
@@ -132,16 +136,13 @@ fn sample_range(a: vec3<f32>, d: vec3<f32>, len: f32) -> Samples {
     return s;
 }
 
-fn ray_id(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.x + wg.y * nwg.x) * 64u + lid;
-}
-
 @compute @workgroup_size(64)
 fn trilinear_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-    let o = ray_id(wg, nwg, lid);
+    let ri = tiled_ray(wg, nwg, lid);
+    if (!ri.live) { return; }
+    let o = ri.o;
     let n_pix = p.det_h * p.det_w;
-    if (o >= p.n_poses * n_pix) { return; }
     let q = load_pose(o / n_pix);
     let pix = o % n_pix;
     let r = make_ray(q, pix / p.det_w, pix % p.det_w);
@@ -159,9 +160,10 @@ fn trilinear_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
 @compute @workgroup_size(64)
 fn trilinear_forward_jacobian(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
-    let o = ray_id(wg, nwg, lid);
+    let ri = tiled_ray(wg, nwg, lid);
+    if (!ri.live) { return; }
+    let o = ri.o;
     let n_pix = p.det_h * p.det_w;
-    if (o >= p.n_poses * n_pix) { return; }
     let q = load_pose(o / n_pix);
     let pix = o % n_pix;
     let r = make_ray(q, pix / p.det_w, pix % p.det_w);

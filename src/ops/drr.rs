@@ -105,6 +105,14 @@ pub enum Projector {
 
 const WORKGROUP: u32 = 64;
 
+/// Workgroups of the forward kernels: one per 8×8 detector tile of each pose (`tiled_ray` in
+/// shaders/drr_geometry.wgsl). `img` is [B, H, W].
+fn ray_tiles(img: &Tensor) -> Grid {
+    let s = img.shape();
+    let (b, h, w) = (s[0] as u64, s[1] as u64, s[2] as u64);
+    Grid::Linear((b * h.div_ceil(8) * w.div_ceil(8)).max(1))
+}
+
 /// `img (+)= P_slab(vol)`: one invocation per ray of every pose. `img` is [B, H, W].
 pub(crate) fn forward_raw(
     projector: Projector,
@@ -122,7 +130,7 @@ pub(crate) fn forward_raw(
         params,
         &[slab.buffer(), poses.buffer()],
         &[img.buffer()],
-        Grid::cover(img.numel() as u64, WORKGROUP),
+        ray_tiles(img),
     )
 }
 
@@ -144,7 +152,7 @@ pub(crate) fn forward_jacobian_raw(
         params,
         &[slab.buffer(), poses.buffer()],
         &[img.buffer(), jac.buffer()],
-        Grid::cover(img.numel() as u64, WORKGROUP),
+        ray_tiles(img),
     )
 }
 
