@@ -48,7 +48,6 @@ impl DeviceFeatures {
             | wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
             | wgpu::Features::SHADER_FLOAT32_ATOMIC
-            | wgpu::Features::FLOAT32_FILTERABLE
     }
 }
 
