@@ -3,7 +3,7 @@
 (between the GENERATED markers). Tile: one tap x 4 input channels (1 for _c1) x TN output channels
 per invocation, reducing over one chunk of output rows. Lanes run over (tap, input-channel block);
 the output-channel block (wg.y) and the chunk (wg.z) are workgroup-uniform, so every load of g is
-uniform (one scalar load + broadcast on lavapipe) and only the x load is per lane."""
+workgroup-uniform (Mesa 25.0.7 lavapipe still loads it per lane: docs/lavapipe-loads.md)."""
 import pathlib
 
 def kernel(name, c4, TN):

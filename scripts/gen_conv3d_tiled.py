@@ -15,9 +15,9 @@ def forward(name, c4, TM, TN):
     a("        @builtin(local_invocation_index) lid: u32) {")
     a(f"    let m0 = ((wg.x + wg.y * nwg.x) * 64u + lid) * {TM}u;")
     a("    // Bounds guard without control flow: out-of-range invocations compute a clamped voxel")
-    a("    // (voxel() marks it not live) and skip only the final stores. lavapipe turns a")
-    a("    // workgroup-uniform load into one scalar load + broadcast only outside `if`s, and an early")
-    a("    // return would wrap the whole body in one.")
+    a("    // (voxel() marks it not live) and skip only the final stores. A SIMD compiler such as")
+    a("    // lavapipe runs both sides of every `if` masked, so branches cost on every lane (see")
+    a("    // docs/lavapipe-loads.md).")
     a(f"    let co0 = wg.z * {TN}u;")
     a("    let cout4 = p.cout / 4u;")
     a("    let grp = co0 / p.cout_g;")
@@ -26,7 +26,7 @@ def forward(name, c4, TM, TN):
     for j in range(TM):
         for t in range(nt):
             a(f"    var acc{j}_{t} = vec4<f32>(0.0);")
-    a("    // bias without an `if` (loads inside control flow lose lavapipe's uniform fast path)")
+    a("    // bias without an `if` (a masked branch would cost as much as the load itself)")
     a("    let bias_on = f32(p.has_bias != 0u);")
     for t in range(nt):
         a(f"    let b{t} = bias4[co0 / 4u + {t}u] * bias_on;")

@@ -17,8 +17,8 @@
 //   workgroup run over voxels and the channel block is wg.z, so every weight address is
 //   workgroup-uniform. `_c4` steps input channels by 4 with vec4 loads (Cin_g % 4 == 0), `_c1`
 //   by 1. Needs Cout_g % TN == 0 (host-checked). Dispatch: (x, y) fold ceil(M / (64·TM)), z =
-//   Cout / TN. Bounds guard by clamping + masked stores, not an early return: lavapipe keeps a
-//   uniform load as one scalar load + broadcast only outside control flow.
+//   Cout / TN. Bounds guard by clamping + masked stores, not an early return (branches run
+//   masked on both sides on SIMD compilers; docs/lavapipe-loads.md).
 
 struct ConvParams {
     n: u32, d: u32, h: u32, w: u32,
@@ -146,9 +146,9 @@ fn conv3d_tiled_m8n8_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
         @builtin(local_invocation_index) lid: u32) {
     let m0 = ((wg.x + wg.y * nwg.x) * 64u + lid) * 8u;
     // Bounds guard without control flow: out-of-range invocations compute a clamped voxel
-    // (voxel() marks it not live) and skip only the final stores. lavapipe turns a
-    // workgroup-uniform load into one scalar load + broadcast only outside `if`s, and an early
-    // return would wrap the whole body in one.
+    // (voxel() marks it not live) and skip only the final stores. A SIMD compiler such as
+    // lavapipe runs both sides of every `if` masked, so branches cost on every lane (see
+    // docs/lavapipe-loads.md).
     let co0 = wg.z * 8u;
     let cout4 = p.cout / 4u;
     let grp = co0 / p.cout_g;
@@ -176,7 +176,7 @@ fn conv3d_tiled_m8n8_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
     var acc6_1 = vec4<f32>(0.0);
     var acc7_0 = vec4<f32>(0.0);
     var acc7_1 = vec4<f32>(0.0);
-    // bias without an `if` (loads inside control flow lose lavapipe's uniform fast path)
+    // bias without an `if` (a masked branch would cost as much as the load itself)
     let bias_on = f32(p.has_bias != 0u);
     let b0 = bias4[co0 / 4u + 0u] * bias_on;
     acc0_0 = b0;
@@ -377,9 +377,9 @@ fn conv3d_tiled_m8n8_c1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
         @builtin(local_invocation_index) lid: u32) {
     let m0 = ((wg.x + wg.y * nwg.x) * 64u + lid) * 8u;
     // Bounds guard without control flow: out-of-range invocations compute a clamped voxel
-    // (voxel() marks it not live) and skip only the final stores. lavapipe turns a
-    // workgroup-uniform load into one scalar load + broadcast only outside `if`s, and an early
-    // return would wrap the whole body in one.
+    // (voxel() marks it not live) and skip only the final stores. A SIMD compiler such as
+    // lavapipe runs both sides of every `if` masked, so branches cost on every lane (see
+    // docs/lavapipe-loads.md).
     let co0 = wg.z * 8u;
     let cout4 = p.cout / 4u;
     let grp = co0 / p.cout_g;
@@ -407,7 +407,7 @@ fn conv3d_tiled_m8n8_c1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
     var acc6_1 = vec4<f32>(0.0);
     var acc7_0 = vec4<f32>(0.0);
     var acc7_1 = vec4<f32>(0.0);
-    // bias without an `if` (loads inside control flow lose lavapipe's uniform fast path)
+    // bias without an `if` (a masked branch would cost as much as the load itself)
     let bias_on = f32(p.has_bias != 0u);
     let b0 = bias4[co0 / 4u + 0u] * bias_on;
     acc0_0 = b0;
@@ -554,9 +554,9 @@ fn conv3d_tiled_m16n8_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
         @builtin(local_invocation_index) lid: u32) {
     let m0 = ((wg.x + wg.y * nwg.x) * 64u + lid) * 16u;
     // Bounds guard without control flow: out-of-range invocations compute a clamped voxel
-    // (voxel() marks it not live) and skip only the final stores. lavapipe turns a
-    // workgroup-uniform load into one scalar load + broadcast only outside `if`s, and an early
-    // return would wrap the whole body in one.
+    // (voxel() marks it not live) and skip only the final stores. A SIMD compiler such as
+    // lavapipe runs both sides of every `if` masked, so branches cost on every lane (see
+    // docs/lavapipe-loads.md).
     let co0 = wg.z * 8u;
     let cout4 = p.cout / 4u;
     let grp = co0 / p.cout_g;
@@ -608,7 +608,7 @@ fn conv3d_tiled_m16n8_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     var acc14_1 = vec4<f32>(0.0);
     var acc15_0 = vec4<f32>(0.0);
     var acc15_1 = vec4<f32>(0.0);
-    // bias without an `if` (loads inside control flow lose lavapipe's uniform fast path)
+    // bias without an `if` (a masked branch would cost as much as the load itself)
     let bias_on = f32(p.has_bias != 0u);
     let b0 = bias4[co0 / 4u + 0u] * bias_on;
     acc0_0 = b0;
@@ -977,9 +977,9 @@ fn conv3d_tiled_m16n8_c1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
         @builtin(local_invocation_index) lid: u32) {
     let m0 = ((wg.x + wg.y * nwg.x) * 64u + lid) * 16u;
     // Bounds guard without control flow: out-of-range invocations compute a clamped voxel
-    // (voxel() marks it not live) and skip only the final stores. lavapipe turns a
-    // workgroup-uniform load into one scalar load + broadcast only outside `if`s, and an early
-    // return would wrap the whole body in one.
+    // (voxel() marks it not live) and skip only the final stores. A SIMD compiler such as
+    // lavapipe runs both sides of every `if` masked, so branches cost on every lane (see
+    // docs/lavapipe-loads.md).
     let co0 = wg.z * 8u;
     let cout4 = p.cout / 4u;
     let grp = co0 / p.cout_g;
@@ -1031,7 +1031,7 @@ fn conv3d_tiled_m16n8_c1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     var acc14_1 = vec4<f32>(0.0);
     var acc15_0 = vec4<f32>(0.0);
     var acc15_1 = vec4<f32>(0.0);
-    // bias without an `if` (loads inside control flow lose lavapipe's uniform fast path)
+    // bias without an `if` (a masked branch would cost as much as the load itself)
     let bias_on = f32(p.has_bias != 0u);
     let b0 = bias4[co0 / 4u + 0u] * bias_on;
     acc0_0 = b0;

@@ -82,8 +82,8 @@ fn conv3d_backward_weight_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num
 // block of TN output channels; wg.z a chunk of `chunk` output rows (n, od, oh). Each invocation
 // reduces its 4 × TN tile over the chunk's voxels, walking ow along each row, and writes
 // partial[chunk, tap, cil, co] (layout [splits = chunks, kD·kH·kW·Cin_g·Cout]) for
-// conv3d_backward_weight_sum. The g loads depend only on workgroup-uniform values, so lavapipe
-// does one scalar load + broadcast for them; only the x load is per lane. No early return (see
+// conv3d_backward_weight_sum. The g loads depend only on workgroup-uniform values (one load per
+// lane on Mesa 25.0.7 all the same: docs/lavapipe-loads.md). No early return (see
 // shaders/conv3d.wgsl): lanes past the end clamp and skip the store.
 // Needs Cout_g % TN == 0 (and Cin_g % 4 == 0 for _c4), checked on the host (conv3d_fast.rs).
 

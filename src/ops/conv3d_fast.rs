@@ -12,9 +12,10 @@
 //! over (tap, 4-channel input block), output-channel block and row chunk per workgroup, partials
 //! per chunk summed by `conv3d_backward_weight_sum` (no atomics, deterministic).
 //!
-//! lavapipe note: a load whose address is workgroup-uniform becomes one scalar load + broadcast
-//! only when it is outside any `if`, so these kernels guard bounds by clamping and masked
-//! stores, never by an early return.
+//! These kernels guard bounds by clamping and masked stores, never by an early return: SIMD
+//! compilers such as lavapipe run both sides of a branch masked. On Mesa 25.0.7 every storage
+//! load, uniform address or not, is a per-lane checked scalar sequence (docs/lavapipe-loads.md),
+//! which is what bounds these kernels there.
 
 use super::conv3d::{ConvParams, Geometry, BACKWARD_WEIGHT_SUM};
 use crate::error::Result;
