@@ -21,6 +21,7 @@ mod attention;
 mod conv;
 mod conv_transpose;
 mod core;
+mod drr;
 mod inputs;
 mod matmul;
 mod rows;
@@ -41,6 +42,7 @@ const FAMILIES: &[fn() -> Vec<Case>] = &[
     conv::cases,
     conv_transpose::cases,
     attention::cases,
+    drr::cases,
 ];
 
 /// One benchmark case.
