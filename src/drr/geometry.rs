@@ -185,6 +185,33 @@ impl Geometry {
         }
     }
 
+    /// Cone beam onto a `height × width` panel of square `pixel_mm` pixels (panel extent
+    /// `width·pixel_mm × height·pixel_mm`), principal point at the panel centre, source `sid_mm`
+    /// from the isocentre (the volume centre) and `sdd_mm` from the panel; validated. The
+    /// magnification at the isocentre is `sdd / sid`.
+    pub fn cone(
+        height: usize,
+        width: usize,
+        pixel_mm: f64,
+        sdd_mm: f64,
+        sid_mm: f64,
+    ) -> Result<Self> {
+        let geometry = Geometry {
+            detector: Detector {
+                height,
+                width,
+                pixel_mm: [pixel_mm; 2],
+                principal_mm: [0.0; 2],
+            },
+            sdd_mm,
+            sid_mm,
+            beam: Beam::Cone,
+            isocentre: None,
+        };
+        geometry.validate("drr cone geometry")?;
+        Ok(geometry)
+    }
+
     pub fn validate(&self, op: &'static str) -> Result<()> {
         let d = &self.detector;
         if d.height == 0 || d.width == 0 {

@@ -3,6 +3,23 @@
 
 use crate::error::{Error, Result};
 
+/// `(min, max)` of `img` (NaNs ignored): the default 8-bit window, and the 16-bit scaling.
+pub fn value_range(img: &[f32]) -> Result<(f32, f32)> {
+    let (lo, hi) = img
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    if !(lo.is_finite() && hi.is_finite()) {
+        return Err(Error::invalid(
+            "value_range",
+            "a non-empty image with finite values",
+            format!("{} values, range [{lo}, {hi}]", img.len()),
+        ));
+    }
+    Ok((lo, hi))
+}
+
 /// Window `img` to 8 bits: `[lo, hi]` → [0, 255] (clamped).
 pub fn to_u8(img: &[f32], lo: f32, hi: f32) -> Vec<u8> {
     let range = (hi - lo).max(f32::MIN_POSITIVE);
@@ -33,30 +50,25 @@ pub fn write_png(
         source,
     };
     let enc = |e: png::EncodingError| io(std::io::Error::other(e.to_string()));
+    // Pixels first, so a bad image fails before any file is created.
+    let (depth, bytes) = match window {
+        Some((lo, hi)) => (png::BitDepth::Eight, to_u8(img, lo, hi)),
+        None => {
+            let (mn, mx) = value_range(img)?;
+            let range = (mx - mn).max(f32::MIN_POSITIVE);
+            let words = img
+                .iter()
+                .flat_map(|&v| (((v - mn) / range * 65535.0).round() as u16).to_be_bytes());
+            (png::BitDepth::Sixteen, words.collect())
+        }
+    };
     let tmp = format!("{path}.tmp");
     {
         let file = std::fs::File::create(&tmp).map_err(io)?;
         let mut encoder =
             png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
         encoder.set_color(png::ColorType::Grayscale);
-        let bytes = match window {
-            Some((lo, hi)) => {
-                encoder.set_depth(png::BitDepth::Eight);
-                to_u8(img, lo, hi)
-            }
-            None => {
-                encoder.set_depth(png::BitDepth::Sixteen);
-                let (mn, mx) = img
-                    .iter()
-                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-                        (a.min(v), b.max(v))
-                    });
-                let range = (mx - mn).max(f32::MIN_POSITIVE);
-                img.iter()
-                    .flat_map(|&v| (((v - mn) / range * 65535.0).round() as u16).to_be_bytes())
-                    .collect()
-            }
-        };
+        encoder.set_depth(depth);
         let mut writer = encoder.write_header().map_err(enc)?;
         writer.write_image_data(&bytes).map_err(enc)?;
     }

@@ -16,6 +16,7 @@
 pub mod geometry;
 
 pub use crate::ops::drr::Projector;
+pub use ct::{read_ct, Intensity, SAMPLE_CT};
 pub use geometry::{validate_pose_values, Beam, Detector, Geometry, Pose, Vec3, VolumeGrid};
 
 use crate::autograd::record;
@@ -293,5 +294,6 @@ pub fn beer_lambert(line_integral: &Tensor) -> Result<Tensor> {
     crate::ops::exp(&crate::ops::scale(line_integral, -1.0)?)
 }
 
+pub mod ct;
 pub mod io;
 pub mod preset;
