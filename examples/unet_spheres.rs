@@ -1,8 +1,8 @@
 //! Train a small 3D U-Net on synthetic sphere volumes and report held-out foreground Dice.
 //!
-//! `cargo run --release --example unet_spheres [-- --steps N]`
+//! `cargo run --release --example unet_spheres [-- --steps N] [--seed S]`
 //!
-//! Trains on a fresh stream of noisy random-ball volumes (seed 0), then scores volumes drawn with
+//! Trains on a fresh stream of noisy random-ball volumes (seed 0 unless `--seed`), then scores volumes drawn with
 //! another seed; exits with an error when the held-out mean Dice is below 0.9. The pieces live in
 //! the library: `data::spheres` (generator), `models::unet` (network), `infer::dice` (metric),
 //! `train::spheres` (loop and evaluation).
@@ -20,18 +20,31 @@ const LOG_EVERY: usize = 25;
 
 fn main() -> Result<()> {
     let mut cfg = SpheresConfig::default();
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--steps") {
-        let value = args.get(i + 1).map(String::as_str).unwrap_or("");
-        cfg.steps = value
-            .parse()
-            .map_err(|_| Error::invalid("unet_spheres", "--steps <count>", value))?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let value = pair.get(1).map(String::as_str).unwrap_or("");
+        let number = |flag: &str| {
+            value
+                .parse::<u64>()
+                .map_err(|_| Error::invalid("unet_spheres", format!("{flag} <integer>"), value))
+        };
+        match pair[0].as_str() {
+            "--steps" => cfg.steps = number("--steps")? as usize,
+            "--seed" => cfg.seed = number("--seed")?,
+            other => {
+                return Err(Error::invalid(
+                    "unet_spheres",
+                    "--steps N and/or --seed S",
+                    other,
+                ))
+            }
+        }
     }
     let gpu = Gpu::new()?;
     println!("adapter: {}", gpu.adapter().name);
     println!(
-        "volumes {:?}, batch {}, widths {:?}, {} steps, AdamW lr {} (poly), wd {}",
-        cfg.volume.size, cfg.batch, cfg.unet.widths, cfg.steps, cfg.lr, cfg.weight_decay
+        "volumes {:?}, batch {}, widths {:?}, {} steps, AdamW lr {} (poly), wd {}, seed {}",
+        cfg.volume.size, cfg.batch, cfg.unet.widths, cfg.steps, cfg.lr, cfg.weight_decay, cfg.seed
     );
     let start = Instant::now();
     let mut window = Vec::with_capacity(LOG_EVERY);

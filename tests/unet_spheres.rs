@@ -81,7 +81,10 @@ fn sphere_volumes_are_seeded_and_not_separable_by_a_threshold() {
         let fg = v.mask.iter().filter(|&&m| m == 1).count();
         // 1–3 balls of radius ≥ 2.5 (a lattice-centred one holds 81 voxels; off-centre or cut by
         // a face, fewer), never most of the volume.
-        assert!((20..16 * 16 * 16 / 2).contains(&fg), "{fg} foreground voxels");
+        assert!(
+            (20..16 * 16 * 16 / 2).contains(&fg),
+            "{fg} foreground voxels"
+        );
         threshold_dice += best_threshold_dice(&v.image, &v.mask) / 8.0;
     }
     // Even an oracle-chosen threshold per volume stays far below the U-Net's ≥ 0.9.

@@ -29,13 +29,13 @@ pub struct SphereConfig {
 }
 
 impl Default for SphereConfig {
-    /// 16³ voxels, 1–3 balls of radius 2.5–5 voxels, contrast 0.6–1.2 under noise σ 0.5 (a
+    /// 16³ voxels, 1–3 balls of radius 3–5.5 voxels, contrast 0.6–1.2 under noise σ 0.5 (a
     /// voxel-wise threshold misclassifies roughly a quarter of the foreground).
     fn default() -> Self {
         SphereConfig {
             size: [16; 3],
             count: (1, 3),
-            radius: (2.5, 5.0),
+            radius: (3.0, 5.5),
             contrast: (0.6, 1.2),
             background: 0.5,
             noise_std: 0.5,

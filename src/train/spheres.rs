@@ -46,7 +46,7 @@ impl Default for SpheresConfig {
             volume: SphereConfig::default(),
             unet: UNet3dConfig::default(),
             batch: 2,
-            steps: 300,
+            steps: 500,
             lr: 1e-2,
             weight_decay: 1e-4,
             dice_weight: 1.0,
