@@ -79,7 +79,7 @@ fn sphere_volumes_are_seeded_and_not_separable_by_a_threshold() {
         let v = sphere_volume(&cfg, &mut rng).unwrap();
         assert_eq!(v.image.len(), 16 * 16 * 16);
         let fg = v.mask.iter().filter(|&&m| m == 1).count();
-        // 1–3 balls of radius ≥ 2.5 (a lattice-centred one holds 81 voxels; off-centre or cut by
+        // 1–3 balls of radius ≥ 3 (a lattice-centred one holds 123 voxels; off-centre or cut by
         // a face, fewer), never most of the volume.
         assert!(
             (20..16 * 16 * 16 / 2).contains(&fg),
@@ -88,6 +88,7 @@ fn sphere_volumes_are_seeded_and_not_separable_by_a_threshold() {
         threshold_dice += best_threshold_dice(&v.image, &v.mask) / 8.0;
     }
     // Even an oracle-chosen threshold per volume stays far below the U-Net's ≥ 0.9.
+    eprintln!("best single-threshold Dice, mean of 8 volumes: {threshold_dice:.3}");
     assert!(
         threshold_dice < 0.8,
         "a threshold reaches Dice {threshold_dice}"
