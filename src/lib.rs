@@ -24,6 +24,7 @@ pub mod data;
 pub mod drr;
 pub mod error;
 pub mod gpu;
+pub mod infer;
 pub mod models;
 pub mod nn;
 pub mod ops;

@@ -2,7 +2,7 @@
 //! src/reference/loss.rs, forward and backward (random upstream gradient), rows up to the DINO
 //! head's K = 60000; reference backward against f64 finite differences; identities
 //! (H(p, p) = entropy of p; label CE = −log_softmax at the label; mse(a, a + c) = c²;
-//! normalised lines have norm 1).
+//! normalised lines have norm 1); soft Dice against its closed-form value and gradient.
 
 mod common;
 
@@ -375,4 +375,58 @@ fn bad_input_is_a_typed_error() {
     assert!(err.contains("l2_normalize"), "{err}");
     let err = ops::l2_normalize(&a, 1, 0.0).unwrap_err().to_string();
     assert!(err.contains("eps"), "{err}");
+}
+
+#[test]
+fn soft_dice_loss_matches_its_formula_and_gradient() {
+    // L = 1 − (2·Σpt + s)/(Σp + Σt + s); ∂L/∂p_i = −(2·t_i·U − (2·I + s))/U², U = Σp + Σt + s.
+    let gpu = gpu();
+    let mut rng = Rng::new(41);
+    let shape = [3, 7, 1];
+    let pv = rng.vec_uniform(21, 0.0, 1.0);
+    let tv: Vec<f32> = (0..21).map(|i| ((i * 5) % 3 == 0) as u8 as f32).collect();
+    let s = 1e-5f64;
+    let p = Tensor::from_slice(&gpu, &pv, &shape)
+        .unwrap()
+        .requires_grad_(true);
+    let t = Tensor::from_slice(&gpu, &tv, &shape).unwrap();
+    let loss = ops::soft_dice_loss(&p, &t, s as f32).unwrap();
+    assert_eq!(loss.shape(), [1]);
+    let inter: f64 = pv.iter().zip(&tv).map(|(a, b)| *a as f64 * *b as f64).sum();
+    let union: f64 = pv.iter().chain(&tv).map(|&v| v as f64).sum::<f64>() + s;
+    let want = 1.0 - (2.0 * inter + s) / union;
+    assert_close("soft dice", &loss.to_vec().unwrap(), &[want], F32_ACCUM);
+    let grads = loss.backward().unwrap();
+    let want_g: Vec<f64> = tv
+        .iter()
+        .map(|&ti| -(2.0 * ti as f64 * union - (2.0 * inter + s)) / (union * union))
+        .collect();
+    assert_close(
+        "soft dice grad",
+        &grads.get(&p).unwrap().to_vec().unwrap(),
+        &want_g,
+        F32_GRAD,
+    );
+    // Identity: p = t (binary) gives loss 0; disjoint sets give loss ≈ 1.
+    let same = ops::soft_dice_loss(&t, &t, 0.0)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(same.abs() < 1e-6, "{same}");
+    let complement: Vec<f32> = tv.iter().map(|v| 1.0 - v).collect();
+    let c = Tensor::from_slice(&gpu, &complement, &shape).unwrap();
+    let disjoint = ops::soft_dice_loss(&c, &t, 0.0)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!((disjoint - 1.0).abs() < 1e-6, "{disjoint}");
+    // Bad input.
+    let err = ops::soft_dice_loss(&p, &Tensor::zeros(&gpu, &[21]).unwrap(), s as f32)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("soft_dice_loss") && err.contains("[21]"),
+        "{err}"
+    );
+    assert!(ops::soft_dice_loss(&p, &t, -1.0).is_err());
 }

@@ -1,4 +1,5 @@
-//! Data: NIfTI read/write, orientation, the synthetic phantom, preprocessing and augmentation.
+//! Data: NIfTI read/write, orientation, the synthetic phantom and sphere volumes, preprocessing
+//! and augmentation.
 //!
 //! Conventions: a [`Volume`] holds `[X, Y, Z]` voxels with X fastest (NIfTI order), which read as a
 //! tensor is `[D, H, W] = [Z, Y, X]`. After [`orientation::to_canonical`] the voxel axes point to
@@ -14,6 +15,7 @@ pub mod nifti_write;
 pub mod orientation;
 pub mod phantom;
 pub mod preprocess;
+pub mod spheres;
 pub mod volume;
 
 pub use nifti::{read_nifti, write_nifti};

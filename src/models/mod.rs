@@ -1,3 +1,7 @@
-//! Networks built from `nn` layers: the PVTv2 encoder (3D/2D), later the DINO head and PVT-UNet.
+//! Networks built from `nn` layers: the PVTv2 encoder (3D/2D), a small 3D conv U-Net; later the
+//! DINO head and PVT-UNet.
 
 pub mod pvt;
+pub mod unet;
+
+pub use unet::{UNet3d, UNet3dConfig};

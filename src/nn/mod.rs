@@ -2,12 +2,14 @@
 //! `requires_grad`) and lists them by PyTorch-style names for optimizers and weight import.
 
 pub mod conv;
+pub mod conv_transpose;
 pub mod drop_path;
 pub mod init;
 pub mod layer_norm;
 pub mod linear;
 
 pub use conv::{Conv2d, Conv3d, ConvInit};
+pub use conv_transpose::ConvTranspose3d;
 pub use drop_path::drop_path;
 pub use layer_norm::LayerNorm;
 pub use linear::{Linear, LinearInit};

@@ -1,5 +1,5 @@
 //! Losses and L2 normalisation: cross-entropy with soft targets (the DINO loss), cross-entropy
-//! with integer labels (as one-hot soft targets), mean-squared error, and `l2_normalize`.
+//! with integer labels (as one-hot soft targets), mean-squared error, soft Dice, and `l2_normalize`.
 //! Kernels: shaders/loss.wgsl, shaders/l2_normalize.wgsl. Reference: src/reference/loss.rs.
 
 use bytemuck::{Pod, Zeroable};
@@ -250,6 +250,32 @@ pub fn mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         return Err(Error::invalid("mse", "a non-empty tensor", "0 elements"));
     }
     mean_all(&unary(UnaryOp::Square, &sub(a, b)?)?)
+}
+
+/// Soft Dice loss of probabilities `p` against a target `t` in [0, 1] (same shape, no
+/// broadcasting), pooled over every element, shape `[1]`:
+///   L = 1 − (2·Σ p·t + s) / (Σ p + Σ t + s),
+/// with smoothing s ≥ 0 (s > 0 keeps L defined when both sums are 0; nnU-Net uses 1e-5).
+/// Composed of recorded elementwise and reduce kernels, which carry its backward: with
+/// I = Σ p·t and U = Σ p + Σ t + s, ∂L/∂p_i = −(2·t_i·U − (2·I + s)) / U².
+pub fn soft_dice_loss(p: &Tensor, t: &Tensor, smooth: f32) -> Result<Tensor> {
+    let op = "soft_dice_loss";
+    if p.shape() != t.shape() {
+        return Err(Error::shape(op, p.shape(), t.shape()));
+    }
+    if p.numel() == 0 || !(smooth.is_finite() && smooth >= 0.0) {
+        return Err(Error::invalid(
+            op,
+            "non-empty tensors and a finite smoothing >= 0",
+            format!("{} elements, smoothing {smooth}", p.numel()),
+        ));
+    }
+    use super::elementwise::{add, add_scalar, div, mul, scale};
+    use super::reduce::sum_all;
+    let intersection = sum_all(&mul(p, t)?)?; // [1]
+    let union = add_scalar(&add(&sum_all(p)?, &sum_all(t)?)?, smooth)?; // [1]
+    let ratio = div(&add_scalar(&scale(&intersection, 2.0)?, smooth)?, &union)?;
+    add_scalar(&scale(&ratio, -1.0)?, 1.0)
 }
 
 /// Split `shape` around `axis` into (outer, axis extent, inner).

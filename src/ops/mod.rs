@@ -24,6 +24,7 @@ pub use elementwise::{
 };
 pub use loss::{
     cross_entropy_labels, l2_normalize, mse, soft_cross_entropy, soft_cross_entropy_rows,
+    soft_dice_loss,
 };
 pub use matmul::{linear, matmul, matmul_with, MatmulKernel};
 pub use norm::{instance_norm, layer_norm};

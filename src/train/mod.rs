@@ -1,3 +1,4 @@
 //! Training loops.
 
+pub mod spheres;
 pub mod toy;
