@@ -180,17 +180,20 @@ fn add_no_grad(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     a.gpu().no_grad(|| ops::add(a, b))
 }
 
-fn build(b: &Bench) -> Result<(PvtConfig, PvtEncoder, Vec<(String, Tensor)>)> {
-    let cfg = config();
-    let enc = PvtEncoder::new(b.gpu(), cfg.clone())?;
+/// Parameters by name.
+type Named = Vec<(String, Tensor)>;
+
+fn build(b: &Bench) -> Result<(PvtEncoder, Named)> {
+    let enc = PvtEncoder::new(b.gpu(), config())?;
     let mut params = Vec::new();
     enc.parameters("", &mut params);
-    Ok((cfg, enc, params))
+    Ok((enc, params))
 }
 
 /// Timed like every case (batch 2 in one micro-batch), then one more step for the peak.
 fn timed(b: &Bench, dhw: [usize; 3]) -> Result<Sample> {
-    let (cfg, enc, params) = build(b)?;
+    let (enc, params) = build(b)?;
+    let cfg = enc.config.clone();
     let mut rng = Rng::new(7);
     let make = |gpu: &crate::Gpu, r: &mut Rng| Ok(vec![make_inputs(gpu, r, &cfg, N, dhw)?]);
     let ms = b.time_with_grad(make, |m| step(&enc, &params, m, &mut rng))?;
@@ -204,7 +207,8 @@ fn timed(b: &Bench, dhw: [usize; 3]) -> Result<Sample> {
 
 /// One step, split into micro-batches of 1 when batch 2 would pass the binding limit.
 fn once(b: &Bench, dhw: [usize; 3]) -> Result<Sample> {
-    let (cfg, enc, params) = build(b)?;
+    let (enc, params) = build(b)?;
+    let cfg = enc.config.clone();
     let limit = b.gpu().max_binding_bytes();
     let micro_batches = if N as u64 * largest_tensor_bytes(&cfg, dhw) > limit {
         N
