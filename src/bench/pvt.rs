@@ -32,7 +32,10 @@
 //! ≈ 11.7 M floats = 47 MB per sample, 94 MB at batch 2 (≈ 105 MB after size-class rounding).
 //! On top: the parameters, 23.9 M floats = 96 MB, resident; and the parameter gradients,
 //! which fill up (to 96 MB) as the backward frees activations. Expected peak ≈ 96 + 105 + tens
-//! of MB of gradients and backward temporaries ≈ 230–300 MB.
+//! of MB of gradients and backward temporaries ≈ 230–300 MB. Measured on lavapipe: 292.8 MB,
+//! i.e. ≈ 197 MB above the parameters, about twice the activation estimate: the stage 2–4
+//! parameter gradients (≈ 90 MB) are already allocated while the stage-1 and stem activations
+//! are still held, and the backward's own temporaries come on top.
 
 use super::inputs::random;
 use super::{Bench, Case, Sample, Work};
