@@ -60,8 +60,8 @@ fn run(b: &Bench, l: usize, m: usize, c: usize) -> Result<Sample> {
         },
         |(q, k, v, g)| attention(q, k, v, heads)?.backward_with(g).map(drop),
     )?;
-    Ok(Sample {
+    Ok(Sample::new(
         ms,
-        work: Work::Flops(3.5 * 4.0 * (N * l * m * c) as f64),
-    })
+        Work::Flops(3.5 * 4.0 * (N * l * m * c) as f64),
+    ))
 }

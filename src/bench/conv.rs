@@ -99,10 +99,7 @@ fn run(b: &Bench, case: &str, pass: Pass) -> Result<Sample> {
     } else {
         s.flops()
     };
-    Ok(Sample {
-        ms,
-        work: Work::Flops(work),
-    })
+    Ok(Sample::new(ms, Work::Flops(work)))
 }
 
 macro_rules! conv_cases {

@@ -66,8 +66,8 @@ fn up(b: &Bench, path: ConvTransposePath, backward: bool) -> Result<Sample> {
             |(x, w)| conv_transpose3d_with(x, w, None, &cfg, path).map(drop),
         )?
     };
-    Ok(Sample {
+    Ok(Sample::new(
         ms,
-        work: Work::Flops(if backward { 3.0 * flops } else { flops }),
-    })
+        Work::Flops(if backward { 3.0 * flops } else { flops }),
+    ))
 }

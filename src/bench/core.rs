@@ -79,10 +79,7 @@ fn fma_peak(b: &Bench) -> Result<Sample> {
         },
     )?;
     let flops = N as f64 * ITERATIONS as f64 * 8.0 * 8.0 * 4.0 * 2.0;
-    Ok(Sample {
-        ms,
-        work: Work::Flops(flops),
-    })
+    Ok(Sample::new(ms, Work::Flops(flops)))
 }
 
 fn random(gpu: &crate::Gpu, rng: &mut crate::util::Rng, shape: &[usize]) -> Result<Tensor> {
@@ -97,10 +94,7 @@ fn add_8m(b: &Bench) -> Result<Sample> {
         |gpu, rng| Ok((random(gpu, rng, &[N])?, random(gpu, rng, &[N])?)),
         |(x, y)| ops::add(x, y).map(drop),
     )?;
-    Ok(Sample {
-        ms,
-        work: Work::Bytes(3.0 * 4.0 * N as f64),
-    })
+    Ok(Sample::new(ms, Work::Bytes(3.0 * 4.0 * N as f64)))
 }
 
 /// Row sums of a 4096 × 4096 matrix (many outputs, reduction of 4096 each).
@@ -110,10 +104,7 @@ fn sum_rows(b: &Bench) -> Result<Sample> {
         |gpu, rng| random(gpu, rng, &[R, R]),
         |x| ops::sum(x, &[1], false).map(drop),
     )?;
-    Ok(Sample {
-        ms,
-        work: Work::Bytes(4.0 * (R * R + R) as f64),
-    })
+    Ok(Sample::new(ms, Work::Bytes(4.0 * (R * R + R) as f64)))
 }
 
 /// Sum of 4M elements into one (one output: the reduction's least parallel case).
@@ -123,8 +114,5 @@ fn sum_all_4m(b: &Bench) -> Result<Sample> {
         |gpu, rng| random(gpu, rng, &[N]),
         |x| ops::sum_all(x).map(drop),
     )?;
-    Ok(Sample {
-        ms,
-        work: Work::Bytes(4.0 * N as f64),
-    })
+    Ok(Sample::new(ms, Work::Bytes(4.0 * N as f64)))
 }

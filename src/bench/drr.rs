@@ -121,12 +121,13 @@ fn rays(side: usize, diffdrr_mrays_per_s: Option<f64>) -> Work {
 
 fn forward(b: &Bench, side: usize, projector: Projector, diffdrr: Option<f64>) -> Result<Sample> {
     let (volume, geometry) = setup(b, side)?;
-    let ms = b.time(random_pose, |poses| {
-        drr::render(&volume, poses, &geometry, projector).map(drop)
-    })?;
+    let mut run = |poses: &Tensor| drr::render(&volume, poses, &geometry, projector).map(drop);
+    let ms = b.time(random_pose, &mut run)?;
+    // Peak pool memory of one render with the volume resident: O(volume + image) by design.
+    let peak = b.gpu().no_grad(|| b.peak_bytes(random_pose, &mut run))?;
     Ok(Sample {
-        ms,
-        work: rays(side, diffdrr),
+        peak_bytes: Some(peak),
+        ..Sample::new(ms, rays(side, diffdrr))
     })
 }
 
@@ -137,20 +138,20 @@ fn forward_backward_pose(
     diffdrr: Option<f64>,
 ) -> Result<Sample> {
     let (volume, geometry) = setup(b, side)?;
-    let ms = b.time_with_grad(
-        |gpu, rng| {
-            let poses = random_pose(gpu, rng)?.requires_grad_(true);
-            Ok((poses, random(gpu, rng, &[1, side, side])?))
-        },
-        |(poses, g)| {
-            drr::render(&volume, poses, &geometry, projector)?
-                .backward_with(g)
-                .map(drop)
-        },
-    )?;
+    let mut make = |gpu: &Gpu, rng: &mut Rng| -> Result<(Tensor, Tensor)> {
+        let poses = random_pose(gpu, rng)?.requires_grad_(true);
+        Ok((poses, random(gpu, rng, &[1, side, side])?))
+    };
+    let mut run = |(poses, g): &(Tensor, Tensor)| {
+        drr::render(&volume, poses, &geometry, projector)?
+            .backward_with(g)
+            .map(drop)
+    };
+    let ms = b.time_with_grad(&mut make, &mut run)?;
+    let peak = b.peak_bytes(&mut make, &mut run)?;
     Ok(Sample {
-        ms,
-        work: rays(side, diffdrr),
+        peak_bytes: Some(peak),
+        ..Sample::new(ms, rays(side, diffdrr))
     })
 }
 
@@ -165,8 +166,5 @@ fn backward_volume(b: &Bench, side: usize, projector: Projector) -> Result<Sampl
         },
         |(img, g)| img.backward_with(g).map(drop),
     )?;
-    Ok(Sample {
-        ms,
-        work: rays(side, None),
-    })
+    Ok(Sample::new(ms, rays(side, None)))
 }

@@ -124,10 +124,7 @@ fn square(b: &Bench, n: usize, ta: bool, tb: bool, kernel: Option<MatmulKernel>)
         |gpu, rng| Ok((random(gpu, rng, &[n, n])?, random(gpu, rng, &[n, n])?)),
         |(x, y)| matmul_launch(x, y, ta, tb, kernel).map(drop),
     )?;
-    Ok(Sample {
-        ms,
-        work: Work::Flops(2.0 * (n * n * n) as f64),
-    })
+    Ok(Sample::new(ms, Work::Flops(2.0 * (n * n * n) as f64)))
 }
 
 /// Tokens [2, 4096, 64] times a shared weight [64, 256] (a PVT MLP expansion at stage 1).
@@ -142,8 +139,8 @@ fn tokens(b: &Bench) -> Result<Sample> {
         },
         |(x, w)| matmul_launch(x, w, false, false, kernel).map(drop),
     )?;
-    Ok(Sample {
+    Ok(Sample::new(
         ms,
-        work: Work::Flops(2.0 * (2 * 4096 * 64 * 256) as f64),
-    })
+        Work::Flops(2.0 * (2 * 4096 * 64 * 256) as f64),
+    ))
 }

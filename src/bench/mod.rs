@@ -11,8 +11,10 @@
 //! with `gb_per_s` instead of `gflops`/`pct_peak` for bandwidth-bound ops, and `mrays_per_s`
 //! (plus `ratio_vs_diffdrr` where a DiffDRR rate is known) for the DRR projectors. `pct_peak` is
 //! relative to the f32 FMA peak measured by the `fma_peak` case in the same run (always measured
-//! first). A case that fails prints `{"op":..,"case":..,"error":"..",...}` instead, the
-//! remaining cases still run, and [`run_suite`] then returns an error naming the failed cases.
+//! first). Cases that measure memory add `"peak_bytes"` (the buffer pool's peak during one run,
+//! see [`Bench::peak_bytes`]); cases that split a batch add `"micro_batches"`. A case that fails
+//! prints `{"op":..,"case":..,"error":"..",...}` instead (never a silent skip), the remaining
+//! cases still run, and [`run_suite`] then returns an error naming the failed cases.
 //!
 //! Adding cases: write `src/bench/<family>.rs` with `pub(crate) fn cases() -> Vec<Case>` and add
 //! `<family>::cases` to [`FAMILIES`]. A case is an (op, case) name and a `fn(&Bench) -> Result<Sample>`.
@@ -24,6 +26,7 @@ mod core;
 mod drr;
 mod inputs;
 mod matmul;
+mod pvt;
 mod rows;
 
 use std::time::Instant;
@@ -43,6 +46,7 @@ const FAMILIES: &[fn() -> Vec<Case>] = &[
     conv_transpose::cases,
     attention::cases,
     drr::cases,
+    pvt::cases,
 ];
 
 /// One benchmark case.
@@ -83,6 +87,22 @@ pub enum Work {
 pub struct Sample {
     pub ms: f64,
     pub work: Work,
+    /// Peak bytes held in pooled buffers during one run, when the case measures it.
+    pub peak_bytes: Option<u64>,
+    /// Number of accumulated micro-batches one run was split into, when it was split.
+    pub micro_batches: Option<usize>,
+}
+
+impl Sample {
+    /// A time and its work, with no memory figures.
+    pub fn new(ms: f64, work: Work) -> Sample {
+        Sample {
+            ms,
+            work,
+            peak_bytes: None,
+            micro_batches: None,
+        }
+    }
 }
 
 /// One printed result.
@@ -97,6 +117,8 @@ pub struct Report {
     pub adapter: String,
     /// `"gpu"` (timestamp queries) or `"wall"`.
     pub timer: &'static str,
+    pub peak_bytes: Option<u64>,
+    pub micro_batches: Option<usize>,
 }
 
 impl Report {
@@ -131,6 +153,12 @@ impl Report {
         }
         if let Some(p) = self.pct_peak {
             s += &format!(",\"pct_peak\":{p:.1}");
+        }
+        if let Some(b) = self.peak_bytes {
+            s += &format!(",\"peak_bytes\":{b}");
+        }
+        if let Some(m) = self.micro_batches {
+            s += &format!(",\"micro_batches\":{m}");
         }
         s += &format!(
             ",\"adapter\":{},\"timer\":{}}}",
@@ -266,6 +294,55 @@ impl Bench {
         self.time_recording(make, run)
     }
 
+    /// Milliseconds of one `run` on already uploaded `inputs`.
+    fn timed_run<I>(&self, inputs: &I, run: &mut impl FnMut(&I) -> Result<()>) -> Result<f64> {
+        let gpu = &self.gpu;
+        match &self.timestamps {
+            Some((set, resolve, period_ns)) => {
+                gpu.write_timestamp(set, 0)?;
+                run(inputs)?;
+                gpu.write_timestamp(set, 1)?;
+                gpu.resolve_timestamps(set, 2, resolve)?;
+                let bytes = gpu.read_bytes("bench", resolve, 16)?;
+                let t: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
+                Ok(t[1].saturating_sub(t[0]) as f64 * period_ns / 1e6)
+            }
+            None => {
+                let t0 = Instant::now();
+                run(inputs)?;
+                gpu.synchronize()?;
+                Ok(t0.elapsed().as_secs_f64() * 1e3)
+            }
+        }
+    }
+
+    /// One run with autograd recording on, no warm-up and no repetitions, for cases too slow
+    /// to repeat: (milliseconds, pool peak bytes during the run). The time includes pipeline
+    /// compilation on a cold kernel cache.
+    pub fn once_with_grad<I>(
+        &self,
+        make: impl FnOnce(&Gpu, &mut Rng) -> Result<I>,
+        mut run: impl FnMut(&I) -> Result<()>,
+    ) -> Result<(f64, u64)> {
+        let inputs = make(&self.gpu, &mut Rng::new(0xbe9c))?;
+        self.gpu.synchronize()?;
+        self.gpu.reset_peak_memory();
+        let ms = self.timed_run(&inputs, &mut run)?;
+        self.gpu.synchronize()?;
+        Ok((ms, self.gpu.pool_stats().peak_bytes))
+    }
+
+    /// Peak bytes held in pooled buffers during one `run` (autograd recording on) on fresh
+    /// inputs. Counted from the live bytes at its start, so the resident parameters and the
+    /// inputs are included; size classes round each buffer up by at most 25%.
+    pub fn peak_bytes<I>(
+        &self,
+        make: impl FnOnce(&Gpu, &mut Rng) -> Result<I>,
+        run: impl FnMut(&I) -> Result<()>,
+    ) -> Result<u64> {
+        Ok(self.once_with_grad(make, run)?.1)
+    }
+
     fn time_recording<I>(
         &self,
         mut make: impl FnMut(&Gpu, &mut Rng) -> Result<I>,
@@ -277,23 +354,7 @@ impl Bench {
             let mut once = |rng: &mut Rng| -> Result<f64> {
                 let inputs = make(gpu, rng)?;
                 gpu.synchronize()?;
-                match &self.timestamps {
-                    Some((set, resolve, period_ns)) => {
-                        gpu.write_timestamp(set, 0)?;
-                        run(&inputs)?;
-                        gpu.write_timestamp(set, 1)?;
-                        gpu.resolve_timestamps(set, 2, resolve)?;
-                        let bytes = gpu.read_bytes("bench", resolve, 16)?;
-                        let t: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
-                        Ok(t[1].saturating_sub(t[0]) as f64 * period_ns / 1e6)
-                    }
-                    None => {
-                        let t0 = Instant::now();
-                        run(&inputs)?;
-                        gpu.synchronize()?;
-                        Ok(t0.elapsed().as_secs_f64() * 1e3)
-                    }
-                }
+                self.timed_run(&inputs, &mut run)
             };
             let mut last = 0.0;
             for _ in 0..self.warmup.max(1) {
@@ -342,6 +403,8 @@ pub fn run_suite(
             pct_peak: None,
             adapter: adapter.clone(),
             timer: bench.timer(),
+            peak_bytes: s.peak_bytes,
+            micro_batches: s.micro_batches,
         };
         if let (Some(p), Some(g)) = (peak, r.gflops()) {
             r.pct_peak = Some(100.0 * g / p);

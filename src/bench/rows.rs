@@ -35,10 +35,7 @@ fn softmax(b: &Bench, rows: usize, cols: usize) -> Result<Sample> {
         |gpu, rng| random(gpu, rng, &[rows, cols]),
         |x| softmax_raw(x, false, RowKernel::Auto).map(drop),
     )?;
-    Ok(Sample {
-        ms,
-        work: Work::Bytes((2 * rows * cols * 4) as f64),
-    })
+    Ok(Sample::new(ms, Work::Bytes((2 * rows * cols * 4) as f64)))
 }
 
 fn layer_norm(b: &Bench, rows: usize, cols: usize) -> Result<Sample> {
@@ -52,8 +49,5 @@ fn layer_norm(b: &Bench, rows: usize, cols: usize) -> Result<Sample> {
         },
         |(x, g, beta)| crate::ops::layer_norm(x, Some((g, beta)), 1e-6).map(drop),
     )?;
-    Ok(Sample {
-        ms,
-        work: Work::Bytes((2 * rows * cols * 4) as f64),
-    })
+    Ok(Sample::new(ms, Work::Bytes((2 * rows * cols * 4) as f64)))
 }

@@ -12,6 +12,7 @@ pub mod matmul;
 pub mod norm;
 pub mod optim;
 pub mod pool;
+pub mod pvt;
 pub mod reduce;
 pub mod resample;
 pub mod softmax;
