@@ -105,8 +105,9 @@ fn make_ray(q: PoseCS, row: u32, col: u32) -> WorldRay {
 
 // Which ray an invocation traces. A workgroup of 64 takes an 8×8 tile of detector pixels of one
 // pose (tiles row-major, poses outermost), so neighbouring lanes march through neighbouring
-// voxels in both detector directions and share cache lines (measured 1.2–1.5× over 64×1 row
-// segments on lavapipe for the LIDC CT). `o` is the flat output index b·H·W + row·W + col,
+// voxels in both detector directions (on lavapipe, 8×8, 16×4, 32×2 and 64×1 tiles measured the
+// same within noise for the LIDC CT; GPUs with small caches are where 2-D tiles are expected
+// to matter). `o` is the flat output index b·H·W + row·W + col,
 // clamped to a valid ray when `live` is false (partial edge tiles). Dispatch: n_poses ·
 // ceil(H/8) · ceil(W/8) workgroups on a folded 1-D grid.
 struct RayIndex { o: u32, live: bool }
