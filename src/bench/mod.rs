@@ -463,6 +463,8 @@ mod tests {
             ms: 100.0,
             work,
             pct_peak: None,
+            peak_bytes: None,
+            micro_batches: None,
             adapter: "a".into(),
             timer: "gpu",
         }
