@@ -7,13 +7,20 @@
 // and 1/R for a mean. Used for `sum`, `mean` and for reducing broadcast gradients back to an
 // operand's shape.
 //
+// Split reductions: when there are few outputs and a long reduction (a loss's sum over all
+// elements), one workgroup per output would leave the device idle, so the k range is cut into
+// S chunks of `chunk` and the kernel writes partial sums dst[s · n_out + o] over
+// k ∈ [s·chunk, min((s+1)·chunk, n_red)); the launcher then sums the S partials with the same
+// kernel (two passes, deterministic, no atomics). Unsplit, chunk = n_red and S = 1.
+//
 // Layout: contiguous row-major f32. Bindings: 0 params, 1 input (read), 2 output (read_write).
-// Dispatch: one workgroup of 64 invocations per output element (folded 1-D grid over outputs);
-// the invocations stride over k and combine with a shared-memory tree.
+// Dispatch: one workgroup of 64 invocations per (output element, chunk) (folded 1-D grid over
+// n_out · S, outputs fastest); the invocations stride over k and combine with a shared-memory
+// tree.
 // Launched by src/ops/reduce.rs (sum_axes).
 
 struct ReduceParams {
-    n_out: u32, n_red: u32, scale: f32, _pad0: u32,
+    n_out: u32, n_red: u32, scale: f32, chunk: u32,
     kept_shape0: u32, kept_shape1: u32, kept_shape2: u32, kept_shape3: u32, kept_shape4: u32, kept_shape5: u32,
     kept_stride0: u32, kept_stride1: u32, kept_stride2: u32, kept_stride3: u32, kept_stride4: u32, kept_stride5: u32,
     red_shape0: u32, red_shape1: u32, red_shape2: u32, red_shape3: u32, red_shape4: u32, red_shape5: u32,
@@ -53,18 +60,22 @@ fn kept_offset(o: u32) -> u32 {
 @compute @workgroup_size(64)
 fn sum_axes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
-    let o = wg.x + wg.y * nwg.x;
-    // Whole workgroups share `o`, so this early exit never splits a barrier.
-    if (o >= p.n_out) { return; }
+    let lin = wg.x + wg.y * nwg.x;
+    let o = lin % p.n_out;
+    let s = lin / p.n_out;
+    let k0 = s * p.chunk;
+    // Whole workgroups share `o` and `s`, so this early exit never splits a barrier.
+    if (k0 >= p.n_red) { return; }
+    let k_end = min(k0 + p.chunk, p.n_red);
     let base = kept_offset(o);
     // Four independent accumulators keep the adds from serialising on one register.
     var acc0 = 0.0;
     var acc1 = 0.0;
     var acc2 = 0.0;
     var acc3 = 0.0;
-    var k = lid;
+    var k = k0 + lid;
     loop {
-        if (k + 192u >= p.n_red) { break; }
+        if (k + 192u >= k_end) { break; }
         acc0 += src[base + reduced_offset(k)];
         acc1 += src[base + reduced_offset(k + 64u)];
         acc2 += src[base + reduced_offset(k + 128u)];
@@ -72,7 +83,7 @@ fn sum_axes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
         k += 256u;
     }
     loop {
-        if (k >= p.n_red) { break; }
+        if (k >= k_end) { break; }
         acc0 += src[base + reduced_offset(k)];
         k += 64u;
     }
@@ -88,6 +99,6 @@ fn sum_axes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
         width = width / 2u;
     }
     if (lid == 0u) {
-        dst[o] = partial[0] * p.scale;
+        dst[s * p.n_out + o] = partial[0] * p.scale;
     }
 }

@@ -20,7 +20,8 @@ struct ReduceParams {
     n_out: u32,
     n_red: u32,
     scale: f32,
-    _pad0: u32,
+    /// Reduced elements per workgroup (= n_red when unsplit).
+    chunk: u32,
     kept_shape: [u32; 6],
     kept_stride: [u32; 6],
     red_shape: [u32; 6],
@@ -73,24 +74,52 @@ fn reduce_raw(x: &Tensor, reduced: &[bool], scale: f32) -> Result<Tensor> {
     if n_red == 0 {
         return Tensor::zeros(x.gpu(), &kept_shape);
     }
+    let splits = split_count(n_out, n_red);
+    let chunk = n_red.div_ceil(splits);
+    // Every split starts inside the range (chunk >= MIN_CHUNK > splits guarantees it), so every
+    // partial is written.
+    debug_assert!((splits - 1) * chunk < n_red);
     let params = ReduceParams {
         n_out: n_out as u32,
         n_red: n_red as u32,
-        scale,
-        _pad0: 0,
+        scale: if splits > 1 { 1.0 } else { scale },
+        chunk: chunk as u32,
         kept_shape: rank6("sum", &kept_shape, 1)?,
         kept_stride: rank6("sum", &kept_stride, 0)?,
         red_shape: rank6("sum", &red_shape, 1)?,
         red_stride: rank6("sum", &red_stride, 0)?,
     };
+    if splits == 1 {
+        x.gpu().dispatch(
+            &SUM_AXES,
+            &params,
+            &[x.buffer()],
+            &[out.buffer()],
+            Grid::Linear(n_out as u64),
+        )?;
+        return Ok(out);
+    }
+    // Pass 1: partial sums [splits, n_out]; pass 2: their sum over the splits, times `scale`.
+    let partial = Tensor::uninit(x.gpu(), "sum", &[splits, n_out])?;
     x.gpu().dispatch(
         &SUM_AXES,
         &params,
         &[x.buffer()],
-        &[out.buffer()],
-        Grid::Linear(n_out as u64),
+        &[partial.buffer()],
+        Grid::Linear((n_out * splits) as u64),
     )?;
-    Ok(out)
+    reduce_raw(&partial, &[true, false], scale)?.reshape(&kept_shape)
+}
+
+/// Workgroups per output for a reduction of `n_red` elements into `n_out` outputs: enough to
+/// give the device about `TARGET_WORKGROUPS` workgroups, each summing at least `MIN_CHUNK`
+/// elements (so the second pass stays small and short reductions stay one pass).
+fn split_count(n_out: usize, n_red: usize) -> usize {
+    const TARGET_WORKGROUPS: usize = 1024;
+    const MIN_CHUNK: usize = 4096;
+    let by_device = TARGET_WORKGROUPS.div_ceil(n_out.max(1));
+    let by_length = n_red / MIN_CHUNK;
+    by_device.min(by_length).max(1)
 }
 
 /// Broadcast `g` (shape with reduced axes = 1) to `shape`, times `scale`.
