@@ -3,7 +3,11 @@
 GENERATED markers). Register tile: TM output voxels x TN output channels per invocation, written
 out as straight-line code with constant indices (what lavapipe runs fastest). Lanes run over
 voxels; every weight address is workgroup-uniform, so lavapipe loads it once for the SIMD group;
-the input load is the only per-lane (gather) load, and it feeds 4·TN FMAs (c4) or TN (c1)."""
+the input load is the only per-lane (gather) load, and it feeds 4·TN FMAs (c4) or TN (c1).
+
+Split-K: wg.z = channel block + (Cout/TN)·split; split s sums taps [s·chunk, (s+1)·chunk) and
+writes its partial tile to y at offset s·M·Cout (the launcher sums the splits; bias only in split
+0). With splits = 1 and chunk = all taps this is the plain convolution."""
 import pathlib
 
 def forward(name, c4, TM, TN):
@@ -18,7 +22,9 @@ def forward(name, c4, TM, TN):
     a("    // (voxel() marks it not live) and skip only the final stores. A SIMD compiler such as")
     a("    // lavapipe runs both sides of every `if` masked, so branches cost on every lane (see")
     a("    // docs/lavapipe-loads.md).")
-    a(f"    let co0 = wg.z * {TN}u;")
+    a(f"    let cblocks = p.cout / {TN}u;")
+    a("    let split = wg.z / cblocks;")
+    a(f"    let co0 = (wg.z % cblocks) * {TN}u;")
     a("    let cout4 = p.cout / 4u;")
     a("    let grp = co0 / p.cout_g;")
     for j in range(TM):
@@ -27,7 +33,7 @@ def forward(name, c4, TM, TN):
         for t in range(nt):
             a(f"    var acc{j}_{t} = vec4<f32>(0.0);")
     a("    // bias without an `if` (a masked branch would cost as much as the load itself)")
-    a("    let bias_on = f32(p.has_bias != 0u);")
+    a("    let bias_on = f32(p.has_bias != 0u && split == 0u);")
     for t in range(nt):
         a(f"    let b{t} = bias4[co0 / 4u + {t}u] * bias_on;")
         for j in range(TM):
@@ -40,8 +46,8 @@ def forward(name, c4, TM, TN):
         a("    let cstep = p.cin;")
         a("    let cbase = grp * p.cin_g;")
         a("    let nc = p.cin_g;")
-    a("    let ntaps = p.kd * p.kh * p.kw;")
-    a("    for (var tap = 0u; tap < ntaps; tap++) {")
+    a("    let tap_end = min(p.kd * p.kh * p.kw, (split + 1u) * p.chunk);")
+    a("    for (var tap = split * p.chunk; tap < tap_end; tap++) {")
     a("        let kw = tap % p.kw;")
     a("        let kh = (tap / p.kw) % p.kh;")
     a("        let kd = tap / (p.kw * p.kh);")
@@ -77,10 +83,11 @@ def forward(name, c4, TM, TN):
         a("            wr += cout4;")
     a("        }")
     a("    }")
+    a("    let ybase = split * p.m_total * cout4;")
     for j in range(TM):
         a(f"    if (m0 + {j}u < p.m_total) {{")
         for t in range(nt):
-            a(f"        y4[(m0 + {j}u) * cout4 + co0 / 4u + {t}u] = acc{j}_{t};")
+            a(f"        y4[ybase + (m0 + {j}u) * cout4 + co0 / 4u + {t}u] = acc{j}_{t};")
         a("    }")
     a("}")
     return "\n".join(L)

@@ -17,7 +17,9 @@
 //   workgroup run over voxels and the channel block is wg.z, so every weight address is
 //   workgroup-uniform. `_c4` steps input channels by 4 with vec4 loads (Cin_g % 4 == 0), `_c1`
 //   by 1. Needs Cout_g % TN == 0 (host-checked). Dispatch: (x, y) fold ceil(M / (64·TM)), z =
-//   Cout / TN. Bounds guard by clamping + masked stores, not an early return (branches run
+//   (Cout / TN) · splits: split s (= wg.z / (Cout/TN)) sums taps [s·chunk, (s+1)·chunk) into
+//   y[s·M·Cout + …] (split-K for convs with few outputs and long reductions; the launcher sums
+//   the splits, bias in split 0 only). Bounds guard by clamping + masked stores, not an early return (branches run
 //   masked on both sides on SIMD compilers; docs/lavapipe-loads.md).
 
 struct ConvParams {
@@ -149,7 +151,9 @@ fn conv3d_tiled_m8n8_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
     // (voxel() marks it not live) and skip only the final stores. A SIMD compiler such as
     // lavapipe runs both sides of every `if` masked, so branches cost on every lane (see
     // docs/lavapipe-loads.md).
-    let co0 = wg.z * 8u;
+    let cblocks = p.cout / 8u;
+    let split = wg.z / cblocks;
+    let co0 = (wg.z % cblocks) * 8u;
     let cout4 = p.cout / 4u;
     let grp = co0 / p.cout_g;
     let v0 = voxel(m0 + 0u);
@@ -177,7 +181,7 @@ fn conv3d_tiled_m8n8_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
     var acc7_0 = vec4<f32>(0.0);
     var acc7_1 = vec4<f32>(0.0);
     // bias without an `if` (a masked branch would cost as much as the load itself)
-    let bias_on = f32(p.has_bias != 0u);
+    let bias_on = f32(p.has_bias != 0u && split == 0u);
     let b0 = bias4[co0 / 4u + 0u] * bias_on;
     acc0_0 = b0;
     acc1_0 = b0;
@@ -199,8 +203,8 @@ fn conv3d_tiled_m8n8_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
     let cstep = p.cin / 4u;           // vec4s per input voxel
     let cbase = grp * (p.cin_g / 4u); // the group's first vec4
     let nc = p.cin_g / 4u;
-    let ntaps = p.kd * p.kh * p.kw;
-    for (var tap = 0u; tap < ntaps; tap++) {
+    let tap_end = min(p.kd * p.kh * p.kw, (split + 1u) * p.chunk);
+    for (var tap = split * p.chunk; tap < tap_end; tap++) {
         let kw = tap % p.kw;
         let kh = (tap / p.kw) % p.kh;
         let kd = tap / (p.kw * p.kh);
@@ -338,37 +342,38 @@ fn conv3d_tiled_m8n8_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
             wr += 4u * cout4;
         }
     }
+    let ybase = split * p.m_total * cout4;
     if (m0 + 0u < p.m_total) {
-        y4[(m0 + 0u) * cout4 + co0 / 4u + 0u] = acc0_0;
-        y4[(m0 + 0u) * cout4 + co0 / 4u + 1u] = acc0_1;
+        y4[ybase + (m0 + 0u) * cout4 + co0 / 4u + 0u] = acc0_0;
+        y4[ybase + (m0 + 0u) * cout4 + co0 / 4u + 1u] = acc0_1;
     }
     if (m0 + 1u < p.m_total) {
-        y4[(m0 + 1u) * cout4 + co0 / 4u + 0u] = acc1_0;
-        y4[(m0 + 1u) * cout4 + co0 / 4u + 1u] = acc1_1;
+        y4[ybase + (m0 + 1u) * cout4 + co0 / 4u + 0u] = acc1_0;
+        y4[ybase + (m0 + 1u) * cout4 + co0 / 4u + 1u] = acc1_1;
     }
     if (m0 + 2u < p.m_total) {
-        y4[(m0 + 2u) * cout4 + co0 / 4u + 0u] = acc2_0;
-        y4[(m0 + 2u) * cout4 + co0 / 4u + 1u] = acc2_1;
+        y4[ybase + (m0 + 2u) * cout4 + co0 / 4u + 0u] = acc2_0;
+        y4[ybase + (m0 + 2u) * cout4 + co0 / 4u + 1u] = acc2_1;
     }
     if (m0 + 3u < p.m_total) {
-        y4[(m0 + 3u) * cout4 + co0 / 4u + 0u] = acc3_0;
-        y4[(m0 + 3u) * cout4 + co0 / 4u + 1u] = acc3_1;
+        y4[ybase + (m0 + 3u) * cout4 + co0 / 4u + 0u] = acc3_0;
+        y4[ybase + (m0 + 3u) * cout4 + co0 / 4u + 1u] = acc3_1;
     }
     if (m0 + 4u < p.m_total) {
-        y4[(m0 + 4u) * cout4 + co0 / 4u + 0u] = acc4_0;
-        y4[(m0 + 4u) * cout4 + co0 / 4u + 1u] = acc4_1;
+        y4[ybase + (m0 + 4u) * cout4 + co0 / 4u + 0u] = acc4_0;
+        y4[ybase + (m0 + 4u) * cout4 + co0 / 4u + 1u] = acc4_1;
     }
     if (m0 + 5u < p.m_total) {
-        y4[(m0 + 5u) * cout4 + co0 / 4u + 0u] = acc5_0;
-        y4[(m0 + 5u) * cout4 + co0 / 4u + 1u] = acc5_1;
+        y4[ybase + (m0 + 5u) * cout4 + co0 / 4u + 0u] = acc5_0;
+        y4[ybase + (m0 + 5u) * cout4 + co0 / 4u + 1u] = acc5_1;
     }
     if (m0 + 6u < p.m_total) {
-        y4[(m0 + 6u) * cout4 + co0 / 4u + 0u] = acc6_0;
-        y4[(m0 + 6u) * cout4 + co0 / 4u + 1u] = acc6_1;
+        y4[ybase + (m0 + 6u) * cout4 + co0 / 4u + 0u] = acc6_0;
+        y4[ybase + (m0 + 6u) * cout4 + co0 / 4u + 1u] = acc6_1;
     }
     if (m0 + 7u < p.m_total) {
-        y4[(m0 + 7u) * cout4 + co0 / 4u + 0u] = acc7_0;
-        y4[(m0 + 7u) * cout4 + co0 / 4u + 1u] = acc7_1;
+        y4[ybase + (m0 + 7u) * cout4 + co0 / 4u + 0u] = acc7_0;
+        y4[ybase + (m0 + 7u) * cout4 + co0 / 4u + 1u] = acc7_1;
     }
 }
 
@@ -380,7 +385,9 @@ fn conv3d_tiled_m8n8_c1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
     // (voxel() marks it not live) and skip only the final stores. A SIMD compiler such as
     // lavapipe runs both sides of every `if` masked, so branches cost on every lane (see
     // docs/lavapipe-loads.md).
-    let co0 = wg.z * 8u;
+    let cblocks = p.cout / 8u;
+    let split = wg.z / cblocks;
+    let co0 = (wg.z % cblocks) * 8u;
     let cout4 = p.cout / 4u;
     let grp = co0 / p.cout_g;
     let v0 = voxel(m0 + 0u);
@@ -408,7 +415,7 @@ fn conv3d_tiled_m8n8_c1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
     var acc7_0 = vec4<f32>(0.0);
     var acc7_1 = vec4<f32>(0.0);
     // bias without an `if` (a masked branch would cost as much as the load itself)
-    let bias_on = f32(p.has_bias != 0u);
+    let bias_on = f32(p.has_bias != 0u && split == 0u);
     let b0 = bias4[co0 / 4u + 0u] * bias_on;
     acc0_0 = b0;
     acc1_0 = b0;
@@ -430,8 +437,8 @@ fn conv3d_tiled_m8n8_c1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
     let cstep = p.cin;
     let cbase = grp * p.cin_g;
     let nc = p.cin_g;
-    let ntaps = p.kd * p.kh * p.kw;
-    for (var tap = 0u; tap < ntaps; tap++) {
+    let tap_end = min(p.kd * p.kh * p.kw, (split + 1u) * p.chunk);
+    for (var tap = split * p.chunk; tap < tap_end; tap++) {
         let kw = tap % p.kw;
         let kh = (tap / p.kw) % p.kh;
         let kd = tap / (p.kw * p.kh);
@@ -515,37 +522,38 @@ fn conv3d_tiled_m8n8_c1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
             wr += cout4;
         }
     }
+    let ybase = split * p.m_total * cout4;
     if (m0 + 0u < p.m_total) {
-        y4[(m0 + 0u) * cout4 + co0 / 4u + 0u] = acc0_0;
-        y4[(m0 + 0u) * cout4 + co0 / 4u + 1u] = acc0_1;
+        y4[ybase + (m0 + 0u) * cout4 + co0 / 4u + 0u] = acc0_0;
+        y4[ybase + (m0 + 0u) * cout4 + co0 / 4u + 1u] = acc0_1;
     }
     if (m0 + 1u < p.m_total) {
-        y4[(m0 + 1u) * cout4 + co0 / 4u + 0u] = acc1_0;
-        y4[(m0 + 1u) * cout4 + co0 / 4u + 1u] = acc1_1;
+        y4[ybase + (m0 + 1u) * cout4 + co0 / 4u + 0u] = acc1_0;
+        y4[ybase + (m0 + 1u) * cout4 + co0 / 4u + 1u] = acc1_1;
     }
     if (m0 + 2u < p.m_total) {
-        y4[(m0 + 2u) * cout4 + co0 / 4u + 0u] = acc2_0;
-        y4[(m0 + 2u) * cout4 + co0 / 4u + 1u] = acc2_1;
+        y4[ybase + (m0 + 2u) * cout4 + co0 / 4u + 0u] = acc2_0;
+        y4[ybase + (m0 + 2u) * cout4 + co0 / 4u + 1u] = acc2_1;
     }
     if (m0 + 3u < p.m_total) {
-        y4[(m0 + 3u) * cout4 + co0 / 4u + 0u] = acc3_0;
-        y4[(m0 + 3u) * cout4 + co0 / 4u + 1u] = acc3_1;
+        y4[ybase + (m0 + 3u) * cout4 + co0 / 4u + 0u] = acc3_0;
+        y4[ybase + (m0 + 3u) * cout4 + co0 / 4u + 1u] = acc3_1;
     }
     if (m0 + 4u < p.m_total) {
-        y4[(m0 + 4u) * cout4 + co0 / 4u + 0u] = acc4_0;
-        y4[(m0 + 4u) * cout4 + co0 / 4u + 1u] = acc4_1;
+        y4[ybase + (m0 + 4u) * cout4 + co0 / 4u + 0u] = acc4_0;
+        y4[ybase + (m0 + 4u) * cout4 + co0 / 4u + 1u] = acc4_1;
     }
     if (m0 + 5u < p.m_total) {
-        y4[(m0 + 5u) * cout4 + co0 / 4u + 0u] = acc5_0;
-        y4[(m0 + 5u) * cout4 + co0 / 4u + 1u] = acc5_1;
+        y4[ybase + (m0 + 5u) * cout4 + co0 / 4u + 0u] = acc5_0;
+        y4[ybase + (m0 + 5u) * cout4 + co0 / 4u + 1u] = acc5_1;
     }
     if (m0 + 6u < p.m_total) {
-        y4[(m0 + 6u) * cout4 + co0 / 4u + 0u] = acc6_0;
-        y4[(m0 + 6u) * cout4 + co0 / 4u + 1u] = acc6_1;
+        y4[ybase + (m0 + 6u) * cout4 + co0 / 4u + 0u] = acc6_0;
+        y4[ybase + (m0 + 6u) * cout4 + co0 / 4u + 1u] = acc6_1;
     }
     if (m0 + 7u < p.m_total) {
-        y4[(m0 + 7u) * cout4 + co0 / 4u + 0u] = acc7_0;
-        y4[(m0 + 7u) * cout4 + co0 / 4u + 1u] = acc7_1;
+        y4[ybase + (m0 + 7u) * cout4 + co0 / 4u + 0u] = acc7_0;
+        y4[ybase + (m0 + 7u) * cout4 + co0 / 4u + 1u] = acc7_1;
     }
 }
 
@@ -557,7 +565,9 @@ fn conv3d_tiled_m16n8_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     // (voxel() marks it not live) and skip only the final stores. A SIMD compiler such as
     // lavapipe runs both sides of every `if` masked, so branches cost on every lane (see
     // docs/lavapipe-loads.md).
-    let co0 = wg.z * 8u;
+    let cblocks = p.cout / 8u;
+    let split = wg.z / cblocks;
+    let co0 = (wg.z % cblocks) * 8u;
     let cout4 = p.cout / 4u;
     let grp = co0 / p.cout_g;
     let v0 = voxel(m0 + 0u);
@@ -609,7 +619,7 @@ fn conv3d_tiled_m16n8_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     var acc15_0 = vec4<f32>(0.0);
     var acc15_1 = vec4<f32>(0.0);
     // bias without an `if` (a masked branch would cost as much as the load itself)
-    let bias_on = f32(p.has_bias != 0u);
+    let bias_on = f32(p.has_bias != 0u && split == 0u);
     let b0 = bias4[co0 / 4u + 0u] * bias_on;
     acc0_0 = b0;
     acc1_0 = b0;
@@ -647,8 +657,8 @@ fn conv3d_tiled_m16n8_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     let cstep = p.cin / 4u;           // vec4s per input voxel
     let cbase = grp * (p.cin_g / 4u); // the group's first vec4
     let nc = p.cin_g / 4u;
-    let ntaps = p.kd * p.kh * p.kw;
-    for (var tap = 0u; tap < ntaps; tap++) {
+    let tap_end = min(p.kd * p.kh * p.kw, (split + 1u) * p.chunk);
+    for (var tap = split * p.chunk; tap < tap_end; tap++) {
         let kw = tap % p.kw;
         let kh = (tap / p.kw) % p.kh;
         let kd = tap / (p.kw * p.kh);
@@ -906,69 +916,70 @@ fn conv3d_tiled_m16n8_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
             wr += 4u * cout4;
         }
     }
+    let ybase = split * p.m_total * cout4;
     if (m0 + 0u < p.m_total) {
-        y4[(m0 + 0u) * cout4 + co0 / 4u + 0u] = acc0_0;
-        y4[(m0 + 0u) * cout4 + co0 / 4u + 1u] = acc0_1;
+        y4[ybase + (m0 + 0u) * cout4 + co0 / 4u + 0u] = acc0_0;
+        y4[ybase + (m0 + 0u) * cout4 + co0 / 4u + 1u] = acc0_1;
     }
     if (m0 + 1u < p.m_total) {
-        y4[(m0 + 1u) * cout4 + co0 / 4u + 0u] = acc1_0;
-        y4[(m0 + 1u) * cout4 + co0 / 4u + 1u] = acc1_1;
+        y4[ybase + (m0 + 1u) * cout4 + co0 / 4u + 0u] = acc1_0;
+        y4[ybase + (m0 + 1u) * cout4 + co0 / 4u + 1u] = acc1_1;
     }
     if (m0 + 2u < p.m_total) {
-        y4[(m0 + 2u) * cout4 + co0 / 4u + 0u] = acc2_0;
-        y4[(m0 + 2u) * cout4 + co0 / 4u + 1u] = acc2_1;
+        y4[ybase + (m0 + 2u) * cout4 + co0 / 4u + 0u] = acc2_0;
+        y4[ybase + (m0 + 2u) * cout4 + co0 / 4u + 1u] = acc2_1;
     }
     if (m0 + 3u < p.m_total) {
-        y4[(m0 + 3u) * cout4 + co0 / 4u + 0u] = acc3_0;
-        y4[(m0 + 3u) * cout4 + co0 / 4u + 1u] = acc3_1;
+        y4[ybase + (m0 + 3u) * cout4 + co0 / 4u + 0u] = acc3_0;
+        y4[ybase + (m0 + 3u) * cout4 + co0 / 4u + 1u] = acc3_1;
     }
     if (m0 + 4u < p.m_total) {
-        y4[(m0 + 4u) * cout4 + co0 / 4u + 0u] = acc4_0;
-        y4[(m0 + 4u) * cout4 + co0 / 4u + 1u] = acc4_1;
+        y4[ybase + (m0 + 4u) * cout4 + co0 / 4u + 0u] = acc4_0;
+        y4[ybase + (m0 + 4u) * cout4 + co0 / 4u + 1u] = acc4_1;
     }
     if (m0 + 5u < p.m_total) {
-        y4[(m0 + 5u) * cout4 + co0 / 4u + 0u] = acc5_0;
-        y4[(m0 + 5u) * cout4 + co0 / 4u + 1u] = acc5_1;
+        y4[ybase + (m0 + 5u) * cout4 + co0 / 4u + 0u] = acc5_0;
+        y4[ybase + (m0 + 5u) * cout4 + co0 / 4u + 1u] = acc5_1;
     }
     if (m0 + 6u < p.m_total) {
-        y4[(m0 + 6u) * cout4 + co0 / 4u + 0u] = acc6_0;
-        y4[(m0 + 6u) * cout4 + co0 / 4u + 1u] = acc6_1;
+        y4[ybase + (m0 + 6u) * cout4 + co0 / 4u + 0u] = acc6_0;
+        y4[ybase + (m0 + 6u) * cout4 + co0 / 4u + 1u] = acc6_1;
     }
     if (m0 + 7u < p.m_total) {
-        y4[(m0 + 7u) * cout4 + co0 / 4u + 0u] = acc7_0;
-        y4[(m0 + 7u) * cout4 + co0 / 4u + 1u] = acc7_1;
+        y4[ybase + (m0 + 7u) * cout4 + co0 / 4u + 0u] = acc7_0;
+        y4[ybase + (m0 + 7u) * cout4 + co0 / 4u + 1u] = acc7_1;
     }
     if (m0 + 8u < p.m_total) {
-        y4[(m0 + 8u) * cout4 + co0 / 4u + 0u] = acc8_0;
-        y4[(m0 + 8u) * cout4 + co0 / 4u + 1u] = acc8_1;
+        y4[ybase + (m0 + 8u) * cout4 + co0 / 4u + 0u] = acc8_0;
+        y4[ybase + (m0 + 8u) * cout4 + co0 / 4u + 1u] = acc8_1;
     }
     if (m0 + 9u < p.m_total) {
-        y4[(m0 + 9u) * cout4 + co0 / 4u + 0u] = acc9_0;
-        y4[(m0 + 9u) * cout4 + co0 / 4u + 1u] = acc9_1;
+        y4[ybase + (m0 + 9u) * cout4 + co0 / 4u + 0u] = acc9_0;
+        y4[ybase + (m0 + 9u) * cout4 + co0 / 4u + 1u] = acc9_1;
     }
     if (m0 + 10u < p.m_total) {
-        y4[(m0 + 10u) * cout4 + co0 / 4u + 0u] = acc10_0;
-        y4[(m0 + 10u) * cout4 + co0 / 4u + 1u] = acc10_1;
+        y4[ybase + (m0 + 10u) * cout4 + co0 / 4u + 0u] = acc10_0;
+        y4[ybase + (m0 + 10u) * cout4 + co0 / 4u + 1u] = acc10_1;
     }
     if (m0 + 11u < p.m_total) {
-        y4[(m0 + 11u) * cout4 + co0 / 4u + 0u] = acc11_0;
-        y4[(m0 + 11u) * cout4 + co0 / 4u + 1u] = acc11_1;
+        y4[ybase + (m0 + 11u) * cout4 + co0 / 4u + 0u] = acc11_0;
+        y4[ybase + (m0 + 11u) * cout4 + co0 / 4u + 1u] = acc11_1;
     }
     if (m0 + 12u < p.m_total) {
-        y4[(m0 + 12u) * cout4 + co0 / 4u + 0u] = acc12_0;
-        y4[(m0 + 12u) * cout4 + co0 / 4u + 1u] = acc12_1;
+        y4[ybase + (m0 + 12u) * cout4 + co0 / 4u + 0u] = acc12_0;
+        y4[ybase + (m0 + 12u) * cout4 + co0 / 4u + 1u] = acc12_1;
     }
     if (m0 + 13u < p.m_total) {
-        y4[(m0 + 13u) * cout4 + co0 / 4u + 0u] = acc13_0;
-        y4[(m0 + 13u) * cout4 + co0 / 4u + 1u] = acc13_1;
+        y4[ybase + (m0 + 13u) * cout4 + co0 / 4u + 0u] = acc13_0;
+        y4[ybase + (m0 + 13u) * cout4 + co0 / 4u + 1u] = acc13_1;
     }
     if (m0 + 14u < p.m_total) {
-        y4[(m0 + 14u) * cout4 + co0 / 4u + 0u] = acc14_0;
-        y4[(m0 + 14u) * cout4 + co0 / 4u + 1u] = acc14_1;
+        y4[ybase + (m0 + 14u) * cout4 + co0 / 4u + 0u] = acc14_0;
+        y4[ybase + (m0 + 14u) * cout4 + co0 / 4u + 1u] = acc14_1;
     }
     if (m0 + 15u < p.m_total) {
-        y4[(m0 + 15u) * cout4 + co0 / 4u + 0u] = acc15_0;
-        y4[(m0 + 15u) * cout4 + co0 / 4u + 1u] = acc15_1;
+        y4[ybase + (m0 + 15u) * cout4 + co0 / 4u + 0u] = acc15_0;
+        y4[ybase + (m0 + 15u) * cout4 + co0 / 4u + 1u] = acc15_1;
     }
 }
 
@@ -980,7 +991,9 @@ fn conv3d_tiled_m16n8_c1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     // (voxel() marks it not live) and skip only the final stores. A SIMD compiler such as
     // lavapipe runs both sides of every `if` masked, so branches cost on every lane (see
     // docs/lavapipe-loads.md).
-    let co0 = wg.z * 8u;
+    let cblocks = p.cout / 8u;
+    let split = wg.z / cblocks;
+    let co0 = (wg.z % cblocks) * 8u;
     let cout4 = p.cout / 4u;
     let grp = co0 / p.cout_g;
     let v0 = voxel(m0 + 0u);
@@ -1032,7 +1045,7 @@ fn conv3d_tiled_m16n8_c1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     var acc15_0 = vec4<f32>(0.0);
     var acc15_1 = vec4<f32>(0.0);
     // bias without an `if` (a masked branch would cost as much as the load itself)
-    let bias_on = f32(p.has_bias != 0u);
+    let bias_on = f32(p.has_bias != 0u && split == 0u);
     let b0 = bias4[co0 / 4u + 0u] * bias_on;
     acc0_0 = b0;
     acc1_0 = b0;
@@ -1070,8 +1083,8 @@ fn conv3d_tiled_m16n8_c1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     let cstep = p.cin;
     let cbase = grp * p.cin_g;
     let nc = p.cin_g;
-    let ntaps = p.kd * p.kh * p.kw;
-    for (var tap = 0u; tap < ntaps; tap++) {
+    let tap_end = min(p.kd * p.kh * p.kw, (split + 1u) * p.chunk);
+    for (var tap = split * p.chunk; tap < tap_end; tap++) {
         let kw = tap % p.kw;
         let kh = (tap / p.kw) % p.kh;
         let kd = tap / (p.kw * p.kh);
@@ -1227,69 +1240,70 @@ fn conv3d_tiled_m16n8_c1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
             wr += cout4;
         }
     }
+    let ybase = split * p.m_total * cout4;
     if (m0 + 0u < p.m_total) {
-        y4[(m0 + 0u) * cout4 + co0 / 4u + 0u] = acc0_0;
-        y4[(m0 + 0u) * cout4 + co0 / 4u + 1u] = acc0_1;
+        y4[ybase + (m0 + 0u) * cout4 + co0 / 4u + 0u] = acc0_0;
+        y4[ybase + (m0 + 0u) * cout4 + co0 / 4u + 1u] = acc0_1;
     }
     if (m0 + 1u < p.m_total) {
-        y4[(m0 + 1u) * cout4 + co0 / 4u + 0u] = acc1_0;
-        y4[(m0 + 1u) * cout4 + co0 / 4u + 1u] = acc1_1;
+        y4[ybase + (m0 + 1u) * cout4 + co0 / 4u + 0u] = acc1_0;
+        y4[ybase + (m0 + 1u) * cout4 + co0 / 4u + 1u] = acc1_1;
     }
     if (m0 + 2u < p.m_total) {
-        y4[(m0 + 2u) * cout4 + co0 / 4u + 0u] = acc2_0;
-        y4[(m0 + 2u) * cout4 + co0 / 4u + 1u] = acc2_1;
+        y4[ybase + (m0 + 2u) * cout4 + co0 / 4u + 0u] = acc2_0;
+        y4[ybase + (m0 + 2u) * cout4 + co0 / 4u + 1u] = acc2_1;
     }
     if (m0 + 3u < p.m_total) {
-        y4[(m0 + 3u) * cout4 + co0 / 4u + 0u] = acc3_0;
-        y4[(m0 + 3u) * cout4 + co0 / 4u + 1u] = acc3_1;
+        y4[ybase + (m0 + 3u) * cout4 + co0 / 4u + 0u] = acc3_0;
+        y4[ybase + (m0 + 3u) * cout4 + co0 / 4u + 1u] = acc3_1;
     }
     if (m0 + 4u < p.m_total) {
-        y4[(m0 + 4u) * cout4 + co0 / 4u + 0u] = acc4_0;
-        y4[(m0 + 4u) * cout4 + co0 / 4u + 1u] = acc4_1;
+        y4[ybase + (m0 + 4u) * cout4 + co0 / 4u + 0u] = acc4_0;
+        y4[ybase + (m0 + 4u) * cout4 + co0 / 4u + 1u] = acc4_1;
     }
     if (m0 + 5u < p.m_total) {
-        y4[(m0 + 5u) * cout4 + co0 / 4u + 0u] = acc5_0;
-        y4[(m0 + 5u) * cout4 + co0 / 4u + 1u] = acc5_1;
+        y4[ybase + (m0 + 5u) * cout4 + co0 / 4u + 0u] = acc5_0;
+        y4[ybase + (m0 + 5u) * cout4 + co0 / 4u + 1u] = acc5_1;
     }
     if (m0 + 6u < p.m_total) {
-        y4[(m0 + 6u) * cout4 + co0 / 4u + 0u] = acc6_0;
-        y4[(m0 + 6u) * cout4 + co0 / 4u + 1u] = acc6_1;
+        y4[ybase + (m0 + 6u) * cout4 + co0 / 4u + 0u] = acc6_0;
+        y4[ybase + (m0 + 6u) * cout4 + co0 / 4u + 1u] = acc6_1;
     }
     if (m0 + 7u < p.m_total) {
-        y4[(m0 + 7u) * cout4 + co0 / 4u + 0u] = acc7_0;
-        y4[(m0 + 7u) * cout4 + co0 / 4u + 1u] = acc7_1;
+        y4[ybase + (m0 + 7u) * cout4 + co0 / 4u + 0u] = acc7_0;
+        y4[ybase + (m0 + 7u) * cout4 + co0 / 4u + 1u] = acc7_1;
     }
     if (m0 + 8u < p.m_total) {
-        y4[(m0 + 8u) * cout4 + co0 / 4u + 0u] = acc8_0;
-        y4[(m0 + 8u) * cout4 + co0 / 4u + 1u] = acc8_1;
+        y4[ybase + (m0 + 8u) * cout4 + co0 / 4u + 0u] = acc8_0;
+        y4[ybase + (m0 + 8u) * cout4 + co0 / 4u + 1u] = acc8_1;
     }
     if (m0 + 9u < p.m_total) {
-        y4[(m0 + 9u) * cout4 + co0 / 4u + 0u] = acc9_0;
-        y4[(m0 + 9u) * cout4 + co0 / 4u + 1u] = acc9_1;
+        y4[ybase + (m0 + 9u) * cout4 + co0 / 4u + 0u] = acc9_0;
+        y4[ybase + (m0 + 9u) * cout4 + co0 / 4u + 1u] = acc9_1;
     }
     if (m0 + 10u < p.m_total) {
-        y4[(m0 + 10u) * cout4 + co0 / 4u + 0u] = acc10_0;
-        y4[(m0 + 10u) * cout4 + co0 / 4u + 1u] = acc10_1;
+        y4[ybase + (m0 + 10u) * cout4 + co0 / 4u + 0u] = acc10_0;
+        y4[ybase + (m0 + 10u) * cout4 + co0 / 4u + 1u] = acc10_1;
     }
     if (m0 + 11u < p.m_total) {
-        y4[(m0 + 11u) * cout4 + co0 / 4u + 0u] = acc11_0;
-        y4[(m0 + 11u) * cout4 + co0 / 4u + 1u] = acc11_1;
+        y4[ybase + (m0 + 11u) * cout4 + co0 / 4u + 0u] = acc11_0;
+        y4[ybase + (m0 + 11u) * cout4 + co0 / 4u + 1u] = acc11_1;
     }
     if (m0 + 12u < p.m_total) {
-        y4[(m0 + 12u) * cout4 + co0 / 4u + 0u] = acc12_0;
-        y4[(m0 + 12u) * cout4 + co0 / 4u + 1u] = acc12_1;
+        y4[ybase + (m0 + 12u) * cout4 + co0 / 4u + 0u] = acc12_0;
+        y4[ybase + (m0 + 12u) * cout4 + co0 / 4u + 1u] = acc12_1;
     }
     if (m0 + 13u < p.m_total) {
-        y4[(m0 + 13u) * cout4 + co0 / 4u + 0u] = acc13_0;
-        y4[(m0 + 13u) * cout4 + co0 / 4u + 1u] = acc13_1;
+        y4[ybase + (m0 + 13u) * cout4 + co0 / 4u + 0u] = acc13_0;
+        y4[ybase + (m0 + 13u) * cout4 + co0 / 4u + 1u] = acc13_1;
     }
     if (m0 + 14u < p.m_total) {
-        y4[(m0 + 14u) * cout4 + co0 / 4u + 0u] = acc14_0;
-        y4[(m0 + 14u) * cout4 + co0 / 4u + 1u] = acc14_1;
+        y4[ybase + (m0 + 14u) * cout4 + co0 / 4u + 0u] = acc14_0;
+        y4[ybase + (m0 + 14u) * cout4 + co0 / 4u + 1u] = acc14_1;
     }
     if (m0 + 15u < p.m_total) {
-        y4[(m0 + 15u) * cout4 + co0 / 4u + 0u] = acc15_0;
-        y4[(m0 + 15u) * cout4 + co0 / 4u + 1u] = acc15_1;
+        y4[ybase + (m0 + 15u) * cout4 + co0 / 4u + 0u] = acc15_0;
+        y4[ybase + (m0 + 15u) * cout4 + co0 / 4u + 1u] = acc15_1;
     }
 }
 

@@ -158,6 +158,27 @@ fn fast_path_matches_naive_on_a_larger_shape() {
     }
 }
 
+/// The tiled forward splits its tap reduction across workgroups when the output is small (the
+/// shapes above); this one has enough output tiles (≥ 1024 workgroups) to run unsplit, with bias.
+#[test]
+fn fast_forward_unsplit_matches_naive_with_bias() {
+    let gpu = gpu();
+    let mut rng = Rng::new(44);
+    let cfg = Conv3dConfig::cube(1, 1, 0);
+    let (_, tx) = random_pair(&gpu, &mut rng, &[1, 16, 64, 64, 4], -1.0, 1.0);
+    let (_, tw) = random_pair(&gpu, &mut rng, &[1, 1, 1, 4, 64], -1.0, 1.0);
+    let (_, tb) = random_pair(&gpu, &mut rng, &[64], -1.0, 1.0);
+    let fast = conv3d_with(&tx, &tw, Some(&tb), &cfg, ConvPath::Fast).unwrap();
+    let naive = conv3d_with(&tx, &tw, Some(&tb), &cfg, ConvPath::Naive).unwrap();
+    let want: Vec<f64> = naive.to_vec().unwrap().iter().map(|&v| v as f64).collect();
+    assert_close(
+        "fast (unsplit) vs naive forward",
+        &fast.to_vec().unwrap(),
+        &want,
+        F32_ACCUM,
+    );
+}
+
 #[test]
 fn adjoint_identity_holds() {
     // ⟨conv(x), y⟩ = ⟨x, convᵀ(y)⟩ with convᵀ the GPU input-gradient pass (no bias).

@@ -18,6 +18,7 @@
 //! which is what bounds these kernels there.
 
 use super::conv3d::{ConvParams, Geometry, BACKWARD_WEIGHT_SUM};
+use super::reduce::sum_leading_raw;
 use crate::error::Result;
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
@@ -167,16 +168,50 @@ pub(crate) fn forward(
             dummy.buffer()
         }
     };
-    let params: ConvParams = geo.params(y.numel(), bias.is_some());
+    let mut params: ConvParams = geo.params(y.numel(), bias.is_some());
     let blocks = geo.m_total().div_ceil(64 * tm);
+    let co_blocks = geo.out[4] / tn;
+    let taps: usize = geo.cfg.kernel.iter().product();
+    let splits = tap_splits(blocks * co_blocks, taps, y.numel());
+    let chunk = taps.div_ceil(splits);
+    let splits = taps.div_ceil(chunk);
+    params.splits = splits as u32;
+    params.chunk = chunk as u32;
+    let grid = fold(blocks, co_blocks * splits);
+    if splits == 1 {
+        gpu.dispatch(
+            spec,
+            &params,
+            &[x.buffer(), w.buffer(), b],
+            &[y.buffer()],
+            grid,
+        )?;
+        return Ok(true);
+    }
+    // Split-K over taps: partial outputs [splits, M, Cout], then their sum (bias is in split 0).
+    let partial = Tensor::uninit(gpu, "conv3d", &[splits, y.numel()])?;
     gpu.dispatch(
         spec,
         &params,
         &[x.buffer(), w.buffer(), b],
-        &[y.buffer()],
-        fold(blocks, geo.out[4] / tn),
+        &[partial.buffer()],
+        grid,
     )?;
+    y.assign(&sum_leading_raw(&partial)?.reshape(y.shape())?)?;
     Ok(true)
+}
+
+/// How many tap ranges to split a forward convolution into: when the output alone gives fewer
+/// than `TARGET_WORKGROUPS` workgroups (a patch-embedding conv such as SR 8 has 36 output voxels
+/// and 32 768 products per output), the reduction over taps is spread across workgroups instead
+/// of running serially in a few. Partials stay under 16 Mi floats.
+fn tap_splits(workgroups: usize, taps: usize, outputs: usize) -> usize {
+    const TARGET_WORKGROUPS: usize = 1024;
+    TARGET_WORKGROUPS
+        .div_ceil(workgroups.max(1))
+        .min(taps)
+        .min((16 << 20) / outputs.max(1))
+        .max(1)
 }
 
 /// gw = Σ_m x(m @ tap) ⊗ g(m) with the tiled kernels (Cout_g % 8 == 0), then the sum pass.

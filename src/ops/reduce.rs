@@ -122,6 +122,17 @@ fn split_count(n_out: usize, n_red: usize) -> usize {
     by_device.min(by_length).max(1)
 }
 
+/// Sum over the leading axis, unrecorded: `[S, ...] → [...]`. For launchers that sum their own
+/// split partials (no autograd: the caller records the op as a whole).
+pub(crate) fn sum_leading_raw(x: &Tensor) -> Result<Tensor> {
+    let mut mask = vec![false; x.rank()];
+    if let Some(first) = mask.first_mut() {
+        *first = true;
+    }
+    let summed = reduce_raw(x, &mask, 1.0)?;
+    summed.reshape(&x.shape()[1..])
+}
+
 /// Broadcast `g` (shape with reduced axes = 1) to `shape`, times `scale`.
 fn expand_raw(g: &Tensor, shape: &[usize], scale: f32) -> Result<Tensor> {
     let s = Tensor::full(g.gpu(), shape, scale)?;
