@@ -26,7 +26,13 @@ const CASES: &[(&[usize], &[isize])] = &[
 
 fn positive_axes(axes: &[isize], rank: usize) -> Vec<usize> {
     axes.iter()
-        .map(|&a| if a < 0 { (rank as isize + a) as usize } else { a as usize })
+        .map(|&a| {
+            if a < 0 {
+                (rank as isize + a) as usize
+            } else {
+                a as usize
+            }
+        })
         .collect()
 }
 
@@ -44,7 +50,10 @@ fn check(shape: &[usize], axes: &[isize], mean: bool, keepdim: bool, tol: Tolera
         ops::sum(&x, axes, keepdim)
     }
     .unwrap();
-    let what = format!("{} {shape:?} axes {axes:?} keepdim {keepdim}", if mean { "mean" } else { "sum" });
+    let what = format!(
+        "{} {shape:?} axes {axes:?} keepdim {keepdim}",
+        if mean { "mean" } else { "sum" }
+    );
     if keepdim {
         assert_eq!(y.shape(), want.shape.as_slice(), "{what}: shape");
     } else {
@@ -60,13 +69,14 @@ fn check(shape: &[usize], axes: &[isize], mean: bool, keepdim: bool, tol: Tolera
     let g = Tensor::from_slice(&gpu, &g_data, y.shape()).unwrap();
     let grads = y.backward_with(&g).unwrap();
     let gx = grads.get(&x).expect("x gets a gradient");
-    let want_gx = refred::sum_keepdim_backward(
-        shape,
-        &pos,
-        scale,
-        &Array::from_f32(&g_data, &want.shape),
+    let want_gx =
+        refred::sum_keepdim_backward(shape, &pos, scale, &Array::from_f32(&g_data, &want.shape));
+    assert_close(
+        &format!("{what}: dx"),
+        &gx.to_vec().unwrap(),
+        &want_gx.data,
+        F32_GRAD,
     );
-    assert_close(&format!("{what}: dx"), &gx.to_vec().unwrap(), &want_gx.data, F32_GRAD);
 }
 
 #[test]
@@ -132,7 +142,13 @@ fn bad_axes_and_empty_means_are_typed_errors() {
     let gpu = gpu();
     let x = Tensor::zeros(&gpu, &[2, 3]).unwrap();
     let err = ops::sum(&x, &[2], false).unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument { .. } | Error::ShapeMismatch { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidArgument { .. } | Error::ShapeMismatch { .. }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("sum"), "{err}");
     let empty = Tensor::zeros(&gpu, &[0, 3]).unwrap();
     let err = ops::mean(&empty, &[0], false).unwrap_err();

@@ -148,7 +148,7 @@ fn forward_backward_pose(
             .map(drop)
     };
     let ms = b.time_with_grad(&mut make, &mut run)?;
-    let peak = b.peak_bytes(&mut make, &mut run)?;
+    let peak = b.peak_bytes(make, &mut run)?;
     Ok(Sample {
         peak_bytes: Some(peak),
         ..Sample::new(ms, rays(side, diffdrr))
