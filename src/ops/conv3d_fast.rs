@@ -178,26 +178,23 @@ pub(crate) fn forward(
     params.splits = splits as u32;
     params.chunk = chunk as u32;
     let grid = fold(blocks, co_blocks * splits);
-    if splits == 1 {
-        gpu.dispatch(
-            spec,
-            &params,
-            &[x.buffer(), w.buffer(), b],
-            &[y.buffer()],
-            grid,
-        )?;
-        return Ok(true);
-    }
     // Split-K over taps: partial outputs [splits, M, Cout], then their sum (bias is in split 0).
-    let partial = Tensor::uninit(gpu, "conv3d", &[splits, y.numel()])?;
+    let partial = if splits > 1 {
+        Some(Tensor::uninit(gpu, "conv3d", &[splits, y.numel()])?)
+    } else {
+        None
+    };
+    let target = partial.as_ref().unwrap_or(y);
     gpu.dispatch(
         spec,
         &params,
         &[x.buffer(), w.buffer(), b],
-        &[partial.buffer()],
+        &[target.buffer()],
         grid,
     )?;
-    y.assign(&sum_leading_raw(&partial)?.reshape(y.shape())?)?;
+    if let Some(partial) = partial {
+        y.assign(&sum_leading_raw(&partial)?.reshape(y.shape())?)?;
+    }
     Ok(true)
 }
 
