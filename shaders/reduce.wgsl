@@ -13,6 +13,11 @@
 // k ∈ [s·chunk, min((s+1)·chunk, n_red)); the launcher then sums the S partials with the same
 // kernel (two passes, deterministic, no atomics). Unsplit, chunk = n_red and S = 1.
 //
+// sum_axes_serial: one invocation per output, a plain loop over its n_red elements, for short
+// reductions into many outputs (summing split partials, broadcast-gradient reductions over a
+// small axis), where a 64-lane workgroup with a barrier tree per output would mostly idle.
+// Dispatch: 1-D over outputs, 64 per workgroup, folded grid.
+//
 // Layout: contiguous row-major f32. Bindings: 0 params, 1 input (read), 2 output (read_write).
 // Dispatch: one workgroup of 64 invocations per (output element, chunk) (folded 1-D grid over
 // n_out · S, outputs fastest); the invocations stride over k and combine with a shared-memory
@@ -101,4 +106,17 @@ fn sum_axes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     if (lid == 0u) {
         dst[s * p.n_out + o] = partial[0] * p.scale;
     }
+}
+
+@compute @workgroup_size(64)
+fn sum_axes_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let o = (wg.x + wg.y * nwg.x) * 64u + lid;
+    if (o >= p.n_out) { return; }
+    let base = kept_offset(o);
+    var acc = 0.0;
+    for (var k = 0u; k < p.n_red; k++) {
+        acc += src[base + reduced_offset(k)];
+    }
+    dst[o] = acc * p.scale;
 }

@@ -17,6 +17,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::conv3d_fast;
+use super::conv3d_subpixel;
 use super::reduce::sum_to_shape;
 use crate::autograd::record;
 use crate::error::{Error, Result};
@@ -397,6 +398,26 @@ pub(crate) fn forward_raw(
     Ok(y)
 }
 
+/// The flipped, transposed weight of the input gradient: wf[K−1−k] = w[k]ᵀ, laid out
+/// [kD, kH, kW, Cout/groups, Cin] (Cin and Cout swap roles).
+pub(crate) fn flipped_weight(w: &Tensor, geo: &Geometry) -> Result<Tensor> {
+    let k = geo.cfg.kernel;
+    let wf = Tensor::uninit(
+        w.gpu(),
+        "conv3d_backward_input",
+        &[k[0], k[1], k[2], geo.cout_g, geo.x[4]],
+    )?;
+    let params = geo.params(w.numel(), false);
+    w.gpu().dispatch(
+        &FLIP_WEIGHT,
+        &params,
+        &[w.buffer()],
+        &[wf.buffer()],
+        Grid::cover(w.numel() as u64, 64),
+    )?;
+    Ok(wf)
+}
+
 /// dL/dx from dL/dy = g (unrecorded).
 pub(crate) fn backward_input_raw(
     g: &Tensor,
@@ -408,22 +429,20 @@ pub(crate) fn backward_input_raw(
     let c = &geo.cfg;
     let stride1 = c.stride == [1; 3];
     let pad_ok = (0..3).all(|a| c.padding[a] <= c.dilation[a] * (c.kernel[a] - 1));
+    let flipped = || flipped_weight(w, geo);
+    // Strided: one stride-1 fast conv per output parity class (src/ops/conv3d_subpixel.rs). With
+    // many classes (SR 4 and 8 patch convs: 64 and 512) the per-class launches cost more than
+    // the gather kernel's skipped taps, measured on lavapipe (SR 8: 638 vs 131 ms).
+    let classes: usize = c.stride.iter().product();
+    if path == ConvPath::Fast && !stride1 && classes <= 8 && c.dilation == [1; 3] {
+        let gx = Tensor::zeros(gpu, &geo.x)?;
+        if conv3d_subpixel::backward_input(g, &flipped()?, &gx, geo)? {
+            return Ok(gx);
+        }
+    }
     if path == ConvPath::Fast && stride1 && pad_ok {
-        // gx = conv(g, flip(w)ᵀ) with padding dil·(k−1) − p: Cin and Cout swap roles.
-        let k = c.kernel;
-        let wf = Tensor::uninit(
-            gpu,
-            "conv3d_backward_input",
-            &[k[0], k[1], k[2], geo.cout_g, geo.x[4]],
-        )?;
-        let params = geo.params(w.numel(), false);
-        gpu.dispatch(
-            &FLIP_WEIGHT,
-            &params,
-            &[w.buffer()],
-            &[wf.buffer()],
-            Grid::cover(w.numel() as u64, 64),
-        )?;
+        // gx = conv(g, flip(w)ᵀ) with padding dil·(k−1) − p.
+        let wf = flipped()?;
         let cfg_t = Conv3dConfig {
             padding: [0, 1, 2].map(|a| c.dilation[a] * (c.kernel[a] - 1) - c.padding[a]),
             ..*c

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod conv3d;
 pub mod conv3d_fast;
+mod conv3d_subpixel;
 pub mod conv_transpose3d;
 pub mod drr;
 pub mod elementwise;

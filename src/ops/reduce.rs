@@ -38,7 +38,15 @@ const SUM_AXES: KernelSpec = KernelSpec {
     constants: &[],
 };
 
-pub(crate) const KERNELS: &[KernelSpec] = &[SUM_AXES];
+const SUM_AXES_SERIAL: KernelSpec = KernelSpec {
+    entry: "sum_axes_serial",
+    ..SUM_AXES
+};
+
+pub(crate) const KERNELS: &[KernelSpec] = &[SUM_AXES, SUM_AXES_SERIAL];
+
+/// Reductions of at most this many elements per output run one invocation per output.
+const SERIAL_MAX: usize = 128;
 
 /// Launch: sum over `reduced` axes (a mask over x's axes) times `scale`; output keeps the
 /// reduced axes with extent 1.
@@ -89,6 +97,16 @@ fn reduce_raw(x: &Tensor, reduced: &[bool], scale: f32) -> Result<Tensor> {
         red_shape: rank6("sum", &red_shape, 1)?,
         red_stride: rank6("sum", &red_stride, 0)?,
     };
+    if n_red <= SERIAL_MAX {
+        x.gpu().dispatch(
+            &SUM_AXES_SERIAL,
+            &params,
+            &[x.buffer()],
+            &[out.buffer()],
+            Grid::cover(n_out as u64, 64),
+        )?;
+        return Ok(out);
+    }
     if splits == 1 {
         x.gpu().dispatch(
             &SUM_AXES,

@@ -6,6 +6,7 @@
 //! in-place methods used by optimizers (`assign`).
 
 mod layout;
+pub(crate) use layout::copy_region;
 
 pub(crate) use layout::KERNELS;
 
