@@ -110,8 +110,8 @@ pub(crate) fn backward_input(g: &Tensor, wf: &Tensor, gx: &Tensor, geo: &Geometr
                 )?;
                 let offset: usize = (0..3).map(|a| cls[a].wf_start * wf_strides[a]).sum();
                 let mut in_strides = wf_strides.clone();
-                for a in 0..3 {
-                    in_strides[a] *= c.stride[a];
+                for (st, s) in in_strides.iter_mut().zip(c.stride) {
+                    *st *= s;
                 }
                 copy_region(
                     "conv3d_backward_input",
