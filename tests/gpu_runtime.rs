@@ -99,3 +99,43 @@ fn a_lost_device_gives_a_typed_error_not_a_panic() {
         "{err}"
     );
 }
+
+#[test]
+fn profiling_counts_each_kernel_launch_and_stays_off_by_default() {
+    let gpu = fresh_gpu();
+    let a = Tensor::full(&gpu, &[1000], 1.0).unwrap();
+    let b = Tensor::full(&gpu, &[1000], 2.0).unwrap();
+    ops::add(&a, &b).unwrap();
+    gpu.synchronize().unwrap();
+    assert!(gpu.take_profile().is_empty(), "profiling is off by default");
+
+    gpu.set_profiling(true);
+    let c = ops::add(&a, &b).unwrap();
+    ops::add(&c, &b).unwrap();
+    ops::matmul(
+        &a.reshape(&[10, 100]).unwrap(),
+        &b.reshape(&[100, 10]).unwrap(),
+        false,
+        false,
+    )
+    .unwrap();
+    gpu.set_profiling(false);
+    let rows = gpu.take_profile();
+    let launches = |name: &str| {
+        rows.iter()
+            .filter(|r| r.kernel.contains(name))
+            .map(|r| r.launches)
+            .sum::<u64>()
+    };
+    assert_eq!(launches("elementwise::binary"), 2, "{rows:?}");
+    assert!(launches("matmul") >= 1, "{rows:?}");
+    assert!(rows.iter().all(|r| r.ms >= 0.0 && r.launches > 0));
+    assert!(
+        rows.windows(2).all(|w| w[0].ms >= w[1].ms),
+        "sorted by time"
+    );
+    assert!(
+        gpu.take_profile().is_empty(),
+        "taking the profile clears it"
+    );
+}

@@ -426,7 +426,14 @@ pub fn run_suite(
             r.pct_peak = Some(100.0);
             Outcome::Measured(r)
         } else {
-            match (c.run)(&bench) {
+            let profile = std::env::var_os("CADS_PROFILE").is_some();
+            gpu.set_profiling(profile);
+            let result = (c.run)(&bench);
+            gpu.set_profiling(false);
+            if profile {
+                print_profile(&c.name(), &gpu.take_profile());
+            }
+            match result {
                 Ok(s) => Outcome::Measured(report(c, s, peak)),
                 Err(e) => Outcome::Failed(Failure {
                     op: c.op.to_string(),
@@ -450,6 +457,22 @@ pub fn run_suite(
         ));
     }
     Ok(out)
+}
+
+/// The kernels one case spent its time in (all its runs together), most first, on stderr so the
+/// JSON lines on stdout stay clean. Times include a wait per launch: read the shares.
+fn print_profile(case: &str, rows: &[crate::gpu::KernelTime]) {
+    let total: f64 = rows.iter().map(|r| r.ms).sum();
+    eprintln!("profile {case}: {total:.1} ms in {} kernels", rows.len());
+    for r in rows.iter().take(15) {
+        eprintln!(
+            "  {:5.1}%  {:10.2} ms  {:6} launches  {}",
+            100.0 * r.ms / total.max(1e-9),
+            r.ms,
+            r.launches,
+            r.kernel
+        );
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::thread::ThreadId;
 use super::adapter::{select_adapter, AdapterChoice};
 use super::kernel::KernelCache;
 use super::pool::{BufferPool, PoolStats};
+use super::profile::Profiler;
 use super::recorder::Recorder;
 use crate::error::{Error, Result};
 
@@ -70,6 +71,8 @@ pub(crate) struct GpuInner {
     pub pool: BufferPool,
     pub kernels: KernelCache,
     pub recorder: Mutex<Recorder>,
+    /// Per-kernel timing, off unless `set_profiling(true)`.
+    pub profiler: Profiler,
     /// Set by the device-lost callback (owned devices) or when a map/poll reports loss.
     pub lost: Arc<Mutex<Option<String>>>,
     /// First uncaptured wgpu error since the last check (owned devices).
@@ -161,6 +164,7 @@ impl Gpu {
             inner: Arc::new(GpuInner {
                 pool: BufferPool::new(device.clone()),
                 recorder: Mutex::new(Recorder::default()),
+                profiler: Profiler::default(),
                 device,
                 queue,
                 adapter,

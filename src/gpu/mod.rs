@@ -4,6 +4,7 @@ mod adapter;
 mod context;
 mod kernel;
 mod pool;
+mod profile;
 mod recorder;
 mod timestamps;
 
@@ -11,3 +12,4 @@ pub use adapter::{select_adapter, AdapterChoice, NO_ADAPTER_HINT};
 pub use context::{AdapterSummary, DeviceFeatures, Gpu};
 pub use kernel::{Grid, KernelSpec};
 pub use pool::{size_class, PoolStats, PooledBuffer};
+pub use profile::KernelTime;

@@ -41,6 +41,29 @@ impl Gpu {
         outputs: &[&wgpu::Buffer],
         grid: Grid,
     ) -> Result<()> {
+        if !self.inner.profiler.enabled() {
+            return self.record_dispatch(spec, params, inputs, outputs, grid);
+        }
+        // Profiling (src/gpu/profile.rs): this launch alone between two idle points.
+        self.synchronize()?;
+        let t0 = std::time::Instant::now();
+        self.record_dispatch(spec, params, inputs, outputs, grid)?;
+        self.synchronize()?;
+        self.inner.profiler.add(
+            format!("{}::{}", spec.shader, spec.entry),
+            t0.elapsed().as_secs_f64() * 1e3,
+        );
+        Ok(())
+    }
+
+    fn record_dispatch<P: Pod>(
+        &self,
+        spec: &KernelSpec,
+        params: &P,
+        inputs: &[&wgpu::Buffer],
+        outputs: &[&wgpu::Buffer],
+        grid: Grid,
+    ) -> Result<()> {
         let op = spec.entry;
         self.check_health(op)?;
         if inputs.len() != spec.inputs as usize || outputs.len() != spec.outputs as usize {
