@@ -162,11 +162,16 @@ VEC4_HEADER = f"""\
 //   (x·y = row blocks × batch folded, z = column blocks). Per iteration: TM vec4 loads of A
 //   (4 k-steps of one row) and 4·TN/4 vec4 loads of B (4 k-rows), then 4·TM·TN/4 vec4 FMAs.
 //   Edge tiles clamp load rows/groups and mask stores.
+//   Split-K: z = column blocks × splits (column block = z % col_blocks, split = z / col_blocks);
+//   split s sums k4 ∈ [s·k_chunk4, (s+1)·k_chunk4) and writes its partial C at offset
+//   s·batch·M·N (the launcher sums the splits). A product with few output tiles and a long K
+//   (a weight gradient Aᵀ·G over 10⁵ tokens) would otherwise run serially in a few workgroups.
+//   Unsplit: col_blocks = z extent, k_chunk4 = K/4.
 // Launched by src/ops/matmul.rs (matmul_launch).
 
 struct MatmulParams {{
     m: u32, n: u32, k: u32, row_blocks: u32,
-    batch: u32, batch_inner: u32, _pad0: u32, _pad1: u32,
+    batch: u32, batch_inner: u32, k_chunk4: u32, col_blocks: u32,
     a_sm: u32, a_sk: u32, b_sk: u32, b_sn: u32,
     a_sb_outer: u32, a_sb_inner: u32, b_sb_outer: u32, b_sb_inner: u32,
 }}
@@ -197,8 +202,10 @@ def vec4_entry(tm, tg):
     w(f"    if (lin >= p.row_blocks * p.batch) {{ return; }}")
     w(f"    let bat = lin / p.row_blocks;")
     w(f"    let m0 = (lin % p.row_blocks) * {tm}u;")
-    w(f"    let g0 = wg.z * {WG * tg}u + lid;")
+    w(f"    let split = wg.z / p.col_blocks;")
+    w(f"    let g0 = (wg.z % p.col_blocks) * {WG * tg}u + lid;")
     w(f"    let k4 = p.k / 4u;")
+    w(f"    let k_end = min(k4, (split + 1u) * p.k_chunk4);")
     w(f"    let n4 = p.n / 4u;")
     w(f"    let ab = a_offset4(bat);")
     w(f"    let bb = b_offset4(bat);")
@@ -209,10 +216,10 @@ def vec4_entry(tm, tg):
     for i in range(tm):
         for j in range(tg):
             w(f"    var c{i}_{j} = vec4<f32>(0.0);")
-    w(f"    var kk = 0u;")
-    w(f"    var kb = 0u;")
+    w(f"    var kk = split * p.k_chunk4;")
+    w(f"    var kb = kk * 4u * n4;")
     w(f"    loop {{")
-    w(f"        if (kk >= k4) {{ break; }}")
+    w(f"        if (kk >= k_end) {{ break; }}")
     for j in range(tg):
         for r in range(4):
             off = f"kb + {r}u * n4" if r else "kb"
@@ -225,7 +232,7 @@ def vec4_entry(tm, tg):
     w(f"        kk += 1u;")
     w(f"        kb += 4u * n4;")
     w(f"    }}")
-    w(f"    let cb = bat * p.m * n4;")
+    w(f"    let cb = (split * p.batch + bat) * p.m * n4;")
     for i in range(tm):
         for j in range(tg):
             w(f"    if (m0 + {i}u < p.m && g0 + {j * WG}u < n4) {{ c[cb + (m0 + {i}u) * n4 + g0 + {j * WG}u] = c{i}_{j}; }}")

@@ -15,11 +15,16 @@
 //   (x·y = row blocks × batch folded, z = column blocks). Per iteration: TM vec4 loads of A
 //   (4 k-steps of one row) and 4·TN/4 vec4 loads of B (4 k-rows), then 4·TM·TN/4 vec4 FMAs.
 //   Edge tiles clamp load rows/groups and mask stores.
+//   Split-K: z = column blocks × splits (column block = z % col_blocks, split = z / col_blocks);
+//   split s sums k4 ∈ [s·k_chunk4, (s+1)·k_chunk4) and writes its partial C at offset
+//   s·batch·M·N (the launcher sums the splits). A product with few output tiles and a long K
+//   (a weight gradient Aᵀ·G over 10⁵ tokens) would otherwise run serially in a few workgroups.
+//   Unsplit: col_blocks = z extent, k_chunk4 = K/4.
 // Launched by src/ops/matmul.rs (matmul_launch).
 
 struct MatmulParams {
     m: u32, n: u32, k: u32, row_blocks: u32,
-    batch: u32, batch_inner: u32, _pad0: u32, _pad1: u32,
+    batch: u32, batch_inner: u32, k_chunk4: u32, col_blocks: u32,
     a_sm: u32, a_sk: u32, b_sk: u32, b_sn: u32,
     a_sb_outer: u32, a_sb_inner: u32, b_sb_outer: u32, b_sb_inner: u32,
 }
@@ -44,8 +49,10 @@ fn matmul_vec4_4x4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     if (lin >= p.row_blocks * p.batch) { return; }
     let bat = lin / p.row_blocks;
     let m0 = (lin % p.row_blocks) * 4u;
-    let g0 = wg.z * 64u + lid;
+    let split = wg.z / p.col_blocks;
+    let g0 = (wg.z % p.col_blocks) * 64u + lid;
     let k4 = p.k / 4u;
+    let k_end = min(k4, (split + 1u) * p.k_chunk4);
     let n4 = p.n / 4u;
     let ab = a_offset4(bat);
     let bb = b_offset4(bat);
@@ -58,10 +65,10 @@ fn matmul_vec4_4x4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     var c1_0 = vec4<f32>(0.0);
     var c2_0 = vec4<f32>(0.0);
     var c3_0 = vec4<f32>(0.0);
-    var kk = 0u;
-    var kb = 0u;
+    var kk = split * p.k_chunk4;
+    var kb = kk * 4u * n4;
     loop {
-        if (kk >= k4) { break; }
+        if (kk >= k_end) { break; }
         let b0_0 = b[bc0 + kb];
         let b0_1 = b[bc0 + kb + 1u * n4];
         let b0_2 = b[bc0 + kb + 2u * n4];
@@ -89,7 +96,7 @@ fn matmul_vec4_4x4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
         kk += 1u;
         kb += 4u * n4;
     }
-    let cb = bat * p.m * n4;
+    let cb = (split * p.batch + bat) * p.m * n4;
     if (m0 + 0u < p.m && g0 + 0u < n4) { c[cb + (m0 + 0u) * n4 + g0 + 0u] = c0_0; }
     if (m0 + 1u < p.m && g0 + 0u < n4) { c[cb + (m0 + 1u) * n4 + g0 + 0u] = c1_0; }
     if (m0 + 2u < p.m && g0 + 0u < n4) { c[cb + (m0 + 2u) * n4 + g0 + 0u] = c2_0; }
@@ -103,8 +110,10 @@ fn matmul_vec4_4x8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     if (lin >= p.row_blocks * p.batch) { return; }
     let bat = lin / p.row_blocks;
     let m0 = (lin % p.row_blocks) * 4u;
-    let g0 = wg.z * 128u + lid;
+    let split = wg.z / p.col_blocks;
+    let g0 = (wg.z % p.col_blocks) * 128u + lid;
     let k4 = p.k / 4u;
+    let k_end = min(k4, (split + 1u) * p.k_chunk4);
     let n4 = p.n / 4u;
     let ab = a_offset4(bat);
     let bb = b_offset4(bat);
@@ -122,10 +131,10 @@ fn matmul_vec4_4x8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     var c2_1 = vec4<f32>(0.0);
     var c3_0 = vec4<f32>(0.0);
     var c3_1 = vec4<f32>(0.0);
-    var kk = 0u;
-    var kb = 0u;
+    var kk = split * p.k_chunk4;
+    var kb = kk * 4u * n4;
     loop {
-        if (kk >= k4) { break; }
+        if (kk >= k_end) { break; }
         let b0_0 = b[bc0 + kb];
         let b0_1 = b[bc0 + kb + 1u * n4];
         let b0_2 = b[bc0 + kb + 2u * n4];
@@ -173,7 +182,7 @@ fn matmul_vec4_4x8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
         kk += 1u;
         kb += 4u * n4;
     }
-    let cb = bat * p.m * n4;
+    let cb = (split * p.batch + bat) * p.m * n4;
     if (m0 + 0u < p.m && g0 + 0u < n4) { c[cb + (m0 + 0u) * n4 + g0 + 0u] = c0_0; }
     if (m0 + 0u < p.m && g0 + 64u < n4) { c[cb + (m0 + 0u) * n4 + g0 + 64u] = c0_1; }
     if (m0 + 1u < p.m && g0 + 0u < n4) { c[cb + (m0 + 1u) * n4 + g0 + 0u] = c1_0; }
@@ -191,8 +200,10 @@ fn matmul_vec4_8x4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     if (lin >= p.row_blocks * p.batch) { return; }
     let bat = lin / p.row_blocks;
     let m0 = (lin % p.row_blocks) * 8u;
-    let g0 = wg.z * 64u + lid;
+    let split = wg.z / p.col_blocks;
+    let g0 = (wg.z % p.col_blocks) * 64u + lid;
     let k4 = p.k / 4u;
+    let k_end = min(k4, (split + 1u) * p.k_chunk4);
     let n4 = p.n / 4u;
     let ab = a_offset4(bat);
     let bb = b_offset4(bat);
@@ -213,10 +224,10 @@ fn matmul_vec4_8x4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     var c5_0 = vec4<f32>(0.0);
     var c6_0 = vec4<f32>(0.0);
     var c7_0 = vec4<f32>(0.0);
-    var kk = 0u;
-    var kb = 0u;
+    var kk = split * p.k_chunk4;
+    var kb = kk * 4u * n4;
     loop {
-        if (kk >= k4) { break; }
+        if (kk >= k_end) { break; }
         let b0_0 = b[bc0 + kb];
         let b0_1 = b[bc0 + kb + 1u * n4];
         let b0_2 = b[bc0 + kb + 2u * n4];
@@ -264,7 +275,7 @@ fn matmul_vec4_8x4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
         kk += 1u;
         kb += 4u * n4;
     }
-    let cb = bat * p.m * n4;
+    let cb = (split * p.batch + bat) * p.m * n4;
     if (m0 + 0u < p.m && g0 + 0u < n4) { c[cb + (m0 + 0u) * n4 + g0 + 0u] = c0_0; }
     if (m0 + 1u < p.m && g0 + 0u < n4) { c[cb + (m0 + 1u) * n4 + g0 + 0u] = c1_0; }
     if (m0 + 2u < p.m && g0 + 0u < n4) { c[cb + (m0 + 2u) * n4 + g0 + 0u] = c2_0; }
@@ -282,8 +293,10 @@ fn matmul_vec4_8x8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     if (lin >= p.row_blocks * p.batch) { return; }
     let bat = lin / p.row_blocks;
     let m0 = (lin % p.row_blocks) * 8u;
-    let g0 = wg.z * 128u + lid;
+    let split = wg.z / p.col_blocks;
+    let g0 = (wg.z % p.col_blocks) * 128u + lid;
     let k4 = p.k / 4u;
+    let k_end = min(k4, (split + 1u) * p.k_chunk4);
     let n4 = p.n / 4u;
     let ab = a_offset4(bat);
     let bb = b_offset4(bat);
@@ -313,10 +326,10 @@ fn matmul_vec4_8x8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     var c6_1 = vec4<f32>(0.0);
     var c7_0 = vec4<f32>(0.0);
     var c7_1 = vec4<f32>(0.0);
-    var kk = 0u;
-    var kb = 0u;
+    var kk = split * p.k_chunk4;
+    var kb = kk * 4u * n4;
     loop {
-        if (kk >= k4) { break; }
+        if (kk >= k_end) { break; }
         let b0_0 = b[bc0 + kb];
         let b0_1 = b[bc0 + kb + 1u * n4];
         let b0_2 = b[bc0 + kb + 2u * n4];
@@ -400,7 +413,7 @@ fn matmul_vec4_8x8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
         kk += 1u;
         kb += 4u * n4;
     }
-    let cb = bat * p.m * n4;
+    let cb = (split * p.batch + bat) * p.m * n4;
     if (m0 + 0u < p.m && g0 + 0u < n4) { c[cb + (m0 + 0u) * n4 + g0 + 0u] = c0_0; }
     if (m0 + 0u < p.m && g0 + 64u < n4) { c[cb + (m0 + 0u) * n4 + g0 + 64u] = c0_1; }
     if (m0 + 1u < p.m && g0 + 0u < n4) { c[cb + (m0 + 1u) * n4 + g0 + 0u] = c1_0; }

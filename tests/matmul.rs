@@ -372,3 +372,45 @@ fn bad_shapes_are_typed_errors() {
         "{err}"
     );
 }
+
+/// Few output tiles over a long K take the vec4 kernels' split-K path (src/ops/matmul.rs
+/// `k_splits`): plain, transposed (the weight-gradient shape Aᵀ·G over many tokens), batched
+/// with a broadcast weight; forward and backward against the reference. Long f32 sums: a
+/// relative tolerance like the reductions'.
+#[test]
+fn long_k_products_split_and_match_reference() {
+    const LONG: Tolerance = Tolerance {
+        abs: 2e-3,
+        rel: 2e-4,
+    };
+    let gpu = gpu();
+    let mut rng = Rng::new(91);
+    let kernel = MatmulKernel::Vec4 { rows: 4, cols: 4 };
+    for (ba, bb, (m, k, n), ta, tb) in [
+        (vec![], vec![], (6, 4100, 12), false, false),
+        (vec![], vec![], (64, 20000, 64), true, false),
+        (vec![3], vec![], (5, 2048, 8), false, true),
+    ] {
+        let what = format!("a{ba:?} b{bb:?} M{m} K{k} N{n} ta {ta} tb {tb}");
+        let (a, at) = random_param(&gpu, &mut rng, &stored(&ba, m, k, ta), -1.0, 1.0);
+        let (b, bt) = random_param(&gpu, &mut rng, &stored(&bb, k, n, tb), -1.0, 1.0);
+        let out = ops::matmul_with(&at, &bt, ta, tb, kernel).unwrap();
+        let want = refmm::matmul(&a, &b, ta, tb);
+        assert_close(
+            &format!("{what} forward"),
+            &out.to_vec().unwrap(),
+            &want.data,
+            LONG,
+        );
+        let gdata = rng.vec_uniform(out.numel(), -1.0, 1.0);
+        let grads = out
+            .backward_with(&Tensor::from_slice(&gpu, &gdata, out.shape()).unwrap())
+            .unwrap();
+        let (ga, gb) =
+            refmm::matmul_backward(&a, &b, ta, tb, &Array::from_f32(&gdata, out.shape()));
+        let got_a = grads.get(&at).unwrap().to_vec().unwrap();
+        let got_b = grads.get(&bt).unwrap().to_vec().unwrap();
+        assert_close(&format!("{what} grad a"), &got_a, &ga.data, LONG);
+        assert_close(&format!("{what} grad b"), &got_b, &gb.data, LONG);
+    }
+}

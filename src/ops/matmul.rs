@@ -22,7 +22,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::elementwise::binary;
 use super::elementwise::BinaryOp;
-use super::reduce::sum_to_shape;
+use super::reduce::{sum_leading_raw, sum_to_shape};
 use super::shape::broadcast_shapes;
 use crate::autograd::record;
 use crate::error::{Error, Result};
@@ -39,7 +39,9 @@ struct MatmulParams {
     row_blocks: u32,
     batch: u32,
     batch_inner: u32,
-    _pad: [u32; 2],
+    /// Vec4 kernels: K/4 per split-K split, and column blocks per split (ignored by the others).
+    k_chunk4: u32,
+    col_blocks: u32,
     a_sm: u32,
     a_sk: u32,
     b_sk: u32,
@@ -312,14 +314,25 @@ pub(crate) fn matmul_launch(
     if numel(&p.out_shape) == 0 {
         return Ok(out);
     }
-    let (rows, grid) = match kernel {
-        MatmulKernel::Naive => (1, Grid::cover((batch * p.m * p.n) as u64, 64)),
+    let (rows, col_blocks, row_groups) = match kernel {
+        MatmulKernel::Naive => (1, 1, 0),
         MatmulKernel::Tile { rows, cols } | MatmulKernel::Vec4 { rows, cols } => {
-            let row_blocks = p.m.div_ceil(rows as usize);
             // A vec4 invocation covers `cols` columns as cols/4 groups spaced a workgroup apart.
             let col_blocks = p.n.div_ceil((TILE_WORKGROUP * cols) as usize);
+            (rows, col_blocks, p.m.div_ceil(rows as usize) * batch)
+        }
+    };
+    let splits = match kernel {
+        MatmulKernel::Vec4 { .. } => k_splits(row_groups * col_blocks, p.k / 4, out.numel()),
+        _ => 1,
+    };
+    let k_chunk4 = (p.k / 4).div_ceil(splits).max(1);
+    let splits = (p.k / 4).div_ceil(k_chunk4).max(1);
+    let grid = match kernel {
+        MatmulKernel::Naive => Grid::cover((batch * p.m * p.n) as u64, 64),
+        _ => {
             let max = gpu.limits().max_compute_workgroups_per_dimension;
-            let lin = (row_blocks * batch) as u64;
+            let lin = row_groups as u64;
             let [x, y, _] = Grid::Linear(lin)
                 .resolve(max)
                 .ok_or(Error::LaunchTooLarge {
@@ -327,7 +340,7 @@ pub(crate) fn matmul_launch(
                     workgroups: lin,
                     limit: max as u64,
                 })?;
-            (rows, Grid::Xyz(x, y, to_u32(col_blocks)?))
+            Grid::Xyz(x, y, to_u32(col_blocks * splits)?)
         }
     };
     let params = MatmulParams {
@@ -337,7 +350,8 @@ pub(crate) fn matmul_launch(
         row_blocks: to_u32(p.m.div_ceil(rows as usize))?,
         batch: to_u32(batch)?,
         batch_inner: to_u32(p.inner)?,
-        _pad: [0; 2],
+        k_chunk4: to_u32(k_chunk4)?,
+        col_blocks: to_u32(col_blocks)?,
         a_sm: to_u32(p.a_sm)?,
         a_sk: to_u32(p.a_sk)?,
         b_sk: to_u32(p.b_sk)?,
@@ -347,14 +361,37 @@ pub(crate) fn matmul_launch(
         b_sb_outer: to_u32(p.b_sb[0])?,
         b_sb_inner: to_u32(p.b_sb[1])?,
     };
+    // Split-K: partial products [splits, batch·M·N], then their sum.
+    let partial = if splits > 1 {
+        Some(Tensor::uninit(gpu, "matmul", &[splits, out.numel()])?)
+    } else {
+        None
+    };
     gpu.dispatch(
         kernel.spec()?,
         &params,
         &[a.buffer(), b.buffer()],
-        &[out.buffer()],
+        &[partial.as_ref().unwrap_or(&out).buffer()],
         grid,
     )?;
+    if let Some(partial) = partial {
+        out.assign(&sum_leading_raw(&partial)?.reshape(&p.out_shape)?)?;
+    }
     Ok(out)
+}
+
+/// Split-K count for a product with `workgroups` output tiles and `k4` vec4 steps of K: enough
+/// splits to give the device about `TARGET_WORKGROUPS` workgroups, each split at least
+/// `MIN_CHUNK4` vec4 steps long, partials under 16 Mi floats. A weight gradient Aᵀ·G over 10⁵
+/// tokens has 16–32 output tiles and would otherwise run its whole K serially in each.
+fn k_splits(workgroups: usize, k4: usize, outputs: usize) -> usize {
+    const TARGET_WORKGROUPS: usize = 1024;
+    const MIN_CHUNK4: usize = 64;
+    TARGET_WORKGROUPS
+        .div_ceil(workgroups.max(1))
+        .min(k4 / MIN_CHUNK4)
+        .min((16 << 20) / outputs.max(1))
+        .max(1)
 }
 
 /// `op_a(a) · op_b(b)` with batch broadcasting, on the adapter's preferred kernel; recorded.
