@@ -584,3 +584,46 @@ fn conv3d_backward_weight_tiled_n8_c1(@builtin(workgroup_id) wg: vec3<u32>, @bui
 }
 
 // END GENERATED
+
+// ---- depthwise weight gradient (conv3d_backward_weight_depthwise_c4) ----
+// groups = Cin = Cout (channel multiplier 1), C % 4 == 0: gw[tap, 0, c] = Σ_m x[m @ tap, c]·g[m, c].
+// Lane e = wg.x·64 + lid (folded with wg.y) picks (tap, block of 4 channels); wg.z a chunk of
+// `chunk` output rows (n, od, oh), walked along ow. Each lane accumulates one vec4 (4 channels)
+// and writes partial[chunk, tap, c] for conv3d_backward_weight_sum. The general kernels would
+// treat each channel as its own group: one scalar pair of loads per product (naive), or a tile
+// with 1 input channel (tiled), where this reads vec4 pairs. Lanes past the end clamp and skip
+// the store.
+@compute @workgroup_size(64)
+fn conv3d_backward_weight_depthwise_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                                       @builtin(local_invocation_index) lid: u32) {
+    let c4n = p.cout / 4u;
+    let taps = p.kd * p.kh * p.kw;
+    let i = (wg.x + wg.y * nwg.x) * 64u + lid;
+    let live = i < taps * c4n;
+    let e = min(i, taps * c4n - 1u);
+    let c4 = e % c4n;
+    let tap = e / c4n;
+    let kw = tap % p.kw;
+    let kh = (tap / p.kw) % p.kh;
+    let kd = tap / (p.kw * p.kh);
+    let rows = p.n * p.od * p.oh;
+    let r0 = wg.z * p.chunk;
+    let r1 = min(r0 + p.chunk, rows);
+    var acc = vec4<f32>(0.0);
+    for (var r = r0; r < r1; r++) {
+        let oh = r % p.oh;
+        let od = (r / p.oh) % p.od;
+        let b = r / (p.oh * p.od);
+        let id = i32(od * p.sd + kd * p.dd) - i32(p.pd);
+        let ih = i32(oh * p.sh + kh * p.dh) - i32(p.ph);
+        let row_ok = id >= 0 && id < i32(p.d) && ih >= 0 && ih < i32(p.h);
+        let xrow = (b * p.d + u32(clamp(id, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih, 0, i32(p.h) - 1));
+        for (var ow = 0u; ow < p.ow; ow++) {
+            let iw = i32(ow * p.sw + kw * p.dw) - i32(p.pw);
+            let ok = row_ok && iw >= 0 && iw < i32(p.w);
+            let xv = select(vec4<f32>(0.0), xin4[(xrow * p.w + u32(clamp(iw, 0, i32(p.w) - 1))) * c4n + c4], ok);
+            acc = fma(xv, g4[(r * p.ow + ow) * c4n + c4], acc);
+        }
+    }
+    if (live) { partial4[wg.z * taps * c4n + e] = acc; }
+}

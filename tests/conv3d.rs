@@ -179,6 +179,57 @@ fn fast_forward_unsplit_matches_naive_with_bias() {
     );
 }
 
+/// Depthwise convs (groups = C, C % 4 == 0) take their own vec4 weight-gradient kernel on the
+/// fast path: strides, padding, dilation and batch against the naive path.
+#[test]
+fn depthwise_weight_gradient_matches_naive() {
+    let gpu = gpu();
+    let mut rng = Rng::new(45);
+    for (x, cfg) in [
+        (
+            [2, 5, 7, 6, 8],
+            Conv3dConfig {
+                groups: 8,
+                ..Conv3dConfig::cube(3, 1, 1)
+            },
+        ),
+        (
+            [1, 9, 8, 7, 12],
+            Conv3dConfig {
+                kernel: [3, 2, 3],
+                stride: [2, 1, 3],
+                padding: [1, 0, 2],
+                dilation: [1, 2, 1],
+                groups: 12,
+            },
+        ),
+    ] {
+        let c = x[4];
+        let w_shape = [cfg.kernel[0], cfg.kernel[1], cfg.kernel[2], 1, c];
+        let (_, tx) = random_param(&gpu, &mut rng, &x, -1.0, 1.0);
+        let (_, tw) = random_param(&gpu, &mut rng, &w_shape, -1.0, 1.0);
+        let fast = conv3d_with(&tx, &tw, None, &cfg, ConvPath::Fast).unwrap();
+        let naive = conv3d_with(&tx, &tw, None, &cfg, ConvPath::Naive).unwrap();
+        let (_, tg) = random_pair(&gpu, &mut rng, fast.shape(), -1.0, 1.0);
+        let gf = fast.backward_with(&tg).unwrap();
+        let gn = naive.backward_with(&tg).unwrap();
+        let want: Vec<f64> = gn
+            .get(&tw)
+            .unwrap()
+            .to_vec()
+            .unwrap()
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        assert_close(
+            &format!("depthwise {cfg:?} grad w"),
+            &gf.get(&tw).unwrap().to_vec().unwrap(),
+            &want,
+            F32_GRAD,
+        );
+    }
+}
+
 #[test]
 fn adjoint_identity_holds() {
     // ⟨conv(x), y⟩ = ⟨x, convᵀ(y)⟩ with convᵀ the GPU input-gradient pass (no bias).

@@ -98,8 +98,11 @@ const BWD_W_TILED: [(usize, usize, KernelSpec); 6] = [
     (8, 1, bw("conv3d_backward_weight_tiled_n8_c1")),
 ];
 
+const BWD_W_DEPTHWISE: KernelSpec = bw("conv3d_backward_weight_depthwise_c4");
+
 pub(crate) const KERNELS: &[KernelSpec] = &[
     DEPTHWISE,
+    BWD_W_DEPTHWISE,
     TILED[0].2,
     TILED[0].3,
     TILED[1].2,
@@ -111,6 +114,42 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     BWD_W_TILED[4].2,
     BWD_W_TILED[5].2,
 ];
+
+/// Depthwise (groups = C, multiplier 1, C % 4 == 0) weight gradient: lanes over (tap, 4
+/// channels), chunks of output rows per workgroup z, then the sum pass.
+fn backward_weight_depthwise(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry) -> Result<bool> {
+    let gpu = g.gpu();
+    let taps: usize = geo.cfg.kernel.iter().product();
+    let blocks = (taps * geo.x[4] / 4).div_ceil(64);
+    let rows = geo.out[0] * geo.out[1] * geo.out[2];
+    let wn = gw.numel();
+    let chunks = 1024usize
+        .div_ceil(blocks)
+        .min(rows)
+        .min((16 << 20) / wn)
+        .clamp(1, 65_535);
+    let chunk = rows.div_ceil(chunks);
+    let chunks = rows.div_ceil(chunk);
+    let partial = Tensor::uninit(gpu, "conv3d_backward_weight", &[chunks, wn])?;
+    let mut params = geo.params(wn, false);
+    params.splits = chunks as u32;
+    params.chunk = chunk as u32;
+    gpu.dispatch(
+        &BWD_W_DEPTHWISE,
+        &params,
+        &[x.buffer(), g.buffer()],
+        &[partial.buffer()],
+        fold(blocks, chunks),
+    )?;
+    gpu.dispatch(
+        &BACKWARD_WEIGHT_SUM,
+        &params,
+        &[partial.buffer()],
+        &[gw.buffer()],
+        Grid::cover(wn as u64, 64),
+    )?;
+    Ok(true)
+}
 
 /// A grid of `blocks` workgroups along a folded x·y axis, times `z`.
 fn fold(blocks: usize, z: usize) -> Grid {
@@ -214,6 +253,9 @@ fn tap_splits(workgroups: usize, taps: usize, outputs: usize) -> usize {
 /// gw = Σ_m x(m @ tap) ⊗ g(m) with the tiled kernels (Cout_g % 8 == 0), then the sum pass.
 /// `set_tile_override` forces a channel tile for timing comparisons.
 pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry) -> Result<bool> {
+    if geo.cin_g == 1 && geo.cout_g == 1 && geo.x[4].is_multiple_of(4) {
+        return backward_weight_depthwise(g, x, gw, geo);
+    }
     let forced = tile_override().1;
     let c4 = geo.cin_g.is_multiple_of(4);
     let Some((tn, nci, spec)) = BWD_W_TILED.iter().find(|(tn, nci, _)| {
