@@ -17,7 +17,9 @@ def forward(name, c4, TM, TN):
     a("@compute @workgroup_size(64)")
     a(f"fn {name}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,")
     a("        @builtin(local_invocation_index) lid: u32) {")
-    a(f"    let m0 = ((wg.x + wg.y * nwg.x) * 64u + lid) * {TM}u;")
+    a("    // Voxel j of this lane is m0 + j·64: adjacent lanes take adjacent voxels, so each load")
+    a("    // and store of a SIMD group / warp touches consecutive memory (coalesced on GPUs).")
+    a(f"    let m0 = (wg.x + wg.y * nwg.x) * {64 * TM}u + lid;")
     a("    // Bounds guard without control flow: out-of-range invocations compute a clamped voxel")
     a("    // (voxel() marks it not live) and skip only the final stores. A SIMD compiler such as")
     a("    // lavapipe runs both sides of every `if` masked, so branches cost on every lane (see")
@@ -28,7 +30,7 @@ def forward(name, c4, TM, TN):
     a("    let cout4 = p.cout / 4u;")
     a("    let grp = co0 / p.cout_g;")
     for j in range(TM):
-        a(f"    let v{j} = voxel(m0 + {j}u);")
+        a(f"    let v{j} = voxel(m0 + {64 * j}u);")
     for j in range(TM):
         for t in range(nt):
             a(f"    var acc{j}_{t} = vec4<f32>(0.0);")
@@ -85,9 +87,9 @@ def forward(name, c4, TM, TN):
     a("    }")
     a("    let ybase = split * p.m_total * cout4;")
     for j in range(TM):
-        a(f"    if (m0 + {j}u < p.m_total) {{")
+        a(f"    if (m0 + {64 * j}u < p.m_total) {{")
         for t in range(nt):
-            a(f"        y4[ybase + (m0 + {j}u) * cout4 + co0 / 4u + {t}u] = acc{j}_{t};")
+            a(f"        y4[ybase + (m0 + {64 * j}u) * cout4 + co0 / 4u + {t}u] = acc{j}_{t};")
         a("    }")
     a("}")
     return "\n".join(L)
