@@ -9,7 +9,9 @@
 //!
 //! Backward:
 //! - input: gather form. With stride 1 it is a conv of g with the flipped, transposed kernel and
-//!   padding `dil·(k−1) − p`, run by the same fast forward kernels; otherwise a direct gather.
+//!   padding `dil·(k−1) − p`, run by the same fast forward kernels; with stride > 1 (product
+//!   ≤ 8, dilation 1) one such stride-1 conv per output parity class (conv3d_subpixel.rs);
+//!   otherwise a direct gather.
 //! - weight: GEMM over the M = N·Do·Ho·Wo output voxels, split over invocations into partial
 //!   buffers and summed by a second pass (no float atomics; deterministic).
 //! - bias: a sum of g over every axis but the last.

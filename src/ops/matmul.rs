@@ -16,7 +16,8 @@
 //! outputs per invocation in registers, scalar loads, any shape and strides) and
 //! `matmul_vec4_<TM>x<TN>` (register tiles on vec4 loads, K and N multiples of 4). No shared
 //! memory or barriers (slow on lavapipe). The variant is chosen per adapter
-//! ([`MatmulKernel::for_gpu`]); `matmul_with` takes an explicit one.
+//! ([`MatmulKernel::for_gpu`]); `matmul_with` takes an explicit one. The vec4 kernels split K
+//! across workgroups when the output has few tiles (`k_splits`), summing the partials after.
 
 use bytemuck::{Pod, Zeroable};
 
