@@ -14,11 +14,13 @@ use crate::tensor::Tensor;
 // declarations may come in any order).
 const SIDDON: &str = concat!(
     include_str!("../../shaders/drr_siddon.wgsl"),
-    include_str!("../../shaders/drr_geometry.wgsl")
+    include_str!("../../shaders/drr_geometry.wgsl"),
+    include_str!("../../shaders/drr_pose_grad.wgsl")
 );
 const TRILINEAR: &str = concat!(
     include_str!("../../shaders/drr_trilinear.wgsl"),
-    include_str!("../../shaders/drr_geometry.wgsl")
+    include_str!("../../shaders/drr_geometry.wgsl"),
+    include_str!("../../shaders/drr_pose_grad.wgsl")
 );
 const BACKPROJECT: &str = concat!(
     include_str!("../../shaders/drr_backproject.wgsl"),
