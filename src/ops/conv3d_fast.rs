@@ -18,7 +18,7 @@
 //! which is what bounds these kernels there.
 
 use super::conv3d::{ConvParams, Geometry, BACKWARD_WEIGHT_SUM};
-use super::reduce::sum_leading_raw;
+use super::reduce::{split_count, sum_leading_raw};
 use crate::error::Result;
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
@@ -123,11 +123,7 @@ fn backward_weight_depthwise(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry
     let blocks = (taps * geo.x[4] / 4).div_ceil(64);
     let rows = geo.out[0] * geo.out[1] * geo.out[2];
     let wn = gw.numel();
-    let chunks = 1024usize
-        .div_ceil(blocks)
-        .min(rows)
-        .min((16 << 20) / wn)
-        .clamp(1, 65_535);
+    let chunks = split_count(blocks, rows, wn).min(65_535);
     let chunk = rows.div_ceil(chunks);
     let chunks = rows.div_ceil(chunk);
     let partial = Tensor::uninit(gpu, "conv3d_backward_weight", &[chunks, wn])?;
@@ -211,7 +207,9 @@ pub(crate) fn forward(
     let blocks = geo.m_total().div_ceil(64 * tm);
     let co_blocks = geo.out[4] / tn;
     let taps: usize = geo.cfg.kernel.iter().product();
-    let splits = tap_splits(blocks * co_blocks, taps, y.numel());
+    // Split-K over taps when the output gives few workgroups (a patch-embedding conv such as
+    // SR 8 has 36 output voxels and 32 768 products per output).
+    let splits = split_count(blocks * co_blocks, taps, y.numel());
     let chunk = taps.div_ceil(splits);
     let splits = taps.div_ceil(chunk);
     params.splits = splits as u32;
@@ -235,19 +233,6 @@ pub(crate) fn forward(
         y.assign(&sum_leading_raw(&partial)?.reshape(y.shape())?)?;
     }
     Ok(true)
-}
-
-/// How many tap ranges to split a forward convolution into: when the output alone gives fewer
-/// than `TARGET_WORKGROUPS` workgroups (a patch-embedding conv such as SR 8 has 36 output voxels
-/// and 32 768 products per output), the reduction over taps is spread across workgroups instead
-/// of running serially in a few. Partials stay under 16 Mi floats.
-fn tap_splits(workgroups: usize, taps: usize, outputs: usize) -> usize {
-    const TARGET_WORKGROUPS: usize = 1024;
-    TARGET_WORKGROUPS
-        .div_ceil(workgroups.max(1))
-        .min(taps)
-        .min((16 << 20) / outputs.max(1))
-        .max(1)
 }
 
 /// gw = Σ_m x(m @ tap) ⊗ g(m) with the tiled kernels (Cout_g % 8 == 0), then the sum pass.
@@ -274,11 +259,7 @@ pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometr
     // Chunks of output rows: enough workgroups to fill the machine, a partial buffer of at
     // most 16 Mi floats.
     let per_chunk = tc_blocks * co_blocks;
-    let chunks = 1024usize
-        .div_ceil(per_chunk)
-        .min(rows)
-        .min((16 << 20) / wn)
-        .clamp(1, 65_535);
+    let chunks = split_count(per_chunk, rows, wn).min(65_535);
     let chunk = rows.div_ceil(chunks);
     let chunks = rows.div_ceil(chunk);
     let partial = Tensor::uninit(gpu, "conv3d_backward_weight", &[chunks, wn])?;

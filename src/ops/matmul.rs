@@ -17,13 +17,14 @@
 //! `matmul_vec4_<TM>x<TN>` (register tiles on vec4 loads, K and N multiples of 4). No shared
 //! memory or barriers (slow on lavapipe). The variant is chosen per adapter
 //! ([`MatmulKernel::for_gpu`]); `matmul_with` takes an explicit one. The vec4 kernels split K
-//! across workgroups when the output has few tiles (`k_splits`), summing the partials after.
+//! across workgroups when the output has few tiles (`reduce::split_count`), summing the partials
+//! after.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::elementwise::binary;
 use super::elementwise::BinaryOp;
-use super::reduce::{sum_leading_raw, sum_to_shape};
+use super::reduce::{split_count, sum_leading_raw, sum_to_shape};
 use super::shape::broadcast_shapes;
 use crate::autograd::record;
 use crate::error::{Error, Result};
@@ -324,7 +325,11 @@ pub(crate) fn matmul_launch(
         }
     };
     let splits = match kernel {
-        MatmulKernel::Vec4 { .. } => k_splits(row_groups * col_blocks, p.k / 4, out.numel()),
+        // Split-K when the output has few tiles (a weight gradient Aᵀ·G over 10⁵ tokens has
+        // 16–32), each split at least 64 vec4 steps of K.
+        MatmulKernel::Vec4 { .. } => {
+            split_count(row_groups * col_blocks, p.k / 4 / 64, out.numel())
+        }
         _ => 1,
     };
     let k_chunk4 = (p.k / 4).div_ceil(splits).max(1);
@@ -379,20 +384,6 @@ pub(crate) fn matmul_launch(
         out.assign(&sum_leading_raw(&partial)?.reshape(&p.out_shape)?)?;
     }
     Ok(out)
-}
-
-/// Split-K count for a product with `workgroups` output tiles and `k4` vec4 steps of K: enough
-/// splits to give the device about `TARGET_WORKGROUPS` workgroups, each split at least
-/// `MIN_CHUNK4` vec4 steps long, partials under 16 Mi floats. A weight gradient Aᵀ·G over 10⁵
-/// tokens has 16–32 output tiles and would otherwise run its whole K serially in each.
-fn k_splits(workgroups: usize, k4: usize, outputs: usize) -> usize {
-    const TARGET_WORKGROUPS: usize = 1024;
-    const MIN_CHUNK4: usize = 64;
-    TARGET_WORKGROUPS
-        .div_ceil(workgroups.max(1))
-        .min(k4 / MIN_CHUNK4)
-        .min((16 << 20) / outputs.max(1))
-        .max(1)
 }
 
 /// `op_a(a) · op_b(b)` with batch broadcasting, on the adapter's preferred kernel; recorded.

@@ -82,7 +82,10 @@ fn reduce_raw(x: &Tensor, reduced: &[bool], scale: f32) -> Result<Tensor> {
     if n_red == 0 {
         return Tensor::zeros(x.gpu(), &kept_shape);
     }
-    let splits = split_count(n_out, n_red);
+    // One workgroup per output; each split sums at least MIN_CHUNK elements, so the second
+    // pass stays small and short reductions stay one pass.
+    const MIN_CHUNK: usize = 4096;
+    let splits = split_count(n_out, n_red / MIN_CHUNK, n_out);
     let chunk = n_red.div_ceil(splits);
     // Every split starts inside the range (chunk >= MIN_CHUNK > splits guarantees it), so every
     // partial is written.
@@ -129,15 +132,18 @@ fn reduce_raw(x: &Tensor, reduced: &[bool], scale: f32) -> Result<Tensor> {
     reduce_raw(&partial, &[true, false], scale)?.reshape(&kept_shape)
 }
 
-/// Workgroups per output for a reduction of `n_red` elements into `n_out` outputs: enough to
-/// give the device about `TARGET_WORKGROUPS` workgroups, each summing at least `MIN_CHUNK`
-/// elements (so the second pass stays small and short reductions stay one pass).
-fn split_count(n_out: usize, n_red: usize) -> usize {
-    const TARGET_WORKGROUPS: usize = 1024;
-    const MIN_CHUNK: usize = 4096;
-    let by_device = TARGET_WORKGROUPS.div_ceil(n_out.max(1));
-    let by_length = n_red / MIN_CHUNK;
-    by_device.min(by_length).max(1)
+/// Split-K / split-reduction count shared by every launcher that cuts a long reduction across
+/// workgroups and sums the partials with [`sum_leading_raw`]: enough splits to give the device
+/// about `SPLIT_TARGET_WORKGROUPS` workgroups when the output alone gives `workgroups`, at most
+/// `max_splits` (each split must keep a useful length), and partials (`splits × outputs`) under
+/// 16 Mi floats. 1 means no split.
+pub(crate) fn split_count(workgroups: usize, max_splits: usize, outputs: usize) -> usize {
+    const SPLIT_TARGET_WORKGROUPS: usize = 1024;
+    SPLIT_TARGET_WORKGROUPS
+        .div_ceil(workgroups.max(1))
+        .min(max_splits)
+        .min((16 << 20) / outputs.max(1))
+        .max(1)
 }
 
 /// Sum over the leading axis, unrecorded: `[S, ...] → [...]`. For launchers that sum their own
