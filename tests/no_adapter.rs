@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::Command;
 
 const NO_GPU_ENV: [(&str, &str); 2] = [
@@ -16,10 +17,24 @@ fn gpu_probe() {
     assert!(!gpu.adapter().name.is_empty());
 }
 
+/// This test binary, however it was started. Run through an explicit dynamic loader (the runner
+/// of `scripts/newer-lavapipe.sh` execs `ld-linux-x86-64.so.2 --library-path … BINARY`),
+/// `current_exe()` is the loader, while the loader passes BINARY on as `argv[0]`. So take
+/// `argv[0]` when it names an existing file other than `current_exe()`; re-running it directly
+/// is what we want here (the system's loader, no driver at all).
+fn test_executable() -> PathBuf {
+    let current = std::env::current_exe().expect("current_exe");
+    let argv0 = std::env::args_os().next().map(PathBuf::from);
+    let canonical = |p: &PathBuf| std::fs::canonicalize(p).ok();
+    match argv0 {
+        Some(a) if a.is_file() && canonical(&a) != canonical(&current) => a,
+        _ => current,
+    }
+}
+
 #[test]
 fn gpu_tests_fail_with_install_instructions_when_no_adapter() {
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(exe)
+    let out = Command::new(test_executable())
         .args(["gpu_probe", "--exact", "--nocapture", "--test-threads=1"])
         .envs(NO_GPU_ENV)
         .output()

@@ -10,10 +10,12 @@ use crate::error::{Error, Result};
 /// Printed whenever no adapter can be found, so the user knows what to install.
 pub const NO_ADAPTER_HINT: &str = "cads needs a Vulkan, Metal, DX12 or GL adapter. Without a GPU, \
 install the Mesa lavapipe software Vulkan driver (Debian/Ubuntu: `apt-get install -y \
-mesa-vulkan-drivers`; on Debian bookworm take Mesa 25 from bookworm-backports: add \
-`deb http://deb.debian.org/debian bookworm-backports main` to apt sources, then `apt-get install \
--y -t bookworm-backports mesa-vulkan-drivers`), or run `.ci/run`, which does this. Check \
-WGPU_BACKEND / WGPU_ADAPTER_NAME / VK_ICD_FILENAMES if one is installed but not found.";
+mesa-vulkan-drivers`; on Debian bookworm take Mesa 25 from bookworm-backports: add a \
+`bookworm-backports main` line for your Debian mirror to the apt sources, then `apt-get install \
+-y -t bookworm-backports mesa-vulkan-drivers`; `scripts/newer-lavapipe.sh` fetches the 2-4x faster \
+Mesa 26 into a private prefix on Debian 12 / Ubuntu 22.04, see the README), or run `.ci/run`, \
+which does this. Check WGPU_BACKEND / WGPU_ADAPTER_NAME / VK_ICD_FILENAMES if one is installed but \
+not found.";
 
 /// How to choose an adapter. `Default` takes the environment into account.
 #[derive(Clone, Debug, Default)]
