@@ -43,7 +43,9 @@ fail() { echo "newer-lavapipe: $*" >&2; exit 1; }
 [ "$(uname -m)" = x86_64 ] || fail "only x86_64 is supported (this is $(uname -m))"
 command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null || fail "needs apt-get and dpkg-deb"
 
-if [ -x "$prefix/run" ] && [ -f "$prefix/env.sh" ] && "$prefix/run" /bin/true 2>/dev/null; then
+# Bumped whenever what this script writes into the prefix changes, so old prefixes are redone.
+layout=2
+if [ "$(cat "$prefix/layout" 2>/dev/null)" = "$layout" ] && "$prefix/run" /bin/true 2>/dev/null; then
   echo "$prefix/run"
   exit 0
 fi
@@ -130,7 +132,9 @@ chmod +x "$work/run"
 cat >"$work/env.sh" <<EOF
 # Source before cargo: binaries cargo links run under Debian 13's loader and libraries (the
 # prefix), with Mesa $version's lavapipe as the Vulkan driver (cads's scripts/newer-lavapipe.sh).
-link="-C link-arg=-Wl,--dynamic-linker=$lib/ld-linux-x86-64.so.2 -C link-arg=-Wl,-rpath,$lib"
+# DT_RPATH (--disable-new-dtags), not DT_RUNPATH: only an executable's RPATH is also searched for
+# the libraries its libraries need, such as lavapipe's libLLVM, which the Vulkan loader dlopens.
+link="-C link-arg=-Wl,--dynamic-linker=$lib/ld-linux-x86-64.so.2 -C link-arg=-Wl,--disable-new-dtags -C link-arg=-Wl,-rpath,$lib"
 export RUSTFLAGS="\${RUSTFLAGS:+\$RUSTFLAGS }\$link"
 export RUSTDOCFLAGS="\${RUSTDOCFLAGS:+\$RUSTDOCFLAGS }\$link"
 unset link
@@ -139,6 +143,7 @@ export VK_DRIVER_FILES=$prefix/lvp_icd.json
 export CADS_MESA_PREFIX=$prefix
 EOF
 echo "$version" >"$work/mesa-version"
+echo "$layout" >"$work/layout"
 rm -rf "$work/apt" "$work/debs"
 
 rm -rf "$prefix"

@@ -5,9 +5,14 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-const NO_GPU_ENV: [(&str, &str); 2] = [
+/// Vulkan only, and no driver manifest: both of the loader's variables (a newer loader prefers
+/// `VK_DRIVER_FILES` over the older `VK_ICD_FILENAMES`, and a caller may have set either, as
+/// `scripts/newer-lavapipe.sh`'s env.sh does) and no added ones.
+const NO_GPU_ENV: [(&str, &str); 4] = [
     ("WGPU_BACKEND", "vulkan"),
     ("VK_ICD_FILENAMES", "/nonexistent"),
+    ("VK_DRIVER_FILES", "/nonexistent"),
+    ("VK_ADD_DRIVER_FILES", ""),
 ];
 
 /// A GPU test. Run normally it passes; the test below re-runs it with no adapter.
