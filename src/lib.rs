@@ -25,6 +25,7 @@ pub mod drr;
 pub mod error;
 pub mod gpu;
 pub mod infer;
+pub mod kernels;
 pub mod models;
 pub mod nn;
 pub mod ops;

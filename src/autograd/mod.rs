@@ -98,7 +98,7 @@ impl Gradients {
                         ),
                     });
                 }
-                let sum = crate::ops::add(&prev, &g)?;
+                let sum = crate::tensor::add_unrecorded("accumulate", &prev, &g)?;
                 self.map.insert(id, sum);
             }
         }
