@@ -6,8 +6,6 @@
 //! Right, Anterior, Superior (RAS, NIfTI's world frame), so W = x → R, H = y → A, D = z → S.
 
 pub mod augment;
-pub mod cads_views;
-pub mod drr_cache;
 pub mod json;
 pub mod loader;
 pub mod nifti;

@@ -47,7 +47,6 @@ pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

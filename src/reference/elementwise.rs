@@ -19,12 +19,20 @@ fn broadcast_get(a: &Array, idx: &[usize]) -> f64 {
 pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Vec<usize> {
     let rank = a.len().max(b.len());
     // Extent of `s` on output axis i, counting missing leading axes as 1.
-    let at = |s: &[usize], i: usize| if i + s.len() >= rank { s[i + s.len() - rank] } else { 1 };
+    let at = |s: &[usize], i: usize| {
+        if i + s.len() >= rank {
+            s[i + s.len() - rank]
+        } else {
+            1
+        }
+    };
     (0..rank)
         .map(|i| match (at(a, i), at(b, i)) {
             (x, y) if x == y || y == 1 => x,
             (1, y) => y,
-            (x, y) => panic!("reference broadcast: {a:?} and {b:?} differ on axis {i} ({x} vs {y})"),
+            (x, y) => {
+                panic!("reference broadcast: {a:?} and {b:?} differ on axis {i} ({x} vs {y})")
+            }
         })
         .collect()
 }
