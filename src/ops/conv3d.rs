@@ -7,6 +7,11 @@
 //! bias `[Cout]`, y `[N, Do, Ho, Wo, Cout]`. PyTorch weights convert with
 //! [`import_pytorch_weight`].
 //!
+//! Kernel choice: [`ConvPlan`] resolves, from the shapes and the [`ConvPath`] alone and before
+//! any work, which kernel runs the forward, the input gradient and the weight gradient (as
+//! `ops/matmul.rs` does); the launches then only follow the plan, with no "fall back" after
+//! partial work.
+//!
 //! Backward:
 //! - input: gather form. With stride 1 it is a conv of g with the flipped, transposed kernel and
 //!   padding `dil·(k−1) − p`, run by the same fast forward kernels; with stride > 1 (product
@@ -18,8 +23,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::conv3d_fast;
-use super::conv3d_subpixel;
+use super::conv3d_fast::{self, FastForward, FastWeight};
+pub use super::conv3d_fast::{ForwardTile, WeightTile};
+use super::conv3d_subpixel::{self, SubpixelPlan};
 use super::reduce::sum_to_shape;
 use crate::autograd::record;
 use crate::error::{Error, Result};
@@ -116,12 +122,137 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
 ];
 
 /// Which kernels a call uses: the tiled ones where their shape conditions hold (default), or the
-/// straightforward ones everywhere (the oracle, for tests and timing comparisons).
+/// straightforward ones everywhere (the oracle, for tests and timing comparisons), or the tiled
+/// ones restricted to one forward tile and one weight-gradient tile (timing comparisons and
+/// tests of every variant). Where a shape fits no allowed tiled kernel, the plan picks the
+/// straightforward kernel, before any work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ConvPath {
     #[default]
     Fast,
     Naive,
+    Tiles {
+        forward: ForwardTile,
+        weight: WeightTile,
+    },
+}
+
+impl ConvPath {
+    fn is_fast(self) -> bool {
+        self != ConvPath::Naive
+    }
+    fn forward_tile(self) -> Option<ForwardTile> {
+        match self {
+            ConvPath::Tiles { forward, .. } => Some(forward),
+            _ => None,
+        }
+    }
+    fn weight_tile(self) -> Option<WeightTile> {
+        match self {
+            ConvPath::Tiles { weight, .. } => Some(weight),
+            _ => None,
+        }
+    }
+}
+
+/// The forward kernel of a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ForwardKernel {
+    Fast(FastForward),
+    Naive,
+}
+
+/// The input-gradient kernel of a plan.
+#[derive(Clone, Debug)]
+pub(crate) enum InputKernel {
+    /// Strided: one stride-1 fast conv per output parity class (conv3d_subpixel.rs).
+    Subpixel(SubpixelPlan),
+    /// Stride 1: gx = conv(g, flip(w)ᵀ) with padding dil·(k−1) − p (geometry `geo`) on a fast
+    /// forward kernel.
+    FlippedConv { geo: Geometry, kernel: FastForward },
+    /// The direct gather kernel (any shape).
+    Gather,
+}
+
+/// The weight-gradient kernel of a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WeightKernel {
+    Fast(FastWeight),
+    Naive,
+}
+
+/// Every kernel choice of one convolution (forward and both gradients), resolved once from the
+/// validated geometry and the path before anything is allocated or launched.
+#[derive(Clone, Debug)]
+pub(crate) struct ConvPlan {
+    pub geo: Geometry,
+    pub forward: ForwardKernel,
+    pub input: InputKernel,
+    pub weight: WeightKernel,
+}
+
+impl ConvPlan {
+    pub fn new(geo: Geometry, path: ConvPath) -> Result<ConvPlan> {
+        if !path.is_fast() {
+            return Ok(ConvPlan::naive(geo));
+        }
+        let forward = match conv3d_fast::plan_forward(&geo, path.forward_tile()) {
+            Some(k) => ForwardKernel::Fast(k),
+            None => ForwardKernel::Naive,
+        };
+        let weight = match conv3d_fast::plan_backward_weight(&geo, path.weight_tile()) {
+            Some(k) => WeightKernel::Fast(k),
+            None => WeightKernel::Naive,
+        };
+        let c = &geo.cfg;
+        let stride1 = c.stride == [1; 3];
+        // Strided: the sub-pixel decomposition. With many classes (SR 4 and 8 patch convs: 64
+        // and 512) the per-class launches cost more than the gather kernel's skipped taps,
+        // measured on lavapipe (SR 8: 638 vs 131 ms).
+        let classes: usize = c.stride.iter().product();
+        let mut input = InputKernel::Gather;
+        if !stride1 && classes <= 8 && c.dilation == [1; 3] {
+            if let Some(sub) = conv3d_subpixel::plan(&geo, path.forward_tile())? {
+                input = InputKernel::Subpixel(sub);
+            }
+        }
+        // Stride 1 with padding p <= dil·(k−1) on every axis: the flipped conv.
+        let pad_ok = (0..3).all(|a| c.padding[a] <= c.dilation[a] * (c.kernel[a] - 1));
+        if stride1 && pad_ok {
+            let cfg_t = Conv3dConfig {
+                padding: [0, 1, 2].map(|a| c.dilation[a] * (c.kernel[a] - 1) - c.padding[a]),
+                ..*c
+            };
+            let wf_shape = [c.kernel[0], c.kernel[1], c.kernel[2], geo.cout_g, geo.x[4]];
+            let geo_t = Geometry::new("conv3d_backward_input", &geo.out, &wf_shape, &cfg_t)?;
+            if geo_t.out != geo.x {
+                return Err(Error::shape(
+                    "conv3d_backward_input",
+                    geo.x,
+                    format!("{:?} from the flipped conv", geo_t.out),
+                ));
+            }
+            if let Some(kernel) = conv3d_fast::plan_forward(&geo_t, path.forward_tile()) {
+                input = InputKernel::FlippedConv { geo: geo_t, kernel };
+            }
+        }
+        Ok(ConvPlan {
+            geo,
+            forward,
+            input,
+            weight,
+        })
+    }
+
+    /// The straightforward kernels everywhere (the oracle).
+    pub fn naive(geo: Geometry) -> ConvPlan {
+        ConvPlan {
+            geo,
+            forward: ForwardKernel::Naive,
+            input: InputKernel::Gather,
+            weight: WeightKernel::Naive,
+        }
+    }
 }
 
 /// Validated geometry of one convolution.
@@ -286,17 +417,18 @@ pub fn import_pytorch_weight(data: &[f32], shape_pt: &[usize]) -> Result<(Vec<f3
     Ok((out, vec![a, b, c, cin_g, cout]))
 }
 
-/// Forward launch (unrecorded).
+/// Forward launch (unrecorded), on the planned kernel.
 pub(crate) fn forward_raw(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
-    geo: &Geometry,
-    path: ConvPath,
+    plan: &ConvPlan,
 ) -> Result<Tensor> {
     let gpu = x.gpu();
+    let geo = &plan.geo;
     let y = Tensor::uninit(gpu, "conv3d", &geo.out)?;
-    if path == ConvPath::Fast && conv3d_fast::forward(x, w, bias, &y, geo)? {
+    if let ForwardKernel::Fast(kernel) = plan.forward {
+        conv3d_fast::forward(x, w, bias, &y, geo, kernel)?;
         return Ok(y);
     }
     let dummy;
@@ -339,66 +471,48 @@ pub(crate) fn flipped_weight(w: &Tensor, geo: &Geometry) -> Result<Tensor> {
     Ok(wf)
 }
 
-/// dL/dx from dL/dy = g (unrecorded).
-pub(crate) fn backward_input_raw(
-    g: &Tensor,
-    w: &Tensor,
-    geo: &Geometry,
-    path: ConvPath,
-) -> Result<Tensor> {
+/// dL/dx from dL/dy = g (unrecorded), on the planned kernel.
+pub(crate) fn backward_input_raw(g: &Tensor, w: &Tensor, plan: &ConvPlan) -> Result<Tensor> {
     let gpu = g.gpu();
-    let c = &geo.cfg;
-    let stride1 = c.stride == [1; 3];
-    let pad_ok = (0..3).all(|a| c.padding[a] <= c.dilation[a] * (c.kernel[a] - 1));
-    let flipped = || flipped_weight(w, geo);
-    // Strided: one stride-1 fast conv per output parity class (src/ops/conv3d_subpixel.rs). With
-    // many classes (SR 4 and 8 patch convs: 64 and 512) the per-class launches cost more than
-    // the gather kernel's skipped taps, measured on lavapipe (SR 8: 638 vs 131 ms).
-    let classes: usize = c.stride.iter().product();
-    if path == ConvPath::Fast && !stride1 && classes <= 8 && c.dilation == [1; 3] {
-        let gx = Tensor::zeros(gpu, &geo.x)?;
-        if conv3d_subpixel::backward_input(g, &flipped()?, &gx, geo)? {
-            return Ok(gx);
+    let geo = &plan.geo;
+    match &plan.input {
+        InputKernel::Subpixel(sub) => {
+            // Classes with no taps keep the zero gradient.
+            let gx = Tensor::zeros(gpu, &geo.x)?;
+            conv3d_subpixel::backward_input(g, &flipped_weight(w, geo)?, &gx, geo, sub)?;
+            Ok(gx)
+        }
+        InputKernel::FlippedConv { geo: geo_t, kernel } => {
+            // gx = conv(g, flip(w)ᵀ) with padding dil·(k−1) − p.
+            let wf = flipped_weight(w, geo)?;
+            let gx = Tensor::uninit(gpu, "conv3d_backward_input", &geo.x)?;
+            conv3d_fast::forward(g, &wf, None, &gx, geo_t, *kernel)?;
+            Ok(gx)
+        }
+        InputKernel::Gather => {
+            let gx = Tensor::uninit(gpu, "conv3d_backward_input", &geo.x)?;
+            let total = gx.numel();
+            let params = geo.params(total, false);
+            gpu.dispatch(
+                &BACKWARD_INPUT_NAIVE,
+                &params,
+                &[g.buffer(), w.buffer()],
+                &[gx.buffer()],
+                Grid::cover(total as u64, 64),
+            )?;
+            Ok(gx)
         }
     }
-    if path == ConvPath::Fast && stride1 && pad_ok {
-        // gx = conv(g, flip(w)ᵀ) with padding dil·(k−1) − p.
-        let wf = flipped()?;
-        let cfg_t = Conv3dConfig {
-            padding: [0, 1, 2].map(|a| c.dilation[a] * (c.kernel[a] - 1) - c.padding[a]),
-            ..*c
-        };
-        let geo_t = Geometry::new("conv3d_backward_input", &geo.out, wf.shape(), &cfg_t)?;
-        debug_assert_eq!(geo_t.out, geo.x);
-        let gx = Tensor::uninit(gpu, "conv3d_backward_input", &geo.x)?;
-        if conv3d_fast::forward(g, &wf, None, &gx, &geo_t)? {
-            return Ok(gx);
-        }
-    }
-    let gx = Tensor::uninit(gpu, "conv3d_backward_input", &geo.x)?;
-    let total = gx.numel();
-    let params = geo.params(total, false);
-    gpu.dispatch(
-        &BACKWARD_INPUT_NAIVE,
-        &params,
-        &[g.buffer(), w.buffer()],
-        &[gx.buffer()],
-        Grid::cover(total as u64, 64),
-    )?;
-    Ok(gx)
 }
 
-/// dL/dw from dL/dy = g and the input x (unrecorded).
-pub(crate) fn backward_weight_raw(
-    g: &Tensor,
-    x: &Tensor,
-    geo: &Geometry,
-    path: ConvPath,
-) -> Result<Tensor> {
+/// dL/dw from dL/dy = g and the input x (unrecorded), on the planned kernel.
+pub(crate) fn backward_weight_raw(g: &Tensor, x: &Tensor, plan: &ConvPlan) -> Result<Tensor> {
     let gpu = g.gpu();
+    let geo = &plan.geo;
     let ws = geo.w_shape();
     let gw = Tensor::uninit(gpu, "conv3d_backward_weight", &ws)?;
-    if path == ConvPath::Fast && conv3d_fast::backward_weight(g, x, &gw, geo)? {
+    if let WeightKernel::Fast(kernel) = plan.weight {
+        conv3d_fast::backward_weight(g, x, &gw, geo, kernel)?;
         return Ok(gw);
     }
     let wn = gw.numel();
@@ -435,7 +549,8 @@ pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv3dConfig)
     conv3d_with(x, w, bias, cfg, ConvPath::Fast)
 }
 
-/// [`conv3d`] with an explicit kernel choice (the naive path is the oracle of the fast one).
+/// [`conv3d`] with an explicit kernel choice (the naive path is the oracle of the fast one). The
+/// choice is resolved once into a plan for the forward and both gradients.
 pub fn conv3d_with(
     x: &Tensor,
     w: &Tensor,
@@ -452,17 +567,18 @@ pub fn conv3d_with(
             return Err(Error::shape(op, [geo.out[4]], b.shape()));
         }
     }
-    let y = forward_raw(x, w, bias, &geo, path)?;
+    let plan = ConvPlan::new(geo, path)?;
+    let y = forward_raw(x, w, bias, &plan)?;
     let (xd, wd) = (x.detach(), w.detach());
     let (need_x, need_w) = (x.requires_grad(), w.requires_grad());
     let backward = move |g: &Tensor| -> Result<Vec<Option<Tensor>>> {
         let gx = if need_x {
-            Some(backward_input_raw(g, &wd, &geo, path)?)
+            Some(backward_input_raw(g, &wd, &plan)?)
         } else {
             None
         };
         let gw = if need_w {
-            Some(backward_weight_raw(g, &xd, &geo, path)?)
+            Some(backward_weight_raw(g, &xd, &plan)?)
         } else {
             None
         };
@@ -525,7 +641,7 @@ pub fn conv3d_backward_input(
     if g.shape() != geo.out {
         return Err(Error::shape("conv3d_backward_input", geo.out, g.shape()));
     }
-    backward_input_raw(g, w, &geo, ConvPath::Fast)
+    backward_input_raw(g, w, &ConvPlan::new(geo, ConvPath::Fast)?)
 }
 
 /// dL/dw of [`conv3d`] for an upstream gradient `g`, unrecorded.
@@ -539,5 +655,5 @@ pub fn conv3d_backward_weight(
     if g.shape() != geo.out {
         return Err(Error::shape("conv3d_backward_weight", geo.out, g.shape()));
     }
-    backward_weight_raw(g, x, &geo, ConvPath::Fast)
+    backward_weight_raw(g, x, &ConvPlan::new(geo, ConvPath::Fast)?)
 }
