@@ -1,6 +1,11 @@
 //! GPU tensors: an f32 buffer from the pool plus a shape. No autograd logic lives here beyond
 //! carrying the tape node (`autograd` owns the semantics).
 //!
+//! `tensor` and `autograd` are ONE layer (see the crate docs, Layers): a tensor carries its tape
+//! node and the tape holds tensors, so they import each other, and nothing else above `gpu`. The
+//! arithmetic they need themselves — `Tensor::full` and the gradient sum — is this module's own
+//! unrecorded fill/add (`arith.rs`), not `ops`.
+//!
 //! Tensors are always contiguous row-major; `reshape` shares the buffer, `permute`, `slice` and
 //! `concat` copy (see `layout.rs`). A tensor is immutable once built, except through the explicit
 //! in-place methods used by optimizers (`assign`).
