@@ -252,6 +252,8 @@ impl Default for SegPatchConfig {
 }
 
 /// A segmentation batch: images `[B, D, H, W]` scaled, labels `[B, D, H, W]` integer-valued.
+///
+/// See the crate docs, [Axis conventions](crate#axis-conventions).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SegBatch {
     pub batch: usize,
@@ -260,6 +262,8 @@ pub struct SegBatch {
 }
 
 /// A segmentation case in `[D, H, W]` (HU image, labels) with its foreground voxels listed once.
+///
+/// See the crate docs, [Axis conventions](crate#axis-conventions).
 #[derive(Clone, Debug)]
 pub struct SegCase {
     pub image: Patch,

@@ -11,6 +11,8 @@ use super::volume::{Datatype, Volume};
 use crate::error::{Error, Result};
 
 /// A dense 3-D array in `[D, H, W]` order, W fastest.
+///
+/// See the crate docs, [Axis conventions](crate#axis-conventions).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Patch {
     pub data: Vec<f32>,

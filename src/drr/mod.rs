@@ -4,7 +4,8 @@
 //! - Geometry and units: [`geometry`] (frames, ZXY-intrinsic Euler pose, cone/parallel beams).
 //! - The op (validation, launches, backward): src/ops/drr.rs; one GPU invocation per ray, rays generated in the kernel from the
 //!   pose, accumulation in registers; Siddon (exact voxel walk) or trilinear (step in mm).
-//! - Volume layout: `[D, H, W] = [z, y, x]` row-major f32 (x fastest), as a NIfTI volume is stored.
+//! - Volume layout: `[D, H, W] = [z, y, x]` row-major f32 (x fastest), as a NIfTI volume is stored
+//!   (the crate docs, [Axis conventions](crate#axis-conventions)).
 //! - **Tiling**: a storage binding holds at most `max_storage_buffer_binding_size` bytes (128 MiB =
 //!   32M floats on lavapipe, less than the 512×512×133 LIDC CT). [`Volume`] therefore splits the
 //!   volume along z into slabs that each fit one binding. Both projectors are exactly additive over
@@ -25,6 +26,8 @@ use crate::ops::drr::{drr, DrrSetup};
 use crate::tensor::Tensor;
 
 /// A CT volume on the GPU as one or more z-slabs, with its grid.
+///
+/// See the crate docs, [Axis conventions](crate#axis-conventions).
 #[derive(Clone)]
 pub struct Volume {
     grid: VolumeGrid,

@@ -7,7 +7,7 @@
 //! bias `[Cout]`, y `[N, Do, Ho, Wo, Cout]`. PyTorch weights convert with
 //! [`import_pytorch_weight`].
 //!
-//! Kernel choice: [`ConvPlan`] resolves, from the shapes and the [`ConvPath`] alone and before
+//! Kernel choice: `ConvPlan` resolves, from the shapes and the [`ConvPath`] alone and before
 //! any work, which kernel runs the forward, the input gradient and the weight gradient (as
 //! `ops/matmul.rs` does); the launches then only follow the plan, with no "fall back" after
 //! partial work.

@@ -190,6 +190,8 @@ fn backproject_raw(
 
 /// One render in the kernel's terms. `src/drr/` builds it from its geometry types (which carry
 /// the conventions and validate units); this op checks what the kernels rely on.
+///
+/// See the crate docs, [Axis conventions](crate#axis-conventions).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DrrSetup {
     /// Whole-volume extents `[D, H, W] = [z, y, x]` voxels (x fastest); the slabs tile D.

@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 use crate::util::Rng;
 
 /// A CT prepared once for CADS pretraining: its tiles (HU, 1 mm, RAS, `[D, H, W]`) and its DRR.
+///
+/// See the crate docs, [Axis conventions](crate#axis-conventions).
 #[derive(Clone, Debug)]
 pub struct CadsVolume {
     pub tiles: Vec<Patch>,
@@ -36,6 +38,8 @@ pub fn prepare_cads_volume(
 }
 
 /// A CADS batch, each `[B, …]` flattened: x1 and x2 `[B, 16, 48, 48]`, drr `[B, 1, 96, 96]`.
+///
+/// See the crate docs, [Axis conventions](crate#axis-conventions).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CadsBatch {
     pub batch: usize,

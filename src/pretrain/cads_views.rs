@@ -64,6 +64,8 @@ impl Default for CadsViewConfig {
 }
 
 /// One pretraining sample: two CT views `[16, 48, 48]` and the DRR `[1, 96, 96]`.
+///
+/// See the crate docs, [Axis conventions](crate#axis-conventions).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CadsSample {
     pub x1: Patch,

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
 
-/// [`resample_to_spacing`] on the GPU (`ops::resample_scaled`): the same grid, affine and
+/// [`resample_to_spacing`](crate::data::preprocess::resample_to_spacing) on the GPU (`ops::resample_scaled`): the same grid, affine and
 /// sampling (voxel 0 fixed, source coordinate `o · new/old spacing` clamped to the volume;
 /// trilinear for images, nearest for labels), for volumes whose CPU resampling would be slow.
 pub fn resample_to_spacing_gpu(

@@ -4,6 +4,8 @@ use crate::data::preprocess::{crop_pad, Patch};
 use crate::error::{Error, Result};
 
 /// One CADS tile: `[d0, d0 + d) × [h0, h0 + h) × [w0, w0 + w)` of a `[D, H, W]` volume.
+///
+/// See the crate docs, [Axis conventions](crate#axis-conventions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tile {
     pub start: [usize; 3],

@@ -48,7 +48,7 @@ impl Array {
     pub fn numel(&self) -> usize {
         self.data.len()
     }
-    /// Row-major element strides: stride[d] = Π_{e > d} shape[e].
+    /// Row-major element strides: `stride[d] = Π_{e > d} shape[e]`.
     pub fn strides(&self) -> Vec<usize> {
         let mut s = vec![1usize; self.shape.len()];
         for d in (0..self.shape.len().saturating_sub(1)).rev() {
