@@ -657,3 +657,108 @@ pub fn conv3d_backward_weight(
     }
     backward_weight_raw(g, x, &ConvPlan::new(geo, ConvPath::Fast)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{
+        Conv3dConfig, ConvPath, ConvPlan, ForwardKernel, ForwardTile, Geometry, InputKernel,
+        WeightKernel, WeightTile,
+    };
+    use crate::ops::conv3d_fast::{FastForward, FastWeight};
+
+    fn plan(x: [usize; 5], cout: usize, cfg: Conv3dConfig, path: ConvPath) -> ConvPlan {
+        let w = [
+            cfg.kernel[0],
+            cfg.kernel[1],
+            cfg.kernel[2],
+            x[4] / cfg.groups,
+            cout,
+        ];
+        ConvPlan::new(Geometry::new("test", &x, &w, &cfg).unwrap(), path).unwrap()
+    }
+
+    /// The plan is a pure function of the shapes and the path (no device): each branch of the
+    /// kernel choice, resolved before any work.
+    #[test]
+    fn the_plan_names_every_kernel_from_the_shapes() {
+        // Stride 1, Cout and Cin multiples of 8: all tiled, input gradient as the flipped conv.
+        let p = plan(
+            [1, 6, 6, 6, 16],
+            8,
+            Conv3dConfig::cube(3, 1, 1),
+            ConvPath::Fast,
+        );
+        let tiled = FastForward::Tiled {
+            variant: 0,
+            c4: true,
+        };
+        assert_eq!(p.forward, ForwardKernel::Fast(tiled));
+        assert!(matches!(p.input, InputKernel::FlippedConv { kernel, .. } if kernel == tiled));
+        assert!(matches!(
+            p.weight,
+            WeightKernel::Fast(FastWeight::Tiled { .. })
+        ));
+
+        // Stride 2 with Cin % 8 == 0: the sub-pixel decomposition.
+        let p = plan(
+            [1, 7, 6, 9, 16],
+            8,
+            Conv3dConfig::cube(3, 2, 1),
+            ConvPath::Fast,
+        );
+        assert!(matches!(p.input, InputKernel::Subpixel(_)));
+
+        // Cin = 3: no class conv has a tile (their Cout is Cin), so the gather kernel; Cout = 3:
+        // no forward tile either.
+        let p = plan(
+            [1, 7, 6, 9, 3],
+            8,
+            Conv3dConfig::cube(3, 2, 1),
+            ConvPath::Fast,
+        );
+        assert!(matches!(p.input, InputKernel::Gather));
+        let p = plan(
+            [1, 5, 5, 5, 8],
+            3,
+            Conv3dConfig::cube(3, 1, 1),
+            ConvPath::Fast,
+        );
+        assert_eq!(p.forward, ForwardKernel::Naive);
+
+        // Depthwise (groups = C, C % 4 == 0).
+        let dw = Conv3dConfig {
+            groups: 8,
+            ..Conv3dConfig::cube(3, 1, 1)
+        };
+        let p = plan([1, 5, 5, 5, 8], 8, dw, ConvPath::Fast);
+        assert_eq!(p.forward, ForwardKernel::Fast(FastForward::Depthwise));
+        assert_eq!(p.weight, WeightKernel::Fast(FastWeight::Depthwise));
+
+        // The naive path, and a forced tile.
+        let p = plan(
+            [1, 6, 6, 6, 16],
+            8,
+            Conv3dConfig::cube(3, 1, 1),
+            ConvPath::Naive,
+        );
+        assert_eq!(p.forward, ForwardKernel::Naive);
+        assert!(matches!(p.input, InputKernel::Gather));
+        assert_eq!(p.weight, WeightKernel::Naive);
+        let forced = ConvPath::Tiles {
+            forward: ForwardTile::M16N8,
+            weight: WeightTile::N8,
+        };
+        let p = plan([1, 6, 6, 6, 16], 16, Conv3dConfig::cube(3, 1, 1), forced);
+        assert_eq!(
+            p.forward,
+            ForwardKernel::Fast(FastForward::Tiled {
+                variant: 1,
+                c4: true
+            })
+        );
+        assert_eq!(
+            p.weight,
+            WeightKernel::Fast(FastWeight::Tiled { variant: 1 })
+        );
+    }
+}

@@ -85,3 +85,32 @@ pub(crate) fn add_unrecorded(op: &'static str, a: &Tensor, b: &Tensor) -> Result
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Error, Gpu, Tensor};
+
+    #[test]
+    fn fill_and_add_are_exact_and_check_their_shapes() {
+        let gpu = Gpu::new().unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
+        let a = Tensor::full(&gpu, &[3, 5], 1.5).unwrap();
+        assert_eq!(a.to_vec().unwrap(), vec![1.5; 15]);
+        let b_data: Vec<f32> = (0..15).map(|i| i as f32 - 7.0).collect();
+        let b = Tensor::from_slice(&gpu, &b_data, &[3, 5]).unwrap();
+        let sum = super::add_unrecorded("test add", &a, &b).unwrap();
+        let want: Vec<f32> = b_data.iter().map(|v| v + 1.5).collect();
+        assert_eq!(sum.to_vec().unwrap(), want);
+        // Unrecorded even when an input needs gradients.
+        let p = b.clone().requires_grad_(true);
+        assert!(!super::add_unrecorded("test add", &a, &p)
+            .unwrap()
+            .requires_grad());
+        // No broadcasting: a shape mismatch is a typed error naming the op.
+        let c = Tensor::full(&gpu, &[5], 0.0).unwrap();
+        match super::add_unrecorded("test add", &a, &c) {
+            Err(Error::ShapeMismatch { op, .. }) => assert_eq!(op, "test add"),
+            other => panic!("expected a shape error, got {other:?}"),
+        }
+        assert_eq!(Tensor::full(&gpu, &[0, 4], 2.0).unwrap().numel(), 0);
+    }
+}
