@@ -4,6 +4,7 @@ pub mod attention;
 pub mod config;
 pub mod conv3d;
 pub mod conv3d_fast;
+mod conv3d_plan;
 mod conv3d_subpixel;
 pub mod conv_transpose3d;
 pub mod drr;
