@@ -558,3 +558,68 @@ fn lidc_chest_ct_renders_a_frontal_radiograph() {
     let lungs = 0.5 * (mean(45, 55) + mean(145, 155));
     assert!(centre > 1.2 * lungs, "centre {centre} vs lungs {lungs}");
 }
+
+/// The op itself (`ops::drr::drr`, below `drr/`) checks what its kernels rely on: slabs that tile
+/// the depth in order, a non-empty detector, finite geometry; and a render through `drr::render`
+/// equals the op called directly with the same plain setup.
+#[test]
+fn the_op_validates_its_plain_setup() {
+    use cads::ops::drr::{drr as drr_op, DrrSetup};
+    let gpu = gpu();
+    let grid = small_grid();
+    let mut rng = Rng::new(5);
+    let (_, data) = random_volume(&mut rng, &grid);
+    let vol = Volume::from_host_tiled(&gpu, grid.clone(), &data, 9 * 11 * 3).unwrap();
+    assert_eq!(vol.slabs().len(), 3, "7 slices in slabs of 3");
+    let poses = drr::pose_tensor(&gpu, &[Pose::from_degrees([5.0, -3.0, 10.0], [0.5; 3])]).unwrap();
+    let geom = cone(4, 5, 1.5);
+    let setup = DrrSetup {
+        dims: grid.dims,
+        affine: grid.affine,
+        inverse: grid.inverse_affine("test").unwrap(),
+        detector: [geom.detector.height, geom.detector.width],
+        pixel_mm: geom.detector.pixel_mm,
+        principal_mm: geom.detector.principal_mm,
+        sdd_mm: geom.sdd_mm,
+        sid_mm: geom.sid_mm,
+        isocentre_mm: geom.isocentre.unwrap_or_else(|| grid.centre()),
+        parallel: geom.beam == Beam::Parallel,
+        projector: Projector::Siddon,
+    };
+    let direct = drr_op(vol.slabs(), &poses, &setup)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let via_drr = drr::render(&vol, &poses, &geom, Projector::Siddon)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    assert_eq!(direct, via_drr);
+
+    // A missing middle slab: the slabs no longer tile D.
+    let gap = [vol.slabs()[0].clone(), vol.slabs()[2].clone()];
+    assert!(matches!(
+        drr_op(&gap, &poses, &setup),
+        Err(Error::ShapeMismatch { op: "drr", .. })
+    ));
+    assert!(matches!(
+        drr_op(&[], &poses, &setup),
+        Err(Error::InvalidArgument { op: "drr", .. })
+    ));
+    let empty_detector = DrrSetup {
+        detector: [0, 5],
+        ..setup
+    };
+    assert!(matches!(
+        drr_op(vol.slabs(), &poses, &empty_detector),
+        Err(Error::InvalidArgument { op: "drr", .. })
+    ));
+    let bad_inverse = DrrSetup {
+        inverse: [[f64::NAN; 4]; 3],
+        ..setup
+    };
+    assert!(matches!(
+        drr_op(vol.slabs(), &poses, &bad_inverse),
+        Err(Error::InvalidArgument { op: "drr", .. })
+    ));
+}

@@ -2,8 +2,9 @@
 //! with respect to the volume (backprojection) and to the pose (6 parameters per view).
 //!
 //! - Geometry and units: [`geometry`] (frames, ZXY-intrinsic Euler pose, cone/parallel beams).
-//! - The op (validation, launches, backward): src/ops/drr.rs; one GPU invocation per ray, rays generated in the kernel from the
-//!   pose, accumulation in registers; Siddon (exact voxel walk) or trilinear (step in mm).
+//! - The op (validation, launches, backward): src/ops/drr.rs; one GPU invocation per ray, rays
+//!   generated in the kernel from the pose, accumulation in registers; Siddon (exact voxel walk)
+//!   or trilinear (step in mm). This module builds its plain `DrrSetup` and calls it.
 //! - Volume layout: `[D, H, W] = [z, y, x]` row-major f32 (x fastest), as a NIfTI volume is stored
 //!   (the crate docs, [Axis conventions](crate#axis-conventions)).
 //! - **Tiling**: a storage binding holds at most `max_storage_buffer_binding_size` bytes (128 MiB =
