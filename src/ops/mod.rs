@@ -1,4 +1,8 @@
 //! GPU ops, one file per family: validate → output shape → allocate → launch → record backward.
+//!
+//! Plain op configs (conv, transposed conv, pool, resample, elementwise operators) live in
+//! [`config`], the one part of `ops` that `reference/` may import. The crate-wide list of
+//! kernels (for the shader validation test) is `crate::kernels`, above every layer that owns one.
 
 pub mod attention;
 pub mod config;
