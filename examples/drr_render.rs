@@ -33,7 +33,7 @@ fn run() -> Result<()> {
 
     // The CT in HU, as the engine's grid (voxel counts [D, H, W] and the index → world mm
     // affine from the NIfTI header). A missing file names scripts/fetch-sample-data.sh.
-    let (grid, hu) = drr::read_ct(ct_path)?;
+    let (grid, hu) = cads::pretrain::read_ct(ct_path)?;
     let gpu = Gpu::new()?;
     // Uploaded in z-slabs that each fit one storage binding (lavapipe: 128 MiB); the
     // projectors add the slabs' line integrals exactly.

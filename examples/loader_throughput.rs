@@ -7,16 +7,15 @@
 //! backward on the two CT views (16×48×48 after uniform sampling) and the DRR (96×96), the bulk of
 //! a CADS step until the heads and the teacher land — and whether the GPU would wait for data.
 
-use cads::data::cads_views::CadsViewConfig;
-use cads::data::drr_cache::EngineCadsDrr;
-use cads::data::loader::{
-    make_cads_batch, make_seg_batch, prepare_cads_volume, Prefetcher, SegCase, SegPatchConfig,
-};
+use cads::data::loader::{make_seg_batch, Prefetcher, SegCase, SegPatchConfig};
 use cads::data::orientation::to_canonical;
 use cads::data::phantom::{phantom, PhantomConfig};
-use cads::data::preprocess::{Patch, TilingConfig};
+use cads::data::preprocess::Patch;
 use cads::data::read_nifti;
 use cads::models::pvt::{Modality, PvtConfig, PvtEncoder};
+use cads::pretrain::cads_views::CadsViewConfig;
+use cads::pretrain::drr_cache::EngineCadsDrr;
+use cads::pretrain::{make_cads_batch, prepare_cads_volume, TilingConfig};
 use cads::util::Rng;
 use cads::{ops, Gpu, Tensor};
 use std::sync::Arc;

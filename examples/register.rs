@@ -88,7 +88,7 @@ fn main() -> Result<()> {
     };
     let gpu = Gpu::new()?;
     let (grid, values) = if std::path::Path::new(&path).exists() {
-        let (grid, hu) = cads::data::drr_cache::read_ct_for_drr(&path)?;
+        let (grid, hu) = cads::pretrain::read_ct(&path)?;
         (
             grid,
             hu.iter()

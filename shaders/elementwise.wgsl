@@ -1,4 +1,4 @@
-// Elementwise kernels: broadcast binary ops, unary ops and their input gradients, fill.
+// Elementwise kernels: broadcast binary ops, unary ops and their input gradients.
 //
 // binary:          out[i] = f(a[ia(i)], b[ib(i)]),  f by `op`: 0 add, 1 sub, 2 mul, 3 div,
 //                  4 max, 5 min, 6 ge, 7 lt, 8 le, 9 gt (comparisons give 1.0 or 0.0). ia/ib: i decomposed over the output shape (up to rank 6,
@@ -6,12 +6,12 @@
 //                  strides, stride 0 on broadcast axes.
 // unary:           out[i] = u(x[i]; alpha), `op` codes listed at `apply_unary`.
 // unary_backward:  gx[i] = g[i] * u'(x[i]; alpha)  (gradient written fresh, never accumulated).
-// fill:            out[i] = alpha.
 //
 // Layouts: contiguous row-major f32 buffers. Bindings: 0 params (uniform), then the inputs
 // (read), then the output (read_write). Dispatch: 1-D over elements, 256 per workgroup, folded
 // into (x, y) when over 65,535 workgroups: i = (wg.x + wg.y * nwg.x) * 256 + local index.
-// Launched by src/ops/elementwise.rs (binary, unary, unary_backward, fill).
+// Launched by src/ops/elementwise.rs (binary, unary, unary_backward). The fill kernel is the
+// tensor layer's (shaders/tensor_fill_add.wgsl).
 
 struct BinaryParams {
     n: u32, op: u32, _pad0: u32, _pad1: u32,
@@ -149,15 +149,4 @@ fn unary_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let i = linear_id(wg, nwg, lid);
     if (i >= ubp.n) { return; }
     ub_out[i] = ub_g[i] * unary_derivative(ub_x[i], ubp.op, ubp.alpha);
-}
-
-@group(0) @binding(0) var<uniform> fp: UnaryParams;
-@group(0) @binding(1) var<storage, read_write> fill_out: array<f32>;
-
-@compute @workgroup_size(256)
-fn fill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wg, nwg, lid);
-    if (i >= fp.n) { return; }
-    fill_out[i] = fp.alpha;
 }

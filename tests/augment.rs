@@ -4,14 +4,12 @@ use cads::data::augment::{
     brightness_multiplicative, contrast, draw_flips, flip, gamma, gaussian_blur, gaussian_noise,
     random_crop_foreground, rotate_scale, IntensityAug,
 };
-use cads::data::cads_views::{
+use cads::data::phantom::{phantom, PhantomConfig};
+use cads::data::preprocess::{clip_scale, crop_pad, resample_to_spacing, resize, Interp, Patch};
+use cads::pretrain::cads_views::{
     cads_sample, cads_views, uniform_sample, CadsViewConfig, DrrProjector, ParallelLineIntegral,
 };
-use cads::data::phantom::{phantom, PhantomConfig};
-use cads::data::preprocess::{
-    cads_tiles, clip_scale, crop_pad, resample_to_spacing, resize, Interp, Patch, Tile,
-    TilingConfig,
-};
+use cads::pretrain::tiles::{cads_tiles, Tile, TilingConfig};
 use cads::util::Rng;
 
 fn ramp(shape: [usize; 3]) -> Patch {
@@ -296,7 +294,7 @@ fn cads_views_shapes_ranges_and_seeding() {
     let vol = Patch::from_volume(&ct);
     let tiles = cads_tiles(vol.shape, &TilingConfig::default()).unwrap();
     assert_eq!(tiles.len(), 2);
-    let tile = cads::data::preprocess::extract_tile(&vol, &tiles[0]);
+    let tile = cads::pretrain::tiles::extract_tile(&vol, &tiles[0]);
     let drr = ParallelLineIntegral::default().project(&ct).unwrap();
     assert_eq!(drr.shape, [1, 96, 96]);
     let (lo, hi) = drr

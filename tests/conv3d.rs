@@ -4,7 +4,7 @@
 
 mod common;
 
-use cads::ops::conv3d::{conv3d_with, ConvPath};
+use cads::ops::conv3d::{conv3d_with, ConvPath, ForwardTile, WeightTile};
 use cads::ops::{conv2d, conv3d, Conv2dConfig, Conv3dConfig};
 use cads::reference::{conv3d as rc, gradcheck::dot, Array};
 use cads::util::{Rng, F32_ACCUM, F32_GRAD};
@@ -569,8 +569,8 @@ fn nn_layers_init_import_and_train_their_parameters() {
 
 #[test]
 fn every_tile_variant_matches_reference() {
-    // The launchers pick one tile per shape; force each variant in turn (all are exact, so the
-    // other tests running meanwhile stay correct whichever variant they get).
+    // The plan picks one tile per shape; force each variant in turn through the explicit path
+    // (a call-level choice, so tests running meanwhile are unaffected).
     let gpu = gpu();
     let mut rng = Rng::new(49);
     let cfg = Conv3dConfig {
@@ -580,17 +580,20 @@ fn every_tile_variant_matches_reference() {
         dilation: [1, 2, 1],
         groups: 1,
     };
-    let fwd = ["m8n8", "m16n8", "m8n8"];
-    let bwd = ["n16", "n8", "n32"];
+    let fwd = [ForwardTile::M8N8, ForwardTile::M16N8, ForwardTile::M8N8];
+    let bwd = [WeightTile::N16, WeightTile::N8, WeightTile::N32];
     for i in 0..fwd.len() {
-        cads::ops::conv3d_fast::set_tile_override(Some(fwd[i]), Some(bwd[i % bwd.len()]));
+        let path = ConvPath::Tiles {
+            forward: fwd[i],
+            weight: bwd[i],
+        };
         for cin in [8, 3] {
             let xs = [2, 4, 5, 7, cin];
             let ws = [3, 2, 3, cin, 32];
             let (x, tx) = random_param(&gpu, &mut rng, &xs, -1.0, 1.0);
             let (w, tw) = random_param(&gpu, &mut rng, &ws, -1.0, 1.0);
-            let y = conv3d(&tx, &tw, None, &cfg).unwrap();
-            let what = format!("{} / {} Cin {cin}", fwd[i], bwd[i % bwd.len()]);
+            let y = conv3d_with(&tx, &tw, None, &cfg, path).unwrap();
+            let what = format!("{:?} / {:?} Cin {cin}", fwd[i], bwd[i]);
             assert_close(
                 &format!("{what} forward"),
                 &y.to_vec().unwrap(),
@@ -613,5 +616,4 @@ fn every_tile_variant_matches_reference() {
             );
         }
     }
-    cads::ops::conv3d_fast::set_tile_override(None, None);
 }

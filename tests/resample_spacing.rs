@@ -4,7 +4,8 @@
 mod common;
 
 use cads::data::phantom::{phantom, PhantomConfig};
-use cads::data::preprocess::{resample_to_spacing, resample_to_spacing_gpu, Interp};
+use cads::data::preprocess::{resample_to_spacing, Interp};
+use cads::pretrain::resample_to_spacing_gpu;
 use cads::util::F32_ACCUM;
 use common::*;
 

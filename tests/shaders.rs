@@ -22,7 +22,7 @@ fn every_shader_file_validates_and_is_used() {
     // e.g. drr_geometry.wgsl is appended to the DRR kernels). So every file must either begin the
     // source of a KernelSpec named after it, or be appended to some KernelSpec's source; what is
     // validated is the source the device compiles.
-    let specs = cads::ops::all_kernels();
+    let specs = cads::kernels::all_kernels();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
     let mut count = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
@@ -55,7 +55,7 @@ fn every_shader_file_validates_and_is_used() {
 #[test]
 fn kernel_specs_match_their_shaders() {
     let mut parsed: HashMap<&str, (naga::Module, naga::valid::ModuleInfo)> = HashMap::new();
-    for spec in cads::ops::all_kernels() {
+    for spec in cads::kernels::all_kernels() {
         let (module, info) = parsed
             .entry(spec.shader)
             .or_insert_with(|| validate(spec.shader, spec.source));

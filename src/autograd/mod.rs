@@ -1,5 +1,9 @@
 //! The autograd tape.
 //!
+//! `autograd` and `tensor` are ONE layer (see the crate docs, Layers): eager autograd couples the
+//! tensor (which carries its node) and the tape (which holds tensors). Neither imports `ops`:
+//! gradient contributions are summed with the tensor layer's own unrecorded `add`.
+//!
 //! Every op whose inputs need gradients (and that runs while recording is on) attaches a [`Node`]
 //! to its result: the inputs, a sequence number taken in recording order, and a backward closure
 //! that maps the output gradient to fresh input gradients (`None` where an input needs none).
@@ -98,7 +102,7 @@ impl Gradients {
                         ),
                     });
                 }
-                let sum = crate::ops::add(&prev, &g)?;
+                let sum = crate::tensor::add_unrecorded("accumulate", &prev, &g)?;
                 self.map.insert(id, sum);
             }
         }

@@ -92,7 +92,7 @@ fn lidc() -> Result<HostVolume> {
     if let Some(values) = slot.as_ref() {
         return Ok(values.clone());
     }
-    let (grid, hu) = drr::read_ct(SAMPLE_CT)?;
+    let (grid, hu) = crate::pretrain::read_ct(SAMPLE_CT)?;
     let values = Arc::new((grid, Intensity::ShiftedHu.from_hu(&hu)?));
     *slot = Some(values.clone());
     Ok(values)

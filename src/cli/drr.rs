@@ -87,7 +87,7 @@ pub fn run(choice: &AdapterChoice, args: &DrrArgs) -> Result<()> {
         ));
     }
     let gpu = Gpu::with_choice(choice)?;
-    let (grid, hu) = drr::read_ct(&args.input)?;
+    let (grid, hu) = cads::pretrain::read_ct(&args.input)?;
     let (img, h, w) = if args.cads {
         (
             preset::cads_view(&gpu, &grid, &hu)?,

@@ -12,11 +12,8 @@ use super::augment::{
     draw_flips, flip, foreground_indices, random_crop_foreground_indexed, rotate_scale,
     IntensityAug,
 };
-use super::cads_views::{cads_sample, CadsViewConfig, DrrProjector};
 use super::orientation::to_canonical;
-use super::preprocess::{
-    cads_tiles, clip_scale, extract_tile, resample_to_spacing, Interp, Patch, TilingConfig,
-};
+use super::preprocess::{clip_scale, Interp, Patch};
 use super::volume::{check_label_grid, Volume};
 use crate::error::{Error, Result};
 use crate::util::Rng;
@@ -217,72 +214,6 @@ impl<T: Send + 'static> Drop for Prefetcher<T> {
     }
 }
 
-/// A CT prepared once for CADS pretraining: its tiles (HU, 1 mm, RAS, `[D, H, W]`) and its DRR.
-#[derive(Clone, Debug)]
-pub struct CadsVolume {
-    pub tiles: Vec<Patch>,
-    pub drr: Patch,
-}
-
-/// Resample to 1 mm (trilinear), reorient to RAS, tile, and project the DRR once.
-pub fn prepare_cads_volume(
-    ct: &Volume,
-    tiling: &TilingConfig,
-    projector: &dyn DrrProjector,
-) -> Result<CadsVolume> {
-    let (ras, _) = to_canonical(ct)?;
-    let iso = resample_to_spacing(&ras, [1.0; 3], Interp::Linear)?;
-    let p = Patch::from_volume(&iso);
-    let tiles = cads_tiles(p.shape, tiling)?
-        .iter()
-        .map(|t| extract_tile(&p, t))
-        .collect();
-    Ok(CadsVolume {
-        tiles,
-        drr: projector.project(&iso)?,
-    })
-}
-
-/// A CADS batch, each `[B, …]` flattened: x1 and x2 `[B, 16, 48, 48]`, drr `[B, 1, 96, 96]`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CadsBatch {
-    pub batch: usize,
-    pub x1: Vec<f32>,
-    pub x2: Vec<f32>,
-    pub drr: Vec<f32>,
-}
-
-/// Make CADS batch `b`: `batch` samples, each from a uniformly chosen volume and tile.
-pub fn make_cads_batch(
-    vols: &[CadsVolume],
-    cfg: &CadsViewConfig,
-    batch: usize,
-    rng: &mut Rng,
-) -> Result<CadsBatch> {
-    if vols.is_empty() || vols.iter().any(|v| v.tiles.is_empty()) {
-        return Err(Error::invalid(
-            "make_cads_batch",
-            "volumes with at least one tile",
-            vols.len(),
-        ));
-    }
-    let mut out = CadsBatch {
-        batch,
-        x1: Vec::new(),
-        x2: Vec::new(),
-        drr: Vec::new(),
-    };
-    for _ in 0..batch {
-        let v = &vols[rng.below(vols.len())];
-        let t = &v.tiles[rng.below(v.tiles.len())];
-        let s = cads_sample(t, &v.drr, cfg, rng)?;
-        out.x1.extend_from_slice(&s.x1.data);
-        out.x2.extend_from_slice(&s.x2.data);
-        out.drr.extend_from_slice(&s.drr.data);
-    }
-    Ok(out)
-}
-
 /// Segmentation patch sampling (nnU-Net style).
 #[derive(Clone, Debug)]
 pub struct SegPatchConfig {
@@ -321,6 +252,8 @@ impl Default for SegPatchConfig {
 }
 
 /// A segmentation batch: images `[B, D, H, W]` scaled, labels `[B, D, H, W]` integer-valued.
+///
+/// See the crate docs, [Axis conventions](crate#axis-conventions).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SegBatch {
     pub batch: usize,
@@ -329,6 +262,8 @@ pub struct SegBatch {
 }
 
 /// A segmentation case in `[D, H, W]` (HU image, labels) with its foreground voxels listed once.
+///
+/// See the crate docs, [Axis conventions](crate#axis-conventions).
 #[derive(Clone, Debug)]
 pub struct SegCase {
     pub image: Patch,

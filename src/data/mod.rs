@@ -1,13 +1,12 @@
 //! Data: NIfTI read/write, orientation, the synthetic phantom and sphere volumes, preprocessing
-//! and augmentation.
+//! and augmentation, dataset listing and the prefetcher. Host-only and generic: nothing here
+//! touches the GPU or knows a recipe (the CADS views, DRR cache and tiling are in `pretrain`).
 //!
-//! Conventions: a [`Volume`] holds `[X, Y, Z]` voxels with X fastest (NIfTI order), which read as a
+//! Conventions (the crate docs, [Axis conventions](crate#axis-conventions), has the full table): a [`Volume`] holds `[X, Y, Z]` voxels with X fastest (NIfTI order), which read as a
 //! tensor is `[D, H, W] = [Z, Y, X]`. After [`orientation::to_canonical`] the voxel axes point to
 //! Right, Anterior, Superior (RAS, NIfTI's world frame), so W = x → R, H = y → A, D = z → S.
 
 pub mod augment;
-pub mod cads_views;
-pub mod drr_cache;
 pub mod json;
 pub mod loader;
 pub mod nifti;

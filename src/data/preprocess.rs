@@ -1,16 +1,18 @@
 //! CPU preprocessing: HU clipping and scaling, crop and pad, resizing and resampling to a target
-//! spacing, and the CADS tiling.
+//! spacing. (The CADS tiling and the GPU resampling live in `pretrain`: data is host-only.)
 //!
 //! Arrays here are [`Patch`]es in tensor order `[D, H, W]` (W fastest) — the same memory as a
 //! [`Volume`] with dims `[X, Y, Z] = [W, H, D]`.
 //!
-//! Resampling runs on the CPU behind [`resample_to_spacing`]; a GPU kernel can replace that one
-//! function later without changing its callers.
+//! Resampling runs on the CPU behind [`resample_to_spacing`]; `pretrain::resample_to_spacing_gpu`
+//! is its GPU twin (same grid from [`spacing_geometry`]).
 
 use super::volume::{Datatype, Volume};
 use crate::error::{Error, Result};
 
 /// A dense 3-D array in `[D, H, W]` order, W fastest.
+///
+/// See the crate docs, [Axis conventions](crate#axis-conventions).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Patch {
     pub data: Vec<f32>,
@@ -195,63 +197,9 @@ pub fn resample_to_spacing(vol: &Volume, target_mm: [f64; 3], interp: Interp) ->
     Volume::new(data, dims, affine, datatype)
 }
 
-/// [`resample_to_spacing`] on the GPU (`ops::resample_scaled`): the same grid, affine and
-/// sampling (voxel 0 fixed, source coordinate `o · new/old spacing` clamped to the volume;
-/// trilinear for images, nearest for labels), for volumes whose CPU resampling would be slow.
-pub fn resample_to_spacing_gpu(
-    gpu: &crate::Gpu,
-    vol: &Volume,
-    target_mm: [f64; 3],
-    interp: Interp,
-) -> Result<Volume> {
-    let op = "resample_to_spacing_gpu";
-    let (ratio, dims, affine, datatype) = spacing_geometry(op, vol, target_mm, interp)?;
-    // Volume data is [X, Y, Z] with x fastest, i.e. row-major [D = Z, H = Y, W = X].
-    let [nx, ny, nz] = vol.dims;
-    let plane = nx * ny;
-    let out_plane = dims[0] * dims[1];
-    // Volumes over one storage binding go through in z-slabs: output slices [oz0, oz1) read input
-    // slices [floor(oz0·r), floor((oz1 − 1)·r) + 2) ∩ [0, nz), which hold every tap they need.
-    let max_floats = (gpu.max_binding_bytes() / 4) as usize;
-    let in_slices_per_out = ratio[2].ceil() as usize + 1;
-    let max_out_slices = (max_floats / plane.max(1)).saturating_sub(2) / in_slices_per_out.max(1);
-    let max_out_slices = max_out_slices.min(max_floats / out_plane.max(1));
-    if max_out_slices == 0 {
-        return Err(Error::TooLarge {
-            op,
-            bytes: (plane * 4 * 3) as u64,
-            limit: gpu.max_binding_bytes(),
-            which: "max_storage_buffer_binding_size (a few z-slices)",
-        });
-    }
-    let mut data = Vec::with_capacity(dims.iter().product());
-    let mut oz0 = 0;
-    while oz0 < dims[2] {
-        let oz1 = (oz0 + max_out_slices).min(dims[2]);
-        let z0 = ((oz0 as f64 * ratio[2]).floor() as usize).min(nz - 1);
-        let z1 = (((oz1 - 1) as f64 * ratio[2]).floor() as usize + 2).min(nz);
-        let slab = crate::Tensor::from_slice(
-            gpu,
-            &vol.data[z0 * plane..z1 * plane],
-            &[1, z1 - z0, ny, nx, 1],
-        )?;
-        let out = gpu.no_grad(|| {
-            crate::ops::resample::resample_scaled_from(
-                &slab,
-                [oz1 - oz0, dims[1], dims[0]],
-                [ratio[2], ratio[1], ratio[0]],
-                [oz0 as f64 * ratio[2] - z0 as f64, 0.0, 0.0],
-                interp == Interp::Linear,
-            )
-        })?;
-        data.extend(out.to_vec()?);
-        oz0 = oz1;
-    }
-    Volume::new(data, dims, affine, datatype)
-}
-
-/// (step ratio per voxel axis, new dims, new affine, datatype) of resampling `vol` to `target_mm`.
-fn spacing_geometry(
+/// (step ratio per voxel axis, new dims, new affine, datatype) of resampling `vol` to `target_mm`
+/// (validated): the grid both the CPU resampling here and the GPU one in `pretrain` produce.
+pub fn spacing_geometry(
     op: &'static str,
     vol: &Volume,
     target_mm: [f64; 3],
@@ -279,84 +227,4 @@ fn spacing_geometry(
         vol.datatype
     };
     Ok((ratio, dims, affine, datatype))
-}
-
-/// One CADS tile: `[d0, d0 + d) × [h0, h0 + h) × [w0, w0 + w)` of a `[D, H, W]` volume.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tile {
-    pub start: [usize; 3],
-    pub size: [usize; 3],
-}
-
-/// CADS tiling parameters (CADS.md: 24-slice tiles, stride 12, central 80% when a side > 320).
-#[derive(Clone, Debug)]
-pub struct TilingConfig {
-    pub depth: usize,
-    pub stride: usize,
-    pub max_side: usize,
-    pub keep_fraction: f64,
-}
-
-impl Default for TilingConfig {
-    fn default() -> Self {
-        TilingConfig {
-            depth: 24,
-            stride: 12,
-            max_side: 320,
-            keep_fraction: 0.8,
-        }
-    }
-}
-
-/// The tiles of a `[D, H, W]` volume (already at 1 mm): depth starts `0, stride, …` while a full
-/// tile fits (a volume shallower than one tile gives one tile of its whole depth, padded later by
-/// the sampler); in-plane the whole side, or its central `keep_fraction` when it exceeds
-/// `max_side`.
-pub fn cads_tiles(shape: [usize; 3], cfg: &TilingConfig) -> Result<Vec<Tile>> {
-    if cfg.depth == 0 || cfg.stride == 0 || !(cfg.keep_fraction > 0.0 && cfg.keep_fraction <= 1.0) {
-        return Err(Error::invalid(
-            "cads_tiles",
-            "depth, stride > 0 and keep_fraction in (0, 1]",
-            format!("{cfg:?}"),
-        ));
-    }
-    if shape.contains(&0) {
-        return Err(Error::invalid(
-            "cads_tiles",
-            "a non-empty volume",
-            format!("{shape:?}"),
-        ));
-    }
-    let side = |n: usize| -> (usize, usize) {
-        if n > cfg.max_side {
-            let keep = ((n as f64 * cfg.keep_fraction).round() as usize).max(1);
-            ((n - keep) / 2, keep)
-        } else {
-            (0, n)
-        }
-    };
-    let (h0, h) = side(shape[1]);
-    let (w0, w) = side(shape[2]);
-    let mut out = Vec::new();
-    if shape[0] <= cfg.depth {
-        out.push(Tile {
-            start: [0, h0, w0],
-            size: [shape[0], h, w],
-        });
-    } else {
-        let mut d0 = 0;
-        while d0 + cfg.depth <= shape[0] {
-            out.push(Tile {
-                start: [d0, h0, w0],
-                size: [cfg.depth, h, w],
-            });
-            d0 += cfg.stride;
-        }
-    }
-    Ok(out)
-}
-
-/// Extract a tile.
-pub fn extract_tile(src: &Patch, t: &Tile) -> Patch {
-    crop_pad(src, t.start.map(|s| s as isize), t.size, 0.0)
 }

@@ -95,6 +95,8 @@ impl SphereConfig {
 }
 
 /// One generated volume, both `[D, H, W]` row-major (W fastest).
+///
+/// See the crate docs, [Axis conventions](crate#axis-conventions).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SphereVolume {
     pub image: Vec<f32>,

@@ -126,6 +126,8 @@ pub const IDENTITY: Affine = [
 /// A scalar volume with its world placement. Values are the scaled values
 /// (`stored · scl_slope + scl_inter`), kept as f32: exact for every uint8/int16/uint16 value and
 /// for int32 up to ±2²⁴; float64 files are rounded to f32.
+///
+/// See the crate docs, [Axis conventions](crate#axis-conventions).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Volume {
     pub data: Vec<f32>,

@@ -1,32 +1,12 @@
-//! CT input for the DRR engine: reading a volume in Hounsfield units (HU) and mapping HU to the
-//! values the projectors integrate. Shared by `cads drr`, the DRR examples and the `drr` bench.
+//! CT input for the DRR engine: mapping Hounsfield units (HU) to the values the projectors
+//! integrate, and the sample CT's path. Reading a NIfTI CT is `pretrain::read_ct` (it needs the
+//! data layer, which `drr` does not import).
 
-use super::VolumeGrid;
 use crate::error::{Error, Result};
 
 /// The LIDC-IDRI-0001 chest CT (512×512×133 voxels, 0.703×0.703×2.5 mm), relative to the
 /// repository root; `scripts/fetch-sample-data.sh` puts it there.
 pub const SAMPLE_CT: &str = "data/cxr.nii.gz";
-
-/// Read a CT in HU as (grid, values `[D, H, W]`, x fastest) through the data layer's NIfTI
-/// reader. A missing file is an [`Error::Io`] (`NotFound`) whose message names the path and
-/// `scripts/fetch-sample-data.sh`, the way to get the sample CT.
-pub fn read_ct(path: &str) -> Result<(VolumeGrid, Vec<f32>)> {
-    if !std::path::Path::new(path).is_file() {
-        return Err(Error::Io {
-            op: "read CT",
-            path: path.to_string(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!(
-                    "no such file (expected a NIfTI CT in HU; the sample CT {SAMPLE_CT} comes \
-                     from scripts/fetch-sample-data.sh)"
-                ),
-            ),
-        });
-    }
-    crate::data::drr_cache::read_ct_for_drr(path)
-}
 
 /// What each voxel of the rendered volume holds, from its HU value.
 #[derive(Clone, Copy, Debug, PartialEq)]

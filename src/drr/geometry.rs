@@ -29,6 +29,8 @@ use crate::error::{Error, Result};
 pub type Vec3 = [f64; 3];
 
 /// The voxel grid of a volume: counts and the index→world affine.
+///
+/// See the crate docs, [Axis conventions](crate#axis-conventions).
 #[derive(Clone, Debug, PartialEq)]
 pub struct VolumeGrid {
     /// `[D, H, W] = [nz, ny, nx]` voxel counts.

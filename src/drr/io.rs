@@ -1,5 +1,5 @@
-//! Small output helpers for DRRs: 8/16-bit grayscale PNG writers. CT volumes are read by the data
-//! layer (`data::drr_cache::read_ct_for_drr`).
+//! Small output helpers for DRRs: 8/16-bit grayscale PNG writers. CT volumes are read by
+//! `pretrain::read_ct` (through the data layer's NIfTI reader).
 
 use crate::error::{Error, Result};
 

@@ -7,6 +7,11 @@
 //! bias `[Cout]`, y `[N, Do, Ho, Wo, Cout]`. PyTorch weights convert with
 //! [`import_pytorch_weight`].
 //!
+//! Kernel choice: `ConvPlan` (conv3d_plan.rs) resolves, from the shapes and the [`ConvPath`] alone and before
+//! any work, which kernel runs the forward, the input gradient and the weight gradient (as
+//! `ops/matmul.rs` does); the launches then only follow the plan, with no "fall back" after
+//! partial work.
+//!
 //! Backward:
 //! - input: gather form. With stride 1 it is a conv of g with the flipped, transposed kernel and
 //!   padding `dil·(k−1) − p`, run by the same fast forward kernels; with stride > 1 (product
@@ -19,6 +24,9 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::conv3d_fast;
+pub use super::conv3d_fast::{ForwardTile, WeightTile};
+pub use super::conv3d_plan::ConvPath;
+pub(crate) use super::conv3d_plan::{ConvPlan, ForwardKernel, InputKernel, WeightKernel};
 use super::conv3d_subpixel;
 use super::reduce::sum_to_shape;
 use crate::autograd::record;
@@ -26,95 +34,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
 
-/// Kernel size, stride, padding (both sides) and dilation per axis (D, H, W), and groups.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv3dConfig {
-    pub kernel: [usize; 3],
-    pub stride: [usize; 3],
-    pub padding: [usize; 3],
-    pub dilation: [usize; 3],
-    pub groups: usize,
-}
-
-impl Conv3dConfig {
-    /// Kernel `kernel`, stride 1, no padding, dilation 1, one group.
-    pub fn new(kernel: [usize; 3]) -> Self {
-        Conv3dConfig {
-            kernel,
-            stride: [1; 3],
-            padding: [0; 3],
-            dilation: [1; 3],
-            groups: 1,
-        }
-    }
-    /// A cubic kernel `k` with stride `s` and padding `p` on every axis.
-    pub fn cube(k: usize, s: usize, p: usize) -> Self {
-        Conv3dConfig {
-            kernel: [k; 3],
-            stride: [s; 3],
-            padding: [p; 3],
-            dilation: [1; 3],
-            groups: 1,
-        }
-    }
-    pub fn stride(mut self, s: [usize; 3]) -> Self {
-        self.stride = s;
-        self
-    }
-    pub fn padding(mut self, p: [usize; 3]) -> Self {
-        self.padding = p;
-        self
-    }
-    pub fn dilation(mut self, d: [usize; 3]) -> Self {
-        self.dilation = d;
-        self
-    }
-    pub fn groups(mut self, g: usize) -> Self {
-        self.groups = g;
-        self
-    }
-}
-
-/// 2D convolution settings (H, W); runs through the 3D kernels with D = 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv2dConfig {
-    pub kernel: [usize; 2],
-    pub stride: [usize; 2],
-    pub padding: [usize; 2],
-    pub dilation: [usize; 2],
-    pub groups: usize,
-}
-
-impl Conv2dConfig {
-    pub fn new(kernel: [usize; 2]) -> Self {
-        Conv2dConfig {
-            kernel,
-            stride: [1; 2],
-            padding: [0; 2],
-            dilation: [1; 2],
-            groups: 1,
-        }
-    }
-    pub fn square(k: usize, s: usize, p: usize) -> Self {
-        Conv2dConfig {
-            kernel: [k; 2],
-            stride: [s; 2],
-            padding: [p; 2],
-            dilation: [1; 2],
-            groups: 1,
-        }
-    }
-    /// The equivalent 3D config with a depth-1 kernel.
-    pub fn to_3d(&self) -> Conv3dConfig {
-        Conv3dConfig {
-            kernel: [1, self.kernel[0], self.kernel[1]],
-            stride: [1, self.stride[0], self.stride[1]],
-            padding: [0, self.padding[0], self.padding[1]],
-            dilation: [1, self.dilation[0], self.dilation[1]],
-            groups: self.groups,
-        }
-    }
-}
+pub use super::config::{Conv2dConfig, Conv3dConfig};
 
 /// Mirrors `ConvParams` in the three conv shaders.
 #[repr(C)]
@@ -202,15 +122,6 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     BACKWARD_WEIGHT_NAIVE,
     BACKWARD_WEIGHT_SUM,
 ];
-
-/// Which kernels a call uses: the tiled ones where their shape conditions hold (default), or the
-/// straightforward ones everywhere (the oracle, for tests and timing comparisons).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum ConvPath {
-    #[default]
-    Fast,
-    Naive,
-}
 
 /// Validated geometry of one convolution.
 #[derive(Clone, Copy, Debug)]
@@ -359,25 +270,33 @@ pub fn import_pytorch_weight(data: &[f32], shape_pt: &[usize]) -> Result<(Vec<f3
         shape_pt[3],
         shape_pt[4],
     ];
-    let d64: Vec<f64> = data.iter().map(|&v| v as f64).collect();
-    let out = crate::reference::conv3d::import_pytorch_weight(&d64, cout, cin_g, [a, b, c]);
-    Ok((
-        out.iter().map(|&v| v as f32).collect(),
-        vec![a, b, c, cin_g, cout],
-    ))
+    // A pure permutation: with t the flattened tap (kD, kH, kW row-major), PyTorch's element
+    // [co, ci, t] goes to [t, ci, co]. Written out here rather than shared with reference/, so
+    // the oracle and the code it checks stay independent.
+    let taps = a * b * c;
+    let mut out = vec![0.0f32; data.len()];
+    for co in 0..cout {
+        for ci in 0..cin_g {
+            for t in 0..taps {
+                out[(t * cin_g + ci) * cout + co] = data[(co * cin_g + ci) * taps + t];
+            }
+        }
+    }
+    Ok((out, vec![a, b, c, cin_g, cout]))
 }
 
-/// Forward launch (unrecorded).
+/// Forward launch (unrecorded), on the planned kernel.
 pub(crate) fn forward_raw(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
-    geo: &Geometry,
-    path: ConvPath,
+    plan: &ConvPlan,
 ) -> Result<Tensor> {
     let gpu = x.gpu();
+    let geo = &plan.geo;
     let y = Tensor::uninit(gpu, "conv3d", &geo.out)?;
-    if path == ConvPath::Fast && conv3d_fast::forward(x, w, bias, &y, geo)? {
+    if let ForwardKernel::Fast(kernel) = plan.forward {
+        conv3d_fast::forward(x, w, bias, &y, geo, kernel)?;
         return Ok(y);
     }
     let dummy;
@@ -420,66 +339,48 @@ pub(crate) fn flipped_weight(w: &Tensor, geo: &Geometry) -> Result<Tensor> {
     Ok(wf)
 }
 
-/// dL/dx from dL/dy = g (unrecorded).
-pub(crate) fn backward_input_raw(
-    g: &Tensor,
-    w: &Tensor,
-    geo: &Geometry,
-    path: ConvPath,
-) -> Result<Tensor> {
+/// dL/dx from dL/dy = g (unrecorded), on the planned kernel.
+pub(crate) fn backward_input_raw(g: &Tensor, w: &Tensor, plan: &ConvPlan) -> Result<Tensor> {
     let gpu = g.gpu();
-    let c = &geo.cfg;
-    let stride1 = c.stride == [1; 3];
-    let pad_ok = (0..3).all(|a| c.padding[a] <= c.dilation[a] * (c.kernel[a] - 1));
-    let flipped = || flipped_weight(w, geo);
-    // Strided: one stride-1 fast conv per output parity class (src/ops/conv3d_subpixel.rs). With
-    // many classes (SR 4 and 8 patch convs: 64 and 512) the per-class launches cost more than
-    // the gather kernel's skipped taps, measured on lavapipe (SR 8: 638 vs 131 ms).
-    let classes: usize = c.stride.iter().product();
-    if path == ConvPath::Fast && !stride1 && classes <= 8 && c.dilation == [1; 3] {
-        let gx = Tensor::zeros(gpu, &geo.x)?;
-        if conv3d_subpixel::backward_input(g, &flipped()?, &gx, geo)? {
-            return Ok(gx);
+    let geo = &plan.geo;
+    match &plan.input {
+        InputKernel::Subpixel(sub) => {
+            // Classes with no taps keep the zero gradient.
+            let gx = Tensor::zeros(gpu, &geo.x)?;
+            conv3d_subpixel::backward_input(g, &flipped_weight(w, geo)?, &gx, geo, sub)?;
+            Ok(gx)
+        }
+        InputKernel::FlippedConv { geo: geo_t, kernel } => {
+            // gx = conv(g, flip(w)ᵀ) with padding dil·(k−1) − p.
+            let wf = flipped_weight(w, geo)?;
+            let gx = Tensor::uninit(gpu, "conv3d_backward_input", &geo.x)?;
+            conv3d_fast::forward(g, &wf, None, &gx, geo_t, *kernel)?;
+            Ok(gx)
+        }
+        InputKernel::Gather => {
+            let gx = Tensor::uninit(gpu, "conv3d_backward_input", &geo.x)?;
+            let total = gx.numel();
+            let params = geo.params(total, false);
+            gpu.dispatch(
+                &BACKWARD_INPUT_NAIVE,
+                &params,
+                &[g.buffer(), w.buffer()],
+                &[gx.buffer()],
+                Grid::cover(total as u64, 64),
+            )?;
+            Ok(gx)
         }
     }
-    if path == ConvPath::Fast && stride1 && pad_ok {
-        // gx = conv(g, flip(w)ᵀ) with padding dil·(k−1) − p.
-        let wf = flipped()?;
-        let cfg_t = Conv3dConfig {
-            padding: [0, 1, 2].map(|a| c.dilation[a] * (c.kernel[a] - 1) - c.padding[a]),
-            ..*c
-        };
-        let geo_t = Geometry::new("conv3d_backward_input", &geo.out, wf.shape(), &cfg_t)?;
-        debug_assert_eq!(geo_t.out, geo.x);
-        let gx = Tensor::uninit(gpu, "conv3d_backward_input", &geo.x)?;
-        if conv3d_fast::forward(g, &wf, None, &gx, &geo_t)? {
-            return Ok(gx);
-        }
-    }
-    let gx = Tensor::uninit(gpu, "conv3d_backward_input", &geo.x)?;
-    let total = gx.numel();
-    let params = geo.params(total, false);
-    gpu.dispatch(
-        &BACKWARD_INPUT_NAIVE,
-        &params,
-        &[g.buffer(), w.buffer()],
-        &[gx.buffer()],
-        Grid::cover(total as u64, 64),
-    )?;
-    Ok(gx)
 }
 
-/// dL/dw from dL/dy = g and the input x (unrecorded).
-pub(crate) fn backward_weight_raw(
-    g: &Tensor,
-    x: &Tensor,
-    geo: &Geometry,
-    path: ConvPath,
-) -> Result<Tensor> {
+/// dL/dw from dL/dy = g and the input x (unrecorded), on the planned kernel.
+pub(crate) fn backward_weight_raw(g: &Tensor, x: &Tensor, plan: &ConvPlan) -> Result<Tensor> {
     let gpu = g.gpu();
+    let geo = &plan.geo;
     let ws = geo.w_shape();
     let gw = Tensor::uninit(gpu, "conv3d_backward_weight", &ws)?;
-    if path == ConvPath::Fast && conv3d_fast::backward_weight(g, x, &gw, geo)? {
+    if let WeightKernel::Fast(kernel) = plan.weight {
+        conv3d_fast::backward_weight(g, x, &gw, geo, kernel)?;
         return Ok(gw);
     }
     let wn = gw.numel();
@@ -516,7 +417,8 @@ pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv3dConfig)
     conv3d_with(x, w, bias, cfg, ConvPath::Fast)
 }
 
-/// [`conv3d`] with an explicit kernel choice (the naive path is the oracle of the fast one).
+/// [`conv3d`] with an explicit kernel choice (the naive path is the oracle of the fast one). The
+/// choice is resolved once into a plan for the forward and both gradients.
 pub fn conv3d_with(
     x: &Tensor,
     w: &Tensor,
@@ -533,17 +435,18 @@ pub fn conv3d_with(
             return Err(Error::shape(op, [geo.out[4]], b.shape()));
         }
     }
-    let y = forward_raw(x, w, bias, &geo, path)?;
+    let plan = ConvPlan::new(geo, path)?;
+    let y = forward_raw(x, w, bias, &plan)?;
     let (xd, wd) = (x.detach(), w.detach());
     let (need_x, need_w) = (x.requires_grad(), w.requires_grad());
     let backward = move |g: &Tensor| -> Result<Vec<Option<Tensor>>> {
         let gx = if need_x {
-            Some(backward_input_raw(g, &wd, &geo, path)?)
+            Some(backward_input_raw(g, &wd, &plan)?)
         } else {
             None
         };
         let gw = if need_w {
-            Some(backward_weight_raw(g, &xd, &geo, path)?)
+            Some(backward_weight_raw(g, &xd, &plan)?)
         } else {
             None
         };
@@ -606,7 +509,7 @@ pub fn conv3d_backward_input(
     if g.shape() != geo.out {
         return Err(Error::shape("conv3d_backward_input", geo.out, g.shape()));
     }
-    backward_input_raw(g, w, &geo, ConvPath::Fast)
+    backward_input_raw(g, w, &ConvPlan::new(geo, ConvPath::Fast)?)
 }
 
 /// dL/dw of [`conv3d`] for an upstream gradient `g`, unrecorded.
@@ -620,5 +523,5 @@ pub fn conv3d_backward_weight(
     if g.shape() != geo.out {
         return Err(Error::shape("conv3d_backward_weight", geo.out, g.shape()));
     }
-    backward_weight_raw(g, x, &geo, ConvPath::Fast)
+    backward_weight_raw(g, x, &ConvPlan::new(geo, ConvPath::Fast)?)
 }

@@ -1,6 +1,7 @@
-//! Tiled (implicit GEMM) conv3d kernels. Each launcher returns `Ok(false)` when its shape
-//! conditions do not hold, and the caller falls back to the straightforward kernels of
-//! conv3d.rs, which stay the oracle for these.
+//! Tiled (implicit GEMM) conv3d kernels. Each family has a planner (`plan_forward`,
+//! `plan_backward_weight`) that says from the shapes alone, before any work, whether and how a
+//! tiled kernel runs; conv3d.rs resolves the whole choice once in its `ConvPlan` and uses the
+//! straightforward kernels (the oracle for these) where the planner says no.
 //!
 //! Forward (shaders/conv3d.wgsl `conv3d_tiled_m8n8_c4` / `_c1`): GEMM with M = N·Do·Ho·Wo
 //! output voxels, N = Cout, K = kD·kH·kW·Cin_g. One invocation holds an 8-voxel × 8-channel
@@ -43,29 +44,44 @@ const fn spec(
     }
 }
 
-/// (TM voxels, TN channels, spec for Cin_g % 4 == 0, spec for any Cin_g), preferred first.
-static TILE_OVERRIDE: std::sync::Mutex<(Option<String>, Option<String>)> =
-    std::sync::Mutex::new((None, None));
-
-fn tile_override() -> (Option<String>, Option<String>) {
-    TILE_OVERRIDE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
+/// Forward tile of the tiled kernel: TM output voxels × TN output channels per invocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardTile {
+    M8N8,
+    M16N8,
 }
 
-/// Force the forward tile (`"m8n8"`, `"m16n8"`) and the weight-gradient channel tile (`"n8"`,
-/// `"n16"`, `"n32"`) for every later launch in this process; `None` restores the default choice.
-/// A variant that does not fit a shape falls back to the straightforward kernels. For timing
-/// comparisons and tests only.
-#[doc(hidden)]
-pub fn set_tile_override(forward: Option<&str>, weight: Option<&str>) {
-    *TILE_OVERRIDE.lock().unwrap_or_else(|e| e.into_inner()) =
-        (forward.map(str::to_string), weight.map(str::to_string));
+impl ForwardTile {
+    /// (TM, TN)
+    fn dims(self) -> (usize, usize) {
+        match self {
+            ForwardTile::M8N8 => (8, 8),
+            ForwardTile::M16N8 => (16, 8),
+        }
+    }
+}
+
+/// Output-channel tile TN of the tiled weight-gradient kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightTile {
+    N8,
+    N16,
+    N32,
+}
+
+impl WeightTile {
+    fn channels(self) -> usize {
+        match self {
+            WeightTile::N8 => 8,
+            WeightTile::N16 => 16,
+            WeightTile::N32 => 32,
+        }
+    }
 }
 
 const DEPTHWISE: KernelSpec = spec("conv3d", FWD_SRC, "conv3d_depthwise_c4", 3);
 
+/// (TM voxels, TN channels, spec for Cin_g % 4 == 0, spec for any Cin_g), preferred first.
 /// Measured on lavapipe (c32 forward, % of FMA peak): m8n8 8.1, m16n8 8.6, m4n8 7.8, m2n16 5.0,
 /// m8n16 4.9, m1n32 1.6 — every load costs about as much as several FMAs there, so only the two
 /// best are kept. Both need Cout_g % 8 == 0.
@@ -117,7 +133,7 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
 
 /// Depthwise (groups = C, multiplier 1, C % 4 == 0) weight gradient: lanes over (tap, 4
 /// channels), chunks of output rows per workgroup z, then the sum pass.
-fn backward_weight_depthwise(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry) -> Result<bool> {
+fn backward_weight_depthwise(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry) -> Result<()> {
     let gpu = g.gpu();
     let taps: usize = geo.cfg.kernel.iter().product();
     let blocks = (taps * geo.x[4] / 4).div_ceil(64);
@@ -143,8 +159,7 @@ fn backward_weight_depthwise(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry
         &[partial.buffer()],
         &[gw.buffer()],
         Grid::cover(wn as u64, 64),
-    )?;
-    Ok(true)
+    )
 }
 
 /// A grid of `blocks` workgroups along a folded x·y axis, times `z`.
@@ -154,47 +169,47 @@ fn fold(blocks: usize, z: usize) -> Grid {
     Grid::Xyz(x as u32, y as u32, z as u32)
 }
 
-/// y = conv3d(x, w) + b with the tiled kernels, when Cout_g is a multiple of 8 (m8n8 by
-/// default; `set_tile_override` forces the other variant for timing comparisons).
+/// The depthwise kernels' condition: groups = C with multiplier 1, C % 4 == 0 (vec4 channels).
+fn is_depthwise(geo: &Geometry) -> bool {
+    geo.cin_g == 1 && geo.cout_g == 1 && geo.x[4].is_multiple_of(4)
+}
+
+/// A resolved fast forward launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FastForward {
+    Depthwise,
+    /// `TILED[variant]`, with vec4 input loads when `c4` (Cin_g % 4 == 0).
+    Tiled {
+        variant: usize,
+        c4: bool,
+    },
+}
+
+/// Which fast forward kernel fits `geo`, if any: depthwise, else the first tile (or the forced
+/// one) whose TN divides Cout_g.
+pub(crate) fn plan_forward(geo: &Geometry, forced: Option<ForwardTile>) -> Option<FastForward> {
+    if is_depthwise(geo) {
+        return Some(FastForward::Depthwise);
+    }
+    let variant = TILED.iter().position(|(tm, tn, ..)| {
+        geo.cout_g.is_multiple_of(*tn) && forced.is_none_or(|f| f.dims() == (*tm, *tn))
+    })?;
+    Some(FastForward::Tiled {
+        variant,
+        c4: geo.cin_g.is_multiple_of(4),
+    })
+}
+
+/// y = conv3d(x, w) + b with the planned fast kernel.
 pub(crate) fn forward(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     y: &Tensor,
     geo: &Geometry,
-) -> Result<bool> {
-    let depthwise = geo.cin_g == 1 && geo.cout_g == 1 && geo.x[4].is_multiple_of(4);
-    if depthwise {
-        let gpu = x.gpu();
-        let dummy;
-        let b = match bias {
-            Some(b) => b.buffer(),
-            None => {
-                dummy = Tensor::zeros(gpu, &[4])?;
-                dummy.buffer()
-            }
-        };
-        let params: ConvParams = geo.params(y.numel(), bias.is_some());
-        let blocks = geo.m_total().div_ceil(256);
-        let grid = fold(blocks, geo.x[4] / 4);
-        gpu.dispatch(
-            &DEPTHWISE,
-            &params,
-            &[x.buffer(), w.buffer(), b],
-            &[y.buffer()],
-            grid,
-        )?;
-        return Ok(true);
-    }
-    let forced = tile_override().0;
-    let Some((tm, tn, s4, s1)) = TILED.iter().find(|(tm, tn, ..)| {
-        geo.cout_g.is_multiple_of(*tn)
-            && forced.as_ref().is_none_or(|f| *f == format!("m{tm}n{tn}"))
-    }) else {
-        return Ok(false);
-    };
+    plan: FastForward,
+) -> Result<()> {
     let gpu = x.gpu();
-    let spec = if geo.cin_g.is_multiple_of(4) { s4 } else { s1 };
     let dummy;
     let b = match bias {
         Some(b) => b.buffer(),
@@ -203,6 +218,23 @@ pub(crate) fn forward(
             dummy.buffer()
         }
     };
+    let (variant, c4) = match plan {
+        FastForward::Depthwise => {
+            let params: ConvParams = geo.params(y.numel(), bias.is_some());
+            let blocks = geo.m_total().div_ceil(256);
+            let grid = fold(blocks, geo.x[4] / 4);
+            return gpu.dispatch(
+                &DEPTHWISE,
+                &params,
+                &[x.buffer(), w.buffer(), b],
+                &[y.buffer()],
+                grid,
+            );
+        }
+        FastForward::Tiled { variant, c4 } => (variant, c4),
+    };
+    let (tm, tn, s4, s1) = &TILED[variant];
+    let spec = if c4 { s4 } else { s1 };
     let mut params: ConvParams = geo.params(y.numel(), bias.is_some());
     let blocks = geo.m_total().div_ceil(64 * tm);
     let co_blocks = geo.out[4] / tn;
@@ -232,24 +264,50 @@ pub(crate) fn forward(
     if let Some(partial) = partial {
         y.assign(&sum_leading_raw(&partial)?.reshape(y.shape())?)?;
     }
-    Ok(true)
+    Ok(())
 }
 
-/// gw = Σ_m x(m @ tap) ⊗ g(m) with the tiled kernels (Cout_g % 8 == 0), then the sum pass.
-/// `set_tile_override` forces a channel tile for timing comparisons.
-pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry) -> Result<bool> {
-    if geo.cin_g == 1 && geo.cout_g == 1 && geo.x[4].is_multiple_of(4) {
-        return backward_weight_depthwise(g, x, gw, geo);
+/// A resolved fast weight-gradient launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FastWeight {
+    Depthwise,
+    /// `BWD_W_TILED[variant]`.
+    Tiled {
+        variant: usize,
+    },
+}
+
+/// Which fast weight-gradient kernel fits `geo`, if any: depthwise, else the first tile (or the
+/// forced channel tile) with the right input-channel vector width whose TN divides Cout_g.
+pub(crate) fn plan_backward_weight(
+    geo: &Geometry,
+    forced: Option<WeightTile>,
+) -> Option<FastWeight> {
+    if is_depthwise(geo) {
+        return Some(FastWeight::Depthwise);
     }
-    let forced = tile_override().1;
     let c4 = geo.cin_g.is_multiple_of(4);
-    let Some((tn, nci, spec)) = BWD_W_TILED.iter().find(|(tn, nci, _)| {
+    let variant = BWD_W_TILED.iter().position(|(tn, nci, _)| {
         (*nci == 4) == c4
             && geo.cout_g.is_multiple_of(*tn)
-            && forced.as_ref().is_none_or(|f| *f == format!("n{tn}"))
-    }) else {
-        return Ok(false);
+            && forced.is_none_or(|f| f.channels() == *tn)
+    })?;
+    Some(FastWeight::Tiled { variant })
+}
+
+/// gw = Σ_m x(m @ tap) ⊗ g(m) with the planned fast kernel, then the sum pass.
+pub(crate) fn backward_weight(
+    g: &Tensor,
+    x: &Tensor,
+    gw: &Tensor,
+    geo: &Geometry,
+    plan: FastWeight,
+) -> Result<()> {
+    let variant = match plan {
+        FastWeight::Depthwise => return backward_weight_depthwise(g, x, gw, geo),
+        FastWeight::Tiled { variant } => variant,
     };
+    let (tn, nci, spec) = &BWD_W_TILED[variant];
     let gpu = g.gpu();
     let taps: usize = geo.cfg.kernel.iter().product();
     let tc_blocks = (taps * geo.cin_g / nci).div_ceil(64);
@@ -280,6 +338,5 @@ pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometr
         &[partial.buffer()],
         &[gw.buffer()],
         Grid::cover(wn as u64, 64),
-    )?;
-    Ok(true)
+    )
 }

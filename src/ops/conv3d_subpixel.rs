@@ -18,10 +18,11 @@
 //! taps (T_r = 0 when K < s) keep the zero gradient.
 //!
 //! Only useful FLOPs are computed (the gather form spends 1 − 1/s³ of its taps on misses). Every
-//! class conv must take the fast path; otherwise the caller falls back to the gather kernel.
+//! class conv must take a fast kernel: [`plan`] checks that from the shapes before any work, and
+//! conv3d.rs's plan uses the gather kernel when it says no.
 
 use super::conv3d::{Conv3dConfig, Geometry};
-use super::conv3d_fast;
+use super::conv3d_fast::{self, FastForward, ForwardTile};
 use crate::error::Result;
 use crate::tensor::{contiguous_strides, copy_region, Tensor};
 
@@ -70,10 +71,23 @@ fn class_axis(r: usize, s: usize, k: usize, p: usize, x: usize, o: usize) -> Cla
     }
 }
 
-/// gx (zero-initialised, shape `geo.x`) from g and the flipped, transposed weight `wf`
-/// ([kD, kH, kW, Cout/groups, Cin]). `Ok(false)` when a class conv cannot take the fast path
-/// (then gx is incomplete and the caller must use the gather kernel).
-pub(crate) fn backward_input(g: &Tensor, wf: &Tensor, gx: &Tensor, geo: &Geometry) -> Result<bool> {
+/// One parity class: its three axes, the geometry of its stride-1 conv and that conv's kernel.
+#[derive(Clone, Copy, Debug)]
+struct ClassPlan {
+    axes: [ClassAxis; 3],
+    geo: Geometry,
+    kernel: FastForward,
+}
+
+/// The resolved decomposition: every class that receives gradient, each with a fast kernel.
+#[derive(Clone, Debug)]
+pub(crate) struct SubpixelPlan {
+    classes: Vec<ClassPlan>,
+}
+
+/// Plan the decomposition of `geo`'s input gradient, or `None` when some class conv has no fast
+/// kernel (then the caller plans the gather kernel instead; nothing has run yet).
+pub(crate) fn plan(geo: &Geometry, forced: Option<ForwardTile>) -> Result<Option<SubpixelPlan>> {
     let c = &geo.cfg;
     let axes: Vec<Vec<ClassAxis>> = (0..3)
         .map(|a| {
@@ -91,38 +105,18 @@ pub(crate) fn backward_input(g: &Tensor, wf: &Tensor, gx: &Tensor, geo: &Geometr
                 .collect()
         })
         .collect();
-    let wf_strides = contiguous_strides(wf.shape());
-    let gx_strides = contiguous_strides(&geo.x);
-    let (co_g, cin) = (wf.shape()[3], wf.shape()[4]);
+    let mut classes = Vec::new();
     for ad in &axes[0] {
         for ah in &axes[1] {
             for aw in &axes[2] {
-                let cls = [ad, ah, aw];
+                let cls = [*ad, *ah, *aw];
                 if cls.iter().any(|a| a.taps == 0 || a.count == 0) {
                     continue;
                 }
+                // The class conv's weight is a [T_d, T_h, T_w, Cout/groups, Cin] slice of the
+                // flipped weight; its input is g.
                 let taps = cls.map(|a| a.taps);
-                // v = wf[start + s·u] per spatial axis (strided slice of the flipped weight).
-                let v = Tensor::uninit(
-                    g.gpu(),
-                    "conv3d_backward_input",
-                    &[taps[0], taps[1], taps[2], co_g, cin],
-                )?;
-                let offset: usize = (0..3).map(|a| cls[a].wf_start * wf_strides[a]).sum();
-                let mut in_strides = wf_strides.clone();
-                for (st, s) in in_strides.iter_mut().zip(c.stride) {
-                    *st *= s;
-                }
-                copy_region(
-                    "conv3d_backward_input",
-                    wf,
-                    offset,
-                    &in_strides,
-                    &v,
-                    0,
-                    &contiguous_strides(v.shape()),
-                    v.shape(),
-                )?;
+                let v_shape = [taps[0], taps[1], taps[2], geo.cout_g, geo.x[4]];
                 let cfg = Conv3dConfig {
                     kernel: taps,
                     stride: [1; 3],
@@ -130,47 +124,89 @@ pub(crate) fn backward_input(g: &Tensor, wf: &Tensor, gx: &Tensor, geo: &Geometr
                     dilation: [1; 3],
                     groups: c.groups,
                 };
-                let geo_r = Geometry::new("conv3d_backward_input", &geo.out, v.shape(), &cfg)?;
-                let out = Tensor::uninit(g.gpu(), "conv3d_backward_input", &geo_r.out)?;
-                if !conv3d_fast::forward(g, &v, None, &out, &geo_r)? {
-                    return Ok(false);
-                }
-                // Scatter the class's J_r outputs (from out_start) to gx[s·j + r].
-                let out_strides = contiguous_strides(&geo_r.out);
-                let src_offset: usize = (0..3).map(|a| cls[a].out_start * out_strides[a + 1]).sum();
-                let dst_offset: usize = (0..3).map(|a| cls[a].r * gx_strides[a + 1]).sum();
-                let mut dst_strides = gx_strides.clone();
-                for a in 0..3 {
-                    dst_strides[a + 1] *= c.stride[a];
-                }
-                let region = [geo.x[0], cls[0].count, cls[1].count, cls[2].count, geo.x[4]];
-                copy_region(
-                    "conv3d_backward_input",
-                    &out,
-                    src_offset,
-                    &out_strides,
-                    gx,
-                    dst_offset,
-                    &dst_strides,
-                    &region,
-                )?;
+                let geo_r = Geometry::new("conv3d_backward_input", &geo.out, &v_shape, &cfg)?;
+                let Some(kernel) = conv3d_fast::plan_forward(&geo_r, forced) else {
+                    return Ok(None);
+                };
+                classes.push(ClassPlan {
+                    axes: cls,
+                    geo: geo_r,
+                    kernel,
+                });
             }
         }
     }
-    Ok(true)
+    Ok(Some(SubpixelPlan { classes }))
+}
+
+/// gx (zero-initialised, shape `geo.x`) from g and the flipped, transposed weight `wf`
+/// ([kD, kH, kW, Cout/groups, Cin]), as planned by [`plan`].
+pub(crate) fn backward_input(
+    g: &Tensor,
+    wf: &Tensor,
+    gx: &Tensor,
+    geo: &Geometry,
+    plan: &SubpixelPlan,
+) -> Result<()> {
+    let c = &geo.cfg;
+    let wf_strides = contiguous_strides(wf.shape());
+    let gx_strides = contiguous_strides(&geo.x);
+    for class in &plan.classes {
+        let cls = &class.axes;
+        let geo_r = &class.geo;
+        // v = wf[start + s·u] per spatial axis (strided slice of the flipped weight).
+        let v = Tensor::uninit(g.gpu(), "conv3d_backward_input", &geo_r.w_shape())?;
+        let offset: usize = (0..3).map(|a| cls[a].wf_start * wf_strides[a]).sum();
+        let mut in_strides = wf_strides.clone();
+        for (st, s) in in_strides.iter_mut().zip(c.stride) {
+            *st *= s;
+        }
+        copy_region(
+            "conv3d_backward_input",
+            wf,
+            offset,
+            &in_strides,
+            &v,
+            0,
+            &contiguous_strides(v.shape()),
+            v.shape(),
+        )?;
+        let out = Tensor::uninit(g.gpu(), "conv3d_backward_input", &geo_r.out)?;
+        conv3d_fast::forward(g, &v, None, &out, geo_r, class.kernel)?;
+        // Scatter the class's J_r outputs (from out_start) to gx[s·j + r].
+        let out_strides = contiguous_strides(&geo_r.out);
+        let src_offset: usize = (0..3).map(|a| cls[a].out_start * out_strides[a + 1]).sum();
+        let dst_offset: usize = (0..3).map(|a| cls[a].r * gx_strides[a + 1]).sum();
+        let mut dst_strides = gx_strides.clone();
+        for a in 0..3 {
+            dst_strides[a + 1] *= c.stride[a];
+        }
+        let region = [geo.x[0], cls[0].count, cls[1].count, cls[2].count, geo.x[4]];
+        copy_region(
+            "conv3d_backward_input",
+            &out,
+            src_offset,
+            &out_strides,
+            gx,
+            dst_offset,
+            &dst_strides,
+            &region,
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{backward_input, class_axis};
+    use super::{backward_input, class_axis, plan};
     use crate::ops::conv3d::{
-        backward_input_raw, flipped_weight, Conv3dConfig, ConvPath, Geometry,
+        backward_input_raw, flipped_weight, Conv3dConfig, ConvPlan, Geometry,
     };
     use crate::util::{compare, Rng, F32_ACCUM};
     use crate::{Gpu, Tensor};
 
     /// Strided configs whose class convs all take the fast path (Cin/groups % 8 == 0): the
-    /// decomposition must run (not fall back) and match the gather kernel.
+    /// decomposition must be planned (every class on a fast kernel) and match the gather kernel.
     #[test]
     fn strided_input_gradient_matches_the_gather_kernel() {
         let gpu = Gpu::new().unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
@@ -214,9 +250,12 @@ mod tests {
             let g_data = rng.vec_uniform(geo.out.iter().product(), -1.0, 1.0);
             let g = Tensor::from_slice(&gpu, &g_data, &geo.out).unwrap();
             let gx = Tensor::zeros(&gpu, &geo.x).unwrap();
-            let ran = backward_input(&g, &flipped_weight(&w, &geo).unwrap(), &gx, &geo).unwrap();
-            assert!(ran, "{cfg:?}: the decomposition fell back");
-            let want = backward_input_raw(&g, &w, &geo, ConvPath::Naive).unwrap();
+            let sub = plan(&geo, None)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{cfg:?}: no fast kernel for some class conv"));
+            backward_input(&g, &flipped_weight(&w, &geo).unwrap(), &gx, &geo, &sub).unwrap();
+            let naive = ConvPlan::naive(geo);
+            let want = backward_input_raw(&g, &w, &naive).unwrap();
             let to64 = |t: &Tensor| -> Vec<f64> {
                 t.to_vec().unwrap().iter().map(|&v| v as f64).collect()
             };

@@ -15,70 +15,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
 
-/// Geometry of a transposed convolution, per axis (D, H, W).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvTranspose3dConfig {
-    pub kernel: [usize; 3],
-    pub stride: [usize; 3],
-    pub padding: [usize; 3],
-    pub output_padding: [usize; 3],
-    pub dilation: [usize; 3],
-}
-
-impl ConvTranspose3dConfig {
-    /// Kernel 2, stride 2: doubles every spatial extent.
-    pub fn up2() -> Self {
-        ConvTranspose3dConfig {
-            kernel: [2; 3],
-            stride: [2; 3],
-            padding: [0; 3],
-            output_padding: [0; 3],
-            dilation: [1; 3],
-        }
-    }
-
-    /// `(D − 1)·s − 2p + dil·(k − 1) + output_padding + 1` per axis, validated.
-    pub fn output_dims(&self, op: &'static str, dhw: [usize; 3]) -> Result<[usize; 3]> {
-        let mut out = [0; 3];
-        for a in 0..3 {
-            let (k, s, p, op_, d) = (
-                self.kernel[a],
-                self.stride[a],
-                self.padding[a],
-                self.output_padding[a],
-                self.dilation[a],
-            );
-            if k == 0 || s == 0 || d == 0 {
-                return Err(Error::invalid(
-                    op,
-                    "kernel, stride and dilation >= 1",
-                    format!("{self:?}"),
-                ));
-            }
-            if op_ >= s && op_ >= d {
-                return Err(Error::invalid(
-                    op,
-                    "output_padding < stride or < dilation",
-                    format!("{self:?}"),
-                ));
-            }
-            let full = (dhw[a] - 1) * s + d * (k - 1) + op_ + 1;
-            if dhw[a] == 0 || full <= 2 * p {
-                return Err(Error::invalid(
-                    op,
-                    "a non-empty output",
-                    format!("input {dhw:?} with {self:?}"),
-                ));
-            }
-            out[a] = full - 2 * p;
-        }
-        Ok(out)
-    }
-
-    fn is_up2(&self) -> bool {
-        *self == Self::up2()
-    }
-}
+pub use super::config::ConvTranspose3dConfig;
 
 /// `[Ci, Co, kD, kH, kW]` (PyTorch) → `[kD, kH, kW, Ci, Co]` (cads).
 pub fn weight_from_pytorch(data: &[f32], ci: usize, co: usize, k: [usize; 3]) -> Result<Vec<f32>> {

@@ -1,12 +1,21 @@
-//! DRR kernels: raw launches of the Siddon and trilinear projectors, their pose gradients and
-//! their adjoints (backprojection). Geometry, volumes with slabs and autograd live in
-//! `src/drr/`; this file only packs [`DrrParams`] and dispatches.
+//! The DRR op, whole: validate → plan → allocate → launch → record backward. It renders line
+//! integrals of a volume given as z-slabs, for a batch of poses, with the Siddon or trilinear
+//! projector, and records the backward: the volume gradient is the adjoint (backprojection, a
+//! voxel-driven gather per slab) and the pose gradient the per-ray Jacobian written by the same
+//! walk, weighted by the upstream gradient and summed over rays.
+//!
+//! Inputs are plain, in the kernel's own terms ([`DrrSetup`]: extents, affines, detector and
+//! distances in mm). The geometry types with units and conventions (`VolumeGrid`, `Geometry`,
+//! `Pose`), the slab tiling of a volume and the presets live one layer up in `src/drr/`, which
+//! builds a [`DrrSetup`] and calls [`drr`]. Volume layout: see the crate docs, Axis conventions.
+//!
 //! Shaders: shaders/drr_siddon.wgsl, shaders/drr_trilinear.wgsl, shaders/drr_backproject.wgsl.
 //! Reference: src/reference/drr.rs.
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::error::Result;
+use crate::autograd::record;
+use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
 
@@ -30,23 +39,23 @@ const BACKPROJECT: &str = concat!(
 /// Mirrors `DrrParams` in the three DRR shaders (176 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Debug, Default)]
-pub(crate) struct DrrParams {
+struct DrrParams {
     /// nx, ny, nz (of the bound slab), n_poses, z_offset, det_h, det_w, flags
-    pub counts: [u32; 8],
+    counts: [u32; 8],
     /// world mm → global voxel index, 3×4 rows
-    pub inv: [f32; 12],
+    inv: [f32; 12],
     /// global voxel index → world mm, 3×4 rows
-    pub aff: [f32; 12],
+    aff: [f32; 12],
     /// pixel pitch (row, col) mm, principal point offset (row, col) mm
-    pub pixel: [f32; 4],
+    pixel: [f32; 4],
     /// sdd, sid, step_mm, pad
-    pub dist: [f32; 4],
+    dist: [f32; 4],
     /// isocentre xyz (world mm), pad
-    pub iso: [f32; 4],
+    iso: [f32; 4],
 }
 
-pub(crate) const FLAG_PARALLEL: u32 = 1;
-pub(crate) const FLAG_ACCUMULATE: u32 = 2;
+const FLAG_PARALLEL: u32 = 1;
+const FLAG_ACCUMULATE: u32 = 2;
 
 const fn spec(
     shader: &'static str,
@@ -116,7 +125,7 @@ fn ray_tiles(img: &Tensor) -> Grid {
 }
 
 /// `img (+)= P_slab(vol)`: one invocation per ray of every pose. `img` is [B, H, W].
-pub(crate) fn forward_raw(
+fn forward_raw(
     projector: Projector,
     params: &DrrParams,
     slab: &Tensor,
@@ -137,7 +146,7 @@ pub(crate) fn forward_raw(
 }
 
 /// `img (+)= P_slab(vol)` and `jac[b, pixel, :] (+)= d img[b, pixel] / d pose[b, :]` in one walk.
-pub(crate) fn forward_jacobian_raw(
+fn forward_jacobian_raw(
     projector: Projector,
     params: &DrrParams,
     slab: &Tensor,
@@ -159,7 +168,7 @@ pub(crate) fn forward_jacobian_raw(
 }
 
 /// `gslab = P_slabᵀ g` (fresh), as a voxel-driven gather.
-pub(crate) fn backproject_raw(
+fn backproject_raw(
     projector: Projector,
     params: &DrrParams,
     poses: &Tensor,
@@ -177,4 +186,241 @@ pub(crate) fn backproject_raw(
         &[gslab.buffer()],
         Grid::cover(gslab.numel() as u64, WORKGROUP),
     )
+}
+
+/// One render in the kernel's terms. `src/drr/` builds it from its geometry types (which carry
+/// the conventions and validate units); this op checks what the kernels rely on.
+///
+/// See the crate docs, [Axis conventions](crate#axis-conventions).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DrrSetup {
+    /// Whole-volume extents `[D, H, W] = [z, y, x]` voxels (x fastest); the slabs tile D.
+    pub dims: [usize; 3],
+    /// Voxel index (x, y, z) → world mm, 3×4 rows.
+    pub affine: [[f64; 4]; 3],
+    /// World mm → voxel index (x, y, z): the inverse of `affine`, 3×4 rows.
+    pub inverse: [[f64; 4]; 3],
+    /// Detector pixels `[rows (height), columns (width)]`.
+    pub detector: [usize; 2],
+    /// Pixel pitch `[row, column]` mm.
+    pub pixel_mm: [f64; 2],
+    /// Principal point offset `[row, column]` mm.
+    pub principal_mm: [f64; 2],
+    /// Source-to-detector and source-to-isocentre distances (mm).
+    pub sdd_mm: f64,
+    pub sid_mm: f64,
+    /// Isocentre in world mm.
+    pub isocentre_mm: [f64; 3],
+    /// Parallel beam (rays along the central ray) instead of a cone from the source.
+    pub parallel: bool,
+    pub projector: Projector,
+}
+
+impl DrrSetup {
+    /// Kernel parameters for the slab starting at z index `z0` with extents `slab_dims`.
+    fn params(
+        &self,
+        z0: usize,
+        slab_dims: &[usize],
+        n_poses: usize,
+        accumulate: bool,
+    ) -> DrrParams {
+        let step = match self.projector {
+            Projector::Siddon => 0.0,
+            Projector::Trilinear { step_mm } => step_mm,
+        };
+        let mut flags = if accumulate { FLAG_ACCUMULATE } else { 0 };
+        if self.parallel {
+            flags |= FLAG_PARALLEL;
+        }
+        let flat =
+            |m: &[[f64; 4]; 3]| -> [f32; 12] { std::array::from_fn(|i| m[i / 4][i % 4] as f32) };
+        let [det_h, det_w] = self.detector;
+        DrrParams {
+            counts: [
+                slab_dims[2] as u32,
+                slab_dims[1] as u32,
+                slab_dims[0] as u32,
+                n_poses as u32,
+                z0 as u32,
+                det_h as u32,
+                det_w as u32,
+                flags,
+            ],
+            inv: flat(&self.inverse),
+            aff: flat(&self.affine),
+            pixel: [
+                self.pixel_mm[0] as f32,
+                self.pixel_mm[1] as f32,
+                self.principal_mm[0] as f32,
+                self.principal_mm[1] as f32,
+            ],
+            dist: [self.sdd_mm as f32, self.sid_mm as f32, step, 0.0],
+            iso: [
+                self.isocentre_mm[0] as f32,
+                self.isocentre_mm[1] as f32,
+                self.isocentre_mm[2] as f32,
+                0.0,
+            ],
+        }
+    }
+
+    /// What the kernels rely on: a tiled volume, a non-empty detector, a valid projector step,
+    /// finite distances and affines, and fewer than 2^29 rays per launch.
+    fn validate(&self, slabs: &[(usize, Tensor)], n_poses: usize) -> Result<()> {
+        let op = "drr";
+        let [d, h, w] = self.dims;
+        if slabs.is_empty() {
+            return Err(Error::invalid(op, "at least one volume slab", 0));
+        }
+        // Slabs must tile [0, D) along z in order, each [nz, H, W].
+        let mut z = 0;
+        for (z0, slab) in slabs {
+            let s = slab.shape();
+            if *z0 != z || s.len() != 3 || s[0] == 0 || s[1] != h || s[2] != w {
+                return Err(Error::shape(
+                    op,
+                    format!("a slab [nz >= 1, {h}, {w}] starting at z = {z}"),
+                    format!("{s:?} starting at z = {z0}"),
+                ));
+            }
+            z += s[0];
+        }
+        if z != d {
+            return Err(Error::shape(
+                op,
+                format!("slabs covering D = {d}"),
+                format!("D = {z}"),
+            ));
+        }
+        if self.detector.contains(&0) {
+            return Err(Error::invalid(
+                op,
+                "a detector with at least 1×1 pixels",
+                format!("{:?}", self.detector),
+            ));
+        }
+        if let Projector::Trilinear { step_mm } = self.projector {
+            if !(step_mm.is_finite() && step_mm > 0.0) {
+                return Err(Error::invalid(
+                    op,
+                    "a positive finite trilinear step (mm)",
+                    step_mm,
+                ));
+            }
+        }
+        let finite = self
+            .affine
+            .iter()
+            .chain(&self.inverse)
+            .flatten()
+            .all(|v| v.is_finite())
+            && self
+                .pixel_mm
+                .iter()
+                .chain(&self.principal_mm)
+                .chain(&self.isocentre_mm)
+                .all(|v| v.is_finite())
+            && self.sdd_mm.is_finite()
+            && self.sid_mm.is_finite();
+        if !finite {
+            return Err(Error::invalid(
+                op,
+                "finite affines, pitches and distances",
+                format!("{self:?}"),
+            ));
+        }
+        let n_rays = n_poses as u64 * self.detector[0] as u64 * self.detector[1] as u64;
+        if n_rays > u32::MAX as u64 / 8 {
+            return Err(Error::invalid(
+                op,
+                "fewer than 2^29 rays per launch",
+                n_rays,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Render `[B, H, W]` line integrals (volume units × mm) of the volume held by `slabs` (each
+/// `(first z index, [nz, H, W])`, tiling the whole depth in order) for each pose row of `poses`
+/// (`[B, 6]` = `[rx, ry, rz, tx, ty, tz]`, radians and mm), recorded for autograd: gradients
+/// flow to every slab that requires grad (the adjoint) and to `poses` (the ray geometry).
+///
+/// Pose values are not read back here (that would stall the device inside the forward pass):
+/// poses built on the host are checked finite when uploaded (`drr::pose_tensor`); a pose tensor
+/// made on the device (an optimizer step) is trusted, and a non-finite pose gives non-finite
+/// pixels for its rays.
+pub fn drr(slabs: &[(usize, Tensor)], poses: &Tensor, setup: &DrrSetup) -> Result<Tensor> {
+    let op = "drr";
+    if poses.rank() != 2 || poses.shape()[1] != 6 || poses.shape()[0] == 0 {
+        return Err(Error::shape(
+            "drr poses",
+            "[B >= 1, 6] = [rx, ry, rz, tx, ty, tz]",
+            poses.shape(),
+        ));
+    }
+    let n_poses = poses.shape()[0];
+    setup.validate(slabs, n_poses)?;
+    for (_, slab) in slabs {
+        slab.check_same_gpu(op, poses)?;
+    }
+    let [det_h, det_w] = setup.detector;
+    let projector = setup.projector;
+    let img = Tensor::uninit(poses.gpu(), op, &[n_poses, det_h, det_w])?;
+    // When the pose needs a gradient, the same walk also writes the per-ray pose Jacobian
+    // [B, H·W, 6] (O(image) memory); backward then only weights it by g and sums over rays.
+    let jacobian = if poses.requires_grad() && poses.gpu().grad_enabled() {
+        Some(Tensor::uninit(
+            poses.gpu(),
+            "drr pose jacobian",
+            &[n_poses, det_h * det_w, 6],
+        )?)
+    } else {
+        None
+    };
+    // Both projectors are additive over slabs, so every slab after the first accumulates.
+    for (i, (z0, slab)) in slabs.iter().enumerate() {
+        let params = setup.params(*z0, slab.shape(), n_poses, i > 0);
+        match &jacobian {
+            Some(jac) => forward_jacobian_raw(projector, &params, slab, poses, &img, jac)?,
+            None => forward_raw(projector, &params, slab, poses, &img)?,
+        }
+    }
+
+    let mut inputs: Vec<&Tensor> = slabs.iter().map(|(_, t)| t).collect();
+    inputs.push(poses);
+    let need: Vec<bool> = inputs.iter().map(|t| t.requires_grad()).collect();
+    let slabs_c: Vec<(usize, Tensor)> = slabs.iter().map(|(z, t)| (*z, t.detach())).collect();
+    let (setup, poses_c) = (*setup, poses.detach());
+    Ok(record(img, op, &inputs, move |g| {
+        if g.shape() != [n_poses, det_h, det_w] {
+            return Err(Error::shape(
+                "drr backward",
+                [n_poses, det_h, det_w],
+                g.shape(),
+            ));
+        }
+        let mut grads = Vec::with_capacity(slabs_c.len() + 1);
+        for (i, (z0, slab)) in slabs_c.iter().enumerate() {
+            if !need[i] {
+                grads.push(None);
+                continue;
+            }
+            // gslab = P_slabᵀ g, fresh per slab (the slabs are separate leaves).
+            let params = setup.params(*z0, slab.shape(), n_poses, false);
+            let gslab = Tensor::uninit(g.gpu(), "drr backproject", slab.shape())?;
+            backproject_raw(setup.projector, &params, &poses_c, g, &gslab)?;
+            grads.push(Some(gslab));
+        }
+        match &jacobian {
+            Some(jac) if need[slabs_c.len()] => {
+                // d(Σ g·img)/d pose[b] = Σ_pixels g[b, pixel] · jac[b, pixel, :]
+                let weighted = super::mul(jac, &g.reshape(&[n_poses, det_h * det_w, 1])?)?;
+                grads.push(Some(super::sum(&weighted, &[1], false)?));
+            }
+            _ => grads.push(None),
+        }
+        Ok(grads)
+    }))
 }

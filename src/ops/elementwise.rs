@@ -1,4 +1,5 @@
-//! Elementwise ops: broadcast binary arithmetic, unary maps (activations included), fill.
+//! Elementwise ops: broadcast binary arithmetic, unary maps (activations included), fill (which
+//! forwards to the tensor layer's own kernel).
 //! Kernels: shaders/elementwise.wgsl. Reference: src/reference/elementwise.rs.
 
 use bytemuck::{Pod, Zeroable};
@@ -62,98 +63,10 @@ const UNARY_BACKWARD: KernelSpec = KernelSpec {
     params_size: std::mem::size_of::<UnaryParams>(),
     constants: &[],
 };
-const FILL: KernelSpec = KernelSpec {
-    shader: "elementwise",
-    source: SOURCE,
-    entry: "fill",
-    inputs: 0,
-    outputs: 1,
-    params_size: std::mem::size_of::<UnaryParams>(),
-    constants: &[],
-};
 
-pub(crate) const KERNELS: &[KernelSpec] = &[BINARY, UNARY, UNARY_BACKWARD, FILL];
+pub(crate) const KERNELS: &[KernelSpec] = &[BINARY, UNARY, UNARY_BACKWARD];
 
-/// Binary operators of the `binary` kernel (codes match the shader).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BinaryOp {
-    Add = 0,
-    Sub = 1,
-    Mul = 2,
-    Div = 3,
-    Max = 4,
-    Min = 5,
-    /// 1.0 where a >= b else 0.0 (not differentiable; gradient zero)
-    Ge = 6,
-    Lt = 7,
-    Le = 8,
-    Gt = 9,
-}
-
-/// Unary maps of the `unary` kernel (codes match the shader). `alpha` parameterises some.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum UnaryOp {
-    Neg,
-    Exp,
-    Log,
-    Sqrt,
-    Square,
-    Relu,
-    /// Slope for x < 0.
-    LeakyRelu(f32),
-    /// x·Φ(x), the exact (erf) form.
-    Gelu,
-    AddScalar(f32),
-    MulScalar(f32),
-    Tanh,
-    Sigmoid,
-    Reciprocal,
-    Abs,
-    /// x^p for x > 0.
-    Pow(f32),
-}
-
-impl UnaryOp {
-    /// (shader op code, alpha)
-    pub fn code(self) -> (u32, f32) {
-        match self {
-            UnaryOp::Neg => (0, 0.0),
-            UnaryOp::Exp => (1, 0.0),
-            UnaryOp::Log => (2, 0.0),
-            UnaryOp::Sqrt => (3, 0.0),
-            UnaryOp::Square => (4, 0.0),
-            UnaryOp::Relu => (5, 0.0),
-            UnaryOp::LeakyRelu(a) => (6, a),
-            UnaryOp::Gelu => (7, 0.0),
-            UnaryOp::AddScalar(a) => (8, a),
-            UnaryOp::MulScalar(a) => (9, a),
-            UnaryOp::Tanh => (10, 0.0),
-            UnaryOp::Sigmoid => (11, 0.0),
-            UnaryOp::Reciprocal => (12, 0.0),
-            UnaryOp::Abs => (13, 0.0),
-            UnaryOp::Pow(p) => (14, p),
-        }
-    }
-    fn name(self) -> &'static str {
-        match self {
-            UnaryOp::Neg => "neg",
-            UnaryOp::Exp => "exp",
-            UnaryOp::Log => "log",
-            UnaryOp::Sqrt => "sqrt",
-            UnaryOp::Square => "square",
-            UnaryOp::Relu => "relu",
-            UnaryOp::LeakyRelu(_) => "leaky_relu",
-            UnaryOp::Gelu => "gelu",
-            UnaryOp::AddScalar(_) => "add_scalar",
-            UnaryOp::MulScalar(_) => "mul_scalar",
-            UnaryOp::Tanh => "tanh",
-            UnaryOp::Sigmoid => "sigmoid",
-            UnaryOp::Reciprocal => "reciprocal",
-            UnaryOp::Abs => "abs",
-            UnaryOp::Pow(_) => "pow",
-        }
-    }
-}
+pub use super::config::{BinaryOp, UnaryOp};
 
 fn binary_name(op: BinaryOp) -> &'static str {
     match op {
@@ -348,24 +261,8 @@ pub fn add_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
     unary(UnaryOp::AddScalar(s), x)
 }
 
-/// A new tensor filled with `value`.
+/// A new tensor filled with `value` (a constant: not recorded). The kernel belongs to the tensor
+/// layer (`Tensor::full`), which needs it below `ops`.
 pub fn fill(gpu: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
-    let out = Tensor::uninit(gpu, "fill", shape)?;
-    let n = out.numel();
-    if n > 0 {
-        let params = UnaryParams {
-            n: n as u32,
-            op: 0,
-            alpha: value,
-            _pad0: 0,
-        };
-        gpu.dispatch(
-            &FILL,
-            &params,
-            &[],
-            &[out.buffer()],
-            Grid::cover(n as u64, 256),
-        )?;
-    }
-    Ok(out)
+    Tensor::full(gpu, shape, value)
 }

@@ -1,8 +1,14 @@
 //! GPU ops, one file per family: validate → output shape → allocate → launch → record backward.
+//!
+//! Plain op configs (conv, transposed conv, pool, resample, elementwise operators) live in
+//! [`config`], the one part of `ops` that `reference/` may import. The crate-wide list of
+//! kernels (for the shader validation test) is `crate::kernels`, above every layer that owns one.
 
 pub mod attention;
+pub mod config;
 pub mod conv3d;
 pub mod conv3d_fast;
+mod conv3d_plan;
 mod conv3d_subpixel;
 pub mod conv_transpose3d;
 pub mod drr;
@@ -33,28 +39,3 @@ pub use pool::{avg_pool3d, global_avg_pool, max_pool3d, Pool3dConfig};
 pub use reduce::{mean, mean_all, sum, sum_all};
 pub use resample::{resample, ResampleMode};
 pub use softmax::{log_softmax, softmax, RowKernel};
-
-use crate::gpu::KernelSpec;
-
-/// Every kernel the crate launches (the shader validation test walks this list).
-pub fn all_kernels() -> Vec<&'static KernelSpec> {
-    let families: &[&[KernelSpec]] = &[
-        crate::tensor::KERNELS,
-        elementwise::KERNELS,
-        reduce::KERNELS,
-        pool::KERNELS,
-        conv_transpose3d::KERNELS,
-        attention::KERNELS,
-        resample::KERNELS,
-        softmax::KERNELS,
-        norm::KERNELS,
-        loss::KERNELS,
-        crate::optim::KERNELS,
-        matmul::KERNELS,
-        crate::bench::KERNELS,
-        drr::KERNELS,
-        conv3d::KERNELS,
-        conv3d_fast::KERNELS,
-    ];
-    families.iter().flat_map(|f| f.iter()).collect()
-}

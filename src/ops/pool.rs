@@ -8,62 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
 
-/// Window geometry, per axis (D, H, W).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pool3dConfig {
-    pub kernel: [usize; 3],
-    pub stride: [usize; 3],
-    pub padding: [usize; 3],
-    /// Average pooling only: divide by the full window (PyTorch's default) instead of the number
-    /// of in-bounds positions.
-    pub count_include_pad: bool,
-}
-
-impl Pool3dConfig {
-    /// Kernel `k`, stride `k`, no padding (the usual down-sampling pool).
-    pub fn cube(k: usize) -> Self {
-        Pool3dConfig {
-            kernel: [k; 3],
-            stride: [k; 3],
-            padding: [0; 3],
-            count_include_pad: true,
-        }
-    }
-
-    /// Output extents for input extents `dhw`, with the validation the kernels rely on.
-    pub fn output_dims(&self, op: &'static str, dhw: [usize; 3]) -> Result<[usize; 3]> {
-        let mut out = [0; 3];
-        for a in 0..3 {
-            let (k, s, p) = (self.kernel[a], self.stride[a], self.padding[a]);
-            if k == 0 || s == 0 {
-                return Err(Error::invalid(
-                    op,
-                    "kernel and stride >= 1",
-                    format!("kernel {:?}, stride {:?}", self.kernel, self.stride),
-                ));
-            }
-            if p * 2 > k {
-                return Err(Error::invalid(
-                    op,
-                    "padding <= kernel / 2",
-                    format!("padding {:?}, kernel {:?}", self.padding, self.kernel),
-                ));
-            }
-            if dhw[a] + 2 * p < k {
-                return Err(Error::invalid(
-                    op,
-                    format!("padded input >= kernel on axis {a}"),
-                    format!(
-                        "input {:?}, padding {:?}, kernel {:?}",
-                        dhw, self.padding, self.kernel
-                    ),
-                ));
-            }
-            out[a] = (dhw[a] + 2 * p - k) / s + 1;
-        }
-        Ok(out)
-    }
-}
+pub use super::config::Pool3dConfig;
 
 /// Mirrors `PoolParams` in shaders/pool3d.wgsl.
 #[repr(C)]

@@ -13,14 +13,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
 
-/// Interpolation mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ResampleMode {
-    /// PyTorch 'nearest': source index floor(o · in/out).
-    Nearest,
-    /// Linear along each axis (trilinear in 3D, bilinear in 2D).
-    Linear { align_corners: bool },
-}
+pub use super::config::ResampleMode;
 
 /// For output `o` of an axis `input → output`: (i0, i1, λ) with value (1−λ)·x[i0] + λ·x[i1].
 pub fn axis_weights(

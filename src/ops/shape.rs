@@ -3,8 +3,8 @@
 
 use crate::error::{Error, Result};
 
-/// Kernels index at most this many axes.
-pub const MAX_RANK: usize = 6;
+// The rank-6 packing lives with the tensor layer (its region-copy kernel needs it too).
+pub use crate::tensor::{rank6, MAX_RANK};
 
 /// The numpy broadcast of two shapes (right-aligned; an extent-1 axis stretches).
 pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
@@ -45,21 +45,6 @@ pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
             }
         })
         .collect()
-}
-
-/// Right-align a per-axis list into 6 slots, filling leading slots with `fill`.
-pub fn rank6(op: &'static str, v: &[usize], fill: usize) -> Result<[u32; MAX_RANK]> {
-    if v.len() > MAX_RANK {
-        return Err(Error::invalid(op, format!("rank <= {MAX_RANK}"), v.len()));
-    }
-    let mut out = [fill as u32; MAX_RANK];
-    for (i, &x) in v.iter().enumerate() {
-        if x > u32::MAX as usize {
-            return Err(Error::invalid(op, "extents and strides below 2^32", x));
-        }
-        out[MAX_RANK - v.len() + i] = x as u32;
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@
 //! PyTorch's `[Cout, Cin/groups, kD, kH, kW]` converts with [`import_pytorch_weight`].
 
 use super::Array;
-use crate::ops::conv3d::Conv3dConfig;
+use crate::ops::config::Conv3dConfig;
 
 /// Output extent along one axis (None when the kernel does not fit the padded input).
 pub fn out_extent(size: usize, k: usize, s: usize, p: usize, d: usize) -> Option<usize> {

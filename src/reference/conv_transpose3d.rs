@@ -2,7 +2,7 @@
 //! convolution: every input voxel i and tap k add x[i]·w[k] to output i·s − p + k·dil.
 
 use super::Array;
-use crate::ops::conv_transpose3d::ConvTranspose3dConfig;
+use crate::ops::config::ConvTranspose3dConfig;
 
 fn out_dims(dhw: [usize; 3], c: &ConvTranspose3dConfig) -> [usize; 3] {
     let mut o = [0; 3];

@@ -1,7 +1,7 @@
 //! Reference for src/ops/elementwise.rs.
 
 use super::Array;
-use crate::ops::{BinaryOp, UnaryOp};
+use crate::ops::config::{BinaryOp, UnaryOp};
 
 /// Numpy broadcasting: read `a` at the output multi-index `idx` (right-aligned).
 fn broadcast_get(a: &Array, idx: &[usize]) -> f64 {
@@ -14,8 +14,27 @@ fn broadcast_get(a: &Array, idx: &[usize]) -> f64 {
     a.data[flat]
 }
 
+/// The numpy broadcast of two shapes: right-aligned, a missing or extent-1 axis stretches to the
+/// other's extent. Panics on incompatible shapes (the reference is called on valid input only).
 pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Vec<usize> {
-    crate::ops::shape::broadcast_shapes("reference", a, b).expect("reference broadcast")
+    let rank = a.len().max(b.len());
+    // Extent of `s` on output axis i, counting missing leading axes as 1.
+    let at = |s: &[usize], i: usize| {
+        if i + s.len() >= rank {
+            s[i + s.len() - rank]
+        } else {
+            1
+        }
+    };
+    (0..rank)
+        .map(|i| match (at(a, i), at(b, i)) {
+            (x, y) if x == y || y == 1 => x,
+            (1, y) => y,
+            (x, y) => {
+                panic!("reference broadcast: {a:?} and {b:?} differ on axis {i} ({x} vs {y})")
+            }
+        })
+        .collect()
 }
 
 pub fn binary_scalar(op: BinaryOp, x: f64, y: f64) -> f64 {

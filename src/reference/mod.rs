@@ -48,8 +48,13 @@ impl Array {
     pub fn numel(&self) -> usize {
         self.data.len()
     }
+    /// Row-major element strides: `stride[d] = Π_{e > d} shape[e]`.
     pub fn strides(&self) -> Vec<usize> {
-        crate::tensor::contiguous_strides(&self.shape)
+        let mut s = vec![1usize; self.shape.len()];
+        for d in (0..self.shape.len().saturating_sub(1)).rev() {
+            s[d] = s[d + 1] * self.shape[d + 1];
+        }
+        s
     }
     /// Multi-index of a flat index.
     pub fn unravel(&self, mut i: usize) -> Vec<usize> {

@@ -2,7 +2,7 @@
 //! the window definition.
 
 use super::Array;
-use crate::ops::pool::Pool3dConfig;
+use crate::ops::config::Pool3dConfig;
 
 fn dims(x: &Array) -> (usize, [usize; 3], usize) {
     let s = &x.shape;

@@ -3,7 +3,7 @@
 //! src = o·(in−1)/(out−1) with align-corners, else (o + ½)·in/out − ½ clamped at 0.
 
 use super::Array;
-use crate::ops::resample::ResampleMode;
+use crate::ops::config::ResampleMode;
 
 /// Source coordinate and neighbours along one axis.
 fn taps(mode: ResampleMode, input: usize, output: usize, o: usize) -> Vec<(usize, f64)> {

@@ -7,7 +7,6 @@ use super::{contiguous_strides, normalize_axis, numel, Tensor};
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
-use crate::ops::shape::rank6;
 
 /// Mirrors `CopyParams` in shaders/copy.wgsl.
 #[repr(C)]
@@ -33,7 +32,23 @@ pub(crate) const COPY_REGION: KernelSpec = KernelSpec {
     constants: &[],
 };
 
-pub(crate) const KERNELS: &[KernelSpec] = &[COPY_REGION];
+/// Kernels index at most this many axes.
+pub const MAX_RANK: usize = 6;
+
+/// Right-align a per-axis list into 6 slots, filling leading slots with `fill`.
+pub fn rank6(op: &'static str, v: &[usize], fill: usize) -> Result<[u32; MAX_RANK]> {
+    if v.len() > MAX_RANK {
+        return Err(Error::invalid(op, format!("rank <= {MAX_RANK}"), v.len()));
+    }
+    let mut out = [fill as u32; MAX_RANK];
+    for (i, &x) in v.iter().enumerate() {
+        if x > u32::MAX as usize {
+            return Err(Error::invalid(op, "extents and strides below 2^32", x));
+        }
+        out[MAX_RANK - v.len() + i] = x as u32;
+    }
+    Ok(out)
+}
 
 /// Copy the region `shape` from `src` (offset, strides in elements) into `dst` (offset, strides).
 #[allow(clippy::too_many_arguments)]

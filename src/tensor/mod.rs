@@ -1,14 +1,25 @@
 //! GPU tensors: an f32 buffer from the pool plus a shape. No autograd logic lives here beyond
 //! carrying the tape node (`autograd` owns the semantics).
 //!
+//! `tensor` and `autograd` are ONE layer (see the crate docs, Layers): a tensor carries its tape
+//! node and the tape holds tensors, so they import each other, and nothing else above `gpu`. The
+//! arithmetic they need themselves — `Tensor::full` and the gradient sum — is this module's own
+//! unrecorded fill/add (`arith.rs`), not `ops`.
+//!
 //! Tensors are always contiguous row-major; `reshape` shares the buffer, `permute`, `slice` and
 //! `concat` copy (see `layout.rs`). A tensor is immutable once built, except through the explicit
 //! in-place methods used by optimizers (`assign`).
 
+mod arith;
 mod layout;
+pub(crate) use arith::add_unrecorded;
 pub(crate) use layout::copy_region;
+pub use layout::{rank6, MAX_RANK};
 
-pub(crate) use layout::KERNELS;
+use crate::gpu::KernelSpec;
+
+/// The tensor layer's kernels: the region copy and the unrecorded fill/add.
+pub(crate) const KERNELS: &[KernelSpec] = &[layout::COPY_REGION, arith::FILL_SPEC, arith::ADD_SPEC];
 
 use std::sync::Arc;
 
@@ -98,7 +109,7 @@ impl Tensor {
 
     /// Every element equal to `value`.
     pub fn full(gpu: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
-        crate::ops::fill(gpu, shape, value)
+        arith::fill(gpu, shape, value)
     }
 
     /// A leaf parameter: gradients are collected for it by `backward`.

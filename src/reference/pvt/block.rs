@@ -20,7 +20,7 @@ use super::{
     Grads, Params, BLOCK_EPS, EMBED_EPS, OP,
 };
 use crate::error::{Error, Result};
-use crate::ops::{Conv3dConfig, UnaryOp};
+use crate::ops::config::{Conv3dConfig, UnaryOp};
 use crate::reference::{attention as attention_ref, elementwise, Array};
 
 /// What a block is, beyond its parameters.

@@ -19,7 +19,7 @@ use super::{
     BlockCache, BlockSpec, Grads, Params, BLOCK_EPS, EMBED_EPS, LEAKY_SLOPE, OP,
 };
 use crate::error::{Error, Result};
-use crate::ops::{Conv3dConfig, UnaryOp};
+use crate::ops::config::{Conv3dConfig, UnaryOp};
 use crate::reference::{elementwise, norm, Array};
 
 /// The encoder's shape settings (the rest is read off the parameters).

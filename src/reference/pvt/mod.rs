@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use super::{conv3d as conv_ref, elementwise, matmul, norm, Array};
 use crate::error::{Error, Result};
-use crate::ops::{BinaryOp, Conv3dConfig};
+use crate::ops::config::{BinaryOp, Conv3dConfig};
 
 /// LayerNorm eps inside blocks and after each stage.
 pub const BLOCK_EPS: f64 = 1e-6;

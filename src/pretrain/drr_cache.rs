@@ -5,12 +5,12 @@
 //! per CT and cache it.
 
 use super::cads_views::DrrProjector;
-use super::orientation::to_canonical;
-use super::preprocess::Patch;
-use super::volume::Volume;
+use crate::data::orientation::to_canonical;
+use crate::data::preprocess::Patch;
+use crate::data::volume::Volume;
 use crate::drr::preset::{cads_view, CADS_SIZE};
-use crate::drr::VolumeGrid;
-use crate::error::Result;
+use crate::drr::{VolumeGrid, SAMPLE_CT};
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
 /// The CADS DRR rendered on a GPU.
@@ -29,9 +29,26 @@ pub fn drr_grid(vol: &Volume) -> VolumeGrid {
     }
 }
 
-/// Read a CT for the DRR engine: the NIfTI reader of this module, as (grid, HU values).
-pub fn read_ct_for_drr(path: &str) -> Result<(VolumeGrid, Vec<f32>)> {
-    let vol = super::read_nifti(path)?;
+/// Read a CT in HU as (DRR grid, values `[D, H, W]`, x fastest) through the data layer's NIfTI
+/// reader; it joins `data` and `drr` here, above both, because neither may import the other. A
+/// missing file is an [`Error::Io`] (`NotFound`) whose message names the path and
+/// `scripts/fetch-sample-data.sh`, the way to get the sample CT. Used by `cads drr`, the DRR
+/// examples and the `drr` bench.
+pub fn read_ct(path: &str) -> Result<(VolumeGrid, Vec<f32>)> {
+    if !std::path::Path::new(path).is_file() {
+        return Err(Error::Io {
+            op: "read CT",
+            path: path.to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "no such file (expected a NIfTI CT in HU; the sample CT {SAMPLE_CT} comes \
+                     from scripts/fetch-sample-data.sh)"
+                ),
+            ),
+        });
+    }
+    let vol = crate::data::read_nifti(path)?;
     Ok((drr_grid(&vol), vol.data))
 }
 

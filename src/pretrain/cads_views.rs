@@ -16,10 +16,10 @@
 //! slot: the frontal (antero-posterior) line integral of max(0, HU + 1024), min-max scaled to
 //! [−1, 1] and resized to 96 × 96 ignoring aspect ratio.
 
-use super::augment::{draw_flips, flip, IntensityAug};
-use super::orientation::to_canonical;
-use super::preprocess::{clip_scale, crop_pad, resize, Interp, Patch};
-use super::volume::Volume;
+use crate::data::augment::{draw_flips, flip, IntensityAug};
+use crate::data::orientation::to_canonical;
+use crate::data::preprocess::{clip_scale, crop_pad, resize, Interp, Patch};
+use crate::data::volume::Volume;
 use crate::error::{Error, Result};
 use crate::util::Rng;
 
@@ -64,6 +64,8 @@ impl Default for CadsViewConfig {
 }
 
 /// One pretraining sample: two CT views `[16, 48, 48]` and the DRR `[1, 96, 96]`.
+///
+/// See the crate docs, [Axis conventions](crate#axis-conventions).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CadsSample {
     pub x1: Patch,

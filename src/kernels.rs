@@ -1,0 +1,35 @@
+//! The crate-level list of every kernel the crate launches, walked by the shader validation test
+//! (`tests/shaders.rs`: naga parse + validate, bindings and params sizes against the launchers).
+//!
+//! It lives at the top of the crate, not in `ops`, because the list reaches into every layer that
+//! owns shaders (`tensor`, `ops`, `optim`, `bench`); a registry inside `ops` would make `ops`
+//! import the layers above it.
+
+use crate::gpu::KernelSpec;
+use crate::ops::{
+    attention, conv3d, conv3d_fast, conv_transpose3d, drr, elementwise, loss, matmul, norm, pool,
+    reduce, resample, softmax,
+};
+
+/// Every kernel the crate launches.
+pub fn all_kernels() -> Vec<&'static KernelSpec> {
+    let families: &[&[KernelSpec]] = &[
+        crate::tensor::KERNELS,
+        elementwise::KERNELS,
+        reduce::KERNELS,
+        pool::KERNELS,
+        conv_transpose3d::KERNELS,
+        attention::KERNELS,
+        resample::KERNELS,
+        softmax::KERNELS,
+        norm::KERNELS,
+        loss::KERNELS,
+        crate::optim::KERNELS,
+        matmul::KERNELS,
+        crate::bench::KERNELS,
+        drr::KERNELS,
+        conv3d::KERNELS,
+        conv3d_fast::KERNELS,
+    ];
+    families.iter().flat_map(|f| f.iter()).collect()
+}

@@ -1,0 +1,247 @@
+//! The kernel choice of one convolution, resolved once: [`ConvPath`] (what the caller asks for)
+//! and `ConvPlan` (which kernel runs the forward, the input gradient and the weight gradient),
+//! decided from the validated geometry alone before anything is allocated or launched, as
+//! `ops/matmul.rs` plans. The launchers in conv3d.rs, conv3d_fast.rs and conv3d_subpixel.rs
+//! then follow the plan; none of them decides or signals "fall back" after doing work.
+
+use super::conv3d::{Conv3dConfig, Geometry};
+use super::conv3d_fast::{self, FastForward, FastWeight, ForwardTile, WeightTile};
+use super::conv3d_subpixel::{self, SubpixelPlan};
+use crate::error::{Error, Result};
+
+/// Which kernels a call uses: the tiled ones where their shape conditions hold (default), or the
+/// straightforward ones everywhere (the oracle, for tests and timing comparisons), or the tiled
+/// ones restricted to one forward tile and one weight-gradient tile (timing comparisons and
+/// tests of every variant). Where a shape fits no allowed tiled kernel, the plan picks the
+/// straightforward kernel, before any work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConvPath {
+    #[default]
+    Fast,
+    Naive,
+    Tiles {
+        forward: ForwardTile,
+        weight: WeightTile,
+    },
+}
+
+impl ConvPath {
+    fn is_fast(self) -> bool {
+        self != ConvPath::Naive
+    }
+    fn forward_tile(self) -> Option<ForwardTile> {
+        match self {
+            ConvPath::Tiles { forward, .. } => Some(forward),
+            _ => None,
+        }
+    }
+    fn weight_tile(self) -> Option<WeightTile> {
+        match self {
+            ConvPath::Tiles { weight, .. } => Some(weight),
+            _ => None,
+        }
+    }
+}
+
+/// The forward kernel of a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ForwardKernel {
+    Fast(FastForward),
+    Naive,
+}
+
+/// The input-gradient kernel of a plan.
+#[derive(Clone, Debug)]
+pub(crate) enum InputKernel {
+    /// Strided: one stride-1 fast conv per output parity class (conv3d_subpixel.rs).
+    Subpixel(SubpixelPlan),
+    /// Stride 1: gx = conv(g, flip(w)ᵀ) with padding dil·(k−1) − p (geometry `geo`) on a fast
+    /// forward kernel.
+    FlippedConv { geo: Geometry, kernel: FastForward },
+    /// The direct gather kernel (any shape).
+    Gather,
+}
+
+/// The weight-gradient kernel of a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WeightKernel {
+    Fast(FastWeight),
+    Naive,
+}
+
+/// Every kernel choice of one convolution (forward and both gradients), resolved once from the
+/// validated geometry and the path before anything is allocated or launched.
+#[derive(Clone, Debug)]
+pub(crate) struct ConvPlan {
+    pub geo: Geometry,
+    pub forward: ForwardKernel,
+    pub input: InputKernel,
+    pub weight: WeightKernel,
+}
+
+impl ConvPlan {
+    pub fn new(geo: Geometry, path: ConvPath) -> Result<ConvPlan> {
+        if !path.is_fast() {
+            return Ok(ConvPlan::naive(geo));
+        }
+        let forward = match conv3d_fast::plan_forward(&geo, path.forward_tile()) {
+            Some(k) => ForwardKernel::Fast(k),
+            None => ForwardKernel::Naive,
+        };
+        let weight = match conv3d_fast::plan_backward_weight(&geo, path.weight_tile()) {
+            Some(k) => WeightKernel::Fast(k),
+            None => WeightKernel::Naive,
+        };
+        let c = &geo.cfg;
+        let stride1 = c.stride == [1; 3];
+        // Strided: the sub-pixel decomposition. With many classes (SR 4 and 8 patch convs: 64
+        // and 512) the per-class launches cost more than the gather kernel's skipped taps,
+        // measured on lavapipe (SR 8: 638 vs 131 ms).
+        let classes: usize = c.stride.iter().product();
+        let mut input = InputKernel::Gather;
+        if !stride1 && classes <= 8 && c.dilation == [1; 3] {
+            if let Some(sub) = conv3d_subpixel::plan(&geo, path.forward_tile())? {
+                input = InputKernel::Subpixel(sub);
+            }
+        }
+        // Stride 1 with padding p <= dil·(k−1) on every axis: the flipped conv.
+        let pad_ok = (0..3).all(|a| c.padding[a] <= c.dilation[a] * (c.kernel[a] - 1));
+        if stride1 && pad_ok {
+            let cfg_t = Conv3dConfig {
+                padding: [0, 1, 2].map(|a| c.dilation[a] * (c.kernel[a] - 1) - c.padding[a]),
+                ..*c
+            };
+            let wf_shape = [c.kernel[0], c.kernel[1], c.kernel[2], geo.cout_g, geo.x[4]];
+            let geo_t = Geometry::new("conv3d_backward_input", &geo.out, &wf_shape, &cfg_t)?;
+            if geo_t.out != geo.x {
+                return Err(Error::shape(
+                    "conv3d_backward_input",
+                    geo.x,
+                    format!("{:?} from the flipped conv", geo_t.out),
+                ));
+            }
+            if let Some(kernel) = conv3d_fast::plan_forward(&geo_t, path.forward_tile()) {
+                input = InputKernel::FlippedConv { geo: geo_t, kernel };
+            }
+        }
+        Ok(ConvPlan {
+            geo,
+            forward,
+            input,
+            weight,
+        })
+    }
+
+    /// The straightforward kernels everywhere (the oracle).
+    pub fn naive(geo: Geometry) -> ConvPlan {
+        ConvPlan {
+            geo,
+            forward: ForwardKernel::Naive,
+            input: InputKernel::Gather,
+            weight: WeightKernel::Naive,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ConvPath, ConvPlan, ForwardKernel, InputKernel, WeightKernel};
+    use crate::ops::conv3d::{Conv3dConfig, Geometry};
+    use crate::ops::conv3d_fast::{FastForward, FastWeight, ForwardTile, WeightTile};
+
+    fn plan(x: [usize; 5], cout: usize, cfg: Conv3dConfig, path: ConvPath) -> ConvPlan {
+        let w = [
+            cfg.kernel[0],
+            cfg.kernel[1],
+            cfg.kernel[2],
+            x[4] / cfg.groups,
+            cout,
+        ];
+        ConvPlan::new(Geometry::new("test", &x, &w, &cfg).unwrap(), path).unwrap()
+    }
+
+    /// The plan is a pure function of the shapes and the path (no device): each branch of the
+    /// kernel choice, resolved before any work.
+    #[test]
+    fn the_plan_names_every_kernel_from_the_shapes() {
+        // Stride 1, Cout and Cin multiples of 8: all tiled, input gradient as the flipped conv.
+        let p = plan(
+            [1, 6, 6, 6, 16],
+            8,
+            Conv3dConfig::cube(3, 1, 1),
+            ConvPath::Fast,
+        );
+        let tiled = FastForward::Tiled {
+            variant: 0,
+            c4: true,
+        };
+        assert_eq!(p.forward, ForwardKernel::Fast(tiled));
+        assert!(matches!(p.input, InputKernel::FlippedConv { kernel, .. } if kernel == tiled));
+        assert!(matches!(
+            p.weight,
+            WeightKernel::Fast(FastWeight::Tiled { .. })
+        ));
+
+        // Stride 2 with Cin % 8 == 0: the sub-pixel decomposition.
+        let p = plan(
+            [1, 7, 6, 9, 16],
+            8,
+            Conv3dConfig::cube(3, 2, 1),
+            ConvPath::Fast,
+        );
+        assert!(matches!(p.input, InputKernel::Subpixel(_)));
+
+        // Cin = 3: no class conv has a tile (their Cout is Cin), so the gather kernel; Cout = 3:
+        // no forward tile either.
+        let p = plan(
+            [1, 7, 6, 9, 3],
+            8,
+            Conv3dConfig::cube(3, 2, 1),
+            ConvPath::Fast,
+        );
+        assert!(matches!(p.input, InputKernel::Gather));
+        let p = plan(
+            [1, 5, 5, 5, 8],
+            3,
+            Conv3dConfig::cube(3, 1, 1),
+            ConvPath::Fast,
+        );
+        assert_eq!(p.forward, ForwardKernel::Naive);
+
+        // Depthwise (groups = C, C % 4 == 0).
+        let dw = Conv3dConfig {
+            groups: 8,
+            ..Conv3dConfig::cube(3, 1, 1)
+        };
+        let p = plan([1, 5, 5, 5, 8], 8, dw, ConvPath::Fast);
+        assert_eq!(p.forward, ForwardKernel::Fast(FastForward::Depthwise));
+        assert_eq!(p.weight, WeightKernel::Fast(FastWeight::Depthwise));
+
+        // The naive path, and a forced tile.
+        let p = plan(
+            [1, 6, 6, 6, 16],
+            8,
+            Conv3dConfig::cube(3, 1, 1),
+            ConvPath::Naive,
+        );
+        assert_eq!(p.forward, ForwardKernel::Naive);
+        assert!(matches!(p.input, InputKernel::Gather));
+        assert_eq!(p.weight, WeightKernel::Naive);
+        let forced = ConvPath::Tiles {
+            forward: ForwardTile::M16N8,
+            weight: WeightTile::N8,
+        };
+        let p = plan([1, 6, 6, 6, 16], 16, Conv3dConfig::cube(3, 1, 1), forced);
+        assert_eq!(
+            p.forward,
+            ForwardKernel::Fast(FastForward::Tiled {
+                variant: 1,
+                c4: true
+            })
+        );
+        assert_eq!(
+            p.weight,
+            WeightKernel::Fast(FastWeight::Tiled { variant: 1 })
+        );
+    }
+}
