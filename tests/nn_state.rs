@@ -77,7 +77,10 @@ fn every_layer_lists_its_state_with_its_pytorch_layout() {
     );
     assert_eq!(
         net.parameter_count(),
-        net.parameter_tensors().iter().map(|t| t.numel()).sum::<usize>()
+        net.parameter_tensors()
+            .iter()
+            .map(|t| t.numel())
+            .sum::<usize>()
     );
 }
 
