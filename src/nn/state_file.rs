@@ -89,24 +89,41 @@ pub struct LoadReport {
 
 /// Serialise `module`'s state in PyTorch names and layouts (f32) to safetensors bytes.
 pub fn to_safetensors_bytes(module: &(impl Module + ?Sized)) -> Result<Vec<u8>> {
+    entries_to_safetensors_bytes(&module.named_state(), None)
+}
+
+/// Serialise any list of state entries (e.g. several modules under their own prefixes, as a
+/// checkpoint gathers them), with optional string metadata in the safetensors header.
+pub fn entries_to_safetensors_bytes(
+    entries: &[StateEntry],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
     let op = "save_safetensors";
-    let mut blobs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for entry in module.named_state() {
+    let mut seen = HashSet::new();
+    let mut blobs: Vec<(&str, Vec<usize>, Vec<u8>)> = Vec::new();
+    for entry in entries {
+        if !seen.insert(entry.name.as_str()) {
+            return Err(Error::invalid(
+                op,
+                "unique state names",
+                format!("{} listed twice", entry.name),
+            ));
+        }
         let shape = entry.pytorch_shape()?;
         let data = entry
             .layout
             .to_pytorch(entry.tensor.shape(), &entry.tensor.to_vec()?)?;
-        blobs.push((entry.name, shape, bytemuck::cast_slice(&data).to_vec()));
+        blobs.push((&entry.name, shape, bytemuck::cast_slice(&data).to_vec()));
     }
     let views = blobs
         .iter()
         .map(|(name, shape, bytes)| {
             safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
+                .map(|v| (name.to_string(), v))
                 .map_err(|e| Error::invalid(op, format!("a valid tensor {name}"), e))
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, None).map_err(|e| Error::invalid(op, "serialisable state", e))
+    safetensors::serialize(views, metadata).map_err(|e| Error::invalid(op, "serialisable state", e))
 }
 
 /// Write `module`'s state to `path` (temp file `path.tmp`, fsync, rename).
@@ -155,6 +172,17 @@ pub fn load_safetensors_bytes(
     path: &str,
     options: &LoadOptions,
 ) -> Result<LoadReport> {
+    load_entries_bytes(&module.named_state(), bytes, path, options)
+}
+
+/// Load safetensors bytes into any list of state entries (the module-free core of
+/// [`load_safetensors_bytes`]; e.g. a checkpoint's several modules under their prefixes).
+pub fn load_entries_bytes(
+    state: &[StateEntry],
+    bytes: &[u8],
+    path: &str,
+    options: &LoadOptions,
+) -> Result<LoadReport> {
     let op = "load_safetensors";
     let bad = |problem: String| Error::BadFile {
         op,
@@ -162,7 +190,6 @@ pub fn load_safetensors_bytes(
         problem,
     };
     let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
-    let state = module.named_state();
     let ours: HashMap<&str, &StateEntry> = state.iter().map(|e| (e.name.as_str(), e)).collect();
     if ours.len() != state.len() {
         return Err(Error::invalid(
@@ -201,7 +228,7 @@ pub fn load_safetensors_bytes(
     }
     let seen: HashSet<&str> = pairs.iter().map(|(n, _)| *n).collect();
     let mut missing_bad = Vec::new();
-    for entry in &state {
+    for entry in state {
         if seen.contains(entry.name.as_str()) {
             continue;
         }
