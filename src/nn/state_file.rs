@@ -282,7 +282,7 @@ pub fn load_entries_bytes(
 }
 
 /// A safetensors tensor as f32 (from f32, f16 or bf16, little-endian).
-pub fn as_f32(view: &safetensors::tensor::TensorView<'_>) -> std::result::Result<Vec<f32>, String> {
+fn as_f32(view: &safetensors::tensor::TensorView<'_>) -> std::result::Result<Vec<f32>, String> {
     use safetensors::Dtype;
     let bytes = view.data();
     Ok(match view.dtype() {
