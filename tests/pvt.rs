@@ -48,6 +48,38 @@ fn b1_parameter_counts_match_cads() {
     }
 }
 
+/// Conv init as the authors' `_init_weights`: N(0, √(2 / fan_out)) with fan_out =
+/// kernel_size[0]·kernel_size[1]·Cout/groups, which for a Conv3d leaves out kW.
+#[test]
+fn conv_init_follows_the_authors_fan_out() {
+    let gpu = gpu();
+    let enc = PvtEncoder::new(&gpu, PvtConfig::default()).unwrap();
+    let params = enc.named_parameters(None);
+    let std_of = |name: &str| {
+        let v = params
+            .iter()
+            .find(|(k, _)| k == name)
+            .unwrap()
+            .1
+            .to_vec()
+            .unwrap();
+        (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+    };
+    for (name, fan_out) in [
+        ("patch_embed4.proj.weight", 3.0 * 3.0 * 512.0),
+        ("patch_embed4.proj_2D.weight", 3.0 * 3.0 * 512.0),
+        ("block1.0.mlp.dwconv.dwconv.weight", 3.0 * 3.0),
+        ("block1.0.attn.sr.weight", 8.0 * 8.0 * 64.0),
+        ("patch_embed1.proj.0.weight", 7.0 * 7.0 * 64.0),
+    ] {
+        let (got, want) = (std_of(name), (2.0f64 / fan_out).sqrt());
+        assert!(
+            (got / want - 1.0).abs() < 0.05,
+            "{name}: std {got}, want {want}"
+        );
+    }
+}
+
 #[test]
 fn b1_stage_shapes_for_the_cads_views() {
     let gpu = gpu();
