@@ -22,6 +22,8 @@ Writes into the output folder:
 - `outputs.safetensors` (float32, channels-last as cads returns them): `volume.skip`,
   `volume.stage{1..4}` `[N, D, H, W, C]` and `image.skip`, `image.stage{1..4}` `[N, H, W, C]`.
   The inputs are not stored: both sides compute them from `input_value` below.
+- `encoder_keys.txt`: the encoder's `state_dict()` keys in PyTorch's order (cads lists its named
+  state in the same order).
 
 Every parameter is drawn at random, LayerNorm weights and all biases included (not 1 and 0), so
 a tensor loaded under the wrong name changes the outputs.
@@ -261,9 +263,11 @@ def main():
     }
     torch.save(checkpoint, os.path.join(out_dir, "checkpoint.pth"))
     write_safetensors(goldens, os.path.join(out_dir, "outputs.safetensors"))
+    with open(os.path.join(out_dir, "encoder_keys.txt"), "w") as f:
+        f.write("".join(k + "\n" for k in teacher.backbone.state_dict()))
     encoder_params = sum(p.numel() for p in teacher.backbone.parameters())
     print(f"encoder parameters: {encoder_params}; state keys: {len(teacher_state)}")
-    for name in ("checkpoint.pth", "outputs.safetensors"):
+    for name in ("checkpoint.pth", "outputs.safetensors", "encoder_keys.txt"):
         print(f"{name}: {os.path.getsize(os.path.join(out_dir, name))} bytes")
 
 

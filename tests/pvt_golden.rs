@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use cads::models::pvt::{Modality, PvtConfig, PvtEncoder};
+use cads::nn::Module;
 use cads::util::{Rng, F32_ACCUM};
 use cads::{Error, Tensor};
 use common::assert_close;
@@ -127,6 +128,10 @@ fn the_authors_checkpoint_loads_strictly_and_every_stage_matches_pytorch() {
         "{:?}",
         report.skipped
     );
+    // Our named state lists the authors' state_dict() keys in their order.
+    let theirs = std::fs::read_to_string(format!("{DATA}/encoder_keys.txt")).unwrap();
+    let ours: Vec<String> = enc.named_state().into_iter().map(|e| e.name).collect();
+    assert_eq!(ours, theirs.lines().collect::<Vec<_>>());
     let golden = goldens();
     check_outputs(&enc, Modality::Volume, &[1, 16, 32, 36, 1], &golden);
     check_outputs(&enc, Modality::Image, &[2, 32, 48, 1], &golden);
