@@ -38,9 +38,45 @@ fn b1_parameter_counts_match_cads() {
         "block1.0.attn.sr.weight",
         "block4.1.mlp.dwconv.dwconv.bias",
         "norm4.weight",
-        "patch_embed1_2d.proj.9.bias",
+        "patch_embed1.proj_next.bias",
+        "patch_embed1.proj_2D.3.weight",
+        "patch_embed1.proj_next_2D.bias",
+        "patch_embed3.proj_2D.weight",
+        "block2.1.attn.sr_2D.weight",
     ] {
         assert!(names.iter().any(|k| k == key), "missing {key}");
+    }
+}
+
+/// Conv init as the authors' `_init_weights`: N(0, √(2 / fan_out)) with fan_out =
+/// kernel_size[0]·kernel_size[1]·Cout/groups, which for a Conv3d leaves out kW.
+#[test]
+fn conv_init_follows_the_authors_fan_out() {
+    let gpu = gpu();
+    let enc = PvtEncoder::new(&gpu, PvtConfig::default()).unwrap();
+    let params = enc.named_parameters(None);
+    let std_of = |name: &str| {
+        let v = params
+            .iter()
+            .find(|(k, _)| k == name)
+            .unwrap()
+            .1
+            .to_vec()
+            .unwrap();
+        (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+    };
+    for (name, fan_out) in [
+        ("patch_embed4.proj.weight", 3.0 * 3.0 * 512.0),
+        ("patch_embed4.proj_2D.weight", 3.0 * 3.0 * 512.0),
+        ("block1.0.mlp.dwconv.dwconv.weight", 3.0 * 3.0),
+        ("block1.0.attn.sr.weight", 8.0 * 8.0 * 64.0),
+        ("patch_embed1.proj.0.weight", 7.0 * 7.0 * 64.0),
+    ] {
+        let (got, want) = (std_of(name), (2.0f64 / fan_out).sqrt());
+        assert!(
+            (got / want - 1.0).abs() < 0.05,
+            "{name}: std {got}, want {want}"
+        );
     }
 }
 
@@ -116,22 +152,26 @@ fn backward_reaches_every_parameter_of_each_path() {
                 "{name}: non-finite gradient"
             );
         }
-        // Parameters of the other modality get no gradient.
-        let other = enc
-            .named_parameters(None)
+        // Parameters of the other modality (the convs it does not use) get no gradient.
+        let used: Vec<String> = enc
+            .named_parameters(Some(modality))
             .into_iter()
-            .filter(|(k, _)| k.contains("_2d") == (modality == Modality::Volume));
-        for (name, p) in other {
-            if name.contains("_2d")
-                || name.contains("attn.sr.")
-                || name.starts_with("patch_embed") && name.contains(".proj.")
-            {
-                assert!(
-                    grads.get(&p).is_none(),
-                    "{modality:?}: unexpected gradient for {name}"
-                );
+            .map(|(k, _)| k)
+            .collect();
+        let mut unused = 0;
+        for (name, p) in enc.named_parameters(None) {
+            if used.contains(&name) {
+                continue;
             }
+            unused += 1;
+            // Only convs are per modality; `_2D` marks exactly the image path's.
+            assert_eq!(name.contains("_2D"), modality == Modality::Volume, "{name}");
+            assert!(
+                grads.get(&p).is_none(),
+                "{modality:?}: unexpected gradient for {name}"
+            );
         }
+        assert!(unused > 0);
     }
 }
 

@@ -26,7 +26,8 @@ pub struct PvtConfig {
     pub drop_path_rate: f32,
     /// Build the 2D-only parts (stem, patch embeds, SR convs for images).
     pub with_image_path: bool,
-    /// Conv init: normal(0, sqrt(2 / fan_out)) as CADS; Linear: trunc_normal(0.02).
+    /// Seed of the init: conv normal(0, sqrt(2 / fan_out)) with the authors' fan_out (see
+    /// `models::pvt::ConvUnit`); Linear trunc_normal(0.02).
     pub seed: u64,
 }
 
