@@ -4,6 +4,7 @@
 pub mod conv;
 pub mod conv_transpose;
 pub mod drop_path;
+pub mod ema;
 pub mod init;
 pub mod layer_norm;
 pub mod linear;
@@ -11,6 +12,7 @@ pub mod linear;
 pub use conv::{Conv2d, Conv3d, ConvInit};
 pub use conv_transpose::ConvTranspose3d;
 pub use drop_path::drop_path;
+pub use ema::{copy_state, ema_update};
 pub use layer_norm::LayerNorm;
 pub use linear::{Linear, LinearInit};
 

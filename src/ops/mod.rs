@@ -7,6 +7,7 @@ mod conv3d_subpixel;
 pub mod conv_transpose3d;
 pub mod drr;
 pub mod elementwise;
+pub mod ema;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
@@ -55,6 +56,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         drr::KERNELS,
         conv3d::KERNELS,
         conv3d_fast::KERNELS,
+        ema::KERNELS,
     ];
     families.iter().flat_map(|f| f.iter()).collect()
 }
