@@ -110,6 +110,17 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A strict state load whose file keys do not match the module's names: `missing` are the
+    /// module's names the file lacks, `unexpected` the file's keys the module does not have.
+    #[error("{op}: {path}: keys do not match the module (expected exactly its {expected} names): missing {missing:?}, unexpected {unexpected:?}")]
+    StateKeys {
+        op: &'static str,
+        path: String,
+        expected: usize,
+        missing: Vec<String>,
+        unexpected: Vec<String>,
+    },
+
     /// A file that exists but whose contents are not what the reader accepts.
     #[error("{op}: {path}: {problem}")]
     BadFile {

@@ -456,7 +456,7 @@ fn bad_input_gets_typed_errors() {
 
 #[test]
 fn nn_layers_init_import_and_train_their_parameters() {
-    use cads::nn::{Conv2d, Conv3d, ConvInit};
+    use cads::nn::{Conv2d, Conv3d, ConvInit, Module};
     let gpu = gpu();
     let mut rng = Rng::new(48);
     // Torch default: |w| <= 1/sqrt(fan_in), fan_in = 4·27; bias the same bound.
@@ -500,7 +500,7 @@ fn nn_layers_init_import_and_train_their_parameters() {
     let std = (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
     let want = (2.0 / (32.0 * 27.0f64)).sqrt();
     assert!((std / want - 1.0).abs() < 0.05, "std {std} vs {want}");
-    assert!(big.bias.is_none() && big.parameters().len() == 1);
+    assert!(big.bias.is_none() && big.parameter_tensors().len() == 1);
     // PyTorch import then forward equals the reference with the converted weight; grads reach both.
     let pt = rng.vec_uniform(6 * 4 * 27, -0.5, 0.5);
     let pb = rng.vec_uniform(6, -0.5, 0.5);
@@ -527,7 +527,7 @@ fn nn_layers_init_import_and_train_their_parameters() {
     );
     let (_, tg) = random_pair(&gpu, &mut rng, y.shape(), -1.0, 1.0);
     let grads = y.backward_with(&tg).unwrap();
-    for p in layer.parameters() {
+    for p in layer.parameter_tensors() {
         assert_eq!(grads.get(&p).unwrap().shape(), p.shape());
     }
     // Conv2d: import + forward against the 3D reference at depth 1.

@@ -5,8 +5,8 @@
 
 mod common;
 
-use cads::nn::ema::{copy_named, ema_update_named, named_state};
-use cads::nn::{copy_state, ema_update, Linear, LinearInit, Module};
+use cads::nn::ema::{copy_named, ema_update_named};
+use cads::nn::{copy_state, ema_update, Linear, LinearInit, Module, StateEntry};
 use cads::ops::ema::{copy_, ema_update_};
 use cads::reference::ema as refema;
 use cads::util::{Rng, F32_POINTWISE};
@@ -93,13 +93,17 @@ impl Mlp {
 }
 
 impl Module for Mlp {
-    fn parameters(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
-        self.fc1.parameters(&format!("{prefix}fc1."), out);
-        self.fc2.parameters(&format!("{prefix}fc2."), out);
+    fn state(&self, prefix: &str, out: &mut Vec<StateEntry>) {
+        self.fc1.state(&format!("{prefix}fc1."), out);
+        self.fc2.state(&format!("{prefix}fc2."), out);
     }
 }
 
-fn all_bits(m: &dyn Module) -> Vec<Vec<u32>> {
+fn named_state(m: &Mlp) -> Vec<(String, Tensor)> {
+    m.named_parameters()
+}
+
+fn all_bits(m: &Mlp) -> Vec<Vec<u32>> {
     named_state(m).iter().map(|(_, t)| bits(t)).collect()
 }
 

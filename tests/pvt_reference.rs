@@ -228,7 +228,7 @@ fn encoder_matches_reference_image() {
 
 fn block_shapes(c: usize, hidden: usize, sr: usize, image: bool) -> Vec<(String, Vec<usize>)> {
     let (sr_name, k) = if image {
-        ("attn.sr_2d", [1, sr, sr])
+        ("attn.sr_2D", [1, sr, sr])
     } else {
         ("attn.sr", [sr, sr, sr])
     };
@@ -266,7 +266,7 @@ fn encoder_shapes(
     ratio: usize,
     spec: &EncoderSpec,
 ) -> Vec<(String, Vec<usize>)> {
-    let sfx = if spec.image { "_2d" } else { "" };
+    let sfx = if spec.image { "_2D" } else { "" };
     let k = |k: usize| if spec.image { [1, k, k] } else { [k, k, k] };
     let mut v: Vec<(String, Vec<usize>)> = Vec::new();
     let mut conv = |name: String, kk: [usize; 3], cin: usize, cout: usize, bias: bool| {
@@ -278,23 +278,23 @@ fn encoder_shapes(
             v.push((format!("{name}bias"), vec![cout]));
         }
     };
-    conv(format!("patch_embed1{sfx}.proj.0."), k(7), 1, stem, true);
+    conv(format!("patch_embed1.proj{sfx}.0."), k(7), 1, stem, true);
     conv(
-        format!("patch_embed1{sfx}.proj.3."),
+        format!("patch_embed1.proj{sfx}.3."),
         k(3),
         stem,
         stem,
         false,
     );
     conv(
-        format!("patch_embed1{sfx}.proj.6."),
+        format!("patch_embed1.proj{sfx}.6."),
         k(3),
         stem,
         stem,
         false,
     );
     conv(
-        format!("patch_embed1{sfx}.proj.9."),
+        format!("patch_embed1.proj_next{sfx}."),
         k(3),
         stem,
         dims[0],
@@ -302,7 +302,7 @@ fn encoder_shapes(
     );
     for s in 1..4 {
         conv(
-            format!("patch_embed{}{sfx}.proj.", s + 1),
+            format!("patch_embed{}.proj{sfx}.", s + 1),
             k(3),
             dims[s - 1],
             dims[s],

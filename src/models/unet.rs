@@ -19,7 +19,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::nn::{Conv3d, ConvInit, ConvTranspose3d, Module};
+use crate::nn::{Conv3d, ConvInit, ConvTranspose3d, Module, StateEntry};
 use crate::ops::{self, Conv3dConfig, ConvTranspose3dConfig};
 use crate::tensor::Tensor;
 use crate::util::Rng;
@@ -96,17 +96,10 @@ impl ConvBlock {
 }
 
 impl Module for ConvBlock {
-    fn parameters(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+    fn state(&self, prefix: &str, out: &mut Vec<StateEntry>) {
         for (i, conv) in self.convs.iter().enumerate() {
-            push_conv(&format!("{prefix}conv{i}."), conv, out);
+            conv.state(&format!("{prefix}conv{i}."), out);
         }
-    }
-}
-
-fn push_conv(prefix: &str, conv: &Conv3d, out: &mut Vec<(String, Tensor)>) {
-    out.push((format!("{prefix}weight"), conv.weight.clone()));
-    if let Some(b) = &conv.bias {
-        out.push((format!("{prefix}bias"), b.clone()));
     }
 }
 
@@ -206,14 +199,14 @@ impl UNet3d {
 impl Module for UNet3d {
     /// Names: `encoder.{l}.conv{0,1}.weight`, `up.{l}.{weight,bias}`,
     /// `decoder.{l}.conv{0,1}.weight`, `head.{weight,bias}`.
-    fn parameters(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+    fn state(&self, prefix: &str, out: &mut Vec<StateEntry>) {
         for (l, block) in self.encoder.iter().enumerate() {
-            block.parameters(&format!("{prefix}encoder.{l}."), out);
+            block.state(&format!("{prefix}encoder.{l}."), out);
         }
         for (l, (up, block)) in self.ups.iter().zip(&self.decoder).enumerate() {
-            up.parameters(&format!("{prefix}up.{l}."), out);
-            block.parameters(&format!("{prefix}decoder.{l}."), out);
+            up.state(&format!("{prefix}up.{l}."), out);
+            block.state(&format!("{prefix}decoder.{l}."), out);
         }
-        push_conv(&format!("{prefix}head."), &self.head, out);
+        self.head.state(&format!("{prefix}head."), out);
     }
 }

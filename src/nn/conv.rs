@@ -10,9 +10,12 @@
 //! - [`ConvInit::KaimingNormalFanOut`]: N(0, √(2/fan_out)) weights and zero bias, as CADS and
 //!   nnU-Net-style decoders use (`kaiming_normal_(mode='fan_out', nonlinearity='relu')`).
 
+use super::linear::{check_bias, write_bias};
+use super::pytorch_layout::Layout;
+use super::state::{weight_and_bias, Module, StateEntry};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::conv3d::{conv2d, conv3d, import_pytorch_weight, Conv2dConfig, Conv3dConfig};
+use crate::ops::conv3d::{conv2d, conv3d, Conv2dConfig, Conv3dConfig};
 use crate::tensor::Tensor;
 use crate::util::Rng;
 
@@ -102,32 +105,17 @@ impl Conv3d {
         })
     }
 
-    /// Load weights given in PyTorch layout `[Cout, Cin/groups, kD, kH, kW]` (and a bias).
+    /// Load weights given in PyTorch layout `[Cout, Cin/groups, kD, kH, kW]` (and a bias
+    /// exactly when the layer has one). Everything is checked before anything is written.
     pub fn import_pytorch(&self, weight: &[f32], bias: Option<&[f32]>) -> Result<()> {
-        let s = self.weight.shape();
-        let (data, shape) = import_pytorch_weight(weight, &[s[4], s[3], s[0], s[1], s[2]])?;
-        debug_assert_eq!(shape, s);
+        let data = Layout::Conv3d.from_pytorch(self.weight.shape(), weight)?;
+        check_bias("Conv3d::import_pytorch", self.bias.as_ref(), bias)?;
         self.weight.write(&data)?;
-        load_bias("Conv3d::import_pytorch", &self.bias, bias)
+        write_bias(self.bias.as_ref(), bias)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         conv3d(x, &self.weight, self.bias.as_ref(), &self.config)
-    }
-
-    pub fn parameters(&self) -> Vec<Tensor> {
-        std::iter::once(self.weight.clone())
-            .chain(self.bias.clone())
-            .collect()
-    }
-}
-
-fn load_bias(op: &'static str, have: &Option<Tensor>, given: Option<&[f32]>) -> Result<()> {
-    match (have, given) {
-        (Some(b), Some(v)) => b.write(v),
-        (None, None) => Ok(()),
-        (Some(_), None) => Err(Error::invalid(op, "a bias (the layer has one)", "none")),
-        (None, Some(_)) => Err(Error::invalid(op, "no bias (the layer has none)", "a bias")),
     }
 }
 
@@ -164,21 +152,40 @@ impl Conv2d {
         })
     }
 
-    /// Load weights given in PyTorch layout `[Cout, Cin/groups, kH, kW]` (and a bias).
+    /// Load weights given in PyTorch layout `[Cout, Cin/groups, kH, kW]` (and a bias exactly
+    /// when the layer has one). Everything is checked before anything is written.
     pub fn import_pytorch(&self, weight: &[f32], bias: Option<&[f32]>) -> Result<()> {
-        let s = self.weight.shape();
-        let (data, _) = import_pytorch_weight(weight, &[s[3], s[2], 1, s[0], s[1]])?;
+        let data = Layout::Conv2d.from_pytorch(self.weight.shape(), weight)?;
+        check_bias("Conv2d::import_pytorch", self.bias.as_ref(), bias)?;
         self.weight.write(&data)?;
-        load_bias("Conv2d::import_pytorch", &self.bias, bias)
+        write_bias(self.bias.as_ref(), bias)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         conv2d(x, &self.weight, self.bias.as_ref(), &self.config)
     }
+}
 
-    pub fn parameters(&self) -> Vec<Tensor> {
-        std::iter::once(self.weight.clone())
-            .chain(self.bias.clone())
-            .collect()
+impl Module for Conv3d {
+    fn state(&self, prefix: &str, out: &mut Vec<StateEntry>) {
+        weight_and_bias(
+            prefix,
+            &self.weight,
+            self.bias.as_ref(),
+            Layout::Conv3d,
+            out,
+        );
+    }
+}
+
+impl Module for Conv2d {
+    fn state(&self, prefix: &str, out: &mut Vec<StateEntry>) {
+        weight_and_bias(
+            prefix,
+            &self.weight,
+            self.bias.as_ref(),
+            Layout::Conv2d,
+            out,
+        );
     }
 }

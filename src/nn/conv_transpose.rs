@@ -14,10 +14,12 @@
 //! - [`ConvInit::KaimingNormalFanOut`]: N(0, √(2/fan_out)) weights (PyTorch's fan_out above,
 //!   i.e. Cin·kvol), zero bias.
 
-use super::{ConvInit, Module};
+use super::linear::{check_bias, write_bias};
+use super::pytorch_layout::Layout;
+use super::state::{weight_and_bias, Module, StateEntry};
+use super::ConvInit;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::conv_transpose3d::weight_from_pytorch;
 use crate::ops::{conv_transpose3d, ConvTranspose3dConfig};
 use crate::tensor::Tensor;
 use crate::util::Rng;
@@ -111,25 +113,10 @@ impl ConvTranspose3d {
                 shape,
             ));
         }
-        let (ci, co) = self.channels();
-        let data = weight_from_pytorch(weight, ci, co, self.config.kernel)?;
-        match (&self.bias, bias) {
-            (Some(_), Some(v)) if v.len() != co => {
-                return Err(Error::shape(op, format!("bias [{co}]"), [v.len()]));
-            }
-            (Some(_), None) => {
-                return Err(Error::invalid(op, "a bias (the layer has one)", "none"));
-            }
-            (None, Some(_)) => {
-                return Err(Error::invalid(op, "no bias (the layer has none)", "a bias"));
-            }
-            _ => {}
-        }
+        let data = Layout::ConvTranspose3d.from_pytorch(self.weight.shape(), weight)?;
+        check_bias(op, self.bias.as_ref(), bias)?;
         self.weight.write(&data)?;
-        match (&self.bias, bias) {
-            (Some(b), Some(v)) => b.write(v),
-            _ => Ok(()),
-        }
+        write_bias(self.bias.as_ref(), bias)
     }
 
     /// `[N, D, H, W, Cin]` → `[N, Do, Ho, Wo, Cout]` (see [`ConvTranspose3dConfig::output_dims`]).
@@ -139,10 +126,13 @@ impl ConvTranspose3d {
 }
 
 impl Module for ConvTranspose3d {
-    fn parameters(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
-        out.push((format!("{prefix}weight"), self.weight.clone()));
-        if let Some(b) = &self.bias {
-            out.push((format!("{prefix}bias"), b.clone()));
-        }
+    fn state(&self, prefix: &str, out: &mut Vec<StateEntry>) {
+        weight_and_bias(
+            prefix,
+            &self.weight,
+            self.bias.as_ref(),
+            Layout::ConvTranspose3d,
+            out,
+        );
     }
 }

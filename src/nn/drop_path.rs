@@ -1,6 +1,7 @@
 //! DropPath (stochastic depth): in training, each sample's residual branch is zeroed with
 //! probability p and the survivors scaled by 1/(1 − p); identity in evaluation.
 
+use super::state::{Module, StateEntry};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use crate::util::Rng;
@@ -31,4 +32,32 @@ pub fn drop_path(x: &Tensor, prob: f32, training: bool, rng: &mut Rng) -> Result
     mask_shape[0] = n;
     let mask = Tensor::from_slice(x.gpu(), &mask, &mask_shape)?;
     crate::ops::mul(x, &mask)
+}
+
+/// DropPath as a layer: holds its probability, no state (timm's `DropPath` has none either, so
+/// no key appears in a checkpoint).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DropPath {
+    pub prob: f32,
+}
+
+impl DropPath {
+    pub fn new(prob: f32) -> Result<DropPath> {
+        if !(0.0..1.0).contains(&prob) {
+            return Err(Error::invalid(
+                "DropPath::new",
+                "probability in [0, 1)",
+                prob,
+            ));
+        }
+        Ok(DropPath { prob })
+    }
+
+    pub fn forward(&self, x: &Tensor, training: bool, rng: &mut Rng) -> Result<Tensor> {
+        drop_path(x, self.prob, training, rng)
+    }
+}
+
+impl Module for DropPath {
+    fn state(&self, _prefix: &str, _out: &mut Vec<StateEntry>) {}
 }

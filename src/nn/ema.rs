@@ -8,24 +8,28 @@
 //! [`Error::NameMismatch`] listing the names, and nothing is written. The arithmetic is the
 //! fused in-place GPU op `ops::ema` (no host round trip, no tape).
 //!
+//! What is averaged: the parameters, as DINO's `for param_q, param_k in zip(student.parameters(),
+//! teacher.parameters())`; buffers are left as they are. What is copied: the whole named state,
+//! parameters and buffers, as `teacher.load_state_dict(student.state_dict())`. Both check the
+//! whole state (names and shapes), so two different architectures never pass.
+//!
 //! The authors pair teacher and student tensors by position instead; `ops::ema::ema_update_`
 //! on two ordered lists does that.
 
 use std::collections::{HashMap, HashSet};
 
-use super::Module;
+use super::state::{Module, StateKind};
 use crate::error::{Error, Result, Shape};
 use crate::ops::ema::{copy_, ema_update_};
 use crate::tensor::Tensor;
 
-/// Every named tensor of `module` whose value is state (today: its parameters).
-///
-/// The one place that lists a module's state for EMA, copy and checkpoints, so a module trait
-/// that also lists buffers changes only this function.
-pub fn named_state(module: &dyn Module) -> Vec<(String, Tensor)> {
-    let mut v = Vec::new();
-    module.parameters("", &mut v);
-    v
+/// `(name, tensor)` of every state entry (parameters and buffers) of `module`.
+fn state_pairs(module: &(impl Module + ?Sized)) -> Vec<(String, Tensor)> {
+    module
+        .named_state()
+        .into_iter()
+        .map(|e| (e.name, e.tensor))
+        .collect()
 }
 
 /// Pair `targets` and `sources` by name, in the targets' order.
@@ -98,12 +102,27 @@ pub fn copy_named(dst: &[(String, Tensor)], src: &[(String, Tensor)]) -> Result<
     copy_(&d, &s)
 }
 
-/// The teacher update: `teacher ← m·teacher + (1 − m)·student`, matched by name. `m` ∈ [0, 1].
-pub fn ema_update(teacher: &dyn Module, student: &dyn Module, momentum: f64) -> Result<()> {
-    ema_update_named(&named_state(teacher), &named_state(student), momentum)
+/// The teacher update: `teacher ← m·teacher + (1 − m)·student` for every parameter, matched by
+/// name (the whole state must match); buffers are left unchanged. `m` ∈ [0, 1].
+pub fn ema_update(
+    teacher: &(impl Module + ?Sized),
+    student: &(impl Module + ?Sized),
+    momentum: f64,
+) -> Result<()> {
+    let state = teacher.named_state();
+    let (t, s) = pair_by_name("ema_update", &state_pairs(teacher), &state_pairs(student))?;
+    // `pair_by_name` keeps the teacher's order, so `state[i]` describes `t[i]`.
+    let (t, s): (Vec<Tensor>, Vec<Tensor>) = state
+        .iter()
+        .zip(t.into_iter().zip(s))
+        .filter(|(e, _)| e.kind == StateKind::Parameter)
+        .map(|(_, pair)| pair)
+        .unzip();
+    ema_update_(&t, &s, momentum)
 }
 
-/// Copy every named tensor of `src` into `dst` (e.g. the teacher's initial weights).
-pub fn copy_state(dst: &dyn Module, src: &dyn Module) -> Result<()> {
-    copy_named(&named_state(dst), &named_state(src))
+/// Copy the whole named state (parameters and buffers) of `src` into `dst`, e.g. the teacher's
+/// initial weights.
+pub fn copy_state(dst: &(impl Module + ?Sized), src: &(impl Module + ?Sized)) -> Result<()> {
+    copy_named(&state_pairs(dst), &state_pairs(src))
 }

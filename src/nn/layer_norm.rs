@@ -1,6 +1,7 @@
 //! `LayerNorm` over the last axis with learnable gamma (1) and beta (0).
 
-use super::Module;
+use super::pytorch_layout::Layout;
+use super::state::{Module, StateEntry};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
@@ -26,8 +27,19 @@ impl LayerNorm {
 }
 
 impl Module for LayerNorm {
-    fn parameters(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
-        out.push((format!("{prefix}weight"), self.gamma.clone()));
-        out.push((format!("{prefix}bias"), self.beta.clone()));
+    /// PyTorch's names: `weight` (gamma), `bias` (beta).
+    fn state(&self, prefix: &str, out: &mut Vec<StateEntry>) {
+        out.push(StateEntry::parameter(
+            prefix,
+            "weight",
+            &self.gamma,
+            Layout::Plain,
+        ));
+        out.push(StateEntry::parameter(
+            prefix,
+            "bias",
+            &self.beta,
+            Layout::Plain,
+        ));
     }
 }

@@ -1,8 +1,10 @@
 //! `Linear`: y = x·W + b over the last axis. Weight stored `[in, out]` (the layout the matmul
-//! kernel reads fastest); PyTorch's `[out, in]` is transposed by `load_pytorch`.
+//! kernel reads fastest); PyTorch's `[out, in]` is transposed by `load_pytorch`
+//! ([`Layout::Linear`]).
 
 use super::init;
-use super::Module;
+use super::pytorch_layout::Layout;
+use super::state::{weight_and_bias, Module, StateEntry};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
@@ -67,45 +69,48 @@ impl Linear {
         crate::ops::linear(x, &self.weight, self.bias.as_ref())
     }
 
-    /// Load PyTorch weights: `weight` `[out, in]` row-major, `bias` `[out]`.
+    /// Load PyTorch weights: `weight` `[out, in]` row-major, `bias` `[out]` exactly when the
+    /// layer has one. Everything is checked before anything is written.
     pub fn load_pytorch(&self, weight: &[f32], bias: Option<&[f32]>) -> Result<()> {
-        let (i, o) = (self.in_features, self.out_features);
-        if weight.len() != i * o {
-            return Err(Error::shape(
-                "Linear::load_pytorch",
-                format!("weight [{o}, {i}]"),
-                format!("{} values", weight.len()),
-            ));
+        let data = Layout::Linear.from_pytorch(self.weight.shape(), weight)?;
+        check_bias("Linear::load_pytorch", self.bias.as_ref(), bias)?;
+        self.weight.write(&data)?;
+        write_bias(self.bias.as_ref(), bias)
+    }
+}
+
+/// A bias given exactly when the layer has one, of the layer's length.
+pub(crate) fn check_bias(
+    op: &'static str,
+    have: Option<&Tensor>,
+    given: Option<&[f32]>,
+) -> Result<()> {
+    match (have, given) {
+        (Some(b), Some(v)) if v.len() != b.numel() => {
+            Err(Error::shape(op, format!("bias [{}]", b.numel()), [v.len()]))
         }
-        let mut w = vec![0.0; i * o];
-        for r in 0..o {
-            for c in 0..i {
-                w[c * o + r] = weight[r * i + c];
-            }
-        }
-        self.weight.write(&w)?;
-        match (&self.bias, bias) {
-            (Some(b), Some(data)) => b.write(data),
-            (None, None) => Ok(()),
-            (Some(_), None) => Err(Error::invalid(
-                "Linear::load_pytorch",
-                "a bias for a layer with bias",
-                "none",
-            )),
-            (None, Some(_)) => Err(Error::invalid(
-                "Linear::load_pytorch",
-                "no bias for a layer without bias",
-                "a bias",
-            )),
-        }
+        (Some(_), None) => Err(Error::invalid(op, "a bias (the layer has one)", "none")),
+        (None, Some(_)) => Err(Error::invalid(op, "no bias (the layer has none)", "a bias")),
+        _ => Ok(()),
+    }
+}
+
+/// Write a bias checked by [`check_bias`].
+pub(crate) fn write_bias(have: Option<&Tensor>, given: Option<&[f32]>) -> Result<()> {
+    match (have, given) {
+        (Some(b), Some(v)) => b.write(v),
+        _ => Ok(()),
     }
 }
 
 impl Module for Linear {
-    fn parameters(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
-        out.push((format!("{prefix}weight"), self.weight.clone()));
-        if let Some(b) = &self.bias {
-            out.push((format!("{prefix}bias"), b.clone()));
-        }
+    fn state(&self, prefix: &str, out: &mut Vec<StateEntry>) {
+        weight_and_bias(
+            prefix,
+            &self.weight,
+            self.bias.as_ref(),
+            Layout::Linear,
+            out,
+        );
     }
 }

@@ -1,5 +1,11 @@
-//! Layers with parameters. Each layer owns its parameter tensors (leaves with
-//! `requires_grad`) and lists them by PyTorch-style names for optimizers and weight import.
+//! Layers with parameters. Each layer owns its parameter tensors (leaves with `requires_grad`)
+//! and lists them, with its buffers, by PyTorch-style dotted name through [`Module`]; each entry
+//! carries its PyTorch layout ([`Layout`]), so saving, loading and conversion never guess.
+//!
+//! - `state`: the [`Module`] trait and [`StateEntry`].
+//! - `pytorch_layout`: every PyTorch ↔ cads weight permutation, once.
+//! - `state_file`: safetensors save/load of any module (strict by default).
+//! - `ema`: copy and EMA between two modules matched by name (the DINO / CADS teacher).
 
 pub mod conv;
 pub mod conv_transpose;
@@ -8,25 +14,19 @@ pub mod ema;
 pub mod init;
 pub mod layer_norm;
 pub mod linear;
+pub mod pytorch_layout;
+pub mod state;
+pub mod state_file;
 
 pub use conv::{Conv2d, Conv3d, ConvInit};
 pub use conv_transpose::ConvTranspose3d;
-pub use drop_path::drop_path;
+pub use drop_path::{drop_path, DropPath};
 pub use ema::{copy_state, ema_update};
 pub use layer_norm::LayerNorm;
 pub use linear::{Linear, LinearInit};
-
-use crate::tensor::Tensor;
-
-/// Something with named parameters.
-pub trait Module {
-    /// Append `(prefix + name, tensor)` for every parameter, in a stable order.
-    fn parameters(&self, prefix: &str, out: &mut Vec<(String, Tensor)>);
-
-    /// All parameters without their names.
-    fn parameter_tensors(&self) -> Vec<Tensor> {
-        let mut v = Vec::new();
-        self.parameters("", &mut v);
-        v.into_iter().map(|(_, t)| t).collect()
-    }
-}
+pub use pytorch_layout::Layout;
+pub use state::{Module, StateEntry, StateKind};
+pub use state_file::{
+    load_safetensors, load_safetensors_bytes, save_safetensors, to_safetensors_bytes, LoadOptions,
+    LoadReport,
+};

@@ -9,7 +9,7 @@ use super::config::{Modality, BLOCK_EPS, EMBED_EPS};
 use super::conv::ConvUnit;
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::nn::{drop_path, LayerNorm, Linear, LinearInit, Module};
+use crate::nn::{drop_path, LayerNorm, Linear, LinearInit, Module, StateEntry};
 use crate::ops::{self, Conv3dConfig};
 use crate::tensor::Tensor;
 use crate::util::Rng;
@@ -155,23 +155,36 @@ impl Block {
     }
 }
 
-impl Module for Block {
-    fn parameters(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
-        self.norm1.parameters(&format!("{p}norm1."), out);
-        self.q.parameters(&format!("{p}attn.q."), out);
-        self.kv.parameters(&format!("{p}attn.kv."), out);
-        self.proj.parameters(&format!("{p}attn.proj."), out);
+impl Block {
+    /// Named state of the parts `modality` uses (`None`: all), in the authors' registration
+    /// order (`Block`: norm1, attn, norm2, mlp; `Attention`: q, kv, proj, sr_2D, sr, norm), so
+    /// the list pairs by position with PyTorch's `state_dict()`.
+    pub fn state_of(&self, p: &str, modality: Option<Modality>, out: &mut Vec<StateEntry>) {
+        let image = modality != Some(Modality::Volume);
+        let volume = modality != Some(Modality::Image);
+        self.norm1.state(&format!("{p}norm1."), out);
+        self.q.state(&format!("{p}attn.q."), out);
+        self.kv.state(&format!("{p}attn.kv."), out);
+        self.proj.state(&format!("{p}attn.proj."), out);
         if let Some((vol, img, norm)) = &self.sr {
-            vol.parameters(&format!("{p}attn.sr."), out);
-            if let Some(img) = img {
-                img.parameters(&format!("{p}attn.sr_2d."), out);
+            if let (Some(img), true) = (img, image) {
+                img.state(&format!("{p}attn.sr_2D."), out);
             }
-            norm.parameters(&format!("{p}attn.norm."), out);
+            if volume {
+                vol.state(&format!("{p}attn.sr."), out);
+            }
+            norm.state(&format!("{p}attn.norm."), out);
         }
-        self.norm2.parameters(&format!("{p}norm2."), out);
-        self.fc1.parameters(&format!("{p}mlp.fc1."), out);
-        self.dwconv
-            .parameters(&format!("{p}mlp.dwconv.dwconv."), out);
-        self.fc2.parameters(&format!("{p}mlp.fc2."), out);
+        self.norm2.state(&format!("{p}norm2."), out);
+        self.fc1.state(&format!("{p}mlp.fc1."), out);
+        // One depthwise Conv3d for both paths (images run it with D = 1).
+        self.dwconv.state(&format!("{p}mlp.dwconv.dwconv."), out);
+        self.fc2.state(&format!("{p}mlp.fc2."), out);
+    }
+}
+
+impl Module for Block {
+    fn state(&self, prefix: &str, out: &mut Vec<StateEntry>) {
+        self.state_of(prefix, None, out);
     }
 }

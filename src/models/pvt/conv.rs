@@ -1,10 +1,13 @@
 //! The encoder's convolutions: `nn::Conv3d` layers with CADS's init (weight normal(0,
 //! sqrt(2 / fan_out)), bias 0). Image (2D) convs keep `[1, kH, kW, Cin/g, Cout]` weights and run
-//! on `[N, 1, H, W, C]` views, so both modalities share one weight layout and one import path.
+//! on `[N, 1, H, W, C]` views, so both modalities share one kernel; their named state says
+//! [`Layout::Conv2d`] (PyTorch `nn.Conv2d`, `[Cout, Cin/g, kH, kW]`), the volume convs
+//! [`Layout::Conv3d`].
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::nn::{Conv3d, ConvInit, Module};
+use crate::nn::state::weight_and_bias;
+use crate::nn::{Conv3d, ConvInit, Layout, Module, StateEntry};
 use crate::ops::Conv3dConfig;
 use crate::tensor::Tensor;
 use crate::util::Rng;
@@ -60,10 +63,18 @@ impl ConvUnit {
 }
 
 impl Module for ConvUnit {
-    fn parameters(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
-        out.push((format!("{prefix}weight"), self.conv.weight.clone()));
-        if let Some(b) = &self.conv.bias {
-            out.push((format!("{prefix}bias"), b.clone()));
-        }
+    fn state(&self, prefix: &str, out: &mut Vec<StateEntry>) {
+        let layout = if self.image {
+            Layout::Conv2d
+        } else {
+            Layout::Conv3d
+        };
+        weight_and_bias(
+            prefix,
+            &self.conv.weight,
+            self.conv.bias.as_ref(),
+            layout,
+            out,
+        );
     }
 }

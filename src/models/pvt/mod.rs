@@ -7,24 +7,33 @@
 //! the same with 2D convs (last stem conv stride 2). Linear layers, LayerNorms and depthwise
 //! convs are shared between the paths; stem, patch-embed and SR convs are per modality.
 //!
-//! Parameter names follow the authors' PyTorch module names where they are known
-//! (`patch_embed{k}.proj`, `block{k}.{i}.attn.q`, `norm{k}`); the stem's inner convs are
-//! `patch_embed1.proj.{0,3,6,9}` (Sequential indices, inferred) and the image-only convs carry a
-//! `_2d` suffix (our naming; the released teacher has only the volume path's weights needed).
+//! Parameter names are the authors' (`models/PVTv2.py` of their public code, read from it; see
+//! ../shared/CADS.md "Parameter names"), so their checkpoints load strictly by name:
+//! - stem (`OverlapPatchEmbed_first`): the convs of the `proj` Sequential (conv, IN, LReLU) × 3
+//!   are `patch_embed1.proj.{0,3,6}`, the stride-(1,2,2) conv is `patch_embed1.proj_next`; the
+//!   image path's are `patch_embed1.proj_2D.{0,3,6}` and `patch_embed1.proj_next_2D` (Conv2d);
+//! - stages 2-4: `patch_embed{k}.proj` (Conv3d) and `patch_embed{k}.proj_2D` (Conv2d), shared
+//!   `patch_embed{k}.norm`;
+//! - blocks: `block{k}.{i}.norm1`, `.attn.q`, `.attn.kv`, `.attn.proj`, `.attn.sr` (Conv3d) and
+//!   `.attn.sr_2D` (Conv2d) when sr > 1, `.attn.norm`, `.norm2`, `.mlp.fc1`,
+//!   `.mlp.dwconv.dwconv` (one depthwise Conv3d for both paths), `.mlp.fc2`; stage norms `norm{k}`.
+//!
+//! The state is listed in the authors' registration order, i.e. the order of PyTorch's
+//! `state_dict()` (which their EMA pairs by position).
 
 mod block;
 mod config;
 mod conv;
 mod import;
 
+pub use crate::nn::LoadReport;
 pub use block::{Block, Grid3};
 pub use config::{Modality, PvtConfig, BLOCK_EPS, EMBED_EPS, LEAKY_SLOPE};
 pub use conv::ConvUnit;
-pub use import::LoadReport;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::nn::{LayerNorm, Module};
+use crate::nn::{LayerNorm, Module, StateEntry};
 use crate::ops::{self, Conv3dConfig};
 use crate::tensor::Tensor;
 use crate::util::Rng;
@@ -76,6 +85,18 @@ impl Stem {
         }
         let out = self.convs[3].forward(&h)?;
         Ok((h, out))
+    }
+}
+
+impl Module for Stem {
+    /// `proj{sfx}.{0,3,6}.` (the Sequential's conv indices; IN and LReLU hold no state) and
+    /// `proj_next{sfx}.`, with sfx = `_2D` for the image stem.
+    fn state(&self, prefix: &str, out: &mut Vec<StateEntry>) {
+        let sfx = if self.convs[0].image { "_2D" } else { "" };
+        for (i, conv) in self.convs[..3].iter().enumerate() {
+            conv.state(&format!("{prefix}proj{sfx}.{}.", 3 * i), out);
+        }
+        self.convs[3].state(&format!("{prefix}proj_next{sfx}."), out);
     }
 }
 
@@ -263,25 +284,48 @@ impl PvtEncoder {
         Ok(EncoderOutput { skip, stages })
     }
 
-    /// Parameters of one modality's path (shared ones included), by name.
-    pub fn named_parameters(&self, modality: Option<Modality>) -> Vec<(String, Tensor)> {
-        let mut all = Vec::new();
-        self.parameters("", &mut all);
-        match modality {
-            None => all,
-            Some(Modality::Volume) => all
-                .into_iter()
-                .filter(|(k, _)| !k.contains("_2d"))
-                .collect(),
-            Some(Modality::Image) => {
-                // The image path uses its own stem/embed/SR convs plus everything shared.
-                let volume_only = |k: &str| {
-                    (k.starts_with("patch_embed") && k.contains(".proj.") && !k.contains("_2d"))
-                        || (k.contains("attn.sr.") && !k.contains("_2d"))
-                };
-                all.into_iter().filter(|(k, _)| !volume_only(k)).collect()
-            }
+    /// Named state of the parts `modality` uses (`None`: everything), in PyTorch's
+    /// `state_dict()` order: per stage, the patch embed (stage 1: `proj`, `proj_next`, `proj_2D`,
+    /// `proj_next_2D`, `norm`; later: `proj`, `norm`, `proj_2D`), the blocks, the stage norm.
+    pub fn state_of(&self, p: &str, modality: Option<Modality>, out: &mut Vec<StateEntry>) {
+        let image = modality != Some(Modality::Volume);
+        let volume = modality != Some(Modality::Image);
+        if volume {
+            self.stem.state(&format!("{p}patch_embed1."), out);
         }
+        if let (Some(stem), true) = (&self.stem_image, image) {
+            stem.state(&format!("{p}patch_embed1."), out);
+        }
+        self.embed_norm1
+            .state(&format!("{p}patch_embed1.norm."), out);
+        for s in 0..4 {
+            if s > 0 {
+                let (vol, img, norm) = &self.embeds[s - 1];
+                let k = s + 1;
+                if volume {
+                    vol.state(&format!("{p}patch_embed{k}.proj."), out);
+                }
+                norm.state(&format!("{p}patch_embed{k}.norm."), out);
+                if let (Some(img), true) = (img, image) {
+                    img.state(&format!("{p}patch_embed{k}.proj_2D."), out);
+                }
+            }
+            for (i, block) in self.blocks[s].iter().enumerate() {
+                block.state_of(&format!("{p}block{}.{i}.", s + 1), modality, out);
+            }
+            self.norms[s].state(&format!("{p}norm{}.", s + 1), out);
+        }
+    }
+
+    /// Parameters of one modality's path (shared ones included), by name; `None`: all.
+    pub fn named_parameters(&self, modality: Option<Modality>) -> Vec<(String, Tensor)> {
+        let mut state = Vec::new();
+        self.state_of("", modality, &mut state);
+        state
+            .into_iter()
+            .filter(|e| e.kind == crate::nn::StateKind::Parameter)
+            .map(|e| (e.name, e.tensor))
+            .collect()
     }
 
     /// Total parameter count of one modality's path (or of everything with `None`).
@@ -294,29 +338,7 @@ impl PvtEncoder {
 }
 
 impl Module for PvtEncoder {
-    fn parameters(&self, p: &str, out: &mut Vec<(String, Tensor)>) {
-        for (i, conv) in self.stem.convs.iter().enumerate() {
-            conv.parameters(&format!("{p}patch_embed1.proj.{}.", 3 * i), out);
-        }
-        if let Some(stem) = &self.stem_image {
-            for (i, conv) in stem.convs.iter().enumerate() {
-                conv.parameters(&format!("{p}patch_embed1_2d.proj.{}.", 3 * i), out);
-            }
-        }
-        self.embed_norm1
-            .parameters(&format!("{p}patch_embed1.norm."), out);
-        for (s, (vol, img, norm)) in self.embeds.iter().enumerate() {
-            vol.parameters(&format!("{p}patch_embed{}.proj.", s + 2), out);
-            if let Some(img) = img {
-                img.parameters(&format!("{p}patch_embed{}_2d.proj.", s + 2), out);
-            }
-            norm.parameters(&format!("{p}patch_embed{}.norm.", s + 2), out);
-        }
-        for (s, stage) in self.blocks.iter().enumerate() {
-            for (i, block) in stage.iter().enumerate() {
-                block.parameters(&format!("{p}block{}.{i}.", s + 1), out);
-            }
-            self.norms[s].parameters(&format!("{p}norm{}.", s + 1), out);
-        }
+    fn state(&self, prefix: &str, out: &mut Vec<StateEntry>) {
+        self.state_of(prefix, None, out);
     }
 }

@@ -13,7 +13,7 @@
 //! y  = x1 + GELU(f)·W2 + b2
 //! ```
 //! Drop path is the identity (evaluation). Images use D = 1: SR kernel `[1, sr, sr]` from
-//! `attn.sr_2d`, and the depthwise 3³ kernel of which only the middle slice meets data.
+//! `attn.sr_2D`, and the depthwise 3³ kernel of which only the middle slice meets data.
 
 use super::{
     add, conv, conv_backward, layer_norm, layer_norm_backward, linear, linear_backward, reshape,
@@ -29,7 +29,7 @@ pub struct BlockSpec {
     pub heads: usize,
     /// Spatial-reduction ratio (1: keys and values from every token).
     pub sr: usize,
-    /// Image tokens (D = 1, 2D SR conv `attn.sr_2d`).
+    /// Image tokens (D = 1, 2D SR conv `attn.sr_2D`).
     pub image: bool,
 }
 
@@ -38,7 +38,7 @@ impl BlockSpec {
         let s = self.sr;
         if self.image {
             (
-                "attn.sr_2d.",
+                "attn.sr_2D.",
                 Conv3dConfig::new([1, s, s]).stride([1, s, s]),
             )
         } else {

@@ -4,7 +4,7 @@
 //! stem:   h = LReLU(IN(Conv₀(x)))  Conv₀ 7³ s2 p3 (bias)       IN: no affine, eps 1e-5
 //!         h = LReLU(IN(Conv₃(h)))  Conv 3³ p1 (no bias)
 //!         h = LReLU(IN(Conv₆(h)))  → skip (stride 2)
-//!         e = Conv₉(h)             3³ stride (1, 2, 2) p1 (bias)   net stride (2, 4, 4)
+//!         e = Conv_next(h)         3³ stride (1, 2, 2) p1 (bias)   net stride (2, 4, 4)
 //! stage k = 1..4:
 //!         e = Conv_k(vol)          3³ s2 p1 (bias), k > 1
 //!         t = LN_embed(e as tokens [N, L, C])                (eps 1e-5)
@@ -12,7 +12,9 @@
 //!         out_k = LN_k(t) as a volume [N, D, H, W, C]       (eps 1e-6); vol = out_k
 //! ```
 //! Images run every conv with kernel `[1, k, k]` (stride and padding 1/0 along D) on
-//! `[N, 1, H, W, C]` and read the `_2d` convs; their outputs are reported as `[N, H, W, C]`.
+//! `[N, 1, H, W, C]` and read the `_2D` convs; their outputs are reported as `[N, H, W, C]`.
+//! Names are the authors' (`patch_embed1.proj.{0,3,6}`, `patch_embed1.proj_next`,
+//! `patch_embed{k}.proj`; images `proj_2D`, `proj_next_2D`), see `models::pvt`.
 
 use super::{
     block_backward, block_forward, conv, conv_backward, layer_norm, layer_norm_backward, reshape,
@@ -28,7 +30,7 @@ pub struct EncoderSpec {
     pub heads: [usize; 4],
     pub depths: [usize; 4],
     pub sr_ratios: [usize; 4],
-    /// Image path (`[N, H, W, Cin]` input, `_2d` convs).
+    /// Image path (`[N, H, W, Cin]` input, `_2D` convs).
     pub image: bool,
 }
 
@@ -45,7 +47,7 @@ impl EncoderSpec {
     }
     fn suffix(&self) -> &'static str {
         if self.image {
-            "_2d"
+            "_2D"
         } else {
             ""
         }
@@ -57,15 +59,17 @@ impl EncoderSpec {
             3 => self.conv(3, [1, 2, 2], 1),
             _ => self.conv(3, [1; 3], 1),
         };
-        (
-            format!("patch_embed1{}.proj.{}.", self.suffix(), 3 * i),
-            cfg,
-        )
+        let name = if i == 3 {
+            format!("patch_embed1.proj_next{}.", self.suffix())
+        } else {
+            format!("patch_embed1.proj{}.{}.", self.suffix(), 3 * i)
+        };
+        (name, cfg)
     }
     /// Patch-embed conv opening stage `s` (1..4, zero-based).
     fn embed(&self, s: usize) -> (String, Conv3dConfig) {
         (
-            format!("patch_embed{}{}.proj.", s + 1, self.suffix()),
+            format!("patch_embed{}.proj{}.", s + 1, self.suffix()),
             self.conv(3, [2; 3], 1),
         )
     }
