@@ -87,17 +87,31 @@ pub struct LoadReport {
     pub unknown: Vec<String>,
 }
 
-/// Serialise `module`'s state in PyTorch names and layouts (f32) to safetensors bytes.
-pub fn to_safetensors_bytes(module: &(impl Module + ?Sized)) -> Result<Vec<u8>> {
-    let op = "save_safetensors";
-    let mut blobs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+/// One tensor ready for a safetensors file: key, PyTorch shape, f32 bytes (little-endian).
+pub type Blob = (String, Vec<usize>, Vec<u8>);
+
+/// `module`'s state as `prefix + name` blobs in PyTorch layouts (several modules can then share
+/// one file, e.g. a checkpoint's `model.student.` and `model.teacher.`).
+pub fn pytorch_blobs(module: &(impl Module + ?Sized), prefix: &str) -> Result<Vec<Blob>> {
+    let mut blobs: Vec<Blob> = Vec::new();
     for entry in module.named_state() {
         let shape = entry.pytorch_shape()?;
         let data = entry
             .layout
             .to_pytorch(entry.tensor.shape(), &entry.tensor.to_vec()?)?;
-        blobs.push((entry.name, shape, bytemuck::cast_slice(&data).to_vec()));
+        blobs.push((
+            format!("{prefix}{}", entry.name),
+            shape,
+            bytemuck::cast_slice(&data).to_vec(),
+        ));
     }
+    Ok(blobs)
+}
+
+/// Serialise `module`'s state in PyTorch names and layouts (f32) to safetensors bytes.
+pub fn to_safetensors_bytes(module: &(impl Module + ?Sized)) -> Result<Vec<u8>> {
+    let op = "save_safetensors";
+    let blobs = pytorch_blobs(module, "")?;
     let views = blobs
         .iter()
         .map(|(name, shape, bytes)| {
@@ -117,21 +131,56 @@ pub fn save_safetensors(module: &(impl Module + ?Sized), path: &str) -> Result<(
 
 /// Write `bytes` to `path` so that `path` is either the old file or the whole new one.
 pub fn write_atomically(op: &'static str, path: &str, bytes: &[u8]) -> Result<()> {
+    write_atomically_with(op, path, |w| w.write_all(bytes))
+}
+
+/// Write `path` through `write` so that `path` is either the old file or the whole new one.
+///
+/// `write` fills `path.tmp` (same directory, hence same file system, so the rename is atomic);
+/// the temp file is `sync_all`ed before the rename and the directory after it, so after a
+/// crash or power loss the name points at the old or the new contents, never at a torn file.
+/// If `write` fails the temp file is removed and `path` is untouched.
+pub fn write_atomically_with(
+    op: &'static str,
+    path: &str,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     let tmp = format!("{path}.tmp");
     let io = |source| Error::Io {
         op,
         path: tmp.clone(),
         source,
     };
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
+    let result = (|| {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        write(&mut f)?;
+        let f = f.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
     std::fs::rename(&tmp, path).map_err(|source| Error::Io {
         op,
         path: path.to_string(),
         source,
-    })
+    })?;
+    sync_parent_dir(path);
+    Ok(())
+}
+
+/// Make a rename durable: fsync the directory holding `path`. Best effort: some platforms and
+/// file systems (Windows, some network mounts) cannot open or sync a directory; the rename has
+/// happened either way.
+fn sync_parent_dir(path: &str) {
+    let dir = match std::path::Path::new(path).parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 /// Load `path` into `module` (see the module docs; `LoadOptions::strict()` for a strict load).
@@ -155,13 +204,44 @@ pub fn load_safetensors_bytes(
     path: &str,
     options: &LoadOptions,
 ) -> Result<LoadReport> {
+    let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::BadFile {
+        op: "load_safetensors",
+        path: path.to_string(),
+        problem: e.to_string(),
+    })?;
+    prepare_load(module, &file, path, options)?.apply()
+}
+
+/// A load that passed every check, converted and ready to write.
+pub struct PreparedLoad {
+    writes: Vec<(crate::tensor::Tensor, Vec<f32>)>,
+    report: LoadReport,
+}
+
+impl PreparedLoad {
+    /// Write every tensor (host → device uploads in stream order).
+    pub fn apply(self) -> Result<LoadReport> {
+        for (tensor, data) in self.writes {
+            tensor.write(&data)?;
+        }
+        Ok(self.report)
+    }
+}
+
+/// Check and convert a load of `file` into `module` without writing anything, so a caller that
+/// loads several modules (a checkpoint) can check them all before the first write.
+pub fn prepare_load(
+    module: &(impl Module + ?Sized),
+    file: &safetensors::SafeTensors<'_>,
+    path: &str,
+    options: &LoadOptions,
+) -> Result<PreparedLoad> {
     let op = "load_safetensors";
     let bad = |problem: String| Error::BadFile {
         op,
         path: path.to_string(),
         problem,
     };
-    let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
     let state = module.named_state();
     let ours: HashMap<&str, &StateEntry> = state.iter().map(|e| (e.name.as_str(), e)).collect();
     if ours.len() != state.len() {
@@ -248,10 +328,7 @@ pub fn load_safetensors_bytes(
         writes.push((entry.tensor.clone(), data));
         report.loaded.push(name.to_string());
     }
-    for (tensor, data) in writes {
-        tensor.write(&data)?;
-    }
-    Ok(report)
+    Ok(PreparedLoad { writes, report })
 }
 
 /// A safetensors tensor as f32 (from f32, f16 or bf16, little-endian).
