@@ -261,6 +261,10 @@ fn imports_that_do_not_fit_are_typed_errors_and_change_nothing() {
     .unwrap();
     let err = sgd.import_state(&good).unwrap_err();
     assert!(err.to_string().contains("AdamW"), "{err}");
+    // A prepared import only commits into an optimizer of its own kind and structure.
+    let prepared = a.prepare_import(&good).unwrap();
+    assert!(sgd.commit_import(prepared).is_err());
+    assert!(sgd.export_state().unwrap().params.is_empty());
 }
 
 #[test]

@@ -12,7 +12,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::state::{self, Expect, OptimizerState, ParamState};
+use super::state::{self, Expect, OptimizerState, ParamState, PreparedImport};
 use super::{Groups, Optimizer, ParamGroup};
 use crate::autograd::Gradients;
 use crate::error::{Error, Result};
@@ -247,7 +247,7 @@ impl Optimizer for AdamW {
         })
     }
 
-    fn import_state(&mut self, imported: &OptimizerState) -> Result<()> {
+    fn prepare_import(&self, imported: &OptimizerState) -> Result<PreparedImport> {
         let config = self.fixed_config();
         let expect = Expect {
             op: "AdamW::import_state",
@@ -256,8 +256,12 @@ impl Optimizer for AdamW {
             slots: SLOTS,
             step: true,
         };
-        let checked = state::check_import(&self.groups, &expect, imported)?;
-        self.states = checked
+        state::prepare_import(&self.groups, &expect, imported)
+    }
+
+    fn commit_import(&mut self, prepared: PreparedImport) -> Result<()> {
+        let slots = state::commit_import("AdamW::commit_import", KIND, &mut self.groups, prepared)?;
+        self.states = slots
             .into_iter()
             .map(|group| {
                 group
@@ -276,7 +280,7 @@ impl Optimizer for AdamW {
                     .collect()
             })
             .collect();
-        state::apply_group_hyper(&mut self.groups, imported)
+        Ok(())
     }
 }
 

@@ -51,7 +51,7 @@ pub use adamw::{AdamW, AdamWConfig, AdamWState};
 pub use clip::{clip_grad_norm, clip_grad_norm_per_tensor, grad_norms};
 pub use schedule::{LinearRamp, PolyDecay, WarmupCosine};
 pub use sgd::{Sgd, SgdConfig};
-pub use state::{GroupState, OptimizerState, ParamState};
+pub use state::{GroupState, OptimizerState, ParamState, PreparedImport};
 
 use std::collections::HashSet;
 
@@ -331,11 +331,21 @@ pub trait Optimizer {
     /// with each group's current lr and weight decay, and the fixed hyper-parameters.
     fn export_state(&self) -> Result<OptimizerState>;
 
-    /// Replace the whole state with `state` (from [`Optimizer::export_state`] or a checkpoint).
-    /// All-or-nothing: the kind, fixed hyper-parameters, group count, names per group, slots,
-    /// shapes and step counts are checked and the tensors copied before anything changes.
-    /// Parameters that `state` holds no entry for start afresh, as if they never stepped.
-    fn import_state(&mut self, state: &OptimizerState) -> Result<()>;
+    /// Check `state` against this optimizer (kind, fixed hyper-parameters, group count, names
+    /// per group, slots, shapes, step counts, lr / wd ranges) and copy its tensors, changing
+    /// nothing; [`Optimizer::commit_import`] then swaps it in.
+    fn prepare_import(&self, state: &OptimizerState) -> Result<PreparedImport>;
+
+    /// Replace the whole state with a prepared import (from `prepare_import` on this optimizer).
+    /// Parameters the import holds no entry for start afresh, as if they never stepped.
+    fn commit_import(&mut self, prepared: PreparedImport) -> Result<()>;
+
+    /// Replace the whole state with `state` (from [`Optimizer::export_state`] or a checkpoint),
+    /// all-or-nothing: every check passes and every tensor is copied before anything changes.
+    fn import_state(&mut self, state: &OptimizerState) -> Result<()> {
+        let prepared = self.prepare_import(state)?;
+        self.commit_import(prepared)
+    }
 
     fn num_groups(&self) -> usize {
         self.groups().len()

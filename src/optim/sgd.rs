@@ -9,7 +9,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::state::{self, Expect, OptimizerState, ParamState};
+use super::state::{self, Expect, OptimizerState, ParamState, PreparedImport};
 use super::{check_weight_decay, Groups, Optimizer, ParamGroup};
 use crate::autograd::Gradients;
 use crate::error::{Error, Result};
@@ -257,7 +257,7 @@ impl Optimizer for Sgd {
         })
     }
 
-    fn import_state(&mut self, imported: &OptimizerState) -> Result<()> {
+    fn prepare_import(&self, imported: &OptimizerState) -> Result<PreparedImport> {
         let config = self.fixed_config();
         let expect = Expect {
             op: "Sgd::import_state",
@@ -266,8 +266,12 @@ impl Optimizer for Sgd {
             slots: SLOTS,
             step: false,
         };
-        let checked = state::check_import(&self.groups, &expect, imported)?;
-        self.momentum_buffers = checked
+        state::prepare_import(&self.groups, &expect, imported)
+    }
+
+    fn commit_import(&mut self, prepared: PreparedImport) -> Result<()> {
+        let slots = state::commit_import("Sgd::commit_import", KIND, &mut self.groups, prepared)?;
+        self.momentum_buffers = slots
             .into_iter()
             .map(|group| {
                 group
@@ -276,7 +280,7 @@ impl Optimizer for Sgd {
                     .collect()
             })
             .collect();
-        state::apply_group_hyper(&mut self.groups, imported)
+        Ok(())
     }
 }
 

@@ -80,17 +80,38 @@ pub(crate) struct Expect<'a> {
     pub step: bool,
 }
 
-/// A validated import: per group, per parameter (in the optimizer's order), the step count and
-/// fresh copies of the slots (in `Expect::slots` order), or `None` for a parameter without state.
-pub(crate) type Imported = Vec<Vec<Option<(Option<u64>, Vec<Tensor>)>>>;
+/// Per group, per parameter (in the optimizer's order): the step count and fresh copies of the
+/// slots (in `Expect::slots` order), or `None` for a parameter without state.
+pub(crate) type Slots = Vec<Vec<Option<(Option<u64>, Vec<Tensor>)>>>;
+
+/// An import that passed every check, its tensors already copied: committing it cannot fail
+/// halfway. Made by [`super::Optimizer::prepare_import`], consumed by `commit_import` of the
+/// same optimizer (a checkpoint prepares every optimizer before committing any).
+pub struct PreparedImport {
+    pub(crate) kind: &'static str,
+    pub(crate) slots: Slots,
+    /// (lr, weight decay) per group, already validated.
+    pub(crate) hyper: Vec<(f64, f64)>,
+}
+
+impl std::fmt::Debug for PreparedImport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PreparedImport({}, {} groups)",
+            self.kind,
+            self.hyper.len()
+        )
+    }
+}
 
 /// Check `state` against the optimizer's groups and `expect`; copy its slots into fresh tensors.
-/// Nothing of the optimizer is touched: the caller swaps the result in, then sets lr and wd.
-pub(crate) fn check_import(
+/// Nothing of the optimizer is touched.
+pub(crate) fn prepare_import(
     groups: &Groups,
     expect: &Expect,
     state: &OptimizerState,
-) -> Result<Imported> {
+) -> Result<PreparedImport> {
     let op = expect.op;
     if state.kind != expect.kind {
         return Err(Error::invalid(
@@ -228,14 +249,41 @@ pub(crate) fn check_import(
         }
         out.push(per);
     }
-    Ok(out)
+    Ok(PreparedImport {
+        kind: expect.kind,
+        slots: out,
+        hyper: state
+            .groups
+            .iter()
+            .map(|g| (g.lr, g.weight_decay))
+            .collect(),
+    })
 }
 
-/// Set every group's lr and weight decay from an import that `check_import` accepted.
-pub(crate) fn apply_group_hyper(groups: &mut Groups, state: &OptimizerState) -> Result<()> {
-    for (g, gs) in state.groups.iter().enumerate() {
-        groups.set_lr(g, gs.lr)?;
-        groups.set_weight_decay(g, gs.weight_decay)?;
+/// Check that `prepared` was made for an optimizer of this kind and group structure, set every
+/// group's lr and weight decay, and hand back the slots for the optimizer to swap in.
+pub(crate) fn commit_import(
+    op: &'static str,
+    kind: &'static str,
+    groups: &mut Groups,
+    prepared: PreparedImport,
+) -> Result<Slots> {
+    let fits = prepared.kind == kind
+        && prepared.slots.len() == groups.len()
+        && groups
+            .iter()
+            .zip(&prepared.slots)
+            .all(|(g, s)| g.params.len() == s.len());
+    if !fits {
+        return Err(Error::invalid(
+            op,
+            format!("an import prepared by this {kind} optimizer"),
+            format!("one prepared by a {} optimizer", prepared.kind),
+        ));
     }
-    Ok(())
+    for (g, &(lr, weight_decay)) in prepared.hyper.iter().enumerate() {
+        groups.set_lr(g, lr)?;
+        groups.set_weight_decay(g, weight_decay)?;
+    }
+    Ok(prepared.slots)
 }
