@@ -120,7 +120,8 @@ pub(crate) fn prepare_import(
             format!("the state of a {} optimizer", state.kind),
         ));
     }
-    let bits = |c: &[(String, f64)]| -> Vec<(String, u64)> {
+    // Compared as sets of (key, exact bits): a checkpoint lists them in its own order.
+    let bits = |c: &[(String, f64)]| -> std::collections::BTreeMap<String, u64> {
         c.iter().map(|(k, v)| (k.clone(), v.to_bits())).collect()
     };
     if bits(&state.config) != bits(expect.config) {
