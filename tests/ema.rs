@@ -66,12 +66,12 @@ fn momentum_one_keeps_and_zero_copies_bit_for_bit() {
         let (_, t) = tensor(&gpu, &mut rng, shape);
         let (_, s) = tensor(&gpu, &mut rng, shape);
         let before = bits(&t);
-        ema_update_(&[t.clone()], &[s.clone()], 1.0).unwrap();
+        ema_update_(std::slice::from_ref(&t), std::slice::from_ref(&s), 1.0).unwrap();
         assert!(bits(&t) == before, "m = 1 changed {shape:?}");
-        ema_update_(&[t.clone()], &[s.clone()], 0.0).unwrap();
+        ema_update_(std::slice::from_ref(&t), std::slice::from_ref(&s), 0.0).unwrap();
         assert!(bits(&t) == bits(&s), "m = 0 is not a copy for {shape:?}");
         let (_, u) = tensor(&gpu, &mut rng, shape);
-        copy_(&[u.clone()], &[t.clone()]).unwrap();
+        copy_(std::slice::from_ref(&u), std::slice::from_ref(&t)).unwrap();
         assert!(bits(&u) == bits(&t), "copy_ differs for {shape:?}");
     }
 }
@@ -209,11 +209,14 @@ fn position_pairs_are_checked_before_any_launch() {
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
     assert_eq!(bits(&a), before);
     // Count, momentum range, aliasing and a target listed twice.
-    assert!(ema_update_(&[a.clone()], &[], 0.5).is_err());
+    assert!(ema_update_(std::slice::from_ref(&a), &[], 0.5).is_err());
     for m in [-0.1, 1.5, f64::NAN] {
-        assert!(ema_update_(&[a.clone()], &[b.clone()], m).is_err(), "m {m}");
+        assert!(
+            ema_update_(std::slice::from_ref(&a), std::slice::from_ref(&b), m).is_err(),
+            "m {m}"
+        );
     }
-    assert!(ema_update_(&[a.clone()], &[a.clone()], 0.5).is_err());
+    assert!(ema_update_(std::slice::from_ref(&a), std::slice::from_ref(&a), 0.5).is_err());
     let (_, d) = tensor(&gpu, &mut rng, &[4]);
     assert!(copy_(&[a.clone(), a.clone()], &[b.clone(), d]).is_err());
     assert_eq!(bits(&a), before);

@@ -77,7 +77,8 @@ fn check_pairs(op: &'static str, targets: &[Tensor], sources: &[Tensor]) -> Resu
                 "the source's buffer",
             ));
         }
-        if !seen.insert(t.buffer().clone()) {
+        // Identity of the pooled allocation (reshaped views of one tensor share it).
+        if !seen.insert(std::sync::Arc::as_ptr(&t.inner.storage) as usize) {
             return Err(Error::invalid(
                 op,
                 "each target buffer once",
