@@ -519,3 +519,31 @@ fn a_write_that_fails_midway_leaves_the_last_checkpoint() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn one_module_reads_out_of_a_checkpoint_with_the_strict_loader() {
+    // E.g. the pretrained teacher initialising a segmentation encoder: the checkpoint's
+    // `model.teacher.` keys are a plain PyTorch-layout state dict under a prefix.
+    use cads::nn::{load_safetensors, LoadOptions};
+    let gpu = gpu();
+    let dir = scratch("one-module");
+    let path = dir.join("ck.safetensors");
+    let path = path.to_str().unwrap();
+    let mut run = build(&gpu, Kind::Sgd, 16, 1);
+    for it in 0..2 {
+        step(&gpu, &mut run, it);
+    }
+    save(&run, path, 2);
+    let fresh = Mlp::new(&gpu, 16, 77);
+    let report = load_safetensors(
+        &fresh,
+        path,
+        &LoadOptions::strict().take_prefix("model.teacher."),
+    )
+    .unwrap();
+    assert_eq!(report.loaded.len(), 4);
+    for (a, b) in fresh.named_state().iter().zip(run.teacher.named_state()) {
+        assert!(bits(&a.tensor) == bits(&b.tensor), "{}", a.name);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
