@@ -359,8 +359,26 @@ fn a_checkpoint_of_another_model_changes_nothing() {
             &mut [("opt", narrow.opt.as_mut())],
         )
         .unwrap_err();
-    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    // The optimizer is checked first and names its moments' shapes.
+    assert!(matches!(err, Error::NameMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("fc1.weight.exp_avg"), "{err}");
     check_untouched(&mut narrow, &before, "narrow");
+
+    // Student and optimizer fit, the teacher does not: the optimizer import was prepared but
+    // must not be committed, and the student must not be written.
+    let mut half = build(&gpu, Kind::AdamW, 16, 9);
+    step(&gpu, &mut half, 0);
+    half.teacher = Mlp::new(&gpu, 12, 9);
+    let before = snapshot(&half);
+    let err = ck
+        .restore(
+            &[("student", &half.student), ("teacher", &half.teacher)],
+            &mut [("opt", half.opt.as_mut())],
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("model.teacher.fc1."), "{err}");
+    check_untouched(&mut half, &before, "teacher");
 
     // Same modules, but an SGD optimizer: the models pass their checks, the optimizer does not,
     // and the models must not have been written either.
@@ -404,7 +422,10 @@ fn a_checkpoint_of_another_model_changes_nothing() {
             unexpected,
             ..
         } => {
-            assert!(missing.contains(&"encoder.weight".to_string()), "{err}");
+            assert!(
+                missing.contains(&"model.student.encoder.weight".to_string()),
+                "{err}"
+            );
             assert!(
                 unexpected.contains(&"model.student.fc1.weight".to_string()),
                 "{err}"

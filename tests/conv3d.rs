@@ -335,9 +335,13 @@ fn pytorch_weight_import_gives_the_same_conv() {
     let mut rng = Rng::new(47);
     let (cout, cin, k) = (4, 3, [2, 3, 1]);
     let pt = rng.vec_uniform(cout * cin * 6, -1.0, 1.0);
-    let (ours, shape) =
-        cads::ops::conv3d::import_pytorch_weight(&pt, &[cout, cin, k[0], k[1], k[2]]).unwrap();
-    assert_eq!(shape, vec![2, 3, 1, 3, 4]);
+    let shape = vec![k[0], k[1], k[2], cin, cout];
+    let layout = cads::nn::Layout::Conv3d;
+    assert_eq!(
+        layout.pytorch_shape(&shape).unwrap(),
+        vec![cout, cin, 2, 3, 1]
+    );
+    let ours = layout.from_pytorch(&shape, &pt).unwrap();
     let (x, tx) = random_pair(&gpu, &mut rng, &[1, 3, 4, 2, cin], -1.0, 1.0);
     let y = conv3d(
         &tx,

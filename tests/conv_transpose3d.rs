@@ -3,7 +3,8 @@
 
 mod common;
 
-use cads::ops::conv_transpose3d::{conv_transpose3d_with, weight_from_pytorch, ConvTransposePath};
+use cads::nn::Layout;
+use cads::ops::conv_transpose3d::{conv_transpose3d_with, ConvTransposePath};
 use cads::ops::{conv_transpose3d, ConvTranspose3dConfig};
 use cads::reference::{conv_transpose3d as refct, gradcheck, Array};
 use cads::util::{Rng, F32_ACCUM, F32_GRAD, FD_F64};
@@ -163,7 +164,9 @@ fn bias_and_pytorch_weight_import() {
     let gpu = gpu();
     // PyTorch [Ci=1, Co=2, 1, 1, 2] → ours [1, 1, 2, 1, 2].
     let torch = [1.0, 2.0, 3.0, 4.0]; // w[0,0,0,0,0]=1, w[0,0,0,0,1]=2, w[0,1,0,0,0]=3, w[0,1,0,0,1]=4
-    let ours = weight_from_pytorch(&torch, 1, 2, [1, 1, 2]).unwrap();
+    let ours = Layout::ConvTranspose3d
+        .from_pytorch(&[1, 1, 2, 1, 2], &torch)
+        .unwrap();
     assert_eq!(ours, vec![1.0, 3.0, 2.0, 4.0]);
     let cfg = ConvTranspose3dConfig {
         kernel: [1, 1, 2],

@@ -5,8 +5,9 @@ mod common;
 
 use cads::models::{UNet3d, UNet3dConfig};
 use cads::nn::{
-    load_safetensors, load_safetensors_bytes, save_safetensors, to_safetensors_bytes, DropPath,
-    LayerNorm, Layout, Linear, LinearInit, LoadOptions, Module, StateKind,
+    entries_to_safetensors_bytes, load_entries_bytes, load_safetensors, load_safetensors_bytes,
+    save_safetensors, to_safetensors_bytes, DropPath, LayerNorm, Layout, Linear, LinearInit,
+    LoadOptions, Module, StateKind,
 };
 use cads::util::Rng;
 use cads::Error;
@@ -221,4 +222,45 @@ fn strict_and_partial_loads() {
     for (g, w) in got.iter().zip(&head_bias) {
         assert_eq!(*g, half::f16::from_f32(*w).to_f32());
     }
+}
+
+#[test]
+fn several_modules_share_one_file_under_their_prefixes() {
+    let (a, b) = (unet(7), unet(8));
+    let mut entries = Vec::new();
+    a.state("student.", &mut entries);
+    b.state("teacher.", &mut entries);
+    let meta = std::collections::HashMap::from([("step".to_string(), "12".to_string())]);
+    let bytes = entries_to_safetensors_bytes(&entries, Some(meta)).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    assert_eq!(header.metadata().as_ref().unwrap()["step"], "12");
+    // The teacher half loads into a fresh net; the student half is skipped as expected.
+    let c = unet(9);
+    let report = load_safetensors_bytes(
+        &c,
+        &bytes,
+        "both.safetensors",
+        &LoadOptions::strict().take_prefix("teacher."),
+    )
+    .unwrap();
+    assert_eq!(report.skipped.len(), a.named_state().len());
+    assert_eq!(
+        c.head.weight.to_vec().unwrap(),
+        b.head.weight.to_vec().unwrap()
+    );
+    // Both at once through the entries-level load.
+    let (d, e) = (unet(10), unet(11));
+    let mut targets = Vec::new();
+    d.state("student.", &mut targets);
+    e.state("teacher.", &mut targets);
+    let report =
+        load_entries_bytes(&targets, &bytes, "both.safetensors", &LoadOptions::strict()).unwrap();
+    assert_eq!(report.loaded.len(), entries.len());
+    assert_eq!(
+        d.head.weight.to_vec().unwrap(),
+        a.head.weight.to_vec().unwrap()
+    );
+    // A name listed twice is refused.
+    let twice = [entries[0].clone(), entries[0].clone()];
+    assert!(entries_to_safetensors_bytes(&twice, None).is_err());
 }

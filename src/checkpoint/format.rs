@@ -3,7 +3,7 @@
 //!
 //! Tensors:
 //! - `model.{module}.{name}`: a module's named state (parameters and buffers) in PyTorch names and
-//!   layouts, exactly as `nn::save_safetensors` writes one module, so
+//!   layouts, by the same `nn::state_file` serialiser as `nn::save_safetensors`, so
 //!   `nn::load_safetensors(m, path, LoadOptions::strict().take_prefix("model.teacher."))` (or
 //!   PyTorch after stripping the prefix) reads one module out of a checkpoint.
 //! - `optim.{optimizer}.state.{param}.{slot}`: an optimizer slot (`exp_avg`, `exp_avg_sq`,

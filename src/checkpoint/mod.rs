@@ -47,8 +47,8 @@ use format::{check_name, join, Meta, KEY_CHECKSUM, KEY_FORMAT, KEY_VERSION};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::nn::state_file::{self, pytorch_blobs, Blob, LoadOptions, PreparedLoad};
-use crate::nn::Module;
+use crate::nn::state_file::{self, entries_to_safetensors_bytes, load_entries_bytes, LoadOptions};
+use crate::nn::{Layout, Module, StateEntry};
 use crate::optim::{GroupState, Optimizer, OptimizerState, ParamState, PreparedImport};
 use crate::tensor::Tensor;
 use crate::util::Rng;
@@ -158,38 +158,38 @@ impl<'a> Checkpoint<'a> {
             put("config".into(), config.clone());
         }
 
-        let mut blobs: Vec<Blob> = Vec::new();
+        // Everything is a state entry for the one nn serialiser: module state in its PyTorch
+        // layout under `model.{name}.`, optimizer slots and extras as they are (Layout::Plain).
+        let mut entries: Vec<StateEntry> = Vec::new();
         for (name, module) in &self.models {
-            blobs.extend(pytorch_blobs(*module, &format!("model.{name}."))?);
+            entries.extend(module.named_state().into_iter().map(|mut e| {
+                e.name = format!("model.{name}.{}", e.name);
+                e
+            }));
         }
         for (name, optimizer) in &self.optimizers {
             let state = optimizer.export_state()?;
-            write_optimizer(OP, name, &state, &mut meta, &mut blobs)?;
+            write_optimizer(OP, name, &state, &mut meta, &mut entries)?;
         }
         for (name, t) in &self.extras {
-            let data = t.to_vec()?;
-            blobs.push((
-                format!("extra.{name}"),
-                t.shape().to_vec(),
-                bytemuck::cast_slice(&data).to_vec(),
-            ));
+            entries.push(StateEntry::buffer("extra.", name, t, Layout::Plain));
         }
+        // The checksum covers the bytes as serialised, so serialise, hash, and serialise again
+        // from the first buffer's views with the checksum added (the tensor bytes do not depend
+        // on the metadata; peak memory stays two copies of the data, as for any in-memory save).
+        let first = entries_to_safetensors_bytes(&entries, Some(meta.clone()))?;
+        drop(entries);
+        let file = safetensors::SafeTensors::deserialize(&first)
+            .map_err(|e| Error::invalid(OP, "a serialisable checkpoint", e))?;
+        let tensors = file.tensors();
         let sum = format::checksum(
             &meta,
-            blobs
+            tensors
                 .iter()
-                .map(|(k, s, b)| (k.as_str(), s.as_slice(), b.as_slice())),
+                .map(|(k, v)| (k.as_str(), v.shape(), v.data())),
         );
         meta.insert(KEY_CHECKSUM.into(), sum);
-        let views = blobs
-            .iter()
-            .map(|(key, shape, bytes)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                    .map(|v| (key.clone(), v))
-                    .map_err(|e| Error::invalid(OP, format!("a valid tensor {key}"), e))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        safetensors::serialize(views, Some(meta))
+        safetensors::serialize(tensors, Some(meta))
             .map_err(|e| Error::invalid(OP, "a serialisable checkpoint", e))
     }
 
@@ -200,13 +200,13 @@ impl<'a> Checkpoint<'a> {
     }
 }
 
-/// Flatten one optimizer's exported state into metadata and tensors (format.rs).
+/// Flatten one optimizer's exported state into metadata and state entries (format.rs).
 fn write_optimizer(
     op: &'static str,
     name: &str,
     state: &OptimizerState,
     meta: &mut HashMap<String, String>,
-    blobs: &mut Vec<Blob>,
+    entries: &mut Vec<StateEntry>,
 ) -> Result<()> {
     let p = format!("optim.{name}");
     meta.insert(format!("{p}.kind"), state.kind.clone());
@@ -250,11 +250,12 @@ fn write_optimizer(
             meta.insert(format!("{p}.step.{}", ps.name), step.to_string());
         }
         for (slot, t) in &ps.slots {
-            let data = t.to_vec()?;
-            blobs.push((
-                format!("{p}.state.{}.{slot}", ps.name),
-                t.shape().to_vec(),
-                bytemuck::cast_slice(&data).to_vec(),
+            let key = format!("{}.{slot}", ps.name);
+            entries.push(StateEntry::buffer(
+                &format!("{p}.state."),
+                &key,
+                t,
+                Layout::Plain,
             ));
         }
     }
@@ -461,11 +462,12 @@ impl LoadedCheckpoint {
             path: self.path.clone(),
             problem: format!("{key}: {e}"),
         })?;
-        let data = state_file::as_f32(&view).map_err(|problem| Error::BadFile {
-            op,
-            path: self.path.clone(),
-            problem,
-        })?;
+        // Every tensor was checked to be F32 when the file was read.
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         Ok((view.shape().to_vec(), data))
     }
 
@@ -571,15 +573,7 @@ impl LoadedCheckpoint {
             });
         }
 
-        // Phase 1: check and convert everything, write nothing.
-        let file = self.file()?;
-        let mut loads: Vec<PreparedLoad> = Vec::with_capacity(models.len());
-        for (name, module) in models {
-            let options = LoadOptions::strict().take_prefix(&format!("model.{name}."));
-            loads.push(state_file::prepare_load(
-                *module, &file, &self.path, &options,
-            )?);
-        }
+        // Optimizers first: checked and copied, nothing changed yet.
         let mut imports: Vec<PreparedImport> = Vec::with_capacity(optimizers.len());
         for (name, optimizer) in optimizers.iter() {
             let params = optimizer.params();
@@ -589,10 +583,21 @@ impl LoadedCheckpoint {
             };
             imports.push(optimizer.prepare_import(&state)?);
         }
-        // Phase 2: write.
-        for load in loads {
-            load.apply()?;
+        // Then every module in one strict load (the nn loader checks every name, shape and
+        // dtype of all of them before its first write); the optimizer and extra keys are the
+        // checkpoint's other parts, skipped.
+        let mut entries: Vec<StateEntry> = Vec::new();
+        for (name, module) in models {
+            entries.extend(module.named_state().into_iter().map(|mut e| {
+                e.name = format!("model.{name}.{}", e.name);
+                e
+            }));
         }
+        let options = LoadOptions::strict()
+            .skip_prefix("optim.")
+            .skip_prefix("extra.");
+        load_entries_bytes(&entries, &self.bytes, &self.path, &options)?;
+        // Only now the optimizers: their commit cannot fail on anything a file holds.
         for ((_, optimizer), import) in optimizers.iter_mut().zip(imports) {
             optimizer.commit_import(import)?;
         }

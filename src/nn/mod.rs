@@ -27,6 +27,6 @@ pub use linear::{Linear, LinearInit};
 pub use pytorch_layout::Layout;
 pub use state::{Module, StateEntry, StateKind};
 pub use state_file::{
-    load_safetensors, load_safetensors_bytes, save_safetensors, to_safetensors_bytes, LoadOptions,
-    LoadReport,
+    entries_to_safetensors_bytes, load_entries_bytes, load_safetensors, load_safetensors_bytes,
+    save_safetensors, to_safetensors_bytes, write_atomically, LoadOptions, LoadReport,
 };

@@ -87,40 +87,43 @@ pub struct LoadReport {
     pub unknown: Vec<String>,
 }
 
-/// One tensor ready for a safetensors file: key, PyTorch shape, f32 bytes (little-endian).
-pub type Blob = (String, Vec<usize>, Vec<u8>);
+/// Serialise `module`'s state in PyTorch names and layouts (f32) to safetensors bytes.
+pub fn to_safetensors_bytes(module: &(impl Module + ?Sized)) -> Result<Vec<u8>> {
+    entries_to_safetensors_bytes(&module.named_state(), None)
+}
 
-/// `module`'s state as `prefix + name` blobs in PyTorch layouts (several modules can then share
-/// one file, e.g. a checkpoint's `model.student.` and `model.teacher.`).
-pub fn pytorch_blobs(module: &(impl Module + ?Sized), prefix: &str) -> Result<Vec<Blob>> {
-    let mut blobs: Vec<Blob> = Vec::new();
-    for entry in module.named_state() {
+/// Serialise any list of state entries (e.g. several modules under their own prefixes, as a
+/// checkpoint gathers them), with optional string metadata in the safetensors header.
+pub fn entries_to_safetensors_bytes(
+    entries: &[StateEntry],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    let op = "save_safetensors";
+    let mut seen = HashSet::new();
+    let mut blobs: Vec<(&str, Vec<usize>, Vec<u8>)> = Vec::new();
+    for entry in entries {
+        if !seen.insert(entry.name.as_str()) {
+            return Err(Error::invalid(
+                op,
+                "unique state names",
+                format!("{} listed twice", entry.name),
+            ));
+        }
         let shape = entry.pytorch_shape()?;
         let data = entry
             .layout
             .to_pytorch(entry.tensor.shape(), &entry.tensor.to_vec()?)?;
-        blobs.push((
-            format!("{prefix}{}", entry.name),
-            shape,
-            bytemuck::cast_slice(&data).to_vec(),
-        ));
+        blobs.push((&entry.name, shape, bytemuck::cast_slice(&data).to_vec()));
     }
-    Ok(blobs)
-}
-
-/// Serialise `module`'s state in PyTorch names and layouts (f32) to safetensors bytes.
-pub fn to_safetensors_bytes(module: &(impl Module + ?Sized)) -> Result<Vec<u8>> {
-    let op = "save_safetensors";
-    let blobs = pytorch_blobs(module, "")?;
     let views = blobs
         .iter()
         .map(|(name, shape, bytes)| {
             safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
+                .map(|v| (name.to_string(), v))
                 .map_err(|e| Error::invalid(op, format!("a valid tensor {name}"), e))
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, None).map_err(|e| Error::invalid(op, "serialisable state", e))
+    safetensors::serialize(views, metadata).map_err(|e| Error::invalid(op, "serialisable state", e))
 }
 
 /// Write `module`'s state to `path` (temp file `path.tmp`, fsync, rename).
@@ -204,45 +207,24 @@ pub fn load_safetensors_bytes(
     path: &str,
     options: &LoadOptions,
 ) -> Result<LoadReport> {
-    let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::BadFile {
-        op: "load_safetensors",
-        path: path.to_string(),
-        problem: e.to_string(),
-    })?;
-    prepare_load(module, &file, path, options)?.apply()
+    load_entries_bytes(&module.named_state(), bytes, path, options)
 }
 
-/// A load that passed every check, converted and ready to write.
-pub struct PreparedLoad {
-    writes: Vec<(crate::tensor::Tensor, Vec<f32>)>,
-    report: LoadReport,
-}
-
-impl PreparedLoad {
-    /// Write every tensor (host → device uploads in stream order).
-    pub fn apply(self) -> Result<LoadReport> {
-        for (tensor, data) in self.writes {
-            tensor.write(&data)?;
-        }
-        Ok(self.report)
-    }
-}
-
-/// Check and convert a load of `file` into `module` without writing anything, so a caller that
-/// loads several modules (a checkpoint) can check them all before the first write.
-pub fn prepare_load(
-    module: &(impl Module + ?Sized),
-    file: &safetensors::SafeTensors<'_>,
+/// Load safetensors bytes into any list of state entries (the module-free core of
+/// [`load_safetensors_bytes`]; e.g. a checkpoint's several modules under their prefixes).
+pub fn load_entries_bytes(
+    state: &[StateEntry],
+    bytes: &[u8],
     path: &str,
     options: &LoadOptions,
-) -> Result<PreparedLoad> {
+) -> Result<LoadReport> {
     let op = "load_safetensors";
     let bad = |problem: String| Error::BadFile {
         op,
         path: path.to_string(),
         problem,
     };
-    let state = module.named_state();
+    let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
     let ours: HashMap<&str, &StateEntry> = state.iter().map(|e| (e.name.as_str(), e)).collect();
     if ours.len() != state.len() {
         return Err(Error::invalid(
@@ -281,7 +263,7 @@ pub fn prepare_load(
     }
     let seen: HashSet<&str> = pairs.iter().map(|(n, _)| *n).collect();
     let mut missing_bad = Vec::new();
-    for entry in &state {
+    for entry in state {
         if seen.contains(entry.name.as_str()) {
             continue;
         }
@@ -328,11 +310,14 @@ pub fn prepare_load(
         writes.push((entry.tensor.clone(), data));
         report.loaded.push(name.to_string());
     }
-    Ok(PreparedLoad { writes, report })
+    for (tensor, data) in writes {
+        tensor.write(&data)?;
+    }
+    Ok(report)
 }
 
 /// A safetensors tensor as f32 (from f32, f16 or bf16, little-endian).
-pub fn as_f32(view: &safetensors::tensor::TensorView<'_>) -> std::result::Result<Vec<f32>, String> {
+fn as_f32(view: &safetensors::tensor::TensorView<'_>) -> std::result::Result<Vec<f32>, String> {
     use safetensors::Dtype;
     let bytes = view.data();
     Ok(match view.dtype() {
