@@ -85,6 +85,22 @@ pub enum Error {
     #[error("{op}: autograd: {message}")]
     Autograd { op: &'static str, message: String },
 
+    /// Two collections of named tensors (modules, optimizer state, a checkpoint) that had to
+    /// hold the same names with the same shapes did not; nothing was written.
+    #[error(
+        "{op}: named tensors do not match: {}",
+        describe_name_mismatch(missing, unexpected, shapes)
+    )]
+    NameMismatch {
+        op: &'static str,
+        /// Names the receiver has and the source lacks.
+        missing: Vec<String>,
+        /// Names the source has and the receiver lacks.
+        unexpected: Vec<String>,
+        /// `(name, expected shape, got shape)` for names in both with different shapes.
+        shapes: Vec<(String, Shape, Shape)>,
+    },
+
     /// File input/output.
     #[error("{op}: {path}: {source}")]
     Io {
@@ -112,6 +128,51 @@ pub enum Error {
         path: String,
         problem: String,
     },
+}
+
+/// At most this many names of each kind are printed; the rest are counted.
+const NAMES_SHOWN: usize = 8;
+
+fn describe_name_mismatch(
+    missing: &[String],
+    unexpected: &[String],
+    shapes: &[(String, Shape, Shape)],
+) -> String {
+    fn list(items: Vec<String>) -> String {
+        let n = items.len();
+        let mut shown: Vec<String> = items.into_iter().take(NAMES_SHOWN).collect();
+        if n > NAMES_SHOWN {
+            shown.push(format!("... {} more", n - NAMES_SHOWN));
+        }
+        shown.join(", ")
+    }
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!(
+            "missing {} [{}]",
+            missing.len(),
+            list(missing.to_vec())
+        ));
+    }
+    if !unexpected.is_empty() {
+        parts.push(format!(
+            "unexpected {} [{}]",
+            unexpected.len(),
+            list(unexpected.to_vec())
+        ));
+    }
+    if !shapes.is_empty() {
+        let items = shapes
+            .iter()
+            .map(|(n, e, g)| format!("{n}: expected {e}, got {g}"))
+            .collect();
+        parts.push(format!(
+            "shape differs for {} [{}]",
+            shapes.len(),
+            list(items)
+        ));
+    }
+    parts.join("; ")
 }
 
 impl Error {

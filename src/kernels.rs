@@ -7,7 +7,7 @@
 
 use crate::gpu::KernelSpec;
 use crate::ops::{
-    attention, conv3d, conv3d_fast, conv_transpose3d, drr, elementwise, loss, matmul, norm, pool,
+    attention, conv3d, conv3d_fast, conv_transpose3d, drr, elementwise, ema, loss, matmul, norm, pool,
     reduce, resample, softmax,
 };
 
@@ -30,6 +30,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         drr::KERNELS,
         conv3d::KERNELS,
         conv3d_fast::KERNELS,
+        ema::KERNELS,
     ];
     families.iter().flat_map(|f| f.iter()).collect()
 }

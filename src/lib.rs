@@ -33,7 +33,7 @@
 //! | 8 | `optim` | SGD, AdamW, schedules, clipping |
 //! | 9 | `data` | host-only and generic: NIfTI, orientation, resampling, crops, augmentation, loaders (imports no GPU module) |
 //! | 10 | `drr` | DRR geometry (detector, pose, mm), volumes as slabs, presets; calls the op in `ops::drr` (does not import `data`) |
-//! | 11 | `checkpoint` | *future*: models + optimizer + schedule + RNG + config, written atomically |
+//! | 11 | `checkpoint` | models + optimizer + schedule + RNG + config, written atomically |
 //! | 12 | `pretrain` | the CADS recipe: views (incl. the DRR view), the DRR cache, tiling, batches |
 //! | 13 | `train` | end-to-end training demos (toy regression, U-Net on spheres) |
 //! | 14 | `segment` | *future*: the PVT-UNet recipe |
@@ -61,6 +61,7 @@
 
 pub mod autograd;
 pub mod bench;
+pub mod checkpoint;
 pub mod data;
 pub mod drr;
 pub mod error;

@@ -5,10 +5,12 @@
 //! - `state`: the [`Module`] trait and [`StateEntry`].
 //! - `pytorch_layout`: every PyTorch ↔ cads weight permutation, once.
 //! - `state_file`: safetensors save/load of any module (strict by default).
+//! - `ema`: copy and EMA between two modules matched by name (the DINO / CADS teacher).
 
 pub mod conv;
 pub mod conv_transpose;
 pub mod drop_path;
+pub mod ema;
 pub mod init;
 pub mod layer_norm;
 pub mod linear;
@@ -19,6 +21,7 @@ pub mod state_file;
 pub use conv::{Conv2d, Conv3d, ConvInit};
 pub use conv_transpose::ConvTranspose3d;
 pub use drop_path::{drop_path, DropPath};
+pub use ema::{copy_state, ema_update};
 pub use layer_norm::LayerNorm;
 pub use linear::{Linear, LinearInit};
 pub use pytorch_layout::Layout;

@@ -4,8 +4,8 @@
 //!
 //! Layouts: x `[N, D, H, W, Cin]`, weight `[kD, kH, kW, Cin/groups, Cout]` (Cout innermost so a
 //! tap's weights form a dense `[Cin_g, Cout]` GEMM operand read as vec4 over output channels),
-//! bias `[Cout]`, y `[N, Do, Ho, Wo, Cout]`. PyTorch weights convert with
-//! [`import_pytorch_weight`].
+//! bias `[Cout]`, y `[N, Do, Ho, Wo, Cout]`. PyTorch weights convert in
+//! `nn::pytorch_layout` (the one home of layout conversions).
 //!
 //! Kernel choice: `ConvPlan` (conv3d_plan.rs) resolves, from the shapes and the [`ConvPath`] alone and before
 //! any work, which kernel runs the forward, the input gradient and the weight gradient (as
@@ -244,45 +244,6 @@ impl Geometry {
             m_total: u(self.m_total()),
         }
     }
-}
-
-/// PyTorch `[Cout, Cin/groups, kD, kH, kW]` → cads `[kD, kH, kW, Cin/groups, Cout]` (host data).
-pub fn import_pytorch_weight(data: &[f32], shape_pt: &[usize]) -> Result<(Vec<f32>, Vec<usize>)> {
-    let op = "import_pytorch_weight";
-    if shape_pt.len() != 5 {
-        return Err(Error::shape(
-            op,
-            "rank 5 [Cout, Cin/groups, kD, kH, kW]",
-            shape_pt,
-        ));
-    }
-    if data.len() != shape_pt.iter().product::<usize>() {
-        return Err(Error::shape(
-            op,
-            format!("{} values", shape_pt.iter().product::<usize>()),
-            format!("{} values", data.len()),
-        ));
-    }
-    let [cout, cin_g, a, b, c] = [
-        shape_pt[0],
-        shape_pt[1],
-        shape_pt[2],
-        shape_pt[3],
-        shape_pt[4],
-    ];
-    // A pure permutation: with t the flattened tap (kD, kH, kW row-major), PyTorch's element
-    // [co, ci, t] goes to [t, ci, co]. Written out here rather than shared with reference/, so
-    // the oracle and the code it checks stay independent.
-    let taps = a * b * c;
-    let mut out = vec![0.0f32; data.len()];
-    for co in 0..cout {
-        for ci in 0..cin_g {
-            for t in 0..taps {
-                out[(t * cin_g + ci) * cout + co] = data[(co * cin_g + ci) * taps + t];
-            }
-        }
-    }
-    Ok((out, vec![a, b, c, cin_g, cout]))
 }
 
 /// Forward launch (unrecorded), on the planned kernel.

@@ -6,7 +6,7 @@
 //!
 //! Weight layout: `[kD, kH, kW, Ci, Co]` (Co fastest, so the fast kernel loads vec4 over output
 //! channels). PyTorch's `ConvTranspose3d.weight` is `[Ci, Co, kD, kH, kW]`: convert with
-//! [`weight_from_pytorch`].
+//! `nn::pytorch_layout`.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -16,27 +16,6 @@ use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
 
 pub use super::config::ConvTranspose3dConfig;
-
-/// `[Ci, Co, kD, kH, kW]` (PyTorch) → `[kD, kH, kW, Ci, Co]` (cads).
-pub fn weight_from_pytorch(data: &[f32], ci: usize, co: usize, k: [usize; 3]) -> Result<Vec<f32>> {
-    let taps = k[0] * k[1] * k[2];
-    if data.len() != ci * co * taps {
-        return Err(Error::shape(
-            "conv_transpose3d weight import",
-            format!("{} values for [{ci}, {co}, {:?}]", ci * co * taps, k),
-            format!("{} values", data.len()),
-        ));
-    }
-    let mut out = vec![0.0; data.len()];
-    for i in 0..ci {
-        for o in 0..co {
-            for t in 0..taps {
-                out[(t * ci + i) * co + o] = data[(i * co + o) * taps + t];
-            }
-        }
-    }
-    Ok(out)
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]

@@ -13,6 +13,7 @@ mod conv3d_subpixel;
 pub mod conv_transpose3d;
 pub mod drr;
 pub mod elementwise;
+pub mod ema;
 pub mod loss;
 pub mod matmul;
 pub mod norm;

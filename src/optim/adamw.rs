@@ -12,6 +12,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::state::{self, Expect, OptimizerState, ParamState, PreparedImport};
 use super::{Groups, Optimizer, ParamGroup};
 use crate::autograd::Gradients;
 use crate::error::{Error, Result};
@@ -109,6 +110,16 @@ impl AdamW {
 
     pub fn config(&self) -> &AdamWConfig {
         &self.config
+    }
+
+    /// The hyper-parameters an imported state must share (lr and weight decay live per group).
+    fn fixed_config(&self) -> Vec<(String, f64)> {
+        let (b1, b2) = self.config.betas;
+        vec![
+            ("beta1".into(), b1),
+            ("beta2".into(), b2),
+            ("eps".into(), self.config.eps),
+        ]
     }
 
     /// The state of parameter `index` of `group`, once it has taken a step.
@@ -211,4 +222,69 @@ impl Optimizer for AdamW {
     fn groups_mut(&mut self) -> &mut Groups {
         &mut self.groups
     }
+
+    fn export_state(&self) -> Result<OptimizerState> {
+        const OP: &str = "AdamW::export_state";
+        let mut params = Vec::new();
+        for (group, states) in self.groups.iter().zip(&self.states) {
+            for (name, s) in group.names.iter().zip(states) {
+                let Some(s) = s else { continue };
+                params.push(ParamState {
+                    name: name.clone(),
+                    step: Some(s.step),
+                    slots: vec![
+                        (SLOTS[0].into(), state::snapshot(OP, &s.exp_avg)?),
+                        (SLOTS[1].into(), state::snapshot(OP, &s.exp_avg_sq)?),
+                    ],
+                });
+            }
+        }
+        Ok(OptimizerState {
+            kind: KIND.into(),
+            config: self.fixed_config(),
+            groups: state::export_groups(&self.groups),
+            params,
+        })
+    }
+
+    fn prepare_import(&self, imported: &OptimizerState) -> Result<PreparedImport> {
+        let config = self.fixed_config();
+        let expect = Expect {
+            op: "AdamW::import_state",
+            kind: KIND,
+            config: &config,
+            slots: SLOTS,
+            step: true,
+        };
+        state::prepare_import(&self.groups, &expect, imported)
+    }
+
+    fn commit_import(&mut self, prepared: PreparedImport) -> Result<()> {
+        let slots = state::commit_import("AdamW::commit_import", KIND, &mut self.groups, prepared)?;
+        self.states = slots
+            .into_iter()
+            .map(|group| {
+                group
+                    .into_iter()
+                    .map(|p| {
+                        p.map(|(step, mut slots)| {
+                            let exp_avg_sq = slots.pop().expect("two checked slots");
+                            let exp_avg = slots.pop().expect("two checked slots");
+                            AdamWState {
+                                exp_avg,
+                                exp_avg_sq,
+                                step: step.unwrap_or(1),
+                            }
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(())
+    }
 }
+
+/// `OptimizerState::kind` of AdamW.
+const KIND: &str = "AdamW";
+/// torch's names of the AdamW state slots, in export order.
+const SLOTS: &[&str] = &["exp_avg", "exp_avg_sq"];

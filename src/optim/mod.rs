@@ -32,6 +32,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! State by name: build groups from named parameters ([`ParamGroup::named`],
+//! [`ParamGroup::split_decay_named`]); [`Optimizer::export_state`] then keys every moment and
+//! momentum buffer by parameter name, with each group's current lr / weight decay, and
+//! [`Optimizer::import_state`] restores it all-or-nothing into an optimizer built anew
+//! (src/optim/state.rs). Checkpoints (src/checkpoint/) store exactly this.
+//!
 //! Kernels: shaders/optim_sgd.wgsl, shaders/optim_adamw.wgsl, shaders/optim_clip.wgsl.
 //! Reference: src/reference/optim.rs.
 
@@ -39,11 +45,13 @@ mod adamw;
 pub mod clip;
 pub mod schedule;
 mod sgd;
+pub mod state;
 
 pub use adamw::{AdamW, AdamWConfig, AdamWState};
 pub use clip::{clip_grad_norm, clip_grad_norm_per_tensor, grad_norms};
 pub use schedule::{LinearRamp, PolyDecay, WarmupCosine};
 pub use sgd::{Sgd, SgdConfig};
+pub use state::{GroupState, OptimizerState, ParamState, PreparedImport};
 
 use std::collections::HashSet;
 
@@ -62,10 +70,14 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
 
 /// Parameters that share one learning rate and one weight decay.
 ///
-/// `lr` / `weight_decay` left as `None` take the optimizer's config values.
+/// `lr` / `weight_decay` left as `None` take the optimizer's config values. `names` (one per
+/// parameter, e.g. `block1.0.attn.q.weight`) key the optimizer state in
+/// [`Optimizer::export_state`] and checkpoints; a group built without names gets positional ones,
+/// `param_groups.{group}.{index}`, which only resume into the same construction order.
 #[derive(Clone, Debug)]
 pub struct ParamGroup {
     pub params: Vec<Tensor>,
+    pub names: Option<Vec<String>>,
     pub lr: Option<f64>,
     pub weight_decay: Option<f64>,
 }
@@ -75,6 +87,18 @@ impl ParamGroup {
     pub fn new(params: Vec<Tensor>) -> Self {
         ParamGroup {
             params,
+            names: None,
+            lr: None,
+            weight_decay: None,
+        }
+    }
+
+    /// A group of named parameters (as listed by `nn::Module::parameters`).
+    pub fn named(named: Vec<(String, Tensor)>) -> Self {
+        let (names, params) = named.into_iter().unzip();
+        ParamGroup {
+            params,
+            names: Some(names),
             lr: None,
             weight_decay: None,
         }
@@ -104,12 +128,24 @@ impl ParamGroup {
             ParamGroup::new(no_decay).with_weight_decay(0.0),
         ]
     }
+
+    /// [`ParamGroup::split_decay`] on named parameters, keeping the names.
+    pub fn split_decay_named(named: &[(String, Tensor)]) -> Vec<ParamGroup> {
+        let (decay, no_decay): (Vec<_>, Vec<_>) =
+            named.iter().cloned().partition(|(_, p)| p.rank() >= 2);
+        vec![
+            ParamGroup::named(decay),
+            ParamGroup::named(no_decay).with_weight_decay(0.0),
+        ]
+    }
 }
 
-/// A resolved group: its parameters and current hyper-parameters.
+/// A resolved group: its parameters, their names and current hyper-parameters.
 #[derive(Clone, Debug)]
 pub struct Group {
     pub params: Vec<Tensor>,
+    /// One per parameter, unique across the optimizer (given, or `param_groups.{g}.{i}`).
+    pub names: Vec<String>,
     pub lr: f64,
     pub weight_decay: f64,
 }
@@ -150,9 +186,32 @@ impl Groups {
             return Err(Error::invalid(op, "at least one parameter group", "none"));
         }
         let mut seen = HashSet::new();
+        let mut seen_names = HashSet::new();
         let mut first: Option<Tensor> = None;
         let mut out = Vec::with_capacity(groups.len());
-        for g in groups {
+        for (gi, g) in groups.into_iter().enumerate() {
+            let names = match g.names {
+                Some(names) if names.len() != g.params.len() => {
+                    return Err(Error::invalid(
+                        op,
+                        format!("one name per parameter in group {gi} ({})", g.params.len()),
+                        format!("{} names", names.len()),
+                    ))
+                }
+                Some(names) => names,
+                None => (0..g.params.len())
+                    .map(|i| format!("param_groups.{gi}.{i}"))
+                    .collect(),
+            };
+            for name in &names {
+                if !seen_names.insert(name.clone()) {
+                    return Err(Error::invalid(
+                        op,
+                        "each parameter name once",
+                        format!("'{name}' twice"),
+                    ));
+                }
+            }
             let lr = g.lr.unwrap_or(default_lr);
             let weight_decay = g.weight_decay.unwrap_or(default_weight_decay);
             check_lr(op, lr)?;
@@ -172,6 +231,7 @@ impl Groups {
             }
             out.push(Group {
                 params: g.params,
+                names,
                 lr,
                 weight_decay,
             });
@@ -265,6 +325,27 @@ pub trait Optimizer {
     /// The parameter groups with their current hyper-parameters.
     fn groups(&self) -> &Groups;
     fn groups_mut(&mut self) -> &mut Groups;
+
+    /// Everything needed to continue this run in an optimizer built anew: the state of every
+    /// parameter that has taken a step (snapshots, keyed by parameter name), the group structure
+    /// with each group's current lr and weight decay, and the fixed hyper-parameters.
+    fn export_state(&self) -> Result<OptimizerState>;
+
+    /// Check `state` against this optimizer (kind, fixed hyper-parameters, group count, names
+    /// per group, slots, shapes, step counts, lr / wd ranges) and copy its tensors, changing
+    /// nothing; [`Optimizer::commit_import`] then swaps it in.
+    fn prepare_import(&self, state: &OptimizerState) -> Result<PreparedImport>;
+
+    /// Replace the whole state with a prepared import (from `prepare_import` on this optimizer).
+    /// Parameters the import holds no entry for start afresh, as if they never stepped.
+    fn commit_import(&mut self, prepared: PreparedImport) -> Result<()>;
+
+    /// Replace the whole state with `state` (from [`Optimizer::export_state`] or a checkpoint),
+    /// all-or-nothing: every check passes and every tensor is copied before anything changes.
+    fn import_state(&mut self, state: &OptimizerState) -> Result<()> {
+        let prepared = self.prepare_import(state)?;
+        self.commit_import(prepared)
+    }
 
     fn num_groups(&self) -> usize {
         self.groups().len()

@@ -9,6 +9,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::state::{self, Expect, OptimizerState, ParamState, PreparedImport};
 use super::{check_weight_decay, Groups, Optimizer, ParamGroup};
 use crate::autograd::Gradients;
 use crate::error::{Error, Result};
@@ -134,6 +135,16 @@ impl Sgd {
         &self.config
     }
 
+    /// The hyper-parameters an imported state must share (lr and weight decay live per group).
+    fn fixed_config(&self) -> Vec<(String, f64)> {
+        let c = &self.config;
+        vec![
+            ("momentum".into(), c.momentum),
+            ("dampening".into(), c.dampening),
+            ("nesterov".into(), if c.nesterov { 1.0 } else { 0.0 }),
+        ]
+    }
+
     /// The momentum buffer of parameter `index` of `group`, once it has taken a step.
     pub fn momentum_buffer(&self, group: usize, index: usize) -> Option<&Tensor> {
         self.momentum_buffers.get(group)?.get(index)?.as_ref()
@@ -224,4 +235,56 @@ impl Optimizer for Sgd {
     fn groups_mut(&mut self) -> &mut Groups {
         &mut self.groups
     }
+
+    fn export_state(&self) -> Result<OptimizerState> {
+        const OP: &str = "Sgd::export_state";
+        let mut params = Vec::new();
+        for (group, buffers) in self.groups.iter().zip(&self.momentum_buffers) {
+            for (name, b) in group.names.iter().zip(buffers) {
+                let Some(b) = b else { continue };
+                params.push(ParamState {
+                    name: name.clone(),
+                    step: None,
+                    slots: vec![(SLOTS[0].into(), state::snapshot(OP, b)?)],
+                });
+            }
+        }
+        Ok(OptimizerState {
+            kind: KIND.into(),
+            config: self.fixed_config(),
+            groups: state::export_groups(&self.groups),
+            params,
+        })
+    }
+
+    fn prepare_import(&self, imported: &OptimizerState) -> Result<PreparedImport> {
+        let config = self.fixed_config();
+        let expect = Expect {
+            op: "Sgd::import_state",
+            kind: KIND,
+            config: &config,
+            slots: SLOTS,
+            step: false,
+        };
+        state::prepare_import(&self.groups, &expect, imported)
+    }
+
+    fn commit_import(&mut self, prepared: PreparedImport) -> Result<()> {
+        let slots = state::commit_import("Sgd::commit_import", KIND, &mut self.groups, prepared)?;
+        self.momentum_buffers = slots
+            .into_iter()
+            .map(|group| {
+                group
+                    .into_iter()
+                    .map(|p| p.and_then(|(_, mut slots)| slots.pop()))
+                    .collect()
+            })
+            .collect();
+        Ok(())
+    }
 }
+
+/// `OptimizerState::kind` of SGD.
+const KIND: &str = "SGD";
+/// torch's name of the SGD state slot.
+const SLOTS: &[&str] = &["momentum_buffer"];

@@ -6,6 +6,7 @@ pub mod conv3d;
 pub mod conv_transpose3d;
 pub mod drr;
 pub mod elementwise;
+pub mod ema;
 pub mod gradcheck;
 pub mod loss;
 pub mod matmul;

@@ -13,6 +13,17 @@ impl Rng {
         }
     }
 
+    /// The whole generator state (SplitMix64 keeps one u64), for checkpoints: a generator made
+    /// by [`Rng::from_state`] from it continues the same stream.
+    pub fn state(&self) -> u64 {
+        self.state
+    }
+
+    /// A generator that continues the stream whose [`Rng::state`] was `state`.
+    pub fn from_state(state: u64) -> Self {
+        Rng { state }
+    }
+
     /// An independent stream derived from this one (e.g. one per loader worker).
     pub fn fork(&mut self, stream: u64) -> Rng {
         Rng::new(self.next_u64() ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03))
@@ -88,6 +99,8 @@ mod tests {
         let mut a = Rng::new(7);
         let mut b = Rng::new(7);
         assert_eq!(a.next_u64(), b.next_u64());
+        let mut c = Rng::from_state(a.state());
+        assert_eq!((a.next_u64(), a.normal()), (c.next_u64(), c.normal()));
         let mut r = Rng::new(1);
         let xs: Vec<f64> = (0..20000).map(|_| r.normal()).collect();
         let mean = xs.iter().sum::<f64>() / xs.len() as f64;
