@@ -1,8 +1,6 @@
 //! Elementwise ops: broadcast binary arithmetic, unary maps (activations included), fill.
 //! Kernels: shaders/elementwise.wgsl. Reference: src/reference/elementwise.rs.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::reduce::sum_to_shape;
 use super::shape::{broadcast_shapes, broadcast_strides, rank6};
 use crate::autograd::record;
@@ -12,27 +10,27 @@ use crate::tensor::Tensor;
 
 const SOURCE: &str = include_str!("../../shaders/elementwise.wgsl");
 
-/// Mirrors `BinaryParams` in shaders/elementwise.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct BinaryParams {
-    n: u32,
-    op: u32,
-    _pad0: [u32; 2],
-    shape: [u32; 6],
-    a_stride: [u32; 6],
-    b_stride: [u32; 6],
-    _pad1: [u32; 2],
+crate::gpu::shader_params! {
+    /// Mirrors `BinaryParams` in shaders/elementwise.wgsl.
+    struct BinaryParams {
+        n: u32,
+        op: u32,
+        _pad0: [u32; 2],
+        shape: [u32; 6],
+        a_stride: [u32; 6],
+        b_stride: [u32; 6],
+        _pad1: [u32; 2],
+    }
 }
 
-/// Mirrors `UnaryParams` in shaders/elementwise.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct UnaryParams {
-    n: u32,
-    op: u32,
-    alpha: f32,
-    _pad0: u32,
+crate::gpu::shader_params! {
+    /// Mirrors `UnaryParams` in shaders/elementwise.wgsl.
+    struct UnaryParams {
+        n: u32,
+        op: u32,
+        alpha: f32,
+        _pad0: u32,
+    }
 }
 
 const BINARY: KernelSpec = KernelSpec {
@@ -41,7 +39,7 @@ const BINARY: KernelSpec = KernelSpec {
     entry: "binary",
     inputs: 2,
     outputs: 1,
-    params_size: std::mem::size_of::<BinaryParams>(),
+    params: BinaryParams::LAYOUT,
     constants: &[],
 };
 const UNARY: KernelSpec = KernelSpec {
@@ -50,7 +48,7 @@ const UNARY: KernelSpec = KernelSpec {
     entry: "unary",
     inputs: 1,
     outputs: 1,
-    params_size: std::mem::size_of::<UnaryParams>(),
+    params: UnaryParams::LAYOUT,
     constants: &[],
 };
 const UNARY_BACKWARD: KernelSpec = KernelSpec {
@@ -59,7 +57,7 @@ const UNARY_BACKWARD: KernelSpec = KernelSpec {
     entry: "unary_backward",
     inputs: 2,
     outputs: 1,
-    params_size: std::mem::size_of::<UnaryParams>(),
+    params: UnaryParams::LAYOUT,
     constants: &[],
 };
 const FILL: KernelSpec = KernelSpec {
@@ -68,7 +66,7 @@ const FILL: KernelSpec = KernelSpec {
     entry: "fill",
     inputs: 0,
     outputs: 1,
-    params_size: std::mem::size_of::<UnaryParams>(),
+    params: UnaryParams::LAYOUT,
     constants: &[],
 };
 
