@@ -8,7 +8,6 @@
 pub mod augment;
 pub mod cads_views;
 pub mod drr_cache;
-pub mod json;
 pub mod loader;
 pub mod nifti;
 pub mod nifti_write;
