@@ -51,15 +51,15 @@ const fn spec(
         constants: &[],
     }
 }
-const LOSS_PARAMS: ParamsLayout = LossParams::LAYOUT;
-const L2_PARAMS: ParamsLayout = L2Params::LAYOUT;
+const LOSS_LAYOUT: ParamsLayout = LossParams::LAYOUT;
+const L2_LAYOUT: ParamsLayout = L2Params::LAYOUT;
 
-const CE_ROWS_WG: KernelSpec = spec("loss", LOSS, "cross_entropy_rows_wg", 2, 2, LOSS_PARAMS);
+const CE_ROWS_WG: KernelSpec = spec("loss", LOSS, "cross_entropy_rows_wg", 2, 2, LOSS_LAYOUT);
 const CE_ROWS_THREAD: KernelSpec =
-    spec("loss", LOSS, "cross_entropy_rows_thread", 2, 2, LOSS_PARAMS);
-const CE_BACKWARD: KernelSpec = spec("loss", LOSS, "cross_entropy_backward", 4, 1, LOSS_PARAMS);
-const L2_FORWARD: KernelSpec = spec("l2_normalize", L2, "l2_normalize_forward", 1, 2, L2_PARAMS);
-const L2_BACKWARD: KernelSpec = spec("l2_normalize", L2, "l2_normalize_backward", 3, 1, L2_PARAMS);
+    spec("loss", LOSS, "cross_entropy_rows_thread", 2, 2, LOSS_LAYOUT);
+const CE_BACKWARD: KernelSpec = spec("loss", LOSS, "cross_entropy_backward", 4, 1, LOSS_LAYOUT);
+const L2_FORWARD: KernelSpec = spec("l2_normalize", L2, "l2_normalize_forward", 1, 2, L2_LAYOUT);
+const L2_BACKWARD: KernelSpec = spec("l2_normalize", L2, "l2_normalize_backward", 3, 1, L2_LAYOUT);
 
 pub(crate) const KERNELS: &[KernelSpec] = &[
     CE_ROWS_WG,

@@ -64,18 +64,18 @@ const fn spec(
         constants: &[],
     }
 }
-const LN_PARAMS: ParamsLayout = LayerNormParams::LAYOUT;
-const IN_PARAMS: ParamsLayout = InstanceNormParams::LAYOUT;
+const LN_LAYOUT: ParamsLayout = LayerNormParams::LAYOUT;
+const IN_LAYOUT: ParamsLayout = InstanceNormParams::LAYOUT;
 
-const LN_WG: KernelSpec = spec("layer_norm", LN, "layer_norm_wg", 3, 2, LN_PARAMS);
-const LN_THREAD: KernelSpec = spec("layer_norm", LN, "layer_norm_thread", 3, 2, LN_PARAMS);
+const LN_WG: KernelSpec = spec("layer_norm", LN, "layer_norm_wg", 3, 2, LN_LAYOUT);
+const LN_THREAD: KernelSpec = spec("layer_norm", LN, "layer_norm_thread", 3, 2, LN_LAYOUT);
 const LN_BACK_WG: KernelSpec = spec(
     "layer_norm_backward",
     LN_BACK,
     "layer_norm_backward_input_wg",
     4,
     1,
-    LN_PARAMS,
+    LN_LAYOUT,
 );
 const LN_BACK_THREAD: KernelSpec = spec(
     "layer_norm_backward",
@@ -83,7 +83,7 @@ const LN_BACK_THREAD: KernelSpec = spec(
     "layer_norm_backward_input_thread",
     4,
     1,
-    LN_PARAMS,
+    LN_LAYOUT,
 );
 const LN_BACK_PARAMS: KernelSpec = spec(
     "layer_norm_backward",
@@ -91,7 +91,7 @@ const LN_BACK_PARAMS: KernelSpec = spec(
     "layer_norm_backward_params",
     3,
     1,
-    LN_PARAMS,
+    LN_LAYOUT,
 );
 const IN_PARTIAL: KernelSpec = spec(
     "instance_norm",
@@ -99,7 +99,7 @@ const IN_PARTIAL: KernelSpec = spec(
     "instance_norm_partial",
     1,
     1,
-    IN_PARAMS,
+    IN_LAYOUT,
 );
 const IN_FINALIZE: KernelSpec = spec(
     "instance_norm",
@@ -107,16 +107,16 @@ const IN_FINALIZE: KernelSpec = spec(
     "instance_norm_finalize",
     1,
     1,
-    IN_PARAMS,
+    IN_LAYOUT,
 );
-const IN_APPLY: KernelSpec = spec("instance_norm", IN, "instance_norm_apply", 4, 1, IN_PARAMS);
+const IN_APPLY: KernelSpec = spec("instance_norm", IN, "instance_norm_apply", 4, 1, IN_LAYOUT);
 const IN_BACK_PARTIAL: KernelSpec = spec(
     "instance_norm_backward",
     IN_BACK,
     "instance_norm_backward_partial",
     3,
     1,
-    IN_PARAMS,
+    IN_LAYOUT,
 );
 const IN_BACK_INPUT: KernelSpec = spec(
     "instance_norm_backward",
@@ -124,7 +124,7 @@ const IN_BACK_INPUT: KernelSpec = spec(
     "instance_norm_backward_input",
     5,
     1,
-    IN_PARAMS,
+    IN_LAYOUT,
 );
 
 pub(crate) const KERNELS: &[KernelSpec] = &[
