@@ -3,8 +3,12 @@
 
 The tiled kernels are written out by this script because WGSL has no way to unroll a loop over
 named accumulators: each tile shape gets its own entry point with TM*TN scalar accumulators,
-fully unrolled. Run from the repository root:  python3 scripts/gen_matmul_wgsl.py
+fully unrolled. Run from anywhere:  python3 scripts/gen_matmul_wgsl.py [--out-dir DIR]
+(default DIR: the repository's shaders/; tests/generated_shaders.rs writes to a temporary folder
+and compares byte for byte with the committed files).
 """
+import argparse
+import pathlib
 
 # (TM rows, TN columns per invocation). Only 4x4 is kept: on lavapipe 8x1, 16x1, 4x2 and 8x2
 # measured 0.5-0.8x of it (every load is per lane there), and the vec4 kernels beat all of them.
@@ -39,9 +43,11 @@ HEADER = f"""\
 //
 // Launched by src/ops/matmul.rs (matmul_launch).
 
+// One params struct for every matmul shader (src/ops/matmul.rs MatmulParams); k_chunk4 and
+// col_blocks drive the split-K vec4 kernels and are unused here.
 struct MatmulParams {{
     m: u32, n: u32, k: u32, row_blocks: u32,
-    batch: u32, batch_inner: u32, _pad0: u32, _pad1: u32,
+    batch: u32, batch_inner: u32, k_chunk4: u32, col_blocks: u32,
     a_sm: u32, a_sk: u32, b_sk: u32, b_sn: u32,
     a_sb_outer: u32, a_sb_inner: u32, b_sb_outer: u32, b_sb_inner: u32,
 }}
@@ -241,12 +247,15 @@ def vec4_entry(tm, tg):
 
 
 def main():
+    shaders = pathlib.Path(__file__).resolve().parent.parent / "shaders"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out-dir", type=pathlib.Path, default=shaders,
+                        help="folder to write matmul.wgsl and matmul_vec4.wgsl into")
+    out_dir = parser.parse_args().out_dir
     out = HEADER + "".join(tile_entry(tm, tn) + "\n" for tm, tn in TILES)
-    with open("shaders/matmul.wgsl", "w") as f:
-        f.write(out)
+    (out_dir / "matmul.wgsl").write_bytes(out.encode())
     out = VEC4_HEADER + "".join(vec4_entry(tm, tg) + "\n" for tm, tg in VEC4_TILES)
-    with open("shaders/matmul_vec4.wgsl", "w") as f:
-        f.write(out)
+    (out_dir / "matmul_vec4.wgsl").write_bytes(out.encode())
 
 
 if __name__ == "__main__":

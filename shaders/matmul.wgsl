@@ -24,9 +24,11 @@
 //
 // Launched by src/ops/matmul.rs (matmul_launch).
 
+// One params struct for every matmul shader (src/ops/matmul.rs MatmulParams); k_chunk4 and
+// col_blocks drive the split-K vec4 kernels and are unused here.
 struct MatmulParams {
     m: u32, n: u32, k: u32, row_blocks: u32,
-    batch: u32, batch_inner: u32, _pad0: u32, _pad1: u32,
+    batch: u32, batch_inner: u32, k_chunk4: u32, col_blocks: u32,
     a_sm: u32, a_sk: u32, b_sk: u32, b_sn: u32,
     a_sb_outer: u32, a_sb_inner: u32, b_sb_outer: u32, b_sb_inner: u32,
 }

@@ -7,8 +7,8 @@
 
 use crate::gpu::KernelSpec;
 use crate::ops::{
-    attention, conv3d, conv3d_fast, conv_transpose3d, drr, elementwise, ema, loss, matmul, norm, pool,
-    reduce, resample, softmax,
+    attention, conv3d, conv3d_fast, conv_transpose3d, drr, elementwise, ema, loss, matmul, norm,
+    pool, reduce, resample, softmax,
 };
 
 /// Every kernel the crate launches.

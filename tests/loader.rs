@@ -1,6 +1,5 @@
 //! Datasets (nnU-Net folder, JSON manifest), case loading checks, and the deterministic prefetcher.
 
-use cads::data::json;
 use cads::data::loader::{
     dataset_from_folder, dataset_from_manifest, load_case, make_seg_batch, Prefetcher, SegCase,
     SegPatchConfig,
@@ -102,14 +101,63 @@ fn folder_and_manifest_datasets() {
 }
 
 #[test]
-fn json_reader() {
-    let v = json::parse(r#" {"a": [1, -2.5e1, true, null, "x\"\u00e9"], "b": {}} "#).unwrap();
-    let a = v.get("a").unwrap().as_array().unwrap();
-    assert_eq!(a[1], json::Json::Number(-25.0));
-    assert_eq!(a[4].as_str(), Some("x\"é"));
-    for bad in ["", "[1,", "{\"a\" 1}", "[1] x", "\"abc"] {
-        assert!(json::parse(bad).is_err(), "{bad}");
+fn manifest_errors_name_the_file_and_the_problem() {
+    let root = dir("manifest");
+    let read = |name: &str, text: &str| {
+        std::fs::write(root.join(name), text).unwrap();
+        dataset_from_manifest(root.join(name))
+    };
+    // Escapes are decoded; keys other than "training" are ignored; a missing label is None.
+    let cases = read(
+        "escapes.json",
+        r#" {"n": [1, -2.5e1, true, null], "training": [{"image": "x\"\u00e9.nii"}]} "#,
+    )
+    .unwrap();
+    assert_eq!(cases[0].image, root.join("x\"é.nii"));
+    assert_eq!(cases[0].label, None);
+    let problem = |name: &str, text: &str| match read(name, text) {
+        Err(Error::BadFile { path, problem, .. }) => {
+            assert!(path.ends_with(name), "{path}");
+            problem
+        }
+        other => panic!("{name}: {other:?}"),
+    };
+    for (name, text) in [
+        ("empty_file.json", ""),
+        ("open.json", "[1,"),
+        ("colon.json", "{\"a\" 1}"),
+        ("trailing.json", "{\"training\": []} x"),
+        ("string.json", "\"abc"),
+    ] {
+        let p = problem(name, text);
+        assert!(
+            p.starts_with("invalid JSON") && p.contains("line 1"),
+            "{name}: {p}"
+        );
     }
+    for (name, text, needle) in [
+        (
+            "no_training.json",
+            "{\"name\": \"x\"}",
+            "missing field `training`",
+        ),
+        (
+            "number_image.json",
+            r#"{"training": [{"image": 3}]}"#,
+            "expected a string",
+        ),
+        ("array_top.json", "[]", "expected struct Manifest"),
+    ] {
+        let p = problem(name, text);
+        assert!(
+            p.starts_with("not a dataset manifest") && p.contains(needle),
+            "{name}: {p}"
+        );
+    }
+    assert_eq!(
+        problem("empty_list.json", r#"{"training": []}"#),
+        "empty \"training\" array"
+    );
 }
 
 #[test]

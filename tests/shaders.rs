@@ -1,10 +1,12 @@
 //! Level 0 (no adapter): every `shaders/*.wgsl` parses and validates with naga, and every
 //! KernelSpec agrees with its shader — the entry point exists, binding 0 is a uniform whose WGSL
-//! struct size equals the Rust params struct, inputs are read-only storage and outputs
-//! read-write storage at the bindings the launch code binds.
+//! struct matches the Rust params struct field by field (name, byte offset, scalar type; the Rust
+//! side comes from `shader_params!`, i.e. from the real struct), inputs are read-only storage and
+//! outputs read-write storage at the bindings the launch code binds.
 
 use std::collections::HashMap;
 
+use cads::gpu::{ParamField, ParamScalarSlot, ParamsLayout, ScalarKind};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 fn validate(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
@@ -55,6 +57,9 @@ fn every_shader_file_validates_and_is_used() {
 #[test]
 fn kernel_specs_match_their_shaders() {
     let mut parsed: HashMap<&str, (naga::Module, naga::valid::ModuleInfo)> = HashMap::new();
+    // Every (shader, params struct) pair once; all mismatches reported together.
+    let mut checked_params = std::collections::HashSet::new();
+    let mut mismatches = Vec::new();
     for spec in cads::kernels::all_kernels() {
         let (module, info) = parsed
             .entry(spec.shader)
@@ -96,16 +101,15 @@ fn kernel_specs_match_their_shaders() {
                     "{what}: must be the uniform params"
                 );
                 let size = layouter[var.ty].size as usize;
-                assert_eq!(
-                    size, spec.params_size,
-                    "{what}: WGSL params struct is {size} bytes, Rust struct {}",
-                    spec.params_size
-                );
-                assert_eq!(
-                    spec.params_size % 16,
-                    0,
-                    "{what}: params must be padded to 16 bytes"
-                );
+                if checked_params.insert((spec.shader, spec.params.name)) {
+                    mismatches.extend(compare_params(
+                        spec.shader,
+                        module,
+                        var.ty,
+                        size,
+                        &spec.params,
+                    ));
+                }
                 saw_params = true;
             } else if b <= spec.inputs {
                 assert_eq!(
@@ -136,4 +140,131 @@ fn kernel_specs_match_their_shaders() {
             spec.shader, spec.entry
         );
     }
+    assert!(
+        mismatches.is_empty(),
+        "params structs disagree between WGSL and Rust:\n{}",
+        mismatches.join("\n")
+    );
+}
+
+/// The WGSL struct `ty` (bound at binding 0 of `shader`) against the Rust layout, scalar by
+/// scalar in memory order. Returns one line per disagreement, naming the shader, the struct, the
+/// field and both sides.
+fn compare_params(
+    shader: &str,
+    module: &naga::Module,
+    ty: naga::Handle<naga::Type>,
+    wgsl_size: usize,
+    rust: &ParamsLayout,
+) -> Vec<String> {
+    let wgsl_name = module.types[ty].name.clone().unwrap_or_default();
+    let at = format!(
+        "shaders/{shader}.wgsl struct {wgsl_name} vs Rust {}",
+        rust.name
+    );
+    let mut errors = Vec::new();
+    if wgsl_name != rust.name {
+        errors.push(format!("{at}: the struct names differ"));
+    }
+    if wgsl_size != rust.size {
+        errors.push(format!(
+            "{at}: WGSL is {wgsl_size} bytes, Rust {} bytes",
+            rust.size
+        ));
+    }
+    let naga::TypeInner::Struct { members, .. } = &module.types[ty].inner else {
+        return vec![format!("{at}: binding 0 is not a struct")];
+    };
+    let mut wgsl = Vec::new();
+    for m in members {
+        let name = m.name.clone().unwrap_or_default();
+        let kind = match module.types[m.ty].inner {
+            naga::TypeInner::Scalar(naga::Scalar { kind, width: 4 }) => match kind {
+                naga::ScalarKind::Uint => Some(ScalarKind::U32),
+                naga::ScalarKind::Sint => Some(ScalarKind::I32),
+                naga::ScalarKind::Float => Some(ScalarKind::F32),
+                _ => None,
+            },
+            _ => None,
+        };
+        match kind {
+            Some(kind) => wgsl.push(ParamScalarSlot {
+                name,
+                offset: m.offset as usize,
+                kind,
+            }),
+            None => errors.push(format!(
+                "{at}: field {name} is {:?}; params hold u32/i32/f32 scalars only",
+                module.types[m.ty].inner
+            )),
+        }
+    }
+    let rust_scalars = rust.scalars();
+    let show = |s: Option<&ParamScalarSlot>| match s {
+        Some(s) => format!("{}: {:?} at byte {}", s.name, s.kind, s.offset),
+        None => "nothing".to_string(),
+    };
+    for i in 0..wgsl.len().max(rust_scalars.len()) {
+        let (w, r) = (wgsl.get(i), rust_scalars.get(i));
+        let agree = match (w, r) {
+            (Some(w), Some(r)) => {
+                w.offset == r.offset
+                    && w.kind == r.kind
+                    && (w.name == r.name || (w.is_padding() && r.is_padding()))
+            }
+            _ => false,
+        };
+        if !agree {
+            errors.push(format!(
+                "{at}: field #{i}: WGSL has {}, Rust has {}",
+                show(w),
+                show(r)
+            ));
+        }
+    }
+    errors
+}
+
+#[test]
+fn params_mismatches_name_the_shader_struct_field_and_both_sides() {
+    // A WGSL struct that swaps two fields and retypes a third, against its intended Rust layout.
+    let source = "
+        struct P { n: u32, scale: f32, k: u32, _pad0: u32 }
+        @group(0) @binding(0) var<uniform> p: P;
+        @compute @workgroup_size(1) fn main() { _ = p.n; }
+    ";
+    let module = naga::front::wgsl::parse_str(source).unwrap();
+    let ty = module
+        .global_variables
+        .iter()
+        .next()
+        .map(|(_, v)| v.ty)
+        .unwrap();
+    let field = |name, offset, kind| ParamField {
+        name,
+        offset,
+        kind,
+        count: 1,
+        elements: &[],
+    };
+    let fields = [
+        field("n", 0, ScalarKind::U32),
+        field("k", 4, ScalarKind::U32),
+        field("scale", 8, ScalarKind::F32),
+        field("_pad", 12, ScalarKind::U32),
+    ];
+    let fields: &'static [ParamField] = Box::leak(Box::new(fields));
+    let rust = ParamsLayout {
+        name: "P",
+        size: 16,
+        fields,
+    };
+    let errors = compare_params("example", &module, ty, 16, &rust);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_eq!(
+        errors[0],
+        "shaders/example.wgsl struct P vs Rust P: field #1: WGSL has scale: F32 at byte 4, \
+         Rust has k: U32 at byte 4"
+    );
+    assert!(errors[1].contains("WGSL has k: U32 at byte 8, Rust has scale: F32 at byte 8"));
 }

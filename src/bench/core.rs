@@ -1,22 +1,20 @@
 //! Core cases: the FMA peak microkernel (shaders/fma_peak.wgsl), one elementwise op and the sum
 //! reduction.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{Bench, Case, Sample, Work};
 use crate::error::Result;
 use crate::gpu::{Grid, KernelSpec};
 use crate::ops;
 use crate::tensor::Tensor;
 
-/// Mirrors `FmaParams` in shaders/fma_peak.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct FmaParams {
-    n: u32,
-    iterations: u32,
-    mul: f32,
-    add: f32,
+crate::gpu::shader_params! {
+    /// Mirrors `FmaParams` in shaders/fma_peak.wgsl.
+    struct FmaParams {
+        n: u32,
+        iterations: u32,
+        mul: f32,
+        add: f32,
+    }
 }
 
 const FMA_PEAK: KernelSpec = KernelSpec {
@@ -25,7 +23,7 @@ const FMA_PEAK: KernelSpec = KernelSpec {
     entry: "fma_peak",
     inputs: 0,
     outputs: 1,
-    params_size: std::mem::size_of::<FmaParams>(),
+    params: FmaParams::LAYOUT,
     constants: &[],
 };
 

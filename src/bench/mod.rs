@@ -31,6 +31,8 @@ mod rows;
 
 use std::time::Instant;
 
+use serde_json::value::RawValue;
+
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::util::Rng;
@@ -129,44 +131,86 @@ impl Report {
         }
     }
 
-    /// One JSON object on one line (written by hand: names and numbers only).
+    /// One JSON object on one line, keys in a fixed order; numbers keep a fixed count of
+    /// decimals per key (ms 4, rates 2, Mrays/s 4, ratio and % of peak 1).
     pub fn to_json(&self) -> String {
-        let mut s = format!(
-            "{{\"op\":{},\"case\":{},\"ms\":{:.4}",
-            json_str(&self.op),
-            json_str(&self.case),
-            self.ms
-        );
+        let (mut gflops, mut gb_per_s, mut mrays_per_s, mut ratio_vs_diffdrr) =
+            (None, None, None, None);
         match self.work {
-            Work::Flops(f) => s += &format!(",\"gflops\":{:.2}", f / (self.ms * 1e6)),
-            Work::Bytes(b) => s += &format!(",\"gb_per_s\":{:.2}", b / (self.ms * 1e6)),
+            Work::Flops(f) => gflops = Some(fixed(f / (self.ms * 1e6), 2)),
+            Work::Bytes(b) => gb_per_s = Some(fixed(b / (self.ms * 1e6), 2)),
             Work::Rays {
                 rays,
                 diffdrr_mrays_per_s,
             } => {
-                let mrays_per_s = rays / (self.ms * 1e3);
-                s += &format!(",\"mrays_per_s\":{mrays_per_s:.4}");
-                if let Some(reference) = diffdrr_mrays_per_s {
-                    s += &format!(",\"ratio_vs_diffdrr\":{:.1}", mrays_per_s / reference);
-                }
+                let rate = rays / (self.ms * 1e3);
+                mrays_per_s = Some(fixed(rate, 4));
+                ratio_vs_diffdrr = diffdrr_mrays_per_s.map(|reference| fixed(rate / reference, 1));
             }
         }
-        if let Some(p) = self.pct_peak {
-            s += &format!(",\"pct_peak\":{p:.1}");
-        }
-        if let Some(b) = self.peak_bytes {
-            s += &format!(",\"peak_bytes\":{b}");
-        }
-        if let Some(m) = self.micro_batches {
-            s += &format!(",\"micro_batches\":{m}");
-        }
-        s += &format!(
-            ",\"adapter\":{},\"timer\":{}}}",
-            json_str(&self.adapter),
-            json_str(self.timer)
-        );
-        s
+        json_line(&ReportLine {
+            op: &self.op,
+            case: &self.case,
+            ms: fixed(self.ms, 4),
+            gflops,
+            gb_per_s,
+            mrays_per_s,
+            ratio_vs_diffdrr,
+            pct_peak: self.pct_peak.map(|p| fixed(p, 1)),
+            peak_bytes: self.peak_bytes,
+            micro_batches: self.micro_batches,
+            adapter: &self.adapter,
+            timer: self.timer,
+        })
     }
+}
+
+/// The printed form of a [`Report`]; absent measures are left out, not written as null.
+#[derive(serde::Serialize)]
+struct ReportLine<'a> {
+    op: &'a str,
+    case: &'a str,
+    ms: Box<RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gflops: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gb_per_s: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mrays_per_s: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_vs_diffdrr: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pct_peak: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    micro_batches: Option<usize>,
+    adapter: &'a str,
+    timer: &'a str,
+}
+
+/// The printed form of a [`Failure`].
+#[derive(serde::Serialize)]
+struct FailureLine<'a> {
+    op: &'a str,
+    case: &'a str,
+    error: &'a str,
+    adapter: &'a str,
+}
+
+/// `v` with exactly `decimals` decimals as a JSON number (serde_json would print the shortest
+/// round-trip form instead), or `null` when not finite (JSON has no NaN/Inf).
+fn fixed(v: f64, decimals: usize) -> Box<RawValue> {
+    let text = if v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        "null".to_string()
+    };
+    RawValue::from_string(text).expect("a finite f64 in fixed notation is a JSON number")
+}
+
+fn json_line(line: &impl serde::Serialize) -> String {
+    serde_json::to_string(line).expect("strings, numbers and raw numbers always serialize")
 }
 
 /// A case that returned an error instead of a sample.
@@ -191,30 +235,14 @@ impl Outcome {
     pub fn to_json(&self) -> String {
         match self {
             Outcome::Measured(r) => r.to_json(),
-            Outcome::Failed(f) => format!(
-                "{{\"op\":{},\"case\":{},\"error\":{},\"adapter\":{}}}",
-                json_str(&f.op),
-                json_str(&f.case),
-                json_str(&f.error),
-                json_str(&f.adapter)
-            ),
+            Outcome::Failed(f) => json_line(&FailureLine {
+                op: &f.op,
+                case: &f.case,
+                error: &f.error,
+                adapter: &f.adapter,
+            }),
         }
     }
-}
-
-fn json_str(v: &str) -> String {
-    let mut s = String::with_capacity(v.len() + 2);
-    s.push('"');
-    for ch in v.chars() {
-        match ch {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            c if (c as u32) < 0x20 => s.push_str(&format!("\\u{:04x}", c as u32)),
-            c => s.push(c),
-        }
-    }
-    s.push('"');
-    s
 }
 
 /// Every registered case.
@@ -509,6 +537,22 @@ mod tests {
     }
 
     #[test]
+    fn optional_measures_keep_their_order_and_decimals() {
+        let mut r = report(Work::Flops(2e9));
+        r.pct_peak = Some(74.3);
+        r.peak_bytes = Some(1024);
+        r.micro_batches = Some(2);
+        assert_eq!(
+            r.to_json(),
+            r#"{"op":"drr_fwd","case":"siddon_200x200","ms":100.0000,"gflops":20.00,"pct_peak":74.3,"peak_bytes":1024,"micro_batches":2,"adapter":"a","timer":"gpu"}"#
+        );
+        // JSON has no NaN: a broken timer prints null, and the line stays parseable.
+        r.ms = f64::NAN;
+        let parsed: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert!(parsed["ms"].is_null() && parsed["gflops"].is_null());
+    }
+
+    #[test]
     fn a_failure_prints_its_error_as_a_json_string() {
         let failure = Outcome::Failed(Failure {
             op: "drr_fwd".into(),
@@ -518,7 +562,9 @@ mod tests {
         });
         assert_eq!(
             failure.to_json(),
-            r#"{"op":"drr_fwd","case":"siddon_200x200","error":"read CT: \"x\"\u000amissing","adapter":"a"}"#
+            r#"{"op":"drr_fwd","case":"siddon_200x200","error":"read CT: \"x\"\nmissing","adapter":"a"}"#
         );
+        let parsed: serde_json::Value = serde_json::from_str(&failure.to_json()).unwrap();
+        assert_eq!(parsed["error"], "read CT: \"x\"\nmissing");
     }
 }

@@ -153,7 +153,7 @@ impl<'a> Checkpoint<'a> {
             put(format!("rng.{name}"), state.to_string());
         }
         if let Some(config) = &self.config {
-            crate::data::json::parse(config).map_err(|e| {
+            serde_json::from_str::<serde_json::Value>(config).map_err(|e| {
                 Error::invalid(OP, "a run config in JSON", format!("text that fails: {e}"))
             })?;
             put("config".into(), config.clone());

@@ -60,67 +60,91 @@ fn is_labelmap_like(vol: &Volume) -> bool {
     min >= 0.0 && vol.distinct_values().len() <= 1000
 }
 
-fn fmt_f(v: f64) -> String {
-    // Shortest round-tripping form; JSON has no NaN/Inf, and the reader refuses them anyway.
-    if v.is_finite() {
-        format!("{v}")
-    } else {
-        "null".into()
-    }
+/// The `--json` object; keys in this order, labels only for a labelmap.
+#[derive(serde::Serialize)]
+struct JsonReport<'a> {
+    path: &'a str,
+    shape: [usize; 3],
+    spacing_mm: [f64; 3],
+    orientation: &'a str,
+    datatype: &'a str,
+    affine: [[f64; 4]; 4],
+    min: f64,
+    max: f64,
+    mean: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<Vec<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label_voxels: Option<Vec<usize>>,
 }
 
-fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
+/// serde_json's compact output with `", "` and `": "` separators, and numbers in Rust's
+/// shortest round-trip `Display` form (`2`, not `2.0`, for a spacing of 2 mm) — the format this
+/// command has always printed. serde_json writes NaN/Inf as `null` before reaching `write_f64`.
+struct SpacedFormatter;
+
+impl serde_json::ser::Formatter for SpacedFormatter {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
         }
     }
-    o.push('"');
-    o
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.begin_array_value(writer, first)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
+    fn write_f64<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: f64,
+    ) -> std::io::Result<()> {
+        write!(writer, "{value}")
+    }
 }
 
 fn to_json(r: &Report) -> String {
     let v = &r.vol;
-    let list = |x: &[f64]| x.iter().map(|&f| fmt_f(f)).collect::<Vec<_>>().join(", ");
-    let affine = v
-        .affine
-        .iter()
-        .map(|row| format!("[{}]", list(row)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut s = format!(
-        "{{\"path\": {}, \"shape\": [{}, {}, {}], \"spacing_mm\": [{}], \"orientation\": {}, \"datatype\": {}, \"affine\": [{}], \"min\": {}, \"max\": {}, \"mean\": {}",
-        json_str(&r.path),
-        v.dims[0],
-        v.dims[1],
-        v.dims[2],
-        list(&v.spacing),
-        json_str(&r.orientation),
-        json_str(v.datatype.name()),
-        affine,
-        fmt_f(r.min),
-        fmt_f(r.max),
-        fmt_f(r.mean)
-    );
-    if let Some(labels) = &r.labels {
-        let l = labels
-            .iter()
-            .map(|(l, _)| fmt_f(*l as f64))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let c = labels
-            .iter()
-            .map(|(_, c)| c.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        s.push_str(&format!(", \"labels\": [{l}], \"label_voxels\": [{c}]"));
-    }
-    s.push('}');
-    s
+    let report = JsonReport {
+        path: &r.path,
+        shape: v.dims,
+        spacing_mm: v.spacing,
+        orientation: &r.orientation,
+        datatype: v.datatype.name(),
+        affine: v.affine,
+        min: r.min,
+        max: r.max,
+        mean: r.mean,
+        labels: r
+            .labels
+            .as_ref()
+            .map(|l| l.iter().map(|(label, _)| *label as f64).collect()),
+        label_voxels: r
+            .labels
+            .as_ref()
+            .map(|l| l.iter().map(|(_, count)| *count).collect()),
+    };
+    let mut out = Vec::new();
+    serde::Serialize::serialize(
+        &report,
+        &mut serde_json::Serializer::with_formatter(&mut out, SpacedFormatter),
+    )
+    .expect("numbers and strings always serialize");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 fn print_text(r: &Report) {

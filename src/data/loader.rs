@@ -87,28 +87,41 @@ pub fn dataset_from_manifest(path: impl AsRef<Path>) -> Result<Vec<Case>> {
         path: name.clone(),
         source,
     })?;
-    let json = super::json::parse(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-    let list = json
-        .get("training")
-        .and_then(|t| t.as_array())
-        .ok_or_else(|| bad("no \"training\" array".into()))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut cases = Vec::new();
-    for (i, entry) in list.iter().enumerate() {
-        let image = entry
-            .get("image")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| bad(format!("training[{i}] has no \"image\" string")))?;
-        let label = entry.get("label").and_then(|v| v.as_str());
-        cases.push(Case {
-            image: dir.join(image),
-            label: label.map(|l| dir.join(l)),
-        });
-    }
-    if cases.is_empty() {
+    // Two passes so a syntax error is never reported as a wrong shape (serde reads a struct from
+    // an array too, and stops at the first mistyped element); serde_json's messages carry the
+    // line and column.
+    serde_json::from_str::<serde::de::IgnoredAny>(&text)
+        .map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
+        bad(format!(
+            "not a dataset manifest ({{\"training\": [{{\"image\": \"...\", \"label\": \"...\"}}]}}): {e}"
+        ))
+    })?;
+    if manifest.training.is_empty() {
         return Err(bad("empty \"training\" array".into()));
     }
-    Ok(cases)
+    let dir = path.parent().unwrap_or(Path::new("."));
+    Ok(manifest
+        .training
+        .into_iter()
+        .map(|entry| Case {
+            image: dir.join(entry.image),
+            label: entry.label.map(|l| dir.join(l)),
+        })
+        .collect())
+}
+
+/// nnU-Net's dataset.json, the part we read (other keys are ignored).
+#[derive(serde::Deserialize)]
+struct Manifest {
+    training: Vec<ManifestEntry>,
+}
+
+#[derive(serde::Deserialize)]
+struct ManifestEntry {
+    image: String,
+    #[serde(default)]
+    label: Option<String>,
 }
 
 /// Read a case, check its labelmap lies on the image grid, and reorient both to canonical RAS.

@@ -7,7 +7,6 @@
 //! Right, Anterior, Superior (RAS, NIfTI's world frame), so W = x → R, H = y → A, D = z → S.
 
 pub mod augment;
-pub mod json;
 pub mod loader;
 pub mod nifti;
 pub mod nifti_write;

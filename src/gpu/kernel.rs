@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::params::ParamsLayout;
+
 /// One compute entry point and its binding signature.
 #[derive(Clone, Copy, Debug)]
 pub struct KernelSpec {
@@ -22,8 +24,10 @@ pub struct KernelSpec {
     pub inputs: u32,
     /// Number of read-write storage bindings after the inputs.
     pub outputs: u32,
-    /// `size_of` the Rust params struct; must equal the WGSL struct size (checked by a test).
-    pub params_size: usize,
+    /// The Rust params struct bound at binding 0 ([`shader_params!`](super::params)): its
+    /// fields must match the WGSL struct's names, offsets and types (checked by
+    /// tests/shaders.rs), and launches must pass that struct (checked at dispatch).
+    pub params: ParamsLayout,
     /// Pipeline-overridable constants (`override` declarations) and their values.
     pub constants: &'static [(&'static str, f64)],
 }

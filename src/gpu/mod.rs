@@ -3,6 +3,7 @@
 mod adapter;
 mod context;
 mod kernel;
+mod params;
 mod pool;
 mod profile;
 mod recorder;
@@ -11,5 +12,9 @@ mod timestamps;
 pub use adapter::{select_adapter, AdapterChoice, NO_ADAPTER_HINT};
 pub use context::{AdapterSummary, DeviceFeatures, Gpu};
 pub use kernel::{Grid, KernelSpec};
+pub(crate) use params::shader_params;
+pub use params::{
+    ParamField, ParamScalar, ParamScalarSlot, ParamsLayout, ScalarKind, ShaderParams,
+};
 pub use pool::{size_class, PoolStats, PooledBuffer};
 pub use profile::KernelTime;

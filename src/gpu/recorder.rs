@@ -9,10 +9,9 @@
 //! Uploads into pooled buffers flush first: a queued write would otherwise land before pending
 //! commands that still read the buffer's previous contents.
 
-use bytemuck::Pod;
-
 use super::context::Gpu;
 use super::kernel::{Grid, KernelSpec};
+use super::params::ShaderParams;
 use crate::error::{Error, Result};
 
 /// Launches recorded before a submit is forced (bounds encoder size and latency).
@@ -33,7 +32,7 @@ impl Gpu {
     ///
     /// `inputs` and `outputs` must match the spec's counts; `params` must be the struct whose
     /// size the spec declares. Buffers are bound whole; kernels bound-check with sizes in params.
-    pub(crate) fn dispatch<P: Pod>(
+    pub(crate) fn dispatch<P: ShaderParams>(
         &self,
         spec: &KernelSpec,
         params: &P,
@@ -56,7 +55,7 @@ impl Gpu {
         Ok(())
     }
 
-    fn record_dispatch<P: Pod>(
+    fn record_dispatch<P: ShaderParams>(
         &self,
         spec: &KernelSpec,
         params: &P,
@@ -76,14 +75,19 @@ impl Gpu {
                 format!("{} inputs and {} outputs", inputs.len(), outputs.len()),
             ));
         }
-        let bytes = bytemuck::bytes_of(params);
-        if bytes.len() != spec.params_size {
+        // The spec names the struct its shader mirrors (checked field by field against the WGSL
+        // in tests/shaders.rs); passing another struct would bind bytes the shader misreads.
+        if P::LAYOUT.name != spec.params.name || P::LAYOUT.size != spec.params.size {
             return Err(Error::invalid(
                 "dispatch",
-                format!("params of {} bytes for {}", spec.params_size, spec.entry),
-                bytes.len(),
+                format!(
+                    "{} ({} bytes) for {}::{}",
+                    spec.params.name, spec.params.size, spec.shader, spec.entry
+                ),
+                format!("{} ({} bytes)", P::LAYOUT.name, P::LAYOUT.size),
             ));
         }
+        let bytes = bytemuck::bytes_of(params);
         let max = self.inner.limits.max_compute_workgroups_per_dimension;
         let [x, y, z] = grid.resolve(max).ok_or(Error::LaunchTooLarge {
             op,

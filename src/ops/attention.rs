@@ -7,8 +7,6 @@
 //! h·hd..(h+1)·hd (the layout `Linear` outputs, so no permute is needed). The head dimension
 //! must be 4, 8, 16, 32 or 64 (a pipeline constant, so the per-head loops unroll).
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
@@ -27,19 +25,19 @@ pub const MAX_DIRECT_KEYS: usize = 64;
 /// Queries per partial sum of the key-side backward.
 const KEY_CHUNK: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct AttnParams {
-    n: u32,
-    l: u32,
-    m: u32,
-    heads: u32,
-    c4: u32,
-    scale: f32,
-    chunk: u32,
-    chunks: u32,
-    total: u32,
-    _pad: [u32; 3],
+crate::gpu::shader_params! {
+    struct AttnParams {
+        n: u32,
+        l: u32,
+        m: u32,
+        heads: u32,
+        c4: u32,
+        scale: f32,
+        chunk: u32,
+        chunks: u32,
+        total: u32,
+        _pad: [u32; 3],
+    }
 }
 
 const SOURCE: &str = include_str!("../../shaders/attention.wgsl");
@@ -64,7 +62,7 @@ const fn spec(entry: usize, hd: usize) -> KernelSpec {
         entry: ENTRIES[entry].0,
         inputs: ENTRIES[entry].1,
         outputs: ENTRIES[entry].2,
-        params_size: std::mem::size_of::<AttnParams>(),
+        params: AttnParams::LAYOUT,
         constants: HD4_VALUES[hd],
     }
 }

@@ -21,8 +21,6 @@
 //!   buffers and summed by a second pass (no float atomics; deterministic).
 //! - bias: a sum of g over every axis but the last.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::conv3d_fast;
 pub use super::conv3d_fast::{ForwardTile, WeightTile};
 pub use super::conv3d_plan::ConvPath;
@@ -36,43 +34,43 @@ use crate::tensor::Tensor;
 
 pub use super::config::{Conv2dConfig, Conv3dConfig};
 
-/// Mirrors `ConvParams` in the three conv shaders.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub(crate) struct ConvParams {
-    pub n: u32,
-    pub d: u32,
-    pub h: u32,
-    pub w: u32,
-    pub cin: u32,
-    pub cout: u32,
-    pub cin_g: u32,
-    pub cout_g: u32,
-    pub od: u32,
-    pub oh: u32,
-    pub ow: u32,
-    pub has_bias: u32,
-    pub kd: u32,
-    pub kh: u32,
-    pub kw: u32,
-    /// Invocations that do work (the bounds guard).
-    pub total: u32,
-    pub sd: u32,
-    pub sh: u32,
-    pub sw: u32,
-    pub splits: u32,
-    pub pd: u32,
-    pub ph: u32,
-    pub pw: u32,
-    pub chunk: u32,
-    pub dd: u32,
-    pub dh: u32,
-    pub dw: u32,
-    /// N·Do·Ho·Wo.
-    pub m_total: u32,
+crate::gpu::shader_params! {
+    /// Mirrors `ConvParams` in the three conv shaders.
+    #[derive(Debug)]
+    pub(crate) struct ConvParams {
+        pub n: u32,
+        pub d: u32,
+        pub h: u32,
+        pub w: u32,
+        pub cin: u32,
+        pub cout: u32,
+        pub cin_g: u32,
+        pub cout_g: u32,
+        pub od: u32,
+        pub oh: u32,
+        pub ow: u32,
+        pub has_bias: u32,
+        pub kd: u32,
+        pub kh: u32,
+        pub kw: u32,
+        /// Invocations that do work (the bounds guard).
+        pub total: u32,
+        pub sd: u32,
+        pub sh: u32,
+        pub sw: u32,
+        pub splits: u32,
+        pub pd: u32,
+        pub ph: u32,
+        pub pw: u32,
+        pub chunk: u32,
+        pub dd: u32,
+        pub dh: u32,
+        pub dw: u32,
+        /// N·Do·Ho·Wo.
+        pub m_total: u32,
+    }
 }
 
-const SIZE: usize = std::mem::size_of::<ConvParams>();
 const FWD_SRC: &str = include_str!("../../shaders/conv3d.wgsl");
 const BWD_IN_SRC: &str = include_str!("../../shaders/conv3d_backward_input.wgsl");
 const BWD_W_SRC: &str = include_str!("../../shaders/conv3d_backward_weight.wgsl");
@@ -89,7 +87,7 @@ const fn spec(
         entry,
         inputs,
         outputs: 1,
-        params_size: SIZE,
+        params: ConvParams::LAYOUT,
         constants: &[],
     }
 }

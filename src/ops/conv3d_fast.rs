@@ -24,7 +24,6 @@ use crate::error::Result;
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
 
-const SIZE: usize = std::mem::size_of::<ConvParams>();
 const FWD_SRC: &str = include_str!("../../shaders/conv3d.wgsl");
 
 const fn spec(
@@ -39,7 +38,7 @@ const fn spec(
         entry,
         inputs,
         outputs: 1,
-        params_size: SIZE,
+        params: ConvParams::LAYOUT,
         constants: &[],
     }
 }

@@ -8,8 +8,6 @@
 //! channels). PyTorch's `ConvTranspose3d.weight` is `[Ci, Co, kD, kH, kW]`: convert with
 //! `nn::pytorch_layout`.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
@@ -17,38 +15,38 @@ use crate::tensor::Tensor;
 
 pub use super::config::ConvTranspose3dConfig;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ConvTParams {
-    n: u32,
-    dhw: [u32; 3],
-    ci: u32,
-    out: [u32; 3],
-    co: u32,
-    total: u32,
-    _pad0: [u32; 2],
-    k: [i32; 3],
-    _pad1: i32,
-    s: [i32; 3],
-    _pad2: i32,
-    p: [i32; 3],
-    _pad3: i32,
-    dil: [i32; 3],
-    _pad4: i32,
+crate::gpu::shader_params! {
+    struct ConvTParams {
+        n: u32,
+        dhw: [u32; 3] => [d, h, w],
+        ci: u32,
+        out: [u32; 3] => [dout, hout, wout],
+        co: u32,
+        total: u32,
+        _pad0: [u32; 2],
+        k: [i32; 3] => [kd, kh, kw],
+        _pad1: i32,
+        s: [i32; 3] => [sd, sh, sw],
+        _pad2: i32,
+        p: [i32; 3] => [pd, ph, pw],
+        _pad3: i32,
+        dil: [i32; 3] => [dd, dh, dw],
+        _pad4: i32,
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct UpParams {
-    n: u32,
-    dhw: [u32; 3],
-    ci: u32,
-    co: u32,
-    voxels: u32,
-    tiles: u32,
-    chunk: u32,
-    chunks: u32,
-    _pad: [u32; 2],
+crate::gpu::shader_params! {
+    struct UpParams {
+        n: u32,
+        dhw: [u32; 3] => [d, h, w],
+        ci: u32,
+        co: u32,
+        voxels: u32,
+        tiles: u32,
+        chunk: u32,
+        chunks: u32,
+        _pad: [u32; 2],
+    }
 }
 
 const GENERAL_SOURCE: &str = include_str!("../../shaders/conv_transpose3d.wgsl");
@@ -58,7 +56,7 @@ const GENERAL_FORWARD: KernelSpec = KernelSpec {
     entry: "forward",
     inputs: 2,
     outputs: 1,
-    params_size: std::mem::size_of::<ConvTParams>(),
+    params: ConvTParams::LAYOUT,
     constants: &[],
 };
 const GENERAL_BACKWARD_INPUT: KernelSpec = KernelSpec {
@@ -77,7 +75,7 @@ const UP2_FORWARD: KernelSpec = KernelSpec {
     entry: "forward",
     inputs: 2,
     outputs: 1,
-    params_size: std::mem::size_of::<UpParams>(),
+    params: UpParams::LAYOUT,
     constants: &[],
 };
 const UP2_BACKWARD_INPUT: KernelSpec = KernelSpec {

@@ -12,8 +12,6 @@
 //! Shaders: shaders/drr_siddon.wgsl, shaders/drr_trilinear.wgsl, shaders/drr_backproject.wgsl.
 //! Reference: src/reference/drr.rs.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
@@ -36,22 +34,31 @@ const BACKPROJECT: &str = concat!(
     include_str!("../../shaders/drr_geometry.wgsl")
 );
 
-/// Mirrors `DrrParams` in the three DRR shaders (176 bytes).
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Debug, Default)]
-struct DrrParams {
-    /// nx, ny, nz (of the bound slab), n_poses, z_offset, det_h, det_w, flags
-    counts: [u32; 8],
-    /// world mm → global voxel index, 3×4 rows
-    inv: [f32; 12],
-    /// global voxel index → world mm, 3×4 rows
-    aff: [f32; 12],
-    /// pixel pitch (row, col) mm, principal point offset (row, col) mm
-    pixel: [f32; 4],
-    /// sdd, sid, step_mm, pad
-    dist: [f32; 4],
-    /// isocentre xyz (world mm), pad
-    iso: [f32; 4],
+crate::gpu::shader_params! {
+    /// Mirrors `DrrParams` in the three DRR shaders (176 bytes).
+    #[derive(Debug, Default)]
+    pub(crate) struct DrrParams {
+        /// nx, ny, nz (of the bound slab), n_poses, z_offset, det_h, det_w, flags
+        pub counts: [u32; 8] => [nx, ny, nz, n_poses, z_offset, det_h, det_w, flags],
+        /// world mm → global voxel index, 3×4 rows
+        pub inv: [f32; 12] => [
+            inv00, inv01, inv02, inv03,
+            inv10, inv11, inv12, inv13,
+            inv20, inv21, inv22, inv23,
+        ],
+        /// global voxel index → world mm, 3×4 rows
+        pub aff: [f32; 12] => [
+            aff00, aff01, aff02, aff03,
+            aff10, aff11, aff12, aff13,
+            aff20, aff21, aff22, aff23,
+        ],
+        /// pixel pitch (row, col) mm, principal point offset (row, col) mm
+        pub pixel: [f32; 4] => [pix_v, pix_u, off_v, off_u],
+        /// sdd, sid, step_mm, pad
+        pub dist: [f32; 4] => [sdd, sid, step_mm, _pad0],
+        /// isocentre xyz (world mm), pad
+        pub iso: [f32; 4] => [iso_x, iso_y, iso_z, _pad1],
+    }
 }
 
 const FLAG_PARALLEL: u32 = 1;
@@ -70,7 +77,7 @@ const fn spec(
         entry,
         inputs,
         outputs,
-        params_size: std::mem::size_of::<DrrParams>(),
+        params: DrrParams::LAYOUT,
         constants: &[],
     }
 }

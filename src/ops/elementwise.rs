@@ -2,8 +2,6 @@
 //! forwards to the tensor layer's own kernel).
 //! Kernels: shaders/elementwise.wgsl. Reference: src/reference/elementwise.rs.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::reduce::sum_to_shape;
 use super::shape::{broadcast_shapes, broadcast_strides, rank6};
 use crate::autograd::record;
@@ -13,27 +11,27 @@ use crate::tensor::Tensor;
 
 const SOURCE: &str = include_str!("../../shaders/elementwise.wgsl");
 
-/// Mirrors `BinaryParams` in shaders/elementwise.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct BinaryParams {
-    n: u32,
-    op: u32,
-    _pad0: [u32; 2],
-    shape: [u32; 6],
-    a_stride: [u32; 6],
-    b_stride: [u32; 6],
-    _pad1: [u32; 2],
+crate::gpu::shader_params! {
+    /// Mirrors `BinaryParams` in shaders/elementwise.wgsl.
+    struct BinaryParams {
+        n: u32,
+        op: u32,
+        _pad0: [u32; 2],
+        shape: [u32; 6],
+        a_stride: [u32; 6],
+        b_stride: [u32; 6],
+        _pad1: [u32; 2],
+    }
 }
 
-/// Mirrors `UnaryParams` in shaders/elementwise.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct UnaryParams {
-    n: u32,
-    op: u32,
-    alpha: f32,
-    _pad0: u32,
+crate::gpu::shader_params! {
+    /// Mirrors `UnaryParams` in shaders/elementwise.wgsl.
+    struct UnaryParams {
+        n: u32,
+        op: u32,
+        alpha: f32,
+        _pad0: u32,
+    }
 }
 
 const BINARY: KernelSpec = KernelSpec {
@@ -42,7 +40,7 @@ const BINARY: KernelSpec = KernelSpec {
     entry: "binary",
     inputs: 2,
     outputs: 1,
-    params_size: std::mem::size_of::<BinaryParams>(),
+    params: BinaryParams::LAYOUT,
     constants: &[],
 };
 const UNARY: KernelSpec = KernelSpec {
@@ -51,7 +49,7 @@ const UNARY: KernelSpec = KernelSpec {
     entry: "unary",
     inputs: 1,
     outputs: 1,
-    params_size: std::mem::size_of::<UnaryParams>(),
+    params: UnaryParams::LAYOUT,
     constants: &[],
 };
 const UNARY_BACKWARD: KernelSpec = KernelSpec {
@@ -60,7 +58,7 @@ const UNARY_BACKWARD: KernelSpec = KernelSpec {
     entry: "unary_backward",
     inputs: 2,
     outputs: 1,
-    params_size: std::mem::size_of::<UnaryParams>(),
+    params: UnaryParams::LAYOUT,
     constants: &[],
 };
 

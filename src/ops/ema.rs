@@ -12,8 +12,6 @@
 
 use std::collections::HashSet;
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
@@ -21,14 +19,14 @@ use crate::tensor::Tensor;
 /// Invocations per workgroup of `ema_update` (must match `@workgroup_size` in the shader).
 const WORKGROUP: u32 = 64;
 
-/// Mirrors `EmaParams` in shaders/ema.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct EmaParams {
-    n: u32,
-    _pad0: u32,
-    momentum: f32,
-    one_minus_momentum: f32,
+crate::gpu::shader_params! {
+    /// Mirrors `EmaParams` in shaders/ema.wgsl.
+    struct EmaParams {
+        n: u32,
+        _pad0: u32,
+        momentum: f32,
+        one_minus_momentum: f32,
+    }
 }
 
 const EMA_UPDATE: KernelSpec = KernelSpec {
@@ -37,7 +35,7 @@ const EMA_UPDATE: KernelSpec = KernelSpec {
     entry: "ema_update",
     inputs: 1,
     outputs: 1,
-    params_size: std::mem::size_of::<EmaParams>(),
+    params: EmaParams::LAYOUT,
     constants: &[],
 };
 

@@ -2,34 +2,32 @@
 //! with integer labels (as one-hot soft targets), mean-squared error, soft Dice, and `l2_normalize`.
 //! Kernels: shaders/loss.wgsl, shaders/l2_normalize.wgsl. Reference: src/reference/loss.rs.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::elementwise::{sub, unary, UnaryOp};
 use super::reduce::mean_all;
 use super::softmax::{thread_per_row, RowKernel, SHORT_ROW};
 use crate::autograd::record;
 use crate::error::{Error, Result};
-use crate::gpu::{Grid, KernelSpec};
+use crate::gpu::{Grid, KernelSpec, ParamsLayout};
 use crate::tensor::{normalize_axis, Tensor};
 
-/// Mirrors `LossParams` in shaders/loss.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct LossParams {
-    rows: u32,
-    cols: u32,
-    mode: u32,
-    _pad0: u32,
+crate::gpu::shader_params! {
+    /// Mirrors `LossParams` in shaders/loss.wgsl.
+    struct LossParams {
+        rows: u32,
+        cols: u32,
+        mode: u32,
+        _pad0: u32,
+    }
 }
 
-/// Mirrors `L2Params` in shaders/l2_normalize.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct L2Params {
-    outer: u32,
-    axis_len: u32,
-    inner: u32,
-    eps: f32,
+crate::gpu::shader_params! {
+    /// Mirrors `L2Params` in shaders/l2_normalize.wgsl.
+    struct L2Params {
+        outer: u32,
+        axis_len: u32,
+        inner: u32,
+        eps: f32,
+    }
 }
 
 const LOSS: &str = include_str!("../../shaders/loss.wgsl");
@@ -41,7 +39,7 @@ const fn spec(
     entry: &'static str,
     inputs: u32,
     outputs: u32,
-    params_size: usize,
+    params: ParamsLayout,
 ) -> KernelSpec {
     KernelSpec {
         shader,
@@ -49,18 +47,19 @@ const fn spec(
         entry,
         inputs,
         outputs,
-        params_size,
+        params,
         constants: &[],
     }
 }
-const LOSS_SIZE: usize = std::mem::size_of::<LossParams>();
-const L2_SIZE: usize = std::mem::size_of::<L2Params>();
+const LOSS_LAYOUT: ParamsLayout = LossParams::LAYOUT;
+const L2_LAYOUT: ParamsLayout = L2Params::LAYOUT;
 
-const CE_ROWS_WG: KernelSpec = spec("loss", LOSS, "cross_entropy_rows_wg", 2, 2, LOSS_SIZE);
-const CE_ROWS_THREAD: KernelSpec = spec("loss", LOSS, "cross_entropy_rows_thread", 2, 2, LOSS_SIZE);
-const CE_BACKWARD: KernelSpec = spec("loss", LOSS, "cross_entropy_backward", 4, 1, LOSS_SIZE);
-const L2_FORWARD: KernelSpec = spec("l2_normalize", L2, "l2_normalize_forward", 1, 2, L2_SIZE);
-const L2_BACKWARD: KernelSpec = spec("l2_normalize", L2, "l2_normalize_backward", 3, 1, L2_SIZE);
+const CE_ROWS_WG: KernelSpec = spec("loss", LOSS, "cross_entropy_rows_wg", 2, 2, LOSS_LAYOUT);
+const CE_ROWS_THREAD: KernelSpec =
+    spec("loss", LOSS, "cross_entropy_rows_thread", 2, 2, LOSS_LAYOUT);
+const CE_BACKWARD: KernelSpec = spec("loss", LOSS, "cross_entropy_backward", 4, 1, LOSS_LAYOUT);
+const L2_FORWARD: KernelSpec = spec("l2_normalize", L2, "l2_normalize_forward", 1, 2, L2_LAYOUT);
+const L2_BACKWARD: KernelSpec = spec("l2_normalize", L2, "l2_normalize_backward", 3, 1, L2_LAYOUT);
 
 pub(crate) const KERNELS: &[KernelSpec] = &[
     CE_ROWS_WG,

@@ -20,8 +20,6 @@
 //! across workgroups when the output has few tiles (`reduce::split_count`), summing the partials
 //! after.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::elementwise::binary;
 use super::elementwise::BinaryOp;
 use super::reduce::{split_count, sum_leading_raw, sum_to_shape};
@@ -31,27 +29,28 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Grid, KernelSpec};
 use crate::tensor::{numel, Tensor};
 
-/// Mirrors `MatmulParams` in shaders/matmul.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-struct MatmulParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    row_blocks: u32,
-    batch: u32,
-    batch_inner: u32,
-    /// Vec4 kernels: K/4 per split-K split, and column blocks per split (ignored by the others).
-    k_chunk4: u32,
-    col_blocks: u32,
-    a_sm: u32,
-    a_sk: u32,
-    b_sk: u32,
-    b_sn: u32,
-    a_sb_outer: u32,
-    a_sb_inner: u32,
-    b_sb_outer: u32,
-    b_sb_inner: u32,
+crate::gpu::shader_params! {
+    /// Mirrors `MatmulParams` in shaders/matmul.wgsl.
+    #[derive(Debug)]
+    struct MatmulParams {
+        m: u32,
+        n: u32,
+        k: u32,
+        row_blocks: u32,
+        batch: u32,
+        batch_inner: u32,
+        /// Vec4 kernels: K/4 per split-K split, and column blocks per split (ignored by the others).
+        k_chunk4: u32,
+        col_blocks: u32,
+        a_sm: u32,
+        a_sk: u32,
+        b_sk: u32,
+        b_sn: u32,
+        a_sb_outer: u32,
+        a_sb_inner: u32,
+        b_sb_outer: u32,
+        b_sb_inner: u32,
+    }
 }
 
 const SOURCE: &str = include_str!("../../shaders/matmul.wgsl");
@@ -63,7 +62,7 @@ const fn spec(entry: &'static str) -> KernelSpec {
         entry,
         inputs: 2,
         outputs: 1,
-        params_size: std::mem::size_of::<MatmulParams>(),
+        params: MatmulParams::LAYOUT,
         constants: &[],
     }
 }

@@ -7,40 +7,38 @@
 //! — per-block partials, then a sum over blocks — so no float atomics are needed and the result is
 //! deterministic.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::reduce::sum_to_shape;
 use super::softmax::{thread_per_row, RowKernel};
 use crate::autograd::record;
 use crate::error::{Error, Result};
-use crate::gpu::{Grid, KernelSpec};
+use crate::gpu::{Grid, KernelSpec, ParamsLayout};
 use crate::tensor::Tensor;
 
-/// Mirrors `LayerNormParams` in shaders/layer_norm.wgsl and shaders/layer_norm_backward.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct LayerNormParams {
-    rows: u32,
-    cols: u32,
-    eps: f32,
-    affine: u32,
-    block_rows: u32,
-    n_blocks: u32,
-    _pad: [u32; 2],
+crate::gpu::shader_params! {
+    /// Mirrors `LayerNormParams` in shaders/layer_norm.wgsl and shaders/layer_norm_backward.wgsl.
+    struct LayerNormParams {
+        rows: u32,
+        cols: u32,
+        eps: f32,
+        affine: u32,
+        block_rows: u32,
+        n_blocks: u32,
+        _pad: [u32; 2],
+    }
 }
 
-/// Mirrors `InstanceNormParams` in shaders/instance_norm.wgsl and instance_norm_backward.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct InstanceNormParams {
-    batch: u32,
-    spatial: u32,
-    channels: u32,
-    eps: f32,
-    affine: u32,
-    block_rows: u32,
-    n_blocks: u32,
-    _pad0: u32,
+crate::gpu::shader_params! {
+    /// Mirrors `InstanceNormParams` in shaders/instance_norm.wgsl and instance_norm_backward.wgsl.
+    struct InstanceNormParams {
+        batch: u32,
+        spatial: u32,
+        channels: u32,
+        eps: f32,
+        affine: u32,
+        block_rows: u32,
+        n_blocks: u32,
+        _pad0: u32,
+    }
 }
 
 const LN: &str = include_str!("../../shaders/layer_norm.wgsl");
@@ -54,7 +52,7 @@ const fn spec(
     entry: &'static str,
     inputs: u32,
     outputs: u32,
-    params_size: usize,
+    params: ParamsLayout,
 ) -> KernelSpec {
     KernelSpec {
         shader,
@@ -62,22 +60,22 @@ const fn spec(
         entry,
         inputs,
         outputs,
-        params_size,
+        params,
         constants: &[],
     }
 }
-const LN_SIZE: usize = std::mem::size_of::<LayerNormParams>();
-const IN_SIZE: usize = std::mem::size_of::<InstanceNormParams>();
+const LN_LAYOUT: ParamsLayout = LayerNormParams::LAYOUT;
+const IN_LAYOUT: ParamsLayout = InstanceNormParams::LAYOUT;
 
-const LN_WG: KernelSpec = spec("layer_norm", LN, "layer_norm_wg", 3, 2, LN_SIZE);
-const LN_THREAD: KernelSpec = spec("layer_norm", LN, "layer_norm_thread", 3, 2, LN_SIZE);
+const LN_WG: KernelSpec = spec("layer_norm", LN, "layer_norm_wg", 3, 2, LN_LAYOUT);
+const LN_THREAD: KernelSpec = spec("layer_norm", LN, "layer_norm_thread", 3, 2, LN_LAYOUT);
 const LN_BACK_WG: KernelSpec = spec(
     "layer_norm_backward",
     LN_BACK,
     "layer_norm_backward_input_wg",
     4,
     1,
-    LN_SIZE,
+    LN_LAYOUT,
 );
 const LN_BACK_THREAD: KernelSpec = spec(
     "layer_norm_backward",
@@ -85,7 +83,7 @@ const LN_BACK_THREAD: KernelSpec = spec(
     "layer_norm_backward_input_thread",
     4,
     1,
-    LN_SIZE,
+    LN_LAYOUT,
 );
 const LN_BACK_PARAMS: KernelSpec = spec(
     "layer_norm_backward",
@@ -93,18 +91,32 @@ const LN_BACK_PARAMS: KernelSpec = spec(
     "layer_norm_backward_params",
     3,
     1,
-    LN_SIZE,
+    LN_LAYOUT,
 );
-const IN_PARTIAL: KernelSpec = spec("instance_norm", IN, "instance_norm_partial", 1, 1, IN_SIZE);
-const IN_FINALIZE: KernelSpec = spec("instance_norm", IN, "instance_norm_finalize", 1, 1, IN_SIZE);
-const IN_APPLY: KernelSpec = spec("instance_norm", IN, "instance_norm_apply", 4, 1, IN_SIZE);
+const IN_PARTIAL: KernelSpec = spec(
+    "instance_norm",
+    IN,
+    "instance_norm_partial",
+    1,
+    1,
+    IN_LAYOUT,
+);
+const IN_FINALIZE: KernelSpec = spec(
+    "instance_norm",
+    IN,
+    "instance_norm_finalize",
+    1,
+    1,
+    IN_LAYOUT,
+);
+const IN_APPLY: KernelSpec = spec("instance_norm", IN, "instance_norm_apply", 4, 1, IN_LAYOUT);
 const IN_BACK_PARTIAL: KernelSpec = spec(
     "instance_norm_backward",
     IN_BACK,
     "instance_norm_backward_partial",
     3,
     1,
-    IN_SIZE,
+    IN_LAYOUT,
 );
 const IN_BACK_INPUT: KernelSpec = spec(
     "instance_norm_backward",
@@ -112,7 +124,7 @@ const IN_BACK_INPUT: KernelSpec = spec(
     "instance_norm_backward_input",
     5,
     1,
-    IN_SIZE,
+    IN_LAYOUT,
 );
 
 pub(crate) const KERNELS: &[KernelSpec] = &[

@@ -1,8 +1,6 @@
 //! 3D (and, with D = 1, 2D) max and average pooling over channels-last volumes, plus global
 //! average pooling. Kernels: shaders/pool3d.wgsl. Reference: src/reference/pool.rs.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
@@ -10,24 +8,24 @@ use crate::tensor::Tensor;
 
 pub use super::config::Pool3dConfig;
 
-/// Mirrors `PoolParams` in shaders/pool3d.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct PoolParams {
-    n: u32,
-    d: u32,
-    h: u32,
-    w: u32,
-    c: u32,
-    dout: u32,
-    hout: u32,
-    wout: u32,
-    k: [i32; 3],
-    s: [i32; 3],
-    p: [i32; 3],
-    count_include_pad: u32,
-    total: u32,
-    _pad0: u32,
+crate::gpu::shader_params! {
+    /// Mirrors `PoolParams` in shaders/pool3d.wgsl.
+    struct PoolParams {
+        n: u32,
+        d: u32,
+        h: u32,
+        w: u32,
+        c: u32,
+        dout: u32,
+        hout: u32,
+        wout: u32,
+        k: [i32; 3] => [kd, kh, kw],
+        s: [i32; 3] => [sd, sh, sw],
+        p: [i32; 3] => [pd, ph, pw],
+        count_include_pad: u32,
+        total: u32,
+        _pad0: u32,
+    }
 }
 
 const SOURCE: &str = include_str!("../../shaders/pool3d.wgsl");
@@ -38,7 +36,7 @@ const fn spec(entry: &'static str, inputs: u32, outputs: u32) -> KernelSpec {
         entry,
         inputs,
         outputs,
-        params_size: std::mem::size_of::<PoolParams>(),
+        params: PoolParams::LAYOUT,
         constants: &[],
     }
 }

@@ -4,8 +4,6 @@
 //! 1/R for a mean): `g`, reshaped with the reduced axes kept as 1, broadcast-multiplied by a
 //! constant tensor of the input shape.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::elementwise::{binary_raw, BinaryOp};
 use super::shape::rank6;
 use crate::autograd::record;
@@ -13,19 +11,19 @@ use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::{contiguous_strides, normalize_axis, Tensor};
 
-/// Mirrors `ReduceParams` in shaders/reduce.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ReduceParams {
-    n_out: u32,
-    n_red: u32,
-    scale: f32,
-    /// Reduced elements per workgroup (= n_red when unsplit).
-    chunk: u32,
-    kept_shape: [u32; 6],
-    kept_stride: [u32; 6],
-    red_shape: [u32; 6],
-    red_stride: [u32; 6],
+crate::gpu::shader_params! {
+    /// Mirrors `ReduceParams` in shaders/reduce.wgsl.
+    struct ReduceParams {
+        n_out: u32,
+        n_red: u32,
+        scale: f32,
+        /// Reduced elements per workgroup (= n_red when unsplit).
+        chunk: u32,
+        kept_shape: [u32; 6],
+        kept_stride: [u32; 6],
+        red_shape: [u32; 6],
+        red_stride: [u32; 6],
+    }
 }
 
 const SUM_AXES: KernelSpec = KernelSpec {
@@ -34,7 +32,7 @@ const SUM_AXES: KernelSpec = KernelSpec {
     entry: "sum_axes",
     inputs: 1,
     outputs: 1,
-    params_size: std::mem::size_of::<ReduceParams>(),
+    params: ReduceParams::LAYOUT,
     constants: &[],
 };
 

@@ -6,8 +6,6 @@
 //! only gather: this keeps the coordinate conventions in one readable Rust function and makes the
 //! backward an exact transpose of the forward.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
@@ -47,24 +45,25 @@ pub fn axis_weights(
     }
 }
 
-/// Mirrors `ResampleParams` in shaders/resample3d.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-struct ResampleParams {
-    n: u32,
-    c: u32,
-    total: u32,
-    _pad0: u32,
-    dhw: [u32; 3],
-    _pad1: u32,
-    out: [u32; 3],
-    _pad2: u32,
-    fwd: [u32; 3],
-    _pad3: u32,
-    start: [u32; 3],
-    _pad4: u32,
-    pairs: [u32; 3],
-    _pad5: u32,
+crate::gpu::shader_params! {
+    /// Mirrors `ResampleParams` in shaders/resample3d.wgsl.
+    #[derive(Default)]
+    struct ResampleParams {
+        n: u32,
+        c: u32,
+        total: u32,
+        _pad0: u32,
+        dhw: [u32; 3] => [d, h, w],
+        _pad1: u32,
+        out: [u32; 3] => [dout, hout, wout],
+        _pad2: u32,
+        fwd: [u32; 3] => [fwd_d, fwd_h, fwd_w],
+        _pad3: u32,
+        start: [u32; 3] => [start_d, start_h, start_w],
+        _pad4: u32,
+        pairs: [u32; 3] => [pairs_d, pairs_h, pairs_w],
+        _pad5: u32,
+    }
 }
 
 const SOURCE: &str = include_str!("../../shaders/resample3d.wgsl");
@@ -74,7 +73,7 @@ const FORWARD: KernelSpec = KernelSpec {
     entry: "resample_forward",
     inputs: 2,
     outputs: 1,
-    params_size: std::mem::size_of::<ResampleParams>(),
+    params: ResampleParams::LAYOUT,
     constants: &[],
 };
 const BACKWARD: KernelSpec = KernelSpec {

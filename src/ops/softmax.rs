@@ -5,21 +5,19 @@
 //! Backward needs only the forward output y: `gx = y·(g − Σ g·y)` for softmax and
 //! `gx = g − exp(y)·Σ g` for log-softmax.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
 
-/// Mirrors `SoftmaxParams` in shaders/softmax.wgsl and shaders/softmax_backward.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct SoftmaxParams {
-    rows: u32,
-    cols: u32,
-    log_mode: u32,
-    _pad0: u32,
+crate::gpu::shader_params! {
+    /// Mirrors `SoftmaxParams` in shaders/softmax.wgsl and shaders/softmax_backward.wgsl.
+    struct SoftmaxParams {
+        rows: u32,
+        cols: u32,
+        log_mode: u32,
+        _pad0: u32,
+    }
 }
 
 const FORWARD: &str = include_str!("../../shaders/softmax.wgsl");
@@ -37,7 +35,7 @@ const fn spec(
         entry,
         inputs,
         outputs: 1,
-        params_size: std::mem::size_of::<SoftmaxParams>(),
+        params: SoftmaxParams::LAYOUT,
         constants: &[],
     }
 }

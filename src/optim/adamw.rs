@@ -10,8 +10,6 @@
 //! CADS pretraining: lr from a warm-up + cosine schedule, λ cosine 0.04 → 0.4 on group 0 of
 //! [`ParamGroup::split_decay`] and 0 on biases and 1-D tensors.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::state::{self, Expect, OptimizerState, ParamState, PreparedImport};
 use super::{Groups, Optimizer, ParamGroup};
 use crate::autograd::Gradients;
@@ -19,21 +17,21 @@ use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
 
-/// Mirrors `AdamWParams` in shaders/optim_adamw.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct AdamWParams {
-    n: u32,
-    first: u32,
-    decay: f32,
-    beta1: f32,
-    beta2: f32,
-    one_minus_beta1: f32,
-    one_minus_beta2: f32,
-    step_size: f32,
-    bc2_sqrt: f32,
-    eps: f32,
-    _pad: [u32; 2],
+crate::gpu::shader_params! {
+    /// Mirrors `AdamWParams` in shaders/optim_adamw.wgsl.
+    struct AdamWParams {
+        n: u32,
+        first: u32,
+        decay: f32,
+        beta1: f32,
+        beta2: f32,
+        one_minus_beta1: f32,
+        one_minus_beta2: f32,
+        step_size: f32,
+        bc2_sqrt: f32,
+        eps: f32,
+        _pad: [u32; 2],
+    }
 }
 
 pub(super) const ADAMW: KernelSpec = KernelSpec {
@@ -42,7 +40,7 @@ pub(super) const ADAMW: KernelSpec = KernelSpec {
     entry: "adamw",
     inputs: 1,
     outputs: 3,
-    params_size: std::mem::size_of::<AdamWParams>(),
+    params: AdamWParams::LAYOUT,
     constants: &[],
 };
 

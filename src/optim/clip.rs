@@ -16,8 +16,6 @@
 
 use std::collections::HashSet;
 
-use bytemuck::{Pod, Zeroable};
-
 use super::check_grad;
 use crate::autograd::Gradients;
 use crate::error::{Error, Result};
@@ -31,27 +29,27 @@ const CHUNK: u32 = 4096;
 /// The ε of DINO's `clip_gradients` and torch's `clip_grad_norm_`.
 const CLIP_EPS: f32 = 1e-6;
 
-/// Mirrors `SumSquaresParams` in shaders/optim_clip.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct SumSquaresParams {
-    n: u32,
-    chunk: u32,
-    groups: u32,
-    out_offset: u32,
-    square_input: u32,
-    sqrt_output: u32,
-    _pad: [u32; 2],
+crate::gpu::shader_params! {
+    /// Mirrors `SumSquaresParams` in shaders/optim_clip.wgsl.
+    struct SumSquaresParams {
+        n: u32,
+        chunk: u32,
+        groups: u32,
+        out_offset: u32,
+        square_input: u32,
+        sqrt_output: u32,
+        _pad: [u32; 2],
+    }
 }
 
-/// Mirrors `ClipParams` in shaders/optim_clip.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ClipParams {
-    n: u32,
-    norm_index: u32,
-    max_norm: f32,
-    eps: f32,
+crate::gpu::shader_params! {
+    /// Mirrors `ClipParams` in shaders/optim_clip.wgsl.
+    struct ClipParams {
+        n: u32,
+        norm_index: u32,
+        max_norm: f32,
+        eps: f32,
+    }
 }
 
 pub(super) const SUM_SQUARES: KernelSpec = KernelSpec {
@@ -60,7 +58,7 @@ pub(super) const SUM_SQUARES: KernelSpec = KernelSpec {
     entry: "sum_squares",
     inputs: 1,
     outputs: 1,
-    params_size: std::mem::size_of::<SumSquaresParams>(),
+    params: SumSquaresParams::LAYOUT,
     constants: &[],
 };
 pub(super) const CLIP_SCALE: KernelSpec = KernelSpec {
@@ -69,7 +67,7 @@ pub(super) const CLIP_SCALE: KernelSpec = KernelSpec {
     entry: "clip_scale",
     inputs: 2,
     outputs: 1,
-    params_size: std::mem::size_of::<ClipParams>(),
+    params: ClipParams::LAYOUT,
     constants: &[],
 };
 

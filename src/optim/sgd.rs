@@ -7,8 +7,6 @@
 //!                 d = g' + μ·b (Nesterov) or d = b;  p ← p − lr·d.
 //! nnU-Net / PVT-UNet use μ = 0.99, Nesterov, dampening 0 with a poly learning rate.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::state::{self, Expect, OptimizerState, ParamState, PreparedImport};
 use super::{check_weight_decay, Groups, Optimizer, ParamGroup};
 use crate::autograd::Gradients;
@@ -18,18 +16,18 @@ use crate::tensor::Tensor;
 
 const SOURCE: &str = include_str!("../../shaders/optim_sgd.wgsl");
 
-/// Mirrors `SgdParams` in shaders/optim_sgd.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct SgdParams {
-    n: u32,
-    first: u32,
-    nesterov: u32,
-    _pad0: u32,
-    lr: f32,
-    momentum: f32,
-    one_minus_dampening: f32,
-    weight_decay: f32,
+crate::gpu::shader_params! {
+    /// Mirrors `SgdParams` in shaders/optim_sgd.wgsl.
+    struct SgdParams {
+        n: u32,
+        first: u32,
+        nesterov: u32,
+        _pad0: u32,
+        lr: f32,
+        momentum: f32,
+        one_minus_dampening: f32,
+        weight_decay: f32,
+    }
 }
 
 pub(super) const SGD_PLAIN: KernelSpec = KernelSpec {
@@ -38,7 +36,7 @@ pub(super) const SGD_PLAIN: KernelSpec = KernelSpec {
     entry: "sgd_plain",
     inputs: 1,
     outputs: 1,
-    params_size: std::mem::size_of::<SgdParams>(),
+    params: SgdParams::LAYOUT,
     constants: &[],
 };
 pub(super) const SGD_MOMENTUM: KernelSpec = KernelSpec {
@@ -47,7 +45,7 @@ pub(super) const SGD_MOMENTUM: KernelSpec = KernelSpec {
     entry: "sgd_momentum",
     inputs: 1,
     outputs: 2,
-    params_size: std::mem::size_of::<SgdParams>(),
+    params: SgdParams::LAYOUT,
     constants: &[],
 };
 

@@ -3,19 +3,17 @@
 //! so that tensor + autograd (one layer) never import `ops`; the recorded, broadcasting ops live
 //! in `ops::elementwise`.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::Tensor;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Grid, KernelSpec};
 
-/// Mirrors `FillAddParams` in shaders/tensor_fill_add.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct FillAddParams {
-    n: u32,
-    value: f32,
-    _pad: [u32; 2],
+crate::gpu::shader_params! {
+    /// Mirrors `FillAddParams` in shaders/tensor_fill_add.wgsl.
+    struct FillAddParams {
+        n: u32,
+        value: f32,
+        _pad: [u32; 2],
+    }
 }
 
 const SOURCE: &str = include_str!("../../shaders/tensor_fill_add.wgsl");
@@ -26,7 +24,7 @@ pub(crate) const FILL_SPEC: KernelSpec = KernelSpec {
     entry: "fill",
     inputs: 0,
     outputs: 1,
-    params_size: std::mem::size_of::<FillAddParams>(),
+    params: FillAddParams::LAYOUT,
     constants: &[],
 };
 pub(crate) const ADD_SPEC: KernelSpec = KernelSpec {
@@ -35,7 +33,7 @@ pub(crate) const ADD_SPEC: KernelSpec = KernelSpec {
     entry: "add",
     inputs: 2,
     outputs: 1,
-    params_size: std::mem::size_of::<FillAddParams>(),
+    params: FillAddParams::LAYOUT,
     constants: &[],
 };
 

@@ -1,25 +1,23 @@
 //! Data movement: permute, slice, concat. All go through one strided region-copy kernel
 //! (`shaders/copy.wgsl`), and their backward passes are the inverse movements.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{contiguous_strides, normalize_axis, numel, Tensor};
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
 
-/// Mirrors `CopyParams` in shaders/copy.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct CopyParams {
-    n: u32,
-    in_offset: u32,
-    out_offset: u32,
-    _pad0: u32,
-    shape: [u32; 6],
-    in_stride: [u32; 6],
-    out_stride: [u32; 6],
-    _pad1: [u32; 2],
+crate::gpu::shader_params! {
+    /// Mirrors `CopyParams` in shaders/copy.wgsl.
+    pub(crate) struct CopyParams {
+        n: u32,
+        in_offset: u32,
+        out_offset: u32,
+        _pad0: u32,
+        shape: [u32; 6],
+        in_stride: [u32; 6],
+        out_stride: [u32; 6],
+        _pad1: [u32; 2],
+    }
 }
 
 pub(crate) const COPY_REGION: KernelSpec = KernelSpec {
@@ -28,7 +26,7 @@ pub(crate) const COPY_REGION: KernelSpec = KernelSpec {
     entry: "copy_region",
     inputs: 1,
     outputs: 1,
-    params_size: std::mem::size_of::<CopyParams>(),
+    params: CopyParams::LAYOUT,
     constants: &[],
 };
 
