@@ -12,6 +12,7 @@ pub mod json;
 pub mod loader;
 pub mod nifti;
 pub mod nifti_write;
+pub mod nrrd;
 pub mod orientation;
 pub mod phantom;
 pub mod preprocess;
