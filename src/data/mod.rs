@@ -6,6 +6,7 @@
 //! Right, Anterior, Superior (RAS, NIfTI's world frame), so W = x → R, H = y → A, D = z → S.
 
 pub mod augment;
+pub mod dicom;
 pub mod cads_views;
 pub mod drr_cache;
 pub mod json;
@@ -16,8 +17,10 @@ pub mod nrrd;
 pub mod orientation;
 pub mod phantom;
 pub mod preprocess;
+pub mod read;
 pub mod spheres;
 pub mod volume;
 
 pub use nifti::{read_nifti, write_nifti};
 pub use volume::{check_label_grid, Affine, Datatype, Volume};
+pub use read::{read_volume, read_volume_with, ReadOptions, VolumeFormat};
