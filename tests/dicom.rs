@@ -349,4 +349,83 @@ fn fetched_chest_series() {
     assert!((-3100.0..=-900.0).contains(&lo), "min HU {lo}");
     assert!((1000.0..=5000.0).contains(&hi), "max HU {hi}");
     assert!((-900.0..=0.0).contains(&mean), "mean HU {mean}");
+
+    // `cads inspect` takes the folder as it takes a NIfTI.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_cads"))
+        .args(["inspect", "--json", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        out.contains("\"shape\": [512, 512, 64]") && out.contains("\"orientation\": \"LPS\""),
+        "{out}"
+    );
+}
+
+/// The same grid and values written as a DICOM series and as NRRD (in instance order, k running
+/// against the normal) read to the same canonical volume; `cads convert` of either to NIfTI reads
+/// back to it.
+#[test]
+fn dicom_equals_the_same_data_as_nrrd_and_converts_to_nifti() {
+    let dir = tmpdir("cross");
+    let series = dir.join("series");
+    std::fs::create_dir_all(&series).unwrap();
+    write_series(&series, &SIGNED);
+
+    let (r, c, n) = orientation();
+    let p0 = position(0);
+    let v3 = |v: [f64; 3], s: f64| format!("({},{},{})", v[0] * s, v[1] * s, v[2] * s);
+    let mut nrrd = format!(
+        "NRRD0004\ntype: float\ndimension: 3\nspace: left-posterior-superior\nsizes: {COLUMNS} {ROWS} {SLICES}\nspace directions: {} {} {}\nkinds: domain domain domain\nendian: little\nencoding: raw\nspace origin: {}\n\n",
+        v3(r, PIXEL_SPACING[1]),
+        v3(c, PIXEL_SPACING[0]),
+        v3(n, -STEP_MM),
+        v3(p0, 1.0)
+    )
+    .into_bytes();
+    for k in 0..SLICES {
+        for j in 0..ROWS {
+            for i in 0..COLUMNS {
+                nrrd.extend_from_slice(&hu(&SIGNED, i, j, k).to_le_bytes());
+            }
+        }
+    }
+    let nrrd_path = dir.join("same.nrrd");
+    std::fs::write(&nrrd_path, &nrrd).unwrap();
+
+    let from_dicom = read_volume(&series).unwrap();
+    let from_nrrd = read_volume(&nrrd_path).unwrap();
+    let (a, _) = cads::data::orientation::to_canonical(&from_dicom).unwrap();
+    let (b, _) = cads::data::orientation::to_canonical(&from_nrrd).unwrap();
+    assert_eq!(a.dims, b.dims);
+    assert_eq!(a.data, b.data);
+    assert!(a.same_grid(&b, 1e-4), "{:?} vs {:?}", a.affine, b.affine);
+
+    for (input, vol) in [(&series, &from_dicom), (&nrrd_path, &from_nrrd)] {
+        let out = dir.join(format!(
+            "{}.nii.gz",
+            input.file_stem().unwrap().to_string_lossy()
+        ));
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_cads"))
+            .args(["convert", input.to_str().unwrap(), out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let back = cads::data::read_nifti(&out).unwrap();
+        assert_eq!(back.data, vol.data);
+        assert!(back.same_grid(vol, 1e-4), "{:?} vs {:?}", back.affine, vol.affine);
+    }
+
+    // Bad convert arguments are named.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_cads"))
+        .args(["convert", series.to_str().unwrap(), "out.png"])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && e.contains(".nii.gz") && e.contains("out.png"), "{e}");
 }

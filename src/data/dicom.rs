@@ -544,10 +544,11 @@ fn assemble(mut slices: Vec<Slice>, dir: &str) -> Result<Volume> {
     let mut a: Affine = IDENTITY;
     for w in 0..3 {
         let sign = if w < 2 { -1.0 } else { 1.0 };
-        a[w][0] = sign * dcol * r[w];
-        a[w][1] = sign * drow * c[w];
-        a[w][2] = sign * step_vec[w];
-        a[w][3] = sign * p0[w];
+        // `+ 0.0` turns the −0.0 of a negated zero into 0.0 (printed affines stay clean).
+        a[w][0] = sign * dcol * r[w] + 0.0;
+        a[w][1] = sign * drow * c[w] + 0.0;
+        a[w][2] = sign * step_vec[w] + 0.0;
+        a[w][3] = sign * p0[w] + 0.0;
     }
 
     let plane = first

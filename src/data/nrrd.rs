@@ -611,14 +611,14 @@ fn nrrd_affine(h: &Header, name: &str) -> Result<Affine> {
                 )
             })?;
             for r in 0..3 {
-                a[r][c] = sign[r] * v[r];
+                a[r][c] = sign[r] * v[r] + 0.0; // no −0.0 from negated zeros
             }
         }
         if let Some(o) = h.get("space origin") {
             let o = parse_vector(o, name, "space origin")?
                 .ok_or_else(|| bad(name, "space origin is \"none\""))?;
             for r in 0..3 {
-                a[r][3] = sign[r] * o[r];
+                a[r][3] = sign[r] * o[r] + 0.0;
             }
         }
         if let Some(u) = h.get("space units") {
