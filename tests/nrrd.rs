@@ -343,3 +343,23 @@ fn fetched_pyradiomics_lung_ct() {
     let n = lab.data.iter().filter(|&&x| x > 0.0).count();
     assert!(n > 100, "{n} tumour voxels");
 }
+
+/// The InVesalius head CT (a detached `.nhdr` that scripts/fetch-sample-data.sh writes next to
+/// the project's raw matrix.dat).
+#[test]
+fn fetched_invesalius_head_ct() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/invesalius-cranium");
+    let h = root.join("cranium.nhdr");
+    assert!(
+        h.exists(),
+        "{} is missing: run scripts/fetch-sample-data.sh (it needs apt-get for the Debian package invesalius-examples)",
+        h.display()
+    );
+    let v = read_volume(&h).unwrap();
+    assert_eq!(v.dims, [256, 256, 108]);
+    assert!((v.spacing[0] - 0.9570312).abs() < 1e-6 && (v.spacing[2] - 1.5).abs() < 1e-9);
+    let (lo, hi, mean) = v.stats();
+    assert_eq!(lo, -1024.0);
+    assert!((2000.0..=4000.0).contains(&hi), "max HU {hi}");
+    assert!((-900.0..=0.0).contains(&mean), "mean HU {mean}");
+}
