@@ -99,12 +99,20 @@ fn write_slice(path: &Path, spec: &SeriesSpec, k: usize, pos: [f64; 3]) {
         o.put(DataElement::new(tag, vr, v));
     };
     let sop = format!("{}.{}", spec.uid, k + 1);
-    put(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.2".into());
+    put(
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        "1.2.840.10008.5.1.4.1.1.2".into(),
+    );
     put(tags::SOP_INSTANCE_UID, VR::UI, sop.as_str().into());
     put(tags::MODALITY, VR::CS, "CT".into());
     put(tags::SERIES_DESCRIPTION, VR::LO, "test series".into());
     put(tags::SERIES_INSTANCE_UID, VR::UI, spec.uid.into());
-    put(tags::INSTANCE_NUMBER, VR::IS, format!("{}", k + 1).as_str().into());
+    put(
+        tags::INSTANCE_NUMBER,
+        VR::IS,
+        format!("{}", k + 1).as_str().into(),
+    );
     put(tags::IMAGE_POSITION_PATIENT, VR::DS, ds(&pos));
     put(
         tags::IMAGE_ORIENTATION_PATIENT,
@@ -157,7 +165,11 @@ fn write_series(dir: &Path, spec: &SeriesSpec) -> Vec<PathBuf> {
     let names = [3usize, 6, 0, 5, 1, 4, 2];
     (0..SLICES)
         .map(|k| {
-            let p = dir.join(format!("{}-img{:02}.dcm", &spec.uid[spec.uid.len() - 1..], names[k]));
+            let p = dir.join(format!(
+                "{}-img{:02}.dcm",
+                &spec.uid[spec.uid.len() - 1..],
+                names[k]
+            ));
             write_slice(&p, spec, k, position(k));
             p
         })
@@ -208,7 +220,11 @@ fn check_series(v: &Volume, spec: &SeriesSpec) {
             }
         }
     }
-    for (s, want) in v.spacing.iter().zip([PIXEL_SPACING[1], PIXEL_SPACING[0], STEP_MM]) {
+    for (s, want) in v
+        .spacing
+        .iter()
+        .zip([PIXEL_SPACING[1], PIXEL_SPACING[0], STEP_MM])
+    {
         assert!((s - want).abs() < 1e-5, "spacing {:?}", v.spacing);
     }
     // The k axis runs along +n (RAS: n with its first two components negated).
@@ -256,12 +272,19 @@ fn two_series_in_one_folder_are_listed_and_picked() {
         series_uid: Some("1.2.3".to_string()),
     };
     let e = read_volume_with(&dir, &opts).unwrap_err().to_string();
-    assert!(e.contains("no series 1.2.3") && e.contains(SIGNED.uid), "{e}");
+    assert!(
+        e.contains("no series 1.2.3") && e.contains(SIGNED.uid),
+        "{e}"
+    );
 }
 
 fn err_of(dir: &Path) -> String {
     match read_volume(dir) {
-        Ok(v) => panic!("{}: read a {:?} volume from a bad series", dir.display(), v.dims),
+        Ok(v) => panic!(
+            "{}: read a {:?} volume from a bad series",
+            dir.display(),
+            v.dims
+        ),
         Err(e) => e.to_string(),
     }
 }
@@ -273,7 +296,10 @@ fn missing_slice_tilt_uneven_spacing_and_truncation_are_errors() {
     let files = write_series(&dir, &SIGNED);
     std::fs::remove_file(&files[3]).unwrap();
     let e = err_of(&dir);
-    assert!(e.contains("1 missing slice(s)") && e.contains("instance 3") && e.contains("instance 5"), "{e}");
+    assert!(
+        e.contains("1 missing slice(s)") && e.contains("instance 3") && e.contains("instance 5"),
+        "{e}"
+    );
 
     // Gantry tilt: each slice shifted 0.5 mm further along c (positions off the normal).
     let dir = tmpdir("tilt");
@@ -300,12 +326,20 @@ fn missing_slice_tilt_uneven_spacing_and_truncation_are_errors() {
         write_slice(&dir.join(format!("{k}.dcm")), &SIGNED, k, p);
     }
     let e = err_of(&dir);
-    assert!(e.contains("non-uniform slice spacing") && e.contains("3.000"), "{e}");
+    assert!(
+        e.contains("non-uniform slice spacing") && e.contains("3.000"),
+        "{e}"
+    );
 
     // Two slices at one position.
     let dir = tmpdir("dup");
     for k in 0..SLICES {
-        write_slice(&dir.join(format!("{k}.dcm")), &SIGNED, k, position(k.min(5)));
+        write_slice(
+            &dir.join(format!("{k}.dcm")),
+            &SIGNED,
+            k,
+            position(k.min(5)),
+        );
     }
     let e = err_of(&dir);
     assert!(e.contains("same position"), "{e}");
@@ -356,7 +390,11 @@ fn fetched_chest_series() {
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(
         out.contains("\"shape\": [512, 512, 64]") && out.contains("\"orientation\": \"LPS\""),
         "{out}"
@@ -418,7 +456,12 @@ fn dicom_equals_the_same_data_as_nrrd_and_converts_to_nifti() {
         );
         let back = cads::data::read_nifti(&out).unwrap();
         assert_eq!(back.data, vol.data);
-        assert!(back.same_grid(vol, 1e-4), "{:?} vs {:?}", back.affine, vol.affine);
+        assert!(
+            back.same_grid(vol, 1e-4),
+            "{:?} vs {:?}",
+            back.affine,
+            vol.affine
+        );
     }
 
     // Bad convert arguments are named.
@@ -427,5 +470,8 @@ fn dicom_equals_the_same_data_as_nrrd_and_converts_to_nifti() {
         .output()
         .unwrap();
     let e = String::from_utf8_lossy(&run.stderr);
-    assert!(!run.status.success() && e.contains(".nii.gz") && e.contains("out.png"), "{e}");
+    assert!(
+        !run.status.success() && e.contains(".nii.gz") && e.contains("out.png"),
+        "{e}"
+    );
 }

@@ -3,6 +3,8 @@
 //! written as NIfTI; headers that lie about their size are errors; the fetched pyradiomics lung
 //! CTs read with their stated geometry and a plausible HU range.
 
+#![allow(clippy::needless_range_loop)]
+
 use cads::data::nrrd::read_nrrd;
 use cads::data::{read_nifti, read_volume, write_nifti, Affine, Datatype, Volume};
 use std::io::Write;
@@ -175,7 +177,13 @@ fn every_encoding_and_type_matches_the_nifti_of_the_same_data() {
             let h = dir.join(format!("{ty}-{encoding}-{endian}.nhdr"));
             std::fs::write(
                 &h,
-                header(ty, encoding, endian, DIMS, &format!("data file: {data_name}\n")),
+                header(
+                    ty,
+                    encoding,
+                    endian,
+                    DIMS,
+                    &format!("data file: {data_name}\n"),
+                ),
             )
             .unwrap();
             let what = format!("{ty} {encoding} {endian} detached");
@@ -206,7 +214,10 @@ fn ras_space_spacings_and_byte_skip() {
     assert_eq!(got.spacing, [2.0, 1.5, 3.0]);
     assert_eq!(got.datatype, Datatype::Int16);
     assert_eq!(got.data, v.iter().map(|&x| x as f32).collect::<Vec<_>>());
-    assert_eq!(cads::data::orientation::orientation_code(&got.affine), "ALS");
+    assert_eq!(
+        cads::data::orientation::orientation_code(&got.affine),
+        "ALS"
+    );
 
     // No space: `spacings` on the diagonal, origin 0; a byte skip before the data.
     let p = dir.join("spacings.nrrd");
@@ -256,7 +267,14 @@ fn headers_that_lie_about_their_size_are_errors() {
     let e = err_of("cut.nrrd", &f);
     assert!(e.contains("gzip"), "{e}");
     // Huge declared sizes: an overflow or a short read, never an allocation of the claim.
-    let mut f = header("double", "gzip", "little", [1 << 30, 1 << 30, 1 << 30], "\n").into_bytes();
+    let mut f = header(
+        "double",
+        "gzip",
+        "little",
+        [1 << 30, 1 << 30, 1 << 30],
+        "\n",
+    )
+    .into_bytes();
     f.extend_from_slice(&z);
     let e = err_of("huge.nrrd", &f);
     assert!(e.contains("overflow") || e.contains("too short"), "{e}");
@@ -274,7 +292,8 @@ fn other_bad_headers_are_named() {
         ),
         (
             "kinds.nrrd",
-            header("int16", "raw", "little", DIMS, "\n").replace("kinds: domain domain domain", "kinds: vector domain domain"),
+            header("int16", "raw", "little", DIMS, "\n")
+                .replace("kinds: domain domain domain", "kinds: vector domain domain"),
             "kind \"vector\"",
         ),
         (
@@ -290,7 +309,8 @@ fn other_bad_headers_are_named() {
         ),
         (
             "dirs.nrrd",
-            header("int16", "raw", "little", DIMS, "\n").replace("space directions: (", "space directions: none ("),
+            header("int16", "raw", "little", DIMS, "\n")
+                .replace("space directions: (", "space directions: none ("),
             "space directions",
         ),
         (

@@ -149,7 +149,10 @@ fn open(path: &Path, header_only: bool) -> Result<DefaultDicomObject> {
 fn get_str(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
     let e = obj.element_opt(tag).ok().flatten()?;
     let s = e.to_str().ok()?;
-    Some(s.trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string())
+    Some(
+        s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
+            .to_string(),
+    )
 }
 
 fn get_f64s(obj: &DefaultDicomObject, tag: Tag) -> Option<Vec<f64>> {
@@ -257,10 +260,12 @@ fn slice_header(path: &Path) -> Result<Slice> {
         ));
     }
     if rows == 0 || columns == 0 {
-        return Err(bad(&name, format!("empty image: Rows {rows}, Columns {columns}")));
+        return Err(bad(
+            &name,
+            format!("empty image: Rows {rows}, Columns {columns}"),
+        ));
     }
-    if ![8, 16, 32].contains(&bits_allocated) || bits_stored == 0 || bits_stored > bits_allocated
-    {
+    if ![8, 16, 32].contains(&bits_allocated) || bits_stored == 0 || bits_stored > bits_allocated {
         return Err(bad(
             &name,
             format!("BitsAllocated {bits_allocated}, BitsStored {bits_stored}: expected 8, 16 or 32 bits allocated and 1..=BitsAllocated stored"),
@@ -385,10 +390,10 @@ pub fn read_dicom_series(path: impl AsRef<Path>, series_uid: Option<&str>) -> Re
             return Err(bad(
                 dir.display(),
                 format!(
-                    "{} series in this folder; pick one by SeriesInstanceUID (cads: --series UID):\n{}",
-                    series.len(),
-                    list()
-                ),
+                "{} series in this folder; pick one by SeriesInstanceUID (cads: --series UID):\n{}",
+                series.len(),
+                list()
+            ),
             ))
         }
     };
@@ -478,8 +483,7 @@ fn assemble(mut slices: Vec<Slice>, dir: &str) -> Result<Volume> {
     }
 
     // Gaps between neighbours along the normal.
-    let step_vec: [f64; 3];
-    if count > 1 {
+    let step_vec: [f64; 3] = if count > 1 {
         let gaps: Vec<f64> = s.windows(2).map(|w| w[1] - w[0]).collect();
         if let Some(k) = gaps.iter().position(|&g| g < 1e-3) {
             return Err(bad(
@@ -524,11 +528,11 @@ fn assemble(mut slices: Vec<Slice>, dir: &str) -> Result<Volume> {
         }
         let last = slices[count - 1].position;
         let m = (count - 1) as f64;
-        step_vec = [
+        [
             (last[0] - p0[0]) / m,
             (last[1] - p0[1]) / m,
             (last[2] - p0[2]) / m,
-        ];
+        ]
     } else {
         // One slice: the slab thickness is the best spacing there is.
         let t = first
@@ -536,8 +540,8 @@ fn assemble(mut slices: Vec<Slice>, dir: &str) -> Result<Volume> {
             .filter(|v| v.is_finite() && *v > 0.0)
             .or(first.thickness.filter(|v| v.is_finite() && *v > 0.0))
             .unwrap_or(1.0);
-        step_vec = [t * n[0], t * n[1], t * n[2]];
-    }
+        [t * n[0], t * n[1], t * n[2]]
+    };
 
     // A_LPS columns: i → Δcol·r, j → Δrow·c, k → step; origin P_0. Then LPS → RAS.
     let (drow, dcol) = (first.pixel_spacing[0], first.pixel_spacing[1]);
@@ -629,7 +633,11 @@ fn decode_slice(x: &Slice, plane: usize, out: &mut Vec<f32>) -> Result<()> {
         ));
     }
     let stored = x.bits_stored as u32;
-    let mask: u64 = if stored >= 64 { u64::MAX } else { (1u64 << stored) - 1 };
+    let mask: u64 = if stored >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << stored) - 1
+    };
     for px in bytes[..want].chunks_exact(bpp) {
         let mut raw = 0u64;
         for (b, &byte) in px.iter().enumerate() {
