@@ -74,6 +74,44 @@ const SIGNED: SeriesSpec = SeriesSpec {
     transfer_syntax: "1.2.840.10008.1.2.1",
 };
 
+/// Signed pixels again, RLE-lossless compressed (encapsulated pixel data).
+const RLE: SeriesSpec = SeriesSpec {
+    uid: "1.2.826.0.1.3680043.2.1125.7.3",
+    slope: 2.5,
+    intercept: -1024.0,
+    signed: true,
+    transfer_syntax: RLE_LOSSLESS,
+};
+
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// DICOM RLE (PS3.5 Annex G) of 16-bit samples: a 64-byte header (segment count, then offsets),
+/// segment 1 the high bytes and segment 2 the low bytes of all samples, each PackBits-coded as
+/// literal runs (control byte n − 1, then n ≤ 128 bytes) and padded to an even length.
+fn rle_encode(px: &[u16]) -> Vec<u8> {
+    let pack = |bytes: Vec<u8>| {
+        let mut out = Vec::new();
+        for chunk in bytes.chunks(128) {
+            out.push((chunk.len() - 1) as u8);
+            out.extend_from_slice(chunk);
+        }
+        if out.len() % 2 == 1 {
+            out.push(0x80); // the no-op control byte
+        }
+        out
+    };
+    let high = pack(px.iter().map(|v| (v >> 8) as u8).collect());
+    let low = pack(px.iter().map(|v| (v & 0xff) as u8).collect());
+    let mut header = [0u32; 16];
+    header[0] = 2;
+    header[1] = 64;
+    header[2] = 64 + high.len() as u32;
+    let mut out: Vec<u8> = header.iter().flat_map(|h| h.to_le_bytes()).collect();
+    out.extend(high);
+    out.extend(low);
+    out
+}
+
 const UNSIGNED12: SeriesSpec = SeriesSpec {
     uid: "1.2.826.0.1.3680043.2.1125.7.2",
     slope: 1.0,
@@ -153,7 +191,13 @@ fn write_slice(path: &Path, spec: &SeriesSpec, k: usize, pos: [f64; 3]) {
             });
         }
     }
-    put(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(px.into()));
+    if spec.transfer_syntax == RLE_LOSSLESS {
+        let fragments =
+            dicom_core::value::PixelFragmentSequence::new_fragments(vec![rle_encode(&px)]);
+        o.put(DataElement::new(tags::PIXEL_DATA, VR::OB, fragments));
+    } else {
+        put(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(px.into()));
+    }
     let file = o
         .with_meta(FileMetaTableBuilder::new().transfer_syntax(spec.transfer_syntax))
         .unwrap();
@@ -239,6 +283,14 @@ fn oblique_shuffled_negative_step_series_reads_back() {
     let v = read_volume(&dir).unwrap();
     check_series(&v, &SIGNED);
     assert_eq!(v.datatype, cads::data::Datatype::Float32); // slope 2.5: half-integer HU
+
+    let dir = tmpdir("rle");
+    let files = write_series(&dir, &RLE);
+    let head = std::fs::read(&files[0]).unwrap();
+    assert!(head
+        .windows(RLE_LOSSLESS.len())
+        .any(|w| w == RLE_LOSSLESS.as_bytes()));
+    check_series(&read_volume(&dir).unwrap(), &RLE);
 
     let dir = tmpdir("u12");
     let files = write_series(&dir, &UNSIGNED12);

@@ -21,8 +21,10 @@
 //!
 //! Values: the stored integer (BitsAllocated 8/16/32, the low BitsStored bits, two's complement
 //! when PixelRepresentation = 1) times `RescaleSlope` plus `RescaleIntercept`, per slice.
-//! Pixel data must be native (uncompressed: implicit or explicit VR little endian, explicit big
-//! endian); an encapsulated (JPEG, RLE, …) series gets an error naming its transfer syntax.
+//! Pixel data: native (implicit or explicit VR little endian, explicit big endian, deflated) is
+//! decoded here; encapsulated RLE lossless and JPEG (baseline, extended, lossless) through
+//! dicom-pixeldata's pure-Rust codecs; other codecs (JPEG 2000, JPEG-LS, …) get an error naming
+//! the transfer syntax.
 
 // Matrix code reads best with explicit row/column indices.
 #![allow(clippy::needless_range_loop)]
@@ -75,13 +77,6 @@ impl std::fmt::Display for DicomSeriesInfo {
         )
     }
 }
-
-/// Native (uncompressed) transfer syntaxes, whose pixel data dicom-rs hands over as plain values.
-const NATIVE_SYNTAXES: [&str; 3] = [
-    "1.2.840.10008.1.2",   // implicit VR little endian
-    "1.2.840.10008.1.2.1", // explicit VR little endian
-    "1.2.840.10008.1.2.2", // explicit VR big endian (retired)
-];
 
 /// Whether a file starts with the DICOM Part 10 preamble: 128 bytes, then "DICM".
 fn has_dicm_magic(path: &Path) -> bool {
@@ -581,15 +576,6 @@ fn assemble(mut slices: Vec<Slice>, dir: &str) -> Result<Volume> {
 /// rescaled values appended to `out`.
 fn decode_slice(x: &Slice, plane: usize, out: &mut Vec<f32>) -> Result<()> {
     let name = x.name();
-    if !NATIVE_SYNTAXES.contains(&x.transfer_syntax.as_str()) {
-        return Err(bad(
-            &name,
-            format!(
-                "transfer syntax {} (compressed or deflated pixel data) is not supported; only native (uncompressed) syntaxes are: decompress the series first (e.g. gdcmconv --raw, or dcmdjpeg)",
-                x.transfer_syntax
-            ),
-        ));
-    }
     let obj = open(&x.path, false)?;
     let elem = obj
         .element_opt(tags::PIXEL_DATA)
@@ -604,11 +590,20 @@ fn decode_slice(x: &Slice, plane: usize, out: &mut Vec<f32>) -> Result<()> {
         Value::Primitive(PrimitiveValue::I16(v)) => v.iter().flat_map(|w| w.to_le_bytes()).collect(),
         Value::Primitive(PrimitiveValue::U32(v)) => v.iter().flat_map(|w| w.to_le_bytes()).collect(),
         Value::Primitive(PrimitiveValue::I32(v)) => v.iter().flat_map(|w| w.to_le_bytes()).collect(),
+        // Encapsulated (compressed) pixel data: dicom-pixeldata's pure-Rust codecs (RLE lossless,
+        // JPEG baseline/extended/lossless) turn it into the same little-endian samples.
         Value::PixelSequence(_) => {
-            return Err(bad(
-                &name,
-                "encapsulated (compressed) pixel data is not supported; decompress the series first",
-            ))
+            use dicom_pixeldata::PixelDecoder;
+            let decoded = obj.decode_pixel_data().map_err(|e| {
+                bad(
+                    &name,
+                    format!(
+                        "cannot decode the compressed pixel data of transfer syntax {}: {e} (cads decodes RLE lossless and JPEG baseline/extended/lossless; decompress other syntaxes first, e.g. gdcmconv --raw)",
+                        x.transfer_syntax
+                    ),
+                )
+            })?;
+            decoded.data().to_vec()
         }
         _ => {
             return Err(bad(
