@@ -189,7 +189,7 @@ pub fn decode_nrrd(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Volum
         ));
     }
     if let Some(kinds) = h.get("kinds") {
-        let spatial = ["domain", "space", "time", "???", "none"];
+        let spatial = ["domain", "space", "???", "none"];
         for (a, k) in kinds.split_whitespace().enumerate() {
             if !spatial.contains(&k) {
                 return Err(bad(
@@ -355,7 +355,8 @@ pub fn decode_nrrd(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Volum
                 .checked_add(nbytes)
                 .and_then(|v| v.checked_add(1))
                 .ok_or_else(|| bad(name, format!("sizes {dims:?} overflow")))?;
-            let mut out = Vec::with_capacity(want.min(1 << 30));
+            // Grow from a modest start: a tiny file declaring a huge size must not reserve it.
+            let mut out = Vec::with_capacity(want.min(64 << 20));
             flate2::read::MultiGzDecoder::new(&data_bytes[..])
                 .take(want as u64)
                 .read_to_end(&mut out)
