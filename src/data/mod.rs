@@ -8,6 +8,7 @@
 pub mod augment;
 pub mod cads_views;
 pub mod dicom;
+mod dicom_volume;
 pub mod drr_cache;
 pub mod json;
 pub mod loader;
