@@ -337,7 +337,10 @@ fn err_of(dir: &Path) -> String {
             dir.display(),
             v.dims
         ),
-        Err(e) => e.to_string(),
+        Err(e) => {
+            eprintln!("{e}");
+            e.to_string()
+        }
     }
 }
 
