@@ -1,6 +1,7 @@
-//! `cads inspect <file> [--json] [--labels]`: shape, spacing, orientation, datatype, affine and
-//! value range of a volume (NIfTI, NRRD or a DICOM series, through `data::read_volume`); for a labelmap (integer datatype, or `--labels`) the distinct
-//! labels with their voxel counts.
+//! `cads inspect <file> [--series UID] [--json] [--labels]`: shape, spacing, orientation,
+//! datatype, affine and value range of a volume (NIfTI, NRRD or a DICOM series, through
+//! `data::read_volume`); for a labelmap (integer datatype, or `--labels`) the distinct labels with
+//! their voxel counts.
 
 use cads::data::orientation::orientation_code;
 use cads::data::{read_volume_with, ReadOptions, Volume};
