@@ -206,6 +206,7 @@ fn write_slice(path: &Path, spec: &SeriesSpec, k: usize, pos: [f64; 3]) {
 
 /// Write a whole series with shuffled file names (name order is not instance or position order).
 fn write_series(dir: &Path, spec: &SeriesSpec) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
     let names = [3usize, 6, 0, 5, 1, 4, 2];
     (0..SLICES)
         .map(|k| {
@@ -316,6 +317,17 @@ fn two_series_in_one_folder_are_listed_and_picked() {
     assert!(e.contains("7 slices") && e.contains("--series"), "{e}");
     let list = list_dicom_series(&dir).unwrap();
     assert_eq!(list.len(), 2);
+
+    // A study export (study/series_a/*.dcm, study/series_b/*.dcm) is found from the study folder.
+    let study = tmpdir("study");
+    write_series(&study.join("a").join("series"), &SIGNED);
+    write_series(&study.join("b"), &UNSIGNED12);
+    let e = read_volume(&study).unwrap_err().to_string();
+    assert!(e.contains("2 series"), "{e}");
+    let opts = ReadOptions {
+        series_uid: Some(SIGNED.uid.to_string()),
+    };
+    check_series(&read_volume_with(&study, &opts).unwrap(), &SIGNED);
     let opts = ReadOptions {
         series_uid: Some(UNSIGNED12.uid.to_string()),
     };

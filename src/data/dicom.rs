@@ -88,22 +88,47 @@ fn has_dicm_magic(path: &Path) -> bool {
         && &b[128..132] == b"DICM"
 }
 
-/// The candidate files of a folder, sorted by name (for stable messages only: slice order comes
+/// The candidate files of a folder, sorted by path (for stable messages only: slice order comes
 /// from positions). Hidden files and DICOMDIR are skipped, and so is every file without the
 /// Part 10 magic (notes, thumbnails), unless it is named like a DICOM file (`.dcm`): that one
-/// stays so that a truncated slice is reported rather than dropped.
+/// stays so that a truncated slice is reported rather than dropped. A folder with no DICOM file
+/// of its own (a patient or study export, `study/series/*.dcm`) is searched below, up to
+/// [`MAX_DEPTH`] levels; its series are then picked by UID like those of one folder.
 fn dicom_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let (mut out, subdirs) = files_in(dir)?;
+    if out.is_empty() {
+        let mut stack: Vec<(PathBuf, usize)> = subdirs.into_iter().map(|d| (d, 1)).collect();
+        while let Some((d, depth)) = stack.pop() {
+            let (files, subs) = files_in(&d)?;
+            out.extend(files);
+            if depth < MAX_DEPTH {
+                stack.extend(subs.into_iter().map(|s| (s, depth + 1)));
+            }
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        return Err(bad(
+            dir.display(),
+            format!("no DICOM files in this folder or the folders below it (up to {MAX_DEPTH} levels): none named *.dcm or starting with the DICM preamble"),
+        ));
+    }
+    Ok(out)
+}
+
+/// How deep [`dicom_files`] looks below a folder without DICOM files of its own.
+const MAX_DEPTH: usize = 4;
+
+/// The DICOM candidates directly in `dir`, and its visible subfolders.
+fn files_in(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let io = |source| Error::Io {
         op: OP,
         path: dir.display().to_string(),
         source,
     };
-    let mut out = Vec::new();
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
     for e in std::fs::read_dir(dir).map_err(io)? {
         let p = e.map_err(io)?.path();
-        if !p.is_file() {
-            continue;
-        }
         let fname = p
             .file_name()
             .map(|f| f.to_string_lossy().to_string())
@@ -111,19 +136,15 @@ fn dicom_files(dir: &Path) -> Result<Vec<PathBuf>> {
         if fname.starts_with('.') || fname.eq_ignore_ascii_case("DICOMDIR") {
             continue;
         }
-        let named_dicom = fname.to_ascii_lowercase().ends_with(".dcm");
-        if named_dicom || has_dicm_magic(&p) {
-            out.push(p);
+        if p.is_dir() {
+            dirs.push(p);
+        } else if p.is_file()
+            && (fname.to_ascii_lowercase().ends_with(".dcm") || has_dicm_magic(&p))
+        {
+            files.push(p);
         }
     }
-    out.sort();
-    if out.is_empty() {
-        return Err(bad(
-            dir.display(),
-            "no DICOM files in this folder (none named *.dcm or starting with the DICM preamble)",
-        ));
-    }
-    Ok(out)
+    Ok((files, dirs))
 }
 
 pub(super) fn open(path: &Path, header_only: bool) -> Result<DefaultDicomObject> {
