@@ -33,8 +33,11 @@ fn norm(a: [f64; 3]) -> f64 {
 
 /// Check the slices form one regular grid, then decode them into a volume.
 pub(super) fn assemble(mut slices: Vec<Slice>, dir: &str) -> Result<Volume> {
-    let first = slices[0].clone();
-    // Every slice must share orientation, pixel grid and pixel format.
+    let Some(first) = slices.first().cloned() else {
+        return Err(bad(dir, "no slices in the series"));
+    };
+    // Every slice must share orientation and pixel grid (each keeps its own pixel format and
+    // rescale, which are applied per slice).
     for s in &slices[1..] {
         let same_orient = (0..6).all(|i| (s.orientation[i] - first.orientation[i]).abs() <= 1e-4);
         let same_spacing = (0..2).all(|i| {
@@ -228,7 +231,9 @@ fn decode_slice(x: &Slice, plane: usize, out: &mut Vec<f32>) -> Result<()> {
         }
     };
     let bpp = x.bits_allocated / 8;
-    let want = plane * bpp;
+    let want = plane
+        .checked_mul(bpp)
+        .ok_or_else(|| bad(&name, "Rows × Columns × bytes per pixel overflows"))?;
     // An odd byte count is padded to even length, so one extra byte is allowed.
     if bytes.len() < want || bytes.len() > want + (want % 2) {
         return Err(bad(
