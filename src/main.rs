@@ -44,10 +44,13 @@ enum Command {
         #[arg(long)]
         filter: Option<String>,
     },
-    /// Print shape, spacing, orientation, datatype, affine and value range of a NIfTI file.
+    /// Print shape, spacing, orientation, datatype, affine and value range of a volume.
     Inspect {
-        /// A .nii or .nii.gz file.
+        /// A NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr) file, or a DICOM series (folder or one of its files).
         file: String,
+        /// The DICOM SeriesInstanceUID to read from a folder holding several series.
+        #[arg(long)]
+        series: Option<String>,
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -57,6 +60,19 @@ enum Command {
     },
     /// Render a digitally reconstructed radiograph of a CT to a PNG.
     Drr(cli::drr::DrrArgs),
+    /// Convert a volume (NIfTI, NRRD, DICOM series) to NIfTI with its RAS affine.
+    Convert {
+        /// A NIfTI or NRRD file, or a DICOM series (folder or one of its files).
+        input: String,
+        /// The NIfTI to write (.nii or .nii.gz).
+        output: String,
+        /// The DICOM SeriesInstanceUID to read from a folder holding several series.
+        #[arg(long)]
+        series: Option<String>,
+        /// Stored type (uint8, int8, int16, uint16, int32, float32, float64); default: the input's.
+        #[arg(long)]
+        datatype: Option<String>,
+    },
 }
 
 fn main() {
@@ -71,8 +87,19 @@ fn main() {
         Command::Demo { steps, seed } => cli::demo::run(&choice, steps, seed),
         Command::Info { model } => cli::info::run(&choice, model.as_deref()),
         Command::Bench { filter } => cli::bench::run(&choice, filter.as_deref()),
-        Command::Inspect { file, json, labels } => cli::inspect::run(&file, json, labels),
+        Command::Inspect {
+            file,
+            series,
+            json,
+            labels,
+        } => cli::inspect::run(&file, series.as_deref(), json, labels),
         Command::Drr(a) => cli::drr::run(&choice, &a),
+        Command::Convert {
+            input,
+            output,
+            series,
+            datatype,
+        } => cli::convert::run(&input, &output, series.as_deref(), datatype.as_deref()),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

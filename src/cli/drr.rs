@@ -1,4 +1,4 @@
-//! `cads drr <ct.nii.gz> -o out.png`: render a digitally reconstructed radiograph to a PNG.
+//! `cads drr <ct> -o out.png` (NIfTI, NRRD or a DICOM series): render a digitally reconstructed radiograph to a PNG.
 
 use cads::drr::{self, io, preset, Beam, Geometry, Intensity, Pose, Projector, Volume};
 use cads::gpu::AdapterChoice;
@@ -19,8 +19,11 @@ pub enum BeamArg {
 
 #[derive(Args, Debug)]
 pub struct DrrArgs {
-    /// CT volume in HU (.nii or .nii.gz).
+    /// CT volume in HU: NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or a DICOM series folder.
     pub input: String,
+    /// The DICOM SeriesInstanceUID to read from a folder holding several series.
+    #[arg(long)]
+    pub series: Option<String>,
     /// Output PNG.
     #[arg(short, long)]
     pub output: String,
@@ -87,7 +90,7 @@ pub fn run(choice: &AdapterChoice, args: &DrrArgs) -> Result<()> {
         ));
     }
     let gpu = Gpu::with_choice(choice)?;
-    let (grid, hu) = cads::pretrain::read_ct(&args.input)?;
+    let (grid, hu) = read_ct(&args.input, args.series.as_deref())?;
     let (img, h, w) = if args.cads {
         (
             preset::cads_view(&gpu, &grid, &hu)?,
@@ -142,4 +145,16 @@ pub fn run(choice: &AdapterChoice, args: &DrrArgs) -> Result<()> {
     io::write_png(&args.output, &img, h, w, window)?;
     println!("wrote {} ({h}×{w}, {}-bit)", args.output, args.bits);
     Ok(())
+}
+
+/// A CT in HU through the data layer's one entry point (any format it reads), as the DRR engine's
+/// grid: tensor `[D, H, W] = [Z, Y, X]` (x fastest, the volume's own order) and the voxel → world
+/// affine rows.
+fn read_ct(path: &str, series: Option<&str>) -> Result<(drr::VolumeGrid, Vec<f32>)> {
+    let opts = cads::data::ReadOptions {
+        series_uid: series.map(str::to_string),
+    };
+    let vol = cads::data::read_volume_with(path, &opts)?;
+    let grid = cads::pretrain::drr_cache::drr_grid(&vol);
+    Ok((grid, vol.data))
 }

@@ -1,9 +1,10 @@
-//! `cads inspect <file> [--json] [--labels]`: shape, spacing, orientation, datatype, affine and
-//! value range of a NIfTI volume; for a labelmap (integer datatype, or `--labels`) the distinct
-//! labels with their voxel counts.
+//! `cads inspect <file> [--series UID] [--json] [--labels]`: shape, spacing, orientation,
+//! datatype, affine and value range of a volume (NIfTI, NRRD or a DICOM series, through
+//! `data::read_volume`); for a labelmap (integer datatype, or `--labels`) the distinct labels with
+//! their voxel counts.
 
 use cads::data::orientation::orientation_code;
-use cads::data::{read_nifti, Volume};
+use cads::data::{read_volume_with, ReadOptions, Volume};
 use cads::Result;
 
 /// Everything `inspect` reports, computed once for both output forms.
@@ -31,8 +32,11 @@ fn label_counts(vol: &Volume) -> Vec<(f32, usize)> {
     out
 }
 
-pub fn run(path: &str, json: bool, labels: bool) -> Result<()> {
-    let vol = read_nifti(path)?;
+pub fn run(path: &str, series: Option<&str>, json: bool, labels: bool) -> Result<()> {
+    let opts = ReadOptions {
+        series_uid: series.map(str::to_string),
+    };
+    let vol = read_volume_with(path, &opts)?;
     let (min, max, mean) = vol.stats();
     let is_labels =
         labels || vol.datatype.is_integer() && (max - min) <= 65535.0 && is_labelmap_like(&vol);

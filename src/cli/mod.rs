@@ -1,6 +1,7 @@
 //! Subcommands of the `cads` binary, one file each.
 
 pub mod bench;
+pub mod convert;
 pub mod demo;
 pub mod drr;
 pub mod info;

@@ -7,14 +7,20 @@
 //! Right, Anterior, Superior (RAS, NIfTI's world frame), so W = x → R, H = y → A, D = z → S.
 
 pub mod augment;
+pub mod dicom;
+mod dicom_volume;
 pub mod loader;
 pub mod nifti;
 pub mod nifti_write;
+pub mod nrrd;
+mod nrrd_header;
 pub mod orientation;
 pub mod phantom;
 pub mod preprocess;
+pub mod read;
 pub mod spheres;
 pub mod volume;
 
 pub use nifti::{read_nifti, write_nifti};
+pub use read::{read_volume, read_volume_with, ReadOptions, VolumeFormat};
 pub use volume::{check_label_grid, Affine, Datatype, Volume};
