@@ -14,7 +14,7 @@ use cads::autograd::Gradients;
 use cads::models::pvt::{Modality, PvtConfig};
 use cads::models::DinoHeadConfig;
 use cads::nn::{self, LoadOptions, Module};
-use cads::pretrain::{CadsConfig, CadsModel, CadsTrainer, StepInput};
+use cads::pretrain::{CadsConfig, CadsModel, CadsSchedules, CadsTrainer, StepInput};
 use cads::util::{Rng, Tolerance};
 use cads::Tensor;
 use common::assert_close;
@@ -262,5 +262,270 @@ fn two_steps_match_pytorch_losses_center_adamw_and_ema() {
             rel: 1e-4,
         };
         assert_close(&format!("teacher {name} after 2 steps"), &got, &want, tol);
+    }
+}
+
+#[test]
+fn schedules_follow_their_closed_forms() {
+    let config = CadsConfig::cads();
+    let per_epoch = 100u64;
+    let s = CadsSchedules::new(&config, per_epoch).unwrap();
+    let total = (150 * per_epoch) as f64;
+    let warm = (10 * per_epoch) as f64;
+    let close = |what: &str, got: f64, want: f64| {
+        assert!(
+            (got - want).abs() <= 1e-12 * want.abs().max(1e-3),
+            "{what}: {got} vs {want}"
+        )
+    };
+    let peak = 5.625e-4; // batch 192 = the reference batch
+    assert_eq!(config.peak_lr(), peak);
+    for it in [0u64, 1, 499, 999, 1000, 1001, 7000, 14_999, 20_000] {
+        let v = s.at(it);
+        let i = it.min(14_999) as f64;
+        // lr: numpy linspace(0, peak, warm) then cosine to 2e-6 over the rest.
+        let lr = if i < warm {
+            peak * i / (warm - 1.0)
+        } else {
+            2e-6 + 0.5
+                * (peak - 2e-6)
+                * (1.0 + (std::f64::consts::PI * (i - warm) / (total - warm)).cos())
+        };
+        close(&format!("lr at {it}"), v.lr, lr);
+        let cos = 1.0 + (std::f64::consts::PI * i / total).cos();
+        close(
+            &format!("wd at {it}"),
+            v.weight_decay,
+            0.4 + 0.5 * (0.04 - 0.4) * cos,
+        );
+        close(
+            &format!("momentum at {it}"),
+            v.teacher_momentum,
+            1.0 + 0.5 * (0.996 - 1.0) * cos,
+        );
+        let epoch = it / per_epoch;
+        assert_eq!(v.epoch, epoch);
+        let tt = if epoch < 50 {
+            0.04 + epoch as f64 * (0.07 - 0.04) / 49.0
+        } else {
+            0.07
+        };
+        close(
+            &format!("teacher temp at epoch {epoch}"),
+            v.teacher_temp,
+            tt,
+        );
+        assert_eq!(v.last_layer_frozen, epoch < 3, "freeze at epoch {epoch}");
+    }
+    // Linear scaling: batch 96 halves the peak.
+    let half = CadsConfig {
+        batch_size: 96,
+        ..CadsConfig::cads()
+    };
+    close("half-batch peak", half.peak_lr(), peak / 2.0);
+}
+
+#[test]
+fn presets_round_trip_through_json_and_bad_values_are_named() {
+    for config in [CadsConfig::cads(), CadsConfig::tiny()] {
+        config.validate().unwrap();
+        let json = config.to_json().unwrap();
+        assert_eq!(CadsConfig::from_json(&json).unwrap(), config);
+    }
+    let cads = CadsConfig::cads();
+    assert_eq!(cads.head.out_dim, 60000);
+    assert_eq!(cads.encoder.embed_dims, [64, 128, 320, 512]);
+    assert_eq!(CadsConfig::preset("tiny").unwrap(), CadsConfig::tiny());
+    assert!(CadsConfig::preset("huge").is_err());
+    let bad = CadsConfig {
+        student_temp: 0.0,
+        ..CadsConfig::tiny()
+    };
+    let err = CadsConfig::from_json(&bad.to_json().unwrap()).unwrap_err();
+    assert!(err.to_string().contains("student_temp"), "{err}");
+}
+
+#[test]
+fn student_and_teacher_state_load_both_ways_with_the_authors_names() {
+    let gpu = common::gpu();
+    let model = golden_model(&gpu, None);
+    let student_names: Vec<String> = model
+        .student
+        .named_state()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    let teacher_names: Vec<String> = model
+        .teacher
+        .named_state()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    // Student: backbone, head (stage 4), head_1..3, in the wrapper's registration order.
+    assert!(student_names[0].starts_with("backbone."));
+    let first_of = |p: &str| student_names.iter().position(|n| n.starts_with(p)).unwrap();
+    assert!(first_of("head.") < first_of("head_1.") && first_of("head_1.") < first_of("head_3."));
+    for n in [
+        "head.last_layer.weight_g",
+        "head.last_layer.weight_v",
+        "head_2.mlp.4.weight",
+    ] {
+        assert!(student_names.iter().any(|s| s == n), "{n}");
+    }
+    // Teacher: exactly the student's backbone. and head. names, same order.
+    let expected: Vec<&String> = student_names
+        .iter()
+        .filter(|n| n.starts_with("backbone.") || n.starts_with("head."))
+        .collect();
+    assert_eq!(teacher_names.iter().collect::<Vec<_>>(), expected);
+
+    // Student file → teacher (the stage 1-3 heads skipped), and teacher file → student (the
+    // stage 1-3 heads allowed missing); both then equal by name.
+    let student_bytes = nn::to_safetensors_bytes(&model.student).unwrap();
+    let config = golden_config();
+    let other = CadsModel::new(
+        &gpu,
+        &CadsConfig {
+            seed: 77,
+            ..config.clone()
+        },
+    )
+    .unwrap();
+    let report = nn::load_safetensors_bytes(
+        &other.teacher,
+        &student_bytes,
+        "student",
+        &LoadOptions::strict().skip_prefix("head_"),
+    )
+    .unwrap();
+    assert_eq!(report.loaded.len(), teacher_names.len());
+    let teacher_bytes = nn::to_safetensors_bytes(&other.teacher).unwrap();
+    let third = CadsModel::new(&gpu, &CadsConfig { seed: 78, ..config }).unwrap();
+    nn::load_safetensors_bytes(
+        &third.student,
+        &teacher_bytes,
+        "teacher",
+        &LoadOptions::strict().allow_missing("head_"),
+    )
+    .unwrap();
+    for name in TEACHER_NAMES {
+        let a = pytorch_values(&model.student, name, None);
+        assert_eq!(a, pytorch_values(&other.teacher, name, None), "{name}");
+        assert_eq!(a, pytorch_values(&third.student, name, None), "{name}");
+    }
+}
+
+#[test]
+fn a_frozen_last_layer_is_not_updated_and_everything_else_is() {
+    let gpu = common::gpu();
+    let config = CadsConfig {
+        freeze_last_layer_epochs: 1,
+        ..golden_config()
+    };
+    let mut trainer = CadsTrainer::new(&gpu, &config, 2).unwrap();
+    let before: Vec<(String, Vec<f32>)> = trainer
+        .params
+        .iter()
+        .map(|(n, t)| (n.clone(), t.to_vec().unwrap()))
+        .collect();
+    let stats = trainer.step(&inputs(&gpu)).unwrap();
+    assert!(stats.schedule.last_layer_frozen);
+    // lr at iteration 0 with no warm-up is the peak, so every other tensor moves.
+    for ((name, old), (_, t)) in before.iter().zip(&trainer.params) {
+        let new = t.to_vec().unwrap();
+        if name.contains("last_layer") {
+            assert_eq!(&new, old, "{name} changed while frozen");
+        } else if !(name.starts_with("backbone.block4.0.attn.") || name.ends_with("attn.kv.bias")) {
+            assert_ne!(&new, old, "{name} did not move");
+        }
+    }
+    // weight_g is a buffer fixed at 1.
+    for e in trainer.model.student.named_state() {
+        if e.name.ends_with("weight_g") {
+            assert!(
+                e.tensor.to_vec().unwrap().iter().all(|&g| g == 1.0),
+                "{}",
+                e.name
+            );
+        }
+    }
+}
+
+/// The tiny preset on the phantom: a fixed pool of CADS batches (views 16×48×48, DRR 96²).
+fn phantom_batches(count: usize) -> Vec<cads::pretrain::CadsBatch> {
+    use cads::data::phantom::{phantom, PhantomConfig};
+    use cads::pretrain::cads_views::{CadsViewConfig, ParallelLineIntegral};
+    use cads::pretrain::{make_cads_batch, prepare_cads_volume, TilingConfig};
+    let (ct, _) = phantom(&PhantomConfig {
+        dims: [100, 90, 40],
+        spacing_mm: [1.5, 1.5, 1.25],
+        noise_hu: 10.0,
+        seed: 2,
+    })
+    .unwrap();
+    let vol = prepare_cads_volume(
+        &ct,
+        &TilingConfig::default(),
+        &ParallelLineIntegral::default(),
+    )
+    .unwrap();
+    let mut rng = Rng::new(11);
+    (0..count)
+        .map(|_| {
+            make_cads_batch(
+                std::slice::from_ref(&vol),
+                &CadsViewConfig::default(),
+                2,
+                &mut rng,
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn tiny_pretraining_on_the_phantom_lowers_the_loss_without_collapse_deterministically() {
+    let gpu = common::gpu();
+    let config = CadsConfig::tiny();
+    let batches = phantom_batches(4);
+    let inputs: Vec<StepInput> = batches
+        .iter()
+        .map(|b| StepInput::upload(&gpu, b, config.ct_view, config.drr_size).unwrap())
+        .collect();
+    let steps = 20;
+    let mut trainer = CadsTrainer::new(&gpu, &config, 4).unwrap();
+    let mut losses = Vec::new();
+    let mut first_values = Vec::new();
+    for step in 0..steps {
+        let stats = trainer.step(&inputs[step % inputs.len()]).unwrap();
+        let v = stats.read().unwrap();
+        eprintln!(
+            "step {step}: loss {:.4} stages {:?} H(Pt) {:.3} KL {:.3} std {:.4} lr {:.2e}",
+            v.loss,
+            v.stage_losses,
+            v.teacher_entropy,
+            v.teacher_kl_uniform,
+            v.feature_std,
+            stats.schedule.lr
+        );
+        assert!(!v.collapsed, "teacher collapsed at step {step}: {v:?}");
+        assert!(v.loss.is_finite());
+        if step < 2 {
+            first_values.push(stats.values.to_vec().unwrap());
+        }
+        losses.push(v.loss as f64);
+    }
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let (head, tail) = (mean(&losses[..4]), mean(&losses[steps - 4..]));
+    assert!(
+        tail < head - 0.05,
+        "loss did not fall: first {head:.4}, last {tail:.4}: {losses:?}"
+    );
+
+    // Same seeds, same run: the first two steps repeat bit for bit.
+    let mut again = CadsTrainer::new(&gpu, &config, 4).unwrap();
+    for (step, want) in first_values.iter().enumerate() {
+        let got = again.step(&inputs[step]).unwrap().values.to_vec().unwrap();
+        assert_eq!(&got, want, "step {step} is not deterministic");
     }
 }
