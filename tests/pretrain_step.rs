@@ -538,3 +538,34 @@ fn tiny_pretraining_on_the_phantom_lowers_the_loss_without_collapse_deterministi
         assert_eq!(&got, want, "step {step} is not deterministic");
     }
 }
+
+/// The paper's preset (PVTv2-b1, K = 60000, heads 2048/256) through one step at batch 2 with
+/// the real view sizes: every shape, buffer limit and launch at paper scale. Slow on a CPU
+/// adapter (minutes), so run by hand: `cargo test --release --test pretrain_step -- --ignored`.
+#[test]
+#[ignore]
+fn the_cads_preset_steps_at_paper_scale() {
+    let gpu = common::gpu();
+    let config = CadsConfig {
+        batch_size: 2,
+        ..CadsConfig::cads()
+    };
+    let mut trainer = CadsTrainer::new(&gpu, &config, 10).unwrap();
+    let [d, h, w] = config.ct_view;
+    let mut rng = Rng::new(3);
+    let nv = 2 * d * h * w;
+    let s = config.drr_size;
+    let input = StepInput {
+        x1: Tensor::from_slice(&gpu, &rng.vec_normal(nv, 0.5), &[2, d, h, w, 1]).unwrap(),
+        x2: Tensor::from_slice(&gpu, &rng.vec_normal(nv, 0.5), &[2, d, h, w, 1]).unwrap(),
+        drr: Tensor::from_slice(&gpu, &rng.vec_normal(2 * s * s, 0.5), &[2, s, s, 1]).unwrap(),
+    };
+    let started = std::time::Instant::now();
+    let v = trainer.step(&input).unwrap().read().unwrap();
+    eprintln!("cads preset step: {v:?} in {:?}", started.elapsed());
+    assert!(v.loss.is_finite() && v.stage_losses.iter().all(|l| l.is_finite()));
+    assert_eq!(
+        trainer.model.student.heads[3].weight_v.shape(),
+        &[256, 60000]
+    );
+}
