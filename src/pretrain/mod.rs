@@ -5,9 +5,12 @@
 //! host-only and generic) and `drr` (which no longer imports `data`).
 
 pub mod batch;
+pub mod cache;
 pub mod cads_views;
 pub mod drr_cache;
+pub mod plot;
 pub mod resample;
+pub mod run;
 pub mod tiles;
 
 pub use batch::{make_cads_batch, prepare_cads_volume, CadsBatch, CadsVolume};
