@@ -219,6 +219,33 @@ pub fn clip_grad_norm_per_tensor(
     Ok(out)
 }
 
+/// [`clip_grad_norm_per_tensor`] without the host read: the norms measured before clipping
+/// stay on the GPU, `[count]` in the order of the parameters that have a gradient (`None` when
+/// none has). A training step calls this so nothing waits for the GPU.
+pub fn clip_grad_norm_per_tensor_on_gpu(
+    params: &[Tensor],
+    grads: &mut Gradients,
+    max_norm: f64,
+) -> Result<Option<Tensor>> {
+    const OP: &str = "clip_grad_norm_per_tensor_on_gpu";
+    check_max_norm(OP, max_norm)?;
+    let present: Vec<(usize, Tensor)> = present_grads(OP, params, grads)?
+        .into_iter()
+        .map(|(i, g)| (i, g.clone()))
+        .collect();
+    if present.is_empty() {
+        return Ok(None);
+    }
+    let list: Vec<&Tensor> = present.iter().map(|(_, g)| g).collect();
+    let norms = norms_tensor(OP, &list)?;
+    for (slot, (i, g)) in present.iter().enumerate() {
+        let clipped = clip_scaled(g, &norms, slot, max_norm)?;
+        grads.remove(&params[*i]);
+        grads.accumulate(params[*i].id(), clipped)?;
+    }
+    Ok(Some(norms))
+}
+
 /// torch `clip_grad_norm_` (L2): the total norm √(Σ_i ‖g_i‖²) over every gradient of `params`,
 /// and every gradient scaled by the one factor min(1, max_norm / (total + 1e-6)). Returns the
 /// total norm measured before clipping (0 when no parameter has a gradient).

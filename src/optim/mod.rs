@@ -48,7 +48,9 @@ mod sgd;
 pub mod state;
 
 pub use adamw::{AdamW, AdamWConfig, AdamWState};
-pub use clip::{clip_grad_norm, clip_grad_norm_per_tensor, grad_norms};
+pub use clip::{
+    clip_grad_norm, clip_grad_norm_per_tensor, clip_grad_norm_per_tensor_on_gpu, grad_norms,
+};
 pub use schedule::{LinearRamp, PolyDecay, WarmupCosine};
 pub use sgd::{Sgd, SgdConfig};
 pub use state::{GroupState, OptimizerState, ParamState, PreparedImport};

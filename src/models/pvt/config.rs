@@ -12,7 +12,8 @@ pub enum Modality {
     Image,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+/// Serialisable (serde) so a recipe config (`pretrain::CadsConfig`) can carry it in its JSON.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PvtConfig {
     pub in_channels: usize,
     /// Channels of the conv stem (its stride-2 output is the decoder's first skip).
