@@ -10,6 +10,7 @@ pub mod cache;
 pub mod cads_views;
 pub mod config;
 pub mod drr_cache;
+pub mod engine;
 pub mod loss;
 pub mod model;
 pub mod plot;

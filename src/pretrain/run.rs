@@ -152,7 +152,7 @@ impl RunSummary {
     }
 }
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
     move |source| Error::Io {
         op,
         path: path.display().to_string(),
