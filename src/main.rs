@@ -23,7 +23,7 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a small MLP with AdamW on a toy problem and print the loss (the default job).
+    /// Train a small MLP with AdamW on a toy problem and print the loss.
     Demo {
         /// Training steps.
         #[arg(long, default_value_t = 300)]
@@ -57,22 +57,30 @@ enum Command {
     },
     /// Render a digitally reconstructed radiograph of a CT to a PNG.
     Drr(cli::drr::DrrArgs),
+    /// CADS self-supervised pretraining: progress, metrics.jsonl, loss.png, checkpoints, the
+    /// teacher backbone as safetensors. With no command at all, a short tiny-preset run.
+    Pretrain(cli::pretrain::PretrainArgs),
 }
 
 fn main() {
     let args = Args::parse();
     let choice = cads::gpu::AdapterChoice::from_env()
         .with_overrides(args.backend.as_deref(), args.adapter.as_deref());
-    let command = args.command.unwrap_or(Command::Demo {
-        steps: 300,
-        seed: 0,
-    });
+    // No command: the default job, a short CADS pretraining (tiny preset) on the sample CT.
+    let Some(command) = args.command else {
+        if let Err(e) = cli::pretrain::default_job(&choice) {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+        return;
+    };
     let result = match command {
         Command::Demo { steps, seed } => cli::demo::run(&choice, steps, seed),
         Command::Info { model } => cli::info::run(&choice, model.as_deref()),
         Command::Bench { filter } => cli::bench::run(&choice, filter.as_deref()),
         Command::Inspect { file, json, labels } => cli::inspect::run(&file, json, labels),
         Command::Drr(a) => cli::drr::run(&choice, &a),
+        Command::Pretrain(a) => cli::pretrain::run(&choice, &a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -297,6 +297,7 @@ pub fn run_pretraining<E: PretrainEngine>(
     let mut loader = loader;
     let mut wait_mark = Instant::now();
     let mut warned_collapse = false;
+    let (mut epoch_sum, mut epoch_n) = (0.0f64, 0usize);
     for it in start..end {
         let batch = loader.next().ok_or_else(|| {
             Error::invalid(op, "a batch from the loader", "the loader stopped early")
@@ -359,8 +360,20 @@ pub fn run_pretraining<E: PretrainEngine>(
         if opts.checkpoint_every > 0 && (it + 1) % opts.checkpoint_every == 0 {
             save(&engine)?;
         }
+        epoch_sum += report.loss as f64;
+        epoch_n += 1;
         if finished_epoch || it + 1 == end {
             write_loss_plot(&plot_path, &history)?;
+            if opts.progress {
+                // The loss as it falls, one line per epoch, whatever the terminal.
+                let (pre, post) = if tty { ("\r", "\x1b[K") } else { ("", "") };
+                eprintln!(
+                    "{pre}epoch {epoch:3}  mean loss {:.4}  ({epoch_n} steps){post}",
+                    epoch_sum / epoch_n as f64
+                );
+            }
+            epoch_sum = 0.0;
+            epoch_n = 0;
         }
         if stop.load(Ordering::Relaxed) && it + 1 < end {
             summary.interrupted = true;
