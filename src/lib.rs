@@ -28,13 +28,13 @@
 //! | 3 | `ops` | one file per op family: validate → plan → allocate → launch → record backward; plain op configs in `ops::config` |
 //! | 4 | `reference` | naive CPU twin of every op, the specification; imports nothing of `ops` but `ops::config` |
 //! | 5 | `nn` | layers with parameters, named state, PyTorch layouts, safetensors |
-//! | 6 | `models` | PVT encoder, PVT-UNet, small U-Net |
+//! | 6 | `models` | PVT encoder, DINO head, PVT-UNet, small U-Net |
 //! | 7 | `infer` | inference helpers on host data (argmax classes, Dice counts) |
 //! | 8 | `optim` | SGD, AdamW, schedules, clipping |
 //! | 9 | `data` | host-only and generic: NIfTI, orientation, resampling, crops, augmentation, loaders (imports no GPU module) |
 //! | 10 | `drr` | DRR geometry (detector, pose, mm), volumes as slabs, presets; calls the op in `ops::drr` (does not import `data`) |
 //! | 11 | `checkpoint` | models + optimizer + schedule + RNG + config, written atomically |
-//! | 12 | `pretrain` | the CADS recipe: views (incl. the DRR view), the DRR cache, tiling, batches |
+//! | 12 | `pretrain` | the CADS recipe: config and presets, views (incl. the DRR view), the DRR cache, tiling, batches, student/teacher, loss, schedules, the training step |
 //! | 13 | `train` | end-to-end training demos (toy regression, U-Net on spheres) |
 //! | 14 | `segment` | *future*: the PVT-UNet recipe |
 //! | 15 | `bench`, `cli`, `kernels` | the benchmark suite, the `cads` command, the list of every kernel (top floor) |

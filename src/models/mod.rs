@@ -1,5 +1,5 @@
-//! Networks built from `nn` layers: the PVTv2 encoder (3D/2D), a small 3D conv U-Net; later the
-//! DINO head and PVT-UNet.
+//! Networks built from `nn` layers: the PVTv2 encoder (3D/2D), the DINO head, a small 3D conv
+//! U-Net; later PVT-UNet.
 
 pub mod dino_head;
 pub mod pvt;

@@ -48,7 +48,10 @@ pub struct LossOutput {
 
 impl CadsLoss {
     pub fn new(gpu: &Gpu, out_dim: usize, student_temp: f64, center_momentum: f64) -> Result<Self> {
-        if out_dim < 2 || !(student_temp.is_finite() && student_temp > 0.0) || !(0.0..=1.0).contains(&center_momentum) {
+        if out_dim < 2
+            || !(student_temp.is_finite() && student_temp > 0.0)
+            || !(0.0..=1.0).contains(&center_momentum)
+        {
             return Err(Error::invalid(
                 "CadsLoss::new",
                 "K >= 2, τs > 0, center momentum in [0, 1]",

@@ -7,6 +7,12 @@
 //! - teacher: `backbone.` and `head.` (stage 4) only; initialised as a copy of the student's
 //!   tensors of the same names, then moved by EMA, never differentiated.
 //!
+//! The authors' EMA pairs `zip(student.parameters(), teacher.parameters())` by position; their
+//! student and teacher backbones are the same class and `head.` is registered right after
+//! `backbone.`, so the zip (truncated at the teacher's end) pairs exactly the tensors of equal
+//! name. Pairing by name here is the same pairing, and fails loudly instead of silently on any
+//! architecture mismatch.
+//!
 //! Both forwards run the backbone once per modality group and the heads once on the
 //! concatenated pooled features, as the wrapper does (the heads act row by row, so this equals
 //! running them per view).
