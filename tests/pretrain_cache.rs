@@ -31,7 +31,11 @@ fn mixed_folder(root: &Path) -> PathBuf {
     let data = root.join("cts");
     std::fs::create_dir_all(&data).unwrap();
     small_phantom([40, 40, 20], [2.0, 2.0, 2.0], &data.join("a_good.nii.gz"));
-    small_phantom([40, 40, 20], [2.0, 2.0, 2.0], &data.join("b_truncated.nii.gz"));
+    small_phantom(
+        [40, 40, 20],
+        [2.0, 2.0, 2.0],
+        &data.join("b_truncated.nii.gz"),
+    );
     let bytes = std::fs::read(data.join("b_truncated.nii.gz")).unwrap();
     std::fs::write(data.join("b_truncated.nii.gz"), &bytes[..bytes.len() / 2]).unwrap();
     small_phantom([20, 20, 10], [1.0, 1.0, 1.0], &data.join("c_small.nii.gz"));
@@ -44,7 +48,11 @@ fn skips_unusable_volumes_and_reuses_the_cache() {
     let root = tmp("mixed");
     let data = mixed_folder(&root);
     let sources = list_inputs(Some(&data)).unwrap();
-    assert_eq!(sources.len(), 3, "the three NIfTI files, sorted, not notes.txt");
+    assert_eq!(
+        sources.len(),
+        3,
+        "the three NIfTI files, sorted, not notes.txt"
+    );
     let cache = root.join("cache");
     let cfg = CacheConfig::default();
     let proj = ParallelLineIntegral::default();
@@ -56,7 +64,11 @@ fn skips_unusable_volumes_and_reuses_the_cache() {
     let skipped: Vec<&str> = r.skipped.iter().map(|(n, _)| n.as_str()).collect();
     assert!(skipped[0].ends_with("b_truncated.nii.gz"), "{skipped:?}");
     assert!(skipped[1].ends_with("c_small.nii.gz"), "{skipped:?}");
-    assert!(r.skipped[1].1.contains("at least [16, 64, 64]"), "{}", r.skipped[1].1);
+    assert!(
+        r.skipped[1].1.contains("at least [16, 64, 64]"),
+        "{}",
+        r.skipped[1].1
+    );
     assert_eq!(logs.iter().filter(|m| m.starts_with("warning")).count(), 2);
     // 1 mm: 40 slices → tiles at 0 and 12 (24 deep), in-plane 80 ≤ 320 kept whole; DRR 96².
     let v = &r.volumes[0];
@@ -64,7 +76,10 @@ fn skips_unusable_volumes_and_reuses_the_cache() {
     assert_eq!(v.tiles[0].shape, [24, 80, 80]);
     assert_eq!(v.drr.shape, [1, 96, 96]);
     assert!(v.drr.data.iter().all(|x| (-1.0..=1.0).contains(x)));
-    assert!(v.tiles[0].data.iter().all(|x| (-1024.0..=1024.0).contains(x)));
+    assert!(v.tiles[0]
+        .data
+        .iter()
+        .all(|x| (-1024.0..=1024.0).contains(x)));
 
     // Second pass: everything usable comes from the cache, bit for bit.
     let r2 = build_cache(&sources, &cache, &cfg, &proj, |_| {}).unwrap();
@@ -87,7 +102,11 @@ fn skips_unusable_volumes_and_reuses_the_cache() {
     small_phantom([40, 40, 24], [2.0, 2.0, 2.0], &data.join("a_good.nii.gz"));
     let r4 = build_cache(&sources, &cache, &cfg, &proj, |_| {}).unwrap();
     assert_eq!((r4.built, r4.hits), (1, 0));
-    assert_eq!(r4.volumes[0].tiles.len(), 3, "48 slices → tiles at 0, 12, 24");
+    assert_eq!(
+        r4.volumes[0].tiles.len(),
+        3,
+        "48 slices → tiles at 0, 12, 24"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -107,7 +126,10 @@ fn no_usable_volume_is_a_clear_error() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("at least one usable CT volume"), "{err}");
-    assert!(err.contains("b_truncated") && err.contains("c_small"), "{err}");
+    assert!(
+        err.contains("b_truncated") && err.contains("c_small"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 

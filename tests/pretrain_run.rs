@@ -94,13 +94,27 @@ fn resume_after_stop_equals_a_straight_run() {
     )
     .unwrap();
     assert_eq!(b.iteration, 4);
-    let joined: Vec<u32> = a.losses.iter().chain(&b.losses).map(|l| l.to_bits()).collect();
+    let joined: Vec<u32> = a
+        .losses
+        .iter()
+        .chain(&b.losses)
+        .map(|l| l.to_bits())
+        .collect();
     let want: Vec<u32> = s.losses.iter().map(|l| l.to_bits()).collect();
-    assert_eq!(joined, want, "resumed {:?} vs straight {:?}", [a.losses, b.losses], s.losses);
+    assert_eq!(
+        joined,
+        want,
+        "resumed {:?} vs straight {:?}",
+        [a.losses, b.losses],
+        s.losses
+    );
 
     // One curve in metrics.jsonl: steps 0..3 once each, the same losses.
     let text = std::fs::read_to_string(split_dir.join("metrics.jsonl")).unwrap();
-    let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let steps: Vec<u64> = rows.iter().map(|r| r["step"].as_u64().unwrap()).collect();
     assert_eq!(steps, vec![0, 1, 2, 3]);
     assert!(rows[0]["stage_losses"].as_array().unwrap().len() == 4);

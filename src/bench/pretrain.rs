@@ -76,10 +76,7 @@ fn once(b: &Bench, cfg: CadsConfig) -> Result<Sample> {
     let warm = inputs(b.gpu(), &mut Rng::new(1), &cfg)?;
     t.step(&warm)?.read()?;
     drop(warm);
-    let (ms, peak) = b.once_with_grad(
-        |gpu, r| inputs(gpu, r, &cfg),
-        |x| t.step(x).map(|_| ()),
-    )?;
+    let (ms, peak) = b.once_with_grad(|gpu, r| inputs(gpu, r, &cfg), |x| t.step(x).map(|_| ()))?;
     drop(t);
     b.gpu().trim_pool();
     let mut s = Sample::new(ms, work(&cfg));

@@ -131,7 +131,10 @@ fn pretrain(gpu: &Gpu, config: CadsConfig, opts: RunOptions) -> Result<()> {
     }
     println!("{}", s.loader_json());
     if s.interrupted {
-        println!("interrupted at iteration {}: --resume continues", s.iteration);
+        println!(
+            "interrupted at iteration {}: --resume continues",
+            s.iteration
+        );
     }
     println!("checkpoint: {}", s.checkpoint.display());
     println!("loss plot:  {}", s.plot.display());
