@@ -125,10 +125,7 @@ fn resume_after_stop_equals_a_straight_run() {
     let bytes = std::fs::read(&teacher).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert!(st.names().iter().all(|n| n.starts_with("backbone.")));
-    assert!(st
-        .names()
-        .iter()
-        .any(|n| *n == "backbone.block1.0.attn.q.weight"));
+    assert!(st.names().contains(&"backbone.block1.0.attn.q.weight"));
     let encoder = PvtEncoder::new(&gpu, config.encoder.clone()).unwrap();
     load_safetensors(
         &encoder,

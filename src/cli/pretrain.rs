@@ -114,7 +114,7 @@ pub fn default_job(choice: &AdapterChoice) -> Result<()> {
 fn pretrain(gpu: &Gpu, config: CadsConfig, opts: RunOptions) -> Result<()> {
     let stop = install_ctrlc()?;
     let projector = EngineCadsDrr { gpu: gpu.clone() };
-    let (volumes, _skipped) = prepare_data(&opts, &projector)?;
+    let volumes = prepare_data(&opts, &projector)?.volumes;
     let (_, s) = run_pretraining(
         &opts,
         volumes,

@@ -45,7 +45,12 @@ impl PretrainEngine for CadsEngine {
         let input = StepInput::upload(&self.gpu, batch, cfg.ct_view, cfg.drr_size)?;
         let stats = self.trainer.step(&input)?;
         let s = stats.schedule;
-        if self.trainer.iteration % self.read_every.max(1) != 0 && self.last.loss.is_finite() {
+        if !self
+            .trainer
+            .iteration
+            .is_multiple_of(self.read_every.max(1))
+            && self.last.loss.is_finite()
+        {
             // Between reads the last read values stand (marked stale in the metrics).
             let mut r = self.last.clone();
             r.lr = s.lr;

@@ -16,7 +16,7 @@
 //! and `cache/` (unless another cache folder is given).
 
 use super::batch::{make_cads_batch, CadsBatch, CadsVolume};
-use super::cache::{build_cache, list_inputs, CacheConfig};
+use super::cache::{build_cache, list_inputs, CacheConfig, CacheReport};
 use super::cads_views::{CadsViewConfig, DrrProjector};
 use super::plot::{write_loss_plot, PlotSeries};
 use crate::checkpoint::{Checkpoint, LoadedCheckpoint};
@@ -161,10 +161,7 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 }
 
 /// Prepare (or read) the cached volumes of a run, printing warnings and the skipped list.
-pub fn prepare_data(
-    opts: &RunOptions,
-    projector: &dyn DrrProjector,
-) -> Result<(Vec<CadsVolume>, Vec<(String, String)>)> {
+pub fn prepare_data(opts: &RunOptions, projector: &dyn DrrProjector) -> Result<CacheReport> {
     let sources = list_inputs(opts.data.as_deref())?;
     let dir = opts.cache.clone().unwrap_or_else(|| opts.out.join("cache"));
     let progress = opts.progress;
@@ -189,7 +186,7 @@ pub fn prepare_data(
             eprintln!("  {n}: {why}");
         }
     }
-    Ok((report.volumes, report.skipped))
+    Ok(report)
 }
 
 /// Run (or resume) a pretraining on prepared volumes. `make_engine(iters_per_epoch)` builds a
