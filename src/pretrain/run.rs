@@ -119,6 +119,9 @@ impl RunOptions {
 pub struct RunSummary {
     /// Losses of the steps run in this invocation, in order.
     pub losses: Vec<f32>,
+    /// Mean loss of each epoch (or part of one) run in this invocation: per-step losses of a
+    /// batch of 2 swing by ±0.2, the epoch means show the trend.
+    pub epoch_losses: Vec<f64>,
     /// The global iteration after the last step.
     pub iteration: u64,
     pub iters_per_epoch: u64,
@@ -369,6 +372,7 @@ pub fn run_pretraining<E: PretrainEngine>(
                     epoch_sum / epoch_n as f64
                 );
             }
+            summary.epoch_losses.push(epoch_sum / epoch_n as f64);
             epoch_sum = 0.0;
             epoch_n = 0;
         }
