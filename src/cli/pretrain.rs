@@ -117,7 +117,9 @@ pub fn default_job(choice: &AdapterChoice) -> Result<()> {
 fn pretrain(gpu: &Gpu, config: CadsConfig, opts: RunOptions) -> Result<()> {
     let stop = install_ctrlc()?;
     let projector = EngineCadsDrr { gpu: gpu.clone() };
-    let volumes = prepare_data(&opts, &projector)?.volumes;
+    let report = prepare_data(&opts, &projector)?;
+    let skipped = report.skipped;
+    let volumes = report.volumes;
     let (_, s) = run_pretraining(
         &opts,
         volumes,
@@ -143,5 +145,11 @@ fn pretrain(gpu: &Gpu, config: CadsConfig, opts: RunOptions) -> Result<()> {
     println!("loss plot:  {}", s.plot.display());
     println!("metrics:    {}", s.metrics.display());
     println!("teacher:    {}", s.teacher.display());
+    if !skipped.is_empty() {
+        println!("skipped {} unusable input(s):", skipped.len());
+        for (name, why) in &skipped {
+            println!("  {name}: {why}");
+        }
+    }
     Ok(())
 }
