@@ -7,6 +7,11 @@
 //! Here the student loads strictly by name, the teacher copies it, and two `CadsTrainer::step`s
 //! must reproduce every loss term, the center, the gradients, the updated student and the EMA
 //! teacher within float32 tolerance.
+//!
+//! Also: the schedules against closed forms, the presets through JSON, student/teacher state
+//! loading both ways by the authors' names, the last-layer freeze, a 20-step tiny run on the
+//! phantom (loss and KL(P_t ‖ P_s) fall, no collapse, bit-for-bit repeatable), and (ignored,
+//! by hand) one step of the paper's preset.
 
 mod common;
 
@@ -176,7 +181,6 @@ const TEACHER_NAMES: [&str; 5] = [
 fn loss_and_gradients_of_the_first_step_match_pytorch() {
     let gpu = common::gpu();
     let golden = Goldens::load();
-    let config = golden_config();
     let model = golden_model(&gpu, None);
     let loss = cads::pretrain::CadsLoss::new(&gpu, 64, 0.1, 0.9).unwrap();
     let c0: Vec<f32> = golden.get("center0").iter().map(|&v| v as f32).collect();
@@ -216,7 +220,6 @@ fn loss_and_gradients_of_the_first_step_match_pytorch() {
         let want = golden.get(&format!("grad.{name}"));
         assert_close(&format!("grad {name}"), &got, &want, scaled(&want));
     }
-    let _ = config;
 }
 
 #[test]
@@ -537,4 +540,35 @@ fn tiny_pretraining_on_the_phantom_lowers_the_loss_without_collapse_deterministi
         let got = again.step(&inputs[step]).unwrap().values.to_vec().unwrap();
         assert_eq!(&got, want, "step {step} is not deterministic");
     }
+}
+
+/// The paper's preset (PVTv2-b1, K = 60000, heads 2048/256) through one step at batch 2 with
+/// the real view sizes: every shape, buffer limit and launch at paper scale. Slow on a CPU
+/// adapter (minutes), so run by hand: `cargo test --release --test pretrain_step -- --ignored`.
+#[test]
+#[ignore]
+fn the_cads_preset_steps_at_paper_scale() {
+    let gpu = common::gpu();
+    let config = CadsConfig {
+        batch_size: 2,
+        ..CadsConfig::cads()
+    };
+    let mut trainer = CadsTrainer::new(&gpu, &config, 10).unwrap();
+    let [d, h, w] = config.ct_view;
+    let mut rng = Rng::new(3);
+    let nv = 2 * d * h * w;
+    let s = config.drr_size;
+    let input = StepInput {
+        x1: Tensor::from_slice(&gpu, &rng.vec_normal(nv, 0.5), &[2, d, h, w, 1]).unwrap(),
+        x2: Tensor::from_slice(&gpu, &rng.vec_normal(nv, 0.5), &[2, d, h, w, 1]).unwrap(),
+        drr: Tensor::from_slice(&gpu, &rng.vec_normal(2 * s * s, 0.5), &[2, s, s, 1]).unwrap(),
+    };
+    let started = std::time::Instant::now();
+    let v = trainer.step(&input).unwrap().read().unwrap();
+    eprintln!("cads preset step: {v:?} in {:?}", started.elapsed());
+    assert!(v.loss.is_finite() && v.stage_losses.iter().all(|l| l.is_finite()));
+    assert_eq!(
+        trainer.model.student.heads[3].weight_v.shape(),
+        &[256, 60000]
+    );
 }
