@@ -117,6 +117,105 @@ def attention_cases(dev):
                3.5 * 4.0 * n * l * m * c)
 
 
+def pretrain_cases(dev):
+    """`pretrain_step` as src/bench/pretrain.rs: one whole CADS iteration at batch 2 — teacher
+    forward on (x1, x2) without grad, student forward on (x1, x2) and xD, the deep
+    self-distillation loss, backward, per-tensor clip 0.3, AdamW, EMA of the teacher, center
+    update — on random views x1, x2 [2, 1, 16, 48, 48] and xD [2, 1, 96, 96]. The model is the
+    spec test's (scripts/make_cads_step_golden.py, on make_pvt_golden's encoder) with the sizes
+    of the `tiny` and `cads` (b1) presets set before it is built. No drop path (the Rust step has
+    it; its cost is a few elementwise ops). FLOPs: the 3D encoder only, 4 · 2B · f, as in Rust."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import make_cads_step_golden as golden
+    import make_pvt_golden as pvt
+
+    presets = {
+        # name: (dims, heads, mlp ratios, depths, sr, (hidden, bottleneck, K)); stem = dims[0].
+        "tiny_n2": ([16, 32, 48, 64], [1, 2, 3, 4], [2, 2, 2, 2], [1, 1, 1, 1], [8, 4, 2, 1],
+                    (128, 64, 256)),
+        "b1_n2": ([64, 128, 320, 512], [1, 2, 5, 8], [8, 8, 4, 4], [2, 2, 2, 2], [8, 4, 2, 1],
+                  (2048, 256, 60000)),
+    }
+    n = 2
+    for case, (dims, heads, ratios, depths, sr, (hidden, bottleneck, k)) in presets.items():
+        def run(dims=dims, heads=heads, ratios=ratios, depths=depths, sr=sr, hidden=hidden,
+                bottleneck=bottleneck, k=k):
+            pvt.DIMS, pvt.HEADS, pvt.MLP_RATIOS, pvt.DEPTHS, pvt.SR = dims, heads, ratios, depths, sr
+            golden.HIDDEN, golden.BOTTLENECK, golden.K = hidden, bottleneck, k
+            student = golden.Student().to(dev)
+            for m in student.modules():
+                if isinstance(m, golden.DinoHead):
+                    torch.nn.init.normal_(m.last_layer.weight_v, std=0.02)
+            teacher = golden.Teacher().to(dev)
+            teacher.load_state_dict(student.state_dict(), strict=False)
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+            params = list(student.parameters())
+            decay = [p for p in params if p.dim() > 1]
+            no_decay = [p for p in params if p.dim() <= 1]
+            opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.04},
+                                     {"params": no_decay, "weight_decay": 0.0}], lr=5e-4)
+            center = torch.zeros(1, k, device=dev)
+            pairs = [(pt, ps) for (name, pt) in teacher.named_parameters()
+                     for (sname, ps) in [(name, dict(student.named_parameters())[name])]]
+
+            def step(x1, x2, xd):
+                nonlocal center
+                x12 = torch.cat([x1, x2])
+                with torch.no_grad():
+                    t = teacher(x12)
+                out = student(x12, xd)
+                golden.TEACHER_TEMP = 0.04
+                loss, _ = golden.cads_loss(out, t, center)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                for p in params:
+                    if p.grad is not None:
+                        torch.nn.utils.clip_grad_norm_(p, 0.3)
+                opt.step()
+                with torch.no_grad():
+                    torch._foreach_mul_([a for a, _ in pairs], 0.996)
+                    torch._foreach_add_([a for a, _ in pairs], [b for _, b in pairs], alpha=0.004)
+                    center = 0.9 * center + 0.1 * t.mean(0, keepdim=True)
+
+            def make():
+                return (torch.rand(n, 1, 16, 48, 48, device=dev) * 2 - 1,
+                        torch.rand(n, 1, 16, 48, 48, device=dev) * 2 - 1,
+                        torch.rand(n, 1, 96, 96, device=dev) * 2 - 1)
+
+            reps = 20 if dev == "cuda" else 3
+            return timed(step, make, reps=reps, warmup=2)
+
+        f = encoder_flops(dims, ratios, depths, sr, [16, 48, 48])
+        yield "pretrain_step", case, run, 4 * 2 * n * f
+
+
+def encoder_flops(dims, ratios, depths, srs, dhw):
+    """The 3D encoder's forward FLOPs of one sample (src/bench/pvt.rs forward_flops)."""
+    vol = lambda g: g[0] * g[1] * g[2]  # noqa: E731
+    s = dims[0]
+    g0 = [dhw[0] // 2, dhw[1] // 2, dhw[2] // 2]
+    g = [dhw[0] // 2, dhw[1] // 4, dhw[2] // 4]
+    grids = []
+    for st in range(4):
+        if st > 0:
+            g = [-(-v // 2) for v in g]
+        grids.append(g)
+    f = 2 * vol(g0) * 343 * s + 2 * 2 * vol(g0) * 27 * s * s + 2 * vol(grids[0]) * 27 * s * dims[0]
+    for st in range(4):
+        l, c, r, sr = vol(grids[st]), dims[st], ratios[st], srs[st]
+        if st > 0:
+            f += 2 * l * 27 * dims[st - 1] * c
+        m = vol([v // sr for v in grids[st]]) if sr > 1 else l
+        sr_conv = 2 * m * sr ** 3 * c * c if sr > 1 else 0
+        block = (2 * l * c * c + sr_conv + 2 * m * c * 2 * c + 4 * l * m * c + 2 * l * c * c
+                 + 2 * 2 * l * c * r * c + 2 * l * 27 * r * c)
+        f += depths[st] * block
+    return f
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--filter", default="")
@@ -125,7 +224,7 @@ def main():
     torch.backends.cudnn.allow_tf32 = False
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     adapter = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
-    for family in (matmul_cases, conv_cases, attention_cases):
+    for family in (matmul_cases, conv_cases, attention_cases, pretrain_cases):
         for op, case, run, flops in family(dev):
             if args.filter not in f"{op}/{case}":
                 continue

@@ -34,7 +34,7 @@
 //! | 9 | `data` | host-only and generic: NIfTI, orientation, resampling, crops, augmentation, loaders (imports no GPU module) |
 //! | 10 | `drr` | DRR geometry (detector, pose, mm), volumes as slabs, presets; calls the op in `ops::drr` (does not import `data`) |
 //! | 11 | `checkpoint` | models + optimizer + schedule + RNG + config, written atomically |
-//! | 12 | `pretrain` | the CADS recipe: config and presets, views (incl. the DRR view), the DRR cache, tiling, batches, student/teacher, loss, schedules, the training step |
+//! | 12 | `pretrain` | the CADS recipe: config and presets, views (incl. the DRR view), the DRR cache, tiling, batches, student/teacher, loss, schedules, the training step, the preprocessing cache and the run (metrics, plot, checkpoints, resume) |
 //! | 13 | `train` | end-to-end training demos (toy regression, U-Net on spheres) |
 //! | 14 | `segment` | *future*: the PVT-UNet recipe |
 //! | 15 | `bench`, `cli`, `kernels` | the benchmark suite, the `cads` command, the list of every kernel (top floor) |

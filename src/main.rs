@@ -23,7 +23,7 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a small MLP with AdamW on a toy problem and print the loss (the default job).
+    /// Train a small MLP with AdamW on a toy problem and print the loss.
     Demo {
         /// Training steps.
         #[arg(long, default_value_t = 300)]
@@ -73,16 +73,23 @@ enum Command {
         #[arg(long)]
         datatype: Option<String>,
     },
+    /// CADS self-supervised pretraining: progress, metrics.jsonl, loss.png, checkpoints, the
+    /// teacher backbone as safetensors. With no command at all, a short tiny-preset run.
+    Pretrain(cli::pretrain::PretrainArgs),
 }
 
 fn main() {
     let args = Args::parse();
     let choice = cads::gpu::AdapterChoice::from_env()
         .with_overrides(args.backend.as_deref(), args.adapter.as_deref());
-    let command = args.command.unwrap_or(Command::Demo {
-        steps: 300,
-        seed: 0,
-    });
+    // No command: the default job, a short CADS pretraining (tiny preset) on the sample CT.
+    let Some(command) = args.command else {
+        if let Err(e) = cli::pretrain::default_job(&choice) {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+        return;
+    };
     let result = match command {
         Command::Demo { steps, seed } => cli::demo::run(&choice, steps, seed),
         Command::Info { model } => cli::info::run(&choice, model.as_deref()),
@@ -100,6 +107,7 @@ fn main() {
             series,
             datatype,
         } => cli::convert::run(&input, &output, series.as_deref(), datatype.as_deref()),
+        Command::Pretrain(a) => cli::pretrain::run(&choice, &a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -26,6 +26,7 @@ mod core;
 mod drr;
 mod inputs;
 mod matmul;
+mod pretrain;
 mod pvt;
 mod rows;
 
@@ -49,6 +50,7 @@ const FAMILIES: &[fn() -> Vec<Case>] = &[
     attention::cases,
     drr::cases,
     pvt::cases,
+    pretrain::cases,
 ];
 
 /// One benchmark case.

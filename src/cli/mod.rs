@@ -6,3 +6,4 @@ pub mod demo;
 pub mod drr;
 pub mod info;
 pub mod inspect;
+pub mod pretrain;

@@ -207,6 +207,11 @@ pub fn cads_sample(
 /// The DRR engine implements this with its CADS preset.
 pub trait DrrProjector: Send + Sync {
     fn project(&self, ct: &Volume) -> Result<Patch>;
+    /// A stable name of the projector and its settings: part of the pretraining cache key, so
+    /// DRRs of one projector are never served to a run configured with another.
+    fn id(&self) -> String {
+        "custom".into()
+    }
 }
 
 /// Stand-in projector: a parallel antero-posterior line integral of `max(0, HU + 1024)` over the
@@ -225,6 +230,9 @@ impl Default for ParallelLineIntegral {
 }
 
 impl DrrProjector for ParallelLineIntegral {
+    fn id(&self) -> String {
+        format!("cpu parallel line integral {}", self.side)
+    }
     fn project(&self, ct: &Volume) -> Result<Patch> {
         let (v, _) = to_canonical(ct)?;
         let [nx, ny, nz] = v.dims;

@@ -53,6 +53,9 @@ pub fn read_ct(path: &str) -> Result<(VolumeGrid, Vec<f32>)> {
 }
 
 impl DrrProjector for EngineCadsDrr {
+    fn id(&self) -> String {
+        format!("engine cads_view {CADS_SIZE}")
+    }
     fn project(&self, ct: &Volume) -> Result<Patch> {
         // Canonical RAS grid: tensor [D, H, W] = [z (S), y (A), x (R)], affine maps (x, y, z).
         let (v, _) = to_canonical(ct)?;

@@ -6,12 +6,16 @@
 //! (`step`).
 
 pub mod batch;
+pub mod cache;
 pub mod cads_views;
 pub mod config;
 pub mod drr_cache;
+pub mod engine;
 pub mod loss;
 pub mod model;
+pub mod plot;
 pub mod resample;
+pub mod run;
 pub mod step;
 pub mod tiles;
 

@@ -1,0 +1,85 @@
+//! One CADS pretraining step (`pretrain::CadsTrainer::step`) at batch 2: teacher forward on the
+//! two CT views, student forward on the two views (3D) and the DRR (2D), the deep
+//! self-distillation loss, backward, per-tensor clipping, AdamW, EMA and center update — the
+//! whole iteration of CADS.md "One step", on random views of the CADS shapes (x1, x2
+//! `[2, 16, 48, 48, 1]`, xD `[2, 96, 96, 1]`). Prints ms per step and the pool's peak bytes.
+//!
+//! - `b1_n2`: the paper's preset (PVTv2-b1, four heads, K = 60000). ONE step after one warm-up
+//!   step, no repetitions (on lavapipe a step takes tens of seconds).
+//! - `tiny_n2`: the `tiny` preset, timed like every case.
+//!
+//! Work: the 3D encoder's FLOPs only (teacher forward on 2B views = 1×, student forward +
+//! backward on 2B views = 3×, so 4 · 2B · f); the heads, the 2D path and the optimizer come on
+//! top, so the GFLOP/s printed is a lower bound. `scripts/bench_torch_peers.py` times the same
+//! step in PyTorch (case `pretrain_step`).
+
+use super::inputs::random;
+use super::{Bench, Case, Sample, Work};
+use crate::error::Result;
+use crate::pretrain::{CadsConfig, CadsTrainer, StepInput};
+use crate::util::Rng;
+
+const N: usize = 2;
+
+pub(crate) fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            op: "pretrain_step",
+            case: "tiny_n2",
+            run: |b| timed(b, CadsConfig::tiny()),
+        },
+        Case {
+            op: "pretrain_step",
+            case: "b1_n2",
+            run: |b| once(b, CadsConfig::cads()),
+        },
+    ]
+}
+
+fn inputs(gpu: &crate::Gpu, rng: &mut Rng, cfg: &CadsConfig) -> Result<StepInput> {
+    let [d, h, w] = cfg.ct_view;
+    Ok(StepInput {
+        x1: random(gpu, rng, &[N, d, h, w, 1])?,
+        x2: random(gpu, rng, &[N, d, h, w, 1])?,
+        drr: random(gpu, rng, &[N, cfg.drr_size, cfg.drr_size, 1])?,
+    })
+}
+
+fn work(cfg: &CadsConfig) -> Work {
+    let f = super::pvt::forward_flops(&cfg.encoder, cfg.ct_view);
+    Work::Flops(4.0 * 2.0 * N as f64 * f)
+}
+
+fn trainer(b: &Bench, mut cfg: CadsConfig) -> Result<(CadsTrainer, CadsConfig)> {
+    cfg.batch_size = N;
+    // Past the warm-up and the last-layer freeze: the step updates every tensor.
+    let t = CadsTrainer::new(b.gpu(), &cfg, 1)?;
+    Ok((t, cfg))
+}
+
+fn timed(b: &Bench, cfg: CadsConfig) -> Result<Sample> {
+    let (mut t, cfg) = trainer(b, cfg)?;
+    t.iteration = cfg.epochs.min(4);
+    let make = |gpu: &crate::Gpu, r: &mut Rng| inputs(gpu, r, &cfg);
+    let ms = b.time_with_grad(make, |x| t.step(x).map(|_| ()))?;
+    let peak = b.peak_bytes(make, |x| t.step(x).map(|_| ()))?;
+    drop(t);
+    b.gpu().trim_pool();
+    let mut s = Sample::new(ms, work(&cfg));
+    s.peak_bytes = Some(peak);
+    Ok(s)
+}
+
+fn once(b: &Bench, cfg: CadsConfig) -> Result<Sample> {
+    let (mut t, cfg) = trainer(b, cfg)?;
+    t.iteration = cfg.epochs.min(4);
+    let warm = inputs(b.gpu(), &mut Rng::new(1), &cfg)?;
+    t.step(&warm)?.read()?;
+    drop(warm);
+    let (ms, peak) = b.once_with_grad(|gpu, r| inputs(gpu, r, &cfg), |x| t.step(x).map(|_| ()))?;
+    drop(t);
+    b.gpu().trim_pool();
+    let mut s = Sample::new(ms, work(&cfg));
+    s.peak_bytes = Some(peak);
+    Ok(s)
+}

@@ -1,0 +1,423 @@
+//! The CADS preprocessing cache: every CT is read, reoriented to RAS, resampled to 1 mm, clipped to
+//! [−1024, 1024] HU, cut to its central 80 % in-plane where a side exceeds 320 voxels, and
+//! projected to its DRR ONCE; the result is written under the cache folder and later epochs (and
+//! later runs) read only that file.
+//!
+//! Why a cache: resampling a whole CT and rendering its DRR take seconds per volume, the views
+//! milliseconds per sample; a 150-epoch run would otherwise redo the slow part 150 times.
+//!
+//! Invalidation: a cache file is named by a 64-bit FNV-1a hash of its *key* and stores the key
+//! text; the key holds the input's path, byte size and modification time (ns) and the
+//! preprocessing config (tiling, spacing, clip, minimum size, the DRR projector's id), so a
+//! changed input or config misses and is rebuilt; a file whose stored key differs (a hash
+//! collision) or that fails to parse is rebuilt too.
+//!
+//! File format (little endian): `CADSVOL1`, u32 key length, key bytes (UTF-8), the volume
+//! (`[D, H, W]` as 3 × u64, then D·H·W f32), the tile depth starts (u64 count, u64 each, with the
+//! tile depth as u64 before them), the DRR (`[1, S, S]` as 3 × u64, then f32). Written to a temp
+//! file and renamed, so a crash never leaves a half file under the final name.
+//!
+//! Unusable inputs (unreadable, truncated, smaller than [`CacheConfig::min_shape`]) are skipped
+//! and reported in [`CacheReport::skipped`]; [`build_cache`] fails only when nothing usable is
+//! left.
+
+use super::batch::CadsVolume;
+use super::cads_views::DrrProjector;
+use super::tiles::{cads_tiles, extract_tile, TilingConfig};
+use crate::data::orientation::to_canonical;
+use crate::data::preprocess::{clip_scale, crop_pad, resample_to_spacing, Interp, Patch};
+use crate::data::volume::Volume;
+use crate::error::{Error, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"CADSVOL1";
+
+/// Where a pretraining volume comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum VolumeSource {
+    /// A NIfTI file of a CT in HU.
+    File(PathBuf),
+    /// The built-in phantom (`data::phantom`, default config), used when no CT is at hand.
+    Phantom,
+}
+
+impl VolumeSource {
+    /// A short name for logs and the skipped list.
+    pub fn name(&self) -> String {
+        match self {
+            VolumeSource::File(p) => p.display().to_string(),
+            VolumeSource::Phantom => "built-in phantom".into(),
+        }
+    }
+}
+
+/// The preprocessing numbers (CADS.md, "Pretraining data and recipe"); part of the cache key.
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    pub tiling: TilingConfig,
+    /// Target voxel size, mm (x, y, z).
+    pub spacing_mm: [f64; 3],
+    /// HU clip range applied once, before caching (the views clip again; clipping is idempotent).
+    pub hu_clip: (f32, f32),
+    /// Smallest usable volume at 1 mm, `[D, H, W]` voxels: below 16 slices not even one view fits
+    /// without padding, and an in-plane side under 64 mm is mostly padding in a ≥ 134-voxel
+    /// shared region, which teaches the network the padding value rather than anatomy.
+    pub min_shape: [usize; 3],
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            tiling: TilingConfig::default(),
+            spacing_mm: [1.0; 3],
+            hu_clip: (-1024.0, 1024.0),
+            min_shape: [16, 64, 64],
+        }
+    }
+}
+
+impl CacheConfig {
+    /// The config part of the cache key (every number that changes the cached bytes).
+    fn key_text(&self, projector: &dyn DrrProjector) -> String {
+        let t = &self.tiling;
+        format!(
+            "tiling depth {} stride {} max_side {} keep {:?}; spacing {:?}; clip {:?}; min {:?}; drr {}",
+            t.depth,
+            t.stride,
+            t.max_side,
+            t.keep_fraction,
+            self.spacing_mm,
+            self.hu_clip,
+            self.min_shape,
+            projector.id()
+        )
+    }
+}
+
+/// The inputs of a run: `path` is a NIfTI file, a folder of NIfTI files, an nnU-Net folder (with
+/// `imagesTr/`) or a JSON manifest (nnU-Net's dataset.json form); with no path, the sample CT
+/// `data/cxr.nii.gz` when it exists, else the built-in phantom.
+pub fn list_inputs(path: Option<&Path>) -> Result<Vec<VolumeSource>> {
+    let op = "list_inputs";
+    let Some(path) = path else {
+        let sample = Path::new(crate::drr::SAMPLE_CT);
+        return Ok(vec![if sample.is_file() {
+            VolumeSource::File(sample.to_path_buf())
+        } else {
+            VolumeSource::Phantom
+        }]);
+    };
+    let is_nifti = |p: &Path| {
+        let n = p.to_string_lossy();
+        n.ends_with(".nii") || n.ends_with(".nii.gz")
+    };
+    if path.is_file() {
+        if path.extension().is_some_and(|e| e == "json") {
+            return Ok(crate::data::loader::dataset_from_manifest(path)?
+                .into_iter()
+                .map(|c| VolumeSource::File(c.image))
+                .collect());
+        }
+        if is_nifti(path) {
+            return Ok(vec![VolumeSource::File(path.to_path_buf())]);
+        }
+        return Err(Error::BadFile {
+            op,
+            path: path.display().to_string(),
+            problem: "expected a .nii/.nii.gz CT, a folder of them, an nnU-Net folder or a .json manifest".into(),
+        });
+    }
+    if path.join("imagesTr").is_dir() {
+        return Ok(crate::data::loader::dataset_from_folder(path)?
+            .into_iter()
+            .map(|c| VolumeSource::File(c.image))
+            .collect());
+    }
+    let entries = std::fs::read_dir(path).map_err(|source| Error::Io {
+        op,
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && is_nifti(p))
+        .collect();
+    // Sorted so the volume order (and with it every seeded draw) is the same on every machine.
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::BadFile {
+            op,
+            path: path.display().to_string(),
+            problem: "no .nii or .nii.gz files (nor imagesTr/) in this folder".into(),
+        });
+    }
+    Ok(files.into_iter().map(VolumeSource::File).collect())
+}
+
+/// The prepared volumes and what happened to each input.
+#[derive(Debug, Default)]
+pub struct CacheReport {
+    pub volumes: Vec<CadsVolume>,
+    /// The source of each volume in `volumes`.
+    pub names: Vec<String>,
+    /// Inputs left out, with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// Volumes read from the cache, and built (then written) now.
+    pub hits: usize,
+    pub built: usize,
+}
+
+/// 64-bit FNV-1a: a stable hash for file names (std's hasher is randomly seeded per process).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The full cache key of one input under one config.
+fn source_key(src: &VolumeSource, cfg_text: &str) -> Result<String> {
+    match src {
+        VolumeSource::Phantom => Ok(format!("phantom default; {cfg_text}")),
+        VolumeSource::File(p) => {
+            let meta = std::fs::metadata(p).map_err(|source| Error::Io {
+                op: "pretrain cache",
+                path: p.display().to_string(),
+                source,
+            })?;
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+            Ok(format!(
+                "file {}; size {}; mtime_ns {mtime}; {cfg_text}",
+                abs.display(),
+                meta.len()
+            ))
+        }
+    }
+}
+
+/// Read every input through the cache under `dir` (created when missing), building what is
+/// missing or stale. Errors only when the folder cannot be made or no input is usable.
+pub fn build_cache(
+    sources: &[VolumeSource],
+    dir: &Path,
+    cfg: &CacheConfig,
+    projector: &dyn DrrProjector,
+    mut log: impl FnMut(&str),
+) -> Result<CacheReport> {
+    let op = "build_cache";
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        op,
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let cfg_text = cfg.key_text(projector);
+    let mut report = CacheReport::default();
+    for src in sources {
+        let name = src.name();
+        let outcome = (|| -> Result<(CadsVolume, bool)> {
+            let key = source_key(src, &cfg_text)?;
+            let file = dir.join(format!("{:016x}.cadsvol", fnv1a(key.as_bytes())));
+            if let Some(v) = read_cached(&file, &key, &cfg.tiling) {
+                return Ok((v, true));
+            }
+            let ct = match src {
+                VolumeSource::File(p) => crate::data::read_nifti(p)?,
+                VolumeSource::Phantom => {
+                    crate::data::phantom::phantom(&crate::data::phantom::PhantomConfig::default())?
+                        .0
+                }
+            };
+            let (iso, drr) = preprocess_volume(&ct, cfg, projector)?;
+            write_cached(&file, &key, &iso, &cfg.tiling, &drr)?;
+            Ok((to_cads_volume(&iso, &cfg.tiling, drr)?, false))
+        })();
+        match outcome {
+            Ok((v, hit)) => {
+                if hit {
+                    report.hits += 1;
+                } else {
+                    report.built += 1;
+                    log(&format!(
+                        "cached {name}: {} tiles of {:?}",
+                        v.tiles.len(),
+                        v.tiles.first().map(|t| t.shape).unwrap_or_default()
+                    ));
+                }
+                report.volumes.push(v);
+                report.names.push(name);
+            }
+            Err(e) => {
+                log(&format!("warning: skipping {name}: {e}"));
+                report.skipped.push((name, e.to_string()));
+            }
+        }
+    }
+    if report.volumes.is_empty() {
+        let list: Vec<String> = report
+            .skipped
+            .iter()
+            .map(|(n, why)| format!("{n} ({why})"))
+            .collect();
+        return Err(Error::invalid(
+            op,
+            "at least one usable CT volume",
+            format!(
+                "none of {} input(s): {}",
+                sources.len(),
+                if list.is_empty() {
+                    "no inputs".into()
+                } else {
+                    list.join("; ")
+                }
+            ),
+        ));
+    }
+    Ok(report)
+}
+
+/// The slow part, done once per volume: RAS, 1 mm, clip, central crop, DRR of the whole CT.
+/// Returns the cropped volume `[D, H, W]` (HU) and the DRR `[1, 96, 96]`.
+pub fn preprocess_volume(
+    ct: &Volume,
+    cfg: &CacheConfig,
+    projector: &dyn DrrProjector,
+) -> Result<(Patch, Patch)> {
+    let op = "preprocess_volume";
+    let (ras, _) = to_canonical(ct)?;
+    let mut iso = resample_to_spacing(&ras, cfg.spacing_mm, Interp::Linear)?;
+    let [nx, ny, nz] = iso.dims;
+    let got = [nz, ny, nx];
+    if got.iter().zip(cfg.min_shape).any(|(&g, m)| g < m) {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "a CT of at least {:?} voxels [D, H, W] at {:?} mm",
+                cfg.min_shape, cfg.spacing_mm
+            ),
+            format!("{got:?}"),
+        ));
+    }
+    if iso.data.iter().any(|v| !v.is_finite()) {
+        return Err(Error::invalid(op, "finite HU values", "NaN or infinity"));
+    }
+    // Clip before the DRR too: the DRR integrates max(0, HU + 1024) and metal above 1024 HU would
+    // otherwise dominate its min-max scaling (the authors clip the CT once, then project).
+    clip_scale(&mut iso.data, cfg.hu_clip.0, cfg.hu_clip.1, 0.0, 1.0)?;
+    let drr = projector.project(&iso)?;
+    let full = Patch::from_volume(&iso);
+    // The central-80 % rule, applied once here so the cache holds only what tiles read.
+    let tiles = cads_tiles(full.shape, &cfg.tiling)?;
+    let t0 = tiles[0];
+    let cropped = crop_pad(
+        &full,
+        [0, t0.start[1] as isize, t0.start[2] as isize],
+        [full.shape[0], t0.size[1], t0.size[2]],
+        cfg.hu_clip.0,
+    );
+    Ok((cropped, drr))
+}
+
+/// Tiles of an already cropped volume: depth tiles only (the in-plane rule has been applied).
+fn to_cads_volume(vol: &Patch, tiling: &TilingConfig, drr: Patch) -> Result<CadsVolume> {
+    let no_crop = TilingConfig {
+        max_side: usize::MAX,
+        ..tiling.clone()
+    };
+    let tiles = cads_tiles(vol.shape, &no_crop)?
+        .iter()
+        .map(|t| extract_tile(vol, t))
+        .collect();
+    Ok(CadsVolume { tiles, drr })
+}
+
+fn write_cached(
+    file: &Path,
+    key: &str,
+    vol: &Patch,
+    tiling: &TilingConfig,
+    drr: &Patch,
+) -> Result<()> {
+    let io = |source| Error::Io {
+        op: "pretrain cache write",
+        path: file.display().to_string(),
+        source,
+    };
+    let mut bytes = Vec::with_capacity(64 + key.len() + 4 * (vol.data.len() + drr.data.len()));
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(key.as_bytes());
+    let put_patch = |p: &Patch, bytes: &mut Vec<u8>| {
+        for s in p.shape {
+            bytes.extend_from_slice(&(s as u64).to_le_bytes());
+        }
+        bytes.extend_from_slice(bytemuck::cast_slice(&p.data));
+    };
+    put_patch(vol, &mut bytes);
+    bytes.extend_from_slice(&(tiling.depth as u64).to_le_bytes());
+    put_patch(drr, &mut bytes);
+    let tmp = file.with_extension("cadsvol.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, file).map_err(io)
+}
+
+/// A bounds-checked cursor over a cache file's bytes.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+    fn u64(&mut self) -> Option<usize> {
+        usize::try_from(u64::from_le_bytes(self.take(8)?.try_into().ok()?)).ok()
+    }
+    fn patch(&mut self) -> Option<Patch> {
+        let shape = [self.u64()?, self.u64()?, self.u64()?];
+        let n = shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b))?;
+        let data = self
+            .take(n.checked_mul(4)?)?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Some(Patch { data, shape })
+    }
+}
+
+/// None when the file is absent, stale (another key) or malformed: the caller rebuilds it.
+fn read_cached(file: &Path, key: &str, tiling: &TilingConfig) -> Option<CadsVolume> {
+    let bytes = std::fs::read(file).ok()?;
+    let mut c = Cursor {
+        bytes: &bytes,
+        at: 0,
+    };
+    if c.take(8)? != MAGIC {
+        return None;
+    }
+    let klen = u32::from_le_bytes(c.take(4)?.try_into().ok()?) as usize;
+    if c.take(klen)? != key.as_bytes() {
+        return None;
+    }
+    let vol = c.patch()?;
+    let depth = c.u64()?;
+    let drr = c.patch()?;
+    if depth != tiling.depth || c.at != bytes.len() {
+        return None;
+    }
+    to_cads_volume(&vol, tiling, drr).ok()
+}
