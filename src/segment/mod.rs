@@ -11,4 +11,6 @@
 //!
 //! The model itself is `models::pvt_unet` (a model, one layer down).
 
+pub mod augment;
 pub mod config;
+pub mod loss;
