@@ -5,3 +5,4 @@ pub mod demo;
 pub mod drr;
 pub mod info;
 pub mod inspect;
+pub mod segment;

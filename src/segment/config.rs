@@ -6,6 +6,7 @@
 //! `lr_t = lr₀ · (1 − t/T)^0.9`; the encoder's group runs at `encoder_lr_factor · lr_t`.
 
 use crate::error::{Error, Result};
+use crate::models::PvtUnetConfig;
 
 /// Which optimizer updates the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -38,10 +39,49 @@ impl std::str::FromStr for OptimizerKind {
     }
 }
 
+/// Which PVT-UNet to build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelPreset {
+    /// PVTv2-b1 encoder as CADS pretrains it (≈ 24 M encoder parameters), 32 final channels.
+    B1,
+    /// [`PvtUnetConfig::tiny`]: for tests and CPU (lavapipe) runs.
+    Tiny,
+}
+
+impl ModelPreset {
+    /// The network for `classes` classes (background included) with this drop-path rate.
+    pub fn model_config(self, classes: usize, drop_path_rate: f32, seed: u64) -> PvtUnetConfig {
+        let mut cfg = match self {
+            ModelPreset::B1 => PvtUnetConfig {
+                classes,
+                ..PvtUnetConfig::default()
+            },
+            ModelPreset::Tiny => PvtUnetConfig::tiny(classes),
+        };
+        cfg.encoder.drop_path_rate = drop_path_rate;
+        cfg.encoder.seed = seed;
+        cfg.seed = seed.wrapping_add(1);
+        cfg
+    }
+}
+
+impl std::str::FromStr for ModelPreset {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<ModelPreset> {
+        match s.to_ascii_lowercase().as_str() {
+            "b1" => Ok(ModelPreset::B1),
+            "tiny" => Ok(ModelPreset::Tiny),
+            other => Err(Error::invalid("ModelPreset", "b1 or tiny", other)),
+        }
+    }
+}
+
 /// Settings of one training run. Every field is written to `RUN/config.json` and stored in the
 /// checkpoints, so a resumed run continues with the same numbers.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SegTrainConfig {
+    pub model: ModelPreset,
     /// Patch `[D, H, W]` voxels; each a multiple of the network's total stride (16, 32, 32).
     pub patch: [usize; 3],
     /// Patches per step.
@@ -76,6 +116,7 @@ pub struct SegTrainConfig {
 impl Default for SegTrainConfig {
     fn default() -> Self {
         SegTrainConfig {
+            model: ModelPreset::B1,
             patch: [64, 160, 160],
             batch: 2,
             epochs: 100,

@@ -13,4 +13,6 @@
 
 pub mod augment;
 pub mod config;
+pub mod curves;
 pub mod loss;
+pub mod train;
