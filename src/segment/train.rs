@@ -273,6 +273,9 @@ pub struct RunOptions {
     pub init_from: Option<String>,
     /// Patch augmentation (default: nnU-Net's).
     pub augment: AugmentConfig,
+    /// Stop after this many epochs of this invocation (the schedule still spans `epochs`; a
+    /// later `resume` continues), e.g. to fit a time slot.
+    pub stop_after: Option<usize>,
 }
 
 /// One epoch's numbers (a line of `metrics.jsonl`).
@@ -570,7 +573,11 @@ pub fn train(
     let mut batches = Prefetcher::new(seed, Some(remaining), cfg.workers, 2 * cfg.workers, make);
     let [d, h, w] = cfg.patch;
     let mut step = first_step as u64;
-    for epoch in start_epoch..cfg.epochs {
+    let end_epoch = match run.stop_after {
+        Some(n) => (start_epoch + n).min(cfg.epochs),
+        None => cfg.epochs,
+    };
+    for epoch in start_epoch..end_epoch {
         let started = Instant::now();
         let frozen = epoch < cfg.freeze_encoder_epochs;
         let mut loss_sum = 0.0;
