@@ -28,6 +28,7 @@ mod inputs;
 mod matmul;
 mod pvt;
 mod rows;
+mod segment;
 
 use std::time::Instant;
 
@@ -49,6 +50,7 @@ const FAMILIES: &[fn() -> Vec<Case>] = &[
     attention::cases,
     drr::cases,
     pvt::cases,
+    segment::cases,
 ];
 
 /// One benchmark case.
