@@ -19,7 +19,7 @@
 //! gets a fresh folder. Files are written through a temporary name and a rename.
 
 use super::dataset::{load_case, DatasetCase};
-use super::fingerprint::{dhw_shape, dhw_spacing};
+use super::fingerprint::dhw_shape;
 use super::plan::{write_atomic, CtNormalization, LabelResampling, Plan};
 use crate::data::orientation::to_canonical;
 use crate::data::preprocess::{resample_to_spacing, Interp, Patch};
@@ -132,7 +132,7 @@ pub fn preprocess_volumes(
     };
     Ok(PreprocessedCase {
         id: id.to_string(),
-        spacing_mm: dhw_spacing(&img),
+        spacing_mm: plan.target_spacing_mm,
         image: Patch::from_volume(&img),
         label,
     })
