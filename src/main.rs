@@ -57,6 +57,9 @@ enum Command {
     },
     /// Render a digitally reconstructed radiograph of a CT to a PNG.
     Drr(cli::drr::DrrArgs),
+    /// PVT-UNet segmentation: train (and, with the inference branch, predict / evaluate).
+    #[command(subcommand)]
+    Segment(cli::segment::SegmentCommand),
 }
 
 fn main() {
@@ -73,6 +76,7 @@ fn main() {
         Command::Bench { filter } => cli::bench::run(&choice, filter.as_deref()),
         Command::Inspect { file, json, labels } => cli::inspect::run(&file, json, labels),
         Command::Drr(a) => cli::drr::run(&choice, &a),
+        Command::Segment(c) => cli::segment::run(&choice, &c),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -5,3 +5,5 @@ pub mod demo;
 pub mod drr;
 pub mod info;
 pub mod inspect;
+pub mod segment;
+pub mod segment_infer;
