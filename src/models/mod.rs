@@ -1,7 +1,8 @@
-//! Networks built from `nn` layers: the PVTv2 encoder (3D/2D), a small 3D conv U-Net; later the
-//! DINO head and PVT-UNet.
+//! Networks built from `nn` layers: the PVTv2 encoder (3D/2D), PVT-UNet, a small 3D conv U-Net.
 
 pub mod pvt;
+pub mod pvt_unet;
 pub mod unet;
 
+pub use pvt_unet::{PvtUnet, PvtUnetConfig};
 pub use unet::{UNet3d, UNet3dConfig};
