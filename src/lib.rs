@@ -36,7 +36,7 @@
 //! | 11 | `checkpoint` | models + optimizer + schedule + RNG + config, written atomically |
 //! | 12 | `pretrain` | the CADS recipe: views (incl. the DRR view), the DRR cache, tiling, batches |
 //! | 13 | `train` | end-to-end training demos (toy regression, U-Net on spheres) |
-//! | 14 | `segment` | the PVT-UNet recipe: plan, preprocessing, loss, augmentation, training, sliding window, metrics |
+//! | 14 | `segment` | the PVT-UNet recipe: datasets, plan, preprocessing, loss, augmentation, training, sliding window, prediction, metrics |
 //! | 15 | `bench`, `cli`, `kernels` | the benchmark suite, the `cads` command, the list of every kernel (top floor) |
 //!
 //! # Axis conventions

@@ -6,3 +6,4 @@ pub mod drr;
 pub mod info;
 pub mod inspect;
 pub mod segment;
+pub mod segment_infer;

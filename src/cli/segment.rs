@@ -12,6 +12,10 @@ use clap::Subcommand;
 pub enum SegmentCommand {
     /// Train PVT-UNet (nnU-Net's recipe) on an nnU-Net raw folder or a JSON manifest.
     Train(TrainArgs),
+    /// Fingerprint a dataset (spacings, shapes, foreground HU) and write an editable plan.json.
+    Plan(super::segment_infer::PlanArgs),
+    /// Dice, HD95 (mm) and NSD per case and label between two folders of label maps.
+    Evaluate(super::segment_infer::EvaluateArgs),
 }
 
 #[derive(clap::Args)]
@@ -79,6 +83,8 @@ fn parse_patch(s: &str) -> std::result::Result<[usize; 3], String> {
 pub fn run(choice: &AdapterChoice, command: &SegmentCommand) -> Result<()> {
     match command {
         SegmentCommand::Train(a) => run_train(choice, a),
+        SegmentCommand::Plan(a) => super::segment_infer::plan(choice, a),
+        SegmentCommand::Evaluate(a) => super::segment_infer::evaluate(a),
     }
 }
 
