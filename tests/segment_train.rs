@@ -130,3 +130,63 @@ fn a_resumed_run_continues_exactly_and_writes_its_folder() {
     assert_eq!(lines.lines().count(), 2, "{lines}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn an_nnunet_folder_loads_with_its_label_names_split_and_ct_normalisation() {
+    use cads::data::{write_nifti, Datatype, Volume};
+    use cads::segment::train::load_training_data;
+    let dir = std::env::temp_dir().join(format!("cads_segment_folder_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("imagesTr")).unwrap();
+    std::fs::create_dir_all(dir.join("labelsTr")).unwrap();
+    let affine = [
+        [1.0, 0.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0, 0.0],
+        [0.0, 0.0, 2.0, 0.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
+    // Five cases of [X, Y, Z] = [4, 4, 2]: HU −1000 background, 100·c + voxel index on class 1.
+    for c in 0..5 {
+        let label: Vec<f32> = (0..32).map(|i| (i % 3 == 0) as u8 as f32).collect();
+        let image: Vec<f32> = (0..32)
+            .map(|i| {
+                if i % 3 == 0 {
+                    100.0 * c as f32 + i as f32
+                } else {
+                    -1000.0
+                }
+            })
+            .collect();
+        let v = |d, t| Volume::new(d, [4, 4, 2], affine, t).unwrap();
+        write_nifti(
+            dir.join(format!("imagesTr/c{c}_0000.nii.gz")),
+            &v(image, Datatype::Float32),
+            None,
+        )
+        .unwrap();
+        write_nifti(
+            dir.join(format!("labelsTr/c{c}.nii.gz")),
+            &v(label, Datatype::Uint8),
+            None,
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.join("dataset.json"),
+        r#"{"labels": {"background": 0, "liver": 1}, "channel_names": {"0": "CT"}}"#,
+    )
+    .unwrap();
+    let data = load_training_data(&dir, 0.2).unwrap();
+    assert_eq!((data.train.len(), data.validation.len()), (4, 1));
+    assert_eq!(data.class_names, vec!["background", "liver"]);
+    assert_eq!(data.classes, 2);
+    let n = data.normalization.unwrap();
+    // Foreground of the training cases (c = 0..3) spans 0..330; background clips to the 0.5
+    // percentile and every value is z-scored.
+    assert!(n.lo >= 0.0 && n.hi <= 330.0 && n.std > 0.0, "{n:?}");
+    let v = &data.validation[0];
+    assert_eq!(v.image.shape, [2, 4, 4]);
+    assert_eq!(v.image.data[1], (n.lo - n.mean) / n.std);
+    assert_eq!(v.class_voxels[0].0, 1);
+    std::fs::remove_dir_all(&dir).ok();
+}
