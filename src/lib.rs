@@ -36,7 +36,7 @@
 //! | 11 | `checkpoint` | models + optimizer + schedule + RNG + config, written atomically |
 //! | 12 | `pretrain` | the CADS recipe: config and presets, views (incl. the DRR view), the DRR cache, tiling, batches, student/teacher, loss, schedules, the training step, the preprocessing cache and the run (metrics, plot, checkpoints, resume) |
 //! | 13 | `train` | end-to-end training demos (toy regression, U-Net on spheres) |
-//! | 14 | `segment` | *future*: the PVT-UNet recipe |
+//! | 14 | `segment` | the PVT-UNet recipe: datasets, plan, preprocessing, loss, augmentation, training, sliding window, prediction, metrics |
 //! | 15 | `bench`, `cli`, `kernels` | the benchmark suite, the `cads` command, the list of every kernel (top floor) |
 //!
 //! # Axis conventions
@@ -74,6 +74,7 @@ pub mod ops;
 pub mod optim;
 pub mod pretrain;
 pub mod reference;
+pub mod segment;
 pub mod tensor;
 pub mod train;
 pub mod util;

@@ -76,6 +76,9 @@ enum Command {
     /// CADS self-supervised pretraining: progress, metrics.jsonl, loss.png, checkpoints, the
     /// teacher backbone as safetensors. With no command at all, a short tiny-preset run.
     Pretrain(cli::pretrain::PretrainArgs),
+    /// PVT-UNet segmentation: train (and, with the inference branch, predict / evaluate).
+    #[command(subcommand)]
+    Segment(cli::segment::SegmentCommand),
 }
 
 fn main() {
@@ -108,6 +111,7 @@ fn main() {
             datatype,
         } => cli::convert::run(&input, &output, series.as_deref(), datatype.as_deref()),
         Command::Pretrain(a) => cli::pretrain::run(&choice, &a),
+        Command::Segment(c) => cli::segment::run(&choice, &c),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

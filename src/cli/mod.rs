@@ -7,3 +7,5 @@ pub mod drr;
 pub mod info;
 pub mod inspect;
 pub mod pretrain;
+pub mod segment;
+pub mod segment_infer;

@@ -1,0 +1,181 @@
+//! `cads segment train|…`: the PVT-UNet recipe of `cads::segment` on the command line.
+
+use std::path::PathBuf;
+
+use cads::gpu::AdapterChoice;
+use cads::segment::config::{ModelPreset, OptimizerKind, SegTrainConfig};
+use cads::segment::train::{load_training_data, train, Progress, RunOptions};
+use cads::{Error, Gpu, Result};
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum SegmentCommand {
+    /// Train PVT-UNet (nnU-Net's recipe) on an nnU-Net raw folder or a JSON manifest.
+    Train(TrainArgs),
+    /// Fingerprint a dataset (spacings, shapes, foreground HU) and write an editable plan.json.
+    Plan(super::segment_infer::PlanArgs),
+    /// Dice, HD95 (mm) and NSD per case and label between two folders of label maps.
+    Evaluate(super::segment_infer::EvaluateArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// nnU-Net raw dataset folder (dataset.json, imagesTr/, labelsTr/) or a JSON manifest.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Run folder: run.json, metrics.jsonl, curves.png, checkpoint_{latest,best}.safetensors.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 100)]
+    pub epochs: usize,
+    /// Optimizer steps per epoch (nnU-Net: 250).
+    #[arg(long, default_value_t = 250)]
+    pub iterations: usize,
+    /// Patch D,H,W in voxels, multiples of 16,32,32.
+    #[arg(long, default_value = "64,160,160", value_parser = parse_patch)]
+    pub patch: [usize; 3],
+    #[arg(long, default_value_t = 2)]
+    pub batch: usize,
+    /// Initialise the encoder from a CADS teacher (safetensors; `backbone.` or cads checkpoint).
+    #[arg(long)]
+    pub init_from: Option<String>,
+    /// sgd (Nesterov 0.99, poly lr; nnU-Net) or adamw.
+    #[arg(long, default_value = "sgd")]
+    pub optimizer: OptimizerKind,
+    /// Initial learning rate (default: 1e-2 for SGD, 1e-3 for AdamW).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Encoder learning rate relative to the decoder's.
+    #[arg(long, default_value_t = 1.0)]
+    pub encoder_lr_factor: f64,
+    /// Epochs with the encoder frozen (no gradient, no update).
+    #[arg(long, default_value_t = 0)]
+    pub freeze_encoder_epochs: usize,
+    /// b1 (the CADS PVTv2-b1 encoder) or tiny (tests, CPU adapters).
+    #[arg(long, default_value = "b1")]
+    pub model: ModelPreset,
+    /// Fraction of cases (or, with one case, of its slices along D) held out for validation.
+    #[arg(long, default_value_t = 0.2)]
+    pub val_fraction: f64,
+    /// Dice pooled over the batch.
+    #[arg(long)]
+    pub batch_dice: bool,
+    /// Train on the full-resolution output only.
+    #[arg(long)]
+    pub no_deep_supervision: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Continue from OUT/checkpoint_latest.safetensors.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+fn parse_patch(s: &str) -> std::result::Result<[usize; 3], String> {
+    let v: Vec<usize> = s
+        .split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("patch D,H,W: {e}"))?;
+    v.try_into()
+        .map_err(|v: Vec<usize>| format!("patch D,H,W: three numbers, got {}", v.len()))
+}
+
+pub fn run(choice: &AdapterChoice, command: &SegmentCommand) -> Result<()> {
+    match command {
+        SegmentCommand::Train(a) => run_train(choice, a),
+        SegmentCommand::Plan(a) => super::segment_infer::plan(choice, a),
+        SegmentCommand::Evaluate(a) => super::segment_infer::evaluate(a),
+    }
+}
+
+fn run_train(choice: &AdapterChoice, a: &TrainArgs) -> Result<()> {
+    let cfg = SegTrainConfig {
+        model: a.model,
+        patch: a.patch,
+        batch: a.batch,
+        epochs: a.epochs,
+        iterations_per_epoch: a.iterations,
+        optimizer: a.optimizer,
+        lr: a.lr,
+        encoder_lr_factor: a.encoder_lr_factor,
+        freeze_encoder_epochs: a.freeze_encoder_epochs,
+        deep_supervision: !a.no_deep_supervision,
+        batch_dice: a.batch_dice,
+        validation_fraction: a.val_fraction,
+        seed: a.seed,
+        ..SegTrainConfig::default()
+    };
+    cfg.validate()?;
+    let gpu = Gpu::with_choice(choice)?;
+    let data = load_training_data(&a.data, cfg.validation_fraction)?;
+    println!(
+        "cads segment train on {}: {} training / {} validation cases, classes {:?}",
+        gpu.adapter().name,
+        data.train.len(),
+        data.validation.len(),
+        data.class_names
+    );
+    let run = RunOptions {
+        out: Some(a.out.clone()),
+        resume: a.resume,
+        init_from: a.init_from.clone(),
+        ..RunOptions::default()
+    };
+    let names = data.class_names.clone();
+    let report = train(&gpu, &cfg, &data, &run, |p| match p {
+        Progress::Step {
+            epoch,
+            iteration,
+            iterations,
+            loss,
+            steps_per_second,
+        } => {
+            let done = (iteration + 1) * 30 / iterations;
+            eprint!(
+                "\repoch {epoch:4} [{}{}] {}/{iterations} loss {loss:.4} {steps_per_second:.2} it/s ",
+                "#".repeat(done),
+                " ".repeat(30 - done),
+                iteration + 1
+            );
+        }
+        Progress::Epoch(m) => {
+            let dice: Vec<String> = m
+                .val_dice
+                .iter()
+                .zip(names.iter().skip(1))
+                .map(|(d, n)| match d {
+                    Some(d) => format!("{n} {d:.3}"),
+                    None => format!("{n} -"),
+                })
+                .collect();
+            eprintln!();
+            println!(
+                "epoch {:4}  loss {:.4}  lr {:.2e}{}  val Dice mean {:.3}: {}  ({:.1} s)",
+                m.epoch,
+                m.train_loss,
+                m.lr,
+                if m.encoder_frozen {
+                    " (encoder frozen)"
+                } else {
+                    ""
+                },
+                m.mean_val_dice,
+                dice.join(", "),
+                m.seconds
+            );
+        }
+    })?;
+    println!(
+        "best mean validation Dice {:.3}; run folder {}",
+        report.best_mean_dice,
+        a.out.display()
+    );
+    if report.history.is_empty() {
+        return Err(Error::invalid(
+            "cads segment train",
+            "at least one epoch to run",
+            "a finished run (raise --epochs to continue)",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,654 @@
+//! PVT-UNet training (`cads segment train`): nnU-Net's loop on our GPU stack.
+//!
+//! Per step: a batch of augmented patches from the prefetcher (host threads,
+//! `segment::augment`), the network's five outputs, the deep-supervised Dice + CE loss
+//! (`segment::loss`), backward, gradient clipping at global norm 12 (nnU-Net's), the poly
+//! learning rate `lr_t = lr₀·(1 − t/T)^0.9` (encoder groups × `encoder_lr_factor`), the optimizer
+//! step (SGD Nesterov 0.99 by default, AdamW as an option). While `epoch <
+//! freeze_encoder_epochs` the encoder runs without recording: no gradient, no update, no
+//! momentum.
+//!
+//! Per epoch: validation Dice per foreground class on the held-out cases (the same Gaussian
+//! sliding window as `cads segment predict`, overlap 0.5, no mirroring; argmax; counts pooled
+//! over the cases as nnU-Net's online "pseudo Dice"), a JSON line in
+//! `RUN/metrics.jsonl`, the curves `RUN/curves.png`, the checkpoint `RUN/checkpoint_latest
+//! .safetensors` and, when the mean foreground Dice improves, `RUN/checkpoint_best
+//! .safetensors` (both written atomically by `checkpoint`). `--resume` restores the latest
+//! checkpoint (network, optimizer, position, best Dice) and continues the same patch stream: the
+//! batch of global step t is always drawn from `Rng::new(seed).fork(t)`.
+//!
+//! Data (see [`load_training_data`]): an nnU-Net raw folder (`dataset.json` with its `labels`,
+//! `imagesTr/`, `labelsTr/`) or a JSON manifest, read by `data::loader` and reoriented to RAS.
+//! Cases are trained on their own voxel grid (no resampling) with nnU-Net's CT normalisation
+//! (clip to the 0.5 / 99.5 percentiles of the training foreground, z-score with its mean and
+//! std). The last `validation_fraction` of the cases (sorted by name) are held out; with a single
+//! case its last `validation_fraction` of slices along D (a cranio-caudal slab) are.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::augment::{augmented_patch, AugmentConfig, TrainingCase};
+use super::config::{OptimizerKind, SegTrainConfig};
+use super::curves::curves_png;
+use super::loss::{seg_loss, SegLossConfig};
+use super::sliding_window::{sliding_window, tensor_forward, SlidingWindowConfig};
+use crate::checkpoint::{Checkpoint, LoadedCheckpoint};
+use crate::data::loader::{dataset_from_folder, dataset_from_manifest, load_case, Prefetcher};
+use crate::data::preprocess::{crop_pad, Patch};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::infer::{argmax_classes, DiceCounts};
+use crate::models::{PvtUnet, PvtUnetConfig};
+use crate::nn::Module;
+use crate::optim::{
+    clip_grad_norm, AdamW, AdamWConfig, Optimizer, ParamGroup, PolyDecay, Sgd, SgdConfig,
+};
+use crate::tensor::Tensor;
+use crate::util::Rng;
+
+/// nnU-Net's gradient clipping: global L2 norm 12.
+pub const CLIP_NORM: f64 = 12.0;
+
+/// CT intensity normalisation: `x ← (clip(x, lo, hi) − mean) / std`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CtNormalization {
+    pub lo: f32,
+    pub hi: f32,
+    pub mean: f32,
+    pub std: f32,
+}
+
+impl CtNormalization {
+    /// nnU-Net's CT scheme from the foreground voxels of the training cases (labels > 0): the
+    /// 0.5 and 99.5 percentiles, then the mean and std of the clipped foreground. At most
+    /// 100 000 voxels per case are used (evenly strided), as nnU-Net samples its fingerprint.
+    pub fn from_foreground(cases: &[(Patch, Patch)]) -> Result<CtNormalization> {
+        let op = "CtNormalization::from_foreground";
+        let mut values = Vec::new();
+        for (image, label) in cases {
+            let fg: Vec<f32> = image
+                .data
+                .iter()
+                .zip(&label.data)
+                .filter(|(_, &l)| l > 0.0)
+                .map(|(&v, _)| v)
+                .collect();
+            let step = fg.len().div_ceil(100_000).max(1);
+            values.extend(fg.iter().step_by(step).copied().filter(|v| v.is_finite()));
+        }
+        if values.is_empty() {
+            return Err(Error::invalid(
+                op,
+                "training cases with foreground voxels",
+                "none",
+            ));
+        }
+        values.sort_by(f32::total_cmp);
+        let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+        let (lo, hi) = (at(0.005), at(0.995));
+        let clipped: Vec<f64> = values.iter().map(|&v| v.clamp(lo, hi) as f64).collect();
+        let mean = clipped.iter().sum::<f64>() / clipped.len() as f64;
+        let var = clipped.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / clipped.len() as f64;
+        Ok(CtNormalization {
+            lo,
+            hi,
+            mean: mean as f32,
+            std: var.sqrt().max(1e-8) as f32,
+        })
+    }
+
+    pub fn apply(&self, data: &mut [f32]) {
+        for v in data {
+            *v = (v.clamp(self.lo, self.hi) - self.mean) / self.std;
+        }
+    }
+}
+
+/// Training and validation cases, normalised, with the class count and names.
+pub struct SegData {
+    pub train: Vec<TrainingCase>,
+    pub validation: Vec<TrainingCase>,
+    /// K, background included.
+    pub classes: usize,
+    /// Name of each class 0..K.
+    pub class_names: Vec<String>,
+    pub normalization: Option<CtNormalization>,
+}
+
+/// Class names from nnU-Net's `dataset.json` `labels` (`{"background": 0, "liver": 1, …}`).
+fn dataset_labels(path: &Path) -> Result<Option<Vec<String>>> {
+    let json = if path.is_dir() {
+        path.join("dataset.json")
+    } else {
+        path.to_path_buf()
+    };
+    if !json.exists() {
+        return Ok(None);
+    }
+    let name = json.display().to_string();
+    let text = std::fs::read_to_string(&json).map_err(|source| Error::Io {
+        op: "load_training_data",
+        path: name.clone(),
+        source,
+    })?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::BadFile {
+        op: "load_training_data",
+        path: name.clone(),
+        problem: e.to_string(),
+    })?;
+    let Some(labels) = value.get("labels").and_then(|l| l.as_object()) else {
+        return Ok(None);
+    };
+    let mut pairs = Vec::new();
+    for (k, v) in labels {
+        // nnU-Net v2 maps name → index; v1 maps "index" → name.
+        match (v.as_u64(), k.parse::<usize>(), v.as_str()) {
+            (Some(i), _, _) => pairs.push((i as usize, k.clone())),
+            (None, Ok(i), Some(n)) => pairs.push((i, n.to_string())),
+            _ => {
+                return Err(Error::BadFile {
+                    op: "load_training_data",
+                    path: name,
+                    problem: format!(
+                        "labels entry {k}: {v} is neither name → index nor index → name"
+                    ),
+                })
+            }
+        }
+    }
+    pairs.sort();
+    if pairs.iter().enumerate().any(|(i, (c, _))| *c != i) {
+        return Err(Error::BadFile {
+            op: "load_training_data",
+            path: name,
+            problem: format!("labels {pairs:?} are not the classes 0..K"),
+        });
+    }
+    Ok(Some(pairs.into_iter().map(|(_, n)| n).collect()))
+}
+
+/// Split off the last `fraction` of the slices along D (at least one, at most all but one).
+fn split_slab(image: &Patch, label: &Patch, fraction: f64) -> Result<[(Patch, Patch); 2]> {
+    let [d, h, w] = image.shape;
+    if d < 2 {
+        return Err(Error::invalid(
+            "load_training_data",
+            "a single case with at least 2 slices to hold a slab out for validation",
+            format!("{d} slices"),
+        ));
+    }
+    let held = ((d as f64 * fraction).round() as usize).clamp(1, d - 1);
+    let cut = d - held;
+    let part =
+        |p: &Patch, start: usize, len: usize| crop_pad(p, [start as isize, 0, 0], [len, h, w], 0.0);
+    Ok([
+        (part(image, 0, cut), part(label, 0, cut)),
+        (part(image, cut, held), part(label, cut, held)),
+    ])
+}
+
+/// Read a dataset (nnU-Net folder or JSON manifest), normalise it and split it (module docs).
+pub fn load_training_data(path: &Path, validation_fraction: f64) -> Result<SegData> {
+    let op = "load_training_data";
+    let cases = if path.is_dir() {
+        dataset_from_folder(path)?
+    } else {
+        dataset_from_manifest(path)?
+    };
+    let mut pairs = Vec::with_capacity(cases.len());
+    for case in &cases {
+        let (image, label) = load_case(case)?;
+        let label = label.ok_or_else(|| {
+            Error::invalid(
+                op,
+                "a labelmap for every training case",
+                case.image.display(),
+            )
+        })?;
+        pairs.push((Patch::from_volume(&image), Patch::from_volume(&label)));
+    }
+    let max_label = pairs
+        .iter()
+        .flat_map(|(_, l)| l.data.iter())
+        .fold(0.0f32, |a, &b| a.max(b));
+    let names = dataset_labels(path)?;
+    let classes = match &names {
+        Some(n) => n.len(),
+        None => max_label as usize + 1,
+    };
+    if classes < 2 {
+        return Err(Error::invalid(
+            op,
+            "at least one foreground class",
+            "only background",
+        ));
+    }
+    let class_names = names.unwrap_or_else(|| {
+        (0..classes)
+            .map(|c| {
+                if c == 0 {
+                    "background".into()
+                } else {
+                    format!("class_{c}")
+                }
+            })
+            .collect()
+    });
+    let (train, val): (Vec<_>, Vec<_>) = if pairs.len() == 1 {
+        let [a, b] = split_slab(&pairs[0].0, &pairs[0].1, validation_fraction)?;
+        (vec![a], vec![b])
+    } else {
+        let held =
+            ((pairs.len() as f64 * validation_fraction).round() as usize).clamp(1, pairs.len() - 1);
+        let val = pairs.split_off(pairs.len() - held);
+        (pairs, val)
+    };
+    let normalization = CtNormalization::from_foreground(&train)?;
+    let build = |v: Vec<(Patch, Patch)>| -> Result<Vec<TrainingCase>> {
+        v.into_iter()
+            .map(|(mut i, l)| {
+                normalization.apply(&mut i.data);
+                TrainingCase::new(i, l, classes)
+            })
+            .collect()
+    };
+    Ok(SegData {
+        train: build(train)?,
+        validation: build(val)?,
+        classes,
+        class_names,
+        normalization: Some(normalization),
+    })
+}
+
+/// Where a run writes and how it starts.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// The run folder (metrics, curves, checkpoints); None writes nothing (tests).
+    pub out: Option<PathBuf>,
+    /// Continue from `out/checkpoint_latest.safetensors`.
+    pub resume: bool,
+    /// Initialise the encoder from a teacher file (`PvtUnet::load_encoder`).
+    pub init_from: Option<String>,
+    /// Patch augmentation (default: nnU-Net's).
+    pub augment: AugmentConfig,
+    /// Stop after this many epochs of this invocation (the schedule still spans `epochs`; a
+    /// later `resume` continues), e.g. to fit a time slot.
+    pub stop_after: Option<usize>,
+}
+
+/// One epoch's numbers (a line of `metrics.jsonl`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    /// Validation Dice per foreground class 1..K (NaN → null when a class is absent from both
+    /// the prediction and the reference of every case: JSON has no NaN).
+    pub val_dice: Vec<Option<f64>>,
+    pub mean_val_dice: f64,
+    pub lr: f64,
+    pub encoder_frozen: bool,
+    pub seconds: f64,
+}
+
+/// What a step or epoch reports to the caller (progress display).
+#[derive(Clone, Debug)]
+pub enum Progress<'a> {
+    Step {
+        epoch: usize,
+        iteration: usize,
+        iterations: usize,
+        loss: f32,
+        steps_per_second: f64,
+    },
+    Epoch(&'a EpochMetrics),
+}
+
+/// The trained network and the run's history.
+pub struct TrainReport {
+    pub net: PvtUnet,
+    pub history: Vec<EpochMetrics>,
+    pub best_mean_dice: f64,
+}
+
+/// The run description stored in checkpoints and `RUN/run.json`: what `predict` needs to build
+/// and feed the network.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RunInfo {
+    pub train: SegTrainConfig,
+    pub classes: usize,
+    pub class_names: Vec<String>,
+    pub normalization: Option<CtNormalization>,
+}
+
+impl RunInfo {
+    /// The network this run trains.
+    pub fn model_config(&self) -> PvtUnetConfig {
+        self.train
+            .model
+            .model_config(self.classes, self.train.drop_path_rate, self.train.seed)
+    }
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The optimizer with its groups: encoder groups first (indices in the returned list).
+fn build_optimizer(
+    net: &PvtUnet,
+    cfg: &SegTrainConfig,
+) -> Result<(Box<dyn Optimizer>, Vec<usize>)> {
+    let lr = cfg.base_lr();
+    let (enc, dec) = (net.encoder_parameters(), net.decoder_parameters());
+    Ok(match cfg.optimizer {
+        OptimizerKind::Sgd => (
+            Box::new(Sgd::new(
+                vec![ParamGroup::named(enc), ParamGroup::named(dec)],
+                SgdConfig::nnunet(lr),
+            )?),
+            vec![0],
+        ),
+        OptimizerKind::AdamW => {
+            let mut groups = ParamGroup::split_decay_named(&enc);
+            groups.extend(ParamGroup::split_decay_named(&dec));
+            (
+                Box::new(AdamW::new(
+                    groups,
+                    AdamWConfig {
+                        lr,
+                        ..AdamWConfig::default()
+                    },
+                )?),
+                vec![0, 1],
+            )
+        }
+    })
+}
+
+/// A batch: images `[B, D, H, W, 1]` flat and labels per voxel.
+type Batch = (Vec<f32>, Vec<usize>);
+
+/// Labels of every voxel of `image` predicted by `net`: `segment::sliding_window` with
+/// nnU-Net's Gaussian weighting and overlap 0.5, no mirroring, then argmax.
+pub fn predict_case(net: &PvtUnet, image: &Patch, patch: [usize; 3]) -> Result<Vec<usize>> {
+    let k = net.config.classes;
+    let gpu = net.heads[0].weight.gpu().clone();
+    let run = |x: &Tensor| net.predict(x);
+    let mut forward = tensor_forward(&gpu, k, &run);
+    let logits = sliding_window(image, k, &SlidingWindowConfig::new(patch), &mut forward)?;
+    argmax_classes(&logits.data, k)
+}
+
+/// Dice per foreground class over the held-out cases (pooled counts; None when a class is in
+/// neither prediction nor reference of any case).
+pub fn validate(
+    net: &PvtUnet,
+    cases: &[TrainingCase],
+    patch: [usize; 3],
+) -> Result<Vec<Option<f64>>> {
+    let k = net.config.classes;
+    let mut pooled = vec![DiceCounts::default(); k];
+    for case in cases {
+        let predicted = predict_case(net, &case.image, patch)?;
+        let target: Vec<usize> = case.label.data.iter().map(|&v| v as usize).collect();
+        for (c, p) in pooled.iter_mut().enumerate().skip(1) {
+            p.add(DiceCounts::of(&predicted, &target, c)?);
+        }
+    }
+    Ok(pooled[1..]
+        .iter()
+        .map(|p| (p.predicted + p.target > 0).then(|| p.value()))
+        .collect())
+}
+
+fn write_line(path: &Path, line: &str, truncate: bool) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(!truncate)
+        .write(true)
+        .truncate(truncate)
+        .open(path)
+        .map_err(io("segment::train", path))?;
+    if !line.is_empty() {
+        writeln!(f, "{line}").map_err(io("segment::train", path))?;
+    }
+    Ok(())
+}
+
+/// Train a PVT-UNet on `data` (see the module docs). `on_progress` sees every step and epoch.
+pub fn train(
+    gpu: &Gpu,
+    cfg: &SegTrainConfig,
+    data: &SegData,
+    run: &RunOptions,
+    mut on_progress: impl FnMut(Progress),
+) -> Result<TrainReport> {
+    const OP: &str = "segment::train";
+    cfg.validate()?;
+    if data.train.is_empty() {
+        return Err(Error::invalid(OP, "at least one training case", 0));
+    }
+    let info = RunInfo {
+        train: cfg.clone(),
+        classes: data.classes,
+        class_names: data.class_names.clone(),
+        normalization: data.normalization,
+    };
+    let info_json =
+        serde_json::to_string(&info).map_err(|e| Error::invalid(OP, "a serialisable config", e))?;
+    let net = PvtUnet::new(gpu, info.model_config())?;
+    if let Some(teacher) = &run.init_from {
+        net.load_encoder(teacher)?;
+    }
+    let (mut opt, encoder_groups) = build_optimizer(&net, cfg)?;
+    let params = net.parameter_tensors();
+    let schedule = PolyDecay::nnunet(cfg.base_lr(), cfg.total_steps())?;
+    let outputs = if cfg.deep_supervision { 5 } else { 1 };
+    let loss_cfg = SegLossConfig::nnunet(outputs, cfg.batch_dice)?;
+    let mut model_rng = Rng::new(cfg.seed).fork(u64::MAX);
+    let mut history: Vec<EpochMetrics> = Vec::new();
+    let mut best = f64::NEG_INFINITY;
+    let mut start_epoch = 0;
+
+    let paths = run.out.as_ref().map(|dir| {
+        (
+            dir.join("checkpoint_latest.safetensors"),
+            dir.join("checkpoint_best.safetensors"),
+            dir.join("metrics.jsonl"),
+            dir.join("curves.png"),
+        )
+    });
+    if let Some(dir) = &run.out {
+        std::fs::create_dir_all(dir).map_err(io(OP, dir))?;
+        let pretty = serde_json::to_string_pretty(&info)
+            .map_err(|e| Error::invalid(OP, "a serialisable config", e))?;
+        crate::nn::write_atomically(
+            OP,
+            &dir.join("run.json").display().to_string(),
+            pretty.as_bytes(),
+        )?;
+    }
+    if run.resume {
+        let (latest, _, metrics, _) = paths
+            .as_ref()
+            .ok_or_else(|| Error::invalid(OP, "a run folder to resume from", "none"))?;
+        let ck = LoadedCheckpoint::read(&latest.display().to_string())?;
+        let saved: RunInfo = serde_json::from_str(ck.config().unwrap_or("")).map_err(|e| {
+            Error::invalid(
+                OP,
+                "a segmentation checkpoint's run description",
+                e.to_string(),
+            )
+        })?;
+        if saved.train.model != cfg.model
+            || saved.classes != data.classes
+            || saved.train.patch != cfg.patch
+        {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "a checkpoint of the same model, classes and patch ({:?}, {}, {:?})",
+                    cfg.model, data.classes, cfg.patch
+                ),
+                format!(
+                    "{:?}, {}, {:?}",
+                    saved.train.model, saved.classes, saved.train.patch
+                ),
+            ));
+        }
+        ck.restore(&[("net", &net)], &mut [("optimizer", opt.as_mut())])?;
+        model_rng = ck.rng("model")?;
+        start_epoch = ck.position().epoch as usize;
+        best = ck.extra(gpu, "best_mean_dice")?.to_scalar()? as f64;
+        let text = std::fs::read_to_string(metrics).map_err(io(OP, metrics))?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let m: EpochMetrics = serde_json::from_str(line).map_err(|e| Error::BadFile {
+                op: OP,
+                path: metrics.display().to_string(),
+                problem: e.to_string(),
+            })?;
+            if m.epoch < start_epoch {
+                history.push(m);
+            }
+        }
+    }
+    if let (Some((_, _, metrics, _)), false) = (&paths, run.resume) {
+        write_line(metrics, "", true)?;
+    }
+
+    let cases = Arc::new(data.train.clone());
+    let (patch, batch, fg_p) = (cfg.patch, cfg.batch, cfg.foreground_p);
+    let augment = run.augment.clone();
+    let first_step = start_epoch * cfg.iterations_per_epoch;
+    let remaining = cfg.total_steps() as usize - first_step.min(cfg.total_steps() as usize);
+    let seed = cfg.seed;
+    let make = move |b: usize, _: &mut Rng| -> Result<Batch> {
+        // The stream depends on the global step only, so a resumed run draws the same patches.
+        let mut rng = Rng::new(seed).fork((first_step + b) as u64);
+        let mut images = Vec::with_capacity(batch * patch.iter().product::<usize>());
+        let mut labels = Vec::with_capacity(images.capacity());
+        for _ in 0..batch {
+            let case = &cases[rng.below(cases.len())];
+            let (i, l) = augmented_patch(case, patch, fg_p, &augment, 0.0, &mut rng)?;
+            images.extend_from_slice(&i.data);
+            labels.extend(l.data.iter().map(|&v| v as usize));
+        }
+        Ok((images, labels))
+    };
+    let mut batches = Prefetcher::new(seed, Some(remaining), cfg.workers, 2 * cfg.workers, make);
+    let [d, h, w] = cfg.patch;
+    let mut step = first_step as u64;
+    let end_epoch = match run.stop_after {
+        Some(n) => (start_epoch + n).min(cfg.epochs),
+        None => cfg.epochs,
+    };
+    for epoch in start_epoch..end_epoch {
+        let started = Instant::now();
+        let frozen = epoch < cfg.freeze_encoder_epochs;
+        let mut loss_sum = 0.0;
+        let mut lr = 0.0;
+        for it in 0..cfg.iterations_per_epoch {
+            let (images, labels) = batches.next().ok_or_else(|| {
+                Error::invalid(OP, "a batch from the prefetcher", "the stream ended")
+            })??;
+            let x = Tensor::from_slice(gpu, &images, &[batch, d, h, w, 1])?;
+            let outs = net.forward(&x, true, frozen, &mut model_rng)?;
+            let outs = &outs[..outputs];
+            let loss = seg_loss(outs, &labels, [batch, d, h, w], &loss_cfg)?;
+            let mut grads = loss.backward()?;
+            clip_grad_norm(&params, &mut grads, CLIP_NORM)?;
+            lr = schedule.at(step);
+            for g in 0..opt.num_groups() {
+                let factor = if encoder_groups.contains(&g) {
+                    cfg.encoder_lr_factor
+                } else {
+                    1.0
+                };
+                opt.set_lr(g, lr * factor)?;
+            }
+            opt.step(&grads)?;
+            let value = loss.to_scalar()?;
+            if !value.is_finite() {
+                return Err(Error::invalid(
+                    OP,
+                    "a finite loss",
+                    format!("{value} at epoch {epoch}, iteration {it}"),
+                ));
+            }
+            loss_sum += value as f64;
+            step += 1;
+            on_progress(Progress::Step {
+                epoch,
+                iteration: it,
+                iterations: cfg.iterations_per_epoch,
+                loss: value,
+                steps_per_second: (it + 1) as f64 / started.elapsed().as_secs_f64(),
+            });
+        }
+        let val_dice = if data.validation.is_empty() {
+            Vec::new()
+        } else {
+            validate(&net, &data.validation, cfg.patch)?
+        };
+        let present: Vec<f64> = val_dice.iter().flatten().copied().collect();
+        let mean = if present.is_empty() {
+            0.0
+        } else {
+            present.iter().sum::<f64>() / present.len() as f64
+        };
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss: loss_sum / cfg.iterations_per_epoch as f64,
+            val_dice,
+            mean_val_dice: mean,
+            lr,
+            encoder_frozen: frozen,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        history.push(metrics.clone());
+        let improved = mean > best;
+        if improved {
+            best = mean;
+        }
+        if let Some((latest, best_path, metrics_path, curves)) = &paths {
+            let line = serde_json::to_string(&metrics)
+                .map_err(|e| Error::invalid(OP, "serialisable metrics", e))?;
+            write_line(metrics_path, &line, false)?;
+            let loss: Vec<f64> = history.iter().map(|m| m.train_loss).collect();
+            let dice: Vec<Vec<f64>> = history
+                .iter()
+                .map(|m| m.val_dice.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+                .collect();
+            crate::nn::write_atomically(
+                OP,
+                &curves.display().to_string(),
+                &curves_png(&loss, &dice)?,
+            )?;
+            let best_t = Tensor::from_slice(gpu, &[best as f32], &[1])?;
+            let ck = Checkpoint::new()
+                .model("net", &net)
+                .optimizer("optimizer", opt.as_ref())
+                .position((epoch + 1) as u64, step)
+                .rng("model", &model_rng)
+                .config(&info_json)
+                .extra("best_mean_dice", &best_t);
+            ck.save(&latest.display().to_string())?;
+            if improved {
+                ck.save(&best_path.display().to_string())?;
+            }
+        }
+        on_progress(Progress::Epoch(&metrics));
+    }
+    Ok(TrainReport {
+        net,
+        history,
+        best_mean_dice: best,
+    })
+}
