@@ -103,6 +103,13 @@ pub struct DeviceBudget {
     pub max_binding_bytes: u64,
 }
 
+/// Training bytes per input voxel of PVT-UNet b1 (module docs; an estimate to calibrate).
+pub const BYTES_PER_VOXEL: u64 = 3200;
+/// Weights, gradients and two optimizer moments of ~24 M parameters, f32.
+pub const FIXED_BYTES: u64 = 24_000_000 * 4 * 4;
+/// Channels of PVT-UNet's full-resolution block (`PvtUnetConfig::final_channels`).
+pub const FULL_RESOLUTION_CHANNELS: u64 = 32;
+
 /// Default device-memory budget: 8 GiB.
 pub const DEFAULT_BUDGET_BYTES: u64 = 8 << 30;
 
@@ -200,9 +207,9 @@ impl Plan {
         let memory = MemoryModel {
             budget_bytes: device.memory_bytes,
             max_binding_bytes: device.max_binding_bytes,
-            bytes_per_voxel: 3200,
-            fixed_bytes: 24_000_000 * 4 * 4,
-            full_resolution_channels: 32,
+            bytes_per_voxel: BYTES_PER_VOXEL,
+            fixed_bytes: FIXED_BYTES,
+            full_resolution_channels: FULL_RESOLUTION_CHANNELS,
         };
         // Initial patch: 256³ voxels shaped like 1/spacing, capped by the median shape.
         let inv: [f64; 3] = std::array::from_fn(|a| 1.0 / target[a]);
@@ -324,6 +331,18 @@ impl Plan {
             ));
         }
         Ok(())
+    }
+
+    /// The memory model of an inference-only plan on `gpu` (default budget, the device's binding
+    /// limit; nothing is sized from it).
+    pub fn inference_memory(gpu: &Gpu) -> MemoryModel {
+        MemoryModel {
+            budget_bytes: DEFAULT_BUDGET_BYTES,
+            max_binding_bytes: gpu.max_binding_bytes(),
+            bytes_per_voxel: BYTES_PER_VOXEL,
+            fixed_bytes: FIXED_BYTES,
+            full_resolution_channels: FULL_RESOLUTION_CHANNELS,
+        }
     }
 
     /// Number of classes (background included).
