@@ -49,7 +49,8 @@ fn lidc(b: &Bench, crop: Option<[usize; 3]>, patch: [usize; 3], batch: usize) ->
         .for_each(|v| *v = v.clamp(-1000.0, 1000.0) / 1000.0);
     if let Some(c) = crop {
         // Central crop `[D, H, W]`.
-        let start: [isize; 3] = std::array::from_fn(|a| (image.shape[a] as isize - c[a] as isize) / 2);
+        let start: [isize; 3] =
+            std::array::from_fn(|a| (image.shape[a] as isize - c[a] as isize) / 2);
         image = crop_pad(&image, start, c, 0.0);
     }
     let classes = 4;
@@ -67,9 +68,19 @@ fn lidc(b: &Bench, crop: Option<[usize; 3]>, patch: [usize; 3], batch: usize) ->
     cfg.batch = batch;
     // Warm-up: one window (pipeline compilation, pool buffers of the batch size).
     let first = crop_pad(&image, [0; 3], patch, 0.0);
-    sliding_window(&first, classes, &cfg, &mut tensor_forward(gpu, classes, &net))?;
+    sliding_window(
+        &first,
+        classes,
+        &cfg,
+        &mut tensor_forward(gpu, classes, &net),
+    )?;
     let t0 = Instant::now();
-    let out = sliding_window(&image, classes, &cfg, &mut tensor_forward(gpu, classes, &net))?;
+    let out = sliding_window(
+        &image,
+        classes,
+        &cfg,
+        &mut tensor_forward(gpu, classes, &net),
+    )?;
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     drop(out);
     Ok(Sample::new(ms, Work::Voxels(image.data.len() as f64)))

@@ -3,17 +3,17 @@
 
 use std::path::PathBuf;
 
-use cads::gpu::AdapterChoice;
-use cads::segment::dataset::SegDataset;
-use cads::segment::evaluate::evaluate_folders;
-use cads::segment::fingerprint::{fingerprint, SAMPLES_PER_CASE};
 use cads::checkpoint::LoadedCheckpoint;
 use cads::data::nifti::read_nifti;
 use cads::data::orientation::to_canonical;
+use cads::gpu::AdapterChoice;
 use cads::models::PvtUnet;
 use cads::nn::{load_safetensors, LoadOptions};
 use cads::segment::dataset::LabelName;
+use cads::segment::dataset::SegDataset;
+use cads::segment::evaluate::evaluate_folders;
 use cads::segment::fingerprint::dhw_spacing;
+use cads::segment::fingerprint::{fingerprint, SAMPLES_PER_CASE};
 use cads::segment::plan::{
     CtNormalization, DeviceBudget, LabelResampling, Plan, PLAN_VERSION, TOTAL_STRIDE,
 };
@@ -96,7 +96,11 @@ fn write(op: &'static str, path: &PathBuf, text: &str) -> Result<()> {
 /// `cads segment plan`: fingerprint the dataset and write the plan.
 pub fn plan(choice: &AdapterChoice, a: &PlanArgs) -> Result<()> {
     if !(a.gpu_memory_gb.is_finite() && a.gpu_memory_gb > 0.0) {
-        return Err(Error::invalid("cads segment plan", "--gpu-memory-gb > 0", a.gpu_memory_gb));
+        return Err(Error::invalid(
+            "cads segment plan",
+            "--gpu-memory-gb > 0",
+            a.gpu_memory_gb,
+        ));
     }
     let gpu = Gpu::with_choice(choice)?;
     let dataset = SegDataset::open(&a.data)?;
@@ -106,11 +110,26 @@ pub fn plan(choice: &AdapterChoice, a: &PlanArgs) -> Result<()> {
     plan.save(&a.out)?;
     let f = &fp.foreground;
     println!("cases:          {}", fp.cases.len());
-    println!("labels:         {:?}", plan.labels.iter().map(|l| format!("{}={}", l.name, l.value)).collect::<Vec<_>>());
-    println!("foreground HU:  mean {:.1}, std {:.1}, 0.5% {:.1}, 99.5% {:.1} ({} samples)", f.mean, f.std, f.percentile_00_5, f.percentile_99_5, f.samples);
+    println!(
+        "labels:         {:?}",
+        plan.labels
+            .iter()
+            .map(|l| format!("{}={}", l.name, l.value))
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "foreground HU:  mean {:.1}, std {:.1}, 0.5% {:.1}, 99.5% {:.1} ({} samples)",
+        f.mean, f.std, f.percentile_00_5, f.percentile_99_5, f.samples
+    );
     println!("target spacing: {:?} mm [D, H, W]", plan.target_spacing_mm);
     println!("median shape:   {:?}", plan.median_shape);
-    println!("patch × batch:  {:?} × {} (≈ {:.2} GiB of {:.2})", plan.patch, plan.batch, plan.memory.training_bytes(plan.patch, plan.batch) as f64 / (1u64 << 30) as f64, plan.memory.budget_bytes as f64 / (1u64 << 30) as f64);
+    println!(
+        "patch × batch:  {:?} × {} (≈ {:.2} GiB of {:.2})",
+        plan.patch,
+        plan.batch,
+        plan.memory.training_bytes(plan.patch, plan.batch) as f64 / (1u64 << 30) as f64,
+        plan.memory.budget_bytes as f64 / (1u64 << 30) as f64
+    );
     println!("plan:           {}", a.out.display());
     Ok(())
 }
@@ -144,14 +163,21 @@ pub fn predict(choice: &AdapterChoice, a: &PredictArgs) -> Result<()> {
     const OP: &str = "cads segment predict";
     let path = a.checkpoint.display().to_string();
     let ck = LoadedCheckpoint::read(&path)?;
-    let info: RunInfo = serde_json::from_str(ck.config().unwrap_or("")).map_err(|e| Error::BadFile {
-        op: OP,
-        path: path.clone(),
-        problem: format!("no run description of cads segment train in the checkpoint config: {e}"),
-    })?;
+    let info: RunInfo =
+        serde_json::from_str(ck.config().unwrap_or("")).map_err(|e| Error::BadFile {
+            op: OP,
+            path: path.clone(),
+            problem: format!(
+                "no run description of cads segment train in the checkpoint config: {e}"
+            ),
+        })?;
     let gpu = Gpu::with_choice(choice)?;
     let net = PvtUnet::new(&gpu, info.model_config())?;
-    load_safetensors(&net, &path, &LoadOptions::strict().take_prefix("model.net."))?;
+    load_safetensors(
+        &net,
+        &path,
+        &LoadOptions::strict().take_prefix("model.net."),
+    )?;
     let norm = info.normalization.ok_or_else(|| Error::BadFile {
         op: OP,
         path: path.clone(),
@@ -161,11 +187,22 @@ pub fn predict(choice: &AdapterChoice, a: &PredictArgs) -> Result<()> {
         .class_names
         .iter()
         .enumerate()
-        .map(|(k, name)| LabelName { name: name.clone(), value: k as u32 })
+        .map(|(k, name)| LabelName {
+            name: name.clone(),
+            value: k as u32,
+        })
         .collect();
-    let inputs = if a.input.is_dir() { nifti_files(&a.input, OP)? } else { vec![a.input.clone()] };
+    let inputs = if a.input.is_dir() {
+        nifti_files(&a.input, OP)?
+    } else {
+        vec![a.input.clone()]
+    };
     if inputs.is_empty() {
-        return Err(Error::invalid(OP, "NIfTI inputs", format!("none in {}", a.input.display())));
+        return Err(Error::invalid(
+            OP,
+            "NIfTI inputs",
+            format!("none in {}", a.input.display()),
+        ));
     }
     let mut window = SlidingWindowConfig::new(info.train.patch);
     window.overlap = a.overlap;
@@ -195,7 +232,12 @@ pub fn predict(choice: &AdapterChoice, a: &PredictArgs) -> Result<()> {
         let t0 = std::time::Instant::now();
         let mut forward = tensor_forward(&gpu, info.classes, &forward_net);
         let out = predict_file(input, &a.out, &plan, &window, a.probabilities, &mut forward)?;
-        println!("{} -> {} ({:.1} s)", input.display(), out.display(), t0.elapsed().as_secs_f64());
+        println!(
+            "{} -> {} ({:.1} s)",
+            input.display(),
+            out.display(),
+            t0.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }
