@@ -29,6 +29,7 @@ mod inputs;
 mod matmul;
 mod pvt;
 mod rows;
+mod segment;
 mod sliding_window;
 
 use std::time::Instant;
@@ -51,6 +52,7 @@ const FAMILIES: &[fn() -> Vec<Case>] = &[
     attention::cases,
     drr::cases,
     pvt::cases,
+    segment::cases,
     sliding_window::cases,
 ];
 

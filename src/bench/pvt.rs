@@ -84,7 +84,7 @@ fn stage_grids(dhw: [usize; 3]) -> [[usize; 3]; 4] {
 }
 
 /// Forward FLOPs of one sample (convs, linears, attention; norms and pointwise ops left out).
-fn forward_flops(cfg: &PvtConfig, dhw: [usize; 3]) -> f64 {
+pub(super) fn forward_flops(cfg: &PvtConfig, dhw: [usize; 3]) -> f64 {
     let vol = |g: [usize; 3]| (g[0] * g[1] * g[2]) as f64;
     let (s, e) = (cfg.stem_channels as f64, cfg.embed_dims.map(|c| c as f64));
     let g0 = [dhw[0] / 2, dhw[1] / 2, dhw[2] / 2];

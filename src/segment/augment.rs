@@ -423,7 +423,8 @@ mod tests {
     fn rotation_keeps_image_and_labels_aligned() {
         // Labels equal to a function of the image before; after any transform each label must
         // still be a label of a voxel whose image value is near the sampled one (nearest vs
-        // trilinear differ by at most one voxel step: 1 along W, 10 along H, 80 along D).
+        // trilinear differ by at most one voxel step: 1 along W, 10 along H, 80 along D). The patch
+        // is odd-sized, so its centre voxel reads the (foreground) centre voxel exactly.
         let c = case();
         let mut rng = Rng::new(3);
         let cfg = AugmentConfig {
@@ -431,7 +432,7 @@ mod tests {
             scale_p: 1.0,
             ..AugmentConfig::none()
         };
-        let (img, lab) = augmented_patch(&c, [4, 6, 6], 1.0, &cfg, -1.0, &mut rng).unwrap();
+        let (img, lab) = augmented_patch(&c, [5, 7, 7], 1.0, &cfg, -1.0, &mut rng).unwrap();
         let mut checked = 0;
         for (i, (&v, &l)) in img.data.iter().zip(&lab.data).enumerate() {
             if v < 0.0 {

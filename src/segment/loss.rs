@@ -177,7 +177,10 @@ pub fn seg_loss(
             continue;
         }
         let s = out.shape();
-        if s.len() != 5 || s[0] != ndhw[0] || (1..4).any(|a| s[a] == 0 || ndhw[a] % s[a] != 0) {
+        if s.len() != 5
+            || s[0] != ndhw[0]
+            || (1..4).any(|a| s[a] == 0 || !ndhw[a].is_multiple_of(s[a]))
+        {
             return Err(Error::shape(
                 op,
                 format!("[{}, D/s, H/s, W/s, K]", ndhw[0]),

@@ -8,9 +8,9 @@
 //! freeze_encoder_epochs` the encoder runs without recording: no gradient, no update, no
 //! momentum.
 //!
-//! Per epoch: validation Dice per foreground class on the held-out cases (a full-volume forward
-//! on a grid of patch-sized tiles, the last tile of each axis flush with the volume's end, argmax;
-//! counts pooled over the cases as nnU-Net's online "pseudo Dice"), a JSON line in
+//! Per epoch: validation Dice per foreground class on the held-out cases (the same Gaussian
+//! sliding window as `cads segment predict`, overlap 0.5, no mirroring; argmax; counts pooled
+//! over the cases as nnU-Net's online "pseudo Dice"), a JSON line in
 //! `RUN/metrics.jsonl`, the curves `RUN/curves.png`, the checkpoint `RUN/checkpoint_latest
 //! .safetensors` and, when the mean foreground Dice improves, `RUN/checkpoint_best
 //! .safetensors` (both written atomically by `checkpoint`). `--resume` restores the latest
@@ -33,6 +33,7 @@ use super::augment::{augmented_patch, AugmentConfig, TrainingCase};
 use super::config::{OptimizerKind, SegTrainConfig};
 use super::curves::curves_png;
 use super::loss::{seg_loss, SegLossConfig};
+use super::sliding_window::{sliding_window, tensor_forward, SlidingWindowConfig};
 use crate::checkpoint::{Checkpoint, LoadedCheckpoint};
 use crate::data::loader::{dataset_from_folder, dataset_from_manifest, load_case, Prefetcher};
 use crate::data::preprocess::{crop_pad, Patch};
@@ -273,6 +274,9 @@ pub struct RunOptions {
     pub init_from: Option<String>,
     /// Patch augmentation (default: nnU-Net's).
     pub augment: AugmentConfig,
+    /// Stop after this many epochs of this invocation (the schedule still spans `epochs`; a
+    /// later `resume` continues), e.g. to fit a time slot.
+    pub stop_after: Option<usize>,
 }
 
 /// One epoch's numbers (a line of `metrics.jsonl`).
@@ -371,44 +375,15 @@ fn build_optimizer(
 /// A batch: images `[B, D, H, W, 1]` flat and labels per voxel.
 type Batch = (Vec<f32>, Vec<usize>);
 
-/// Labels of every voxel of `case`'s volume predicted by `net`, tile by tile (module docs).
+/// Labels of every voxel of `image` predicted by `net`: `segment::sliding_window` with
+/// nnU-Net's Gaussian weighting and overlap 0.5, no mirroring, then argmax.
 pub fn predict_case(net: &PvtUnet, image: &Patch, patch: [usize; 3]) -> Result<Vec<usize>> {
-    let s = image.shape;
-    let starts = |a: usize| -> Vec<usize> {
-        if s[a] <= patch[a] {
-            return vec![0];
-        }
-        let mut v: Vec<usize> = (0..s[a])
-            .step_by(patch[a])
-            .filter(|&x| x + patch[a] <= s[a])
-            .collect();
-        if v.last().is_none_or(|&x| x + patch[a] < s[a]) {
-            v.push(s[a] - patch[a]);
-        }
-        v
-    };
     let k = net.config.classes;
     let gpu = net.heads[0].weight.gpu().clone();
-    let mut out = vec![0usize; s.iter().product()];
-    for &z in &starts(0) {
-        for &y in &starts(1) {
-            for &x in &starts(2) {
-                let tile = crop_pad(image, [z as isize, y as isize, x as isize], patch, 0.0);
-                let t =
-                    Tensor::from_slice(&gpu, &tile.data, &[1, patch[0], patch[1], patch[2], 1])?;
-                let classes = argmax_classes(&net.predict(&t)?.to_vec()?, k)?;
-                for d in 0..patch[0].min(s[0] - z) {
-                    for h in 0..patch[1].min(s[1] - y) {
-                        let src = (d * patch[1] + h) * patch[2];
-                        let dst = ((z + d) * s[1] + y + h) * s[2] + x;
-                        let n = patch[2].min(s[2] - x);
-                        out[dst..dst + n].copy_from_slice(&classes[src..src + n]);
-                    }
-                }
-            }
-        }
-    }
-    Ok(out)
+    let run = |x: &Tensor| net.predict(x);
+    let mut forward = tensor_forward(&gpu, k, &run);
+    let logits = sliding_window(image, k, &SlidingWindowConfig::new(patch), &mut forward)?;
+    argmax_classes(&logits.data, k)
 }
 
 /// Dice per foreground class over the held-out cases (pooled counts; None when a class is in
@@ -570,7 +545,11 @@ pub fn train(
     let mut batches = Prefetcher::new(seed, Some(remaining), cfg.workers, 2 * cfg.workers, make);
     let [d, h, w] = cfg.patch;
     let mut step = first_step as u64;
-    for epoch in start_epoch..cfg.epochs {
+    let end_epoch = match run.stop_after {
+        Some(n) => (start_epoch + n).min(cfg.epochs),
+        None => cfg.epochs,
+    };
+    for epoch in start_epoch..end_epoch {
         let started = Instant::now();
         let frozen = epoch < cfg.freeze_encoder_epochs;
         let mut loss_sum = 0.0;
