@@ -6,10 +6,17 @@ use cads::data::{write_nifti, Affine, Datatype, Volume};
 use cads::segment::dataset::{load_case, LabelName, SegDataset};
 use cads::segment::fingerprint::{fingerprint, IntensityStats};
 use cads::segment::plan::{target_spacing, DeviceBudget, Plan, TOTAL_STRIDE};
-use cads::segment::preprocess::{normalize_ct, preprocess_volumes, resample_channels, PreprocessCache};
+use cads::segment::preprocess::{
+    normalize_ct, preprocess_volumes, resample_channels, PreprocessCache,
+};
 use std::path::{Path, PathBuf};
 
-const LAS: Affine = [[-0.7, 0.0, 0.0, 100.0], [0.0, 0.7, 0.0, -50.0], [0.0, 0.0, 2.5, 20.0], [0.0, 0.0, 0.0, 1.0]];
+const LAS: Affine = [
+    [-0.7, 0.0, 0.0, 100.0],
+    [0.0, 0.7, 0.0, -50.0],
+    [0.0, 0.0, 2.5, 20.0],
+    [0.0, 0.0, 0.0, 1.0],
+];
 
 fn temp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("cads-seg-data-{}-{name}", std::process::id()));
@@ -27,7 +34,13 @@ fn case_volumes(dims: [usize; 3], affine: Affine) -> (Volume, Volume) {
             for i in 0..dims[0] {
                 img.push(-500.0 + 10.0 * (i + j + k) as f32);
                 let inside = (2..6).contains(&i) && (1..5).contains(&j) && (1..3).contains(&k);
-                lab.push(if inside { 1.0 } else if i == 0 && j == 0 { 2.0 } else { 0.0 });
+                lab.push(if inside {
+                    1.0
+                } else if i == 0 && j == 0 {
+                    2.0
+                } else {
+                    0.0
+                });
             }
         }
     }
@@ -60,15 +73,34 @@ fn nnunet_folder_and_json_list() {
     let root = temp("nnunet");
     write_nnunet(&root, 2);
     let ds = SegDataset::open(&root).unwrap();
-    assert_eq!(ds.labels.iter().map(|l| (l.name.as_str(), l.value)).collect::<Vec<_>>(), [("background", 0), ("organ", 1), ("corner", 2)]);
-    assert_eq!(ds.training.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["case_a", "case_b"]);
+    assert_eq!(
+        ds.labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value))
+            .collect::<Vec<_>>(),
+        [("background", 0), ("organ", 1), ("corner", 2)]
+    );
+    assert_eq!(
+        ds.training
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>(),
+        ["case_a", "case_b"]
+    );
     assert_eq!(ds.test.len(), 1);
     assert_eq!(ds.test[0].id, "case_t");
-    assert!(ds.training[0].label.as_ref().unwrap().ends_with("labelsTr/case_a.nii.gz"));
+    assert!(ds.training[0]
+        .label
+        .as_ref()
+        .unwrap()
+        .ends_with("labelsTr/case_a.nii.gz"));
     // numTraining must match.
     write_nnunet(&root, 3);
     let e = SegDataset::open(&root).unwrap_err().to_string();
-    assert!(e.contains("numTraining is 3") && e.contains("2 cases"), "{e}");
+    assert!(
+        e.contains("numTraining is 3") && e.contains("2 cases"),
+        "{e}"
+    );
     // JSON list.
     let list = root.join("list.json");
     std::fs::write(&list, r#"{"labels": {"background": 0, "organ": 1}, "training": [{"image": "imagesTr/case_a_0000.nii.gz", "label": "labelsTr/case_a.nii.gz"}], "test": [{"id": "t", "image": "imagesTs/case_t_0000.nii.gz"}]}"#).unwrap();
@@ -78,9 +110,15 @@ fn nnunet_folder_and_json_list() {
     let (img, lab) = load_case(&ds.training[0]).unwrap();
     assert_eq!(img.dims, lab.unwrap().dims);
     std::fs::write(&list, r#"{"training": [{"image": "a.nii.gz"}]}"#).unwrap();
-    assert!(SegDataset::open(&list).unwrap_err().to_string().contains("no \"label\""));
+    assert!(SegDataset::open(&list)
+        .unwrap_err()
+        .to_string()
+        .contains("no \"label\""));
     std::fs::write(&list, r#"{"training": [ }"#).unwrap();
-    assert!(SegDataset::open(&list).unwrap_err().to_string().contains("invalid JSON"));
+    assert!(SegDataset::open(&list)
+        .unwrap_err()
+        .to_string()
+        .contains("invalid JSON"));
     std::fs::remove_dir_all(&root).ok();
 }
 
@@ -92,7 +130,10 @@ fn a_label_on_another_grid_names_both_files_and_grids() {
     write_nifti(root.join("labelsTr/case_a.nii.gz"), &lab, None).unwrap();
     let ds = SegDataset::open(&root).unwrap();
     let e = load_case(&ds.training[0]).unwrap_err().to_string();
-    assert!(e.contains("labelsTr/case_a.nii.gz") && e.contains("imagesTr/case_a_0000.nii.gz"), "{e}");
+    assert!(
+        e.contains("labelsTr/case_a.nii.gz") && e.contains("imagesTr/case_a_0000.nii.gz"),
+        "{e}"
+    );
     assert!(e.contains("[8, 7, 5]") && e.contains("[8, 7, 4]"), "{e}");
     std::fs::remove_dir_all(&root).ok();
 }
@@ -100,11 +141,20 @@ fn a_label_on_another_grid_names_both_files_and_grids() {
 #[test]
 fn target_spacing_follows_nnunet_rules() {
     // Isotropic-ish: the median per axis.
-    let t = target_spacing(&[[1.0, 0.8, 0.8], [2.0, 0.7, 0.9], [1.5, 0.9, 0.7]], &[[100, 200, 200]; 3]).unwrap();
+    let t = target_spacing(
+        &[[1.0, 0.8, 0.8], [2.0, 0.7, 0.9], [1.5, 0.9, 0.7]],
+        &[[100, 200, 200]; 3],
+    )
+    .unwrap();
     assert_eq!(t, [1.5, 0.8, 0.8]);
     // Anisotropic (5 > 3·0.8 and 30·3 < 512): the 10th percentile of the coarse axis,
     // {3, 5, 5, 5} at position 0.3 → 3.6.
-    let sp = [[5.0, 0.8, 0.8], [5.0, 0.7, 0.7], [3.0, 0.75, 0.75], [5.0, 0.8, 0.8]];
+    let sp = [
+        [5.0, 0.8, 0.8],
+        [5.0, 0.7, 0.7],
+        [3.0, 0.75, 0.75],
+        [5.0, 0.8, 0.8],
+    ];
     let t = target_spacing(&sp, &[[30, 512, 512]; 4]).unwrap();
     assert!((t[0] - 3.6).abs() < 1e-12 && t[1] == 0.775, "{t:?}");
     // Thick spacing but many slices: not anisotropic by the voxel rule, the median stays.
@@ -124,14 +174,23 @@ fn fingerprint_plan_and_plan_json() {
     assert_eq!(fp.label_values, [0, 1, 2]);
     // Fewer foreground voxels than samples per case: as many draws as voxels (36 + 37).
     assert_eq!(fp.foreground.samples, 73);
-    assert!(fp.foreground.percentile_00_5 <= fp.foreground.mean && fp.foreground.mean <= fp.foreground.percentile_99_5);
-    let budget = DeviceBudget { memory_bytes: 8 << 30, max_binding_bytes: 1 << 30 };
+    assert!(
+        fp.foreground.percentile_00_5 <= fp.foreground.mean
+            && fp.foreground.mean <= fp.foreground.percentile_99_5
+    );
+    let budget = DeviceBudget {
+        memory_bytes: 8 << 30,
+        max_binding_bytes: 1 << 30,
+    };
     let plan = Plan::from_fingerprint(&fp, &ds.labels, budget).unwrap();
-    for a in 0..3 {
-        assert_eq!(plan.patch[a] % TOTAL_STRIDE[a], 0);
+    for (p, s) in plan.patch.iter().zip(TOTAL_STRIDE) {
+        assert_eq!(p % s, 0);
     }
     assert!(plan.batch >= 2);
-    assert!(plan.memory.training_bytes(plan.patch, plan.batch) <= budget.memory_bytes || plan.batch == 2);
+    assert!(
+        plan.memory.training_bytes(plan.patch, plan.batch) <= budget.memory_bytes
+            || plan.batch == 2
+    );
     let path = root.join("plan.json");
     plan.save(&path).unwrap();
     assert_eq!(Plan::load(&path).unwrap(), plan);
@@ -143,7 +202,10 @@ fn fingerprint_plan_and_plan_json() {
     let e = Plan::load(&path).unwrap_err().to_string();
     assert!(e.contains("nearest valid size is 64"), "{e}");
     // A device that cannot hold two minimum patches is an error.
-    let tiny = DeviceBudget { memory_bytes: 1 << 20, max_binding_bytes: 1 << 20 };
+    let tiny = DeviceBudget {
+        memory_bytes: 1 << 20,
+        max_binding_bytes: 1 << 20,
+    };
     assert!(Plan::from_fingerprint(&fp, &ds.labels, tiny).is_err());
     // Large median shapes are shrunk to the budget.
     let mut big = fp.clone();
@@ -151,9 +213,16 @@ fn fingerprint_plan_and_plan_json() {
         c.shape = [400, 512, 512];
         c.spacing_mm = [1.0, 1.0, 1.0];
     }
-    let small = DeviceBudget { memory_bytes: 4 << 30, max_binding_bytes: 1 << 30 };
+    let small = DeviceBudget {
+        memory_bytes: 4 << 30,
+        max_binding_bytes: 1 << 30,
+    };
     let p = Plan::from_fingerprint(&big, &ds.labels, small).unwrap();
-    assert!(p.memory.training_bytes(p.patch, 2) <= small.memory_bytes, "{:?}", p.patch);
+    assert!(
+        p.memory.training_bytes(p.patch, 2) <= small.memory_bytes,
+        "{:?}",
+        p.patch
+    );
     assert!(p.memory.largest_tensor_bytes(p.patch, p.batch) <= small.max_binding_bytes);
     std::fs::remove_dir_all(&root).ok();
 }
@@ -173,11 +242,19 @@ fn normalisation_resampling_and_cache() {
     write_nnunet(&root, 2);
     let ds = SegDataset::open(&root).unwrap();
     let fp = fingerprint(&ds, 1000).unwrap();
-    let budget = DeviceBudget { memory_bytes: 8 << 30, max_binding_bytes: 1 << 30 };
+    let budget = DeviceBudget {
+        memory_bytes: 8 << 30,
+        max_binding_bytes: 1 << 30,
+    };
     let mut plan = Plan::from_fingerprint(&fp, &ds.labels, budget).unwrap();
     // Normalisation: clip then z-score.
     let mut x = vec![-2000.0, 0.0, 50.0, 3000.0];
-    let n = cads::segment::plan::CtNormalization { clip_low: -100.0, clip_high: 100.0, mean: 10.0, std: 20.0 };
+    let n = cads::segment::plan::CtNormalization {
+        clip_low: -100.0,
+        clip_high: 100.0,
+        mean: 10.0,
+        std: 20.0,
+    };
     normalize_ct(&mut x, &n).unwrap();
     assert_eq!(x, [-5.5, -0.5, 2.0, 4.5]);
     // Resampling to 1.4 × 1.4 × 2.5 mm halves H and W.
@@ -191,26 +268,46 @@ fn normalisation_resampling_and_cache() {
     assert!(l.data.contains(&1.0));
     // resample_channels: an identity scale copies; a constant field stays constant.
     let data: Vec<f32> = (0..2 * 3 * 4 * 2).map(|v| v as f32).collect();
-    assert_eq!(resample_channels(&data, [2, 3, 4], 2, [2, 3, 4], [1.0; 3]).unwrap(), data);
+    assert_eq!(
+        resample_channels(&data, [2, 3, 4], 2, [2, 3, 4], [1.0; 3]).unwrap(),
+        data
+    );
     let ones = vec![1.0f32; 2 * 3 * 4];
-    assert!(resample_channels(&ones, [2, 3, 4], 1, [5, 7, 9], [0.3, 0.4, 0.45]).unwrap().iter().all(|&v| (v - 1.0).abs() < 1e-6));
+    assert!(
+        resample_channels(&ones, [2, 3, 4], 1, [5, 7, 9], [0.3, 0.4, 0.45])
+            .unwrap()
+            .iter()
+            .all(|&v| (v - 1.0).abs() < 1e-6)
+    );
     // Cache: miss, make, hit with the same contents.
     let cache = PreprocessCache::new(root.join("cache"), &plan);
     assert!(cache.get("case_a").unwrap().is_none());
     let made = cache.get_or_make(&ds.training[0], &plan).unwrap();
     let hit = cache.get("case_a").unwrap().unwrap();
-    assert_eq!((&made.id, &made.image, &made.label), (&hit.id, &hit.image, &hit.label));
+    assert_eq!(
+        (&made.id, &made.image, &made.label),
+        (&hit.id, &hit.image, &hit.label)
+    );
     assert!((0..3).all(|a| (made.spacing_mm[a] - hit.spacing_mm[a]).abs() < 1e-12));
     // An edited plan gets another folder.
     let mut edited = plan.clone();
     edited.normalization.mean += 1.0;
-    assert_ne!(PreprocessCache::new(root.join("cache"), &edited).dir(), cache.dir());
+    assert_ne!(
+        PreprocessCache::new(root.join("cache"), &edited).dir(),
+        cache.dir()
+    );
     // A truncated data file is an error naming it.
     let f = cache.dir().join("case_a.image.f32");
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() - 4]).unwrap();
     let e = cache.get("case_a").unwrap_err().to_string();
-    assert!(e.contains("case_a.image.f32") && e.contains("rebuild"), "{e}");
-    let _ = LabelName { name: String::new(), value: 0 };
+    assert!(
+        e.contains("case_a.image.f32") && e.contains("rebuild"),
+        "{e}"
+    );
+    let _ = LabelName {
+        name: String::new(),
+        value: 0,
+    };
     std::fs::remove_dir_all(&root).ok();
 }

@@ -96,7 +96,13 @@ fn exact_distance_transform_equals_brute_force() {
         let p: Vec<bool> = (0..n).map(|_| rng.bernoulli(0.3)).collect();
         let t: Vec<bool> = (0..n).map(|_| rng.bernoulli(0.1)).collect();
         let (pt, tp) = surface_distances(&p, &t, shape, spacing).unwrap();
-        let coord = |i: usize| [i / (shape[1] * shape[2]), (i / shape[2]) % shape[1], i % shape[2]];
+        let coord = |i: usize| {
+            [
+                i / (shape[1] * shape[2]),
+                (i / shape[2]) % shape[1],
+                i % shape[2],
+            ]
+        };
         let brute = |from: &[bool], to: &[bool]| -> Vec<f64> {
             let st = surface_voxels(to, shape);
             surface_voxels(from, shape)
@@ -118,7 +124,10 @@ fn exact_distance_transform_equals_brute_force() {
         for (got, want) in [(pt, brute(&p, &t)), (tp, brute(&t, &p))] {
             assert_eq!(got.len(), want.len());
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!((g - w).abs() < 1e-9, "shape {shape:?} voxel {i}: {g} vs brute force {w}");
+                assert!(
+                    (g - w).abs() < 1e-9,
+                    "shape {shape:?} voxel {i}: {g} vs brute force {w}"
+                );
             }
         }
     }
@@ -165,7 +174,10 @@ fn evaluate_folders_writes_json_and_csv() {
     assert_eq!(a2.dice, 0.0);
     assert!(a2.hd95_mm.is_nan());
     let m1 = r.mean[&1];
-    assert_eq!((m1.dice, m1.hd95_mm, m1.hd95_cases, m1.cases), (0.5, 0.0, 1, 2));
+    assert_eq!(
+        (m1.dice, m1.hd95_mm, m1.hd95_cases, m1.cases),
+        (0.5, 0.0, 1, 2)
+    );
     // Label 2: case b has neither (Dice 1), case a a false positive (Dice 0).
     assert_eq!(r.mean[&2].dice, 0.5);
     let json = r.to_json().unwrap();
@@ -177,13 +189,31 @@ fn evaluate_folders_writes_json_and_csv() {
     assert!(csv.contains("a,2,0.000000,nan,0.000000,1,0\n"), "{csv}");
     assert!(csv.contains("mean,1,0.500000,0.000000,"), "{csv}");
     // A grid mismatch names both files.
-    let other = Volume::new(vec![0.0; 24], [4, 3, 2], [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]], Datatype::Uint8).unwrap();
+    let other = Volume::new(
+        vec![0.0; 24],
+        [4, 3, 2],
+        [
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ],
+        Datatype::Uint8,
+    )
+    .unwrap();
     write_nifti(pred.join("a.nii.gz"), &other, None).unwrap();
-    let e = evaluate_folders(&pred, &gt, None, 1.0).unwrap_err().to_string();
-    assert!(e.contains("a.nii.gz") && e.contains("gt") && e.contains("pred"), "{e}");
+    let e = evaluate_folders(&pred, &gt, None, 1.0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("a.nii.gz") && e.contains("gt") && e.contains("pred"),
+        "{e}"
+    );
     // A missing prediction names the case.
     std::fs::remove_file(pred.join("b_0000.nii.gz")).unwrap();
-    let e = evaluate_folders(&pred, &gt, None, 1.0).unwrap_err().to_string();
+    let e = evaluate_folders(&pred, &gt, None, 1.0)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("\"b\""), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }

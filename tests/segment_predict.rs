@@ -9,7 +9,9 @@ use cads::data::orientation::{orientation_code, to_canonical};
 use cads::data::{write_nifti, Affine, Datatype, Volume};
 use cads::segment::dataset::LabelName;
 use cads::segment::fingerprint::dhw_spacing;
-use cads::segment::plan::{CtNormalization, LabelResampling, MemoryModel, Plan, PLAN_VERSION, TOTAL_STRIDE};
+use cads::segment::plan::{
+    CtNormalization, LabelResampling, MemoryModel, Plan, PLAN_VERSION, TOTAL_STRIDE,
+};
 use cads::segment::predict::{predict_file, predict_volume};
 use cads::segment::sliding_window::SlidingWindowConfig;
 use cads::Result;
@@ -27,9 +29,17 @@ fn plan(target: [f64; 3]) -> Plan {
         total_stride: TOTAL_STRIDE,
         labels: VALUES
             .iter()
-            .map(|&v| LabelName { name: format!("l{v}"), value: v })
+            .map(|&v| LabelName {
+                name: format!("l{v}"),
+                value: v,
+            })
             .collect(),
-        normalization: CtNormalization { clip_low: -1000.0, clip_high: 1000.0, mean: 0.0, std: 1.0 },
+        normalization: CtNormalization {
+            clip_low: -1000.0,
+            clip_high: 1000.0,
+            mean: 0.0,
+            std: 1.0,
+        },
         label_resampling: LabelResampling::Nearest,
         memory: MemoryModel {
             budget_bytes: 1 << 30,
@@ -42,19 +52,62 @@ fn plan(target: [f64; 3]) -> Plan {
 }
 
 fn identity_like(input: &[f32], _: [usize; 4]) -> Result<Vec<f32>> {
-    Ok(input.iter().flat_map(|&x| (0..4).map(move |k| -(x - k as f32).powi(2))).collect())
+    Ok(input
+        .iter()
+        .flat_map(|&x| (0..4).map(move |k| -(x - k as f32).powi(2)))
+        .collect())
 }
 
 fn affines() -> Vec<(&'static str, Affine)> {
     let (c, s) = (20f64.to_radians().cos(), 20f64.to_radians().sin());
     vec![
-        ("LAS", [[-0.7, 0.0, 0.0, 100.0], [0.0, 0.7, 0.0, -50.0], [0.0, 0.0, 2.5, 20.0], [0.0, 0.0, 0.0, 1.0]]),
-        ("LPS", [[-0.7, 0.0, 0.0, 100.0], [0.0, -0.7, 0.0, 50.0], [0.0, 0.0, 2.5, 20.0], [0.0, 0.0, 0.0, 1.0]]),
-        ("RAS", [[0.7, 0.0, 0.0, -10.0], [0.0, 0.7, 0.0, -20.0], [0.0, 0.0, 2.5, -30.0], [0.0, 0.0, 0.0, 1.0]]),
+        (
+            "LAS",
+            [
+                [-0.7, 0.0, 0.0, 100.0],
+                [0.0, 0.7, 0.0, -50.0],
+                [0.0, 0.0, 2.5, 20.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+        ),
+        (
+            "LPS",
+            [
+                [-0.7, 0.0, 0.0, 100.0],
+                [0.0, -0.7, 0.0, 50.0],
+                [0.0, 0.0, 2.5, 20.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+        ),
+        (
+            "RAS",
+            [
+                [0.7, 0.0, 0.0, -10.0],
+                [0.0, 0.7, 0.0, -20.0],
+                [0.0, 0.0, 2.5, -30.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+        ),
         // Voxel i → Superior, j → Right, k → Anterior.
-        ("SRA", [[0.0, 0.8, 0.0, 5.0], [0.0, 0.0, 0.9, 6.0], [2.5, 0.0, 0.0, 7.0], [0.0, 0.0, 0.0, 1.0]]),
+        (
+            "SRA",
+            [
+                [0.0, 0.8, 0.0, 5.0],
+                [0.0, 0.0, 0.9, 6.0],
+                [2.5, 0.0, 0.0, 7.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+        ),
         // LAS turned 20° about z: oblique.
-        ("LAS", [[-0.7 * c, -0.7 * s, 0.0, 3.0], [-0.7 * s, 0.7 * c, 0.0, 4.0], [0.0, 0.0, 2.5, 5.0], [0.0, 0.0, 0.0, 1.0]]),
+        (
+            "LAS",
+            [
+                [-0.7 * c, -0.7 * s, 0.0, 3.0],
+                [-0.7 * s, 0.7 * c, 0.0, 4.0],
+                [0.0, 0.0, 2.5, 5.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+        ),
     ]
 }
 
@@ -74,7 +127,9 @@ fn image(affine: Affine) -> Volume {
 fn gunzip(path: &std::path::Path) -> Vec<u8> {
     let raw = std::fs::read(path).unwrap();
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).unwrap();
+    flate2::read::GzDecoder::new(&raw[..])
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }
 
@@ -92,7 +147,11 @@ fn prediction_round_trip_keeps_grid_and_labels_for_every_orientation() {
         assert_eq!(p.labels.dims, img.dims, "{code}");
         assert_eq!(p.labels.affine, img.affine, "{code}");
         assert_eq!(p.labels.datatype, Datatype::Uint8);
-        let want: Vec<f32> = img.data.iter().map(|&c| VALUES[c as usize] as f32).collect();
+        let want: Vec<f32> = img
+            .data
+            .iter()
+            .map(|&c| VALUES[c as usize] as f32)
+            .collect();
         assert_eq!(p.labels.data, want, "{code}");
         let probs = p.probabilities.unwrap();
         assert_eq!(probs.len(), 4);
@@ -104,7 +163,11 @@ fn prediction_round_trip_keeps_grid_and_labels_for_every_orientation() {
         // A coarser plan spacing: still the input's grid.
         let coarse = [target[0] * 1.3, target[1] * 1.7, target[2] * 0.8];
         let p = predict_volume(&img, &plan(coarse), &window, false, &mut identity_like).unwrap();
-        assert_eq!((p.labels.dims, p.labels.affine), (img.dims, img.affine), "{code}");
+        assert_eq!(
+            (p.labels.dims, p.labels.affine),
+            (img.dims, img.affine),
+            "{code}"
+        );
         assert!(p.probabilities.is_none());
     }
 }
@@ -120,16 +183,32 @@ fn written_prediction_has_the_input_sform_qform_and_pixdim() {
         write_nifti(&input, &img, None).unwrap();
         let target = dhw_spacing(&to_canonical(&img).unwrap().0);
         let out_dir = dir.join("out");
-        let out = predict_file(&input, &out_dir, &plan(target), &window, n == 0, &mut identity_like).unwrap();
+        let out = predict_file(
+            &input,
+            &out_dir,
+            &plan(target),
+            &window,
+            n == 0,
+            &mut identity_like,
+        )
+        .unwrap();
         assert_eq!(out, out_dir.join(format!("case{n}.nii.gz")));
         let (a, b) = (gunzip(&input), gunzip(&out));
         // dim (40..56), pixdim incl. qfac (76..108), qform/sform codes, quatern, srow (252..328).
-        for (lo, hi, what) in [(40, 56, "dim"), (76, 108, "pixdim"), (252, 328, "qform/sform")] {
+        for (lo, hi, what) in [
+            (40, 56, "dim"),
+            (76, 108, "pixdim"),
+            (252, 328, "qform/sform"),
+        ] {
             assert_eq!(a[lo..hi], b[lo..hi], "{code}: {what} bytes differ");
         }
         let back = read_nifti(&out).unwrap();
         assert_eq!(back.affine, read_nifti(&input).unwrap().affine, "{code}");
-        let want: Vec<f32> = img.data.iter().map(|&c| VALUES[c as usize] as f32).collect();
+        let want: Vec<f32> = img
+            .data
+            .iter()
+            .map(|&c| VALUES[c as usize] as f32)
+            .collect();
         assert_eq!(back.data, want, "{code}");
         if n == 0 {
             for l in VALUES {

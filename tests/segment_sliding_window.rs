@@ -53,7 +53,10 @@ fn one_window_equals_a_direct_forward() {
     let want = positional(&image.data, [1, 4, 6, 10]).unwrap();
     assert_eq!(got.shape, shape);
     for (i, (g, w)) in got.data.iter().zip(&want).enumerate() {
-        assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "logit {i}: {g} vs {w}");
+        assert!(
+            (g - w).abs() <= 1e-6 * (1.0 + w.abs()),
+            "logit {i}: {g} vs {w}"
+        );
     }
 }
 
@@ -114,23 +117,41 @@ fn a_constant_network_gives_constant_probabilities() {
 
 #[test]
 fn windows_cover_every_voxel() {
-    for (size, patch, overlap) in [(10, 4, 0.5), (17, 8, 0.5), (8, 8, 0.5), (100, 32, 0.25), (33, 16, 0.0), (9, 2, 0.9)] {
+    for (size, patch, overlap) in [
+        (10, 4, 0.5),
+        (17, 8, 0.5),
+        (8, 8, 0.5),
+        (100, 32, 0.25),
+        (33, 16, 0.0),
+        (9, 2, 0.9),
+    ] {
         let s = window_starts(size, patch, overlap).unwrap();
         assert_eq!(s[0], 0);
-        assert_eq!(*s.last().unwrap() + patch, size, "{size} {patch} {overlap}: {s:?}");
+        assert_eq!(
+            *s.last().unwrap() + patch,
+            size,
+            "{size} {patch} {overlap}: {s:?}"
+        );
         let mut covered = vec![false; size];
         for &o in &s {
             covered[o..o + patch].iter_mut().for_each(|c| *c = true);
         }
-        assert!(covered.iter().all(|&c| c), "{size} {patch} {overlap}: {s:?}");
+        assert!(
+            covered.iter().all(|&c| c),
+            "{size} {patch} {overlap}: {s:?}"
+        );
         // Consecutive windows step at most patch·(1 − overlap) (rounded up by one at most).
         let target = patch as f64 * (1.0 - overlap);
         for w in s.windows(2) {
-            assert!(w[1] > w[0] && (w[1] - w[0]) as f64 <= target.max(1.0) + 1.0, "{s:?}");
+            assert!(
+                w[1] > w[0] && (w[1] - w[0]) as f64 <= target.max(1.0) + 1.0,
+                "{s:?}"
+            );
         }
     }
     let cfg = SlidingWindowConfig::new([4, 4, 4]);
-    assert_eq!(window_offsets([4, 10, 7], &cfg).unwrap().len(), 1 * 4 * 3);
+    // D: one window; H: starts 0, 2, 4, 6; W: 0, 2, 3 (rounded 1.5·i).
+    assert_eq!(window_offsets([4, 10, 7], &cfg).unwrap().len(), 12);
     assert!(window_starts(3, 4, 0.5).is_err());
     assert!(window_starts(8, 4, 1.0).is_err());
 }
@@ -143,10 +164,16 @@ fn mirroring_and_many_windows_keep_a_pointwise_network_exact() {
         let mut cfg = SlidingWindowConfig::new([4, 6, 5]);
         cfg.mirror_axes = mirror;
         cfg.batch = 4;
-        assert_eq!(cfg.flips().len(), 1 << mirror.iter().filter(|&&m| m).count());
+        assert_eq!(
+            cfg.flips().len(),
+            1 << mirror.iter().filter(|&&m| m).count()
+        );
         let got = sliding_window(&image, 3, &cfg, &mut pointwise).unwrap();
         for (i, (g, w)) in got.data.iter().zip(&want).enumerate() {
-            assert!((g - w).abs() < 1e-5, "mirror {mirror:?}, logit {i}: {g} vs {w}");
+            assert!(
+                (g - w).abs() < 1e-5,
+                "mirror {mirror:?}, logit {i}: {g} vs {w}"
+            );
         }
     }
 }
@@ -155,7 +182,8 @@ fn mirroring_and_many_windows_keep_a_pointwise_network_exact() {
 fn a_network_returning_the_wrong_shape_is_an_error() {
     let image = random_patch([4, 4, 4], 4);
     let mut short = |input: &[f32], _: [usize; 4]| -> Result<Vec<f32>> { Ok(input.to_vec()) };
-    let e = sliding_window(&image, 3, &SlidingWindowConfig::new([4, 4, 4]), &mut short).unwrap_err();
+    let e =
+        sliding_window(&image, 3, &SlidingWindowConfig::new([4, 4, 4]), &mut short).unwrap_err();
     assert!(e.to_string().contains("network logits"), "{e}");
 }
 
@@ -163,7 +191,16 @@ fn a_network_returning_the_wrong_shape_is_an_error() {
 fn gpu_network_on_one_window_equals_its_direct_forward() {
     let gpu = common::gpu();
     let mut rng = Rng::new(5);
-    let conv = Conv3d::new(&gpu, &mut rng, 1, 3, Conv3dConfig::cube(3, 1, 1), true, ConvInit::default()).unwrap();
+    let conv = Conv3d::new(
+        &gpu,
+        &mut rng,
+        1,
+        3,
+        Conv3dConfig::cube(3, 1, 1),
+        true,
+        ConvInit::default(),
+    )
+    .unwrap();
     let net = |x: &Tensor| conv.forward(x);
     let shape = [5, 7, 9];
     let image = random_patch(shape, 6);
@@ -173,7 +210,10 @@ fn gpu_network_on_one_window_equals_its_direct_forward() {
     let mut forward = tensor_forward(&gpu, 3, &net);
     let got = sliding_window(&image, 3, &SlidingWindowConfig::new(shape), &mut forward).unwrap();
     for (i, (g, w)) in got.data.iter().zip(&direct).enumerate() {
-        assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "logit {i}: {g} vs {w}");
+        assert!(
+            (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+            "logit {i}: {g} vs {w}"
+        );
     }
     // Several windows in batches of 2 run on the device too (shape checked, logits finite).
     let big = random_patch([7, 12, 15], 7);

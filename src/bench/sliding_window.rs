@@ -2,7 +2,8 @@
 //! 0.703×0.703×2.5 mm, read as canonical `[D, H, W]` = `[133, 512, 512]`, clipped to
 //! [−1000, 1000] HU and scaled by 1/1000) with a small network: one 3×3×3 convolution (1 → 4
 //! classes, padding 1). Patch 64×160×160 (the plan's default), overlap 0.5, no mirroring, batches
-//! of 2 windows: 4 × 6 × 6 = 144 windows.
+//! of 2 windows: 4 × 6 × 6 = 144 windows. A lavapipe-sized case runs the same on a central
+//! 64×256×256 crop with a 32×128×128 patch (3 × 3 × 3 = 27 windows).
 //!
 //! `mvoxels_per_s` = volume voxels / wall time of the whole call (window gather, upload, the
 //! network, read-back and the host's Gaussian-weighted accumulation and normalisation): the rate a
@@ -24,14 +25,21 @@ use crate::segment::sliding_window::{sliding_window, tensor_forward, SlidingWind
 use crate::util::Rng;
 
 pub(crate) fn cases() -> Vec<Case> {
-    vec![Case {
-        op: "sliding_window",
-        case: "lidc_conv3_k4_patch64x160x160",
-        run: |b| lidc(b, [64, 160, 160], 2),
-    }]
+    vec![
+        Case {
+            op: "sliding_window",
+            case: "lidc_conv3_k4_patch64x160x160",
+            run: |b| lidc(b, None, [64, 160, 160], 2),
+        },
+        Case {
+            op: "sliding_window",
+            case: "lidc_crop64x256x256_conv3_k4_patch32x128x128",
+            run: |b| lidc(b, Some([64, 256, 256]), [32, 128, 128], 2),
+        },
+    ]
 }
 
-fn lidc(b: &Bench, patch: [usize; 3], batch: usize) -> Result<Sample> {
+fn lidc(b: &Bench, crop: Option<[usize; 3]>, patch: [usize; 3], batch: usize) -> Result<Sample> {
     let gpu = b.gpu();
     let ct = to_canonical(&read_nifti(SAMPLE_CT)?)?.0;
     let mut image = Patch::from_volume(&ct);
@@ -39,6 +47,12 @@ fn lidc(b: &Bench, patch: [usize; 3], batch: usize) -> Result<Sample> {
         .data
         .iter_mut()
         .for_each(|v| *v = v.clamp(-1000.0, 1000.0) / 1000.0);
+    if let Some(c) = crop {
+        // Central crop `[D, H, W]`.
+        let start: [isize; 3] =
+            std::array::from_fn(|a| (image.shape[a] as isize - c[a] as isize) / 2);
+        image = crop_pad(&image, start, c, 0.0);
+    }
     let classes = 4;
     let conv = Conv3d::new(
         gpu,
@@ -54,9 +68,19 @@ fn lidc(b: &Bench, patch: [usize; 3], batch: usize) -> Result<Sample> {
     cfg.batch = batch;
     // Warm-up: one window (pipeline compilation, pool buffers of the batch size).
     let first = crop_pad(&image, [0; 3], patch, 0.0);
-    sliding_window(&first, classes, &cfg, &mut tensor_forward(gpu, classes, &net))?;
+    sliding_window(
+        &first,
+        classes,
+        &cfg,
+        &mut tensor_forward(gpu, classes, &net),
+    )?;
     let t0 = Instant::now();
-    let out = sliding_window(&image, classes, &cfg, &mut tensor_forward(gpu, classes, &net))?;
+    let out = sliding_window(
+        &image,
+        classes,
+        &cfg,
+        &mut tensor_forward(gpu, classes, &net),
+    )?;
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     drop(out);
     Ok(Sample::new(ms, Work::Voxels(image.data.len() as f64)))

@@ -14,6 +14,8 @@ pub enum SegmentCommand {
     Train(TrainArgs),
     /// Fingerprint a dataset (spacings, shapes, foreground HU) and write an editable plan.json.
     Plan(super::segment_infer::PlanArgs),
+    /// Label maps on each input's own grid from a trained checkpoint (sliding window).
+    Predict(super::segment_infer::PredictArgs),
     /// Dice, HD95 (mm) and NSD per case and label between two folders of label maps.
     Evaluate(super::segment_infer::EvaluateArgs),
 }
@@ -84,6 +86,7 @@ pub fn run(choice: &AdapterChoice, command: &SegmentCommand) -> Result<()> {
     match command {
         SegmentCommand::Train(a) => run_train(choice, a),
         SegmentCommand::Plan(a) => super::segment_infer::plan(choice, a),
+        SegmentCommand::Predict(a) => super::segment_infer::predict(choice, a),
         SegmentCommand::Evaluate(a) => super::segment_infer::evaluate(a),
     }
 }

@@ -1,14 +1,26 @@
-//! `cads segment plan | evaluate` (and `predict` with the model): the inference and evaluation half
-//! of the PVT-UNet recipe, `cads::segment::{fingerprint, plan, predict, evaluate}`.
+//! `cads segment plan | predict | evaluate`: the inference and evaluation half of the PVT-UNet
+//! recipe, `cads::segment::{fingerprint, plan, predict, evaluate}`.
 
 use std::path::PathBuf;
 
+use cads::checkpoint::LoadedCheckpoint;
+use cads::data::nifti::read_nifti;
+use cads::data::orientation::to_canonical;
 use cads::gpu::AdapterChoice;
+use cads::models::PvtUnet;
+use cads::nn::{load_safetensors, LoadOptions};
+use cads::segment::dataset::LabelName;
 use cads::segment::dataset::SegDataset;
 use cads::segment::evaluate::evaluate_folders;
+use cads::segment::fingerprint::dhw_spacing;
 use cads::segment::fingerprint::{fingerprint, SAMPLES_PER_CASE};
-use cads::segment::plan::{DeviceBudget, Plan};
-use cads::{Error, Gpu, Result};
+use cads::segment::plan::{
+    CtNormalization, DeviceBudget, LabelResampling, Plan, PLAN_VERSION, TOTAL_STRIDE,
+};
+use cads::segment::predict::{nifti_files, predict_file};
+use cads::segment::sliding_window::{tensor_forward, SlidingWindowConfig};
+use cads::segment::train::RunInfo;
+use cads::{Error, Gpu, Result, Tensor};
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
@@ -24,6 +36,31 @@ pub struct PlanArgs {
     /// Foreground voxels sampled per case for the intensity statistics.
     #[arg(long, default_value_t = SAMPLES_PER_CASE)]
     pub samples_per_case: usize,
+}
+
+#[derive(clap::Args)]
+pub struct PredictArgs {
+    /// A checkpoint of `cads segment train` (RUN/checkpoint_best.safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// A CT (.nii / .nii.gz) or a folder of them.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output folder: `<case>.nii.gz` label maps on each input's own grid.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Fraction of a window shared with its neighbour.
+    #[arg(long, default_value_t = 0.5)]
+    pub overlap: f64,
+    /// Mirroring test-time augmentation over all three axes (8 flips; 8× the time).
+    #[arg(long)]
+    pub mirror: bool,
+    /// Windows per forward.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Also write `<case>_prob_<label>.nii.gz` per class.
+    #[arg(long)]
+    pub probabilities: bool,
 }
 
 #[derive(clap::Args)]
@@ -59,7 +96,11 @@ fn write(op: &'static str, path: &PathBuf, text: &str) -> Result<()> {
 /// `cads segment plan`: fingerprint the dataset and write the plan.
 pub fn plan(choice: &AdapterChoice, a: &PlanArgs) -> Result<()> {
     if !(a.gpu_memory_gb.is_finite() && a.gpu_memory_gb > 0.0) {
-        return Err(Error::invalid("cads segment plan", "--gpu-memory-gb > 0", a.gpu_memory_gb));
+        return Err(Error::invalid(
+            "cads segment plan",
+            "--gpu-memory-gb > 0",
+            a.gpu_memory_gb,
+        ));
     }
     let gpu = Gpu::with_choice(choice)?;
     let dataset = SegDataset::open(&a.data)?;
@@ -69,11 +110,26 @@ pub fn plan(choice: &AdapterChoice, a: &PlanArgs) -> Result<()> {
     plan.save(&a.out)?;
     let f = &fp.foreground;
     println!("cases:          {}", fp.cases.len());
-    println!("labels:         {:?}", plan.labels.iter().map(|l| format!("{}={}", l.name, l.value)).collect::<Vec<_>>());
-    println!("foreground HU:  mean {:.1}, std {:.1}, 0.5% {:.1}, 99.5% {:.1} ({} samples)", f.mean, f.std, f.percentile_00_5, f.percentile_99_5, f.samples);
+    println!(
+        "labels:         {:?}",
+        plan.labels
+            .iter()
+            .map(|l| format!("{}={}", l.name, l.value))
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "foreground HU:  mean {:.1}, std {:.1}, 0.5% {:.1}, 99.5% {:.1} ({} samples)",
+        f.mean, f.std, f.percentile_00_5, f.percentile_99_5, f.samples
+    );
     println!("target spacing: {:?} mm [D, H, W]", plan.target_spacing_mm);
     println!("median shape:   {:?}", plan.median_shape);
-    println!("patch × batch:  {:?} × {} (≈ {:.2} GiB of {:.2})", plan.patch, plan.batch, plan.memory.training_bytes(plan.patch, plan.batch) as f64 / (1u64 << 30) as f64, plan.memory.budget_bytes as f64 / (1u64 << 30) as f64);
+    println!(
+        "patch × batch:  {:?} × {} (≈ {:.2} GiB of {:.2})",
+        plan.patch,
+        plan.batch,
+        plan.memory.training_bytes(plan.patch, plan.batch) as f64 / (1u64 << 30) as f64,
+        plan.memory.budget_bytes as f64 / (1u64 << 30) as f64
+    );
     println!("plan:           {}", a.out.display());
     Ok(())
 }
@@ -93,6 +149,94 @@ pub fn evaluate(a: &EvaluateArgs) -> Result<()> {
         eprintln!(
             "label {l}: Dice {:.4}, HD95 {:.2} mm ({} of {} cases defined), NSD@{} mm {:.4}",
             m.dice, m.hd95_mm, m.hd95_cases, m.cases, report.tolerance_mm, m.nsd
+        );
+    }
+    Ok(())
+}
+
+/// `cads segment predict`: the trained PVT-UNet over each input, label maps on the input's grid.
+///
+/// The network, its classes and its CT normalisation come from the checkpoint's run description
+/// ([`RunInfo`]); `cads segment train` trains on each case's own voxel grid (no resampling), so
+/// prediction runs at each input's own canonical spacing too, with the training patch as window.
+pub fn predict(choice: &AdapterChoice, a: &PredictArgs) -> Result<()> {
+    const OP: &str = "cads segment predict";
+    let path = a.checkpoint.display().to_string();
+    let ck = LoadedCheckpoint::read(&path)?;
+    let info: RunInfo =
+        serde_json::from_str(ck.config().unwrap_or("")).map_err(|e| Error::BadFile {
+            op: OP,
+            path: path.clone(),
+            problem: format!(
+                "no run description of cads segment train in the checkpoint config: {e}"
+            ),
+        })?;
+    let gpu = Gpu::with_choice(choice)?;
+    let net = PvtUnet::new(&gpu, info.model_config())?;
+    load_safetensors(
+        &net,
+        &path,
+        &LoadOptions::strict().take_prefix("model.net."),
+    )?;
+    let norm = info.normalization.ok_or_else(|| Error::BadFile {
+        op: OP,
+        path: path.clone(),
+        problem: "the run description has no CT normalisation".into(),
+    })?;
+    let labels: Vec<LabelName> = info
+        .class_names
+        .iter()
+        .enumerate()
+        .map(|(k, name)| LabelName {
+            name: name.clone(),
+            value: k as u32,
+        })
+        .collect();
+    let inputs = if a.input.is_dir() {
+        nifti_files(&a.input, OP)?
+    } else {
+        vec![a.input.clone()]
+    };
+    if inputs.is_empty() {
+        return Err(Error::invalid(
+            OP,
+            "NIfTI inputs",
+            format!("none in {}", a.input.display()),
+        ));
+    }
+    let mut window = SlidingWindowConfig::new(info.train.patch);
+    window.overlap = a.overlap;
+    window.batch = a.batch;
+    window.mirror_axes = [a.mirror; 3];
+    let forward_net = |x: &Tensor| net.predict(x);
+    for input in &inputs {
+        // The training grid: the input's own canonical spacing.
+        let spacing = dhw_spacing(&to_canonical(&read_nifti(input)?)?.0);
+        let plan = Plan {
+            version: PLAN_VERSION,
+            target_spacing_mm: spacing,
+            median_shape: info.train.patch,
+            patch: info.train.patch,
+            batch: a.batch,
+            total_stride: TOTAL_STRIDE,
+            labels: labels.clone(),
+            normalization: CtNormalization {
+                clip_low: norm.lo as f64,
+                clip_high: norm.hi as f64,
+                mean: norm.mean as f64,
+                std: norm.std as f64,
+            },
+            label_resampling: LabelResampling::Nearest,
+            memory: Plan::inference_memory(&gpu),
+        };
+        let t0 = std::time::Instant::now();
+        let mut forward = tensor_forward(&gpu, info.classes, &forward_net);
+        let out = predict_file(input, &a.out, &plan, &window, a.probabilities, &mut forward)?;
+        println!(
+            "{} -> {} ({:.1} s)",
+            input.display(),
+            out.display(),
+            t0.elapsed().as_secs_f64()
         );
     }
     Ok(())

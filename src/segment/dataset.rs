@@ -83,7 +83,11 @@ fn bad(op: &'static str, path: &Path, problem: impl Into<String>) -> Error {
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(op: &'static str, path: &Path, form: &str) -> Result<T> {
+fn read_json<T: serde::de::DeserializeOwned>(
+    op: &'static str,
+    path: &Path,
+    form: &str,
+) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
         op,
         path: path.display().to_string(),
@@ -141,7 +145,11 @@ fn channel0_ids(op: &'static str, dir: &Path, ending: &str) -> Result<Vec<String
     let mut ids: Vec<String> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter_map(|n| n.strip_suffix(ending)?.strip_suffix("_0000").map(str::to_string))
+        .filter_map(|n| {
+            n.strip_suffix(ending)?
+                .strip_suffix("_0000")
+                .map(str::to_string)
+        })
         .collect();
     ids.sort();
     Ok(ids)
@@ -180,7 +188,11 @@ impl SegDataset {
         }
         let labels = parse_labels(OP, &json_path, &meta.labels)?;
         if labels.first().map(|l| l.value) != Some(0) {
-            return Err(bad(OP, &json_path, "labels must include the background with value 0"));
+            return Err(bad(
+                OP,
+                &json_path,
+                "labels must include the background with value 0",
+            ));
         }
         let ending = meta.file_ending.as_str();
         let images_tr = root.join("imagesTr");
@@ -250,7 +262,11 @@ impl SegDataset {
         let dir = path.parent().unwrap_or(Path::new("."));
         let convert = |c: JsonCase, need_label: bool| -> Result<DatasetCase> {
             if need_label && c.label.is_none() {
-                return Err(bad(OP, path, format!("training case {} has no \"label\"", c.image)));
+                return Err(bad(
+                    OP,
+                    path,
+                    format!("training case {} has no \"label\"", c.image),
+                ));
             }
             let id = c.id.unwrap_or_else(|| case_id_of(&c.image));
             Ok(DatasetCase {
@@ -272,7 +288,11 @@ impl SegDataset {
         let mut ids: Vec<&str> = training.iter().map(|c| c.id.as_str()).collect();
         ids.sort();
         if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
-            return Err(bad(OP, path, format!("two training cases have the id \"{}\"", w[0])));
+            return Err(bad(
+                OP,
+                path,
+                format!("two training cases have the id \"{}\"", w[0]),
+            ));
         }
         Ok(SegDataset {
             labels,
@@ -298,7 +318,12 @@ pub fn case_id_of(file: &str) -> String {
 
 /// Check that `label` lies on the grid of `image` (same dims, affine within 1e-3 mm per entry);
 /// the error names both files and both grids.
-pub fn check_grids(image: &Volume, image_path: &Path, label: &Volume, label_path: &Path) -> Result<()> {
+pub fn check_grids(
+    image: &Volume,
+    image_path: &Path,
+    label: &Volume,
+    label_path: &Path,
+) -> Result<()> {
     if !image.same_grid(label, 1e-3) {
         return Err(Error::BadFile {
             op: "segment::check_grids",

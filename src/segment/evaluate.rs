@@ -100,7 +100,10 @@ pub fn evaluate_folders(
     if !missing.is_empty() {
         return Err(Error::invalid(
             OP,
-            format!("a prediction in {} for every reference case", pred_dir.display()),
+            format!(
+                "a prediction in {} for every reference case",
+                pred_dir.display()
+            ),
             format!("none for {missing:?}"),
         ));
     }
@@ -147,7 +150,11 @@ pub fn report(cases: Vec<CaseMetrics>, labels: Vec<u32>, tolerance_mm: f64) -> E
     for &l in &labels {
         let ms: Vec<&ClassMetrics> = cases.iter().filter_map(|c| c.labels.get(&l)).collect();
         let n = ms.len().max(1) as f64;
-        let hd: Vec<f64> = ms.iter().map(|m| m.hd95_mm).filter(|h| !h.is_nan()).collect();
+        let hd: Vec<f64> = ms
+            .iter()
+            .map(|m| m.hd95_mm)
+            .filter(|h| !h.is_nan())
+            .collect();
         mean.insert(
             l,
             MeanMetrics {
@@ -176,14 +183,25 @@ pub fn report(cases: Vec<CaseMetrics>, labels: Vec<u32>, tolerance_mm: f64) -> E
 impl EvaluationReport {
     /// Pretty JSON (NaN is written as `null`).
     pub fn to_json(&self) -> Result<String> {
-        serde_json::to_string_pretty(self)
-            .map_err(|e| Error::invalid("EvaluationReport::to_json", "a serialisable report", e.to_string()))
+        serde_json::to_string_pretty(self).map_err(|e| {
+            Error::invalid(
+                "EvaluationReport::to_json",
+                "a serialisable report",
+                e.to_string(),
+            )
+        })
     }
 
     /// CSV: `case,label,dice,hd95_mm,nsd,predicted_voxels,target_voxels`, one row per case and
     /// label, then `mean` rows (voxel columns empty); NaN is written `nan`.
     pub fn to_csv(&self) -> String {
-        let f = |x: f64| if x.is_nan() { "nan".to_string() } else { format!("{x:.6}") };
+        let f = |x: f64| {
+            if x.is_nan() {
+                "nan".to_string()
+            } else {
+                format!("{x:.6}")
+            }
+        };
         let mut s = String::from("case,label,dice,hd95_mm,nsd,predicted_voxels,target_voxels\n");
         for c in &self.cases {
             for (l, m) in &c.labels {
@@ -199,7 +217,12 @@ impl EvaluationReport {
             }
         }
         for (l, m) in &self.mean {
-            s.push_str(&format!("mean,{l},{},{},{},,\n", f(m.dice), f(m.hd95_mm), f(m.nsd)));
+            s.push_str(&format!(
+                "mean,{l},{},{},{},,\n",
+                f(m.dice),
+                f(m.hd95_mm),
+                f(m.nsd)
+            ));
         }
         s
     }

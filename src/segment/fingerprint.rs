@@ -136,7 +136,11 @@ pub fn case_fingerprint(
 /// The fingerprint of a dataset's training cases (each read once, one at a time).
 pub fn fingerprint(dataset: &SegDataset, samples_per_case: usize) -> Result<Fingerprint> {
     if dataset.training.is_empty() {
-        return Err(Error::invalid("fingerprint", "at least one training case", 0));
+        return Err(Error::invalid(
+            "fingerprint",
+            "at least one training case",
+            0,
+        ));
     }
     let mut cases = Vec::new();
     let mut pooled = Vec::new();
@@ -144,7 +148,11 @@ pub fn fingerprint(dataset: &SegDataset, samples_per_case: usize) -> Result<Fing
     for (n, case) in dataset.training.iter().enumerate() {
         let (image, label) = load_case(case)?;
         let label = label.ok_or_else(|| {
-            Error::invalid("fingerprint", "a label map for every training case", &case.id)
+            Error::invalid(
+                "fingerprint",
+                "a label map for every training case",
+                &case.id,
+            )
         })?;
         let (fp, sample, values) =
             case_fingerprint(&case.id, &image, &label, samples_per_case, 1234 + n as u64)?;

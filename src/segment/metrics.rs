@@ -86,7 +86,11 @@ pub fn class_metrics(
     const OP: &str = "class_metrics";
     check_inputs(OP, predicted, target, shape, spacing_mm)?;
     if !(tolerance_mm.is_finite() && tolerance_mm >= 0.0) {
-        return Err(Error::invalid(OP, "a finite tolerance ≥ 0 mm", tolerance_mm));
+        return Err(Error::invalid(
+            OP,
+            "a finite tolerance ≥ 0 mm",
+            tolerance_mm,
+        ));
     }
     let mut inter = 0u64;
     let mut np = 0u64;
@@ -173,7 +177,13 @@ pub fn surface_distances(
         ));
     }
     // Bounding box [lo, hi] of both surfaces, in (d, h, w).
-    let coord = |i: usize| [i / (shape[1] * shape[2]), (i / shape[2]) % shape[1], i % shape[2]];
+    let coord = |i: usize| {
+        [
+            i / (shape[1] * shape[2]),
+            (i / shape[2]) % shape[1],
+            i % shape[2],
+        ]
+    };
     let mut lo = [usize::MAX; 3];
     let mut hi = [0usize; 3];
     for &i in sp.iter().chain(&st) {

@@ -103,6 +103,13 @@ pub struct DeviceBudget {
     pub max_binding_bytes: u64,
 }
 
+/// Training bytes per input voxel of PVT-UNet b1 (module docs; an estimate to calibrate).
+pub const BYTES_PER_VOXEL: u64 = 3200;
+/// Weights, gradients and two optimizer moments of ~24 M parameters, f32.
+pub const FIXED_BYTES: u64 = 24_000_000 * 4 * 4;
+/// Channels of PVT-UNet's full-resolution block (`PvtUnetConfig::final_channels`).
+pub const FULL_RESOLUTION_CHANNELS: u64 = 32;
+
 /// Default device-memory budget: 8 GiB.
 pub const DEFAULT_BUDGET_BYTES: u64 = 8 << 30;
 
@@ -158,7 +165,10 @@ pub fn target_spacing(spacings: &[[f64; 3]], shapes: &[[usize; 3]]) -> Result<[f
         .unwrap_or(0);
     let others: Vec<usize> = (0..3).filter(|&a| a != worst).collect();
     let max_other = others.iter().map(|&a| target[a]).fold(0.0, f64::max);
-    let min_other_size = others.iter().map(|&a| median_size[a]).fold(f64::INFINITY, f64::min);
+    let min_other_size = others
+        .iter()
+        .map(|&a| median_size[a])
+        .fold(f64::INFINITY, f64::min);
     if target[worst] > 3.0 * max_other && median_size[worst] * 3.0 < min_other_size {
         let mut t = percentile(&axis(worst), 10.0);
         if t < max_other {
@@ -200,9 +210,9 @@ impl Plan {
         let memory = MemoryModel {
             budget_bytes: device.memory_bytes,
             max_binding_bytes: device.max_binding_bytes,
-            bytes_per_voxel: 3200,
-            fixed_bytes: 24_000_000 * 4 * 4,
-            full_resolution_channels: 32,
+            bytes_per_voxel: BYTES_PER_VOXEL,
+            fixed_bytes: FIXED_BYTES,
+            full_resolution_channels: FULL_RESOLUTION_CHANNELS,
         };
         // Initial patch: 256³ voxels shaped like 1/spacing, capped by the median shape.
         let inv: [f64; 3] = std::array::from_fn(|a| 1.0 / target[a]);
@@ -237,15 +247,21 @@ impl Plan {
             }
         }
         let voxels = patch.iter().product::<usize>() as u64;
-        let by_memory = ((memory.budget_bytes - memory.fixed_bytes) / (voxels * memory.bytes_per_voxel)) as usize;
-        let by_binding = (memory.max_binding_bytes / (voxels * memory.full_resolution_channels * 4)) as usize;
+        let by_memory = ((memory.budget_bytes - memory.fixed_bytes)
+            / (voxels * memory.bytes_per_voxel)) as usize;
+        let by_binding =
+            (memory.max_binding_bytes / (voxels * memory.full_resolution_channels * 4)) as usize;
         let by_dataset = (dataset_voxels * 0.05 / voxels as f64).round() as usize;
         let batch = by_memory.min(by_binding).min(by_dataset).max(2);
         let labels = if labels.is_empty() {
             fp.label_values
                 .iter()
                 .map(|&v| LabelName {
-                    name: if v == 0 { "background".into() } else { format!("label_{v}") },
+                    name: if v == 0 {
+                        "background".into()
+                    } else {
+                        format!("label_{v}")
+                    },
                     value: v,
                 })
                 .collect()
@@ -277,9 +293,17 @@ impl Plan {
     /// Check every field a user may have edited; errors name the field, what was expected and got.
     pub fn validate(&self, op: &'static str) -> Result<()> {
         if self.version != PLAN_VERSION {
-            return Err(Error::invalid(op, format!("plan version {PLAN_VERSION}"), self.version));
+            return Err(Error::invalid(
+                op,
+                format!("plan version {PLAN_VERSION}"),
+                self.version,
+            ));
         }
-        if self.target_spacing_mm.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        if self
+            .target_spacing_mm
+            .iter()
+            .any(|s| !(s.is_finite() && *s > 0.0))
+        {
             return Err(Error::invalid(
                 op,
                 "target_spacing_mm: three positive finite mm",
@@ -314,9 +338,13 @@ impl Plan {
             ));
         }
         let n = &self.normalization;
-        if !(n.clip_low.is_finite() && n.clip_high.is_finite() && n.clip_low <= n.clip_high)
-            || !(n.mean.is_finite() && n.std.is_finite() && n.std > 0.0)
-        {
+        let valid = n.clip_low.is_finite()
+            && n.clip_high.is_finite()
+            && n.clip_low <= n.clip_high
+            && n.mean.is_finite()
+            && n.std.is_finite()
+            && n.std > 0.0;
+        if !valid {
             return Err(Error::invalid(
                 op,
                 "normalization: finite clip_low ≤ clip_high, finite mean, std > 0",
@@ -324,6 +352,18 @@ impl Plan {
             ));
         }
         Ok(())
+    }
+
+    /// The memory model of an inference-only plan on `gpu` (default budget, the device's binding
+    /// limit; nothing is sized from it).
+    pub fn inference_memory(gpu: &Gpu) -> MemoryModel {
+        MemoryModel {
+            budget_bytes: DEFAULT_BUDGET_BYTES,
+            max_binding_bytes: gpu.max_binding_bytes(),
+            bytes_per_voxel: BYTES_PER_VOXEL,
+            fixed_bytes: FIXED_BYTES,
+            full_resolution_channels: FULL_RESOLUTION_CHANNELS,
+        }
     }
 
     /// Number of classes (background included).

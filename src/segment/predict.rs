@@ -21,7 +21,9 @@ use super::dataset::case_id_of;
 use super::fingerprint::{dhw_shape, dhw_spacing};
 use super::plan::Plan;
 use super::preprocess::{preprocess_volumes, resample_channels};
-use super::sliding_window::{sliding_window, softmax_channels_last, HostForward, SlidingWindowConfig};
+use super::sliding_window::{
+    sliding_window, softmax_channels_last, HostForward, SlidingWindowConfig,
+};
 use crate::data::nifti::{read_nifti, write_nifti};
 use crate::data::orientation::{from_canonical, to_canonical};
 use crate::data::{Datatype, Volume};
@@ -89,7 +91,10 @@ pub fn predict_volume(
             return Err(Error::invalid(
                 OP,
                 format!("the input grid {:?} {:?}", image.dims, image.affine),
-                format!("{:?} {:?} after undoing the reorientation", v.dims, v.affine),
+                format!(
+                    "{:?} {:?} after undoing the reorientation",
+                    v.dims, v.affine
+                ),
             ));
         }
         v.affine = image.affine;
@@ -101,7 +106,12 @@ pub fn predict_volume(
         let n = probs.len() / k;
         Some(
             (0..k)
-                .map(|c| back((0..n).map(|i| probs[i * k + c]).collect(), Datatype::Float32))
+                .map(|c| {
+                    back(
+                        (0..n).map(|i| probs[i * k + c]).collect(),
+                        Datatype::Float32,
+                    )
+                })
                 .collect::<Result<Vec<_>>>()?,
         )
     } else {
@@ -136,7 +146,11 @@ pub fn predict_file(
     write_nifti(&out, &p.labels, None)?;
     if let Some(probs) = &p.probabilities {
         for (v, l) in probs.iter().zip(&plan.labels) {
-            write_nifti(output_dir.join(format!("{id}_prob_{}.nii.gz", l.name)), v, None)?;
+            write_nifti(
+                output_dir.join(format!("{id}_prob_{}.nii.gz", l.name)),
+                v,
+                None,
+            )?;
         }
     }
     Ok(out)

@@ -80,16 +80,20 @@ fn xyz(v: [f64; 3]) -> [f64; 3] {
 /// Map label values to class indices (`plan.labels` order); an unknown value is an error.
 fn label_to_classes(op: &'static str, id: &str, label: &mut Volume, plan: &Plan) -> Result<()> {
     for (i, v) in label.data.iter_mut().enumerate() {
-        let k = plan.labels.iter().position(|l| l.value as f32 == *v).ok_or_else(|| {
-            Error::invalid(
-                op,
-                format!(
-                    "label values among the plan's {:?}",
-                    plan.labels.iter().map(|l| l.value).collect::<Vec<_>>()
-                ),
-                format!("{v} at flat voxel {i} of case {id}"),
-            )
-        })?;
+        let k = plan
+            .labels
+            .iter()
+            .position(|l| l.value as f32 == *v)
+            .ok_or_else(|| {
+                Error::invalid(
+                    op,
+                    format!(
+                        "label values among the plan's {:?}",
+                        plan.labels.iter().map(|l| l.value).collect::<Vec<_>>()
+                    ),
+                    format!("{v} at flat voxel {i} of case {id}"),
+                )
+            })?;
         *v = k as f32;
     }
     Ok(())
@@ -144,7 +148,11 @@ fn one_hot_linear(classes: &Volume, plan: &Plan) -> Result<Volume> {
     let mut best: Option<(Vec<f32>, Volume)> = None;
     for k in 0..plan.classes() {
         let ind = Volume::new(
-            classes.data.iter().map(|&c| (c == k as f32) as u8 as f32).collect(),
+            classes
+                .data
+                .iter()
+                .map(|&c| (c == k as f32) as u8 as f32)
+                .collect(),
             classes.dims,
             classes.affine,
             Datatype::Float32,
@@ -167,7 +175,8 @@ fn one_hot_linear(classes: &Volume, plan: &Plan) -> Result<Volume> {
             }
         }
     }
-    best.map(|b| b.1).ok_or_else(|| Error::invalid("one_hot_linear", "≥ 1 class", 0))
+    best.map(|b| b.1)
+        .ok_or_else(|| Error::invalid("one_hot_linear", "≥ 1 class", 0))
 }
 
 /// Trilinear resampling of channels-last data `[D, H, W, K]` on a grid of `from` voxels to `to`
@@ -182,7 +191,11 @@ pub fn resample_channels(
     scale: [f64; 3],
 ) -> Result<Vec<f32>> {
     const OP: &str = "resample_channels";
-    if channels == 0 || from.contains(&0) || to.contains(&0) || data.len() != from.iter().product::<usize>() * channels {
+    if channels == 0
+        || from.contains(&0)
+        || to.contains(&0)
+        || data.len() != from.iter().product::<usize>() * channels
+    {
         return Err(Error::shape(
             OP,
             format!("{from:?} × {channels} channels (non-empty)"),
@@ -285,11 +298,18 @@ impl PreprocessCache {
         let bad = |p: &Path, problem: String| Error::BadFile {
             op: OP,
             path: p.display().to_string(),
-            problem: format!("{problem}; delete {} to rebuild the cache", self.dir.display()),
+            problem: format!(
+                "{problem}; delete {} to rebuild the cache",
+                self.dir.display()
+            ),
         };
         let io = |p: &Path| {
             let name = p.display().to_string();
-            move |source| Error::Io { op: OP, path: name, source }
+            move |source| Error::Io {
+                op: OP,
+                path: name,
+                source,
+            }
         };
         let text = std::fs::read_to_string(&hp).map_err(io(&hp))?;
         let h: CacheHeader = serde_json::from_str(&text)
@@ -297,14 +317,25 @@ impl PreprocessCache {
         if h.plan_key != self.key || h.id != id {
             return Err(bad(
                 &hp,
-                format!("header for case {} plan {}, expected case {id} plan {}", h.id, h.plan_key, self.key),
+                format!(
+                    "header for case {} plan {}, expected case {id} plan {}",
+                    h.id, h.plan_key, self.key
+                ),
             ));
         }
         let n: usize = h.shape.iter().product();
         let read = |p: &Path| -> Result<Patch> {
             let bytes = std::fs::read(p).map_err(io(p))?;
             if bytes.len() != n * 4 {
-                return Err(bad(p, format!("{} bytes, the header's shape {:?} needs {}", bytes.len(), h.shape, n * 4)));
+                return Err(bad(
+                    p,
+                    format!(
+                        "{} bytes, the header's shape {:?} needs {}",
+                        bytes.len(),
+                        h.shape,
+                        n * 4
+                    ),
+                ));
             }
             let data = bytes
                 .chunks_exact(4)

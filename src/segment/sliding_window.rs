@@ -74,7 +74,11 @@ impl SlidingWindowConfig {
 
     fn validate(&self, op: &'static str) -> Result<()> {
         if self.patch.contains(&0) {
-            return Err(Error::invalid(op, "a non-zero patch", format!("{:?}", self.patch)));
+            return Err(Error::invalid(
+                op,
+                "a non-zero patch",
+                format!("{:?}", self.patch),
+            ));
         }
         if !(0.0..1.0).contains(&self.overlap) {
             return Err(Error::invalid(op, "overlap in [0, 1)", self.overlap));
@@ -172,7 +176,11 @@ pub fn gaussian_weights(patch: [usize; 3], sigma_scale: f64) -> Result<Vec<f32>>
             }
         }
     }
-    let floor = out.iter().cloned().filter(|&v| v > 0.0).fold(f32::INFINITY, f32::min);
+    let floor = out
+        .iter()
+        .cloned()
+        .filter(|&v| v > 0.0)
+        .fold(f32::INFINITY, f32::min);
     for v in out.iter_mut() {
         if *v <= 0.0 {
             *v = floor;
@@ -201,11 +209,18 @@ pub fn sliding_window(
 ) -> Result<VolumeLogits> {
     const OP: &str = "sliding_window";
     cfg.validate(OP)?;
-    if classes == 0 || image.shape.contains(&0) || image.data.len() != image.shape.iter().product::<usize>() {
+    if classes == 0
+        || image.shape.contains(&0)
+        || image.data.len() != image.shape.iter().product::<usize>()
+    {
         return Err(Error::invalid(
             OP,
             "K ≥ 1 classes and a non-empty image whose data matches its shape",
-            format!("K = {classes}, shape {:?}, {} values", image.shape, image.data.len()),
+            format!(
+                "K = {classes}, shape {:?}, {} values",
+                image.shape,
+                image.data.len()
+            ),
         ));
     }
     let p = cfg.patch;
@@ -227,7 +242,11 @@ pub fn sliding_window(
     let voxels = sd * sh * sw;
     let k = classes;
     let acc_len = voxels.checked_mul(k).ok_or_else(|| {
-        Error::invalid(OP, "a volume whose logits fit in memory", format!("{padded_shape:?} × {k}"))
+        Error::invalid(
+            OP,
+            "a volume whose logits fit in memory",
+            format!("{padded_shape:?} × {k}"),
+        )
     })?;
     let mut acc = vec![0.0f32; acc_len];
     let mut weight = vec![0.0f32; voxels];

@@ -1,0 +1,125 @@
+//! The `cads segment` inference commands end to end: `plan` on a small nnU-Net folder writes a
+//! plan that loads back; `predict` runs a (tiny, untrained) PVT-UNet checkpoint written the way
+//! `cads segment train` writes one and puts the label map on the input's own (LPS) grid.
+
+mod common;
+
+use cads::checkpoint::Checkpoint;
+use cads::data::nifti::read_nifti;
+use cads::data::{write_nifti, Affine, Datatype, Volume};
+use cads::models::PvtUnet;
+use cads::segment::config::{ModelPreset, SegTrainConfig};
+use cads::segment::plan::Plan;
+use cads::segment::train::{CtNormalization, RunInfo};
+use std::process::Command;
+
+const LPS: Affine = [
+    [-0.8, 0.0, 0.0, 30.0],
+    [0.0, -0.8, 0.0, 40.0],
+    [0.0, 0.0, 2.0, -10.0],
+    [0.0, 0.0, 0.0, 1.0],
+];
+
+fn ct(dims: [usize; 3]) -> Volume {
+    let n = dims.iter().product::<usize>();
+    let data = (0..n).map(|i| ((i * 37) % 400) as f32 - 200.0).collect();
+    Volume::new(data, dims, LPS, Datatype::Int16).unwrap()
+}
+
+fn cads(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cads"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cads {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn plan_and_predict_commands() {
+    let dir = std::env::temp_dir().join(format!("cads-seg-cli-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    for d in ["raw/imagesTr", "raw/labelsTr"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    // plan
+    std::fs::write(
+        dir.join("raw/dataset.json"),
+        r#"{"channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1}, "numTraining": 1, "file_ending": ".nii.gz"}"#,
+    )
+    .unwrap();
+    let img = ct([40, 36, 20]);
+    let lab = Volume::new(
+        img.data.iter().map(|&v| (v > 0.0) as u8 as f32).collect(),
+        img.dims,
+        LPS,
+        Datatype::Uint8,
+    )
+    .unwrap();
+    write_nifti(dir.join("raw/imagesTr/a_0000.nii.gz"), &img, None).unwrap();
+    write_nifti(dir.join("raw/labelsTr/a.nii.gz"), &lab, None).unwrap();
+    let plan_path = dir.join("plan.json");
+    let text = cads(&[
+        "segment",
+        "plan",
+        "--data",
+        dir.join("raw").to_str().unwrap(),
+        "--out",
+        plan_path.to_str().unwrap(),
+    ]);
+    assert!(text.contains("target spacing"), "{text}");
+    let plan = Plan::load(&plan_path).unwrap();
+    assert_eq!(
+        plan.target_spacing_mm,
+        [2.0, 0.800000011920929, 0.800000011920929]
+    );
+
+    // predict: a checkpoint as `cads segment train` writes it (model "net", RunInfo config).
+    let gpu = common::gpu();
+    let info = RunInfo {
+        train: SegTrainConfig {
+            model: ModelPreset::Tiny,
+            patch: [16, 32, 32],
+            ..SegTrainConfig::default()
+        },
+        classes: 3,
+        class_names: vec!["background".into(), "a".into(), "b".into()],
+        normalization: Some(CtNormalization {
+            lo: -200.0,
+            hi: 200.0,
+            mean: 0.0,
+            std: 100.0,
+        }),
+    };
+    let net = PvtUnet::new(&gpu, info.model_config()).unwrap();
+    let ck = dir.join("checkpoint_best.safetensors");
+    Checkpoint::new()
+        .model("net", &net)
+        .config(&serde_json::to_string(&info).unwrap())
+        .save(ck.to_str().unwrap())
+        .unwrap();
+    let input = dir.join("case_0000.nii.gz");
+    write_nifti(&input, &ct([40, 36, 20]), None).unwrap();
+    let out = dir.join("pred");
+    cads(&[
+        "segment",
+        "predict",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--batch",
+        "2",
+    ]);
+    let pred = read_nifti(out.join("case.nii.gz")).unwrap();
+    let orig = read_nifti(&input).unwrap();
+    assert_eq!((pred.dims, pred.affine), (orig.dims, orig.affine));
+    assert!(pred.data.iter().all(|&v| v == 0.0 || v == 1.0 || v == 2.0));
+    std::fs::remove_dir_all(&dir).ok();
+}
