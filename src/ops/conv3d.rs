@@ -131,6 +131,13 @@ pub(crate) struct Geometry {
     pub cout_g: usize,
 }
 
+/// The output shape `[N, oD, oH, oW, Cout]` of `conv3d(x, w, cfg)` for input `x` `[N, D, H, W, Cin]`
+/// and weight `w` `[kD, kH, kW, Cin/groups, Cout]`, with the validation the op runs (checked
+/// arithmetic: no size wraps).
+pub fn conv3d_output_shape(x: &[usize], w: &[usize], cfg: &Conv3dConfig) -> Result<[usize; 5]> {
+    Ok(Geometry::new("conv3d", x, w, cfg)?.out)
+}
+
 impl Geometry {
     pub fn new(op: &'static str, x: &[usize], w: &[usize], cfg: &Conv3dConfig) -> Result<Geometry> {
         if x.len() != 5 {
