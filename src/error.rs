@@ -176,6 +176,20 @@ fn describe_name_mismatch(
 }
 
 impl Error {
+    /// This error, about data read from the file `path`, as a [`Error::BadFile`] that names the
+    /// file (ops below the data layer never see a path; the caller that read the file adds it).
+    /// An error that already names a file is returned unchanged.
+    pub fn in_file(self, op: &'static str, path: impl fmt::Display) -> Self {
+        match self {
+            e @ (Error::BadFile { .. } | Error::Io { .. }) => e,
+            e => Error::BadFile {
+                op,
+                path: path.to_string(),
+                problem: e.to_string(),
+            },
+        }
+    }
+
     /// Shape mismatch from two printable shapes.
     pub fn shape(op: &'static str, expected: impl fmt::Debug, got: impl fmt::Debug) -> Self {
         Error::ShapeMismatch {

@@ -2,7 +2,8 @@
 //! library get typed errors — no panic, no abort, no silent flip, nothing lost. Each test failed
 //! before its fix. The CLI tests need no GPU: every check runs before an adapter is requested.
 
-use cads::data::nifti::decode_nifti;
+use cads::data::nifti::{decode_nifti, decode_nifti_with_limit, MAX_BYTES_ENV};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -245,7 +246,154 @@ fn drr_of_a_label_map_warns() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("label map"));
 }
 
-#[allow(dead_code)]
-fn decode(bytes: &[u8]) -> cads::Result<cads::data::Volume> {
-    decode_nifti(bytes, "crafted.nii")
+// ---- 2. Decompression bombs ------------------------------------------------------------------
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn a_header_declaring_more_than_the_limit_is_refused_before_inflating() {
+    // 1024 × 1024 × 512 int16 = 1 GiB declared; the stream holds the header and one slice only.
+    let mut bytes = Craft {
+        dims: [1024, 1024, 512],
+        ..Default::default()
+    }
+    .bytes_with(|_| 0)[..352]
+        .to_vec();
+    bytes.extend(std::iter::repeat_n(0u8, 1 << 16));
+    let gz = gzip(&bytes);
+    let e = decode_nifti_with_limit(&gz, "bomb.nii.gz", 64 << 20).unwrap_err().to_string();
+    assert!(e.contains("bomb.nii.gz") && e.contains("exceeds the reading limit") && e.contains(MAX_BYTES_ENV), "{e}");
+    // The same through the CLI, with the limit from the environment.
+    let dir = scratch("bomb");
+    let p = dir.join("bomb.nii.gz");
+    std::fs::write(&p, &gz).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cads"))
+        .args(["inspect", p.to_str().unwrap()])
+        .env(MAX_BYTES_ENV, (64u64 << 20).to_string())
+        .output()
+        .unwrap();
+    assert_clean_error(&out, &["exceeds the reading limit", MAX_BYTES_ENV]);
+}
+
+#[test]
+fn only_the_declared_bytes_are_inflated() {
+    // A tiny image followed by 64 MiB of trailing zeros (a 64 KB file): the trailing data is
+    // never inflated, so a 4 KiB limit suffices, and the values are those of the image.
+    let craft = Craft::default();
+    let mut bytes = craft.bytes();
+    bytes.extend(std::iter::repeat_n(0u8, 64 << 20));
+    let gz = gzip(&bytes);
+    assert!(gz.len() < 1 << 20);
+    let v = decode_nifti_with_limit(&gz, "trailing.nii.gz", 4096).unwrap();
+    assert_eq!(v.dims, [4, 3, 2]);
+    assert_eq!(v.data[5], 5.0 * 10.0 - 1000.0);
+    // And a truncated stream is still an error, not a short volume.
+    let cut = &gzip(&craft.bytes())[..60];
+    assert!(decode_nifti_with_limit(cut, "cut.nii.gz", 4096).is_err());
+    let short = &craft.bytes()[..360];
+    let e = decode_nifti(short, "short.nii").unwrap_err().to_string();
+    assert!(e.contains("truncated"), "{e}");
+}
+
+// ---- 3. Orientation as nibabel reads it -------------------------------------------------------
+
+#[test]
+fn qform_and_sform_read_as_nibabel_reads_them() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/nibabel");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let cases = expected["cases"].as_array().unwrap();
+    assert!(cases.len() >= 5);
+    for case in cases {
+        let file = case["file"].as_str().unwrap();
+        let vol = cads::data::read_nifti(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for r in 0..4 {
+            for c in 0..4 {
+                let want = case["affine"][r][c].as_f64().unwrap();
+                let got = vol.affine[r][c];
+                assert!(
+                    (want - got).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "{file}: affine[{r}][{c}] = {got}, nibabel reads {want}\n{:?}",
+                    vol.affine
+                );
+            }
+        }
+    }
+    // The negative pixdim[1] case reads RAS, as nibabel does (it used to read LAS).
+    let vol = cads::data::read_nifti(dir.join("qform_neg_pixdim1.nii")).unwrap();
+    assert_eq!(cads::data::orientation::orientation_code(&vol.affine), "RAS");
+}
+
+// ---- 4. Absurd geometry -----------------------------------------------------------------------
+
+#[test]
+fn an_sform_with_infinite_spacing_is_refused() {
+    let big = 3.0e38f32;
+    let bytes = Craft {
+        sform_code: 1,
+        srow: [[big, 0.0, 0.0, 0.0], [big, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
+        ..Default::default()
+    }
+    .bytes();
+    let e = decode_nifti(&bytes, "inf.nii").unwrap_err().to_string();
+    assert!(e.contains("inf.nii") && e.contains("voxel size"), "{e}");
+}
+
+#[test]
+fn resampling_absurd_voxel_sizes_is_an_error_not_an_abort() {
+    use cads::data::preprocess::{resample_to_spacing, Interp};
+    for dx in [1e4f32, 3.4e38, 1e-40, 1e-30] {
+        let bytes = Craft {
+            pixdim: [1.0, dx, dx, dx],
+            ..Default::default()
+        }
+        .bytes();
+        let vol = match decode_nifti(&bytes, "absurd.nii") {
+            Ok(v) => v,
+            Err(e) => {
+                // Refusing the file is fine too (a subnormal size), as long as it is an error.
+                assert!(e.to_string().contains("absurd.nii"), "{e}");
+                continue;
+            }
+        };
+        match resample_to_spacing(&vol, [1.0; 3], Interp::Linear) {
+            Ok(r) => assert!(r.data.len() <= 1 << 30),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains("spacing") && e.contains("voxels"), "{e}");
+            }
+        }
+    }
+    // An explicit sample: 1e4 mm voxels at 1 mm need 4e4 × 3e4 × 2e4 voxels.
+    let vol = decode_nifti(
+        &Craft {
+            pixdim: [1.0, 1e4, 1e4, 1e4],
+            ..Default::default()
+        }
+        .bytes(),
+        "big.nii",
+    )
+    .unwrap();
+    let e = resample_to_spacing(&vol, [1.0; 3], Interp::Linear).unwrap_err().to_string();
+    assert!(e.contains("[10000.0, 10000.0, 10000.0]") && e.contains("2.400e13 voxels"), "{e}");
+}
+
+#[test]
+fn an_invalid_sform_code_is_ignored() {
+    // sform_code 256 with a qform: the qform is used (the crafted sform would read 9 mm voxels).
+    let bytes = Craft {
+        pixdim: [1.0, 2.0, 2.0, 2.0],
+        qform_code: 1,
+        sform_code: 256,
+        srow: [[-9.0, 0.0, 0.0, 0.0], [0.0, 9.0, 0.0, 0.0], [0.0, 0.0, 9.0, 0.0]],
+        ..Default::default()
+    }
+    .bytes();
+    let v = decode_nifti(&bytes, "code.nii").unwrap();
+    assert_eq!(v.spacing, [2.0, 2.0, 2.0]);
+    assert_eq!(v.affine[0][0], 2.0);
 }

@@ -132,7 +132,7 @@ pub fn run(choice: &AdapterChoice, args: &DrrArgs) -> Result<()> {
     let (grid, hu) = cads::pretrain::read_ct(&args.input)?;
     warn_if_labelmap(&args.input, &hu);
     if args.cads {
-        preset::frontal_parallel(&grid, 1.0).map_err(|e| in_file(&args.input, e))?;
+        preset::frontal_parallel(&grid, 1.0).map_err(|e| e.in_file("cads drr", &args.input))?;
     }
     let projector = match args.projector {
         ProjectorArg::Siddon => Projector::Siddon,
@@ -141,7 +141,7 @@ pub fn run(choice: &AdapterChoice, args: &DrrArgs) -> Result<()> {
         },
     };
     if let Some(g) = &geometry {
-        drr::check_work(&grid, g, projector).map_err(|e| in_file(&args.input, e))?;
+        drr::check_work(&grid, g, projector).map_err(|e| e.in_file("cads drr", &args.input))?;
     }
     let gpu = Gpu::with_choice(choice)?;
     let (img, h, w) = match geometry {
@@ -180,16 +180,6 @@ pub fn run(choice: &AdapterChoice, args: &DrrArgs) -> Result<()> {
     io::write_png(&args.output, &img, h, w, window)?;
     out!("wrote {} ({h}×{w}, {}-bit)", args.output, args.bits);
     Ok(())
-}
-
-/// A geometry error about the input file, with the file named (the engine's errors name the op
-/// only, since it never sees a path).
-fn in_file(path: &str, e: Error) -> Error {
-    Error::BadFile {
-        op: "cads drr",
-        path: path.to_string(),
-        problem: e.to_string(),
-    }
 }
 
 /// A labelmap given where a CT is expected renders without error but means nothing: warn when
