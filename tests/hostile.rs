@@ -397,3 +397,48 @@ fn an_invalid_sform_code_is_ignored() {
     assert_eq!(v.spacing, [2.0, 2.0, 2.0]);
     assert_eq!(v.affine[0][0], 2.0);
 }
+
+// ---- 7. Writing output ------------------------------------------------------------------------
+
+#[test]
+fn output_is_never_renamed_over_a_device_and_failed_writes_leave_nothing() {
+    use cads::util::file::{write_atomically, write_atomically_with};
+    let dir = scratch("write");
+    // /dev/full: written in place, the ENOSPC reported; the node stays a device.
+    if Path::new("/dev/full").exists() {
+        let e = write_atomically("t", "/dev/full", &[0u8; 100_000]).unwrap_err().to_string();
+        assert!(e.contains("/dev/full"), "{e}");
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::metadata("/dev/full").unwrap().file_type().is_char_device());
+    }
+    // A directory is refused, not replaced.
+    let sub = dir.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    assert!(write_atomically("t", &sub, b"x").is_err());
+    assert!(sub.is_dir());
+    // A failing writer leaves the old file and no temporary file.
+    let f = dir.join("out.bin");
+    std::fs::write(&f, b"old").unwrap();
+    let e = write_atomically_with("t", &f, |w| {
+        w.write_all(b"half")?;
+        Err(std::io::Error::other("encoder failed"))
+    });
+    assert!(e.is_err());
+    assert_eq!(std::fs::read(&f).unwrap(), b"old");
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    // A symlink to a regular file keeps the link and replaces the target.
+    let link = dir.join("link.bin");
+    std::os::unix::fs::symlink(&f, &link).unwrap();
+    write_atomically("t", &link, b"new").unwrap();
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(&f).unwrap(), b"new");
+    // The NIfTI and PNG writers go through it.
+    let vol = cads::data::Volume::new(vec![0.0; 8], [2, 2, 2], cads::data::volume::IDENTITY, cads::data::Datatype::Uint8).unwrap();
+    if Path::new("/dev/full").exists() {
+        assert!(cads::data::write_nifti("/dev/full", &vol, None).is_err());
+        assert!(cads::drr::io::write_png("/dev/full", &vec![0.5; 256 * 256], 256, 256, Some((0.0, 1.0))).is_err());
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::metadata("/dev/full").unwrap().file_type().is_char_device());
+    }
+}

@@ -1,6 +1,7 @@
 //! Small shared utilities: a seeded RNG, the named comparison tolerances, and checked size
 //! arithmetic for everything reachable from input.
 
+pub mod file;
 pub mod rng;
 pub mod size;
 pub mod tolerance;
