@@ -121,6 +121,17 @@ pub enum Error {
         unexpected: Vec<String>,
     },
 
+    /// A loss, gradient norm or other value that must be finite was NaN or infinite (training
+    /// diverged, or a NaN entered through the data); nothing was updated with it.
+    #[error("{op}: non-finite {what}: {value}{}", if *step == u64::MAX { String::new() } else { format!(" at step {step}") })]
+    NonFinite {
+        op: &'static str,
+        what: &'static str,
+        value: f32,
+        /// The training step, or `u64::MAX` when there is none.
+        step: u64,
+    },
+
     /// A file that exists but whose contents are not what the reader accepts.
     #[error("{op}: {path}: {problem}")]
     BadFile {
