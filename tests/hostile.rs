@@ -442,3 +442,150 @@ fn output_is_never_renamed_over_a_device_and_failed_writes_leave_nothing() {
         assert!(std::fs::metadata("/dev/full").unwrap().file_type().is_char_device());
     }
 }
+
+// ---- 8. Loader failures -----------------------------------------------------------------------
+
+#[test]
+fn a_panicking_worker_is_an_error_for_its_batch_known_or_unknown_length() {
+    use cads::data::loader::Prefetcher;
+    for count in [Some(6), None] {
+        let batches = Prefetcher::new(7, count, 2, 2, |b, _rng| {
+            if b == 3 {
+                panic!("worker fault at batch 3");
+            }
+            Ok(b)
+        });
+        let got: Vec<_> = batches.take(6).collect();
+        assert_eq!(got.len(), 6, "count {count:?}");
+        for (b, item) in got.iter().enumerate() {
+            match item {
+                Ok(v) => assert_eq!(*v, b),
+                Err(e) => {
+                    assert_eq!(b, 3);
+                    assert!(e.to_string().contains("worker fault at batch 3"), "{e}");
+                }
+            }
+        }
+        assert!(got[3].is_err());
+    }
+}
+
+#[test]
+fn a_zero_size_patch_is_an_error_not_an_empty_batch() {
+    use cads::data::loader::{make_seg_batch, SegCase, SegPatchConfig};
+    use cads::data::preprocess::Patch;
+    let case = SegCase::new(Patch::filled([4, 4, 4], 0.0), Patch::filled([4, 4, 4], 1.0)).unwrap();
+    let mut rng = cads::util::Rng::new(0);
+    for patch in [[0, 4, 4], [4, 0, 4], [4, 4, 0]] {
+        let cfg = SegPatchConfig { patch, ..SegPatchConfig::default() };
+        assert!(make_seg_batch(std::slice::from_ref(&case), &cfg, 2, &mut rng).is_err());
+    }
+    let cfg = SegPatchConfig { patch: [2, 2, 2], ..SegPatchConfig::default() };
+    assert!(make_seg_batch(std::slice::from_ref(&case), &cfg, 0, &mut rng).is_err());
+    assert_eq!(make_seg_batch(&[case], &cfg, 2, &mut rng).unwrap().images.len(), 16);
+}
+
+// ---- 10. Manifests ----------------------------------------------------------------------------
+
+#[test]
+fn manifests_accept_a_bom_and_show_resolved_paths() {
+    use cads::data::loader::{dataset_from_manifest, load_case};
+    let dir = scratch("manifest");
+    let sub = dir.join("sets");
+    std::fs::create_dir_all(&sub).unwrap();
+    let img = dir.join("img.nii");
+    Craft::default().write(&img);
+    let m = sub.join("dataset.json");
+    let text = format!(
+        "\u{feff}{{\"training\": [{{\"image\": \"../img.nii\"}}, {{\"image\": \"{}\"}}, {{\"image\": \"../missing/./x.nii\"}}]}}",
+        img.display()
+    );
+    std::fs::write(&m, text).unwrap();
+    let cases = dataset_from_manifest(&m).unwrap();
+    assert_eq!(cases.len(), 3);
+    let canonical = std::fs::canonicalize(&img).unwrap();
+    assert_eq!(cases[0].image, canonical);
+    assert_eq!(cases[1].image, canonical);
+    load_case(&cases[0]).unwrap();
+    // A missing file's error shows where it was looked for, without `..` or `.`.
+    let e = load_case(&cases[2]).unwrap_err().to_string();
+    let want = dir.join("missing/x.nii");
+    assert!(e.contains(&want.display().to_string()), "{e}");
+}
+
+// ---- Deterministic mutation test of the NIfTI reader and the manifest parser -------------------
+
+/// Bounded by count and by time (CI runs it in every test pass): byte flips, header-field
+/// overwrites with extreme values, truncations and gzip wrapping of a valid file, and of a
+/// manifest. Every result must be a value or an error; a panic fails the test.
+#[test]
+fn mutated_niftis_and_manifests_never_panic() {
+    let mut rng = cads::util::Rng::new(15);
+    let base = Craft {
+        qform_code: 1,
+        sform_code: 1,
+        srow: [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
+        ..Default::default()
+    }
+    .bytes();
+    let extremes: [[u8; 4]; 10] = [
+        0i32.to_le_bytes(),
+        (-1i32).to_le_bytes(),
+        i32::MAX.to_le_bytes(),
+        i32::MIN.to_le_bytes(),
+        0x7fffi32.to_le_bytes(),
+        f32::NAN.to_le_bytes(),
+        f32::INFINITY.to_le_bytes(),
+        3.4e38f32.to_le_bytes(),
+        1e-40f32.to_le_bytes(),
+        (-2.0f32).to_le_bytes(),
+    ];
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    while n < 20_000 && start.elapsed().as_secs() < 10 {
+        let mut b = base.clone();
+        for _ in 0..1 + rng.below(4) {
+            match rng.below(4) {
+                0 if !b.is_empty() => {
+                    let i = rng.below(b.len());
+                    b[i] ^= 1 << rng.below(8);
+                }
+                1 => {
+                    // An extreme value over a header field (fields are 2- or 4-byte aligned).
+                    let at = 2 * rng.below(350 / 2 - 2);
+                    let v = extremes[rng.below(extremes.len())];
+                    let w = if rng.below(2) == 0 { 2 } else { 4 };
+                    if at + w <= b.len() {
+                        b[at..at + w].copy_from_slice(&v[..w]);
+                    }
+                }
+                2 => b.truncate(rng.below(b.len() + 1)),
+                0 => {}
+                _ => b.extend(std::iter::repeat_n(0xff, rng.below(64))),
+            }
+        }
+        let bytes = if rng.below(4) == 0 { gzip(&b) } else { b };
+        let _ = cads::data::nifti::decode_nifti_with_limit(&bytes, "mutant.nii", 1 << 20);
+        n += 1;
+    }
+    assert!(n >= 1000, "only {n} mutants in the time bound");
+    // Manifests: mutate a valid one character by character.
+    let manifest = "\u{feff}{\"training\": [{\"image\": \"a.nii\", \"label\": \"b.nii\"}, {\"image\": \"../c.nii.gz\"}]}";
+    let chars: Vec<char> = manifest.chars().collect();
+    let pool = ['{', '}', '[', ']', '"', ':', ',', '\\', '\0', '\u{feff}', 'x', '/', '.', ' '];
+    for _ in 0..5_000 {
+        let mut c = chars.clone();
+        for _ in 0..1 + rng.below(3) {
+            let i = rng.below(c.len());
+            match rng.below(3) {
+                0 => c[i] = pool[rng.below(pool.len())],
+                1 => {
+                    c.remove(i);
+                }
+                _ => c.insert(i, pool[rng.below(pool.len())]),
+            }
+        }
+        let text: String = c.into_iter().collect();
+        let _ = cads::data::loader::parse_manifest(&text, Path::new("/tmp/m/dataset.json"));
+    }
+}
