@@ -97,7 +97,12 @@ fn cads(args: &[&str]) -> Output {
 /// Exit status 1 with an `error:` line containing every `needles` (not a panic: that is 101).
 fn assert_clean_error(out: &Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "expected a clean error, got {:?}: {err}", out.status);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected a clean error, got {:?}: {err}",
+        out.status
+    );
     assert!(!err.contains("panicked"), "{err}");
     for n in needles {
         assert!(err.contains(n), "stderr lacks {n:?}: {err}");
@@ -116,7 +121,13 @@ fn drr_cads_view_of_a_huge_extent_is_an_error_not_an_out_of_bounds_panic() {
         ..Default::default()
     }
     .write(&p);
-    let out = cads(&["drr", p.to_str().unwrap(), "--cads", "-o", dir.join("x.png").to_str().unwrap()]);
+    let out = cads(&[
+        "drr",
+        p.to_str().unwrap(),
+        "--cads",
+        "-o",
+        dir.join("x.png").to_str().unwrap(),
+    ]);
     assert_clean_error(&out, &["huge.nii", "detector"]);
     assert!(!dir.join("x.png").exists());
 }
@@ -128,8 +139,21 @@ fn drr_detector_of_usize_max_pixels_is_refused() {
     Craft::default().write(&p);
     let max = usize::MAX.to_string();
     let png = dir.join("x.png");
-    for (h, w) in [(max.as_str(), max.as_str()), ("4294967296", "4294967296"), ("70000", "1")] {
-        let out = cads(&["drr", p.to_str().unwrap(), "-o", png.to_str().unwrap(), "--height", h, "--width", w]);
+    for (h, w) in [
+        (max.as_str(), max.as_str()),
+        ("4294967296", "4294967296"),
+        ("70000", "1"),
+    ] {
+        let out = cads(&[
+            "drr",
+            p.to_str().unwrap(),
+            "-o",
+            png.to_str().unwrap(),
+            "--height",
+            h,
+            "--width",
+            w,
+        ]);
         assert_clean_error(&out, &["detector", "pixels"]);
     }
 }
@@ -207,7 +231,10 @@ fn drr_options_are_validated_before_any_work() {
     let (f, png) = (p.to_str().unwrap(), dir.join("x.png"));
     let o = png.to_str().unwrap();
     let cases: &[(&[&str], &[&str])] = &[
-        (&["--projector", "trilinear", "--step-mm", "1e-6"], &["samples per ray"]),
+        (
+            &["--projector", "trilinear", "--step-mm", "1e-6"],
+            &["samples per ray"],
+        ),
         (&["--projector", "trilinear", "--step-mm", "0"], &["step"]),
         (&["--projector", "trilinear", "--step-mm", "NaN"], &["step"]),
         (&["--sid-mm", "2000"], &["--sid-mm"]),
@@ -236,13 +263,26 @@ fn drr_of_a_label_map_warns() {
     let dir = scratch("drr-label");
     let p = dir.join("labels.nii");
     std::fs::write(&p, Craft::default().bytes_with(|i| (i % 3) as i16)).unwrap();
-    let out = cads(&["drr", p.to_str().unwrap(), "-o", dir.join("x.png").to_str().unwrap()]);
+    let out = cads(&[
+        "drr",
+        p.to_str().unwrap(),
+        "-o",
+        dir.join("x.png").to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("warning") && err.contains("label map"), "{err}");
+    assert!(
+        err.contains("warning") && err.contains("label map"),
+        "{err}"
+    );
     // A CT (negative HU present) does not warn.
     let p = dir.join("ct.nii");
     Craft::default().write(&p);
-    let out = cads(&["drr", p.to_str().unwrap(), "-o", dir.join("y.png").to_str().unwrap()]);
+    let out = cads(&[
+        "drr",
+        p.to_str().unwrap(),
+        "-o",
+        dir.join("y.png").to_str().unwrap(),
+    ]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("label map"));
 }
 
@@ -265,8 +305,15 @@ fn a_header_declaring_more_than_the_limit_is_refused_before_inflating() {
         .to_vec();
     bytes.extend(std::iter::repeat_n(0u8, 1 << 16));
     let gz = gzip(&bytes);
-    let e = decode_nifti_with_limit(&gz, "bomb.nii.gz", 64 << 20).unwrap_err().to_string();
-    assert!(e.contains("bomb.nii.gz") && e.contains("exceeds the reading limit") && e.contains(MAX_BYTES_ENV), "{e}");
+    let e = decode_nifti_with_limit(&gz, "bomb.nii.gz", 64 << 20)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bomb.nii.gz")
+            && e.contains("exceeds the reading limit")
+            && e.contains(MAX_BYTES_ENV),
+        "{e}"
+    );
     // The same through the CLI, with the limit from the environment.
     let dir = scratch("bomb");
     let p = dir.join("bomb.nii.gz");
@@ -325,7 +372,10 @@ fn qform_and_sform_read_as_nibabel_reads_them() {
     }
     // The negative pixdim[1] case reads RAS, as nibabel does (it used to read LAS).
     let vol = cads::data::read_nifti(dir.join("qform_neg_pixdim1.nii")).unwrap();
-    assert_eq!(cads::data::orientation::orientation_code(&vol.affine), "RAS");
+    assert_eq!(
+        cads::data::orientation::orientation_code(&vol.affine),
+        "RAS"
+    );
 }
 
 // ---- 4. Absurd geometry -----------------------------------------------------------------------
@@ -335,7 +385,11 @@ fn an_sform_with_infinite_spacing_is_refused() {
     let big = 3.0e38f32;
     let bytes = Craft {
         sform_code: 1,
-        srow: [[big, 0.0, 0.0, 0.0], [big, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
+        srow: [
+            [big, 0.0, 0.0, 0.0],
+            [big, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+        ],
         ..Default::default()
     }
     .bytes();
@@ -378,8 +432,13 @@ fn resampling_absurd_voxel_sizes_is_an_error_not_an_abort() {
         "big.nii",
     )
     .unwrap();
-    let e = resample_to_spacing(&vol, [1.0; 3], Interp::Linear).unwrap_err().to_string();
-    assert!(e.contains("[10000.0, 10000.0, 10000.0]") && e.contains("2.400e13 voxels"), "{e}");
+    let e = resample_to_spacing(&vol, [1.0; 3], Interp::Linear)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("[10000.0, 10000.0, 10000.0]") && e.contains("2.400e13 voxels"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -389,7 +448,11 @@ fn an_invalid_sform_code_is_ignored() {
         pixdim: [1.0, 2.0, 2.0, 2.0],
         qform_code: 1,
         sform_code: 256,
-        srow: [[-9.0, 0.0, 0.0, 0.0], [0.0, 9.0, 0.0, 0.0], [0.0, 0.0, 9.0, 0.0]],
+        srow: [
+            [-9.0, 0.0, 0.0, 0.0],
+            [0.0, 9.0, 0.0, 0.0],
+            [0.0, 0.0, 9.0, 0.0],
+        ],
         ..Default::default()
     }
     .bytes();
@@ -406,10 +469,15 @@ fn output_is_never_renamed_over_a_device_and_failed_writes_leave_nothing() {
     let dir = scratch("write");
     // /dev/full: written in place, the ENOSPC reported; the node stays a device.
     if Path::new("/dev/full").exists() {
-        let e = write_atomically("t", "/dev/full", &[0u8; 100_000]).unwrap_err().to_string();
+        let e = write_atomically("t", "/dev/full", &[0u8; 100_000])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/dev/full"), "{e}");
         use std::os::unix::fs::FileTypeExt;
-        assert!(std::fs::metadata("/dev/full").unwrap().file_type().is_char_device());
+        assert!(std::fs::metadata("/dev/full")
+            .unwrap()
+            .file_type()
+            .is_char_device());
     }
     // A directory is refused, not replaced.
     let sub = dir.join("sub");
@@ -425,21 +493,43 @@ fn output_is_never_renamed_over_a_device_and_failed_writes_leave_nothing() {
     });
     assert!(e.is_err());
     assert_eq!(std::fs::read(&f).unwrap(), b"old");
-    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 2, "{names:?}");
     // A symlink to a regular file keeps the link and replaces the target.
     let link = dir.join("link.bin");
     std::os::unix::fs::symlink(&f, &link).unwrap();
     write_atomically("t", &link, b"new").unwrap();
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_eq!(std::fs::read(&f).unwrap(), b"new");
     // The NIfTI and PNG writers go through it.
-    let vol = cads::data::Volume::new(vec![0.0; 8], [2, 2, 2], cads::data::volume::IDENTITY, cads::data::Datatype::Uint8).unwrap();
+    let vol = cads::data::Volume::new(
+        vec![0.0; 8],
+        [2, 2, 2],
+        cads::data::volume::IDENTITY,
+        cads::data::Datatype::Uint8,
+    )
+    .unwrap();
     if Path::new("/dev/full").exists() {
         assert!(cads::data::write_nifti("/dev/full", &vol, None).is_err());
-        assert!(cads::drr::io::write_png("/dev/full", &vec![0.5; 256 * 256], 256, 256, Some((0.0, 1.0))).is_err());
+        assert!(cads::drr::io::write_png(
+            "/dev/full",
+            &vec![0.5; 256 * 256],
+            256,
+            256,
+            Some((0.0, 1.0))
+        )
+        .is_err());
         use std::os::unix::fs::FileTypeExt;
-        assert!(std::fs::metadata("/dev/full").unwrap().file_type().is_char_device());
+        assert!(std::fs::metadata("/dev/full")
+            .unwrap()
+            .file_type()
+            .is_char_device());
     }
 }
 
@@ -477,12 +567,24 @@ fn a_zero_size_patch_is_an_error_not_an_empty_batch() {
     let case = SegCase::new(Patch::filled([4, 4, 4], 0.0), Patch::filled([4, 4, 4], 1.0)).unwrap();
     let mut rng = cads::util::Rng::new(0);
     for patch in [[0, 4, 4], [4, 0, 4], [4, 4, 0]] {
-        let cfg = SegPatchConfig { patch, ..SegPatchConfig::default() };
+        let cfg = SegPatchConfig {
+            patch,
+            ..SegPatchConfig::default()
+        };
         assert!(make_seg_batch(std::slice::from_ref(&case), &cfg, 2, &mut rng).is_err());
     }
-    let cfg = SegPatchConfig { patch: [2, 2, 2], ..SegPatchConfig::default() };
+    let cfg = SegPatchConfig {
+        patch: [2, 2, 2],
+        ..SegPatchConfig::default()
+    };
     assert!(make_seg_batch(std::slice::from_ref(&case), &cfg, 0, &mut rng).is_err());
-    assert_eq!(make_seg_batch(&[case], &cfg, 2, &mut rng).unwrap().images.len(), 16);
+    assert_eq!(
+        make_seg_batch(&[case], &cfg, 2, &mut rng)
+            .unwrap()
+            .images
+            .len(),
+        16
+    );
 }
 
 // ---- 10. Manifests ----------------------------------------------------------------------------
@@ -524,7 +626,11 @@ fn mutated_niftis_and_manifests_never_panic() {
     let base = Craft {
         qform_code: 1,
         sform_code: 1,
-        srow: [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
+        srow: [
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+        ],
         ..Default::default()
     }
     .bytes();
@@ -540,9 +646,17 @@ fn mutated_niftis_and_manifests_never_panic() {
         1e-40f32.to_le_bytes(),
         (-2.0f32).to_le_bytes(),
     ];
+    // CADS_MUTATION_SECS=600 runs a longer search (no count bound); the default is CI's.
+    let long: Option<u64> = std::env::var("CADS_MUTATION_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let (max_n, secs) = match long {
+        Some(secs) => (usize::MAX, secs),
+        None => (20_000, 10),
+    };
     let start = std::time::Instant::now();
     let mut n = 0;
-    while n < 20_000 && start.elapsed().as_secs() < 10 {
+    while n < max_n && start.elapsed().as_secs() < secs {
         let mut b = base.clone();
         for _ in 0..1 + rng.below(4) {
             match rng.below(4) {
@@ -572,7 +686,9 @@ fn mutated_niftis_and_manifests_never_panic() {
     // Manifests: mutate a valid one character by character.
     let manifest = "\u{feff}{\"training\": [{\"image\": \"a.nii\", \"label\": \"b.nii\"}, {\"image\": \"../c.nii.gz\"}]}";
     let chars: Vec<char> = manifest.chars().collect();
-    let pool = ['{', '}', '[', ']', '"', ':', ',', '\\', '\0', '\u{feff}', 'x', '/', '.', ' '];
+    let pool = [
+        '{', '}', '[', ']', '"', ':', ',', '\\', '\0', '\u{feff}', 'x', '/', '.', ' ',
+    ];
     for _ in 0..5_000 {
         let mut c = chars.clone();
         for _ in 0..1 + rng.below(3) {

@@ -3,7 +3,9 @@
 
 mod common;
 
-use cads::optim::{clip_grad_norm, clip_grad_norm_per_tensor, AdamW, AdamWConfig, OnNonFinite, ParamGroup};
+use cads::optim::{
+    clip_grad_norm, clip_grad_norm_per_tensor, AdamW, AdamWConfig, OnNonFinite, ParamGroup,
+};
 use cads::train::toy::{train_mlp, ToyConfig};
 use cads::{ops, Error, Tensor};
 
@@ -23,8 +25,14 @@ fn adamw_refuses_eps_zero() {
     let gpu = common::gpu();
     let p = Tensor::parameter(&gpu, &[1.0, 2.0], &[2]).unwrap();
     for eps in [0.0, -1e-8, f64::NAN] {
-        let cfg = AdamWConfig { eps, ..AdamWConfig::default() };
-        assert!(AdamW::new(vec![ParamGroup::new(vec![p.clone()])], cfg).is_err(), "eps {eps}");
+        let cfg = AdamWConfig {
+            eps,
+            ..AdamWConfig::default()
+        };
+        assert!(
+            AdamW::new(vec![ParamGroup::new(vec![p.clone()])], cfg).is_err(),
+            "eps {eps}"
+        );
     }
 }
 
@@ -36,7 +44,11 @@ fn clipping_a_nan_gradient_is_an_error_and_leaves_the_gradients_unclipped() {
     // loss = Σ p·x + Σ q with one NaN in x: p's gradient holds a NaN.
     let x = Tensor::from_slice(&gpu, &[1.0, f32::NAN, 1.0], &[3]).unwrap();
     let loss = || {
-        ops::add(&ops::sum_all(&ops::mul(&p, &x).unwrap()).unwrap(), &ops::sum_all(&q).unwrap()).unwrap()
+        ops::add(
+            &ops::sum_all(&ops::mul(&p, &x).unwrap()).unwrap(),
+            &ops::sum_all(&q).unwrap(),
+        )
+        .unwrap()
     };
     let params = vec![p.clone(), q.clone()];
     let mut grads = loss().backward().unwrap();
@@ -74,5 +86,8 @@ fn a_diverging_run_stops_or_skips_by_choice_and_never_steps_on_nan() {
         ..cfg
     };
     let losses = train_mlp(&gpu, &skip, |_, _| {}).unwrap();
-    assert!(losses.len() < 12 && losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert!(
+        losses.len() < 12 && losses.iter().all(|l| l.is_finite()),
+        "{losses:?}"
+    );
 }

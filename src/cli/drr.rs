@@ -86,7 +86,10 @@ fn check_window(window: &[f32]) -> Result<(f32, f32)> {
 /// the engine's bounds (checked products), and a bounded trilinear sample count per ray.
 fn geometry_from_args(args: &DrrArgs) -> Result<Geometry> {
     let op = "cads drr";
-    if !(args.sid_mm.is_finite() && args.sdd_mm.is_finite() && 0.0 < args.sid_mm && args.sid_mm < args.sdd_mm)
+    if !(args.sid_mm.is_finite()
+        && args.sdd_mm.is_finite()
+        && 0.0 < args.sid_mm
+        && args.sid_mm < args.sdd_mm)
     {
         return Err(Error::invalid(
             op,
@@ -94,7 +97,12 @@ fn geometry_from_args(args: &DrrArgs) -> Result<Geometry> {
             format!("--sid-mm {} --sdd-mm {}", args.sid_mm, args.sdd_mm),
         ));
     }
-    if args.rotation_deg.iter().chain(&args.translation_mm).any(|v| !v.is_finite()) {
+    if args
+        .rotation_deg
+        .iter()
+        .chain(&args.translation_mm)
+        .any(|v| !v.is_finite())
+    {
         return Err(Error::invalid(
             op,
             "finite --rotation-deg and --translation-mm",
@@ -106,7 +114,13 @@ fn geometry_from_args(args: &DrrArgs) -> Result<Geometry> {
             BeamArg::Cone => Beam::Cone,
             BeamArg::Parallel => Beam::Parallel,
         },
-        ..Geometry::cone(args.height, args.width, args.pixel_mm, args.sdd_mm, args.sid_mm)?
+        ..Geometry::cone(
+            args.height,
+            args.width,
+            args.pixel_mm,
+            args.sdd_mm,
+            args.sid_mm,
+        )?
     })
 }
 

@@ -152,11 +152,15 @@ fn print_text(r: &Report) {
     out!("file:        {}", r.path);
     out!(
         "shape:       {} x {} x {} (X, Y, Z voxels)",
-        v.dims[0], v.dims[1], v.dims[2]
+        v.dims[0],
+        v.dims[1],
+        v.dims[2]
     );
     out!(
         "spacing:     {:.4} x {:.4} x {:.4} mm",
-        v.spacing[0], v.spacing[1], v.spacing[2]
+        v.spacing[0],
+        v.spacing[1],
+        v.spacing[2]
     );
     out!("orientation: {}", r.orientation);
     out!("datatype:    {}", v.datatype);
@@ -164,12 +168,17 @@ fn print_text(r: &Report) {
     for row in &v.affine {
         out!(
             "  [{:>10.4} {:>10.4} {:>10.4} {:>10.4}]",
-            row[0], row[1], row[2], row[3]
+            row[0],
+            row[1],
+            row[2],
+            row[3]
         );
     }
     out!(
         "range:       min {} max {} mean {:.3}",
-        r.min, r.max, r.mean
+        r.min,
+        r.max,
+        r.mean
     );
     if let Some(labels) = &r.labels {
         let nonzero = labels.iter().filter(|(l, _)| *l != 0.0).count();

@@ -134,7 +134,10 @@ fn resolve(dir: &Path, entry: &str) -> PathBuf {
         match c {
             std::path::Component::CurDir => {}
             std::path::Component::ParentDir
-                if matches!(out.components().next_back(), Some(std::path::Component::Normal(_))) =>
+                if matches!(
+                    out.components().next_back(),
+                    Some(std::path::Component::Normal(_))
+                ) =>
             {
                 out.pop();
             }

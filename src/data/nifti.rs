@@ -74,7 +74,12 @@ pub fn read_nifti_with_limit(path: impl AsRef<std::path::Path>, max_bytes: u64) 
     let mut file = std::io::BufReader::new(std::fs::File::open(p).map_err(io)?);
     let magic = std::io::BufRead::fill_buf(&mut file).map_err(io)?;
     if magic.len() >= 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-        decode_stream(flate2::bufread::MultiGzDecoder::new(file), true, &name, max_bytes)
+        decode_stream(
+            flate2::bufread::MultiGzDecoder::new(file),
+            true,
+            &name,
+            max_bytes,
+        )
     } else {
         decode_stream(file, false, &name, max_bytes)
     }
@@ -88,7 +93,12 @@ pub fn decode_nifti(raw: &[u8], name: &str) -> Result<Volume> {
 /// [`decode_nifti`] with an explicit memory limit (bytes).
 pub fn decode_nifti_with_limit(raw: &[u8], name: &str, max_bytes: u64) -> Result<Volume> {
     if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
-        decode_stream(flate2::read::MultiGzDecoder::new(raw), true, name, max_bytes)
+        decode_stream(
+            flate2::read::MultiGzDecoder::new(raw),
+            true,
+            name,
+            max_bytes,
+        )
     } else {
         decode_stream(raw, false, name, max_bytes)
     }
@@ -600,8 +610,16 @@ impl Header {
             out.push(f);
         });
         if let Some((at, v)) = bad_at {
-            let count = out[first..].iter().filter(|v| !v.is_finite()).count().max(1);
-            let (i, j, k) = (at % dims[0], (at / dims[0]) % dims[1], at / (dims[0] * dims[1]));
+            let count = out[first..]
+                .iter()
+                .filter(|v| !v.is_finite())
+                .count()
+                .max(1);
+            let (i, j, k) = (
+                at % dims[0],
+                (at / dims[0]) % dims[1],
+                at / (dims[0] * dims[1]),
+            );
             let what = if v.is_finite() {
                 format!("value {v} at voxel [{i}, {j}, {k}] overflows f32")
             } else {

@@ -68,7 +68,9 @@ impl VolumeGrid {
     /// Voxel count, saturating at `usize::MAX` (never wrapping, so a crafted grid cannot match
     /// a small data length).
     pub fn numel(&self) -> usize {
-        self.dims.iter().fold(1usize, |acc, &d| acc.saturating_mul(d))
+        self.dims
+            .iter()
+            .fold(1usize, |acc, &d| acc.saturating_mul(d))
     }
 
     /// World position (mm) of a continuous voxel index (x, y, z).
@@ -235,7 +237,10 @@ impl Geometry {
         }
         // rows × cols in checked arithmetic: two huge sides used to wrap to a tiny count in
         // release builds and pass every later check (then an index ran out of bounds).
-        let pixels = d.height.checked_mul(d.width).filter(|&p| p <= MAX_DETECTOR_PIXELS);
+        let pixels = d
+            .height
+            .checked_mul(d.width)
+            .filter(|&p| p <= MAX_DETECTOR_PIXELS);
         if d.height > MAX_DETECTOR_SIDE || d.width > MAX_DETECTOR_SIDE || pixels.is_none() {
             return Err(Error::invalid(
                 op,

@@ -67,7 +67,8 @@ impl Volume {
             return Err(Error::shape("drr volume", grid.dims, [data.len()]));
         }
         let [d, h, w] = grid.dims;
-        let plane = crate::util::size::checked_mul("drr volume", "a z-plane of H × W voxels", h, w)?;
+        let plane =
+            crate::util::size::checked_mul("drr volume", "a z-plane of H × W voxels", h, w)?;
         let depth = max_slab_voxels / plane;
         if depth == 0 {
             return Err(Error::TooLarge {

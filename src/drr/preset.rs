@@ -40,13 +40,19 @@ fn world_extent(grid: &VolumeGrid) -> [f64; 3] {
 pub fn frontal_parallel(grid: &VolumeGrid, pixel_mm: f64) -> Result<Geometry> {
     const OP: &str = "drr frontal_parallel";
     if !(pixel_mm.is_finite() && pixel_mm > 0.0) {
-        return Err(Error::invalid(OP, "a positive finite pixel pitch (mm)", pixel_mm));
+        return Err(Error::invalid(
+            OP,
+            "a positive finite pixel pitch (mm)",
+            pixel_mm,
+        ));
     }
     let ext = world_extent(grid);
     let pixels = |mm: f64, axis: &str| {
         crate::util::size::f64_to_count(
             OP,
-            &format!("detector {axis} for a volume extent of {ext:?} mm at {pixel_mm} mm per pixel"),
+            &format!(
+                "detector {axis} for a volume extent of {ext:?} mm at {pixel_mm} mm per pixel"
+            ),
             (mm / pixel_mm).ceil().max(1.0),
             super::geometry::MAX_DETECTOR_SIDE,
         )

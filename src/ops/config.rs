@@ -151,7 +151,13 @@ impl ConvTranspose3dConfig {
             }
             check_conv_fits_u32(
                 op,
-                &[&self.kernel, &self.stride, &self.padding, &self.dilation, &dhw],
+                &[
+                    &self.kernel,
+                    &self.stride,
+                    &self.padding,
+                    &self.dilation,
+                    &dhw,
+                ],
             )?;
             // (D − 1)·s + dil·(k − 1) + output_padding + 1, every step checked (no wrapping).
             let full = (dhw[a] - 1)
@@ -190,7 +196,11 @@ pub const MAX_EXTENT: usize = i32::MAX as usize;
 
 /// Typed error unless every value of every array is at most [`MAX_EXTENT`].
 pub fn check_conv_fits_u32(op: &'static str, arrays: &[&[usize]]) -> Result<()> {
-    if let Some(v) = arrays.iter().flat_map(|a| a.iter()).find(|&&v| v > MAX_EXTENT) {
+    if let Some(v) = arrays
+        .iter()
+        .flat_map(|a| a.iter())
+        .find(|&&v| v > MAX_EXTENT)
+    {
         return Err(Error::invalid(
             op,
             format!("extents, kernel, stride, padding and dilation of at most {MAX_EXTENT}"),

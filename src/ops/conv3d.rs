@@ -180,7 +180,10 @@ impl Geometry {
         // The kernels index in 32-bit arithmetic (`o·s − p + k·dil`), and a padding near
         // usize::MAX / 4 used to wrap `x + 2p` into an absurd output shape: every extent and
         // parameter is checked to fit, and every sum and product below is checked.
-        super::config::check_conv_fits_u32(op, &[&cfg.kernel, &cfg.stride, &cfg.padding, &cfg.dilation, &x])?;
+        super::config::check_conv_fits_u32(
+            op,
+            &[&cfg.kernel, &cfg.stride, &cfg.padding, &cfg.dilation, &x],
+        )?;
         let mut out = [x[0], 0, 0, 0, cout];
         for a in 0..3 {
             let span = super::config::dilated_span(op, cfg.kernel[a], cfg.dilation[a])?;

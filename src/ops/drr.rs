@@ -377,7 +377,10 @@ pub fn check_projector(
         .iter()
         .enumerate()
         .map(|(c, &n)| {
-            let col = (0..3).map(|r| affine[r][c] * affine[r][c]).sum::<f64>().sqrt();
+            let col = (0..3)
+                .map(|r| affine[r][c] * affine[r][c])
+                .sum::<f64>()
+                .sqrt();
             (n as f64 + 1.0) * col
         })
         .sum();

@@ -408,7 +408,9 @@ pub fn check_step(
             step,
         }),
         OnNonFinite::Skip => {
-            eprintln!("warning: {op}: non-finite {what} {value} at step {step}; optimizer step skipped");
+            eprintln!(
+                "warning: {op}: non-finite {what} {value} at step {step}; optimizer step skipped"
+            );
             Ok(false)
         }
     }

@@ -23,7 +23,11 @@ pub fn write_atomically_with(
     let path = path.as_ref();
     let io = |p: &Path| {
         let p = p.display().to_string();
-        move |source| Error::Io { op, path: p, source }
+        move |source| Error::Io {
+            op,
+            path: p,
+            source,
+        }
     };
     let target: PathBuf = match std::fs::metadata(path) {
         Ok(m) if m.is_file() => std::fs::canonicalize(path).map_err(io(path))?,
@@ -42,9 +46,7 @@ pub fn write_atomically_with(
                 .open(path)
                 .map_err(io(path))?;
             let mut w = std::io::BufWriter::new(f);
-            return write(&mut w)
-                .and_then(|()| w.flush())
-                .map_err(io(path));
+            return write(&mut w).and_then(|()| w.flush()).map_err(io(path));
         }
         Err(_) => path.to_path_buf(),
     };
