@@ -205,7 +205,7 @@ fn warn_if_labelmap(path: &str, hu: &[f32]) {
     let mut seen = vec![false; 1 << 16];
     let mut distinct = 0usize;
     for &v in hu {
-        if !(v >= 0.0 && v < 65536.0 && v.fract() == 0.0) {
+        if !((0.0..65536.0).contains(&v) && v.fract() == 0.0) {
             return;
         }
         let slot = &mut seen[v as usize];

@@ -97,9 +97,9 @@ pub fn parse_manifest(text: &str, path: &Path) -> Result<Vec<Case>> {
     // Two passes so a syntax error is never reported as a wrong shape (serde reads a struct from
     // an array too, and stops at the first mistyped element); serde_json's messages carry the
     // line and column.
-    serde_json::from_str::<serde::de::IgnoredAny>(&text)
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map_err(|e| bad(format!("invalid JSON: {e}")))?;
-    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
+    let manifest: Manifest = serde_json::from_str(text).map_err(|e| {
         bad(format!(
             "not a dataset manifest ({{\"training\": [{{\"image\": \"...\", \"label\": \"...\"}}]}}): {e}"
         ))

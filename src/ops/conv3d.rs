@@ -182,7 +182,7 @@ impl Geometry {
         // parameter is checked to fit, and every sum and product below is checked.
         super::config::check_conv_fits_u32(
             op,
-            &[&cfg.kernel, &cfg.stride, &cfg.padding, &cfg.dilation, &x],
+            &[&cfg.kernel, &cfg.stride, &cfg.padding, &cfg.dilation, x],
         )?;
         let mut out = [x[0], 0, 0, 0, cout];
         for a in 0..3 {

@@ -385,7 +385,8 @@ pub fn check_projector(
         })
         .sum();
     let samples = chord_mm / step_mm as f64;
-    if !(samples <= MAX_SAMPLES_PER_RAY) {
+    // NaN (0/0 cannot happen: step > 0) and infinity both fail `is_finite`.
+    if !samples.is_finite() || samples > MAX_SAMPLES_PER_RAY {
         return Err(Error::invalid(
             op,
             format!(
