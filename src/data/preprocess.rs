@@ -21,7 +21,7 @@ pub struct Patch {
 
 impl Patch {
     pub fn new(data: Vec<f32>, shape: [usize; 3]) -> Result<Patch> {
-        if data.len() != shape.iter().product::<usize>() {
+        if crate::util::size::checked_numel("Patch::new", &shape)? != data.len() {
             return Err(Error::shape("Patch::new", shape, [data.len()]));
         }
         Ok(Patch { data, shape })
@@ -158,7 +158,7 @@ pub fn resize(src: &Patch, shape: [usize; 3], interp: Interp) -> Result<Patch> {
     let scale: Vec<f64> = (0..3)
         .map(|a| src.shape[a] as f64 / shape[a] as f64)
         .collect();
-    let mut data = Vec::with_capacity(shape.iter().product());
+    let mut data = Vec::with_capacity(crate::util::size::checked_numel("resize", &shape)?);
     for d in 0..shape[0] {
         let sd = (d as f64 + 0.5) * scale[0] - 0.5;
         for h in 0..shape[1] {

@@ -52,6 +52,12 @@ pub fn write_atomically_with(
     };
     let tmp = temp_name(&target);
     let result = (|| {
+        // A temp file left by a writer that was killed is replaced; removing it first (rather
+        // than truncating through it) means a link planted at that name is never followed.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -78,11 +84,11 @@ pub fn write_atomically(op: &'static str, path: impl AsRef<Path>, bytes: &[u8]) 
     write_atomically_with(op, path, |w| w.write_all(bytes))
 }
 
-/// `path.tmp` beside the target, same directory (hence the same file system: the rename is
-/// atomic), with the process id so two writers do not share one temporary file.
+/// `path.tmp` beside the target: the same directory, hence the same file system, so the rename
+/// is atomic; one fixed name, so a crashed writer's leftover is replaced by the next save.
 fn temp_name(target: &Path) -> PathBuf {
     let mut name = target.as_os_str().to_owned();
-    name.push(format!(".{}.tmp", std::process::id()));
+    name.push(".tmp");
     PathBuf::from(name)
 }
 
