@@ -121,6 +121,17 @@ pub enum Error {
         unexpected: Vec<String>,
     },
 
+    /// A loss, gradient norm or other value that must be finite was NaN or infinite (training
+    /// diverged, or a NaN entered through the data); nothing was updated with it.
+    #[error("{op}: non-finite {what}: {value}{}", if *step == u64::MAX { String::new() } else { format!(" at step {step}") })]
+    NonFinite {
+        op: &'static str,
+        what: &'static str,
+        value: f32,
+        /// The training step, or `u64::MAX` when there is none.
+        step: u64,
+    },
+
     /// A file that exists but whose contents are not what the reader accepts.
     #[error("{op}: {path}: {problem}")]
     BadFile {
@@ -176,6 +187,20 @@ fn describe_name_mismatch(
 }
 
 impl Error {
+    /// This error, about data read from the file `path`, as a [`Error::BadFile`] that names the
+    /// file (ops below the data layer never see a path; the caller that read the file adds it).
+    /// An error that already names a file is returned unchanged.
+    pub fn in_file(self, op: &'static str, path: impl fmt::Display) -> Self {
+        match self {
+            e @ (Error::BadFile { .. } | Error::Io { .. }) => e,
+            e => Error::BadFile {
+                op,
+                path: path.to_string(),
+                problem: e.to_string(),
+            },
+        }
+    }
+
     /// Shape mismatch from two printable shapes.
     pub fn shape(op: &'static str, expected: impl fmt::Debug, got: impl fmt::Debug) -> Self {
         Error::ShapeMismatch {

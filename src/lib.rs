@@ -22,7 +22,7 @@
 //!
 //! | layer | modules | what lives there |
 //! |---|---|---|
-//! | 0 | `error`, `util` | the one `Error` enum; RNG, tolerance presets (import nothing) |
+//! | 0 | `error`, `util` | the one `Error` enum; RNG, tolerance presets, checked size arithmetic, atomic file writing (import only `error`) |
 //! | 1 | `gpu` | adapter/device (own or borrowed), buffer pool, kernel cache, launch, timing |
 //! | 2 | `tensor`, `autograd` | ONE layer: the GPU tensor and its tape import each other (eager autograd couples them); gradients are summed in one place, with the tensor layer's own unrecorded `fill`/`add`, so neither imports `ops` |
 //! | 3 | `ops` | one file per op family: validate → plan → allocate → launch → record backward; plain op configs in `ops::config` |

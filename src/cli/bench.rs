@@ -5,6 +5,6 @@ use cads::{Gpu, Result};
 
 pub fn run(choice: &AdapterChoice, filter: Option<&str>) -> Result<()> {
     let gpu = Gpu::with_choice(choice)?;
-    cads::bench::run_suite(&gpu, filter, |r| println!("{}", r.to_json()))?;
+    cads::bench::run_suite(&gpu, filter, |r| out!("{}", r.to_json()))?;
     Ok(())
 }

@@ -6,7 +6,7 @@ use cads::{Gpu, Result};
 
 pub fn run(choice: &AdapterChoice, steps: usize, seed: u64) -> Result<()> {
     let gpu = Gpu::with_choice(choice)?;
-    println!(
+    out!(
         "cads demo on {} ({:?}): 2-64-64-3 GELU MLP, AdamW, three spirals",
         gpu.adapter().name,
         gpu.adapter().backend
@@ -19,11 +19,11 @@ pub fn run(choice: &AdapterChoice, steps: usize, seed: u64) -> Result<()> {
     let start = std::time::Instant::now();
     let losses = train_mlp(&gpu, &cfg, |step, loss| {
         if step % 25 == 0 || step + 1 == steps {
-            println!("step {step:4}  loss {loss:.4}");
+            out!("step {step:4}  loss {loss:.4}");
         }
     })?;
     if let (Some(first), Some(last)) = (losses.first(), losses.last()) {
-        println!(
+        out!(
             "loss {first:.4} -> {last:.4} in {steps} steps, {:.2} s",
             start.elapsed().as_secs_f64()
         );

@@ -9,51 +9,51 @@ pub fn run(choice: &AdapterChoice, model: Option<&str>) -> Result<()> {
     let a = gpu.adapter();
     let l = gpu.limits();
     let f = gpu.features();
-    println!("adapter:  {}", a.name);
-    println!("backend:  {:?}", a.backend);
-    println!("type:     {:?}", a.device_type);
-    println!("driver:   {} {}", a.driver, a.driver_info);
-    println!("limits:");
-    println!(
+    out!("adapter:  {}", a.name);
+    out!("backend:  {:?}", a.backend);
+    out!("type:     {:?}", a.device_type);
+    out!("driver:   {} {}", a.driver, a.driver_info);
+    out!("limits:");
+    out!(
         "  max_buffer_size                       {}",
         l.max_buffer_size
     );
-    println!(
+    out!(
         "  max_storage_buffer_binding_size       {}",
         l.max_storage_buffer_binding_size
     );
-    println!(
+    out!(
         "  max_storage_buffers_per_shader_stage  {}",
         l.max_storage_buffers_per_shader_stage
     );
-    println!(
+    out!(
         "  max_compute_workgroups_per_dimension  {}",
         l.max_compute_workgroups_per_dimension
     );
-    println!(
+    out!(
         "  max_compute_invocations_per_workgroup {}",
         l.max_compute_invocations_per_workgroup
     );
-    println!(
+    out!(
         "  max_compute_workgroup_size            {}×{}×{}",
         l.max_compute_workgroup_size_x,
         l.max_compute_workgroup_size_y,
         l.max_compute_workgroup_size_z
     );
-    println!(
+    out!(
         "  max_compute_workgroup_storage_size    {}",
         l.max_compute_workgroup_storage_size
     );
-    println!(
+    out!(
         "  min_uniform_buffer_offset_alignment   {}",
         l.min_uniform_buffer_offset_alignment
     );
-    println!("features:");
-    println!("  f16                 {}", f.f16);
-    println!("  subgroups           {}", f.subgroups);
-    println!("  timestamps          {}", f.timestamps);
-    println!("  timestamps_encoders {}", f.timestamps_in_encoders);
-    println!("  float_atomics       {}", f.float_atomics);
+    out!("features:");
+    out!("  f16                 {}", f.f16);
+    out!("  subgroups           {}", f.subgroups);
+    out!("  timestamps          {}", f.timestamps);
+    out!("  timestamps_encoders {}", f.timestamps_in_encoders);
+    out!("  float_atomics       {}", f.float_atomics);
     match model {
         None => {}
         Some("pvt") => {
@@ -61,16 +61,16 @@ pub fn run(choice: &AdapterChoice, model: Option<&str>) -> Result<()> {
             let volume = enc.parameter_count(Some(Modality::Volume));
             let image = enc.parameter_count(Some(Modality::Image));
             let all = enc.parameter_count(None);
-            println!("model pvt (PVTv2-b1, CADS configuration):");
-            println!(
+            out!("model pvt (PVTv2-b1, CADS configuration):");
+            out!(
                 "  parameters, volume (3D) path      {volume} ({:.2} M)",
                 volume as f64 / 1e6
             );
-            println!(
+            out!(
                 "  parameters, image (2D) path       {image} ({:.2} M)",
                 image as f64 / 1e6
             );
-            println!(
+            out!(
                 "  parameters, both paths            {all} ({:.2} M)",
                 all as f64 / 1e6
             );

@@ -50,7 +50,7 @@ pub fn run(path: &str, series: Option<&str>, json: bool, labels: bool) -> Result
         mean,
     };
     if json {
-        println!("{}", to_json(&report));
+        out!("{}", to_json(&report));
     } else {
         print_text(&report);
     }
@@ -153,37 +153,46 @@ fn to_json(r: &Report) -> String {
 
 fn print_text(r: &Report) {
     let v = &r.vol;
-    println!("file:        {}", r.path);
-    println!(
+    out!("file:        {}", r.path);
+    out!(
         "shape:       {} x {} x {} (X, Y, Z voxels)",
-        v.dims[0], v.dims[1], v.dims[2]
+        v.dims[0],
+        v.dims[1],
+        v.dims[2]
     );
-    println!(
+    out!(
         "spacing:     {:.4} x {:.4} x {:.4} mm",
-        v.spacing[0], v.spacing[1], v.spacing[2]
+        v.spacing[0],
+        v.spacing[1],
+        v.spacing[2]
     );
-    println!("orientation: {}", r.orientation);
-    println!("datatype:    {}", v.datatype);
-    println!("affine:");
+    out!("orientation: {}", r.orientation);
+    out!("datatype:    {}", v.datatype);
+    out!("affine:");
     for row in &v.affine {
-        println!(
+        out!(
             "  [{:>10.4} {:>10.4} {:>10.4} {:>10.4}]",
-            row[0], row[1], row[2], row[3]
+            row[0],
+            row[1],
+            row[2],
+            row[3]
         );
     }
-    println!(
+    out!(
         "range:       min {} max {} mean {:.3}",
-        r.min, r.max, r.mean
+        r.min,
+        r.max,
+        r.mean
     );
     if let Some(labels) = &r.labels {
         let nonzero = labels.iter().filter(|(l, _)| *l != 0.0).count();
-        println!(
+        out!(
             "labels:      {} distinct ({} non-zero)",
             labels.len(),
             nonzero
         );
         for (l, c) in labels {
-            println!("  {l:>6}: {c} voxels");
+            out!("  {l:>6}: {c} voxels");
         }
     }
 }

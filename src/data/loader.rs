@@ -76,23 +76,30 @@ pub fn dataset_from_folder(root: impl AsRef<Path>) -> Result<Vec<Case>> {
 /// Read a JSON manifest.
 pub fn dataset_from_manifest(path: impl AsRef<Path>) -> Result<Vec<Case>> {
     let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        op: "dataset_from_manifest",
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_manifest(&text, path)
+}
+
+/// Parse manifest text; `path` is the manifest's own path (errors name it, and entries are
+/// relative to its folder). A UTF-8 byte-order mark, which some editors write, is accepted.
+pub fn parse_manifest(text: &str, path: &Path) -> Result<Vec<Case>> {
     let name = path.display().to_string();
     let bad = |problem: String| Error::BadFile {
         op: "dataset_from_manifest",
         path: name.clone(),
         problem,
     };
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        op: "dataset_from_manifest",
-        path: name.clone(),
-        source,
-    })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Two passes so a syntax error is never reported as a wrong shape (serde reads a struct from
     // an array too, and stops at the first mistyped element); serde_json's messages carry the
     // line and column.
-    serde_json::from_str::<serde::de::IgnoredAny>(&text)
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map_err(|e| bad(format!("invalid JSON: {e}")))?;
-    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
+    let manifest: Manifest = serde_json::from_str(text).map_err(|e| {
         bad(format!(
             "not a dataset manifest ({{\"training\": [{{\"image\": \"...\", \"label\": \"...\"}}]}}): {e}"
         ))
@@ -101,14 +108,43 @@ pub fn dataset_from_manifest(path: impl AsRef<Path>) -> Result<Vec<Case>> {
         return Err(bad("empty \"training\" array".into()));
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    Ok(manifest
-        .training
-        .into_iter()
-        .map(|entry| Case {
-            image: dir.join(entry.image),
-            label: entry.label.map(|l| dir.join(l)),
-        })
-        .collect())
+    let mut cases = Vec::with_capacity(manifest.training.len());
+    for (i, entry) in manifest.training.into_iter().enumerate() {
+        if entry.image.is_empty() || entry.label.as_deref() == Some("") {
+            return Err(bad(format!("training[{i}]: an empty path")));
+        }
+        cases.push(Case {
+            image: resolve(dir, &entry.image),
+            label: entry.label.map(|l| resolve(dir, &l)),
+        });
+    }
+    Ok(cases)
+}
+
+/// An entry's path relative to the manifest's folder (absolute paths and `../` are fine),
+/// resolved so that errors show where the file really is: the canonical path when it exists,
+/// else the joined path with `.` and `..` folded lexically.
+fn resolve(dir: &Path, entry: &str) -> PathBuf {
+    let joined = dir.join(entry);
+    if let Ok(p) = std::fs::canonicalize(&joined) {
+        return p;
+    }
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir
+                if matches!(
+                    out.components().next_back(),
+                    Some(std::path::Component::Normal(_))
+                ) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// nnU-Net's dataset.json, the part we read (other keys are ignored).
@@ -178,7 +214,24 @@ impl<T: Send + 'static> Prefetcher<T> {
                         return;
                     }
                     let mut rng = Rng::new(seed).fork(b as u64);
-                    let item = make(b, &mut rng);
+                    // A panic in `make` becomes this batch's error: a dead worker used to leave
+                    // its batch missing, ending a known-length epoch early without a word or
+                    // waiting forever for it with an unknown length.
+                    let item = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        make(b, &mut rng)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a non-string panic payload".into());
+                        Err(Error::invalid(
+                            "Prefetcher",
+                            format!("batch {b} made without panicking"),
+                            format!("the batch function panicked: {what}"),
+                        ))
+                    });
                     if tx.send((b, item)).is_err() {
                         return;
                     }
@@ -211,7 +264,20 @@ impl<T: Send + 'static> Iterator for Prefetcher<T> {
                 Ok((b, item)) => {
                     self.pending.insert(b, item);
                 }
-                Err(_) => return None,
+                Err(_) => {
+                    // Every worker has exited. With a known count that is the end only when
+                    // every batch was handed out; otherwise a batch is missing: say so once.
+                    if self.count.is_some_and(|c| self.next < c) {
+                        let missing = self.next;
+                        self.count = Some(missing);
+                        return Some(Err(Error::invalid(
+                            "Prefetcher",
+                            format!("batch {missing} from the workers"),
+                            "all workers exited before making it",
+                        )));
+                    }
+                    return None;
+                }
             }
         }
     }
@@ -309,6 +375,16 @@ pub fn make_seg_batch(
     if cases.is_empty() {
         return Err(Error::invalid("make_seg_batch", "at least one case", 0));
     }
+    // A zero-size patch or batch used to return an empty batch that failed far away.
+    if batch == 0 || cfg.patch.contains(&0) {
+        return Err(Error::invalid(
+            "make_seg_batch",
+            "a batch of at least 1 and a patch of at least 1 voxel per axis",
+            format!("batch {batch}, patch {:?}", cfg.patch),
+        ));
+    }
+    let per_patch = crate::util::size::checked_numel("make_seg_batch", &cfg.patch)?;
+    crate::util::size::checked_mul("make_seg_batch", "batch × patch voxels", batch, per_patch)?;
     let mut out = SegBatch {
         batch,
         images: Vec::new(),

@@ -30,39 +30,196 @@ pub(super) fn bad(op: &'static str, path: &str, problem: impl Into<String>) -> E
     }
 }
 
-/// Read a NIfTI-1 or NIfTI-2 file (`.nii` or gzip-compressed `.nii.gz`, detected by content).
+/// The default bound on what reading one NIfTI file may hold in memory: 2 GiB, both for the
+/// (decompressed) voxel bytes the header declares and for the f32 volume they become. The
+/// environment variable [`MAX_BYTES_ENV`] overrides it (bytes); [`read_nifti_with_limit`] takes
+/// it as an argument.
+pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
+
+/// The environment variable that sets the reading limit in bytes (e.g. `CADS_MAX_NIFTI_BYTES=8e9`
+/// is not accepted; write `8000000000`).
+pub const MAX_BYTES_ENV: &str = "CADS_MAX_NIFTI_BYTES";
+
+/// The reading limit in bytes: [`MAX_BYTES_ENV`] when set to a whole number, else
+/// [`DEFAULT_MAX_BYTES`].
+pub fn max_bytes() -> u64 {
+    std::env::var(MAX_BYTES_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(DEFAULT_MAX_BYTES)
+}
+
+/// Read a NIfTI-1 or NIfTI-2 file (`.nii` or gzip-compressed `.nii.gz`, detected by content),
+/// holding at most [`max_bytes`] bytes.
 pub fn read_nifti(path: impl AsRef<std::path::Path>) -> Result<Volume> {
+    read_nifti_with_limit(path, max_bytes())
+}
+
+/// [`read_nifti`] with an explicit memory limit (bytes) instead of the environment's.
+///
+/// Decompression is bounded by the header: the header is inflated first, the size it declares
+/// (`vox_offset` + voxels × bytes per voxel) is checked against `max_bytes`, and then exactly that
+/// many bytes are inflated — never the rest of the stream. A 1 MB file that inflates to 1 GiB is
+/// therefore refused (its header declares too much) or read in the size it declares (trailing
+/// data is never inflated), and the voxels are converted to f32 as they are read, with no wider
+/// intermediate copy.
+pub fn read_nifti_with_limit(path: impl AsRef<std::path::Path>, max_bytes: u64) -> Result<Volume> {
     let p = path.as_ref();
     let name = p.display().to_string();
-    let raw = std::fs::read(p).map_err(|source| Error::Io {
+    let io = |source| Error::Io {
         op: OP_READ,
         path: name.clone(),
         source,
-    })?;
-    decode_nifti(&raw, &name)
+    };
+    let mut file = std::io::BufReader::new(std::fs::File::open(p).map_err(io)?);
+    let magic = std::io::BufRead::fill_buf(&mut file).map_err(io)?;
+    if magic.len() >= 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+        decode_stream(
+            flate2::bufread::MultiGzDecoder::new(file),
+            true,
+            &name,
+            max_bytes,
+        )
+    } else {
+        decode_stream(file, false, &name, max_bytes)
+    }
 }
 
-/// Decode NIfTI bytes (gzip or not); `name` is used in errors.
+/// Decode NIfTI bytes (gzip or not); `name` is used in errors. Limit: [`max_bytes`].
 pub fn decode_nifti(raw: &[u8], name: &str) -> Result<Volume> {
-    let bytes = if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
-        let mut out = Vec::with_capacity(raw.len() * 2);
-        flate2::read::MultiGzDecoder::new(raw)
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                let what = if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    "truncated gzip stream (the file ends before the compressed data does)"
-                        .to_string()
+    decode_nifti_with_limit(raw, name, max_bytes())
+}
+
+/// [`decode_nifti`] with an explicit memory limit (bytes).
+pub fn decode_nifti_with_limit(raw: &[u8], name: &str, max_bytes: u64) -> Result<Volume> {
+    if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
+        decode_stream(
+            flate2::read::MultiGzDecoder::new(raw),
+            true,
+            name,
+            max_bytes,
+        )
+    } else {
+        decode_stream(raw, false, name, max_bytes)
+    }
+}
+
+/// Read up to `buf.len()` bytes, stopping early only at the end of the stream.
+fn read_full(r: &mut impl Read, buf: &mut [u8], gz: bool, name: &str) -> Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let what = if !gz {
+                    format!("read error: {e}")
+                } else if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    "truncated gzip stream (the file ends before the compressed data does)".into()
                 } else {
                     format!("corrupt gzip stream: {e}")
                 };
-                bad(OP_READ, name, what)
-            })?;
-        out
-    } else {
-        raw.to_vec()
+                return Err(bad(OP_READ, name, what));
+            }
+        }
+    }
+    Ok(got)
+}
+
+/// Header first, then exactly the bytes it declares, converted to f32 chunk by chunk.
+fn decode_stream(mut r: impl Read, gz: bool, name: &str, max_bytes: u64) -> Result<Volume> {
+    // 544 bytes: the largest header (NIfTI-2, 540) plus the 4-byte extension flag.
+    let mut head = vec![0u8; 544];
+    let got = read_full(&mut r, &mut head, gz, name)?;
+    head.truncate(got);
+    let header = Header::parse(&head, name)?;
+    let layout = header.layout(name)?;
+    let want = |what: &str, bytes: u64| {
+        if bytes > max_bytes {
+            return Err(bad(
+                OP_READ,
+                name,
+                format!(
+                    "{what} of {bytes} bytes (dims {:?}, {}) exceeds the reading limit of {max_bytes} bytes; set {MAX_BYTES_ENV} to raise it",
+                    layout.dims, layout.datatype
+                ),
+            ));
+        }
+        Ok(())
     };
-    let header = Header::parse(&bytes, name)?;
-    header.read_volume(&bytes, name)
+    let end = (layout.start as u64).saturating_add(layout.nbytes as u64);
+    want("the declared image (offset + voxel data)", end)?;
+    want(
+        "the f32 volume",
+        crate::util::size::checked_bytes(OP_READ, layout.n, 4)?,
+    )?;
+    // Skip from the end of what was read to vox_offset (extensions), then read the voxels.
+    let mut pos = head.len();
+    if layout.start < pos {
+        head.drain(..layout.start);
+    } else {
+        let skip = (layout.start - pos) as u64;
+        let skipped = std::io::copy(&mut (&mut r).take(skip), &mut std::io::sink())
+            .map_err(|e| bad(OP_READ, name, format!("read error: {e}")))?;
+        pos += skipped as usize;
+        head.clear();
+        if pos < layout.start {
+            return Err(truncated(&layout, pos, name));
+        }
+    }
+    let mut data: Vec<f32> = Vec::with_capacity(layout.n);
+    let mut chunk = head;
+    let mut done_bytes = 0usize;
+    const CHUNK: usize = 1 << 20;
+    while done_bytes < layout.nbytes {
+        // `chunk` holds a whole number of voxels once topped up (CHUNK is a multiple of 8).
+        let target = (layout.nbytes - done_bytes).min(CHUNK.max(chunk.len()));
+        let have = chunk.len().min(target);
+        chunk.truncate(have);
+        chunk.resize(target, 0);
+        let got = have + read_full(&mut r, &mut chunk[have..], gz, name)?;
+        if got < target {
+            return Err(truncated(&layout, layout.start + done_bytes + got, name));
+        }
+        header.decode_into(&chunk, layout.datatype, &mut data, layout.dims, name)?;
+        done_bytes += target;
+        chunk.clear();
+    }
+    Ok(Volume {
+        data,
+        dims: layout.dims,
+        spacing: layout.spacing,
+        affine: layout.affine,
+        datatype: layout.datatype,
+    })
+}
+
+fn truncated(layout: &Layout, got: usize, name: &str) -> Error {
+    bad(
+        OP_READ,
+        name,
+        format!(
+            "data truncated or wrong vox_offset: {} bytes of {} {:?} from offset {} need {} bytes, the (decompressed) file has {got}",
+            layout.nbytes,
+            layout.datatype,
+            layout.dims,
+            layout.start,
+            layout.start.saturating_add(layout.nbytes),
+        ),
+    )
+}
+
+/// What the header says about the voxels, validated: where they start, how many, their type
+/// and their placement.
+struct Layout {
+    dims: [usize; 3],
+    datatype: Datatype,
+    n: usize,
+    nbytes: usize,
+    start: usize,
+    affine: Affine,
+    spacing: [f64; 3],
 }
 
 /// Reads little- or big-endian scalars at byte offsets of the header.
@@ -281,11 +438,24 @@ impl Header {
         Ok([d(1), d(2), d(3)])
     }
 
-    fn affine(&self) -> Affine {
+    /// NIfTI's xform codes are 0..=4 (unknown, scanner, aligned, Talairach, MNI); another value
+    /// is a corrupt field, ignored with a warning as nibabel does.
+    fn xform_code(&self, which: &str, code: i64, name: &str) -> i64 {
+        if (0..=4).contains(&code) {
+            code
+        } else {
+            eprintln!("warning: {name}: invalid {which}_code {code} (expected 0..4); ignoring the {which}");
+            0
+        }
+    }
+
+    fn affine(&self, name: &str) -> Affine {
         let mut a = super::volume::IDENTITY;
-        if self.sform_code > 0 {
+        let sform_code = self.xform_code("sform", self.sform_code, name);
+        let qform_code = self.xform_code("qform", self.qform_code, name);
+        if sform_code > 0 {
             a[..3].copy_from_slice(&self.srow);
-        } else if self.qform_code > 0 {
+        } else if qform_code > 0 {
             let [mut b, mut c, mut d, qx, qy, qz] = self.quatern;
             // nifti1_io's rule: b, c, d are stored as f32, so when a² = 1 − b² − c² − d² is below
             // f32 rounding, a is 0 and (b, c, d) is renormalised to a unit quaternion.
@@ -316,8 +486,15 @@ impl Header {
                     aa * aa + d * d - c * c - b * b,
                 ],
             ];
+            // The standard (and nifti1_io, and nibabel) take the voxel sizes' magnitudes here:
+            // the handedness comes from qfac = pixdim[0] alone. A negative pixdim[1] used to
+            // flip x (LAS where every other reader sees RAS): a silent left-right flip.
             let qfac = if self.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
-            let s = [self.pixdim[1], self.pixdim[2], qfac * self.pixdim[3]];
+            let s = [
+                self.pixdim[1].abs(),
+                self.pixdim[2].abs(),
+                qfac * self.pixdim[3].abs(),
+            ];
             for r in 0..3 {
                 for c in 0..3 {
                     a[r][c] = rot[r][c] * s[c];
@@ -334,7 +511,8 @@ impl Header {
         a
     }
 
-    fn read_volume(&self, b: &[u8], name: &str) -> Result<Volume> {
+    /// Validate the header and resolve where the voxels are, how many, and their placement.
+    fn layout(&self, name: &str) -> Result<Layout> {
         let dims = self.dims3(name)?;
         let dt = Datatype::from_code(self.datatype_code).map_err(|m| bad(OP_READ, name, m))?;
         if self.bitpix != 8 * dt.size() as i64 {
@@ -348,114 +526,131 @@ impl Header {
                 ),
             ));
         }
-        let affine = self.affine();
+        let affine = self.affine(name);
         if affine.iter().flatten().any(|v| !v.is_finite()) {
             return Err(bad(OP_READ, name, format!("non-finite affine {affine:?}")));
         }
+        // A finite affine can still give an infinite column norm (entries near 3.4e38 square to
+        // inf): every later size computed from the spacing would be absurd.
         let spacing = spacing_of(&affine);
-        if let Some(a) = (0..3).find(|&a| spacing[a] <= 0.0) {
+        // The header stores f32: a voxel size beyond f32's range is infinite as nifti1_io computes
+        // it, and is refused here too.
+        let finite = |v: f64| v.is_finite() && (v as f32).is_finite();
+        if let Some(a) = (0..3).find(|&a| !(finite(spacing[a]) && spacing[a] > 0.0)) {
             return Err(bad(
                 OP_READ,
                 name,
                 format!(
-                    "zero voxel size along axis {a}: affine {affine:?}, pixdim {:?}",
-                    self.pixdim
+                    "voxel size {} mm along axis {a} (expected positive and finite): affine {affine:?}, pixdim {:?}",
+                    spacing[a], self.pixdim
                 ),
             ));
         }
         let min_off = if self.version == 1 { 352.0 } else { 544.0 };
         let vo = self.vox_offset;
-        if !vo.is_finite() || vo < min_off || vo.fract() != 0.0 {
-            return Err(bad(OP_READ, name, format!("wrong vox_offset {vo}: must be a whole number ≥ {min_off} for a single-file NIfTI-{}", self.version)));
+        if !vo.is_finite() || vo < min_off || vo.fract() != 0.0 || vo > u32::MAX as f64 {
+            return Err(bad(OP_READ, name, format!("wrong vox_offset {vo}: must be a whole number ≥ {min_off} (and below 2^32) for a single-file NIfTI-{}", self.version)));
         }
-        let n: usize = dims
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| bad(OP_READ, name, format!("dims {dims:?} overflow")))?;
+        let n = crate::util::size::checked_numel(OP_READ, &dims)
+            .map_err(|_| bad(OP_READ, name, format!("dims {dims:?} overflow")))?;
         let nbytes = n
             .checked_mul(dt.size())
             .ok_or_else(|| bad(OP_READ, name, format!("dims {dims:?} overflow")))?;
         let start = vo as usize;
-        if start.checked_add(nbytes).is_none_or(|end| end > b.len()) {
-            return Err(bad(
-                OP_READ,
-                name,
-                format!(
-                    "data truncated or wrong vox_offset: {nbytes} bytes of {dt} {dims:?} from offset {start} need {} bytes, the (decompressed) file has {}",
-                    start.saturating_add(nbytes),
-                    b.len()
-                ),
-            ));
+        if start.checked_add(nbytes).is_none() {
+            return Err(bad(OP_READ, name, format!("dims {dims:?} overflow")));
         }
-        let data = decode_values(&b[start..start + nbytes], dt, self.big_endian);
-        let (slope, inter) = if self.scl_slope.is_finite() && self.scl_slope != 0.0 {
-            (
-                self.scl_slope,
-                if self.scl_inter.is_finite() {
-                    self.scl_inter
-                } else {
-                    0.0
-                },
-            )
-        } else {
-            (1.0, 0.0)
-        };
-        let mut data = data;
-        if slope != 1.0 || inter != 0.0 {
-            for v in data.iter_mut() {
-                *v = (*v * slope + inter) as f32 as f64;
-            }
-        }
-        if let Some(first) = data.iter().position(|v| !v.is_finite()) {
-            let count = data.iter().filter(|v| !v.is_finite()).count();
-            let (i, j, k) = (
-                first % dims[0],
-                (first / dims[0]) % dims[1],
-                first / (dims[0] * dims[1]),
-            );
-            return Err(bad(
-                OP_READ,
-                name,
-                format!("{count} NaN/Inf voxels (first at voxel [{i}, {j}, {k}])"),
-            ));
-        }
-        let data: Vec<f32> = data.into_iter().map(|v| v as f32).collect();
-        if let Some(first) = data.iter().position(|v| !v.is_finite()) {
-            return Err(bad(
-                OP_READ,
-                name,
-                format!("value at flat voxel {first} overflows f32"),
-            ));
-        }
-        Ok(Volume {
-            data,
+        Ok(Layout {
             dims,
-            spacing,
-            affine,
             datatype: dt,
+            n,
+            nbytes,
+            start,
+            affine,
+            spacing,
         })
+    }
+
+    /// The scaling `stored · slope + inter` to apply, or None for the identity.
+    fn scaling(&self) -> Option<(f64, f64)> {
+        if self.scl_slope.is_finite() && self.scl_slope != 0.0 {
+            let inter = if self.scl_inter.is_finite() {
+                self.scl_inter
+            } else {
+                0.0
+            };
+            (self.scl_slope != 1.0 || inter != 0.0).then_some((self.scl_slope, inter))
+        } else {
+            None
+        }
+    }
+
+    /// Convert whole voxels of `bytes` to scaled f32 values appended to `out`; a NaN/Inf value,
+    /// or one that overflows f32, is an error naming its voxel.
+    fn decode_into(
+        &self,
+        bytes: &[u8],
+        dt: Datatype,
+        out: &mut Vec<f32>,
+        dims: [usize; 3],
+        name: &str,
+    ) -> Result<()> {
+        let first = out.len();
+        let scaling = self.scaling();
+        let mut bad_at: Option<(usize, f64)> = None;
+        decode_values(bytes, dt, self.big_endian, |v| {
+            let v = match scaling {
+                Some((slope, inter)) => (v * slope + inter) as f32 as f64,
+                None => v,
+            };
+            let f = v as f32;
+            if bad_at.is_none() && !(v.is_finite() && f.is_finite()) {
+                bad_at = Some((out.len(), v));
+            }
+            out.push(f);
+        });
+        if let Some((at, v)) = bad_at {
+            let count = out[first..]
+                .iter()
+                .filter(|v| !v.is_finite())
+                .count()
+                .max(1);
+            let (i, j, k) = (
+                at % dims[0],
+                (at / dims[0]) % dims[1],
+                at / (dims[0] * dims[1]),
+            );
+            let what = if v.is_finite() {
+                format!("value {v} at voxel [{i}, {j}, {k}] overflows f32")
+            } else {
+                format!("{count} NaN/Inf voxels (first at voxel [{i}, {j}, {k}])")
+            };
+            return Err(bad(OP_READ, name, what));
+        }
+        Ok(())
     }
 }
 
-fn decode_values(b: &[u8], dt: Datatype, big: bool) -> Vec<f64> {
+/// Call `push` with every value of `b` (whole elements of `dt`), widened to f64 one at a time.
+fn decode_values(b: &[u8], dt: Datatype, big: bool, mut push: impl FnMut(f64)) {
     macro_rules! conv {
         ($t:ty, $n:expr) => {
-            b.chunks_exact($n)
-                .map(|c| {
-                    let mut a = [0u8; $n];
-                    a.copy_from_slice(c);
+            for c in b.chunks_exact($n) {
+                let mut a = [0u8; $n];
+                a.copy_from_slice(c);
+                push(
                     (if big {
                         <$t>::from_be_bytes(a)
                     } else {
                         <$t>::from_le_bytes(a)
-                    }) as f64
-                })
-                .collect()
+                    }) as f64,
+                );
+            }
         };
     }
     match dt {
-        Datatype::Uint8 => b.iter().map(|&v| v as f64).collect(),
-        Datatype::Int8 => b.iter().map(|&v| v as i8 as f64).collect(),
+        Datatype::Uint8 => b.iter().for_each(|&v| push(v as f64)),
+        Datatype::Int8 => b.iter().for_each(|&v| push(v as i8 as f64)),
         Datatype::Int16 => conv!(i16, 2),
         Datatype::Uint16 => conv!(u16, 2),
         Datatype::Int32 => conv!(i32, 4),

@@ -7,7 +7,7 @@
 
 use super::nifti::bad;
 use super::volume::{spacing_of, Affine, Datatype, Volume};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use std::io::Write;
 
 const OP_WRITE: &str = "write_nifti";
@@ -211,20 +211,13 @@ pub fn write_nifti(
     let p = path.as_ref();
     let name = p.display().to_string();
     let bytes = encode_nifti(vol, datatype.unwrap_or(vol.datatype), &name)?;
-    let io = |source| Error::Io {
-        op: OP_WRITE,
-        path: name.clone(),
-        source,
-    };
-    let out = if name.ends_with(".gz") {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-        enc.write_all(&bytes).map_err(io)?;
-        enc.finish().map_err(io)?
+    if name.ends_with(".gz") {
+        crate::util::file::write_atomically_with(OP_WRITE, p, |w| {
+            let mut enc = flate2::write::GzEncoder::new(w, flate2::Compression::new(6));
+            enc.write_all(&bytes)?;
+            enc.finish().map(|_| ())
+        })
     } else {
-        bytes
-    };
-    let mut tmp = p.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, &out).map_err(io)?;
-    std::fs::rename(&tmp, p).map_err(io)
+        crate::util::file::write_atomically(OP_WRITE, p, &bytes)
+    }
 }

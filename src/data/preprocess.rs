@@ -21,7 +21,7 @@ pub struct Patch {
 
 impl Patch {
     pub fn new(data: Vec<f32>, shape: [usize; 3]) -> Result<Patch> {
-        if data.len() != shape.iter().product::<usize>() {
+        if crate::util::size::checked_numel("Patch::new", &shape)? != data.len() {
             return Err(Error::shape("Patch::new", shape, [data.len()]));
         }
         Ok(Patch { data, shape })
@@ -158,7 +158,7 @@ pub fn resize(src: &Patch, shape: [usize; 3], interp: Interp) -> Result<Patch> {
     let scale: Vec<f64> = (0..3)
         .map(|a| src.shape[a] as f64 / shape[a] as f64)
         .collect();
-    let mut data = Vec::with_capacity(shape.iter().product());
+    let mut data = Vec::with_capacity(crate::util::size::checked_numel("resize", &shape)?);
     for d in 0..shape[0] {
         let sd = (d as f64 + 0.5) * scale[0] - 0.5;
         for h in 0..shape[1] {
@@ -197,6 +197,9 @@ pub fn resample_to_spacing(vol: &Volume, target_mm: [f64; 3], interp: Interp) ->
     Volume::new(data, dims, affine, datatype)
 }
 
+/// The most voxels a resampled grid may have: 2^30 (4 GiB as f32), above any CT at 1 mm.
+pub const MAX_RESAMPLED_VOXELS: usize = 1 << 30;
+
 /// (step ratio per voxel axis, new dims, new affine, datatype) of resampling `vol` to `target_mm`
 /// (validated): the grid both the CPU resampling here and the GPU one in `pretrain` produce.
 pub fn spacing_geometry(
@@ -212,9 +215,32 @@ pub fn spacing_geometry(
             format!("{target_mm:?}"),
         ));
     }
+    if vol.spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(Error::invalid(
+            op,
+            "a volume with positive finite voxel sizes (mm)",
+            format!("spacing {:?} mm", vol.spacing),
+        ));
+    }
     let ratio: [f64; 3] = std::array::from_fn(|a| target_mm[a] / vol.spacing[a]);
-    let dims: [usize; 3] =
-        std::array::from_fn(|a| ((vol.dims[a] as f64 / ratio[a]).round() as usize).max(1));
+    // The new grid is sized in f64 and bounded before anything is allocated: a voxel size of
+    // 1e4 mm resampled to 1 mm asked for a 2e15-byte buffer (an abort), and a product past
+    // usize::MAX a "capacity overflow" panic.
+    let exact: [f64; 3] = std::array::from_fn(|a| (vol.dims[a] as f64 / ratio[a]).round().max(1.0));
+    let voxels = exact.iter().product::<f64>();
+    if !(voxels.is_finite() && voxels <= MAX_RESAMPLED_VOXELS as f64) {
+        return Err(Error::invalid(
+            op,
+            format!("a resampled grid of at most {MAX_RESAMPLED_VOXELS} voxels"),
+            format!(
+                "dims {:?} at spacing {:?} mm resampled to {target_mm:?} mm needs {exact:?} = {voxels:.3e} voxels ({:.3e} bytes as f32)",
+                vol.dims,
+                vol.spacing,
+                voxels * 4.0
+            ),
+        ));
+    }
+    let dims: [usize; 3] = exact.map(|v| v as usize);
     let mut affine = vol.affine;
     for row in affine.iter_mut().take(3) {
         for (c, r) in ratio.iter().enumerate() {

@@ -148,7 +148,8 @@ impl Volume {
         affine: Affine,
         datatype: Datatype,
     ) -> Result<Volume> {
-        let n = dims.iter().product::<usize>();
+        // Checked: a wrapped product of crafted dims could equal a short data length.
+        let n = crate::util::size::checked_numel("Volume::new", &dims)?;
         if dims.contains(&0) {
             return Err(Error::invalid(
                 "Volume::new",

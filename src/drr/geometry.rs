@@ -65,8 +65,12 @@ impl VolumeGrid {
         )
     }
 
+    /// Voxel count, saturating at `usize::MAX` (never wrapping, so a crafted grid cannot match
+    /// a small data length).
     pub fn numel(&self) -> usize {
-        self.dims.iter().product()
+        self.dims
+            .iter()
+            .fold(1usize, |acc, &d| acc.saturating_mul(d))
     }
 
     /// World position (mm) of a continuous voxel index (x, y, z).
@@ -134,6 +138,14 @@ impl VolumeGrid {
         self.inverse_affine(op).map(|_| ())
     }
 }
+
+/// The most pixels along one detector side: the kernels carry sizes as u32 and index rows and
+/// columns in 32-bit arithmetic, and no radiograph needs more.
+pub const MAX_DETECTOR_SIDE: usize = 1 << 16;
+
+/// The most detector pixels: one launch takes fewer than 2^29 rays (the op's limit), so a
+/// detector this size still renders one pose per launch.
+pub const MAX_DETECTOR_PIXELS: usize = 1 << 28;
 
 /// How rays leave the source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,6 +235,21 @@ impl Geometry {
                 format!("{}×{}", d.height, d.width),
             ));
         }
+        // rows × cols in checked arithmetic: two huge sides used to wrap to a tiny count in
+        // release builds and pass every later check (then an index ran out of bounds).
+        let pixels = d
+            .height
+            .checked_mul(d.width)
+            .filter(|&p| p <= MAX_DETECTOR_PIXELS);
+        if d.height > MAX_DETECTOR_SIDE || d.width > MAX_DETECTOR_SIDE || pixels.is_none() {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "a detector of at most {MAX_DETECTOR_SIDE} pixels a side and {MAX_DETECTOR_PIXELS} pixels in all"
+                ),
+                format!("{}×{} pixels", d.height, d.width),
+            ));
+        }
         let pos = |v: f64| v.is_finite() && v > 0.0;
         if !pos(d.pixel_mm[0])
             || !pos(d.pixel_mm[1])
@@ -274,7 +301,9 @@ impl Geometry {
                 q[2] + iso[2] + pose.translation_mm[2],
             ]
         };
-        let mut rays = Vec::with_capacity(self.detector.height * self.detector.width);
+        // A capacity hint only (saturating: an unvalidated detector must not wrap or abort here).
+        let n = self.detector.height.saturating_mul(self.detector.width);
+        let mut rays = Vec::with_capacity(n.min(MAX_DETECTOR_PIXELS));
         for row in 0..self.detector.height {
             for col in 0..self.detector.width {
                 let (a, b) = self.camera_ray(row, col);

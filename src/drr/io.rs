@@ -37,19 +37,17 @@ pub fn write_png(
     width: usize,
     window: Option<(f32, f32)>,
 ) -> Result<()> {
-    if img.len() != height * width || height == 0 || width == 0 {
+    // Checked product (a wrapped one could match a short image); PNG sides are u32.
+    let fits = height.checked_mul(width) == Some(img.len())
+        && height <= u32::MAX as usize
+        && width <= u32::MAX as usize;
+    if !fits || height == 0 || width == 0 {
         return Err(Error::invalid(
             "write_png",
             "img.len() == height·width > 0",
             format!("{} vs {height}×{width}", img.len()),
         ));
     }
-    let io = |source: std::io::Error| Error::Io {
-        op: "write_png",
-        path: path.to_string(),
-        source,
-    };
-    let enc = |e: png::EncodingError| io(std::io::Error::other(e.to_string()));
     // Pixels first, so a bad image fails before any file is created.
     let (depth, bytes) = match window {
         Some((lo, hi)) => (png::BitDepth::Eight, to_u8(img, lo, hi)),
@@ -62,15 +60,21 @@ pub fn write_png(
             (png::BitDepth::Sixteen, words.collect())
         }
     };
-    let tmp = format!("{path}.tmp");
-    {
-        let file = std::fs::File::create(&tmp).map_err(io)?;
-        let mut encoder =
-            png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
+    // The temporary-file, flush, sync and rename rules (never over a device node) live in one
+    // place for every writer of the crate.
+    crate::util::file::write_atomically_with("write_png", path, |w| {
+        let mut encoder = png::Encoder::new(w, width as u32, height as u32);
         encoder.set_color(png::ColorType::Grayscale);
         encoder.set_depth(depth);
-        let mut writer = encoder.write_header().map_err(enc)?;
-        writer.write_image_data(&bytes).map_err(enc)?;
+        let mut writer = encoder.write_header().map_err(png_io)?;
+        writer.write_image_data(&bytes).map_err(png_io)?;
+        writer.finish().map_err(png_io)
+    })
+}
+
+fn png_io(e: png::EncodingError) -> std::io::Error {
+    match e {
+        png::EncodingError::IoError(e) => e,
+        other => std::io::Error::other(other.to_string()),
     }
-    std::fs::rename(&tmp, path).map_err(io)
 }

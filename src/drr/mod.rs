@@ -67,7 +67,8 @@ impl Volume {
             return Err(Error::shape("drr volume", grid.dims, [data.len()]));
         }
         let [d, h, w] = grid.dims;
-        let plane = h * w;
+        let plane =
+            crate::util::size::checked_mul("drr volume", "a z-plane of H × W voxels", h, w)?;
         let depth = max_slab_voxels / plane;
         if depth == 0 {
             return Err(Error::TooLarge {
@@ -139,6 +140,15 @@ pub fn render(
         projector,
     };
     drr(&volume.slabs, poses, &setup)
+}
+
+/// Check, on the host and before anything is uploaded, that `geometry` and `projector` can render
+/// `grid` within the engine's bounds: the geometry and grid are valid, the detector size is
+/// bounded (checked products), and a trilinear step gives a bounded number of samples per ray.
+pub fn check_work(grid: &VolumeGrid, geometry: &Geometry, projector: Projector) -> Result<()> {
+    geometry.validate("drr")?;
+    grid.validate("drr")?;
+    crate::ops::drr::check_projector("drr", grid.dims, &grid.affine, projector)
 }
 
 /// Pose tensor `[B, 6]` from host poses (validated finite).

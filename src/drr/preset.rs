@@ -31,12 +31,35 @@ fn world_extent(grid: &VolumeGrid) -> [f64; 3] {
     std::array::from_fn(|a| hi[a] - lo[a])
 }
 
-/// Parallel frontal geometry whose detector covers the volume (pixel pitch `pixel_mm`).
-pub fn frontal_parallel(grid: &VolumeGrid, pixel_mm: f64) -> Geometry {
+/// Parallel frontal geometry whose detector covers the volume (pixel pitch `pixel_mm`), validated.
+///
+/// The detector size comes from the file's extent in mm, so a crafted voxel size (1e4 or 3e38 mm)
+/// would ask for an absurd panel: `as usize` saturates and rows × cols used to wrap to 1 in release
+/// builds. The sizes are converted with a bound and the geometry is validated (which checks the
+/// pixel count) before anything is allocated.
+pub fn frontal_parallel(grid: &VolumeGrid, pixel_mm: f64) -> Result<Geometry> {
+    const OP: &str = "drr frontal_parallel";
+    if !(pixel_mm.is_finite() && pixel_mm > 0.0) {
+        return Err(Error::invalid(
+            OP,
+            "a positive finite pixel pitch (mm)",
+            pixel_mm,
+        ));
+    }
     let ext = world_extent(grid);
-    let cols = (ext[0] / pixel_mm).ceil().max(1.0) as usize;
-    let rows = (ext[2] / pixel_mm).ceil().max(1.0) as usize;
-    Geometry {
+    let pixels = |mm: f64, axis: &str| {
+        crate::util::size::f64_to_count(
+            OP,
+            &format!(
+                "detector {axis} for a volume extent of {ext:?} mm at {pixel_mm} mm per pixel"
+            ),
+            (mm / pixel_mm).ceil().max(1.0),
+            super::geometry::MAX_DETECTOR_SIDE,
+        )
+    };
+    let cols = pixels(ext[0], "columns")?;
+    let rows = pixels(ext[2], "rows")?;
+    let geometry = Geometry {
         detector: Detector {
             height: rows,
             width: cols,
@@ -47,14 +70,16 @@ pub fn frontal_parallel(grid: &VolumeGrid, pixel_mm: f64) -> Geometry {
         sid_mm: ext[1] + 5.0,
         beam: Beam::Parallel,
         isocentre: None,
-    }
+    };
+    geometry.validate(OP)?;
+    Ok(geometry)
 }
 
 /// The CADS DRR of a CT in HU (`hu` is `[D, H, W]` on the host): `[96, 96]` in [−1, 1].
 pub fn cads_view(gpu: &Gpu, grid: &VolumeGrid, hu: &[f32]) -> Result<Vec<f32>> {
     let shifted: Vec<f32> = hu.iter().map(|&v| (v + 1024.0).max(0.0)).collect();
     let volume = Volume::from_host(gpu, grid.clone(), &shifted)?;
-    let geometry = frontal_parallel(grid, 1.0);
+    let geometry = frontal_parallel(grid, 1.0)?;
     let poses = super::pose_tensor(gpu, &[Pose::default()])?;
     let img = gpu
         .no_grad(|| render(&volume, &poses, &geometry, Projector::Siddon))?
@@ -91,7 +116,9 @@ pub fn min_max_scale(img: &[f32], lo: f32, hi: f32) -> Vec<f32> {
 /// Bilinear resize of a row-major `[h, w]` image to `[oh, ow]`, half-pixel centres
 /// (PyTorch `interpolate(mode="bilinear", align_corners=False)`).
 pub fn resize_bilinear(img: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Result<Vec<f32>> {
-    if h == 0 || w == 0 || oh == 0 || ow == 0 || img.len() != h * w {
+    // Checked products: h·w of two huge sizes used to wrap and pass this check.
+    let sizes_ok = h.checked_mul(w) == Some(img.len()) && oh.checked_mul(ow).is_some();
+    if h == 0 || w == 0 || oh == 0 || ow == 0 || !sizes_ok {
         return Err(Error::invalid(
             "resize_bilinear",
             "non-empty sizes and img.len() == h·w",

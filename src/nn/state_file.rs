@@ -132,58 +132,21 @@ pub fn save_safetensors(module: &(impl Module + ?Sized), path: &str) -> Result<(
     write_atomically("save_safetensors", path, &bytes)
 }
 
-/// Write `bytes` to `path` so that `path` is either the old file or the whole new one.
+/// Write `bytes` to `path` so that `path` is either the old file or the whole new one
+/// ([`crate::util::file::write_atomically`]).
 pub fn write_atomically(op: &'static str, path: &str, bytes: &[u8]) -> Result<()> {
-    write_atomically_with(op, path, |w| w.write_all(bytes))
+    crate::util::file::write_atomically(op, path, bytes)
 }
 
-/// Write `path` through `write` so that `path` is either the old file or the whole new one.
-///
-/// `write` fills `path.tmp` (same directory, hence same file system, so the rename is atomic);
-/// the temp file is `sync_all`ed before the rename and the directory after it, so after a
-/// crash or power loss the name points at the old or the new contents, never at a torn file.
-/// If `write` fails the temp file is removed and `path` is untouched.
+/// Write `path` through `write` so that `path` is either the old file or the whole new one: a
+/// temporary file in the same directory, synced and renamed; never a rename over a device or
+/// other non-regular file ([`crate::util::file::write_atomically_with`]).
 pub fn write_atomically_with(
     op: &'static str,
     path: &str,
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
-    let tmp = format!("{path}.tmp");
-    let io = |source| Error::Io {
-        op,
-        path: tmp.clone(),
-        source,
-    };
-    let result = (|| {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        write(&mut f)?;
-        let f = f.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io {
-        op,
-        path: path.to_string(),
-        source,
-    })?;
-    sync_parent_dir(path);
-    Ok(())
-}
-
-/// Make a rename durable: fsync the directory holding `path`. Best effort: some platforms and
-/// file systems (Windows, some network mounts) cannot open or sync a directory; the rename has
-/// happened either way.
-fn sync_parent_dir(path: &str) {
-    let dir = match std::path::Path::new(path).parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    crate::util::file::write_atomically_with(op, path, write)
 }
 
 /// Load `path` into `module` (see the module docs; `LoadOptions::strict()` for a strict load).

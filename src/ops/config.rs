@@ -142,8 +142,37 @@ impl ConvTranspose3dConfig {
                     format!("{self:?}"),
                 ));
             }
-            let full = (dhw[a] - 1) * s + d * (k - 1) + op_ + 1;
-            if dhw[a] == 0 || full <= 2 * p {
+            if dhw[a] == 0 {
+                return Err(Error::invalid(
+                    op,
+                    "a non-empty input",
+                    format!("input {dhw:?} with {self:?}"),
+                ));
+            }
+            check_conv_fits_u32(
+                op,
+                &[
+                    &self.kernel,
+                    &self.stride,
+                    &self.padding,
+                    &self.dilation,
+                    &dhw,
+                ],
+            )?;
+            // (D − 1)·s + dil·(k − 1) + output_padding + 1, every step checked (no wrapping).
+            let full = (dhw[a] - 1)
+                .checked_mul(s)
+                .and_then(|v| v.checked_add(dilated_span(op, k, d).ok()?))
+                .and_then(|v| v.checked_add(op_))
+                .filter(|&v| v <= MAX_EXTENT)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        op,
+                        format!("an output extent of at most {MAX_EXTENT}"),
+                        format!("input {dhw:?} with {self:?} (overflows)"),
+                    )
+                })?;
+            if full <= 2 * p {
                 return Err(Error::invalid(
                     op,
                     "a non-empty output",
@@ -158,6 +187,55 @@ impl ConvTranspose3dConfig {
     pub(crate) fn is_up2(&self) -> bool {
         *self == Self::up2()
     }
+}
+
+/// The largest extent, kernel, stride, padding or dilation a conv or pool kernel takes: the
+/// shaders index with 32-bit signed arithmetic (`o·s − p + k·dil`), so every operand stays
+/// below 2^31 − 1. Sums of two such values then fit in usize on every target cads supports.
+pub const MAX_EXTENT: usize = i32::MAX as usize;
+
+/// Typed error unless every value of every array is at most [`MAX_EXTENT`].
+pub fn check_conv_fits_u32(op: &'static str, arrays: &[&[usize]]) -> Result<()> {
+    if let Some(v) = arrays
+        .iter()
+        .flat_map(|a| a.iter())
+        .find(|&&v| v > MAX_EXTENT)
+    {
+        return Err(Error::invalid(
+            op,
+            format!("extents, kernel, stride, padding and dilation of at most {MAX_EXTENT}"),
+            format!("{v} in {arrays:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `dil·(k − 1) + 1`, the extent a dilated kernel covers, checked (k ≥ 1).
+pub fn dilated_span(op: &'static str, kernel: usize, dilation: usize) -> Result<usize> {
+    dilation
+        .checked_mul(kernel.saturating_sub(1))
+        .and_then(|v| v.checked_add(1))
+        .ok_or_else(|| {
+            Error::invalid(
+                op,
+                "a dilated kernel extent that fits in usize",
+                format!("kernel {kernel}, dilation {dilation}"),
+            )
+        })
+}
+
+/// `x + 2·padding`, checked.
+pub fn padded_extent(op: &'static str, x: usize, padding: usize) -> Result<usize> {
+    padding
+        .checked_mul(2)
+        .and_then(|p2| x.checked_add(p2))
+        .ok_or_else(|| {
+            Error::invalid(
+                op,
+                "a padded extent that fits in usize",
+                format!("input {x} + 2 × padding {padding}"),
+            )
+        })
 }
 
 /// Window geometry, per axis (D, H, W).
@@ -201,6 +279,7 @@ impl Pool3dConfig {
                     format!("padding {:?}, kernel {:?}", self.padding, self.kernel),
                 ));
             }
+            check_conv_fits_u32(op, &[&self.kernel, &self.stride, &self.padding, &dhw])?;
             if dhw[a] + 2 * p < k {
                 return Err(Error::invalid(
                     op,

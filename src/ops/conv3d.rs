@@ -131,6 +131,13 @@ pub(crate) struct Geometry {
     pub cout_g: usize,
 }
 
+/// The output shape `[N, oD, oH, oW, Cout]` of `conv3d(x, w, cfg)` for input `x` `[N, D, H, W, Cin]`
+/// and weight `w` `[kD, kH, kW, Cin/groups, Cout]`, with the validation the op runs (checked
+/// arithmetic: no size wraps).
+pub fn conv3d_output_shape(x: &[usize], w: &[usize], cfg: &Conv3dConfig) -> Result<[usize; 5]> {
+    Ok(Geometry::new("conv3d", x, w, cfg)?.out)
+}
+
 impl Geometry {
     pub fn new(op: &'static str, x: &[usize], w: &[usize], cfg: &Conv3dConfig) -> Result<Geometry> {
         if x.len() != 5 {
@@ -170,10 +177,17 @@ impl Geometry {
                 format!("{cfg:?}"),
             ));
         }
+        // The kernels index in 32-bit arithmetic (`o·s − p + k·dil`), and a padding near
+        // usize::MAX / 4 used to wrap `x + 2p` into an absurd output shape: every extent and
+        // parameter is checked to fit, and every sum and product below is checked.
+        super::config::check_conv_fits_u32(
+            op,
+            &[&cfg.kernel, &cfg.stride, &cfg.padding, &cfg.dilation, x],
+        )?;
         let mut out = [x[0], 0, 0, 0, cout];
         for a in 0..3 {
-            let span = cfg.dilation[a] * (cfg.kernel[a] - 1) + 1;
-            let padded = x[a + 1] + 2 * cfg.padding[a];
+            let span = super::config::dilated_span(op, cfg.kernel[a], cfg.dilation[a])?;
+            let padded = super::config::padded_extent(op, x[a + 1], cfg.padding[a])?;
             if span > padded {
                 return Err(Error::invalid(
                     op,

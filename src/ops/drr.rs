@@ -307,15 +307,7 @@ impl DrrSetup {
                 format!("{:?}", self.detector),
             ));
         }
-        if let Projector::Trilinear { step_mm } = self.projector {
-            if !(step_mm.is_finite() && step_mm > 0.0) {
-                return Err(Error::invalid(
-                    op,
-                    "a positive finite trilinear step (mm)",
-                    step_mm,
-                ));
-            }
-        }
+        check_projector(op, self.dims, &self.affine, self.projector)?;
         let finite = self
             .affine
             .iter()
@@ -337,16 +329,74 @@ impl DrrSetup {
                 format!("{self:?}"),
             ));
         }
-        let n_rays = n_poses as u64 * self.detector[0] as u64 * self.detector[1] as u64;
-        if n_rays > u32::MAX as u64 / 8 {
+        // Checked: with rows and columns near 2^64 the u64 product wrapped and passed.
+        let n_rays = (n_poses as u64)
+            .checked_mul(self.detector[0] as u64)
+            .and_then(|v| v.checked_mul(self.detector[1] as u64));
+        if n_rays.is_none_or(|n| n > u32::MAX as u64 / 8) {
             return Err(Error::invalid(
                 op,
                 "fewer than 2^29 rays per launch",
-                n_rays,
+                format!(
+                    "{n_poses} poses × {} × {} pixels",
+                    self.detector[0], self.detector[1]
+                ),
             ));
         }
         Ok(())
     }
+}
+
+/// The most trilinear samples one ray may take. A ray inside the volume is at most as long as
+/// the padded box's diagonal; a step of 1e-6 mm on a CT asked for ~10^9 samples per ray (minutes
+/// of GPU time, and a k index near i32 overflow in the shader). 2^16 samples cover a 650 mm box
+/// at 0.01 mm, far finer than any voxel.
+pub const MAX_SAMPLES_PER_RAY: f64 = 65536.0;
+
+/// Typed error unless the projector can run on a `[D, H, W]` volume with this affine in bounded
+/// work: a positive finite trilinear step with at most [`MAX_SAMPLES_PER_RAY`] samples per ray.
+pub fn check_projector(
+    op: &'static str,
+    dims: [usize; 3],
+    affine: &[[f64; 4]; 3],
+    projector: Projector,
+) -> Result<()> {
+    let Projector::Trilinear { step_mm } = projector else {
+        return Ok(());
+    };
+    if !(step_mm.is_finite() && step_mm > 0.0) {
+        return Err(Error::invalid(
+            op,
+            "a positive finite trilinear step (mm)",
+            step_mm,
+        ));
+    }
+    // Longest chord of the padded box (indices −1 ..= n per axis): at most Σ_axis (n + 1)·|column|.
+    let [d, h, w] = dims;
+    let chord_mm: f64 = [w, h, d]
+        .iter()
+        .enumerate()
+        .map(|(c, &n)| {
+            let col = (0..3)
+                .map(|r| affine[r][c] * affine[r][c])
+                .sum::<f64>()
+                .sqrt();
+            (n as f64 + 1.0) * col
+        })
+        .sum();
+    let samples = chord_mm / step_mm as f64;
+    // NaN (0/0 cannot happen: step > 0) and infinity both fail `is_finite`.
+    if !samples.is_finite() || samples > MAX_SAMPLES_PER_RAY {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "at most {MAX_SAMPLES_PER_RAY} trilinear samples per ray (a step of at least {:.3e} mm for this volume)",
+                chord_mm / MAX_SAMPLES_PER_RAY
+            ),
+            format!("step {step_mm} mm over rays up to {chord_mm:.1} mm long: {samples:.3e} samples per ray"),
+        ));
+    }
+    Ok(())
 }
 
 /// Render `[B, H, W]` line integrals (volume units × mm) of the volume held by `slabs` (each

@@ -94,8 +94,9 @@ impl AdamW {
                 return Err(Error::invalid(OP, format!("{name} in [0, 1)"), b));
             }
         }
-        if !(config.eps.is_finite() && config.eps >= 0.0) {
-            return Err(Error::invalid(OP, "a finite eps >= 0", config.eps));
+        // eps = 0 with a zero gradient divides 0 by 0: every weight becomes NaN.
+        if !(config.eps.is_finite() && config.eps > 0.0) {
+            return Err(Error::invalid(OP, "a finite eps > 0", config.eps));
         }
         let groups = Groups::new("AdamW", groups, config.lr, config.weight_decay)?;
         let states = groups.iter().map(|g| vec![None; g.params.len()]).collect();

@@ -11,8 +11,10 @@
 //! gradient tensor may be shared by several parameters (e.g. both operands of an add), so scaling
 //! in place could scale it twice.
 //!
-//! Non-finite gradients give a non-finite norm, and the clipped values are then unspecified
-//! (WGSL leaves `min` with NaN undefined): check the returned norm with `is_finite`.
+//! Non-finite gradients give a non-finite norm, and the clipped values would be unspecified
+//! (WGSL leaves `min` with NaN undefined). The norms are read back anyway (they are returned for
+//! logging), so the check costs no extra host sync: a non-finite norm puts the unclipped
+//! gradients back and returns [`Error::NonFinite`], and the caller stops or skips the step.
 
 use std::collections::HashSet;
 
@@ -213,7 +215,12 @@ pub fn clip_grad_norm_per_tensor(
         grads.remove(&params[*i]);
         grads.accumulate(params[*i].id(), clipped)?;
     }
-    for ((i, _), v) in present.iter().zip(norms.to_vec()?) {
+    let values = norms.to_vec()?;
+    if let Some(&bad) = values.iter().find(|v| !v.is_finite()) {
+        restore(params, grads, &present)?;
+        return Err(non_finite(OP, bad));
+    }
+    for ((i, _), v) in present.iter().zip(values) {
         out[*i] = Some(v);
     }
     Ok(out)
@@ -246,6 +253,24 @@ pub fn clip_grad_norm_per_tensor_on_gpu(
     Ok(Some(norms))
 }
 
+/// Put the unclipped gradients back (a non-finite norm made the clipped ones meaningless).
+fn restore(params: &[Tensor], grads: &mut Gradients, present: &[(usize, Tensor)]) -> Result<()> {
+    for (i, g) in present {
+        grads.remove(&params[*i]);
+        grads.accumulate(params[*i].id(), g.clone())?;
+    }
+    Ok(())
+}
+
+fn non_finite(op: &'static str, value: f32) -> Error {
+    Error::NonFinite {
+        op,
+        what: "gradient norm (the gradients are left unclipped)",
+        value,
+        step: u64::MAX,
+    }
+}
+
 /// torch `clip_grad_norm_` (L2): the total norm √(Σ_i ‖g_i‖²) over every gradient of `params`,
 /// and every gradient scaled by the one factor min(1, max_norm / (total + 1e-6)). Returns the
 /// total norm measured before clipping (0 when no parameter has a gradient).
@@ -269,5 +294,10 @@ pub fn clip_grad_norm(params: &[Tensor], grads: &mut Gradients, max_norm: f64) -
         grads.remove(&params[*i]);
         grads.accumulate(params[*i].id(), clipped)?;
     }
-    total.to_scalar()
+    let value = total.to_scalar()?;
+    if !value.is_finite() {
+        restore(params, grads, &present)?;
+        return Err(non_finite(OP, value));
+    }
+    Ok(value)
 }

@@ -378,3 +378,42 @@ pub trait Optimizer {
             .collect()
     }
 }
+
+/// What a training loop does when its loss (or gradient norm) is NaN or infinite.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnNonFinite {
+    /// Return [`Error::NonFinite`]: the run stops, the weights are those of the last good step.
+    #[default]
+    Stop,
+    /// Skip the optimizer step (the weights stay as they are), print a warning, and go on.
+    Skip,
+}
+
+/// Check a value the loop reads back anyway (the loss it logs), before the optimizer step uses
+/// the gradients: `Ok(true)` to step, `Ok(false)` to skip it, or the error. One NaN in the input
+/// otherwise reaches every AdamW weight through the moments, silently.
+pub fn check_step(
+    op: &'static str,
+    what: &'static str,
+    step: u64,
+    value: f32,
+    policy: OnNonFinite,
+) -> Result<bool> {
+    if value.is_finite() {
+        return Ok(true);
+    }
+    match policy {
+        OnNonFinite::Stop => Err(Error::NonFinite {
+            op,
+            what,
+            value,
+            step,
+        }),
+        OnNonFinite::Skip => {
+            eprintln!(
+                "warning: {op}: non-finite {what} {value} at step {step}; optimizer step skipped"
+            );
+            Ok(false)
+        }
+    }
+}

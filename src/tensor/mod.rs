@@ -56,16 +56,18 @@ impl std::fmt::Debug for Tensor {
     }
 }
 
-/// Number of elements of a shape.
+/// Number of elements of a shape, saturating at `usize::MAX` instead of wrapping: a wrapped
+/// product (`[1 << 32, 1 << 32]` → 0 in release builds) would pass every later size check.
+/// Allocation paths use [`crate::util::size::checked_numel`] for a typed error.
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    shape.iter().fold(1usize, |acc, &d| acc.saturating_mul(d))
 }
 
 impl Tensor {
     /// A tensor with uninitialised contents (op outputs that a kernel fully overwrites).
     pub(crate) fn uninit(gpu: &Gpu, op: &'static str, shape: &[usize]) -> Result<Tensor> {
-        let n = numel(shape);
-        let bytes = (n as u64) * 4;
+        let n = crate::util::size::checked_numel(op, shape)?;
+        let bytes = crate::util::size::checked_bytes(op, n, 4)?;
         gpu.check_bytes(op, bytes)?;
         if n > u32::MAX as usize {
             return Err(Error::invalid(op, "at most 2^32-1 elements", n));
@@ -241,7 +243,7 @@ impl Tensor {
 
     /// A view with the same storage and another shape (recorded, so gradients reshape back).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
-        if numel(shape) != self.numel() {
+        if crate::util::size::checked_numel("reshape", shape)? != self.numel() {
             return Err(Error::shape("reshape", self.shape(), shape));
         }
         let out = Tensor {

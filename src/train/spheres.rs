@@ -38,6 +38,8 @@ pub struct SpheresConfig {
     pub dice_weight: f32,
     /// Seeds the initialisation and the training stream.
     pub seed: u64,
+    /// Stop (the default) or skip a step whose loss is not finite.
+    pub on_non_finite: crate::optim::OnNonFinite,
 }
 
 impl Default for SpheresConfig {
@@ -51,6 +53,7 @@ impl Default for SpheresConfig {
             weight_decay: 1e-4,
             dice_weight: 1.0,
             seed: 0,
+            on_non_finite: crate::optim::OnNonFinite::Stop,
         }
     }
 }
@@ -119,16 +122,14 @@ pub fn train_unet_spheres(
             loss = ops::add(&loss, &ops::scale(&dice, cfg.dice_weight)?)?;
         }
         let grads = loss.backward()?;
+        // Read the loss (logged anyway) before the step, so a NaN never reaches the weights.
+        let value = loss.to_scalar()?;
+        let name = "train_unet_spheres";
+        if !crate::optim::check_step(name, "loss", step as u64, value, cfg.on_non_finite)? {
+            continue;
+        }
         opt.set_lr_all(schedule.at(step as u64))?;
         opt.step(&grads)?;
-        let value = loss.to_scalar()?;
-        if !value.is_finite() {
-            return Err(Error::invalid(
-                "train_unet_spheres",
-                "a finite loss",
-                format!("{value} at step {step}"),
-            ));
-        }
         on_step(step, value);
         losses.push(value);
     }

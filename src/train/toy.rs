@@ -17,6 +17,8 @@ pub struct ToyConfig {
     pub steps: usize,
     pub lr: f64,
     pub seed: u64,
+    /// Stop (the default) or skip a step whose loss is not finite.
+    pub on_non_finite: crate::optim::OnNonFinite,
 }
 
 impl Default for ToyConfig {
@@ -27,6 +29,7 @@ impl Default for ToyConfig {
             steps: 300,
             lr: 1e-2,
             seed: 0,
+            on_non_finite: crate::optim::OnNonFinite::Stop,
         }
     }
 }
@@ -85,8 +88,13 @@ pub fn train_mlp(
         let logits = layers[2].forward(&h)?;
         let loss = ops::cross_entropy_labels(&logits, &labels)?;
         let grads = loss.backward()?;
-        opt.step(&grads)?;
+        // The loss is read for logging anyway: read it before the step, so a NaN never reaches
+        // the weights (no extra host sync).
         let value = loss.to_scalar()?;
+        if !crate::optim::check_step("train_mlp", "loss", step as u64, value, cfg.on_non_finite)? {
+            continue;
+        }
+        opt.step(&grads)?;
         on_step(step, value);
         losses.push(value);
     }

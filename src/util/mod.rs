@@ -1,6 +1,9 @@
-//! Small shared utilities: a seeded RNG and the named comparison tolerances.
+//! Small shared utilities: a seeded RNG, the named comparison tolerances, and checked size
+//! arithmetic for everything reachable from input.
 
+pub mod file;
 pub mod rng;
+pub mod size;
 pub mod tolerance;
 
 pub use rng::Rng;
