@@ -15,11 +15,12 @@
 //!   slabs: Siddon walks each slab's sub-box (the intersection lengths partition the ray), and
 //!   zero-padded trilinear interpolation is linear in the voxels, so each slab interpolates with
 //!   only its own voxels and the per-slab sums add up to the whole. The kernels accumulate into
-//!   the same image; the volume gradient comes out per slab.
+//!   the same image; the volume gradient comes out per slab ([`Volume::gradient_to_host`] joins
+//!   them; a volume that fits one binding is one slab, so its gradient is one tensor).
 
 pub mod geometry;
 
-pub use crate::ops::drr::Projector;
+pub use crate::ops::drr::{Backprojection, Projector};
 pub use ct::{Intensity, SAMPLE_CT};
 pub use geometry::{validate_pose_values, Beam, Detector, Geometry, Pose, Vec3, VolumeGrid};
 
@@ -109,6 +110,28 @@ impl Volume {
     pub fn gpu(&self) -> &Gpu {
         self.slabs[0].1.gpu()
     }
+
+    /// The gradient of the whole volume `[D, H, W]` (x fastest) on the host, from the per-slab
+    /// gradients: `grads` is either the autograd result (looked up by slab) or the output of
+    /// [`backproject`]. One array for the whole volume, whatever the tiling; a volume that fits
+    /// one storage binding ([`Volume::from_tensor`]) has one slab and its gradient is one tensor.
+    pub fn gradient_to_host(&self, slab_grads: &[Tensor]) -> Result<Vec<f32>> {
+        if slab_grads.len() != self.slabs.len() {
+            return Err(Error::shape(
+                "drr volume gradient",
+                format!("{} slab gradients", self.slabs.len()),
+                format!("{}", slab_grads.len()),
+            ));
+        }
+        let mut out = Vec::with_capacity(self.grid.numel());
+        for ((_, slab), g) in self.slabs.iter().zip(slab_grads) {
+            if g.shape() != slab.shape() {
+                return Err(Error::shape("drr volume gradient", slab.shape(), g.shape()));
+            }
+            out.extend(g.to_vec()?);
+        }
+        Ok(out)
+    }
 }
 
 /// Render `[B, H, W]` line integrals (volume units × mm) of `volume` for each pose row of
@@ -124,10 +147,16 @@ pub fn render(
     geometry: &Geometry,
     projector: Projector,
 ) -> Result<Tensor> {
+    let setup = plain_setup(volume, geometry, projector)?;
+    drr(&volume.slabs, poses, &setup)
+}
+
+/// The op's plain setup for `volume` seen with `geometry` (validated in their units).
+fn plain_setup(volume: &Volume, geometry: &Geometry, projector: Projector) -> Result<DrrSetup> {
     geometry.validate("drr")?;
     volume.grid.validate("drr")?;
     let det = &geometry.detector;
-    let setup = DrrSetup {
+    Ok(DrrSetup {
         dims: volume.grid.dims,
         affine: volume.grid.affine,
         inverse: volume.grid.inverse_affine("drr")?,
@@ -139,8 +168,23 @@ pub fn render(
         isocentre_mm: geometry.isocentre.unwrap_or_else(|| volume.grid.centre()),
         parallel: geometry.beam == Beam::Parallel,
         projector,
-    };
-    drr(&volume.slabs, poses, &setup)
+    })
+}
+
+/// The volume gradient `Pᵀ g` for upstream gradient `g` (`[B, H, W]`) of [`render`], by
+/// `method`, unrecorded: one tensor `[nz, H, W]` per slab, in the order of [`Volume::slabs`]
+/// (join them with [`Volume::gradient_to_host`]). The recorded backward of [`render`] runs the
+/// same with [`Backprojection::Auto`].
+pub fn backproject(
+    volume: &Volume,
+    poses: &Tensor,
+    g: &Tensor,
+    geometry: &Geometry,
+    projector: Projector,
+    method: Backprojection,
+) -> Result<Vec<Tensor>> {
+    let setup = plain_setup(volume, geometry, projector)?;
+    crate::ops::drr::backproject(&volume.slabs, poses, g, &setup, method)
 }
 
 /// Pose tensor `[B, 6]` from host poses (validated finite).
