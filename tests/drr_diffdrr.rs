@@ -5,7 +5,7 @@
 //! mapping against DiffDRR's ray formula written out independently.
 mod common;
 
-use cads::drr::diffdrr::{Camera, EulerConvention, Orientation, Scene};
+use cads::drr::diffdrr::{trilinear_step_mm, Camera, EulerConvention, Orientation, Scene};
 use cads::drr::geometry::{mat_vec, Vec3};
 use cads::drr::{self, Intensity, Pose, Projector, Volume, VolumeGrid};
 use common::gpu;
@@ -48,8 +48,8 @@ fn relative_l2(got: &[f32], want: &[f32]) -> f64 {
 }
 
 /// Every Siddon golden (AP/PA × reverse_x_axis, ZXY and XYZ poses, a principal-point offset)
-/// to relative L2 < 1e-3; trilinear too, with a 0.5 mm step (DiffDRR's 500 samples per ray are
-/// ~0.6 mm apart here; the two sample sets differ, their rectangle rules agree to ~5e-4).
+/// to relative L2 < 1e-3; trilinear too, stepping at DiffDRR's sample spacing
+/// (`trilinear_step_mm`; the two sample sets differ in position, their rectangle rules agree).
 #[test]
 fn diffdrr_images_of_the_lidc_ct_are_reproduced() {
     assert!(
@@ -96,8 +96,11 @@ fn diffdrr_images_of_the_lidc_ct_are_reproduced() {
         let poses = drr::pose_tensor(&gpu, &[pose]).unwrap();
         let projector = if trilinear {
             // DiffDRR's samples are 500 over one range per batch; ours are every step_mm from
-            // the source. A step of ~0.5 mm sits near DiffDRR's spacing on this CT.
-            Projector::Trilinear { step_mm: 0.5 }
+            // the source, here at DiffDRR's mean spacing.
+            let step = trilinear_step_mm(&scene.grid, &scene.geometry, &pose, 500).unwrap();
+            Projector::Trilinear {
+                step_mm: step as f32,
+            }
         } else {
             Projector::Siddon
         };
@@ -108,7 +111,7 @@ fn diffdrr_images_of_the_lidc_ct_are_reproduced() {
         let offset = case["offset"].as_u64().unwrap() as usize;
         let want = &golden[offset..offset + img.len()];
         let err = relative_l2(&img, want);
-        // Measured: Siddon 3–4e-5, trilinear (0.5 mm vs DiffDRR's 500 shared samples) 5e-4.
+        // Measured: Siddon 3–4e-5, trilinear (DiffDRR's spacing, other positions) ~5e-4.
         let bound = 1e-3;
         if !(err < bound) {
             failures.push(format!(
@@ -127,6 +130,24 @@ fn diffdrr_images_of_the_lidc_ct_are_reproduced() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// DiffDRR's trilinear sample spacing on the benchmark geometry (200² pixels of 2 mm, sdd 1020,
+/// translation (0, 850, 0), "AP"): 0.71174 mm from DiffDRR's own `_get_alpha_minmax` (its α
+/// range is [0.65617, 1.0] here: the detector plane cuts the volume).
+#[test]
+fn diffdrr_trilinear_spacing_on_the_benchmark_geometry() {
+    let (grid, _) = cads::pretrain::read_ct(CT).unwrap();
+    let scene = Scene::new(&grid, &Camera::new(1020.0, 200, 2.0), 850.0, true).unwrap();
+    let pose = scene
+        .pose(EulerConvention::ZXY, [0.0; 3], [0.0, 850.0, 0.0])
+        .unwrap();
+    let step = trilinear_step_mm(&scene.grid, &scene.geometry, &pose, 500).unwrap();
+    assert!(
+        (step - 0.71174).abs() < 1e-4,
+        "step {step} mm vs DiffDRR's 0.71174"
+    );
+    assert!(trilinear_step_mm(&scene.grid, &scene.geometry, &pose, 1).is_err());
 }
 
 /// DiffDRR's rays written out from its source (detector.py, pose.py, data.py):
