@@ -107,14 +107,15 @@ fn diffdrr_density(hu: &[f32], bone: f32) -> Result<Vec<f32>> {
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
             (a.min(v), b.max(v))
         });
-    if !(hi - lo > 0.0) {
+    // A huge multiplier can overflow bone to ±inf: the range must be finite and positive.
+    let range = hi - lo;
+    if !range.is_finite() || range <= 0.0 {
         return Err(Error::invalid(
             op,
-            "a non-empty volume whose densities are not all equal (the min-max scaling divides by their range)",
+            "a non-empty volume whose densities span a finite positive range (the min-max scaling divides by it)",
             format!("{} voxels, range [{lo}, {hi}]", hu.len()),
         ));
     }
     // DiffDRR: density -= density.min(); density /= density.max()
-    let range = hi - lo;
     Ok(rho.iter().map(|&v| (v - lo) / range).collect())
 }
