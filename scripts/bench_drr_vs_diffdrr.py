@@ -14,12 +14,13 @@ Equal work: Siddon is exact in both. DiffDRR's trilinear takes 500 samples per r
 Cases (as cads names them):
   drr_fwd/{siddon,trilinear}_200x200           forward, no autograd
   drr_fwd_bwd_pose/{siddon,trilinear}_200x200  forward + backward to the 6 pose parameters
-  drr_bwd_volume/{siddon,trilinear}_200x200    the volume gradient (DiffDRR: forward with the
-                                               density requiring grad + backward, minus the
-                                               forward time, i.e. its autograd backward alone)
+  drr_bwd_volume/{siddon,trilinear}_200x200    the volume gradient alone (DiffDRR: the forward
+                                               with the density requiring grad runs untimed, then
+                                               autograd's backward is timed)
 
     pip install diffdrr==0.6.1
-    python3 scripts/bench_drr_vs_diffdrr.py [--reps 3] [--threads N] [--no-cads] [--cads CMD]
+    python3 scripts/bench_drr_vs_diffdrr.py [--reps 3] [--threads N] [--only NAME] [--no-cads]
+        [--cads CMD]
 """
 import argparse
 import json
@@ -43,18 +44,20 @@ def random_pose(gen):
     return rot, xyz
 
 
-def median_ms(fn, reps, warmup=1):
+def median_ms(fn, reps, warmup=1, make=lambda: ()):
+    """Median ms of fn(*make()) over fresh inputs; make() runs untimed."""
     times = []
     for i in range(warmup + reps):
+        args = make()
         t0 = time.perf_counter()
-        fn()
+        fn(*args)
         ms = (time.perf_counter() - t0) * 1e3
         if i >= warmup:
             times.append(ms)
     return statistics.median(times)
 
 
-def diffdrr_cases(reps):
+def diffdrr_cases(reps, only):
     subject = read(str(ROOT / "data" / "cxr.nii.gz"), orientation="AP")
     gen = torch.Generator().manual_seed(0)
     out = {}
@@ -73,18 +76,26 @@ def diffdrr_cases(reps):
             img = render(rot, xyz)
             img.backward(torch.randn_like(img))
 
-        def fwd_bwd_volume():
+        def volume_forward():
+            # untimed: the forward with the density requiring grad, and a fresh upstream grad
             drr.density.requires_grad_(True)
             drr.density.grad = None
             img = render(*random_pose(gen))
-            img.backward(torch.randn_like(img))
-            drr.density.requires_grad_(False)
+            return img, torch.randn_like(img)
 
-        f = median_ms(fwd, reps)
-        out[f"drr_fwd/{renderer}_{SIDE}x{SIDE}"] = f
-        out[f"drr_fwd_bwd_pose/{renderer}_{SIDE}x{SIDE}"] = median_ms(fwd_bwd_pose, reps)
-        # The volume gradient alone: autograd's backward = (forward + backward) − forward.
-        out[f"drr_bwd_volume/{renderer}_{SIDE}x{SIDE}"] = median_ms(fwd_bwd_volume, reps) - f
+        def bwd_volume(img, g):
+            img.backward(g)  # autograd's volume gradient alone
+
+        cases = {
+            f"drr_fwd/{renderer}_{SIDE}x{SIDE}": lambda: median_ms(fwd, reps),
+            f"drr_fwd_bwd_pose/{renderer}_{SIDE}x{SIDE}": lambda: median_ms(fwd_bwd_pose, reps),
+            f"drr_bwd_volume/{renderer}_{SIDE}x{SIDE}":
+                lambda: median_ms(bwd_volume, reps, make=volume_forward),
+        }
+        for name, run in cases.items():
+            if only in name:
+                out[name] = run()
+        drr.density.requires_grad_(False)
         print(json.dumps({"peer": "diffdrr", "renderer": renderer, "done": True}), file=sys.stderr, flush=True)
     return out
 
@@ -94,12 +105,13 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--no-cads", action="store_true", help="time DiffDRR only")
+    ap.add_argument("--only", default="", help="DiffDRR cases whose name contains this")
     ap.add_argument("--cads", default="cargo run --release --quiet -- bench --filter drr_",
                     help="the command that prints cads's DRR bench lines")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    peer = diffdrr_cases(args.reps)
+    peer = diffdrr_cases(args.reps, args.only)
     cads = {}
     if not args.no_cads:
         run = subprocess.run(args.cads, shell=True, cwd=ROOT, capture_output=True, text=True)
