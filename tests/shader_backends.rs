@@ -25,9 +25,15 @@ fn parse(shader: &str, source: &str) -> (Module, ModuleInfo) {
     (module, info)
 }
 
+/// Kernels that the launcher selects only where the adapter reports an optional feature that one
+/// backend never reports, so they are not translated for it: `drr_scatter` (atomic<f32>) runs
+/// only with `SHADER_FLOAT32_ATOMIC`, which wgpu offers on Vulkan and Metal but never on DX12;
+/// there the same adjoint runs as `drr_scatter_cas` (core atomics), translated for all three.
+const NOT_FOR_HLSL: &[&str] = &["drr_scatter"];
+
 /// Translate one entry point of an override-free module with each backend, after validating it
 /// with that backend's capabilities. Returns one line per failure.
-fn translate(what: &str, module: &Module, entry: &str) -> Vec<String> {
+fn translate(what: &str, module: &Module, entry: &str, hlsl: bool) -> Vec<String> {
     let mut failures = Vec::new();
     let mut validated = |backend: &str, caps: Capabilities| -> Option<ModuleInfo> {
         match Validator::new(ValidationFlags::all(), caps).validate(module) {
@@ -40,7 +46,11 @@ fn translate(what: &str, module: &Module, entry: &str) -> Vec<String> {
     };
     let spv_info = validated("SPIR-V", spv::supported_capabilities());
     let msl_info = validated("MSL", msl::supported_capabilities());
-    let hlsl_info = validated("HLSL", hlsl::supported_capabilities());
+    let hlsl_info = if hlsl {
+        validated("HLSL", hlsl::supported_capabilities())
+    } else {
+        None
+    };
 
     if let Some(info) = spv_info {
         let pipeline = spv::PipelineOptions {
@@ -101,7 +111,12 @@ fn every_kernel_translates_to_spirv_msl_and_hlsl() {
             Some((ShaderStage::Compute, spec.entry)),
             &constants,
         ) {
-            Ok((module, _)) => failures.extend(translate(&what, &module, spec.entry)),
+            Ok((module, _)) => failures.extend(translate(
+                &what,
+                &module,
+                spec.entry,
+                !NOT_FOR_HLSL.contains(&spec.shader),
+            )),
             Err(e) => failures.push(format!("{what}: override constants: {e}")),
         }
         count += 1;
@@ -124,7 +139,7 @@ fn a_shader_a_backend_rejects_fails_here() {
         @compute @workgroup_size(1) fn main() { out[0] = 1.0lf; }
     ";
     let (module, _) = parse("example", source);
-    let failures = translate("example::main", &module, "main");
+    let failures = translate("example::main", &module, "main", true);
     assert!(
         failures.iter().any(|f| f.starts_with("example::main: MSL")),
         "{failures:#?}"

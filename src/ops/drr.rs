@@ -1,7 +1,8 @@
 //! The DRR op, whole: validate → plan → allocate → launch → record backward. It renders line
 //! integrals of a volume given as z-slabs, for a batch of poses, with the Siddon or trilinear
-//! projector, and records the backward: the volume gradient is the adjoint (backprojection, a
-//! voxel-driven gather per slab) and the pose gradient the per-ray Jacobian written by the same
+//! projector, and records the backward: the volume gradient is the adjoint (backprojection per
+//! slab: a ray-driven scatter with float atomics, or with a CAS loop where the adapter has none;
+//! the voxel-driven gather stays as the deterministic oracle, see [`Backprojection`]) and the pose gradient the per-ray Jacobian written by the same
 //! walk, weighted by the upstream gradient and summed over rays.
 //!
 //! Inputs are plain, in the kernel's own terms ([`DrrSetup`]: extents, affines, detector and
@@ -9,7 +10,8 @@
 //! `Pose`), the slab tiling of a volume and the presets live one layer up in `src/drr/`, which
 //! builds a [`DrrSetup`] and calls [`drr`]. Volume layout: see the crate docs, Axis conventions.
 //!
-//! Shaders: shaders/drr_siddon.wgsl, shaders/drr_trilinear.wgsl, shaders/drr_backproject.wgsl.
+//! Shaders: shaders/drr_siddon.wgsl, shaders/drr_trilinear.wgsl, shaders/drr_backproject.wgsl,
+//! shaders/drr_scatter.wgsl (+ drr_scatter_cas.wgsl, drr_scatter_walks.wgsl).
 //! Reference: src/reference/drr.rs.
 
 use crate::autograd::record;
@@ -32,6 +34,19 @@ const TRILINEAR: &str = concat!(
 const BACKPROJECT: &str = concat!(
     include_str!("../../shaders/drr_backproject.wgsl"),
     include_str!("../../shaders/drr_geometry.wgsl")
+);
+
+// The scatter adjoints: the binding and `scatter_add` (float atomics, or a CAS loop on u32 bits),
+// then the geometry, then the walks (a file appended last, as the shader tests require).
+const SCATTER_F32: &str = concat!(
+    include_str!("../../shaders/drr_scatter.wgsl"),
+    include_str!("../../shaders/drr_geometry.wgsl"),
+    include_str!("../../shaders/drr_scatter_walks.wgsl")
+);
+const SCATTER_CAS: &str = concat!(
+    include_str!("../../shaders/drr_scatter_cas.wgsl"),
+    include_str!("../../shaders/drr_geometry.wgsl"),
+    include_str!("../../shaders/drr_scatter_walks.wgsl")
 );
 
 crate::gpu::shader_params! {
@@ -103,7 +118,18 @@ const TRILINEAR_BACKPROJECT: KernelSpec = spec(
     1,
 );
 
+const SIDDON_SCATTER_F32: KernelSpec = spec("drr_scatter", SCATTER_F32, "siddon_scatter", 2, 1);
+const TRILINEAR_SCATTER_F32: KernelSpec =
+    spec("drr_scatter", SCATTER_F32, "trilinear_scatter", 2, 1);
+const SIDDON_SCATTER_CAS: KernelSpec = spec("drr_scatter_cas", SCATTER_CAS, "siddon_scatter", 2, 1);
+const TRILINEAR_SCATTER_CAS: KernelSpec =
+    spec("drr_scatter_cas", SCATTER_CAS, "trilinear_scatter", 2, 1);
+
 pub(crate) const KERNELS: &[KernelSpec] = &[
+    SIDDON_SCATTER_F32,
+    TRILINEAR_SCATTER_F32,
+    SIDDON_SCATTER_CAS,
+    TRILINEAR_SCATTER_CAS,
     SIDDON_FORWARD,
     SIDDON_FORWARD_JACOBIAN,
     TRILINEAR_FORWARD,
@@ -193,6 +219,113 @@ fn backproject_raw(
         &[gslab.buffer()],
         Grid::cover(gslab.numel() as u64, WORKGROUP),
     )
+}
+
+/// How the volume gradient `Pᵀg` is computed. All give the same adjoint (to rounding; the
+/// tests hold each to the f64 reference and the adjoint identity).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backprojection {
+    /// The fastest available: [`Backprojection::ScatterAtomic`] where the adapter has float
+    /// atomics, else [`Backprojection::ScatterCas`] (measured faster than the gather on the LIDC
+    /// benchmark; docs in src/bench/drr.rs).
+    Auto,
+    /// Ray-driven scatter with `atomicAdd` on f32 (needs `SHADER_FLOAT32_ATOMIC`). One walk per
+    /// ray. Not bit-deterministic (the order of the adds varies).
+    ScatterAtomic,
+    /// The same scatter with the add emulated by a compare-and-swap loop on u32 (core WGSL, any
+    /// adapter). Not bit-deterministic.
+    ScatterCas,
+    /// Voxel-driven gather (one invocation per voxel scans its detector footprint): no atomics,
+    /// deterministic, the oracle of the scatters; slow when footprints cover many pixels.
+    Gather,
+}
+
+impl Backprojection {
+    /// The concrete method for this adapter; an error for `ScatterAtomic` without float atomics.
+    fn resolve(self, gpu: &crate::gpu::Gpu) -> Result<Backprojection> {
+        let atomics = gpu.features().float_atomics;
+        match self {
+            Backprojection::Auto if atomics => Ok(Backprojection::ScatterAtomic),
+            Backprojection::Auto => Ok(Backprojection::ScatterCas),
+            Backprojection::ScatterAtomic if !atomics => Err(Error::invalid(
+                "drr backprojection",
+                "an adapter with SHADER_FLOAT32_ATOMIC for ScatterAtomic",
+                "float atomics unavailable (use Auto, ScatterCas or Gather)",
+            )),
+            other => Ok(other),
+        }
+    }
+}
+
+/// `gslab = P_slabᵀ g` (a fresh tensor) by `method` (resolved, not `Auto`).
+fn backproject_slab(
+    method: Backprojection,
+    projector: Projector,
+    params: &DrrParams,
+    poses: &Tensor,
+    g: &Tensor,
+    slab_shape: &[usize],
+) -> Result<Tensor> {
+    if method == Backprojection::Gather {
+        let gslab = Tensor::uninit(g.gpu(), "drr backproject", slab_shape)?;
+        backproject_raw(projector, params, poses, g, &gslab)?;
+        return Ok(gslab);
+    }
+    let spec = match (method, projector) {
+        (Backprojection::ScatterAtomic, Projector::Siddon) => &SIDDON_SCATTER_F32,
+        (Backprojection::ScatterAtomic, Projector::Trilinear { .. }) => &TRILINEAR_SCATTER_F32,
+        (_, Projector::Siddon) => &SIDDON_SCATTER_CAS,
+        (_, Projector::Trilinear { .. }) => &TRILINEAR_SCATTER_CAS,
+    };
+    // The scatter accumulates: start from zeros (0.0f32 and 0u32 have the same bits).
+    let gslab = Tensor::zeros(g.gpu(), slab_shape)?;
+    g.gpu().dispatch(
+        spec,
+        params,
+        &[poses.buffer(), g.buffer()],
+        &[gslab.buffer()],
+        ray_tiles(g),
+    )?;
+    Ok(gslab)
+}
+
+/// The volume gradient `Pᵀ g` of [`drr`] per slab (unrecorded): `g` is `[B, H, W]`, the result
+/// one `[nz, H, W]` tensor per slab of `slabs`, in order. What the recorded backward of [`drr`]
+/// runs with [`Backprojection::Auto`]; callable directly to pick the method (benchmarks, tests)
+/// or to backproject without a forward pass.
+pub fn backproject(
+    slabs: &[(usize, Tensor)],
+    poses: &Tensor,
+    g: &Tensor,
+    setup: &DrrSetup,
+    method: Backprojection,
+) -> Result<Vec<Tensor>> {
+    if poses.rank() != 2 || poses.shape()[1] != 6 || poses.shape()[0] == 0 {
+        return Err(Error::shape(
+            "drr backproject poses",
+            "[B >= 1, 6] = [rx, ry, rz, tx, ty, tz]",
+            poses.shape(),
+        ));
+    }
+    let n_poses = poses.shape()[0];
+    setup.validate(slabs, n_poses)?;
+    let [det_h, det_w] = setup.detector;
+    if g.shape() != [n_poses, det_h, det_w] {
+        return Err(Error::shape(
+            "drr backproject",
+            [n_poses, det_h, det_w],
+            g.shape(),
+        ));
+    }
+    g.check_same_gpu("drr backproject", poses)?;
+    let method = method.resolve(g.gpu())?;
+    slabs
+        .iter()
+        .map(|(z0, slab)| {
+            let params = setup.params(*z0, slab.shape(), n_poses, false);
+            backproject_slab(method, setup.projector, &params, poses, g, slab.shape())
+        })
+        .collect()
 }
 
 /// One render in the kernel's terms. `src/drr/` builds it from its geometry types (which carry
@@ -459,6 +592,7 @@ pub fn drr(slabs: &[(usize, Tensor)], poses: &Tensor, setup: &DrrSetup) -> Resul
             ));
         }
         let mut grads = Vec::with_capacity(slabs_c.len() + 1);
+        let method = Backprojection::Auto.resolve(g.gpu())?;
         for (i, (z0, slab)) in slabs_c.iter().enumerate() {
             if !need[i] {
                 grads.push(None);
@@ -466,9 +600,14 @@ pub fn drr(slabs: &[(usize, Tensor)], poses: &Tensor, setup: &DrrSetup) -> Resul
             }
             // gslab = P_slabᵀ g, fresh per slab (the slabs are separate leaves).
             let params = setup.params(*z0, slab.shape(), n_poses, false);
-            let gslab = Tensor::uninit(g.gpu(), "drr backproject", slab.shape())?;
-            backproject_raw(setup.projector, &params, &poses_c, g, &gslab)?;
-            grads.push(Some(gslab));
+            grads.push(Some(backproject_slab(
+                method,
+                setup.projector,
+                &params,
+                &poses_c,
+                g,
+                slab.shape(),
+            )?));
         }
         match &jacobian {
             Some(jac) if need[slabs_c.len()] => {
