@@ -162,10 +162,10 @@ struct ManifestEntry {
 
 /// Read a case, check its labelmap lies on the image grid, and reorient both to canonical RAS.
 pub fn load_case(case: &Case) -> Result<(Volume, Option<Volume>)> {
-    let img = super::nifti::read_nifti(&case.image)?;
+    let img = super::read::read_volume(&case.image)?;
     let lab = match &case.label {
         Some(p) => {
-            let l = super::nifti::read_nifti(p)?;
+            let l = super::read::read_volume(p)?;
             check_label_grid(&img, &l, &p.display().to_string())?;
             Some(to_canonical(&l)?.0)
         }

@@ -95,9 +95,11 @@ impl CacheConfig {
     }
 }
 
-/// The inputs of a run: `path` is a NIfTI file, a folder of NIfTI files, an nnU-Net folder (with
-/// `imagesTr/`) or a JSON manifest (nnU-Net's dataset.json form); with no path, the sample CT
-/// `data/cxr.nii.gz` when it exists, else the built-in phantom.
+/// The inputs of a run: `path` is a CT file (NIfTI, NRRD, or one file of a DICOM series), a
+/// folder of CTs (NIfTI and NRRD files, and subfolders read as DICOM series), a DICOM series
+/// folder itself, an nnU-Net folder (with `imagesTr/`) or a JSON manifest (nnU-Net's
+/// dataset.json form); with no path, the sample CT `data/cxr.nii.gz` when it exists, else the
+/// built-in phantom. Inputs that turn out unreadable are skipped and listed by the cache.
 pub fn list_inputs(path: Option<&Path>) -> Result<Vec<VolumeSource>> {
     let op = "list_inputs";
     let Some(path) = path else {
@@ -108,9 +110,15 @@ pub fn list_inputs(path: Option<&Path>) -> Result<Vec<VolumeSource>> {
             VolumeSource::Phantom
         }]);
     };
-    let is_nifti = |p: &Path| {
+    let is_volume_file = |p: &Path| {
         let n = p.to_string_lossy();
-        n.ends_with(".nii") || n.ends_with(".nii.gz")
+        [".nii", ".nii.gz", ".nrrd", ".nhdr"]
+            .iter()
+            .any(|e| n.ends_with(e))
+    };
+    let is_dicom_file = |p: &Path| {
+        let n = p.to_string_lossy().to_ascii_lowercase();
+        n.ends_with(".dcm")
     };
     if path.is_file() {
         if path.extension().is_some_and(|e| e == "json") {
@@ -119,13 +127,13 @@ pub fn list_inputs(path: Option<&Path>) -> Result<Vec<VolumeSource>> {
                 .map(|c| VolumeSource::File(c.image))
                 .collect());
         }
-        if is_nifti(path) {
+        if is_volume_file(path) || crate::data::read::detect_format(path).is_ok() {
             return Ok(vec![VolumeSource::File(path.to_path_buf())]);
         }
         return Err(Error::BadFile {
             op,
             path: path.display().to_string(),
-            problem: "expected a .nii/.nii.gz CT, a folder of them, an nnU-Net folder or a .json manifest".into(),
+            problem: "expected a CT (NIfTI, NRRD, DICOM), a folder of them, an nnU-Net folder or a .json manifest".into(),
         });
     }
     if path.join("imagesTr").is_dir() {
@@ -139,10 +147,15 @@ pub fn list_inputs(path: Option<&Path>) -> Result<Vec<VolumeSource>> {
         path: path.display().to_string(),
         source,
     })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.is_file() && is_nifti(p))
+    let all: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    // A folder of DICOM slices is one series (the reader sorts and checks its slices).
+    if all.iter().any(|p| p.is_file() && is_dicom_file(p)) && !all.iter().any(|p| is_volume_file(p))
+    {
+        return Ok(vec![VolumeSource::File(path.to_path_buf())]);
+    }
+    let mut files: Vec<PathBuf> = all
+        .into_iter()
+        .filter(|p| (p.is_file() && is_volume_file(p)) || p.is_dir())
         .collect();
     // Sorted so the volume order (and with it every seeded draw) is the same on every machine.
     files.sort();
@@ -150,7 +163,8 @@ pub fn list_inputs(path: Option<&Path>) -> Result<Vec<VolumeSource>> {
         return Err(Error::BadFile {
             op,
             path: path.display().to_string(),
-            problem: "no .nii or .nii.gz files (nor imagesTr/) in this folder".into(),
+            problem: "no NIfTI/NRRD files, DICOM series subfolders or imagesTr/ in this folder"
+                .into(),
         });
     }
     Ok(files.into_iter().map(VolumeSource::File).collect())
@@ -231,7 +245,7 @@ pub fn build_cache(
                 return Ok((v, true));
             }
             let ct = match src {
-                VolumeSource::File(p) => crate::data::read_nifti(p)?,
+                VolumeSource::File(p) => crate::data::read_volume(p)?,
                 VolumeSource::Phantom => {
                     crate::data::phantom::phantom(&crate::data::phantom::PhantomConfig::default())?
                         .0

@@ -29,26 +29,26 @@ pub fn drr_grid(vol: &Volume) -> VolumeGrid {
     }
 }
 
-/// Read a CT in HU as (DRR grid, values `[D, H, W]`, x fastest) through the data layer's NIfTI
-/// reader; it joins `data` and `drr` here, above both, because neither may import the other. A
+/// Read a CT in HU as (DRR grid, values `[D, H, W]`, x fastest) through the data layer's one
+/// entry point (NIfTI, NRRD or a DICOM series); it joins `data` and `drr` here, above both, because neither may import the other. A
 /// missing file is an [`Error::Io`] (`NotFound`) whose message names the path and
 /// `scripts/fetch-sample-data.sh`, the way to get the sample CT. Used by `cads drr`, the DRR
 /// examples and the `drr` bench.
 pub fn read_ct(path: &str) -> Result<(VolumeGrid, Vec<f32>)> {
-    if !std::path::Path::new(path).is_file() {
+    if !std::path::Path::new(path).exists() {
         return Err(Error::Io {
             op: "read CT",
             path: path.to_string(),
             source: std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!(
-                    "no such file (expected a NIfTI CT in HU; the sample CT {SAMPLE_CT} comes \
+                    "no such file (expected a CT in HU: NIfTI, NRRD or a DICOM series; the sample CT {SAMPLE_CT} comes \
                      from scripts/fetch-sample-data.sh)"
                 ),
             ),
         });
     }
-    let vol = crate::data::read_nifti(path)?;
+    let vol = crate::data::read_volume(path)?;
     Ok((drr_grid(&vol), vol.data))
 }
 

@@ -16,7 +16,7 @@
 //! [`load_case`] reads a case and checks that its label map lies on the image's grid; a mismatch is
 //! an error naming both files and both grids.
 
-use crate::data::nifti::read_nifti;
+use crate::data::read_volume;
 use crate::data::Volume;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
@@ -346,10 +346,10 @@ pub fn check_grids(
 /// Read a case's image and (when it has one) label map, on the files' own grid (no reorientation;
 /// [`crate::segment::preprocess`] does that), the label checked against the image grid.
 pub fn load_case(case: &DatasetCase) -> Result<(Volume, Option<Volume>)> {
-    let image = read_nifti(&case.image)?;
+    let image = read_volume(&case.image)?;
     let label = match &case.label {
         Some(p) => {
-            let l = read_nifti(p)?;
+            let l = read_volume(p)?;
             check_grids(&image, &case.image, &l, p)?;
             Some(l)
         }

@@ -14,7 +14,7 @@ use super::dataset::{case_id_of, check_grids};
 use super::fingerprint::{dhw_shape, dhw_spacing};
 use super::metrics::{class_metrics, ClassMetrics};
 use super::predict::nifti_files;
-use crate::data::nifti::read_nifti;
+use crate::data::read_volume;
 use crate::data::Volume;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
@@ -111,8 +111,8 @@ pub fn evaluate_folders(
     for g in &gts {
         let id = case_id_of(&g.display().to_string());
         let p = &preds[&id];
-        let target = read_nifti(g)?;
-        let predicted = read_nifti(p)?;
+        let target = read_volume(g)?;
+        let predicted = read_volume(p)?;
         check_grids(&target, g, &predicted, p)?;
         pairs.push((id, predicted, target));
     }
