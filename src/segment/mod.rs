@@ -34,3 +34,4 @@ pub mod predict;
 pub mod preprocess;
 pub mod sliding_window;
 pub mod train;
+pub mod train_data;
