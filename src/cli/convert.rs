@@ -25,7 +25,7 @@ pub fn run(input: &str, output: &str, series: Option<&str>, datatype: Option<&st
     let vol = read_volume_with(input, &opts)?;
     write_nifti(output, &vol, dt)?;
     let (lo, hi, _) = vol.stats();
-    println!(
+    out!(
         "wrote {output}: {}×{}×{} voxels, {:.4}×{:.4}×{:.4} mm, {}, {}, values {lo}..{hi}",
         vol.dims[0],
         vol.dims[1],

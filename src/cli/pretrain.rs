@@ -71,7 +71,7 @@ pub fn run(choice: &AdapterChoice, a: &PretrainArgs) -> Result<()> {
     opts.seed = a.seed;
     opts.max_steps = a.max_steps;
     opts.views.view_depth = config.ct_view[0];
-    println!(
+    out!(
         "cads pretrain on {} ({:?}): preset {}, batch {}, {} epochs, peak lr {:.3e}",
         gpu.adapter().name,
         gpu.adapter().backend,
@@ -103,7 +103,7 @@ pub fn default_job(choice: &AdapterChoice) -> Result<()> {
     opts.batch = config.batch_size;
     opts.iters_per_epoch = Some(8);
     opts.checkpoint_every = 0;
-    println!(
+    out!(
         "cads: a short CADS pretraining (tiny preset, {} epochs × 8 steps, batch {}) on {} ({:?});\n\
          the real run: cads pretrain --data CT_FOLDER --out RUN (see README)",
         config.epochs,
@@ -127,28 +127,28 @@ fn pretrain(gpu: &Gpu, config: CadsConfig, opts: RunOptions) -> Result<()> {
         stop,
     )?;
     if let (Some(first), Some(last)) = (s.epoch_losses.first(), s.epoch_losses.last()) {
-        println!(
+        out!(
             "mean loss per epoch {first:.4} -> {last:.4} over {} steps ({:.2} steps/s, {:.1} s)",
             s.losses.len(),
             s.losses.len() as f64 / s.wall_s.max(1e-9),
             s.wall_s
         );
     }
-    println!("{}", s.loader_json());
+    out!("{}", s.loader_json());
     if s.interrupted {
-        println!(
+        out!(
             "interrupted at iteration {}: --resume continues",
             s.iteration
         );
     }
-    println!("checkpoint: {}", s.checkpoint.display());
-    println!("loss plot:  {}", s.plot.display());
-    println!("metrics:    {}", s.metrics.display());
-    println!("teacher:    {}", s.teacher.display());
+    out!("checkpoint: {}", s.checkpoint.display());
+    out!("loss plot:  {}", s.plot.display());
+    out!("metrics:    {}", s.metrics.display());
+    out!("teacher:    {}", s.teacher.display());
     if !skipped.is_empty() {
-        println!("skipped {} unusable input(s):", skipped.len());
+        out!("skipped {} unusable input(s):", skipped.len());
         for (name, why) in &skipped {
-            println!("  {name}: {why}");
+            out!("  {name}: {why}");
         }
     }
     Ok(())

@@ -111,7 +111,7 @@ fn run_train(choice: &AdapterChoice, a: &TrainArgs) -> Result<()> {
     cfg.validate()?;
     let gpu = Gpu::with_choice(choice)?;
     let data = load_training_data(&a.data, cfg.validation_fraction)?;
-    println!(
+    out!(
         "cads segment train on {}: {} training / {} validation cases, classes {:?}",
         gpu.adapter().name,
         data.train.len(),
@@ -152,7 +152,7 @@ fn run_train(choice: &AdapterChoice, a: &TrainArgs) -> Result<()> {
                 })
                 .collect();
             eprintln!();
-            println!(
+            out!(
                 "epoch {:4}  loss {:.4}  lr {:.2e}{}  val Dice mean {:.3}: {}  ({:.1} s)",
                 m.epoch,
                 m.train_loss,
@@ -168,7 +168,7 @@ fn run_train(choice: &AdapterChoice, a: &TrainArgs) -> Result<()> {
             );
         }
     })?;
-    println!(
+    out!(
         "best mean validation Dice {:.3}; run folder {}",
         report.best_mean_dice,
         a.out.display()

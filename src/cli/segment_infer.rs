@@ -109,28 +109,32 @@ pub fn plan(choice: &AdapterChoice, a: &PlanArgs) -> Result<()> {
     let plan = Plan::from_fingerprint(&fp, &dataset.labels, budget)?;
     plan.save(&a.out)?;
     let f = &fp.foreground;
-    println!("cases:          {}", fp.cases.len());
-    println!(
+    out!("cases:          {}", fp.cases.len());
+    out!(
         "labels:         {:?}",
         plan.labels
             .iter()
             .map(|l| format!("{}={}", l.name, l.value))
             .collect::<Vec<_>>()
     );
-    println!(
+    out!(
         "foreground HU:  mean {:.1}, std {:.1}, 0.5% {:.1}, 99.5% {:.1} ({} samples)",
-        f.mean, f.std, f.percentile_00_5, f.percentile_99_5, f.samples
+        f.mean,
+        f.std,
+        f.percentile_00_5,
+        f.percentile_99_5,
+        f.samples
     );
-    println!("target spacing: {:?} mm [D, H, W]", plan.target_spacing_mm);
-    println!("median shape:   {:?}", plan.median_shape);
-    println!(
+    out!("target spacing: {:?} mm [D, H, W]", plan.target_spacing_mm);
+    out!("median shape:   {:?}", plan.median_shape);
+    out!(
         "patch × batch:  {:?} × {} (≈ {:.2} GiB of {:.2})",
         plan.patch,
         plan.batch,
         plan.memory.training_bytes(plan.patch, plan.batch) as f64 / (1u64 << 30) as f64,
         plan.memory.budget_bytes as f64 / (1u64 << 30) as f64
     );
-    println!("plan:           {}", a.out.display());
+    out!("plan:           {}", a.out.display());
     Ok(())
 }
 
@@ -140,7 +144,7 @@ pub fn evaluate(a: &EvaluateArgs) -> Result<()> {
     let json = report.to_json()?;
     match &a.json {
         Some(p) => write("cads segment evaluate", p, &json)?,
-        None => println!("{json}"),
+        None => out!("{json}"),
     }
     if let Some(p) = &a.csv {
         write("cads segment evaluate", p, &report.to_csv())?;
@@ -232,7 +236,7 @@ pub fn predict(choice: &AdapterChoice, a: &PredictArgs) -> Result<()> {
         let t0 = std::time::Instant::now();
         let mut forward = tensor_forward(&gpu, info.classes, &forward_net);
         let out = predict_file(input, &a.out, &plan, &window, a.probabilities, &mut forward)?;
-        println!(
+        out!(
             "{} -> {} ({:.1} s)",
             input.display(),
             out.display(),

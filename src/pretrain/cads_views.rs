@@ -120,23 +120,26 @@ pub fn uniform_sample(view: &Patch, patch: [usize; 3], rng: &mut Rng) -> Result<
     Ok(out)
 }
 
+/// Start of a random crop of `k` voxels along an axis of `n`: uniform over the valid starts when
+/// the crop fits, else centred (negative: the crop pads both sides).
+fn random_start(n: usize, k: usize, rng: &mut Rng) -> isize {
+    if n >= k {
+        rng.below(n - k + 1) as isize
+    } else {
+        -(((k - n) / 2) as isize)
+    }
+}
+
 /// One augmented CT view from the scaled region: crop, flips, resize, intensity, uniform sampling.
 fn one_view(region: &Patch, cfg: &CadsViewConfig, rng: &mut Rng) -> Result<Patch> {
     let side = ((cfg.view_side as f64 * rng.range(cfg.view_scale.0, cfg.view_scale.1)).round()
         as usize)
         .max(1);
     let s = region.shape;
-    let start = |n: usize, k: usize, rng: &mut Rng| -> isize {
-        if n >= k {
-            rng.below(n - k + 1) as isize
-        } else {
-            -(((k - n) / 2) as isize)
-        }
-    };
     let st = [
-        start(s[0], cfg.view_depth, rng),
-        start(s[1], side, rng),
-        start(s[2], side, rng),
+        random_start(s[0], cfg.view_depth, rng),
+        random_start(s[1], side, rng),
+        random_start(s[2], side, rng),
     ];
     let pad = cfg.hu_clip.0 / cfg.hu_scale;
     let crop = crop_pad(region, st, [cfg.view_depth, side, side], pad);
@@ -163,17 +166,10 @@ pub fn cads_views(tile_hu: &Patch, cfg: &CadsViewConfig, rng: &mut Rng) -> Resul
         as usize)
         .max(1);
     let s = tile_hu.shape;
-    let start = |n: usize, k: usize, rng: &mut Rng| -> isize {
-        if n >= k {
-            rng.below(n - k + 1) as isize
-        } else {
-            -(((k - n) / 2) as isize)
-        }
-    };
     let st = [
-        start(s[0], cfg.region_depth, rng),
-        start(s[1], r, rng),
-        start(s[2], r, rng),
+        random_start(s[0], cfg.region_depth, rng),
+        random_start(s[1], r, rng),
+        random_start(s[2], r, rng),
     ];
     let mut region = crop_pad(tile_hu, st, [cfg.region_depth, r, r], cfg.hu_clip.0);
     clip_scale(
