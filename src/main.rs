@@ -69,7 +69,8 @@ enum Command {
         /// The DICOM SeriesInstanceUID to read from a folder holding several series.
         #[arg(long)]
         series: Option<String>,
-        /// Stored type (uint8, int8, int16, uint16, int32, float32, float64); default: the input's.
+        /// Stored type (uint8, int8, int16, uint16, int32, uint32, float32, float64); default: the
+        /// input's, with its scaling, voxels copied unchanged.
         #[arg(long)]
         datatype: Option<String>,
     },

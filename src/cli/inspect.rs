@@ -4,13 +4,15 @@
 //! their voxel counts.
 
 use cads::data::orientation::orientation_code;
-use cads::data::{read_volume_with, ReadOptions, Volume};
+use cads::data::{read_typed_volume_with, ReadOptions, TypedVolume};
 use cads::Result;
 
-/// Everything `inspect` reports, computed once for both output forms.
+/// Everything `inspect` reports, computed once for both output forms. The volume stays in its
+/// stored datatype (an int16 CT at 2 bytes per voxel): statistics and label counts are streamed
+/// over it, never over an f32 copy.
 struct Report {
     path: String,
-    vol: Volume,
+    vol: TypedVolume,
     orientation: String,
     min: f64,
     max: f64,
@@ -19,31 +21,18 @@ struct Report {
     labels: Option<Vec<(f32, usize)>>,
 }
 
-fn label_counts(vol: &Volume) -> Vec<(f32, usize)> {
-    let mut sorted = vol.data.clone();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    let mut out: Vec<(f32, usize)> = Vec::new();
-    for v in sorted {
-        match out.last_mut() {
-            Some((l, c)) if *l == v => *c += 1,
-            _ => out.push((v, 1)),
-        }
-    }
-    out
-}
-
 pub fn run(path: &str, series: Option<&str>, json: bool, labels: bool) -> Result<()> {
     let opts = ReadOptions {
         series_uid: series.map(str::to_string),
     };
-    let vol = read_volume_with(path, &opts)?;
+    let vol = read_typed_volume_with(path, &opts)?;
     let (min, max, mean) = vol.stats();
-    let is_labels =
-        labels || vol.datatype.is_integer() && (max - min) <= 65535.0 && is_labelmap_like(&vol);
+    let is_labels = labels
+        || vol.datatype().is_integer() && (max - min) <= 65535.0 && is_labelmap_like(min, &vol);
     let report = Report {
         path: path.to_string(),
         orientation: orientation_code(&vol.affine),
-        labels: is_labels.then(|| label_counts(&vol)),
+        labels: is_labels.then(|| vol.label_counts()),
         vol,
         min,
         max,
@@ -58,10 +47,10 @@ pub fn run(path: &str, series: Option<&str>, json: bool, labels: bool) -> Result
 }
 
 /// An integer volume is reported as a labelmap when it has few distinct non-negative values (a CT
-/// stored as int16 has thousands and negative HU).
-fn is_labelmap_like(vol: &Volume) -> bool {
-    let (min, _, _) = vol.stats();
-    min >= 0.0 && vol.distinct_values().len() <= 1000
+/// stored as int16 has thousands and negative HU). The count stops at 1001, so it costs no memory
+/// beyond that set.
+fn is_labelmap_like(min: f64, vol: &TypedVolume) -> bool {
+    min >= 0.0 && vol.count_distinct_up_to(1000).is_some()
 }
 
 /// The `--json` object; keys in this order, labels only for a labelmap.
@@ -128,7 +117,7 @@ fn to_json(r: &Report) -> String {
         shape: v.dims,
         spacing_mm: v.spacing,
         orientation: &r.orientation,
-        datatype: v.datatype.name(),
+        datatype: v.datatype().name(),
         affine: v.affine,
         min: r.min,
         max: r.max,
@@ -167,7 +156,7 @@ fn print_text(r: &Report) {
         v.spacing[2]
     );
     out!("orientation: {}", r.orientation);
-    out!("datatype:    {}", v.datatype);
+    out!("datatype:    {}", v.datatype());
     out!("affine:");
     for row in &v.affine {
         out!(

@@ -19,8 +19,13 @@ pub mod phantom;
 pub mod preprocess;
 pub mod read;
 pub mod spheres;
+pub mod typed_volume;
 pub mod volume;
 
-pub use nifti::{read_nifti, write_nifti};
-pub use read::{read_volume, read_volume_with, ReadOptions, VolumeFormat};
+pub use nifti::{read_nifti, read_nifti_typed, write_nifti, write_typed_nifti};
+pub use read::{
+    read_typed_volume, read_typed_volume_with, read_volume, read_volume_with, ReadOptions,
+    VolumeFormat,
+};
+pub use typed_volume::{Scaling, TypedVolume, Voxels};
 pub use volume::{check_label_grid, Affine, Datatype, Volume};

@@ -14,9 +14,12 @@
 // Matrix code reads best with explicit row/column indices.
 #![allow(clippy::needless_range_loop)]
 
+use super::typed_volume::{Scaling, TypedVolume, Voxels};
 use super::volume::{spacing_of, Affine, Datatype, Volume};
 
-pub use super::nifti_write::{affine_to_quaternion, encode_nifti, write_nifti};
+pub use super::nifti_write::{
+    affine_to_quaternion, encode_nifti, encode_typed_nifti, write_nifti, write_typed_nifti,
+};
 use crate::error::{Error, Result};
 use std::io::Read;
 
@@ -30,8 +33,9 @@ pub(super) fn bad(op: &'static str, path: &str, problem: impl Into<String>) -> E
     }
 }
 
-/// The default bound on what reading one NIfTI file may hold in memory: 2 GiB, both for the
-/// (decompressed) voxel bytes the header declares and for the f32 volume they become. The
+/// The default bound on what reading one NIfTI (or NRRD) file may hold in memory: 2 GiB, for the
+/// (decompressed) voxel bytes the header declares — all a typed read ([`read_nifti_typed`])
+/// holds — and, for an f32 read ([`read_nifti`]), for the f32 volume they become too. The
 /// environment variable [`MAX_BYTES_ENV`] overrides it (bytes); [`read_nifti_with_limit`] takes
 /// it as an argument.
 pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
@@ -62,9 +66,26 @@ pub fn read_nifti(path: impl AsRef<std::path::Path>) -> Result<Volume> {
 /// many bytes are inflated — never the rest of the stream. A 1 MB file that inflates to 1 GiB is
 /// therefore refused (its header declares too much) or read in the size it declares (trailing
 /// data is never inflated), and the voxels are converted to f32 as they are read, with no wider
-/// intermediate copy.
+/// intermediate copy (so the f32 volume must fit the limit too).
 pub fn read_nifti_with_limit(path: impl AsRef<std::path::Path>, max_bytes: u64) -> Result<Volume> {
-    let p = path.as_ref();
+    read_with(path.as_ref(), max_bytes, F32Sink::default())
+}
+
+/// Read a NIfTI file in the datatype it stores, with its scaling, holding at most [`max_bytes`]
+/// bytes (the declared voxel bytes: an int16 file needs 2 bytes per voxel, not the 4 of f32).
+pub fn read_nifti_typed(path: impl AsRef<std::path::Path>) -> Result<TypedVolume> {
+    read_nifti_typed_with_limit(path, max_bytes())
+}
+
+/// [`read_nifti_typed`] with an explicit memory limit (bytes).
+pub fn read_nifti_typed_with_limit(
+    path: impl AsRef<std::path::Path>,
+    max_bytes: u64,
+) -> Result<TypedVolume> {
+    read_with(path.as_ref(), max_bytes, TypedSink::default())
+}
+
+fn read_with<S: VoxelSink>(p: &std::path::Path, max_bytes: u64, sink: S) -> Result<S::Out> {
     let name = p.display().to_string();
     let io = |source| Error::Io {
         op: OP_READ,
@@ -79,9 +100,10 @@ pub fn read_nifti_with_limit(path: impl AsRef<std::path::Path>, max_bytes: u64) 
             true,
             &name,
             max_bytes,
+            sink,
         )
     } else {
-        decode_stream(file, false, &name, max_bytes)
+        decode_stream(file, false, &name, max_bytes, sink)
     }
 }
 
@@ -92,16 +114,148 @@ pub fn decode_nifti(raw: &[u8], name: &str) -> Result<Volume> {
 
 /// [`decode_nifti`] with an explicit memory limit (bytes).
 pub fn decode_nifti_with_limit(raw: &[u8], name: &str, max_bytes: u64) -> Result<Volume> {
+    decode_raw(raw, name, max_bytes, F32Sink::default())
+}
+
+/// [`decode_nifti`] in the stored datatype (see [`read_nifti_typed`]).
+pub fn decode_nifti_typed(raw: &[u8], name: &str) -> Result<TypedVolume> {
+    decode_nifti_typed_with_limit(raw, name, max_bytes())
+}
+
+/// [`decode_nifti_typed`] with an explicit memory limit (bytes).
+pub fn decode_nifti_typed_with_limit(
+    raw: &[u8],
+    name: &str,
+    max_bytes: u64,
+) -> Result<TypedVolume> {
+    decode_raw(raw, name, max_bytes, TypedSink::default())
+}
+
+fn decode_raw<S: VoxelSink>(raw: &[u8], name: &str, max_bytes: u64, sink: S) -> Result<S::Out> {
     if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
         decode_stream(
             flate2::read::MultiGzDecoder::new(raw),
             true,
             name,
             max_bytes,
+            sink,
         )
     } else {
-        decode_stream(raw, false, name, max_bytes)
+        decode_stream(raw, false, name, max_bytes, sink)
     }
+}
+
+/// Where the decoded voxels go, chunk by chunk: the f32 working volume, or the stored datatype.
+trait VoxelSink {
+    type Out;
+    /// Bytes held beyond the declared voxel bytes (checked against the limit too), with a name.
+    fn extra_bytes(&self, layout: &Layout) -> Result<Option<(&'static str, u64)>>;
+    fn reserve(&mut self, layout: &Layout);
+    /// Whole voxels of the stored type.
+    fn take(&mut self, bytes: &[u8], header: &Header, layout: &Layout, name: &str) -> Result<()>;
+    fn finish(self, header: &Header, layout: Layout) -> Result<Self::Out>;
+}
+
+/// Scaled values converted to f32 as they are read (the [`Volume`] path).
+#[derive(Default)]
+struct F32Sink {
+    data: Vec<f32>,
+}
+
+impl VoxelSink for F32Sink {
+    type Out = Volume;
+    fn extra_bytes(&self, layout: &Layout) -> Result<Option<(&'static str, u64)>> {
+        let bytes = crate::util::size::checked_bytes(OP_READ, layout.n, 4)?;
+        Ok(Some(("the f32 volume", bytes)))
+    }
+    fn reserve(&mut self, layout: &Layout) {
+        self.data = Vec::with_capacity(layout.n);
+    }
+    fn take(&mut self, bytes: &[u8], header: &Header, layout: &Layout, name: &str) -> Result<()> {
+        header.decode_into(bytes, layout.datatype, &mut self.data, layout.dims, name)
+    }
+    fn finish(self, _header: &Header, layout: Layout) -> Result<Volume> {
+        Ok(Volume {
+            data: self.data,
+            dims: layout.dims,
+            spacing: layout.spacing,
+            affine: layout.affine,
+            datatype: layout.datatype,
+        })
+    }
+}
+
+/// Stored values kept in their datatype (the [`TypedVolume`] path): the voxel bytes the header
+/// declares are all that is held.
+#[derive(Default)]
+struct TypedSink {
+    voxels: Option<Voxels>,
+}
+
+impl VoxelSink for TypedSink {
+    type Out = TypedVolume;
+    fn extra_bytes(&self, _layout: &Layout) -> Result<Option<(&'static str, u64)>> {
+        Ok(None)
+    }
+    fn reserve(&mut self, layout: &Layout) {
+        self.voxels = Some(Voxels::with_capacity(layout.datatype, layout.n));
+    }
+    fn take(&mut self, bytes: &[u8], header: &Header, layout: &Layout, name: &str) -> Result<()> {
+        let voxels = self
+            .voxels
+            .get_or_insert_with(|| Voxels::with_capacity(layout.datatype, layout.n));
+        let first = voxels.len();
+        voxels.extend_from_bytes(bytes, header.big_endian);
+        // Integer values scaled by a finite f32-range slope stay finite in f64; float voxels
+        // are checked as the f32 path checks them (NaN/Inf is refused, naming the first).
+        if !layout.datatype.is_integer() {
+            let scaling = header.scaling();
+            let (mut count, mut first_bad, mut index) = (0usize, None, first);
+            for_each_new(voxels, first, |s| {
+                let v = scaling.map_or(s, |(slope, inter)| s * slope + inter);
+                if !v.is_finite() {
+                    count += 1;
+                    first_bad.get_or_insert(index);
+                }
+                index += 1;
+            });
+            if let Some(at) = first_bad {
+                let [x, y, _] = layout.dims;
+                let (i, j, k) = (at % x, (at / x) % y, at / (x * y));
+                return Err(bad_file(
+                    name,
+                    format!("{count} NaN/Inf voxels (first at voxel [{i}, {j}, {k}])"),
+                ));
+            }
+        }
+        Ok(())
+    }
+    fn finish(self, header: &Header, layout: Layout) -> Result<TypedVolume> {
+        Ok(TypedVolume {
+            voxels: self
+                .voxels
+                .unwrap_or_else(|| Voxels::with_capacity(layout.datatype, 0)),
+            dims: layout.dims,
+            spacing: layout.spacing,
+            affine: layout.affine,
+            scaling: header
+                .scaling()
+                .map(|(slope, inter)| Scaling { slope, inter }),
+        })
+    }
+}
+
+/// Call `f` with the stored values of `voxels` from flat index `first` on (float stores only).
+fn for_each_new(voxels: &Voxels, first: usize, mut f: impl FnMut(f64)) {
+    match voxels {
+        Voxels::F32(v) => v[first..].iter().for_each(|&x| f(x as f64)),
+        Voxels::F64(v) => v[first..].iter().for_each(|&x| f(x)),
+        _ => {}
+    }
+}
+
+fn bad_file(name: &str, problem: String) -> Error {
+    bad(OP_READ, name, problem)
 }
 
 /// Read up to `buf.len()` bytes, stopping early only at the end of the stream.
@@ -127,8 +281,14 @@ fn read_full(r: &mut impl Read, buf: &mut [u8], gz: bool, name: &str) -> Result<
     Ok(got)
 }
 
-/// Header first, then exactly the bytes it declares, converted to f32 chunk by chunk.
-fn decode_stream(mut r: impl Read, gz: bool, name: &str, max_bytes: u64) -> Result<Volume> {
+/// Header first, then exactly the bytes it declares, handed to `sink` chunk by chunk.
+fn decode_stream<S: VoxelSink>(
+    mut r: impl Read,
+    gz: bool,
+    name: &str,
+    max_bytes: u64,
+    mut sink: S,
+) -> Result<S::Out> {
     // 544 bytes: the largest header (NIfTI-2, 540) plus the 4-byte extension flag.
     let mut head = vec![0u8; 544];
     let got = read_full(&mut r, &mut head, gz, name)?;
@@ -150,10 +310,9 @@ fn decode_stream(mut r: impl Read, gz: bool, name: &str, max_bytes: u64) -> Resu
     };
     let end = (layout.start as u64).saturating_add(layout.nbytes as u64);
     want("the declared image (offset + voxel data)", end)?;
-    want(
-        "the f32 volume",
-        crate::util::size::checked_bytes(OP_READ, layout.n, 4)?,
-    )?;
+    if let Some((what, bytes)) = sink.extra_bytes(&layout)? {
+        want(what, bytes)?;
+    }
     // Skip from the end of what was read to vox_offset (extensions), then read the voxels.
     let mut pos = head.len();
     if layout.start < pos {
@@ -168,7 +327,7 @@ fn decode_stream(mut r: impl Read, gz: bool, name: &str, max_bytes: u64) -> Resu
             return Err(truncated(&layout, pos, name));
         }
     }
-    let mut data: Vec<f32> = Vec::with_capacity(layout.n);
+    sink.reserve(&layout);
     let mut chunk = head;
     let mut done_bytes = 0usize;
     const CHUNK: usize = 1 << 20;
@@ -182,17 +341,11 @@ fn decode_stream(mut r: impl Read, gz: bool, name: &str, max_bytes: u64) -> Resu
         if got < target {
             return Err(truncated(&layout, layout.start + done_bytes + got, name));
         }
-        header.decode_into(&chunk, layout.datatype, &mut data, layout.dims, name)?;
+        sink.take(&chunk, &header, &layout, name)?;
         done_bytes += target;
         chunk.clear();
     }
-    Ok(Volume {
-        data,
-        dims: layout.dims,
-        spacing: layout.spacing,
-        affine: layout.affine,
-        datatype: layout.datatype,
-    })
+    sink.finish(&header, layout)
 }
 
 fn truncated(layout: &Layout, got: usize, name: &str) -> Error {
@@ -654,6 +807,7 @@ fn decode_values(b: &[u8], dt: Datatype, big: bool, mut push: impl FnMut(f64)) {
         Datatype::Int16 => conv!(i16, 2),
         Datatype::Uint16 => conv!(u16, 2),
         Datatype::Int32 => conv!(i32, 4),
+        Datatype::Uint32 => conv!(u32, 4),
         Datatype::Float32 => conv!(f32, 4),
         Datatype::Float64 => conv!(f64, 8),
     }

@@ -6,6 +6,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::nifti::bad;
+use super::typed_volume::{TypedVolume, Voxels};
 use super::volume::{spacing_of, Affine, Datatype, Volume};
 use crate::error::Result;
 use std::io::Write;
@@ -75,6 +76,74 @@ pub fn affine_to_quaternion(a: &Affine) -> (f64, f64, f64, f64) {
     }
 }
 
+/// The 352-byte NIfTI-1 header (little-endian, `vox_offset` 352, no extensions) for voxels of
+/// `datatype` on the grid `dims` (voxel sizes `spacing`, mm) placed by `affine`: the affine in the sform (code 1, scanner),
+/// its rigid part in the qform (code 1), and `value = stored · slope + inter`.
+fn header(
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    affine: &Affine,
+    datatype: Datatype,
+    (slope, inter): (f64, f64),
+    name: &str,
+) -> Result<Vec<u8>> {
+    if let Some(d) = dims.iter().find(|&&d| d > i16::MAX as usize) {
+        return Err(bad(
+            OP_WRITE,
+            name,
+            format!("dimension {d} exceeds NIfTI-1's limit of 32767"),
+        ));
+    }
+    let mut h = vec![0u8; 352];
+    let put_i16 =
+        |h: &mut Vec<u8>, at: usize, v: i16| h[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    let put_f32 = |h: &mut Vec<u8>, at: usize, v: f64| {
+        h[at..at + 4].copy_from_slice(&(v as f32).to_le_bytes())
+    };
+    h[0..4].copy_from_slice(&348i32.to_le_bytes());
+    h[38] = b'r';
+    let dim = [
+        3i16,
+        dims[0] as i16,
+        dims[1] as i16,
+        dims[2] as i16,
+        1,
+        1,
+        1,
+        1,
+    ];
+    for (i, d) in dim.iter().enumerate() {
+        put_i16(&mut h, 40 + 2 * i, *d);
+    }
+    put_i16(&mut h, 70, datatype.code());
+    put_i16(&mut h, 72, 8 * datatype.size() as i16);
+    let (qb, qc, qd, qfac) = affine_to_quaternion(affine);
+    let pix = [qfac, spacing[0], spacing[1], spacing[2], 1.0, 1.0, 1.0, 1.0];
+    for (i, p) in pix.iter().enumerate() {
+        put_f32(&mut h, 76 + 4 * i, *p);
+    }
+    put_f32(&mut h, 108, 352.0);
+    put_f32(&mut h, 112, slope);
+    put_f32(&mut h, 116, inter);
+    h[123] = 2; // xyzt_units: NIFTI_UNITS_MM
+    put_i16(&mut h, 252, 1);
+    put_i16(&mut h, 254, 1);
+    for (i, v) in [qb, qc, qd, affine[0][3], affine[1][3], affine[2][3]]
+        .iter()
+        .enumerate()
+    {
+        put_f32(&mut h, 256 + 4 * i, *v);
+    }
+    for r in 0..3 {
+        for c in 0..4 {
+            put_f32(&mut h, 280 + 16 * r + 4 * c, affine[r][c]);
+        }
+    }
+    h[344..348].copy_from_slice(b"n+1\0");
+    // bytes 348..352: the extension flag, zero (no extensions).
+    Ok(h)
+}
+
 /// Encode a volume as NIfTI-1 bytes (little-endian, `vox_offset` 352) in `datatype`, with the
 /// affine in the sform (code 1, scanner) and its rigid part in the qform (code 1), so both readers
 /// that prefer sform and those that prefer qform place it the same way. Integer types store the
@@ -93,76 +162,14 @@ pub fn encode_nifti(vol: &Volume, datatype: Datatype, name: &str) -> Result<Vec<
             ),
         ));
     }
-    if let Some(d) = vol.dims.iter().find(|&&d| d > i16::MAX as usize) {
-        return Err(bad(
-            OP_WRITE,
-            name,
-            format!("dimension {d} exceeds NIfTI-1's limit of 32767"),
-        ));
-    }
-    let mut h = vec![0u8; 352];
-    let put_i16 =
-        |h: &mut Vec<u8>, at: usize, v: i16| h[at..at + 2].copy_from_slice(&v.to_le_bytes());
-    let put_f32 = |h: &mut Vec<u8>, at: usize, v: f64| {
-        h[at..at + 4].copy_from_slice(&(v as f32).to_le_bytes())
-    };
-    h[0..4].copy_from_slice(&348i32.to_le_bytes());
-    h[38] = b'r';
-    let dims = [
-        3i16,
-        vol.dims[0] as i16,
-        vol.dims[1] as i16,
-        vol.dims[2] as i16,
-        1,
-        1,
-        1,
-        1,
-    ];
-    for (i, d) in dims.iter().enumerate() {
-        put_i16(&mut h, 40 + 2 * i, *d);
-    }
-    put_i16(&mut h, 70, datatype.code());
-    put_i16(&mut h, 72, 8 * datatype.size() as i16);
-    let (qb, qc, qd, qfac) = affine_to_quaternion(&vol.affine);
-    let pix = [
-        qfac,
-        vol.spacing[0],
-        vol.spacing[1],
-        vol.spacing[2],
-        1.0,
-        1.0,
-        1.0,
-        1.0,
-    ];
-    for (i, p) in pix.iter().enumerate() {
-        put_f32(&mut h, 76 + 4 * i, *p);
-    }
-    put_f32(&mut h, 108, 352.0);
-    put_f32(&mut h, 112, 1.0);
-    put_f32(&mut h, 116, 0.0);
-    h[123] = 2; // xyzt_units: NIFTI_UNITS_MM
-    put_i16(&mut h, 252, 1);
-    put_i16(&mut h, 254, 1);
-    for (i, v) in [
-        qb,
-        qc,
-        qd,
-        vol.affine[0][3],
-        vol.affine[1][3],
-        vol.affine[2][3],
-    ]
-    .iter()
-    .enumerate()
-    {
-        put_f32(&mut h, 256 + 4 * i, *v);
-    }
-    for r in 0..3 {
-        for c in 0..4 {
-            put_f32(&mut h, 280 + 16 * r + 4 * c, vol.affine[r][c]);
-        }
-    }
-    h[344..348].copy_from_slice(b"n+1\0");
-    // bytes 348..352: the extension flag, zero (no extensions).
+    let mut h = header(
+        vol.dims,
+        vol.spacing,
+        &vol.affine,
+        datatype,
+        (1.0, 0.0),
+        name,
+    )?;
     h.reserve(n * datatype.size());
     if let Some((lo, hi)) = datatype.int_range() {
         for (idx, &v) in vol.data.iter().enumerate() {
@@ -179,6 +186,7 @@ pub fn encode_nifti(vol: &Volume, datatype: Datatype, name: &str) -> Result<Vec<
                 Datatype::Int8 => h.push(r as i8 as u8),
                 Datatype::Int16 => h.extend_from_slice(&(r as i16).to_le_bytes()),
                 Datatype::Uint16 => h.extend_from_slice(&(r as u16).to_le_bytes()),
+                Datatype::Uint32 => h.extend_from_slice(&(r as u32).to_le_bytes()),
                 _ => h.extend_from_slice(&(r as i32).to_le_bytes()),
             }
         }
@@ -200,6 +208,66 @@ pub fn encode_nifti(vol: &Volume, datatype: Datatype, name: &str) -> Result<Vec<
     Ok(h)
 }
 
+/// Encode a typed volume as NIfTI-1 bytes in its own datatype with its own scaling: the stored
+/// values are written as they are (no rounding, no conversion), so reading the result typed gives
+/// the same voxels back. A NaN/Inf float voxel is an error, as in [`encode_nifti`].
+pub fn encode_typed_nifti(vol: &TypedVolume, name: &str) -> Result<Vec<u8>> {
+    let n = crate::util::size::checked_numel(OP_WRITE, &vol.dims)?;
+    if n != vol.len() || vol.dims.contains(&0) {
+        return Err(bad(
+            OP_WRITE,
+            name,
+            format!(
+                "volume dims {:?} do not match its {} values",
+                vol.dims,
+                vol.len()
+            ),
+        ));
+    }
+    let scaling = vol.scaling.map_or((1.0, 0.0), |s| (s.slope, s.inter));
+    let mut h = header(
+        vol.dims,
+        vol.spacing,
+        &vol.affine,
+        vol.datatype(),
+        scaling,
+        name,
+    )?;
+    h.reserve(vol.voxels.byte_len());
+    macro_rules! put {
+        ($v:expr) => {
+            for x in $v {
+                h.extend_from_slice(&x.to_le_bytes());
+            }
+        };
+    }
+    let finite = |at: Option<usize>| match at {
+        Some(at) => Err(bad(
+            OP_WRITE,
+            name,
+            format!("non-finite value at flat voxel {at}"),
+        )),
+        None => Ok(()),
+    };
+    match &vol.voxels {
+        Voxels::U8(v) => h.extend_from_slice(v),
+        Voxels::I8(v) => put!(v),
+        Voxels::I16(v) => put!(v),
+        Voxels::U16(v) => put!(v),
+        Voxels::I32(v) => put!(v),
+        Voxels::U32(v) => put!(v),
+        Voxels::F32(v) => {
+            finite(v.iter().position(|x| !x.is_finite()))?;
+            put!(v)
+        }
+        Voxels::F64(v) => {
+            finite(v.iter().position(|x| !x.is_finite()))?;
+            put!(v)
+        }
+    }
+    Ok(h)
+}
+
 /// Write a volume as NIfTI-1 (`.nii`, or gzip when the name ends in `.gz`) in `datatype`
 /// (`None`: the volume's own datatype). Written to a temporary name, then renamed, so a failure
 /// never leaves a half-written file at `path`.
@@ -211,13 +279,27 @@ pub fn write_nifti(
     let p = path.as_ref();
     let name = p.display().to_string();
     let bytes = encode_nifti(vol, datatype.unwrap_or(vol.datatype), &name)?;
+    write_bytes(p, &name, &bytes)
+}
+
+/// Write a typed volume as NIfTI-1 in its own datatype and scaling (see [`encode_typed_nifti`]),
+/// atomically as [`write_nifti`] does.
+pub fn write_typed_nifti(path: impl AsRef<std::path::Path>, vol: &TypedVolume) -> Result<()> {
+    let p = path.as_ref();
+    let name = p.display().to_string();
+    let bytes = encode_typed_nifti(vol, &name)?;
+    write_bytes(p, &name, &bytes)
+}
+
+/// `.gz` names are gzip-compressed; written to a temporary name and renamed.
+fn write_bytes(p: &std::path::Path, name: &str, bytes: &[u8]) -> Result<()> {
     if name.ends_with(".gz") {
         crate::util::file::write_atomically_with(OP_WRITE, p, |w| {
             let mut enc = flate2::write::GzEncoder::new(w, flate2::Compression::new(6));
-            enc.write_all(&bytes)?;
+            enc.write_all(bytes)?;
             enc.finish().map(|_| ())
         })
     } else {
-        crate::util::file::write_atomically(OP_WRITE, p, &bytes)
+        crate::util::file::write_atomically(OP_WRITE, p, bytes)
     }
 }

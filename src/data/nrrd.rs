@@ -24,6 +24,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::nrrd_header::{nrrd_affine, parse_header};
+use super::typed_volume::{TypedVolume, Voxels};
 use super::volume::{Affine, Datatype, Volume};
 use crate::error::{Error, Result};
 use std::io::Read;
@@ -39,8 +40,7 @@ pub(super) fn bad(path: &str, problem: impl Into<String>) -> Error {
     }
 }
 
-/// Element types NRRD files store. Everything is read to f32 like the NIfTI reader; `uint32` has
-/// no NIfTI-1 datatype of this crate and is reported as `float64` storage (exact in f64).
+/// Element types NRRD files store, each kept as the same [`Datatype`] by the typed reader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum NrrdType {
     Int8,
@@ -89,37 +89,9 @@ impl NrrdType {
             NrrdType::Int16 => Datatype::Int16,
             NrrdType::Uint16 => Datatype::Uint16,
             NrrdType::Int32 => Datatype::Int32,
+            NrrdType::Uint32 => Datatype::Uint32,
             NrrdType::Float32 => Datatype::Float32,
-            NrrdType::Uint32 | NrrdType::Float64 => Datatype::Float64,
-        }
-    }
-
-    /// Values of `b` (a whole number of elements) as f64.
-    fn decode(self, b: &[u8], big: bool) -> Vec<f64> {
-        macro_rules! conv {
-            ($t:ty, $n:expr) => {
-                b.chunks_exact($n)
-                    .map(|c| {
-                        let mut a = [0u8; $n];
-                        a.copy_from_slice(c);
-                        (if big {
-                            <$t>::from_be_bytes(a)
-                        } else {
-                            <$t>::from_le_bytes(a)
-                        }) as f64
-                    })
-                    .collect()
-            };
-        }
-        match self {
-            NrrdType::Uint8 => b.iter().map(|&v| v as f64).collect(),
-            NrrdType::Int8 => b.iter().map(|&v| v as i8 as f64).collect(),
-            NrrdType::Int16 => conv!(i16, 2),
-            NrrdType::Uint16 => conv!(u16, 2),
-            NrrdType::Int32 => conv!(i32, 4),
-            NrrdType::Uint32 => conv!(u32, 4),
-            NrrdType::Float32 => conv!(f32, 4),
-            NrrdType::Float64 => conv!(f64, 8),
+            NrrdType::Float64 => Datatype::Float64,
         }
     }
 }
@@ -134,17 +106,32 @@ enum Encoding {
 /// Read a NRRD volume: `.nrrd` with attached data or a `.nhdr` header naming its data file.
 pub fn read_nrrd(path: impl AsRef<Path>) -> Result<Volume> {
     let p = path.as_ref();
+    read_nrrd_typed(p)?
+        .into_f32_volume()
+        .map_err(|e| e.in_file(OP, p.display()))
+}
+
+/// [`read_nrrd`] in the datatype the file stores (no conversion).
+pub fn read_nrrd_typed(path: impl AsRef<Path>) -> Result<TypedVolume> {
+    let p = path.as_ref();
     let name = p.display().to_string();
     let bytes = std::fs::read(p).map_err(|source| Error::Io {
         op: OP,
         path: name.clone(),
         source,
     })?;
-    decode_nrrd(&bytes, &name, p.parent())
+    decode_nrrd_typed(&bytes, &name, p.parent())
 }
 
 /// Decode NRRD bytes; `dir` is where a detached data file is looked up (the header's folder).
 pub fn decode_nrrd(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Volume> {
+    decode_nrrd_typed(bytes, name, dir)?
+        .into_f32_volume()
+        .map_err(|e| e.in_file(OP, name))
+}
+
+/// [`decode_nrrd`] in the datatype the file stores (no conversion).
+pub fn decode_nrrd_typed(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<TypedVolume> {
     let h = parse_header(bytes, name)?;
     let field = |k: &str| {
         h.get(k)
@@ -243,6 +230,18 @@ pub fn decode_nrrd(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Volum
     let nbytes = n
         .checked_mul(ty.size())
         .ok_or_else(|| bad(name, format!("sizes {dims:?} overflow")))?;
+    // The same bound as NIfTI's, on the voxels the header declares (what the typed volume holds),
+    // checked before any data is read or inflated.
+    let limit = super::nifti::max_bytes();
+    if nbytes as u64 > limit {
+        return Err(bad(
+            name,
+            format!(
+                "the declared voxel data of {nbytes} bytes (sizes {dims:?}, {ty_s}) exceeds the reading limit of {limit} bytes; set {} to raise it",
+                super::nifti::MAX_BYTES_ENV
+            ),
+        ));
+    }
 
     let affine = nrrd_affine(&h, name)?;
 
@@ -392,7 +391,7 @@ pub fn decode_nrrd(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Volum
         Encoding::Ascii => {
             let text = std::str::from_utf8(&data_bytes)
                 .map_err(|_| bad(&data_name, "ascii encoding but the data is not text"))?;
-            let mut vals = Vec::with_capacity(n);
+            let mut vals = Voxels::with_capacity(ty.datatype(), n);
             for tok in text
                 .split(|c: char| c.is_whitespace() || c == ',')
                 .filter(|t| !t.is_empty())
@@ -408,7 +407,20 @@ pub fn decode_nrrd(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Volum
                 let v: f64 = tok
                     .parse()
                     .map_err(|_| bad(&data_name, format!("ascii value {tok:?} is not a number")))?;
-                vals.push(v);
+                // Floats take the nearest value; integer types only whole values in range.
+                let pushed = match &mut vals {
+                    Voxels::F32(f) => {
+                        f.push(v as f32);
+                        true
+                    }
+                    other => other.push_exact(v),
+                };
+                if !pushed {
+                    return Err(bad(
+                        &data_name,
+                        format!("ascii value {tok:?} is not a {ty_s} value"),
+                    ));
+                }
             }
             if vals.len() != n {
                 return Err(bad(
@@ -419,10 +431,13 @@ pub fn decode_nrrd(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Volum
                     ),
                 ));
             }
-            return finish(vals, dims, affine, ty.datatype(), name);
+            return finish(vals, dims, affine, name);
         }
     };
-    finish(ty.decode(&payload, big), dims, affine, ty.datatype(), name)
+    let mut voxels = Voxels::with_capacity(ty.datatype(), n);
+    voxels.extend_from_bytes(&payload, big);
+    drop(payload);
+    finish(voxels, dims, affine, name)
 }
 
 fn check_len(
@@ -451,26 +466,21 @@ fn check_len(
     Ok(())
 }
 
-fn finish(
-    data: Vec<f64>,
-    dims: [usize; 3],
-    affine: Affine,
-    datatype: Datatype,
-    name: &str,
-) -> Result<Volume> {
-    if let Some(first) = data.iter().position(|v| !v.is_finite()) {
-        let count = data.iter().filter(|v| !v.is_finite()).count();
+fn finish(voxels: Voxels, dims: [usize; 3], affine: Affine, name: &str) -> Result<TypedVolume> {
+    let (mut count, mut first) = (0usize, None);
+    let mut index = 0usize;
+    voxels.for_each_stored(|v| {
+        if !v.is_finite() {
+            count += 1;
+            first.get_or_insert(index);
+        }
+        index += 1;
+    });
+    if let Some(first) = first {
         return Err(bad(
             name,
             format!("{count} NaN/Inf voxels (first at flat voxel {first})"),
         ));
     }
-    let data: Vec<f32> = data.into_iter().map(|v| v as f32).collect();
-    if let Some(first) = data.iter().position(|v| !v.is_finite()) {
-        return Err(bad(
-            name,
-            format!("value at flat voxel {first} overflows f32"),
-        ));
-    }
-    Volume::new(data, dims, affine, datatype)
+    TypedVolume::new(voxels, dims, affine, None).map_err(|e| e.in_file(OP, name))
 }

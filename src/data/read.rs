@@ -2,8 +2,10 @@
 //! from the path (a folder is a DICOM series; otherwise the extension, and when that says nothing,
 //! the first bytes), so `cads inspect`, `cads drr`, `cads convert` and the loaders accept any of
 //! them. Every reader returns the same [`Volume`]: values in file units (HU for CT) and a RAS+
-//! voxel → world affine.
+//! voxel → world affine. [`read_typed_volume`] returns the voxels in the datatype the file stores
+//! instead ([`TypedVolume`]: an int16 CT at 2 bytes per voxel), converted to f32 only when asked.
 
+use super::typed_volume::TypedVolume;
 use super::volume::Volume;
 use crate::error::{Error, Result};
 use std::path::Path;
@@ -122,5 +124,32 @@ pub fn read_volume_with(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<Vo
         VolumeFormat::Nifti => super::nifti::read_nifti(p),
         VolumeFormat::Nrrd => super::nrrd::read_nrrd(p),
         VolumeFormat::DicomSeries => super::dicom::read_dicom_series(p, opts.series_uid.as_deref()),
+    }
+}
+
+/// Read a volume in the datatype its file stores (see [`TypedVolume`]): NIfTI and NRRD are
+/// read without conversion; a DICOM series is assembled as an f32 volume (its slices may each
+/// have their own rescale) and then kept in int16 when every value is a whole number in range.
+pub fn read_typed_volume(path: impl AsRef<Path>) -> Result<TypedVolume> {
+    read_typed_volume_with(path, &ReadOptions::default())
+}
+
+/// [`read_typed_volume`] with options (the DICOM series to pick).
+pub fn read_typed_volume_with(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<TypedVolume> {
+    let p = path.as_ref();
+    let format = detect_format(p)?;
+    if opts.series_uid.is_some() && format != VolumeFormat::DicomSeries {
+        return Err(Error::invalid(
+            OP,
+            "a DICOM series folder or file when a series UID is given",
+            format!("{} ({format:?})", p.display()),
+        ));
+    }
+    match format {
+        VolumeFormat::Nifti => super::nifti::read_nifti_typed(p),
+        VolumeFormat::Nrrd => super::nrrd::read_nrrd_typed(p),
+        VolumeFormat::DicomSeries => Ok(TypedVolume::from_f32_volume(
+            super::dicom::read_dicom_series(p, opts.series_uid.as_deref())?,
+        )),
     }
 }

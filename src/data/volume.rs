@@ -16,9 +16,22 @@ pub enum Datatype {
     Int16,
     Uint16,
     Int32,
+    Uint32,
     Float32,
     Float64,
 }
+
+/// Every datatype, narrowest first.
+pub const ALL_DATATYPES: [Datatype; 8] = [
+    Datatype::Uint8,
+    Datatype::Int8,
+    Datatype::Int16,
+    Datatype::Uint16,
+    Datatype::Int32,
+    Datatype::Uint32,
+    Datatype::Float32,
+    Datatype::Float64,
+];
 
 impl Datatype {
     /// The NIfTI datatype code.
@@ -27,11 +40,17 @@ impl Datatype {
             Datatype::Uint8 => 2,
             Datatype::Int16 => 4,
             Datatype::Int32 => 8,
+            Datatype::Uint32 => 768,
             Datatype::Float32 => 16,
             Datatype::Float64 => 64,
             Datatype::Int8 => 256,
             Datatype::Uint16 => 512,
         }
+    }
+
+    /// The datatype named `name` (as [`Datatype::name`] spells it), if any.
+    pub fn from_name(name: &str) -> Option<Datatype> {
+        ALL_DATATYPES.into_iter().find(|d| d.name() == name)
     }
 
     /// The datatype for a code, or the name of the unsupported one as the error text.
@@ -44,13 +63,13 @@ impl Datatype {
             64 => Datatype::Float64,
             256 => Datatype::Int8,
             512 => Datatype::Uint16,
+            768 => Datatype::Uint32,
             other => {
                 let name = match other {
                     0 => "unknown (0)",
                     1 => "binary (1)",
                     32 => "complex64 (32)",
                     128 => "rgb24 (128)",
-                    768 => "uint32 (768)",
                     1024 => "int64 (1024)",
                     1280 => "uint64 (1280)",
                     1536 => "float128 (1536)",
@@ -60,7 +79,7 @@ impl Datatype {
                     _ => return Err(format!("unknown datatype code {other}")),
                 };
                 return Err(format!(
-                    "unsupported datatype {name}; supported: uint8, int8, int16, uint16, int32, float32, float64"
+                    "unsupported datatype {name}; supported: uint8, int8, int16, uint16, int32, uint32, float32, float64"
                 ));
             }
         })
@@ -71,7 +90,7 @@ impl Datatype {
         match self {
             Datatype::Uint8 | Datatype::Int8 => 1,
             Datatype::Int16 | Datatype::Uint16 => 2,
-            Datatype::Int32 | Datatype::Float32 => 4,
+            Datatype::Int32 | Datatype::Uint32 | Datatype::Float32 => 4,
             Datatype::Float64 => 8,
         }
     }
@@ -89,6 +108,7 @@ impl Datatype {
             Datatype::Int16 => Some((-32768.0, 32767.0)),
             Datatype::Uint16 => Some((0.0, 65535.0)),
             Datatype::Int32 => Some((-2147483648.0, 2147483647.0)),
+            Datatype::Uint32 => Some((0.0, 4294967295.0)),
             _ => None,
         }
     }
@@ -100,6 +120,7 @@ impl Datatype {
             Datatype::Int16 => "int16",
             Datatype::Uint16 => "uint16",
             Datatype::Int32 => "int32",
+            Datatype::Uint32 => "uint32",
             Datatype::Float32 => "float32",
             Datatype::Float64 => "float64",
         }
