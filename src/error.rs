@@ -201,6 +201,20 @@ impl Error {
         }
     }
 
+    /// [`Error::in_file`] for a step that mixes data checks with GPU work (preprocessing that
+    /// resamples and then projects, prediction): only errors about the data (an invalid argument
+    /// or a shape mismatch, such as a spacing whose resampled grid would be absurd) are wrapped to
+    /// name `path`; device, GPU and limit errors keep their own variant, so a caller can still
+    /// tell a lost device from a bad file.
+    pub fn in_input_file(self, op: &'static str, path: impl fmt::Display) -> Self {
+        match self {
+            e @ (Error::InvalidArgument { .. } | Error::ShapeMismatch { .. }) => {
+                e.in_file(op, path)
+            }
+            e => e,
+        }
+    }
+
     /// Shape mismatch from two printable shapes.
     pub fn shape(op: &'static str, expected: impl fmt::Debug, got: impl fmt::Debug) -> Self {
         Error::ShapeMismatch {

@@ -146,10 +146,13 @@ pub fn run(choice: &AdapterChoice, args: &DrrArgs) -> Result<()> {
     } else {
         Some(geometry_from_args(args)?)
     };
-    let (grid, hu) = read_ct(&args.input, args.series.as_deref())?;
+    let (grid, hu, spacing) = read_ct(&args.input, args.series.as_deref())?;
     warn_if_labelmap(&args.input, &hu);
+    // The file and its voxel size: the detector and the ray samples are sized from them, so an
+    // absurd spacing's error says which file and which spacing asked for it.
+    let input = format!("{} (voxel size {spacing:?} mm)", args.input);
     if args.cads {
-        preset::frontal_parallel(&grid, 1.0).map_err(|e| e.in_file("cads drr", &args.input))?;
+        preset::frontal_parallel(&grid, 1.0).map_err(|e| e.in_file("cads drr", &input))?;
     }
     let projector = match args.projector {
         ProjectorArg::Siddon => Projector::Siddon,
@@ -158,7 +161,7 @@ pub fn run(choice: &AdapterChoice, args: &DrrArgs) -> Result<()> {
         },
     };
     if let Some(g) = &geometry {
-        drr::check_work(&grid, g, projector).map_err(|e| e.in_file("cads drr", &args.input))?;
+        drr::check_work(&grid, g, projector).map_err(|e| e.in_file("cads drr", &input))?;
     }
     let gpu = Gpu::with_choice(choice)?;
     let (img, h, w) = match geometry {
@@ -201,14 +204,14 @@ pub fn run(choice: &AdapterChoice, args: &DrrArgs) -> Result<()> {
 
 /// A CT in HU through the data layer's one entry point (any format it reads), as the DRR engine's
 /// grid: tensor `[D, H, W] = [Z, Y, X]` (x fastest, the volume's own order) and the voxel → world
-/// affine rows.
-fn read_ct(path: &str, series: Option<&str>) -> Result<(drr::VolumeGrid, Vec<f32>)> {
+/// affine rows, and the voxel size (mm) for messages.
+fn read_ct(path: &str, series: Option<&str>) -> Result<(drr::VolumeGrid, Vec<f32>, [f64; 3])> {
     let opts = cads::data::ReadOptions {
         series_uid: series.map(str::to_string),
     };
     let vol = cads::data::read_volume_with(path, &opts)?;
     let grid = cads::pretrain::drr_cache::drr_grid(&vol);
-    Ok((grid, vol.data))
+    Ok((grid, vol.data, vol.spacing))
 }
 
 /// A labelmap given where a CT is expected renders without error but means nothing: warn when

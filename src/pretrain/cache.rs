@@ -251,7 +251,8 @@ pub fn build_cache(
                         .0
                 }
             };
-            let (iso, drr) = preprocess_volume(&ct, cfg, projector)?;
+            let (iso, drr) =
+                preprocess_volume(&ct, cfg, projector).map_err(|e| e.in_input_file(op, &name))?;
             write_cached(&file, &key, &iso, &cfg.tiling, &drr)?;
             Ok((to_cads_volume(&iso, &cfg.tiling, drr)?, false))
         })();

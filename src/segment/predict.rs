@@ -135,7 +135,8 @@ pub fn predict_file(
     forward: &mut HostForward,
 ) -> Result<PathBuf> {
     let image = read_nifti(input)?;
-    let p = predict_volume(&image, plan, window, probabilities, forward)?;
+    let p = predict_volume(&image, plan, window, probabilities, forward)
+        .map_err(|e| e.in_input_file("predict_file", input.display()))?;
     std::fs::create_dir_all(output_dir).map_err(|source| Error::Io {
         op: "predict_file",
         path: output_dir.display().to_string(),

@@ -60,13 +60,14 @@ pub struct PreprocessedCase {
     pub spacing_mm: [f64; 3],
 }
 
-fn check_size(op: &'static str, id: &str, from: [usize; 3], to: [usize; 3]) -> Result<()> {
+/// `what`: the case (and its spacing) in words, for the error.
+fn check_size(op: &'static str, what: &str, from: [usize; 3], to: [usize; 3]) -> Result<()> {
     let n = to.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     if n.is_none_or(|n| n > MAX_CASE_VOXELS) {
         return Err(Error::invalid(
             op,
             format!("a resampled case of at most {MAX_CASE_VOXELS} voxels"),
-            format!("case {id}: {from:?} voxels become {to:?} at the plan's spacing; coarsen target_spacing_mm in the plan"),
+            format!("{what}: {from:?} voxels become {to:?} at the plan's spacing; coarsen target_spacing_mm in the plan"),
         ));
     }
     Ok(())
@@ -114,7 +115,8 @@ pub fn preprocess_volumes(
         xyz(plan.target_spacing_mm),
         Interp::Linear,
     )?;
-    check_size(OP, id, dhw_shape(&img), [dims[2], dims[1], dims[0]])?;
+    let what = format!("case {id} at spacing {:?} mm [D, H, W]", xyz(img.spacing));
+    check_size(OP, &what, dhw_shape(&img), [dims[2], dims[1], dims[0]])?;
     normalize_ct(&mut img.data, &plan.normalization)?;
     let img = resample_to_spacing(&img, xyz(plan.target_spacing_mm), Interp::Linear)?;
     let label = match label {
@@ -202,7 +204,7 @@ pub fn resample_channels(
             format!("{} values, output {to:?}", data.len()),
         ));
     }
-    check_size(OP, "(prediction)", from, to)?;
+    check_size(OP, "the prediction", from, to)?;
     // Per axis: the lower neighbour and the weight of the upper one, for every output index.
     let axis = |a: usize| -> Vec<(usize, usize, f32)> {
         (0..to[a])
@@ -380,14 +382,24 @@ impl PreprocessCache {
         write_atomic(OP, &hp, text.as_bytes())
     }
 
-    /// The cached case, or preprocess it from its files and cache it.
+    /// The cached case, or preprocess it from its files and cache it. A preprocessing error about
+    /// the data (e.g. a spacing whose resampled grid would be absurd) names the case's files.
     pub fn get_or_make(&self, case: &DatasetCase, plan: &Plan) -> Result<PreprocessedCase> {
         if let Some(c) = self.get(&case.id)? {
             return Ok(c);
         }
         let (image, label) = load_case(case)?;
-        let c = preprocess_volumes(&case.id, &image, label.as_ref(), plan)?;
+        let c = preprocess_volumes(&case.id, &image, label.as_ref(), plan)
+            .map_err(|e| e.in_input_file("PreprocessCache::get_or_make", case_files(case)))?;
         self.put(&c)?;
         Ok(c)
+    }
+}
+
+/// The files of a case, for errors: the image, and the label map when there is one.
+fn case_files(case: &DatasetCase) -> String {
+    match &case.label {
+        Some(l) => format!("{} (label map {})", case.image.display(), l.display()),
+        None => case.image.display().to_string(),
     }
 }
