@@ -14,7 +14,8 @@
 // Matrix code reads best with explicit row/column indices.
 #![allow(clippy::needless_range_loop)]
 
-use super::typed_volume::{Scaling, TypedVolume, Voxels};
+use super::nifti_sink::{F32Sink, TypedSink, VoxelSink};
+use super::typed_volume::TypedVolume;
 use super::volume::{spacing_of, Affine, Datatype, Volume};
 
 pub use super::nifti_write::{
@@ -23,7 +24,7 @@ pub use super::nifti_write::{
 use crate::error::{Error, Result};
 use std::io::Read;
 
-const OP_READ: &str = "read_nifti";
+pub(super) const OP_READ: &str = "read_nifti";
 
 pub(super) fn bad(op: &'static str, path: &str, problem: impl Into<String>) -> Error {
     Error::BadFile {
@@ -145,119 +146,6 @@ fn decode_raw<S: VoxelSink>(raw: &[u8], name: &str, max_bytes: u64, sink: S) -> 
     }
 }
 
-/// Where the decoded voxels go, chunk by chunk: the f32 working volume, or the stored datatype.
-trait VoxelSink {
-    type Out;
-    /// Bytes held beyond the declared voxel bytes (checked against the limit too), with a name.
-    fn extra_bytes(&self, layout: &Layout) -> Result<Option<(&'static str, u64)>>;
-    fn reserve(&mut self, layout: &Layout);
-    /// Whole voxels of the stored type.
-    fn take(&mut self, bytes: &[u8], header: &Header, layout: &Layout, name: &str) -> Result<()>;
-    fn finish(self, header: &Header, layout: Layout) -> Result<Self::Out>;
-}
-
-/// Scaled values converted to f32 as they are read (the [`Volume`] path).
-#[derive(Default)]
-struct F32Sink {
-    data: Vec<f32>,
-}
-
-impl VoxelSink for F32Sink {
-    type Out = Volume;
-    fn extra_bytes(&self, layout: &Layout) -> Result<Option<(&'static str, u64)>> {
-        let bytes = crate::util::size::checked_bytes(OP_READ, layout.n, 4)?;
-        Ok(Some(("the f32 volume", bytes)))
-    }
-    fn reserve(&mut self, layout: &Layout) {
-        self.data = Vec::with_capacity(layout.n);
-    }
-    fn take(&mut self, bytes: &[u8], header: &Header, layout: &Layout, name: &str) -> Result<()> {
-        header.decode_into(bytes, layout.datatype, &mut self.data, layout.dims, name)
-    }
-    fn finish(self, _header: &Header, layout: Layout) -> Result<Volume> {
-        Ok(Volume {
-            data: self.data,
-            dims: layout.dims,
-            spacing: layout.spacing,
-            affine: layout.affine,
-            datatype: layout.datatype,
-        })
-    }
-}
-
-/// Stored values kept in their datatype (the [`TypedVolume`] path): the voxel bytes the header
-/// declares are all that is held.
-#[derive(Default)]
-struct TypedSink {
-    voxels: Option<Voxels>,
-}
-
-impl VoxelSink for TypedSink {
-    type Out = TypedVolume;
-    fn extra_bytes(&self, _layout: &Layout) -> Result<Option<(&'static str, u64)>> {
-        Ok(None)
-    }
-    fn reserve(&mut self, layout: &Layout) {
-        self.voxels = Some(Voxels::with_capacity(layout.datatype, layout.n));
-    }
-    fn take(&mut self, bytes: &[u8], header: &Header, layout: &Layout, name: &str) -> Result<()> {
-        let voxels = self
-            .voxels
-            .get_or_insert_with(|| Voxels::with_capacity(layout.datatype, layout.n));
-        let first = voxels.len();
-        voxels.extend_from_bytes(bytes, header.big_endian);
-        // Integer values scaled by a finite f32-range slope stay finite in f64; float voxels
-        // are checked as the f32 path checks them (NaN/Inf is refused, naming the first).
-        if !layout.datatype.is_integer() {
-            let scaling = header.scaling();
-            let (mut count, mut first_bad, mut index) = (0usize, None, first);
-            for_each_new(voxels, first, |s| {
-                let v = scaling.map_or(s, |(slope, inter)| s * slope + inter);
-                if !v.is_finite() {
-                    count += 1;
-                    first_bad.get_or_insert(index);
-                }
-                index += 1;
-            });
-            if let Some(at) = first_bad {
-                let [x, y, _] = layout.dims;
-                let (i, j, k) = (at % x, (at / x) % y, at / (x * y));
-                return Err(bad_file(
-                    name,
-                    format!("{count} NaN/Inf voxels (first at voxel [{i}, {j}, {k}])"),
-                ));
-            }
-        }
-        Ok(())
-    }
-    fn finish(self, header: &Header, layout: Layout) -> Result<TypedVolume> {
-        Ok(TypedVolume {
-            voxels: self
-                .voxels
-                .unwrap_or_else(|| Voxels::with_capacity(layout.datatype, 0)),
-            dims: layout.dims,
-            spacing: layout.spacing,
-            affine: layout.affine,
-            scaling: header
-                .scaling()
-                .map(|(slope, inter)| Scaling { slope, inter }),
-        })
-    }
-}
-
-/// Call `f` with the stored values of `voxels` from flat index `first` on (float stores only).
-fn for_each_new(voxels: &Voxels, first: usize, mut f: impl FnMut(f64)) {
-    match voxels {
-        Voxels::F32(v) => v[first..].iter().for_each(|&x| f(x as f64)),
-        Voxels::F64(v) => v[first..].iter().for_each(|&x| f(x)),
-        _ => {}
-    }
-}
-
-fn bad_file(name: &str, problem: String) -> Error {
-    bad(OP_READ, name, problem)
-}
-
 /// Read up to `buf.len()` bytes, stopping early only at the end of the stream.
 fn read_full(r: &mut impl Read, buf: &mut [u8], gz: bool, name: &str) -> Result<usize> {
     let mut got = 0;
@@ -365,14 +253,14 @@ fn truncated(layout: &Layout, got: usize, name: &str) -> Error {
 
 /// What the header says about the voxels, validated: where they start, how many, their type
 /// and their placement.
-struct Layout {
-    dims: [usize; 3],
-    datatype: Datatype,
-    n: usize,
-    nbytes: usize,
-    start: usize,
-    affine: Affine,
-    spacing: [f64; 3],
+pub(super) struct Layout {
+    pub(super) dims: [usize; 3],
+    pub(super) datatype: Datatype,
+    pub(super) n: usize,
+    pub(super) nbytes: usize,
+    pub(super) start: usize,
+    pub(super) affine: Affine,
+    pub(super) spacing: [f64; 3],
 }
 
 /// Reads little- or big-endian scalars at byte offsets of the header.
@@ -409,20 +297,20 @@ impl Reader<'_> {
 
 /// The header fields the reader uses, widened to the NIfTI-2 types.
 #[derive(Debug)]
-struct Header {
-    version: u8,
-    big_endian: bool,
-    dim: [i64; 8],
-    datatype_code: i64,
-    bitpix: i64,
-    pixdim: [f64; 8],
-    vox_offset: f64,
-    scl_slope: f64,
-    scl_inter: f64,
-    qform_code: i64,
-    sform_code: i64,
-    quatern: [f64; 6],
-    srow: [[f64; 4]; 3],
+pub(super) struct Header {
+    pub(super) version: u8,
+    pub(super) big_endian: bool,
+    pub(super) dim: [i64; 8],
+    pub(super) datatype_code: i64,
+    pub(super) bitpix: i64,
+    pub(super) pixdim: [f64; 8],
+    pub(super) vox_offset: f64,
+    pub(super) scl_slope: f64,
+    pub(super) scl_inter: f64,
+    pub(super) qform_code: i64,
+    pub(super) sform_code: i64,
+    pub(super) quatern: [f64; 6],
+    pub(super) srow: [[f64; 4]; 3],
 }
 
 impl Header {
@@ -725,7 +613,7 @@ impl Header {
     }
 
     /// The scaling `stored · slope + inter` to apply, or None for the identity.
-    fn scaling(&self) -> Option<(f64, f64)> {
+    pub(super) fn scaling(&self) -> Option<(f64, f64)> {
         if self.scl_slope.is_finite() && self.scl_slope != 0.0 {
             let inter = if self.scl_inter.is_finite() {
                 self.scl_inter
@@ -736,79 +624,5 @@ impl Header {
         } else {
             None
         }
-    }
-
-    /// Convert whole voxels of `bytes` to scaled f32 values appended to `out`; a NaN/Inf value,
-    /// or one that overflows f32, is an error naming its voxel.
-    fn decode_into(
-        &self,
-        bytes: &[u8],
-        dt: Datatype,
-        out: &mut Vec<f32>,
-        dims: [usize; 3],
-        name: &str,
-    ) -> Result<()> {
-        let first = out.len();
-        let scaling = self.scaling();
-        let mut bad_at: Option<(usize, f64)> = None;
-        decode_values(bytes, dt, self.big_endian, |v| {
-            let v = match scaling {
-                Some((slope, inter)) => (v * slope + inter) as f32 as f64,
-                None => v,
-            };
-            let f = v as f32;
-            if bad_at.is_none() && !(v.is_finite() && f.is_finite()) {
-                bad_at = Some((out.len(), v));
-            }
-            out.push(f);
-        });
-        if let Some((at, v)) = bad_at {
-            let count = out[first..]
-                .iter()
-                .filter(|v| !v.is_finite())
-                .count()
-                .max(1);
-            let (i, j, k) = (
-                at % dims[0],
-                (at / dims[0]) % dims[1],
-                at / (dims[0] * dims[1]),
-            );
-            let what = if v.is_finite() {
-                format!("value {v} at voxel [{i}, {j}, {k}] overflows f32")
-            } else {
-                format!("{count} NaN/Inf voxels (first at voxel [{i}, {j}, {k}])")
-            };
-            return Err(bad(OP_READ, name, what));
-        }
-        Ok(())
-    }
-}
-
-/// Call `push` with every value of `b` (whole elements of `dt`), widened to f64 one at a time.
-fn decode_values(b: &[u8], dt: Datatype, big: bool, mut push: impl FnMut(f64)) {
-    macro_rules! conv {
-        ($t:ty, $n:expr) => {
-            for c in b.chunks_exact($n) {
-                let mut a = [0u8; $n];
-                a.copy_from_slice(c);
-                push(
-                    (if big {
-                        <$t>::from_be_bytes(a)
-                    } else {
-                        <$t>::from_le_bytes(a)
-                    }) as f64,
-                );
-            }
-        };
-    }
-    match dt {
-        Datatype::Uint8 => b.iter().for_each(|&v| push(v as f64)),
-        Datatype::Int8 => b.iter().for_each(|&v| push(v as i8 as f64)),
-        Datatype::Int16 => conv!(i16, 2),
-        Datatype::Uint16 => conv!(u16, 2),
-        Datatype::Int32 => conv!(i32, 4),
-        Datatype::Uint32 => conv!(u32, 4),
-        Datatype::Float32 => conv!(f32, 4),
-        Datatype::Float64 => conv!(f64, 8),
     }
 }

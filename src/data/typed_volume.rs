@@ -88,11 +88,14 @@ impl Voxels {
 
     /// The stored value of flat voxel `index`, widened to f64 (exact for every type); None past
     /// the end.
+    // The macro expands the cast for every element type, f64 included.
+    #[allow(clippy::unnecessary_cast)]
     pub fn stored(&self, index: usize) -> Option<f64> {
         each_voxels!(self, v => v.get(index).map(|&x| x as f64))
     }
 
     /// Call `f` with every stored value widened to f64, in memory order.
+    #[allow(clippy::unnecessary_cast)]
     pub fn for_each_stored(&self, mut f: impl FnMut(f64)) {
         each_voxels!(self, v => v.iter().for_each(|&x| f(x as f64)))
     }
