@@ -64,17 +64,34 @@ fn inspect_into_a_closed_pipe_exits_quietly() {
     let dir = scratch("pipe");
     let p = dir.join("ct.nii");
     Craft::default().write(&p);
-    // The pipe's read end is closed before the child writes: every write gets EPIPE.
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    let out = Command::new(env!("CARGO_BIN_EXE_cads"))
-        .args(["inspect", p.to_str().unwrap()])
-        .stdout(writer)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    let f = p.to_str().unwrap();
+    let converted = dir.join("out.nii");
+    let c = converted.to_str().unwrap();
+    // inspect (both forms), info (no adapter: it reports that) and convert all print through
+    // `out!`; drr prints only after rendering, which needs an adapter.
+    let runs: [&[&str]; 4] = [
+        &["inspect", f],
+        &["inspect", f, "--json"],
+        &["info"],
+        &["convert", f, c],
+    ];
+    for args in runs {
+        // The pipe's read end is closed before the child writes: every write gets EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_cads"))
+            .args(args)
+            .env("VK_ICD_FILENAMES", "/nonexistent")
+            .env("VK_DRIVER_FILES", "/nonexistent")
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // The conversion was done before its report hit the closed pipe.
+    assert!(converted.is_file());
 }
 
 // ---- 6. Unbounded work and geometry options ---------------------------------------------------
