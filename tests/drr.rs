@@ -215,8 +215,9 @@ fn every_backprojection_method_is_the_adjoint() {
                 let pv: Vec<f64> = img.to_vec().unwrap().iter().map(|&v| v as f64).collect();
                 let lhs = dot(&pv, &u64);
                 for &method in &methods {
-                    let grads = drr::backproject(&vol, &pose_t, &u_t, &geom, p, method).unwrap();
-                    let pt_u = vol.gradient_to_host(&grads).unwrap();
+                    let grad = drr::backproject(&vol, &pose_t, &u_t, &geom, p, method).unwrap();
+                    assert_eq!(grad.slabs().len(), vol.slabs().len());
+                    let pt_u = grad.to_host().unwrap();
                     let what = format!("{beam:?} {p:?} {method:?} slab {max_slab}");
                     assert_close(&what, &pt_u, &want.data, TOL);
                     let rhs = dot(
