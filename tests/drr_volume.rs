@@ -138,7 +138,12 @@ fn reconstruction_steps_stay_whole_volume_operations() {
         .unwrap();
     let lr = 2e-3;
     let zeros = vec![0.0; grid().numel()];
-    let (whole, tiled) = whole_and_tiled(&zeros);
+    // zeros made on the device: the whole grid fits one binding, the lowered limit cuts 4 slabs
+    let whole = Volume::zeros(&gpu, grid()).unwrap();
+    let tiled = Volume::zeros_tiled(&gpu, grid(), LOWERED_LIMIT).unwrap();
+    assert_eq!(whole.slabs().len(), 1);
+    assert_eq!(tiled.zeros_like().unwrap().slabs().len(), 4);
+    assert!(tiled.to_host().unwrap().iter().all(|&v| v == 0.0));
     let mut finals = Vec::new();
     for vol in [&whole, &tiled] {
         let mut losses = Vec::new();
