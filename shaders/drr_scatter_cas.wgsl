@@ -7,8 +7,9 @@
 // Layouts: poses [B, 6]; g [B, H, W]; gvol [nz, ny, nx] as f32 bits (zero-filled by the launcher).
 // Bindings: 0 params, 1 poses, 2 g, 3 gvol (read_write, array<atomic<u32>>).
 // Dispatch: one invocation per ray, 8×8 detector tiles per workgroup (tiled_ray).
-// Source: this file, then drr_geometry.wgsl, then drr_scatter_walks.wgsl.
-// Launched by src/ops/drr.rs (scatter_raw).
+// Source: this file, then drr_geometry.wgsl, the shared walks and the entries
+// (drr_trilinear_samples.wgsl, drr_scatter_walks.wgsl, drr_siddon_walk.wgsl).
+// Launched by src/ops/drr.rs (backproject_slab).
 
 @group(0) @binding(0) var<uniform> p: DrrParams;
 @group(0) @binding(1) var<storage, read> poses: array<f32>;

@@ -34,107 +34,56 @@
 // The pose-gradient helpers (inv_t, drot_*, write_pose_grad) are shaders/drr_pose_grad.wgsl,
 // appended like the geometry block.
 
-fn vox(ix: i32, iy: i32, iz: i32) -> f32 {
-    return vol[(u32(iz) * p.ny + u32(iy)) * p.nx + u32(ix)];
-}
+// The walk itself (siddon_start, siddon_next) is shaders/drr_siddon_walk.wgsl, appended like
+// the geometry block and shared with the scatter adjoint.
 
-// First voxel index along one axis at the entry point e, moving with direction sign of dk:
-// a point on a face belongs to the voxel the ray is about to enter.
-fn entry_index(e: f32, dk: f32, n: u32) -> i32 {
-    var i = i32(floor(e + 0.5));
-    if (dk < 0.0) { i = i32(ceil(e + 0.5)) - 1; }
-    return clamp(i, 0, i32(n) - 1);
-}
-
-fn axis_step(dk: f32) -> i32 {
-    return select(select(0, -1, dk < 0.0), 1, dk > 0.0);
-}
-
-// t of the next face crossing on one axis from voxel i (BIG when the ray is parallel to it).
-fn next_face(i: i32, st: i32, ak: f32, inv_dk: f32) -> f32 {
-    return select(BIG, (f32(i) + 0.5 * f32(st) - ak) * inv_dk, st != 0);
-}
-
-// Walk state shared by both entries.
+// Walk result shared by both entries.
 struct Walk { sum: f32, ga: vec3<f32>, gb: vec3<f32> }
 
-// S = Σ v·Δt over the bound slab; with `grad`, also dS/da and dS/db in index space.
-// Branch-free stepping (selects, so SIMD lanes do not diverge): a linear voxel index advanced by
-// the axis stride, crossing times advanced by t_delta = 1/|d_k|, and per-axis counters of the
-// faces left before the box exit (the walk ends when one goes negative).
+// S = Σ v·Δt over the bound slab; with `grad`, also dS/da and dS/db in index space (each plane
+// crossing t_c contributes (v_before − v_after)·dt_c/da, see the header).
 fn siddon_walk(a: vec3<f32>, d: vec3<f32>, grad: bool) -> Walk {
-    var w = Walk(0.0, vec3<f32>(0.0), vec3<f32>(0.0));
-    let hi = vec3<f32>(f32(p.nx), f32(p.ny), f32(p.nz)) - 0.5;
-    let sp = clip_box(a, d, vec3<f32>(-0.5), hi);
-    if (!(sp.t0 < sp.t1)) { return w; }
-    let e = a + d * sp.t0;
-    let ix = entry_index(e.x, d.x, p.nx);
-    let iy = entry_index(e.y, d.y, p.ny);
-    let iz = entry_index(e.z, d.z, p.nz);
-    let st = vec3<i32>(axis_step(d.x), axis_step(d.y), axis_step(d.z));
-    let moving = st != vec3<i32>(0);
-    let inv_d = select(vec3<f32>(0.0), 1.0 / d, moving);
-    var tx = next_face(ix, st.x, a.x, inv_d.x);
-    var ty = next_face(iy, st.y, a.y, inv_d.y);
-    var tz = next_face(iz, st.z, a.z, inv_d.z);
-    let tdelta = abs(inv_d);
-    // faces left on each axis before leaving the box (large when not moving)
-    var left = vec3<i32>(
-        select(select(1 << 30, ix, st.x < 0), i32(p.nx) - 1 - ix, st.x > 0),
-        select(select(1 << 30, iy, st.y < 0), i32(p.ny) - 1 - iy, st.y > 0),
-        select(select(1 << 30, iz, st.z < 0), i32(p.nz) - 1 - iz, st.z > 0));
-    let stride = vec3<i32>(st.x, st.y * i32(p.nx), st.z * i32(p.nx * p.ny));
-    var lin = (iz * i32(p.ny) + iy) * i32(p.nx) + ix;
-    var t = sp.t0;
-    var v = vol[lin];
+    var out = Walk(0.0, vec3<f32>(0.0), vec3<f32>(0.0));
+    var w = siddon_start(a, d);
+    if (!w.hit) { return out; }
+    let inv_d = w.inv_d;
+    var v = vol[w.lin];
     var ga = vec3<f32>(0.0);
     var gb = vec3<f32>(0.0);
-    if (grad && sp.ax0 < 3u) {
+    if (grad && w.ax0 < 3u) {
         // entry crossing: (0 − v) at t0
-        let k = sp.ax0;
-        ga[k] += -v * (sp.t0 - 1.0) * inv_d[k];
-        gb[k] += v * sp.t0 * inv_d[k];
+        let k = w.ax0;
+        ga[k] += -v * (w.t0 - 1.0) * inv_d[k];
+        gb[k] += v * w.t0 * inv_d[k];
     }
     var acc = 0.0;
     let max_steps = p.nx + p.ny + p.nz + 4u;
     for (var s = 0u; s < max_steps; s += 1u) {
-        let tn = min(min(tx, ty), tz);
-        if (tn >= sp.t1) {
-            acc += v * (sp.t1 - t);
-            if (grad && sp.ax1 < 3u) {
-                let k = sp.ax1;
-                ga[k] += v * (sp.t1 - 1.0) * inv_d[k];
-                gb[k] += -v * sp.t1 * inv_d[k];
+        let seg = siddon_next(&w);
+        acc += v * seg.dt;
+        if (seg.exit) {
+            if (grad && w.ax1 < 3u) {
+                let k = w.ax1;
+                ga[k] += v * (w.t1 - 1.0) * inv_d[k];
+                gb[k] += -v * w.t1 * inv_d[k];
             }
             break;
         }
-        acc += v * (tn - t);
-        t = tn;
-        let mx = tx <= min(ty, tz);
-        let my = !mx && ty <= tz;
-        let mz = !mx && !my;
-        let m = vec3<bool>(mx, my, mz);
-        lin += dot(select(vec3<i32>(0), stride, m), vec3<i32>(1));
-        left -= select(vec3<i32>(0), vec3<i32>(1), m);
-        tx += select(0.0, tdelta.x, mx);
-        ty += select(0.0, tdelta.y, my);
-        tz += select(0.0, tdelta.z, mz);
-        let inside = min(min(left.x, left.y), left.z) >= 0;
         var v_next = 0.0;
-        if (inside) { v_next = vol[lin]; }
+        if (seg.inside) { v_next = vol[w.lin]; }
         if (grad) {
             let jump = v - v_next;
-            let mf = select(vec3<f32>(0.0), vec3<f32>(1.0), m);
-            ga += mf * (jump * (tn - 1.0)) * inv_d;
-            gb -= mf * (jump * tn) * inv_d;
+            let mf = select(vec3<f32>(0.0), vec3<f32>(1.0), seg.crossed);
+            ga += mf * (jump * (seg.end - 1.0)) * inv_d;
+            gb -= mf * (jump * seg.end) * inv_d;
         }
-        if (!inside) { break; }
+        if (!seg.inside) { break; }
         v = v_next;
     }
-    w.sum = acc;
-    w.ga = ga;
-    w.gb = gb;
-    return w;
+    out.sum = acc;
+    out.ga = ga;
+    out.gb = gb;
+    return out;
 }
 
 @compute @workgroup_size(64)

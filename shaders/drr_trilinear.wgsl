@@ -32,7 +32,8 @@
 // source by src/ops/drr.rs (WGSL has no include).
 
 // The pose-gradient helpers (inv_t, drot_*, write_pose_grad) are shaders/drr_pose_grad.wgsl,
-// appended like the geometry block.
+// and the sample set (sample_range, sample_point, whole_to_i32) is
+// shaders/drr_trilinear_samples.wgsl (shared with the scatter adjoint), appended likewise.
 
 // The 8 corner values around x as two vec4 (no private array: dynamically indexed private
 // arrays are spilled to memory by SIMD compilers such as lavapipe's):
@@ -45,7 +46,7 @@ struct Cell { lo: vec4<f32>, hi: vec4<f32>, f: vec3<f32> }
 // per-corner checks of the edge side cost more than the loads themselves.
 fn load_cell(x: vec3<f32>) -> Cell {
     let fl = floor(x);
-    let i = vec3<i32>(fl);
+    let i = whole_to_i32(fl);
     let n = vec3<i32>(i32(p.nx), i32(p.ny), i32(p.nz));
     let i0 = clamp(i, vec3<i32>(0), n - 1);
     let i1 = clamp(i + 1, vec3<i32>(0), n - 1);
@@ -91,20 +92,6 @@ fn interp_grad(cl: Cell) -> vec3<f32> {
     return vec3<f32>(dx, dy, dz);
 }
 
-// Sample index range [k0, k1] of the ray inside the padded box; k1 < k0 when it misses.
-struct Samples { k0: i32, k1: i32, dt: f32 }
-
-fn sample_range(a: vec3<f32>, d: vec3<f32>, len: f32) -> Samples {
-    let dt = p.step_mm / len;
-    let sp = clip_box(a, d, vec3<f32>(-1.0), vec3<f32>(f32(p.nx), f32(p.ny), f32(p.nz)));
-    var s = Samples(0, -1, dt);
-    if (sp.t0 < sp.t1) {
-        s.k0 = i32(ceil(sp.t0 / dt));
-        s.k1 = i32(floor(sp.t1 / dt));
-    }
-    return s;
-}
-
 @compute @workgroup_size(64)
 fn trilinear_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
@@ -119,7 +106,7 @@ fn trilinear_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     let s = sample_range(r.ai, d, length(r.bw - r.aw));
     var acc = 0.0;
     for (var k = s.k0; k <= s.k1; k += 1) {
-        acc += interp(load_cell(r.ai + d * (f32(k) * s.dt)));
+        acc += interp(load_cell(sample_point(r.ai, d, s, k)));
     }
     var out = acc * p.step_mm;
     if ((p.flags & FLAG_ACCUMULATE) != 0u) { out += img[o]; }

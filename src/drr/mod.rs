@@ -18,129 +18,27 @@
 //!   slabs: Siddon walks each slab's sub-box (the intersection lengths partition the ray), and
 //!   zero-padded trilinear interpolation is linear in the voxels, so each slab interpolates with
 //!   only its own voxels and the per-slab sums add up to the whole. The kernels accumulate into
-//!   the same image; the volume gradient comes out per slab ([`Volume::gradient_to_host`] joins
-//!   them; a volume that fits one binding is one slab, so its gradient is one tensor).
+//!   the same image. The volume gradient is one [`Volume`] too (same grid and tiling, on the GPU:
+//!   [`Volume::gradient`] from autograd, or [`backproject`]), and a reconstruction or
+//!   registration loop updates volumes as wholes ([`Volume::axpy_`], an optimizer over
+//!   [`Volume::tensors`]); a volume that fits one binding is one slab, i.e. one tensor.
 
 pub mod geometry;
 
 pub use crate::ops::drr::{Backprojection, Projector};
 pub use ct::{Intensity, SAMPLE_CT};
 pub use geometry::{validate_pose_values, Beam, Detector, Geometry, Pose, Vec3, VolumeGrid};
+pub use volume::Volume;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::ops::drr::{drr, DrrSetup};
 use crate::tensor::Tensor;
 
-/// A CT volume on the GPU as one or more z-slabs, with its grid.
-///
-/// See the crate docs, [Axis conventions](crate#axis-conventions).
-#[derive(Clone)]
-pub struct Volume {
-    grid: VolumeGrid,
-    /// (first z index, slab tensor [nz_slab, H, W])
-    slabs: Vec<(usize, Tensor)>,
-}
-
-impl Volume {
-    /// Wrap one tensor `[D, H, W]` (it may require grad: the gradient is the backprojection).
-    pub fn from_tensor(grid: VolumeGrid, volume: &Tensor) -> Result<Volume> {
-        grid.validate("drr volume")?;
-        if volume.shape() != grid.dims {
-            return Err(Error::shape("drr volume", grid.dims, volume.shape()));
-        }
-        Ok(Volume {
-            grid,
-            slabs: vec![(0, volume.clone())],
-        })
-    }
-
-    /// Upload host data `[D, H, W]`, tiled along z so each slab fits one storage binding.
-    pub fn from_host(gpu: &Gpu, grid: VolumeGrid, data: &[f32]) -> Result<Volume> {
-        let max_voxels = (gpu.max_binding_bytes() / 4) as usize;
-        Volume::from_host_tiled(gpu, grid, data, max_voxels)
-    }
-
-    /// As [`Volume::from_host`] with at most `max_slab_voxels` voxels per slab.
-    pub fn from_host_tiled(
-        gpu: &Gpu,
-        grid: VolumeGrid,
-        data: &[f32],
-        max_slab_voxels: usize,
-    ) -> Result<Volume> {
-        grid.validate("drr volume")?;
-        if data.len() != grid.numel() {
-            return Err(Error::shape("drr volume", grid.dims, [data.len()]));
-        }
-        let [d, h, w] = grid.dims;
-        let plane =
-            crate::util::size::checked_mul("drr volume", "a z-plane of H × W voxels", h, w)?;
-        let depth = max_slab_voxels / plane;
-        if depth == 0 {
-            return Err(Error::TooLarge {
-                op: "drr volume",
-                bytes: (plane * 4) as u64,
-                limit: (max_slab_voxels * 4) as u64,
-                which: "one z-plane exceeds a storage binding (tiling is along z only)",
-            });
-        }
-        let mut slabs = Vec::new();
-        let mut z0 = 0;
-        while z0 < d {
-            let nz = depth.min(d - z0);
-            let t = Tensor::from_slice(gpu, &data[z0 * plane..(z0 + nz) * plane], &[nz, h, w])?;
-            slabs.push((z0, t));
-            z0 += nz;
-        }
-        Ok(Volume { grid, slabs })
-    }
-
-    pub fn grid(&self) -> &VolumeGrid {
-        &self.grid
-    }
-    /// The slab tensors `[nz_slab, H, W]` and their first z index.
-    pub fn slabs(&self) -> &[(usize, Tensor)] {
-        &self.slabs
-    }
-    /// Mark every slab as a leaf requiring grad.
-    pub fn requires_grad_(mut self, requires: bool) -> Volume {
-        self.slabs = self
-            .slabs
-            .into_iter()
-            .map(|(z, t)| (z, t.requires_grad_(requires)))
-            .collect();
-        self
-    }
-    pub fn gpu(&self) -> &Gpu {
-        self.slabs[0].1.gpu()
-    }
-
-    /// The gradient of the whole volume `[D, H, W]` (x fastest) on the host, from the per-slab
-    /// gradients: `grads` is either the autograd result (looked up by slab) or the output of
-    /// [`backproject`]. One array for the whole volume, whatever the tiling; a volume that fits
-    /// one storage binding ([`Volume::from_tensor`]) has one slab and its gradient is one tensor.
-    pub fn gradient_to_host(&self, slab_grads: &[Tensor]) -> Result<Vec<f32>> {
-        if slab_grads.len() != self.slabs.len() {
-            return Err(Error::shape(
-                "drr volume gradient",
-                format!("{} slab gradients", self.slabs.len()),
-                format!("{}", slab_grads.len()),
-            ));
-        }
-        let mut out = Vec::with_capacity(self.grid.numel());
-        for ((_, slab), g) in self.slabs.iter().zip(slab_grads) {
-            if g.shape() != slab.shape() {
-                return Err(Error::shape("drr volume gradient", slab.shape(), g.shape()));
-            }
-            out.extend(g.to_vec()?);
-        }
-        Ok(out)
-    }
-}
-
 /// Render `[B, H, W]` line integrals (volume units × mm) of `volume` for each pose row of
 /// `poses` (`[B, 6]`), recorded for autograd: gradients flow to every slab that requires grad
-/// (the adjoint, a voxel-driven gather) and to `poses` (through the ray geometry).
+/// (the adjoint; collect it as one volume with [`Volume::gradient`]) and to `poses` (through the
+/// ray geometry).
 ///
 /// This validates the geometry in its units and hands the op ([`crate::ops::drr::drr`]) its
 /// plain setup. Pose values are checked on the host when uploaded ([`pose_tensor`]), never read
@@ -152,33 +50,32 @@ pub fn render(
     projector: Projector,
 ) -> Result<Tensor> {
     let setup = plain_setup(volume, geometry, projector)?;
-    drr(&volume.slabs, poses, &setup)
+    drr(volume.slabs(), poses, &setup)
 }
 
 /// The op's plain setup for `volume` seen with `geometry` (validated in their units).
 fn plain_setup(volume: &Volume, geometry: &Geometry, projector: Projector) -> Result<DrrSetup> {
     geometry.validate("drr")?;
-    volume.grid.validate("drr")?;
+    volume.grid().validate("drr")?;
     let det = &geometry.detector;
     Ok(DrrSetup {
-        dims: volume.grid.dims,
-        affine: volume.grid.affine,
-        inverse: volume.grid.inverse_affine("drr")?,
+        dims: volume.grid().dims,
+        affine: volume.grid().affine,
+        inverse: volume.grid().inverse_affine("drr")?,
         detector: [det.height, det.width],
         pixel_mm: det.pixel_mm,
         principal_mm: det.principal_mm,
         sdd_mm: geometry.sdd_mm,
         sid_mm: geometry.sid_mm,
-        isocentre_mm: geometry.isocentre.unwrap_or_else(|| volume.grid.centre()),
+        isocentre_mm: geometry.isocentre.unwrap_or_else(|| volume.grid().centre()),
         parallel: geometry.beam == Beam::Parallel,
         projector,
     })
 }
 
 /// The volume gradient `Pᵀ g` for upstream gradient `g` (`[B, H, W]`) of [`render`], by
-/// `method`, unrecorded: one tensor `[nz, H, W]` per slab, in the order of [`Volume::slabs`]
-/// (join them with [`Volume::gradient_to_host`]). The recorded backward of [`render`] runs the
-/// same with [`Backprojection::Auto`].
+/// `method`, unrecorded: one [`Volume`] with the grid and slab tiling of `volume`, on the GPU.
+/// The recorded backward of [`render`] runs the same with [`Backprojection::Auto`].
 pub fn backproject(
     volume: &Volume,
     poses: &Tensor,
@@ -186,9 +83,16 @@ pub fn backproject(
     geometry: &Geometry,
     projector: Projector,
     method: Backprojection,
-) -> Result<Vec<Tensor>> {
+) -> Result<Volume> {
     let setup = plain_setup(volume, geometry, projector)?;
-    crate::ops::drr::backproject(&volume.slabs, poses, g, &setup, method)
+    let grads = crate::ops::drr::backproject(volume.slabs(), poses, g, &setup, method)?;
+    let slabs = volume
+        .slabs()
+        .iter()
+        .map(|(z0, _)| *z0)
+        .zip(grads)
+        .collect();
+    Volume::from_slabs(volume.grid().clone(), slabs)
 }
 
 /// Check, on the host and before anything is uploaded, that `geometry` and `projector` can render
@@ -226,3 +130,4 @@ pub mod ct;
 pub mod diffdrr;
 pub mod io;
 pub mod preset;
+mod volume;

@@ -11,7 +11,8 @@
 //! builds a [`DrrSetup`] and calls [`drr`]. Volume layout: see the crate docs, Axis conventions.
 //!
 //! Shaders: shaders/drr_siddon.wgsl, shaders/drr_trilinear.wgsl, shaders/drr_backproject.wgsl,
-//! shaders/drr_scatter.wgsl (+ drr_scatter_cas.wgsl, drr_scatter_walks.wgsl).
+//! shaders/drr_scatter.wgsl (+ drr_scatter_cas.wgsl, drr_scatter_walks.wgsl), sharing
+//! drr_geometry.wgsl, drr_pose_grad.wgsl, drr_siddon_walk.wgsl and drr_trilinear_samples.wgsl.
 //! Reference: src/reference/drr.rs.
 
 use crate::autograd::record;
@@ -19,17 +20,24 @@ use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
 
-// Each DRR shader is its body followed by the shared geometry (WGSL has no include; module-scope
-// declarations may come in any order).
+// Each DRR shader is its body followed by shared files (WGSL has no include; module-scope
+// declarations may come in any order): the geometry (DrrParams, pose → ray), the pose-gradient
+// helpers, and the walks, each written once: the Siddon voxel walk (drr_siddon_walk.wgsl) and
+// the trilinear sample set (drr_trilinear_samples.wgsl) serve both the forward kernels and the
+// scatter adjoints, so the adjoint visits exactly the forward's voxels and samples.
+// tests/shaders.rs wants every shared file at the end of some kernel's source; the orders below
+// give each one such a place.
 const SIDDON: &str = concat!(
     include_str!("../../shaders/drr_siddon.wgsl"),
     include_str!("../../shaders/drr_geometry.wgsl"),
+    include_str!("../../shaders/drr_siddon_walk.wgsl"),
     include_str!("../../shaders/drr_pose_grad.wgsl")
 );
 const TRILINEAR: &str = concat!(
     include_str!("../../shaders/drr_trilinear.wgsl"),
     include_str!("../../shaders/drr_geometry.wgsl"),
-    include_str!("../../shaders/drr_pose_grad.wgsl")
+    include_str!("../../shaders/drr_pose_grad.wgsl"),
+    include_str!("../../shaders/drr_trilinear_samples.wgsl")
 );
 const BACKPROJECT: &str = concat!(
     include_str!("../../shaders/drr_backproject.wgsl"),
@@ -37,16 +45,20 @@ const BACKPROJECT: &str = concat!(
 );
 
 // The scatter adjoints: the binding and `scatter_add` (float atomics, or a CAS loop on u32 bits),
-// then the geometry, then the walks (a file appended last, as the shader tests require).
+// then the geometry, the two walks and the entries (drr_scatter_walks.wgsl).
 const SCATTER_F32: &str = concat!(
     include_str!("../../shaders/drr_scatter.wgsl"),
     include_str!("../../shaders/drr_geometry.wgsl"),
+    include_str!("../../shaders/drr_trilinear_samples.wgsl"),
+    include_str!("../../shaders/drr_siddon_walk.wgsl"),
     include_str!("../../shaders/drr_scatter_walks.wgsl")
 );
 const SCATTER_CAS: &str = concat!(
     include_str!("../../shaders/drr_scatter_cas.wgsl"),
     include_str!("../../shaders/drr_geometry.wgsl"),
-    include_str!("../../shaders/drr_scatter_walks.wgsl")
+    include_str!("../../shaders/drr_trilinear_samples.wgsl"),
+    include_str!("../../shaders/drr_scatter_walks.wgsl"),
+    include_str!("../../shaders/drr_siddon_walk.wgsl")
 );
 
 crate::gpu::shader_params! {
@@ -409,30 +421,7 @@ impl DrrSetup {
     /// finite distances and affines, and fewer than 2^29 rays per launch.
     fn validate(&self, slabs: &[(usize, Tensor)], n_poses: usize) -> Result<()> {
         let op = "drr";
-        let [d, h, w] = self.dims;
-        if slabs.is_empty() {
-            return Err(Error::invalid(op, "at least one volume slab", 0));
-        }
-        // Slabs must tile [0, D) along z in order, each [nz, H, W].
-        let mut z = 0;
-        for (z0, slab) in slabs {
-            let s = slab.shape();
-            if *z0 != z || s.len() != 3 || s[0] == 0 || s[1] != h || s[2] != w {
-                return Err(Error::shape(
-                    op,
-                    format!("a slab [nz >= 1, {h}, {w}] starting at z = {z}"),
-                    format!("{s:?} starting at z = {z0}"),
-                ));
-            }
-            z += s[0];
-        }
-        if z != d {
-            return Err(Error::shape(
-                op,
-                format!("slabs covering D = {d}"),
-                format!("D = {z}"),
-            ));
-        }
+        check_slabs(op, self.dims, slabs)?;
         if self.detector.contains(&0) {
             return Err(Error::invalid(
                 op,
@@ -478,6 +467,39 @@ impl DrrSetup {
         }
         Ok(())
     }
+}
+
+/// Slabs must tile `[0, D)` along z in order, each `(first z, [nz >= 1, H, W])` for `dims` =
+/// `[D, H, W]` (the op's input, and every `drr::Volume`).
+pub(crate) fn check_slabs(
+    op: &'static str,
+    dims: [usize; 3],
+    slabs: &[(usize, Tensor)],
+) -> Result<()> {
+    let [d, h, w] = dims;
+    if slabs.is_empty() {
+        return Err(Error::invalid(op, "at least one volume slab", 0));
+    }
+    let mut z = 0;
+    for (z0, slab) in slabs {
+        let s = slab.shape();
+        if *z0 != z || s.len() != 3 || s[0] == 0 || s[1] != h || s[2] != w {
+            return Err(Error::shape(
+                op,
+                format!("a slab [nz >= 1, {h}, {w}] starting at z = {z}"),
+                format!("{s:?} starting at z = {z0}"),
+            ));
+        }
+        z += s[0];
+    }
+    if z != d {
+        return Err(Error::shape(
+            op,
+            format!("slabs covering D = {d}"),
+            format!("D = {z}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The most trilinear samples one ray may take. A ray inside the volume is at most as long as
