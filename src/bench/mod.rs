@@ -17,10 +17,15 @@
 //! prints `{"op":..,"case":..,"error":"..",...}` instead (never a silent skip), the remaining
 //! cases still run, and [`run_suite`] then returns an error naming the failed cases.
 //!
+//! `cads bench --compare PEERS.jsonl` adds other libraries' times of the same cases side by side
+//! and `--report DIR` writes a Markdown table and PNG charts of one run ([`compare`]).
+//!
 //! Adding cases: write `src/bench/<family>.rs` with `pub(crate) fn cases() -> Vec<Case>` and add
 //! `<family>::cases` to [`FAMILIES`]. A case is an (op, case) name and a `fn(&Bench) -> Result<Sample>`.
 
 mod attention;
+pub mod chart;
+pub mod compare;
 mod conv;
 mod conv_transpose;
 mod core;
