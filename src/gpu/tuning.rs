@@ -263,13 +263,22 @@ impl Gpu {
         req: &TuneRequest,
         mut measure: impl FnMut(&str) -> Result<f64>,
     ) -> Result<TunedChoice> {
+        // Every answer is memoised (the memo is cleared with the settings), so an op asks this
+        // once per context and then pays a lock and a lookup per launch.
+        if let Some(c) = self.remembered_choice(req.op) {
+            return Ok(c);
+        }
         let settings = self.tune_settings();
         if let Some(v) = settings.overrides.get(req.op) {
             return match req.variants.iter().find(|n| **n == v.as_str()) {
-                Some(n) => Ok(TunedChoice {
-                    variant: n.to_string(),
-                    source: ChoiceSource::Override,
-                }),
+                Some(n) => {
+                    let choice = TunedChoice {
+                        variant: n.to_string(),
+                        source: ChoiceSource::Override,
+                    };
+                    self.memo_put(req.op, &choice);
+                    Ok(choice)
+                }
                 None => Err(Error::invalid(
                     req.op,
                     format!(
@@ -282,13 +291,12 @@ impl Gpu {
             };
         }
         if !settings.tune {
-            return Ok(TunedChoice {
+            let choice = TunedChoice {
                 variant: req.default.to_string(),
                 source: ChoiceSource::Default,
-            });
-        }
-        if let Some(c) = self.memo_get(req.op) {
-            return Ok(c);
+            };
+            self.memo_put(req.op, &choice);
+            return Ok(choice);
         }
         // One measurement at a time in this process: contexts tuning side by side (parallel
         // tests) would slow each other's timings, and the second finds the first's cache file.
@@ -371,7 +379,9 @@ impl Gpu {
         Ok(times)
     }
 
-    fn memo_get(&self, op: &str) -> Option<TunedChoice> {
+    /// The answer [`Gpu::tuned_variant`] gave `op` on this context before, if any (a cheap
+    /// first check for ops that build their request on every launch).
+    pub fn remembered_choice(&self, op: &str) -> Option<TunedChoice> {
         self.inner
             .tuner
             .memo

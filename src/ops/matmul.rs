@@ -154,6 +154,9 @@ impl MatmulKernel {
     /// [`MatmulKernel::chosen`] with where the choice came from (override, default, cache or
     /// measured now).
     pub fn tuned_choice(gpu: &Gpu) -> Result<TunedChoice> {
+        if let Some(choice) = gpu.remembered_choice("matmul") {
+            return Ok(choice);
+        }
         let names: Vec<String> = MatmulKernel::ALL.iter().map(|k| k.name()).collect();
         let variants: Vec<&str> = names.iter().map(String::as_str).collect();
         let candidates: Vec<&str> = MatmulKernel::ALL
