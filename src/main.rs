@@ -43,6 +43,15 @@ enum Command {
         /// Only cases whose `op/case` name contains this text.
         #[arg(long)]
         filter: Option<String>,
+        /// Peer timings of the same cases (JSON lines from scripts/bench_torch_peers.py or
+        /// scripts/burn_peer_lines.py; repeatable): each matching line gains the peers' ms and
+        /// the speed-up peer ms / cads ms.
+        #[arg(long, value_name = "PEERS.jsonl")]
+        compare: Vec<std::path::PathBuf>,
+        /// Also write bench.jsonl, report.md and PNG bar charts (% of the measured FMA peak;
+        /// speed-ups over the peers) of this run into this folder.
+        #[arg(long, value_name = "DIR")]
+        report: Option<std::path::PathBuf>,
     },
     /// Print shape, spacing, orientation, datatype, affine and value range of a volume.
     Inspect {
@@ -97,7 +106,11 @@ fn main() {
     let result = match command {
         Command::Demo { steps, seed } => cli::demo::run(&choice, steps, seed),
         Command::Info { model } => cli::info::run(&choice, model.as_deref()),
-        Command::Bench { filter } => cli::bench::run(&choice, filter.as_deref()),
+        Command::Bench {
+            filter,
+            compare,
+            report,
+        } => cli::bench::run(&choice, filter.as_deref(), &compare, report.as_deref()),
         Command::Inspect {
             file,
             series,

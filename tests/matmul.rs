@@ -106,7 +106,7 @@ fn batched_and_broadcast_batches_match_reference() {
     ];
     for &kernel in &[
         MatmulKernel::Naive,
-        MatmulKernel::for_gpu(&gpu()),
+        MatmulKernel::chosen(&gpu()).unwrap(),
         MatmulKernel::Tile { rows: 4, cols: 4 },
     ] {
         for (ba, bb) in batches {
@@ -385,7 +385,7 @@ fn long_k_products_split_and_match_reference() {
     };
     let gpu = gpu();
     let mut rng = Rng::new(91);
-    let kernel = MatmulKernel::Vec4 { rows: 4, cols: 4 };
+    let kernel = MatmulKernel::vec4(4, 4);
     for (ba, bb, (m, k, n), ta, tb) in [
         (vec![], vec![], (6, 4100, 12), false, false),
         (vec![], vec![], (64, 20000, 64), true, false),

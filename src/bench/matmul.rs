@@ -1,4 +1,5 @@
-//! Matmul cases: square sizes on the adapter's default kernel, every tile variant and the naive
+//! Matmul cases: square sizes on the kernel this adapter runs (chosen per adapter, see
+//! `MatmulKernel::chosen`; every line names it in `"variant"`), every tile variant and the naive
 //! oracle at 1024 (the gain of the tiled kernels, measured side by side), the transposed forms the
 //! backward pass launches, and a shared-weight token projection.
 
@@ -6,6 +7,20 @@ use super::{Bench, Case, Sample, Work};
 use crate::error::Result;
 use crate::ops::matmul::{matmul_launch, MatmulKernel};
 use crate::tensor::Tensor;
+
+/// `matmul/1024_<variant>`: the 1024³ product on one named kernel variant.
+macro_rules! variant_case {
+    ($name:literal) => {
+        Case {
+            op: "matmul",
+            case: concat!("1024_", $name),
+            run: |b| {
+                let kernel = MatmulKernel::from_name($name)?;
+                square(b, 1024, false, false, Some(kernel))
+            },
+        }
+    };
+}
 
 pub(crate) fn cases() -> Vec<Case> {
     vec![
@@ -39,76 +54,14 @@ pub(crate) fn cases() -> Vec<Case> {
             case: "tokens_2x4096x64_by_64x256",
             run: tokens,
         },
-        Case {
-            op: "matmul",
-            case: "1024_tile_4x4",
-            run: |b| {
-                square(
-                    b,
-                    1024,
-                    false,
-                    false,
-                    Some(MatmulKernel::Tile { rows: 4, cols: 4 }),
-                )
-            },
-        },
-        Case {
-            op: "matmul",
-            case: "1024_vec4_4x4",
-            run: |b| {
-                square(
-                    b,
-                    1024,
-                    false,
-                    false,
-                    Some(MatmulKernel::Vec4 { rows: 4, cols: 4 }),
-                )
-            },
-        },
-        Case {
-            op: "matmul",
-            case: "1024_vec4_4x8",
-            run: |b| {
-                square(
-                    b,
-                    1024,
-                    false,
-                    false,
-                    Some(MatmulKernel::Vec4 { rows: 4, cols: 8 }),
-                )
-            },
-        },
-        Case {
-            op: "matmul",
-            case: "1024_vec4_8x4",
-            run: |b| {
-                square(
-                    b,
-                    1024,
-                    false,
-                    false,
-                    Some(MatmulKernel::Vec4 { rows: 8, cols: 4 }),
-                )
-            },
-        },
-        Case {
-            op: "matmul",
-            case: "1024_vec4_8x8",
-            run: |b| {
-                square(
-                    b,
-                    1024,
-                    false,
-                    false,
-                    Some(MatmulKernel::Vec4 { rows: 8, cols: 8 }),
-                )
-            },
-        },
-        Case {
-            op: "matmul",
-            case: "1024_naive",
-            run: |b| square(b, 1024, false, false, Some(MatmulKernel::Naive)),
-        },
+        variant_case!("4x4"),
+        variant_case!("vec4_4x4"),
+        variant_case!("vec4_4x8"),
+        variant_case!("vec4_8x4"),
+        variant_case!("vec4_8x8"),
+        variant_case!("vec4_32x4_w8"),
+        variant_case!("vec4_16x8_w8"),
+        variant_case!("naive"),
     ]
 }
 
@@ -117,19 +70,24 @@ fn random(gpu: &crate::Gpu, rng: &mut crate::util::Rng, shape: &[usize]) -> Resu
     Tensor::from_slice(gpu, &rng.vec_uniform(n, -1.0, 1.0), shape)
 }
 
-/// n × n × n, 2n³ FLOPs.
+/// n × n × n, 2n³ FLOPs; `None`: the kernel this adapter runs (tuned before timing starts).
 fn square(b: &Bench, n: usize, ta: bool, tb: bool, kernel: Option<MatmulKernel>) -> Result<Sample> {
-    let kernel = kernel.unwrap_or_else(|| MatmulKernel::for_gpu(b.gpu()));
+    let kernel = match kernel {
+        Some(k) => k,
+        None => MatmulKernel::chosen(b.gpu())?,
+    };
     let ms = b.time(
         |gpu, rng| Ok((random(gpu, rng, &[n, n])?, random(gpu, rng, &[n, n])?)),
         |(x, y)| matmul_launch(x, y, ta, tb, kernel).map(drop),
     )?;
-    Ok(Sample::new(ms, Work::Flops(2.0 * (n * n * n) as f64)))
+    let mut s = Sample::new(ms, Work::Flops(2.0 * (n * n * n) as f64));
+    s.variant = Some(kernel.name());
+    Ok(s)
 }
 
 /// Tokens [2, 4096, 64] times a shared weight [64, 256] (a PVT MLP expansion at stage 1).
 fn tokens(b: &Bench) -> Result<Sample> {
-    let kernel = MatmulKernel::for_gpu(b.gpu());
+    let kernel = MatmulKernel::chosen(b.gpu())?;
     let ms = b.time(
         |gpu, rng| {
             Ok((
@@ -139,8 +97,24 @@ fn tokens(b: &Bench) -> Result<Sample> {
         },
         |(x, w)| matmul_launch(x, w, false, false, kernel).map(drop),
     )?;
-    Ok(Sample::new(
-        ms,
-        Work::Flops(2.0 * (2 * 4096 * 64 * 256) as f64),
-    ))
+    let mut s = Sample::new(ms, Work::Flops(2.0 * (2 * 4096 * 64 * 256) as f64));
+    s.variant = Some(kernel.name());
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_variant_has_a_1024_case() {
+        let cases = cases();
+        for k in MatmulKernel::ALL {
+            let name = format!("1024_{}", k.name());
+            assert!(
+                cases.iter().any(|c| c.case == name),
+                "no bench case matmul/{name}"
+            );
+        }
+    }
 }

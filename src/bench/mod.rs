@@ -17,10 +17,15 @@
 //! prints `{"op":..,"case":..,"error":"..",...}` instead (never a silent skip), the remaining
 //! cases still run, and [`run_suite`] then returns an error naming the failed cases.
 //!
+//! `cads bench --compare PEERS.jsonl` adds other libraries' times of the same cases side by side
+//! and `--report DIR` writes a Markdown table and PNG charts of one run ([`compare`]).
+//!
 //! Adding cases: write `src/bench/<family>.rs` with `pub(crate) fn cases() -> Vec<Case>` and add
 //! `<family>::cases` to [`FAMILIES`]. A case is an (op, case) name and a `fn(&Bench) -> Result<Sample>`.
 
 mod attention;
+pub mod chart;
+pub mod compare;
 mod conv;
 mod conv_transpose;
 mod core;
@@ -94,10 +99,13 @@ pub enum Work {
 }
 
 /// A case's measurement: median milliseconds and the work per repetition.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Sample {
     pub ms: f64,
     pub work: Work,
+    /// The kernel variant that ran, for ops whose variant is chosen per adapter (e.g. the matmul
+    /// tile, `vec4_32x4_w8`).
+    pub variant: Option<String>,
     /// Peak bytes held in pooled buffers during one run, when the case measures it.
     pub peak_bytes: Option<u64>,
     /// Number of accumulated micro-batches one run was split into, when it was split.
@@ -110,6 +118,7 @@ impl Sample {
         Sample {
             ms,
             work,
+            variant: None,
             peak_bytes: None,
             micro_batches: None,
         }
@@ -121,6 +130,8 @@ impl Sample {
 pub struct Report {
     pub op: String,
     pub case: String,
+    /// The kernel variant that ran, where the op has several ([`Sample::variant`]).
+    pub variant: Option<String>,
     pub ms: f64,
     pub work: Work,
     /// Percent of the measured FMA peak (compute-bound cases).
@@ -162,6 +173,7 @@ impl Report {
         json_line(&ReportLine {
             op: &self.op,
             case: &self.case,
+            variant: self.variant.as_deref(),
             ms: fixed(self.ms, 4),
             gflops,
             gb_per_s,
@@ -182,6 +194,8 @@ impl Report {
 struct ReportLine<'a> {
     op: &'a str,
     case: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<&'a str>,
     ms: Box<RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     gflops: Option<Box<RawValue>>,
@@ -440,6 +454,7 @@ pub fn run_suite(
         let mut r = Report {
             op: c.op.to_string(),
             case: c.case.to_string(),
+            variant: s.variant,
             ms: s.ms,
             work: s.work,
             pct_peak: None,
@@ -525,6 +540,7 @@ mod tests {
         Report {
             op: "drr_fwd".into(),
             case: "siddon_200x200".into(),
+            variant: None,
             ms: 100.0,
             work,
             pct_peak: None,
@@ -560,6 +576,10 @@ mod tests {
             r.to_json(),
             r#"{"op":"drr_fwd","case":"siddon_200x200","ms":100.0000,"gflops":20.00,"pct_peak":74.3,"peak_bytes":1024,"micro_batches":2,"adapter":"a","timer":"gpu"}"#
         );
+        r.variant = Some("vec4_32x4_w8".into());
+        assert!(r.to_json().starts_with(
+            r#"{"op":"drr_fwd","case":"siddon_200x200","variant":"vec4_32x4_w8","ms":"#
+        ));
         // JSON has no NaN: a broken timer prints null, and the line stays parseable.
         r.ms = f64::NAN;
         let parsed: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();

@@ -14,6 +14,7 @@ use super::kernel::KernelCache;
 use super::pool::{BufferPool, PoolStats};
 use super::profile::Profiler;
 use super::recorder::Recorder;
+use super::tuning::Tuner;
 use crate::error::{Error, Result};
 
 /// Optional device features cads can use, detected from the adapter and enabled on the device.
@@ -82,6 +83,8 @@ pub(crate) struct GpuInner {
     pub no_grad_depth: Mutex<HashMap<ThreadId, usize>>,
     /// Source of tensor ids and tape sequence numbers.
     pub counter: AtomicU64,
+    /// Per-adapter kernel variant choices (src/gpu/tuning.rs).
+    pub tuner: Tuner,
 }
 
 /// A handle to one device. Cheap to clone (an `Arc`).
@@ -175,6 +178,7 @@ impl Gpu {
                 error: Arc::new(Mutex::new(None)),
                 no_grad_depth: Mutex::new(HashMap::new()),
                 counter: AtomicU64::new(1),
+                tuner: Tuner::from_env(),
             }),
         }
     }

@@ -8,6 +8,7 @@ mod pool;
 mod profile;
 mod recorder;
 mod timestamps;
+mod tuning;
 
 pub use adapter::{select_adapter, AdapterChoice, NO_ADAPTER_HINT};
 pub use context::{AdapterSummary, DeviceFeatures, Gpu};
@@ -18,3 +19,4 @@ pub use params::{
 };
 pub use pool::{size_class, PoolStats, PooledBuffer};
 pub use profile::KernelTime;
+pub use tuning::{adapter_key, ChoiceSource, TuneRequest, TuneSettings, TunedChoice, TUNE_ROUNDS};

@@ -14,20 +14,23 @@
 //!
 //! Kernels: `matmul_naive` (one output per invocation, the oracle), `matmul_tile_4x4` (4 × 4
 //! outputs per invocation in registers, scalar loads, any shape and strides) and
-//! `matmul_vec4_<TM>x<TN>` (register tiles on vec4 loads, K and N multiples of 4). No shared
-//! memory or barriers (slow on lavapipe). The variant is chosen per adapter
-//! ([`MatmulKernel::for_gpu`]); `matmul_with` takes an explicit one. The vec4 kernels split K
-//! across workgroups when the output has few tiles (`reduce::split_count`), summing the partials
-//! after.
+//! `matmul_vec4_<TM>x<TN>[_w<WG>]` (register tiles on vec4 loads in workgroups of WG, K and N
+//! multiples of 4). No shared memory or barriers (slow on lavapipe). The variant is chosen per
+//! adapter by timing the vec4 tiles once ([`MatmulKernel::chosen`], src/gpu/tuning.rs;
+//! `CADS_KERNEL_MATMUL=<name>` forces one); `matmul_with` takes an explicit one. The vec4 kernels
+//! split K across workgroups when the output has few tiles (`reduce::split_count`), summing the
+//! partials after.
 
 use super::elementwise::binary;
 use super::elementwise::BinaryOp;
-use super::reduce::{split_count, sum_leading_raw, sum_to_shape};
+use super::reduce::{split_count_toward, sum_leading_raw, sum_to_shape};
 use super::shape::broadcast_shapes;
 use crate::autograd::record;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Grid, KernelSpec};
+use crate::gpu::{Gpu, Grid, KernelSpec, TuneRequest, TunedChoice};
 use crate::tensor::{numel, Tensor};
+use crate::util::Rng;
+use std::time::Instant;
 
 crate::gpu::shader_params! {
     /// Mirrors `MatmulParams` in shaders/matmul.wgsl.
@@ -75,8 +78,20 @@ const fn spec_vec4(entry: &'static str) -> KernelSpec {
     }
 }
 
-/// Invocations per workgroup of the tiled kernels (along columns); matches the generator.
+/// Invocations per workgroup of the scalar tile and of the vec4 tiles without a `_w<WG>` suffix
+/// (along columns); matches the generator.
 const TILE_WORKGROUP: u32 = 64;
+
+/// The shape the tuner times each candidate on: M × K × N = 1024 × 512 × 512, the rows × width
+/// of a PVT token projection, large enough that a tile's steady state dominates (0.5 GFLOP: about
+/// 10–50 ms on lavapipe) and small enough that tuning stays a second or two.
+const TUNE_SHAPE: (usize, usize, usize) = (1024, 512, 512);
+
+/// Split-K aims at this many workgroups on CPU adapters: a handful per core keeps every thread
+/// busy, more only adds partial sums (aiming at 1024 cost the tall tiles ~25% on lavapipe).
+const CPU_SPLIT_TARGET_WORKGROUPS: usize = 64;
+/// ... and on GPUs, which need thousands of invocations in flight.
+const GPU_SPLIT_TARGET_WORKGROUPS: usize = 1024;
 
 /// Which kernel computes a matmul.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,10 +100,11 @@ pub enum MatmulKernel {
     Naive,
     /// Register tile of `rows × cols` outputs per invocation.
     Tile { rows: u32, cols: u32 },
-    /// Register tile of `rows × cols` outputs on vec4 loads (shaders/matmul_vec4.wgsl). Needs
-    /// K % 4 == 0 and N % 4 == 0; a transposed operand is first copied to row-major (O(size),
-    /// small next to the O(M·N·K) product). Other shapes fall back to `Tile { 4, 4 }`.
-    Vec4 { rows: u32, cols: u32 },
+    /// Register tile of `rows × cols` outputs on vec4 loads (shaders/matmul_vec4.wgsl), in
+    /// workgroups of `lanes` invocations. Needs K % 4 == 0 and N % 4 == 0; a transposed operand
+    /// is first copied to row-major (O(size), small next to the O(M·N·K) product). Other shapes
+    /// fall back to `Tile { 4, 4 }`.
+    Vec4 { rows: u32, cols: u32, lanes: u32 },
 }
 
 impl MatmulKernel {
@@ -96,33 +112,110 @@ impl MatmulKernel {
     pub const ALL: &'static [MatmulKernel] = &[
         MatmulKernel::Naive,
         MatmulKernel::Tile { rows: 4, cols: 4 },
-        MatmulKernel::Vec4 { rows: 4, cols: 4 },
-        MatmulKernel::Vec4 { rows: 4, cols: 8 },
-        MatmulKernel::Vec4 { rows: 8, cols: 4 },
-        MatmulKernel::Vec4 { rows: 8, cols: 8 },
+        MatmulKernel::vec4(4, 4),
+        MatmulKernel::vec4(4, 8),
+        MatmulKernel::vec4(8, 4),
+        MatmulKernel::vec4(8, 8),
+        MatmulKernel::Vec4 {
+            rows: 32,
+            cols: 4,
+            lanes: 8,
+        },
+        MatmulKernel::Vec4 {
+            rows: 16,
+            cols: 8,
+            lanes: 8,
+        },
     ];
 
-    /// The tile measured fastest on this kind of adapter.
-    ///
-    /// On lavapipe (Mesa 25.0, a CPU "GPU") an invocation is one lane of an 8-wide SIMD row and
-    /// every storage-buffer load, even one whose address is the same for the whole row, becomes
-    /// a per-lane sequence with two branches (execution mask, bounds); measured on its
-    /// disassembly. Loads, not FMAs, bound the kernel, so vec4 loads win (2× over scalar loads
-    /// at the same tile); among vec4 tiles 4×4 measured best (16 accumulator registers: larger
-    /// tiles spill the 16 AVX2 registers). `cads bench --filter 1024_` compares all variants.
-    pub fn for_gpu(gpu: &Gpu) -> MatmulKernel {
-        match gpu.adapter().device_type {
-            wgpu::DeviceType::Cpu => MatmulKernel::Vec4 { rows: 4, cols: 4 },
-            _ => MatmulKernel::Vec4 { rows: 4, cols: 4 },
+    /// A vec4 tile in the default workgroup of 64.
+    pub const fn vec4(rows: u32, cols: u32) -> MatmulKernel {
+        MatmulKernel::Vec4 {
+            rows,
+            cols,
+            lanes: TILE_WORKGROUP,
         }
     }
 
-    /// Short name used in benchmark case names, e.g. `naive`, `8x1`.
+    /// The kernel when tuning is off (`CADS_TUNE=off`): the vec4 4×4 tile, best on lavapipe
+    /// Mesa 25, where every storage-buffer load becomes a per-lane checked sequence and larger
+    /// tiles lose (docs/lavapipe-loads.md); within 1.7× of the best tile elsewhere.
+    pub fn default_for(_gpu: &Gpu) -> MatmulKernel {
+        MatmulKernel::vec4(4, 4)
+    }
+
+    /// The kernel this context runs: `CADS_KERNEL_MATMUL` when set (an unknown name is an
+    /// error), else the vec4 tile measured fastest on this adapter at first use (cached on
+    /// disk, see src/gpu/tuning.rs), else with `CADS_TUNE=off` [`MatmulKernel::default_for`].
+    pub fn chosen(gpu: &Gpu) -> Result<MatmulKernel> {
+        MatmulKernel::from_name(&MatmulKernel::tuned_choice(gpu)?.variant)
+    }
+
+    /// [`MatmulKernel::chosen`] with where the choice came from (override, default, cache or
+    /// measured now).
+    pub fn tuned_choice(gpu: &Gpu) -> Result<TunedChoice> {
+        if let Some(choice) = gpu.remembered_choice("matmul") {
+            return Ok(choice);
+        }
+        let names: Vec<String> = MatmulKernel::ALL.iter().map(|k| k.name()).collect();
+        let variants: Vec<&str> = names.iter().map(String::as_str).collect();
+        let candidates: Vec<&str> = MatmulKernel::ALL
+            .iter()
+            .zip(&variants)
+            .filter(|(k, _)| matches!(k, MatmulKernel::Vec4 { .. }))
+            .map(|(_, n)| *n)
+            .collect();
+        let default = MatmulKernel::default_for(gpu).name();
+        // The inputs are made at the first measurement only (a cached choice needs none).
+        let mut inputs: Option<(Tensor, Tensor)> = None;
+        let request = TuneRequest {
+            op: "matmul",
+            variants: &variants,
+            candidates: &candidates,
+            default: &default,
+        };
+        gpu.tuned_variant(&request, |name| {
+            let kernel = MatmulKernel::from_name(name)?;
+            if inputs.is_none() {
+                let (m, k, n) = TUNE_SHAPE;
+                let mut rng = Rng::new(0x7e4e);
+                let a = Tensor::from_slice(gpu, &rng.vec_uniform(m * k, -1.0, 1.0), &[m, k])?;
+                let b = Tensor::from_slice(gpu, &rng.vec_uniform(k * n, -1.0, 1.0), &[k, n])?;
+                inputs = Some((a, b));
+            }
+            let (a, b) = inputs.as_ref().expect("inputs were just made");
+            gpu.synchronize()?;
+            let t0 = Instant::now();
+            drop(matmul_launch(a, b, false, false, kernel)?);
+            gpu.synchronize()?;
+            Ok(t0.elapsed().as_secs_f64() * 1e3)
+        })
+    }
+
+    /// The kernel named `name` (as [`MatmulKernel::name`] prints it).
+    pub fn from_name(name: &str) -> Result<MatmulKernel> {
+        MatmulKernel::ALL
+            .iter()
+            .copied()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<String> = MatmulKernel::ALL.iter().map(|k| k.name()).collect();
+                Error::invalid("matmul", format!("a kernel named one of {names:?}"), name)
+            })
+    }
+
+    /// Short name used in benchmark case names and `CADS_KERNEL_MATMUL`, e.g. `naive`, `4x4`,
+    /// `vec4_8x4`, `vec4_32x4_w8`.
     pub fn name(self) -> String {
         match self {
             MatmulKernel::Naive => "naive".into(),
             MatmulKernel::Tile { rows, cols } => format!("{rows}x{cols}"),
-            MatmulKernel::Vec4 { rows, cols } => format!("vec4_{rows}x{cols}"),
+            MatmulKernel::Vec4 {
+                rows,
+                cols,
+                lanes: TILE_WORKGROUP,
+            } => format!("vec4_{rows}x{cols}"),
+            MatmulKernel::Vec4 { rows, cols, lanes } => format!("vec4_{rows}x{cols}_w{lanes}"),
         }
     }
 
@@ -149,6 +242,8 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_4x8"),
     spec_vec4("matmul_vec4_8x4"),
     spec_vec4("matmul_vec4_8x8"),
+    spec_vec4("matmul_vec4_32x4_w8"),
+    spec_vec4("matmul_vec4_16x8_w8"),
 ];
 
 /// Shapes and strides of one batched matmul after validation and batch collapsing.
@@ -317,9 +412,13 @@ pub(crate) fn matmul_launch(
     }
     let (rows, col_blocks, row_groups) = match kernel {
         MatmulKernel::Naive => (1, 1, 0),
-        MatmulKernel::Tile { rows, cols } | MatmulKernel::Vec4 { rows, cols } => {
-            // A vec4 invocation covers `cols` columns as cols/4 groups spaced a workgroup apart.
+        MatmulKernel::Tile { rows, cols } => {
             let col_blocks = p.n.div_ceil((TILE_WORKGROUP * cols) as usize);
+            (rows, col_blocks, p.m.div_ceil(rows as usize) * batch)
+        }
+        MatmulKernel::Vec4 { rows, cols, lanes } => {
+            // A vec4 invocation covers `cols` columns as cols/4 groups spaced a workgroup apart.
+            let col_blocks = p.n.div_ceil((lanes * cols) as usize);
             (rows, col_blocks, p.m.div_ceil(rows as usize) * batch)
         }
     };
@@ -327,7 +426,12 @@ pub(crate) fn matmul_launch(
         // Split-K when the output has few tiles (a weight gradient Aᵀ·G over 10⁵ tokens has
         // 16–32), each split at least 64 vec4 steps of K.
         MatmulKernel::Vec4 { .. } => {
-            split_count(row_groups * col_blocks, p.k / 4 / 64, out.numel())
+            let target = if gpu.adapter().device_type == wgpu::DeviceType::Cpu {
+                CPU_SPLIT_TARGET_WORKGROUPS
+            } else {
+                GPU_SPLIT_TARGET_WORKGROUPS
+            };
+            split_count_toward(target, row_groups * col_blocks, p.k / 4 / 64, out.numel())
         }
         _ => 1,
     };
@@ -392,7 +496,7 @@ pub fn matmul(a: &Tensor, b: &Tensor, transpose_a: bool, transpose_b: bool) -> R
         b,
         transpose_a,
         transpose_b,
-        MatmulKernel::for_gpu(a.gpu()),
+        MatmulKernel::chosen(a.gpu())?,
     )
 }
 

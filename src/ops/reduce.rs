@@ -137,7 +137,17 @@ fn reduce_raw(x: &Tensor, reduced: &[bool], scale: f32) -> Result<Tensor> {
 /// 16 Mi floats. 1 means no split.
 pub(crate) fn split_count(workgroups: usize, max_splits: usize, outputs: usize) -> usize {
     const SPLIT_TARGET_WORKGROUPS: usize = 1024;
-    SPLIT_TARGET_WORKGROUPS
+    split_count_toward(SPLIT_TARGET_WORKGROUPS, workgroups, max_splits, outputs)
+}
+
+/// [`split_count`] aiming at `target_workgroups` instead (a launcher that knows its adapter).
+pub(crate) fn split_count_toward(
+    target_workgroups: usize,
+    workgroups: usize,
+    max_splits: usize,
+    outputs: usize,
+) -> usize {
+    target_workgroups
         .div_ceil(workgroups.max(1))
         .min(max_splits)
         .min((16 << 20) / outputs.max(1))
