@@ -32,6 +32,9 @@ use cads::data::{check_label_grid, read_volume, write_nifti, Affine, Datatype, V
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// The class of every label id (index = id), and the structure names merged into each class.
+type MergeTable = (Vec<u8>, BTreeMap<String, Vec<String>>);
+
 /// The merged classes: (name, which structure names of structures.csv belong to it).
 const CLASSES: [(&str, &[&str]); 7] = [
     ("lungs", &["lung_*"]),
@@ -60,7 +63,7 @@ fn matches(pattern: &str, name: &str) -> bool {
 
 /// Map every label id of structures.csv (`group,original_idx,structure,id`) to its merged class
 /// (0 for structures outside the label set).
-fn merge_table(csv: &Path) -> Res<(Vec<u8>, BTreeMap<String, Vec<String>>)> {
+fn merge_table(csv: &Path) -> Res<MergeTable> {
     let text = std::fs::read_to_string(csv)?;
     let mut table = vec![0u8; 256];
     let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
