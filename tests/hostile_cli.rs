@@ -158,3 +158,16 @@ fn drr_of_a_label_map_warns() {
     ]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("label map"));
 }
+
+#[test]
+fn pretrain_options_are_validated_before_an_adapter_is_requested() {
+    let dir = scratch("pretrain-opts");
+    let out = dir.join("run");
+    let o = out.to_str().unwrap();
+    for bad in ["0", "-0.04", "NaN"] {
+        let flag = format!("--teacher-temp-end={bad}");
+        let r = cads(&["pretrain", "--out", o, "--preset", "tiny", &flag]);
+        assert_clean_error(&r, &["teacher_temp_end"]);
+    }
+    assert!(!out.exists(), "a refused run wrote its folder");
+}

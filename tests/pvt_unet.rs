@@ -217,3 +217,38 @@ fn a_frozen_encoder_gets_no_gradient_and_no_update() {
         "decoder did not train"
     );
 }
+
+/// The teacher `cads pretrain --preset tiny` exports (the engine's `export_backbone` of a tiny
+/// CADS model) loads strictly into the `cads-tiny` segmentation preset, and not into `tiny`,
+/// whose encoder has other widths.
+#[test]
+fn a_tiny_cads_teacher_loads_into_the_cads_tiny_preset_only() {
+    use cads::pretrain::engine::export_backbone;
+    use cads::pretrain::{CadsConfig, CadsModel};
+    use cads::segment::config::ModelPreset;
+    let gpu = common::gpu();
+    let dir = std::env::temp_dir().join(format!("cads_pvt_unet_tiny_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("teacher_backbone.safetensors");
+    let model = CadsModel::new(&gpu, &CadsConfig::tiny()).unwrap();
+    export_backbone(&model.teacher, &path).unwrap();
+    let path = path.to_str().unwrap();
+
+    let net = PvtUnet::new(&gpu, ModelPreset::CadsTiny.model_config(8, 0.1, 5)).unwrap();
+    let report = net.load_encoder(path).unwrap();
+    assert!(
+        report.missing.is_empty() && report.unknown.is_empty(),
+        "{report:?}"
+    );
+    let teacher = model.teacher.named_parameters();
+    let first = net.encoder.named_parameters(None)[0].clone();
+    let theirs = teacher
+        .iter()
+        .find(|(n, _)| *n == format!("backbone.{}", first.0))
+        .unwrap_or_else(|| panic!("backbone.{} in the teacher", first.0));
+    assert_eq!(first.1.to_vec().unwrap(), theirs.1.to_vec().unwrap());
+
+    let tiny = PvtUnet::new(&gpu, ModelPreset::Tiny.model_config(8, 0.1, 5)).unwrap();
+    assert!(tiny.load_encoder(path).is_err());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -27,6 +27,11 @@ pub struct PretrainArgs {
     /// Batch size (default: the preset's; the peak lr scales with it).
     #[arg(long)]
     pub batch: Option<usize>,
+    /// Final teacher temperature τt after its ramp (default: the preset's, 0.07). Setting it to
+    /// the start value (0.04) holds τt constant: on a small data set (one CT) the ramp flattens
+    /// the teacher until its output is uniform (metrics.jsonl: entropy → log K, kl_uniform → 0).
+    #[arg(long)]
+    pub teacher_temp_end: Option<f64>,
     /// Iterations per epoch (default: tiles / batch).
     #[arg(long)]
     pub iters_per_epoch: Option<u64>,
@@ -51,7 +56,6 @@ pub struct PretrainArgs {
 }
 
 pub fn run(choice: &AdapterChoice, a: &PretrainArgs) -> Result<()> {
-    let gpu = Gpu::with_choice(choice)?;
     let mut config = CadsConfig::preset(&a.preset)?;
     if let Some(e) = a.epochs {
         config.epochs = e;
@@ -59,6 +63,12 @@ pub fn run(choice: &AdapterChoice, a: &PretrainArgs) -> Result<()> {
     if let Some(b) = a.batch {
         config.batch_size = b;
     }
+    if let Some(t) = a.teacher_temp_end {
+        config.teacher_temp_end = t;
+    }
+    // Checked before an adapter is requested, so a bad option fails at once.
+    config.validate()?;
+    let gpu = Gpu::with_choice(choice)?;
     let mut opts = RunOptions::new(&a.out);
     opts.data = a.data.clone();
     opts.cache = a.cache.clone();

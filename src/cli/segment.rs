@@ -53,7 +53,8 @@ pub struct TrainArgs {
     /// Epochs with the encoder frozen (no gradient, no update).
     #[arg(long, default_value_t = 0)]
     pub freeze_encoder_epochs: usize,
-    /// b1 (the CADS PVTv2-b1 encoder) or tiny (tests, CPU adapters).
+    /// b1 (the CADS PVTv2-b1 encoder), tiny (tests, CPU adapters) or cads-tiny (the encoder of
+    /// `cads pretrain --preset tiny`, for fine-tuning a tiny teacher on a CPU adapter).
     #[arg(long, default_value = "b1")]
     pub model: ModelPreset,
     /// Fraction of cases (or, with one case, of its slices along D) held out for validation.

@@ -6,7 +6,9 @@
 //! `lr_t = lr₀ · (1 − t/T)^0.9`; the encoder's group runs at `encoder_lr_factor · lr_t`.
 
 use crate::error::{Error, Result};
+use crate::models::pvt::PvtConfig;
 use crate::models::PvtUnetConfig;
+use crate::pretrain::CadsConfig;
 
 /// Which optimizer updates the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,6 +49,12 @@ pub enum ModelPreset {
     B1,
     /// [`PvtUnetConfig::tiny`]: for tests and CPU (lavapipe) runs.
     Tiny,
+    /// The encoder of `cads pretrain --preset tiny` ([`CadsConfig::tiny`]: dims 16/32/48/64, one
+    /// block per stage) under the tiny decoder (8 final channels): the network a tiny CADS
+    /// teacher fine-tunes into on a CPU adapter (the `tiny` encoder has other widths, so a tiny
+    /// teacher does not load into it).
+    #[serde(rename = "cads-tiny")]
+    CadsTiny,
 }
 
 impl ModelPreset {
@@ -58,6 +66,13 @@ impl ModelPreset {
                 ..PvtUnetConfig::default()
             },
             ModelPreset::Tiny => PvtUnetConfig::tiny(classes),
+            ModelPreset::CadsTiny => PvtUnetConfig {
+                encoder: PvtConfig {
+                    with_image_path: false,
+                    ..CadsConfig::tiny().encoder
+                },
+                ..PvtUnetConfig::tiny(classes)
+            },
         };
         cfg.encoder.drop_path_rate = drop_path_rate;
         cfg.encoder.seed = seed;
@@ -72,7 +87,12 @@ impl std::str::FromStr for ModelPreset {
         match s.to_ascii_lowercase().as_str() {
             "b1" => Ok(ModelPreset::B1),
             "tiny" => Ok(ModelPreset::Tiny),
-            other => Err(Error::invalid("ModelPreset", "b1 or tiny", other)),
+            "cads-tiny" => Ok(ModelPreset::CadsTiny),
+            other => Err(Error::invalid(
+                "ModelPreset",
+                "b1, tiny or cads-tiny",
+                other,
+            )),
         }
     }
 }
@@ -235,5 +255,40 @@ mod tests {
             OptimizerKind::AdamW
         );
         assert!("adam".parse::<OptimizerKind>().is_err());
+    }
+
+    #[test]
+    fn cads_tiny_is_the_tiny_pretraining_encoder_under_the_tiny_decoder() {
+        let preset: ModelPreset = "cads-tiny".parse().unwrap();
+        assert_eq!(preset, ModelPreset::CadsTiny);
+        let cfg = preset.model_config(8, 0.1, 3);
+        let pre = CadsConfig::tiny().encoder;
+        // Every shape-bearing field equals the pretraining encoder's, so a tiny teacher loads
+        // strictly; the 2D path is not built.
+        assert_eq!(
+            (
+                cfg.encoder.stem_channels,
+                cfg.encoder.embed_dims,
+                cfg.encoder.heads
+            ),
+            (pre.stem_channels, pre.embed_dims, pre.heads)
+        );
+        assert_eq!(
+            (
+                cfg.encoder.mlp_ratios,
+                cfg.encoder.depths,
+                cfg.encoder.sr_ratios
+            ),
+            (pre.mlp_ratios, pre.depths, pre.sr_ratios)
+        );
+        assert!(!cfg.encoder.with_image_path);
+        assert_eq!((cfg.classes, cfg.final_channels), (8, 8));
+        assert_ne!(
+            ModelPreset::Tiny.model_config(8, 0.1, 3).encoder.embed_dims,
+            pre.embed_dims
+        );
+        let json = serde_json::to_string(&preset).unwrap();
+        assert_eq!(json, "\"cads-tiny\"");
+        assert_eq!(serde_json::from_str::<ModelPreset>(&json).unwrap(), preset);
     }
 }
