@@ -4,23 +4,25 @@
 //! Order (nnU-Net's): reorient to canonical RAS (exact: axes permuted and flipped, no
 //! interpolation); normalise on the original grid — clip to `[clip_low, clip_high]`, then
 //! `(x − mean) / std` — so interpolation sees the clipped values; resample to the target spacing
-//! (images trilinear, labels nearest or one-hot trilinear + argmax, see [`LabelResampling`]). The
+//! (images trilinear or cubic B-spline, [`ImageResampling`]; labels nearest or one-hot trilinear +
+//! argmax, [`LabelResampling`]). The
 //! resampled grid keeps voxel (0, 0, 0) where it was and has `round(shape · spacing / target)`
 //! voxels per axis ([`crate::data::preprocess::spacing_geometry`]): voxel m of the new grid lies at
 //! old voxel coordinate `m · target / spacing`, which [`resample_channels`] inverts to bring
 //! predictions back.
 //!
 //! Arrays are [`Patch`]es `[D, H, W]` on the canonical grid (see the crate docs,
-//! [Axis conventions](crate#axis-conventions)). (Cubic image interpolation is not offered yet.)
+//! [Axis conventions](crate#axis-conventions)).
 //!
 //! **Cache**: `<dir>/<plan key>/<case>.image.f32` (and `.label.f32`), raw little-endian f32 in
 //! `[D, H, W]` order, with `<case>.json` holding the shape, spacing and the plan key. The key
 //! ([`Plan::preprocessing_key`]) hashes every plan field preprocessing reads, so an edited plan
 //! gets a fresh folder. Files are written through a temporary name and a rename.
 
+use super::cubic::resample_to_spacing_cubic;
 use super::dataset::{load_case, DatasetCase};
 use super::fingerprint::dhw_shape;
-use super::plan::{write_atomic, CtNormalization, LabelResampling, Plan};
+use super::plan::{write_atomic, CtNormalization, ImageResampling, LabelResampling, Plan};
 use crate::data::orientation::to_canonical;
 use crate::data::preprocess::{resample_to_spacing, Interp, Patch};
 use crate::data::{Datatype, Volume};
@@ -116,7 +118,12 @@ pub fn preprocess_volumes(
     )?;
     check_size(OP, id, dhw_shape(&img), [dims[2], dims[1], dims[0]])?;
     normalize_ct(&mut img.data, &plan.normalization)?;
-    let img = resample_to_spacing(&img, xyz(plan.target_spacing_mm), Interp::Linear)?;
+    let img = match plan.image_resampling {
+        ImageResampling::Linear => {
+            resample_to_spacing(&img, xyz(plan.target_spacing_mm), Interp::Linear)?
+        }
+        ImageResampling::Cubic => resample_to_spacing_cubic(&img, xyz(plan.target_spacing_mm))?,
+    };
     let label = match label {
         None => None,
         Some(l) => {
@@ -382,12 +389,30 @@ impl PreprocessCache {
 
     /// The cached case, or preprocess it from its files and cache it.
     pub fn get_or_make(&self, case: &DatasetCase, plan: &Plan) -> Result<PreprocessedCase> {
+        Ok(self.get_or_build(case, plan)?.0)
+    }
+
+    /// As [`PreprocessCache::get_or_make`], and whether the case was read back from the cache
+    /// (true) or preprocessed from its files now (false). `plan` must be the cache's plan.
+    pub fn get_or_build(
+        &self,
+        case: &DatasetCase,
+        plan: &Plan,
+    ) -> Result<(PreprocessedCase, bool)> {
+        const OP: &str = "PreprocessCache::get_or_build";
+        if plan.preprocessing_key() != self.key {
+            return Err(Error::invalid(
+                OP,
+                format!("the plan this cache was made for (key {})", self.key),
+                format!("a plan with key {}", plan.preprocessing_key()),
+            ));
+        }
         if let Some(c) = self.get(&case.id)? {
-            return Ok(c);
+            return Ok((c, true));
         }
         let (image, label) = load_case(case)?;
         let c = preprocess_volumes(&case.id, &image, label.as_ref(), plan)?;
         self.put(&c)?;
-        Ok(c)
+        Ok((c, false))
     }
 }
