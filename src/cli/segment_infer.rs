@@ -37,6 +37,10 @@ pub struct PlanArgs {
     /// Foreground voxels sampled per case for the intensity statistics.
     #[arg(long, default_value_t = SAMPLES_PER_CASE)]
     pub samples_per_case: usize,
+    /// Image resampling written into the plan: cubic (B-spline, nnU-Net's order 3; the default)
+    /// or linear.
+    #[arg(long, default_value = "cubic")]
+    pub image_interp: ImageResampling,
 }
 
 #[derive(clap::Args)]
@@ -107,7 +111,8 @@ pub fn plan(choice: &AdapterChoice, a: &PlanArgs) -> Result<()> {
     let dataset = SegDataset::open(&a.data)?;
     let fp = fingerprint(&dataset, a.samples_per_case)?;
     let budget = DeviceBudget::from_gpu(&gpu, Some((a.gpu_memory_gb * (1u64 << 30) as f64) as u64));
-    let plan = Plan::from_fingerprint(&fp, &dataset.labels, budget)?;
+    let mut plan = Plan::from_fingerprint(&fp, &dataset.labels, budget)?;
+    plan.image_resampling = a.image_interp;
     plan.save(&a.out)?;
     let f = &fp.foreground;
     out!("cases:          {}", fp.cases.len());
@@ -126,7 +131,12 @@ pub fn plan(choice: &AdapterChoice, a: &PlanArgs) -> Result<()> {
         f.percentile_99_5,
         f.samples
     );
-    out!("target spacing: {:?} mm [D, H, W]", plan.target_spacing_mm);
+    out!(
+        "target spacing: {:?} mm [D, H, W], images {:?}, labels {:?}",
+        plan.target_spacing_mm,
+        plan.image_resampling,
+        plan.label_resampling
+    );
     out!("median shape:   {:?}", plan.median_shape);
     out!(
         "patch × batch:  {:?} × {} (≈ {:.2} GiB of {:.2})",
