@@ -192,6 +192,114 @@ def pretrain_cases(dev):
         yield "pretrain_step", case, run, 4 * 2 * n * f
 
 
+def segment_cases(dev):
+    """`segment_step` as src/bench/segment.rs: one PVT-UNet training step at batch 2, 2 classes —
+    forward with the five deep-supervision outputs, nnU-Net's Dice + CE (weights 2^-i, the
+    coarsest off, normalised; Dice over the foreground per sample, smoothing 1e-5; labels of
+    output i sampled at voxel j·s + s//2), backward, SGD Nesterov 0.99 with weight decay 3e-5 —
+    on random inputs [2, 1, D, H, W] and random labels. Our own PyTorch PVT-UNet: the PVTv2-b1
+    encoder of make_pvt_golden (volume path; stem 64, widths 64/128/320/512) under the decoder of
+    src/models/pvt_unet.rs (transposed conv kernel = stride up to each skip — (1, 2, 2) onto the
+    stem skip, (2, 2, 2) above —, concat, [Conv 3³ no bias → InstanceNorm → LeakyReLU 0.01] × 2;
+    final k2 s2 up to 32 channels and a block; 1×1×1 heads). No drop path (the Rust step has
+    0.1; a few elementwise ops). FLOPs as in Rust: 3 · N · forward."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import make_pvt_golden as pvt
+    import torch.nn as nn
+
+    dims, heads, ratios, depths, sr = [64, 128, 320, 512], [1, 2, 5, 8], [8, 8, 4, 4], [2, 2, 2, 2], [8, 4, 2, 1]
+    final, k, n = 32, 2, 2
+    strides = [(1, 1, 1), (2, 2, 2), (2, 4, 4), (4, 8, 8), (8, 16, 16)]
+
+    def block(cin, cout):
+        layers = []
+        for c in (cin, cout):
+            layers += [nn.Conv3d(c, cout, 3, padding=1, bias=False),
+                       nn.InstanceNorm3d(cout, eps=1e-5, affine=False), nn.LeakyReLU(0.01)]
+        return nn.Sequential(*layers)
+
+    class PvtUnet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            pvt.DIMS, pvt.HEADS, pvt.MLP_RATIOS, pvt.DEPTHS, pvt.SR = dims, heads, ratios, depths, sr
+            self.encoder = pvt.Encoder()
+            skip = [dims[0], dims[0], dims[1], dims[2]]
+            below = [dims[0], dims[1], dims[2], dims[3]]
+            self.ups = nn.ModuleList(
+                nn.ConvTranspose3d(below[l], skip[l], st, stride=st)
+                for l, st in enumerate([(1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)]))
+            self.blocks = nn.ModuleList(block(2 * c, c) for c in skip)
+            self.final_up = nn.ConvTranspose3d(skip[0], final, 2, stride=2)
+            self.final_block = block(final, final)
+            self.heads = nn.ModuleList(nn.Conv3d(c, k, 1) for c in [final] + skip)
+
+        def forward(self, x):
+            skip, stages = self.encoder(x)  # channels-last, as cads returns them
+            skips = [skip] + stages[:3]
+            skips = [s.movedim(-1, 1) for s in skips]
+            h = stages[3].movedim(-1, 1)
+            outs = []
+            for l in range(3, -1, -1):
+                h = self.blocks[l](torch.cat([self.ups[l](h), skips[l]], 1))
+                outs.append(self.heads[l + 1](h))
+            h = self.final_block(self.final_up(h))
+            outs.append(self.heads[0](h))
+            return outs[::-1]
+
+    raw = [0.5 ** i for i in range(4)] + [0.0]
+    weights = [w / sum(raw) for w in raw]
+
+    def seg_loss(outs, labels):
+        total = 0.0
+        for o, w, s in zip(outs, weights, strides):
+            if w == 0.0:
+                continue
+            lab = labels[:, s[0] // 2::s[0], s[1] // 2::s[1], s[2] // 2::s[2]]
+            ce = F.cross_entropy(o, lab)
+            q = torch.softmax(o, 1)
+            t = F.one_hot(lab, k).movedim(-1, 1).to(q.dtype)
+            dice = (2 * (q * t).sum((2, 3, 4)) + 1e-5) / (q.sum((2, 3, 4)) + t.sum((2, 3, 4)) + 1e-5)
+            total = total + w * (ce + 1 - dice[:, 1:].mean())
+        return total
+
+    def decoder_flops(dhw):
+        vol = lambda st: (dhw[0] // st[0]) * (dhw[1] // st[1]) * (dhw[2] // st[2])  # noqa: E731
+        skip = [dims[0], dims[0], dims[1], dims[2]]
+        below = [dims[0], dims[1], dims[2], dims[3]]
+        f = 0.0
+        for l in range(4):
+            v, c = vol(strides[l + 1]), skip[l]
+            f += 2 * v * below[l] * c + 2 * v * 27 * (2 * c * c + c * c) + 2 * v * c * k
+        v = vol((1, 1, 1))
+        return f + 2 * v * skip[0] * final + 2 * v * 27 * 2 * final * final + 2 * v * final * k
+
+    for case, dhw in (("vol16x64x64_n2", [16, 64, 64]), ("vol64x160x160_n2", [64, 160, 160])):
+        def run(dhw=dhw):
+            torch.manual_seed(0)
+            net = PvtUnet().to(dev)
+            opt = torch.optim.SGD([p for name, p in net.named_parameters() if "_2D" not in name],
+                                  lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5)
+
+            def step(x, labels):
+                loss = seg_loss(net(x), labels)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            def make():
+                return (torch.rand(n, 1, *dhw, device=dev) * 2 - 1,
+                        torch.randint(0, k, (n, *dhw), device=dev))
+
+            small = dhw[0] * dhw[1] * dhw[2] <= 16 * 64 * 64
+            reps = 20 if dev == "cuda" else (5 if small else 1)
+            return timed(step, make, reps=reps, warmup=2 if small or dev == "cuda" else 1)
+
+        f = encoder_flops(dims, ratios, depths, sr, dhw) + decoder_flops(dhw)
+        yield "segment_step", case, run, 3 * n * f
+
+
 def encoder_flops(dims, ratios, depths, srs, dhw):
     """The 3D encoder's forward FLOPs of one sample (src/bench/pvt.rs forward_flops)."""
     vol = lambda g: g[0] * g[1] * g[2]  # noqa: E731
@@ -224,7 +332,7 @@ def main():
     torch.backends.cudnn.allow_tf32 = False
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     adapter = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
-    for family in (matmul_cases, conv_cases, attention_cases, pretrain_cases):
+    for family in (matmul_cases, conv_cases, attention_cases, pretrain_cases, segment_cases):
         for op, case, run, flops in family(dev):
             if args.filter not in f"{op}/{case}":
                 continue

@@ -1,6 +1,8 @@
-//! The `cads segment` inference commands end to end: `plan` on a small nnU-Net folder writes a
-//! plan that loads back; `predict` runs a (tiny, untrained) PVT-UNet checkpoint written the way
-//! `cads segment train` writes one and puts the label map on the input's own (LPS) grid.
+//! The `cads segment` commands end to end: `plan` on a small nnU-Net folder writes a plan that
+//! loads back; `predict` runs a (tiny, untrained) PVT-UNet checkpoint written the way `cads
+//! segment train` wrote one before plans and puts the label map on the input's own (LPS) grid;
+//! `train` computes and writes `OUT/plan.json`, preprocesses into the cache once and reuses it on
+//! the next run, records the plan in run.json, and `predict` then applies that plan.
 
 mod common;
 
@@ -94,6 +96,7 @@ fn plan_and_predict_commands() {
             mean: 0.0,
             std: 100.0,
         }),
+        plan: None,
     };
     let net = PvtUnet::new(&gpu, info.model_config()).unwrap();
     let ck = dir.join("checkpoint_best.safetensors");
@@ -121,5 +124,137 @@ fn plan_and_predict_commands() {
     let orig = read_nifti(&input).unwrap();
     assert_eq!((pred.dims, pred.affine), (orig.dims, orig.affine));
     assert!(pred.data.iter().all(|&v| v == 0.0 || v == 1.0 || v == 2.0));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn train_writes_the_plan_reuses_the_cache_and_predict_applies_it() {
+    let dir = std::env::temp_dir().join(format!("cads-seg-cli-train-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    for d in ["raw/imagesTr", "raw/labelsTr"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(
+        dir.join("raw/dataset.json"),
+        r#"{"channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 3}, "numTraining": 2, "file_ending": ".nii.gz"}"#,
+    )
+    .unwrap();
+    for id in ["a", "b"] {
+        let img = ct([40, 36, 20]);
+        let lab = Volume::new(
+            img.data
+                .iter()
+                .map(|&v| 3.0 * (v > 0.0) as u8 as f32)
+                .collect(),
+            img.dims,
+            LPS,
+            Datatype::Uint8,
+        )
+        .unwrap();
+        write_nifti(
+            dir.join(format!("raw/imagesTr/{id}_0000.nii.gz")),
+            &img,
+            None,
+        )
+        .unwrap();
+        write_nifti(dir.join(format!("raw/labelsTr/{id}.nii.gz")), &lab, None).unwrap();
+    }
+    let run = dir.join("run");
+    let train = || {
+        cads(&[
+            "segment",
+            "train",
+            "--data",
+            dir.join("raw").to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+            "--model",
+            "tiny",
+            "--epochs",
+            "1",
+            "--iterations",
+            "2",
+            "--patch",
+            "16,32,32",
+            "--batch",
+            "1",
+            "--val-fraction",
+            "0.5",
+        ])
+    };
+    let first = train();
+    assert!(
+        first.contains("computed from the fingerprint of 2 cases"),
+        "{first}"
+    );
+    assert!(first.contains("0 cases reused, 2 preprocessed"), "{first}");
+    let plan = Plan::load(run.join("plan.json")).unwrap();
+    assert_eq!(
+        plan.target_spacing_mm,
+        [2.0, 0.800000011920929, 0.800000011920929]
+    );
+    let key_dir = run.join("preprocessed").join(plan.preprocessing_key());
+    assert!(key_dir.join("a.image.f32").exists() && key_dir.join("b.label.f32").exists());
+    let second = train();
+    assert!(second.contains("(read)"), "{second}");
+    assert!(
+        second.contains("2 cases reused, 0 preprocessed"),
+        "{second}"
+    );
+    let info: RunInfo =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(info.plan.as_ref(), Some(&plan));
+    assert_eq!(info.train.patch, [16, 32, 32]);
+
+    // An edited plan cannot resume a run trained with the old one (another preprocessing).
+    let mut edited = plan.clone();
+    edited.target_spacing_mm = [4.0, 1.6, 1.6];
+    edited.save(dir.join("edited.json")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cads"))
+        .args([
+            "segment",
+            "train",
+            "--data",
+            dir.join("raw").to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+            "--plan",
+            dir.join("edited.json").to_str().unwrap(),
+            "--model",
+            "tiny",
+            "--epochs",
+            "2",
+            "--iterations",
+            "2",
+            "--patch",
+            "16,32,32",
+            "--resume",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("same preprocessing"),
+        "{err}"
+    );
+
+    // predict reads the plan from the checkpoint and writes label values (0 or 3).
+    let input = dir.join("case_0000.nii.gz");
+    write_nifti(&input, &ct([40, 36, 20]), None).unwrap();
+    let text = cads(&[
+        "segment",
+        "predict",
+        "--checkpoint",
+        run.join("checkpoint_latest.safetensors").to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        dir.join("pred").to_str().unwrap(),
+    ]);
+    assert!(text.contains("plan of the run: target spacing"), "{text}");
+    let pred = read_nifti(dir.join("pred/case.nii.gz")).unwrap();
+    let orig = read_nifti(&input).unwrap();
+    assert_eq!((pred.dims, pred.affine), (orig.dims, orig.affine));
+    assert!(pred.data.iter().all(|&v| v == 0.0 || v == 3.0));
     std::fs::remove_dir_all(&dir).ok();
 }

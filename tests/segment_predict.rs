@@ -10,7 +10,8 @@ use cads::data::{write_nifti, Affine, Datatype, Volume};
 use cads::segment::dataset::LabelName;
 use cads::segment::fingerprint::dhw_spacing;
 use cads::segment::plan::{
-    CtNormalization, LabelResampling, MemoryModel, Plan, PLAN_VERSION, TOTAL_STRIDE,
+    CtNormalization, ImageResampling, LabelResampling, MemoryModel, Plan, PLAN_VERSION,
+    TOTAL_STRIDE,
 };
 use cads::segment::predict::{predict_file, predict_volume};
 use cads::segment::sliding_window::SlidingWindowConfig;
@@ -40,6 +41,7 @@ fn plan(target: [f64; 3]) -> Plan {
             mean: 0.0,
             std: 1.0,
         },
+        image_resampling: ImageResampling::Linear,
         label_resampling: LabelResampling::Nearest,
         memory: MemoryModel {
             budget_bytes: 1 << 30,

@@ -43,6 +43,7 @@ fn data() -> SegData {
         classes: 2,
         class_names: vec!["background".into(), "sphere".into()],
         normalization: None,
+        plan: None,
     }
 }
 

@@ -15,7 +15,11 @@
 //! first). Cases that measure memory add `"peak_bytes"` (the buffer pool's peak during one run,
 //! see [`Bench::peak_bytes`]); cases that split a batch add `"micro_batches"`. A case that fails
 //! prints `{"op":..,"case":..,"error":"..",...}` instead (never a silent skip), the remaining
-//! cases still run, and [`run_suite`] then returns an error naming the failed cases.
+//! cases still run, and [`run_suite`] then returns an error naming the failed cases. A case too
+//! large for the device (the typed [`Error::TooLarge`]: a tensor past one storage binding or
+//! buffer) is not a failure but a property of the device: it prints
+//! `{"op":..,"case":..,"status":"too_large","bytes_needed":..,"limit_bytes":..,"limit":"max_storage_buffer_binding_size","adapter":..}`
+//! and the suite goes on and succeeds.
 //!
 //! `cads bench --compare PEERS.jsonl` adds other libraries' times of the same cases side by side
 //! and `--report DIR` writes a Markdown table and PNG charts of one run ([`compare`]).
@@ -251,11 +255,39 @@ pub struct Failure {
     pub adapter: String,
 }
 
+/// A case whose tensors do not fit the device (an [`Error::TooLarge`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TooLarge {
+    pub op: String,
+    pub case: String,
+    /// Bytes of the tensor that did not fit.
+    pub bytes_needed: u64,
+    /// The device's limit it passed.
+    pub limit_bytes: u64,
+    /// Which limit (`max_storage_buffer_binding_size` or `max_buffer_size`).
+    pub limit: String,
+    pub adapter: String,
+}
+
+/// The printed form of a [`TooLarge`].
+#[derive(serde::Serialize)]
+struct TooLargeLine<'a> {
+    op: &'a str,
+    case: &'a str,
+    status: &'a str,
+    bytes_needed: u64,
+    limit_bytes: u64,
+    limit: &'a str,
+    adapter: &'a str,
+}
+
 /// What [`run_suite`] emits for each selected case.
 #[derive(Clone, Debug)]
 pub enum Outcome {
     Measured(Report),
     Failed(Failure),
+    /// Too large for this device: reported, not a failure.
+    TooLarge(TooLarge),
 }
 
 impl Outcome {
@@ -268,6 +300,42 @@ impl Outcome {
                 case: &f.case,
                 error: &f.error,
                 adapter: &f.adapter,
+            }),
+            Outcome::TooLarge(t) => json_line(&TooLargeLine {
+                op: &t.op,
+                case: &t.case,
+                status: "too_large",
+                bytes_needed: t.bytes_needed,
+                limit_bytes: t.limit_bytes,
+                limit: &t.limit,
+                adapter: &t.adapter,
+            }),
+        }
+    }
+
+    /// A case's result as an outcome: a sample is measured, a [`Error::TooLarge`] is a
+    /// too-large status, any other error a failure.
+    fn of(c: &Case, result: Result<Report>, adapter: &str) -> Outcome {
+        match result {
+            Ok(r) => Outcome::Measured(r),
+            Err(Error::TooLarge {
+                bytes,
+                limit,
+                which,
+                ..
+            }) => Outcome::TooLarge(TooLarge {
+                op: c.op.to_string(),
+                case: c.case.to_string(),
+                bytes_needed: bytes,
+                limit_bytes: limit,
+                limit: which.to_string(),
+                adapter: adapter.to_string(),
+            }),
+            Err(e) => Outcome::Failed(Failure {
+                op: c.op.to_string(),
+                case: c.case.to_string(),
+                error: e.to_string(),
+                adapter: adapter.to_string(),
             }),
         }
     }
@@ -431,7 +499,8 @@ impl Bench {
 /// each outcome as soon as it is known. The FMA peak is always measured first (it is the
 /// denominator of `pct_peak`; its failure ends the suite) and reported when the filter matches it.
 /// A failing case is emitted as [`Outcome::Failed`] and the suite goes on; the reports are
-/// returned when every case succeeded, else an error naming the failed cases.
+/// returned when every case succeeded, else an error naming the failed cases. A case too large
+/// for the device is emitted as [`Outcome::TooLarge`] and counts as neither.
 pub fn run_suite(
     gpu: &Gpu,
     filter: Option<&str>,
@@ -490,20 +559,13 @@ pub fn run_suite(
             if profile {
                 print_profile(&c.name(), &gpu.take_profile());
             }
-            match result {
-                Ok(s) => Outcome::Measured(report(c, s, peak)),
-                Err(e) => Outcome::Failed(Failure {
-                    op: c.op.to_string(),
-                    case: c.case.to_string(),
-                    error: e.to_string(),
-                    adapter: adapter.clone(),
-                }),
-            }
+            Outcome::of(c, result.map(|s| report(c, s, peak)), &adapter)
         };
         emit(&outcome);
         match outcome {
             Outcome::Measured(r) => out.push(r),
             Outcome::Failed(_) => failed.push(c.name()),
+            Outcome::TooLarge(_) => {}
         }
     }
     if !failed.is_empty() {
@@ -584,6 +646,31 @@ mod tests {
         r.ms = f64::NAN;
         let parsed: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert!(parsed["ms"].is_null() && parsed["gflops"].is_null());
+    }
+
+    #[test]
+    fn a_too_large_case_is_a_status_line_not_a_failure() {
+        let case = Case {
+            op: "segment_step",
+            case: "vol64x160x160_n2",
+            run: |_| unreachable!("not run here"),
+        };
+        let too_large = Err(Error::TooLarge {
+            op: "bench segment_step",
+            bytes: 419_430_400,
+            limit: 134_217_728,
+            which: "max_storage_buffer_binding_size",
+        });
+        let o = Outcome::of(&case, too_large, "llvmpipe");
+        assert!(matches!(o, Outcome::TooLarge(_)), "{o:?}");
+        assert_eq!(
+            o.to_json(),
+            r#"{"op":"segment_step","case":"vol64x160x160_n2","status":"too_large","bytes_needed":419430400,"limit_bytes":134217728,"limit":"max_storage_buffer_binding_size","adapter":"llvmpipe"}"#
+        );
+        let other = Err(Error::invalid("x", "y", "z"));
+        assert!(matches!(Outcome::of(&case, other, "a"), Outcome::Failed(_)));
+        let ok = Outcome::of(&case, Ok(report(Work::Flops(1.0))), "a");
+        assert!(matches!(ok, Outcome::Measured(_)));
     }
 
     #[test]

@@ -4,9 +4,13 @@
 //!
 //! - `vol16x64x64_n2`: lavapipe-sized, timed like every case (warm-up, median).
 //! - `vol64x160x160_n2`: nnU-Net's patch; ONE step, no warm-up (pipeline compilation included).
-//!   The decoder's full-resolution tensors are the largest (`[2, 64, 160, 160, 32]` f32 = 419 MB
-//!   per activation); where that passes the device's storage-binding limit (lavapipe: 128 MiB)
-//!   the case returns the typed `TooLarge` error before allocating anything.
+//!   The decoder's full-resolution tensors are the largest (`[2, 64, 160, 160, 32]` f32 =
+//!   419 430 400 B per activation, and the stem level's concatenation `[2, 32, 80, 80, 128]` as
+//!   much); where that passes the device's storage-binding limit (lavapipe: 128 MiB =
+//!   134 217 728 B) the case returns the typed `TooLarge` error before allocating anything, which
+//!   `cads bench` prints as a `"status":"too_large"` line with both sizes (not a failure).
+//!   Fitting it would take every op of the decoder (convs, InstanceNorm, concat, the loss)
+//!   splitting its tensors over several bindings; a batch of 1 (210 MB) would not fit either.
 //!
 //! FLOPs: the encoder's count of `bench::pvt` plus the decoder's transposed convs (one tap per
 //! output voxel, kernel = stride), block convs (27 taps), final level and 1×1×1 heads; a step

@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 use cads::gpu::AdapterChoice;
 use cads::segment::config::{ModelPreset, OptimizerKind, SegTrainConfig};
-use cads::segment::train::{load_training_data, train, Progress, RunOptions};
+use cads::segment::dataset::SegDataset;
+use cads::segment::fingerprint::{fingerprint, SAMPLES_PER_CASE};
+use cads::segment::plan::{DeviceBudget, ImageResampling, Plan};
+use cads::segment::preprocess::PreprocessCache;
+use cads::segment::train::{load_planned_data, train, Progress, RunOptions};
 use cads::{Error, Gpu, Result};
 use clap::Subcommand;
 
@@ -33,11 +37,28 @@ pub struct TrainArgs {
     /// Optimizer steps per epoch (nnU-Net: 250).
     #[arg(long, default_value_t = 250)]
     pub iterations: usize,
-    /// Patch D,H,W in voxels, multiples of 16,32,32.
-    #[arg(long, default_value = "64,160,160", value_parser = parse_patch)]
-    pub patch: [usize; 3],
-    #[arg(long, default_value_t = 2)]
-    pub batch: usize,
+    /// Patch D,H,W in voxels, multiples of 16,32,32 (default: the plan's patch).
+    #[arg(long, value_parser = parse_patch)]
+    pub patch: Option<[usize; 3]>,
+    /// Patches per step (default: the plan's batch).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// The plan (target spacing, CT normalisation, resampling, patch, batch; JSON). Default
+    /// OUT/plan.json. A missing file is computed from the dataset's fingerprint and written there
+    /// first, so it can be edited and the run repeated.
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
+    /// Preprocessed-case cache, one folder per plan key inside (default OUT/preprocessed; point
+    /// several runs at one folder to preprocess once).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Image resampling to the plan's spacing: linear or cubic (B-spline). Overrides the plan's
+    /// `image_resampling` for this run (run.json records the plan used).
+    #[arg(long)]
+    pub image_interp: Option<ImageResampling>,
+    /// Device memory for a plan computed here, GiB (as `cads segment plan --gpu-memory-gb`).
+    #[arg(long, default_value_t = 8.0)]
+    pub gpu_memory_gb: f64,
     /// Initialise the encoder from a CADS teacher (safetensors; `backbone.` or cads checkpoint).
     #[arg(long)]
     pub init_from: Option<String>,
@@ -92,11 +113,70 @@ pub fn run(choice: &AdapterChoice, command: &SegmentCommand) -> Result<()> {
     }
 }
 
+/// The run's plan: `--plan` (default OUT/plan.json) read back, or computed from the dataset's
+/// fingerprint and written there when the file does not exist; `--image-interp` overrides.
+fn run_plan(gpu: &Gpu, a: &TrainArgs, dataset: &SegDataset) -> Result<Plan> {
+    let path = a.plan.clone().unwrap_or_else(|| a.out.join("plan.json"));
+    let plan = if path.exists() {
+        let mut plan = Plan::load(&path)?;
+        out!("plan {} (read)", path.display());
+        if let Some(i) = a.image_interp.filter(|&i| i != plan.image_resampling) {
+            out!(
+                "  image resampling {i:?} for this run (--image-interp; the file says {:?})",
+                plan.image_resampling
+            );
+            plan.image_resampling = i;
+        }
+        plan
+    } else {
+        if !(a.gpu_memory_gb.is_finite() && a.gpu_memory_gb > 0.0) {
+            return Err(Error::invalid(
+                "cads segment train",
+                "--gpu-memory-gb > 0",
+                a.gpu_memory_gb,
+            ));
+        }
+        let fp = fingerprint(dataset, SAMPLES_PER_CASE)?;
+        let bytes = (a.gpu_memory_gb * (1u64 << 30) as f64) as u64;
+        let budget = DeviceBudget::from_gpu(gpu, Some(bytes));
+        let mut plan = Plan::from_fingerprint(&fp, &dataset.labels, budget)?;
+        if let Some(i) = a.image_interp {
+            plan.image_resampling = i;
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                op: "cads segment train",
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        plan.save(&path)?;
+        out!(
+            "plan {} (computed from the fingerprint of {} cases; edit it and rerun to change the preprocessing)",
+            path.display(),
+            fp.cases.len()
+        );
+        plan
+    };
+    out!(
+        "  target spacing {:?} mm [D, H, W], images {:?}, labels {:?}, patch {:?} × {}",
+        plan.target_spacing_mm,
+        plan.image_resampling,
+        plan.label_resampling,
+        plan.patch,
+        plan.batch
+    );
+    Ok(plan)
+}
+
 fn run_train(choice: &AdapterChoice, a: &TrainArgs) -> Result<()> {
+    let gpu = Gpu::with_choice(choice)?;
+    let dataset = SegDataset::open(&a.data)?;
+    let plan = run_plan(&gpu, a, &dataset)?;
     let cfg = SegTrainConfig {
         model: a.model,
-        patch: a.patch,
-        batch: a.batch,
+        patch: a.patch.unwrap_or(plan.patch),
+        batch: a.batch.unwrap_or(plan.batch),
         epochs: a.epochs,
         iterations_per_epoch: a.iterations,
         optimizer: a.optimizer,
@@ -110,8 +190,31 @@ fn run_train(choice: &AdapterChoice, a: &TrainArgs) -> Result<()> {
         ..SegTrainConfig::default()
     };
     cfg.validate()?;
-    let gpu = Gpu::with_choice(choice)?;
-    let data = load_training_data(&a.data, cfg.validation_fraction)?;
+    let cache = PreprocessCache::new(
+        a.cache
+            .clone()
+            .unwrap_or_else(|| a.out.join("preprocessed")),
+        &plan,
+    );
+    let t0 = std::time::Instant::now();
+    let (data, usage) = load_planned_data(
+        &dataset,
+        &plan,
+        &cache,
+        cfg.validation_fraction,
+        |id, reused| {
+            if !reused {
+                eprintln!("preprocessed {id}");
+            }
+        },
+    )?;
+    out!(
+        "cache {}: {} cases reused, {} preprocessed ({:.1} s)",
+        cache.dir().display(),
+        usage.reused,
+        usage.built,
+        t0.elapsed().as_secs_f64()
+    );
     out!(
         "cads segment train on {}: {} training / {} validation cases, classes {:?}",
         gpu.adapter().name,

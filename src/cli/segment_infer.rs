@@ -15,7 +15,8 @@ use cads::segment::evaluate::evaluate_folders;
 use cads::segment::fingerprint::dhw_spacing;
 use cads::segment::fingerprint::{fingerprint, SAMPLES_PER_CASE};
 use cads::segment::plan::{
-    CtNormalization, DeviceBudget, LabelResampling, Plan, PLAN_VERSION, TOTAL_STRIDE,
+    CtNormalization, DeviceBudget, ImageResampling, LabelResampling, Plan, PLAN_VERSION,
+    TOTAL_STRIDE,
 };
 use cads::segment::predict::{nifti_files, predict_file};
 use cads::segment::sliding_window::{tensor_forward, SlidingWindowConfig};
@@ -36,6 +37,10 @@ pub struct PlanArgs {
     /// Foreground voxels sampled per case for the intensity statistics.
     #[arg(long, default_value_t = SAMPLES_PER_CASE)]
     pub samples_per_case: usize,
+    /// Image resampling written into the plan: cubic (B-spline, nnU-Net's order 3; the default)
+    /// or linear.
+    #[arg(long, default_value = "cubic")]
+    pub image_interp: ImageResampling,
 }
 
 #[derive(clap::Args)]
@@ -106,7 +111,8 @@ pub fn plan(choice: &AdapterChoice, a: &PlanArgs) -> Result<()> {
     let dataset = SegDataset::open(&a.data)?;
     let fp = fingerprint(&dataset, a.samples_per_case)?;
     let budget = DeviceBudget::from_gpu(&gpu, Some((a.gpu_memory_gb * (1u64 << 30) as f64) as u64));
-    let plan = Plan::from_fingerprint(&fp, &dataset.labels, budget)?;
+    let mut plan = Plan::from_fingerprint(&fp, &dataset.labels, budget)?;
+    plan.image_resampling = a.image_interp;
     plan.save(&a.out)?;
     let f = &fp.foreground;
     out!("cases:          {}", fp.cases.len());
@@ -125,7 +131,12 @@ pub fn plan(choice: &AdapterChoice, a: &PlanArgs) -> Result<()> {
         f.percentile_99_5,
         f.samples
     );
-    out!("target spacing: {:?} mm [D, H, W]", plan.target_spacing_mm);
+    out!(
+        "target spacing: {:?} mm [D, H, W], images {:?}, labels {:?}",
+        plan.target_spacing_mm,
+        plan.image_resampling,
+        plan.label_resampling
+    );
     out!("median shape:   {:?}", plan.median_shape);
     out!(
         "patch × batch:  {:?} × {} (≈ {:.2} GiB of {:.2})",
@@ -160,9 +171,11 @@ pub fn evaluate(a: &EvaluateArgs) -> Result<()> {
 
 /// `cads segment predict`: the trained PVT-UNet over each input, label maps on the input's grid.
 ///
-/// The network, its classes and its CT normalisation come from the checkpoint's run description
-/// ([`RunInfo`]); `cads segment train` trains on each case's own voxel grid (no resampling), so
-/// prediction runs at each input's own canonical spacing too, with the training patch as window.
+/// The network, its classes and its preprocessing come from the checkpoint's run description
+/// ([`RunInfo`]): the training plan (target spacing, CT normalisation, image resampling, label
+/// values), with the training patch as window; the logits are resampled back to each input's own
+/// grid. A checkpoint from before plans (no `plan` in its run description) was trained on the
+/// cases' own grids, so prediction then runs at each input's own canonical spacing.
 pub fn predict(choice: &AdapterChoice, a: &PredictArgs) -> Result<()> {
     const OP: &str = "cads segment predict";
     let path = a.checkpoint.display().to_string();
@@ -213,25 +226,17 @@ pub fn predict(choice: &AdapterChoice, a: &PredictArgs) -> Result<()> {
     window.batch = a.batch;
     window.mirror_axes = [a.mirror; 3];
     let forward_net = |x: &Tensor| net.predict(x);
+    if let Some(p) = &info.plan {
+        out!(
+            "plan of the run: target spacing {:?} mm [D, H, W], images {:?}",
+            p.target_spacing_mm,
+            p.image_resampling
+        );
+    }
     for input in &inputs {
-        // The training grid: the input's own canonical spacing.
-        let spacing = dhw_spacing(&to_canonical(&read_nifti(input)?)?.0);
-        let plan = Plan {
-            version: PLAN_VERSION,
-            target_spacing_mm: spacing,
-            median_shape: info.train.patch,
-            patch: info.train.patch,
-            batch: a.batch,
-            total_stride: TOTAL_STRIDE,
-            labels: labels.clone(),
-            normalization: CtNormalization {
-                clip_low: norm.lo as f64,
-                clip_high: norm.hi as f64,
-                mean: norm.mean as f64,
-                std: norm.std as f64,
-            },
-            label_resampling: LabelResampling::Nearest,
-            memory: Plan::inference_memory(&gpu),
+        let plan = match &info.plan {
+            Some(p) => p.clone(),
+            None => own_grid_plan(input, &info, &labels, norm, &gpu, a.batch)?,
         };
         let t0 = std::time::Instant::now();
         let mut forward = tensor_forward(&gpu, info.classes, &forward_net);
@@ -244,4 +249,35 @@ pub fn predict(choice: &AdapterChoice, a: &PredictArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The plan of a run trained without one: the input's own canonical spacing, the run's CT
+/// normalisation, class k written as value k.
+fn own_grid_plan(
+    input: &std::path::Path,
+    info: &RunInfo,
+    labels: &[LabelName],
+    norm: cads::segment::train::CtNormalization,
+    gpu: &Gpu,
+    batch: usize,
+) -> Result<Plan> {
+    let spacing = dhw_spacing(&to_canonical(&read_nifti(input)?)?.0);
+    Ok(Plan {
+        version: PLAN_VERSION,
+        target_spacing_mm: spacing,
+        median_shape: info.train.patch,
+        patch: info.train.patch,
+        batch,
+        total_stride: TOTAL_STRIDE,
+        labels: labels.to_vec(),
+        normalization: CtNormalization {
+            clip_low: norm.lo as f64,
+            clip_high: norm.hi as f64,
+            mean: norm.mean as f64,
+            std: norm.std as f64,
+        },
+        image_resampling: ImageResampling::Linear,
+        label_resampling: LabelResampling::Nearest,
+        memory: Plan::inference_memory(gpu),
+    })
 }

@@ -6,7 +6,9 @@
 //! - `imagesTr/CASE_0000.nii.gz` (channel 0000), `labelsTr/CASE.nii.gz`, `imagesTs/CASE_0000.nii.gz`.
 //!
 //! The number of training cases found must equal `numTraining`; each training case needs its
-//! label. One input channel (CT) is supported.
+//! label. One input channel (CT) is supported. nnU-Net requires `channel_names`, `numTraining`
+//! and `file_ending`; here they may be left out (one channel, no count check, `.nii.gz`), as
+//! `cads segment train` accepted such folders before it read them through this module.
 //!
 //! **JSON list**: `{"labels": {"background": 0, "liver": 1}, "training": [{"image": "a.nii.gz",
 //! "label": "a_seg.nii.gz"}], "test": [{"image": "b.nii.gz"}]}`, paths relative to the file's
@@ -49,12 +51,17 @@ pub struct SegDataset {
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct NnunetJson {
-    #[serde(rename = "channel_names")]
+    #[serde(rename = "channel_names", default)]
     channel_names: BTreeMap<String, String>,
     labels: BTreeMap<String, serde_json::Value>,
-    num_training: usize,
-    #[serde(rename = "file_ending")]
+    #[serde(default)]
+    num_training: Option<usize>,
+    #[serde(rename = "file_ending", default = "default_file_ending")]
     file_ending: String,
+}
+
+fn default_file_ending() -> String {
+    ".nii.gz".into()
 }
 
 #[derive(serde::Deserialize)]
@@ -176,7 +183,7 @@ impl SegDataset {
             &json_path,
             "an nnU-Net dataset.json (channel_names, labels, numTraining, file_ending)",
         )?;
-        if meta.channel_names.len() != 1 {
+        if meta.channel_names.len() > 1 {
             return Err(bad(
                 OP,
                 &json_path,
@@ -212,15 +219,21 @@ impl SegDataset {
                 id,
             });
         }
-        if training.len() != meta.num_training {
+        if let Some(expected) = meta.num_training.filter(|&n| n != training.len()) {
             return Err(bad(
                 OP,
                 &json_path,
                 format!(
-                    "numTraining is {}, but imagesTr holds {} cases *_0000{ending}",
-                    meta.num_training,
+                    "numTraining is {expected}, but imagesTr holds {} cases *_0000{ending}",
                     training.len()
                 ),
+            ));
+        }
+        if training.is_empty() {
+            return Err(bad(
+                OP,
+                &images_tr,
+                format!("no training images *_0000{ending}"),
             ));
         }
         let images_ts = root.join("imagesTs");

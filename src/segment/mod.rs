@@ -9,7 +9,8 @@
 //!
 //! - `dataset`: nnU-Net raw folders and JSON lists; label grids checked against their images.
 //! - `fingerprint`, `plan`: spacings, shapes, foreground HU statistics → the editable plan.
-//! - `preprocess`: canonical orientation, CT normalisation, resampling, the on-disk cache.
+//! - `preprocess`: canonical orientation, CT normalisation, resampling, the on-disk cache;
+//!   `cubic`: the cubic B-spline image resampling.
 //! - `config`: the training run's typed settings (patch, batch, optimizer, schedule, freezing).
 //! - `loss`: Dice + cross-entropy with deep-supervision weights.
 //! - `augment`: nnU-Net's spatial and intensity augmentation and per-class foreground
@@ -23,6 +24,7 @@
 
 pub mod augment;
 pub mod config;
+pub mod cubic;
 pub mod curves;
 pub mod dataset;
 pub mod evaluate;

@@ -15,6 +15,9 @@
 //!   patch is largest relative to the median shape.
 //! - **Batch** = as many patches as the budget holds, at least 2, at most the number that covers 5%
 //!   of the dataset's voxels (nnU-Net's cap, so one batch is not most of the data).
+//! - **Resampling**: images with the interpolating cubic B-spline (`image_resampling: cubic`,
+//!   nnU-Net's order 3; `linear` is the other choice), labels one-hot trilinear + argmax
+//!   (`label_resampling`, or `nearest`).
 //! - **Memory**: wgpu reports no device-memory size, only per-buffer limits, so the budget is given
 //!   (default 8 GiB, nnU-Net's target; `--gpu-memory-gb`) and the per-tensor limit is the device's
 //!   `max_storage_buffer_binding_size`/`max_buffer_size` ([`DeviceBudget::from_gpu`]). Training
@@ -49,6 +52,29 @@ pub struct CtNormalization {
     pub clip_high: f64,
     pub mean: f64,
     pub std: f64,
+}
+
+/// How images are brought to the target spacing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageResampling {
+    /// Trilinear (the default of plans written before this field existed).
+    #[default]
+    Linear,
+    /// Interpolating cubic B-spline (order 3, nnU-Net's choice for images; see
+    /// [`crate::segment::cubic`]).
+    Cubic,
+}
+
+impl std::str::FromStr for ImageResampling {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<ImageResampling> {
+        match s.to_ascii_lowercase().as_str() {
+            "linear" => Ok(ImageResampling::Linear),
+            "cubic" => Ok(ImageResampling::Cubic),
+            other => Err(Error::invalid("ImageResampling", "linear or cubic", other)),
+        }
+    }
 }
 
 /// How label maps are brought to the target spacing.
@@ -139,6 +165,9 @@ pub struct Plan {
     /// Class k of the network is `labels[k]` (background first).
     pub labels: Vec<LabelName>,
     pub normalization: CtNormalization,
+    /// Images: `linear` or `cubic` (absent in older plans: `linear`).
+    #[serde(default)]
+    pub image_resampling: ImageResampling,
     pub label_resampling: LabelResampling,
     pub memory: MemoryModel,
 }
@@ -283,6 +312,7 @@ impl Plan {
                 mean: s.mean,
                 std: s.std.max(1e-8),
             },
+            image_resampling: ImageResampling::Cubic,
             label_resampling: LabelResampling::OneHotLinear,
             memory,
         };
@@ -403,14 +433,15 @@ impl Plan {
         Ok(plan)
     }
 
-    /// A key of the preprocessing-relevant fields (spacing, normalisation, label resampling,
-    /// labels): FNV-1a 64 of their JSON, hex. Preprocessed caches live under this key, so an edited
+    /// A key of the preprocessing-relevant fields (spacing, normalisation, image and label
+    /// resampling, labels): FNV-1a 64 of their JSON, hex. Preprocessed caches live under this key, so an edited
     /// plan never reads a stale cache.
     pub fn preprocessing_key(&self) -> String {
         let key = serde_json::json!({
             "version": self.version,
             "target_spacing_mm": self.target_spacing_mm,
             "normalization": self.normalization,
+            "image_resampling": self.image_resampling,
             "label_resampling": self.label_resampling,
             "labels": self.labels,
         })

@@ -17,12 +17,13 @@
 //! checkpoint (network, optimizer, position, best Dice) and continues the same patch stream: the
 //! batch of global step t is always drawn from `Rng::new(seed).fork(t)`.
 //!
-//! Data (see [`load_training_data`]): an nnU-Net raw folder (`dataset.json` with its `labels`,
-//! `imagesTr/`, `labelsTr/`) or a JSON manifest, read by `data::loader` and reoriented to RAS.
-//! Cases are trained on their own voxel grid (no resampling) with nnU-Net's CT normalisation
-//! (clip to the 0.5 / 99.5 percentiles of the training foreground, z-score with its mean and
-//! std). The last `validation_fraction` of the cases (sorted by name) are held out; with a single
-//! case its last `validation_fraction` of slices along D (a cranio-caudal slab) are.
+//! Data ([`SegData`], see `segment::train_data`): `cads segment train` preprocesses with the plan
+//! (`plan.json`: spacing, CT normalisation, image and label resampling) through the on-disk cache
+//! ([`load_planned_data`]); [`load_training_data`] reads cases on their own grids without a plan.
+//! The last `validation_fraction` of the cases are held out; with a single case its last
+//! `validation_fraction` of slices along D (a cranio-caudal slab) are. The plan is stored in the
+//! run description ([`RunInfo::plan`]), so `cads segment predict` preprocesses the same way, and
+//! a resumed run must use the same preprocessing (same plan key).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,8 +34,11 @@ use super::augment::{augmented_patch, AugmentConfig, TrainingCase};
 use super::config::{OptimizerKind, SegTrainConfig};
 use super::curves::curves_png;
 use super::loss::{seg_loss, SegLossConfig};
+use super::plan::Plan;
 use super::sliding_window::{sliding_window, tensor_forward, SlidingWindowConfig};
-pub use super::train_data::{load_training_data, CtNormalization, SegData};
+pub use super::train_data::{
+    load_planned_data, load_training_data, CacheUse, CtNormalization, SegData,
+};
 use crate::checkpoint::{Checkpoint, LoadedCheckpoint};
 use crate::data::loader::Prefetcher;
 use crate::data::preprocess::Patch;
@@ -110,6 +114,10 @@ pub struct RunInfo {
     pub classes: usize,
     pub class_names: Vec<String>,
     pub normalization: Option<CtNormalization>,
+    /// The plan the training cases were preprocessed with (None: trained on the cases' own
+    /// grids, as runs before plans did; their checkpoints lack the field).
+    #[serde(default)]
+    pub plan: Option<Plan>,
 }
 
 impl RunInfo {
@@ -229,6 +237,7 @@ pub fn train(
         classes: data.classes,
         class_names: data.class_names.clone(),
         normalization: data.normalization,
+        plan: data.plan.clone(),
     };
     let info_json =
         serde_json::to_string(&info).map_err(|e| Error::invalid(OP, "a serialisable config", e))?;
@@ -289,6 +298,21 @@ pub fn train(
                 format!(
                     "{:?}, {}, {:?}",
                     saved.train.model, saved.classes, saved.train.patch
+                ),
+            ));
+        }
+        let key = |p: &Option<Plan>| p.as_ref().map(Plan::preprocessing_key);
+        if key(&saved.plan) != key(&data.plan) {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "a checkpoint trained on the same preprocessing (plan key {:?})",
+                    key(&data.plan)
+                ),
+                format!(
+                    "plan key {:?} in {} (train with the run's own plan.json)",
+                    key(&saved.plan),
+                    latest.display()
                 ),
             ));
         }

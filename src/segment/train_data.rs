@@ -1,12 +1,23 @@
-//! The training data of `cads segment train`: an nnU-Net raw folder (`dataset.json` with its
-//! `labels`, `imagesTr/`, `labelsTr/`) or a JSON manifest, read by `data::loader` and reoriented
-//! to RAS, on each case's own voxel grid, with nnU-Net's CT normalisation (clip to the 0.5 / 99.5
-//! percentiles of the training foreground, z-score with its mean and std), split into training
-//! and held-out cases (with a single case, a cranio-caudal slab of it).
+//! The training data of PVT-UNet, split into training and held-out cases (the last
+//! `validation_fraction` of the cases in dataset order; with a single case, the last
+//! `validation_fraction` of its slices along D, a cranio-caudal slab). Two ways in:
+//!
+//! - [`load_planned_data`] (what `cads segment train` uses): the plan's preprocessing — canonical
+//!   RAS, the plan's CT normalisation (from the fingerprint of all training cases, as nnU-Net),
+//!   resampling to the plan's spacing (images linear or cubic, labels nearest or one-hot linear),
+//!   label values mapped to the plan's classes — done once per case into the on-disk
+//!   [`PreprocessCache`] keyed by the plan, and read back from it on every later run with the
+//!   same plan (an edited plan gets a new key, so its cases are preprocessed again).
+//! - [`load_training_data`] (library use, no plan): an nnU-Net raw folder or a JSON manifest read
+//!   by `data::loader`, reoriented to RAS, on each case's own voxel grid, with the CT
+//!   normalisation of the training split's foreground; label values are the classes.
 
 use std::path::Path;
 
 use super::augment::TrainingCase;
+use super::dataset::SegDataset;
+use super::plan::Plan;
+use super::preprocess::PreprocessCache;
 use crate::data::loader::{dataset_from_folder, dataset_from_manifest, load_case};
 use crate::data::preprocess::{crop_pad, Patch};
 use crate::error::{Error, Result};
@@ -75,6 +86,9 @@ pub struct SegData {
     /// Name of each class 0..K.
     pub class_names: Vec<String>,
     pub normalization: Option<CtNormalization>,
+    /// The plan the cases were preprocessed with ([`load_planned_data`]); None on the cases'
+    /// own grids. Stored in the run description, so `predict` applies the same preprocessing.
+    pub plan: Option<Plan>,
 }
 
 /// Class names from nnU-Net's `dataset.json` `labels` (`{"background": 0, "liver": 1, …}`).
@@ -149,7 +163,8 @@ fn split_slab(image: &Patch, label: &Patch, fraction: f64) -> Result<[(Patch, Pa
     ])
 }
 
-/// Read a dataset (nnU-Net folder or JSON manifest), normalise it and split it (module docs).
+/// Read a dataset (nnU-Net folder or JSON manifest), normalise it and split it on the cases' own
+/// grids (module docs).
 pub fn load_training_data(path: &Path, validation_fraction: f64) -> Result<SegData> {
     let op = "load_training_data";
     let cases = if path.is_dir() {
@@ -196,15 +211,7 @@ pub fn load_training_data(path: &Path, validation_fraction: f64) -> Result<SegDa
             })
             .collect()
     });
-    let (train, val): (Vec<_>, Vec<_>) = if pairs.len() == 1 {
-        let [a, b] = split_slab(&pairs[0].0, &pairs[0].1, validation_fraction)?;
-        (vec![a], vec![b])
-    } else {
-        let held =
-            ((pairs.len() as f64 * validation_fraction).round() as usize).clamp(1, pairs.len() - 1);
-        let val = pairs.split_off(pairs.len() - held);
-        (pairs, val)
-    };
+    let (train, val) = split(pairs, validation_fraction)?;
     let normalization = CtNormalization::from_foreground(&train)?;
     let build = |v: Vec<(Patch, Patch)>| -> Result<Vec<TrainingCase>> {
         v.into_iter()
@@ -220,5 +227,86 @@ pub fn load_training_data(path: &Path, validation_fraction: f64) -> Result<SegDa
         classes,
         class_names,
         normalization: Some(normalization),
+        plan: None,
     })
+}
+
+type Pairs = Vec<(Patch, Patch)>;
+
+/// Hold out the last `fraction` of the cases (at least one, at least one left), or with one case
+/// the last `fraction` of its slices.
+fn split(mut pairs: Pairs, fraction: f64) -> Result<(Pairs, Pairs)> {
+    Ok(if pairs.len() == 1 {
+        let [a, b] = split_slab(&pairs[0].0, &pairs[0].1, fraction)?;
+        (vec![a], vec![b])
+    } else {
+        let held = ((pairs.len() as f64 * fraction).round() as usize).clamp(1, pairs.len() - 1);
+        let val = pairs.split_off(pairs.len() - held);
+        (pairs, val)
+    })
+}
+
+/// What the preprocessed cache did for [`load_planned_data`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheUse {
+    /// Cases read back from the cache.
+    pub reused: usize,
+    /// Cases preprocessed from their files now (and written to the cache).
+    pub built: usize,
+}
+
+/// The training cases of `dataset` preprocessed with `plan` through `cache` (see the module
+/// docs), split, with the plan's classes and names. `on_case(id, reused)` sees every case as it
+/// is served.
+pub fn load_planned_data(
+    dataset: &SegDataset,
+    plan: &Plan,
+    cache: &PreprocessCache,
+    validation_fraction: f64,
+    mut on_case: impl FnMut(&str, bool),
+) -> Result<(SegData, CacheUse)> {
+    const OP: &str = "load_planned_data";
+    plan.validate(OP)?;
+    if dataset.training.is_empty() {
+        return Err(Error::invalid(OP, "at least one training case", 0));
+    }
+    let mut usage = CacheUse::default();
+    let mut pairs = Vec::with_capacity(dataset.training.len());
+    for case in &dataset.training {
+        let (c, reused) = cache.get_or_build(case, plan)?;
+        if reused {
+            usage.reused += 1;
+        } else {
+            usage.built += 1;
+        }
+        on_case(&case.id, reused);
+        let label = c
+            .label
+            .ok_or_else(|| Error::invalid(OP, "a label map for every training case", &case.id))?;
+        pairs.push((c.image, label));
+    }
+    let (train, val) = split(pairs, validation_fraction)?;
+    let classes = plan.classes();
+    let build = |v: Pairs| -> Result<Vec<TrainingCase>> {
+        v.into_iter()
+            .map(|(i, l)| TrainingCase::new(i, l, classes))
+            .collect()
+    };
+    let n = &plan.normalization;
+    Ok((
+        SegData {
+            train: build(train)?,
+            validation: build(val)?,
+            classes,
+            class_names: plan.labels.iter().map(|l| l.name.clone()).collect(),
+            normalization: Some(CtNormalization {
+                lo: n.clip_low as f32,
+                hi: n.clip_high as f32,
+                mean: n.mean as f32,
+                std: n.std as f32,
+            }),
+            plan: Some(plan.clone()),
+        },
+        usage,
+    ))
 }
