@@ -1,6 +1,7 @@
 //! `cads pretrain`: CADS self-supervised pretraining (`pretrain::run`), and the default job (a
 //! short `tiny` run on the sample CT, or the phantom when it is absent).
 
+use cads::dist::DataParallel;
 use cads::gpu::AdapterChoice;
 use cads::pretrain::drr_cache::EngineCadsDrr;
 use cads::pretrain::engine::CadsEngine;
@@ -24,7 +25,8 @@ pub struct PretrainArgs {
     /// Epochs (default: the preset's).
     #[arg(long)]
     pub epochs: Option<u64>,
-    /// Batch size (default: the preset's; the peak lr scales with it).
+    /// Batch size (default: the preset's; the peak lr scales with it). Under MPI the global
+    /// batch, split evenly over the ranks.
     #[arg(long)]
     pub batch: Option<usize>,
     /// Iterations per epoch (default: tiles / batch).
@@ -51,7 +53,14 @@ pub struct PretrainArgs {
 }
 
 pub fn run(choice: &AdapterChoice, a: &PretrainArgs) -> Result<()> {
-    let gpu = Gpu::with_choice(choice)?;
+    let dp = super::dist::join_job()?;
+    let result = run_rank(choice, a, &dp);
+    super::dist::end_rank(&dp, result)
+}
+
+/// One rank's share of `cads pretrain` (the whole of it when run alone).
+fn run_rank(choice: &AdapterChoice, a: &PretrainArgs, dp: &Option<DataParallel>) -> Result<()> {
+    let gpu = Gpu::with_choice(&super::dist::adapter_for(choice, dp))?;
     let mut config = CadsConfig::preset(&a.preset)?;
     if let Some(e) = a.epochs {
         config.epochs = e;
@@ -71,6 +80,13 @@ pub fn run(choice: &AdapterChoice, a: &PretrainArgs) -> Result<()> {
     opts.seed = a.seed;
     opts.max_steps = a.max_steps;
     opts.views.view_depth = config.ct_view[0];
+    opts.data_parallel = dp.clone();
+    if !super::dist::is_root(dp) {
+        return pretrain(&gpu, config, opts);
+    }
+    if let Some(line) = super::dist::describe(dp, config.batch_size) {
+        out!("{line}");
+    }
     out!(
         "cads pretrain on {} ({:?}): preset {}, batch {}, {} epochs, peak lr {:.3e}",
         gpu.adapter().name,
@@ -117,15 +133,45 @@ pub fn default_job(choice: &AdapterChoice) -> Result<()> {
 fn pretrain(gpu: &Gpu, config: CadsConfig, opts: RunOptions) -> Result<()> {
     let stop = install_ctrlc()?;
     let projector = EngineCadsDrr { gpu: gpu.clone() };
-    let report = prepare_data(&opts, &projector)?;
+    let dp = opts.data_parallel.clone();
+    let report = match &dp {
+        None => prepare_data(&opts, &projector)?,
+        Some(d) => {
+            // Rank 0 fills the preprocessing cache first (ranks writing the same cache files
+            // would race), then the others read it (or, on a machine of their own, make theirs).
+            let first = if d.is_root() {
+                Some(prepare_data(&opts, &projector)?)
+            } else {
+                None
+            };
+            d.comm.barrier()?;
+            match first {
+                Some(report) => report,
+                None => prepare_data(
+                    &RunOptions {
+                        progress: false,
+                        ..opts.clone()
+                    },
+                    &projector,
+                )?,
+            }
+        }
+    };
     let skipped = report.skipped;
     let volumes = report.volumes;
     let (_, s) = run_pretraining(
         &opts,
         volumes,
-        |ipe| CadsEngine::new(gpu, &config, ipe),
+        |ipe| {
+            let mut engine = CadsEngine::new(gpu, &config, ipe)?;
+            engine.trainer.data_parallel = dp.clone();
+            Ok(engine)
+        },
         stop,
     )?;
+    if !super::dist::is_root(&dp) {
+        return Ok(());
+    }
     if let (Some(first), Some(last)) = (s.epoch_losses.first(), s.epoch_losses.last()) {
         out!(
             "mean loss per epoch {first:.4} -> {last:.4} over {} steps ({:.2} steps/s, {:.1} s)",

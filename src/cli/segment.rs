@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use cads::dist::DataParallel;
 use cads::gpu::AdapterChoice;
 use cads::segment::config::{ModelPreset, OptimizerKind, SegTrainConfig};
 use cads::segment::train::{load_training_data, train, Progress, RunOptions};
@@ -36,6 +37,7 @@ pub struct TrainArgs {
     /// Patch D,H,W in voxels, multiples of 16,32,32.
     #[arg(long, default_value = "64,160,160", value_parser = parse_patch)]
     pub patch: [usize; 3],
+    /// Patches per step (under MPI the global batch, split evenly over the ranks).
     #[arg(long, default_value_t = 2)]
     pub batch: usize,
     /// Initialise the encoder from a CADS teacher (safetensors; `backbone.` or cads checkpoint).
@@ -92,6 +94,14 @@ pub fn run(choice: &AdapterChoice, command: &SegmentCommand) -> Result<()> {
 }
 
 fn run_train(choice: &AdapterChoice, a: &TrainArgs) -> Result<()> {
+    let dp = super::dist::join_job()?;
+    let result = run_train_rank(choice, a, &dp);
+    super::dist::end_rank(&dp, result)
+}
+
+/// One rank's share of `cads segment train` (the whole of it when run alone).
+fn run_train_rank(choice: &AdapterChoice, a: &TrainArgs, dp: &Option<DataParallel>) -> Result<()> {
+    let root = super::dist::is_root(dp);
     let cfg = SegTrainConfig {
         model: a.model,
         patch: a.patch,
@@ -109,19 +119,25 @@ fn run_train(choice: &AdapterChoice, a: &TrainArgs) -> Result<()> {
         ..SegTrainConfig::default()
     };
     cfg.validate()?;
-    let gpu = Gpu::with_choice(choice)?;
+    let gpu = Gpu::with_choice(&super::dist::adapter_for(choice, dp))?;
     let data = load_training_data(&a.data, cfg.validation_fraction)?;
-    out!(
-        "cads segment train on {}: {} training / {} validation cases, classes {:?}",
-        gpu.adapter().name,
-        data.train.len(),
-        data.validation.len(),
-        data.class_names
-    );
+    if let (Some(line), true) = (super::dist::describe(dp, cfg.batch), root) {
+        out!("{line}");
+    }
+    if root {
+        out!(
+            "cads segment train on {}: {} training / {} validation cases, classes {:?}",
+            gpu.adapter().name,
+            data.train.len(),
+            data.validation.len(),
+            data.class_names
+        );
+    }
     let run = RunOptions {
         out: Some(a.out.clone()),
         resume: a.resume,
         init_from: a.init_from.clone(),
+        data_parallel: dp.clone(),
         ..RunOptions::default()
     };
     let names = data.class_names.clone();
@@ -168,6 +184,9 @@ fn run_train(choice: &AdapterChoice, a: &TrainArgs) -> Result<()> {
             );
         }
     })?;
+    if !root {
+        return Ok(());
+    }
     out!(
         "best mean validation Dice {:.3}; run folder {}",
         report.best_mean_dice,

@@ -72,6 +72,41 @@ pub fn timeout_from_env() -> Result<Duration> {
     }
 }
 
+/// Whether this process was started by an MPI launcher (Open MPI's mpirun, a PMI/PMIx launcher
+/// such as Slurm's srun with `--mpi=pmix`, MPICH's Hydra): then the `mpi` backend joins its job.
+/// A plain `cads` run initialises no MPI at all.
+pub fn launched_by_mpi() -> bool {
+    [
+        "OMPI_COMM_WORLD_SIZE",
+        "PMIX_RANK",
+        "PMI_RANK",
+        "PMI_SIZE",
+        "MPI_LOCALNRANKS",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some())
+}
+
+/// The job size an MPI launcher announced in the environment, if it did.
+pub fn launcher_world_size() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+}
+
+/// This process's rank among the job's processes on the same machine, if the launcher says
+/// (to give each rank of a multi-GPU machine its own adapter).
+pub fn launcher_local_rank() -> Option<usize> {
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+        "PMIX_LOCAL_RANK",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+}
+
 /// The collectives data-parallel training needs. Every rank must call the same collectives in
 /// the same order with the same lengths; a mismatch is detected where the backend can (the
 /// local group names both calls) and is otherwise undefined, as in MPI.

@@ -29,21 +29,6 @@ const CHUNK: usize = 1 << 30;
 /// Exit status of a job ended by [`MpiCommunicator::abort`] or a timed-out wait.
 pub const ABORT_STATUS: i32 = 3;
 
-/// Whether this process was started by an MPI launcher (Open MPI's mpirun, a PMI/PMIx launcher
-/// such as Slurm's srun, MPICH's Hydra): then [`MpiCommunicator::init`] joins its job. A plain
-/// `cads` run initialises no MPI at all.
-pub fn launched_by_mpi() -> bool {
-    [
-        "OMPI_COMM_WORLD_SIZE",
-        "PMIX_RANK",
-        "PMI_RANK",
-        "PMI_SIZE",
-        "MPI_LOCALNRANKS",
-    ]
-    .iter()
-    .any(|v| std::env::var_os(v).is_some())
-}
-
 /// `MPI_COMM_WORLD` of this job. Dropping it finalises MPI.
 pub struct MpiCommunicator {
     world: SimpleCommunicator,
@@ -53,7 +38,8 @@ pub struct MpiCommunicator {
 }
 
 impl MpiCommunicator {
-    /// Initialise MPI and take the world communicator. Fails when MPI was initialised already.
+    /// Initialise MPI and take the world communicator (call it when `dist::launched_by_mpi`).
+    /// Fails when MPI was initialised already.
     pub fn init(timeout: Duration) -> Result<MpiCommunicator> {
         // Loader threads never call MPI, but the panic hook may run on any thread and abort.
         let (universe, _) =
