@@ -89,7 +89,7 @@ fn all_reduce(b: &Bench, params: Vec<(String, Tensor)>) -> Result<Sample> {
         }
         Ok((times, bytes))
     })?;
-    let mut slowest = vec![0.0f64; REPS];
+    let mut slowest = [0.0f64; REPS];
     let mut bytes = 0;
     for r in results {
         let (times, b) = r?;

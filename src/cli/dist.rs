@@ -20,6 +20,9 @@ pub fn join_job() -> Result<Option<DataParallel>> {
 }
 
 #[cfg(feature = "mpi")]
+// MPI handles are not Send: this communicator never leaves the main thread (the loader threads
+// make host batches only); `Arc` is the type `DataParallel` shares with in-process groups.
+#[allow(clippy::arc_with_non_send_sync)]
 fn join_mpi() -> Result<Option<DataParallel>> {
     let comm = dist::mpi::MpiCommunicator::init(dist::timeout_from_env()?)?;
     dist::mpi::install_panic_abort();

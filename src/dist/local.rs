@@ -57,10 +57,10 @@ pub struct LocalGroup;
 
 impl LocalGroup {
     /// The `size` members of a new group (give member r to replica r's thread).
-    pub fn new(size: usize, timeout: Duration) -> Result<Vec<LocalComm>> {
+    pub fn members(size: usize, timeout: Duration) -> Result<Vec<LocalComm>> {
         if size == 0 || timeout.is_zero() {
             return Err(Error::invalid(
-                "LocalGroup::new",
+                "LocalGroup::members",
                 "at least one member and a wait bound > 0",
                 format!("{size} members, {timeout:?}"),
             ));
@@ -95,7 +95,7 @@ impl LocalGroup {
         timeout: Duration,
         replica: impl Fn(LocalComm) -> Result<T> + Sync,
     ) -> Result<Vec<Result<T>>> {
-        let members = LocalGroup::new(size, timeout)?;
+        let members = LocalGroup::members(size, timeout)?;
         let replica = &replica;
         Ok(std::thread::scope(|scope| {
             let handles: Vec<_> = members

@@ -22,6 +22,9 @@ pub fn sample_rng(seed: u64, step: u64, index: usize) -> Rng {
     Rng::new(seed).fork(step).fork(index as u64)
 }
 
+/// The permutation of one epoch, kept for the next call: `(epoch, permutation)`.
+type CachedPermutation = Arc<Mutex<Option<(u64, Arc<Vec<usize>>)>>>;
+
 /// A fresh permutation of `0..items` per epoch (see the module docs).
 #[derive(Clone, Debug)]
 pub struct EpochSampler {
@@ -32,7 +35,7 @@ pub struct EpochSampler {
     /// Steps per epoch (T).
     pub steps_per_epoch: u64,
     /// The last epoch's permutation, shared by the loader threads.
-    cache: Arc<Mutex<Option<(u64, Arc<Vec<usize>>)>>>,
+    cache: CachedPermutation,
 }
 
 impl EpochSampler {
