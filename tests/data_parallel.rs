@@ -253,6 +253,73 @@ fn two_replicas_train_segmentation_like_one_device_with_the_whole_batch() {
     compare_states("net", &two[0].net, &one.net, Steps::Sgd);
 }
 
+/// The bucketed all-reduce on two replicas: every parameter's gradient becomes the mean of the
+/// two, whatever the bucket size (several tensors per bucket, one, or one tensor over a bucket);
+/// a gradient present on one rank only is averaged with zero; one present on none stays absent.
+#[test]
+fn gradient_buckets_average_and_treat_a_missing_gradient_as_zero() {
+    let gpus: Vec<Gpu> = (0..2).map(|_| common::fresh_gpu()).collect();
+    for bucket_bytes in [4, 52, 1 << 20] {
+        let out = LocalGroup::run(2, TIMEOUT, |comm| {
+            let rank = cads::dist::Communicator::rank(&comm);
+            let gpu = &gpus[rank];
+            let shapes: [&[usize]; 4] = [&[3], &[2, 5], &[7], &[1]];
+            let params: Vec<(String, cads::Tensor)> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let n: usize = s.iter().product();
+                    let t = cads::Tensor::parameter(gpu, &vec![0.0; n], s).unwrap();
+                    (format!("p{i}"), t)
+                })
+                .collect();
+            let mut grads = cads::Gradients::default();
+            for (i, (_, p)) in params.iter().enumerate() {
+                // p2 has a gradient on rank 0 only, p3 on neither.
+                if i == 3 || (i == 2 && rank == 1) {
+                    continue;
+                }
+                let v: Vec<f32> = (0..p.numel())
+                    .map(|k| (rank * 100 + i * 10 + k) as f32)
+                    .collect();
+                let g = cads::Tensor::from_slice(gpu, &v, p.shape()).unwrap();
+                grads.accumulate(p.id(), g).unwrap();
+            }
+            let mut dp = DataParallel::new(Arc::new(comm));
+            dp.bucket_bytes = bucket_bytes;
+            let report = dp.all_reduce_gradients(&params, &mut grads)?;
+            let got: Vec<Option<Vec<f32>>> = params
+                .iter()
+                .map(|(_, p)| grads.get(p).map(|g| g.to_vec().unwrap()))
+                .collect();
+            Ok((report, got))
+        })
+        .unwrap();
+        let (report, got) = out[0].as_ref().unwrap();
+        assert_eq!(got, &out[1].as_ref().unwrap().1, "ranks differ");
+        assert_eq!(report.tensors, 3);
+        let mean = |i: usize, n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|k| ((i * 10 + k) as f32 + (100 + i * 10 + k) as f32) / 2.0)
+                .collect()
+        };
+        assert_eq!(got[0].as_ref().unwrap(), &mean(0, 3));
+        assert_eq!(got[1].as_ref().unwrap(), &mean(1, 10));
+        let half: Vec<f32> = (0..7).map(|k| (20 + k) as f32 / 2.0).collect();
+        assert_eq!(got[2].as_ref().unwrap(), &half);
+        assert!(got[3].is_none());
+        // 4-byte buckets: one per tensor (a tensor over the size is a bucket by itself);
+        // 52 bytes: the 3 and 10 floats together, the 7 alone; 1 MiB: one bucket.
+        let buckets = match bucket_bytes {
+            4 => 3,
+            52 => 2,
+            _ => 1,
+        };
+        assert_eq!(report.buckets, buckets, "bucket_bytes {bucket_bytes}");
+        assert_eq!(report.bytes, 4 * 4 + 4 * (3 + 10 + 7));
+    }
+}
+
 #[test]
 fn a_failing_replica_ends_the_other_with_its_error() {
     let vols = volumes();

@@ -142,3 +142,50 @@ impl DropPath {
 impl Module for DropPath {
     fn state(&self, _prefix: &str, _out: &mut Vec<StateEntry>) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two replicas with one sample each, on a tensor of two stacked views (CADS's x1, x2), draw
+    /// exactly the rows one device draws for the whole batch, and advance the generator alike.
+    #[test]
+    fn windows_draw_the_global_rows_of_their_samples() {
+        let keep = 0.5;
+        let mut one = Rng::new(9);
+        // One device: batch 2, two views → rows [x1_0, x1_1, x2_0, x2_1].
+        let whole =
+            with_sample_window(SampleWindow::whole(2), || draw_mask(4, keep, &mut one)).unwrap();
+        for offset in 0..2 {
+            let mut rng = Rng::new(9);
+            let window = SampleWindow {
+                offset,
+                count: 1,
+                global: 2,
+            };
+            let mine = with_sample_window(window, || draw_mask(2, keep, &mut rng)).unwrap();
+            assert_eq!(mine, vec![whole[offset], whole[2 + offset]]);
+            assert_eq!(
+                rng.state(),
+                one.state(),
+                "the generator advanced differently"
+            );
+        }
+        // Rows that are not whole blocks of the window are an error, not a silent draw.
+        let window = SampleWindow {
+            offset: 0,
+            count: 2,
+            global: 4,
+        };
+        let mut rng = Rng::new(1);
+        assert!(with_sample_window(window, || draw_mask(3, keep, &mut rng)).is_err());
+        // Outside a window: n draws in row order, as before windows existed.
+        let mut a = Rng::new(3);
+        let mut b = Rng::new(3);
+        let plain = draw_mask(3, keep, &mut a).unwrap();
+        let by_hand: Vec<f32> = (0..3)
+            .map(|_| if b.bernoulli(0.5) { 2.0 } else { 0.0 })
+            .collect();
+        assert_eq!(plain, by_hand);
+    }
+}
