@@ -1,5 +1,8 @@
 //! Data-parallel launch of the training commands (`cads pretrain`, `cads segment train`).
 //!
+//! In one process, `--devices N` runs N replicas as threads, one `Gpu` each (the i-th of the
+//! equally good adapters; with fewer adapters than replicas several devices share one).
+//!
 //! Under an MPI launcher (`mpirun -np N cads …`, `srun --mpi=pmix cads …`) a `cads` built with
 //! `--features mpi` joins the job: the world size is the number of replicas, each rank takes the
 //! adapter of its local rank (several GPUs in one machine), `--batch` is the global batch, rank
@@ -7,7 +10,9 @@
 //! (MPI_Abort), as does a panic. Without the feature, a launch of several processes is refused
 //! (they would each train alone and overwrite one run folder).
 
-use cads::dist::{self, DataParallel};
+use std::sync::Arc;
+
+use cads::dist::{self, DataParallel, LocalGroup};
 use cads::gpu::AdapterChoice;
 use cads::Result;
 
@@ -26,7 +31,7 @@ pub fn join_job() -> Result<Option<DataParallel>> {
 fn join_mpi() -> Result<Option<DataParallel>> {
     let comm = dist::mpi::MpiCommunicator::init(dist::timeout_from_env()?)?;
     dist::mpi::install_panic_abort();
-    Ok(Some(DataParallel::new(std::sync::Arc::new(comm))))
+    Ok(Some(DataParallel::new(Arc::new(comm))))
 }
 
 #[cfg(not(feature = "mpi"))]
@@ -41,13 +46,38 @@ fn join_mpi() -> Result<Option<DataParallel>> {
     }
 }
 
-/// The adapter choice of this rank: the local rank's adapter among equally good ones.
+/// The adapter choice of this rank: the local rank's adapter among equally good ones (an
+/// in-process replica's rank is its local rank).
 pub fn adapter_for(choice: &AdapterChoice, dp: &Option<DataParallel>) -> AdapterChoice {
     let mut choice = choice.clone();
-    if dp.is_some() && choice.index.is_none() {
-        choice.index = dist::launcher_local_rank();
+    if let (Some(d), None) = (dp, choice.index) {
+        choice.index = if d.comm.backend() == "local" {
+            Some(d.rank())
+        } else {
+            dist::launcher_local_rank()
+        };
     }
     choice
+}
+
+/// Run `replica` for `devices` in-process replicas (threads) and return the first error in rank
+/// order (a replica that fails ends the others' waits with an error naming it).
+pub fn run_local(
+    devices: usize,
+    mpi: &Option<DataParallel>,
+    replica: impl Fn(Option<DataParallel>) -> Result<()> + Sync,
+) -> Result<()> {
+    if mpi.is_some() {
+        return Err(cads::Error::invalid(
+            "--devices",
+            "one device per rank under MPI (launch more ranks instead)",
+            devices,
+        ));
+    }
+    let results = LocalGroup::run(devices, dist::timeout_from_env()?, |comm| {
+        replica(Some(DataParallel::new(Arc::new(comm))))
+    })?;
+    results.into_iter().collect::<Result<Vec<()>>>().map(drop)
 }
 
 /// Rank 0 (or the only process) prints and writes.

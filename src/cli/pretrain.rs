@@ -9,6 +9,7 @@ use cads::pretrain::run::{install_ctrlc, prepare_data, run_pretraining, RunOptio
 use cads::pretrain::CadsConfig;
 use cads::{Gpu, Result};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct PretrainArgs {
@@ -50,16 +51,29 @@ pub struct PretrainArgs {
     /// Stop after this many steps (checkpointing; --resume continues).
     #[arg(long)]
     pub max_steps: Option<u64>,
+    /// Data-parallel replicas in this process, one device each (the i-th of the equally good
+    /// adapters); --batch is then the global batch. Under MPI, launch ranks instead.
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
 }
 
 pub fn run(choice: &AdapterChoice, a: &PretrainArgs) -> Result<()> {
     let dp = super::dist::join_job()?;
-    let result = run_rank(choice, a, &dp);
+    let stop = install_ctrlc()?;
+    if a.devices > 1 {
+        return super::dist::run_local(a.devices, &dp, |local| run_rank(choice, a, &local, stop));
+    }
+    let result = run_rank(choice, a, &dp, stop);
     super::dist::end_rank(&dp, result)
 }
 
 /// One rank's share of `cads pretrain` (the whole of it when run alone).
-fn run_rank(choice: &AdapterChoice, a: &PretrainArgs, dp: &Option<DataParallel>) -> Result<()> {
+fn run_rank(
+    choice: &AdapterChoice,
+    a: &PretrainArgs,
+    dp: &Option<DataParallel>,
+    stop: &AtomicBool,
+) -> Result<()> {
     let gpu = Gpu::with_choice(&super::dist::adapter_for(choice, dp))?;
     let mut config = CadsConfig::preset(&a.preset)?;
     if let Some(e) = a.epochs {
@@ -82,7 +96,7 @@ fn run_rank(choice: &AdapterChoice, a: &PretrainArgs, dp: &Option<DataParallel>)
     opts.views.view_depth = config.ct_view[0];
     opts.data_parallel = dp.clone();
     if !super::dist::is_root(dp) {
-        return pretrain(&gpu, config, opts);
+        return pretrain(&gpu, config, opts, stop);
     }
     if let Some(line) = super::dist::describe(dp, config.batch_size) {
         out!("{line}");
@@ -96,7 +110,7 @@ fn run_rank(choice: &AdapterChoice, a: &PretrainArgs, dp: &Option<DataParallel>)
         config.epochs,
         config.peak_lr()
     );
-    pretrain(&gpu, config, opts)
+    pretrain(&gpu, config, opts, stop)
 }
 
 /// The default job: `cargo run --release` with no arguments.
@@ -127,11 +141,10 @@ pub fn default_job(choice: &AdapterChoice) -> Result<()> {
         gpu.adapter().name,
         gpu.adapter().backend
     );
-    pretrain(&gpu, config, opts)
+    pretrain(&gpu, config, opts, install_ctrlc()?)
 }
 
-fn pretrain(gpu: &Gpu, config: CadsConfig, opts: RunOptions) -> Result<()> {
-    let stop = install_ctrlc()?;
+fn pretrain(gpu: &Gpu, config: CadsConfig, opts: RunOptions, stop: &AtomicBool) -> Result<()> {
     let projector = EngineCadsDrr { gpu: gpu.clone() };
     let dp = opts.data_parallel.clone();
     let report = match &dp {

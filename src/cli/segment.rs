@@ -72,6 +72,10 @@ pub struct TrainArgs {
     /// Continue from OUT/checkpoint_latest.safetensors.
     #[arg(long)]
     pub resume: bool,
+    /// Data-parallel replicas in this process, one device each (the i-th of the equally good
+    /// adapters); --batch is then the global batch. Under MPI, launch ranks instead.
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
 }
 
 fn parse_patch(s: &str) -> std::result::Result<[usize; 3], String> {
@@ -95,6 +99,9 @@ pub fn run(choice: &AdapterChoice, command: &SegmentCommand) -> Result<()> {
 
 fn run_train(choice: &AdapterChoice, a: &TrainArgs) -> Result<()> {
     let dp = super::dist::join_job()?;
+    if a.devices > 1 {
+        return super::dist::run_local(a.devices, &dp, |local| run_train_rank(choice, a, &local));
+    }
     let result = run_train_rank(choice, a, &dp);
     super::dist::end_rank(&dp, result)
 }

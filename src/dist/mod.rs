@@ -273,30 +273,6 @@ impl DataParallel {
     pub fn broadcast_from_root(&self, bytes: &mut Vec<u8>) -> Result<()> {
         self.comm.broadcast_bytes(bytes, 0)
     }
-
-    /// Fail on every rank unless all ranks hold the same `value` bit for bit (e.g. a digest of
-    /// the replicated weights, or the iteration). `what` names it in the error.
-    pub fn check_same(&self, what: &str, value: u64) -> Result<()> {
-        // Compare through the bytes of rank 0: exact for any u64.
-        let mut root = value.to_le_bytes().to_vec();
-        self.comm.broadcast_bytes(&mut root, 0)?;
-        let agree = root.as_slice() == value.to_le_bytes();
-        let mut disagree = [if agree { 0.0f32 } else { 1.0 }];
-        self.comm.all_reduce_sum(&mut disagree)?;
-        if disagree[0] > 0.0 {
-            return Err(Error::Distributed {
-                op: "DataParallel::check_same",
-                rank: self.rank(),
-                size: self.size(),
-                message: format!(
-                    "{what} differs between ranks ({} rank(s) disagree with rank 0; this rank {})",
-                    disagree[0],
-                    if agree { "agrees" } else { "differs" }
-                ),
-            });
-        }
-        Ok(())
-    }
 }
 
 /// A digest (FNV-1a over the f32 bits, in order) of tensors: equal on two replicas exactly when
