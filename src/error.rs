@@ -132,6 +132,16 @@ pub enum Error {
         step: u64,
     },
 
+    /// A collective operation of data-parallel training failed: another rank failed or left, a
+    /// wait passed its bound, or the ranks called different operations.
+    #[error("{op}: rank {rank} of {size}: {message}")]
+    Distributed {
+        op: &'static str,
+        rank: usize,
+        size: usize,
+        message: String,
+    },
+
     /// A file that exists but whose contents are not what the reader accepts.
     #[error("{op}: {path}: {problem}")]
     BadFile {

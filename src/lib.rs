@@ -30,7 +30,7 @@
 //! | 5 | `nn` | layers with parameters, named state, PyTorch layouts, safetensors |
 //! | 6 | `models` | PVT encoder, DINO head, PVT-UNet, small U-Net |
 //! | 7 | `infer` | inference helpers on host data (argmax classes, Dice counts) |
-//! | 8 | `optim` | SGD, AdamW, schedules, clipping |
+//! | 8 | `optim`, `dist` | SGD, AdamW, schedules, clipping; data-parallel training: communicators (threads of one process, MPI behind the `mpi` feature), the bucketed gradient all-reduce, sample windows and sharding |
 //! | 9 | `data` | host-only and generic: NIfTI, orientation, resampling, crops, augmentation, loaders (imports no GPU module) |
 //! | 10 | `drr` | DRR geometry (detector, pose, mm), volumes as slabs, presets; calls the op in `ops::drr` (does not import `data`) |
 //! | 11 | `checkpoint` | models + optimizer + schedule + RNG + config, written atomically |
@@ -63,6 +63,7 @@ pub mod autograd;
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod dist;
 pub mod drr;
 pub mod error;
 pub mod gpu;

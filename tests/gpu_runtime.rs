@@ -44,12 +44,14 @@ fn adapter_choice_by_name_and_unknown_name_error() {
     let picked = Gpu::with_choice(&AdapterChoice {
         backends: None,
         name: Some(name[..3].to_string()),
+        ..AdapterChoice::default()
     })
     .unwrap();
     assert_eq!(picked.adapter().name, name);
     let err = Gpu::with_choice(&AdapterChoice {
         backends: None,
         name: Some("no-such-gpu-xyz".into()),
+        ..AdapterChoice::default()
     })
     .unwrap_err();
     assert!(matches!(err, Error::NoAdapter { .. }), "{err}");

@@ -160,7 +160,7 @@ pub fn markdown(outcomes: &[Outcome], peers: &[PeerLine]) -> String {
         .iter()
         .filter_map(|o| match o {
             Outcome::Measured(r) => Some(r),
-            Outcome::Failed(_) => None,
+            Outcome::Failed(_) | Outcome::TooLarge(_) => None,
         })
         .collect();
     let names = peer_names(peers);
@@ -202,12 +202,26 @@ pub fn markdown(outcomes: &[Outcome], peers: &[PeerLine]) -> String {
         .iter()
         .filter_map(|o| match o {
             Outcome::Failed(f) => Some(format!("- {}/{}: {}\n", f.op, f.case, f.error)),
-            Outcome::Measured(_) => None,
+            Outcome::Measured(_) | Outcome::TooLarge(_) => None,
         })
         .collect();
     if !failed.is_empty() {
         md += "\nFailed cases:\n\n";
         md += &failed.concat();
+    }
+    let too_large: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::TooLarge(t) => Some(format!(
+                "- {}/{}: needs {} bytes in one buffer, the adapter's {} is {}\n",
+                t.op, t.case, t.bytes_needed, t.limit, t.limit_bytes
+            )),
+            _ => None,
+        })
+        .collect();
+    if !too_large.is_empty() {
+        md += "\nCases too large for this adapter (not run):\n\n";
+        md += &too_large.concat();
     }
     md
 }
@@ -220,7 +234,7 @@ pub fn peak_chart(outcomes: &[Outcome]) -> Option<BarChart> {
         .iter()
         .filter_map(|o| match o {
             Outcome::Measured(r) => Some(r),
-            Outcome::Failed(_) => None,
+            Outcome::Failed(_) | Outcome::TooLarge(_) => None,
         })
         .filter_map(|r| {
             adapter.clone_from(&r.adapter);

@@ -13,7 +13,8 @@
 //! `mvoxels_per_s` for sliding-window inference (end to end, host work included). `pct_peak` is
 //! relative to the f32 FMA peak measured by the `fma_peak` case in the same run (always measured
 //! first). Cases that measure memory add `"peak_bytes"` (the buffer pool's peak during one run,
-//! see [`Bench::peak_bytes`]); cases that split a batch add `"micro_batches"`. A case that fails
+//! see [`Bench::peak_bytes`]); cases that split a batch add `"micro_batches"`; communication
+//! cases add `"bytes"` (what one rank contributes) and time by the wall clock. A case that fails
 //! prints `{"op":..,"case":..,"error":"..",...}` instead (never a silent skip), the remaining
 //! cases still run, and [`run_suite`] then returns an error naming the failed cases. A case too
 //! large for the device (the typed [`Error::TooLarge`]: a tensor past one storage binding or
@@ -33,6 +34,7 @@ pub mod compare;
 mod conv;
 mod conv_transpose;
 mod core;
+mod dist;
 mod drr;
 mod inputs;
 mod matmul;
@@ -65,6 +67,7 @@ const FAMILIES: &[fn() -> Vec<Case>] = &[
     pretrain::cases,
     segment::cases,
     sliding_window::cases,
+    dist::cases,
 ];
 
 /// One benchmark case.
@@ -114,6 +117,11 @@ pub struct Sample {
     pub peak_bytes: Option<u64>,
     /// Number of accumulated micro-batches one run was split into, when it was split.
     pub micro_batches: Option<usize>,
+    /// Bytes one rank contributes to a collective (communication cases).
+    pub bytes: Option<u64>,
+    /// Timed by the wall clock whatever the device offers (cases with host work: GPU
+    /// timestamps would miss it).
+    pub wall_clock: bool,
 }
 
 impl Sample {
@@ -125,6 +133,8 @@ impl Sample {
             variant: None,
             peak_bytes: None,
             micro_batches: None,
+            bytes: None,
+            wall_clock: false,
         }
     }
 }
@@ -145,6 +155,7 @@ pub struct Report {
     pub timer: &'static str,
     pub peak_bytes: Option<u64>,
     pub micro_batches: Option<usize>,
+    pub bytes: Option<u64>,
 }
 
 impl Report {
@@ -187,6 +198,7 @@ impl Report {
             pct_peak: self.pct_peak.map(|p| fixed(p, 1)),
             peak_bytes: self.peak_bytes,
             micro_batches: self.micro_batches,
+            bytes: self.bytes,
             adapter: &self.adapter,
             timer: self.timer,
         })
@@ -217,6 +229,8 @@ struct ReportLine<'a> {
     peak_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     micro_batches: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
     adapter: &'a str,
     timer: &'a str,
 }
@@ -528,9 +542,10 @@ pub fn run_suite(
             work: s.work,
             pct_peak: None,
             adapter: adapter.clone(),
-            timer: bench.timer(),
+            timer: if s.wall_clock { "wall" } else { bench.timer() },
             peak_bytes: s.peak_bytes,
             micro_batches: s.micro_batches,
+            bytes: s.bytes,
         };
         if let (Some(p), Some(g)) = (peak, r.gflops()) {
             r.pct_peak = Some(100.0 * g / p);
@@ -608,6 +623,7 @@ mod tests {
             pct_peak: None,
             peak_bytes: None,
             micro_batches: None,
+            bytes: None,
             adapter: "a".into(),
             timer: "gpu",
         }

@@ -11,6 +11,7 @@ macro_rules! out {
 pub mod bench;
 pub mod convert;
 pub mod demo;
+pub mod dist;
 pub mod drr;
 pub mod info;
 pub mod inspect;

@@ -1,6 +1,7 @@
 //! `cads pretrain`: CADS self-supervised pretraining (`pretrain::run`), and the default job (a
 //! short `tiny` run on the sample CT, or the phantom when it is absent).
 
+use cads::dist::DataParallel;
 use cads::gpu::AdapterChoice;
 use cads::pretrain::drr_cache::EngineCadsDrr;
 use cads::pretrain::engine::CadsEngine;
@@ -8,6 +9,7 @@ use cads::pretrain::run::{install_ctrlc, prepare_data, run_pretraining, RunOptio
 use cads::pretrain::CadsConfig;
 use cads::{Gpu, Result};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct PretrainArgs {
@@ -24,7 +26,8 @@ pub struct PretrainArgs {
     /// Epochs (default: the preset's).
     #[arg(long)]
     pub epochs: Option<u64>,
-    /// Batch size (default: the preset's; the peak lr scales with it).
+    /// Batch size (default: the preset's; the peak lr scales with it). Under MPI the global
+    /// batch, split evenly over the ranks.
     #[arg(long)]
     pub batch: Option<usize>,
     /// Final teacher temperature τt after its ramp (default: the preset's, 0.07). Setting it to
@@ -53,9 +56,29 @@ pub struct PretrainArgs {
     /// Stop after this many steps (checkpointing; --resume continues).
     #[arg(long)]
     pub max_steps: Option<u64>,
+    /// Data-parallel replicas in this process, one device each (the i-th of the equally good
+    /// adapters); --batch is then the global batch. Under MPI, launch ranks instead.
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
 }
 
 pub fn run(choice: &AdapterChoice, a: &PretrainArgs) -> Result<()> {
+    let dp = super::dist::join_job()?;
+    let stop = install_ctrlc()?;
+    if a.devices > 1 {
+        return super::dist::run_local(a.devices, &dp, |local| run_rank(choice, a, &local, stop));
+    }
+    let result = run_rank(choice, a, &dp, stop);
+    super::dist::end_rank(&dp, result)
+}
+
+/// One rank's share of `cads pretrain` (the whole of it when run alone).
+fn run_rank(
+    choice: &AdapterChoice,
+    a: &PretrainArgs,
+    dp: &Option<DataParallel>,
+    stop: &AtomicBool,
+) -> Result<()> {
     let mut config = CadsConfig::preset(&a.preset)?;
     if let Some(e) = a.epochs {
         config.epochs = e;
@@ -68,7 +91,7 @@ pub fn run(choice: &AdapterChoice, a: &PretrainArgs) -> Result<()> {
     }
     // Checked before an adapter is requested, so a bad option fails at once.
     config.validate()?;
-    let gpu = Gpu::with_choice(choice)?;
+    let gpu = Gpu::with_choice(&super::dist::adapter_for(choice, dp))?;
     let mut opts = RunOptions::new(&a.out);
     opts.data = a.data.clone();
     opts.cache = a.cache.clone();
@@ -81,6 +104,13 @@ pub fn run(choice: &AdapterChoice, a: &PretrainArgs) -> Result<()> {
     opts.seed = a.seed;
     opts.max_steps = a.max_steps;
     opts.views.view_depth = config.ct_view[0];
+    opts.data_parallel = dp.clone();
+    if !super::dist::is_root(dp) {
+        return pretrain(&gpu, config, opts, stop);
+    }
+    if let Some(line) = super::dist::describe(dp, config.batch_size) {
+        out!("{line}");
+    }
     out!(
         "cads pretrain on {} ({:?}): preset {}, batch {}, {} epochs, peak lr {:.3e}",
         gpu.adapter().name,
@@ -90,7 +120,7 @@ pub fn run(choice: &AdapterChoice, a: &PretrainArgs) -> Result<()> {
         config.epochs,
         config.peak_lr()
     );
-    pretrain(&gpu, config, opts)
+    pretrain(&gpu, config, opts, stop)
 }
 
 /// The default job: `cargo run --release` with no arguments.
@@ -121,21 +151,50 @@ pub fn default_job(choice: &AdapterChoice) -> Result<()> {
         gpu.adapter().name,
         gpu.adapter().backend
     );
-    pretrain(&gpu, config, opts)
+    pretrain(&gpu, config, opts, install_ctrlc()?)
 }
 
-fn pretrain(gpu: &Gpu, config: CadsConfig, opts: RunOptions) -> Result<()> {
-    let stop = install_ctrlc()?;
+fn pretrain(gpu: &Gpu, config: CadsConfig, opts: RunOptions, stop: &AtomicBool) -> Result<()> {
     let projector = EngineCadsDrr { gpu: gpu.clone() };
-    let report = prepare_data(&opts, &projector)?;
+    let dp = opts.data_parallel.clone();
+    let report = match &dp {
+        None => prepare_data(&opts, &projector)?,
+        Some(d) => {
+            // Rank 0 fills the preprocessing cache first (ranks writing the same cache files
+            // would race), then the others read it (or, on a machine of their own, make theirs).
+            let first = if d.is_root() {
+                Some(prepare_data(&opts, &projector)?)
+            } else {
+                None
+            };
+            d.comm.barrier()?;
+            match first {
+                Some(report) => report,
+                None => prepare_data(
+                    &RunOptions {
+                        progress: false,
+                        ..opts.clone()
+                    },
+                    &projector,
+                )?,
+            }
+        }
+    };
     let skipped = report.skipped;
     let volumes = report.volumes;
     let (_, s) = run_pretraining(
         &opts,
         volumes,
-        |ipe| CadsEngine::new(gpu, &config, ipe),
+        |ipe| {
+            let mut engine = CadsEngine::new(gpu, &config, ipe)?;
+            engine.trainer.data_parallel = dp.clone();
+            Ok(engine)
+        },
         stop,
     )?;
+    if !super::dist::is_root(&dp) {
+        return Ok(());
+    }
     if let (Some(first), Some(last)) = (s.epoch_losses.first(), s.epoch_losses.last()) {
         out!(
             "mean loss per epoch {first:.4} -> {last:.4} over {} steps ({:.2} steps/s, {:.1} s)",

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use cads::dist::DataParallel;
 use cads::gpu::AdapterChoice;
 use cads::segment::config::{ModelPreset, OptimizerKind, SegTrainConfig};
 use cads::segment::dataset::SegDataset;
@@ -40,7 +41,8 @@ pub struct TrainArgs {
     /// Patch D,H,W in voxels, multiples of 16,32,32 (default: the plan's patch).
     #[arg(long, value_parser = parse_patch)]
     pub patch: Option<[usize; 3]>,
-    /// Patches per step (default: the plan's batch).
+    /// Patches per step (default: the plan's batch; under MPI the global batch, split evenly
+    /// over the ranks).
     #[arg(long)]
     pub batch: Option<usize>,
     /// The plan (target spacing, CT normalisation, resampling, patch, batch; JSON). Default
@@ -92,6 +94,10 @@ pub struct TrainArgs {
     /// Continue from OUT/checkpoint_latest.safetensors.
     #[arg(long)]
     pub resume: bool,
+    /// Data-parallel replicas in this process, one device each (the i-th of the equally good
+    /// adapters); --batch is then the global batch. Under MPI, launch ranks instead.
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
 }
 
 fn parse_patch(s: &str) -> std::result::Result<[usize; 3], String> {
@@ -170,8 +176,24 @@ fn run_plan(gpu: &Gpu, a: &TrainArgs, dataset: &SegDataset) -> Result<Plan> {
 }
 
 fn run_train(choice: &AdapterChoice, a: &TrainArgs) -> Result<()> {
-    let gpu = Gpu::with_choice(choice)?;
+    let dp = super::dist::join_job()?;
+    if a.devices > 1 {
+        return super::dist::run_local(a.devices, &dp, |local| run_train_rank(choice, a, &local));
+    }
+    let result = run_train_rank(choice, a, &dp);
+    super::dist::end_rank(&dp, result)
+}
+
+/// One rank's share of `cads segment train` (the whole of it when run alone).
+fn run_train_rank(choice: &AdapterChoice, a: &TrainArgs, dp: &Option<DataParallel>) -> Result<()> {
+    let root = super::dist::is_root(dp);
+    let gpu = Gpu::with_choice(&super::dist::adapter_for(choice, dp))?;
     let dataset = SegDataset::open(&a.data)?;
+    // Rank 0 writes the plan and fills the preprocessed cache first (ranks writing the same files
+    // would race); the others then read them, or make their own on a machine of their own.
+    if let (Some(d), false) = (dp, root) {
+        d.comm.barrier()?;
+    }
     let plan = run_plan(&gpu, a, &dataset)?;
     let cfg = SegTrainConfig {
         model: a.model,
@@ -215,17 +237,26 @@ fn run_train(choice: &AdapterChoice, a: &TrainArgs) -> Result<()> {
         usage.built,
         t0.elapsed().as_secs_f64()
     );
-    out!(
-        "cads segment train on {}: {} training / {} validation cases, classes {:?}",
-        gpu.adapter().name,
-        data.train.len(),
-        data.validation.len(),
-        data.class_names
-    );
+    if let (Some(d), true) = (dp, root) {
+        d.comm.barrier()?;
+    }
+    if let (Some(line), true) = (super::dist::describe(dp, cfg.batch), root) {
+        out!("{line}");
+    }
+    if root {
+        out!(
+            "cads segment train on {}: {} training / {} validation cases, classes {:?}",
+            gpu.adapter().name,
+            data.train.len(),
+            data.validation.len(),
+            data.class_names
+        );
+    }
     let run = RunOptions {
         out: Some(a.out.clone()),
         resume: a.resume,
         init_from: a.init_from.clone(),
+        data_parallel: dp.clone(),
         ..RunOptions::default()
     };
     let names = data.class_names.clone();
@@ -272,6 +303,9 @@ fn run_train(choice: &AdapterChoice, a: &TrainArgs) -> Result<()> {
             );
         }
     })?;
+    if !root {
+        return Ok(());
+    }
     out!(
         "best mean validation Dice {:.3}; run folder {}",
         report.best_mean_dice,

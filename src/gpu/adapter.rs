@@ -24,6 +24,10 @@ pub struct AdapterChoice {
     pub backends: Option<wgpu::Backends>,
     /// Substring of the adapter name, case-insensitive.
     pub name: Option<String>,
+    /// Which of several equally good adapters (or of several whose names match): the i-th
+    /// modulo their count, in enumeration order. Data-parallel ranks on one machine pass their
+    /// local rank, so each takes its own GPU. None: the first.
+    pub index: Option<usize>,
 }
 
 impl AdapterChoice {
@@ -34,6 +38,7 @@ impl AdapterChoice {
             name: std::env::var("WGPU_ADAPTER_NAME")
                 .ok()
                 .filter(|s| !s.is_empty()),
+            index: None,
         }
     }
 
@@ -92,30 +97,46 @@ pub async fn select_adapter(choice: &AdapterChoice) -> Result<(wgpu::Instance, w
                 .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
         })
         .collect();
-    let chosen = if let Some(want) = &choice.name {
+    let candidates: Vec<wgpu::Adapter> = if let Some(want) = &choice.name {
         let want_lower = want.to_lowercase();
-        usable
+        let matching: Vec<wgpu::Adapter> = usable
             .into_iter()
-            .find(|a| a.get_info().name.to_lowercase().contains(&want_lower))
-            .ok_or_else(|| Error::NoAdapter {
+            .filter(|a| a.get_info().name.to_lowercase().contains(&want_lower))
+            .collect();
+        if matching.is_empty() {
+            return Err(Error::NoAdapter {
                 reason: format!(
                     "no adapter name contains '{want}' (backends {backends:?}); adapters found: {names:?}"
                 ),
                 hint: NO_ADAPTER_HINT,
-            })?
+            });
+        }
+        matching
     } else {
-        usable
-            .into_iter()
-            .min_by_key(|a| {
-                let i = a.get_info();
-                (device_type_rank(i.device_type), backend_rank(i.backend))
-            })
+        // The best kind (real GPUs first, native APIs first), all of that kind.
+        let rank = |a: &wgpu::Adapter| {
+            let i = a.get_info();
+            (device_type_rank(i.device_type), backend_rank(i.backend))
+        };
+        let best = usable
+            .iter()
+            .map(rank)
+            .min()
             .ok_or_else(|| Error::NoAdapter {
                 reason: format!(
                     "no adapter with compute shaders on backends {backends:?} (found: {names:?})"
                 ),
                 hint: NO_ADAPTER_HINT,
-            })?
+            })?;
+        usable.into_iter().filter(|a| rank(a) == best).collect()
     };
+    let pick = choice.index.unwrap_or(0) % candidates.len();
+    let chosen = candidates
+        .into_iter()
+        .nth(pick)
+        .ok_or_else(|| Error::NoAdapter {
+            reason: format!("adapter {pick} of the candidates vanished"),
+            hint: NO_ADAPTER_HINT,
+        })?;
     Ok((instance, chosen))
 }

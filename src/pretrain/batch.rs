@@ -6,7 +6,9 @@ use super::tiles::{cads_tiles, extract_tile, TilingConfig};
 use crate::data::orientation::to_canonical;
 use crate::data::preprocess::{resample_to_spacing, Interp, Patch};
 use crate::data::volume::Volume;
+use crate::dist::shard::{sample_rng, EpochSampler};
 use crate::error::{Error, Result};
+use crate::nn::drop_path::SampleWindow;
 use crate::util::Rng;
 
 /// A CT prepared once for CADS pretraining: its tiles (HU, 1 mm, RAS, `[D, H, W]`) and its DRR.
@@ -72,6 +74,60 @@ pub fn make_cads_batch(
         let v = &vols[rng.below(vols.len())];
         let t = &v.tiles[rng.below(v.tiles.len())];
         let s = cads_sample(t, &v.drr, cfg, rng)?;
+        out.x1.extend_from_slice(&s.x1.data);
+        out.x2.extend_from_slice(&s.x2.data);
+        out.drr.extend_from_slice(&s.drr.data);
+    }
+    Ok(out)
+}
+
+/// The tiles of `vols` as `(volume, tile)` pairs, in order: the items an [`EpochSampler`] over
+/// the pretraining data permutes.
+pub fn tile_items(vols: &[CadsVolume]) -> Vec<(usize, usize)> {
+    vols.iter()
+        .enumerate()
+        .flat_map(|(v, vol)| (0..vol.tiles.len()).map(move |t| (v, t)))
+        .collect()
+}
+
+/// The samples `window` of global step `step` (one rank's shard; the whole batch with
+/// `SampleWindow::whole`): global sample i reads tile `items[sampler.item(step, i)]` and draws
+/// its views from `dist::sample_rng(seed, step, i)`, so the shards of N ranks together are
+/// exactly the batch one device makes (`crate::dist::shard`).
+pub fn make_cads_batch_window(
+    vols: &[CadsVolume],
+    items: &[(usize, usize)],
+    cfg: &CadsViewConfig,
+    sampler: &EpochSampler,
+    seed: u64,
+    step: u64,
+    window: SampleWindow,
+) -> Result<CadsBatch> {
+    let op = "make_cads_batch_window";
+    window.validate()?;
+    if items.len() != sampler.items || items.is_empty() {
+        return Err(Error::invalid(
+            op,
+            format!("{} tiles (the sampler's)", sampler.items),
+            items.len(),
+        ));
+    }
+    let mut out = CadsBatch {
+        batch: window.count,
+        x1: Vec::new(),
+        x2: Vec::new(),
+        drr: Vec::new(),
+    };
+    for i in window.offset..window.offset + window.count {
+        let (v, t) = items[sampler.item(step, i)];
+        let vol = vols
+            .get(v)
+            .filter(|vol| t < vol.tiles.len())
+            .ok_or_else(|| {
+                Error::invalid(op, "tiles of the given volumes", format!("({v}, {t})"))
+            })?;
+        let mut rng = sample_rng(seed, step, i);
+        let s = cads_sample(&vol.tiles[t], &vol.drr, cfg, &mut rng)?;
         out.x1.extend_from_slice(&s.x1.data);
         out.x2.extend_from_slice(&s.x2.data);
         out.drr.extend_from_slice(&s.drr.data);

@@ -167,8 +167,20 @@ impl CadsLoss {
 
     /// c ← m·c + (1 − m)·mean_rows(t), in place on the GPU (no host round trip).
     pub fn update_center(&self, teacher_logits: &Tensor) -> Result<()> {
+        let batch_center = Self::batch_center(teacher_logits)?;
+        self.update_center_with_mean(&batch_center)
+    }
+
+    /// mean_rows(t) `[1, K]`, unrecorded: this replica's share of the center update (data
+    /// parallel training averages it over the replicas, as the authors' all-reduce does).
+    pub fn batch_center(teacher_logits: &Tensor) -> Result<Tensor> {
         let gpu = teacher_logits.gpu().clone();
-        let batch_center = gpu.no_grad(|| ops::mean(&teacher_logits.detach(), &[0], true))?; // [1, K]
+        gpu.no_grad(|| ops::mean(&teacher_logits.detach(), &[0], true))
+    }
+
+    /// c ← m·c + (1 − m)·batch_center, with the batch mean `[1, K]` given (the global one in
+    /// data-parallel training).
+    pub fn update_center_with_mean(&self, batch_center: &Tensor) -> Result<()> {
         if batch_center.shape() != self.center.shape() {
             return Err(Error::shape(
                 "CadsLoss::update_center",
@@ -178,7 +190,7 @@ impl CadsLoss {
         }
         ops::ema::ema_update_(
             std::slice::from_ref(&self.center),
-            &[batch_center],
+            std::slice::from_ref(batch_center),
             self.center_momentum,
         )
     }

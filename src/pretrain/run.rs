@@ -4,10 +4,11 @@
 //! The model, loss and optimizer step sit behind [`PretrainEngine`], so this loop (data, resume,
 //! logging, stopping) is the same for the CADS trainer and for the small engines the tests use.
 //!
-//! Reproducibility: batch `b` (global, counted from the first step of the run) is made with
-//! `Rng::new(seed).fork(b)` whatever the worker count, and the engine checkpoints its own
-//! generators, so a resumed run draws the same batches and the same drop paths as a straight
-//! one and its losses match bit for bit on the same adapter.
+//! Reproducibility: sample i of global step t reads the tile an epoch permutation seeded by
+//! (seed, epoch) puts there and draws its views from `dist::sample_rng(seed, t, i)`
+//! (`pretrain::batch::make_cads_batch_window`), whatever the worker or rank count, and the
+//! engine checkpoints its own generators, so a resumed run draws the same batches and the same
+//! drop paths as a straight one and its losses match bit for bit on the same adapter.
 //!
 //! Files under the run folder: `metrics.jsonl` (one JSON object per step; on resume the lines
 //! past the checkpoint are dropped so the curve continues without duplicates), `loss.png`
@@ -15,14 +16,15 @@
 //! end), `teacher_backbone.safetensors` (the teacher encoder under the authors' `backbone.` keys)
 //! and `cache/` (unless another cache folder is given).
 
-use super::batch::{make_cads_batch, CadsBatch, CadsVolume};
+use super::batch::{make_cads_batch_window, tile_items, CadsBatch, CadsVolume};
 use super::cache::{build_cache, list_inputs, CacheConfig, CacheReport};
 use super::cads_views::{CadsViewConfig, DrrProjector};
 use super::plot::{write_loss_plot, PlotSeries};
 use crate::checkpoint::{Checkpoint, LoadedCheckpoint};
 use crate::data::loader::Prefetcher;
+use crate::dist::{DataParallel, EpochSampler};
 use crate::error::{Error, Result};
-use crate::util::Rng;
+use crate::nn::drop_path::SampleWindow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,6 +88,8 @@ pub struct RunOptions {
     pub progress: bool,
     pub views: CadsViewConfig,
     pub preprocessing: CacheConfig,
+    /// This process's replica group (None: one device); `batch` is then the global batch.
+    pub data_parallel: Option<DataParallel>,
 }
 
 impl RunOptions {
@@ -106,6 +110,7 @@ impl RunOptions {
             progress: true,
             views: CadsViewConfig::default(),
             preprocessing: CacheConfig::default(),
+            data_parallel: None,
         }
     }
 
@@ -195,6 +200,14 @@ pub fn prepare_data(opts: &RunOptions, projector: &dyn DrrProjector) -> Result<C
 /// Run (or resume) a pretraining on prepared volumes. `make_engine(iters_per_epoch)` builds a
 /// fresh engine; `stop` is polled after every step (Ctrl-C sets it): the run then checkpoints and
 /// returns with `interrupted`.
+///
+/// Data parallel (`opts.data_parallel`): every rank calls this with the same options and
+/// volumes, and an engine whose trainer has the same group; `opts.batch` is the global batch,
+/// and each rank makes and trains on its window of it. Rank 0 alone writes the run folder
+/// (metrics, plot, checkpoints, the teacher) and reads a checkpoint to resume; its state is then
+/// broadcast to the others (so a checkpoint, which holds the global state only, resumes on any
+/// number of ranks, and no rank needs the run folder). A stop request on any rank stops all of
+/// them after the same step.
 pub fn run_pretraining<E: PretrainEngine>(
     opts: &RunOptions,
     volumes: Vec<CadsVolume>,
@@ -215,7 +228,16 @@ pub fn run_pretraining<E: PretrainEngine>(
             ),
         ));
     }
-    std::fs::create_dir_all(&opts.out).map_err(io_err(op, &opts.out))?;
+    let dp = opts.data_parallel.clone();
+    // Rank 0 (or the only rank) writes the run folder and reports progress.
+    let root = dp.as_ref().is_none_or(DataParallel::is_root);
+    let window = match &dp {
+        Some(d) => d.window(opts.batch)?,
+        None => SampleWindow::whole(opts.batch),
+    };
+    if root {
+        std::fs::create_dir_all(&opts.out).map_err(io_err(op, &opts.out))?;
+    }
     let tiles: usize = volumes.iter().map(|v| v.tiles.len()).sum();
     let ipe = opts
         .iters_per_epoch
@@ -226,18 +248,9 @@ pub fn run_pretraining<E: PretrainEngine>(
     let ck_path = opts.checkpoint_path();
     let metrics_path = opts.out.join("metrics.jsonl");
     let mut history = PlotSeries::default();
-    if opts.resume && ck_path.is_file() {
+    if root && opts.resume && ck_path.is_file() {
         let ck = LoadedCheckpoint::read(&ck_path.display().to_string())?;
-        if let Some(saved) = ck.config() {
-            let now = engine.config_json();
-            if saved != now {
-                return Err(Error::invalid(
-                    op,
-                    format!("a checkpoint of this run's config {now}"),
-                    format!("{} saved with {saved}", ck_path.display()),
-                ));
-            }
-        }
+        check_config(&engine, &ck, &ck_path.display().to_string())?;
         engine.restore(&ck)?;
         history = truncate_metrics(&metrics_path, engine.iteration())?;
         if opts.progress {
@@ -248,33 +261,45 @@ pub fn run_pretraining<E: PretrainEngine>(
                 engine.iteration() / ipe
             );
         }
-    } else if metrics_path.exists() {
+    } else if root && metrics_path.exists() {
         std::fs::remove_file(&metrics_path).map_err(io_err(op, &metrics_path))?;
+    }
+    if let Some(d) = &dp {
+        replicate_root_state(d, &mut engine, ipe)?;
     }
     let start = engine.iteration();
     let end = opts
         .max_steps
         .map_or(total, |m| (start + m).min(total))
         .max(start);
+    let items = Arc::new(tile_items(&volumes));
+    let sampler = EpochSampler::new(items.len(), opts.seed, opts.batch, ipe)?;
     let volumes = Arc::new(volumes);
-    let (views, batch, seed) = (opts.views.clone(), opts.batch, opts.seed);
+    let (views, seed) = (opts.views.clone(), opts.seed);
     let vols = volumes.clone();
-    // Batches are indexed globally (start + b) so a resumed run draws what a straight one would.
+    // Batches are indexed globally (start + b) so a resumed run draws what a straight one would;
+    // each rank makes only its window of the global batch.
     let loader = Prefetcher::new(
         seed,
         Some((end - start) as usize),
         opts.workers,
         opts.prefetch,
         move |b, _| {
-            let mut rng = Rng::new(seed).fork(start + b as u64);
-            make_cads_batch(&vols, &views, batch, &mut rng)
+            let step = start + b as u64;
+            make_cads_batch_window(&vols, &items, &views, &sampler, seed, step, window)
         },
     );
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(io_err(op, &metrics_path))?;
+    let mut metrics = if root {
+        Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&metrics_path)
+                .map_err(io_err(op, &metrics_path))?,
+        )
+    } else {
+        None
+    };
     let plot_path = opts.out.join("loss.png");
     let mut summary = RunSummary {
         iters_per_epoch: ipe,
@@ -286,6 +311,9 @@ pub fn run_pretraining<E: PretrainEngine>(
         ..RunSummary::default()
     };
     let save = |engine: &E| -> Result<()> {
+        if !root {
+            return Ok(());
+        }
         let it = engine.iteration();
         engine
             .checkpoint()?
@@ -293,6 +321,7 @@ pub fn run_pretraining<E: PretrainEngine>(
             .config(&engine.config_json())
             .save(&ck_path.display().to_string())
     };
+    let progress = opts.progress && root;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut loader = loader;
     let mut wait_mark = Instant::now();
@@ -323,22 +352,24 @@ pub fn run_pretraining<E: PretrainEngine>(
             ));
         }
         let epoch = it / ipe;
-        let mut line = serde_json::Map::new();
-        line.insert("step".into(), it.into());
-        line.insert("epoch".into(), epoch.into());
-        line.insert("loss".into(), serde_json::Value::from(report.loss as f64));
-        line.insert("lr".into(), report.lr.into());
-        line.insert("wait_ms".into(), (wait * 1e3).into());
-        line.insert("step_ms".into(), (step_s * 1e3).into());
-        line.extend(report.extra.clone());
-        writeln!(metrics, "{}", serde_json::Value::Object(line))
-            .map_err(io_err(op, &metrics_path))?;
-        history.push(it, report.loss);
-        if report.collapsed && !warned_collapse {
+        if let Some(metrics) = metrics.as_mut() {
+            let mut line = serde_json::Map::new();
+            line.insert("step".into(), it.into());
+            line.insert("epoch".into(), epoch.into());
+            line.insert("loss".into(), serde_json::Value::from(report.loss as f64));
+            line.insert("lr".into(), report.lr.into());
+            line.insert("wait_ms".into(), (wait * 1e3).into());
+            line.insert("step_ms".into(), (step_s * 1e3).into());
+            line.extend(report.extra.clone());
+            writeln!(metrics, "{}", serde_json::Value::Object(line))
+                .map_err(io_err(op, &metrics_path))?;
+            history.push(it, report.loss);
+        }
+        if report.collapsed && !warned_collapse && root {
             eprintln!("\nwarning: the teacher output collapsed at iteration {it} (see metrics.jsonl: entropy, kl_uniform)");
             warned_collapse = true;
         }
-        if opts.progress {
+        if progress {
             let done = it + 1 - start;
             let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
             let eta = (end - it - 1) as f64 / rate.max(1e-9);
@@ -363,8 +394,10 @@ pub fn run_pretraining<E: PretrainEngine>(
         epoch_sum += report.loss as f64;
         epoch_n += 1;
         if finished_epoch || it + 1 == end {
-            write_loss_plot(&plot_path, &history)?;
-            if opts.progress {
+            if root {
+                write_loss_plot(&plot_path, &history)?;
+            }
+            if progress {
                 // The loss as it falls, one line per epoch, whatever the terminal.
                 let (pre, post) = if tty { ("\r", "\x1b[K") } else { ("", "") };
                 eprintln!(
@@ -376,22 +409,73 @@ pub fn run_pretraining<E: PretrainEngine>(
             epoch_sum = 0.0;
             epoch_n = 0;
         }
-        if stop.load(Ordering::Relaxed) && it + 1 < end {
+        let mut stop_now = stop.load(Ordering::Relaxed);
+        if let Some(d) = &dp {
+            // Every rank stops after the same step, or the others would wait for it.
+            stop_now = d.any(stop_now)?;
+        }
+        if stop_now && it + 1 < end {
             summary.interrupted = true;
             break;
         }
     }
-    if opts.progress && tty {
+    if progress && tty {
         eprintln!();
     }
     drop(loader);
-    metrics.flush().map_err(io_err(op, &metrics_path))?;
+    if let Some(metrics) = metrics.as_mut() {
+        metrics.flush().map_err(io_err(op, &metrics_path))?;
+    }
     save(&engine)?;
-    write_loss_plot(&plot_path, &history)?;
-    engine.export_teacher_backbone(&summary.teacher)?;
+    if root {
+        write_loss_plot(&plot_path, &history)?;
+        engine.export_teacher_backbone(&summary.teacher)?;
+    }
     summary.iteration = engine.iteration();
     summary.wall_s = started.elapsed().as_secs_f64();
     Ok((engine, summary))
+}
+
+/// Fail unless `ck` was saved with the engine's config.
+fn check_config<E: PretrainEngine>(engine: &E, ck: &LoadedCheckpoint, path: &str) -> Result<()> {
+    if let Some(saved) = ck.config() {
+        let now = engine.config_json();
+        if saved != now {
+            return Err(Error::invalid(
+                "run_pretraining",
+                format!("a checkpoint of this run's config {now}"),
+                format!("{path} saved with {saved}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Data parallel: every rank takes rank 0's whole state (fresh or resumed): rank 0 serialises
+/// its engine as a checkpoint, the bytes are broadcast, the others restore them. The replicas
+/// then start identical whatever each built or read.
+fn replicate_root_state<E: PretrainEngine>(
+    dp: &DataParallel,
+    engine: &mut E,
+    ipe: u64,
+) -> Result<()> {
+    let mut bytes = if dp.is_root() {
+        let it = engine.iteration();
+        engine
+            .checkpoint()?
+            .position(it / ipe, it)
+            .config(&engine.config_json())
+            .to_bytes()?
+    } else {
+        Vec::new()
+    };
+    dp.broadcast_from_root(&mut bytes)?;
+    if !dp.is_root() {
+        let ck = LoadedCheckpoint::from_bytes(bytes, "rank 0's state (broadcast)")?;
+        check_config(engine, &ck, "rank 0's state (broadcast)")?;
+        engine.restore(&ck)?;
+    }
+    Ok(())
 }
 
 fn fmt_secs(s: f64) -> String {

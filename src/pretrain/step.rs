@@ -15,7 +15,15 @@
 //! 10. the center update c ← 0.9c + 0.1·mean(t) (theirs runs inside the loss; it only feeds
 //!     the next step, so the place is immaterial).
 //!
-//! Nothing is read back to the host: the returned [`StepStats`] holds the loss and monitors as
+//! Data parallel (`data_parallel` set, `crate::dist`): each replica runs this step on its shard
+//! of the global batch; drop path draws for the global rows (`nn::drop_path::with_sample_window`);
+//! after the backward the gradients are averaged over the replicas (before clipping), and the
+//! center update and the reported loss values use the means over the replicas. Every replica
+//! then takes the same AdamW and EMA steps. Of the collapse monitors, the teacher entropy is a
+//! row mean and so exact; KL(P̄_t ‖ u) and the feature std are the replicas' values averaged
+//! (they only inform, nothing trains on them).
+//!
+//! Nothing is read back to the host (on one device): the returned [`StepStats`] holds the loss and monitors as
 //! one small GPU tensor, read by [`StepStats::read`] when the caller logs.
 //!
 //! Schedules are pure functions of the global iteration `it` = epoch·iters_per_epoch + i
@@ -23,9 +31,11 @@
 //! peak = base_lr·batch/192; wd = cosine 0.04 → 0.4; m = cosine 0.996 → 1; τt per epoch =
 //! linspace(0.04, 0.07, 50)[epoch] then 0.07.
 
+use crate::dist::DataParallel;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::models::pvt::Modality;
+use crate::nn::drop_path::{with_sample_window, SampleWindow};
 use crate::nn::Module;
 use crate::optim::{
     clip_grad_norm_per_tensor_on_gpu, AdamW, AdamWConfig, LinearRamp, Optimizer, ParamGroup,
@@ -233,6 +243,8 @@ pub struct CadsTrainer {
     pub rng: Rng,
     /// The next global iteration.
     pub iteration: u64,
+    /// This trainer's replica group (None: one device).
+    pub data_parallel: Option<DataParallel>,
 }
 
 impl CadsTrainer {
@@ -278,6 +290,7 @@ impl CadsTrainer {
             params,
             rng: Rng::new(config.seed ^ 0x0D50_9A7B),
             iteration: 0,
+            data_parallel: None,
         })
     }
 
@@ -289,27 +302,38 @@ impl CadsTrainer {
         self.optimizer.set_lr_all(s.lr)?;
         self.optimizer.set_weight_decay(0, s.weight_decay)?;
 
+        // This replica's rows of the global batch (all of it on one device).
+        let window = match &self.data_parallel {
+            Some(dp) => dp.local_window(b)?,
+            None => SampleWindow::whole(b),
+        };
+
         // Teacher on (x1, x2), 2B rows, never recorded.
         let x12 = gpu.no_grad(|| Tensor::concat(&[&input.x1, &input.x2], 0))?;
         let teacher_training = self.config.teacher_drop_path;
-        let teacher = gpu.no_grad(|| {
-            self.model
-                .teacher
-                .forward(&x12, teacher_training, &mut self.rng)
+        let (model, rng) = (&self.model, &mut self.rng);
+        let teacher = with_sample_window(window, || {
+            gpu.no_grad(|| model.teacher.forward(&x12, teacher_training, rng))
         })?;
 
         // Student on (x1, x2) as one batch and xD as another: 3B rows per stage.
-        let student = self.model.student.forward(
-            &[(&x12, Modality::Volume), (&input.drr, Modality::Image)],
-            true,
-            &mut self.rng,
-        )?;
+        let student = with_sample_window(window, || {
+            model.student.forward(
+                &[(&x12, Modality::Volume), (&input.drr, Modality::Image)],
+                true,
+                rng,
+            )
+        })?;
         let out =
             self.loss
                 .forward(&student, &teacher.logits, &teacher.features, s.teacher_temp)?;
         debug_assert_eq!(student.logits[0].shape()[0], 3 * b);
 
         let mut grads = out.total.backward()?;
+        if let Some(dp) = &self.data_parallel {
+            // Mean over the replicas before clipping: the clip sees the global gradient.
+            dp.all_reduce_gradients(&self.params, &mut grads)?;
+        }
         let tensors: Vec<Tensor> = self.params.iter().map(|(_, t)| t.clone()).collect();
         let grad_norms = if self.config.clip_grad > 0.0 {
             clip_grad_norm_per_tensor_on_gpu(&tensors, &mut grads, self.config.clip_grad)?
@@ -328,11 +352,23 @@ impl CadsTrainer {
         self.model
             .teacher
             .ema_from(&self.model.student, s.teacher_momentum)?;
-        self.loss.update_center(&teacher.logits)?;
+        let values = match &self.data_parallel {
+            None => {
+                self.loss.update_center(&teacher.logits)?;
+                out.values
+            }
+            Some(dp) => {
+                // The global batch mean of the teacher logits (equal shards: the mean of the
+                // replicas' means), and the loss values averaged the same way.
+                let center = dp.mean_tensor(&CadsLoss::batch_center(&teacher.logits)?)?;
+                self.loss.update_center_with_mean(&center)?;
+                dp.mean_tensor(&out.values)?
+            }
+        };
         self.iteration += 1;
         Ok(StepStats {
             schedule: s,
-            values: out.values,
+            values,
             grad_norms,
             log_k: (self.config.head.out_dim as f64).ln(),
         })

@@ -14,8 +14,8 @@
 //! `RUN/metrics.jsonl`, the curves `RUN/curves.png`, the checkpoint `RUN/checkpoint_latest
 //! .safetensors` and, when the mean foreground Dice improves, `RUN/checkpoint_best
 //! .safetensors` (both written atomically by `checkpoint`). `--resume` restores the latest
-//! checkpoint (network, optimizer, position, best Dice) and continues the same patch stream: the
-//! batch of global step t is always drawn from `Rng::new(seed).fork(t)`.
+//! checkpoint (network, optimizer, position, best Dice) and continues the same patch stream: sample
+//! i of global step t is always drawn from `dist::sample_rng(seed, t, i)`.
 //!
 //! Data ([`SegData`], see `segment::train_data`): `cads segment train` preprocesses with the plan
 //! (`plan.json`: spacing, CT normalisation, image and label resampling) through the on-disk cache
@@ -24,6 +24,15 @@
 //! `validation_fraction` of slices along D (a cranio-caudal slab) are. The plan is stored in the
 //! run description ([`RunInfo::plan`]), so `cads segment predict` preprocesses the same way, and
 //! a resumed run must use the same preprocessing (same plan key).
+//!
+//! Data parallel (`RunOptions::data_parallel`, `crate::dist`): every rank runs this with the
+//! same config and data; `batch` is the global batch and each rank makes and trains on its
+//! window of it (sample i of step t drawn from `dist::sample_rng(seed, t, i)`, so the shards
+//! together are the one-device batch); drop path draws for the global rows; the gradients are
+//! averaged over the ranks before clipping; the loss reported is the mean over the ranks. Rank
+//! 0 alone validates and writes the run folder, and reads the checkpoint to resume; its state is
+//! broadcast to the others, so a checkpoint resumes on any number of ranks. Batch Dice (a ratio
+//! of sums over the global batch) is refused with more than one rank.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,10 +51,12 @@ pub use super::train_data::{
 use crate::checkpoint::{Checkpoint, LoadedCheckpoint};
 use crate::data::loader::Prefetcher;
 use crate::data::preprocess::Patch;
+use crate::dist::{sample_rng, DataParallel};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::infer::{argmax_classes, DiceCounts};
 use crate::models::{PvtUnet, PvtUnetConfig};
+use crate::nn::drop_path::{with_sample_window, SampleWindow};
 use crate::nn::Module;
 use crate::optim::{
     clip_grad_norm, AdamW, AdamWConfig, Optimizer, ParamGroup, PolyDecay, Sgd, SgdConfig,
@@ -70,6 +81,8 @@ pub struct RunOptions {
     /// Stop after this many epochs of this invocation (the schedule still spans `epochs`; a
     /// later `resume` continues), e.g. to fit a time slot.
     pub stop_after: Option<usize>,
+    /// This process's replica group (None: one device); `batch` is then the global batch.
+    pub data_parallel: Option<DataParallel>,
 }
 
 /// One epoch's numbers (a line of `metrics.jsonl`).
@@ -241,12 +254,27 @@ pub fn train(
     };
     let info_json =
         serde_json::to_string(&info).map_err(|e| Error::invalid(OP, "a serialisable config", e))?;
+    let dp = run.data_parallel.clone();
+    let root = dp.as_ref().is_none_or(DataParallel::is_root);
+    let window = match &dp {
+        Some(d) => d.window(cfg.batch)?,
+        None => SampleWindow::whole(cfg.batch),
+    };
+    if cfg.batch_dice && window.count != window.global {
+        return Err(Error::invalid(
+            OP,
+            "per-sample Dice with more than one rank (batch Dice is a ratio of sums over the \
+             global batch, which the ranks' mean does not give)",
+            "batch_dice",
+        ));
+    }
     let net = PvtUnet::new(gpu, info.model_config())?;
     if let Some(teacher) = &run.init_from {
         net.load_encoder(teacher)?;
     }
     let (mut opt, encoder_groups) = build_optimizer(&net, cfg)?;
     let params = net.parameter_tensors();
+    let named_params = net.named_parameters();
     let schedule = PolyDecay::nnunet(cfg.base_lr(), cfg.total_steps())?;
     let outputs = if cfg.deep_supervision { 5 } else { 1 };
     let loss_cfg = SegLossConfig::nnunet(outputs, cfg.batch_dice)?;
@@ -263,7 +291,7 @@ pub fn train(
             dir.join("curves.png"),
         )
     });
-    if let Some(dir) = &run.out {
+    if let (Some(dir), true) = (&run.out, root) {
         std::fs::create_dir_all(dir).map_err(io(OP, dir))?;
         let pretty = serde_json::to_string_pretty(&info)
             .map_err(|e| Error::invalid(OP, "a serialisable config", e))?;
@@ -273,7 +301,7 @@ pub fn train(
             pretty.as_bytes(),
         )?;
     }
-    if run.resume {
+    if run.resume && root {
         let (latest, _, metrics, _) = paths
             .as_ref()
             .ok_or_else(|| Error::invalid(OP, "a run folder to resume from", "none"))?;
@@ -332,22 +360,50 @@ pub fn train(
             }
         }
     }
-    if let (Some((_, _, metrics, _)), false) = (&paths, run.resume) {
+    if let (Some((_, _, metrics, _)), false, true) = (&paths, run.resume, root) {
         write_line(metrics, "", true)?;
+    }
+    if let Some(d) = &dp {
+        // Every rank takes rank 0's state (fresh or resumed) through checkpoint bytes.
+        let mut bytes = if d.is_root() {
+            let best_t = Tensor::from_slice(gpu, &[best as f32], &[1])?;
+            Checkpoint::new()
+                .model("net", &net)
+                .optimizer("optimizer", opt.as_ref())
+                .position(
+                    start_epoch as u64,
+                    (start_epoch * cfg.iterations_per_epoch) as u64,
+                )
+                .rng("model", &model_rng)
+                .config(&info_json)
+                .extra("best_mean_dice", &best_t)
+                .to_bytes()?
+        } else {
+            Vec::new()
+        };
+        d.broadcast_from_root(&mut bytes)?;
+        if !d.is_root() {
+            let ck = LoadedCheckpoint::from_bytes(bytes, "rank 0's state (broadcast)")?;
+            ck.restore(&[("net", &net)], &mut [("optimizer", opt.as_mut())])?;
+            model_rng = ck.rng("model")?;
+            start_epoch = ck.position().epoch as usize;
+        }
     }
 
     let cases = Arc::new(data.train.clone());
-    let (patch, batch, fg_p) = (cfg.patch, cfg.batch, cfg.foreground_p);
+    let (patch, batch, fg_p) = (cfg.patch, window.count, cfg.foreground_p);
     let augment = run.augment.clone();
     let first_step = start_epoch * cfg.iterations_per_epoch;
     let remaining = cfg.total_steps() as usize - first_step.min(cfg.total_steps() as usize);
     let seed = cfg.seed;
     let make = move |b: usize, _: &mut Rng| -> Result<Batch> {
-        // The stream depends on the global step only, so a resumed run draws the same patches.
-        let mut rng = Rng::new(seed).fork((first_step + b) as u64);
-        let mut images = Vec::with_capacity(batch * patch.iter().product::<usize>());
+        // Sample i of global step t depends on (seed, t, i) only, so a resumed run draws the
+        // same patches and the ranks' windows together make the one-device batch.
+        let step = (first_step + b) as u64;
+        let mut images = Vec::with_capacity(window.count * patch.iter().product::<usize>());
         let mut labels = Vec::with_capacity(images.capacity());
-        for _ in 0..batch {
+        for i in window.offset..window.offset + window.count {
+            let mut rng = sample_rng(seed, step, i);
             let case = &cases[rng.below(cases.len())];
             let (i, l) = augmented_patch(case, patch, fg_p, &augment, 0.0, &mut rng)?;
             images.extend_from_slice(&i.data);
@@ -372,10 +428,15 @@ pub fn train(
                 Error::invalid(OP, "a batch from the prefetcher", "the stream ended")
             })??;
             let x = Tensor::from_slice(gpu, &images, &[batch, d, h, w, 1])?;
-            let outs = net.forward(&x, true, frozen, &mut model_rng)?;
+            let outs =
+                with_sample_window(window, || net.forward(&x, true, frozen, &mut model_rng))?;
             let outs = &outs[..outputs];
             let loss = seg_loss(outs, &labels, [batch, d, h, w], &loss_cfg)?;
             let mut grads = loss.backward()?;
+            if let Some(d) = &dp {
+                // The mean over the ranks, before clipping: the clip sees the global gradient.
+                d.all_reduce_gradients(&named_params, &mut grads)?;
+            }
             clip_grad_norm(&params, &mut grads, CLIP_NORM)?;
             lr = schedule.at(step);
             for g in 0..opt.num_groups() {
@@ -387,7 +448,11 @@ pub fn train(
                 opt.set_lr(g, lr * factor)?;
             }
             opt.step(&grads)?;
-            let value = loss.to_scalar()?;
+            let mut value = [loss.to_scalar()?];
+            if let Some(d) = &dp {
+                d.mean_in_place(&mut value)?;
+            }
+            let [value] = value;
             if !value.is_finite() {
                 return Err(Error::invalid(
                     OP,
@@ -397,6 +462,9 @@ pub fn train(
             }
             loss_sum += value as f64;
             step += 1;
+            if !root {
+                continue;
+            }
             on_progress(Progress::Step {
                 epoch,
                 iteration: it,
@@ -405,7 +473,7 @@ pub fn train(
                 steps_per_second: (it + 1) as f64 / started.elapsed().as_secs_f64(),
             });
         }
-        let val_dice = if data.validation.is_empty() {
+        let val_dice = if data.validation.is_empty() || !root {
             Vec::new()
         } else {
             validate(&net, &data.validation, cfg.patch)?
@@ -430,7 +498,7 @@ pub fn train(
         if improved {
             best = mean;
         }
-        if let Some((latest, best_path, metrics_path, curves)) = &paths {
+        if let (Some((latest, best_path, metrics_path, curves)), true) = (&paths, root) {
             let line = serde_json::to_string(&metrics)
                 .map_err(|e| Error::invalid(OP, "serialisable metrics", e))?;
             write_line(metrics_path, &line, false)?;
@@ -457,7 +525,9 @@ pub fn train(
                 ck.save(&best_path.display().to_string())?;
             }
         }
-        on_progress(Progress::Epoch(&metrics));
+        if root {
+            on_progress(Progress::Epoch(&metrics));
+        }
     }
     Ok(TrainReport {
         net,

@@ -1,0 +1,362 @@
+//! Data parallel in one process (src/dist): two replicas, each on its own `Gpu` context (two
+//! devices of the one lavapipe adapter), each with half the global batch, against one device
+//! with the whole batch — a tiny CADS pretraining run and a tiny PVT-UNet training run give the
+//! same per-step losses and the same final weights within the stated tolerance, and the two
+//! replicas end bit-for-bit identical. Also: a replica that fails ends the other's run with an
+//! error naming it, quickly.
+//!
+//! What the equality rests on (src/dist/mod.rs): the loss of a shard is its mean, the gradients
+//! are averaged; drop path and augmentation draw per global sample; the DINO center is the
+//! global batch mean. Only the float summation order differs (a mean over 2 rows on one device,
+//! two means over 1 row averaged on two), so the losses agree to ~1e-6; the weight tolerances
+//! and why AdamW needs a wider one are in tests/replica_compare/mod.rs.
+
+mod common;
+mod replica_compare;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cads::data::phantom::{phantom, PhantomConfig};
+use cads::data::preprocess::Patch;
+use cads::data::spheres::{sphere_volume, SphereConfig};
+use cads::dist::{digest, DataParallel, LocalGroup};
+use cads::nn::Module;
+use cads::pretrain::batch::CadsVolume;
+use cads::pretrain::cache::{preprocess_volume, CacheConfig};
+use cads::pretrain::cads_views::ParallelLineIntegral;
+use cads::pretrain::engine::CadsEngine;
+use cads::pretrain::run::{run_pretraining, RunOptions};
+use cads::pretrain::{cads_tiles, extract_tile, CadsConfig};
+use cads::segment::augment::{AugmentConfig, TrainingCase};
+use cads::segment::config::{ModelPreset, OptimizerKind, SegTrainConfig};
+use cads::segment::train::{self, Progress, SegData};
+use cads::util::Rng;
+use cads::Gpu;
+use replica_compare::{compare_states, host_state, Steps, LOSS_TOL};
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+fn volumes() -> Vec<CadsVolume> {
+    let (ct, _) = phantom(&PhantomConfig {
+        dims: [40, 40, 20],
+        spacing_mm: [2.0, 2.0, 2.0],
+        noise_hu: 5.0,
+        seed: 3,
+    })
+    .unwrap();
+    let cfg = CacheConfig::default();
+    let (vol, drr) = preprocess_volume(&ct, &cfg, &ParallelLineIntegral::default()).unwrap();
+    let tiles = cads_tiles(vol.shape, &cfg.tiling)
+        .unwrap()
+        .iter()
+        .map(|t| extract_tile(&vol, t))
+        .collect();
+    vec![CadsVolume { tiles, drr }]
+}
+
+fn pretrain_options(out: &std::path::Path) -> RunOptions {
+    let mut o = RunOptions::new(out);
+    // Two epochs of two steps: the last layer is frozen in the first (tiny preset) and trains
+    // in the second; the teacher temperature and lr move between them.
+    o.epochs = 2;
+    o.iters_per_epoch = Some(2);
+    o.batch = 2;
+    o.progress = false;
+    o.seed = 5;
+    o.workers = 1;
+    o
+}
+
+struct PretrainResult {
+    losses: Vec<f32>,
+    student: Vec<(String, Vec<f32>)>,
+    teacher: Vec<(String, Vec<f32>)>,
+    center: Vec<f32>,
+    digest: u64,
+}
+
+fn pretrain_on(gpu: &Gpu, opts: &RunOptions, vols: Vec<CadsVolume>) -> PretrainResult {
+    let config = CadsConfig::tiny();
+    let never = AtomicBool::new(false);
+    let dp = opts.data_parallel.clone();
+    let (engine, summary) = run_pretraining(
+        opts,
+        vols,
+        |ipe| {
+            let mut e = CadsEngine::new(gpu, &config, ipe)?;
+            e.trainer.data_parallel = dp;
+            Ok(e)
+        },
+        &never,
+    )
+    .unwrap();
+    let t = &engine.trainer;
+    let mut all = t.model.student.parameter_tensors();
+    all.extend(t.model.teacher.parameter_tensors());
+    all.push(t.loss.center.clone());
+    PretrainResult {
+        losses: summary.losses,
+        student: host_state(&t.model.student),
+        teacher: host_state(&t.model.teacher),
+        center: t.loss.center.to_vec().unwrap(),
+        digest: digest(&all).unwrap(),
+    }
+}
+
+#[test]
+fn two_replicas_pretrain_like_one_device_with_the_whole_batch() {
+    let base = std::env::temp_dir().join(format!("cads_dp_pretrain_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let vols = volumes();
+
+    let one = pretrain_on(
+        &common::gpu(),
+        &pretrain_options(&base.join("one")),
+        vols.clone(),
+    );
+
+    // Two replicas, each its own Gpu context; the same run folder (rank 0 alone writes it).
+    let two_dir = base.join("two");
+    let gpus: Vec<Gpu> = (0..2).map(|_| common::fresh_gpu()).collect();
+    let results = LocalGroup::run(2, TIMEOUT, |comm| {
+        let rank = cads::dist::Communicator::rank(&comm);
+        let mut opts = pretrain_options(&two_dir);
+        opts.data_parallel = Some(DataParallel::new(Arc::new(comm)));
+        Ok(pretrain_on(&gpus[rank], &opts, vols.clone()))
+    })
+    .unwrap();
+    let two: Vec<PretrainResult> = results.into_iter().map(Result::unwrap).collect();
+
+    eprintln!(
+        "one device {:?}\ntwo replicas {:?}",
+        one.losses, two[0].losses
+    );
+    let want: Vec<f64> = one.losses.iter().map(|&v| v as f64).collect();
+    assert_eq!(two[0].losses.len(), 4);
+    common::assert_close("losses (rank 0)", &two[0].losses, &want, LOSS_TOL);
+    // Both ranks report the global loss, bit for bit, and hold the same bits everywhere.
+    assert_eq!(two[0].losses, two[1].losses);
+    assert_eq!(two[0].digest, two[1].digest, "the replicas diverged");
+    // Σ lr over the 4 steps ≤ 4 × the tiny preset's peak 5e-4.
+    let lr_sum = 4.0 * CadsConfig::tiny().peak_lr();
+    let steps = Steps::AdamW { lr_sum };
+    compare_states("student", &two[0].student, &one.student, steps);
+    compare_states("teacher", &two[0].teacher, &one.teacher, steps);
+    let c64: Vec<f64> = one.center.iter().map(|&v| v as f64).collect();
+    common::assert_close("center", &two[0].center, &c64, LOSS_TOL);
+
+    // Rank 0 wrote the run folder: one metrics line per global step.
+    let text = std::fs::read_to_string(two_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(two_dir.join("checkpoint.safetensors").is_file());
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+fn spheres(count: usize, seed: u64) -> Vec<TrainingCase> {
+    let cfg = SphereConfig {
+        size: [16, 32, 32],
+        count: (2, 4),
+        radius: (3.0, 6.0),
+        noise_std: 0.3,
+        ..SphereConfig::default()
+    };
+    let mut rng = Rng::new(seed);
+    (0..count)
+        .map(|_| {
+            let v = sphere_volume(&cfg, &mut rng).unwrap();
+            let label = v.mask.iter().map(|&m| m as f32).collect();
+            TrainingCase::new(
+                Patch::new(v.image, cfg.size).unwrap(),
+                Patch::new(label, cfg.size).unwrap(),
+                2,
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+struct SegResult {
+    losses: Vec<f32>,
+    net: Vec<(String, Vec<f32>)>,
+    digest: u64,
+}
+
+fn segment_on(gpu: &Gpu, data: &SegData, dp: Option<DataParallel>) -> SegResult {
+    let cfg = SegTrainConfig {
+        model: ModelPreset::Tiny,
+        patch: [16, 32, 32],
+        batch: 2,
+        epochs: 1,
+        iterations_per_epoch: 3,
+        // nnU-Net's SGD (its step is proportional to the gradient: the strict comparison).
+        optimizer: OptimizerKind::Sgd,
+        drop_path_rate: 0.2,
+        workers: 1,
+        seed: 3,
+        ..SegTrainConfig::default()
+    };
+    let mut losses = Vec::new();
+    let report = train::train(
+        gpu,
+        &cfg,
+        data,
+        &train::RunOptions {
+            // nnU-Net's augmentation: every sample's draws must follow it to its replica.
+            augment: AugmentConfig::default(),
+            data_parallel: dp,
+            ..train::RunOptions::default()
+        },
+        |p| {
+            if let Progress::Step { loss, .. } = p {
+                losses.push(loss);
+            }
+        },
+    )
+    .unwrap();
+    SegResult {
+        losses,
+        net: host_state(&report.net),
+        digest: digest(&report.net.parameter_tensors()).unwrap(),
+    }
+}
+
+#[test]
+fn two_replicas_train_segmentation_like_one_device_with_the_whole_batch() {
+    let data = SegData {
+        train: spheres(4, 1),
+        validation: spheres(1, 2),
+        classes: 2,
+        class_names: vec!["background".into(), "sphere".into()],
+        normalization: None,
+    };
+    let one = segment_on(&common::gpu(), &data, None);
+    let gpus: Vec<Gpu> = (0..2).map(|_| common::fresh_gpu()).collect();
+    let two = LocalGroup::run(2, TIMEOUT, |comm| {
+        let rank = cads::dist::Communicator::rank(&comm);
+        let dp = DataParallel::new(Arc::new(comm));
+        Ok(segment_on(&gpus[rank], &data, Some(dp)))
+    })
+    .unwrap();
+    let two: Vec<SegResult> = two.into_iter().map(Result::unwrap).collect();
+    eprintln!(
+        "one device {:?}\ntwo replicas {:?}",
+        one.losses, two[0].losses
+    );
+    let want: Vec<f64> = one.losses.iter().map(|&v| v as f64).collect();
+    assert_eq!(two[0].losses.len(), 3);
+    // Rank 0 reports progress; the other rank reports nothing.
+    assert!(two[1].losses.is_empty());
+    common::assert_close("losses", &two[0].losses, &want, LOSS_TOL);
+    assert_eq!(two[0].digest, two[1].digest, "the replicas diverged");
+    compare_states("net", &two[0].net, &one.net, Steps::Sgd);
+}
+
+/// The bucketed all-reduce on two replicas: every parameter's gradient becomes the mean of the
+/// two, whatever the bucket size (several tensors per bucket, one, or one tensor over a bucket);
+/// a gradient present on one rank only is averaged with zero; one present on none stays absent.
+#[test]
+fn gradient_buckets_average_and_treat_a_missing_gradient_as_zero() {
+    let gpus: Vec<Gpu> = (0..2).map(|_| common::fresh_gpu()).collect();
+    for bucket_bytes in [4, 52, 1 << 20] {
+        let out = LocalGroup::run(2, TIMEOUT, |comm| {
+            let rank = cads::dist::Communicator::rank(&comm);
+            let gpu = &gpus[rank];
+            let shapes: [&[usize]; 4] = [&[3], &[2, 5], &[7], &[1]];
+            let params: Vec<(String, cads::Tensor)> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let n: usize = s.iter().product();
+                    let t = cads::Tensor::parameter(gpu, &vec![0.0; n], s).unwrap();
+                    (format!("p{i}"), t)
+                })
+                .collect();
+            let mut grads = cads::Gradients::default();
+            for (i, (_, p)) in params.iter().enumerate() {
+                // p2 has a gradient on rank 0 only, p3 on neither.
+                if i == 3 || (i == 2 && rank == 1) {
+                    continue;
+                }
+                let v: Vec<f32> = (0..p.numel())
+                    .map(|k| (rank * 100 + i * 10 + k) as f32)
+                    .collect();
+                let g = cads::Tensor::from_slice(gpu, &v, p.shape()).unwrap();
+                grads.accumulate(p.id(), g).unwrap();
+            }
+            let mut dp = DataParallel::new(Arc::new(comm));
+            dp.bucket_bytes = bucket_bytes;
+            let report = dp.all_reduce_gradients(&params, &mut grads)?;
+            let got: Vec<Option<Vec<f32>>> = params
+                .iter()
+                .map(|(_, p)| grads.get(p).map(|g| g.to_vec().unwrap()))
+                .collect();
+            Ok((report, got))
+        })
+        .unwrap();
+        let (report, got) = out[0].as_ref().unwrap();
+        assert_eq!(got, &out[1].as_ref().unwrap().1, "ranks differ");
+        assert_eq!(report.tensors, 3);
+        let mean = |i: usize, n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|k| ((i * 10 + k) as f32 + (100 + i * 10 + k) as f32) / 2.0)
+                .collect()
+        };
+        assert_eq!(got[0].as_ref().unwrap(), &mean(0, 3));
+        assert_eq!(got[1].as_ref().unwrap(), &mean(1, 10));
+        let half: Vec<f32> = (0..7).map(|k| (20 + k) as f32 / 2.0).collect();
+        assert_eq!(got[2].as_ref().unwrap(), &half);
+        assert!(got[3].is_none());
+        // 4-byte buckets: one per tensor (a tensor over the size is a bucket by itself);
+        // 52 bytes: the 3 and 10 floats together, the 7 alone; 1 MiB: one bucket.
+        let buckets = match bucket_bytes {
+            4 => 3,
+            52 => 2,
+            _ => 1,
+        };
+        assert_eq!(report.buckets, buckets, "bucket_bytes {bucket_bytes}");
+        assert_eq!(report.bytes, 4 * 4 + 4 * (3 + 10 + 7));
+    }
+}
+
+#[test]
+fn a_failing_replica_ends_the_other_with_its_error() {
+    let vols = volumes();
+    let dir = std::env::temp_dir().join(format!("cads_dp_fail_{}", std::process::id()));
+    let gpu = common::fresh_gpu();
+    let started = Instant::now();
+    let results = LocalGroup::run(2, TIMEOUT, |comm| {
+        let rank = cads::dist::Communicator::rank(&comm);
+        let mut opts = pretrain_options(&dir);
+        opts.data_parallel = Some(DataParallel::new(Arc::new(comm)));
+        let never = AtomicBool::new(false);
+        let config = CadsConfig::tiny();
+        run_pretraining(
+            &opts,
+            vols.clone(),
+            |ipe| {
+                if rank == 1 {
+                    // A replica whose setup fails (e.g. its device is lost).
+                    return Err(cads::Error::invalid("make_engine", "a device", "none left"));
+                }
+                CadsEngine::new(&gpu, &config, ipe)
+            },
+            &never,
+        )
+        .map(|_| ())
+    })
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    let msg = results[0].as_ref().unwrap_err().to_string();
+    assert!(
+        msg.contains("rank 1 failed") && msg.contains("none left"),
+        "{msg}"
+    );
+    assert!(results[1].is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
