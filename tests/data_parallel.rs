@@ -230,6 +230,7 @@ fn two_replicas_train_segmentation_like_one_device_with_the_whole_batch() {
         classes: 2,
         class_names: vec!["background".into(), "sphere".into()],
         normalization: None,
+        plan: None,
     };
     let one = segment_on(&common::gpu(), &data, None);
     let gpus: Vec<Gpu> = (0..2).map(|_| common::fresh_gpu()).collect();

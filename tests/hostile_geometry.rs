@@ -158,6 +158,7 @@ fn segmentation_preprocessing_names_the_file_it_cannot_resample() {
             mean: 0.0,
             std: 100.0,
         },
+        image_resampling: Default::default(),
         label_resampling: LabelResampling::Nearest,
         memory: MemoryModel {
             budget_bytes: 8 << 30,

@@ -335,6 +335,7 @@ mod tests {
             timer: "gpu",
             peak_bytes: None,
             micro_batches: None,
+            bytes: None,
         })
     }
 
