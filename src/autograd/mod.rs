@@ -17,6 +17,9 @@
 //! inputs are released as soon as it has run, so intermediate buffers return to the pool during
 //! the backward pass rather than after it.
 
+mod checkpoint;
+pub use checkpoint::checkpoint;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
