@@ -48,6 +48,20 @@ pub struct PretrainArgs {
     /// Stop after this many steps (checkpointing; --resume continues).
     #[arg(long)]
     pub max_steps: Option<u64>,
+    /// Read the loss back every N steps (default: the preset's, 10 for cads, 1 for tiny); the
+    /// steps between are logged with the last read loss, marked stale. Reads never stall the
+    /// device: the loss of step k is collected while step k + 1 runs.
+    #[arg(long)]
+    pub read_every: Option<u64>,
+    /// Activation checkpointing of the encoder blocks: recompute each block's internals in
+    /// backward instead of keeping them (less memory, about one more encoder forward per step).
+    #[arg(long)]
+    pub checkpoint_blocks: bool,
+    /// With --resume and a larger --epochs than the checkpoint's: continue on the schedules of
+    /// the longer run from the checkpoint on (lr, weight decay and teacher momentum jump to the
+    /// new cosines; without this flag such a resume is refused, saying by how much).
+    #[arg(long)]
+    pub extend_schedules: bool,
 }
 
 pub fn run(choice: &AdapterChoice, a: &PretrainArgs) -> Result<()> {
@@ -59,6 +73,11 @@ pub fn run(choice: &AdapterChoice, a: &PretrainArgs) -> Result<()> {
     if let Some(b) = a.batch {
         config.batch_size = b;
     }
+    if let Some(n) = a.read_every {
+        config.read_every = n;
+    }
+    config.checkpoint_blocks |= a.checkpoint_blocks;
+    config.validate()?;
     let mut opts = RunOptions::new(&a.out);
     opts.data = a.data.clone();
     opts.cache = a.cache.clone();
@@ -70,15 +89,22 @@ pub fn run(choice: &AdapterChoice, a: &PretrainArgs) -> Result<()> {
     opts.workers = a.workers.max(1);
     opts.seed = a.seed;
     opts.max_steps = a.max_steps;
+    opts.extend_schedules = a.extend_schedules;
     opts.views.view_depth = config.ct_view[0];
     out!(
-        "cads pretrain on {} ({:?}): preset {}, batch {}, {} epochs, peak lr {:.3e}",
+        "cads pretrain on {} ({:?}): preset {}, batch {}, {} epochs, peak lr {:.3e}, loss read every {} step(s){}",
         gpu.adapter().name,
         gpu.adapter().backend,
         a.preset,
         config.batch_size,
         config.epochs,
-        config.peak_lr()
+        config.peak_lr(),
+        config.read_every,
+        if config.checkpoint_blocks {
+            ", checkpointed blocks"
+        } else {
+            ""
+        }
     );
     pretrain(&gpu, config, opts)
 }

@@ -6,6 +6,7 @@ mod kernel;
 mod params;
 mod pool;
 mod profile;
+mod readback;
 mod recorder;
 mod timestamps;
 
@@ -18,3 +19,4 @@ pub use params::{
 };
 pub use pool::{size_class, PoolStats, PooledBuffer};
 pub use profile::KernelTime;
+pub use readback::{Fence, PendingRead};
