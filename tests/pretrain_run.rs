@@ -1,7 +1,8 @@
 //! The CADS run (src/pretrain/run.rs) on the tiny preset: a run stopped by the stop flag (the
 //! Ctrl-C path, without a signal) and resumed from its checkpoint takes the same steps as a
 //! straight run, losses bit for bit on the same adapter; the metrics continue one curve; the
-//! exported teacher backbone loads strictly into `PvtEncoder`; a longer resume is refused
+//! exported teacher backbone loads strictly into `PvtEncoder` and into PVT-UNet's encoder
+//! (equal to the teacher's afterwards); a longer resume is refused
 //! unless its schedules may change; reading the loss every 4 steps trains the same weights and
 //! marks the unread lines stale; a non-finite read stops the run before any checkpoint holds it.
 
@@ -9,7 +10,8 @@ mod common;
 
 use cads::checkpoint::{Checkpoint, LoadedCheckpoint};
 use cads::data::phantom::{phantom, PhantomConfig};
-use cads::models::pvt::PvtEncoder;
+use cads::models::pvt::{Modality, PvtEncoder};
+use cads::models::{PvtUnet, PvtUnetConfig};
 use cads::nn::state_file::{load_safetensors, LoadOptions};
 use cads::nn::Module;
 use cads::pretrain::batch::CadsVolume;
@@ -191,6 +193,53 @@ fn resume_after_stop_equals_a_straight_run() {
         })
         .collect();
     assert_eq!(steps, vec![0, 1, 2, 3, 4, 5]);
+
+    // The exported teacher initialises PVT-UNet's encoder (as `cads segment train
+    // --init-from` does): strictly by name under `backbone.`, only the 2D path's tensors left
+    // out, every volume-path tensor equal to the teacher's after the load.
+    let unet = PvtUnet::new(
+        &gpu,
+        PvtUnetConfig {
+            encoder: longer.encoder.clone(),
+            ..PvtUnetConfig::tiny(3)
+        },
+    )
+    .unwrap();
+    let teacher_encoder = &engine.trainer.model.teacher.encoder;
+    let want = teacher_encoder.named_parameters(Some(Modality::Volume));
+    let before = unet.encoder.named_parameters(None);
+    assert_eq!(want.len(), before.len());
+    assert!(
+        want.iter()
+            .zip(&before)
+            .any(|((_, a), (_, b))| a.to_vec().unwrap() != b.to_vec().unwrap()),
+        "a fresh PVT-UNet already equals the teacher: the load below would prove nothing"
+    );
+    let report = unet
+        .load_encoder(
+            &split_dir
+                .join("teacher_backbone.safetensors")
+                .display()
+                .to_string(),
+        )
+        .unwrap();
+    assert!(
+        report.missing.is_empty() && report.unknown.is_empty(),
+        "{report:?}"
+    );
+    assert!(
+        report.skipped.iter().all(|k| k.contains("_2D")),
+        "{report:?}"
+    );
+    assert!(!report.skipped.is_empty());
+    let got = unet.encoder.named_parameters(None);
+    for ((n1, a), (n2, b)) in want.iter().zip(&got) {
+        assert_eq!(n1, n2);
+        assert!(
+            a.to_vec().unwrap() == b.to_vec().unwrap(),
+            "{n1}: PVT-UNet's encoder differs from the teacher's"
+        );
+    }
     let _ = std::fs::remove_dir_all(&base);
 }
 
