@@ -93,7 +93,10 @@ fn a_parameter_read_without_being_declared_is_an_error_not_a_lost_gradient() {
         "{err}"
     );
     // And a tensor listed twice is refused up front.
-    let err = checkpoint(&[&x], &[x.clone()], &mut rng, |xs, _| Ok(xs[0].clone())).unwrap_err();
+    let err = checkpoint(&[&x], std::slice::from_ref(&x), &mut rng, |xs, _| {
+        Ok(xs[0].clone())
+    })
+    .unwrap_err();
     assert!(err.to_string().contains("listed twice"), "{err}");
 }
 

@@ -296,7 +296,7 @@ pub fn run_pretraining<E: PretrainEngine>(
         let iteration = ck.position().iteration;
         if let Some(saved) = ck.config() {
             let note = engine
-                .check_resume(&saved, iteration, opts.extend_schedules)
+                .check_resume(saved, iteration, opts.extend_schedules)
                 .map_err(|e| {
                     Error::invalid(
                         op,
