@@ -5,7 +5,6 @@
 //! The test spawns the `cads` binary, so run it on the system's Vulkan driver (a runner such as
 //! scripts/newer-lavapipe.sh's does not reach the child process).
 
-
 use cads::checkpoint::LoadedCheckpoint;
 use cads::data::phantom::{phantom, PhantomConfig};
 use cads::data::write_nifti;
