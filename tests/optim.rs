@@ -388,6 +388,53 @@ fn per_tensor_clipping_matches_reference() {
 }
 
 #[test]
+fn per_tensor_clipping_on_gpu_matches_reference_and_holds_the_gradients_once() {
+    // Its own context, so the pool's peak is this test's alone.
+    let gpu = fresh_gpu();
+    let (params, mut grads, mut want) = clip_case(&gpu, 401);
+    let want_norms = refopt::clip_per_tensor(&mut want, 0.3);
+    // Eight more gradients of 64 Ki elements (256 KiB each) dominate the memory.
+    let mut rng = Rng::new(402);
+    let mut params = params;
+    for _ in 0..8 {
+        let p = param(&gpu, &mut rng, &[65536]).1;
+        let g = rng.vec_uniform(65536, -1.0, 1.0);
+        grads
+            .accumulate(p.id(), Tensor::from_slice(&gpu, &g, &[65536]).unwrap())
+            .unwrap();
+        let mut twin = vec![to64(&g)];
+        refopt::clip_per_tensor(&mut twin, 0.3);
+        want.push(twin.remove(0));
+        params.push(p);
+    }
+    gpu.synchronize().unwrap();
+    let before = gpu.pool_stats().live_bytes;
+    gpu.reset_peak_memory();
+    let norms = cads::optim::clip_grad_norm_per_tensor_on_gpu(&params, &mut grads, 0.3)
+        .unwrap()
+        .expect("norms of the present gradients");
+    gpu.synchronize().unwrap();
+    let extra = gpu.pool_stats().peak_bytes - before;
+    // The clipped copy of one gradient at a time, plus the small norms and per-chunk partial
+    // sums: well under two of the 256 KiB gradients (holding every unclipped gradient until the
+    // end, as before, took 8 × 256 KiB more).
+    assert!(
+        extra < 2 * 262_144,
+        "clipping held {extra} bytes beyond the gradients"
+    );
+    let got = norms.to_vec().unwrap();
+    assert_close("on-gpu norms", &got[..6], &want_norms[..6], F32_ACCUM);
+    for (i, p) in params.iter().enumerate() {
+        let Some(g) = grads.get(p) else {
+            assert_eq!(p.numel(), 0);
+            continue;
+        };
+        let clipped = g.to_vec().unwrap();
+        assert_close(&format!("clipped grad {i}"), &clipped, &want[i], F32_ACCUM);
+    }
+}
+
+#[test]
 fn global_clipping_matches_reference() {
     let gpu = gpu();
     for max_norm in [0.5, 1e6] {

@@ -349,6 +349,79 @@ fn presets_round_trip_through_json_and_bad_values_are_named() {
 }
 
 #[test]
+fn resume_checks_accept_execution_changes_and_explain_epoch_changes() {
+    use cads::pretrain::resume::check_resume;
+    let saved = CadsConfig {
+        epochs: 4,
+        ..CadsConfig::tiny()
+    };
+    let ipe = 5;
+    // The same recipe: nothing to say.
+    assert_eq!(check_resume(&saved, &saved, ipe, 12, false).unwrap(), None);
+    // Execution-only fields may change.
+    let faster = CadsConfig {
+        read_every: 7,
+        checkpoint_blocks: true,
+        ..saved.clone()
+    };
+    let note = check_resume(&saved, &faster, ipe, 12, false)
+        .unwrap()
+        .unwrap();
+    assert!(
+        note.contains("read_every 1 -> 7") && note.contains("checkpoint_blocks"),
+        "{note}"
+    );
+    // Any recipe field may not, and is named.
+    let other = CadsConfig {
+        student_temp: 0.2,
+        ..saved.clone()
+    };
+    let err = check_resume(&saved, &other, ipe, 12, false).unwrap_err();
+    assert!(
+        err.to_string().contains("student_temp: 0.1 -> 0.2"),
+        "{err}"
+    );
+    // More epochs at iteration 1: only iteration 0 was taken, equal under both lengths.
+    let longer = CadsConfig {
+        epochs: 6,
+        ..saved.clone()
+    };
+    let note = check_resume(&saved, &longer, ipe, 1, false)
+        .unwrap()
+        .unwrap();
+    assert!(note.contains("straight 6-epoch run"), "{note}");
+    // At iteration 12 the cosines differ: refused, with the first difference, the jump and
+    // the ways on; accepted with extend_schedules.
+    let err = check_resume(&saved, &longer, ipe, 12, false)
+        .unwrap_err()
+        .to_string();
+    for part in [
+        "first at iteration 1",
+        "--epochs 4",
+        "--extend-schedules",
+        "weight decay",
+    ] {
+        assert!(err.contains(part), "{part:?} missing from: {err}");
+    }
+    let note = check_resume(&saved, &longer, ipe, 12, true)
+        .unwrap()
+        .unwrap();
+    assert!(
+        note.contains("from here the schedules are the 6-epoch run's"),
+        "{note}"
+    );
+    // Fewer epochs are never accepted (--max-steps stops early on the same schedules).
+    let shorter = CadsConfig {
+        epochs: 3,
+        ..saved.clone()
+    };
+    let err = check_resume(&saved, &shorter, ipe, 12, true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--max-steps"), "{err}");
+}
+
+#[test]
 fn student_and_teacher_state_load_both_ways_with_the_authors_names() {
     let gpu = common::gpu();
     let model = golden_model(&gpu, None);

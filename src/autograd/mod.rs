@@ -16,6 +16,12 @@
 //! Backward runs with recording off (no higher-order gradients), and each node's closure and
 //! inputs are released as soon as it has run, so intermediate buffers return to the pool during
 //! the backward pass rather than after it.
+//!
+//! [`checkpoint`] (activation checkpointing) records a whole function as one node that recomputes
+//! it, under a small tape of its own, when the backward pass reaches it.
+
+mod checkpoint;
+pub use checkpoint::checkpoint;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

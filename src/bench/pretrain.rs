@@ -7,6 +7,8 @@
 //! - `b1_n2`: the paper's preset (PVTv2-b1, four heads, K = 60000). ONE step after one warm-up
 //!   step, no repetitions (on lavapipe a step takes tens of seconds).
 //! - `tiny_n2`: the `tiny` preset, timed like every case.
+//! - `*_checkpointed`: the same with the student's encoder blocks checkpointed
+//!   (`CadsConfig::checkpoint_blocks`): the peak bytes it saves, the time it costs.
 //!
 //! Work: the 3D encoder's FLOPs only (teacher forward on 2B views = 1×, student forward +
 //! backward on 2B views = 3×, so 4 · 2B · f); the heads, the 2D path and the optimizer come on
@@ -33,7 +35,24 @@ pub(crate) fn cases() -> Vec<Case> {
             case: "b1_n2",
             run: |b| once(b, CadsConfig::cads()),
         },
+        Case {
+            op: "pretrain_step",
+            case: "tiny_n2_checkpointed",
+            run: |b| timed(b, checkpointed(CadsConfig::tiny())),
+        },
+        Case {
+            op: "pretrain_step",
+            case: "b1_n2_checkpointed",
+            run: |b| once(b, checkpointed(CadsConfig::cads())),
+        },
     ]
+}
+
+fn checkpointed(cfg: CadsConfig) -> CadsConfig {
+    CadsConfig {
+        checkpoint_blocks: true,
+        ..cfg
+    }
 }
 
 fn inputs(gpu: &crate::Gpu, rng: &mut Rng, cfg: &CadsConfig) -> Result<StepInput> {

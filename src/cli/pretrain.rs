@@ -60,6 +60,20 @@ pub struct PretrainArgs {
     /// adapters); --batch is then the global batch. Under MPI, launch ranks instead.
     #[arg(long, default_value_t = 1)]
     pub devices: usize,
+    /// Read the loss back every N steps (default: the preset's, 10 for cads, 1 for tiny); the
+    /// steps between are logged with the last read loss, marked stale. Reads never stall the
+    /// device: the loss of step k is collected while step k + 1 runs.
+    #[arg(long)]
+    pub read_every: Option<u64>,
+    /// Activation checkpointing of the encoder blocks: recompute each block's internals in
+    /// backward instead of keeping them (less memory, about one more encoder forward per step).
+    #[arg(long)]
+    pub checkpoint_blocks: bool,
+    /// With --resume and a larger --epochs than the checkpoint's: continue on the schedules of
+    /// the longer run from the checkpoint on (lr, weight decay and teacher momentum jump to the
+    /// new cosines; without this flag such a resume is refused, saying by how much).
+    #[arg(long)]
+    pub extend_schedules: bool,
 }
 
 pub fn run(choice: &AdapterChoice, a: &PretrainArgs) -> Result<()> {
@@ -89,6 +103,10 @@ fn run_rank(
     if let Some(t) = a.teacher_temp_end {
         config.teacher_temp_end = t;
     }
+    if let Some(n) = a.read_every {
+        config.read_every = n;
+    }
+    config.checkpoint_blocks |= a.checkpoint_blocks;
     // Checked before an adapter is requested, so a bad option fails at once.
     config.validate()?;
     let gpu = Gpu::with_choice(&super::dist::adapter_for(choice, dp))?;
@@ -103,6 +121,7 @@ fn run_rank(
     opts.workers = a.workers.max(1);
     opts.seed = a.seed;
     opts.max_steps = a.max_steps;
+    opts.extend_schedules = a.extend_schedules;
     opts.views.view_depth = config.ct_view[0];
     opts.data_parallel = dp.clone();
     if !super::dist::is_root(dp) {
@@ -112,13 +131,19 @@ fn run_rank(
         out!("{line}");
     }
     out!(
-        "cads pretrain on {} ({:?}): preset {}, batch {}, {} epochs, peak lr {:.3e}",
+        "cads pretrain on {} ({:?}): preset {}, batch {}, {} epochs, peak lr {:.3e}, loss read every {} step(s){}",
         gpu.adapter().name,
         gpu.adapter().backend,
         a.preset,
         config.batch_size,
         config.epochs,
-        config.peak_lr()
+        config.peak_lr(),
+        config.read_every,
+        if config.checkpoint_blocks {
+            ", checkpointed blocks"
+        } else {
+            ""
+        }
     );
     pretrain(&gpu, config, opts, stop)
 }

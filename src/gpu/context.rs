@@ -319,6 +319,38 @@ impl Gpu {
         f()
     }
 
+    /// Run `f` with recording enabled on this thread even inside `no_grad` (e.g. a backward
+    /// closure that recomputes a checkpointed block under the tape); the enclosing `no_grad`
+    /// depth is restored afterwards, also when `f` panics.
+    pub fn enable_grad<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Restore<'a>(&'a Gpu, usize);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                let mut depths = self
+                    .0
+                    .inner
+                    .no_grad_depth
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let id = std::thread::current().id();
+                if self.1 == 0 {
+                    depths.remove(&id);
+                } else {
+                    depths.insert(id, self.1);
+                }
+            }
+        }
+        let saved = self
+            .inner
+            .no_grad_depth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&std::thread::current().id())
+            .unwrap_or(0);
+        let _restore = Restore(self, saved);
+        f()
+    }
+
     /// True when both handles are the same context.
     pub fn same(&self, other: &Gpu) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)

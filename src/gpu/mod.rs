@@ -6,6 +6,7 @@ mod kernel;
 mod params;
 mod pool;
 mod profile;
+mod readback;
 mod recorder;
 mod timestamps;
 mod tuning;
@@ -19,4 +20,5 @@ pub use params::{
 };
 pub use pool::{size_class, PoolStats, PooledBuffer};
 pub use profile::KernelTime;
+pub use readback::{Fence, PendingRead};
 pub use tuning::{adapter_key, ChoiceSource, TuneRequest, TuneSettings, TunedChoice, TUNE_ROUNDS};

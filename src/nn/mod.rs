@@ -5,8 +5,10 @@
 //! - `state`: the [`Module`] trait and [`StateEntry`].
 //! - `pytorch_layout`: every PyTorch ↔ cads weight permutation, once.
 //! - `state_file`: safetensors save/load of any module (strict by default).
+//! - `checkpoint`: activation checkpointing of a module call (recomputed in backward).
 //! - `ema`: copy and EMA between two modules matched by name (the DINO / CADS teacher).
 
+pub mod checkpoint;
 pub mod conv;
 pub mod conv_transpose;
 pub mod drop_path;
@@ -18,6 +20,7 @@ pub mod pytorch_layout;
 pub mod state;
 pub mod state_file;
 
+pub use checkpoint::checkpoint_module;
 pub use conv::{Conv2d, Conv3d, ConvInit};
 pub use conv_transpose::ConvTranspose3d;
 pub use drop_path::{drop_path, DropPath};

@@ -69,6 +69,18 @@ pub struct CadsConfig {
     pub drr_size: usize,
     /// Seed of the weights (student init; the teacher copies it) and of drop path.
     pub seed: u64,
+
+    /// Read the loss and monitors back every this many steps (1: every step). A read is
+    /// asynchronous (the values of step k are collected while step k + 1 runs); the steps between
+    /// reads are logged with the last read values, marked `stale`. Execution only: the
+    /// trained weights do not depend on it, and a run may resume with another value.
+    #[serde(default = "CadsConfig::read_every_of_old_runs")]
+    pub read_every: u64,
+    /// Activation checkpointing of the student's encoder blocks (`PvtEncoder::checkpoint_blocks`):
+    /// less memory, one more forward of every block per step, the same gradients. Execution
+    /// only, like `read_every`.
+    #[serde(default)]
+    pub checkpoint_blocks: bool,
 }
 
 impl Default for CadsConfig {
@@ -105,7 +117,16 @@ impl CadsConfig {
             ct_view: [16, 48, 48],
             drr_size: 96,
             seed: 0,
+            // A step of the paper's recipe is long (batch 192); a read every 10 steps keeps the
+            // curve dense while the host almost never waits on the device.
+            read_every: 10,
+            checkpoint_blocks: false,
         }
+    }
+
+    /// Configs saved before `read_every` existed read the loss every step.
+    fn read_every_of_old_runs() -> u64 {
+        1
     }
 
     /// A small recipe for tests and the demo: encoder dims 16/32/48/64 (one block per stage),
@@ -139,6 +160,8 @@ impl CadsConfig {
             lr_reference_batch: 2,
             epochs: 10,
             batch_size: 2,
+            // Every step: the tests and the demo print each loss.
+            read_every: 1,
             ..CadsConfig::cads()
         }
     }
@@ -200,13 +223,17 @@ impl CadsConfig {
                 return Err(Error::invalid(op, format!("{name} in [0, 1]"), v));
             }
         }
-        if self.epochs == 0 || self.batch_size == 0 || self.lr_reference_batch == 0 {
+        if self.epochs == 0
+            || self.batch_size == 0
+            || self.lr_reference_batch == 0
+            || self.read_every == 0
+        {
             return Err(Error::invalid(
                 op,
-                "epochs, batch_size and lr_reference_batch >= 1",
+                "epochs, batch_size, lr_reference_batch and read_every >= 1",
                 format!(
-                    "epochs {}, batch {}, reference batch {}",
-                    self.epochs, self.batch_size, self.lr_reference_batch
+                    "epochs {}, batch {}, reference batch {}, read_every {}",
+                    self.epochs, self.batch_size, self.lr_reference_batch, self.read_every
                 ),
             ));
         }
@@ -233,7 +260,8 @@ impl CadsConfig {
             .map_err(|e| Error::invalid("CadsConfig::to_json", "a serialisable config", e))
     }
 
-    /// A config from JSON (every field required), validated.
+    /// A config from JSON (every field required but the execution-only `read_every` and
+    /// `checkpoint_blocks`, absent from configs saved before them), validated.
     pub fn from_json(text: &str) -> Result<CadsConfig> {
         let config: CadsConfig = serde_json::from_str(text)
             .map_err(|e| Error::invalid("CadsConfig::from_json", "a CadsConfig JSON object", e))?;

@@ -1,15 +1,18 @@
 //! The CADS trainer ([`CadsTrainer`]) as the run's [`PretrainEngine`]: upload a host batch, one
-//! step, one read of the loss and monitors; checkpoints of student, teacher, AdamW, the drop-path
+//! step, an asynchronous read of the loss and monitors when asked; checkpoints of student, teacher, AdamW, the drop-path
 //! generator and the DINO center; the teacher backbone under the authors' `backbone.` keys.
 
 use super::batch::CadsBatch;
 use super::config::CadsConfig;
-use super::run::{PretrainEngine, StepReport};
-use super::step::{CadsTrainer, StepInput};
+use super::resume::check_resume;
+use super::run::{LossRead, PretrainEngine, StepReport};
+use super::step::{CadsTrainer, StepInput, StepValues};
 use crate::checkpoint::{Checkpoint, LoadedCheckpoint};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Fence, Gpu};
 use crate::nn::Module;
+use crate::tensor::PendingValues;
+use std::collections::VecDeque;
 use std::path::Path;
 
 /// The checkpoint names of the engine's parts (fixed: a checkpoint is read by name).
@@ -22,10 +25,10 @@ pub const CENTER: &str = "center";
 pub struct CadsEngine {
     pub gpu: Gpu,
     pub trainer: CadsTrainer,
-    /// Read the loss back every this many steps (1: every step). Reading synchronises the host
-    /// with the GPU; the steps between are queued without waiting.
-    pub read_every: u64,
-    last: StepReport,
+    /// Reads on their way to the host, oldest first: (iteration, loss and monitors).
+    in_flight: VecDeque<(u64, PendingValues)>,
+    /// The stream position after the previous step's work.
+    previous_step: Option<Fence>,
 }
 
 impl CadsEngine {
@@ -33,31 +36,13 @@ impl CadsEngine {
         Ok(CadsEngine {
             gpu: gpu.clone(),
             trainer: CadsTrainer::new(gpu, config, iters_per_epoch)?,
-            read_every: 1,
-            last: StepReport::default(),
+            in_flight: VecDeque::new(),
+            previous_step: None,
         })
     }
-}
 
-impl PretrainEngine for CadsEngine {
-    fn step(&mut self, batch: &CadsBatch) -> Result<StepReport> {
-        let cfg = &self.trainer.config;
-        let input = StepInput::upload(&self.gpu, batch, cfg.ct_view, cfg.drr_size)?;
-        let stats = self.trainer.step(&input)?;
-        let s = stats.schedule;
-        if !self
-            .trainer
-            .iteration
-            .is_multiple_of(self.read_every.max(1))
-            && self.last.loss.is_finite()
-        {
-            // Between reads the last read values stand (marked stale in the metrics).
-            let mut r = self.last.clone();
-            r.lr = s.lr;
-            r.extra.insert("stale".into(), true.into());
-            return Ok(r);
-        }
-        let v = stats.read()?;
+    fn loss_read(&self, iteration: u64, values: &[f32]) -> Result<LossRead> {
+        let v = StepValues::from_values(values, (self.trainer.config.head.out_dim as f64).ln())?;
         let mut extra = serde_json::Map::new();
         extra.insert(
             "stage_losses".into(),
@@ -66,16 +51,67 @@ impl PretrainEngine for CadsEngine {
         extra.insert("entropy".into(), (v.teacher_entropy as f64).into());
         extra.insert("kl_uniform".into(), (v.teacher_kl_uniform as f64).into());
         extra.insert("feature_std".into(), (v.feature_std as f64).into());
-        extra.insert("wd".into(), s.weight_decay.into());
-        extra.insert("teacher_momentum".into(), s.teacher_momentum.into());
-        extra.insert("teacher_temp".into(), s.teacher_temp.into());
-        self.last = StepReport {
+        Ok(LossRead {
+            iteration,
             loss: v.loss,
-            lr: s.lr,
             extra,
             collapsed: v.collapsed,
-        };
-        Ok(self.last.clone())
+        })
+    }
+}
+
+impl PretrainEngine for CadsEngine {
+    fn read_every(&self) -> u64 {
+        self.trainer.config.read_every
+    }
+
+    /// Upload, record the step, queue the read, then wait for the end of the PREVIOUS step:
+    /// the device always has this step queued while the host waits (so it never idles on the
+    /// host), and the host never runs more than one step ahead (so uploads staged for the
+    /// device stay bounded). The read of step k is collected after step k + 1 is recorded.
+    fn step(&mut self, batch: &CadsBatch, read: bool) -> Result<StepReport> {
+        let cfg = &self.trainer.config;
+        let input = StepInput::upload(&self.gpu, batch, cfg.ct_view, cfg.drr_size)?;
+        let iteration = self.trainer.iteration;
+        let stats = self.trainer.step(&input)?;
+        if read {
+            self.in_flight
+                .push_back((iteration, stats.values.to_vec_async()?));
+        }
+        let fence = self.gpu.fence()?;
+        if let Some(previous) = self.previous_step.replace(fence) {
+            previous.wait()?;
+        }
+        let mut reads = Vec::new();
+        while let Some((_, pending)) = self.in_flight.front() {
+            if !pending.ready()? {
+                break;
+            }
+            let Some((it, pending)) = self.in_flight.pop_front() else {
+                break;
+            };
+            reads.push(self.loss_read(it, &pending.wait()?)?);
+        }
+        let s = stats.schedule;
+        let mut schedule = serde_json::Map::new();
+        schedule.insert("wd".into(), s.weight_decay.into());
+        schedule.insert("teacher_momentum".into(), s.teacher_momentum.into());
+        schedule.insert("teacher_temp".into(), s.teacher_temp.into());
+        Ok(StepReport {
+            iteration,
+            lr: s.lr,
+            schedule,
+            reads,
+        })
+    }
+
+    fn finish_reads(&mut self) -> Result<Vec<LossRead>> {
+        let mut reads = Vec::with_capacity(self.in_flight.len());
+        while let Some((it, pending)) = self.in_flight.pop_front() {
+            reads.push(self.loss_read(it, &pending.wait()?)?);
+        }
+        self.previous_step = None;
+        Ok(reads)
     }
 
     fn iteration(&self) -> u64 {
@@ -110,6 +146,9 @@ impl PretrainEngine for CadsEngine {
         t.loss.center = center;
         t.rng = rng;
         t.iteration = ck.position().iteration;
+        // Reads of steps before the restore belong to another state.
+        self.in_flight.clear();
+        self.previous_step = None;
         Ok(())
     }
 
@@ -122,6 +161,22 @@ impl PretrainEngine for CadsEngine {
             .config
             .to_json()
             .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()))
+    }
+
+    fn check_resume(
+        &self,
+        saved: &str,
+        iteration: u64,
+        extend_schedules: bool,
+    ) -> Result<Option<String>> {
+        let saved = CadsConfig::from_json(saved)?;
+        check_resume(
+            &saved,
+            &self.trainer.config,
+            self.trainer.schedules.iters_per_epoch,
+            iteration,
+            extend_schedules,
+        )
     }
 }
 

@@ -66,7 +66,10 @@ impl CadsStudent {
     /// Encoder from `config.encoder`, heads seeded from `config.seed`.
     pub fn new(gpu: &Gpu, config: &CadsConfig) -> Result<Self> {
         config.validate()?;
-        let encoder = PvtEncoder::new(gpu, config.encoder.clone())?;
+        let mut encoder = PvtEncoder::new(gpu, config.encoder.clone())?;
+        // Only the student records a tape; the teacher runs under no_grad, where a checkpointed
+        // block would be a plain forward anyway.
+        encoder.checkpoint_blocks = config.checkpoint_blocks;
         let mut rng = Rng::new(config.seed ^ 0x00DE_AD00_4EAD);
         let dims = config.encoder.embed_dims;
         let heads = [

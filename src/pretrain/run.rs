@@ -19,33 +19,58 @@
 use super::batch::{make_cads_batch_window, tile_items, CadsBatch, CadsVolume};
 use super::cache::{build_cache, list_inputs, CacheConfig, CacheReport};
 use super::cads_views::{CadsViewConfig, DrrProjector};
-use super::plot::{write_loss_plot, PlotSeries};
+use super::metrics::{truncate_metrics, RunLog, Span};
+use super::plot::PlotSeries;
 use crate::checkpoint::{Checkpoint, LoadedCheckpoint};
 use crate::data::loader::Prefetcher;
 use crate::dist::{DataParallel, EpochSampler};
 use crate::error::{Error, Result};
 use crate::nn::drop_path::SampleWindow;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What one step reports to the run (read back from the GPU).
+/// What one step reports to the run at once (host values; nothing waits for the device).
 #[derive(Clone, Debug, Default)]
 pub struct StepReport {
-    pub loss: f32,
+    /// The iteration this step ran.
+    pub iteration: u64,
     pub lr: f64,
-    /// Further numbers for `metrics.jsonl` (stage losses, collapse monitors, …).
+    /// Further host numbers of this step for `metrics.jsonl` (the other schedules).
+    pub schedule: serde_json::Map<String, serde_json::Value>,
+    /// Reads that came back during this call (of earlier steps, or of this one), oldest first.
+    pub reads: Vec<LossRead>,
+}
+
+/// The loss and monitors of one step, read back from the device.
+#[derive(Clone, Debug, Default)]
+pub struct LossRead {
+    /// The step these values belong to.
+    pub iteration: u64,
+    pub loss: f32,
+    /// Further read numbers for `metrics.jsonl` (stage losses, collapse monitors, …).
     pub extra: serde_json::Map<String, serde_json::Value>,
     /// The teacher collapsed (the run prints a warning).
     pub collapsed: bool,
 }
 
 /// The model side of a run: the CADS trainer, or a small stand-in in tests.
+///
+/// Reads are asynchronous: [`step`](Self::step) with `read` queues a read of that step's loss
+/// and monitors, which comes back in the `reads` of a later step's report (or of this one), or
+/// from [`finish_reads`](Self::finish_reads); each requested read comes back exactly once, in
+/// step order.
 pub trait PretrainEngine {
-    /// One optimisation step on a host batch at the engine's next iteration.
-    fn step(&mut self, batch: &CadsBatch) -> Result<StepReport>;
+    /// The run asks for a read every this many steps (at least 1).
+    fn read_every(&self) -> u64 {
+        1
+    }
+    /// One optimisation step on a host batch at the engine's next iteration; `read`: queue a
+    /// read of its loss and monitors.
+    fn step(&mut self, batch: &CadsBatch, read: bool) -> Result<StepReport>;
+    /// Wait for every read still on its way.
+    fn finish_reads(&mut self) -> Result<Vec<LossRead>>;
     /// The next global iteration (0 for a fresh engine).
     fn iteration(&self) -> u64;
     /// The checkpoint with the engine's modules, optimizer, generators and extras (e.g. the
@@ -57,6 +82,30 @@ pub trait PretrainEngine {
     fn export_teacher_backbone(&self, path: &Path) -> Result<()>;
     /// The run configuration as JSON, stored in checkpoints (and compared on resume).
     fn config_json(&self) -> String;
+    /// Whether a checkpoint written at `iteration` under the config `saved` (as
+    /// [`config_json`](Self::config_json) wrote it) may continue under this engine's config.
+    /// `Ok(None)`: the same run; `Ok(Some(note))`: a difference that may continue, the note
+    /// saying what changes; `Err`: what differs, why that cannot continue and what to do.
+    /// `extend_schedules`: the user accepts schedules recomputed for a longer run. Default: the
+    /// texts must be equal.
+    fn check_resume(
+        &self,
+        saved: &str,
+        iteration: u64,
+        extend_schedules: bool,
+    ) -> Result<Option<String>> {
+        let _ = (iteration, extend_schedules);
+        let now = self.config_json();
+        if saved == now {
+            Ok(None)
+        } else {
+            Err(Error::invalid(
+                "check_resume",
+                format!("this run's config {now}"),
+                format!("a checkpoint saved with {saved}"),
+            ))
+        }
+    }
 }
 
 /// Options of a run that are not model hyper-parameters.
@@ -80,6 +129,10 @@ pub struct RunOptions {
     pub resume: bool,
     /// Stop after this many steps of this invocation (still checkpointing), e.g. for tests.
     pub max_steps: Option<u64>,
+    /// On resume, accept a longer run (more epochs) whose schedules differ on the steps already
+    /// taken: the rest of the run follows the schedules of its new length
+    /// ([`PretrainEngine::check_resume`]).
+    pub extend_schedules: bool,
     /// View-making threads.
     pub workers: usize,
     /// Finished batches the loader may hold ahead of the step.
@@ -105,6 +158,7 @@ impl RunOptions {
             checkpoint_every: 0,
             resume: false,
             max_steps: None,
+            extend_schedules: false,
             workers: 2,
             prefetch: 4,
             progress: true,
@@ -122,10 +176,11 @@ impl RunOptions {
 /// What a run did.
 #[derive(Clone, Debug, Default)]
 pub struct RunSummary {
-    /// Losses of the steps run in this invocation, in order.
+    /// The loss of each step run in this invocation, in order, as its metrics line gives it (a
+    /// step that was not read repeats the last value read before it).
     pub losses: Vec<f32>,
-    /// Mean loss of each epoch (or part of one) run in this invocation: per-step losses of a
-    /// batch of 2 swing by ±0.2, the epoch means show the trend.
+    /// Mean of the losses read in each epoch (or part of one) run in this invocation: per-step
+    /// losses of a batch of 2 swing by ±0.2, the epoch means show the trend.
     pub epoch_losses: Vec<f64>,
     /// The global iteration after the last step.
     pub iteration: u64,
@@ -201,13 +256,22 @@ pub fn prepare_data(opts: &RunOptions, projector: &dyn DrrProjector) -> Result<C
 /// fresh engine; `stop` is polled after every step (Ctrl-C sets it): the run then checkpoints and
 /// returns with `interrupted`.
 ///
+/// Loss reads: the engine is asked to read step `it` when `it` is a multiple of its
+/// [`read_every`](PretrainEngine::read_every), and always for the first and last step of the
+/// invocation and the step before a checkpoint or a stop. Reads come back asynchronously; every
+/// read value is checked, and a non-finite one stops the run WITHOUT writing a checkpoint (the
+/// weights after it are not worth keeping): the error names the last checkpoint written. Since
+/// the step before every checkpoint is read and checked before the checkpoint is written, no
+/// checkpoint holds weights past a non-finite loss.
+///
 /// Data parallel (`opts.data_parallel`): every rank calls this with the same options and
 /// volumes, and an engine whose trainer has the same group; `opts.batch` is the global batch,
 /// and each rank makes and trains on its window of it. Rank 0 alone writes the run folder
 /// (metrics, plot, checkpoints, the teacher) and reads a checkpoint to resume; its state is then
 /// broadcast to the others (so a checkpoint, which holds the global state only, resumes on any
-/// number of ranks, and no rank needs the run folder). A stop request on any rank stops all of
-/// them after the same step.
+/// number of ranks, and no rank needs the run folder). The loss the ranks read is the mean over
+/// the ranks, so every rank reaches the same verdict on a non-finite one. A stop request on any
+/// rank stops all of them after the same step.
 pub fn run_pretraining<E: PretrainEngine>(
     opts: &RunOptions,
     volumes: Vec<CadsVolume>,
@@ -248,10 +312,27 @@ pub fn run_pretraining<E: PretrainEngine>(
     let ck_path = opts.checkpoint_path();
     let metrics_path = opts.out.join("metrics.jsonl");
     let mut history = PlotSeries::default();
+    // The iteration of the newest checkpoint on disk that belongs to this run (for errors).
+    let mut last_saved: Option<u64> = None;
     if root && opts.resume && ck_path.is_file() {
         let ck = LoadedCheckpoint::read(&ck_path.display().to_string())?;
-        check_config(&engine, &ck, &ck_path.display().to_string())?;
+        let iteration = ck.position().iteration;
+        if let Some(saved) = ck.config() {
+            let note = engine
+                .check_resume(saved, iteration, opts.extend_schedules)
+                .map_err(|e| {
+                    Error::invalid(
+                        op,
+                        format!("a checkpoint {} can continue", ck_path.display()),
+                        e,
+                    )
+                })?;
+            if let Some(note) = note {
+                eprintln!("resume: {note}");
+            }
+        }
         engine.restore(&ck)?;
+        last_saved = Some(engine.iteration());
         history = truncate_metrics(&metrics_path, engine.iteration())?;
         if opts.progress {
             eprintln!(
@@ -279,7 +360,7 @@ pub fn run_pretraining<E: PretrainEngine>(
     let vols = volumes.clone();
     // Batches are indexed globally (start + b) so a resumed run draws what a straight one would;
     // each rank makes only its window of the global batch.
-    let loader = Prefetcher::new(
+    let mut loader = Prefetcher::new(
         seed,
         Some((end - start) as usize),
         opts.workers,
@@ -289,18 +370,21 @@ pub fn run_pretraining<E: PretrainEngine>(
             make_cads_batch_window(&vols, &items, &views, &sampler, seed, step, window)
         },
     );
-    let mut metrics = if root {
-        Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&metrics_path)
-                .map_err(io_err(op, &metrics_path))?,
-        )
-    } else {
-        None
-    };
     let plot_path = opts.out.join("loss.png");
+    let span = Span {
+        start,
+        end,
+        total,
+        iters_per_epoch: ipe,
+    };
+    let mut log = RunLog::open(
+        &metrics_path,
+        &plot_path,
+        history,
+        span,
+        opts.progress,
+        root,
+    )?;
     let mut summary = RunSummary {
         iters_per_epoch: ipe,
         checkpoint: ck_path.clone(),
@@ -321,134 +405,93 @@ pub fn run_pretraining<E: PretrainEngine>(
             .config(&engine.config_json())
             .save(&ck_path.display().to_string())
     };
-    let progress = opts.progress && root;
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut loader = loader;
+    // A non-finite read: stop here, keep the checkpoint on disk as it is.
+    let diverged = |step: u64, loss: f32, last_saved: Option<u64>| -> Error {
+        let kept = match last_saved {
+            Some(it) => format!(
+                "the last checkpoint, {} at iteration {it}, precedes it (--resume continues from there)",
+                ck_path.display()
+            ),
+            None => "no checkpoint of this run was written".into(),
+        };
+        Error::invalid(
+            op,
+            "a finite loss",
+            format!("{loss} at iteration {step}; no checkpoint was written after it: {kept}"),
+        )
+    };
+    let read_every = engine.read_every().max(1);
     let mut wait_mark = Instant::now();
-    let mut warned_collapse = false;
-    let (mut epoch_sum, mut epoch_n) = (0.0f64, 0usize);
     for it in start..end {
         let batch = loader.next().ok_or_else(|| {
             Error::invalid(op, "a batch from the loader", "the loader stopped early")
         })??;
         let wait = wait_mark.elapsed().as_secs_f64();
+        let mut stopping = stop.load(Ordering::Relaxed);
+        if let Some(d) = &dp {
+            // Every rank stops after the same step, or the others would wait for it.
+            stopping = d.any(stopping)?;
+        }
+        let checkpoint_after = opts.checkpoint_every > 0 && (it + 1) % opts.checkpoint_every == 0;
+        let read =
+            it == start || it % read_every == 0 || it + 1 == end || checkpoint_after || stopping;
         let t0 = Instant::now();
-        let report = engine.step(&batch)?;
+        let report = engine.step(&batch, read)?;
         let step_s = t0.elapsed().as_secs_f64();
         wait_mark = Instant::now();
         summary.loader_wait_s += wait;
         summary.step_s += step_s;
-        summary.losses.push(report.loss);
-        if !report.loss.is_finite() {
+
+        let mut line = serde_json::Map::new();
+        line.insert("step".into(), it.into());
+        line.insert("epoch".into(), (it / ipe).into());
+        line.insert("lr".into(), report.lr.into());
+        line.insert("wait_ms".into(), (wait * 1e3).into());
+        line.insert("step_ms".into(), (step_s * 1e3).into());
+        line.extend(report.schedule);
+        log.queue(it, read, line);
+        log.resolve(report.reads)?;
+        if let Some((step, loss)) = log.write_ready(&mut summary)? {
+            return Err(diverged(step, loss, last_saved));
+        }
+        // The flag as sampled before the step, so the step it stops after was read.
+        let interrupt = stopping && it + 1 < end;
+        if checkpoint_after || interrupt {
+            // Every line up to here is written (and its loss checked) before the checkpoint.
+            log.resolve(engine.finish_reads()?)?;
+            if let Some((step, loss)) = log.write_ready(&mut summary)? {
+                return Err(diverged(step, loss, last_saved));
+            }
             save(&engine)?;
-            return Err(Error::invalid(
-                op,
-                "a finite loss",
-                format!(
-                    "{} at iteration {it} (checkpoint of the step before it: {})",
-                    report.loss,
-                    ck_path.display()
-                ),
-            ));
+            last_saved = Some(engine.iteration());
         }
-        let epoch = it / ipe;
-        if let Some(metrics) = metrics.as_mut() {
-            let mut line = serde_json::Map::new();
-            line.insert("step".into(), it.into());
-            line.insert("epoch".into(), epoch.into());
-            line.insert("loss".into(), serde_json::Value::from(report.loss as f64));
-            line.insert("lr".into(), report.lr.into());
-            line.insert("wait_ms".into(), (wait * 1e3).into());
-            line.insert("step_ms".into(), (step_s * 1e3).into());
-            line.extend(report.extra.clone());
-            writeln!(metrics, "{}", serde_json::Value::Object(line))
-                .map_err(io_err(op, &metrics_path))?;
-            history.push(it, report.loss);
-        }
-        if report.collapsed && !warned_collapse && root {
-            eprintln!("\nwarning: the teacher output collapsed at iteration {it} (see metrics.jsonl: entropy, kl_uniform)");
-            warned_collapse = true;
-        }
-        if progress {
-            let done = it + 1 - start;
-            let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            let eta = (end - it - 1) as f64 / rate.max(1e-9);
-            let msg = format!(
-                "step {}/{total}  epoch {epoch}  {rate:.2} steps/s  ETA {}  loss {:.4}  lr {:.3e}",
-                it + 1,
-                fmt_secs(eta),
-                report.loss,
-                report.lr
-            );
-            // Redrawn in place on a terminal; one line per 10 steps (and the last) in a log.
-            if tty {
-                eprint!("\r{msg}\x1b[K");
-            } else if (it + 1 - start) % 10 == 1 || it + 1 == end {
-                eprintln!("{msg}");
-            }
-        }
-        let finished_epoch = (it + 1) % ipe == 0;
-        if opts.checkpoint_every > 0 && (it + 1) % opts.checkpoint_every == 0 {
-            save(&engine)?;
-        }
-        epoch_sum += report.loss as f64;
-        epoch_n += 1;
-        if finished_epoch || it + 1 == end {
-            if root {
-                write_loss_plot(&plot_path, &history)?;
-            }
-            if progress {
-                // The loss as it falls, one line per epoch, whatever the terminal.
-                let (pre, post) = if tty { ("\r", "\x1b[K") } else { ("", "") };
-                eprintln!(
-                    "{pre}epoch {epoch:3}  mean loss {:.4}  ({epoch_n} steps){post}",
-                    epoch_sum / epoch_n as f64
-                );
-            }
-            summary.epoch_losses.push(epoch_sum / epoch_n as f64);
-            epoch_sum = 0.0;
-            epoch_n = 0;
-        }
-        let mut stop_now = stop.load(Ordering::Relaxed);
-        if let Some(d) = &dp {
-            // Every rank stops after the same step, or the others would wait for it.
-            stop_now = d.any(stop_now)?;
-        }
-        if stop_now && it + 1 < end {
+        if interrupt {
             summary.interrupted = true;
             break;
         }
     }
-    if progress && tty {
-        eprintln!();
-    }
     drop(loader);
-    if let Some(metrics) = metrics.as_mut() {
-        metrics.flush().map_err(io_err(op, &metrics_path))?;
+    log.resolve(engine.finish_reads()?)?;
+    if let Some((step, loss)) = log.write_ready(&mut summary)? {
+        return Err(diverged(step, loss, last_saved));
     }
-    save(&engine)?;
+    if log.unwritten() > 0 {
+        return Err(Error::invalid(
+            op,
+            "every step's metrics line written at the end",
+            format!("{} lines whose read never came back", log.unwritten()),
+        ));
+    }
+    log.close()?;
+    if last_saved != Some(engine.iteration()) {
+        save(&engine)?;
+    }
     if root {
-        write_loss_plot(&plot_path, &history)?;
         engine.export_teacher_backbone(&summary.teacher)?;
     }
     summary.iteration = engine.iteration();
     summary.wall_s = started.elapsed().as_secs_f64();
     Ok((engine, summary))
-}
-
-/// Fail unless `ck` was saved with the engine's config.
-fn check_config<E: PretrainEngine>(engine: &E, ck: &LoadedCheckpoint, path: &str) -> Result<()> {
-    if let Some(saved) = ck.config() {
-        let now = engine.config_json();
-        if saved != now {
-            return Err(Error::invalid(
-                "run_pretraining",
-                format!("a checkpoint of this run's config {now}"),
-                format!("{path} saved with {saved}"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Data parallel: every rank takes rank 0's whole state (fresh or resumed): rank 0 serialises
@@ -471,46 +514,21 @@ fn replicate_root_state<E: PretrainEngine>(
     };
     dp.broadcast_from_root(&mut bytes)?;
     if !dp.is_root() {
-        let ck = LoadedCheckpoint::from_bytes(bytes, "rank 0's state (broadcast)")?;
-        check_config(engine, &ck, "rank 0's state (broadcast)")?;
+        let what = "rank 0's state (broadcast)";
+        let ck = LoadedCheckpoint::from_bytes(bytes, what)?;
+        if let Some(saved) = ck.config() {
+            let now = engine.config_json();
+            if saved != now {
+                return Err(Error::invalid(
+                    "run_pretraining",
+                    format!("rank 0's config equal to this rank's {now}"),
+                    format!("{what} with {saved}"),
+                ));
+            }
+        }
         engine.restore(&ck)?;
     }
     Ok(())
-}
-
-fn fmt_secs(s: f64) -> String {
-    let s = s.max(0.0).round() as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else {
-        format!("{}m{:02}s", s / 60, s % 60)
-    }
-}
-
-/// Keep the metrics lines of iterations before `iteration` (a resume continues the curve from
-/// the checkpoint) and return their losses for the plot.
-fn truncate_metrics(path: &Path, iteration: u64) -> Result<PlotSeries> {
-    let op = "resume metrics";
-    let mut series = PlotSeries::default();
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(series);
-    };
-    let mut kept = String::new();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let (Some(step), Some(loss)) = (v["step"].as_u64(), v["loss"].as_f64()) else {
-            continue;
-        };
-        if step < iteration {
-            series.push(step, loss as f32);
-            kept.push_str(line);
-            kept.push('\n');
-        }
-    }
-    crate::nn::state_file::write_atomically(op, &path.display().to_string(), kept.as_bytes())?;
-    Ok(series)
 }
 
 /// Set by the Ctrl-C handler; [`run_pretraining`] polls it after each step.

@@ -209,13 +209,19 @@ pub struct StepValues {
 }
 
 impl StepStats {
-    /// One host read of the loss and monitors.
+    /// One host read of the loss and monitors (waits for the device).
     pub fn read(&self) -> Result<StepValues> {
-        let v = self.values.to_vec()?;
+        StepValues::from_values(&self.values.to_vec()?, self.log_k)
+    }
+}
+
+impl StepValues {
+    /// Interpret the `[LOSS_VALUES]` read of [`StepStats::values`]; `log_k` = ln K.
+    pub fn from_values(v: &[f32], log_k: f64) -> Result<StepValues> {
         if v.len() != LOSS_VALUES {
-            return Err(Error::shape("StepStats::read", [LOSS_VALUES], [v.len()]));
+            return Err(Error::shape("StepValues", [LOSS_VALUES], [v.len()]));
         }
-        let log_k = self.log_k as f32;
+        let log_k = log_k as f32;
         let collapsed =
             !v[0].is_finite() || v[5] > 0.98 * log_k || v[6] > 0.98 * log_k || v[7] < 1e-6;
         Ok(StepValues {

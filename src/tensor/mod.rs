@@ -56,6 +56,23 @@ impl std::fmt::Debug for Tensor {
     }
 }
 
+/// A tensor's values on their way to the host ([`Tensor::to_vec_async`]).
+#[derive(Debug)]
+pub struct PendingValues {
+    read: crate::gpu::PendingRead,
+}
+
+impl PendingValues {
+    /// Whether the values have landed (one non-blocking device poll).
+    pub fn ready(&self) -> Result<bool> {
+        self.read.ready()
+    }
+    /// The values (blocks only if they have not landed yet).
+    pub fn wait(self) -> Result<Vec<f32>> {
+        Ok(bytemuck::pod_collect_to_vec(&self.read.wait()?))
+    }
+}
+
 /// Number of elements of a shape, saturating at `usize::MAX` instead of wrapping: a wrapped
 /// product (`[1 << 32, 1 << 32]` → 0 in release builds) would pass every later size check.
 /// Allocation paths use [`crate::util::size::checked_numel`] for a typed error.
@@ -154,6 +171,18 @@ impl Tensor {
                 .gpu
                 .read_bytes("Tensor::to_vec", self.buffer(), self.numel() as u64 * 4)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Start copying to the host without waiting (see `gpu::PendingRead`): the values of the
+    /// work recorded so far, collected later with [`PendingValues::wait`].
+    pub fn to_vec_async(&self) -> Result<PendingValues> {
+        Ok(PendingValues {
+            read: self.inner.gpu.read_bytes_async(
+                "Tensor::to_vec_async",
+                self.buffer(),
+                self.numel() as u64 * 4,
+            )?,
+        })
     }
 
     /// The single value of a one-element tensor.

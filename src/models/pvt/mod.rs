@@ -20,6 +20,9 @@
 //!
 //! The state is listed in the authors' registration order, i.e. the order of PyTorch's
 //! `state_dict()` (which their EMA pairs by position).
+//!
+//! Memory: with [`PvtEncoder::checkpoint_blocks`] each block's internals (attention, the MLP's
+//! hidden activations) are recomputed in backward instead of kept (`nn::checkpoint_module`).
 
 mod block;
 mod config;
@@ -33,10 +36,11 @@ pub use conv::ConvUnit;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::nn::{LayerNorm, Module, StateEntry};
+use crate::nn::{self, LayerNorm, Module, StateEntry};
 use crate::ops::{self, Conv3dConfig};
 use crate::tensor::Tensor;
 use crate::util::Rng;
+use std::sync::Arc;
 
 /// The stem's convolutions for one modality.
 pub struct Stem {
@@ -116,8 +120,13 @@ pub struct PvtEncoder {
     pub embed_norm1: LayerNorm,
     /// Patch embeds of stages 2..4: (volume conv, image conv, LayerNorm).
     pub embeds: Vec<(ConvUnit, Option<ConvUnit>, LayerNorm)>,
-    pub blocks: Vec<Vec<Block>>,
+    /// Per stage, its blocks (shared with the backward closures of checkpointed calls).
+    pub blocks: Vec<Vec<Arc<Block>>>,
     pub norms: Vec<LayerNorm>,
+    /// Activation checkpointing of the blocks (`nn::checkpoint_module`): a recorded forward
+    /// keeps only each block's input and recomputes its internals in backward. Same values and
+    /// gradients; less memory, one more block forward per step. Not part of the state.
+    pub checkpoint_blocks: bool,
 }
 
 impl PvtEncoder {
@@ -158,7 +167,7 @@ impl PvtEncoder {
         for s in 0..4 {
             let mut stage = Vec::new();
             for _ in 0..config.depths[s] {
-                stage.push(Block::new(
+                stage.push(Arc::new(Block::new(
                     gpu,
                     config.embed_dims[s],
                     config.heads[s],
@@ -167,7 +176,7 @@ impl PvtEncoder {
                     rates[b],
                     config.with_image_path,
                     &mut rng,
-                )?);
+                )?));
                 b += 1;
             }
             blocks.push(stage);
@@ -183,6 +192,7 @@ impl PvtEncoder {
             embeds,
             blocks,
             norms,
+            checkpoint_blocks: false,
         })
     }
 
@@ -271,7 +281,13 @@ impl PvtEncoder {
             };
             let mut tokens = norm.forward(&vol.reshape(&[n, l, c])?)?;
             for block in &self.blocks[s] {
-                tokens = block.forward(&tokens, grid, modality, training, rng)?;
+                tokens = if self.checkpoint_blocks {
+                    nn::checkpoint_module(block, &[&tokens], rng, move |b, x, rng| {
+                        b.forward(&x[0], grid, modality, training, rng)
+                    })?
+                } else {
+                    block.forward(&tokens, grid, modality, training, rng)?
+                };
             }
             let out = self.norms[s].forward(&tokens)?;
             let out_shape = match modality {
