@@ -91,6 +91,11 @@ pub(crate) fn cases() -> Vec<Case> {
         },
         Case {
             op: "drr_bwd_volume",
+            case: "siddon_200x200_fixed",
+            run: |b| backward_volume(b, 200, SIDDON, Backprojection::ScatterFixed),
+        },
+        Case {
+            op: "drr_bwd_volume",
             case: "siddon_200x200_gather",
             run: |b| backward_volume(b, 200, SIDDON, Backprojection::Gather),
         },
@@ -103,6 +108,11 @@ pub(crate) fn cases() -> Vec<Case> {
             op: "drr_bwd_volume",
             case: "trilinear_200x200_cas",
             run: |b| backward_volume(b, 200, TRILINEAR, Backprojection::ScatterCas),
+        },
+        Case {
+            op: "drr_bwd_volume",
+            case: "trilinear_200x200_fixed",
+            run: |b| backward_volume(b, 200, TRILINEAR, Backprojection::ScatterFixed),
         },
         Case {
             op: "drr_bwd_volume",
