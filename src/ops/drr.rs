@@ -1,8 +1,9 @@
 //! The DRR op, whole: validate → plan → allocate → launch → record backward. It renders line
 //! integrals of a volume given as z-slabs, for a batch of poses, with the Siddon or trilinear
 //! projector, and records the backward: the volume gradient is the adjoint (backprojection per
-//! slab: a ray-driven scatter with float atomics, or with a CAS loop where the adapter has none;
-//! the voxel-driven gather stays as the deterministic oracle, see [`Backprojection`]) and the pose gradient the per-ray Jacobian written by the same
+//! slab: a ray-driven scatter with float atomics, or with a CAS loop where the adapter has none,
+//! or in deterministic fixed point with i32 atomics; the voxel-driven gather stays as the oracle,
+//! see [`Backprojection`]) and the pose gradient the per-ray Jacobian written by the same
 //! walk, weighted by the upstream gradient and summed over rays.
 //!
 //! Inputs are plain, in the kernel's own terms ([`DrrSetup`]: extents, affines, detector and
@@ -11,7 +12,8 @@
 //! builds a [`DrrSetup`] and calls [`drr`]. Volume layout: see the crate docs, Axis conventions.
 //!
 //! Shaders: shaders/drr_siddon.wgsl, shaders/drr_trilinear.wgsl, shaders/drr_backproject.wgsl,
-//! shaders/drr_scatter.wgsl (+ drr_scatter_cas.wgsl, drr_scatter_walks.wgsl), sharing
+//! shaders/drr_scatter.wgsl (+ drr_scatter_cas.wgsl, drr_scatter_fixed.wgsl,
+//! drr_scatter_walks.wgsl), sharing
 //! drr_geometry.wgsl, drr_pose_grad.wgsl, drr_siddon_walk.wgsl and drr_trilinear_samples.wgsl.
 //! Reference: src/reference/drr.rs.
 
@@ -276,6 +278,9 @@ pub enum Backprojection {
     /// added with an i32 `atomicAdd` (core WGSL, any adapter), s chosen per launch so no voxel
     /// sum can overflow (shaders/drr_scatter_fixed.wgsl has the bound). Bit-deterministic (integer
     /// adds commute); each add is off by at most max|g| · [`fixed_point_bound`] / 2^29.
+    /// On lavapipe (x86) measured faster than the CAS scatter but not than the float-atomic one
+    /// (a locked integer add costs about what an uncontended float CAS does; docs/diffdrr-porting.md),
+    /// so `Auto` does not pick it.
     ScatterFixed,
     /// Voxel-driven gather (one invocation per voxel scans its detector footprint): no atomics,
     /// deterministic, the oracle of the scatters; slow when footprints cover many pixels.
