@@ -12,7 +12,7 @@ struct DrrParams {
     aff10: f32, aff11: f32, aff12: f32, aff13: f32,
     aff20: f32, aff21: f32, aff22: f32, aff23: f32,
     pix_v: f32, pix_u: f32, off_v: f32, off_u: f32,
-    sdd: f32, sid: f32, step_mm: f32, _pad0: f32,
+    sdd: f32, sid: f32, step_mm: f32, fixed_bound: f32,
     iso_x: f32, iso_y: f32, iso_z: f32, _pad1: f32,
 }
 

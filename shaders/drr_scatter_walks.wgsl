@@ -1,8 +1,9 @@
 // The entries of the scatter adjoints (`siddon_scatter`, `trilinear_scatter`), appended after
-// drr_scatter.wgsl or drr_scatter_cas.wgsl (which declare the bindings and `scatter_add`),
-// drr_geometry.wgsl and the shared walks: the Siddon walk of drr_siddon_walk.wgsl and the sample
-// set of drr_trilinear_samples.wgsl are the forward kernels' own, so ⟨P v, g⟩ = ⟨v, Pᵀ g⟩ to
-// rounding. See drr_scatter.wgsl for the equations, layouts and bindings.
+// drr_scatter.wgsl, drr_scatter_cas.wgsl or drr_scatter_fixed.wgsl (which declare the bindings
+// and `scatter_add`), drr_geometry.wgsl and the shared walks: the Siddon walk of
+// drr_siddon_walk.wgsl and the sample set of drr_trilinear_samples.wgsl are the forward kernels'
+// own, so ⟨P v, g⟩ = ⟨v, Pᵀ g⟩ to rounding. See drr_scatter.wgsl for the equations, layouts
+// and bindings.
 
 @compute @workgroup_size(64)
 fn siddon_scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -9,8 +9,8 @@
 //! - `drr_bwd_volume`: the volume gradient alone (the backprojection Pᵀg as one volume over the
 //!   slabs, unrecorded [`drr::backproject`]): the default method (`Auto`: the ray-driven scatter
 //!   with float atomics where the adapter has them, else the CAS scatter) and, in the same run,
-//!   `_cas` and `_gather` (the voxel-driven gather it replaced), so their ratio is measured side
-//!   by side.
+//!   `_cas`, `_fixed` (the deterministic fixed-point scatter, i32 atomics) and `_gather` (the
+//!   voxel-driven gather it replaced), so their ratio is measured side by side.
 //!
 //! Work is one ray per detector pixel (`mrays_per_s` = H·W / time). Each repetition draws a fresh
 //! pose (rotations within ±3°, translations within ±10 mm) and upstream gradient, so no result can
@@ -91,6 +91,11 @@ pub(crate) fn cases() -> Vec<Case> {
         },
         Case {
             op: "drr_bwd_volume",
+            case: "siddon_200x200_fixed",
+            run: |b| backward_volume(b, 200, SIDDON, Backprojection::ScatterFixed),
+        },
+        Case {
+            op: "drr_bwd_volume",
             case: "siddon_200x200_gather",
             run: |b| backward_volume(b, 200, SIDDON, Backprojection::Gather),
         },
@@ -103,6 +108,11 @@ pub(crate) fn cases() -> Vec<Case> {
             op: "drr_bwd_volume",
             case: "trilinear_200x200_cas",
             run: |b| backward_volume(b, 200, TRILINEAR, Backprojection::ScatterCas),
+        },
+        Case {
+            op: "drr_bwd_volume",
+            case: "trilinear_200x200_fixed",
+            run: |b| backward_volume(b, 200, TRILINEAR, Backprojection::ScatterFixed),
         },
         Case {
             op: "drr_bwd_volume",

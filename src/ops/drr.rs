@@ -1,8 +1,9 @@
 //! The DRR op, whole: validate → plan → allocate → launch → record backward. It renders line
 //! integrals of a volume given as z-slabs, for a batch of poses, with the Siddon or trilinear
 //! projector, and records the backward: the volume gradient is the adjoint (backprojection per
-//! slab: a ray-driven scatter with float atomics, or with a CAS loop where the adapter has none;
-//! the voxel-driven gather stays as the deterministic oracle, see [`Backprojection`]) and the pose gradient the per-ray Jacobian written by the same
+//! slab: a ray-driven scatter with float atomics, or with a CAS loop where the adapter has none,
+//! or in deterministic fixed point with i32 atomics; the voxel-driven gather stays as the oracle,
+//! see [`Backprojection`]) and the pose gradient the per-ray Jacobian written by the same
 //! walk, weighted by the upstream gradient and summed over rays.
 //!
 //! Inputs are plain, in the kernel's own terms ([`DrrSetup`]: extents, affines, detector and
@@ -11,7 +12,8 @@
 //! builds a [`DrrSetup`] and calls [`drr`]. Volume layout: see the crate docs, Axis conventions.
 //!
 //! Shaders: shaders/drr_siddon.wgsl, shaders/drr_trilinear.wgsl, shaders/drr_backproject.wgsl,
-//! shaders/drr_scatter.wgsl (+ drr_scatter_cas.wgsl, drr_scatter_walks.wgsl), sharing
+//! shaders/drr_scatter.wgsl (+ drr_scatter_cas.wgsl, drr_scatter_fixed.wgsl,
+//! drr_scatter_walks.wgsl), sharing
 //! drr_geometry.wgsl, drr_pose_grad.wgsl, drr_siddon_walk.wgsl and drr_trilinear_samples.wgsl.
 //! Reference: src/reference/drr.rs.
 
@@ -53,6 +55,13 @@ const SCATTER_F32: &str = concat!(
     include_str!("../../shaders/drr_siddon_walk.wgsl"),
     include_str!("../../shaders/drr_scatter_walks.wgsl")
 );
+const SCATTER_FIXED: &str = concat!(
+    include_str!("../../shaders/drr_scatter_fixed.wgsl"),
+    include_str!("../../shaders/drr_geometry.wgsl"),
+    include_str!("../../shaders/drr_trilinear_samples.wgsl"),
+    include_str!("../../shaders/drr_siddon_walk.wgsl"),
+    include_str!("../../shaders/drr_scatter_walks.wgsl")
+);
 const SCATTER_CAS: &str = concat!(
     include_str!("../../shaders/drr_scatter_cas.wgsl"),
     include_str!("../../shaders/drr_geometry.wgsl"),
@@ -81,8 +90,9 @@ crate::gpu::shader_params! {
         ],
         /// pixel pitch (row, col) mm, principal point offset (row, col) mm
         pub pixel: [f32; 4] => [pix_v, pix_u, off_v, off_u],
-        /// sdd, sid, step_mm, pad
-        pub dist: [f32; 4] => [sdd, sid, step_mm, _pad0],
+        /// sdd, sid, step_mm, fixed_bound (the fixed-point scatter's bound on one voxel's
+        /// gradient per unit of max |g|, see [`fixed_point_bound`]; unused by the others)
+        pub dist: [f32; 4] => [sdd, sid, step_mm, fixed_bound],
         /// isocentre xyz (world mm), pad
         pub iso: [f32; 4] => [iso_x, iso_y, iso_z, _pad1],
     }
@@ -137,7 +147,24 @@ const SIDDON_SCATTER_CAS: KernelSpec = spec("drr_scatter_cas", SCATTER_CAS, "sid
 const TRILINEAR_SCATTER_CAS: KernelSpec =
     spec("drr_scatter_cas", SCATTER_CAS, "trilinear_scatter", 2, 1);
 
+// The fixed-point scatter's three entries share one binding signature (poses, g; scale, gvol).
+const SIDDON_SCATTER_FIXED: KernelSpec =
+    spec("drr_scatter_fixed", SCATTER_FIXED, "siddon_scatter", 2, 2);
+const TRILINEAR_SCATTER_FIXED: KernelSpec = spec(
+    "drr_scatter_fixed",
+    SCATTER_FIXED,
+    "trilinear_scatter",
+    2,
+    2,
+);
+const FIXED_SCALE: KernelSpec = spec("drr_scatter_fixed", SCATTER_FIXED, "fixed_scale", 2, 2);
+const FIXED_TO_FLOAT: KernelSpec = spec("drr_scatter_fixed", SCATTER_FIXED, "fixed_to_float", 2, 2);
+
 pub(crate) const KERNELS: &[KernelSpec] = &[
+    SIDDON_SCATTER_FIXED,
+    TRILINEAR_SCATTER_FIXED,
+    FIXED_SCALE,
+    FIXED_TO_FLOAT,
     SIDDON_SCATTER_F32,
     TRILINEAR_SCATTER_F32,
     SIDDON_SCATTER_CAS,
@@ -247,6 +274,14 @@ pub enum Backprojection {
     /// The same scatter with the add emulated by a compare-and-swap loop on u32 (core WGSL, any
     /// adapter). Not bit-deterministic.
     ScatterCas,
+    /// The same scatter in fixed point: each contribution is rounded to a multiple of 2^−s and
+    /// added with an i32 `atomicAdd` (core WGSL, any adapter), s chosen per launch so no voxel
+    /// sum can overflow (shaders/drr_scatter_fixed.wgsl has the bound). Bit-deterministic (integer
+    /// adds commute); each add is off by at most max|g| · [`fixed_point_bound`] / 2^29.
+    /// On lavapipe (x86) measured faster than the CAS scatter but not than the float-atomic one
+    /// (a locked integer add costs about what an uncontended float CAS does; docs/diffdrr-porting.md),
+    /// so `Auto` does not pick it.
+    ScatterFixed,
     /// Voxel-driven gather (one invocation per voxel scans its detector footprint): no atomics,
     /// deterministic, the oracle of the scatters; slow when footprints cover many pixels.
     Gather,
@@ -283,6 +318,9 @@ fn backproject_slab(
         backproject_raw(projector, params, poses, g, &gslab)?;
         return Ok(gslab);
     }
+    if method == Backprojection::ScatterFixed {
+        return backproject_slab_fixed(projector, params, poses, g, slab_shape);
+    }
     let spec = match (method, projector) {
         (Backprojection::ScatterAtomic, Projector::Siddon) => &SIDDON_SCATTER_F32,
         (Backprojection::ScatterAtomic, Projector::Trilinear { .. }) => &TRILINEAR_SCATTER_F32,
@@ -297,6 +335,67 @@ fn backproject_slab(
         &[poses.buffer(), g.buffer()],
         &[gslab.buffer()],
         ray_tiles(g),
+    )?;
+    Ok(gslab)
+}
+
+/// A bound on |one voxel's gradient| per unit of max |g| over all rays of a launch (`n_rays`),
+/// for the fixed-point scatter's scale (shaders/drr_scatter_fixed.wgsl).
+///
+/// Let D = 2 · Σ_axes |affine column| (mm): the diameter of the image of the open cube
+/// v + (−1, 1)³ (index space) around a voxel v, since two of its points differ by at most 2 index
+/// steps per axis. Trilinear: ray r adds |g_r| · step · Σ_k φ(p_k − v) to v, with the tent
+/// product φ <= 1 and non-zero only for samples in that cube; samples `step` mm apart on a line
+/// through a convex set of diameter D number at most D / step + 1 (+1 more for the f32 rounding
+/// of the sample positions), so ray r adds at most |g_r| · (D + 2 · step). Siddon: ray r adds
+/// |g_r| · (its chord through voxel v), and the voxel's own diameter is below D. Summed over the
+/// rays: `n_rays · (D + 2 · step)` (step 0 for Siddon).
+pub fn fixed_point_bound(affine: &[[f64; 4]; 3], projector: Projector, n_rays: u64) -> f64 {
+    let diameter: f64 = 2.0
+        * (0..3)
+            .map(|c| {
+                (0..3)
+                    .map(|r| affine[r][c] * affine[r][c])
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .sum::<f64>();
+    let step = match projector {
+        Projector::Siddon => 0.0,
+        Projector::Trilinear { step_mm } => step_mm as f64,
+    };
+    n_rays as f64 * (diameter + 2.0 * step)
+}
+
+/// `gslab = P_slabᵀ g` by the fixed-point scatter: pick the scale from max |g| (on the device,
+/// no read-back), accumulate integers, convert to f32 in place.
+fn backproject_slab_fixed(
+    projector: Projector,
+    params: &DrrParams,
+    poses: &Tensor,
+    g: &Tensor,
+    slab_shape: &[usize],
+) -> Result<Tensor> {
+    let gpu = g.gpu();
+    let scale = Tensor::uninit(gpu, "drr backproject fixed-point scale", &[1])?;
+    // The scatter accumulates i32: start from zeros (0.0f32 and 0i32 have the same bits).
+    let gslab = Tensor::zeros(gpu, slab_shape)?;
+    let (ins, outs) = (
+        [poses.buffer(), g.buffer()],
+        [scale.buffer(), gslab.buffer()],
+    );
+    gpu.dispatch(&FIXED_SCALE, params, &ins, &outs, Grid::Linear(1))?;
+    let spec = match projector {
+        Projector::Siddon => &SIDDON_SCATTER_FIXED,
+        Projector::Trilinear { .. } => &TRILINEAR_SCATTER_FIXED,
+    };
+    gpu.dispatch(spec, params, &ins, &outs, ray_tiles(g))?;
+    gpu.dispatch(
+        &FIXED_TO_FLOAT,
+        params,
+        &ins,
+        &outs,
+        Grid::cover(gslab.numel() as u64, WORKGROUP),
     )?;
     Ok(gslab)
 }
@@ -388,6 +487,10 @@ impl DrrSetup {
         let flat =
             |m: &[[f64; 4]; 3]| -> [f32; 12] { std::array::from_fn(|i| m[i / 4][i % 4] as f32) };
         let [det_h, det_w] = self.detector;
+        let n_rays = (n_poses * det_h * det_w) as u64;
+        // Rounded up by a relative 1e-6 on the way to f32 (far inside the shader's 2^28 margin).
+        let fixed_bound =
+            (fixed_point_bound(&self.affine, self.projector, n_rays) * (1.0 + 1e-6)) as f32;
         DrrParams {
             counts: [
                 slab_dims[2] as u32,
@@ -407,7 +510,7 @@ impl DrrSetup {
                 self.principal_mm[0] as f32,
                 self.principal_mm[1] as f32,
             ],
-            dist: [self.sdd_mm as f32, self.sid_mm as f32, step, 0.0],
+            dist: [self.sdd_mm as f32, self.sid_mm as f32, step, fixed_bound],
             iso: [
                 self.isocentre_mm[0] as f32,
                 self.isocentre_mm[1] as f32,
