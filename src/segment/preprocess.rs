@@ -451,6 +451,14 @@ impl PreprocessCache {
     }
 }
 
+/// The files of a case, for errors: the image, and the label map when there is one.
+fn case_files(case: &DatasetCase) -> String {
+    match &case.label {
+        Some(l) => format!("{} (label map {})", case.image.display(), l.display()),
+        None => case.image.display().to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,13 +567,5 @@ mod tests {
             );
             assert_eq!(fast.data, oracle.data, "target {target:?}");
         }
-    }
-}
-
-/// The files of a case, for errors: the image, and the label map when there is one.
-fn case_files(case: &DatasetCase) -> String {
-    match &case.label {
-        Some(l) => format!("{} (label map {})", case.image.display(), l.display()),
-        None => case.image.display().to_string(),
     }
 }
