@@ -104,14 +104,8 @@ pub fn detect_format(path: impl AsRef<Path>) -> Result<VolumeFormat> {
     })
 }
 
-/// Read a volume in any supported format (see [`detect_format`]).
-pub fn read_volume(path: impl AsRef<Path>) -> Result<Volume> {
-    read_volume_with(path, &ReadOptions::default())
-}
-
-/// [`read_volume`] with options (the DICOM series to pick).
-pub fn read_volume_with(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<Volume> {
-    let p = path.as_ref();
+/// The file's format, checked against the options (a series UID names a DICOM series).
+fn format_for(p: &Path, opts: &ReadOptions) -> Result<VolumeFormat> {
     let format = detect_format(p)?;
     if opts.series_uid.is_some() && format != VolumeFormat::DicomSeries {
         return Err(Error::invalid(
@@ -120,6 +114,18 @@ pub fn read_volume_with(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<Vo
             format!("{} ({format:?})", p.display()),
         ));
     }
+    Ok(format)
+}
+
+/// Read a volume in any supported format (see [`detect_format`]).
+pub fn read_volume(path: impl AsRef<Path>) -> Result<Volume> {
+    read_volume_with(path, &ReadOptions::default())
+}
+
+/// [`read_volume`] with options (the DICOM series to pick).
+pub fn read_volume_with(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<Volume> {
+    let p = path.as_ref();
+    let format = format_for(p, opts)?;
     match format {
         VolumeFormat::Nifti => super::nifti::read_nifti(p),
         VolumeFormat::Nrrd => super::nrrd::read_nrrd(p),
@@ -137,14 +143,7 @@ pub fn read_typed_volume(path: impl AsRef<Path>) -> Result<TypedVolume> {
 /// [`read_typed_volume`] with options (the DICOM series to pick).
 pub fn read_typed_volume_with(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<TypedVolume> {
     let p = path.as_ref();
-    let format = detect_format(p)?;
-    if opts.series_uid.is_some() && format != VolumeFormat::DicomSeries {
-        return Err(Error::invalid(
-            OP,
-            "a DICOM series folder or file when a series UID is given",
-            format!("{} ({format:?})", p.display()),
-        ));
-    }
+    let format = format_for(p, opts)?;
     match format {
         VolumeFormat::Nifti => super::nifti::read_nifti_typed(p),
         VolumeFormat::Nrrd => super::nrrd::read_nrrd_typed(p),
