@@ -2,8 +2,9 @@
 //! devices of the one lavapipe adapter), each with half the global batch, against one device
 //! with the whole batch — a tiny CADS pretraining run and a tiny PVT-UNet training run give the
 //! same per-step losses and the same final weights within the stated tolerance, and the two
-//! replicas end bit-for-bit identical. Also: a replica that fails ends the other's run with an
-//! error naming it, quickly.
+//! replicas end bit-for-bit identical; so does segmentation with nnU-Net's batch Dice (a ratio of
+//! sums over the global batch). Also: a replica that fails ends the other's run with an error
+//! naming it, quickly.
 //!
 //! What the equality rests on (src/dist/mod.rs): the loss of a shard is its mean, the gradients
 //! are averaged; drop path and augmentation draw per global sample; the DINO center is the
@@ -183,8 +184,9 @@ struct SegResult {
     digest: u64,
 }
 
-fn segment_on(gpu: &Gpu, data: &SegData, dp: Option<DataParallel>) -> SegResult {
+fn segment_on(gpu: &Gpu, data: &SegData, dp: Option<DataParallel>, batch_dice: bool) -> SegResult {
     let cfg = SegTrainConfig {
+        batch_dice,
         model: ModelPreset::Tiny,
         patch: [16, 32, 32],
         batch: 2,
@@ -222,27 +224,42 @@ fn segment_on(gpu: &Gpu, data: &SegData, dp: Option<DataParallel>) -> SegResult 
     }
 }
 
-#[test]
-fn two_replicas_train_segmentation_like_one_device_with_the_whole_batch() {
-    let data = SegData {
+fn sphere_data() -> SegData {
+    SegData {
         train: spheres(4, 1),
         validation: spheres(1, 2),
         classes: 2,
         class_names: vec!["background".into(), "sphere".into()],
         normalization: None,
         plan: None,
-    };
-    let one = segment_on(&common::gpu(), &data, None);
+    }
+}
+
+#[test]
+fn two_replicas_train_segmentation_like_one_device_with_the_whole_batch() {
+    segment_one_against_two(false);
+}
+
+/// Batch Dice: the per-class sums are all-reduced and each replica backpropagates the gradient
+/// of the global loss (segment::global_batch_dice).
+#[test]
+fn two_replicas_train_segmentation_with_batch_dice_like_one_device() {
+    segment_one_against_two(true);
+}
+
+fn segment_one_against_two(batch_dice: bool) {
+    let data = sphere_data();
+    let one = segment_on(&common::gpu(), &data, None, batch_dice);
     let gpus: Vec<Gpu> = (0..2).map(|_| common::fresh_gpu()).collect();
     let two = LocalGroup::run(2, TIMEOUT, |comm| {
         let rank = cads::dist::Communicator::rank(&comm);
         let dp = DataParallel::new(Arc::new(comm));
-        Ok(segment_on(&gpus[rank], &data, Some(dp)))
+        Ok(segment_on(&gpus[rank], &data, Some(dp), batch_dice))
     })
     .unwrap();
     let two: Vec<SegResult> = two.into_iter().map(Result::unwrap).collect();
     eprintln!(
-        "one device {:?}\ntwo replicas {:?}",
+        "batch Dice {batch_dice}: one device {:?}\ntwo replicas {:?}",
         one.losses, two[0].losses
     );
     let want: Vec<f64> = one.losses.iter().map(|&v| v as f64).collect();
