@@ -1,7 +1,8 @@
 //! Data parallel over MPI (cargo feature `mpi`; needs Open MPI's `mpirun`): the `cads` binary
 //! launched as `mpirun -np 2 --oversubscribe` trains like one process with the whole (global)
-//! batch — a tiny CADS pretraining run and a tiny PVT-UNet run (per-sample and batch Dice),
-//! same losses and final weights within the tolerances of tests/replica_compare; a pretraining checkpoint of 2 ranks resumes on 1 and continues the
+//! batch — a tiny CADS pretraining run (also its collapse monitors) and a tiny PVT-UNet run
+//! (per-sample and batch Dice), same losses and final weights within the tolerances of
+//! tests/replica_compare; a pretraining checkpoint of 2 ranks resumes on 1 and continues the
 //! 1-rank run; a rank that fails ends the job with its error, and a killed rank ends it too,
 //! each within a bound.
 //!
@@ -166,6 +167,14 @@ fn pretraining_on_two_ranks_equals_one_rank_and_resumes_on_one() {
         .collect();
     assert_eq!(want.len(), 2);
     common::assert_close("losses", &metrics_losses(&two, "loss"), &want, LOSS_TOL);
+    // The collapse monitors are the whole batch's too (pretrain::replica_stats).
+    for key in ["entropy", "kl_uniform", "feature_std"] {
+        let want: Vec<f64> = metrics_losses(&one, key)
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        common::assert_close(key, &metrics_losses(&two, key), &want, LOSS_TOL);
+    }
     let steps = Steps::AdamW {
         lr_sum: 2.0 * CadsConfig::tiny().peak_lr(),
     };
