@@ -2,8 +2,11 @@
 //! devices of the one lavapipe adapter), each with half the global batch, against one device
 //! with the whole batch — a tiny CADS pretraining run and a tiny PVT-UNet training run give the
 //! same per-step losses and the same final weights within the stated tolerance, and the two
-//! replicas end bit-for-bit identical. Also: a replica that fails ends the other's run with an
-//! error naming it, quickly.
+//! replicas end bit-for-bit identical; so does segmentation with nnU-Net's batch Dice (a ratio of
+//! sums over the global batch). The pretraining collapse monitors KL(P̄_t ‖ u) and the feature
+//! std of two replicas are those of the whole batch (also checked on their own, where the
+//! replicas' averaged values are shown to differ). Also: a replica that fails ends the other's
+//! run with an error naming it, quickly.
 //!
 //! What the equality rests on (src/dist/mod.rs): the loss of a shard is its mean, the gradients
 //! are averaged; drop path and augmentation draw per global sample; the DINO center is the
@@ -27,6 +30,8 @@ use cads::pretrain::batch::CadsVolume;
 use cads::pretrain::cache::{preprocess_volume, CacheConfig};
 use cads::pretrain::cads_views::ParallelLineIntegral;
 use cads::pretrain::engine::CadsEngine;
+use cads::pretrain::loss::{collapse_monitors, CadsLoss, LOSS_VALUES};
+use cads::pretrain::replica_stats::global_step_stats;
 use cads::pretrain::run::{run_pretraining, RunOptions};
 use cads::pretrain::{cads_tiles, extract_tile, CadsConfig};
 use cads::segment::augment::{AugmentConfig, TrainingCase};
@@ -147,11 +152,115 @@ fn two_replicas_pretrain_like_one_device_with_the_whole_batch() {
     let c64: Vec<f64> = one.center.iter().map(|&v| v as f64).collect();
     common::assert_close("center", &two[0].center, &c64, LOSS_TOL);
 
-    // Rank 0 wrote the run folder: one metrics line per global step.
+    // Rank 0 wrote the run folder: one metrics line per global step, whose collapse monitors
+    // are the whole batch's.
     let text = std::fs::read_to_string(two_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(text.lines().count(), 4, "{text}");
+    for key in ["entropy", "kl_uniform", "feature_std"] {
+        let (got, want) = (
+            metrics_values(&two_dir, key),
+            metrics_values(&base.join("one"), key),
+        );
+        eprintln!("{key}: one device {want:?}, two replicas {got:?}");
+        let want: Vec<f64> = want.iter().map(|&v| v as f64).collect();
+        common::assert_close(key, &got, &want, LOSS_TOL);
+    }
     assert!(two_dir.join("checkpoint.safetensors").is_file());
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// The values of `key` in a pretraining run's metrics.jsonl, one per step.
+fn metrics_values(run: &std::path::Path, key: &str) -> Vec<f32> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{key} in {l}")) as f32
+        })
+        .collect()
+}
+
+/// Teacher rows for the monitor test: logits `[4, 16]` and pooled features `[4, 8]` around 100
+/// whose last two rows (replica 1's) sit 0.5 higher, so that the spread between the replicas'
+/// means matters, and the replicas' P̄_t differ.
+fn teacher_rows() -> (Vec<f32>, Vec<f32>) {
+    let mut rng = Rng::new(21);
+    let logits = rng.vec_uniform(4 * 16, -3.0, 3.0);
+    let features = (0..4 * 8)
+        .map(|i| 100.0 + 0.1 * rng.normal() as f32 + if i >= 16 { 0.5 } else { 0.0 })
+        .collect();
+    (logits, features)
+}
+
+#[test]
+fn collapse_monitors_of_two_replicas_are_the_whole_batch_monitors() {
+    let (logits, features) = teacher_rows();
+    let loss = |gpu: &Gpu| CadsLoss::new(gpu, 16, 0.1, 0.9).unwrap();
+    // One device, the 4 rows: [H, KL, std].
+    let gpu = common::gpu();
+    let t = cads::Tensor::from_slice(&gpu, &logits, &[4, 16]).unwrap();
+    let f = cads::Tensor::from_slice(&gpu, &features, &[4, 8]).unwrap();
+    let (z, p) = loss(&gpu).teacher_probs(&t, 0.5).unwrap();
+    let want: Vec<f64> = collapse_monitors(&z, &p, &f)
+        .unwrap()
+        .iter()
+        .map(|m| m.to_scalar().unwrap() as f64)
+        .collect();
+    let center: Vec<f64> = (0..16)
+        .map(|c| (0..4).map(|r| logits[r * 16 + c] as f64).sum::<f64>() / 4.0)
+        .collect();
+
+    // Two replicas of 2 rows each.
+    let gpus: Vec<Gpu> = (0..2).map(|_| common::fresh_gpu()).collect();
+    let out = LocalGroup::run(2, TIMEOUT, |comm| {
+        let rank = cads::dist::Communicator::rank(&comm);
+        let gpu = &gpus[rank];
+        let t = cads::Tensor::from_slice(gpu, &logits[rank * 32..][..32], &[2, 16])?;
+        let f = cads::Tensor::from_slice(gpu, &features[rank * 16..][..16], &[2, 8])?;
+        let (z, p) = loss(gpu).teacher_probs(&t, 0.5)?;
+        let own: Vec<f32> = collapse_monitors(&z, &p, &f)?
+            .iter()
+            .map(|m| m.to_scalar())
+            .collect::<cads::Result<_>>()?;
+        // Five stand-in loss values, then this replica's own monitors.
+        let mut local = vec![rank as f32, 1.0, 2.0, 3.0, 4.0];
+        local.extend(&own);
+        let local = cads::Tensor::from_slice(gpu, &local, &[LOSS_VALUES])?;
+        let dp = DataParallel::new(Arc::new(comm));
+        let g = global_step_stats(&dp, &t, &p, &f, &local)?;
+        Ok((own, g.values.to_vec()?, g.batch_center.to_vec()?))
+    })
+    .unwrap();
+    let out: Vec<_> = out.into_iter().map(Result::unwrap).collect();
+    assert_eq!(out[0].1, out[1].1, "the replicas' values differ");
+    let values = &out[0].1;
+    eprintln!(
+        "one device [H, KL, std] {want:?}; two replicas {:?}",
+        &values[5..]
+    );
+    common::assert_close(
+        "stand-in values",
+        &values[..5],
+        &[0.5, 1.0, 2.0, 3.0, 4.0],
+        LOSS_TOL,
+    );
+    common::assert_close("[H, KL, std]", &values[5..], &want, LOSS_TOL);
+    common::assert_close("batch center", &out[0].2, &center, LOSS_TOL);
+    // The replicas' own KL and std, averaged, are not the whole batch's (what this replaced).
+    for (i, name) in [(1, "KL"), (2, "std")] {
+        let mean = (out[0].0[i] + out[1].0[i]) as f64 / 2.0;
+        eprintln!(
+            "{name}: the replicas' own values averaged {mean}, the whole batch's {}",
+            want[i]
+        );
+        assert!(
+            (mean - want[i]).abs() > 100.0 * (LOSS_TOL.abs + LOSS_TOL.rel * want[i].abs()),
+            "{name}: the replicas' mean {mean} is the global {} too: the case cannot tell",
+            want[i]
+        );
+    }
 }
 
 fn spheres(count: usize, seed: u64) -> Vec<TrainingCase> {
@@ -183,8 +292,9 @@ struct SegResult {
     digest: u64,
 }
 
-fn segment_on(gpu: &Gpu, data: &SegData, dp: Option<DataParallel>) -> SegResult {
+fn segment_on(gpu: &Gpu, data: &SegData, dp: Option<DataParallel>, batch_dice: bool) -> SegResult {
     let cfg = SegTrainConfig {
+        batch_dice,
         model: ModelPreset::Tiny,
         patch: [16, 32, 32],
         batch: 2,
@@ -222,27 +332,42 @@ fn segment_on(gpu: &Gpu, data: &SegData, dp: Option<DataParallel>) -> SegResult 
     }
 }
 
-#[test]
-fn two_replicas_train_segmentation_like_one_device_with_the_whole_batch() {
-    let data = SegData {
+fn sphere_data() -> SegData {
+    SegData {
         train: spheres(4, 1),
         validation: spheres(1, 2),
         classes: 2,
         class_names: vec!["background".into(), "sphere".into()],
         normalization: None,
         plan: None,
-    };
-    let one = segment_on(&common::gpu(), &data, None);
+    }
+}
+
+#[test]
+fn two_replicas_train_segmentation_like_one_device_with_the_whole_batch() {
+    segment_one_against_two(false);
+}
+
+/// Batch Dice: the per-class sums are all-reduced and each replica backpropagates the gradient
+/// of the global loss (segment::global_batch_dice).
+#[test]
+fn two_replicas_train_segmentation_with_batch_dice_like_one_device() {
+    segment_one_against_two(true);
+}
+
+fn segment_one_against_two(batch_dice: bool) {
+    let data = sphere_data();
+    let one = segment_on(&common::gpu(), &data, None, batch_dice);
     let gpus: Vec<Gpu> = (0..2).map(|_| common::fresh_gpu()).collect();
     let two = LocalGroup::run(2, TIMEOUT, |comm| {
         let rank = cads::dist::Communicator::rank(&comm);
         let dp = DataParallel::new(Arc::new(comm));
-        Ok(segment_on(&gpus[rank], &data, Some(dp)))
+        Ok(segment_on(&gpus[rank], &data, Some(dp), batch_dice))
     })
     .unwrap();
     let two: Vec<SegResult> = two.into_iter().map(Result::unwrap).collect();
     eprintln!(
-        "one device {:?}\ntwo replicas {:?}",
+        "batch Dice {batch_dice}: one device {:?}\ntwo replicas {:?}",
         one.losses, two[0].losses
     );
     let want: Vec<f64> = one.losses.iter().map(|&v| v as f64).collect();

@@ -1,9 +1,10 @@
 //! Data parallel over MPI (cargo feature `mpi`; needs Open MPI's `mpirun`): the `cads` binary
 //! launched as `mpirun -np 2 --oversubscribe` trains like one process with the whole (global)
-//! batch — a tiny CADS pretraining run and a tiny PVT-UNet run, same losses and final weights
-//! within the tolerances of tests/replica_compare; a pretraining checkpoint of 2 ranks resumes
-//! on 1 and continues the 1-rank run; a rank that fails ends the job with its error, and a
-//! killed rank ends it too, each within a bound.
+//! batch — a tiny CADS pretraining run (also its collapse monitors) and a tiny PVT-UNet run
+//! (per-sample and batch Dice), same losses and final weights within the tolerances of
+//! tests/replica_compare; a pretraining checkpoint of 2 ranks resumes on 1 and continues the
+//! 1-rank run; a rank that fails ends the job with its error, and a killed rank ends it too,
+//! each within a bound.
 //!
 //! `cargo test --release --features mpi --test mpi` (root needs OMPI_ALLOW_RUN_AS_ROOT=1 and
 //! OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1, which these tests set for their own launches).
@@ -166,6 +167,14 @@ fn pretraining_on_two_ranks_equals_one_rank_and_resumes_on_one() {
         .collect();
     assert_eq!(want.len(), 2);
     common::assert_close("losses", &metrics_losses(&two, "loss"), &want, LOSS_TOL);
+    // The collapse monitors are the whole batch's too (pretrain::replica_stats).
+    for key in ["entropy", "kl_uniform", "feature_std"] {
+        let want: Vec<f64> = metrics_losses(&one, key)
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        common::assert_close(key, &metrics_losses(&two, key), &want, LOSS_TOL);
+    }
     let steps = Steps::AdamW {
         lr_sum: 2.0 * CadsConfig::tiny().peak_lr(),
     };
@@ -249,10 +258,20 @@ fn segment_net(run: &Path) -> PvtUnet {
 
 #[test]
 fn segmentation_on_two_ranks_equals_one_rank() {
-    let dir = temp_dir("segment");
+    segmentation_one_rank_against_two("segment", false);
+}
+
+/// nnU-Net's batch Dice: the ranks all-reduce the per-class sums (segment::global_batch_dice).
+#[test]
+fn segmentation_with_batch_dice_on_two_ranks_equals_one_rank() {
+    segmentation_one_rank_against_two("segment_batch_dice", true);
+}
+
+fn segmentation_one_rank_against_two(name: &str, batch_dice: bool) {
+    let dir = temp_dir(name);
     let raw = spheres_dataset(&dir).display().to_string();
     let args = |out: &Path| -> Vec<String> {
-        [
+        let mut a = [
             "segment",
             "train",
             "--data",
@@ -275,7 +294,11 @@ fn segmentation_on_two_ranks_equals_one_rank() {
             "3",
         ]
         .map(String::from)
-        .to_vec()
+        .to_vec();
+        if batch_dice {
+            a.push("--batch-dice".into());
+        }
+        a
     };
     let (one, two) = (dir.join("one"), dir.join("two"));
     let a = args(&one);

@@ -1,9 +1,12 @@
 //! The segmentation loss: deep-supervision weights and label down-sampling by hand, the GPU
 //! loss against its f64 CPU twin (per-sample and batch Dice), a hand-computed value, and a
 //! finite-difference gradient check of the whole composition with a random upstream gradient.
+//! Batch Dice over ranks (`segment::global_batch_dice`): the batch split into two shards with
+//! their sums added by hand, against the f64 twin of the whole batch and its finite differences.
 
 mod common;
 
+use cads::segment::global_batch_dice::{seg_loss_over_ranks, RankDiceSums};
 use cads::segment::loss::{
     deep_supervision_weights, downsample_labels, reference_loss, seg_loss, ReferenceOutput,
     SegLossConfig,
@@ -182,4 +185,211 @@ fn a_hand_computed_case() {
     let s = 1e-5;
     let want = 2f64.ln() + 1.0 - (1.0 + s) / (2.0 + s);
     common::assert_close("loss", &[loss.to_scalar().unwrap()], &[want], F32_ACCUM);
+}
+
+/// The f64 twin's loss of the whole batch and its central differences (h = 1e-5) per logit.
+fn reference_and_gradient(
+    logits: &[Vec<f32>],
+    shapes: &[[usize; 5]],
+    labels: &[usize],
+    cfg: &SegLossConfig,
+) -> (f64, Vec<Vec<f64>>) {
+    let l64: Vec<Vec<f64>> = logits
+        .iter()
+        .map(|l| l.iter().map(|&v| v as f64).collect())
+        .collect();
+    let h = 1e-5;
+    let fd = l64
+        .iter()
+        .enumerate()
+        .map(|(o, l)| {
+            (0..l.len())
+                .map(|i| {
+                    let mut plus = l64.clone();
+                    plus[o][i] += h;
+                    let mut minus = l64.clone();
+                    minus[o][i] -= h;
+                    (cpu_loss(&plus, shapes, labels, cfg) - cpu_loss(&minus, shapes, labels, cfg))
+                        / (2.0 * h)
+                })
+                .collect()
+        })
+        .collect();
+    (cpu_loss(&l64, shapes, labels, cfg), fd)
+}
+
+/// Sample `r` of the two of `case`: its logits per output and its labels.
+fn shard(logits: &[Vec<f32>], labels: &[usize], r: usize) -> (Vec<Vec<f32>>, Vec<usize>) {
+    let part = |v: &[f32]| v[r * v.len() / 2..(r + 1) * v.len() / 2].to_vec();
+    (
+        logits.iter().map(|l| part(l)).collect(),
+        labels[r * 32..(r + 1) * 32].to_vec(),
+    )
+}
+
+/// Per output, the gradient of shard 0's logits followed by shard 1's, each halved (what the
+/// gradient all-reduce's average makes of the two ranks' gradients).
+fn averaged(grads: &[Vec<Vec<f32>>; 2]) -> Vec<Vec<f32>> {
+    (0..grads[0].len())
+        .map(|o| {
+            grads[0][o]
+                .iter()
+                .chain(&grads[1][o])
+                .map(|g| g / 2.0)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn batch_dice_over_two_ranks_is_the_whole_batch_loss_and_gradient() {
+    let gpu = common::gpu();
+    let (logits, shapes, labels) = case(11);
+    let cfg = SegLossConfig {
+        batch_dice: true,
+        weights: vec![2.0 / 3.0, 1.0 / 3.0],
+        smooth: 1e-5,
+    };
+    let (want_loss, want_grad) = reference_and_gradient(&logits, &shapes, &labels, &cfg);
+    let shard_shapes: Vec<[usize; 5]> = shapes
+        .iter()
+        .map(|&[_, d, h, w, k]| [1, d, h, w, k])
+        .collect();
+    let upload = |l: &[Vec<f32>]| -> Vec<Tensor> {
+        l.iter()
+            .zip(&shard_shapes)
+            .map(|(l, s)| Tensor::parameter(&gpu, l, s).unwrap())
+            .collect()
+    };
+    let grads_of = |params: &[Tensor], loss: &Tensor| -> Vec<Vec<f32>> {
+        let g = loss.backward().unwrap();
+        params
+            .iter()
+            .map(|p| g.get(p).unwrap().to_vec().unwrap())
+            .collect()
+    };
+
+    // Each rank's sums, added in rank order as the all-reduce does.
+    let shards: Vec<_> = (0..2).map(|r| shard(&logits, &labels, r)).collect();
+    let params: Vec<Vec<Tensor>> = shards.iter().map(|(l, _)| upload(l)).collect();
+    let ranks: Vec<RankDiceSums> = (0..2)
+        .map(|r| RankDiceSums::new(&params[r], &shards[r].1, [1, 2, 4, 4], &cfg).unwrap())
+        .collect();
+    let global: Vec<f32> = ranks[0]
+        .local_sums()
+        .iter()
+        .zip(ranks[1].local_sums())
+        .map(|(a, b)| a + b)
+        .collect();
+    let mut values = Vec::new();
+    let mut grads: [Vec<Vec<f32>>; 2] = [Vec::new(), Vec::new()];
+    for r in 0..2 {
+        let loss = ranks[r].loss(&global, 2, cfg.smooth).unwrap();
+        values.push(loss.to_scalar().unwrap());
+        grads[r] = grads_of(&params[r], &loss);
+    }
+    // The mean of the ranks' values is the whole batch's loss; the averaged gradients its
+    // gradient.
+    common::assert_close(
+        "mean of the ranks' losses",
+        &[(values[0] + values[1]) / 2.0],
+        &[want_loss],
+        F32_ACCUM,
+    );
+    let got = averaged(&grads);
+    for o in 0..2 {
+        common::assert_close(
+            &format!("averaged d loss / d output {o}"),
+            &got[o],
+            &want_grad[o],
+            GRAD,
+        );
+    }
+
+    // The same through seg_loss_over_ranks with the sum handed in.
+    let other = ranks[1].local_sums().to_vec();
+    let loss = seg_loss_over_ranks(&params[0], &shards[0].1, [1, 2, 4, 4], &cfg, 2, |v| {
+        v.iter_mut().zip(&other).for_each(|(a, b)| *a += b);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(loss.to_scalar().unwrap(), values[0]);
+
+    // What this replaces would fail the check: each rank's own batch Dice, gradients averaged.
+    let naive: [Vec<Vec<f32>>; 2] = [0, 1].map(|r| {
+        let p = upload(&shards[r].0);
+        let loss = seg_loss(&p, &shards[r].1, [1, 2, 4, 4], &cfg).unwrap();
+        grads_of(&p, &loss)
+    });
+    let naive = averaged(&naive);
+    let off = (0..2).any(|o| {
+        let want: Vec<f64> = want_grad[o].clone();
+        let got: Vec<f64> = naive[o].iter().map(|&v| v as f64).collect();
+        cads::util::compare("naive", &got, &want, GRAD).is_err()
+    });
+    assert!(
+        off,
+        "the rank-local batch Dice matched too: the case cannot tell them apart"
+    );
+}
+
+#[test]
+fn batch_dice_over_one_rank_is_seg_loss_and_bad_sums_are_refused() {
+    let gpu = common::gpu();
+    let (logits, shapes, labels) = case(7);
+    let cfg = SegLossConfig {
+        batch_dice: true,
+        weights: vec![2.0 / 3.0, 1.0 / 3.0],
+        smooth: 1e-5,
+    };
+    let (value, grads) = gpu_loss(&gpu, &logits, &shapes, &labels, &cfg);
+    let params: Vec<Tensor> = logits
+        .iter()
+        .zip(&shapes)
+        .map(|(l, s)| Tensor::parameter(&gpu, l, s).unwrap())
+        .collect();
+    let loss = seg_loss_over_ranks(&params, &labels, [2, 2, 4, 4], &cfg, 1, |_| Ok(())).unwrap();
+    common::assert_close(
+        "one rank",
+        &[loss.to_scalar().unwrap()],
+        &[value as f64],
+        F32_ACCUM,
+    );
+    let g = loss.backward().unwrap();
+    for (o, p) in params.iter().enumerate() {
+        let want: Vec<f64> = grads[o].iter().map(|&v| v as f64).collect();
+        common::assert_close(
+            &format!("one rank d loss / d output {o}"),
+            &g.get(p).unwrap().to_vec().unwrap(),
+            &want,
+            GRAD,
+        );
+    }
+
+    let rank = RankDiceSums::new(&params, &labels, [2, 2, 4, 4], &cfg).unwrap();
+    // Per output: K intersection, K predicted, K target sums (T = the voxel counts).
+    let sums = rank.local_sums();
+    assert_eq!(sums.len(), 2 * 3 * 3);
+    let counts = (0..3).map(|c| labels.iter().filter(|&&l| l == c).count() as f32);
+    assert!(sums[6..9].iter().copied().eq(counts));
+    for (global, ranks) in [
+        (vec![0.0; 5], 2),
+        (sums.to_vec(), 0),
+        (vec![f32::NAN; 18], 2),
+    ] {
+        let e = rank
+            .loss(&global, ranks, cfg.smooth)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RankDiceSums::loss"), "{e}");
+    }
+    let per_sample = SegLossConfig {
+        batch_dice: false,
+        ..cfg
+    };
+    let e = RankDiceSums::new(&params, &labels, [2, 2, 4, 4], &per_sample)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("batch Dice"), "{e}");
 }

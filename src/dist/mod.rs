@@ -18,7 +18,10 @@
 //! - per-sample randomness (drop path, augmentation): a function of the global sample index,
 //!   never of the replica (`nn::drop_path::with_sample_window`, [`shard::sample_rng`]);
 //! - gradient clipping and the optimizer act on the averaged gradient (after the all-reduce);
-//! - the reported loss is the mean of the replicas' losses (equal shards: the global mean).
+//! - the reported loss is the mean of the replicas' losses (equal shards: the global mean);
+//! - a function of batch sums that is not a mean (nnU-Net's batch Dice, the CADS monitors
+//!   KL(P̄_t ‖ u) and feature std) is computed from the all-reduced sums
+//!   (`segment::global_batch_dice`, `pretrain::replica_stats`).
 //!
 //! Shards must be equal (B divisible by N): the mean of unequal shard means is not the global
 //! mean. [`DataParallel::window`] rejects the rest.
@@ -31,8 +34,9 @@
 //! waits with an error (local) or ends the job (MPI_Abort).
 //!
 //! Communication per step (docs/distributed.md): the gradients, 4 bytes per trained parameter,
-//! in buckets of at most [`buckets::DEFAULT_BUCKET_BYTES`]; for CADS also the center (4·K bytes)
-//! and the 8 loss values; one f32 per parameter tensor for the gradient presence mask.
+//! in buckets of at most [`buckets::DEFAULT_BUCKET_BYTES`]; for CADS also the center and the
+//! monitors' statistics (4·(2K + 2C) bytes) and the 8 loss values; for batch Dice 3·K floats per
+//! weighted output; one f32 per parameter tensor for the gradient presence mask.
 
 pub mod buckets;
 pub mod local;

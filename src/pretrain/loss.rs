@@ -16,6 +16,12 @@
 //! log K − H(P̄_t) with P̄_t the batch-mean distribution (→ log K when one prototype wins
 //! everywhere), and the standard deviation across the batch of the teacher's pooled stage-4
 //! features, averaged over channels (→ 0 when every input maps to the same feature).
+//!
+//! Only the entropy is a row mean. KL(P̄_t ‖ u) and the std are functions of batch statistics,
+//! which is why they are computed in pieces: P̄_t ([`kl_to_uniform`] takes it), the feature mean
+//! μ, and the variance about a given μ ([`feature_variance`], [`mean_feature_std`]). Data-parallel
+//! training averages those pieces over the replicas and so gets the global batch's monitors
+//! (`pretrain::replica_stats`).
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -44,6 +50,8 @@ pub struct LossOutput {
     /// `[LOSS_VALUES]` detached: L, L_1..L_4, H(P_t), KL(P̄_t ‖ u), feature std. Read it once
     /// (one host round trip) when logging.
     pub values: Tensor,
+    /// P_t `[2B, K]`, unrecorded (for the monitors over several replicas).
+    pub teacher_probs: Tensor,
 }
 
 impl CadsLoss {
@@ -162,7 +170,11 @@ impl CadsLoss {
                 .collect();
             Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)
         })?;
-        Ok(LossOutput { total, values })
+        Ok(LossOutput {
+            total,
+            values,
+            teacher_probs: p,
+        })
     }
 
     /// c ← m·c + (1 − m)·mean_rows(t), in place on the GPU (no host round trip).
@@ -213,19 +225,40 @@ impl Module for CadsLoss {
 pub fn collapse_monitors(z: &Tensor, p: &Tensor, features: &Tensor) -> Result<Vec<Tensor>> {
     let gpu = z.gpu().clone();
     gpu.no_grad(|| {
-        let k = z.shape()[z.rank() - 1] as f64;
         // H(P_t) = −Σ p log softmax(z), mean over rows.
         let entropy = ops::soft_cross_entropy(p, z)?;
-        // H(P̄) with log P̄ taken as log_softmax(log(P̄ + 1e-12)) (≈ log P̄; 0·log 0 → 0).
-        let mean_p = ops::mean(p, &[0], true)?; // [1, K]
-        let log_mean = ops::log(&ops::add_scalar(&mean_p, 1e-12)?)?;
-        let mean_entropy = ops::soft_cross_entropy(&mean_p, &log_mean)?;
-        let kl = ops::add_scalar(&ops::scale(&mean_entropy, -1.0)?, k.ln() as f32)?;
-        // Population std over rows, averaged over channels.
-        let mu = ops::mean(features, &[0], true)?;
-        let centered = ops::sub(features, &mu)?;
-        let var = ops::mean(&ops::unary(UnaryOp::Square, &centered)?, &[0], false)?;
-        let std = ops::mean_all(&ops::unary(UnaryOp::Sqrt, &var)?)?;
+        let kl = kl_to_uniform(&ops::mean(p, &[0], true)?)?;
+        let mean = ops::mean(features, &[0], true)?; // [1, C]
+        let std = mean_feature_std(&feature_variance(features, &mean)?)?;
         Ok(vec![entropy, kl, std])
     })
+}
+
+/// KL(P̄ ‖ uniform) = log K − H(P̄) `[1]` of a distribution P̄ `[1, K]` (the batch mean of P_t),
+/// unrecorded. H(P̄) takes log P̄ as log_softmax(log(P̄ + 1e-12)) (≈ log P̄; 0·log 0 → 0).
+pub fn kl_to_uniform(mean_probs: &Tensor) -> Result<Tensor> {
+    let gpu = mean_probs.gpu().clone();
+    gpu.no_grad(|| {
+        let k = mean_probs.shape()[mean_probs.rank() - 1] as f64;
+        let log_mean = ops::log(&ops::add_scalar(mean_probs, 1e-12)?)?;
+        let mean_entropy = ops::soft_cross_entropy(mean_probs, &log_mean)?;
+        ops::add_scalar(&ops::scale(&mean_entropy, -1.0)?, k.ln() as f32)
+    })
+}
+
+/// Per channel, the mean over rows of (x − μ)² `[C]`: `features` `[rows, C]` about a given mean
+/// μ `[1, C]` (the batch's own, or the global batch's over several replicas; centred first, so
+/// no cancellation when the std is far below |μ|, as near a collapse). Unrecorded.
+pub fn feature_variance(features: &Tensor, mean: &Tensor) -> Result<Tensor> {
+    let gpu = features.gpu().clone();
+    gpu.no_grad(|| {
+        let centered = ops::sub(&features.detach(), mean)?;
+        ops::mean(&ops::unary(UnaryOp::Square, &centered)?, &[0], false)
+    })
+}
+
+/// The population std per channel √variance, averaged over channels, `[1]`. Unrecorded.
+pub fn mean_feature_std(variance: &Tensor) -> Result<Tensor> {
+    let gpu = variance.gpu().clone();
+    gpu.no_grad(|| ops::mean_all(&ops::unary(UnaryOp::Sqrt, variance)?))
 }

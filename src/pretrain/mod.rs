@@ -2,8 +2,8 @@
 //! the per-volume DRR and its cache, the CADS tiling, the GPU resampling used to bring CTs to
 //! 1 mm, and batch preparation (moved out of `data`, which is host-only and generic, and
 //! `drr`); the recipe's config and presets (`config`), the student/teacher (`model`), the loss
-//! with centering and collapse monitors (`loss`), and one training step with its schedules
-//! (`step`).
+//! with centering and collapse monitors (`loss`), one training step with its schedules
+//! (`step`), and what a data-parallel step makes global besides the gradients (`replica_stats`).
 
 pub mod batch;
 pub mod cache;
@@ -15,6 +15,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod replica_stats;
 pub mod resample;
 pub mod resume;
 pub mod run;

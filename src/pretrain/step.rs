@@ -17,11 +17,11 @@
 //!
 //! Data parallel (`data_parallel` set, `crate::dist`): each replica runs this step on its shard
 //! of the global batch; drop path draws for the global rows (`nn::drop_path::with_sample_window`);
-//! after the backward the gradients are averaged over the replicas (before clipping), and the
-//! center update and the reported loss values use the means over the replicas. Every replica
-//! then takes the same AdamW and EMA steps. Of the collapse monitors, the teacher entropy is a
-//! row mean and so exact; KL(P̄_t ‖ u) and the feature std are the replicas' values averaged
-//! (they only inform, nothing trains on them).
+//! after the backward the gradients are averaged over the replicas (before clipping); the center
+//! update, the reported loss values and the collapse monitors are those of the global batch
+//! (`pretrain::replica_stats`: row means averaged over the replicas; KL(P̄_t ‖ u) and the feature
+//! std from the global P̄_t, feature mean and variance). Every replica then takes the same AdamW
+//! and EMA steps.
 //!
 //! Nothing is read back to the host (on one device): the returned [`StepStats`] holds the loss and monitors as
 //! one small GPU tensor, read by [`StepStats::read`] when the caller logs.
@@ -48,6 +48,7 @@ use super::batch::CadsBatch;
 use super::config::CadsConfig;
 use super::loss::{CadsLoss, LOSS_VALUES};
 use super::model::{CadsModel, CadsStudent};
+use super::replica_stats::global_step_stats;
 
 /// The scheduled values of one iteration.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -365,10 +366,16 @@ impl CadsTrainer {
             }
             Some(dp) => {
                 // The global batch mean of the teacher logits (equal shards: the mean of the
-                // replicas' means), and the loss values averaged the same way.
-                let center = dp.mean_tensor(&CadsLoss::batch_center(&teacher.logits)?)?;
-                self.loss.update_center_with_mean(&center)?;
-                dp.mean_tensor(&out.values)?
+                // replicas' means), and the loss values and monitors of the global batch.
+                let global = global_step_stats(
+                    dp,
+                    &teacher.logits,
+                    &out.teacher_probs,
+                    &teacher.features,
+                    &out.values,
+                )?;
+                self.loss.update_center_with_mean(&global.batch_center)?;
+                global.values
             }
         };
         self.iteration += 1;

@@ -110,13 +110,22 @@ pub fn downsample_labels(
     Ok(out)
 }
 
-/// CE + (1 − mean foreground Dice) of one output: logits `[N, D, H, W, K]`, labels per voxel.
-pub fn output_loss(
-    logits: &Tensor,
-    labels: &[usize],
-    batch_dice: bool,
-    smooth: f64,
-) -> Result<Tensor> {
+/// One output's recorded pieces of the loss: the cross-entropy and the soft Dice sums per
+/// (group, class), group = sample (per-sample Dice) or the whole batch (batch Dice).
+pub(crate) struct DiceSums {
+    /// CE `[1]`, recorded.
+    pub cross_entropy: Tensor,
+    /// Σ_v q_v,k·t_v,k `[N, K]` or `[K]`, recorded.
+    pub intersection: Tensor,
+    /// Σ_v q_v,k `[N, K]` or `[K]`, recorded.
+    pub predicted: Tensor,
+    /// Σ_v t_v,k (voxel counts per class, counted on the host), same shape, a constant.
+    pub target: Vec<f32>,
+    pub classes: usize,
+}
+
+/// The CE and Dice sums of one output: logits `[N, D, H, W, K]`, labels per voxel.
+pub(crate) fn dice_sums(logits: &Tensor, labels: &[usize], batch_dice: bool) -> Result<DiceSums> {
     let op = "segment::output_loss";
     let (n, k) = match *logits.shape() {
         [n, _, _, _, k] if k >= 2 => (n, k),
@@ -133,36 +142,57 @@ pub fn output_loss(
         return Err(Error::shape(op, format!("{voxels} labels"), labels.len()));
     }
     let rows = logits.reshape(&[voxels, k])?; // [V, K]
-    let ce = ops::cross_entropy_labels(&rows, labels)?; // [1]
-    let mut one_hot = vec![0.0f32; voxels * k];
-    for (v, &l) in labels.iter().enumerate() {
-        one_hot[v * k + l] = 1.0; // l < K: checked by cross_entropy_labels
-    }
+    let cross_entropy = ops::cross_entropy_labels(&rows, labels)?; // [1]
     let l = voxels / n;
+    let groups = if batch_dice { 1 } else { n };
+    let mut one_hot = vec![0.0f32; voxels * k];
+    let mut target = vec![0.0f32; groups * k];
+    for (v, &c) in labels.iter().enumerate() {
+        one_hot[v * k + c] = 1.0; // c < K: checked by cross_entropy_labels
+        let g = if batch_dice { 0 } else { v / l };
+        target[g * k + c] += 1.0; // exact: integers below 2^24 per (group, class)
+    }
     let q = ops::softmax(&rows)?.reshape(&[n, l, k])?; // [N, L, K]
     let t = Tensor::from_slice(logits.gpu(), &one_hot, &[n, l, k])?;
     let axes: &[isize] = if batch_dice { &[0, 1] } else { &[1] };
-    let tp = ops::sum(&ops::mul(&q, &t)?, axes, false)?; // [N, K] or [K]
-    let union = ops::add(&ops::sum(&q, axes, false)?, &ops::sum(&t, axes, false)?)?;
+    Ok(DiceSums {
+        cross_entropy,
+        intersection: ops::sum(&ops::mul(&q, &t)?, axes, false)?, // [N, K] or [K]
+        predicted: ops::sum(&q, axes, false)?,
+        target,
+        classes: k,
+    })
+}
+
+/// CE + (1 − mean foreground Dice) of one output: logits `[N, D, H, W, K]`, labels per voxel.
+pub fn output_loss(
+    logits: &Tensor,
+    labels: &[usize],
+    batch_dice: bool,
+    smooth: f64,
+) -> Result<Tensor> {
+    let sums = dice_sums(logits, labels, batch_dice)?;
+    let k = sums.classes;
+    let target = Tensor::from_slice(logits.gpu(), &sums.target, sums.predicted.shape())?;
+    let union = ops::add(&sums.predicted, &target)?;
     let s = smooth as f32;
     let dice = ops::div(
-        &ops::add_scalar(&ops::scale(&tp, 2.0)?, s)?,
+        &ops::add_scalar(&ops::scale(&sums.intersection, 2.0)?, s)?,
         &ops::add_scalar(&union, s)?,
     )?;
     let foreground = dice.slice(-1, 1, k - 1)?; // [N, K−1] or [K−1]
     let dice_loss = ops::add_scalar(&ops::scale(&ops::mean_all(&foreground)?, -1.0)?, 1.0)?;
-    ops::add(&ce, &dice_loss)
+    ops::add(&sums.cross_entropy, &dice_loss)
 }
 
-/// The deep-supervised loss: `Σ_i w_i · output_loss(outputs[i], labels_i)` with labels_i the
-/// full-resolution `labels` `[N, D, H, W]` down-sampled to output i's grid. Outputs whose weight
-/// is 0 are skipped.
-pub fn seg_loss(
-    outputs: &[Tensor],
+/// The outputs with weight > 0, each with its weight and the full-resolution `labels`
+/// `[N, D, H, W]` down-sampled to its grid.
+pub(crate) fn weighted_outputs<'a>(
+    outputs: &'a [Tensor],
     labels: &[usize],
     ndhw: [usize; 4],
     cfg: &SegLossConfig,
-) -> Result<Tensor> {
+) -> Result<Vec<(f64, &'a Tensor, Vec<usize>)>> {
     let op = "segment::seg_loss";
     if outputs.len() != cfg.weights.len() || outputs.is_empty() {
         return Err(Error::invalid(
@@ -171,7 +201,7 @@ pub fn seg_loss(
             outputs.len(),
         ));
     }
-    let mut total: Option<Tensor> = None;
+    let mut weighted = Vec::with_capacity(outputs.len());
     for (out, &w) in outputs.iter().zip(&cfg.weights) {
         if w == 0.0 {
             continue;
@@ -193,6 +223,29 @@ pub fn seg_loss(
         } else {
             downsample_labels(labels, ndhw, stride)?
         };
+        weighted.push((w, out, lab));
+    }
+    if weighted.is_empty() {
+        return Err(Error::invalid(
+            op,
+            "at least one output with weight > 0",
+            "none",
+        ));
+    }
+    Ok(weighted)
+}
+
+/// The deep-supervised loss: `Σ_i w_i · output_loss(outputs[i], labels_i)` with labels_i the
+/// full-resolution `labels` `[N, D, H, W]` down-sampled to output i's grid. Outputs whose weight
+/// is 0 are skipped.
+pub fn seg_loss(
+    outputs: &[Tensor],
+    labels: &[usize],
+    ndhw: [usize; 4],
+    cfg: &SegLossConfig,
+) -> Result<Tensor> {
+    let mut total: Option<Tensor> = None;
+    for (w, out, lab) in weighted_outputs(outputs, labels, ndhw, cfg)? {
         let term = ops::scale(
             &output_loss(out, &lab, cfg.batch_dice, cfg.smooth)?,
             w as f32,
@@ -202,7 +255,13 @@ pub fn seg_loss(
             Some(t) => ops::add(&t, &term)?,
         });
     }
-    total.ok_or_else(|| Error::invalid(op, "at least one output with weight > 0", "none"))
+    total.ok_or_else(|| {
+        Error::invalid(
+            "segment::seg_loss",
+            "at least one output with weight > 0",
+            "none",
+        )
+    })
 }
 
 /// One output for [`reference_loss`]: logits `[N, D, H, W, K]` row-major, and its shape.

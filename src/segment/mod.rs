@@ -12,7 +12,8 @@
 //! - `preprocess`: canonical orientation, CT normalisation, resampling, the on-disk cache;
 //!   `cubic`: the cubic B-spline image resampling.
 //! - `config`: the training run's typed settings (patch, batch, optimizer, schedule, freezing).
-//! - `loss`: Dice + cross-entropy with deep-supervision weights.
+//! - `loss`: Dice + cross-entropy with deep-supervision weights; `global_batch_dice`: batch
+//!   Dice over a batch split across data-parallel ranks (global sums, exact gradient).
 //! - `augment`: nnU-Net's spatial and intensity augmentation and per-class foreground
 //!   oversampling (host side).
 //! - `train`: the training loop behind `cads segment train`.
@@ -29,6 +30,7 @@ pub mod curves;
 pub mod dataset;
 pub mod evaluate;
 pub mod fingerprint;
+pub mod global_batch_dice;
 pub mod loss;
 pub mod metrics;
 pub mod plan;

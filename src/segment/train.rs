@@ -29,10 +29,11 @@
 //! same config and data; `batch` is the global batch and each rank makes and trains on its
 //! window of it (sample i of step t drawn from `dist::sample_rng(seed, t, i)`, so the shards
 //! together are the one-device batch); drop path draws for the global rows; the gradients are
-//! averaged over the ranks before clipping; the loss reported is the mean over the ranks. Rank
-//! 0 alone validates and writes the run folder, and reads the checkpoint to resume; its state is
-//! broadcast to the others, so a checkpoint resumes on any number of ranks. Batch Dice (a ratio
-//! of sums over the global batch) is refused with more than one rank.
+//! averaged over the ranks before clipping; the loss reported is the mean over the ranks. Batch
+//! Dice (a ratio of sums over the global batch) all-reduces its per-class sums and backpropagates
+//! the gradient of the global loss (`segment::global_batch_dice`). Rank 0 alone validates and
+//! writes the run folder, and reads the checkpoint to resume; its state is broadcast to the
+//! others, so a checkpoint resumes on any number of ranks.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,7 @@ use std::time::Instant;
 use super::augment::{augmented_patch, AugmentConfig, TrainingCase};
 use super::config::{OptimizerKind, SegTrainConfig};
 use super::curves::curves_png;
+use super::global_batch_dice::seg_loss_over_ranks;
 use super::loss::{seg_loss, SegLossConfig};
 use super::plan::Plan;
 use super::sliding_window::{sliding_window, tensor_forward, SlidingWindowConfig};
@@ -260,14 +262,6 @@ pub fn train(
         Some(d) => d.window(cfg.batch)?,
         None => SampleWindow::whole(cfg.batch),
     };
-    if cfg.batch_dice && window.count != window.global {
-        return Err(Error::invalid(
-            OP,
-            "per-sample Dice with more than one rank (batch Dice is a ratio of sums over the \
-             global batch, which the ranks' mean does not give)",
-            "batch_dice",
-        ));
-    }
     let net = PvtUnet::new(gpu, info.model_config())?;
     if let Some(teacher) = &run.init_from {
         net.load_encoder(teacher)?;
@@ -431,7 +425,17 @@ pub fn train(
             let outs =
                 with_sample_window(window, || net.forward(&x, true, frozen, &mut model_rng))?;
             let outs = &outs[..outputs];
-            let loss = seg_loss(outs, &labels, [batch, d, h, w], &loss_cfg)?;
+            let ndhw = [batch, d, h, w];
+            let loss = match &dp {
+                // Batch Dice is a ratio of global sums: all-reduced, with the gradient of the
+                // global loss (segment::global_batch_dice).
+                Some(dp) if cfg.batch_dice && dp.size() > 1 => {
+                    seg_loss_over_ranks(outs, &labels, ndhw, &loss_cfg, dp.size(), |sums| {
+                        dp.comm.all_reduce_sum(sums)
+                    })?
+                }
+                _ => seg_loss(outs, &labels, ndhw, &loss_cfg)?,
+            };
             let mut grads = loss.backward()?;
             if let Some(d) = &dp {
                 // The mean over the ranks, before clipping: the clip sees the global gradient.
