@@ -12,8 +12,8 @@ mod common;
 use cads::checkpoint::{Checkpoint, LoadedCheckpoint};
 use cads::nn::{Linear, LinearInit, Module, StateEntry};
 use cads::optim::{
-    clip_grad_norm, AdamW, AdamWConfig, LossScaler, LossScalerConfig, LossScalerState, Optimizer,
-    ParamGroup, Sgd, SgdConfig,
+    clip_grad_norm, clip_grad_norm_unless_overflow, AdamW, AdamWConfig, LossScaler,
+    LossScalerConfig, LossScalerState, Optimizer, ParamGroup, Sgd, SgdConfig,
 };
 use cads::reference::loss_scale::{self as refls, GradScalerModel};
 use cads::util::{Rng, Tolerance};
@@ -729,4 +729,37 @@ fn protocol_and_config_errors_are_typed() {
         grads.get(&p).unwrap().to_vec().unwrap(),
         vec![1.0 / 65536.0; 2]
     );
+}
+
+/// The clip of a loss-scaled step: the clip's norm on clean gradients, `None` (not an error) on
+/// an overflow, and still the NonFinite error when the gradients are finite but their norm is not.
+#[test]
+fn clipping_a_scaled_step_tolerates_only_an_overflow() {
+    let gpu = gpu();
+    let p = Tensor::parameter(&gpu, &[0.0; 3], &[3]).unwrap();
+    let params = [p.clone()];
+    let run = |scale: f64, g: [f32; 3]| {
+        let mut scaler = LossScaler::new(
+            &gpu,
+            LossScalerConfig {
+                init_scale: scale,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut grads = Gradients::default();
+        let g = Tensor::from_slice(&gpu, &g, &[3]).unwrap();
+        grads.accumulate(p.id(), g).unwrap();
+        let check = scaler.unscale_and_check(&params, &mut grads).unwrap();
+        clip_grad_norm_unless_overflow(&params, &mut grads, 1.0, &check)
+    };
+    let norm = run(4.0, [12.0, 16.0, 0.0]).unwrap();
+    assert_eq!(norm, Some(5.0), "the norm of the unscaled gradient");
+    assert_eq!(run(4.0, [1.0, f32::INFINITY, 0.0]).unwrap(), None);
+    assert_eq!(run(4.0, [f32::NAN, 1.0, 0.0]).unwrap(), None);
+    // 1e20² overflows the sum of squares; no gradient is inf, so this is a real error.
+    assert!(matches!(
+        run(1.0, [1e20, 0.0, 0.0]),
+        Err(Error::NonFinite { .. })
+    ));
 }

@@ -18,7 +18,7 @@
 //! One step, in the order that keeps clipping on UNSCALED gradients (torch's recipe):
 //!
 //! ```no_run
-//! use cads::optim::{clip_grad_norm, AdamW, LossScaler, LossScalerConfig, Optimizer};
+//! use cads::optim::{clip_grad_norm_unless_overflow, AdamW, LossScaler, LossScalerConfig, Optimizer};
 //! # fn demo(gpu: &cads::Gpu, opt: &mut AdamW, params: &[cads::Tensor],
 //! #         loss_of: impl Fn() -> cads::Result<cads::Tensor>) -> cads::Result<()> {
 //! let mut scaler = LossScaler::new(gpu, LossScalerConfig::default())?;
@@ -26,7 +26,7 @@
 //!     let loss = loss_of()?;
 //!     let mut grads = scaler.scale(&loss)?.backward()?;
 //!     let check = scaler.unscale_and_check(params, &mut grads)?;
-//!     let _ = clip_grad_norm(params, &mut grads, 1.0); // NonFinite on an overflow: skipped anyway
+//!     clip_grad_norm_unless_overflow(params, &mut grads, 1.0, &check)?; // None on an overflow
 //!     opt.step_unless_overflow(&grads, &check)?;
 //!     scaler.update()?;
 //! }
@@ -62,7 +62,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{check_grad, Optimizer};
+use super::{check_grad, clip_grad_norm, Optimizer};
 use crate::autograd::Gradients;
 use crate::error::{Error, Result};
 use crate::gpu::{Fence, Gpu, Grid, KernelSpec};
@@ -165,6 +165,22 @@ impl LossScalerState {
             backoff_factor: self.backoff_factor,
             growth_interval: self.growth_interval,
         }
+    }
+
+    /// Reject a state no scaler can be in (factors, a tracker at or past the interval).
+    pub fn validate(&self) -> Result<()> {
+        self.config().validate()?;
+        if self.growth_tracker >= self.growth_interval {
+            return Err(Error::invalid(
+                "LossScalerState",
+                format!(
+                    "a growth tracker < growth_interval {}",
+                    self.growth_interval
+                ),
+                self.growth_tracker,
+            ));
+        }
+        Ok(())
     }
 
     /// The state after one step (torch `_amp_update_scale_`, see the module docs).
@@ -335,6 +351,23 @@ pub(crate) fn skip_flag(
     }
 }
 
+/// [`clip_grad_norm`] in a loss-scaled step: when the gradients overflowed (the check's flag
+/// is set) their norm is inf or NaN and the optimizer step is skipped anyway, so that is
+/// `Ok(None)` (gradients left unclipped) instead of [`Error::NonFinite`]. The flag is waited for
+/// only then, after the clip's own read of the norm.
+pub fn clip_grad_norm_unless_overflow(
+    params: &[Tensor],
+    grads: &mut Gradients,
+    max_norm: f64,
+    check: &OverflowCheck,
+) -> Result<Option<f32>> {
+    match clip_grad_norm(params, grads, max_norm) {
+        Ok(norm) => Ok(Some(norm)),
+        Err(Error::NonFinite { .. }) if check.found_inf()? => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Where a scaler is in torch's per-step protocol.
 enum Stage {
     Ready,
@@ -417,17 +450,7 @@ impl LossScaler {
     /// `load_state_dict`). Only between steps.
     pub fn load_state(&mut self, state: &LossScalerState) -> Result<()> {
         const OP: &str = "LossScaler::load_state";
-        state.config().validate()?;
-        if state.growth_tracker >= state.growth_interval {
-            return Err(Error::invalid(
-                OP,
-                format!(
-                    "a growth tracker < growth_interval {}",
-                    state.growth_interval
-                ),
-                state.growth_tracker,
-            ));
-        }
+        state.validate()?;
         if !matches!(self.stage, Stage::Ready) {
             return Err(Error::invalid(
                 OP,

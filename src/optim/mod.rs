@@ -55,7 +55,9 @@ pub use adamw::{AdamW, AdamWConfig, AdamWState};
 pub use clip::{
     clip_grad_norm, clip_grad_norm_per_tensor, clip_grad_norm_per_tensor_on_gpu, grad_norms,
 };
-pub use loss_scale::{LossScaler, LossScalerConfig, LossScalerState, OverflowCheck};
+pub use loss_scale::{
+    clip_grad_norm_unless_overflow, LossScaler, LossScalerConfig, LossScalerState, OverflowCheck,
+};
 pub use schedule::{LinearRamp, PolyDecay, WarmupCosine};
 pub use sgd::{Sgd, SgdConfig};
 pub use state::{GroupState, OptimizerState, ParamState, PreparedImport};
