@@ -9,8 +9,13 @@
 //
 // with step_size = lr / (1 - beta1^t) and bc2_sqrt = sqrt(1 - beta2^t), both computed on the host
 // in f64 as torch does. On the first step (`first` = 1) m and v are fresh, unread allocations.
+//
+// skip[0] != 0 (a loss-scaled step whose gradients overflowed, src/optim/loss_scale.rs): every
+// invocation returns before touching anything, so param, m and v keep their bits, as when
+// torch's GradScaler skips `optimizer.step()`. Unscaled steps bind a zero word.
 // Layouts: contiguous f32, flattened parameter. Bindings: 0 params (uniform); 1 grad (read);
-// 2 param (read_write); 3 m (read_write); 4 v (read_write). Dispatch: 1-D over elements,
+// 2 skip (read, one word); 3 param (read_write); 4 m (read_write); 5 v (read_write).
+// Dispatch: 1-D over elements,
 // 256 per workgroup, folded into (x, y): i = (wg.x + wg.y * nwg.x) * 256 + local index.
 // Launched by src/optim/adamw.rs (AdamW::step).
 
@@ -22,15 +27,16 @@ struct AdamWParams {
 
 @group(0) @binding(0) var<uniform> p: AdamWParams;
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
-@group(0) @binding(2) var<storage, read_write> param: array<f32>;
-@group(0) @binding(3) var<storage, read_write> m: array<f32>;
-@group(0) @binding(4) var<storage, read_write> v: array<f32>;
+@group(0) @binding(2) var<storage, read> skip: array<f32>;
+@group(0) @binding(3) var<storage, read_write> param: array<f32>;
+@group(0) @binding(4) var<storage, read_write> m: array<f32>;
+@group(0) @binding(5) var<storage, read_write> v: array<f32>;
 
 @compute @workgroup_size(256)
 fn adamw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
     let i = (wg.x + wg.y * nwg.x) * 256u + lid;
-    if (i >= p.n) { return; }
+    if (i >= p.n || skip[0] != 0.0) { return; }
     let g = grad[i];
     var m_old = 0.0;
     var v_old = 0.0;

@@ -9,9 +9,12 @@
 //                param[i] = param[i] - lr * d
 //
 // On the first step `buf` is freshly allocated and never read, so it needs no zero fill.
+// skip[0] != 0 (a loss-scaled step whose gradients overflowed, src/optim/loss_scale.rs): every
+// invocation returns before touching anything, so param and buf keep their bits, as when torch's
+// GradScaler skips `optimizer.step()`. Unscaled steps bind a zero word.
 // Layouts: contiguous f32, one element per parameter scalar (any shape, flattened).
-// Bindings: 0 params (uniform); 1 grad (read); 2 param (read_write); 3 buf (read_write,
-// sgd_momentum only). Dispatch: 1-D over elements, 256 per workgroup, folded into (x, y) past
+// Bindings: 0 params (uniform); 1 grad (read); 2 skip (read, one word); 3 param (read_write);
+// 4 buf (read_write, sgd_momentum only). Dispatch: 1-D over elements, 256 per workgroup, folded into (x, y) past
 // 65,535 workgroups: i = (wg.x + wg.y * nwg.x) * 256 + local index.
 // Launched by src/optim/sgd.rs (Sgd::step).
 
@@ -22,8 +25,9 @@ struct SgdParams {
 
 @group(0) @binding(0) var<uniform> p: SgdParams;
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
-@group(0) @binding(2) var<storage, read_write> param: array<f32>;
-@group(0) @binding(3) var<storage, read_write> buf: array<f32>;
+@group(0) @binding(2) var<storage, read> skip: array<f32>;
+@group(0) @binding(3) var<storage, read_write> param: array<f32>;
+@group(0) @binding(4) var<storage, read_write> buf: array<f32>;
 
 fn linear_id(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wg.x + wg.y * nwg.x) * 256u + lid;
@@ -33,7 +37,7 @@ fn linear_id(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 fn sgd_plain(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wg, nwg, lid);
-    if (i >= p.n) { return; }
+    if (i >= p.n || skip[0] != 0.0) { return; }
     let w = param[i];
     let g = grad[i] + p.weight_decay * w;
     param[i] = w - p.lr * g;
@@ -43,7 +47,7 @@ fn sgd_plain(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
 fn sgd_momentum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wg, nwg, lid);
-    if (i >= p.n) { return; }
+    if (i >= p.n || skip[0] != 0.0) { return; }
     let w = param[i];
     let g = grad[i] + p.weight_decay * w;
     var b = g;

@@ -141,7 +141,7 @@ fn sgd_matches_reference_over_steps() {
                 STEPS_TOL,
             );
             let gi = (i >= 3) as usize;
-            let buf = opt.momentum_buffer(gi, i - 3 * gi);
+            let buf = opt.momentum_buffer(gi, i - 3 * gi).unwrap();
             match &bufs[i] {
                 Some(b) => assert_close(
                     &format!("sgd config {ci} buffer {i}"),
@@ -236,7 +236,7 @@ fn adamw_matches_reference_with_scheduled_lr_and_weight_decay() {
             let what = format!("adamw config {ci} param {i}");
             assert_close(&what, &p.to_vec().unwrap(), &want[i], STEPS_TOL);
             let (g, k) = index_in_group[i];
-            let s = opt.state(g, k).unwrap();
+            let s = opt.state(g, k).unwrap().unwrap();
             // Skipped steps do not count: bias correction uses the parameter's own step.
             assert_eq!(s.step, states[i].step, "{what}: step count");
             assert_close(
@@ -618,7 +618,10 @@ fn bad_input_gives_typed_errors() {
         clip_grad_norm(std::slice::from_ref(&p), &mut grads, 1.0),
         Err(Error::ShapeMismatch { .. })
     ));
-    assert!(opt.state(0, 0).is_none(), "a failed step leaves no state");
+    assert!(
+        opt.state(0, 0).unwrap().is_none(),
+        "a failed step leaves no state"
+    );
     assert_eq!(p.to_vec().unwrap(), vec![1.0, 2.0, 3.0]);
     // A gradient aliasing its parameter's buffer.
     let mut aliased = Gradients::default();
@@ -688,8 +691,10 @@ fn restored_state_resumes_the_same_trajectory() {
         SgdConfig::nnunet(0.05),
     )
     .unwrap();
-    adamw2.set_state(0, 0, adamw.state(0, 0).unwrap()).unwrap();
-    sgd2.set_momentum_buffer(0, 0, sgd.momentum_buffer(0, 0).unwrap())
+    adamw2
+        .set_state(0, 0, adamw.state(0, 0).unwrap().unwrap())
+        .unwrap();
+    sgd2.set_momentum_buffer(0, 0, sgd.momentum_buffer(0, 0).unwrap().unwrap())
         .unwrap();
     assert!(is_invalid(sgd2.set_momentum_buffer(0, 1, &qs)));
     for g in &grads[2..] {
@@ -701,7 +706,7 @@ fn restored_state_resumes_the_same_trajectory() {
         adamw2.step(&g2).unwrap();
         sgd2.step(&g2).unwrap();
     }
-    assert_eq!(adamw2.state(0, 0).unwrap().step, 4);
+    assert_eq!(adamw2.state(0, 0).unwrap().unwrap().step, 4);
     assert_eq!(qa.to_vec().unwrap(), pa.to_vec().unwrap(), "AdamW resumed");
     assert_eq!(qs.to_vec().unwrap(), ps.to_vec().unwrap(), "SGD resumed");
 }

@@ -645,3 +645,56 @@ fn the_cads_preset_steps_at_paper_scale() {
         &[256, 60000]
     );
 }
+
+/// `loss_scale` in f32: the power-of-two scale changes no weight (nothing overflows), the scaler
+/// counts the clean steps, and the engine's checkpoint carries its state into a fresh engine.
+#[test]
+fn loss_scaling_in_f32_changes_no_weight_and_its_scale_is_checkpointed() {
+    use cads::checkpoint::LoadedCheckpoint;
+    use cads::pretrain::engine::CadsEngine;
+    use cads::pretrain::run::PretrainEngine;
+    let gpu = common::gpu();
+    let scaled_config = CadsConfig {
+        loss_scale: true,
+        ..golden_config()
+    };
+    let mut plain = CadsTrainer::new(&gpu, &golden_config(), 2).unwrap();
+    let mut scaled = CadsEngine::new(&gpu, &scaled_config, 2).unwrap();
+    let input = inputs(&gpu);
+    for _ in 0..2 {
+        plain.step(&input).unwrap();
+        scaled.trainer.step(&input).unwrap();
+    }
+    let bits = |m: &dyn Module| -> Vec<(String, Vec<u32>)> {
+        m.named_state()
+            .iter()
+            .map(|e| {
+                let v = e.tensor.to_vec().unwrap();
+                (e.name.clone(), v.iter().map(|x| x.to_bits()).collect())
+            })
+            .collect()
+    };
+    assert!(plain.loss_scaler.is_none());
+    assert_eq!(
+        bits(&scaled.trainer.model.student),
+        bits(&plain.model.student)
+    );
+    assert_eq!(
+        bits(&scaled.trainer.model.teacher),
+        bits(&plain.model.teacher)
+    );
+    let state = scaled
+        .trainer
+        .loss_scaler
+        .as_ref()
+        .unwrap()
+        .state()
+        .unwrap();
+    assert_eq!((state.scale, state.growth_tracker), (65536.0, 2));
+    let bytes = scaled.checkpoint().unwrap().to_bytes().unwrap();
+    let ck = LoadedCheckpoint::from_bytes(bytes, "in memory").unwrap();
+    let mut fresh = CadsEngine::new(&gpu, &scaled_config, 2).unwrap();
+    fresh.restore(&ck).unwrap();
+    let restored = fresh.trainer.loss_scaler.as_ref().unwrap().state().unwrap();
+    assert_eq!(restored, state);
+}

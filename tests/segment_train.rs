@@ -191,3 +191,49 @@ fn an_nnunet_folder_loads_with_its_label_names_split_and_ct_normalisation() {
     assert_eq!(v.class_voxels[0].0, 1);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `loss_scale` in f32: the scale is a power of two and nothing overflows, so the run trains
+/// exactly as without it; its checkpoint holds the scaler (three clean steps at 2^16).
+#[test]
+fn loss_scaling_in_f32_trains_the_same_and_checkpoints_its_scale() {
+    use cads::checkpoint::LoadedCheckpoint;
+    use cads::nn::Module;
+    let gpu = common::gpu();
+    let dir = std::env::temp_dir().join(format!("cads_segment_scale_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = data();
+    let run = |loss_scale: bool, out: Option<std::path::PathBuf>| {
+        let cfg = SegTrainConfig {
+            loss_scale,
+            ..config(1, 3)
+        };
+        let opts = RunOptions {
+            out,
+            ..RunOptions::default()
+        };
+        train(&gpu, &cfg, &data, &opts, |_| {}).unwrap()
+    };
+    let plain = run(false, None);
+    let scaled = run(true, Some(dir.clone()));
+    let losses = |h: &[EpochMetrics]| h.iter().map(|m| m.train_loss).collect::<Vec<_>>();
+    assert_eq!(losses(&scaled.history), losses(&plain.history));
+    let weights = |net: &cads::models::PvtUnet| -> Vec<Vec<u32>> {
+        net.named_state()
+            .iter()
+            .map(|e| {
+                e.tensor
+                    .to_vec()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            })
+            .collect()
+    };
+    assert_eq!(weights(&scaled.net), weights(&plain.net));
+    let path = dir.join("checkpoint_latest.safetensors");
+    let ck = LoadedCheckpoint::read(path.to_str().unwrap()).unwrap();
+    let s = ck.loss_scaler("loss_scaler").unwrap();
+    assert_eq!((s.scale, s.growth_tracker), (65536.0, 3));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -38,6 +38,7 @@ mod dist;
 mod drr;
 mod inputs;
 mod matmul;
+mod optim;
 mod pretrain;
 mod pvt;
 mod rows;
@@ -63,6 +64,7 @@ const FAMILIES: &[fn() -> Vec<Case>] = &[
     conv_transpose::cases,
     attention::cases,
     drr::cases,
+    optim::cases,
     pvt::cases,
     pretrain::cases,
     segment::cases,

@@ -21,9 +21,12 @@
 //! - `optim.{o}.kind`, `optim.{o}.config.{key}` (fixed hyper-parameters), `optim.{o}.groups`
 //!   (count), `optim.{o}.group.{g}.lr`, `.weight_decay`, `.params` (names, one per line),
 //!   `optim.{o}.slots` (slot names in order), `optim.{o}.stateful` (parameters with state),
-//!   `optim.{o}.step.{param}` (AdamW's per-parameter step count).
+//!   `optim.{o}.step.{param}` (AdamW's per-parameter step count);
+//! - `scalers` (names, absent when none, as in files written before loss scaling), and per
+//!   scaler `scaler.{s}.scale` (an f32 value), `.growth_tracker`, `.growth_factor`,
+//!   `.backoff_factor`, `.growth_interval` (`optim::LossScalerState`).
 //!
-//! Module and optimizer names may not contain `.` (they delimit dotted keys); no name may
+//! Module, optimizer and scaler names may not contain `.` (they delimit dotted keys); no name may
 //! contain a newline (lists are newline-separated).
 
 use std::collections::{BTreeMap, HashMap};

@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::state_file::{load_entries_bytes, LoadOptions};
 use crate::nn::{Module, StateEntry};
-use crate::optim::{GroupState, Optimizer, OptimizerState, ParamState, PreparedImport};
+use crate::optim::{
+    GroupState, LossScalerState, Optimizer, OptimizerState, ParamState, PreparedImport,
+};
 use crate::tensor::Tensor;
 use crate::util::Rng;
 
@@ -33,6 +35,7 @@ pub struct LoadedCheckpoint {
     position: Position,
     models: Vec<String>,
     optimizers: BTreeMap<String, OptimizerMeta>,
+    scalers: BTreeMap<String, LossScalerState>,
     rngs: BTreeMap<String, u64>,
     extras: Vec<String>,
     config: Option<String>,
@@ -46,6 +49,7 @@ impl std::fmt::Debug for LoadedCheckpoint {
             .field("position", &self.position)
             .field("models", &self.models)
             .field("optimizers", &self.optimizers.keys().collect::<Vec<_>>())
+            .field("scalers", &self.scalers)
             .field("rngs", &self.rngs.keys().collect::<Vec<_>>())
             .field("extras", &self.extras)
             .finish()
@@ -130,6 +134,13 @@ impl LoadedCheckpoint {
             let parsed = read_optimizer(&meta, &name)?;
             optimizers.insert(name, parsed);
         }
+        let mut scalers = BTreeMap::new();
+        if map.contains_key("scalers") {
+            for name in meta.list("scalers")? {
+                let parsed = read_scaler(&meta, &name)?;
+                scalers.insert(name, parsed);
+            }
+        }
         let models = meta.list("models")?;
         let extras = meta.list("extras")?;
         let keys: HashSet<&str> = tensors.iter().map(|(k, _)| k.as_str()).collect();
@@ -147,6 +158,7 @@ impl LoadedCheckpoint {
             position,
             models,
             optimizers,
+            scalers,
             rngs,
             extras,
             config,
@@ -176,6 +188,25 @@ impl LoadedCheckpoint {
     /// The optimizer names.
     pub fn optimizer_names(&self) -> Vec<&str> {
         self.optimizers.keys().map(String::as_str).collect()
+    }
+
+    /// The loss scalers' names (none in files written before loss scaling).
+    pub fn loss_scaler_names(&self) -> Vec<&str> {
+        self.scalers.keys().map(String::as_str).collect()
+    }
+
+    /// The state of loss scaler `name`, for `optim::LossScaler::load_state`.
+    pub fn loss_scaler(&self, name: &str) -> Result<LossScalerState> {
+        self.scalers.get(name).copied().ok_or_else(|| {
+            Error::invalid(
+                "LoadedCheckpoint::loss_scaler",
+                format!(
+                    "one of the saved loss scalers {:?}",
+                    self.loss_scaler_names()
+                ),
+                format!("'{name}'"),
+            )
+        })
     }
 
     /// The extra tensors' names.
@@ -377,6 +408,23 @@ impl LoadedCheckpoint {
             params: Vec::new(),
         })
     }
+}
+
+/// Parse the state of loss scaler `name` (format.rs); the values are checked when loaded.
+fn read_scaler(meta: &Meta, name: &str) -> Result<LossScalerState> {
+    let p = format!("scaler.{name}");
+    let key = format!("{p}.scale");
+    let scale: f64 = meta.parse(&key)?;
+    if (scale as f32) as f64 != scale {
+        return Err(meta.bad(format!("metadata '{key}' = {scale}: not an f32 value")));
+    }
+    Ok(LossScalerState {
+        scale: scale as f32,
+        growth_tracker: meta.parse(&format!("{p}.growth_tracker"))?,
+        growth_factor: meta.parse(&format!("{p}.growth_factor"))?,
+        backoff_factor: meta.parse(&format!("{p}.backoff_factor"))?,
+        growth_interval: meta.parse(&format!("{p}.growth_interval"))?,
+    })
 }
 
 /// Parse the metadata of optimizer `name` (format.rs).

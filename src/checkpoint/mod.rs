@@ -1,5 +1,6 @@
 //! Checkpoints that resume a run exactly: the models (several named modules, e.g. `student` and
-//! `teacher`), the optimizers' state by parameter name, the schedule position (epoch,
+//! `teacher`), the optimizers' state by parameter name, the loss scalers' state (scale and
+//! growth tracker, `optim::LossScaler`), the schedule position (epoch,
 //! iteration), the random generators' states, the run configuration (JSON text) and the caller's
 //! extra tensors (e.g. the DINO center), in one versioned safetensors file
 //! (format: src/checkpoint/format.rs).
@@ -50,7 +51,7 @@ use format::{check_name, join, KEY_CHECKSUM, KEY_FORMAT, KEY_VERSION};
 use crate::error::{Error, Result};
 use crate::nn::state_file::{self, entries_to_safetensors_bytes};
 use crate::nn::{Layout, Module, StateEntry};
-use crate::optim::{Optimizer, OptimizerState};
+use crate::optim::{LossScaler, LossScalerState, Optimizer, OptimizerState};
 use crate::tensor::Tensor;
 use crate::util::Rng;
 
@@ -67,6 +68,7 @@ pub struct Position {
 pub struct Checkpoint<'a> {
     models: Vec<(String, &'a dyn Module)>,
     optimizers: Vec<(String, &'a dyn Optimizer)>,
+    scalers: Vec<(String, &'a LossScaler)>,
     position: Position,
     rngs: Vec<(String, u64)>,
     config: Option<String>,
@@ -87,6 +89,13 @@ impl<'a> Checkpoint<'a> {
     /// An optimizer's state by parameter name, under `name` (no dots).
     pub fn optimizer(mut self, name: &str, optimizer: &'a dyn Optimizer) -> Self {
         self.optimizers.push((name.to_string(), optimizer));
+        self
+    }
+
+    /// A loss scaler's state (scale, growth tracker, factors) under `name` (no dots); read back
+    /// with [`LoadedCheckpoint::loss_scaler`] and `LossScaler::load_state`.
+    pub fn loss_scaler(mut self, name: &str, scaler: &'a LossScaler) -> Self {
+        self.scalers.push((name.to_string(), scaler));
         self
     }
 
@@ -121,9 +130,11 @@ impl<'a> Checkpoint<'a> {
         let optimizers: Vec<String> = self.optimizers.iter().map(|(n, _)| n.clone()).collect();
         let rngs: Vec<String> = self.rngs.iter().map(|(n, _)| n.clone()).collect();
         let extras: Vec<String> = self.extras.iter().map(|(n, _)| n.clone()).collect();
+        let scalers: Vec<String> = self.scalers.iter().map(|(n, _)| n.clone()).collect();
         for (what, names, dots) in [
             ("model", &models, false),
             ("optimizer", &optimizers, false),
+            ("loss scaler", &scalers, false),
             ("rng", &rngs, true),
             ("extra", &extras, true),
         ] {
@@ -151,6 +162,15 @@ impl<'a> Checkpoint<'a> {
         put("extras".into(), join(&extras));
         for (name, state) in &self.rngs {
             put(format!("rng.{name}"), state.to_string());
+        }
+        // Written only when there are scalers, so files without one keep the keys of before.
+        if !scalers.is_empty() {
+            put("scalers".into(), join(&scalers));
+        }
+        for (name, scaler) in &self.scalers {
+            for (key, value) in scaler_entries(&scaler.state()?) {
+                put(format!("scaler.{name}.{key}"), value);
+            }
         }
         if let Some(config) = &self.config {
             serde_json::from_str::<serde_json::Value>(config).map_err(|e| {
@@ -199,6 +219,17 @@ impl<'a> Checkpoint<'a> {
         let bytes = self.to_bytes()?;
         state_file::write_atomically_with("Checkpoint::save", path, |w| w.write_all(&bytes))
     }
+}
+
+/// A scaler's state as metadata values (format.rs); numbers in shortest round-trip text.
+fn scaler_entries(s: &LossScalerState) -> [(&'static str, String); 5] {
+    [
+        ("scale", (s.scale as f64).to_string()),
+        ("growth_tracker", s.growth_tracker.to_string()),
+        ("growth_factor", s.growth_factor.to_string()),
+        ("backoff_factor", s.backoff_factor.to_string()),
+        ("growth_interval", s.growth_interval.to_string()),
+    ]
 }
 
 /// Flatten one optimizer's exported state into metadata and state entries (format.rs).

@@ -69,6 +69,11 @@ pub struct PretrainArgs {
     /// backward instead of keeping them (less memory, about one more encoder forward per step).
     #[arg(long)]
     pub checkpoint_blocks: bool,
+    /// Dynamic loss scaling (torch GradScaler's: scale 2^16, x2 every 2000 clean steps, x0.5
+    /// and the step skipped on an inf/NaN gradient). For low-precision gradients; f32 training
+    /// needs none. Part of the recipe: a resumed run keeps the setting.
+    #[arg(long)]
+    pub loss_scale: bool,
     /// With --resume and a larger --epochs than the checkpoint's: continue on the schedules of
     /// the longer run from the checkpoint on (lr, weight decay and teacher momentum jump to the
     /// new cosines; without this flag such a resume is refused, saying by how much).
@@ -107,6 +112,7 @@ fn run_rank(
         config.read_every = n;
     }
     config.checkpoint_blocks |= a.checkpoint_blocks;
+    config.loss_scale |= a.loss_scale;
     // Checked before an adapter is requested, so a bad option fails at once.
     config.validate()?;
     let gpu = Gpu::with_choice(&super::dist::adapter_for(choice, dp))?;
@@ -131,7 +137,7 @@ fn run_rank(
         out!("{line}");
     }
     out!(
-        "cads pretrain on {} ({:?}): preset {}, batch {}, {} epochs, peak lr {:.3e}, loss read every {} step(s){}",
+        "cads pretrain on {} ({:?}): preset {}, batch {}, {} epochs, peak lr {:.3e}, loss read every {} step(s){}{}",
         gpu.adapter().name,
         gpu.adapter().backend,
         a.preset,
@@ -141,6 +147,11 @@ fn run_rank(
         config.read_every,
         if config.checkpoint_blocks {
             ", checkpointed blocks"
+        } else {
+            ""
+        },
+        if config.loss_scale {
+            ", loss scaling"
         } else {
             ""
         }

@@ -89,6 +89,11 @@ pub struct TrainArgs {
     /// Train on the full-resolution output only.
     #[arg(long)]
     pub no_deep_supervision: bool,
+    /// Dynamic loss scaling (torch GradScaler's: scale 2^16, x2 every 2000 clean steps, x0.5
+    /// and the step skipped on an inf/NaN gradient). For low-precision gradients; f32 training
+    /// needs none.
+    #[arg(long)]
+    pub loss_scale: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Continue from OUT/checkpoint_latest.safetensors.
@@ -207,6 +212,7 @@ fn run_train_rank(choice: &AdapterChoice, a: &TrainArgs, dp: &Option<DataParalle
         freeze_encoder_epochs: a.freeze_encoder_epochs,
         deep_supervision: !a.no_deep_supervision,
         batch_dice: a.batch_dice,
+        loss_scale: a.loss_scale,
         validation_fraction: a.val_fraction,
         seed: a.seed,
         ..SegTrainConfig::default()

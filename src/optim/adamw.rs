@@ -7,9 +7,12 @@
 //!   m ← β₁·m + (1 − β₁)·g,   v ← β₂·v + (1 − β₂)·g²        (m = v = 0 before step 1)
 //!   p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
 //! The bias-correction factors are computed on the host in f64, as torch does in Python.
+//! A loss-scaled step ([`Optimizer::step_unless_overflow`]) that the device skips leaves p, m, v
+//! and t as they were (src/optim/loss_scale.rs).
 //! CADS pretraining: lr from a warm-up + cosine schedule, λ cosine 0.04 → 0.4 on group 0 of
 //! [`ParamGroup::split_decay`] and 0 on biases and 1-D tensors.
 
+use super::loss_scale::{skip_flag, Deferred, OverflowCheck};
 use super::state::{self, Expect, OptimizerState, ParamState, PreparedImport};
 use super::{Groups, Optimizer, ParamGroup};
 use crate::autograd::Gradients;
@@ -38,7 +41,7 @@ pub(super) const ADAMW: KernelSpec = KernelSpec {
     shader: "optim_adamw",
     source: include_str!("../../shaders/optim_adamw.wgsl"),
     entry: "adamw",
-    inputs: 1,
+    inputs: 2,
     outputs: 3,
     params: AdamWParams::LAYOUT,
     constants: &[],
@@ -83,6 +86,10 @@ pub struct AdamW {
     config: AdamWConfig,
     /// State per group per parameter, allocated on the parameter's first step.
     states: Vec<Vec<Option<AdamWState>>>,
+    /// The states of the last loss-scaled step, until its flag says whether it was taken.
+    deferred: Option<Deferred<AdamWState>>,
+    /// The zero skip flag unscaled steps bind.
+    no_skip: Option<Tensor>,
 }
 
 impl AdamW {
@@ -104,6 +111,8 @@ impl AdamW {
             groups,
             config,
             states,
+            deferred: None,
+            no_skip: None,
         })
     }
 
@@ -121,15 +130,23 @@ impl AdamW {
         ]
     }
 
-    /// The state of parameter `index` of `group`, once it has taken a step.
-    pub fn state(&self, group: usize, index: usize) -> Option<&AdamWState> {
-        self.states.get(group)?.get(index)?.as_ref()
+    /// The state of parameter `index` of `group`, once it has taken a step (after a loss-scaled
+    /// step, waits for its overflow flag if it has not landed).
+    pub fn state(&self, group: usize, index: usize) -> Result<Option<&AdamWState>> {
+        self.groups.param(group, index)?;
+        if let Some(d) = &self.deferred {
+            if let Some(s) = d.get(group, index)? {
+                return Ok(Some(s));
+            }
+        }
+        Ok(self.states[group][index].as_ref())
     }
 
     /// Restore the state of parameter `index` of `group` (resuming from a checkpoint). The
     /// moments are copied into tensors the optimizer owns, so the caller's stay untouched.
     pub fn set_state(&mut self, group: usize, index: usize, state: &AdamWState) -> Result<()> {
         const OP: &str = "AdamW::set_state";
+        self.settle()?;
         let param = self.groups.param(group, index)?.clone();
         for t in [&state.exp_avg, &state.exp_avg_sq] {
             if t.shape() != param.shape() {
@@ -157,12 +174,16 @@ impl AdamW {
     }
 }
 
-impl Optimizer for AdamW {
-    fn step(&mut self, grads: &Gradients) -> Result<()> {
+impl AdamW {
+    /// One step; with `check`, the device skips it on overflow and the new states wait in
+    /// `deferred` for the flag.
+    fn launch(&mut self, grads: &Gradients, check: Option<&OverflowCheck>) -> Result<()> {
+        self.settle()?;
         self.groups.check_grads(grads)?;
         let (b1, b2) = self.config.betas;
-        for (group, states) in self.groups.iter().zip(self.states.iter_mut()) {
-            for (param, state) in group.params.iter().zip(states.iter_mut()) {
+        let mut taken = Vec::new();
+        for (gi, (group, states)) in self.groups.iter().zip(self.states.iter_mut()).enumerate() {
+            for (pi, (param, state)) in group.params.iter().zip(states.iter_mut()).enumerate() {
                 let Some(grad) = grads.get(param) else {
                     continue;
                 };
@@ -171,6 +192,7 @@ impl Optimizer for AdamW {
                     continue;
                 }
                 let gpu = param.gpu();
+                let skip = skip_flag("AdamW::step", &mut self.no_skip, check, param)?;
                 // Fresh m and v are never read: the kernel treats them as 0 when `first` = 1.
                 // The new state is stored only once the launch is recorded.
                 let (exp_avg, exp_avg_sq, step, first) = match state {
@@ -201,15 +223,48 @@ impl Optimizer for AdamW {
                 gpu.dispatch(
                     &ADAMW,
                     &params,
-                    &[grad.buffer()],
+                    &[grad.buffer(), skip.buffer()],
                     &[param.buffer(), exp_avg.buffer(), exp_avg_sq.buffer()],
                     Grid::cover(n as u64, 256),
                 )?;
-                *state = Some(AdamWState {
+                let new = AdamWState {
                     exp_avg,
                     exp_avg_sq,
                     step,
-                });
+                };
+                match check {
+                    None => *state = Some(new),
+                    Some(_) => taken.push((gi, pi, new)),
+                }
+            }
+        }
+        if let Some(check) = check {
+            self.deferred = Some(Deferred {
+                check: check.clone(),
+                entries: taken,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Optimizer for AdamW {
+    fn step(&mut self, grads: &Gradients) -> Result<()> {
+        self.launch(grads, None)
+    }
+
+    fn step_unless_overflow(&mut self, grads: &Gradients, check: &OverflowCheck) -> Result<()> {
+        self.launch(grads, Some(check))
+    }
+
+    fn settle(&mut self) -> Result<()> {
+        let taken = match &self.deferred {
+            None => return Ok(()),
+            Some(d) => d.taken()?,
+        };
+        if let (Some(d), true) = (self.deferred.take(), taken) {
+            for (g, i, s) in d.entries {
+                self.states[g][i] = Some(s);
             }
         }
         Ok(())
@@ -225,9 +280,11 @@ impl Optimizer for AdamW {
     fn export_state(&self) -> Result<OptimizerState> {
         const OP: &str = "AdamW::export_state";
         let mut params = Vec::new();
-        for (group, states) in self.groups.iter().zip(&self.states) {
-            for (name, s) in group.names.iter().zip(states) {
-                let Some(s) = s else { continue };
+        for (gi, group) in self.groups.iter().enumerate() {
+            for (pi, name) in group.names.iter().enumerate() {
+                let Some(s) = self.state(gi, pi)? else {
+                    continue;
+                };
                 params.push(ParamState {
                     name: name.clone(),
                     step: Some(s.step),
@@ -260,6 +317,8 @@ impl Optimizer for AdamW {
 
     fn commit_import(&mut self, prepared: PreparedImport) -> Result<()> {
         let slots = state::commit_import("AdamW::commit_import", KIND, &mut self.groups, prepared)?;
+        // The import replaces every state, a step in flight included.
+        self.deferred = None;
         self.states = slots
             .into_iter()
             .map(|group| {

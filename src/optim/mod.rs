@@ -7,6 +7,9 @@
 //!   DINO's linear teacher-temperature ramp, the cosine EMA momentum.
 //! - [`clip`]: per-tensor (DINO `clip_gradients`) and global (torch `clip_grad_norm_`) clipping,
 //!   with norms computed by a two-pass GPU reduction.
+//! - [`LossScaler`]: dynamic loss scaling (torch.amp.GradScaler): scale the loss, unscale and
+//!   check the gradients in one pass, and [`Optimizer::step_unless_overflow`], which the device
+//!   skips when a gradient overflowed (src/optim/loss_scale.rs).
 //!
 //! Parameters live in [`ParamGroup`]s; each group carries its own learning rate and weight decay,
 //! which a training loop sets every iteration from schedules (`set_lr`, `set_weight_decay`).
@@ -38,11 +41,12 @@
 //! [`Optimizer::import_state`] restores it all-or-nothing into an optimizer built anew
 //! (src/optim/state.rs). Checkpoints (src/checkpoint/) store exactly this.
 //!
-//! Kernels: shaders/optim_sgd.wgsl, shaders/optim_adamw.wgsl, shaders/optim_clip.wgsl.
-//! Reference: src/reference/optim.rs.
+//! Kernels: shaders/optim_sgd.wgsl, shaders/optim_adamw.wgsl, shaders/optim_clip.wgsl,
+//! shaders/optim_loss_scale.wgsl. Reference: src/reference/optim.rs, src/reference/loss_scale.rs.
 
 mod adamw;
 pub mod clip;
+pub mod loss_scale;
 pub mod schedule;
 mod sgd;
 pub mod state;
@@ -50,6 +54,9 @@ pub mod state;
 pub use adamw::{AdamW, AdamWConfig, AdamWState};
 pub use clip::{
     clip_grad_norm, clip_grad_norm_per_tensor, clip_grad_norm_per_tensor_on_gpu, grad_norms,
+};
+pub use loss_scale::{
+    clip_grad_norm_unless_overflow, LossScaler, LossScalerConfig, LossScalerState, OverflowCheck,
 };
 pub use schedule::{LinearRamp, PolyDecay, WarmupCosine};
 pub use sgd::{Sgd, SgdConfig};
@@ -68,6 +75,7 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     adamw::ADAMW,
     clip::SUM_SQUARES,
     clip::CLIP_SCALE,
+    loss_scale::UNSCALE_CHECK,
 ];
 
 /// Parameters that share one learning rate and one weight decay.
@@ -324,6 +332,18 @@ pub(crate) fn check_grad(op: &'static str, param: &Tensor, grad: &Tensor) -> Res
 pub trait Optimizer {
     /// Apply one update to every parameter that has a gradient in `grads`.
     fn step(&mut self, grads: &Gradients) -> Result<()>;
+
+    /// [`Optimizer::step`] of a loss-scaled step (gradients already unscaled by
+    /// [`LossScaler::unscale_and_check`], which made `check`): the kernels read the check's
+    /// device flag and, when a gradient overflowed, leave every parameter and its state
+    /// bit-unchanged. The host side (AdamW's step counts, states created by this step) is kept
+    /// aside and folded in once the flag is read ([`Optimizer::settle`], done by the next step
+    /// and by every state read), so a skipped step changes nothing, as in torch.
+    fn step_unless_overflow(&mut self, grads: &Gradients, check: &OverflowCheck) -> Result<()>;
+
+    /// Fold the outcome of the last loss-scaled step into the host-side state (waits for its
+    /// flag if it has not landed). Nothing to do after an unscaled step.
+    fn settle(&mut self) -> Result<()>;
     /// The parameter groups with their current hyper-parameters.
     fn groups(&self) -> &Groups;
     fn groups_mut(&mut self) -> &mut Groups;

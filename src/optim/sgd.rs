@@ -6,7 +6,11 @@
 //!   momentum μ:   b ← g' on the first step, b ← μ·b + (1 − dampening)·g' afterwards;
 //!                 d = g' + μ·b (Nesterov) or d = b;  p ← p − lr·d.
 //! nnU-Net / PVT-UNet use μ = 0.99, Nesterov, dampening 0 with a poly learning rate.
+//! A loss-scaled step ([`Optimizer::step_unless_overflow`]) that the device skips leaves p and b
+//! as they were, and a parameter whose first step was skipped without a buffer
+//! (src/optim/loss_scale.rs).
 
+use super::loss_scale::{skip_flag, Deferred, OverflowCheck};
 use super::state::{self, Expect, OptimizerState, ParamState, PreparedImport};
 use super::{check_weight_decay, Groups, Optimizer, ParamGroup};
 use crate::autograd::Gradients;
@@ -34,7 +38,7 @@ pub(super) const SGD_PLAIN: KernelSpec = KernelSpec {
     shader: "optim_sgd",
     source: SOURCE,
     entry: "sgd_plain",
-    inputs: 1,
+    inputs: 2,
     outputs: 1,
     params: SgdParams::LAYOUT,
     constants: &[],
@@ -43,7 +47,7 @@ pub(super) const SGD_MOMENTUM: KernelSpec = KernelSpec {
     shader: "optim_sgd",
     source: SOURCE,
     entry: "sgd_momentum",
-    inputs: 1,
+    inputs: 2,
     outputs: 2,
     params: SgdParams::LAYOUT,
     constants: &[],
@@ -94,6 +98,11 @@ pub struct Sgd {
     config: SgdConfig,
     /// Momentum buffer per group per parameter, allocated on the parameter's first step.
     momentum_buffers: Vec<Vec<Option<Tensor>>>,
+    /// Buffers created by the last loss-scaled step, until its flag says whether it was taken
+    /// (existing buffers are updated in place, so only new ones wait here).
+    deferred: Option<Deferred<Tensor>>,
+    /// The zero skip flag unscaled steps bind.
+    no_skip: Option<Tensor>,
 }
 
 impl Sgd {
@@ -126,6 +135,8 @@ impl Sgd {
             groups,
             config,
             momentum_buffers,
+            deferred: None,
+            no_skip: None,
         })
     }
 
@@ -143,9 +154,16 @@ impl Sgd {
         ]
     }
 
-    /// The momentum buffer of parameter `index` of `group`, once it has taken a step.
-    pub fn momentum_buffer(&self, group: usize, index: usize) -> Option<&Tensor> {
-        self.momentum_buffers.get(group)?.get(index)?.as_ref()
+    /// The momentum buffer of parameter `index` of `group`, once it has taken a step (after a
+    /// loss-scaled step, waits for its overflow flag if it has not landed).
+    pub fn momentum_buffer(&self, group: usize, index: usize) -> Result<Option<&Tensor>> {
+        self.groups.param(group, index)?;
+        if let Some(d) = &self.deferred {
+            if let Some(b) = d.get(group, index)? {
+                return Ok(Some(b));
+            }
+        }
+        Ok(self.momentum_buffers[group][index].as_ref())
     }
 
     /// Restore the momentum buffer of parameter `index` of `group` (resuming from a
@@ -157,6 +175,7 @@ impl Sgd {
         buffer: &Tensor,
     ) -> Result<()> {
         const OP: &str = "Sgd::set_momentum_buffer";
+        self.settle()?;
         let param = self.groups.param(group, index)?.clone();
         if buffer.shape() != param.shape() {
             return Err(Error::shape(OP, param.shape(), buffer.shape()));
@@ -169,12 +188,17 @@ impl Sgd {
     }
 }
 
-impl Optimizer for Sgd {
-    fn step(&mut self, grads: &Gradients) -> Result<()> {
+impl Sgd {
+    /// One step; with `check`, the device skips it on overflow and the buffers it creates wait
+    /// in `deferred` for the flag.
+    fn launch(&mut self, grads: &Gradients, check: Option<&OverflowCheck>) -> Result<()> {
+        self.settle()?;
         self.groups.check_grads(grads)?;
         let c = self.config;
-        for (group, buffers) in self.groups.iter().zip(self.momentum_buffers.iter_mut()) {
-            for (param, buffer) in group.params.iter().zip(buffers.iter_mut()) {
+        let mut created = Vec::new();
+        let groups = self.groups.iter().zip(self.momentum_buffers.iter_mut());
+        for (gi, (group, buffers)) in groups.enumerate() {
+            for (pi, (param, buffer)) in group.params.iter().zip(buffers.iter_mut()).enumerate() {
                 let Some(grad) = grads.get(param) else {
                     continue;
                 };
@@ -182,6 +206,7 @@ impl Optimizer for Sgd {
                 if n == 0 {
                     continue;
                 }
+                let skip = skip_flag("Sgd::step", &mut self.no_skip, check, param)?;
                 let mut params = SgdParams {
                     n: n as u32,
                     first: 0,
@@ -198,7 +223,7 @@ impl Optimizer for Sgd {
                     gpu.dispatch(
                         &SGD_PLAIN,
                         &params,
-                        &[grad.buffer()],
+                        &[grad.buffer(), skip.buffer()],
                         &[param.buffer()],
                         grid,
                     )?;
@@ -207,21 +232,56 @@ impl Optimizer for Sgd {
                 // On the first step the buffer is fresh and unread: the kernel writes b = g'.
                 // It is kept only once the launch is recorded, so a failed launch cannot leave
                 // an uninitialised buffer that a later step would read.
-                let b = match buffer {
-                    Some(b) => b.clone(),
+                let (b, fresh) = match buffer {
+                    Some(b) => (b.clone(), false),
                     None => {
                         params.first = 1;
-                        Tensor::uninit(gpu, "Sgd::step", param.shape())?
+                        (Tensor::uninit(gpu, "Sgd::step", param.shape())?, true)
                     }
                 };
                 gpu.dispatch(
                     &SGD_MOMENTUM,
                     &params,
-                    &[grad.buffer()],
+                    &[grad.buffer(), skip.buffer()],
                     &[param.buffer(), b.buffer()],
                     grid,
                 )?;
-                *buffer = Some(b);
+                match (check, fresh) {
+                    (None, _) => *buffer = Some(b),
+                    // A skipped first step leaves the fresh buffer unwritten: it must not be
+                    // kept before the flag says the step was taken.
+                    (Some(_), true) => created.push((gi, pi, b)),
+                    (Some(_), false) => {}
+                }
+            }
+        }
+        if let Some(check) = check {
+            self.deferred = Some(Deferred {
+                check: check.clone(),
+                entries: created,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, grads: &Gradients) -> Result<()> {
+        self.launch(grads, None)
+    }
+
+    fn step_unless_overflow(&mut self, grads: &Gradients, check: &OverflowCheck) -> Result<()> {
+        self.launch(grads, Some(check))
+    }
+
+    fn settle(&mut self) -> Result<()> {
+        let taken = match &self.deferred {
+            None => return Ok(()),
+            Some(d) => d.taken()?,
+        };
+        if let (Some(d), true) = (self.deferred.take(), taken) {
+            for (g, i, b) in d.entries {
+                self.momentum_buffers[g][i] = Some(b);
             }
         }
         Ok(())
@@ -237,9 +297,11 @@ impl Optimizer for Sgd {
     fn export_state(&self) -> Result<OptimizerState> {
         const OP: &str = "Sgd::export_state";
         let mut params = Vec::new();
-        for (group, buffers) in self.groups.iter().zip(&self.momentum_buffers) {
-            for (name, b) in group.names.iter().zip(buffers) {
-                let Some(b) = b else { continue };
+        for (gi, group) in self.groups.iter().enumerate() {
+            for (pi, name) in group.names.iter().enumerate() {
+                let Some(b) = self.momentum_buffer(gi, pi)? else {
+                    continue;
+                };
                 params.push(ParamState {
                     name: name.clone(),
                     step: None,
@@ -269,6 +331,8 @@ impl Optimizer for Sgd {
 
     fn commit_import(&mut self, prepared: PreparedImport) -> Result<()> {
         let slots = state::commit_import("Sgd::commit_import", KIND, &mut self.groups, prepared)?;
+        // The import replaces every buffer, one a step in flight creates included.
+        self.deferred = None;
         self.momentum_buffers = slots
             .into_iter()
             .map(|group| {

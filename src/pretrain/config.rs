@@ -81,6 +81,12 @@ pub struct CadsConfig {
     /// only, like `read_every`.
     #[serde(default)]
     pub checkpoint_blocks: bool,
+    /// Dynamic loss scaling (`optim::LossScaler` with torch GradScaler's defaults: 2^16, ×2
+    /// every 2000 clean steps, ×0.5 and the step skipped on an inf / NaN gradient). For
+    /// low-precision gradients; off in f32, where scaling by a power of two changes no weight
+    /// unless a gradient overflows. Part of the recipe (a skipped step is a different run).
+    #[serde(default)]
+    pub loss_scale: bool,
 }
 
 impl Default for CadsConfig {
@@ -121,6 +127,7 @@ impl CadsConfig {
             // curve dense while the host almost never waits on the device.
             read_every: 10,
             checkpoint_blocks: false,
+            loss_scale: false,
         }
     }
 
@@ -260,8 +267,8 @@ impl CadsConfig {
             .map_err(|e| Error::invalid("CadsConfig::to_json", "a serialisable config", e))
     }
 
-    /// A config from JSON (every field required but the execution-only `read_every` and
-    /// `checkpoint_blocks`, absent from configs saved before them), validated.
+    /// A config from JSON (every field required but `read_every`, `checkpoint_blocks` and
+    /// `loss_scale`, absent from configs saved before them), validated.
     pub fn from_json(text: &str) -> Result<CadsConfig> {
         let config: CadsConfig = serde_json::from_str(text)
             .map_err(|e| Error::invalid("CadsConfig::from_json", "a CadsConfig JSON object", e))?;

@@ -1,6 +1,6 @@
 //! The CADS trainer ([`CadsTrainer`]) as the run's [`PretrainEngine`]: upload a host batch, one
 //! step, an asynchronous read of the loss and monitors when asked; checkpoints of student, teacher, AdamW, the drop-path
-//! generator and the DINO center; the teacher backbone under the authors' `backbone.` keys.
+//! generator, the DINO center and the loss scaler (`loss_scale`); the teacher backbone under the authors' `backbone.` keys.
 
 use super::batch::CadsBatch;
 use super::config::CadsConfig;
@@ -21,6 +21,7 @@ pub const TEACHER: &str = "teacher";
 pub const OPTIMIZER: &str = "adamw";
 pub const TRAINER_RNG: &str = "trainer";
 pub const CENTER: &str = "center";
+pub const LOSS_SCALER: &str = "loss_scaler";
 
 pub struct CadsEngine {
     pub gpu: Gpu,
@@ -120,12 +121,16 @@ impl PretrainEngine for CadsEngine {
 
     fn checkpoint(&self) -> Result<Checkpoint<'_>> {
         let t = &self.trainer;
-        Ok(Checkpoint::new()
+        let ck = Checkpoint::new()
             .model(STUDENT, &t.model.student)
             .model(TEACHER, &t.model.teacher)
             .optimizer(OPTIMIZER, &t.optimizer)
             .rng(TRAINER_RNG, &t.rng)
-            .extra(CENTER, &t.loss.center))
+            .extra(CENTER, &t.loss.center);
+        Ok(match &t.loss_scaler {
+            Some(scaler) => ck.loss_scaler(LOSS_SCALER, scaler),
+            None => ck,
+        })
     }
 
     fn restore(&mut self, ck: &LoadedCheckpoint) -> Result<()> {
@@ -138,6 +143,16 @@ impl PretrainEngine for CadsEngine {
             ));
         }
         let rng = ck.rng(TRAINER_RNG)?;
+        // Read and checked before anything changes (the config check made both sides agree on
+        // whether the run scales its loss).
+        let scaler_state = match &self.trainer.loss_scaler {
+            Some(_) => {
+                let state = ck.loss_scaler(LOSS_SCALER)?;
+                state.validate()?;
+                Some(state)
+            }
+            None => None,
+        };
         let t = &mut self.trainer;
         ck.restore(
             &[(STUDENT, &t.model.student), (TEACHER, &t.model.teacher)],
@@ -145,6 +160,9 @@ impl PretrainEngine for CadsEngine {
         )?;
         t.loss.center = center;
         t.rng = rng;
+        if let (Some(scaler), Some(state)) = (&mut t.loss_scaler, scaler_state) {
+            scaler.load_state(&state)?;
+        }
         t.iteration = ck.position().iteration;
         // Reads of steps before the restore belong to another state.
         self.in_flight.clear();

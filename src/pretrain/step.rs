@@ -6,11 +6,13 @@
 //!    keeps drop path, as theirs);
 //! 3. student forward on (x1, x2) as one volume batch and xD as an image batch;
 //! 4. the loss (src/pretrain/loss.rs) with τt of the epoch;
-//! 5. backward;
-//! 6. per-tensor gradient clipping (0.3);
+//! 5. backward (of the loss × the loss scale with `loss_scale`, then the gradients unscaled and
+//!    checked for inf / NaN in one pass, `optim::LossScaler`);
+//! 6. per-tensor gradient clipping (0.3), on unscaled gradients;
 //! 7. while epoch < freeze_last_layer_epochs, drop the gradients of every `last_layer` tensor,
 //!    so AdamW skips them entirely (no update, no weight decay, no step count);
-//! 8. AdamW step;
+//! 8. AdamW step (with `loss_scale`, skipped on the device when a gradient overflowed; the scale
+//!    then backs off);
 //! 9. EMA of the teacher (backbone and stage-4 head, by name) with momentum m(it);
 //! 10. the center update c ← 0.9c + 0.1·mean(t) (theirs runs inside the loss; it only feeds
 //!     the next step, so the place is immaterial).
@@ -38,8 +40,8 @@ use crate::models::pvt::Modality;
 use crate::nn::drop_path::{with_sample_window, SampleWindow};
 use crate::nn::Module;
 use crate::optim::{
-    clip_grad_norm_per_tensor_on_gpu, AdamW, AdamWConfig, LinearRamp, Optimizer, ParamGroup,
-    WarmupCosine,
+    clip_grad_norm_per_tensor_on_gpu, AdamW, AdamWConfig, LinearRamp, LossScaler, LossScalerConfig,
+    Optimizer, ParamGroup, WarmupCosine,
 };
 use crate::tensor::Tensor;
 use crate::util::Rng;
@@ -252,6 +254,8 @@ pub struct CadsTrainer {
     pub iteration: u64,
     /// This trainer's replica group (None: one device).
     pub data_parallel: Option<DataParallel>,
+    /// Dynamic loss scaling (`config.loss_scale`).
+    pub loss_scaler: Option<LossScaler>,
 }
 
 impl CadsTrainer {
@@ -298,6 +302,10 @@ impl CadsTrainer {
             rng: Rng::new(config.seed ^ 0x0D50_9A7B),
             iteration: 0,
             data_parallel: None,
+            loss_scaler: match config.loss_scale {
+                true => Some(LossScaler::new(gpu, LossScalerConfig::default())?),
+                false => None,
+            },
         })
     }
 
@@ -336,12 +344,23 @@ impl CadsTrainer {
                 .forward(&student, &teacher.logits, &teacher.features, s.teacher_temp)?;
         debug_assert_eq!(student.logits[0].shape()[0], 3 * b);
 
-        let mut grads = out.total.backward()?;
+        let total = match &mut self.loss_scaler {
+            Some(scaler) => scaler.scale(&out.total)?,
+            None => out.total.clone(),
+        };
+        let mut grads = total.backward()?;
+        drop(total);
         if let Some(dp) = &self.data_parallel {
             // Mean over the replicas before clipping: the clip sees the global gradient.
             dp.all_reduce_gradients(&self.params, &mut grads)?;
         }
         let tensors: Vec<Tensor> = self.params.iter().map(|(_, t)| t.clone()).collect();
+        // Unscaled before clipping; on an overflow the clip computes garbage that the skipped
+        // step never reads.
+        let overflow = match &mut self.loss_scaler {
+            Some(scaler) => Some(scaler.unscale_and_check(&tensors, &mut grads)?),
+            None => None,
+        };
         let grad_norms = if self.config.clip_grad > 0.0 {
             clip_grad_norm_per_tensor_on_gpu(&tensors, &mut grads, self.config.clip_grad)?
         } else {
@@ -354,7 +373,13 @@ impl CadsTrainer {
                 }
             }
         }
-        self.optimizer.step(&grads)?;
+        match (&overflow, &mut self.loss_scaler) {
+            (Some(check), Some(scaler)) => {
+                self.optimizer.step_unless_overflow(&grads, check)?;
+                scaler.update()?;
+            }
+            _ => self.optimizer.step(&grads)?,
+        }
         drop(grads);
         self.model
             .teacher

@@ -9,6 +9,7 @@ pub mod elementwise;
 pub mod ema;
 pub mod gradcheck;
 pub mod loss;
+pub mod loss_scale;
 pub mod matmul;
 pub mod norm;
 pub mod optim;

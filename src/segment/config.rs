@@ -131,6 +131,11 @@ pub struct SegTrainConfig {
     /// Drop-path rate of the encoder during training.
     pub drop_path_rate: f32,
     pub seed: u64,
+    /// Dynamic loss scaling (`optim::LossScaler` with torch GradScaler's defaults; a step with
+    /// an inf / NaN gradient is skipped and the scale halves). For low-precision gradients; off
+    /// in f32. Absent (off) in runs saved before it.
+    #[serde(default)]
+    pub loss_scale: bool,
 }
 
 impl Default for SegTrainConfig {
@@ -152,6 +157,7 @@ impl Default for SegTrainConfig {
             workers: 2,
             drop_path_rate: 0.1,
             seed: 0,
+            loss_scale: false,
         }
     }
 }

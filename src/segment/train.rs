@@ -2,7 +2,9 @@
 //!
 //! Per step: a batch of augmented patches from the prefetcher (host threads,
 //! `segment::augment`), the network's five outputs, the deep-supervised Dice + CE loss
-//! (`segment::loss`), backward, gradient clipping at global norm 12 (nnU-Net's), the poly
+//! (`segment::loss`), backward (with `loss_scale`: of the scaled loss, then the gradients
+//! unscaled and checked, `optim::LossScaler`; a step with an inf / NaN gradient is skipped on the
+//! device), gradient clipping at global norm 12 (nnU-Net's), the poly
 //! learning rate `lr_t = lr₀·(1 − t/T)^0.9` (encoder groups × `encoder_lr_factor`), the optimizer
 //! step (SGD Nesterov 0.99 by default, AdamW as an option). While `epoch <
 //! freeze_encoder_epochs` the encoder runs without recording: no gradient, no update, no
@@ -61,7 +63,8 @@ use crate::models::{PvtUnet, PvtUnetConfig};
 use crate::nn::drop_path::{with_sample_window, SampleWindow};
 use crate::nn::Module;
 use crate::optim::{
-    clip_grad_norm, AdamW, AdamWConfig, Optimizer, ParamGroup, PolyDecay, Sgd, SgdConfig,
+    clip_grad_norm, clip_grad_norm_unless_overflow, AdamW, AdamWConfig, LossScaler,
+    LossScalerConfig, Optimizer, ParamGroup, PolyDecay, Sgd, SgdConfig,
 };
 use crate::tensor::Tensor;
 use crate::util::Rng;
@@ -184,6 +187,31 @@ fn build_optimizer(
     })
 }
 
+/// The checkpoint name of the loss scaler (present when the run scales its loss).
+const LOSS_SCALER: &str = "loss_scaler";
+
+/// `ck` with the loss scaler's state added when the run has one.
+fn checkpoint_with_scaler<'a>(
+    ck: Checkpoint<'a>,
+    scaler: &'a Option<LossScaler>,
+) -> Checkpoint<'a> {
+    match scaler {
+        Some(s) => ck.loss_scaler(LOSS_SCALER, s),
+        None => ck,
+    }
+}
+
+/// Load the scaler's saved state, if the run scales and the checkpoint has one (a checkpoint of
+/// a run without scaling starts the scaler afresh).
+fn restore_scaler(ck: &LoadedCheckpoint, scaler: &mut Option<LossScaler>) -> Result<()> {
+    if let Some(s) = scaler {
+        if ck.loss_scaler_names().contains(&LOSS_SCALER) {
+            s.load_state(&ck.loss_scaler(LOSS_SCALER)?)?;
+        }
+    }
+    Ok(())
+}
+
 /// A batch: images `[B, D, H, W, 1]` flat and labels per voxel.
 type Batch = (Vec<f32>, Vec<usize>);
 
@@ -267,6 +295,10 @@ pub fn train(
         net.load_encoder(teacher)?;
     }
     let (mut opt, encoder_groups) = build_optimizer(&net, cfg)?;
+    let mut scaler = match cfg.loss_scale {
+        true => Some(LossScaler::new(gpu, LossScalerConfig::default())?),
+        false => None,
+    };
     let params = net.parameter_tensors();
     let named_params = net.named_parameters();
     let schedule = PolyDecay::nnunet(cfg.base_lr(), cfg.total_steps())?;
@@ -338,7 +370,11 @@ pub fn train(
                 ),
             ));
         }
+        if let (Some(_), true) = (&scaler, ck.loss_scaler_names().contains(&LOSS_SCALER)) {
+            ck.loss_scaler(LOSS_SCALER)?.validate()?;
+        }
         ck.restore(&[("net", &net)], &mut [("optimizer", opt.as_mut())])?;
+        restore_scaler(&ck, &mut scaler)?;
         model_rng = ck.rng("model")?;
         start_epoch = ck.position().epoch as usize;
         best = ck.extra(gpu, "best_mean_dice")?.to_scalar()? as f64;
@@ -361,7 +397,7 @@ pub fn train(
         // Every rank takes rank 0's state (fresh or resumed) through checkpoint bytes.
         let mut bytes = if d.is_root() {
             let best_t = Tensor::from_slice(gpu, &[best as f32], &[1])?;
-            Checkpoint::new()
+            let ck = Checkpoint::new()
                 .model("net", &net)
                 .optimizer("optimizer", opt.as_ref())
                 .position(
@@ -370,8 +406,8 @@ pub fn train(
                 )
                 .rng("model", &model_rng)
                 .config(&info_json)
-                .extra("best_mean_dice", &best_t)
-                .to_bytes()?
+                .extra("best_mean_dice", &best_t);
+            checkpoint_with_scaler(ck, &scaler).to_bytes()?
         } else {
             Vec::new()
         };
@@ -379,6 +415,7 @@ pub fn train(
         if !d.is_root() {
             let ck = LoadedCheckpoint::from_bytes(bytes, "rank 0's state (broadcast)")?;
             ck.restore(&[("net", &net)], &mut [("optimizer", opt.as_mut())])?;
+            restore_scaler(&ck, &mut scaler)?;
             model_rng = ck.rng("model")?;
             start_epoch = ck.position().epoch as usize;
         }
@@ -436,12 +473,27 @@ pub fn train(
                 }
                 _ => seg_loss(outs, &labels, ndhw, &loss_cfg)?,
             };
-            let mut grads = loss.backward()?;
+            let mut grads = match &mut scaler {
+                Some(s) => s.scale(&loss)?.backward()?,
+                None => loss.backward()?,
+            };
             if let Some(d) = &dp {
                 // The mean over the ranks, before clipping: the clip sees the global gradient.
                 d.all_reduce_gradients(&named_params, &mut grads)?;
             }
-            clip_grad_norm(&params, &mut grads, CLIP_NORM)?;
+            // Unscaled before clipping (the clip must see the true gradients).
+            let overflow = match &mut scaler {
+                Some(s) => Some(s.unscale_and_check(&params, &mut grads)?),
+                None => None,
+            };
+            match &overflow {
+                Some(check) => {
+                    clip_grad_norm_unless_overflow(&params, &mut grads, CLIP_NORM, check)?;
+                }
+                None => {
+                    clip_grad_norm(&params, &mut grads, CLIP_NORM)?;
+                }
+            }
             lr = schedule.at(step);
             for g in 0..opt.num_groups() {
                 let factor = if encoder_groups.contains(&g) {
@@ -451,7 +503,13 @@ pub fn train(
                 };
                 opt.set_lr(g, lr * factor)?;
             }
-            opt.step(&grads)?;
+            match (&overflow, &mut scaler) {
+                (Some(check), Some(s)) => {
+                    opt.step_unless_overflow(&grads, check)?;
+                    s.update()?;
+                }
+                _ => opt.step(&grads)?,
+            }
             let mut value = [loss.to_scalar()?];
             if let Some(d) = &dp {
                 d.mean_in_place(&mut value)?;
@@ -524,6 +582,7 @@ pub fn train(
                 .rng("model", &model_rng)
                 .config(&info_json)
                 .extra("best_mean_dice", &best_t);
+            let ck = checkpoint_with_scaler(ck, &scaler);
             ck.save(&latest.display().to_string())?;
             if improved {
                 ck.save(&best_path.display().to_string())?;

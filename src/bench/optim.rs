@@ -1,0 +1,95 @@
+//! Optimizer-side passes over a whole gradient set: the loss scaler's unscale-and-check and the
+//! AdamW step that follows it, on the same tensors, so their costs compare directly. Both are
+//! bandwidth-bound, reported in GB/s (bytes read + written).
+//!
+//! The set is a transformer-like mix: 24 weights [512, 512] and 48 vectors [512] (6.3 M values,
+//! 25 MB of gradients), one launch per tensor as in a training step.
+
+use super::inputs::random;
+use super::{Bench, Case, Sample, Work};
+use crate::autograd::Gradients;
+use crate::error::Result;
+use crate::optim::{AdamW, AdamWConfig, LossScaler, LossScalerConfig, Optimizer, ParamGroup};
+use crate::tensor::Tensor;
+
+/// The gradient set's shapes.
+fn shapes() -> Vec<Vec<usize>> {
+    let mut s = vec![vec![512, 512]; 24];
+    s.extend(vec![vec![512]; 48]);
+    s
+}
+
+fn elements() -> f64 {
+    shapes()
+        .iter()
+        .map(|s| s.iter().product::<usize>())
+        .sum::<usize>() as f64
+}
+
+pub(crate) fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            op: "loss_scale",
+            case: "unscale_check_6.3M",
+            run: unscale_check,
+        },
+        Case {
+            op: "adamw",
+            case: "step_6.3M",
+            run: adamw_step,
+        },
+    ]
+}
+
+/// Parameters and their gradients, fresh.
+fn params_and_grads(
+    gpu: &crate::gpu::Gpu,
+    rng: &mut crate::util::Rng,
+) -> Result<Vec<(Tensor, Tensor)>> {
+    shapes()
+        .iter()
+        .map(|s| {
+            Ok((
+                random(gpu, rng, s)?.requires_grad_(true),
+                random(gpu, rng, s)?,
+            ))
+        })
+        .collect()
+}
+
+fn gradients(set: &[(Tensor, Tensor)]) -> Result<(Vec<Tensor>, Gradients)> {
+    let mut grads = Gradients::default();
+    for (p, g) in set {
+        grads.accumulate(p.id(), g.clone())?;
+    }
+    Ok((set.iter().map(|(p, _)| p.clone()).collect(), grads))
+}
+
+/// One pass: each gradient read and written once (8 bytes per value), plus the flag.
+fn unscale_check(b: &Bench) -> Result<Sample> {
+    let ms = b.time(params_and_grads, |set| {
+        let (params, mut grads) = gradients(set)?;
+        let mut scaler = LossScaler::new(set[0].0.gpu(), LossScalerConfig::default())?;
+        scaler.unscale_and_check(&params, &mut grads).map(drop)
+    })?;
+    Ok(Sample::new(ms, Work::Bytes(8.0 * elements())))
+}
+
+/// An AdamW step after the first (moments exist): reads g, p, m, v and writes p, m, v (28 bytes
+/// per value).
+fn adamw_step(b: &Bench) -> Result<Sample> {
+    let ms = b.time(
+        |gpu, rng| {
+            let set = params_and_grads(gpu, rng)?;
+            let (params, grads) = gradients(&set)?;
+            let mut opt = AdamW::new(vec![ParamGroup::new(params)], AdamWConfig::default())?;
+            opt.step(&grads)?;
+            Ok(std::cell::RefCell::new((opt, grads)))
+        },
+        |state| {
+            let (opt, grads) = &mut *state.borrow_mut();
+            opt.step(grads)
+        },
+    )?;
+    Ok(Sample::new(ms, Work::Bytes(28.0 * elements())))
+}
