@@ -17,7 +17,8 @@
 //!
 //! Data parallel (`data_parallel` set, `crate::dist`): each replica runs this step on its shard
 //! of the global batch; drop path draws for the global rows (`nn::drop_path::with_sample_window`);
-//! after the backward the gradients are averaged over the replicas (before clipping), and the
+//! the gradients are averaged over the replicas (before clipping; in buckets reduced while the
+//! backward pass runs, `dist::overlap`), and the
 //! center update and the reported loss values use the means over the replicas. Every replica
 //! then takes the same AdamW and EMA steps. Of the collapse monitors, the teacher entropy is a
 //! row mean and so exact; KL(P̄_t ‖ u) and the feature std are the replicas' values averaged
@@ -335,11 +336,12 @@ impl CadsTrainer {
                 .forward(&student, &teacher.logits, &teacher.features, s.teacher_temp)?;
         debug_assert_eq!(student.logits[0].shape()[0], 3 * b);
 
-        let mut grads = out.total.backward()?;
-        if let Some(dp) = &self.data_parallel {
-            // Mean over the replicas before clipping: the clip sees the global gradient.
-            dp.all_reduce_gradients(&self.params, &mut grads)?;
-        }
+        let mut grads = match &self.data_parallel {
+            // Mean over the replicas before clipping: the clip sees the global gradient. The
+            // buckets are reduced while the backward pass runs (unless `overlap` is off).
+            Some(dp) => dp.backward(&out.total, &self.params)?.0,
+            None => out.total.backward()?,
+        };
         let tensors: Vec<Tensor> = self.params.iter().map(|(_, t)| t.clone()).collect();
         let grad_norms = if self.config.clip_grad > 0.0 {
             clip_grad_norm_per_tensor_on_gpu(&tensors, &mut grads, self.config.clip_grad)?

@@ -29,7 +29,8 @@
 //! same config and data; `batch` is the global batch and each rank makes and trains on its
 //! window of it (sample i of step t drawn from `dist::sample_rng(seed, t, i)`, so the shards
 //! together are the one-device batch); drop path draws for the global rows; the gradients are
-//! averaged over the ranks before clipping; the loss reported is the mean over the ranks. Rank
+//! averaged over the ranks before clipping (in buckets reduced while the backward pass runs,
+//! `dist::overlap`); the loss reported is the mean over the ranks. Rank
 //! 0 alone validates and writes the run folder, and reads the checkpoint to resume; its state is
 //! broadcast to the others, so a checkpoint resumes on any number of ranks. Batch Dice (a ratio
 //! of sums over the global batch) is refused with more than one rank.
@@ -432,11 +433,12 @@ pub fn train(
                 with_sample_window(window, || net.forward(&x, true, frozen, &mut model_rng))?;
             let outs = &outs[..outputs];
             let loss = seg_loss(outs, &labels, [batch, d, h, w], &loss_cfg)?;
-            let mut grads = loss.backward()?;
-            if let Some(d) = &dp {
-                // The mean over the ranks, before clipping: the clip sees the global gradient.
-                d.all_reduce_gradients(&named_params, &mut grads)?;
-            }
+            let mut grads = match &dp {
+                // The mean over the ranks, before clipping: the clip sees the global gradient
+                // (reduced in buckets during the backward pass unless `overlap` is off).
+                Some(d) => d.backward(&loss, &named_params)?.0,
+                None => loss.backward()?,
+            };
             clip_grad_norm(&params, &mut grads, CLIP_NORM)?;
             lr = schedule.at(step);
             for g in 0..opt.num_groups() {
