@@ -3,10 +3,12 @@
 //! with the whole batch — a tiny CADS pretraining run and a tiny PVT-UNet training run give the
 //! same per-step losses and the same final weights within the stated tolerance, and the two
 //! replicas end bit-for-bit identical; so does segmentation with nnU-Net's batch Dice (a ratio of
-//! sums over the global batch). The pretraining collapse monitors KL(P̄_t ‖ u) and the feature
-//! std of two replicas are those of the whole batch (also checked on their own, where the
-//! replicas' averaged values are shown to differ). Also: a replica that fails ends the other's
-//! run with an error naming it, quickly.
+//! sums over the global batch). The gradient all-reduce overlapped with the backward pass (the
+//! default) gives the bits of the one after it. The pretraining collapse monitors KL(P̄_t ‖ u)
+//! and the feature std of two replicas are those of the whole batch (also checked on their own,
+//! where the replicas' averaged values are shown to differ). Also: a replica that fails ends the
+//! other's run with an error naming it, quickly, also while the other waits in an overlapped
+//! all-reduce.
 //!
 //! What the equality rests on (src/dist/mod.rs): the loss of a shard is its mean, the gradients
 //! are averaged; drop path and augmentation draw per global sample; the DINO center is the
@@ -125,14 +127,34 @@ fn two_replicas_pretrain_like_one_device_with_the_whole_batch() {
     // Two replicas, each its own Gpu context; the same run folder (rank 0 alone writes it).
     let two_dir = base.join("two");
     let gpus: Vec<Gpu> = (0..2).map(|_| common::fresh_gpu()).collect();
-    let results = LocalGroup::run(2, TIMEOUT, |comm| {
-        let rank = cads::dist::Communicator::rank(&comm);
-        let mut opts = pretrain_options(&two_dir);
-        opts.data_parallel = Some(DataParallel::new(Arc::new(comm)));
-        Ok(pretrain_on(&gpus[rank], &opts, vols.clone()))
-    })
-    .unwrap();
-    let two: Vec<PretrainResult> = results.into_iter().map(Result::unwrap).collect();
+    // Gradients reduced during the backward pass (the default) and after it.
+    let run_two = |overlap: bool, dir: &std::path::Path| -> Vec<PretrainResult> {
+        let results = LocalGroup::run(2, TIMEOUT, |comm| {
+            let rank = cads::dist::Communicator::rank(&comm);
+            let mut opts = pretrain_options(dir);
+            let mut dp = DataParallel::new(Arc::new(comm));
+            dp.overlap = overlap;
+            opts.data_parallel = Some(dp.clone());
+            let result = pretrain_on(&gpus[rank], &opts, vols.clone());
+            // The overlapped path learned its bucket order from rank 0's first step.
+            assert_eq!(
+                dp.bucket_order().is_some_and(|o| o.learned()),
+                overlap,
+                "rank {rank}"
+            );
+            Ok(result)
+        })
+        .unwrap();
+        results.into_iter().map(Result::unwrap).collect()
+    };
+    let two = run_two(true, &two_dir);
+    let serial = run_two(false, &base.join("serial"));
+    // The same sums in the same order, only grouped into other buckets: the same bits.
+    assert_eq!(serial[0].losses, two[0].losses);
+    assert_eq!(
+        serial[0].digest, two[0].digest,
+        "overlapped and serial all-reduce differ"
+    );
 
     eprintln!(
         "one device {:?}\ntwo replicas {:?}",
@@ -359,13 +381,23 @@ fn segment_one_against_two(batch_dice: bool) {
     let data = sphere_data();
     let one = segment_on(&common::gpu(), &data, None, batch_dice);
     let gpus: Vec<Gpu> = (0..2).map(|_| common::fresh_gpu()).collect();
-    let two = LocalGroup::run(2, TIMEOUT, |comm| {
-        let rank = cads::dist::Communicator::rank(&comm);
-        let dp = DataParallel::new(Arc::new(comm));
-        Ok(segment_on(&gpus[rank], &data, Some(dp), batch_dice))
-    })
-    .unwrap();
-    let two: Vec<SegResult> = two.into_iter().map(Result::unwrap).collect();
+    let run_two = |overlap: bool| -> Vec<SegResult> {
+        let two = LocalGroup::run(2, TIMEOUT, |comm| {
+            let rank = cads::dist::Communicator::rank(&comm);
+            let mut dp = DataParallel::new(Arc::new(comm));
+            dp.overlap = overlap;
+            Ok(segment_on(&gpus[rank], &data, Some(dp), batch_dice))
+        })
+        .unwrap();
+        two.into_iter().map(Result::unwrap).collect()
+    };
+    let two = run_two(true);
+    let serial = run_two(false);
+    assert_eq!(serial[0].losses, two[0].losses);
+    assert_eq!(
+        serial[0].digest, two[0].digest,
+        "overlapped and serial all-reduce differ"
+    );
     eprintln!(
         "batch Dice {batch_dice}: one device {:?}\ntwo replicas {:?}",
         one.losses, two[0].losses
@@ -444,6 +476,138 @@ fn gradient_buckets_average_and_treat_a_missing_gradient_as_zero() {
         assert_eq!(report.buckets, buckets, "bucket_bytes {bucket_bytes}");
         assert_eq!(report.bytes, 4 * 4 + 4 * (3 + 10 + 7));
     }
+}
+
+/// Two replicas' parameters p0..p3 (3, 10, 7 and 1 values) and a loss Σ sum(p_i · c_i) over
+/// the ones this rank uses, so that d loss / d p_i = c_i, with c_i[k] = 100·rank + 10·i + k.
+/// Rank 0 uses p1, p0, p2 (in that order: its gradients finalise as p2, p0, p1), rank 1 p1, p0;
+/// p3 is used by neither.
+fn bucket_params(gpu: &Gpu) -> Vec<(String, cads::Tensor)> {
+    let shapes: [&[usize]; 4] = [&[3], &[2, 5], &[7], &[1]];
+    shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let n: usize = s.iter().product();
+            let t = cads::Tensor::parameter(gpu, &vec![0.5; n], s).unwrap();
+            (format!("p{i}"), t)
+        })
+        .collect()
+}
+
+fn bucket_loss(gpu: &Gpu, rank: usize, params: &[(String, cads::Tensor)]) -> cads::Tensor {
+    let used: &[usize] = if rank == 0 { &[1, 0, 2] } else { &[1, 0] };
+    let mut loss: Option<cads::Tensor> = None;
+    for &i in used {
+        let p = &params[i].1;
+        let c: Vec<f32> = (0..p.numel())
+            .map(|k| (rank * 100 + i * 10 + k) as f32)
+            .collect();
+        let c = cads::Tensor::from_slice(gpu, &c, p.shape()).unwrap();
+        let term = cads::ops::sum_all(&cads::ops::mul(p, &c).unwrap()).unwrap();
+        loss = Some(match loss {
+            None => term,
+            Some(l) => cads::ops::add(&l, &term).unwrap(),
+        });
+    }
+    loss.unwrap()
+}
+
+/// The overlapped all-reduce (`DataParallel::backward`) gives the serial path's means, bit for
+/// bit, with its semantics for missing gradients (zero on a rank without one, none where no
+/// rank has one); its first step buckets the parameters reversed, the next ones in rank 0's
+/// finalisation order, which every rank adopts although rank 1's own order differs.
+#[test]
+fn overlapped_buckets_average_like_the_serial_path_and_learn_rank_0s_order() {
+    let gpus: Vec<Gpu> = (0..2).map(|_| common::fresh_gpu()).collect();
+    // (bucket bytes, buckets in step 1 (reversed: p2 | p1 | p0), in step 2 (p2 p0 | p1)).
+    for (bucket_bytes, first, second) in [(4, 3, 3), (40, 3, 2), (1 << 20, 1, 1)] {
+        let out = LocalGroup::run(2, TIMEOUT, |comm| {
+            let rank = cads::dist::Communicator::rank(&comm);
+            let gpu = &gpus[rank];
+            let params = bucket_params(gpu);
+            let mut dp = DataParallel::new(Arc::new(comm));
+            dp.bucket_bytes = bucket_bytes;
+            let mut serial = dp.clone();
+            serial.overlap = false;
+            let read = |g: &cads::Gradients| -> Vec<Option<Vec<f32>>> {
+                params
+                    .iter()
+                    .map(|(_, p)| g.get(p).map(|g| g.to_vec().unwrap()))
+                    .collect()
+            };
+            let mut steps = Vec::new();
+            for _ in 0..2 {
+                let (g, report) = dp.backward(&bucket_loss(gpu, rank, &params), &params)?;
+                let (gs, _) = serial.backward(&bucket_loss(gpu, rank, &params), &params)?;
+                assert_eq!(read(&g), read(&gs), "overlapped and serial differ");
+                steps.push((report, read(&g)));
+            }
+            let order = dp.bucket_order().unwrap();
+            assert!(order.learned());
+            Ok((steps, order.order().to_vec()))
+        })
+        .unwrap();
+        let (steps, order) = out[0].as_ref().unwrap();
+        assert_eq!(steps, &out[1].as_ref().unwrap().0, "ranks differ");
+        // Rank 0's order: p3 (unused) first, then as its gradients finalised.
+        assert_eq!(order, &vec![3, 2, 0, 1]);
+        assert_eq!(&out[1].as_ref().unwrap().1, order);
+        let mean = |i: usize, n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|k| ((i * 10 + k) as f32 + (100 + i * 10 + k) as f32) / 2.0)
+                .collect()
+        };
+        let half: Vec<f32> = (0..7).map(|k| (20 + k) as f32 / 2.0).collect();
+        for (step, (report, got)) in steps.iter().enumerate() {
+            assert_eq!(got[0].as_ref().unwrap(), &mean(0, 3));
+            assert_eq!(got[1].as_ref().unwrap(), &mean(1, 10));
+            assert_eq!(got[2].as_ref().unwrap(), &half);
+            assert!(got[3].is_none());
+            assert_eq!(report.tensors, 3);
+            let buckets = if step == 0 { first } else { second };
+            assert_eq!(report.buckets, buckets, "bucket_bytes {bucket_bytes}");
+            // The marks, the 20 values and one presence flag per reduced parameter.
+            assert_eq!(report.bytes, 4 * 4 + 4 * (3 + 10 + 7) + 4 * 3);
+        }
+    }
+}
+
+/// A replica that fails while the other's overlapped all-reduce waits for it (on the
+/// communication thread, in a bucket's all-reduce): the other's backward ends at once with an
+/// error naming it, not after the wait bound.
+#[test]
+fn a_replica_failing_during_the_overlapped_all_reduce_ends_the_other() {
+    let gpus: Vec<Gpu> = (0..2).map(|_| common::fresh_gpu()).collect();
+    let started = Instant::now();
+    let out = LocalGroup::run(2, TIMEOUT, |comm| {
+        let rank = cads::dist::Communicator::rank(&comm);
+        let params = bucket_params(&gpus[rank]);
+        let dp = DataParallel::new(Arc::new(comm));
+        if rank == 1 {
+            // Take part in the marks, then fail before the first bucket.
+            let mut marks = vec![1.0f32; params.len()];
+            dp.comm.all_reduce_sum(&mut marks)?;
+            return Err(cads::Error::invalid(
+                "replica",
+                "a gradient",
+                "a lost device",
+            ));
+        }
+        dp.backward(&bucket_loss(&gpus[rank], rank, &params), &params)
+            .map(drop)
+    })
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    let msg = out[0].as_ref().unwrap_err().to_string();
+    assert!(
+        msg.contains("rank 1 failed") && msg.contains("a lost device"),
+        "{msg}"
+    );
 }
 
 #[test]

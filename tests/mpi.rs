@@ -3,8 +3,9 @@
 //! batch — a tiny CADS pretraining run (also its collapse monitors) and a tiny PVT-UNet run
 //! (per-sample and batch Dice), same losses and final weights within the tolerances of
 //! tests/replica_compare; a pretraining checkpoint of 2 ranks resumes on 1 and continues the
-//! 1-rank run; a rank that fails ends the job with its error, and a killed rank ends it too,
-//! each within a bound.
+//! 1-rank run; the gradient all-reduce overlapped with the backward pass (the default) gives the
+//! bits of the one after it (`CADS_DIST_OVERLAP=off`); a rank that fails ends the job with its
+//! error, and a killed rank ends it too, each within a bound.
 //!
 //! `cargo test --release --features mpi --test mpi` (root needs OMPI_ALLOW_RUN_AS_ROOT=1 and
 //! OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1, which these tests set for their own launches).
@@ -62,7 +63,13 @@ fn cads_command(np: usize, args: &[&str]) -> Command {
 }
 
 fn run_ok(np: usize, args: &[&str]) -> Output {
+    run_ok_with(np, args, &[])
+}
+
+/// [`run_ok`] with extra environment variables.
+fn run_ok_with(np: usize, args: &[&str], env: &[(&str, &str)]) -> Output {
     let out = cads_command(np, args)
+        .envs(env.iter().copied())
         .output()
         .expect("start cads / mpirun");
     assert!(
@@ -316,6 +323,22 @@ fn segmentation_one_rank_against_two(name: &str, batch_dice: bool) {
         LOSS_TOL,
     );
     compare_modules("net", &segment_net(&two), &segment_net(&one), Steps::Sgd);
+
+    // The all-reduce after the backward pass instead of during it: the same bits (two ranks
+    // sum as a + b whatever the buckets).
+    let serial = dir.join("serial");
+    let c = args(&serial);
+    let c: Vec<&str> = c.iter().map(String::as_str).collect();
+    run_ok_with(2, &c, &[("CADS_DIST_OVERLAP", "off")]);
+    assert_eq!(
+        metrics_losses(&serial, "train_loss"),
+        metrics_losses(&two, "train_loss")
+    );
+    assert_eq!(
+        host_state(&segment_net(&serial)),
+        host_state(&segment_net(&two)),
+        "overlapped and serial all-reduce differ under MPI"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

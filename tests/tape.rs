@@ -162,3 +162,84 @@ fn bad_layout_arguments_are_typed_errors() {
     assert!(Tensor::concat(&[&x, &y], 0).is_err());
     assert!(Tensor::from_slice(&gpu, &[1.0, 2.0], &[3]).is_err());
 }
+
+/// `backward_observed`: every watched leaf is reported exactly once, as soon as its last consumer
+/// has run (a leaf used twice only after its EARLIER use in the forward, i.e. its later node in
+/// the sweep), an unused one before the first node with no gradient; the gradient it is handed is
+/// the final one, and the returned gradients are bit for bit those of `backward`.
+#[test]
+fn observed_backward_reports_each_leaf_once_when_its_gradient_is_final() {
+    let gpu = gpu();
+    let mut rng = Rng::new(11);
+    let values: Vec<Vec<f32>> = (0..5).map(|_| rng.vec_uniform(6, -1.0, 1.0)).collect();
+    // Watched: a, b, c, d (unused), e (used first and last).
+    let build = || {
+        let p: Vec<Tensor> = values
+            .iter()
+            .map(|v| Tensor::parameter(&gpu, v, &[6]).unwrap())
+            .collect();
+        let (a, b, c, e) = (&p[0], &p[1], &p[2], &p[4]);
+        let y1 = ops::mul(a, e).unwrap();
+        let y2 = ops::mul(&y1, b).unwrap();
+        let y3 = ops::mul(&y2, c).unwrap();
+        let y4 = ops::add(&y3, e).unwrap();
+        (p, ops::sum_all(&ops::mul(&y4, &y4).unwrap()).unwrap())
+    };
+    let (plain_params, plain_loss) = build();
+    let plain = plain_loss.backward().unwrap();
+
+    let (params, loss) = build();
+    assert_eq!(loss.consumes(&params), vec![true, true, true, false, true]);
+    let mut reports: Vec<(usize, Option<Vec<f32>>)> = Vec::new();
+    let grads = loss
+        .backward_observed(&params, |i, g| {
+            reports.push((i, g.map(|g| g.to_vec().unwrap())));
+            Ok(())
+        })
+        .unwrap();
+    // The sweep: sum, mul(y4, y4), add (e's late use: not final yet), mul(·, c) → c,
+    // mul(·, b) → b, mul(a, e) → a then e (input order). d before everything.
+    let order: Vec<usize> = reports.iter().map(|(i, _)| *i).collect();
+    assert_eq!(order, vec![3, 2, 1, 0, 4]);
+    assert!(reports[0].1.is_none(), "the unused leaf has no gradient");
+    for (i, g) in &reports[1..] {
+        let returned = grads.get(&params[*i]).unwrap().to_vec().unwrap();
+        let reference = plain.get(&plain_params[*i]).unwrap().to_vec().unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        // Final when reported, and equal to the unobserved backward's, bit for bit.
+        assert_eq!(bits(g.as_ref().unwrap()), bits(&returned), "leaf {i}");
+        assert_eq!(bits(&returned), bits(&reference), "leaf {i}");
+    }
+    assert!(grads.get(&params[3]).is_none());
+    assert_eq!(grads.len(), plain.len());
+}
+
+#[test]
+fn observed_backward_checks_what_it_watches_and_stops_on_a_hook_error() {
+    let gpu = gpu();
+    let x = Tensor::parameter(&gpu, &[1.0, 2.0], &[2]).unwrap();
+    let y = ops::exp(&x).unwrap();
+    let loss = || ops::sum_all(&ops::mul(&x, &y).unwrap()).unwrap();
+
+    let err = loss()
+        .backward_observed(std::slice::from_ref(&y), |_, _| Ok(()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("leaves"), "{err}");
+    let err = loss()
+        .backward_observed(&[x.clone(), x.clone()], |_, _| Ok(()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("once"), "{err}");
+    let err = loss()
+        .backward_observed(std::slice::from_ref(&x), |_, _| {
+            Err(cads::Error::invalid("hook", "nothing", "a refusal"))
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("a refusal"), "{err}");
+    let non_scalar = ops::mul(&x, &x).unwrap();
+    assert!(non_scalar
+        .backward_observed(std::slice::from_ref(&x), |_, _| Ok(()))
+        .is_err());
+}

@@ -17,11 +17,17 @@
 //! inputs are released as soon as it has run, so intermediate buffers return to the pool during
 //! the backward pass rather than after it.
 //!
+//! [`Tensor::backward_observed`] runs the same sweep and reports each watched leaf's gradient as
+//! soon as it is final (its last consumer has run; `observe.rs`), so data-parallel training can
+//! all-reduce early gradients while the rest of the backward pass still runs.
+//!
 //! [`checkpoint`] (activation checkpointing) records a whole function as one node that recomputes
 //! it, under a small tape of its own, when the backward pass reaches it.
 
 mod checkpoint;
+mod observe;
 pub use checkpoint::checkpoint;
+use observe::Watch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -142,6 +148,52 @@ impl Tensor {
     /// gradients of every leaf that requires them. The graph is consumed: a second backward
     /// through the same nodes is an error.
     pub fn backward_with(&self, grad: &Tensor) -> Result<Gradients> {
+        self.sweep(grad, None)
+    }
+
+    /// [`backward`](Self::backward), telling `on_final(i, gradient)` as soon as the gradient of
+    /// `watched[i]` (a leaf, e.g. a parameter) can no longer change: right after the last node
+    /// that consumes it, or before the first node for a leaf no node consumes (see
+    /// `autograd::observe`). Each watched leaf is reported exactly once, in the order the
+    /// gradients become final; `None` when no gradient reached it. The returned gradients are
+    /// bit for bit those of `backward`. An error from `on_final` ends the backward with it.
+    pub fn backward_observed(
+        &self,
+        watched: &[Tensor],
+        mut on_final: impl FnMut(usize, Option<&Tensor>) -> Result<()>,
+    ) -> Result<Gradients> {
+        if self.numel() != 1 {
+            return Err(Error::Autograd {
+                op: "backward_observed",
+                message: format!(
+                    "backward needs a one-element tensor, got shape {:?}",
+                    self.shape()
+                ),
+            });
+        }
+        let ones = Tensor::full(self.gpu(), self.shape(), 1.0)?;
+        self.sweep(&ones, Some((watched, &mut on_final)))
+    }
+
+    /// Which of `leaves` the graph behind this tensor consumes, i.e. which a backward from here
+    /// can give a gradient (it will, unless every path to the leaf passes none). Walks the graph
+    /// without running or consuming it.
+    pub fn consumes(&self, leaves: &[Tensor]) -> Vec<bool> {
+        let mut used = std::collections::HashSet::new();
+        if self.inner.node.is_none() && self.requires_grad() {
+            used.insert(self.id());
+        }
+        for node in collect_nodes(self) {
+            let state = node.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((inputs, _)) = state.as_ref() {
+                used.extend(inputs.iter().filter(|x| x.requires_grad()).map(|x| x.id()));
+            }
+        }
+        leaves.iter().map(|t| used.contains(&t.id())).collect()
+    }
+
+    /// The reverse sweep from `self` with upstream `grad`, optionally observed.
+    fn sweep(&self, grad: &Tensor, observe: Option<Observer<'_, '_>>) -> Result<Gradients> {
         if grad.shape() != self.shape() {
             return Err(Error::shape("backward_with", self.shape(), grad.shape()));
         }
@@ -157,52 +209,77 @@ impl Tensor {
             let nodes = collect_nodes(self);
             let mut grads = Gradients::default();
             grads.accumulate(self.id(), grad.clone())?;
-            for node in nodes {
-                let Some(g) = grads.map.remove(&node.output_id) else {
-                    continue; // nothing flowed into this node
-                };
-                let (inputs, backward) = node
-                    .state
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take()
-                    .ok_or_else(|| Error::Autograd {
-                        op: node.op,
-                        message: "graph already consumed by an earlier backward".into(),
-                    })?;
-                debug_assert_eq!(g.shape(), node.output_shape.as_slice());
-                let input_grads = backward(&g)?;
-                if input_grads.len() != inputs.len() {
-                    return Err(Error::Autograd {
-                        op: node.op,
-                        message: format!(
-                            "backward returned {} gradients for {} inputs",
-                            input_grads.len(),
-                            inputs.len()
-                        ),
-                    });
+            let mut watch = match observe {
+                Some((watched, on_final)) => Some(Watch::new(watched, &nodes, on_final)?),
+                None => None,
+            };
+            if let Some(w) = &mut watch {
+                w.start(&grads)?;
+            }
+            for (k, node) in nodes.iter().enumerate() {
+                // Nothing flowed into a node whose output has no gradient: it is skipped.
+                if let Some(g) = grads.map.remove(&node.output_id) {
+                    run_node(node, &g, &mut grads)?;
                 }
-                for (x, gx) in inputs.iter().zip(input_grads) {
-                    let Some(gx) = gx else { continue };
-                    if !x.requires_grad() {
-                        continue;
-                    }
-                    if gx.shape() != x.shape() {
-                        return Err(Error::Autograd {
-                            op: node.op,
-                            message: format!(
-                                "gradient of shape {:?} for an input of shape {:?}",
-                                gx.shape(),
-                                x.shape()
-                            ),
-                        });
-                    }
-                    grads.accumulate(x.id(), gx)?;
+                if let Some(w) = &mut watch {
+                    w.node_done(k, &grads)?;
                 }
+            }
+            if let Some(w) = watch {
+                w.finish()?;
             }
             Ok(grads)
         })
     }
+}
+
+/// What an observed sweep watches and whom it tells.
+type Observer<'w, 'f> = (
+    &'w [Tensor],
+    &'f mut dyn FnMut(usize, Option<&Tensor>) -> Result<()>,
+);
+
+/// Run one node's backward on its output gradient `g` and add the input gradients to `grads`.
+fn run_node(node: &Node, g: &Tensor, grads: &mut Gradients) -> Result<()> {
+    let (inputs, backward) = node
+        .state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .ok_or_else(|| Error::Autograd {
+            op: node.op,
+            message: "graph already consumed by an earlier backward".into(),
+        })?;
+    debug_assert_eq!(g.shape(), node.output_shape.as_slice());
+    let input_grads = backward(g)?;
+    if input_grads.len() != inputs.len() {
+        return Err(Error::Autograd {
+            op: node.op,
+            message: format!(
+                "backward returned {} gradients for {} inputs",
+                input_grads.len(),
+                inputs.len()
+            ),
+        });
+    }
+    for (x, gx) in inputs.iter().zip(input_grads) {
+        let Some(gx) = gx else { continue };
+        if !x.requires_grad() {
+            continue;
+        }
+        if gx.shape() != x.shape() {
+            return Err(Error::Autograd {
+                op: node.op,
+                message: format!(
+                    "gradient of shape {:?} for an input of shape {:?}",
+                    gx.shape(),
+                    x.shape()
+                ),
+            });
+        }
+        grads.accumulate(x.id(), gx)?;
+    }
+    Ok(())
 }
 
 /// Every node reachable from `root`, in reverse recording order.

@@ -25,13 +25,17 @@ pub fn join_job() -> Result<Option<DataParallel>> {
 }
 
 #[cfg(feature = "mpi")]
-// MPI handles are not Send: this communicator never leaves the main thread (the loader threads
-// make host batches only); `Arc` is the type `DataParallel` shares with in-process groups.
-#[allow(clippy::arc_with_non_send_sync)]
 fn join_mpi() -> Result<Option<DataParallel>> {
     let comm = dist::mpi::MpiCommunicator::init(dist::timeout_from_env()?)?;
     dist::mpi::install_panic_abort();
-    Ok(Some(DataParallel::new(Arc::new(comm))))
+    rank_handle(Arc::new(comm)).map(Some)
+}
+
+/// This rank's handle, with the overlap choice of `CADS_DIST_OVERLAP`.
+fn rank_handle(comm: Arc<dyn dist::Communicator>) -> Result<DataParallel> {
+    let mut dp = DataParallel::new(comm);
+    dp.overlap = dist::overlap_from_env()?;
+    Ok(dp)
 }
 
 #[cfg(not(feature = "mpi"))]
@@ -75,7 +79,7 @@ pub fn run_local(
         ));
     }
     let results = LocalGroup::run(devices, dist::timeout_from_env()?, |comm| {
-        replica(Some(DataParallel::new(Arc::new(comm))))
+        replica(Some(rank_handle(Arc::new(comm))?))
     })?;
     results.into_iter().collect::<Result<Vec<()>>>().map(drop)
 }

@@ -19,8 +19,9 @@
 //! gradient on that rank; one with no gradient on any rank keeps none, so the optimizer still
 //! skips it. That presence is agreed first with one small all-reduce (one f32 per parameter).
 //!
-//! Not overlapped with the backward pass: the tape runs the whole backward, then the buckets are
-//! reduced (docs/distributed.md).
+//! This is the path that runs after the whole backward pass (`CADS_DIST_OVERLAP=off`, or
+//! gradients computed elsewhere); `dist::overlap` reduces the same buckets while the backward
+//! pass runs (docs/distributed.md).
 
 use crate::autograd::Gradients;
 use crate::error::{Error, Result};
@@ -74,21 +75,40 @@ pub fn all_reduce_gradients(
         bytes: 4 * params.len(),
         ..BucketReport::default()
     };
-    let mut start = 0;
-    while start < reduced.len() {
-        // Fill the bucket: at least one tensor, then while it fits.
-        let mut end = start + 1;
-        let mut bytes = 4 * params[reduced[start]].1.numel();
-        while end < reduced.len() && bytes + 4 * params[reduced[end]].1.numel() <= bucket_bytes {
-            bytes += 4 * params[reduced[end]].1.numel();
-            end += 1;
-        }
-        reduce_bucket(comm, params, &reduced[start..end], grads)?;
+    for members in split_into_buckets(&reduced, |i| params[i].1.numel(), bucket_bytes) {
+        reduce_bucket(comm, params, &members, grads)?;
         report.buckets += 1;
-        report.bytes += bytes;
-        start = end;
+        report.bytes += members
+            .iter()
+            .map(|&i| 4 * params[i].1.numel())
+            .sum::<usize>();
     }
     Ok(report)
+}
+
+/// Consecutive runs of `members` (parameter indices, in the order given) of at most
+/// `bucket_bytes` of f32 gradients each; a tensor larger than that is a bucket by itself.
+pub(super) fn split_into_buckets(
+    members: &[usize],
+    numel: impl Fn(usize) -> usize,
+    bucket_bytes: usize,
+) -> Vec<Vec<usize>> {
+    let mut buckets: Vec<Vec<usize>> = Vec::new();
+    let mut bytes = 0;
+    for &i in members {
+        let b = 4 * numel(i);
+        match buckets.last_mut() {
+            Some(last) if bytes + b <= bucket_bytes => {
+                last.push(i);
+                bytes += b;
+            }
+            _ => {
+                buckets.push(vec![i]);
+                bytes = b;
+            }
+        }
+    }
+    buckets
 }
 
 /// One bucket: flatten on the GPU, read back once, sum over ranks, average, upload per tensor.

@@ -34,17 +34,19 @@
 //! waits with an error (local) or ends the job (MPI_Abort).
 //!
 //! Communication per step (docs/distributed.md): the gradients, 4 bytes per trained parameter,
-//! in buckets of at most [`buckets::DEFAULT_BUCKET_BYTES`]; for CADS also the center and the
-//! monitors' statistics (4·(2K + 2C) bytes) and the 8 loss values; for batch Dice 3·K floats per
-//! weighted output; one f32 per parameter tensor for the gradient presence mask.
+//! in buckets of at most [`buckets::DEFAULT_BUCKET_BYTES`], reduced while the backward pass runs
+//! ([`overlap`]) or after it ([`buckets`]); for CADS also the center and the monitors'
+//! statistics (4·(2K + 2C) bytes) and the 8 loss values; for batch Dice 3·K floats per weighted
+//! output; one f32 per parameter tensor for the gradient presence mask.
 
 pub mod buckets;
 pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod overlap;
 pub mod shard;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::autograd::Gradients;
@@ -54,6 +56,7 @@ use crate::tensor::Tensor;
 
 pub use buckets::{all_reduce_gradients, BucketReport, DEFAULT_BUCKET_BYTES};
 pub use local::{LocalComm, LocalGroup};
+pub use overlap::{backward_all_reduced, BucketOrder};
 pub use shard::{sample_rng, EpochSampler};
 
 /// How long a collective waits for the other ranks by default before it fails: long enough
@@ -72,6 +75,19 @@ pub fn timeout_from_env() -> Result<Duration> {
                 "a positive number of seconds",
                 text,
             )),
+        },
+    }
+}
+
+/// Whether the gradient all-reduce overlaps the backward pass, from `CADS_DIST_OVERLAP`: `on`
+/// (the default when unset) or `off` (reduce after the whole backward, `dist::buckets`).
+pub fn overlap_from_env() -> Result<bool> {
+    match std::env::var("CADS_DIST_OVERLAP") {
+        Err(_) => Ok(true),
+        Ok(text) => match text.trim().to_ascii_lowercase().as_str() {
+            "on" | "1" | "true" => Ok(true),
+            "off" | "0" | "false" => Ok(false),
+            _ => Err(Error::invalid("CADS_DIST_OVERLAP", "on or off", text)),
         },
     }
 }
@@ -114,7 +130,11 @@ pub fn launcher_local_rank() -> Option<usize> {
 /// The collectives data-parallel training needs. Every rank must call the same collectives in
 /// the same order with the same lengths; a mismatch is detected where the backend can (the
 /// local group names both calls) and is otherwise undefined, as in MPI.
-pub trait Communicator {
+///
+/// A communicator may be used from any thread (the overlapped gradient all-reduce runs its
+/// collectives on a communication thread while the backward pass runs), by one thread at a time
+/// and in program order (`dist::overlap`).
+pub trait Communicator: Send + Sync {
     /// This replica's index, 0-based.
     fn rank(&self) -> usize;
     /// Number of replicas.
@@ -126,6 +146,12 @@ pub trait Communicator {
     /// Element-wise sum over all ranks, in place. Every rank receives the same bits (the
     /// replicas must stay identical), summed in a fixed order.
     fn all_reduce_sum(&self, data: &mut [f32]) -> Result<()>;
+    /// [`all_reduce_sum`](Self::all_reduce_sum) of an owned buffer, handed back summed (a
+    /// backend that moves the data to another thread anyway skips the copies in and out).
+    fn all_reduce_sum_owned(&self, mut data: Vec<f32>) -> Result<Vec<f32>> {
+        self.all_reduce_sum(&mut data)?;
+        Ok(data)
+    }
     /// Replace `data` on every rank with rank `root`'s bytes (any length; the others' input
     /// is discarded).
     fn broadcast_bytes(&self, data: &mut Vec<u8>, root: usize) -> Result<()>;
@@ -173,24 +199,35 @@ impl Communicator for Single {
     fn abort(&self, _reason: &str) {}
 }
 
-/// A replica's handle on its group, as the trainers hold it: the communicator and the gradient
-/// bucket size.
+/// A replica's handle on its group, as the trainers hold it: the communicator, the gradient
+/// bucket size and whether the buckets are reduced during the backward pass.
 #[derive(Clone)]
 pub struct DataParallel {
     pub comm: Arc<dyn Communicator>,
     /// Largest gradient bucket (flattened f32 gradients per all-reduce), bytes.
     pub bucket_bytes: usize,
+    /// Reduce the gradient buckets while the backward pass runs ([`overlap`], the default) or
+    /// after it ([`buckets`]). The command line reads it from `CADS_DIST_OVERLAP`.
+    pub overlap: bool,
+    /// The overlapped path's bucket order, learned in its first step (shared by clones: they
+    /// are the same replica).
+    order: Arc<Mutex<Option<BucketOrder>>>,
 }
 
 impl std::fmt::Debug for DataParallel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "DataParallel(rank {} of {}, {}, buckets of {} bytes)",
+            "DataParallel(rank {} of {}, {}, buckets of {} bytes, {})",
             self.comm.rank(),
             self.comm.size(),
             self.comm.backend(),
-            self.bucket_bytes
+            self.bucket_bytes,
+            if self.overlap {
+                "overlapped"
+            } else {
+                "after the backward"
+            }
         )
     }
 }
@@ -200,7 +237,14 @@ impl DataParallel {
         DataParallel {
             comm,
             bucket_bytes: DEFAULT_BUCKET_BYTES,
+            overlap: true,
+            order: Arc::default(),
         }
+    }
+
+    /// The learned bucket order of the overlapped path, once its first step has run.
+    pub fn bucket_order(&self) -> Option<BucketOrder> {
+        self.order.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn rank(&self) -> usize {
@@ -247,6 +291,29 @@ impl DataParallel {
         grads: &mut Gradients,
     ) -> Result<BucketReport> {
         all_reduce_gradients(self.comm.as_ref(), params, grads, self.bucket_bytes)
+    }
+
+    /// The backward pass of `loss` with the gradients of `params` averaged over the ranks:
+    /// overlapped with the backward ([`backward_all_reduced`]) when [`overlap`](Self::overlap)
+    /// is set, else `loss.backward()` followed by [`all_reduce_gradients`]. Same results either
+    /// way (module docs of [`overlap`]).
+    pub fn backward(
+        &self,
+        loss: &Tensor,
+        params: &[(String, Tensor)],
+    ) -> Result<(Gradients, BucketReport)> {
+        if self.overlap {
+            return backward_all_reduced(
+                self.comm.as_ref(),
+                loss,
+                params,
+                self.bucket_bytes,
+                &self.order,
+            );
+        }
+        let mut grads = loss.backward()?;
+        let report = self.all_reduce_gradients(params, &mut grads)?;
+        Ok((grads, report))
     }
 
     /// The mean over ranks of host values, in place.

@@ -29,6 +29,9 @@ pub struct PendingRead {
     op: &'static str,
     /// `None` for a zero-byte read (nothing to map).
     staging: Option<wgpu::Buffer>,
+    /// The submission holding the copy: waiting for it, not for the whole queue, lets another
+    /// thread collect the bytes while this one keeps submitting work.
+    submission: Option<wgpu::SubmissionIndex>,
     bytes: u64,
     outcome: MapOutcome,
 }
@@ -49,17 +52,41 @@ impl Gpu {
         buffer: &wgpu::Buffer,
         bytes: u64,
     ) -> Result<PendingRead> {
+        self.read_many_async(op, &[(buffer, bytes)])
+    }
+
+    /// [`read_bytes_async`](Self::read_bytes_async) of several buffers at once: the first
+    /// `bytes` of each, back to back in ONE staging buffer (one submit, one mapping, one read),
+    /// in the order given. Every length must be a multiple of 4 (f32 data).
+    pub(crate) fn read_many_async(
+        &self,
+        op: &'static str,
+        parts: &[(&wgpu::Buffer, u64)],
+    ) -> Result<PendingRead> {
         let outcome: MapOutcome = Arc::new(Mutex::new(None));
+        if let Some((_, odd)) = parts
+            .iter()
+            .find(|(_, b)| b % wgpu::COPY_BUFFER_ALIGNMENT != 0)
+        {
+            return Err(Error::invalid(
+                op,
+                "reads of a multiple of 4 bytes each when several are joined",
+                odd,
+            ));
+        }
+        let bytes: u64 = parts.iter().map(|(_, b)| b).sum();
         if bytes == 0 {
             *outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(Ok(()));
             return Ok(PendingRead {
                 gpu: self.clone(),
                 op,
                 staging: None,
+                submission: None,
                 bytes,
                 outcome,
             });
         }
+        // A lone read may be any length (padded, as the copy must be); joined ones are aligned.
         let padded = bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
         let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("cads async readback"),
@@ -67,9 +94,17 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.encode(|enc| enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, padded))?;
-        // The copy must be submitted before the map request, or the map would resolve first.
-        self.flush()?;
+        // The copies must be submitted before the map request, or the map would resolve first.
+        let submission = self.encode_and_submit(op, |enc| {
+            let mut offset = 0;
+            for &(buffer, b) in parts {
+                let size = if parts.len() == 1 { padded } else { b };
+                if size > 0 {
+                    enc.copy_buffer_to_buffer(buffer, 0, &staging, offset, size);
+                }
+                offset += b;
+            }
+        })?;
         let slot = outcome.clone();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
@@ -78,6 +113,7 @@ impl Gpu {
             gpu: self.clone(),
             op,
             staging: Some(staging),
+            submission: Some(submission),
             bytes,
             outcome,
         })
@@ -125,15 +161,23 @@ impl PendingRead {
         let Some(staging) = &self.staging else {
             return Ok(Vec::new());
         };
-        if self.landed().is_none() {
-            self.gpu
-                .inner
-                .device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| Error::Gpu {
-                    op,
-                    message: e.to_string(),
-                })?;
+        // Wait for the copy's submission (later work may go on running), then, should the
+        // mapping still be pending, for the whole queue.
+        let waits = [
+            wgpu::PollType::Wait {
+                submission_index: self.submission.clone(),
+                timeout: None,
+            },
+            wgpu::PollType::wait_indefinitely(),
+        ];
+        for wait in waits {
+            if self.landed().is_some() {
+                break;
+            }
+            self.gpu.inner.device.poll(wait).map_err(|e| Error::Gpu {
+                op,
+                message: e.to_string(),
+            })?;
         }
         match self.landed() {
             Some(Ok(())) => {}

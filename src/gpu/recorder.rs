@@ -187,6 +187,37 @@ impl Gpu {
         Ok(())
     }
 
+    /// Record `f` after everything recorded so far and submit it all at once, returning the
+    /// submission that holds `f`'s work (another thread's flush cannot slip in between, so the
+    /// index is exact; reads from another thread wait for just that submission).
+    pub(crate) fn encode_and_submit(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut wgpu::CommandEncoder),
+    ) -> Result<wgpu::SubmissionIndex> {
+        self.check_health(op)?;
+        let mut rec = self
+            .inner
+            .recorder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let device = &self.inner.device;
+        let encoder = rec.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("cads ops"),
+            })
+        });
+        f(encoder);
+        rec.pending += 1;
+        let index = self.submit_locked(&mut rec).ok_or_else(|| Error::Gpu {
+            op,
+            message: "nothing to submit after recording a copy".into(),
+        })?;
+        drop(rec);
+        self.check_health(op)?;
+        Ok(index)
+    }
+
     fn submit_locked(&self, rec: &mut Recorder) -> Option<wgpu::SubmissionIndex> {
         let encoder = rec.encoder.take()?;
         if let Some(arena) = rec.arena.take() {

@@ -19,11 +19,11 @@
 //!
 //! Data parallel (`data_parallel` set, `crate::dist`): each replica runs this step on its shard
 //! of the global batch; drop path draws for the global rows (`nn::drop_path::with_sample_window`);
-//! after the backward the gradients are averaged over the replicas (before clipping); the center
-//! update, the reported loss values and the collapse monitors are those of the global batch
-//! (`pretrain::replica_stats`: row means averaged over the replicas; KL(P̄_t ‖ u) and the feature
-//! std from the global P̄_t, feature mean and variance). Every replica then takes the same AdamW
-//! and EMA steps.
+//! the gradients are averaged over the replicas (before clipping; in buckets reduced while the
+//! backward pass runs, `dist::overlap`); the center update, the reported loss values and the
+//! collapse monitors are those of the global batch (`pretrain::replica_stats`: row means averaged
+//! over the replicas; KL(P̄_t ‖ u) and the feature std from the global P̄_t, feature mean and
+//! variance). Every replica then takes the same AdamW and EMA steps.
 //!
 //! Nothing is read back to the host (on one device): the returned [`StepStats`] holds the loss and monitors as
 //! one small GPU tensor, read by [`StepStats::read`] when the caller logs.
@@ -348,12 +348,13 @@ impl CadsTrainer {
             Some(scaler) => scaler.scale(&out.total)?,
             None => out.total.clone(),
         };
-        let mut grads = total.backward()?;
+        let mut grads = match &self.data_parallel {
+            // Mean over the replicas before clipping: the clip sees the global gradient. The
+            // buckets are reduced while the backward pass runs (unless `overlap` is off).
+            Some(dp) => dp.backward(&total, &self.params)?.0,
+            None => total.backward()?,
+        };
         drop(total);
-        if let Some(dp) = &self.data_parallel {
-            // Mean over the replicas before clipping: the clip sees the global gradient.
-            dp.all_reduce_gradients(&self.params, &mut grads)?;
-        }
         let tensors: Vec<Tensor> = self.params.iter().map(|(_, t)| t.clone()).collect();
         // Unscaled before clipping; on an overflow the clip computes garbage that the skipped
         // step never reads.

@@ -31,11 +31,12 @@
 //! same config and data; `batch` is the global batch and each rank makes and trains on its
 //! window of it (sample i of step t drawn from `dist::sample_rng(seed, t, i)`, so the shards
 //! together are the one-device batch); drop path draws for the global rows; the gradients are
-//! averaged over the ranks before clipping; the loss reported is the mean over the ranks. Batch
-//! Dice (a ratio of sums over the global batch) all-reduces its per-class sums and backpropagates
-//! the gradient of the global loss (`segment::global_batch_dice`). Rank 0 alone validates and
-//! writes the run folder, and reads the checkpoint to resume; its state is broadcast to the
-//! others, so a checkpoint resumes on any number of ranks.
+//! averaged over the ranks before clipping (in buckets reduced while the backward pass runs,
+//! `dist::overlap`); the loss reported is the mean over the ranks. Batch Dice (a ratio of sums
+//! over the global batch) all-reduces its per-class sums and backpropagates the gradient of the
+//! global loss (`segment::global_batch_dice`). Rank 0 alone validates and writes the run folder,
+//! and reads the checkpoint to resume; its state is broadcast to the others, so a checkpoint
+//! resumes on any number of ranks.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -473,14 +474,17 @@ pub fn train(
                 }
                 _ => seg_loss(outs, &labels, ndhw, &loss_cfg)?,
             };
-            let mut grads = match &mut scaler {
-                Some(s) => s.scale(&loss)?.backward()?,
-                None => loss.backward()?,
+            let scaled = match &mut scaler {
+                Some(s) => s.scale(&loss)?,
+                None => loss.clone(),
             };
-            if let Some(d) = &dp {
-                // The mean over the ranks, before clipping: the clip sees the global gradient.
-                d.all_reduce_gradients(&named_params, &mut grads)?;
-            }
+            let mut grads = match &dp {
+                // The mean over the ranks, before clipping: the clip sees the global gradient
+                // (reduced in buckets during the backward pass unless `overlap` is off).
+                Some(d) => d.backward(&scaled, &named_params)?.0,
+                None => scaled.backward()?,
+            };
+            drop(scaled);
             // Unscaled before clipping (the clip must see the true gradients).
             let overflow = match &mut scaler {
                 Some(s) => Some(s.unscale_and_check(&params, &mut grads)?),

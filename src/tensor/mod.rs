@@ -185,6 +185,26 @@ impl Tensor {
         })
     }
 
+    /// Start copying several tensors of one device to the host, back to back in ONE read (one
+    /// staging buffer, one submit, one mapping): the values of `parts` concatenated in order,
+    /// collected with [`PendingValues::wait`]. No device-side concatenation is recorded.
+    pub fn to_vec_async_joined(parts: &[&Tensor]) -> Result<PendingValues> {
+        let op = "Tensor::to_vec_async_joined";
+        let Some(first) = parts.first() else {
+            return Err(Error::invalid(op, "at least one tensor", 0));
+        };
+        for p in &parts[1..] {
+            first.check_same_gpu(op, p)?;
+        }
+        let reads: Vec<(&wgpu::Buffer, u64)> = parts
+            .iter()
+            .map(|t| (t.buffer(), t.numel() as u64 * 4))
+            .collect();
+        Ok(PendingValues {
+            read: first.inner.gpu.read_many_async(op, &reads)?,
+        })
+    }
+
     /// The single value of a one-element tensor.
     pub fn to_scalar(&self) -> Result<f32> {
         if self.numel() != 1 {
