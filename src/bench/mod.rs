@@ -14,7 +14,10 @@
 //! relative to the f32 FMA peak measured by the `fma_peak` case in the same run (always measured
 //! first). Cases that measure memory add `"peak_bytes"` (the buffer pool's peak during one run,
 //! see [`Bench::peak_bytes`]); cases that split a batch add `"micro_batches"`; communication
-//! cases add `"bytes"` (what one rank contributes) and time by the wall clock. A case that fails
+//! cases add `"bytes"` (what one rank contributes) and time by the wall clock (and
+//! `allreduce_exposed`, what the gradient all-reduce adds to a backward pass, `"backward_ms"`,
+//! the backward pass alone). Run as one rank of an MPI job ([`run_suite_in_job`], `mpirun -np 2
+//! cads bench`), the communication cases use the job's ranks instead of threads. A case that fails
 //! prints `{"op":..,"case":..,"error":"..",...}` instead (never a silent skip), the remaining
 //! cases still run, and [`run_suite`] then returns an error naming the failed cases. A case too
 //! large for the device (the typed [`Error::TooLarge`]: a tensor past one storage binding or
@@ -49,6 +52,7 @@ use std::time::Instant;
 
 use serde_json::value::RawValue;
 
+use crate::dist::DataParallel;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::util::Rng;
@@ -121,6 +125,8 @@ pub struct Sample {
     pub micro_batches: Option<usize>,
     /// Bytes one rank contributes to a collective (communication cases).
     pub bytes: Option<u64>,
+    /// The backward pass alone, when `ms` is what communication adds to it (`allreduce_exposed`).
+    pub backward_ms: Option<f64>,
     /// Timed by the wall clock whatever the device offers (cases with host work: GPU
     /// timestamps would miss it).
     pub wall_clock: bool,
@@ -136,6 +142,7 @@ impl Sample {
             peak_bytes: None,
             micro_batches: None,
             bytes: None,
+            backward_ms: None,
             wall_clock: false,
         }
     }
@@ -158,6 +165,7 @@ pub struct Report {
     pub peak_bytes: Option<u64>,
     pub micro_batches: Option<usize>,
     pub bytes: Option<u64>,
+    pub backward_ms: Option<f64>,
 }
 
 impl Report {
@@ -201,6 +209,7 @@ impl Report {
             peak_bytes: self.peak_bytes,
             micro_batches: self.micro_batches,
             bytes: self.bytes,
+            backward_ms: self.backward_ms.map(|v| fixed(v, 4)),
             adapter: &self.adapter,
             timer: self.timer,
         })
@@ -233,6 +242,8 @@ struct ReportLine<'a> {
     micro_batches: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backward_ms: Option<Box<RawValue>>,
     adapter: &'a str,
     timer: &'a str,
 }
@@ -372,6 +383,8 @@ pub struct Bench {
     pub min_reps: usize,
     pub max_reps: usize,
     timestamps: Option<(wgpu::QuerySet, wgpu::Buffer, f64)>,
+    /// The data-parallel job this process is a rank of, if any (communication cases).
+    job: Option<DataParallel>,
 }
 
 impl Bench {
@@ -398,11 +411,17 @@ impl Bench {
             min_reps: 5,
             max_reps: 25,
             timestamps,
+            job: None,
         }
     }
 
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
+    }
+
+    /// The data-parallel job this process is a rank of (None: alone).
+    pub fn job(&self) -> Option<&DataParallel> {
+        self.job.as_ref()
     }
 
     /// `"gpu"` when timestamps are used, else `"wall"`.
@@ -520,9 +539,21 @@ impl Bench {
 pub fn run_suite(
     gpu: &Gpu,
     filter: Option<&str>,
+    emit: impl FnMut(&Outcome),
+) -> Result<Vec<Report>> {
+    run_suite_in_job(gpu, filter, None, emit)
+}
+
+/// [`run_suite`] on one rank of a data-parallel job: every rank runs the same cases, the
+/// communication cases over `job`'s ranks (the others alone, on each rank's device).
+pub fn run_suite_in_job(
+    gpu: &Gpu,
+    filter: Option<&str>,
+    job: Option<DataParallel>,
     mut emit: impl FnMut(&Outcome),
 ) -> Result<Vec<Report>> {
-    let bench = Bench::new(gpu);
+    let mut bench = Bench::new(gpu);
+    bench.job = job;
     let all = cases();
     let matches = |c: &Case| filter.is_none_or(|f| c.name().contains(f));
     let selected: Vec<&Case> = all.iter().filter(|c| matches(c)).collect();
@@ -548,6 +579,7 @@ pub fn run_suite(
             peak_bytes: s.peak_bytes,
             micro_batches: s.micro_batches,
             bytes: s.bytes,
+            backward_ms: s.backward_ms,
         };
         if let (Some(p), Some(g)) = (peak, r.gflops()) {
             r.pct_peak = Some(100.0 * g / p);
@@ -626,6 +658,7 @@ mod tests {
             peak_bytes: None,
             micro_batches: None,
             bytes: None,
+            backward_ms: None,
             adapter: "a".into(),
             timer: "gpu",
         }
