@@ -12,6 +12,10 @@ use std::process::Command;
 /// (generator script, shader files it writes).
 const GENERATORS: &[(&str, &[&str])] = &[
     ("gen_matmul_wgsl.py", &["matmul.wgsl", "matmul_vec4.wgsl"]),
+    (
+        "gen_matmul_tiled.py",
+        &["matmul_tiled.wgsl", "matmul_subgroup.wgsl"],
+    ),
     ("gen_conv3d_tiled.py", &["conv3d.wgsl"]),
     (
         "gen_conv3d_backward_weight.py",

@@ -16,6 +16,8 @@ pub mod elementwise;
 pub mod ema;
 pub mod loss;
 pub mod matmul;
+pub mod matmul_tiled;
+mod matmul_tune;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
