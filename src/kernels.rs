@@ -7,8 +7,8 @@
 
 use crate::gpu::KernelSpec;
 use crate::ops::{
-    attention, conv3d, conv3d_fast, conv_transpose3d, drr, elementwise, ema, loss, matmul,
-    matmul_tiled, norm, pool, reduce, resample, softmax,
+    attention, conv3d, conv3d_fast, conv3d_igemm, conv_transpose3d, drr, elementwise, ema, loss,
+    matmul, matmul_tiled, norm, pool, reduce, resample, softmax,
 };
 
 /// Every kernel the crate launches.
@@ -31,6 +31,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         drr::KERNELS,
         conv3d::KERNELS,
         conv3d_fast::KERNELS,
+        conv3d_igemm::KERNELS,
         ema::KERNELS,
     ];
     families.iter().flat_map(|f| f.iter()).collect()

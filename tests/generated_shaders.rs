@@ -1,10 +1,11 @@
 //! Level 0 (no adapter): generated shader code equals what its generator writes today.
 //!
-//! The unrolled kernels in `shaders/matmul*.wgsl` and the `BEGIN GENERATED … END GENERATED`
-//! sections of the conv3d shaders are written by `scripts/gen_*.py`. Each script is run here with
-//! `--out-dir` into a fresh temporary folder (plain python3, no packages) and its output compared
-//! byte for byte with the committed file, so an edit to either side alone fails CI with the first
-//! differing line and the command that regenerates the file.
+//! The unrolled kernels in `shaders/matmul*.wgsl` and `shaders/conv3d_igemm.wgsl` and the
+//! `BEGIN GENERATED … END GENERATED` sections of the other conv3d shaders are written by
+//! `scripts/gen_*.py`. Each script is run here with `--out-dir` into a fresh temporary folder
+//! (plain python3, no packages) and its output compared byte for byte with the committed file, so
+//! an edit to either side alone fails CI with the first differing line and the command that
+//! regenerates the file.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,6 +22,7 @@ const GENERATORS: &[(&str, &[&str])] = &[
         "gen_conv3d_backward_weight.py",
         &["conv3d_backward_weight.wgsl"],
     ),
+    ("gen_conv3d_igemm.py", &["conv3d_igemm.wgsl"]),
 ];
 
 fn repo() -> &'static Path {
