@@ -164,6 +164,33 @@ impl ConvPlan {
             weight: WeightKernel::Naive,
         }
     }
+
+    /// The kernel family each pass runs, [forward, input gradient, weight gradient]: an
+    /// implicit-GEMM tile's name (`igemm_64x64`), `tiled` (the register tiles, depthwise
+    /// included) or `naive` (the straightforward kernels); what `cads bench` reports.
+    pub fn kernel_names(&self) -> [&'static str; 3] {
+        fn fast(k: FastForward) -> &'static str {
+            match k {
+                FastForward::Igemm(tile) => tile.name(),
+                _ => "tiled",
+            }
+        }
+        let forward = match self.forward {
+            ForwardKernel::Fast(k) => fast(k),
+            ForwardKernel::Naive => "naive",
+        };
+        let input = match &self.input {
+            InputKernel::Subpixel(sub) => sub.first_kernel().map_or("tiled", fast),
+            InputKernel::FlippedConv { kernel, .. } => fast(*kernel),
+            InputKernel::Gather => "naive",
+        };
+        let weight = match self.weight {
+            WeightKernel::Fast(FastWeight::Igemm(tile)) => tile.name(),
+            WeightKernel::Fast(_) => "tiled",
+            WeightKernel::Naive => "naive",
+        };
+        [forward, input, weight]
+    }
 }
 
 #[cfg(test)]
@@ -271,7 +298,8 @@ mod tests {
 
     /// The implicit-GEMM path: every pass on the tile where the channel counts are in fours
     /// (the input gradient as the flipped conv at stride 1, as sub-pixel class convs at stride
-    /// 2), the other kernels where they are not.
+    /// 2), the other kernels where they are not; `kernel_names` (what `cads bench` prints) says
+    /// which ran.
     #[test]
     fn the_implicit_gemm_path_plans_each_pass_on_the_tile_where_it_fits() {
         let tile = IgemmTile::T128x32;
@@ -281,26 +309,31 @@ mod tests {
         assert_eq!(p.forward, ForwardKernel::Fast(igemm));
         assert!(matches!(p.input, InputKernel::FlippedConv { kernel, .. } if kernel == igemm));
         assert_eq!(p.weight, WeightKernel::Fast(FastWeight::Igemm(tile)));
+        assert_eq!(p.kernel_names(), ["igemm_128x32"; 3]);
         let p = plan([1, 7, 6, 9, 16], 8, Conv3dConfig::cube(3, 2, 1), path);
         assert!(matches!(p.input, InputKernel::Subpixel(_)));
-        assert_eq!(p.forward, ForwardKernel::Fast(igemm));
-        assert_eq!(p.weight, WeightKernel::Fast(FastWeight::Igemm(tile)));
+        assert_eq!(p.kernel_names(), ["igemm_128x32"; 3]);
         // Cout = 6: no pass has its channels in fours (the input gradient's convs map 6 → 16).
         let p = plan([1, 6, 6, 6, 16], 6, Conv3dConfig::cube(3, 1, 1), path);
-        assert!(!matches!(
-            p.forward,
-            ForwardKernel::Fast(FastForward::Igemm(_))
-        ));
-        assert!(!matches!(
-            p.input,
-            InputKernel::FlippedConv {
-                kernel: FastForward::Igemm(_),
-                ..
-            }
-        ));
-        assert!(!matches!(
-            p.weight,
-            WeightKernel::Fast(FastWeight::Igemm(_))
-        ));
+        assert!(
+            p.kernel_names().iter().all(|k| !k.starts_with("igemm")),
+            "{:?}",
+            p.kernel_names()
+        );
+        // The register tiles and the naive kernels name themselves.
+        let fast = plan(
+            [1, 6, 6, 6, 16],
+            8,
+            Conv3dConfig::cube(3, 1, 1),
+            ConvPath::Fast,
+        );
+        assert_eq!(fast.kernel_names(), ["tiled"; 3]);
+        let naive = plan(
+            [1, 6, 6, 6, 16],
+            8,
+            Conv3dConfig::cube(3, 1, 1),
+            ConvPath::Naive,
+        );
+        assert_eq!(naive.kernel_names(), ["naive"; 3]);
     }
 }

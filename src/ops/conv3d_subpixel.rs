@@ -85,6 +85,14 @@ pub(crate) struct SubpixelPlan {
     classes: Vec<ClassPlan>,
 }
 
+impl SubpixelPlan {
+    /// The kernel of the first class conv (every class is planned by the same rule on the same
+    /// channel counts, so they share a kernel family).
+    pub(crate) fn first_kernel(&self) -> Option<FastForward> {
+        self.classes.first().map(|c| c.kernel)
+    }
+}
+
 /// Plan the decomposition of `geo`'s input gradient, each class conv on the kernel `choose`
 /// picks for its geometry, or `None` when it picks none for some class (then the caller plans
 /// the gather kernel instead; nothing has run yet).
