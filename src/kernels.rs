@@ -7,8 +7,8 @@
 
 use crate::gpu::KernelSpec;
 use crate::ops::{
-    attention, conv3d, conv3d_fast, conv_transpose3d, drr, elementwise, ema, loss, matmul, norm,
-    pool, reduce, resample, softmax,
+    attention, conv3d, conv3d_fast, conv3d_igemm, conv_transpose3d, drr, elementwise, ema, loss,
+    matmul, matmul_tiled, norm, pool, reduce, resample, softmax,
 };
 
 /// Every kernel the crate launches.
@@ -26,10 +26,12 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         loss::KERNELS,
         crate::optim::KERNELS,
         matmul::KERNELS,
+        matmul_tiled::KERNELS,
         crate::bench::KERNELS,
         drr::KERNELS,
         conv3d::KERNELS,
         conv3d_fast::KERNELS,
+        conv3d_igemm::KERNELS,
         ema::KERNELS,
     ];
     families.iter().flat_map(|f| f.iter()).collect()

@@ -1,10 +1,11 @@
 //! Level 0 (no adapter): generated shader code equals what its generator writes today.
 //!
-//! The unrolled kernels in `shaders/matmul*.wgsl` and the `BEGIN GENERATED … END GENERATED`
-//! sections of the conv3d shaders are written by `scripts/gen_*.py`. Each script is run here with
-//! `--out-dir` into a fresh temporary folder (plain python3, no packages) and its output compared
-//! byte for byte with the committed file, so an edit to either side alone fails CI with the first
-//! differing line and the command that regenerates the file.
+//! The unrolled kernels in `shaders/matmul*.wgsl` and `shaders/conv3d_igemm.wgsl` and the
+//! `BEGIN GENERATED … END GENERATED` sections of the other conv3d shaders are written by
+//! `scripts/gen_*.py`. Each script is run here with `--out-dir` into a fresh temporary folder
+//! (plain python3, no packages) and its output compared byte for byte with the committed file, so
+//! an edit to either side alone fails CI with the first differing line and the command that
+//! regenerates the file.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,11 +13,16 @@ use std::process::Command;
 /// (generator script, shader files it writes).
 const GENERATORS: &[(&str, &[&str])] = &[
     ("gen_matmul_wgsl.py", &["matmul.wgsl", "matmul_vec4.wgsl"]),
+    (
+        "gen_matmul_tiled.py",
+        &["matmul_tiled.wgsl", "matmul_subgroup.wgsl"],
+    ),
     ("gen_conv3d_tiled.py", &["conv3d.wgsl"]),
     (
         "gen_conv3d_backward_weight.py",
         &["conv3d_backward_weight.wgsl"],
     ),
+    ("gen_conv3d_igemm.py", &["conv3d_igemm.wgsl"]),
 ];
 
 fn repo() -> &'static Path {

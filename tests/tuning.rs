@@ -1,8 +1,9 @@
 //! Per-adapter kernel choice (src/gpu/tuning.rs) on a real context: the override picks the
 //! named variant and rejects unknown names, `CADS_TUNE=off` gives the default, a measurement
 //! picks the fastest candidate and is remembered (memo, then the cache file), a corrupt cache
-//! file is measured over and replaced, failing candidates are left out. Every matmul variant's
-//! agreement with the CPU reference is tests/matmul.rs (it walks `MatmulKernel::ALL`).
+//! file is measured over and replaced, failing candidates are left out, a single candidate runs
+//! unmeasured. Every matmul variant's agreement with the CPU reference is tests/matmul.rs (it
+//! walks `MatmulKernel::ALL`).
 
 mod common;
 
@@ -88,6 +89,37 @@ fn tuning_off_runs_the_default_and_writes_no_cache() {
     assert_eq!(choice.source, ChoiceSource::Default);
     assert_eq!(choice.variant, MatmulKernel::default_for(&gpu).name());
     assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0);
+}
+
+#[test]
+fn a_single_candidate_runs_unmeasured_and_writes_no_cache() {
+    let dir = TempDir::new("single");
+    let gpu = gpu_with(settings(&[], true, Some(dir.0.clone())));
+    let req = TuneRequest {
+        op: "fake_single",
+        variants: &["only", "forced_only"],
+        candidates: &["only"],
+        default: "forced_only",
+    };
+    let choice = gpu
+        .tuned_variant(&req, |v| {
+            panic!("{v} measured though it is the only candidate")
+        })
+        .unwrap();
+    assert_eq!(choice.variant, "only");
+    assert_eq!(choice.source, ChoiceSource::OnlyCandidate);
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0);
+    // The override still wins over it.
+    gpu.set_tune_settings(settings(
+        &[("fake_single", "forced_only")],
+        true,
+        Some(dir.0.clone()),
+    ));
+    let choice = gpu.tuned_variant(&req, |_| unreachable!()).unwrap();
+    assert_eq!(
+        (choice.variant.as_str(), choice.source),
+        ("forced_only", ChoiceSource::Override)
+    );
 }
 
 #[test]

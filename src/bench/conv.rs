@@ -1,10 +1,17 @@
 //! Conv3d cases of the convolution issue (channels-last, batch 2). FLOPs:
 //! 2·N·Cout·(Cin/groups)·kD·kH·kW·Do·Ho·Wo per pass; forward + both backward passes = 3×.
+//!
+//! `conv3d_<pass>/<case>` runs the kernel family chosen for the adapter (`ConvPath::chosen`),
+//! `conv3d_<pass>/c32_<variant>` a named one (`tiled`, `igemm_64x64`, `igemm_128x32`). Every
+//! line names in `"variant"` the kernels that ran: the family, or for forward + backward where
+//! the passes differ (a shape one kernel does not fit), `forward+input+weight`.
 
 use super::inputs::{random, random_param};
 use super::{Bench, Case, Sample, Work};
 use crate::error::Result;
-use crate::ops::conv3d::{conv3d, conv3d_backward_input, conv3d_backward_weight};
+use crate::ops::conv3d::{
+    backward_input_raw, backward_weight_raw, conv3d_with, forward_raw, ConvPath, ConvPlan, Geometry,
+};
 use crate::ops::Conv3dConfig;
 
 struct Shape {
@@ -67,21 +74,27 @@ enum Pass {
     All,
 }
 
-fn run(b: &Bench, case: &str, pass: Pass) -> Result<Sample> {
+/// One pass of `case` on `path` (`None`: the adapter's choice).
+fn run(b: &Bench, case: &str, pass: Pass, path: Option<ConvPath>) -> Result<Sample> {
     let s = shape(case);
     let (xs, ws, ys, cfg) = (s.x(), s.w(), s.out(), s.cfg);
+    let path = match path {
+        Some(p) => p.runs_as(b.gpu()),
+        None => ConvPath::chosen(b.gpu())?,
+    };
+    let plan = ConvPlan::new(Geometry::new("conv3d", &xs, &ws, &cfg)?, path)?;
     let ms = match pass {
         Pass::Forward => b.time(
             |g, r| Ok((random(g, r, &xs)?, random(g, r, &ws)?)),
-            |(x, w)| conv3d(x, w, None, &cfg).map(drop),
+            |(x, w)| forward_raw(x, w, None, &plan).map(drop),
         )?,
         Pass::BackwardInput => b.time(
             |g, r| Ok((random(g, r, &ys)?, random(g, r, &ws)?)),
-            |(gy, w)| conv3d_backward_input(gy, w, &xs, &cfg).map(drop),
+            |(gy, w)| backward_input_raw(gy, w, &plan).map(drop),
         )?,
         Pass::BackwardWeight => b.time(
             |g, r| Ok((random(g, r, &ys)?, random(g, r, &xs)?)),
-            |(gy, x)| conv3d_backward_weight(gy, x, &ws, &cfg).map(drop),
+            |(gy, x)| backward_weight_raw(gy, x, &plan).map(drop),
         )?,
         Pass::All => b.time_with_grad(
             |g, r| {
@@ -91,7 +104,11 @@ fn run(b: &Bench, case: &str, pass: Pass) -> Result<Sample> {
                     random(g, r, &ys)?,
                 ))
             },
-            |(x, w, gy)| conv3d(x, w, None, &cfg)?.backward_with(gy).map(drop),
+            |(x, w, gy)| {
+                conv3d_with(x, w, None, &cfg, path)?
+                    .backward_with(gy)
+                    .map(drop)
+            },
         )?,
     };
     let work = if matches!(pass, Pass::All) {
@@ -99,20 +116,75 @@ fn run(b: &Bench, case: &str, pass: Pass) -> Result<Sample> {
     } else {
         s.flops()
     };
-    Ok(Sample::new(ms, Work::Flops(work)))
+    let mut sample = Sample::new(ms, Work::Flops(work));
+    sample.variant = Some(variant_name(&plan, pass));
+    Ok(sample)
+}
+
+/// What ran, from the plan: the pass's kernel family, or for all three passes the family when
+/// they agree, else `forward+input+weight`.
+fn variant_name(plan: &ConvPlan, pass: Pass) -> String {
+    let [forward, input, weight] = plan.kernel_names();
+    match pass {
+        Pass::Forward => forward.into(),
+        Pass::BackwardInput => input.into(),
+        Pass::BackwardWeight => weight.into(),
+        Pass::All if forward == input && input == weight => forward.into(),
+        Pass::All => format!("{forward}+{input}+{weight}"),
+    }
 }
 
 macro_rules! conv_cases {
     ($($case:literal),*) => {
         vec![$(
-            Case { op: "conv3d_fwd", case: $case, run: |b| run(b, $case, Pass::Forward) },
-            Case { op: "conv3d_bwd_input", case: $case, run: |b| run(b, $case, Pass::BackwardInput) },
-            Case { op: "conv3d_bwd_weight", case: $case, run: |b| run(b, $case, Pass::BackwardWeight) },
-            Case { op: "conv3d_fwd_bwd", case: $case, run: |b| run(b, $case, Pass::All) },
+            Case { op: "conv3d_fwd", case: $case, run: |b| run(b, $case, Pass::Forward, None) },
+            Case { op: "conv3d_bwd_input", case: $case, run: |b| run(b, $case, Pass::BackwardInput, None) },
+            Case { op: "conv3d_bwd_weight", case: $case, run: |b| run(b, $case, Pass::BackwardWeight, None) },
+            Case { op: "conv3d_fwd_bwd", case: $case, run: |b| run(b, $case, Pass::All, None) },
+        )*]
+    };
+}
+
+/// `conv3d_<pass>/c32_<variant>`: the c32 case on one named kernel family.
+macro_rules! variant_cases {
+    ($($variant:literal),*) => {
+        vec![$(
+            Case { op: "conv3d_fwd", case: concat!("c32_", $variant), run: |b| run(b, "c32", Pass::Forward, Some(ConvPath::from_name($variant)?)) },
+            Case { op: "conv3d_bwd_input", case: concat!("c32_", $variant), run: |b| run(b, "c32", Pass::BackwardInput, Some(ConvPath::from_name($variant)?)) },
+            Case { op: "conv3d_bwd_weight", case: concat!("c32_", $variant), run: |b| run(b, "c32", Pass::BackwardWeight, Some(ConvPath::from_name($variant)?)) },
+            Case { op: "conv3d_fwd_bwd", case: concat!("c32_", $variant), run: |b| run(b, "c32", Pass::All, Some(ConvPath::from_name($variant)?)) },
         )*]
     };
 }
 
 pub(crate) fn cases() -> Vec<Case> {
-    conv_cases!("c32", "stem", "c64", "embed", "sr8", "dw512")
+    let mut cases = conv_cases!("c32", "stem", "c64", "embed", "sr8", "dw512");
+    cases.extend(variant_cases!("tiled", "igemm_64x64", "igemm_128x32"));
+    cases
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::conv3d_igemm::IgemmTile;
+
+    #[test]
+    fn every_kernel_family_has_c32_cases_for_every_pass() {
+        let cases = cases();
+        let families = std::iter::once(ConvPath::Fast).chain(IgemmTile::ALL.map(ConvPath::Igemm));
+        for path in families {
+            let case = format!("c32_{}", path.name());
+            for op in [
+                "conv3d_fwd",
+                "conv3d_bwd_input",
+                "conv3d_bwd_weight",
+                "conv3d_fwd_bwd",
+            ] {
+                assert!(
+                    cases.iter().any(|c| c.op == op && c.case == case),
+                    "no bench case {op}/{case}"
+                );
+            }
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! Per-adapter kernel choice: for an op with several kernel variants (the matmul tiles), which
-//! one runs on this adapter.
+//! Per-adapter kernel choice: for an op with several kernel variants (the matmul tiles, the
+//! conv3d kernel family), which one runs on this adapter.
 //!
 //! The best variant depends on the adapter and even on its driver version: on lavapipe the
 //! `vec4_4x4` matmul tile wins on Mesa 25 and tall tiles are 1.3–1.6× faster than it on Mesa 26
@@ -8,6 +8,8 @@
 //! 1. `CADS_KERNEL_<OP>` (e.g. `CADS_KERNEL_MATMUL=vec4_8x4`): that variant. A name the op does
 //!    not have is an error that lists the names it has.
 //! 2. `CADS_TUNE=off` (also `0`, `false`, `no`): the op's default, nothing measured or cached.
+//!    An op with a single candidate on this adapter (conv3d on CPU adapters) runs it, likewise
+//!    unmeasured.
 //! 3. This context's memo of earlier answers, then the disk cache
 //!    `$XDG_CACHE_HOME/cads/tuning/<adapter key>.json` (`$HOME/.cache/...` when XDG_CACHE_HOME is
 //!    unset or relative). A cached choice counts only if it was made among the same candidates,
@@ -40,6 +42,8 @@ pub enum ChoiceSource {
     Override,
     /// Tuning is off (`CADS_TUNE=off`): the op's default.
     Default,
+    /// The op has one candidate on this adapter: nothing to measure.
+    OnlyCandidate,
     /// Read from the on-disk cache.
     Cache,
     /// Measured in this process.
@@ -294,6 +298,14 @@ impl Gpu {
             let choice = TunedChoice {
                 variant: req.default.to_string(),
                 source: ChoiceSource::Default,
+            };
+            self.memo_put(req.op, &choice);
+            return Ok(choice);
+        }
+        if let [only] = req.candidates {
+            let choice = TunedChoice {
+                variant: only.to_string(),
+                source: ChoiceSource::OnlyCandidate,
             };
             self.memo_put(req.op, &choice);
             return Ok(choice);

@@ -10,7 +10,9 @@
 //! Kernel choice: `ConvPlan` (conv3d_plan.rs) resolves, from the shapes and the [`ConvPath`] alone and before
 //! any work, which kernel runs the forward, the input gradient and the weight gradient (as
 //! `ops/matmul.rs` does); the launches then only follow the plan, with no "fall back" after
-//! partial work.
+//! partial work. [`conv3d`] takes the path chosen per adapter (conv3d_tune.rs:
+//! `CADS_KERNEL_CONV3D`, else measured on GPUs between the register tiles and the
+//! workgroup-memory implicit GEMM of conv3d_igemm.rs; the register tiles on CPU adapters).
 //!
 //! Backward:
 //! - input: gather form. With stride 1 it is a conv of g with the flipped, transposed kernel and
@@ -384,14 +386,16 @@ pub(crate) fn backward_weight_raw(g: &Tensor, x: &Tensor, plan: &ConvPlan) -> Re
     Ok(gw)
 }
 
-/// 3D convolution `y = conv3d(x, w) + bias`, recorded on the tape.
+/// 3D convolution `y = conv3d(x, w) + bias`, recorded on the tape, on the kernel family chosen
+/// for this adapter ([`ConvPath::chosen`]).
 /// x `[N, D, H, W, Cin]`, w `[kD, kH, kW, Cin/groups, Cout]`, bias `[Cout]` → `[N, Do, Ho, Wo, Cout]`.
 pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv3dConfig) -> Result<Tensor> {
-    conv3d_with(x, w, bias, cfg, ConvPath::Fast)
+    conv3d_with(x, w, bias, cfg, ConvPath::chosen(x.gpu())?)
 }
 
 /// [`conv3d`] with an explicit kernel choice (the naive path is the oracle of the fast one). The
-/// choice is resolved once into a plan for the forward and both gradients.
+/// choice is resolved once into a plan for the forward and both gradients (an implicit-GEMM tile
+/// the device cannot run first becomes one it can, [`ConvPath::runs_as`]).
 pub fn conv3d_with(
     x: &Tensor,
     w: &Tensor,
@@ -408,7 +412,7 @@ pub fn conv3d_with(
             return Err(Error::shape(op, [geo.out[4]], b.shape()));
         }
     }
-    let plan = ConvPlan::new(geo, path)?;
+    let plan = ConvPlan::new(geo, path.runs_as(x.gpu()))?;
     let y = forward_raw(x, w, bias, &plan)?;
     let (xd, wd) = (x.detach(), w.detach());
     let (need_x, need_w) = (x.requires_grad(), w.requires_grad());
@@ -471,7 +475,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv2dConfig)
     y.reshape(&[ys[0], ys[2], ys[3], ys[4]])
 }
 
-/// dL/dx of [`conv3d`] for an upstream gradient `g`, unrecorded (benchmarks, custom backward).
+/// dL/dx of [`conv3d`] for an upstream gradient `g`, unrecorded (benchmarks, custom backward),
+/// on the kernel family [`conv3d`] takes.
 pub fn conv3d_backward_input(
     g: &Tensor,
     w: &Tensor,
@@ -482,10 +487,11 @@ pub fn conv3d_backward_input(
     if g.shape() != geo.out {
         return Err(Error::shape("conv3d_backward_input", geo.out, g.shape()));
     }
-    backward_input_raw(g, w, &ConvPlan::new(geo, ConvPath::Fast)?)
+    backward_input_raw(g, w, &ConvPlan::new(geo, ConvPath::chosen(g.gpu())?)?)
 }
 
-/// dL/dw of [`conv3d`] for an upstream gradient `g`, unrecorded.
+/// dL/dw of [`conv3d`] for an upstream gradient `g`, unrecorded, on the kernel family [`conv3d`]
+/// takes.
 pub fn conv3d_backward_weight(
     g: &Tensor,
     x: &Tensor,
@@ -496,5 +502,5 @@ pub fn conv3d_backward_weight(
     if g.shape() != geo.out {
         return Err(Error::shape("conv3d_backward_weight", geo.out, g.shape()));
     }
-    backward_weight_raw(g, x, &ConvPlan::new(geo, ConvPath::Fast)?)
+    backward_weight_raw(g, x, &ConvPlan::new(geo, ConvPath::chosen(g.gpu())?)?)
 }

@@ -19,6 +19,7 @@
 //! which is what bounds these kernels there.
 
 use super::conv3d::{ConvParams, Geometry, BACKWARD_WEIGHT_SUM};
+use super::conv3d_igemm::{self, IgemmTile};
 use super::reduce::{split_count, sum_leading_raw};
 use crate::error::Result;
 use crate::gpu::{Grid, KernelSpec};
@@ -177,6 +178,8 @@ fn is_depthwise(geo: &Geometry) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FastForward {
     Depthwise,
+    /// The workgroup-memory implicit GEMM for GPUs (conv3d_igemm.rs).
+    Igemm(IgemmTile),
     /// `TILED[variant]`, with vec4 input loads when `c4` (Cin_g % 4 == 0).
     Tiled {
         variant: usize,
@@ -218,6 +221,7 @@ pub(crate) fn forward(
         }
     };
     let (variant, c4) = match plan {
+        FastForward::Igemm(tile) => return conv3d_igemm::forward(x, w, bias, y, geo, tile),
         FastForward::Depthwise => {
             let params: ConvParams = geo.params(y.numel(), bias.is_some());
             let blocks = geo.m_total().div_ceil(256);
@@ -270,6 +274,8 @@ pub(crate) fn forward(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FastWeight {
     Depthwise,
+    /// The workgroup-memory implicit GEMM for GPUs (conv3d_igemm.rs).
+    Igemm(IgemmTile),
     /// `BWD_W_TILED[variant]`.
     Tiled {
         variant: usize,
@@ -303,6 +309,7 @@ pub(crate) fn backward_weight(
     plan: FastWeight,
 ) -> Result<()> {
     let variant = match plan {
+        FastWeight::Igemm(tile) => return conv3d_igemm::backward_weight(g, x, gw, geo, tile),
         FastWeight::Depthwise => return backward_weight_depthwise(g, x, gw, geo),
         FastWeight::Tiled { variant } => variant,
     };

@@ -6,14 +6,17 @@
 
 use super::conv3d::{Conv3dConfig, Geometry};
 use super::conv3d_fast::{self, FastForward, FastWeight, ForwardTile, WeightTile};
+use super::conv3d_igemm::{self, IgemmTile};
 use super::conv3d_subpixel::{self, SubpixelPlan};
 use crate::error::{Error, Result};
 
-/// Which kernels a call uses: the tiled ones where their shape conditions hold (default), or the
-/// straightforward ones everywhere (the oracle, for tests and timing comparisons), or the tiled
-/// ones restricted to one forward tile and one weight-gradient tile (timing comparisons and
-/// tests of every variant). Where a shape fits no allowed tiled kernel, the plan picks the
-/// straightforward kernel, before any work.
+/// Which kernels a call uses: the register-tiled ones where their shape conditions hold
+/// (`Fast`), or the straightforward ones everywhere (the oracle, for tests and timing
+/// comparisons), or the tiled ones restricted to one forward tile and one weight-gradient tile
+/// (timing comparisons and tests of every variant), or the workgroup-memory implicit GEMM for
+/// GPUs (conv3d_igemm.rs) where it fits, the register tiles elsewhere. Where a shape fits no
+/// allowed tiled kernel, the plan picks the straightforward kernel, before any work. `conv3d`
+/// takes the path chosen per adapter (conv3d_tune.rs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ConvPath {
     #[default]
@@ -23,11 +26,26 @@ pub enum ConvPath {
         forward: ForwardTile,
         weight: WeightTile,
     },
+    Igemm(IgemmTile),
 }
 
 impl ConvPath {
     fn is_fast(self) -> bool {
         self != ConvPath::Naive
+    }
+    fn igemm_tile(self) -> Option<IgemmTile> {
+        match self {
+            ConvPath::Igemm(tile) => Some(tile),
+            _ => None,
+        }
+    }
+    /// The fast forward kernel of a convolution with geometry `geo` on this path (the forward,
+    /// and the class convs of the input gradient), if any.
+    fn forward_kernel(self, geo: &Geometry) -> Option<FastForward> {
+        match self.igemm_tile() {
+            Some(tile) if conv3d_igemm::fits(geo, tile) => Some(FastForward::Igemm(tile)),
+            _ => conv3d_fast::plan_forward(geo, self.forward_tile()),
+        }
     }
     fn forward_tile(self) -> Option<ForwardTile> {
         match self {
@@ -84,13 +102,18 @@ impl ConvPlan {
         if !path.is_fast() {
             return Ok(ConvPlan::naive(geo));
         }
-        let forward = match conv3d_fast::plan_forward(&geo, path.forward_tile()) {
+        let forward = match path.forward_kernel(&geo) {
             Some(k) => ForwardKernel::Fast(k),
             None => ForwardKernel::Naive,
         };
-        let weight = match conv3d_fast::plan_backward_weight(&geo, path.weight_tile()) {
-            Some(k) => WeightKernel::Fast(k),
-            None => WeightKernel::Naive,
+        let weight = match path.igemm_tile() {
+            Some(tile) if conv3d_igemm::fits(&geo, tile) => {
+                WeightKernel::Fast(FastWeight::Igemm(tile))
+            }
+            _ => match conv3d_fast::plan_backward_weight(&geo, path.weight_tile()) {
+                Some(k) => WeightKernel::Fast(k),
+                None => WeightKernel::Naive,
+            },
         };
         let c = &geo.cfg;
         let stride1 = c.stride == [1; 3];
@@ -100,7 +123,7 @@ impl ConvPlan {
         let classes: usize = c.stride.iter().product();
         let mut input = InputKernel::Gather;
         if !stride1 && classes <= 8 && c.dilation == [1; 3] {
-            if let Some(sub) = conv3d_subpixel::plan(&geo, path.forward_tile())? {
+            if let Some(sub) = conv3d_subpixel::plan(&geo, &|g| path.forward_kernel(g))? {
                 input = InputKernel::Subpixel(sub);
             }
         }
@@ -120,7 +143,7 @@ impl ConvPlan {
                     format!("{:?} from the flipped conv", geo_t.out),
                 ));
             }
-            if let Some(kernel) = conv3d_fast::plan_forward(&geo_t, path.forward_tile()) {
+            if let Some(kernel) = path.forward_kernel(&geo_t) {
                 input = InputKernel::FlippedConv { geo: geo_t, kernel };
             }
         }
@@ -141,6 +164,33 @@ impl ConvPlan {
             weight: WeightKernel::Naive,
         }
     }
+
+    /// The kernel family each pass runs, [forward, input gradient, weight gradient]: an
+    /// implicit-GEMM tile's name (`igemm_64x64`), `tiled` (the register tiles, depthwise
+    /// included) or `naive` (the straightforward kernels); what `cads bench` reports.
+    pub fn kernel_names(&self) -> [&'static str; 3] {
+        fn fast(k: FastForward) -> &'static str {
+            match k {
+                FastForward::Igemm(tile) => tile.name(),
+                _ => "tiled",
+            }
+        }
+        let forward = match self.forward {
+            ForwardKernel::Fast(k) => fast(k),
+            ForwardKernel::Naive => "naive",
+        };
+        let input = match &self.input {
+            InputKernel::Subpixel(sub) => sub.first_kernel().map_or("tiled", fast),
+            InputKernel::FlippedConv { kernel, .. } => fast(*kernel),
+            InputKernel::Gather => "naive",
+        };
+        let weight = match self.weight {
+            WeightKernel::Fast(FastWeight::Igemm(tile)) => tile.name(),
+            WeightKernel::Fast(_) => "tiled",
+            WeightKernel::Naive => "naive",
+        };
+        [forward, input, weight]
+    }
 }
 
 #[cfg(test)]
@@ -148,6 +198,7 @@ mod tests {
     use super::{ConvPath, ConvPlan, ForwardKernel, InputKernel, WeightKernel};
     use crate::ops::conv3d::{Conv3dConfig, Geometry};
     use crate::ops::conv3d_fast::{FastForward, FastWeight, ForwardTile, WeightTile};
+    use crate::ops::conv3d_igemm::IgemmTile;
 
     fn plan(x: [usize; 5], cout: usize, cfg: Conv3dConfig, path: ConvPath) -> ConvPlan {
         let w = [
@@ -243,5 +294,46 @@ mod tests {
             p.weight,
             WeightKernel::Fast(FastWeight::Tiled { variant: 1 })
         );
+    }
+
+    /// The implicit-GEMM path: every pass on the tile where the channel counts are in fours
+    /// (the input gradient as the flipped conv at stride 1, as sub-pixel class convs at stride
+    /// 2), the other kernels where they are not; `kernel_names` (what `cads bench` prints) says
+    /// which ran.
+    #[test]
+    fn the_implicit_gemm_path_plans_each_pass_on_the_tile_where_it_fits() {
+        let tile = IgemmTile::T128x32;
+        let path = ConvPath::Igemm(tile);
+        let igemm = FastForward::Igemm(tile);
+        let p = plan([1, 6, 6, 6, 16], 8, Conv3dConfig::cube(3, 1, 1), path);
+        assert_eq!(p.forward, ForwardKernel::Fast(igemm));
+        assert!(matches!(p.input, InputKernel::FlippedConv { kernel, .. } if kernel == igemm));
+        assert_eq!(p.weight, WeightKernel::Fast(FastWeight::Igemm(tile)));
+        assert_eq!(p.kernel_names(), ["igemm_128x32"; 3]);
+        let p = plan([1, 7, 6, 9, 16], 8, Conv3dConfig::cube(3, 2, 1), path);
+        assert!(matches!(p.input, InputKernel::Subpixel(_)));
+        assert_eq!(p.kernel_names(), ["igemm_128x32"; 3]);
+        // Cout = 6: no pass has its channels in fours (the input gradient's convs map 6 → 16).
+        let p = plan([1, 6, 6, 6, 16], 6, Conv3dConfig::cube(3, 1, 1), path);
+        assert!(
+            p.kernel_names().iter().all(|k| !k.starts_with("igemm")),
+            "{:?}",
+            p.kernel_names()
+        );
+        // The register tiles and the naive kernels name themselves.
+        let fast = plan(
+            [1, 6, 6, 6, 16],
+            8,
+            Conv3dConfig::cube(3, 1, 1),
+            ConvPath::Fast,
+        );
+        assert_eq!(fast.kernel_names(), ["tiled"; 3]);
+        let naive = plan(
+            [1, 6, 6, 6, 16],
+            8,
+            Conv3dConfig::cube(3, 1, 1),
+            ConvPath::Naive,
+        );
+        assert_eq!(naive.kernel_names(), ["naive"; 3]);
     }
 }

@@ -22,7 +22,7 @@
 //! conv3d.rs's plan uses the gather kernel when it says no.
 
 use super::conv3d::{Conv3dConfig, Geometry};
-use super::conv3d_fast::{self, FastForward, ForwardTile};
+use super::conv3d_fast::{self, FastForward};
 use crate::error::Result;
 use crate::tensor::{contiguous_strides, copy_region, Tensor};
 
@@ -85,9 +85,21 @@ pub(crate) struct SubpixelPlan {
     classes: Vec<ClassPlan>,
 }
 
-/// Plan the decomposition of `geo`'s input gradient, or `None` when some class conv has no fast
-/// kernel (then the caller plans the gather kernel instead; nothing has run yet).
-pub(crate) fn plan(geo: &Geometry, forced: Option<ForwardTile>) -> Result<Option<SubpixelPlan>> {
+impl SubpixelPlan {
+    /// The kernel of the first class conv (every class is planned by the same rule on the same
+    /// channel counts, so they share a kernel family).
+    pub(crate) fn first_kernel(&self) -> Option<FastForward> {
+        self.classes.first().map(|c| c.kernel)
+    }
+}
+
+/// Plan the decomposition of `geo`'s input gradient, each class conv on the kernel `choose`
+/// picks for its geometry, or `None` when it picks none for some class (then the caller plans
+/// the gather kernel instead; nothing has run yet).
+pub(crate) fn plan(
+    geo: &Geometry,
+    choose: &dyn Fn(&Geometry) -> Option<FastForward>,
+) -> Result<Option<SubpixelPlan>> {
     let c = &geo.cfg;
     let axes: Vec<Vec<ClassAxis>> = (0..3)
         .map(|a| {
@@ -125,7 +137,7 @@ pub(crate) fn plan(geo: &Geometry, forced: Option<ForwardTile>) -> Result<Option
                     groups: c.groups,
                 };
                 let geo_r = Geometry::new("conv3d_backward_input", &geo.out, &v_shape, &cfg)?;
-                let Some(kernel) = conv3d_fast::plan_forward(&geo_r, forced) else {
+                let Some(kernel) = choose(&geo_r) else {
                     return Ok(None);
                 };
                 classes.push(ClassPlan {
@@ -250,7 +262,7 @@ mod tests {
             let g_data = rng.vec_uniform(geo.out.iter().product(), -1.0, 1.0);
             let g = Tensor::from_slice(&gpu, &g_data, &geo.out).unwrap();
             let gx = Tensor::zeros(&gpu, &geo.x).unwrap();
-            let sub = plan(&geo, None)
+            let sub = plan(&geo, &|g| crate::ops::conv3d_fast::plan_forward(g, None))
                 .unwrap()
                 .unwrap_or_else(|| panic!("{cfg:?}: no fast kernel for some class conv"));
             backward_input(&g, &flipped_weight(&w, &geo).unwrap(), &gx, &geo, &sub).unwrap();

@@ -15,22 +15,24 @@
 //! Kernels: `matmul_naive` (one output per invocation, the oracle), `matmul_tile_4x4` (4 × 4
 //! outputs per invocation in registers, scalar loads, any shape and strides) and
 //! `matmul_vec4_<TM>x<TN>[_w<WG>]` (register tiles on vec4 loads in workgroups of WG, K and N
-//! multiples of 4). No shared memory or barriers (slow on lavapipe). The variant is chosen per
-//! adapter by timing the vec4 tiles once ([`MatmulKernel::chosen`], src/gpu/tuning.rs;
-//! `CADS_KERNEL_MATMUL=<name>` forces one); `matmul_with` takes an explicit one. The vec4 kernels
-//! split K across workgroups when the output has few tiles (`reduce::split_count`), summing the
-//! partials after.
+//! multiples of 4). No shared memory or barriers (slow on lavapipe). For GPUs,
+//! src/ops/matmul_tiled.rs adds workgroup-memory tiles (`wg64x64`, `wg128x64`, `wg128x128`) and a
+//! subgroup variant (`sg128x128`). The variant is chosen per adapter by timing the candidates
+//! once ([`MatmulKernel::chosen`], src/gpu/tuning.rs, src/ops/matmul_tune.rs: the vec4 tiles on
+//! CPU adapters, those and the workgroup-memory tiles on GPUs; `CADS_KERNEL_MATMUL=<name>` forces
+//! one); `matmul_with` takes an explicit one. The vec4 and workgroup-memory kernels split K across
+//! workgroups when the output has few tiles (`reduce::split_count`), summing the partials after.
 
 use super::elementwise::binary;
 use super::elementwise::BinaryOp;
+use super::matmul_tiled::{self, SharedTile};
+use super::matmul_tune::TuneBench;
 use super::reduce::{split_count_toward, sum_leading_raw, sum_to_shape};
 use super::shape::broadcast_shapes;
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Grid, KernelSpec, TuneRequest, TunedChoice};
 use crate::tensor::{numel, Tensor};
-use crate::util::Rng;
-use std::time::Instant;
 
 crate::gpu::shader_params! {
     /// Mirrors `MatmulParams` in shaders/matmul.wgsl.
@@ -82,11 +84,6 @@ const fn spec_vec4(entry: &'static str) -> KernelSpec {
 /// (along columns); matches the generator.
 const TILE_WORKGROUP: u32 = 64;
 
-/// The shape the tuner times each candidate on: M × K × N = 1024 × 512 × 512, the rows × width
-/// of a PVT token projection, large enough that a tile's steady state dominates (0.5 GFLOP: about
-/// 10–50 ms on lavapipe) and small enough that tuning stays a second or two.
-const TUNE_SHAPE: (usize, usize, usize) = (1024, 512, 512);
-
 /// Split-K aims at this many workgroups on CPU adapters: a handful per core keeps every thread
 /// busy, more only adds partial sums (aiming at 1024 cost the tall tiles ~25% on lavapipe).
 const CPU_SPLIT_TARGET_WORKGROUPS: usize = 64;
@@ -105,6 +102,10 @@ pub enum MatmulKernel {
     /// is first copied to row-major (O(size), small next to the O(M·N·K) product). Other shapes
     /// fall back to `Tile { 4, 4 }`.
     Vec4 { rows: u32, cols: u32, lanes: u32 },
+    /// A workgroup-memory tile for GPUs (src/ops/matmul_tiled.rs): any shape, either transpose,
+    /// no copies. On a device without what the tile needs (subgroups, workgroup memory) another
+    /// tile runs, or `vec4_4x4` when none fits ([`SharedTile::on_device`]).
+    Shared(SharedTile),
 }
 
 impl MatmulKernel {
@@ -126,6 +127,10 @@ impl MatmulKernel {
             cols: 8,
             lanes: 8,
         },
+        MatmulKernel::Shared(SharedTile::Wg64x64),
+        MatmulKernel::Shared(SharedTile::Wg128x64),
+        MatmulKernel::Shared(SharedTile::Wg128x128),
+        MatmulKernel::Shared(SharedTile::Sg128x128),
     ];
 
     /// A vec4 tile in the default workgroup of 64.
@@ -144,8 +149,25 @@ impl MatmulKernel {
         MatmulKernel::vec4(4, 4)
     }
 
+    /// The kernels the tuner times on this adapter: the vec4 register tiles everywhere, and on
+    /// GPU adapters also the workgroup-memory tiles the device runs
+    /// ([`SharedTile::candidates`]).
+    pub fn candidates(gpu: &Gpu) -> Vec<MatmulKernel> {
+        let mut kernels: Vec<MatmulKernel> = MatmulKernel::ALL
+            .iter()
+            .copied()
+            .filter(|k| matches!(k, MatmulKernel::Vec4 { .. }))
+            .collect();
+        kernels.extend(
+            SharedTile::candidates(gpu)
+                .into_iter()
+                .map(MatmulKernel::Shared),
+        );
+        kernels
+    }
+
     /// The kernel this context runs: `CADS_KERNEL_MATMUL` when set (an unknown name is an
-    /// error), else the vec4 tile measured fastest on this adapter at first use (cached on
+    /// error), else the candidate measured fastest on this adapter at first use (cached on
     /// disk, see src/gpu/tuning.rs), else with `CADS_TUNE=off` [`MatmulKernel::default_for`].
     pub fn chosen(gpu: &Gpu) -> Result<MatmulKernel> {
         MatmulKernel::from_name(&MatmulKernel::tuned_choice(gpu)?.variant)
@@ -159,37 +181,34 @@ impl MatmulKernel {
         }
         let names: Vec<String> = MatmulKernel::ALL.iter().map(|k| k.name()).collect();
         let variants: Vec<&str> = names.iter().map(String::as_str).collect();
-        let candidates: Vec<&str> = MatmulKernel::ALL
+        let candidate_names: Vec<String> = MatmulKernel::candidates(gpu)
             .iter()
-            .zip(&variants)
-            .filter(|(k, _)| matches!(k, MatmulKernel::Vec4 { .. }))
-            .map(|(_, n)| *n)
+            .map(|k| k.name())
             .collect();
+        let candidates: Vec<&str> = candidate_names.iter().map(String::as_str).collect();
         let default = MatmulKernel::default_for(gpu).name();
-        // The inputs are made at the first measurement only (a cached choice needs none).
-        let mut inputs: Option<(Tensor, Tensor)> = None;
         let request = TuneRequest {
             op: "matmul",
             variants: &variants,
             candidates: &candidates,
             default: &default,
         };
+        let mut bench = TuneBench::new(gpu);
         gpu.tuned_variant(&request, |name| {
-            let kernel = MatmulKernel::from_name(name)?;
-            if inputs.is_none() {
-                let (m, k, n) = TUNE_SHAPE;
-                let mut rng = Rng::new(0x7e4e);
-                let a = Tensor::from_slice(gpu, &rng.vec_uniform(m * k, -1.0, 1.0), &[m, k])?;
-                let b = Tensor::from_slice(gpu, &rng.vec_uniform(k * n, -1.0, 1.0), &[k, n])?;
-                inputs = Some((a, b));
-            }
-            let (a, b) = inputs.as_ref().expect("inputs were just made");
-            gpu.synchronize()?;
-            let t0 = Instant::now();
-            drop(matmul_launch(a, b, false, false, kernel)?);
-            gpu.synchronize()?;
-            Ok(t0.elapsed().as_secs_f64() * 1e3)
+            bench.measure(MatmulKernel::from_name(name)?)
         })
+    }
+
+    /// The kernel that runs for this one on `gpu`, decided from the device before any work: a
+    /// workgroup-memory tile the device cannot run is replaced ([`SharedTile::on_device`], else
+    /// `vec4_4x4`); every other kernel runs as itself.
+    pub fn runs_as(self, gpu: &Gpu) -> MatmulKernel {
+        match self {
+            MatmulKernel::Shared(tile) => tile
+                .on_device(gpu)
+                .map_or(MatmulKernel::vec4(4, 4), MatmulKernel::Shared),
+            kernel => kernel,
+        }
     }
 
     /// The kernel named `name` (as [`MatmulKernel::name`] prints it).
@@ -205,7 +224,7 @@ impl MatmulKernel {
     }
 
     /// Short name used in benchmark case names and `CADS_KERNEL_MATMUL`, e.g. `naive`, `4x4`,
-    /// `vec4_8x4`, `vec4_32x4_w8`.
+    /// `vec4_8x4`, `vec4_32x4_w8`, `wg128x128`.
     pub fn name(self) -> String {
         match self {
             MatmulKernel::Naive => "naive".into(),
@@ -216,10 +235,14 @@ impl MatmulKernel {
                 lanes: TILE_WORKGROUP,
             } => format!("vec4_{rows}x{cols}"),
             MatmulKernel::Vec4 { rows, cols, lanes } => format!("vec4_{rows}x{cols}_w{lanes}"),
+            MatmulKernel::Shared(tile) => tile.name().into(),
         }
     }
 
     fn spec(self) -> Result<&'static KernelSpec> {
+        if let MatmulKernel::Shared(tile) = self {
+            return Ok(tile.spec());
+        }
         let i = MatmulKernel::ALL
             .iter()
             .position(|k| *k == self)
@@ -382,6 +405,10 @@ pub(crate) fn matmul_launch(
 ) -> Result<Tensor> {
     a.check_same_gpu("matmul", b)?;
     let p = plan(a.shape(), b.shape(), ta, tb)?;
+    let on_device = kernel.runs_as(a.gpu());
+    if on_device != kernel {
+        return matmul_launch(a, b, ta, tb, on_device);
+    }
     if let MatmulKernel::Vec4 { .. } = kernel {
         if p.k % 4 != 0 || p.n % 4 != 0 || p.k == 0 {
             return matmul_launch(a, b, ta, tb, MatmulKernel::Tile { rows: 4, cols: 4 });
@@ -406,12 +433,26 @@ pub(crate) fn matmul_launch(
     if p.k == 0 {
         return Tensor::zeros(gpu, &p.out_shape);
     }
+    if let MatmulKernel::Shared(tile) = kernel {
+        let product = matmul_tiled::Product {
+            out_shape: &p.out_shape,
+            m: p.m,
+            n: p.n,
+            k: p.k,
+            outer: p.outer,
+            inner: p.inner,
+            a_strides: [p.a_sm, p.a_sk, p.a_sb[0], p.a_sb[1]],
+            b_strides: [p.b_sk, p.b_sn, p.b_sb[0], p.b_sb[1]],
+        };
+        return matmul_tiled::launch(a, b, &product, tile);
+    }
     let out = Tensor::uninit(gpu, "matmul", &p.out_shape)?;
     if numel(&p.out_shape) == 0 {
         return Ok(out);
     }
     let (rows, col_blocks, row_groups) = match kernel {
-        MatmulKernel::Naive => (1, 1, 0),
+        // (Shared tiles launched above, src/ops/matmul_tiled.rs.)
+        MatmulKernel::Naive | MatmulKernel::Shared(_) => (1, 1, 0),
         MatmulKernel::Tile { rows, cols } => {
             let col_blocks = p.n.div_ceil((TILE_WORKGROUP * cols) as usize);
             (rows, col_blocks, p.m.div_ceil(rows as usize) * batch)
