@@ -1,10 +1,11 @@
 //! `cads bench [--filter NAME] [--compare PEERS.jsonl]... [--report DIR]`: the benchmark suite of
 //! `benches/ops.rs`, one JSON line per case; peers side by side and a report folder on request
-//! (src/bench/compare.rs).
+//! (src/bench/compare.rs, src/bench/report.rs).
 
 use std::path::{Path, PathBuf};
 
-use cads::bench::compare::{line_with_peers, read_peers, write_report};
+use cads::bench::compare::{line_with_peers, read_peers};
+use cads::bench::report::write_report;
 use cads::gpu::AdapterChoice;
 use cads::{Gpu, Result};
 
