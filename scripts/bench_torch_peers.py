@@ -1,20 +1,52 @@
 #!/usr/bin/env python3
-"""PyTorch reference timings for the cads benchmark cases, on whatever device torch sees.
+"""PyTorch peers of the `cads bench` cases: one JSON line per case, on whatever device torch sees.
 
-Prints one JSON line per case in the shape of `cads bench` (op, case, ms, gflops, adapter,
-timer), so the two outputs can be compared line by line on the same machine. f32 throughout
-with TF32 disabled: cads computes in f32, and TF32 tensor-core results would not be a like-for-
-like comparison. Times are medians over fresh random inputs after warm-up, taken with CUDA
-events on a GPU and the wall clock on the CPU.
+The lines have the shape `cads bench` prints (op, case, ms, gflops, adapter, timer, peer), so
+`cads bench --compare PEERS.jsonl` can put them beside our own lines. Times are medians over
+fresh random inputs after warm-up: CUDA events on a GPU, the wall clock on the CPU (with torch's
+default thread count, printed as "threads").
 
-    python3 scripts/bench_torch_peers.py [--filter NAME]
+Op cases (matmul, conv3d, conv_transpose3d, attention): f32 with TF32 off, since cads computes
+in f32 and TF32 tensor-core results would not be a like-for-like comparison.
+
+Whole-step cases (scripts/torch_step_peers.py, our own PyTorch versions of the PVTv2-b1 encoder
+step `pvt_encoder_fwd_bwd`, the CADS pretraining step `pretrain_step` and the PVT-UNet step
+`segment_step`, at the shapes of src/bench/{pvt,pretrain,segment}.rs) run once per precision:
+  "precision":"f32"  float32, TF32 off;
+  "precision":"amp"  the forward under torch.autocast: float16 with a GradScaler on CUDA,
+                     bfloat16 on the CPU (named in "amp_dtype"); weights, gradients and
+                     optimizer state stay float32.
+Each adds "peak_bytes", measured on one more step after the timed ones, and "peak_measure":
+  cuda_max_memory_allocated  torch.cuda.max_memory_allocated() over the step, after
+                     reset_peak_memory_stats() with the weights, optimizer state and inputs in
+                     place: every tensor live during the step, in the caching allocator's
+                     blocks; the allocator's unused reserve is not counted. cads's peak_bytes
+                     (its buffer pool's peak during one step) counts the same things.
+  cpu_tensor_bytes   the bytes of the tensors live when the step starts (weights, buffers,
+                     optimizer state, inputs; each storage once) plus the peak of the running
+                     sum of the CPU allocations and frees that torch.profiler(profile_memory=
+                     True) records during the step (its Chrome trace's "[memory]" events).
+                     Tensors only: not the allocator's cache or fragmentation, not oneDNN
+                     scratch memory that bypasses that allocator, not Python objects. A lower
+                     bound of what the step needs, comparable with the CUDA figure; not the
+                     process's resident memory.
+
+    python3 scripts/bench_torch_peers.py --small > peers.jsonl        # CPU-sized step cases
+    python3 scripts/bench_torch_peers.py --filter pvt_encoder --precision f32
 """
 import argparse
 import json
+import os
+import sys
+import tempfile
 import time
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_step_peers as steps  # noqa: E402
 
 
 def timed(fn, make, reps=20, warmup=3):
@@ -117,230 +149,148 @@ def attention_cases(dev):
                3.5 * 4.0 * n * l * m * c)
 
 
-def pretrain_cases(dev):
-    """`pretrain_step` as src/bench/pretrain.rs: one whole CADS iteration at batch 2 — teacher
-    forward on (x1, x2) without grad, student forward on (x1, x2) and xD, the deep
-    self-distillation loss, backward, per-tensor clip 0.3, AdamW, EMA of the teacher, center
-    update — on random views x1, x2 [2, 1, 16, 48, 48] and xD [2, 1, 96, 96]. The model is the
-    spec test's (scripts/make_cads_step_golden.py, on make_pvt_golden's encoder) with the sizes
-    of the `tiny` and `cads` (b1) presets set before it is built. No drop path (the Rust step has
-    it; its cost is a few elementwise ops). FLOPs: the 3D encoder only, 4 · 2B · f, as in Rust."""
-    import os
-    import sys
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import make_cads_step_golden as golden
-    import make_pvt_golden as pvt
+def step_cases(dev, precisions, small_only):
+    """The whole-step cases, one line each per precision: ms and peak memory."""
+    for op, case, build, flops, small in steps.cases():
+        if small_only and not small:
+            continue
+        for name in precisions:
+            prec = steps.Precision(name, dev)
 
-    presets = {
-        # name: (dims, heads, mlp ratios, depths, sr, (hidden, bottleneck, K)); stem = dims[0].
-        "tiny_n2": ([16, 32, 48, 64], [1, 2, 3, 4], [2, 2, 2, 2], [1, 1, 1, 1], [8, 4, 2, 1],
-                    (128, 64, 256)),
-        "b1_n2": ([64, 128, 320, 512], [1, 2, 5, 8], [8, 8, 4, 4], [2, 2, 2, 2], [8, 4, 2, 1],
-                  (2048, 256, 60000)),
-    }
-    n = 2
-    for case, (dims, heads, ratios, depths, sr, (hidden, bottleneck, k)) in presets.items():
-        def run(dims=dims, heads=heads, ratios=ratios, depths=depths, sr=sr, hidden=hidden,
-                bottleneck=bottleneck, k=k):
-            pvt.DIMS, pvt.HEADS, pvt.MLP_RATIOS, pvt.DEPTHS, pvt.SR = dims, heads, ratios, depths, sr
-            golden.HIDDEN, golden.BOTTLENECK, golden.K = hidden, bottleneck, k
-            student = golden.Student().to(dev)
-            for m in student.modules():
-                if isinstance(m, golden.DinoHead):
-                    torch.nn.init.normal_(m.last_layer.weight_v, std=0.02)
-            teacher = golden.Teacher().to(dev)
-            teacher.load_state_dict(student.state_dict(), strict=False)
-            for p in teacher.parameters():
-                p.requires_grad_(False)
-            params = list(student.parameters())
-            decay = [p for p in params if p.dim() > 1]
-            no_decay = [p for p in params if p.dim() <= 1]
-            opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.04},
-                                     {"params": no_decay, "weight_decay": 0.0}], lr=5e-4)
-            center = torch.zeros(1, k, device=dev)
-            pairs = [(pt, ps) for (name, pt) in teacher.named_parameters()
-                     for (sname, ps) in [(name, dict(student.named_parameters())[name])]]
+            def run(build=build, prec=prec, small=small):
+                c = build(dev, prec)
+                # CPU steps take 0.1 s (tiny) to minutes (the large shapes): few repetitions.
+                reps, warmup = (20, 3) if dev == "cuda" else ((5, 2) if small else (1, 1))
+                ms = timed(c.step, c.make, reps=reps, warmup=warmup)
+                return ms, peak_bytes(dev, c)
 
-            def step(x1, x2, xd):
-                nonlocal center
-                x12 = torch.cat([x1, x2])
-                with torch.no_grad():
-                    t = teacher(x12)
-                out = student(x12, xd)
-                golden.TEACHER_TEMP = 0.04
-                loss, _ = golden.cads_loss(out, t, center)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                for p in params:
-                    if p.grad is not None:
-                        torch.nn.utils.clip_grad_norm_(p, 0.3)
-                opt.step()
-                with torch.no_grad():
-                    torch._foreach_mul_([a for a, _ in pairs], 0.996)
-                    torch._foreach_add_([a for a, _ in pairs], [b for _, b in pairs], alpha=0.004)
-                    center = 0.9 * center + 0.1 * t.mean(0, keepdim=True)
-
-            def make():
-                return (torch.rand(n, 1, 16, 48, 48, device=dev) * 2 - 1,
-                        torch.rand(n, 1, 16, 48, 48, device=dev) * 2 - 1,
-                        torch.rand(n, 1, 96, 96, device=dev) * 2 - 1)
-
-            reps = 20 if dev == "cuda" else 3
-            return timed(step, make, reps=reps, warmup=2)
-
-        f = encoder_flops(dims, ratios, depths, sr, [16, 48, 48])
-        yield "pretrain_step", case, run, 4 * 2 * n * f
+            extra = {"precision": name}
+            if prec.dtype is not None:
+                extra["amp_dtype"] = str(prec.dtype).removeprefix("torch.")
+            yield op, case, run, flops, extra
 
 
-def segment_cases(dev):
-    """`segment_step` as src/bench/segment.rs: one PVT-UNet training step at batch 2, 2 classes —
-    forward with the five deep-supervision outputs, nnU-Net's Dice + CE (weights 2^-i, the
-    coarsest off, normalised; Dice over the foreground per sample, smoothing 1e-5; labels of
-    output i sampled at voxel j·s + s//2), backward, SGD Nesterov 0.99 with weight decay 3e-5 —
-    on random inputs [2, 1, D, H, W] and random labels. Our own PyTorch PVT-UNet: the PVTv2-b1
-    encoder of make_pvt_golden (volume path; stem 64, widths 64/128/320/512) under the decoder of
-    src/models/pvt_unet.rs (transposed conv kernel = stride up to each skip — (1, 2, 2) onto the
-    stem skip, (2, 2, 2) above —, concat, [Conv 3³ no bias → InstanceNorm → LeakyReLU 0.01] × 2;
-    final k2 s2 up to 32 channels and a block; 1×1×1 heads). No drop path (the Rust step has
-    0.1; a few elementwise ops). FLOPs as in Rust: 3 · N · forward."""
-    import os
-    import sys
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import make_pvt_golden as pvt
-    import torch.nn as nn
-
-    dims, heads, ratios, depths, sr = [64, 128, 320, 512], [1, 2, 5, 8], [8, 8, 4, 4], [2, 2, 2, 2], [8, 4, 2, 1]
-    final, k, n = 32, 2, 2
-    strides = [(1, 1, 1), (2, 2, 2), (2, 4, 4), (4, 8, 8), (8, 16, 16)]
-
-    def block(cin, cout):
-        layers = []
-        for c in (cin, cout):
-            layers += [nn.Conv3d(c, cout, 3, padding=1, bias=False),
-                       nn.InstanceNorm3d(cout, eps=1e-5, affine=False), nn.LeakyReLU(0.01)]
-        return nn.Sequential(*layers)
-
-    class PvtUnet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            pvt.DIMS, pvt.HEADS, pvt.MLP_RATIOS, pvt.DEPTHS, pvt.SR = dims, heads, ratios, depths, sr
-            self.encoder = pvt.Encoder()
-            skip = [dims[0], dims[0], dims[1], dims[2]]
-            below = [dims[0], dims[1], dims[2], dims[3]]
-            self.ups = nn.ModuleList(
-                nn.ConvTranspose3d(below[l], skip[l], st, stride=st)
-                for l, st in enumerate([(1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)]))
-            self.blocks = nn.ModuleList(block(2 * c, c) for c in skip)
-            self.final_up = nn.ConvTranspose3d(skip[0], final, 2, stride=2)
-            self.final_block = block(final, final)
-            self.heads = nn.ModuleList(nn.Conv3d(c, k, 1) for c in [final] + skip)
-
-        def forward(self, x):
-            skip, stages = self.encoder(x)  # channels-last, as cads returns them
-            skips = [skip] + stages[:3]
-            skips = [s.movedim(-1, 1) for s in skips]
-            h = stages[3].movedim(-1, 1)
-            outs = []
-            for l in range(3, -1, -1):
-                h = self.blocks[l](torch.cat([self.ups[l](h), skips[l]], 1))
-                outs.append(self.heads[l + 1](h))
-            h = self.final_block(self.final_up(h))
-            outs.append(self.heads[0](h))
-            return outs[::-1]
-
-    raw = [0.5 ** i for i in range(4)] + [0.0]
-    weights = [w / sum(raw) for w in raw]
-
-    def seg_loss(outs, labels):
-        total = 0.0
-        for o, w, s in zip(outs, weights, strides):
-            if w == 0.0:
-                continue
-            lab = labels[:, s[0] // 2::s[0], s[1] // 2::s[1], s[2] // 2::s[2]]
-            ce = F.cross_entropy(o, lab)
-            q = torch.softmax(o, 1)
-            t = F.one_hot(lab, k).movedim(-1, 1).to(q.dtype)
-            dice = (2 * (q * t).sum((2, 3, 4)) + 1e-5) / (q.sum((2, 3, 4)) + t.sum((2, 3, 4)) + 1e-5)
-            total = total + w * (ce + 1 - dice[:, 1:].mean())
-        return total
-
-    def decoder_flops(dhw):
-        vol = lambda st: (dhw[0] // st[0]) * (dhw[1] // st[1]) * (dhw[2] // st[2])  # noqa: E731
-        skip = [dims[0], dims[0], dims[1], dims[2]]
-        below = [dims[0], dims[1], dims[2], dims[3]]
-        f = 0.0
-        for l in range(4):
-            v, c = vol(strides[l + 1]), skip[l]
-            f += 2 * v * below[l] * c + 2 * v * 27 * (2 * c * c + c * c) + 2 * v * c * k
-        v = vol((1, 1, 1))
-        return f + 2 * v * skip[0] * final + 2 * v * 27 * 2 * final * final + 2 * v * final * k
-
-    for case, dhw in (("vol16x64x64_n2", [16, 64, 64]), ("vol64x160x160_n2", [64, 160, 160])):
-        def run(dhw=dhw):
-            torch.manual_seed(0)
-            net = PvtUnet().to(dev)
-            opt = torch.optim.SGD([p for name, p in net.named_parameters() if "_2D" not in name],
-                                  lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5)
-
-            def step(x, labels):
-                loss = seg_loss(net(x), labels)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-
-            def make():
-                return (torch.rand(n, 1, *dhw, device=dev) * 2 - 1,
-                        torch.randint(0, k, (n, *dhw), device=dev))
-
-            small = dhw[0] * dhw[1] * dhw[2] <= 16 * 64 * 64
-            reps = 20 if dev == "cuda" else (5 if small else 1)
-            return timed(step, make, reps=reps, warmup=2 if small or dev == "cuda" else 1)
-
-        f = encoder_flops(dims, ratios, depths, sr, dhw) + decoder_flops(dhw)
-        yield "segment_step", case, run, 3 * n * f
+def peak_bytes(dev, case):
+    """(peak bytes of one step on fresh inputs, the measure's name); see the module doc."""
+    inputs = case.make()
+    # Every step drops the previous gradients before it allocates anything; drop them here
+    # instead: on the CPU the profiler cannot see the free of memory allocated before it
+    # started (the running sum would keep them), and on CUDA the peak then starts from the same
+    # state.
+    for h in case.holders:
+        if isinstance(h, torch.nn.Module):
+            for p in h.parameters():
+                p.grad = None
+    if dev == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        case.step(*inputs)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated(), "cuda_max_memory_allocated"
+    start = live_tensor_bytes(case.holders + list(inputs))
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        case.step(*inputs)
+    high = peak_of_running_sum(cpu_memory_events(prof))
+    return start + high, "cpu_tensor_bytes"
 
 
-def encoder_flops(dims, ratios, depths, srs, dhw):
-    """The 3D encoder's forward FLOPs of one sample (src/bench/pvt.rs forward_flops)."""
-    vol = lambda g: g[0] * g[1] * g[2]  # noqa: E731
-    s = dims[0]
-    g0 = [dhw[0] // 2, dhw[1] // 2, dhw[2] // 2]
-    g = [dhw[0] // 2, dhw[1] // 4, dhw[2] // 4]
-    grids = []
-    for st in range(4):
-        if st > 0:
-            g = [-(-v // 2) for v in g]
-        grids.append(g)
-    f = 2 * vol(g0) * 343 * s + 2 * 2 * vol(g0) * 27 * s * s + 2 * vol(grids[0]) * 27 * s * dims[0]
-    for st in range(4):
-        l, c, r, sr = vol(grids[st]), dims[st], ratios[st], srs[st]
-        if st > 0:
-            f += 2 * l * 27 * dims[st - 1] * c
-        m = vol([v // sr for v in grids[st]]) if sr > 1 else l
-        sr_conv = 2 * m * sr ** 3 * c * c if sr > 1 else 0
-        block = (2 * l * c * c + sr_conv + 2 * m * c * 2 * c + 4 * l * m * c + 2 * l * c * c
-                 + 2 * 2 * l * c * r * c + 2 * l * 27 * r * c)
-        f += depths[st] * block
-    return f
+def cpu_memory_events(prof):
+    """(time, signed bytes) of every CPU allocation (+) and free (−) a profile recorded, read
+    from its Chrome trace (torch.profiler's public export; "[memory]" instant events)."""
+    fd, path = tempfile.mkstemp(suffix=".json", prefix="cads-torch-trace-")
+    os.close(fd)
+    try:
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            trace = json.load(f)
+    finally:
+        os.remove(path)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    out = [(e["ts"], e["args"].get("Ev Idx", 0), e["args"]["Bytes"]) for e in events
+           if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0]
+    if not out:
+        raise RuntimeError("torch.profiler recorded no CPU allocation during the step")
+    return [(ts, b) for ts, _, b in sorted(out)]
+
+
+def peak_of_running_sum(events):
+    """The highest value the running sum of the signed sizes reaches, in time order (0 if it
+    never rises): the most bytes allocated during the step and not yet freed at one time."""
+    live = high = 0
+    for _, size in sorted(events, key=lambda e: e[0]):
+        live += size
+        high = max(high, live)
+    return high
+
+
+def live_tensor_bytes(holders):
+    """Bytes of the distinct storages reachable from modules (parameters, their gradients,
+    buffers), optimizers (their state), dicts of tensors and tensors."""
+    seen, total = set(), 0
+
+    def count(t):
+        nonlocal total
+        if not torch.is_tensor(t):
+            return
+        s = t.untyped_storage()
+        if s.data_ptr() not in seen and s.nbytes() > 0:
+            seen.add(s.data_ptr())
+            total += s.nbytes()
+
+    for h in holders:
+        if isinstance(h, torch.nn.Module):
+            for p in h.parameters():
+                count(p)
+                count(p.grad)
+            for b in h.buffers():
+                count(b)
+        elif isinstance(h, torch.optim.Optimizer):
+            for state in h.state.values():
+                for v in state.values():
+                    count(v)
+        elif isinstance(h, dict):
+            for v in h.values():
+                count(v)
+        else:
+            count(h)
+    return total
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--filter", default="")
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--filter", default="", metavar="NAME",
+                    help="keep the cases whose op/case contains NAME")
+    ap.add_argument("--precision", choices=["f32", "amp", "both"], default="both",
+                    help="of the whole-step cases (the op cases are f32)")
+    ap.add_argument("--small", action="store_true",
+                    help="only the whole-step cases that fit a CPU run (2x16x48x48 encoder, both "
+                         "pretrain presets, 2x16x64x64 segment); no op cases")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     adapter = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
-    for family in (matmul_cases, conv_cases, attention_cases, pretrain_cases, segment_cases):
+    common = {"adapter": adapter, "peer": f"torch {torch.__version__}",
+              "timer": "cuda-event" if dev == "cuda" else "wall"}
+    if dev == "cpu":
+        common["threads"] = torch.get_num_threads()
+    precisions = ["f32", "amp"] if args.precision == "both" else [args.precision]
+    families = [] if args.small else [matmul_cases, conv_cases, attention_cases]
+    for family in families:
         for op, case, run, flops in family(dev):
             if args.filter not in f"{op}/{case}":
                 continue
             ms = run()
             print(json.dumps({"op": op, "case": case, "ms": round(ms, 4),
-                              "gflops": round(flops / ms / 1e6, 2), "adapter": adapter,
-                              "peer": f"torch {torch.__version__}", "timer": "cuda-event" if dev == "cuda" else "wall"}),
-                  flush=True)
+                              "gflops": round(flops / ms / 1e6, 2), **common}), flush=True)
+    for op, case, run, flops, extra in step_cases(dev, precisions, args.small):
+        if args.filter not in f"{op}/{case}":
+            continue
+        ms, (peak, measure) = run()
+        print(json.dumps({"op": op, "case": case, **extra, "ms": round(ms, 4),
+                          "gflops": round(flops / ms / 1e6, 2), "peak_bytes": peak,
+                          "peak_measure": measure, **common}), flush=True)
 
 
 if __name__ == "__main__":

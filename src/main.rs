@@ -44,12 +44,13 @@ enum Command {
         #[arg(long)]
         filter: Option<String>,
         /// Peer timings of the same cases (JSON lines from scripts/bench_torch_peers.py or
-        /// scripts/burn_peer_lines.py; repeatable): each matching line gains the peers' ms and
-        /// the speed-up peer ms / cads ms.
+        /// scripts/burn_peer_lines.py; repeatable): each line gains the peers of the same op,
+        /// case and precision with their ms, the speed-up peer ms / cads ms and, where both
+        /// measured peak bytes, the memory ratio peer bytes / cads bytes.
         #[arg(long, value_name = "PEERS.jsonl")]
         compare: Vec<std::path::PathBuf>,
         /// Also write bench.jsonl, report.md and PNG bar charts (% of the measured FMA peak;
-        /// speed-ups over the peers) of this run into this folder.
+        /// speed-ups over the peers; memory ratios) of this run into this folder.
         #[arg(long, value_name = "DIR")]
         report: Option<std::path::PathBuf>,
     },

@@ -1,25 +1,30 @@
-//! Peers side by side: `cads bench --compare PEERS.jsonl` and `cads bench --report DIR`.
+//! Peers side by side: `cads bench --compare PEERS.jsonl` (and the peers of `--report DIR`,
+//! written by [`super::report`]).
 //!
 //! A peer file holds JSON lines in the shape `cads bench` prints (`op`, `case`, `ms`, optional
-//! `gflops`, `peer` or `adapter`): scripts/bench_torch_peers.py writes them for PyTorch,
-//! scripts/burn_peer_lines.py turns the Burn harness's output (../shared/peers/burn-bench) into
-//! them. Blank lines and lines starting with `#` are skipped. A peer line matches our line with
-//! the same `op` and `case`; the ratio printed is the **speed-up** `peer ms / cads ms` (above 1:
-//! cads is faster), computed on milliseconds because both sides time the same shapes.
+//! `gflops`, `precision`, `peak_bytes`, `peer` or `adapter`): scripts/bench_torch_peers.py
+//! writes them for PyTorch, scripts/burn_peer_lines.py turns the Burn harness's output
+//! (../shared/peers/burn-bench) into them. Blank lines and lines starting with `#` are skipped.
+//! A peer line matches our line with the same `op`, `case` and `precision`, a line of either
+//! side that names none being f32 (only the whole-step cases name it, and PyTorch's AMP lines
+//! must not be compared with our f32 steps). Two ratios, both "above 1: cads is better":
 //!
-//! `--compare` appends `"peers":[{"peer":..,"ms":..,"speedup":..}]` to each matching JSON line.
-//! `--report DIR` writes, from the one run: `bench.jsonl` (the lines as printed), `report.md`
-//! (a Markdown table: case, variant, ms, rate, % of the FMA peak measured in the same run, and
-//! each peer's ms and speed-up), `peak.png` (the compute cases as % of that peak) and, when peers
-//! matched, `peers.png` (the speed-ups, with a line at parity).
+//! - the **speed-up** `peer ms / cads ms`, computed on milliseconds because both sides time the
+//!   same shapes;
+//! - the **memory ratio** `peer peak_bytes / cads peak_bytes`, where both lines carry a peak
+//!   (the whole-step cases: our buffer pool's peak, PyTorch's allocator peak; see
+//!   src/bench/mod.rs and scripts/bench_torch_peers.py for what each counts).
+//!
+//! `--compare` appends
+//! `"peers":[{"peer":..,"ms":..,"speedup":..,"peak_bytes":..,"memory_ratio":..}]` to each
+//! matching JSON line (`peak_bytes` where the peer measured one, `memory_ratio` where both
+//! sides did).
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::chart::{render_png, short_number, Bar, BarChart};
-use super::{Outcome, Report, Work};
+use super::{Outcome, Report, F32};
 use crate::error::{Error, Result};
-use crate::util::file::write_atomically;
 
 /// One peer measurement.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,6 +34,10 @@ pub struct PeerLine {
     pub ms: f64,
     /// Who measured: the line's `peer`, else its `adapter`, else the file name.
     pub peer: String,
+    /// The number format (`"f32"` when the line names none).
+    pub precision: String,
+    /// Peak memory of one run, when the peer measured it.
+    pub peak_bytes: Option<u64>,
 }
 
 #[derive(serde::Deserialize)]
@@ -36,6 +45,9 @@ struct PeerJson {
     op: String,
     case: String,
     ms: Option<f64>,
+    precision: Option<String>,
+    /// A float, so that `2.5e9` parses too; checked to be a positive whole number.
+    peak_bytes: Option<f64>,
     peer: Option<String>,
     adapter: Option<String>,
     error: Option<String>,
@@ -64,11 +76,35 @@ pub fn parse_peers(source: &str, text: &str) -> Result<Vec<PeerLine>> {
         let ms =
             p.ms.filter(|ms| ms.is_finite() && *ms > 0.0)
                 .ok_or_else(|| bad(format!("{}/{}: expected a positive \"ms\"", p.op, p.case)))?;
+        let peak_bytes = match p.peak_bytes {
+            None => None,
+            Some(b) if b.is_finite() && b >= 1.0 && b.fract() == 0.0 && b < u64::MAX as f64 => {
+                Some(b as u64)
+            }
+            Some(b) => {
+                return Err(bad(format!(
+                    "{}/{}: expected \"peak_bytes\" a positive whole number, got {b}",
+                    p.op, p.case
+                )))
+            }
+        };
+        let precision = match p.precision {
+            None => F32.to_string(),
+            Some(name) if !name.trim().is_empty() => name,
+            Some(_) => {
+                return Err(bad(format!(
+                    "{}/{}: expected a non-empty \"precision\"",
+                    p.op, p.case
+                )))
+            }
+        };
         out.push(PeerLine {
             op: p.op,
             case: p.case,
             ms,
             peer: p.peer.or(p.adapter).unwrap_or_else(|| source.to_string()),
+            precision,
+            peak_bytes,
         });
     }
     Ok(out)
@@ -93,12 +129,30 @@ pub fn read_peers(paths: &[impl AsRef<Path>]) -> Result<Vec<PeerLine>> {
     Ok(all)
 }
 
-/// The peers measured on `r`'s op and case, with the speed-up `peer ms / r.ms`.
-pub fn matches<'a>(r: &Report, peers: &'a [PeerLine]) -> Vec<(&'a PeerLine, f64)> {
+/// A peer line that measured the same case as one of ours, with the two ratios.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerMatch<'a> {
+    pub peer: &'a PeerLine,
+    /// `peer ms / cads ms`: above 1, cads is faster.
+    pub speedup: f64,
+    /// `peer peak / cads peak` where both are known: above 1, cads needs less memory.
+    pub memory_ratio: Option<f64>,
+}
+
+/// The peers measured on `r`'s op, case and precision (f32 where a side names none).
+pub fn matches<'a>(r: &Report, peers: &'a [PeerLine]) -> Vec<PeerMatch<'a>> {
+    let precision = r.precision.unwrap_or(F32);
     peers
         .iter()
-        .filter(|p| p.op == r.op && p.case == r.case)
-        .map(|p| (p, p.ms / r.ms))
+        .filter(|p| p.op == r.op && p.case == r.case && p.precision == precision)
+        .map(|p| PeerMatch {
+            peer: p,
+            speedup: p.ms / r.ms,
+            memory_ratio: match (p.peak_bytes, r.peak_bytes) {
+                (Some(theirs), Some(ours)) if ours > 0 => Some(theirs as f64 / ours as f64),
+                _ => None,
+            },
+        })
         .collect()
 }
 
@@ -107,6 +161,10 @@ struct PeerRatio<'a> {
     peer: &'a str,
     ms: Box<serde_json::value::RawValue>,
     speedup: Box<serde_json::value::RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_ratio: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// `outcome`'s JSON line with `"peers":[..]` appended when peers measured the same case.
@@ -121,10 +179,12 @@ pub fn line_with_peers(outcome: &Outcome, peers: &[PeerLine]) -> String {
     }
     let ratios: Vec<PeerRatio> = found
         .iter()
-        .map(|(p, s)| PeerRatio {
-            peer: &p.peer,
-            ms: super::fixed(p.ms, 4),
-            speedup: super::fixed(*s, 2),
+        .map(|m| PeerRatio {
+            peer: &m.peer.peer,
+            ms: super::fixed(m.peer.ms, 4),
+            speedup: super::fixed(m.speedup, 2),
+            peak_bytes: m.peer.peak_bytes,
+            memory_ratio: m.memory_ratio.map(|r| super::fixed(r, 2)),
         })
         .collect();
     let list = serde_json::to_string(&ratios).expect("strings and raw numbers always serialize");
@@ -133,7 +193,7 @@ pub fn line_with_peers(outcome: &Outcome, peers: &[PeerLine]) -> String {
 }
 
 /// Peer names in first-seen order.
-fn peer_names(peers: &[PeerLine]) -> Vec<String> {
+pub(crate) fn peer_names(peers: &[PeerLine]) -> Vec<String> {
     let mut seen = BTreeSet::new();
     peers
         .iter()
@@ -142,192 +202,18 @@ fn peer_names(peers: &[PeerLine]) -> Vec<String> {
         .collect()
 }
 
-/// Rate of a report as text with its unit.
-fn rate(r: &Report) -> String {
-    let per_ms = |x: f64| x / (r.ms * 1e6);
-    match r.work {
-        Work::Flops(f) => format!("{:.2} GFLOP/s", per_ms(f)),
-        Work::Bytes(b) => format!("{:.2} GB/s", per_ms(b)),
-        Work::Rays { rays, .. } => format!("{:.4} Mrays/s", rays / (r.ms * 1e3)),
-        Work::Voxels(v) => format!("{:.4} Mvoxels/s", v / (r.ms * 1e3)),
-    }
-}
-
-/// The Markdown report of one run: a header naming the adapter, timer and FMA peak, then one
-/// row per case with each peer's ms and speed-up side by side, then any failed cases.
-pub fn markdown(outcomes: &[Outcome], peers: &[PeerLine]) -> String {
-    let reports: Vec<&Report> = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            Outcome::Measured(r) => Some(r),
-            Outcome::Failed(_) | Outcome::TooLarge(_) => None,
-        })
-        .collect();
-    let names = peer_names(peers);
-    let mut md = String::from("# cads bench\n\n");
-    if let Some(r) = reports.first() {
-        md += &format!("Adapter: {} (timer: {}).", r.adapter, r.timer);
-    }
-    if let Some(peak) = reports.iter().find(|r| r.op == "fma_peak") {
-        md += &format!(" Measured FMA peak: {}.", rate(peak));
-    }
-    md += " Speed-up = peer ms / cads ms (above 1: cads is faster).\n\n";
-    md += "| case | variant | ms | rate | % of peak |";
-    let mut rule = String::from("|---|---|---|---|---|");
-    for n in &names {
-        md += &format!(" {n} ms | speed-up vs {n} |");
-        rule += "---|---|";
-    }
-    md += &format!("\n{rule}\n");
-    for r in &reports {
-        md += &format!(
-            "| {}/{} | {} | {:.3} | {} | {} |",
-            r.op,
-            r.case,
-            r.variant.as_deref().unwrap_or(""),
-            r.ms,
-            rate(r),
-            r.pct_peak.map_or(String::new(), |p| format!("{p:.1}"))
-        );
-        let found = matches(r, peers);
-        for n in &names {
-            match found.iter().find(|(p, _)| &p.peer == n) {
-                Some((p, s)) => md += &format!(" {:.3} | {s:.2}× |", p.ms),
-                None => md += " | |",
-            }
-        }
-        md += "\n";
-    }
-    let failed: Vec<String> = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            Outcome::Failed(f) => Some(format!("- {}/{}: {}\n", f.op, f.case, f.error)),
-            Outcome::Measured(_) | Outcome::TooLarge(_) => None,
-        })
-        .collect();
-    if !failed.is_empty() {
-        md += "\nFailed cases:\n\n";
-        md += &failed.concat();
-    }
-    let too_large: Vec<String> = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            Outcome::TooLarge(t) => Some(format!(
-                "- {}/{}: needs {} bytes in one buffer, the adapter's {} is {}\n",
-                t.op, t.case, t.bytes_needed, t.limit, t.limit_bytes
-            )),
-            _ => None,
-        })
-        .collect();
-    if !too_large.is_empty() {
-        md += "\nCases too large for this adapter (not run):\n\n";
-        md += &too_large.concat();
-    }
-    md
-}
-
-/// The % of peak chart (compute cases other than the peak itself), if any case has one.
-pub fn peak_chart(outcomes: &[Outcome]) -> Option<BarChart> {
-    let mut adapter = String::new();
-    let mut peak = None;
-    let bars: Vec<Bar> = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            Outcome::Measured(r) => Some(r),
-            Outcome::Failed(_) | Outcome::TooLarge(_) => None,
-        })
-        .filter_map(|r| {
-            adapter.clone_from(&r.adapter);
-            if r.op == "fma_peak" {
-                peak = r.gflops();
-                return None;
-            }
-            Some(Bar {
-                label: format!("{}/{}", r.op, r.case),
-                value: r.pct_peak?,
-                series: 0,
-            })
-        })
-        .collect();
-    if bars.is_empty() {
-        return None;
-    }
-    let peak = peak.map_or(String::new(), |p| format!(" ({} GFLOP/s)", short_number(p)));
-    Some(BarChart {
-        title: format!("{adapter}: % of the measured FMA peak{peak}"),
-        axis: "% of peak".into(),
-        series: vec!["cads".into()],
-        bars,
-        reference: None,
-    })
-}
-
-/// The speed-up chart (one bar per case and peer), if any peer matched.
-pub fn peers_chart(outcomes: &[Outcome], peers: &[PeerLine]) -> Option<BarChart> {
-    let names = peer_names(peers);
-    let mut adapter = String::new();
-    let mut bars = Vec::new();
-    for o in outcomes {
-        let Outcome::Measured(r) = o else { continue };
-        adapter.clone_from(&r.adapter);
-        for (p, s) in matches(r, peers) {
-            let series = names.iter().position(|n| *n == p.peer).unwrap_or(0);
-            bars.push(Bar {
-                label: format!("{}/{}", r.op, r.case),
-                value: s,
-                series,
-            });
-        }
-    }
-    (!bars.is_empty()).then(|| BarChart {
-        title: format!("{adapter}: cads speed-up over each peer (peer ms / cads ms)"),
-        axis: "speed-up (1 = parity)".into(),
-        series: names,
-        bars,
-        reference: Some(1.0),
-    })
-}
-
-/// Write `bench.jsonl`, `report.md`, `peak.png` and (with matching peers) `peers.png` into
-/// `dir` (created if missing); returns the paths written.
-pub fn write_report(dir: &Path, outcomes: &[Outcome], peers: &[PeerLine]) -> Result<Vec<String>> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        op: "bench --report",
-        path: dir.display().to_string(),
-        source,
-    })?;
-    let mut written = Vec::new();
-    let mut put = |name: &str, bytes: &[u8]| -> Result<()> {
-        let path = dir.join(name);
-        write_atomically("bench --report", &path, bytes)?;
-        written.push(path.display().to_string());
-        Ok(())
-    };
-    let lines: String = outcomes
-        .iter()
-        .map(|o| line_with_peers(o, peers) + "\n")
-        .collect();
-    put("bench.jsonl", lines.as_bytes())?;
-    put("report.md", markdown(outcomes, peers).as_bytes())?;
-    if let Some(chart) = peak_chart(outcomes) {
-        put("peak.png", &render_png(&chart)?)?;
-    }
-    if let Some(chart) = peers_chart(outcomes, peers) {
-        put("peers.png", &render_png(&chart)?)?;
-    }
-    Ok(written)
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::bench::Failure;
+    use crate::bench::Work;
 
-    fn report(op: &str, case: &str, ms: f64, pct: Option<f64>) -> Outcome {
+    /// One of our lines (a matmul names its variant).
+    pub(crate) fn report(op: &str, case: &str, ms: f64, pct: Option<f64>) -> Outcome {
         Outcome::Measured(Report {
             op: op.into(),
             case: case.into(),
             variant: (op == "matmul").then(|| "vec4_32x4_w8".into()),
+            precision: None,
             ms,
             work: Work::Flops(2e9),
             pct_peak: pct,
@@ -340,10 +226,28 @@ mod tests {
         })
     }
 
-    const PEERS: &str = "# Burn 0.22 on Mesa 26\n\n\
+    /// One of our whole-step lines: a precision and a peak.
+    pub(crate) fn step(precision: &'static str, ms: f64, peak_bytes: u64) -> Outcome {
+        let Outcome::Measured(mut r) = report("pvt_encoder_fwd_bwd", "vol16x48x48_n2", ms, None)
+        else {
+            unreachable!("report() is a measurement")
+        };
+        r.precision = Some(precision);
+        r.peak_bytes = Some(peak_bytes);
+        Outcome::Measured(r)
+    }
+
+    pub(crate) const PEERS: &str = "# Burn 0.22 on Mesa 26\n\n\
         {\"op\":\"matmul\",\"case\":\"1024\",\"ms\":55.0,\"gflops\":38.7,\"peer\":\"burn 0.22\"}\n\
         {\"op\":\"matmul\",\"case\":\"1024\",\"ms\":20.0,\"adapter\":\"cpu\"}\n\
         {\"op\":\"conv3d_fwd\",\"case\":\"c32\",\"error\":\"out of memory\"}\n";
+
+    /// PyTorch's whole-step lines as scripts/bench_torch_peers.py prints them: the same case in
+    /// f32 and in AMP, and a line of another peer that names no precision (so f32).
+    pub(crate) const STEP_PEERS: &str = "\
+        {\"op\": \"pvt_encoder_fwd_bwd\", \"case\": \"vol16x48x48_n2\", \"precision\": \"f32\", \"ms\": 400.0, \"peak_bytes\": 300000000, \"peak_measure\": \"cpu_tensor_bytes\", \"peer\": \"torch\"}\n\
+        {\"op\": \"pvt_encoder_fwd_bwd\", \"case\": \"vol16x48x48_n2\", \"precision\": \"amp\", \"amp_dtype\": \"bfloat16\", \"ms\": 250.0, \"peak_bytes\": 1.2e8, \"peer\": \"torch\"}\n\
+        {\"op\": \"pvt_encoder_fwd_bwd\", \"case\": \"vol16x48x48_n2\", \"ms\": 800.0, \"peer\": \"other\"}\n";
 
     #[test]
     fn peer_lines_parse_with_names_from_peer_adapter_or_file() {
@@ -368,6 +272,89 @@ mod tests {
     }
 
     #[test]
+    fn peer_lines_read_precision_and_peak_bytes() {
+        let p = parse_peers("f", STEP_PEERS).unwrap();
+        let got: Vec<(&str, Option<u64>)> = p
+            .iter()
+            .map(|l| (l.precision.as_str(), l.peak_bytes))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("f32", Some(300_000_000)),
+                ("amp", Some(120_000_000)),
+                ("f32", None)
+            ],
+            "a line without precision is f32; 1.2e8 bytes reads as a whole number"
+        );
+        for (bad, why) in [
+            (r#""peak_bytes":-5"#, "peak_bytes"),
+            (r#""peak_bytes":10.5"#, "peak_bytes"),
+            (r#""peak_bytes":0"#, "peak_bytes"),
+            (r#""precision":" ""#, "precision"),
+        ] {
+            let line = format!(r#"{{"op":"a","case":"b","ms":1,{bad}}}"#);
+            let e = parse_peers("p.jsonl", &line).unwrap_err().to_string();
+            assert!(
+                e.contains(why) && e.contains("a/b") && e.contains("line 1"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn peers_match_on_precision_and_gain_the_memory_ratio() {
+        let peers = parse_peers("f", STEP_PEERS).unwrap();
+        let names = |r: &Outcome| -> Vec<(String, String)> {
+            let Outcome::Measured(r) = r else {
+                unreachable!()
+            };
+            matches(r, &peers)
+                .iter()
+                .map(|m| (m.peer.peer.clone(), m.peer.precision.clone()))
+                .collect()
+        };
+        let f32_pair = vec![
+            ("torch".to_string(), "f32".to_string()),
+            ("other".to_string(), "f32".to_string()),
+        ];
+        // Our f32 step: PyTorch's f32 line and the line without precision, never the AMP one.
+        assert_eq!(names(&step("f32", 200.0, 200_000_000)), f32_pair);
+        // A line of ours without precision is f32 too.
+        let Outcome::Measured(mut plain) = step("f32", 200.0, 200_000_000) else {
+            unreachable!()
+        };
+        plain.precision = None;
+        assert_eq!(names(&Outcome::Measured(plain)), f32_pair);
+        // An AMP step of ours meets only the AMP line.
+        let amp = step("amp", 100.0, 100_000_000);
+        assert_eq!(names(&amp), [("torch".to_string(), "amp".to_string())]);
+
+        let line = line_with_peers(&step("f32", 200.0, 200_000_000), &peers);
+        assert!(
+            line.contains(r#""precision":"f32","ms":200.0000"#),
+            "{line}"
+        );
+        assert!(line.ends_with(
+            r#""peers":[{"peer":"torch","ms":400.0000,"speedup":2.00,"peak_bytes":300000000,"memory_ratio":1.50},{"peer":"other","ms":800.0000,"speedup":4.00}]}"#
+        ), "{line}");
+        let line = line_with_peers(&amp, &peers);
+        assert!(line.ends_with(
+            r#""peers":[{"peer":"torch","ms":250.0000,"speedup":2.50,"peak_bytes":120000000,"memory_ratio":1.20}]}"#
+        ), "{line}");
+        // Our line without a peak: the peer's peak is shown, no ratio.
+        let line = line_with_peers(
+            &report("pvt_encoder_fwd_bwd", "vol16x48x48_n2", 200.0, None),
+            &peers,
+        );
+        assert!(
+            line.contains(r#""speedup":2.00,"peak_bytes":300000000},"#),
+            "{line}"
+        );
+        assert!(!line.contains("memory_ratio"), "{line}");
+    }
+
+    #[test]
     fn matching_lines_gain_the_speedup_of_each_peer() {
         let peers = parse_peers("f", PEERS).unwrap();
         let ours = report("matmul", "1024", 44.0, Some(43.2));
@@ -380,41 +367,5 @@ mod tests {
         // No peer for this case: the line is unchanged.
         let other = report("conv3d_fwd", "c32", 10.0, None);
         assert_eq!(line_with_peers(&other, &peers), other.to_json());
-    }
-
-    #[test]
-    fn the_report_writes_a_table_and_charts() {
-        let peers = parse_peers("f", PEERS).unwrap();
-        let outcomes = vec![
-            report("fma_peak", "64k_x8x8", 20.0, Some(100.0)),
-            report("matmul", "1024", 44.0, Some(43.2)),
-            Outcome::Failed(Failure {
-                op: "conv3d_fwd".into(),
-                case: "c32".into(),
-                error: "boom".into(),
-                adapter: "llvmpipe".into(),
-            }),
-        ];
-        let md = markdown(&outcomes, &peers);
-        assert!(
-            md.contains("| burn 0.22 ms | speed-up vs burn 0.22 |"),
-            "{md}"
-        );
-        assert!(md.contains("| matmul/1024 | vec4_32x4_w8 | 44.000 | 45.45 GFLOP/s | 43.2 | 55.000 | 1.25× | 20.000 | 0.45× |"), "{md}");
-        assert!(md.contains("- conv3d_fwd/c32: boom"), "{md}");
-        let peak = peak_chart(&outcomes).unwrap();
-        assert_eq!(peak.bars.len(), 1, "the peak itself is not a bar");
-        assert!(peak.title.contains("100 GFLOP/s"), "{}", peak.title);
-        assert_eq!(peers_chart(&outcomes, &peers).unwrap().bars.len(), 2);
-        assert!(peers_chart(&outcomes, &[]).is_none());
-
-        let dir = std::env::temp_dir().join(format!("cads-report-unit-{}", std::process::id()));
-        let written = write_report(&dir, &outcomes, &peers).unwrap();
-        assert_eq!(written.len(), 4, "{written:?}");
-        let png = std::fs::read(dir.join("peers.png")).unwrap();
-        assert_eq!(&png[1..4], b"PNG");
-        let lines = std::fs::read_to_string(dir.join("bench.jsonl")).unwrap();
-        assert_eq!(lines.lines().count(), 3);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -13,20 +13,23 @@
 //! `mvoxels_per_s` for sliding-window inference (end to end, host work included). `pct_peak` is
 //! relative to the f32 FMA peak measured by the `fma_peak` case in the same run (always measured
 //! first). Cases that measure memory add `"peak_bytes"` (the buffer pool's peak during one run,
-//! see [`Bench::peak_bytes`]); cases that split a batch add `"micro_batches"`; communication
-//! cases add `"bytes"` (what one rank contributes) and time by the wall clock (and
-//! `allreduce_exposed`, what the gradient all-reduce adds to a backward pass, `"backward_ms"`,
-//! the backward pass alone). Run as one rank of an MPI job ([`run_suite_in_job`], `mpirun -np 2
-//! cads bench`), the communication cases use the job's ranks instead of threads. A case that fails
-//! prints `{"op":..,"case":..,"error":"..",...}` instead (never a silent skip), the remaining
-//! cases still run, and [`run_suite`] then returns an error naming the failed cases. A case too
+//! see [`Bench::peak_bytes`]); the whole-step cases (`pvt_encoder_fwd_bwd`, `pretrain_step`,
+//! `segment_step`) add `"precision":"f32"`, the number format their peers are matched on; cases
+//! that split a batch add `"micro_batches"`; communication cases add `"bytes"` (what one rank
+//! contributes) and time by the wall clock (and `allreduce_exposed`, what the gradient
+//! all-reduce adds to a backward pass, `"backward_ms"`, the backward pass alone). Run as one rank
+//! of an MPI job ([`run_suite_in_job`], `mpirun -np 2 cads bench`), the communication cases use
+//! the job's ranks instead of threads. A case that fails prints
+//! `{"op":..,"case":..,"error":"..",...}` instead (never a silent skip), the remaining cases
+//! still run, and [`run_suite`] then returns an error naming the failed cases. A case too
 //! large for the device (the typed [`Error::TooLarge`]: a tensor past one storage binding or
 //! buffer) is not a failure but a property of the device: it prints
 //! `{"op":..,"case":..,"status":"too_large","bytes_needed":..,"limit_bytes":..,"limit":"max_storage_buffer_binding_size","adapter":..}`
 //! and the suite goes on and succeeds.
 //!
-//! `cads bench --compare PEERS.jsonl` adds other libraries' times of the same cases side by side
-//! and `--report DIR` writes a Markdown table and PNG charts of one run ([`compare`]).
+//! `cads bench --compare PEERS.jsonl` adds other libraries' times (and peak memory, where both
+//! sides measure it) of the same cases side by side ([`compare`]), and `--report DIR` writes a
+//! Markdown table and PNG charts of one run ([`report`]).
 //!
 //! Adding cases: write `src/bench/<family>.rs` with `pub(crate) fn cases() -> Vec<Case>` and add
 //! `<family>::cases` to [`FAMILIES`]. A case is an (op, case) name and a `fn(&Bench) -> Result<Sample>`.
@@ -44,6 +47,7 @@ mod matmul;
 mod optim;
 mod pretrain;
 mod pvt;
+pub mod report;
 mod rows;
 mod segment;
 mod sliding_window;
@@ -121,6 +125,9 @@ pub struct Sample {
     pub variant: Option<String>,
     /// Peak bytes held in pooled buffers during one run, when the case measures it.
     pub peak_bytes: Option<u64>,
+    /// The number format the case computes in ([`F32`]), named by the whole-step cases, whose
+    /// peers run in more than one (scripts/bench_torch_peers.py: `f32` and `amp`).
+    pub precision: Option<&'static str>,
     /// Number of accumulated micro-batches one run was split into, when it was split.
     pub micro_batches: Option<usize>,
     /// Bytes one rank contributes to a collective (communication cases).
@@ -132,6 +139,10 @@ pub struct Sample {
     pub wall_clock: bool,
 }
 
+/// [`Sample::precision`] of a case computing in f32 throughout (and of a peer line that names
+/// no precision).
+pub const F32: &str = "f32";
+
 impl Sample {
     /// A time and its work, with no memory figures.
     pub fn new(ms: f64, work: Work) -> Sample {
@@ -140,10 +151,20 @@ impl Sample {
             work,
             variant: None,
             peak_bytes: None,
+            precision: None,
             micro_batches: None,
             bytes: None,
             backward_ms: None,
             wall_clock: false,
+        }
+    }
+
+    /// A whole training step (f32 throughout): its time, work and the pool's peak bytes.
+    pub fn whole_step(ms: f64, work: Work, peak_bytes: u64) -> Sample {
+        Sample {
+            peak_bytes: Some(peak_bytes),
+            precision: Some(F32),
+            ..Sample::new(ms, work)
         }
     }
 }
@@ -155,6 +176,8 @@ pub struct Report {
     pub case: String,
     /// The kernel variant that ran, where the op has several ([`Sample::variant`]).
     pub variant: Option<String>,
+    /// The number format, where the case names it ([`Sample::precision`]).
+    pub precision: Option<&'static str>,
     pub ms: f64,
     pub work: Work,
     /// Percent of the measured FMA peak (compute-bound cases).
@@ -199,6 +222,7 @@ impl Report {
             op: &self.op,
             case: &self.case,
             variant: self.variant.as_deref(),
+            precision: self.precision,
             ms: fixed(self.ms, 4),
             gflops,
             gb_per_s,
@@ -223,6 +247,8 @@ struct ReportLine<'a> {
     case: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     variant: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    precision: Option<&'a str>,
     ms: Box<RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     gflops: Option<Box<RawValue>>,
@@ -571,6 +597,7 @@ pub fn run_suite_in_job(
             op: c.op.to_string(),
             case: c.case.to_string(),
             variant: s.variant,
+            precision: s.precision,
             ms: s.ms,
             work: s.work,
             pct_peak: None,
@@ -652,6 +679,7 @@ mod tests {
             op: "drr_fwd".into(),
             case: "siddon_200x200".into(),
             variant: None,
+            precision: None,
             ms: 100.0,
             work,
             pct_peak: None,
@@ -692,6 +720,10 @@ mod tests {
         r.variant = Some("vec4_32x4_w8".into());
         assert!(r.to_json().starts_with(
             r#"{"op":"drr_fwd","case":"siddon_200x200","variant":"vec4_32x4_w8","ms":"#
+        ));
+        r.precision = Some(F32);
+        assert!(r.to_json().starts_with(
+            r#"{"op":"drr_fwd","case":"siddon_200x200","variant":"vec4_32x4_w8","precision":"f32","ms":"#
         ));
         // JSON has no NaN: a broken timer prints null, and the line stays parseable.
         r.ms = f64::NAN;

@@ -84,9 +84,7 @@ fn timed(b: &Bench, cfg: CadsConfig) -> Result<Sample> {
     let peak = b.peak_bytes(make, |x| t.step(x).map(|_| ()))?;
     drop(t);
     b.gpu().trim_pool();
-    let mut s = Sample::new(ms, work(&cfg));
-    s.peak_bytes = Some(peak);
-    Ok(s)
+    Ok(Sample::whole_step(ms, work(&cfg), peak))
 }
 
 fn once(b: &Bench, cfg: CadsConfig) -> Result<Sample> {
@@ -98,7 +96,5 @@ fn once(b: &Bench, cfg: CadsConfig) -> Result<Sample> {
     let (ms, peak) = b.once_with_grad(|gpu, r| inputs(gpu, r, &cfg), |x| t.step(x).map(|_| ()))?;
     drop(t);
     b.gpu().trim_pool();
-    let mut s = Sample::new(ms, work(&cfg));
-    s.peak_bytes = Some(peak);
-    Ok(s)
+    Ok(Sample::whole_step(ms, work(&cfg), peak))
 }

@@ -203,9 +203,11 @@ fn timed(b: &Bench, dhw: [usize; 3]) -> Result<Sample> {
     let peak = b.peak_bytes(make, |m| step(&enc, &params, m, &mut rng))?;
     drop((enc, params));
     b.gpu().trim_pool();
-    let mut s = Sample::new(ms, Work::Flops(3.0 * N as f64 * forward_flops(&cfg, dhw)));
-    s.peak_bytes = Some(peak);
-    Ok(s)
+    Ok(Sample::whole_step(
+        ms,
+        Work::Flops(3.0 * N as f64 * forward_flops(&cfg, dhw)),
+        peak,
+    ))
 }
 
 /// One step, split into micro-batches of 1 when batch 2 would pass the binding limit.
@@ -230,8 +232,11 @@ fn once(b: &Bench, dhw: [usize; 3]) -> Result<Sample> {
     )?;
     drop((enc, params));
     b.gpu().trim_pool();
-    let mut s = Sample::new(ms, Work::Flops(3.0 * N as f64 * forward_flops(&cfg, dhw)));
-    s.peak_bytes = Some(peak);
+    let mut s = Sample::whole_step(
+        ms,
+        Work::Flops(3.0 * N as f64 * forward_flops(&cfg, dhw)),
+        peak,
+    );
     s.micro_batches = (micro_batches > 1).then_some(micro_batches);
     Ok(s)
 }

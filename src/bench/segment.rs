@@ -120,9 +120,11 @@ fn timed(b: &Bench, dhw: [usize; 3]) -> Result<Sample> {
     let peak = b.peak_bytes(make, |i| step.run(i))?;
     drop(step);
     b.gpu().trim_pool();
-    let mut s = Sample::new(ms, Work::Flops(3.0 * N as f64 * forward_flops(&cfg, dhw)));
-    s.peak_bytes = Some(peak);
-    Ok(s)
+    Ok(Sample::whole_step(
+        ms,
+        Work::Flops(3.0 * N as f64 * forward_flops(&cfg, dhw)),
+        peak,
+    ))
 }
 
 fn once(b: &Bench, dhw: [usize; 3]) -> Result<Sample> {
@@ -144,7 +146,9 @@ fn once(b: &Bench, dhw: [usize; 3]) -> Result<Sample> {
     let (ms, peak) = b.once_with_grad(|gpu, r| make_inputs(gpu, r, dhw), |i| step.run(i))?;
     drop(step);
     b.gpu().trim_pool();
-    let mut s = Sample::new(ms, Work::Flops(3.0 * N as f64 * forward_flops(&cfg, dhw)));
-    s.peak_bytes = Some(peak);
-    Ok(s)
+    Ok(Sample::whole_step(
+        ms,
+        Work::Flops(3.0 * N as f64 * forward_flops(&cfg, dhw)),
+        peak,
+    ))
 }

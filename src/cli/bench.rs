@@ -1,12 +1,13 @@
 //! `cads bench [--filter NAME] [--compare PEERS.jsonl]... [--report DIR]`: the benchmark suite of
 //! `benches/ops.rs`, one JSON line per case; peers side by side and a report folder on request
-//! (src/bench/compare.rs). Under an MPI launcher (`mpirun -np 2 cads bench --filter
-//! allreduce_exposed`, a build with `--features mpi`) every rank runs the suite, the
+//! (src/bench/compare.rs, src/bench/report.rs). Under an MPI launcher (`mpirun -np 2 cads bench
+//! --filter allreduce_exposed`, a build with `--features mpi`) every rank runs the suite, the
 //! communication cases over the job's ranks, and rank 0 prints.
 
 use std::path::{Path, PathBuf};
 
-use cads::bench::compare::{line_with_peers, read_peers, write_report, PeerLine};
+use cads::bench::compare::{line_with_peers, read_peers, PeerLine};
+use cads::bench::report::write_report;
 use cads::dist::DataParallel;
 use cads::gpu::AdapterChoice;
 use cads::{Gpu, Result};
