@@ -7,8 +7,8 @@
 
 use crate::gpu::KernelSpec;
 use crate::ops::{
-    attention, conv3d, conv3d_fast, conv_transpose3d, drr, elementwise, ema, loss, matmul, norm,
-    pool, reduce, resample, softmax,
+    attention, conv3d, conv3d_fast, conv_transpose3d, drr, elementwise, ema, loss, matmul,
+    matmul_f16, norm, pool, reduce, resample, softmax,
 };
 
 /// Every kernel the crate launches.
@@ -26,6 +26,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         loss::KERNELS,
         crate::optim::KERNELS,
         matmul::KERNELS,
+        matmul_f16::KERNELS,
         crate::bench::KERNELS,
         drr::KERNELS,
         conv3d::KERNELS,

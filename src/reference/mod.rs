@@ -11,6 +11,7 @@ pub mod ema;
 pub mod gradcheck;
 pub mod loss;
 pub mod matmul;
+pub mod matmul_f16;
 pub mod norm;
 pub mod optim;
 pub mod pool;
