@@ -336,6 +336,7 @@ mod tests {
             peak_bytes: None,
             micro_batches: None,
             bytes: None,
+            precision: None,
         })
     }
 

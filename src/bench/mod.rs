@@ -38,6 +38,7 @@ mod dist;
 mod drr;
 mod inputs;
 mod matmul;
+mod matmul_f16;
 mod pretrain;
 mod pvt;
 mod rows;
@@ -58,6 +59,7 @@ pub(crate) use self::core::KERNELS;
 const FAMILIES: &[fn() -> Vec<Case>] = &[
     core::cases,
     matmul::cases,
+    matmul_f16::cases,
     rows::cases,
     conv::cases,
     conv_transpose::cases,
@@ -122,6 +124,9 @@ pub struct Sample {
     /// Timed by the wall clock whatever the device offers (cases with host work: GPU
     /// timestamps would miss it).
     pub wall_clock: bool,
+    /// The arithmetic precision of a case that has several (`"f32"`, `"mixed"`: under
+    /// `Gpu::autocast(Precision::Mixed)`).
+    pub precision: Option<&'static str>,
 }
 
 impl Sample {
@@ -135,6 +140,7 @@ impl Sample {
             micro_batches: None,
             bytes: None,
             wall_clock: false,
+            precision: None,
         }
     }
 }
@@ -156,6 +162,8 @@ pub struct Report {
     pub peak_bytes: Option<u64>,
     pub micro_batches: Option<usize>,
     pub bytes: Option<u64>,
+    /// [`Sample::precision`].
+    pub precision: Option<&'static str>,
 }
 
 impl Report {
@@ -189,6 +197,7 @@ impl Report {
             op: &self.op,
             case: &self.case,
             variant: self.variant.as_deref(),
+            precision: self.precision,
             ms: fixed(self.ms, 4),
             gflops,
             gb_per_s,
@@ -212,6 +221,8 @@ struct ReportLine<'a> {
     case: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     variant: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    precision: Option<&'a str>,
     ms: Box<RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     gflops: Option<Box<RawValue>>,
@@ -546,6 +557,7 @@ pub fn run_suite(
             peak_bytes: s.peak_bytes,
             micro_batches: s.micro_batches,
             bytes: s.bytes,
+            precision: s.precision,
         };
         if let (Some(p), Some(g)) = (peak, r.gflops()) {
             r.pct_peak = Some(100.0 * g / p);
@@ -624,6 +636,7 @@ mod tests {
             peak_bytes: None,
             micro_batches: None,
             bytes: None,
+            precision: None,
             adapter: "a".into(),
             timer: "gpu",
         }
