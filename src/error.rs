@@ -48,6 +48,15 @@ pub enum Error {
         got: String,
     },
 
+    /// A tensor of another element type than the operation takes (an f16 tensor given to an op
+    /// that reads f32, or the reverse).
+    #[error("{op}: element type mismatch: expected {expected}, got {got}")]
+    DTypeMismatch {
+        op: &'static str,
+        expected: String,
+        got: String,
+    },
+
     /// A tensor larger than the device lets one binding or buffer be.
     #[error("{op}: tensor of {bytes} bytes exceeds the device limit of {limit} bytes ({which})")]
     TooLarge {

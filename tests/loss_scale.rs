@@ -203,7 +203,7 @@ fn unscale_matches_torch_bits_and_the_reference() {
             .iter()
             .map(u32_of)
             .collect();
-        let (got, found_inf) = unscale_on_gpu(&gpu, &[input.clone()], scale);
+        let (got, found_inf) = unscale_on_gpu(&gpu, std::slice::from_ref(&input), scale);
         assert_eq!(got[0], want, "GPU unscale at scale {scale}");
         assert_eq!(found_inf, case["found_inf"].as_bool().unwrap());
         let mut host = input.clone();

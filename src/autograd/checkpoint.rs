@@ -8,7 +8,9 @@
 //!
 //! 1. re-runs `f` with recording on (inside the tape's own `no_grad`, via `Gpu::enable_grad`) on
 //!    fresh leaves holding the saved input values, with the generator state `f` saw the first
-//!    time (so random draws such as drop path repeat exactly);
+//!    time (so random draws such as drop path repeat exactly) and under the autocast policy of
+//!    the forward (`Gpu::autocast`: a backward run outside the forward's autocast still
+//!    recomputes in mixed precision what ran mixed);
 //! 2. back-propagates the incoming gradient through that small graph (`backward_with`);
 //! 3. hands the outer tape the gradients of the inputs and of the parameters.
 //!
@@ -61,6 +63,7 @@ where
     }
 
     let replay = rng.clone();
+    let precision = gpu.precision();
     // Values only: the saved inputs carry no tape node, so nothing upstream is kept for them.
     let saved: Vec<Tensor> = inputs.iter().map(|t| t.detach()).collect();
     let out = gpu.no_grad(|| f(&saved, rng))?;
@@ -78,7 +81,7 @@ where
             .collect();
         let mut rng = replay;
         let mut grads: Gradients = gpu.enable_grad(|| -> Result<Gradients> {
-            let y = f(&leaves, &mut rng)?;
+            let y = gpu.autocast(precision, || f(&leaves, &mut rng))?;
             if y.shape() != out_shape.as_slice() {
                 return Err(Error::Autograd {
                     op,

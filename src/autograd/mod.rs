@@ -17,6 +17,17 @@
 //! inputs are released as soon as it has run, so intermediate buffers return to the pool during
 //! the backward pass rather than after it.
 //!
+//! A node does NOT keep its inputs' buffers: it keeps a `TapeInput` per input (id, shape,
+//! element type, whether it wants a gradient, its own node), which is all the walk and the
+//! routing of gradients need. The values a backward needs are exactly what its closure captured
+//! (a matmul's operands, a GELU's input; an add captures nothing), so a forward tensor that no
+//! backward reads goes back to the pool as soon as the forward has used it. This is what makes
+//! mixed precision save memory: a cast's f32 input is not held by the cast's node, only the f16
+//! copy the matmul captured is.
+//!
+//! The gradient of a tensor has the tensor's element type (f16 for an f16 tensor): checked for
+//! every gradient a backward returns, and summed in that type.
+//!
 //! [`Tensor::backward_observed`] runs the same sweep and reports each watched leaf's gradient as
 //! soon as it is final (its last consumer has run; `observe.rs`), so data-parallel training can
 //! all-reduce early gradients while the rest of the backward pass still runs.
@@ -33,9 +44,30 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 type BackwardFn = Box<dyn FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+
+/// What a node keeps of one input: its identity and type, never its buffer (module docs).
+struct TapeInput {
+    id: u64,
+    shape: Vec<usize>,
+    dtype: DType,
+    requires_grad: bool,
+    node: Option<Arc<Node>>,
+}
+
+impl TapeInput {
+    fn of(t: &Tensor) -> TapeInput {
+        TapeInput {
+            id: t.id(),
+            shape: t.shape().to_vec(),
+            dtype: t.dtype(),
+            requires_grad: t.requires_grad(),
+            node: t.inner.node.clone(),
+        }
+    }
+}
 
 /// One recorded operation.
 pub struct Node {
@@ -43,7 +75,7 @@ pub struct Node {
     op: &'static str,
     output_id: u64,
     output_shape: Vec<usize>,
-    state: Mutex<Option<(Vec<Tensor>, BackwardFn)>>,
+    state: Mutex<Option<(Vec<TapeInput>, BackwardFn)>>,
 }
 
 impl Node {
@@ -69,7 +101,7 @@ pub fn record(
         output_id: out.id(),
         output_shape: out.shape().to_vec(),
         state: Mutex::new(Some((
-            inputs.iter().map(|t| (*t).clone()).collect(),
+            inputs.iter().map(|t| TapeInput::of(t)).collect(),
             Box::new(backward),
         ))),
     });
@@ -97,24 +129,30 @@ impl Gradients {
     pub fn remove(&mut self, t: &Tensor) -> Option<Tensor> {
         self.map.remove(&t.id())
     }
-    /// Add `g` to the gradient of tensor id `id` (insert if absent).
+    /// Add `g` to the gradient of tensor id `id` (insert if absent). Both in one element
+    /// type; f16 gradients are summed in f32 and rounded once.
     pub fn accumulate(&mut self, id: u64, g: Tensor) -> Result<()> {
         match self.map.remove(&id) {
             None => {
                 self.map.insert(id, g);
             }
             Some(prev) => {
-                if prev.shape() != g.shape() {
+                if prev.shape() != g.shape() || prev.dtype() != g.dtype() {
                     return Err(Error::Autograd {
                         op: "accumulate",
                         message: format!(
-                            "gradient shapes {:?} and {:?} differ",
+                            "gradients {:?} {} and {:?} {} differ",
                             prev.shape(),
-                            g.shape()
+                            prev.dtype(),
+                            g.shape(),
+                            g.dtype()
                         ),
                     });
                 }
-                let sum = crate::tensor::add_unrecorded("accumulate", &prev, &g)?;
+                let sum = match g.dtype() {
+                    DType::F32 => crate::tensor::add_unrecorded("accumulate", &prev, &g)?,
+                    DType::F16 => crate::tensor::add_half_unrecorded("accumulate", &prev, &g)?,
+                };
                 self.map.insert(id, sum);
             }
         }
@@ -141,6 +179,10 @@ impl Tensor {
             });
         }
         let ones = Tensor::full(self.gpu(), self.shape(), 1.0)?;
+        let ones = match self.dtype() {
+            DType::F32 => ones,
+            dtype => crate::tensor::cast_unrecorded("backward", &ones, dtype)?,
+        };
         self.backward_with(&ones)
     }
 
@@ -186,7 +228,7 @@ impl Tensor {
         for node in collect_nodes(self) {
             let state = node.state.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((inputs, _)) = state.as_ref() {
-                used.extend(inputs.iter().filter(|x| x.requires_grad()).map(|x| x.id()));
+                used.extend(inputs.iter().filter(|x| x.requires_grad).map(|x| x.id));
             }
         }
         leaves.iter().map(|t| used.contains(&t.id())).collect()
@@ -197,6 +239,7 @@ impl Tensor {
         if grad.shape() != self.shape() {
             return Err(Error::shape("backward_with", self.shape(), grad.shape()));
         }
+        grad.expect_dtype("backward_with", self.dtype())?;
         if !self.requires_grad() {
             return Err(Error::Autograd {
                 op: "backward",
@@ -264,20 +307,22 @@ fn run_node(node: &Node, g: &Tensor, grads: &mut Gradients) -> Result<()> {
     }
     for (x, gx) in inputs.iter().zip(input_grads) {
         let Some(gx) = gx else { continue };
-        if !x.requires_grad() {
+        if !x.requires_grad {
             continue;
         }
-        if gx.shape() != x.shape() {
+        if gx.shape() != x.shape.as_slice() || gx.dtype() != x.dtype {
             return Err(Error::Autograd {
                 op: node.op,
                 message: format!(
-                    "gradient of shape {:?} for an input of shape {:?}",
+                    "gradient {:?} {} for an input {:?} {}",
                     gx.shape(),
-                    x.shape()
+                    gx.dtype(),
+                    x.shape,
+                    x.dtype
                 ),
             });
         }
-        grads.accumulate(x.id(), gx)?;
+        grads.accumulate(x.id, gx)?;
     }
     Ok(())
 }
@@ -285,12 +330,9 @@ fn run_node(node: &Node, g: &Tensor, grads: &mut Gradients) -> Result<()> {
 /// Every node reachable from `root`, in reverse recording order.
 fn collect_nodes(root: &Tensor) -> Vec<Arc<Node>> {
     let mut seen = std::collections::HashSet::new();
-    let mut stack = vec![root.clone()];
+    let mut stack: Vec<Arc<Node>> = root.inner.node.iter().cloned().collect();
     let mut nodes = Vec::new();
-    while let Some(t) = stack.pop() {
-        let Some(node) = t.inner.node.clone() else {
-            continue;
-        };
+    while let Some(node) = stack.pop() {
         if !seen.insert(node.seq) {
             continue;
         }
@@ -300,7 +342,7 @@ fn collect_nodes(root: &Tensor) -> Vec<Arc<Node>> {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            stack.extend(inputs.iter().cloned());
+            stack.extend(inputs.iter().filter_map(|x| x.node.clone()));
         }
         nodes.push(node);
     }

@@ -81,8 +81,8 @@ impl<'w, 'f> Watch<'w, 'f> {
                 };
                 inputs
                     .iter()
-                    .filter(|x| x.requires_grad())
-                    .filter_map(|x| index.get(&x.id()).copied())
+                    .filter(|x| x.requires_grad)
+                    .filter_map(|x| index.get(&x.id).copied())
                     .inspect(|&i| remaining[i] += 1)
                     .collect()
             })

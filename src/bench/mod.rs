@@ -44,6 +44,7 @@ mod dist;
 mod drr;
 mod inputs;
 mod matmul;
+mod matmul_f16;
 mod optim;
 mod pretrain;
 mod pvt;
@@ -67,6 +68,7 @@ pub(crate) use self::core::KERNELS;
 const FAMILIES: &[fn() -> Vec<Case>] = &[
     core::cases,
     matmul::cases,
+    matmul_f16::cases,
     rows::cases,
     conv::cases,
     conv_transpose::cases,

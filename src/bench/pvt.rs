@@ -2,6 +2,11 @@
 //! one training step of the encoder, timed, with the buffer pool's peak bytes during one step.
 //!
 //! - `vol16x48x48_n2`: the CADS view, timed like every case (warm-up, median of repetitions).
+//! - `vol16x48x48_n2` again, `"precision":"amp"`: the same step with the forward under
+//!   `gpu.autocast(Precision::Mixed)` (the peers' AMP line pairs with it): every
+//!   Linear multiplies f16 copies of its input and weight with f32 accumulation and the tape
+//!   keeps those copies; convs, norms, attention and the parameters stay f32. On a device
+//!   without SHADER_F16 it runs the f32 step.
 //! - `vol64x160x160_n2`: a PVT-UNet patch; ONE step, no warm-up and no repetitions (on lavapipe
 //!   one sample takes minutes), pipeline compilation included. When one tensor of the batch-2 step
 //!   would exceed the device's storage-binding limit (on lavapipe the stage-1 MLP activation,
@@ -40,6 +45,7 @@
 use super::inputs::random;
 use super::{Bench, Case, Sample, Work};
 use crate::error::{Error, Result};
+use crate::gpu::Precision;
 use crate::models::pvt::{Modality, PvtConfig, PvtEncoder};
 use crate::nn::Module;
 use crate::ops;
@@ -53,7 +59,12 @@ pub(crate) fn cases() -> Vec<Case> {
         Case {
             op: "pvt_encoder_fwd_bwd",
             case: "vol16x48x48_n2",
-            run: |b| timed(b, [16, 48, 48]),
+            run: |b| timed(b, [16, 48, 48], Precision::F32),
+        },
+        Case {
+            op: "pvt_encoder_fwd_bwd",
+            case: "vol16x48x48_n2",
+            run: |b| timed(b, [16, 48, 48], Precision::Mixed),
         },
         Case {
             op: "pvt_encoder_fwd_bwd",
@@ -148,16 +159,20 @@ fn make_inputs(
     ))
 }
 
-/// One training step of the encoder over micro-batches, gradients of every parameter summed.
+/// One training step of the encoder over micro-batches (forward at `precision`), gradients of
+/// every parameter summed.
 fn step(
     enc: &PvtEncoder,
     params: &[(String, Tensor)],
     micro: &[(Tensor, Tensor)],
     rng: &mut Rng,
+    precision: Precision,
 ) -> Result<()> {
     let mut acc: Vec<Option<Tensor>> = vec![None; params.len()];
     for (x, g) in micro {
-        let out = enc.forward(x, Modality::Volume, true, rng)?;
+        let out = x
+            .gpu()
+            .autocast(precision, || enc.forward(x, Modality::Volume, true, rng))?;
         let grads = out.stages[3].backward_with(g)?;
         for ((_, p), a) in params.iter().zip(acc.iter_mut()) {
             if let Some(gp) = grads.get(p) {
@@ -194,20 +209,23 @@ fn build(b: &Bench) -> Result<(PvtEncoder, Named)> {
 }
 
 /// Timed like every case (batch 2 in one micro-batch), then one more step for the peak.
-fn timed(b: &Bench, dhw: [usize; 3]) -> Result<Sample> {
+fn timed(b: &Bench, dhw: [usize; 3], precision: Precision) -> Result<Sample> {
     let (enc, params) = build(b)?;
     let cfg = enc.config.clone();
     let mut rng = Rng::new(7);
     let make = |gpu: &crate::Gpu, r: &mut Rng| Ok(vec![make_inputs(gpu, r, &cfg, N, dhw)?]);
-    let ms = b.time_with_grad(make, |m| step(&enc, &params, m, &mut rng))?;
-    let peak = b.peak_bytes(make, |m| step(&enc, &params, m, &mut rng))?;
+    let ms = b.time_with_grad(make, |m| step(&enc, &params, m, &mut rng, precision))?;
+    let peak = b.peak_bytes(make, |m| step(&enc, &params, m, &mut rng, precision))?;
     drop((enc, params));
     b.gpu().trim_pool();
-    Ok(Sample::whole_step(
-        ms,
-        Work::Flops(3.0 * N as f64 * forward_flops(&cfg, dhw)),
-        peak,
-    ))
+    Ok(Sample {
+        precision: Some(precision.name()),
+        ..Sample::whole_step(
+            ms,
+            Work::Flops(3.0 * N as f64 * forward_flops(&cfg, dhw)),
+            peak,
+        )
+    })
 }
 
 /// One step, split into micro-batches of 1 when batch 2 would pass the binding limit.
@@ -228,7 +246,7 @@ fn once(b: &Bench, dhw: [usize; 3]) -> Result<Sample> {
                 .map(|_| make_inputs(gpu, r, &cfg, per, dhw))
                 .collect::<Result<Vec<_>>>()
         },
-        |m| step(&enc, &params, m, &mut rng),
+        |m| step(&enc, &params, m, &mut rng, Precision::F32),
     )?;
     drop((enc, params));
     b.gpu().trim_pool();

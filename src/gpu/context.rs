@@ -81,6 +81,8 @@ pub(crate) struct GpuInner {
     /// `no_grad` nesting depth per thread; > 0 means ops on that thread do not record. Kept per
     /// context and per thread so one thread's evaluation never switches off another's tape.
     pub no_grad_depth: Mutex<HashMap<ThreadId, usize>>,
+    /// Autocast policy per thread (src/gpu/autocast.rs); absent means `Precision::F32`.
+    pub autocast: Mutex<HashMap<ThreadId, super::autocast::Precision>>,
     /// Source of tensor ids and tape sequence numbers.
     pub counter: AtomicU64,
     /// Per-adapter kernel variant choices (src/gpu/tuning.rs).
@@ -112,10 +114,21 @@ impl Gpu {
     /// Adapter chosen by `choice`; the device gets the adapter's real limits and every optional
     /// feature cads can use that the adapter has.
     pub fn with_choice(choice: &AdapterChoice) -> Result<Gpu> {
+        Self::with_choice_withholding(choice, wgpu::Features::empty())
+    }
+
+    /// [`Gpu::with_choice`] on a device created without the optional features in `withheld`,
+    /// even where the adapter has them, so the device behaves like an adapter that lacks them:
+    /// tests of the fallback paths (e.g. `SHADER_F16` withheld: mixed precision runs f32), or a
+    /// workaround for a driver whose implementation of one feature is broken.
+    pub fn with_choice_withholding(
+        choice: &AdapterChoice,
+        withheld: wgpu::Features,
+    ) -> Result<Gpu> {
         pollster::block_on(async {
             let (_instance, adapter) = select_adapter(choice).await?;
             let info = adapter.get_info();
-            let features = adapter.features() & DeviceFeatures::optional_wgpu();
+            let features = adapter.features() & DeviceFeatures::optional_wgpu() & !withheld;
             let limits = adapter.limits();
             let (device, queue) = adapter
                 .request_device(&wgpu::DeviceDescriptor {
@@ -177,6 +190,7 @@ impl Gpu {
                 lost: Arc::new(Mutex::new(None)),
                 error: Arc::new(Mutex::new(None)),
                 no_grad_depth: Mutex::new(HashMap::new()),
+                autocast: Mutex::new(HashMap::new()),
                 counter: AtomicU64::new(1),
                 tuner: Tuner::from_env(),
             }),

@@ -1,6 +1,7 @@
 //! GPU runtime: adapter choice, the device context, buffer pool, kernel cache and launches.
 
 mod adapter;
+mod autocast;
 mod context;
 mod kernel;
 mod params;
@@ -12,6 +13,7 @@ mod timestamps;
 mod tuning;
 
 pub use adapter::{select_adapter, AdapterChoice, NO_ADAPTER_HINT};
+pub use autocast::Precision;
 pub use context::{AdapterSummary, DeviceFeatures, Gpu};
 pub use kernel::{Grid, KernelSpec};
 pub(crate) use params::shader_params;

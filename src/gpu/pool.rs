@@ -8,8 +8,14 @@
 //! Reuse is safe without fences: every use of a buffer is recorded on the one queue in program
 //! order, and wgpu inserts the barriers between passes, so a buffer dropped by one op and taken by
 //! the next is written only after the earlier reads have executed.
+//!
+//! The pool also knows which of its lent buffers hold f16 data ([`BufferPool::take_half`]): the
+//! launch code refuses to bind one to a kernel that reads f32 (src/gpu/recorder.rs), so a half
+//! tensor handed to an f32-only op fails with a typed error instead of being misread. The tag lives
+//! with the buffer, not the tensor, because kernels are bound with bare `wgpu::Buffer`s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Usage flags of every pooled buffer: bound as storage, copied in and out.
@@ -35,12 +41,17 @@ pub struct PoolStats {
 pub(crate) struct PoolShared {
     device: wgpu::Device,
     state: Mutex<PoolState>,
+    /// How many lent buffers hold f16 data (`state.half.len()`), read without the lock so that
+    /// launches in an all-f32 program never take it.
+    half_count: AtomicUsize,
 }
 
 #[derive(Default)]
 struct PoolState {
     free: HashMap<u64, Vec<wgpu::Buffer>>,
     stats: PoolStats,
+    /// Lent buffers that hold f16 data (tagged by `take_half`, untagged when they come back).
+    half: HashSet<wgpu::Buffer>,
 }
 
 /// Round a request up to its size class.
@@ -61,6 +72,8 @@ pub struct PooledBuffer {
     buffer: Option<wgpu::Buffer>,
     class: u64,
     pool: Arc<PoolShared>,
+    /// Holds f16 data (see the module docs).
+    half: bool,
 }
 
 impl PooledBuffer {
@@ -79,6 +92,9 @@ impl Drop for PooledBuffer {
     fn drop(&mut self) {
         if let Some(buffer) = self.buffer.take() {
             let mut st = self.pool.state.lock().unwrap_or_else(|e| e.into_inner());
+            if self.half && st.half.remove(&buffer) {
+                self.pool.half_count.fetch_sub(1, Ordering::Relaxed);
+            }
             st.stats.live_bytes -= self.class;
             st.stats.cached_bytes += self.class;
             st.free.entry(self.class).or_default().push(buffer);
@@ -104,12 +120,34 @@ impl BufferPool {
             shared: Arc::new(PoolShared {
                 device,
                 state: Mutex::new(PoolState::default()),
+                half_count: AtomicUsize::new(0),
             }),
         }
     }
 
     /// A buffer of at least `bytes` bytes (contents undefined: callers overwrite or zero it).
     pub fn take(&self, bytes: u64) -> PooledBuffer {
+        self.take_tagged(bytes, false)
+    }
+
+    /// [`BufferPool::take`] for f16 data: until it comes back, [`BufferPool::holds_half`] says so.
+    pub fn take_half(&self, bytes: u64) -> PooledBuffer {
+        self.take_tagged(bytes, true)
+    }
+
+    /// Whether `buffer` is lent out holding f16 data.
+    pub fn holds_half(&self, buffer: &wgpu::Buffer) -> bool {
+        self.shared.half_count.load(Ordering::Relaxed) > 0
+            && self
+                .shared
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .half
+                .contains(buffer)
+    }
+
+    fn take_tagged(&self, bytes: u64, half: bool) -> PooledBuffer {
         let class = size_class(bytes);
         let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         let reused = st.free.get_mut(&class).and_then(|v| v.pop());
@@ -131,10 +169,14 @@ impl BufferPool {
         };
         st.stats.live_bytes += class;
         st.stats.peak_bytes = st.stats.peak_bytes.max(st.stats.live_bytes);
+        if half && st.half.insert(buffer.clone()) {
+            self.shared.half_count.fetch_add(1, Ordering::Relaxed);
+        }
         PooledBuffer {
             buffer: Some(buffer),
             class,
             pool: self.shared.clone(),
+            half,
         }
     }
 

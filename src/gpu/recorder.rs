@@ -32,7 +32,41 @@ impl Gpu {
     ///
     /// `inputs` and `outputs` must match the spec's counts; `params` must be the struct whose
     /// size the spec declares. Buffers are bound whole; kernels bound-check with sizes in params.
+    ///
+    /// This is where every op binds its tensors, so it is where f32 kernels refuse f16 data: a
+    /// buffer the pool lent to an f16 tensor fails the launch with [`Error::DTypeMismatch`]
+    /// naming the kernel. Kernels written for f16 launch through [`Gpu::dispatch_f16_aware`].
     pub(crate) fn dispatch<P: ShaderParams>(
+        &self,
+        spec: &KernelSpec,
+        params: &P,
+        inputs: &[&wgpu::Buffer],
+        outputs: &[&wgpu::Buffer],
+        grid: Grid,
+    ) -> Result<()> {
+        let pool = &self.inner.pool;
+        if let Some(i) = inputs
+            .iter()
+            .chain(outputs)
+            .position(|b| pool.holds_half(b))
+        {
+            return Err(Error::DTypeMismatch {
+                op: spec.entry,
+                expected: format!(
+                    "f32 tensors (kernel {}::{} reads f32 only; cast with \
+                     Tensor::to_dtype(DType::F32))",
+                    spec.shader, spec.entry
+                ),
+                got: format!("an f16 tensor at binding {}", i + 1),
+            });
+        }
+        self.dispatch_f16_aware(spec, params, inputs, outputs, grid)
+    }
+
+    /// [`Gpu::dispatch`] without the f16 check, for kernels that declare f16 (or f16 bit
+    /// patterns in u32 words) at the bindings where their launcher passes f16 tensors; the
+    /// launcher has checked each tensor's dtype.
+    pub(crate) fn dispatch_f16_aware<P: ShaderParams>(
         &self,
         spec: &KernelSpec,
         params: &P,

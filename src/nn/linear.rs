@@ -64,8 +64,14 @@ impl Linear {
         })
     }
 
-    /// `[..., in]` → `[..., out]`.
+    /// `[..., in]` → `[..., out]`. Under `gpu.autocast(Precision::Mixed)` on a device with
+    /// `SHADER_F16`, the input and the (f32 master) weight are cast to f16 and multiplied with
+    /// f32 accumulation ([`crate::ops::linear_mixed`]; the tape keeps the f16 copies); elsewhere,
+    /// and on a device without f16, the f32 path.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.gpu().mixed_precision() {
+            return crate::ops::linear_mixed(x, &self.weight, self.bias.as_ref());
+        }
         crate::ops::linear(x, &self.weight, self.bias.as_ref())
     }
 

@@ -18,6 +18,7 @@ pub mod elementwise;
 pub mod ema;
 pub mod loss;
 pub mod matmul;
+pub mod matmul_f16;
 pub mod matmul_tiled;
 mod matmul_tune;
 pub mod norm;
@@ -39,6 +40,7 @@ pub use loss::{
     soft_dice_loss,
 };
 pub use matmul::{linear, matmul, matmul_with, MatmulKernel};
+pub use matmul_f16::{linear_mixed, matmul_f16, matmul_f16_with, MatmulF16Kernel};
 pub use norm::{instance_norm, layer_norm};
 pub use pool::{avg_pool3d, global_avg_pool, max_pool3d, Pool3dConfig};
 pub use reduce::{mean, mean_all, sum, sum_all};

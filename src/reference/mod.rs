@@ -2,6 +2,7 @@
 //! Written to be read, not to be fast. Each file mirrors one file of `src/ops/`.
 
 pub mod attention;
+pub mod cast;
 pub mod conv3d;
 pub mod conv_transpose3d;
 pub mod drr;
@@ -11,6 +12,7 @@ pub mod gradcheck;
 pub mod loss;
 pub mod loss_scale;
 pub mod matmul;
+pub mod matmul_f16;
 pub mod norm;
 pub mod optim;
 pub mod pool;

@@ -1,6 +1,8 @@
 //! Shared test helpers: the one GPU context per test binary, comparisons and random data.
 #![allow(dead_code)]
 
+pub mod f16_bounds;
+
 use std::sync::OnceLock;
 
 use cads::reference::Array;

@@ -1,0 +1,138 @@
+// Element-type conversion between f32 and IEEE binary16 (f16), and the sum of two f16 tensors,
+// on bit patterns.
+//
+// f16 layout: two elements per u32 word, element 2w in the low 16 bits of word w and element
+// 2w + 1 in the high 16 bits (the memory of array<f16> on a little-endian device, which is what
+// the f16 matmul reads); when the count is odd the last word's high half is 0.
+//
+// Why bits and not pack2x16float / f16(x): WGSL leaves the result of those undefined outside the
+// f16 range, lets the implementation pick either neighbour when rounding, and a device may flush
+// subnormals. Here f32 → f16 is round to nearest, ties to even, exactly:
+//   |x| ≥ 65520 (= 65504 + half an ulp) → ±inf;  NaN → NaN (quiet, top payload bits kept);
+//   2^-25 < |x| < 2^-14 → the f16 subnormal m·2^-24 with m rounded;  |x| ≤ 2^-25 → ±0,
+// the algorithm of the CPU twin (the `half` crate's f16::from_f32, src/reference/cast.rs), so a
+// cast gives the same bits on every device. f16 → f32 is exact (every f16 is an f32). No
+// `enable f16`: the words are u32, so these kernels run on every adapter, with or without
+// SHADER_F16.
+//
+// cast_f32_to_f16: dst[w] = h(src[2w]) | h(src[2w+1]) << 16            w < ⌈n/2⌉
+// cast_f16_to_f32: dst[2w] = f(lo(src[w])), dst[2w+1] = f(hi(src[w]))  (2w+1 < n)
+// add_f16:         dst = h(f(a) + f(b)) per element: the sum of two f16 gradients computed in
+//                  f32 and rounded once (autograd's Gradients store, fan-out of an f16 tensor).
+//
+// Bindings: 0 params (uniform CastParams: n = element count), then the inputs (read), then the
+// output (read_write), all viewed as array<u32>. Dispatch: 1-D over WORDS (⌈n/2⌉; two elements
+// per invocation, so no two invocations write one word), 256 per workgroup, folded into (x, y):
+// w = (wg.x + wg.y * nwg.x) * 256 + local index.
+// Launched by src/tensor/cast.rs.
+
+struct CastParams {
+    n: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+}
+
+fn linear_id(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.x + wg.y * nwg.x) * 256u + lid;
+}
+
+// f32 bits → f16 bits (low 16 bits of the result), round to nearest even.
+fn f32_to_f16_bits(x: u32) -> u32 {
+    let sign = (x >> 16u) & 0x8000u;
+    let exp = (x >> 23u) & 0xffu;
+    let man = x & 0x7fffffu;
+    if (exp == 0xffu) {
+        // inf stays inf; a NaN keeps its top 10 payload bits and is made quiet.
+        var quiet = 0u;
+        if (man != 0u) { quiet = 0x200u; }
+        return sign | 0x7c00u | quiet | (man >> 13u);
+    }
+    let half_exp = i32(exp) - 127 + 15;
+    if (half_exp >= 31) {
+        return sign | 0x7c00u;
+    }
+    if (half_exp <= 0) {
+        // f16 subnormal (or zero): m = (1.man · 2^(exp-127)) / 2^-24, shifted right by
+        // 14 - half_exp ∈ [14, 24]; below that nothing is left but the sign.
+        if (14 - half_exp > 24) { return sign; }
+        let m = man | 0x800000u;
+        let shift = u32(14 - half_exp);
+        var half_man = m >> shift;
+        let round_bit = 1u << (shift - 1u);
+        // Round up when the first dropped bit is set and either a later dropped bit or the
+        // kept lsb is set (ties to even). The carry into the exponent field is correct.
+        if ((m & round_bit) != 0u && (m & (3u * round_bit - 1u)) != 0u) { half_man += 1u; }
+        return sign | half_man;
+    }
+    let bits = sign | (u32(half_exp) << 10u) | (man >> 13u);
+    // Same rule with 13 dropped bits; a carry out of the mantissa bumps the exponent, and out of
+    // exponent 30 gives 0x7c00 = inf.
+    if ((man & 0x1000u) != 0u && (man & 0x2fffu) != 0u) { return bits + 1u; }
+    return bits;
+}
+
+// f16 bits (low 16) → f32 bits, exact.
+fn f16_to_f32_bits(h: u32) -> u32 {
+    let sign = (h & 0x8000u) << 16u;
+    let exp = (h >> 10u) & 0x1fu;
+    let man = h & 0x3ffu;
+    if (exp == 0x1fu) {
+        if (man == 0u) { return sign | 0x7f800000u; }
+        return sign | 0x7fc00000u | (man << 13u);
+    }
+    if (exp == 0u) {
+        if (man == 0u) { return sign; }
+        // Subnormal man · 2^-24 with its leading one at bit q: 1.f · 2^(q-24), f32 exponent
+        // field q - 24 + 127.
+        let q = 31u - countLeadingZeros(man);
+        return sign | ((q + 103u) << 23u) | ((man << (23u - q)) & 0x7fffffu);
+    }
+    return sign | ((exp + 112u) << 23u) | (man << 13u);
+}
+
+@group(0) @binding(0) var<uniform> p: CastParams;
+@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<u32>;
+
+@compute @workgroup_size(256)
+fn cast_f32_to_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let w = linear_id(wg, nwg, lid);
+    if (w >= (p.n + 1u) / 2u) { return; }
+    let lo = f32_to_f16_bits(src[2u * w]);
+    var hi = 0u;
+    if (2u * w + 1u < p.n) { hi = f32_to_f16_bits(src[2u * w + 1u]); }
+    dst[w] = lo | (hi << 16u);
+}
+
+@compute @workgroup_size(256)
+fn cast_f16_to_f32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let w = linear_id(wg, nwg, lid);
+    if (w >= (p.n + 1u) / 2u) { return; }
+    let word = src[w];
+    dst[2u * w] = f16_to_f32_bits(word & 0xffffu);
+    if (2u * w + 1u < p.n) { dst[2u * w + 1u] = f16_to_f32_bits(word >> 16u); }
+}
+
+@group(0) @binding(0) var<uniform> ap: CastParams;
+@group(0) @binding(1) var<storage, read> add_a: array<u32>;
+@group(0) @binding(2) var<storage, read> add_b: array<u32>;
+@group(0) @binding(3) var<storage, read_write> add_out: array<u32>;
+
+// One f16 element of each operand (half = 0 low, 16 high), summed in f32, rounded once.
+fn add_half(wa: u32, wb: u32, half: u32) -> u32 {
+    let x = bitcast<f32>(f16_to_f32_bits((wa >> half) & 0xffffu));
+    let y = bitcast<f32>(f16_to_f32_bits((wb >> half) & 0xffffu));
+    return f32_to_f16_bits(bitcast<u32>(x + y));
+}
+
+@compute @workgroup_size(256)
+fn add_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let w = linear_id(wg, nwg, lid);
+    if (w >= (ap.n + 1u) / 2u) { return; }
+    let wa = add_a[w];
+    let wb = add_b[w];
+    var hi = 0u;
+    if (2u * w + 1u < ap.n) { hi = add_half(wa, wb, 16u); }
+    add_out[w] = add_half(wa, wb, 0u) | (hi << 16u);
+}

@@ -1,0 +1,85 @@
+//! f16 matmul cases (mixed precision: f16 operands, f32 accumulation and result): 1024³ on each
+//! kernel and the three transpose patterns the linear layer launches (nn forward, nt input
+//! gradient, tn weight gradient), and the stage-1 token projection of the PVT MLP, each beside
+//! its f32 case in `matmul` (same shapes). The variant names the kernel; on a device without
+//! SHADER_F16 the operands are widened and the f32 kernel runs: `f32_fallback_<f32 variant>`.
+
+use super::{Bench, Case, Sample, Work};
+use crate::error::Result;
+use crate::ops::matmul::MatmulKernel;
+use crate::ops::matmul_f16::{matmul_f16_launch, MatmulF16Kernel};
+use crate::tensor::{DType, Tensor};
+
+pub(crate) fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            op: "matmul_f16",
+            case: "1024",
+            run: |b| square(b, false, false, MatmulF16Kernel::Tile4x4),
+        },
+        Case {
+            op: "matmul_f16",
+            case: "1024_nt",
+            run: |b| square(b, false, true, MatmulF16Kernel::Tile4x4),
+        },
+        Case {
+            op: "matmul_f16",
+            case: "1024_tn",
+            run: |b| square(b, true, false, MatmulF16Kernel::Tile4x4),
+        },
+        Case {
+            op: "matmul_f16",
+            case: "1024_f16_naive",
+            run: |b| square(b, false, false, MatmulF16Kernel::Naive),
+        },
+        Case {
+            op: "matmul_f16",
+            case: "tokens_2x4096x64_by_64x256",
+            run: tokens,
+        },
+    ]
+}
+
+/// An f16 tensor of uniform values in [-1, 1).
+fn random16(gpu: &crate::Gpu, rng: &mut crate::util::Rng, shape: &[usize]) -> Result<Tensor> {
+    super::inputs::random(gpu, rng, shape)?.to_dtype(DType::F16)
+}
+
+fn variant(b: &Bench, kernel: MatmulF16Kernel) -> Result<String> {
+    Ok(if b.gpu().features().f16 {
+        kernel.name().to_string()
+    } else {
+        format!("f32_fallback_{}", MatmulKernel::chosen(b.gpu())?.name())
+    })
+}
+
+/// 1024 × 1024 × 1024 with the given transposes, 2·1024³ FLOPs.
+fn square(b: &Bench, ta: bool, tb: bool, kernel: MatmulF16Kernel) -> Result<Sample> {
+    let n = 1024;
+    let ms = b.time(
+        |gpu, rng| Ok((random16(gpu, rng, &[n, n])?, random16(gpu, rng, &[n, n])?)),
+        |(x, y)| matmul_f16_launch(x, y, ta, tb, kernel).map(drop),
+    )?;
+    let mut s = Sample::new(ms, Work::Flops(2.0 * (n * n * n) as f64));
+    s.variant = Some(variant(b, kernel)?);
+    s.precision = Some(crate::gpu::Precision::Mixed.name());
+    Ok(s)
+}
+
+/// Tokens [2·4096, 64] times a weight [64, 256], as `matmul/tokens_2x4096x64_by_64x256`.
+fn tokens(b: &Bench) -> Result<Sample> {
+    let kernel = MatmulF16Kernel::Tile4x4;
+    let ms = b.time(
+        |gpu, rng| {
+            Ok((
+                random16(gpu, rng, &[2 * 4096, 64])?,
+                random16(gpu, rng, &[64, 256])?,
+            ))
+        },
+        |(x, w)| matmul_f16_launch(x, w, false, false, kernel).map(drop),
+    )?;
+    let mut s = Sample::new(ms, Work::Flops(2.0 * (2 * 4096 * 64 * 256) as f64));
+    s.variant = Some(variant(b, kernel)?);
+    s.precision = Some(crate::gpu::Precision::Mixed.name());
+    Ok(s)
+}

@@ -1,0 +1,87 @@
+//! Autocast: a per-thread precision policy on the context, set for the duration of a closure like
+//! [`Gpu::no_grad`].
+//!
+//! Under `Precision::Mixed` the layers that own a matmul (`nn::Linear`) cast their input and
+//! weight to f16 and run the f16 matmul with f32 accumulation, so the tape keeps the f16 copies
+//! (half the bytes) for backward; every other op, the parameters (f32 master weights) and their
+//! gradients stay f32. Mixed precision needs `SHADER_F16`: on a device without it
+//! [`Gpu::mixed_precision`] is false and the layers run their f32 path unchanged.
+//!
+//! The policy is per context and per thread (one thread's evaluation never changes another's
+//! training step), and nests: the inner policy holds inside, the outer one is restored after,
+//! also when the closure panics. Activation checkpointing records the policy of the forward and
+//! recomputes under it (src/autograd/checkpoint.rs).
+
+use std::thread::ThreadId;
+
+use super::context::Gpu;
+
+/// Arithmetic precision of the ops that support more than f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// Everything in f32 (the default).
+    #[default]
+    F32,
+    /// f16 operands with f32 accumulation in matmuls where the device has `SHADER_F16`; f32
+    /// elsewhere.
+    Mixed,
+}
+
+impl Precision {
+    /// `"f32"` or `"amp"` (benchmark lines and configs; `amp`, automatic mixed precision, is what
+    /// PyTorch calls autocast, so our mixed lines pair with its peers' AMP lines).
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Mixed => "amp",
+        }
+    }
+}
+
+impl Gpu {
+    /// The precision policy on this thread (`F32` outside any [`Gpu::autocast`]).
+    pub fn precision(&self) -> Precision {
+        let map = self
+            .inner
+            .autocast
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.get(&std::thread::current().id())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Whether ops on this thread run their mixed-precision path now: the policy is `Mixed` and
+    /// the device has `SHADER_F16`.
+    pub fn mixed_precision(&self) -> bool {
+        self.precision() == Precision::Mixed && self.features().f16
+    }
+
+    /// Run `f` under `precision` on this thread; the previous policy is restored afterwards.
+    pub fn autocast<R>(&self, precision: Precision, f: impl FnOnce() -> R) -> R {
+        struct Restore<'a>(&'a Gpu, ThreadId, Option<Precision>);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                let mut map = self
+                    .0
+                    .inner
+                    .autocast
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                match self.2 {
+                    Some(p) => map.insert(self.1, p),
+                    None => map.remove(&self.1),
+                };
+            }
+        }
+        let id = std::thread::current().id();
+        let previous = self
+            .inner
+            .autocast
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, precision);
+        let _restore = Restore(self, id, previous);
+        f()
+    }
+}

@@ -1,0 +1,447 @@
+//! Mixed-precision matmul: f16 operands, f32 accumulation, f32 result; and `linear_mixed`, the
+//! linear layer under autocast. Kernels: shaders/matmul_f16.wgsl (needs `SHADER_F16`).
+//! Reference: src/reference/matmul_f16.rs.
+//!
+//! `C = op_a(A) · op_b(B)` with A, B f16 tensors (transpose flags and shapes as in
+//! src/ops/matmul.rs; batch dims equal, or one operand unbatched and shared). Every product of two
+//! f16 values is exact in f32, so the only rounding is the f32 accumulation: C equals the f32
+//! matmul of the widened operands up to summation order. The error against the product of the
+//! original f32 values comes from rounding each operand to f16 (relative 2⁻¹¹ each), i.e.
+//! |ΔC_ij| ≤ (2⁻¹⁰ + 2⁻²²)·Σ_k |a_ik|·|b_kj| plus the f32 accumulation error.
+//!
+//! Backward (G = dL/dC arrives f32 and is rounded to f16 once, as under PyTorch's autocast,
+//! where a loss scale keeps it inside f16's range): the products of src/ops/matmul.rs,
+//!   dA = G·op_b(B)ᵀ (as stored), dB = op_a(A)ᵀ·G, again f16 × f16 with f32 accumulation,
+//! summed over broadcast batch dims in f32 and rounded to f16, the type of A and B (the cast that
+//! made them widens the gradients back to f32 for the f32 leaves, src/tensor/cast.rs).
+//! The tape keeps the f16 operands only: half the bytes of the f32 matmul's.
+//!
+//! Kernels ([`MatmulF16Kernel`]): `f16_naive` (one output per invocation, the oracle) and
+//! `f16_tile_4x4` (4 × 4 register tiles on vec4<f16> loads; one kernel per transpose pattern:
+//! nn for the forward, nt for the input gradient, tn for the weight gradient, split-K when the
+//! output has few tiles; the naive kernel for shapes the tiles do not take).
+//!
+//! Without `SHADER_F16` the same values come from the f32 path: the operands are widened (exact)
+//! and multiplied by the f32 matmul kernels (src/ops/matmul.rs), so a caller never needs to ask.
+
+use super::elementwise::{binary_raw, BinaryOp};
+use super::matmul::{matmul_launch, MatmulKernel};
+use super::reduce::{split_count_toward, sum_leading_raw, sum_to_shape};
+use super::shape::broadcast_shapes;
+use crate::autograd::record;
+use crate::error::{Error, Result};
+use crate::gpu::{Grid, KernelSpec};
+use crate::tensor::{cast_unrecorded, numel, DType, Tensor};
+
+crate::gpu::shader_params! {
+    /// Mirrors `MatmulF16Params` in shaders/matmul_f16.wgsl.
+    #[derive(Debug)]
+    struct MatmulF16Params {
+        m: u32,
+        n: u32,
+        k: u32,
+        batch: u32,
+        a_sb: u32,
+        b_sb: u32,
+        a_sm: u32,
+        a_sk: u32,
+        b_sk: u32,
+        b_sn: u32,
+        tiles_m: u32,
+        tiles_n: u32,
+        /// k-steps per split-K split (tiled kernels; 4 values of k for nn/nt, one for tn).
+        k_chunk: u32,
+        _pad: [u32; 3],
+    }
+}
+
+const fn spec(entry: &'static str) -> KernelSpec {
+    KernelSpec {
+        shader: "matmul_f16",
+        source: include_str!("../../shaders/matmul_f16.wgsl"),
+        entry,
+        inputs: 2,
+        outputs: 1,
+        params: MatmulF16Params::LAYOUT,
+        constants: &[],
+    }
+}
+
+const NAIVE: KernelSpec = spec("matmul_f16_naive");
+const NN: KernelSpec = spec("matmul_f16_nn_4x4");
+const NT: KernelSpec = spec("matmul_f16_nt_4x4");
+const TN: KernelSpec = spec("matmul_f16_tn_4x4");
+
+/// Every f16 matmul kernel (the shader validation list).
+pub(crate) const KERNELS: &[KernelSpec] = &[NAIVE, NN, NT, TN];
+
+/// Invocations per workgroup (matches the shader).
+const WORKGROUP: usize = 64;
+/// Split-K aims at this many workgroups on CPU adapters and on GPUs (as src/ops/matmul.rs: a
+/// handful per core on a CPU, thousands of invocations in flight on a GPU) ...
+const CPU_SPLIT_TARGET_WORKGROUPS: usize = 64;
+const GPU_SPLIT_TARGET_WORKGROUPS: usize = 1024;
+/// ... with at least this many k-steps per split, so a split's loop outweighs its partial sum.
+const MIN_STEPS_PER_SPLIT: usize = 64;
+
+/// Which kernel computes an f16 matmul.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulF16Kernel {
+    /// One output per invocation, any strides: the oracle.
+    Naive,
+    /// 4 × 4 register tiles on vec4<f16> loads, per transpose pattern (nn, nt, tn); the
+    /// transposed-both pattern and shapes whose vectorised axes are not multiples of 4 take the
+    /// naive kernel.
+    Tile4x4,
+}
+
+impl MatmulF16Kernel {
+    /// Every variant (tests and benchmarks walk this list).
+    pub const ALL: &'static [MatmulF16Kernel] = &[MatmulF16Kernel::Naive, MatmulF16Kernel::Tile4x4];
+
+    /// Name in benchmark lines: `f16_naive`, `f16_tile_4x4`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MatmulF16Kernel::Naive => "f16_naive",
+            MatmulF16Kernel::Tile4x4 => "f16_tile_4x4",
+        }
+    }
+}
+
+/// Shapes and element strides of one f16 matmul after validation.
+#[derive(Debug)]
+struct Plan {
+    out_shape: Vec<usize>,
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    a_sb: usize,
+    b_sb: usize,
+}
+
+fn plan(a: &[usize], b: &[usize], ta: bool, tb: bool) -> Result<Plan> {
+    let op = "matmul_f16";
+    if a.len() < 2 || b.len() < 2 {
+        return Err(Error::invalid(
+            op,
+            "operands of rank >= 2",
+            format!("a {a:?} and b {b:?}"),
+        ));
+    }
+    let (ra, ca) = (a[a.len() - 2], a[a.len() - 1]);
+    let (rb, cb) = (b[b.len() - 2], b[b.len() - 1]);
+    let (m, k) = if ta { (ca, ra) } else { (ra, ca) };
+    let (k2, n) = if tb { (cb, rb) } else { (rb, cb) };
+    if k != k2 {
+        return Err(Error::ShapeMismatch {
+            op,
+            expected: format!(
+                "a {a:?} (transpose_a {ta}) and b {b:?} (transpose_b {tb}) with equal inner extents"
+            ),
+            got: format!("K = {k} for a and {k2} for b"),
+        });
+    }
+    let (ba, bb) = (&a[..a.len() - 2], &b[..b.len() - 2]);
+    let mut out_shape = broadcast_shapes(op, ba, bb)?;
+    let batch = numel(&out_shape);
+    // One flat batch axis: each operand either spans it (same element count) or is shared.
+    let stride = |own: &[usize], matrix: usize| -> Result<usize> {
+        match numel(own) {
+            1 => Ok(0),
+            c if c == batch => Ok(matrix),
+            _ => Err(Error::invalid(
+                op,
+                "batch dims that are equal, or absent (all 1) in one operand",
+                format!("a {a:?}, b {b:?}"),
+            )),
+        }
+    };
+    let (a_sb, b_sb) = (stride(ba, m * k)?, stride(bb, k * n)?);
+    out_shape.extend([m, n]);
+    Ok(Plan {
+        out_shape,
+        batch,
+        m,
+        n,
+        k,
+        a_sb,
+        b_sb,
+    })
+}
+
+fn to_u32(v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::invalid("matmul_f16", "extents and strides below 2^32", v))
+}
+
+/// `op_a(a) · op_b(b)` of two f16 tensors as an f32 tensor, unrecorded.
+pub(crate) fn matmul_f16_launch(
+    a: &Tensor,
+    b: &Tensor,
+    ta: bool,
+    tb: bool,
+    kernel: MatmulF16Kernel,
+) -> Result<Tensor> {
+    let op = "matmul_f16";
+    a.check_same_gpu(op, b)?;
+    a.expect_dtype(op, DType::F16)?;
+    b.expect_dtype(op, DType::F16)?;
+    let p = plan(a.shape(), b.shape(), ta, tb)?;
+    let gpu = a.gpu();
+    if !gpu.features().f16 {
+        // No SHADER_F16: widen (exact) and run the f32 kernels; same products, same f32 sums.
+        let a32 = cast_unrecorded(op, a, DType::F32)?;
+        let b32 = cast_unrecorded(op, b, DType::F32)?;
+        return matmul_launch(&a32, &b32, ta, tb, MatmulKernel::chosen(gpu)?);
+    }
+    if p.k == 0 {
+        return Tensor::zeros(gpu, &p.out_shape);
+    }
+    let out = Tensor::uninit(gpu, op, &p.out_shape)?;
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    // The tiled kernel for this transpose pattern, when the vectorised axes allow it.
+    let tiled = match (kernel, ta, tb) {
+        (MatmulF16Kernel::Naive, _, _) => None,
+        (_, false, false) if p.k % 4 == 0 && p.n % 4 == 0 => Some((&NN, p.k / 4)),
+        (_, false, true) if p.k % 4 == 0 => Some((&NT, p.k / 4)),
+        (_, true, false) if p.m % 4 == 0 && p.n % 4 == 0 => Some((&TN, p.k)),
+        _ => None,
+    };
+    let (a_sm, a_sk) = if ta { (1, p.m) } else { (p.k, 1) };
+    let (b_sk, b_sn) = if tb { (1, p.k) } else { (p.n, 1) };
+    let mut params = MatmulF16Params {
+        m: to_u32(p.m)?,
+        n: to_u32(p.n)?,
+        k: to_u32(p.k)?,
+        batch: to_u32(p.batch)?,
+        a_sb: to_u32(p.a_sb)?,
+        b_sb: to_u32(p.b_sb)?,
+        a_sm: to_u32(a_sm)?,
+        a_sk: to_u32(a_sk)?,
+        b_sk: to_u32(b_sk)?,
+        b_sn: to_u32(b_sn)?,
+        tiles_m: to_u32(p.m.div_ceil(4))?,
+        tiles_n: to_u32(p.n.div_ceil(4))?,
+        k_chunk: to_u32(p.k)?,
+        _pad: [0; 3],
+    };
+    let Some((spec, k_steps)) = tiled else {
+        gpu.dispatch_f16_aware(
+            &NAIVE,
+            &params,
+            &[a.buffer(), b.buffer()],
+            &[out.buffer()],
+            Grid::cover(out.numel() as u64, WORKGROUP as u32),
+        )?;
+        return Ok(out);
+    };
+    let tiles = p.batch * p.m.div_ceil(4) * p.n.div_ceil(4);
+    let workgroups = tiles.div_ceil(WORKGROUP);
+    let target = if gpu.adapter().device_type == wgpu::DeviceType::Cpu {
+        CPU_SPLIT_TARGET_WORKGROUPS
+    } else {
+        GPU_SPLIT_TARGET_WORKGROUPS
+    };
+    let splits = split_count_toward(
+        target,
+        workgroups,
+        k_steps / MIN_STEPS_PER_SPLIT,
+        out.numel(),
+    );
+    let k_chunk = k_steps.div_ceil(splits).max(1);
+    let splits = k_steps.div_ceil(k_chunk).max(1);
+    params.k_chunk = to_u32(k_chunk)?;
+    let max = gpu.limits().max_compute_workgroups_per_dimension;
+    let [x, y, _] = Grid::Linear(workgroups as u64)
+        .resolve(max)
+        .ok_or(Error::LaunchTooLarge {
+            op,
+            workgroups: workgroups as u64,
+            limit: max as u64,
+        })?;
+    // Split-K: partial products [splits, batch·M·N], then their f32 sum.
+    let partial = if splits > 1 {
+        Some(Tensor::uninit(gpu, op, &[splits, out.numel()])?)
+    } else {
+        None
+    };
+    gpu.dispatch_f16_aware(
+        spec,
+        &params,
+        &[a.buffer(), b.buffer()],
+        &[partial.as_ref().unwrap_or(&out).buffer()],
+        Grid::Xyz(x, y, to_u32(splits)?),
+    )?;
+    if let Some(partial) = partial {
+        out.assign(&sum_leading_raw(&partial)?.reshape(&p.out_shape)?)?;
+    }
+    Ok(out)
+}
+
+/// `op_a(a) · op_b(b)` of two f16 tensors, f32 result, on the tiled kernels; recorded.
+pub fn matmul_f16(a: &Tensor, b: &Tensor, transpose_a: bool, transpose_b: bool) -> Result<Tensor> {
+    matmul_f16_with(a, b, transpose_a, transpose_b, MatmulF16Kernel::Tile4x4)
+}
+
+/// [`matmul_f16`] on an explicit kernel (forward and backward both use it).
+pub fn matmul_f16_with(
+    a: &Tensor,
+    b: &Tensor,
+    ta: bool,
+    tb: bool,
+    kernel: MatmulF16Kernel,
+) -> Result<Tensor> {
+    let out = matmul_f16_launch(a, b, ta, tb, kernel)?;
+    let (ac, bc) = (a.detach(), b.detach());
+    let (need_a, need_b) = (a.requires_grad(), b.requires_grad());
+    Ok(record(out, "matmul_f16", &[a, b], move |g| {
+        let g = cast_unrecorded("matmul_f16 backward", g, DType::F16)?;
+        // Sum over broadcast batch dims in f32, then round once to the operand's type.
+        let to_operand = |full: Tensor, like: &Tensor| -> Result<Tensor> {
+            let summed = sum_to_shape(&full, like.shape())?;
+            cast_unrecorded("matmul_f16 backward", &summed, DType::F16)
+        };
+        let ga = if need_a {
+            let full = if !ta {
+                matmul_f16_launch(&g, &bc, false, !tb, kernel)?
+            } else {
+                matmul_f16_launch(&bc, &g, tb, true, kernel)?
+            };
+            Some(to_operand(full, &ac)?)
+        } else {
+            None
+        };
+        let gb = if need_b {
+            Some(to_operand(weight_grad(&ac, &bc, &g, ta, tb, kernel)?, &bc)?)
+        } else {
+            None
+        };
+        Ok(vec![ga, gb])
+    }))
+}
+
+/// d op_b(B) = op_a(A)ᵀ · G in f32, stored like B (before the sum over B's broadcast batch).
+fn weight_grad(
+    a: &Tensor,
+    b: &Tensor,
+    g: &Tensor,
+    ta: bool,
+    tb: bool,
+    kernel: MatmulF16Kernel,
+) -> Result<Tensor> {
+    // Shared weight and row-major A: the batch folds into the reduction (one tn launch).
+    if !ta && b.rank() == 2 && a.rank() > 2 {
+        let k = a.shape()[a.rank() - 1];
+        let n = g.shape()[g.rank() - 1];
+        let rows = a.numel() / k.max(1);
+        let a2 = a.reshape(&[rows, k])?;
+        let g2 = g.reshape(&[rows, n])?;
+        return if !tb {
+            matmul_f16_launch(&a2, &g2, true, false, kernel)
+        } else {
+            matmul_f16_launch(&g2, &a2, true, false, kernel)
+        };
+    }
+    if !tb {
+        matmul_f16_launch(a, g, !ta, false, kernel)
+    } else {
+        matmul_f16_launch(g, a, true, ta, kernel)
+    }
+}
+
+/// `x · w + bias` as [`crate::ops::linear`], with `x` and `w` rounded to f16 and multiplied
+/// with f32 accumulation: the linear layer under autocast. `x` `[..., Cin]` (f32 or f16), `w`
+/// `[Cin, Cout]` f32 (the master weight), `bias` `[Cout]` f32 added in f32; output f32
+/// `[..., Cout]`.
+///
+/// One recorded op (not cast → matmul → add) because of what it keeps for backward: the f16
+/// copy of `x` only. The f16 copy of `w` is dropped after the forward and made again from the
+/// master weight in backward (the same bits: the cast is deterministic and the weight does not
+/// change before the optimizer step; the f32 path reads it at backward time the same way), so
+/// mixed precision never holds a second copy of the weights; and the output is not kept (the
+/// bias add is unrecorded inside). Backward: G (f32) is rounded to f16 once; dX = G·Wᵀ and
+/// dW = Xᵀ·G run on the f16 kernels and arrive in f32 (dW is the master weight's gradient; dX
+/// is rounded to f16 only when `x` itself was f16); db = Σ_rows G in f32.
+pub fn linear_mixed(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let op = "linear_mixed";
+    if w.rank() != 2 || x.rank() == 0 || x.shape()[x.rank() - 1] != w.shape()[0] {
+        return Err(Error::shape(
+            op,
+            format!("x [..., Cin] and w [Cin, Cout]; w {:?}", w.shape()),
+            x.shape(),
+        ));
+    }
+    w.expect_dtype(op, DType::F32)?;
+    let (cin, cout) = (w.shape()[0], w.shape()[1]);
+    if let Some(bias) = bias {
+        if bias.shape() != [cout] {
+            return Err(Error::shape(op, [cout], bias.shape()));
+        }
+        bias.expect_dtype(op, DType::F32)?;
+    }
+    let kernel = MatmulF16Kernel::Tile4x4;
+    let lead = &x.shape()[..x.rank() - 1];
+    let rows = numel(lead);
+    let mut out_shape = lead.to_vec();
+    out_shape.push(cout);
+    // x [..., Cin] → [rows, Cin] f16 (a view when x is already f16); y [rows, Cout] f32.
+    let x_rows = x.detach().reshape(&[rows, cin])?;
+    let x16 = match x.dtype() {
+        DType::F16 => x_rows,
+        _ => cast_unrecorded(op, &x_rows, DType::F16)?,
+    };
+    let y = matmul_f16_launch(
+        &x16,
+        &cast_unrecorded(op, w, DType::F16)?,
+        false,
+        false,
+        kernel,
+    )?;
+    let y = match bias {
+        Some(bias) => binary_raw(BinaryOp::Add, &y, bias)?,
+        None => y,
+    };
+    let y = y.reshape(&out_shape)?;
+
+    let (x_shape, x_dtype) = (x.shape().to_vec(), x.dtype());
+    let master = w.detach();
+    let has_bias = bias.is_some();
+    let need = (
+        x.requires_grad(),
+        w.requires_grad(),
+        bias.is_some_and(|b| b.requires_grad()),
+    );
+    let mut inputs = vec![x, w];
+    inputs.extend(bias);
+    Ok(record(y, op, &inputs, move |g| {
+        let back = "linear_mixed backward";
+        let g_rows = g.reshape(&[rows, cout])?;
+        let g16 = cast_unrecorded(back, &g_rows, DType::F16)?;
+        let gx = if need.0 {
+            let w16 = cast_unrecorded(back, &master, DType::F16)?;
+            let gx = matmul_f16_launch(&g16, &w16, false, true, kernel)?.reshape(&x_shape)?;
+            Some(match x_dtype {
+                DType::F32 => gx,
+                dtype => cast_unrecorded(back, &gx, dtype)?,
+            })
+        } else {
+            None
+        };
+        let gw = if need.1 {
+            Some(matmul_f16_launch(&x16, &g16, true, false, kernel)?)
+        } else {
+            None
+        };
+        let mut grads = vec![gx, gw];
+        if has_bias {
+            grads.push(if need.2 {
+                Some(sum_to_shape(&g_rows, &[cout])?)
+            } else {
+                None
+            });
+        }
+        Ok(grads)
+    }))
+}
