@@ -82,6 +82,7 @@ impl LocalGroup {
         Ok((0..size)
             .map(|rank| LocalComm {
                 rank,
+                leave_on_drop: true,
                 shared: shared.clone(),
             })
             .collect())
@@ -102,12 +103,17 @@ impl LocalGroup {
                 .into_iter()
                 .map(|comm| {
                     scope.spawn(move || {
+                        let mut comm = comm;
                         let rank = comm.rank;
+                        // The member leaves through the aborter, after its error is recorded:
+                        // the others then see why it left, never a bare departure.
+                        comm.leave_on_drop = false;
                         let aborter = comm.clone_handle();
                         let out = replica(comm);
                         if let Err(e) = &out {
                             aborter.abort(&e.to_string());
                         }
+                        drop(aborter); // leaves, also when the replica panicked (unwinding)
                         (rank, out)
                     })
                 })
@@ -132,11 +138,15 @@ impl LocalGroup {
 /// One member of a [`LocalGroup`]. Dropping it tells the others it left.
 pub struct LocalComm {
     rank: usize,
+    /// Whether dropping it marks the member as departed (false under `LocalGroup::run`, which
+    /// marks it after recording the member's error).
+    leave_on_drop: bool,
     shared: Arc<Shared>,
 }
 
 /// A second handle on a member's group that can only abort it (kept by `LocalGroup::run` to
-/// abort on the member's error after the member itself was consumed).
+/// abort on the member's error after the member itself was consumed). Dropping it marks the
+/// member as departed, so a failure is always recorded before the departure it explains.
 struct Aborter {
     rank: usize,
     shared: Arc<Shared>,
@@ -146,6 +156,18 @@ impl Aborter {
     fn abort(&self, reason: &str) {
         abort_group(&self.shared, self.rank, reason);
     }
+}
+
+impl Drop for Aborter {
+    fn drop(&mut self) {
+        leave_group(&self.shared, self.rank);
+    }
+}
+
+fn leave_group(shared: &Shared, rank: usize) {
+    let mut s = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+    s.departed[rank] = true;
+    shared.wake.notify_all();
 }
 
 fn abort_group(shared: &Shared, rank: usize, reason: &str) {
@@ -158,9 +180,9 @@ fn abort_group(shared: &Shared, rank: usize, reason: &str) {
 
 impl Drop for LocalComm {
     fn drop(&mut self) {
-        let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.departed[self.rank] = true;
-        self.shared.wake.notify_all();
+        if self.leave_on_drop {
+            leave_group(&self.shared, self.rank);
+        }
     }
 }
 
