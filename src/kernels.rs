@@ -8,7 +8,7 @@
 use crate::gpu::KernelSpec;
 use crate::ops::{
     attention, conv3d, conv3d_fast, conv3d_igemm, conv_transpose3d, drr, elementwise, ema, loss,
-    matmul, matmul_f16, matmul_tiled, norm, pool, reduce, resample, softmax,
+    matmul, matmul_f16, matmul_f16_coop, matmul_tiled, norm, pool, reduce, resample, softmax,
 };
 
 /// Every kernel the crate launches.
@@ -28,6 +28,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         matmul::KERNELS,
         matmul_tiled::KERNELS,
         matmul_f16::KERNELS,
+        matmul_f16_coop::KERNELS,
         crate::bench::KERNELS,
         drr::KERNELS,
         conv3d::KERNELS,

@@ -25,13 +25,9 @@ use cads::tensor::DType;
 use cads::util::{Rng, Tolerance, F32_ACCUM};
 use cads::{Error, Gpu, Tensor};
 use common::f16_bounds::*;
+use common::f16_matmul::*;
 use common::*;
 use half::f16;
-
-const F16_GRAD: Tolerance = Tolerance {
-    abs: 1e-4,
-    rel: 2.0 * 2.0 * U,
-};
 
 fn f16_tensor(gpu: &Gpu, values: &[f32], shape: &[usize]) -> Tensor {
     Tensor::from_slice(gpu, values, shape)
@@ -343,59 +339,6 @@ fn f32_ops_refuse_f16_tensors_naming_the_kernel() {
 
 // ---- the f16 matmul --------------------------------------------------------------------------
 
-fn stored(batch: &[usize], rows: usize, cols: usize, t: bool) -> Vec<usize> {
-    let mut s = batch.to_vec();
-    s.extend(if t { [cols, rows] } else { [rows, cols] });
-    s
-}
-
-/// Forward and backward of one f16 matmul against the reference on rounded operands. The
-/// operands are f32 leaves cast to f16 (the autocast pattern), so their gradients arrive f32.
-#[allow(clippy::too_many_arguments)]
-fn check_f16_case(
-    kernel: MatmulF16Kernel,
-    rng: &mut Rng,
-    ba: &[usize],
-    bb: &[usize],
-    (m, k, n): (usize, usize, usize),
-    ta: bool,
-    tb: bool,
-) {
-    let gpu = gpu();
-    let what = format!("{kernel:?} a{ba:?} b{bb:?} M{m} K{k} N{n} ta {ta} tb {tb}");
-    let (a, a_leaf) = random_param(&gpu, rng, &stored(ba, m, k, ta), -1.0, 1.0);
-    let (b, b_leaf) = random_param(&gpu, rng, &stored(bb, k, n, tb), -1.0, 1.0);
-    let a16 = a_leaf.to_dtype(DType::F16).unwrap();
-    let b16 = b_leaf.to_dtype(DType::F16).unwrap();
-    let out = ops::matmul_f16_with(&a16, &b16, ta, tb, kernel).unwrap();
-    assert_eq!(out.dtype(), DType::F32);
-    let want = ref16::matmul_f16(&a, &b, ta, tb);
-    assert_eq!(out.shape(), want.shape.as_slice(), "{what}: shape");
-    assert_close(
-        &format!("{what} forward"),
-        &out.to_vec().unwrap(),
-        &want.data,
-        F32_ACCUM,
-    );
-    let gdata = rng.vec_uniform(out.numel(), -1.0, 1.0);
-    let grads = out
-        .backward_with(&Tensor::from_slice(&gpu, &gdata, out.shape()).unwrap())
-        .unwrap();
-    let (ga, gb) =
-        ref16::matmul_f16_backward(&a, &b, ta, tb, &Array::from_f32(&gdata, out.shape()));
-    for (name, leaf, want) in [("a", &a_leaf, &ga), ("b", &b_leaf, &gb)] {
-        let got = grads.get(leaf).unwrap();
-        assert_eq!(got.dtype(), DType::F32, "{what}: grad {name} type");
-        assert_eq!(got.shape(), leaf.shape(), "{what}: grad {name} shape");
-        assert_close(
-            &format!("{what} grad {name}"),
-            &got.to_vec().unwrap(),
-            &want.data,
-            F16_GRAD,
-        );
-    }
-}
-
 /// Odd and prime extents (the tiles fall back to the naive kernel on some patterns), multiples
 /// of 4 past one workgroup of tiles, and a long K that splits (the weight-gradient shape).
 const SIZES: &[(usize, usize, usize)] = &[
@@ -415,7 +358,7 @@ fn f16_matmul_matches_reference_on_every_kernel_and_transpose() {
     for &kernel in MatmulF16Kernel::ALL {
         for &size in SIZES {
             for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
-                check_f16_case(kernel, &mut rng, &[], &[], size, ta, tb);
+                check_f16_case(&gpu(), kernel, &mut rng, &[], &[], size, ta, tb);
             }
         }
     }
@@ -433,8 +376,8 @@ fn f16_matmul_batches_and_shared_operands_match_reference() {
     for &kernel in MatmulF16Kernel::ALL {
         for (ba, bb) in batches {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-                check_f16_case(kernel, &mut rng, ba, bb, (8, 12, 20), ta, tb);
-                check_f16_case(kernel, &mut rng, ba, bb, (7, 13, 5), ta, tb);
+                check_f16_case(&gpu(), kernel, &mut rng, ba, bb, (8, 12, 20), ta, tb);
+                check_f16_case(&gpu(), kernel, &mut rng, ba, bb, (7, 13, 5), ta, tb);
             }
         }
     }

@@ -29,11 +29,20 @@ fn parse(shader: &str, source: &str) -> (Module, ModuleInfo) {
 /// backend never reports, so they are not translated for it: `drr_scatter` (atomic<f32>) runs
 /// only with `SHADER_FLOAT32_ATOMIC`, which wgpu offers on Vulkan and Metal but never on DX12;
 /// there the same adjoint runs as `drr_scatter_cas` (core atomics), translated for all three.
-const NOT_FOR_HLSL: &[&str] = &["drr_scatter"];
+/// Likewise the cooperative-matrix kernels: wgpu reports EXPERIMENTAL_COOPERATIVE_MATRIX on
+/// Vulkan, and on Metal only from MSL 2.3 (simdgroup matrices), never on DX12.
+const NOT_FOR_HLSL: &[&str] = &["drr_scatter", "matmul_f16_coop8", "matmul_f16_coop16"];
+const NEEDS_MSL_2_3: &[&str] = &["matmul_f16_coop8", "matmul_f16_coop16"];
 
 /// Translate one entry point of an override-free module with each backend, after validating it
 /// with that backend's capabilities. Returns one line per failure.
-fn translate(what: &str, module: &Module, entry: &str, hlsl: bool) -> Vec<String> {
+fn translate(
+    what: &str,
+    module: &Module,
+    entry: &str,
+    hlsl: bool,
+    msl_version: (u8, u8),
+) -> Vec<String> {
     let mut failures = Vec::new();
     let mut validated = |backend: &str, caps: Capabilities| -> Option<ModuleInfo> {
         match Validator::new(ValidationFlags::all(), caps).validate(module) {
@@ -63,7 +72,7 @@ fn translate(what: &str, module: &Module, entry: &str, hlsl: bool) -> Vec<String
     }
     if let Some(info) = msl_info {
         let options = msl::Options {
-            lang_version: (2, 0),
+            lang_version: msl_version,
             ..Default::default()
         };
         let pipeline = msl::PipelineOptions {
@@ -116,6 +125,11 @@ fn every_kernel_translates_to_spirv_msl_and_hlsl() {
                 &module,
                 spec.entry,
                 !NOT_FOR_HLSL.contains(&spec.shader),
+                if NEEDS_MSL_2_3.contains(&spec.shader) {
+                    (2, 3)
+                } else {
+                    (2, 0)
+                },
             )),
             Err(e) => failures.push(format!("{what}: override constants: {e}")),
         }
@@ -139,7 +153,7 @@ fn a_shader_a_backend_rejects_fails_here() {
         @compute @workgroup_size(1) fn main() { out[0] = 1.0lf; }
     ";
     let (module, _) = parse("example", source);
-    let failures = translate("example::main", &module, "main", true);
+    let failures = translate("example::main", &module, "main", true, (2, 0));
     assert!(
         failures.iter().any(|f| f.starts_with("example::main: MSL")),
         "{failures:#?}"

@@ -54,6 +54,10 @@ pub fn run(choice: &AdapterChoice, model: Option<&str>) -> Result<()> {
     out!("  timestamps          {}", f.timestamps);
     out!("  timestamps_encoders {}", f.timestamps_in_encoders);
     out!("  float_atomics       {}", f.float_atomics);
+    match f.cooperative_matrix {
+        Some(t) => out!("  cooperative_matrix  f16 {t}x{t}x{t}, f32 accumulate"),
+        None => out!("  cooperative_matrix  off"),
+    }
     match model {
         None => {}
         Some("pvt") => {

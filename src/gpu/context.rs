@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 
 use super::adapter::{select_adapter, AdapterChoice};
+use super::cooperative::{f16_fragment, CooperativeMatrix};
 use super::kernel::KernelCache;
 use super::pool::{BufferPool, PoolStats};
 use super::profile::Profiler;
@@ -30,11 +31,24 @@ pub struct DeviceFeatures {
     pub timestamps_in_encoders: bool,
     /// `SHADER_FLOAT32_ATOMIC`: atomic f32 add in storage buffers.
     pub float_atomics: bool,
+    /// `EXPERIMENTAL_COOPERATIVE_MATRIX` enabled with a square f16 × f16 + f32 configuration:
+    /// its fragment size (8 or 16), used by the f16 matmul (src/gpu/cooperative.rs).
+    pub cooperative_matrix: Option<u32>,
 }
 
 impl DeviceFeatures {
-    fn from_wgpu(f: wgpu::Features) -> Self {
+    /// The features of a device with wgpu features `f`; `fragment` is the cooperative-matrix
+    /// fragment size found among the adapter's configurations (counted only when the device has
+    /// the feature).
+    fn from_wgpu(f: wgpu::Features, fragment: Option<u32>) -> Self {
         DeviceFeatures {
+            cooperative_matrix: fragment.filter(|_| {
+                f.contains(
+                    wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+                        | wgpu::Features::SHADER_F16
+                        | wgpu::Features::SUBGROUP,
+                )
+            }),
             f16: f.contains(wgpu::Features::SHADER_F16),
             subgroups: f.contains(wgpu::Features::SUBGROUP),
             timestamps: f.contains(wgpu::Features::TIMESTAMP_QUERY),
@@ -113,8 +127,18 @@ impl Gpu {
 
     /// Adapter chosen by `choice`; the device gets the adapter's real limits and every optional
     /// feature cads can use that the adapter has.
+    /// Cooperative matrices follow `CADS_COOPERATIVE_MATRIX` (src/gpu/cooperative.rs).
     pub fn with_choice(choice: &AdapterChoice) -> Result<Gpu> {
         Self::with_choice_withholding(choice, wgpu::Features::empty())
+    }
+
+    /// [`Gpu::with_choice`] with an explicit cooperative-matrix policy instead of the
+    /// environment's (tests of the cooperative kernels on a CPU adapter ask for `On`).
+    pub fn with_choice_cooperative(
+        choice: &AdapterChoice,
+        cooperative: CooperativeMatrix,
+    ) -> Result<Gpu> {
+        Self::create(choice, wgpu::Features::empty(), cooperative)
     }
 
     /// [`Gpu::with_choice`] on a device created without the optional features in `withheld`,
@@ -125,17 +149,45 @@ impl Gpu {
         choice: &AdapterChoice,
         withheld: wgpu::Features,
     ) -> Result<Gpu> {
+        Self::create(choice, withheld, CooperativeMatrix::from_env()?)
+    }
+
+    fn create(
+        choice: &AdapterChoice,
+        withheld: wgpu::Features,
+        cooperative: CooperativeMatrix,
+    ) -> Result<Gpu> {
         pollster::block_on(async {
             let (_instance, adapter) = select_adapter(choice).await?;
             let info = adapter.get_info();
-            let features = adapter.features() & DeviceFeatures::optional_wgpu() & !withheld;
+            let mut features = adapter.features() & DeviceFeatures::optional_wgpu() & !withheld;
+            // Cooperative matrices only with a configuration our kernels use, with f16 and
+            // subgroups (the kernels need both), and where the policy asks for them.
+            let coop = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+            let fragment = f16_fragment(&adapter.cooperative_matrix_properties());
+            let needs = coop | wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+            let with_coop = fragment.is_some()
+                && cooperative.wanted(info.device_type)
+                && (adapter.features() & !withheld).contains(needs);
+            if with_coop {
+                features |= coop;
+            }
+            let experimental_features = if with_coop {
+                // SAFETY: wgpu marks its cooperative-matrix support experimental (its bugs may be
+                // undefined behaviour). cads opts in only for the f16 matmul kernels, only on
+                // adapters that report a configuration they use, and by default only on GPUs;
+                // CADS_COOPERATIVE_MATRIX=off keeps every device free of it.
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            };
             let limits = adapter.limits();
             let (device, queue) = adapter
                 .request_device(&wgpu::DeviceDescriptor {
                     label: Some("cads"),
                     required_features: features,
                     required_limits: limits.clone(),
-                    experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                    experimental_features,
                     memory_hints: wgpu::MemoryHints::Performance,
                     trace: wgpu::Trace::Off,
                 })
@@ -144,7 +196,7 @@ impl Gpu {
                     adapter: info.name.clone(),
                     reason: e.to_string(),
                 })?;
-            let gpu = Self::build(device, queue, summary(&info));
+            let gpu = Self::build(device, queue, summary(&info), fragment);
             // Only an owned device gets our handlers: a host's device keeps the host's own.
             let lost = gpu.inner.lost.clone();
             gpu.inner
@@ -167,15 +219,22 @@ impl Gpu {
     }
 
     /// Run on a device and queue that a host application already owns (embedding). cads uses the
-    /// device's current limits and features and installs no callbacks on it.
+    /// device's current limits and features and installs no callbacks on it. A device cannot
+    /// tell which cooperative-matrix configurations its adapter has, so the f16 matmul uses none
+    /// on a borrowed device.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Gpu {
         let info = device.adapter_info();
-        Self::build(device, queue, summary(&info))
+        Self::build(device, queue, summary(&info), None)
     }
 
-    fn build(device: wgpu::Device, queue: wgpu::Queue, adapter: AdapterSummary) -> Gpu {
+    fn build(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        adapter: AdapterSummary,
+        fragment: Option<u32>,
+    ) -> Gpu {
         let limits = device.limits();
-        let features = DeviceFeatures::from_wgpu(device.features());
+        let features = DeviceFeatures::from_wgpu(device.features(), fragment);
         Gpu {
             inner: Arc::new(GpuInner {
                 pool: BufferPool::new(device.clone()),

@@ -3,6 +3,7 @@
 mod adapter;
 mod autocast;
 mod context;
+mod cooperative;
 mod kernel;
 mod params;
 mod pool;
@@ -15,6 +16,7 @@ mod tuning;
 pub use adapter::{select_adapter, AdapterChoice, NO_ADAPTER_HINT};
 pub use autocast::Precision;
 pub use context::{AdapterSummary, DeviceFeatures, Gpu};
+pub use cooperative::{CooperativeMatrix, COOPERATIVE_MATRIX_ENV};
 pub use kernel::{Grid, KernelSpec};
 pub(crate) use params::shader_params;
 pub use params::{

@@ -19,24 +19,26 @@
 //! Kernels ([`MatmulF16Kernel`]): `f16_naive` (one output per invocation, the oracle) and
 //! `f16_tile_4x4` (4 × 4 register tiles on vec4<f16> loads; one kernel per transpose pattern:
 //! nn for the forward, nt for the input gradient, tn for the weight gradient, split-K when the
-//! output has few tiles; the naive kernel for shapes the tiles do not take).
+//! output has few tiles; the naive kernel for shapes the tiles do not take) and `f16_coop`
+//! (cooperative matrices, src/ops/matmul_f16_coop.rs; the default where the device has them).
 //!
 //! Without `SHADER_F16` the same values come from the f32 path: the operands are widened (exact)
 //! and multiplied by the f32 matmul kernels (src/ops/matmul.rs), so a caller never needs to ask.
 
 use super::elementwise::{binary_raw, BinaryOp};
 use super::matmul::{matmul_launch, MatmulKernel};
+use super::matmul_f16_coop::launch_coop;
 use super::reduce::{split_count_toward, sum_leading_raw, sum_to_shape};
 use super::shape::broadcast_shapes;
 use crate::autograd::record;
 use crate::error::{Error, Result};
-use crate::gpu::{Grid, KernelSpec};
+use crate::gpu::{Gpu, Grid, KernelSpec};
 use crate::tensor::{cast_unrecorded, numel, DType, Tensor};
 
 crate::gpu::shader_params! {
-    /// Mirrors `MatmulF16Params` in shaders/matmul_f16.wgsl.
+    /// Mirrors `MatmulF16Params` in shaders/matmul_f16.wgsl (and the cooperative kernels).
     #[derive(Debug)]
-    struct MatmulF16Params {
+    pub(super) struct MatmulF16Params {
         m: u32,
         n: u32,
         k: u32,
@@ -49,8 +51,9 @@ crate::gpu::shader_params! {
         b_sn: u32,
         tiles_m: u32,
         tiles_n: u32,
-        /// k-steps per split-K split (tiled kernels; 4 values of k for nn/nt, one for tn).
-        k_chunk: u32,
+        /// k-steps per split-K split (tiled kernels; 4 values of k for nn/nt, one for tn; values
+        /// of k for the cooperative kernels).
+        pub(super) k_chunk: u32,
         _pad: [u32; 3],
     }
 }
@@ -93,31 +96,57 @@ pub enum MatmulF16Kernel {
     /// transposed-both pattern and shapes whose vectorised axes are not multiples of 4 take the
     /// naive kernel.
     Tile4x4,
+    /// Cooperative-matrix fragments (tensor cores), any shape and pattern
+    /// (src/ops/matmul_f16_coop.rs); on a device without them, the same as `Tile4x4`.
+    Cooperative,
 }
 
 impl MatmulF16Kernel {
     /// Every variant (tests and benchmarks walk this list).
-    pub const ALL: &'static [MatmulF16Kernel] = &[MatmulF16Kernel::Naive, MatmulF16Kernel::Tile4x4];
+    pub const ALL: &'static [MatmulF16Kernel] = &[
+        MatmulF16Kernel::Naive,
+        MatmulF16Kernel::Tile4x4,
+        MatmulF16Kernel::Cooperative,
+    ];
 
-    /// Name in benchmark lines: `f16_naive`, `f16_tile_4x4`.
+    /// Name in benchmark lines: `f16_naive`, `f16_tile_4x4`, `f16_coop`.
     pub fn name(self) -> &'static str {
         match self {
             MatmulF16Kernel::Naive => "f16_naive",
             MatmulF16Kernel::Tile4x4 => "f16_tile_4x4",
+            MatmulF16Kernel::Cooperative => "f16_coop",
+        }
+    }
+
+    /// The kernel for this device: cooperative matrices where the device has them
+    /// (`DeviceFeatures::cooperative_matrix`, requested by default on GPU adapters only), the
+    /// register tiles elsewhere.
+    pub fn chosen(gpu: &Gpu) -> MatmulF16Kernel {
+        match gpu.features().cooperative_matrix {
+            Some(_) => MatmulF16Kernel::Cooperative,
+            None => MatmulF16Kernel::Tile4x4,
+        }
+    }
+
+    /// The kernel that really runs on `gpu` (`Cooperative` without the feature runs the tiles).
+    pub fn effective(self, gpu: &Gpu) -> MatmulF16Kernel {
+        match (self, gpu.features().cooperative_matrix) {
+            (MatmulF16Kernel::Cooperative, None) => MatmulF16Kernel::Tile4x4,
+            (kernel, _) => kernel,
         }
     }
 }
 
 /// Shapes and element strides of one f16 matmul after validation.
 #[derive(Debug)]
-struct Plan {
-    out_shape: Vec<usize>,
-    batch: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    a_sb: usize,
-    b_sb: usize,
+pub(super) struct Plan {
+    pub(super) out_shape: Vec<usize>,
+    pub(super) batch: usize,
+    pub(super) m: usize,
+    pub(super) n: usize,
+    pub(super) k: usize,
+    pub(super) a_sb: usize,
+    pub(super) b_sb: usize,
 }
 
 fn plan(a: &[usize], b: &[usize], ta: bool, tb: bool) -> Result<Plan> {
@@ -227,6 +256,12 @@ pub(crate) fn matmul_f16_launch(
         k_chunk: to_u32(p.k)?,
         _pad: [0; 3],
     };
+    if let (MatmulF16Kernel::Cooperative, Some(fragment)) =
+        (kernel, gpu.features().cooperative_matrix)
+    {
+        launch_coop(a, b, &out, &p, params, fragment)?;
+        return Ok(out);
+    }
     let Some((spec, k_steps)) = tiled else {
         gpu.dispatch_f16_aware(
             &NAIVE,
@@ -280,9 +315,11 @@ pub(crate) fn matmul_f16_launch(
     Ok(out)
 }
 
-/// `op_a(a) · op_b(b)` of two f16 tensors, f32 result, on the tiled kernels; recorded.
+/// `op_a(a) · op_b(b)` of two f16 tensors, f32 result, on the device's kernel
+/// ([`MatmulF16Kernel::chosen`]); recorded.
 pub fn matmul_f16(a: &Tensor, b: &Tensor, transpose_a: bool, transpose_b: bool) -> Result<Tensor> {
-    matmul_f16_with(a, b, transpose_a, transpose_b, MatmulF16Kernel::Tile4x4)
+    let kernel = MatmulF16Kernel::chosen(a.gpu());
+    matmul_f16_with(a, b, transpose_a, transpose_b, kernel)
 }
 
 /// [`matmul_f16`] on an explicit kernel (forward and backward both use it).
@@ -381,7 +418,7 @@ pub fn linear_mixed(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Ten
         }
         bias.expect_dtype(op, DType::F32)?;
     }
-    let kernel = MatmulF16Kernel::Tile4x4;
+    let kernel = MatmulF16Kernel::chosen(x.gpu());
     let lead = &x.shape()[..x.rank() - 1];
     let rows = numel(lead);
     let mut out_shape = lead.to_vec();

@@ -19,6 +19,7 @@ pub mod ema;
 pub mod loss;
 pub mod matmul;
 pub mod matmul_f16;
+pub mod matmul_f16_coop;
 pub mod matmul_tiled;
 mod matmul_tune;
 pub mod norm;

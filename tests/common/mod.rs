@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod f16_bounds;
+pub mod f16_matmul;
 
 use std::sync::OnceLock;
 
