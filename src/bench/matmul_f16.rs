@@ -1,8 +1,10 @@
 //! f16 matmul cases (mixed precision: f16 operands, f32 accumulation and result): 1024³ on each
 //! kernel and the three transpose patterns the linear layer launches (nn forward, nt input
 //! gradient, tn weight gradient), and the stage-1 token projection of the PVT MLP, each beside
-//! its f32 case in `matmul` (same shapes). The variant names the kernel; on a device without
-//! SHADER_F16 the operands are widened and the f32 kernel runs: `f32_fallback_<f32 variant>`.
+//! its f32 case in `matmul` (same shapes). The variant names the kernel that ran; the `_coop`
+//! cases ask for cooperative matrices and run the register tiles on a device without them (CPU
+//! adapters unless CADS_COOPERATIVE_MATRIX=on); on a device without SHADER_F16 the operands are
+//! widened and the f32 kernel runs: `f32_fallback_<f32 variant>`.
 
 use super::{Bench, Case, Sample, Work};
 use crate::error::Result;
@@ -29,6 +31,16 @@ pub(crate) fn cases() -> Vec<Case> {
         },
         Case {
             op: "matmul_f16",
+            case: "1024_coop",
+            run: |b| square(b, false, false, MatmulF16Kernel::Cooperative),
+        },
+        Case {
+            op: "matmul_f16",
+            case: "1024_coop_tn",
+            run: |b| square(b, true, false, MatmulF16Kernel::Cooperative),
+        },
+        Case {
+            op: "matmul_f16",
             case: "1024_f16_naive",
             run: |b| square(b, false, false, MatmulF16Kernel::Naive),
         },
@@ -46,8 +58,13 @@ fn random16(gpu: &crate::Gpu, rng: &mut crate::util::Rng, shape: &[usize]) -> Re
 }
 
 fn variant(b: &Bench, kernel: MatmulF16Kernel) -> Result<String> {
-    Ok(if b.gpu().features().f16 {
-        kernel.name().to_string()
+    let features = b.gpu().features();
+    Ok(if features.f16 {
+        match (kernel.effective(b.gpu()), features.cooperative_matrix) {
+            // The fragment size names which generated kernel ran: f16_coop8 / f16_coop16.
+            (MatmulF16Kernel::Cooperative, Some(t)) => format!("f16_coop{t}"),
+            (kernel, _) => kernel.name().to_string(),
+        }
     } else {
         format!("f32_fallback_{}", MatmulKernel::chosen(b.gpu())?.name())
     })
@@ -68,7 +85,7 @@ fn square(b: &Bench, ta: bool, tb: bool, kernel: MatmulF16Kernel) -> Result<Samp
 
 /// Tokens [2·4096, 64] times a weight [64, 256], as `matmul/tokens_2x4096x64_by_64x256`.
 fn tokens(b: &Bench) -> Result<Sample> {
-    let kernel = MatmulF16Kernel::Tile4x4;
+    let kernel = MatmulF16Kernel::chosen(b.gpu());
     let ms = b.time(
         |gpu, rng| {
             Ok((
