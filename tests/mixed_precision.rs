@@ -22,7 +22,7 @@ mod common;
 use cads::ops::{self, MatmulF16Kernel};
 use cads::reference::{cast as refcast, gradcheck, matmul as refmm, matmul_f16 as ref16, Array};
 use cads::tensor::DType;
-use cads::util::{Rng, Tolerance, F32_ACCUM};
+use cads::util::Rng;
 use cads::{Error, Gpu, Tensor};
 use common::f16_bounds::*;
 use common::f16_matmul::*;
