@@ -15,6 +15,7 @@ pub mod dist;
 pub mod drr;
 pub mod info;
 pub mod inspect;
+pub mod precision;
 pub mod pretrain;
 pub mod segment;
 pub mod segment_infer;

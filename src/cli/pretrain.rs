@@ -2,7 +2,7 @@
 //! short `tiny` run on the sample CT, or the phantom when it is absent).
 
 use cads::dist::DataParallel;
-use cads::gpu::AdapterChoice;
+use cads::gpu::{AdapterChoice, Precision};
 use cads::pretrain::drr_cache::EngineCadsDrr;
 use cads::pretrain::engine::CadsEngine;
 use cads::pretrain::run::{install_ctrlc, prepare_data, run_pretraining, RunOptions};
@@ -71,9 +71,19 @@ pub struct PretrainArgs {
     pub checkpoint_blocks: bool,
     /// Dynamic loss scaling (torch GradScaler's: scale 2^16, x2 every 2000 clean steps, x0.5
     /// and the step skipped on an inf/NaN gradient). For low-precision gradients; f32 training
-    /// needs none. Part of the recipe: a resumed run keeps the setting.
-    #[arg(long)]
+    /// needs none; on by default with --precision amp. Part of the recipe: a resumed run keeps
+    /// the setting, unless it changes --precision too.
+    #[arg(long, conflicts_with = "no_loss_scale")]
     pub loss_scale: bool,
+    /// No loss scaling, also with --precision amp (which turns it on by default).
+    #[arg(long)]
+    pub no_loss_scale: bool,
+    /// Arithmetic of the training step: f32, or amp (automatic mixed precision: the linear
+    /// layers multiply f16 operands with f32 accumulation where the adapter has SHADER_F16;
+    /// master weights and AdamW stay f32; loss scaling on unless --no-loss-scale). Without
+    /// SHADER_F16 amp trains in f32 and says so. May change on --resume (the run notes it).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
     /// With --resume and a larger --epochs than the checkpoint's: continue on the schedules of
     /// the longer run from the checkpoint on (lr, weight decay and teacher momentum jump to the
     /// new cosines; without this flag such a resume is refused, saying by how much).
@@ -112,10 +122,17 @@ fn run_rank(
         config.read_every = n;
     }
     config.checkpoint_blocks |= a.checkpoint_blocks;
-    config.loss_scale |= a.loss_scale;
     // Checked before an adapter is requested, so a bad option fails at once.
     config.validate()?;
     let gpu = Gpu::with_choice(&super::dist::adapter_for(choice, dp))?;
+    // The precision that runs on this adapter, and loss scaling on with amp by default.
+    config.precision =
+        super::precision::training_precision(&gpu, a.precision, super::dist::is_root(dp));
+    config.loss_scale = super::precision::loss_scale(
+        config.loss_scale || a.loss_scale,
+        a.no_loss_scale,
+        config.precision,
+    );
     let mut opts = RunOptions::new(&a.out);
     opts.data = a.data.clone();
     opts.cache = a.cache.clone();
@@ -137,10 +154,11 @@ fn run_rank(
         out!("{line}");
     }
     out!(
-        "cads pretrain on {} ({:?}): preset {}, batch {}, {} epochs, peak lr {:.3e}, loss read every {} step(s){}{}",
+        "cads pretrain on {} ({:?}): preset {}, precision {}, batch {}, {} epochs, peak lr {:.3e}, loss read every {} step(s){}{}",
         gpu.adapter().name,
         gpu.adapter().backend,
         a.preset,
+        config.precision,
         config.batch_size,
         config.epochs,
         config.peak_lr(),

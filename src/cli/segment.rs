@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use cads::dist::DataParallel;
-use cads::gpu::AdapterChoice;
+use cads::gpu::{AdapterChoice, Precision};
 use cads::segment::config::{ModelPreset, OptimizerKind, SegTrainConfig};
 use cads::segment::dataset::SegDataset;
 use cads::segment::fingerprint::{fingerprint, SAMPLES_PER_CASE};
@@ -91,9 +91,18 @@ pub struct TrainArgs {
     pub no_deep_supervision: bool,
     /// Dynamic loss scaling (torch GradScaler's: scale 2^16, x2 every 2000 clean steps, x0.5
     /// and the step skipped on an inf/NaN gradient). For low-precision gradients; f32 training
-    /// needs none.
-    #[arg(long)]
+    /// needs none; on by default with --precision amp.
+    #[arg(long, conflicts_with = "no_loss_scale")]
     pub loss_scale: bool,
+    /// No loss scaling, also with --precision amp (which turns it on by default).
+    #[arg(long)]
+    pub no_loss_scale: bool,
+    /// Arithmetic of the training step and of validation: f32, or amp (automatic mixed
+    /// precision: the linear layers multiply f16 operands with f32 accumulation where the adapter
+    /// has SHADER_F16; weights and optimizer stay f32; loss scaling on unless --no-loss-scale).
+    /// Without SHADER_F16 amp trains in f32 and says so. May change on --resume (noted).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Continue from OUT/checkpoint_latest.safetensors.
@@ -200,6 +209,7 @@ fn run_train_rank(choice: &AdapterChoice, a: &TrainArgs, dp: &Option<DataParalle
         d.comm.barrier()?;
     }
     let plan = run_plan(&gpu, a, &dataset)?;
+    let precision = super::precision::training_precision(&gpu, a.precision, root);
     let cfg = SegTrainConfig {
         model: a.model,
         patch: a.patch.unwrap_or(plan.patch),
@@ -212,7 +222,8 @@ fn run_train_rank(choice: &AdapterChoice, a: &TrainArgs, dp: &Option<DataParalle
         freeze_encoder_epochs: a.freeze_encoder_epochs,
         deep_supervision: !a.no_deep_supervision,
         batch_dice: a.batch_dice,
-        loss_scale: a.loss_scale,
+        loss_scale: super::precision::loss_scale(a.loss_scale, a.no_loss_scale, precision),
+        precision,
         validation_fraction: a.val_fraction,
         seed: a.seed,
         ..SegTrainConfig::default()
@@ -251,8 +262,10 @@ fn run_train_rank(choice: &AdapterChoice, a: &TrainArgs, dp: &Option<DataParalle
     }
     if root {
         out!(
-            "cads segment train on {}: {} training / {} validation cases, classes {:?}",
+            "cads segment train on {}: precision {}{}, {} training / {} validation cases, classes {:?}",
             gpu.adapter().name,
+            cfg.precision,
+            if cfg.loss_scale { ", loss scaling" } else { "" },
             data.train.len(),
             data.validation.len(),
             data.class_names
@@ -294,9 +307,10 @@ fn run_train_rank(choice: &AdapterChoice, a: &TrainArgs, dp: &Option<DataParalle
                 .collect();
             eprintln!();
             out!(
-                "epoch {:4}  loss {:.4}  lr {:.2e}{}  val Dice mean {:.3}: {}  ({:.1} s)",
+                "epoch {:4}  loss {:.4} ({})  lr {:.2e}{}  val Dice mean {:.3}: {}  ({:.1} s)",
                 m.epoch,
                 m.train_loss,
+                m.precision,
                 m.lr,
                 if m.encoder_frozen {
                     " (encoder frozen)"

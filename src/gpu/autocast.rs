@@ -15,15 +15,19 @@
 use std::thread::ThreadId;
 
 use super::context::Gpu;
+use crate::error::{Error, Result};
 
-/// Arithmetic precision of the ops that support more than f32.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Arithmetic precision of the ops that support more than f32. In configs and on the command
+/// line (`--precision`) by its [`name`](Precision::name): `"f32"` or `"amp"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Precision {
     /// Everything in f32 (the default).
     #[default]
+    #[serde(rename = "f32")]
     F32,
     /// f16 operands with f32 accumulation in matmuls where the device has `SHADER_F16`; f32
     /// elsewhere.
+    #[serde(rename = "amp")]
     Mixed,
 }
 
@@ -35,6 +39,24 @@ impl Precision {
             Precision::F32 => "f32",
             Precision::Mixed => "amp",
         }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    /// `f32` or `amp` (case-insensitive); anything else is an error naming both.
+    fn from_str(s: &str) -> Result<Precision> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(Precision::F32),
+            "amp" => Ok(Precision::Mixed),
+            _ => Err(Error::invalid("precision", "f32 or amp", s)),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -55,6 +77,16 @@ impl Gpu {
     /// the device has `SHADER_F16`.
     pub fn mixed_precision(&self) -> bool {
         self.precision() == Precision::Mixed && self.features().f16
+    }
+
+    /// The precision that runs under a `precision` policy on this device: `Mixed` needs
+    /// `SHADER_F16` and is `F32` without it (the layers take their f32 path). Training records
+    /// this, not the requested one, so a run's log says what actually ran.
+    pub fn supported_precision(&self, precision: Precision) -> Precision {
+        match precision {
+            Precision::Mixed if !self.features().f16 => Precision::F32,
+            p => p,
+        }
     }
 
     /// Run `f` under `precision` on this thread; the previous policy is restored afterwards.

@@ -18,6 +18,10 @@ use super::recorder::Recorder;
 use super::tuning::Tuner;
 use crate::error::{Error, Result};
 
+/// The environment variable that withholds `SHADER_F16` from devices [`Gpu::with_choice`]
+/// creates (`1`; unset or `0`: the adapter's features).
+pub const NO_F16_ENV: &str = "CADS_NO_F16";
+
 /// Optional device features cads can use, detected from the adapter and enabled on the device.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeviceFeatures {
@@ -126,10 +130,23 @@ impl Gpu {
     }
 
     /// Adapter chosen by `choice`; the device gets the adapter's real limits and every optional
-    /// feature cads can use that the adapter has.
-    /// Cooperative matrices follow `CADS_COOPERATIVE_MATRIX` (src/gpu/cooperative.rs).
+    /// feature cads can use that the adapter has, except `SHADER_F16` when the environment has
+    /// `CADS_NO_F16=1` ([`NO_F16_ENV`]: the device then behaves as an adapter without f16, e.g.
+    /// `--precision amp` trains in f32; for tests of that fallback and as a workaround for a
+    /// driver whose f16 is broken). Cooperative matrices follow `CADS_COOPERATIVE_MATRIX` (src/gpu/cooperative.rs).
     pub fn with_choice(choice: &AdapterChoice) -> Result<Gpu> {
-        Self::with_choice_withholding(choice, wgpu::Features::empty())
+        let withheld = match std::env::var(NO_F16_ENV).ok().as_deref() {
+            None | Some("") | Some("0") => wgpu::Features::empty(),
+            Some("1") => wgpu::Features::SHADER_F16,
+            Some(other) => {
+                return Err(Error::invalid(
+                    "Gpu::with_choice",
+                    format!("{NO_F16_ENV} unset, 0 or 1"),
+                    other,
+                ))
+            }
+        };
+        Self::with_choice_withholding(choice, withheld)
     }
 
     /// [`Gpu::with_choice`] with an explicit cooperative-matrix policy instead of the

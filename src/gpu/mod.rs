@@ -15,7 +15,7 @@ mod tuning;
 
 pub use adapter::{select_adapter, AdapterChoice, NO_ADAPTER_HINT};
 pub use autocast::Precision;
-pub use context::{AdapterSummary, DeviceFeatures, Gpu};
+pub use context::{AdapterSummary, DeviceFeatures, Gpu, NO_F16_ENV};
 pub use cooperative::{CooperativeMatrix, COOPERATIVE_MATRIX_ENV};
 pub use kernel::{Grid, KernelSpec};
 pub(crate) use params::shader_params;

@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::gpu::Precision;
 use crate::models::dino_head::DinoHeadConfig;
 use crate::models::pvt::PvtConfig;
 
@@ -87,6 +88,13 @@ pub struct CadsConfig {
     /// unless a gradient overflows. Part of the recipe (a skipped step is a different run).
     #[serde(default)]
     pub loss_scale: bool,
+    /// Arithmetic of the step's forward and backward (`Gpu::autocast`): `f32`, or `amp` (the
+    /// linear layers multiply f16 operands with f32 accumulation where the device has
+    /// `SHADER_F16`; master weights, AdamW, the EMA and the center stay f32). A trainer records
+    /// the precision that runs on its device (`Gpu::supported_precision`). May change on resume
+    /// (src/pretrain/resume.rs); absent (f32) in configs saved before it.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for CadsConfig {
@@ -128,6 +136,7 @@ impl CadsConfig {
             read_every: 10,
             checkpoint_blocks: false,
             loss_scale: false,
+            precision: Precision::F32,
         }
     }
 
@@ -267,8 +276,8 @@ impl CadsConfig {
             .map_err(|e| Error::invalid("CadsConfig::to_json", "a serialisable config", e))
     }
 
-    /// A config from JSON (every field required but `read_every`, `checkpoint_blocks` and
-    /// `loss_scale`, absent from configs saved before them), validated.
+    /// A config from JSON (every field required but `read_every`, `checkpoint_blocks`,
+    /// `loss_scale` and `precision`, absent from configs saved before them), validated.
     pub fn from_json(text: &str) -> Result<CadsConfig> {
         let config: CadsConfig = serde_json::from_str(text)
             .map_err(|e| Error::invalid("CadsConfig::from_json", "a CadsConfig JSON object", e))?;

@@ -98,6 +98,11 @@ impl PretrainEngine for CadsEngine {
         schedule.insert("wd".into(), s.weight_decay.into());
         schedule.insert("teacher_momentum".into(), s.teacher_momentum.into());
         schedule.insert("teacher_temp".into(), s.teacher_temp.into());
+        // The precision that ran (f32 where amp was asked on a device without SHADER_F16).
+        schedule.insert(
+            "precision".into(),
+            self.trainer.config.precision.name().into(),
+        );
         Ok(StepReport {
             iteration,
             lr: s.lr,
@@ -143,15 +148,16 @@ impl PretrainEngine for CadsEngine {
             ));
         }
         let rng = ck.rng(TRAINER_RNG)?;
-        // Read and checked before anything changes (the config check made both sides agree on
-        // whether the run scales its loss).
+        // Read and checked before anything changes. The config check let `loss_scale` differ
+        // only with a precision change: a scaler the checkpoint lacks then starts afresh, and a
+        // saved one this run does not use is ignored.
         let scaler_state = match &self.trainer.loss_scaler {
-            Some(_) => {
+            Some(_) if ck.loss_scaler_names().contains(&LOSS_SCALER) => {
                 let state = ck.loss_scaler(LOSS_SCALER)?;
                 state.validate()?;
                 Some(state)
             }
-            None => None,
+            _ => None,
         };
         let t = &mut self.trainer;
         ck.restore(

@@ -56,6 +56,9 @@ pub(crate) struct RunLog {
     epoch_sum: f64,
     epoch_reads: usize,
     warned_collapse: bool,
+    /// The `precision` field of the last written line (engines that report one), named on the
+    /// epoch line.
+    precision: Option<String>,
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -102,6 +105,7 @@ impl RunLog {
             epoch_sum: 0.0,
             epoch_reads: 0,
             warned_collapse: false,
+            precision: None,
         })
     }
 
@@ -163,6 +167,9 @@ impl RunLog {
             };
             let mut fields = line.fields;
             let lr = fields.get("lr").and_then(Value::as_f64).unwrap_or(f64::NAN);
+            if let Some(p) = fields.get("precision").and_then(Value::as_str) {
+                self.precision = Some(p.to_string());
+            }
             fields.insert("loss".into(), Value::from(v.loss as f64));
             fields.extend(v.extra.clone());
             if !fresh {
@@ -240,8 +247,12 @@ impl RunLog {
         if self.progress {
             // The loss as it falls, one line per epoch, whatever the terminal.
             let (pre, post) = if self.tty { ("\r", "\x1b[K") } else { ("", "") };
+            let precision = match &self.precision {
+                Some(p) => format!(", {p}"),
+                None => String::new(),
+            };
             eprintln!(
-                "{pre}epoch {:3}  mean loss {mean:.4}  ({} reads){post}",
+                "{pre}epoch {:3}  mean loss {mean:.4}  ({} reads{precision}){post}",
                 step / self.span.iters_per_epoch,
                 self.epoch_reads
             );

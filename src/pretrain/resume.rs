@@ -2,7 +2,16 @@
 //!
 //! A resumed run must be the run that was started: every recipe field must match, except the
 //! execution-only ones (`read_every`, `checkpoint_blocks`), which change how a step runs, not
-//! what it computes. The epoch count is the one recipe field a user routinely wants to change
+//! what it computes, and the precision.
+//!
+//! Precision (`f32` / `amp`) may change on resume, with a note: switching autocast on or off
+//! between a checkpoint and its continuation is what PyTorch users do (e.g. an f32 run moved to a
+//! GPU with tensor cores); the master weights and the optimizer state are f32 either way, so the
+//! checkpoint means the same thing under both. Loss scaling follows the precision (on by default
+//! with `amp`), so with a precision change `loss_scale` may change too: a scaler that the
+//! checkpoint lacks starts afresh at 2^16 (torch's GradScaler without a saved state), one the new
+//! run does not use is dropped, and one both use continues from its saved scale. At the same
+//! precision `loss_scale` stays part of the recipe (a skipped step is a different run). The epoch count is the one recipe field a user routinely wants to change
 //! (lengthen a run that went well), and it is special: the lr, weight-decay and
 //! teacher-momentum cosines span `epochs × iters_per_epoch` iterations, so another length gives
 //! other values on the steps already taken. The schedules of both lengths are therefore
@@ -73,10 +82,28 @@ pub fn check_resume(
             saved.checkpoint_blocks, now.checkpoint_blocks
         ));
     }
+    let precision_changes = saved.precision != now.precision;
+    if precision_changes {
+        notes.push(format!(
+            "precision {} -> {} (the f32 master weights and optimizer state continue)",
+            saved.precision, now.precision
+        ));
+        if saved.loss_scale != now.loss_scale {
+            notes.push(match now.loss_scale {
+                true => "loss scaling off -> on (a fresh scaler at 2^16)".to_string(),
+                false => "loss scaling on -> off (the checkpoint's scaler state is dropped)".into(),
+            });
+        }
+    }
     let recipe = CadsConfig {
         read_every: now.read_every,
         checkpoint_blocks: now.checkpoint_blocks,
         epochs: now.epochs,
+        precision: now.precision,
+        loss_scale: match precision_changes {
+            true => now.loss_scale,
+            false => saved.loss_scale,
+        },
         ..saved.clone()
     };
     if recipe != *now {
@@ -84,7 +111,16 @@ pub fn check_resume(
             op,
             "the recipe the checkpoint was trained with (a resumed run continues the same run; \
              start a new run in another --out folder for another recipe)",
-            differing_fields(&recipe, now)?.join(", "),
+            {
+                let mut fields = differing_fields(&recipe, now)?.join(", ");
+                if recipe.loss_scale != now.loss_scale {
+                    fields.push_str(
+                        " (--loss-scale / --no-loss-scale; --precision amp turns it on unless \
+                         --no-loss-scale)",
+                    );
+                }
+                fields
+            },
         ));
     }
     if saved.epochs != now.epochs {

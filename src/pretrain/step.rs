@@ -7,7 +7,10 @@
 //! 3. student forward on (x1, x2) as one volume batch and xD as an image batch;
 //! 4. the loss (src/pretrain/loss.rs) with τt of the epoch;
 //! 5. backward (of the loss × the loss scale with `loss_scale`, then the gradients unscaled and
-//!    checked for inf / NaN in one pass, `optim::LossScaler`);
+//!    checked for inf / NaN in one pass, `optim::LossScaler`); steps 2–5 run under
+//!    `gpu.autocast(config.precision)` (with `amp` the linear layers multiply f16 operands with
+//!    f32 accumulation, src/gpu/autocast.rs), everything from 6 on in f32 on the f32 master
+//!    weights, as PyTorch's autocast + GradScaler loop;
 //! 6. per-tensor gradient clipping (0.3), on unscaled gradients;
 //! 7. while epoch < freeze_last_layer_epochs, drop the gradients of every `last_layer` tensor,
 //!    so AdamW skips them entirely (no update, no weight decay, no step count);
@@ -282,6 +285,12 @@ impl CadsTrainer {
         )?;
         let params = model.student.named_parameters();
         let schedules = CadsSchedules::new(config, iters_per_epoch)?;
+        // The precision that runs here is the one recorded (checkpoints, metrics): amp on a
+        // device without SHADER_F16 runs, and is recorded as, f32.
+        let config = &CadsConfig {
+            precision: gpu.supported_precision(config.precision),
+            ..config.clone()
+        };
         let first = schedules.at(0);
         let optimizer = AdamW::new(
             ParamGroup::split_decay_named(&params),
@@ -323,38 +332,44 @@ impl CadsTrainer {
             None => SampleWindow::whole(b),
         };
 
-        // Teacher on (x1, x2), 2B rows, never recorded.
-        let x12 = gpu.no_grad(|| Tensor::concat(&[&input.x1, &input.x2], 0))?;
-        let teacher_training = self.config.teacher_drop_path;
-        let (model, rng) = (&self.model, &mut self.rng);
-        let teacher = with_sample_window(window, || {
-            gpu.no_grad(|| model.teacher.forward(&x12, teacher_training, rng))
-        })?;
+        // Forward and backward under the run's precision (f32, or amp: the linear layers on f16
+        // operands with f32 accumulation); everything after (unscale, clip, AdamW on the f32
+        // master weights, EMA, center) is f32 whatever the policy.
+        let precision = self.config.precision;
+        let (teacher, out, mut grads) = gpu.autocast(precision, || -> Result<_> {
+            // Teacher on (x1, x2), 2B rows, never recorded.
+            let x12 = gpu.no_grad(|| Tensor::concat(&[&input.x1, &input.x2], 0))?;
+            let teacher_training = self.config.teacher_drop_path;
+            let (model, rng) = (&self.model, &mut self.rng);
+            let teacher = with_sample_window(window, || {
+                gpu.no_grad(|| model.teacher.forward(&x12, teacher_training, rng))
+            })?;
 
-        // Student on (x1, x2) as one batch and xD as another: 3B rows per stage.
-        let student = with_sample_window(window, || {
-            model.student.forward(
-                &[(&x12, Modality::Volume), (&input.drr, Modality::Image)],
-                true,
-                rng,
-            )
-        })?;
-        let out =
-            self.loss
-                .forward(&student, &teacher.logits, &teacher.features, s.teacher_temp)?;
-        debug_assert_eq!(student.logits[0].shape()[0], 3 * b);
+            // Student on (x1, x2) as one batch and xD as another: 3B rows per stage.
+            let student = with_sample_window(window, || {
+                model.student.forward(
+                    &[(&x12, Modality::Volume), (&input.drr, Modality::Image)],
+                    true,
+                    rng,
+                )
+            })?;
+            let out =
+                self.loss
+                    .forward(&student, &teacher.logits, &teacher.features, s.teacher_temp)?;
+            debug_assert_eq!(student.logits[0].shape()[0], 3 * b);
 
-        let total = match &mut self.loss_scaler {
-            Some(scaler) => scaler.scale(&out.total)?,
-            None => out.total.clone(),
-        };
-        let mut grads = match &self.data_parallel {
-            // Mean over the replicas before clipping: the clip sees the global gradient. The
-            // buckets are reduced while the backward pass runs (unless `overlap` is off).
-            Some(dp) => dp.backward(&total, &self.params)?.0,
-            None => total.backward()?,
-        };
-        drop(total);
+            let total = match &mut self.loss_scaler {
+                Some(scaler) => scaler.scale(&out.total)?,
+                None => out.total.clone(),
+            };
+            let grads = match &self.data_parallel {
+                // Mean over the replicas before clipping: the clip sees the global gradient.
+                // The buckets are reduced while the backward pass runs (unless `overlap` is off).
+                Some(dp) => dp.backward(&total, &self.params)?.0,
+                None => total.backward()?,
+            };
+            Ok((teacher, out, grads))
+        })?;
         let tensors: Vec<Tensor> = self.params.iter().map(|(_, t)| t.clone()).collect();
         // Unscaled before clipping; on an overflow the clip computes garbage that the skipped
         // step never reads.

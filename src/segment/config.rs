@@ -6,6 +6,7 @@
 //! `lr_t = lr₀ · (1 − t/T)^0.9`; the encoder's group runs at `encoder_lr_factor · lr_t`.
 
 use crate::error::{Error, Result};
+use crate::gpu::Precision;
 use crate::models::pvt::PvtConfig;
 use crate::models::PvtUnetConfig;
 use crate::pretrain::CadsConfig;
@@ -136,6 +137,13 @@ pub struct SegTrainConfig {
     /// in f32. Absent (off) in runs saved before it.
     #[serde(default)]
     pub loss_scale: bool,
+    /// Arithmetic of the training step's forward and backward and of validation
+    /// (`Gpu::autocast`): `f32`, or `amp` (the linear layers multiply f16 operands with f32
+    /// accumulation where the device has `SHADER_F16`; the weights and the optimizer stay f32).
+    /// `segment::train` records the precision that runs on its device
+    /// (`Gpu::supported_precision`). May change on resume; absent (f32) in runs saved before it.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for SegTrainConfig {
@@ -158,6 +166,7 @@ impl Default for SegTrainConfig {
             drop_path_rate: 0.1,
             seed: 0,
             loss_scale: false,
+            precision: Precision::F32,
         }
     }
 }

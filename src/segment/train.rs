@@ -8,7 +8,11 @@
 //! learning rate `lr_t = lr₀·(1 − t/T)^0.9` (encoder groups × `encoder_lr_factor`), the optimizer
 //! step (SGD Nesterov 0.99 by default, AdamW as an option). While `epoch <
 //! freeze_encoder_epochs` the encoder runs without recording: no gradient, no update, no
-//! momentum.
+//! momentum. With `precision` amp the forward, loss and backward run under
+//! `Gpu::autocast(Precision::Mixed)` (the linear layers on f16 operands with f32 accumulation;
+//! `loss_scale` is then usually on) and so does validation; the optimizer updates f32 weights.
+//! The run records the precision that ran (f32 on a device without `SHADER_F16`), and a resumed
+//! run may change it (noted; the loss scaler continues, starts afresh or is dropped).
 //!
 //! Per epoch: validation Dice per foreground class on the held-out cases (the same Gaussian
 //! sliding window as `cads segment predict`, overlap 0.5, no mirroring; argmax; counts pooled
@@ -58,7 +62,7 @@ use crate::data::loader::Prefetcher;
 use crate::data::preprocess::Patch;
 use crate::dist::{sample_rng, DataParallel};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Precision};
 use crate::infer::{argmax_classes, DiceCounts};
 use crate::models::{PvtUnet, PvtUnetConfig};
 use crate::nn::drop_path::{with_sample_window, SampleWindow};
@@ -103,6 +107,10 @@ pub struct EpochMetrics {
     pub lr: f64,
     pub encoder_frozen: bool,
     pub seconds: f64,
+    /// The precision the epoch trained (and validated) in: `f32` or `amp` (f32 in lines written
+    /// before the field).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// What a step or epoch reports to the caller (progress display).
@@ -273,6 +281,12 @@ pub fn train(
 ) -> Result<TrainReport> {
     const OP: &str = "segment::train";
     cfg.validate()?;
+    // The precision that runs here is the one recorded (run.json, checkpoints, metrics): amp on
+    // a device without SHADER_F16 runs, and is recorded as, f32.
+    let cfg = &SegTrainConfig {
+        precision: gpu.supported_precision(cfg.precision),
+        ..cfg.clone()
+    };
     if data.train.is_empty() {
         return Err(Error::invalid(OP, "at least one training case", 0));
     }
@@ -371,6 +385,20 @@ pub fn train(
                 ),
             ));
         }
+        // Precision may change on resume (autocast on or off between a checkpoint and its
+        // continuation, as in PyTorch): the weights and optimizer state are f32 either way. The
+        // loss scaler continues from its saved state, starts afresh at 2^16 when the checkpoint
+        // has none, and is dropped when this run does not scale.
+        if saved.train.precision != cfg.precision || saved.train.loss_scale != cfg.loss_scale {
+            let on_off = |b: bool| if b { "on" } else { "off" };
+            eprintln!(
+                "resume: precision {} -> {}, loss scaling {} -> {}",
+                saved.train.precision,
+                cfg.precision,
+                on_off(saved.train.loss_scale),
+                on_off(cfg.loss_scale)
+            );
+        }
         if let (Some(_), true) = (&scaler, ck.loss_scaler_names().contains(&LOSS_SCALER)) {
             ck.loss_scaler(LOSS_SCALER)?.validate()?;
         }
@@ -460,31 +488,36 @@ pub fn train(
                 Error::invalid(OP, "a batch from the prefetcher", "the stream ended")
             })??;
             let x = Tensor::from_slice(gpu, &images, &[batch, d, h, w, 1])?;
-            let outs =
-                with_sample_window(window, || net.forward(&x, true, frozen, &mut model_rng))?;
-            let outs = &outs[..outputs];
-            let ndhw = [batch, d, h, w];
-            let loss = match &dp {
-                // Batch Dice is a ratio of global sums: all-reduced, with the gradient of the
-                // global loss (segment::global_batch_dice).
-                Some(dp) if cfg.batch_dice && dp.size() > 1 => {
-                    seg_loss_over_ranks(outs, &labels, ndhw, &loss_cfg, dp.size(), |sums| {
-                        dp.comm.all_reduce_sum(sums)
-                    })?
-                }
-                _ => seg_loss(outs, &labels, ndhw, &loss_cfg)?,
-            };
-            let scaled = match &mut scaler {
-                Some(s) => s.scale(&loss)?,
-                None => loss.clone(),
-            };
-            let mut grads = match &dp {
-                // The mean over the ranks, before clipping: the clip sees the global gradient
-                // (reduced in buckets during the backward pass unless `overlap` is off).
-                Some(d) => d.backward(&scaled, &named_params)?.0,
-                None => scaled.backward()?,
-            };
-            drop(scaled);
+            // Forward, loss and backward under the run's precision (amp: the linear layers on
+            // f16 operands with f32 accumulation); unscale, clip and the optimizer step on the
+            // f32 master weights run in f32 after it.
+            let (loss, mut grads) = gpu.autocast(cfg.precision, || -> Result<_> {
+                let outs =
+                    with_sample_window(window, || net.forward(&x, true, frozen, &mut model_rng))?;
+                let outs = &outs[..outputs];
+                let ndhw = [batch, d, h, w];
+                let loss = match &dp {
+                    // Batch Dice is a ratio of global sums: all-reduced, with the gradient of the
+                    // global loss (segment::global_batch_dice).
+                    Some(dp) if cfg.batch_dice && dp.size() > 1 => {
+                        seg_loss_over_ranks(outs, &labels, ndhw, &loss_cfg, dp.size(), |sums| {
+                            dp.comm.all_reduce_sum(sums)
+                        })?
+                    }
+                    _ => seg_loss(outs, &labels, ndhw, &loss_cfg)?,
+                };
+                let scaled = match &mut scaler {
+                    Some(s) => s.scale(&loss)?,
+                    None => loss.clone(),
+                };
+                let grads = match &dp {
+                    // The mean over the ranks, before clipping: the clip sees the global gradient
+                    // (reduced in buckets during the backward pass unless `overlap` is off).
+                    Some(d) => d.backward(&scaled, &named_params)?.0,
+                    None => scaled.backward()?,
+                };
+                Ok((loss, grads))
+            })?;
             // Unscaled before clipping (the clip must see the true gradients).
             let overflow = match &mut scaler {
                 Some(s) => Some(s.unscale_and_check(&params, &mut grads)?),
@@ -542,7 +575,11 @@ pub fn train(
         let val_dice = if data.validation.is_empty() || !root {
             Vec::new()
         } else {
-            validate(&net, &data.validation, cfg.patch)?
+            // Under the training policy, as PyTorch loops (nnU-Net's among them) validate inside
+            // autocast: the Dice measures the network as it runs in this precision.
+            gpu.autocast(cfg.precision, || {
+                validate(&net, &data.validation, cfg.patch)
+            })?
         };
         let present: Vec<f64> = val_dice.iter().flatten().copied().collect();
         let mean = if present.is_empty() {
@@ -558,6 +595,7 @@ pub fn train(
             lr,
             encoder_frozen: frozen,
             seconds: started.elapsed().as_secs_f64(),
+            precision: cfg.precision,
         };
         history.push(metrics.clone());
         let improved = mean > best;
