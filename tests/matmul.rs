@@ -385,13 +385,36 @@ fn long_k_products_split_and_match_reference() {
     };
     let gpu = gpu();
     let mut rng = Rng::new(91);
-    let kernel = MatmulKernel::vec4(4, 4);
-    for (ba, bb, (m, k, n), ta, tb) in [
-        (vec![], vec![], (6, 4100, 12), false, false),
-        (vec![], vec![], (64, 20000, 64), true, false),
-        (vec![3], vec![], (5, 2048, 8), false, true),
-    ] {
-        let what = format!("a{ba:?} b{bb:?} M{m} K{k} N{n} ta {ta} tb {tb}");
+    // The default tile, and the workgroup-of-8 tiles whose splits start and end inside a stage
+    // of staged A (K/4 = 1025 and 5000 are no multiple of their 32 or 16 staged k-steps).
+    let kernels: Vec<MatmulKernel> = MatmulKernel::ALL
+        .iter()
+        .copied()
+        .filter(|k| {
+            matches!(
+                k,
+                MatmulKernel::Vec4 {
+                    lanes: 8,
+                    cols: 4,
+                    ..
+                }
+            )
+        })
+        .chain([MatmulKernel::vec4(4, 4)])
+        .collect();
+    assert!(kernels.len() >= 3, "{kernels:?}");
+    for (kernel, (ba, bb, (m, k, n), ta, tb)) in kernels.iter().flat_map(|&kernel| {
+        [
+            (vec![], vec![], (6, 4100, 12), false, false),
+            (vec![], vec![], (64, 20000, 64), true, false),
+            (vec![3], vec![], (5, 2048, 8), false, true),
+        ]
+        .map(|case| (kernel, case))
+    }) {
+        let what = format!(
+            "{} a{ba:?} b{bb:?} M{m} K{k} N{n} ta {ta} tb {tb}",
+            kernel.name()
+        );
         let (a, at) = random_param(&gpu, &mut rng, &stored(&ba, m, k, ta), -1.0, 1.0);
         let (b, bt) = random_param(&gpu, &mut rng, &stored(&bb, k, n, tb), -1.0, 1.0);
         let out = ops::matmul_with(&at, &bt, ta, tb, kernel).unwrap();

@@ -100,8 +100,14 @@ pub enum MatmulKernel {
     /// Register tile of `rows × cols` outputs on vec4 loads (shaders/matmul_vec4.wgsl), in
     /// workgroups of `lanes` invocations. Needs K % 4 == 0 and N % 4 == 0; a transposed operand
     /// is first copied to row-major (O(size), small next to the O(M·N·K) product). Other shapes
-    /// fall back to `Tile { 4, 4 }`.
-    Vec4 { rows: u32, cols: u32, lanes: u32 },
+    /// fall back to `Tile { 4, 4 }`. `staged_k` > 0: A is staged in workgroup memory
+    /// `staged_k` values of k at a time (the `_sa<staged_k>` tiles, workgroups of 8, 4 columns).
+    Vec4 {
+        rows: u32,
+        cols: u32,
+        lanes: u32,
+        staged_k: u32,
+    },
     /// A workgroup-memory tile for GPUs (src/ops/matmul_tiled.rs): any shape, either transpose,
     /// no copies. On a device without what the tile needs (subgroups, workgroup memory) another
     /// tile runs, or `vec4_4x4` when none fits ([`SharedTile::on_device`]).
@@ -121,11 +127,25 @@ impl MatmulKernel {
             rows: 32,
             cols: 4,
             lanes: 8,
+            staged_k: 0,
         },
         MatmulKernel::Vec4 {
             rows: 16,
             cols: 8,
             lanes: 8,
+            staged_k: 0,
+        },
+        MatmulKernel::Vec4 {
+            rows: 32,
+            cols: 4,
+            lanes: 8,
+            staged_k: 128,
+        },
+        MatmulKernel::Vec4 {
+            rows: 48,
+            cols: 4,
+            lanes: 8,
+            staged_k: 64,
         },
         MatmulKernel::Shared(SharedTile::Wg64x64),
         MatmulKernel::Shared(SharedTile::Wg128x64),
@@ -139,6 +159,7 @@ impl MatmulKernel {
             rows,
             cols,
             lanes: TILE_WORKGROUP,
+            staged_k: 0,
         }
     }
 
@@ -233,8 +254,20 @@ impl MatmulKernel {
                 rows,
                 cols,
                 lanes: TILE_WORKGROUP,
+                staged_k: 0,
             } => format!("vec4_{rows}x{cols}"),
-            MatmulKernel::Vec4 { rows, cols, lanes } => format!("vec4_{rows}x{cols}_w{lanes}"),
+            MatmulKernel::Vec4 {
+                rows,
+                cols,
+                lanes,
+                staged_k: 0,
+            } => format!("vec4_{rows}x{cols}_w{lanes}"),
+            MatmulKernel::Vec4 {
+                rows,
+                cols,
+                lanes,
+                staged_k,
+            } => format!("vec4_{rows}x{cols}_w{lanes}_sa{staged_k}"),
             MatmulKernel::Shared(tile) => tile.name().into(),
         }
     }
@@ -267,6 +300,8 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_8x8"),
     spec_vec4("matmul_vec4_32x4_w8"),
     spec_vec4("matmul_vec4_16x8_w8"),
+    spec_vec4("matmul_vec4_32x4_w8_sa128"),
+    spec_vec4("matmul_vec4_48x4_w8_sa64"),
 ];
 
 /// Shapes and strides of one batched matmul after validation and batch collapsing.
@@ -457,7 +492,9 @@ pub(crate) fn matmul_launch(
             let col_blocks = p.n.div_ceil((TILE_WORKGROUP * cols) as usize);
             (rows, col_blocks, p.m.div_ceil(rows as usize) * batch)
         }
-        MatmulKernel::Vec4 { rows, cols, lanes } => {
+        MatmulKernel::Vec4 {
+            rows, cols, lanes, ..
+        } => {
             // A vec4 invocation covers `cols` columns as cols/4 groups spaced a workgroup apart.
             let col_blocks = p.n.div_ceil((lanes * cols) as usize);
             (rows, col_blocks, p.m.div_ceil(rows as usize) * batch)
