@@ -61,6 +61,8 @@ pub(crate) fn cases() -> Vec<Case> {
         variant_case!("vec4_8x8"),
         variant_case!("vec4_32x4_w8"),
         variant_case!("vec4_16x8_w8"),
+        variant_case!("vec4_32x4_w8_sa128"),
+        variant_case!("vec4_48x4_w8_sa64"),
         variant_case!("naive"),
         // Workgroup-memory tiles for GPUs (src/ops/matmul_tiled.rs); on a device without what
         // a tile needs, the line names the kernel that ran instead.
