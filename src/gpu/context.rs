@@ -133,7 +133,8 @@ impl Gpu {
     /// feature cads can use that the adapter has, except `SHADER_F16` when the environment has
     /// `CADS_NO_F16=1` ([`NO_F16_ENV`]: the device then behaves as an adapter without f16, e.g.
     /// `--precision amp` trains in f32; for tests of that fallback and as a workaround for a
-    /// driver whose f16 is broken). Cooperative matrices follow `CADS_COOPERATIVE_MATRIX` (src/gpu/cooperative.rs).
+    /// driver whose f16 is broken). Cooperative matrices follow `CADS_COOPERATIVE_MATRIX`
+    /// (src/gpu/cooperative.rs).
     pub fn with_choice(choice: &AdapterChoice) -> Result<Gpu> {
         let withheld = match std::env::var(NO_F16_ENV).ok().as_deref() {
             None | Some("") | Some("0") => wgpu::Features::empty(),
