@@ -8,8 +8,8 @@ per-lane gather and the weights are workgroup-uniform. These run lanes over outp
 a tall column of TM output voxels (forward) or 32 input channels of one tap (weight gradient):
 the input loads are then the same for every lane (scalar loads, broadcast) and the only per-lane
 loads are the contiguous weight (forward) or upstream-gradient (weight gradient) vec4s, 4 of
-them per 4·TM vec4 FMAs. Measured on the stem conv's shape (2×8×24×24×64, 3³, 64 → 64) the
-equivalent GEMM ran 2.1x faster on that tile than the conv on `conv3d_tiled_m8n8_c4`.
+them per 4·TM vec4 FMAs. Measured against the register tiles: docs/kernel-tuning.md ("conv3d
+`rows` against `tiled` on lavapipe Mesa 26").
 
 Run from anywhere:  python3 scripts/gen_conv3d_rows.py [--out-dir DIR]
 (default DIR: the repository's shaders/; tests/generated_shaders.rs writes to a temporary folder
