@@ -2,7 +2,7 @@
 //! 2·N·Cout·(Cin/groups)·kD·kH·kW·Do·Ho·Wo per pass; forward + both backward passes = 3×.
 //!
 //! `conv3d_<pass>/<case>` runs the kernel family chosen for the adapter (`ConvPath::chosen`),
-//! `conv3d_<pass>/c32_<variant>` a named one (`tiled`, `igemm_64x64`, `igemm_128x32`). Every
+//! `conv3d_<pass>/c32_<variant>` a named one (`tiled`, `igemm_64x64`, `igemm_128x32`, `rows`). Every
 //! line names in `"variant"` the kernels that ran: the family, or for forward + backward where
 //! the passes differ (a shape one kernel does not fit), `forward+input+weight`.
 
@@ -159,7 +159,12 @@ macro_rules! variant_cases {
 
 pub(crate) fn cases() -> Vec<Case> {
     let mut cases = conv_cases!("c32", "stem", "c64", "embed", "sr8", "dw512");
-    cases.extend(variant_cases!("tiled", "igemm_64x64", "igemm_128x32"));
+    cases.extend(variant_cases!(
+        "tiled",
+        "igemm_64x64",
+        "igemm_128x32",
+        "rows"
+    ));
     cases
 }
 
@@ -171,7 +176,9 @@ mod tests {
     #[test]
     fn every_kernel_family_has_c32_cases_for_every_pass() {
         let cases = cases();
-        let families = std::iter::once(ConvPath::Fast).chain(IgemmTile::ALL.map(ConvPath::Igemm));
+        let families = std::iter::once(ConvPath::Fast)
+            .chain(IgemmTile::ALL.map(ConvPath::Igemm))
+            .chain([ConvPath::Rows]);
         for path in families {
             let case = format!("c32_{}", path.name());
             for op in [

@@ -12,7 +12,8 @@
 //! `ops/matmul.rs` does); the launches then only follow the plan, with no "fall back" after
 //! partial work. [`conv3d`] takes the path chosen per adapter (conv3d_tune.rs:
 //! `CADS_KERNEL_CONV3D`, else measured on GPUs between the register tiles and the
-//! workgroup-memory implicit GEMM of conv3d_igemm.rs; the register tiles on CPU adapters).
+//! workgroup-memory implicit GEMM of conv3d_igemm.rs, on CPU adapters between the register
+//! tiles and the lanes-over-output-channel kernels of conv3d_rows.rs).
 //!
 //! Backward:
 //! - input: gather form. With stride 1 it is a conv of g with the flipped, transposed kernel and

@@ -20,6 +20,7 @@
 
 use super::conv3d::{ConvParams, Geometry, BACKWARD_WEIGHT_SUM};
 use super::conv3d_igemm::{self, IgemmTile};
+use super::conv3d_rows;
 use super::reduce::{split_count, sum_leading_raw};
 use crate::error::Result;
 use crate::gpu::{Grid, KernelSpec};
@@ -180,6 +181,11 @@ pub(crate) enum FastForward {
     Depthwise,
     /// The workgroup-memory implicit GEMM for GPUs (conv3d_igemm.rs).
     Igemm(IgemmTile),
+    /// Lanes over output channels for CPU adapters (conv3d_rows.rs), `rows` voxels per
+    /// invocation.
+    Rows {
+        rows: u32,
+    },
     /// `TILED[variant]`, with vec4 input loads when `c4` (Cin_g % 4 == 0).
     Tiled {
         variant: usize,
@@ -221,7 +227,9 @@ pub(crate) fn forward(
         }
     };
     let (variant, c4) = match plan {
+        // The other families bring their own launchers (and dummy bias).
         FastForward::Igemm(tile) => return conv3d_igemm::forward(x, w, bias, y, geo, tile),
+        FastForward::Rows { rows } => return conv3d_rows::forward(x, w, bias, y, geo, rows),
         FastForward::Depthwise => {
             let params: ConvParams = geo.params(y.numel(), bias.is_some());
             let blocks = geo.m_total().div_ceil(256);
@@ -276,6 +284,8 @@ pub(crate) enum FastWeight {
     Depthwise,
     /// The workgroup-memory implicit GEMM for GPUs (conv3d_igemm.rs).
     Igemm(IgemmTile),
+    /// Lanes over output channels for CPU adapters (conv3d_rows.rs).
+    Rows,
     /// `BWD_W_TILED[variant]`.
     Tiled {
         variant: usize,
@@ -310,6 +320,7 @@ pub(crate) fn backward_weight(
 ) -> Result<()> {
     let variant = match plan {
         FastWeight::Igemm(tile) => return conv3d_igemm::backward_weight(g, x, gw, geo, tile),
+        FastWeight::Rows => return conv3d_rows::backward_weight(g, x, gw, geo),
         FastWeight::Depthwise => return backward_weight_depthwise(g, x, gw, geo),
         FastWeight::Tiled { variant } => variant,
     };

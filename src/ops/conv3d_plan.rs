@@ -7,6 +7,7 @@
 use super::conv3d::{Conv3dConfig, Geometry};
 use super::conv3d_fast::{self, FastForward, FastWeight, ForwardTile, WeightTile};
 use super::conv3d_igemm::{self, IgemmTile};
+use super::conv3d_rows;
 use super::conv3d_subpixel::{self, SubpixelPlan};
 use crate::error::{Error, Result};
 
@@ -14,7 +15,9 @@ use crate::error::{Error, Result};
 /// (`Fast`), or the straightforward ones everywhere (the oracle, for tests and timing
 /// comparisons), or the tiled ones restricted to one forward tile and one weight-gradient tile
 /// (timing comparisons and tests of every variant), or the workgroup-memory implicit GEMM for
-/// GPUs (conv3d_igemm.rs) where it fits, the register tiles elsewhere. Where a shape fits no
+/// GPUs (conv3d_igemm.rs) where it fits, the register tiles elsewhere, or the lanes-over-output-
+/// channel kernels for CPU adapters (conv3d_rows.rs) where they fit, the register tiles
+/// elsewhere. Where a shape fits no
 /// allowed tiled kernel, the plan picks the straightforward kernel, before any work. `conv3d`
 /// takes the path chosen per adapter (conv3d_tune.rs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -27,23 +30,23 @@ pub enum ConvPath {
         weight: WeightTile,
     },
     Igemm(IgemmTile),
+    Rows,
 }
 
 impl ConvPath {
     fn is_fast(self) -> bool {
         self != ConvPath::Naive
     }
-    fn igemm_tile(self) -> Option<IgemmTile> {
-        match self {
-            ConvPath::Igemm(tile) => Some(tile),
-            _ => None,
-        }
-    }
     /// The fast forward kernel of a convolution with geometry `geo` on this path (the forward,
     /// and the class convs of the input gradient), if any.
     fn forward_kernel(self, geo: &Geometry) -> Option<FastForward> {
-        match self.igemm_tile() {
-            Some(tile) if conv3d_igemm::fits(geo, tile) => Some(FastForward::Igemm(tile)),
+        match self {
+            ConvPath::Igemm(tile) if conv3d_igemm::fits(geo, tile) => {
+                Some(FastForward::Igemm(tile))
+            }
+            ConvPath::Rows if conv3d_rows::fits(geo) => Some(FastForward::Rows {
+                rows: conv3d_rows::forward_rows(geo),
+            }),
             _ => conv3d_fast::plan_forward(geo, self.forward_tile()),
         }
     }
@@ -106,10 +109,11 @@ impl ConvPlan {
             Some(k) => ForwardKernel::Fast(k),
             None => ForwardKernel::Naive,
         };
-        let weight = match path.igemm_tile() {
-            Some(tile) if conv3d_igemm::fits(&geo, tile) => {
+        let weight = match path {
+            ConvPath::Igemm(tile) if conv3d_igemm::fits(&geo, tile) => {
                 WeightKernel::Fast(FastWeight::Igemm(tile))
             }
+            ConvPath::Rows if conv3d_rows::fits(&geo) => WeightKernel::Fast(FastWeight::Rows),
             _ => match conv3d_fast::plan_backward_weight(&geo, path.weight_tile()) {
                 Some(k) => WeightKernel::Fast(k),
                 None => WeightKernel::Naive,
@@ -166,12 +170,14 @@ impl ConvPlan {
     }
 
     /// The kernel family each pass runs, [forward, input gradient, weight gradient]: an
-    /// implicit-GEMM tile's name (`igemm_64x64`), `tiled` (the register tiles, depthwise
-    /// included) or `naive` (the straightforward kernels); what `cads bench` reports.
+    /// implicit-GEMM tile's name (`igemm_64x64`), `rows` (conv3d_rows.rs), `tiled` (the register
+    /// tiles, depthwise included) or `naive` (the straightforward kernels); what `cads bench`
+    /// reports.
     pub fn kernel_names(&self) -> [&'static str; 3] {
         fn fast(k: FastForward) -> &'static str {
             match k {
                 FastForward::Igemm(tile) => tile.name(),
+                FastForward::Rows { .. } => "rows",
                 _ => "tiled",
             }
         }
@@ -186,6 +192,7 @@ impl ConvPlan {
         };
         let weight = match self.weight {
             WeightKernel::Fast(FastWeight::Igemm(tile)) => tile.name(),
+            WeightKernel::Fast(FastWeight::Rows) => "rows",
             WeightKernel::Fast(_) => "tiled",
             WeightKernel::Naive => "naive",
         };
@@ -335,5 +342,54 @@ mod tests {
             ConvPath::Naive,
         );
         assert_eq!(naive.kernel_names(), ["naive"; 3]);
+    }
+
+    /// The row path (CPU adapters): every pass on the row kernels where groups = 1 and the
+    /// channels are in fours, the 4-voxel forward tile for outputs under 64 voxels, the register
+    /// tiles where the shape does not fit.
+    #[test]
+    fn the_row_path_plans_each_pass_on_the_row_kernels_where_they_fit() {
+        let p = plan(
+            [1, 6, 6, 6, 16],
+            8,
+            Conv3dConfig::cube(3, 1, 1),
+            ConvPath::Rows,
+        );
+        let m32 = FastForward::Rows { rows: 32 };
+        assert_eq!(p.forward, ForwardKernel::Fast(m32));
+        assert!(matches!(p.input, InputKernel::FlippedConv { kernel, .. } if kernel == m32));
+        assert_eq!(p.weight, WeightKernel::Fast(FastWeight::Rows));
+        assert_eq!(p.kernel_names(), ["rows"; 3]);
+        let p = plan(
+            [1, 7, 6, 9, 16],
+            8,
+            Conv3dConfig::cube(3, 2, 1),
+            ConvPath::Rows,
+        );
+        assert!(matches!(p.input, InputKernel::Subpixel(_)));
+        assert_eq!(p.kernel_names(), ["rows"; 3]);
+        // 2³ output voxels: the 4-voxel tile.
+        let p = plan(
+            [1, 8, 8, 8, 8],
+            16,
+            Conv3dConfig::cube(4, 4, 0),
+            ConvPath::Rows,
+        );
+        assert_eq!(
+            p.forward,
+            ForwardKernel::Fast(FastForward::Rows { rows: 4 })
+        );
+        // Groups 2, Cout 6: the register tiles (or naive) on every pass.
+        for (cout, cfg) in [
+            (16, Conv3dConfig::cube(3, 1, 1).groups(2)),
+            (6, Conv3dConfig::cube(3, 1, 1)),
+        ] {
+            let p = plan([1, 6, 6, 6, 16], cout, cfg, ConvPath::Rows);
+            assert!(
+                !p.kernel_names().contains(&"rows"),
+                "{cfg:?}: {:?}",
+                p.kernel_names()
+            );
+        }
     }
 }

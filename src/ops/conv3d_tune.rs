@@ -2,19 +2,22 @@
 //! decides; this file says what is timed and how).
 //!
 //! Variants (`CADS_KERNEL_CONV3D=<name>`): `tiled`, the register-tiled kernels of
-//! conv3d_fast.rs (lavapipe's; the default), `igemm_64x64` and `igemm_128x32`, the
-//! workgroup-memory implicit GEMM of conv3d_igemm.rs (for GPUs; where a shape does not fit it,
-//! the register tiles), and `naive`, the oracle. One choice covers the forward and both
-//! gradients.
+//! conv3d_fast.rs (the default), `igemm_64x64` and `igemm_128x32`, the workgroup-memory
+//! implicit GEMM of conv3d_igemm.rs (for GPUs; where a shape does not fit it, the register
+//! tiles), `rows`, the lanes-over-output-channel kernels of conv3d_rows.rs (for CPU adapters;
+//! where a shape does not fit them, the register tiles), and `naive`, the oracle. One choice
+//! covers the forward and both gradients.
 //!
-//! Candidates: on CPU adapters `tiled` alone, so nothing is measured there (the implicit GEMM
-//! needs barriers, which lavapipe runs as separately scheduled pieces of a workgroup loop: the
-//! matmul tiles built the same way measured 1.8–4.8× slower than the register tiles there,
-//! docs/kernel-tuning.md). On other adapters `tiled` and the implicit-GEMM tiles the device
-//! runs, each timed on forward + input gradient + weight gradient of two representative convs:
-//! a 32-channel 3³ conv at 2 × 16 × 32 × 32 (as in the decoders) and a strided 64 → 128
-//! patch embedding (k3 s2, the sub-pixel input gradient), about 12 GFLOP in all. An
-//! implicit-GEMM variant must first reproduce `tiled`'s three results on both.
+//! Candidates: on CPU adapters `tiled` and `rows` (the implicit GEMM needs barriers, which
+//! lavapipe runs as separately scheduled pieces of a workgroup loop: the matmul tiles built the
+//! same way measured 1.8–4.8× slower than the register tiles there, docs/kernel-tuning.md). On
+//! other adapters `tiled` and the implicit-GEMM tiles the device runs (`rows`' workgroups of 8
+//! would leave most of a warp idle). Each is timed on forward + input gradient + weight
+//! gradient of two representative convs: a 32-channel 3³ conv at 2 × 16 × 32 × 32 (as in the
+//! decoders) and a strided 64 → 128 patch embedding (k3 s2, the sub-pixel input gradient),
+//! about 12 GFLOP in all; on CPU adapters at a quarter of the voxels (batch 1, half the depth),
+//! so the first conv of a process does not spend tens of seconds tuning. A variant other than
+//! `tiled` and `naive` must first reproduce `tiled`'s three results on both.
 
 use std::time::Instant;
 
@@ -33,29 +36,37 @@ use crate::util::Rng;
 const OP: &str = "conv3d";
 
 /// Every variant an override may name, in the order the tuner lists them.
-const VARIANTS: [ConvPath; 4] = [
+const VARIANTS: [ConvPath; 5] = [
     ConvPath::Fast,
     ConvPath::Igemm(IgemmTile::T64x64),
     ConvPath::Igemm(IgemmTile::T128x32),
+    ConvPath::Rows,
     ConvPath::Naive,
 ];
 
-/// (input [N, D, H, W, Cin], Cout, config) of the convs timed on GPU adapters.
-fn tune_convs() -> [([usize; 5], usize, Conv3dConfig); 2] {
+/// (input [N, D, H, W, Cin], Cout, config) of the convs timed on an adapter of this type: on
+/// CPU adapters a quarter of the voxels (see the module docs).
+fn tune_convs(device_type: wgpu::DeviceType) -> [([usize; 5], usize, Conv3dConfig); 2] {
+    let (n, d) = if device_type == wgpu::DeviceType::Cpu {
+        (1, 8)
+    } else {
+        (2, 16)
+    };
     [
-        ([2, 16, 32, 32, 32], 32, Conv3dConfig::cube(3, 1, 1)),
-        ([2, 16, 32, 32, 64], 128, Conv3dConfig::cube(3, 2, 1)),
+        ([n, d, 32, 32, 32], 32, Conv3dConfig::cube(3, 1, 1)),
+        ([n, d, 32, 32, 64], 128, Conv3dConfig::cube(3, 2, 1)),
     ]
 }
 
 impl ConvPath {
-    /// `tiled`, `naive`, `igemm_64x64`, `igemm_128x32`; a forced register tile pair
+    /// `tiled`, `naive`, `igemm_64x64`, `igemm_128x32`, `rows`; a forced register tile pair
     /// (`ConvPath::Tiles`, tests and benchmarks only) as `tiles_<forward>_<weight>`.
     pub fn name(self) -> String {
         match self {
             ConvPath::Fast => "tiled".into(),
             ConvPath::Naive => "naive".into(),
             ConvPath::Igemm(tile) => tile.name().into(),
+            ConvPath::Rows => "rows".into(),
             ConvPath::Tiles { forward, weight } => format!("tiles_{forward:?}_{weight:?}"),
         }
     }
@@ -84,8 +95,8 @@ impl ConvPath {
         }
     }
 
-    /// The variants the tuner times on this adapter: `tiled` alone on CPU adapters, also the
-    /// implicit-GEMM tiles the device runs elsewhere (see the module docs).
+    /// The variants the tuner times on this adapter: `tiled` and `rows` on CPU adapters,
+    /// `tiled` and the implicit-GEMM tiles the device runs elsewhere (see the module docs).
     pub fn candidates(gpu: &Gpu) -> Vec<ConvPath> {
         ConvPath::candidates_for(gpu.adapter().device_type, gpu.limits())
     }
@@ -93,7 +104,9 @@ impl ConvPath {
     /// [`ConvPath::candidates`] for an adapter of this type and these limits.
     pub fn candidates_for(device_type: wgpu::DeviceType, limits: &wgpu::Limits) -> Vec<ConvPath> {
         let mut paths = vec![ConvPath::Fast];
-        if device_type != wgpu::DeviceType::Cpu {
+        if device_type == wgpu::DeviceType::Cpu {
+            paths.push(ConvPath::Rows);
+        } else {
             paths.extend(
                 IgemmTile::ALL
                     .into_iter()
@@ -106,7 +119,7 @@ impl ConvPath {
 
     /// The path `conv3d` takes on this context: `CADS_KERNEL_CONV3D` when set (an unknown name
     /// is an error), else the candidate measured fastest on this adapter at first use (cached
-    /// on disk, src/gpu/tuning.rs), else `tiled` (one candidate, or `CADS_TUNE=off`); resolved
+    /// on disk, src/gpu/tuning.rs), else `tiled` (`CADS_TUNE=off`, or a failed tuning); resolved
     /// for the device ([`ConvPath::runs_as`]).
     pub fn chosen(gpu: &Gpu) -> Result<ConvPath> {
         Ok(ConvPath::from_name(&ConvPath::tuned_choice(gpu)?.variant)?.runs_as(gpu))
@@ -152,7 +165,7 @@ pub(crate) struct ConvTuneBench<'g> {
 
 impl<'g> ConvTuneBench<'g> {
     pub(crate) fn new(gpu: &'g Gpu) -> ConvTuneBench<'g> {
-        let convs = tune_convs().to_vec();
+        let convs = tune_convs(gpu.adapter().device_type).to_vec();
         ConvTuneBench {
             gpu,
             references: vec![None; convs.len()],
@@ -196,10 +209,11 @@ impl<'g> ConvTuneBench<'g> {
     }
 
     /// Milliseconds of forward + both gradients of every conv on `path` (wall clock around
-    /// submit and wait), after an implicit-GEMM path reproduced `tiled` on all of them.
+    /// submit and wait), after an implicit-GEMM or `rows` path reproduced `tiled` on all of them.
     pub(crate) fn measure(&mut self, path: ConvPath) -> Result<f64> {
         self.make_inputs()?;
-        if matches!(path, ConvPath::Igemm(_)) && !self.checked.contains(&path) {
+        let checked = matches!(path, ConvPath::Igemm(_) | ConvPath::Rows);
+        if checked && !self.checked.contains(&path) {
             self.check(path)?;
             self.checked.push(path);
         }
@@ -248,7 +262,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip_and_cpu_adapters_have_one_candidate() {
+    fn names_round_trip_and_cpu_adapters_time_tiled_and_rows() {
         for v in VARIANTS {
             assert_eq!(ConvPath::from_name(&v.name()).unwrap(), v);
         }
@@ -260,7 +274,7 @@ mod tests {
         };
         assert_eq!(
             ConvPath::candidates_for(wgpu::DeviceType::Cpu, &big),
-            [ConvPath::Fast]
+            [ConvPath::Fast, ConvPath::Rows]
         );
         assert_eq!(
             ConvPath::candidates_for(wgpu::DeviceType::DiscreteGpu, &big),

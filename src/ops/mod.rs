@@ -10,6 +10,7 @@ pub mod conv3d;
 pub mod conv3d_fast;
 pub mod conv3d_igemm;
 mod conv3d_plan;
+pub(crate) mod conv3d_rows;
 mod conv3d_subpixel;
 mod conv3d_tune;
 pub mod conv_transpose3d;

@@ -1,0 +1,372 @@
+//! The lanes-over-output-channel conv3d for CPU adapters (src/ops/conv3d_rows.rs), forced by
+//! name (`ConvPath::Rows`, `CADS_KERNEL_CONV3D=rows`) on the test adapter: forward, input
+//! gradient (flipped conv and sub-pixel classes on the same kernel) and weight gradient against
+//! src/reference/conv3d.rs with strides, padding, dilation, batch 2, channel counts that fill
+//! neither a workgroup's 8 vec4 lanes nor a weight-gradient block of 32 input channels, both
+//! forward tiles (32 and 4 voxels) and both split paths (taps in the forward, voxels in the
+//! weight gradient); the unsplit forward against a CPU channel matmul and the adjoint identity
+//! (checks that share no code with the kernels or the reference); a forward past 65 535
+//! workgroups; the kernels that ran (plan and profiler); the register kernels where a shape
+//! does not fit (groups ≠ 1, channels not in fours, depthwise); and the tuner's choice.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use cads::gpu::{ChoiceSource, TuneSettings};
+use cads::ops::conv3d::{conv3d_with, ConvPath};
+use cads::ops::{conv3d, Conv3dConfig};
+use cads::reference::{conv3d as rc, gradcheck::dot};
+use cads::util::{Rng, Tolerance, F32_ACCUM, F32_GRAD};
+use cads::Gpu;
+use common::*;
+
+const ROWS: ConvPath = ConvPath::Rows;
+
+fn w_shape(x: &[usize; 5], cout: usize, cfg: &Conv3dConfig) -> [usize; 5] {
+    let k = cfg.kernel;
+    [k[0], k[1], k[2], x[4] / cfg.groups, cout]
+}
+
+/// Forward (with bias) and the three gradients on `rows` against the reference.
+fn check(gpu: &Gpu, rng: &mut Rng, x_shape: [usize; 5], cout: usize, cfg: Conv3dConfig) {
+    check_tol(gpu, rng, x_shape, cout, cfg, F32_GRAD)
+}
+
+fn check_tol(
+    gpu: &Gpu,
+    rng: &mut Rng,
+    x_shape: [usize; 5],
+    cout: usize,
+    cfg: Conv3dConfig,
+    grad_tol: Tolerance,
+) {
+    let ws = w_shape(&x_shape, cout, &cfg);
+    let (x, tx) = random_param(gpu, rng, &x_shape, -1.0, 1.0);
+    let (w, tw) = random_param(gpu, rng, &ws, -1.0, 1.0);
+    let (b, tb) = random_param(gpu, rng, &[cout], -1.0, 1.0);
+    let what = format!("rows {x_shape:?}→{cout} {cfg:?}");
+    let y = conv3d_with(&tx, &tw, Some(&tb), &cfg, ROWS).unwrap();
+    let want = rc::conv3d(&x, &w, Some(&b), &cfg);
+    assert_eq!(y.shape(), want.shape.as_slice(), "{what}");
+    assert_close(
+        &format!("{what} forward"),
+        &y.to_vec().unwrap(),
+        &want.data,
+        F32_ACCUM,
+    );
+    let (g, tg) = random_pair(gpu, rng, y.shape(), -1.0, 1.0);
+    let grads = y.backward_with(&tg).unwrap();
+    assert_close(
+        &format!("{what} grad x"),
+        &grads.get(&tx).unwrap().to_vec().unwrap(),
+        &rc::conv3d_backward_input(&g, &w, &x_shape, &cfg).data,
+        grad_tol,
+    );
+    assert_close(
+        &format!("{what} grad w"),
+        &grads.get(&tw).unwrap().to_vec().unwrap(),
+        &rc::conv3d_backward_weight(&g, &x, &ws, &cfg).data,
+        grad_tol,
+    );
+    assert_close(
+        &format!("{what} grad b"),
+        &grads.get(&tb).unwrap().to_vec().unwrap(),
+        &rc::conv3d_backward_bias(&g).data,
+        grad_tol,
+    );
+}
+
+/// (input, Cout, config): every shape here fits the row kernels (groups 1, channels in fours).
+fn cases() -> Vec<([usize; 5], usize, Conv3dConfig)> {
+    vec![
+        // stride 1, batch 2, Cin 20 (a weight-gradient block of 32 channels, partly empty),
+        // Cout 36 (9 vec4 groups: a second workgroup of lanes with one live lane); 420 voxels
+        // on the 32-voxel tile with a partial last tile
+        ([2, 5, 6, 7, 20], 36, Conv3dConfig::cube(3, 1, 1)),
+        // per-axis stride / padding / dilation: input gradient by the gather kernel
+        (
+            [1, 7, 9, 8, 8],
+            12,
+            Conv3dConfig {
+                kernel: [3, 2, 3],
+                stride: [1, 2, 3],
+                padding: [1, 2, 0],
+                dilation: [2, 1, 1],
+                groups: 1,
+            },
+        ),
+        // stride 1 with dilation and per-axis kernel and padding (flipped conv)
+        (
+            [1, 6, 7, 9, 4],
+            8,
+            Conv3dConfig {
+                kernel: [3, 3, 2],
+                stride: [1, 1, 1],
+                padding: [2, 1, 1],
+                dilation: [2, 1, 2],
+                groups: 1,
+            },
+        ),
+        // the patch embedding: stride 2, odd sizes (sub-pixel classes on the row kernel)
+        ([2, 6, 8, 7, 16], 32, Conv3dConfig::cube(3, 2, 1)),
+        // k = s (spatial reduction), 16 output voxels: the 4-voxel tile
+        ([2, 8, 8, 8, 8], 16, Conv3dConfig::cube(4, 4, 0)),
+        // Cin 68 (three weight-gradient blocks, the last a quarter full), Cout 4 (one lane)
+        ([1, 4, 5, 6, 68], 4, Conv3dConfig::cube(3, 1, 1)),
+    ]
+}
+
+#[test]
+fn rows_match_reference_forward_and_backward() {
+    let gpu = gpu();
+    let mut rng = Rng::new(171);
+    for (x, cout, cfg) in cases() {
+        check(&gpu, &mut rng, x, cout, cfg);
+    }
+}
+
+/// Many voxels (the weight gradient splits its voxels into chunks) and few voxels with many
+/// taps (the forward splits its taps), against the reference with the long-sum tolerance.
+#[test]
+fn both_split_paths_match_reference() {
+    const LONG: Tolerance = Tolerance {
+        abs: 2e-3,
+        rel: 2e-4,
+    };
+    let gpu = gpu();
+    let mut rng = Rng::new(172);
+    check_tol(
+        &gpu,
+        &mut rng,
+        [2, 8, 16, 16, 8],
+        16,
+        Conv3dConfig::cube(3, 1, 1),
+        LONG,
+    );
+    check_tol(
+        &gpu,
+        &mut rng,
+        [1, 8, 8, 8, 16],
+        8,
+        Conv3dConfig::cube(8, 8, 0),
+        LONG,
+    );
+    // 512 output voxels at 64 → 32 channels, k4 s4: 64 taps over 16 row blocks of 32.
+    check_tol(
+        &gpu,
+        &mut rng,
+        [1, 16, 16, 32, 64],
+        32,
+        Conv3dConfig::cube(4, 4, 0),
+        LONG,
+    );
+}
+
+/// A 1×1×1 kernel has one tap, so the forward never splits: it writes y and the bias itself.
+/// Checked against a CPU channel matmul (no conv code shared), on both forward tiles (210
+/// voxels: 32; 30 voxels: 4) with partial lane groups (Cout 12 and 40) and Cin 4.
+#[test]
+fn unsplit_forward_with_bias_is_a_channel_matmul() {
+    let gpu = gpu();
+    let mut rng = Rng::new(177);
+    for xs in [[2, 3, 5, 7], [1, 2, 3, 5]] {
+        for (cin, cout) in [(4, 12), (20, 40)] {
+            let xs = [xs[0], xs[1], xs[2], xs[3], cin];
+            let (x, tx) = random_pair(&gpu, &mut rng, &xs, -1.0, 1.0);
+            let (w, tw) = random_pair(&gpu, &mut rng, &[1, 1, 1, cin, cout], -1.0, 1.0);
+            let (b, tb) = random_pair(&gpu, &mut rng, &[cout], -1.0, 1.0);
+            let cfg = Conv3dConfig::new([1, 1, 1]);
+            let y = conv3d_with(&tx, &tw, Some(&tb), &cfg, ROWS).unwrap();
+            let mut want = rc::matmul_channels(&x.data, &w.data, cin, cout);
+            for (i, v) in want.iter_mut().enumerate() {
+                *v += b.data[i % cout];
+            }
+            assert_close(
+                &format!("rows 1x1x1 {xs:?}→{cout}"),
+                &y.to_vec().unwrap(),
+                &want,
+                F32_ACCUM,
+            );
+        }
+    }
+}
+
+/// ⟨conv(x), y⟩ = ⟨x, convᵀ(y)⟩ with both sides on the row kernels where they fit.
+#[test]
+fn adjoint_identity_holds() {
+    let gpu = gpu();
+    let mut rng = Rng::new(178);
+    for (xs, cout, cfg) in cases() {
+        let (x, tx) = random_param(&gpu, &mut rng, &xs, -1.0, 1.0);
+        let (_, tw) = random_pair(&gpu, &mut rng, &w_shape(&xs, cout, &cfg), -1.0, 1.0);
+        let out = conv3d_with(&tx, &tw, None, &cfg, ROWS).unwrap();
+        let (yv, ty) = random_pair(&gpu, &mut rng, out.shape(), -1.0, 1.0);
+        let ax: Vec<f64> = out.to_vec().unwrap().iter().map(|&v| v as f64).collect();
+        let grads = out.backward_with(&ty).unwrap();
+        let aty: Vec<f64> = grads
+            .get(&tx)
+            .unwrap()
+            .to_vec()
+            .unwrap()
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let (lhs, rhs) = (dot(&ax, &yv.data), dot(&x.data, &aty));
+        assert!(
+            (lhs - rhs).abs() <= 1e-4 * (1.0 + lhs.abs()),
+            "rows {xs:?}→{cout} {cfg:?}: ⟨Ax,y⟩ = {lhs}, ⟨x,Aᵀy⟩ = {rhs}"
+        );
+    }
+}
+
+/// More than 65 535 row tiles: the forward folds them into a 2-D grid (x + y·nx in the shader).
+/// 16 × 256 × 520 voxels = 66 560 tiles of 32; a 1×1×1 conv keeps it cheap.
+#[test]
+fn a_forward_past_65535_workgroups_folds_its_grid() {
+    let gpu = gpu();
+    let mut rng = Rng::new(179);
+    let (cin, cout) = (4, 4);
+    let xs = [1, 16, 256, 520, cin];
+    let (x, tx) = random_pair(&gpu, &mut rng, &xs, -1.0, 1.0);
+    let (w, tw) = random_pair(&gpu, &mut rng, &[1, 1, 1, cin, cout], -1.0, 1.0);
+    let y = conv3d_with(&tx, &tw, None, &Conv3dConfig::new([1, 1, 1]), ROWS).unwrap();
+    assert_close(
+        "rows forward over 66 560 row tiles",
+        &y.to_vec().unwrap(),
+        &rc::matmul_channels(&x.data, &w.data, cin, cout),
+        F32_ACCUM,
+    );
+}
+
+/// The kernels one forward + backward launched, by `shader::entry`.
+fn kernels_run(gpu: &Gpu, x: [usize; 5], cout: usize, cfg: Conv3dConfig) -> Vec<String> {
+    let mut rng = Rng::new(173);
+    let (_, tx) = random_param(gpu, &mut rng, &x, -1.0, 1.0);
+    let (_, tw) = random_param(gpu, &mut rng, &w_shape(&x, cout, &cfg), -1.0, 1.0);
+    gpu.set_profiling(true);
+    let y = conv3d_with(&tx, &tw, None, &cfg, ROWS).unwrap();
+    let (_, tg) = random_pair(gpu, &mut rng, y.shape(), -1.0, 1.0);
+    y.backward_with(&tg).unwrap();
+    gpu.synchronize().unwrap();
+    gpu.set_profiling(false);
+    let mut names: Vec<String> = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
+    names.sort();
+    names
+}
+
+/// A register-tiled, depthwise or straightforward conv kernel (not the weight flip or the split
+/// sum, which the row kernels share).
+fn other_conv_kernel(k: &str) -> bool {
+    k.starts_with("conv3d::")
+        || k.ends_with("_naive")
+        || k.contains("_tiled_")
+        || k.contains("depthwise")
+}
+
+#[test]
+fn every_pass_runs_the_row_kernels_where_they_fit_and_the_register_tiles_elsewhere() {
+    let gpu = fresh_gpu();
+    // Stride 1 and stride 2: forward, input gradient (flipped conv / sub-pixel classes) and
+    // weight gradient all on the row kernels; k2 s2 to 2³ voxels: the 4-voxel tile (the input
+    // gradient's 8 class convs have 8 voxels each, the 4-voxel tile too).
+    for (x, cfg, tile) in [
+        ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 1, 1), "m32"),
+        ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 2, 1), "m32"),
+        ([1, 4, 4, 4, 8], Conv3dConfig::cube(2, 2, 0), "m4"),
+    ] {
+        let ran = kernels_run(&gpu, x, 16, cfg);
+        for want in [
+            format!("conv3d_rows::conv3d_rows_{tile}_c4"),
+            "conv3d_rows::conv3d_backward_weight_rows_c4".to_string(),
+        ] {
+            assert!(ran.contains(&want), "{cfg:?}: {want} not in {ran:?}");
+        }
+        assert!(
+            !ran.iter().any(|k| other_conv_kernel(k)),
+            "{cfg:?}: {ran:?}"
+        );
+    }
+    // Cin = 3 and Cout = 6 (not in fours), groups 2, depthwise: no row kernel at all.
+    for (x, cout, cfg) in [
+        ([1, 6, 6, 6, 3], 8, Conv3dConfig::cube(3, 1, 1)),
+        ([1, 6, 6, 6, 8], 6, Conv3dConfig::cube(3, 1, 1)),
+        ([1, 6, 6, 6, 16], 16, Conv3dConfig::cube(3, 1, 1).groups(2)),
+        ([1, 6, 6, 6, 8], 8, Conv3dConfig::cube(3, 1, 1).groups(8)),
+    ] {
+        let ran = kernels_run(&gpu, x, cout, cfg);
+        assert!(
+            !ran.iter().any(|k| k.contains("rows")),
+            "{x:?}→{cout} {cfg:?}: {ran:?}"
+        );
+    }
+}
+
+#[test]
+fn shapes_the_row_kernels_do_not_fit_still_match_reference() {
+    let gpu = gpu();
+    let mut rng = Rng::new(174);
+    for (x, cout, cfg) in [
+        ([1, 7, 6, 5, 3], 8, Conv3dConfig::cube(3, 2, 1)),
+        ([2, 5, 6, 5, 8], 6, Conv3dConfig::cube(3, 1, 1)),
+        ([1, 5, 6, 5, 16], 24, Conv3dConfig::cube(3, 1, 1).groups(2)),
+        ([1, 5, 6, 7, 8], 8, Conv3dConfig::cube(3, 1, 1).groups(8)),
+    ] {
+        check(&gpu, &mut rng, x, cout, cfg);
+    }
+}
+
+fn settings(overrides: &[(&str, &str)]) -> TuneSettings {
+    TuneSettings {
+        overrides: overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+        tune: true,
+        cache_dir: None,
+    }
+}
+
+/// `CADS_KERNEL_CONV3D=rows` runs conv3d on the row kernels, and on CPU adapters the tuner
+/// measures `rows` against `tiled` (both candidates) and picks one of them.
+#[test]
+fn conv3d_takes_the_rows_override_and_cpu_adapters_tune_it() {
+    let gpu = fresh_gpu();
+    gpu.set_tune_settings(settings(&[("conv3d", "rows")]));
+    let choice = ConvPath::tuned_choice(&gpu).unwrap();
+    assert_eq!(
+        (choice.variant.as_str(), choice.source),
+        ("rows", ChoiceSource::Override)
+    );
+    assert_eq!(ConvPath::chosen(&gpu).unwrap(), ConvPath::Rows);
+    let mut rng = Rng::new(176);
+    let cfg = Conv3dConfig::cube(3, 1, 1);
+    let (x, tx) = random_pair(&gpu, &mut rng, &[1, 5, 6, 7, 8], -1.0, 1.0);
+    let (w, tw) = random_pair(&gpu, &mut rng, &[3, 3, 3, 8, 16], -1.0, 1.0);
+    gpu.set_profiling(true);
+    let y = conv3d(&tx, &tw, None, &cfg).unwrap();
+    let got = y.to_vec().unwrap();
+    gpu.set_profiling(false);
+    let ran: Vec<String> = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
+    assert!(
+        ran.contains(&"conv3d_rows::conv3d_rows_m32_c4".to_string())
+            && !ran.iter().any(|k| other_conv_kernel(k)),
+        "{ran:?}"
+    );
+    assert_close(
+        "conv3d on the rows override",
+        &got,
+        &rc::conv3d(&x, &w, None, &cfg).data,
+        F32_ACCUM,
+    );
+    if gpu.adapter().device_type == wgpu::DeviceType::Cpu {
+        assert_eq!(ConvPath::candidates(&gpu), [ConvPath::Fast, ConvPath::Rows]);
+        gpu.set_tune_settings(settings(&[]));
+        let choice = ConvPath::tuned_choice(&gpu).unwrap();
+        assert_eq!(choice.source, ChoiceSource::Measured);
+        assert!(
+            ["tiled", "rows"].contains(&choice.variant.as_str()),
+            "{choice:?}"
+        );
+    }
+}
