@@ -370,6 +370,15 @@ fn segment_train_amp_against_f32_and_resume_across_precisions() {
         serde_json::from_str(&std::fs::read_to_string(amp_out.join("run.json")).unwrap()).unwrap();
     assert_eq!(run_json["train"]["precision"], "amp");
     assert_eq!(run_json["train"]["loss_scale"], true);
+    // The scale the epoch ended at, and the skipped steps: a fresh scaler starts at 2^16 and
+    // halves at each skipped step (it could only grow after 2000 good steps), so the two agree.
+    assert!(m32[0].get("loss_scale").is_none(), "f32 has no scale");
+    let (scale, skipped) = (
+        mamp[0]["loss_scale"].as_f64().unwrap(),
+        mamp[0]["skipped_steps"].as_u64().unwrap(),
+    );
+    assert!(skipped <= 1, "one iteration, {skipped} skipped");
+    assert_eq!(scale, 65536.0 * 0.5f64.powi(skipped as i32));
 
     // amp -> f32 on resume (one more epoch): noted, the scaler dropped, the line says f32.
     let (_, stderr) = train(&amp_out, &["--epochs", "2", "--resume"]);

@@ -111,6 +111,13 @@ pub struct EpochMetrics {
     /// before the field).
     #[serde(default)]
     pub precision: Precision,
+    /// With loss scaling: the scale after the epoch's last step (it halves at each skipped step,
+    /// so a run that keeps skipping shows here) and the steps skipped for an inf / NaN gradient
+    /// since this process started training (a resumed run counts from its resume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_steps: Option<u64>,
 }
 
 /// What a step or epoch reports to the caller (progress display).
@@ -596,6 +603,11 @@ pub fn train(
             encoder_frozen: frozen,
             seconds: started.elapsed().as_secs_f64(),
             precision: cfg.precision,
+            loss_scale: scaler
+                .as_ref()
+                .map(|s| s.current_scale().map(f64::from))
+                .transpose()?,
+            skipped_steps: scaler.as_ref().map(|s| s.skipped_steps()).transpose()?,
         };
         history.push(metrics.clone());
         let improved = mean > best;
