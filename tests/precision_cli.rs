@@ -189,6 +189,20 @@ fn pretrain_amp_against_f32_resume_across_precisions_and_the_f16_fallback() {
     assert!(lines
         .iter()
         .all(|v| v["loss"].as_f64().unwrap().is_finite()));
+    // Each line carries the scale its step ran with: 2^16 first, then unchanged or halved (a
+    // skipped step), never grown within 2000 steps; f32 lines carry none.
+    assert!(f32_first.get("loss_scale").is_none(), "f32 has no scale");
+    let scales: Vec<f64> = lines
+        .iter()
+        .map(|v| v["loss_scale"].as_f64().unwrap())
+        .collect();
+    assert_eq!(scales[0], 65536.0, "{scales:?}");
+    assert!(
+        scales
+            .windows(2)
+            .all(|w| w[1] == w[0] || w[1] == w[0] / 2.0),
+        "{scales:?}"
+    );
     let (l32, lamp) = (
         f32_first["loss"].as_f64().unwrap(),
         lines[0]["loss"].as_f64().unwrap(),

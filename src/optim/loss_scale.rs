@@ -438,6 +438,13 @@ impl LossScaler {
         Ok(self.state()?.scale)
     }
 
+    /// The scale the last [`LossScaler::scale`] multiplied by, without reading the device: the
+    /// scale that step ran with (a skipped step halves the next one's). For per-step logs that
+    /// must not wait for the step's overflow flag.
+    pub fn last_used_scale(&self) -> f32 {
+        self.state.scale
+    }
+
     /// Optimizer steps skipped so far (an inf or NaN gradient), the last updated one included.
     pub fn skipped_steps(&self) -> Result<u64> {
         Ok(match &self.unapplied {

@@ -103,6 +103,11 @@ impl PretrainEngine for CadsEngine {
             "precision".into(),
             self.trainer.config.precision.name().into(),
         );
+        // With loss scaling, the scale this step's loss was multiplied by (host state, no device
+        // read): a run whose first steps overflow shows it halving from 2^16.
+        if let Some(scaler) = &self.trainer.loss_scaler {
+            schedule.insert("loss_scale".into(), scaler.last_used_scale().into());
+        }
         Ok(StepReport {
             iteration,
             lr: s.lr,
