@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod plan;
 pub mod predict;
 pub mod preprocess;
+mod run_record;
 pub mod sliding_window;
 pub mod train;
 pub mod train_data;

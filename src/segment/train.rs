@@ -43,11 +43,11 @@
 //! resumes on any number of ranks.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::augment::{augmented_patch, AugmentConfig, TrainingCase};
+use super::augment::{augmented_patch, TrainingCase};
 use super::config::{OptimizerKind, SegTrainConfig};
 use super::curves::curves_png;
 use super::global_batch_dice::seg_loss_over_ranks;
@@ -62,9 +62,9 @@ use crate::data::loader::Prefetcher;
 use crate::data::preprocess::Patch;
 use crate::dist::{sample_rng, DataParallel};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Precision};
+use crate::gpu::Gpu;
 use crate::infer::{argmax_classes, DiceCounts};
-use crate::models::{PvtUnet, PvtUnetConfig};
+use crate::models::PvtUnet;
 use crate::nn::drop_path::{with_sample_window, SampleWindow};
 use crate::nn::Module;
 use crate::optim::{
@@ -77,91 +77,7 @@ use crate::util::Rng;
 /// nnU-Net's gradient clipping: global L2 norm 12.
 pub const CLIP_NORM: f64 = 12.0;
 
-/// Where a run writes and how it starts.
-#[derive(Clone, Debug, Default)]
-pub struct RunOptions {
-    /// The run folder (metrics, curves, checkpoints); None writes nothing (tests).
-    pub out: Option<PathBuf>,
-    /// Continue from `out/checkpoint_latest.safetensors`.
-    pub resume: bool,
-    /// Initialise the encoder from a teacher file (`PvtUnet::load_encoder`).
-    pub init_from: Option<String>,
-    /// Patch augmentation (default: nnU-Net's).
-    pub augment: AugmentConfig,
-    /// Stop after this many epochs of this invocation (the schedule still spans `epochs`; a
-    /// later `resume` continues), e.g. to fit a time slot.
-    pub stop_after: Option<usize>,
-    /// This process's replica group (None: one device); `batch` is then the global batch.
-    pub data_parallel: Option<DataParallel>,
-}
-
-/// One epoch's numbers (a line of `metrics.jsonl`).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    pub train_loss: f64,
-    /// Validation Dice per foreground class 1..K (NaN → null when a class is absent from both
-    /// the prediction and the reference of every case: JSON has no NaN).
-    pub val_dice: Vec<Option<f64>>,
-    pub mean_val_dice: f64,
-    pub lr: f64,
-    pub encoder_frozen: bool,
-    pub seconds: f64,
-    /// The precision the epoch trained (and validated) in: `f32` or `amp` (f32 in lines written
-    /// before the field).
-    #[serde(default)]
-    pub precision: Precision,
-    /// With loss scaling: the scale after the epoch's last step (it halves at each skipped step,
-    /// so a run that keeps skipping shows here) and the steps skipped for an inf / NaN gradient
-    /// since this process started training (a resumed run counts from its resume).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss_scale: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub skipped_steps: Option<u64>,
-}
-
-/// What a step or epoch reports to the caller (progress display).
-#[derive(Clone, Debug)]
-pub enum Progress<'a> {
-    Step {
-        epoch: usize,
-        iteration: usize,
-        iterations: usize,
-        loss: f32,
-        steps_per_second: f64,
-    },
-    Epoch(&'a EpochMetrics),
-}
-
-/// The trained network and the run's history.
-pub struct TrainReport {
-    pub net: PvtUnet,
-    pub history: Vec<EpochMetrics>,
-    pub best_mean_dice: f64,
-}
-
-/// The run description stored in checkpoints and `RUN/run.json`: what `predict` needs to build
-/// and feed the network.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct RunInfo {
-    pub train: SegTrainConfig,
-    pub classes: usize,
-    pub class_names: Vec<String>,
-    pub normalization: Option<CtNormalization>,
-    /// The plan the training cases were preprocessed with (None: trained on the cases' own
-    /// grids, as runs before plans did; their checkpoints lack the field).
-    #[serde(default)]
-    pub plan: Option<Plan>,
-}
-
-impl RunInfo {
-    /// The network this run trains.
-    pub fn model_config(&self) -> PvtUnetConfig {
-        self.train
-            .model
-            .model_config(self.classes, self.train.drop_path_rate, self.train.seed)
-    }
-}
+pub use super::run_record::{EpochMetrics, Progress, RunInfo, RunOptions, TrainReport};
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> Error + 'a {
     move |source| Error::Io {
