@@ -5,7 +5,7 @@
 The tiled kernels of shaders/conv3d.wgsl run lanes over output voxels: every input load is a
 per-lane gather and the weights are workgroup-uniform. These run lanes over output channels
 (one vec4 group each, 8 lanes = one 8-wide SIMD row of a 256-bit CPU) and give each invocation
-a tall column of TM output voxels (forward) or 32 input channels of one tap (weight gradient):
+a column of TM output voxels (forward) or 32 input channels of one tap (weight gradient):
 the input loads are then the same for every lane (scalar loads, broadcast) and the only per-lane
 loads are the contiguous weight (forward) or upstream-gradient (weight gradient) vec4s, 4 of
 them per 4·TM vec4 FMAs. Measured against the register tiles: docs/kernel-tuning.md ("conv3d
@@ -19,9 +19,10 @@ import argparse
 import pathlib
 
 WG = 8  # lanes per workgroup, along output-channel vec4 groups
-# Forward: voxels per invocation. 32 for real work; 4 for convs with a handful of output voxels
-# (an SR conv of PVT has 2), where a 32-row tile would compute 30 clamped rows for nothing.
-FORWARD_ROWS = [32, 4]
+# Forward: voxels per invocation. 8 for real work: 8 vec4 accumulators per lane; 16 and 32 spill
+# on a 16-register AVX2 target and ran 1.4x slower (docs/kernel-tuning.md, "conv3d `rows`"). 4 for
+# convs with fewer voxels than one 8-row tile (an SR conv of PVT has 2 per sample).
+FORWARD_ROWS = [8, 4]
 WEIGHT_ROWS4 = 8  # weight gradient: vec4s of input channels per invocation (32 channels)
 
 HEADER = f"""\

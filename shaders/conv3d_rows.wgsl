@@ -73,9 +73,9 @@ fn tap_voxel(v: Voxel, kd: u32, kh: u32, kw: u32) -> i32 {
 }
 
 @compute @workgroup_size(8)
-fn conv3d_rows_m32_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn conv3d_rows_m8_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let m0 = (wg.x + wg.y * nwg.x) * 32u;
+    let m0 = (wg.x + wg.y * nwg.x) * 8u;
     let cout4 = p.cout / 4u;
     let cin4 = p.cin / 4u;
     let cblocks = (cout4 + 7u) / 8u;
@@ -90,30 +90,6 @@ fn conv3d_rows_m32_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
     let v5 = voxel(m0 + 5u);
     let v6 = voxel(m0 + 6u);
     let v7 = voxel(m0 + 7u);
-    let v8 = voxel(m0 + 8u);
-    let v9 = voxel(m0 + 9u);
-    let v10 = voxel(m0 + 10u);
-    let v11 = voxel(m0 + 11u);
-    let v12 = voxel(m0 + 12u);
-    let v13 = voxel(m0 + 13u);
-    let v14 = voxel(m0 + 14u);
-    let v15 = voxel(m0 + 15u);
-    let v16 = voxel(m0 + 16u);
-    let v17 = voxel(m0 + 17u);
-    let v18 = voxel(m0 + 18u);
-    let v19 = voxel(m0 + 19u);
-    let v20 = voxel(m0 + 20u);
-    let v21 = voxel(m0 + 21u);
-    let v22 = voxel(m0 + 22u);
-    let v23 = voxel(m0 + 23u);
-    let v24 = voxel(m0 + 24u);
-    let v25 = voxel(m0 + 25u);
-    let v26 = voxel(m0 + 26u);
-    let v27 = voxel(m0 + 27u);
-    let v28 = voxel(m0 + 28u);
-    let v29 = voxel(m0 + 29u);
-    let v30 = voxel(m0 + 30u);
-    let v31 = voxel(m0 + 31u);
     // bias without an `if` (split 0 only)
     let b = bias4[gc] * f32(p.has_bias != 0u && split == 0u);
     var acc0 = b;
@@ -124,30 +100,6 @@ fn conv3d_rows_m32_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
     var acc5 = b;
     var acc6 = b;
     var acc7 = b;
-    var acc8 = b;
-    var acc9 = b;
-    var acc10 = b;
-    var acc11 = b;
-    var acc12 = b;
-    var acc13 = b;
-    var acc14 = b;
-    var acc15 = b;
-    var acc16 = b;
-    var acc17 = b;
-    var acc18 = b;
-    var acc19 = b;
-    var acc20 = b;
-    var acc21 = b;
-    var acc22 = b;
-    var acc23 = b;
-    var acc24 = b;
-    var acc25 = b;
-    var acc26 = b;
-    var acc27 = b;
-    var acc28 = b;
-    var acc29 = b;
-    var acc30 = b;
-    var acc31 = b;
     let tap_end = min(p.kd * p.kh * p.kw, (split + 1u) * p.chunk);
     for (var tap = split * p.chunk; tap < tap_end; tap++) {
         let kw = tap % p.kw;
@@ -177,78 +129,6 @@ fn conv3d_rows_m32_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
         let t7 = tap_voxel(v7, kd, kh, kw);
         let ok7 = t7 >= 0;
         let xb7 = u32(max(t7, 0)) * cin4;
-        let t8 = tap_voxel(v8, kd, kh, kw);
-        let ok8 = t8 >= 0;
-        let xb8 = u32(max(t8, 0)) * cin4;
-        let t9 = tap_voxel(v9, kd, kh, kw);
-        let ok9 = t9 >= 0;
-        let xb9 = u32(max(t9, 0)) * cin4;
-        let t10 = tap_voxel(v10, kd, kh, kw);
-        let ok10 = t10 >= 0;
-        let xb10 = u32(max(t10, 0)) * cin4;
-        let t11 = tap_voxel(v11, kd, kh, kw);
-        let ok11 = t11 >= 0;
-        let xb11 = u32(max(t11, 0)) * cin4;
-        let t12 = tap_voxel(v12, kd, kh, kw);
-        let ok12 = t12 >= 0;
-        let xb12 = u32(max(t12, 0)) * cin4;
-        let t13 = tap_voxel(v13, kd, kh, kw);
-        let ok13 = t13 >= 0;
-        let xb13 = u32(max(t13, 0)) * cin4;
-        let t14 = tap_voxel(v14, kd, kh, kw);
-        let ok14 = t14 >= 0;
-        let xb14 = u32(max(t14, 0)) * cin4;
-        let t15 = tap_voxel(v15, kd, kh, kw);
-        let ok15 = t15 >= 0;
-        let xb15 = u32(max(t15, 0)) * cin4;
-        let t16 = tap_voxel(v16, kd, kh, kw);
-        let ok16 = t16 >= 0;
-        let xb16 = u32(max(t16, 0)) * cin4;
-        let t17 = tap_voxel(v17, kd, kh, kw);
-        let ok17 = t17 >= 0;
-        let xb17 = u32(max(t17, 0)) * cin4;
-        let t18 = tap_voxel(v18, kd, kh, kw);
-        let ok18 = t18 >= 0;
-        let xb18 = u32(max(t18, 0)) * cin4;
-        let t19 = tap_voxel(v19, kd, kh, kw);
-        let ok19 = t19 >= 0;
-        let xb19 = u32(max(t19, 0)) * cin4;
-        let t20 = tap_voxel(v20, kd, kh, kw);
-        let ok20 = t20 >= 0;
-        let xb20 = u32(max(t20, 0)) * cin4;
-        let t21 = tap_voxel(v21, kd, kh, kw);
-        let ok21 = t21 >= 0;
-        let xb21 = u32(max(t21, 0)) * cin4;
-        let t22 = tap_voxel(v22, kd, kh, kw);
-        let ok22 = t22 >= 0;
-        let xb22 = u32(max(t22, 0)) * cin4;
-        let t23 = tap_voxel(v23, kd, kh, kw);
-        let ok23 = t23 >= 0;
-        let xb23 = u32(max(t23, 0)) * cin4;
-        let t24 = tap_voxel(v24, kd, kh, kw);
-        let ok24 = t24 >= 0;
-        let xb24 = u32(max(t24, 0)) * cin4;
-        let t25 = tap_voxel(v25, kd, kh, kw);
-        let ok25 = t25 >= 0;
-        let xb25 = u32(max(t25, 0)) * cin4;
-        let t26 = tap_voxel(v26, kd, kh, kw);
-        let ok26 = t26 >= 0;
-        let xb26 = u32(max(t26, 0)) * cin4;
-        let t27 = tap_voxel(v27, kd, kh, kw);
-        let ok27 = t27 >= 0;
-        let xb27 = u32(max(t27, 0)) * cin4;
-        let t28 = tap_voxel(v28, kd, kh, kw);
-        let ok28 = t28 >= 0;
-        let xb28 = u32(max(t28, 0)) * cin4;
-        let t29 = tap_voxel(v29, kd, kh, kw);
-        let ok29 = t29 >= 0;
-        let xb29 = u32(max(t29, 0)) * cin4;
-        let t30 = tap_voxel(v30, kd, kh, kw);
-        let ok30 = t30 >= 0;
-        let xb30 = u32(max(t30, 0)) * cin4;
-        let t31 = tap_voxel(v31, kd, kh, kw);
-        let ok31 = t31 >= 0;
-        let xb31 = u32(max(t31, 0)) * cin4;
         // weight row (tap, ci = 0) of this lane's group, in vec4 units
         var wr = tap * p.cin * cout4 + gc;
         for (var c = 0u; c < cin4; c++) {
@@ -296,126 +176,6 @@ fn conv3d_rows_m32_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
             acc7 = fma(vec4<f32>(xv7.y), w1, acc7);
             acc7 = fma(vec4<f32>(xv7.z), w2, acc7);
             acc7 = fma(vec4<f32>(xv7.w), w3, acc7);
-            let xv8 = select(vec4<f32>(0.0), x4[xb8 + c], ok8);
-            acc8 = fma(vec4<f32>(xv8.x), w0, acc8);
-            acc8 = fma(vec4<f32>(xv8.y), w1, acc8);
-            acc8 = fma(vec4<f32>(xv8.z), w2, acc8);
-            acc8 = fma(vec4<f32>(xv8.w), w3, acc8);
-            let xv9 = select(vec4<f32>(0.0), x4[xb9 + c], ok9);
-            acc9 = fma(vec4<f32>(xv9.x), w0, acc9);
-            acc9 = fma(vec4<f32>(xv9.y), w1, acc9);
-            acc9 = fma(vec4<f32>(xv9.z), w2, acc9);
-            acc9 = fma(vec4<f32>(xv9.w), w3, acc9);
-            let xv10 = select(vec4<f32>(0.0), x4[xb10 + c], ok10);
-            acc10 = fma(vec4<f32>(xv10.x), w0, acc10);
-            acc10 = fma(vec4<f32>(xv10.y), w1, acc10);
-            acc10 = fma(vec4<f32>(xv10.z), w2, acc10);
-            acc10 = fma(vec4<f32>(xv10.w), w3, acc10);
-            let xv11 = select(vec4<f32>(0.0), x4[xb11 + c], ok11);
-            acc11 = fma(vec4<f32>(xv11.x), w0, acc11);
-            acc11 = fma(vec4<f32>(xv11.y), w1, acc11);
-            acc11 = fma(vec4<f32>(xv11.z), w2, acc11);
-            acc11 = fma(vec4<f32>(xv11.w), w3, acc11);
-            let xv12 = select(vec4<f32>(0.0), x4[xb12 + c], ok12);
-            acc12 = fma(vec4<f32>(xv12.x), w0, acc12);
-            acc12 = fma(vec4<f32>(xv12.y), w1, acc12);
-            acc12 = fma(vec4<f32>(xv12.z), w2, acc12);
-            acc12 = fma(vec4<f32>(xv12.w), w3, acc12);
-            let xv13 = select(vec4<f32>(0.0), x4[xb13 + c], ok13);
-            acc13 = fma(vec4<f32>(xv13.x), w0, acc13);
-            acc13 = fma(vec4<f32>(xv13.y), w1, acc13);
-            acc13 = fma(vec4<f32>(xv13.z), w2, acc13);
-            acc13 = fma(vec4<f32>(xv13.w), w3, acc13);
-            let xv14 = select(vec4<f32>(0.0), x4[xb14 + c], ok14);
-            acc14 = fma(vec4<f32>(xv14.x), w0, acc14);
-            acc14 = fma(vec4<f32>(xv14.y), w1, acc14);
-            acc14 = fma(vec4<f32>(xv14.z), w2, acc14);
-            acc14 = fma(vec4<f32>(xv14.w), w3, acc14);
-            let xv15 = select(vec4<f32>(0.0), x4[xb15 + c], ok15);
-            acc15 = fma(vec4<f32>(xv15.x), w0, acc15);
-            acc15 = fma(vec4<f32>(xv15.y), w1, acc15);
-            acc15 = fma(vec4<f32>(xv15.z), w2, acc15);
-            acc15 = fma(vec4<f32>(xv15.w), w3, acc15);
-            let xv16 = select(vec4<f32>(0.0), x4[xb16 + c], ok16);
-            acc16 = fma(vec4<f32>(xv16.x), w0, acc16);
-            acc16 = fma(vec4<f32>(xv16.y), w1, acc16);
-            acc16 = fma(vec4<f32>(xv16.z), w2, acc16);
-            acc16 = fma(vec4<f32>(xv16.w), w3, acc16);
-            let xv17 = select(vec4<f32>(0.0), x4[xb17 + c], ok17);
-            acc17 = fma(vec4<f32>(xv17.x), w0, acc17);
-            acc17 = fma(vec4<f32>(xv17.y), w1, acc17);
-            acc17 = fma(vec4<f32>(xv17.z), w2, acc17);
-            acc17 = fma(vec4<f32>(xv17.w), w3, acc17);
-            let xv18 = select(vec4<f32>(0.0), x4[xb18 + c], ok18);
-            acc18 = fma(vec4<f32>(xv18.x), w0, acc18);
-            acc18 = fma(vec4<f32>(xv18.y), w1, acc18);
-            acc18 = fma(vec4<f32>(xv18.z), w2, acc18);
-            acc18 = fma(vec4<f32>(xv18.w), w3, acc18);
-            let xv19 = select(vec4<f32>(0.0), x4[xb19 + c], ok19);
-            acc19 = fma(vec4<f32>(xv19.x), w0, acc19);
-            acc19 = fma(vec4<f32>(xv19.y), w1, acc19);
-            acc19 = fma(vec4<f32>(xv19.z), w2, acc19);
-            acc19 = fma(vec4<f32>(xv19.w), w3, acc19);
-            let xv20 = select(vec4<f32>(0.0), x4[xb20 + c], ok20);
-            acc20 = fma(vec4<f32>(xv20.x), w0, acc20);
-            acc20 = fma(vec4<f32>(xv20.y), w1, acc20);
-            acc20 = fma(vec4<f32>(xv20.z), w2, acc20);
-            acc20 = fma(vec4<f32>(xv20.w), w3, acc20);
-            let xv21 = select(vec4<f32>(0.0), x4[xb21 + c], ok21);
-            acc21 = fma(vec4<f32>(xv21.x), w0, acc21);
-            acc21 = fma(vec4<f32>(xv21.y), w1, acc21);
-            acc21 = fma(vec4<f32>(xv21.z), w2, acc21);
-            acc21 = fma(vec4<f32>(xv21.w), w3, acc21);
-            let xv22 = select(vec4<f32>(0.0), x4[xb22 + c], ok22);
-            acc22 = fma(vec4<f32>(xv22.x), w0, acc22);
-            acc22 = fma(vec4<f32>(xv22.y), w1, acc22);
-            acc22 = fma(vec4<f32>(xv22.z), w2, acc22);
-            acc22 = fma(vec4<f32>(xv22.w), w3, acc22);
-            let xv23 = select(vec4<f32>(0.0), x4[xb23 + c], ok23);
-            acc23 = fma(vec4<f32>(xv23.x), w0, acc23);
-            acc23 = fma(vec4<f32>(xv23.y), w1, acc23);
-            acc23 = fma(vec4<f32>(xv23.z), w2, acc23);
-            acc23 = fma(vec4<f32>(xv23.w), w3, acc23);
-            let xv24 = select(vec4<f32>(0.0), x4[xb24 + c], ok24);
-            acc24 = fma(vec4<f32>(xv24.x), w0, acc24);
-            acc24 = fma(vec4<f32>(xv24.y), w1, acc24);
-            acc24 = fma(vec4<f32>(xv24.z), w2, acc24);
-            acc24 = fma(vec4<f32>(xv24.w), w3, acc24);
-            let xv25 = select(vec4<f32>(0.0), x4[xb25 + c], ok25);
-            acc25 = fma(vec4<f32>(xv25.x), w0, acc25);
-            acc25 = fma(vec4<f32>(xv25.y), w1, acc25);
-            acc25 = fma(vec4<f32>(xv25.z), w2, acc25);
-            acc25 = fma(vec4<f32>(xv25.w), w3, acc25);
-            let xv26 = select(vec4<f32>(0.0), x4[xb26 + c], ok26);
-            acc26 = fma(vec4<f32>(xv26.x), w0, acc26);
-            acc26 = fma(vec4<f32>(xv26.y), w1, acc26);
-            acc26 = fma(vec4<f32>(xv26.z), w2, acc26);
-            acc26 = fma(vec4<f32>(xv26.w), w3, acc26);
-            let xv27 = select(vec4<f32>(0.0), x4[xb27 + c], ok27);
-            acc27 = fma(vec4<f32>(xv27.x), w0, acc27);
-            acc27 = fma(vec4<f32>(xv27.y), w1, acc27);
-            acc27 = fma(vec4<f32>(xv27.z), w2, acc27);
-            acc27 = fma(vec4<f32>(xv27.w), w3, acc27);
-            let xv28 = select(vec4<f32>(0.0), x4[xb28 + c], ok28);
-            acc28 = fma(vec4<f32>(xv28.x), w0, acc28);
-            acc28 = fma(vec4<f32>(xv28.y), w1, acc28);
-            acc28 = fma(vec4<f32>(xv28.z), w2, acc28);
-            acc28 = fma(vec4<f32>(xv28.w), w3, acc28);
-            let xv29 = select(vec4<f32>(0.0), x4[xb29 + c], ok29);
-            acc29 = fma(vec4<f32>(xv29.x), w0, acc29);
-            acc29 = fma(vec4<f32>(xv29.y), w1, acc29);
-            acc29 = fma(vec4<f32>(xv29.z), w2, acc29);
-            acc29 = fma(vec4<f32>(xv29.w), w3, acc29);
-            let xv30 = select(vec4<f32>(0.0), x4[xb30 + c], ok30);
-            acc30 = fma(vec4<f32>(xv30.x), w0, acc30);
-            acc30 = fma(vec4<f32>(xv30.y), w1, acc30);
-            acc30 = fma(vec4<f32>(xv30.z), w2, acc30);
-            acc30 = fma(vec4<f32>(xv30.w), w3, acc30);
-            let xv31 = select(vec4<f32>(0.0), x4[xb31 + c], ok31);
-            acc31 = fma(vec4<f32>(xv31.x), w0, acc31);
-            acc31 = fma(vec4<f32>(xv31.y), w1, acc31);
-            acc31 = fma(vec4<f32>(xv31.z), w2, acc31);
-            acc31 = fma(vec4<f32>(xv31.w), w3, acc31);
             wr += 4u * cout4;
         }
     }
@@ -428,30 +188,6 @@ fn conv3d_rows_m32_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
     if (v5.live && g < cout4) { y4[ybase + (m0 + 5u) * cout4 + g] = acc5; }
     if (v6.live && g < cout4) { y4[ybase + (m0 + 6u) * cout4 + g] = acc6; }
     if (v7.live && g < cout4) { y4[ybase + (m0 + 7u) * cout4 + g] = acc7; }
-    if (v8.live && g < cout4) { y4[ybase + (m0 + 8u) * cout4 + g] = acc8; }
-    if (v9.live && g < cout4) { y4[ybase + (m0 + 9u) * cout4 + g] = acc9; }
-    if (v10.live && g < cout4) { y4[ybase + (m0 + 10u) * cout4 + g] = acc10; }
-    if (v11.live && g < cout4) { y4[ybase + (m0 + 11u) * cout4 + g] = acc11; }
-    if (v12.live && g < cout4) { y4[ybase + (m0 + 12u) * cout4 + g] = acc12; }
-    if (v13.live && g < cout4) { y4[ybase + (m0 + 13u) * cout4 + g] = acc13; }
-    if (v14.live && g < cout4) { y4[ybase + (m0 + 14u) * cout4 + g] = acc14; }
-    if (v15.live && g < cout4) { y4[ybase + (m0 + 15u) * cout4 + g] = acc15; }
-    if (v16.live && g < cout4) { y4[ybase + (m0 + 16u) * cout4 + g] = acc16; }
-    if (v17.live && g < cout4) { y4[ybase + (m0 + 17u) * cout4 + g] = acc17; }
-    if (v18.live && g < cout4) { y4[ybase + (m0 + 18u) * cout4 + g] = acc18; }
-    if (v19.live && g < cout4) { y4[ybase + (m0 + 19u) * cout4 + g] = acc19; }
-    if (v20.live && g < cout4) { y4[ybase + (m0 + 20u) * cout4 + g] = acc20; }
-    if (v21.live && g < cout4) { y4[ybase + (m0 + 21u) * cout4 + g] = acc21; }
-    if (v22.live && g < cout4) { y4[ybase + (m0 + 22u) * cout4 + g] = acc22; }
-    if (v23.live && g < cout4) { y4[ybase + (m0 + 23u) * cout4 + g] = acc23; }
-    if (v24.live && g < cout4) { y4[ybase + (m0 + 24u) * cout4 + g] = acc24; }
-    if (v25.live && g < cout4) { y4[ybase + (m0 + 25u) * cout4 + g] = acc25; }
-    if (v26.live && g < cout4) { y4[ybase + (m0 + 26u) * cout4 + g] = acc26; }
-    if (v27.live && g < cout4) { y4[ybase + (m0 + 27u) * cout4 + g] = acc27; }
-    if (v28.live && g < cout4) { y4[ybase + (m0 + 28u) * cout4 + g] = acc28; }
-    if (v29.live && g < cout4) { y4[ybase + (m0 + 29u) * cout4 + g] = acc29; }
-    if (v30.live && g < cout4) { y4[ybase + (m0 + 30u) * cout4 + g] = acc30; }
-    if (v31.live && g < cout4) { y4[ybase + (m0 + 31u) * cout4 + g] = acc31; }
 }
 
 @compute @workgroup_size(8)

@@ -110,8 +110,10 @@ fn cases() -> Vec<([usize; 5], usize, Conv3dConfig)> {
         ),
         // the patch embedding: stride 2, odd sizes (sub-pixel classes on the row kernel)
         ([2, 6, 8, 7, 16], 32, Conv3dConfig::cube(3, 2, 1)),
-        // k = s (spatial reduction), 16 output voxels: the 4-voxel tile
+        // k = s (spatial reduction), 16 output voxels: two 8-voxel tiles
         ([2, 8, 8, 8, 8], 16, Conv3dConfig::cube(4, 4, 0)),
+        // k = s, 4 output voxels: the 4-voxel tile
+        ([1, 8, 4, 8, 8], 16, Conv3dConfig::cube(4, 4, 0)),
         // Cin 68 (three weight-gradient blocks, the last a quarter full), Cout 4 (one lane)
         ([1, 4, 5, 6, 68], 4, Conv3dConfig::cube(3, 1, 1)),
     ]
@@ -268,12 +270,12 @@ fn other_conv_kernel(k: &str) -> bool {
 fn every_pass_runs_the_row_kernels_where_they_fit_and_the_register_tiles_elsewhere() {
     let gpu = fresh_gpu();
     // Stride 1 and stride 2: forward, input gradient (flipped conv / sub-pixel classes) and
-    // weight gradient all on the row kernels; k2 s2 to 2³ voxels: the 4-voxel tile (the input
-    // gradient's 8 class convs have 8 voxels each, the 4-voxel tile too).
+    // weight gradient all on the row kernels; k2 s2 to 2·2·1 voxels: the 4-voxel tile (the
+    // input gradient's 8 class convs have 4 voxels each, the 4-voxel tile too).
     for (x, cfg, tile) in [
-        ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 1, 1), "m32"),
-        ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 2, 1), "m32"),
-        ([1, 4, 4, 4, 8], Conv3dConfig::cube(2, 2, 0), "m4"),
+        ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 1, 1), "m8"),
+        ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 2, 1), "m8"),
+        ([1, 4, 4, 2, 8], Conv3dConfig::cube(2, 2, 0), "m4"),
     ] {
         let ran = kernels_run(&gpu, x, 16, cfg);
         for want in [
@@ -349,7 +351,7 @@ fn conv3d_takes_the_rows_override_and_cpu_adapters_tune_it() {
     gpu.set_profiling(false);
     let ran: Vec<String> = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
     assert!(
-        ran.contains(&"conv3d_rows::conv3d_rows_m32_c4".to_string())
+        ran.contains(&"conv3d_rows::conv3d_rows_m8_c4".to_string())
             && !ran.iter().any(|k| other_conv_kernel(k)),
         "{ran:?}"
     );

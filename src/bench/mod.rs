@@ -406,7 +406,9 @@ pub fn run_suite_in_job(
             r.pct_peak = Some(100.0);
             Outcome::Measured(r)
         } else {
-            let profile = std::env::var_os("CADS_PROFILE").is_some();
+            let profile = std::env::var_os("CADS_PROFILE");
+            gpu.set_profiling_by_grid(profile.as_deref() == Some("grid".as_ref()));
+            let profile = profile.is_some();
             gpu.set_profiling(profile);
             let result = (c.run)(&bench);
             gpu.set_profiling(false);
@@ -437,7 +439,12 @@ pub fn run_suite_in_job(
 fn print_profile(case: &str, rows: &[crate::gpu::KernelTime]) {
     let total: f64 = rows.iter().map(|r| r.ms).sum();
     eprintln!("profile {case}: {total:.1} ms in {} kernels", rows.len());
-    for r in rows.iter().take(15) {
+    let shown = if std::env::var_os("CADS_PROFILE").as_deref() == Some("grid".as_ref()) {
+        40
+    } else {
+        15
+    };
+    for r in rows.iter().take(shown) {
         eprintln!(
             "  {:5.1}%  {:10.2} ms  {:6} launches  {}",
             100.0 * r.ms / total.max(1e-9),

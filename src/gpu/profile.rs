@@ -5,7 +5,8 @@
 //! stream and adds a fixed cost per launch (tens of µs), so absolute times are pessimistic on a
 //! fast GPU; the shares between kernels are what the profile is for. Off by default; a workload
 //! is profiled with [`Gpu::set_profiling`] and read with [`Gpu::take_profile`] (`cads bench`
-//! does both per case when `CADS_PROFILE` is set).
+//! does both per case when `CADS_PROFILE` is set; `CADS_PROFILE=grid` keys the rows by grid
+//! too, see [`Gpu::set_profiling_by_grid`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,12 +27,18 @@ pub struct KernelTime {
 #[derive(Default)]
 pub(crate) struct Profiler {
     enabled: AtomicBool,
+    /// Key each launch by its grid too, so one entry point's shapes show apart.
+    by_grid: AtomicBool,
     table: Mutex<HashMap<String, (u64, f64)>>,
 }
 
 impl Profiler {
     pub(crate) fn enabled(&self) -> bool {
         self.enabled.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn by_grid(&self) -> bool {
+        self.by_grid.load(Ordering::Relaxed)
     }
 
     pub(crate) fn add(&self, kernel: String, ms: f64) {
@@ -46,6 +53,12 @@ impl Gpu {
     /// Turn per-kernel timing on or off (see the module docs for its cost).
     pub fn set_profiling(&self, on: bool) {
         self.inner.profiler.enabled.store(on, Ordering::Relaxed);
+    }
+
+    /// While profiling, key each row by kernel *and* grid (`shader::entry Xyz(..)`), so the
+    /// launches of one entry point over different shapes are timed apart.
+    pub fn set_profiling_by_grid(&self, on: bool) {
+        self.inner.profiler.by_grid.store(on, Ordering::Relaxed);
     }
 
     /// The kernels timed since the last call, most time first; clears the table.

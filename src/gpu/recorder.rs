@@ -82,10 +82,14 @@ impl Gpu {
         let t0 = std::time::Instant::now();
         self.record_dispatch(spec, params, inputs, outputs, grid)?;
         self.synchronize()?;
-        self.inner.profiler.add(
-            format!("{}::{}", spec.shader, spec.entry),
-            t0.elapsed().as_secs_f64() * 1e3,
-        );
+        let key = if self.inner.profiler.by_grid() {
+            format!("{}::{} {:?}", spec.shader, spec.entry, grid)
+        } else {
+            format!("{}::{}", spec.shader, spec.entry)
+        };
+        self.inner
+            .profiler
+            .add(key, t0.elapsed().as_secs_f64() * 1e3);
         Ok(())
     }
 

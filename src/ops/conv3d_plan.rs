@@ -345,7 +345,7 @@ mod tests {
     }
 
     /// The row path (CPU adapters): every pass on the row kernels where groups = 1 and the
-    /// channels are in fours, the 4-voxel forward tile for outputs under 64 voxels, the register
+    /// channels are in fours, the 4-voxel forward tile for outputs under 8 voxels, the register
     /// tiles where the shape does not fit.
     #[test]
     fn the_row_path_plans_each_pass_on_the_row_kernels_where_they_fit() {
@@ -355,9 +355,9 @@ mod tests {
             Conv3dConfig::cube(3, 1, 1),
             ConvPath::Rows,
         );
-        let m32 = FastForward::Rows { rows: 32 };
-        assert_eq!(p.forward, ForwardKernel::Fast(m32));
-        assert!(matches!(p.input, InputKernel::FlippedConv { kernel, .. } if kernel == m32));
+        let m8 = FastForward::Rows { rows: 8 };
+        assert_eq!(p.forward, ForwardKernel::Fast(m8));
+        assert!(matches!(p.input, InputKernel::FlippedConv { kernel, .. } if kernel == m8));
         assert_eq!(p.weight, WeightKernel::Fast(FastWeight::Rows));
         assert_eq!(p.kernel_names(), ["rows"; 3]);
         let p = plan(
@@ -368,9 +368,9 @@ mod tests {
         );
         assert!(matches!(p.input, InputKernel::Subpixel(_)));
         assert_eq!(p.kernel_names(), ["rows"; 3]);
-        // 2³ output voxels: the 4-voxel tile.
+        // 2·2·1 output voxels: the 4-voxel tile.
         let p = plan(
-            [1, 8, 8, 8, 8],
+            [1, 8, 8, 4, 8],
             16,
             Conv3dConfig::cube(4, 4, 0),
             ConvPath::Rows,

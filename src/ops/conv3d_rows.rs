@@ -13,7 +13,7 @@
 //! (conv3d_plan.rs) runs it for every pass whose shape fits, the register tiles elsewhere.
 //!
 //! Conditions (checked by [`fits`], from the shapes alone): groups = 1, Cin % 4 == 0,
-//! Cout % 4 == 0. The forward takes 32 voxels per invocation, or 4 when the output has fewer
+//! Cout % 4 == 0. The forward takes 8 voxels per invocation, or 4 when the output has fewer
 //! than [`SMALL_M`] voxels (a PVT spatial-reduction conv has 2 per sample); long reductions over
 //! few outputs split over taps (forward) or voxels (weight gradient), partials summed after.
 
@@ -37,18 +37,18 @@ const fn spec(entry: &'static str, inputs: u32) -> KernelSpec {
     }
 }
 
-const FORWARD_M32: KernelSpec = spec("conv3d_rows_m32_c4", 3);
+const FORWARD_M8: KernelSpec = spec("conv3d_rows_m8_c4", 3);
 const FORWARD_M4: KernelSpec = spec("conv3d_rows_m4_c4", 3);
 const BACKWARD_WEIGHT: KernelSpec = spec("conv3d_backward_weight_rows_c4", 2);
 
-pub(crate) const KERNELS: &[KernelSpec] = &[FORWARD_M32, FORWARD_M4, BACKWARD_WEIGHT];
+pub(crate) const KERNELS: &[KernelSpec] = &[FORWARD_M8, FORWARD_M4, BACKWARD_WEIGHT];
 
 /// Lanes per workgroup (output-channel vec4 groups); matches the generator.
 const LANES: usize = 8;
 /// Input-channel vec4s per weight-gradient invocation; matches the generator.
 const WEIGHT_ROWS4: usize = 8;
-/// Outputs with fewer voxels than this take the 4-voxel forward tile.
-pub(crate) const SMALL_M: usize = 64;
+/// Outputs with fewer voxels than this (one 8-voxel tile) take the 4-voxel forward tile.
+pub(crate) const SMALL_M: usize = 8;
 /// Workgroups a split launch aims at: a handful per CPU core keeps every thread busy; more only
 /// adds partial sums (the matmul's CPU split target, src/ops/matmul.rs).
 const SPLIT_TARGET_WORKGROUPS: usize = 64;
@@ -63,7 +63,7 @@ pub(crate) fn forward_rows(geo: &Geometry) -> u32 {
     if geo.m_total() < SMALL_M {
         4
     } else {
-        32
+        8
     }
 }
 
@@ -74,7 +74,7 @@ fn fold(blocks: usize, z: usize) -> Grid {
     Grid::Xyz(x as u32, y as u32, z as u32)
 }
 
-/// y = conv3d(x, w) + b on the `rows`-voxel tile (4 or 32), split over taps when the output
+/// y = conv3d(x, w) + b on the `rows`-voxel tile (4 or 8), split over taps when the output
 /// gives few workgroups.
 pub(crate) fn forward(
     x: &Tensor,
@@ -93,7 +93,7 @@ pub(crate) fn forward(
             dummy.buffer()
         }
     };
-    let spec = if rows == 4 { &FORWARD_M4 } else { &FORWARD_M32 };
+    let spec = if rows == 4 { &FORWARD_M4 } else { &FORWARD_M8 };
     let row_blocks = geo.m_total().div_ceil(rows as usize);
     let col_blocks = (geo.out[4] / 4).div_ceil(LANES);
     let taps: usize = geo.cfg.kernel.iter().product();
