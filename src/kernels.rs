@@ -7,9 +7,9 @@
 
 use crate::gpu::KernelSpec;
 use crate::ops::{
-    attention, conv3d, conv3d_fast, conv3d_igemm, conv3d_rows, conv_transpose3d, drr, elementwise,
-    ema, loss, matmul, matmul_f16, matmul_f16_coop, matmul_tiled, norm, pool, reduce, resample,
-    softmax,
+    attention, conv3d, conv3d_depthwise_rows, conv3d_fast, conv3d_igemm, conv3d_rows,
+    conv_transpose3d, drr, elementwise, ema, loss, matmul, matmul_f16, matmul_f16_coop,
+    matmul_tiled, norm, pool, reduce, resample, softmax,
 };
 
 /// Every kernel the crate launches.
@@ -36,6 +36,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         conv3d_fast::KERNELS,
         conv3d_igemm::KERNELS,
         conv3d_rows::KERNELS,
+        conv3d_depthwise_rows::KERNELS,
         ema::KERNELS,
     ];
     families.iter().flat_map(|f| f.iter()).collect()

@@ -20,8 +20,8 @@
 
 use super::conv3d::{ConvParams, Geometry, BACKWARD_WEIGHT_SUM};
 use super::conv3d_igemm::{self, IgemmTile};
-use super::conv3d_rows;
 use super::reduce::{split_count, sum_leading_raw};
+use super::{conv3d_depthwise_rows, conv3d_rows};
 use crate::error::Result;
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
@@ -179,6 +179,9 @@ fn is_depthwise(geo: &Geometry) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FastForward {
     Depthwise,
+    /// Depthwise, kernel width 3, on lanes over channels for CPU adapters
+    /// (conv3d_depthwise_rows.rs).
+    DepthwiseRows,
     /// The workgroup-memory implicit GEMM for GPUs (conv3d_igemm.rs).
     Igemm(IgemmTile),
     /// Lanes over output channels for CPU adapters (conv3d_rows.rs), `rows` voxels per
@@ -230,6 +233,7 @@ pub(crate) fn forward(
         // The other families bring their own launchers (and dummy bias).
         FastForward::Igemm(tile) => return conv3d_igemm::forward(x, w, bias, y, geo, tile),
         FastForward::Rows { rows } => return conv3d_rows::forward(x, w, bias, y, geo, rows),
+        FastForward::DepthwiseRows => return conv3d_depthwise_rows::forward(x, w, bias, y, geo),
         FastForward::Depthwise => {
             let params: ConvParams = geo.params(y.numel(), bias.is_some());
             let blocks = geo.m_total().div_ceil(256);
@@ -286,6 +290,9 @@ pub(crate) enum FastWeight {
     Igemm(IgemmTile),
     /// Lanes over output channels for CPU adapters (conv3d_rows.rs).
     Rows,
+    /// Depthwise, kernel width 3, lanes over channels for CPU adapters
+    /// (conv3d_depthwise_rows.rs).
+    DepthwiseRows,
     /// `BWD_W_TILED[variant]`.
     Tiled {
         variant: usize,
@@ -322,6 +329,7 @@ pub(crate) fn backward_weight(
         FastWeight::Igemm(tile) => return conv3d_igemm::backward_weight(g, x, gw, geo, tile),
         FastWeight::Rows => return conv3d_rows::backward_weight(g, x, gw, geo),
         FastWeight::Depthwise => return backward_weight_depthwise(g, x, gw, geo),
+        FastWeight::DepthwiseRows => return conv3d_depthwise_rows::backward_weight(g, x, gw, geo),
         FastWeight::Tiled { variant } => variant,
     };
     let (tn, nci, spec) = &BWD_W_TILED[variant];

@@ -5,6 +5,7 @@
 //! then follow the plan; none of them decides or signals "fall back" after doing work.
 
 use super::conv3d::{Conv3dConfig, Geometry};
+use super::conv3d_depthwise_rows;
 use super::conv3d_fast::{self, FastForward, FastWeight, ForwardTile, WeightTile};
 use super::conv3d_igemm::{self, IgemmTile};
 use super::conv3d_rows;
@@ -47,6 +48,7 @@ impl ConvPath {
             ConvPath::Rows if conv3d_rows::fits(geo) => Some(FastForward::Rows {
                 rows: conv3d_rows::forward_rows(geo),
             }),
+            ConvPath::Rows if conv3d_depthwise_rows::fits(geo) => Some(FastForward::DepthwiseRows),
             _ => conv3d_fast::plan_forward(geo, self.forward_tile()),
         }
     }
@@ -114,6 +116,9 @@ impl ConvPlan {
                 WeightKernel::Fast(FastWeight::Igemm(tile))
             }
             ConvPath::Rows if conv3d_rows::fits(&geo) => WeightKernel::Fast(FastWeight::Rows),
+            ConvPath::Rows if conv3d_depthwise_rows::fits(&geo) => {
+                WeightKernel::Fast(FastWeight::DepthwiseRows)
+            }
             _ => match conv3d_fast::plan_backward_weight(&geo, path.weight_tile()) {
                 Some(k) => WeightKernel::Fast(k),
                 None => WeightKernel::Naive,
@@ -177,7 +182,7 @@ impl ConvPlan {
         fn fast(k: FastForward) -> &'static str {
             match k {
                 FastForward::Igemm(tile) => tile.name(),
-                FastForward::Rows { .. } => "rows",
+                FastForward::Rows { .. } | FastForward::DepthwiseRows => "rows",
                 _ => "tiled",
             }
         }
@@ -192,7 +197,7 @@ impl ConvPlan {
         };
         let weight = match self.weight {
             WeightKernel::Fast(FastWeight::Igemm(tile)) => tile.name(),
-            WeightKernel::Fast(FastWeight::Rows) => "rows",
+            WeightKernel::Fast(FastWeight::Rows | FastWeight::DepthwiseRows) => "rows",
             WeightKernel::Fast(_) => "tiled",
             WeightKernel::Naive => "naive",
         };

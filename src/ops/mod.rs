@@ -7,6 +7,7 @@
 pub mod attention;
 pub mod config;
 pub mod conv3d;
+pub(crate) mod conv3d_depthwise_rows;
 pub mod conv3d_fast;
 pub mod conv3d_igemm;
 mod conv3d_plan;

@@ -74,6 +74,19 @@ pub(crate) fn copy_region(
         out_stride: rank6(op, out_strides, 0)?,
         _pad1: [0; 2],
     };
+    if std::env::var_os("XX_COPY").is_some() {
+        let bt = std::backtrace::Backtrace::force_capture().to_string();
+        let frames: Vec<&str> = bt
+            .lines()
+            .filter(|l| l.contains("cads::") && !l.contains("copy_region") && !l.contains("bench"))
+            .take(3)
+            .map(|l| l.trim())
+            .collect();
+        eprintln!(
+            "XXCOPY {op} {shape:?} {in_strides:?} | {}",
+            frames.join(" < ")
+        );
+    }
     src.gpu().dispatch(
         &COPY_REGION,
         &params,

@@ -1,0 +1,136 @@
+//! Depthwise conv3d of kernel width 3 (stride 1, dilation 1 along W) on lanes over channels with
+//! a sliding window along W (shaders/conv3d_depthwise_rows.wgsl): the CPU-adapter counterpart of
+//! the vec4 depthwise kernels, on the `rows` path (`ConvPath::Rows`, conv3d_plan.rs).
+//!
+//! The PVT blocks' DWConv (3³, stride 1, padding 1 over the hidden channels) is the shape this is
+//! for; its input gradient is the same depthwise conv with the flipped kernel, so it runs here too.
+//! Why lanes over channels: see conv3d_rows.rs (uniform addresses on CPU adapters); why the window:
+//! the three W taps of a kernel row read overlapping inputs, loaded once per window here instead
+//! of once per tap (the shader's header counts the loads).
+
+use super::conv3d::{ConvParams, Geometry, BACKWARD_WEIGHT_SUM};
+use super::reduce::split_count_toward;
+use crate::error::Result;
+use crate::gpu::{Grid, KernelSpec};
+use crate::tensor::Tensor;
+
+const SOURCE: &str = include_str!("../../shaders/conv3d_depthwise_rows.wgsl");
+
+const fn spec(entry: &'static str, inputs: u32) -> KernelSpec {
+    KernelSpec {
+        shader: "conv3d_depthwise_rows",
+        source: SOURCE,
+        entry,
+        inputs,
+        outputs: 1,
+        params: ConvParams::LAYOUT,
+        constants: &[],
+    }
+}
+
+const FORWARD: KernelSpec = spec("conv3d_depthwise_rows_w3", 3);
+const BACKWARD_WEIGHT: KernelSpec = spec("conv3d_backward_weight_depthwise_rows_w3", 2);
+
+pub(crate) const KERNELS: &[KernelSpec] = &[FORWARD, BACKWARD_WEIGHT];
+
+/// Lanes per workgroup (vec4 groups of channels); matches the shader.
+const LANES: usize = 8;
+/// Workgroups the forward aims at (each takes a run of output rows).
+const FORWARD_TARGET_WORKGROUPS: usize = 256;
+/// Workgroups a split weight-gradient launch aims at (as conv3d_rows.rs).
+const SPLIT_TARGET_WORKGROUPS: usize = 64;
+
+/// Whether `geo` fits: depthwise (groups = Cin = Cout) over channels in fours, kernel width 3,
+/// stride and dilation 1 along W.
+pub(crate) fn fits(geo: &Geometry) -> bool {
+    let c = &geo.cfg;
+    geo.cin_g == 1
+        && geo.cout_g == 1
+        && geo.x[4].is_multiple_of(4)
+        && c.kernel[2] == 3
+        && c.stride[2] == 1
+        && c.dilation[2] == 1
+}
+
+/// A grid of `blocks` workgroups along a folded x·y axis, times `z`.
+fn fold(blocks: usize, z: usize) -> Grid {
+    let y = blocks.div_ceil(65_535).max(1);
+    let x = blocks.div_ceil(y).max(1);
+    Grid::Xyz(x as u32, y as u32, z as u32)
+}
+
+/// y = depthwise conv3d(x, w) + b.
+pub(crate) fn forward(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    geo: &Geometry,
+) -> Result<()> {
+    let gpu = x.gpu();
+    let dummy;
+    let b = match bias {
+        Some(b) => b.buffer(),
+        None => {
+            dummy = Tensor::zeros(gpu, &[1])?;
+            dummy.buffer()
+        }
+    };
+    let rows = geo.out[0] * geo.out[1] * geo.out[2];
+    let cblocks = (geo.x[4] / 4).div_ceil(LANES);
+    // Output rows per workgroup: enough workgroups to keep every thread busy, each with enough
+    // work that the per-workgroup cost of a CPU adapter does not dominate.
+    let chunks = (FORWARD_TARGET_WORKGROUPS.div_ceil(cblocks)).clamp(1, rows);
+    let chunk = rows.div_ceil(chunks);
+    let mut params = geo.params(y.numel(), bias.is_some());
+    params.chunk = chunk as u32;
+    let blocks = rows.div_ceil(chunk);
+    gpu.dispatch(
+        &FORWARD,
+        &params,
+        &[x.buffer(), w.buffer(), b],
+        &[y.buffer()],
+        fold(blocks, cblocks),
+    )
+}
+
+/// gw = Σ over output voxels of x(voxel @ tap) · g(voxel), per channel: output rows split into
+/// chunks (partials), then the sum pass.
+pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry) -> Result<()> {
+    let gpu = g.gpu();
+    let pairs = geo.cfg.kernel[0] * geo.cfg.kernel[1];
+    let cblocks = (geo.x[4] / 4).div_ceil(LANES);
+    let rows = geo.out[0] * geo.out[1] * geo.out[2];
+    let wn = gw.numel();
+    let chunks = split_count_toward(SPLIT_TARGET_WORKGROUPS, pairs * cblocks, rows, wn)
+        .min(65_535 / cblocks);
+    let chunk = rows.div_ceil(chunks);
+    let chunks = rows.div_ceil(chunk);
+    let mut params = geo.params(wn, false);
+    params.splits = chunks as u32;
+    params.chunk = chunk as u32;
+    if chunks == 1 {
+        return gpu.dispatch(
+            &BACKWARD_WEIGHT,
+            &params,
+            &[x.buffer(), g.buffer()],
+            &[gw.buffer()],
+            fold(pairs, cblocks),
+        );
+    }
+    let partial = Tensor::uninit(gpu, "conv3d_backward_weight", &[chunks, wn])?;
+    gpu.dispatch(
+        &BACKWARD_WEIGHT,
+        &params,
+        &[x.buffer(), g.buffer()],
+        &[partial.buffer()],
+        fold(pairs, cblocks * chunks),
+    )?;
+    gpu.dispatch(
+        &BACKWARD_WEIGHT_SUM,
+        &params,
+        &[partial.buffer()],
+        &[gw.buffer()],
+        Grid::cover(wn as u64, 64),
+    )
+}
