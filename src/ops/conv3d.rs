@@ -305,12 +305,19 @@ pub(crate) fn flipped_weight(w: &Tensor, geo: &Geometry) -> Result<Tensor> {
         &[k[0], k[1], k[2], geo.cout_g, geo.x[4]],
     )?;
     let params = geo.params(w.numel(), false);
+    // Rows (tap, input channel of a group) of w on a folded (y, z), output channels on x.
+    let rows = k.iter().product::<usize>() * geo.cin_g;
+    let z = rows.div_ceil(65_535);
     w.gpu().dispatch(
         &FLIP_WEIGHT,
         &params,
         &[w.buffer()],
         &[wf.buffer()],
-        Grid::cover(w.numel() as u64, 64),
+        Grid::Xyz(
+            geo.out[4].div_ceil(64) as u32,
+            rows.div_ceil(z) as u32,
+            z as u32,
+        ),
     )?;
     Ok(wf)
 }
