@@ -5,7 +5,13 @@
 //
 // for every coordinate c of the region `shape0..shape5` (rank 6, right-aligned, leading 1s).
 // Strides are in elements. Layout: f32 buffers. Bindings: 0 params, 1 input (read),
-// 2 output (read_write). Dispatch: 1-D over region elements, 256 per workgroup, folded grid.
+// 2 output (read_write).
+// copy_region: 1-D over region elements, 256 per workgroup, folded grid; each lane splits its
+//   index into six coordinates (five divisions).
+// copy_region_rows: lanes along the last axis (64 per workgroup, x = ceil(shape5 / 64) blocks),
+//   the workgroup's folded (y, z) is the row (c0 .. c4), so the divisions are workgroup-uniform
+//   (a per-lane division is a scalarised sequence on CPU adapters). For regions whose last axis
+//   fills most of a workgroup.
 // Launched by src/tensor/layout.rs (copy_region).
 
 struct CopyParams {
@@ -30,6 +36,23 @@ fn copy_region(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     var di = p.out_offset;
     var c = r % p.shape5; r = r / p.shape5; si += c * p.in_stride5; di += c * p.out_stride5;
     c = r % p.shape4; r = r / p.shape4; si += c * p.in_stride4; di += c * p.out_stride4;
+    c = r % p.shape3; r = r / p.shape3; si += c * p.in_stride3; di += c * p.out_stride3;
+    c = r % p.shape2; r = r / p.shape2; si += c * p.in_stride2; di += c * p.out_stride2;
+    c = r % p.shape1; r = r / p.shape1; si += c * p.in_stride1; di += c * p.out_stride1;
+    si += r * p.in_stride0; di += r * p.out_stride0;
+    dst[di] = src[si];
+}
+
+@compute @workgroup_size(64)
+fn copy_region_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let row = wg.y + wg.z * nwg.y;
+    let c5 = wg.x * 64u + lid;
+    if (row >= p.n / p.shape5 || c5 >= p.shape5) { return; }
+    var r = row;
+    var si = p.in_offset + c5 * p.in_stride5;
+    var di = p.out_offset + c5 * p.out_stride5;
+    var c = r % p.shape4; r = r / p.shape4; si += c * p.in_stride4; di += c * p.out_stride4;
     c = r % p.shape3; r = r / p.shape3; si += c * p.in_stride3; di += c * p.out_stride3;
     c = r % p.shape2; r = r / p.shape2; si += c * p.in_stride2; di += c * p.out_stride2;
     c = r % p.shape1; r = r / p.shape1; si += c * p.in_stride1; di += c * p.out_stride1;

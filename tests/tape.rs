@@ -151,6 +151,41 @@ fn permute_slice_concat_forward_and_backward() {
     );
 }
 
+/// Regions whose last axis has 32 or more elements take the row form of the copy (lanes along
+/// the last axis, src/tensor/layout.rs): a rank-6 permute whose output's last axis (70) is the
+/// input's strided first axis, with a partial second block of lanes; a slice along the last
+/// axis; and a transpose to 70 000 rows of 32 (rows folded over two grid axes).
+#[test]
+fn row_form_copies_match_the_index_arithmetic() {
+    let gpu = gpu();
+    let mut rng = Rng::new(6);
+    let shape = [70, 2, 3, 4, 5, 3];
+    let x = rng.vec_uniform(shape.iter().product(), -1.0, 1.0);
+    let t = Tensor::from_slice(&gpu, &x, &shape).unwrap();
+    let p = t.permute(&[1, 2, 3, 4, 5, 0]).unwrap();
+    assert_eq!(p.shape(), &[2, 3, 4, 5, 3, 70]);
+    let inner: usize = shape[1..].iter().product();
+    let want: Vec<f32> = (0..x.len()).map(|i| x[(i % 70) * inner + i / 70]).collect();
+    let pv = p.to_vec().unwrap();
+    assert_eq!(pv, want, "rank-6 permute");
+    let s = p.slice(5, 10, 40).unwrap();
+    let want: Vec<f32> = (0..s.numel())
+        .map(|i| pv[(i / 40) * 70 + 10 + i % 40])
+        .collect();
+    assert_eq!(s.to_vec().unwrap(), want, "slice of the last axis");
+    let (rows, cols) = (32, 70_000);
+    let m = rng.vec_uniform(rows * cols, -1.0, 1.0);
+    let tt = Tensor::from_slice(&gpu, &m, &[rows, cols])
+        .unwrap()
+        .permute(&[1, 0])
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    for (i, v) in tt.iter().enumerate().step_by(997) {
+        assert_eq!(*v, m[(i % rows) * cols + i / rows], "transpose at {i}");
+    }
+}
+
 #[test]
 fn bad_layout_arguments_are_typed_errors() {
     let gpu = gpu();

@@ -30,6 +30,16 @@ pub(crate) const COPY_REGION: KernelSpec = KernelSpec {
     constants: &[],
 };
 
+/// The row form of the copy: lanes along the last axis, the other coordinates workgroup-uniform
+/// (no per-lane division: on a CPU adapter each is a scalarised sequence, five per element in
+/// the element form). Used when the last axis has at least [`ROW_COPY_MIN`] elements, so a
+/// workgroup of 64 lanes is at least half busy.
+pub(crate) const COPY_REGION_ROWS: KernelSpec = KernelSpec {
+    entry: "copy_region_rows",
+    ..COPY_REGION
+};
+const ROW_COPY_MIN: usize = 32;
+
 /// Kernels index at most this many axes.
 pub const MAX_RANK: usize = 6;
 
@@ -74,25 +84,25 @@ pub(crate) fn copy_region(
         out_stride: rank6(op, out_strides, 0)?,
         _pad1: [0; 2],
     };
-    if std::env::var_os("XX_COPY").is_some() {
-        let bt = std::backtrace::Backtrace::force_capture().to_string();
-        let frames: Vec<&str> = bt
-            .lines()
-            .filter(|l| l.contains("cads::") && !l.contains("copy_region") && !l.contains("bench"))
-            .take(3)
-            .map(|l| l.trim())
-            .collect();
-        eprintln!(
-            "XXCOPY {op} {shape:?} {in_strides:?} | {}",
-            frames.join(" < ")
+    let inner = shape.last().copied().unwrap_or(1);
+    if inner < ROW_COPY_MIN {
+        return src.gpu().dispatch(
+            &COPY_REGION,
+            &params,
+            &[src.buffer()],
+            &[dst.buffer()],
+            Grid::cover(n as u64, 256),
         );
     }
+    // One workgroup per (row, block of 64 along the last axis): rows folded over (y, z).
+    let rows = n / inner;
+    let z = rows.div_ceil(65_535);
     src.gpu().dispatch(
-        &COPY_REGION,
+        &COPY_REGION_ROWS,
         &params,
         &[src.buffer()],
         &[dst.buffer()],
-        Grid::cover(n as u64, 256),
+        Grid::Xyz(inner.div_ceil(64) as u32, rows.div_ceil(z) as u32, z as u32),
     )
 }
 

@@ -29,6 +29,7 @@ use crate::gpu::KernelSpec;
 /// The tensor layer's kernels: the region copy and the unrecorded fill/add.
 pub(crate) const KERNELS: &[KernelSpec] = &[
     layout::COPY_REGION,
+    layout::COPY_REGION_ROWS,
     arith::FILL_SPEC,
     arith::ADD_SPEC,
     cast::TO_F16,
