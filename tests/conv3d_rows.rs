@@ -270,8 +270,8 @@ fn other_conv_kernel(k: &str) -> bool {
 fn every_pass_runs_the_row_kernels_where_they_fit_and_the_register_tiles_elsewhere() {
     let gpu = fresh_gpu();
     // Stride 1 and stride 2: forward, input gradient (flipped conv / sub-pixel classes) and
-    // weight gradient all on the row kernels; k2 s2 to 2·2·1 voxels: the 4-voxel tile (the
-    // input gradient's 8 class convs have 4 voxels each, the 4-voxel tile too).
+    // weight gradient all on the row kernels; k2 s2 to 2·2·1 voxels: the 4-voxel tile (its
+    // input gradient is the patchify matmul, tests/conv3d_patchify.rs).
     for (x, cfg, tile) in [
         ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 1, 1), "m8"),
         ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 2, 1), "m8"),

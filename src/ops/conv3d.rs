@@ -26,6 +26,7 @@
 
 use super::conv3d_fast;
 pub use super::conv3d_fast::{ForwardTile, WeightTile};
+use super::conv3d_patchify;
 pub use super::conv3d_plan::ConvPath;
 pub(crate) use super::conv3d_plan::{ConvPlan, ForwardKernel, InputKernel, WeightKernel};
 use super::conv3d_subpixel;
@@ -340,6 +341,7 @@ pub(crate) fn backward_input_raw(g: &Tensor, w: &Tensor, plan: &ConvPlan) -> Res
             conv3d_fast::forward(g, &wf, None, &gx, geo_t, *kernel)?;
             Ok(gx)
         }
+        InputKernel::Patchify => conv3d_patchify::backward_input(g, w, geo),
         InputKernel::Gather => {
             let gx = Tensor::uninit(gpu, "conv3d_backward_input", &geo.x)?;
             let total = gx.numel();

@@ -8,6 +8,7 @@ use super::conv3d::{Conv3dConfig, Geometry};
 use super::conv3d_depthwise_rows;
 use super::conv3d_fast::{self, FastForward, FastWeight, ForwardTile, WeightTile};
 use super::conv3d_igemm::{self, IgemmTile};
+use super::conv3d_patchify;
 use super::conv3d_rows;
 use super::conv3d_subpixel::{self, SubpixelPlan};
 use crate::error::{Error, Result};
@@ -81,6 +82,10 @@ pub(crate) enum InputKernel {
     /// Stride 1: gx = conv(g, flip(w)ᵀ) with padding dil·(k−1) − p (geometry `geo`) on a fast
     /// forward kernel.
     FlippedConv { geo: Geometry, kernel: FastForward },
+    /// Kernel = stride, no padding or dilation, groups 1 (a patchify conv such as PVT's spatial
+    /// reduction): the patches do not overlap, so gx is the matmul g · Wᵀ scattered back into
+    /// the patches (conv3d_patchify.rs).
+    Patchify,
     /// The direct gather kernel (any shape).
     Gather,
 }
@@ -131,7 +136,9 @@ impl ConvPlan {
         // measured on lavapipe (SR 8: 638 vs 131 ms).
         let classes: usize = c.stride.iter().product();
         let mut input = InputKernel::Gather;
-        if !stride1 && classes <= 8 && c.dilation == [1; 3] {
+        if conv3d_patchify::fits(&geo) {
+            input = InputKernel::Patchify;
+        } else if !stride1 && classes <= 8 && c.dilation == [1; 3] {
             if let Some(sub) = conv3d_subpixel::plan(&geo, &|g| path.forward_kernel(g))? {
                 input = InputKernel::Subpixel(sub);
             }
@@ -193,6 +200,7 @@ impl ConvPlan {
         let input = match &self.input {
             InputKernel::Subpixel(sub) => sub.first_kernel().map_or("tiled", fast),
             InputKernel::FlippedConv { kernel, .. } => fast(*kernel),
+            InputKernel::Patchify => "patchify",
             InputKernel::Gather => "naive",
         };
         let weight = match self.weight {
@@ -270,6 +278,26 @@ mod tests {
             ConvPath::Fast,
         );
         assert_eq!(p.forward, ForwardKernel::Naive);
+
+        // Patchify (kernel = stride, no padding): the matmul form, on every fast path; with
+        // padding, the sub-pixel classes.
+        for path in [ConvPath::Fast, ConvPath::Rows] {
+            let p = plan(
+                [1, 8, 8, 8, 8],
+                16,
+                Conv3dConfig::new([1, 4, 4]).stride([1, 4, 4]),
+                path,
+            );
+            assert!(matches!(p.input, InputKernel::Patchify));
+            assert_eq!(p.kernel_names()[1], "patchify");
+        }
+        let p = plan(
+            [1, 8, 8, 8, 8],
+            16,
+            Conv3dConfig::cube(2, 2, 1),
+            ConvPath::Fast,
+        );
+        assert!(matches!(p.input, InputKernel::Subpixel(_)));
 
         // Depthwise (groups = C, C % 4 == 0).
         let dw = Conv3dConfig {
