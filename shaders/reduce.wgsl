@@ -108,6 +108,23 @@ fn sum_axes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
 }
 
+// sum_rows: src viewed as [R = n_red, C = n_out] (the reduced axes lead and the kept ones trail):
+// lanes over columns c (consecutive addresses, no per-element index arithmetic), workgroup y =
+// split s of `chunk` rows summed in order: dst[s·C + c] = scale · Σ_{r in split s} src[r·C + c].
+// Grid (ceil(C / 64), splits, 1). Launched by src/ops/reduce.rs (sum_rows).
+@compute @workgroup_size(64)
+fn sum_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wg.x * 64u + lid;
+    if (c >= p.n_out) { return; }
+    let r0 = wg.y * p.chunk;
+    let r1 = min(r0 + p.chunk, p.n_red);
+    var acc = 0.0;
+    for (var r = r0; r < r1; r++) {
+        acc += src[r * p.n_out + c];
+    }
+    dst[wg.y * p.n_out + c] = acc * p.scale;
+}
+
 @compute @workgroup_size(64)
 fn sum_axes_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {

@@ -11,7 +11,8 @@ use cads::util::{Rng, Tolerance, F32_ACCUM, F32_GRAD, FD_F64};
 use cads::{Error, Tensor};
 use common::*;
 
-/// (shape, axes) pairs: odd and prime extents, leading/trailing/middle/all axes, size-1 axes.
+/// (shape, axes) pairs: odd and prime extents, leading/trailing/middle/all axes, size-1 axes,
+/// column sums of more than one lane block.
 const CASES: &[(&[usize], &[isize])] = &[
     (&[7], &[0]),
     (&[3, 5], &[1]),
@@ -22,6 +23,10 @@ const CASES: &[(&[usize], &[isize])] = &[
     (&[2, 1, 13, 3], &[1, 2]),
     (&[2, 3, 4, 5, 6], &[0, 1, 2, 3, 4]),
     (&[4, 97, 3], &[1]),
+    // leading axes only (column sums, src/ops/reduce.rs sum_rows): a partial second lane block,
+    // and 4 200 rows in 5 ordered chunks summed in a second pass
+    (&[300, 70], &[0]),
+    (&[2100, 2, 65], &[0, 1]),
 ];
 
 fn positive_axes(axes: &[isize], rank: usize) -> Vec<usize> {

@@ -41,7 +41,15 @@ const SUM_AXES_SERIAL: KernelSpec = KernelSpec {
     ..SUM_AXES
 };
 
-pub(crate) const KERNELS: &[KernelSpec] = &[SUM_AXES, SUM_AXES_SERIAL];
+const SUM_ROWS: KernelSpec = KernelSpec {
+    entry: "sum_rows",
+    ..SUM_AXES
+};
+
+pub(crate) const KERNELS: &[KernelSpec] = &[SUM_AXES, SUM_AXES_SERIAL, SUM_ROWS];
+
+/// Rows one `sum_rows` invocation adds in order; longer column sums split into partials.
+const ROWS_CHUNK: usize = 1024;
 
 /// Reductions of at most this many elements per output run one invocation per output.
 const SERIAL_MAX: usize = 128;
@@ -79,6 +87,9 @@ fn reduce_raw(x: &Tensor, reduced: &[bool], scale: f32) -> Result<Tensor> {
     }
     if n_red == 0 {
         return Tensor::zeros(x.gpu(), &kept_shape);
+    }
+    if leading_axes_only(shape, reduced) {
+        return sum_rows(x, n_red, n_out, scale)?.reshape(&kept_shape);
     }
     // One workgroup per output; each split sums at least MIN_CHUNK elements, so the second
     // pass stays small and short reductions stay one pass.
@@ -128,6 +139,54 @@ fn reduce_raw(x: &Tensor, reduced: &[bool], scale: f32) -> Result<Tensor> {
         Grid::Linear((n_out * splits) as u64),
     )?;
     reduce_raw(&partial, &[true, false], scale)?.reshape(&kept_shape)
+}
+
+/// Whether the reduced axes (ignoring extent-1 axes) all come before the kept ones, so the
+/// contiguous input is a [rows, columns] matrix summed over its rows.
+fn leading_axes_only(shape: &[usize], reduced: &[bool]) -> bool {
+    let mut seen_kept = false;
+    for (&d, &r) in shape.iter().zip(reduced) {
+        if d == 1 {
+            continue;
+        }
+        if r && seen_kept {
+            return false;
+        }
+        seen_kept |= !r;
+    }
+    true
+}
+
+/// Column sums of x viewed as [rows, cols], times `scale`: lanes over columns (consecutive
+/// addresses, no index arithmetic per element; the general kernels split every flat index into
+/// six coordinates), each summing up to [`ROWS_CHUNK`] rows in order; longer sums write partials
+/// [splits, cols] and sum those the same way.
+fn sum_rows(x: &Tensor, rows: usize, cols: usize, scale: f32) -> Result<Tensor> {
+    let splits = rows.div_ceil(ROWS_CHUNK);
+    let chunk = rows.div_ceil(splits);
+    let splits = rows.div_ceil(chunk);
+    let out = Tensor::uninit(x.gpu(), "sum", &[splits, cols])?;
+    let params = ReduceParams {
+        n_out: cols as u32,
+        n_red: rows as u32,
+        scale: if splits > 1 { 1.0 } else { scale },
+        chunk: chunk as u32,
+        kept_shape: [1; 6],
+        kept_stride: [0; 6],
+        red_shape: [1; 6],
+        red_stride: [0; 6],
+    };
+    x.gpu().dispatch(
+        &SUM_ROWS,
+        &params,
+        &[x.buffer()],
+        &[out.buffer()],
+        Grid::Xyz(cols.div_ceil(64) as u32, splits as u32, 1),
+    )?;
+    if splits == 1 {
+        return out.reshape(&[cols]);
+    }
+    sum_rows(&out, splits, cols, scale)
 }
 
 /// Split-K / split-reduction count shared by every launcher that cuts a long reduction across
