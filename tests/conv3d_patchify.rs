@@ -64,7 +64,8 @@ fn a_one_hot_weight_routes_the_gradient_to_one_tap_of_each_patch() {
     let mut rng = Rng::new(192);
     let (k, cin, cout) = ([2, 2, 2], 3, 5);
     let x_shape = [2, 4, 6, 5, cin];
-    let (t_star, ci_star, co_star) = ((1 * 2 + 0) * 2 + 1, 2, 3);
+    // tap (kd, kh, kw) = (1, 0, 1): index (1·2 + 0)·2 + 1 = 5
+    let (t_star, ci_star, co_star) = (5, 2, 3);
     let mut w = vec![0.0f32; 8 * cin * cout];
     w[(t_star * cin + ci_star) * cout + co_star] = 1.0;
     let tw = cads::Tensor::from_slice(&gpu, &w, &[2, 2, 2, cin, cout]).unwrap();

@@ -9,6 +9,7 @@
 //! of once per tap (the shader's header counts the loads).
 
 use super::conv3d::{ConvParams, Geometry, BACKWARD_WEIGHT_SUM};
+use super::conv3d_fast::fold;
 use super::reduce::split_count_toward;
 use crate::error::Result;
 use crate::gpu::{Grid, KernelSpec};
@@ -50,13 +51,6 @@ pub(crate) fn fits(geo: &Geometry) -> bool {
         && c.kernel[2] == 3
         && c.stride[2] == 1
         && c.dilation[2] == 1
-}
-
-/// A grid of `blocks` workgroups along a folded x·y axis, times `z`.
-fn fold(blocks: usize, z: usize) -> Grid {
-    let y = blocks.div_ceil(65_535).max(1);
-    let x = blocks.div_ceil(y).max(1);
-    Grid::Xyz(x as u32, y as u32, z as u32)
 }
 
 /// y = depthwise conv3d(x, w) + b.

@@ -163,8 +163,8 @@ fn backward_weight_depthwise(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry
     )
 }
 
-/// A grid of `blocks` workgroups along a folded x·y axis, times `z`.
-fn fold(blocks: usize, z: usize) -> Grid {
+/// A grid of `blocks` workgroups along a folded x·y axis, times `z` (the conv launchers' grid).
+pub(crate) fn fold(blocks: usize, z: usize) -> Grid {
     let y = blocks.div_ceil(65_535).max(1);
     let x = blocks.div_ceil(y).max(1);
     Grid::Xyz(x as u32, y as u32, z as u32)

@@ -18,6 +18,7 @@
 //! few outputs split over taps (forward) or voxels (weight gradient), partials summed after.
 
 use super::conv3d::{ConvParams, Geometry, BACKWARD_WEIGHT_SUM};
+use super::conv3d_fast::fold;
 use super::reduce::{split_count_toward, sum_leading_raw};
 use crate::error::Result;
 use crate::gpu::{Grid, KernelSpec};
@@ -65,13 +66,6 @@ pub(crate) fn forward_rows(geo: &Geometry) -> u32 {
     } else {
         8
     }
-}
-
-/// A grid of `blocks` workgroups along a folded x·y axis, times `z`.
-fn fold(blocks: usize, z: usize) -> Grid {
-    let y = blocks.div_ceil(65_535).max(1);
-    let x = blocks.div_ceil(y).max(1);
-    Grid::Xyz(x as u32, y as u32, z as u32)
 }
 
 /// y = conv3d(x, w) + b on the `rows`-voxel tile (4 or 8), split over taps when the output
