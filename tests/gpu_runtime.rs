@@ -141,3 +141,33 @@ fn profiling_counts_each_kernel_launch_and_stays_off_by_default() {
         "taking the profile clears it"
     );
 }
+
+/// `set_profiling_by_grid` (what `CADS_PROFILE=grid` turns on in `cads bench`) keys each row by
+/// kernel and launch grid, so one entry point over two sizes gives two rows.
+#[test]
+fn profiling_by_grid_splits_one_kernel_by_launch_size() {
+    let gpu = fresh_gpu();
+    let small = Tensor::full(&gpu, &[1000], 1.0).unwrap();
+    let large = Tensor::full(&gpu, &[100_000], 1.0).unwrap();
+    gpu.set_profiling(true);
+    gpu.set_profiling_by_grid(true);
+    ops::add(&small, &small).unwrap();
+    ops::add(&small, &small).unwrap();
+    ops::add(&large, &large).unwrap();
+    gpu.set_profiling(false);
+    gpu.set_profiling_by_grid(false);
+    let rows: Vec<_> = gpu
+        .take_profile()
+        .into_iter()
+        .filter(|r| r.kernel.starts_with("elementwise::binary"))
+        .collect();
+    assert_eq!(rows.len(), 2, "one row per grid: {rows:?}");
+    let mut launches: Vec<u64> = rows.iter().map(|r| r.launches).collect();
+    launches.sort();
+    assert_eq!(launches, [1, 2], "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|r| r.kernel.contains("Linear(") || r.kernel.contains("Xyz(")),
+        "{rows:?}"
+    );
+}
