@@ -12,9 +12,9 @@ mod common;
 
 use cads::ops::conv3d::{conv3d_with, ConvPath};
 use cads::ops::Conv3dConfig;
-use cads::reference::conv3d as rc;
-use cads::util::{Rng, F32_ACCUM, F32_GRAD};
+use cads::util::{Rng, F32_GRAD};
 use cads::Gpu;
+use common::conv_check::check_conv;
 use common::*;
 
 const ROWS: ConvPath = ConvPath::Rows;
@@ -28,40 +28,7 @@ fn depthwise(kernel: [usize; 3], c: usize) -> Conv3dConfig {
 /// Forward (with bias) and the three gradients on `rows` against the reference.
 fn check(gpu: &Gpu, rng: &mut Rng, x_shape: [usize; 5], cfg: Conv3dConfig) {
     let c = x_shape[4];
-    let ws = [cfg.kernel[0], cfg.kernel[1], cfg.kernel[2], 1, c];
-    let (x, tx) = random_param(gpu, rng, &x_shape, -1.0, 1.0);
-    let (w, tw) = random_param(gpu, rng, &ws, -1.0, 1.0);
-    let (b, tb) = random_param(gpu, rng, &[c], -1.0, 1.0);
-    let what = format!("depthwise rows {x_shape:?} {cfg:?}");
-    let y = conv3d_with(&tx, &tw, Some(&tb), &cfg, ROWS).unwrap();
-    let want = rc::conv3d(&x, &w, Some(&b), &cfg);
-    assert_eq!(y.shape(), want.shape.as_slice(), "{what}");
-    assert_close(
-        &format!("{what} forward"),
-        &y.to_vec().unwrap(),
-        &want.data,
-        F32_ACCUM,
-    );
-    let (g, tg) = random_pair(gpu, rng, y.shape(), -1.0, 1.0);
-    let grads = y.backward_with(&tg).unwrap();
-    assert_close(
-        &format!("{what} grad x"),
-        &grads.get(&tx).unwrap().to_vec().unwrap(),
-        &rc::conv3d_backward_input(&g, &w, &x_shape, &cfg).data,
-        F32_GRAD,
-    );
-    assert_close(
-        &format!("{what} grad w"),
-        &grads.get(&tw).unwrap().to_vec().unwrap(),
-        &rc::conv3d_backward_weight(&g, &x, &ws, &cfg).data,
-        F32_GRAD,
-    );
-    assert_close(
-        &format!("{what} grad b"),
-        &grads.get(&tb).unwrap().to_vec().unwrap(),
-        &rc::conv3d_backward_bias(&g).data,
-        F32_GRAD,
-    );
+    check_conv(gpu, rng, "depthwise rows", ROWS, x_shape, c, cfg, F32_GRAD)
 }
 
 #[test]

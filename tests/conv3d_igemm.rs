@@ -20,12 +20,8 @@ use cads::ops::{conv3d, Conv3dConfig};
 use cads::reference::{conv3d as rc, gradcheck::dot};
 use cads::util::{Rng, Tolerance, F32_ACCUM, F32_GRAD};
 use cads::Gpu;
+use common::conv_check::{check_conv, w_shape};
 use common::*;
-
-fn w_shape(x: &[usize; 5], cout: usize, cfg: &Conv3dConfig) -> [usize; 5] {
-    let k = cfg.kernel;
-    [k[0], k[1], k[2], x[4] / cfg.groups, cout]
-}
 
 /// Forward (with bias) and the three gradients of `path` against the reference.
 fn check(
@@ -48,40 +44,7 @@ fn check_tol(
     cfg: Conv3dConfig,
     grad_tol: Tolerance,
 ) {
-    let ws = w_shape(&x_shape, cout, &cfg);
-    let (x, tx) = random_param(gpu, rng, &x_shape, -1.0, 1.0);
-    let (w, tw) = random_param(gpu, rng, &ws, -1.0, 1.0);
-    let (b, tb) = random_param(gpu, rng, &[cout], -1.0, 1.0);
-    let what = format!("{} {x_shape:?}→{cout} {cfg:?}", path.name());
-    let y = conv3d_with(&tx, &tw, Some(&tb), &cfg, path).unwrap();
-    let want = rc::conv3d(&x, &w, Some(&b), &cfg);
-    assert_eq!(y.shape(), want.shape.as_slice(), "{what}");
-    assert_close(
-        &format!("{what} forward"),
-        &y.to_vec().unwrap(),
-        &want.data,
-        F32_ACCUM,
-    );
-    let (g, tg) = random_pair(gpu, rng, y.shape(), -1.0, 1.0);
-    let grads = y.backward_with(&tg).unwrap();
-    assert_close(
-        &format!("{what} grad x"),
-        &grads.get(&tx).unwrap().to_vec().unwrap(),
-        &rc::conv3d_backward_input(&g, &w, &x_shape, &cfg).data,
-        grad_tol,
-    );
-    assert_close(
-        &format!("{what} grad w"),
-        &grads.get(&tw).unwrap().to_vec().unwrap(),
-        &rc::conv3d_backward_weight(&g, &x, &ws, &cfg).data,
-        grad_tol,
-    );
-    assert_close(
-        &format!("{what} grad b"),
-        &grads.get(&tb).unwrap().to_vec().unwrap(),
-        &rc::conv3d_backward_bias(&g).data,
-        grad_tol,
-    );
+    check_conv(gpu, rng, &path.name(), path, x_shape, cout, cfg, grad_tol)
 }
 
 const TILES: [ConvPath; 2] = [

@@ -8,11 +8,11 @@
 //! the three W taps of a kernel row read overlapping inputs, loaded once per window here instead
 //! of once per tap (the shader's header counts the loads).
 
-use super::conv3d::{ConvParams, Geometry, BACKWARD_WEIGHT_SUM};
-use super::conv3d_fast::fold;
+use super::conv3d::{ConvParams, Geometry};
+use super::conv3d_fast::{fold, weight_gradient_in_chunks};
 use super::reduce::split_count_toward;
 use crate::error::Result;
-use crate::gpu::{Grid, KernelSpec};
+use crate::gpu::KernelSpec;
 use crate::tensor::Tensor;
 
 const SOURCE: &str = include_str!("../../shaders/conv3d_depthwise_rows.wgsl");
@@ -91,7 +91,6 @@ pub(crate) fn forward(
 /// gw = Σ over output voxels of x(voxel @ tap) · g(voxel), per channel: output rows split into
 /// chunks (partials), then the sum pass.
 pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry) -> Result<()> {
-    let gpu = g.gpu();
     let pairs = geo.cfg.kernel[0] * geo.cfg.kernel[1];
     let cblocks = (geo.x[4] / 4).div_ceil(LANES);
     let rows = geo.out[0] * geo.out[1] * geo.out[2];
@@ -103,28 +102,5 @@ pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometr
     let mut params = geo.params(wn, false);
     params.splits = chunks as u32;
     params.chunk = chunk as u32;
-    if chunks == 1 {
-        return gpu.dispatch(
-            &BACKWARD_WEIGHT,
-            &params,
-            &[x.buffer(), g.buffer()],
-            &[gw.buffer()],
-            fold(pairs, cblocks),
-        );
-    }
-    let partial = Tensor::uninit(gpu, "conv3d_backward_weight", &[chunks, wn])?;
-    gpu.dispatch(
-        &BACKWARD_WEIGHT,
-        &params,
-        &[x.buffer(), g.buffer()],
-        &[partial.buffer()],
-        fold(pairs, cblocks * chunks),
-    )?;
-    gpu.dispatch(
-        &BACKWARD_WEIGHT_SUM,
-        &params,
-        &[partial.buffer()],
-        &[gw.buffer()],
-        Grid::cover(wn as u64, 64),
-    )
+    weight_gradient_in_chunks(&BACKWARD_WEIGHT, &params, x, g, gw, pairs, cblocks)
 }

@@ -170,6 +170,49 @@ pub(crate) fn fold(blocks: usize, z: usize) -> Grid {
     Grid::Xyz(x as u32, y as u32, z as u32)
 }
 
+/// Launch a weight-gradient kernel that sums `params.chunk` output voxels (or rows) per chunk:
+/// with one chunk it writes `gw` directly; with more, partials `[chunks, |gw|]` (z = `col_blocks`
+/// · chunks) and then the ordered sum pass (no atomics, deterministic). `params.splits` is the
+/// chunk count; the kernel's bindings are (x, g) → out, its grid `fold(blocks, col_blocks ·
+/// chunks)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn weight_gradient_in_chunks(
+    spec: &KernelSpec,
+    params: &ConvParams,
+    x: &Tensor,
+    g: &Tensor,
+    gw: &Tensor,
+    blocks: usize,
+    col_blocks: usize,
+) -> Result<()> {
+    let gpu = g.gpu();
+    let chunks = params.splits as usize;
+    if chunks == 1 {
+        return gpu.dispatch(
+            spec,
+            params,
+            &[x.buffer(), g.buffer()],
+            &[gw.buffer()],
+            fold(blocks, col_blocks),
+        );
+    }
+    let partial = Tensor::uninit(gpu, "conv3d_backward_weight", &[chunks, gw.numel()])?;
+    gpu.dispatch(
+        spec,
+        params,
+        &[x.buffer(), g.buffer()],
+        &[partial.buffer()],
+        fold(blocks, col_blocks * chunks),
+    )?;
+    gpu.dispatch(
+        &BACKWARD_WEIGHT_SUM,
+        params,
+        &[partial.buffer()],
+        &[gw.buffer()],
+        Grid::cover(gw.numel() as u64, 64),
+    )
+}
+
 /// The depthwise kernels' condition: groups = C with multiplier 1, C % 4 == 0 (vec4 channels).
 fn is_depthwise(geo: &Geometry) -> bool {
     geo.cin_g == 1 && geo.cout_g == 1 && geo.x[4].is_multiple_of(4)

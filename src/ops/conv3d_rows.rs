@@ -17,11 +17,11 @@
 //! than [`SMALL_M`] voxels (a PVT spatial-reduction conv has 2 per sample); long reductions over
 //! few outputs split over taps (forward) or voxels (weight gradient), partials summed after.
 
-use super::conv3d::{ConvParams, Geometry, BACKWARD_WEIGHT_SUM};
-use super::conv3d_fast::fold;
+use super::conv3d::{ConvParams, Geometry};
+use super::conv3d_fast::{fold, weight_gradient_in_chunks};
 use super::reduce::{split_count_toward, sum_leading_raw};
 use crate::error::Result;
-use crate::gpu::{Grid, KernelSpec};
+use crate::gpu::KernelSpec;
 use crate::tensor::Tensor;
 
 const SOURCE: &str = include_str!("../../shaders/conv3d_rows.wgsl");
@@ -123,7 +123,6 @@ pub(crate) fn forward(
 
 /// gw = Σ_m x(m @ tap) ⊗ g(m): voxels split into chunks (partials), then the sum pass.
 pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry) -> Result<()> {
-    let gpu = g.gpu();
     let taps: usize = geo.cfg.kernel.iter().product();
     let row_blocks = taps * (geo.x[4] / 4).div_ceil(WEIGHT_ROWS4);
     let col_blocks = (geo.out[4] / 4).div_ceil(LANES);
@@ -136,28 +135,5 @@ pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometr
     let mut params = geo.params(wn, false);
     params.splits = chunks as u32;
     params.chunk = chunk as u32;
-    if chunks == 1 {
-        return gpu.dispatch(
-            &BACKWARD_WEIGHT,
-            &params,
-            &[x.buffer(), g.buffer()],
-            &[gw.buffer()],
-            fold(row_blocks, col_blocks),
-        );
-    }
-    let partial = Tensor::uninit(gpu, "conv3d_backward_weight", &[chunks, wn])?;
-    gpu.dispatch(
-        &BACKWARD_WEIGHT,
-        &params,
-        &[x.buffer(), g.buffer()],
-        &[partial.buffer()],
-        fold(row_blocks, col_blocks * chunks),
-    )?;
-    gpu.dispatch(
-        &BACKWARD_WEIGHT_SUM,
-        &params,
-        &[partial.buffer()],
-        &[gw.buffer()],
-        Grid::cover(wn as u64, 64),
-    )
+    weight_gradient_in_chunks(&BACKWARD_WEIGHT, &params, x, g, gw, row_blocks, col_blocks)
 }

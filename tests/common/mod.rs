@@ -1,6 +1,7 @@
 //! Shared test helpers: the one GPU context per test binary, comparisons and random data.
 #![allow(dead_code)]
 
+pub mod conv_check;
 pub mod f16_bounds;
 pub mod f16_matmul;
 
