@@ -3,11 +3,11 @@
 //! gradient (flipped conv and sub-pixel classes on the same kernel) and weight gradient against
 //! src/reference/conv3d.rs with strides, padding, dilation, batch 2, channel counts that fill
 //! neither a workgroup's 8 vec4 lanes nor a weight-gradient block of 32 input channels, both
-//! forward tiles (32 and 4 voxels) and both split paths (taps in the forward, voxels in the
+//! forward tiles (8 and 4 voxels) and both split paths (taps in the forward, voxels in the
 //! weight gradient); the unsplit forward against a CPU channel matmul and the adjoint identity
 //! (checks that share no code with the kernels or the reference); a forward past 65 535
 //! workgroups; the kernels that ran (plan and profiler); the register kernels where a shape
-//! does not fit (groups ≠ 1, channels not in fours, depthwise); and the tuner's choice.
+//! does not fit (groups ≠ 1, channels not in fours, depthwise of width ≠ 3); and the tuner's choice.
 
 mod common;
 
@@ -45,7 +45,7 @@ fn cases() -> Vec<([usize; 5], usize, Conv3dConfig)> {
     vec![
         // stride 1, batch 2, Cin 20 (a weight-gradient block of 32 channels, partly empty),
         // Cout 36 (9 vec4 groups: a second workgroup of lanes with one live lane); 420 voxels
-        // on the 32-voxel tile with a partial last tile
+        // on the 8-voxel tile with a partial last tile
         ([2, 5, 6, 7, 20], 36, Conv3dConfig::cube(3, 1, 1)),
         // per-axis stride / padding / dilation: input gradient by the gather kernel
         (
@@ -186,13 +186,13 @@ fn adjoint_identity_holds() {
 }
 
 /// More than 65 535 row tiles: the forward folds them into a 2-D grid (x + y·nx in the shader).
-/// 16 × 256 × 520 voxels = 66 560 tiles of 32; a 1×1×1 conv keeps it cheap.
+/// 8 × 256 × 260 voxels = 66 560 tiles of 8; a 1×1×1 conv keeps it cheap.
 #[test]
 fn a_forward_past_65535_workgroups_folds_its_grid() {
     let gpu = gpu();
     let mut rng = Rng::new(179);
     let (cin, cout) = (4, 4);
-    let xs = [1, 16, 256, 520, cin];
+    let xs = [1, 8, 256, 260, cin];
     let (x, tx) = random_pair(&gpu, &mut rng, &xs, -1.0, 1.0);
     let (w, tw) = random_pair(&gpu, &mut rng, &[1, 1, 1, cin, cout], -1.0, 1.0);
     let y = conv3d_with(&tx, &tw, None, &Conv3dConfig::new([1, 1, 1]), ROWS).unwrap();
