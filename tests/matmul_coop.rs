@@ -1,5 +1,5 @@
 //! The f16 matmul on cooperative matrices (src/ops/matmul_f16_coop.rs), on a device created with
-//! them requested (`CooperativeMatrix::On`): lavapipe reports 8×8×8 f16 fragments with f32
+//! them requested (`CooperativeMatrix::On`): Mesa 26's lavapipe reports 8×8×8 f16 fragments with f32
 //! accumulators, so the kernels are checked here without a GPU; a GPU that reports 16×16×16 runs
 //! the other generated kernel through the same tests.
 //!
@@ -41,7 +41,8 @@ fn coop_gpu() -> Gpu {
         gpu.features().cooperative_matrix.is_some(),
         "{:?} reports no cooperative-matrix configuration with f16 operands and f32 accumulators \
          (8x8x8 or 16x16x16, subgroup scope) through wgpu's EXPERIMENTAL_COOPERATIVE_MATRIX; \
-         these tests need one: Mesa's lavapipe (25 or newer) has 8x8x8, see README's GPU set-up",
+         these tests need one: Mesa 26's lavapipe has 8x8x8 (scripts/newer-lavapipe.sh, as .ci/run \
+         uses it; Mesa 25.0.7's reports none through wgpu), see README's GPU set-up",
         gpu.adapter().name
     );
     gpu
