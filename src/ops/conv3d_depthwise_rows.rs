@@ -66,7 +66,8 @@ pub(crate) fn forward(
     let b = match bias {
         Some(b) => b.buffer(),
         None => {
-            dummy = Tensor::zeros(gpu, &[1])?;
+            // One vec4: the shader reads the bias as vec4s (scaled by has_bias = 0).
+            dummy = Tensor::zeros(gpu, &[4])?;
             dummy.buffer()
         }
     };
