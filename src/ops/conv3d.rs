@@ -79,7 +79,8 @@ const FWD_SRC: &str = include_str!("../../shaders/conv3d.wgsl");
 const BWD_IN_SRC: &str = include_str!("../../shaders/conv3d_backward_input.wgsl");
 const BWD_W_SRC: &str = include_str!("../../shaders/conv3d_backward_weight.wgsl");
 
-const fn spec(
+/// A conv kernel: ConvParams at binding 0, `inputs` read buffers, one output.
+pub(crate) const fn spec(
     shader: &'static str,
     source: &'static str,
     entry: &'static str,

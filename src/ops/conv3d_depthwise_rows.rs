@@ -8,7 +8,7 @@
 //! the three W taps of a kernel row read overlapping inputs, loaded once per window here instead
 //! of once per tap (the shader's header counts the loads).
 
-use super::conv3d::{ConvParams, Geometry};
+use super::conv3d::{self, Geometry};
 use super::conv3d_fast::{fold, weight_gradient_in_chunks};
 use super::reduce::split_count_toward;
 use crate::error::Result;
@@ -18,15 +18,7 @@ use crate::tensor::Tensor;
 const SOURCE: &str = include_str!("../../shaders/conv3d_depthwise_rows.wgsl");
 
 const fn spec(entry: &'static str, inputs: u32) -> KernelSpec {
-    KernelSpec {
-        shader: "conv3d_depthwise_rows",
-        source: SOURCE,
-        entry,
-        inputs,
-        outputs: 1,
-        params: ConvParams::LAYOUT,
-        constants: &[],
-    }
+    conv3d::spec("conv3d_depthwise_rows", SOURCE, entry, inputs)
 }
 
 const FORWARD: KernelSpec = spec("conv3d_depthwise_rows_w3", 3);

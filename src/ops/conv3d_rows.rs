@@ -17,7 +17,7 @@
 //! than [`SMALL_M`] voxels (a PVT spatial-reduction conv has 2 per sample); long reductions over
 //! few outputs split over taps (forward) or voxels (weight gradient), partials summed after.
 
-use super::conv3d::{ConvParams, Geometry};
+use super::conv3d::{self, Geometry};
 use super::conv3d_fast::{fold, weight_gradient_in_chunks};
 use super::reduce::{split_count_toward, sum_leading_raw};
 use crate::error::Result;
@@ -27,15 +27,7 @@ use crate::tensor::Tensor;
 const SOURCE: &str = include_str!("../../shaders/conv3d_rows.wgsl");
 
 const fn spec(entry: &'static str, inputs: u32) -> KernelSpec {
-    KernelSpec {
-        shader: "conv3d_rows",
-        source: SOURCE,
-        entry,
-        inputs,
-        outputs: 1,
-        params: ConvParams::LAYOUT,
-        constants: &[],
-    }
+    conv3d::spec("conv3d_rows", SOURCE, entry, inputs)
 }
 
 const FORWARD_M8: KernelSpec = spec("conv3d_rows_m8_c4", 3);
