@@ -81,8 +81,9 @@ fn intermediate_buffers_return_to_the_pool_after_backward() {
         }
         let loss = ops::sum_all(&h).unwrap();
         let during = gpu.pool_stats().live_bytes;
+        // The 8 GELU inputs (the scales' backward keeps nothing).
         assert!(
-            during >= before + 16 * 4096 * 4,
+            during >= before + 8 * 4096 * 4,
             "activations should be live before backward"
         );
         loss.backward().unwrap()

@@ -18,29 +18,30 @@
 //! layer is on its path, so the backward does all of its work; drop path is on (training).
 //! FLOPs count convs, linears and attention (2 per multiply-add), backward = 2 × forward.
 //!
-//! Hand estimate of the activation memory of `vol16x48x48_n2` (f32; the tape keeps every op's
-//! inputs until its backward, so every forward intermediate is alive when backward starts;
-//! a Linear is a matmul plus a bias add, two tensors). Per sample, with a = L·C and r the MLP
-//! ratio, one block keeps ≈ (13 + 4r)·a floats (LN1, q ×2, attention out, proj ×2, drop-path,
-//! residual, LN2, fc2 ×2, drop-path, residual = 13a; fc1 ×2, dwconv, GELU = 4ra; the SR path is
-//! ≤ L/sr³ tokens and negligible):
+//! Hand estimate of the activation memory of `vol16x48x48_n2` (f32; the tape keeps exactly what
+//! each backward reads, src/autograd/mod.rs, so every such value is alive when backward starts).
+//! Per sample, with a = L·C and r the MLP ratio, one block keeps ≈ (5 + 3r)·a floats: LN1's
+//! input; LN1's output (read by the q, kv and SR gradients, one buffer); q and the attention
+//! output (attention's backward; proj keeps the same output); LN2's input and output = 5a; fc1's
+//! output (the depthwise conv's input), the conv's output (GELU's input) and GELU's output (fc2's
+//! input) = 3ra. Residual adds, bias adds and scalings keep nothing; the SR path is ≤ L/sr³
+//! tokens and negligible:
 //!
 //! | part                 | tokens × channels | per block | blocks | floats |
 //! |----------------------|-------------------|-----------|--------|--------|
 //! | stem (3 × conv, IN, LReLU) | 8·24·24 × 64 | 9 tensors of 294,912 | – | 2.65 M |
-//! | stage 1 (r 8)        | 1152 × 64 = 73,728   | 45a | 2 | 6.64 M |
-//! | stage 2 (r 8)        | 144 × 128 = 18,432   | 45a | 2 | 1.66 M |
-//! | stage 3 (r 4)        | 18 × 320 = 5,760     | 29a | 2 | 0.33 M |
-//! | stage 4 (r 4)        | 4 × 512 = 2,048      | 29a | 2 | 0.12 M |
+//! | stage 1 (r 8)        | 1152 × 64 = 73,728   | 29a | 2 | 4.28 M |
+//! | stage 2 (r 8)        | 144 × 128 = 18,432   | 29a | 2 | 1.07 M |
+//! | stage 3 (r 4)        | 18 × 320 = 5,760     | 17a | 2 | 0.20 M |
+//! | stage 4 (r 4)        | 4 × 512 = 2,048      | 17a | 2 | 0.07 M |
 //! | embeds + norms       |                      |     |   | 0.3 M  |
 //!
-//! ≈ 11.7 M floats = 47 MB per sample, 94 MB at batch 2 (≈ 105 MB after size-class rounding).
-//! On top: the parameters, 23.9 M floats = 96 MB, resident; and the parameter gradients,
-//! which fill up (to 96 MB) as the backward frees activations. Expected peak ≈ 96 + 105 + tens
-//! of MB of gradients and backward temporaries ≈ 230–300 MB. Measured on lavapipe: 292.8 MB,
-//! i.e. ≈ 197 MB above the parameters, about twice the activation estimate: the stage 2–4
+//! ≈ 8.6 M floats = 34 MB per sample, 69 MB at batch 2. On top: the parameters, 23.9 M floats =
+//! 96 MB, resident; and the parameter gradients, which fill up (to 96 MB) as the backward frees
+//! activations. Measured on lavapipe: 261.6 MB, ≈ 166 MB above the parameters: the stage 2–4
 //! parameter gradients (≈ 90 MB) are already allocated while the stage-1 and stem activations
-//! are still held, and the backward's own temporaries come on top.
+//! are still held, and the backward's own temporaries come on top. (Before the tape kept only
+//! what backward reads, an add kept both operands and a Linear its pre-bias output: 278.0 MB.)
 
 use super::inputs::random;
 use super::{Bench, Case, Sample, Work};

@@ -425,18 +425,18 @@ pub fn conv3d_with(
     }
     let plan = ConvPlan::new(geo, path.runs_as(x.gpu()))?;
     let y = forward_raw(x, w, bias, &plan)?;
-    let (xd, wd) = (x.detach(), w.detach());
-    let (need_x, need_w) = (x.requires_grad(), w.requires_grad());
+    // dx reads the weight and dw the input: keep each only when the other's gradient is wanted
+    // (a frozen layer keeps no activation; a network's first conv keeps no weight for dx).
+    let wd = x.requires_grad().then(|| w.detach());
+    let xd = w.requires_grad().then(|| x.detach());
     let backward = move |g: &Tensor| -> Result<Vec<Option<Tensor>>> {
-        let gx = if need_x {
-            Some(backward_input_raw(g, &wd, &plan)?)
-        } else {
-            None
+        let gx = match &wd {
+            Some(wd) => Some(backward_input_raw(g, wd, &plan)?),
+            None => None,
         };
-        let gw = if need_w {
-            Some(backward_weight_raw(g, &xd, &plan)?)
-        } else {
-            None
+        let gw = match &xd {
+            Some(xd) => Some(backward_weight_raw(g, xd, &plan)?),
+            None => None,
         };
         Ok(vec![gx, gw])
     };

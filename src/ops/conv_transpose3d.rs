@@ -224,18 +224,17 @@ pub fn conv_transpose3d_with(
             Grid::cover(y.numel() as u64, 64),
         )?;
     }
-    let (xc, wc) = (x.detach(), w.detach());
-    let (need_x, need_w) = (x.requires_grad(), w.requires_grad());
+    // dx reads the weight and dw the input: keep each only when the other's gradient is wanted.
+    let wc = x.requires_grad().then(|| w.detach());
+    let xc = w.requires_grad().then(|| x.detach());
     let y = record(y, op, &[x, w], move |g| {
-        let gx = if need_x {
-            Some(backward_input(&geo, g, &wc)?)
-        } else {
-            None
+        let gx = match &wc {
+            Some(wc) => Some(backward_input(&geo, g, wc)?),
+            None => None,
         };
-        let gw = if need_w {
-            Some(backward_weight(&geo, &xc, g)?)
-        } else {
-            None
+        let gw = match &xc {
+            Some(xc) => Some(backward_weight(&geo, xc, g)?),
+            None => None,
         };
         Ok(vec![gx, gw])
     });

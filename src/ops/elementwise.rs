@@ -117,29 +117,42 @@ pub(crate) fn binary_raw(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor>
 /// max/min: g goes to the operand that was selected (ties to `a`).
 pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let out = binary_raw(op, a, b)?;
-    let (ac, bc) = (a.detach(), b.detach());
     let (need_a, need_b) = (a.requires_grad(), b.requires_grad());
+    // Keep only the operands the wanted gradients read (an add keeps none, a product the other
+    // factor): an operand no backward reads goes back to the pool as soon as the caller drops it
+    // (a residual stream or a Linear's pre-bias output would otherwise live until backward).
+    let (read_a, read_b) = operands_read(op, need_a, need_b);
+    let ac = read_a.then(|| a.detach());
+    let bc = read_b.then(|| b.detach());
+    let (a_shape, b_shape) = (a.shape().to_vec(), b.shape().to_vec());
     Ok(record(out, binary_name(op), &[a, b], move |g| {
+        let kept = |t: &Option<Tensor>| {
+            t.clone().ok_or_else(|| Error::Autograd {
+                op: binary_name(op),
+                message: "backward read an operand the forward did not keep".into(),
+            })
+        };
         let (ga, gb) = match op {
             BinaryOp::Add => (g.clone(), g.clone()),
             BinaryOp::Sub => (g.clone(), unary(UnaryOp::Neg, g)?),
             BinaryOp::Mul => (
                 if need_a {
-                    binary_raw(BinaryOp::Mul, g, &bc)?
+                    binary_raw(BinaryOp::Mul, g, &kept(&bc)?)?
                 } else {
                     g.clone()
                 },
                 if need_b {
-                    binary_raw(BinaryOp::Mul, g, &ac)?
+                    binary_raw(BinaryOp::Mul, g, &kept(&ac)?)?
                 } else {
                     g.clone()
                 },
             ),
             BinaryOp::Div => {
-                let ga = binary_raw(BinaryOp::Div, g, &bc)?;
+                let bv = kept(&bc)?;
+                let ga = binary_raw(BinaryOp::Div, g, &bv)?;
                 let gb = if need_b {
                     // −g·a/b² = −(g/b)·(a/b)
-                    let a_over_b = binary_raw(BinaryOp::Div, &ac, &bc)?;
+                    let a_over_b = binary_raw(BinaryOp::Div, &kept(&ac)?, &bv)?;
                     unary(UnaryOp::Neg, &binary_raw(BinaryOp::Mul, &ga, &a_over_b)?)?
                 } else {
                     g.clone()
@@ -153,8 +166,9 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
                 } else {
                     (BinaryOp::Le, BinaryOp::Gt)
                 };
-                let mask_a = binary_raw(pick_a, &ac, &bc)?;
-                let mask_b = binary_raw(pick_b, &ac, &bc)?;
+                let (av, bv) = (kept(&ac)?, kept(&bc)?);
+                let mask_a = binary_raw(pick_a, &av, &bv)?;
+                let mask_b = binary_raw(pick_b, &av, &bv)?;
                 (
                     binary_raw(BinaryOp::Mul, g, &mask_a)?,
                     binary_raw(BinaryOp::Mul, g, &mask_b)?,
@@ -168,17 +182,34 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         };
         Ok(vec![
             if need_a {
-                Some(sum_to_shape(&ga, ac.shape())?)
+                Some(sum_to_shape(&ga, &a_shape)?)
             } else {
                 None
             },
             if need_b {
-                Some(sum_to_shape(&gb, bc.shape())?)
+                Some(sum_to_shape(&gb, &b_shape)?)
             } else {
                 None
             },
         ])
     }))
+}
+
+/// Which operands (a, b) the backward of `op` reads when the gradients of a and b are wanted as
+/// given: d(a+b), d(a−b) and the step functions read neither; d(a·b)/da = b and d(a·b)/db = a;
+/// d(a/b)/da = 1/b, d(a/b)/db = −a/b²; max/min compare both.
+fn operands_read(op: BinaryOp, need_a: bool, need_b: bool) -> (bool, bool) {
+    match op {
+        BinaryOp::Add
+        | BinaryOp::Sub
+        | BinaryOp::Ge
+        | BinaryOp::Lt
+        | BinaryOp::Le
+        | BinaryOp::Gt => (false, false),
+        BinaryOp::Mul => (need_b, need_a),
+        BinaryOp::Div => (need_b, need_a || need_b),
+        BinaryOp::Max | BinaryOp::Min => (true, true),
+    }
 }
 
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -228,13 +259,30 @@ fn unary_launch(spec: &KernelSpec, op: UnaryOp, inputs: &[&Tensor]) -> Result<Te
 /// `op(x)` elementwise, recorded; backward is `g · op'(x)` (kernel `unary_backward`).
 pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
     let out = unary_launch(&UNARY, op, &[x])?;
-    let xc = x.detach();
+    let shape = x.shape().to_vec();
+    // The affine maps' derivatives are constants: their backward keeps nothing of x.
+    let kept = match op {
+        UnaryOp::Neg => UnaryKept::Slope(-1.0),
+        UnaryOp::AddScalar(_) => UnaryKept::Slope(1.0),
+        UnaryOp::MulScalar(s) => UnaryKept::Slope(s),
+        _ => UnaryKept::Input(x.detach()),
+    };
     Ok(record(out, op.name(), &[x], move |g| {
-        if g.shape() != xc.shape() {
-            return Err(Error::shape(op.name(), xc.shape(), g.shape()));
+        if g.shape() != shape {
+            return Err(Error::shape(op.name(), &shape, g.shape()));
         }
-        Ok(vec![Some(unary_launch(&UNARY_BACKWARD, op, &[&xc, g])?)])
+        Ok(vec![Some(match &kept {
+            UnaryKept::Slope(s) if *s == 1.0 => g.clone(),
+            UnaryKept::Slope(s) => unary_launch(&UNARY, UnaryOp::MulScalar(*s), &[g])?,
+            UnaryKept::Input(x) => unary_launch(&UNARY_BACKWARD, op, &[x, g])?,
+        })])
     }))
+}
+
+/// What a unary op's backward keeps: the constant derivative of an affine map, or the input.
+enum UnaryKept {
+    Slope(f32),
+    Input(Tensor),
 }
 
 pub fn relu(x: &Tensor) -> Result<Tensor> {

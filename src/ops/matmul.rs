@@ -587,32 +587,36 @@ pub fn matmul_with(
     kernel: MatmulKernel,
 ) -> Result<Tensor> {
     let out = matmul_launch(a, b, ta, tb, kernel)?;
-    let (ac, bc) = (a.detach(), b.detach());
     let (need_a, need_b) = (a.requires_grad(), b.requires_grad());
+    // dA reads B and dB reads A: keep an operand only when the other's gradient is wanted.
+    let ac = need_b.then(|| a.detach());
+    let bc = need_a.then(|| b.detach());
+    let (a_shape, b_shape) = (a.shape().to_vec(), b.shape().to_vec());
     Ok(record(out, "matmul", &[a, b], move |g| {
-        let ga = if need_a {
-            let full = if !ta {
-                matmul_launch(g, &bc, false, !tb, kernel)?
-            } else {
-                matmul_launch(&bc, g, tb, true, kernel)?
-            };
-            Some(sum_to_shape(&full, ac.shape())?)
-        } else {
-            None
+        let ga = match &bc {
+            Some(bc) => {
+                let full = if !ta {
+                    matmul_launch(g, bc, false, !tb, kernel)?
+                } else {
+                    matmul_launch(bc, g, tb, true, kernel)?
+                };
+                Some(sum_to_shape(&full, &a_shape)?)
+            }
+            None => None,
         };
-        let gb = if need_b {
-            Some(weight_grad(&ac, &bc, g, ta, tb, kernel)?)
-        } else {
-            None
+        let gb = match &ac {
+            Some(ac) => Some(weight_grad(ac, &b_shape, g, ta, tb, kernel)?),
+            None => None,
         };
         Ok(vec![ga, gb])
     }))
 }
 
-/// d op_b(B) = op_a(A)ᵀ · G, stored like B and summed over the batch dims B was broadcast on.
+/// d op_b(B) = op_a(A)ᵀ · G, stored like B (`b_shape`) and summed over the batch dims B was
+/// broadcast on.
 fn weight_grad(
     a: &Tensor,
-    b: &Tensor,
+    b_shape: &[usize],
     g: &Tensor,
     ta: bool,
     tb: bool,
@@ -620,7 +624,7 @@ fn weight_grad(
 ) -> Result<Tensor> {
     // Shared weight (b has no batch extent) and row-major A: fold the batch into the reduction,
     // dB = A2ᵀ·G2 with A2 = [batch·M, K], G2 = [batch·M, N], in one launch with no partial sums.
-    if !ta && b.rank() == 2 && a.rank() > 2 {
+    if !ta && b_shape.len() == 2 && a.rank() > 2 {
         let k = a.shape()[a.rank() - 1];
         let n = g.shape()[g.rank() - 1];
         let rows = a.numel() / k.max(1);
@@ -637,7 +641,7 @@ fn weight_grad(
     } else {
         matmul_launch(g, a, true, ta, kernel)?
     };
-    sum_to_shape(&full, b.shape())
+    sum_to_shape(&full, b_shape)
 }
 
 /// `x · w + bias` over the last axis of `x`: x `[..., Cin]`, w `[Cin, Cout]` (stored in → out,

@@ -331,45 +331,52 @@ pub fn matmul_f16_with(
     kernel: MatmulF16Kernel,
 ) -> Result<Tensor> {
     let out = matmul_f16_launch(a, b, ta, tb, kernel)?;
-    let (ac, bc) = (a.detach(), b.detach());
     let (need_a, need_b) = (a.requires_grad(), b.requires_grad());
+    // dA reads B and dB reads A: keep an operand only when the other's gradient is wanted.
+    let ac = need_b.then(|| a.detach());
+    let bc = need_a.then(|| b.detach());
+    let (a_shape, b_shape) = (a.shape().to_vec(), b.shape().to_vec());
     Ok(record(out, "matmul_f16", &[a, b], move |g| {
         let g = cast_unrecorded("matmul_f16 backward", g, DType::F16)?;
         // Sum over broadcast batch dims in f32, then round once to the operand's type.
-        let to_operand = |full: Tensor, like: &Tensor| -> Result<Tensor> {
-            let summed = sum_to_shape(&full, like.shape())?;
+        let to_operand = |full: Tensor, shape: &[usize]| -> Result<Tensor> {
+            let summed = sum_to_shape(&full, shape)?;
             cast_unrecorded("matmul_f16 backward", &summed, DType::F16)
         };
-        let ga = if need_a {
-            let full = if !ta {
-                matmul_f16_launch(&g, &bc, false, !tb, kernel)?
-            } else {
-                matmul_f16_launch(&bc, &g, tb, true, kernel)?
-            };
-            Some(to_operand(full, &ac)?)
-        } else {
-            None
+        let ga = match &bc {
+            Some(bc) => {
+                let full = if !ta {
+                    matmul_f16_launch(&g, bc, false, !tb, kernel)?
+                } else {
+                    matmul_f16_launch(bc, &g, tb, true, kernel)?
+                };
+                Some(to_operand(full, &a_shape)?)
+            }
+            None => None,
         };
-        let gb = if need_b {
-            Some(to_operand(weight_grad(&ac, &bc, &g, ta, tb, kernel)?, &bc)?)
-        } else {
-            None
+        let gb = match &ac {
+            Some(ac) => Some(to_operand(
+                weight_grad(ac, b_shape.len(), &g, ta, tb, kernel)?,
+                &b_shape,
+            )?),
+            None => None,
         };
         Ok(vec![ga, gb])
     }))
 }
 
-/// d op_b(B) = op_a(A)ᵀ · G in f32, stored like B (before the sum over B's broadcast batch).
+/// d op_b(B) = op_a(A)ᵀ · G in f32, stored like B (of rank `b_rank`; before the sum over B's
+/// broadcast batch).
 fn weight_grad(
     a: &Tensor,
-    b: &Tensor,
+    b_rank: usize,
     g: &Tensor,
     ta: bool,
     tb: bool,
     kernel: MatmulF16Kernel,
 ) -> Result<Tensor> {
     // Shared weight and row-major A: the batch folds into the reduction (one tn launch).
-    if !ta && b.rank() == 2 && a.rank() > 2 {
+    if !ta && b_rank == 2 && a.rank() > 2 {
         let k = a.shape()[a.rank() - 1];
         let n = g.shape()[g.rank() - 1];
         let rows = a.numel() / k.max(1);
@@ -443,21 +450,23 @@ pub fn linear_mixed(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Ten
     let y = y.reshape(&out_shape)?;
 
     let (x_shape, x_dtype) = (x.shape().to_vec(), x.dtype());
-    let master = w.detach();
     let has_bias = bias.is_some();
     let need = (
         x.requires_grad(),
         w.requires_grad(),
         bias.is_some_and(|b| b.requires_grad()),
     );
+    // dx reads the weight and dw the f16 input: keep each only when the other is wanted.
+    let master = need.0.then(|| w.detach());
+    let x16 = need.1.then_some(x16);
     let mut inputs = vec![x, w];
     inputs.extend(bias);
     Ok(record(y, op, &inputs, move |g| {
         let back = "linear_mixed backward";
         let g_rows = g.reshape(&[rows, cout])?;
         let g16 = cast_unrecorded(back, &g_rows, DType::F16)?;
-        let gx = if need.0 {
-            let w16 = cast_unrecorded(back, &master, DType::F16)?;
+        let gx = if let Some(master) = &master {
+            let w16 = cast_unrecorded(back, master, DType::F16)?;
             let gx = matmul_f16_launch(&g16, &w16, false, true, kernel)?.reshape(&x_shape)?;
             Some(match x_dtype {
                 DType::F32 => gx,
@@ -466,10 +475,9 @@ pub fn linear_mixed(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Ten
         } else {
             None
         };
-        let gw = if need.1 {
-            Some(matmul_f16_launch(&x16, &g16, true, false, kernel)?)
-        } else {
-            None
+        let gw = match &x16 {
+            Some(x16) => Some(matmul_f16_launch(x16, &g16, true, false, kernel)?),
+            None => None,
         };
         let mut grads = vec![gx, gw];
         if has_bias {
