@@ -370,9 +370,11 @@ fn autocast_lowers_the_memory_an_encoder_step_holds() {
         100.0 * mixed_held as f64 / f32_held as f64,
         100.0 * mixed_peak as f64 / f32_peak as f64
     );
-    // The linears keep f16 copies of their inputs and no copy of their weights or outputs.
+    // The linears keep f16 copies of their inputs and no copy of their weights or outputs; the
+    // convs, GELUs and attention f16 copies of what their backward reads; the norms f32
+    // (measured 62.6% of f32; linears alone gave 90%).
     assert!(
-        mixed_held < f32_held,
+        (mixed_held as f64) < 0.7 * f32_held as f64,
         "held for backward: mixed {mixed_held}, f32 {f32_held}"
     );
     assert!(

@@ -2,10 +2,13 @@
 //! Each case builds its inputs inside a closure that returns only the op's output, so whatever
 //! else is still live in the pool afterwards is held by the output's tape node; then the
 //! backward runs and its gradients are checked against the closed form, so a kept-too-little
-//! bug fails as loudly as a kept-too-much one.
+//! bug fails as loudly as a kept-too-much one. Under autocast, convs, activation functions and
+//! attention keep f16 copies (half the bytes; gradients within the rounding's bound of f32's),
+//! norms and math functions keep f32.
 
 mod common;
 
+use cads::gpu::Precision;
 use cads::nn::{Linear, LinearInit};
 use cads::ops::{self, Conv3dConfig, UnaryOp};
 use cads::util::Rng;
@@ -165,4 +168,139 @@ fn frozen_operands_keep_nothing_the_backward_does_not_read() {
     let gw = grad_of(&grads, &w);
     let sum_ci0: f32 = a0.iter().step_by(4).sum();
     assert!((gw[0] - sum_ci0).abs() < 1e-3, "{} vs {sum_ci0}", gw[0]);
+}
+
+// ---- under autocast: activations kept in f16 (src/tensor/saved.rs) -------------------------
+
+/// (bytes held by the tape, gradient of `leaf`) of `forward` under `precision`, with the loss
+/// Σ out ⊙ up for a fixed upstream `up` (a plain sum would zero attention's value gradient).
+fn held_and_grad(
+    gpu: &Gpu,
+    precision: Precision,
+    leaf: &Tensor,
+    forward: impl FnOnce(&Gpu) -> Tensor,
+) -> (u64, Vec<f32>) {
+    let (held, out) = gpu.autocast(precision, || held_by_tape(gpu, forward));
+    let up = Rng::new(99).vec_uniform(out.numel(), -1.0, 1.0);
+    let up = Tensor::from_slice(gpu, &up, out.shape()).unwrap();
+    let grads = out.backward_with(&up).unwrap();
+    (held, grad_of(&grads, leaf))
+}
+
+fn require_f16(gpu: &Gpu) {
+    assert!(
+        gpu.features().f16,
+        "these tests need SHADER_F16 (lavapipe and most GPUs have it): without it autocast runs \
+         f32 and keeps f32"
+    );
+}
+
+#[test]
+fn under_autocast_activation_functions_keep_an_f16_input() {
+    let gpu = fresh_gpu();
+    require_f16(&gpu);
+    let x0 = values(&mut Rng::new(6));
+    let x = Tensor::parameter(&gpu, &x0, &[N]).unwrap();
+    let run = |p, f: fn(&Tensor) -> cads::Result<Tensor>| {
+        held_and_grad(&gpu, p, &x, |_| f(&ops::scale(&x, 2.0).unwrap()).unwrap())
+    };
+    for (name, f) in [
+        ("gelu", ops::gelu as fn(&Tensor) -> cads::Result<Tensor>),
+        ("relu", ops::relu),
+    ] {
+        let (held32, g32) = run(Precision::F32, f);
+        let (held16, g16) = run(Precision::Mixed, f);
+        assert_eq!((held32, held16), (BYTES, BYTES / 2), "{name}");
+        // d/dx f(2x) = 2 f'(2x) with 2x rounded to f16 (relative 2⁻¹¹, |2x| ≤ 2): GELU's f'' is
+        // at most 0.8 in size, so the gradients differ by ≤ 2·0.8·2·2⁻¹¹ < 2e-3; ReLU's only
+        // where the rounding crosses 0, which it cannot (rounding keeps the sign).
+        let worst = g32
+            .iter()
+            .zip(&g16)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 2e-3, "{name}: {worst}");
+        if name == "relu" {
+            assert_eq!(g32, g16);
+        } else {
+            assert!(worst > 0.0, "gelu's gradient really read the rounded input");
+        }
+    }
+    // Math functions keep f32 under autocast.
+    let (held32, g32) = run(Precision::F32, ops::exp);
+    let (held16, g16) = run(Precision::Mixed, ops::exp);
+    assert_eq!((held32, held16), (BYTES, BYTES));
+    assert_eq!(g32, g16);
+}
+
+#[test]
+fn under_autocast_a_conv_keeps_an_f16_input_and_its_f32_weight() {
+    let gpu = fresh_gpu();
+    require_f16(&gpu);
+    let mut rng = Rng::new(7);
+    let (x0, w0) = (values(&mut rng), values(&mut rng));
+    let w = Tensor::parameter(&gpu, &w0[..16], &[1, 1, 1, 4, 4]).unwrap();
+    let cfg = Conv3dConfig::new([1, 1, 1]);
+    let run = |p| {
+        held_and_grad(&gpu, p, &w, |gpu| {
+            let image = Tensor::from_slice(gpu, &x0, &[1, 4, 16, 16, 4]).unwrap();
+            ops::conv3d(&image, &w, None, &cfg).unwrap()
+        })
+    };
+    let (held32, g32) = run(Precision::F32);
+    let (held16, g16) = run(Precision::Mixed);
+    assert_eq!((held32, held16), (BYTES, BYTES / 2));
+    // dW[ci, co] = Σ_v x[v, ci]·up[v, co]: rounding x changes it by ≤ 2⁻¹¹·Σ_v |x[v, ci]|.
+    for ci in 0..4 {
+        let bound: f32 = x0.iter().skip(ci).step_by(4).map(|v| v.abs()).sum::<f32>() / 2048.0;
+        for co in 0..4 {
+            let d = (g32[ci * 4 + co] - g16[ci * 4 + co]).abs();
+            assert!(d <= bound, "dW[{ci}, {co}]: {d} > {bound}");
+        }
+    }
+    assert_ne!(g32, g16, "the f16 input was really read");
+}
+
+#[test]
+fn under_autocast_attention_keeps_f16_and_norms_keep_f32() {
+    let gpu = fresh_gpu();
+    require_f16(&gpu);
+    let mut rng = Rng::new(8);
+    // q, k, v, out: [1, 256, 16] = N elements each; two heads.
+    let q = Tensor::parameter(&gpu, &values(&mut rng), &[1, 256, 16]).unwrap();
+    let (k0, v0) = (values(&mut rng), values(&mut rng));
+    let run = |p| {
+        held_and_grad(&gpu, p, &q, |gpu| {
+            let k = Tensor::from_slice(gpu, &k0, &[1, 256, 16]).unwrap();
+            let v = Tensor::from_slice(gpu, &v0, &[1, 256, 16]).unwrap();
+            ops::attention(&ops::scale(&q, 1.0).unwrap(), &k, &v, 2).unwrap()
+        })
+    };
+    let (held32, g32) = run(Precision::F32);
+    let (held16, g16) = run(Precision::Mixed);
+    // f32: q, k and v (the output is the caller's, not counted); f16: the copies of q, k, v and
+    // the output. Both: the per-row log-sum-exp [1, 2, 256] in f32.
+    let lse = 2 * 256 * 4;
+    assert_eq!(held32, 3 * BYTES + lse);
+    assert_eq!(held16, 2 * BYTES + lse);
+    let (diff, norm) = g32
+        .iter()
+        .zip(&g16)
+        .fold((0.0f64, 0.0f64), |(d, n), (a, b)| {
+            (d + ((a - b) as f64).powi(2), n + (*a as f64).powi(2))
+        });
+    let rel = (diff / norm).sqrt();
+    assert!(rel > 0.0 && rel < 5e-3, "dq relative L2 {rel:.2e}");
+
+    // LayerNorm keeps its f32 input under autocast (its backward subtracts the mean).
+    let x = Tensor::parameter(&gpu, &values(&mut rng), &[64, 64]).unwrap();
+    let ln = |p| {
+        held_and_grad(&gpu, p, &x, |_| {
+            ops::layer_norm(&ops::scale(&x, 1.0).unwrap(), None, 1e-5).unwrap()
+        })
+    };
+    let ((held32, g32), (held16, g16)) = (ln(Precision::F32), ln(Precision::Mixed));
+    assert_eq!(held32, held16);
+    assert!(held16 >= BYTES);
+    assert_eq!(g32, g16);
 }

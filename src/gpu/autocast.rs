@@ -3,9 +3,12 @@
 //!
 //! Under `Precision::Mixed` the layers that own a matmul (`nn::Linear`) cast their input and
 //! weight to f16 and run the f16 matmul with f32 accumulation, so the tape keeps the f16 copies
-//! (half the bytes) for backward; every other op, the parameters (f32 master weights) and their
-//! gradients stay f32. Mixed precision needs `SHADER_F16`: on a device without it
-//! [`Gpu::mixed_precision`] is false and the layers run their f32 path unchanged.
+//! (half the bytes) for backward. Convolutions (their input), activation functions and attention
+//! compute in f32 but keep the f16 rounding of the activations their backward reads
+//! (src/tensor/saved.rs), as PyTorch's AMP keeps f16 activations for those ops. Norms, losses,
+//! every other op, the parameters (f32 master weights) and their gradients stay f32. Mixed
+//! precision needs `SHADER_F16`: on a device without it [`Gpu::mixed_precision`] is false and the
+//! layers run their f32 path unchanged.
 //!
 //! The policy is per context and per thread (one thread's evaluation never changes another's
 //! training step), and nests: the inner policy holds inside, the outer one is restored after,

@@ -10,7 +10,7 @@
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
-use crate::tensor::Tensor;
+use crate::tensor::{Saved, Tensor};
 
 /// Which forward kernel to use. `Auto` picks `Direct` for at most 64 keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,9 +176,13 @@ pub fn attention_with(
         &[out.buffer(), lse.buffer()],
         Grid::cover((n * heads * l) as u64, 64),
     )?;
-    let (qc, kc_, vc, oc) = (q.detach(), k.detach(), v.detach(), out.detach());
+    // Kept in f16 under autocast (src/tensor/saved.rs): PyTorch's AMP attention keeps f16 too.
+    let keep = |t: &Tensor| Saved::keep_autocast(op, t);
+    let kept = [keep(q)?, keep(k)?, keep(v)?, keep(&out)?];
     Ok(record(out, op, &[q, k, v], move |g| {
         let gpu = g.gpu();
+        let [qc, kc_, vc, oc] = [0, 1, 2, 3].map(|i| kept[i].value(op));
+        let (qc, kc_, vc, oc) = (qc?, kc_?, vc?, oc?);
         let dq = Tensor::uninit(gpu, "attention_backward", &[n, l, c])?;
         let delta = Tensor::uninit(gpu, "attention_backward", &[n, heads, l])?;
         gpu.dispatch(

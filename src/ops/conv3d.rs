@@ -34,7 +34,7 @@ use super::reduce::sum_to_shape;
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
-use crate::tensor::Tensor;
+use crate::tensor::{Saved, Tensor};
 
 pub use super::config::{Conv2dConfig, Conv3dConfig};
 
@@ -426,16 +426,20 @@ pub fn conv3d_with(
     let plan = ConvPlan::new(geo, path.runs_as(x.gpu()))?;
     let y = forward_raw(x, w, bias, &plan)?;
     // dx reads the weight and dw the input: keep each only when the other's gradient is wanted
-    // (a frozen layer keeps no activation; a network's first conv keeps no weight for dx).
+    // (a frozen layer keeps no activation; a network's first conv keeps no weight for dx). The
+    // input is kept in f16 under autocast (src/tensor/saved.rs), the weight always in f32.
     let wd = x.requires_grad().then(|| w.detach());
-    let xd = w.requires_grad().then(|| x.detach());
+    let xd = match w.requires_grad() {
+        true => Some(Saved::keep_autocast(op, x)?),
+        false => None,
+    };
     let backward = move |g: &Tensor| -> Result<Vec<Option<Tensor>>> {
         let gx = match &wd {
             Some(wd) => Some(backward_input_raw(g, wd, &plan)?),
             None => None,
         };
         let gw = match &xd {
-            Some(xd) => Some(backward_weight_raw(g, xd, &plan)?),
+            Some(xd) => Some(backward_weight_raw(g, &xd.value(op)?, &plan)?),
             None => None,
         };
         Ok(vec![gx, gw])

@@ -11,7 +11,7 @@
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
-use crate::tensor::Tensor;
+use crate::tensor::{Saved, Tensor};
 
 pub use super::config::ConvTranspose3dConfig;
 
@@ -225,15 +225,19 @@ pub fn conv_transpose3d_with(
         )?;
     }
     // dx reads the weight and dw the input: keep each only when the other's gradient is wanted.
+    // The input is kept in f16 under autocast (src/tensor/saved.rs), the weight always in f32.
     let wc = x.requires_grad().then(|| w.detach());
-    let xc = w.requires_grad().then(|| x.detach());
+    let xc = match w.requires_grad() {
+        true => Some(Saved::keep_autocast(op, x)?),
+        false => None,
+    };
     let y = record(y, op, &[x, w], move |g| {
         let gx = match &wc {
             Some(wc) => Some(backward_input(&geo, g, wc)?),
             None => None,
         };
         let gw = match &xc {
-            Some(xc) => Some(backward_weight(&geo, xc, g)?),
+            Some(xc) => Some(backward_weight(&geo, &xc.value(op)?, g)?),
             None => None,
         };
         Ok(vec![gx, gw])

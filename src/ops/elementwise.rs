@@ -7,7 +7,7 @@ use super::shape::{broadcast_shapes, broadcast_strides, rank6};
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Grid, KernelSpec};
-use crate::tensor::Tensor;
+use crate::tensor::{Saved, Tensor};
 
 const SOURCE: &str = include_str!("../../shaders/elementwise.wgsl");
 
@@ -265,7 +265,12 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         UnaryOp::Neg => UnaryKept::Slope(-1.0),
         UnaryOp::AddScalar(_) => UnaryKept::Slope(1.0),
         UnaryOp::MulScalar(s) => UnaryKept::Slope(s),
-        _ => UnaryKept::Input(x.detach()),
+        // Activation functions keep their input in f16 under autocast (src/tensor/saved.rs);
+        // the math functions (exp, log, powers...) keep f32.
+        UnaryOp::Relu | UnaryOp::LeakyRelu(_) | UnaryOp::Gelu => {
+            UnaryKept::Input(Saved::keep_autocast(op.name(), x)?)
+        }
+        _ => UnaryKept::Input(Saved::keep(op.name(), x, false)?),
     };
     Ok(record(out, op.name(), &[x], move |g| {
         if g.shape() != shape {
@@ -274,7 +279,7 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         Ok(vec![Some(match &kept {
             UnaryKept::Slope(s) if *s == 1.0 => g.clone(),
             UnaryKept::Slope(s) => unary_launch(&UNARY, UnaryOp::MulScalar(*s), &[g])?,
-            UnaryKept::Input(x) => unary_launch(&UNARY_BACKWARD, op, &[x, g])?,
+            UnaryKept::Input(x) => unary_launch(&UNARY_BACKWARD, op, &[&x.value(op.name())?, g])?,
         })])
     }))
 }
@@ -282,7 +287,7 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
 /// What a unary op's backward keeps: the constant derivative of an affine map, or the input.
 enum UnaryKept {
     Slope(f32),
-    Input(Tensor),
+    Input(Saved),
 }
 
 pub fn relu(x: &Tensor) -> Result<Tensor> {

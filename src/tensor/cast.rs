@@ -89,8 +89,10 @@ pub(crate) fn add_half_unrecorded(op: &'static str, a: &Tensor, b: &Tensor) -> R
 impl Tensor {
     /// This tensor as `dtype` (recorded; the gradient is cast back, see the module docs). The
     /// same tensor when it already is `dtype`. f32 → f16 rounds to nearest even, and values of
-    /// magnitude ≥ 65520 become ±inf (mixed precision keeps them out of f16 by design: only
-    /// matmul operands are cast).
+    /// magnitude ≥ 65520 become ±inf (mixed precision casts only matmul operands and the
+    /// activations convs, activation functions and attention keep for backward, never norms'
+    /// inputs or losses; an overflow there surfaces as a non-finite gradient, which loss
+    /// scaling skips).
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
         if self.dtype() == dtype {
             return Ok(self.clone());

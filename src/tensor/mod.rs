@@ -19,10 +19,12 @@
 mod arith;
 mod cast;
 mod layout;
+mod saved;
 pub(crate) use arith::add_unrecorded;
 pub(crate) use cast::{add_half_unrecorded, cast_unrecorded};
 pub(crate) use layout::copy_region;
 pub use layout::{rank6, MAX_RANK};
+pub(crate) use saved::Saved;
 
 use crate::gpu::KernelSpec;
 
