@@ -4,6 +4,13 @@
 //                  4 max, 5 min, 6 ge, 7 lt, 8 le, 9 gt (comparisons give 1.0 or 0.0). ia/ib: i decomposed over the output shape (up to rank 6,
 //                  dims right-aligned, missing leading dims = 1) dotted with each operand's
 //                  strides, stride 0 on broadcast axes.
+// binary_flat:     the same when the host collapsed the broadcast to one axis (same-shape
+//                  operands, a scalar operand): ia = i·a_stride5, ib = i·b_stride5, no division.
+// binary_rows:     the same on two axes (a bias over rows, a per-sample mask): one division.
+//                  The host (src/ops/elementwise.rs) drops extent-1 axes and merges an axis into
+//                  the next where both operands' strides continue across it, then picks the
+//                  entry by the rank left; collapsed axes sit at the end (4, 5) of the params.
+//                  On SIMD CPU drivers the integer divisions of the general entry dominate it.
 // unary:           out[i] = u(x[i]; alpha), `op` codes listed at `apply_unary`.
 // unary_backward:  gx[i] = g[i] * u'(x[i]; alpha)  (gradient written fresh, never accumulated).
 //
@@ -30,6 +37,22 @@ fn linear_id(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wg.x + wg.y * nwg.x) * 256u + lid;
 }
 
+// f by op code (see the header); `op` is uniform, so every lane takes the same case.
+fn binary_apply(x: f32, y: f32) -> f32 {
+    switch bp.op {
+        case 0u: { return x + y; }
+        case 1u: { return x - y; }
+        case 2u: { return x * y; }
+        case 3u: { return x / y; }
+        case 4u: { return max(x, y); }
+        case 5u: { return min(x, y); }
+        case 6u: { return select(0.0, 1.0, x >= y); }
+        case 7u: { return select(0.0, 1.0, x < y); }
+        case 8u: { return select(0.0, 1.0, x <= y); }
+        default: { return select(0.0, 1.0, x > y); }
+    }
+}
+
 @compute @workgroup_size(256)
 fn binary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
@@ -45,22 +68,27 @@ fn binary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     c = r % bp.shape2; r = r / bp.shape2; ia += c * bp.a_stride2; ib += c * bp.b_stride2;
     c = r % bp.shape1; r = r / bp.shape1; ia += c * bp.a_stride1; ib += c * bp.b_stride1;
     ia += r * bp.a_stride0; ib += r * bp.b_stride0;
-    let x = bin_a[ia];
-    let y = bin_b[ib];
-    var v = 0.0;
-    switch bp.op {
-        case 0u: { v = x + y; }
-        case 1u: { v = x - y; }
-        case 2u: { v = x * y; }
-        case 3u: { v = x / y; }
-        case 4u: { v = max(x, y); }
-        case 5u: { v = min(x, y); }
-        case 6u: { v = select(0.0, 1.0, x >= y); }
-        case 7u: { v = select(0.0, 1.0, x < y); }
-        case 8u: { v = select(0.0, 1.0, x <= y); }
-        default: { v = select(0.0, 1.0, x > y); }
-    }
-    bin_out[i] = v;
+    bin_out[i] = binary_apply(bin_a[ia], bin_b[ib]);
+}
+
+@compute @workgroup_size(256)
+fn binary_flat(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if (i >= bp.n) { return; }
+    bin_out[i] = binary_apply(bin_a[i * bp.a_stride5], bin_b[i * bp.b_stride5]);
+}
+
+@compute @workgroup_size(256)
+fn binary_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if (i >= bp.n) { return; }
+    let c = i % bp.shape5;
+    let r = i / bp.shape5;
+    let ia = r * bp.a_stride4 + c * bp.a_stride5;
+    let ib = r * bp.b_stride4 + c * bp.b_stride5;
+    bin_out[i] = binary_apply(bin_a[ia], bin_b[ib]);
 }
 
 struct UnaryParams {

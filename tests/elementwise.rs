@@ -208,3 +208,41 @@ fn shape_mismatch_is_a_typed_error() {
         "{err}"
     );
 }
+
+/// The broadcast collapses to the fewest axes (src/ops/shape.rs) and picks its kernel by them:
+/// same-shape operands and scalars on the division-free kernel, a bias over rows or a
+/// per-sample factor on the one-division kernel, anything else on the general one; each with
+/// more elements than one workgroup, against the reference.
+#[test]
+fn collapsed_broadcasts_take_their_kernels_and_match_the_reference() {
+    let gpu = common::fresh_gpu();
+    let mut rng = Rng::new(12);
+    let cases: &[(&[usize], &[usize], &str)] = &[
+        (&[2, 30, 33], &[2, 30, 33], "binary_flat"),
+        (&[1], &[40, 33], "binary_flat"),
+        (&[5, 7, 33], &[33], "binary_rows"),
+        (&[6, 1, 1], &[6, 20, 11], "binary_rows"),
+        (&[37, 1], &[1, 41], "binary_rows"),
+        (&[4, 1, 33], &[4, 9, 1], "binary"),
+    ];
+    for &(sa, sb, kernel) in cases {
+        for op in [BinaryOp::Add, BinaryOp::Mul, BinaryOp::Div] {
+            let (a, ta) = random_param(&gpu, &mut rng, sa, 0.5, 2.0);
+            let (b, tb) = random_param(&gpu, &mut rng, sb, 0.5, 2.0);
+            gpu.synchronize().unwrap();
+            gpu.set_profiling(true);
+            let out = ops::binary(op, &ta, &tb).unwrap();
+            let got = out.to_vec().unwrap();
+            gpu.set_profiling(false);
+            let ran: Vec<String> = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
+            let entry = format!("elementwise::{kernel}");
+            assert_eq!(ran, [entry.clone()], "{op:?} {sa:?} {sb:?}");
+            assert_close(
+                &format!("{op:?} {sa:?} {sb:?} on {entry}"),
+                &got,
+                &refew::binary(op, &a, &b).data,
+                F32_POINTWISE,
+            );
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! Kernels: shaders/elementwise.wgsl. Reference: src/reference/elementwise.rs.
 
 use super::reduce::sum_to_shape;
-use super::shape::{broadcast_shapes, broadcast_strides, rank6};
+use super::shape::{broadcast_shapes, broadcast_strides, collapse_broadcast, rank6, BroadcastAxis};
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Grid, KernelSpec};
@@ -43,6 +43,14 @@ const BINARY: KernelSpec = KernelSpec {
     params: BinaryParams::LAYOUT,
     constants: &[],
 };
+const BINARY_FLAT: KernelSpec = KernelSpec {
+    entry: "binary_flat",
+    ..BINARY
+};
+const BINARY_ROWS: KernelSpec = KernelSpec {
+    entry: "binary_rows",
+    ..BINARY
+};
 const UNARY: KernelSpec = KernelSpec {
     shader: "elementwise",
     source: SOURCE,
@@ -62,7 +70,8 @@ const UNARY_BACKWARD: KernelSpec = KernelSpec {
     constants: &[],
 };
 
-pub(crate) const KERNELS: &[KernelSpec] = &[BINARY, UNARY, UNARY_BACKWARD];
+pub(crate) const KERNELS: &[KernelSpec] =
+    &[BINARY, BINARY_FLAT, BINARY_ROWS, UNARY, UNARY_BACKWARD];
 
 pub use super::config::{BinaryOp, UnaryOp};
 
@@ -91,17 +100,30 @@ pub(crate) fn binary_raw(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor>
     if n == 0 {
         return Ok(out);
     }
+    // The fewest axes that index the same elements: same-shape operands take the division-free
+    // kernel, a bias or a per-sample factor the one-division kernel (shaders/elementwise.wgsl).
+    let axes = collapse_broadcast(
+        &out_shape,
+        &broadcast_strides(a.shape(), &out_shape),
+        &broadcast_strides(b.shape(), &out_shape),
+    );
+    let field = |f: fn(&BroadcastAxis) -> usize| axes.iter().map(f).collect::<Vec<_>>();
     let params = BinaryParams {
         n: n as u32,
         op: op as u32,
         _pad0: [0; 2],
-        shape: rank6(name, &out_shape, 1)?,
-        a_stride: rank6(name, &broadcast_strides(a.shape(), &out_shape), 0)?,
-        b_stride: rank6(name, &broadcast_strides(b.shape(), &out_shape), 0)?,
+        shape: rank6(name, &field(|x| x.extent), 1)?,
+        a_stride: rank6(name, &field(|x| x.a_stride), 0)?,
+        b_stride: rank6(name, &field(|x| x.b_stride), 0)?,
         _pad1: [0; 2],
     };
+    let spec = match axes.len() {
+        0 | 1 => &BINARY_FLAT,
+        2 => &BINARY_ROWS,
+        _ => &BINARY,
+    };
     a.gpu().dispatch(
-        &BINARY,
+        spec,
         &params,
         &[a.buffer(), b.buffer()],
         &[out.buffer()],
