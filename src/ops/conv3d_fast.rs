@@ -20,7 +20,7 @@
 
 use super::conv3d::{ConvParams, Geometry, BACKWARD_WEIGHT_SUM};
 use super::conv3d_igemm::{self, IgemmTile};
-use super::reduce::{split_count, sum_leading_raw};
+use super::reduce::{split_count, sum_leading_into};
 use super::{conv3d_depthwise_rows, conv3d_rows};
 use crate::error::Result;
 use crate::gpu::{Grid, KernelSpec};
@@ -320,7 +320,7 @@ pub(crate) fn forward(
         grid,
     )?;
     if let Some(partial) = partial {
-        y.assign(&sum_leading_raw(&partial)?.reshape(y.shape())?)?;
+        sum_leading_into(&partial, y)?;
     }
     Ok(())
 }

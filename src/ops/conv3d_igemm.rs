@@ -16,7 +16,7 @@
 //! tile or the register kernels before any work.
 
 use super::conv3d::{ConvParams, Geometry, BACKWARD_WEIGHT_SUM};
-use super::reduce::{split_count_toward, sum_leading_raw};
+use super::reduce::{split_count_toward, sum_leading_into};
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
@@ -196,7 +196,7 @@ pub(crate) fn forward(
         Grid::Xyz(gx, gy, u32_of(col_tiles * splits)?),
     )?;
     if let Some(partial) = partial {
-        y.assign(&sum_leading_raw(&partial)?.reshape(y.shape())?)?;
+        sum_leading_into(&partial, y)?;
     }
     Ok(())
 }

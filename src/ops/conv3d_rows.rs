@@ -19,7 +19,7 @@
 
 use super::conv3d::{self, Geometry};
 use super::conv3d_fast::{fold, weight_gradient_in_chunks};
-use super::reduce::{split_count_toward, sum_leading_raw};
+use super::reduce::{split_count_toward, sum_leading_into};
 use crate::error::Result;
 use crate::gpu::KernelSpec;
 use crate::tensor::Tensor;
@@ -108,7 +108,7 @@ pub(crate) fn forward(
         fold(row_blocks, col_blocks * splits),
     )?;
     if let Some(partial) = partial {
-        y.assign(&sum_leading_raw(&partial)?.reshape(y.shape())?)?;
+        sum_leading_into(&partial, y)?;
     }
     Ok(())
 }

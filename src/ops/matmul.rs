@@ -27,7 +27,7 @@ use super::elementwise::binary;
 use super::elementwise::BinaryOp;
 use super::matmul_tiled::{self, SharedTile};
 use super::matmul_tune::TuneBench;
-use super::reduce::{split_count_toward, sum_leading_raw, sum_to_shape};
+use super::reduce::{split_count_toward, sum_leading_into, sum_to_shape};
 use super::shape::broadcast_shapes;
 use crate::autograd::record;
 use crate::error::{Error, Result};
@@ -562,7 +562,7 @@ pub(crate) fn matmul_launch(
         grid,
     )?;
     if let Some(partial) = partial {
-        out.assign(&sum_leading_raw(&partial)?.reshape(&p.out_shape)?)?;
+        sum_leading_into(&partial, &out)?;
     }
     Ok(out)
 }

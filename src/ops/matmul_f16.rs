@@ -28,7 +28,7 @@
 use super::elementwise::{binary_raw, BinaryOp};
 use super::matmul::{matmul_launch, MatmulKernel};
 use super::matmul_f16_coop::launch_coop;
-use super::reduce::{split_count_toward, sum_leading_raw, sum_to_shape};
+use super::reduce::{split_count_toward, sum_leading_into, sum_to_shape};
 use super::shape::broadcast_shapes;
 use crate::autograd::record;
 use crate::error::{Error, Result};
@@ -310,7 +310,7 @@ pub(crate) fn matmul_f16_launch(
         Grid::Xyz(x, y, to_u32(splits)?),
     )?;
     if let Some(partial) = partial {
-        out.assign(&sum_leading_raw(&partial)?.reshape(&p.out_shape)?)?;
+        sum_leading_into(&partial, &out)?;
     }
     Ok(out)
 }

@@ -12,7 +12,7 @@
 //! f32.
 
 use super::matmul_f16::{MatmulF16Params, Plan};
-use super::reduce::{split_count_toward, sum_leading_raw};
+use super::reduce::{split_count_toward, sum_leading_into};
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
@@ -109,7 +109,7 @@ pub(super) fn launch_coop(
         Grid::Xyz(x, y, splits as u32),
     )?;
     if let Some(partial) = partial {
-        out.assign(&sum_leading_raw(&partial)?.reshape(out.shape())?)?;
+        sum_leading_into(&partial, out)?;
     }
     Ok(())
 }

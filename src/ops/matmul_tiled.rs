@@ -21,7 +21,7 @@
 //! workgroup memory and 256 invocations per workgroup; otherwise src/ops/matmul.rs runs the
 //! fallback kernel instead.
 
-use super::reduce::{split_count_toward, sum_leading_raw};
+use super::reduce::{split_count_toward, sum_leading_into};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Grid, KernelSpec};
 use crate::tensor::{numel, Tensor};
@@ -320,7 +320,7 @@ pub(crate) fn launch(a: &Tensor, b: &Tensor, p: &Product, tile: SharedTile) -> R
         Grid::Xyz(x, y, to_u32(z)?),
     )?;
     if let Some(partial) = partial {
-        out.assign(&sum_leading_raw(&partial)?.reshape(p.out_shape)?)?;
+        sum_leading_into(&partial, &out)?;
     }
     Ok(out)
 }

@@ -162,10 +162,24 @@ fn leading_axes_only(shape: &[usize], reduced: &[bool]) -> bool {
 /// six coordinates), each summing up to [`ROWS_CHUNK`] rows in order; longer sums write partials
 /// [splits, cols] and sum those the same way.
 fn sum_rows(x: &Tensor, rows: usize, cols: usize, scale: f32) -> Result<Tensor> {
+    sum_rows_to(x, rows, cols, scale, None)
+}
+
+/// [`sum_rows`] whose last pass writes `dst` (of `cols` elements, not aliasing `x`) when given.
+fn sum_rows_to(
+    x: &Tensor,
+    rows: usize,
+    cols: usize,
+    scale: f32,
+    dst: Option<&Tensor>,
+) -> Result<Tensor> {
     let splits = rows.div_ceil(ROWS_CHUNK);
     let chunk = rows.div_ceil(splits);
     let splits = rows.div_ceil(chunk);
-    let out = Tensor::uninit(x.gpu(), "sum", &[splits, cols])?;
+    let out = match dst {
+        Some(dst) if splits == 1 => dst.clone(),
+        _ => Tensor::uninit(x.gpu(), "sum", &[splits, cols])?,
+    };
     let params = ReduceParams {
         n_out: cols as u32,
         n_red: rows as u32,
@@ -186,11 +200,11 @@ fn sum_rows(x: &Tensor, rows: usize, cols: usize, scale: f32) -> Result<Tensor> 
     if splits == 1 {
         return out.reshape(&[cols]);
     }
-    sum_rows(&out, splits, cols, scale)
+    sum_rows_to(&out, splits, cols, scale, dst)
 }
 
 /// Split-K / split-reduction count shared by every launcher that cuts a long reduction across
-/// workgroups and sums the partials with [`sum_leading_raw`]: enough splits to give the device
+/// workgroups and sums the partials with [`sum_leading_into`]: enough splits to give the device
 /// about `SPLIT_TARGET_WORKGROUPS` workgroups when the output alone gives `workgroups`, at most
 /// `max_splits` (each split must keep a useful length), and partials (`splits × outputs`) under
 /// 16 Mi floats. 1 means no split.
@@ -213,15 +227,23 @@ pub(crate) fn split_count_toward(
         .max(1)
 }
 
-/// Sum over the leading axis, unrecorded: `[S, ...] → [...]`. For launchers that sum their own
-/// split partials (no autograd: the caller records the op as a whole).
-pub(crate) fn sum_leading_raw(x: &Tensor) -> Result<Tensor> {
-    let mut mask = vec![false; x.rank()];
-    if let Some(first) = mask.first_mut() {
-        *first = true;
+/// Sum over the leading axis of `partial` (`[S, ...]`) into `out` (any shape of the same
+/// element count), unrecorded: the split launchers' last pass writes their output directly
+/// instead of summing into a temporary and copying it over.
+pub(crate) fn sum_leading_into(partial: &Tensor, out: &Tensor) -> Result<()> {
+    let rows = partial.shape().first().copied().unwrap_or(1);
+    let cols = out.numel();
+    if rows == 0 || rows * cols != partial.numel() {
+        return Err(Error::shape(
+            "sum_leading_into",
+            format!("[S, ...] with S >= 1 and {cols} elements per row"),
+            partial.shape(),
+        ));
     }
-    let summed = reduce_raw(x, &mask, 1.0)?;
-    summed.reshape(&x.shape()[1..])
+    if cols == 0 {
+        return Ok(());
+    }
+    sum_rows_to(partial, rows, cols, 1.0, Some(out)).map(drop)
 }
 
 /// Broadcast `g` (shape with reduced axes = 1) to `shape`, times `scale`.
