@@ -236,7 +236,7 @@ fn collapsed_broadcasts_take_their_kernels_and_match_the_reference() {
             gpu.set_profiling(false);
             let ran: Vec<String> = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
             let entry = format!("elementwise::{kernel}");
-            assert_eq!(ran, [entry.clone()], "{op:?} {sa:?} {sb:?}");
+            assert_eq!(ran, std::slice::from_ref(&entry), "{op:?} {sa:?} {sb:?}");
             assert_close(
                 &format!("{op:?} {sa:?} {sb:?} on {entry}"),
                 &got,
