@@ -184,6 +184,11 @@ VEC4_HEADER = f"""\
 //   s·batch·M·N (the launcher sums the splits). A product with few output tiles and a long K
 //   (a weight gradient Aᵀ·G over 10⁵ tokens) would otherwise run serially in a few workgroups.
 //   Unsplit: col_blocks = z extent, k_chunk4 = K/4.
+// matmul_vec4_ta_<TM>x<TN>[_w<WG>]: the same tile for C = Aᵀ·B with A stored [.., K, M]
+//   (M % 4 == 0, host-checked; a weight gradient Xᵀ·G reads the activation X [tokens, features]
+//   this way). Row k of A holds M/4 vec4 along m, so per vec4 k-step the tile's TM values of m
+//   for each of 4 k-rows are TM/4 vec4 loads, uniform across the workgroup: TM vec4 loads, as
+//   the plain tile, and no transposed copy of A first. Same grid, split-K and stores.
 // matmul_vec4_<TM>x4_w8_sa<4·KS>: the TM × 4 tile in workgroups of 8 with A staged: per stage
 //   the 8 invocations copy A's TM rows × KS vec4 (4·KS values of k) into workgroup memory
 //   (TM·KS/8 vec4 copies each, adjacent invocations adjacent vec4), a barrier, then KS k-steps
@@ -265,6 +270,66 @@ def vec4_entry(tm, tg, wg):
     return "\n".join(L)
 
 
+def vec4_ta_entry(tm, tg, wg):
+    """matmul_vec4_ta: vec4_entry's tile with A read transposed (stored [K, M])."""
+    assert tm % 4 == 0
+    L = []
+    w = L.append
+    w("")
+    w(f"@compute @workgroup_size({wg})")
+    suffix = "" if wg == WG else f"_w{wg}"
+    w(f"fn matmul_vec4_ta_{tm}x{4 * tg}{suffix}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,")
+    w(f"        @builtin(local_invocation_index) lid: u32) {{")
+    w(f"    let lin = wg.x + wg.y * nwg.x;")
+    w(f"    if (lin >= p.row_blocks * p.batch) {{ return; }}")
+    w(f"    let bat = lin / p.row_blocks;")
+    w(f"    let m0 = (lin % p.row_blocks) * {tm}u;")
+    w(f"    let split = wg.z / p.col_blocks;")
+    w(f"    let g0 = (wg.z % p.col_blocks) * {wg * tg}u + lid;")
+    w(f"    let k4 = p.k / 4u;")
+    w(f"    let k_end = min(k4, (split + 1u) * p.k_chunk4);")
+    w(f"    let n4 = p.n / 4u;")
+    w(f"    let m4 = p.m / 4u;")
+    w(f"    let ab = a_offset4(bat);")
+    w(f"    let bb = b_offset4(bat);")
+    for q in range(tm // 4):
+        w(f"    let ac{q} = ab + min(m0 / 4u + {q}u, m4 - 1u);")
+    for j in range(tg):
+        w(f"    let bc{j} = bb + min(g0 + {j * wg}u, n4 - 1u);")
+    for i in range(tm):
+        for j in range(tg):
+            w(f"    var c{i}_{j} = vec4<f32>(0.0);")
+    w(f"    var kk = split * p.k_chunk4;")
+    w(f"    var kb = kk * 4u * n4;")
+    w(f"    var ka = kk * 4u * m4;")
+    w(f"    loop {{")
+    w(f"        if (kk >= k_end) {{ break; }}")
+    for j in range(tg):
+        for r in range(4):
+            off = f"kb + {r}u * n4" if r else "kb"
+            w(f"        let b{j}_{r} = b[bc{j} + {off}];")
+    for q in range(tm // 4):
+        for r in range(4):
+            off = f"ka + {r}u * m4" if r else "ka"
+            w(f"        let a{q}_{r} = a[ac{q} + {off}];")
+    for i in range(tm):
+        q, comp = divmod(i, 4)
+        comp = "xyzw"[comp]
+        for j in range(tg):
+            for r in range(4):
+                w(f"        c{i}_{j} = fma(vec4<f32>(a{q}_{r}.{comp}), b{j}_{r}, c{i}_{j});")
+    w(f"        kk += 1u;")
+    w(f"        kb += 4u * n4;")
+    w(f"        ka += 4u * m4;")
+    w(f"    }}")
+    w(f"    let cb = (split * p.batch + bat) * p.m * n4;")
+    for i in range(tm):
+        for j in range(tg):
+            w(f"    if (m0 + {i}u < p.m && g0 + {j * wg}u < n4) {{ c[cb + (m0 + {i}u) * n4 + g0 + {j * wg}u] = c{i}_{j}; }}")
+    w(f"}}")
+    return "\n".join(L)
+
+
 def vec4_staged_entry(tm, ks):
     L = []
     w = L.append
@@ -333,6 +398,7 @@ def main():
     (out_dir / "matmul.wgsl").write_bytes(out.encode())
     out = VEC4_HEADER + "".join(vec4_entry(tm, tg, wg) + "\n" for tm, tg, wg in VEC4_TILES)
     out += "".join(vec4_staged_entry(tm, ks) + "\n" for tm, ks in VEC4_STAGED_TILES)
+    out += "".join(vec4_ta_entry(tm, tg, wg) + "\n" for tm, tg, wg in VEC4_TILES)
     (out_dir / "matmul_vec4.wgsl").write_bytes(out.encode())
 
 

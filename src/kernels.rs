@@ -27,6 +27,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         loss::KERNELS,
         crate::optim::KERNELS,
         matmul::KERNELS,
+        matmul::KERNELS_TA,
         matmul_tiled::KERNELS,
         matmul_f16::KERNELS,
         matmul_f16_coop::KERNELS,

@@ -79,6 +79,10 @@ const SIZES: &[(usize, usize, usize)] = &[
     (7, 12, 68),
     (13, 8, 300),
     (67, 132, 36),
+    // M % 4 == 0 (a transposed A is read in place by the vec4 tiles' `_ta` forms), M a partial
+    // tile of the 8- and 32-row tiles.
+    (36, 12, 68),
+    (20, 132, 264),
 ];
 
 #[test]
@@ -113,6 +117,7 @@ fn batched_and_broadcast_batches_match_reference() {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 check_case(kernel, &mut rng, ba, bb, (7, 13, 67), ta, tb);
                 check_case(kernel, &mut rng, ba, bb, (13, 20, 132), ta, tb);
+                check_case(kernel, &mut rng, ba, bb, (12, 20, 132), ta, tb);
             }
         }
     }
@@ -435,5 +440,52 @@ fn long_k_products_split_and_match_reference() {
         let got_b = grads.get(&bt).unwrap().to_vec().unwrap();
         assert_close(&format!("{what} grad a"), &got_a, &ga.data, LONG);
         assert_close(&format!("{what} grad b"), &got_b, &gb.data, LONG);
+    }
+}
+
+/// A transposed A with M % 4 == 0 runs on the vec4 tile's `_ta` form with no copy first; with
+/// M % 4 != 0, or a transposed B, the operand is copied row-major and the plain tile runs.
+#[test]
+fn transposed_a_is_read_in_place_by_the_vec4_tiles() {
+    let gpu = common::fresh_gpu();
+    let mut rng = Rng::new(24);
+    let run = |kernel: MatmulKernel, m: usize, ta: bool, tb: bool, rng: &mut Rng| {
+        let a = random_param(&gpu, rng, &stored(&[], m, 16, ta), -1.0, 1.0).1;
+        let b = random_param(&gpu, rng, &stored(&[], 16, 8, tb), -1.0, 1.0).1;
+        gpu.synchronize().unwrap();
+        gpu.set_profiling(true);
+        ops::matmul_with(&a, &b, ta, tb, kernel).unwrap();
+        gpu.synchronize().unwrap();
+        gpu.set_profiling(false);
+        gpu.take_profile()
+            .into_iter()
+            .map(|t| t.kernel)
+            .collect::<Vec<_>>()
+    };
+    for kernel in [
+        MatmulKernel::vec4(8, 4),
+        MatmulKernel::Vec4 {
+            rows: 32,
+            cols: 4,
+            lanes: 8,
+            staged_k: 0,
+        },
+    ] {
+        let name = kernel.name();
+        let ta_entry = format!(
+            "matmul_vec4::matmul_{}",
+            name.replacen("vec4_", "vec4_ta_", 1)
+        );
+        assert_eq!(
+            run(kernel, 12, true, false, &mut rng),
+            std::slice::from_ref(&ta_entry)
+        );
+        let copied = run(kernel, 13, true, false, &mut rng);
+        assert!(copied.iter().any(|k| k.starts_with("copy::")), "{copied:?}");
+        assert!(copied.iter().all(|k| k != &ta_entry), "{copied:?}");
+        // A transposed B is copied; A is still read in place.
+        let both = run(kernel, 12, true, true, &mut rng);
+        assert_eq!(both.iter().filter(|k| k.starts_with("copy::")).count(), 1);
+        assert!(both.contains(&ta_entry), "{both:?}");
     }
 }

@@ -98,8 +98,9 @@ pub enum MatmulKernel {
     /// Register tile of `rows × cols` outputs per invocation.
     Tile { rows: u32, cols: u32 },
     /// Register tile of `rows × cols` outputs on vec4 loads (shaders/matmul_vec4.wgsl), in
-    /// workgroups of `lanes` invocations. Needs K % 4 == 0 and N % 4 == 0; a transposed operand
-    /// is first copied to row-major (O(size), small next to the O(M·N·K) product). Other shapes
+    /// workgroups of `lanes` invocations. Needs K % 4 == 0 and N % 4 == 0; a transposed A with
+    /// M % 4 == 0 is read in place (the `_ta` forms), any other transposed operand is first
+    /// copied to row-major (O(size), small next to the O(M·N·K) product). Other shapes
     /// fall back to `Tile { 4, 4 }`. `staged_k` > 0: A is staged in workgroup memory
     /// `staged_k` values of k at a time (the `_sa<staged_k>` tiles, workgroups of 8, 4 columns).
     Vec4 {
@@ -304,6 +305,45 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_48x4_w8_sa64"),
 ];
 
+/// The vec4 register tiles that also come in a transposed-A form (`matmul_vec4_ta_*`, reading
+/// A stored `[.., K, M]` directly), and those forms, in the same order.
+const TA_TILES: [MatmulKernel; 6] = [
+    MatmulKernel::vec4(4, 4),
+    MatmulKernel::vec4(4, 8),
+    MatmulKernel::vec4(8, 4),
+    MatmulKernel::vec4(8, 8),
+    MatmulKernel::Vec4 {
+        rows: 32,
+        cols: 4,
+        lanes: 8,
+        staged_k: 0,
+    },
+    MatmulKernel::Vec4 {
+        rows: 16,
+        cols: 8,
+        lanes: 8,
+        staged_k: 0,
+    },
+];
+pub(crate) const KERNELS_TA: &[KernelSpec] = &[
+    spec_vec4("matmul_vec4_ta_4x4"),
+    spec_vec4("matmul_vec4_ta_4x8"),
+    spec_vec4("matmul_vec4_ta_8x4"),
+    spec_vec4("matmul_vec4_ta_8x8"),
+    spec_vec4("matmul_vec4_ta_32x4_w8"),
+    spec_vec4("matmul_vec4_ta_16x8_w8"),
+];
+
+impl MatmulKernel {
+    /// The transposed-A form of this vec4 tile, if it has one (the A-staged tiles do not).
+    fn spec_ta(self) -> Option<&'static KernelSpec> {
+        TA_TILES
+            .iter()
+            .position(|k| *k == self)
+            .map(|i| &KERNELS_TA[i])
+    }
+}
+
 /// Shapes and strides of one batched matmul after validation and batch collapsing.
 #[derive(Debug)]
 struct Plan {
@@ -448,9 +488,12 @@ pub(crate) fn matmul_launch(
         if p.k % 4 != 0 || p.n % 4 != 0 || p.k == 0 {
             return matmul_launch(a, b, ta, tb, MatmulKernel::Tile { rows: 4, cols: 4 });
         }
-        if ta || tb {
-            // Row-major copies (unrecorded: the inputs are detached) so every load is a vec4.
-            let a = if ta {
+        // A transposed A (a weight gradient's activation) is read in place by the tile's
+        // `_ta` form when M % 4 == 0; any other transposed operand is first copied row-major
+        // (unrecorded: the inputs are detached) so every load is a vec4.
+        let native_ta = ta && p.m % 4 == 0 && kernel.spec_ta().is_some();
+        if (ta && !native_ta) || tb {
+            let a = if ta && !native_ta {
                 a.detach().transpose_last2()?
             } else {
                 a.clone()
@@ -460,7 +503,7 @@ pub(crate) fn matmul_launch(
             } else {
                 b.clone()
             };
-            return matmul_launch(&a, &b, false, false, kernel);
+            return matmul_launch(&a, &b, native_ta, false, kernel);
         }
     }
     let gpu = a.gpu();
@@ -554,8 +597,19 @@ pub(crate) fn matmul_launch(
     } else {
         None
     };
+    // Only the vec4 tiles' `_ta` forms reach here with `ta` among the vec4 kernels (above).
+    let spec = match (kernel, ta) {
+        (MatmulKernel::Vec4 { .. }, true) => kernel.spec_ta().ok_or_else(|| {
+            Error::invalid(
+                "matmul",
+                "a vec4 tile with a transposed-A form",
+                kernel.name(),
+            )
+        })?,
+        _ => kernel.spec()?,
+    };
     gpu.dispatch(
-        kernel.spec()?,
+        spec,
         &params,
         &[a.buffer(), b.buffer()],
         &[partial.as_ref().unwrap_or(&out).buffer()],
