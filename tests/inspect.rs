@@ -1,5 +1,9 @@
 //! `cads inspect` on a written labelmap and on the real CT.
 
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::ScratchDir;
+
 use cads::data::{write_nifti, Datatype, Volume};
 use std::process::Command;
 
@@ -18,8 +22,7 @@ fn inspect(args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn inspect_json_of_a_labelmap() {
-    let dir = std::env::temp_dir().join(format!("cads-inspect-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new("inspect");
     let p = dir.join("lab.nii.gz");
     let aff = [
         [-2.0, 0.0, 0.0, 1.0],

@@ -1,5 +1,9 @@
 //! Datasets (nnU-Net folder, JSON manifest), case loading checks, and the deterministic prefetcher.
 
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::ScratchDir;
+
 use cads::data::loader::{
     dataset_from_folder, dataset_from_manifest, load_case, make_seg_batch, Prefetcher, SegCase,
     SegPatchConfig,
@@ -12,9 +16,8 @@ use cads::pretrain::cads_views::{CadsViewConfig, ParallelLineIntegral};
 use cads::pretrain::{make_cads_batch, prepare_cads_volume, TilingConfig};
 use cads::Error;
 
-fn dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("cads-loader-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+fn dir(name: &str) -> ScratchDir {
+    let d = ScratchDir::new(&format!("loader-{name}"));
     std::fs::create_dir_all(d.join("imagesTr")).unwrap();
     std::fs::create_dir_all(d.join("labelsTr")).unwrap();
     d

@@ -4,16 +4,18 @@
 // Matrix code reads best with explicit row/column indices.
 #![allow(clippy::needless_range_loop)]
 
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::ScratchFile;
+
 use cads::data::nifti::{decode_nifti, encode_nifti};
 use cads::data::orientation::{orientation_code, reorient, to_canonical};
 use cads::data::{check_label_grid, read_nifti, write_nifti, Affine, Datatype, Volume};
 use cads::Error;
 use std::path::PathBuf;
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cads-nifti-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+fn tmp(name: &str) -> ScratchFile {
+    ScratchFile::new("nifti-test", name)
 }
 
 fn affine_diag(s: [f64; 3], o: [f64; 3]) -> Affine {

@@ -5,15 +5,17 @@
 
 #![allow(clippy::needless_range_loop)]
 
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::ScratchDir;
+
 use cads::data::nrrd::read_nrrd;
 use cads::data::{read_nifti, read_volume, write_nifti, Affine, Datatype, Volume};
 use std::io::Write;
 use std::path::PathBuf;
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cads-nrrd-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(tag: &str) -> ScratchDir {
+    ScratchDir::new(&format!("nrrd-{tag}"))
 }
 
 const DIMS: [usize; 3] = [5, 4, 3];

@@ -1,17 +1,17 @@
 //! `data::read_volume` picks the reader from a folder, the extension, or, for a file named
 //! otherwise, its first bytes; unknown and missing input are named errors.
 
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::ScratchDir;
+
 use cads::data::read::detect_format;
 use cads::data::{
     read_volume, read_volume_with, write_nifti, Datatype, ReadOptions, Volume, VolumeFormat,
 };
-use std::path::PathBuf;
 
-fn tmpdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cads-read-volume-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir() -> ScratchDir {
+    ScratchDir::new("read-volume")
 }
 
 #[test]

@@ -5,15 +5,16 @@
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-/// A fresh scratch folder for one test.
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cads-hostile-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+#[path = "scratch.rs"]
+mod scratch_dir;
+pub use scratch_dir::ScratchDir;
+
+/// A fresh scratch folder for one test, removed when dropped.
+pub fn scratch(name: &str) -> ScratchDir {
+    ScratchDir::new(&format!("hostile-{name}"))
 }
 
 /// The header fields a crafted NIfTI-1 file sets; the rest are zero (a valid single-file header).
