@@ -39,7 +39,7 @@
 //!
 //! ≈ 8.6 M floats = 34 MB per sample, 69 MB at batch 2. On top: the parameters, 23.9 M floats =
 //! 96 MB, resident; and the parameter gradients, which fill up (to 96 MB) as the backward frees
-//! activations. Measured on lavapipe: 261.6 MB, ≈ 166 MB above the parameters: the stage 2–4
+//! activations. Measured on lavapipe: 256.3 MB, ≈ 161 MB above the parameters: the stage 2–4
 //! parameter gradients (≈ 90 MB) are already allocated while the stage-1 and stem activations
 //! are still held, and the backward's own temporaries come on top. (Before the tape kept only
 //! what backward reads, an add kept both operands and a Linear its pre-bias output: 278.0 MB.)
