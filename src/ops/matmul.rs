@@ -728,3 +728,18 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_transposed_a_form_is_its_tiles_twin() {
+        assert_eq!(TA_TILES.len(), KERNELS_TA.len());
+        for (tile, spec) in TA_TILES.iter().zip(KERNELS_TA) {
+            let twin = format!("matmul_{}", tile.name().replacen("vec4_", "vec4_ta_", 1));
+            assert_eq!(spec.entry, twin);
+            assert!(MatmulKernel::ALL.contains(tile), "{tile:?}");
+        }
+    }
+}
