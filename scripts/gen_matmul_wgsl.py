@@ -220,14 +220,8 @@ fn b_offset4(batch: u32) -> u32 {{
 """
 
 
-def vec4_entry(tm, tg, wg):
-    L = []
-    w = L.append
-    w("")
-    w(f"@compute @workgroup_size({wg})")
-    suffix = "" if wg == WG else f"_w{wg}"
-    w(f"fn matmul_vec4_{tm}x{4 * tg}{suffix}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,")
-    w(f"        @builtin(local_invocation_index) lid: u32) {{")
+def tile_prologue(w, tm, tg, wg):
+    """The vec4 tiles' shared start: this workgroup's batch, rows, column group and K range."""
     w(f"    let lin = wg.x + wg.y * nwg.x;")
     w(f"    if (lin >= p.row_blocks * p.batch) {{ return; }}")
     w(f"    let bat = lin / p.row_blocks;")
@@ -237,6 +231,17 @@ def vec4_entry(tm, tg, wg):
     w(f"    let k4 = p.k / 4u;")
     w(f"    let k_end = min(k4, (split + 1u) * p.k_chunk4);")
     w(f"    let n4 = p.n / 4u;")
+
+
+def vec4_entry(tm, tg, wg):
+    L = []
+    w = L.append
+    w("")
+    w(f"@compute @workgroup_size({wg})")
+    suffix = "" if wg == WG else f"_w{wg}"
+    w(f"fn matmul_vec4_{tm}x{4 * tg}{suffix}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,")
+    w(f"        @builtin(local_invocation_index) lid: u32) {{")
+    tile_prologue(w, tm, tg, wg)
     w(f"    let ab = a_offset4(bat);")
     w(f"    let bb = b_offset4(bat);")
     for i in range(tm):
@@ -280,15 +285,7 @@ def vec4_ta_entry(tm, tg, wg):
     suffix = "" if wg == WG else f"_w{wg}"
     w(f"fn matmul_vec4_ta_{tm}x{4 * tg}{suffix}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,")
     w(f"        @builtin(local_invocation_index) lid: u32) {{")
-    w(f"    let lin = wg.x + wg.y * nwg.x;")
-    w(f"    if (lin >= p.row_blocks * p.batch) {{ return; }}")
-    w(f"    let bat = lin / p.row_blocks;")
-    w(f"    let m0 = (lin % p.row_blocks) * {tm}u;")
-    w(f"    let split = wg.z / p.col_blocks;")
-    w(f"    let g0 = (wg.z % p.col_blocks) * {wg * tg}u + lid;")
-    w(f"    let k4 = p.k / 4u;")
-    w(f"    let k_end = min(k4, (split + 1u) * p.k_chunk4);")
-    w(f"    let n4 = p.n / 4u;")
+    tile_prologue(w, tm, tg, wg)
     w(f"    let m4 = p.m / 4u;")
     w(f"    let ab = a_offset4(bat);")
     w(f"    let bb = b_offset4(bat);")

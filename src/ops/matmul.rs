@@ -90,6 +90,20 @@ const CPU_SPLIT_TARGET_WORKGROUPS: usize = 64;
 /// ... and on GPUs, which need thousands of invocations in flight.
 const GPU_SPLIT_TARGET_WORKGROUPS: usize = 1024;
 
+/// The tall tiles in workgroups of one lavapipe SIMD row (8 invocations).
+const VEC4_32X4_W8: MatmulKernel = MatmulKernel::Vec4 {
+    rows: 32,
+    cols: 4,
+    lanes: 8,
+    staged_k: 0,
+};
+const VEC4_16X8_W8: MatmulKernel = MatmulKernel::Vec4 {
+    rows: 16,
+    cols: 8,
+    lanes: 8,
+    staged_k: 0,
+};
+
 /// Which kernel computes a matmul.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulKernel {
@@ -124,18 +138,8 @@ impl MatmulKernel {
         MatmulKernel::vec4(4, 8),
         MatmulKernel::vec4(8, 4),
         MatmulKernel::vec4(8, 8),
-        MatmulKernel::Vec4 {
-            rows: 32,
-            cols: 4,
-            lanes: 8,
-            staged_k: 0,
-        },
-        MatmulKernel::Vec4 {
-            rows: 16,
-            cols: 8,
-            lanes: 8,
-            staged_k: 0,
-        },
+        VEC4_32X4_W8,
+        VEC4_16X8_W8,
         MatmulKernel::Vec4 {
             rows: 32,
             cols: 4,
@@ -312,18 +316,8 @@ const TA_TILES: [MatmulKernel; 6] = [
     MatmulKernel::vec4(4, 8),
     MatmulKernel::vec4(8, 4),
     MatmulKernel::vec4(8, 8),
-    MatmulKernel::Vec4 {
-        rows: 32,
-        cols: 4,
-        lanes: 8,
-        staged_k: 0,
-    },
-    MatmulKernel::Vec4 {
-        rows: 16,
-        cols: 8,
-        lanes: 8,
-        staged_k: 0,
-    },
+    VEC4_32X4_W8,
+    VEC4_16X8_W8,
 ];
 pub(crate) const KERNELS_TA: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_ta_4x4"),
