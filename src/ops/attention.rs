@@ -181,7 +181,7 @@ pub fn attention_with(
     let kept = [keep(q)?, keep(k)?, keep(v)?, keep(&out)?];
     Ok(record(out, op, &[q, k, v], move |g| {
         let gpu = g.gpu();
-        let [qc, kc_, vc, oc] = [0, 1, 2, 3].map(|i| kept[i].value(op));
+        let [qc, kc_, vc, oc] = kept.each_ref().map(|t| t.value(op));
         let (qc, kc_, vc, oc) = (qc?, kc_?, vc?, oc?);
         let dq = Tensor::uninit(gpu, "attention_backward", &[n, l, c])?;
         let delta = Tensor::uninit(gpu, "attention_backward", &[n, heads, l])?;

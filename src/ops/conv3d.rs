@@ -429,10 +429,10 @@ pub fn conv3d_with(
     // (a frozen layer keeps no activation; a network's first conv keeps no weight for dx). The
     // input is kept in f16 under autocast (src/tensor/saved.rs), the weight always in f32.
     let wd = x.requires_grad().then(|| w.detach());
-    let xd = match w.requires_grad() {
-        true => Some(Saved::keep_autocast(op, x)?),
-        false => None,
-    };
+    let xd = w
+        .requires_grad()
+        .then(|| Saved::keep_autocast(op, x))
+        .transpose()?;
     let backward = move |g: &Tensor| -> Result<Vec<Option<Tensor>>> {
         let gx = match &wd {
             Some(wd) => Some(backward_input_raw(g, wd, &plan)?),

@@ -227,10 +227,10 @@ pub fn conv_transpose3d_with(
     // dx reads the weight and dw the input: keep each only when the other's gradient is wanted.
     // The input is kept in f16 under autocast (src/tensor/saved.rs), the weight always in f32.
     let wc = x.requires_grad().then(|| w.detach());
-    let xc = match w.requires_grad() {
-        true => Some(Saved::keep_autocast(op, x)?),
-        false => None,
-    };
+    let xc = w
+        .requires_grad()
+        .then(|| Saved::keep_autocast(op, x))
+        .transpose()?;
     let y = record(y, op, &[x, w], move |g| {
         let gx = match &wc {
             Some(wc) => Some(backward_input(&geo, g, wc)?),
