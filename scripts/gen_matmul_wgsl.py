@@ -233,6 +233,22 @@ def tile_prologue(w, tm, tg, wg):
     w(f"    let n4 = p.n / 4u;")
 
 
+def b_rows(w, tg):
+    """One vec4 k-step's 4 rows of B for each of the tile's vec4 column groups."""
+    for j in range(tg):
+        for r in range(4):
+            off = f"kb + {r}u * n4" if r else "kb"
+            w(f"        let b{j}_{r} = b[bc{j} + {off}];")
+
+
+def tile_stores(w, tm, tg, wg):
+    """The tile's masked stores into this split's C."""
+    w(f"    let cb = (split * p.batch + bat) * p.m * n4;")
+    for i in range(tm):
+        for j in range(tg):
+            w(f"    if (m0 + {i}u < p.m && g0 + {j * wg}u < n4) {{ c[cb + (m0 + {i}u) * n4 + g0 + {j * wg}u] = c{i}_{j}; }}")
+
+
 def vec4_entry(tm, tg, wg):
     L = []
     w = L.append
@@ -255,10 +271,7 @@ def vec4_entry(tm, tg, wg):
     w(f"    var kb = kk * 4u * n4;")
     w(f"    loop {{")
     w(f"        if (kk >= k_end) {{ break; }}")
-    for j in range(tg):
-        for r in range(4):
-            off = f"kb + {r}u * n4" if r else "kb"
-            w(f"        let b{j}_{r} = b[bc{j} + {off}];")
+    b_rows(w, tg)
     for i in range(tm):
         w(f"        let a{i} = a[ar{i} + kk];")
         for j in range(tg):
@@ -267,10 +280,7 @@ def vec4_entry(tm, tg, wg):
     w(f"        kk += 1u;")
     w(f"        kb += 4u * n4;")
     w(f"    }}")
-    w(f"    let cb = (split * p.batch + bat) * p.m * n4;")
-    for i in range(tm):
-        for j in range(tg):
-            w(f"    if (m0 + {i}u < p.m && g0 + {j * wg}u < n4) {{ c[cb + (m0 + {i}u) * n4 + g0 + {j * wg}u] = c{i}_{j}; }}")
+    tile_stores(w, tm, tg, wg)
     w(f"}}")
     return "\n".join(L)
 
@@ -301,10 +311,7 @@ def vec4_ta_entry(tm, tg, wg):
     w(f"    var ka = kk * 4u * m4;")
     w(f"    loop {{")
     w(f"        if (kk >= k_end) {{ break; }}")
-    for j in range(tg):
-        for r in range(4):
-            off = f"kb + {r}u * n4" if r else "kb"
-            w(f"        let b{j}_{r} = b[bc{j} + {off}];")
+    b_rows(w, tg)
     for q in range(tm // 4):
         for r in range(4):
             off = f"ka + {r}u * m4" if r else "ka"
@@ -319,10 +326,7 @@ def vec4_ta_entry(tm, tg, wg):
     w(f"        kb += 4u * n4;")
     w(f"        ka += 4u * m4;")
     w(f"    }}")
-    w(f"    let cb = (split * p.batch + bat) * p.m * n4;")
-    for i in range(tm):
-        for j in range(tg):
-            w(f"    if (m0 + {i}u < p.m && g0 + {j * wg}u < n4) {{ c[cb + (m0 + {i}u) * n4 + g0 + {j * wg}u] = c{i}_{j}; }}")
+    tile_stores(w, tm, tg, wg)
     w(f"}}")
     return "\n".join(L)
 

@@ -18,26 +18,28 @@
 //! multiples of 4). No shared memory or barriers (slow on lavapipe). For GPUs,
 //! src/ops/matmul_tiled.rs adds workgroup-memory tiles (`wg64x64`, `wg128x64`, `wg128x128`) and a
 //! subgroup variant (`sg128x128`). The variant is chosen per adapter by timing the candidates
-//! once ([`MatmulKernel::chosen`], src/gpu/tuning.rs, src/ops/matmul_tune.rs: the vec4 tiles on
-//! CPU adapters, those and the workgroup-memory tiles on GPUs; `CADS_KERNEL_MATMUL=<name>` forces
-//! one); `matmul_with` takes an explicit one. The vec4 and workgroup-memory kernels split K across
+//! once ([`MatmulKernel::chosen`] in src/ops/matmul_kernel.rs, src/gpu/tuning.rs,
+//! src/ops/matmul_tune.rs: the vec4 tiles on CPU adapters, those and the workgroup-memory tiles
+//! on GPUs; `CADS_KERNEL_MATMUL=<name>` forces one); `matmul_with` takes an explicit one. The vec4 and workgroup-memory kernels split K across
 //! workgroups when the output has few tiles (`reduce::split_count`), summing the partials after.
 
 use super::elementwise::binary;
 use super::elementwise::BinaryOp;
-use super::matmul_tiled::{self, SharedTile};
-use super::matmul_tune::TuneBench;
+use super::matmul_tiled;
 use super::reduce::{split_count_toward, sum_leading_into, sum_to_shape};
 use super::shape::broadcast_shapes;
 use crate::autograd::record;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Grid, KernelSpec, TuneRequest, TunedChoice};
+use crate::gpu::Grid;
+
+pub use super::matmul_kernel::MatmulKernel;
+pub(crate) use super::matmul_kernel::{KERNELS, KERNELS_TA, TILE_WORKGROUP};
 use crate::tensor::{numel, Tensor};
 
 crate::gpu::shader_params! {
     /// Mirrors `MatmulParams` in shaders/matmul.wgsl.
     #[derive(Debug)]
-    struct MatmulParams {
+    pub(crate) struct MatmulParams {
         m: u32,
         n: u32,
         k: u32,
@@ -58,285 +60,11 @@ crate::gpu::shader_params! {
     }
 }
 
-const SOURCE: &str = include_str!("../../shaders/matmul.wgsl");
-
-const fn spec(entry: &'static str) -> KernelSpec {
-    KernelSpec {
-        shader: "matmul",
-        source: SOURCE,
-        entry,
-        inputs: 2,
-        outputs: 1,
-        params: MatmulParams::LAYOUT,
-        constants: &[],
-    }
-}
-
-const fn spec_vec4(entry: &'static str) -> KernelSpec {
-    KernelSpec {
-        shader: "matmul_vec4",
-        source: include_str!("../../shaders/matmul_vec4.wgsl"),
-        ..spec(entry)
-    }
-}
-
-/// Invocations per workgroup of the scalar tile and of the vec4 tiles without a `_w<WG>` suffix
-/// (along columns); matches the generator.
-const TILE_WORKGROUP: u32 = 64;
-
 /// Split-K aims at this many workgroups on CPU adapters: a handful per core keeps every thread
 /// busy, more only adds partial sums (aiming at 1024 cost the tall tiles ~25% on lavapipe).
 const CPU_SPLIT_TARGET_WORKGROUPS: usize = 64;
 /// ... and on GPUs, which need thousands of invocations in flight.
 const GPU_SPLIT_TARGET_WORKGROUPS: usize = 1024;
-
-/// The tall tiles in workgroups of one lavapipe SIMD row (8 invocations).
-const VEC4_32X4_W8: MatmulKernel = MatmulKernel::Vec4 {
-    rows: 32,
-    cols: 4,
-    lanes: 8,
-    staged_k: 0,
-};
-const VEC4_16X8_W8: MatmulKernel = MatmulKernel::Vec4 {
-    rows: 16,
-    cols: 8,
-    lanes: 8,
-    staged_k: 0,
-};
-
-/// Which kernel computes a matmul.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MatmulKernel {
-    /// One output per invocation: slow, simple, the oracle the tiled kernels are tested against.
-    Naive,
-    /// Register tile of `rows × cols` outputs per invocation.
-    Tile { rows: u32, cols: u32 },
-    /// Register tile of `rows × cols` outputs on vec4 loads (shaders/matmul_vec4.wgsl), in
-    /// workgroups of `lanes` invocations. Needs K % 4 == 0 and N % 4 == 0; a transposed A with
-    /// M % 4 == 0 is read in place (the `_ta` forms), any other transposed operand is first
-    /// copied to row-major (O(size), small next to the O(M·N·K) product). Other shapes
-    /// fall back to `Tile { 4, 4 }`. `staged_k` > 0: A is staged in workgroup memory
-    /// `staged_k` values of k at a time (the `_sa<staged_k>` tiles, workgroups of 8, 4 columns).
-    Vec4 {
-        rows: u32,
-        cols: u32,
-        lanes: u32,
-        staged_k: u32,
-    },
-    /// A workgroup-memory tile for GPUs (src/ops/matmul_tiled.rs): any shape, either transpose,
-    /// no copies. On a device without what the tile needs (subgroups, workgroup memory) another
-    /// tile runs, or `vec4_4x4` when none fits ([`SharedTile::on_device`]).
-    Shared(SharedTile),
-}
-
-impl MatmulKernel {
-    /// Every kernel variant (tests and benchmarks walk this list).
-    pub const ALL: &'static [MatmulKernel] = &[
-        MatmulKernel::Naive,
-        MatmulKernel::Tile { rows: 4, cols: 4 },
-        MatmulKernel::vec4(4, 4),
-        MatmulKernel::vec4(4, 8),
-        MatmulKernel::vec4(8, 4),
-        MatmulKernel::vec4(8, 8),
-        VEC4_32X4_W8,
-        VEC4_16X8_W8,
-        MatmulKernel::Vec4 {
-            rows: 32,
-            cols: 4,
-            lanes: 8,
-            staged_k: 128,
-        },
-        MatmulKernel::Vec4 {
-            rows: 48,
-            cols: 4,
-            lanes: 8,
-            staged_k: 64,
-        },
-        MatmulKernel::Shared(SharedTile::Wg64x64),
-        MatmulKernel::Shared(SharedTile::Wg128x64),
-        MatmulKernel::Shared(SharedTile::Wg128x128),
-        MatmulKernel::Shared(SharedTile::Sg128x128),
-    ];
-
-    /// A vec4 tile in the default workgroup of 64.
-    pub const fn vec4(rows: u32, cols: u32) -> MatmulKernel {
-        MatmulKernel::Vec4 {
-            rows,
-            cols,
-            lanes: TILE_WORKGROUP,
-            staged_k: 0,
-        }
-    }
-
-    /// The kernel when tuning is off (`CADS_TUNE=off`): the vec4 4×4 tile, best on lavapipe
-    /// Mesa 25, where every storage-buffer load becomes a per-lane checked sequence and larger
-    /// tiles lose (docs/lavapipe-loads.md); within 1.7× of the best tile elsewhere.
-    pub fn default_for(_gpu: &Gpu) -> MatmulKernel {
-        MatmulKernel::vec4(4, 4)
-    }
-
-    /// The kernels the tuner times on this adapter: the vec4 register tiles everywhere, and on
-    /// GPU adapters also the workgroup-memory tiles the device runs
-    /// ([`SharedTile::candidates`]).
-    pub fn candidates(gpu: &Gpu) -> Vec<MatmulKernel> {
-        let mut kernels: Vec<MatmulKernel> = MatmulKernel::ALL
-            .iter()
-            .copied()
-            .filter(|k| matches!(k, MatmulKernel::Vec4 { .. }))
-            .collect();
-        kernels.extend(
-            SharedTile::candidates(gpu)
-                .into_iter()
-                .map(MatmulKernel::Shared),
-        );
-        kernels
-    }
-
-    /// The kernel this context runs: `CADS_KERNEL_MATMUL` when set (an unknown name is an
-    /// error), else the candidate measured fastest on this adapter at first use (cached on
-    /// disk, see src/gpu/tuning.rs), else with `CADS_TUNE=off` [`MatmulKernel::default_for`].
-    pub fn chosen(gpu: &Gpu) -> Result<MatmulKernel> {
-        MatmulKernel::from_name(&MatmulKernel::tuned_choice(gpu)?.variant)
-    }
-
-    /// [`MatmulKernel::chosen`] with where the choice came from (override, default, cache or
-    /// measured now).
-    pub fn tuned_choice(gpu: &Gpu) -> Result<TunedChoice> {
-        if let Some(choice) = gpu.remembered_choice("matmul") {
-            return Ok(choice);
-        }
-        let names: Vec<String> = MatmulKernel::ALL.iter().map(|k| k.name()).collect();
-        let variants: Vec<&str> = names.iter().map(String::as_str).collect();
-        let candidate_names: Vec<String> = MatmulKernel::candidates(gpu)
-            .iter()
-            .map(|k| k.name())
-            .collect();
-        let candidates: Vec<&str> = candidate_names.iter().map(String::as_str).collect();
-        let default = MatmulKernel::default_for(gpu).name();
-        let request = TuneRequest {
-            op: "matmul",
-            variants: &variants,
-            candidates: &candidates,
-            default: &default,
-        };
-        let mut bench = TuneBench::new(gpu);
-        gpu.tuned_variant(&request, |name| {
-            bench.measure(MatmulKernel::from_name(name)?)
-        })
-    }
-
-    /// The kernel that runs for this one on `gpu`, decided from the device before any work: a
-    /// workgroup-memory tile the device cannot run is replaced ([`SharedTile::on_device`], else
-    /// `vec4_4x4`); every other kernel runs as itself.
-    pub fn runs_as(self, gpu: &Gpu) -> MatmulKernel {
-        match self {
-            MatmulKernel::Shared(tile) => tile
-                .on_device(gpu)
-                .map_or(MatmulKernel::vec4(4, 4), MatmulKernel::Shared),
-            kernel => kernel,
-        }
-    }
-
-    /// The kernel named `name` (as [`MatmulKernel::name`] prints it).
-    pub fn from_name(name: &str) -> Result<MatmulKernel> {
-        MatmulKernel::ALL
-            .iter()
-            .copied()
-            .find(|k| k.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<String> = MatmulKernel::ALL.iter().map(|k| k.name()).collect();
-                Error::invalid("matmul", format!("a kernel named one of {names:?}"), name)
-            })
-    }
-
-    /// Short name used in benchmark case names and `CADS_KERNEL_MATMUL`, e.g. `naive`, `4x4`,
-    /// `vec4_8x4`, `vec4_32x4_w8`, `wg128x128`.
-    pub fn name(self) -> String {
-        match self {
-            MatmulKernel::Naive => "naive".into(),
-            MatmulKernel::Tile { rows, cols } => format!("{rows}x{cols}"),
-            MatmulKernel::Vec4 {
-                rows,
-                cols,
-                lanes: TILE_WORKGROUP,
-                staged_k: 0,
-            } => format!("vec4_{rows}x{cols}"),
-            MatmulKernel::Vec4 {
-                rows,
-                cols,
-                lanes,
-                staged_k: 0,
-            } => format!("vec4_{rows}x{cols}_w{lanes}"),
-            MatmulKernel::Vec4 {
-                rows,
-                cols,
-                lanes,
-                staged_k,
-            } => format!("vec4_{rows}x{cols}_w{lanes}_sa{staged_k}"),
-            MatmulKernel::Shared(tile) => tile.name().into(),
-        }
-    }
-
-    fn spec(self) -> Result<&'static KernelSpec> {
-        if let MatmulKernel::Shared(tile) = self {
-            return Ok(tile.spec());
-        }
-        let i = MatmulKernel::ALL
-            .iter()
-            .position(|k| *k == self)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "matmul",
-                    "a tile listed in MatmulKernel::ALL",
-                    format!("{self:?}"),
-                )
-            })?;
-        Ok(&KERNELS[i])
-    }
-}
-
-/// Same order as `MatmulKernel::ALL`.
-pub(crate) const KERNELS: &[KernelSpec] = &[
-    spec("matmul_naive"),
-    spec("matmul_tile_4x4"),
-    spec_vec4("matmul_vec4_4x4"),
-    spec_vec4("matmul_vec4_4x8"),
-    spec_vec4("matmul_vec4_8x4"),
-    spec_vec4("matmul_vec4_8x8"),
-    spec_vec4("matmul_vec4_32x4_w8"),
-    spec_vec4("matmul_vec4_16x8_w8"),
-    spec_vec4("matmul_vec4_32x4_w8_sa128"),
-    spec_vec4("matmul_vec4_48x4_w8_sa64"),
-];
-
-/// The vec4 register tiles that also come in a transposed-A form (`matmul_vec4_ta_*`, reading
-/// A stored `[.., K, M]` directly), and those forms, in the same order.
-const TA_TILES: [MatmulKernel; 6] = [
-    MatmulKernel::vec4(4, 4),
-    MatmulKernel::vec4(4, 8),
-    MatmulKernel::vec4(8, 4),
-    MatmulKernel::vec4(8, 8),
-    VEC4_32X4_W8,
-    VEC4_16X8_W8,
-];
-pub(crate) const KERNELS_TA: &[KernelSpec] = &[
-    spec_vec4("matmul_vec4_ta_4x4"),
-    spec_vec4("matmul_vec4_ta_4x8"),
-    spec_vec4("matmul_vec4_ta_8x4"),
-    spec_vec4("matmul_vec4_ta_8x8"),
-    spec_vec4("matmul_vec4_ta_32x4_w8"),
-    spec_vec4("matmul_vec4_ta_16x8_w8"),
-];
-
-impl MatmulKernel {
-    /// The transposed-A form of this vec4 tile, if it has one (the A-staged tiles do not).
-    fn spec_ta(self) -> Option<&'static KernelSpec> {
-        TA_TILES
-            .iter()
-            .position(|k| *k == self)
-            .map(|i| &KERNELS_TA[i])
-    }
-}
 
 /// Shapes and strides of one batched matmul after validation and batch collapsing.
 #[derive(Debug)]
@@ -719,21 +447,6 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
                 return Err(Error::shape("linear", [cout], bias.shape()));
             }
             binary(BinaryOp::Add, &y, bias)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_transposed_a_form_is_its_tiles_twin() {
-        assert_eq!(TA_TILES.len(), KERNELS_TA.len());
-        for (tile, spec) in TA_TILES.iter().zip(KERNELS_TA) {
-            let twin = format!("matmul_{}", tile.name().replacen("vec4_", "vec4_ta_", 1));
-            assert_eq!(spec.entry, twin);
-            assert!(MatmulKernel::ALL.contains(tile), "{tile:?}");
         }
     }
 }
