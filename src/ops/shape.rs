@@ -49,10 +49,10 @@ pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
 
 /// One axis of a broadcast: its extent and each operand's stride along it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BroadcastAxis {
-    pub extent: usize,
-    pub a_stride: usize,
-    pub b_stride: usize,
+pub(crate) struct BroadcastAxis {
+    pub(crate) extent: usize,
+    pub(crate) a_stride: usize,
+    pub(crate) b_stride: usize,
 }
 
 /// The broadcast of two operands over `out` (strides from [`broadcast_strides`]) as the fewest
@@ -61,7 +61,7 @@ pub struct BroadcastAxis {
 /// (stride = inner stride · inner extent; two broadcast zeros continue too). Outer axis first;
 /// empty when the output has one element. Same-shape operands collapse to one axis, a bias over
 /// rows or a per-sample factor to two.
-pub fn collapse_broadcast(
+pub(crate) fn collapse_broadcast(
     out: &[usize],
     a_strides: &[usize],
     b_strides: &[usize],
