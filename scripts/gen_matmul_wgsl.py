@@ -189,6 +189,11 @@ VEC4_HEADER = f"""\
 //   this way). Row k of A holds M/4 vec4 along m, so per vec4 k-step the tile's TM values of m
 //   for each of 4 k-rows are TM/4 vec4 loads, uniform across the workgroup: TM vec4 loads, as
 //   the plain tile, and no transposed copy of A first. Same grid, split-K and stores.
+// matmul_vec4_tb_<TM>x<TN>[_w<WG>]: the same tile for C = A·Bᵀ with B stored [.., N, K] (an
+//   input gradient G·Wᵀ reads the weight this way). Row n of B holds K/4 vec4 along k, so per
+//   vec4 k-step each column group loads its 4 columns' vec4 of k (4 loads, as the plain tile's
+//   4 k-rows) and transposes that 4×4 block in registers into the 4 k-rows. No transposed copy
+//   of B first. Same grid, split-K and stores.
 // matmul_vec4_<TM>x4_w8_sa<4·KS>: the TM × 4 tile in workgroups of 8 with A staged: per stage
 //   the 8 invocations copy A's TM rows × KS vec4 (4·KS values of k) into workgroup memory
 //   (TM·KS/8 vec4 copies each, adjacent invocations adjacent vec4), a barrier, then KS k-steps
@@ -272,13 +277,57 @@ def vec4_entry(tm, tg, wg):
     w(f"    loop {{")
     w(f"        if (kk >= k_end) {{ break; }}")
     b_rows(w, tg)
+    a_rows_fma(w, tm, tg)
+    w(f"        kk += 1u;")
+    w(f"        kb += 4u * n4;")
+    w(f"    }}")
+    tile_stores(w, tm, tg, wg)
+    w(f"}}")
+    return "\n".join(L)
+
+
+def a_rows_fma(w, tm, tg):
+    """One vec4 k-step of row-major A (row i's 4 values of k) times the 4 rows of B, per row."""
     for i in range(tm):
         w(f"        let a{i} = a[ar{i} + kk];")
         for j in range(tg):
             for r, comp in enumerate("xyzw"):
                 w(f"        c{i}_{j} = fma(vec4<f32>(a{i}.{comp}), b{j}_{r}, c{i}_{j});")
+
+
+def vec4_tb_entry(tm, tg, wg):
+    """matmul_vec4_tb: vec4_entry's tile with B read transposed (stored [N, K])."""
+    L = []
+    w = L.append
+    w("")
+    w(f"@compute @workgroup_size({wg})")
+    suffix = "" if wg == WG else f"_w{wg}"
+    w(f"fn matmul_vec4_tb_{tm}x{4 * tg}{suffix}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,")
+    w(f"        @builtin(local_invocation_index) lid: u32) {{")
+    tile_prologue(w, tm, tg, wg)
+    w(f"    let ab = a_offset4(bat);")
+    w(f"    let bb = b_offset4(bat);")
+    for i in range(tm):
+        w(f"    let ar{i} = ab + min(m0 + {i}u, p.m - 1u) * k4;")
+    for j in range(tg):
+        w(f"    let bg{j} = min(g0 + {j * wg}u, n4 - 1u);")
+        for col in range(4):
+            w(f"    let bt{j}_{col} = bb + (bg{j} * 4u + {col}u) * k4;")
+    for i in range(tm):
+        for j in range(tg):
+            w(f"    var c{i}_{j} = vec4<f32>(0.0);")
+    w(f"    var kk = split * p.k_chunk4;")
+    w(f"    loop {{")
+    w(f"        if (kk >= k_end) {{ break; }}")
+    # Column n of the group holds 4 values of k in one vec4; the 4x4 block is transposed in
+    # registers into the 4 k-rows the plain tile multiplies.
+    for j in range(tg):
+        for col in range(4):
+            w(f"        let t{j}_{col} = b[bt{j}_{col} + kk];")
+        for r, comp in enumerate("xyzw"):
+            w(f"        let b{j}_{r} = vec4<f32>(t{j}_0.{comp}, t{j}_1.{comp}, t{j}_2.{comp}, t{j}_3.{comp});")
+    a_rows_fma(w, tm, tg)
     w(f"        kk += 1u;")
-    w(f"        kb += 4u * n4;")
     w(f"    }}")
     tile_stores(w, tm, tg, wg)
     w(f"}}")
@@ -400,6 +449,7 @@ def main():
     out = VEC4_HEADER + "".join(vec4_entry(tm, tg, wg) + "\n" for tm, tg, wg in VEC4_TILES)
     out += "".join(vec4_staged_entry(tm, ks) + "\n" for tm, ks in VEC4_STAGED_TILES)
     out += "".join(vec4_ta_entry(tm, tg, wg) + "\n" for tm, tg, wg in VEC4_TILES)
+    out += "".join(vec4_tb_entry(tm, tg, wg) + "\n" for tm, tg, wg in VEC4_TILES)
     (out_dir / "matmul_vec4.wgsl").write_bytes(out.encode())
 
 

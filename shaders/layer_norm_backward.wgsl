@@ -11,7 +11,7 @@
 // levels: layer_norm_backward_params writes, per block b of `block_rows` rows and channel c,
 //   partial[b, 0, c] = Σ_{r in b} g·x̂,   partial[b, 1, c] = Σ_{r in b} g
 // (one invocation per (b, c): loads are coalesced along c), and the launcher sums the blocks
-// with the reduce kernel (src/ops/reduce.rs). Everything is gather form: each output is written
+// straight into gγ and gβ with the reduce kernel's sum_rows_halves (src/ops/reduce.rs). Everything is gather form: each output is written
 // by exactly one invocation.
 //
 // Bindings (layer_norm_backward_input_*): 0 params, 1 x [R·C], 2 stats [2R], 3 g [R·C],

@@ -18,7 +18,8 @@
 // small axis), where a 64-lane workgroup with a barrier tree per output would mostly idle.
 // Dispatch: 1-D over outputs, 64 per workgroup, folded grid.
 //
-// Layout: contiguous row-major f32. Bindings: 0 params, 1 input (read), 2 output (read_write).
+// Layout: contiguous row-major f32. Bindings: 0 params, 1 input (read), 2 output (read_write);
+// sum_rows_halves also 3 (its second output).
 // Dispatch: one workgroup of 64 invocations per (output element, chunk) (folded 1-D grid over
 // n_out · S, outputs fastest); the invocations stride over k and combine with a shared-memory
 // tree.
@@ -123,6 +124,27 @@ fn sum_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         acc += src[r * p.n_out + c];
     }
     dst[wg.y * p.n_out + c] = acc * p.scale;
+}
+
+// sum_rows_halves: sum_rows unsplit (chunk = n_red, wg.y = 0) whose columns [0, n_out/2) land in
+// dst and [n_out/2, n_out) in dst_hi (binding 3): a norm's [blocks, 2, C] parameter-gradient
+// partials become gγ and gβ in one launch.
+@group(0) @binding(3) var<storage, read_write> dst_hi: array<f32>;
+
+@compute @workgroup_size(64)
+fn sum_rows_halves(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wg.x * 64u + lid;
+    if (c >= p.n_out) { return; }
+    var acc = 0.0;
+    for (var r = 0u; r < p.n_red; r++) {
+        acc += src[r * p.n_out + c];
+    }
+    let half = p.n_out / 2u;
+    if (c < half) {
+        dst[c] = acc * p.scale;
+    } else {
+        dst_hi[c - half] = acc * p.scale;
+    }
 }
 
 @compute @workgroup_size(64)

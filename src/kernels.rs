@@ -28,6 +28,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         crate::optim::KERNELS,
         matmul::KERNELS,
         matmul::KERNELS_TA,
+        matmul::KERNELS_TB,
         matmul_tiled::KERNELS,
         matmul_f16::KERNELS,
         matmul_f16_coop::KERNELS,

@@ -443,10 +443,11 @@ fn long_k_products_split_and_match_reference() {
     }
 }
 
-/// A transposed A with M % 4 == 0 runs on the vec4 tile's `_ta` form with no copy first; with
-/// M % 4 != 0, or a transposed B, the operand is copied row-major and the plain tile runs.
+/// A transposed A with M % 4 == 0 runs on the vec4 tile's `_ta` form with no copy first, a
+/// transposed B on its `_tb` form; with M % 4 != 0 the transposed A is copied row-major, and of
+/// two transposed operands B is copied and A read in place.
 #[test]
-fn transposed_a_is_read_in_place_by_the_vec4_tiles() {
+fn transposed_operands_are_read_in_place_by_the_vec4_tiles() {
     let gpu = common::fresh_gpu();
     let mut rng = Rng::new(24);
     let run = |kernel: MatmulKernel, m: usize, ta: bool, tb: bool, rng: &mut Rng| {
@@ -472,20 +473,29 @@ fn transposed_a_is_read_in_place_by_the_vec4_tiles() {
         },
     ] {
         let name = kernel.name();
-        let ta_entry = format!(
-            "matmul_vec4::matmul_{}",
-            name.replacen("vec4_", "vec4_ta_", 1)
-        );
+        let entry = |tag: &str| format!("matmul_vec4::matmul_{}", name.replacen("vec4_", tag, 1));
+        let (ta_entry, tb_entry) = (entry("vec4_ta_"), entry("vec4_tb_"));
         assert_eq!(
             run(kernel, 12, true, false, &mut rng),
             std::slice::from_ref(&ta_entry)
         );
+        // B transposed, whatever M.
+        for m in [12, 13] {
+            assert_eq!(
+                run(kernel, m, false, true, &mut rng),
+                std::slice::from_ref(&tb_entry)
+            );
+        }
         let copied = run(kernel, 13, true, false, &mut rng);
         assert!(copied.iter().any(|k| k.starts_with("copy::")), "{copied:?}");
         assert!(copied.iter().all(|k| k != &ta_entry), "{copied:?}");
-        // A transposed B is copied; A is still read in place.
+        // Both transposed: B is copied and A read in place; with M % 4 != 0, A is copied and
+        // B read in place.
         let both = run(kernel, 12, true, true, &mut rng);
         assert_eq!(both.iter().filter(|k| k.starts_with("copy::")).count(), 1);
         assert!(both.contains(&ta_entry), "{both:?}");
+        let both = run(kernel, 13, true, true, &mut rng);
+        assert_eq!(both.iter().filter(|k| k.starts_with("copy::")).count(), 1);
+        assert!(both.contains(&tb_entry), "{both:?}");
     }
 }

@@ -435,12 +435,18 @@ pub fn run_suite_in_job(
 }
 
 /// The kernels one case spent its time in (all its runs together), most first, on stderr so the
-/// JSON lines on stdout stay clean. Times include a wait per launch: read the shares.
+/// JSON lines on stdout stay clean. Times include a wait per launch: read the shares. The
+/// per-kernel view shows the top 15; the per-grid view (`CADS_PROFILE=grid`) every row, so two
+/// builds' profiles can be compared shape by shape.
 fn print_profile(case: &str, rows: &[crate::gpu::KernelTime]) {
     let total: f64 = rows.iter().map(|r| r.ms).sum();
-    eprintln!("profile {case}: {total:.1} ms in {} kernels", rows.len());
+    let launches: u64 = rows.iter().map(|r| r.launches).sum();
+    eprintln!(
+        "profile {case}: {total:.1} ms in {} kernels, {launches} launches",
+        rows.len()
+    );
     let shown = if std::env::var_os("CADS_PROFILE").as_deref() == Some("grid".as_ref()) {
-        40
+        usize::MAX
     } else {
         15
     };

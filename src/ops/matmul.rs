@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Grid;
 
 pub use super::matmul_kernel::MatmulKernel;
-pub(crate) use super::matmul_kernel::{KERNELS, KERNELS_TA, TILE_WORKGROUP};
+pub(crate) use super::matmul_kernel::{KERNELS, KERNELS_TA, KERNELS_TB, TILE_WORKGROUP};
 use crate::tensor::{numel, Tensor};
 
 crate::gpu::shader_params! {
@@ -211,21 +211,18 @@ pub(crate) fn matmul_launch(
             return matmul_launch(a, b, ta, tb, MatmulKernel::Tile { rows: 4, cols: 4 });
         }
         // A transposed A (a weight gradient's activation) is read in place by the tile's
-        // `_ta` form when M % 4 == 0; any other transposed operand is first copied row-major
-        // (unrecorded: the inputs are detached) so every load is a vec4.
+        // `_ta` form when M % 4 == 0, a transposed B (an input gradient's weight) by its `_tb`
+        // form; a tile reads at most one operand transposed, so any other transposed operand
+        // is first copied row-major (unrecorded: the inputs are detached) so every load is a
+        // vec4. Of two transposed operands B is copied (the weight, usually the smaller).
         let native_ta = ta && p.m % 4 == 0 && kernel.spec_ta().is_some();
-        if (ta && !native_ta) || tb {
-            let a = if ta && !native_ta {
-                a.detach().transpose_last2()?
-            } else {
-                a.clone()
-            };
-            let b = if tb {
-                b.detach().transpose_last2()?
-            } else {
-                b.clone()
-            };
-            return matmul_launch(&a, &b, native_ta, false, kernel);
+        if ta && !native_ta {
+            let a = a.detach().transpose_last2()?;
+            return matmul_launch(&a, b, false, tb, kernel);
+        }
+        if tb && (ta || kernel.spec_tb().is_none()) {
+            let b = b.detach().transpose_last2()?;
+            return matmul_launch(a, &b, ta, false, kernel);
         }
     }
     let gpu = a.gpu();
@@ -319,12 +316,20 @@ pub(crate) fn matmul_launch(
     } else {
         None
     };
-    // Only the vec4 tiles' `_ta` forms reach here with `ta` among the vec4 kernels (above).
-    let spec = match (kernel, ta) {
-        (MatmulKernel::Vec4 { .. }, true) => kernel.spec_ta().ok_or_else(|| {
+    // Only the vec4 tiles' `_ta` and `_tb` forms reach here with a transpose among the vec4
+    // kernels (above).
+    let spec = match (kernel, ta, tb) {
+        (MatmulKernel::Vec4 { .. }, true, false) => kernel.spec_ta().ok_or_else(|| {
             Error::invalid(
                 "matmul",
                 "a vec4 tile with a transposed-A form",
+                kernel.name(),
+            )
+        })?,
+        (MatmulKernel::Vec4 { .. }, false, true) => kernel.spec_tb().ok_or_else(|| {
+            Error::invalid(
+                "matmul",
+                "a vec4 tile with a transposed-B form",
                 kernel.name(),
             )
         })?,

@@ -58,9 +58,10 @@ pub enum MatmulKernel {
     Tile { rows: u32, cols: u32 },
     /// Register tile of `rows × cols` outputs on vec4 loads (shaders/matmul_vec4.wgsl), in
     /// workgroups of `lanes` invocations. Needs K % 4 == 0 and N % 4 == 0; a transposed A with
-    /// M % 4 == 0 is read in place (the `_ta` forms), any other transposed operand is first
-    /// copied to row-major (O(size), small next to the O(M·N·K) product). Other shapes
-    /// fall back to `Tile { 4, 4 }`. `staged_k` > 0: A is staged in workgroup memory
+    /// M % 4 == 0 is read in place (the `_ta` forms), as is a transposed B (the `_tb` forms)
+    /// when A is not transposed too; any other transposed operand is first copied to row-major
+    /// (O(size), small next to the O(M·N·K) product). Other shapes fall back to
+    /// `Tile { 4, 4 }`. `staged_k` > 0: A is staged in workgroup memory
     /// `staged_k` values of k at a time (the `_sa<staged_k>` tiles, workgroups of 8, 4 columns).
     Vec4 {
         rows: u32,
@@ -255,8 +256,9 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
 ];
 
 /// The vec4 register tiles that also come in a transposed-A form (`matmul_vec4_ta_*`, reading
-/// A stored `[.., K, M]` directly), and those forms, in the same order.
-const TA_TILES: [MatmulKernel; 6] = [
+/// A stored `[.., K, M]` directly) and a transposed-B form (`matmul_vec4_tb_*`, reading B stored
+/// `[.., N, K]` directly), and those forms, in the same order.
+const TRANSPOSED_FORM_TILES: [MatmulKernel; 6] = [
     MatmulKernel::vec4(4, 4),
     MatmulKernel::vec4(4, 8),
     MatmulKernel::vec4(8, 4),
@@ -272,14 +274,31 @@ pub(crate) const KERNELS_TA: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_ta_32x4_w8"),
     spec_vec4("matmul_vec4_ta_16x8_w8"),
 ];
+pub(crate) const KERNELS_TB: &[KernelSpec] = &[
+    spec_vec4("matmul_vec4_tb_4x4"),
+    spec_vec4("matmul_vec4_tb_4x8"),
+    spec_vec4("matmul_vec4_tb_8x4"),
+    spec_vec4("matmul_vec4_tb_8x8"),
+    spec_vec4("matmul_vec4_tb_32x4_w8"),
+    spec_vec4("matmul_vec4_tb_16x8_w8"),
+];
 
 impl MatmulKernel {
     /// The transposed-A form of this vec4 tile, if it has one (the A-staged tiles do not).
     pub(super) fn spec_ta(self) -> Option<&'static KernelSpec> {
-        TA_TILES
+        self.transposed_form(KERNELS_TA)
+    }
+
+    /// The transposed-B form of this vec4 tile, if it has one (the A-staged tiles do not).
+    pub(super) fn spec_tb(self) -> Option<&'static KernelSpec> {
+        self.transposed_form(KERNELS_TB)
+    }
+
+    fn transposed_form(self, forms: &'static [KernelSpec]) -> Option<&'static KernelSpec> {
+        TRANSPOSED_FORM_TILES
             .iter()
             .position(|k| *k == self)
-            .map(|i| &KERNELS_TA[i])
+            .map(|i| &forms[i])
     }
 }
 
@@ -288,12 +307,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_transposed_a_form_is_its_tiles_twin() {
-        assert_eq!(TA_TILES.len(), KERNELS_TA.len());
-        for (tile, spec) in TA_TILES.iter().zip(KERNELS_TA) {
-            let twin = format!("matmul_{}", tile.name().replacen("vec4_", "vec4_ta_", 1));
-            assert_eq!(spec.entry, twin);
-            assert!(MatmulKernel::ALL.contains(tile), "{tile:?}");
+    fn each_transposed_form_is_its_tiles_twin() {
+        for (forms, tag) in [(KERNELS_TA, "vec4_ta_"), (KERNELS_TB, "vec4_tb_")] {
+            assert_eq!(TRANSPOSED_FORM_TILES.len(), forms.len());
+            for (tile, spec) in TRANSPOSED_FORM_TILES.iter().zip(forms) {
+                let twin = format!("matmul_{}", tile.name().replacen("vec4_", tag, 1));
+                assert_eq!(spec.entry, twin);
+                assert!(MatmulKernel::ALL.contains(tile), "{tile:?}");
+            }
         }
     }
 }

@@ -7,7 +7,7 @@
 //! — per-block partials, then a sum over blocks — so no float atomics are needed and the result is
 //! deterministic.
 
-use super::reduce::sum_to_shape;
+use super::reduce::{sum_rows_halves, sum_to_shape};
 use super::softmax::{thread_per_row, RowKernel};
 use crate::autograd::record;
 use crate::error::{Error, Result};
@@ -293,9 +293,7 @@ pub fn layer_norm_backward_raw(
         &[partial.buffer()],
         Grid::cover((n_blocks * cols) as u64, 64),
     )?;
-    let sums = sum_to_shape(&partial, &[1, 2, cols])?.reshape(&[2, cols])?;
-    let ggamma = sums.slice(0, 0, 1)?.reshape(&[cols])?;
-    let gbeta = sums.slice(0, 1, 1)?.reshape(&[cols])?;
+    let (ggamma, gbeta) = sum_rows_halves(&partial, n_blocks, cols)?;
     Ok((gx, Some((ggamma, gbeta))))
 }
 
@@ -458,9 +456,7 @@ pub fn instance_norm_backward_raw(
     if !param_grads {
         return Ok((gx, None));
     }
-    let total = sum_to_shape(&sums, &[1, 2, c])?.reshape(&[2, c])?;
-    let ggamma = total.slice(0, 0, 1)?.reshape(&[c])?;
-    let gbeta = total.slice(0, 1, 1)?.reshape(&[c])?;
+    let (ggamma, gbeta) = sum_rows_halves(&sums, n, c)?;
     Ok((gx, Some((ggamma, gbeta))))
 }
 

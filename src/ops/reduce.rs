@@ -46,7 +46,13 @@ const SUM_ROWS: KernelSpec = KernelSpec {
     ..SUM_AXES
 };
 
-pub(crate) const KERNELS: &[KernelSpec] = &[SUM_AXES, SUM_AXES_SERIAL, SUM_ROWS];
+const SUM_ROWS_HALVES: KernelSpec = KernelSpec {
+    entry: "sum_rows_halves",
+    outputs: 2,
+    ..SUM_AXES
+};
+
+pub(crate) const KERNELS: &[KernelSpec] = &[SUM_AXES, SUM_AXES_SERIAL, SUM_ROWS, SUM_ROWS_HALVES];
 
 /// Rows one `sum_rows` invocation adds in order; longer column sums split into partials.
 const ROWS_CHUNK: usize = 1024;
@@ -173,34 +179,88 @@ fn sum_rows_to(
     scale: f32,
     dst: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let splits = rows.div_ceil(ROWS_CHUNK);
-    let chunk = rows.div_ceil(splits);
-    let splits = rows.div_ceil(chunk);
+    if rows > ROWS_CHUNK {
+        let (partial, splits) = sum_rows_partials(x, rows, cols)?;
+        return sum_rows_to(&partial, splits, cols, scale, dst);
+    }
     let out = match dst {
-        Some(dst) if splits == 1 => dst.clone(),
-        _ => Tensor::uninit(x.gpu(), "sum", &[splits, cols])?,
+        Some(dst) => dst.clone(),
+        None => Tensor::uninit(x.gpu(), "sum", &[cols])?,
     };
-    let params = ReduceParams {
-        n_out: cols as u32,
-        n_red: rows as u32,
-        scale: if splits > 1 { 1.0 } else { scale },
-        chunk: chunk as u32,
-        kept_shape: [1; 6],
-        kept_stride: [0; 6],
-        red_shape: [1; 6],
-        red_stride: [0; 6],
-    };
+    let params = rows_params(rows, cols, scale, rows);
     x.gpu().dispatch(
         &SUM_ROWS,
         &params,
         &[x.buffer()],
         &[out.buffer()],
+        Grid::Xyz(cols.div_ceil(64) as u32, 1, 1),
+    )?;
+    out.reshape(&[cols])
+}
+
+/// One split pass of [`sum_rows`] over more than [`ROWS_CHUNK`] rows: partial column sums
+/// `[splits, cols]` of consecutive chunks of rows, and `splits`.
+fn sum_rows_partials(x: &Tensor, rows: usize, cols: usize) -> Result<(Tensor, usize)> {
+    let splits = rows.div_ceil(ROWS_CHUNK);
+    let chunk = rows.div_ceil(splits);
+    let splits = rows.div_ceil(chunk);
+    let partial = Tensor::uninit(x.gpu(), "sum", &[splits, cols])?;
+    x.gpu().dispatch(
+        &SUM_ROWS,
+        &rows_params(rows, cols, 1.0, chunk),
+        &[x.buffer()],
+        &[partial.buffer()],
         Grid::Xyz(cols.div_ceil(64) as u32, splits as u32, 1),
     )?;
-    if splits == 1 {
-        return out.reshape(&[cols]);
+    Ok((partial, splits))
+}
+
+fn rows_params(rows: usize, cols: usize, scale: f32, chunk: usize) -> ReduceParams {
+    ReduceParams {
+        n_out: cols as u32,
+        n_red: rows as u32,
+        scale,
+        chunk: chunk as u32,
+        kept_shape: [1; 6],
+        kept_stride: [0; 6],
+        red_shape: [1; 6],
+        red_stride: [0; 6],
     }
-    sum_rows_to(&out, splits, cols, scale, dst)
+}
+
+/// Column sums of `x` viewed as `[rows, 2·half]`, returned as two `[half]` tensors: columns
+/// `0..half` and `half..2·half`. A norm's backward stacks its two parameter-gradient partials as
+/// `[blocks, 2, C]`; this sums them straight into gγ and gβ in one launch (after a split pass
+/// when there are more than [`ROWS_CHUNK`] blocks) instead of a sum and two slice copies.
+pub(crate) fn sum_rows_halves(x: &Tensor, rows: usize, half: usize) -> Result<(Tensor, Tensor)> {
+    let cols = 2 * half;
+    if rows * cols != x.numel() {
+        return Err(Error::shape(
+            "sum_rows_halves",
+            format!("[{rows}, {cols}] ({} elements)", rows * cols),
+            x.shape(),
+        ));
+    }
+    if rows == 0 || half == 0 {
+        return Ok((
+            Tensor::zeros(x.gpu(), &[half])?,
+            Tensor::zeros(x.gpu(), &[half])?,
+        ));
+    }
+    if rows > ROWS_CHUNK {
+        let (partial, splits) = sum_rows_partials(x, rows, cols)?;
+        return sum_rows_halves(&partial, splits, half);
+    }
+    let lo = Tensor::uninit(x.gpu(), "sum", &[half])?;
+    let hi = Tensor::uninit(x.gpu(), "sum", &[half])?;
+    x.gpu().dispatch(
+        &SUM_ROWS_HALVES,
+        &rows_params(rows, cols, 1.0, rows),
+        &[x.buffer()],
+        &[lo.buffer(), hi.buffer()],
+        Grid::Xyz(cols.div_ceil(64) as u32, 1, 1),
+    )?;
+    Ok((lo, hi))
 }
 
 /// Split-K / split-reduction count shared by every launcher that cuts a long reduction across
@@ -347,4 +407,42 @@ pub(crate) fn sum_to_shape(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
         .collect();
     let summed = reduce_raw(g, &mask, 1.0)?;
     summed.reshape(shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{sum_rows_halves, ROWS_CHUNK};
+    use crate::util::{compare, Rng, F32_ACCUM};
+    use crate::{Gpu, Tensor};
+
+    /// Both halves against f64 column sums, with one pass (rows ≤ ROWS_CHUNK) and with a split
+    /// pass first, on a half that is not a multiple of the 64-lane workgroup.
+    #[test]
+    fn halves_are_the_column_sums_of_each_half() {
+        let gpu = Gpu::new().unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
+        let mut rng = Rng::new(5);
+        for (rows, half) in [(1, 3), (37, 40), (ROWS_CHUNK * 2 + 5, 33)] {
+            let data = rng.vec_uniform(rows * 2 * half, -1.0, 1.0);
+            let x = Tensor::from_slice(&gpu, &data, &[rows, 2, half]).unwrap();
+            let (lo, hi) = sum_rows_halves(&x, rows, half).unwrap();
+            assert_eq!(
+                (lo.shape(), hi.shape()),
+                ([half].as_slice(), [half].as_slice())
+            );
+            for (h, got) in [lo, hi].iter().enumerate() {
+                let want: Vec<f64> = (0..half)
+                    .map(|c| {
+                        (0..rows)
+                            .map(|r| data[(2 * r + h) * half + c] as f64)
+                            .sum::<f64>()
+                    })
+                    .collect();
+                let got: Vec<f64> = got.to_vec().unwrap().iter().map(|&v| v as f64).collect();
+                let what = format!("rows {rows} half {h} of {half}");
+                compare(&what, &got, &want, F32_ACCUM).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        let x = Tensor::zeros(&gpu, &[4, 6]).unwrap();
+        assert!(sum_rows_halves(&x, 4, 2).is_err(), "4 × 6 is not 4 × 2·2");
+    }
 }
