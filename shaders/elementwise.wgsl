@@ -13,10 +13,18 @@
 //                  On SIMD CPU drivers the integer divisions of the general entry dominate it.
 // unary:           out[i] = u(x[i]; alpha), `op` codes listed at `apply_unary`.
 // unary_backward:  gx[i] = g[i] * u'(x[i]; alpha)  (gradient written fresh, never accumulated).
+// *4 entries (binary_flat4, binary_rows4, unary4, unary_backward4): the same on vec4s, four
+//                  consecutive outputs per invocation, when the host (src/ops/elementwise.rs)
+//                  finds them in one row with each operand either contiguous along it (one vec4
+//                  load at an element index divisible by 4) or constant along it (one element,
+//                  splat): n % 4 == 0, the row extent % 4 == 0, row strides of contiguous
+//                  operands % 4 == 0. On lavapipe each per-invocation load is a per-lane
+//                  sequence, so one vec4 load in place of four scalar ones is the gain.
 //
 // Layouts: contiguous row-major f32 buffers. Bindings: 0 params (uniform), then the inputs
-// (read), then the output (read_write). Dispatch: 1-D over elements, 256 per workgroup, folded
-// into (x, y) when over 65,535 workgroups: i = (wg.x + wg.y * nwg.x) * 256 + local index.
+// (read), then the output (read_write). Dispatch: 1-D over elements (over vec4s for the *4
+// entries), 256 per workgroup, folded into (x, y) when over 65,535 workgroups:
+// i = (wg.x + wg.y * nwg.x) * 256 + local index.
 // Launched by src/ops/elementwise.rs (binary, unary, unary_backward). The fill kernel is the
 // tensor layer's (shaders/tensor_fill_add.wgsl).
 
@@ -89,6 +97,63 @@ fn binary_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let ia = r * bp.a_stride4 + c * bp.a_stride5;
     let ib = r * bp.b_stride4 + c * bp.b_stride5;
     bin_out[i] = binary_apply(bin_a[ia], bin_b[ib]);
+}
+
+@group(0) @binding(1) var<storage, read> bin4_a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> bin4_b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> bin4_out: array<vec4<f32>>;
+
+fn binary_apply4(x: vec4<f32>, y: vec4<f32>) -> vec4<f32> {
+    let one = vec4<f32>(1.0);
+    let zero = vec4<f32>(0.0);
+    switch bp.op {
+        case 0u: { return x + y; }
+        case 1u: { return x - y; }
+        case 2u: { return x * y; }
+        case 3u: { return x / y; }
+        case 4u: { return max(x, y); }
+        case 5u: { return min(x, y); }
+        case 6u: { return select(zero, one, x >= y); }
+        case 7u: { return select(zero, one, x < y); }
+        case 8u: { return select(zero, one, x <= y); }
+        default: { return select(zero, one, x > y); }
+    }
+}
+
+// Four consecutive elements from element e on of an operand whose stride along them is 1 (e is
+// then a multiple of 4) or 0 (element e repeated). `stride` is uniform.
+fn operand_a4(e: u32, stride: u32) -> vec4<f32> {
+    if (stride == 0u) { return vec4<f32>(bin4_a[e / 4u][e % 4u]); }
+    return bin4_a[e / 4u];
+}
+
+fn operand_b4(e: u32, stride: u32) -> vec4<f32> {
+    if (stride == 0u) { return vec4<f32>(bin4_b[e / 4u][e % 4u]); }
+    return bin4_b[e / 4u];
+}
+
+@compute @workgroup_size(256)
+fn binary_flat4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if (i >= bp.n / 4u) { return; }
+    let e = 4u * i;
+    let a = operand_a4(e * bp.a_stride5, bp.a_stride5);
+    let b = operand_b4(e * bp.b_stride5, bp.b_stride5);
+    bin4_out[i] = binary_apply4(a, b);
+}
+
+@compute @workgroup_size(256)
+fn binary_rows4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if (i >= bp.n / 4u) { return; }
+    let e = 4u * i;
+    let c = e % bp.shape5;
+    let r = e / bp.shape5;
+    let a = operand_a4(r * bp.a_stride4 + c * bp.a_stride5, bp.a_stride5);
+    let b = operand_b4(r * bp.b_stride4 + c * bp.b_stride5, bp.b_stride5);
+    bin4_out[i] = binary_apply4(a, b);
 }
 
 struct UnaryParams {
@@ -177,4 +242,32 @@ fn unary_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let i = linear_id(wg, nwg, lid);
     if (i >= ubp.n) { return; }
     ub_out[i] = ub_g[i] * unary_derivative(ub_x[i], ubp.op, ubp.alpha);
+}
+
+@group(0) @binding(1) var<storage, read> un4_x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> un4_out: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn unary4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if (i >= up.n / 4u) { return; }
+    let x = un4_x[i];
+    un4_out[i] = vec4<f32>(apply_unary(x.x, up.op, up.alpha), apply_unary(x.y, up.op, up.alpha),
+                           apply_unary(x.z, up.op, up.alpha), apply_unary(x.w, up.op, up.alpha));
+}
+
+@group(0) @binding(1) var<storage, read> ub4_x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> ub4_g: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> ub4_out: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn unary_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if (i >= ubp.n / 4u) { return; }
+    let x = ub4_x[i];
+    let d = vec4<f32>(unary_derivative(x.x, ubp.op, ubp.alpha), unary_derivative(x.y, ubp.op, ubp.alpha),
+                      unary_derivative(x.z, ubp.op, ubp.alpha), unary_derivative(x.w, ubp.op, ubp.alpha));
+    ub4_out[i] = ub4_g[i] * d;
 }

@@ -91,24 +91,68 @@ fn unary_ops_match_reference_forward_and_backward() {
             UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Reciprocal | UnaryOp::Pow(_)
         );
         let (lo, hi) = if positive { (0.2, 3.0) } else { (-3.0, 3.0) };
-        let shape = [3, 37, 5];
-        let (x, tx) = random_param(&gpu, &mut rng, &shape, lo, hi);
-        let y = ops::unary(op, &tx).unwrap();
+        // 555 elements run one per invocation, 540 four (the vec4 entries).
+        for shape in [[3, 37, 5], [3, 36, 5]] {
+            let (x, tx) = random_param(&gpu, &mut rng, &shape, lo, hi);
+            let y = ops::unary(op, &tx).unwrap();
+            assert_close(
+                &format!("{op:?} forward"),
+                &y.to_vec().unwrap(),
+                &refew::unary(op, &x).data,
+                F32_POINTWISE,
+            );
+            let gdata = rng.vec_uniform(y.numel(), -1.0, 1.0);
+            let grads = y
+                .backward_with(&Tensor::from_slice(&gpu, &gdata, &shape).unwrap())
+                .unwrap();
+            let want = refew::unary_backward(op, &x, &Array::from_f32(&gdata, &shape));
+            assert_close(
+                &format!("{op:?} {shape:?} backward"),
+                &grads.get(&tx).unwrap().to_vec().unwrap(),
+                &want.data,
+                F32_GRAD,
+            );
+        }
+    }
+}
+
+/// A unary map and its input gradient run four elements per invocation when the element count
+/// is a multiple of 4 (one element per invocation otherwise), past one workgroup of 256.
+#[test]
+fn unary_kernels_take_vec4s_when_the_count_allows() {
+    let gpu = common::fresh_gpu();
+    let mut rng = Rng::new(14);
+    for (n, suffix) in [(4 * 1031, "4"), (1023, "")] {
+        let (x, tx) = random_param(&gpu, &mut rng, &[n], -3.0, 3.0);
+        gpu.synchronize().unwrap();
+        gpu.set_profiling(true);
+        let y = ops::gelu(&tx).unwrap();
+        let ones = Tensor::full(&gpu, &[n], 1.0).unwrap();
+        let gx = y
+            .backward_with(&ones)
+            .unwrap()
+            .get(&tx)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let got = y.to_vec().unwrap();
+        gpu.set_profiling(false);
+        let ran: Vec<String> = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
+        for entry in ["unary", "unary_backward"] {
+            let entry = format!("elementwise::{entry}{suffix}");
+            assert!(ran.contains(&entry), "n {n}: {entry} not in {ran:?}");
+        }
         assert_close(
-            &format!("{op:?} forward"),
-            &y.to_vec().unwrap(),
-            &refew::unary(op, &x).data,
+            &format!("gelu n {n}"),
+            &got,
+            &refew::unary(UnaryOp::Gelu, &x).data,
             F32_POINTWISE,
         );
-        let gdata = rng.vec_uniform(y.numel(), -1.0, 1.0);
-        let grads = y
-            .backward_with(&Tensor::from_slice(&gpu, &gdata, &shape).unwrap())
-            .unwrap();
-        let want = refew::unary_backward(op, &x, &Array::from_f32(&gdata, &shape));
+        let ones = Array::from_f32(&vec![1.0; n], &[n]);
         assert_close(
-            &format!("{op:?} backward"),
-            &grads.get(&tx).unwrap().to_vec().unwrap(),
-            &want.data,
+            &format!("gelu' n {n}"),
+            &gx,
+            &refew::unary_backward(UnaryOp::Gelu, &x, &ones).data,
             F32_GRAD,
         );
     }
@@ -212,21 +256,41 @@ fn shape_mismatch_is_a_typed_error() {
 /// The broadcast collapses to the fewest axes (src/ops/shape.rs) and picks its kernel by them:
 /// same-shape operands and scalars on the division-free kernel, a bias over rows or a
 /// per-sample factor on the one-division kernel, anything else on the general one; each with
-/// more elements than one workgroup, against the reference.
+/// more elements than one workgroup, against the reference, for every op (comparisons too).
 #[test]
 fn collapsed_broadcasts_take_their_kernels_and_match_the_reference() {
     let gpu = common::fresh_gpu();
     let mut rng = Rng::new(12);
+    // The division-free and one-division kernels come in vec4 forms (`4`): four outputs per
+    // invocation when the last collapsed axis is a multiple of 4 long.
     let cases: &[(&[usize], &[usize], &str)] = &[
-        (&[2, 30, 33], &[2, 30, 33], "binary_flat"),
-        (&[1], &[40, 33], "binary_flat"),
+        (&[3, 7, 11], &[3, 7, 11], "binary_flat"),
+        (&[2, 30, 33], &[2, 30, 33], "binary_flat4"),
+        (&[1], &[41, 33], "binary_flat"),
+        (&[1], &[40, 33], "binary_flat4"),
+        (&[40, 33], &[1], "binary_flat4"),
         (&[5, 7, 33], &[33], "binary_rows"),
-        (&[6, 1, 1], &[6, 20, 11], "binary_rows"),
+        (&[5, 7, 36], &[36], "binary_rows4"),
+        (&[6, 1, 1], &[6, 3, 11], "binary_rows"),
+        (&[6, 1, 1], &[6, 20, 11], "binary_rows4"),
         (&[37, 1], &[1, 41], "binary_rows"),
-        (&[4, 1, 33], &[4, 9, 1], "binary"),
+        (&[37, 1], &[1, 44], "binary_rows4"),
+        (&[44], &[37, 1], "binary_rows4"),
+        (&[4, 1, 36], &[4, 9, 1], "binary"),
     ];
     for &(sa, sb, kernel) in cases {
-        for op in [BinaryOp::Add, BinaryOp::Mul, BinaryOp::Div] {
+        for op in [
+            BinaryOp::Add,
+            BinaryOp::Sub,
+            BinaryOp::Mul,
+            BinaryOp::Div,
+            BinaryOp::Max,
+            BinaryOp::Min,
+            BinaryOp::Ge,
+            BinaryOp::Lt,
+            BinaryOp::Le,
+            BinaryOp::Gt,
+        ] {
             let (a, ta) = random_param(&gpu, &mut rng, sa, 0.5, 2.0);
             let (b, tb) = random_param(&gpu, &mut rng, sb, 0.5, 2.0);
             gpu.synchronize().unwrap();

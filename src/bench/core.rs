@@ -42,6 +42,16 @@ pub(crate) fn cases() -> Vec<Case> {
             run: add_8m,
         },
         Case {
+            op: "add",
+            case: "bias_8192x1024",
+            run: add_bias,
+        },
+        Case {
+            op: "gelu",
+            case: "8M",
+            run: gelu_8m,
+        },
+        Case {
             op: "sum",
             case: "rows_4096x4096",
             run: sum_rows,
@@ -93,6 +103,27 @@ fn add_8m(b: &Bench) -> Result<Sample> {
         |(x, y)| ops::add(x, y).map(drop),
     )?;
     Ok(Sample::new(ms, Work::Bytes(3.0 * 4.0 * N as f64)))
+}
+
+/// A bias over the rows of an 8192 × 1024 matrix (a Linear's epilogue): 2 × 32 MiB moved.
+fn add_bias(b: &Bench) -> Result<Sample> {
+    const R: usize = 8192;
+    const C: usize = 1024;
+    let ms = b.time(
+        |gpu, rng| Ok((random(gpu, rng, &[R, C])?, random(gpu, rng, &[C])?)),
+        |(x, bias)| ops::add(x, bias).map(drop),
+    )?;
+    Ok(Sample::new(ms, Work::Bytes(4.0 * (2 * R * C + C) as f64)))
+}
+
+/// GELU (erf form) over 8M f32: 2 × 32 MiB moved.
+fn gelu_8m(b: &Bench) -> Result<Sample> {
+    const N: usize = 8 << 20;
+    let ms = b.time(
+        |gpu, rng| random(gpu, rng, &[N]),
+        |x| ops::gelu(x).map(drop),
+    )?;
+    Ok(Sample::new(ms, Work::Bytes(2.0 * 4.0 * N as f64)))
 }
 
 /// Row sums of a 4096 × 4096 matrix (many outputs, reduction of 4096 each).

@@ -51,6 +51,14 @@ const BINARY_ROWS: KernelSpec = KernelSpec {
     entry: "binary_rows",
     ..BINARY
 };
+const BINARY_FLAT4: KernelSpec = KernelSpec {
+    entry: "binary_flat4",
+    ..BINARY
+};
+const BINARY_ROWS4: KernelSpec = KernelSpec {
+    entry: "binary_rows4",
+    ..BINARY
+};
 const UNARY: KernelSpec = KernelSpec {
     shader: "elementwise",
     source: SOURCE,
@@ -70,8 +78,26 @@ const UNARY_BACKWARD: KernelSpec = KernelSpec {
     constants: &[],
 };
 
-pub(crate) const KERNELS: &[KernelSpec] =
-    &[BINARY, BINARY_FLAT, BINARY_ROWS, UNARY, UNARY_BACKWARD];
+const UNARY4: KernelSpec = KernelSpec {
+    entry: "unary4",
+    ..UNARY
+};
+const UNARY_BACKWARD4: KernelSpec = KernelSpec {
+    entry: "unary_backward4",
+    ..UNARY_BACKWARD
+};
+
+pub(crate) const KERNELS: &[KernelSpec] = &[
+    BINARY,
+    BINARY_FLAT,
+    BINARY_ROWS,
+    BINARY_FLAT4,
+    BINARY_ROWS4,
+    UNARY,
+    UNARY_BACKWARD,
+    UNARY4,
+    UNARY_BACKWARD4,
+];
 
 pub use super::config::{BinaryOp, UnaryOp};
 
@@ -117,19 +143,42 @@ pub(crate) fn binary_raw(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor>
         b_stride: rank6(name, &field(|x| x.b_stride), 0)?,
         _pad1: [0; 2],
     };
-    let spec = match axes.len() {
-        0 | 1 => &BINARY_FLAT,
-        2 => &BINARY_ROWS,
+    let by_vec4 = runs_on_vec4(&axes);
+    let spec = match (axes.len(), by_vec4) {
+        (0 | 1, false) => &BINARY_FLAT,
+        (0 | 1, true) => &BINARY_FLAT4,
+        (2, false) => &BINARY_ROWS,
+        (2, true) => &BINARY_ROWS4,
         _ => &BINARY,
     };
+    let lanes = if by_vec4 { n / 4 } else { n };
     a.gpu().dispatch(
         spec,
         &params,
         &[a.buffer(), b.buffer()],
         &[out.buffer()],
-        Grid::cover(n as u64, 256),
+        Grid::cover(lanes as u64, 256),
     )?;
     Ok(out)
+}
+
+/// Whether a broadcast collapsed to at most two axes can run four outputs per invocation: the
+/// last axis a multiple of 4 long, and each operand along it either contiguous (stride 1, its
+/// row stride a multiple of 4, so every vec4 starts on a vec4 boundary) or constant (stride 0).
+fn runs_on_vec4(axes: &[BroadcastAxis]) -> bool {
+    let Some(last) = axes.last() else {
+        return false;
+    };
+    let row = axes.len().checked_sub(2).map(|i| &axes[i]);
+    let aligned = |stride: usize, row_stride: usize| match stride {
+        0 => true,
+        1 => row_stride.is_multiple_of(4),
+        _ => false,
+    };
+    axes.len() <= 2
+        && last.extent % 4 == 0
+        && aligned(last.a_stride, row.map_or(0, |r| r.a_stride))
+        && aligned(last.b_stride, row.map_or(0, |r| r.b_stride))
 }
 
 /// `op(a, b)` with numpy broadcasting, recorded for autograd.
@@ -253,13 +302,29 @@ pub fn minimum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(BinaryOp::Min, a, b)
 }
 
-fn unary_launch(spec: &KernelSpec, op: UnaryOp, inputs: &[&Tensor]) -> Result<Tensor> {
+/// Which unary kernel: the forward map or its input gradient.
+#[derive(Clone, Copy)]
+enum UnaryPass {
+    Forward,
+    Backward,
+}
+
+fn unary_launch(pass: UnaryPass, op: UnaryOp, inputs: &[&Tensor]) -> Result<Tensor> {
     let x = inputs[0];
     let out = Tensor::uninit(x.gpu(), op.name(), x.shape())?;
     let n = x.numel();
     if n == 0 {
         return Ok(out);
     }
+    // Four elements per invocation when they come in whole vec4s.
+    let by_vec4 = n.is_multiple_of(4);
+    let spec = match (pass, by_vec4) {
+        (UnaryPass::Forward, false) => &UNARY,
+        (UnaryPass::Forward, true) => &UNARY4,
+        (UnaryPass::Backward, false) => &UNARY_BACKWARD,
+        (UnaryPass::Backward, true) => &UNARY_BACKWARD4,
+    };
+    let lanes = if by_vec4 { n / 4 } else { n };
     let (code, alpha) = op.code();
     let params = UnaryParams {
         n: n as u32,
@@ -273,14 +338,14 @@ fn unary_launch(spec: &KernelSpec, op: UnaryOp, inputs: &[&Tensor]) -> Result<Te
         &params,
         &bufs,
         &[out.buffer()],
-        Grid::cover(n as u64, 256),
+        Grid::cover(lanes as u64, 256),
     )?;
     Ok(out)
 }
 
 /// `op(x)` elementwise, recorded; backward is `g · op'(x)` (kernel `unary_backward`).
 pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
-    let out = unary_launch(&UNARY, op, &[x])?;
+    let out = unary_launch(UnaryPass::Forward, op, &[x])?;
     let shape = x.shape().to_vec();
     // The affine maps' derivatives are constants: their backward keeps nothing of x.
     let kept = match op {
@@ -300,8 +365,10 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         }
         Ok(vec![Some(match &kept {
             UnaryKept::Slope(s) if *s == 1.0 => g.clone(),
-            UnaryKept::Slope(s) => unary_launch(&UNARY, UnaryOp::MulScalar(*s), &[g])?,
-            UnaryKept::Input(x) => unary_launch(&UNARY_BACKWARD, op, &[&x.value(op.name())?, g])?,
+            UnaryKept::Slope(s) => unary_launch(UnaryPass::Forward, UnaryOp::MulScalar(*s), &[g])?,
+            UnaryKept::Input(x) => {
+                unary_launch(UnaryPass::Backward, op, &[&x.value(op.name())?, g])?
+            }
         })])
     }))
 }
