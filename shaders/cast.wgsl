@@ -113,6 +113,35 @@ fn cast_f16_to_f32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     if (2u * w + 1u < p.n) { dst[2u * w + 1u] = f16_to_f32_bits(word >> 16u); }
 }
 
+// The *_4 entries: four elements per invocation when n % 4 == 0, one vec4 load of f32 bits and
+// one vec2 store of f16 words (or the reverse): on lavapipe each per-invocation load or store is
+// a per-lane sequence, so fewer, wider ones are what count. Dispatch over n/4.
+@group(0) @binding(1) var<storage, read> src_f32x4: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> dst_f16x4: array<vec2<u32>>;
+
+@compute @workgroup_size(256)
+fn cast_f32_to_f16_4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let q = linear_id(wg, nwg, lid);
+    if (q >= p.n / 4u) { return; }
+    let x = src_f32x4[q];
+    dst_f16x4[q] = vec2<u32>(f32_to_f16_bits(x.x) | (f32_to_f16_bits(x.y) << 16u),
+                             f32_to_f16_bits(x.z) | (f32_to_f16_bits(x.w) << 16u));
+}
+
+@group(0) @binding(1) var<storage, read> src_f16x4: array<vec2<u32>>;
+@group(0) @binding(2) var<storage, read_write> dst_f32x4: array<vec4<u32>>;
+
+@compute @workgroup_size(256)
+fn cast_f16_to_f32_4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let q = linear_id(wg, nwg, lid);
+    if (q >= p.n / 4u) { return; }
+    let w = src_f16x4[q];
+    dst_f32x4[q] = vec4<u32>(f16_to_f32_bits(w.x & 0xffffu), f16_to_f32_bits(w.x >> 16u),
+                             f16_to_f32_bits(w.y & 0xffffu), f16_to_f32_bits(w.y >> 16u));
+}
+
 @group(0) @binding(0) var<uniform> ap: CastParams;
 @group(0) @binding(1) var<storage, read> add_a: array<u32>;
 @group(0) @binding(2) var<storage, read> add_b: array<u32>;

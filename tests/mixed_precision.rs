@@ -133,20 +133,26 @@ fn reference_f16_matmul_backward_is_the_straight_through_gradient() {
 
 #[test]
 fn every_f16_widens_to_f32_exactly() {
-    let gpu = gpu();
     let all: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
-    let t = Tensor::from_f16_slice(&gpu, &all, &[all.len()]).unwrap();
+    // 65536 elements run four per invocation, 65535 one word (two) per invocation.
+    check_widening(&all);
+    check_widening(&all[1..]);
+}
+
+fn check_widening(all: &[f16]) {
+    let gpu = gpu();
+    let t = Tensor::from_f16_slice(&gpu, all, &[all.len()]).unwrap();
     assert_eq!(t.dtype(), DType::F16);
     // Download as stored, and widened by the GPU kernel (to_dtype) and by the host (to_vec).
     assert!(t
         .to_f16_vec()
         .unwrap()
         .iter()
-        .zip(&all)
+        .zip(all)
         .all(|(g, w)| g.to_bits() == w.to_bits()));
     let wide = t.to_dtype(DType::F32).unwrap();
     assert_eq!(wide.dtype(), DType::F32);
-    let want = refcast::to_f32(&all);
+    let want = refcast::to_f32(all);
     for (i, (g, w)) in wide.to_vec().unwrap().iter().zip(&want).enumerate() {
         assert!(
             g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
@@ -202,16 +208,23 @@ fn f32_to_f16_rounds_to_nearest_even_like_the_half_crate() {
     // Random bit patterns over the whole f32 range.
     let mut rng = Rng::new(16);
     values.extend((0..100_000).map(|_| f32::from_bits(rng.next_u64() as u32)));
-    // Odd length: the last word's high half is padding.
+    // Odd length: the last word's high half is padding; a multiple of 4: the four-element
+    // kernels.
     if values.len().is_multiple_of(2) {
         values.push(0.333);
     }
-    let t = Tensor::from_slice(&gpu, &values, &[values.len()])
+    let whole = values.len() - values.len() % 4;
+    check_f32_to_f16(&gpu, &values);
+    check_f32_to_f16(&gpu, &values[..whole]);
+}
+
+fn check_f32_to_f16(gpu: &Gpu, values: &[f32]) {
+    let t = Tensor::from_slice(gpu, values, &[values.len()])
         .unwrap()
         .to_dtype(DType::F16)
         .unwrap();
     let got = t.to_f16_vec().unwrap();
-    let want = refcast::to_f16(&values);
+    let want = refcast::to_f16(values);
     let bad: Vec<String> = values
         .iter()
         .zip(got.iter().zip(&want))
@@ -221,7 +234,8 @@ fn f32_to_f16_rounds_to_nearest_even_like_the_half_crate() {
         .collect();
     assert!(
         bad.is_empty(),
-        "{} mismatches, e.g.\n{}",
+        "n {}: {} mismatches, e.g.\n{}",
+        values.len(),
         bad.len(),
         bad.join("\n")
     );

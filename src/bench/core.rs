@@ -5,7 +5,7 @@ use super::{Bench, Case, Sample, Work};
 use crate::error::Result;
 use crate::gpu::{Grid, KernelSpec};
 use crate::ops;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 crate::gpu::shader_params! {
     /// Mirrors `FmaParams` in shaders/fma_peak.wgsl.
@@ -50,6 +50,16 @@ pub(crate) fn cases() -> Vec<Case> {
             op: "gelu",
             case: "8M",
             run: gelu_8m,
+        },
+        Case {
+            op: "cast",
+            case: "8M_f32_to_f16",
+            run: |b| cast_8m(b, DType::F32, DType::F16),
+        },
+        Case {
+            op: "cast",
+            case: "8M_f16_to_f32",
+            run: |b| cast_8m(b, DType::F16, DType::F32),
         },
         Case {
             op: "sum",
@@ -124,6 +134,16 @@ fn gelu_8m(b: &Bench) -> Result<Sample> {
         |x| ops::gelu(x).map(drop),
     )?;
     Ok(Sample::new(ms, Work::Bytes(2.0 * 4.0 * N as f64)))
+}
+
+/// 8M elements from one float type to the other (autocast's activation copies): 6 × 8 MiB moved.
+fn cast_8m(b: &Bench, from: DType, to: DType) -> Result<Sample> {
+    const N: usize = 8 << 20;
+    let ms = b.time(
+        |gpu, rng| random(gpu, rng, &[N])?.to_dtype(from),
+        |x| x.to_dtype(to).map(drop),
+    )?;
+    Ok(Sample::new(ms, Work::Bytes(6.0 * N as f64)))
 }
 
 /// Row sums of a 4096 × 4096 matrix (many outputs, reduction of 4096 each).

@@ -39,14 +39,27 @@ const fn spec(entry: &'static str, inputs: u32) -> KernelSpec {
 
 pub(crate) const TO_F16: KernelSpec = spec("cast_f32_to_f16", 1);
 pub(crate) const TO_F32: KernelSpec = spec("cast_f16_to_f32", 1);
+/// The casts four elements per invocation (n % 4 == 0).
+pub(crate) const TO_F16_X4: KernelSpec = spec("cast_f32_to_f16_4", 1);
+pub(crate) const TO_F32_X4: KernelSpec = spec("cast_f16_to_f32_4", 1);
 pub(crate) const ADD_F16: KernelSpec = spec("add_f16", 2);
 
-/// Launch `spec` over the ⌈n/2⌉ words of an n-element f16 side.
-fn launch(spec: &KernelSpec, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
+/// Launch `spec` over the ⌈n/2⌉ words of an n-element f16 side, or its four-element form
+/// `wide` over n/4 invocations when n % 4 == 0.
+fn launch(
+    spec: &KernelSpec,
+    wide: Option<&KernelSpec>,
+    inputs: &[&Tensor],
+    out: &Tensor,
+) -> Result<()> {
     let n = out.numel();
     if n == 0 {
         return Ok(());
     }
+    let (spec, invocations) = match wide {
+        Some(wide) if n.is_multiple_of(4) => (wide, n / 4),
+        _ => (spec, n.div_ceil(2)),
+    };
     let buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|t| t.buffer()).collect();
     out.gpu().dispatch_f16_aware(
         spec,
@@ -56,7 +69,7 @@ fn launch(spec: &KernelSpec, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
         },
         &buffers,
         &[out.buffer()],
-        Grid::cover(n.div_ceil(2) as u64, 256),
+        Grid::cover(invocations as u64, 256),
     )
 }
 
@@ -65,8 +78,8 @@ fn launch(spec: &KernelSpec, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
 pub(crate) fn cast_unrecorded(op: &'static str, x: &Tensor, dtype: DType) -> Result<Tensor> {
     let out = Tensor::uninit_dtype(x.gpu(), op, x.shape(), dtype)?;
     match (x.dtype(), dtype) {
-        (DType::F32, DType::F16) => launch(&TO_F16, &[x], &out)?,
-        (DType::F16, DType::F32) => launch(&TO_F32, &[x], &out)?,
+        (DType::F32, DType::F16) => launch(&TO_F16, Some(&TO_F16_X4), &[x], &out)?,
+        (DType::F16, DType::F32) => launch(&TO_F32, Some(&TO_F32_X4), &[x], &out)?,
         _ => out.assign(x)?,
     }
     Ok(out)
@@ -82,7 +95,7 @@ pub(crate) fn add_half_unrecorded(op: &'static str, a: &Tensor, b: &Tensor) -> R
     a.expect_dtype(op, DType::F16)?;
     b.expect_dtype(op, DType::F16)?;
     let out = Tensor::uninit_dtype(a.gpu(), op, a.shape(), DType::F16)?;
-    launch(&ADD_F16, &[a, b], &out)?;
+    launch(&ADD_F16, None, &[a, b], &out)?;
     Ok(out)
 }
 

@@ -36,6 +36,8 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     arith::ADD_SPEC,
     cast::TO_F16,
     cast::TO_F32,
+    cast::TO_F16_X4,
+    cast::TO_F32_X4,
     cast::ADD_F16,
 ];
 
