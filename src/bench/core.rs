@@ -47,6 +47,11 @@ pub(crate) fn cases() -> Vec<Case> {
             run: add_bias,
         },
         Case {
+            op: "fill",
+            case: "8M",
+            run: fill_8m,
+        },
+        Case {
             op: "gelu",
             case: "8M",
             run: gelu_8m,
@@ -124,6 +129,16 @@ fn add_bias(b: &Bench) -> Result<Sample> {
         |(x, bias)| ops::add(x, bias).map(drop),
     )?;
     Ok(Sample::new(ms, Work::Bytes(4.0 * (2 * R * C + C) as f64)))
+}
+
+/// Tensor::full over 8M f32 (every zero gradient, every constant): 32 MiB written.
+fn fill_8m(b: &Bench) -> Result<Sample> {
+    const N: usize = 8 << 20;
+    let ms = b.time(
+        |gpu, _| Ok(gpu.clone()),
+        |gpu| Tensor::full(gpu, &[N], 0.5).map(drop),
+    )?;
+    Ok(Sample::new(ms, Work::Bytes(4.0 * N as f64)))
 }
 
 /// GELU (erf form) over 8M f32: 2 × 32 MiB moved.

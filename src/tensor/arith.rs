@@ -37,6 +37,29 @@ pub(crate) const ADD_SPEC: KernelSpec = KernelSpec {
     constants: &[],
 };
 
+/// The four-elements-per-invocation forms (n % 4 == 0).
+pub(crate) const FILL4_SPEC: KernelSpec = KernelSpec {
+    entry: "fill4",
+    ..FILL_SPEC
+};
+pub(crate) const ADD4_SPEC: KernelSpec = KernelSpec {
+    entry: "add4",
+    ..ADD_SPEC
+};
+
+/// `spec` over n elements, or `wide` over n/4 invocations when n % 4 == 0.
+fn pick(
+    spec: &'static KernelSpec,
+    wide: &'static KernelSpec,
+    n: usize,
+) -> (&'static KernelSpec, Grid) {
+    if n.is_multiple_of(4) {
+        (wide, Grid::cover((n / 4) as u64, 256))
+    } else {
+        (spec, Grid::cover(n as u64, 256))
+    }
+}
+
 /// A new tensor with every element equal to `value` (unrecorded: a constant).
 pub(crate) fn fill(gpu: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
     let out = Tensor::uninit(gpu, "fill", shape)?;
@@ -47,13 +70,8 @@ pub(crate) fn fill(gpu: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
             value,
             _pad: [0; 2],
         };
-        gpu.dispatch(
-            &FILL_SPEC,
-            &params,
-            &[],
-            &[out.buffer()],
-            Grid::cover(n as u64, 256),
-        )?;
+        let (spec, grid) = pick(&FILL_SPEC, &FILL4_SPEC, n);
+        gpu.dispatch(spec, &params, &[], &[out.buffer()], grid)?;
     }
     Ok(out)
 }
@@ -73,12 +91,13 @@ pub(crate) fn add_unrecorded(op: &'static str, a: &Tensor, b: &Tensor) -> Result
             value: 0.0,
             _pad: [0; 2],
         };
+        let (spec, grid) = pick(&ADD_SPEC, &ADD4_SPEC, n);
         a.gpu().dispatch(
-            &ADD_SPEC,
+            spec,
             &params,
             &[a.buffer(), b.buffer()],
             &[out.buffer()],
-            Grid::cover(n as u64, 256),
+            grid,
         )?;
     }
     Ok(out)
@@ -110,5 +129,29 @@ mod tests {
             other => panic!("expected a shape error, got {other:?}"),
         }
         assert_eq!(Tensor::full(&gpu, &[0, 4], 2.0).unwrap().numel(), 0);
+    }
+
+    /// Counts that are a multiple of 4 run four elements per invocation, others one, each past
+    /// one workgroup of 256 invocations; every element is written.
+    #[test]
+    fn fill_and_add_take_vec4s_when_the_count_allows() {
+        let gpu = Gpu::new().unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
+        for (n, suffix) in [(4 * 300, "4"), (1021, "")] {
+            gpu.synchronize().unwrap();
+            gpu.set_profiling(true);
+            let a = Tensor::full(&gpu, &[n], -2.5).unwrap();
+            let b_data: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let b = Tensor::from_slice(&gpu, &b_data, &[n]).unwrap();
+            let sum = super::add_unrecorded("test add", &a, &b).unwrap();
+            assert_eq!(a.to_vec().unwrap(), vec![-2.5; n]);
+            let want: Vec<f32> = b_data.iter().map(|v| v - 2.5).collect();
+            assert_eq!(sum.to_vec().unwrap(), want);
+            gpu.set_profiling(false);
+            let ran: Vec<String> = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
+            for entry in ["fill", "add"] {
+                let entry = format!("tensor_fill_add::{entry}{suffix}");
+                assert!(ran.contains(&entry), "n {n}: {entry} not in {ran:?}");
+            }
+        }
     }
 }

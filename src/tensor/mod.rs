@@ -34,6 +34,8 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     layout::COPY_REGION_ROWS,
     arith::FILL_SPEC,
     arith::ADD_SPEC,
+    arith::FILL4_SPEC,
+    arith::ADD4_SPEC,
     cast::TO_F16,
     cast::TO_F32,
     cast::TO_F16_X4,
