@@ -12,6 +12,10 @@
 //   the workgroup's folded (y, z) is the row (c0 .. c4), so the divisions are workgroup-uniform
 //   (a per-lane division is a scalarised sequence on CPU adapters). For regions whose last axis
 //   fills most of a workgroup.
+// copy_region_rows4: copy_region_rows moving a vec4 per lane (x = ceil(shape5 / 256) blocks),
+//   when both sides are contiguous along the last axis (stride 1), shape5 % 4 == 0 and every
+//   other stride and both offsets are multiples of 4 (the host checks), so each vec4 starts on
+//   a vec4 boundary on both sides.
 // Launched by src/tensor/layout.rs (copy_region).
 
 struct CopyParams {
@@ -58,4 +62,24 @@ fn copy_region_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     c = r % p.shape1; r = r / p.shape1; si += c * p.in_stride1; di += c * p.out_stride1;
     si += r * p.in_stride0; di += r * p.out_stride0;
     dst[di] = src[si];
+}
+
+@group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn copy_region_rows4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let row = wg.y + wg.z * nwg.y;
+    let c5 = (wg.x * 64u + lid) * 4u;
+    if (row >= p.n / p.shape5 || c5 >= p.shape5) { return; }
+    var r = row;
+    var si = p.in_offset + c5;
+    var di = p.out_offset + c5;
+    var c = r % p.shape4; r = r / p.shape4; si += c * p.in_stride4; di += c * p.out_stride4;
+    c = r % p.shape3; r = r / p.shape3; si += c * p.in_stride3; di += c * p.out_stride3;
+    c = r % p.shape2; r = r / p.shape2; si += c * p.in_stride2; di += c * p.out_stride2;
+    c = r % p.shape1; r = r / p.shape1; si += c * p.in_stride1; di += c * p.out_stride1;
+    si += r * p.in_stride0; di += r * p.out_stride0;
+    dst4[di / 4u] = src4[si / 4u];
 }

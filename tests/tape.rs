@@ -187,6 +187,80 @@ fn row_form_copies_match_the_index_arithmetic() {
     }
 }
 
+/// Row copies whose rows are whole, aligned vec4s on both sides move a vec4 per lane
+/// (`copy_region_rows4`); a row of a length or at an offset that is no multiple of 4 keeps the
+/// scalar row form. Values against the index arithmetic, forward and the slice's backward.
+#[test]
+fn aligned_row_copies_move_vec4s() {
+    let gpu = common::fresh_gpu();
+    let mut rng = Rng::new(7);
+    let run = |f: &dyn Fn() -> Vec<f32>| {
+        gpu.synchronize().unwrap();
+        gpu.set_profiling(true);
+        let v = f();
+        gpu.set_profiling(false);
+        // (kernel, launches), one entry per kernel.
+        let ran: Vec<(String, u64)> = gpu
+            .take_profile()
+            .into_iter()
+            .map(|t| (t.kernel, t.launches))
+            .collect();
+        (v, ran)
+    };
+    let rows4 = |launches| ("copy::copy_region_rows4".to_string(), launches);
+    let rows = ("copy::copy_region_rows".to_string(), 1);
+    // Slice rows 4..8 of [5, 12, 300] (offset 1200, rows of 300 = 1.2 workgroups of vec4s).
+    let x = rng.vec_uniform(5 * 12 * 300, -1.0, 1.0);
+    let t = Tensor::from_slice(&gpu, &x, &[5, 12, 300]).unwrap();
+    let (got, ran) = run(&|| t.slice(1, 4, 4).unwrap().to_vec().unwrap());
+    let want: Vec<f32> = (0..5 * 4 * 300)
+        .map(|i| x[(i / 1200) * 3600 + (4 + (i / 300) % 4) * 300 + i % 300])
+        .collect();
+    assert_eq!(got, want, "aligned slice");
+    assert_eq!(ran, [rows4(1)]);
+    // Concat along the last axis: [6, 36] then [6, 40] at column 36 of rows of 76.
+    let (a, b) = (
+        rng.vec_uniform(6 * 36, -1.0, 1.0),
+        rng.vec_uniform(6 * 40, -1.0, 1.0),
+    );
+    let ta = Tensor::from_slice(&gpu, &a, &[6, 36]).unwrap();
+    let tb = Tensor::from_slice(&gpu, &b, &[6, 40]).unwrap();
+    let (got, ran) = run(&|| Tensor::concat(&[&ta, &tb], 1).unwrap().to_vec().unwrap());
+    let want: Vec<f32> = (0..6 * 76)
+        .map(|i| match i % 76 {
+            c if c < 36 => a[(i / 76) * 36 + c],
+            c => b[(i / 76) * 40 + c - 36],
+        })
+        .collect();
+    assert_eq!(got, want, "aligned concat");
+    assert_eq!(ran, [rows4(2)]);
+    // Misaligned: a slice starting at column 10, and rows of 33.
+    let (_, ran) = run(&|| t.slice(2, 10, 40).unwrap().to_vec().unwrap());
+    assert_eq!(ran, std::slice::from_ref(&rows));
+    let u = Tensor::from_slice(&gpu, &x[..5 * 12 * 33], &[5, 12, 33]).unwrap();
+    let (_, ran) = run(&|| u.slice(1, 4, 4).unwrap().to_vec().unwrap());
+    assert_eq!(ran, std::slice::from_ref(&rows));
+    // The slice's backward writes the gradient into a zeroed tensor at the aligned offset.
+    let p = Tensor::from_slice(&gpu, &x, &[5, 12, 300])
+        .unwrap()
+        .requires_grad_(true);
+    let s = p.slice(1, 4, 4).unwrap();
+    let g = rng.vec_uniform(s.numel(), -1.0, 1.0);
+    let grads = s
+        .backward_with(&Tensor::from_slice(&gpu, &g, s.shape()).unwrap())
+        .unwrap();
+    let gx = grads.get(&p).unwrap().to_vec().unwrap();
+    for (i, v) in gx.iter().enumerate() {
+        let (n, r, c) = (i / 3600, (i / 300) % 12, i % 300);
+        let want = if (4..8).contains(&r) {
+            g[(n * 4 + r - 4) * 300 + c]
+        } else {
+            0.0
+        };
+        assert_eq!(*v, want, "slice gradient at {i}");
+    }
+}
+
 #[test]
 fn bad_layout_arguments_are_typed_errors() {
     let gpu = gpu();

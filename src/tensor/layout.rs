@@ -40,6 +40,34 @@ pub(crate) const COPY_REGION_ROWS: KernelSpec = KernelSpec {
 };
 const ROW_COPY_MIN: usize = 32;
 
+/// The row form moving a vec4 per lane, for regions contiguous along the last axis on both
+/// sides with every vec4 aligned (see [`copies_vec4s`]).
+pub(crate) const COPY_REGION_ROWS4: KernelSpec = KernelSpec {
+    entry: "copy_region_rows4",
+    ..COPY_REGION
+};
+
+/// Whether every row of the region is a run of whole, aligned vec4s on both sides: unit last
+/// strides, a last extent, offsets and other strides that are multiples of 4.
+fn copies_vec4s(
+    in_offset: usize,
+    in_strides: &[usize],
+    out_offset: usize,
+    out_strides: &[usize],
+    shape: &[usize],
+) -> bool {
+    let leading = |s: &[usize]| s.len().saturating_sub(1);
+    shape.last().is_some_and(|&x| x.is_multiple_of(4))
+        && in_strides.last() == Some(&1)
+        && out_strides.last() == Some(&1)
+        && in_offset.is_multiple_of(4)
+        && out_offset.is_multiple_of(4)
+        && in_strides[..leading(in_strides)]
+            .iter()
+            .chain(&out_strides[..leading(out_strides)])
+            .all(|s| s.is_multiple_of(4))
+}
+
 /// Kernels index at most this many axes.
 pub const MAX_RANK: usize = 6;
 
@@ -94,15 +122,24 @@ pub(crate) fn copy_region(
             Grid::cover(n as u64, 256),
         );
     }
-    // One workgroup per (row, block of 64 along the last axis): rows folded over (y, z).
+    // One workgroup per (row, block of 64 lanes along the last axis): rows folded over (y, z).
     let rows = n / inner;
     let z = rows.div_ceil(65_535);
+    let (spec, per_lane) = if copies_vec4s(in_offset, in_strides, out_offset, out_strides, shape) {
+        (&COPY_REGION_ROWS4, 4)
+    } else {
+        (&COPY_REGION_ROWS, 1)
+    };
     src.gpu().dispatch(
-        &COPY_REGION_ROWS,
+        spec,
         &params,
         &[src.buffer()],
         &[dst.buffer()],
-        Grid::Xyz(inner.div_ceil(64) as u32, rows.div_ceil(z) as u32, z as u32),
+        Grid::Xyz(
+            inner.div_ceil(64 * per_lane) as u32,
+            rows.div_ceil(z) as u32,
+            z as u32,
+        ),
     )
 }
 

@@ -32,6 +32,7 @@ use crate::gpu::KernelSpec;
 pub(crate) const KERNELS: &[KernelSpec] = &[
     layout::COPY_REGION,
     layout::COPY_REGION_ROWS,
+    layout::COPY_REGION_ROWS4,
     arith::FILL_SPEC,
     arith::ADD_SPEC,
     arith::FILL4_SPEC,
