@@ -126,6 +126,44 @@ fn sum_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     dst[wg.y * p.n_out + c] = acc * p.scale;
 }
 
+// sum_rows4, sum_rows_halves4: sum_rows and sum_rows_halves on vec4s of columns (n_out % 4 == 0,
+// and n_out / 2 % 4 == 0 for the halves; the host checks): a lane sums four columns, one vec4
+// load per row in place of four (each a per-lane sequence on lavapipe). x = ceil(n_out / 256).
+@group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> dst4_hi: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn sum_rows4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c4 = wg.x * 64u + lid;
+    let cols4 = p.n_out / 4u;
+    if (c4 >= cols4) { return; }
+    let r0 = wg.y * p.chunk;
+    let r1 = min(r0 + p.chunk, p.n_red);
+    var acc = vec4<f32>(0.0);
+    for (var r = r0; r < r1; r++) {
+        acc += src4[r * cols4 + c4];
+    }
+    dst4[wg.y * cols4 + c4] = acc * p.scale;
+}
+
+@compute @workgroup_size(64)
+fn sum_rows_halves4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c4 = wg.x * 64u + lid;
+    let cols4 = p.n_out / 4u;
+    if (c4 >= cols4) { return; }
+    var acc = vec4<f32>(0.0);
+    for (var r = 0u; r < p.n_red; r++) {
+        acc += src4[r * cols4 + c4];
+    }
+    let half4 = cols4 / 2u;
+    if (c4 < half4) {
+        dst4[c4] = acc * p.scale;
+    } else {
+        dst4_hi[c4 - half4] = acc * p.scale;
+    }
+}
+
 // sum_rows_halves: sum_rows unsplit (chunk = n_red, wg.y = 0) whose columns [0, n_out/2) land in
 // dst and [n_out/2, n_out) in dst_hi (binding 3): a norm's [blocks, 2, C] parameter-gradient
 // partials become gγ and gβ in one launch.

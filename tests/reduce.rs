@@ -27,6 +27,10 @@ const CASES: &[(&[usize], &[isize])] = &[
     // and 4 200 rows in 5 ordered chunks summed in a second pass
     (&[300, 70], &[0]),
     (&[2100, 2, 65], &[0, 1]),
+    // the same on vec4s of columns (a column count that is a multiple of 4): one partial lane
+    // block, then 75 vec4s (a partial second block) in a second pass
+    (&[300, 72], &[0]),
+    (&[2100, 2, 300], &[0, 1]),
 ];
 
 fn positive_axes(axes: &[isize], rank: usize) -> Vec<usize> {

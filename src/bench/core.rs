@@ -73,6 +73,11 @@ pub(crate) fn cases() -> Vec<Case> {
         },
         Case {
             op: "sum",
+            case: "cols_4096x4096",
+            run: sum_cols,
+        },
+        Case {
+            op: "sum",
             case: "all_4M",
             run: sum_all_4m,
         },
@@ -167,6 +172,16 @@ fn sum_rows(b: &Bench) -> Result<Sample> {
     let ms = b.time(
         |gpu, rng| random(gpu, rng, &[R, R]),
         |x| ops::sum(x, &[1], false).map(drop),
+    )?;
+    Ok(Sample::new(ms, Work::Bytes(4.0 * (R * R + R) as f64)))
+}
+
+/// Column sums of a 4096 × 4096 matrix (a bias gradient: lanes over columns, rows in order).
+fn sum_cols(b: &Bench) -> Result<Sample> {
+    const R: usize = 4096;
+    let ms = b.time(
+        |gpu, rng| random(gpu, rng, &[R, R]),
+        |x| ops::sum(x, &[0], false).map(drop),
     )?;
     Ok(Sample::new(ms, Work::Bytes(4.0 * (R * R + R) as f64)))
 }

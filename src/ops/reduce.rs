@@ -52,7 +52,39 @@ const SUM_ROWS_HALVES: KernelSpec = KernelSpec {
     ..SUM_AXES
 };
 
-pub(crate) const KERNELS: &[KernelSpec] = &[SUM_AXES, SUM_AXES_SERIAL, SUM_ROWS, SUM_ROWS_HALVES];
+/// The column sums on vec4s of columns (a lane sums four).
+const SUM_ROWS4: KernelSpec = KernelSpec {
+    entry: "sum_rows4",
+    ..SUM_AXES
+};
+const SUM_ROWS_HALVES4: KernelSpec = KernelSpec {
+    entry: "sum_rows_halves4",
+    ..SUM_ROWS_HALVES
+};
+
+pub(crate) const KERNELS: &[KernelSpec] = &[
+    SUM_AXES,
+    SUM_AXES_SERIAL,
+    SUM_ROWS,
+    SUM_ROWS_HALVES,
+    SUM_ROWS4,
+    SUM_ROWS_HALVES4,
+];
+
+/// A column-sum kernel and its x extent: the vec4 form (`wide`) when `vec4s` holds, 64 lanes per
+/// workgroup either way.
+fn column_kernel(
+    spec: &'static KernelSpec,
+    wide: &'static KernelSpec,
+    cols: usize,
+    vec4s: bool,
+) -> (&'static KernelSpec, u32) {
+    if vec4s {
+        (wide, cols.div_ceil(256) as u32)
+    } else {
+        (spec, cols.div_ceil(64) as u32)
+    }
+}
 
 /// Rows one `sum_rows` invocation adds in order; longer column sums split into partials.
 const ROWS_CHUNK: usize = 1024;
@@ -188,12 +220,13 @@ fn sum_rows_to(
         None => Tensor::uninit(x.gpu(), "sum", &[cols])?,
     };
     let params = rows_params(rows, cols, scale, rows);
+    let (spec, x_groups) = column_kernel(&SUM_ROWS, &SUM_ROWS4, cols, cols.is_multiple_of(4));
     x.gpu().dispatch(
-        &SUM_ROWS,
+        spec,
         &params,
         &[x.buffer()],
         &[out.buffer()],
-        Grid::Xyz(cols.div_ceil(64) as u32, 1, 1),
+        Grid::Xyz(x_groups, 1, 1),
     )?;
     out.reshape(&[cols])
 }
@@ -205,12 +238,13 @@ fn sum_rows_partials(x: &Tensor, rows: usize, cols: usize) -> Result<(Tensor, us
     let chunk = rows.div_ceil(splits);
     let splits = rows.div_ceil(chunk);
     let partial = Tensor::uninit(x.gpu(), "sum", &[splits, cols])?;
+    let (spec, x_groups) = column_kernel(&SUM_ROWS, &SUM_ROWS4, cols, cols.is_multiple_of(4));
     x.gpu().dispatch(
-        &SUM_ROWS,
+        spec,
         &rows_params(rows, cols, 1.0, chunk),
         &[x.buffer()],
         &[partial.buffer()],
-        Grid::Xyz(cols.div_ceil(64) as u32, splits as u32, 1),
+        Grid::Xyz(x_groups, splits as u32, 1),
     )?;
     Ok((partial, splits))
 }
@@ -253,12 +287,18 @@ pub(crate) fn sum_rows_halves(x: &Tensor, rows: usize, half: usize) -> Result<(T
     }
     let lo = Tensor::uninit(x.gpu(), "sum", &[half])?;
     let hi = Tensor::uninit(x.gpu(), "sum", &[half])?;
-    x.gpu().dispatch(
+    let (spec, x_groups) = column_kernel(
         &SUM_ROWS_HALVES,
+        &SUM_ROWS_HALVES4,
+        cols,
+        half.is_multiple_of(4),
+    );
+    x.gpu().dispatch(
+        spec,
         &rows_params(rows, cols, 1.0, rows),
         &[x.buffer()],
         &[lo.buffer(), hi.buffer()],
-        Grid::Xyz(cols.div_ceil(64) as u32, 1, 1),
+        Grid::Xyz(x_groups, 1, 1),
     )?;
     Ok((lo, hi))
 }
@@ -416,12 +456,19 @@ mod tests {
     use crate::{Gpu, Tensor};
 
     /// Both halves against f64 column sums, with one pass (rows ≤ ROWS_CHUNK) and with a split
-    /// pass first, on a half that is not a multiple of the 64-lane workgroup.
+    /// pass first, on halves that are and are not multiples of 4 (the vec4 kernels) and of the
+    /// 64-lane workgroup.
     #[test]
     fn halves_are_the_column_sums_of_each_half() {
         let gpu = Gpu::new().unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
         let mut rng = Rng::new(5);
-        for (rows, half) in [(1, 3), (37, 40), (ROWS_CHUNK * 2 + 5, 33)] {
+        for (rows, half) in [
+            (1, 3),
+            (37, 40),
+            (37, 300),
+            (ROWS_CHUNK * 2 + 5, 33),
+            (ROWS_CHUNK + 1, 36),
+        ] {
             let data = rng.vec_uniform(rows * 2 * half, -1.0, 1.0);
             let x = Tensor::from_slice(&gpu, &data, &[rows, 2, half]).unwrap();
             let (lo, hi) = sum_rows_halves(&x, rows, half).unwrap();
