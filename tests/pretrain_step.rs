@@ -1,5 +1,5 @@
-//! The CADS step against PyTorch (the spec test), its schedules against closed forms, the
-//! last-layer freeze, and a tiny pretraining run.
+//! The CADS step against PyTorch (the spec test), state loading by the authors' names, the
+//! last-layer freeze, and loss scaling in f32.
 //!
 //! `scripts/make_cads_step_golden.py` (PyTorch, run by hand) implements the loss, centering,
 //! clipping, AdamW and EMA from ../shared/CADS.md on a small student/teacher with the authors'
@@ -8,10 +8,10 @@
 //! must reproduce every loss term, the center, the gradients, the updated student and the EMA
 //! teacher within float32 tolerance.
 //!
-//! Also: the schedules against closed forms, the presets through JSON, student/teacher state
-//! loading both ways by the authors' names, the last-layer freeze, a 20-step tiny run on the
-//! phantom (loss and KL(P_t ‖ P_s) fall, no collapse, bit-for-bit repeatable), and (ignored,
-//! by hand) one step of the paper's preset.
+//! Also: student/teacher state loading both ways by the authors' names, the last-layer freeze,
+//! and `loss_scale` in f32 (no weight changes, the scale is checkpointed). The schedules and
+//! presets are in tests/pretrain_schedules.rs; the tiny run on the phantom and the paper-scale
+//! step in tests/pretrain_trainer_runs.rs.
 
 mod common;
 
@@ -19,7 +19,7 @@ use cads::autograd::Gradients;
 use cads::models::pvt::{Modality, PvtConfig};
 use cads::models::DinoHeadConfig;
 use cads::nn::{self, LoadOptions, Module};
-use cads::pretrain::{CadsConfig, CadsModel, CadsSchedules, CadsTrainer, StepInput};
+use cads::pretrain::{CadsConfig, CadsModel, CadsTrainer, StepInput};
 use cads::util::{Rng, Tolerance};
 use cads::Tensor;
 use common::assert_close;
@@ -269,159 +269,6 @@ fn two_steps_match_pytorch_losses_center_adamw_and_ema() {
 }
 
 #[test]
-fn schedules_follow_their_closed_forms() {
-    let config = CadsConfig::cads();
-    let per_epoch = 100u64;
-    let s = CadsSchedules::new(&config, per_epoch).unwrap();
-    let total = (150 * per_epoch) as f64;
-    let warm = (10 * per_epoch) as f64;
-    let close = |what: &str, got: f64, want: f64| {
-        assert!(
-            (got - want).abs() <= 1e-12 * want.abs().max(1e-3),
-            "{what}: {got} vs {want}"
-        )
-    };
-    let peak = 5.625e-4; // batch 192 = the reference batch
-    assert_eq!(config.peak_lr(), peak);
-    for it in [0u64, 1, 499, 999, 1000, 1001, 7000, 14_999, 20_000] {
-        let v = s.at(it);
-        let i = it.min(14_999) as f64;
-        // lr: numpy linspace(0, peak, warm) then cosine to 2e-6 over the rest.
-        let lr = if i < warm {
-            peak * i / (warm - 1.0)
-        } else {
-            2e-6 + 0.5
-                * (peak - 2e-6)
-                * (1.0 + (std::f64::consts::PI * (i - warm) / (total - warm)).cos())
-        };
-        close(&format!("lr at {it}"), v.lr, lr);
-        let cos = 1.0 + (std::f64::consts::PI * i / total).cos();
-        close(
-            &format!("wd at {it}"),
-            v.weight_decay,
-            0.4 + 0.5 * (0.04 - 0.4) * cos,
-        );
-        close(
-            &format!("momentum at {it}"),
-            v.teacher_momentum,
-            1.0 + 0.5 * (0.996 - 1.0) * cos,
-        );
-        let epoch = it / per_epoch;
-        assert_eq!(v.epoch, epoch);
-        let tt = if epoch < 50 {
-            0.04 + epoch as f64 * (0.07 - 0.04) / 49.0
-        } else {
-            0.07
-        };
-        close(
-            &format!("teacher temp at epoch {epoch}"),
-            v.teacher_temp,
-            tt,
-        );
-        assert_eq!(v.last_layer_frozen, epoch < 3, "freeze at epoch {epoch}");
-    }
-    // Linear scaling: batch 96 halves the peak.
-    let half = CadsConfig {
-        batch_size: 96,
-        ..CadsConfig::cads()
-    };
-    close("half-batch peak", half.peak_lr(), peak / 2.0);
-}
-
-#[test]
-fn presets_round_trip_through_json_and_bad_values_are_named() {
-    for config in [CadsConfig::cads(), CadsConfig::tiny()] {
-        config.validate().unwrap();
-        let json = config.to_json().unwrap();
-        assert_eq!(CadsConfig::from_json(&json).unwrap(), config);
-    }
-    let cads = CadsConfig::cads();
-    assert_eq!(cads.head.out_dim, 60000);
-    assert_eq!(cads.encoder.embed_dims, [64, 128, 320, 512]);
-    assert_eq!(CadsConfig::preset("tiny").unwrap(), CadsConfig::tiny());
-    assert!(CadsConfig::preset("huge").is_err());
-    let bad = CadsConfig {
-        student_temp: 0.0,
-        ..CadsConfig::tiny()
-    };
-    let err = CadsConfig::from_json(&bad.to_json().unwrap()).unwrap_err();
-    assert!(err.to_string().contains("student_temp"), "{err}");
-}
-
-#[test]
-fn resume_checks_accept_execution_changes_and_explain_epoch_changes() {
-    use cads::pretrain::resume::check_resume;
-    let saved = CadsConfig {
-        epochs: 4,
-        ..CadsConfig::tiny()
-    };
-    let ipe = 5;
-    // The same recipe: nothing to say.
-    assert_eq!(check_resume(&saved, &saved, ipe, 12, false).unwrap(), None);
-    // Execution-only fields may change.
-    let faster = CadsConfig {
-        read_every: 7,
-        checkpoint_blocks: true,
-        ..saved.clone()
-    };
-    let note = check_resume(&saved, &faster, ipe, 12, false)
-        .unwrap()
-        .unwrap();
-    assert!(
-        note.contains("read_every 1 -> 7") && note.contains("checkpoint_blocks"),
-        "{note}"
-    );
-    // Any recipe field may not, and is named.
-    let other = CadsConfig {
-        student_temp: 0.2,
-        ..saved.clone()
-    };
-    let err = check_resume(&saved, &other, ipe, 12, false).unwrap_err();
-    assert!(
-        err.to_string().contains("student_temp: 0.1 -> 0.2"),
-        "{err}"
-    );
-    // More epochs at iteration 1: only iteration 0 was taken, equal under both lengths.
-    let longer = CadsConfig {
-        epochs: 6,
-        ..saved.clone()
-    };
-    let note = check_resume(&saved, &longer, ipe, 1, false)
-        .unwrap()
-        .unwrap();
-    assert!(note.contains("straight 6-epoch run"), "{note}");
-    // At iteration 12 the cosines differ: refused, with the first difference, the jump and
-    // the ways on; accepted with extend_schedules.
-    let err = check_resume(&saved, &longer, ipe, 12, false)
-        .unwrap_err()
-        .to_string();
-    for part in [
-        "first at iteration 1",
-        "--epochs 4",
-        "--extend-schedules",
-        "weight decay",
-    ] {
-        assert!(err.contains(part), "{part:?} missing from: {err}");
-    }
-    let note = check_resume(&saved, &longer, ipe, 12, true)
-        .unwrap()
-        .unwrap();
-    assert!(
-        note.contains("from here the schedules are the 6-epoch run's"),
-        "{note}"
-    );
-    // Fewer epochs are never accepted (--max-steps stops early on the same schedules).
-    let shorter = CadsConfig {
-        epochs: 3,
-        ..saved.clone()
-    };
-    let err = check_resume(&saved, &shorter, ipe, 12, true)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("--max-steps"), "{err}");
-}
-
-#[test]
 fn student_and_teacher_state_load_both_ways_with_the_authors_names() {
     let gpu = common::gpu();
     let model = golden_model(&gpu, None);
@@ -525,125 +372,6 @@ fn a_frozen_last_layer_is_not_updated_and_everything_else_is() {
             );
         }
     }
-}
-
-/// The tiny preset on the phantom: a fixed pool of CADS batches (views 16×48×48, DRR 96²).
-fn phantom_batches(count: usize) -> Vec<cads::pretrain::CadsBatch> {
-    use cads::data::phantom::{phantom, PhantomConfig};
-    use cads::pretrain::cads_views::{CadsViewConfig, ParallelLineIntegral};
-    use cads::pretrain::{make_cads_batch, prepare_cads_volume, TilingConfig};
-    let (ct, _) = phantom(&PhantomConfig {
-        dims: [100, 90, 40],
-        spacing_mm: [1.5, 1.5, 1.25],
-        noise_hu: 10.0,
-        seed: 2,
-    })
-    .unwrap();
-    let vol = prepare_cads_volume(
-        &ct,
-        &TilingConfig::default(),
-        &ParallelLineIntegral::default(),
-    )
-    .unwrap();
-    let mut rng = Rng::new(11);
-    (0..count)
-        .map(|_| {
-            make_cads_batch(
-                std::slice::from_ref(&vol),
-                &CadsViewConfig::default(),
-                2,
-                &mut rng,
-            )
-            .unwrap()
-        })
-        .collect()
-}
-
-#[test]
-fn tiny_pretraining_on_the_phantom_lowers_the_loss_without_collapse_deterministically() {
-    let gpu = common::gpu();
-    let config = CadsConfig::tiny();
-    let batches = phantom_batches(4);
-    let inputs: Vec<StepInput> = batches
-        .iter()
-        .map(|b| StepInput::upload(&gpu, b, config.ct_view, config.drr_size).unwrap())
-        .collect();
-    let steps = 20;
-    let mut trainer = CadsTrainer::new(&gpu, &config, 4).unwrap();
-    let mut losses = Vec::new();
-    let mut gaps = Vec::new();
-    let mut first_values = Vec::new();
-    for step in 0..steps {
-        let stats = trainer.step(&inputs[step % inputs.len()]).unwrap();
-        let v = stats.read().unwrap();
-        eprintln!(
-            "step {step}: loss {:.4} stages {:?} H(Pt) {:.3} KL {:.3} std {:.4} lr {:.2e}",
-            v.loss,
-            v.stage_losses,
-            v.teacher_entropy,
-            v.teacher_kl_uniform,
-            v.feature_std,
-            stats.schedule.lr
-        );
-        assert!(!v.collapsed, "teacher collapsed at step {step}: {v:?}");
-        assert!(v.loss.is_finite());
-        if step < 2 {
-            first_values.push(stats.values.to_vec().unwrap());
-        }
-        losses.push(v.loss as f64);
-        // L − H(P_t) = mean KL(P_t ‖ P_s) over the terms (each target row is used equally
-        // often): the part of the loss the student controls.
-        gaps.push((v.loss - v.teacher_entropy) as f64);
-    }
-    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
-    let (head, tail) = (mean(&losses[..4]), mean(&losses[steps - 4..]));
-    let (gap_head, gap_tail) = (mean(&gaps[..4]), mean(&gaps[steps - 4..]));
-    assert!(
-        gap_tail < 0.5 * gap_head,
-        "the student did not approach the teacher: KL {gap_head:.4} → {gap_tail:.4}"
-    );
-    assert!(
-        tail < head - 0.05,
-        "loss did not fall: first {head:.4}, last {tail:.4}: {losses:?}"
-    );
-
-    // Same seeds, same run: the first two steps repeat bit for bit.
-    let mut again = CadsTrainer::new(&gpu, &config, 4).unwrap();
-    for (step, want) in first_values.iter().enumerate() {
-        let got = again.step(&inputs[step]).unwrap().values.to_vec().unwrap();
-        assert_eq!(&got, want, "step {step} is not deterministic");
-    }
-}
-
-/// The paper's preset (PVTv2-b1, K = 60000, heads 2048/256) through one step at batch 2 with
-/// the real view sizes: every shape, buffer limit and launch at paper scale. Slow on a CPU
-/// adapter (minutes), so run by hand: `cargo test --release --test pretrain_step -- --ignored`.
-#[test]
-#[ignore]
-fn the_cads_preset_steps_at_paper_scale() {
-    let gpu = common::gpu();
-    let config = CadsConfig {
-        batch_size: 2,
-        ..CadsConfig::cads()
-    };
-    let mut trainer = CadsTrainer::new(&gpu, &config, 10).unwrap();
-    let [d, h, w] = config.ct_view;
-    let mut rng = Rng::new(3);
-    let nv = 2 * d * h * w;
-    let s = config.drr_size;
-    let input = StepInput {
-        x1: Tensor::from_slice(&gpu, &rng.vec_normal(nv, 0.5), &[2, d, h, w, 1]).unwrap(),
-        x2: Tensor::from_slice(&gpu, &rng.vec_normal(nv, 0.5), &[2, d, h, w, 1]).unwrap(),
-        drr: Tensor::from_slice(&gpu, &rng.vec_normal(2 * s * s, 0.5), &[2, s, s, 1]).unwrap(),
-    };
-    let started = std::time::Instant::now();
-    let v = trainer.step(&input).unwrap().read().unwrap();
-    eprintln!("cads preset step: {v:?} in {:?}", started.elapsed());
-    assert!(v.loss.is_finite() && v.stage_losses.iter().all(|l| l.is_finite()));
-    assert_eq!(
-        trainer.model.student.heads[3].weight_v.shape(),
-        &[256, 60000]
-    );
 }
 
 /// `loss_scale` in f32: the power-of-two scale changes no weight (nothing overflows), the scaler
