@@ -254,19 +254,29 @@ def tile_stores(w, tm, tg, wg):
             w(f"    if (m0 + {i}u < p.m && g0 + {j * wg}u < n4) {{ c[cb + (m0 + {i}u) * n4 + g0 + {j * wg}u] = c{i}_{j}; }}")
 
 
-def vec4_entry(tm, tg, wg):
-    L = []
-    w = L.append
+def entry_header(w, form, tm, tg, wg):
+    """A vec4 tile's entry point line: matmul_vec4_<form><TM>x<TN>[_w<WG>] (form "", "ta_", "tb_")."""
     w("")
     w(f"@compute @workgroup_size({wg})")
     suffix = "" if wg == WG else f"_w{wg}"
-    w(f"fn matmul_vec4_{tm}x{4 * tg}{suffix}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,")
+    w(f"fn matmul_vec4_{form}{tm}x{4 * tg}{suffix}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,")
     w(f"        @builtin(local_invocation_index) lid: u32) {{")
+
+
+def a_row_starts(w, tm):
+    """Row-major A: the (clamped) vec4 offset of each of the tile's TM rows."""
+    for i in range(tm):
+        w(f"    let ar{i} = ab + min(m0 + {i}u, p.m - 1u) * k4;")
+
+
+def vec4_entry(tm, tg, wg):
+    L = []
+    w = L.append
+    entry_header(w, "", tm, tg, wg)
     tile_prologue(w, tm, tg, wg)
     w(f"    let ab = a_offset4(bat);")
     w(f"    let bb = b_offset4(bat);")
-    for i in range(tm):
-        w(f"    let ar{i} = ab + min(m0 + {i}u, p.m - 1u) * k4;")
+    a_row_starts(w, tm)
     for j in range(tg):
         w(f"    let bc{j} = bb + min(g0 + {j * wg}u, n4 - 1u);")
     for i in range(tm):
@@ -299,16 +309,11 @@ def vec4_tb_entry(tm, tg, wg):
     """matmul_vec4_tb: vec4_entry's tile with B read transposed (stored [N, K])."""
     L = []
     w = L.append
-    w("")
-    w(f"@compute @workgroup_size({wg})")
-    suffix = "" if wg == WG else f"_w{wg}"
-    w(f"fn matmul_vec4_tb_{tm}x{4 * tg}{suffix}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,")
-    w(f"        @builtin(local_invocation_index) lid: u32) {{")
+    entry_header(w, "tb_", tm, tg, wg)
     tile_prologue(w, tm, tg, wg)
     w(f"    let ab = a_offset4(bat);")
     w(f"    let bb = b_offset4(bat);")
-    for i in range(tm):
-        w(f"    let ar{i} = ab + min(m0 + {i}u, p.m - 1u) * k4;")
+    a_row_starts(w, tm)
     for j in range(tg):
         w(f"    let bg{j} = min(g0 + {j * wg}u, n4 - 1u);")
         for col in range(4):
@@ -339,11 +344,7 @@ def vec4_ta_entry(tm, tg, wg):
     assert tm % 4 == 0
     L = []
     w = L.append
-    w("")
-    w(f"@compute @workgroup_size({wg})")
-    suffix = "" if wg == WG else f"_w{wg}"
-    w(f"fn matmul_vec4_ta_{tm}x{4 * tg}{suffix}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,")
-    w(f"        @builtin(local_invocation_index) lid: u32) {{")
+    entry_header(w, "ta_", tm, tg, wg)
     tile_prologue(w, tm, tg, wg)
     w(f"    let m4 = p.m / 4u;")
     w(f"    let ab = a_offset4(bat);")
