@@ -136,6 +136,27 @@ impl KernelCache {
     }
 }
 
+/// An elementwise launch over `n` elements in workgroups of 256: the scalar kernel, one element
+/// per invocation, or its vec4 form `wide` (four per invocation, over n/4) when `use_wide` holds,
+/// which requires n % 4 == 0. On lavapipe each per-invocation load is a per-lane sequence, so
+/// the vec4 forms are what the elementwise, fill and add kernels run whenever the data allows.
+pub(crate) fn scalar_or_vec4<'a>(
+    scalar: &'a KernelSpec,
+    wide: &'a KernelSpec,
+    n: usize,
+    use_wide: bool,
+) -> (&'a KernelSpec, Grid) {
+    debug_assert!(
+        !use_wide || n.is_multiple_of(4),
+        "vec4 launch of {n} elements"
+    );
+    if use_wide {
+        (wide, Grid::cover((n / 4) as u64, 256))
+    } else {
+        (scalar, Grid::cover(n as u64, 256))
+    }
+}
+
 /// The workgroup grid of a launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Grid {

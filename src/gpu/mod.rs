@@ -17,6 +17,7 @@ pub use adapter::{select_adapter, AdapterChoice, NO_ADAPTER_HINT};
 pub use autocast::Precision;
 pub use context::{AdapterSummary, DeviceFeatures, Gpu, NO_F16_ENV};
 pub use cooperative::{CooperativeMatrix, COOPERATIVE_MATRIX_ENV};
+pub(crate) use kernel::scalar_or_vec4;
 pub use kernel::{Grid, KernelSpec};
 pub(crate) use params::shader_params;
 pub use params::{

@@ -6,7 +6,7 @@ use super::reduce::sum_to_shape;
 use super::shape::{broadcast_shapes, broadcast_strides, collapse_broadcast, rank6, BroadcastAxis};
 use crate::autograd::record;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Grid, KernelSpec};
+use crate::gpu::{scalar_or_vec4, Gpu, Grid, KernelSpec};
 use crate::tensor::{Saved, Tensor};
 
 const SOURCE: &str = include_str!("../../shaders/elementwise.wgsl");
@@ -143,21 +143,17 @@ pub(crate) fn binary_raw(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor>
         b_stride: rank6(name, &field(|x| x.b_stride), 0)?,
         _pad1: [0; 2],
     };
-    let by_vec4 = runs_on_vec4(&axes);
-    let spec = match (axes.len(), by_vec4) {
-        (0 | 1, false) => &BINARY_FLAT,
-        (0 | 1, true) => &BINARY_FLAT4,
-        (2, false) => &BINARY_ROWS,
-        (2, true) => &BINARY_ROWS4,
-        _ => &BINARY,
+    let (spec, grid) = match axes.len() {
+        0 | 1 => scalar_or_vec4(&BINARY_FLAT, &BINARY_FLAT4, n, runs_on_vec4(&axes)),
+        2 => scalar_or_vec4(&BINARY_ROWS, &BINARY_ROWS4, n, runs_on_vec4(&axes)),
+        _ => (&BINARY, Grid::cover(n as u64, 256)),
     };
-    let lanes = if by_vec4 { n / 4 } else { n };
     a.gpu().dispatch(
         spec,
         &params,
         &[a.buffer(), b.buffer()],
         &[out.buffer()],
-        Grid::cover(lanes as u64, 256),
+        grid,
     )?;
     Ok(out)
 }
@@ -176,7 +172,7 @@ fn runs_on_vec4(axes: &[BroadcastAxis]) -> bool {
         _ => false,
     };
     axes.len() <= 2
-        && last.extent % 4 == 0
+        && last.extent.is_multiple_of(4)
         && aligned(last.a_stride, row.map_or(0, |r| r.a_stride))
         && aligned(last.b_stride, row.map_or(0, |r| r.b_stride))
 }
@@ -317,14 +313,11 @@ fn unary_launch(pass: UnaryPass, op: UnaryOp, inputs: &[&Tensor]) -> Result<Tens
         return Ok(out);
     }
     // Four elements per invocation when they come in whole vec4s.
-    let by_vec4 = n.is_multiple_of(4);
-    let spec = match (pass, by_vec4) {
-        (UnaryPass::Forward, false) => &UNARY,
-        (UnaryPass::Forward, true) => &UNARY4,
-        (UnaryPass::Backward, false) => &UNARY_BACKWARD,
-        (UnaryPass::Backward, true) => &UNARY_BACKWARD4,
+    let (scalar, wide) = match pass {
+        UnaryPass::Forward => (&UNARY, &UNARY4),
+        UnaryPass::Backward => (&UNARY_BACKWARD, &UNARY_BACKWARD4),
     };
-    let lanes = if by_vec4 { n / 4 } else { n };
+    let (spec, grid) = scalar_or_vec4(scalar, wide, n, n.is_multiple_of(4));
     let (code, alpha) = op.code();
     let params = UnaryParams {
         n: n as u32,
@@ -333,13 +326,8 @@ fn unary_launch(pass: UnaryPass, op: UnaryOp, inputs: &[&Tensor]) -> Result<Tens
         _pad0: 0,
     };
     let bufs: Vec<&wgpu::Buffer> = inputs.iter().map(|t| t.buffer()).collect();
-    x.gpu().dispatch(
-        spec,
-        &params,
-        &bufs,
-        &[out.buffer()],
-        Grid::cover(lanes as u64, 256),
-    )?;
+    x.gpu()
+        .dispatch(spec, &params, &bufs, &[out.buffer()], grid)?;
     Ok(out)
 }
 

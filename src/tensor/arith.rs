@@ -5,7 +5,7 @@
 
 use super::Tensor;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Grid, KernelSpec};
+use crate::gpu::{scalar_or_vec4, Gpu, KernelSpec};
 
 crate::gpu::shader_params! {
     /// Mirrors `FillAddParams` in shaders/tensor_fill_add.wgsl.
@@ -47,19 +47,6 @@ pub(crate) const ADD4_SPEC: KernelSpec = KernelSpec {
     ..ADD_SPEC
 };
 
-/// `spec` over n elements, or `wide` over n/4 invocations when n % 4 == 0.
-fn pick(
-    spec: &'static KernelSpec,
-    wide: &'static KernelSpec,
-    n: usize,
-) -> (&'static KernelSpec, Grid) {
-    if n.is_multiple_of(4) {
-        (wide, Grid::cover((n / 4) as u64, 256))
-    } else {
-        (spec, Grid::cover(n as u64, 256))
-    }
-}
-
 /// A new tensor with every element equal to `value` (unrecorded: a constant).
 pub(crate) fn fill(gpu: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
     let out = Tensor::uninit(gpu, "fill", shape)?;
@@ -70,7 +57,7 @@ pub(crate) fn fill(gpu: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
             value,
             _pad: [0; 2],
         };
-        let (spec, grid) = pick(&FILL_SPEC, &FILL4_SPEC, n);
+        let (spec, grid) = scalar_or_vec4(&FILL_SPEC, &FILL4_SPEC, n, n.is_multiple_of(4));
         gpu.dispatch(spec, &params, &[], &[out.buffer()], grid)?;
     }
     Ok(out)
@@ -91,7 +78,7 @@ pub(crate) fn add_unrecorded(op: &'static str, a: &Tensor, b: &Tensor) -> Result
             value: 0.0,
             _pad: [0; 2],
         };
-        let (spec, grid) = pick(&ADD_SPEC, &ADD4_SPEC, n);
+        let (spec, grid) = scalar_or_vec4(&ADD_SPEC, &ADD4_SPEC, n, n.is_multiple_of(4));
         a.gpu().dispatch(
             spec,
             &params,
