@@ -9,7 +9,7 @@ use crate::gpu::KernelSpec;
 use crate::ops::{
     attention, conv3d, conv3d_depthwise_rows, conv3d_fast, conv3d_igemm, conv3d_rows,
     conv_transpose3d, drr, elementwise, ema, loss, matmul, matmul_f16, matmul_f16_coop,
-    matmul_tiled, norm, pool, reduce, resample, softmax,
+    matmul_f16_vec4, matmul_tiled, norm, pool, reduce, resample, softmax,
 };
 
 /// Every kernel the crate launches.
@@ -31,6 +31,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         matmul::KERNELS_TB,
         matmul_tiled::KERNELS,
         matmul_f16::KERNELS,
+        matmul_f16_vec4::KERNELS,
         matmul_f16_coop::KERNELS,
         crate::bench::KERNELS,
         drr::KERNELS,

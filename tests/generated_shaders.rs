@@ -12,7 +12,10 @@ use std::process::Command;
 
 /// (generator script, shader files it writes).
 const GENERATORS: &[(&str, &[&str])] = &[
-    ("gen_matmul_wgsl.py", &["matmul.wgsl", "matmul_vec4.wgsl"]),
+    (
+        "gen_matmul_wgsl.py",
+        &["matmul.wgsl", "matmul_vec4.wgsl", "matmul_f16_vec4.wgsl"],
+    ),
     (
         "gen_matmul_tiled.py",
         &["matmul_tiled.wgsl", "matmul_subgroup.wgsl"],

@@ -6,7 +6,7 @@
 //! - casts against the `half` crate bit for bit (every f16 pattern, rounding ties, overflow,
 //!   subnormals, random f32 patterns), their gradients, the f16 gradient sum;
 //! - f32 ops refuse f16 tensors with a typed error naming the kernel;
-//! - the f16 matmul (both kernels, all transposes, batches) against src/reference/matmul_f16.rs,
+//! - the f16 matmul (every kernel, all transposes, batches) against src/reference/matmul_f16.rs,
 //!   and against the exact f32 product within the bound f16 rounding implies.
 //!
 //! Tolerances (u = 2⁻¹¹, the unit roundoff of f16):
@@ -354,7 +354,8 @@ fn f32_ops_refuse_f16_tensors_naming_the_kernel() {
 // ---- the f16 matmul --------------------------------------------------------------------------
 
 /// Odd and prime extents (the tiles fall back to the naive kernel on some patterns), multiples
-/// of 4 past one workgroup of tiles, and a long K that splits (the weight-gradient shape).
+/// of 4 past one workgroup of tiles, and long Ks that split (the weight-gradient shape), for the
+/// vec4 kernel's narrow (N ≤ 128) and wide workgroups.
 const SIZES: &[(usize, usize, usize)] = &[
     (1, 1, 1),
     (7, 13, 5),
@@ -364,6 +365,7 @@ const SIZES: &[(usize, usize, usize)] = &[
     (36, 132, 20),
     (68, 4, 260),
     (12, 4100, 8),
+    (8, 2052, 264),
 ];
 
 #[test]
@@ -429,4 +431,57 @@ fn f16_matmul_is_within_the_rounding_bound_of_the_f32_product() {
         let exact: Vec<f32> = want.to_f32();
         assert_ne!(got.to_vec().unwrap(), exact);
     }
+}
+
+/// The vec4 kernel runs its plain, `_tb` and `_ta` forms where the shape allows, with no copy or
+/// cast first, in workgroups of 16 up to N = 128 and of 64 past it; it hands the other shapes to
+/// the 4 × 4 tiles' rules (K % 4 ≠ 0 with a transposed A to the `tn` tile; both transposed, or
+/// M % 4 ≠ 0 with a transposed A, to the naive kernel).
+#[test]
+fn f16_vec4_kernel_runs_its_forms_and_falls_back_by_shape() {
+    let gpu = fresh_gpu();
+    let mut rng = Rng::new(22);
+    let mut run = |m: usize, k: usize, n: usize, ta: bool, tb: bool| {
+        let a_shape = if ta { [k, m] } else { [m, k] };
+        let b_shape = if tb { [n, k] } else { [k, n] };
+        let a = Tensor::from_slice(&gpu, &rng.vec_uniform(m * k, -1.0, 1.0), &a_shape)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap();
+        let b = Tensor::from_slice(&gpu, &rng.vec_uniform(k * n, -1.0, 1.0), &b_shape)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap();
+        gpu.synchronize().unwrap();
+        gpu.set_profiling(true);
+        ops::matmul_f16_with(&a, &b, ta, tb, MatmulF16Kernel::Vec4).unwrap();
+        gpu.synchronize().unwrap();
+        gpu.set_profiling(false);
+        gpu.take_profile()
+            .into_iter()
+            .map(|t| t.kernel)
+            .collect::<Vec<_>>()
+    };
+    let one = |entry: &str| vec![entry.to_string()];
+    for (n, suffix) in [(8, "_w16"), (128, "_w16"), (132, ""), (256, "")] {
+        let entry = |form: &str| format!("matmul_f16_vec4::matmul_f16_vec4_{form}8x4{suffix}");
+        for m in [12, 13] {
+            assert_eq!(run(m, 16, n, false, false), one(&entry("")));
+            assert_eq!(run(m, 16, n, false, true), one(&entry("tb_")));
+        }
+        assert_eq!(run(12, 16, n, true, false), one(&entry("ta_")));
+    }
+    let n = 8;
+    assert_eq!(
+        run(12, 14, n, true, false),
+        one("matmul_f16::matmul_f16_tn_4x4")
+    );
+    assert_eq!(
+        run(13, 16, n, true, false),
+        one("matmul_f16::matmul_f16_naive")
+    );
+    assert_eq!(
+        run(12, 16, n, true, true),
+        one("matmul_f16::matmul_f16_naive")
+    );
 }

@@ -31,6 +31,21 @@ pub(crate) fn cases() -> Vec<Case> {
         },
         Case {
             op: "matmul_f16",
+            case: "1024_vec4",
+            run: |b| square(b, false, false, MatmulF16Kernel::Vec4),
+        },
+        Case {
+            op: "matmul_f16",
+            case: "1024_vec4_nt",
+            run: |b| square(b, false, true, MatmulF16Kernel::Vec4),
+        },
+        Case {
+            op: "matmul_f16",
+            case: "1024_vec4_tn",
+            run: |b| square(b, true, false, MatmulF16Kernel::Vec4),
+        },
+        Case {
+            op: "matmul_f16",
             case: "1024_coop",
             run: |b| square(b, false, false, MatmulF16Kernel::Cooperative),
         },

@@ -40,31 +40,31 @@ crate::gpu::shader_params! {
     /// Mirrors `MatmulParams` in shaders/matmul.wgsl.
     #[derive(Debug)]
     pub(crate) struct MatmulParams {
-        m: u32,
-        n: u32,
-        k: u32,
-        row_blocks: u32,
-        batch: u32,
-        batch_inner: u32,
+        pub(super) m: u32,
+        pub(super) n: u32,
+        pub(super) k: u32,
+        pub(super) row_blocks: u32,
+        pub(super) batch: u32,
+        pub(super) batch_inner: u32,
         /// Vec4 kernels: K/4 per split-K split, and column blocks per split (ignored by the others).
-        k_chunk4: u32,
-        col_blocks: u32,
-        a_sm: u32,
-        a_sk: u32,
-        b_sk: u32,
-        b_sn: u32,
-        a_sb_outer: u32,
-        a_sb_inner: u32,
-        b_sb_outer: u32,
-        b_sb_inner: u32,
+        pub(super) k_chunk4: u32,
+        pub(super) col_blocks: u32,
+        pub(super) a_sm: u32,
+        pub(super) a_sk: u32,
+        pub(super) b_sk: u32,
+        pub(super) b_sn: u32,
+        pub(super) a_sb_outer: u32,
+        pub(super) a_sb_inner: u32,
+        pub(super) b_sb_outer: u32,
+        pub(super) b_sb_inner: u32,
     }
 }
 
 /// Split-K aims at this many workgroups on CPU adapters: a handful per core keeps every thread
 /// busy, more only adds partial sums (aiming at 1024 cost the tall tiles ~25% on lavapipe).
-const CPU_SPLIT_TARGET_WORKGROUPS: usize = 64;
+pub(super) const CPU_SPLIT_TARGET_WORKGROUPS: usize = 64;
 /// ... and on GPUs, which need thousands of invocations in flight.
-const GPU_SPLIT_TARGET_WORKGROUPS: usize = 1024;
+pub(super) const GPU_SPLIT_TARGET_WORKGROUPS: usize = 1024;
 
 /// Shapes and strides of one batched matmul after validation and batch collapsing.
 #[derive(Debug)]

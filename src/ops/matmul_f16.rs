@@ -19,8 +19,10 @@
 //! Kernels ([`MatmulF16Kernel`]): `f16_naive` (one output per invocation, the oracle) and
 //! `f16_tile_4x4` (4 × 4 register tiles on vec4<f16> loads; one kernel per transpose pattern:
 //! nn for the forward, nt for the input gradient, tn for the weight gradient, split-K when the
-//! output has few tiles; the naive kernel for shapes the tiles do not take) and `f16_coop`
-//! (cooperative matrices, src/ops/matmul_f16_coop.rs; the default where the device has them).
+//! output has few tiles; the naive kernel for shapes the tiles do not take), `f16_vec4_8x4` (the
+//! f32 path's vec4 tiles on f16 operands, src/ops/matmul_f16_vec4.rs; the default on CPU
+//! adapters) and `f16_coop` (cooperative matrices, src/ops/matmul_f16_coop.rs; the default where
+//! the device has them).
 //!
 //! Without `SHADER_F16` the same values come from the f32 path: the operands are widened (exact)
 //! and multiplied by the f32 matmul kernels (src/ops/matmul.rs), so a caller never needs to ask.
@@ -28,6 +30,7 @@
 use super::elementwise::{binary_raw, BinaryOp};
 use super::matmul::{matmul_launch, MatmulKernel};
 use super::matmul_f16_coop::launch_coop;
+use super::matmul_f16_vec4;
 use super::reduce::{split_count_toward, sum_leading_into, sum_to_shape};
 use super::shape::broadcast_shapes;
 use crate::autograd::record;
@@ -96,6 +99,11 @@ pub enum MatmulF16Kernel {
     /// transposed-both pattern and shapes whose vectorised axes are not multiples of 4 take the
     /// naive kernel.
     Tile4x4,
+    /// The f32 path's vec4 register tiles on f16 operands (8 rows × 4 columns per invocation,
+    /// the rows of A shared by the workgroup; src/ops/matmul_f16_vec4.rs), per transpose
+    /// pattern (plain, `_tb`, `_ta`); other patterns and shapes take `Tile4x4`'s rules. The
+    /// default on CPU adapters.
+    Vec4,
     /// Cooperative-matrix fragments (tensor cores), any shape and pattern
     /// (src/ops/matmul_f16_coop.rs); on a device without them, the same as `Tile4x4`.
     Cooperative,
@@ -106,32 +114,45 @@ impl MatmulF16Kernel {
     pub const ALL: &'static [MatmulF16Kernel] = &[
         MatmulF16Kernel::Naive,
         MatmulF16Kernel::Tile4x4,
+        MatmulF16Kernel::Vec4,
         MatmulF16Kernel::Cooperative,
     ];
 
-    /// Name in benchmark lines: `f16_naive`, `f16_tile_4x4`, `f16_coop`.
+    /// Name in benchmark lines: `f16_naive`, `f16_tile_4x4`, `f16_vec4_8x4`, `f16_coop`.
     pub fn name(self) -> &'static str {
         match self {
             MatmulF16Kernel::Naive => "f16_naive",
             MatmulF16Kernel::Tile4x4 => "f16_tile_4x4",
+            MatmulF16Kernel::Vec4 => "f16_vec4_8x4",
             MatmulF16Kernel::Cooperative => "f16_coop",
         }
     }
 
     /// The kernel for this device: cooperative matrices where the device has them
     /// (`DeviceFeatures::cooperative_matrix`, requested by default on GPU adapters only), the
-    /// register tiles elsewhere.
+    /// vec4 tiles on CPU adapters (1.5–2.7× the 4 × 4 tiles on lavapipe,
+    /// docs/kernel-tuning.md), the 4 × 4 tiles on other GPUs.
     pub fn chosen(gpu: &Gpu) -> MatmulF16Kernel {
         match gpu.features().cooperative_matrix {
             Some(_) => MatmulF16Kernel::Cooperative,
-            None => MatmulF16Kernel::Tile4x4,
+            None => MatmulF16Kernel::register_tiles(gpu),
         }
     }
 
-    /// The kernel that really runs on `gpu` (`Cooperative` without the feature runs the tiles).
+    /// The register tiles for this adapter: the vec4 tiles on CPU adapters, 4 × 4 elsewhere.
+    fn register_tiles(gpu: &Gpu) -> MatmulF16Kernel {
+        if gpu.adapter().device_type == wgpu::DeviceType::Cpu {
+            MatmulF16Kernel::Vec4
+        } else {
+            MatmulF16Kernel::Tile4x4
+        }
+    }
+
+    /// The kernel that really runs on `gpu`: `Cooperative` without the feature runs the
+    /// adapter's register tiles (those [`MatmulF16Kernel::chosen`] would pick without it).
     pub fn effective(self, gpu: &Gpu) -> MatmulF16Kernel {
         match (self, gpu.features().cooperative_matrix) {
-            (MatmulF16Kernel::Cooperative, None) => MatmulF16Kernel::Tile4x4,
+            (MatmulF16Kernel::Cooperative, None) => MatmulF16Kernel::register_tiles(gpu),
             (kernel, _) => kernel,
         }
     }
@@ -217,6 +238,7 @@ pub(crate) fn matmul_f16_launch(
     b.expect_dtype(op, DType::F16)?;
     let p = plan(a.shape(), b.shape(), ta, tb)?;
     let gpu = a.gpu();
+    let kernel = kernel.effective(gpu);
     if !gpu.features().f16 {
         // No SHADER_F16: widen (exact) and run the f32 kernels; same products, same f32 sums.
         let a32 = cast_unrecorded(op, a, DType::F32)?;
@@ -261,6 +283,12 @@ pub(crate) fn matmul_f16_launch(
     {
         launch_coop(a, b, &out, &p, params, fragment)?;
         return Ok(out);
+    }
+    if kernel == MatmulF16Kernel::Vec4 {
+        if let Some(form) = matmul_f16_vec4::form(&p, ta, tb) {
+            matmul_f16_vec4::launch((a, ta), (b, tb), &out, &p, form)?;
+            return Ok(out);
+        }
     }
     let Some((spec, k_steps)) = tiled else {
         gpu.dispatch_f16_aware(

@@ -23,6 +23,7 @@ pub mod loss;
 pub mod matmul;
 pub mod matmul_f16;
 pub mod matmul_f16_coop;
+pub(crate) mod matmul_f16_vec4;
 mod matmul_kernel;
 pub mod matmul_tiled;
 mod matmul_tune;
