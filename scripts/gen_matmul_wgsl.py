@@ -156,6 +156,11 @@ def tile_entry(tm, tn):
 # columns stays in the core's cache over the whole K loop) measured 1.6-1.9x the 8x4 tile of 64,
 # 48x4 and 16x8 of 8 about the same, 64x4 and k-unrolled or component-major FMA orders slower.
 VEC4_TILES = [(4, 1, 64), (4, 2, 64), (8, 1, 64), (8, 2, 64), (32, 1, 8), (16, 2, 8)]
+# Each tile of 64 lanes also in workgroups of 16 (`_w16`), which the launcher runs for products
+# whose columns would leave at least half of the 64 lanes idle: a lane past the last column group
+# computes a clamped copy of it (PVT's stage-1 layers have 64 columns: 16 groups of 4).
+NARROW_LANES = 16
+VEC4_NARROW_TILES = [(tm, tg, NARROW_LANES) for tm, tg, wg in VEC4_TILES if wg == WG]
 # (TM rows, KS vec4 k-steps staged) of the A-staged tiles: workgroup of 8 (one lavapipe SIMD row),
 # one vec4 column group per invocation, A's TM × 4·KS block copied to workgroup memory per stage.
 VEC4_STAGED_TILES = [(32, 32), (48, 16)]
@@ -233,10 +238,9 @@ F16 = ("matmul_f16_vec4_", "vec4<f32>({})")
 
 
 # Tiles of the f16 operand kernels (shaders/matmul_f16_vec4.wgsl): the f32 tile the CPU tuner picks
-# on an idle machine (docs/kernel-tuning.md), in its three forms, in workgroups of 64 and, for
-# products with at most 32 vec4 columns (a PVT stage-1 layer has 16), of 16: a workgroup's lanes
-# past the last column compute a clamped copy of it, 3/4 of the work at 16 columns in 64 lanes.
-F16_VEC4_TILES = [(8, 1, 64), (8, 1, 16)]
+# on an idle machine (docs/kernel-tuning.md), in its three forms, in workgroups of 64 and, as the
+# f32 tiles, of 16 for narrow products.
+F16_VEC4_TILES = [(8, 1, 64), (8, 1, NARROW_LANES)]
 
 F16_VEC4_HEADER = """\
 // Batched matmul of f16 operands with f32 accumulation and an f32 result, on the vec4 register
@@ -513,6 +517,8 @@ def main():
     out += "".join(vec4_staged_entry(tm, ks) + "\n" for tm, ks in VEC4_STAGED_TILES)
     out += "".join(vec4_ta_entry(tm, tg, wg) + "\n" for tm, tg, wg in VEC4_TILES)
     out += "".join(vec4_tb_entry(tm, tg, wg) + "\n" for tm, tg, wg in VEC4_TILES)
+    for form in (vec4_entry, vec4_ta_entry, vec4_tb_entry):
+        out += "".join(form(tm, tg, wg) + "\n" for tm, tg, wg in VEC4_NARROW_TILES)
     (out_dir / "matmul_vec4.wgsl").write_bytes(out.encode())
     out = F16_VEC4_HEADER
     for form in (vec4_entry, vec4_ta_entry, vec4_tb_entry):

@@ -29,6 +29,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         matmul::KERNELS,
         matmul::KERNELS_TA,
         matmul::KERNELS_TB,
+        matmul::KERNELS_NARROW,
         matmul_tiled::KERNELS,
         matmul_f16::KERNELS,
         matmul_f16_vec4::KERNELS,

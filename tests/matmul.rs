@@ -445,14 +445,15 @@ fn long_k_products_split_and_match_reference() {
 
 /// A transposed A with M % 4 == 0 runs on the vec4 tile's `_ta` form with no copy first, a
 /// transposed B on its `_tb` form; with M % 4 != 0 the transposed A is copied row-major, and of
-/// two transposed operands B is copied and A read in place.
+/// two transposed operands B is copied and A read in place. A tile of 64 lanes runs as its `_w16`
+/// companion when N leaves at least half of the lanes idle (N ≤ 32 · TN), as itself past that.
 #[test]
 fn transposed_operands_are_read_in_place_by_the_vec4_tiles() {
     let gpu = common::fresh_gpu();
     let mut rng = Rng::new(24);
-    let run = |kernel: MatmulKernel, m: usize, ta: bool, tb: bool, rng: &mut Rng| {
+    let run = |(kernel, n): (MatmulKernel, usize), m: usize, ta: bool, tb: bool, rng: &mut Rng| {
         let a = random_param(&gpu, rng, &stored(&[], m, 16, ta), -1.0, 1.0).1;
-        let b = random_param(&gpu, rng, &stored(&[], 16, 8, tb), -1.0, 1.0).1;
+        let b = random_param(&gpu, rng, &stored(&[], 16, n, tb), -1.0, 1.0).1;
         gpu.synchronize().unwrap();
         gpu.set_profiling(true);
         ops::matmul_with(&a, &b, ta, tb, kernel).unwrap();
@@ -463,16 +464,20 @@ fn transposed_operands_are_read_in_place_by_the_vec4_tiles() {
             .map(|t| t.kernel)
             .collect::<Vec<_>>()
     };
-    for kernel in [
-        MatmulKernel::vec4(8, 4),
-        MatmulKernel::Vec4 {
-            rows: 32,
-            cols: 4,
-            lanes: 8,
-            staged_k: 0,
-        },
+    let wide = MatmulKernel::vec4(8, 4);
+    let w8 = MatmulKernel::Vec4 {
+        rows: 32,
+        cols: 4,
+        lanes: 8,
+        staged_k: 0,
+    };
+    for (kernel, columns, name) in [
+        (wide, 8, "vec4_8x4_w16".to_string()),
+        (wide, 128, "vec4_8x4_w16".to_string()),
+        (wide, 132, wide.name()),
+        (w8, 8, w8.name()),
     ] {
-        let name = kernel.name();
+        let kernel = (kernel, columns);
         let entry = |tag: &str| format!("matmul_vec4::matmul_{}", name.replacen("vec4_", tag, 1));
         let (ta_entry, tb_entry) = (entry("vec4_ta_"), entry("vec4_tb_"));
         assert_eq!(

@@ -33,7 +33,9 @@ use crate::error::{Error, Result};
 use crate::gpu::Grid;
 
 pub use super::matmul_kernel::MatmulKernel;
-pub(crate) use super::matmul_kernel::{KERNELS, KERNELS_TA, KERNELS_TB, TILE_WORKGROUP};
+pub(crate) use super::matmul_kernel::{
+    KERNELS, KERNELS_NARROW, KERNELS_TA, KERNELS_TB, TILE_WORKGROUP,
+};
 use crate::tensor::{numel, Tensor};
 
 crate::gpu::shader_params! {
@@ -209,6 +211,10 @@ pub(crate) fn matmul_launch(
     if let MatmulKernel::Vec4 { .. } = kernel {
         if p.k % 4 != 0 || p.n % 4 != 0 || p.k == 0 {
             return matmul_launch(a, b, ta, tb, MatmulKernel::Tile { rows: 4, cols: 4 });
+        }
+        let narrow = kernel.for_columns(p.n);
+        if narrow != kernel {
+            return matmul_launch(a, b, ta, tb, narrow);
         }
         // A transposed A (a weight gradient's activation) is read in place by the tile's
         // `_ta` form when M % 4 == 0, a transposed B (an input gradient's weight) by its `_tb`

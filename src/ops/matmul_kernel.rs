@@ -227,6 +227,9 @@ impl MatmulKernel {
         if let MatmulKernel::Shared(tile) = self {
             return Ok(tile.spec());
         }
+        if let Some(i) = NARROW_TILES.iter().position(|k| *k == self) {
+            return Ok(&KERNELS_NARROW[i]);
+        }
         let i = MatmulKernel::ALL
             .iter()
             .position(|k| *k == self)
@@ -255,16 +258,42 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_48x4_w8_sa64"),
 ];
 
+/// Lanes of the narrow companions of the vec4 tiles of [`TILE_WORKGROUP`] lanes.
+const NARROW_LANES: u32 = 16;
+
+const fn narrow(rows: u32, cols: u32) -> MatmulKernel {
+    MatmulKernel::Vec4 {
+        rows,
+        cols,
+        lanes: NARROW_LANES,
+        staged_k: 0,
+    }
+}
+
+/// The narrow companions (`_w16`) of the tiles of 64 lanes, and their plain forms in the same
+/// order; not tuning candidates of their own: [`MatmulKernel::for_columns`] swaps one in.
+const NARROW_TILES: [MatmulKernel; 4] = [narrow(4, 4), narrow(4, 8), narrow(8, 4), narrow(8, 8)];
+pub(crate) const KERNELS_NARROW: &[KernelSpec] = &[
+    spec_vec4("matmul_vec4_4x4_w16"),
+    spec_vec4("matmul_vec4_4x8_w16"),
+    spec_vec4("matmul_vec4_8x4_w16"),
+    spec_vec4("matmul_vec4_8x8_w16"),
+];
+
 /// The vec4 register tiles that also come in a transposed-A form (`matmul_vec4_ta_*`, reading
 /// A stored `[.., K, M]` directly) and a transposed-B form (`matmul_vec4_tb_*`, reading B stored
 /// `[.., N, K]` directly), and those forms, in the same order.
-const TRANSPOSED_FORM_TILES: [MatmulKernel; 6] = [
+const TRANSPOSED_FORM_TILES: [MatmulKernel; 10] = [
     MatmulKernel::vec4(4, 4),
     MatmulKernel::vec4(4, 8),
     MatmulKernel::vec4(8, 4),
     MatmulKernel::vec4(8, 8),
     VEC4_32X4_W8,
     VEC4_16X8_W8,
+    NARROW_TILES[0],
+    NARROW_TILES[1],
+    NARROW_TILES[2],
+    NARROW_TILES[3],
 ];
 pub(crate) const KERNELS_TA: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_ta_4x4"),
@@ -273,6 +302,10 @@ pub(crate) const KERNELS_TA: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_ta_8x8"),
     spec_vec4("matmul_vec4_ta_32x4_w8"),
     spec_vec4("matmul_vec4_ta_16x8_w8"),
+    spec_vec4("matmul_vec4_ta_4x4_w16"),
+    spec_vec4("matmul_vec4_ta_4x8_w16"),
+    spec_vec4("matmul_vec4_ta_8x4_w16"),
+    spec_vec4("matmul_vec4_ta_8x8_w16"),
 ];
 pub(crate) const KERNELS_TB: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_tb_4x4"),
@@ -281,9 +314,30 @@ pub(crate) const KERNELS_TB: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_tb_8x8"),
     spec_vec4("matmul_vec4_tb_32x4_w8"),
     spec_vec4("matmul_vec4_tb_16x8_w8"),
+    spec_vec4("matmul_vec4_tb_4x4_w16"),
+    spec_vec4("matmul_vec4_tb_4x8_w16"),
+    spec_vec4("matmul_vec4_tb_8x4_w16"),
+    spec_vec4("matmul_vec4_tb_8x8_w16"),
 ];
 
 impl MatmulKernel {
+    /// The kernel that runs this tile for a product with `n` columns: a vec4 tile of 64 lanes
+    /// whose workgroup would leave at least half of them idle (`n` ≤ 32 lanes' columns) runs as
+    /// its `_w16` companion, since a lane past the last column group computes a clamped copy of
+    /// it (a PVT stage-1 layer, 64 columns in the 8×4 tile's 256, did 4× the work); every other
+    /// kernel runs as itself.
+    pub(super) fn for_columns(self, n: usize) -> MatmulKernel {
+        match self {
+            MatmulKernel::Vec4 {
+                rows,
+                cols,
+                lanes: TILE_WORKGROUP,
+                staged_k: 0,
+            } if n <= (TILE_WORKGROUP / 2 * cols) as usize => narrow(rows, cols),
+            kernel => kernel,
+        }
+    }
+
     /// The transposed-A form of this vec4 tile, if it has one (the A-staged tiles do not).
     pub(super) fn spec_ta(self) -> Option<&'static KernelSpec> {
         self.transposed_form(KERNELS_TA)
@@ -307,13 +361,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_narrow_tile_is_a_wide_tiles_twin_in_workgroups_of_16() {
+        assert_eq!(NARROW_TILES.len(), KERNELS_NARROW.len());
+        for (tile, spec) in NARROW_TILES.iter().zip(KERNELS_NARROW) {
+            assert_eq!(spec.entry, format!("matmul_{}", tile.name()));
+            assert!(spec.entry.ends_with("_w16"), "{}", spec.entry);
+            let MatmulKernel::Vec4 { rows, cols, .. } = *tile else {
+                panic!("{tile:?}")
+            };
+            let wide = MatmulKernel::vec4(rows, cols);
+            assert!(MatmulKernel::ALL.contains(&wide), "{wide:?}");
+            // Narrow up to half the wide workgroup's columns, wide past it.
+            let half = (TILE_WORKGROUP / 2 * cols) as usize;
+            assert_eq!(wide.for_columns(half), *tile);
+            assert_eq!(wide.for_columns(half + 4), wide);
+            assert_eq!(tile.for_columns(4), *tile);
+            assert_eq!(tile.spec().unwrap().entry, spec.entry);
+        }
+        assert_eq!(VEC4_32X4_W8.for_columns(4), VEC4_32X4_W8);
+    }
+
+    #[test]
     fn each_transposed_form_is_its_tiles_twin() {
         for (forms, tag) in [(KERNELS_TA, "vec4_ta_"), (KERNELS_TB, "vec4_tb_")] {
             assert_eq!(TRANSPOSED_FORM_TILES.len(), forms.len());
             for (tile, spec) in TRANSPOSED_FORM_TILES.iter().zip(forms) {
                 let twin = format!("matmul_{}", tile.name().replacen("vec4_", tag, 1));
                 assert_eq!(spec.entry, twin);
-                assert!(MatmulKernel::ALL.contains(tile), "{tile:?}");
+                assert!(
+                    MatmulKernel::ALL.contains(tile) || NARROW_TILES.contains(tile),
+                    "{tile:?}"
+                );
             }
         }
     }
