@@ -52,7 +52,12 @@ pub(crate) fn cases() -> Vec<Case> {
         Case {
             op: "matmul",
             case: "tokens_2x4096x64_by_64x256",
-            run: tokens,
+            run: |b| tokens(b, 4096, 256),
+        },
+        Case {
+            op: "matmul",
+            case: "tokens_2x1152x64_by_64x64",
+            run: |b| tokens(b, 1152, 64),
         },
         variant_case!("4x4"),
         variant_case!("vec4_4x4"),
@@ -89,24 +94,21 @@ fn square(b: &Bench, n: usize, ta: bool, tb: bool, kernel: Option<MatmulKernel>)
         |(x, y)| matmul_launch(x, y, ta, tb, kernel).map(drop),
     )?;
     let mut s = Sample::new(ms, Work::Flops(2.0 * (n * n * n) as f64));
-    s.variant = Some(kernel.runs_as(b.gpu()).name());
+    s.variant = Some(kernel.runs_as(b.gpu()).for_columns(n).name());
     Ok(s)
 }
 
-/// Tokens [2, 4096, 64] times a shared weight [64, 256] (a PVT MLP expansion at stage 1).
-fn tokens(b: &Bench) -> Result<Sample> {
+/// Tokens [2, L, 64] times a shared weight [64, N]: a PVT MLP expansion at stage 1 (L = 4096,
+/// N = 256) and the encoder step's stage-1 q projection (L = 1152, N = 64: a narrow product,
+/// which the 64-lane vec4 tiles run in workgroups of 16).
+fn tokens(b: &Bench, l: usize, n: usize) -> Result<Sample> {
     let kernel = MatmulKernel::chosen(b.gpu())?;
     let ms = b.time(
-        |gpu, rng| {
-            Ok((
-                random(gpu, rng, &[2, 4096, 64])?,
-                random(gpu, rng, &[64, 256])?,
-            ))
-        },
+        |gpu, rng| Ok((random(gpu, rng, &[2, l, 64])?, random(gpu, rng, &[64, n])?)),
         |(x, w)| matmul_launch(x, w, false, false, kernel).map(drop),
     )?;
-    let mut s = Sample::new(ms, Work::Flops(2.0 * (2 * 4096 * 64 * 256) as f64));
-    s.variant = Some(kernel.runs_as(b.gpu()).name());
+    let mut s = Sample::new(ms, Work::Flops(2.0 * (2 * l * 64 * n) as f64));
+    s.variant = Some(kernel.runs_as(b.gpu()).for_columns(n).name());
     Ok(s)
 }
 

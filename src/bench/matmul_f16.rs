@@ -62,7 +62,12 @@ pub(crate) fn cases() -> Vec<Case> {
         Case {
             op: "matmul_f16",
             case: "tokens_2x4096x64_by_64x256",
-            run: tokens,
+            run: |b| tokens(b, 4096, 256),
+        },
+        Case {
+            op: "matmul_f16",
+            case: "tokens_2x1152x64_by_64x64",
+            run: |b| tokens(b, 1152, 64),
         },
     ]
 }
@@ -72,12 +77,17 @@ fn random16(gpu: &crate::Gpu, rng: &mut crate::util::Rng, shape: &[usize]) -> Re
     super::inputs::random(gpu, rng, shape)?.to_dtype(DType::F16)
 }
 
-fn variant(b: &Bench, kernel: MatmulF16Kernel) -> Result<String> {
+/// The kernel that ran for a product with `n` columns.
+fn variant(b: &Bench, kernel: MatmulF16Kernel, n: usize) -> Result<String> {
     let features = b.gpu().features();
     Ok(if features.f16 {
         match (kernel.effective(b.gpu()), features.cooperative_matrix) {
             // The fragment size names which generated kernel ran: f16_coop8 / f16_coop16.
             (MatmulF16Kernel::Cooperative, Some(t)) => format!("f16_coop{t}"),
+            // The vec4 tiles' workgroups of 16 on narrow products.
+            (MatmulF16Kernel::Vec4, _) if crate::ops::matmul_f16_vec4::narrow(n) => {
+                format!("{}_w16", kernel.name())
+            }
             (kernel, _) => kernel.name().to_string(),
         }
     } else {
@@ -93,25 +103,25 @@ fn square(b: &Bench, ta: bool, tb: bool, kernel: MatmulF16Kernel) -> Result<Samp
         |(x, y)| matmul_f16_launch(x, y, ta, tb, kernel).map(drop),
     )?;
     let mut s = Sample::new(ms, Work::Flops(2.0 * (n * n * n) as f64));
-    s.variant = Some(variant(b, kernel)?);
+    s.variant = Some(variant(b, kernel, n)?);
     s.precision = Some(crate::gpu::Precision::Mixed.name());
     Ok(s)
 }
 
-/// Tokens [2·4096, 64] times a weight [64, 256], as `matmul/tokens_2x4096x64_by_64x256`.
-fn tokens(b: &Bench) -> Result<Sample> {
+/// Tokens [2·L, 64] times a weight [64, N], as `matmul/tokens_2xLx64_by_64xN`.
+fn tokens(b: &Bench, l: usize, n: usize) -> Result<Sample> {
     let kernel = MatmulF16Kernel::chosen(b.gpu());
     let ms = b.time(
         |gpu, rng| {
             Ok((
-                random16(gpu, rng, &[2 * 4096, 64])?,
-                random16(gpu, rng, &[64, 256])?,
+                random16(gpu, rng, &[2 * l, 64])?,
+                random16(gpu, rng, &[64, n])?,
             ))
         },
         |(x, w)| matmul_f16_launch(x, w, false, false, kernel).map(drop),
     )?;
-    let mut s = Sample::new(ms, Work::Flops(2.0 * (2 * 4096 * 64 * 256) as f64));
-    s.variant = Some(variant(b, kernel)?);
+    let mut s = Sample::new(ms, Work::Flops(2.0 * (2 * l * 64 * n) as f64));
+    s.variant = Some(variant(b, kernel, n)?);
     s.precision = Some(crate::gpu::Precision::Mixed.name());
     Ok(s)
 }

@@ -72,6 +72,11 @@ const ROWS: usize = 8;
 /// At least this many vec4 k-steps per split-K split (as the f32 tiles).
 const MIN_STEPS_PER_SPLIT: usize = 64;
 
+/// Whether a product with `n` columns runs in the workgroups of 16.
+pub(crate) fn narrow(n: usize) -> bool {
+    n / 4 <= NARROW_GROUPS
+}
+
 /// One launchable form: its kernel and the lanes of its workgroup.
 pub(super) struct Form {
     spec: &'static KernelSpec,
@@ -83,11 +88,7 @@ pub(super) fn form(p: &Plan, ta: bool, tb: bool) -> Option<Form> {
     if !p.k.is_multiple_of(4) || !p.n.is_multiple_of(4) {
         return None;
     }
-    let forms = if p.n / 4 <= NARROW_GROUPS {
-        &NARROW
-    } else {
-        &WIDE
-    };
+    let forms = if narrow(p.n) { &NARROW } else { &WIDE };
     let spec = match (ta, tb) {
         (false, false) => &forms.plain,
         (false, true) => &forms.tb,

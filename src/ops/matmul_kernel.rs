@@ -326,7 +326,7 @@ impl MatmulKernel {
     /// its `_w16` companion, since a lane past the last column group computes a clamped copy of
     /// it (a PVT stage-1 layer, 64 columns in the 8×4 tile's 256, did 4× the work); every other
     /// kernel runs as itself.
-    pub(super) fn for_columns(self, n: usize) -> MatmulKernel {
+    pub(crate) fn for_columns(self, n: usize) -> MatmulKernel {
         match self {
             MatmulKernel::Vec4 {
                 rows,
