@@ -105,7 +105,8 @@ pub enum MatmulF16Kernel {
     /// default on CPU adapters.
     Vec4,
     /// Cooperative-matrix fragments (tensor cores), any shape and pattern
-    /// (src/ops/matmul_f16_coop.rs); on a device without them, the same as `Tile4x4`.
+    /// (src/ops/matmul_f16_coop.rs); on a device without them, the adapter's register tiles
+    /// (`Vec4` on CPU adapters, `Tile4x4` on GPUs).
     Cooperative,
 }
 
@@ -130,7 +131,7 @@ impl MatmulF16Kernel {
 
     /// The kernel for this device: cooperative matrices where the device has them
     /// (`DeviceFeatures::cooperative_matrix`, requested by default on GPU adapters only), the
-    /// vec4 tiles on CPU adapters (1.5–2.7× the 4 × 4 tiles on lavapipe,
+    /// vec4 tiles on CPU adapters (1.3–2.4× the 4 × 4 tiles at 1024³ on lavapipe,
     /// docs/kernel-tuning.md), the 4 × 4 tiles on other GPUs.
     pub fn chosen(gpu: &Gpu) -> MatmulF16Kernel {
         match gpu.features().cooperative_matrix {
