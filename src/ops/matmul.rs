@@ -30,7 +30,7 @@ use super::reduce::{split_count_toward, sum_leading_into, sum_to_shape};
 use super::shape::broadcast_shapes;
 use crate::autograd::record;
 use crate::error::{Error, Result};
-use crate::gpu::Grid;
+use crate::gpu::{Gpu, Grid};
 
 pub use super::matmul_kernel::MatmulKernel;
 pub(crate) use super::matmul_kernel::{
@@ -64,9 +64,18 @@ crate::gpu::shader_params! {
 
 /// Split-K aims at this many workgroups on CPU adapters: a handful per core keeps every thread
 /// busy, more only adds partial sums (aiming at 1024 cost the tall tiles ~25% on lavapipe).
-pub(super) const CPU_SPLIT_TARGET_WORKGROUPS: usize = 64;
+const CPU_SPLIT_TARGET_WORKGROUPS: usize = 64;
 /// ... and on GPUs, which need thousands of invocations in flight.
-pub(super) const GPU_SPLIT_TARGET_WORKGROUPS: usize = 1024;
+const GPU_SPLIT_TARGET_WORKGROUPS: usize = 1024;
+
+/// The workgroups a split-K register-tile launch (f32 and f16) aims at on `gpu`'s adapter.
+pub(super) fn split_target_workgroups(gpu: &Gpu) -> usize {
+    if gpu.adapter().device_type == wgpu::DeviceType::Cpu {
+        CPU_SPLIT_TARGET_WORKGROUPS
+    } else {
+        GPU_SPLIT_TARGET_WORKGROUPS
+    }
+}
 
 /// Shapes and strides of one batched matmul after validation and batch collapsing.
 #[derive(Debug)]
@@ -271,14 +280,12 @@ pub(crate) fn matmul_launch(
     let splits = match kernel {
         // Split-K when the output has few tiles (a weight gradient Aᵀ·G over 10⁵ tokens has
         // 16–32), each split at least 64 vec4 steps of K.
-        MatmulKernel::Vec4 { .. } => {
-            let target = if gpu.adapter().device_type == wgpu::DeviceType::Cpu {
-                CPU_SPLIT_TARGET_WORKGROUPS
-            } else {
-                GPU_SPLIT_TARGET_WORKGROUPS
-            };
-            split_count_toward(target, row_groups * col_blocks, p.k / 4 / 64, out.numel())
-        }
+        MatmulKernel::Vec4 { .. } => split_count_toward(
+            split_target_workgroups(gpu),
+            row_groups * col_blocks,
+            p.k / 4 / 64,
+            out.numel(),
+        ),
         _ => 1,
     };
     let k_chunk4 = (p.k / 4).div_ceil(splits).max(1);

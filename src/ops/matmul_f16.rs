@@ -28,7 +28,7 @@
 //! and multiplied by the f32 matmul kernels (src/ops/matmul.rs), so a caller never needs to ask.
 
 use super::elementwise::{binary_raw, BinaryOp};
-use super::matmul::{matmul_launch, MatmulKernel};
+use super::matmul::{matmul_launch, split_target_workgroups, MatmulKernel};
 use super::matmul_f16_coop::launch_coop;
 use super::matmul_f16_vec4;
 use super::reduce::{split_count_toward, sum_leading_into, sum_to_shape};
@@ -83,11 +83,8 @@ pub(crate) const KERNELS: &[KernelSpec] = &[NAIVE, NN, NT, TN];
 
 /// Invocations per workgroup (matches the shader).
 const WORKGROUP: usize = 64;
-/// Split-K aims at this many workgroups on CPU adapters and on GPUs (as src/ops/matmul.rs: a
-/// handful per core on a CPU, thousands of invocations in flight on a GPU) ...
-const CPU_SPLIT_TARGET_WORKGROUPS: usize = 64;
-const GPU_SPLIT_TARGET_WORKGROUPS: usize = 1024;
-/// ... with at least this many k-steps per split, so a split's loop outweighs its partial sum.
+/// Split-K aims at [`split_target_workgroups`] (as the f32 tiles), with at least this many
+/// k-steps per split, so a split's loop outweighs its partial sum.
 const MIN_STEPS_PER_SPLIT: usize = 64;
 
 /// Which kernel computes an f16 matmul.
@@ -303,13 +300,8 @@ pub(crate) fn matmul_f16_launch(
     };
     let tiles = p.batch * p.m.div_ceil(4) * p.n.div_ceil(4);
     let workgroups = tiles.div_ceil(WORKGROUP);
-    let target = if gpu.adapter().device_type == wgpu::DeviceType::Cpu {
-        CPU_SPLIT_TARGET_WORKGROUPS
-    } else {
-        GPU_SPLIT_TARGET_WORKGROUPS
-    };
     let splits = split_count_toward(
-        target,
+        split_target_workgroups(gpu),
         workgroups,
         k_steps / MIN_STEPS_PER_SPLIT,
         out.numel(),

@@ -12,7 +12,7 @@
 //! G·Wᵀ) and `_ta` (A stored [K, M]: the weight gradient Xᵀ·G), each needing K % 4 = N % 4 = 0
 //! and `_ta` M % 4 = 0; both operands transposed has no form. Split-K as the f32 tiles.
 
-use super::matmul::{MatmulParams, CPU_SPLIT_TARGET_WORKGROUPS, GPU_SPLIT_TARGET_WORKGROUPS};
+use super::matmul::{split_target_workgroups, MatmulParams};
 use super::matmul_f16::Plan;
 use super::reduce::{split_count_toward, sum_leading_into};
 use crate::error::{Error, Result};
@@ -117,13 +117,8 @@ pub(super) fn launch(
     let row_blocks = p.m.div_ceil(ROWS);
     let col_blocks = (p.n / 4).div_ceil(form.lanes);
     let k4 = p.k / 4;
-    let target = if gpu.adapter().device_type == wgpu::DeviceType::Cpu {
-        CPU_SPLIT_TARGET_WORKGROUPS
-    } else {
-        GPU_SPLIT_TARGET_WORKGROUPS
-    };
     let splits = split_count_toward(
-        target,
+        split_target_workgroups(gpu),
         row_blocks * p.batch * col_blocks,
         k4 / MIN_STEPS_PER_SPLIT,
         out.numel(),
