@@ -250,7 +250,7 @@ fn a_device_with_little_workgroup_memory_falls_back_before_any_work() {
     });
     let kernel = MatmulKernel::Shared(SharedTile::Wg64x64);
     assert_eq!(kernel.runs_as(&gpu), MatmulKernel::vec4(4, 4));
-    // (N = 132 is past the 4×4 tile's 128 columns of its narrow `_w16` companion.)
+    // (N = 132: past the 128 columns up to which the tile runs as its `_w16` companion.)
     let ran = kernels_run(&gpu, kernel, (70, 24, 132));
     assert_eq!(ran, ["matmul_vec4::matmul_vec4_4x4"]);
     assert!(gpu.synchronize().is_ok());
