@@ -323,6 +323,13 @@ def entry_header(w, flavour, form, tm, tg, wg):
     w(f"        @builtin(local_invocation_index) lid: u32) {{")
 
 
+def zero_accumulators(w, tm, tg):
+    """The tile's TM × TG vec4 accumulators, zeroed."""
+    for i in range(tm):
+        for j in range(tg):
+            w(f"    var c{i}_{j} = vec4<f32>(0.0);")
+
+
 def a_row_starts(w, tm):
     """Row-major A: the (clamped) vec4 offset of each of the tile's TM rows."""
     for i in range(tm):
@@ -339,9 +346,7 @@ def vec4_entry(tm, tg, wg, flavour=F32):
     a_row_starts(w, tm)
     for j in range(tg):
         w(f"    let bc{j} = bb + min(g0 + {j * wg}u, n4 - 1u);")
-    for i in range(tm):
-        for j in range(tg):
-            w(f"    var c{i}_{j} = vec4<f32>(0.0);")
+    zero_accumulators(w, tm, tg)
     w(f"    var kk = split * p.k_chunk4;")
     w(f"    var kb = kk * 4u * n4;")
     w(f"    loop {{")
@@ -378,9 +383,7 @@ def vec4_tb_entry(tm, tg, wg, flavour=F32):
         w(f"    let bg{j} = min(g0 + {j * wg}u, n4 - 1u);")
         for col in range(4):
             w(f"    let bt{j}_{col} = bb + (bg{j} * 4u + {col}u) * k4;")
-    for i in range(tm):
-        for j in range(tg):
-            w(f"    var c{i}_{j} = vec4<f32>(0.0);")
+    zero_accumulators(w, tm, tg)
     w(f"    var kk = split * p.k_chunk4;")
     w(f"    loop {{")
     w(f"        if (kk >= k_end) {{ break; }}")
@@ -413,9 +416,7 @@ def vec4_ta_entry(tm, tg, wg, flavour=F32):
         w(f"    let ac{q} = ab + min(m0 / 4u + {q}u, m4 - 1u);")
     for j in range(tg):
         w(f"    let bc{j} = bb + min(g0 + {j * wg}u, n4 - 1u);")
-    for i in range(tm):
-        for j in range(tg):
-            w(f"    var c{i}_{j} = vec4<f32>(0.0);")
+    zero_accumulators(w, tm, tg)
     w(f"    var kk = split * p.k_chunk4;")
     w(f"    var kb = kk * 4u * n4;")
     w(f"    var ka = kk * 4u * m4;")
