@@ -21,7 +21,7 @@
 use super::conv3d::{ConvParams, Geometry, BACKWARD_WEIGHT_SUM};
 use super::conv3d_igemm::{self, IgemmTile};
 use super::reduce::{split_count, sum_leading_into};
-use super::{conv3d_depthwise_rows, conv3d_rows};
+use super::{conv3d_depthwise_rows, conv3d_fold, conv3d_rows};
 use crate::error::Result;
 use crate::gpu::{Grid, KernelSpec};
 use crate::tensor::Tensor;
@@ -232,6 +232,9 @@ pub(crate) enum FastForward {
     Rows {
         rows: u32,
     },
+    /// Cin not in fours: the row kernels on the input with kernel axes folded into its
+    /// channels (conv3d_fold.rs).
+    RowsFolded,
     /// `TILED[variant]`, with vec4 input loads when `c4` (Cin_g % 4 == 0).
     Tiled {
         variant: usize,
@@ -276,6 +279,7 @@ pub(crate) fn forward(
         // The other families bring their own launchers (and dummy bias).
         FastForward::Igemm(tile) => return conv3d_igemm::forward(x, w, bias, y, geo, tile),
         FastForward::Rows { rows } => return conv3d_rows::forward(x, w, bias, y, geo, rows),
+        FastForward::RowsFolded => return conv3d_fold::forward(x, w, bias, y, geo),
         FastForward::DepthwiseRows => return conv3d_depthwise_rows::forward(x, w, bias, y, geo),
         FastForward::Depthwise => {
             let params: ConvParams = geo.params(y.numel(), bias.is_some());

@@ -7,6 +7,7 @@
 use super::conv3d::{Conv3dConfig, Geometry};
 use super::conv3d_depthwise_rows;
 use super::conv3d_fast::{self, FastForward, FastWeight, ForwardTile, WeightTile};
+use super::conv3d_fold;
 use super::conv3d_igemm::{self, IgemmTile};
 use super::conv3d_patchify;
 use super::conv3d_rows;
@@ -50,6 +51,7 @@ impl ConvPath {
                 rows: conv3d_rows::forward_rows(geo),
             }),
             ConvPath::Rows if conv3d_depthwise_rows::fits(geo) => Some(FastForward::DepthwiseRows),
+            ConvPath::Rows if conv3d_fold::fits(geo) => Some(FastForward::RowsFolded),
             _ => conv3d_fast::plan_forward(geo, self.forward_tile()),
         }
     }
@@ -182,7 +184,8 @@ impl ConvPlan {
     }
 
     /// The kernel family each pass runs, [forward, input gradient, weight gradient]: an
-    /// implicit-GEMM tile's name (`igemm_64x64`), `rows` (conv3d_rows.rs), `tiled` (the register
+    /// implicit-GEMM tile's name (`igemm_64x64`), `rows` (conv3d_rows.rs), `rows_folded` (the same
+    /// with kernel axes folded into few input channels, conv3d_fold.rs), `tiled` (the register
     /// tiles, depthwise included) or `naive` (the straightforward kernels); what `cads bench`
     /// reports.
     pub fn kernel_names(&self) -> [&'static str; 3] {
@@ -190,6 +193,7 @@ impl ConvPlan {
             match k {
                 FastForward::Igemm(tile) => tile.name(),
                 FastForward::Rows { .. } | FastForward::DepthwiseRows => "rows",
+                FastForward::RowsFolded => "rows_folded",
                 _ => "tiled",
             }
         }
@@ -424,5 +428,30 @@ mod tests {
                 p.kernel_names()
             );
         }
+        // Cin 1 (the 7³ stride-2 stem): the forward folds its kernel axes into the channels, the
+        // weight gradient keeps the register tile; Cout 6 from Cin 16: the input gradient is
+        // the flipped conv 6 → 16, which folds.
+        let p = plan(
+            [1, 8, 12, 12, 1],
+            16,
+            Conv3dConfig::cube(7, 2, 3),
+            ConvPath::Rows,
+        );
+        assert_eq!(p.forward, ForwardKernel::Fast(FastForward::RowsFolded));
+        assert_eq!(p.kernel_names()[0], "rows_folded");
+        assert_eq!(p.kernel_names()[2], "tiled");
+        let p = plan(
+            [1, 6, 6, 6, 16],
+            6,
+            Conv3dConfig::cube(3, 1, 1),
+            ConvPath::Rows,
+        );
+        assert!(matches!(
+            p.input,
+            InputKernel::FlippedConv {
+                kernel: FastForward::RowsFolded,
+                ..
+            }
+        ));
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod conv3d;
 pub(crate) mod conv3d_depthwise_rows;
 pub mod conv3d_fast;
+pub(crate) mod conv3d_fold;
 pub mod conv3d_igemm;
 pub(crate) mod conv3d_patchify;
 mod conv3d_plan;

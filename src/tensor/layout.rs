@@ -143,6 +143,87 @@ pub(crate) fn copy_region(
     )
 }
 
+/// [`copy_region`] for a region of any rank: axes of extent 1 are dropped, neighbours that are
+/// one run on both sides merged (axis i and i + 1 merge when stride_i = stride_(i+1) · extent_(i+1)
+/// in the source and in the destination), and when more than [`MAX_RANK`] axes remain, the
+/// leading one is walked on the host, one launch per index. A last axis too short for the row
+/// kernels trades places with the longest axis.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn copy_region_any_rank(
+    op: &'static str,
+    src: &Tensor,
+    in_offset: usize,
+    in_strides: &[usize],
+    dst: &Tensor,
+    out_offset: usize,
+    out_strides: &[usize],
+    shape: &[usize],
+) -> Result<()> {
+    if in_strides.len() != shape.len() || out_strides.len() != shape.len() {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "one source and one destination stride per axis ({})",
+                shape.len()
+            ),
+            format!("{} and {}", in_strides.len(), out_strides.len()),
+        ));
+    }
+    if shape.contains(&0) {
+        return Ok(());
+    }
+    // (extent, source stride, destination stride), unit axes dropped, runs merged.
+    let mut axes: Vec<(usize, usize, usize)> = Vec::with_capacity(shape.len());
+    for ((&e, &si), &so) in shape.iter().zip(in_strides).zip(out_strides) {
+        if e == 1 {
+            continue;
+        }
+        match axes.last_mut() {
+            Some(last) if last.1 == si * e && last.2 == so * e => {
+                *last = (last.0 * e, si, so);
+            }
+            _ => axes.push((e, si, so)),
+        }
+    }
+    if axes.is_empty() {
+        axes.push((1, 1, 1));
+    }
+    // The order of a region's axes does not change the copy; the row kernels (lanes along the
+    // last axis, any stride) need a long last axis, so a short one trades places with the
+    // longest.
+    let longest = (0..axes.len()).max_by_key(|&i| axes[i].0).unwrap_or(0);
+    if axes[axes.len() - 1].0 < ROW_COPY_MIN && axes[longest].0 >= ROW_COPY_MIN {
+        let last = axes.len() - 1;
+        axes.swap(longest, last);
+    }
+    if axes.len() > MAX_RANK {
+        let (e, si, so) = axes[0];
+        let rest = &axes[1..];
+        let (sh, ins, outs): (Vec<usize>, Vec<usize>, Vec<usize>) = (
+            rest.iter().map(|a| a.0).collect(),
+            rest.iter().map(|a| a.1).collect(),
+            rest.iter().map(|a| a.2).collect(),
+        );
+        for i in 0..e {
+            copy_region_any_rank(
+                op,
+                src,
+                in_offset + i * si,
+                &ins,
+                dst,
+                out_offset + i * so,
+                &outs,
+                &sh,
+            )?;
+        }
+        return Ok(());
+    }
+    let sh: Vec<usize> = axes.iter().map(|a| a.0).collect();
+    let ins: Vec<usize> = axes.iter().map(|a| a.1).collect();
+    let outs: Vec<usize> = axes.iter().map(|a| a.2).collect();
+    copy_region(op, src, in_offset, &ins, dst, out_offset, &outs, &sh)
+}
+
 impl Tensor {
     /// Reorder axes: `out.shape[i] = self.shape[perm[i]]`.
     pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {

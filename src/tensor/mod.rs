@@ -22,7 +22,7 @@ mod layout;
 mod saved;
 pub(crate) use arith::add_unrecorded;
 pub(crate) use cast::{add_half_unrecorded, cast_unrecorded};
-pub(crate) use layout::copy_region;
+pub(crate) use layout::{copy_region, copy_region_any_rank};
 pub use layout::{rank6, MAX_RANK};
 pub(crate) use saved::Saved;
 
