@@ -33,10 +33,28 @@ use crate::tensor::{contiguous_strides, copy_region_any_rank, Tensor};
 /// three axes of a 3³ conv (27 → 28) slower than W and H.
 const FOLD_TARGET: usize = 8;
 
-/// Whether `geo` takes the folded row kernels: groups 1, Cout in fours (the row kernels' lanes),
-/// Cin not in fours (else the row kernels run it as it is).
-pub(crate) fn fits(geo: &Geometry) -> bool {
+/// The largest x′ the fold makes (bytes). x′ is about kH·kW/(sh·sw) times x (13× for the 7³
+/// stride-2 stem), so a whole CT volume through the stem would need gigabytes; such convs stay
+/// on the register tiles, which need no copy.
+const MAX_FOLDED_BYTES: usize = 256 << 20;
+
+/// Whether the shapes alone allow the fold: groups 1, Cout in fours (the row kernels' lanes),
+/// Cin not in fours (else the row kernels run the conv as it is).
+fn shape_fits(geo: &Geometry) -> bool {
     geo.cfg.groups == 1 && !geo.x[4].is_multiple_of(4) && geo.out[4].is_multiple_of(4)
+}
+
+/// Whether `geo` takes the folded row kernels: [`shape_fits`], and an x′ of at most
+/// [`MAX_FOLDED_BYTES`].
+pub(crate) fn fits(geo: &Geometry) -> bool {
+    shape_fits(geo)
+        && Fold::new(geo).is_ok_and(|f| {
+            f.folded
+                .x
+                .iter()
+                .try_fold(4usize, |acc, &e| acc.checked_mul(e))
+                .is_some_and(|bytes| bytes <= MAX_FOLDED_BYTES)
+        })
 }
 
 /// One fold of a convolution: the kernel axes folded into the channels and the conv that remains.
@@ -54,7 +72,7 @@ pub(crate) struct Fold {
 
 impl Fold {
     pub(crate) fn new(geo: &Geometry) -> Result<Fold> {
-        if !fits(geo) {
+        if !shape_fits(geo) {
             return Err(Error::invalid(
                 "conv3d (folded kernel axes)",
                 "groups 1, Cin not a multiple of 4, Cout a multiple of 4",
@@ -254,6 +272,19 @@ mod tests {
         );
         assert_eq!((f.axes, f.channels, f.folded.x[4]), (1, 18, 20));
         assert_eq!(f.folded.x[3], 4);
+    }
+
+    /// A whole CT through the stem would fold into gigabytes: the plan keeps the tiles there.
+    #[test]
+    fn an_oversized_fold_does_not_fit() {
+        let cfg = Conv3dConfig::cube(7, 2, 3);
+        let geo = |x: [usize; 5]| Geometry::new("test", &x, &[7, 7, 7, 1, 64], &cfg).unwrap();
+        // 2×16×48×48: x′ 2·16·24·24·52 floats (3.8 MB).
+        assert!(super::fits(&geo([2, 16, 48, 48, 1])));
+        // 1×300×512×512: x′ 300·256·256·52 floats (4 GB).
+        let big = geo([1, 300, 512, 512, 1]);
+        assert!(Fold::new(&big).is_ok());
+        assert!(!super::fits(&big));
     }
 
     #[test]
