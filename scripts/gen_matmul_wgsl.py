@@ -226,6 +226,10 @@ VEC4_HEADER = f"""\
 //   A row read from the storage buffer is a scalar load behind its own robust-access test; from
 //   workgroup memory it is a plain scalar load, and the test-free inner loop is what the stage
 //   buys (measured in docs/kernel-tuning.md). Same grid, split-K and stores as the vec4 tiles.
+// matmul_vec4_<TM>x<TN>[_w<WG>]_bias: the plain tile with a bias row added, C = A·B + 1·biasᵀ
+//   (a linear layer's forward in one pass): the accumulators of split 0 start at the bias of
+//   their column group, every other split's at 0, so the launcher's sum of the splits adds it
+//   once. Bindings 3 bias (read, N values), 4 c (read_write).
 // Launched by src/ops/matmul.rs (matmul_launch).
 
 {VEC4_PARAMS}
@@ -233,6 +237,10 @@ VEC4_HEADER = f"""\
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
+
+// The `_bias` forms' bindings (other entry points, so binding 3 is free to mean the bias there).
+@group(0) @binding(3) var<storage, read> bias4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> c_biased: array<vec4<f32>>;
 
 {VEC4_OFFSETS}"""
 
@@ -306,20 +314,21 @@ def b_rows(w, tg, flavour):
             w(f"        let b{j}_{r} = {load.format(f'b[bc{j} + {off}]')};")
 
 
-def tile_stores(w, tm, tg, wg):
-    """The tile's masked stores into this split's C."""
+def tile_stores(w, tm, tg, wg, out="c"):
+    """The tile's masked stores into this split's C (the buffer named `out`)."""
     w(f"    let cb = (split * p.batch + bat) * p.m * n4;")
     for i in range(tm):
         for j in range(tg):
-            w(f"    if (m0 + {i}u < p.m && g0 + {j * wg}u < n4) {{ c[cb + (m0 + {i}u) * n4 + g0 + {j * wg}u] = c{i}_{j}; }}")
+            w(f"    if (m0 + {i}u < p.m && g0 + {j * wg}u < n4) {{ {out}[cb + (m0 + {i}u) * n4 + g0 + {j * wg}u] = c{i}_{j}; }}")
 
 
-def entry_header(w, flavour, form, tm, tg, wg):
-    """A vec4 tile's entry point line: <prefix><form><TM>x<TN>[_w<WG>] (form "", "ta_", "tb_")."""
+def entry_header(w, flavour, form, tm, tg, wg, tail=""):
+    """A vec4 tile's entry point line: <prefix><form><TM>x<TN>[_w<WG>]<tail> (form "", "ta_",
+    "tb_"; tail "" or "_bias")."""
     w("")
     w(f"@compute @workgroup_size({wg})")
     suffix = "" if wg == WG else f"_w{wg}"
-    w(f"fn {flavour[0]}{form}{tm}x{4 * tg}{suffix}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,")
+    w(f"fn {flavour[0]}{form}{tm}x{4 * tg}{suffix}{tail}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,")
     w(f"        @builtin(local_invocation_index) lid: u32) {{")
 
 
@@ -330,23 +339,37 @@ def zero_accumulators(w, tm, tg):
             w(f"    var c{i}_{j} = vec4<f32>(0.0);")
 
 
+def bias_accumulators(w, tm, tg, wg):
+    """The tile's accumulators starting at the bias of their column group in split 0 (clamped
+    group, no branch), at 0 in the other splits."""
+    w(f"    let bias_on = f32(split == 0u);")
+    for j in range(tg):
+        w(f"    let bv{j} = bias4[min(g0 + {j * wg}u, n4 - 1u)] * bias_on;")
+    for i in range(tm):
+        for j in range(tg):
+            w(f"    var c{i}_{j} = bv{j};")
+
+
 def a_row_starts(w, tm):
     """Row-major A: the (clamped) vec4 offset of each of the tile's TM rows."""
     for i in range(tm):
         w(f"    let ar{i} = ab + min(m0 + {i}u, p.m - 1u) * k4;")
 
 
-def vec4_entry(tm, tg, wg, flavour=F32):
+def vec4_entry(tm, tg, wg, flavour=F32, bias=False):
     L = []
     w = L.append
-    entry_header(w, flavour, "", tm, tg, wg)
+    entry_header(w, flavour, "", tm, tg, wg, "_bias" if bias else "")
     tile_prologue(w, tm, tg, wg)
     w(f"    let ab = a_offset4(bat);")
     w(f"    let bb = b_offset4(bat);")
     a_row_starts(w, tm)
     for j in range(tg):
         w(f"    let bc{j} = bb + min(g0 + {j * wg}u, n4 - 1u);")
-    zero_accumulators(w, tm, tg)
+    if bias:
+        bias_accumulators(w, tm, tg, wg)
+    else:
+        zero_accumulators(w, tm, tg)
     w(f"    var kk = split * p.k_chunk4;")
     w(f"    var kb = kk * 4u * n4;")
     w(f"    loop {{")
@@ -356,7 +379,7 @@ def vec4_entry(tm, tg, wg, flavour=F32):
     w(f"        kk += 1u;")
     w(f"        kb += 4u * n4;")
     w(f"    }}")
-    tile_stores(w, tm, tg, wg)
+    tile_stores(w, tm, tg, wg, "c_biased" if bias else "c")
     w(f"}}")
     return "\n".join(L)
 
@@ -514,6 +537,8 @@ def main():
     out += "".join(vec4_tb_entry(tm, tg, wg) + "\n" for tm, tg, wg in VEC4_TILES)
     for form in (vec4_entry, vec4_ta_entry, vec4_tb_entry):
         out += "".join(form(tm, tg, wg) + "\n" for tm, tg, wg in VEC4_NARROW_TILES)
+    out += "".join(vec4_entry(tm, tg, wg, bias=True) + "\n"
+                   for tm, tg, wg in VEC4_TILES + VEC4_NARROW_TILES)
     (out_dir / "matmul_vec4.wgsl").write_bytes(out.encode())
     out = F16_VEC4_HEADER
     for form in (vec4_entry, vec4_ta_entry, vec4_tb_entry):

@@ -30,6 +30,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         matmul::KERNELS_TA,
         matmul::KERNELS_TB,
         matmul::KERNELS_NARROW,
+        matmul::KERNELS_BIAS,
         matmul_tiled::KERNELS,
         matmul_f16::KERNELS,
         matmul_f16_vec4::KERNELS,

@@ -274,52 +274,102 @@ fn identity_and_adjoint_hold() {
     );
 }
 
-#[test]
-fn linear_matches_matmul_plus_bias_and_its_gradients() {
+/// `linear` with a bias on `kernel`: forward, dx, dw and db against the reference matmul plus
+/// the bias row, with the kernels that ran.
+fn check_linear(
+    kernel: MatmulKernel,
+    rng: &mut Rng,
+    lead: &[usize],
+    (cin, cout): (usize, usize),
+    tol: Tolerance,
+) -> Vec<String> {
     let gpu = gpu();
-    let mut rng = Rng::new(26);
-    let (x, tx) = random_param(&gpu, &mut rng, &[2, 5, 7], -1.0, 1.0);
-    let (w, tw) = random_param(&gpu, &mut rng, &[7, 3], -1.0, 1.0);
-    let (bias, tbias) = random_param(&gpu, &mut rng, &[3], -1.0, 1.0);
-    let y = ops::linear(&tx, &tw, Some(&tbias)).unwrap();
-    assert_eq!(y.shape(), [2, 5, 3]);
+    let what = format!("linear {} {lead:?} {cin}→{cout}", kernel.name());
+    let mut xs = lead.to_vec();
+    xs.push(cin);
+    let (x, tx) = random_param(&gpu, rng, &xs, -1.0, 1.0);
+    let (w, tw) = random_param(&gpu, rng, &[cin, cout], -1.0, 1.0);
+    let (bias, tbias) = random_param(&gpu, rng, &[cout], -1.0, 1.0);
+    gpu.set_profiling(true);
+    let y = ops::linear_with(&tx, &tw, Some(&tbias), kernel).unwrap();
+    let got = y.to_vec().unwrap();
+    gpu.set_profiling(false);
+    let ran: Vec<String> = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
+    let mut ys = lead.to_vec();
+    ys.push(cout);
+    assert_eq!(y.shape(), ys.as_slice(), "{what}");
     let mut want = refmm::matmul(&x, &w, false, false);
     for (i, v) in want.data.iter_mut().enumerate() {
-        *v += bias.data[i % 3];
+        *v += bias.data[i % cout];
     }
-    assert_close(
-        "linear forward",
-        &y.to_vec().unwrap(),
-        &want.data,
-        F32_ACCUM,
-    );
-    let gdata = rng.vec_uniform(30, -1.0, 1.0);
+    assert_close(&format!("{what} forward"), &got, &want.data, tol);
+    let gdata = rng.vec_uniform(y.numel(), -1.0, 1.0);
     let grads = y
-        .backward_with(&Tensor::from_slice(&gpu, &gdata, &[2, 5, 3]).unwrap())
+        .backward_with(&Tensor::from_slice(&gpu, &gdata, y.shape()).unwrap())
         .unwrap();
-    let g = Array::from_f32(&gdata, &[2, 5, 3]);
+    let g = Array::from_f32(&gdata, y.shape());
     let (gx, gw) = refmm::matmul_backward(&x, &w, false, false, &g);
-    let gbias: Vec<f64> = (0..3)
-        .map(|c| g.data.iter().skip(c).step_by(3).sum())
+    let gbias: Vec<f64> = (0..cout)
+        .map(|c| g.data.iter().skip(c).step_by(cout).sum())
         .collect();
-    assert_close(
-        "linear grad x",
-        &grads.get(&tx).unwrap().to_vec().unwrap(),
-        &gx.data,
-        F32_GRAD,
-    );
-    assert_close(
-        "linear grad w",
-        &grads.get(&tw).unwrap().to_vec().unwrap(),
-        &gw.data,
-        F32_GRAD,
-    );
-    assert_close(
-        "linear grad bias",
-        &grads.get(&tbias).unwrap().to_vec().unwrap(),
-        &gbias,
-        F32_GRAD,
-    );
+    for (name, t, want) in [
+        ("x", &tx, &gx.data),
+        ("w", &tw, &gw.data),
+        ("bias", &tbias, &gbias),
+    ] {
+        let got = grads.get(t).unwrap().to_vec().unwrap();
+        assert_close(&format!("{what} grad {name}"), &got, want, tol);
+    }
+    ran
+}
+
+/// Every kernel, shapes that take the vec4 tiles' `_bias` forms (the bias added in the
+/// product's own pass: no broadcast kernel runs) in workgroups of 64 and of 16, with several
+/// column blocks and partial tiles, and shapes that fall back to the 4×4 tile (K or N not in
+/// fours) with the bias in its own pass; lead dims folded into rows.
+#[test]
+fn linear_matches_matmul_plus_bias_and_its_gradients() {
+    let mut rng = Rng::new(26);
+    for &kernel in MatmulKernel::ALL {
+        for (lead, dims) in [
+            (vec![2, 5], (7, 3)),
+            (vec![2, 9], (8, 12)),
+            (vec![37], (16, 64)),
+            (vec![3, 11], (12, 260)),
+        ] {
+            let ran = check_linear(kernel, &mut rng, &lead, dims, F32_ACCUM);
+            let fused = ran.iter().any(|k| k.ends_with("_bias"));
+            let broadcast = ran.iter().any(|k| k.starts_with("elementwise::"));
+            let vec4_shape = dims.0 % 4 == 0 && dims.1 % 4 == 0;
+            let has_form = matches!(kernel, MatmulKernel::Vec4 { staged_k: 0, .. });
+            assert_eq!(
+                (fused, broadcast),
+                (vec4_shape && has_form, !(vec4_shape && has_form)),
+                "{} {lead:?} {dims:?}: {ran:?}",
+                kernel.name()
+            );
+        }
+    }
+}
+
+/// A long K over few rows splits the product: the bias is in split 0's partial only, so the
+/// sum of the splits adds it once.
+#[test]
+fn a_split_linear_adds_its_bias_once() {
+    const LONG: Tolerance = Tolerance {
+        abs: 2e-3,
+        rel: 2e-4,
+    };
+    let mut rng = Rng::new(27);
+    for kernel in [MatmulKernel::vec4(8, 4), MatmulKernel::vec4(4, 4)] {
+        let ran = check_linear(kernel, &mut rng, &[6], (4096, 64), LONG);
+        assert!(
+            ran.iter().any(|k| k.ends_with("_bias"))
+                && ran.iter().any(|k| k.starts_with("reduce::")),
+            "{}: no split with the bias form: {ran:?}",
+            kernel.name()
+        );
+    }
 }
 
 #[test]

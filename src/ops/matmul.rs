@@ -23,7 +23,7 @@
 //! on GPUs; `CADS_KERNEL_MATMUL=<name>` forces one); `matmul_with` takes an explicit one. The vec4 and workgroup-memory kernels split K across
 //! workgroups when the output has few tiles (`reduce::split_count`), summing the partials after.
 
-use super::elementwise::binary;
+use super::elementwise::binary_raw;
 use super::elementwise::BinaryOp;
 use super::matmul_tiled;
 use super::reduce::{split_count_toward, sum_leading_into, sum_to_shape};
@@ -34,7 +34,7 @@ use crate::gpu::{Gpu, Grid};
 
 pub use super::matmul_kernel::MatmulKernel;
 pub(crate) use super::matmul_kernel::{
-    KERNELS, KERNELS_NARROW, KERNELS_TA, KERNELS_TB, TILE_WORKGROUP,
+    KERNELS, KERNELS_BIAS, KERNELS_NARROW, KERNELS_TA, KERNELS_TB, TILE_WORKGROUP,
 };
 use crate::tensor::{numel, Tensor};
 
@@ -211,19 +211,40 @@ pub(crate) fn matmul_launch(
     tb: bool,
     kernel: MatmulKernel,
 ) -> Result<Tensor> {
+    matmul_launch_biased(a, b, ta, tb, kernel, None)
+}
+
+/// `op_a(a) · op_b(b) + 1·biasᵀ` (bias `[N]` added to every row), launch only. The vec4 tiles'
+/// plain forms add the bias as their accumulators' start (`_bias` entries); every other kernel
+/// adds it in a broadcast pass after the product.
+pub(crate) fn matmul_launch_biased(
+    a: &Tensor,
+    b: &Tensor,
+    ta: bool,
+    tb: bool,
+    kernel: MatmulKernel,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
     a.check_same_gpu("matmul", b)?;
     let p = plan(a.shape(), b.shape(), ta, tb)?;
+    if let Some(bias) = bias {
+        a.check_same_gpu("matmul", bias)?;
+        if bias.shape() != [p.n] {
+            return Err(Error::shape("matmul (bias)", [p.n], bias.shape()));
+        }
+    }
     let on_device = kernel.runs_as(a.gpu());
     if on_device != kernel {
-        return matmul_launch(a, b, ta, tb, on_device);
+        return matmul_launch_biased(a, b, ta, tb, on_device, bias);
     }
     if let MatmulKernel::Vec4 { .. } = kernel {
         if p.k % 4 != 0 || p.n % 4 != 0 || p.k == 0 {
-            return matmul_launch(a, b, ta, tb, MatmulKernel::Tile { rows: 4, cols: 4 });
+            let tile = MatmulKernel::Tile { rows: 4, cols: 4 };
+            return matmul_launch_biased(a, b, ta, tb, tile, bias);
         }
         let narrow = kernel.for_columns(p.n);
         if narrow != kernel {
-            return matmul_launch(a, b, ta, tb, narrow);
+            return matmul_launch_biased(a, b, ta, tb, narrow, bias);
         }
         // A transposed A (a weight gradient's activation) is read in place by the tile's
         // `_ta` form when M % 4 == 0, a transposed B (an input gradient's weight) by its `_tb`
@@ -233,17 +254,17 @@ pub(crate) fn matmul_launch(
         let native_ta = ta && p.m % 4 == 0 && kernel.spec_ta().is_some();
         if ta && !native_ta {
             let a = a.detach().transpose_last2()?;
-            return matmul_launch(&a, b, false, tb, kernel);
+            return matmul_launch_biased(&a, b, false, tb, kernel, bias);
         }
         if tb && (ta || kernel.spec_tb().is_none()) {
             let b = b.detach().transpose_last2()?;
-            return matmul_launch(a, &b, ta, false, kernel);
+            return matmul_launch_biased(a, &b, ta, false, kernel, bias);
         }
     }
     let gpu = a.gpu();
     let batch = p.outer * p.inner;
     if p.k == 0 {
-        return Tensor::zeros(gpu, &p.out_shape);
+        return add_bias(Tensor::zeros(gpu, &p.out_shape)?, bias);
     }
     if let MatmulKernel::Shared(tile) = kernel {
         let product = matmul_tiled::Product {
@@ -256,7 +277,7 @@ pub(crate) fn matmul_launch(
             a_strides: [p.a_sm, p.a_sk, p.a_sb[0], p.a_sb[1]],
             b_strides: [p.b_sk, p.b_sn, p.b_sb[0], p.b_sb[1]],
         };
-        return matmul_tiled::launch(a, b, &product, tile);
+        return add_bias(matmul_tiled::launch(a, b, &product, tile)?, bias);
     }
     let out = Tensor::uninit(gpu, "matmul", &p.out_shape)?;
     if numel(&p.out_shape) == 0 {
@@ -348,17 +369,39 @@ pub(crate) fn matmul_launch(
         })?,
         _ => kernel.spec()?,
     };
-    gpu.dispatch(
-        spec,
-        &params,
-        &[a.buffer(), b.buffer()],
-        &[partial.as_ref().unwrap_or(&out).buffer()],
-        grid,
-    )?;
+    // The plain vec4 forms take the bias into the product (split 0's accumulators start at it).
+    let fused = match (kernel, ta, tb, bias) {
+        (MatmulKernel::Vec4 { .. }, false, false, Some(bias)) => {
+            kernel.spec_bias().map(|spec| (spec, bias))
+        }
+        _ => None,
+    };
+    let target = [partial.as_ref().unwrap_or(&out).buffer()];
+    match fused {
+        Some((spec, bias)) => gpu.dispatch(
+            spec,
+            &params,
+            &[a.buffer(), b.buffer(), bias.buffer()],
+            &target,
+            grid,
+        )?,
+        None => gpu.dispatch(spec, &params, &[a.buffer(), b.buffer()], &target, grid)?,
+    }
     if let Some(partial) = partial {
         sum_leading_into(&partial, &out)?;
     }
-    Ok(out)
+    match fused {
+        Some(_) => Ok(out),
+        None => add_bias(out, bias),
+    }
+}
+
+/// `y + 1·biasᵀ` as its own broadcast pass (unrecorded), or `y` without a bias.
+fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    match bias {
+        Some(bias) => binary_raw(BinaryOp::Add, &y, bias),
+        None => Ok(y),
+    }
 }
 
 /// `op_a(a) · op_b(b)` with batch broadcasting, on the adapter's preferred kernel; recorded.
@@ -441,7 +484,21 @@ fn weight_grad(
 /// `x · w + bias` over the last axis of `x`: x `[..., Cin]`, w `[Cin, Cout]` (stored in → out,
 /// the layout the tiled kernel reads fastest; PyTorch's `[Cout, Cin]` is transposed at import),
 /// bias `[Cout]`. Output `[..., Cout]`.
+///
+/// With a bias it is one recorded op: the vec4 tiles add the bias in the product's own pass
+/// (their `_bias` forms), other kernels in a broadcast pass after it; backward
+/// dx = g·wᵀ, dw = xᵀ·g, db = Σ_rows g.
 pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    linear_with(x, w, bias, MatmulKernel::chosen(x.gpu())?)
+}
+
+/// [`linear`] on an explicit matmul kernel (forward and backward both use it).
+pub fn linear_with(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    kernel: MatmulKernel,
+) -> Result<Tensor> {
     if w.rank() != 2 || x.rank() == 0 || x.shape()[x.rank() - 1] != w.shape()[0] {
         return Err(Error::shape(
             "linear",
@@ -454,17 +511,37 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let cout = w.shape()[1];
     // x [..., Cin] → [rows, Cin] (a view), y [rows, Cout] → [..., Cout].
     let rows = numel(lead);
-    let y = matmul(&x.reshape(&[rows, cin])?, w, false, false)?;
     let mut out_shape = lead.to_vec();
     out_shape.push(cout);
-    let y = y.reshape(&out_shape)?;
-    match bias {
-        None => Ok(y),
-        Some(bias) => {
-            if bias.shape() != [cout] {
-                return Err(Error::shape("linear", [cout], bias.shape()));
-            }
-            binary(BinaryOp::Add, &y, bias)
-        }
+    let Some(bias) = bias else {
+        return matmul_with(&x.reshape(&[rows, cin])?, w, false, false, kernel)?
+            .reshape(&out_shape);
+    };
+    if bias.shape() != [cout] {
+        return Err(Error::shape("linear", [cout], bias.shape()));
     }
+    let x_rows = x.detach().reshape(&[rows, cin])?;
+    let y =
+        matmul_launch_biased(&x_rows, w, false, false, kernel, Some(bias))?.reshape(&out_shape)?;
+    let need = (x.requires_grad(), w.requires_grad(), bias.requires_grad());
+    // dx reads the weight and dw the input: keep each only when the other is wanted.
+    let w_kept = need.0.then(|| w.detach());
+    let x_kept = need.1.then_some(x_rows);
+    let x_shape = x.shape().to_vec();
+    Ok(record(y, "linear", &[x, w, bias], move |g| {
+        let g_rows = g.reshape(&[rows, cout])?;
+        let gx = match &w_kept {
+            Some(w) => Some(matmul_launch(&g_rows, w, false, true, kernel)?.reshape(&x_shape)?),
+            None => None,
+        };
+        let gw = match &x_kept {
+            Some(x_rows) => Some(matmul_launch(x_rows, &g_rows, true, false, kernel)?),
+            None => None,
+        };
+        let gb = match need.2 {
+            true => Some(sum_to_shape(&g_rows, &[cout])?),
+            false => None,
+        };
+        Ok(vec![gx, gw, gb])
+    }))
 }

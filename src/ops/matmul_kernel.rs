@@ -31,6 +31,14 @@ const fn spec_vec4(entry: &'static str) -> KernelSpec {
     }
 }
 
+/// A `_bias` form: inputs a, b and the bias, then c.
+const fn spec_vec4_bias(entry: &'static str) -> KernelSpec {
+    KernelSpec {
+        inputs: 3,
+        ..spec_vec4(entry)
+    }
+}
+
 /// Invocations per workgroup of the scalar tile and of the vec4 tiles without a `_w<WG>` suffix
 /// (along columns); matches the generator.
 pub(crate) const TILE_WORKGROUP: u32 = 64;
@@ -320,6 +328,21 @@ pub(crate) const KERNELS_TB: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_tb_8x8_w16"),
 ];
 
+/// The plain forms with the bias row added (`C = A·B + 1·biasᵀ`, a linear layer's forward), in
+/// the order of [`TRANSPOSED_FORM_TILES`] (the A-staged tiles have none).
+pub(crate) const KERNELS_BIAS: &[KernelSpec] = &[
+    spec_vec4_bias("matmul_vec4_4x4_bias"),
+    spec_vec4_bias("matmul_vec4_4x8_bias"),
+    spec_vec4_bias("matmul_vec4_8x4_bias"),
+    spec_vec4_bias("matmul_vec4_8x8_bias"),
+    spec_vec4_bias("matmul_vec4_32x4_w8_bias"),
+    spec_vec4_bias("matmul_vec4_16x8_w8_bias"),
+    spec_vec4_bias("matmul_vec4_4x4_w16_bias"),
+    spec_vec4_bias("matmul_vec4_4x8_w16_bias"),
+    spec_vec4_bias("matmul_vec4_8x4_w16_bias"),
+    spec_vec4_bias("matmul_vec4_8x8_w16_bias"),
+];
+
 impl MatmulKernel {
     /// The kernel that runs this tile for a product with `n` columns: a vec4 tile of 64 lanes
     /// whose workgroup would leave at least half of them idle (`n` ≤ 32 lanes' columns) runs as
@@ -348,6 +371,12 @@ impl MatmulKernel {
         self.transposed_form(KERNELS_TB)
     }
 
+    /// The plain form with the bias row added, if this vec4 tile has one.
+    pub(super) fn spec_bias(self) -> Option<&'static KernelSpec> {
+        self.transposed_form(KERNELS_BIAS)
+    }
+
+    /// The entry of `forms` (listed in the order of [`TRANSPOSED_FORM_TILES`]) for this tile.
     fn transposed_form(self, forms: &'static [KernelSpec]) -> Option<&'static KernelSpec> {
         TRANSPOSED_FORM_TILES
             .iter()
@@ -393,6 +422,12 @@ mod tests {
                     "{tile:?}"
                 );
             }
+        }
+        assert_eq!(TRANSPOSED_FORM_TILES.len(), KERNELS_BIAS.len());
+        for tile in TRANSPOSED_FORM_TILES {
+            let spec = tile.spec_bias().unwrap();
+            assert_eq!(spec.entry, format!("matmul_{}_bias", tile.name()));
+            assert_eq!(spec.inputs, 3);
         }
     }
 }

@@ -46,7 +46,7 @@ pub use loss::{
     cross_entropy_labels, l2_normalize, mse, soft_cross_entropy, soft_cross_entropy_rows,
     soft_dice_loss,
 };
-pub use matmul::{linear, matmul, matmul_with, MatmulKernel};
+pub use matmul::{linear, linear_with, matmul, matmul_with, MatmulKernel};
 pub use matmul_f16::{linear_mixed, matmul_f16, matmul_f16_with, MatmulF16Kernel};
 pub use norm::{instance_norm, layer_norm};
 pub use pool::{avg_pool3d, global_avg_pool, max_pool3d, Pool3dConfig};
