@@ -275,6 +275,9 @@ F16_VEC4_HEADER = """\
 //                                 group's 4 × 4 block transposed in registers; K, N % 4 = 0
 //   matmul_f16_vec4_ta_<TM>x<TN>: A stored [.., K, M] (the weight gradient Xᵀ·G), uniform vec4
 //                                 loads along m; K, N, M % 4 = 0
+//   matmul_f16_vec4_<TM>x<TN>[_w<WG>]_bias: the plain form plus an f32 bias row (a linear's
+//                                 forward under autocast), as the f32 tiles' `_bias` forms:
+//                                 bindings 3 bias (read, f32), 4 c (read_write)
 // Batch offsets a_offset4(b), b_offset4(b) in vec4 units (MatmulParams of shaders/matmul.wgsl; the
 // f16 launcher has one flat batch axis: batch_inner = batch, outer strides 0).
 //
@@ -288,6 +291,10 @@ enable f16;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f16>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f16>>;
 @group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
+
+// The `_bias` forms' bindings (other entry points, so binding 3 is free to mean the bias there).
+@group(0) @binding(3) var<storage, read> bias4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> c_biased: array<vec4<f32>>;
 
 """ + VEC4_OFFSETS
 
@@ -543,6 +550,7 @@ def main():
     out = F16_VEC4_HEADER
     for form in (vec4_entry, vec4_ta_entry, vec4_tb_entry):
         out += "".join(form(tm, tg, wg, F16) + "\n" for tm, tg, wg in F16_VEC4_TILES)
+    out += "".join(vec4_entry(tm, tg, wg, F16, bias=True) + "\n" for tm, tg, wg in F16_VEC4_TILES)
     (out_dir / "matmul_f16_vec4.wgsl").write_bytes(out.encode())
 
 

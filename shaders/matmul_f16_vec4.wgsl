@@ -15,6 +15,9 @@
 //                                 group's 4 × 4 block transposed in registers; K, N % 4 = 0
 //   matmul_f16_vec4_ta_<TM>x<TN>: A stored [.., K, M] (the weight gradient Xᵀ·G), uniform vec4
 //                                 loads along m; K, N, M % 4 = 0
+//   matmul_f16_vec4_<TM>x<TN>[_w<WG>]_bias: the plain form plus an f32 bias row (a linear's
+//                                 forward under autocast), as the f32 tiles' `_bias` forms:
+//                                 bindings 3 bias (read, f32), 4 c (read_write)
 // Batch offsets a_offset4(b), b_offset4(b) in vec4 units (MatmulParams of shaders/matmul.wgsl; the
 // f16 launcher has one flat batch axis: batch_inner = batch, outer strides 0).
 //
@@ -34,6 +37,10 @@ struct MatmulParams {
 @group(0) @binding(1) var<storage, read> a: array<vec4<f16>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f16>>;
 @group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
+
+// The `_bias` forms' bindings (other entry points, so binding 3 is free to mean the bias there).
+@group(0) @binding(3) var<storage, read> bias4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> c_biased: array<vec4<f32>>;
 
 fn a_offset4(batch: u32) -> u32 {
     return ((batch / p.batch_inner) * p.a_sb_outer + (batch % p.batch_inner) * p.a_sb_inner) / 4u;
@@ -605,4 +612,194 @@ fn matmul_f16_vec4_tb_8x4_w16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num
     if (m0 + 5u < p.m && g0 + 0u < n4) { c[cb + (m0 + 5u) * n4 + g0 + 0u] = c5_0; }
     if (m0 + 6u < p.m && g0 + 0u < n4) { c[cb + (m0 + 6u) * n4 + g0 + 0u] = c6_0; }
     if (m0 + 7u < p.m && g0 + 0u < n4) { c[cb + (m0 + 7u) * n4 + g0 + 0u] = c7_0; }
+}
+
+@compute @workgroup_size(64)
+fn matmul_f16_vec4_8x4_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let lin = wg.x + wg.y * nwg.x;
+    if (lin >= p.row_blocks * p.batch) { return; }
+    let bat = lin / p.row_blocks;
+    let m0 = (lin % p.row_blocks) * 8u;
+    let split = wg.z / p.col_blocks;
+    let g0 = (wg.z % p.col_blocks) * 64u + lid;
+    let k4 = p.k / 4u;
+    let k_end = min(k4, (split + 1u) * p.k_chunk4);
+    let n4 = p.n / 4u;
+    let ab = a_offset4(bat);
+    let bb = b_offset4(bat);
+    let ar0 = ab + min(m0 + 0u, p.m - 1u) * k4;
+    let ar1 = ab + min(m0 + 1u, p.m - 1u) * k4;
+    let ar2 = ab + min(m0 + 2u, p.m - 1u) * k4;
+    let ar3 = ab + min(m0 + 3u, p.m - 1u) * k4;
+    let ar4 = ab + min(m0 + 4u, p.m - 1u) * k4;
+    let ar5 = ab + min(m0 + 5u, p.m - 1u) * k4;
+    let ar6 = ab + min(m0 + 6u, p.m - 1u) * k4;
+    let ar7 = ab + min(m0 + 7u, p.m - 1u) * k4;
+    let bc0 = bb + min(g0 + 0u, n4 - 1u);
+    let bias_on = f32(split == 0u);
+    let bv0 = bias4[min(g0 + 0u, n4 - 1u)] * bias_on;
+    var c0_0 = bv0;
+    var c1_0 = bv0;
+    var c2_0 = bv0;
+    var c3_0 = bv0;
+    var c4_0 = bv0;
+    var c5_0 = bv0;
+    var c6_0 = bv0;
+    var c7_0 = bv0;
+    var kk = split * p.k_chunk4;
+    var kb = kk * 4u * n4;
+    loop {
+        if (kk >= k_end) { break; }
+        let b0_0 = vec4<f32>(b[bc0 + kb]);
+        let b0_1 = vec4<f32>(b[bc0 + kb + 1u * n4]);
+        let b0_2 = vec4<f32>(b[bc0 + kb + 2u * n4]);
+        let b0_3 = vec4<f32>(b[bc0 + kb + 3u * n4]);
+        let a0 = vec4<f32>(a[ar0 + kk]);
+        c0_0 = fma(vec4<f32>(a0.x), b0_0, c0_0);
+        c0_0 = fma(vec4<f32>(a0.y), b0_1, c0_0);
+        c0_0 = fma(vec4<f32>(a0.z), b0_2, c0_0);
+        c0_0 = fma(vec4<f32>(a0.w), b0_3, c0_0);
+        let a1 = vec4<f32>(a[ar1 + kk]);
+        c1_0 = fma(vec4<f32>(a1.x), b0_0, c1_0);
+        c1_0 = fma(vec4<f32>(a1.y), b0_1, c1_0);
+        c1_0 = fma(vec4<f32>(a1.z), b0_2, c1_0);
+        c1_0 = fma(vec4<f32>(a1.w), b0_3, c1_0);
+        let a2 = vec4<f32>(a[ar2 + kk]);
+        c2_0 = fma(vec4<f32>(a2.x), b0_0, c2_0);
+        c2_0 = fma(vec4<f32>(a2.y), b0_1, c2_0);
+        c2_0 = fma(vec4<f32>(a2.z), b0_2, c2_0);
+        c2_0 = fma(vec4<f32>(a2.w), b0_3, c2_0);
+        let a3 = vec4<f32>(a[ar3 + kk]);
+        c3_0 = fma(vec4<f32>(a3.x), b0_0, c3_0);
+        c3_0 = fma(vec4<f32>(a3.y), b0_1, c3_0);
+        c3_0 = fma(vec4<f32>(a3.z), b0_2, c3_0);
+        c3_0 = fma(vec4<f32>(a3.w), b0_3, c3_0);
+        let a4 = vec4<f32>(a[ar4 + kk]);
+        c4_0 = fma(vec4<f32>(a4.x), b0_0, c4_0);
+        c4_0 = fma(vec4<f32>(a4.y), b0_1, c4_0);
+        c4_0 = fma(vec4<f32>(a4.z), b0_2, c4_0);
+        c4_0 = fma(vec4<f32>(a4.w), b0_3, c4_0);
+        let a5 = vec4<f32>(a[ar5 + kk]);
+        c5_0 = fma(vec4<f32>(a5.x), b0_0, c5_0);
+        c5_0 = fma(vec4<f32>(a5.y), b0_1, c5_0);
+        c5_0 = fma(vec4<f32>(a5.z), b0_2, c5_0);
+        c5_0 = fma(vec4<f32>(a5.w), b0_3, c5_0);
+        let a6 = vec4<f32>(a[ar6 + kk]);
+        c6_0 = fma(vec4<f32>(a6.x), b0_0, c6_0);
+        c6_0 = fma(vec4<f32>(a6.y), b0_1, c6_0);
+        c6_0 = fma(vec4<f32>(a6.z), b0_2, c6_0);
+        c6_0 = fma(vec4<f32>(a6.w), b0_3, c6_0);
+        let a7 = vec4<f32>(a[ar7 + kk]);
+        c7_0 = fma(vec4<f32>(a7.x), b0_0, c7_0);
+        c7_0 = fma(vec4<f32>(a7.y), b0_1, c7_0);
+        c7_0 = fma(vec4<f32>(a7.z), b0_2, c7_0);
+        c7_0 = fma(vec4<f32>(a7.w), b0_3, c7_0);
+        kk += 1u;
+        kb += 4u * n4;
+    }
+    let cb = (split * p.batch + bat) * p.m * n4;
+    if (m0 + 0u < p.m && g0 + 0u < n4) { c_biased[cb + (m0 + 0u) * n4 + g0 + 0u] = c0_0; }
+    if (m0 + 1u < p.m && g0 + 0u < n4) { c_biased[cb + (m0 + 1u) * n4 + g0 + 0u] = c1_0; }
+    if (m0 + 2u < p.m && g0 + 0u < n4) { c_biased[cb + (m0 + 2u) * n4 + g0 + 0u] = c2_0; }
+    if (m0 + 3u < p.m && g0 + 0u < n4) { c_biased[cb + (m0 + 3u) * n4 + g0 + 0u] = c3_0; }
+    if (m0 + 4u < p.m && g0 + 0u < n4) { c_biased[cb + (m0 + 4u) * n4 + g0 + 0u] = c4_0; }
+    if (m0 + 5u < p.m && g0 + 0u < n4) { c_biased[cb + (m0 + 5u) * n4 + g0 + 0u] = c5_0; }
+    if (m0 + 6u < p.m && g0 + 0u < n4) { c_biased[cb + (m0 + 6u) * n4 + g0 + 0u] = c6_0; }
+    if (m0 + 7u < p.m && g0 + 0u < n4) { c_biased[cb + (m0 + 7u) * n4 + g0 + 0u] = c7_0; }
+}
+
+@compute @workgroup_size(16)
+fn matmul_f16_vec4_8x4_w16_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let lin = wg.x + wg.y * nwg.x;
+    if (lin >= p.row_blocks * p.batch) { return; }
+    let bat = lin / p.row_blocks;
+    let m0 = (lin % p.row_blocks) * 8u;
+    let split = wg.z / p.col_blocks;
+    let g0 = (wg.z % p.col_blocks) * 16u + lid;
+    let k4 = p.k / 4u;
+    let k_end = min(k4, (split + 1u) * p.k_chunk4);
+    let n4 = p.n / 4u;
+    let ab = a_offset4(bat);
+    let bb = b_offset4(bat);
+    let ar0 = ab + min(m0 + 0u, p.m - 1u) * k4;
+    let ar1 = ab + min(m0 + 1u, p.m - 1u) * k4;
+    let ar2 = ab + min(m0 + 2u, p.m - 1u) * k4;
+    let ar3 = ab + min(m0 + 3u, p.m - 1u) * k4;
+    let ar4 = ab + min(m0 + 4u, p.m - 1u) * k4;
+    let ar5 = ab + min(m0 + 5u, p.m - 1u) * k4;
+    let ar6 = ab + min(m0 + 6u, p.m - 1u) * k4;
+    let ar7 = ab + min(m0 + 7u, p.m - 1u) * k4;
+    let bc0 = bb + min(g0 + 0u, n4 - 1u);
+    let bias_on = f32(split == 0u);
+    let bv0 = bias4[min(g0 + 0u, n4 - 1u)] * bias_on;
+    var c0_0 = bv0;
+    var c1_0 = bv0;
+    var c2_0 = bv0;
+    var c3_0 = bv0;
+    var c4_0 = bv0;
+    var c5_0 = bv0;
+    var c6_0 = bv0;
+    var c7_0 = bv0;
+    var kk = split * p.k_chunk4;
+    var kb = kk * 4u * n4;
+    loop {
+        if (kk >= k_end) { break; }
+        let b0_0 = vec4<f32>(b[bc0 + kb]);
+        let b0_1 = vec4<f32>(b[bc0 + kb + 1u * n4]);
+        let b0_2 = vec4<f32>(b[bc0 + kb + 2u * n4]);
+        let b0_3 = vec4<f32>(b[bc0 + kb + 3u * n4]);
+        let a0 = vec4<f32>(a[ar0 + kk]);
+        c0_0 = fma(vec4<f32>(a0.x), b0_0, c0_0);
+        c0_0 = fma(vec4<f32>(a0.y), b0_1, c0_0);
+        c0_0 = fma(vec4<f32>(a0.z), b0_2, c0_0);
+        c0_0 = fma(vec4<f32>(a0.w), b0_3, c0_0);
+        let a1 = vec4<f32>(a[ar1 + kk]);
+        c1_0 = fma(vec4<f32>(a1.x), b0_0, c1_0);
+        c1_0 = fma(vec4<f32>(a1.y), b0_1, c1_0);
+        c1_0 = fma(vec4<f32>(a1.z), b0_2, c1_0);
+        c1_0 = fma(vec4<f32>(a1.w), b0_3, c1_0);
+        let a2 = vec4<f32>(a[ar2 + kk]);
+        c2_0 = fma(vec4<f32>(a2.x), b0_0, c2_0);
+        c2_0 = fma(vec4<f32>(a2.y), b0_1, c2_0);
+        c2_0 = fma(vec4<f32>(a2.z), b0_2, c2_0);
+        c2_0 = fma(vec4<f32>(a2.w), b0_3, c2_0);
+        let a3 = vec4<f32>(a[ar3 + kk]);
+        c3_0 = fma(vec4<f32>(a3.x), b0_0, c3_0);
+        c3_0 = fma(vec4<f32>(a3.y), b0_1, c3_0);
+        c3_0 = fma(vec4<f32>(a3.z), b0_2, c3_0);
+        c3_0 = fma(vec4<f32>(a3.w), b0_3, c3_0);
+        let a4 = vec4<f32>(a[ar4 + kk]);
+        c4_0 = fma(vec4<f32>(a4.x), b0_0, c4_0);
+        c4_0 = fma(vec4<f32>(a4.y), b0_1, c4_0);
+        c4_0 = fma(vec4<f32>(a4.z), b0_2, c4_0);
+        c4_0 = fma(vec4<f32>(a4.w), b0_3, c4_0);
+        let a5 = vec4<f32>(a[ar5 + kk]);
+        c5_0 = fma(vec4<f32>(a5.x), b0_0, c5_0);
+        c5_0 = fma(vec4<f32>(a5.y), b0_1, c5_0);
+        c5_0 = fma(vec4<f32>(a5.z), b0_2, c5_0);
+        c5_0 = fma(vec4<f32>(a5.w), b0_3, c5_0);
+        let a6 = vec4<f32>(a[ar6 + kk]);
+        c6_0 = fma(vec4<f32>(a6.x), b0_0, c6_0);
+        c6_0 = fma(vec4<f32>(a6.y), b0_1, c6_0);
+        c6_0 = fma(vec4<f32>(a6.z), b0_2, c6_0);
+        c6_0 = fma(vec4<f32>(a6.w), b0_3, c6_0);
+        let a7 = vec4<f32>(a[ar7 + kk]);
+        c7_0 = fma(vec4<f32>(a7.x), b0_0, c7_0);
+        c7_0 = fma(vec4<f32>(a7.y), b0_1, c7_0);
+        c7_0 = fma(vec4<f32>(a7.z), b0_2, c7_0);
+        c7_0 = fma(vec4<f32>(a7.w), b0_3, c7_0);
+        kk += 1u;
+        kb += 4u * n4;
+    }
+    let cb = (split * p.batch + bat) * p.m * n4;
+    if (m0 + 0u < p.m && g0 + 0u < n4) { c_biased[cb + (m0 + 0u) * n4 + g0 + 0u] = c0_0; }
+    if (m0 + 1u < p.m && g0 + 0u < n4) { c_biased[cb + (m0 + 1u) * n4 + g0 + 0u] = c1_0; }
+    if (m0 + 2u < p.m && g0 + 0u < n4) { c_biased[cb + (m0 + 2u) * n4 + g0 + 0u] = c2_0; }
+    if (m0 + 3u < p.m && g0 + 0u < n4) { c_biased[cb + (m0 + 3u) * n4 + g0 + 0u] = c3_0; }
+    if (m0 + 4u < p.m && g0 + 0u < n4) { c_biased[cb + (m0 + 4u) * n4 + g0 + 0u] = c4_0; }
+    if (m0 + 5u < p.m && g0 + 0u < n4) { c_biased[cb + (m0 + 5u) * n4 + g0 + 0u] = c5_0; }
+    if (m0 + 6u < p.m && g0 + 0u < n4) { c_biased[cb + (m0 + 6u) * n4 + g0 + 0u] = c6_0; }
+    if (m0 + 7u < p.m && g0 + 0u < n4) { c_biased[cb + (m0 + 7u) * n4 + g0 + 0u] = c7_0; }
 }

@@ -100,6 +100,37 @@ fn linear_under_autocast_matches_finite_differences_of_the_f32_function() {
     );
 }
 
+/// `linear_mixed` with a bias: on the f16 vec4 tile (CPU adapters) the bias is added inside the
+/// product (the `_bias` form: no broadcast kernel runs) in workgroups of 16 and of 64; a shape
+/// the tile does not take (K not in fours) adds it after the product. Forward against the f64
+/// product of the f16-rounded operands plus the bias (only the f32 accumulation differs).
+#[test]
+fn linear_mixed_adds_its_bias_inside_the_product() {
+    let gpu = gpu();
+    let mut rng = Rng::new(23);
+    let vec4 = ops::MatmulF16Kernel::chosen(&gpu).effective(&gpu) == ops::MatmulF16Kernel::Vec4;
+    for (rows, cin, cout) in [(18, 12, 8), (5, 16, 260), (6, 10, 8)] {
+        let (x, xt) = random_param(&gpu, &mut rng, &[rows, cin], -1.0, 1.0);
+        let (w, wt) = random_param(&gpu, &mut rng, &[cin, cout], -1.0, 1.0);
+        let (b, bt) = random_param(&gpu, &mut rng, &[cout], -1.0, 1.0);
+        gpu.set_profiling(true);
+        let y = ops::linear_mixed(&xt, &wt, Some(&bt)).unwrap();
+        let got = y.to_vec().unwrap();
+        gpu.set_profiling(false);
+        let ran: Vec<String> = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
+        let mut want = ref16::matmul_f16(&x, &w, false, false);
+        for (i, v) in want.data.iter_mut().enumerate() {
+            *v += b.data[i % cout];
+        }
+        let what = format!("linear_mixed {rows}x{cin}→{cout}");
+        assert_close(&what, &got, &want.data, F32_ACCUM);
+        let fused = ran.iter().any(|k| k.ends_with("_bias"));
+        let broadcast = ran.iter().any(|k| k.starts_with("elementwise::"));
+        let takes = vec4 && cin % 4 == 0;
+        assert_eq!((fused, broadcast), (takes, !takes), "{what}: {ran:?}");
+    }
+}
+
 #[test]
 fn autocast_nests_restores_and_is_per_thread() {
     let gpu = gpu();

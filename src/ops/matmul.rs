@@ -397,7 +397,7 @@ pub(crate) fn matmul_launch_biased(
 }
 
 /// `y + 1·biasᵀ` as its own broadcast pass (unrecorded), or `y` without a bias.
-fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+pub(super) fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     match bias {
         Some(bias) => binary_raw(BinaryOp::Add, &y, bias),
         None => Ok(y),

@@ -27,8 +27,7 @@
 //! Without `SHADER_F16` the same values come from the f32 path: the operands are widened (exact)
 //! and multiplied by the f32 matmul kernels (src/ops/matmul.rs), so a caller never needs to ask.
 
-use super::elementwise::{binary_raw, BinaryOp};
-use super::matmul::{matmul_launch, split_target_workgroups, MatmulKernel};
+use super::matmul::{add_bias, matmul_launch, split_target_workgroups, MatmulKernel};
 use super::matmul_f16_coop::launch_coop;
 use super::matmul_f16_vec4;
 use super::reduce::{split_count_toward, sum_leading_into, sum_to_shape};
@@ -230,6 +229,53 @@ pub(crate) fn matmul_f16_launch(
     tb: bool,
     kernel: MatmulF16Kernel,
 ) -> Result<Tensor> {
+    matmul_f16_launch_biased(a, b, ta, tb, kernel, None)
+}
+
+/// [`matmul_f16_launch`] plus an f32 bias row `[N]` added to every row of the f32 result: inside
+/// the product on the vec4 tiles' plain form, in a broadcast pass after it elsewhere.
+pub(crate) fn matmul_f16_launch_biased(
+    a: &Tensor,
+    b: &Tensor,
+    ta: bool,
+    tb: bool,
+    kernel: MatmulF16Kernel,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    let Some(bias) = bias else {
+        return matmul_f16_product(a, b, ta, tb, kernel);
+    };
+    let op = "matmul_f16 (bias)";
+    a.check_same_gpu(op, bias)?;
+    bias.expect_dtype(op, DType::F32)?;
+    let p = plan(a.shape(), b.shape(), ta, tb)?;
+    if bias.shape() != [p.n] {
+        return Err(Error::shape(op, [p.n], bias.shape()));
+    }
+    let gpu = a.gpu();
+    if kernel.effective(gpu) == MatmulF16Kernel::Vec4 && gpu.features().f16 && p.k > 0 {
+        if let Some(form) = matmul_f16_vec4::form(&p, ta, tb).filter(|f| f.takes_bias()) {
+            a.check_same_gpu(op, b)?;
+            a.expect_dtype(op, DType::F16)?;
+            b.expect_dtype(op, DType::F16)?;
+            let out = Tensor::uninit(gpu, op, &p.out_shape)?;
+            if out.numel() > 0 {
+                matmul_f16_vec4::launch((a, ta), (b, tb), &out, &p, form, Some(bias))?;
+            }
+            return Ok(out);
+        }
+    }
+    add_bias(matmul_f16_product(a, b, ta, tb, kernel)?, Some(bias))
+}
+
+/// The product itself, on the kernel `kernel` resolves to on this device.
+fn matmul_f16_product(
+    a: &Tensor,
+    b: &Tensor,
+    ta: bool,
+    tb: bool,
+    kernel: MatmulF16Kernel,
+) -> Result<Tensor> {
     let op = "matmul_f16";
     a.check_same_gpu(op, b)?;
     a.expect_dtype(op, DType::F16)?;
@@ -284,7 +330,7 @@ pub(crate) fn matmul_f16_launch(
     }
     if kernel == MatmulF16Kernel::Vec4 {
         if let Some(form) = matmul_f16_vec4::form(&p, ta, tb) {
-            matmul_f16_vec4::launch((a, ta), (b, tb), &out, &p, form)?;
+            matmul_f16_vec4::launch((a, ta), (b, tb), &out, &p, form, None)?;
             return Ok(out);
         }
     }
@@ -457,17 +503,14 @@ pub fn linear_mixed(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Ten
         DType::F16 => x_rows,
         _ => cast_unrecorded(op, &x_rows, DType::F16)?,
     };
-    let y = matmul_f16_launch(
+    let y = matmul_f16_launch_biased(
         &x16,
         &cast_unrecorded(op, w, DType::F16)?,
         false,
         false,
         kernel,
+        bias,
     )?;
-    let y = match bias {
-        Some(bias) => binary_raw(BinaryOp::Add, &y, bias)?,
-        None => y,
-    };
     let y = y.reshape(&out_shape)?;
 
     let (x_shape, x_dtype) = (x.shape().to_vec(), x.dtype());

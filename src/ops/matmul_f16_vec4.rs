@@ -34,6 +34,8 @@ const fn spec(entry: &'static str) -> KernelSpec {
 /// The plain, `_ta` and `_tb` forms of one tile.
 struct Forms {
     plain: KernelSpec,
+    /// The plain form with an f32 bias row added (inputs a, b, bias).
+    bias: KernelSpec,
     ta: KernelSpec,
     tb: KernelSpec,
     /// Invocations (vec4 column groups) per workgroup.
@@ -41,14 +43,23 @@ struct Forms {
 }
 
 /// Workgroups of 64, and of 16 for products with at most [`NARROW_GROUPS`] vec4 columns.
+const fn spec_bias(entry: &'static str) -> KernelSpec {
+    KernelSpec {
+        inputs: 3,
+        ..spec(entry)
+    }
+}
+
 const WIDE: Forms = Forms {
     plain: spec("matmul_f16_vec4_8x4"),
+    bias: spec_bias("matmul_f16_vec4_8x4_bias"),
     ta: spec("matmul_f16_vec4_ta_8x4"),
     tb: spec("matmul_f16_vec4_tb_8x4"),
     lanes: 64,
 };
 const NARROW: Forms = Forms {
     plain: spec("matmul_f16_vec4_8x4_w16"),
+    bias: spec_bias("matmul_f16_vec4_8x4_w16_bias"),
     ta: spec("matmul_f16_vec4_ta_8x4_w16"),
     tb: spec("matmul_f16_vec4_tb_8x4_w16"),
     lanes: 16,
@@ -65,6 +76,8 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     NARROW.plain,
     NARROW.ta,
     NARROW.tb,
+    WIDE.bias,
+    NARROW.bias,
 ];
 
 /// Rows of C per invocation.
@@ -77,10 +90,19 @@ pub(crate) fn narrow(n: usize) -> bool {
     n / 4 <= NARROW_GROUPS
 }
 
-/// One launchable form: its kernel and the lanes of its workgroup.
+/// One launchable form: its kernel, its bias form (plain products only) and the lanes of its
+/// workgroup.
 pub(super) struct Form {
     spec: &'static KernelSpec,
+    bias: Option<&'static KernelSpec>,
     lanes: usize,
+}
+
+impl Form {
+    /// Whether this form adds a bias row inside the product.
+    pub(super) fn takes_bias(&self) -> bool {
+        self.bias.is_some()
+    }
 }
 
 /// The tile's form for this transpose pattern and shape, or `None` when none takes it.
@@ -97,6 +119,7 @@ pub(super) fn form(p: &Plan, ta: bool, tb: bool) -> Option<Form> {
     };
     Some(Form {
         spec,
+        bias: (!ta && !tb).then_some(&forms.bias),
         lanes: forms.lanes,
     })
 }
@@ -105,13 +128,15 @@ fn to_u32(v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::invalid("matmul_f16", "extents and strides below 2^32", v))
 }
 
-/// C = op_a(A)·op_b(B) into `out` ([batch, M, N], f32) on `form`, the [`form`] of (`ta`, `tb`).
+/// C = op_a(A)·op_b(B) (+ 1·biasᵀ) into `out` ([batch, M, N], f32) on `form`, the [`form`] of
+/// (`ta`, `tb`); a bias needs a form that [takes it](Form::takes_bias).
 pub(super) fn launch(
     (a, ta): (&Tensor, bool),
     (b, tb): (&Tensor, bool),
     out: &Tensor,
     p: &Plan,
     form: Form,
+    bias: Option<&Tensor>,
 ) -> Result<()> {
     let gpu = a.gpu();
     let row_blocks = p.m.div_ceil(ROWS);
@@ -162,13 +187,27 @@ pub(super) fn launch(
     } else {
         None
     };
-    gpu.dispatch_f16_aware(
-        form.spec,
-        &params,
-        &[a.buffer(), b.buffer()],
-        &[partial.as_ref().unwrap_or(out).buffer()],
-        Grid::Xyz(x, y, to_u32(col_blocks * splits)?),
-    )?;
+    let target = [partial.as_ref().unwrap_or(out).buffer()];
+    let grid = Grid::Xyz(x, y, to_u32(col_blocks * splits)?);
+    match (bias, form.bias) {
+        (None, _) => {
+            gpu.dispatch_f16_aware(form.spec, &params, &[a.buffer(), b.buffer()], &target, grid)?
+        }
+        (Some(bias), Some(spec)) => gpu.dispatch_f16_aware(
+            spec,
+            &params,
+            &[a.buffer(), b.buffer(), bias.buffer()],
+            &target,
+            grid,
+        )?,
+        (Some(_), None) => {
+            return Err(Error::invalid(
+                "matmul_f16 (bias)",
+                "a plain product (no transposed operand) for the bias form",
+                format!("ta {ta}, tb {tb}"),
+            ))
+        }
+    }
     if let Some(partial) = partial {
         sum_leading_into(&partial, out)?;
     }
