@@ -14,7 +14,7 @@ use cads::ops::conv3d::{conv3d_with, ConvPath};
 use cads::ops::Conv3dConfig;
 use cads::util::{Rng, F32_GRAD};
 use cads::Gpu;
-use common::conv_check::check_conv;
+use common::conv_check::{check_conv, conv_kernels_run};
 use common::*;
 
 const ROWS: ConvPath = ConvPath::Rows;
@@ -103,27 +103,14 @@ fn a_centre_tap_kernel_scales_each_channel() {
     );
 }
 
-/// The kernels one forward + backward launched, by `shader::entry`.
-fn kernels_run(gpu: &Gpu, x: [usize; 5], cfg: Conv3dConfig) -> Vec<String> {
-    let mut rng = Rng::new(183);
-    let ws = [cfg.kernel[0], cfg.kernel[1], cfg.kernel[2], 1, x[4]];
-    let (_, tx) = random_param(gpu, &mut rng, &x, -1.0, 1.0);
-    let (_, tw) = random_param(gpu, &mut rng, &ws, -1.0, 1.0);
-    gpu.set_profiling(true);
-    let y = conv3d_with(&tx, &tw, None, &cfg, ROWS).unwrap();
-    let (_, tg) = random_pair(gpu, &mut rng, y.shape(), -1.0, 1.0);
-    y.backward_with(&tg).unwrap();
-    gpu.synchronize().unwrap();
-    gpu.set_profiling(false);
-    gpu.take_profile().into_iter().map(|t| t.kernel).collect()
-}
-
 #[test]
 fn width_3_depthwise_convs_run_the_window_kernels_and_others_the_vec4_ones() {
     let gpu = fresh_gpu();
-    let ran = kernels_run(
+    let ran = conv_kernels_run(
         &gpu,
+        ROWS,
         [1, 4, 4, 9, 16],
+        16,
         depthwise([3, 3, 3], 16).padding([1, 1, 1]),
     );
     for want in [FORWARD, WEIGHT] {
@@ -139,7 +126,7 @@ fn width_3_depthwise_convs_run_the_window_kernels_and_others_the_vec4_ones() {
         depthwise([3, 3, 5], 16).padding([1, 1, 2]),
         depthwise([3, 3, 3], 16).stride([1, 1, 2]),
     ] {
-        let ran = kernels_run(&gpu, [1, 4, 4, 10, 16], cfg);
+        let ran = conv_kernels_run(&gpu, ROWS, [1, 4, 4, 10, 16], 16, cfg);
         assert!(
             !ran.iter().any(|k| k.starts_with("conv3d_depthwise_rows::")),
             "{cfg:?}: {ran:?}"

@@ -11,8 +11,8 @@ mod common;
 use cads::ops::conv3d::{conv3d_with, ConvPath};
 use cads::ops::Conv3dConfig;
 use cads::util::{Rng, F32_GRAD};
-use cads::{Gpu, Tensor};
-use common::conv_check::{check_conv, w_shape};
+use cads::Tensor;
+use common::conv_check::{check_conv, conv_kernels_run};
 use common::*;
 
 const ROWS: ConvPath = ConvPath::Rows;
@@ -65,29 +65,13 @@ fn folded_forward_matches_reference_with_its_gradients() {
     }
 }
 
-/// The kernels one conv's forward and backward ran, sorted.
-fn kernels_run(gpu: &Gpu, x: [usize; 5], cout: usize, cfg: Conv3dConfig) -> Vec<String> {
-    let mut rng = Rng::new(182);
-    let (_, tx) = random_param(gpu, &mut rng, &x, -1.0, 1.0);
-    let (_, tw) = random_param(gpu, &mut rng, &w_shape(&x, cout, &cfg), -1.0, 1.0);
-    gpu.set_profiling(true);
-    let y = conv3d_with(&tx, &tw, None, &cfg, ROWS).unwrap();
-    let (_, tg) = random_pair(gpu, &mut rng, y.shape(), -1.0, 1.0);
-    y.backward_with(&tg).unwrap();
-    gpu.synchronize().unwrap();
-    gpu.set_profiling(false);
-    let mut names: Vec<String> = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn the_fold_runs_the_row_forward_and_leaves_the_weight_gradient_to_the_tiles() {
     let gpu = fresh_gpu();
     // Cin 3 → 8, stride 1: forward on the row kernel through the fold; the weight gradient on
     // the register tile for scalar input channels; the input gradient (8 → 3, Cout not in
     // fours) on neither row kernel.
-    let ran = kernels_run(&gpu, [1, 6, 6, 6, 3], 8, Conv3dConfig::cube(3, 1, 1));
+    let ran = conv_kernels_run(&gpu, ROWS, [1, 6, 6, 6, 3], 8, Conv3dConfig::cube(3, 1, 1));
     assert!(
         ran.contains(&"conv3d_rows::conv3d_rows_m8_c4".to_string()),
         "{ran:?}"
@@ -104,7 +88,7 @@ fn the_fold_runs_the_row_forward_and_leaves_the_weight_gradient_to_the_tiles() {
     // Cout 6: the forward on another family (no row lanes for 6 channels; the straightforward
     // kernel, no tile divides 6), the input gradient (the flipped conv 6 → 8, folded) on the
     // row kernel.
-    let ran = kernels_run(&gpu, [1, 6, 6, 6, 8], 6, Conv3dConfig::cube(3, 1, 1));
+    let ran = conv_kernels_run(&gpu, ROWS, [1, 6, 6, 6, 8], 6, Conv3dConfig::cube(3, 1, 1));
     assert!(ran.iter().any(|k| k.starts_with("conv3d::")), "{ran:?}");
     assert!(
         ran.contains(&"conv3d_rows::conv3d_rows_m8_c4".to_string()),

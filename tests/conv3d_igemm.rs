@@ -20,7 +20,7 @@ use cads::ops::{conv3d, Conv3dConfig};
 use cads::reference::{conv3d as rc, gradcheck::dot};
 use cads::util::{Rng, Tolerance, F32_ACCUM, F32_GRAD};
 use cads::Gpu;
-use common::conv_check::{check_conv, w_shape};
+use common::conv_check::{check_conv, conv_kernels_run, w_shape};
 use common::*;
 
 /// Forward (with bias) and the three gradients of `path` against the reference.
@@ -214,28 +214,6 @@ fn a_forward_past_65535_workgroups_folds_its_grid() {
     );
 }
 
-/// The kernels one forward + backward launched, by `shader::entry`.
-fn kernels_run(
-    gpu: &Gpu,
-    path: ConvPath,
-    x: [usize; 5],
-    cout: usize,
-    cfg: Conv3dConfig,
-) -> Vec<String> {
-    let mut rng = Rng::new(153);
-    let (_, tx) = random_param(gpu, &mut rng, &x, -1.0, 1.0);
-    let (_, tw) = random_param(gpu, &mut rng, &w_shape(&x, cout, &cfg), -1.0, 1.0);
-    gpu.set_profiling(true);
-    let y = conv3d_with(&tx, &tw, None, &cfg, path).unwrap();
-    let (_, tg) = random_pair(gpu, &mut rng, y.shape(), -1.0, 1.0);
-    y.backward_with(&tg).unwrap();
-    gpu.synchronize().unwrap();
-    gpu.set_profiling(false);
-    let mut names: Vec<String> = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
-    names.sort();
-    names
-}
-
 /// A register-tiled, depthwise or straightforward conv kernel (not the weight flip or the split
 /// sum, which the implicit GEMM shares).
 fn other_conv_kernel(k: &str) -> bool {
@@ -254,7 +232,7 @@ fn every_pass_runs_the_implicit_gemm_where_it_fits_and_the_register_tiles_elsewh
         // Stride 1 and stride 2: forward, input gradient (flipped conv / sub-pixel classes) and
         // weight gradient all on the implicit GEMM.
         for cfg in [Conv3dConfig::cube(3, 1, 1), Conv3dConfig::cube(3, 2, 1)] {
-            let ran = kernels_run(&gpu, path, [1, 6, 6, 6, 8], 16, cfg);
+            let ran = conv_kernels_run(&gpu, path, [1, 6, 6, 6, 8], 16, cfg);
             for entry in ["fwd", "wgrad"] {
                 let want = format!("conv3d_igemm::conv3d_igemm_{entry}_{suffix}");
                 assert!(ran.contains(&want), "{cfg:?}: {want} not in {ran:?}");
@@ -270,7 +248,7 @@ fn every_pass_runs_the_implicit_gemm_where_it_fits_and_the_register_tiles_elsewh
             ([1, 6, 6, 6, 8], 6, Conv3dConfig::cube(3, 1, 1)),
             ([1, 6, 6, 6, 8], 8, Conv3dConfig::cube(3, 1, 1).groups(8)),
         ] {
-            let ran = kernels_run(&gpu, path, x, cout, cfg);
+            let ran = conv_kernels_run(&gpu, path, x, cout, cfg);
             assert!(
                 !ran.iter().any(|k| k.contains("igemm")),
                 "{x:?}→{cout} {cfg:?}: {ran:?}"
@@ -333,7 +311,7 @@ fn a_device_with_little_workgroup_memory_gets_a_tile_that_fits_or_the_register_t
         assert_eq!(ConvPath::Igemm(tile).runs_as(&gpu), ConvPath::Fast);
     }
     // conv3d_with resolves it before any work: the register tiles run, the result is right.
-    let ran = kernels_run(
+    let ran = conv_kernels_run(
         &gpu,
         ConvPath::Igemm(IgemmTile::T64x64),
         [1, 6, 6, 6, 8],

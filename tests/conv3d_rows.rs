@@ -20,7 +20,7 @@ use cads::ops::{conv3d, Conv3dConfig};
 use cads::reference::{conv3d as rc, gradcheck::dot};
 use cads::util::{Rng, Tolerance, F32_ACCUM, F32_GRAD};
 use cads::Gpu;
-use common::conv_check::{check_conv, w_shape};
+use common::conv_check::{check_conv, conv_kernels_run, w_shape};
 use common::*;
 
 const ROWS: ConvPath = ConvPath::Rows;
@@ -205,22 +205,6 @@ fn a_forward_past_65535_workgroups_folds_its_grid() {
     );
 }
 
-/// The kernels one forward + backward launched, by `shader::entry`.
-fn kernels_run(gpu: &Gpu, x: [usize; 5], cout: usize, cfg: Conv3dConfig) -> Vec<String> {
-    let mut rng = Rng::new(173);
-    let (_, tx) = random_param(gpu, &mut rng, &x, -1.0, 1.0);
-    let (_, tw) = random_param(gpu, &mut rng, &w_shape(&x, cout, &cfg), -1.0, 1.0);
-    gpu.set_profiling(true);
-    let y = conv3d_with(&tx, &tw, None, &cfg, ROWS).unwrap();
-    let (_, tg) = random_pair(gpu, &mut rng, y.shape(), -1.0, 1.0);
-    y.backward_with(&tg).unwrap();
-    gpu.synchronize().unwrap();
-    gpu.set_profiling(false);
-    let mut names: Vec<String> = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
-    names.sort();
-    names
-}
-
 /// A register-tiled, depthwise or straightforward conv kernel (not the weight flip or the split
 /// sum, which the row kernels share).
 fn other_conv_kernel(k: &str) -> bool {
@@ -241,7 +225,7 @@ fn every_pass_runs_the_row_kernels_where_they_fit_and_the_register_tiles_elsewhe
         ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 2, 1), "m8"),
         ([1, 4, 4, 2, 8], Conv3dConfig::cube(2, 2, 0), "m4"),
     ] {
-        let ran = kernels_run(&gpu, x, 16, cfg);
+        let ran = conv_kernels_run(&gpu, ROWS, x, 16, cfg);
         for want in [
             format!("conv3d_rows::conv3d_rows_{tile}_c4"),
             "conv3d_rows::conv3d_backward_weight_rows_c4".to_string(),
@@ -260,7 +244,7 @@ fn every_pass_runs_the_row_kernels_where_they_fit_and_the_register_tiles_elsewhe
         ([1, 6, 6, 6, 16], 16, Conv3dConfig::cube(3, 1, 1).groups(2)),
         ([1, 6, 6, 6, 8], 8, Conv3dConfig::cube(2, 1, 0).groups(8)),
     ] {
-        let ran = kernels_run(&gpu, x, cout, cfg);
+        let ran = conv_kernels_run(&gpu, ROWS, x, cout, cfg);
         assert!(
             !ran
                 .iter()

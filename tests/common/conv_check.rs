@@ -1,6 +1,7 @@
 //! One conv3d against the reference: forward (with bias) and the gradients of x, w and b on a
-//! chosen path (shared by the per-family conv tests: tests/conv3d_igemm.rs, tests/conv3d_rows.rs,
-//! tests/conv3d_depthwise_rows.rs).
+//! chosen path, and the kernels one conv launches (shared by the per-family conv tests:
+//! tests/conv3d_igemm.rs, tests/conv3d_rows.rs, tests/conv3d_depthwise_rows.rs,
+//! tests/conv3d_fold.rs).
 
 use cads::ops::conv3d::{conv3d_with, ConvPath};
 use cads::ops::Conv3dConfig;
@@ -63,4 +64,27 @@ pub fn check_conv(
         &rc::conv3d_backward_bias(&g).data,
         grad_tol,
     );
+}
+
+/// The kernels one forward + backward of a conv of `x` to `cout` channels launched on `path`, by
+/// `shader::entry`, sorted.
+pub fn conv_kernels_run(
+    gpu: &Gpu,
+    path: ConvPath,
+    x: [usize; 5],
+    cout: usize,
+    cfg: Conv3dConfig,
+) -> Vec<String> {
+    let mut rng = Rng::new(173);
+    let (_, tx) = random_param(gpu, &mut rng, &x, -1.0, 1.0);
+    let (_, tw) = random_param(gpu, &mut rng, &w_shape(&x, cout, &cfg), -1.0, 1.0);
+    gpu.set_profiling(true);
+    let y = conv3d_with(&tx, &tw, None, &cfg, path).unwrap();
+    let (_, tg) = random_pair(gpu, &mut rng, y.shape(), -1.0, 1.0);
+    y.backward_with(&tg).unwrap();
+    gpu.synchronize().unwrap();
+    gpu.set_profiling(false);
+    let mut names: Vec<String> = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
+    names.sort();
+    names
 }
