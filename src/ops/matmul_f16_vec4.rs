@@ -31,7 +31,7 @@ const fn spec(entry: &'static str) -> KernelSpec {
     }
 }
 
-/// The plain, `_ta` and `_tb` forms of one tile.
+/// The plain, `_bias`, `_ta` and `_tb` forms of one tile.
 struct Forms {
     plain: KernelSpec,
     /// The plain form with an f32 bias row added (inputs a, b, bias).
@@ -42,7 +42,7 @@ struct Forms {
     lanes: usize,
 }
 
-/// Workgroups of 64, and of 16 for products with at most [`NARROW_GROUPS`] vec4 columns.
+/// A `_bias` form: inputs a, b and the f32 bias, then c.
 const fn spec_bias(entry: &'static str) -> KernelSpec {
     KernelSpec {
         inputs: 3,
@@ -50,6 +50,7 @@ const fn spec_bias(entry: &'static str) -> KernelSpec {
     }
 }
 
+/// Workgroups of 64, and of 16 for products with at most [`NARROW_GROUPS`] vec4 columns.
 const WIDE: Forms = Forms {
     plain: spec("matmul_f16_vec4_8x4"),
     bias: spec_bias("matmul_f16_vec4_8x4_bias"),
