@@ -348,10 +348,11 @@ def zero_accumulators(w, tm, tg):
 
 def bias_accumulators(w, tm, tg, wg):
     """The tile's accumulators starting at the bias of their column group in split 0 (clamped
-    group, no branch), at 0 in the other splits."""
-    w(f"    let bias_on = f32(split == 0u);")
+    group, no branch), at 0 in the other splits (a select, not a product with 0, so a
+    non-finite bias reaches the sum as itself, as in the separate add)."""
+    w(f"    let bias_on = split == 0u;")
     for j in range(tg):
-        w(f"    let bv{j} = bias4[min(g0 + {j * wg}u, n4 - 1u)] * bias_on;")
+        w(f"    let bv{j} = select(vec4<f32>(0.0), bias4[min(g0 + {j * wg}u, n4 - 1u)], bias_on);")
     for i in range(tm):
         for j in range(tg):
             w(f"    var c{i}_{j} = bv{j};")

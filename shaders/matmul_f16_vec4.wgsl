@@ -637,8 +637,8 @@ fn matmul_f16_vec4_8x4_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     let ar6 = ab + min(m0 + 6u, p.m - 1u) * k4;
     let ar7 = ab + min(m0 + 7u, p.m - 1u) * k4;
     let bc0 = bb + min(g0 + 0u, n4 - 1u);
-    let bias_on = f32(split == 0u);
-    let bv0 = bias4[min(g0 + 0u, n4 - 1u)] * bias_on;
+    let bias_on = split == 0u;
+    let bv0 = select(vec4<f32>(0.0), bias4[min(g0 + 0u, n4 - 1u)], bias_on);
     var c0_0 = bv0;
     var c1_0 = bv0;
     var c2_0 = bv0;
@@ -732,8 +732,8 @@ fn matmul_f16_vec4_8x4_w16_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(n
     let ar6 = ab + min(m0 + 6u, p.m - 1u) * k4;
     let ar7 = ab + min(m0 + 7u, p.m - 1u) * k4;
     let bc0 = bb + min(g0 + 0u, n4 - 1u);
-    let bias_on = f32(split == 0u);
-    let bv0 = bias4[min(g0 + 0u, n4 - 1u)] * bias_on;
+    let bias_on = split == 0u;
+    let bv0 = select(vec4<f32>(0.0), bias4[min(g0 + 0u, n4 - 1u)], bias_on);
     var c0_0 = bv0;
     var c1_0 = bv0;
     var c2_0 = bv0;

@@ -361,6 +361,7 @@ fn a_split_linear_adds_its_bias_once() {
         rel: 2e-4,
     };
     let mut rng = Rng::new(27);
+    let gpu = gpu();
     for kernel in [MatmulKernel::vec4(8, 4), MatmulKernel::vec4(4, 4)] {
         let ran = check_linear(kernel, &mut rng, &[6], (4096, 64), LONG);
         assert!(
@@ -369,6 +370,25 @@ fn a_split_linear_adds_its_bias_once() {
             "{}: no split with the bias form: {ran:?}",
             kernel.name()
         );
+        // An infinite bias reaches the sum as itself: the splits past 0 start at 0, not at
+        // 0·∞ (NaN), as the separate add would give.
+        let x =
+            Tensor::from_slice(&gpu, &rng.vec_uniform(6 * 4096, -1.0, 1.0), &[6, 4096]).unwrap();
+        let w =
+            Tensor::from_slice(&gpu, &rng.vec_uniform(4096 * 64, -1.0, 1.0), &[4096, 64]).unwrap();
+        let mut b = vec![0.5f32; 64];
+        b[3] = f32::INFINITY;
+        let b = Tensor::from_slice(&gpu, &b, &[64]).unwrap();
+        let y = ops::linear_with(&x, &w, Some(&b), kernel)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        for (i, v) in y.iter().enumerate() {
+            match i % 64 {
+                3 => assert_eq!(*v, f32::INFINITY, "{} row {}", kernel.name(), i / 64),
+                _ => assert!(v.is_finite(), "{} element {i}: {v}", kernel.name()),
+            }
+        }
     }
 }
 
