@@ -289,9 +289,10 @@ pub(crate) const KERNELS_NARROW: &[KernelSpec] = &[
 ];
 
 /// The vec4 register tiles that also come in a transposed-A form (`matmul_vec4_ta_*`, reading
-/// A stored `[.., K, M]` directly) and a transposed-B form (`matmul_vec4_tb_*`, reading B stored
-/// `[.., N, K]` directly), and those forms, in the same order.
-const TRANSPOSED_FORM_TILES: [MatmulKernel; 10] = [
+/// A stored `[.., K, M]` directly), a transposed-B form (`matmul_vec4_tb_*`, reading B stored
+/// `[.., N, K]` directly) and a `_bias` form ([`KERNELS_BIAS`]), and those forms, in the same
+/// order.
+const FORM_TILES: [MatmulKernel; 10] = [
     MatmulKernel::vec4(4, 4),
     MatmulKernel::vec4(4, 8),
     MatmulKernel::vec4(8, 4),
@@ -329,7 +330,7 @@ pub(crate) const KERNELS_TB: &[KernelSpec] = &[
 ];
 
 /// The plain forms with the bias row added (`C = A·B + 1·biasᵀ`, a linear layer's forward), in
-/// the order of [`TRANSPOSED_FORM_TILES`] (the A-staged tiles have none).
+/// the order of [`FORM_TILES`] (the A-staged tiles have none).
 pub(crate) const KERNELS_BIAS: &[KernelSpec] = &[
     spec_vec4_bias("matmul_vec4_4x4_bias"),
     spec_vec4_bias("matmul_vec4_4x8_bias"),
@@ -363,22 +364,22 @@ impl MatmulKernel {
 
     /// The transposed-A form of this vec4 tile, if it has one (the A-staged tiles do not).
     pub(super) fn spec_ta(self) -> Option<&'static KernelSpec> {
-        self.transposed_form(KERNELS_TA)
+        self.form_of(KERNELS_TA)
     }
 
     /// The transposed-B form of this vec4 tile, if it has one (the A-staged tiles do not).
     pub(super) fn spec_tb(self) -> Option<&'static KernelSpec> {
-        self.transposed_form(KERNELS_TB)
+        self.form_of(KERNELS_TB)
     }
 
     /// The plain form with the bias row added, if this vec4 tile has one.
     pub(super) fn spec_bias(self) -> Option<&'static KernelSpec> {
-        self.transposed_form(KERNELS_BIAS)
+        self.form_of(KERNELS_BIAS)
     }
 
-    /// The entry of `forms` (listed in the order of [`TRANSPOSED_FORM_TILES`]) for this tile.
-    fn transposed_form(self, forms: &'static [KernelSpec]) -> Option<&'static KernelSpec> {
-        TRANSPOSED_FORM_TILES
+    /// The entry of `forms` (listed in the order of [`FORM_TILES`]) for this tile.
+    fn form_of(self, forms: &'static [KernelSpec]) -> Option<&'static KernelSpec> {
+        FORM_TILES
             .iter()
             .position(|k| *k == self)
             .map(|i| &forms[i])
@@ -413,8 +414,8 @@ mod tests {
     #[test]
     fn each_transposed_form_is_its_tiles_twin() {
         for (forms, tag) in [(KERNELS_TA, "vec4_ta_"), (KERNELS_TB, "vec4_tb_")] {
-            assert_eq!(TRANSPOSED_FORM_TILES.len(), forms.len());
-            for (tile, spec) in TRANSPOSED_FORM_TILES.iter().zip(forms) {
+            assert_eq!(FORM_TILES.len(), forms.len());
+            for (tile, spec) in FORM_TILES.iter().zip(forms) {
                 let twin = format!("matmul_{}", tile.name().replacen("vec4_", tag, 1));
                 assert_eq!(spec.entry, twin);
                 assert!(
@@ -423,8 +424,8 @@ mod tests {
                 );
             }
         }
-        assert_eq!(TRANSPOSED_FORM_TILES.len(), KERNELS_BIAS.len());
-        for tile in TRANSPOSED_FORM_TILES {
+        assert_eq!(FORM_TILES.len(), KERNELS_BIAS.len());
+        for tile in FORM_TILES {
             let spec = tile.spec_bias().unwrap();
             assert_eq!(spec.entry, format!("matmul_{}_bias", tile.name()));
             assert_eq!(spec.inputs, 3);
