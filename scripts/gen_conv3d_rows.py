@@ -4,11 +4,11 @@
 
 The tiled kernels of shaders/conv3d.wgsl run lanes over output voxels: every input load is a
 per-lane gather and the weights are workgroup-uniform. These run lanes over output channels
-(one vec4 group each, 8 lanes = one 8-wide SIMD row of a 256-bit CPU) and give each invocation
-a column of TM output voxels (forward) or 32 input channels of one tap (weight gradient):
-the input loads are then the same for every lane (scalar loads, broadcast) and the only per-lane
-loads are the contiguous weight (forward) or upstream-gradient (weight gradient) vec4s, 4 of
-them per 4·TM vec4 FMAs. Measured against the register tiles: docs/kernel-tuning.md ("conv3d
+(a group of 4 or 2 each, 8 lanes = one 8-wide SIMD row of a 256-bit CPU) and give each
+invocation a column of TM output voxels (forward) or 32 input channels of one tap (weight
+gradient): the input loads are then the same for every lane (scalar loads, broadcast) and the
+only per-lane loads are the contiguous weight (forward) or upstream-gradient (weight gradient)
+groups, 4 of them per 4·TM FMAs. Measured against the register tiles: docs/kernel-tuning.md ("conv3d
 `rows` against `tiled` on lavapipe Mesa 26").
 
 Run from anywhere:  python3 scripts/gen_conv3d_rows.py [--out-dir DIR]
@@ -19,10 +19,14 @@ import argparse
 import pathlib
 
 WG = 8  # lanes per workgroup, along output-channel vec4 groups
-# Forward: voxels per invocation. 8 for real work: 8 vec4 accumulators per lane; 16 and 32 spill
-# on a 16-register AVX2 target and ran 1.4x slower (docs/kernel-tuning.md, "conv3d `rows`"). 4 for
-# convs with fewer voxels than one 8-row tile (an SR conv of PVT has 2 per sample).
-FORWARD_ROWS = [8, 4]
+# Forward tiles: (voxels per invocation, output channels per lane). (8, 4): 8 vec4 accumulators
+# per lane; 16 and 32 voxels of vec4s spill on a 16-register AVX2 target and ran 1.4x slower
+# (docs/kernel-tuning.md, "conv3d `rows`"). (4, 4) for convs with fewer voxels than one 8-row tile
+# (an SR conv of PVT has 2 per sample). (16, 2): as many accumulators as (8, 4), but half the
+# per-lane weight loads per FMA (a per-lane load costs per lane and per component where the
+# compiler has no fast gather); the outputs with many voxels take it ("Two output channels per
+# lane" in docs/kernel-tuning.md).
+FORWARD_TILES = [(8, 4), (4, 4), (16, 2)]
 WEIGHT_ROWS4 = 8  # weight gradient: vec4s of input channels per invocation (32 channels)
 
 HEADER = f"""\
@@ -39,12 +43,13 @@ HEADER = f"""\
 // Layouts: x [N, D, H, W, Cin], w / gw [kD, kH, kW, Cin, Cout], b [Cout], y / g
 // [N, Do, Ho, Wo, Cout], all contiguous f32 viewed as vec4 (channels innermost).
 //
-// conv3d_rows_m<TM>_c4 — bindings: 0 params (ConvParams), 1 x, 2 w, 3 b (a dummy when
-//   has_bias = 0), 4 y. Workgroup: {WG} lanes; lane l owns the output-channel vec4 group
-//   g = cb·{WG} + l and the workgroup owns TM consecutive voxels m0 .. m0 + TM − 1, so the input
-//   address of (voxel, tap, channel) is the same on every lane: a scalar load broadcast to the
-//   SIMD row. Per input-channel vec4: TM input loads (uniform), 4 weight loads (per lane,
-//   contiguous across lanes), 4·TM vec4 FMAs. Dispatch: (x, y) fold ceil(M / TM) row blocks,
+// conv3d_rows_m<TM>_c<CW> — bindings: 0 params (ConvParams), 1 x, 2 w, 3 b (a dummy when
+//   has_bias = 0), 4 y. Workgroup: {WG} lanes; lane l owns the group of CW (4 or 2) consecutive
+//   output channels g = cb·{WG} + l and the workgroup owns TM consecutive voxels
+//   m0 .. m0 + TM − 1, so the input address of (voxel, tap, channel) is the same on every lane:
+//   a scalar load broadcast to the SIMD row. Per input-channel vec4: TM input loads (uniform),
+//   4 weight loads of CW channels (per lane, contiguous across lanes), 4·TM FMAs on vecCW.
+//   Dispatch: (x, y) fold ceil(M / TM) row blocks,
 //   z = column blocks · splits; split s = wg.z / column blocks sums taps [s·chunk, (s+1)·chunk)
 //   into y[s·M·Cout + …] (split-K; the launcher sums the splits, bias in split 0 only).
 // conv3d_backward_weight_rows_c4 — bindings: 0 params, 1 x, 2 g, 3 partial. Lane l owns the
@@ -72,6 +77,10 @@ struct ConvParams {{
 @group(0) @binding(2) var<storage, read> w4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> y4: array<vec4<f32>>;
+// The same bindings as vec2s, for the tile with two output channels per lane.
+@group(0) @binding(2) var<storage, read> w2: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read> bias2: array<vec2<f32>>;
+@group(0) @binding(4) var<storage, read_write> y2: array<vec2<f32>>;
 
 // Weight-gradient bindings (a different entry point, so the same binding numbers are free).
 @group(0) @binding(2) var<storage, read> g4: array<vec4<f32>>;
@@ -102,24 +111,32 @@ fn tap_voxel(v: Voxel, kd: u32, kh: u32, kw: u32) -> i32 {{
 """
 
 
-def forward(tm):
+VEC = {4: "vec4<f32>", 2: "vec2<f32>"}
+
+
+def forward(tm, cw):
+    """The forward tile of `tm` voxels per invocation and `cw` output channels per lane."""
+    t = VEC[cw]
+    # The c4 tile reads the vec4 views declared first; the c2 tile the vec2 views of the same
+    # bindings.
+    w, b, y = f"w{cw}", f"bias{cw}", f"y{cw}"
     L = []
     a = L.append
     a("")
     a(f"@compute @workgroup_size({WG})")
-    a(f"fn conv3d_rows_m{tm}_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,")
+    a(f"fn conv3d_rows_m{tm}_c{cw}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,")
     a("        @builtin(local_invocation_index) lid: u32) {")
     a(f"    let m0 = (wg.x + wg.y * nwg.x) * {tm}u;")
-    a("    let cout4 = p.cout / 4u;")
+    a(f"    let coutw = p.cout / {cw}u;")
     a("    let cin4 = p.cin / 4u;")
-    a(f"    let cblocks = (cout4 + {WG - 1}u) / {WG}u;")
+    a(f"    let cblocks = (coutw + {WG - 1}u) / {WG}u;")
     a("    let split = wg.z / cblocks;")
     a(f"    let g = (wg.z % cblocks) * {WG}u + lid;")
-    a("    let gc = min(g, cout4 - 1u);")
+    a("    let gc = min(g, coutw - 1u);")
     for j in range(tm):
         a(f"    let v{j} = voxel(m0 + {j}u);")
     a("    // bias without an `if` (split 0 only)")
-    a("    let b = bias4[gc] * f32(p.has_bias != 0u && split == 0u);")
+    a(f"    let b = {b}[gc] * f32(p.has_bias != 0u && split == 0u);")
     for j in range(tm):
         a(f"    var acc{j} = b;")
     a("    let tap_end = min(p.kd * p.kh * p.kw, (split + 1u) * p.chunk);")
@@ -131,21 +148,21 @@ def forward(tm):
         a(f"        let t{j} = tap_voxel(v{j}, kd, kh, kw);")
         a(f"        let ok{j} = t{j} >= 0;")
         a(f"        let xb{j} = u32(max(t{j}, 0)) * cin4;")
-    a("        // weight row (tap, ci = 0) of this lane's group, in vec4 units")
-    a("        var wr = tap * p.cin * cout4 + gc;")
+    a(f"        // weight row (tap, ci = 0) of this lane's group, in vec{cw} units")
+    a("        var wr = tap * p.cin * coutw + gc;")
     a("        for (var c = 0u; c < cin4; c++) {")
     for r in range(4):
-        a(f"            let w{r} = w4[wr + {r}u * cout4];")
+        a(f"            let wv{r} = {w}[wr + {r}u * coutw];")
     for j in range(tm):
         a(f"            let xv{j} = select(vec4<f32>(0.0), x4[xb{j} + c], ok{j});")
         for r, comp in enumerate("xyzw"):
-            a(f"            acc{j} = fma(vec4<f32>(xv{j}.{comp}), w{r}, acc{j});")
-    a("            wr += 4u * cout4;")
+            a(f"            acc{j} = fma({t}(xv{j}.{comp}), wv{r}, acc{j});")
+    a("            wr += 4u * coutw;")
     a("        }")
     a("    }")
-    a("    let ybase = split * p.m_total * cout4;")
+    a("    let ybase = split * p.m_total * coutw;")
     for j in range(tm):
-        a(f"    if (v{j}.live && g < cout4) {{ y4[ybase + (m0 + {j}u) * cout4 + g] = acc{j}; }}")
+        a(f"    if (v{j}.live && g < coutw) {{ {y}[ybase + (m0 + {j}u) * coutw + g] = acc{j}; }}")
     a("}")
     return "\n".join(L)
 
@@ -220,7 +237,7 @@ def main():
     parser.add_argument("--out-dir", type=pathlib.Path, default=shaders,
                         help="folder to write conv3d_rows.wgsl into")
     out_dir = parser.parse_args().out_dir
-    out = HEADER + "".join(forward(tm) + "\n" for tm in FORWARD_ROWS) + backward_weight() + "\n"
+    out = HEADER + "".join(forward(tm, cw) + "\n" for tm, cw in FORWARD_TILES) + backward_weight() + "\n"
     (out_dir / "conv3d_rows.wgsl").write_bytes(out.encode())
 
 

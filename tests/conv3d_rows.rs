@@ -2,8 +2,8 @@
 //! name (`ConvPath::Rows`, `CADS_KERNEL_CONV3D=rows`) on the test adapter: forward, input
 //! gradient (flipped conv and sub-pixel classes on the same kernel) and weight gradient against
 //! src/reference/conv3d.rs with strides, padding, dilation, batch 2, channel counts that fill
-//! neither a workgroup's 8 vec4 lanes nor a weight-gradient block of 32 input channels, both
-//! forward tiles (8 and 4 voxels) and both split paths (taps in the forward, voxels in the
+//! neither a workgroup's 8 lanes nor a weight-gradient block of 32 input channels, the three
+//! forward tiles (16 voxels × 2 channels, 8 × 4, 4 × 4) and both split paths (taps in the forward, voxels in the
 //! weight gradient); the unsplit forward against a CPU channel matmul and the adjoint identity
 //! (checks that share no code with the kernels or the reference); a forward past 65 535
 //! workgroups; the kernels that ran (plan and profiler); the register kernels where a shape
@@ -45,8 +45,8 @@ fn check_tol(
 fn cases() -> Vec<([usize; 5], usize, Conv3dConfig)> {
     vec![
         // stride 1, batch 2, Cin 20 (a weight-gradient block of 32 channels, partly empty),
-        // Cout 36 (9 vec4 groups: a second workgroup of lanes with one live lane); 420 voxels
-        // on the 8-voxel tile with a partial last tile
+        // Cout 36 (18 channel pairs: a third workgroup of lanes with two live lanes); 420
+        // voxels on the 16-voxel tile with a partial last tile
         ([2, 5, 6, 7, 20], 36, Conv3dConfig::cube(3, 1, 1)),
         // per-axis stride / padding / dilation: input gradient by the gather kernel
         (
@@ -118,7 +118,16 @@ fn both_split_paths_match_reference() {
         Conv3dConfig::cube(8, 8, 0),
         LONG,
     );
-    // 512 output voxels at 64 → 32 channels, k4 s4: 64 taps over 16 row blocks of 32.
+    // 256 output voxels on the 16-voxel tile, 16 → 4 channels: 16 workgroups, so the taps split.
+    check_tol(
+        &gpu,
+        &mut rng,
+        [1, 4, 8, 8, 16],
+        4,
+        Conv3dConfig::cube(3, 1, 1),
+        LONG,
+    );
+    // 128 output voxels at 64 → 32 channels, k4 s4: 64 taps over 16 row blocks of 8.
     check_tol(
         &gpu,
         &mut rng,
@@ -130,13 +139,14 @@ fn both_split_paths_match_reference() {
 }
 
 /// A 1×1×1 kernel has one tap, so the forward never splits: it writes y and the bias itself.
-/// Checked against a CPU channel matmul (no conv code shared), on both forward tiles (210
-/// voxels: 32; 30 voxels: 4) with partial lane groups (Cout 12 and 40) and Cin 4.
+/// Checked against a CPU channel matmul (no conv code shared), on the three forward tiles (336
+/// voxels: 16 × 2 channels; 210 voxels: 8 × 4; 30 voxels: 4 × 4) with partial lane groups
+/// (Cout 12 and 40) and Cin 4.
 #[test]
 fn unsplit_forward_with_bias_is_a_channel_matmul() {
     let gpu = gpu();
     let mut rng = Rng::new(177);
-    for xs in [[2, 3, 5, 7], [1, 2, 3, 5]] {
+    for xs in [[2, 4, 6, 7], [2, 3, 5, 7], [1, 2, 3, 5]] {
         for (cin, cout) in [(4, 12), (20, 40)] {
             let xs = [xs[0], xs[1], xs[2], xs[3], cin];
             let (x, tx) = random_pair(&gpu, &mut rng, &xs, -1.0, 1.0);
@@ -187,13 +197,13 @@ fn adjoint_identity_holds() {
 }
 
 /// More than 65 535 row tiles: the forward folds them into a 2-D grid (x + y·nx in the shader).
-/// 8 × 256 × 260 voxels = 66 560 tiles of 8; a 1×1×1 conv keeps it cheap.
+/// 16 × 256 × 260 voxels = 66 560 tiles of 16; a 1×1×1 conv keeps it cheap.
 #[test]
 fn a_forward_past_65535_workgroups_folds_its_grid() {
     let gpu = gpu();
     let mut rng = Rng::new(179);
     let (cin, cout) = (4, 4);
-    let xs = [1, 8, 256, 260, cin];
+    let xs = [1, 16, 256, 260, cin];
     let (x, tx) = random_pair(&gpu, &mut rng, &xs, -1.0, 1.0);
     let (w, tw) = random_pair(&gpu, &mut rng, &[1, 1, 1, cin, cout], -1.0, 1.0);
     let y = conv3d_with(&tx, &tw, None, &Conv3dConfig::new([1, 1, 1]), ROWS).unwrap();
@@ -218,16 +228,18 @@ fn other_conv_kernel(k: &str) -> bool {
 fn every_pass_runs_the_row_kernels_where_they_fit_and_the_register_tiles_elsewhere() {
     let gpu = fresh_gpu();
     // Stride 1 and stride 2: forward, input gradient (flipped conv / sub-pixel classes) and
-    // weight gradient all on the row kernels; k2 s2 to 2·2·1 voxels: the 4-voxel tile (its
+    // weight gradient all on the row kernels (512 output voxels: the 16-voxel tile; 216 and 27:
+    // the 8-voxel tile); k2 s2 to 2·2·1 voxels: the 4-voxel tile (its
     // input gradient is the patchify matmul, tests/conv3d_patchify.rs).
     for (x, cfg, tile) in [
-        ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 1, 1), "m8"),
-        ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 2, 1), "m8"),
-        ([1, 4, 4, 2, 8], Conv3dConfig::cube(2, 2, 0), "m4"),
+        ([1, 8, 8, 8, 8], Conv3dConfig::cube(3, 1, 1), "m16_c2"),
+        ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 1, 1), "m8_c4"),
+        ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 2, 1), "m8_c4"),
+        ([1, 4, 4, 2, 8], Conv3dConfig::cube(2, 2, 0), "m4_c4"),
     ] {
         let ran = conv_kernels_run(&gpu, ROWS, x, 16, cfg);
         for want in [
-            format!("conv3d_rows::conv3d_rows_{tile}_c4"),
+            format!("conv3d_rows::conv3d_rows_{tile}"),
             "conv3d_rows::conv3d_backward_weight_rows_c4".to_string(),
         ] {
             assert!(ran.contains(&want), "{cfg:?}: {want} not in {ran:?}");

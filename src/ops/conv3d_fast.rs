@@ -227,10 +227,9 @@ pub(crate) enum FastForward {
     DepthwiseRows,
     /// The workgroup-memory implicit GEMM for GPUs (conv3d_igemm.rs).
     Igemm(IgemmTile),
-    /// Lanes over output channels for CPU adapters (conv3d_rows.rs), `rows` voxels per
-    /// invocation.
+    /// Lanes over output channels for CPU adapters (conv3d_rows.rs), on `tile`.
     Rows {
-        rows: u32,
+        tile: conv3d_rows::RowsTile,
     },
     /// Cin not in fours: the row kernels on the input with kernel axes folded into its
     /// channels (conv3d_fold.rs).
@@ -278,7 +277,7 @@ pub(crate) fn forward(
     let (variant, c4) = match plan {
         // The other families bring their own launchers (and dummy bias).
         FastForward::Igemm(tile) => return conv3d_igemm::forward(x, w, bias, y, geo, tile),
-        FastForward::Rows { rows } => return conv3d_rows::forward(x, w, bias, y, geo, rows),
+        FastForward::Rows { tile } => return conv3d_rows::forward(x, w, bias, y, geo, tile),
         FastForward::RowsFolded => return conv3d_fold::forward(x, w, bias, y, geo),
         FastForward::DepthwiseRows => return conv3d_depthwise_rows::forward(x, w, bias, y, geo),
         FastForward::Depthwise => {

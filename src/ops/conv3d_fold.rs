@@ -232,8 +232,8 @@ pub(crate) fn forward(
     let fold = Fold::new(geo)?;
     let xu = fold.input(x)?;
     let wu = fold.weight(w)?;
-    let rows = conv3d_rows::forward_rows(&fold.folded);
-    conv3d_rows::forward(&xu, &wu, bias, y, &fold.folded, rows)
+    let tile = conv3d_rows::RowsTile::for_geometry(&fold.folded);
+    conv3d_rows::forward(&xu, &wu, bias, y, &fold.folded, tile)
 }
 
 #[cfg(test)]

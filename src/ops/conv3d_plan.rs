@@ -48,7 +48,7 @@ impl ConvPath {
                 Some(FastForward::Igemm(tile))
             }
             ConvPath::Rows if conv3d_rows::fits(geo) => Some(FastForward::Rows {
-                rows: conv3d_rows::forward_rows(geo),
+                tile: conv3d_rows::RowsTile::for_geometry(geo),
             }),
             ConvPath::Rows if conv3d_depthwise_rows::fits(geo) => Some(FastForward::DepthwiseRows),
             ConvPath::Rows if conv3d_fold::fits(geo) => Some(FastForward::RowsFolded),
@@ -223,6 +223,7 @@ mod tests {
     use crate::ops::conv3d::{Conv3dConfig, Geometry};
     use crate::ops::conv3d_fast::{FastForward, FastWeight, ForwardTile, WeightTile};
     use crate::ops::conv3d_igemm::IgemmTile;
+    use crate::ops::conv3d_rows::RowsTile;
 
     fn plan(x: [usize; 5], cout: usize, cfg: Conv3dConfig, path: ConvPath) -> ConvPlan {
         let w = [
@@ -392,7 +393,10 @@ mod tests {
             Conv3dConfig::cube(3, 1, 1),
             ConvPath::Rows,
         );
-        let m8 = FastForward::Rows { rows: 8 };
+        // 216 output voxels: the 8-voxel tile.
+        let m8 = FastForward::Rows {
+            tile: RowsTile::M8C4,
+        };
         assert_eq!(p.forward, ForwardKernel::Fast(m8));
         assert!(matches!(p.input, InputKernel::FlippedConv { kernel, .. } if kernel == m8));
         assert_eq!(p.weight, WeightKernel::Fast(FastWeight::Rows));
@@ -414,8 +418,22 @@ mod tests {
         );
         assert_eq!(
             p.forward,
-            ForwardKernel::Fast(FastForward::Rows { rows: 4 })
+            ForwardKernel::Fast(FastForward::Rows {
+                tile: RowsTile::M4C4
+            })
         );
+        // 2·7·6·6 = 504 output voxels: the 16-voxel tile, also for the flipped input gradient.
+        let p = plan(
+            [2, 7, 6, 6, 8],
+            12,
+            Conv3dConfig::cube(3, 1, 1),
+            ConvPath::Rows,
+        );
+        let m16 = FastForward::Rows {
+            tile: RowsTile::M16C2,
+        };
+        assert_eq!(p.forward, ForwardKernel::Fast(m16));
+        assert!(matches!(p.input, InputKernel::FlippedConv { kernel, .. } if kernel == m16));
         // Groups 2, Cout 6: the register tiles (or naive) on every pass.
         for (cout, cfg) in [
             (16, Conv3dConfig::cube(3, 1, 1).groups(2)),

@@ -13,8 +13,9 @@
 //! (conv3d_plan.rs) runs it for every pass whose shape fits, the register tiles elsewhere.
 //!
 //! Conditions (checked by [`fits`], from the shapes alone): groups = 1, Cin % 4 == 0,
-//! Cout % 4 == 0. The forward takes 8 voxels per invocation, or 4 when the output has fewer
-//! than [`SMALL_M`] voxels (a PVT spatial-reduction conv has 2 per sample); long reductions over
+//! Cout % 4 == 0. The forward takes 16 voxels × 2 output channels per invocation on outputs of
+//! at least [`LARGE_M`] voxels, 8 × 4 on smaller ones and 4 × 4 on outputs of fewer than
+//! [`SMALL_M`] voxels (a PVT spatial-reduction conv has 2 per sample); long reductions over
 //! few outputs split over taps (forward) or voxels (weight gradient), partials summed after.
 
 use super::conv3d::{self, Geometry};
@@ -32,9 +33,11 @@ const fn spec(entry: &'static str, inputs: u32) -> KernelSpec {
 
 const FORWARD_M8: KernelSpec = spec("conv3d_rows_m8_c4", 3);
 const FORWARD_M4: KernelSpec = spec("conv3d_rows_m4_c4", 3);
+const FORWARD_M16_C2: KernelSpec = spec("conv3d_rows_m16_c2", 3);
 const BACKWARD_WEIGHT: KernelSpec = spec("conv3d_backward_weight_rows_c4", 2);
 
-pub(crate) const KERNELS: &[KernelSpec] = &[FORWARD_M8, FORWARD_M4, BACKWARD_WEIGHT];
+pub(crate) const KERNELS: &[KernelSpec] =
+    &[FORWARD_M8, FORWARD_M4, FORWARD_M16_C2, BACKWARD_WEIGHT];
 
 /// Lanes per workgroup (output-channel vec4 groups); matches the generator.
 const LANES: usize = 8;
@@ -42,6 +45,9 @@ const LANES: usize = 8;
 const WEIGHT_ROWS4: usize = 8;
 /// Outputs with fewer voxels than this (one 8-voxel tile) take the 4-voxel forward tile.
 pub(crate) const SMALL_M: usize = 8;
+/// Outputs with at least this many voxels take the 16-voxel tile (its partial last tile then
+/// wastes under 6% of the lanes' work).
+pub(crate) const LARGE_M: usize = 256;
 /// Workgroups a split launch aims at: a handful per CPU core keeps every thread busy; more only
 /// adds partial sums (the matmul's CPU split target, src/ops/matmul.rs).
 const SPLIT_TARGET_WORKGROUPS: usize = 64;
@@ -51,24 +57,67 @@ pub(crate) fn fits(geo: &Geometry) -> bool {
     geo.cfg.groups == 1 && geo.x[4].is_multiple_of(4) && geo.out[4].is_multiple_of(4)
 }
 
-/// The forward tile's voxels per invocation for `geo`.
-pub(crate) fn forward_rows(geo: &Geometry) -> u32 {
-    if geo.m_total() < SMALL_M {
-        4
-    } else {
-        8
+/// A forward tile: voxels per invocation × output channels per lane (8 lanes per workgroup).
+///
+/// `M8C4` and `M16C2` hold the same 32 accumulators per lane; `M16C2` loads half the weight
+/// values per lane for each FMA (4 per-lane loads of 2 channels feed 16 voxels instead of 4
+/// loads of 4 channels feeding 8), which is what a per-lane load costs on a CPU compiler without
+/// a fast gather, and reads each input value for 16 output channels instead of 32 (uniform
+/// loads, cheap there). Measured in docs/kernel-tuning.md ("Two output channels per lane").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RowsTile {
+    /// 4 voxels × 4 channels: outputs smaller than one 8-voxel tile.
+    M4C4,
+    /// 8 voxels × 4 channels.
+    M8C4,
+    /// 16 voxels × 2 channels: outputs of at least [`LARGE_M`] voxels.
+    M16C2,
+}
+
+impl RowsTile {
+    /// The tile for an output of `geo`'s size.
+    pub(crate) fn for_geometry(geo: &Geometry) -> RowsTile {
+        match geo.m_total() {
+            m if m < SMALL_M => RowsTile::M4C4,
+            m if m < LARGE_M => RowsTile::M8C4,
+            _ => RowsTile::M16C2,
+        }
+    }
+
+    /// Output voxels per invocation.
+    fn voxels(self) -> usize {
+        match self {
+            RowsTile::M4C4 => 4,
+            RowsTile::M8C4 => 8,
+            RowsTile::M16C2 => 16,
+        }
+    }
+
+    /// Output channels per lane.
+    fn lane_channels(self) -> usize {
+        match self {
+            RowsTile::M16C2 => 2,
+            RowsTile::M4C4 | RowsTile::M8C4 => 4,
+        }
+    }
+
+    fn spec(self) -> &'static KernelSpec {
+        match self {
+            RowsTile::M4C4 => &FORWARD_M4,
+            RowsTile::M8C4 => &FORWARD_M8,
+            RowsTile::M16C2 => &FORWARD_M16_C2,
+        }
     }
 }
 
-/// y = conv3d(x, w) + b on the `rows`-voxel tile (4 or 8), split over taps when the output
-/// gives few workgroups.
+/// y = conv3d(x, w) + b on `tile`, split over taps when the output gives few workgroups.
 pub(crate) fn forward(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     y: &Tensor,
     geo: &Geometry,
-    rows: u32,
+    tile: RowsTile,
 ) -> Result<()> {
     let gpu = x.gpu();
     let dummy;
@@ -79,9 +128,8 @@ pub(crate) fn forward(
             dummy.buffer()
         }
     };
-    let spec = if rows == 4 { &FORWARD_M4 } else { &FORWARD_M8 };
-    let row_blocks = geo.m_total().div_ceil(rows as usize);
-    let col_blocks = (geo.out[4] / 4).div_ceil(LANES);
+    let row_blocks = geo.m_total().div_ceil(tile.voxels());
+    let col_blocks = (geo.out[4] / tile.lane_channels()).div_ceil(LANES);
     let taps: usize = geo.cfg.kernel.iter().product();
     let splits = split_count_toward(
         SPLIT_TARGET_WORKGROUPS,
@@ -101,7 +149,7 @@ pub(crate) fn forward(
         None
     };
     gpu.dispatch(
-        spec,
+        tile.spec(),
         &params,
         &[x.buffer(), w.buffer(), b],
         &[partial.as_ref().unwrap_or(y).buffer()],
