@@ -20,12 +20,14 @@
 //   Dispatch: (x, y) fold ceil(M / TM) row blocks,
 //   z = column blocks · splits; split s = wg.z / column blocks sums taps [s·chunk, (s+1)·chunk)
 //   into y[s·M·Cout + …] (split-K; the launcher sums the splits, bias in split 0 only).
-// conv3d_backward_weight_rows_c4 — bindings: 0 params, 1 x, 2 g, 3 partial. Lane l owns the
-//   output-channel vec4 group (wg.z % column blocks)·8 + l; the workgroup owns one tap and
-//   32 input channels (x·y fold = taps · ceil(Cin / 32) row blocks; z = column blocks · chunks): chunk
+// conv3d_backward_weight_rows_c4 (R = 8, CW = 4) and conv3d_backward_weight_rows_r16_c2 (R = 16,
+//   CW = 2) — bindings: 0 params, 1 x, 2 g, 3 partial. Lane l owns the group of CW output
+//   channels (wg.z % column blocks)·8 + l; the workgroup owns one tap and 4·R input channels
+//   (x·y fold = taps · ceil(Cin / 4R) row blocks; z = column blocks · chunks): chunk
 //   c = wg.z / column blocks sums voxels [c·chunk, (c+1)·chunk) into partial[c·|gw| + …] (the
 //   launcher's sum pass adds the chunks in order: no atomics, deterministic; one chunk writes
-//   gw). Per voxel: 8 input loads (uniform), 1 g load (per lane), 32 vec4 FMAs.
+//   gw). Per voxel: R input loads (uniform), 1 g load of CW channels (per lane), 4·R FMAs on
+//   vecCW.
 // Both guard bounds by clamping loads and masking stores: no early return, no divergent branch
 // (a SIMD compiler such as lavapipe runs both sides of a divergent `if`, docs/lavapipe-loads.md).
 // Launched by src/ops/conv3d_rows.rs.
@@ -53,6 +55,8 @@ struct ConvParams {
 // Weight-gradient bindings (a different entry point, so the same binding numbers are free).
 @group(0) @binding(2) var<storage, read> g4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> partial4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> g2: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> partial2: array<vec2<f32>>;
 
 // An output voxel as the input corner its receptive field starts at (may lie in the padding),
 // and whether it exists (m < M; a clamped voxel computes and is never stored).
@@ -478,7 +482,7 @@ fn conv3d_rows_m16_c2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
 @compute @workgroup_size(8)
 fn conv3d_backward_weight_rows_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let cout4 = p.cout / 4u;
+    let coutw = p.cout / 4u;
     let cin4 = p.cin / 4u;
     let rblocks = (cin4 + 7u) / 8u;
     let rb = wg.x + wg.y * nwg.x;
@@ -490,10 +494,10 @@ fn conv3d_backward_weight_rows_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin
     let kw = tap % p.kw;
     let kh = (tap / p.kw) % p.kh;
     let kd = tap / (p.kw * p.kh);
-    let cblocks = (cout4 + 7u) / 8u;
+    let cblocks = (coutw + 7u) / 8u;
     let g = (wg.z % cblocks) * 8u + lid;
     let chunk_id = wg.z / cblocks;
-    let gc = min(g, cout4 - 1u);
+    let gc = min(g, coutw - 1u);
     let ci0 = min(c0 + 0u, cin4 - 1u);
     let ci1 = min(c0 + 1u, cin4 - 1u);
     let ci2 = min(c0 + 2u, cin4 - 1u);
@@ -548,7 +552,7 @@ fn conv3d_backward_weight_rows_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin
         let iw = i32(ow * p.sw + kw * p.dw) - i32(p.pw);
         let ok = id >= 0 && id < i32(p.d) && ih >= 0 && ih < i32(p.h) && iw >= 0 && iw < i32(p.w);
         let xo = select(0u, ((n * p.d + u32(id)) * p.h + u32(ih)) * p.w + u32(iw), ok) * cin4;
-        let gv = g4[m * cout4 + gc];
+        let gv = g4[m * coutw + gc];
         let xv0 = select(vec4<f32>(0.0), x4[xo + ci0], ok);
         acc0x = fma(vec4<f32>(xv0.x), gv, acc0x);
         acc0y = fma(vec4<f32>(xv0.y), gv, acc0y);
@@ -595,38 +599,306 @@ fn conv3d_backward_weight_rows_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin
         if (od == p.od) { od = 0u; n += 1u; }
     }
     // gw[tap, ci, co] at partial chunk `chunk_id`; vec4 index (tap·Cin + ci)·Cout/4 + g
-    let base = chunk_id * ntaps * p.cin * cout4 + tap * p.cin * cout4 + g;
-    let live = g < cout4;
-    if (live && c0 + 0u < cin4) { partial4[base + ((c0 + 0u) * 4u + 0u) * cout4] = acc0x; }
-    if (live && c0 + 0u < cin4) { partial4[base + ((c0 + 0u) * 4u + 1u) * cout4] = acc0y; }
-    if (live && c0 + 0u < cin4) { partial4[base + ((c0 + 0u) * 4u + 2u) * cout4] = acc0z; }
-    if (live && c0 + 0u < cin4) { partial4[base + ((c0 + 0u) * 4u + 3u) * cout4] = acc0w; }
-    if (live && c0 + 1u < cin4) { partial4[base + ((c0 + 1u) * 4u + 0u) * cout4] = acc1x; }
-    if (live && c0 + 1u < cin4) { partial4[base + ((c0 + 1u) * 4u + 1u) * cout4] = acc1y; }
-    if (live && c0 + 1u < cin4) { partial4[base + ((c0 + 1u) * 4u + 2u) * cout4] = acc1z; }
-    if (live && c0 + 1u < cin4) { partial4[base + ((c0 + 1u) * 4u + 3u) * cout4] = acc1w; }
-    if (live && c0 + 2u < cin4) { partial4[base + ((c0 + 2u) * 4u + 0u) * cout4] = acc2x; }
-    if (live && c0 + 2u < cin4) { partial4[base + ((c0 + 2u) * 4u + 1u) * cout4] = acc2y; }
-    if (live && c0 + 2u < cin4) { partial4[base + ((c0 + 2u) * 4u + 2u) * cout4] = acc2z; }
-    if (live && c0 + 2u < cin4) { partial4[base + ((c0 + 2u) * 4u + 3u) * cout4] = acc2w; }
-    if (live && c0 + 3u < cin4) { partial4[base + ((c0 + 3u) * 4u + 0u) * cout4] = acc3x; }
-    if (live && c0 + 3u < cin4) { partial4[base + ((c0 + 3u) * 4u + 1u) * cout4] = acc3y; }
-    if (live && c0 + 3u < cin4) { partial4[base + ((c0 + 3u) * 4u + 2u) * cout4] = acc3z; }
-    if (live && c0 + 3u < cin4) { partial4[base + ((c0 + 3u) * 4u + 3u) * cout4] = acc3w; }
-    if (live && c0 + 4u < cin4) { partial4[base + ((c0 + 4u) * 4u + 0u) * cout4] = acc4x; }
-    if (live && c0 + 4u < cin4) { partial4[base + ((c0 + 4u) * 4u + 1u) * cout4] = acc4y; }
-    if (live && c0 + 4u < cin4) { partial4[base + ((c0 + 4u) * 4u + 2u) * cout4] = acc4z; }
-    if (live && c0 + 4u < cin4) { partial4[base + ((c0 + 4u) * 4u + 3u) * cout4] = acc4w; }
-    if (live && c0 + 5u < cin4) { partial4[base + ((c0 + 5u) * 4u + 0u) * cout4] = acc5x; }
-    if (live && c0 + 5u < cin4) { partial4[base + ((c0 + 5u) * 4u + 1u) * cout4] = acc5y; }
-    if (live && c0 + 5u < cin4) { partial4[base + ((c0 + 5u) * 4u + 2u) * cout4] = acc5z; }
-    if (live && c0 + 5u < cin4) { partial4[base + ((c0 + 5u) * 4u + 3u) * cout4] = acc5w; }
-    if (live && c0 + 6u < cin4) { partial4[base + ((c0 + 6u) * 4u + 0u) * cout4] = acc6x; }
-    if (live && c0 + 6u < cin4) { partial4[base + ((c0 + 6u) * 4u + 1u) * cout4] = acc6y; }
-    if (live && c0 + 6u < cin4) { partial4[base + ((c0 + 6u) * 4u + 2u) * cout4] = acc6z; }
-    if (live && c0 + 6u < cin4) { partial4[base + ((c0 + 6u) * 4u + 3u) * cout4] = acc6w; }
-    if (live && c0 + 7u < cin4) { partial4[base + ((c0 + 7u) * 4u + 0u) * cout4] = acc7x; }
-    if (live && c0 + 7u < cin4) { partial4[base + ((c0 + 7u) * 4u + 1u) * cout4] = acc7y; }
-    if (live && c0 + 7u < cin4) { partial4[base + ((c0 + 7u) * 4u + 2u) * cout4] = acc7z; }
-    if (live && c0 + 7u < cin4) { partial4[base + ((c0 + 7u) * 4u + 3u) * cout4] = acc7w; }
+    let base = chunk_id * ntaps * p.cin * coutw + tap * p.cin * coutw + g;
+    let live = g < coutw;
+    if (live && c0 + 0u < cin4) { partial4[base + ((c0 + 0u) * 4u + 0u) * coutw] = acc0x; }
+    if (live && c0 + 0u < cin4) { partial4[base + ((c0 + 0u) * 4u + 1u) * coutw] = acc0y; }
+    if (live && c0 + 0u < cin4) { partial4[base + ((c0 + 0u) * 4u + 2u) * coutw] = acc0z; }
+    if (live && c0 + 0u < cin4) { partial4[base + ((c0 + 0u) * 4u + 3u) * coutw] = acc0w; }
+    if (live && c0 + 1u < cin4) { partial4[base + ((c0 + 1u) * 4u + 0u) * coutw] = acc1x; }
+    if (live && c0 + 1u < cin4) { partial4[base + ((c0 + 1u) * 4u + 1u) * coutw] = acc1y; }
+    if (live && c0 + 1u < cin4) { partial4[base + ((c0 + 1u) * 4u + 2u) * coutw] = acc1z; }
+    if (live && c0 + 1u < cin4) { partial4[base + ((c0 + 1u) * 4u + 3u) * coutw] = acc1w; }
+    if (live && c0 + 2u < cin4) { partial4[base + ((c0 + 2u) * 4u + 0u) * coutw] = acc2x; }
+    if (live && c0 + 2u < cin4) { partial4[base + ((c0 + 2u) * 4u + 1u) * coutw] = acc2y; }
+    if (live && c0 + 2u < cin4) { partial4[base + ((c0 + 2u) * 4u + 2u) * coutw] = acc2z; }
+    if (live && c0 + 2u < cin4) { partial4[base + ((c0 + 2u) * 4u + 3u) * coutw] = acc2w; }
+    if (live && c0 + 3u < cin4) { partial4[base + ((c0 + 3u) * 4u + 0u) * coutw] = acc3x; }
+    if (live && c0 + 3u < cin4) { partial4[base + ((c0 + 3u) * 4u + 1u) * coutw] = acc3y; }
+    if (live && c0 + 3u < cin4) { partial4[base + ((c0 + 3u) * 4u + 2u) * coutw] = acc3z; }
+    if (live && c0 + 3u < cin4) { partial4[base + ((c0 + 3u) * 4u + 3u) * coutw] = acc3w; }
+    if (live && c0 + 4u < cin4) { partial4[base + ((c0 + 4u) * 4u + 0u) * coutw] = acc4x; }
+    if (live && c0 + 4u < cin4) { partial4[base + ((c0 + 4u) * 4u + 1u) * coutw] = acc4y; }
+    if (live && c0 + 4u < cin4) { partial4[base + ((c0 + 4u) * 4u + 2u) * coutw] = acc4z; }
+    if (live && c0 + 4u < cin4) { partial4[base + ((c0 + 4u) * 4u + 3u) * coutw] = acc4w; }
+    if (live && c0 + 5u < cin4) { partial4[base + ((c0 + 5u) * 4u + 0u) * coutw] = acc5x; }
+    if (live && c0 + 5u < cin4) { partial4[base + ((c0 + 5u) * 4u + 1u) * coutw] = acc5y; }
+    if (live && c0 + 5u < cin4) { partial4[base + ((c0 + 5u) * 4u + 2u) * coutw] = acc5z; }
+    if (live && c0 + 5u < cin4) { partial4[base + ((c0 + 5u) * 4u + 3u) * coutw] = acc5w; }
+    if (live && c0 + 6u < cin4) { partial4[base + ((c0 + 6u) * 4u + 0u) * coutw] = acc6x; }
+    if (live && c0 + 6u < cin4) { partial4[base + ((c0 + 6u) * 4u + 1u) * coutw] = acc6y; }
+    if (live && c0 + 6u < cin4) { partial4[base + ((c0 + 6u) * 4u + 2u) * coutw] = acc6z; }
+    if (live && c0 + 6u < cin4) { partial4[base + ((c0 + 6u) * 4u + 3u) * coutw] = acc6w; }
+    if (live && c0 + 7u < cin4) { partial4[base + ((c0 + 7u) * 4u + 0u) * coutw] = acc7x; }
+    if (live && c0 + 7u < cin4) { partial4[base + ((c0 + 7u) * 4u + 1u) * coutw] = acc7y; }
+    if (live && c0 + 7u < cin4) { partial4[base + ((c0 + 7u) * 4u + 2u) * coutw] = acc7z; }
+    if (live && c0 + 7u < cin4) { partial4[base + ((c0 + 7u) * 4u + 3u) * coutw] = acc7w; }
+}
+
+@compute @workgroup_size(8)
+fn conv3d_backward_weight_rows_r16_c2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let coutw = p.cout / 2u;
+    let cin4 = p.cin / 4u;
+    let rblocks = (cin4 + 15u) / 16u;
+    let rb = wg.x + wg.y * nwg.x;
+    let ntaps = p.kd * p.kh * p.kw;
+    // Uniform per workgroup: the folded grid's tail workgroups leave together.
+    if (rb >= ntaps * rblocks) { return; }
+    let tap = rb / rblocks;
+    let c0 = (rb % rblocks) * 16u;
+    let kw = tap % p.kw;
+    let kh = (tap / p.kw) % p.kh;
+    let kd = tap / (p.kw * p.kh);
+    let cblocks = (coutw + 7u) / 8u;
+    let g = (wg.z % cblocks) * 8u + lid;
+    let chunk_id = wg.z / cblocks;
+    let gc = min(g, coutw - 1u);
+    let ci0 = min(c0 + 0u, cin4 - 1u);
+    let ci1 = min(c0 + 1u, cin4 - 1u);
+    let ci2 = min(c0 + 2u, cin4 - 1u);
+    let ci3 = min(c0 + 3u, cin4 - 1u);
+    let ci4 = min(c0 + 4u, cin4 - 1u);
+    let ci5 = min(c0 + 5u, cin4 - 1u);
+    let ci6 = min(c0 + 6u, cin4 - 1u);
+    let ci7 = min(c0 + 7u, cin4 - 1u);
+    let ci8 = min(c0 + 8u, cin4 - 1u);
+    let ci9 = min(c0 + 9u, cin4 - 1u);
+    let ci10 = min(c0 + 10u, cin4 - 1u);
+    let ci11 = min(c0 + 11u, cin4 - 1u);
+    let ci12 = min(c0 + 12u, cin4 - 1u);
+    let ci13 = min(c0 + 13u, cin4 - 1u);
+    let ci14 = min(c0 + 14u, cin4 - 1u);
+    let ci15 = min(c0 + 15u, cin4 - 1u);
+    var acc0x = vec2<f32>(0.0);
+    var acc0y = vec2<f32>(0.0);
+    var acc0z = vec2<f32>(0.0);
+    var acc0w = vec2<f32>(0.0);
+    var acc1x = vec2<f32>(0.0);
+    var acc1y = vec2<f32>(0.0);
+    var acc1z = vec2<f32>(0.0);
+    var acc1w = vec2<f32>(0.0);
+    var acc2x = vec2<f32>(0.0);
+    var acc2y = vec2<f32>(0.0);
+    var acc2z = vec2<f32>(0.0);
+    var acc2w = vec2<f32>(0.0);
+    var acc3x = vec2<f32>(0.0);
+    var acc3y = vec2<f32>(0.0);
+    var acc3z = vec2<f32>(0.0);
+    var acc3w = vec2<f32>(0.0);
+    var acc4x = vec2<f32>(0.0);
+    var acc4y = vec2<f32>(0.0);
+    var acc4z = vec2<f32>(0.0);
+    var acc4w = vec2<f32>(0.0);
+    var acc5x = vec2<f32>(0.0);
+    var acc5y = vec2<f32>(0.0);
+    var acc5z = vec2<f32>(0.0);
+    var acc5w = vec2<f32>(0.0);
+    var acc6x = vec2<f32>(0.0);
+    var acc6y = vec2<f32>(0.0);
+    var acc6z = vec2<f32>(0.0);
+    var acc6w = vec2<f32>(0.0);
+    var acc7x = vec2<f32>(0.0);
+    var acc7y = vec2<f32>(0.0);
+    var acc7z = vec2<f32>(0.0);
+    var acc7w = vec2<f32>(0.0);
+    var acc8x = vec2<f32>(0.0);
+    var acc8y = vec2<f32>(0.0);
+    var acc8z = vec2<f32>(0.0);
+    var acc8w = vec2<f32>(0.0);
+    var acc9x = vec2<f32>(0.0);
+    var acc9y = vec2<f32>(0.0);
+    var acc9z = vec2<f32>(0.0);
+    var acc9w = vec2<f32>(0.0);
+    var acc10x = vec2<f32>(0.0);
+    var acc10y = vec2<f32>(0.0);
+    var acc10z = vec2<f32>(0.0);
+    var acc10w = vec2<f32>(0.0);
+    var acc11x = vec2<f32>(0.0);
+    var acc11y = vec2<f32>(0.0);
+    var acc11z = vec2<f32>(0.0);
+    var acc11w = vec2<f32>(0.0);
+    var acc12x = vec2<f32>(0.0);
+    var acc12y = vec2<f32>(0.0);
+    var acc12z = vec2<f32>(0.0);
+    var acc12w = vec2<f32>(0.0);
+    var acc13x = vec2<f32>(0.0);
+    var acc13y = vec2<f32>(0.0);
+    var acc13z = vec2<f32>(0.0);
+    var acc13w = vec2<f32>(0.0);
+    var acc14x = vec2<f32>(0.0);
+    var acc14y = vec2<f32>(0.0);
+    var acc14z = vec2<f32>(0.0);
+    var acc14w = vec2<f32>(0.0);
+    var acc15x = vec2<f32>(0.0);
+    var acc15y = vec2<f32>(0.0);
+    var acc15z = vec2<f32>(0.0);
+    var acc15w = vec2<f32>(0.0);
+    let m_begin = chunk_id * p.chunk;
+    let m_end = min(p.m_total, m_begin + p.chunk);
+    // Walk the chunk's voxels with running (n, od, oh, ow) counters: no divisions per voxel.
+    var q = m_begin;
+    var ow = q % p.ow; q = q / p.ow;
+    var oh = q % p.oh; q = q / p.oh;
+    var od = q % p.od;
+    var n = q / p.od;
+    for (var m = m_begin; m < m_end; m++) {
+        let id = i32(od * p.sd + kd * p.dd) - i32(p.pd);
+        let ih = i32(oh * p.sh + kh * p.dh) - i32(p.ph);
+        let iw = i32(ow * p.sw + kw * p.dw) - i32(p.pw);
+        let ok = id >= 0 && id < i32(p.d) && ih >= 0 && ih < i32(p.h) && iw >= 0 && iw < i32(p.w);
+        let xo = select(0u, ((n * p.d + u32(id)) * p.h + u32(ih)) * p.w + u32(iw), ok) * cin4;
+        let gv = g2[m * coutw + gc];
+        let xv0 = select(vec4<f32>(0.0), x4[xo + ci0], ok);
+        acc0x = fma(vec2<f32>(xv0.x), gv, acc0x);
+        acc0y = fma(vec2<f32>(xv0.y), gv, acc0y);
+        acc0z = fma(vec2<f32>(xv0.z), gv, acc0z);
+        acc0w = fma(vec2<f32>(xv0.w), gv, acc0w);
+        let xv1 = select(vec4<f32>(0.0), x4[xo + ci1], ok);
+        acc1x = fma(vec2<f32>(xv1.x), gv, acc1x);
+        acc1y = fma(vec2<f32>(xv1.y), gv, acc1y);
+        acc1z = fma(vec2<f32>(xv1.z), gv, acc1z);
+        acc1w = fma(vec2<f32>(xv1.w), gv, acc1w);
+        let xv2 = select(vec4<f32>(0.0), x4[xo + ci2], ok);
+        acc2x = fma(vec2<f32>(xv2.x), gv, acc2x);
+        acc2y = fma(vec2<f32>(xv2.y), gv, acc2y);
+        acc2z = fma(vec2<f32>(xv2.z), gv, acc2z);
+        acc2w = fma(vec2<f32>(xv2.w), gv, acc2w);
+        let xv3 = select(vec4<f32>(0.0), x4[xo + ci3], ok);
+        acc3x = fma(vec2<f32>(xv3.x), gv, acc3x);
+        acc3y = fma(vec2<f32>(xv3.y), gv, acc3y);
+        acc3z = fma(vec2<f32>(xv3.z), gv, acc3z);
+        acc3w = fma(vec2<f32>(xv3.w), gv, acc3w);
+        let xv4 = select(vec4<f32>(0.0), x4[xo + ci4], ok);
+        acc4x = fma(vec2<f32>(xv4.x), gv, acc4x);
+        acc4y = fma(vec2<f32>(xv4.y), gv, acc4y);
+        acc4z = fma(vec2<f32>(xv4.z), gv, acc4z);
+        acc4w = fma(vec2<f32>(xv4.w), gv, acc4w);
+        let xv5 = select(vec4<f32>(0.0), x4[xo + ci5], ok);
+        acc5x = fma(vec2<f32>(xv5.x), gv, acc5x);
+        acc5y = fma(vec2<f32>(xv5.y), gv, acc5y);
+        acc5z = fma(vec2<f32>(xv5.z), gv, acc5z);
+        acc5w = fma(vec2<f32>(xv5.w), gv, acc5w);
+        let xv6 = select(vec4<f32>(0.0), x4[xo + ci6], ok);
+        acc6x = fma(vec2<f32>(xv6.x), gv, acc6x);
+        acc6y = fma(vec2<f32>(xv6.y), gv, acc6y);
+        acc6z = fma(vec2<f32>(xv6.z), gv, acc6z);
+        acc6w = fma(vec2<f32>(xv6.w), gv, acc6w);
+        let xv7 = select(vec4<f32>(0.0), x4[xo + ci7], ok);
+        acc7x = fma(vec2<f32>(xv7.x), gv, acc7x);
+        acc7y = fma(vec2<f32>(xv7.y), gv, acc7y);
+        acc7z = fma(vec2<f32>(xv7.z), gv, acc7z);
+        acc7w = fma(vec2<f32>(xv7.w), gv, acc7w);
+        let xv8 = select(vec4<f32>(0.0), x4[xo + ci8], ok);
+        acc8x = fma(vec2<f32>(xv8.x), gv, acc8x);
+        acc8y = fma(vec2<f32>(xv8.y), gv, acc8y);
+        acc8z = fma(vec2<f32>(xv8.z), gv, acc8z);
+        acc8w = fma(vec2<f32>(xv8.w), gv, acc8w);
+        let xv9 = select(vec4<f32>(0.0), x4[xo + ci9], ok);
+        acc9x = fma(vec2<f32>(xv9.x), gv, acc9x);
+        acc9y = fma(vec2<f32>(xv9.y), gv, acc9y);
+        acc9z = fma(vec2<f32>(xv9.z), gv, acc9z);
+        acc9w = fma(vec2<f32>(xv9.w), gv, acc9w);
+        let xv10 = select(vec4<f32>(0.0), x4[xo + ci10], ok);
+        acc10x = fma(vec2<f32>(xv10.x), gv, acc10x);
+        acc10y = fma(vec2<f32>(xv10.y), gv, acc10y);
+        acc10z = fma(vec2<f32>(xv10.z), gv, acc10z);
+        acc10w = fma(vec2<f32>(xv10.w), gv, acc10w);
+        let xv11 = select(vec4<f32>(0.0), x4[xo + ci11], ok);
+        acc11x = fma(vec2<f32>(xv11.x), gv, acc11x);
+        acc11y = fma(vec2<f32>(xv11.y), gv, acc11y);
+        acc11z = fma(vec2<f32>(xv11.z), gv, acc11z);
+        acc11w = fma(vec2<f32>(xv11.w), gv, acc11w);
+        let xv12 = select(vec4<f32>(0.0), x4[xo + ci12], ok);
+        acc12x = fma(vec2<f32>(xv12.x), gv, acc12x);
+        acc12y = fma(vec2<f32>(xv12.y), gv, acc12y);
+        acc12z = fma(vec2<f32>(xv12.z), gv, acc12z);
+        acc12w = fma(vec2<f32>(xv12.w), gv, acc12w);
+        let xv13 = select(vec4<f32>(0.0), x4[xo + ci13], ok);
+        acc13x = fma(vec2<f32>(xv13.x), gv, acc13x);
+        acc13y = fma(vec2<f32>(xv13.y), gv, acc13y);
+        acc13z = fma(vec2<f32>(xv13.z), gv, acc13z);
+        acc13w = fma(vec2<f32>(xv13.w), gv, acc13w);
+        let xv14 = select(vec4<f32>(0.0), x4[xo + ci14], ok);
+        acc14x = fma(vec2<f32>(xv14.x), gv, acc14x);
+        acc14y = fma(vec2<f32>(xv14.y), gv, acc14y);
+        acc14z = fma(vec2<f32>(xv14.z), gv, acc14z);
+        acc14w = fma(vec2<f32>(xv14.w), gv, acc14w);
+        let xv15 = select(vec4<f32>(0.0), x4[xo + ci15], ok);
+        acc15x = fma(vec2<f32>(xv15.x), gv, acc15x);
+        acc15y = fma(vec2<f32>(xv15.y), gv, acc15y);
+        acc15z = fma(vec2<f32>(xv15.z), gv, acc15z);
+        acc15w = fma(vec2<f32>(xv15.w), gv, acc15w);
+        ow += 1u;
+        if (ow == p.ow) { ow = 0u; oh += 1u; }
+        if (oh == p.oh) { oh = 0u; od += 1u; }
+        if (od == p.od) { od = 0u; n += 1u; }
+    }
+    // gw[tap, ci, co] at partial chunk `chunk_id`; vec2 index (tap·Cin + ci)·Cout/2 + g
+    let base = chunk_id * ntaps * p.cin * coutw + tap * p.cin * coutw + g;
+    let live = g < coutw;
+    if (live && c0 + 0u < cin4) { partial2[base + ((c0 + 0u) * 4u + 0u) * coutw] = acc0x; }
+    if (live && c0 + 0u < cin4) { partial2[base + ((c0 + 0u) * 4u + 1u) * coutw] = acc0y; }
+    if (live && c0 + 0u < cin4) { partial2[base + ((c0 + 0u) * 4u + 2u) * coutw] = acc0z; }
+    if (live && c0 + 0u < cin4) { partial2[base + ((c0 + 0u) * 4u + 3u) * coutw] = acc0w; }
+    if (live && c0 + 1u < cin4) { partial2[base + ((c0 + 1u) * 4u + 0u) * coutw] = acc1x; }
+    if (live && c0 + 1u < cin4) { partial2[base + ((c0 + 1u) * 4u + 1u) * coutw] = acc1y; }
+    if (live && c0 + 1u < cin4) { partial2[base + ((c0 + 1u) * 4u + 2u) * coutw] = acc1z; }
+    if (live && c0 + 1u < cin4) { partial2[base + ((c0 + 1u) * 4u + 3u) * coutw] = acc1w; }
+    if (live && c0 + 2u < cin4) { partial2[base + ((c0 + 2u) * 4u + 0u) * coutw] = acc2x; }
+    if (live && c0 + 2u < cin4) { partial2[base + ((c0 + 2u) * 4u + 1u) * coutw] = acc2y; }
+    if (live && c0 + 2u < cin4) { partial2[base + ((c0 + 2u) * 4u + 2u) * coutw] = acc2z; }
+    if (live && c0 + 2u < cin4) { partial2[base + ((c0 + 2u) * 4u + 3u) * coutw] = acc2w; }
+    if (live && c0 + 3u < cin4) { partial2[base + ((c0 + 3u) * 4u + 0u) * coutw] = acc3x; }
+    if (live && c0 + 3u < cin4) { partial2[base + ((c0 + 3u) * 4u + 1u) * coutw] = acc3y; }
+    if (live && c0 + 3u < cin4) { partial2[base + ((c0 + 3u) * 4u + 2u) * coutw] = acc3z; }
+    if (live && c0 + 3u < cin4) { partial2[base + ((c0 + 3u) * 4u + 3u) * coutw] = acc3w; }
+    if (live && c0 + 4u < cin4) { partial2[base + ((c0 + 4u) * 4u + 0u) * coutw] = acc4x; }
+    if (live && c0 + 4u < cin4) { partial2[base + ((c0 + 4u) * 4u + 1u) * coutw] = acc4y; }
+    if (live && c0 + 4u < cin4) { partial2[base + ((c0 + 4u) * 4u + 2u) * coutw] = acc4z; }
+    if (live && c0 + 4u < cin4) { partial2[base + ((c0 + 4u) * 4u + 3u) * coutw] = acc4w; }
+    if (live && c0 + 5u < cin4) { partial2[base + ((c0 + 5u) * 4u + 0u) * coutw] = acc5x; }
+    if (live && c0 + 5u < cin4) { partial2[base + ((c0 + 5u) * 4u + 1u) * coutw] = acc5y; }
+    if (live && c0 + 5u < cin4) { partial2[base + ((c0 + 5u) * 4u + 2u) * coutw] = acc5z; }
+    if (live && c0 + 5u < cin4) { partial2[base + ((c0 + 5u) * 4u + 3u) * coutw] = acc5w; }
+    if (live && c0 + 6u < cin4) { partial2[base + ((c0 + 6u) * 4u + 0u) * coutw] = acc6x; }
+    if (live && c0 + 6u < cin4) { partial2[base + ((c0 + 6u) * 4u + 1u) * coutw] = acc6y; }
+    if (live && c0 + 6u < cin4) { partial2[base + ((c0 + 6u) * 4u + 2u) * coutw] = acc6z; }
+    if (live && c0 + 6u < cin4) { partial2[base + ((c0 + 6u) * 4u + 3u) * coutw] = acc6w; }
+    if (live && c0 + 7u < cin4) { partial2[base + ((c0 + 7u) * 4u + 0u) * coutw] = acc7x; }
+    if (live && c0 + 7u < cin4) { partial2[base + ((c0 + 7u) * 4u + 1u) * coutw] = acc7y; }
+    if (live && c0 + 7u < cin4) { partial2[base + ((c0 + 7u) * 4u + 2u) * coutw] = acc7z; }
+    if (live && c0 + 7u < cin4) { partial2[base + ((c0 + 7u) * 4u + 3u) * coutw] = acc7w; }
+    if (live && c0 + 8u < cin4) { partial2[base + ((c0 + 8u) * 4u + 0u) * coutw] = acc8x; }
+    if (live && c0 + 8u < cin4) { partial2[base + ((c0 + 8u) * 4u + 1u) * coutw] = acc8y; }
+    if (live && c0 + 8u < cin4) { partial2[base + ((c0 + 8u) * 4u + 2u) * coutw] = acc8z; }
+    if (live && c0 + 8u < cin4) { partial2[base + ((c0 + 8u) * 4u + 3u) * coutw] = acc8w; }
+    if (live && c0 + 9u < cin4) { partial2[base + ((c0 + 9u) * 4u + 0u) * coutw] = acc9x; }
+    if (live && c0 + 9u < cin4) { partial2[base + ((c0 + 9u) * 4u + 1u) * coutw] = acc9y; }
+    if (live && c0 + 9u < cin4) { partial2[base + ((c0 + 9u) * 4u + 2u) * coutw] = acc9z; }
+    if (live && c0 + 9u < cin4) { partial2[base + ((c0 + 9u) * 4u + 3u) * coutw] = acc9w; }
+    if (live && c0 + 10u < cin4) { partial2[base + ((c0 + 10u) * 4u + 0u) * coutw] = acc10x; }
+    if (live && c0 + 10u < cin4) { partial2[base + ((c0 + 10u) * 4u + 1u) * coutw] = acc10y; }
+    if (live && c0 + 10u < cin4) { partial2[base + ((c0 + 10u) * 4u + 2u) * coutw] = acc10z; }
+    if (live && c0 + 10u < cin4) { partial2[base + ((c0 + 10u) * 4u + 3u) * coutw] = acc10w; }
+    if (live && c0 + 11u < cin4) { partial2[base + ((c0 + 11u) * 4u + 0u) * coutw] = acc11x; }
+    if (live && c0 + 11u < cin4) { partial2[base + ((c0 + 11u) * 4u + 1u) * coutw] = acc11y; }
+    if (live && c0 + 11u < cin4) { partial2[base + ((c0 + 11u) * 4u + 2u) * coutw] = acc11z; }
+    if (live && c0 + 11u < cin4) { partial2[base + ((c0 + 11u) * 4u + 3u) * coutw] = acc11w; }
+    if (live && c0 + 12u < cin4) { partial2[base + ((c0 + 12u) * 4u + 0u) * coutw] = acc12x; }
+    if (live && c0 + 12u < cin4) { partial2[base + ((c0 + 12u) * 4u + 1u) * coutw] = acc12y; }
+    if (live && c0 + 12u < cin4) { partial2[base + ((c0 + 12u) * 4u + 2u) * coutw] = acc12z; }
+    if (live && c0 + 12u < cin4) { partial2[base + ((c0 + 12u) * 4u + 3u) * coutw] = acc12w; }
+    if (live && c0 + 13u < cin4) { partial2[base + ((c0 + 13u) * 4u + 0u) * coutw] = acc13x; }
+    if (live && c0 + 13u < cin4) { partial2[base + ((c0 + 13u) * 4u + 1u) * coutw] = acc13y; }
+    if (live && c0 + 13u < cin4) { partial2[base + ((c0 + 13u) * 4u + 2u) * coutw] = acc13z; }
+    if (live && c0 + 13u < cin4) { partial2[base + ((c0 + 13u) * 4u + 3u) * coutw] = acc13w; }
+    if (live && c0 + 14u < cin4) { partial2[base + ((c0 + 14u) * 4u + 0u) * coutw] = acc14x; }
+    if (live && c0 + 14u < cin4) { partial2[base + ((c0 + 14u) * 4u + 1u) * coutw] = acc14y; }
+    if (live && c0 + 14u < cin4) { partial2[base + ((c0 + 14u) * 4u + 2u) * coutw] = acc14z; }
+    if (live && c0 + 14u < cin4) { partial2[base + ((c0 + 14u) * 4u + 3u) * coutw] = acc14w; }
+    if (live && c0 + 15u < cin4) { partial2[base + ((c0 + 15u) * 4u + 0u) * coutw] = acc15x; }
+    if (live && c0 + 15u < cin4) { partial2[base + ((c0 + 15u) * 4u + 1u) * coutw] = acc15y; }
+    if (live && c0 + 15u < cin4) { partial2[base + ((c0 + 15u) * 4u + 2u) * coutw] = acc15z; }
+    if (live && c0 + 15u < cin4) { partial2[base + ((c0 + 15u) * 4u + 3u) * coutw] = acc15w; }
 }

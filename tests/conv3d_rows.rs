@@ -3,7 +3,8 @@
 //! gradient (flipped conv and sub-pixel classes on the same kernel) and weight gradient against
 //! src/reference/conv3d.rs with strides, padding, dilation, batch 2, channel counts that fill
 //! neither a workgroup's 8 lanes nor a weight-gradient block of 32 input channels, the three
-//! forward tiles (16 voxels × 2 channels, 8 × 4, 4 × 4) and both split paths (taps in the forward, voxels in the
+//! forward tiles (16 voxels × 2 channels, 8 × 4, 4 × 4), both weight-gradient tiles (32 input
+//! channels × 4 output channels, 64 × 2) and both split paths (taps in the forward, voxels in the
 //! weight gradient); the unsplit forward against a CPU channel matmul and the adjoint identity
 //! (checks that share no code with the kernels or the reference); a forward past 65 535
 //! workgroups; the kernels that ran (plan and profiler); the register kernels where a shape
@@ -80,6 +81,10 @@ fn cases() -> Vec<([usize; 5], usize, Conv3dConfig)> {
         ([1, 8, 4, 8, 8], 16, Conv3dConfig::cube(4, 4, 0)),
         // Cin 68 (three weight-gradient blocks, the last a quarter full), Cout 4 (one lane)
         ([1, 4, 5, 6, 68], 4, Conv3dConfig::cube(3, 1, 1)),
+        // Cin 64 and 128: the weight gradient's 64-channel tile, one and two blocks, with Cout
+        // 20 (10 channel pairs: a second workgroup of lanes with two live lanes) and 12
+        ([1, 4, 5, 6, 64], 20, Conv3dConfig::cube(3, 1, 1)),
+        ([2, 3, 4, 5, 128], 12, Conv3dConfig::cube(3, 2, 1)),
     ]
 }
 
@@ -231,16 +236,23 @@ fn every_pass_runs_the_row_kernels_where_they_fit_and_the_register_tiles_elsewhe
     // weight gradient all on the row kernels (512 output voxels: the 16-voxel tile; 216 and 27:
     // the 8-voxel tile); k2 s2 to 2·2·1 voxels: the 4-voxel tile (its
     // input gradient is the patchify matmul, tests/conv3d_patchify.rs).
-    for (x, cfg, tile) in [
-        ([1, 8, 8, 8, 8], Conv3dConfig::cube(3, 1, 1), "m16_c2"),
-        ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 1, 1), "m8_c4"),
-        ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 2, 1), "m8_c4"),
-        ([1, 4, 4, 2, 8], Conv3dConfig::cube(2, 2, 0), "m4_c4"),
+    // Cin 64: the weight gradient's 64-channel tile.
+    for (x, cfg, tile, weight_tile) in [
+        ([1, 8, 8, 8, 8], Conv3dConfig::cube(3, 1, 1), "m16_c2", "c4"),
+        ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 1, 1), "m8_c4", "c4"),
+        (
+            [1, 6, 6, 6, 64],
+            Conv3dConfig::cube(3, 1, 1),
+            "m8_c4",
+            "r16_c2",
+        ),
+        ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 2, 1), "m8_c4", "c4"),
+        ([1, 4, 4, 2, 8], Conv3dConfig::cube(2, 2, 0), "m4_c4", "c4"),
     ] {
         let ran = conv_kernels_run(&gpu, ROWS, x, 16, cfg);
         for want in [
             format!("conv3d_rows::conv3d_rows_{tile}"),
-            "conv3d_rows::conv3d_backward_weight_rows_c4".to_string(),
+            format!("conv3d_rows::conv3d_backward_weight_rows_{weight_tile}"),
         ] {
             assert!(ran.contains(&want), "{cfg:?}: {want} not in {ran:?}");
         }

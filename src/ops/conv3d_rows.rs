@@ -15,8 +15,9 @@
 //! Conditions (checked by [`fits`], from the shapes alone): groups = 1, Cin % 4 == 0,
 //! Cout % 4 == 0. The forward takes 16 voxels × 2 output channels per invocation on outputs of
 //! at least [`LARGE_M`] voxels, 8 × 4 on smaller ones and 4 × 4 on outputs of fewer than
-//! [`SMALL_M`] voxels (a PVT spatial-reduction conv has 2 per sample); long reductions over
-//! few outputs split over taps (forward) or voxels (weight gradient), partials summed after.
+//! [`SMALL_M`] voxels (a PVT spatial-reduction conv has 2 per sample); the weight gradient 64
+//! input × 2 output channels per invocation when Cin % 64 == 0, else 32 × 4. Long reductions
+//! over few outputs split over taps (forward) or voxels (weight gradient), partials summed after.
 
 use super::conv3d::{self, Geometry};
 use super::conv3d_fast::{fold, weight_gradient_in_chunks};
@@ -35,14 +36,18 @@ const FORWARD_M8: KernelSpec = spec("conv3d_rows_m8_c4", 3);
 const FORWARD_M4: KernelSpec = spec("conv3d_rows_m4_c4", 3);
 const FORWARD_M16_C2: KernelSpec = spec("conv3d_rows_m16_c2", 3);
 const BACKWARD_WEIGHT: KernelSpec = spec("conv3d_backward_weight_rows_c4", 2);
+const BACKWARD_WEIGHT_R16_C2: KernelSpec = spec("conv3d_backward_weight_rows_r16_c2", 2);
 
-pub(crate) const KERNELS: &[KernelSpec] =
-    &[FORWARD_M8, FORWARD_M4, FORWARD_M16_C2, BACKWARD_WEIGHT];
+pub(crate) const KERNELS: &[KernelSpec] = &[
+    FORWARD_M8,
+    FORWARD_M4,
+    FORWARD_M16_C2,
+    BACKWARD_WEIGHT,
+    BACKWARD_WEIGHT_R16_C2,
+];
 
 /// Lanes per workgroup (output-channel vec4 groups); matches the generator.
 const LANES: usize = 8;
-/// Input-channel vec4s per weight-gradient invocation; matches the generator.
-const WEIGHT_ROWS4: usize = 8;
 /// Outputs with fewer voxels than this (one 8-voxel tile) take the 4-voxel forward tile.
 pub(crate) const SMALL_M: usize = 8;
 /// Outputs with at least this many voxels take the 16-voxel tile (its partial last tile then
@@ -161,11 +166,60 @@ pub(crate) fn forward(
     Ok(())
 }
 
-/// gw = Σ_m x(m @ tap) ⊗ g(m): voxels split into chunks (partials), then the sum pass.
+/// A weight-gradient tile: input-channel vec4s per invocation × output channels per lane.
+///
+/// Both hold 32 accumulators per lane; `R16C2` loads half the upstream-gradient values per lane
+/// for each FMA (as [`RowsTile::M16C2`] does the weights), but its 64 input channels per
+/// invocation would be a quarter to half padding unless Cin is a multiple of 64.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RowsWeightTile {
+    /// 32 input channels × 4 output channels.
+    R8C4,
+    /// 64 input channels × 2 output channels: Cin % 64 == 0.
+    R16C2,
+}
+
+impl RowsWeightTile {
+    /// The tile for `geo`'s input channels.
+    pub(crate) fn for_geometry(geo: &Geometry) -> RowsWeightTile {
+        if geo.x[4].is_multiple_of(64) {
+            RowsWeightTile::R16C2
+        } else {
+            RowsWeightTile::R8C4
+        }
+    }
+
+    /// Input-channel vec4s per invocation; matches the generator.
+    fn rows4(self) -> usize {
+        match self {
+            RowsWeightTile::R8C4 => 8,
+            RowsWeightTile::R16C2 => 16,
+        }
+    }
+
+    /// Output channels per lane.
+    fn lane_channels(self) -> usize {
+        match self {
+            RowsWeightTile::R8C4 => 4,
+            RowsWeightTile::R16C2 => 2,
+        }
+    }
+
+    fn spec(self) -> &'static KernelSpec {
+        match self {
+            RowsWeightTile::R8C4 => &BACKWARD_WEIGHT,
+            RowsWeightTile::R16C2 => &BACKWARD_WEIGHT_R16_C2,
+        }
+    }
+}
+
+/// gw = Σ_m x(m @ tap) ⊗ g(m) on the tile for `geo`: voxels split into chunks (partials), then
+/// the sum pass.
 pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry) -> Result<()> {
+    let tile = RowsWeightTile::for_geometry(geo);
     let taps: usize = geo.cfg.kernel.iter().product();
-    let row_blocks = taps * (geo.x[4] / 4).div_ceil(WEIGHT_ROWS4);
-    let col_blocks = (geo.out[4] / 4).div_ceil(LANES);
+    let row_blocks = taps * (geo.x[4] / 4).div_ceil(tile.rows4());
+    let col_blocks = (geo.out[4] / tile.lane_channels()).div_ceil(LANES);
     let rows = geo.m_total();
     let wn = gw.numel();
     let chunks = split_count_toward(SPLIT_TARGET_WORKGROUPS, row_blocks * col_blocks, rows, wn)
@@ -175,5 +229,5 @@ pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometr
     let mut params = geo.params(wn, false);
     params.splits = chunks as u32;
     params.chunk = chunk as u32;
-    weight_gradient_in_chunks(&BACKWARD_WEIGHT, &params, x, g, gw, row_blocks, col_blocks)
+    weight_gradient_in_chunks(tile.spec(), &params, x, g, gw, row_blocks, col_blocks)
 }
