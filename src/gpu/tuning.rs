@@ -23,7 +23,10 @@
 //! The cache never makes an op fail: a file that is not valid JSON of the expected form is
 //! ignored with a warning on stderr (and replaced at the next write), an unwritable directory
 //! costs a warning. The adapter key is its name, driver, driver info and backend, so a driver
-//! update gets a fresh measurement.
+//! update gets a fresh measurement; on a CPU adapter also the host CPU's vector features, because
+//! the same driver compiles per-lane loads to gathers on one CPU and to per-lane branches on
+//! another (docs/lavapipe-loads.md), which reorders the kernels (a home folder shared by
+//! machines of a cluster must not carry one machine's choice to another).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -145,10 +148,43 @@ struct CacheFile {
     choices: BTreeMap<String, CachedChoice>,
 }
 
-/// File-name-safe key of an adapter: name, driver, driver info and backend, every character
-/// outside `[A-Za-z0-9._-]` as `_`, runs of `_` collapsed.
+/// File-name-safe key of an adapter: name, driver, driver info and backend, and for a CPU
+/// adapter the host's [`cpu_features`]; every character outside `[A-Za-z0-9._-]` as `_`, runs of
+/// `_` collapsed.
 pub fn adapter_key(a: &AdapterSummary) -> String {
-    let raw = format!("{}-{}-{}-{:?}", a.name, a.driver, a.driver_info, a.backend);
+    key_of(a, &cpu_features())
+}
+
+/// The vector features of the CPU this process runs on that decide how a CPU adapter's compiler
+/// vectorises loads (`x86_64-avx2-fma` on a CPU with AVX2 and FMA but no AVX-512), or the
+/// architecture alone elsewhere.
+pub fn cpu_features() -> String {
+    let mut s = std::env::consts::ARCH.to_string();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let have = [
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("fma", std::arch::is_x86_feature_detected!("fma")),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+            ("avx512vl", std::arch::is_x86_feature_detected!("avx512vl")),
+        ];
+        for (name, on) in have {
+            if on {
+                s.push('-');
+                s.push_str(name);
+            }
+        }
+    }
+    s
+}
+
+/// [`adapter_key`] with the CPU features given (`cpu` is ignored for other adapter types).
+fn key_of(a: &AdapterSummary, cpu: &str) -> String {
+    let mut raw = format!("{}-{}-{}-{:?}", a.name, a.driver, a.driver_info, a.backend);
+    if a.device_type == wgpu::DeviceType::Cpu {
+        raw.push('-');
+        raw.push_str(cpu);
+    }
     let mut key = String::new();
     for c in raw.chars() {
         let c = if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') {
@@ -463,7 +499,7 @@ mod tests {
     }
 
     #[test]
-    fn adapter_keys_are_file_name_safe_and_tell_drivers_apart() {
+    fn adapter_keys_are_file_name_safe_and_tell_drivers_and_cpus_apart() {
         let mut a = AdapterSummary {
             name: "llvmpipe (LLVM 19.1.7, 256 bits)".into(),
             backend: wgpu::Backend::Vulkan,
@@ -471,13 +507,22 @@ mod tests {
             driver: "llvmpipe".into(),
             driver_info: "Mesa 26.1.6 (LLVM 19.1.7)".into(),
         };
-        let k26 = adapter_key(&a);
+        let k26 = key_of(&a, "x86_64-avx2-fma");
         assert_eq!(
             k26,
-            "llvmpipe_llvm_19.1.7_256_bits_-llvmpipe-mesa_26.1.6_llvm_19.1.7_-vulkan"
+            "llvmpipe_llvm_19.1.7_256_bits_-llvmpipe-mesa_26.1.6_llvm_19.1.7_-vulkan-x86_64-avx2-fma"
         );
+        assert_ne!(key_of(&a, "x86_64-avx2-fma-avx512f-avx512vl"), k26);
+        assert_eq!(adapter_key(&a), key_of(&a, &cpu_features()));
+        assert!(cpu_features().starts_with(std::env::consts::ARCH));
         a.driver_info = "Mesa 25.0.7 (LLVM 15.0.6)".into();
-        assert_ne!(adapter_key(&a), k26);
+        assert_ne!(key_of(&a, "x86_64-avx2-fma"), k26);
+        // A GPU's key does not depend on the host CPU.
+        let gpu = AdapterSummary {
+            device_type: wgpu::DeviceType::DiscreteGpu,
+            ..a.clone()
+        };
+        assert_eq!(key_of(&gpu, "x86_64"), key_of(&gpu, "x86_64-avx2"));
         a.name = "../../etc/passwd".into();
         assert!(!adapter_key(&a).contains('/'));
     }
