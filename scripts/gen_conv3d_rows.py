@@ -18,7 +18,7 @@ and compares byte for byte with the committed file).
 import argparse
 import pathlib
 
-WG = 8  # lanes per workgroup, along output-channel vec4 groups
+WG = 8  # lanes per workgroup, along groups of 4 or 2 output channels
 # Forward tiles: (voxels per invocation, output channels per lane). (8, 4): 8 vec4 accumulators
 # per lane; 16 and 32 voxels of vec4s spill on a 16-register AVX2 target and ran 1.4x slower
 # (docs/kernel-tuning.md, "conv3d `rows`"). (4, 4) for convs with fewer voxels than one 8-row tile

@@ -6,8 +6,8 @@
 //! per-lane gather; on lavapipe Mesa 26 a gather costs a masked per-lane sequence while a load
 //! whose address is the same on every lane is one scalar load. Here the 8 lanes of a workgroup
 //! (one 256-bit SIMD row) share the voxels and split the output channels, so the input loads are
-//! uniform and the per-lane loads are contiguous vec4s of the weight (forward) or of the
-//! upstream gradient (weight gradient). Workgroups of 8 would leave three quarters of a GPU warp
+//! uniform and the per-lane loads are contiguous groups of 4 or 2 output channels of the weight
+//! (forward) or of the upstream gradient (weight gradient). Workgroups of 8 would leave three quarters of a GPU warp
 //! idle, so this family (`ConvPath::Rows`, `CADS_KERNEL_CONV3D=rows`) is a tuning candidate on
 //! CPU adapters only, timed against the register tiles (conv3d_tune.rs); the plan
 //! (conv3d_plan.rs) runs it for every pass whose shape fits, the register tiles elsewhere.
@@ -46,7 +46,7 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     BACKWARD_WEIGHT_R16_C2,
 ];
 
-/// Lanes per workgroup (output-channel vec4 groups); matches the generator.
+/// Lanes per workgroup (output-channel groups); matches the generator.
 const LANES: usize = 8;
 /// Outputs with fewer voxels than this (one 8-voxel tile) take the 4-voxel forward tile.
 pub(crate) const SMALL_M: usize = 8;
