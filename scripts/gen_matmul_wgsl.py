@@ -161,6 +161,12 @@ VEC4_TILES = [(4, 1, 64), (4, 2, 64), (8, 1, 64), (8, 2, 64), (32, 1, 8), (16, 2
 # computes a clamped copy of it (PVT's stage-1 layers have 64 columns: 16 groups of 4).
 NARROW_LANES = 16
 VEC4_NARROW_TILES = [(tm, tg, NARROW_LANES) for tm, tg, wg in VEC4_TILES if wg == WG]
+# (TM rows, invocations per workgroup) of the tiles whose invocations own one group of 2 columns
+# (vec2) instead of vec4s: as many accumulators as the 8x4 tile, but half the per-lane B values
+# per FMA, which is what a per-lane load costs where the CPU compiler has no fast gather (lavapipe
+# on a CPU without AVX-512, docs/lavapipe-loads.md); in workgroups of 64 and, for narrow
+# products, 16. All four forms (plain, _ta, _tb, _bias); f32 only.
+VEC2_TILES = [(16, 64), (16, NARROW_LANES)]
 # (TM rows, KS vec4 k-steps staged) of the A-staged tiles: workgroup of 8 (one lavapipe SIMD row),
 # one vec4 column group per invocation, A's TM × 4·KS block copied to workgroup memory per stage.
 VEC4_STAGED_TILES = [(32, 32), (48, 16)]
@@ -190,6 +196,15 @@ BIAS_BINDINGS = """\
 // The `_bias` forms' bindings (other entry points, so binding 3 is free to mean the bias there).
 @group(0) @binding(3) var<storage, read> bias4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> c_biased: array<vec4<f32>>;
+"""
+
+# The vec2-column tiles' views of B, C and the `_bias` forms' bias and C (f32 shader only).
+VEC2_BINDINGS = """\
+// The x2 tiles' views of the same bindings: B, C, bias and biased C as vec2 (column pairs).
+@group(0) @binding(2) var<storage, read> b2: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> c2: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read> bias2: array<vec2<f32>>;
+@group(0) @binding(4) var<storage, read_write> c2_biased: array<vec2<f32>>;
 """
 
 VEC4_HEADER = f"""\
@@ -237,6 +252,11 @@ VEC4_HEADER = f"""\
 //   (a linear layer's forward in one pass): the accumulators of split 0 start at the bias of
 //   their column group, every other split's at 0, so the launcher's sum of the splits adds it
 //   once. Bindings 3 bias (read, N values), 4 c (read_write).
+// matmul_vec4_[ta_|tb_]<TM>x2[_w<WG>][_bias]: the same tiles and forms with one pair of columns
+//   per invocation instead of vec4 groups: B, C and the bias viewed as vec2 (b2, c2, bias2,
+//   c2_biased; A and a transposed B stay vec4 along k), n2 = N/2 column pairs. Half the per-lane
+//   B values per FMA of the 8x4 tile at the same accumulators (docs/kernel-tuning.md, "Two
+//   columns per lane in the matmul tiles").
 // Launched by src/ops/matmul.rs (matmul_launch).
 
 {VEC4_PARAMS}
@@ -246,6 +266,7 @@ VEC4_HEADER = f"""\
 @group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
 
 {BIAS_BINDINGS}
+{VEC2_BINDINGS}
 {VEC4_OFFSETS}"""
 
 
@@ -299,8 +320,9 @@ enable f16;
 """ + BIAS_BINDINGS + "\n" + VEC4_OFFSETS
 
 
-def tile_prologue(w, tm, tg, wg):
-    """The vec4 tiles' shared start: this workgroup's batch, rows, column group and K range."""
+def tile_prologue(w, tm, tg, wg, cw=4):
+    """The vec4 tiles' shared start: this workgroup's batch, rows, column group and K range
+    (column groups of `cw` columns: n{cw} of them per row)."""
     w(f"    let lin = wg.x + wg.y * nwg.x;")
     w(f"    if (lin >= p.row_blocks * p.batch) {{ return; }}")
     w(f"    let bat = lin / p.row_blocks;")
@@ -309,50 +331,52 @@ def tile_prologue(w, tm, tg, wg):
     w(f"    let g0 = (wg.z % p.col_blocks) * {wg * tg}u + lid;")
     w(f"    let k4 = p.k / 4u;")
     w(f"    let k_end = min(k4, (split + 1u) * p.k_chunk4);")
-    w(f"    let n4 = p.n / 4u;")
+    w(f"    let n{cw} = p.n / {cw}u;")
 
 
-def b_rows(w, tg, flavour):
-    """One vec4 k-step's 4 rows of B for each of the tile's vec4 column groups."""
+def b_rows(w, tg, flavour, cw=4):
+    """One vec4 k-step's 4 rows of B for each of the tile's column groups of `cw` columns."""
     load = flavour[1]
+    view = "b" if cw == 4 else f"b{cw}"
     for j in range(tg):
         for r in range(4):
-            off = f"kb + {r}u * n4" if r else "kb"
-            w(f"        let b{j}_{r} = {load.format(f'b[bc{j} + {off}]')};")
+            off = f"kb + {r}u * n{cw}" if r else "kb"
+            w(f"        let b{j}_{r} = {load.format(f'{view}[bc{j} + {off}]')};")
 
 
-def tile_stores(w, tm, tg, wg, out="c"):
+def tile_stores(w, tm, tg, wg, out="c", cw=4):
     """The tile's masked stores into this split's C (the buffer named `out`)."""
-    w(f"    let cb = (split * p.batch + bat) * p.m * n4;")
+    n = f"n{cw}"
+    w(f"    let cb = (split * p.batch + bat) * p.m * {n};")
     for i in range(tm):
         for j in range(tg):
-            w(f"    if (m0 + {i}u < p.m && g0 + {j * wg}u < n4) {{ {out}[cb + (m0 + {i}u) * n4 + g0 + {j * wg}u] = c{i}_{j}; }}")
+            w(f"    if (m0 + {i}u < p.m && g0 + {j * wg}u < {n}) {{ {out}[cb + (m0 + {i}u) * {n} + g0 + {j * wg}u] = c{i}_{j}; }}")
 
 
-def entry_header(w, flavour, form, tm, tg, wg, tail=""):
+def entry_header(w, flavour, form, tm, tg, wg, tail="", cw=4):
     """A vec4 tile's entry point line: <prefix><form><TM>x<TN>[_w<WG>]<tail> (form "", "ta_",
-    "tb_"; tail "" or "_bias")."""
+    "tb_"; tail "" or "_bias"; TN = cw·tg)."""
     w("")
     w(f"@compute @workgroup_size({wg})")
     suffix = "" if wg == WG else f"_w{wg}"
-    w(f"fn {flavour[0]}{form}{tm}x{4 * tg}{suffix}{tail}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,")
+    w(f"fn {flavour[0]}{form}{tm}x{cw * tg}{suffix}{tail}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,")
     w(f"        @builtin(local_invocation_index) lid: u32) {{")
 
 
-def zero_accumulators(w, tm, tg):
-    """The tile's TM × TG vec4 accumulators, zeroed."""
+def zero_accumulators(w, tm, tg, cw=4):
+    """The tile's TM × TG accumulators of `cw` columns, zeroed."""
     for i in range(tm):
         for j in range(tg):
-            w(f"    var c{i}_{j} = vec4<f32>(0.0);")
+            w(f"    var c{i}_{j} = vec{cw}<f32>(0.0);")
 
 
-def bias_accumulators(w, tm, tg, wg):
+def bias_accumulators(w, tm, tg, wg, cw=4):
     """The tile's accumulators starting at the bias of their column group in split 0 (clamped
     group, no branch), at 0 in the other splits (a select, not a product with 0, so a
     non-finite bias reaches the sum as itself, as in the separate add)."""
     w(f"    let bias_on = split == 0u;")
     for j in range(tg):
-        w(f"    let bv{j} = select(vec4<f32>(0.0), bias4[min(g0 + {j * wg}u, n4 - 1u)], bias_on);")
+        w(f"    let bv{j} = select(vec{cw}<f32>(0.0), bias{cw}[min(g0 + {j * wg}u, n{cw} - 1u)], bias_on);")
     for i in range(tm):
         for j in range(tg):
             w(f"    var c{i}_{j} = bv{j};")
@@ -364,96 +388,107 @@ def a_row_starts(w, tm):
         w(f"    let ar{i} = ab + min(m0 + {i}u, p.m - 1u) * k4;")
 
 
-def vec4_entry(tm, tg, wg, flavour=F32, bias=False):
+def b_start(w, cw):
+    """B's batch offset in units of the tile's column groups (B is viewed as vec{cw})."""
+    w(f"    let bb = b_offset4(bat){'' if cw == 4 else f' * {4 // cw}u'};")
+
+
+def out_view(cw, out="c"):
+    """The name of C's (or the biased C's) view as vec{cw}."""
+    return out if cw == 4 else out.replace("c", f"c{cw}", 1)
+
+
+def vec4_entry(tm, tg, wg, flavour=F32, bias=False, cw=4):
     L = []
     w = L.append
-    entry_header(w, flavour, "", tm, tg, wg, "_bias" if bias else "")
-    tile_prologue(w, tm, tg, wg)
+    entry_header(w, flavour, "", tm, tg, wg, "_bias" if bias else "", cw)
+    tile_prologue(w, tm, tg, wg, cw)
     w(f"    let ab = a_offset4(bat);")
-    w(f"    let bb = b_offset4(bat);")
+    b_start(w, cw)
     a_row_starts(w, tm)
     for j in range(tg):
-        w(f"    let bc{j} = bb + min(g0 + {j * wg}u, n4 - 1u);")
+        w(f"    let bc{j} = bb + min(g0 + {j * wg}u, n{cw} - 1u);")
     if bias:
-        bias_accumulators(w, tm, tg, wg)
+        bias_accumulators(w, tm, tg, wg, cw)
     else:
-        zero_accumulators(w, tm, tg)
+        zero_accumulators(w, tm, tg, cw)
     w(f"    var kk = split * p.k_chunk4;")
-    w(f"    var kb = kk * 4u * n4;")
+    w(f"    var kb = kk * 4u * n{cw};")
     w(f"    loop {{")
     w(f"        if (kk >= k_end) {{ break; }}")
-    b_rows(w, tg, flavour)
-    a_rows_fma(w, tm, tg, flavour)
+    b_rows(w, tg, flavour, cw)
+    a_rows_fma(w, tm, tg, flavour, cw)
     w(f"        kk += 1u;")
-    w(f"        kb += 4u * n4;")
+    w(f"        kb += 4u * n{cw};")
     w(f"    }}")
-    tile_stores(w, tm, tg, wg, "c_biased" if bias else "c")
+    tile_stores(w, tm, tg, wg, out_view(cw, "c_biased" if bias else "c"), cw)
     w(f"}}")
     return "\n".join(L)
 
 
-def a_rows_fma(w, tm, tg, flavour):
+def a_rows_fma(w, tm, tg, flavour, cw=4):
     """One vec4 k-step of row-major A (row i's 4 values of k) times the 4 rows of B, per row."""
     for i in range(tm):
         w(f"        let a{i} = {flavour[1].format(f'a[ar{i} + kk]')};")
         for j in range(tg):
             for r, comp in enumerate("xyzw"):
-                w(f"        c{i}_{j} = fma(vec4<f32>(a{i}.{comp}), b{j}_{r}, c{i}_{j});")
+                w(f"        c{i}_{j} = fma(vec{cw}<f32>(a{i}.{comp}), b{j}_{r}, c{i}_{j});")
 
 
-def vec4_tb_entry(tm, tg, wg, flavour=F32):
+def vec4_tb_entry(tm, tg, wg, flavour=F32, cw=4):
     """matmul_vec4_tb: vec4_entry's tile with B read transposed (stored [N, K])."""
     L = []
     w = L.append
-    entry_header(w, flavour, "tb_", tm, tg, wg)
-    tile_prologue(w, tm, tg, wg)
+    entry_header(w, flavour, "tb_", tm, tg, wg, "", cw)
+    tile_prologue(w, tm, tg, wg, cw)
     w(f"    let ab = a_offset4(bat);")
     w(f"    let bb = b_offset4(bat);")
     a_row_starts(w, tm)
     for j in range(tg):
-        w(f"    let bg{j} = min(g0 + {j * wg}u, n4 - 1u);")
-        for col in range(4):
-            w(f"    let bt{j}_{col} = bb + (bg{j} * 4u + {col}u) * k4;")
-    zero_accumulators(w, tm, tg)
+        w(f"    let bg{j} = min(g0 + {j * wg}u, n{cw} - 1u);")
+        for col in range(cw):
+            w(f"    let bt{j}_{col} = bb + (bg{j} * {cw}u + {col}u) * k4;")
+    zero_accumulators(w, tm, tg, cw)
     w(f"    var kk = split * p.k_chunk4;")
     w(f"    loop {{")
     w(f"        if (kk >= k_end) {{ break; }}")
-    # Column n of the group holds 4 values of k in one vec4; the 4x4 block is transposed in
+    # Column n of the group holds 4 values of k in one vec4; the cw×4 block is transposed in
     # registers into the 4 k-rows the plain tile multiplies.
     for j in range(tg):
-        for col in range(4):
+        for col in range(cw):
             w(f"        let t{j}_{col} = {flavour[1].format(f'b[bt{j}_{col} + kk]')};")
         for r, comp in enumerate("xyzw"):
-            w(f"        let b{j}_{r} = vec4<f32>(t{j}_0.{comp}, t{j}_1.{comp}, t{j}_2.{comp}, t{j}_3.{comp});")
-    a_rows_fma(w, tm, tg, flavour)
+            cols = ", ".join(f"t{j}_{col}.{comp}" for col in range(cw))
+            w(f"        let b{j}_{r} = vec{cw}<f32>({cols});")
+    a_rows_fma(w, tm, tg, flavour, cw)
     w(f"        kk += 1u;")
     w(f"    }}")
-    tile_stores(w, tm, tg, wg)
+    tile_stores(w, tm, tg, wg, out_view(cw), cw)
     w(f"}}")
     return "\n".join(L)
 
 
-def vec4_ta_entry(tm, tg, wg, flavour=F32):
+def vec4_ta_entry(tm, tg, wg, flavour=F32, cw=4):
     """matmul_vec4_ta: vec4_entry's tile with A read transposed (stored [K, M])."""
     assert tm % 4 == 0
     L = []
     w = L.append
-    entry_header(w, flavour, "ta_", tm, tg, wg)
-    tile_prologue(w, tm, tg, wg)
+    entry_header(w, flavour, "ta_", tm, tg, wg, "", cw)
+    tile_prologue(w, tm, tg, wg, cw)
     w(f"    let m4 = p.m / 4u;")
     w(f"    let ab = a_offset4(bat);")
-    w(f"    let bb = b_offset4(bat);")
+    b_start(w, cw)
     for q in range(tm // 4):
         w(f"    let ac{q} = ab + min(m0 / 4u + {q}u, m4 - 1u);")
     for j in range(tg):
-        w(f"    let bc{j} = bb + min(g0 + {j * wg}u, n4 - 1u);")
-    zero_accumulators(w, tm, tg)
+        w(f"    let bc{j} = bb + min(g0 + {j * wg}u, n{cw} - 1u);")
+    zero_accumulators(w, tm, tg, cw)
     w(f"    var kk = split * p.k_chunk4;")
-    w(f"    var kb = kk * 4u * n4;")
+    w(f"    var kb = kk * 4u * n{cw};")
     w(f"    var ka = kk * 4u * m4;")
     w(f"    loop {{")
     w(f"        if (kk >= k_end) {{ break; }}")
-    b_rows(w, tg, flavour)
+    b_rows(w, tg, flavour, cw)
     for q in range(tm // 4):
         for r in range(4):
             off = f"ka + {r}u * m4" if r else "ka"
@@ -463,12 +498,12 @@ def vec4_ta_entry(tm, tg, wg, flavour=F32):
         comp = "xyzw"[comp]
         for j in range(tg):
             for r in range(4):
-                w(f"        c{i}_{j} = fma(vec4<f32>(a{q}_{r}.{comp}), b{j}_{r}, c{i}_{j});")
+                w(f"        c{i}_{j} = fma(vec{cw}<f32>(a{q}_{r}.{comp}), b{j}_{r}, c{i}_{j});")
     w(f"        kk += 1u;")
-    w(f"        kb += 4u * n4;")
+    w(f"        kb += 4u * n{cw};")
     w(f"        ka += 4u * m4;")
     w(f"    }}")
-    tile_stores(w, tm, tg, wg)
+    tile_stores(w, tm, tg, wg, out_view(cw), cw)
     w(f"}}")
     return "\n".join(L)
 
@@ -547,6 +582,9 @@ def main():
         out += "".join(form(tm, tg, wg) + "\n" for tm, tg, wg in VEC4_NARROW_TILES)
     out += "".join(vec4_entry(tm, tg, wg, bias=True) + "\n"
                    for tm, tg, wg in VEC4_TILES + VEC4_NARROW_TILES)
+    for form in (vec4_entry, vec4_ta_entry, vec4_tb_entry):
+        out += "".join(form(tm, 1, wg, cw=2) + "\n" for tm, wg in VEC2_TILES)
+    out += "".join(vec4_entry(tm, 1, wg, bias=True, cw=2) + "\n" for tm, wg in VEC2_TILES)
     (out_dir / "matmul_vec4.wgsl").write_bytes(out.encode())
     out = F16_VEC4_HEADER
     for form in (vec4_entry, vec4_ta_entry, vec4_tb_entry):

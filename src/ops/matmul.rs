@@ -293,7 +293,8 @@ pub(crate) fn matmul_launch_biased(
         MatmulKernel::Vec4 {
             rows, cols, lanes, ..
         } => {
-            // A vec4 invocation covers `cols` columns as cols/4 groups spaced a workgroup apart.
+            // A vec4 invocation covers `cols` columns as cols/4 groups spaced a workgroup apart
+            // (one vec2 group when `cols` is 2).
             let col_blocks = p.n.div_ceil((lanes * cols) as usize);
             (rows, col_blocks, p.m.div_ceil(rows as usize) * batch)
         }

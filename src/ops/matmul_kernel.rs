@@ -56,6 +56,9 @@ const VEC4_16X8_W8: MatmulKernel = MatmulKernel::Vec4 {
     lanes: 8,
     staged_k: 0,
 };
+/// 16 rows × one pair of columns (vec2) per invocation: the 8×4 tile's accumulators with half
+/// its per-lane B values per FMA (docs/kernel-tuning.md, "Two columns per lane").
+const VEC4_16X2: MatmulKernel = MatmulKernel::vec4(16, 2);
 
 /// Which kernel computes a matmul.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,8 +67,9 @@ pub enum MatmulKernel {
     Naive,
     /// Register tile of `rows × cols` outputs per invocation.
     Tile { rows: u32, cols: u32 },
-    /// Register tile of `rows × cols` outputs on vec4 loads (shaders/matmul_vec4.wgsl), in
-    /// workgroups of `lanes` invocations. Needs K % 4 == 0 and N % 4 == 0; a transposed A with
+    /// Register tile of `rows × cols` outputs on vec4 loads of A (shaders/matmul_vec4.wgsl), in
+    /// workgroups of `lanes` invocations; B and C in vec4 column groups, or in one vec2 group
+    /// when `cols` is 2. Needs K % 4 == 0 and N % 4 == 0; a transposed A with
     /// M % 4 == 0 is read in place (the `_ta` forms), as is a transposed B (the `_tb` forms)
     /// when A is not transposed too; any other transposed operand is first copied to row-major
     /// (O(size), small next to the O(M·N·K) product). Other shapes fall back to
@@ -94,6 +98,7 @@ impl MatmulKernel {
         MatmulKernel::vec4(8, 8),
         VEC4_32X4_W8,
         VEC4_16X8_W8,
+        VEC4_16X2,
         MatmulKernel::Vec4 {
             rows: 32,
             cols: 4,
@@ -262,6 +267,7 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_8x8"),
     spec_vec4("matmul_vec4_32x4_w8"),
     spec_vec4("matmul_vec4_16x8_w8"),
+    spec_vec4("matmul_vec4_16x2"),
     spec_vec4("matmul_vec4_32x4_w8_sa128"),
     spec_vec4("matmul_vec4_48x4_w8_sa64"),
 ];
@@ -280,19 +286,26 @@ const fn narrow(rows: u32, cols: u32) -> MatmulKernel {
 
 /// The narrow companions (`_w16`) of the tiles of 64 lanes, and their plain forms in the same
 /// order; not tuning candidates of their own: [`MatmulKernel::for_columns`] swaps one in.
-const NARROW_TILES: [MatmulKernel; 4] = [narrow(4, 4), narrow(4, 8), narrow(8, 4), narrow(8, 8)];
+const NARROW_TILES: [MatmulKernel; 5] = [
+    narrow(4, 4),
+    narrow(4, 8),
+    narrow(8, 4),
+    narrow(8, 8),
+    narrow(16, 2),
+];
 pub(crate) const KERNELS_NARROW: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_4x4_w16"),
     spec_vec4("matmul_vec4_4x8_w16"),
     spec_vec4("matmul_vec4_8x4_w16"),
     spec_vec4("matmul_vec4_8x8_w16"),
+    spec_vec4("matmul_vec4_16x2_w16"),
 ];
 
 /// The vec4 register tiles that also come in a transposed-A form (`matmul_vec4_ta_*`, reading
 /// A stored `[.., K, M]` directly), a transposed-B form (`matmul_vec4_tb_*`, reading B stored
 /// `[.., N, K]` directly) and a `_bias` form ([`KERNELS_BIAS`]), and those forms, in the same
 /// order.
-const FORM_TILES: [MatmulKernel; 10] = [
+const FORM_TILES: [MatmulKernel; 12] = [
     MatmulKernel::vec4(4, 4),
     MatmulKernel::vec4(4, 8),
     MatmulKernel::vec4(8, 4),
@@ -303,6 +316,8 @@ const FORM_TILES: [MatmulKernel; 10] = [
     NARROW_TILES[1],
     NARROW_TILES[2],
     NARROW_TILES[3],
+    VEC4_16X2,
+    NARROW_TILES[4],
 ];
 pub(crate) const KERNELS_TA: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_ta_4x4"),
@@ -315,6 +330,8 @@ pub(crate) const KERNELS_TA: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_ta_4x8_w16"),
     spec_vec4("matmul_vec4_ta_8x4_w16"),
     spec_vec4("matmul_vec4_ta_8x8_w16"),
+    spec_vec4("matmul_vec4_ta_16x2"),
+    spec_vec4("matmul_vec4_ta_16x2_w16"),
 ];
 pub(crate) const KERNELS_TB: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_tb_4x4"),
@@ -327,6 +344,8 @@ pub(crate) const KERNELS_TB: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_tb_4x8_w16"),
     spec_vec4("matmul_vec4_tb_8x4_w16"),
     spec_vec4("matmul_vec4_tb_8x8_w16"),
+    spec_vec4("matmul_vec4_tb_16x2"),
+    spec_vec4("matmul_vec4_tb_16x2_w16"),
 ];
 
 /// The plain forms with the bias row added (`C = A·B + 1·biasᵀ`, a linear layer's forward), in
@@ -342,6 +361,8 @@ pub(crate) const KERNELS_BIAS: &[KernelSpec] = &[
     spec_vec4_bias("matmul_vec4_4x8_w16_bias"),
     spec_vec4_bias("matmul_vec4_8x4_w16_bias"),
     spec_vec4_bias("matmul_vec4_8x8_w16_bias"),
+    spec_vec4_bias("matmul_vec4_16x2_bias"),
+    spec_vec4_bias("matmul_vec4_16x2_w16_bias"),
 ];
 
 impl MatmulKernel {
