@@ -26,4 +26,6 @@ pub use params::{
 pub use pool::{size_class, PoolStats, PooledBuffer};
 pub use profile::KernelTime;
 pub use readback::{Fence, PendingRead};
-pub use tuning::{adapter_key, ChoiceSource, TuneRequest, TuneSettings, TunedChoice, TUNE_ROUNDS};
+pub use tuning::{
+    adapter_key, cpu_features, ChoiceSource, TuneRequest, TuneSettings, TunedChoice, TUNE_ROUNDS,
+};
