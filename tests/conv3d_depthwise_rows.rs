@@ -1,23 +1,24 @@
 //! The depthwise conv3d of kernel width 3 on lanes over channels with a sliding window along W
-//! (src/ops/conv3d_depthwise_rows.rs), on the `rows` path (`ConvPath::Rows`): forward, input
-//! gradient (the flipped depthwise conv, the same kernel) and weight gradient against
-//! src/reference/conv3d.rs with batch 2, channel counts that fill no block of 8 vec4 lanes (12,
-//! 20) and several blocks (260), output rows that are not a multiple of the 8-wide window, per-axis
-//! stride, padding and dilation along D and H, W padding 0, 1, 2, and both weight-gradient paths
+//! (src/ops/conv3d_depthwise_rows.rs), on the `rows` path (`ConvPath::Rows`; `rows_c4` runs the
+//! same kernels): forward, input gradient (the flipped depthwise conv, the same kernel) and
+//! weight gradient against src/reference/conv3d.rs with batch 2, channel counts that fill no
+//! block of 8 vec4 lanes (12, 20) and several blocks (260), output rows that are not a multiple
+//! of the 8-wide window, per-axis stride, padding and dilation along D and H, W padding 0, 1, 2,
+//! and both weight-gradient paths
 //! (one chunk of rows, split rows summed); an identity that shares no code with the kernel or
 //! the reference (a centre-tap kernel scales the input); and the kernels that ran, with the
 //! vec4 depthwise kernel where the shape does not fit (kernel width ≠ 3, stride 2 along W).
 
 mod common;
 
-use cads::ops::conv3d::{conv3d_with, ConvPath};
+use cads::ops::conv3d::{conv3d_with, ConvPath, RowsLanes};
 use cads::ops::Conv3dConfig;
 use cads::util::{Rng, F32_GRAD};
 use cads::Gpu;
 use common::conv_check::{check_conv, conv_kernels_run};
 use common::*;
 
-const ROWS: ConvPath = ConvPath::Rows;
+const ROWS: ConvPath = ConvPath::Rows(RowsLanes::Two);
 const FORWARD: &str = "conv3d_depthwise_rows::conv3d_depthwise_rows_w3";
 const WEIGHT: &str = "conv3d_depthwise_rows::conv3d_backward_weight_depthwise_rows_w3";
 

@@ -1,4 +1,5 @@
-//! conv3d with input channels not in fours on the row kernels (`ConvPath::Rows`), through the
+//! conv3d with input channels not in fours on the row kernels (`ConvPath::Rows`, both variants
+//! in the reference checks), through the
 //! fold of kernel axes into channels (src/ops/conv3d_fold.rs): forward and the three gradients
 //! against src/reference/conv3d.rs over strides, padding and dilation on folded and unfolded
 //! axes, one to three folded axes (three with batch 2: a region of more than six axes, copied in
@@ -8,14 +9,14 @@
 
 mod common;
 
-use cads::ops::conv3d::{conv3d_with, ConvPath};
+use cads::ops::conv3d::{conv3d_with, ConvPath, RowsLanes};
 use cads::ops::Conv3dConfig;
 use cads::util::{Rng, F32_GRAD};
 use cads::Tensor;
 use common::conv_check::{check_conv, conv_kernels_run};
 use common::*;
 
-const ROWS: ConvPath = ConvPath::Rows;
+const ROWS: ConvPath = ConvPath::Rows(RowsLanes::Two);
 
 #[test]
 fn folded_forward_matches_reference_with_its_gradients() {
@@ -24,7 +25,8 @@ fn folded_forward_matches_reference_with_its_gradients() {
     let cases = [
         // The PVT stem's conv (7³, stride 2, padding 3, Cin 1) on odd sizes: W and H fold.
         ([2, 6, 10, 9, 1], 8, Conv3dConfig::cube(7, 2, 3)),
-        // 3³ stride 1 Cin 1 (a U-Net's first conv), Cout 12: W and H fold, 9 → 12 channels.
+        // 3³ stride 1 Cin 1 (a U-Net's first conv), Cout 12: W and H fold, 9 → 12 channels;
+        // 420 output voxels (the 16-voxel tile on `rows`, the 8-voxel one on `rows_c4`).
         ([2, 5, 6, 7, 1], 12, Conv3dConfig::cube(3, 1, 1)),
         // Cin 3: W alone folds (9 channels), with stride, padding and dilation along W, and
         // dilation on D (an axis the remaining conv keeps).
@@ -61,7 +63,11 @@ fn folded_forward_matches_reference_with_its_gradients() {
         ([1, 6, 6, 6, 8], 6, Conv3dConfig::cube(3, 1, 1)),
     ];
     for (x, cout, cfg) in cases {
-        check_conv(&gpu, &mut rng, "rows_folded", ROWS, x, cout, cfg, F32_GRAD);
+        for lanes in [RowsLanes::Two, RowsLanes::Four] {
+            let path = ConvPath::Rows(lanes);
+            let name = format!("{}_folded", lanes.name());
+            check_conv(&gpu, &mut rng, &name, path, x, cout, cfg, F32_GRAD);
+        }
     }
 }
 

@@ -14,7 +14,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use cads::gpu::{ChoiceSource, TuneSettings};
-use cads::ops::conv3d::{conv3d_with, ConvPath};
+use cads::ops::conv3d::{conv3d_with, ConvPath, RowsLanes};
 use cads::ops::conv3d_igemm::IgemmTile;
 use cads::ops::{conv3d, Conv3dConfig};
 use cads::reference::{conv3d as rc, gradcheck::dot};
@@ -348,7 +348,14 @@ fn conv3d_takes_the_tuned_family_and_the_override() {
     gpu.set_tune_settings(settings(&[]));
     if gpu.adapter().device_type == wgpu::DeviceType::Cpu {
         // No implicit GEMM among the CPU candidates (tests/conv3d_rows.rs times them).
-        assert_eq!(ConvPath::candidates(&gpu), [ConvPath::Fast, ConvPath::Rows]);
+        assert_eq!(
+            ConvPath::candidates(&gpu),
+            [
+                ConvPath::Fast,
+                ConvPath::Rows(RowsLanes::Two),
+                ConvPath::Rows(RowsLanes::Four)
+            ]
+        );
     } else {
         let choice = ConvPath::tuned_choice(&gpu).unwrap();
         assert_eq!(choice.source, ChoiceSource::Measured);

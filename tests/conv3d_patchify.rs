@@ -8,7 +8,7 @@
 
 mod common;
 
-use cads::ops::conv3d::{conv3d_with, ConvPath};
+use cads::ops::conv3d::{conv3d_with, ConvPath, RowsLanes};
 use cads::ops::Conv3dConfig;
 use cads::reference::conv3d as rc;
 use cads::util::{Rng, F32_GRAD};
@@ -22,7 +22,11 @@ fn patchify(k: [usize; 3]) -> Conv3dConfig {
 fn patchify_input_gradient_matches_reference() {
     let gpu = gpu();
     let mut rng = Rng::new(191);
-    for path in [ConvPath::Fast, ConvPath::Rows] {
+    for path in [
+        ConvPath::Fast,
+        ConvPath::Rows(RowsLanes::Two),
+        ConvPath::Rows(RowsLanes::Four),
+    ] {
         for (x_shape, cout, k) in [
             // exact: 2 × (2·2·3) patches of 2×4×4 … merged batch and depth
             ([2, 4, 8, 12, 8], 12, [2, 4, 4]),

@@ -1,6 +1,7 @@
-//! The lanes-over-output-channel conv3d for CPU adapters (src/ops/conv3d_rows.rs), forced by
-//! name (`ConvPath::Rows`, `CADS_KERNEL_CONV3D=rows`) on the test adapter: forward, input
-//! gradient (flipped conv and sub-pixel classes on the same kernel) and weight gradient against
+//! The lanes-over-output-channel conv3d for CPU adapters (src/ops/conv3d_rows.rs), both of its
+//! variants forced by name (`ConvPath::Rows(RowsLanes::Two)` and `(RowsLanes::Four)`,
+//! `CADS_KERNEL_CONV3D=rows` and `rows_c4`) on the test adapter: forward, input gradient
+//! (flipped conv and sub-pixel classes on the same kernel) and weight gradient against
 //! src/reference/conv3d.rs with strides, padding, dilation, batch 2, channel counts that fill
 //! neither a workgroup's 8 lanes nor a weight-gradient block of 32 input channels, the three
 //! forward tiles (16 voxels × 2 channels, 8 × 4, 4 × 4), both weight-gradient tiles (32 input
@@ -16,7 +17,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use cads::gpu::{ChoiceSource, TuneSettings};
-use cads::ops::conv3d::{conv3d_with, ConvPath};
+use cads::ops::conv3d::{conv3d_with, ConvPath, RowsLanes};
 use cads::ops::{conv3d, Conv3dConfig};
 use cads::reference::{conv3d as rc, gradcheck::dot};
 use cads::util::{Rng, Tolerance, F32_ACCUM, F32_GRAD};
@@ -24,9 +25,13 @@ use cads::Gpu;
 use common::conv_check::{check_conv, conv_kernels_run, w_shape};
 use common::*;
 
-const ROWS: ConvPath = ConvPath::Rows;
+/// Both row variants: 2 and 4 output channels per lane in the large tiles.
+const BOTH: [ConvPath; 2] = [
+    ConvPath::Rows(RowsLanes::Two),
+    ConvPath::Rows(RowsLanes::Four),
+];
 
-/// Forward (with bias) and the three gradients on `rows` against the reference.
+/// Forward (with bias) and the three gradients on both row variants against the reference.
 fn check(gpu: &Gpu, rng: &mut Rng, x_shape: [usize; 5], cout: usize, cfg: Conv3dConfig) {
     check_tol(gpu, rng, x_shape, cout, cfg, F32_GRAD)
 }
@@ -39,15 +44,18 @@ fn check_tol(
     cfg: Conv3dConfig,
     grad_tol: Tolerance,
 ) {
-    check_conv(gpu, rng, "rows", ROWS, x_shape, cout, cfg, grad_tol)
+    for path in BOTH {
+        check_conv(gpu, rng, &path.name(), path, x_shape, cout, cfg, grad_tol)
+    }
 }
 
 /// (input, Cout, config): every shape here fits the row kernels (groups 1, channels in fours).
 fn cases() -> Vec<([usize; 5], usize, Conv3dConfig)> {
     vec![
         // stride 1, batch 2, Cin 20 (a weight-gradient block of 32 channels, partly empty),
-        // Cout 36 (18 channel pairs: a third workgroup of lanes with two live lanes); 420
-        // voxels on the 16-voxel tile with a partial last tile
+        // Cout 36 (18 channel pairs: a third workgroup of lanes with two live lanes; 9 groups
+        // of 4: a second workgroup with one); 420 voxels on the 16-voxel tile (`rows`) with a
+        // partial last tile
         ([2, 5, 6, 7, 20], 36, Conv3dConfig::cube(3, 1, 1)),
         // per-axis stride / padding / dilation: input gradient by the gather kernel
         (
@@ -81,8 +89,9 @@ fn cases() -> Vec<([usize; 5], usize, Conv3dConfig)> {
         ([1, 8, 4, 8, 8], 16, Conv3dConfig::cube(4, 4, 0)),
         // Cin 68 (three weight-gradient blocks, the last a quarter full), Cout 4 (one lane)
         ([1, 4, 5, 6, 68], 4, Conv3dConfig::cube(3, 1, 1)),
-        // Cin 64 and 128: the weight gradient's 64-channel tile, one and two blocks, with Cout
-        // 20 (10 channel pairs: a second workgroup of lanes with two live lanes) and 12
+        // Cin 64 and 128: the weight gradient's 64-channel tile (`rows`), one and two blocks, or
+        // two and four blocks of 32 (`rows_c4`), with Cout 20 (10 channel pairs: a second
+        // workgroup of lanes with two live lanes) and 12
         ([1, 4, 5, 6, 64], 20, Conv3dConfig::cube(3, 1, 1)),
         ([2, 3, 4, 5, 128], 12, Conv3dConfig::cube(3, 2, 1)),
     ]
@@ -145,8 +154,8 @@ fn both_split_paths_match_reference() {
 
 /// A 1×1×1 kernel has one tap, so the forward never splits: it writes y and the bias itself.
 /// Checked against a CPU channel matmul (no conv code shared), on the three forward tiles (336
-/// voxels: 16 × 2 channels; 210 voxels: 8 × 4; 30 voxels: 4 × 4) with partial lane groups
-/// (Cout 12 and 40) and Cin 4.
+/// voxels: 16 × 2 channels on `rows`, 8 × 4 on `rows_c4`; 210 voxels: 8 × 4; 30 voxels: 4 × 4)
+/// with partial lane groups (Cout 12 and 40) and Cin 4.
 #[test]
 fn unsplit_forward_with_bias_is_a_channel_matmul() {
     let gpu = gpu();
@@ -158,17 +167,19 @@ fn unsplit_forward_with_bias_is_a_channel_matmul() {
             let (w, tw) = random_pair(&gpu, &mut rng, &[1, 1, 1, cin, cout], -1.0, 1.0);
             let (b, tb) = random_pair(&gpu, &mut rng, &[cout], -1.0, 1.0);
             let cfg = Conv3dConfig::new([1, 1, 1]);
-            let y = conv3d_with(&tx, &tw, Some(&tb), &cfg, ROWS).unwrap();
             let mut want = rc::matmul_channels(&x.data, &w.data, cin, cout);
             for (i, v) in want.iter_mut().enumerate() {
                 *v += b.data[i % cout];
             }
-            assert_close(
-                &format!("rows 1x1x1 {xs:?}→{cout}"),
-                &y.to_vec().unwrap(),
-                &want,
-                F32_ACCUM,
-            );
+            for path in BOTH {
+                let y = conv3d_with(&tx, &tw, Some(&tb), &cfg, path).unwrap();
+                assert_close(
+                    &format!("{} 1x1x1 {xs:?}→{cout}", path.name()),
+                    &y.to_vec().unwrap(),
+                    &want,
+                    F32_ACCUM,
+                );
+            }
         }
     }
 }
@@ -178,10 +189,10 @@ fn unsplit_forward_with_bias_is_a_channel_matmul() {
 fn adjoint_identity_holds() {
     let gpu = gpu();
     let mut rng = Rng::new(178);
-    for (xs, cout, cfg) in cases() {
+    for ((xs, cout, cfg), path) in cases().into_iter().flat_map(|c| BOTH.map(|p| (c, p))) {
         let (x, tx) = random_param(&gpu, &mut rng, &xs, -1.0, 1.0);
         let (_, tw) = random_pair(&gpu, &mut rng, &w_shape(&xs, cout, &cfg), -1.0, 1.0);
-        let out = conv3d_with(&tx, &tw, None, &cfg, ROWS).unwrap();
+        let out = conv3d_with(&tx, &tw, None, &cfg, path).unwrap();
         let (yv, ty) = random_pair(&gpu, &mut rng, out.shape(), -1.0, 1.0);
         let ax: Vec<f64> = out.to_vec().unwrap().iter().map(|&v| v as f64).collect();
         let grads = out.backward_with(&ty).unwrap();
@@ -196,13 +207,15 @@ fn adjoint_identity_holds() {
         let (lhs, rhs) = (dot(&ax, &yv.data), dot(&x.data, &aty));
         assert!(
             (lhs - rhs).abs() <= 1e-4 * (1.0 + lhs.abs()),
-            "rows {xs:?}→{cout} {cfg:?}: ⟨Ax,y⟩ = {lhs}, ⟨x,Aᵀy⟩ = {rhs}"
+            "{} {xs:?}→{cout} {cfg:?}: ⟨Ax,y⟩ = {lhs}, ⟨x,Aᵀy⟩ = {rhs}",
+            path.name()
         );
     }
 }
 
 /// More than 65 535 row tiles: the forward folds them into a 2-D grid (x + y·nx in the shader).
-/// 16 × 256 × 260 voxels = 66 560 tiles of 16; a 1×1×1 conv keeps it cheap.
+/// 16 × 256 × 260 voxels = 66 560 tiles of 16 (`rows`), 133 120 of 8 (`rows_c4`); a 1×1×1 conv
+/// keeps it cheap.
 #[test]
 fn a_forward_past_65535_workgroups_folds_its_grid() {
     let gpu = gpu();
@@ -211,13 +224,16 @@ fn a_forward_past_65535_workgroups_folds_its_grid() {
     let xs = [1, 16, 256, 260, cin];
     let (x, tx) = random_pair(&gpu, &mut rng, &xs, -1.0, 1.0);
     let (w, tw) = random_pair(&gpu, &mut rng, &[1, 1, 1, cin, cout], -1.0, 1.0);
-    let y = conv3d_with(&tx, &tw, None, &Conv3dConfig::new([1, 1, 1]), ROWS).unwrap();
-    assert_close(
-        "rows forward over 66 560 row tiles",
-        &y.to_vec().unwrap(),
-        &rc::matmul_channels(&x.data, &w.data, cin, cout),
-        F32_ACCUM,
-    );
+    let want = rc::matmul_channels(&x.data, &w.data, cin, cout);
+    for path in BOTH {
+        let y = conv3d_with(&tx, &tw, None, &Conv3dConfig::new([1, 1, 1]), path).unwrap();
+        assert_close(
+            &format!("{} forward past 65 535 row tiles", path.name()),
+            &y.to_vec().unwrap(),
+            &want,
+            F32_ACCUM,
+        );
+    }
 }
 
 /// A register-tiled, depthwise or straightforward conv kernel (not the weight flip or the split
@@ -233,33 +249,62 @@ fn other_conv_kernel(k: &str) -> bool {
 fn every_pass_runs_the_row_kernels_where_they_fit_and_the_register_tiles_elsewhere() {
     let gpu = fresh_gpu();
     // Stride 1 and stride 2: forward, input gradient (flipped conv / sub-pixel classes) and
-    // weight gradient all on the row kernels (512 output voxels: the 16-voxel tile; 216 and 27:
-    // the 8-voxel tile); k2 s2 to 2·2·1 voxels: the 4-voxel tile (its
-    // input gradient is the patchify matmul, tests/conv3d_patchify.rs).
-    // Cin 64: the weight gradient's 64-channel tile.
-    for (x, cfg, tile, weight_tile) in [
-        ([1, 8, 8, 8, 8], Conv3dConfig::cube(3, 1, 1), "m16_c2", "c4"),
-        ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 1, 1), "m8_c4", "c4"),
+    // weight gradient all on the row kernels (512 output voxels: the 16-voxel tile on `rows`,
+    // the 8-voxel one on `rows_c4`; 216 and 27: the 8-voxel tile); k2 s2 to 2·2·1 voxels: the
+    // 4-voxel tile (its input gradient is the patchify matmul, tests/conv3d_patchify.rs).
+    // Cin 64: the weight gradient's 64-channel tile on `rows`, the 32-channel one on `rows_c4`.
+    for (x, cfg, [tile_two, tile_four], [weight_two, weight_four]) in [
+        (
+            [1, 8, 8, 8, 8],
+            Conv3dConfig::cube(3, 1, 1),
+            ["m16_c2", "m8_c4"],
+            ["c4", "c4"],
+        ),
+        (
+            [1, 6, 6, 6, 8],
+            Conv3dConfig::cube(3, 1, 1),
+            ["m8_c4", "m8_c4"],
+            ["c4", "c4"],
+        ),
         (
             [1, 6, 6, 6, 64],
             Conv3dConfig::cube(3, 1, 1),
-            "m8_c4",
-            "r16_c2",
+            ["m8_c4", "m8_c4"],
+            ["r16_c2", "c4"],
         ),
-        ([1, 6, 6, 6, 8], Conv3dConfig::cube(3, 2, 1), "m8_c4", "c4"),
-        ([1, 4, 4, 2, 8], Conv3dConfig::cube(2, 2, 0), "m4_c4", "c4"),
+        (
+            [1, 6, 6, 6, 8],
+            Conv3dConfig::cube(3, 2, 1),
+            ["m8_c4", "m8_c4"],
+            ["c4", "c4"],
+        ),
+        (
+            [1, 4, 4, 2, 8],
+            Conv3dConfig::cube(2, 2, 0),
+            ["m4_c4", "m4_c4"],
+            ["c4", "c4"],
+        ),
     ] {
-        let ran = conv_kernels_run(&gpu, ROWS, x, 16, cfg);
-        for want in [
-            format!("conv3d_rows::conv3d_rows_{tile}"),
-            format!("conv3d_rows::conv3d_backward_weight_rows_{weight_tile}"),
+        for (path, tile, weight_tile) in [
+            (BOTH[0], tile_two, weight_two),
+            (BOTH[1], tile_four, weight_four),
         ] {
-            assert!(ran.contains(&want), "{cfg:?}: {want} not in {ran:?}");
+            let ran = conv_kernels_run(&gpu, path, x, 16, cfg);
+            for want in [
+                format!("conv3d_rows::conv3d_rows_{tile}"),
+                format!("conv3d_rows::conv3d_backward_weight_rows_{weight_tile}"),
+            ] {
+                assert!(
+                    ran.contains(&want),
+                    "{path:?} {cfg:?}: {want} not in {ran:?}"
+                );
+            }
+            assert!(
+                !ran.iter()
+                    .any(|k| other_conv_kernel(k) || path == BOTH[1] && k.ends_with("_c2")),
+                "{path:?} {cfg:?}: {ran:?}"
+            );
         }
-        assert!(
-            !ran.iter().any(|k| other_conv_kernel(k)),
-            "{cfg:?}: {ran:?}"
-        );
     }
     // Groups 2 and a depthwise conv of kernel width 2 (the width-3 depthwise convs take their
     // own row kernels, tests/conv3d_depthwise_rows.rs): no row kernel at all. (Channels not in
@@ -268,13 +313,15 @@ fn every_pass_runs_the_row_kernels_where_they_fit_and_the_register_tiles_elsewhe
         ([1, 6, 6, 6, 16], 16, Conv3dConfig::cube(3, 1, 1).groups(2)),
         ([1, 6, 6, 6, 8], 8, Conv3dConfig::cube(2, 1, 0).groups(8)),
     ] {
-        let ran = conv_kernels_run(&gpu, ROWS, x, cout, cfg);
-        assert!(
-            !ran
-                .iter()
-                .any(|k| k.starts_with("conv3d_rows::") || k.starts_with("conv3d_depthwise_rows::")),
-            "{x:?}→{cout} {cfg:?}: {ran:?}"
-        );
+        for path in BOTH {
+            let ran = conv_kernels_run(&gpu, path, x, cout, cfg);
+            assert!(
+                !ran.iter()
+                    .any(|k| k.starts_with("conv3d_rows::")
+                        || k.starts_with("conv3d_depthwise_rows::")),
+                "{path:?} {x:?}→{cout} {cfg:?}: {ran:?}"
+            );
+        }
     }
 }
 
@@ -303,45 +350,58 @@ fn settings(overrides: &[(&str, &str)]) -> TuneSettings {
     }
 }
 
-/// `CADS_KERNEL_CONV3D=rows` runs conv3d on the row kernels, and on CPU adapters the tuner
-/// measures `rows` against `tiled` (both candidates) and picks one of them.
+/// `CADS_KERNEL_CONV3D=rows` and `rows_c4` run conv3d on the row kernels of their variant, and
+/// on CPU adapters the tuner measures both against `tiled` and picks one of the three.
 #[test]
-fn conv3d_takes_the_rows_override_and_cpu_adapters_tune_it() {
+fn conv3d_takes_the_rows_overrides_and_cpu_adapters_tune_them() {
     let gpu = fresh_gpu();
-    gpu.set_tune_settings(settings(&[("conv3d", "rows")]));
-    let choice = ConvPath::tuned_choice(&gpu).unwrap();
-    assert_eq!(
-        (choice.variant.as_str(), choice.source),
-        ("rows", ChoiceSource::Override)
-    );
-    assert_eq!(ConvPath::chosen(&gpu).unwrap(), ConvPath::Rows);
     let mut rng = Rng::new(176);
     let cfg = Conv3dConfig::cube(3, 1, 1);
-    let (x, tx) = random_pair(&gpu, &mut rng, &[1, 5, 6, 7, 8], -1.0, 1.0);
+    // 2·5·6·7 = 420 output voxels: the 16-voxel tile on `rows`, the 8-voxel one on `rows_c4`.
+    let (x, tx) = random_pair(&gpu, &mut rng, &[2, 5, 6, 7, 8], -1.0, 1.0);
     let (w, tw) = random_pair(&gpu, &mut rng, &[3, 3, 3, 8, 16], -1.0, 1.0);
-    gpu.set_profiling(true);
-    let y = conv3d(&tx, &tw, None, &cfg).unwrap();
-    let got = y.to_vec().unwrap();
-    gpu.set_profiling(false);
-    let ran: Vec<String> = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
-    assert!(
-        ran.contains(&"conv3d_rows::conv3d_rows_m8_c4".to_string())
-            && !ran.iter().any(|k| other_conv_kernel(k)),
-        "{ran:?}"
-    );
-    assert_close(
-        "conv3d on the rows override",
-        &got,
-        &rc::conv3d(&x, &w, None, &cfg).data,
-        F32_ACCUM,
-    );
+    let want = rc::conv3d(&x, &w, None, &cfg).data;
+    for (name, path, kernel) in [
+        ("rows", BOTH[0], "conv3d_rows::conv3d_rows_m16_c2"),
+        ("rows_c4", BOTH[1], "conv3d_rows::conv3d_rows_m8_c4"),
+    ] {
+        gpu.set_tune_settings(settings(&[("conv3d", name)]));
+        let choice = ConvPath::tuned_choice(&gpu).unwrap();
+        assert_eq!(
+            (choice.variant.as_str(), choice.source),
+            (name, ChoiceSource::Override)
+        );
+        assert_eq!(ConvPath::chosen(&gpu).unwrap(), path);
+        gpu.set_profiling(true);
+        let y = conv3d(&tx, &tw, None, &cfg).unwrap();
+        let got = y.to_vec().unwrap();
+        gpu.set_profiling(false);
+        let ran: Vec<String> = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
+        let other_row_kernel = |k: &String| k.starts_with("conv3d_rows::") && k != kernel;
+        assert!(
+            ran.iter().any(|k| k == kernel)
+                && !ran
+                    .iter()
+                    .any(|k| other_conv_kernel(k) || other_row_kernel(k)),
+            "{name}: {ran:?}"
+        );
+        assert_close(
+            &format!("conv3d on the {name} override"),
+            &got,
+            &want,
+            F32_ACCUM,
+        );
+    }
     if gpu.adapter().device_type == wgpu::DeviceType::Cpu {
-        assert_eq!(ConvPath::candidates(&gpu), [ConvPath::Fast, ConvPath::Rows]);
+        assert_eq!(
+            ConvPath::candidates(&gpu),
+            [ConvPath::Fast, BOTH[0], BOTH[1]]
+        );
         gpu.set_tune_settings(settings(&[]));
         let choice = ConvPath::tuned_choice(&gpu).unwrap();
         assert_eq!(choice.source, ChoiceSource::Measured);
         assert!(
-            ["tiled", "rows"].contains(&choice.variant.as_str()),
+            ["tiled", "rows", "rows_c4"].contains(&choice.variant.as_str()),
             "{choice:?}"
         );
     }

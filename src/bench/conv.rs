@@ -2,9 +2,9 @@
 //! 2·N·Cout·(Cin/groups)·kD·kH·kW·Do·Ho·Wo per pass; forward + both backward passes = 3×.
 //!
 //! `conv3d_<pass>/<case>` runs the kernel family chosen for the adapter (`ConvPath::chosen`),
-//! `conv3d_<pass>/c32_<variant>` a named one (`tiled`, `igemm_64x64`, `igemm_128x32`, `rows`). Every
-//! line names in `"variant"` the kernels that ran: the family, or for forward + backward where
-//! the passes differ (a shape one kernel does not fit), `forward+input+weight`.
+//! `conv3d_<pass>/c32_<variant>` a named one (`tiled`, `igemm_64x64`, `igemm_128x32`, `rows`,
+//! `rows_c4`). Every line names in `"variant"` the kernels that ran: the family, or for forward +
+//! backward where the passes differ (a shape one kernel does not fit), `forward+input+weight`.
 
 use super::inputs::{random, random_param};
 use super::{Bench, Case, Sample, Work};
@@ -163,7 +163,8 @@ pub(crate) fn cases() -> Vec<Case> {
         "tiled",
         "igemm_64x64",
         "igemm_128x32",
-        "rows"
+        "rows",
+        "rows_c4"
     ));
     cases
 }
@@ -171,6 +172,7 @@ pub(crate) fn cases() -> Vec<Case> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::conv3d::RowsLanes;
     use crate::ops::conv3d_igemm::IgemmTile;
 
     #[test]
@@ -178,7 +180,7 @@ mod tests {
         let cases = cases();
         let families = std::iter::once(ConvPath::Fast)
             .chain(IgemmTile::ALL.map(ConvPath::Igemm))
-            .chain([ConvPath::Rows]);
+            .chain([RowsLanes::Two, RowsLanes::Four].map(ConvPath::Rows));
         for path in families {
             let case = format!("c32_{}", path.name());
             for op in [

@@ -29,6 +29,7 @@ pub use super::conv3d_fast::{ForwardTile, WeightTile};
 use super::conv3d_patchify;
 pub use super::conv3d_plan::ConvPath;
 pub(crate) use super::conv3d_plan::{ConvPlan, ForwardKernel, InputKernel, WeightKernel};
+pub use super::conv3d_rows::RowsLanes;
 use super::conv3d_subpixel;
 use super::reduce::sum_to_shape;
 use crate::autograd::record;

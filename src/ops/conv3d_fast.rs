@@ -227,13 +227,17 @@ pub(crate) enum FastForward {
     DepthwiseRows,
     /// The workgroup-memory implicit GEMM for GPUs (conv3d_igemm.rs).
     Igemm(IgemmTile),
-    /// Lanes over output channels for CPU adapters (conv3d_rows.rs), on `tile`.
+    /// Lanes over output channels for CPU adapters (conv3d_rows.rs), on `tile` of the `lanes`
+    /// family.
     Rows {
+        lanes: conv3d_rows::RowsLanes,
         tile: conv3d_rows::RowsTile,
     },
-    /// Cin not in fours: the row kernels on the input with kernel axes folded into its
-    /// channels (conv3d_fold.rs).
-    RowsFolded,
+    /// Cin not in fours: the row kernels of the `lanes` family on the input with kernel axes
+    /// folded into its channels (conv3d_fold.rs).
+    RowsFolded {
+        lanes: conv3d_rows::RowsLanes,
+    },
     /// `TILED[variant]`, with vec4 input loads when `c4` (Cin_g % 4 == 0).
     Tiled {
         variant: usize,
@@ -277,8 +281,10 @@ pub(crate) fn forward(
     let (variant, c4) = match plan {
         // The other families bring their own launchers (and dummy bias).
         FastForward::Igemm(tile) => return conv3d_igemm::forward(x, w, bias, y, geo, tile),
-        FastForward::Rows { tile } => return conv3d_rows::forward(x, w, bias, y, geo, tile),
-        FastForward::RowsFolded => return conv3d_fold::forward(x, w, bias, y, geo),
+        FastForward::Rows { tile, .. } => return conv3d_rows::forward(x, w, bias, y, geo, tile),
+        FastForward::RowsFolded { lanes } => {
+            return conv3d_fold::forward(x, w, bias, y, geo, lanes)
+        }
         FastForward::DepthwiseRows => return conv3d_depthwise_rows::forward(x, w, bias, y, geo),
         FastForward::Depthwise => {
             let params: ConvParams = geo.params(y.numel(), bias.is_some());
@@ -334,8 +340,12 @@ pub(crate) enum FastWeight {
     Depthwise,
     /// The workgroup-memory implicit GEMM for GPUs (conv3d_igemm.rs).
     Igemm(IgemmTile),
-    /// Lanes over output channels for CPU adapters (conv3d_rows.rs).
-    Rows,
+    /// Lanes over output channels for CPU adapters (conv3d_rows.rs), on `tile` of the `lanes`
+    /// family.
+    Rows {
+        lanes: conv3d_rows::RowsLanes,
+        tile: conv3d_rows::RowsWeightTile,
+    },
     /// Depthwise, kernel width 3, lanes over channels for CPU adapters
     /// (conv3d_depthwise_rows.rs).
     DepthwiseRows,
@@ -373,7 +383,7 @@ pub(crate) fn backward_weight(
 ) -> Result<()> {
     let variant = match plan {
         FastWeight::Igemm(tile) => return conv3d_igemm::backward_weight(g, x, gw, geo, tile),
-        FastWeight::Rows => return conv3d_rows::backward_weight(g, x, gw, geo),
+        FastWeight::Rows { tile, .. } => return conv3d_rows::backward_weight(g, x, gw, geo, tile),
         FastWeight::Depthwise => return backward_weight_depthwise(g, x, gw, geo),
         FastWeight::DepthwiseRows => return conv3d_depthwise_rows::backward_weight(g, x, gw, geo),
         FastWeight::Tiled { variant } => variant,

@@ -221,18 +221,19 @@ impl Fold {
     }
 }
 
-/// y = conv3d(x, w) + b on the row kernels through the fold.
+/// y = conv3d(x, w) + b on the row kernels of the `lanes` family through the fold.
 pub(crate) fn forward(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     y: &Tensor,
     geo: &Geometry,
+    lanes: conv3d_rows::RowsLanes,
 ) -> Result<()> {
     let fold = Fold::new(geo)?;
     let xu = fold.input(x)?;
     let wu = fold.weight(w)?;
-    let tile = conv3d_rows::RowsTile::for_geometry(&fold.folded);
+    let tile = conv3d_rows::RowsTile::for_geometry(&fold.folded, lanes);
     conv3d_rows::forward(&xu, &wu, bias, y, &fold.folded, tile)
 }
 

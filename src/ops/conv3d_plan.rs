@@ -10,7 +10,7 @@ use super::conv3d_fast::{self, FastForward, FastWeight, ForwardTile, WeightTile}
 use super::conv3d_fold;
 use super::conv3d_igemm::{self, IgemmTile};
 use super::conv3d_patchify;
-use super::conv3d_rows;
+use super::conv3d_rows::{self, RowsLanes, RowsTile, RowsWeightTile};
 use super::conv3d_subpixel::{self, SubpixelPlan};
 use crate::error::{Error, Result};
 
@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 /// comparisons), or the tiled ones restricted to one forward tile and one weight-gradient tile
 /// (timing comparisons and tests of every variant), or the workgroup-memory implicit GEMM for
 /// GPUs (conv3d_igemm.rs) where it fits, the register tiles elsewhere, or the lanes-over-output-
-/// channel kernels for CPU adapters (conv3d_rows.rs) where they fit, the register tiles
-/// elsewhere. Where a shape fits no
+/// channel kernels for CPU adapters (conv3d_rows.rs), with 2 or 4 output channels per lane in
+/// their large tiles, where they fit, the register tiles elsewhere. Where a shape fits no
 /// allowed tiled kernel, the plan picks the straightforward kernel, before any work. `conv3d`
 /// takes the path chosen per adapter (conv3d_tune.rs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -33,7 +33,7 @@ pub enum ConvPath {
         weight: WeightTile,
     },
     Igemm(IgemmTile),
-    Rows,
+    Rows(RowsLanes),
 }
 
 impl ConvPath {
@@ -47,11 +47,16 @@ impl ConvPath {
             ConvPath::Igemm(tile) if conv3d_igemm::fits(geo, tile) => {
                 Some(FastForward::Igemm(tile))
             }
-            ConvPath::Rows if conv3d_rows::fits(geo) => Some(FastForward::Rows {
-                tile: conv3d_rows::RowsTile::for_geometry(geo),
+            ConvPath::Rows(lanes) if conv3d_rows::fits(geo) => Some(FastForward::Rows {
+                lanes,
+                tile: RowsTile::for_geometry(geo, lanes),
             }),
-            ConvPath::Rows if conv3d_depthwise_rows::fits(geo) => Some(FastForward::DepthwiseRows),
-            ConvPath::Rows if conv3d_fold::fits(geo) => Some(FastForward::RowsFolded),
+            ConvPath::Rows(_) if conv3d_depthwise_rows::fits(geo) => {
+                Some(FastForward::DepthwiseRows)
+            }
+            ConvPath::Rows(lanes) if conv3d_fold::fits(geo) => {
+                Some(FastForward::RowsFolded { lanes })
+            }
             _ => conv3d_fast::plan_forward(geo, self.forward_tile()),
         }
     }
@@ -122,8 +127,13 @@ impl ConvPlan {
             ConvPath::Igemm(tile) if conv3d_igemm::fits(&geo, tile) => {
                 WeightKernel::Fast(FastWeight::Igemm(tile))
             }
-            ConvPath::Rows if conv3d_rows::fits(&geo) => WeightKernel::Fast(FastWeight::Rows),
-            ConvPath::Rows if conv3d_depthwise_rows::fits(&geo) => {
+            ConvPath::Rows(lanes) if conv3d_rows::fits(&geo) => {
+                WeightKernel::Fast(FastWeight::Rows {
+                    lanes,
+                    tile: RowsWeightTile::for_geometry(&geo, lanes),
+                })
+            }
+            ConvPath::Rows(_) if conv3d_depthwise_rows::fits(&geo) => {
                 WeightKernel::Fast(FastWeight::DepthwiseRows)
             }
             _ => match conv3d_fast::plan_backward_weight(&geo, path.weight_tile()) {
@@ -184,16 +194,18 @@ impl ConvPlan {
     }
 
     /// The kernel family each pass runs, [forward, input gradient, weight gradient]: an
-    /// implicit-GEMM tile's name (`igemm_64x64`), `rows` (conv3d_rows.rs), `rows_folded` (the same
-    /// with kernel axes folded into few input channels, conv3d_fold.rs), `tiled` (the register
-    /// tiles, depthwise included) or `naive` (the straightforward kernels); what `cads bench`
-    /// reports.
+    /// implicit-GEMM tile's name (`igemm_64x64`), `rows` or `rows_c4` (conv3d_rows.rs; the
+    /// depthwise row kernels, shared by both, as `rows`), `rows_folded` or `rows_c4_folded` (the
+    /// same with kernel axes folded into few input channels, conv3d_fold.rs), `tiled` (the
+    /// register tiles, depthwise included) or `naive` (the straightforward kernels); what
+    /// `cads bench` reports.
     pub fn kernel_names(&self) -> [&'static str; 3] {
         fn fast(k: FastForward) -> &'static str {
             match k {
                 FastForward::Igemm(tile) => tile.name(),
-                FastForward::Rows { .. } | FastForward::DepthwiseRows => "rows",
-                FastForward::RowsFolded => "rows_folded",
+                FastForward::Rows { lanes, .. } => lanes.name(),
+                FastForward::DepthwiseRows => "rows",
+                FastForward::RowsFolded { lanes } => lanes.folded_name(),
                 _ => "tiled",
             }
         }
@@ -209,7 +221,8 @@ impl ConvPlan {
         };
         let weight = match self.weight {
             WeightKernel::Fast(FastWeight::Igemm(tile)) => tile.name(),
-            WeightKernel::Fast(FastWeight::Rows | FastWeight::DepthwiseRows) => "rows",
+            WeightKernel::Fast(FastWeight::Rows { lanes, .. }) => lanes.name(),
+            WeightKernel::Fast(FastWeight::DepthwiseRows) => "rows",
             WeightKernel::Fast(_) => "tiled",
             WeightKernel::Naive => "naive",
         };
@@ -223,7 +236,7 @@ mod tests {
     use crate::ops::conv3d::{Conv3dConfig, Geometry};
     use crate::ops::conv3d_fast::{FastForward, FastWeight, ForwardTile, WeightTile};
     use crate::ops::conv3d_igemm::IgemmTile;
-    use crate::ops::conv3d_rows::RowsTile;
+    use crate::ops::conv3d_rows::{RowsLanes, RowsTile, RowsWeightTile};
 
     fn plan(x: [usize; 5], cout: usize, cfg: Conv3dConfig, path: ConvPath) -> ConvPlan {
         let w = [
@@ -286,7 +299,11 @@ mod tests {
 
         // Patchify (kernel = stride, no padding): the matmul form, on every fast path; with
         // padding, the sub-pixel classes.
-        for path in [ConvPath::Fast, ConvPath::Rows] {
+        for path in [
+            ConvPath::Fast,
+            ConvPath::Rows(RowsLanes::Two),
+            ConvPath::Rows(RowsLanes::Four),
+        ] {
             let p = plan(
                 [1, 8, 8, 8, 8],
                 16,
@@ -382,94 +399,85 @@ mod tests {
         assert_eq!(naive.kernel_names(), ["naive"; 3]);
     }
 
-    /// The row path (CPU adapters): every pass on the row kernels where groups = 1 and the
-    /// channels are in fours, the 4-voxel forward tile for outputs under 8 voxels, the register
-    /// tiles where the shape does not fit.
+    /// The row paths (CPU adapters): every pass on the row kernels where groups = 1 and the
+    /// channels are in fours, the 4-voxel forward tile for outputs under 8 voxels, on `rows` the
+    /// 2-channel tiles for outputs of 256 voxels or more (forward) and Cin % 64 == 0 (weight
+    /// gradient), on `rows_c4` the 4-channel tiles there too; the register tiles where the shape
+    /// does not fit.
     #[test]
-    fn the_row_path_plans_each_pass_on_the_row_kernels_where_they_fit() {
-        let p = plan(
-            [1, 6, 6, 6, 16],
-            8,
-            Conv3dConfig::cube(3, 1, 1),
-            ConvPath::Rows,
-        );
-        // 216 output voxels: the 8-voxel tile.
-        let m8 = FastForward::Rows {
-            tile: RowsTile::M8C4,
-        };
-        assert_eq!(p.forward, ForwardKernel::Fast(m8));
-        assert!(matches!(p.input, InputKernel::FlippedConv { kernel, .. } if kernel == m8));
-        assert_eq!(p.weight, WeightKernel::Fast(FastWeight::Rows));
-        assert_eq!(p.kernel_names(), ["rows"; 3]);
-        let p = plan(
-            [1, 7, 6, 9, 16],
-            8,
-            Conv3dConfig::cube(3, 2, 1),
-            ConvPath::Rows,
-        );
-        assert!(matches!(p.input, InputKernel::Subpixel(_)));
-        assert_eq!(p.kernel_names(), ["rows"; 3]);
-        // 2·2·1 output voxels: the 4-voxel tile.
-        let p = plan(
-            [1, 8, 8, 4, 8],
-            16,
-            Conv3dConfig::cube(4, 4, 0),
-            ConvPath::Rows,
-        );
-        assert_eq!(
-            p.forward,
-            ForwardKernel::Fast(FastForward::Rows {
-                tile: RowsTile::M4C4
-            })
-        );
-        // 2·7·6·6 = 504 output voxels: the 16-voxel tile, also for the flipped input gradient.
-        let p = plan(
-            [2, 7, 6, 6, 8],
-            12,
-            Conv3dConfig::cube(3, 1, 1),
-            ConvPath::Rows,
-        );
-        let m16 = FastForward::Rows {
-            tile: RowsTile::M16C2,
-        };
-        assert_eq!(p.forward, ForwardKernel::Fast(m16));
-        assert!(matches!(p.input, InputKernel::FlippedConv { kernel, .. } if kernel == m16));
-        // Groups 2, Cout 6: the register tiles (or naive) on every pass.
-        for (cout, cfg) in [
-            (16, Conv3dConfig::cube(3, 1, 1).groups(2)),
-            (6, Conv3dConfig::cube(3, 1, 1)),
-        ] {
-            let p = plan([1, 6, 6, 6, 16], cout, cfg, ConvPath::Rows);
-            assert!(
-                !p.kernel_names().contains(&"rows"),
-                "{cfg:?}: {:?}",
-                p.kernel_names()
+    fn the_row_paths_plan_each_pass_on_the_row_kernels_where_they_fit() {
+        for lanes in [RowsLanes::Two, RowsLanes::Four] {
+            let rows = ConvPath::Rows(lanes);
+            let name = lanes.name();
+            let p = plan([1, 6, 6, 6, 16], 8, Conv3dConfig::cube(3, 1, 1), rows);
+            // 216 output voxels: the 8-voxel tile on both.
+            let m8 = FastForward::Rows {
+                lanes,
+                tile: RowsTile::M8C4,
+            };
+            assert_eq!(p.forward, ForwardKernel::Fast(m8));
+            assert!(matches!(p.input, InputKernel::FlippedConv { kernel, .. } if kernel == m8));
+            let r8 = FastWeight::Rows {
+                lanes,
+                tile: RowsWeightTile::R8C4,
+            };
+            assert_eq!(p.weight, WeightKernel::Fast(r8));
+            assert_eq!(p.kernel_names(), [name; 3]);
+            let p = plan([1, 7, 6, 9, 16], 8, Conv3dConfig::cube(3, 2, 1), rows);
+            assert!(matches!(p.input, InputKernel::Subpixel(_)));
+            assert_eq!(p.kernel_names(), [name; 3]);
+            // 2·2·1 output voxels: the 4-voxel tile.
+            let p = plan([1, 8, 8, 4, 8], 16, Conv3dConfig::cube(4, 4, 0), rows);
+            assert_eq!(
+                p.forward,
+                ForwardKernel::Fast(FastForward::Rows {
+                    lanes,
+                    tile: RowsTile::M4C4
+                })
             );
-        }
-        // Cin 1 (the 7³ stride-2 stem): the forward folds its kernel axes into the channels, the
-        // weight gradient keeps the register tile; Cout 6 from Cin 16: the input gradient is
-        // the flipped conv 6 → 16, which folds.
-        let p = plan(
-            [1, 8, 12, 12, 1],
-            16,
-            Conv3dConfig::cube(7, 2, 3),
-            ConvPath::Rows,
-        );
-        assert_eq!(p.forward, ForwardKernel::Fast(FastForward::RowsFolded));
-        assert_eq!(p.kernel_names()[0], "rows_folded");
-        assert_eq!(p.kernel_names()[2], "tiled");
-        let p = plan(
-            [1, 6, 6, 6, 16],
-            6,
-            Conv3dConfig::cube(3, 1, 1),
-            ConvPath::Rows,
-        );
-        assert!(matches!(
-            p.input,
-            InputKernel::FlippedConv {
-                kernel: FastForward::RowsFolded,
-                ..
+            // 2·7·6·6 = 504 output voxels from 64 channels: the 16-voxel tile on `rows`, also for
+            // the flipped input gradient, and the 64-channel weight tile; the 8-voxel and
+            // 32-channel tiles on `rows_c4`.
+            let p = plan([2, 7, 6, 6, 64], 12, Conv3dConfig::cube(3, 1, 1), rows);
+            let (tile, weight_tile) = match lanes {
+                RowsLanes::Two => (RowsTile::M16C2, RowsWeightTile::R16C2),
+                RowsLanes::Four => (RowsTile::M8C4, RowsWeightTile::R8C4),
+            };
+            let large = FastForward::Rows { lanes, tile };
+            assert_eq!(p.forward, ForwardKernel::Fast(large));
+            assert!(matches!(p.input, InputKernel::FlippedConv { kernel, .. } if kernel == large));
+            assert_eq!(
+                p.weight,
+                WeightKernel::Fast(FastWeight::Rows {
+                    lanes,
+                    tile: weight_tile
+                })
+            );
+            // Groups 2, Cout 6: the register tiles (or naive) on every pass.
+            for (cout, cfg) in [
+                (16, Conv3dConfig::cube(3, 1, 1).groups(2)),
+                (6, Conv3dConfig::cube(3, 1, 1)),
+            ] {
+                let p = plan([1, 6, 6, 6, 16], cout, cfg, rows);
+                assert!(
+                    !p.kernel_names().contains(&name),
+                    "{cfg:?}: {:?}",
+                    p.kernel_names()
+                );
             }
-        ));
+            // Cin 1 (the 7³ stride-2 stem): the forward folds its kernel axes into the channels,
+            // the weight gradient keeps the register tile; Cout 6 from Cin 16: the input
+            // gradient is the flipped conv 6 → 16, which folds.
+            let p = plan([1, 8, 12, 12, 1], 16, Conv3dConfig::cube(7, 2, 3), rows);
+            let folded = FastForward::RowsFolded { lanes };
+            assert_eq!(p.forward, ForwardKernel::Fast(folded));
+            assert_eq!(p.kernel_names()[0], lanes.folded_name());
+            assert_eq!(p.kernel_names()[2], "tiled");
+            let p = plan([1, 6, 6, 6, 16], 6, Conv3dConfig::cube(3, 1, 1), rows);
+            assert!(matches!(
+                p.input,
+                InputKernel::FlippedConv { kernel, .. } if kernel == folded
+            ));
+        }
     }
 }

@@ -7,17 +7,22 @@
 //! whose address is the same on every lane is one scalar load. Here the 8 lanes of a workgroup
 //! (one 256-bit SIMD row) share the voxels and split the output channels, so the input loads are
 //! uniform and the per-lane loads are contiguous groups of 4 or 2 output channels of the weight
-//! (forward) or of the upstream gradient (weight gradient). Workgroups of 8 would leave three quarters of a GPU warp
-//! idle, so this family (`ConvPath::Rows`, `CADS_KERNEL_CONV3D=rows`) is a tuning candidate on
-//! CPU adapters only, timed against the register tiles (conv3d_tune.rs); the plan
-//! (conv3d_plan.rs) runs it for every pass whose shape fits, the register tiles elsewhere.
+//! (forward) or of the upstream gradient (weight gradient). Workgroups of 8 would leave three
+//! quarters of a GPU warp idle, so this family (`ConvPath::Rows`, `CADS_KERNEL_CONV3D=rows` or
+//! `rows_c4`) is a tuning candidate on CPU adapters only, timed against the register tiles
+//! (conv3d_tune.rs); the plan (conv3d_plan.rs) runs it for every pass whose shape fits, the
+//! register tiles elsewhere.
 //!
 //! Conditions (checked by [`fits`], from the shapes alone): groups = 1, Cin % 4 == 0,
-//! Cout % 4 == 0. The forward takes 16 voxels × 2 output channels per invocation on outputs of
-//! at least [`LARGE_M`] voxels, 8 × 4 on smaller ones and 4 × 4 on outputs of fewer than
-//! [`SMALL_M`] voxels (a PVT spatial-reduction conv has 2 per sample); the weight gradient 64
-//! input × 2 output channels per invocation when Cin % 64 == 0, else 32 × 4. Long reductions
-//! over few outputs split over taps (forward) or voxels (weight gradient), partials summed after.
+//! Cout % 4 == 0. The forward takes 8 voxels × 4 output channels per invocation, and 4 × 4 on
+//! outputs of fewer than [`SMALL_M`] voxels (a PVT spatial-reduction conv has 2 per sample); the
+//! weight gradient 32 input × 4 output channels. The `rows` variant ([`RowsLanes::Two`]) swaps
+//! in tiles of 2 output channels per lane where they pay: 16 voxels × 2 channels on outputs of
+//! at least [`LARGE_M`] voxels, 64 input × 2 output channels when Cin % 64 == 0; `rows_c4`
+//! ([`RowsLanes::Four`]) keeps the 4-channel tiles. Which wins depends on the CPU under the
+//! driver (with or without a fast gather), so the tuner times both (conv3d_tune.rs). Long
+//! reductions over few outputs split over taps (forward) or voxels (weight gradient), partials
+//! summed after.
 
 use super::conv3d::{self, Geometry};
 use super::conv3d_fast::{fold, weight_gradient_in_chunks};
@@ -62,6 +67,42 @@ pub(crate) fn fits(geo: &Geometry) -> bool {
     geo.cfg.groups == 1 && geo.x[4].is_multiple_of(4) && geo.out[4].is_multiple_of(4)
 }
 
+/// Output channels per lane in the row kernels' tiles for large outputs and Cin % 64 == 0: the
+/// two families of this file, a tuning choice per adapter (`CADS_KERNEL_CONV3D=rows` or
+/// `rows_c4`).
+///
+/// Both hold 32 accumulators per lane. Two channels per lane load half the per-lane values for
+/// each FMA, which wins where a per-lane load is a sequence of scalar loads (Mesa 26 on a CPU
+/// without AVX-512); four read each uniform input value for twice as many output channels, which
+/// wins where the per-lane loads are masked gathers (the same driver on an AVX-512 CPU). Both
+/// measured in docs/kernel-tuning.md ("Two output channels per lane").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RowsLanes {
+    /// `rows`: 16 voxels × 2 channels (forward, outputs of at least [`LARGE_M`] voxels) and 64
+    /// input × 2 output channels (weight gradient, Cin % 64 == 0); the 4-channel tiles elsewhere.
+    Two,
+    /// `rows_c4`: the 4-channel tiles everywhere.
+    Four,
+}
+
+impl RowsLanes {
+    /// The variant name (`CADS_KERNEL_CONV3D`, the tuning cache, `cads bench`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RowsLanes::Two => "rows",
+            RowsLanes::Four => "rows_c4",
+        }
+    }
+
+    /// The name when the kernel axes were folded into the input channels (conv3d_fold.rs).
+    pub(crate) fn folded_name(self) -> &'static str {
+        match self {
+            RowsLanes::Two => "rows_folded",
+            RowsLanes::Four => "rows_c4_folded",
+        }
+    }
+}
+
 /// A forward tile: voxels per invocation × output channels per lane (8 lanes per workgroup).
 ///
 /// `M8C4` and `M16C2` hold the same 32 accumulators per lane; `M16C2` loads half the weight
@@ -80,11 +121,11 @@ pub(crate) enum RowsTile {
 }
 
 impl RowsTile {
-    /// The tile for an output of `geo`'s size.
-    pub(crate) fn for_geometry(geo: &Geometry) -> RowsTile {
+    /// The tile of the `lanes` family for an output of `geo`'s size.
+    pub(crate) fn for_geometry(geo: &Geometry, lanes: RowsLanes) -> RowsTile {
         match geo.m_total() {
             m if m < SMALL_M => RowsTile::M4C4,
-            m if m < LARGE_M => RowsTile::M8C4,
+            m if m < LARGE_M || lanes == RowsLanes::Four => RowsTile::M8C4,
             _ => RowsTile::M16C2,
         }
     }
@@ -180,9 +221,9 @@ pub(crate) enum RowsWeightTile {
 }
 
 impl RowsWeightTile {
-    /// The tile for `geo`'s input channels.
-    pub(crate) fn for_geometry(geo: &Geometry) -> RowsWeightTile {
-        if geo.x[4].is_multiple_of(64) {
+    /// The tile of the `lanes` family for `geo`'s input channels.
+    pub(crate) fn for_geometry(geo: &Geometry, lanes: RowsLanes) -> RowsWeightTile {
+        if lanes == RowsLanes::Two && geo.x[4].is_multiple_of(64) {
             RowsWeightTile::R16C2
         } else {
             RowsWeightTile::R8C4
@@ -213,10 +254,15 @@ impl RowsWeightTile {
     }
 }
 
-/// gw = Σ_m x(m @ tap) ⊗ g(m) on the tile for `geo`: voxels split into chunks (partials), then
-/// the sum pass.
-pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry) -> Result<()> {
-    let tile = RowsWeightTile::for_geometry(geo);
+/// gw = Σ_m x(m @ tap) ⊗ g(m) on `tile`: voxels split into chunks (partials), then the sum
+/// pass.
+pub(crate) fn backward_weight(
+    g: &Tensor,
+    x: &Tensor,
+    gw: &Tensor,
+    geo: &Geometry,
+    tile: RowsWeightTile,
+) -> Result<()> {
     let taps: usize = geo.cfg.kernel.iter().product();
     let row_blocks = taps * (geo.x[4] / 4).div_ceil(tile.rows4());
     let col_blocks = (geo.out[4] / tile.lane_channels()).div_ceil(LANES);

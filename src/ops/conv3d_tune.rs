@@ -4,11 +4,13 @@
 //! Variants (`CADS_KERNEL_CONV3D=<name>`): `tiled`, the register-tiled kernels of
 //! conv3d_fast.rs (the default), `igemm_64x64` and `igemm_128x32`, the workgroup-memory
 //! implicit GEMM of conv3d_igemm.rs (for GPUs; where a shape does not fit it, the register
-//! tiles), `rows`, the lanes-over-output-channel kernels of conv3d_rows.rs (for CPU adapters;
-//! where a shape does not fit them, the register tiles), and `naive`, the oracle. One choice
-//! covers the forward and both gradients.
+//! tiles), `rows` and `rows_c4`, the lanes-over-output-channel kernels of conv3d_rows.rs with 2
+//! or 4 output channels per lane in their large tiles (for CPU adapters; where a shape does not
+//! fit them, the register tiles), and `naive`, the oracle. One choice covers the forward and
+//! both gradients.
 //!
-//! Candidates: on CPU adapters `tiled` and `rows` (the implicit GEMM needs barriers, which
+//! Candidates: on CPU adapters `tiled`, `rows` and `rows_c4` (which row tile wins depends on the
+//! CPU under the driver, [`RowsLanes`]; the implicit GEMM needs barriers, which
 //! lavapipe runs as separately scheduled pieces of a workgroup loop: the matmul tiles built the
 //! same way measured 1.8–4.8× slower than the register tiles there, docs/kernel-tuning.md). On
 //! other adapters `tiled` and the implicit-GEMM tiles the device runs (`rows`' workgroups of 8
@@ -26,6 +28,7 @@ use super::conv3d::{
 };
 use super::conv3d_igemm::IgemmTile;
 use super::conv3d_plan::ConvPath;
+use super::conv3d_rows::RowsLanes;
 use super::matmul_tune::disagreement;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, TuneRequest, TunedChoice};
@@ -36,11 +39,12 @@ use crate::util::Rng;
 const OP: &str = "conv3d";
 
 /// Every variant an override may name, in the order the tuner lists them.
-const VARIANTS: [ConvPath; 5] = [
+const VARIANTS: [ConvPath; 6] = [
     ConvPath::Fast,
     ConvPath::Igemm(IgemmTile::T64x64),
     ConvPath::Igemm(IgemmTile::T128x32),
-    ConvPath::Rows,
+    ConvPath::Rows(RowsLanes::Two),
+    ConvPath::Rows(RowsLanes::Four),
     ConvPath::Naive,
 ];
 
@@ -66,7 +70,7 @@ impl ConvPath {
             ConvPath::Fast => "tiled".into(),
             ConvPath::Naive => "naive".into(),
             ConvPath::Igemm(tile) => tile.name().into(),
-            ConvPath::Rows => "rows".into(),
+            ConvPath::Rows(lanes) => lanes.name().into(),
             ConvPath::Tiles { forward, weight } => format!("tiles_{forward:?}_{weight:?}"),
         }
     }
@@ -105,7 +109,10 @@ impl ConvPath {
     pub fn candidates_for(device_type: wgpu::DeviceType, limits: &wgpu::Limits) -> Vec<ConvPath> {
         let mut paths = vec![ConvPath::Fast];
         if device_type == wgpu::DeviceType::Cpu {
-            paths.push(ConvPath::Rows);
+            paths.extend([
+                ConvPath::Rows(RowsLanes::Two),
+                ConvPath::Rows(RowsLanes::Four),
+            ]);
         } else {
             paths.extend(
                 IgemmTile::ALL
@@ -212,7 +219,7 @@ impl<'g> ConvTuneBench<'g> {
     /// submit and wait), after an implicit-GEMM or `rows` path reproduced `tiled` on all of them.
     pub(crate) fn measure(&mut self, path: ConvPath) -> Result<f64> {
         self.make_inputs()?;
-        let checked = matches!(path, ConvPath::Igemm(_) | ConvPath::Rows);
+        let checked = matches!(path, ConvPath::Igemm(_) | ConvPath::Rows(_));
         if checked && !self.checked.contains(&path) {
             self.check(path)?;
             self.checked.push(path);
@@ -274,7 +281,11 @@ mod tests {
         };
         assert_eq!(
             ConvPath::candidates_for(wgpu::DeviceType::Cpu, &big),
-            [ConvPath::Fast, ConvPath::Rows]
+            [
+                ConvPath::Fast,
+                ConvPath::Rows(RowsLanes::Two),
+                ConvPath::Rows(RowsLanes::Four)
+            ]
         );
         assert_eq!(
             ConvPath::candidates_for(wgpu::DeviceType::DiscreteGpu, &big),
