@@ -274,13 +274,24 @@ VEC4_HEADER = f"""\
 # f32 operands are used as loaded; f16 ones (shaders/matmul_f16_vec4.wgsl) are widened as they are
 # loaded, exactly (every f16 is an f32), and the tile multiplies and accumulates in f32.
 F32 = ("matmul_vec4_", "{}")
-F16 = ("matmul_f16_vec4_", "vec4<f32>({})")
+F16 = ("matmul_f16_vec4_", "vec{w}<f32>({})")
 
 
-# Tiles of the f16 operand kernels (shaders/matmul_f16_vec4.wgsl): the f32 tile the CPU tuner picks
-# on an idle machine (docs/kernel-tuning.md), in its three forms, in workgroups of 64 and, as the
-# f32 tiles, of 16 for narrow products.
-F16_VEC4_TILES = [(8, 1, 64), (8, 1, NARROW_LANES)]
+# Tiles of the f16 operand kernels (shaders/matmul_f16_vec4.wgsl), each in its four forms (plain,
+# _ta, _tb, _bias): the f32 tiles the CPU tuner picks on different CPUs (docs/kernel-tuning.md),
+# so the f16 tuner (src/ops/matmul_f16_vec4.rs) has the same choice: 8x4 in workgroups of 64 and,
+# as the f32 tiles, of 16 for narrow products; 32x4 in workgroups of 8; and the vec2-column tiles.
+F16_VEC4_TILES = [(8, 1, 64), (8, 1, NARROW_LANES), (32, 1, 8)]
+F16_VEC2_TILES = VEC2_TILES
+
+# The f16 shader's vec2 views: B as column pairs of f16, C and the bias f32 (as VEC2_BINDINGS).
+F16_VEC2_BINDINGS = """\
+// The x2 tiles' views of the same bindings: B as f16 column pairs, C, bias and biased C as f32.
+@group(0) @binding(2) var<storage, read> b2: array<vec2<f16>>;
+@group(0) @binding(3) var<storage, read_write> c2: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read> bias2: array<vec2<f32>>;
+@group(0) @binding(4) var<storage, read_write> c2_biased: array<vec2<f32>>;
+"""
 
 F16_VEC4_HEADER = """\
 // Batched matmul of f16 operands with f32 accumulation and an f32 result, on the vec4 register
@@ -303,6 +314,9 @@ F16_VEC4_HEADER = """\
 //   matmul_f16_vec4_<TM>x<TN>[_w<WG>]_bias: the plain form plus an f32 bias row (a linear's
 //                                 forward under autocast), as the f32 tiles' `_bias` forms:
 //                                 bindings 3 bias (read, f32), 4 c (read_write)
+//   matmul_f16_vec4_[ta_|tb_]<TM>x2[_w<WG>][_bias]: the same forms with one pair of columns per
+//                                 invocation, as shaders/matmul_vec4.wgsl's x2 tiles: B viewed
+//                                 as f16 pairs (b2), C and the bias as f32 pairs
 // Batch offsets a_offset4(b), b_offset4(b) in vec4 units (MatmulParams of shaders/matmul.wgsl; the
 // f16 launcher has one flat batch axis: batch_inner = batch, outer strides 0).
 //
@@ -317,7 +331,7 @@ enable f16;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f16>>;
 @group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
 
-""" + BIAS_BINDINGS + "\n" + VEC4_OFFSETS
+""" + BIAS_BINDINGS + "\n" + F16_VEC2_BINDINGS + "\n" + VEC4_OFFSETS
 
 
 def tile_prologue(w, tm, tg, wg, cw=4):
@@ -341,7 +355,7 @@ def b_rows(w, tg, flavour, cw=4):
     for j in range(tg):
         for r in range(4):
             off = f"kb + {r}u * n{cw}" if r else "kb"
-            w(f"        let b{j}_{r} = {load.format(f'{view}[bc{j} + {off}]')};")
+            w(f"        let b{j}_{r} = {load.format(f'{view}[bc{j} + {off}]', w=cw)};")
 
 
 def tile_stores(w, tm, tg, wg, out="c", cw=4):
@@ -429,7 +443,7 @@ def vec4_entry(tm, tg, wg, flavour=F32, bias=False, cw=4):
 def a_rows_fma(w, tm, tg, flavour, cw=4):
     """One vec4 k-step of row-major A (row i's 4 values of k) times the 4 rows of B, per row."""
     for i in range(tm):
-        w(f"        let a{i} = {flavour[1].format(f'a[ar{i} + kk]')};")
+        w(f"        let a{i} = {flavour[1].format(f'a[ar{i} + kk]', w=4)};")
         for j in range(tg):
             for r, comp in enumerate("xyzw"):
                 w(f"        c{i}_{j} = fma(vec{cw}<f32>(a{i}.{comp}), b{j}_{r}, c{i}_{j});")
@@ -456,7 +470,7 @@ def vec4_tb_entry(tm, tg, wg, flavour=F32, cw=4):
     # registers into the 4 k-rows the plain tile multiplies.
     for j in range(tg):
         for col in range(cw):
-            w(f"        let t{j}_{col} = {flavour[1].format(f'b[bt{j}_{col} + kk]')};")
+            w(f"        let t{j}_{col} = {flavour[1].format(f'b[bt{j}_{col} + kk]', w=4)};")
         for r, comp in enumerate("xyzw"):
             cols = ", ".join(f"t{j}_{col}.{comp}" for col in range(cw))
             w(f"        let b{j}_{r} = vec{cw}<f32>({cols});")
@@ -492,7 +506,7 @@ def vec4_ta_entry(tm, tg, wg, flavour=F32, cw=4):
     for q in range(tm // 4):
         for r in range(4):
             off = f"ka + {r}u * m4" if r else "ka"
-            w(f"        let a{q}_{r} = {flavour[1].format(f'a[ac{q} + {off}]')};")
+            w(f"        let a{q}_{r} = {flavour[1].format(f'a[ac{q} + {off}]', w=4)};")
     for i in range(tm):
         q, comp = divmod(i, 4)
         comp = "xyzw"[comp]
@@ -590,6 +604,9 @@ def main():
     for form in (vec4_entry, vec4_ta_entry, vec4_tb_entry):
         out += "".join(form(tm, tg, wg, F16) + "\n" for tm, tg, wg in F16_VEC4_TILES)
     out += "".join(vec4_entry(tm, tg, wg, F16, bias=True) + "\n" for tm, tg, wg in F16_VEC4_TILES)
+    for form in (vec4_entry, vec4_ta_entry, vec4_tb_entry):
+        out += "".join(form(tm, 1, wg, F16, cw=2) + "\n" for tm, wg in F16_VEC2_TILES)
+    out += "".join(vec4_entry(tm, 1, wg, F16, bias=True, cw=2) + "\n" for tm, wg in F16_VEC2_TILES)
     (out_dir / "matmul_f16_vec4.wgsl").write_bytes(out.encode())
 
 

@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 
 use cads::gpu::{AdapterChoice, CooperativeMatrix, Precision};
 use cads::nn::linear::{Linear, LinearInit};
-use cads::ops::{self, MatmulF16Kernel};
+use cads::ops::{self, F16VecTile, MatmulF16Kernel};
 use cads::tensor::DType;
 use cads::util::Rng;
 use cads::{Gpu, Tensor};
@@ -65,7 +65,10 @@ const SIZES: &[(usize, usize, usize)] = &[
 #[test]
 fn coop_matmul_matches_reference_on_every_transpose() {
     let gpu = coop_gpu();
-    assert_eq!(MatmulF16Kernel::chosen(&gpu), MatmulF16Kernel::Cooperative);
+    assert_eq!(
+        MatmulF16Kernel::chosen(&gpu).unwrap(),
+        MatmulF16Kernel::Cooperative
+    );
     let mut rng = Rng::new(71);
     for &size in SIZES {
         for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
@@ -145,11 +148,11 @@ fn coop_matmul_times_the_identity_is_exact() {
     }
 }
 
-/// The f16 kernel a device without cooperative matrices runs: the vec4 tiles on a CPU adapter,
-/// the 4 × 4 tiles on a GPU.
+/// The f16 kernel a device without cooperative matrices runs: the vec4 tiles on a CPU adapter
+/// (the tile chosen for it), the 4 × 4 tiles on a GPU.
 fn register_tiles(gpu: &Gpu) -> MatmulF16Kernel {
     if gpu.adapter().device_type == wgpu::DeviceType::Cpu {
-        MatmulF16Kernel::Vec4
+        MatmulF16Kernel::Vec4(F16VecTile::chosen(gpu).unwrap())
     } else {
         MatmulF16Kernel::Tile4x4
     }
@@ -159,7 +162,10 @@ fn register_tiles(gpu: &Gpu) -> MatmulF16Kernel {
 fn linear_under_autocast_agrees_with_and_without_cooperative_matrices() {
     let coop = coop_gpu();
     let plain = gpu();
-    assert_eq!(MatmulF16Kernel::chosen(&plain), register_tiles(&plain));
+    assert_eq!(
+        MatmulF16Kernel::chosen(&plain).unwrap(),
+        register_tiles(&plain)
+    );
     let mut rng = Rng::new(74);
     let (rows, cin, cout) = (37, 24, 40);
     let xs = rng.vec_uniform(rows * cin, -1.0, 1.0);
@@ -197,9 +203,9 @@ fn cooperative_matrices_follow_the_policy_and_fall_back() {
     let choice = AdapterChoice::from_env();
     let off = Gpu::with_choice_cooperative(&choice, CooperativeMatrix::Off).unwrap();
     assert_eq!(off.features().cooperative_matrix, None);
-    assert_eq!(MatmulF16Kernel::chosen(&off), register_tiles(&off));
+    assert_eq!(MatmulF16Kernel::chosen(&off).unwrap(), register_tiles(&off));
     assert_eq!(
-        MatmulF16Kernel::Cooperative.effective(&off),
+        MatmulF16Kernel::Cooperative.effective(&off).unwrap(),
         register_tiles(&off)
     );
     let auto = Gpu::with_choice_cooperative(&choice, CooperativeMatrix::Auto).unwrap();

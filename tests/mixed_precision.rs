@@ -19,7 +19,7 @@
 
 mod common;
 
-use cads::ops::{self, MatmulF16Kernel};
+use cads::ops::{self, F16VecTile, MatmulF16Kernel};
 use cads::reference::{cast as refcast, gradcheck, matmul as refmm, matmul_f16 as ref16, Array};
 use cads::tensor::DType;
 use cads::util::Rng;
@@ -355,7 +355,7 @@ fn f32_ops_refuse_f16_tensors_naming_the_kernel() {
 
 /// Odd and prime extents (the tiles fall back to the naive kernel on some patterns), multiples
 /// of 4 past one workgroup of tiles, and long Ks that split (the weight-gradient shape), for the
-/// vec4 kernel's narrow (N ≤ 128) and wide workgroups.
+/// vec4 tiles' narrow (N ≤ 128 for 8 × 4, N ≤ 64 for 16 × 2) and wide workgroups.
 const SIZES: &[(usize, usize, usize)] = &[
     (1, 1, 1),
     (7, 13, 5),
@@ -433,15 +433,16 @@ fn f16_matmul_is_within_the_rounding_bound_of_the_f32_product() {
     }
 }
 
-/// The vec4 kernel runs its plain, `_tb` and `_ta` forms where the shape allows, with no copy or
-/// cast first, in workgroups of 16 up to N = 128 and of 64 past it; it hands the other shapes to
+/// Each vec4 tile runs its plain, `_tb` and `_ta` forms where the shape allows, with no copy or
+/// cast first (8 × 4 and 16 × 2 in workgroups of 16 up to N = 128 and 64 and of 64 past it,
+/// 32 × 4 in workgroups of 8); it hands the other shapes to
 /// the 4 × 4 tiles' rules (K % 4 ≠ 0 with a transposed A to the `tn` tile; both transposed, or
 /// M % 4 ≠ 0 with a transposed A, to the naive kernel).
 #[test]
 fn f16_vec4_kernel_runs_its_forms_and_falls_back_by_shape() {
     let gpu = fresh_gpu();
     let mut rng = Rng::new(22);
-    let mut run = |m: usize, k: usize, n: usize, ta: bool, tb: bool| {
+    let mut run = |tile: F16VecTile, m: usize, k: usize, n: usize, ta: bool, tb: bool| {
         let a_shape = if ta { [k, m] } else { [m, k] };
         let b_shape = if tb { [n, k] } else { [k, n] };
         let a = Tensor::from_slice(&gpu, &rng.vec_uniform(m * k, -1.0, 1.0), &a_shape)
@@ -454,7 +455,7 @@ fn f16_vec4_kernel_runs_its_forms_and_falls_back_by_shape() {
             .unwrap();
         gpu.synchronize().unwrap();
         gpu.set_profiling(true);
-        ops::matmul_f16_with(&a, &b, ta, tb, MatmulF16Kernel::Vec4).unwrap();
+        ops::matmul_f16_with(&a, &b, ta, tb, MatmulF16Kernel::Vec4(tile)).unwrap();
         gpu.synchronize().unwrap();
         gpu.set_profiling(false);
         gpu.take_profile()
@@ -463,25 +464,79 @@ fn f16_vec4_kernel_runs_its_forms_and_falls_back_by_shape() {
             .collect::<Vec<_>>()
     };
     let one = |entry: &str| vec![entry.to_string()];
-    for (n, suffix) in [(8, "_w16"), (128, "_w16"), (132, ""), (256, "")] {
-        let entry = |form: &str| format!("matmul_f16_vec4::matmul_f16_vec4_{form}8x4{suffix}");
-        for m in [12, 13] {
-            assert_eq!(run(m, 16, n, false, false), one(&entry("")));
-            assert_eq!(run(m, 16, n, false, true), one(&entry("tb_")));
+    for tile in F16VecTile::ALL {
+        for n in [8, 64, 68, 128, 132, 256] {
+            // The tiles of 64 lanes run in workgroups of 16 up to 32 lanes' columns.
+            let name = match tile {
+                F16VecTile::T8x4 if n <= 128 => "8x4_w16",
+                F16VecTile::T8x4 => "8x4",
+                F16VecTile::T32x4W8 => "32x4_w8",
+                F16VecTile::T16x2 if n <= 64 => "16x2_w16",
+                F16VecTile::T16x2 => "16x2",
+            };
+            let entry = |form: &str| format!("matmul_f16_vec4::matmul_f16_vec4_{form}{name}");
+            for m in [12, 13] {
+                assert_eq!(run(tile, m, 16, n, false, false), one(&entry("")));
+                assert_eq!(run(tile, m, 16, n, false, true), one(&entry("tb_")));
+            }
+            assert_eq!(run(tile, 12, 16, n, true, false), one(&entry("ta_")));
         }
-        assert_eq!(run(12, 16, n, true, false), one(&entry("ta_")));
+        let n = 8;
+        assert_eq!(
+            run(tile, 12, 14, n, true, false),
+            one("matmul_f16::matmul_f16_tn_4x4")
+        );
+        assert_eq!(
+            run(tile, 13, 16, n, true, false),
+            one("matmul_f16::matmul_f16_naive")
+        );
+        assert_eq!(
+            run(tile, 12, 16, n, true, true),
+            one("matmul_f16::matmul_f16_naive")
+        );
     }
-    let n = 8;
-    assert_eq!(
-        run(12, 14, n, true, false),
-        one("matmul_f16::matmul_f16_tn_4x4")
+}
+
+fn tune_settings(overrides: &[(&str, &str)]) -> cads::gpu::TuneSettings {
+    cads::gpu::TuneSettings {
+        overrides: overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        tune: true,
+        cache_dir: None,
+    }
+}
+
+/// `CADS_KERNEL_MATMUL_F16` names the vec4 tile (an unknown name is an error listing the
+/// tiles), and with nothing named the tuner times the three tiles and picks one of them, which
+/// a CPU adapter without cooperative matrices then runs.
+#[test]
+fn the_f16_tile_takes_its_override_and_is_tuned_otherwise() {
+    let gpu = fresh_gpu();
+    let cpu_tiles = gpu.adapter().device_type == wgpu::DeviceType::Cpu
+        && gpu.features().cooperative_matrix.is_none();
+    for tile in F16VecTile::ALL {
+        gpu.set_tune_settings(tune_settings(&[("matmul_f16", tile.name())]));
+        assert_eq!(F16VecTile::chosen(&gpu).unwrap(), tile);
+        if cpu_tiles {
+            assert_eq!(
+                MatmulF16Kernel::chosen(&gpu).unwrap(),
+                MatmulF16Kernel::Vec4(tile)
+            );
+        }
+    }
+    gpu.set_tune_settings(tune_settings(&[("matmul_f16", "f16_vec4_1x1")]));
+    let e = F16VecTile::chosen(&gpu).unwrap_err().to_string();
+    assert!(
+        e.contains("f16_vec4_1x1") && e.contains("f16_vec4_16x2") && e.contains("MATMUL_F16"),
+        "{e}"
     );
+    gpu.set_tune_settings(tune_settings(&[]));
+    let tile = F16VecTile::chosen(&gpu).unwrap();
+    let choice = gpu.remembered_choice("matmul_f16").unwrap();
     assert_eq!(
-        run(13, 16, n, true, false),
-        one("matmul_f16::matmul_f16_naive")
-    );
-    assert_eq!(
-        run(12, 16, n, true, true),
-        one("matmul_f16::matmul_f16_naive")
+        (choice.variant.as_str(), choice.source),
+        (tile.name(), cads::gpu::ChoiceSource::Measured)
     );
 }

@@ -19,17 +19,17 @@
 //! Kernels ([`MatmulF16Kernel`]): `f16_naive` (one output per invocation, the oracle) and
 //! `f16_tile_4x4` (4 × 4 register tiles on vec4<f16> loads; one kernel per transpose pattern:
 //! nn for the forward, nt for the input gradient, tn for the weight gradient, split-K when the
-//! output has few tiles; the naive kernel for shapes the tiles do not take), `f16_vec4_8x4` (the
-//! f32 path's vec4 tiles on f16 operands, src/ops/matmul_f16_vec4.rs; the default on CPU
-//! adapters) and `f16_coop` (cooperative matrices, src/ops/matmul_f16_coop.rs; the default where
-//! the device has them).
+//! output has few tiles; the naive kernel for shapes the tiles do not take), `f16_vec4_<tile>`
+//! (the f32 path's vec4 tiles on f16 operands, src/ops/matmul_f16_vec4.rs; the default on CPU
+//! adapters, with the tile measured fastest there) and `f16_coop` (cooperative matrices,
+//! src/ops/matmul_f16_coop.rs; the default where the device has them).
 //!
 //! Without `SHADER_F16` the same values come from the f32 path: the operands are widened (exact)
 //! and multiplied by the f32 matmul kernels (src/ops/matmul.rs), so a caller never needs to ask.
 
 use super::matmul::{add_bias, matmul_launch, split_target_workgroups, MatmulKernel};
 use super::matmul_f16_coop::launch_coop;
-use super::matmul_f16_vec4;
+use super::matmul_f16_vec4::{self, F16VecTile};
 use super::reduce::{split_count_toward, sum_leading_into, sum_to_shape};
 use super::shape::broadcast_shapes;
 use crate::autograd::record;
@@ -95,11 +95,11 @@ pub enum MatmulF16Kernel {
     /// transposed-both pattern and shapes whose vectorised axes are not multiples of 4 take the
     /// naive kernel.
     Tile4x4,
-    /// The f32 path's vec4 register tiles on f16 operands (8 rows × 4 columns per invocation,
-    /// the rows of A shared by the workgroup; src/ops/matmul_f16_vec4.rs), per transpose
+    /// The f32 path's vec4 register tiles on f16 operands (the rows of A shared by the
+    /// workgroup; src/ops/matmul_f16_vec4.rs), `tile` among [`F16VecTile::ALL`], per transpose
     /// pattern (plain, `_tb`, `_ta`); other patterns and shapes take `Tile4x4`'s rules. The
-    /// default on CPU adapters.
-    Vec4,
+    /// default on CPU adapters, with the tile measured fastest there.
+    Vec4(F16VecTile),
     /// Cooperative-matrix fragments (tensor cores), any shape and pattern
     /// (src/ops/matmul_f16_coop.rs); on a device without them, the adapter's register tiles
     /// (`Vec4` on CPU adapters, `Tile4x4` on GPUs).
@@ -111,16 +111,19 @@ impl MatmulF16Kernel {
     pub const ALL: &'static [MatmulF16Kernel] = &[
         MatmulF16Kernel::Naive,
         MatmulF16Kernel::Tile4x4,
-        MatmulF16Kernel::Vec4,
+        MatmulF16Kernel::Vec4(F16VecTile::T8x4),
+        MatmulF16Kernel::Vec4(F16VecTile::T32x4W8),
+        MatmulF16Kernel::Vec4(F16VecTile::T16x2),
         MatmulF16Kernel::Cooperative,
     ];
 
-    /// Name in benchmark lines: `f16_naive`, `f16_tile_4x4`, `f16_vec4_8x4`, `f16_coop`.
+    /// Name in benchmark lines: `f16_naive`, `f16_tile_4x4`, the vec4 tile's
+    /// ([`F16VecTile::name`], `f16_vec4_8x4`), `f16_coop`.
     pub fn name(self) -> &'static str {
         match self {
             MatmulF16Kernel::Naive => "f16_naive",
             MatmulF16Kernel::Tile4x4 => "f16_tile_4x4",
-            MatmulF16Kernel::Vec4 => "f16_vec4_8x4",
+            MatmulF16Kernel::Vec4(tile) => tile.name(),
             MatmulF16Kernel::Cooperative => "f16_coop",
         }
     }
@@ -128,29 +131,31 @@ impl MatmulF16Kernel {
     /// The kernel for this device: cooperative matrices where the device has them
     /// (`DeviceFeatures::cooperative_matrix`, requested by default on GPU adapters only), the
     /// vec4 tiles on CPU adapters (1.3–2.4× the 4 × 4 tiles at 1024³ on lavapipe,
-    /// docs/kernel-tuning.md), the 4 × 4 tiles on other GPUs.
-    pub fn chosen(gpu: &Gpu) -> MatmulF16Kernel {
+    /// docs/kernel-tuning.md) with the tile [`F16VecTile::chosen`] for the adapter (an error
+    /// only for an unknown `CADS_KERNEL_MATMUL_F16`), the 4 × 4 tiles on other GPUs.
+    pub fn chosen(gpu: &Gpu) -> Result<MatmulF16Kernel> {
         match gpu.features().cooperative_matrix {
-            Some(_) => MatmulF16Kernel::Cooperative,
+            Some(_) => Ok(MatmulF16Kernel::Cooperative),
             None => MatmulF16Kernel::register_tiles(gpu),
         }
     }
 
-    /// The register tiles for this adapter: the vec4 tiles on CPU adapters, 4 × 4 elsewhere.
-    fn register_tiles(gpu: &Gpu) -> MatmulF16Kernel {
+    /// The register tiles for this adapter: the tuned vec4 tile on CPU adapters, 4 × 4
+    /// elsewhere.
+    fn register_tiles(gpu: &Gpu) -> Result<MatmulF16Kernel> {
         if gpu.adapter().device_type == wgpu::DeviceType::Cpu {
-            MatmulF16Kernel::Vec4
+            Ok(MatmulF16Kernel::Vec4(F16VecTile::chosen(gpu)?))
         } else {
-            MatmulF16Kernel::Tile4x4
+            Ok(MatmulF16Kernel::Tile4x4)
         }
     }
 
     /// The kernel that really runs on `gpu`: `Cooperative` without the feature runs the
     /// adapter's register tiles (those [`MatmulF16Kernel::chosen`] would pick without it).
-    pub fn effective(self, gpu: &Gpu) -> MatmulF16Kernel {
+    pub fn effective(self, gpu: &Gpu) -> Result<MatmulF16Kernel> {
         match (self, gpu.features().cooperative_matrix) {
             (MatmulF16Kernel::Cooperative, None) => MatmulF16Kernel::register_tiles(gpu),
-            (kernel, _) => kernel,
+            (kernel, _) => Ok(kernel),
         }
     }
 }
@@ -167,7 +172,7 @@ pub(super) struct Plan {
     pub(super) b_sb: usize,
 }
 
-fn plan(a: &[usize], b: &[usize], ta: bool, tb: bool) -> Result<Plan> {
+pub(super) fn plan(a: &[usize], b: &[usize], ta: bool, tb: bool) -> Result<Plan> {
     let op = "matmul_f16";
     if a.len() < 2 || b.len() < 2 {
         return Err(Error::invalid(
@@ -253,8 +258,12 @@ pub(crate) fn matmul_f16_launch_biased(
         return Err(Error::shape(op, [p.n], bias.shape()));
     }
     let gpu = a.gpu();
-    if kernel.effective(gpu) == MatmulF16Kernel::Vec4 && gpu.features().f16 && p.k > 0 {
-        if let Some(form) = matmul_f16_vec4::form(&p, ta, tb).filter(|f| f.takes_bias()) {
+    let vec4_tile = match kernel.effective(gpu)? {
+        MatmulF16Kernel::Vec4(tile) if gpu.features().f16 && p.k > 0 => Some(tile),
+        _ => None,
+    };
+    if let Some(tile) = vec4_tile {
+        if let Some(form) = matmul_f16_vec4::form(&p, ta, tb, tile).filter(|f| f.takes_bias()) {
             a.check_same_gpu(op, b)?;
             a.expect_dtype(op, DType::F16)?;
             b.expect_dtype(op, DType::F16)?;
@@ -282,7 +291,7 @@ fn matmul_f16_product(
     b.expect_dtype(op, DType::F16)?;
     let p = plan(a.shape(), b.shape(), ta, tb)?;
     let gpu = a.gpu();
-    let kernel = kernel.effective(gpu);
+    let kernel = kernel.effective(gpu)?;
     if !gpu.features().f16 {
         // No SHADER_F16: widen (exact) and run the f32 kernels; same products, same f32 sums.
         let a32 = cast_unrecorded(op, a, DType::F32)?;
@@ -328,8 +337,8 @@ fn matmul_f16_product(
         launch_coop(a, b, &out, &p, params, fragment)?;
         return Ok(out);
     }
-    if kernel == MatmulF16Kernel::Vec4 {
-        if let Some(form) = matmul_f16_vec4::form(&p, ta, tb) {
+    if let MatmulF16Kernel::Vec4(tile) = kernel {
+        if let Some(form) = matmul_f16_vec4::form(&p, ta, tb, tile) {
             matmul_f16_vec4::launch((a, ta), (b, tb), &out, &p, form, None)?;
             return Ok(out);
         }
@@ -385,7 +394,7 @@ fn matmul_f16_product(
 /// `op_a(a) · op_b(b)` of two f16 tensors, f32 result, on the device's kernel
 /// ([`MatmulF16Kernel::chosen`]); recorded.
 pub fn matmul_f16(a: &Tensor, b: &Tensor, transpose_a: bool, transpose_b: bool) -> Result<Tensor> {
-    let kernel = MatmulF16Kernel::chosen(a.gpu());
+    let kernel = MatmulF16Kernel::chosen(a.gpu())?;
     matmul_f16_with(a, b, transpose_a, transpose_b, kernel)
 }
 
@@ -492,7 +501,7 @@ pub fn linear_mixed(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Ten
         }
         bias.expect_dtype(op, DType::F32)?;
     }
-    let kernel = MatmulF16Kernel::chosen(x.gpu());
+    let kernel = MatmulF16Kernel::chosen(x.gpu())?;
     let lead = &x.shape()[..x.rank() - 1];
     let rows = numel(lead);
     let mut out_shape = lead.to_vec();

@@ -4,20 +4,25 @@
 //!
 //! Why: the 4 × 4 f16 tiles (shaders/matmul_f16.wgsl) give every invocation its own rows of A,
 //! so on lavapipe both operands are per-lane gathers; these tiles share the rows of A across the
-//! workgroup (one uniform load broadcast to the SIMD row) as the f32 `vec4_8x4` tile does, and
-//! read half its bytes. The values are the 4 × 4 tiles': f16 widened exactly, f32 products and
-//! f32 sums (the order of the f32 tile's k loop). Measured in docs/kernel-tuning.md.
+//! workgroup (one uniform load broadcast to the SIMD row) as the f32 vec4 tiles do, and read
+//! half their bytes. The values are the 4 × 4 tiles': f16 widened exactly, f32 products and f32
+//! sums (the order of the f32 tile's k loop). Three tiles ([`F16VecTile`]: 8 × 4, 32 × 4 in
+//! workgroups of 8, 16 × 2), the one measured fastest on the adapter at first use. Measured in
+//! docs/kernel-tuning.md.
 //!
 //! Forms ([`form`]): plain (A [M, K], B [K, N]), `_tb` (B stored [N, K]: the input gradient
 //! G·Wᵀ) and `_ta` (A stored [K, M]: the weight gradient Xᵀ·G), each needing K % 4 = N % 4 = 0
 //! and `_ta` M % 4 = 0; both operands transposed has no form. Split-K as the f32 tiles.
 
+use std::time::Instant;
+
 use super::matmul::{split_target_workgroups, MatmulParams};
-use super::matmul_f16::Plan;
+use super::matmul_f16::{plan, Plan};
 use super::reduce::{split_count_toward, sum_leading_into};
 use crate::error::{Error, Result};
-use crate::gpu::{Grid, KernelSpec};
-use crate::tensor::Tensor;
+use crate::gpu::{Gpu, Grid, KernelSpec, TuneRequest};
+use crate::tensor::{cast_unrecorded, DType, Tensor};
+use crate::util::Rng;
 
 const fn spec(entry: &'static str) -> KernelSpec {
     KernelSpec {
@@ -31,14 +36,14 @@ const fn spec(entry: &'static str) -> KernelSpec {
     }
 }
 
-/// The plain, `_bias`, `_ta` and `_tb` forms of one tile.
+/// The plain, `_bias`, `_ta` and `_tb` forms of one tile in one workgroup size.
 struct Forms {
     plain: KernelSpec,
     /// The plain form with an f32 bias row added (inputs a, b, bias).
     bias: KernelSpec,
     ta: KernelSpec,
     tb: KernelSpec,
-    /// Invocations (vec4 column groups) per workgroup.
+    /// Invocations (column groups) per workgroup.
     lanes: usize,
 }
 
@@ -50,53 +55,192 @@ const fn spec_bias(entry: &'static str) -> KernelSpec {
     }
 }
 
-/// Workgroups of 64, and of 16 for products with at most [`NARROW_GROUPS`] vec4 columns.
-const WIDE: Forms = Forms {
-    plain: spec("matmul_f16_vec4_8x4"),
-    bias: spec_bias("matmul_f16_vec4_8x4_bias"),
-    ta: spec("matmul_f16_vec4_ta_8x4"),
-    tb: spec("matmul_f16_vec4_tb_8x4"),
-    lanes: 64,
-};
-const NARROW: Forms = Forms {
-    plain: spec("matmul_f16_vec4_8x4_w16"),
-    bias: spec_bias("matmul_f16_vec4_8x4_w16_bias"),
-    ta: spec("matmul_f16_vec4_ta_8x4_w16"),
-    tb: spec("matmul_f16_vec4_tb_8x4_w16"),
-    lanes: 16,
-};
-/// Up to this many vec4 columns the workgroups of 16 run: lanes past the last column compute a
-/// clamped copy of it, so 64 lanes over 16 columns (a PVT stage-1 layer) would do 4× the work.
-const NARROW_GROUPS: usize = 32;
+/// The four forms of a tile named `<tile>` (`8x4`, `32x4_w8`, `16x2_w16`) in `lanes` lanes.
+macro_rules! forms {
+    ($tile:literal, $lanes:expr) => {
+        Forms {
+            plain: spec(concat!("matmul_f16_vec4_", $tile)),
+            bias: spec_bias(concat!("matmul_f16_vec4_", $tile, "_bias")),
+            ta: spec(concat!("matmul_f16_vec4_ta_", $tile)),
+            tb: spec(concat!("matmul_f16_vec4_tb_", $tile)),
+            lanes: $lanes,
+        }
+    };
+}
+
+const T8X4: Forms = forms!("8x4", 64);
+const T8X4_W16: Forms = forms!("8x4_w16", 16);
+const T32X4_W8: Forms = forms!("32x4_w8", 8);
+const T16X2: Forms = forms!("16x2", 64);
+const T16X2_W16: Forms = forms!("16x2_w16", 16);
 
 /// Every kernel of the family (the shader validation list).
 pub(crate) const KERNELS: &[KernelSpec] = &[
-    WIDE.plain,
-    WIDE.ta,
-    WIDE.tb,
-    NARROW.plain,
-    NARROW.ta,
-    NARROW.tb,
-    WIDE.bias,
-    NARROW.bias,
+    T8X4.plain,
+    T8X4.ta,
+    T8X4.tb,
+    T8X4.bias,
+    T8X4_W16.plain,
+    T8X4_W16.ta,
+    T8X4_W16.tb,
+    T8X4_W16.bias,
+    T32X4_W8.plain,
+    T32X4_W8.ta,
+    T32X4_W8.tb,
+    T32X4_W8.bias,
+    T16X2.plain,
+    T16X2.ta,
+    T16X2.tb,
+    T16X2.bias,
+    T16X2_W16.plain,
+    T16X2_W16.ta,
+    T16X2_W16.tb,
+    T16X2_W16.bias,
 ];
 
-/// Rows of C per invocation.
-const ROWS: usize = 8;
+/// A register tile of this family: rows of C × columns per invocation, the f32 path's tiles
+/// (src/ops/matmul_kernel.rs) on f16 operands. Which is fastest depends on the CPU under the
+/// driver as for the f32 tiles, so CPU adapters time all three at first use
+/// ([`F16VecTile::chosen`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum F16VecTile {
+    /// 8 rows × one vec4 column group, workgroups of 64 (16 for narrow products).
+    T8x4,
+    /// 32 rows × one vec4 column group, workgroups of 8 (one lavapipe SIMD row).
+    T32x4W8,
+    /// 16 rows × one column pair (vec2), workgroups of 64 (16 for narrow products): half the
+    /// per-lane B values per FMA.
+    T16x2,
+}
+
+/// The op name of the tile choice: memo and cache key, and `CADS_KERNEL_MATMUL_F16`.
+const OP: &str = "matmul_f16";
+
+impl F16VecTile {
+    /// Every tile, in the order the tuner lists them.
+    pub const ALL: [F16VecTile; 3] = [F16VecTile::T8x4, F16VecTile::T32x4W8, F16VecTile::T16x2];
+
+    /// The name in benchmark lines and `CADS_KERNEL_MATMUL_F16`: `f16_vec4_8x4`,
+    /// `f16_vec4_32x4_w8`, `f16_vec4_16x2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            F16VecTile::T8x4 => "f16_vec4_8x4",
+            F16VecTile::T32x4W8 => "f16_vec4_32x4_w8",
+            F16VecTile::T16x2 => "f16_vec4_16x2",
+        }
+    }
+
+    /// The tile named `name`.
+    pub fn from_name(name: &str) -> Result<F16VecTile> {
+        F16VecTile::ALL
+            .into_iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| {
+                let names = F16VecTile::ALL.map(F16VecTile::name);
+                Error::invalid(OP, format!("a tile named one of {names:?}"), name)
+            })
+    }
+
+    /// The tile CPU adapters run: `CADS_KERNEL_MATMUL_F16` when set (an unknown name is an
+    /// error), else the one measured fastest on this adapter at first use (cached on disk as
+    /// the f32 tiles' choice, src/gpu/tuning.rs), else (`CADS_TUNE=off`) `f16_vec4_8x4`.
+    pub fn chosen(gpu: &Gpu) -> Result<F16VecTile> {
+        let names = F16VecTile::ALL.map(F16VecTile::name);
+        let request = TuneRequest {
+            op: OP,
+            variants: &names,
+            candidates: &names,
+            default: F16VecTile::T8x4.name(),
+        };
+        let mut inputs = None;
+        let choice = gpu.tuned_variant(&request, |name| {
+            let tile = F16VecTile::from_name(name)?;
+            if inputs.is_none() {
+                inputs = Some(tune_inputs(gpu)?);
+            }
+            let (a, b) = inputs.as_ref().expect("made just above");
+            time_tile(a, b, tile)
+        })?;
+        F16VecTile::from_name(&choice.variant)
+    }
+
+    /// The forms for a product with `n` columns: the tiles of 64 lanes run as their twins in
+    /// workgroups of 16 when 64 would leave at least half of the lanes idle (a lane past the last
+    /// column group computes a clamped copy of it), as the f32 tiles do.
+    fn forms(self, n: usize) -> &'static Forms {
+        match self {
+            F16VecTile::T8x4 if n <= 32 * 4 => &T8X4_W16,
+            F16VecTile::T8x4 => &T8X4,
+            F16VecTile::T32x4W8 => &T32X4_W8,
+            F16VecTile::T16x2 if n <= 32 * 2 => &T16X2_W16,
+            F16VecTile::T16x2 => &T16X2,
+        }
+    }
+
+    /// The name of what runs for a product with `n` columns: the tile's name, with `_w16` where
+    /// its workgroups of 16 run (`f16_vec4_8x4_w16`).
+    pub(crate) fn variant_for_columns(self, n: usize) -> String {
+        let entry = self.forms(n).plain.entry;
+        format!("f16_{}", entry.trim_start_matches("matmul_f16_"))
+    }
+
+    /// Rows of C per invocation.
+    fn rows(self) -> usize {
+        match self {
+            F16VecTile::T8x4 => 8,
+            F16VecTile::T32x4W8 => 32,
+            F16VecTile::T16x2 => 16,
+        }
+    }
+
+    /// Columns of C per invocation (one vec4 group or one vec2 pair).
+    fn cols(self) -> usize {
+        match self {
+            F16VecTile::T8x4 | F16VecTile::T32x4W8 => 4,
+            F16VecTile::T16x2 => 2,
+        }
+    }
+}
+
+/// The tuner's product on CPU adapters, as the f32 tuner's (src/ops/matmul_tune.rs): 1024 × 512
+/// × 512, a PVT token projection's rows × width, f16 operands.
+fn tune_inputs(gpu: &Gpu) -> Result<(Tensor, Tensor)> {
+    let (m, k, n) = (1024, 512, 512);
+    let mut rng = Rng::new(0x7e16);
+    let a = Tensor::from_slice(gpu, &rng.vec_uniform(m * k, -1.0, 1.0), &[m, k])?;
+    let b = Tensor::from_slice(gpu, &rng.vec_uniform(k * n, -1.0, 1.0), &[k, n])?;
+    Ok((
+        cast_unrecorded(OP, &a, DType::F16)?,
+        cast_unrecorded(OP, &b, DType::F16)?,
+    ))
+}
+
+/// Milliseconds of one product on `tile` (wall clock around submit and wait).
+fn time_tile(a: &Tensor, b: &Tensor, tile: F16VecTile) -> Result<f64> {
+    let gpu = a.gpu();
+    let p = plan(a.shape(), b.shape(), false, false)?;
+    let form = form(&p, false, false, tile).ok_or_else(|| {
+        Error::invalid(OP, "a tuning product the vec4 tiles take", format!("{p:?}"))
+    })?;
+    let out = Tensor::uninit(gpu, OP, &p.out_shape)?;
+    gpu.synchronize()?;
+    let t0 = Instant::now();
+    launch((a, false), (b, false), &out, &p, form, None)?;
+    gpu.synchronize()?;
+    Ok(t0.elapsed().as_secs_f64() * 1e3)
+}
+
 /// At least this many vec4 k-steps per split-K split (as the f32 tiles).
 const MIN_STEPS_PER_SPLIT: usize = 64;
 
-/// Whether a product with `n` columns runs in the workgroups of 16.
-pub(crate) fn narrow(n: usize) -> bool {
-    n / 4 <= NARROW_GROUPS
-}
-
-/// One launchable form: its kernel, its bias form (plain products only) and the lanes of its
-/// workgroup.
+/// One launchable form: its kernel, its bias form (plain products only), the lanes of its
+/// workgroup and the tile's rows and columns per invocation.
 pub(super) struct Form {
     spec: &'static KernelSpec,
     bias: Option<&'static KernelSpec>,
     lanes: usize,
+    rows: usize,
+    cols: usize,
 }
 
 impl Form {
@@ -106,12 +250,12 @@ impl Form {
     }
 }
 
-/// The tile's form for this transpose pattern and shape, or `None` when none takes it.
-pub(super) fn form(p: &Plan, ta: bool, tb: bool) -> Option<Form> {
+/// `tile`'s form for this transpose pattern and shape, or `None` when none takes it.
+pub(super) fn form(p: &Plan, ta: bool, tb: bool, tile: F16VecTile) -> Option<Form> {
     if !p.k.is_multiple_of(4) || !p.n.is_multiple_of(4) {
         return None;
     }
-    let forms = if narrow(p.n) { &NARROW } else { &WIDE };
+    let forms = tile.forms(p.n);
     let spec = match (ta, tb) {
         (false, false) => &forms.plain,
         (false, true) => &forms.tb,
@@ -122,6 +266,8 @@ pub(super) fn form(p: &Plan, ta: bool, tb: bool) -> Option<Form> {
         spec,
         bias: (!ta && !tb).then_some(&forms.bias),
         lanes: forms.lanes,
+        rows: tile.rows(),
+        cols: tile.cols(),
     })
 }
 
@@ -140,8 +286,8 @@ pub(super) fn launch(
     bias: Option<&Tensor>,
 ) -> Result<()> {
     let gpu = a.gpu();
-    let row_blocks = p.m.div_ceil(ROWS);
-    let col_blocks = (p.n / 4).div_ceil(form.lanes);
+    let row_blocks = p.m.div_ceil(form.rows);
+    let col_blocks = (p.n / form.cols).div_ceil(form.lanes);
     let k4 = p.k / 4;
     let splits = split_count_toward(
         split_target_workgroups(gpu),
