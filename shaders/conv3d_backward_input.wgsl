@@ -88,3 +88,46 @@ fn conv3d_flip_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
     let col = co - grp * p.cout_g;
     wf[(tap * p.cout_g + col) * p.cin + grp * p.cin_g + cil] = g[r * p.cout + co];
 }
+
+// conv3d_flip_weight4: the same flip on 4 × 4 blocks, when Cin/groups and Cout/groups are
+//   multiples of 4 (bindings 0 params, 1 w as vec4, 2 wf as vec4). Lanes over vec4 groups of
+//   output channels (x), the folded (y, z) over blocks of 4 weight rows (tap, 4 input channels of
+//   a group). Each lane loads its 4 rows' vec4 (4 channels co..co+3, contiguous across lanes),
+//   transposes the 4 × 4 block in registers and stores 4 vec4 along the input channels of wf's
+//   rows (tap', co + j): 4 per-lane stores for 16 values where the scalar form has 16 scattered
+//   ones, which is what a store at a per-lane address costs on a CPU adapter. The 4 channels of
+//   a group of 4 lie in one conv group (Cout/groups % 4 = 0), so they share grp.
+@group(0) @binding(1) var<storage, read> w4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> wf4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn conv3d_flip_weight4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let cin_g4 = p.cin_g / 4u;
+    let cout4 = p.cout / 4u;
+    let r4 = wg.y + wg.z * nwg.y;
+    let c4 = wg.x * 64u + lid;
+    if (r4 >= p.kd * p.kh * p.kw * cin_g4 || c4 >= cout4) { return; }
+    let cil = (r4 % cin_g4) * 4u;
+    let t = r4 / cin_g4;
+    let kw = t % p.kw;
+    let kh = (t / p.kw) % p.kh;
+    let kd = t / (p.kw * p.kh);
+    let tap = ((p.kd - 1u - kd) * p.kh + (p.kh - 1u - kh)) * p.kw + (p.kw - 1u - kw);
+    // w rows (t, cil + i), i < 4: vec4 of channels 4·c4 .. 4·c4 + 3.
+    let src = (t * p.cin_g + cil) * cout4 + c4;
+    let v0 = w4[src];
+    let v1 = w4[src + cout4];
+    let v2 = w4[src + 2u * cout4];
+    let v3 = w4[src + 3u * cout4];
+    let co = c4 * 4u;
+    let grp = co / p.cout_g;
+    let col = co - grp * p.cout_g;
+    let cin4 = p.cin / 4u;
+    // wf rows (tap, col + j), j < 4: vec4 of input channels grp·cin_g + cil .. + 3.
+    let dst = ((tap * p.cout_g + col) * p.cin + grp * p.cin_g + cil) / 4u;
+    wf4[dst] = vec4<f32>(v0.x, v1.x, v2.x, v3.x);
+    wf4[dst + cin4] = vec4<f32>(v0.y, v1.y, v2.y, v3.y);
+    wf4[dst + 2u * cin4] = vec4<f32>(v0.z, v1.z, v2.z, v3.z);
+    wf4[dst + 3u * cin4] = vec4<f32>(v0.w, v1.w, v2.w, v3.w);
+}
