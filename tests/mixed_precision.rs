@@ -540,3 +540,29 @@ fn the_f16_tile_takes_its_override_and_is_tuned_otherwise() {
         (tile.name(), cads::gpu::ChoiceSource::Measured)
     );
 }
+
+/// On a device without `SHADER_F16` nothing is tuned for the f16 tiles (they cannot run there):
+/// with no cached or remembered choice, `linear_mixed` and `matmul_f16` run the f32 kernels on
+/// the widened operands and agree with the f32 product of the rounded operands.
+#[test]
+fn without_f16_the_tile_choice_launches_nothing_and_the_f32_path_runs() {
+    let choice = cads::gpu::AdapterChoice::from_env();
+    let gpu = Gpu::with_choice_withholding(&choice, wgpu::Features::SHADER_F16)
+        .unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
+    assert!(!gpu.features().f16);
+    gpu.set_tune_settings(tune_settings(&[]));
+    assert_eq!(F16VecTile::chosen(&gpu).unwrap(), F16VecTile::T8x4);
+    assert!(gpu.remembered_choice("matmul_f16").is_none());
+    let mut rng = Rng::new(24);
+    let (x, xt) = random_pair(&gpu, &mut rng, &[12, 16], -1.0, 1.0);
+    let (w, wt) = random_pair(&gpu, &mut rng, &[16, 8], -1.0, 1.0);
+    let y = ops::linear_mixed(&xt, &wt, None).unwrap();
+    let want = ref16::matmul_f16(&x, &w, false, false);
+    let tol = cads::util::F32_ACCUM;
+    assert_close(
+        "linear_mixed without f16",
+        &y.to_vec().unwrap(),
+        &want.data,
+        tol,
+    );
+}

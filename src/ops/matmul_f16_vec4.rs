@@ -143,8 +143,13 @@ impl F16VecTile {
 
     /// The tile CPU adapters run: `CADS_KERNEL_MATMUL_F16` when set (an unknown name is an
     /// error), else the one measured fastest on this adapter at first use (cached on disk as
-    /// the f32 tiles' choice, src/gpu/tuning.rs), else (`CADS_TUNE=off`) `f16_vec4_8x4`.
+    /// the f32 tiles' choice, src/gpu/tuning.rs), else (`CADS_TUNE=off`) `f16_vec4_8x4`. On a
+    /// device without `SHADER_F16` none of them can run (the f16 matmul widens its operands for
+    /// the f32 kernels there), so nothing is measured and the answer is `f16_vec4_8x4`.
     pub fn chosen(gpu: &Gpu) -> Result<F16VecTile> {
+        if !gpu.features().f16 {
+            return Ok(F16VecTile::T8x4);
+        }
         let names = F16VecTile::ALL.map(F16VecTile::name);
         let request = TuneRequest {
             op: OP,
