@@ -131,8 +131,9 @@ impl MatmulF16Kernel {
     /// The kernel for this device: cooperative matrices where the device has them
     /// (`DeviceFeatures::cooperative_matrix`, requested by default on GPU adapters only), the
     /// vec4 tiles on CPU adapters (1.3–2.4× the 4 × 4 tiles at 1024³ on lavapipe,
-    /// docs/kernel-tuning.md) with the tile [`F16VecTile::chosen`] for the adapter (an error
-    /// only for an unknown `CADS_KERNEL_MATMUL_F16`), the 4 × 4 tiles on other GPUs.
+    /// docs/kernel-tuning.md) with the tile [`F16VecTile::chosen`] for the adapter (an error for
+    /// an unknown `CADS_KERNEL_MATMUL_F16`, or when no tile could be timed), the 4 × 4 tiles on
+    /// other GPUs.
     pub fn chosen(gpu: &Gpu) -> Result<MatmulF16Kernel> {
         match gpu.features().cooperative_matrix {
             Some(_) => Ok(MatmulF16Kernel::Cooperative),
