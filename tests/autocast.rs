@@ -170,6 +170,7 @@ fn autocast_nests_restores_and_is_per_thread() {
 fn without_shader_f16_autocast_runs_the_f32_path() {
     let plain = gpu();
     let gpu = Gpu::with_choice_withholding(&AdapterChoice::from_env(), wgpu::Features::SHADER_F16)
+        .map(test_tuning)
         .unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
     assert!(!gpu.features().f16);
     assert!(plain.features().f16);

@@ -7,17 +7,13 @@ mod common;
 mod replica_compare;
 
 use std::path::Path;
-use std::process::Command;
 
 use cads::data::phantom::{phantom, PhantomConfig};
 use cads::data::write_nifti;
 use replica_compare::LOSS_TOL;
 
 fn cads(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_cads"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = common::cads_command().args(args).output().unwrap();
     assert!(
         out.status.success(),
         "cads {args:?}: {}",

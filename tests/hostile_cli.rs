@@ -5,8 +5,9 @@
 #[path = "common/hostile.rs"]
 mod hostile;
 
+mod common;
+
 use hostile::{assert_clean_error, cads, scratch, Craft};
-use std::process::Command;
 
 // ---- 1. Wrapping size arithmetic (cads drr) ---------------------------------------------------
 
@@ -80,7 +81,7 @@ fn inspect_into_a_closed_pipe_exits_quietly() {
         // The pipe's read end is closed before the child writes: every write gets EPIPE.
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let out = Command::new(env!("CARGO_BIN_EXE_cads"))
+        let out = common::cads_command()
             .args(args)
             .stdout(writer)
             .output()

@@ -6,10 +6,11 @@
 #[path = "common/hostile.rs"]
 mod hostile;
 
+mod common;
+
 use cads::data::nifti::{decode_nifti, decode_nifti_with_limit, MAX_BYTES_ENV};
 use hostile::{assert_clean_error, gzip, scratch, Craft};
 use std::path::Path;
-use std::process::Command;
 
 // ---- 2. Decompression bombs ------------------------------------------------------------------
 
@@ -37,7 +38,7 @@ fn a_header_declaring_more_than_the_limit_is_refused_before_inflating() {
     let dir = scratch("bomb");
     let p = dir.join("bomb.nii.gz");
     std::fs::write(&p, &gz).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cads"))
+    let out = common::cads_command()
         .args(["inspect", p.to_str().unwrap()])
         .env(MAX_BYTES_ENV, (64u64 << 20).to_string())
         .output()

@@ -1,14 +1,15 @@
 //! `cads inspect` on a written labelmap and on the real CT.
 
+mod common;
 #[path = "common/scratch.rs"]
 mod scratch;
+
 use scratch::ScratchDir;
 
 use cads::data::{write_nifti, Datatype, Volume};
-use std::process::Command;
 
 fn inspect(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cads"))
+    let out = common::cads_command()
         .arg("inspect")
         .args(args)
         .output()

@@ -33,6 +33,7 @@ fn coop_gpu() -> Gpu {
     let gpu = GPU
         .get_or_init(|| {
             Gpu::with_choice_cooperative(&AdapterChoice::from_env(), CooperativeMatrix::On)
+                .map(test_tuning)
                 .map_err(|e| e.to_string())
         })
         .clone()
@@ -201,14 +202,14 @@ fn linear_under_autocast_agrees_with_and_without_cooperative_matrices() {
 #[test]
 fn cooperative_matrices_follow_the_policy_and_fall_back() {
     let choice = AdapterChoice::from_env();
-    let off = Gpu::with_choice_cooperative(&choice, CooperativeMatrix::Off).unwrap();
+    let off = test_tuning(Gpu::with_choice_cooperative(&choice, CooperativeMatrix::Off).unwrap());
     assert_eq!(off.features().cooperative_matrix, None);
     assert_eq!(MatmulF16Kernel::chosen(&off).unwrap(), register_tiles(&off));
     assert_eq!(
         MatmulF16Kernel::Cooperative.effective(&off).unwrap(),
         register_tiles(&off)
     );
-    let auto = Gpu::with_choice_cooperative(&choice, CooperativeMatrix::Auto).unwrap();
+    let auto = test_tuning(Gpu::with_choice_cooperative(&choice, CooperativeMatrix::Auto).unwrap());
     if auto.adapter().device_type == wgpu::DeviceType::Cpu {
         assert_eq!(
             auto.features().cooperative_matrix,

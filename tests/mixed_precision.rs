@@ -548,6 +548,7 @@ fn the_f16_tile_takes_its_override_and_is_tuned_otherwise() {
 fn without_f16_the_tile_choice_launches_nothing_and_the_f32_path_runs() {
     let choice = cads::gpu::AdapterChoice::from_env();
     let gpu = Gpu::with_choice_withholding(&choice, wgpu::Features::SHADER_F16)
+        .map(test_tuning)
         .unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
     assert!(!gpu.features().f16);
     gpu.set_tune_settings(tune_settings(&[]));

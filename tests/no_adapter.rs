@@ -61,7 +61,7 @@ fn gpu_tests_fail_with_install_instructions_when_no_adapter() {
 
 #[test]
 fn cli_fails_with_install_instructions_when_no_adapter() {
-    let out = Command::new(env!("CARGO_BIN_EXE_cads"))
+    let out = common::cads_command()
         .arg("info")
         .envs(NO_GPU_ENV)
         .output()

@@ -14,18 +14,20 @@
 //! The tests spawn the `cads` binary, so run them on the system's Vulkan driver (or with the
 //! environment of ~/.cache/cads/mesa-trixie/env.sh), not through a cargo runner.
 
+mod common;
+
 use cads::checkpoint::LoadedCheckpoint;
 use cads::data::phantom::{phantom, PhantomConfig};
 use cads::data::{write_nifti, Affine, Datatype, Volume};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// Relative tolerance on the first-step loss, amp against f32 (tests/precision_train.rs).
 const LOSS_REL: f64 = 5e-3;
 
 fn cads(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cads"));
+    let mut c = common::cads_command();
     c.args(args);
     for (k, v) in env {
         c.env(k, v);

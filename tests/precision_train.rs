@@ -159,6 +159,7 @@ fn the_first_cads_step_under_amp_is_close_to_f32_and_not_identical() {
 #[test]
 fn without_shader_f16_amp_records_and_runs_f32() {
     let gpu = Gpu::with_choice_withholding(&AdapterChoice::from_env(), wgpu::Features::SHADER_F16)
+        .map(common::test_tuning)
         .unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
     assert_eq!(gpu.supported_precision(Precision::Mixed), Precision::F32);
     let (v32, n32, _) = first_step(&gpu, &small_config(Precision::F32, false), None);
@@ -251,6 +252,7 @@ fn the_first_segmentation_step_under_amp_is_close_to_f32() {
     // Without SHADER_F16: recorded as f32, the f32 run exactly.
     let plain =
         Gpu::with_choice_withholding(&AdapterChoice::from_env(), wgpu::Features::SHADER_F16)
+            .map(common::test_tuning)
             .unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
     let (l, p, w) = run(&plain, Precision::Mixed);
     let (l_f32, _, w_f32) = run(&plain, Precision::F32);

@@ -5,6 +5,8 @@
 //! The test spawns the `cads` binary, so run it on the system's Vulkan driver (a runner such as
 //! scripts/newer-lavapipe.sh's does not reach the child process).
 
+mod common;
+
 use cads::checkpoint::LoadedCheckpoint;
 use cads::data::phantom::{phantom, PhantomConfig};
 use cads::data::write_nifti;
@@ -68,7 +70,7 @@ fn ctrl_c_saves_a_checkpoint_exits_0_and_resume_continues_from_it() {
         a
     };
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cads"))
+    let mut child = common::cads_command()
         .args(args(&[]))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -131,7 +133,7 @@ fn ctrl_c_saves_a_checkpoint_exits_0_and_resume_continues_from_it() {
     assert!(out.join("teacher_backbone.safetensors").is_file());
 
     // --resume continues at iteration k: one more step, the curve extended by exactly it.
-    let o = Command::new(env!("CARGO_BIN_EXE_cads"))
+    let o = common::cads_command()
         .args(args(&["--resume", "--max-steps", "1"]))
         .output()
         .unwrap();

@@ -224,7 +224,7 @@ fn bad_input_is_a_typed_error() {
 
 #[test]
 fn cli_info_prints_the_pvt_parameter_count() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cads"))
+    let out = common::cads_command()
         .args(["info", "--model", "pvt"])
         .output()
         .unwrap();

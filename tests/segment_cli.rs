@@ -13,7 +13,6 @@ use cads::models::PvtUnet;
 use cads::segment::config::{ModelPreset, SegTrainConfig};
 use cads::segment::plan::Plan;
 use cads::segment::train::{CtNormalization, RunInfo};
-use std::process::Command;
 
 const LPS: Affine = [
     [-0.8, 0.0, 0.0, 30.0],
@@ -29,10 +28,7 @@ fn ct(dims: [usize; 3]) -> Volume {
 }
 
 fn cads(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_cads"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = common::cads_command().args(args).output().unwrap();
     assert!(
         out.status.success(),
         "cads {args:?}: {}",
@@ -210,7 +206,7 @@ fn train_writes_the_plan_reuses_the_cache_and_predict_applies_it() {
     let mut edited = plan.clone();
     edited.target_spacing_mm = [4.0, 1.6, 1.6];
     edited.save(dir.join("edited.json")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cads"))
+    let out = common::cads_command()
         .args([
             "segment",
             "train",

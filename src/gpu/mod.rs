@@ -27,5 +27,6 @@ pub use pool::{size_class, PoolStats, PooledBuffer};
 pub use profile::KernelTime;
 pub use readback::{Fence, PendingRead};
 pub use tuning::{
-    adapter_key, cpu_features, ChoiceSource, TuneRequest, TuneSettings, TunedChoice, TUNE_ROUNDS,
+    adapter_key, cpu_features, ChoiceSource, TuneRequest, TuneSettings, TunedChoice,
+    TUNE_CACHE_ENV, TUNE_ROUNDS,
 };

@@ -12,7 +12,7 @@
 //!    unmeasured.
 //! 3. This context's memo of earlier answers, then the disk cache
 //!    `$XDG_CACHE_HOME/cads/tuning/<adapter key>.json` (`$HOME/.cache/...` when XDG_CACHE_HOME is
-//!    unset or relative). A cached choice counts only if it was made among the same candidates,
+//!    unset or relative; `$CADS_TUNE_CACHE/<adapter key>.json` when that is set). A cached choice counts only if it was made among the same candidates,
 //!    so a build with new variants measures again.
 //! 4. Otherwise every candidate is timed by the op's `measure` (one run, milliseconds): one
 //!    warm-up round (it compiles the pipelines), then [`TUNE_ROUNDS`] rounds that run each
@@ -37,6 +37,10 @@ use crate::error::{Error, Result};
 
 /// Timed rounds after the warm-up round.
 pub const TUNE_ROUNDS: usize = 3;
+
+/// The environment variable naming the cache folder itself (instead of
+/// `$XDG_CACHE_HOME/cads/tuning`).
+pub const TUNE_CACHE_ENV: &str = "CADS_TUNE_CACHE";
 
 /// Where a [`TunedChoice`] came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,10 +112,17 @@ impl TuneSettings {
         let cache_home = get("XDG_CACHE_HOME")
             .and_then(absolute)
             .or_else(|| get("HOME").and_then(absolute).map(|h| h.join(".cache")));
+        // CADS_TUNE_CACHE names the folder itself (a node-local folder under a shared home; the
+        // tests' own folder, so their measurements, made beside other tests, stay out of the
+        // user's cache).
+        let explicit = get(TUNE_CACHE_ENV)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
         TuneSettings {
             overrides,
             tune,
-            cache_dir: cache_home.map(|c| c.join("cads").join("tuning")),
+            cache_dir: explicit.or_else(|| cache_home.map(|c| c.join("cads").join("tuning"))),
         }
     }
 }
@@ -496,6 +507,14 @@ mod tests {
             Some(PathBuf::from("/home/u/.cache/cads/tuning"))
         );
         assert_eq!(vars(&[]).cache_dir, None);
+        let s = vars(&[("CADS_TUNE_CACHE", "/t/tune"), ("HOME", "/home/u")]);
+        assert_eq!(s.cache_dir, Some(PathBuf::from("/t/tune")));
+        let s = vars(&[("CADS_TUNE_CACHE", " "), ("HOME", "/home/u")]);
+        assert_eq!(
+            s.cache_dir,
+            Some(PathBuf::from("/home/u/.cache/cads/tuning")),
+            "an empty folder name is no folder"
+        );
     }
 
     #[test]

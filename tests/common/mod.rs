@@ -14,14 +14,37 @@ use cads::{Gpu, Tensor};
 /// The test GPU. With no adapter this FAILS (panics) with instructions; it never skips.
 pub fn gpu() -> Gpu {
     static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
-    GPU.get_or_init(|| Gpu::new().map_err(|e| e.to_string()))
+    GPU.get_or_init(|| Gpu::new().map(test_tuning).map_err(|e| e.to_string()))
         .clone()
         .unwrap_or_else(|e| panic!("GPU test cannot run: {e}"))
 }
 
 /// A context of its own (own pool and counters) for tests that measure memory.
 pub fn fresh_gpu() -> Gpu {
-    Gpu::new().unwrap_or_else(|e| panic!("GPU test cannot run: {e}"))
+    test_tuning(Gpu::new().unwrap_or_else(|e| panic!("GPU test cannot run: {e}")))
+}
+
+/// The tests' own tuning cache folder (under cargo's target/tmp, shared by the test binaries of
+/// a build): a kernel choice the tests measure runs beside other tests, so it must not become
+/// the choice the user's benchmarks and training read from their cache.
+pub fn test_tune_cache() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tuning")
+}
+
+/// `gpu` with its tuning cache in [`test_tune_cache`] (overrides and `CADS_TUNE` as the
+/// environment says).
+pub fn test_tuning(gpu: Gpu) -> Gpu {
+    let mut settings = gpu.tune_settings();
+    settings.cache_dir = Some(test_tune_cache());
+    gpu.set_tune_settings(settings);
+    gpu
+}
+
+/// The `cads` binary with its tuning cache in [`test_tune_cache`].
+pub fn cads_command() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_cads"));
+    c.env(cads::gpu::TUNE_CACHE_ENV, test_tune_cache());
+    c
 }
 
 /// Panic with the worst-element report unless `got` matches `want` within `tol`.
