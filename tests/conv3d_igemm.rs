@@ -11,9 +11,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use cads::gpu::{ChoiceSource, TuneSettings};
+use cads::gpu::ChoiceSource;
 use cads::ops::conv3d::{conv3d_with, ConvPath, RowsLanes};
 use cads::ops::conv3d_igemm::IgemmTile;
 use cads::ops::{conv3d, Conv3dConfig};
@@ -331,21 +329,10 @@ fn a_device_with_little_workgroup_memory_gets_a_tile_that_fits_or_the_register_t
     assert!(gpu.synchronize().is_ok());
 }
 
-fn settings(overrides: &[(&str, &str)]) -> TuneSettings {
-    TuneSettings {
-        overrides: overrides
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<BTreeMap<_, _>>(),
-        tune: true,
-        cache_dir: None,
-    }
-}
-
 #[test]
 fn conv3d_takes_the_tuned_family_and_the_override() {
     let gpu = fresh_gpu();
-    gpu.set_tune_settings(settings(&[]));
+    gpu.set_tune_settings(memo_tuning(&[]));
     if gpu.adapter().device_type == wgpu::DeviceType::Cpu {
         // No implicit GEMM among the CPU candidates (tests/conv3d_rows.rs times them).
         assert_eq!(
@@ -361,7 +348,7 @@ fn conv3d_takes_the_tuned_family_and_the_override() {
         assert_eq!(choice.source, ChoiceSource::Measured);
     }
     for name in ["igemm_64x64", "igemm_128x32", "tiled", "naive"] {
-        gpu.set_tune_settings(settings(&[("conv3d", name)]));
+        gpu.set_tune_settings(memo_tuning(&[("conv3d", name)]));
         let choice = ConvPath::tuned_choice(&gpu).unwrap();
         assert_eq!(
             (choice.variant.as_str(), choice.source),
@@ -370,7 +357,7 @@ fn conv3d_takes_the_tuned_family_and_the_override() {
         assert_eq!(ConvPath::chosen(&gpu).unwrap().name(), name);
     }
     // conv3d itself on the overridden family: its kernels ran, and the result is right.
-    gpu.set_tune_settings(settings(&[("conv3d", "igemm_64x64")]));
+    gpu.set_tune_settings(memo_tuning(&[("conv3d", "igemm_64x64")]));
     let mut rng = Rng::new(156);
     let cfg = Conv3dConfig::cube(3, 1, 1);
     let (x, tx) = random_pair(&gpu, &mut rng, &[1, 5, 6, 7, 8], -1.0, 1.0);
@@ -392,7 +379,7 @@ fn conv3d_takes_the_tuned_family_and_the_override() {
         F32_ACCUM,
     );
     // An unknown name is an error naming the variable and the choices.
-    gpu.set_tune_settings(settings(&[("conv3d", "igemm_9x9")]));
+    gpu.set_tune_settings(memo_tuning(&[("conv3d", "igemm_9x9")]));
     let e = conv3d(&tx, &tw, None, &cfg).unwrap_err().to_string();
     assert!(
         e.contains("CADS_KERNEL_CONV3D") && e.contains("igemm_9x9") && e.contains("igemm_64x64"),

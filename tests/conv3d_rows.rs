@@ -14,9 +14,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use cads::gpu::{ChoiceSource, TuneSettings};
+use cads::gpu::ChoiceSource;
 use cads::ops::conv3d::{conv3d_with, ConvPath, RowsLanes};
 use cads::ops::{conv3d, Conv3dConfig};
 use cads::reference::{conv3d as rc, gradcheck::dot};
@@ -339,17 +337,6 @@ fn shapes_the_row_kernels_do_not_fit_still_match_reference() {
     }
 }
 
-fn settings(overrides: &[(&str, &str)]) -> TuneSettings {
-    TuneSettings {
-        overrides: overrides
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<BTreeMap<_, _>>(),
-        tune: true,
-        cache_dir: None,
-    }
-}
-
 /// `CADS_KERNEL_CONV3D=rows` and `rows_c4` run conv3d on the row kernels of their variant, and
 /// on CPU adapters the tuner measures both against `tiled` and picks one of the three.
 #[test]
@@ -365,7 +352,7 @@ fn conv3d_takes_the_rows_overrides_and_cpu_adapters_tune_them() {
         ("rows", BOTH[0], "conv3d_rows::conv3d_rows_m16_c2"),
         ("rows_c4", BOTH[1], "conv3d_rows::conv3d_rows_m8_c4"),
     ] {
-        gpu.set_tune_settings(settings(&[("conv3d", name)]));
+        gpu.set_tune_settings(memo_tuning(&[("conv3d", name)]));
         let choice = ConvPath::tuned_choice(&gpu).unwrap();
         assert_eq!(
             (choice.variant.as_str(), choice.source),
@@ -397,7 +384,7 @@ fn conv3d_takes_the_rows_overrides_and_cpu_adapters_tune_them() {
             ConvPath::candidates(&gpu),
             [ConvPath::Fast, BOTH[0], BOTH[1]]
         );
-        gpu.set_tune_settings(settings(&[]));
+        gpu.set_tune_settings(memo_tuning(&[]));
         let choice = ConvPath::tuned_choice(&gpu).unwrap();
         assert_eq!(choice.source, ChoiceSource::Measured);
         assert!(

@@ -497,17 +497,6 @@ fn f16_vec4_kernel_runs_its_forms_and_falls_back_by_shape() {
     }
 }
 
-fn tune_settings(overrides: &[(&str, &str)]) -> cads::gpu::TuneSettings {
-    cads::gpu::TuneSettings {
-        overrides: overrides
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        tune: true,
-        cache_dir: None,
-    }
-}
-
 /// `CADS_KERNEL_MATMUL_F16` names the vec4 tile (an unknown name is an error listing the
 /// tiles), and with nothing named the tuner times the three tiles and picks one of them, which
 /// a CPU adapter without cooperative matrices then runs.
@@ -517,7 +506,7 @@ fn the_f16_tile_takes_its_override_and_is_tuned_otherwise() {
     let cpu_tiles = gpu.adapter().device_type == wgpu::DeviceType::Cpu
         && gpu.features().cooperative_matrix.is_none();
     for tile in F16VecTile::ALL {
-        gpu.set_tune_settings(tune_settings(&[("matmul_f16", tile.name())]));
+        gpu.set_tune_settings(memo_tuning(&[("matmul_f16", tile.name())]));
         assert_eq!(F16VecTile::chosen(&gpu).unwrap(), tile);
         if cpu_tiles {
             assert_eq!(
@@ -526,13 +515,13 @@ fn the_f16_tile_takes_its_override_and_is_tuned_otherwise() {
             );
         }
     }
-    gpu.set_tune_settings(tune_settings(&[("matmul_f16", "f16_vec4_1x1")]));
+    gpu.set_tune_settings(memo_tuning(&[("matmul_f16", "f16_vec4_1x1")]));
     let e = F16VecTile::chosen(&gpu).unwrap_err().to_string();
     assert!(
         e.contains("f16_vec4_1x1") && e.contains("f16_vec4_16x2") && e.contains("MATMUL_F16"),
         "{e}"
     );
-    gpu.set_tune_settings(tune_settings(&[]));
+    gpu.set_tune_settings(memo_tuning(&[]));
     let tile = F16VecTile::chosen(&gpu).unwrap();
     let choice = gpu.remembered_choice("matmul_f16").unwrap();
     assert_eq!(
@@ -551,7 +540,7 @@ fn without_f16_the_tile_choice_launches_nothing_and_the_f32_path_runs() {
         .map(test_tuning)
         .unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
     assert!(!gpu.features().f16);
-    gpu.set_tune_settings(tune_settings(&[]));
+    gpu.set_tune_settings(memo_tuning(&[]));
     assert_eq!(F16VecTile::chosen(&gpu).unwrap(), F16VecTile::T8x4);
     assert!(gpu.remembered_choice("matmul_f16").is_none());
     let mut rng = Rng::new(24);

@@ -40,6 +40,19 @@ pub fn test_tuning(gpu: Gpu) -> Gpu {
     gpu
 }
 
+/// Tuning settings that measure (nothing cached on disk, only the context's memo) with these
+/// `(op, variant)` overrides, as `CADS_KERNEL_<OP>` would give them.
+pub fn memo_tuning(overrides: &[(&str, &str)]) -> cads::gpu::TuneSettings {
+    cads::gpu::TuneSettings {
+        overrides: overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        tune: true,
+        cache_dir: None,
+    }
+}
+
 /// The `cads` binary with its tuning cache in [`test_tune_cache`].
 pub fn cads_command() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_cads"));
