@@ -58,7 +58,10 @@ fn cads_command(np: usize, args: &[&str]) -> Command {
         // Containers often forbid the cross-process memory attach of the shared-memory
         // transport's single-copy path; plain copies work everywhere.
         .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
-        .env("CADS_DIST_TIMEOUT_S", "120");
+        .env("CADS_DIST_TIMEOUT_S", "120")
+        // Tune into the tests' own cache folder, never the user's (mpirun passes the
+        // environment on to the ranks it starts here).
+        .env(cads::gpu::TUNE_CACHE_ENV, common::test_tune_cache());
     c
 }
 

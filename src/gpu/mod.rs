@@ -26,6 +26,8 @@ pub use params::{
 pub use pool::{size_class, PoolStats, PooledBuffer};
 pub use profile::KernelTime;
 pub use readback::{Fence, PendingRead};
+#[cfg(test)]
+pub(crate) use tuning::unit_test_gpu;
 pub use tuning::{
     adapter_key, cpu_features, ChoiceSource, TuneRequest, TuneSettings, TunedChoice,
     TUNE_CACHE_ENV, TUNE_ROUNDS,

@@ -460,6 +460,19 @@ impl Gpu {
     }
 }
 
+/// The context of the library's own unit tests: the environment's adapter, with its tuning
+/// cache in a folder of the system's temp directory, so that a test which tunes (on a machine
+/// with nothing cached) never writes into the user's cache while other test threads load the
+/// adapter. No adapter is a failure that says why, never a skip.
+#[cfg(test)]
+pub(crate) fn unit_test_gpu() -> Gpu {
+    let gpu = Gpu::new().unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
+    let mut settings = gpu.tune_settings();
+    settings.cache_dir = Some(std::env::temp_dir().join("cads-unit-test-tuning"));
+    gpu.set_tune_settings(settings);
+    gpu
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

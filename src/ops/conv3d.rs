@@ -543,7 +543,6 @@ mod tests {
     use super::{flipped_weight, Conv3dConfig, Geometry};
     use crate::tensor::Tensor;
     use crate::util::Rng;
-    use crate::Gpu;
 
     /// wf[kD−1−kd, kH−1−kh, kW−1−kw, col, grp·cin_g + cil] = w[kd, kh, kw, cil, grp·cout_g + col]
     /// by index arithmetic, against both flip kernels (4 × 4 blocks where both channel counts
@@ -551,7 +550,7 @@ mod tests {
     /// sizes and more than 64 vec4 channel groups (a second workgroup along x).
     #[test]
     fn both_flip_kernels_transpose_and_flip_the_weight() {
-        let gpu = Gpu::new().unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
+        let gpu = crate::gpu::unit_test_gpu();
         let mut rng = Rng::new(0xf11b);
         for (cin, cout, groups, kernel, entry) in [
             (8, 12, 1, [3, 2, 3], "conv3d_flip_weight4"),

@@ -215,13 +215,13 @@ mod tests {
         backward_input_raw, flipped_weight, Conv3dConfig, ConvPlan, Geometry,
     };
     use crate::util::{compare, Rng, F32_ACCUM};
-    use crate::{Gpu, Tensor};
+    use crate::Tensor;
 
     /// Strided configs whose class convs all take the fast path (Cin/groups % 8 == 0): the
     /// decomposition must be planned (every class on a fast kernel) and match the gather kernel.
     #[test]
     fn strided_input_gradient_matches_the_gather_kernel() {
-        let gpu = Gpu::new().unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
+        let gpu = crate::gpu::unit_test_gpu();
         let mut rng = Rng::new(71);
         let cases: [([usize; 5], usize, Conv3dConfig); 4] = [
             // (x shape, Cout, config): the stem (k7 s2 p3), the patch embed (k3 s2 p1), mixed

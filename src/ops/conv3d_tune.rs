@@ -306,7 +306,7 @@ mod tests {
     /// (a reference made wrong on purpose) is an error naming the variant and the pass.
     #[test]
     fn implicit_gemm_must_reproduce_the_register_tiles_before_it_is_timed() {
-        let gpu = Gpu::new().unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
+        let gpu = crate::gpu::unit_test_gpu();
         let mut bench = ConvTuneBench::new(&gpu);
         bench.convs = vec![
             ([1, 5, 6, 7, 8], 12, Conv3dConfig::cube(3, 1, 1)),

@@ -211,7 +211,7 @@ mod tests {
     /// both kernels and the shape, which the tuner turns into "left out of tuning".
     #[test]
     fn workgroup_kernels_must_reproduce_the_register_tile_before_they_are_timed() {
-        let gpu = Gpu::new().unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
+        let gpu = crate::gpu::unit_test_gpu();
         let mut bench = TuneBench::new(&gpu);
         bench.shapes = SMALL;
         bench.references = vec![None; SMALL.len()];

@@ -453,14 +453,14 @@ pub(crate) fn sum_to_shape(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
 mod tests {
     use super::{sum_rows_halves, ROWS_CHUNK};
     use crate::util::{compare, Rng, F32_ACCUM};
-    use crate::{Gpu, Tensor};
+    use crate::Tensor;
 
     /// Both halves against f64 column sums, with one pass (rows ≤ ROWS_CHUNK) and with a split
     /// pass first, on halves that are and are not multiples of 4 (the vec4 kernels) and of the
     /// 64-lane workgroup.
     #[test]
     fn halves_are_the_column_sums_of_each_half() {
-        let gpu = Gpu::new().unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
+        let gpu = crate::gpu::unit_test_gpu();
         let mut rng = Rng::new(5);
         for (rows, half) in [
             (1, 3),

@@ -92,11 +92,11 @@ pub(crate) fn add_unrecorded(op: &'static str, a: &Tensor, b: &Tensor) -> Result
 
 #[cfg(test)]
 mod tests {
-    use crate::{Error, Gpu, Tensor};
+    use crate::{Error, Tensor};
 
     #[test]
     fn fill_and_add_are_exact_and_check_their_shapes() {
-        let gpu = Gpu::new().unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
+        let gpu = crate::gpu::unit_test_gpu();
         let a = Tensor::full(&gpu, &[3, 5], 1.5).unwrap();
         assert_eq!(a.to_vec().unwrap(), vec![1.5; 15]);
         let b_data: Vec<f32> = (0..15).map(|i| i as f32 - 7.0).collect();
@@ -122,7 +122,7 @@ mod tests {
     /// one workgroup of 256 invocations; every element is written.
     #[test]
     fn fill_and_add_take_vec4s_when_the_count_allows() {
-        let gpu = Gpu::new().unwrap_or_else(|e| panic!("GPU test cannot run: {e}"));
+        let gpu = crate::gpu::unit_test_gpu();
         for (n, suffix) in [(4 * 300, "4"), (1021, "")] {
             gpu.synchronize().unwrap();
             gpu.set_profiling(true);
