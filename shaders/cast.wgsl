@@ -165,3 +165,39 @@ fn add_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     if (2u * w + 1u < ap.n) { hi = add_half(wa, wb, 16u); }
     add_out[w] = add_half(wa, wb, 0u) | (hi << 16u);
 }
+
+// The *_8 entries: eight elements per invocation when n % 8 == 0, two vec4 loads of f32 bits
+// and one vec4 store of f16 words (or the reverse). On lavapipe the cost of these kernels is
+// per memory instruction, not per byte (the four-element cast ran as long as `add4`, which
+// moves twice the bytes with one more load), so eight elements cost about what four did.
+// Dispatch over n/8.
+@group(0) @binding(1) var<storage, read> src_f32x8: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> dst_f16x8: array<vec4<u32>>;
+
+@compute @workgroup_size(256)
+fn cast_f32_to_f16_8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let q = linear_id(wg, nwg, lid);
+    if (q >= p.n / 8u) { return; }
+    let x = src_f32x8[2u * q];
+    let y = src_f32x8[2u * q + 1u];
+    dst_f16x8[q] = vec4<u32>(f32_to_f16_bits(x.x) | (f32_to_f16_bits(x.y) << 16u),
+                             f32_to_f16_bits(x.z) | (f32_to_f16_bits(x.w) << 16u),
+                             f32_to_f16_bits(y.x) | (f32_to_f16_bits(y.y) << 16u),
+                             f32_to_f16_bits(y.z) | (f32_to_f16_bits(y.w) << 16u));
+}
+
+@group(0) @binding(1) var<storage, read> src_f16x8: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> dst_f32x8: array<vec4<u32>>;
+
+@compute @workgroup_size(256)
+fn cast_f16_to_f32_8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let q = linear_id(wg, nwg, lid);
+    if (q >= p.n / 8u) { return; }
+    let w = src_f16x8[q];
+    dst_f32x8[2u * q] = vec4<u32>(f16_to_f32_bits(w.x & 0xffffu), f16_to_f32_bits(w.x >> 16u),
+                                  f16_to_f32_bits(w.y & 0xffffu), f16_to_f32_bits(w.y >> 16u));
+    dst_f32x8[2u * q + 1u] = vec4<u32>(f16_to_f32_bits(w.z & 0xffffu), f16_to_f32_bits(w.z >> 16u),
+                                       f16_to_f32_bits(w.w & 0xffffu), f16_to_f32_bits(w.w >> 16u));
+}

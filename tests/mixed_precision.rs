@@ -134,13 +134,25 @@ fn reference_f16_matmul_backward_is_the_straight_through_gradient() {
 #[test]
 fn every_f16_widens_to_f32_exactly() {
     let all: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
-    // 65536 elements run four per invocation, 65535 one word (two) per invocation.
-    check_widening(&all);
-    check_widening(&all[1..]);
+    // 65536 elements run eight per invocation, 65532 four, 65535 one word (two).
+    check_widening(&all, "cast_f16_to_f32_8");
+    check_widening(&all[4..], "cast_f16_to_f32_4");
+    check_widening(&all[1..], "cast_f16_to_f32");
 }
 
-fn check_widening(all: &[f16]) {
-    let gpu = gpu();
+/// The entry that ran `f` on `gpu` (exactly one launch; `gpu` must be a context no other test
+/// thread launches on).
+fn the_kernel_of<T>(gpu: &Gpu, f: impl FnOnce() -> T) -> (T, String) {
+    gpu.set_profiling(true);
+    let out = f();
+    gpu.set_profiling(false);
+    let ran: Vec<String> = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
+    assert_eq!(ran.len(), 1, "one launch expected, ran {ran:?}");
+    (out, ran[0].clone())
+}
+
+fn check_widening(all: &[f16], entry: &str) {
+    let gpu = fresh_gpu(); // its own launch profile
     let t = Tensor::from_f16_slice(&gpu, all, &[all.len()]).unwrap();
     assert_eq!(t.dtype(), DType::F16);
     // Download as stored, and widened by the GPU kernel (to_dtype) and by the host (to_vec).
@@ -150,7 +162,8 @@ fn check_widening(all: &[f16]) {
         .iter()
         .zip(all)
         .all(|(g, w)| g.to_bits() == w.to_bits()));
-    let wide = t.to_dtype(DType::F32).unwrap();
+    let (wide, ran) = the_kernel_of(&gpu, || t.to_dtype(DType::F32).unwrap());
+    assert_eq!(ran, format!("cast::{entry}"));
     assert_eq!(wide.dtype(), DType::F32);
     let want = refcast::to_f32(all);
     for (i, (g, w)) in wide.to_vec().unwrap().iter().zip(&want).enumerate() {
@@ -166,7 +179,7 @@ fn check_widening(all: &[f16]) {
 
 #[test]
 fn f32_to_f16_rounds_to_nearest_even_like_the_half_crate() {
-    let gpu = gpu();
+    let gpu = fresh_gpu(); // its own launch profile
     let mut values: Vec<f32> = Vec::new();
     // Every finite f16 value exactly, the midpoints between neighbours (ties: to even), and the
     // f32 values one ulp either side of each midpoint.
@@ -208,21 +221,21 @@ fn f32_to_f16_rounds_to_nearest_even_like_the_half_crate() {
     // Random bit patterns over the whole f32 range.
     let mut rng = Rng::new(16);
     values.extend((0..100_000).map(|_| f32::from_bits(rng.next_u64() as u32)));
-    // Odd length: the last word's high half is padding; a multiple of 4: the four-element
-    // kernels.
+    // Odd length: the last word's high half is padding; a multiple of 8 or of 4 (not 8): the
+    // eight- and four-element kernels.
     if values.len().is_multiple_of(2) {
         values.push(0.333);
     }
-    let whole = values.len() - values.len() % 4;
-    check_f32_to_f16(&gpu, &values);
-    check_f32_to_f16(&gpu, &values[..whole]);
+    let by8 = values.len() - values.len() % 8;
+    check_f32_to_f16(&gpu, &values, "cast_f32_to_f16");
+    check_f32_to_f16(&gpu, &values[..by8], "cast_f32_to_f16_8");
+    check_f32_to_f16(&gpu, &values[4..by8], "cast_f32_to_f16_4");
 }
 
-fn check_f32_to_f16(gpu: &Gpu, values: &[f32]) {
-    let t = Tensor::from_slice(gpu, values, &[values.len()])
-        .unwrap()
-        .to_dtype(DType::F16)
-        .unwrap();
+fn check_f32_to_f16(gpu: &Gpu, values: &[f32], entry: &str) {
+    let x = Tensor::from_slice(gpu, values, &[values.len()]).unwrap();
+    let (t, ran) = the_kernel_of(gpu, || x.to_dtype(DType::F16).unwrap());
+    assert_eq!(ran, format!("cast::{entry}"), "n {}", values.len());
     let got = t.to_f16_vec().unwrap();
     let want = refcast::to_f16(values);
     let bad: Vec<String> = values

@@ -42,22 +42,27 @@ pub(crate) const TO_F32: KernelSpec = spec("cast_f16_to_f32", 1);
 /// The casts four elements per invocation (n % 4 == 0).
 pub(crate) const TO_F16_X4: KernelSpec = spec("cast_f32_to_f16_4", 1);
 pub(crate) const TO_F32_X4: KernelSpec = spec("cast_f16_to_f32_4", 1);
+/// The casts eight elements per invocation (n % 8 == 0).
+pub(crate) const TO_F16_X8: KernelSpec = spec("cast_f32_to_f16_8", 1);
+pub(crate) const TO_F32_X8: KernelSpec = spec("cast_f16_to_f32_8", 1);
 pub(crate) const ADD_F16: KernelSpec = spec("add_f16", 2);
 
-/// Launch `spec` over the ⌈n/2⌉ words of an n-element f16 side, or its four-element form
-/// `wide` over n/4 invocations when n % 4 == 0.
-fn launch(
-    spec: &KernelSpec,
-    wide: Option<&KernelSpec>,
-    inputs: &[&Tensor],
-    out: &Tensor,
-) -> Result<()> {
+/// The wider forms of one element-wise kernel: eight and four elements per invocation.
+struct Wide<'a> {
+    x8: &'a KernelSpec,
+    x4: &'a KernelSpec,
+}
+
+/// Launch `spec` over the ⌈n/2⌉ words of an n-element f16 side, or its widest form that
+/// divides n: n/8 invocations when n % 8 == 0, n/4 when n % 4 == 0.
+fn launch(spec: &KernelSpec, wide: Option<Wide>, inputs: &[&Tensor], out: &Tensor) -> Result<()> {
     let n = out.numel();
     if n == 0 {
         return Ok(());
     }
     let (spec, invocations) = match wide {
-        Some(wide) if n.is_multiple_of(4) => (wide, n / 4),
+        Some(wide) if n.is_multiple_of(8) => (wide.x8, n / 8),
+        Some(wide) if n.is_multiple_of(4) => (wide.x4, n / 4),
         _ => (spec, n.div_ceil(2)),
     };
     let buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|t| t.buffer()).collect();
@@ -78,8 +83,20 @@ fn launch(
 pub(crate) fn cast_unrecorded(op: &'static str, x: &Tensor, dtype: DType) -> Result<Tensor> {
     let out = Tensor::uninit_dtype(x.gpu(), op, x.shape(), dtype)?;
     match (x.dtype(), dtype) {
-        (DType::F32, DType::F16) => launch(&TO_F16, Some(&TO_F16_X4), &[x], &out)?,
-        (DType::F16, DType::F32) => launch(&TO_F32, Some(&TO_F32_X4), &[x], &out)?,
+        (DType::F32, DType::F16) => {
+            let wide = Wide {
+                x8: &TO_F16_X8,
+                x4: &TO_F16_X4,
+            };
+            launch(&TO_F16, Some(wide), &[x], &out)?
+        }
+        (DType::F16, DType::F32) => {
+            let wide = Wide {
+                x8: &TO_F32_X8,
+                x4: &TO_F32_X4,
+            };
+            launch(&TO_F32, Some(wide), &[x], &out)?
+        }
         _ => out.assign(x)?,
     }
     Ok(out)

@@ -41,6 +41,8 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     cast::TO_F32,
     cast::TO_F16_X4,
     cast::TO_F32_X4,
+    cast::TO_F16_X8,
+    cast::TO_F32_X8,
     cast::ADD_F16,
 ];
 
