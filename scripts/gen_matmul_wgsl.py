@@ -155,7 +155,10 @@ def tile_entry(tm, tn):
 # workgroups: 32 rows x 1 vec4 group in workgroups of 8 (one 8-lane SIMD row: a B panel of 32
 # columns stays in the core's cache over the whole K loop) measured 1.6-1.9x the 8x4 tile of 64,
 # 48x4 and 16x8 of 8 about the same, 64x4 and k-unrolled or component-major FMA orders slower.
-VEC4_TILES = [(4, 1, 64), (4, 2, 64), (8, 1, 64), (8, 2, 64), (32, 1, 8), (16, 2, 8)]
+# With llvmpipe's vectors at 512 bits (LP_NATIVE_VECTOR_WIDTH=512 on an AVX-512 CPU) one SIMD
+# row is 16 lanes, and the same tall tile in workgroups of 16 (`32x4_w16`) measured 26 ms for
+# 1024³ against the 8-lane tile's 36 ms at the default 256 bits (docs/kernel-tuning.md).
+VEC4_TILES = [(4, 1, 64), (4, 2, 64), (8, 1, 64), (8, 2, 64), (32, 1, 8), (16, 2, 8), (32, 1, 16)]
 # Each tile of 64 lanes also in workgroups of 16 (`_w16`), which the launcher runs for products
 # whose columns would leave at least half of the 64 lanes idle: a lane past the last column group
 # computes a clamped copy of it (PVT's stage-1 layers have 64 columns: 16 groups of 4).

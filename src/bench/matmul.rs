@@ -66,6 +66,7 @@ pub(crate) fn cases() -> Vec<Case> {
         variant_case!("vec4_8x8"),
         variant_case!("vec4_32x4_w8"),
         variant_case!("vec4_16x8_w8"),
+        variant_case!("vec4_32x4_w16"),
         variant_case!("vec4_16x2"),
         variant_case!("vec4_32x4_w8_sa128"),
         variant_case!("vec4_48x4_w8_sa64"),

@@ -56,6 +56,14 @@ const VEC4_16X8_W8: MatmulKernel = MatmulKernel::Vec4 {
     lanes: 8,
     staged_k: 0,
 };
+/// The tall tile in workgroups of one 16-lane SIMD row: llvmpipe with 512-bit vectors
+/// (`LP_NATIVE_VECTOR_WIDTH=512`, an AVX-512 CPU).
+const VEC4_32X4_W16: MatmulKernel = MatmulKernel::Vec4 {
+    rows: 32,
+    cols: 4,
+    lanes: 16,
+    staged_k: 0,
+};
 /// 16 rows × one pair of columns (vec2) per invocation: the 8×4 tile's accumulators with half
 /// its per-lane B values per FMA (docs/kernel-tuning.md, "Two columns per lane").
 const VEC4_16X2: MatmulKernel = MatmulKernel::vec4(16, 2);
@@ -98,6 +106,7 @@ impl MatmulKernel {
         MatmulKernel::vec4(8, 8),
         VEC4_32X4_W8,
         VEC4_16X8_W8,
+        VEC4_32X4_W16,
         VEC4_16X2,
         MatmulKernel::Vec4 {
             rows: 32,
@@ -267,6 +276,7 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_8x8"),
     spec_vec4("matmul_vec4_32x4_w8"),
     spec_vec4("matmul_vec4_16x8_w8"),
+    spec_vec4("matmul_vec4_32x4_w16"),
     spec_vec4("matmul_vec4_16x2"),
     spec_vec4("matmul_vec4_32x4_w8_sa128"),
     spec_vec4("matmul_vec4_48x4_w8_sa64"),
@@ -305,13 +315,14 @@ pub(crate) const KERNELS_NARROW: &[KernelSpec] = &[
 /// A stored `[.., K, M]` directly), a transposed-B form (`matmul_vec4_tb_*`, reading B stored
 /// `[.., N, K]` directly) and a `_bias` form ([`KERNELS_BIAS`]), and those forms, in the same
 /// order.
-const FORM_TILES: [MatmulKernel; 12] = [
+const FORM_TILES: [MatmulKernel; 13] = [
     MatmulKernel::vec4(4, 4),
     MatmulKernel::vec4(4, 8),
     MatmulKernel::vec4(8, 4),
     MatmulKernel::vec4(8, 8),
     VEC4_32X4_W8,
     VEC4_16X8_W8,
+    VEC4_32X4_W16,
     NARROW_TILES[0],
     NARROW_TILES[1],
     NARROW_TILES[2],
@@ -326,6 +337,7 @@ pub(crate) const KERNELS_TA: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_ta_8x8"),
     spec_vec4("matmul_vec4_ta_32x4_w8"),
     spec_vec4("matmul_vec4_ta_16x8_w8"),
+    spec_vec4("matmul_vec4_ta_32x4_w16"),
     spec_vec4("matmul_vec4_ta_4x4_w16"),
     spec_vec4("matmul_vec4_ta_4x8_w16"),
     spec_vec4("matmul_vec4_ta_8x4_w16"),
@@ -340,6 +352,7 @@ pub(crate) const KERNELS_TB: &[KernelSpec] = &[
     spec_vec4("matmul_vec4_tb_8x8"),
     spec_vec4("matmul_vec4_tb_32x4_w8"),
     spec_vec4("matmul_vec4_tb_16x8_w8"),
+    spec_vec4("matmul_vec4_tb_32x4_w16"),
     spec_vec4("matmul_vec4_tb_4x4_w16"),
     spec_vec4("matmul_vec4_tb_4x8_w16"),
     spec_vec4("matmul_vec4_tb_8x4_w16"),
@@ -357,6 +370,7 @@ pub(crate) const KERNELS_BIAS: &[KernelSpec] = &[
     spec_vec4_bias("matmul_vec4_8x8_bias"),
     spec_vec4_bias("matmul_vec4_32x4_w8_bias"),
     spec_vec4_bias("matmul_vec4_16x8_w8_bias"),
+    spec_vec4_bias("matmul_vec4_32x4_w16_bias"),
     spec_vec4_bias("matmul_vec4_4x4_w16_bias"),
     spec_vec4_bias("matmul_vec4_4x8_w16_bias"),
     spec_vec4_bias("matmul_vec4_8x4_w16_bias"),
