@@ -167,9 +167,9 @@ fn add_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
 }
 
 // The *_8 entries: eight elements per invocation when n % 8 == 0, two vec4 loads of f32 bits
-// and one vec4 store of f16 words (or the reverse). On lavapipe the cost of these kernels is
-// per memory instruction, not per byte (the four-element cast ran as long as `add4`, which
-// moves twice the bytes with one more load), so eight elements cost about what four did.
+// and one vec4 store of f16 words (or the reverse). On lavapipe the four-element cast (a vec2
+// store or load per invocation) ran as long as `add4`, which moves twice the bytes; eight
+// elements per invocation took 0.6× its time for the same count (docs/kernel-tuning.md).
 // Dispatch over n/8.
 @group(0) @binding(1) var<storage, read> src_f32x8: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read_write> dst_f16x8: array<vec4<u32>>;
