@@ -10,8 +10,8 @@
 //
 // Why: the vec4 depthwise kernel (shaders/conv3d.wgsl) runs lanes over voxels, so each of its
 // loads is a per-lane gather with per-lane address arithmetic, one load per FMA, and every input
-// value is loaded once per tap that reads it (27 times for 3³). Here the 8 lanes of a workgroup
-// (one 256-bit SIMD row of lavapipe) take 8 consecutive vec4 groups of channels and share the
+// value is loaded once per tap that reads it (27 times for 3³). Here the LANES lanes of a
+// workgroup (one SIMD row of lavapipe) take consecutive vec4 groups of channels and share the
 // voxels, so all address arithmetic is workgroup-uniform, and the three W taps of a kernel row
 // read a window of consecutive input voxels that is loaded once: forward 6 vec4 loads per 12
 // vec4 FMAs per (kd, kh), weight gradient 2 loads per 3 FMAs per voxel, instead of one load per
@@ -21,13 +21,13 @@
 //
 // conv3d_depthwise_rows_w3 — bindings: 0 params (ConvParams), 1 x, 2 w, 3 b (a dummy when
 //   has_bias = 0), 4 y. The workgroup owns `chunk` consecutive output rows (n, od, oh) and walks
-//   each in windows of 4 outputs ow0 .. ow0 + 3: x·y fold = ceil(rows / chunk), z = ceil(C / 32)
+//   each in windows of 4 outputs ow0 .. ow0 + 3: x·y fold = ceil(rows / chunk), z = ceil(C / 4·LANES)
 //   channel blocks.
 // conv3d_backward_weight_depthwise_rows_w3 — bindings: 0 params, 1 x, 2 g, 3 partial. The
 //   workgroup owns one (kd, kh) and a chunk of `chunk` output rows (n, od, oh), walked along ow
 //   with a rotating window of three inputs; it writes its three taps' sums to
 //   partial[chunk, (kd·kH + kh)·3 + kw, c] for conv3d_backward_weight_sum (no atomics,
-//   deterministic). x·y fold = kD·kH, z = ceil(C / 32) · chunks (chunk = z / channel blocks).
+//   deterministic). x·y fold = kD·kH, z = ceil(C / 4·LANES) · chunks (chunk = z / channel blocks).
 // Lanes past C clamp their channel and skip the store; padding taps load a zero through a select
 // (no divergent branch: lavapipe runs both sides of a divergent `if`, docs/lavapipe-loads.md).
 // Host-checked conditions (src/ops/conv3d_depthwise_rows.rs): depthwise, C % 4 == 0, kW = 3,
@@ -43,6 +43,10 @@ struct ConvParams {
     pd: u32, ph: u32, pw: u32, chunk: u32,
     dd: u32, dh: u32, dw: u32, m_total: u32,
 }
+
+// Lanes per workgroup: 8 (one 256-bit SIMD row) or 16 (512-bit, the `rows_w16` family), set per
+// pipeline by the launcher.
+override LANES: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
@@ -72,14 +76,14 @@ fn load_x(r: InputRow, iw: i32, cg: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), x4[(r.base + iwc) * (p.cin / 4u) + cg], ok);
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn conv3d_depthwise_rows_w3(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                             @builtin(local_invocation_index) lid: u32) {
     let c4 = p.cin / 4u;
     let rows = p.n * p.od * p.oh;
     let r0 = (wg.x + wg.y * nwg.x) * p.chunk;
     let r1 = min(r0 + p.chunk, rows);
-    let cg = wg.z * 8u + lid;
+    let cg = wg.z * LANES + lid;
     let cc = min(cg, c4 - 1u);
     let live = cg < c4;
     let b = bias4[cc] * f32(p.has_bias != 0u);
@@ -123,7 +127,7 @@ fn conv3d_depthwise_rows_w3(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     }
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn conv3d_backward_weight_depthwise_rows_w3(@builtin(workgroup_id) wg: vec3<u32>,
                                             @builtin(num_workgroups) nwg: vec3<u32>,
                                             @builtin(local_invocation_index) lid: u32) {
@@ -132,9 +136,9 @@ fn conv3d_backward_weight_depthwise_rows_w3(@builtin(workgroup_id) wg: vec3<u32>
     let kd = pair / p.kh;
     let kh = pair % p.kh;
     let c4 = p.cin / 4u;
-    let cblocks = (c4 + 7u) / 8u;
+    let cblocks = (c4 + LANES - 1u) / LANES;
     let chunk_id = wg.z / cblocks;
-    let cg = (wg.z % cblocks) * 8u + lid;
+    let cg = (wg.z % cblocks) * LANES + lid;
     let cc = min(cg, c4 - 1u);
     let rows = p.n * p.od * p.oh;
     let r0 = chunk_id * p.chunk;

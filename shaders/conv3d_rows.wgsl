@@ -12,18 +12,19 @@
 // [N, Do, Ho, Wo, Cout], all contiguous f32 viewed as vec4 (channels innermost).
 //
 // conv3d_rows_m<TM>_c<CW> — bindings: 0 params (ConvParams), 1 x, 2 w, 3 b (a dummy when
-//   has_bias = 0), 4 y. Workgroup: 8 lanes; lane l owns the group of CW (4 or 2) consecutive
-//   output channels g = cb·8 + l and the workgroup owns TM consecutive voxels
+//   has_bias = 0), 4 y. Workgroup: LANES lanes; lane l owns the group of CW (4 or 2) consecutive
+//   output channels g = cb·LANES + l and the workgroup owns TM consecutive voxels
 //   m0 .. m0 + TM − 1, so the input address of (voxel, tap, channel) is the same on every lane:
 //   a scalar load broadcast to the SIMD row. Per input-channel vec4: TM input loads (uniform),
 //   4 weight loads of CW channels (per lane, contiguous across lanes), 4·TM FMAs on vecCW.
 //   Dispatch: (x, y) fold ceil(M / TM) row blocks,
 //   z = column blocks · splits; split s = wg.z / column blocks sums taps [s·chunk, (s+1)·chunk)
 //   into y[s·M·Cout + …] (split-K; the launcher sums the splits, bias in split 0 only).
-// conv3d_backward_weight_rows_c4 (R = 8, CW = 4) and conv3d_backward_weight_rows_r16_c2 (R = 16,
-//   CW = 2) — bindings: 0 params, 1 x, 2 g, 3 partial. Lane l owns the group of CW output
-//   channels (wg.z % column blocks)·8 + l; the workgroup owns one tap and 4·R input channels
-//   (x·y fold = taps · ceil(Cin / 4R) row blocks; z = column blocks · chunks): chunk
+// conv3d_backward_weight_rows_c4 (R = 8, CW = 4), conv3d_backward_weight_rows_r16_c2 (R = 16,
+//   CW = 2) and conv3d_backward_weight_rows_r8_c2 (R = 8, CW = 2) — bindings: 0 params, 1 x,
+//   2 g, 3 partial. Lane l owns the group of CW output channels (wg.z % column blocks)·LANES
+//   + l; the workgroup owns one tap and 4·R input channels (x·y fold = taps · ceil(Cin / 4R)
+//   row blocks; z = column blocks · chunks): chunk
 //   c = wg.z / column blocks sums voxels [c·chunk, (c+1)·chunk) into partial[c·|gw| + …] (the
 //   launcher's sum pass adds the chunks in order: no atomics, deterministic; one chunk writes
 //   gw). Per voxel: R input loads (uniform), 1 g load of CW channels (per lane), 4·R FMAs on
@@ -41,6 +42,9 @@ struct ConvParams {
     pd: u32, ph: u32, pw: u32, chunk: u32,
     dd: u32, dh: u32, dw: u32, m_total: u32,
 }
+
+// Lanes per workgroup: 8 (256-bit SIMD rows) or 16 (512-bit), set per pipeline by the launcher.
+override LANES: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
@@ -81,15 +85,15 @@ fn tap_voxel(v: Voxel, kd: u32, kh: u32, kw: u32) -> i32 {
     return select(-1, ((i32(v.b) * i32(p.d) + id) * i32(p.h) + ih) * i32(p.w) + iw, inside);
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn conv3d_rows_m8_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let m0 = (wg.x + wg.y * nwg.x) * 8u;
     let coutw = p.cout / 4u;
     let cin4 = p.cin / 4u;
-    let cblocks = (coutw + 7u) / 8u;
+    let cblocks = (coutw + LANES - 1u) / LANES;
     let split = wg.z / cblocks;
-    let g = (wg.z % cblocks) * 8u + lid;
+    let g = (wg.z % cblocks) * LANES + lid;
     let gc = min(g, coutw - 1u);
     let v0 = voxel(m0 + 0u);
     let v1 = voxel(m0 + 1u);
@@ -199,15 +203,15 @@ fn conv3d_rows_m8_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     if (v7.live && g < coutw) { y4[ybase + (m0 + 7u) * coutw + g] = acc7; }
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn conv3d_rows_m4_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let m0 = (wg.x + wg.y * nwg.x) * 4u;
     let coutw = p.cout / 4u;
     let cin4 = p.cin / 4u;
-    let cblocks = (coutw + 7u) / 8u;
+    let cblocks = (coutw + LANES - 1u) / LANES;
     let split = wg.z / cblocks;
-    let g = (wg.z % cblocks) * 8u + lid;
+    let g = (wg.z % cblocks) * LANES + lid;
     let gc = min(g, coutw - 1u);
     let v0 = voxel(m0 + 0u);
     let v1 = voxel(m0 + 1u);
@@ -273,15 +277,15 @@ fn conv3d_rows_m4_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     if (v3.live && g < coutw) { y4[ybase + (m0 + 3u) * coutw + g] = acc3; }
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn conv3d_rows_m16_c2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let m0 = (wg.x + wg.y * nwg.x) * 16u;
     let coutw = p.cout / 2u;
     let cin4 = p.cin / 4u;
-    let cblocks = (coutw + 7u) / 8u;
+    let cblocks = (coutw + LANES - 1u) / LANES;
     let split = wg.z / cblocks;
-    let g = (wg.z % cblocks) * 8u + lid;
+    let g = (wg.z % cblocks) * LANES + lid;
     let gc = min(g, coutw - 1u);
     let v0 = voxel(m0 + 0u);
     let v1 = voxel(m0 + 1u);
@@ -479,7 +483,7 @@ fn conv3d_rows_m16_c2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
     if (v15.live && g < coutw) { y2[ybase + (m0 + 15u) * coutw + g] = acc15; }
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn conv3d_backward_weight_rows_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let coutw = p.cout / 4u;
@@ -494,8 +498,8 @@ fn conv3d_backward_weight_rows_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin
     let kw = tap % p.kw;
     let kh = (tap / p.kw) % p.kh;
     let kd = tap / (p.kw * p.kh);
-    let cblocks = (coutw + 7u) / 8u;
-    let g = (wg.z % cblocks) * 8u + lid;
+    let cblocks = (coutw + LANES - 1u) / LANES;
+    let g = (wg.z % cblocks) * LANES + lid;
     let chunk_id = wg.z / cblocks;
     let gc = min(g, coutw - 1u);
     let ci0 = min(c0 + 0u, cin4 - 1u);
@@ -635,7 +639,7 @@ fn conv3d_backward_weight_rows_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin
     if (live && c0 + 7u < cin4) { partial4[base + ((c0 + 7u) * 4u + 3u) * coutw] = acc7w; }
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn conv3d_backward_weight_rows_r16_c2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let coutw = p.cout / 2u;
@@ -650,8 +654,8 @@ fn conv3d_backward_weight_rows_r16_c2(@builtin(workgroup_id) wg: vec3<u32>, @bui
     let kw = tap % p.kw;
     let kh = (tap / p.kw) % p.kh;
     let kd = tap / (p.kw * p.kh);
-    let cblocks = (coutw + 7u) / 8u;
-    let g = (wg.z % cblocks) * 8u + lid;
+    let cblocks = (coutw + LANES - 1u) / LANES;
+    let g = (wg.z % cblocks) * LANES + lid;
     let chunk_id = wg.z / cblocks;
     let gc = min(g, coutw - 1u);
     let ci0 = min(c0 + 0u, cin4 - 1u);
@@ -901,4 +905,160 @@ fn conv3d_backward_weight_rows_r16_c2(@builtin(workgroup_id) wg: vec3<u32>, @bui
     if (live && c0 + 15u < cin4) { partial2[base + ((c0 + 15u) * 4u + 1u) * coutw] = acc15y; }
     if (live && c0 + 15u < cin4) { partial2[base + ((c0 + 15u) * 4u + 2u) * coutw] = acc15z; }
     if (live && c0 + 15u < cin4) { partial2[base + ((c0 + 15u) * 4u + 3u) * coutw] = acc15w; }
+}
+
+@compute @workgroup_size(LANES)
+fn conv3d_backward_weight_rows_r8_c2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let coutw = p.cout / 2u;
+    let cin4 = p.cin / 4u;
+    let rblocks = (cin4 + 7u) / 8u;
+    let rb = wg.x + wg.y * nwg.x;
+    let ntaps = p.kd * p.kh * p.kw;
+    // Uniform per workgroup: the folded grid's tail workgroups leave together.
+    if (rb >= ntaps * rblocks) { return; }
+    let tap = rb / rblocks;
+    let c0 = (rb % rblocks) * 8u;
+    let kw = tap % p.kw;
+    let kh = (tap / p.kw) % p.kh;
+    let kd = tap / (p.kw * p.kh);
+    let cblocks = (coutw + LANES - 1u) / LANES;
+    let g = (wg.z % cblocks) * LANES + lid;
+    let chunk_id = wg.z / cblocks;
+    let gc = min(g, coutw - 1u);
+    let ci0 = min(c0 + 0u, cin4 - 1u);
+    let ci1 = min(c0 + 1u, cin4 - 1u);
+    let ci2 = min(c0 + 2u, cin4 - 1u);
+    let ci3 = min(c0 + 3u, cin4 - 1u);
+    let ci4 = min(c0 + 4u, cin4 - 1u);
+    let ci5 = min(c0 + 5u, cin4 - 1u);
+    let ci6 = min(c0 + 6u, cin4 - 1u);
+    let ci7 = min(c0 + 7u, cin4 - 1u);
+    var acc0x = vec2<f32>(0.0);
+    var acc0y = vec2<f32>(0.0);
+    var acc0z = vec2<f32>(0.0);
+    var acc0w = vec2<f32>(0.0);
+    var acc1x = vec2<f32>(0.0);
+    var acc1y = vec2<f32>(0.0);
+    var acc1z = vec2<f32>(0.0);
+    var acc1w = vec2<f32>(0.0);
+    var acc2x = vec2<f32>(0.0);
+    var acc2y = vec2<f32>(0.0);
+    var acc2z = vec2<f32>(0.0);
+    var acc2w = vec2<f32>(0.0);
+    var acc3x = vec2<f32>(0.0);
+    var acc3y = vec2<f32>(0.0);
+    var acc3z = vec2<f32>(0.0);
+    var acc3w = vec2<f32>(0.0);
+    var acc4x = vec2<f32>(0.0);
+    var acc4y = vec2<f32>(0.0);
+    var acc4z = vec2<f32>(0.0);
+    var acc4w = vec2<f32>(0.0);
+    var acc5x = vec2<f32>(0.0);
+    var acc5y = vec2<f32>(0.0);
+    var acc5z = vec2<f32>(0.0);
+    var acc5w = vec2<f32>(0.0);
+    var acc6x = vec2<f32>(0.0);
+    var acc6y = vec2<f32>(0.0);
+    var acc6z = vec2<f32>(0.0);
+    var acc6w = vec2<f32>(0.0);
+    var acc7x = vec2<f32>(0.0);
+    var acc7y = vec2<f32>(0.0);
+    var acc7z = vec2<f32>(0.0);
+    var acc7w = vec2<f32>(0.0);
+    let m_begin = chunk_id * p.chunk;
+    let m_end = min(p.m_total, m_begin + p.chunk);
+    // Walk the chunk's voxels with running (n, od, oh, ow) counters: no divisions per voxel.
+    var q = m_begin;
+    var ow = q % p.ow; q = q / p.ow;
+    var oh = q % p.oh; q = q / p.oh;
+    var od = q % p.od;
+    var n = q / p.od;
+    for (var m = m_begin; m < m_end; m++) {
+        let id = i32(od * p.sd + kd * p.dd) - i32(p.pd);
+        let ih = i32(oh * p.sh + kh * p.dh) - i32(p.ph);
+        let iw = i32(ow * p.sw + kw * p.dw) - i32(p.pw);
+        let ok = id >= 0 && id < i32(p.d) && ih >= 0 && ih < i32(p.h) && iw >= 0 && iw < i32(p.w);
+        let xo = select(0u, ((n * p.d + u32(id)) * p.h + u32(ih)) * p.w + u32(iw), ok) * cin4;
+        let gv = g2[m * coutw + gc];
+        let xv0 = select(vec4<f32>(0.0), x4[xo + ci0], ok);
+        acc0x = fma(vec2<f32>(xv0.x), gv, acc0x);
+        acc0y = fma(vec2<f32>(xv0.y), gv, acc0y);
+        acc0z = fma(vec2<f32>(xv0.z), gv, acc0z);
+        acc0w = fma(vec2<f32>(xv0.w), gv, acc0w);
+        let xv1 = select(vec4<f32>(0.0), x4[xo + ci1], ok);
+        acc1x = fma(vec2<f32>(xv1.x), gv, acc1x);
+        acc1y = fma(vec2<f32>(xv1.y), gv, acc1y);
+        acc1z = fma(vec2<f32>(xv1.z), gv, acc1z);
+        acc1w = fma(vec2<f32>(xv1.w), gv, acc1w);
+        let xv2 = select(vec4<f32>(0.0), x4[xo + ci2], ok);
+        acc2x = fma(vec2<f32>(xv2.x), gv, acc2x);
+        acc2y = fma(vec2<f32>(xv2.y), gv, acc2y);
+        acc2z = fma(vec2<f32>(xv2.z), gv, acc2z);
+        acc2w = fma(vec2<f32>(xv2.w), gv, acc2w);
+        let xv3 = select(vec4<f32>(0.0), x4[xo + ci3], ok);
+        acc3x = fma(vec2<f32>(xv3.x), gv, acc3x);
+        acc3y = fma(vec2<f32>(xv3.y), gv, acc3y);
+        acc3z = fma(vec2<f32>(xv3.z), gv, acc3z);
+        acc3w = fma(vec2<f32>(xv3.w), gv, acc3w);
+        let xv4 = select(vec4<f32>(0.0), x4[xo + ci4], ok);
+        acc4x = fma(vec2<f32>(xv4.x), gv, acc4x);
+        acc4y = fma(vec2<f32>(xv4.y), gv, acc4y);
+        acc4z = fma(vec2<f32>(xv4.z), gv, acc4z);
+        acc4w = fma(vec2<f32>(xv4.w), gv, acc4w);
+        let xv5 = select(vec4<f32>(0.0), x4[xo + ci5], ok);
+        acc5x = fma(vec2<f32>(xv5.x), gv, acc5x);
+        acc5y = fma(vec2<f32>(xv5.y), gv, acc5y);
+        acc5z = fma(vec2<f32>(xv5.z), gv, acc5z);
+        acc5w = fma(vec2<f32>(xv5.w), gv, acc5w);
+        let xv6 = select(vec4<f32>(0.0), x4[xo + ci6], ok);
+        acc6x = fma(vec2<f32>(xv6.x), gv, acc6x);
+        acc6y = fma(vec2<f32>(xv6.y), gv, acc6y);
+        acc6z = fma(vec2<f32>(xv6.z), gv, acc6z);
+        acc6w = fma(vec2<f32>(xv6.w), gv, acc6w);
+        let xv7 = select(vec4<f32>(0.0), x4[xo + ci7], ok);
+        acc7x = fma(vec2<f32>(xv7.x), gv, acc7x);
+        acc7y = fma(vec2<f32>(xv7.y), gv, acc7y);
+        acc7z = fma(vec2<f32>(xv7.z), gv, acc7z);
+        acc7w = fma(vec2<f32>(xv7.w), gv, acc7w);
+        ow += 1u;
+        if (ow == p.ow) { ow = 0u; oh += 1u; }
+        if (oh == p.oh) { oh = 0u; od += 1u; }
+        if (od == p.od) { od = 0u; n += 1u; }
+    }
+    // gw[tap, ci, co] at partial chunk `chunk_id`; vec2 index (tap·Cin + ci)·Cout/2 + g
+    let base = chunk_id * ntaps * p.cin * coutw + tap * p.cin * coutw + g;
+    let live = g < coutw;
+    if (live && c0 + 0u < cin4) { partial2[base + ((c0 + 0u) * 4u + 0u) * coutw] = acc0x; }
+    if (live && c0 + 0u < cin4) { partial2[base + ((c0 + 0u) * 4u + 1u) * coutw] = acc0y; }
+    if (live && c0 + 0u < cin4) { partial2[base + ((c0 + 0u) * 4u + 2u) * coutw] = acc0z; }
+    if (live && c0 + 0u < cin4) { partial2[base + ((c0 + 0u) * 4u + 3u) * coutw] = acc0w; }
+    if (live && c0 + 1u < cin4) { partial2[base + ((c0 + 1u) * 4u + 0u) * coutw] = acc1x; }
+    if (live && c0 + 1u < cin4) { partial2[base + ((c0 + 1u) * 4u + 1u) * coutw] = acc1y; }
+    if (live && c0 + 1u < cin4) { partial2[base + ((c0 + 1u) * 4u + 2u) * coutw] = acc1z; }
+    if (live && c0 + 1u < cin4) { partial2[base + ((c0 + 1u) * 4u + 3u) * coutw] = acc1w; }
+    if (live && c0 + 2u < cin4) { partial2[base + ((c0 + 2u) * 4u + 0u) * coutw] = acc2x; }
+    if (live && c0 + 2u < cin4) { partial2[base + ((c0 + 2u) * 4u + 1u) * coutw] = acc2y; }
+    if (live && c0 + 2u < cin4) { partial2[base + ((c0 + 2u) * 4u + 2u) * coutw] = acc2z; }
+    if (live && c0 + 2u < cin4) { partial2[base + ((c0 + 2u) * 4u + 3u) * coutw] = acc2w; }
+    if (live && c0 + 3u < cin4) { partial2[base + ((c0 + 3u) * 4u + 0u) * coutw] = acc3x; }
+    if (live && c0 + 3u < cin4) { partial2[base + ((c0 + 3u) * 4u + 1u) * coutw] = acc3y; }
+    if (live && c0 + 3u < cin4) { partial2[base + ((c0 + 3u) * 4u + 2u) * coutw] = acc3z; }
+    if (live && c0 + 3u < cin4) { partial2[base + ((c0 + 3u) * 4u + 3u) * coutw] = acc3w; }
+    if (live && c0 + 4u < cin4) { partial2[base + ((c0 + 4u) * 4u + 0u) * coutw] = acc4x; }
+    if (live && c0 + 4u < cin4) { partial2[base + ((c0 + 4u) * 4u + 1u) * coutw] = acc4y; }
+    if (live && c0 + 4u < cin4) { partial2[base + ((c0 + 4u) * 4u + 2u) * coutw] = acc4z; }
+    if (live && c0 + 4u < cin4) { partial2[base + ((c0 + 4u) * 4u + 3u) * coutw] = acc4w; }
+    if (live && c0 + 5u < cin4) { partial2[base + ((c0 + 5u) * 4u + 0u) * coutw] = acc5x; }
+    if (live && c0 + 5u < cin4) { partial2[base + ((c0 + 5u) * 4u + 1u) * coutw] = acc5y; }
+    if (live && c0 + 5u < cin4) { partial2[base + ((c0 + 5u) * 4u + 2u) * coutw] = acc5z; }
+    if (live && c0 + 5u < cin4) { partial2[base + ((c0 + 5u) * 4u + 3u) * coutw] = acc5w; }
+    if (live && c0 + 6u < cin4) { partial2[base + ((c0 + 6u) * 4u + 0u) * coutw] = acc6x; }
+    if (live && c0 + 6u < cin4) { partial2[base + ((c0 + 6u) * 4u + 1u) * coutw] = acc6y; }
+    if (live && c0 + 6u < cin4) { partial2[base + ((c0 + 6u) * 4u + 2u) * coutw] = acc6z; }
+    if (live && c0 + 6u < cin4) { partial2[base + ((c0 + 6u) * 4u + 3u) * coutw] = acc6w; }
+    if (live && c0 + 7u < cin4) { partial2[base + ((c0 + 7u) * 4u + 0u) * coutw] = acc7x; }
+    if (live && c0 + 7u < cin4) { partial2[base + ((c0 + 7u) * 4u + 1u) * coutw] = acc7y; }
+    if (live && c0 + 7u < cin4) { partial2[base + ((c0 + 7u) * 4u + 2u) * coutw] = acc7z; }
+    if (live && c0 + 7u < cin4) { partial2[base + ((c0 + 7u) * 4u + 3u) * coutw] = acc7w; }
 }

@@ -1,8 +1,9 @@
 //! The depthwise conv3d of kernel width 3 on lanes over channels with a sliding window along W
 //! (src/ops/conv3d_depthwise_rows.rs), on the `rows` path (`ConvPath::Rows`; `rows_c4` runs the
-//! same kernels): forward, input gradient (the flipped depthwise conv, the same kernel) and
-//! weight gradient against src/reference/conv3d.rs with batch 2, channel counts that fill no
-//! block of 8 vec4 lanes (12, 20) and several blocks (260), output rows that are not a multiple
+//! same kernels) and in workgroups of 16 lanes on `rows_w16`: forward, input gradient (the
+//! flipped depthwise conv, the same kernel) and weight gradient against src/reference/conv3d.rs
+//! with batch 2, channel counts that fill no block of 8 or 16 vec4 lanes (12, 20) and several
+//! blocks (260), output rows that are not a multiple
 //! of the 8-wide window, per-axis stride, padding and dilation along D and H, W padding 0, 1, 2,
 //! and both weight-gradient paths
 //! (one chunk of rows, split rows summed); an identity that shares no code with the kernel or
@@ -19,6 +20,8 @@ use common::conv_check::{check_conv, conv_kernels_run};
 use common::*;
 
 const ROWS: ConvPath = ConvPath::Rows(RowsLanes::Two);
+/// The 16-lane family: the same kernels in workgroups of 16.
+const WIDE: ConvPath = ConvPath::Rows(RowsLanes::Wide);
 const FORWARD: &str = "conv3d_depthwise_rows::conv3d_depthwise_rows_w3";
 const WEIGHT: &str = "conv3d_depthwise_rows::conv3d_backward_weight_depthwise_rows_w3";
 
@@ -26,10 +29,13 @@ fn depthwise(kernel: [usize; 3], c: usize) -> Conv3dConfig {
     Conv3dConfig::new(kernel).groups(c)
 }
 
-/// Forward (with bias) and the three gradients on `rows` against the reference.
+/// Forward (with bias) and the three gradients on `rows` and `rows_w16` against the reference.
 fn check(gpu: &Gpu, rng: &mut Rng, x_shape: [usize; 5], cfg: Conv3dConfig) {
     let c = x_shape[4];
-    check_conv(gpu, rng, "depthwise rows", ROWS, x_shape, c, cfg, F32_GRAD)
+    for path in [ROWS, WIDE] {
+        let what = format!("depthwise {}", path.name());
+        check_conv(gpu, rng, &what, path, x_shape, c, cfg, F32_GRAD)
+    }
 }
 
 #[test]
@@ -90,38 +96,45 @@ fn a_centre_tap_kernel_scales_each_channel() {
     let bias: Vec<f32> = (0..c).map(|i| i as f32 - 6.0).collect();
     let tb = cads::Tensor::from_slice(&gpu, &bias, &[c]).unwrap();
     let cfg = depthwise([3, 3, 3], c).padding([1, 1, 1]);
-    let y = conv3d_with(&tx, &tw, Some(&tb), &cfg, ROWS).unwrap();
     let want: Vec<f32> = x
         .data
         .iter()
         .enumerate()
         .map(|(i, &v)| v as f32 * scale[i % c] + bias[i % c])
         .collect();
-    assert_eq!(
-        y.to_vec().unwrap(),
-        want,
-        "centre tap: exact (one product, one sum)"
-    );
+    for path in [ROWS, WIDE] {
+        let y = conv3d_with(&tx, &tw, Some(&tb), &cfg, path).unwrap();
+        assert_eq!(
+            y.to_vec().unwrap(),
+            want,
+            "centre tap on {}: exact (one product, one sum)",
+            path.name()
+        );
+    }
 }
 
 #[test]
 fn width_3_depthwise_convs_run_the_window_kernels_and_others_the_vec4_ones() {
     let gpu = fresh_gpu();
-    let ran = conv_kernels_run(
-        &gpu,
-        ROWS,
-        [1, 4, 4, 9, 16],
-        16,
-        depthwise([3, 3, 3], 16).padding([1, 1, 1]),
-    );
-    for want in [FORWARD, WEIGHT] {
-        assert!(ran.iter().any(|k| k == want), "{want} not in {ran:?}");
+    for (path, lanes) in [(ROWS, ""), (WIDE, "[LANES=16]")] {
+        let ran = conv_kernels_run(
+            &gpu,
+            path,
+            [1, 4, 4, 9, 16],
+            16,
+            depthwise([3, 3, 3], 16).padding([1, 1, 1]),
+        );
+        for want in [FORWARD, WEIGHT].map(|k| format!("{k}{lanes}")) {
+            assert!(ran.contains(&want), "{want} not in {ran:?}");
+        }
+        assert!(
+            !ran.iter().any(|k| k.contains("conv3d_depthwise_c4")
+                || k.ends_with("_naive")
+                || k.starts_with("conv3d_depthwise_rows::") && !k.ends_with(lanes)),
+            "forward, input and weight gradient all on the {} window kernels: {ran:?}",
+            path.name()
+        );
     }
-    assert!(
-        !ran.iter()
-            .any(|k| k.contains("conv3d_depthwise_c4") || k.ends_with("_naive")),
-        "forward, input and weight gradient all on the window kernels: {ran:?}"
-    );
     // Kernel width 5, and stride 2 along W: the vec4 depthwise kernels.
     for cfg in [
         depthwise([3, 3, 5], 16).padding([1, 1, 2]),

@@ -1,4 +1,4 @@
-//! conv3d with input channels not in fours on the row kernels (`ConvPath::Rows`, both variants
+//! conv3d with input channels not in fours on the row kernels (`ConvPath::Rows`, every variant
 //! in the reference checks), through the
 //! fold of kernel axes into channels (src/ops/conv3d_fold.rs): forward and the three gradients
 //! against src/reference/conv3d.rs over strides, padding and dilation on folded and unfolded
@@ -63,7 +63,7 @@ fn folded_forward_matches_reference_with_its_gradients() {
         ([1, 6, 6, 6, 8], 6, Conv3dConfig::cube(3, 1, 1)),
     ];
     for (x, cout, cfg) in cases {
-        for lanes in [RowsLanes::Two, RowsLanes::Four] {
+        for lanes in [RowsLanes::Two, RowsLanes::Four, RowsLanes::Wide] {
             let path = ConvPath::Rows(lanes);
             let name = format!("{}_folded", lanes.name());
             check_conv(&gpu, &mut rng, &name, path, x, cout, cfg, F32_GRAD);

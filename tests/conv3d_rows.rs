@@ -1,12 +1,12 @@
-//! The lanes-over-output-channel conv3d for CPU adapters (src/ops/conv3d_rows.rs), both of its
-//! variants forced by name (`ConvPath::Rows(RowsLanes::Two)` and `(RowsLanes::Four)`,
-//! `CADS_KERNEL_CONV3D=rows` and `rows_c4`) on the test adapter: forward, input gradient
-//! (flipped conv and sub-pixel classes on the same kernel) and weight gradient against
-//! src/reference/conv3d.rs with strides, padding, dilation, batch 2, channel counts that fill
-//! neither a workgroup's 8 lanes nor a weight-gradient block of 32 input channels, the three
-//! forward tiles (16 voxels × 2 channels, 8 × 4, 4 × 4), both weight-gradient tiles (32 input
-//! channels × 4 output channels, 64 × 2) and both split paths (taps in the forward, voxels in the
-//! weight gradient); the unsplit forward against a CPU channel matmul and the adjoint identity
+//! The lanes-over-output-channel conv3d for CPU adapters (src/ops/conv3d_rows.rs), its three
+//! variants forced by name (`ConvPath::Rows(RowsLanes::Two)`, `(RowsLanes::Four)` and
+//! `(RowsLanes::Wide)`, `CADS_KERNEL_CONV3D=rows`, `rows_c4` and `rows_w16`) on the test
+//! adapter: forward, input gradient (flipped conv and sub-pixel classes on the same kernel) and
+//! weight gradient against src/reference/conv3d.rs with strides, padding, dilation, batch 2,
+//! channel counts that fill neither a workgroup's 8 or 16 lanes nor a weight-gradient block of 32
+//! input channels, the three forward tiles (16 voxels × 2 channels, 8 × 4, 4 × 4) in workgroups
+//! of 8 and 16 lanes, the three weight-gradient tiles (32 input channels × 4 output channels,
+//! 64 × 2, 32 × 2) and both split paths (taps in the forward, voxels in the weight gradient); the unsplit forward against a CPU channel matmul and the adjoint identity
 //! (checks that share no code with the kernels or the reference); a forward past 65 535
 //! workgroups; the kernels that ran (plan and profiler); the register kernels where a shape
 //! does not fit (groups ≠ 1, depthwise of width ≠ 3; channels not in fours: tests/conv3d_fold.rs);
@@ -23,13 +23,15 @@ use cads::Gpu;
 use common::conv_check::{check_conv, conv_kernels_run, w_shape};
 use common::*;
 
-/// Both row variants: 2 and 4 output channels per lane in the large tiles.
-const BOTH: [ConvPath; 2] = [
+/// The row variants: 2 and 4 output channels per lane in the large tiles in workgroups of 8
+/// lanes, and workgroups of 16.
+const ALL: [ConvPath; 3] = [
     ConvPath::Rows(RowsLanes::Two),
     ConvPath::Rows(RowsLanes::Four),
+    ConvPath::Rows(RowsLanes::Wide),
 ];
 
-/// Forward (with bias) and the three gradients on both row variants against the reference.
+/// Forward (with bias) and the three gradients on every row variant against the reference.
 fn check(gpu: &Gpu, rng: &mut Rng, x_shape: [usize; 5], cout: usize, cfg: Conv3dConfig) {
     check_tol(gpu, rng, x_shape, cout, cfg, F32_GRAD)
 }
@@ -42,7 +44,7 @@ fn check_tol(
     cfg: Conv3dConfig,
     grad_tol: Tolerance,
 ) {
-    for path in BOTH {
+    for path in ALL {
         check_conv(gpu, rng, &path.name(), path, x_shape, cout, cfg, grad_tol)
     }
 }
@@ -51,9 +53,9 @@ fn check_tol(
 fn cases() -> Vec<([usize; 5], usize, Conv3dConfig)> {
     vec![
         // stride 1, batch 2, Cin 20 (a weight-gradient block of 32 channels, partly empty),
-        // Cout 36 (18 channel pairs: a third workgroup of lanes with two live lanes; 9 groups
-        // of 4: a second workgroup with one); 420 voxels on the 16-voxel tile (`rows`) with a
-        // partial last tile
+        // Cout 36 (18 channel pairs: a third workgroup of 8 lanes with two live lanes, a second
+        // of 16 with two; 9 groups of 4: a second workgroup of 8 with one); 420 voxels on the
+        // 16-voxel tile (`rows`, `rows_w16`) with a partial last tile
         ([2, 5, 6, 7, 20], 36, Conv3dConfig::cube(3, 1, 1)),
         // per-axis stride / padding / dilation: input gradient by the gather kernel
         (
@@ -88,10 +90,13 @@ fn cases() -> Vec<([usize; 5], usize, Conv3dConfig)> {
         // Cin 68 (three weight-gradient blocks, the last a quarter full), Cout 4 (one lane)
         ([1, 4, 5, 6, 68], 4, Conv3dConfig::cube(3, 1, 1)),
         // Cin 64 and 128: the weight gradient's 64-channel tile (`rows`), one and two blocks, or
-        // two and four blocks of 32 (`rows_c4`), with Cout 20 (10 channel pairs: a second
-        // workgroup of lanes with two live lanes) and 12
+        // two and four blocks of 32 (`rows_c4`, `rows_w16`), with Cout 20 (10 channel pairs: a
+        // second workgroup of 8 lanes with two live lanes) and 12
         ([1, 4, 5, 6, 64], 20, Conv3dConfig::cube(3, 1, 1)),
         ([2, 3, 4, 5, 128], 12, Conv3dConfig::cube(3, 2, 1)),
+        // Cout 72: 18 groups of 4 fill 16 lanes (the 4-channel tiles on `rows_w16`) with a
+        // second workgroup of two live lanes
+        ([1, 4, 5, 6, 8], 72, Conv3dConfig::cube(3, 1, 1)),
     ]
 }
 
@@ -152,8 +157,8 @@ fn both_split_paths_match_reference() {
 
 /// A 1×1×1 kernel has one tap, so the forward never splits: it writes y and the bias itself.
 /// Checked against a CPU channel matmul (no conv code shared), on the three forward tiles (336
-/// voxels: 16 × 2 channels on `rows`, 8 × 4 on `rows_c4`; 210 voxels: 8 × 4; 30 voxels: 4 × 4)
-/// with partial lane groups (Cout 12 and 40) and Cin 4.
+/// voxels: 16 × 2 channels on `rows` and `rows_w16`, 8 × 4 on `rows_c4`; 210 voxels: 8 × 4; 30
+/// voxels: 4 × 4) with partial lane groups (Cout 12 and 40) and Cin 4.
 #[test]
 fn unsplit_forward_with_bias_is_a_channel_matmul() {
     let gpu = gpu();
@@ -169,7 +174,7 @@ fn unsplit_forward_with_bias_is_a_channel_matmul() {
             for (i, v) in want.iter_mut().enumerate() {
                 *v += b.data[i % cout];
             }
-            for path in BOTH {
+            for path in ALL {
                 let y = conv3d_with(&tx, &tw, Some(&tb), &cfg, path).unwrap();
                 assert_close(
                     &format!("{} 1x1x1 {xs:?}→{cout}", path.name()),
@@ -187,7 +192,7 @@ fn unsplit_forward_with_bias_is_a_channel_matmul() {
 fn adjoint_identity_holds() {
     let gpu = gpu();
     let mut rng = Rng::new(178);
-    for ((xs, cout, cfg), path) in cases().into_iter().flat_map(|c| BOTH.map(|p| (c, p))) {
+    for ((xs, cout, cfg), path) in cases().into_iter().flat_map(|c| ALL.map(|p| (c, p))) {
         let (x, tx) = random_param(&gpu, &mut rng, &xs, -1.0, 1.0);
         let (_, tw) = random_pair(&gpu, &mut rng, &w_shape(&xs, cout, &cfg), -1.0, 1.0);
         let out = conv3d_with(&tx, &tw, None, &cfg, path).unwrap();
@@ -212,8 +217,8 @@ fn adjoint_identity_holds() {
 }
 
 /// More than 65 535 row tiles: the forward folds them into a 2-D grid (x + y·nx in the shader).
-/// 16 × 256 × 260 voxels = 66 560 tiles of 16 (`rows`), 133 120 of 8 (`rows_c4`); a 1×1×1 conv
-/// keeps it cheap.
+/// 16 × 256 × 260 voxels = 66 560 tiles of 16 (`rows`, `rows_w16`), 133 120 of 8 (`rows_c4`); a
+/// 1×1×1 conv keeps it cheap.
 #[test]
 fn a_forward_past_65535_workgroups_folds_its_grid() {
     let gpu = gpu();
@@ -223,7 +228,7 @@ fn a_forward_past_65535_workgroups_folds_its_grid() {
     let (x, tx) = random_pair(&gpu, &mut rng, &xs, -1.0, 1.0);
     let (w, tw) = random_pair(&gpu, &mut rng, &[1, 1, 1, cin, cout], -1.0, 1.0);
     let want = rc::matmul_channels(&x.data, &w.data, cin, cout);
-    for path in BOTH {
+    for path in ALL {
         let y = conv3d_with(&tx, &tw, None, &Conv3dConfig::new([1, 1, 1]), path).unwrap();
         assert_close(
             &format!("{} forward past 65 535 row tiles", path.name()),
@@ -247,61 +252,65 @@ fn other_conv_kernel(k: &str) -> bool {
 fn every_pass_runs_the_row_kernels_where_they_fit_and_the_register_tiles_elsewhere() {
     let gpu = fresh_gpu();
     // Stride 1 and stride 2: forward, input gradient (flipped conv / sub-pixel classes) and
-    // weight gradient all on the row kernels (512 output voxels: the 16-voxel tile on `rows`,
-    // the 8-voxel one on `rows_c4`; 216 and 27: the 8-voxel tile); k2 s2 to 2·2·1 voxels: the
-    // 4-voxel tile (its input gradient is the patchify matmul, tests/conv3d_patchify.rs).
-    // Cin 64: the weight gradient's 64-channel tile on `rows`, the 32-channel one on `rows_c4`.
-    for (x, cfg, [tile_two, tile_four], [weight_two, weight_four]) in [
+    // weight gradient all on the row kernels (512 output voxels: the 16-voxel tile on `rows`
+    // and `rows_w16` (16 output channels), the 8-voxel one on `rows_c4`; 216 and 27: the
+    // 8-voxel tile); k2 s2 to 2·2·1 voxels: the 4-voxel tile (its input gradient is the
+    // patchify matmul, tests/conv3d_patchify.rs). Cin 64: the weight gradient's 64-channel tile
+    // on `rows`, the 32-channel one on `rows_c4`; `rows_w16` takes 32 × 2 channels (16 output
+    // channels do not fill 16 lanes of 4), in workgroups of 16 (`[LANES=16]` in the profile).
+    for (x, cfg, tiles, weight_tiles) in [
         (
             [1, 8, 8, 8, 8],
             Conv3dConfig::cube(3, 1, 1),
-            ["m16_c2", "m8_c4"],
-            ["c4", "c4"],
+            ["m16_c2", "m8_c4", "m16_c2"],
+            ["c4", "c4", "r8_c2"],
         ),
         (
             [1, 6, 6, 6, 8],
             Conv3dConfig::cube(3, 1, 1),
-            ["m8_c4", "m8_c4"],
-            ["c4", "c4"],
+            ["m8_c4", "m8_c4", "m8_c4"],
+            ["c4", "c4", "r8_c2"],
         ),
         (
             [1, 6, 6, 6, 64],
             Conv3dConfig::cube(3, 1, 1),
-            ["m8_c4", "m8_c4"],
-            ["r16_c2", "c4"],
+            ["m8_c4", "m8_c4", "m8_c4"],
+            ["r16_c2", "c4", "r8_c2"],
         ),
         (
             [1, 6, 6, 6, 8],
             Conv3dConfig::cube(3, 2, 1),
-            ["m8_c4", "m8_c4"],
-            ["c4", "c4"],
+            ["m8_c4", "m8_c4", "m8_c4"],
+            ["c4", "c4", "r8_c2"],
         ),
         (
             [1, 4, 4, 2, 8],
             Conv3dConfig::cube(2, 2, 0),
-            ["m4_c4", "m4_c4"],
-            ["c4", "c4"],
+            ["m4_c4", "m4_c4", "m4_c4"],
+            ["c4", "c4", "r8_c2"],
         ),
     ] {
-        for (path, tile, weight_tile) in [
-            (BOTH[0], tile_two, weight_two),
-            (BOTH[1], tile_four, weight_four),
-        ] {
+        for ((path, tile), weight_tile) in ALL.into_iter().zip(tiles).zip(weight_tiles) {
+            let wide = path == ALL[2];
+            let lanes = if wide { "[LANES=16]" } else { "" };
             let ran = conv_kernels_run(&gpu, path, x, 16, cfg);
             for want in [
-                format!("conv3d_rows::conv3d_rows_{tile}"),
-                format!("conv3d_rows::conv3d_backward_weight_rows_{weight_tile}"),
+                format!("conv3d_rows::conv3d_rows_{tile}{lanes}"),
+                format!("conv3d_rows::conv3d_backward_weight_rows_{weight_tile}{lanes}"),
             ] {
                 assert!(
                     ran.contains(&want),
                     "{path:?} {cfg:?}: {want} not in {ran:?}"
                 );
             }
-            assert!(
-                !ran.iter()
-                    .any(|k| other_conv_kernel(k) || path == BOTH[1] && k.ends_with("_c2")),
-                "{path:?} {cfg:?}: {ran:?}"
-            );
+            // No kernel of another family, no 2-channel tile on `rows_c4`, and every row kernel
+            // in workgroups of 16 exactly on `rows_w16`.
+            let wrong = |k: &String| {
+                other_conv_kernel(k)
+                    || path == ALL[1] && k.ends_with("_c2")
+                    || k.starts_with("conv3d_rows::") && k.ends_with("[LANES=16]") != wide
+            };
+            assert!(!ran.iter().any(wrong), "{path:?} {cfg:?}: {ran:?}");
         }
     }
     // Groups 2 and a depthwise conv of kernel width 2 (the width-3 depthwise convs take their
@@ -311,7 +320,7 @@ fn every_pass_runs_the_row_kernels_where_they_fit_and_the_register_tiles_elsewhe
         ([1, 6, 6, 6, 16], 16, Conv3dConfig::cube(3, 1, 1).groups(2)),
         ([1, 6, 6, 6, 8], 8, Conv3dConfig::cube(2, 1, 0).groups(8)),
     ] {
-        for path in BOTH {
+        for path in ALL {
             let ran = conv_kernels_run(&gpu, path, x, cout, cfg);
             assert!(
                 !ran.iter()
@@ -337,20 +346,27 @@ fn shapes_the_row_kernels_do_not_fit_still_match_reference() {
     }
 }
 
-/// `CADS_KERNEL_CONV3D=rows` and `rows_c4` run conv3d on the row kernels of their variant, and
-/// on CPU adapters the tuner measures both against `tiled` and picks one of the three.
+/// `CADS_KERNEL_CONV3D=rows`, `rows_c4` and `rows_w16` run conv3d on the row kernels of their
+/// variant, and on CPU adapters the tuner measures the 8-lane ones (and the 16-lane one where
+/// the adapter's subgroups have 16 lanes) against `tiled` and picks one.
 #[test]
 fn conv3d_takes_the_rows_overrides_and_cpu_adapters_tune_them() {
     let gpu = fresh_gpu();
     let mut rng = Rng::new(176);
     let cfg = Conv3dConfig::cube(3, 1, 1);
-    // 2·5·6·7 = 420 output voxels: the 16-voxel tile on `rows`, the 8-voxel one on `rows_c4`.
+    // 2·5·6·7 = 420 output voxels: the 16-voxel tile on `rows` and `rows_w16`, the 8-voxel one
+    // on `rows_c4`.
     let (x, tx) = random_pair(&gpu, &mut rng, &[2, 5, 6, 7, 8], -1.0, 1.0);
     let (w, tw) = random_pair(&gpu, &mut rng, &[3, 3, 3, 8, 16], -1.0, 1.0);
     let want = rc::conv3d(&x, &w, None, &cfg).data;
     for (name, path, kernel) in [
-        ("rows", BOTH[0], "conv3d_rows::conv3d_rows_m16_c2"),
-        ("rows_c4", BOTH[1], "conv3d_rows::conv3d_rows_m8_c4"),
+        ("rows", ALL[0], "conv3d_rows::conv3d_rows_m16_c2"),
+        ("rows_c4", ALL[1], "conv3d_rows::conv3d_rows_m8_c4"),
+        (
+            "rows_w16",
+            ALL[2],
+            "conv3d_rows::conv3d_rows_m16_c2[LANES=16]",
+        ),
     ] {
         gpu.set_tune_settings(memo_tuning(&[("conv3d", name)]));
         let choice = ConvPath::tuned_choice(&gpu).unwrap();
@@ -380,16 +396,18 @@ fn conv3d_takes_the_rows_overrides_and_cpu_adapters_tune_them() {
         );
     }
     if gpu.adapter().device_type == wgpu::DeviceType::Cpu {
-        assert_eq!(
-            ConvPath::candidates(&gpu),
-            [ConvPath::Fast, BOTH[0], BOTH[1]]
-        );
+        let mut want = vec![ConvPath::Fast, ALL[0], ALL[1]];
+        if gpu.adapter().subgroup_max_size >= 16 {
+            want.push(ALL[2]);
+        }
+        assert_eq!(ConvPath::candidates(&gpu), want);
         gpu.set_tune_settings(memo_tuning(&[]));
         let choice = ConvPath::tuned_choice(&gpu).unwrap();
         assert_eq!(choice.source, ChoiceSource::Measured);
+        let names: Vec<String> = want.iter().map(|p| p.name()).collect();
         assert!(
-            ["tiled", "rows", "rows_c4"].contains(&choice.variant.as_str()),
-            "{choice:?}"
+            names.contains(&choice.variant),
+            "{choice:?} not in {names:?}"
         );
     }
 }

@@ -13,6 +13,7 @@ pub fn run(choice: &AdapterChoice, model: Option<&str>) -> Result<()> {
     out!("backend:  {:?}", a.backend);
     out!("type:     {:?}", a.device_type);
     out!("driver:   {} {}", a.driver, a.driver_info);
+    out!("subgroup: up to {} lanes", a.subgroup_max_size);
     out!("limits:");
     out!(
         "  max_buffer_size                       {}",

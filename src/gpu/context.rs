@@ -79,6 +79,9 @@ pub struct AdapterSummary {
     pub device_type: wgpu::DeviceType,
     pub driver: String,
     pub driver_info: String,
+    /// The largest subgroup the adapter runs (32 on NVIDIA; on lavapipe the lanes of one SIMD
+    /// row: 8 at its default 256-bit vectors, 16 at `LP_NATIVE_VECTOR_WIDTH=512`).
+    pub subgroup_max_size: u32,
 }
 
 pub(crate) struct GpuInner {
@@ -455,5 +458,6 @@ fn summary(info: &wgpu::AdapterInfo) -> AdapterSummary {
         device_type: info.device_type,
         driver: info.driver.clone(),
         driver_info: info.driver_info.clone(),
+        subgroup_max_size: info.subgroup_max_size,
     }
 }

@@ -38,6 +38,24 @@ pub struct Kernel {
     pub layout: wgpu::BindGroupLayout,
 }
 
+impl KernelSpec {
+    /// `shader::entry`, with the override constants when there are any
+    /// (`conv3d_rows::conv3d_rows_m8_c4[LANES=16]`): the pipeline's label and the kernel's name in
+    /// profiles, so two pipelines of one entry point are told apart.
+    pub fn label(&self) -> String {
+        let mut label = format!("{}::{}", self.shader, self.entry);
+        if !self.constants.is_empty() {
+            let values: Vec<String> = self
+                .constants
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect();
+            label.push_str(&format!("[{}]", values.join(",")));
+        }
+        label
+    }
+}
+
 type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
 
 #[derive(Default)]
@@ -106,7 +124,7 @@ impl KernelCache {
         for o in 0..spec.outputs {
             entries.push(storage_entry(1 + spec.inputs + o, false));
         }
-        let label = format!("{}::{}", spec.shader, spec.entry);
+        let label = spec.label();
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some(&label),
             entries: &entries,
@@ -203,7 +221,34 @@ impl Grid {
 
 #[cfg(test)]
 mod tests {
-    use super::Grid;
+    use super::{Grid, KernelSpec};
+    use crate::gpu::params::ParamsLayout;
+
+    #[test]
+    fn labels_name_the_override_constants() {
+        const PLAIN: KernelSpec = KernelSpec {
+            shader: "conv3d_rows",
+            source: "",
+            entry: "conv3d_rows_m8_c4",
+            inputs: 3,
+            outputs: 1,
+            params: ParamsLayout {
+                name: "ConvParams",
+                size: 112,
+                fields: &[],
+            },
+            constants: &[],
+        };
+        assert_eq!(PLAIN.label(), "conv3d_rows::conv3d_rows_m8_c4");
+        let wide = KernelSpec {
+            constants: &[("LANES", 16.0), ("HD4", 0.5)],
+            ..PLAIN
+        };
+        assert_eq!(
+            wide.label(),
+            "conv3d_rows::conv3d_rows_m8_c4[LANES=16,HD4=0.5]"
+        );
+    }
 
     #[test]
     fn linear_grids_fold_past_the_per_dimension_limit() {

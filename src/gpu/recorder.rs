@@ -83,9 +83,9 @@ impl Gpu {
         self.record_dispatch(spec, params, inputs, outputs, grid)?;
         self.synchronize()?;
         let key = if self.inner.profiler.by_grid() {
-            format!("{}::{} {:?}", spec.shader, spec.entry, grid)
+            format!("{} {:?}", spec.label(), grid)
         } else {
-            format!("{}::{}", spec.shader, spec.entry)
+            spec.label()
         };
         self.inner
             .profiler

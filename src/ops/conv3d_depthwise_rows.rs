@@ -10,6 +10,7 @@
 
 use super::conv3d::{self, Geometry};
 use super::conv3d_fast::{fold, weight_gradient_in_chunks};
+use super::conv3d_rows;
 use super::reduce::split_count_toward;
 use crate::error::Result;
 use crate::gpu::KernelSpec;
@@ -23,11 +24,30 @@ const fn spec(entry: &'static str, inputs: u32) -> KernelSpec {
 
 const FORWARD: KernelSpec = spec("conv3d_depthwise_rows_w3", 3);
 const BACKWARD_WEIGHT: KernelSpec = spec("conv3d_backward_weight_depthwise_rows_w3", 2);
+const FORWARD_W16: KernelSpec = KernelSpec {
+    constants: conv3d_rows::WIDE,
+    ..FORWARD
+};
+const BACKWARD_WEIGHT_W16: KernelSpec = KernelSpec {
+    constants: conv3d_rows::WIDE,
+    ..BACKWARD_WEIGHT
+};
 
-pub(crate) const KERNELS: &[KernelSpec] = &[FORWARD, BACKWARD_WEIGHT];
+pub(crate) const KERNELS: &[KernelSpec] =
+    &[FORWARD, BACKWARD_WEIGHT, FORWARD_W16, BACKWARD_WEIGHT_W16];
 
-/// Lanes per workgroup (vec4 groups of channels); matches the shader.
+/// Lanes per workgroup (vec4 groups of channels) of the 8-lane kernels; the shader's `LANES`.
 const LANES: usize = 8;
+
+/// Lanes per workgroup and the forward and weight-gradient kernels: 16 lanes in the `rows_w16`
+/// family (`wide`), 8 otherwise.
+fn kernels(wide: bool) -> (usize, &'static KernelSpec, &'static KernelSpec) {
+    if wide {
+        (conv3d_rows::WIDE_LANES, &FORWARD_W16, &BACKWARD_WEIGHT_W16)
+    } else {
+        (LANES, &FORWARD, &BACKWARD_WEIGHT)
+    }
+}
 /// Workgroups the forward aims at (each takes a run of output rows).
 const FORWARD_TARGET_WORKGROUPS: usize = 256;
 /// Workgroups a split weight-gradient launch aims at (as conv3d_rows.rs).
@@ -45,14 +65,16 @@ pub(crate) fn fits(geo: &Geometry) -> bool {
         && c.dilation[2] == 1
 }
 
-/// y = depthwise conv3d(x, w) + b.
+/// y = depthwise conv3d(x, w) + b, in workgroups of 16 lanes when `wide`.
 pub(crate) fn forward(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     y: &Tensor,
     geo: &Geometry,
+    wide: bool,
 ) -> Result<()> {
+    let (lanes, spec, _) = kernels(wide);
     let gpu = x.gpu();
     let dummy;
     let b = match bias {
@@ -64,7 +86,7 @@ pub(crate) fn forward(
         }
     };
     let rows = geo.out[0] * geo.out[1] * geo.out[2];
-    let cblocks = (geo.x[4] / 4).div_ceil(LANES);
+    let cblocks = (geo.x[4] / 4).div_ceil(lanes);
     // Output rows per workgroup: enough workgroups to keep every thread busy, each with enough
     // work that the per-workgroup cost of a CPU adapter does not dominate.
     let chunks = (FORWARD_TARGET_WORKGROUPS.div_ceil(cblocks)).clamp(1, rows);
@@ -73,7 +95,7 @@ pub(crate) fn forward(
     params.chunk = chunk as u32;
     let blocks = rows.div_ceil(chunk);
     gpu.dispatch(
-        &FORWARD,
+        spec,
         &params,
         &[x.buffer(), w.buffer(), b],
         &[y.buffer()],
@@ -82,10 +104,17 @@ pub(crate) fn forward(
 }
 
 /// gw = Σ over output voxels of x(voxel @ tap) · g(voxel), per channel: output rows split into
-/// chunks (partials), then the sum pass.
-pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometry) -> Result<()> {
+/// chunks (partials), then the sum pass; in workgroups of 16 lanes when `wide`.
+pub(crate) fn backward_weight(
+    g: &Tensor,
+    x: &Tensor,
+    gw: &Tensor,
+    geo: &Geometry,
+    wide: bool,
+) -> Result<()> {
+    let (lanes, _, spec) = kernels(wide);
     let pairs = geo.cfg.kernel[0] * geo.cfg.kernel[1];
-    let cblocks = (geo.x[4] / 4).div_ceil(LANES);
+    let cblocks = (geo.x[4] / 4).div_ceil(lanes);
     let rows = geo.out[0] * geo.out[1] * geo.out[2];
     let wn = gw.numel();
     let chunks = split_count_toward(SPLIT_TARGET_WORKGROUPS, pairs * cblocks, rows, wn)
@@ -95,5 +124,5 @@ pub(crate) fn backward_weight(g: &Tensor, x: &Tensor, gw: &Tensor, geo: &Geometr
     let mut params = geo.params(wn, false);
     params.splits = chunks as u32;
     params.chunk = chunk as u32;
-    weight_gradient_in_chunks(&BACKWARD_WEIGHT, &params, x, g, gw, pairs, cblocks)
+    weight_gradient_in_chunks(spec, &params, x, g, gw, pairs, cblocks)
 }

@@ -223,8 +223,10 @@ fn is_depthwise(geo: &Geometry) -> bool {
 pub(crate) enum FastForward {
     Depthwise,
     /// Depthwise, kernel width 3, on lanes over channels for CPU adapters
-    /// (conv3d_depthwise_rows.rs).
-    DepthwiseRows,
+    /// (conv3d_depthwise_rows.rs), in workgroups of 16 lanes when `wide`.
+    DepthwiseRows {
+        wide: bool,
+    },
     /// The workgroup-memory implicit GEMM for GPUs (conv3d_igemm.rs).
     Igemm(IgemmTile),
     /// Lanes over output channels for CPU adapters (conv3d_rows.rs), on `tile` of the `lanes`
@@ -281,11 +283,15 @@ pub(crate) fn forward(
     let (variant, c4) = match plan {
         // The other families bring their own launchers (and dummy bias).
         FastForward::Igemm(tile) => return conv3d_igemm::forward(x, w, bias, y, geo, tile),
-        FastForward::Rows { tile, .. } => return conv3d_rows::forward(x, w, bias, y, geo, tile),
+        FastForward::Rows { lanes, tile } => {
+            return conv3d_rows::forward(x, w, bias, y, geo, lanes, tile)
+        }
         FastForward::RowsFolded { lanes } => {
             return conv3d_fold::forward(x, w, bias, y, geo, lanes)
         }
-        FastForward::DepthwiseRows => return conv3d_depthwise_rows::forward(x, w, bias, y, geo),
+        FastForward::DepthwiseRows { wide } => {
+            return conv3d_depthwise_rows::forward(x, w, bias, y, geo, wide)
+        }
         FastForward::Depthwise => {
             let params: ConvParams = geo.params(y.numel(), bias.is_some());
             let blocks = geo.m_total().div_ceil(256);
@@ -347,8 +353,10 @@ pub(crate) enum FastWeight {
         tile: conv3d_rows::RowsWeightTile,
     },
     /// Depthwise, kernel width 3, lanes over channels for CPU adapters
-    /// (conv3d_depthwise_rows.rs).
-    DepthwiseRows,
+    /// (conv3d_depthwise_rows.rs), in workgroups of 16 lanes when `wide`.
+    DepthwiseRows {
+        wide: bool,
+    },
     /// `BWD_W_TILED[variant]`.
     Tiled {
         variant: usize,
@@ -383,9 +391,13 @@ pub(crate) fn backward_weight(
 ) -> Result<()> {
     let variant = match plan {
         FastWeight::Igemm(tile) => return conv3d_igemm::backward_weight(g, x, gw, geo, tile),
-        FastWeight::Rows { tile, .. } => return conv3d_rows::backward_weight(g, x, gw, geo, tile),
+        FastWeight::Rows { lanes, tile } => {
+            return conv3d_rows::backward_weight(g, x, gw, geo, lanes, tile)
+        }
         FastWeight::Depthwise => return backward_weight_depthwise(g, x, gw, geo),
-        FastWeight::DepthwiseRows => return conv3d_depthwise_rows::backward_weight(g, x, gw, geo),
+        FastWeight::DepthwiseRows { wide } => {
+            return conv3d_depthwise_rows::backward_weight(g, x, gw, geo, wide)
+        }
         FastWeight::Tiled { variant } => variant,
     };
     let (tn, nci, spec) = &BWD_W_TILED[variant];

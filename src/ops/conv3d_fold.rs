@@ -234,7 +234,7 @@ pub(crate) fn forward(
     let xu = fold.input(x)?;
     let wu = fold.weight(w)?;
     let tile = conv3d_rows::RowsTile::for_geometry(&fold.folded, lanes);
-    conv3d_rows::forward(&xu, &wu, bias, y, &fold.folded, tile)
+    conv3d_rows::forward(&xu, &wu, bias, y, &fold.folded, lanes, tile)
 }
 
 #[cfg(test)]

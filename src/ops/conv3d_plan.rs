@@ -51,8 +51,10 @@ impl ConvPath {
                 lanes,
                 tile: RowsTile::for_geometry(geo, lanes),
             }),
-            ConvPath::Rows(_) if conv3d_depthwise_rows::fits(geo) => {
-                Some(FastForward::DepthwiseRows)
+            ConvPath::Rows(lanes) if conv3d_depthwise_rows::fits(geo) => {
+                Some(FastForward::DepthwiseRows {
+                    wide: lanes == RowsLanes::Wide,
+                })
             }
             ConvPath::Rows(lanes) if conv3d_fold::fits(geo) => {
                 Some(FastForward::RowsFolded { lanes })
@@ -133,8 +135,10 @@ impl ConvPlan {
                     tile: RowsWeightTile::for_geometry(&geo, lanes),
                 })
             }
-            ConvPath::Rows(_) if conv3d_depthwise_rows::fits(&geo) => {
-                WeightKernel::Fast(FastWeight::DepthwiseRows)
+            ConvPath::Rows(lanes) if conv3d_depthwise_rows::fits(&geo) => {
+                WeightKernel::Fast(FastWeight::DepthwiseRows {
+                    wide: lanes == RowsLanes::Wide,
+                })
             }
             _ => match conv3d_fast::plan_backward_weight(&geo, path.weight_tile()) {
                 Some(k) => WeightKernel::Fast(k),
@@ -194,17 +198,25 @@ impl ConvPlan {
     }
 
     /// The kernel family each pass runs, [forward, input gradient, weight gradient]: an
-    /// implicit-GEMM tile's name (`igemm_64x64`), `rows` or `rows_c4` (conv3d_rows.rs; the
-    /// depthwise row kernels, shared by both, as `rows`), `rows_folded` or `rows_c4_folded` (the
-    /// same with kernel axes folded into few input channels, conv3d_fold.rs), `tiled` (the
+    /// implicit-GEMM tile's name (`igemm_64x64`), `rows`, `rows_c4` or `rows_w16`
+    /// (conv3d_rows.rs; the depthwise row kernels as `rows`, shared by the two 8-lane families,
+    /// or `rows_w16`), `rows_folded`, `rows_c4_folded` or `rows_w16_folded` (the same with kernel
+    /// axes folded into few input channels, conv3d_fold.rs), `tiled` (the
     /// register tiles, depthwise included) or `naive` (the straightforward kernels); what
     /// `cads bench` reports.
     pub fn kernel_names(&self) -> [&'static str; 3] {
+        fn depthwise_name(wide: bool) -> &'static str {
+            if wide {
+                RowsLanes::Wide.name()
+            } else {
+                "rows"
+            }
+        }
         fn fast(k: FastForward) -> &'static str {
             match k {
                 FastForward::Igemm(tile) => tile.name(),
                 FastForward::Rows { lanes, .. } => lanes.name(),
-                FastForward::DepthwiseRows => "rows",
+                FastForward::DepthwiseRows { wide } => depthwise_name(wide),
                 FastForward::RowsFolded { lanes } => lanes.folded_name(),
                 _ => "tiled",
             }
@@ -222,7 +234,7 @@ impl ConvPlan {
         let weight = match self.weight {
             WeightKernel::Fast(FastWeight::Igemm(tile)) => tile.name(),
             WeightKernel::Fast(FastWeight::Rows { lanes, .. }) => lanes.name(),
-            WeightKernel::Fast(FastWeight::DepthwiseRows) => "rows",
+            WeightKernel::Fast(FastWeight::DepthwiseRows { wide }) => depthwise_name(wide),
             WeightKernel::Fast(_) => "tiled",
             WeightKernel::Naive => "naive",
         };
@@ -303,6 +315,7 @@ mod tests {
             ConvPath::Fast,
             ConvPath::Rows(RowsLanes::Two),
             ConvPath::Rows(RowsLanes::Four),
+            ConvPath::Rows(RowsLanes::Wide),
         ] {
             let p = plan(
                 [1, 8, 8, 8, 8],
@@ -402,13 +415,19 @@ mod tests {
     /// The row paths (CPU adapters): every pass on the row kernels where groups = 1 and the
     /// channels are in fours, the 4-voxel forward tile for outputs under 8 voxels, on `rows` the
     /// 2-channel tiles for outputs of 256 voxels or more (forward) and Cin % 64 == 0 (weight
-    /// gradient), on `rows_c4` the 4-channel tiles there too; the register tiles where the shape
-    /// does not fit.
+    /// gradient), on `rows_c4` the 4-channel tiles there too, on `rows_w16` the 4-channel tiles
+    /// where Cout fills its 16 lanes (Cout >= 64) and 2 channels per lane below that; the
+    /// register tiles where the shape does not fit.
     #[test]
     fn the_row_paths_plan_each_pass_on_the_row_kernels_where_they_fit() {
-        for lanes in [RowsLanes::Two, RowsLanes::Four] {
+        for lanes in [RowsLanes::Two, RowsLanes::Four, RowsLanes::Wide] {
             let rows = ConvPath::Rows(lanes);
             let name = lanes.name();
+            // The weight tile for Cout < 64 with Cin % 64 != 0.
+            let narrow_weight = match lanes {
+                RowsLanes::Wide => RowsWeightTile::R8C2,
+                RowsLanes::Two | RowsLanes::Four => RowsWeightTile::R8C4,
+            };
             let p = plan([1, 6, 6, 6, 16], 8, Conv3dConfig::cube(3, 1, 1), rows);
             // 216 output voxels: the 8-voxel tile on both.
             let m8 = FastForward::Rows {
@@ -419,7 +438,7 @@ mod tests {
             assert!(matches!(p.input, InputKernel::FlippedConv { kernel, .. } if kernel == m8));
             let r8 = FastWeight::Rows {
                 lanes,
-                tile: RowsWeightTile::R8C4,
+                tile: narrow_weight,
             };
             assert_eq!(p.weight, WeightKernel::Fast(r8));
             assert_eq!(p.kernel_names(), [name; 3]);
@@ -437,15 +456,23 @@ mod tests {
             );
             // 2·7·6·6 = 504 output voxels from 64 channels: the 16-voxel tile on `rows`, also for
             // the flipped input gradient, and the 64-channel weight tile; the 8-voxel and
-            // 32-channel tiles on `rows_c4`.
+            // 32-channel tiles on `rows_c4`; on `rows_w16` the 16-voxel tile and 32 × 2 channels
+            // (12 output channels), but 8 × 4 for the input gradient (the flipped conv has 64).
             let p = plan([2, 7, 6, 6, 64], 12, Conv3dConfig::cube(3, 1, 1), rows);
-            let (tile, weight_tile) = match lanes {
-                RowsLanes::Two => (RowsTile::M16C2, RowsWeightTile::R16C2),
-                RowsLanes::Four => (RowsTile::M8C4, RowsWeightTile::R8C4),
+            let (tile, input_tile, weight_tile) = match lanes {
+                RowsLanes::Two => (RowsTile::M16C2, RowsTile::M16C2, RowsWeightTile::R16C2),
+                RowsLanes::Four => (RowsTile::M8C4, RowsTile::M8C4, RowsWeightTile::R8C4),
+                RowsLanes::Wide => (RowsTile::M16C2, RowsTile::M8C4, RowsWeightTile::R8C2),
             };
             let large = FastForward::Rows { lanes, tile };
             assert_eq!(p.forward, ForwardKernel::Fast(large));
-            assert!(matches!(p.input, InputKernel::FlippedConv { kernel, .. } if kernel == large));
+            let flipped = FastForward::Rows {
+                lanes,
+                tile: input_tile,
+            };
+            assert!(
+                matches!(p.input, InputKernel::FlippedConv { kernel, .. } if kernel == flipped)
+            );
             assert_eq!(
                 p.weight,
                 WeightKernel::Fast(FastWeight::Rows {
@@ -478,6 +505,42 @@ mod tests {
                 p.input,
                 InputKernel::FlippedConv { kernel, .. } if kernel == folded
             ));
+            // 64 output channels fill 16 lanes of 4: the 4-channel tiles on `rows_w16` too.
+            let p = plan([2, 7, 6, 6, 32], 64, Conv3dConfig::cube(3, 1, 1), rows);
+            let (tile, weight_tile) = match lanes {
+                RowsLanes::Two => (RowsTile::M16C2, RowsWeightTile::R8C4),
+                RowsLanes::Four | RowsLanes::Wide => (RowsTile::M8C4, RowsWeightTile::R8C4),
+            };
+            assert_eq!(
+                p.forward,
+                ForwardKernel::Fast(FastForward::Rows { lanes, tile })
+            );
+            assert_eq!(
+                p.weight,
+                WeightKernel::Fast(FastWeight::Rows {
+                    lanes,
+                    tile: weight_tile
+                })
+            );
+            // Depthwise 3³ (the PVT blocks' DWConv): the depthwise row kernels, 16-lane on
+            // `rows_w16`, named after the family.
+            let p = plan(
+                [1, 4, 6, 6, 32],
+                32,
+                Conv3dConfig::cube(3, 1, 1).groups(32),
+                rows,
+            );
+            let wide = lanes == RowsLanes::Wide;
+            assert_eq!(
+                p.forward,
+                ForwardKernel::Fast(FastForward::DepthwiseRows { wide })
+            );
+            assert_eq!(
+                p.weight,
+                WeightKernel::Fast(FastWeight::DepthwiseRows { wide })
+            );
+            let depthwise = if wide { "rows_w16" } else { "rows" };
+            assert_eq!(p.kernel_names(), [depthwise; 3]);
         }
     }
 }

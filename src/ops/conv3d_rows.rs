@@ -4,14 +4,14 @@
 //!
 //! Why a second family: the tiled kernels run lanes over output voxels, so every input load is a
 //! per-lane gather; on lavapipe Mesa 26 a gather costs a masked per-lane sequence while a load
-//! whose address is the same on every lane is one scalar load. Here the 8 lanes of a workgroup
-//! (one 256-bit SIMD row) share the voxels and split the output channels, so the input loads are
-//! uniform and the per-lane loads are contiguous groups of 4 or 2 output channels of the weight
-//! (forward) or of the upstream gradient (weight gradient). Workgroups of 8 would leave three
-//! quarters of a GPU warp idle, so this family (`ConvPath::Rows`, `CADS_KERNEL_CONV3D=rows` or
-//! `rows_c4`) is a tuning candidate on CPU adapters only, timed against the register tiles
-//! (conv3d_tune.rs); the plan (conv3d_plan.rs) runs it for every pass whose shape fits, the
-//! register tiles elsewhere.
+//! whose address is the same on every lane is one scalar load. Here the lanes of a workgroup (8:
+//! one 256-bit SIMD row; 16 in the `rows_w16` family: one 512-bit row) share the voxels and split
+//! the output channels, so the input loads are uniform and the per-lane loads are contiguous
+//! groups of 4 or 2 output channels of the weight (forward) or of the upstream gradient (weight
+//! gradient). Workgroups of 8 or 16 would leave most of a GPU warp idle, so these families
+//! (`ConvPath::Rows`, `CADS_KERNEL_CONV3D=rows`, `rows_c4` or `rows_w16`) are tuning candidates
+//! on CPU adapters only, timed against the register tiles (conv3d_tune.rs); the plan
+//! (conv3d_plan.rs) runs them for every pass whose shape fits, the register tiles elsewhere.
 //!
 //! Conditions (checked by [`fits`], from the shapes alone): groups = 1, Cin % 4 == 0,
 //! Cout % 4 == 0. The forward takes 8 voxels × 4 output channels per invocation, and 4 × 4 on
@@ -20,7 +20,10 @@
 //! in tiles of 2 output channels per lane where they pay: 16 voxels × 2 channels on outputs of
 //! at least [`LARGE_M`] voxels, 64 input × 2 output channels when Cin % 64 == 0; `rows_c4`
 //! ([`RowsLanes::Four`]) keeps the 4-channel tiles. Which wins depends on the CPU under the
-//! driver (with or without a fast gather), so the tuner times both (conv3d_tune.rs). Long
+//! driver (with or without a fast gather), so the tuner times both (conv3d_tune.rs).
+//! `rows_w16` ([`RowsLanes::Wide`]) runs the same kernels in workgroups of 16 lanes (the shaders'
+//! override constant `LANES`), with 4 channels per lane where Cout fills them (Cout ≥ 64) and 2
+//! below that (16 voxels × 2 channels, 32 input × 2 output channels). Long
 //! reductions over few outputs split over taps (forward) or voxels (weight gradient), partials
 //! summed after.
 
@@ -37,11 +40,29 @@ const fn spec(entry: &'static str, inputs: u32) -> KernelSpec {
     conv3d::spec("conv3d_rows", SOURCE, entry, inputs)
 }
 
+/// The shaders' override constant that sets the lanes per workgroup to 16 (default 8).
+pub(crate) const WIDE: &[(&str, f64)] = &[("LANES", WIDE_LANES as f64)];
+
+/// `spec` in workgroups of 16 lanes.
+const fn wide(spec: KernelSpec) -> KernelSpec {
+    KernelSpec {
+        constants: WIDE,
+        ..spec
+    }
+}
+
 const FORWARD_M8: KernelSpec = spec("conv3d_rows_m8_c4", 3);
 const FORWARD_M4: KernelSpec = spec("conv3d_rows_m4_c4", 3);
 const FORWARD_M16_C2: KernelSpec = spec("conv3d_rows_m16_c2", 3);
 const BACKWARD_WEIGHT: KernelSpec = spec("conv3d_backward_weight_rows_c4", 2);
 const BACKWARD_WEIGHT_R16_C2: KernelSpec = spec("conv3d_backward_weight_rows_r16_c2", 2);
+const BACKWARD_WEIGHT_R8_C2: KernelSpec = spec("conv3d_backward_weight_rows_r8_c2", 2);
+const FORWARD_M8_W16: KernelSpec = wide(FORWARD_M8);
+const FORWARD_M4_W16: KernelSpec = wide(FORWARD_M4);
+const FORWARD_M16_C2_W16: KernelSpec = wide(FORWARD_M16_C2);
+const BACKWARD_WEIGHT_W16: KernelSpec = wide(BACKWARD_WEIGHT);
+const BACKWARD_WEIGHT_R16_C2_W16: KernelSpec = wide(BACKWARD_WEIGHT_R16_C2);
+const BACKWARD_WEIGHT_R8_C2_W16: KernelSpec = wide(BACKWARD_WEIGHT_R8_C2);
 
 pub(crate) const KERNELS: &[KernelSpec] = &[
     FORWARD_M8,
@@ -49,10 +70,17 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     FORWARD_M16_C2,
     BACKWARD_WEIGHT,
     BACKWARD_WEIGHT_R16_C2,
+    BACKWARD_WEIGHT_R8_C2,
+    FORWARD_M8_W16,
+    FORWARD_M4_W16,
+    FORWARD_M16_C2_W16,
+    BACKWARD_WEIGHT_W16,
+    BACKWARD_WEIGHT_R16_C2_W16,
+    BACKWARD_WEIGHT_R8_C2_W16,
 ];
 
-/// Lanes per workgroup (output-channel groups); matches the generator.
-const LANES: usize = 8;
+/// Lanes per workgroup of the `rows_w16` family (the shaders' `LANES`; 8 in the others).
+pub(crate) const WIDE_LANES: usize = 16;
 /// Outputs with fewer voxels than this (one 8-voxel tile) take the 4-voxel forward tile.
 pub(crate) const SMALL_M: usize = 8;
 /// Outputs with at least this many voxels take the 16-voxel tile (its partial last tile then
@@ -67,15 +95,18 @@ pub(crate) fn fits(geo: &Geometry) -> bool {
     geo.cfg.groups == 1 && geo.x[4].is_multiple_of(4) && geo.out[4].is_multiple_of(4)
 }
 
-/// Output channels per lane in the row kernels' tiles for large outputs and Cin % 64 == 0: the
-/// two families of this file, a tuning choice per adapter (`CADS_KERNEL_CONV3D=rows` or
-/// `rows_c4`).
+/// The families of row kernels, a tuning choice per adapter (`CADS_KERNEL_CONV3D=rows`,
+/// `rows_c4` or `rows_w16`): output channels per lane in the tiles for large outputs, and lanes
+/// per workgroup.
 ///
-/// Both hold 32 accumulators per lane. Two channels per lane load half the per-lane values for
-/// each FMA, which wins where a per-lane load is a sequence of scalar loads (Mesa 26 on a CPU
+/// All tiles hold 32 accumulators per lane. Two channels per lane load half the per-lane values
+/// for each FMA, which wins where a per-lane load is a sequence of scalar loads (Mesa 26 on a CPU
 /// without AVX-512); four read each uniform input value for twice as many output channels, which
 /// wins where the per-lane loads are masked gathers (the same driver on an AVX-512 CPU). Both
-/// measured in docs/kernel-tuning.md ("Two output channels per lane").
+/// measured in docs/kernel-tuning.md ("Two output channels per lane"). Workgroups of 8 lanes
+/// fill one SIMD row of llvmpipe's default 256-bit vectors; at `LP_NATIVE_VECTOR_WIDTH=512` a row
+/// is 16 lanes and a workgroup of 8 leaves half of it idle, hence the 16-lane family
+/// (docs/kernel-tuning.md, "Sixteen lanes per workgroup").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RowsLanes {
     /// `rows`: 16 voxels × 2 channels (forward, outputs of at least [`LARGE_M`] voxels) and 64
@@ -83,6 +114,10 @@ pub enum RowsLanes {
     Two,
     /// `rows_c4`: the 4-channel tiles everywhere.
     Four,
+    /// `rows_w16`: workgroups of 16 lanes; 4 channels per lane where Cout fills the 16 lanes
+    /// (Cout ≥ 64), else 2 (16 voxels × 2 channels on outputs of at least [`LARGE_M`] voxels,
+    /// 32 input × 2 output channels in the weight gradient).
+    Wide,
 }
 
 impl RowsLanes {
@@ -91,7 +126,22 @@ impl RowsLanes {
         match self {
             RowsLanes::Two => "rows",
             RowsLanes::Four => "rows_c4",
+            RowsLanes::Wide => "rows_w16",
         }
+    }
+
+    /// Lanes per workgroup.
+    pub(crate) fn workgroup_lanes(self) -> usize {
+        match self {
+            RowsLanes::Two | RowsLanes::Four => 8,
+            RowsLanes::Wide => WIDE_LANES,
+        }
+    }
+
+    /// Whether Cout fills a workgroup's lanes with 4 channels each (the 16-lane family takes 2
+    /// channels per lane below that).
+    fn four_fill(self, cout: usize) -> bool {
+        cout >= 4 * self.workgroup_lanes()
     }
 
     /// The name when the kernel axes were folded into the input channels (conv3d_fold.rs).
@@ -99,11 +149,12 @@ impl RowsLanes {
         match self {
             RowsLanes::Two => "rows_folded",
             RowsLanes::Four => "rows_c4_folded",
+            RowsLanes::Wide => "rows_w16_folded",
         }
     }
 }
 
-/// A forward tile: voxels per invocation × output channels per lane (8 lanes per workgroup).
+/// A forward tile: voxels per invocation × output channels per lane.
 ///
 /// `M8C4` and `M16C2` hold the same 32 accumulators per lane; `M16C2` loads half the weight
 /// values per lane for each FMA (4 per-lane loads of 2 channels feed 16 voxels instead of 4
@@ -123,9 +174,14 @@ pub(crate) enum RowsTile {
 impl RowsTile {
     /// The tile of the `lanes` family for an output of `geo`'s size.
     pub(crate) fn for_geometry(geo: &Geometry, lanes: RowsLanes) -> RowsTile {
+        let four = match lanes {
+            RowsLanes::Two => false,
+            RowsLanes::Four => true,
+            RowsLanes::Wide => lanes.four_fill(geo.out[4]),
+        };
         match geo.m_total() {
             m if m < SMALL_M => RowsTile::M4C4,
-            m if m < LARGE_M || lanes == RowsLanes::Four => RowsTile::M8C4,
+            m if m < LARGE_M || four => RowsTile::M8C4,
             _ => RowsTile::M16C2,
         }
     }
@@ -147,22 +203,28 @@ impl RowsTile {
         }
     }
 
-    fn spec(self) -> &'static KernelSpec {
-        match self {
-            RowsTile::M4C4 => &FORWARD_M4,
-            RowsTile::M8C4 => &FORWARD_M8,
-            RowsTile::M16C2 => &FORWARD_M16_C2,
+    fn spec(self, lanes: RowsLanes) -> &'static KernelSpec {
+        let wide = lanes == RowsLanes::Wide;
+        match (self, wide) {
+            (RowsTile::M4C4, false) => &FORWARD_M4,
+            (RowsTile::M8C4, false) => &FORWARD_M8,
+            (RowsTile::M16C2, false) => &FORWARD_M16_C2,
+            (RowsTile::M4C4, true) => &FORWARD_M4_W16,
+            (RowsTile::M8C4, true) => &FORWARD_M8_W16,
+            (RowsTile::M16C2, true) => &FORWARD_M16_C2_W16,
         }
     }
 }
 
-/// y = conv3d(x, w) + b on `tile`, split over taps when the output gives few workgroups.
+/// y = conv3d(x, w) + b on `tile` of the `lanes` family, split over taps when the output gives
+/// few workgroups.
 pub(crate) fn forward(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     y: &Tensor,
     geo: &Geometry,
+    lanes: RowsLanes,
     tile: RowsTile,
 ) -> Result<()> {
     let gpu = x.gpu();
@@ -175,7 +237,7 @@ pub(crate) fn forward(
         }
     };
     let row_blocks = geo.m_total().div_ceil(tile.voxels());
-    let col_blocks = (geo.out[4] / tile.lane_channels()).div_ceil(LANES);
+    let col_blocks = (geo.out[4] / tile.lane_channels()).div_ceil(lanes.workgroup_lanes());
     let taps: usize = geo.cfg.kernel.iter().product();
     let splits = split_count_toward(
         SPLIT_TARGET_WORKGROUPS,
@@ -195,7 +257,7 @@ pub(crate) fn forward(
         None
     };
     gpu.dispatch(
-        tile.spec(),
+        tile.spec(lanes),
         &params,
         &[x.buffer(), w.buffer(), b],
         &[partial.as_ref().unwrap_or(y).buffer()],
@@ -209,31 +271,35 @@ pub(crate) fn forward(
 
 /// A weight-gradient tile: input-channel vec4s per invocation × output channels per lane.
 ///
-/// Both hold 32 accumulators per lane; `R16C2` loads half the upstream-gradient values per lane
-/// for each FMA (as [`RowsTile::M16C2`] does the weights), but its 64 input channels per
-/// invocation would be a quarter to half padding unless Cin is a multiple of 64.
+/// `R8C4` and `R16C2` hold 32 accumulators per lane; `R16C2` loads half the upstream-gradient
+/// values per lane for each FMA (as [`RowsTile::M16C2`] does the weights), but its 64 input
+/// channels per invocation would be a quarter to half padding unless Cin is a multiple of 64.
+/// `R8C2` (16 accumulators) is the 16-lane family's tile for fewer than 64 output channels (the
+/// 8-lane families do not plan it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RowsWeightTile {
     /// 32 input channels × 4 output channels.
     R8C4,
     /// 64 input channels × 2 output channels: Cin % 64 == 0.
     R16C2,
+    /// 32 input channels × 2 output channels (16-lane family, Cout < 64).
+    R8C2,
 }
 
 impl RowsWeightTile {
-    /// The tile of the `lanes` family for `geo`'s input channels.
+    /// The tile of the `lanes` family for `geo`'s channels.
     pub(crate) fn for_geometry(geo: &Geometry, lanes: RowsLanes) -> RowsWeightTile {
-        if lanes == RowsLanes::Two && geo.x[4].is_multiple_of(64) {
-            RowsWeightTile::R16C2
-        } else {
-            RowsWeightTile::R8C4
+        match lanes {
+            RowsLanes::Two if geo.x[4].is_multiple_of(64) => RowsWeightTile::R16C2,
+            RowsLanes::Wide if !lanes.four_fill(geo.out[4]) => RowsWeightTile::R8C2,
+            _ => RowsWeightTile::R8C4,
         }
     }
 
     /// Input-channel vec4s per invocation; matches the generator.
     fn rows4(self) -> usize {
         match self {
-            RowsWeightTile::R8C4 => 8,
+            RowsWeightTile::R8C4 | RowsWeightTile::R8C2 => 8,
             RowsWeightTile::R16C2 => 16,
         }
     }
@@ -242,30 +308,36 @@ impl RowsWeightTile {
     fn lane_channels(self) -> usize {
         match self {
             RowsWeightTile::R8C4 => 4,
-            RowsWeightTile::R16C2 => 2,
+            RowsWeightTile::R16C2 | RowsWeightTile::R8C2 => 2,
         }
     }
 
-    fn spec(self) -> &'static KernelSpec {
-        match self {
-            RowsWeightTile::R8C4 => &BACKWARD_WEIGHT,
-            RowsWeightTile::R16C2 => &BACKWARD_WEIGHT_R16_C2,
+    fn spec(self, lanes: RowsLanes) -> &'static KernelSpec {
+        let wide = lanes == RowsLanes::Wide;
+        match (self, wide) {
+            (RowsWeightTile::R8C4, false) => &BACKWARD_WEIGHT,
+            (RowsWeightTile::R16C2, false) => &BACKWARD_WEIGHT_R16_C2,
+            (RowsWeightTile::R8C2, false) => &BACKWARD_WEIGHT_R8_C2,
+            (RowsWeightTile::R8C4, true) => &BACKWARD_WEIGHT_W16,
+            (RowsWeightTile::R16C2, true) => &BACKWARD_WEIGHT_R16_C2_W16,
+            (RowsWeightTile::R8C2, true) => &BACKWARD_WEIGHT_R8_C2_W16,
         }
     }
 }
 
-/// gw = Σ_m x(m @ tap) ⊗ g(m) on `tile`: voxels split into chunks (partials), then the sum
-/// pass.
+/// gw = Σ_m x(m @ tap) ⊗ g(m) on `tile` of the `lanes` family: voxels split into chunks
+/// (partials), then the sum pass.
 pub(crate) fn backward_weight(
     g: &Tensor,
     x: &Tensor,
     gw: &Tensor,
     geo: &Geometry,
+    lanes: RowsLanes,
     tile: RowsWeightTile,
 ) -> Result<()> {
     let taps: usize = geo.cfg.kernel.iter().product();
     let row_blocks = taps * (geo.x[4] / 4).div_ceil(tile.rows4());
-    let col_blocks = (geo.out[4] / tile.lane_channels()).div_ceil(LANES);
+    let col_blocks = (geo.out[4] / tile.lane_channels()).div_ceil(lanes.workgroup_lanes());
     let rows = geo.m_total();
     let wn = gw.numel();
     let chunks = split_count_toward(SPLIT_TARGET_WORKGROUPS, row_blocks * col_blocks, rows, wn)
@@ -275,5 +347,5 @@ pub(crate) fn backward_weight(
     let mut params = geo.params(wn, false);
     params.splits = chunks as u32;
     params.chunk = chunk as u32;
-    weight_gradient_in_chunks(tile.spec(), &params, x, g, gw, row_blocks, col_blocks)
+    weight_gradient_in_chunks(tile.spec(lanes), &params, x, g, gw, row_blocks, col_blocks)
 }

@@ -4,13 +4,17 @@
 //! Variants (`CADS_KERNEL_CONV3D=<name>`): `tiled`, the register-tiled kernels of
 //! conv3d_fast.rs (the default), `igemm_64x64` and `igemm_128x32`, the workgroup-memory
 //! implicit GEMM of conv3d_igemm.rs (for GPUs; where a shape does not fit it, the register
-//! tiles), `rows` and `rows_c4`, the lanes-over-output-channel kernels of conv3d_rows.rs with 2
-//! or 4 output channels per lane in their large tiles (for CPU adapters; where a shape does not
-//! fit them, the register tiles), and `naive`, the oracle. One choice covers the forward and
-//! both gradients.
+//! tiles), `rows`, `rows_c4` and `rows_w16`, the lanes-over-output-channel kernels of
+//! conv3d_rows.rs with 2 or 4 output channels per lane in their large tiles, in workgroups of 8
+//! or (`rows_w16`) 16 lanes (for CPU adapters; where a shape does not fit them, the register
+//! tiles), and `naive`, the oracle. One choice covers the forward and both gradients.
 //!
 //! Candidates: on CPU adapters `tiled`, `rows` and `rows_c4` (which row tile wins depends on the
-//! CPU under the driver, [`RowsLanes`]; the implicit GEMM needs barriers, which
+//! CPU under the driver, [`RowsLanes`]), and `rows_w16` where the adapter's subgroups have 16
+//! lanes or more (lavapipe at `LP_NATIVE_VECTOR_WIDTH=512`; at 8 lanes a 16-lane workgroup runs
+//! as two SIMD rows and measured within 1% of `rows_c4` on the tuning convs but 7% slower on the
+//! whole encoder step, so it is not offered there: docs/kernel-tuning.md, "Sixteen lanes per
+//! workgroup"); the implicit GEMM needs barriers, which
 //! lavapipe runs as separately scheduled pieces of a workgroup loop: the matmul tiles built the
 //! same way measured 1.8–4.8× slower than the register tiles there, docs/kernel-tuning.md). On
 //! other adapters `tiled` and the implicit-GEMM tiles the device runs (`rows`' workgroups of 8
@@ -39,12 +43,13 @@ use crate::util::Rng;
 const OP: &str = "conv3d";
 
 /// Every variant an override may name, in the order the tuner lists them.
-const VARIANTS: [ConvPath; 6] = [
+const VARIANTS: [ConvPath; 7] = [
     ConvPath::Fast,
     ConvPath::Igemm(IgemmTile::T64x64),
     ConvPath::Igemm(IgemmTile::T128x32),
     ConvPath::Rows(RowsLanes::Two),
     ConvPath::Rows(RowsLanes::Four),
+    ConvPath::Rows(RowsLanes::Wide),
     ConvPath::Naive,
 ];
 
@@ -63,7 +68,7 @@ fn tune_convs(device_type: wgpu::DeviceType) -> [([usize; 5], usize, Conv3dConfi
 }
 
 impl ConvPath {
-    /// `tiled`, `naive`, `igemm_64x64`, `igemm_128x32`, `rows`; a forced register tile pair
+    /// `tiled`, `naive`, `igemm_64x64`, `igemm_128x32`, `rows`, `rows_c4`, `rows_w16`; a forced register tile pair
     /// (`ConvPath::Tiles`, tests and benchmarks only) as `tiles_<forward>_<weight>`.
     pub fn name(self) -> String {
         match self {
@@ -99,20 +104,28 @@ impl ConvPath {
         }
     }
 
-    /// The variants the tuner times on this adapter: `tiled` and `rows` on CPU adapters,
+    /// The variants the tuner times on this adapter: `tiled` and the row families on CPU adapters,
     /// `tiled` and the implicit-GEMM tiles the device runs elsewhere (see the module docs).
     pub fn candidates(gpu: &Gpu) -> Vec<ConvPath> {
-        ConvPath::candidates_for(gpu.adapter().device_type, gpu.limits())
+        let a = gpu.adapter();
+        ConvPath::candidates_for(a.device_type, a.subgroup_max_size, gpu.limits())
     }
 
-    /// [`ConvPath::candidates`] for an adapter of this type and these limits.
-    pub fn candidates_for(device_type: wgpu::DeviceType, limits: &wgpu::Limits) -> Vec<ConvPath> {
+    /// [`ConvPath::candidates`] for an adapter of this type, largest subgroup size and limits.
+    pub fn candidates_for(
+        device_type: wgpu::DeviceType,
+        subgroup_max_size: u32,
+        limits: &wgpu::Limits,
+    ) -> Vec<ConvPath> {
         let mut paths = vec![ConvPath::Fast];
         if device_type == wgpu::DeviceType::Cpu {
             paths.extend([
                 ConvPath::Rows(RowsLanes::Two),
                 ConvPath::Rows(RowsLanes::Four),
             ]);
+            if subgroup_max_size as usize >= RowsLanes::Wide.workgroup_lanes() {
+                paths.push(ConvPath::Rows(RowsLanes::Wide));
+            }
         } else {
             paths.extend(
                 IgemmTile::ALL
@@ -279,16 +292,22 @@ mod tests {
             max_compute_workgroup_storage_size: 32_768,
             ..wgpu::Limits::default()
         };
+        let eight_lanes = [
+            ConvPath::Fast,
+            ConvPath::Rows(RowsLanes::Two),
+            ConvPath::Rows(RowsLanes::Four),
+        ];
         assert_eq!(
-            ConvPath::candidates_for(wgpu::DeviceType::Cpu, &big),
-            [
-                ConvPath::Fast,
-                ConvPath::Rows(RowsLanes::Two),
-                ConvPath::Rows(RowsLanes::Four)
-            ]
+            ConvPath::candidates_for(wgpu::DeviceType::Cpu, 8, &big),
+            eight_lanes
+        );
+        // 16-lane SIMD rows (lavapipe at 512-bit vectors) add the 16-lane row family.
+        assert_eq!(
+            ConvPath::candidates_for(wgpu::DeviceType::Cpu, 16, &big),
+            [&eight_lanes[..], &[ConvPath::Rows(RowsLanes::Wide)]].concat()
         );
         assert_eq!(
-            ConvPath::candidates_for(wgpu::DeviceType::DiscreteGpu, &big),
+            ConvPath::candidates_for(wgpu::DeviceType::DiscreteGpu, 32, &big),
             [
                 ConvPath::Fast,
                 ConvPath::Igemm(IgemmTile::T64x64),
@@ -297,7 +316,11 @@ mod tests {
         );
         // 16 KiB: neither tile fits (17 408 and 21 504 bytes).
         assert_eq!(
-            ConvPath::candidates_for(wgpu::DeviceType::IntegratedGpu, &wgpu::Limits::default()),
+            ConvPath::candidates_for(
+                wgpu::DeviceType::IntegratedGpu,
+                32,
+                &wgpu::Limits::default()
+            ),
             [ConvPath::Fast]
         );
     }
