@@ -283,8 +283,9 @@ F16 = ("matmul_f16_vec4_", "vec{w}<f32>({})")
 # Tiles of the f16 operand kernels (shaders/matmul_f16_vec4.wgsl), each in its four forms (plain,
 # _ta, _tb, _bias): the f32 tiles the CPU tuner picks on different CPUs (docs/kernel-tuning.md),
 # so the f16 tuner (src/ops/matmul_f16_vec4.rs) has the same choice: 8x4 in workgroups of 64 and,
-# as the f32 tiles, of 16 for narrow products; 32x4 in workgroups of 8; and the vec2-column tiles.
-F16_VEC4_TILES = [(8, 1, 64), (8, 1, NARROW_LANES), (32, 1, 8)]
+# as the f32 tiles, of 16 for narrow products; 32x4 in workgroups of 8, and of 16 (one SIMD row of
+# llvmpipe at LP_NATIVE_VECTOR_WIDTH=512, as the f32 `32x4_w16`); and the vec2-column tiles.
+F16_VEC4_TILES = [(8, 1, 64), (8, 1, NARROW_LANES), (32, 1, 8), (32, 1, 16)]
 F16_VEC2_TILES = VEC2_TILES
 
 # The f16 shader's vec2 views: B as column pairs of f16, C and the bias f32 (as VEC2_BINDINGS).

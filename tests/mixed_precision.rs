@@ -484,6 +484,7 @@ fn f16_vec4_kernel_runs_its_forms_and_falls_back_by_shape() {
                 F16VecTile::T8x4 if n <= 128 => "8x4_w16",
                 F16VecTile::T8x4 => "8x4",
                 F16VecTile::T32x4W8 => "32x4_w8",
+                F16VecTile::T32x4W16 => "32x4_w16",
                 F16VecTile::T16x2 if n <= 64 => "16x2_w16",
                 F16VecTile::T16x2 => "16x2",
             };

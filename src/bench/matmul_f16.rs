@@ -58,6 +58,11 @@ pub(crate) fn cases() -> Vec<Case> {
         },
         Case {
             op: "matmul_f16",
+            case: "1024_f16_vec4_32x4_w16",
+            run: |b| square(b, false, false, MatmulF16Kernel::Vec4(F16VecTile::T32x4W16)),
+        },
+        Case {
+            op: "matmul_f16",
             case: "1024_f16_vec4_16x2",
             run: |b| square(b, false, false, MatmulF16Kernel::Vec4(F16VecTile::T16x2)),
         },

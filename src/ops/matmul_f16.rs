@@ -113,6 +113,7 @@ impl MatmulF16Kernel {
         MatmulF16Kernel::Tile4x4,
         MatmulF16Kernel::Vec4(F16VecTile::T8x4),
         MatmulF16Kernel::Vec4(F16VecTile::T32x4W8),
+        MatmulF16Kernel::Vec4(F16VecTile::T32x4W16),
         MatmulF16Kernel::Vec4(F16VecTile::T16x2),
         MatmulF16Kernel::Cooperative,
     ];

@@ -71,6 +71,7 @@ macro_rules! forms {
 const T8X4: Forms = forms!("8x4", 64);
 const T8X4_W16: Forms = forms!("8x4_w16", 16);
 const T32X4_W8: Forms = forms!("32x4_w8", 8);
+const T32X4_W16: Forms = forms!("32x4_w16", 16);
 const T16X2: Forms = forms!("16x2", 64);
 const T16X2_W16: Forms = forms!("16x2_w16", 16);
 
@@ -88,6 +89,10 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     T32X4_W8.ta,
     T32X4_W8.tb,
     T32X4_W8.bias,
+    T32X4_W16.plain,
+    T32X4_W16.ta,
+    T32X4_W16.tb,
+    T32X4_W16.bias,
     T16X2.plain,
     T16X2.ta,
     T16X2.tb,
@@ -100,7 +105,7 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
 
 /// A register tile of this family: rows of C × columns per invocation, the f32 path's tiles
 /// (src/ops/matmul_kernel.rs) on f16 operands. Which is fastest depends on the CPU under the
-/// driver as for the f32 tiles, so CPU adapters time all three at first use
+/// driver as for the f32 tiles, so CPU adapters time all of them at first use
 /// ([`F16VecTile::chosen`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum F16VecTile {
@@ -108,6 +113,8 @@ pub enum F16VecTile {
     T8x4,
     /// 32 rows × one vec4 column group, workgroups of 8 (one lavapipe SIMD row).
     T32x4W8,
+    /// The same in workgroups of 16 (one lavapipe SIMD row at `LP_NATIVE_VECTOR_WIDTH=512`).
+    T32x4W16,
     /// 16 rows × one column pair (vec2), workgroups of 64 (16 for narrow products): half the
     /// per-lane B values per FMA.
     T16x2,
@@ -118,14 +125,20 @@ const OP: &str = "matmul_f16";
 
 impl F16VecTile {
     /// Every tile, in the order the tuner lists them.
-    pub const ALL: [F16VecTile; 3] = [F16VecTile::T8x4, F16VecTile::T32x4W8, F16VecTile::T16x2];
+    pub const ALL: [F16VecTile; 4] = [
+        F16VecTile::T8x4,
+        F16VecTile::T32x4W8,
+        F16VecTile::T32x4W16,
+        F16VecTile::T16x2,
+    ];
 
     /// The name in benchmark lines and `CADS_KERNEL_MATMUL_F16`: `f16_vec4_8x4`,
-    /// `f16_vec4_32x4_w8`, `f16_vec4_16x2`.
+    /// `f16_vec4_32x4_w8`, `f16_vec4_32x4_w16`, `f16_vec4_16x2`.
     pub fn name(self) -> &'static str {
         match self {
             F16VecTile::T8x4 => "f16_vec4_8x4",
             F16VecTile::T32x4W8 => "f16_vec4_32x4_w8",
+            F16VecTile::T32x4W16 => "f16_vec4_32x4_w16",
             F16VecTile::T16x2 => "f16_vec4_16x2",
         }
     }
@@ -177,6 +190,7 @@ impl F16VecTile {
             F16VecTile::T8x4 if n <= 32 * 4 => &T8X4_W16,
             F16VecTile::T8x4 => &T8X4,
             F16VecTile::T32x4W8 => &T32X4_W8,
+            F16VecTile::T32x4W16 => &T32X4_W16,
             F16VecTile::T16x2 if n <= 32 * 2 => &T16X2_W16,
             F16VecTile::T16x2 => &T16X2,
         }
@@ -193,7 +207,7 @@ impl F16VecTile {
     fn rows(self) -> usize {
         match self {
             F16VecTile::T8x4 => 8,
-            F16VecTile::T32x4W8 => 32,
+            F16VecTile::T32x4W8 | F16VecTile::T32x4W16 => 32,
             F16VecTile::T16x2 => 16,
         }
     }
@@ -201,7 +215,7 @@ impl F16VecTile {
     /// Columns of C per invocation (one vec4 group or one vec2 pair).
     fn cols(self) -> usize {
         match self {
-            F16VecTile::T8x4 | F16VecTile::T32x4W8 => 4,
+            F16VecTile::T8x4 | F16VecTile::T32x4W8 | F16VecTile::T32x4W16 => 4,
             F16VecTile::T16x2 => 2,
         }
     }
