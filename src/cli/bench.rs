@@ -36,6 +36,7 @@ fn run_rank(
 ) -> Result<()> {
     let gpu = Gpu::with_choice(&super::dist::adapter_for(choice, job))?;
     let root = super::dist::is_root(job);
+    super::vector_width::announce_hint(&gpu, root);
     let mut outcomes = Vec::new();
     let result = cads::bench::run_suite_in_job(&gpu, filter, job.clone(), |o| {
         if root {

@@ -19,6 +19,7 @@ pub mod precision;
 pub mod pretrain;
 pub mod segment;
 pub mod segment_infer;
+pub mod vector_width;
 
 /// Print one line to stdout. A closed pipe (`cads inspect FILE | head -c 20`) ends the process
 /// quietly with status 0, as other command-line tools do; `println!` panicked there (exit 101).

@@ -125,6 +125,7 @@ fn run_rank(
     // Checked before an adapter is requested, so a bad option fails at once.
     config.validate()?;
     let gpu = Gpu::with_choice(&super::dist::adapter_for(choice, dp))?;
+    super::vector_width::announce_hint(&gpu, super::dist::is_root(dp));
     // The precision that runs on this adapter, and loss scaling on with amp by default.
     config.precision =
         super::precision::training_precision(&gpu, a.precision, super::dist::is_root(dp));

@@ -202,6 +202,7 @@ fn run_train(choice: &AdapterChoice, a: &TrainArgs) -> Result<()> {
 fn run_train_rank(choice: &AdapterChoice, a: &TrainArgs, dp: &Option<DataParallel>) -> Result<()> {
     let root = super::dist::is_root(dp);
     let gpu = Gpu::with_choice(&super::dist::adapter_for(choice, dp))?;
+    super::vector_width::announce_hint(&gpu, root);
     let dataset = SegDataset::open(&a.data)?;
     // Rank 0 writes the plan and fills the preprocessed cache first (ranks writing the same files
     // would race); the others then read them, or make their own on a machine of their own.
