@@ -63,7 +63,12 @@ fn folded_forward_matches_reference_with_its_gradients() {
         ([1, 6, 6, 6, 8], 6, Conv3dConfig::cube(3, 1, 1)),
     ];
     for (x, cout, cfg) in cases {
-        for lanes in [RowsLanes::Two, RowsLanes::Four, RowsLanes::Wide] {
+        for lanes in [
+            RowsLanes::Two,
+            RowsLanes::Four,
+            RowsLanes::FourDeep,
+            RowsLanes::Wide,
+        ] {
             let path = ConvPath::Rows(lanes);
             let name = format!("{}_folded", lanes.name());
             check_conv(&gpu, &mut rng, &name, path, x, cout, cfg, F32_GRAD);

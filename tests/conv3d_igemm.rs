@@ -337,15 +337,16 @@ fn conv3d_takes_the_tuned_family_and_the_override() {
         // No implicit GEMM among the CPU candidates (tests/conv3d_rows.rs times them).
         let candidates = ConvPath::candidates(&gpu);
         assert_eq!(
-            candidates[..3],
+            candidates[..4],
             [
                 ConvPath::Fast,
                 ConvPath::Rows(RowsLanes::Two),
-                ConvPath::Rows(RowsLanes::Four)
+                ConvPath::Rows(RowsLanes::Four),
+                ConvPath::Rows(RowsLanes::FourDeep)
             ]
         );
         assert!(
-            candidates[3..].is_empty() || candidates[3..] == [ConvPath::Rows(RowsLanes::Wide)],
+            candidates[4..].is_empty() || candidates[4..] == [ConvPath::Rows(RowsLanes::Wide)],
             "{candidates:?}"
         );
     } else {

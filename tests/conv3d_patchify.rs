@@ -26,6 +26,7 @@ fn patchify_input_gradient_matches_reference() {
         ConvPath::Fast,
         ConvPath::Rows(RowsLanes::Two),
         ConvPath::Rows(RowsLanes::Four),
+        ConvPath::Rows(RowsLanes::FourDeep),
         ConvPath::Rows(RowsLanes::Wide),
     ] {
         for (x_shape, cout, k) in [

@@ -1,11 +1,11 @@
-//! The lanes-over-output-channel conv3d for CPU adapters (src/ops/conv3d_rows.rs), its three
-//! variants forced by name (`ConvPath::Rows(RowsLanes::Two)`, `(RowsLanes::Four)` and
-//! `(RowsLanes::Wide)`, `CADS_KERNEL_CONV3D=rows`, `rows_c4` and `rows_w16`) on the test
-//! adapter: forward, input gradient (flipped conv and sub-pixel classes on the same kernel) and
-//! weight gradient against src/reference/conv3d.rs with strides, padding, dilation, batch 2,
-//! channel counts that fill neither a workgroup's 8 or 16 lanes nor a weight-gradient block of 32
-//! input channels, the three forward tiles (16 voxels × 2 channels, 8 × 4, 4 × 4) in workgroups
-//! of 8 and 16 lanes, the three weight-gradient tiles (32 input channels × 4 output channels,
+//! The lanes-over-output-channel conv3d for CPU adapters (src/ops/conv3d_rows.rs), its four
+//! variants forced by name (`ConvPath::Rows(RowsLanes::Two)`, `(RowsLanes::Four)`,
+//! `(RowsLanes::FourDeep)` and `(RowsLanes::Wide)`, `CADS_KERNEL_CONV3D=rows`, `rows_c4`,
+//! `rows_c4_m24` and `rows_w16`) on the test adapter: forward, input gradient (flipped conv and
+//! sub-pixel classes on the same kernel) and weight gradient against src/reference/conv3d.rs with
+//! strides, padding, dilation, batch 2, channel counts that fill neither a workgroup's 8 or 16
+//! lanes nor a weight-gradient block of 32 input channels, the four forward tiles (24 voxels × 4
+//! channels, 16 × 2, 8 × 4, 4 × 4) in workgroups of 8 and 16 lanes, the three weight-gradient tiles (32 input channels × 4 output channels,
 //! 64 × 2, 32 × 2) and both split paths (taps in the forward, voxels in the weight gradient); the unsplit forward against a CPU channel matmul and the adjoint identity
 //! (checks that share no code with the kernels or the reference); a forward past 65 535
 //! workgroups; the kernels that ran (plan and profiler); the register kernels where a shape
@@ -23,13 +23,16 @@ use cads::Gpu;
 use common::conv_check::{check_conv, conv_kernels_run, w_shape};
 use common::*;
 
-/// The row variants: 2 and 4 output channels per lane in the large tiles in workgroups of 8
-/// lanes, and workgroups of 16.
-const ALL: [ConvPath; 3] = [
+/// The row variants: 2 and 4 output channels per lane in the large tiles, the latter 8 or 24
+/// voxels deep, in workgroups of 8 lanes, and workgroups of 16.
+const ALL: [ConvPath; 4] = [
     ConvPath::Rows(RowsLanes::Two),
     ConvPath::Rows(RowsLanes::Four),
+    ConvPath::Rows(RowsLanes::FourDeep),
     ConvPath::Rows(RowsLanes::Wide),
 ];
+/// The 16-lane family's index in [`ALL`].
+const WIDE: usize = 3;
 
 /// Forward (with bias) and the three gradients on every row variant against the reference.
 fn check(gpu: &Gpu, rng: &mut Rng, x_shape: [usize; 5], cout: usize, cfg: Conv3dConfig) {
@@ -55,7 +58,8 @@ fn cases() -> Vec<([usize; 5], usize, Conv3dConfig)> {
         // stride 1, batch 2, Cin 20 (a weight-gradient block of 32 channels, partly empty),
         // Cout 36 (18 channel pairs: a third workgroup of 8 lanes with two live lanes, a second
         // of 16 with two; 9 groups of 4: a second workgroup of 8 with one); 420 voxels on the
-        // 16-voxel tile (`rows`, `rows_w16`) with a partial last tile
+        // 16-voxel tile (`rows`, `rows_w16`) and the 24-voxel one (`rows_c4_m24`) with a
+        // partial last tile
         ([2, 5, 6, 7, 20], 36, Conv3dConfig::cube(3, 1, 1)),
         // per-axis stride / padding / dilation: input gradient by the gather kernel
         (
@@ -94,9 +98,9 @@ fn cases() -> Vec<([usize; 5], usize, Conv3dConfig)> {
         // second workgroup of 8 lanes with two live lanes) and 12
         ([1, 4, 5, 6, 64], 20, Conv3dConfig::cube(3, 1, 1)),
         ([2, 3, 4, 5, 128], 12, Conv3dConfig::cube(3, 2, 1)),
-        // Cout 72: 18 groups of 4 fill 16 lanes (the 4-channel tiles on `rows_w16`) with a
-        // second workgroup of two live lanes
-        ([1, 4, 5, 6, 8], 72, Conv3dConfig::cube(3, 1, 1)),
+        // Cout 72: 18 groups of 4 fill 16 lanes (the 4-channel tiles on `rows_w16`, 24 voxels
+        // deep on 300 output voxels) with a second workgroup of two live lanes
+        ([2, 5, 5, 6, 8], 72, Conv3dConfig::cube(3, 1, 1)),
     ]
 }
 
@@ -156,9 +160,10 @@ fn both_split_paths_match_reference() {
 }
 
 /// A 1×1×1 kernel has one tap, so the forward never splits: it writes y and the bias itself.
-/// Checked against a CPU channel matmul (no conv code shared), on the three forward tiles (336
-/// voxels: 16 × 2 channels on `rows` and `rows_w16`, 8 × 4 on `rows_c4`; 210 voxels: 8 × 4; 30
-/// voxels: 4 × 4) with partial lane groups (Cout 12 and 40) and Cin 4.
+/// Checked against a CPU channel matmul (no conv code shared), on the four forward tiles (336
+/// voxels: 16 × 2 channels on `rows` and `rows_w16`, 8 × 4 on `rows_c4`, 24 × 4 on
+/// `rows_c4_m24`; 210 voxels: 8 × 4; 30 voxels: 4 × 4) with partial lane groups (Cout 12 and
+/// 40) and Cin 4.
 #[test]
 fn unsplit_forward_with_bias_is_a_channel_matmul() {
     let gpu = gpu();
@@ -217,8 +222,8 @@ fn adjoint_identity_holds() {
 }
 
 /// More than 65 535 row tiles: the forward folds them into a 2-D grid (x + y·nx in the shader).
-/// 16 × 256 × 260 voxels = 66 560 tiles of 16 (`rows`, `rows_w16`), 133 120 of 8 (`rows_c4`); a
-/// 1×1×1 conv keeps it cheap.
+/// 16 × 256 × 260 voxels = 66 560 tiles of 16 (`rows`, `rows_w16`), 133 120 of 8 (`rows_c4`),
+/// 44 374 of 24 (`rows_c4_m24`: a 1-D grid); a 1×1×1 conv keeps it cheap.
 #[test]
 fn a_forward_past_65535_workgroups_folds_its_grid() {
     let gpu = gpu();
@@ -253,47 +258,61 @@ fn every_pass_runs_the_row_kernels_where_they_fit_and_the_register_tiles_elsewhe
     let gpu = fresh_gpu();
     // Stride 1 and stride 2: forward, input gradient (flipped conv / sub-pixel classes) and
     // weight gradient all on the row kernels (512 output voxels: the 16-voxel tile on `rows`
-    // and `rows_w16` (16 output channels), the 8-voxel one on `rows_c4`; 216 and 27: the
-    // 8-voxel tile); k2 s2 to 2·2·1 voxels: the 4-voxel tile (its input gradient is the
+    // and `rows_w16` (16 output channels), the 8-voxel one on `rows_c4`, the 24-voxel one on
+    // `rows_c4_m24`; 216 and 27: the 8-voxel tile); k2 s2 to 2·2·1 voxels: the 4-voxel tile (its input gradient is the
     // patchify matmul, tests/conv3d_patchify.rs). Cin 64: the weight gradient's 64-channel tile
     // on `rows`, the 32-channel one on `rows_c4`; `rows_w16` takes 32 × 2 channels (16 output
     // channels do not fill 16 lanes of 4), in workgroups of 16 (`[LANES=16]` in the profile).
-    for (x, cfg, tiles, weight_tiles) in [
+    for (x, cout, cfg, tiles, weight_tiles) in [
         (
             [1, 8, 8, 8, 8],
+            16,
             Conv3dConfig::cube(3, 1, 1),
-            ["m16_c2", "m8_c4", "m16_c2"],
-            ["c4", "c4", "r8_c2"],
+            ["m16_c2", "m8_c4", "m24_c4", "m16_c2"],
+            ["c4", "c4", "c4", "r8_c2"],
         ),
         (
             [1, 6, 6, 6, 8],
+            16,
             Conv3dConfig::cube(3, 1, 1),
-            ["m8_c4", "m8_c4", "m8_c4"],
-            ["c4", "c4", "r8_c2"],
+            ["m8_c4", "m8_c4", "m8_c4", "m8_c4"],
+            ["c4", "c4", "c4", "r8_c2"],
         ),
         (
             [1, 6, 6, 6, 64],
+            16,
             Conv3dConfig::cube(3, 1, 1),
-            ["m8_c4", "m8_c4", "m8_c4"],
-            ["r16_c2", "c4", "r8_c2"],
+            ["m8_c4", "m8_c4", "m8_c4", "m8_c4"],
+            ["r16_c2", "c4", "c4", "r8_c2"],
         ),
         (
             [1, 6, 6, 6, 8],
+            16,
             Conv3dConfig::cube(3, 2, 1),
-            ["m8_c4", "m8_c4", "m8_c4"],
-            ["c4", "c4", "r8_c2"],
+            ["m8_c4", "m8_c4", "m8_c4", "m8_c4"],
+            ["c4", "c4", "c4", "r8_c2"],
         ),
         (
             [1, 4, 4, 2, 8],
+            16,
             Conv3dConfig::cube(2, 2, 0),
-            ["m4_c4", "m4_c4", "m4_c4"],
-            ["c4", "c4", "r8_c2"],
+            ["m4_c4", "m4_c4", "m4_c4", "m4_c4"],
+            ["c4", "c4", "c4", "r8_c2"],
+        ),
+        // 64 output channels fill 16 lanes of 4: `rows_w16` takes the 24-voxel tile on 512
+        // output voxels too, and 32 × 4 channels in the weight gradient.
+        (
+            [1, 8, 8, 8, 8],
+            64,
+            Conv3dConfig::cube(3, 1, 1),
+            ["m16_c2", "m8_c4", "m24_c4", "m24_c4"],
+            ["c4", "c4", "c4", "c4"],
         ),
     ] {
         for ((path, tile), weight_tile) in ALL.into_iter().zip(tiles).zip(weight_tiles) {
-            let wide = path == ALL[2];
+            let wide = path == ALL[WIDE];
             let lanes = if wide { "[LANES=16]" } else { "" };
-            let ran = conv_kernels_run(&gpu, path, x, 16, cfg);
+            let ran = conv_kernels_run(&gpu, path, x, cout, cfg);
             for want in [
                 format!("conv3d_rows::conv3d_rows_{tile}{lanes}"),
                 format!("conv3d_rows::conv3d_backward_weight_rows_{weight_tile}{lanes}"),
@@ -303,11 +322,11 @@ fn every_pass_runs_the_row_kernels_where_they_fit_and_the_register_tiles_elsewhe
                     "{path:?} {cfg:?}: {want} not in {ran:?}"
                 );
             }
-            // No kernel of another family, no 2-channel tile on `rows_c4`, and every row kernel
-            // in workgroups of 16 exactly on `rows_w16`.
+            // No kernel of another family, no 2-channel tile on `rows_c4` and `rows_c4_m24`, and
+            // every row kernel in workgroups of 16 exactly on `rows_w16`.
             let wrong = |k: &String| {
                 other_conv_kernel(k)
-                    || path == ALL[1] && k.ends_with("_c2")
+                    || (path == ALL[1] || path == ALL[2]) && k.ends_with("_c2")
                     || k.starts_with("conv3d_rows::") && k.ends_with("[LANES=16]") != wide
             };
             assert!(!ran.iter().any(wrong), "{path:?} {cfg:?}: {ran:?}");
@@ -346,8 +365,8 @@ fn shapes_the_row_kernels_do_not_fit_still_match_reference() {
     }
 }
 
-/// `CADS_KERNEL_CONV3D=rows`, `rows_c4` and `rows_w16` run conv3d on the row kernels of their
-/// variant, and on CPU adapters the tuner measures the 8-lane ones (and the 16-lane one where
+/// `CADS_KERNEL_CONV3D=rows`, `rows_c4`, `rows_c4_m24` and `rows_w16` run conv3d on the row
+/// kernels of their variant, and on CPU adapters the tuner measures the 8-lane ones (and the 16-lane one where
 /// the adapter's subgroups have 16 lanes) against `tiled` and picks one.
 #[test]
 fn conv3d_takes_the_rows_overrides_and_cpu_adapters_tune_them() {
@@ -355,16 +374,17 @@ fn conv3d_takes_the_rows_overrides_and_cpu_adapters_tune_them() {
     let mut rng = Rng::new(176);
     let cfg = Conv3dConfig::cube(3, 1, 1);
     // 2·5·6·7 = 420 output voxels: the 16-voxel tile on `rows` and `rows_w16`, the 8-voxel one
-    // on `rows_c4`.
+    // on `rows_c4`, the 24-voxel one on `rows_c4_m24`.
     let (x, tx) = random_pair(&gpu, &mut rng, &[2, 5, 6, 7, 8], -1.0, 1.0);
     let (w, tw) = random_pair(&gpu, &mut rng, &[3, 3, 3, 8, 16], -1.0, 1.0);
     let want = rc::conv3d(&x, &w, None, &cfg).data;
     for (name, path, kernel) in [
         ("rows", ALL[0], "conv3d_rows::conv3d_rows_m16_c2"),
         ("rows_c4", ALL[1], "conv3d_rows::conv3d_rows_m8_c4"),
+        ("rows_c4_m24", ALL[2], "conv3d_rows::conv3d_rows_m24_c4"),
         (
             "rows_w16",
-            ALL[2],
+            ALL[WIDE],
             "conv3d_rows::conv3d_rows_m16_c2[LANES=16]",
         ),
     ] {
@@ -396,9 +416,9 @@ fn conv3d_takes_the_rows_overrides_and_cpu_adapters_tune_them() {
         );
     }
     if gpu.adapter().device_type == wgpu::DeviceType::Cpu {
-        let mut want = vec![ConvPath::Fast, ALL[0], ALL[1]];
+        let mut want = vec![ConvPath::Fast, ALL[0], ALL[1], ALL[2]];
         if gpu.adapter().subgroup_max_size >= 16 {
-            want.push(ALL[2]);
+            want.push(ALL[WIDE]);
         }
         assert_eq!(ConvPath::candidates(&gpu), want);
         gpu.set_tune_settings(memo_tuning(&[]));

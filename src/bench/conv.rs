@@ -3,7 +3,7 @@
 //!
 //! `conv3d_<pass>/<case>` runs the kernel family chosen for the adapter (`ConvPath::chosen`),
 //! `conv3d_<pass>/c32_<variant>` a named one (`tiled`, `igemm_64x64`, `igemm_128x32`, `rows`,
-//! `rows_c4`, `rows_w16`). Every line names in `"variant"` the kernels that ran: the family, or for forward +
+//! `rows_c4`, `rows_c4_m24`, `rows_w16`). Every line names in `"variant"` the kernels that ran: the family, or for forward +
 //! backward where the passes differ (a shape one kernel does not fit), `forward+input+weight`.
 
 use super::inputs::{random, random_param};
@@ -165,6 +165,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "igemm_128x32",
         "rows",
         "rows_c4",
+        "rows_c4_m24",
         "rows_w16"
     ));
     cases
@@ -181,7 +182,15 @@ mod tests {
         let cases = cases();
         let families = std::iter::once(ConvPath::Fast)
             .chain(IgemmTile::ALL.map(ConvPath::Igemm))
-            .chain([RowsLanes::Two, RowsLanes::Four, RowsLanes::Wide].map(ConvPath::Rows));
+            .chain(
+                [
+                    RowsLanes::Two,
+                    RowsLanes::Four,
+                    RowsLanes::FourDeep,
+                    RowsLanes::Wide,
+                ]
+                .map(ConvPath::Rows),
+            );
         for path in families {
             let case = format!("c32_{}", path.name());
             for op in [

@@ -315,6 +315,7 @@ mod tests {
             ConvPath::Fast,
             ConvPath::Rows(RowsLanes::Two),
             ConvPath::Rows(RowsLanes::Four),
+            ConvPath::Rows(RowsLanes::FourDeep),
             ConvPath::Rows(RowsLanes::Wide),
         ] {
             let p = plan(
@@ -415,21 +416,27 @@ mod tests {
     /// The row paths (CPU adapters): every pass on the row kernels where groups = 1 and the
     /// channels are in fours, the 4-voxel forward tile for outputs under 8 voxels, on `rows` the
     /// 2-channel tiles for outputs of 256 voxels or more (forward) and Cin % 64 == 0 (weight
-    /// gradient), on `rows_c4` the 4-channel tiles there too, on `rows_w16` the 4-channel tiles
-    /// where Cout fills its 16 lanes (Cout >= 64) and 2 channels per lane below that; the
-    /// register tiles where the shape does not fit.
+    /// gradient), on `rows_c4` the 4-channel tiles there too, on `rows_c4_m24` the 24-voxel tile
+    /// for the large outputs, on `rows_w16` the 4-channel tiles (24 voxels deep on large
+    /// outputs) where Cout fills its 16 lanes (Cout >= 64) and 2 channels per lane below that;
+    /// the register tiles where the shape does not fit.
     #[test]
     fn the_row_paths_plan_each_pass_on_the_row_kernels_where_they_fit() {
-        for lanes in [RowsLanes::Two, RowsLanes::Four, RowsLanes::Wide] {
+        for lanes in [
+            RowsLanes::Two,
+            RowsLanes::Four,
+            RowsLanes::FourDeep,
+            RowsLanes::Wide,
+        ] {
             let rows = ConvPath::Rows(lanes);
             let name = lanes.name();
             // The weight tile for Cout < 64 with Cin % 64 != 0.
             let narrow_weight = match lanes {
                 RowsLanes::Wide => RowsWeightTile::R8C2,
-                RowsLanes::Two | RowsLanes::Four => RowsWeightTile::R8C4,
+                RowsLanes::Two | RowsLanes::Four | RowsLanes::FourDeep => RowsWeightTile::R8C4,
             };
             let p = plan([1, 6, 6, 6, 16], 8, Conv3dConfig::cube(3, 1, 1), rows);
-            // 216 output voxels: the 8-voxel tile on both.
+            // 216 output voxels: the 8-voxel tile on every family.
             let m8 = FastForward::Rows {
                 lanes,
                 tile: RowsTile::M8C4,
@@ -456,13 +463,15 @@ mod tests {
             );
             // 2·7·6·6 = 504 output voxels from 64 channels: the 16-voxel tile on `rows`, also for
             // the flipped input gradient, and the 64-channel weight tile; the 8-voxel and
-            // 32-channel tiles on `rows_c4`; on `rows_w16` the 16-voxel tile and 32 × 2 channels
-            // (12 output channels), but 8 × 4 for the input gradient (the flipped conv has 64).
+            // 32-channel tiles on `rows_c4`, the 24-voxel tile on `rows_c4_m24`; on `rows_w16`
+            // the 16-voxel tile and 32 × 2 channels (12 output channels), but 24 × 4 for the
+            // input gradient (the flipped conv has 64).
             let p = plan([2, 7, 6, 6, 64], 12, Conv3dConfig::cube(3, 1, 1), rows);
             let (tile, input_tile, weight_tile) = match lanes {
                 RowsLanes::Two => (RowsTile::M16C2, RowsTile::M16C2, RowsWeightTile::R16C2),
                 RowsLanes::Four => (RowsTile::M8C4, RowsTile::M8C4, RowsWeightTile::R8C4),
-                RowsLanes::Wide => (RowsTile::M16C2, RowsTile::M8C4, RowsWeightTile::R8C2),
+                RowsLanes::FourDeep => (RowsTile::M24C4, RowsTile::M24C4, RowsWeightTile::R8C4),
+                RowsLanes::Wide => (RowsTile::M16C2, RowsTile::M24C4, RowsWeightTile::R8C2),
             };
             let large = FastForward::Rows { lanes, tile };
             assert_eq!(p.forward, ForwardKernel::Fast(large));
@@ -505,11 +514,13 @@ mod tests {
                 p.input,
                 InputKernel::FlippedConv { kernel, .. } if kernel == folded
             ));
-            // 64 output channels fill 16 lanes of 4: the 4-channel tiles on `rows_w16` too.
+            // 64 output channels fill 16 lanes of 4: the 4-channel tiles on `rows_w16` too, 24
+            // voxels deep (504 output voxels).
             let p = plan([2, 7, 6, 6, 32], 64, Conv3dConfig::cube(3, 1, 1), rows);
             let (tile, weight_tile) = match lanes {
                 RowsLanes::Two => (RowsTile::M16C2, RowsWeightTile::R8C4),
-                RowsLanes::Four | RowsLanes::Wide => (RowsTile::M8C4, RowsWeightTile::R8C4),
+                RowsLanes::Four => (RowsTile::M8C4, RowsWeightTile::R8C4),
+                RowsLanes::FourDeep | RowsLanes::Wide => (RowsTile::M24C4, RowsWeightTile::R8C4),
             };
             assert_eq!(
                 p.forward,

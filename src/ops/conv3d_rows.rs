@@ -19,11 +19,14 @@
 //! weight gradient 32 input × 4 output channels. The `rows` variant ([`RowsLanes::Two`]) swaps
 //! in tiles of 2 output channels per lane where they pay: 16 voxels × 2 channels on outputs of
 //! at least [`LARGE_M`] voxels, 64 input × 2 output channels when Cin % 64 == 0; `rows_c4`
-//! ([`RowsLanes::Four`]) keeps the 4-channel tiles. Which wins depends on the CPU under the
-//! driver (with or without a fast gather), so the tuner times both (conv3d_tune.rs).
-//! `rows_w16` ([`RowsLanes::Wide`]) runs the same kernels in workgroups of 16 lanes (the shaders'
-//! override constant `LANES`), with 4 channels per lane where Cout fills them (Cout ≥ 64) and 2
-//! below that (16 voxels × 2 channels, 32 input × 2 output channels). Long
+//! ([`RowsLanes::Four`]) keeps the 4-channel tiles, and `rows_c4_m24` ([`RowsLanes::FourDeep`])
+//! takes 24 voxels × 4 channels on outputs of at least [`LARGE_M`] voxels (faster where the CPU
+//! has 32 vector registers, slower where it has 16). Which wins depends on the CPU under the
+//! driver (with or without a fast gather, 16 or 32 registers), so the tuner times them
+//! (conv3d_tune.rs). `rows_w16` ([`RowsLanes::Wide`]) runs the same kernels in workgroups of 16
+//! lanes (the shaders' override constant `LANES`), with 4 channels per lane where Cout fills
+//! them (Cout ≥ 64; 24 voxels deep on large outputs) and 2 below that (16 voxels × 2 channels,
+//! 32 input × 2 output channels). Long
 //! reductions over few outputs split over taps (forward) or voxels (weight gradient), partials
 //! summed after.
 
@@ -54,12 +57,14 @@ const fn wide(spec: KernelSpec) -> KernelSpec {
 const FORWARD_M8: KernelSpec = spec("conv3d_rows_m8_c4", 3);
 const FORWARD_M4: KernelSpec = spec("conv3d_rows_m4_c4", 3);
 const FORWARD_M16_C2: KernelSpec = spec("conv3d_rows_m16_c2", 3);
+const FORWARD_M24: KernelSpec = spec("conv3d_rows_m24_c4", 3);
 const BACKWARD_WEIGHT: KernelSpec = spec("conv3d_backward_weight_rows_c4", 2);
 const BACKWARD_WEIGHT_R16_C2: KernelSpec = spec("conv3d_backward_weight_rows_r16_c2", 2);
 const BACKWARD_WEIGHT_R8_C2: KernelSpec = spec("conv3d_backward_weight_rows_r8_c2", 2);
 const FORWARD_M8_W16: KernelSpec = wide(FORWARD_M8);
 const FORWARD_M4_W16: KernelSpec = wide(FORWARD_M4);
 const FORWARD_M16_C2_W16: KernelSpec = wide(FORWARD_M16_C2);
+const FORWARD_M24_W16: KernelSpec = wide(FORWARD_M24);
 const BACKWARD_WEIGHT_W16: KernelSpec = wide(BACKWARD_WEIGHT);
 const BACKWARD_WEIGHT_R16_C2_W16: KernelSpec = wide(BACKWARD_WEIGHT_R16_C2);
 const BACKWARD_WEIGHT_R8_C2_W16: KernelSpec = wide(BACKWARD_WEIGHT_R8_C2);
@@ -68,12 +73,14 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     FORWARD_M8,
     FORWARD_M4,
     FORWARD_M16_C2,
+    FORWARD_M24,
     BACKWARD_WEIGHT,
     BACKWARD_WEIGHT_R16_C2,
     BACKWARD_WEIGHT_R8_C2,
     FORWARD_M8_W16,
     FORWARD_M4_W16,
     FORWARD_M16_C2_W16,
+    FORWARD_M24_W16,
     BACKWARD_WEIGHT_W16,
     BACKWARD_WEIGHT_R16_C2_W16,
     BACKWARD_WEIGHT_R8_C2_W16,
@@ -96,8 +103,8 @@ pub(crate) fn fits(geo: &Geometry) -> bool {
 }
 
 /// The families of row kernels, a tuning choice per adapter (`CADS_KERNEL_CONV3D=rows`,
-/// `rows_c4` or `rows_w16`): output channels per lane in the tiles for large outputs, and lanes
-/// per workgroup.
+/// `rows_c4`, `rows_c4_m24` or `rows_w16`): output channels per lane and voxels per invocation
+/// in the tiles for large outputs, and lanes per workgroup.
 ///
 /// All tiles hold 32 accumulators per lane. Two channels per lane load half the per-lane values
 /// for each FMA, which wins where a per-lane load is a sequence of scalar loads (Mesa 26 on a CPU
@@ -106,7 +113,9 @@ pub(crate) fn fits(geo: &Geometry) -> bool {
 /// measured in docs/kernel-tuning.md ("Two output channels per lane"). Workgroups of 8 lanes
 /// fill one SIMD row of llvmpipe's default 256-bit vectors; at `LP_NATIVE_VECTOR_WIDTH=512` a row
 /// is 16 lanes and a workgroup of 8 leaves half of it idle, hence the 16-lane family
-/// (docs/kernel-tuning.md, "Sixteen lanes per workgroup").
+/// (docs/kernel-tuning.md, "Sixteen lanes per workgroup"). A CPU with 32 vector registers
+/// (AVX-512) runs deeper tiles faster, 24 voxels of 4 channels, where a 16-register one (AVX2)
+/// spills them (docs/kernel-tuning.md, "Deeper tiles where the CPU has 32 vector registers").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RowsLanes {
     /// `rows`: 16 voxels × 2 channels (forward, outputs of at least [`LARGE_M`] voxels) and 64
@@ -114,9 +123,13 @@ pub enum RowsLanes {
     Two,
     /// `rows_c4`: the 4-channel tiles everywhere.
     Four,
+    /// `rows_c4_m24`: the 4-channel tiles, 24 voxels deep on outputs of at least [`LARGE_M`]
+    /// voxels.
+    FourDeep,
     /// `rows_w16`: workgroups of 16 lanes; 4 channels per lane where Cout fills the 16 lanes
-    /// (Cout ≥ 64), else 2 (16 voxels × 2 channels on outputs of at least [`LARGE_M`] voxels,
-    /// 32 input × 2 output channels in the weight gradient).
+    /// (Cout ≥ 64; 24 voxels deep on outputs of at least [`LARGE_M`] voxels: only AVX-512 CPUs
+    /// run 16-lane rows), else 2 (16 voxels × 2 channels on outputs of at least [`LARGE_M`]
+    /// voxels, 32 input × 2 output channels in the weight gradient).
     Wide,
 }
 
@@ -126,6 +139,7 @@ impl RowsLanes {
         match self {
             RowsLanes::Two => "rows",
             RowsLanes::Four => "rows_c4",
+            RowsLanes::FourDeep => "rows_c4_m24",
             RowsLanes::Wide => "rows_w16",
         }
     }
@@ -133,7 +147,7 @@ impl RowsLanes {
     /// Lanes per workgroup.
     pub(crate) fn workgroup_lanes(self) -> usize {
         match self {
-            RowsLanes::Two | RowsLanes::Four => 8,
+            RowsLanes::Two | RowsLanes::Four | RowsLanes::FourDeep => 8,
             RowsLanes::Wide => WIDE_LANES,
         }
     }
@@ -149,6 +163,7 @@ impl RowsLanes {
         match self {
             RowsLanes::Two => "rows_folded",
             RowsLanes::Four => "rows_c4_folded",
+            RowsLanes::FourDeep => "rows_c4_m24_folded",
             RowsLanes::Wide => "rows_w16_folded",
         }
     }
@@ -169,20 +184,25 @@ pub(crate) enum RowsTile {
     M8C4,
     /// 16 voxels × 2 channels: outputs of at least [`LARGE_M`] voxels.
     M16C2,
+    /// 24 voxels × 4 channels: outputs of at least [`LARGE_M`] voxels, on CPUs with 32 vector
+    /// registers.
+    M24C4,
 }
 
 impl RowsTile {
     /// The tile of the `lanes` family for an output of `geo`'s size.
     pub(crate) fn for_geometry(geo: &Geometry, lanes: RowsLanes) -> RowsTile {
-        let four = match lanes {
-            RowsLanes::Two => false,
-            RowsLanes::Four => true,
-            RowsLanes::Wide => lanes.four_fill(geo.out[4]),
+        let large = match lanes {
+            RowsLanes::Two => RowsTile::M16C2,
+            RowsLanes::Four => RowsTile::M8C4,
+            RowsLanes::FourDeep => RowsTile::M24C4,
+            RowsLanes::Wide if lanes.four_fill(geo.out[4]) => RowsTile::M24C4,
+            RowsLanes::Wide => RowsTile::M16C2,
         };
         match geo.m_total() {
             m if m < SMALL_M => RowsTile::M4C4,
-            m if m < LARGE_M || four => RowsTile::M8C4,
-            _ => RowsTile::M16C2,
+            m if m < LARGE_M => RowsTile::M8C4,
+            _ => large,
         }
     }
 
@@ -192,6 +212,7 @@ impl RowsTile {
             RowsTile::M4C4 => 4,
             RowsTile::M8C4 => 8,
             RowsTile::M16C2 => 16,
+            RowsTile::M24C4 => 24,
         }
     }
 
@@ -199,7 +220,7 @@ impl RowsTile {
     fn lane_channels(self) -> usize {
         match self {
             RowsTile::M16C2 => 2,
-            RowsTile::M4C4 | RowsTile::M8C4 => 4,
+            RowsTile::M4C4 | RowsTile::M8C4 | RowsTile::M24C4 => 4,
         }
     }
 
@@ -209,9 +230,11 @@ impl RowsTile {
             (RowsTile::M4C4, false) => &FORWARD_M4,
             (RowsTile::M8C4, false) => &FORWARD_M8,
             (RowsTile::M16C2, false) => &FORWARD_M16_C2,
+            (RowsTile::M24C4, false) => &FORWARD_M24,
             (RowsTile::M4C4, true) => &FORWARD_M4_W16,
             (RowsTile::M8C4, true) => &FORWARD_M8_W16,
             (RowsTile::M16C2, true) => &FORWARD_M16_C2_W16,
+            (RowsTile::M24C4, true) => &FORWARD_M24_W16,
         }
     }
 }

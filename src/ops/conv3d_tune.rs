@@ -4,13 +4,13 @@
 //! Variants (`CADS_KERNEL_CONV3D=<name>`): `tiled`, the register-tiled kernels of
 //! conv3d_fast.rs (the default), `igemm_64x64` and `igemm_128x32`, the workgroup-memory
 //! implicit GEMM of conv3d_igemm.rs (for GPUs; where a shape does not fit it, the register
-//! tiles), `rows`, `rows_c4` and `rows_w16`, the lanes-over-output-channel kernels of
-//! conv3d_rows.rs with 2 or 4 output channels per lane in their large tiles, in workgroups of 8
-//! or (`rows_w16`) 16 lanes (for CPU adapters; where a shape does not fit them, the register
+//! tiles), `rows`, `rows_c4`, `rows_c4_m24` and `rows_w16`, the lanes-over-output-channel
+//! kernels of conv3d_rows.rs with 2 or 4 output channels per lane and 8 to 24 voxels per
+//! invocation in their large tiles, in workgroups of 8 or (`rows_w16`) 16 lanes (for CPU adapters; where a shape does not fit them, the register
 //! tiles), and `naive`, the oracle. One choice covers the forward and both gradients.
 //!
-//! Candidates: on CPU adapters `tiled`, `rows` and `rows_c4` (which row tile wins depends on the
-//! CPU under the driver, [`RowsLanes`]), and `rows_w16` where the adapter's subgroups have 16
+//! Candidates: on CPU adapters `tiled`, `rows`, `rows_c4` and `rows_c4_m24` (which row tile wins
+//! depends on the CPU under the driver, [`RowsLanes`]), and `rows_w16` where the adapter's subgroups have 16
 //! lanes or more (lavapipe at `LP_NATIVE_VECTOR_WIDTH=512`; at 8 lanes a 16-lane workgroup runs
 //! as two SIMD rows and measured within 1% of `rows_c4` on the tuning convs but 7% slower on the
 //! whole encoder step, so it is not offered there: docs/kernel-tuning.md, "Sixteen lanes per
@@ -43,12 +43,13 @@ use crate::util::Rng;
 const OP: &str = "conv3d";
 
 /// Every variant an override may name, in the order the tuner lists them.
-const VARIANTS: [ConvPath; 7] = [
+const VARIANTS: [ConvPath; 8] = [
     ConvPath::Fast,
     ConvPath::Igemm(IgemmTile::T64x64),
     ConvPath::Igemm(IgemmTile::T128x32),
     ConvPath::Rows(RowsLanes::Two),
     ConvPath::Rows(RowsLanes::Four),
+    ConvPath::Rows(RowsLanes::FourDeep),
     ConvPath::Rows(RowsLanes::Wide),
     ConvPath::Naive,
 ];
@@ -68,7 +69,8 @@ fn tune_convs(device_type: wgpu::DeviceType) -> [([usize; 5], usize, Conv3dConfi
 }
 
 impl ConvPath {
-    /// `tiled`, `naive`, `igemm_64x64`, `igemm_128x32`, `rows`, `rows_c4`, `rows_w16`; a forced register tile pair
+    /// `tiled`, `naive`, `igemm_64x64`, `igemm_128x32`, `rows`, `rows_c4`, `rows_c4_m24`,
+    /// `rows_w16`; a forced register tile pair
     /// (`ConvPath::Tiles`, tests and benchmarks only) as `tiles_<forward>_<weight>`.
     pub fn name(self) -> String {
         match self {
@@ -122,6 +124,7 @@ impl ConvPath {
             paths.extend([
                 ConvPath::Rows(RowsLanes::Two),
                 ConvPath::Rows(RowsLanes::Four),
+                ConvPath::Rows(RowsLanes::FourDeep),
             ]);
             if subgroup_max_size as usize >= RowsLanes::Wide.workgroup_lanes() {
                 paths.push(ConvPath::Rows(RowsLanes::Wide));
@@ -296,6 +299,7 @@ mod tests {
             ConvPath::Fast,
             ConvPath::Rows(RowsLanes::Two),
             ConvPath::Rows(RowsLanes::Four),
+            ConvPath::Rows(RowsLanes::FourDeep),
         ];
         assert_eq!(
             ConvPath::candidates_for(wgpu::DeviceType::Cpu, 8, &big),
