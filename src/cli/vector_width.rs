@@ -1,6 +1,6 @@
 //! A one-line hint for lavapipe on an AVX-512 CPU: llvmpipe runs 256-bit vectors there unless
 //! Mesa's `LP_NATIVE_VECTOR_WIDTH=512` asks for 512, and with 16-lane rows the tuner's 16-lane
-//! kernels trained the PVT encoder 1.3× faster on an AVX-512 Xeon (docs/kernel-tuning.md,
+//! kernels trained the PVT encoder 1.2× faster on an AVX-512 Xeon (docs/kernel-tuning.md,
 //! "Sixteen lanes per workgroup"). The variable is read by the driver when the process starts, so cads can only
 //! say it, not set it; the training and benchmark commands print this on stderr (rank 0).
 
@@ -18,7 +18,7 @@ fn hint_for(a: &AdapterSummary, cpu: &str, width_var: Option<&str>) -> Option<St
     (llvmpipe && avx512 && a.subgroup_max_size < 16 && width_var.is_none()).then(|| {
         format!(
             "note: {} runs {}-lane vectors on this AVX-512 CPU; with `export {WIDTH_VAR}=512` \
-             before running cads it runs 16 lanes, which trained the PVT encoder 1.3x faster on \
+             before running cads it runs 16 lanes, which trained the PVT encoder 1.2x faster on \
              an AVX-512 Xeon (docs/kernel-tuning.md, \"Sixteen lanes per workgroup\")",
             a.name, a.subgroup_max_size
         )
