@@ -34,8 +34,9 @@ import pathlib
 # also when llvmpipe runs 256-bit vectors there): on an AVX-512 Xeon it ran the 64 → 64 3³ conv
 # 1.27x (256-bit) and 1.38x (512-bit) faster than (8, 4), where (16, 4) and (24, 4) had lost
 # 1.35x and 1.16x on an AVX2 CPU; a tuning choice (`rows_c4_m24`, and the 16-lane family's large
-# tile), docs/kernel-tuning.md ("Deeper tiles where the CPU has 32 vector registers").
-FORWARD_TILES = [(8, 4), (4, 4), (16, 2), (24, 4)]
+# tile), docs/kernel-tuning.md ("Deeper tiles where the CPU has 32 vector registers"). (24, 2):
+# the same for the 16-lane family's 2-channel tile (Cout < 64): 1.09x (16, 2) at 512 bits.
+FORWARD_TILES = [(8, 4), (4, 4), (16, 2), (24, 4), (24, 2)]
 # Weight-gradient tiles: (input-channel vec4s per invocation, output channels per lane). (8, 4):
 # 32 input channels × 4 output channels; (16, 2): 64 × 2, the same accumulators with half the
 # per-lane gradient loads per FMA, for Cin a multiple of 64 (on Cin 32 half its work would be

@@ -778,6 +778,300 @@ fn conv3d_rows_m24_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
 }
 
 @compute @workgroup_size(LANES)
+fn conv3d_rows_m24_c2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let m0 = (wg.x + wg.y * nwg.x) * 24u;
+    let coutw = p.cout / 2u;
+    let cin4 = p.cin / 4u;
+    let cblocks = (coutw + LANES - 1u) / LANES;
+    let split = wg.z / cblocks;
+    let g = (wg.z % cblocks) * LANES + lid;
+    let gc = min(g, coutw - 1u);
+    let v0 = voxel(m0 + 0u);
+    let v1 = voxel(m0 + 1u);
+    let v2 = voxel(m0 + 2u);
+    let v3 = voxel(m0 + 3u);
+    let v4 = voxel(m0 + 4u);
+    let v5 = voxel(m0 + 5u);
+    let v6 = voxel(m0 + 6u);
+    let v7 = voxel(m0 + 7u);
+    let v8 = voxel(m0 + 8u);
+    let v9 = voxel(m0 + 9u);
+    let v10 = voxel(m0 + 10u);
+    let v11 = voxel(m0 + 11u);
+    let v12 = voxel(m0 + 12u);
+    let v13 = voxel(m0 + 13u);
+    let v14 = voxel(m0 + 14u);
+    let v15 = voxel(m0 + 15u);
+    let v16 = voxel(m0 + 16u);
+    let v17 = voxel(m0 + 17u);
+    let v18 = voxel(m0 + 18u);
+    let v19 = voxel(m0 + 19u);
+    let v20 = voxel(m0 + 20u);
+    let v21 = voxel(m0 + 21u);
+    let v22 = voxel(m0 + 22u);
+    let v23 = voxel(m0 + 23u);
+    // bias without an `if` (split 0 only)
+    let b = bias2[gc] * f32(p.has_bias != 0u && split == 0u);
+    var acc0 = b;
+    var acc1 = b;
+    var acc2 = b;
+    var acc3 = b;
+    var acc4 = b;
+    var acc5 = b;
+    var acc6 = b;
+    var acc7 = b;
+    var acc8 = b;
+    var acc9 = b;
+    var acc10 = b;
+    var acc11 = b;
+    var acc12 = b;
+    var acc13 = b;
+    var acc14 = b;
+    var acc15 = b;
+    var acc16 = b;
+    var acc17 = b;
+    var acc18 = b;
+    var acc19 = b;
+    var acc20 = b;
+    var acc21 = b;
+    var acc22 = b;
+    var acc23 = b;
+    let tap_end = min(p.kd * p.kh * p.kw, (split + 1u) * p.chunk);
+    for (var tap = split * p.chunk; tap < tap_end; tap++) {
+        let kw = tap % p.kw;
+        let kh = (tap / p.kw) % p.kh;
+        let kd = tap / (p.kw * p.kh);
+        let t0 = tap_voxel(v0, kd, kh, kw);
+        let ok0 = t0 >= 0;
+        let xb0 = u32(max(t0, 0)) * cin4;
+        let t1 = tap_voxel(v1, kd, kh, kw);
+        let ok1 = t1 >= 0;
+        let xb1 = u32(max(t1, 0)) * cin4;
+        let t2 = tap_voxel(v2, kd, kh, kw);
+        let ok2 = t2 >= 0;
+        let xb2 = u32(max(t2, 0)) * cin4;
+        let t3 = tap_voxel(v3, kd, kh, kw);
+        let ok3 = t3 >= 0;
+        let xb3 = u32(max(t3, 0)) * cin4;
+        let t4 = tap_voxel(v4, kd, kh, kw);
+        let ok4 = t4 >= 0;
+        let xb4 = u32(max(t4, 0)) * cin4;
+        let t5 = tap_voxel(v5, kd, kh, kw);
+        let ok5 = t5 >= 0;
+        let xb5 = u32(max(t5, 0)) * cin4;
+        let t6 = tap_voxel(v6, kd, kh, kw);
+        let ok6 = t6 >= 0;
+        let xb6 = u32(max(t6, 0)) * cin4;
+        let t7 = tap_voxel(v7, kd, kh, kw);
+        let ok7 = t7 >= 0;
+        let xb7 = u32(max(t7, 0)) * cin4;
+        let t8 = tap_voxel(v8, kd, kh, kw);
+        let ok8 = t8 >= 0;
+        let xb8 = u32(max(t8, 0)) * cin4;
+        let t9 = tap_voxel(v9, kd, kh, kw);
+        let ok9 = t9 >= 0;
+        let xb9 = u32(max(t9, 0)) * cin4;
+        let t10 = tap_voxel(v10, kd, kh, kw);
+        let ok10 = t10 >= 0;
+        let xb10 = u32(max(t10, 0)) * cin4;
+        let t11 = tap_voxel(v11, kd, kh, kw);
+        let ok11 = t11 >= 0;
+        let xb11 = u32(max(t11, 0)) * cin4;
+        let t12 = tap_voxel(v12, kd, kh, kw);
+        let ok12 = t12 >= 0;
+        let xb12 = u32(max(t12, 0)) * cin4;
+        let t13 = tap_voxel(v13, kd, kh, kw);
+        let ok13 = t13 >= 0;
+        let xb13 = u32(max(t13, 0)) * cin4;
+        let t14 = tap_voxel(v14, kd, kh, kw);
+        let ok14 = t14 >= 0;
+        let xb14 = u32(max(t14, 0)) * cin4;
+        let t15 = tap_voxel(v15, kd, kh, kw);
+        let ok15 = t15 >= 0;
+        let xb15 = u32(max(t15, 0)) * cin4;
+        let t16 = tap_voxel(v16, kd, kh, kw);
+        let ok16 = t16 >= 0;
+        let xb16 = u32(max(t16, 0)) * cin4;
+        let t17 = tap_voxel(v17, kd, kh, kw);
+        let ok17 = t17 >= 0;
+        let xb17 = u32(max(t17, 0)) * cin4;
+        let t18 = tap_voxel(v18, kd, kh, kw);
+        let ok18 = t18 >= 0;
+        let xb18 = u32(max(t18, 0)) * cin4;
+        let t19 = tap_voxel(v19, kd, kh, kw);
+        let ok19 = t19 >= 0;
+        let xb19 = u32(max(t19, 0)) * cin4;
+        let t20 = tap_voxel(v20, kd, kh, kw);
+        let ok20 = t20 >= 0;
+        let xb20 = u32(max(t20, 0)) * cin4;
+        let t21 = tap_voxel(v21, kd, kh, kw);
+        let ok21 = t21 >= 0;
+        let xb21 = u32(max(t21, 0)) * cin4;
+        let t22 = tap_voxel(v22, kd, kh, kw);
+        let ok22 = t22 >= 0;
+        let xb22 = u32(max(t22, 0)) * cin4;
+        let t23 = tap_voxel(v23, kd, kh, kw);
+        let ok23 = t23 >= 0;
+        let xb23 = u32(max(t23, 0)) * cin4;
+        // weight row (tap, ci = 0) of this lane's group, in vec2 units
+        var wr = tap * p.cin * coutw + gc;
+        for (var c = 0u; c < cin4; c++) {
+            let wv0 = w2[wr + 0u * coutw];
+            let wv1 = w2[wr + 1u * coutw];
+            let wv2 = w2[wr + 2u * coutw];
+            let wv3 = w2[wr + 3u * coutw];
+            let xv0 = select(vec4<f32>(0.0), x4[xb0 + c], ok0);
+            acc0 = fma(vec2<f32>(xv0.x), wv0, acc0);
+            acc0 = fma(vec2<f32>(xv0.y), wv1, acc0);
+            acc0 = fma(vec2<f32>(xv0.z), wv2, acc0);
+            acc0 = fma(vec2<f32>(xv0.w), wv3, acc0);
+            let xv1 = select(vec4<f32>(0.0), x4[xb1 + c], ok1);
+            acc1 = fma(vec2<f32>(xv1.x), wv0, acc1);
+            acc1 = fma(vec2<f32>(xv1.y), wv1, acc1);
+            acc1 = fma(vec2<f32>(xv1.z), wv2, acc1);
+            acc1 = fma(vec2<f32>(xv1.w), wv3, acc1);
+            let xv2 = select(vec4<f32>(0.0), x4[xb2 + c], ok2);
+            acc2 = fma(vec2<f32>(xv2.x), wv0, acc2);
+            acc2 = fma(vec2<f32>(xv2.y), wv1, acc2);
+            acc2 = fma(vec2<f32>(xv2.z), wv2, acc2);
+            acc2 = fma(vec2<f32>(xv2.w), wv3, acc2);
+            let xv3 = select(vec4<f32>(0.0), x4[xb3 + c], ok3);
+            acc3 = fma(vec2<f32>(xv3.x), wv0, acc3);
+            acc3 = fma(vec2<f32>(xv3.y), wv1, acc3);
+            acc3 = fma(vec2<f32>(xv3.z), wv2, acc3);
+            acc3 = fma(vec2<f32>(xv3.w), wv3, acc3);
+            let xv4 = select(vec4<f32>(0.0), x4[xb4 + c], ok4);
+            acc4 = fma(vec2<f32>(xv4.x), wv0, acc4);
+            acc4 = fma(vec2<f32>(xv4.y), wv1, acc4);
+            acc4 = fma(vec2<f32>(xv4.z), wv2, acc4);
+            acc4 = fma(vec2<f32>(xv4.w), wv3, acc4);
+            let xv5 = select(vec4<f32>(0.0), x4[xb5 + c], ok5);
+            acc5 = fma(vec2<f32>(xv5.x), wv0, acc5);
+            acc5 = fma(vec2<f32>(xv5.y), wv1, acc5);
+            acc5 = fma(vec2<f32>(xv5.z), wv2, acc5);
+            acc5 = fma(vec2<f32>(xv5.w), wv3, acc5);
+            let xv6 = select(vec4<f32>(0.0), x4[xb6 + c], ok6);
+            acc6 = fma(vec2<f32>(xv6.x), wv0, acc6);
+            acc6 = fma(vec2<f32>(xv6.y), wv1, acc6);
+            acc6 = fma(vec2<f32>(xv6.z), wv2, acc6);
+            acc6 = fma(vec2<f32>(xv6.w), wv3, acc6);
+            let xv7 = select(vec4<f32>(0.0), x4[xb7 + c], ok7);
+            acc7 = fma(vec2<f32>(xv7.x), wv0, acc7);
+            acc7 = fma(vec2<f32>(xv7.y), wv1, acc7);
+            acc7 = fma(vec2<f32>(xv7.z), wv2, acc7);
+            acc7 = fma(vec2<f32>(xv7.w), wv3, acc7);
+            let xv8 = select(vec4<f32>(0.0), x4[xb8 + c], ok8);
+            acc8 = fma(vec2<f32>(xv8.x), wv0, acc8);
+            acc8 = fma(vec2<f32>(xv8.y), wv1, acc8);
+            acc8 = fma(vec2<f32>(xv8.z), wv2, acc8);
+            acc8 = fma(vec2<f32>(xv8.w), wv3, acc8);
+            let xv9 = select(vec4<f32>(0.0), x4[xb9 + c], ok9);
+            acc9 = fma(vec2<f32>(xv9.x), wv0, acc9);
+            acc9 = fma(vec2<f32>(xv9.y), wv1, acc9);
+            acc9 = fma(vec2<f32>(xv9.z), wv2, acc9);
+            acc9 = fma(vec2<f32>(xv9.w), wv3, acc9);
+            let xv10 = select(vec4<f32>(0.0), x4[xb10 + c], ok10);
+            acc10 = fma(vec2<f32>(xv10.x), wv0, acc10);
+            acc10 = fma(vec2<f32>(xv10.y), wv1, acc10);
+            acc10 = fma(vec2<f32>(xv10.z), wv2, acc10);
+            acc10 = fma(vec2<f32>(xv10.w), wv3, acc10);
+            let xv11 = select(vec4<f32>(0.0), x4[xb11 + c], ok11);
+            acc11 = fma(vec2<f32>(xv11.x), wv0, acc11);
+            acc11 = fma(vec2<f32>(xv11.y), wv1, acc11);
+            acc11 = fma(vec2<f32>(xv11.z), wv2, acc11);
+            acc11 = fma(vec2<f32>(xv11.w), wv3, acc11);
+            let xv12 = select(vec4<f32>(0.0), x4[xb12 + c], ok12);
+            acc12 = fma(vec2<f32>(xv12.x), wv0, acc12);
+            acc12 = fma(vec2<f32>(xv12.y), wv1, acc12);
+            acc12 = fma(vec2<f32>(xv12.z), wv2, acc12);
+            acc12 = fma(vec2<f32>(xv12.w), wv3, acc12);
+            let xv13 = select(vec4<f32>(0.0), x4[xb13 + c], ok13);
+            acc13 = fma(vec2<f32>(xv13.x), wv0, acc13);
+            acc13 = fma(vec2<f32>(xv13.y), wv1, acc13);
+            acc13 = fma(vec2<f32>(xv13.z), wv2, acc13);
+            acc13 = fma(vec2<f32>(xv13.w), wv3, acc13);
+            let xv14 = select(vec4<f32>(0.0), x4[xb14 + c], ok14);
+            acc14 = fma(vec2<f32>(xv14.x), wv0, acc14);
+            acc14 = fma(vec2<f32>(xv14.y), wv1, acc14);
+            acc14 = fma(vec2<f32>(xv14.z), wv2, acc14);
+            acc14 = fma(vec2<f32>(xv14.w), wv3, acc14);
+            let xv15 = select(vec4<f32>(0.0), x4[xb15 + c], ok15);
+            acc15 = fma(vec2<f32>(xv15.x), wv0, acc15);
+            acc15 = fma(vec2<f32>(xv15.y), wv1, acc15);
+            acc15 = fma(vec2<f32>(xv15.z), wv2, acc15);
+            acc15 = fma(vec2<f32>(xv15.w), wv3, acc15);
+            let xv16 = select(vec4<f32>(0.0), x4[xb16 + c], ok16);
+            acc16 = fma(vec2<f32>(xv16.x), wv0, acc16);
+            acc16 = fma(vec2<f32>(xv16.y), wv1, acc16);
+            acc16 = fma(vec2<f32>(xv16.z), wv2, acc16);
+            acc16 = fma(vec2<f32>(xv16.w), wv3, acc16);
+            let xv17 = select(vec4<f32>(0.0), x4[xb17 + c], ok17);
+            acc17 = fma(vec2<f32>(xv17.x), wv0, acc17);
+            acc17 = fma(vec2<f32>(xv17.y), wv1, acc17);
+            acc17 = fma(vec2<f32>(xv17.z), wv2, acc17);
+            acc17 = fma(vec2<f32>(xv17.w), wv3, acc17);
+            let xv18 = select(vec4<f32>(0.0), x4[xb18 + c], ok18);
+            acc18 = fma(vec2<f32>(xv18.x), wv0, acc18);
+            acc18 = fma(vec2<f32>(xv18.y), wv1, acc18);
+            acc18 = fma(vec2<f32>(xv18.z), wv2, acc18);
+            acc18 = fma(vec2<f32>(xv18.w), wv3, acc18);
+            let xv19 = select(vec4<f32>(0.0), x4[xb19 + c], ok19);
+            acc19 = fma(vec2<f32>(xv19.x), wv0, acc19);
+            acc19 = fma(vec2<f32>(xv19.y), wv1, acc19);
+            acc19 = fma(vec2<f32>(xv19.z), wv2, acc19);
+            acc19 = fma(vec2<f32>(xv19.w), wv3, acc19);
+            let xv20 = select(vec4<f32>(0.0), x4[xb20 + c], ok20);
+            acc20 = fma(vec2<f32>(xv20.x), wv0, acc20);
+            acc20 = fma(vec2<f32>(xv20.y), wv1, acc20);
+            acc20 = fma(vec2<f32>(xv20.z), wv2, acc20);
+            acc20 = fma(vec2<f32>(xv20.w), wv3, acc20);
+            let xv21 = select(vec4<f32>(0.0), x4[xb21 + c], ok21);
+            acc21 = fma(vec2<f32>(xv21.x), wv0, acc21);
+            acc21 = fma(vec2<f32>(xv21.y), wv1, acc21);
+            acc21 = fma(vec2<f32>(xv21.z), wv2, acc21);
+            acc21 = fma(vec2<f32>(xv21.w), wv3, acc21);
+            let xv22 = select(vec4<f32>(0.0), x4[xb22 + c], ok22);
+            acc22 = fma(vec2<f32>(xv22.x), wv0, acc22);
+            acc22 = fma(vec2<f32>(xv22.y), wv1, acc22);
+            acc22 = fma(vec2<f32>(xv22.z), wv2, acc22);
+            acc22 = fma(vec2<f32>(xv22.w), wv3, acc22);
+            let xv23 = select(vec4<f32>(0.0), x4[xb23 + c], ok23);
+            acc23 = fma(vec2<f32>(xv23.x), wv0, acc23);
+            acc23 = fma(vec2<f32>(xv23.y), wv1, acc23);
+            acc23 = fma(vec2<f32>(xv23.z), wv2, acc23);
+            acc23 = fma(vec2<f32>(xv23.w), wv3, acc23);
+            wr += 4u * coutw;
+        }
+    }
+    let ybase = split * p.m_total * coutw;
+    if (v0.live && g < coutw) { y2[ybase + (m0 + 0u) * coutw + g] = acc0; }
+    if (v1.live && g < coutw) { y2[ybase + (m0 + 1u) * coutw + g] = acc1; }
+    if (v2.live && g < coutw) { y2[ybase + (m0 + 2u) * coutw + g] = acc2; }
+    if (v3.live && g < coutw) { y2[ybase + (m0 + 3u) * coutw + g] = acc3; }
+    if (v4.live && g < coutw) { y2[ybase + (m0 + 4u) * coutw + g] = acc4; }
+    if (v5.live && g < coutw) { y2[ybase + (m0 + 5u) * coutw + g] = acc5; }
+    if (v6.live && g < coutw) { y2[ybase + (m0 + 6u) * coutw + g] = acc6; }
+    if (v7.live && g < coutw) { y2[ybase + (m0 + 7u) * coutw + g] = acc7; }
+    if (v8.live && g < coutw) { y2[ybase + (m0 + 8u) * coutw + g] = acc8; }
+    if (v9.live && g < coutw) { y2[ybase + (m0 + 9u) * coutw + g] = acc9; }
+    if (v10.live && g < coutw) { y2[ybase + (m0 + 10u) * coutw + g] = acc10; }
+    if (v11.live && g < coutw) { y2[ybase + (m0 + 11u) * coutw + g] = acc11; }
+    if (v12.live && g < coutw) { y2[ybase + (m0 + 12u) * coutw + g] = acc12; }
+    if (v13.live && g < coutw) { y2[ybase + (m0 + 13u) * coutw + g] = acc13; }
+    if (v14.live && g < coutw) { y2[ybase + (m0 + 14u) * coutw + g] = acc14; }
+    if (v15.live && g < coutw) { y2[ybase + (m0 + 15u) * coutw + g] = acc15; }
+    if (v16.live && g < coutw) { y2[ybase + (m0 + 16u) * coutw + g] = acc16; }
+    if (v17.live && g < coutw) { y2[ybase + (m0 + 17u) * coutw + g] = acc17; }
+    if (v18.live && g < coutw) { y2[ybase + (m0 + 18u) * coutw + g] = acc18; }
+    if (v19.live && g < coutw) { y2[ybase + (m0 + 19u) * coutw + g] = acc19; }
+    if (v20.live && g < coutw) { y2[ybase + (m0 + 20u) * coutw + g] = acc20; }
+    if (v21.live && g < coutw) { y2[ybase + (m0 + 21u) * coutw + g] = acc21; }
+    if (v22.live && g < coutw) { y2[ybase + (m0 + 22u) * coutw + g] = acc22; }
+    if (v23.live && g < coutw) { y2[ybase + (m0 + 23u) * coutw + g] = acc23; }
+}
+
+@compute @workgroup_size(LANES)
 fn conv3d_backward_weight_rows_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let coutw = p.cout / 4u;

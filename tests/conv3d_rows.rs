@@ -58,8 +58,8 @@ fn cases() -> Vec<([usize; 5], usize, Conv3dConfig)> {
         // stride 1, batch 2, Cin 20 (a weight-gradient block of 32 channels, partly empty),
         // Cout 36 (18 channel pairs: a third workgroup of 8 lanes with two live lanes, a second
         // of 16 with two; 9 groups of 4: a second workgroup of 8 with one); 420 voxels on the
-        // 16-voxel tile (`rows`, `rows_w16`) and the 24-voxel one (`rows_c4_m24`) with a
-        // partial last tile
+        // 16-voxel tile (`rows`) and the 24-voxel one (`rows_c4_m24`; 24 × 2 channels on
+        // `rows_w16`) with a partial last tile
         ([2, 5, 6, 7, 20], 36, Conv3dConfig::cube(3, 1, 1)),
         // per-axis stride / padding / dilation: input gradient by the gather kernel
         (
@@ -161,7 +161,7 @@ fn both_split_paths_match_reference() {
 
 /// A 1×1×1 kernel has one tap, so the forward never splits: it writes y and the bias itself.
 /// Checked against a CPU channel matmul (no conv code shared), on the four forward tiles (336
-/// voxels: 16 × 2 channels on `rows` and `rows_w16`, 8 × 4 on `rows_c4`, 24 × 4 on
+/// voxels: 16 × 2 channels on `rows`, 24 × 2 on `rows_w16`, 8 × 4 on `rows_c4`, 24 × 4 on
 /// `rows_c4_m24`; 210 voxels: 8 × 4; 30 voxels: 4 × 4) with partial lane groups (Cout 12 and
 /// 40) and Cin 4.
 #[test]
@@ -222,8 +222,8 @@ fn adjoint_identity_holds() {
 }
 
 /// More than 65 535 row tiles: the forward folds them into a 2-D grid (x + y·nx in the shader).
-/// 16 × 256 × 260 voxels = 66 560 tiles of 16 (`rows`, `rows_w16`), 133 120 of 8 (`rows_c4`),
-/// 44 374 of 24 (`rows_c4_m24`: a 1-D grid); a 1×1×1 conv keeps it cheap.
+/// 16 × 256 × 260 voxels = 66 560 tiles of 16 (`rows`), 133 120 of 8 (`rows_c4`), 44 374 of 24
+/// (`rows_c4_m24`, `rows_w16`: a 1-D grid); a 1×1×1 conv keeps it cheap.
 #[test]
 fn a_forward_past_65535_workgroups_folds_its_grid() {
     let gpu = gpu();
@@ -258,8 +258,8 @@ fn every_pass_runs_the_row_kernels_where_they_fit_and_the_register_tiles_elsewhe
     let gpu = fresh_gpu();
     // Stride 1 and stride 2: forward, input gradient (flipped conv / sub-pixel classes) and
     // weight gradient all on the row kernels (512 output voxels: the 16-voxel tile on `rows`
-    // and `rows_w16` (16 output channels), the 8-voxel one on `rows_c4`, the 24-voxel one on
-    // `rows_c4_m24`; 216 and 27: the 8-voxel tile); k2 s2 to 2·2·1 voxels: the 4-voxel tile (its input gradient is the
+    // (2 channels), the 8-voxel one on `rows_c4`, the 24-voxel one on `rows_c4_m24` and (2
+    // channels: 16 output channels) `rows_w16`; 216 and 27: the 8-voxel tile); k2 s2 to 2·2·1 voxels: the 4-voxel tile (its input gradient is the
     // patchify matmul, tests/conv3d_patchify.rs). Cin 64: the weight gradient's 64-channel tile
     // on `rows`, the 32-channel one on `rows_c4`; `rows_w16` takes 32 × 2 channels (16 output
     // channels do not fill 16 lanes of 4), in workgroups of 16 (`[LANES=16]` in the profile).
@@ -268,7 +268,7 @@ fn every_pass_runs_the_row_kernels_where_they_fit_and_the_register_tiles_elsewhe
             [1, 8, 8, 8, 8],
             16,
             Conv3dConfig::cube(3, 1, 1),
-            ["m16_c2", "m8_c4", "m24_c4", "m16_c2"],
+            ["m16_c2", "m8_c4", "m24_c4", "m24_c2"],
             ["c4", "c4", "c4", "r8_c2"],
         ),
         (
@@ -373,8 +373,8 @@ fn conv3d_takes_the_rows_overrides_and_cpu_adapters_tune_them() {
     let gpu = fresh_gpu();
     let mut rng = Rng::new(176);
     let cfg = Conv3dConfig::cube(3, 1, 1);
-    // 2·5·6·7 = 420 output voxels: the 16-voxel tile on `rows` and `rows_w16`, the 8-voxel one
-    // on `rows_c4`, the 24-voxel one on `rows_c4_m24`.
+    // 2·5·6·7 = 420 output voxels: the 16-voxel tile on `rows`, the 8-voxel one on `rows_c4`,
+    // the 24-voxel one on `rows_c4_m24` and (2 channels) `rows_w16`.
     let (x, tx) = random_pair(&gpu, &mut rng, &[2, 5, 6, 7, 8], -1.0, 1.0);
     let (w, tw) = random_pair(&gpu, &mut rng, &[3, 3, 3, 8, 16], -1.0, 1.0);
     let want = rc::conv3d(&x, &w, None, &cfg).data;
@@ -385,7 +385,7 @@ fn conv3d_takes_the_rows_overrides_and_cpu_adapters_tune_them() {
         (
             "rows_w16",
             ALL[WIDE],
-            "conv3d_rows::conv3d_rows_m16_c2[LANES=16]",
+            "conv3d_rows::conv3d_rows_m24_c2[LANES=16]",
         ),
     ] {
         gpu.set_tune_settings(memo_tuning(&[("conv3d", name)]));

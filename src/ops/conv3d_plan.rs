@@ -198,10 +198,10 @@ impl ConvPlan {
     }
 
     /// The kernel family each pass runs, [forward, input gradient, weight gradient]: an
-    /// implicit-GEMM tile's name (`igemm_64x64`), `rows`, `rows_c4` or `rows_w16`
-    /// (conv3d_rows.rs; the depthwise row kernels as `rows`, shared by the two 8-lane families,
-    /// or `rows_w16`), `rows_folded`, `rows_c4_folded` or `rows_w16_folded` (the same with kernel
-    /// axes folded into few input channels, conv3d_fold.rs), `tiled` (the
+    /// implicit-GEMM tile's name (`igemm_64x64`), `rows`, `rows_c4`, `rows_c4_m24` or `rows_w16`
+    /// (conv3d_rows.rs; the depthwise row kernels as `rows`, shared by the 8-lane families, or
+    /// `rows_w16`), `rows_folded`, `rows_c4_folded`, `rows_c4_m24_folded` or `rows_w16_folded`
+    /// (the same with kernel axes folded into few input channels, conv3d_fold.rs), `tiled` (the
     /// register tiles, depthwise included) or `naive` (the straightforward kernels); what
     /// `cads bench` reports.
     pub fn kernel_names(&self) -> [&'static str; 3] {
@@ -417,9 +417,9 @@ mod tests {
     /// channels are in fours, the 4-voxel forward tile for outputs under 8 voxels, on `rows` the
     /// 2-channel tiles for outputs of 256 voxels or more (forward) and Cin % 64 == 0 (weight
     /// gradient), on `rows_c4` the 4-channel tiles there too, on `rows_c4_m24` the 24-voxel tile
-    /// for the large outputs, on `rows_w16` the 4-channel tiles (24 voxels deep on large
-    /// outputs) where Cout fills its 16 lanes (Cout >= 64) and 2 channels per lane below that;
-    /// the register tiles where the shape does not fit.
+    /// for the large outputs, on `rows_w16` the 4-channel tiles where Cout fills its 16 lanes
+    /// (Cout >= 64) and 2 channels per lane below that, 24 voxels deep on large outputs; the
+    /// register tiles where the shape does not fit.
     #[test]
     fn the_row_paths_plan_each_pass_on_the_row_kernels_where_they_fit() {
         for lanes in [
@@ -464,14 +464,14 @@ mod tests {
             // 2·7·6·6 = 504 output voxels from 64 channels: the 16-voxel tile on `rows`, also for
             // the flipped input gradient, and the 64-channel weight tile; the 8-voxel and
             // 32-channel tiles on `rows_c4`, the 24-voxel tile on `rows_c4_m24`; on `rows_w16`
-            // the 16-voxel tile and 32 × 2 channels (12 output channels), but 24 × 4 for the
-            // input gradient (the flipped conv has 64).
+            // 24 voxels × 2 channels and 32 × 2 channels (12 output channels), but 24 × 4 for
+            // the input gradient (the flipped conv has 64).
             let p = plan([2, 7, 6, 6, 64], 12, Conv3dConfig::cube(3, 1, 1), rows);
             let (tile, input_tile, weight_tile) = match lanes {
                 RowsLanes::Two => (RowsTile::M16C2, RowsTile::M16C2, RowsWeightTile::R16C2),
                 RowsLanes::Four => (RowsTile::M8C4, RowsTile::M8C4, RowsWeightTile::R8C4),
                 RowsLanes::FourDeep => (RowsTile::M24C4, RowsTile::M24C4, RowsWeightTile::R8C4),
-                RowsLanes::Wide => (RowsTile::M16C2, RowsTile::M24C4, RowsWeightTile::R8C2),
+                RowsLanes::Wide => (RowsTile::M24C2, RowsTile::M24C4, RowsWeightTile::R8C2),
             };
             let large = FastForward::Rows { lanes, tile };
             assert_eq!(p.forward, ForwardKernel::Fast(large));

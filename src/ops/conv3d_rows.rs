@@ -25,8 +25,8 @@
 //! driver (with or without a fast gather, 16 or 32 registers), so the tuner times them
 //! (conv3d_tune.rs). `rows_w16` ([`RowsLanes::Wide`]) runs the same kernels in workgroups of 16
 //! lanes (the shaders' override constant `LANES`), with 4 channels per lane where Cout fills
-//! them (Cout ≥ 64; 24 voxels deep on large outputs) and 2 below that (16 voxels × 2 channels,
-//! 32 input × 2 output channels). Long
+//! them (Cout ≥ 64) and 2 below that (32 input × 2 output channels in the weight gradient), 24
+//! voxels deep on large outputs. Long
 //! reductions over few outputs split over taps (forward) or voxels (weight gradient), partials
 //! summed after.
 
@@ -58,6 +58,7 @@ const FORWARD_M8: KernelSpec = spec("conv3d_rows_m8_c4", 3);
 const FORWARD_M4: KernelSpec = spec("conv3d_rows_m4_c4", 3);
 const FORWARD_M16_C2: KernelSpec = spec("conv3d_rows_m16_c2", 3);
 const FORWARD_M24: KernelSpec = spec("conv3d_rows_m24_c4", 3);
+const FORWARD_M24_C2: KernelSpec = spec("conv3d_rows_m24_c2", 3);
 const BACKWARD_WEIGHT: KernelSpec = spec("conv3d_backward_weight_rows_c4", 2);
 const BACKWARD_WEIGHT_R16_C2: KernelSpec = spec("conv3d_backward_weight_rows_r16_c2", 2);
 const BACKWARD_WEIGHT_R8_C2: KernelSpec = spec("conv3d_backward_weight_rows_r8_c2", 2);
@@ -65,6 +66,7 @@ const FORWARD_M8_W16: KernelSpec = wide(FORWARD_M8);
 const FORWARD_M4_W16: KernelSpec = wide(FORWARD_M4);
 const FORWARD_M16_C2_W16: KernelSpec = wide(FORWARD_M16_C2);
 const FORWARD_M24_W16: KernelSpec = wide(FORWARD_M24);
+const FORWARD_M24_C2_W16: KernelSpec = wide(FORWARD_M24_C2);
 const BACKWARD_WEIGHT_W16: KernelSpec = wide(BACKWARD_WEIGHT);
 const BACKWARD_WEIGHT_R16_C2_W16: KernelSpec = wide(BACKWARD_WEIGHT_R16_C2);
 const BACKWARD_WEIGHT_R8_C2_W16: KernelSpec = wide(BACKWARD_WEIGHT_R8_C2);
@@ -74,6 +76,7 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     FORWARD_M4,
     FORWARD_M16_C2,
     FORWARD_M24,
+    FORWARD_M24_C2,
     BACKWARD_WEIGHT,
     BACKWARD_WEIGHT_R16_C2,
     BACKWARD_WEIGHT_R8_C2,
@@ -81,6 +84,7 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     FORWARD_M4_W16,
     FORWARD_M16_C2_W16,
     FORWARD_M24_W16,
+    FORWARD_M24_C2_W16,
     BACKWARD_WEIGHT_W16,
     BACKWARD_WEIGHT_R16_C2_W16,
     BACKWARD_WEIGHT_R8_C2_W16,
@@ -127,9 +131,8 @@ pub enum RowsLanes {
     /// voxels.
     FourDeep,
     /// `rows_w16`: workgroups of 16 lanes; 4 channels per lane where Cout fills the 16 lanes
-    /// (Cout ≥ 64; 24 voxels deep on outputs of at least [`LARGE_M`] voxels: only AVX-512 CPUs
-    /// run 16-lane rows), else 2 (16 voxels × 2 channels on outputs of at least [`LARGE_M`]
-    /// voxels, 32 input × 2 output channels in the weight gradient).
+    /// (Cout ≥ 64), else 2 (32 input × 2 output channels in the weight gradient); 24 voxels deep
+    /// on outputs of at least [`LARGE_M`] voxels (only AVX-512 CPUs run 16-lane rows).
     Wide,
 }
 
@@ -187,6 +190,8 @@ pub(crate) enum RowsTile {
     /// 24 voxels × 4 channels: outputs of at least [`LARGE_M`] voxels, on CPUs with 32 vector
     /// registers.
     M24C4,
+    /// 24 voxels × 2 channels: the 16-lane family's large tile for Cout < 64.
+    M24C2,
 }
 
 impl RowsTile {
@@ -197,7 +202,7 @@ impl RowsTile {
             RowsLanes::Four => RowsTile::M8C4,
             RowsLanes::FourDeep => RowsTile::M24C4,
             RowsLanes::Wide if lanes.four_fill(geo.out[4]) => RowsTile::M24C4,
-            RowsLanes::Wide => RowsTile::M16C2,
+            RowsLanes::Wide => RowsTile::M24C2,
         };
         match geo.m_total() {
             m if m < SMALL_M => RowsTile::M4C4,
@@ -212,14 +217,14 @@ impl RowsTile {
             RowsTile::M4C4 => 4,
             RowsTile::M8C4 => 8,
             RowsTile::M16C2 => 16,
-            RowsTile::M24C4 => 24,
+            RowsTile::M24C4 | RowsTile::M24C2 => 24,
         }
     }
 
     /// Output channels per lane.
     fn lane_channels(self) -> usize {
         match self {
-            RowsTile::M16C2 => 2,
+            RowsTile::M16C2 | RowsTile::M24C2 => 2,
             RowsTile::M4C4 | RowsTile::M8C4 | RowsTile::M24C4 => 4,
         }
     }
@@ -231,10 +236,12 @@ impl RowsTile {
             (RowsTile::M8C4, false) => &FORWARD_M8,
             (RowsTile::M16C2, false) => &FORWARD_M16_C2,
             (RowsTile::M24C4, false) => &FORWARD_M24,
+            (RowsTile::M24C2, false) => &FORWARD_M24_C2,
             (RowsTile::M4C4, true) => &FORWARD_M4_W16,
             (RowsTile::M8C4, true) => &FORWARD_M8_W16,
             (RowsTile::M16C2, true) => &FORWARD_M16_C2_W16,
             (RowsTile::M24C4, true) => &FORWARD_M24_W16,
+            (RowsTile::M24C2, true) => &FORWARD_M24_C2_W16,
         }
     }
 }
