@@ -5,12 +5,13 @@
 //! sub-pixel classes on the same kernel) and weight gradient against src/reference/conv3d.rs with
 //! strides, padding, dilation, batch 2, channel counts that fill neither a workgroup's 8 or 16
 //! lanes nor a weight-gradient block of 32 input channels, the four forward tiles (24 voxels × 4
-//! channels, 16 × 2, 8 × 4, 4 × 4) in workgroups of 8 and 16 lanes, the three weight-gradient tiles (32 input channels × 4 output channels,
-//! 64 × 2, 32 × 2) and both split paths (taps in the forward, voxels in the weight gradient); the unsplit forward against a CPU channel matmul and the adjoint identity
-//! (checks that share no code with the kernels or the reference); a forward past 65 535
-//! workgroups; the kernels that ran (plan and profiler); the register kernels where a shape
-//! does not fit (groups ≠ 1, depthwise of width ≠ 3; channels not in fours: tests/conv3d_fold.rs);
-//! and the tuner's choice.
+//! channels, 16 × 2, 8 × 4, 4 × 4) in workgroups of 8 and 16 lanes, the three weight-gradient tiles
+//! (32 input channels × 4 output channels, 64 × 2, 32 × 2) and both split paths (taps in the
+//! forward, voxels in the weight gradient); the unsplit forward against a CPU channel matmul and
+//! the adjoint identity (checks that share no code with the kernels or the reference); a forward
+//! past 65 535 workgroups; the kernels that ran (plan and profiler); the register kernels where a
+//! shape does not fit (groups ≠ 1, depthwise of width ≠ 3; channels not in fours:
+//! tests/conv3d_fold.rs); and the tuner's choice.
 
 mod common;
 
@@ -256,13 +257,14 @@ fn other_conv_kernel(k: &str) -> bool {
 #[test]
 fn every_pass_runs_the_row_kernels_where_they_fit_and_the_register_tiles_elsewhere() {
     let gpu = fresh_gpu();
-    // Stride 1 and stride 2: forward, input gradient (flipped conv / sub-pixel classes) and
-    // weight gradient all on the row kernels (512 output voxels: the 16-voxel tile on `rows`
-    // (2 channels), the 8-voxel one on `rows_c4`, the 24-voxel one on `rows_c4_m24` and (2
-    // channels: 16 output channels) `rows_w16`; 216 and 27: the 8-voxel tile); k2 s2 to 2·2·1 voxels: the 4-voxel tile (its input gradient is the
-    // patchify matmul, tests/conv3d_patchify.rs). Cin 64: the weight gradient's 64-channel tile
-    // on `rows`, the 32-channel one on `rows_c4`; `rows_w16` takes 32 × 2 channels (16 output
-    // channels do not fill 16 lanes of 4), in workgroups of 16 (`[LANES=16]` in the profile).
+    // Stride 1 and stride 2: forward, input gradient (flipped conv / sub-pixel classes) and weight
+    // gradient all on the row kernels (512 output voxels: the 16-voxel tile on `rows` (2 channels),
+    // the 8-voxel one on `rows_c4`, the 24-voxel one on `rows_c4_m24` and (2 channels: 16 output
+    // channels) `rows_w16`; 216 and 27: the 8-voxel tile); k2 s2 to 2·2·1 voxels: the 4-voxel tile
+    // (its input gradient is the patchify matmul, tests/conv3d_patchify.rs). Cin 64: the weight
+    // gradient's 64-channel tile on `rows`, the 32-channel one on `rows_c4`; `rows_w16` takes 32 ×
+    // 2 channels (16 output channels do not fill 16 lanes of 4), in workgroups of 16 (`[LANES=16]`
+    // in the profile).
     for (x, cout, cfg, tiles, weight_tiles) in [
         (
             [1, 8, 8, 8, 8],
@@ -365,9 +367,9 @@ fn shapes_the_row_kernels_do_not_fit_still_match_reference() {
     }
 }
 
-/// `CADS_KERNEL_CONV3D=rows`, `rows_c4`, `rows_c4_m24` and `rows_w16` run conv3d on the row
-/// kernels of their variant, and on CPU adapters the tuner measures the 8-lane ones (and the 16-lane one where
-/// the adapter's subgroups have 16 lanes) against `tiled` and picks one.
+/// `CADS_KERNEL_CONV3D=rows`, `rows_c4`, `rows_c4_m24` and `rows_w16` run conv3d on the row kernels
+/// of their variant, and on CPU adapters the tuner measures the 8-lane ones (and the 16-lane one
+/// where the adapter's subgroups have 16 lanes) against `tiled` and picks one.
 #[test]
 fn conv3d_takes_the_rows_overrides_and_cpu_adapters_tune_them() {
     let gpu = fresh_gpu();

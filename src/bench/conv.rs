@@ -3,8 +3,9 @@
 //!
 //! `conv3d_<pass>/<case>` runs the kernel family chosen for the adapter (`ConvPath::chosen`),
 //! `conv3d_<pass>/c32_<variant>` a named one (`tiled`, `igemm_64x64`, `igemm_128x32`, `rows`,
-//! `rows_c4`, `rows_c4_m24`, `rows_w16`). Every line names in `"variant"` the kernels that ran: the family, or for forward +
-//! backward where the passes differ (a shape one kernel does not fit), `forward+input+weight`.
+//! `rows_c4`, `rows_c4_m24`, `rows_w16`). Every line names in `"variant"` the kernels that ran: the
+//! family, or for forward + backward where the passes differ (a shape one kernel does not fit),
+//! `forward+input+weight`.
 
 use super::inputs::{random, random_param};
 use super::{Bench, Case, Sample, Work};

@@ -1,8 +1,9 @@
 //! A one-line hint for lavapipe on an AVX-512 CPU: llvmpipe runs 256-bit vectors there unless
 //! Mesa's `LP_NATIVE_VECTOR_WIDTH=512` asks for 512, and with 16-lane rows the tuner's 16-lane
 //! kernels trained the PVT encoder 1.2× faster on an AVX-512 Xeon (docs/kernel-tuning.md,
-//! "Sixteen lanes per workgroup"). The variable is read by the driver when the process starts, so cads can only
-//! say it, not set it; the training and benchmark commands print this on stderr (rank 0).
+//! "Sixteen lanes per workgroup"). The variable is read by the driver when the process starts,
+//! so cads can only say it, not set it; the training and benchmark commands print this on stderr
+//! (rank 0).
 
 use cads::gpu::{cpu_features, AdapterSummary, Gpu};
 

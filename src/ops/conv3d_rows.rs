@@ -94,8 +94,8 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
 pub(crate) const WIDE_LANES: usize = 16;
 /// Outputs with fewer voxels than this (one 8-voxel tile) take the 4-voxel forward tile.
 pub(crate) const SMALL_M: usize = 8;
-/// Outputs with at least this many voxels take the 16-voxel tile (its partial last tile then
-/// wastes under 6% of the lanes' work).
+/// Outputs with at least this many voxels take their family's large tile, 16 or 24 voxels (its
+/// partial last tile then wastes under 6% or 9% of the lanes' work).
 pub(crate) const LARGE_M: usize = 256;
 /// Workgroups a split launch aims at: a handful per CPU core keeps every thread busy; more only
 /// adds partial sums (the matmul's CPU split target, src/ops/matmul.rs).
@@ -110,16 +110,17 @@ pub(crate) fn fits(geo: &Geometry) -> bool {
 /// `rows_c4`, `rows_c4_m24` or `rows_w16`): output channels per lane and voxels per invocation
 /// in the tiles for large outputs, and lanes per workgroup.
 ///
-/// All tiles hold 32 accumulators per lane. Two channels per lane load half the per-lane values
-/// for each FMA, which wins where a per-lane load is a sequence of scalar loads (Mesa 26 on a CPU
-/// without AVX-512); four read each uniform input value for twice as many output channels, which
-/// wins where the per-lane loads are masked gathers (the same driver on an AVX-512 CPU). Both
-/// measured in docs/kernel-tuning.md ("Two output channels per lane"). Workgroups of 8 lanes
-/// fill one SIMD row of llvmpipe's default 256-bit vectors; at `LP_NATIVE_VECTOR_WIDTH=512` a row
-/// is 16 lanes and a workgroup of 8 leaves half of it idle, hence the 16-lane family
-/// (docs/kernel-tuning.md, "Sixteen lanes per workgroup"). A CPU with 32 vector registers
-/// (AVX-512) runs deeper tiles faster, 24 voxels of 4 channels, where a 16-register one (AVX2)
-/// spills them (docs/kernel-tuning.md, "Deeper tiles where the CPU has 32 vector registers").
+/// The large forward tiles of `rows` and `rows_c4` hold the same 32 accumulator values per lane.
+/// Two channels per lane load half the per-lane values for each FMA, which wins where a per-lane
+/// load is a sequence of scalar loads (Mesa 26 on a CPU without AVX-512); four read each uniform
+/// input value for twice as many output channels, which wins where the per-lane loads are masked
+/// gathers (the same driver on an AVX-512 CPU). Both measured in docs/kernel-tuning.md ("Two output
+/// channels per lane"). Workgroups of 8 lanes fill one SIMD row of llvmpipe's default 256-bit
+/// vectors; at `LP_NATIVE_VECTOR_WIDTH=512` a row is 16 lanes and a workgroup of 8 leaves half of
+/// it idle, hence the 16-lane family (docs/kernel-tuning.md, "Sixteen lanes per workgroup"). A CPU
+/// with 32 vector registers (AVX-512) runs deeper tiles faster, 24 voxels of 4 channels, where a
+/// 16-register one (AVX2) spills them (docs/kernel-tuning.md, "Deeper tiles where the CPU has 32
+/// vector registers").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RowsLanes {
     /// `rows`: 16 voxels × 2 channels (forward, outputs of at least [`LARGE_M`] voxels) and 64

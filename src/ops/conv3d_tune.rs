@@ -1,29 +1,29 @@
 //! The conv3d kernel family per adapter: which [`ConvPath`] `conv3d` takes (src/gpu/tuning.rs
 //! decides; this file says what is timed and how).
 //!
-//! Variants (`CADS_KERNEL_CONV3D=<name>`): `tiled`, the register-tiled kernels of
-//! conv3d_fast.rs (the default), `igemm_64x64` and `igemm_128x32`, the workgroup-memory
-//! implicit GEMM of conv3d_igemm.rs (for GPUs; where a shape does not fit it, the register
-//! tiles), `rows`, `rows_c4`, `rows_c4_m24` and `rows_w16`, the lanes-over-output-channel
-//! kernels of conv3d_rows.rs with 2 or 4 output channels per lane and 8 to 24 voxels per
-//! invocation in their large tiles, in workgroups of 8 or (`rows_w16`) 16 lanes (for CPU adapters; where a shape does not fit them, the register
-//! tiles), and `naive`, the oracle. One choice covers the forward and both gradients.
+//! Variants (`CADS_KERNEL_CONV3D=<name>`): `tiled`, the register-tiled kernels of conv3d_fast.rs
+//! (the default), `igemm_64x64` and `igemm_128x32`, the workgroup-memory implicit GEMM of
+//! conv3d_igemm.rs (for GPUs; where a shape does not fit it, the register tiles), `rows`,
+//! `rows_c4`, `rows_c4_m24` and `rows_w16`, the lanes-over-output-channel kernels of conv3d_rows.rs
+//! with 2 or 4 output channels per lane and 8 to 24 voxels per invocation in their large tiles, in
+//! workgroups of 8 or (`rows_w16`) 16 lanes (for CPU adapters; where a shape does not fit them, the
+//! register tiles), and `naive`, the oracle. One choice covers the forward and both gradients.
 //!
 //! Candidates: on CPU adapters `tiled`, `rows`, `rows_c4` and `rows_c4_m24` (which row tile wins
-//! depends on the CPU under the driver, [`RowsLanes`]), and `rows_w16` where the adapter's subgroups have 16
-//! lanes or more (lavapipe at `LP_NATIVE_VECTOR_WIDTH=512`; at 8 lanes a 16-lane workgroup runs
-//! as two SIMD rows and measured within 1% of `rows_c4` on the tuning convs but 7% slower on the
-//! whole encoder step, so it is not offered there: docs/kernel-tuning.md, "Sixteen lanes per
-//! workgroup"); the implicit GEMM needs barriers, which
-//! lavapipe runs as separately scheduled pieces of a workgroup loop: the matmul tiles built the
-//! same way measured 1.8–4.8× slower than the register tiles there, docs/kernel-tuning.md). On
-//! other adapters `tiled` and the implicit-GEMM tiles the device runs (`rows`' workgroups of 8
-//! would leave most of a warp idle). Each is timed on forward + input gradient + weight
-//! gradient of two representative convs: a 32-channel 3³ conv at 2 × 16 × 32 × 32 (as in the
-//! decoders) and a strided 64 → 128 patch embedding (k3 s2, the sub-pixel input gradient),
-//! about 12 GFLOP in all; on CPU adapters at a quarter of the voxels (batch 1, half the depth),
-//! so the first conv of a process does not spend tens of seconds tuning. A variant other than
-//! `tiled` and `naive` must first reproduce `tiled`'s three results on both.
+//! depends on the CPU under the driver, [`RowsLanes`]), and `rows_w16` where the adapter's
+//! subgroups have 16 lanes or more (lavapipe at `LP_NATIVE_VECTOR_WIDTH=512`; at 8 lanes a 16-lane
+//! workgroup runs as two SIMD rows and measured within 1% of `rows_c4` on the tuning convs but 7%
+//! slower on the whole encoder step, so it is not offered there: docs/kernel-tuning.md, "Sixteen
+//! lanes per workgroup"); the implicit GEMM needs barriers, which lavapipe runs as separately
+//! scheduled pieces of a workgroup loop: the matmul tiles built the same way measured 1.8–4.8×
+//! slower than the register tiles there, docs/kernel-tuning.md). On other adapters `tiled` and the
+//! implicit-GEMM tiles the device runs (`rows`' workgroups of 8 would leave most of a warp idle).
+//! Each is timed on forward + input gradient + weight gradient of two representative convs: a
+//! 32-channel 3³ conv at 2 × 16 × 32 × 32 (as in the decoders) and a strided 64 → 128 patch
+//! embedding (k3 s2, the sub-pixel input gradient), about 12 GFLOP in all; on CPU adapters at a
+//! quarter of the voxels (batch 1, half the depth), so the first conv of a process does not spend
+//! tens of seconds tuning. A variant other than `tiled` and `naive` must first reproduce `tiled`'s
+//! three results on both.
 
 use std::time::Instant;
 
