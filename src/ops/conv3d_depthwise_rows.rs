@@ -24,14 +24,8 @@ const fn spec(entry: &'static str, inputs: u32) -> KernelSpec {
 
 const FORWARD: KernelSpec = spec("conv3d_depthwise_rows_w3", 3);
 const BACKWARD_WEIGHT: KernelSpec = spec("conv3d_backward_weight_depthwise_rows_w3", 2);
-const FORWARD_W16: KernelSpec = KernelSpec {
-    constants: conv3d_rows::WIDE,
-    ..FORWARD
-};
-const BACKWARD_WEIGHT_W16: KernelSpec = KernelSpec {
-    constants: conv3d_rows::WIDE,
-    ..BACKWARD_WEIGHT
-};
+const FORWARD_W16: KernelSpec = conv3d_rows::wide(FORWARD);
+const BACKWARD_WEIGHT_W16: KernelSpec = conv3d_rows::wide(BACKWARD_WEIGHT);
 
 pub(crate) const KERNELS: &[KernelSpec] =
     &[FORWARD, BACKWARD_WEIGHT, FORWARD_W16, BACKWARD_WEIGHT_W16];

@@ -44,10 +44,11 @@ const fn spec(entry: &'static str, inputs: u32) -> KernelSpec {
 }
 
 /// The shaders' override constant that sets the lanes per workgroup to 16 (default 8).
-pub(crate) const WIDE: &[(&str, f64)] = &[("LANES", WIDE_LANES as f64)];
+const WIDE: &[(&str, f64)] = &[("LANES", WIDE_LANES as f64)];
 
-/// `spec` in workgroups of 16 lanes.
-const fn wide(spec: KernelSpec) -> KernelSpec {
+/// `spec` in workgroups of 16 lanes (this file's and the depthwise row kernels, whose shaders
+/// declare the same `LANES`).
+pub(crate) const fn wide(spec: KernelSpec) -> KernelSpec {
     KernelSpec {
         constants: WIDE,
         ..spec
