@@ -170,6 +170,13 @@ VEC4_NARROW_TILES = [(tm, tg, NARROW_LANES) for tm, tg, wg in VEC4_TILES if wg =
 # on a CPU without AVX-512, docs/lavapipe-loads.md); in workgroups of 64 and, for narrow
 # products, 16. All four forms (plain, _ta, _tb, _bias); f32 only.
 VEC2_TILES = [(16, 64), (16, NARROW_LANES)]
+# Tiles with a `pb_` form (plain and `_bias`) that reads B packed in column panels, the layout
+# shaders/matmul_pack_b.wgsl writes: panel j holds B's columns [j·P, (j+1)·P), P = 4·wg·tg, as K
+# rows of P values, so a workgroup's whole k loop streams one contiguous block. B's own rows are
+# N·4 bytes apart; where that is a multiple of the CPU cache's set stride every row of a column
+# block lands in the same few sets and the block thrashes (src/ops/matmul_pack_b.rs has the rule
+# and the figures). The tall tiles of one SIMD row, which the CPU tuner picks.
+PACKED_B_TILES = [(32, 1, 8), (32, 1, 16)]
 # (TM rows, KS vec4 k-steps staged) of the A-staged tiles: workgroup of 8 (one lavapipe SIMD row),
 # one vec4 column group per invocation, A's TM × 4·KS block copied to workgroup memory per stage.
 VEC4_STAGED_TILES = [(32, 32), (48, 16)]
@@ -260,6 +267,11 @@ VEC4_HEADER = f"""\
 //   c2_biased; A and a transposed B stay vec4 along k), n2 = N/2 column pairs. Half the per-lane
 //   B values per FMA of the 8x4 tile at the same accumulators (docs/kernel-tuning.md, "Two
 //   columns per lane in the matmul tiles").
+// matmul_vec4_pb_<TM>x<TN>_w<WG>[_bias]: the plain tile (and its `_bias` form) reading B from
+//   column panels (shaders/matmul_pack_b.wgsl): panel j = wg.z % col_blocks holds B's columns of
+//   this column block as K rows of WG·TN/4 vec4, contiguous, padded with zeros past N (so no
+//   column clamp; stores stay masked). Batch offsets b_offset4 use the packed matrices' strides
+//   (the launcher's). Only where src/ops/matmul_pack_b.rs decides to pack.
 // Launched by src/ops/matmul.rs (matmul_launch).
 
 {VEC4_PARAMS}
@@ -352,13 +364,15 @@ def tile_prologue(w, tm, tg, wg, cw=4):
     w(f"    let n{cw} = p.n / {cw}u;")
 
 
-def b_rows(w, tg, flavour, cw=4):
-    """One vec4 k-step's 4 rows of B for each of the tile's column groups of `cw` columns."""
+def b_rows(w, tg, flavour, cw=4, stride=None):
+    """One vec4 k-step's 4 rows of B for each of the tile's column groups of `cw` columns (rows
+    `stride` groups apart: B's row width n{cw}, or a packed panel's width)."""
     load = flavour[1]
     view = "b" if cw == 4 else f"b{cw}"
+    stride = stride or f"n{cw}"
     for j in range(tg):
         for r in range(4):
-            off = f"kb + {r}u * n{cw}" if r else "kb"
+            off = f"kb + {r}u * {stride}" if r else "kb"
             w(f"        let b{j}_{r} = {load.format(f'{view}[bc{j} + {off}]', w=cw)};")
 
 
@@ -416,28 +430,36 @@ def out_view(cw, out="c"):
     return out if cw == 4 else out.replace("c", f"c{cw}", 1)
 
 
-def vec4_entry(tm, tg, wg, flavour=F32, bias=False, cw=4):
+def vec4_entry(tm, tg, wg, flavour=F32, bias=False, cw=4, packed=False):
+    """The plain tile (`_bias`: with the bias row; `packed`: the `pb_` form reading B from
+    column panels of wg·tg vec4 groups, K rows each, instead of B's rows)."""
     L = []
     w = L.append
-    entry_header(w, flavour, "", tm, tg, wg, "_bias" if bias else "", cw)
+    entry_header(w, flavour, "pb_" if packed else "", tm, tg, wg, "_bias" if bias else "", cw)
     tile_prologue(w, tm, tg, wg, cw)
     w(f"    let ab = a_offset4(bat);")
     b_start(w, cw)
     a_row_starts(w, tm)
+    stride = f"{wg * tg}u" if packed else f"n{cw}"
     for j in range(tg):
-        w(f"    let bc{j} = bb + min(g0 + {j * wg}u, n{cw} - 1u);")
+        if packed:
+            # Panel wg.z % col_blocks starts K·(wg·tg) groups into the packed B; the panel's
+            # columns past N are zeros, so no clamp (their stores are masked).
+            w(f"    let bc{j} = bb + (wg.z % p.col_blocks) * p.k * {stride} + lid + {j * wg}u;")
+        else:
+            w(f"    let bc{j} = bb + min(g0 + {j * wg}u, n{cw} - 1u);")
     if bias:
         bias_accumulators(w, tm, tg, wg, cw)
     else:
         zero_accumulators(w, tm, tg, cw)
     w(f"    var kk = split * p.k_chunk4;")
-    w(f"    var kb = kk * 4u * n{cw};")
+    w(f"    var kb = kk * 4u * {stride};")
     w(f"    loop {{")
     w(f"        if (kk >= k_end) {{ break; }}")
-    b_rows(w, tg, flavour, cw)
+    b_rows(w, tg, flavour, cw, stride)
     a_rows_fma(w, tm, tg, flavour, cw)
     w(f"        kk += 1u;")
-    w(f"        kb += 4u * n{cw};")
+    w(f"        kb += 4u * {stride};")
     w(f"    }}")
     tile_stores(w, tm, tg, wg, out_view(cw, "c_biased" if bias else "c"), cw)
     w(f"}}")
@@ -603,6 +625,8 @@ def main():
     for form in (vec4_entry, vec4_ta_entry, vec4_tb_entry):
         out += "".join(form(tm, 1, wg, cw=2) + "\n" for tm, wg in VEC2_TILES)
     out += "".join(vec4_entry(tm, 1, wg, bias=True, cw=2) + "\n" for tm, wg in VEC2_TILES)
+    out += "".join(vec4_entry(tm, tg, wg, bias=bias, packed=True) + "\n"
+                   for tm, tg, wg in PACKED_B_TILES for bias in (False, True))
     (out_dir / "matmul_vec4.wgsl").write_bytes(out.encode())
     out = F16_VEC4_HEADER
     for form in (vec4_entry, vec4_ta_entry, vec4_tb_entry):

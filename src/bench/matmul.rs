@@ -5,7 +5,7 @@
 
 use super::{Bench, Case, Sample, Work};
 use crate::error::Result;
-use crate::ops::matmul::{matmul_launch, MatmulKernel};
+use crate::ops::matmul::{matmul_launch, packed_b_form, MatmulKernel};
 use crate::tensor::Tensor;
 
 /// `matmul/1024_<variant>`: the 1024³ product on one named kernel variant.
@@ -96,8 +96,24 @@ fn square(b: &Bench, n: usize, ta: bool, tb: bool, kernel: Option<MatmulKernel>)
         |(x, y)| matmul_launch(x, y, ta, tb, kernel).map(drop),
     )?;
     let mut s = Sample::new(ms, Work::Flops(2.0 * (n * n * n) as f64));
-    s.variant = Some(kernel.runs_as(b.gpu()).for_columns(n).name());
+    s.variant = Some(variant_name(b.gpu(), kernel, (ta, tb), (n, n, n))?);
     Ok(s)
+}
+
+/// The kernel that ran, `+pack_b` when B was packed in column panels first.
+fn variant_name(
+    gpu: &crate::Gpu,
+    kernel: MatmulKernel,
+    transposes: (bool, bool),
+    (m, k, n): (usize, usize, usize),
+) -> Result<String> {
+    let ran = kernel.runs_as(gpu).for_columns(n);
+    let packed = packed_b_form(gpu, ran, transposes, false, (m, k, n))?.is_some();
+    Ok(format!(
+        "{}{}",
+        ran.name(),
+        if packed { "+pack_b" } else { "" }
+    ))
 }
 
 /// Tokens [2, L, 64] times a shared weight [64, N]: a PVT MLP expansion at stage 1 (L = 4096,
@@ -110,7 +126,13 @@ fn tokens(b: &Bench, l: usize, n: usize) -> Result<Sample> {
         |(x, w)| matmul_launch(x, w, false, false, kernel).map(drop),
     )?;
     let mut s = Sample::new(ms, Work::Flops(2.0 * (2 * l * 64 * n) as f64));
-    s.variant = Some(kernel.runs_as(b.gpu()).for_columns(n).name());
+    // The batch of tokens is more rows of A (a shared weight).
+    s.variant = Some(variant_name(
+        b.gpu(),
+        kernel,
+        (false, false),
+        (2 * l, 64, n),
+    )?);
     Ok(s)
 }
 

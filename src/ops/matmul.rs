@@ -25,17 +25,20 @@
 
 use super::elementwise::binary_raw;
 use super::elementwise::BinaryOp;
+use super::matmul_pack_b::{pack_b, PackB};
 use super::matmul_tiled;
 use super::reduce::{split_count_toward, sum_leading_into, sum_to_shape};
 use super::shape::broadcast_shapes;
 use crate::autograd::record;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Grid};
+use crate::gpu::{Gpu, Grid, KernelSpec};
 
 pub use super::matmul_kernel::MatmulKernel;
 pub(crate) use super::matmul_kernel::{
-    KERNELS, KERNELS_BIAS, KERNELS_NARROW, KERNELS_TA, KERNELS_TB, TILE_WORKGROUP,
+    KERNELS, KERNELS_BIAS, KERNELS_NARROW, KERNELS_PACKED_B, KERNELS_PACKED_B_BIAS, KERNELS_TA,
+    KERNELS_TB, TILE_WORKGROUP,
 };
+pub(crate) use super::matmul_pack_b::KERNELS as KERNELS_PACK_B;
 use crate::tensor::{numel, Tensor};
 
 crate::gpu::shader_params! {
@@ -327,6 +330,16 @@ pub(crate) fn matmul_launch_biased(
             Grid::Xyz(x, y, to_u32(col_blocks * splits)?)
         }
     };
+    let packed_form = packed_b_form(gpu, kernel, (ta, tb), bias.is_some(), (p.m, p.k, p.n))?;
+    let packed_b = match packed_form {
+        Some((_, panel4)) => pack_b(b, b.numel() / (p.k * p.n), p.k, p.n, panel4)?,
+        None => None,
+    };
+    // B's batch strides in the buffer the product reads (a packed matrix is longer).
+    let b_sb = match &packed_b {
+        Some((_, per_matrix)) => p.b_sb.map(|s| s / (p.k * p.n) * per_matrix),
+        None => p.b_sb,
+    };
     let params = MatmulParams {
         m: to_u32(p.m)?,
         n: to_u32(p.n)?,
@@ -342,8 +355,8 @@ pub(crate) fn matmul_launch_biased(
         b_sn: to_u32(p.b_sn)?,
         a_sb_outer: to_u32(p.a_sb[0])?,
         a_sb_inner: to_u32(p.a_sb[1])?,
-        b_sb_outer: to_u32(p.b_sb[0])?,
-        b_sb_inner: to_u32(p.b_sb[1])?,
+        b_sb_outer: to_u32(b_sb[0])?,
+        b_sb_inner: to_u32(b_sb[1])?,
     };
     // Split-K: partial products [splits, batch·M·N], then their sum.
     let partial = if splits > 1 {
@@ -378,6 +391,15 @@ pub(crate) fn matmul_launch_biased(
         _ => None,
     };
     let target = [partial.as_ref().unwrap_or(&out).buffer()];
+    if let (Some((form, _)), Some((packed, _))) = (packed_form, &packed_b) {
+        let mut inputs = vec![a.buffer(), packed.buffer()];
+        inputs.extend(bias.map(Tensor::buffer));
+        gpu.dispatch(form, &params, &inputs, &target, grid)?;
+        if let Some(partial) = partial {
+            sum_leading_into(&partial, &out)?;
+        }
+        return Ok(out);
+    }
     match fused {
         Some((spec, bias)) => gpu.dispatch(
             spec,
@@ -394,6 +416,25 @@ pub(crate) fn matmul_launch_biased(
     match fused {
         Some(_) => Ok(out),
         None => add_bias(out, bias),
+    }
+}
+
+/// The `pb_` form (plain or `_bias`) and its panel width in vec4 groups when a launch of `kernel`
+/// on an M × K × N product packs B first: the tall tiles' forms read a row-major B packed in
+/// column panels (src/ops/matmul_pack_b.rs) where this context's policy says so.
+pub(crate) fn packed_b_form(
+    gpu: &Gpu,
+    kernel: MatmulKernel,
+    (ta, tb): (bool, bool),
+    bias: bool,
+    (m, k, n): (usize, usize, usize),
+) -> Result<Option<(&'static KernelSpec, usize)>> {
+    if ta || tb {
+        return Ok(None);
+    }
+    match kernel.spec_packed_b(bias) {
+        Some(form) if PackB::on(gpu)?.packs(m, k, n) => Ok(Some(form)),
+        _ => Ok(None),
     }
 }
 

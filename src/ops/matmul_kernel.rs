@@ -379,6 +379,18 @@ pub(crate) const KERNELS_BIAS: &[KernelSpec] = &[
     spec_vec4_bias("matmul_vec4_16x2_w16_bias"),
 ];
 
+/// The tiles with a `pb_` form (B packed in column panels: `PACKED_B_TILES` of
+/// scripts/gen_matmul_wgsl.py), and those forms, plain and `_bias`, in the same order.
+const PACKED_B_TILES: [MatmulKernel; 2] = [VEC4_32X4_W8, VEC4_32X4_W16];
+pub(crate) const KERNELS_PACKED_B: &[KernelSpec] = &[
+    spec_vec4("matmul_vec4_pb_32x4_w8"),
+    spec_vec4("matmul_vec4_pb_32x4_w16"),
+];
+pub(crate) const KERNELS_PACKED_B_BIAS: &[KernelSpec] = &[
+    spec_vec4_bias("matmul_vec4_pb_32x4_w8_bias"),
+    spec_vec4_bias("matmul_vec4_pb_32x4_w16_bias"),
+];
+
 impl MatmulKernel {
     /// The kernel that runs this tile for a product with `n` columns: a vec4 tile of 64 lanes
     /// whose workgroup would leave at least half of them idle (`n` ≤ 32 lanes' columns) runs as
@@ -410,6 +422,22 @@ impl MatmulKernel {
     /// The plain form with the bias row added, if this vec4 tile has one.
     pub(super) fn spec_bias(self) -> Option<&'static KernelSpec> {
         self.form_of(KERNELS_BIAS)
+    }
+
+    /// The `pb_` form of this vec4 tile (B read from column panels, src/ops/matmul_pack_b.rs),
+    /// plain or with the bias row, and its panel width in vec4 column groups; the tall tiles of
+    /// one SIMD row have one.
+    pub(super) fn spec_packed_b(self, bias: bool) -> Option<(&'static KernelSpec, usize)> {
+        let i = PACKED_B_TILES.iter().position(|k| *k == self)?;
+        let MatmulKernel::Vec4 { cols, lanes, .. } = self else {
+            return None;
+        };
+        let forms = if bias {
+            KERNELS_PACKED_B_BIAS
+        } else {
+            KERNELS_PACKED_B
+        };
+        Some((&forms[i], (lanes * cols / 4) as usize))
     }
 
     /// The entry of `forms` (listed in the order of [`FORM_TILES`]) for this tile.
@@ -459,6 +487,16 @@ mod tests {
                 );
             }
         }
+        for (i, tile) in PACKED_B_TILES.iter().enumerate() {
+            let twin = format!("matmul_{}", tile.name().replacen("vec4_", "vec4_pb_", 1));
+            let (plain, panel4) = tile.spec_packed_b(false).unwrap();
+            let (biased, _) = tile.spec_packed_b(true).unwrap();
+            assert_eq!(plain.entry, twin);
+            assert_eq!(biased.entry, format!("{twin}_bias"));
+            assert_eq!((plain.inputs, biased.inputs), (2, 3));
+            assert_eq!(panel4, [8, 16][i]);
+        }
+        assert!(VEC4_16X8_W8.spec_packed_b(false).is_none());
         assert_eq!(FORM_TILES.len(), KERNELS_BIAS.len());
         for tile in FORM_TILES {
             let spec = tile.spec_bias().unwrap();

@@ -26,6 +26,7 @@ pub mod matmul_f16;
 pub mod matmul_f16_coop;
 pub(crate) mod matmul_f16_vec4;
 mod matmul_kernel;
+mod matmul_pack_b;
 pub mod matmul_tiled;
 mod matmul_tune;
 pub mod norm;
