@@ -4,7 +4,7 @@
 mod common;
 
 use cads::nn::Layout;
-use cads::ops::conv_transpose3d::{conv_transpose3d_with, ConvTransposePath};
+use cads::ops::conv_transpose3d::{conv_transpose3d_with, resolve_path, ConvTransposePath};
 use cads::ops::{conv_transpose3d, ConvTranspose3dConfig};
 use cads::reference::{conv_transpose3d as refct, gradcheck, Array};
 use cads::util::{Rng, F32_ACCUM, F32_GRAD, FD_F64};
@@ -61,29 +61,183 @@ fn check_case(
 
 #[test]
 fn up2_fast_path_matches_reference() {
-    // Voxel counts odd (tile tails), several split-K chunks (M > 256), batch > 1.
+    // Voxel counts odd (tile tails), several split-K chunks (M > 256), batch > 1; the k2s2
+    // kernels and the patch path, whichever Auto takes on this adapter.
+    for path in [ConvTransposePath::K2s2, ConvTransposePath::Patches] {
+        check_case(
+            &[2, 3, 5, 7, 8],
+            16,
+            &ConvTranspose3dConfig::up2(),
+            path,
+            31,
+        );
+        check_case(&[1, 7, 9, 5, 4], 8, &ConvTranspose3dConfig::up2(), path, 32);
+    }
+    // Channels that are not multiples of 4/8 leave the k2s2 kernels: Auto takes the patch path,
+    // K2s2 the general kernels.
+    for path in [ConvTransposePath::Auto, ConvTransposePath::K2s2] {
+        check_case(&[2, 3, 2, 5, 3], 5, &ConvTranspose3dConfig::up2(), path, 33);
+    }
+}
+
+/// A config whose kernel is its stride (no padding, output padding or dilation).
+fn tiling(k: [usize; 3]) -> ConvTranspose3dConfig {
+    ConvTranspose3dConfig {
+        kernel: k,
+        stride: k,
+        ..ConvTranspose3dConfig::up2()
+    }
+}
+
+#[test]
+fn patch_path_matches_reference_on_non_overlapping_kernels() {
+    // PVT-UNet's [1, 2, 2] level, anisotropic and cubic kernels, the 1 × 1 × 1 case; odd and
+    // vec4-friendly channel counts (the matmul's 4 × 4 tile and its vec4 tiles); batches.
+    let cases: [(&[usize], usize, [usize; 3]); 6] = [
+        (&[2, 3, 4, 5, 8], 16, [1, 2, 2]),
+        (&[1, 2, 3, 2, 3], 5, [1, 2, 2]),
+        (&[2, 2, 3, 3, 4], 6, [2, 1, 3]),
+        (&[1, 2, 2, 3, 5], 4, [3, 3, 3]),
+        (&[3, 2, 2, 2, 6], 7, [1, 1, 1]),
+        (&[1, 2, 2, 2, 4], 8, [4, 4, 4]),
+    ];
+    for (i, (x_shape, co, k)) in cases.into_iter().enumerate() {
+        for path in [ConvTransposePath::Auto, ConvTransposePath::Patches] {
+            check_case(x_shape, co, &tiling(k), path, 60 + i as u64);
+        }
+    }
+    // Patches on a config whose kernels overlap runs the general kernels.
+    let overlapping = ConvTranspose3dConfig {
+        kernel: [3, 2, 2],
+        stride: [2, 2, 2],
+        ..ConvTranspose3dConfig::up2()
+    };
     check_case(
-        &[2, 3, 5, 7, 8],
-        16,
-        &ConvTranspose3dConfig::up2(),
-        ConvTransposePath::Auto,
-        31,
+        &[1, 3, 2, 2, 3],
+        4,
+        &overlapping,
+        ConvTransposePath::Patches,
+        70,
     );
-    check_case(
-        &[1, 7, 9, 5, 4],
-        8,
-        &ConvTranspose3dConfig::up2(),
-        ConvTransposePath::Auto,
-        32,
+}
+
+/// The kernels `path` runs for a forward and backward of `cfg` on a context of its own with
+/// these tuning overrides.
+fn kernels_run(
+    cfg: &ConvTranspose3dConfig,
+    path: ConvTransposePath,
+    overrides: &[(&str, &str)],
+) -> Vec<String> {
+    let gpu = fresh_gpu();
+    // A fixed matmul tile, so no matmul tuning shows in the profile.
+    let mut overrides = overrides.to_vec();
+    overrides.push(("matmul", "vec4_8x4"));
+    gpu.set_tune_settings(memo_tuning(&overrides));
+    let mut rng = Rng::new(71);
+    let (_, tx) = random_param(&gpu, &mut rng, &[1, 2, 3, 3, 8], -1.0, 1.0);
+    let k = cfg.kernel;
+    let (_, tw) = random_param(&gpu, &mut rng, &[k[0], k[1], k[2], 8, 8], -1.0, 1.0);
+    gpu.set_profiling(true);
+    let y = conv_transpose3d_with(&tx, &tw, None, cfg, path).unwrap();
+    let grads = cads::ops::sum_all(&y).unwrap().backward().unwrap();
+    assert!(grads.get(&tx).is_some() && grads.get(&tw).is_some());
+    gpu.synchronize().unwrap();
+    gpu.set_profiling(false);
+    gpu.take_profile().into_iter().map(|t| t.kernel).collect()
+}
+
+fn general(ks: &[String]) -> bool {
+    ks.iter().any(|k| k.starts_with("conv_transpose3d::"))
+}
+fn k2s2(ks: &[String]) -> bool {
+    ks.iter().any(|k| k.starts_with("conv_transpose3d_k2s2::"))
+}
+fn matmul(ks: &[String]) -> bool {
+    ks.iter().any(|k| k.starts_with("matmul"))
+}
+
+#[test]
+fn auto_takes_each_path_where_it_applies() {
+    use ConvTransposePath::{Auto, General, K2s2, Patches};
+    let up2 = ConvTranspose3dConfig::up2();
+    // k2s2: the adapter's choice, here forced either way.
+    let forced = [("conv_transpose3d", "k2s2")];
+    let ran = kernels_run(&up2, Auto, &forced);
+    assert!(k2s2(&ran) && !general(&ran) && !matmul(&ran), "{ran:?}");
+    let forced = [("conv_transpose3d", "patches")];
+    let ran = kernels_run(&up2, Auto, &forced);
+    assert!(matmul(&ran) && !general(&ran) && !k2s2(&ran), "{ran:?}");
+    // Other non-overlapping kernels: the patch path, whatever the k2s2 choice.
+    let ran = kernels_run(&tiling([1, 2, 2]), Auto, &[("conv_transpose3d", "k2s2")]);
+    assert!(matmul(&ran) && !general(&ran) && !k2s2(&ran), "{ran:?}");
+    // Explicit paths; K2s2 on a config it does not cover runs the general kernels.
+    let ran = kernels_run(&tiling([1, 2, 2]), General, &[]);
+    assert!(general(&ran) && !matmul(&ran), "{ran:?}");
+    let ran = kernels_run(&tiling([1, 2, 2]), K2s2, &[]);
+    assert!(general(&ran) && !k2s2(&ran), "{ran:?}");
+    let ran = kernels_run(&up2, Patches, &[]);
+    assert!(matmul(&ran) && !k2s2(&ran), "{ran:?}");
+}
+
+#[test]
+fn the_k2s2_choice_is_measured_once_per_context_and_named_by_overrides() {
+    let gpu = fresh_gpu();
+    gpu.set_tune_settings(memo_tuning(&[]));
+    let up2 = ConvTranspose3dConfig::up2();
+    let chosen = resolve_path(&gpu, &up2, 8, 8, ConvTransposePath::Auto).unwrap();
+    assert!(
+        matches!(chosen, ConvTransposePath::K2s2 | ConvTransposePath::Patches),
+        "{chosen:?}"
     );
-    // Channels that are not multiples of 4/8 fall back to the general path through Auto.
-    check_case(
-        &[2, 3, 2, 5, 3],
-        5,
-        &ConvTranspose3dConfig::up2(),
-        ConvTransposePath::Auto,
-        33,
-    );
+    let memo = gpu.remembered_choice("conv_transpose3d").unwrap();
+    assert_eq!(memo.source, cads::gpu::ChoiceSource::Measured);
+    assert_eq!(format!("{chosen:?}").to_ascii_lowercase(), memo.variant);
+    // Channels the k2s2 kernels do not cover never consult it.
+    let odd = resolve_path(&gpu, &up2, 3, 5, ConvTransposePath::Auto).unwrap();
+    assert_eq!(odd, ConvTransposePath::Patches);
+    gpu.set_tune_settings(memo_tuning(&[("conv_transpose3d", "sometimes")]));
+    let err = resolve_path(&gpu, &up2, 8, 8, ConvTransposePath::Auto).unwrap_err();
+    assert!(err.to_string().contains("k2s2"), "{err}");
+}
+
+#[test]
+fn patch_path_under_autocast_stays_within_f16_rounding() {
+    let gpu = gpu();
+    let mut rng = Rng::new(73);
+    let cfg = tiling([1, 2, 2]);
+    let (x, tx) = random_pair(&gpu, &mut rng, &[2, 2, 3, 3, 8], -1.0, 1.0);
+    let (w, tw) = random_pair(&gpu, &mut rng, &[1, 2, 2, 8, 12], -1.0, 1.0);
+    gpu.set_profiling(true);
+    let y = gpu
+        .autocast(cads::gpu::Precision::Mixed, || {
+            conv_transpose3d(&tx, &tw, None, &cfg)
+        })
+        .unwrap();
+    let got = y.to_vec().unwrap();
+    gpu.set_profiling(false);
+    let ran: Vec<String> = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
+    let want = refct::conv_transpose3d(&x, &w, &cfg);
+    if !gpu.features().f16 {
+        // Without SHADER_F16 autocast runs the f32 product.
+        assert!(!ran.iter().any(|k| k.starts_with("matmul_f16")), "{ran:?}");
+        assert_close(
+            "patch path, autocast without f16",
+            &got,
+            &want.data,
+            F32_ACCUM,
+        );
+        return;
+    }
+    assert!(ran.iter().any(|k| k.starts_with("matmul_f16")), "{ran:?}");
+    // Each product of two f16-rounded operands in [-1, 1) is off by at most 2u|x||w| (u =
+    // 2^-11), summed over 8 input channels: |error| ≤ 16u.
+    let worst = got
+        .iter()
+        .zip(&want.data)
+        .map(|(g, w)| (*g as f64 - w).abs())
+        .fold(0.0, f64::max);
+    assert!(worst <= 16.0 / 2048.0, "worst {worst}");
+    assert!(worst > 0.0, "f16 operands should round somewhere");
 }
 
 #[test]
@@ -117,7 +271,7 @@ fn adjoint_identity_and_fast_equals_general() {
         &[2, 2, 2, 8, 16],
     )
     .unwrap();
-    let fast = conv_transpose3d(&x, &w, None, &cfg).unwrap();
+    let fast = conv_transpose3d_with(&x, &w, None, &cfg, ConvTransposePath::K2s2).unwrap();
     let general =
         conv_transpose3d_with(&x.detach(), &w, None, &cfg, ConvTransposePath::General).unwrap();
     let general_v: Vec<f64> = general

@@ -187,6 +187,15 @@ impl ConvTranspose3dConfig {
     pub(crate) fn is_up2(&self) -> bool {
         *self == Self::up2()
     }
+
+    /// Kernel = stride with no padding, output padding or dilation: the kernel's footprints
+    /// tile the output, one block per input voxel, without overlap.
+    pub(crate) fn tiles_without_overlap(&self) -> bool {
+        self.kernel == self.stride
+            && self.padding == [0; 3]
+            && self.output_padding == [0; 3]
+            && self.dilation == [1; 3]
+    }
 }
 
 /// The largest extent, kernel, stride, padding or dilation a conv or pool kernel takes: the

@@ -1,8 +1,11 @@
-//! Transposed 3D convolution (groups = 1), channels-last, with a fast path for kernel 2 /
-//! stride 2 / padding 0 — the U-Net up-sampling — that treats each of the 8 output parity
-//! classes as a plain GEMM (no zero-stuffing, no gather over a dilated input).
-//! Kernels: shaders/conv_transpose3d.wgsl (general, also the oracle of the fast path) and
-//! shaders/conv_transpose3d_k2s2.wgsl. Reference: src/reference/conv_transpose3d.rs.
+//! Transposed 3D convolution (groups = 1), channels-last, with two fast paths for kernels that
+//! tile the output without overlap: for kernel 2 / stride 2 / padding 0 — the U-Net
+//! up-sampling — kernels that treat each of the 8 output parity classes as a plain GEMM (no
+//! zero-stuffing, no gather over a dilated input), and for any kernel = stride one matmul and a
+//! shuffle (src/ops/conv_transpose3d_patches.rs); for k2s2 the faster of the two on the adapter
+//! runs (src/ops/conv_transpose3d_tune.rs). Kernels: shaders/conv_transpose3d.wgsl (general,
+//! also the oracle of the fast paths) and shaders/conv_transpose3d_k2s2.wgsl. Reference:
+//! src/reference/conv_transpose3d.rs.
 //!
 //! Weight layout: `[kD, kH, kW, Ci, Co]` (Co fastest, so the fast kernel loads vec4 over output
 //! channels). PyTorch's `ConvTranspose3d.weight` is `[Ci, Co, kD, kH, kW]`: convert with
@@ -99,11 +102,22 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
 /// Voxels per split-K chunk of the fast weight gradient.
 const WEIGHT_CHUNK: usize = 256;
 
-/// Which implementation to run; `Auto` takes the k2s2 fast path whenever it applies.
+/// Which implementation to run. `Auto` takes, for kernel 2 / stride 2 with Ci % 4 == 0 and
+/// Co % 8 == 0, the one measured faster on this adapter of the k2s2 kernels and the patch path
+/// (src/ops/conv_transpose3d_tune.rs; `CADS_KERNEL_CONV_TRANSPOSE3D=k2s2|patches`); for any other
+/// kernel that tiles the output without overlap the patch path; else the general kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvTransposePath {
     Auto,
     General,
+    /// The k2s2 kernels (shaders/conv_transpose3d_k2s2.wgsl): each output parity class a GEMM.
+    /// Configs they do not cover take the general kernels.
+    K2s2,
+    /// Kernel = stride, no padding, output padding or dilation (every input voxel writes its
+    /// own kD × kH × kW block of the output): one matmul and a shuffle of its columns into the
+    /// blocks, recorded as such (src/ops/conv_transpose3d_patches.rs). Other configs take
+    /// the general kernels.
+    Patches,
 }
 
 struct Geometry {
@@ -195,7 +209,16 @@ pub fn conv_transpose3d_with(
         ));
     }
     let out = cfg.output_dims(op, [d, h, wd])?;
-    let fast = path == ConvTransposePath::Auto && cfg.is_up2() && ci % 4 == 0 && co % 8 == 0;
+    if let Some(b) = bias {
+        if b.shape() != [co] {
+            return Err(Error::shape(op, format!("bias [{co}]"), b.shape()));
+        }
+    }
+    let path = resolve_path(x.gpu(), cfg, ci, co, path)?;
+    let fast = path == ConvTransposePath::K2s2;
+    if path == ConvTransposePath::Patches {
+        return super::conv_transpose3d_patches::forward(x, w, bias, cfg, [n, d, h, wd, ci], co);
+    }
     let geo = Geometry {
         n,
         dhw: [d, h, wd],
@@ -244,13 +267,30 @@ pub fn conv_transpose3d_with(
     });
     match bias {
         None => Ok(y),
-        Some(b) => {
-            if b.shape() != [co] {
-                return Err(Error::shape(op, format!("bias [{co}]"), b.shape()));
-            }
-            super::add(&y, b)
-        }
+        Some(b) => super::add(&y, b),
     }
+}
+
+/// The implementation `path` runs for `cfg` with `ci` → `co` channels on `gpu`: `K2s2`,
+/// `Patches` or `General`, each only where it applies (see [`ConvTransposePath`]).
+pub fn resolve_path(
+    gpu: &crate::Gpu,
+    cfg: &ConvTranspose3dConfig,
+    ci: usize,
+    co: usize,
+    path: ConvTransposePath,
+) -> Result<ConvTransposePath> {
+    let up2 = cfg.is_up2() && ci.is_multiple_of(4) && co.is_multiple_of(8);
+    let path = match path {
+        ConvTransposePath::Auto if up2 => super::conv_transpose3d_tune::up2_path(gpu)?,
+        ConvTransposePath::Auto => ConvTransposePath::Patches,
+        path => path,
+    };
+    Ok(match path {
+        ConvTransposePath::K2s2 if up2 => path,
+        ConvTransposePath::Patches if cfg.tiles_without_overlap() => path,
+        _ => ConvTransposePath::General,
+    })
 }
 
 fn backward_input(geo: &Geometry, g: &Tensor, w: &Tensor) -> Result<Tensor> {

@@ -17,6 +17,8 @@ pub(crate) mod conv3d_rows;
 mod conv3d_subpixel;
 mod conv3d_tune;
 pub mod conv_transpose3d;
+mod conv_transpose3d_patches;
+mod conv_transpose3d_tune;
 pub mod drr;
 pub mod elementwise;
 pub mod ema;
