@@ -17,6 +17,9 @@
 // 2 skip (read, one word); 3 param (read_write); 4 m (read_write); 5 v (read_write).
 // Dispatch: 1-D over elements,
 // 256 per workgroup, folded into (x, y): i = (wg.x + wg.y * nwg.x) * 256 + local index.
+// adamw_4: the same update on four elements per invocation (n % 4 == 0; i indexes vec4 views of
+// the same bindings, i < n / 4): a quarter of the invocations and of the per-lane loads, which
+// is what costs on a CPU adapter; each component's arithmetic is the scalar entry's.
 // Launched by src/optim/adamw.rs (AdamW::step).
 
 struct AdamWParams {
@@ -50,4 +53,29 @@ fn adamw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
     v[i] = v_new;
     let denom = sqrt(v_new) / p.bc2_sqrt + p.eps;
     param[i] = param[i] * p.decay - p.step_size * m_new / denom;
+}
+
+@group(0) @binding(1) var<storage, read> grad4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> param4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> m4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> v4: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn adamw_4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.x + wg.y * nwg.x) * 256u + lid;
+    if (i >= p.n / 4u || skip[0] != 0.0) { return; }
+    let g = grad4[i];
+    var m_old = vec4<f32>(0.0);
+    var v_old = vec4<f32>(0.0);
+    if (p.first == 0u) {
+        m_old = m4[i];
+        v_old = v4[i];
+    }
+    let m_new = p.beta1 * m_old + p.one_minus_beta1 * g;
+    let v_new = p.beta2 * v_old + p.one_minus_beta2 * g * g;
+    m4[i] = m_new;
+    v4[i] = v_new;
+    let denom = sqrt(v_new) / p.bc2_sqrt + p.eps;
+    param4[i] = param4[i] * p.decay - p.step_size * m_new / denom;
 }

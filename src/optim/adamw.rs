@@ -46,6 +46,11 @@ pub(super) const ADAMW: KernelSpec = KernelSpec {
     params: AdamWParams::LAYOUT,
     constants: &[],
 };
+/// Four elements per invocation, for parameters of n % 4 == 0 values.
+pub(super) const ADAMW_4: KernelSpec = KernelSpec {
+    entry: "adamw_4",
+    ..ADAMW
+};
 
 /// Hyper-parameters shared by all groups (groups may override `lr` and `weight_decay`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -220,12 +225,16 @@ impl AdamW {
                     eps: self.config.eps as f32,
                     _pad: [0; 2],
                 };
+                let (spec, invocations) = match n.is_multiple_of(4) {
+                    true => (&ADAMW_4, n / 4),
+                    false => (&ADAMW, n),
+                };
                 gpu.dispatch(
-                    &ADAMW,
+                    spec,
                     &params,
                     &[grad.buffer(), skip.buffer()],
                     &[param.buffer(), exp_avg.buffer(), exp_avg_sq.buffer()],
-                    Grid::cover(n as u64, 256),
+                    Grid::cover(invocations as u64, 256),
                 )?;
                 let new = AdamWState {
                     exp_avg,

@@ -72,7 +72,10 @@ use crate::tensor::Tensor;
 pub(crate) const KERNELS: &[KernelSpec] = &[
     sgd::SGD_PLAIN,
     sgd::SGD_MOMENTUM,
+    sgd::SGD_PLAIN_4,
+    sgd::SGD_MOMENTUM_4,
     adamw::ADAMW,
+    adamw::ADAMW_4,
     clip::SUM_SQUARES,
     clip::CLIP_SCALE,
     loss_scale::UNSCALE_CHECK,

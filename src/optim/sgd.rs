@@ -53,6 +53,16 @@ pub(super) const SGD_MOMENTUM: KernelSpec = KernelSpec {
     constants: &[],
 };
 
+/// The updates on four elements per invocation, for parameters of n % 4 == 0 values.
+pub(super) const SGD_PLAIN_4: KernelSpec = KernelSpec {
+    entry: "sgd_plain_4",
+    ..SGD_PLAIN
+};
+pub(super) const SGD_MOMENTUM_4: KernelSpec = KernelSpec {
+    entry: "sgd_momentum_4",
+    ..SGD_MOMENTUM
+};
+
 /// Hyper-parameters shared by all groups (groups may override `lr` and `weight_decay`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdConfig {
@@ -217,11 +227,13 @@ impl Sgd {
                     one_minus_dampening: (1.0 - c.dampening) as f32,
                     weight_decay: group.weight_decay as f32,
                 };
-                let grid = Grid::cover(n as u64, 256);
+                // Four elements per invocation where they divide the parameter.
+                let wide = n.is_multiple_of(4);
+                let grid = Grid::cover(if wide { n / 4 } else { n } as u64, 256);
                 let gpu = param.gpu();
                 if c.momentum == 0.0 {
                     gpu.dispatch(
-                        &SGD_PLAIN,
+                        if wide { &SGD_PLAIN_4 } else { &SGD_PLAIN },
                         &params,
                         &[grad.buffer(), skip.buffer()],
                         &[param.buffer()],
@@ -240,7 +252,7 @@ impl Sgd {
                     }
                 };
                 gpu.dispatch(
-                    &SGD_MOMENTUM,
+                    if wide { &SGD_MOMENTUM_4 } else { &SGD_MOMENTUM },
                     &params,
                     &[grad.buffer(), skip.buffer()],
                     &[param.buffer(), b.buffer()],
