@@ -14,6 +14,8 @@
 // Dispatch: sum_squares one workgroup of 256 per chunk (folded 1-D grid, the workgroup's
 // invocations stride over the chunk and combine with a shared-memory tree); clip_scale 1-D over
 // elements, 256 per workgroup, folded: i = (wg.x + wg.y * nwg.x) * 256 + local index.
+// clip_scale_4: the same on four elements per invocation (n % 4 == 0; vec4 views of x and out,
+// i < n / 4), each component's arithmetic clip_scale's.
 // Launched by src/optim/clip.rs (tensor_norms, clip_grad_norm_per_tensor, clip_grad_norm).
 
 struct SumSquaresParams {
@@ -90,4 +92,16 @@ fn clip_scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     if (i >= cp.n) { return; }
     let coef = min(1.0, cp.max_norm / (cl_norms[cp.norm_index] + cp.eps));
     cl_out[i] = cl_x[i] * coef;
+}
+
+@group(0) @binding(1) var<storage, read> cl_x4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> cl_out4: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn clip_scale_4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.x + wg.y * nwg.x) * 256u + lid;
+    if (i >= cp.n / 4u) { return; }
+    let coef = min(1.0, cp.max_norm / (cl_norms[cp.norm_index] + cp.eps));
+    cl_out4[i] = cl_x4[i] * coef;
 }

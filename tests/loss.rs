@@ -218,6 +218,9 @@ fn l2_normalize_matches_reference_forward_and_backward() {
         (&[256, 13], 0),
         (&[1], 0),
         (&[2, 3, 4, 5], 2),
+        // Inner extents 4 divides: four lines per invocation, a zero and a tiny line among them.
+        (&[32, 8], 0),
+        (&[3, 5, 12], 1),
     ];
     for &(shape, axis) in cases {
         let n: usize = shape.iter().product();
@@ -227,11 +230,20 @@ fn l2_normalize_matches_reference_forward_and_backward() {
             data[256..512].iter_mut().for_each(|v| *v = 0.0);
             data[512..768].iter_mut().for_each(|v| *v *= 1e-9);
         }
+        if shape == [32, 8] {
+            // Lines (columns) 1 and 2 zero and tiny, beside ordinary ones in the same vec4.
+            data.iter_mut().skip(1).step_by(8).for_each(|v| *v = 0.0);
+            data.iter_mut().skip(2).step_by(8).for_each(|v| *v *= 1e-9);
+        }
         let x = Array::from_f32(&data, shape);
         let tx = Tensor::from_slice(&gpu, &data, shape)
             .unwrap()
             .requires_grad_(true);
-        let eps = if shape == [4, 256] { 1e-6 } else { 1e-12 };
+        let eps = if shape == [4, 256] || shape == [32, 8] {
+            1e-6
+        } else {
+            1e-12
+        };
         let y = ops::l2_normalize(&tx, axis, eps).unwrap();
         let a = if axis < 0 {
             (shape.len() as isize + axis) as usize

@@ -60,6 +60,16 @@ const CE_ROWS_THREAD: KernelSpec =
 const CE_BACKWARD: KernelSpec = spec("loss", LOSS, "cross_entropy_backward", 4, 1, LOSS_LAYOUT);
 const L2_FORWARD: KernelSpec = spec("l2_normalize", L2, "l2_normalize_forward", 1, 2, L2_LAYOUT);
 const L2_BACKWARD: KernelSpec = spec("l2_normalize", L2, "l2_normalize_backward", 3, 1, L2_LAYOUT);
+/// Four adjacent lines per invocation (the inner extent a multiple of 4).
+const L2_FORWARD4: KernelSpec = spec("l2_normalize", L2, "l2_normalize_forward4", 1, 2, L2_LAYOUT);
+const L2_BACKWARD4: KernelSpec = spec(
+    "l2_normalize",
+    L2,
+    "l2_normalize_backward4",
+    3,
+    1,
+    L2_LAYOUT,
+);
 
 pub(crate) const KERNELS: &[KernelSpec] = &[
     CE_ROWS_WG,
@@ -67,6 +77,8 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     CE_BACKWARD,
     L2_FORWARD,
     L2_BACKWARD,
+    L2_FORWARD4,
+    L2_BACKWARD4,
 ];
 
 /// Per-row launch (unrecorded): returns the row losses `[rows]` and rowstats `[rows, 2]` =
@@ -307,12 +319,18 @@ pub fn l2_normalize(x: &Tensor, axis: isize, eps: f32) -> Result<Tensor> {
     if x.numel() == 0 {
         return Ok(y);
     }
+    // Four lines per invocation where they are adjacent in fours.
+    let (forward, backward, lines) = if inner.is_multiple_of(4) {
+        (&L2_FORWARD4, &L2_BACKWARD4, outer * inner / 4)
+    } else {
+        (&L2_FORWARD, &L2_BACKWARD, outer * inner)
+    };
     gpu.dispatch(
-        &L2_FORWARD,
+        forward,
         &params,
         &[x.buffer()],
         &[y.buffer(), norms.buffer()],
-        Grid::cover((outer * inner) as u64, 64),
+        Grid::cover(lines as u64, 64),
     )?;
     let xc = x.detach();
     Ok(record(y, op, &[x], move |g| {
@@ -321,11 +339,11 @@ pub fn l2_normalize(x: &Tensor, axis: isize, eps: f32) -> Result<Tensor> {
         }
         let gx = Tensor::uninit(g.gpu(), "l2_normalize_backward", xc.shape())?;
         g.gpu().dispatch(
-            &L2_BACKWARD,
+            backward,
             &params,
             &[xc.buffer(), norms.buffer(), g.buffer()],
             &[gx.buffer()],
-            Grid::cover((outer * inner) as u64, 64),
+            Grid::cover(lines as u64, 64),
         )?;
         Ok(vec![Some(gx)])
     }))

@@ -72,6 +72,11 @@ pub(super) const CLIP_SCALE: KernelSpec = KernelSpec {
     params: ClipParams::LAYOUT,
     constants: &[],
 };
+/// Four elements per invocation, for tensors of n % 4 == 0 values.
+pub(super) const CLIP_SCALE_4: KernelSpec = KernelSpec {
+    entry: "clip_scale_4",
+    ..CLIP_SCALE
+};
 
 /// Launch `sum_squares` over the first `n` elements of `x`, `chunk` elements per workgroup,
 /// writing `ceil(n / chunk)` results into `out` from `out_offset`.
@@ -163,12 +168,16 @@ fn clip_scaled(x: &Tensor, norms: &Tensor, index: usize, max_norm: f64) -> Resul
             max_norm: max_norm as f32,
             eps: CLIP_EPS,
         };
+        let (spec, invocations) = match n.is_multiple_of(4) {
+            true => (&CLIP_SCALE_4, n / 4),
+            false => (&CLIP_SCALE, n),
+        };
         x.gpu().dispatch(
-            &CLIP_SCALE,
+            spec,
             &params,
             &[x.buffer(), norms.buffer()],
             &[out.buffer()],
-            Grid::cover(n as u64, 256),
+            Grid::cover(invocations as u64, 256),
         )?;
     }
     Ok(out)

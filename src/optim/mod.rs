@@ -78,6 +78,7 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     adamw::ADAMW_4,
     clip::SUM_SQUARES,
     clip::CLIP_SCALE,
+    clip::CLIP_SCALE_4,
     loss_scale::UNSCALE_CHECK,
 ];
 
