@@ -14,6 +14,8 @@
 // Dispatch: sum_squares one workgroup of 256 per chunk (folded 1-D grid, the workgroup's
 // invocations stride over the chunk and combine with a shared-memory tree); clip_scale 1-D over
 // elements, 256 per workgroup, folded: i = (wg.x + wg.y * nwg.x) * 256 + local index.
+// sum_squares4: pass 1 on vec4 loads where n % 4 == 0, in chunks of 16384 elements (a quarter of
+// the workgroups, so a quarter of the trees).
 // clip_scale_4: the same on four elements per invocation (n % 4 == 0; vec4 views of x and out,
 // i < n / 4), each component's arithmetic clip_scale's.
 // Launched by src/optim/clip.rs (tensor_norms, clip_grad_norm_per_tensor, clip_grad_norm).
@@ -62,7 +64,13 @@ fn sum_squares(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         let a = ss_x[k];
         if (sp.square_input != 0u) { acc0 += a * a; } else { acc0 += a; }
     }
-    partial[lid] = acc0 + acc1;
+    finish_sum(lid, w, acc0 + acc1);
+}
+
+// The workgroup's 256 lane sums combined in a shared-memory tree; lane 0 writes the result
+// (square-rooted when asked) as output w. Called by every lane of the workgroup.
+fn finish_sum(lid: u32, w: u32, lane_sum: f32) {
+    partial[lid] = lane_sum;
     workgroupBarrier();
     var width = 128u;
     loop {
@@ -78,6 +86,36 @@ fn sum_squares(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         if (sp.sqrt_output != 0u) { s = sqrt(s); }
         ss_out[sp.out_offset + w] = s;
     }
+}
+
+@group(0) @binding(1) var<storage, read> ss_x4: array<vec4<f32>>;
+
+// sum_squares on vec4 loads (n and chunk multiples of 4; squares always): each lane's vec4
+// partial sums are added component-wise, then across components, then in the tree.
+@compute @workgroup_size(256)
+fn sum_squares4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let w = wg.x + wg.y * nwg.x;
+    if (w >= sp.groups) { return; }
+    let start = w * (sp.chunk / 4u);
+    let end = start + min(sp.chunk / 4u, sp.n / 4u - start);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var k = start + lid;
+    loop {
+        if (k + 256u >= end) { break; }
+        let a = ss_x4[k];
+        let b = ss_x4[k + 256u];
+        acc0 += a * a;
+        acc1 += b * b;
+        k += 512u;
+    }
+    if (k < end) {
+        let a = ss_x4[k];
+        acc0 += a * a;
+    }
+    let s = acc0 + acc1;
+    finish_sum(lid, w, (s.x + s.y) + (s.z + s.w));
 }
 
 @group(0) @binding(0) var<uniform> cp: ClipParams;

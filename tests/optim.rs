@@ -312,10 +312,21 @@ fn large_parameters_and_launches_past_65535_workgroups() {
 }
 
 /// Gradients with norms on both sides of `max_norm` (scale 1e-3 → small, 3 → large), of sizes
-/// around the 4096-element chunk of the norm reduction.
+/// around the 4096-element chunk of the scalar norm reduction and the 16384-element chunk of the
+/// vec4 one (sizes 4 divides: a lane tail in the chunk, two chunks the second partial).
 fn clip_case(gpu: &Gpu, seed: u64) -> (Vec<Tensor>, Gradients, Vec<Vec<f64>>) {
     let mut rng = Rng::new(seed);
-    let shapes: &[&[usize]] = &[&[1], &[7], &[13, 17], &[4096], &[4097], &[3, 3001], &[0]];
+    let shapes: &[&[usize]] = &[
+        &[1],
+        &[7],
+        &[13, 17],
+        &[4096],
+        &[4097],
+        &[3, 3001],
+        &[0],
+        &[4, 1001],
+        &[20000],
+    ];
     let params: Vec<Tensor> = shapes.iter().map(|s| param(gpu, &mut rng, s).1).collect();
     let mut grads = Gradients::default();
     let mut twins = Vec::new();

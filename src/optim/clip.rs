@@ -28,6 +28,9 @@ const SOURCE: &str = include_str!("../../shaders/optim_clip.wgsl");
 
 /// Elements summed by one workgroup in pass 1 (256 invocations × 16).
 const CHUNK: u32 = 4096;
+/// ... in the vec4 pass 1 (256 invocations × 16 vec4: a quarter of the workgroups, so of their
+/// reduction trees).
+const CHUNK4: u32 = 16384;
 /// The ε of DINO's `clip_gradients` and torch's `clip_grad_norm_`.
 const CLIP_EPS: f32 = 1e-6;
 
@@ -73,14 +76,22 @@ pub(super) const CLIP_SCALE: KernelSpec = KernelSpec {
     constants: &[],
 };
 /// Four elements per invocation, for tensors of n % 4 == 0 values.
+/// Pass 1 on vec4 loads (n % 4 == 0), in chunks of [`CHUNK4`].
+pub(super) const SUM_SQUARES4: KernelSpec = KernelSpec {
+    entry: "sum_squares4",
+    ..SUM_SQUARES
+};
 pub(super) const CLIP_SCALE_4: KernelSpec = KernelSpec {
     entry: "clip_scale_4",
     ..CLIP_SCALE
 };
 
-/// Launch `sum_squares` over the first `n` elements of `x`, `chunk` elements per workgroup,
-/// writing `ceil(n / chunk)` results into `out` from `out_offset`.
+/// Launch `spec` (`sum_squares`, or `sum_squares4` with n and chunk multiples of 4) over the
+/// first `n` elements of `x`, `chunk` elements per workgroup, writing `ceil(n / chunk)` results
+/// into `out` from `out_offset`.
+#[allow(clippy::too_many_arguments)]
 fn sum_squares(
+    spec: &KernelSpec,
     x: &Tensor,
     n: u32,
     chunk: u32,
@@ -100,7 +111,7 @@ fn sum_squares(
         _pad: [0; 2],
     };
     x.gpu().dispatch(
-        &SUM_SQUARES,
+        spec,
         &params,
         &[x.buffer()],
         &[out.buffer()],
@@ -117,10 +128,14 @@ fn norms_tensor(op: &'static str, grads: &[&Tensor]) -> Result<Tensor> {
         if n == 0 {
             continue;
         }
-        let partials = Tensor::uninit(gpu, op, &[n.div_ceil(CHUNK) as usize])?;
-        sum_squares(g, n, CHUNK, true, false, &partials, 0)?;
+        let (spec, chunk) = match n.is_multiple_of(4) {
+            true => (&SUM_SQUARES4, CHUNK4),
+            false => (&SUM_SQUARES, CHUNK),
+        };
+        let partials = Tensor::uninit(gpu, op, &[n.div_ceil(chunk) as usize])?;
+        sum_squares(spec, g, n, chunk, true, false, &partials, 0)?;
         let p = partials.numel() as u32;
-        sum_squares(&partials, p, p, false, true, &norms, i as u32)?;
+        sum_squares(&SUM_SQUARES, &partials, p, p, false, true, &norms, i as u32)?;
     }
     Ok(norms)
 }
@@ -302,7 +317,7 @@ pub fn clip_grad_norm(params: &[Tensor], grads: &mut Gradients, max_norm: f64) -
     let norms = norms_tensor(OP, &list)?;
     let k = norms.numel() as u32;
     let total = Tensor::uninit(norms.gpu(), OP, &[1])?;
-    sum_squares(&norms, k, k, true, true, &total, 0)?;
+    sum_squares(&SUM_SQUARES, &norms, k, k, true, true, &total, 0)?;
     for (i, g) in &present {
         let clipped = clip_scaled(g, &total, 0, max_norm)?;
         grads.remove(&params[*i]);

@@ -77,6 +77,7 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     adamw::ADAMW,
     adamw::ADAMW_4,
     clip::SUM_SQUARES,
+    clip::SUM_SQUARES4,
     clip::CLIP_SCALE,
     clip::CLIP_SCALE_4,
     loss_scale::UNSCALE_CHECK,
