@@ -102,8 +102,9 @@ const ROWS_PER_SET: usize = 16;
 const MIN_ROWS: usize = 256;
 
 /// The measured rule: pack B when at least [`ROWS_PER_SET`] of its K rows, N·4 bytes apart, fall
-/// into each L2 set they reach, and A has at least [`MIN_ROWS`] rows. `vec4_32x4_w8` at 256 bits, AVX-512 Xeon (2 MiB 16-way L2),
-/// packed / unpacked speed-up, wall clock: packed where the rule says so, M × K × N 1024³ 1.14,
+/// into each L2 set they reach, and A has at least [`MIN_ROWS`] rows. `vec4_32x4_w8` at 256
+/// bits, AVX-512 Xeon (2 MiB 16-way L2), packed / unpacked speed-up, wall clock: packed where the
+/// rule says so, M × K × N 1024³ 1.14,
 /// 1024 × 2048 × 1024 1.12, 1024² × 2048 1.36, 1024² × 3072 1.37, 1024 × 2048 × 512 1.12,
 /// 1024² × 1536 1.07, 1024 × 512 × 1024 1.03, 256 × 1024² 1.03; not where it does not, 0.93–1.05
 /// (128 × 1024², 1024 × 512 × 512, 1024² × 768, 1024² × 1000, PVT-shaped products).

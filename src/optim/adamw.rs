@@ -225,9 +225,11 @@ impl AdamW {
                     eps: self.config.eps as f32,
                     _pad: [0; 2],
                 };
-                let (spec, invocations) = match n.is_multiple_of(4) {
-                    true => (&ADAMW_4, n / 4),
-                    false => (&ADAMW, n),
+                // Four elements per invocation where they divide the parameter.
+                let (spec, invocations) = if n.is_multiple_of(4) {
+                    (&ADAMW_4, n / 4)
+                } else {
+                    (&ADAMW, n)
                 };
                 gpu.dispatch(
                     spec,

@@ -75,12 +75,12 @@ pub(super) const CLIP_SCALE: KernelSpec = KernelSpec {
     params: ClipParams::LAYOUT,
     constants: &[],
 };
-/// Four elements per invocation, for tensors of n % 4 == 0 values.
 /// Pass 1 on vec4 loads (n % 4 == 0), in chunks of [`CHUNK4`].
 pub(super) const SUM_SQUARES4: KernelSpec = KernelSpec {
     entry: "sum_squares4",
     ..SUM_SQUARES
 };
+/// Four elements per invocation, for tensors of n % 4 == 0 values.
 pub(super) const CLIP_SCALE_4: KernelSpec = KernelSpec {
     entry: "clip_scale_4",
     ..CLIP_SCALE
@@ -128,9 +128,10 @@ fn norms_tensor(op: &'static str, grads: &[&Tensor]) -> Result<Tensor> {
         if n == 0 {
             continue;
         }
-        let (spec, chunk) = match n.is_multiple_of(4) {
-            true => (&SUM_SQUARES4, CHUNK4),
-            false => (&SUM_SQUARES, CHUNK),
+        let (spec, chunk) = if n.is_multiple_of(4) {
+            (&SUM_SQUARES4, CHUNK4)
+        } else {
+            (&SUM_SQUARES, CHUNK)
         };
         let partials = Tensor::uninit(gpu, op, &[n.div_ceil(chunk) as usize])?;
         sum_squares(spec, g, n, chunk, true, false, &partials, 0)?;
@@ -183,9 +184,10 @@ fn clip_scaled(x: &Tensor, norms: &Tensor, index: usize, max_norm: f64) -> Resul
             max_norm: max_norm as f32,
             eps: CLIP_EPS,
         };
-        let (spec, invocations) = match n.is_multiple_of(4) {
-            true => (&CLIP_SCALE_4, n / 4),
-            false => (&CLIP_SCALE, n),
+        let (spec, invocations) = if n.is_multiple_of(4) {
+            (&CLIP_SCALE_4, n / 4)
+        } else {
+            (&CLIP_SCALE, n)
         };
         x.gpu().dispatch(
             spec,
