@@ -152,19 +152,27 @@ fn conv3d_backward_weight_depthwise_rows_w3(@builtin(workgroup_id) wg: vec3<u32>
         let n = row / (p.oh * p.od);
         let r = input_row(n, i32(od * p.sd + kd * p.dd) - i32(p.pd),
                           i32(oh * p.sh + kh * p.dh) - i32(p.ph));
-        // Rotating window: at output ow, v0 v1 v2 = x at ow − pw + 0, 1, 2.
-        let iw = -i32(p.pw);
-        var v1 = load_x(r, iw, cc);
-        var v2 = load_x(r, iw + 1, cc);
+        // Windows of 4 outputs ow0 .. ow0 + 3, as in the forward: inputs iw0 + u (u = 0..5)
+        // feed taps 0, 1, 2 of outputs u, u − 1, u − 2. Each of s0, s1, s2 takes 4 FMAs per
+        // iteration: a SIMD compiler blends every loop-carried value with the loop's execution
+        // mask once per iteration, which at one output per iteration cost more than the FMAs.
+        // Outputs past the row's end multiply a zero gradient.
         let gb = row * p.ow * c4 + cc;
-        for (var ow = 0u; ow < p.ow; ow++) {
-            let v0 = v1;
-            v1 = v2;
-            v2 = load_x(r, i32(ow) + iw + 2, cc);
-            let gv = g4[gb + ow * c4];
-            s0 = fma(v0, gv, s0);
-            s1 = fma(v1, gv, s1);
-            s2 = fma(v2, gv, s2);
+        for (var ow0 = 0u; ow0 < p.ow; ow0 += 4u) {
+            let iw0 = i32(ow0) - i32(p.pw);
+            let x0 = load_x(r, iw0, cc);
+            let x1 = load_x(r, iw0 + 1, cc);
+            let x2 = load_x(r, iw0 + 2, cc);
+            let x3 = load_x(r, iw0 + 3, cc);
+            let x4v = load_x(r, iw0 + 4, cc);
+            let x5 = load_x(r, iw0 + 5, cc);
+            let g0 = g4[gb + ow0 * c4];
+            let g1 = select(vec4<f32>(0.0), g4[gb + min(ow0 + 1u, p.ow - 1u) * c4], ow0 + 1u < p.ow);
+            let g2 = select(vec4<f32>(0.0), g4[gb + min(ow0 + 2u, p.ow - 1u) * c4], ow0 + 2u < p.ow);
+            let g3 = select(vec4<f32>(0.0), g4[gb + min(ow0 + 3u, p.ow - 1u) * c4], ow0 + 3u < p.ow);
+            s0 = fma(x0, g0, s0); s0 = fma(x1, g1, s0); s0 = fma(x2, g2, s0); s0 = fma(x3, g3, s0);
+            s1 = fma(x1, g0, s1); s1 = fma(x2, g1, s1); s1 = fma(x3, g2, s1); s1 = fma(x4v, g3, s1);
+            s2 = fma(x2, g0, s2); s2 = fma(x3, g1, s2); s2 = fma(x4v, g2, s2); s2 = fma(x5, g3, s2);
         }
     }
     // partial[chunk, tap, c] in vec4 units: (chunk·|gw| + tap·C) / 4 + cg
