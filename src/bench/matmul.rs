@@ -5,7 +5,7 @@
 
 use super::{Bench, Case, Sample, Work};
 use crate::error::Result;
-use crate::ops::matmul::{matmul_launch, packed_b_form, MatmulKernel};
+use crate::ops::matmul::{matmul_launch, packed_b_form, pads_k, MatmulKernel};
 use crate::tensor::Tensor;
 
 /// `matmul/1024_<variant>`: the 1024³ product on one named kernel variant.
@@ -48,6 +48,16 @@ pub(crate) fn cases() -> Vec<Case> {
             op: "matmul",
             case: "1024_tn",
             run: |b| square(b, 1024, true, false, None),
+        },
+        Case {
+            op: "matmul",
+            case: "1024_k1026",
+            run: |b| odd_k(b, 1024, 1026, None),
+        },
+        Case {
+            op: "matmul",
+            case: "1024_k1026_4x4",
+            run: |b| odd_k(b, 1024, 1026, Some(MatmulKernel::Tile { rows: 4, cols: 4 })),
         },
         Case {
             op: "matmul",
@@ -97,6 +107,32 @@ fn square(b: &Bench, n: usize, ta: bool, tb: bool, kernel: Option<MatmulKernel>)
     )?;
     let mut s = Sample::new(ms, Work::Flops(2.0 * (n * n * n) as f64));
     s.variant = Some(variant_name(b.gpu(), kernel, (ta, tb), (n, n, n))?);
+    Ok(s)
+}
+
+/// An n × k by k × n product with k % 4 ≠ 0 (a linear layer with an odd input width): on the
+/// adapter's kernel (a vec4 tile pads K to a multiple of 4 first, `+pad_k`) or a named one.
+fn odd_k(b: &Bench, n: usize, k: usize, kernel: Option<MatmulKernel>) -> Result<Sample> {
+    let kernel = match kernel {
+        Some(k) => k,
+        None => MatmulKernel::chosen(b.gpu())?,
+    };
+    let ms = b.time(
+        |gpu, rng| Ok((random(gpu, rng, &[n, k])?, random(gpu, rng, &[k, n])?)),
+        |(x, y)| matmul_launch(x, y, false, false, kernel).map(drop),
+    )?;
+    let mut s = Sample::new(ms, Work::Flops(2.0 * (n * k * n) as f64));
+    let ran = kernel.runs_as(b.gpu());
+    s.variant = Some(match ran {
+        MatmulKernel::Vec4 { .. } if pads_k(1, (n, k, n)) => {
+            let k4 = k.next_multiple_of(4);
+            format!(
+                "{}+pad_k",
+                variant_name(b.gpu(), ran, (false, false), (n, k4, n))?
+            )
+        }
+        _ => ran.name(),
+    });
     Ok(s)
 }
 

@@ -39,7 +39,7 @@ pub(crate) use super::matmul_kernel::{
     KERNELS_TB, TILE_WORKGROUP,
 };
 pub(crate) use super::matmul_pack_b::KERNELS as KERNELS_PACK_B;
-use crate::tensor::{numel, Tensor};
+use crate::tensor::{contiguous_strides, copy_region_any_rank, numel, Tensor};
 
 crate::gpu::shader_params! {
     /// Mirrors `MatmulParams` in shaders/matmul.wgsl.
@@ -241,6 +241,15 @@ pub(crate) fn matmul_launch_biased(
         return matmul_launch_biased(a, b, ta, tb, on_device, bias);
     }
     if let MatmulKernel::Vec4 { .. } = kernel {
+        if pads_k(p.outer * p.inner, (p.m, p.k, p.n)) {
+            // K past a multiple of 4 (a weight gradient over a token count such as the DINO
+            // head's): zero rows appended to both operands' K axis leave the product unchanged
+            // and let the vec4 tiles run it instead of the scalar 4 × 4 tile.
+            let k4 = p.k.next_multiple_of(4);
+            let a = pad_axis(&a.detach(), if ta { 2 } else { 1 }, k4)?;
+            let b = pad_axis(&b.detach(), if tb { 1 } else { 2 }, k4)?;
+            return matmul_launch_biased(&a, &b, ta, tb, kernel, bias);
+        }
         if p.k % 4 != 0 || p.n % 4 != 0 || p.k == 0 {
             let tile = MatmulKernel::Tile { rows: 4, cols: 4 };
             return matmul_launch_biased(a, b, ta, tb, tile, bias);
@@ -417,6 +426,37 @@ pub(crate) fn matmul_launch_biased(
         Some(_) => Ok(out),
         None => add_bias(out, bias),
     }
+}
+
+/// Products of at least this many multiply-adds with K % 4 ≠ 0 pad K to run on the vec4 tiles
+/// (two copies of the operands); smaller ones take the scalar tile, whose whole run costs less
+/// than the copies' launches.
+const PAD_K_MIN_PRODUCT: usize = 1 << 22;
+
+/// Whether a vec4 tile runs a `batch` of M × K × N products on operands padded to K % 4 == 0
+/// (K not a multiple of 4, N one, and at least [`PAD_K_MIN_PRODUCT`] multiply-adds).
+pub(crate) fn pads_k(batch: usize, (m, k, n): (usize, usize, usize)) -> bool {
+    k % 4 != 0 && n % 4 == 0 && batch * m * n * k >= PAD_K_MIN_PRODUCT
+}
+
+/// `t` with its axis `from_end` (1: the last, 2: the one before) grown to `to` by zeros.
+fn pad_axis(t: &Tensor, from_end: usize, to: usize) -> Result<Tensor> {
+    let shape = t.shape();
+    let axis = shape.len() - from_end;
+    let mut padded = shape.to_vec();
+    padded[axis] = to;
+    let out = Tensor::zeros(t.gpu(), &padded)?;
+    copy_region_any_rank(
+        "matmul (K padding)",
+        t,
+        0,
+        &contiguous_strides(shape),
+        &out,
+        0,
+        &contiguous_strides(&padded),
+        shape,
+    )?;
+    Ok(out)
 }
 
 /// The `pb_` form (plain or `_bias`) and its panel width in vec4 groups when a launch of `kernel`
