@@ -14,8 +14,8 @@
 // workgroup (one SIMD row of lavapipe) take consecutive vec4 groups of channels and share the
 // voxels, so all address arithmetic is workgroup-uniform, and the three W taps of a kernel row
 // read a window of consecutive input voxels that is loaded once: forward 6 vec4 loads per 12
-// vec4 FMAs per (kd, kh), weight gradient 2 loads per 3 FMAs per voxel, instead of one load per
-// FMA. Measured on conv3d_fwd/dw512 (lavapipe Mesa 26, docs/kernel-tuning.md): windows of 4
+// vec4 FMAs per (kd, kh), weight gradient 10 loads per 12 FMAs per 4 outputs, instead of one
+// load per FMA. Measured on conv3d_fwd/dw512 (lavapipe Mesa 26, docs/kernel-tuning.md): windows of 4
 // outputs 19 ms, of 8 outputs 26–32 ms (8 vec4 accumulators and the window spill), scalar lanes
 // (one channel each, windows of 8) 25 ms; the vec4 depthwise kernel 26 ms.
 //
@@ -25,7 +25,7 @@
 //   channel blocks.
 // conv3d_backward_weight_depthwise_rows_w3 — bindings: 0 params, 1 x, 2 g, 3 partial. The
 //   workgroup owns one (kd, kh) and a chunk of `chunk` output rows (n, od, oh), walked along ow
-//   with a rotating window of three inputs; it writes its three taps' sums to
+//   in windows of 4 outputs (6 inputs, 4 gradients); it writes its three taps' sums to
 //   partial[chunk, (kd·kH + kh)·3 + kw, c] for conv3d_backward_weight_sum (no atomics,
 //   deterministic). x·y fold = kD·kH, z = ceil(C / 4·LANES) · chunks (chunk = z / channel blocks).
 // Lanes past C clamp their channel and skip the store; padding taps load a zero through a select
