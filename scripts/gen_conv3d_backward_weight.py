@@ -12,6 +12,9 @@ that output with the committed file byte for byte)."""
 import argparse
 import pathlib
 
+OW_STEP = 4
+
+
 def kernel(name, c4, TN):
     L = []
     a = L.append
@@ -47,23 +50,28 @@ def kernel(name, c4, TN):
     a("        let ih = i32(oh * p.sh + kh * p.dh) - i32(p.ph);")
     a("        let row_ok = id >= 0 && id < i32(p.d) && ih >= 0 && ih < i32(p.h);")
     a("        let xrow = (b * p.d + u32(clamp(id, 0, i32(p.d) - 1))) * p.h + u32(clamp(ih, 0, i32(p.h) - 1));")
-    a("        var gi = (row * p.ow) * cout4 + co0 / 4u;  // g[n, od, oh, 0, co0] in vec4s")
-    a("        var iw = i32(kw * p.dw) - i32(p.pw);")
-    a("        for (var ow = 0u; ow < p.ow; ow++) {")
-    a("            let ok = row_ok && iw >= 0 && iw < i32(p.w);")
-    a("            let xo = (xrow * p.w + u32(clamp(iw, 0, i32(p.w) - 1))) * p.cin + ci0;")
-    if c4:
-        a("            let xv = select(vec4<f32>(0.0), xin4[xo / 4u], ok);")
-    else:
-        a("            let xv = select(0.0, xin1[xo], ok);")
+    a("        let gi = (row * p.ow) * cout4 + co0 / 4u;  // g[n, od, oh, 0, co0] in vec4s")
+    a(f"        // {OW_STEP} outputs per iteration: each accumulator takes {OW_STEP} FMAs between the loop's")
+    a("        // masked writes of it (a SIMD compiler blends every loop-carried value once per")
+    a("        // iteration). Outputs past the row load x as zero and g of the row's last output.")
+    a(f"        for (var ow0 = 0u; ow0 < p.ow; ow0 += {OW_STEP}u) {{")
+    for u in range(OW_STEP):
+        a(f"            let iw{u} = i32((ow0 + {u}u) * p.sw + kw * p.dw) - i32(p.pw);")
+        a(f"            let ok{u} = row_ok && ow0 + {u}u < p.ow && iw{u} >= 0 && iw{u} < i32(p.w);")
+        a(f"            let xo{u} = (xrow * p.w + u32(clamp(iw{u}, 0, i32(p.w) - 1))) * p.cin + ci0;")
+        if c4:
+            a(f"            let xv{u} = select(vec4<f32>(0.0), xin4[xo{u} / 4u], ok{u});")
+        else:
+            a(f"            let xv{u} = select(0.0, xin1[xo{u}], ok{u});")
+        a(f"            let gi{u} = gi + min(ow0 + {u}u, p.ow - 1u) * cout4;")
     for t in range(nt):
-        a(f"            let gv{t} = g4[gi + {t}u];")
+        for u in range(OW_STEP):
+            a(f"            let gv{t}_{u} = g4[gi{u} + {t}u];")
     for r in range(nci):
-        s = f"xv.{comps[r]}" if c4 else "xv"
         for t in range(nt):
-            a(f"            a{r}_{t} = fma(vec4<f32>({s}), gv{t}, a{r}_{t});")
-    a("            gi += cout4;")
-    a("            iw += i32(p.sw);")
+            for u in range(OW_STEP):
+                s_ = f"xv{u}.{comps[r]}" if c4 else f"xv{u}"
+                a(f"            a{r}_{t} = fma(vec4<f32>({s_}), gv{t}_{u}, a{r}_{t});")
     a("        }")
     a("    }")
     a("    let wn4 = p.kd * p.kh * p.kw * p.cin_g * cout4;")
