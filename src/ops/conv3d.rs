@@ -29,6 +29,7 @@ pub use super::conv3d_fast::{ForwardTile, WeightTile};
 use super::conv3d_patchify;
 pub use super::conv3d_plan::ConvPath;
 pub(crate) use super::conv3d_plan::{ConvPlan, ForwardKernel, InputKernel, WeightKernel};
+use super::conv3d_pointwise;
 pub use super::conv3d_rows::RowsLanes;
 use super::conv3d_subpixel;
 use super::reduce::sum_to_shape;
@@ -280,6 +281,9 @@ pub(crate) fn forward_raw(
 ) -> Result<Tensor> {
     let gpu = x.gpu();
     let geo = &plan.geo;
+    if plan.forward == ForwardKernel::Pointwise {
+        return conv3d_pointwise::forward(x, w, bias, geo);
+    }
     let y = Tensor::uninit(gpu, "conv3d", &geo.out)?;
     if let ForwardKernel::Fast(kernel) = plan.forward {
         conv3d_fast::forward(x, w, bias, &y, geo, kernel)?;
@@ -361,6 +365,7 @@ pub(crate) fn backward_input_raw(g: &Tensor, w: &Tensor, plan: &ConvPlan) -> Res
             Ok(gx)
         }
         InputKernel::Patchify => conv3d_patchify::backward_input(g, w, geo),
+        InputKernel::Pointwise => conv3d_pointwise::backward_input(g, w, geo),
         InputKernel::Gather => {
             let gx = Tensor::uninit(gpu, "conv3d_backward_input", &geo.x)?;
             let total = gx.numel();
@@ -381,6 +386,9 @@ pub(crate) fn backward_input_raw(g: &Tensor, w: &Tensor, plan: &ConvPlan) -> Res
 pub(crate) fn backward_weight_raw(g: &Tensor, x: &Tensor, plan: &ConvPlan) -> Result<Tensor> {
     let gpu = g.gpu();
     let geo = &plan.geo;
+    if plan.weight == WeightKernel::Pointwise {
+        return conv3d_pointwise::backward_weight(g, x, geo);
+    }
     let ws = geo.w_shape();
     let gw = Tensor::uninit(gpu, "conv3d_backward_weight", &ws)?;
     if let WeightKernel::Fast(kernel) = plan.weight {

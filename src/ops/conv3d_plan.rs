@@ -10,6 +10,7 @@ use super::conv3d_fast::{self, FastForward, FastWeight, ForwardTile, WeightTile}
 use super::conv3d_fold;
 use super::conv3d_igemm::{self, IgemmTile};
 use super::conv3d_patchify;
+use super::conv3d_pointwise;
 use super::conv3d_rows::{self, RowsLanes, RowsTile, RowsWeightTile};
 use super::conv3d_subpixel::{self, SubpixelPlan};
 use crate::error::{Error, Result};
@@ -80,6 +81,8 @@ impl ConvPath {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ForwardKernel {
     Fast(FastForward),
+    /// 1×1×1 with Cout % 4 ≠ 0 as a transposed matmul (conv3d_pointwise.rs).
+    Pointwise,
     Naive,
 }
 
@@ -95,6 +98,8 @@ pub(crate) enum InputKernel {
     /// reduction): the patches do not overlap, so gx is the matmul g · Wᵀ scattered back into
     /// the patches (conv3d_patchify.rs).
     Patchify,
+    /// 1×1×1 with Cout % 4 ≠ 0: gx = g · wᵀ as one matmul (conv3d_pointwise.rs).
+    Pointwise,
     /// The direct gather kernel (any shape).
     Gather,
 }
@@ -103,6 +108,8 @@ pub(crate) enum InputKernel {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WeightKernel {
     Fast(FastWeight),
+    /// 1×1×1 with Cout % 4 ≠ 0 as a transposed matmul (conv3d_pointwise.rs).
+    Pointwise,
     Naive,
 }
 
@@ -121,8 +128,10 @@ impl ConvPlan {
         if !path.is_fast() {
             return Ok(ConvPlan::naive(geo));
         }
+        let pointwise = conv3d_pointwise::fits(&geo);
         let forward = match path.forward_kernel(&geo) {
             Some(k) => ForwardKernel::Fast(k),
+            None if pointwise => ForwardKernel::Pointwise,
             None => ForwardKernel::Naive,
         };
         let weight = match path {
@@ -142,6 +151,7 @@ impl ConvPlan {
             }
             _ => match conv3d_fast::plan_backward_weight(&geo, path.weight_tile()) {
                 Some(k) => WeightKernel::Fast(k),
+                None if pointwise => WeightKernel::Pointwise,
                 None => WeightKernel::Naive,
             },
         };
@@ -179,6 +189,9 @@ impl ConvPlan {
                 input = InputKernel::FlippedConv { geo: geo_t, kernel };
             }
         }
+        if pointwise {
+            input = InputKernel::Pointwise;
+        }
         Ok(ConvPlan {
             geo,
             forward,
@@ -202,7 +215,8 @@ impl ConvPlan {
     /// (conv3d_rows.rs; the depthwise row kernels as `rows`, shared by the 8-lane families, or
     /// `rows_w16`), `rows_folded`, `rows_c4_folded`, `rows_c4_m24_folded` or `rows_w16_folded`
     /// (the same with kernel axes folded into few input channels, conv3d_fold.rs), `tiled` (the
-    /// register tiles, depthwise included) or `naive` (the straightforward kernels); what
+    /// register tiles, depthwise included), `pointwise` (a 1×1×1 conv with Cout % 4 ≠ 0 as a
+    /// matmul, conv3d_pointwise.rs) or `naive` (the straightforward kernels); what
     /// `cads bench` reports.
     pub fn kernel_names(&self) -> [&'static str; 3] {
         fn depthwise_name(wide: bool) -> &'static str {
@@ -223,12 +237,14 @@ impl ConvPlan {
         }
         let forward = match self.forward {
             ForwardKernel::Fast(k) => fast(k),
+            ForwardKernel::Pointwise => "pointwise",
             ForwardKernel::Naive => "naive",
         };
         let input = match &self.input {
             InputKernel::Subpixel(sub) => sub.first_kernel().map_or("tiled", fast),
             InputKernel::FlippedConv { kernel, .. } => fast(*kernel),
             InputKernel::Patchify => "patchify",
+            InputKernel::Pointwise => "pointwise",
             InputKernel::Gather => "naive",
         };
         let weight = match self.weight {
@@ -236,6 +252,7 @@ impl ConvPlan {
             WeightKernel::Fast(FastWeight::Rows { lanes, .. }) => lanes.name(),
             WeightKernel::Fast(FastWeight::DepthwiseRows { wide }) => depthwise_name(wide),
             WeightKernel::Fast(_) => "tiled",
+            WeightKernel::Pointwise => "pointwise",
             WeightKernel::Naive => "naive",
         };
         [forward, input, weight]

@@ -13,6 +13,7 @@ pub(crate) mod conv3d_fold;
 pub mod conv3d_igemm;
 pub(crate) mod conv3d_patchify;
 mod conv3d_plan;
+pub(crate) mod conv3d_pointwise;
 pub(crate) mod conv3d_rows;
 mod conv3d_subpixel;
 mod conv3d_tune;
