@@ -15,7 +15,8 @@
 // voxels, so all address arithmetic is workgroup-uniform, and the three W taps of a kernel row
 // read a window of consecutive input voxels that is loaded once: forward 6 vec4 loads per 12
 // vec4 FMAs per (kd, kh), weight gradient 10 loads per 12 FMAs per 4 outputs, instead of one
-// load per FMA. Measured on conv3d_fwd/dw512 (lavapipe Mesa 26, docs/kernel-tuning.md): windows of 4
+// load per FMA.
+// Measured on conv3d_fwd/dw512 (lavapipe Mesa 26, docs/kernel-tuning.md): windows of 4
 // outputs 19 ms, of 8 outputs 26–32 ms (8 vec4 accumulators and the window spill), scalar lanes
 // (one channel each, windows of 8) 25 ms; the vec4 depthwise kernel 26 ms.
 //
