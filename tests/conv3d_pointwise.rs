@@ -13,16 +13,6 @@ use cads::util::{Rng, F32_ACCUM, F32_GRAD};
 use cads::Gpu;
 use common::*;
 
-/// Run `f` with the profiler on; its result and the kernels that ran.
-fn ran<T>(gpu: &Gpu, f: impl FnOnce() -> T) -> (T, Vec<String>) {
-    gpu.set_profiling(true);
-    let out = f();
-    gpu.synchronize().unwrap();
-    gpu.set_profiling(false);
-    let kernels = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
-    (out, kernels)
-}
-
 fn naive(kernels: &[String]) -> bool {
     kernels
         .iter()

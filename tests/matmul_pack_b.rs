@@ -23,16 +23,6 @@ fn gpu_packing(policy: &str) -> Gpu {
     gpu
 }
 
-/// Run `f` with the profiler on; its result and the kernels that ran.
-fn ran<T>(gpu: &Gpu, f: impl FnOnce() -> T) -> (T, Vec<String>) {
-    gpu.set_profiling(true);
-    let out = f();
-    gpu.synchronize().unwrap();
-    gpu.set_profiling(false);
-    let kernels = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
-    (out, kernels)
-}
-
 /// F32_ACCUM for the short sums, eight times it for K = 4096 (f32 rounding grows with the length).
 fn tolerance(k: usize) -> Tolerance {
     let scale = if k > 1000 { 8.0 } else { 1.0 };

@@ -10,20 +10,9 @@ mod common;
 use cads::ops::{self, MatmulKernel};
 use cads::reference::matmul as refmm;
 use cads::util::{Rng, Tolerance, F32_ACCUM};
-use cads::Gpu;
 use common::*;
 
 const TILE: &str = "vec4_32x4_w8";
-
-/// Run `f` with the profiler on; its result and the kernels that ran.
-fn ran<T>(gpu: &Gpu, f: impl FnOnce() -> T) -> (T, Vec<String>) {
-    gpu.set_profiling(true);
-    let out = f();
-    gpu.synchronize().unwrap();
-    gpu.set_profiling(false);
-    let kernels = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
-    (out, kernels)
-}
 
 fn on_vec4(kernels: &[String]) -> bool {
     kernels.iter().any(|k| k.starts_with("matmul_vec4::"))

@@ -434,7 +434,7 @@ pub(crate) fn matmul_launch_biased(
 const PAD_K_MIN_PRODUCT: usize = 1 << 22;
 
 /// Whether a vec4 tile runs a `batch` of M × K × N products on operands padded to K % 4 == 0
-/// (K not a multiple of 4, N one, and at least [`PAD_K_MIN_PRODUCT`] multiply-adds).
+/// (K not a multiple of 4, N a multiple of 4, at least [`PAD_K_MIN_PRODUCT`] multiply-adds).
 pub(crate) fn pads_k(batch: usize, (m, k, n): (usize, usize, usize)) -> bool {
     k % 4 != 0 && n % 4 == 0 && batch * m * n * k >= PAD_K_MIN_PRODUCT
 }

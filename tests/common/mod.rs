@@ -96,3 +96,14 @@ pub fn random_param(
     let (a, t) = random_pair(gpu, rng, shape, lo, hi);
     (a, t.requires_grad_(true))
 }
+
+/// Run `f` with the profiler on `gpu` (a context of the test's own, [`fresh_gpu`]: tests run in
+/// parallel and the profile is per context); its result and the names of the kernels that ran.
+pub fn ran<T>(gpu: &Gpu, f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    gpu.set_profiling(true);
+    let out = f();
+    gpu.synchronize().unwrap();
+    gpu.set_profiling(false);
+    let kernels = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
+    (out, kernels)
+}
