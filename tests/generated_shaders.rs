@@ -14,7 +14,12 @@ use std::process::Command;
 const GENERATORS: &[(&str, &[&str])] = &[
     (
         "gen_matmul_wgsl.py",
-        &["matmul.wgsl", "matmul_vec4.wgsl", "matmul_f16_vec4.wgsl"],
+        &[
+            "matmul.wgsl",
+            "matmul_vec4.wgsl",
+            "matmul_vec4_sga.wgsl",
+            "matmul_f16_vec4.wgsl",
+        ],
     ),
     (
         "gen_matmul_tiled.py",

@@ -338,7 +338,10 @@ fn linear_matches_matmul_plus_bias_and_its_gradients() {
             (vec![3, 11], (12, 260)),
         ] {
             let ran = check_linear(kernel, &mut rng, &lead, dims, F32_ACCUM);
-            let fused = ran.iter().any(|k| k.ends_with("_bias"));
+            // (`_bias_sga`: the form's subgroup-broadcast twin, src/ops/matmul_subgroup_a.rs.)
+            let fused = ran
+                .iter()
+                .any(|k| k.ends_with("_bias") || k.ends_with("_bias_sga"));
             let broadcast = ran.iter().any(|k| k.starts_with("elementwise::"));
             let vec4_shape = dims.0 % 4 == 0 && dims.1 % 4 == 0;
             let has_form = matches!(kernel, MatmulKernel::Vec4 { staged_k: 0, .. });
@@ -517,9 +520,16 @@ fn long_k_products_split_and_match_reference() {
 /// transposed B on its `_tb` form; with M % 4 != 0 the transposed A is copied row-major, and of
 /// two transposed operands B is copied and A read in place. A tile of 64 lanes runs as its `_w16`
 /// companion when N leaves at least half of the lanes idle (N ≤ 32 · TN), as itself past that.
+/// (The entries by their shaders/matmul_vec4.wgsl names: their subgroup-broadcast twins are off
+/// here and tested in tests/matmul_subgroup_a.rs.)
 #[test]
 fn transposed_operands_are_read_in_place_by_the_vec4_tiles() {
     let gpu = common::fresh_gpu();
+    let mut settings = gpu.tune_settings();
+    settings
+        .overrides
+        .insert("matmul_subgroup_a".into(), "never".into());
+    gpu.set_tune_settings(settings);
     let mut rng = Rng::new(24);
     let run = |(kernel, n): (MatmulKernel, usize), m: usize, ta: bool, tb: bool, rng: &mut Rng| {
         let a = random_param(&gpu, rng, &stored(&[], m, 16, ta), -1.0, 1.0).1;

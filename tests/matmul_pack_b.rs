@@ -16,10 +16,15 @@ use common::*;
 const TALL_TILES: [&str; 2] = ["vec4_32x4_w8", "vec4_32x4_w16"];
 const PACK: &str = "matmul_pack_b::pack_b_panels";
 
-/// A context of its own whose matmul packing policy is `policy`.
+/// A context of its own whose matmul packing policy is `policy`, running the `pb_` entries of
+/// shaders/matmul_vec4.wgsl themselves (their subgroup-broadcast twins, which read B the same
+/// way, are tested in tests/matmul_subgroup_a.rs).
 fn gpu_packing(policy: &str) -> Gpu {
     let gpu = fresh_gpu();
-    gpu.set_tune_settings(memo_tuning(&[("matmul_pack_b", policy)]));
+    gpu.set_tune_settings(memo_tuning(&[
+        ("matmul_pack_b", policy),
+        ("matmul_subgroup_a", "never"),
+    ]));
     gpu
 }
 

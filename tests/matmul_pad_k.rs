@@ -14,8 +14,12 @@ use common::*;
 
 const TILE: &str = "vec4_32x4_w8";
 
+/// A vec4 tile ran (shaders/matmul_vec4.wgsl, or the subgroup-broadcast twin of its entry) and
+/// the scalar tile did not.
 fn on_vec4(kernels: &[String]) -> bool {
-    kernels.iter().any(|k| k.starts_with("matmul_vec4::"))
+    kernels
+        .iter()
+        .any(|k| k.starts_with("matmul_vec4::") || k.starts_with("matmul_vec4_sga::"))
         && !kernels.iter().any(|k| k == "matmul::matmul_tile_4x4")
 }
 

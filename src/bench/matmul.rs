@@ -5,7 +5,7 @@
 
 use super::{Bench, Case, Sample, Work};
 use crate::error::Result;
-use crate::ops::matmul::{matmul_launch, packed_b_form, pads_k, MatmulKernel};
+use crate::ops::matmul::{matmul_launch, packed_b_form, pads_k, subgroup_a_runs, MatmulKernel};
 use crate::tensor::Tensor;
 
 /// `matmul/1024_<variant>`: the 1024³ product on one named kernel variant.
@@ -136,7 +136,8 @@ fn odd_k(b: &Bench, n: usize, k: usize, kernel: Option<MatmulKernel>) -> Result<
     Ok(s)
 }
 
-/// The kernel that ran, `+pack_b` when B was packed in column panels first.
+/// The kernel that ran, `+pack_b` when B was packed in column panels first, `+sga` when the
+/// tile's subgroup-broadcast twin ran (src/ops/matmul_subgroup_a.rs).
 fn variant_name(
     gpu: &crate::Gpu,
     kernel: MatmulKernel,
@@ -145,10 +146,12 @@ fn variant_name(
 ) -> Result<String> {
     let ran = kernel.runs_as(gpu).for_columns(n);
     let packed = packed_b_form(gpu, ran, transposes, false, (m, k, n))?.is_some();
+    let sga = subgroup_a_runs(gpu, ran, transposes)?;
     Ok(format!(
-        "{}{}",
+        "{}{}{}",
         ran.name(),
-        if packed { "+pack_b" } else { "" }
+        if packed { "+pack_b" } else { "" },
+        if sga { "+sga" } else { "" }
     ))
 }
 

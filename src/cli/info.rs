@@ -13,7 +13,11 @@ pub fn run(choice: &AdapterChoice, model: Option<&str>) -> Result<()> {
     out!("backend:  {:?}", a.backend);
     out!("type:     {:?}", a.device_type);
     out!("driver:   {} {}", a.driver, a.driver_info);
-    out!("subgroup: up to {} lanes", a.subgroup_max_size);
+    out!(
+        "subgroup: {} to {} lanes",
+        a.subgroup_min_size,
+        a.subgroup_max_size
+    );
     out!("limits:");
     out!(
         "  max_buffer_size                       {}",

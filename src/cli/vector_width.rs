@@ -50,6 +50,7 @@ mod tests {
             driver: "llvmpipe".into(),
             driver_info: "Mesa 26.1.6 (LLVM 19.1.7)".into(),
             subgroup_max_size: bits / 32,
+            subgroup_min_size: bits / 32,
         }
     }
 
@@ -70,6 +71,7 @@ mod tests {
             name: "NVIDIA H200".into(),
             device_type: wgpu::DeviceType::DiscreteGpu,
             subgroup_max_size: 32,
+            subgroup_min_size: 32,
             ..lavapipe(256)
         };
         assert_eq!(hint_for(&gpu, avx512, None), None);

@@ -82,6 +82,10 @@ pub struct AdapterSummary {
     /// The largest subgroup the adapter runs (32 on NVIDIA; on lavapipe the lanes of one SIMD
     /// row: 8 at its default 256-bit vectors, 16 at `LP_NATIVE_VECTOR_WIDTH=512`).
     pub subgroup_max_size: u32,
+    /// The smallest subgroup the adapter may run (never below 4; lavapipe 8, NVIDIA 32). A
+    /// kernel that broadcasts from lane q needs more than q lanes in every subgroup
+    /// (src/ops/matmul_subgroup_a.rs).
+    pub subgroup_min_size: u32,
 }
 
 pub(crate) struct GpuInner {
@@ -459,5 +463,6 @@ fn summary(info: &wgpu::AdapterInfo) -> AdapterSummary {
         driver: info.driver.clone(),
         driver_info: info.driver_info.clone(),
         subgroup_max_size: info.subgroup_max_size,
+        subgroup_min_size: info.subgroup_min_size,
     }
 }

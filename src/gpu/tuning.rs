@@ -539,6 +539,7 @@ mod tests {
             driver: "llvmpipe".into(),
             driver_info: "Mesa 26.1.6 (LLVM 19.1.7)".into(),
             subgroup_max_size: 8,
+            subgroup_min_size: 8,
         };
         let k26 = key_of(&a, "x86_64-avx2-fma");
         assert_eq!(

@@ -26,6 +26,7 @@
 use super::elementwise::binary_raw;
 use super::elementwise::BinaryOp;
 use super::matmul_pack_b::{pack_b, PackB};
+use super::matmul_subgroup_a;
 use super::matmul_tiled;
 use super::reduce::{split_count_toward, sum_leading_into, sum_to_shape};
 use super::shape::broadcast_shapes;
@@ -39,6 +40,9 @@ pub(crate) use super::matmul_kernel::{
     KERNELS_TB, TILE_WORKGROUP,
 };
 pub(crate) use super::matmul_pack_b::KERNELS as KERNELS_PACK_B;
+pub(crate) use super::matmul_subgroup_a::{
+    runs_for as subgroup_a_runs, KERNELS as KERNELS_SUBGROUP_A,
+};
 use crate::tensor::{contiguous_strides, copy_region_any_rank, numel, Tensor};
 
 crate::gpu::shader_params! {
@@ -400,9 +404,12 @@ pub(crate) fn matmul_launch_biased(
         _ => None,
     };
     let target = [partial.as_ref().unwrap_or(&out).buffer()];
+    // The tall tiles' entries run as their `_sga` twins where the device broadcasts A's rows
+    // between lanes faster than it loads them (src/ops/matmul_subgroup_a.rs).
     if let (Some((form, _)), Some((packed, _))) = (packed_form, &packed_b) {
         let mut inputs = vec![a.buffer(), packed.buffer()];
         inputs.extend(bias.map(Tensor::buffer));
+        let form = matmul_subgroup_a::runs(gpu, form)?;
         gpu.dispatch(form, &params, &inputs, &target, grid)?;
         if let Some(partial) = partial {
             sum_leading_into(&partial, &out)?;
@@ -411,13 +418,19 @@ pub(crate) fn matmul_launch_biased(
     }
     match fused {
         Some((spec, bias)) => gpu.dispatch(
-            spec,
+            matmul_subgroup_a::runs(gpu, spec)?,
             &params,
             &[a.buffer(), b.buffer(), bias.buffer()],
             &target,
             grid,
         )?,
-        None => gpu.dispatch(spec, &params, &[a.buffer(), b.buffer()], &target, grid)?,
+        None => gpu.dispatch(
+            matmul_subgroup_a::runs(gpu, spec)?,
+            &params,
+            &[a.buffer(), b.buffer()],
+            &target,
+            grid,
+        )?,
     }
     if let Some(partial) = partial {
         sum_leading_into(&partial, &out)?;

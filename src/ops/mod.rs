@@ -30,6 +30,7 @@ pub mod matmul_f16_coop;
 pub(crate) mod matmul_f16_vec4;
 mod matmul_kernel;
 mod matmul_pack_b;
+mod matmul_subgroup_a;
 pub mod matmul_tiled;
 mod matmul_tune;
 pub mod norm;

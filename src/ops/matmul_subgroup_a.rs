@@ -1,0 +1,132 @@
+//! A's rows by subgroup broadcasts: the `_sga` twins of the tall vec4 tiles' plain, `_bias`,
+//! `_tb`, `pb_` and `pb_..._bias` entries (shaders/matmul_vec4_sga.wgsl), and when a launch runs
+//! the twin instead of the entry.
+//!
+//! The entries of shaders/matmul_vec4.wgsl read each of the tile's rows of A with a load whose
+//! address is the same in every lane. On a CPU adapter (lavapipe) that is one scalar load per
+//! component, each behind its own robust-access branches (`vec4_32x4_w16`'s k-step: 3,737
+//! instructions with them, 2,203 in its twin). The twins load A one row per lane (a vec4 gather
+//! per group of 8 rows) and broadcast each row from its lane, the same FMAs in the same order,
+//! so every output is bit for bit the same (tests/matmul_subgroup_a.rs). Measured gain and the
+//! policy's reasons: docs/kernel-tuning.md, "A's rows by subgroup broadcasts".
+//!
+//! `CADS_KERNEL_MATMUL_SUBGROUP_A` (or the context's tune settings, op `matmul_subgroup_a`):
+//! `auto` (the default: CPU adapters whose subgroups hold at least 8 lanes), `always` (any
+//! adapter whose subgroups hold at least 8 lanes) or `never`. A device without subgroups, or
+//! with subgroups that may be narrower than a group of rows, never runs a twin.
+
+use super::matmul::{MatmulKernel, MatmulParams};
+use crate::error::Result;
+use crate::gpu::{Gpu, KernelSpec, TuneRequest};
+
+const SOURCE: &str = include_str!("../../shaders/matmul_vec4_sga.wgsl");
+
+/// Rows per broadcast group (`SGA_ROWS` of scripts/gen_matmul_wgsl.py): lane q loads row q of
+/// each group, so a subgroup must hold at least this many lanes.
+const GROUP_ROWS: u32 = 8;
+
+const fn twin(entry: &'static str, inputs: u32) -> KernelSpec {
+    KernelSpec {
+        shader: "matmul_vec4_sga",
+        source: SOURCE,
+        entry,
+        inputs,
+        outputs: 1,
+        params: MatmulParams::LAYOUT,
+        constants: &[],
+    }
+}
+
+/// Every `_sga` entry, in the order of [`BASE_ENTRIES`].
+pub(crate) const KERNELS: &[KernelSpec] = &[
+    twin("matmul_vec4_32x4_w8_sga", 2),
+    twin("matmul_vec4_32x4_w8_bias_sga", 3),
+    twin("matmul_vec4_tb_32x4_w8_sga", 2),
+    twin("matmul_vec4_pb_32x4_w8_sga", 2),
+    twin("matmul_vec4_pb_32x4_w8_bias_sga", 3),
+    twin("matmul_vec4_32x4_w16_sga", 2),
+    twin("matmul_vec4_32x4_w16_bias_sga", 3),
+    twin("matmul_vec4_tb_32x4_w16_sga", 2),
+    twin("matmul_vec4_pb_32x4_w16_sga", 2),
+    twin("matmul_vec4_pb_32x4_w16_bias_sga", 3),
+];
+
+/// The entries of shaders/matmul_vec4.wgsl that have a twin, in the order of [`KERNELS`].
+const BASE_ENTRIES: [&str; 10] = [
+    "matmul_vec4_32x4_w8",
+    "matmul_vec4_32x4_w8_bias",
+    "matmul_vec4_tb_32x4_w8",
+    "matmul_vec4_pb_32x4_w8",
+    "matmul_vec4_pb_32x4_w8_bias",
+    "matmul_vec4_32x4_w16",
+    "matmul_vec4_32x4_w16_bias",
+    "matmul_vec4_tb_32x4_w16",
+    "matmul_vec4_pb_32x4_w16",
+    "matmul_vec4_pb_32x4_w16_bias",
+];
+
+const OP: &str = "matmul_subgroup_a";
+const NAMES: [&str; 3] = ["auto", "always", "never"];
+
+/// Whether this context's launches run the twins: its policy (`auto` unless
+/// `CADS_KERNEL_MATMUL_SUBGROUP_A` or its tune settings name another; nothing is measured) and
+/// what the device can run.
+pub(crate) fn enabled(gpu: &Gpu) -> Result<bool> {
+    let choice = gpu.tuned_variant(
+        &TuneRequest {
+            op: OP,
+            variants: &NAMES,
+            candidates: &["auto"],
+            default: "auto",
+        },
+        |_| Ok(0.0),
+    )?;
+    let adapter = gpu.adapter();
+    let lanes_suffice = gpu.features().subgroups && adapter.subgroup_min_size >= GROUP_ROWS;
+    Ok(lanes_suffice
+        && match choice.variant.as_str() {
+            "never" => false,
+            "always" => true,
+            _ => adapter.device_type == wgpu::DeviceType::Cpu,
+        })
+}
+
+/// The kernel a launch of `spec` runs on `gpu`: its twin where it has one and
+/// [`enabled`] says so, else `spec` itself.
+pub(crate) fn runs(gpu: &Gpu, spec: &'static KernelSpec) -> Result<&'static KernelSpec> {
+    let Some(i) = BASE_ENTRIES
+        .iter()
+        .position(|e| *e == spec.entry && spec.shader == "matmul_vec4")
+    else {
+        return Ok(spec);
+    };
+    Ok(if enabled(gpu)? { &KERNELS[i] } else { spec })
+}
+
+/// Whether a product on `kernel` with these transposes (as the launcher reads them in place)
+/// runs a twin on `gpu`: the benchmark's variant names say `+sga` then.
+pub(crate) fn runs_for(gpu: &Gpu, kernel: MatmulKernel, (ta, tb): (bool, bool)) -> Result<bool> {
+    let spec = match (ta, tb) {
+        (true, false) => kernel.spec_ta(),
+        (false, true) => kernel.spec_tb(),
+        _ => kernel.spec().ok(),
+    };
+    let has_twin =
+        spec.is_some_and(|s| s.shader == "matmul_vec4" && BASE_ENTRIES.contains(&s.entry));
+    Ok(has_twin && enabled(gpu)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_twin_is_its_base_entry_with_the_suffix_and_the_same_bindings() {
+        assert_eq!(KERNELS.len(), BASE_ENTRIES.len());
+        for (twin, base) in KERNELS.iter().zip(BASE_ENTRIES) {
+            assert_eq!(twin.entry, format!("{base}_sga"));
+            let bias = base.ends_with("_bias");
+            assert_eq!(twin.inputs, if bias { 3 } else { 2 }, "{base}");
+        }
+    }
+}
