@@ -254,9 +254,18 @@ fn other_conv_kernel(k: &str) -> bool {
         || k.contains("depthwise")
 }
 
+/// A context of its own that runs the row forward tiles themselves, not their
+/// subgroup-broadcast twins (those: tests/conv3d_rows_sga.rs), so kernels are named as in
+/// shaders/conv3d_rows.wgsl.
+fn gpu_without_twins() -> Gpu {
+    let gpu = fresh_gpu();
+    gpu.set_tune_settings(memo_tuning(&[("subgroup_broadcast", "never")]));
+    gpu
+}
+
 #[test]
 fn every_pass_runs_the_row_kernels_where_they_fit_and_the_register_tiles_elsewhere() {
-    let gpu = fresh_gpu();
+    let gpu = gpu_without_twins();
     // Stride 1 and stride 2: forward, input gradient (flipped conv / sub-pixel classes) and weight
     // gradient all on the row kernels (512 output voxels: the 16-voxel tile on `rows` (2 channels),
     // the 8-voxel one on `rows_c4`, the 24-voxel one on `rows_c4_m24` and (2 channels: 16 output
@@ -390,7 +399,10 @@ fn conv3d_takes_the_rows_overrides_and_cpu_adapters_tune_them() {
             "conv3d_rows::conv3d_rows_m24_c2[LANES=16]",
         ),
     ] {
-        gpu.set_tune_settings(memo_tuning(&[("conv3d", name)]));
+        gpu.set_tune_settings(memo_tuning(&[
+            ("conv3d", name),
+            ("subgroup_broadcast", "never"),
+        ]));
         let choice = ConvPath::tuned_choice(&gpu).unwrap();
         assert_eq!(
             (choice.variant.as_str(), choice.source),

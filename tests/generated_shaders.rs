@@ -31,7 +31,10 @@ const GENERATORS: &[(&str, &[&str])] = &[
         &["conv3d_backward_weight.wgsl"],
     ),
     ("gen_conv3d_igemm.py", &["conv3d_igemm.wgsl"]),
-    ("gen_conv3d_rows.py", &["conv3d_rows.wgsl"]),
+    (
+        "gen_conv3d_rows.py",
+        &["conv3d_rows.wgsl", "conv3d_rows_sga.wgsl"],
+    ),
     (
         "gen_matmul_coop.py",
         &["matmul_f16_coop8.wgsl", "matmul_f16_coop16.wgsl"],

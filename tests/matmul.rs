@@ -528,7 +528,7 @@ fn transposed_operands_are_read_in_place_by_the_vec4_tiles() {
     let mut settings = gpu.tune_settings();
     settings
         .overrides
-        .insert("matmul_subgroup_a".into(), "never".into());
+        .insert("subgroup_broadcast".into(), "never".into());
     gpu.set_tune_settings(settings);
     let mut rng = Rng::new(24);
     let run = |(kernel, n): (MatmulKernel, usize), m: usize, ta: bool, tb: bool, rng: &mut Rng| {

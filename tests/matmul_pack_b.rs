@@ -23,7 +23,7 @@ fn gpu_packing(policy: &str) -> Gpu {
     let gpu = fresh_gpu();
     gpu.set_tune_settings(memo_tuning(&[
         ("matmul_pack_b", policy),
-        ("matmul_subgroup_a", "never"),
+        ("subgroup_broadcast", "never"),
     ]));
     gpu
 }

@@ -20,7 +20,7 @@ const SGA_SHADER: &str = "matmul_vec4_sga::";
 fn gpu_with(subgroup_a: &str, pack_b: &str) -> Gpu {
     let gpu = fresh_gpu();
     gpu.set_tune_settings(memo_tuning(&[
-        ("matmul_subgroup_a", subgroup_a),
+        ("subgroup_broadcast", subgroup_a),
         ("matmul_pack_b", pack_b),
     ]));
     gpu

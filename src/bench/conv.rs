@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::ops::conv3d::{
     backward_input_raw, backward_weight_raw, conv3d_with, forward_raw, ConvPath, ConvPlan, Geometry,
 };
-use crate::ops::Conv3dConfig;
+use crate::ops::{conv3d_rows, Conv3dConfig};
 
 struct Shape {
     cin: usize,
@@ -118,20 +118,33 @@ fn run(b: &Bench, case: &str, pass: Pass, path: Option<ConvPath>) -> Result<Samp
         s.flops()
     };
     let mut sample = Sample::new(ms, Work::Flops(work));
-    sample.variant = Some(variant_name(&plan, pass));
+    let sga = conv3d_rows::runs_twins(b.gpu())?;
+    sample.variant = Some(variant_name(&plan, pass, sga));
     Ok(sample)
 }
 
 /// What ran, from the plan: the pass's kernel family, or for all three passes the family when
-/// they agree, else `forward+input+weight`.
-fn variant_name(plan: &ConvPlan, pass: Pass) -> String {
+/// they agree, else `forward+input+weight`; then `+sga` when a pass ran the row forward tiles'
+/// subgroup-broadcast twins (`sga`: they run on this context).
+fn variant_name(plan: &ConvPlan, pass: Pass, sga: bool) -> String {
     let [forward, input, weight] = plan.kernel_names();
-    match pass {
-        Pass::Forward => forward.into(),
-        Pass::BackwardInput => input.into(),
-        Pass::BackwardWeight => weight.into(),
-        Pass::All if forward == input && input == weight => forward.into(),
-        Pass::All => format!("{forward}+{input}+{weight}"),
+    let [rows_forward, rows_input] = plan.row_forward_passes();
+    let (name, twins) = match pass {
+        Pass::Forward => (forward.into(), rows_forward),
+        Pass::BackwardInput => (input.into(), rows_input),
+        Pass::BackwardWeight => (weight.into(), false),
+        Pass::All if forward == input && input == weight => {
+            (forward.into(), rows_forward || rows_input)
+        }
+        Pass::All => (
+            format!("{forward}+{input}+{weight}"),
+            rows_forward || rows_input,
+        ),
+    };
+    if sga && twins {
+        format!("{name}+sga")
+    } else {
+        name
     }
 }
 

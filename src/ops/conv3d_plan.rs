@@ -257,6 +257,21 @@ impl ConvPlan {
         };
         [forward, input, weight]
     }
+
+    /// Whether the forward and the input-gradient pass run the row kernels' forward tiles (the
+    /// input gradient as the flipped conv), the ones with subgroup-broadcast twins.
+    pub fn row_forward_passes(&self) -> [bool; 2] {
+        let rows = |k: &FastForward| {
+            matches!(k, FastForward::Rows { .. } | FastForward::RowsFolded { .. })
+        };
+        let forward = matches!(&self.forward, ForwardKernel::Fast(k) if rows(k));
+        let input = match &self.input {
+            InputKernel::FlippedConv { kernel, .. } => rows(kernel),
+            InputKernel::Subpixel(sub) => sub.first_kernel().is_some_and(|k| rows(&k)),
+            _ => false,
+        };
+        [forward, input]
+    }
 }
 
 #[cfg(test)]

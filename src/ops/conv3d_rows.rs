@@ -29,15 +29,27 @@
 //! voxels deep on large outputs. Long
 //! reductions over few outputs split over taps (forward) or voxels (weight gradient), partials
 //! summed after.
+//!
+//! The forward tiles have `_sga` twins (shaders/conv3d_rows_sga.wgsl) that bring the shared
+//! input voxels to the lanes by subgroup broadcasts instead of uniform loads, with the same FMAs
+//! in the same order; they run where src/ops/subgroup_broadcast.rs says (CPU adapters by
+//! default).
 
 use super::conv3d::{self, Geometry};
 use super::conv3d_fast::{fold, weight_gradient_in_chunks};
 use super::reduce::{split_count_toward, sum_leading_into};
+use super::subgroup_broadcast;
 use crate::error::Result;
-use crate::gpu::KernelSpec;
+use crate::gpu::{Gpu, KernelSpec};
 use crate::tensor::Tensor;
 
 const SOURCE: &str = include_str!("../../shaders/conv3d_rows.wgsl");
+const SGA_SOURCE: &str = include_str!("../../shaders/conv3d_rows_sga.wgsl");
+
+/// A forward tile's subgroup-broadcast twin (shaders/conv3d_rows_sga.wgsl).
+const fn twin(entry: &'static str) -> KernelSpec {
+    conv3d::spec("conv3d_rows_sga", SGA_SOURCE, entry, 3)
+}
 
 const fn spec(entry: &'static str, inputs: u32) -> KernelSpec {
     conv3d::spec("conv3d_rows", SOURCE, entry, inputs)
@@ -71,6 +83,16 @@ const FORWARD_M24_C2_W16: KernelSpec = wide(FORWARD_M24_C2);
 const BACKWARD_WEIGHT_W16: KernelSpec = wide(BACKWARD_WEIGHT);
 const BACKWARD_WEIGHT_R16_C2_W16: KernelSpec = wide(BACKWARD_WEIGHT_R16_C2);
 const BACKWARD_WEIGHT_R8_C2_W16: KernelSpec = wide(BACKWARD_WEIGHT_R8_C2);
+const FORWARD_M8_SGA: KernelSpec = twin("conv3d_rows_m8_c4_sga");
+const FORWARD_M4_SGA: KernelSpec = twin("conv3d_rows_m4_c4_sga");
+const FORWARD_M16_C2_SGA: KernelSpec = twin("conv3d_rows_m16_c2_sga");
+const FORWARD_M24_SGA: KernelSpec = twin("conv3d_rows_m24_c4_sga");
+const FORWARD_M24_C2_SGA: KernelSpec = twin("conv3d_rows_m24_c2_sga");
+const FORWARD_M8_SGA_W16: KernelSpec = wide(FORWARD_M8_SGA);
+const FORWARD_M4_SGA_W16: KernelSpec = wide(FORWARD_M4_SGA);
+const FORWARD_M16_C2_SGA_W16: KernelSpec = wide(FORWARD_M16_C2_SGA);
+const FORWARD_M24_SGA_W16: KernelSpec = wide(FORWARD_M24_SGA);
+const FORWARD_M24_C2_SGA_W16: KernelSpec = wide(FORWARD_M24_C2_SGA);
 
 pub(crate) const KERNELS: &[KernelSpec] = &[
     FORWARD_M8,
@@ -89,6 +111,16 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     BACKWARD_WEIGHT_W16,
     BACKWARD_WEIGHT_R16_C2_W16,
     BACKWARD_WEIGHT_R8_C2_W16,
+    FORWARD_M8_SGA,
+    FORWARD_M4_SGA,
+    FORWARD_M16_C2_SGA,
+    FORWARD_M24_SGA,
+    FORWARD_M24_C2_SGA,
+    FORWARD_M8_SGA_W16,
+    FORWARD_M4_SGA_W16,
+    FORWARD_M16_C2_SGA_W16,
+    FORWARD_M24_SGA_W16,
+    FORWARD_M24_C2_SGA_W16,
 ];
 
 /// Lanes per workgroup of the `rows_w16` family (the shaders' `LANES`; 8 in the others).
@@ -231,25 +263,42 @@ impl RowsTile {
         }
     }
 
-    fn spec(self, lanes: RowsLanes) -> &'static KernelSpec {
+    /// The tile's kernel in the `lanes` family, its subgroup-broadcast twin when `sga`.
+    fn spec(self, lanes: RowsLanes, sga: bool) -> &'static KernelSpec {
         let wide = lanes == RowsLanes::Wide;
-        match (self, wide) {
-            (RowsTile::M4C4, false) => &FORWARD_M4,
-            (RowsTile::M8C4, false) => &FORWARD_M8,
-            (RowsTile::M16C2, false) => &FORWARD_M16_C2,
-            (RowsTile::M24C4, false) => &FORWARD_M24,
-            (RowsTile::M24C2, false) => &FORWARD_M24_C2,
-            (RowsTile::M4C4, true) => &FORWARD_M4_W16,
-            (RowsTile::M8C4, true) => &FORWARD_M8_W16,
-            (RowsTile::M16C2, true) => &FORWARD_M16_C2_W16,
-            (RowsTile::M24C4, true) => &FORWARD_M24_W16,
-            (RowsTile::M24C2, true) => &FORWARD_M24_C2_W16,
+        match (self, wide, sga) {
+            (RowsTile::M4C4, false, false) => &FORWARD_M4,
+            (RowsTile::M8C4, false, false) => &FORWARD_M8,
+            (RowsTile::M16C2, false, false) => &FORWARD_M16_C2,
+            (RowsTile::M24C4, false, false) => &FORWARD_M24,
+            (RowsTile::M24C2, false, false) => &FORWARD_M24_C2,
+            (RowsTile::M4C4, true, false) => &FORWARD_M4_W16,
+            (RowsTile::M8C4, true, false) => &FORWARD_M8_W16,
+            (RowsTile::M16C2, true, false) => &FORWARD_M16_C2_W16,
+            (RowsTile::M24C4, true, false) => &FORWARD_M24_W16,
+            (RowsTile::M24C2, true, false) => &FORWARD_M24_C2_W16,
+            (RowsTile::M4C4, false, true) => &FORWARD_M4_SGA,
+            (RowsTile::M8C4, false, true) => &FORWARD_M8_SGA,
+            (RowsTile::M16C2, false, true) => &FORWARD_M16_C2_SGA,
+            (RowsTile::M24C4, false, true) => &FORWARD_M24_SGA,
+            (RowsTile::M24C2, false, true) => &FORWARD_M24_C2_SGA,
+            (RowsTile::M4C4, true, true) => &FORWARD_M4_SGA_W16,
+            (RowsTile::M8C4, true, true) => &FORWARD_M8_SGA_W16,
+            (RowsTile::M16C2, true, true) => &FORWARD_M16_C2_SGA_W16,
+            (RowsTile::M24C4, true, true) => &FORWARD_M24_SGA_W16,
+            (RowsTile::M24C2, true, true) => &FORWARD_M24_C2_SGA_W16,
         }
     }
 }
 
-/// y = conv3d(x, w) + b on `tile` of the `lanes` family, split over taps when the output gives
-/// few workgroups.
+/// Whether the forward tiles run as their subgroup-broadcast twins on `gpu`
+/// (src/ops/subgroup_broadcast.rs): what `cads bench` marks `+sga`.
+pub(crate) fn runs_twins(gpu: &Gpu) -> Result<bool> {
+    subgroup_broadcast::enabled(gpu)
+}
+
+/// y = conv3d(x, w) + b on `tile` of the `lanes` family (or its twin), split over taps when the
+/// output gives few workgroups.
 pub(crate) fn forward(
     x: &Tensor,
     w: &Tensor,
@@ -289,7 +338,7 @@ pub(crate) fn forward(
         None
     };
     gpu.dispatch(
-        tile.spec(lanes),
+        tile.spec(lanes, runs_twins(gpu)?),
         &params,
         &[x.buffer(), w.buffer(), b],
         &[partial.as_ref().unwrap_or(y).buffer()],

@@ -10,20 +10,19 @@
 //! so every output is bit for bit the same (tests/matmul_subgroup_a.rs). Measured gain and the
 //! policy's reasons: docs/kernel-tuning.md, "A's rows by subgroup broadcasts".
 //!
-//! `CADS_KERNEL_MATMUL_SUBGROUP_A` (or the context's tune settings, op `matmul_subgroup_a`):
-//! `auto` (the default: CPU adapters whose subgroups hold at least 8 lanes), `always` (any
-//! adapter whose subgroups hold at least 8 lanes) or `never`. A device without subgroups, or
-//! with subgroups that may be narrower than a group of rows, never runs a twin.
+//! When the twins run: src/ops/subgroup_broadcast.rs (`CADS_KERNEL_SUBGROUP_BROADCAST`).
 
 use super::matmul::{MatmulKernel, MatmulParams};
+use super::subgroup_broadcast::{enabled, GROUP_LANES};
 use crate::error::Result;
-use crate::gpu::{Gpu, KernelSpec, TuneRequest};
+use crate::gpu::{Gpu, KernelSpec};
 
 const SOURCE: &str = include_str!("../../shaders/matmul_vec4_sga.wgsl");
 
 /// Rows per broadcast group (`SGA_ROWS` of scripts/gen_matmul_wgsl.py): lane q loads row q of
 /// each group, so a subgroup must hold at least this many lanes.
 const GROUP_ROWS: u32 = 8;
+const _: () = assert!(GROUP_ROWS <= GROUP_LANES);
 
 const fn twin(entry: &'static str, inputs: u32) -> KernelSpec {
     KernelSpec {
@@ -65,34 +64,8 @@ const BASE_ENTRIES: [&str; 10] = [
     "matmul_vec4_pb_32x4_w16_bias",
 ];
 
-const OP: &str = "matmul_subgroup_a";
-const NAMES: [&str; 3] = ["auto", "always", "never"];
-
-/// Whether this context's launches run the twins: its policy (`auto` unless
-/// `CADS_KERNEL_MATMUL_SUBGROUP_A` or its tune settings name another; nothing is measured) and
-/// what the device can run.
-pub(crate) fn enabled(gpu: &Gpu) -> Result<bool> {
-    let choice = gpu.tuned_variant(
-        &TuneRequest {
-            op: OP,
-            variants: &NAMES,
-            candidates: &["auto"],
-            default: "auto",
-        },
-        |_| Ok(0.0),
-    )?;
-    let adapter = gpu.adapter();
-    let lanes_suffice = gpu.features().subgroups && adapter.subgroup_min_size >= GROUP_ROWS;
-    Ok(lanes_suffice
-        && match choice.variant.as_str() {
-            "never" => false,
-            "always" => true,
-            _ => adapter.device_type == wgpu::DeviceType::Cpu,
-        })
-}
-
 /// The kernel a launch of `spec` runs on `gpu`: its twin where it has one and
-/// [`enabled`] says so, else `spec` itself.
+/// [`enabled`] (src/ops/subgroup_broadcast.rs) says so, else `spec` itself.
 pub(crate) fn runs(gpu: &Gpu, spec: &'static KernelSpec) -> Result<&'static KernelSpec> {
     let Some(i) = BASE_ENTRIES
         .iter()

@@ -39,6 +39,7 @@ pub mod reduce;
 pub mod resample;
 pub mod shape;
 pub mod softmax;
+mod subgroup_broadcast;
 
 pub use attention::{attention, attention_with, AttentionPath};
 pub use conv3d::{conv2d, conv3d, Conv2dConfig, Conv3dConfig};

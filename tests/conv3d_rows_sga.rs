@@ -1,0 +1,158 @@
+//! The conv3d row kernels' forward twins that bring the input voxels to the lanes by subgroup
+//! broadcasts (shaders/conv3d_rows_sga.wgsl, src/ops/subgroup_broadcast.rs): on the four row
+//! families and every forward tile (24, 16, 8 and 4 voxels; 4 and 2 channels per lane; 8 and 16
+//! lanes), through the forward, the flipped-conv and sub-pixel input gradients, the fold of
+//! channels not in fours and the split over taps: bit for bit the entries they replace (the same
+//! FMAs in the same order), forward and every gradient; the forward against
+//! src/reference/conv3d.rs; which kernels ran under each policy.
+
+mod common;
+
+use cads::ops::conv3d::{conv3d_with, ConvPath, RowsLanes};
+use cads::ops::Conv3dConfig;
+use cads::reference::conv3d as rc;
+use cads::util::{Rng, F32_ACCUM};
+use cads::{Gpu, Tensor};
+use common::conv_check::w_shape;
+use common::*;
+
+const ALL: [ConvPath; 4] = [
+    ConvPath::Rows(RowsLanes::Two),
+    ConvPath::Rows(RowsLanes::Four),
+    ConvPath::Rows(RowsLanes::FourDeep),
+    ConvPath::Rows(RowsLanes::Wide),
+];
+const TWIN_SHADER: &str = "conv3d_rows_sga::";
+
+fn gpu_with(policy: &str) -> Gpu {
+    let gpu = fresh_gpu();
+    gpu.set_tune_settings(memo_tuning(&[("subgroup_broadcast", policy)]));
+    gpu
+}
+
+/// (input, Cout, config): every forward tile and input-gradient route of the row families.
+fn cases() -> Vec<([usize; 5], usize, Conv3dConfig)> {
+    vec![
+        // 420 output voxels, batch 2: the 16-, 24- and (2 channels on 16 lanes) 24-voxel tiles
+        // with a partial last tile; Cout 36 leaves lanes of the last workgroup idle.
+        ([2, 5, 6, 7, 20], 36, Conv3dConfig::cube(3, 1, 1)),
+        // 216 voxels: the 8-voxel tile; per-axis kernel, padding and dilation (flipped conv).
+        (
+            [1, 6, 7, 9, 4],
+            8,
+            Conv3dConfig {
+                kernel: [3, 3, 2],
+                stride: [1, 1, 1],
+                padding: [2, 1, 1],
+                dilation: [2, 1, 2],
+                groups: 1,
+            },
+        ),
+        // stride 2, odd sizes: the input gradient's sub-pixel classes on the row forward.
+        ([2, 6, 8, 7, 16], 32, Conv3dConfig::cube(3, 2, 1)),
+        // k = s: 4 output voxels, the 4-voxel tile (groups of 4 lanes).
+        ([1, 8, 4, 8, 8], 16, Conv3dConfig::cube(4, 4, 0)),
+        // Cout 72 fills 16 lanes of 4 channels (24 voxels deep on `rows_w16`).
+        ([2, 5, 5, 6, 8], 72, Conv3dConfig::cube(3, 1, 1)),
+        // Cin 3: the forward through the fold of kernel axes into channels.
+        ([1, 6, 6, 6, 3], 8, Conv3dConfig::cube(3, 1, 1)),
+        // 8 output voxels, 125 taps: the forward splits over taps.
+        ([1, 6, 6, 6, 8], 8, Conv3dConfig::cube(5, 2, 1)),
+    ]
+}
+
+/// Forward with bias and the gradients of x, w and b on `gpu`, with the kernels that ran.
+fn forward_and_grads(
+    gpu: &Gpu,
+    path: ConvPath,
+    (x, w, b, g): (&[f32], &[f32], &[f32], &[f32]),
+    (x_shape, w_shape, cfg): ([usize; 5], [usize; 5], Conv3dConfig),
+) -> ([Vec<f32>; 4], Vec<String>) {
+    ran(gpu, || {
+        let tx = Tensor::from_slice(gpu, x, &x_shape)
+            .unwrap()
+            .requires_grad_(true);
+        let tw = Tensor::from_slice(gpu, w, &w_shape)
+            .unwrap()
+            .requires_grad_(true);
+        let tb = Tensor::from_slice(gpu, b, &[w_shape[4]])
+            .unwrap()
+            .requires_grad_(true);
+        let y = conv3d_with(&tx, &tw, Some(&tb), &cfg, path).unwrap();
+        let grads = y
+            .backward_with(&Tensor::from_slice(gpu, g, y.shape()).unwrap())
+            .unwrap();
+        let of = |t: &Tensor| grads.get(t).unwrap().to_vec().unwrap();
+        [y.to_vec().unwrap(), of(&tx), of(&tw), of(&tb)]
+    })
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn twins_are_the_row_forward_bit_for_bit_and_match_the_reference() {
+    let twins = gpu_with("always");
+    let entries = gpu_with("never");
+    assert!(
+        twins.features().subgroups && twins.adapter().subgroup_min_size >= 8,
+        "the test adapter must have subgroups of 8 lanes or more (lavapipe: 8)"
+    );
+    let mut rng = Rng::new(181);
+    for (x_shape, cout, cfg) in cases() {
+        let ws = w_shape(&x_shape, cout, &cfg);
+        let x = rng.vec_uniform(x_shape.iter().product(), -1.0, 1.0);
+        let w = rng.vec_uniform(ws.iter().product(), -1.0, 1.0);
+        let b = rng.vec_uniform(cout, -1.0, 1.0);
+        let want = rc::conv3d(
+            &cads::reference::Array::from_f32(&x, &x_shape),
+            &cads::reference::Array::from_f32(&w, &ws),
+            Some(&cads::reference::Array::from_f32(&b, &[cout])),
+            &cfg,
+        );
+        let g = rng.vec_uniform(want.data.len(), -1.0, 1.0);
+        for path in ALL {
+            let what = format!("{} {x_shape:?}→{cout} {cfg:?}", path.name());
+            let data = (&x[..], &w[..], &b[..], &g[..]);
+            let (got, ran_twins) = forward_and_grads(&twins, path, data, (x_shape, ws, cfg));
+            assert!(
+                ran_twins.iter().any(|k| k.starts_with(TWIN_SHADER)),
+                "{what}: {ran_twins:?}"
+            );
+            let (base, ran_entries) = forward_and_grads(&entries, path, data, (x_shape, ws, cfg));
+            assert!(
+                !ran_entries.iter().any(|k| k.starts_with(TWIN_SHADER)),
+                "{what}: {ran_entries:?}"
+            );
+            // The same kernels otherwise: each twin stands in for one entry.
+            assert_eq!(ran_twins.len(), ran_entries.len(), "{what}");
+            for (i, part) in ["forward", "grad x", "grad w", "grad b"].iter().enumerate() {
+                assert_eq!(bits(&got[i]), bits(&base[i]), "{what}: {part}");
+            }
+            assert_close(&format!("{what} forward"), &got[0], &want.data, F32_ACCUM);
+        }
+    }
+}
+
+#[test]
+fn auto_runs_the_twins_on_cpu_adapters_and_never_runs_none() {
+    let mut rng = Rng::new(183);
+    let (x_shape, cout, cfg) = ([1, 6, 6, 6, 8], 16, Conv3dConfig::cube(3, 1, 1));
+    let ws = w_shape(&x_shape, cout, &cfg);
+    for policy in ["auto", "never"] {
+        let gpu = gpu_with(policy);
+        let cpu = gpu.adapter().device_type == wgpu::DeviceType::Cpu;
+        let can = gpu.features().subgroups && gpu.adapter().subgroup_min_size >= 8;
+        let x = random_param(&gpu, &mut rng, &x_shape, -1.0, 1.0).1;
+        let w = random_param(&gpu, &mut rng, &ws, -1.0, 1.0).1;
+        let (y, ran) = ran(&gpu, || conv3d_with(&x, &w, None, &cfg, ALL[1]));
+        y.unwrap();
+        assert_eq!(
+            ran.iter().any(|k| k.starts_with(TWIN_SHADER)),
+            policy == "auto" && cpu && can,
+            "{policy} on {:?}: {ran:?}",
+            gpu.adapter().device_type
+        );
+    }
+}
