@@ -10,8 +10,8 @@
 //   group g of 8 rows (one vec4 gather per group and k-step) and row 8·g + r
 //   is subgroupBroadcast(·, r): a register permute. The FMAs are the same, in the same order, so
 //   each output is bit for bit the entry without the suffix. Needs subgroups of at least 8
-//   lanes holding consecutive invocations (the launcher, src/ops/matmul_subgroup_a.rs, checks
-//   the adapter's minimum subgroup size); every lane stays in the loop to its end (the loop's
+//   lanes holding consecutive invocations (src/ops/subgroup_broadcast.rs checks the adapter's
+//   minimum subgroup size); every lane stays in the loop to its end (the loop's
 //   bounds are the workgroup's), so each broadcast reads an active lane.
 // Launched by src/ops/matmul.rs (matmul_launch).
 

@@ -1,10 +1,12 @@
-//! The conv3d row kernels' forward twins that bring the input voxels to the lanes by subgroup
-//! broadcasts (shaders/conv3d_rows_sga.wgsl, src/ops/subgroup_broadcast.rs): on the four row
-//! families and every forward tile (24, 16, 8 and 4 voxels; 4 and 2 channels per lane; 8 and 16
-//! lanes), through the forward, the flipped-conv and sub-pixel input gradients, the fold of
-//! channels not in fours and the split over taps: bit for bit the entries they replace (the same
-//! FMAs in the same order), forward and every gradient; the forward against
-//! src/reference/conv3d.rs; which kernels ran under each policy.
+//! The conv3d row kernels' twins that bring the input voxels to the lanes by subgroup broadcasts
+//! (shaders/conv3d_rows_sga.wgsl, src/ops/subgroup_broadcast.rs): on the four row families,
+//! every forward tile (24, 16, 8 and 4 voxels; 4 and 2 channels per lane; 8 and 16 lanes) and
+//! every weight-gradient tile (32 and 64 input channels; 4 and 2 output channels), through the
+//! forward, the flipped-conv and sub-pixel input gradients, the fold of channels not in fours,
+//! the split over taps and over voxels: bit for bit the entries they replace (the same FMAs in
+//! the same order), forward and every gradient, each row kernel replaced by its twin and nothing
+//! else changed; the forward against src/reference/conv3d.rs; which kernels ran under each
+//! policy.
 
 mod common;
 
@@ -58,6 +60,10 @@ fn cases() -> Vec<([usize; 5], usize, Conv3dConfig)> {
         ([1, 6, 6, 6, 3], 8, Conv3dConfig::cube(3, 1, 1)),
         // 8 output voxels, 125 taps: the forward splits over taps.
         ([1, 6, 6, 6, 8], 8, Conv3dConfig::cube(5, 2, 1)),
+        // Cin 64 (the 64-channel weight tile on `rows`), 2048 output voxels: the weight
+        // gradient splits over voxels, whose count is not a multiple of the 8 per iteration
+        // in the last chunk.
+        ([1, 8, 16, 15, 64], 8, Conv3dConfig::cube(3, 1, 1)),
     ]
 }
 
@@ -87,8 +93,24 @@ fn forward_and_grads(
     })
 }
 
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
+/// The twin's profiler name of a `conv3d_rows::` kernel (`_sga` before any `[LANES=16]`); any
+/// other kernel's name unchanged.
+fn twin_name(kernel: &str) -> String {
+    match kernel.strip_prefix("conv3d_rows::") {
+        Some(rest) => {
+            let (entry, lanes) = rest.split_at(rest.find('[').unwrap_or(rest.len()));
+            format!("{TWIN_SHADER}{entry}_sga{lanes}")
+        }
+        None => kernel.to_string(),
+    }
+}
+
+/// Panics naming `what` and the first element whose bits differ (or the lengths).
+fn assert_same_bits(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+        panic!("{what}: element {i} is {} against {}", got[i], want[i]);
+    }
 }
 
 #[test]
@@ -125,10 +147,25 @@ fn twins_are_the_row_forward_bit_for_bit_and_match_the_reference() {
                 !ran_entries.iter().any(|k| k.starts_with(TWIN_SHADER)),
                 "{what}: {ran_entries:?}"
             );
-            // The same kernels otherwise: each twin stands in for one entry.
-            assert_eq!(ran_twins.len(), ran_entries.len(), "{what}");
+            // Each row kernel that ran without twins ran as its twin, and no other: the runs'
+            // row kernels, renamed to their twins, agree. (A product inside the pass, such as
+            // the patchify input gradient, runs the matmul twins under the same policy.)
+            let rows = |names: &[String], prefix: &str| {
+                let mut v: Vec<String> = names
+                    .iter()
+                    .filter(|k| k.starts_with(prefix))
+                    .map(|k| twin_name(k))
+                    .collect();
+                v.sort();
+                v
+            };
+            assert_eq!(
+                rows(&ran_twins, TWIN_SHADER),
+                rows(&ran_entries, "conv3d_rows::"),
+                "{what}"
+            );
             for (i, part) in ["forward", "grad x", "grad w", "grad b"].iter().enumerate() {
-                assert_eq!(bits(&got[i]), bits(&base[i]), "{what}: {part}");
+                assert_same_bits(&got[i], &base[i], &format!("{what}: {part}"));
             }
             assert_close(&format!("{what} forward"), &got[0], &want.data, F32_ACCUM);
         }

@@ -2,8 +2,9 @@
 //! which bring A's rows to the lanes by subgroup broadcasts: every form (plain, `pb_`, `_tb`,
 //! `_bias` packed and not) against src/reference/matmul.rs on odd rows, partial column blocks,
 //! batches with a broadcast B, a single row and split-K; against the entries they replace, bit
-//! for bit (the same FMAs in the same order), forward and through the tape's gradients; which
-//! policy runs them where, by the kernels that ran; the transposed-A form has none.
+//! for bit (the same FMAs in the same order), forward and through the tape's gradients (a
+//! transposed A, which has no twin, too); which policy runs them where, by the kernels that
+//! ran.
 
 mod common;
 
@@ -40,8 +41,12 @@ fn tolerance(k: usize) -> Tolerance {
     }
 }
 
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
+/// Panics naming `what` and the first element whose bits differ (or the lengths).
+fn assert_same_bits(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+        panic!("{what}: element {i} is {} against {}", got[i], want[i]);
+    }
 }
 
 /// Batch dims of A and of B, then M, K, N.
@@ -63,11 +68,11 @@ fn run(
     gpu: &Gpu,
     kernel: MatmulKernel,
     (a, b, bias): (&Tensor, &Tensor, Option<&Tensor>),
-    tb: bool,
+    (ta, tb): (bool, bool),
 ) -> (Vec<f32>, Vec<String>) {
     let (out, kernels) = ran(gpu, || match bias {
         Some(bias) => ops::linear_with(a, b, Some(bias), kernel),
-        None => ops::matmul_with(a, b, false, tb, kernel),
+        None => ops::matmul_with(a, b, ta, tb, kernel),
     });
     (out.unwrap().to_vec().unwrap(), kernels)
 }
@@ -85,17 +90,27 @@ fn twins_match_the_reference_and_the_entries_they_replace_bit_for_bit() {
         for tile in TALL_TILES {
             let kernel = MatmulKernel::from_name(tile).unwrap();
             for &(ba, bb, m, k, n) in &CASES {
-                // Plain B, B stored [N, K] (the `_tb` form, never packed) and the bias form
+                // Plain operands, B stored [N, K] (the `_tb` form, never packed), A stored
+                // [K, M] (the `_ta` entry, no twin: the rest of the product is unchanged; M
+                // rounded up to a multiple of 4, which it reads in place) and the bias form
                 // (unbatched products only: a linear layer's weight is one matrix).
-                for (tb, with_bias) in [(false, false), (true, false), (false, true)] {
+                let forms = [
+                    (false, false, false),
+                    (false, true, false),
+                    (true, false, false),
+                    (false, false, true),
+                ];
+                for (ta, tb, with_bias) in forms {
                     if with_bias && (!ba.is_empty() || !bb.is_empty()) {
                         continue;
                     }
+                    let m = if ta { m.next_multiple_of(4) } else { m };
                     let what = format!(
-                        "{tile} pack {pack} tb {tb} bias {with_bias} a{ba:?} b{bb:?} \
+                        "{tile} pack {pack} ta {ta} tb {tb} bias {with_bias} a{ba:?} b{bb:?} \
                          M{m} K{k} N{n}"
                     );
-                    let a_shape: Vec<usize> = ba.iter().copied().chain([m, k]).collect();
+                    let a_dims = if ta { [k, m] } else { [m, k] };
+                    let a_shape: Vec<usize> = ba.iter().copied().chain(a_dims).collect();
                     let b_dims = if tb { [n, k] } else { [k, n] };
                     let b_shape: Vec<usize> = bb.iter().copied().chain(b_dims).collect();
                     let (a, ta_twins) = random_pair(&twins, &mut rng, &a_shape, -1.0, 1.0);
@@ -114,20 +129,25 @@ fn twins_match_the_reference_and_the_entries_they_replace_bit_for_bit() {
                         &twins,
                         kernel,
                         (&ta_twins, &tb_twins, bias_of(&tbias_twins)),
-                        tb,
+                        (ta, tb),
                     );
-                    assert!(
+                    assert_eq!(
                         kernels.iter().any(|k| k.starts_with(SGA_SHADER)),
+                        !ta,
                         "{what}: {kernels:?}"
                     );
-                    let (want, kernels) =
-                        run(&entries, kernel, (&ta_e, &tb_e, bias_of(&tbias_e)), tb);
+                    let (want, kernels) = run(
+                        &entries,
+                        kernel,
+                        (&ta_e, &tb_e, bias_of(&tbias_e)),
+                        (ta, tb),
+                    );
                     assert!(
                         !kernels.iter().any(|k| k.starts_with(SGA_SHADER)),
                         "{what}: {kernels:?}"
                     );
-                    assert_eq!(bits(&got), bits(&want), "{what}");
-                    let product = refmm::matmul(&a, &b, false, tb);
+                    assert_same_bits(&got, &want, &what);
+                    let product = refmm::matmul(&a, &b, ta, tb);
                     let reference: Vec<f64> = product
                         .data
                         .iter()
@@ -176,18 +196,19 @@ fn gradients_through_the_twins_are_the_entries_gradients_bit_for_bit() {
     let a = rng.vec_uniform(m * k, -1.0, 1.0);
     let b = rng.vec_uniform(k * n, -1.0, 1.0);
     let g = rng.vec_uniform(m * n, -1.0, 1.0);
-    // The input gradient G·Bᵀ reads B transposed (`_tb`, a twin); the weight gradient Aᵀ·G
-    // reads A transposed (`_ta`, no twin).
+    // The input gradient G·Bᵀ reads B transposed (the `_tb` twin); the weight gradient Aᵀ·G
+    // reads A transposed (`_ta`, no twin: one measured, not faster).
     let (got, kernels) = ran(&twins, || product_and_grads(&twins, &a, &b, (m, k, n), &g));
-    assert!(
-        kernels.contains(&"matmul_vec4_sga::matmul_vec4_32x4_w8_sga".to_string())
-            && kernels.contains(&"matmul_vec4_sga::matmul_vec4_tb_32x4_w8_sga".to_string())
-            && kernels.contains(&"matmul_vec4::matmul_vec4_ta_32x4_w8".to_string()),
-        "{kernels:?}"
-    );
+    for name in [
+        "matmul_vec4_sga::matmul_vec4_32x4_w8_sga",
+        "matmul_vec4_sga::matmul_vec4_tb_32x4_w8_sga",
+        "matmul_vec4::matmul_vec4_ta_32x4_w8",
+    ] {
+        assert!(kernels.contains(&name.to_string()), "{name}: {kernels:?}");
+    }
     let want = product_and_grads(&entries, &a, &b, (m, k, n), &g);
     for (i, part) in ["product", "grad a", "grad b"].iter().enumerate() {
-        assert_eq!(bits(&got[i]), bits(&want[i]), "{part}");
+        assert_same_bits(&got[i], &want[i], part);
     }
 }
 

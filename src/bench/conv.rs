@@ -124,22 +124,18 @@ fn run(b: &Bench, case: &str, pass: Pass, path: Option<ConvPath>) -> Result<Samp
 }
 
 /// What ran, from the plan: the pass's kernel family, or for all three passes the family when
-/// they agree, else `forward+input+weight`; then `+sga` when a pass ran the row forward tiles'
+/// they agree, else `forward+input+weight`; then `+sga` when a pass ran the row kernels'
 /// subgroup-broadcast twins (`sga`: they run on this context).
 fn variant_name(plan: &ConvPlan, pass: Pass, sga: bool) -> String {
     let [forward, input, weight] = plan.kernel_names();
-    let [rows_forward, rows_input] = plan.row_forward_passes();
+    let [rows_forward, rows_input, rows_weight] = plan.row_kernel_passes();
+    let any = rows_forward || rows_input || rows_weight;
     let (name, twins) = match pass {
         Pass::Forward => (forward.into(), rows_forward),
         Pass::BackwardInput => (input.into(), rows_input),
-        Pass::BackwardWeight => (weight.into(), false),
-        Pass::All if forward == input && input == weight => {
-            (forward.into(), rows_forward || rows_input)
-        }
-        Pass::All => (
-            format!("{forward}+{input}+{weight}"),
-            rows_forward || rows_input,
-        ),
+        Pass::BackwardWeight => (weight.into(), rows_weight),
+        Pass::All if forward == input && input == weight => (forward.into(), any),
+        Pass::All => (format!("{forward}+{input}+{weight}"), any),
     };
     if sga && twins {
         format!("{name}+sga")

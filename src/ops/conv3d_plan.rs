@@ -258,9 +258,9 @@ impl ConvPlan {
         [forward, input, weight]
     }
 
-    /// Whether the forward and the input-gradient pass run the row kernels' forward tiles (the
-    /// input gradient as the flipped conv), the ones with subgroup-broadcast twins.
-    pub fn row_forward_passes(&self) -> [bool; 2] {
+    /// Whether the forward, the input-gradient (as the flipped conv) and the weight-gradient
+    /// pass run the row kernels, the ones with subgroup-broadcast twins.
+    pub fn row_kernel_passes(&self) -> [bool; 3] {
         let rows = |k: &FastForward| {
             matches!(k, FastForward::Rows { .. } | FastForward::RowsFolded { .. })
         };
@@ -270,7 +270,8 @@ impl ConvPlan {
             InputKernel::Subpixel(sub) => sub.first_kernel().is_some_and(|k| rows(&k)),
             _ => false,
         };
-        [forward, input]
+        let weight = matches!(self.weight, WeightKernel::Fast(FastWeight::Rows { .. }));
+        [forward, input, weight]
     }
 }
 

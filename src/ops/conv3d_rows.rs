@@ -30,10 +30,9 @@
 //! reductions over few outputs split over taps (forward) or voxels (weight gradient), partials
 //! summed after.
 //!
-//! The forward tiles have `_sga` twins (shaders/conv3d_rows_sga.wgsl) that bring the shared
-//! input voxels to the lanes by subgroup broadcasts instead of uniform loads, with the same FMAs
-//! in the same order; they run where src/ops/subgroup_broadcast.rs says (CPU adapters by
-//! default).
+//! Every tile has an `_sga` twin (shaders/conv3d_rows_sga.wgsl) that brings the shared input
+//! voxels to the lanes by subgroup broadcasts instead of uniform loads, with the same FMAs in
+//! the same order; they run where src/ops/subgroup_broadcast.rs says (CPU adapters by default).
 
 use super::conv3d::{self, Geometry};
 use super::conv3d_fast::{fold, weight_gradient_in_chunks};
@@ -46,9 +45,9 @@ use crate::tensor::Tensor;
 const SOURCE: &str = include_str!("../../shaders/conv3d_rows.wgsl");
 const SGA_SOURCE: &str = include_str!("../../shaders/conv3d_rows_sga.wgsl");
 
-/// A forward tile's subgroup-broadcast twin (shaders/conv3d_rows_sga.wgsl).
-const fn twin(entry: &'static str) -> KernelSpec {
-    conv3d::spec("conv3d_rows_sga", SGA_SOURCE, entry, 3)
+/// A tile's subgroup-broadcast twin (shaders/conv3d_rows_sga.wgsl) with its entry's inputs.
+const fn twin(entry: &'static str, inputs: u32) -> KernelSpec {
+    conv3d::spec("conv3d_rows_sga", SGA_SOURCE, entry, inputs)
 }
 
 const fn spec(entry: &'static str, inputs: u32) -> KernelSpec {
@@ -83,16 +82,22 @@ const FORWARD_M24_C2_W16: KernelSpec = wide(FORWARD_M24_C2);
 const BACKWARD_WEIGHT_W16: KernelSpec = wide(BACKWARD_WEIGHT);
 const BACKWARD_WEIGHT_R16_C2_W16: KernelSpec = wide(BACKWARD_WEIGHT_R16_C2);
 const BACKWARD_WEIGHT_R8_C2_W16: KernelSpec = wide(BACKWARD_WEIGHT_R8_C2);
-const FORWARD_M8_SGA: KernelSpec = twin("conv3d_rows_m8_c4_sga");
-const FORWARD_M4_SGA: KernelSpec = twin("conv3d_rows_m4_c4_sga");
-const FORWARD_M16_C2_SGA: KernelSpec = twin("conv3d_rows_m16_c2_sga");
-const FORWARD_M24_SGA: KernelSpec = twin("conv3d_rows_m24_c4_sga");
-const FORWARD_M24_C2_SGA: KernelSpec = twin("conv3d_rows_m24_c2_sga");
+const FORWARD_M8_SGA: KernelSpec = twin("conv3d_rows_m8_c4_sga", 3);
+const FORWARD_M4_SGA: KernelSpec = twin("conv3d_rows_m4_c4_sga", 3);
+const FORWARD_M16_C2_SGA: KernelSpec = twin("conv3d_rows_m16_c2_sga", 3);
+const FORWARD_M24_SGA: KernelSpec = twin("conv3d_rows_m24_c4_sga", 3);
+const FORWARD_M24_C2_SGA: KernelSpec = twin("conv3d_rows_m24_c2_sga", 3);
 const FORWARD_M8_SGA_W16: KernelSpec = wide(FORWARD_M8_SGA);
 const FORWARD_M4_SGA_W16: KernelSpec = wide(FORWARD_M4_SGA);
 const FORWARD_M16_C2_SGA_W16: KernelSpec = wide(FORWARD_M16_C2_SGA);
 const FORWARD_M24_SGA_W16: KernelSpec = wide(FORWARD_M24_SGA);
 const FORWARD_M24_C2_SGA_W16: KernelSpec = wide(FORWARD_M24_C2_SGA);
+const BACKWARD_WEIGHT_SGA: KernelSpec = twin("conv3d_backward_weight_rows_c4_sga", 2);
+const BACKWARD_WEIGHT_R16_C2_SGA: KernelSpec = twin("conv3d_backward_weight_rows_r16_c2_sga", 2);
+const BACKWARD_WEIGHT_R8_C2_SGA: KernelSpec = twin("conv3d_backward_weight_rows_r8_c2_sga", 2);
+const BACKWARD_WEIGHT_SGA_W16: KernelSpec = wide(BACKWARD_WEIGHT_SGA);
+const BACKWARD_WEIGHT_R16_C2_SGA_W16: KernelSpec = wide(BACKWARD_WEIGHT_R16_C2_SGA);
+const BACKWARD_WEIGHT_R8_C2_SGA_W16: KernelSpec = wide(BACKWARD_WEIGHT_R8_C2_SGA);
 
 pub(crate) const KERNELS: &[KernelSpec] = &[
     FORWARD_M8,
@@ -121,6 +126,12 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     FORWARD_M16_C2_SGA_W16,
     FORWARD_M24_SGA_W16,
     FORWARD_M24_C2_SGA_W16,
+    BACKWARD_WEIGHT_SGA,
+    BACKWARD_WEIGHT_R16_C2_SGA,
+    BACKWARD_WEIGHT_R8_C2_SGA,
+    BACKWARD_WEIGHT_SGA_W16,
+    BACKWARD_WEIGHT_R16_C2_SGA_W16,
+    BACKWARD_WEIGHT_R8_C2_SGA_W16,
 ];
 
 /// Lanes per workgroup of the `rows_w16` family (the shaders' `LANES`; 8 in the others).
@@ -291,7 +302,7 @@ impl RowsTile {
     }
 }
 
-/// Whether the forward tiles run as their subgroup-broadcast twins on `gpu`
+/// Whether the tiles run as their subgroup-broadcast twins on `gpu`
 /// (src/ops/subgroup_broadcast.rs): what `cads bench` marks `+sga`.
 pub(crate) fn runs_twins(gpu: &Gpu) -> Result<bool> {
     subgroup_broadcast::enabled(gpu)
@@ -393,15 +404,22 @@ impl RowsWeightTile {
         }
     }
 
-    fn spec(self, lanes: RowsLanes) -> &'static KernelSpec {
+    /// The tile's kernel in the `lanes` family, its subgroup-broadcast twin when `sga`.
+    fn spec(self, lanes: RowsLanes, sga: bool) -> &'static KernelSpec {
         let wide = lanes == RowsLanes::Wide;
-        match (self, wide) {
-            (RowsWeightTile::R8C4, false) => &BACKWARD_WEIGHT,
-            (RowsWeightTile::R16C2, false) => &BACKWARD_WEIGHT_R16_C2,
-            (RowsWeightTile::R8C2, false) => &BACKWARD_WEIGHT_R8_C2,
-            (RowsWeightTile::R8C4, true) => &BACKWARD_WEIGHT_W16,
-            (RowsWeightTile::R16C2, true) => &BACKWARD_WEIGHT_R16_C2_W16,
-            (RowsWeightTile::R8C2, true) => &BACKWARD_WEIGHT_R8_C2_W16,
+        match (self, wide, sga) {
+            (RowsWeightTile::R8C4, false, false) => &BACKWARD_WEIGHT,
+            (RowsWeightTile::R16C2, false, false) => &BACKWARD_WEIGHT_R16_C2,
+            (RowsWeightTile::R8C2, false, false) => &BACKWARD_WEIGHT_R8_C2,
+            (RowsWeightTile::R8C4, true, false) => &BACKWARD_WEIGHT_W16,
+            (RowsWeightTile::R16C2, true, false) => &BACKWARD_WEIGHT_R16_C2_W16,
+            (RowsWeightTile::R8C2, true, false) => &BACKWARD_WEIGHT_R8_C2_W16,
+            (RowsWeightTile::R8C4, false, true) => &BACKWARD_WEIGHT_SGA,
+            (RowsWeightTile::R16C2, false, true) => &BACKWARD_WEIGHT_R16_C2_SGA,
+            (RowsWeightTile::R8C2, false, true) => &BACKWARD_WEIGHT_R8_C2_SGA,
+            (RowsWeightTile::R8C4, true, true) => &BACKWARD_WEIGHT_SGA_W16,
+            (RowsWeightTile::R16C2, true, true) => &BACKWARD_WEIGHT_R16_C2_SGA_W16,
+            (RowsWeightTile::R8C2, true, true) => &BACKWARD_WEIGHT_R8_C2_SGA_W16,
         }
     }
 }
@@ -428,5 +446,6 @@ pub(crate) fn backward_weight(
     let mut params = geo.params(wn, false);
     params.splits = chunks as u32;
     params.chunk = chunk as u32;
-    weight_gradient_in_chunks(tile.spec(lanes), &params, x, g, gw, row_blocks, col_blocks)
+    let spec = tile.spec(lanes, runs_twins(x.gpu())?);
+    weight_gradient_in_chunks(spec, &params, x, g, gw, row_blocks, col_blocks)
 }
