@@ -52,13 +52,13 @@ WEIGHT_TILES = [(8, 4), (16, 2), (8, 2)]
 # 376; 4: 362, 318; 8: 323, 285; 12: 350, 300; 16: 460, 387 (docs/kernel-tuning.md, "The weight
 # gradient, eight voxels per iteration").
 VOXELS = 8
-# The forward tiles' `_sga` twins (shaders/conv3d_rows_sga.wgsl, a module of its own since it
-# needs subgroups) bring the input voxels to the lanes by subgroup broadcasts: lane q loads voxel
-# q of each group of SGA_VOXELS (fewer in the 4-voxel tile) and each voxel of the group is
-# `subgroupBroadcast` from its lane, instead of a load whose address is the same in every lane
-# (on lavapipe one scalar load per component behind its own robust-access branches). The FMAs
-# are the same in the same order. Measured: docs/kernel-tuning.md, "A's rows by subgroup
-# broadcasts" (its conv paragraph).
+# Every tile's `_sga` twin (shaders/conv3d_rows_sga.wgsl, a module of its own since it needs
+# subgroups) brings the input voxels to the lanes by subgroup broadcasts: lane q loads voxel q of
+# each group of SGA_VOXELS (fewer in the 4-voxel forward tile; the weight gradient's groups are
+# its VOXELS per iteration) and each voxel of the group is `subgroupBroadcast` from its lane,
+# instead of a load whose address is the same in every lane (on lavapipe one scalar load per
+# component behind its own robust-access branches). The FMAs are the same in the same order.
+# Measured: docs/kernel-tuning.md, "A's rows by subgroup broadcasts" (its conv paragraphs).
 SGA_VOXELS = 8
 
 SGA_NOTE = f"""\

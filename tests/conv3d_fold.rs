@@ -78,8 +78,8 @@ fn folded_forward_matches_reference_with_its_gradients() {
 
 #[test]
 fn the_fold_runs_the_row_forward_and_leaves_the_weight_gradient_to_the_tiles() {
-    // (The row forward by its shaders/conv3d_rows.wgsl name: the subgroup-broadcast twins are
-    // off here, tested in tests/conv3d_rows_sga.rs.)
+    // (The row kernels by their shaders/conv3d_rows.wgsl names: the subgroup-broadcast twins
+    // are off here, tested in tests/conv3d_rows_sga.rs.)
     let gpu = fresh_gpu();
     gpu.set_tune_settings(memo_tuning(&[("subgroup_broadcast", "never")]));
     // Cin 3 → 8, stride 1: forward on the row kernel through the fold; the weight gradient on

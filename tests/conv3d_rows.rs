@@ -254,9 +254,8 @@ fn other_conv_kernel(k: &str) -> bool {
         || k.contains("depthwise")
 }
 
-/// A context of its own that runs the row forward tiles themselves, not their
-/// subgroup-broadcast twins (those: tests/conv3d_rows_sga.rs), so kernels are named as in
-/// shaders/conv3d_rows.wgsl.
+/// A context of its own that runs the row kernels themselves, not their subgroup-broadcast
+/// twins (those: tests/conv3d_rows_sga.rs), so kernels are named as in shaders/conv3d_rows.wgsl.
 fn gpu_without_twins() -> Gpu {
     let gpu = fresh_gpu();
     gpu.set_tune_settings(memo_tuning(&[("subgroup_broadcast", "never")]));

@@ -84,7 +84,7 @@ pub struct AdapterSummary {
     pub subgroup_max_size: u32,
     /// The smallest subgroup the adapter may run (never below 4; lavapipe 8, NVIDIA 32). A
     /// kernel that broadcasts from lane q needs more than q lanes in every subgroup
-    /// (src/ops/matmul_subgroup_a.rs).
+    /// (src/ops/subgroup_broadcast.rs).
     pub subgroup_min_size: u32,
 }
 

@@ -1,8 +1,8 @@
 //! When a kernel whose workgroup shares an operand row runs its subgroup-broadcast twin.
 //!
-//! The CPU-adapter tiles (the tall matmul tiles, the conv3d row kernels' forward) run lanes
-//! over output columns, so one operand (A's rows; the input voxels of a conv) is the same in
-//! every lane. They load it with an address equal in every lane, which lavapipe compiles to one
+//! The CPU-adapter tiles (the tall matmul tiles; the conv3d row kernels, forward and weight
+//! gradient) run lanes over output columns, so one operand (A's rows; the input voxels of a
+//! conv) is the same in every lane. They load it with an address equal in every lane, which lavapipe compiles to one
 //! scalar load per component, each behind its own robust-access branches. Their twins load it
 //! one row per lane instead and `subgroupBroadcast` each row from its lane: the same FMAs in the
 //! same order, so the outputs are bit for bit the same (src/ops/matmul_subgroup_a.rs,
