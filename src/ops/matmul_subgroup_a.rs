@@ -64,16 +64,22 @@ const BASE_ENTRIES: [&str; 10] = [
     "matmul_vec4_pb_32x4_w16_bias",
 ];
 
+/// `spec`'s twin, if it has one.
+fn twin_of(spec: &KernelSpec) -> Option<&'static KernelSpec> {
+    if spec.shader != "matmul_vec4" {
+        return None;
+    }
+    let i = BASE_ENTRIES.iter().position(|e| *e == spec.entry)?;
+    Some(&KERNELS[i])
+}
+
 /// The kernel a launch of `spec` runs on `gpu`: its twin where it has one and
 /// [`enabled`] (src/ops/subgroup_broadcast.rs) says so, else `spec` itself.
 pub(crate) fn runs(gpu: &Gpu, spec: &'static KernelSpec) -> Result<&'static KernelSpec> {
-    let Some(i) = BASE_ENTRIES
-        .iter()
-        .position(|e| *e == spec.entry && spec.shader == "matmul_vec4")
-    else {
-        return Ok(spec);
-    };
-    Ok(if enabled(gpu)? { &KERNELS[i] } else { spec })
+    match twin_of(spec) {
+        Some(twin) if enabled(gpu)? => Ok(twin),
+        _ => Ok(spec),
+    }
 }
 
 /// Whether a product on `kernel` with these transposes (as the launcher reads them in place)
@@ -84,9 +90,7 @@ pub(crate) fn runs_for(gpu: &Gpu, kernel: MatmulKernel, (ta, tb): (bool, bool)) 
         (false, true) => kernel.spec_tb(),
         _ => kernel.spec().ok(),
     };
-    let has_twin =
-        spec.is_some_and(|s| s.shader == "matmul_vec4" && BASE_ENTRIES.contains(&s.entry));
-    Ok(has_twin && enabled(gpu)?)
+    Ok(spec.and_then(twin_of).is_some() && enabled(gpu)?)
 }
 
 #[cfg(test)]
