@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate shaders/matmul.wgsl, matmul_vec4.wgsl, matmul_vec4_sga.wgsl and matmul_f16_vec4.wgsl.
+"""Generate shaders/matmul.wgsl, matmul_vec4[_sga].wgsl and matmul_f16_vec4[_sga].wgsl.
 
 The tiled kernels are written out by this script because WGSL has no way to unroll a loop over
 named accumulators: each tile shape gets its own entry point with TM*TN scalar accumulators,
@@ -325,10 +325,13 @@ SGA_HEADER = f"""\
 
 
 # The element type the vec4 tiles read: (entry-name prefix, how a loaded vec4 becomes vec4<f32>).
-# f32 operands are used as loaded; f16 ones (shaders/matmul_f16_vec4.wgsl) are widened as they are
-# loaded, exactly (every f16 is an f32), and the tile multiplies and accumulates in f32.
+# f32 operands are used as loaded; f16 ones (shaders/matmul_f16_vec4.wgsl) are read as their bit
+# patterns, four in a vec2<u32> (two in a u32 for the x2 tiles), and widened by unpack2x16float,
+# exactly (every f16 is an f32); the tile multiplies and accumulates in f32. Why words: lavapipe
+# (Mesa 26.1.6) made each vec4<f16> load far slower than a vec2<u32> one; the f16 tiles took
+# 1.6x the time of the same tiles reading words (docs/kernel-tuning.md, "f16 operands as words").
 F32 = ("matmul_vec4_", "{}")
-F16 = ("matmul_f16_vec4_", "vec{w}<f32>({})")
+F16 = ("matmul_f16_vec4_", "widen{w}({})")
 
 
 # Tiles of the f16 operand kernels (shaders/matmul_f16_vec4.wgsl), each in its four forms (plain,
@@ -339,10 +342,30 @@ F16 = ("matmul_f16_vec4_", "vec{w}<f32>({})")
 F16_VEC4_TILES = [(8, 1, 64), (8, 1, NARROW_LANES), (32, 1, 8), (32, 1, 16)]
 F16_VEC2_TILES = VEC2_TILES
 
+# The f16 shaders' params, bindings and widening: A and B as f16 bit patterns in u32 words, C,
+# the bias and the biased C f32. No `enable f16`: no value has an f16 type.
+F16_PRELUDE = VEC4_PARAMS + """
+@group(0) @binding(0) var<uniform> p: MatmulParams;
+@group(0) @binding(1) var<storage, read> a: array<vec2<u32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec2<u32>>;
+@group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
+
+// Four f16 (element 2w in the low half of word w, the layout of src/tensor/cast.rs) as f32.
+fn widen4(v: vec2<u32>) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
+}
+
+// Two f16 (one word) as f32.
+fn widen2(v: u32) -> vec2<f32> {
+    return unpack2x16float(v);
+}
+
+""" + BIAS_BINDINGS
+
 # The f16 shader's vec2 views: B as column pairs of f16, C and the bias f32 (as VEC2_BINDINGS).
 F16_VEC2_BINDINGS = """\
 // The x2 tiles' views of the same bindings: B as f16 column pairs, C, bias and biased C as f32.
-@group(0) @binding(2) var<storage, read> b2: array<vec2<f16>>;
+@group(0) @binding(2) var<storage, read> b2: array<u32>;
 @group(0) @binding(3) var<storage, read_write> c2: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read> bias2: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read_write> c2_biased: array<vec2<f32>>;
@@ -354,13 +377,14 @@ F16_VEC4_HEADER = """\
 //
 //   C[b, m, n] = Σ_k A(b, m, k) · B(b, k, n)      A, B f16; products and sums f32; C f32
 //
-// Each vec4<f16> is widened to vec4<f32> as it is loaded (exact) and multiplied in f32, so the
-// values are those of shaders/matmul_f16.wgsl's tiles (a product of two f16 is exact in f32; the
-// only rounding is the f32 accumulation, here in the f32 tiles' order). What differs is the
-// shape: the workgroup's invocations share the tile's rows of A (one uniform load broadcast to
-// every lane on a CPU adapter) and split the columns, where the 4 × 4 tiles give every lane its
-// own rows (a per-lane gather for A as well as B). Grid, split-K and masked stores are the f32
-// tiles' (see that file); the forms:
+// Each four f16 (a vec2<u32> of bit patterns; lavapipe loads those far faster than vec4<f16>)
+// are widened to vec4<f32> by unpack2x16float as they are loaded (exact) and multiplied in f32,
+// so the values are those of shaders/matmul_f16.wgsl's tiles (a product of two f16 is exact in
+// f32; the only rounding is the f32 accumulation, here in the f32 tiles' order). What differs is
+// the shape: the workgroup's invocations share the tile's rows of A (one uniform load broadcast
+// to every lane on a CPU adapter) and split the columns, where the 4 × 4 tiles give every lane
+// its own rows (a per-lane gather for A as well as B). Grid, split-K and masked stores are the
+// f32 tiles' (see that file); the forms:
 //   matmul_f16_vec4_<TM>x<TN>:    A [.., M, K], B [.., K, N] (a linear's forward); K, N % 4 = 0
 //   matmul_f16_vec4_tb_<TM>x<TN>: B stored [.., N, K] (the input gradient G·Wᵀ), each column
 //                                 group's 4 × 4 block transposed in registers; K, N % 4 = 0
@@ -375,18 +399,28 @@ F16_VEC4_HEADER = """\
 // Batch offsets a_offset4(b), b_offset4(b) in vec4 units (MatmulParams of shaders/matmul.wgsl; the
 // f16 launcher has one flat batch axis: batch_inner = batch, outer strides 0).
 //
-// Bindings: 0 params (uniform MatmulParams), 1 a (read, f16), 2 b (read, f16), 3 c (read_write,
-// f32). Needs SHADER_F16. Launched by src/ops/matmul_f16_vec4.rs.
+// Bindings: 0 params (uniform MatmulParams), 1 a (read, f16 in u32 words), 2 b (read, the same),
+// 3 c (read_write, f32). No f16 type, so no `enable f16`; the launcher runs these where the
+// device has SHADER_F16 (the mixed-precision path's condition). Launched by
+// src/ops/matmul_f16_vec4.rs.
 
-enable f16;
+""" + F16_PRELUDE + "\n" + F16_VEC2_BINDINGS + "\n" + VEC4_OFFSETS
 
-""" + VEC4_PARAMS + """
-@group(0) @binding(0) var<uniform> p: MatmulParams;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f16>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f16>>;
-@group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
-
-""" + BIAS_BINDINGS + "\n" + F16_VEC2_BINDINGS + "\n" + VEC4_OFFSETS
+# The f16 tall tiles with A's rows by subgroup broadcasts (the f16 forms of SGA_HEADER's tiles).
+F16_SGA_HEADER = f"""\
+// The f16 tall tiles of shaders/matmul_f16_vec4.wgsl with A's rows brought to the lanes by
+// subgroup broadcasts, generated by scripts/gen_matmul_wgsl.py (edit the script). A module of its
+// own: it needs subgroups (wgpu Features::SUBGROUP).
+//
+// matmul_f16_vec4_[tb_]32x4_w<WG>[_bias]_sga: the entry of shaders/matmul_f16_vec4.wgsl without
+//   the `_sga` suffix (same product, bindings, grid, split-K, clamps and stores), except how A's
+//   rows reach the lanes, as in shaders/matmul_vec4_sga.wgsl: lane q of the subgroup loads
+//   row m0 + {SGA_ROWS}·g + q % {SGA_ROWS} of each group g of {SGA_ROWS} rows (one gather of four f16, widened to f32
+//   exactly) and row {SGA_ROWS}·g + r is subgroupBroadcast(·, r). The FMAs are the same, in the
+//   same order, so each output is bit for bit the entry's. Needs subgroups of at least {SGA_ROWS}
+//   lanes (src/ops/subgroup_broadcast.rs).
+// Launched by src/ops/matmul_f16_vec4.rs.
+""" + "\n" + F16_PRELUDE + "\n" + VEC4_OFFSETS
 
 
 def tile_prologue(w, tm, tg, wg, cw=4):
@@ -702,6 +736,12 @@ def main():
         out += "".join(form(tm, 1, wg, F16, cw=2) + "\n" for tm, wg in F16_VEC2_TILES)
     out += "".join(vec4_entry(tm, 1, wg, F16, bias=True, cw=2) + "\n" for tm, wg in F16_VEC2_TILES)
     (out_dir / "matmul_f16_vec4.wgsl").write_bytes(out.encode())
+    out = F16_SGA_HEADER
+    for tm, tg, wg in SGA_TILES:
+        out += vec4_entry(tm, tg, wg, F16, sga=True) + "\n"
+        out += vec4_entry(tm, tg, wg, F16, bias=True, sga=True) + "\n"
+        out += vec4_tb_entry(tm, tg, wg, F16, sga=True) + "\n"
+    (out_dir / "matmul_f16_vec4_sga.wgsl").write_bytes(out.encode())
 
 
 if __name__ == "__main__":

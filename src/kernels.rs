@@ -35,6 +35,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         matmul::KERNELS_PACKED_B_BIAS,
         matmul::KERNELS_PACK_B,
         matmul::KERNELS_SUBGROUP_A,
+        matmul::KERNELS_SUBGROUP_A_F16,
         matmul_tiled::KERNELS,
         matmul_f16::KERNELS,
         matmul_f16_vec4::KERNELS,

@@ -450,10 +450,12 @@ fn f16_matmul_is_within_the_rounding_bound_of_the_f32_product() {
 /// cast first (8 × 4 and 16 × 2 in workgroups of 16 up to N = 128 and 64 and of 64 past it,
 /// 32 × 4 in workgroups of 8); it hands the other shapes to
 /// the 4 × 4 tiles' rules (K % 4 ≠ 0 with a transposed A to the `tn` tile; both transposed, or
-/// M % 4 ≠ 0 with a transposed A, to the naive kernel).
+/// M % 4 ≠ 0 with a transposed A, to the naive kernel). The entries themselves: their
+/// subgroup-broadcast twins are off here (tests/matmul_subgroup_a.rs runs them).
 #[test]
 fn f16_vec4_kernel_runs_its_forms_and_falls_back_by_shape() {
     let gpu = fresh_gpu();
+    gpu.set_tune_settings(memo_tuning(&[("subgroup_broadcast", "never")]));
     let mut rng = Rng::new(22);
     let mut run = |tile: F16VecTile, m: usize, k: usize, n: usize, ta: bool, tb: bool| {
         let a_shape = if ta { [k, m] } else { [m, k] };

@@ -104,15 +104,28 @@ fn tuned_vec4(b: &Bench) -> Result<MatmulF16Kernel> {
     Ok(MatmulF16Kernel::Vec4(F16VecTile::chosen(b.gpu())?))
 }
 
-/// The kernel that ran for a product with `n` columns.
-fn variant(b: &Bench, kernel: MatmulF16Kernel, n: usize) -> Result<String> {
+/// The kernel that ran for a product with `n` columns and these transposes.
+fn variant(
+    b: &Bench,
+    kernel: MatmulF16Kernel,
+    n: usize,
+    transposes: (bool, bool),
+) -> Result<String> {
     let features = b.gpu().features();
     Ok(if features.f16 {
         match (kernel.effective(b.gpu())?, features.cooperative_matrix) {
             // The fragment size names which generated kernel ran: f16_coop8 / f16_coop16.
             (MatmulF16Kernel::Cooperative, Some(t)) => format!("f16_coop{t}"),
-            // The vec4 tiles' workgroups of 16 on narrow products: f16_vec4_8x4_w16.
-            (MatmulF16Kernel::Vec4(tile), _) => tile.variant_for_columns(n),
+            // The vec4 tiles' workgroups of 16 on narrow products: f16_vec4_8x4_w16; `+sga`
+            // where the tile's subgroup-broadcast twin ran (src/ops/matmul_subgroup_a.rs).
+            (MatmulF16Kernel::Vec4(tile), _) => {
+                let sga = tile.runs_twin(b.gpu(), n, transposes)?;
+                format!(
+                    "{}{}",
+                    tile.variant_for_columns(n),
+                    if sga { "+sga" } else { "" }
+                )
+            }
             (kernel, _) => kernel.name().to_string(),
         }
     } else {
@@ -128,7 +141,7 @@ fn square(b: &Bench, ta: bool, tb: bool, kernel: MatmulF16Kernel) -> Result<Samp
         |(x, y)| matmul_f16_launch(x, y, ta, tb, kernel).map(drop),
     )?;
     let mut s = Sample::new(ms, Work::Flops(2.0 * (n * n * n) as f64));
-    s.variant = Some(variant(b, kernel, n)?);
+    s.variant = Some(variant(b, kernel, n, (ta, tb))?);
     s.precision = Some(crate::gpu::Precision::Mixed.name());
     Ok(s)
 }
@@ -146,7 +159,7 @@ fn tokens(b: &Bench, l: usize, n: usize) -> Result<Sample> {
         |(x, w)| matmul_f16_launch(x, w, false, false, kernel).map(drop),
     )?;
     let mut s = Sample::new(ms, Work::Flops(2.0 * (2 * l * 64 * n) as f64));
-    s.variant = Some(variant(b, kernel, n)?);
+    s.variant = Some(variant(b, kernel, n, (false, false))?);
     s.precision = Some(crate::gpu::Precision::Mixed.name());
     Ok(s)
 }

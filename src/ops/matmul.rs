@@ -42,6 +42,7 @@ pub(crate) use super::matmul_kernel::{
 pub(crate) use super::matmul_pack_b::KERNELS as KERNELS_PACK_B;
 pub(crate) use super::matmul_subgroup_a::{
     runs_for as subgroup_a_runs, KERNELS as KERNELS_SUBGROUP_A,
+    KERNELS_F16 as KERNELS_SUBGROUP_A_F16,
 };
 use crate::tensor::{contiguous_strides, copy_region_any_rank, numel, Tensor};
 

@@ -6,8 +6,11 @@
 //! so on lavapipe both operands are per-lane gathers; these tiles share the rows of A across the
 //! workgroup (one uniform load broadcast to the SIMD row) as the f32 vec4 tiles do, and read
 //! half their bytes. The values are the 4 × 4 tiles': f16 widened exactly, f32 products and f32
-//! sums (the order of the f32 tile's k loop). Three tiles ([`F16VecTile`]: 8 × 4, 32 × 4 in
-//! workgroups of 8, 16 × 2), the one measured fastest on the adapter at first use. Measured in
+//! sums (the order of the f32 tile's k loop). They read the f16 operands as bit patterns in u32
+//! words and widen them with `unpack2x16float`: lavapipe loads `vec4<f16>` far slower than
+//! `vec2<u32>`. The 32 × 4 tiles run their subgroup-broadcast twins where the adapter does
+//! (src/ops/matmul_subgroup_a.rs). Four tiles ([`F16VecTile`]: 8 × 4, 32 × 4 in workgroups of
+//! 8 and of 16, 16 × 2), the one measured fastest on the adapter at first use. Measured in
 //! docs/kernel-tuning.md.
 //!
 //! Forms ([`form`]): plain (A [M, K], B [K, N]), `_tb` (B stored [N, K]: the input gradient
@@ -18,6 +21,7 @@ use std::time::Instant;
 
 use super::matmul::{split_target_workgroups, MatmulParams};
 use super::matmul_f16::{plan, Plan};
+use super::matmul_subgroup_a;
 use super::reduce::{split_count_toward, sum_leading_into};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Grid, KernelSpec, TuneRequest};
@@ -203,6 +207,20 @@ impl F16VecTile {
         format!("f16_{}", entry.trim_start_matches("matmul_f16_"))
     }
 
+    /// Whether a product with `n` columns and these transposes (as stored) runs this tile's
+    /// subgroup-broadcast twin on `gpu` (src/ops/matmul_subgroup_a.rs): the benchmark's variant
+    /// names say `+sga` then.
+    pub(crate) fn runs_twin(self, gpu: &Gpu, n: usize, (ta, tb): (bool, bool)) -> Result<bool> {
+        let forms = self.forms(n);
+        let spec = match (ta, tb) {
+            (false, false) => &forms.plain,
+            (false, true) => &forms.tb,
+            (true, false) => &forms.ta,
+            (true, true) => return Ok(false),
+        };
+        Ok(matmul_subgroup_a::runs(gpu, spec)?.entry != spec.entry)
+    }
+
     /// Rows of C per invocation.
     fn rows(self) -> usize {
         match self {
@@ -355,12 +373,18 @@ pub(super) fn launch(
     };
     let target = [partial.as_ref().unwrap_or(out).buffer()];
     let grid = Grid::Xyz(x, y, to_u32(col_blocks * splits)?);
+    // The tall tiles' twins bring A's rows to the lanes by subgroup broadcasts where the adapter
+    // runs them (src/ops/matmul_subgroup_a.rs): the same values, bit for bit.
     match (bias, form.bias) {
-        (None, _) => {
-            gpu.dispatch_f16_aware(form.spec, &params, &[a.buffer(), b.buffer()], &target, grid)?
-        }
+        (None, _) => gpu.dispatch_f16_aware(
+            matmul_subgroup_a::runs(gpu, form.spec)?,
+            &params,
+            &[a.buffer(), b.buffer()],
+            &target,
+            grid,
+        )?,
         (Some(bias), Some(spec)) => gpu.dispatch_f16_aware(
-            spec,
+            matmul_subgroup_a::runs(gpu, spec)?,
             &params,
             &[a.buffer(), b.buffer(), bias.buffer()],
             &target,
