@@ -79,7 +79,7 @@ WG_HEADER = f"""\
 //   (s+1)·k_chunk) into C at offset s·batch·M·N; the launcher sums the splits.
 //
 // Bindings: 0 params (uniform), 1 a (read), 2 b (read), 3 c (read_write).
-// Launched by src/ops/matmul_tiled.rs (launch), from src/ops/matmul.rs matmul_launch.
+// Launched by src/ops/matmul_tiled.rs (launch), from src/ops/matmul_launch.rs.
 
 """
 
@@ -106,7 +106,7 @@ SG_HEADER = f"""\
 // chosen (src/ops/matmul_tune.rs).
 //
 // Bindings: 0 params (uniform), 1 a (read), 2 b (read), 3 c (read_write).
-// Launched by src/ops/matmul_tiled.rs (launch), from src/ops/matmul.rs matmul_launch.
+// Launched by src/ops/matmul_tiled.rs (launch), from src/ops/matmul_launch.rs.
 
 """
 

@@ -41,9 +41,9 @@ HEADER = f"""\
 //   loop) and mask the stores. The k loop runs {KU} steps per iteration with a constant trip
 //   count inside, then a remainder loop.
 //
-// Launched by src/ops/matmul.rs (matmul_launch).
+// Launched by src/ops/matmul_launch.rs (matmul_launch).
 
-// One params struct for every matmul shader (src/ops/matmul.rs MatmulParams); k_chunk4 and
+// One params struct for every matmul shader (src/ops/matmul_launch.rs MatmulParams); k_chunk4 and
 // col_blocks drive the split-K vec4 kernels and are unused here.
 struct MatmulParams {{
     m: u32, n: u32, k: u32, row_blocks: u32,
@@ -149,7 +149,7 @@ def tile_entry(tm, tn):
 
 
 # (TM rows, vec4 column groups per invocation, invocations per workgroup). Which one is fastest
-# depends on the adapter and its driver, so src/ops/matmul.rs times them at first use
+# depends on the adapter and its driver, so src/ops/matmul_tune.rs times them at first use
 # (src/gpu/tuning.rs). On lavapipe Mesa 25 (every load a per-lane sequence) 4x4 wins; on Mesa 26
 # (uniform A rows are scalar loads, B rows one masked gather) tall tiles win, more so in small
 # workgroups: 32 rows x 1 vec4 group in workgroups of 8 (one 8-lane SIMD row: a B panel of 32
@@ -192,7 +192,7 @@ SGA_ROWS = 8
 # one vec4 column group per invocation, A's TM × 4·KS block copied to workgroup memory per stage.
 VEC4_STAGED_TILES = [(32, 32), (48, 16)]
 
-# The vec4 shaders' params struct (MatmulParams of shaders/matmul.wgsl, src/ops/matmul.rs) and
+# The vec4 shaders' params struct (MatmulParams of shaders/matmul.wgsl, src/ops/matmul_launch.rs) and
 # batch offsets in vec4 units, shared by shaders/matmul_vec4.wgsl and shaders/matmul_f16_vec4.wgsl.
 VEC4_PARAMS = """\
 struct MatmulParams {
@@ -283,7 +283,7 @@ VEC4_HEADER = f"""\
 //   this column block as K rows of WG·TN/4 vec4, contiguous, padded with zeros past N (so no
 //   column clamp; stores stay masked). Batch offsets b_offset4 use the packed matrices' strides
 //   (the launcher's). Only where src/ops/matmul_pack_b.rs decides to pack.
-// Launched by src/ops/matmul.rs (matmul_launch).
+// Launched by src/ops/matmul_launch.rs (matmul_launch).
 
 {VEC4_PARAMS}
 @group(0) @binding(0) var<uniform> p: MatmulParams;
@@ -312,7 +312,7 @@ SGA_HEADER = f"""\
 //   lanes holding consecutive invocations (src/ops/subgroup_broadcast.rs checks the adapter's
 //   minimum subgroup size); every lane stays in the loop to its end (the loop's
 //   bounds are the workgroup's), so each broadcast reads an active lane.
-// Launched by src/ops/matmul.rs (matmul_launch).
+// Launched by src/ops/matmul_launch.rs (matmul_launch).
 
 {VEC4_PARAMS}
 @group(0) @binding(0) var<uniform> p: MatmulParams;

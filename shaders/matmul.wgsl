@@ -22,9 +22,9 @@
 //   loop) and mask the stores. The k loop runs 4 steps per iteration with a constant trip
 //   count inside, then a remainder loop.
 //
-// Launched by src/ops/matmul.rs (matmul_launch).
+// Launched by src/ops/matmul_launch.rs (matmul_launch).
 
-// One params struct for every matmul shader (src/ops/matmul.rs MatmulParams); k_chunk4 and
+// One params struct for every matmul shader (src/ops/matmul_launch.rs MatmulParams); k_chunk4 and
 // col_blocks drive the split-K vec4 kernels and are unused here.
 struct MatmulParams {
     m: u32, n: u32, k: u32, row_blocks: u32,

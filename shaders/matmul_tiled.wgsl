@@ -27,7 +27,7 @@
 //   (s+1)·k_chunk) into C at offset s·batch·M·N; the launcher sums the splits.
 //
 // Bindings: 0 params (uniform), 1 a (read), 2 b (read), 3 c (read_write).
-// Launched by src/ops/matmul_tiled.rs (launch), from src/ops/matmul.rs matmul_launch.
+// Launched by src/ops/matmul_tiled.rs (launch), from src/ops/matmul_launch.rs.
 
 // One params struct for both tiled matmul shaders (src/ops/matmul_tiled.rs TiledMatmulParams).
 struct TiledMatmulParams {

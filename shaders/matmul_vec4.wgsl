@@ -52,7 +52,7 @@
 //   this column block as K rows of WG·TN/4 vec4, contiguous, padded with zeros past N (so no
 //   column clamp; stores stay masked). Batch offsets b_offset4 use the packed matrices' strides
 //   (the launcher's). Only where src/ops/matmul_pack_b.rs decides to pack.
-// Launched by src/ops/matmul.rs (matmul_launch).
+// Launched by src/ops/matmul_launch.rs (matmul_launch).
 
 struct MatmulParams {
     m: u32, n: u32, k: u32, row_blocks: u32,

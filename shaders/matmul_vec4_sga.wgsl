@@ -13,7 +13,7 @@
 //   lanes holding consecutive invocations (src/ops/subgroup_broadcast.rs checks the adapter's
 //   minimum subgroup size); every lane stays in the loop to its end (the loop's
 //   bounds are the workgroup's), so each broadcast reads an active lane.
-// Launched by src/ops/matmul.rs (matmul_launch).
+// Launched by src/ops/matmul_launch.rs (matmul_launch).
 
 struct MatmulParams {
     m: u32, n: u32, k: u32, row_blocks: u32,

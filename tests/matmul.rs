@@ -451,9 +451,9 @@ fn bad_shapes_are_typed_errors() {
     );
 }
 
-/// Few output tiles over a long K take the vec4 kernels' split-K path (src/ops/matmul.rs
-/// `k_splits`): plain, transposed (the weight-gradient shape Aᵀ·G over many tokens), batched
-/// with a broadcast weight; forward and backward against the reference. Long f32 sums: a
+/// Few output tiles over a long K take the vec4 kernels' split-K path (src/ops/matmul_launch.rs,
+/// `split_count_toward`): plain, transposed (the weight-gradient shape Aᵀ·G over many tokens),
+/// batched with a broadcast weight; forward and backward against the reference. Long f32 sums: a
 /// relative tolerance like the reductions'.
 #[test]
 fn long_k_products_split_and_match_reference() {

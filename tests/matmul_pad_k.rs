@@ -1,9 +1,9 @@
-//! Products with K % 4 ≠ 0 on a vec4 tile (src/ops/matmul.rs): when the product is large enough
-//! the launcher appends zero rows to both operands' K axis and runs the vec4 tile instead of the
-//! scalar 4 × 4 one. Against src/reference/matmul.rs for every transpose pair, a batch with a
-//! broadcast operand, the bias form, and the gradients through the tape (each again a product
-//! with the odd K on one side or the other); by the kernels that ran, the padded products take
-//! the vec4 tile and a small one keeps the scalar tile.
+//! Products with K % 4 ≠ 0 on a vec4 tile (src/ops/matmul_launch.rs): when the product is large
+//! enough the launcher appends zero rows to both operands' K axis and runs the vec4 tile instead of
+//! the scalar 4 × 4 one. Against src/reference/matmul.rs for every transpose pair, a batch with a
+//! broadcast operand, the bias form, and the gradients through the tape (each again a product with
+//! the odd K on one side or the other); by the kernels that ran, the padded products take the vec4
+//! tile and a small one keeps the scalar tile.
 
 mod common;
 

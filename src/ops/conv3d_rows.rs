@@ -142,7 +142,7 @@ pub(crate) const SMALL_M: usize = 8;
 /// partial last tile then wastes under 6% or 9% of the lanes' work).
 pub(crate) const LARGE_M: usize = 256;
 /// Workgroups a split launch aims at: a handful per CPU core keeps every thread busy; more only
-/// adds partial sums (the matmul's CPU split target, src/ops/matmul.rs).
+/// adds partial sums (the matmul's CPU split target, src/ops/matmul_launch.rs).
 const SPLIT_TARGET_WORKGROUPS: usize = 64;
 
 /// Whether `geo` fits the row kernels: groups = 1 and channel counts that are multiples of 4.

@@ -18,7 +18,7 @@
 //!
 //! Whether a tile runs on the device is decided from the device's limits and features before
 //! any work ([`SharedTile::on_device`]): the subgroup tile needs `SUBGROUP`, every tile its
-//! workgroup memory and 256 invocations per workgroup; otherwise src/ops/matmul.rs runs the
+//! workgroup memory and 256 invocations per workgroup; otherwise src/ops/matmul_launch.rs runs the
 //! fallback kernel instead.
 
 use super::reduce::{split_count_toward, sum_leading_into};
@@ -106,7 +106,7 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     spec("matmul_subgroup", SG_SOURCE, "matmul_sg128x128"),
 ];
 
-/// Why a tile cannot run on a device (what src/ops/matmul.rs falls back from).
+/// Why a tile cannot run on a device (what src/ops/matmul_launch.rs falls back from).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TileUnsupported {
     /// The device has no subgroup operations.
@@ -230,7 +230,7 @@ impl SharedTile {
     }
 }
 
-/// One batched product after src/ops/matmul.rs planned it: extents, element strides of both
+/// One batched product after src/ops/matmul_plan.rs planned it: extents, element strides of both
 /// operands (the transposes are in the strides) and the batch collapsed into (outer, inner).
 #[derive(Debug)]
 pub(crate) struct Product<'a> {
