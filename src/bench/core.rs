@@ -67,6 +67,16 @@ pub(crate) fn cases() -> Vec<Case> {
             run: |b| cast_8m(b, DType::F16, DType::F32),
         },
         Case {
+            op: "l2_normalize",
+            case: "head_256x60000",
+            run: |b| l2_normalize_head(b, false),
+        },
+        Case {
+            op: "l2_normalize",
+            case: "head_256x60000_fwd_bwd",
+            run: |b| l2_normalize_head(b, true),
+        },
+        Case {
             op: "sum",
             case: "rows_4096x4096",
             run: sum_rows,
@@ -154,6 +164,27 @@ fn gelu_8m(b: &Bench) -> Result<Sample> {
         |x| ops::gelu(x).map(drop),
     )?;
     Ok(Sample::new(ms, Work::Bytes(2.0 * 4.0 * N as f64)))
+}
+
+/// The DINO head's weight-normalised last layer: its [256, 60000] weight (bottleneck × K)
+/// normalised over the 256 inputs of each output, forward (x read twice, y written: 3 × 61 MB)
+/// or forward and backward (the backward reads x, g and writes gx: 6 × 61 MB in all).
+fn l2_normalize_head(b: &Bench, backward: bool) -> Result<Sample> {
+    const IN: usize = 256;
+    const K: usize = 60_000;
+    let make = |gpu: &crate::Gpu, rng: &mut crate::util::Rng| {
+        let w = random(gpu, rng, &[IN, K])?;
+        Ok((w.requires_grad_(backward), random(gpu, rng, &[IN, K])?))
+    };
+    let ms = if backward {
+        b.time_with_grad(make, |(w, g)| {
+            ops::l2_normalize(w, 0, 1e-12)?.backward_with(g).map(drop)
+        })?
+    } else {
+        b.time(make, |(w, _)| ops::l2_normalize(w, 0, 1e-12).map(drop))?
+    };
+    let passes = if backward { 6.0 } else { 3.0 };
+    Ok(Sample::new(ms, Work::Bytes(passes * 4.0 * (IN * K) as f64)))
 }
 
 /// 8M elements from one float type to the other (autocast's activation copies): 6 × 8 MiB moved.
