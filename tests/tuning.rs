@@ -11,7 +11,10 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use cads::gpu::{ChoiceSource, TuneRequest, TuneSettings, TUNE_ROUNDS};
+use cads::gpu::{
+    kernels_fingerprint, ChoiceSource, KernelSpec, ParamsLayout, TuneRequest, TuneSettings,
+    TUNE_ROUNDS,
+};
 use cads::ops::MatmulKernel;
 use cads::{Error, Gpu};
 use common::*;
@@ -100,6 +103,7 @@ fn a_single_candidate_runs_unmeasured_and_writes_no_cache() {
         variants: &["only", "forced_only"],
         candidates: &["only"],
         default: "forced_only",
+        kernels: &[],
     };
     let choice = gpu
         .tuned_variant(&req, |v| {
@@ -132,6 +136,7 @@ fn the_fastest_candidate_is_chosen_then_remembered_in_memory_and_on_disk() {
         variants: &["slow", "fast", "broken", "unused"],
         candidates: &["slow", "fast", "broken"],
         default: "slow",
+        kernels: &[],
     };
     let measure = |v: &str| {
         calls.borrow_mut().push(v.to_string());
@@ -171,6 +176,78 @@ fn the_fastest_candidate_is_chosen_then_remembered_in_memory_and_on_disk() {
     assert_eq!(remeasured.source, ChoiceSource::Measured);
 }
 
+/// A kernel of a fake op's family, with this WGSL source (never compiled: only fingerprinted).
+const fn fake_kernel(source: &'static str) -> KernelSpec {
+    KernelSpec {
+        shader: "fake",
+        source,
+        entry: "main",
+        inputs: 1,
+        outputs: 1,
+        params: ParamsLayout {
+            name: "FakeParams",
+            size: 16,
+            fields: &[],
+        },
+        constants: &[],
+    }
+}
+
+/// A later build whose kernels changed under the same variant names measures again; the same
+/// kernels reuse the cached choice. The fingerprint is stable and sees shader, entry and source.
+#[test]
+fn a_choice_cached_on_other_kernels_is_measured_again() {
+    const BEFORE: &[KernelSpec] = &[fake_kernel("fn main() {}")];
+    const AFTER: &[KernelSpec] = &[fake_kernel("fn main() { let x = 1; }")];
+    let dir = TempDir::new("kernels");
+    let req = TuneRequest {
+        op: "fake_op",
+        variants: &["a", "b"],
+        candidates: &["a", "b"],
+        default: "a",
+        kernels: &[BEFORE],
+    };
+    let fresh = || gpu_with(settings(&[], true, Some(dir.0.clone())));
+    let first = fresh()
+        .tuned_variant(&req, |v| Ok(if v == "a" { 1.0 } else { 2.0 }))
+        .unwrap();
+    assert_eq!(
+        (first.variant.as_str(), first.source),
+        ("a", ChoiceSource::Measured)
+    );
+    let same = fresh()
+        .tuned_variant(&req, |_| {
+            panic!("the same kernels must reuse the cached choice")
+        })
+        .unwrap();
+    assert_eq!(
+        (same.variant.as_str(), same.source),
+        ("a", ChoiceSource::Cache)
+    );
+    let changed = TuneRequest {
+        kernels: &[AFTER],
+        ..req
+    };
+    let again = fresh()
+        .tuned_variant(&changed, |v| Ok(if v == "b" { 1.0 } else { 2.0 }))
+        .unwrap();
+    assert_eq!(
+        (again.variant.as_str(), again.source),
+        ("b", ChoiceSource::Measured)
+    );
+    // Stable (FNV-1a, not std's hasher) and sensitive to each part of a kernel.
+    assert_eq!(kernels_fingerprint(&[]), "cbf29ce484222325");
+    let base = kernels_fingerprint(&[BEFORE]);
+    assert_eq!(base, kernels_fingerprint(&[BEFORE]));
+    assert_ne!(base, kernels_fingerprint(&[AFTER]));
+    let renamed = [KernelSpec {
+        entry: "main2",
+        ..fake_kernel("fn main() {}")
+    }];
+    assert_ne!(base, kernels_fingerprint(&[&renamed]));
+    assert_ne!(base, kernels_fingerprint(&[BEFORE, BEFORE]));
+}
+
 #[test]
 fn every_candidate_failing_is_an_error_not_a_choice() {
     let gpu = gpu_with(settings(&[], true, None));
@@ -179,6 +256,7 @@ fn every_candidate_failing_is_an_error_not_a_choice() {
         variants: &["a", "b"],
         candidates: &["a", "b"],
         default: "a",
+        kernels: &[],
     };
     let err = gpu
         .tuned_variant(&req, |v| {
@@ -248,6 +326,7 @@ fn an_unwritable_cache_folder_costs_a_warning_not_an_error() {
         variants: &["a", "b"],
         candidates: &["a", "b"],
         default: "a",
+        kernels: &[],
     };
     let choice = gpu
         .tuned_variant(&req, |v| Ok(if v == "b" { 1.0 } else { 2.0 }))

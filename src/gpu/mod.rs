@@ -29,6 +29,6 @@ pub use readback::{Fence, PendingRead};
 #[cfg(test)]
 pub(crate) use tuning::unit_test_gpu;
 pub use tuning::{
-    adapter_key, cpu_features, ChoiceSource, TuneRequest, TuneSettings, TunedChoice,
-    TUNE_CACHE_ENV, TUNE_ROUNDS,
+    adapter_key, cpu_features, kernels_fingerprint, ChoiceSource, TuneRequest, TuneSettings,
+    TunedChoice, TUNE_CACHE_ENV, TUNE_ROUNDS,
 };

@@ -12,8 +12,10 @@
 //!    unmeasured.
 //! 3. This context's memo of earlier answers, then the disk cache
 //!    `$XDG_CACHE_HOME/cads/tuning/<adapter key>.json` (`$HOME/.cache/...` when XDG_CACHE_HOME is
-//!    unset or relative; `$CADS_TUNE_CACHE/<adapter key>.json` when that is set). A cached choice counts only if it was made among the same candidates,
-//!    so a build with new variants measures again.
+//!    unset or relative; `$CADS_TUNE_CACHE/<adapter key>.json` when that is set). A cached
+//!    choice counts only if it was made among the same candidates on the same kernels (a
+//!    fingerprint of the shader sources and entry points the op's candidates run), so a build
+//!    with new variants, or with changed kernels under the old names, measures again.
 //! 4. Otherwise every candidate is timed by the op's `measure` (one run, milliseconds): one
 //!    warm-up round (it compiles the pipelines), then [`TUNE_ROUNDS`] rounds that run each
 //!    candidate once in turn, so a load that comes and goes on a shared machine hits all of them
@@ -33,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::context::{AdapterSummary, Gpu};
+use super::kernel::KernelSpec;
 use crate::error::{Error, Result};
 
 /// Timed rounds after the warm-up round.
@@ -150,6 +153,10 @@ struct CachedChoice {
     candidates: Vec<String>,
     /// Every candidate's minimum over the rounds, milliseconds (what the choice was made on).
     ms: BTreeMap<String, f64>,
+    /// [`kernels_fingerprint`] of the kernels it was measured on (empty in files written before
+    /// it was recorded: those choices are measured again).
+    #[serde(default)]
+    kernels: String,
 }
 
 /// A cache file: one adapter, its ops' choices.
@@ -269,6 +276,28 @@ pub struct TuneRequest<'a> {
     pub candidates: &'a [&'a str],
     /// What runs when tuning is off.
     pub default: &'a str,
+    /// The kernel families the candidates run (with whatever the measured launches may pick
+    /// among them): a cached choice measured on other kernels counts as not measured.
+    pub kernels: &'a [&'a [KernelSpec]],
+}
+
+/// FNV-1a (64-bit) of every kernel's shader name, entry point and source, in order, as 16 hex
+/// digits: a stable fingerprint across builds and toolchains (std's hasher may change).
+pub fn kernels_fingerprint(families: &[&[KernelSpec]]) -> String {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes.iter().chain(&[0xff]) {
+            hash = (hash ^ u64::from(b)).wrapping_mul(PRIME);
+        }
+    };
+    for spec in families.iter().flat_map(|f| f.iter()) {
+        eat(spec.shader.as_bytes());
+        eat(spec.entry.as_bytes());
+        eat(spec.source.as_bytes());
+    }
+    format!("{hash:016x}")
 }
 
 impl Gpu {
@@ -365,8 +394,11 @@ impl Gpu {
         let mut sorted_candidates: Vec<String> =
             req.candidates.iter().map(|c| c.to_string()).collect();
         sorted_candidates.sort();
+        let kernels = kernels_fingerprint(req.kernels);
         let candidates_match = |c: &CachedChoice| {
-            c.candidates == sorted_candidates && req.candidates.contains(&c.variant.as_str())
+            c.candidates == sorted_candidates
+                && c.kernels == kernels
+                && req.candidates.contains(&c.variant.as_str())
         };
         if let Some(cached) = path
             .as_deref()
@@ -390,6 +422,7 @@ impl Gpu {
                 variant: variant.clone(),
                 candidates: sorted_candidates,
                 ms: times,
+                kernels,
             };
             write_cache(path, &self.adapter().name, req.op, cached);
         }
@@ -583,11 +616,20 @@ mod tests {
             variant: "v".into(),
             candidates: vec!["v".into()],
             ms: [("v".to_string(), 1.5)].into_iter().collect(),
+            kernels: "0123456789abcdef".into(),
         };
         write_cache(&path, "gpu", "matmul", choice.clone());
         let back = read_cache(&path);
         assert_eq!(back.adapter, "gpu");
         assert_eq!(back.choices.get("matmul"), Some(&choice));
+        // A file written before fingerprints were recorded reads with an empty one (never a
+        // match: its choices are measured again).
+        let old = concat!(
+            r#"{"adapter": "gpu", "choices": {"matmul": "#,
+            r#"{"variant": "v", "candidates": ["v"], "ms": {"v": 1.5}}}}"#
+        );
+        std::fs::write(&path, old).unwrap();
+        assert_eq!(read_cache(&path).choices["matmul"].kernels, "");
         // An unwritable place (a file where the folder should be) is a warning, not a panic.
         write_cache(&path.join("below-a-file.json"), "gpu", "matmul", choice);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -163,6 +163,12 @@ impl ConvPath {
             variants: &variants,
             candidates: &candidates,
             default: "tiled",
+            kernels: &[
+                super::conv3d::KERNELS,
+                super::conv3d_fast::KERNELS,
+                super::conv3d_igemm::KERNELS,
+                super::conv3d_rows::KERNELS,
+            ],
         };
         let mut bench = ConvTuneBench::new(gpu);
         gpu.tuned_variant(&request, |name| bench.measure(ConvPath::from_name(name)?))

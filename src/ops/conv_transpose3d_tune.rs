@@ -46,6 +46,7 @@ pub(super) fn up2_path(gpu: &Gpu) -> Result<ConvTransposePath> {
         variants: &NAMES,
         candidates: &NAMES,
         default: "k2s2",
+        kernels: &[super::conv_transpose3d::KERNELS],
     };
     let choice = gpu.tuned_variant(&request, |name| {
         let path = from_name(name)?;

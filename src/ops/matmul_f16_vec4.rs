@@ -173,6 +173,7 @@ impl F16VecTile {
             variants: &names,
             candidates: &names,
             default: F16VecTile::T8x4.name(),
+            kernels: &[KERNELS, matmul_subgroup_a::KERNELS_F16],
         };
         let mut inputs = None;
         let choice = gpu.tuned_variant(&request, |name| {

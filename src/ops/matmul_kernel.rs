@@ -186,6 +186,18 @@ impl MatmulKernel {
             variants: &variants,
             candidates: &candidates,
             default: &default,
+            kernels: &[
+                KERNELS,
+                KERNELS_NARROW,
+                KERNELS_TA,
+                KERNELS_TB,
+                KERNELS_BIAS,
+                KERNELS_PACKED_B,
+                KERNELS_PACKED_B_BIAS,
+                super::matmul_pack_b::KERNELS,
+                super::matmul_subgroup_a::KERNELS,
+                super::matmul_tiled::KERNELS,
+            ],
         };
         let mut bench = TuneBench::new(gpu);
         gpu.tuned_variant(&request, |name| {

@@ -71,6 +71,7 @@ impl PackB {
                 variants: &NAMES,
                 candidates: &["auto"],
                 default: "auto",
+                kernels: &[],
             },
             |_| Ok(0.0),
         )?;

@@ -1,13 +1,13 @@
 //! When a kernel whose workgroup shares an operand row runs its subgroup-broadcast twin.
 //!
-//! The CPU-adapter tiles (the tall matmul tiles; the conv3d row kernels, forward and weight
-//! gradient) run lanes over output columns, so one operand (A's rows; the input voxels of a
-//! conv) is the same in every lane. They load it with an address equal in every lane, which lavapipe compiles to one
-//! scalar load per component, each behind its own robust-access branches. Their twins load it
-//! one row per lane instead and `subgroupBroadcast` each row from its lane: the same FMAs in the
-//! same order, so the outputs are bit for bit the same (src/ops/matmul_subgroup_a.rs,
-//! src/ops/conv3d_rows.rs; measured in docs/kernel-tuning.md, "A's rows by subgroup
-//! broadcasts").
+//! The CPU-adapter tiles (the tall matmul tiles, f32 and f16; the conv3d row kernels, forward
+//! and weight gradient) run lanes over output columns, so one operand (A's rows; the input
+//! voxels of a conv) is the same in every lane. They load it with an address equal in every
+//! lane, which lavapipe compiles to one scalar load per component, each behind its own
+//! robust-access branches. Their twins load it one row per lane instead and `subgroupBroadcast`
+//! each row from its lane: the same FMAs in the same order, so the outputs are bit for bit the
+//! same (src/ops/matmul_subgroup_a.rs, src/ops/conv3d_rows.rs; measured in
+//! docs/kernel-tuning.md, "A's rows by subgroup broadcasts").
 //!
 //! `CADS_KERNEL_SUBGROUP_BROADCAST` (or the context's tune settings, op `subgroup_broadcast`):
 //! `auto` (the default: CPU adapters), `always` (any adapter) or `never`. Either way a device
@@ -34,6 +34,7 @@ pub(crate) fn enabled(gpu: &Gpu) -> Result<bool> {
             variants: &NAMES,
             candidates: &["auto"],
             default: "auto",
+            kernels: &[],
         },
         |_| Ok(0.0),
     )?;
