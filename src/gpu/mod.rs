@@ -12,6 +12,7 @@ mod readback;
 mod recorder;
 mod timestamps;
 mod tuning;
+mod tuning_cache;
 
 pub use adapter::{select_adapter, AdapterChoice, NO_ADAPTER_HINT};
 pub use autocast::Precision;
@@ -29,6 +30,6 @@ pub use readback::{Fence, PendingRead};
 #[cfg(test)]
 pub(crate) use tuning::unit_test_gpu;
 pub use tuning::{
-    adapter_key, cpu_features, kernels_fingerprint, ChoiceSource, TuneRequest, TuneSettings,
-    TunedChoice, TUNE_CACHE_ENV, TUNE_ROUNDS,
+    ChoiceSource, TuneRequest, TuneSettings, TunedChoice, TUNE_CACHE_ENV, TUNE_ROUNDS,
 };
+pub use tuning_cache::{adapter_key, cpu_features, kernels_fingerprint};

@@ -15,7 +15,8 @@
 //!    unset or relative; `$CADS_TUNE_CACHE/<adapter key>.json` when that is set). A cached
 //!    choice counts only if it was made among the same candidates on the same kernels (a
 //!    fingerprint of the shader sources and entry points the op's candidates run), so a build
-//!    with new variants, or with changed kernels under the old names, measures again.
+//!    with new variants, or with changed kernels under the old names, measures again. The file,
+//!    the adapter key and the fingerprint: src/gpu/tuning_cache.rs.
 //! 4. Otherwise every candidate is timed by the op's `measure` (one run, milliseconds): one
 //!    warm-up round (it compiles the pipelines), then [`TUNE_ROUNDS`] rounds that run each
 //!    candidate once in turn, so a load that comes and goes on a shared machine hits all of them
@@ -31,11 +32,14 @@
 //! machines of a cluster must not carry one machine's choice to another).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
-use super::context::{AdapterSummary, Gpu};
+use super::context::Gpu;
 use super::kernel::KernelSpec;
+use super::tuning_cache::{
+    adapter_key, kernels_fingerprint, read_cache, write_cache, CachedChoice,
+};
 use crate::error::{Error, Result};
 
 /// Timed rounds after the warm-up round.
@@ -145,115 +149,6 @@ impl Tuner {
     }
 }
 
-/// One op's entry in a cache file.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-struct CachedChoice {
-    variant: String,
-    /// The candidates it was chosen among, sorted (a build with other candidates measures again).
-    candidates: Vec<String>,
-    /// Every candidate's minimum over the rounds, milliseconds (what the choice was made on).
-    ms: BTreeMap<String, f64>,
-    /// [`kernels_fingerprint`] of the kernels it was measured on (empty in files written before
-    /// it was recorded: those choices are measured again).
-    #[serde(default)]
-    kernels: String,
-}
-
-/// A cache file: one adapter, its ops' choices.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-struct CacheFile {
-    adapter: String,
-    choices: BTreeMap<String, CachedChoice>,
-}
-
-/// File-name-safe key of an adapter: name, driver, driver info and backend, and for a CPU
-/// adapter the host's [`cpu_features`]; every character outside `[A-Za-z0-9._-]` as `_`, runs of
-/// `_` collapsed.
-pub fn adapter_key(a: &AdapterSummary) -> String {
-    key_of(a, &cpu_features())
-}
-
-/// The vector features of the CPU this process runs on that decide how a CPU adapter's compiler
-/// vectorises loads (`x86_64-avx2-fma` on a CPU with AVX2 and FMA but no AVX-512), or the
-/// architecture alone elsewhere.
-pub fn cpu_features() -> String {
-    let mut s = std::env::consts::ARCH.to_string();
-    #[cfg(target_arch = "x86_64")]
-    {
-        let have = [
-            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
-            ("fma", std::arch::is_x86_feature_detected!("fma")),
-            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
-            ("avx512vl", std::arch::is_x86_feature_detected!("avx512vl")),
-        ];
-        for (name, on) in have {
-            if on {
-                s.push('-');
-                s.push_str(name);
-            }
-        }
-    }
-    s
-}
-
-/// [`adapter_key`] with the CPU features given (`cpu` is ignored for other adapter types).
-fn key_of(a: &AdapterSummary, cpu: &str) -> String {
-    let mut raw = format!("{}-{}-{}-{:?}", a.name, a.driver, a.driver_info, a.backend);
-    if a.device_type == wgpu::DeviceType::Cpu {
-        raw.push('-');
-        raw.push_str(cpu);
-    }
-    let mut key = String::new();
-    for c in raw.chars() {
-        let c = if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') {
-            c
-        } else {
-            '_'
-        };
-        if !(c == '_' && key.ends_with('_')) {
-            key.push(c);
-        }
-    }
-    key.to_lowercase()
-}
-
-/// The cache file's contents, or an empty cache (with a warning when a file exists but is not a
-/// cache file).
-fn read_cache(path: &Path) -> CacheFile {
-    match std::fs::read(path) {
-        Err(_) => CacheFile::default(),
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            eprintln!(
-                "cads: warning: ignoring the kernel tuning cache {} ({e}); it will be measured again",
-                path.display()
-            );
-            CacheFile::default()
-        }),
-    }
-}
-
-/// Merge `choice` for `op` into the cache file; a failure is a warning.
-fn write_cache(path: &Path, adapter: &str, op: &str, choice: CachedChoice) {
-    let mut file = read_cache(path);
-    file.adapter = adapter.to_string();
-    file.choices.insert(op.to_string(), choice);
-    let result = path
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .map_err(|e| e.to_string())
-        .and_then(|()| serde_json::to_vec_pretty(&file).map_err(|e| e.to_string()))
-        .and_then(|bytes| {
-            crate::util::file::write_atomically("tuning cache", path, &bytes)
-                .map_err(|e| e.to_string())
-        });
-    if let Err(e) = result {
-        eprintln!(
-            "cads: warning: could not write the kernel tuning cache {}: {e}",
-            path.display()
-        );
-    }
-}
-
 /// The candidate with the smallest time (ties: the earlier one).
 fn fastest(times: &BTreeMap<String, f64>, candidates: &[&str]) -> Option<String> {
     candidates
@@ -279,25 +174,6 @@ pub struct TuneRequest<'a> {
     /// The kernel families the candidates run (with whatever the measured launches may pick
     /// among them): a cached choice measured on other kernels counts as not measured.
     pub kernels: &'a [&'a [KernelSpec]],
-}
-
-/// FNV-1a (64-bit) of every kernel's shader name, entry point and source, in order, as 16 hex
-/// digits: a stable fingerprint across builds and toolchains (std's hasher may change).
-pub fn kernels_fingerprint(families: &[&[KernelSpec]]) -> String {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = OFFSET;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes.iter().chain(&[0xff]) {
-            hash = (hash ^ u64::from(b)).wrapping_mul(PRIME);
-        }
-    };
-    for spec in families.iter().flat_map(|f| f.iter()) {
-        eat(spec.shader.as_bytes());
-        eat(spec.entry.as_bytes());
-        eat(spec.source.as_bytes());
-    }
-    format!("{hash:016x}")
 }
 
 impl Gpu {
@@ -564,37 +440,6 @@ mod tests {
     }
 
     #[test]
-    fn adapter_keys_are_file_name_safe_and_tell_drivers_and_cpus_apart() {
-        let mut a = AdapterSummary {
-            name: "llvmpipe (LLVM 19.1.7, 256 bits)".into(),
-            backend: wgpu::Backend::Vulkan,
-            device_type: wgpu::DeviceType::Cpu,
-            driver: "llvmpipe".into(),
-            driver_info: "Mesa 26.1.6 (LLVM 19.1.7)".into(),
-            subgroup_max_size: 8,
-            subgroup_min_size: 8,
-        };
-        let k26 = key_of(&a, "x86_64-avx2-fma");
-        assert_eq!(
-            k26,
-            "llvmpipe_llvm_19.1.7_256_bits_-llvmpipe-mesa_26.1.6_llvm_19.1.7_-vulkan-x86_64-avx2-fma"
-        );
-        assert_ne!(key_of(&a, "x86_64-avx2-fma-avx512f-avx512vl"), k26);
-        assert_eq!(adapter_key(&a), key_of(&a, &cpu_features()));
-        assert!(cpu_features().starts_with(std::env::consts::ARCH));
-        a.driver_info = "Mesa 25.0.7 (LLVM 15.0.6)".into();
-        assert_ne!(key_of(&a, "x86_64-avx2-fma"), k26);
-        // A GPU's key does not depend on the host CPU.
-        let gpu = AdapterSummary {
-            device_type: wgpu::DeviceType::DiscreteGpu,
-            ..a.clone()
-        };
-        assert_eq!(key_of(&gpu, "x86_64"), key_of(&gpu, "x86_64-avx2"));
-        a.name = "../../etc/passwd".into();
-        assert!(!adapter_key(&a).contains('/'));
-    }
-
-    #[test]
     fn the_fastest_candidate_wins_and_ties_keep_the_earlier_one() {
         let times: BTreeMap<String, f64> = [("a", 3.0), ("b", 1.0), ("c", 1.0)]
             .iter()
@@ -603,35 +448,5 @@ mod tests {
         assert_eq!(fastest(&times, &["a", "b", "c"]).as_deref(), Some("b"));
         assert_eq!(fastest(&times, &["c", "b"]).as_deref(), Some("c"));
         assert_eq!(fastest(&times, &["z"]), None);
-    }
-
-    #[test]
-    fn a_corrupt_cache_file_reads_as_empty_and_is_replaced_on_write() {
-        let dir = std::env::temp_dir().join(format!("cads-tuning-unit-{}", std::process::id()));
-        let path = dir.join("adapter.json");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(&path, b"{\"adapter\": 3, trailing garbage").unwrap();
-        assert_eq!(read_cache(&path), CacheFile::default());
-        let choice = CachedChoice {
-            variant: "v".into(),
-            candidates: vec!["v".into()],
-            ms: [("v".to_string(), 1.5)].into_iter().collect(),
-            kernels: "0123456789abcdef".into(),
-        };
-        write_cache(&path, "gpu", "matmul", choice.clone());
-        let back = read_cache(&path);
-        assert_eq!(back.adapter, "gpu");
-        assert_eq!(back.choices.get("matmul"), Some(&choice));
-        // A file written before fingerprints were recorded reads with an empty one (never a
-        // match: its choices are measured again).
-        let old = concat!(
-            r#"{"adapter": "gpu", "choices": {"matmul": "#,
-            r#"{"variant": "v", "candidates": ["v"], "ms": {"v": 1.5}}}}"#
-        );
-        std::fs::write(&path, old).unwrap();
-        assert_eq!(read_cache(&path).choices["matmul"].kernels, "");
-        // An unwritable place (a file where the folder should be) is a warning, not a panic.
-        write_cache(&path.join("below-a-file.json"), "gpu", "matmul", choice);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
