@@ -14,15 +14,18 @@
 //                            M2 = M2_a + M2_b + δ²·n_a·n_b/n_ab), stable where E[x²]−μ² is not;
 //                           stats[n, 0, c] = μ, stats[n, 1, c] = rstd.
 //   instance_norm_apply:    per element, y from x and stats.
+//   instance_norm_apply_leaky: the same, then LeakyReLU with slope act_slope (≥ 0):
+//                           z = y where y > 0, else act_slope·y (the formula of elementwise.wgsl's
+//                           leaky_relu, so z is bit for bit the two ops run one after the other).
 // Loads are coalesced along c in every kernel (one invocation per channel, adjacent c adjacent).
 //
 // Bindings: partial / finalize: 0 params, 1 src (read: x, resp. partial), 2 dst (read_write:
 //   partial [N·n_blocks·2·C], resp. stats [N·2·C]).
-//   apply: 0 params, 1 x [N·S·C], 2 stats [N·2·C], 3 gamma [C], 4 beta [C] (read; x is bound in
-//   place of gamma/beta without affine), 5 y [N·S·C] (read_write).
+//   apply (and apply_leaky): 0 params, 1 x [N·S·C], 2 stats [N·2·C], 3 gamma [C], 4 beta [C]
+//   (read; x is bound in place of gamma/beta without affine), 5 y [N·S·C] (read_write).
 // Dispatch: partial Grid::cover(N·n_blocks·C, 64); finalize Grid::cover(N·C, 64);
 //   apply Grid::cover(N·S·C, 256) (folded 1-D).
-// Launched by src/ops/norm.rs (instance_norm_raw).
+// Launched by src/ops/norm.rs (instance_norm_raw, instance_norm_leaky_relu).
 
 struct InstanceNormParams {
     batch: u32,
@@ -32,7 +35,7 @@ struct InstanceNormParams {
     affine: u32,
     block_rows: u32,
     n_blocks: u32,
-    _pad0: u32,
+    act_slope: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: InstanceNormParams;
@@ -112,4 +115,18 @@ fn instance_norm_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
         v = v * gamma[c] + beta[c];
     }
     y[i] = v;
+}
+
+@compute @workgroup_size(256)
+fn instance_norm_apply_leaky(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.x + wg.y * nwg.x) * 256u + lid;
+    if (i >= p.batch * p.spatial * p.channels) { return; }
+    let c = i % p.channels;
+    let n = i / (p.spatial * p.channels);
+    var v = (x[i] - stats[(2u * n) * p.channels + c]) * stats[(2u * n + 1u) * p.channels + c];
+    if (p.affine != 0u) {
+        v = v * gamma[c] + beta[c];
+    }
+    y[i] = select(p.act_slope * v, v, v > 0.0);
 }

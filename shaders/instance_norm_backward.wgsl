@@ -26,7 +26,7 @@ struct InstanceNormParams {
     affine: u32,
     block_rows: u32,
     n_blocks: u32,
-    _pad0: u32,
+    act_slope: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: InstanceNormParams;

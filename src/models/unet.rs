@@ -88,8 +88,7 @@ impl ConvBlock {
         let mut h = x.clone();
         for conv in &self.convs {
             h = conv.forward(&h)?;
-            h = ops::instance_norm(&h, None, self.eps)?;
-            h = ops::leaky_relu(&h, self.slope)?;
+            h = ops::instance_norm_leaky_relu(&h, None, self.eps, self.slope)?;
         }
         Ok(h)
     }

@@ -373,6 +373,13 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 pub fn leaky_relu(x: &Tensor, slope: f32) -> Result<Tensor> {
     unary(UnaryOp::LeakyRelu(slope), x)
 }
+/// `g · leaky_relu'(x)` (1 where x > 0, else `slope`), unrecorded: leaky_relu's backward kernel.
+pub(crate) fn leaky_relu_backward_raw(x: &Tensor, g: &Tensor, slope: f32) -> Result<Tensor> {
+    if g.shape() != x.shape() {
+        return Err(Error::shape("leaky_relu backward", x.shape(), g.shape()));
+    }
+    unary_launch(UnaryPass::Backward, UnaryOp::LeakyRelu(slope), &[x, g])
+}
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
     unary(UnaryOp::Gelu, x)
 }

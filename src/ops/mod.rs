@@ -57,7 +57,7 @@ pub use loss::{
 pub use matmul::{linear, linear_with, matmul, matmul_with, MatmulKernel};
 pub use matmul_f16::{linear_mixed, matmul_f16, matmul_f16_with, MatmulF16Kernel};
 pub use matmul_f16_vec4::F16VecTile;
-pub use norm::{instance_norm, layer_norm};
+pub use norm::{instance_norm, instance_norm_leaky_relu, layer_norm};
 pub use pool::{avg_pool3d, global_avg_pool, max_pool3d, Pool3dConfig};
 pub use reduce::{mean, mean_all, sum, sum_all};
 pub use resample::{resample, ResampleMode};

@@ -7,12 +7,13 @@
 //! — per-block partials, then a sum over blocks — so no float atomics are needed and the result is
 //! deterministic.
 
+use super::elementwise::{leaky_relu, leaky_relu_backward_raw};
 use super::reduce::{sum_rows_halves, sum_to_shape};
 use super::softmax::{thread_per_row, RowKernel};
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec, ParamsLayout};
-use crate::tensor::Tensor;
+use crate::tensor::{Saved, Tensor};
 
 crate::gpu::shader_params! {
     /// Mirrors `LayerNormParams` in shaders/layer_norm.wgsl and shaders/layer_norm_backward.wgsl.
@@ -37,7 +38,8 @@ crate::gpu::shader_params! {
         affine: u32,
         block_rows: u32,
         n_blocks: u32,
-        _pad0: u32,
+        /// LeakyReLU's slope in `instance_norm_apply_leaky` (unused by the other kernels).
+        act_slope: f32,
     }
 }
 
@@ -110,6 +112,14 @@ const IN_FINALIZE: KernelSpec = spec(
     IN_LAYOUT,
 );
 const IN_APPLY: KernelSpec = spec("instance_norm", IN, "instance_norm_apply", 4, 1, IN_LAYOUT);
+const IN_APPLY_LEAKY: KernelSpec = spec(
+    "instance_norm",
+    IN,
+    "instance_norm_apply_leaky",
+    4,
+    1,
+    IN_LAYOUT,
+);
 const IN_BACK_PARTIAL: KernelSpec = spec(
     "instance_norm_backward",
     IN_BACK,
@@ -136,6 +146,7 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     IN_PARTIAL,
     IN_FINALIZE,
     IN_APPLY,
+    IN_APPLY_LEAKY,
     IN_BACK_PARTIAL,
     IN_BACK_INPUT,
 ];
@@ -347,6 +358,16 @@ pub fn instance_norm_raw(
     affine: Option<(&Tensor, &Tensor)>,
     eps: f32,
 ) -> Result<(Tensor, Tensor)> {
+    instance_norm_launch(x, affine, eps, None)
+}
+
+/// [`instance_norm_raw`], with LeakyReLU of slope `leaky` (≥ 0) applied to y in the same pass.
+fn instance_norm_launch(
+    x: &Tensor,
+    affine: Option<(&Tensor, &Tensor)>,
+    eps: f32,
+    leaky: Option<f32>,
+) -> Result<(Tensor, Tensor)> {
     let op = "instance_norm";
     finite_eps(op, eps)?;
     let (n, s, c) = in_dims(op, x)?;
@@ -367,7 +388,7 @@ pub fn instance_norm_raw(
         affine: has_affine as u32,
         block_rows: block as u32,
         n_blocks: n_blocks as u32,
-        _pad0: 0,
+        act_slope: leaky.unwrap_or(0.0),
     };
     let partial = Tensor::uninit(gpu, op, &[n, n_blocks, 2, c])?;
     gpu.dispatch(
@@ -388,7 +409,11 @@ pub fn instance_norm_raw(
         .map(|(g, b)| (g.buffer(), b.buffer()))
         .unwrap_or((x.buffer(), x.buffer()));
     gpu.dispatch(
-        &IN_APPLY,
+        if leaky.is_some() {
+            &IN_APPLY_LEAKY
+        } else {
+            &IN_APPLY
+        },
         &params,
         &[x.buffer(), stats.buffer(), gamma, beta],
         &[y.buffer()],
@@ -427,7 +452,7 @@ pub fn instance_norm_backward_raw(
         affine: gamma.is_some() as u32,
         block_rows: block as u32,
         n_blocks: n_blocks as u32,
-        _pad0: 0,
+        act_slope: 0.0,
     };
     // partial [N, n_blocks, 2, C] → sums [N, 2, C]: (A, B) = (Σ_s g·x̂, Σ_s g) per (n, c).
     let partial = Tensor::uninit(gpu, op, &[n, n_blocks, 2, c])?;
@@ -474,6 +499,46 @@ pub fn instance_norm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f32) -
     }
     Ok(record(y, "instance_norm", &inputs, move |g| {
         let (gx, params) = instance_norm_backward_raw(&xc, gamma.as_ref(), &stats, g, need_params)?;
+        let mut grads = vec![Some(gx)];
+        if gamma.is_some() {
+            let (gg, gb) = params.unzip();
+            grads.extend([gg, gb]);
+        }
+        Ok(grads)
+    }))
+}
+
+/// `leaky_relu(instance_norm(x, affine, eps), slope)` as one recorded op: the LeakyReLU runs in
+/// the normalisation's last pass, and backward keeps the output z (which the next layer holds
+/// anyway) instead of the normalised y. LeakyReLU's derivative, 1 where y > 0 and `slope`
+/// elsewhere, reads the same from z when slope ≥ 0 (z > 0 exactly where y > 0), so the values
+/// and gradients are bit for bit those of the two ops (tests/instance_norm_leaky.rs). Saves one
+/// pass over the activation forward and one activation held for backward (docs/kernel-tuning.md,
+/// "InstanceNorm and LeakyReLU in one op"). A negative or non-finite slope runs the two ops.
+pub fn instance_norm_leaky_relu(
+    x: &Tensor,
+    affine: Option<(&Tensor, &Tensor)>,
+    eps: f32,
+    slope: f32,
+) -> Result<Tensor> {
+    if !(slope.is_finite() && slope >= 0.0) {
+        return leaky_relu(&instance_norm(x, affine, eps)?, slope);
+    }
+    let (z, stats) = instance_norm_launch(x, affine, eps, Some(slope))?;
+    let xc = x.detach();
+    let gamma = affine.map(|(g, _)| g.detach());
+    let need_params = affine.is_some_and(|(g, b)| g.requires_grad() || b.requires_grad());
+    // As leaky_relu keeps its input: in f16 under autocast (src/tensor/saved.rs).
+    let kept = Saved::keep_autocast("instance_norm_leaky_relu", &z)?;
+    let mut inputs = vec![x];
+    if let Some((g, b)) = affine {
+        inputs.extend([g, b]);
+    }
+    Ok(record(z, "instance_norm_leaky_relu", &inputs, move |g| {
+        let z = kept.value("instance_norm_leaky_relu")?;
+        let gy = leaky_relu_backward_raw(&z, g, slope)?;
+        let (gx, params) =
+            instance_norm_backward_raw(&xc, gamma.as_ref(), &stats, &gy, need_params)?;
         let mut grads = vec![Some(gx)];
         if gamma.is_some() {
             let (gg, gb) = params.unzip();

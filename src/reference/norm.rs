@@ -1,6 +1,8 @@
 //! Reference for src/ops/norm.rs: LayerNorm (last axis) and InstanceNorm (channels-last), f64.
 
+use super::elementwise::{unary, unary_backward};
 use super::Array;
+use crate::ops::config::UnaryOp;
 
 /// Gradients of a normalisation layer: to x, and to (γ, β) when affine.
 pub struct NormGrads {
@@ -117,4 +119,27 @@ pub fn instance_norm(x: &Array, affine: Option<(&[f64], &[f64])>, eps: f64) -> A
 pub fn instance_norm_backward(x: &Array, gamma: Option<&[f64]>, eps: f64, g: &Array) -> NormGrads {
     let (groups, c) = in_groups(x);
     normalize_backward(x, &groups, |i| i % c, c, gamma, eps, g)
+}
+
+/// InstanceNorm then LeakyReLU of `slope` (src/ops/norm.rs `instance_norm_leaky_relu`).
+pub fn instance_norm_leaky_relu(
+    x: &Array,
+    affine: Option<(&[f64], &[f64])>,
+    eps: f64,
+    slope: f32,
+) -> Array {
+    unary(UnaryOp::LeakyRelu(slope), &instance_norm(x, affine, eps))
+}
+
+/// Its gradients: LeakyReLU's derivative at the normalised values, then InstanceNorm's backward.
+pub fn instance_norm_leaky_relu_backward(
+    x: &Array,
+    affine: Option<(&[f64], &[f64])>,
+    eps: f64,
+    slope: f32,
+    g: &Array,
+) -> NormGrads {
+    let y = instance_norm(x, affine, eps);
+    let gy = unary_backward(UnaryOp::LeakyRelu(slope), &y, g);
+    instance_norm_backward(x, affine.map(|(gamma, _)| gamma), eps, &gy)
 }

@@ -84,8 +84,7 @@ impl Stem {
         let mut h = x.clone();
         for conv in &self.convs[..3] {
             h = conv.forward(&h)?;
-            h = ops::instance_norm(&h, None, EMBED_EPS)?;
-            h = ops::leaky_relu(&h, LEAKY_SLOPE)?;
+            h = ops::instance_norm_leaky_relu(&h, None, EMBED_EPS, LEAKY_SLOPE)?;
         }
         let out = self.convs[3].forward(&h)?;
         Ok((h, out))
