@@ -2,10 +2,12 @@
 //! Bit for bit the two ops run one after the other, forward and every gradient (x, γ, β), with
 //! and without affine, slopes 0, 0.01 and 0.2, odd channel counts and N > 1; against the f64
 //! reference, whose backward is checked against finite differences; a negative slope runs the
-//! two ops; which kernels run; and the tape holds one activation less than the two ops' tapes.
+//! two ops; which kernels run; the tape holds one activation less than the two ops' tapes, and
+//! under autocast (where y is recomputed in backward) half of one less, with the f32 gradients.
 
 mod common;
 
+use cads::gpu::Precision;
 use cads::reference::{gradcheck, norm as refn, Array};
 use cads::util::{Rng, Tolerance, F32_GRAD, FD_F64};
 use cads::{ops, Gpu, Tensor};
@@ -198,4 +200,51 @@ fn the_tape_holds_one_activation_less() {
     };
     let (two, one) = (held(false), held(true));
     assert_eq!(two - one, (n * 4) as u64, "two ops {two} B, fused {one} B");
+}
+
+/// Under autocast the next layer keeps an f16 copy of z, so the fused op keeps nothing of its
+/// own and recomputes y in backward: half an activation less than the two ops (whose LeakyReLU
+/// keeps y's f16 rounding), and the same bits as the f32 path's gradients.
+#[test]
+fn under_autocast_it_keeps_nothing_and_recomputes_y() {
+    let gpu = fresh_gpu();
+    assert!(
+        gpu.features().f16,
+        "the test adapter must have SHADER_F16 (lavapipe has it)"
+    );
+    let mut rng = Rng::new(59);
+    let shape = [2, 8, 8, 8, 16];
+    let n: usize = shape.iter().product();
+    let xs = rng.vec_uniform(n, -1.0, 1.0);
+    let gs = rng.vec_uniform(n, -1.0, 1.0);
+    // (bytes held beyond the output, gradient of x), under `precision`.
+    let run = |fused: bool, precision: Precision| {
+        let x = Tensor::from_slice(&gpu, &xs, &shape)
+            .unwrap()
+            .requires_grad_(true);
+        gpu.synchronize().unwrap();
+        let before = gpu.pool_stats().live_bytes;
+        let y = gpu.autocast(precision, || {
+            if fused {
+                ops::instance_norm_leaky_relu(&x, None, 1e-5, 0.01).unwrap()
+            } else {
+                ops::leaky_relu(&ops::instance_norm(&x, None, 1e-5).unwrap(), 0.01).unwrap()
+            }
+        });
+        gpu.synchronize().unwrap();
+        let held = gpu.pool_stats().live_bytes - before - (n * 4) as u64;
+        let grads = y
+            .backward_with(&Tensor::from_slice(&gpu, &gs, &shape).unwrap())
+            .unwrap();
+        (held, grads.get(&x).unwrap().to_vec().unwrap())
+    };
+    let (two, _) = run(false, Precision::Mixed);
+    let (one, dx_mixed) = run(true, Precision::Mixed);
+    assert_eq!(
+        two - one,
+        (n * 2) as u64,
+        "two ops {two} B, fused {one} B under autocast"
+    );
+    let (_, dx_f32) = run(true, Precision::F32);
+    assert_same_bits(&dx_mixed, &dx_f32, "dx under autocast against f32");
 }

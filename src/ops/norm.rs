@@ -13,7 +13,7 @@ use super::softmax::{thread_per_row, RowKernel};
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec, ParamsLayout};
-use crate::tensor::{Saved, Tensor};
+use crate::tensor::Tensor;
 
 crate::gpu::shader_params! {
     /// Mirrors `LayerNormParams` in shaders/layer_norm.wgsl and shaders/layer_norm_backward.wgsl.
@@ -405,10 +405,24 @@ fn instance_norm_launch(
         &[stats.buffer()],
         Grid::cover((n * c) as u64, 64),
     )?;
+    apply_into(&y, x, &stats, affine, params, leaky)?;
+    Ok((y, stats))
+}
+
+/// The normalisation's last pass into `y`: from x and its statistics, then LeakyReLU of slope
+/// `leaky` when given (`params` as the statistics were computed with).
+fn apply_into(
+    y: &Tensor,
+    x: &Tensor,
+    stats: &Tensor,
+    affine: Option<(&Tensor, &Tensor)>,
+    params: InstanceNormParams,
+    leaky: Option<f32>,
+) -> Result<()> {
     let (gamma, beta) = affine
         .map(|(g, b)| (g.buffer(), b.buffer()))
         .unwrap_or((x.buffer(), x.buffer()));
-    gpu.dispatch(
+    x.gpu().dispatch(
         if leaky.is_some() {
             &IN_APPLY_LEAKY
         } else {
@@ -418,8 +432,34 @@ fn instance_norm_launch(
         &[x.buffer(), stats.buffer(), gamma, beta],
         &[y.buffer()],
         Grid::cover(x.numel() as u64, 256),
-    )?;
-    Ok((y, stats))
+    )
+}
+
+/// y again from x and the statistics the forward computed (the same kernel on the same values:
+/// the same bits), for a backward that kept neither y nor z.
+fn instance_norm_reapply(
+    x: &Tensor,
+    stats: &Tensor,
+    affine: Option<(&Tensor, &Tensor)>,
+) -> Result<Tensor> {
+    let op = "instance_norm (recomputed)";
+    let (n, s, c) = in_dims(op, x)?;
+    let y = Tensor::uninit(x.gpu(), op, x.shape())?;
+    if n == 0 {
+        return Ok(y);
+    }
+    let params = InstanceNormParams {
+        batch: n as u32,
+        spatial: s as u32,
+        channels: c as u32,
+        eps: 0.0,
+        affine: affine.is_some() as u32,
+        block_rows: 0,
+        n_blocks: 0,
+        act_slope: 0.0,
+    };
+    apply_into(&y, x, stats, affine, params, None)?;
+    Ok(y)
 }
 
 /// Backward launches (unrecorded): gx, and (gγ, gβ) when `param_grads`.
@@ -512,9 +552,12 @@ pub fn instance_norm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f32) -
 /// the normalisation's last pass, and backward keeps the output z (which the next layer holds
 /// anyway) instead of the normalised y. LeakyReLU's derivative, 1 where y > 0 and `slope`
 /// elsewhere, reads the same from z when slope ≥ 0 (z > 0 exactly where y > 0), so the values
-/// and gradients are bit for bit those of the two ops (tests/instance_norm_leaky.rs). Saves one
-/// pass over the activation forward and one activation held for backward (docs/kernel-tuning.md,
-/// "InstanceNorm and LeakyReLU in one op"). A negative or non-finite slope runs the two ops.
+/// and gradients are bit for bit those of the two ops (tests/instance_norm_leaky.rs). Under
+/// autocast the next layer keeps only an f16 copy of z, so this op keeps nothing of its own and
+/// its backward recomputes y from x (kept f32 for the norm's backward) and the statistics. Saves
+/// one pass over the activation forward and one activation held for backward
+/// (docs/kernel-tuning.md, "InstanceNorm and LeakyReLU in one op"). A negative or non-finite
+/// slope runs the two ops.
 pub fn instance_norm_leaky_relu(
     x: &Tensor,
     affine: Option<(&Tensor, &Tensor)>,
@@ -526,19 +569,24 @@ pub fn instance_norm_leaky_relu(
     }
     let (z, stats) = instance_norm_launch(x, affine, eps, Some(slope))?;
     let xc = x.detach();
-    let gamma = affine.map(|(g, _)| g.detach());
+    let kept_affine = affine.map(|(g, b)| (g.detach(), b.detach()));
     let need_params = affine.is_some_and(|(g, b)| g.requires_grad() || b.requires_grad());
-    // As leaky_relu keeps its input: in f16 under autocast (src/tensor/saved.rs).
-    let kept = Saved::keep_autocast("instance_norm_leaky_relu", &z)?;
+    // z itself in f32 (no new bytes); nothing under autocast (y is recomputed in backward).
+    let kept_z = (!x.gpu().mixed_precision()).then(|| z.detach());
     let mut inputs = vec![x];
     if let Some((g, b)) = affine {
         inputs.extend([g, b]);
     }
     Ok(record(z, "instance_norm_leaky_relu", &inputs, move |g| {
-        let z = kept.value("instance_norm_leaky_relu")?;
-        let gy = leaky_relu_backward_raw(&z, g, slope)?;
-        let (gx, params) =
-            instance_norm_backward_raw(&xc, gamma.as_ref(), &stats, &gy, need_params)?;
+        let pair = kept_affine.as_ref().map(|(g, b)| (g, b));
+        let sign_of_y = match &kept_z {
+            Some(z) => z.clone(),
+            None => instance_norm_reapply(&xc, &stats, pair)?,
+        };
+        let gy = leaky_relu_backward_raw(&sign_of_y, g, slope)?;
+        drop(sign_of_y);
+        let gamma = pair.map(|(g, _)| g);
+        let (gx, params) = instance_norm_backward_raw(&xc, gamma, &stats, &gy, need_params)?;
         let mut grads = vec![Some(gx)];
         if gamma.is_some() {
             let (gg, gb) = params.unzip();
