@@ -578,14 +578,14 @@ pub fn instance_norm_leaky_relu(
         inputs.extend([g, b]);
     }
     Ok(record(z, "instance_norm_leaky_relu", &inputs, move |g| {
-        let pair = kept_affine.as_ref().map(|(g, b)| (g, b));
+        let pair = kept_affine.as_ref().map(|(gm, bt)| (gm, bt));
         let sign_of_y = match &kept_z {
             Some(z) => z.clone(),
             None => instance_norm_reapply(&xc, &stats, pair)?,
         };
         let gy = leaky_relu_backward_raw(&sign_of_y, g, slope)?;
         drop(sign_of_y);
-        let gamma = pair.map(|(g, _)| g);
+        let gamma = pair.map(|(gm, _)| gm);
         let (gx, params) = instance_norm_backward_raw(&xc, gamma, &stats, &gy, need_params)?;
         let mut grads = vec![Some(gx)];
         if gamma.is_some() {
