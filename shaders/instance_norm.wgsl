@@ -103,18 +103,23 @@ fn instance_norm_finalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_wor
     dst[(2u * n + 1u) * p.channels + c] = inverseSqrt(m2 / f32(p.spatial) + p.eps);
 }
 
-@compute @workgroup_size(256)
-fn instance_norm_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                       @builtin(local_invocation_index) lid: u32) {
-    let i = (wg.x + wg.y * nwg.x) * 256u + lid;
-    if (i >= p.batch * p.spatial * p.channels) { return; }
+// Element i of y (after γ, β with affine): what both apply entries write, the same arithmetic.
+fn normalized(i: u32) -> f32 {
     let c = i % p.channels;
     let n = i / (p.spatial * p.channels);
     var v = (x[i] - stats[(2u * n) * p.channels + c]) * stats[(2u * n + 1u) * p.channels + c];
     if (p.affine != 0u) {
         v = v * gamma[c] + beta[c];
     }
-    y[i] = v;
+    return v;
+}
+
+@compute @workgroup_size(256)
+fn instance_norm_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.x + wg.y * nwg.x) * 256u + lid;
+    if (i >= p.batch * p.spatial * p.channels) { return; }
+    y[i] = normalized(i);
 }
 
 @compute @workgroup_size(256)
@@ -122,11 +127,6 @@ fn instance_norm_apply_leaky(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_
                              @builtin(local_invocation_index) lid: u32) {
     let i = (wg.x + wg.y * nwg.x) * 256u + lid;
     if (i >= p.batch * p.spatial * p.channels) { return; }
-    let c = i % p.channels;
-    let n = i / (p.spatial * p.channels);
-    var v = (x[i] - stats[(2u * n) * p.channels + c]) * stats[(2u * n + 1u) * p.channels + c];
-    if (p.affine != 0u) {
-        v = v * gamma[c] + beta[c];
-    }
+    let v = normalized(i);
     y[i] = select(p.act_slope * v, v, v > 0.0);
 }
