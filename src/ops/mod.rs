@@ -10,6 +10,7 @@ pub mod conv3d;
 pub(crate) mod conv3d_depthwise_rows;
 pub mod conv3d_fast;
 pub(crate) mod conv3d_fold;
+mod conv3d_geometry;
 pub mod conv3d_igemm;
 pub(crate) mod conv3d_patchify;
 mod conv3d_plan;
