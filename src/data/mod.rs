@@ -11,6 +11,7 @@ pub mod dicom;
 mod dicom_volume;
 pub mod loader;
 pub mod nifti;
+mod nifti_header;
 mod nifti_sink;
 pub mod nifti_write;
 pub mod nrrd;
