@@ -1,6 +1,13 @@
 //! Command recording: launches are appended to one pending command encoder and submitted
 //! together, so a training step costs a handful of submits instead of one per op.
 //!
+//! Consecutive launches share one compute pass: the pass stays open until other encoder work
+//! (a copy, a timestamp) or the submit needs the encoder. wgpu treats each dispatch as its own
+//! usage scope and puts the barriers between dispatches inside a pass as it does between passes,
+//! so the order and visibility of writes are the same; what goes away is a pass's begin and end
+//! per launch. On lavapipe a tiny dispatch cost 36–38 µs with a pass of its own and 20–21 µs
+//! sharing one (docs/kernel-tuning.md, "What a launch costs").
+//!
 //! Params travel in a per-submit uniform arena: each launch appends its `#[repr(C)]` struct at an
 //! offset aligned to `min_uniform_buffer_offset_alignment`; the arena is written with one
 //! `queue.write_buffer` right before the submit (queue writes land before the submit's commands),
@@ -21,6 +28,8 @@ const ARENA_BYTES: u64 = 256 * 1024;
 
 #[derive(Default)]
 pub(crate) struct Recorder {
+    /// The open compute pass of `encoder` (declared first: it must end before the encoder goes).
+    pass: Option<wgpu::ComputePass<'static>>,
     encoder: Option<wgpu::CommandEncoder>,
     arena: Option<wgpu::Buffer>,
     arena_bytes: Vec<u8>,
@@ -187,21 +196,26 @@ impl Gpu {
                 layout: &kernel.layout,
                 entries: &entries,
             });
-        let device = &self.inner.device;
-        let encoder = rec.encoder.get_or_insert_with(|| {
-            device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("cads ops"),
-            })
-        });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(spec.entry),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&kernel.pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(x, y, z);
+        if rec.pass.is_none() {
+            let device = &self.inner.device;
+            let pass = rec
+                .encoder
+                .get_or_insert_with(|| {
+                    device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("cads ops"),
+                    })
+                })
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("cads launches"),
+                    timestamp_writes: None,
+                })
+                .forget_lifetime();
+            rec.pass = Some(pass);
         }
+        let pass = rec.pass.as_mut().expect("pass just opened");
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(x, y, z);
         rec.pending += 1;
         Ok(())
     }
@@ -214,6 +228,8 @@ impl Gpu {
             .recorder
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        // The encoder is locked while a pass is open: end the launches' pass first.
+        rec.pass = None;
         let device = &self.inner.device;
         let encoder = rec.encoder.get_or_insert_with(|| {
             device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -239,6 +255,8 @@ impl Gpu {
             .recorder
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        // The encoder is locked while a pass is open: end the launches' pass first.
+        rec.pass = None;
         let device = &self.inner.device;
         let encoder = rec.encoder.get_or_insert_with(|| {
             device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -257,6 +275,7 @@ impl Gpu {
     }
 
     fn submit_locked(&self, rec: &mut Recorder) -> Option<wgpu::SubmissionIndex> {
+        rec.pass = None;
         let encoder = rec.encoder.take()?;
         if let Some(arena) = rec.arena.take() {
             if !rec.arena_bytes.is_empty() {
