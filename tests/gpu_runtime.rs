@@ -89,6 +89,36 @@ fn pool_reuses_buffers_by_size_class_and_tracks_peak() {
     assert_eq!(gpu.pool_stats().cached_bytes, 0);
 }
 
+/// Launches share one compute pass until a copy, a clear or a submit needs the encoder
+/// (src/gpu/recorder.rs). A chain of 1,300 dependent launches, with buffer copies (`assign`) and
+/// clears (`zeros`) between them and across the forced submit every 512 launches, gives the
+/// sequential result exactly (every value an integer below 2^24).
+#[test]
+fn dependent_launches_see_each_others_writes_across_copies_and_submits() {
+    let gpu = fresh_gpu();
+    let n = 1000;
+    let mut want: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let mut x = Tensor::from_slice(&gpu, &want, &[n]).unwrap();
+    let one = Tensor::full(&gpu, &[n], 1.0).unwrap();
+    let mirror = Tensor::zeros(&gpu, &[n]).unwrap();
+    for i in 0..1300 {
+        x = ops::add(&x, &one).unwrap();
+        want.iter_mut().for_each(|v| *v += 1.0);
+        if i % 211 == 0 {
+            // A copy in the stream: the launch after it must read what it copied.
+            mirror.assign(&x).unwrap();
+            x = ops::add(&mirror, &mirror).unwrap();
+            want.iter_mut().for_each(|v| *v *= 2.0);
+        }
+        if i % 131 == 0 {
+            // A clear of a buffer the pool may have lent before: it must not leak old values.
+            let zero = Tensor::zeros(&gpu, &[n]).unwrap();
+            x = ops::add(&x, &zero).unwrap();
+        }
+    }
+    assert_eq!(x.to_vec().unwrap(), want);
+}
+
 #[test]
 fn a_lost_device_gives_a_typed_error_not_a_panic() {
     let gpu = fresh_gpu();
