@@ -20,6 +20,10 @@ use std::sync::{Arc, Mutex};
 use super::context::Gpu;
 use crate::error::{Error, Result};
 
+/// How long [`PendingRead::wait`] waits, once the device is idle, for a map callback that
+/// another thread's poll has taken and is about to run.
+const CALLBACK_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the map callback reported (set from inside `device.poll`).
 type MapOutcome = Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>;
 
@@ -179,6 +183,21 @@ impl PendingRead {
                 message: e.to_string(),
             })?;
         }
+        // Another thread's poll may have taken this mapping's callback off the device and not
+        // run it yet: the queue is idle, yet the callback is still on its way (seen with threads
+        // sharing one device, tests/readback.rs). Give it time, polling, before calling it lost.
+        let deadline = std::time::Instant::now() + CALLBACK_GRACE;
+        while self.landed().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+            self.gpu
+                .inner
+                .device
+                .poll(wgpu::PollType::Poll)
+                .map_err(|e| Error::Gpu {
+                    op,
+                    message: e.to_string(),
+                })?;
+        }
         match self.landed() {
             Some(Ok(())) => {}
             Some(Err(e)) => {
@@ -191,7 +210,10 @@ impl PendingRead {
             None => {
                 return Err(Error::DeviceLost {
                     op,
-                    reason: "map callback never ran after the device went idle".into(),
+                    reason: format!(
+                        "map callback never ran, {} s after the device went idle",
+                        CALLBACK_GRACE.as_secs()
+                    ),
                 })
             }
         }
