@@ -119,6 +119,84 @@ fn dependent_launches_see_each_others_writes_across_copies_and_submits() {
     assert_eq!(x.to_vec().unwrap(), want);
 }
 
+/// Which free buffer the pool lends depends on the set of free buffers alone (the one created
+/// first), not on the order they came back: a step repeated from the same free set gets the same
+/// buffers, which is what lets its launches reuse their bind groups.
+#[test]
+fn the_pool_lends_the_first_created_free_buffer_whatever_the_return_order() {
+    let gpu = fresh_gpu();
+    let make = || Tensor::zeros(&gpu, &[100]).unwrap();
+    let mut first: Option<Vec<wgpu::Buffer>> = None;
+    for order in [[0usize, 1, 2], [2, 0, 1], [1, 2, 0], [2, 1, 0]] {
+        let mut held: Vec<Option<Tensor>> = (0..3).map(|_| Some(make())).collect();
+        let buffers: Vec<wgpu::Buffer> = held
+            .iter()
+            .map(|t| t.as_ref().unwrap().buffer().clone())
+            .collect();
+        assert_eq!(first.get_or_insert(buffers.clone()), &buffers);
+        for i in order {
+            held[i] = None;
+        }
+        let again: Vec<Tensor> = (0..3).map(|_| make()).collect();
+        for (t, b) in again.iter().zip(&buffers) {
+            assert_eq!(t.buffer(), b, "returned in the order {order:?}");
+        }
+    }
+}
+
+/// Launches that recur (same kernel, params and buffers) reuse their bind group; launches that
+/// differ only in their params get params of their own, also inside one submit; trimming the
+/// pool drops the cached bind groups with the buffers.
+#[test]
+fn bind_groups_are_reused_per_kernel_params_and_buffers() {
+    let gpu = fresh_gpu();
+    let n = 256;
+    let base: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+    let x = Tensor::from_slice(&gpu, &base, &[n]).unwrap();
+    let chain = || {
+        // 300 launches of one kernel on the same buffers (the pool lends the same ones each
+        // round) with 300 different scalars, summed: each must have read its own scalar.
+        let mut acc = Tensor::zeros(&gpu, &[n]).unwrap();
+        for s in 0..300 {
+            let shifted = ops::add_scalar(&x, s as f32).unwrap();
+            acc = ops::add(&acc, &shifted).unwrap();
+        }
+        acc.to_vec().unwrap()
+    };
+    let want: Vec<f32> = base.iter().map(|v| 300.0 * v + 44850.0).collect();
+    assert_eq!(chain(), want);
+    let before = gpu.bind_group_stats();
+    assert_eq!(chain(), want);
+    let after = gpu.bind_group_stats();
+    assert_eq!(
+        after.misses, before.misses,
+        "the repeated round made no bind group: {before:?} → {after:?}"
+    );
+    assert_eq!(after.hits - before.hits, 600);
+    gpu.trim_pool();
+    assert_eq!(gpu.bind_group_stats().cached, 0);
+    assert_eq!(gpu.pool_stats().cached_bytes, 0);
+    assert_eq!(chain(), want, "after the trim, new bind groups and buffers");
+}
+
+/// More distinct launches than the cache holds: the oldest half is dropped (after a submit, so
+/// nothing recorded still reads the freed params slots) and every result is still right.
+#[test]
+fn the_bind_group_cache_stays_bounded_and_evicts_safely() {
+    let gpu = fresh_gpu();
+    let x = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0, 4.0], &[4]).unwrap();
+    // Every output stays alive, so each launch binds a new buffer with a new scalar.
+    let outs: Vec<Tensor> = (0..6000)
+        .map(|s| ops::add_scalar(&x, s as f32).unwrap())
+        .collect();
+    let cached = gpu.bind_group_stats().cached;
+    assert!((2048..=4096).contains(&cached), "{cached} cached");
+    for (s, t) in outs.iter().enumerate().step_by(97) {
+        let s = s as f32;
+        assert_eq!(t.to_vec().unwrap(), [1.0 + s, 2.0 + s, 3.0 + s, 4.0 + s]);
+    }
+}
+
 #[test]
 fn a_lost_device_gives_a_typed_error_not_a_panic() {
     let gpu = fresh_gpu();

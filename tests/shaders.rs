@@ -225,6 +225,22 @@ fn compare_params(
     errors
 }
 
+/// Every kernel's params fit one uniform slot of the launch cache (src/gpu/bind_cache.rs); the
+/// recorder refuses a launch whose params do not.
+#[test]
+fn every_kernels_params_fit_a_params_slot() {
+    for k in cads::kernels::all_kernels() {
+        assert!(
+            k.params.size as u64 <= cads::gpu::PARAMS_SLOT_BYTES,
+            "{}::{} params {} ({} bytes)",
+            k.shader,
+            k.entry,
+            k.params.name,
+            k.params.size
+        );
+    }
+}
+
 #[test]
 fn params_mismatches_name_the_shader_struct_field_and_both_sides() {
     // A WGSL struct that swaps two fields and retypes a third, against its intended Rust layout.

@@ -304,6 +304,8 @@ impl Gpu {
     }
     /// Give cached free buffers back to the driver.
     pub fn trim_pool(&self) {
+        // Cached bind groups hold their buffers: drop them first so the freed buffers go.
+        self.clear_bind_groups();
         self.inner.pool.trim()
     }
     pub(crate) fn pool(&self) -> &BufferPool {

@@ -2,6 +2,7 @@
 
 mod adapter;
 mod autocast;
+mod bind_cache;
 mod context;
 mod cooperative;
 mod kernel;
@@ -16,6 +17,7 @@ mod tuning_cache;
 
 pub use adapter::{select_adapter, AdapterChoice, NO_ADAPTER_HINT};
 pub use autocast::Precision;
+pub use bind_cache::{BindGroupStats, PARAMS_SLOT_BYTES};
 pub use context::{AdapterSummary, DeviceFeatures, Gpu, NO_F16_ENV};
 pub use cooperative::{CooperativeMatrix, COOPERATIVE_MATRIX_ENV};
 pub(crate) use kernel::scalar_or_vec4;

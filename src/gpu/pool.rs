@@ -5,6 +5,13 @@
 //! allocation is a hit. Size classes are `2^k · {1, 1.25, 1.5, 1.75}` (at least 256 bytes), which
 //! bounds the waste at 25% while keeping the number of classes small.
 //!
+//! Which free buffer a request gets is a function of the set of free buffers alone: the one
+//! created first (lowest creation number) in the size class. A last-in-first-out stack would hand
+//! out the buffers in an order that depends on the order they came back, which permutes them from
+//! one training step to the next; with the lowest-number rule a step that makes the same requests
+//! from the same free set gets the same buffers every time, so the launches' bind groups recur
+//! and are reused (src/gpu/bind_cache.rs).
+//!
 //! Reuse is safe without fences: every use of a buffer is recorded on the one queue in program
 //! order, and wgpu inserts the barriers between passes, so a buffer dropped by one op and taken by
 //! the next is written only after the earlier reads have executed.
@@ -14,7 +21,7 @@
 //! tensor handed to an f32-only op fails with a typed error instead of being misread. The tag lives
 //! with the buffer, not the tensor, because kernels are bound with bare `wgpu::Buffer`s.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -48,7 +55,10 @@ pub(crate) struct PoolShared {
 
 #[derive(Default)]
 struct PoolState {
-    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Free buffers by size class, each class by creation number (see the module docs).
+    free: HashMap<u64, BTreeMap<u64, wgpu::Buffer>>,
+    /// Buffers created so far: the next creation number.
+    created: u64,
     stats: PoolStats,
     /// Lent buffers that hold f16 data (tagged by `take_half`, untagged when they come back).
     half: HashSet<wgpu::Buffer>,
@@ -70,6 +80,8 @@ pub fn size_class(bytes: u64) -> u64 {
 /// A buffer on loan from the pool; it goes back when dropped.
 pub struct PooledBuffer {
     buffer: Option<wgpu::Buffer>,
+    /// Creation number in the pool (its order among the free buffers of its class).
+    number: u64,
     class: u64,
     pool: Arc<PoolShared>,
     /// Holds f16 data (see the module docs).
@@ -97,7 +109,10 @@ impl Drop for PooledBuffer {
             }
             st.stats.live_bytes -= self.class;
             st.stats.cached_bytes += self.class;
-            st.free.entry(self.class).or_default().push(buffer);
+            st.free
+                .entry(self.class)
+                .or_default()
+                .insert(self.number, buffer);
         }
     }
 }
@@ -150,21 +165,23 @@ impl BufferPool {
     fn take_tagged(&self, bytes: u64, half: bool) -> PooledBuffer {
         let class = size_class(bytes);
         let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        let reused = st.free.get_mut(&class).and_then(|v| v.pop());
-        let buffer = match reused {
-            Some(b) => {
+        let reused = st.free.get_mut(&class).and_then(|v| v.pop_first());
+        let (number, buffer) = match reused {
+            Some(numbered) => {
                 st.stats.reuses += 1;
                 st.stats.cached_bytes -= class;
-                b
+                numbered
             }
             None => {
                 st.stats.allocations += 1;
-                self.shared.device.create_buffer(&wgpu::BufferDescriptor {
+                st.created += 1;
+                let buffer = self.shared.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("cads pooled"),
                     size: class,
                     usage: POOL_USAGE,
                     mapped_at_creation: false,
-                })
+                });
+                (st.created, buffer)
             }
         };
         st.stats.live_bytes += class;
@@ -174,6 +191,7 @@ impl BufferPool {
         }
         PooledBuffer {
             buffer: Some(buffer),
+            number,
             class,
             pool: self.shared.clone(),
             half,
