@@ -161,11 +161,7 @@ impl Gpu {
             .limits
             .min_uniform_buffer_offset_alignment
             .max(16) as u64;
-        let mut rec = self
-            .inner
-            .recorder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut rec = self.recorder();
         if rec.pending >= MAX_PENDING {
             self.submit_locked(&mut rec);
         }
@@ -211,11 +207,7 @@ impl Gpu {
     /// Record arbitrary encoder work (copies, clears, timestamps) in stream order with launches.
     pub(crate) fn encode(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) -> Result<()> {
         self.check_health("encode")?;
-        let mut rec = self
-            .inner
-            .recorder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut rec = self.recorder();
         // The encoder is locked while a pass is open: end the launches' pass first.
         rec.pass = None;
         let device = &self.inner.device;
@@ -238,11 +230,7 @@ impl Gpu {
         f: impl FnOnce(&mut wgpu::CommandEncoder),
     ) -> Result<wgpu::SubmissionIndex> {
         self.check_health(op)?;
-        let mut rec = self
-            .inner
-            .recorder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut rec = self.recorder();
         // The encoder is locked while a pass is open: end the launches' pass first.
         rec.pass = None;
         let device = &self.inner.device;
@@ -262,6 +250,14 @@ impl Gpu {
         Ok(index)
     }
 
+    /// The recorder, locked; a poisoned lock is taken over, as for every lock of the context.
+    fn recorder(&self) -> std::sync::MutexGuard<'_, Recorder> {
+        self.inner
+            .recorder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     fn submit_locked(&self, rec: &mut Recorder) -> Option<wgpu::SubmissionIndex> {
         rec.pass = None;
         let encoder = rec.encoder.take()?;
@@ -272,33 +268,20 @@ impl Gpu {
     /// How often launches reused a bind group, and how many are kept (diagnostics: a training
     /// loop reaches a state where almost every launch is a hit).
     pub fn bind_group_stats(&self) -> BindGroupStats {
-        self.inner
-            .recorder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .bind_groups
-            .stats()
+        self.recorder().bind_groups.stats()
     }
 
     /// Drop the cached bind groups, and with them their hold on buffers (before the pool trims).
     /// Submits first: recorded commands may still read the freed params slots.
     pub(crate) fn clear_bind_groups(&self) {
-        let mut rec = self
-            .inner
-            .recorder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut rec = self.recorder();
         self.submit_locked(&mut rec);
         rec.bind_groups.clear();
     }
 
     /// Submit everything recorded so far (does not wait).
     pub fn flush(&self) -> Result<()> {
-        let mut rec = self
-            .inner
-            .recorder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut rec = self.recorder();
         self.submit_locked(&mut rec);
         drop(rec);
         self.check_health("flush")
