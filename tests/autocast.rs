@@ -2,6 +2,7 @@
 //! and the f16 matmul, is tests/mixed_precision.rs).
 //!
 //! - `Linear` under autocast: gradients against f64 finite differences of the f32 function;
+//!   fewer than `MIXED_MIN_ROWS` rows run the f32 path bit for bit;
 //! - the policy nests, is restored (also on panic) and is per thread;
 //! - a device without SHADER_F16 runs autocast in f32 (bit-identical to no autocast);
 //! - a small PVT encoder under autocast close to f32, checkpointing under autocast, and its
@@ -15,7 +16,7 @@ mod common;
 
 use cads::gpu::{AdapterChoice, Precision};
 use cads::models::pvt::{Modality, PvtConfig, PvtEncoder};
-use cads::nn::{Linear, LinearInit, Module};
+use cads::nn::{Linear, LinearInit, Module, MIXED_MIN_ROWS};
 use cads::ops;
 use cads::reference::{gradcheck, matmul as refmm, matmul_f16 as ref16, Array};
 use cads::tensor::DType;
@@ -30,15 +31,23 @@ use common::*;
 fn linear_under_autocast_matches_finite_differences_of_the_f32_function() {
     let gpu = gpu();
     let mut rng = Rng::new(22);
-    let (rows, cin, cout) = (2 * 9, 12, 8);
+    // The fewest rows that take the f16 product (fewer stay f32: the next test).
+    let (rows, cin, cout) = (MIXED_MIN_ROWS, 12, 8);
     let lin = Linear::new(&gpu, cin, cout, true, LinearInit::Torch, &mut rng).unwrap();
     let bias0 = rng.vec_uniform(cout, -0.5, 0.5);
     lin.bias.as_ref().unwrap().write(&bias0).unwrap();
-    let (x, xt) = random_param(&gpu, &mut rng, &[2, 9, cin], -1.0, 1.0);
+    let lead = [2, rows / 2];
+    let (x, xt) = random_param(&gpu, &mut rng, &[lead[0], lead[1], cin], -1.0, 1.0);
     let w = Array::from_f32(&lin.weight.to_vec().unwrap(), &[cin, cout]);
-    let y = gpu.autocast(Precision::Mixed, || lin.forward(&xt)).unwrap();
+    let (y, ran) = kernels_run(&gpu, || {
+        gpu.autocast(Precision::Mixed, || lin.forward(&xt)).unwrap()
+    });
+    assert!(ran.iter().any(|k| k.starts_with("matmul_f16")), "{ran:?}");
     assert_eq!(gpu.precision(), Precision::F32, "autocast is restored");
-    assert_eq!((y.dtype(), y.shape()), (DType::F32, &[2, 9, cout][..]));
+    assert_eq!(
+        (y.dtype(), y.shape()),
+        (DType::F32, &[lead[0], lead[1], cout][..])
+    );
     let g = rng.vec_uniform(rows * cout, -1.0, 1.0);
     // Backward outside the autocast closure, as a training step does.
     let grads = y
@@ -98,6 +107,78 @@ fn linear_under_autocast_matches_finite_differences_of_the_f32_function() {
         &db,
         F32_ACCUM,
     );
+}
+
+/// The kernels `f` launches (`shader::entry`), with its result.
+fn kernels_run<T>(gpu: &Gpu, f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    gpu.set_profiling(true);
+    let out = f();
+    gpu.synchronize().unwrap();
+    gpu.set_profiling(false);
+    (
+        out,
+        gpu.take_profile().into_iter().map(|t| t.kernel).collect(),
+    )
+}
+
+/// Below `MIXED_MIN_ROWS` rows a Linear runs its f32 path under autocast: the forward and both
+/// gradients are bit for bit those of the f32 policy, no f16 kernel or cast runs, and the tape
+/// keeps the f32 input. An f16 input takes the f16 product whatever its rows (the f32 product
+/// refuses f16 tensors).
+#[test]
+fn small_linears_stay_f32_under_autocast() {
+    let gpu = gpu();
+    assert!(
+        gpu.features().f16,
+        "this test needs SHADER_F16 (lavapipe has it)"
+    );
+    let mut rng = Rng::new(24);
+    let (cin, cout) = (16, 12);
+    let lin = Linear::new(&gpu, cin, cout, true, LinearInit::Torch, &mut rng).unwrap();
+    for rows in [1, 8, MIXED_MIN_ROWS - 1, MIXED_MIN_ROWS] {
+        let xs = rng.vec_uniform(rows * cin, -1.0, 1.0);
+        let g = rng.vec_uniform(rows * cout, -1.0, 1.0);
+        let run = |precision: Precision| {
+            let x = Tensor::parameter(&gpu, &xs, &[rows, cin]).unwrap();
+            let (y, ran) = kernels_run(&gpu, || {
+                gpu.autocast(precision, || lin.forward(&x)).unwrap()
+            });
+            let grads = y
+                .backward_with(&Tensor::from_slice(&gpu, &g, &[rows, cout]).unwrap())
+                .unwrap();
+            let bits = |t: &Tensor| -> Vec<u32> {
+                t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect()
+            };
+            let values = (
+                bits(&y),
+                bits(grads.get(&x).unwrap()),
+                bits(grads.get(&lin.weight).unwrap()),
+            );
+            (values, ran)
+        };
+        let (mixed, ran) = run(Precision::Mixed);
+        let (plain, _) = run(Precision::F32);
+        let f16_ran = ran
+            .iter()
+            .any(|k| k.starts_with("matmul_f16") || k.starts_with("cast::"));
+        if rows < MIXED_MIN_ROWS {
+            assert_eq!(mixed, plain, "{rows} rows: bit-identical to f32");
+            assert!(!f16_ran, "{rows} rows: {ran:?}");
+        } else {
+            assert_ne!(mixed.0, plain.0, "{rows} rows: the f16 product ran");
+            assert!(f16_ran, "{rows} rows: {ran:?}");
+        }
+    }
+    // An f16 input with one row: the f16 product, its gradient back in f16.
+    let x = Tensor::parameter(&gpu, &rng.vec_uniform(cin, -1.0, 1.0), &[1, cin])
+        .unwrap()
+        .to_dtype(DType::F16)
+        .unwrap();
+    let (y, ran) = kernels_run(&gpu, || {
+        gpu.autocast(Precision::Mixed, || lin.forward(&x)).unwrap()
+    });
+    assert!(ran.iter().any(|k| k.starts_with("matmul_f16")), "{ran:?}");
+    assert_eq!((y.dtype(), y.shape()), (DType::F32, &[1, cout][..]));
 }
 
 /// `linear_mixed` with a bias: on the f16 vec4 tile (CPU adapters) the bias is added inside the

@@ -1,9 +1,10 @@
 //! Autocast: a per-thread precision policy on the context, set for the duration of a closure like
 //! [`Gpu::no_grad`].
 //!
-//! Under `Precision::Mixed` the layers that own a matmul (`nn::Linear`) cast their input and
-//! weight to f16 and run the f16 matmul with f32 accumulation, so the tape keeps the f16 copies
-//! (half the bytes) for backward. Convolutions (their input), activation functions and attention
+//! Under `Precision::Mixed` the layers that own a matmul (`nn::Linear`, from
+//! `nn::MIXED_MIN_ROWS` input rows on) cast their input and weight to f16 and run the f16 matmul
+//! with f32 accumulation, so the tape keeps the f16 copy of the input (half the bytes) for
+//! backward. Convolutions (their input), activation functions and attention
 //! compute in f32 but keep the f16 rounding of the activations their backward reads
 //! (src/tensor/saved.rs), as PyTorch's AMP keeps f16 activations for those ops. Norms, losses,
 //! every other op, the parameters (f32 master weights) and their gradients stay f32. Mixed

@@ -7,8 +7,29 @@ use super::pytorch_layout::Layout;
 use super::state::{weight_and_bias, Module, StateEntry};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use crate::util::Rng;
+
+/// Under autocast, a [`Linear`] multiplies in f16 from this many rows on, and in f32 below.
+///
+/// Why: the f16 product casts the f32 master weight to f16 twice per step (forward, and again
+/// in backward, so no second copy of the weights is held between them), 12 bytes moved per
+/// weight element; the two products that read the weight (forward and input gradient) each save
+/// 2 bytes per element per pass over it, about one pass per 32-row tile on the CPU tiles and
+/// fewer where a GPU's cache holds the weight: they break even at 3 tiles (96 rows) on the CPU
+/// tiles; 256 rows leave room for the launches and the caches, and a product of fewer rows is
+/// bandwidth-bound on any GPU, so tensor cores would not speed it up either. The f32 path reads
+/// the master weight directly and keeps an f32 input of fewer than `MIXED_MIN_ROWS · in` values.
+/// In PVTv2 at 2×16×48×48 this sends stages 3 and 4 (36 and 8 rows) and the reduced `kv` layers
+/// (2 rows) to f32: 92% of the encoder's linear weights. Measured in docs/kernel-tuning.md
+/// ("Small linears stay f32 under autocast").
+pub const MIXED_MIN_ROWS: usize = 256;
+
+/// Rows of a linear's input `[..., in]`: the product of its leading axes.
+fn rows(x: &Tensor) -> usize {
+    let shape = x.shape();
+    shape[..shape.len().saturating_sub(1)].iter().product()
+}
 
 /// How to initialise a `Linear`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -65,11 +86,12 @@ impl Linear {
     }
 
     /// `[..., in]` → `[..., out]`. Under `gpu.autocast(Precision::Mixed)` on a device with
-    /// `SHADER_F16`, the input and the (f32 master) weight are cast to f16 and multiplied with
-    /// f32 accumulation ([`crate::ops::linear_mixed`]; the tape keeps the f16 copies); elsewhere,
-    /// and on a device without f16, the f32 path.
+    /// `SHADER_F16`, from [`MIXED_MIN_ROWS`] rows (the product of the leading axes) on, or when
+    /// `x` already is f16, the input and the (f32 master) weight are cast to f16 and multiplied
+    /// with f32 accumulation ([`crate::ops::linear_mixed`]; the tape keeps the f16 copy of the
+    /// input); with fewer rows, elsewhere, and on a device without f16, the f32 path.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.gpu().mixed_precision() {
+        if x.gpu().mixed_precision() && (x.dtype() == DType::F16 || rows(x) >= MIXED_MIN_ROWS) {
             return crate::ops::linear_mixed(x, &self.weight, self.bias.as_ref());
         }
         crate::ops::linear(x, &self.weight, self.bias.as_ref())

@@ -26,7 +26,7 @@ pub use conv_transpose::ConvTranspose3d;
 pub use drop_path::{drop_path, DropPath};
 pub use ema::{copy_state, ema_update};
 pub use layer_norm::LayerNorm;
-pub use linear::{Linear, LinearInit};
+pub use linear::{Linear, LinearInit, MIXED_MIN_ROWS};
 pub use pytorch_layout::Layout;
 pub use state::{Module, StateEntry, StateKind};
 pub use state_file::{
