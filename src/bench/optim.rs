@@ -1,6 +1,7 @@
-//! Optimizer-side passes over a whole gradient set: the loss scaler's unscale-and-check and the
-//! AdamW step that follows it, on the same tensors, so their costs compare directly. Both are
-//! bandwidth-bound, reported in GB/s (bytes read + written).
+//! Optimizer-side passes over a whole gradient set: the loss scaler's unscale-and-check, the
+//! per-tensor gradient clipping (DINO's, as a CADS step runs it) and the AdamW step that follows
+//! them, on the same tensors, so their costs compare directly. All are bandwidth-bound, reported
+//! in GB/s (bytes read + written).
 //!
 //! The set is a transformer-like mix: 24 weights [512, 512] and 48 vectors [512] (6.3 M values,
 //! 25 MB of gradients), one launch per tensor as in a training step.
@@ -9,7 +10,10 @@ use super::inputs::random;
 use super::{Bench, Case, Sample, Work};
 use crate::autograd::Gradients;
 use crate::error::Result;
-use crate::optim::{AdamW, AdamWConfig, LossScaler, LossScalerConfig, Optimizer, ParamGroup};
+use crate::optim::{
+    clip_grad_norm_per_tensor_on_gpu, AdamW, AdamWConfig, LossScaler, LossScalerConfig, Optimizer,
+    ParamGroup,
+};
 use crate::tensor::Tensor;
 
 /// The gradient set's shapes.
@@ -32,6 +36,11 @@ pub(crate) fn cases() -> Vec<Case> {
             op: "loss_scale",
             case: "unscale_check_6.3M",
             run: unscale_check,
+        },
+        Case {
+            op: "clip_grad",
+            case: "per_tensor_6.3M",
+            run: clip_per_tensor,
         },
         Case {
             op: "adamw",
@@ -77,6 +86,16 @@ fn unscale_check(b: &Bench) -> Result<Sample> {
 
 /// An AdamW step after the first (moments exist): reads g, p, m, v and writes p, m, v (28 bytes
 /// per value).
+/// Per-tensor norms (one read of every gradient) and the clipped copies (one read, one write);
+/// max norm 0.3, CADS's, so every random gradient here is scaled.
+fn clip_per_tensor(b: &Bench) -> Result<Sample> {
+    let ms = b.time(params_and_grads, |set| {
+        let (params, mut grads) = gradients(set)?;
+        clip_grad_norm_per_tensor_on_gpu(&params, &mut grads, 0.3).map(drop)
+    })?;
+    Ok(Sample::new(ms, Work::Bytes(12.0 * elements())))
+}
+
 fn adamw_step(b: &Bench) -> Result<Sample> {
     let ms = b.time(
         |gpu, rng| {

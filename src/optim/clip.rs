@@ -2,8 +2,9 @@
 //! Reference: `reference::optim::{clip_per_tensor, clip_global}`.
 //!
 //! Norms are a two-pass reduction without atomics: pass 1 writes one partial sum of squares per
-//! chunk of 4096 elements, pass 2 (one workgroup) sums the partials and writes ‖g‖₂ into slot i of
-//! a `[k]` norms tensor. The clip coefficient min(1, max_norm / (‖g‖ + 1e-6)) is evaluated on the
+//! chunk of 4096 elements (16384 on vec4 loads) of each gradient, pass 2 (one launch, one
+//! workgroup per gradient) sums each gradient's partials and writes ‖g‖₂ into slot i of a `[k]`
+//! norms tensor. The clip coefficient min(1, max_norm / (‖g‖ + 1e-6)) is evaluated on the
 //! GPU from that tensor, so clipping needs no host round trip; the norms are read back once at the
 //! end to be returned (for logging, as DINO does).
 //!
@@ -119,25 +120,51 @@ fn sum_squares(
     )
 }
 
-/// `[k]` tensor of ‖g_i‖₂ for the given non-empty gradients (slot i of an empty one stays 0).
+/// Pass 1's kernel and chunk for a gradient of `n` values.
+fn pass1(n: u32) -> (&'static KernelSpec, u32) {
+    if n.is_multiple_of(4) {
+        (&SUM_SQUARES4, CHUNK4)
+    } else {
+        (&SUM_SQUARES, CHUNK)
+    }
+}
+
+/// `[k]` tensor of ‖g_i‖₂ for the given gradients (0 for an empty one).
+///
+/// Pass 1 of every gradient writes into one zeroed partials tensor, `slots` per gradient (the
+/// most partials any gradient has; the unused ones stay 0), and ONE pass-2 launch sums them,
+/// workgroup i over gradient i's slots: a step with k parameters launches k + 2 kernels, not
+/// 2k (each pass-2 launch was a whole workgroup's reduction tree for a handful of values).
 fn norms_tensor(op: &'static str, grads: &[&Tensor]) -> Result<Tensor> {
     let gpu = grads[0].gpu();
-    let norms = Tensor::zeros(gpu, &[grads.len()])?;
+    let count = |g: &Tensor| {
+        let n = g.numel() as u32;
+        n.div_ceil(pass1(n).1)
+    };
+    let slots = grads.iter().map(|g| count(g)).max().unwrap_or(0).max(1);
+    let k = grads.len() as u32;
+    let total = k.checked_mul(slots).ok_or_else(|| {
+        Error::invalid(op, "fewer than 2^32 partial sums", format!("{k} x {slots}"))
+    })?;
+    let partials = Tensor::zeros(gpu, &[total as usize])?;
     for (i, g) in grads.iter().enumerate() {
         let n = g.numel() as u32;
-        if n == 0 {
-            continue;
+        if n > 0 {
+            let (spec, chunk) = pass1(n);
+            sum_squares(spec, g, n, chunk, true, false, &partials, i as u32 * slots)?;
         }
-        let (spec, chunk) = if n.is_multiple_of(4) {
-            (&SUM_SQUARES4, CHUNK4)
-        } else {
-            (&SUM_SQUARES, CHUNK)
-        };
-        let partials = Tensor::uninit(gpu, op, &[n.div_ceil(chunk) as usize])?;
-        sum_squares(spec, g, n, chunk, true, false, &partials, 0)?;
-        let p = partials.numel() as u32;
-        sum_squares(&SUM_SQUARES, &partials, p, p, false, true, &norms, i as u32)?;
     }
+    let norms = Tensor::uninit(gpu, op, &[grads.len()])?;
+    sum_squares(
+        &SUM_SQUARES,
+        &partials,
+        total,
+        slots,
+        false,
+        true,
+        &norms,
+        0,
+    )?;
     Ok(norms)
 }
 
