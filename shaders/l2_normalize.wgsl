@@ -15,7 +15,19 @@
 // The `4` entries: four adjacent i per invocation when I % 4 == 0 (vec4 views of the same
 // bindings, O·I/4 invocations; a weight-normalised head's [in, out] weight normalised over `in`
 // is I = out): each component's arithmetic is the scalar entries', the eps branch a select.
-// Launched by src/ops/loss.rs (l2_normalize).
+// The wide entries (inner % 4 == 0 and at least WIDE_MIN_INNER, src/ops/l2_normalize_wide.rs):
+// a line-per-invocation walk along a reads one vec4 per row 4·inner bytes from the last, so for
+// a weight-normalised head ([256, 60000]: 240 KB apart) every load is a cache miss and the
+// kernel waits on latency. There each step splits in two:
+//   l2_column_norms4   n[o, i] for 4 vec4 columns per lane, 64 apart: each row step of a
+//                      workgroup reads 4 KB in a run (grid x over 256-vec4 column blocks, y = o);
+//   l2_scale_rows4     y = x / max(n, eps) row by row (grid x over 256-vec4 blocks of a row,
+//                      (y, z) folded = the row o·A + a): contiguous, 4 vec4 per lane;
+//   l2_column_dots4    k[o, i] = (Σ_a x·g)/n³ where n > eps, else 0 (as l2_column_norms4);
+//   l2_backward_apply4 gx = g·inv − x·k, inv = 1/n where n > eps, else 1/eps (as l2_scale_rows4).
+// Same sums in the same order and the same per-element expressions as the `4` entries, so the
+// results are theirs bit for bit.
+// Launched by src/ops/loss.rs (l2_normalize) and src/ops/l2_normalize_wide.rs.
 
 struct L2Params {
     outer: u32,
@@ -133,5 +145,144 @@ fn l2_normalize_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_wor
     for (var a = 0u; a < p.axis_len; a += 1u) {
         let j = base + a * inner4;
         gx4[j] = g4[j] * inv - x4[j] * k;
+    }
+}
+
+// ---- The wide entries ------------------------------------------------------------------------
+
+// Column norms out (l2_column_norms4), the rows' output (l2_scale_rows4), the backward's
+// per-column k (written by l2_column_dots4, read by l2_backward_apply4) and its gx.
+@group(0) @binding(2) var<storage, read_write> cn_norms4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> sr_y4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> cd_k4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> ba_k4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> ba_gx4: array<vec4<f32>>;
+
+// Column c of block wg.x for lane lid and t ∈ [0, 4): 64 apart, so each of the four loads of a
+// row step is one 1 KB run across the workgroup.
+fn wide_column(wgx: u32, lid: u32, t: u32) -> u32 {
+    return wgx * 256u + t * 64u + lid;
+}
+
+@compute @workgroup_size(64)
+fn l2_column_norms4(@builtin(workgroup_id) wg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let inner4 = p.inner / 4u;
+    let o = wg.y;
+    let base = o * p.axis_len * inner4;
+    var sq0 = vec4<f32>(0.0);
+    var sq1 = vec4<f32>(0.0);
+    var sq2 = vec4<f32>(0.0);
+    var sq3 = vec4<f32>(0.0);
+    let c0 = wide_column(wg.x, lid, 0u);
+    let c1 = wide_column(wg.x, lid, 1u);
+    let c2 = wide_column(wg.x, lid, 2u);
+    let c3 = wide_column(wg.x, lid, 3u);
+    if (c3 < inner4) {
+        for (var a = 0u; a < p.axis_len; a += 1u) {
+            let row = base + a * inner4;
+            let v0 = x4[row + c0];
+            let v1 = x4[row + c1];
+            let v2 = x4[row + c2];
+            let v3 = x4[row + c3];
+            sq0 += v0 * v0;
+            sq1 += v1 * v1;
+            sq2 += v2 * v2;
+            sq3 += v3 * v3;
+        }
+    } else {
+        // The last block: only the columns that exist.
+        for (var a = 0u; a < p.axis_len; a += 1u) {
+            let row = base + a * inner4;
+            if (c0 < inner4) { let v = x4[row + c0]; sq0 += v * v; }
+            if (c1 < inner4) { let v = x4[row + c1]; sq1 += v * v; }
+            if (c2 < inner4) { let v = x4[row + c2]; sq2 += v * v; }
+        }
+    }
+    let out = o * inner4;
+    if (c0 < inner4) { cn_norms4[out + c0] = sqrt(sq0); }
+    if (c1 < inner4) { cn_norms4[out + c1] = sqrt(sq1); }
+    if (c2 < inner4) { cn_norms4[out + c2] = sqrt(sq2); }
+    if (c3 < inner4) { cn_norms4[out + c3] = sqrt(sq3); }
+}
+
+@compute @workgroup_size(64)
+fn l2_scale_rows4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let inner4 = p.inner / 4u;
+    let row = wg.y + wg.z * nwg.y;
+    if (row >= p.outer * p.axis_len) { return; }
+    let start = row * inner4;
+    let line = (row / p.axis_len) * inner4;
+    for (var t = 0u; t < 4u; t += 1u) {
+        let c = wide_column(wg.x, lid, t);
+        if (c < inner4) {
+            let inv = 1.0 / max(saved_norms4[line + c], vec4<f32>(p.eps));
+            sr_y4[start + c] = x4[start + c] * inv;
+        }
+    }
+}
+
+// k for one vec4 column from its dot and norm (0 where n <= eps), as l2_normalize_backward4.
+fn wide_k(dot: vec4<f32>, n: vec4<f32>) -> vec4<f32> {
+    let above = n > vec4<f32>(p.eps);
+    let inv = select(vec4<f32>(1.0 / p.eps), 1.0 / n, above);
+    return select(vec4<f32>(0.0), dot * inv * inv * inv, above);
+}
+
+@compute @workgroup_size(64)
+fn l2_column_dots4(@builtin(workgroup_id) wg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let inner4 = p.inner / 4u;
+    let o = wg.y;
+    let base = o * p.axis_len * inner4;
+    var d0 = vec4<f32>(0.0);
+    var d1 = vec4<f32>(0.0);
+    var d2 = vec4<f32>(0.0);
+    var d3 = vec4<f32>(0.0);
+    let c0 = wide_column(wg.x, lid, 0u);
+    let c1 = wide_column(wg.x, lid, 1u);
+    let c2 = wide_column(wg.x, lid, 2u);
+    let c3 = wide_column(wg.x, lid, 3u);
+    if (c3 < inner4) {
+        for (var a = 0u; a < p.axis_len; a += 1u) {
+            let row = base + a * inner4;
+            d0 += x4[row + c0] * g4[row + c0];
+            d1 += x4[row + c1] * g4[row + c1];
+            d2 += x4[row + c2] * g4[row + c2];
+            d3 += x4[row + c3] * g4[row + c3];
+        }
+    } else {
+        for (var a = 0u; a < p.axis_len; a += 1u) {
+            let row = base + a * inner4;
+            if (c0 < inner4) { d0 += x4[row + c0] * g4[row + c0]; }
+            if (c1 < inner4) { d1 += x4[row + c1] * g4[row + c1]; }
+            if (c2 < inner4) { d2 += x4[row + c2] * g4[row + c2]; }
+        }
+    }
+    let out = o * inner4;
+    if (c0 < inner4) { cd_k4[out + c0] = wide_k(d0, saved_norms4[out + c0]); }
+    if (c1 < inner4) { cd_k4[out + c1] = wide_k(d1, saved_norms4[out + c1]); }
+    if (c2 < inner4) { cd_k4[out + c2] = wide_k(d2, saved_norms4[out + c2]); }
+    if (c3 < inner4) { cd_k4[out + c3] = wide_k(d3, saved_norms4[out + c3]); }
+}
+
+@compute @workgroup_size(64)
+fn l2_backward_apply4(@builtin(workgroup_id) wg: vec3<u32>,
+                      @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let inner4 = p.inner / 4u;
+    let row = wg.y + wg.z * nwg.y;
+    if (row >= p.outer * p.axis_len) { return; }
+    let start = row * inner4;
+    let line = (row / p.axis_len) * inner4;
+    for (var t = 0u; t < 4u; t += 1u) {
+        let c = wide_column(wg.x, lid, t);
+        if (c < inner4) {
+            let n = saved_norms4[line + c];
+            let inv = select(vec4<f32>(1.0 / p.eps), 1.0 / n, n > vec4<f32>(p.eps));
+            let j = start + c;
+            ba_gx4[j] = g4[j] * inv - x4[j] * ba_k4[line + c];
+        }
     }
 }

@@ -282,6 +282,99 @@ fn l2_normalize_matches_reference_forward_and_backward() {
     }
 }
 
+/// y and gx of `l2_normalize(x, axis, eps)` with upstream `g`, and the kernels that ran.
+fn l2_run(
+    gpu: &cads::Gpu,
+    x: &[f32],
+    g: &[f32],
+    shape: &[usize],
+    axis: isize,
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<String>) {
+    let tx = Tensor::from_slice(gpu, x, shape)
+        .unwrap()
+        .requires_grad_(true);
+    gpu.set_profiling(true);
+    let y = ops::l2_normalize(&tx, axis, eps).unwrap();
+    let grads = y
+        .backward_with(&Tensor::from_slice(gpu, g, shape).unwrap())
+        .unwrap();
+    let (yv, gxv) = (
+        y.to_vec().unwrap(),
+        grads.get(&tx).unwrap().to_vec().unwrap(),
+    );
+    gpu.set_profiling(false);
+    let ran = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
+    (yv, gxv, ran)
+}
+
+/// Lines of 1024 and more adjacent columns (a weight-normalised head) take the wide kernels:
+/// against the f64 reference, and bit for bit against the line kernels on the first 1020
+/// columns of the same data (each column's sums in the same order). Column blocks of 256 vec4
+/// end partway through (1172 columns: the last block's lanes hold one vec4 or none; 1576: two
+/// or three), an outer axis, and zero and tiny columns (the eps branch) are covered.
+#[test]
+fn wide_l2_normalize_matches_reference_and_the_line_kernels_bit_for_bit() {
+    let gpu = gpu();
+    let mut rng = Rng::new(46);
+    let cases: &[(&[usize], isize)] = &[(&[24, 1172], 0), (&[3, 20, 1576], 1), (&[7, 1024], 0)];
+    for &(shape, axis) in cases {
+        let inner = *shape.last().unwrap();
+        let n: usize = shape.iter().product();
+        let mut x = rng.vec_uniform(n, -2.0, 2.0);
+        // Column 5 zero, column 6 tiny, column 1100 (where it exists) zero.
+        for (i, v) in x.iter_mut().enumerate() {
+            match i % inner {
+                5 | 1100 => *v = 0.0,
+                6 => *v *= 1e-9,
+                _ => {}
+            }
+        }
+        let g = rng.vec_uniform(n, -1.0, 1.0);
+        let eps = 1e-6;
+        let (y, gx, ran) = l2_run(&gpu, &x, &g, shape, axis, eps);
+        let what = format!("{shape:?} axis {axis}");
+        for k in [
+            "l2_column_norms4",
+            "l2_scale_rows4",
+            "l2_column_dots4",
+            "l2_backward_apply4",
+        ] {
+            assert!(ran.iter().any(|r| r.ends_with(k)), "{what}: {k} in {ran:?}");
+        }
+        let a = (shape.len() as isize + axis) as usize % shape.len();
+        let xa = Array::from_f32(&x, shape);
+        let want_y = refl::l2_normalize(&xa, a, eps as f64);
+        assert_close(&format!("{what} forward"), &y, &want_y.data, F32_POINTWISE);
+        let want_gx = refl::l2_normalize_backward(&xa, a, eps as f64, &Array::from_f32(&g, shape));
+        let relative = Tolerance {
+            abs: 1e-3,
+            rel: 1e-4,
+        };
+        assert_close(&format!("{what} backward"), &gx, &want_gx.data, relative);
+
+        // The first 1020 columns alone take the line kernels (`_4`, 1020 < 1024).
+        let cols = 1020;
+        let take = |v: &[f32]| -> Vec<f32> {
+            v.chunks(inner)
+                .flat_map(|row| row[..cols].to_vec())
+                .collect()
+        };
+        let mut narrow = shape.to_vec();
+        *narrow.last_mut().unwrap() = cols;
+        let (y_line, gx_line, ran_line) = l2_run(&gpu, &take(&x), &take(&g), &narrow, axis, eps);
+        assert!(
+            ran_line
+                .iter()
+                .any(|r| r.ends_with("l2_normalize_forward4")),
+            "{ran_line:?}"
+        );
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&take(&y)), bits(&y_line), "{what}: y bit for bit");
+        assert_eq!(bits(&take(&gx)), bits(&gx_line), "{what}: gx bit for bit");
+    }
+}
+
 #[test]
 fn reference_backward_matches_finite_differences() {
     let mut rng = Rng::new(45);

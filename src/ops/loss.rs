@@ -3,6 +3,7 @@
 //! Kernels: shaders/loss.wgsl, shaders/l2_normalize.wgsl. Reference: src/reference/loss.rs.
 
 use super::elementwise::{sub, unary, UnaryOp};
+use super::l2_normalize_wide;
 use super::reduce::mean_all;
 use super::softmax::{thread_per_row, RowKernel, SHORT_ROW};
 use crate::autograd::record;
@@ -22,11 +23,11 @@ crate::gpu::shader_params! {
 
 crate::gpu::shader_params! {
     /// Mirrors `L2Params` in shaders/l2_normalize.wgsl.
-    struct L2Params {
-        outer: u32,
-        axis_len: u32,
-        inner: u32,
-        eps: f32,
+    pub(crate) struct L2Params {
+        pub(crate) outer: u32,
+        pub(crate) axis_len: u32,
+        pub(crate) inner: u32,
+        pub(crate) eps: f32,
     }
 }
 
@@ -52,7 +53,7 @@ const fn spec(
     }
 }
 const LOSS_LAYOUT: ParamsLayout = LossParams::LAYOUT;
-const L2_LAYOUT: ParamsLayout = L2Params::LAYOUT;
+pub(crate) const L2_LAYOUT: ParamsLayout = L2Params::LAYOUT;
 
 const CE_ROWS_WG: KernelSpec = spec("loss", LOSS, "cross_entropy_rows_wg", 2, 2, LOSS_LAYOUT);
 const CE_ROWS_THREAD: KernelSpec =
@@ -319,32 +320,42 @@ pub fn l2_normalize(x: &Tensor, axis: isize, eps: f32) -> Result<Tensor> {
     if x.numel() == 0 {
         return Ok(y);
     }
-    // Four lines per invocation where they are adjacent in fours.
+    // Many adjacent lines: the wide kernels (l2_normalize_wide.rs); else four lines per
+    // invocation where they are adjacent in fours, one otherwise.
+    let wide = l2_normalize_wide::fits(inner);
     let (forward, backward, lines) = if inner.is_multiple_of(4) {
         (&L2_FORWARD4, &L2_BACKWARD4, outer * inner / 4)
     } else {
         (&L2_FORWARD, &L2_BACKWARD, outer * inner)
     };
-    gpu.dispatch(
-        forward,
-        &params,
-        &[x.buffer()],
-        &[y.buffer(), norms.buffer()],
-        Grid::cover(lines as u64, 64),
-    )?;
+    if wide {
+        l2_normalize_wide::forward(gpu, &params, x, &y, &norms)?;
+    } else {
+        gpu.dispatch(
+            forward,
+            &params,
+            &[x.buffer()],
+            &[y.buffer(), norms.buffer()],
+            Grid::cover(lines as u64, 64),
+        )?;
+    }
     let xc = x.detach();
     Ok(record(y, op, &[x], move |g| {
         if g.shape() != xc.shape() {
             return Err(Error::shape("l2_normalize_backward", xc.shape(), g.shape()));
         }
         let gx = Tensor::uninit(g.gpu(), "l2_normalize_backward", xc.shape())?;
-        g.gpu().dispatch(
-            backward,
-            &params,
-            &[xc.buffer(), norms.buffer(), g.buffer()],
-            &[gx.buffer()],
-            Grid::cover(lines as u64, 64),
-        )?;
+        if wide {
+            l2_normalize_wide::backward(g.gpu(), &params, &xc, &norms, g, &gx)?;
+        } else {
+            g.gpu().dispatch(
+                backward,
+                &params,
+                &[xc.buffer(), norms.buffer(), g.buffer()],
+                &[gx.buffer()],
+                Grid::cover(lines as u64, 64),
+            )?;
+        }
         Ok(vec![Some(gx)])
     }))
 }

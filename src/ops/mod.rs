@@ -24,6 +24,7 @@ mod conv_transpose3d_tune;
 pub mod drr;
 pub mod elementwise;
 pub mod ema;
+pub(crate) mod l2_normalize_wide;
 pub mod loss;
 pub mod matmul;
 pub mod matmul_f16;
