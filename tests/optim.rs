@@ -9,8 +9,8 @@ mod common;
 mod optim_params;
 
 use cads::optim::{
-    clip_grad_norm, clip_grad_norm_per_tensor, grad_norms, AdamW, AdamWConfig, Optimizer,
-    ParamGroup, Sgd, SgdConfig, WarmupCosine,
+    clip_grad_norm, clip_grad_norm_per_tensor, clip_norms_per_tensor_on_gpu, grad_norms, AdamW,
+    AdamWConfig, Optimizer, ParamGroup, Sgd, SgdConfig, WarmupCosine,
 };
 use cads::reference::optim as refopt;
 use cads::util::{Rng, Tolerance, F32_ACCUM};
@@ -412,6 +412,90 @@ fn per_tensor_clipping_on_gpu_matches_reference_and_holds_the_gradients_once() {
         };
         let clipped = g.to_vec().unwrap();
         assert_close(&format!("clipped grad {i}"), &clipped, &want[i], F32_ACCUM);
+    }
+}
+
+/// Two parameter sets with the same values (clip_case's shapes) and their own gradients of the
+/// same values, for comparing two ways of stepping.
+fn twin_sets(gpu: &Gpu, seed: u64) -> [(Vec<Tensor>, Gradients); 2] {
+    let (params, grads, _) = clip_case(gpu, seed);
+    let copy = |p: &Tensor| Tensor::parameter(gpu, &p.to_vec().unwrap(), p.shape()).unwrap();
+    let twin: Vec<Tensor> = params.iter().map(copy).collect();
+    let mut twin_grads = Gradients::default();
+    for (p, q) in params.iter().zip(&twin) {
+        let g = grads.get(p).unwrap();
+        let g = Tensor::from_slice(gpu, &g.to_vec().unwrap(), g.shape()).unwrap();
+        twin_grads.accumulate(q.id(), g).unwrap();
+    }
+    [(params, grads), (twin, twin_grads)]
+}
+
+fn all_bits(ts: &[Tensor]) -> Vec<Vec<u32>> {
+    ts.iter()
+        .map(|t| t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect())
+        .collect()
+}
+
+/// `step_clipped` (AdamW: the clip coefficient applied inside the update kernel; SGD: the
+/// trait's default, clipped copies) gives bit for bit the parameters and AdamW states of
+/// `clip_grad_norm_per_tensor_on_gpu` followed by `step`, over two steps (fresh and stored
+/// moments: the second step's parameters depend on the first's states), with gradients on both sides of max_norm, odd sizes and an empty one. A gradient
+/// the clip did not measure is an error before anything changes.
+#[test]
+fn clipping_inside_the_step_is_bit_for_bit_the_clipped_copies_step() {
+    let gpu = gpu();
+    for adamw in [true, false] {
+        let [(pa, mut ga), (pb, gb)] = twin_sets(&gpu, 403);
+        let make = |ps: &[Tensor]| -> Box<dyn Optimizer> {
+            let groups = vec![ParamGroup::new(ps.to_vec())];
+            if adamw {
+                let config = AdamWConfig {
+                    lr: 0.01,
+                    weight_decay: 0.04,
+                    ..Default::default()
+                };
+                Box::new(AdamW::new(groups, config).unwrap())
+            } else {
+                let config = SgdConfig {
+                    lr: 0.05,
+                    momentum: 0.9,
+                    ..Default::default()
+                };
+                Box::new(Sgd::new(groups, config).unwrap())
+            }
+        };
+        let (mut oa, mut ob) = (make(&pa), make(&pb));
+        let what = if adamw { "AdamW" } else { "SGD" };
+        let mut step = |ga: &mut Gradients, gb: &Gradients| {
+            cads::optim::clip_grad_norm_per_tensor_on_gpu(&pa, ga, 0.3).unwrap();
+            oa.step(ga).unwrap();
+            let clip = clip_norms_per_tensor_on_gpu(&pb, gb, 0.3).unwrap().unwrap();
+            ob.step_clipped(gb, None, &clip).unwrap();
+            assert_eq!(all_bits(&pa), all_bits(&pb), "{what}: parameters");
+        };
+        step(&mut ga, &gb);
+        // A second step (stored moments) on new gradients of equal values for both sets.
+        let (fresh, fresh_grads, _) = clip_case(&gpu, 405);
+        let mut ga = Gradients::default();
+        let mut gb = Gradients::default();
+        for ((f, a), b) in fresh.iter().zip(&pa).zip(&pb) {
+            let g = fresh_grads.get(f).unwrap();
+            let v = g.to_vec().unwrap();
+            for (set, p) in [(&mut ga, a), (&mut gb, b)] {
+                let t = Tensor::from_slice(&gpu, &v, g.shape()).unwrap();
+                set.accumulate(p.id(), t).unwrap();
+            }
+        }
+        step(&mut ga, &gb);
+
+        // A gradient added after the norms were measured: refused, nothing stepped.
+        let clip = clip_norms_per_tensor_on_gpu(&pb[..3], &gb, 0.3)
+            .unwrap()
+            .unwrap();
+        let before = all_bits(&pb);
+        let err = ob.step_clipped(&gb, None, &clip).unwrap_err().to_string();
+        assert!(err.contains("clip measured"), "{what}: {err}");
+        assert_eq!(all_bits(&pb), before, "{what}: nothing stepped");
     }
 }
 

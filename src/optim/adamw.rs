@@ -14,7 +14,7 @@
 
 use super::loss_scale::{skip_flag, Deferred, OverflowCheck};
 use super::state::{self, Expect, OptimizerState, ParamState, PreparedImport};
-use super::{Groups, Optimizer, ParamGroup};
+use super::{GradClip, Groups, Optimizer, ParamGroup};
 use crate::autograd::Gradients;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
@@ -33,7 +33,9 @@ crate::gpu::shader_params! {
         step_size: f32,
         bc2_sqrt: f32,
         eps: f32,
-        _pad: [u32; 2],
+        norm_index: u32,
+        /// < 0: no clipping.
+        max_norm: f32,
     }
 }
 
@@ -41,7 +43,7 @@ pub(super) const ADAMW: KernelSpec = KernelSpec {
     shader: "optim_adamw",
     source: include_str!("../../shaders/optim_adamw.wgsl"),
     entry: "adamw",
-    inputs: 2,
+    inputs: 3,
     outputs: 3,
     params: AdamWParams::LAYOUT,
     constants: &[],
@@ -181,10 +183,23 @@ impl AdamW {
 
 impl AdamW {
     /// One step; with `check`, the device skips it on overflow and the new states wait in
-    /// `deferred` for the flag.
-    fn launch(&mut self, grads: &Gradients, check: Option<&OverflowCheck>) -> Result<()> {
+    /// `deferred` for the flag; with `clip`, each gradient is clipped as the kernel reads it.
+    fn launch(
+        &mut self,
+        grads: &Gradients,
+        check: Option<&OverflowCheck>,
+        clip: Option<&GradClip>,
+    ) -> Result<()> {
         self.settle()?;
         self.groups.check_grads(grads)?;
+        // Every gradient to clip has its norm, checked before anything is launched.
+        if let Some(clip) = clip {
+            for group in self.groups.iter() {
+                for param in group.params.iter().filter(|p| grads.get(p).is_some()) {
+                    clip.slot("AdamW::step_clipped", param)?;
+                }
+            }
+        }
         let (b1, b2) = self.config.betas;
         let mut taken = Vec::new();
         for (gi, (group, states)) in self.groups.iter().zip(self.states.iter_mut()).enumerate() {
@@ -198,6 +213,19 @@ impl AdamW {
                 }
                 let gpu = param.gpu();
                 let skip = skip_flag("AdamW::step", &mut self.no_skip, check, param)?;
+                // The norms and this gradient's slot, or a zero word and no clipping.
+                let (norms, norm_index, max_norm) = match clip {
+                    Some(clip) => (
+                        clip.norms().clone(),
+                        clip.slot("AdamW::step_clipped", param)?,
+                        clip.max_norm() as f32,
+                    ),
+                    None => (
+                        skip_flag("AdamW::step", &mut self.no_skip, None, param)?,
+                        0,
+                        -1.0,
+                    ),
+                };
                 // Fresh m and v are never read: the kernel treats them as 0 when `first` = 1.
                 // The new state is stored only once the launch is recorded.
                 let (exp_avg, exp_avg_sq, step, first) = match state {
@@ -223,7 +251,8 @@ impl AdamW {
                     step_size: (group.lr / bias_correction1) as f32,
                     bc2_sqrt: bias_correction2.sqrt() as f32,
                     eps: self.config.eps as f32,
-                    _pad: [0; 2],
+                    norm_index,
+                    max_norm,
                 };
                 // Four elements per invocation where they divide the parameter.
                 let (spec, invocations) = if n.is_multiple_of(4) {
@@ -234,7 +263,7 @@ impl AdamW {
                 gpu.dispatch(
                     spec,
                     &params,
-                    &[grad.buffer(), skip.buffer()],
+                    &[grad.buffer(), skip.buffer(), norms.buffer()],
                     &[param.buffer(), exp_avg.buffer(), exp_avg_sq.buffer()],
                     Grid::cover(invocations as u64, 256),
                 )?;
@@ -261,11 +290,21 @@ impl AdamW {
 
 impl Optimizer for AdamW {
     fn step(&mut self, grads: &Gradients) -> Result<()> {
-        self.launch(grads, None)
+        self.launch(grads, None, None)
     }
 
     fn step_unless_overflow(&mut self, grads: &Gradients, check: &OverflowCheck) -> Result<()> {
-        self.launch(grads, Some(check))
+        self.launch(grads, Some(check), None)
+    }
+
+    /// The fused form: each gradient scaled by its clipping coefficient inside the update.
+    fn step_clipped(
+        &mut self,
+        grads: &Gradients,
+        check: Option<&OverflowCheck>,
+        clip: &GradClip,
+    ) -> Result<()> {
+        self.launch(grads, check, Some(clip))
     }
 
     fn settle(&mut self) -> Result<()> {

@@ -135,7 +135,7 @@ fn pass1(n: u32) -> (&'static KernelSpec, u32) {
 /// most partials any gradient has; the unused ones stay 0), and ONE pass-2 launch sums them,
 /// workgroup i over gradient i's slots: a step with k parameters launches k + 2 kernels, not
 /// 2k (each pass-2 launch was a whole workgroup's reduction tree for a handful of values).
-fn norms_tensor(op: &'static str, grads: &[&Tensor]) -> Result<Tensor> {
+pub(super) fn norms_tensor(op: &'static str, grads: &[&Tensor]) -> Result<Tensor> {
     let gpu = grads[0].gpu();
     let count = |g: &Tensor| {
         let n = g.numel() as u32;
@@ -169,7 +169,7 @@ fn norms_tensor(op: &'static str, grads: &[&Tensor]) -> Result<Tensor> {
 }
 
 /// Gradients of `params` that are present, validated; parameters listed twice are rejected.
-fn present_grads<'a>(
+pub(super) fn present_grads<'a>(
     op: &'static str,
     params: &[Tensor],
     grads: &'a Gradients,
@@ -192,7 +192,7 @@ fn present_grads<'a>(
     Ok(out)
 }
 
-fn check_max_norm(op: &'static str, max_norm: f64) -> Result<()> {
+pub(super) fn check_max_norm(op: &'static str, max_norm: f64) -> Result<()> {
     if max_norm.is_finite() && max_norm >= 0.0 {
         Ok(())
     } else {
@@ -201,7 +201,12 @@ fn check_max_norm(op: &'static str, max_norm: f64) -> Result<()> {
 }
 
 /// `x · min(1, max_norm / (norms[index] + 1e-6))` into a fresh tensor.
-fn clip_scaled(x: &Tensor, norms: &Tensor, index: usize, max_norm: f64) -> Result<Tensor> {
+pub(super) fn clip_scaled(
+    x: &Tensor,
+    norms: &Tensor,
+    index: usize,
+    max_norm: f64,
+) -> Result<Tensor> {
     let out = Tensor::uninit(x.gpu(), "clip_scale", x.shape())?;
     let n = x.numel();
     if n > 0 {

@@ -6,7 +6,9 @@
 //! - [`schedule`]: DINO `cosine_scheduler` (linear warm-up then cosine), nnU-Net poly decay,
 //!   DINO's linear teacher-temperature ramp, the cosine EMA momentum.
 //! - [`clip`]: per-tensor (DINO `clip_gradients`) and global (torch `clip_grad_norm_`) clipping,
-//!   with norms computed by a two-pass GPU reduction.
+//!   with norms computed by a two-pass GPU reduction; [`clip_norms_per_tensor_on_gpu`] and
+//!   [`Optimizer::step_clipped`] leave the per-tensor scaling to the update (src/optim/grad_clip.rs;
+//!   AdamW applies it inside its kernel).
 //! - [`LossScaler`]: dynamic loss scaling (torch.amp.GradScaler): scale the loss, unscale and
 //!   check the gradients in one pass, and [`Optimizer::step_unless_overflow`], which the device
 //!   skips when a gradient overflowed (src/optim/loss_scale.rs).
@@ -46,6 +48,7 @@
 
 mod adamw;
 pub mod clip;
+mod grad_clip;
 pub mod loss_scale;
 pub mod schedule;
 mod sgd;
@@ -55,6 +58,7 @@ pub use adamw::{AdamW, AdamWConfig, AdamWState};
 pub use clip::{
     clip_grad_norm, clip_grad_norm_per_tensor, clip_grad_norm_per_tensor_on_gpu, grad_norms,
 };
+pub use grad_clip::{clip_norms_per_tensor_on_gpu, GradClip};
 pub use loss_scale::{
     clip_grad_norm_unless_overflow, LossScaler, LossScalerConfig, LossScalerState, OverflowCheck,
 };
@@ -345,6 +349,21 @@ pub trait Optimizer {
     /// aside and folded in once the flag is read ([`Optimizer::settle`], done by the next step
     /// and by every state read), so a skipped step changes nothing, as in torch.
     fn step_unless_overflow(&mut self, grads: &Gradients, check: &OverflowCheck) -> Result<()>;
+
+    /// [`Optimizer::step`] (or, with `check`, [`Optimizer::step_unless_overflow`]) on the
+    /// gradients clipped as `clip` says (per-tensor norms measured by
+    /// [`clip_norms_per_tensor_on_gpu`]): bit for bit the step after
+    /// [`clip_grad_norm_per_tensor_on_gpu`]. AdamW scales each gradient inside its update; the
+    /// default clips into copies first. A gradient the clip did not measure is an error, before
+    /// any update.
+    fn step_clipped(
+        &mut self,
+        grads: &Gradients,
+        check: Option<&OverflowCheck>,
+        clip: &GradClip,
+    ) -> Result<()> {
+        grad_clip::step_with_copies(self, grads, check, clip)
+    }
 
     /// Fold the outcome of the last loss-scaled step into the host-side state (waits for its
     /// flag if it has not landed). Nothing to do after an unscaled step.

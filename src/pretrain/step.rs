@@ -43,7 +43,7 @@ use crate::models::pvt::Modality;
 use crate::nn::drop_path::{with_sample_window, SampleWindow};
 use crate::nn::Module;
 use crate::optim::{
-    clip_grad_norm_per_tensor_on_gpu, AdamW, AdamWConfig, LinearRamp, LossScaler, LossScalerConfig,
+    clip_norms_per_tensor_on_gpu, AdamW, AdamWConfig, LinearRamp, LossScaler, LossScalerConfig,
     Optimizer, ParamGroup, WarmupCosine,
 };
 use crate::tensor::Tensor;
@@ -377,11 +377,14 @@ impl CadsTrainer {
             Some(scaler) => Some(scaler.unscale_and_check(&tensors, &mut grads)?),
             None => None,
         };
-        let grad_norms = if self.config.clip_grad > 0.0 {
-            clip_grad_norm_per_tensor_on_gpu(&tensors, &mut grads, self.config.clip_grad)?
+        // Per-tensor clipping: the norms now, the scaling inside AdamW's update (bit for bit
+        // the clipped copies' step, without writing them).
+        let clip = if self.config.clip_grad > 0.0 {
+            clip_norms_per_tensor_on_gpu(&tensors, &grads, self.config.clip_grad)?
         } else {
             None
         };
+        let grad_norms = clip.as_ref().map(|c| c.norms().clone());
         if s.last_layer_frozen {
             for (name, t) in &self.params {
                 if CadsStudent::is_last_layer(name) {
@@ -389,12 +392,16 @@ impl CadsTrainer {
                 }
             }
         }
-        match (&overflow, &mut self.loss_scaler) {
-            (Some(check), Some(scaler)) => {
-                self.optimizer.step_unless_overflow(&grads, check)?;
-                scaler.update()?;
-            }
-            _ => self.optimizer.step(&grads)?,
+        let check = overflow.as_ref();
+        match &clip {
+            Some(clip) => self.optimizer.step_clipped(&grads, check, clip)?,
+            None => match check {
+                Some(check) => self.optimizer.step_unless_overflow(&grads, check)?,
+                None => self.optimizer.step(&grads)?,
+            },
+        }
+        if let (Some(_), Some(scaler)) = (check, &mut self.loss_scaler) {
+            scaler.update()?;
         }
         drop(grads);
         self.model
