@@ -516,6 +516,55 @@ fn long_k_products_split_and_match_reference() {
     }
 }
 
+/// A tall vec4 tile (more than 8 rows) runs a product of at most 8 rows as the 8 × 8 tile, in
+/// each form (plain, `_bias`, `_tb`; `_w16` for few columns), with the reference's values; from
+/// 9 rows on it runs as itself.
+#[test]
+fn products_of_few_rows_run_the_8x8_tile() {
+    let gpu = common::fresh_gpu();
+    let mut settings = gpu.tune_settings();
+    settings
+        .overrides
+        .insert("subgroup_broadcast".into(), "never".into());
+    settings
+        .overrides
+        .insert("matmul_pack_b".into(), "never".into());
+    gpu.set_tune_settings(settings);
+    let mut rng = Rng::new(25);
+    let tall = MatmulKernel::from_name("vec4_32x4_w16").unwrap();
+    let (k, n) = (24, 300);
+    for (m, tb, bias, want_entry) in [
+        (1, false, false, "matmul_vec4_8x8"),
+        (6, false, false, "matmul_vec4_8x8"),
+        (8, false, true, "matmul_vec4_8x8_bias"),
+        (6, true, false, "matmul_vec4_tb_8x8"),
+        (9, false, false, "matmul_vec4_32x4_w16"),
+    ] {
+        let (a, ta) = random_param(&gpu, &mut rng, &[m, k], -1.0, 1.0);
+        let (b, tbt) = random_param(&gpu, &mut rng, &stored(&[], k, n, tb), -1.0, 1.0);
+        let (c, tc) = random_param(&gpu, &mut rng, &[n], -1.0, 1.0);
+        gpu.synchronize().unwrap();
+        gpu.set_profiling(true);
+        let out = if bias {
+            ops::linear_with(&ta, &tbt, Some(&tc), tall).unwrap()
+        } else {
+            ops::matmul_with(&ta, &tbt, false, tb, tall).unwrap()
+        };
+        let got = out.to_vec().unwrap();
+        gpu.set_profiling(false);
+        let ran: Vec<String> = gpu.take_profile().into_iter().map(|t| t.kernel).collect();
+        let what = format!("M{m} tb {tb} bias {bias}");
+        assert_eq!(ran, [format!("matmul_vec4::{want_entry}")], "{what}");
+        let mut want = refmm::matmul(&a, &b, false, tb);
+        if bias {
+            for (i, v) in want.data.iter_mut().enumerate() {
+                *v += c.data[i % n];
+            }
+        }
+        assert_close(&what, &got, &want.data, F32_ACCUM);
+    }
+}
+
 /// A transposed A with M % 4 == 0 runs on the vec4 tile's `_ta` form with no copy first, a
 /// transposed B on its `_tb` form; with M % 4 != 0 the transposed A is copied row-major, and of
 /// two transposed operands B is copied and A read in place. A tile of 64 lanes runs as its `_w16`

@@ -52,13 +52,14 @@ fn packed_products_match_the_reference_on_partial_panels_batches_and_split_k() {
     let gpu = gpu_packing("always");
     let mut rng = Rng::new(41);
     // (batch of A, batch of B, M, K, N): N off every panel width (36, 100, 68 columns), odd M, a
-    // batch with B broadcast over its outer axis, and a long K over few tiles (split-K).
+    // batch with B broadcast over its outer axis, and a long K over few tiles (split-K). M > 8
+    // throughout: fewer rows take the 8 × 8 tile (`MatmulKernel::for_rows`).
     let cases: [Case; 5] = [
         (&[], &[], 37, 12, 36),
         (&[], &[], 70, 20, 100),
         (&[2, 3], &[3], 9, 16, 68),
         (&[3], &[3], 33, 8, 132),
-        (&[], &[], 5, 4096, 8),
+        (&[], &[], 9, 4096, 8),
     ];
     for tile in TALL_TILES {
         let kernel = MatmulKernel::from_name(tile).unwrap();
@@ -87,7 +88,7 @@ fn the_bias_form_adds_the_bias_once_across_split_k() {
     let mut rng = Rng::new(43);
     for tile in TALL_TILES {
         let kernel = MatmulKernel::from_name(tile).unwrap();
-        for (m, k, n) in [(45, 24, 68), (6, 4096, 36)] {
+        for (m, k, n) in [(45, 24, 68), (10, 4096, 36)] {
             let (x, tx) = random_pair(&gpu, &mut rng, &[m, k], -1.0, 1.0);
             let (w, tw) = random_pair(&gpu, &mut rng, &[k, n], -1.0, 1.0);
             let (bias, tbias) = random_pair(&gpu, &mut rng, &[n], -1.0, 1.0);
@@ -196,7 +197,8 @@ fn auto_packs_where_the_rule_says_and_never_packs_nothing() {
 #[test]
 fn an_unknown_policy_is_an_error_naming_the_policies() {
     let gpu = gpu_packing("sometimes");
-    let a = Tensor::zeros(&gpu, &[8, 8]).unwrap();
+    // More than 8 rows, so the tall tile runs (fewer take the 8 × 8 tile, no packing).
+    let a = Tensor::zeros(&gpu, &[12, 12]).unwrap();
     let kernel = MatmulKernel::from_name("vec4_32x4_w8").unwrap();
     let err = ops::matmul_with(&a, &a, false, false, kernel)
         .unwrap_err()

@@ -53,14 +53,15 @@ fn assert_same_bits(got: &[f32], want: &[f32], what: &str) {
 type Case = (&'static [usize], &'static [usize], usize, usize, usize);
 
 /// Odd M (not a multiple of the 8-row groups nor of the 32-row tile), N off every column block,
-/// a batch with B broadcast over its outer axis, one row, and a long K over few tiles (split-K).
+/// a batch with B broadcast over its outer axis, one row past a row group, and a long K over few
+/// tiles (split-K). M > 8 throughout: fewer rows take the 8 × 8 tile (`MatmulKernel::for_rows`).
 const CASES: [Case; 6] = [
     (&[], &[], 37, 12, 36),
     (&[], &[], 70, 20, 100),
     (&[2, 3], &[3], 9, 16, 68),
-    (&[], &[], 1, 8, 40),
+    (&[], &[], 17, 8, 40),
     (&[3], &[3], 33, 8, 132),
-    (&[], &[], 5, 4096, 8),
+    (&[], &[], 13, 4096, 8),
 ];
 
 /// `op_a(a) · op_b(b)` (+ bias) on `gpu` with `kernel`, its values and the kernels that ran.
@@ -255,7 +256,7 @@ fn other_tiles_and_an_unknown_policy() {
     }
     let gpu = gpu_with("sometimes", "auto");
     let kernel = MatmulKernel::from_name("vec4_32x4_w8").unwrap();
-    let a = Tensor::zeros(&gpu, &[8, 8]).unwrap();
+    let a = Tensor::zeros(&gpu, &[12, 12]).unwrap();
     let err = ops::matmul_with(&a, &a, false, false, kernel)
         .unwrap_err()
         .to_string();

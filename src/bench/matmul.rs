@@ -69,6 +69,16 @@ pub(crate) fn cases() -> Vec<Case> {
             case: "tokens_2x1152x64_by_64x64",
             run: |b| tokens(b, 1152, 64),
         },
+        Case {
+            op: "matmul",
+            case: "head_6x256_by_256x60000",
+            run: |b| head(b, None),
+        },
+        Case {
+            op: "matmul",
+            case: "head_6x256_by_256x60000_vec4_8x4",
+            run: |b| head(b, Some(MatmulKernel::from_name("vec4_8x4")?)),
+        },
         variant_case!("4x4"),
         variant_case!("vec4_4x4"),
         variant_case!("vec4_4x8"),
@@ -144,7 +154,7 @@ fn variant_name(
     transposes: (bool, bool),
     (m, k, n): (usize, usize, usize),
 ) -> Result<String> {
-    let ran = kernel.runs_as(gpu).for_columns(n);
+    let ran = kernel.runs_as(gpu).for_rows(m).for_columns(n);
     let packed = packed_b_form(gpu, ran, transposes, false, (m, k, n))?.is_some();
     let sga = subgroup_a_runs(gpu, ran, transposes)?;
     Ok(format!(
@@ -153,6 +163,24 @@ fn variant_name(
         if packed { "+pack_b" } else { "" },
         if sga { "+sga" } else { "" }
     ))
+}
+
+/// The DINO head's last layer in a CADS b1 step: the student's 6 rows (3 per sample at batch 2)
+/// of bottleneck features [6, 256] times the normalised weight [256, 60000]: a product of few
+/// rows and a wide, streamed B.
+fn head(b: &Bench, kernel: Option<MatmulKernel>) -> Result<Sample> {
+    let kernel = match kernel {
+        Some(k) => k,
+        None => MatmulKernel::chosen(b.gpu())?,
+    };
+    let (m, k, n) = (6, 256, 60000);
+    let ms = b.time(
+        |gpu, rng| Ok((random(gpu, rng, &[m, k])?, random(gpu, rng, &[k, n])?)),
+        |(z, w)| matmul_launch(z, w, false, false, kernel).map(drop),
+    )?;
+    let mut s = Sample::new(ms, Work::Flops(2.0 * (m * k * n) as f64));
+    s.variant = Some(variant_name(b.gpu(), kernel, (false, false), (m, k, n))?);
+    Ok(s)
 }
 
 /// Tokens [2, L, 64] times a shared weight [64, N]: a PVT MLP expansion at stage 1 (L = 4096,

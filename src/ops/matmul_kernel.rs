@@ -297,6 +297,9 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
 /// Lanes of the narrow companions of the vec4 tiles of [`TILE_WORKGROUP`] lanes.
 const NARROW_LANES: u32 = 16;
 
+/// Products of at most this many rows take the 8 × 8 vec4 tile ([`MatmulKernel::for_rows`]).
+const SHORT_ROWS: usize = 8;
+
 const fn narrow(rows: u32, cols: u32) -> MatmulKernel {
     MatmulKernel::Vec4 {
         rows,
@@ -417,6 +420,20 @@ impl MatmulKernel {
                 lanes: TILE_WORKGROUP,
                 staged_k: 0,
             } if n <= (TILE_WORKGROUP / 2 * cols) as usize => narrow(rows, cols),
+            kernel => kernel,
+        }
+    }
+
+    /// The kernel that runs this tile for a product of `m` rows: a vec4 tile of more than 8 rows
+    /// on at most 8 rows (a DINO head's last layer: a few crops times a [256, 60000] weight)
+    /// computes clamped copies of the last row in most of its accumulators and streams B as
+    /// slowly as for a full tile, so the 8 × 8 tile runs it (`matmul/head_6x256_by_256x60000`:
+    /// 1.5× the 32 × 4 tile on lavapipe; docs/kernel-tuning.md); every other kernel as itself.
+    pub(crate) fn for_rows(self, m: usize) -> MatmulKernel {
+        match self {
+            MatmulKernel::Vec4 { rows, .. } if rows > SHORT_ROWS as u32 && m <= SHORT_ROWS => {
+                MatmulKernel::vec4(8, 8)
+            }
             kernel => kernel,
         }
     }

@@ -105,6 +105,10 @@ pub(crate) fn matmul_launch_biased(
             let tile = MatmulKernel::Tile { rows: 4, cols: 4 };
             return matmul_launch_biased(a, b, ta, tb, tile, bias);
         }
+        let short = kernel.for_rows(p.m);
+        if short != kernel {
+            return matmul_launch_biased(a, b, ta, tb, short, bias);
+        }
         let narrow = kernel.for_columns(p.n);
         if narrow != kernel {
             return matmul_launch_biased(a, b, ta, tb, narrow, bias);
