@@ -84,8 +84,6 @@ fn unscale_check(b: &Bench) -> Result<Sample> {
     Ok(Sample::new(ms, Work::Bytes(8.0 * elements())))
 }
 
-/// An AdamW step after the first (moments exist): reads g, p, m, v and writes p, m, v (28 bytes
-/// per value).
 /// Per-tensor norms (one read of every gradient) and the clipped copies (one read, one write);
 /// max norm 0.3, CADS's, so every random gradient here is scaled.
 fn clip_per_tensor(b: &Bench) -> Result<Sample> {
@@ -96,6 +94,8 @@ fn clip_per_tensor(b: &Bench) -> Result<Sample> {
     Ok(Sample::new(ms, Work::Bytes(12.0 * elements())))
 }
 
+/// An AdamW step after the first (moments exist): reads g, p, m, v and writes p, m, v (28 bytes
+/// per value).
 fn adamw_step(b: &Bench) -> Result<Sample> {
     let ms = b.time(
         |gpu, rng| {

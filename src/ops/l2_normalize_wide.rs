@@ -41,9 +41,12 @@ const BACKWARD_APPLY: KernelSpec = spec("l2_backward_apply4", 4);
 
 pub(crate) const KERNELS: &[KernelSpec] = &[COLUMN_NORMS, SCALE_ROWS, COLUMN_DOTS, BACKWARD_APPLY];
 
-/// Whether a normalisation with `inner` adjacent lines takes the wide kernels.
-pub(crate) fn fits(inner: usize) -> bool {
-    inner >= WIDE_MIN_INNER && inner.is_multiple_of(4)
+/// The most outer blocks: the column reductions put the outer index on the grid's y axis.
+const MAX_OUTER: usize = 65_535;
+
+/// Whether a normalisation of `outer` blocks of `inner` adjacent lines takes the wide kernels.
+pub(crate) fn fits(outer: usize, inner: usize) -> bool {
+    inner >= WIDE_MIN_INNER && inner.is_multiple_of(4) && outer <= MAX_OUTER
 }
 
 /// Workgroups along x: blocks of 256 vec4 columns.

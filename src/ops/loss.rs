@@ -322,7 +322,7 @@ pub fn l2_normalize(x: &Tensor, axis: isize, eps: f32) -> Result<Tensor> {
     }
     // Many adjacent lines: the wide kernels (l2_normalize_wide.rs); else four lines per
     // invocation where they are adjacent in fours, one otherwise.
-    let wide = l2_normalize_wide::fits(inner);
+    let wide = l2_normalize_wide::fits(outer, inner);
     let (forward, backward, lines) = if inner.is_multiple_of(4) {
         (&L2_FORWARD4, &L2_BACKWARD4, outer * inner / 4)
     } else {

@@ -34,6 +34,7 @@ impl GradClip {
         &self.norms
     }
 
+    /// The max_norm the gradients are clipped to.
     pub fn max_norm(&self) -> f64 {
         self.max_norm
     }
