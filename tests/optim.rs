@@ -437,10 +437,11 @@ fn all_bits(ts: &[Tensor]) -> Vec<Vec<u32>> {
 }
 
 /// `step_clipped` (AdamW: the clip coefficient applied inside the update kernel; SGD: the
-/// trait's default, clipped copies) gives bit for bit the parameters and AdamW states of
-/// `clip_grad_norm_per_tensor_on_gpu` followed by `step`, over two steps (fresh and stored
-/// moments: the second step's parameters depend on the first's states), with gradients on both sides of max_norm, odd sizes and an empty one. A gradient
-/// the clip did not measure is an error before anything changes.
+/// trait's default, clipped copies) gives bit for bit the parameters of
+/// `clip_grad_norm_per_tensor_on_gpu` followed by `step`, over two steps (fresh, then stored
+/// moments and momentum, which the second step's parameters depend on), with gradients on both
+/// sides of max_norm, odd sizes and an empty one. A gradient the clip did not measure is an
+/// error before anything changes.
 #[test]
 fn clipping_inside_the_step_is_bit_for_bit_the_clipped_copies_step() {
     let gpu = gpu();
