@@ -13,6 +13,10 @@
 // (read_write, n; `target` is a WGSL reserved word).
 // Dispatch: 1-D over elements, 64 per workgroup, folded into (x, y) past 65,535 workgroups:
 // i = (wg.x + wg.y * nwg.x) * 64 + local index.
+// ema_update_4: the same update on four elements per invocation (n % 4 == 0; vec4 views of the
+// same bindings, i < n / 4), each component's arithmetic the scalar entry's: a quarter of the
+// invocations and of the per-lane loads, which is what costs on a CPU adapter (as the optimizers'
+// `_4` entries).
 // Launched by src/ops/ema.rs (ema_update_), one launch per tensor pair.
 
 struct EmaParams {
@@ -29,4 +33,15 @@ fn ema_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     let i = (wg.x + wg.y * nwg.x) * 64u + lid;
     if (i >= p.n) { return; }
     dst[i] = p.momentum * dst[i] + p.one_minus_momentum * src[i];
+}
+
+@group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn ema_update_4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.x + wg.y * nwg.x) * 64u + lid;
+    if (i >= p.n / 4u) { return; }
+    dst4[i] = p.momentum * dst4[i] + p.one_minus_momentum * src4[i];
 }

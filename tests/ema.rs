@@ -50,6 +50,39 @@ fn ema_matches_reference_over_steps() {
     }
 }
 
+/// A tensor whose size 4 divides runs the four-per-invocation entry, others the scalar one,
+/// with the same bits: the first 4096 values of a [4099] pair (scalar) against a [4096] pair
+/// of the same values (vec4).
+#[test]
+fn the_vec4_entry_gives_the_scalar_entrys_bits() {
+    let gpu = gpu();
+    let mut rng = Rng::new(2025);
+    let (t, s) = (
+        rng.vec_uniform(4099, -2.0, 2.0),
+        rng.vec_uniform(4099, -2.0, 2.0),
+    );
+    let run = |n: usize| {
+        let target = Tensor::parameter(&gpu, &t[..n], &[n]).unwrap();
+        let source = Tensor::from_slice(&gpu, &s[..n], &[n]).unwrap();
+        gpu.set_profiling(true);
+        ema_update_(
+            std::slice::from_ref(&target),
+            std::slice::from_ref(&source),
+            0.996,
+        )
+        .unwrap();
+        let out = bits(&target);
+        gpu.set_profiling(false);
+        let ran: Vec<String> = gpu.take_profile().into_iter().map(|k| k.kernel).collect();
+        (out, ran)
+    };
+    let (scalar, ran_scalar) = run(4099);
+    let (vec4, ran_vec4) = run(4096);
+    assert_eq!(ran_scalar, ["ema::ema_update"]);
+    assert_eq!(ran_vec4, ["ema::ema_update_4"]);
+    assert_eq!(vec4, scalar[..4096], "bit for bit");
+}
+
 #[test]
 fn reference_ema_is_the_textbook_formula() {
     // m·t + (1 − m)·s on a hand-computed case.

@@ -1,6 +1,6 @@
 //! Optimizer-side passes over a whole gradient set: the loss scaler's unscale-and-check, the
-//! per-tensor gradient clipping (DINO's, as a CADS step runs it) and the AdamW step that follows
-//! them, on the same tensors, so their costs compare directly. All are bandwidth-bound, reported
+//! per-tensor gradient clipping (DINO's, as a CADS step runs it), the AdamW step that follows
+//! them and the teacher's EMA, on the same tensors, so their costs compare directly. All are bandwidth-bound, reported
 //! in GB/s (bytes read + written).
 //!
 //! The set is a transformer-like mix: 24 weights [512, 512] and 48 vectors [512] (6.3 M values,
@@ -47,6 +47,11 @@ pub(crate) fn cases() -> Vec<Case> {
             case: "step_6.3M",
             run: adamw_step,
         },
+        Case {
+            op: "ema",
+            case: "update_6.3M",
+            run: ema_step,
+        },
     ]
 }
 
@@ -90,6 +95,16 @@ fn clip_per_tensor(b: &Bench) -> Result<Sample> {
     let ms = b.time(params_and_grads, |set| {
         let (params, mut grads) = gradients(set)?;
         clip_grad_norm_per_tensor_on_gpu(&params, &mut grads, 0.3).map(drop)
+    })?;
+    Ok(Sample::new(ms, Work::Bytes(12.0 * elements())))
+}
+
+/// The teacher's EMA over the set (the parameters following the gradients' values): reads the
+/// target and the source, writes the target (12 bytes per value).
+fn ema_step(b: &Bench) -> Result<Sample> {
+    let ms = b.time(params_and_grads, |set| {
+        let (targets, sources): (Vec<Tensor>, Vec<Tensor>) = set.iter().cloned().unzip();
+        crate::ops::ema::ema_update_(&targets, &sources, 0.996)
     })?;
     Ok(Sample::new(ms, Work::Bytes(12.0 * elements())))
 }

@@ -1,6 +1,7 @@
 //! In-place exponential moving average and copy between two lists of tensors paired by position:
 //! the teacher update of DINO / CADS and the teacher's initial copy of the student.
-//! Kernel: shaders/ema.wgsl. Reference: src/reference/ema.rs.
+//! Kernel: shaders/ema.wgsl (four elements per invocation where 4 divides the tensor).
+//! Reference: src/reference/ema.rs.
 //!
 //!   ema_update_:  t ← m·t + (1 − m)·s      (one fused launch per pair, read t and s, write t)
 //!   copy_:        t ← s                    (a buffer-to-buffer copy on the GPU)
@@ -39,7 +40,13 @@ const EMA_UPDATE: KernelSpec = KernelSpec {
     constants: &[],
 };
 
-pub(crate) const KERNELS: &[KernelSpec] = &[EMA_UPDATE];
+/// Four elements per invocation, for tensors of n % 4 == 0 values.
+const EMA_UPDATE_4: KernelSpec = KernelSpec {
+    entry: "ema_update_4",
+    ..EMA_UPDATE
+};
+
+pub(crate) const KERNELS: &[KernelSpec] = &[EMA_UPDATE, EMA_UPDATE_4];
 
 /// Check that `targets[i]` can be overwritten from `sources[i]` for every i: equal counts, equal
 /// shapes, one device, no target sharing a buffer with its source, and no target buffer twice
@@ -109,12 +116,19 @@ pub fn ema_update_(targets: &[Tensor], sources: &[Tensor], momentum: f64) -> Res
             // (1 − m) in f64 then rounded, as torch rounds the Python scalar `1 - m`.
             one_minus_momentum: (1.0 - momentum) as f32,
         };
+        // Four elements per invocation where they divide the tensor (every weight of the PVT
+        // models and the DINO heads).
+        let (spec, invocations) = if n.is_multiple_of(4) {
+            (&EMA_UPDATE_4, n / 4)
+        } else {
+            (&EMA_UPDATE, n)
+        };
         t.gpu().dispatch(
-            &EMA_UPDATE,
+            spec,
             &params,
             &[s.buffer()],
             &[t.buffer()],
-            Grid::cover(n as u64, WORKGROUP),
+            Grid::cover(invocations as u64, WORKGROUP),
         )?;
     }
     Ok(())
