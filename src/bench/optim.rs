@@ -1,7 +1,7 @@
 //! Optimizer-side passes over a whole gradient set: the loss scaler's unscale-and-check, the
 //! per-tensor gradient clipping (DINO's, as a CADS step runs it), the AdamW step that follows
-//! them and the teacher's EMA, on the same tensors, so their costs compare directly. All are bandwidth-bound, reported
-//! in GB/s (bytes read + written).
+//! them and the teacher's EMA, on the same tensors, so their costs compare directly. All are
+//! bandwidth-bound, reported in GB/s (bytes read + written).
 //!
 //! The set is a transformer-like mix: 24 weights [512, 512] and 48 vectors [512] (6.3 M values,
 //! 25 MB of gradients), one launch per tensor as in a training step.
@@ -99,8 +99,9 @@ fn clip_per_tensor(b: &Bench) -> Result<Sample> {
     Ok(Sample::new(ms, Work::Bytes(12.0 * elements())))
 }
 
-/// The teacher's EMA over the set (the parameters following the gradients' values): reads the
-/// target and the source, writes the target (12 bytes per value).
+/// The teacher's EMA over the set (targets: the parameters, sources: the gradient tensors, as
+/// stand-ins of a student of the same shapes): reads the target and the source, writes the
+/// target (12 bytes per value).
 fn ema_step(b: &Bench) -> Result<Sample> {
     let ms = b.time(params_and_grads, |set| {
         let (targets, sources): (Vec<Tensor>, Vec<Tensor>) = set.iter().cloned().unzip();

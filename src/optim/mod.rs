@@ -7,8 +7,8 @@
 //!   DINO's linear teacher-temperature ramp, the cosine EMA momentum.
 //! - [`clip`]: per-tensor (DINO `clip_gradients`) and global (torch `clip_grad_norm_`) clipping,
 //!   with norms computed by a two-pass GPU reduction; [`clip_norms_per_tensor_on_gpu`] and
-//!   [`Optimizer::step_clipped`] leave the per-tensor scaling to the update (src/optim/grad_clip.rs;
-//!   AdamW applies it inside its kernel).
+//!   [`Optimizer::step_clipped`] leave the per-tensor scaling to the update
+//!   (src/optim/grad_clip.rs; AdamW applies it inside its kernel).
 //! - [`LossScaler`]: dynamic loss scaling (torch.amp.GradScaler): scale the loss, unscale and
 //!   check the gradients in one pass, and [`Optimizer::step_unless_overflow`], which the device
 //!   skips when a gradient overflowed (src/optim/loss_scale.rs).
