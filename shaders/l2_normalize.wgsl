@@ -286,3 +286,30 @@ fn l2_backward_apply4(@builtin(workgroup_id) wg: vec3<u32>,
         }
     }
 }
+
+// l2_backward_apply_in_place4: l2_backward_apply4 with g read from and gx written to one buffer
+// (ip_gx4 holds g on entry): bindings 1 x, 2 norms, 3 k (read), 4 g → gx (read_write). Used by
+// normalized_linear (src/ops/normalized_linear.rs), whose g is its own fresh xᵀG product: no
+// second [A, I] buffer, and each element is read and rewritten by the same lane.
+@group(0) @binding(3) var<storage, read> ip_k4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> ip_gx4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn l2_backward_apply_in_place4(@builtin(workgroup_id) wg: vec3<u32>,
+                               @builtin(num_workgroups) nwg: vec3<u32>,
+                               @builtin(local_invocation_index) lid: u32) {
+    let inner4 = p.inner / 4u;
+    let row = wg.y + wg.z * nwg.y;
+    if (row >= p.outer * p.axis_len) { return; }
+    let start = row * inner4;
+    let line = (row / p.axis_len) * inner4;
+    for (var t = 0u; t < 4u; t += 1u) {
+        let c = wide_column(wg.x, lid, t);
+        if (c < inner4) {
+            let n = saved_norms4[line + c];
+            let inv = select(vec4<f32>(1.0 / p.eps), 1.0 / n, n > vec4<f32>(p.eps));
+            let j = start + c;
+            ip_gx4[j] = ip_gx4[j] * inv - x4[j] * ip_k4[line + c];
+        }
+    }
+}

@@ -77,6 +77,16 @@ pub(crate) fn cases() -> Vec<Case> {
             run: |b| l2_normalize_head(b, true),
         },
         Case {
+            op: "normalized_linear",
+            case: "head_6x256_by_256x60000_fwd_bwd",
+            run: |b| normalized_linear_head(b, false),
+        },
+        Case {
+            op: "normalized_linear",
+            case: "head_6x256_by_256x60000_fwd_bwd_composed",
+            run: |b| normalized_linear_head(b, true),
+        },
+        Case {
             op: "launch",
             case: "add64_chain_x1000",
             run: launch_chain,
@@ -190,6 +200,35 @@ fn l2_normalize_head(b: &Bench, backward: bool) -> Result<Sample> {
     };
     let passes = if backward { 6.0 } else { 3.0 };
     Ok(Sample::new(ms, Work::Bytes(passes * 4.0 * (IN * K) as f64)))
+}
+
+/// The DINO head's last layer as one op, forward and backward: 6 rows of the 256-wide bottleneck
+/// times its [256, 60000] weight normalised per output column (`ops::normalized_linear`), or,
+/// `composed`, the same as `linear(x, l2_normalize(v))` (the normalised weight written and read).
+/// FLOPs count the three products (forward, ∂x, ∂v).
+fn normalized_linear_head(b: &Bench, composed: bool) -> Result<Sample> {
+    const ROWS: usize = 6;
+    const IN: usize = 256;
+    const K: usize = 60_000;
+    let make = |gpu: &crate::Gpu, rng: &mut crate::util::Rng| {
+        Ok((
+            random(gpu, rng, &[ROWS, IN])?.requires_grad_(true),
+            random(gpu, rng, &[IN, K])?.requires_grad_(true),
+            random(gpu, rng, &[ROWS, K])?,
+        ))
+    };
+    let ms = b.time_with_grad(make, |(x, v, g)| {
+        let y = if composed {
+            ops::linear(x, &ops::l2_normalize(v, 0, 1e-12)?, None)?
+        } else {
+            ops::normalized_linear(x, v, 1e-12)?
+        };
+        y.backward_with(g).map(drop)
+    })?;
+    Ok(Sample::new(
+        ms,
+        Work::Flops(3.0 * 2.0 * (ROWS * IN * K) as f64),
+    ))
 }
 
 /// 8M elements from one float type to the other (autocast's activation copies): 6 × 8 MiB moved.

@@ -7,8 +7,9 @@
 //! The last layer is PyTorch's `weight_norm(Linear(bottleneck, K, bias=False))` with the norm
 //! fixed at 1 (`norm_last_layer=True`: `weight_g` filled with 1 and frozen), so its effective
 //! weight is v with every output row (PyTorch `[K, bottleneck]`) scaled to unit length. The
-//! normalisation is the recorded `ops::l2_normalize` over the input axis of our `[in, out]`
-//! storage, so the gradient reaches v through it:
+//! forward is `ops::normalized_linear(ẑ, v)`: ẑ · v with each output column scaled by
+//! 1/‖v[:, k]‖ (the same as `ops::linear(ẑ, ops::l2_normalize(v, 0, eps))`, without writing
+//! the normalised [bottleneck, K] weight), so the gradient reaches v as through the norm:
 //!   ∂L/∂v[:, k] = (∂L/∂W[:, k] − ŵ_k·⟨ŵ_k, ∂L/∂W[:, k]⟩) / ‖v[:, k]‖,   ŵ_k = v[:, k]/‖v[:, k]‖.
 //! `weight_g` is kept as a buffer `[K, 1]` of ones (listed by name so the authors' checkpoints
 //! load strictly, never trained, never read by the forward since it is 1).
@@ -114,7 +115,7 @@ impl DinoHead {
         let h = ops::gelu(&self.mlp[1].forward(&h)?)?;
         let z = self.mlp[2].forward(&h)?; // [N, bottleneck]
         let z = ops::l2_normalize(&z, -1, NORMALIZE_EPS)?;
-        ops::linear(&z, &self.last_layer_weight()?, None) // [N, K]
+        ops::normalized_linear(&z, &self.weight_v, NORMALIZE_EPS) // [N, K]
     }
 }
 

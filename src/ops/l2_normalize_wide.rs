@@ -38,8 +38,15 @@ const COLUMN_NORMS: KernelSpec = spec("l2_column_norms4", 1);
 const SCALE_ROWS: KernelSpec = spec("l2_scale_rows4", 2);
 const COLUMN_DOTS: KernelSpec = spec("l2_column_dots4", 3);
 const BACKWARD_APPLY: KernelSpec = spec("l2_backward_apply4", 4);
+const BACKWARD_APPLY_IN_PLACE: KernelSpec = spec("l2_backward_apply_in_place4", 3);
 
-pub(crate) const KERNELS: &[KernelSpec] = &[COLUMN_NORMS, SCALE_ROWS, COLUMN_DOTS, BACKWARD_APPLY];
+pub(crate) const KERNELS: &[KernelSpec] = &[
+    COLUMN_NORMS,
+    SCALE_ROWS,
+    COLUMN_DOTS,
+    BACKWARD_APPLY,
+    BACKWARD_APPLY_IN_PLACE,
+];
 
 /// The most outer blocks: the column reductions put the outer index on the grid's y axis.
 const MAX_OUTER: usize = 65_535;
@@ -66,6 +73,89 @@ fn rows_grid(p: &L2Params) -> Grid {
     Grid::Xyz(column_blocks(p), rows.div_ceil(z), z)
 }
 
+/// The column norms `n[o, i] = ‖x[o, :, i]‖` into `norms` (`[outer·inner]`).
+pub(crate) fn column_norms(gpu: &Gpu, p: &L2Params, x: &Tensor, norms: &Tensor) -> Result<()> {
+    gpu.dispatch(
+        &COLUMN_NORMS,
+        p,
+        &[x.buffer()],
+        &[norms.buffer()],
+        columns_grid(p),
+    )
+}
+
+/// `y[o, a, i] = x[o, a, i] / max(n[o, i], eps)`, row by row.
+pub(crate) fn scale_rows(
+    gpu: &Gpu,
+    p: &L2Params,
+    x: &Tensor,
+    norms: &Tensor,
+    y: &Tensor,
+) -> Result<()> {
+    gpu.dispatch(
+        &SCALE_ROWS,
+        p,
+        &[x.buffer(), norms.buffer()],
+        &[y.buffer()],
+        rows_grid(p),
+    )
+}
+
+/// `k[o, i] = (Σ_a x·g)/n³` where `n[o, i] > eps`, else 0, into `k` (`[outer·inner]`).
+pub(crate) fn column_dots(
+    gpu: &Gpu,
+    p: &L2Params,
+    x: &Tensor,
+    norms: &Tensor,
+    g: &Tensor,
+    k: &Tensor,
+) -> Result<()> {
+    gpu.dispatch(
+        &COLUMN_DOTS,
+        p,
+        &[x.buffer(), norms.buffer(), g.buffer()],
+        &[k.buffer()],
+        columns_grid(p),
+    )
+}
+
+/// `gx = g·inv − x·k` with `inv = 1/n` where `n > eps`, else `1/eps`, row by row.
+pub(crate) fn backward_apply(
+    gpu: &Gpu,
+    p: &L2Params,
+    x: &Tensor,
+    norms: &Tensor,
+    g: &Tensor,
+    k: &Tensor,
+    gx: &Tensor,
+) -> Result<()> {
+    gpu.dispatch(
+        &BACKWARD_APPLY,
+        p,
+        &[x.buffer(), norms.buffer(), g.buffer(), k.buffer()],
+        &[gx.buffer()],
+        rows_grid(p),
+    )
+}
+
+/// [`backward_apply`] on a `g` that is not needed after: `g` becomes gx in place.
+pub(crate) fn backward_apply_in_place(
+    gpu: &Gpu,
+    p: &L2Params,
+    x: &Tensor,
+    norms: &Tensor,
+    k: &Tensor,
+    g_to_gx: &Tensor,
+) -> Result<()> {
+    gpu.dispatch(
+        &BACKWARD_APPLY_IN_PLACE,
+        p,
+        &[x.buffer(), norms.buffer(), k.buffer()],
+        &[g_to_gx.buffer()],
+        rows_grid(p),
+    )
+}
+
 /// Forward: the norms `[outer·inner]` into `norms`, then `y = x / max(n, eps)`.
 pub(crate) fn forward(
     gpu: &Gpu,
@@ -74,20 +164,8 @@ pub(crate) fn forward(
     y: &Tensor,
     norms: &Tensor,
 ) -> Result<()> {
-    gpu.dispatch(
-        &COLUMN_NORMS,
-        p,
-        &[x.buffer()],
-        &[norms.buffer()],
-        columns_grid(p),
-    )?;
-    gpu.dispatch(
-        &SCALE_ROWS,
-        p,
-        &[x.buffer(), norms.buffer()],
-        &[y.buffer()],
-        rows_grid(p),
-    )
+    column_norms(gpu, p, x, norms)?;
+    scale_rows(gpu, p, x, norms, y)
 }
 
 /// Backward: k = (Σ_a x·g)/n³ per line (0 where n ≤ eps), then gx = g·inv − x·k.
@@ -100,18 +178,6 @@ pub(crate) fn backward(
     gx: &Tensor,
 ) -> Result<()> {
     let k = Tensor::uninit(gpu, "l2_normalize_backward", norms.shape())?;
-    gpu.dispatch(
-        &COLUMN_DOTS,
-        p,
-        &[x.buffer(), norms.buffer(), g.buffer()],
-        &[k.buffer()],
-        columns_grid(p),
-    )?;
-    gpu.dispatch(
-        &BACKWARD_APPLY,
-        p,
-        &[x.buffer(), norms.buffer(), g.buffer(), k.buffer()],
-        &[gx.buffer()],
-        rows_grid(p),
-    )
+    column_dots(gpu, p, x, norms, g, &k)?;
+    backward_apply(gpu, p, x, norms, g, &k, gx)
 }

@@ -14,6 +14,7 @@ pub mod loss_scale;
 pub mod matmul;
 pub mod matmul_f16;
 pub mod norm;
+pub mod normalized_linear;
 pub mod optim;
 pub mod pool;
 pub mod pvt;
