@@ -18,10 +18,11 @@
 //! second form of κ_k sums over the output rows, so no [B, K] product is read for it.
 //!
 //! Why: for the DINO head ([256, 60000], a few rows) the composed path writes the normalised
-//! weight W (61 MB) in every forward, keeps it on the tape, and reads W and ∂L/∂W again for κ; here
-//! the [B, K] traffic is v read by the norms and by the two products, and one pass writing
-//! ∂L/∂v from xᵀG (the wide kernels' row pass, src/ops/l2_normalize_wide.rs), with the same
-//! per-column eps handling as `l2_normalize`. The products are f32 under autocast, as `linear`'s.
+//! weight W (61 MB) in every forward, keeps it on the tape, and reads W and ∂L/∂W again for κ;
+//! here the [B, K] traffic is v read by the norms and the two products, the xᵀG product, and
+//! one row pass that rewrites xᵀG into ∂L/∂v in its own buffer (the wide kernels of
+//! src/ops/l2_normalize_wide.rs, with `l2_normalize`'s per-column eps handling). The products
+//! are f32 under autocast, as `linear`'s (docs/kernel-tuning.md has the measurements).
 
 use super::l2_normalize_wide;
 use super::loss::{l2_normalize, L2Params};
