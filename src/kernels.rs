@@ -9,7 +9,8 @@ use crate::gpu::KernelSpec;
 use crate::ops::{
     attention, conv3d, conv3d_depthwise_rows, conv3d_fast, conv3d_igemm, conv3d_rows,
     conv_transpose3d, drr, elementwise, ema, l2_normalize_wide, loss, matmul, matmul_f16,
-    matmul_f16_coop, matmul_f16_vec4, matmul_tiled, norm, pool, reduce, resample, softmax,
+    matmul_f16_coop, matmul_f16_vec4, matmul_tiled, norm, normalized_linear_few, pool, reduce,
+    resample, softmax,
 };
 
 /// Every kernel the crate launches.
@@ -26,6 +27,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         norm::KERNELS,
         loss::KERNELS,
         l2_normalize_wide::KERNELS,
+        normalized_linear_few::KERNELS,
         crate::optim::KERNELS,
         matmul::KERNELS,
         matmul::KERNELS_TA,

@@ -90,41 +90,71 @@ fn weight(rng: &mut Rng, b: usize, k: usize) -> Vec<f32> {
     v
 }
 
-/// Fused (K = 1024, 1172: the last column block partly filled, 1576) and composed (K = 1030, not
-/// a multiple of 4; K = 60, under the wide minimum) shapes, with leading axes on x, against the
-/// f64 reference; on the fused path ∂x is also skipped once (x without gradient).
+/// Which kernels run a case.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Path {
+    /// At most 8 rows: the one-pass forward and weight-gradient kernels.
+    Few,
+    /// More rows: the products on v, the output rows scaled, ∂v rewritten in place.
+    Wide,
+    /// K under 1024 or not a multiple of 4: `linear(x, l2_normalize(v))`.
+    Composed,
+}
+
+/// Each path with leading axes on x, against the f64 reference: few rows (1, 5, 6, 8; K = 1024,
+/// 1172 and 1576, whose last column blocks are partly filled), more rows (9, 12), and the
+/// composed path (K = 1030, not a multiple of 4; K = 60, under the wide minimum); ∂x is skipped
+/// once on each fused path (x without gradient).
 #[test]
 fn matches_reference_forward_and_backward() {
     // A context of its own: the launch counts must not mix with another test's.
     let gpu = fresh_gpu();
     let mut rng = Rng::new(81);
     let eps = 1e-6;
-    let cases: &[(&[usize], usize, bool, bool)] = &[
-        (&[6, 24], 1024, true, true),
-        (&[2, 3, 24], 1172, true, true),
-        (&[5, 40], 1576, true, false),
-        (&[4, 24], 1030, false, true),
-        (&[3, 16], 60, false, true),
+    let cases: &[(&[usize], usize, Path, bool)] = &[
+        (&[6, 24], 1024, Path::Few, true),
+        (&[2, 3, 24], 1172, Path::Few, true),
+        (&[5, 40], 1576, Path::Few, false),
+        (&[1, 24], 1028, Path::Few, true),
+        (&[8, 24], 1024, Path::Few, true),
+        (&[9, 24], 1024, Path::Wide, true),
+        (&[3, 4, 40], 1172, Path::Wide, false),
+        (&[4, 24], 1030, Path::Composed, true),
+        (&[3, 16], 60, Path::Composed, true),
     ];
-    for &(x_shape, k, fused, x_grad) in cases {
+    for &(x_shape, k, path, x_grad) in cases {
         let b = *x_shape.last().unwrap();
         let rows: usize = x_shape[..x_shape.len() - 1].iter().product();
         let x = rng.vec_uniform(rows * b, -1.0, 1.0);
         let v = weight(&mut rng, b, k);
         let g = rng.vec_uniform(rows * k, -1.0, 1.0);
         let r = run(&gpu, &x, x_shape, &v, &[b, k], &g, eps, x_grad);
-        let what = format!("x {x_shape:?} v [{b}, {k}]");
-        // The fused path scales the output rows and the upstream rows (two row passes when ∂x
-        // is wanted), never normalises v itself and turns xᵀG into ∂v in place; the composed
-        // one scales v's rows once (wide) or runs the line kernels.
-        let scale_rows = r.launches_of("l2_scale_rows4");
-        if fused {
-            assert_eq!(scale_rows, 1 + x_grad as u64, "{what}: {:?}", r.launches);
-            assert_eq!(r.launches_of("l2_column_dots4"), 1, "{what}");
-            assert_eq!(r.launches_of("l2_backward_apply_in_place4"), 1, "{what}");
-            assert_eq!(r.launches_of("::l2_backward_apply4"), 0, "{what}");
-        } else {
-            assert_eq!(scale_rows, 0, "{what}: {:?}", r.launches);
+        let what = format!("x {x_shape:?} v [{b}, {k}] ({path:?})");
+        let count = |entry: &str| r.launches_of(entry);
+        let fused = [
+            count("nl_forward_few"),
+            count("nl_weight_grad_few"),
+            count("l2_backward_apply_in_place4"),
+        ];
+        // ∂x scales the upstream rows; the wide forward also scales the output rows. No path
+        // but the composed one normalises v itself.
+        match path {
+            Path::Few => {
+                assert_eq!(fused, [1, 1, 0], "{what}: {:?}", r.launches);
+                assert_eq!(count("l2_scale_rows4"), x_grad as u64, "{what}");
+            }
+            Path::Wide => {
+                assert_eq!(fused, [0, 0, 1], "{what}: {:?}", r.launches);
+                assert_eq!(count("l2_scale_rows4"), 1 + x_grad as u64, "{what}");
+            }
+            Path::Composed => {
+                assert_eq!(fused, [0, 0, 0], "{what}: {:?}", r.launches);
+                assert_eq!(count("l2_scale_rows4"), 0, "{what}");
+            }
+        }
+        if path != Path::Composed {
+            assert_eq!(count("l2_column_dots4"), 1, "{what}");
+            assert_eq!(count("::l2_backward_apply4"), 0, "{what}");
         }
 
         let xa = Array::from_f32(&x, &[rows, b]);
@@ -141,36 +171,53 @@ fn matches_reference_forward_and_backward() {
     }
 }
 
-/// The fused path against the composed ops on the same GPU, and the power-of-4 scaling identity:
+/// Both fused paths against the composed ops on the same GPU, and the power-of-4 scaling identity:
 /// norms, products and scales all change by exact powers of two, so y and ∂x are unchanged bit
 /// for bit and ∂v is exactly a quarter.
 #[test]
-fn fused_path_agrees_with_composition_and_is_scale_invariant() {
+fn fused_paths_agree_with_composition_and_are_scale_invariant() {
     let gpu = fresh_gpu();
     let mut rng = Rng::new(82);
-    let (rows, b, k, eps) = (6, 32, 1172, 1e-6);
-    let x = rng.vec_uniform(rows * b, -1.0, 1.0);
-    let v = weight(&mut rng, b, k);
-    let g = rng.vec_uniform(rows * k, -1.0, 1.0);
-    let fused = run(&gpu, &x, &[rows, b], &v, &[b, k], &g, eps, true);
+    // 6 rows: the few-row kernels; 12: the products on v.
+    for rows in [6, 12] {
+        fused_case(&gpu, &mut rng, rows);
+    }
+}
 
-    let tx = Tensor::from_slice(&gpu, &x, &[rows, b])
+fn fused_case(gpu: &cads::Gpu, rng: &mut Rng, rows: usize) {
+    let (b, k, eps) = (32, 1172, 1e-6);
+    let x = rng.vec_uniform(rows * b, -1.0, 1.0);
+    let v = weight(rng, b, k);
+    let g = rng.vec_uniform(rows * k, -1.0, 1.0);
+    let fused = run(gpu, &x, &[rows, b], &v, &[b, k], &g, eps, true);
+
+    let tx = Tensor::from_slice(gpu, &x, &[rows, b])
         .unwrap()
         .requires_grad_(true);
-    let tv = Tensor::from_slice(&gpu, &v, &[b, k])
+    let tv = Tensor::from_slice(gpu, &v, &[b, k])
         .unwrap()
         .requires_grad_(true);
     let y = ops::linear(&tx, &ops::l2_normalize(&tv, 0, eps).unwrap(), None).unwrap();
     let grads = y
-        .backward_with(&Tensor::from_slice(&gpu, &g, &[rows, k]).unwrap())
+        .backward_with(&Tensor::from_slice(gpu, &g, &[rows, k]).unwrap())
         .unwrap();
     let f64s =
         |t: &Tensor| -> Vec<f64> { t.to_vec().unwrap().into_iter().map(|e| e as f64).collect() };
-    assert_close("y vs composed", &fused.y, &f64s(&y), F32_ACCUM);
-    let gx = fused.gx.as_deref().unwrap();
-    assert_close("∂x vs composed", gx, &f64s(grads.get(&tx).unwrap()), GRAD);
     assert_close(
-        "∂v vs composed",
+        &format!("{rows} rows: y vs composed"),
+        &fused.y,
+        &f64s(&y),
+        F32_ACCUM,
+    );
+    let gx = fused.gx.as_deref().unwrap();
+    assert_close(
+        &format!("{rows} rows: ∂x vs composed"),
+        gx,
+        &f64s(grads.get(&tx).unwrap()),
+        GRAD,
+    );
+    assert_close(
+        &format!("{rows} rows: ∂v vs composed"),
         &fused.gv,
         &f64s(grads.get(&tv).unwrap()),
         GRAD,
@@ -181,14 +228,14 @@ fn fused_path_agrees_with_composition_and_is_scale_invariant() {
     let mut v = rng.vec_uniform(b * k, -1.0, 1.0);
     v.iter_mut().skip(5).step_by(k).for_each(|e| *e = 0.0);
     let v4: Vec<f32> = v.iter().map(|e| e * 4.0).collect();
-    let plain = run(&gpu, &x, &[rows, b], &v, &[b, k], &g, eps, true);
-    let scaled = run(&gpu, &x, &[rows, b], &v4, &[b, k], &g, eps, true);
+    let plain = run(gpu, &x, &[rows, b], &v, &[b, k], &g, eps, true);
+    let scaled = run(gpu, &x, &[rows, b], &v4, &[b, k], &g, eps, true);
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&scaled.y), bits(&plain.y), "y");
+    assert_eq!(bits(&scaled.y), bits(&plain.y), "{rows} rows: y");
     assert_eq!(
         bits(scaled.gx.as_deref().unwrap()),
         bits(plain.gx.as_deref().unwrap()),
-        "∂x"
+        "{rows} rows: ∂x"
     );
     let off_column_5 = |v: &[f32]| -> Vec<u32> {
         v.iter()
@@ -198,7 +245,11 @@ fn fused_path_agrees_with_composition_and_is_scale_invariant() {
             .collect()
     };
     let quarter: Vec<f32> = plain.gv.iter().map(|e| e / 4.0).collect();
-    assert_eq!(off_column_5(&scaled.gv), off_column_5(&quarter), "∂v");
+    assert_eq!(
+        off_column_5(&scaled.gv),
+        off_column_5(&quarter),
+        "{rows} rows: ∂v"
+    );
 }
 
 #[test]

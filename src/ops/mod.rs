@@ -39,6 +39,7 @@ pub mod matmul_tiled;
 mod matmul_tune;
 pub mod norm;
 pub mod normalized_linear;
+pub(crate) mod normalized_linear_few;
 pub mod pool;
 pub mod reduce;
 pub mod resample;

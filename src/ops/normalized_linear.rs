@@ -18,15 +18,19 @@
 //! second form of κ_k sums over the output rows, so no [B, K] product is read for it.
 //!
 //! Why: for the DINO head ([256, 60000], a few rows) the composed path writes the normalised
-//! weight W (61 MB) in every forward, keeps it on the tape, and reads W and ∂L/∂W again for κ;
-//! here the [B, K] traffic is v read by the norms and the two products, the xᵀG product, and
-//! one row pass that rewrites xᵀG into ∂L/∂v in its own buffer (the wide kernels of
-//! src/ops/l2_normalize_wide.rs, with `l2_normalize`'s per-column eps handling). The products
-//! are f32 under autocast, as `linear`'s (docs/kernel-tuning.md has the measurements).
+//! weight W (61 MB) in every forward, keeps it on the tape, and reads W and ∂L/∂W again for κ.
+//! Here, with at most 8 rows (src/ops/normalized_linear_few.rs), the [B, K] traffic is one read
+//! of v for the norms and the product together, one for ∂x, and one pass that reads v and
+//! writes ∂L/∂v from x and G without forming xᵀG. With more rows the norms, the products (on
+//! the adapter's matmul kernel) and a row pass that rewrites xᵀG into ∂L/∂v in its own buffer
+//! (the wide kernels of src/ops/l2_normalize_wide.rs) do it. Both keep `l2_normalize`'s
+//! per-column eps handling and take κ from the output rows. The products are f32 under
+//! autocast, as `linear`'s (docs/kernel-tuning.md has the measurements).
 
 use super::l2_normalize_wide;
 use super::loss::{l2_normalize, L2Params};
 use super::matmul::{linear, matmul_launch, MatmulKernel};
+use super::normalized_linear_few::{self, NlParams};
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -52,24 +56,46 @@ pub fn normalized_linear(x: &Tensor, v: &Tensor, eps: f32) -> Result<Tensor> {
     }
     let gpu = x.gpu();
     let kernel = MatmulKernel::chosen(gpu)?;
+    let too_many = |_| Error::invalid(op, "extents below 2^32", format!("{rows} x {b} x {k}"));
+    let (rows32, b32, k32) = (
+        u32::try_from(rows).map_err(too_many)?,
+        u32::try_from(b).map_err(too_many)?,
+        u32::try_from(k).map_err(too_many)?,
+    );
     // v's columns: one block of B rows; the output's: one block of `rows` rows.
     let over_v = L2Params {
         outer: 1,
-        axis_len: b as u32,
-        inner: k as u32,
+        axis_len: b32,
+        inner: k32,
         eps,
     };
     let over_rows = L2Params {
-        axis_len: u32::try_from(rows)
-            .map_err(|_| Error::invalid(op, "at most u32::MAX rows", rows))?,
+        axis_len: rows32,
         ..over_v
     };
+    // A few rows (the DINO head): the fused kernels of normalized_linear_few.rs.
+    let few = normalized_linear_few::fits(rows, b, k).then_some(NlParams {
+        rows: rows32,
+        depth: b32,
+        cols: k32,
+        eps,
+    });
     let norms = Tensor::uninit(gpu, op, &[k])?;
-    l2_normalize_wide::column_norms(gpu, &over_v, v, &norms)?;
     let x_rows = x.detach().reshape(&[rows, b])?;
-    let p = matmul_launch(&x_rows, v, false, false, kernel)?;
     let y = Tensor::uninit(gpu, op, &[rows, k])?;
-    l2_normalize_wide::scale_rows(gpu, &over_rows, &p, &norms, &y)?;
+    let p = match &few {
+        Some(nl) => {
+            let p = Tensor::uninit(gpu, op, &[rows, k])?;
+            normalized_linear_few::forward(nl, &x_rows, v, &y, &p, &norms)?;
+            p
+        }
+        None => {
+            l2_normalize_wide::column_norms(gpu, &over_v, v, &norms)?;
+            let p = matmul_launch(&x_rows, v, false, false, kernel)?;
+            l2_normalize_wide::scale_rows(gpu, &over_rows, &p, &norms, &y)?;
+            p
+        }
+    };
     let mut out_shape = lead.to_vec();
     out_shape.push(k);
     let y = y.reshape(&out_shape)?;
@@ -98,10 +124,23 @@ pub fn normalized_linear(x: &Tensor, v: &Tensor, eps: f32) -> Result<Tensor> {
             (Some(x_rows), Some(p)) => {
                 let kappa = Tensor::uninit(gpu, bwd, &[k])?;
                 l2_normalize_wide::column_dots(gpu, &over_rows, p, &norms, &g_rows, &kappa)?;
-                // xᵀG, then rewritten in place into ∂v: one [B, K] buffer.
-                let gv = matmul_launch(x_rows, &g_rows, true, false, kernel)?;
-                l2_normalize_wide::backward_apply_in_place(gpu, &over_v, &vc, &norms, &kappa, &gv)?;
-                Some(gv)
+                Some(match &few {
+                    Some(nl) => {
+                        let gv = Tensor::uninit(gpu, bwd, &[b, k])?;
+                        normalized_linear_few::weight_grad(
+                            nl, x_rows, &g_rows, &vc, &norms, &kappa, &gv,
+                        )?;
+                        gv
+                    }
+                    None => {
+                        // xᵀG, then rewritten in place into ∂v: one [B, K] buffer.
+                        let gv = matmul_launch(x_rows, &g_rows, true, false, kernel)?;
+                        l2_normalize_wide::backward_apply_in_place(
+                            gpu, &over_v, &vc, &norms, &kappa, &gv,
+                        )?;
+                        gv
+                    }
+                })
             }
             _ => None,
         };
