@@ -267,6 +267,12 @@ fn l2_column_dots4(@builtin(workgroup_id) wg: vec3<u32>,
     if (c3 < inner4) { cd_k4[out + c3] = wide_k(d3, saved_norms4[out + c3]); }
 }
 
+// gx = g·inv − x·k for one vec4 column, inv = 1/n where n > eps, else 1/eps.
+fn wide_gx(g: vec4<f32>, x: vec4<f32>, n: vec4<f32>, k: vec4<f32>) -> vec4<f32> {
+    let inv = select(vec4<f32>(1.0 / p.eps), 1.0 / n, n > vec4<f32>(p.eps));
+    return g * inv - x * k;
+}
+
 @compute @workgroup_size(64)
 fn l2_backward_apply4(@builtin(workgroup_id) wg: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>,
@@ -279,10 +285,8 @@ fn l2_backward_apply4(@builtin(workgroup_id) wg: vec3<u32>,
     for (var t = 0u; t < 4u; t += 1u) {
         let c = wide_column(wg.x, lid, t);
         if (c < inner4) {
-            let n = saved_norms4[line + c];
-            let inv = select(vec4<f32>(1.0 / p.eps), 1.0 / n, n > vec4<f32>(p.eps));
             let j = start + c;
-            ba_gx4[j] = g4[j] * inv - x4[j] * ba_k4[line + c];
+            ba_gx4[j] = wide_gx(g4[j], x4[j], saved_norms4[line + c], ba_k4[line + c]);
         }
     }
 }
@@ -306,10 +310,8 @@ fn l2_backward_apply_in_place4(@builtin(workgroup_id) wg: vec3<u32>,
     for (var t = 0u; t < 4u; t += 1u) {
         let c = wide_column(wg.x, lid, t);
         if (c < inner4) {
-            let n = saved_norms4[line + c];
-            let inv = select(vec4<f32>(1.0 / p.eps), 1.0 / n, n > vec4<f32>(p.eps));
             let j = start + c;
-            ip_gx4[j] = ip_gx4[j] * inv - x4[j] * ip_k4[line + c];
+            ip_gx4[j] = wide_gx(ip_gx4[j], x4[j], saved_norms4[line + c], ip_k4[line + c]);
         }
     }
 }
