@@ -37,7 +37,7 @@
 //! | 12 | `pretrain` | the CADS recipe: config and presets, views (incl. the DRR view), the DRR cache, tiling, batches, student/teacher, loss, schedules, the training step, the preprocessing cache and the run (metrics, plot, checkpoints, resume) |
 //! | 13 | `train` | end-to-end training demos (toy regression, U-Net on spheres) |
 //! | 14 | `segment` | the PVT-UNet recipe: datasets, plan, preprocessing, loss, augmentation, training, sliding window, prediction, metrics |
-//! | 15 | `bench`, `cli`, `kernels` | the benchmark suite, the `cads` command, the list of every kernel (top floor) |
+//! | 15 | `bench`, `cli`, `kernels`, `selfcheck` | the benchmark suite, the `cads` command, the list of every kernel, `cads check` (every kernel variant against `reference` on this adapter) (top floor) |
 //!
 //! # Axis conventions
 //!
@@ -76,6 +76,7 @@ pub mod optim;
 pub mod pretrain;
 pub mod reference;
 pub mod segment;
+pub mod selfcheck;
 pub mod tensor;
 pub mod train;
 pub mod util;

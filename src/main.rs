@@ -54,6 +54,16 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         report: Option<std::path::PathBuf>,
     },
+    /// Check every kernel variant this adapter runs against the CPU reference (forward and
+    /// backward, small random inputs): one line per check; exit status 1 if any is wrong.
+    Check {
+        /// Only checks whose `family/variant` name contains this text (e.g. `conv3d/igemm`).
+        #[arg(long)]
+        filter: Option<String>,
+        /// One JSON object per check instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shape, spacing, orientation, datatype, affine and value range of a volume.
     Inspect {
         /// A NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr) file, or a DICOM series (folder or one of its files).
@@ -112,6 +122,7 @@ fn main() {
             compare,
             report,
         } => cli::bench::run(&choice, filter.as_deref(), &compare, report.as_deref()),
+        Command::Check { filter, json } => cli::check::run(&choice, filter.as_deref(), json),
         Command::Inspect {
             file,
             series,

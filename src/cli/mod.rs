@@ -9,6 +9,7 @@ macro_rules! out {
 }
 
 pub mod bench;
+pub mod check;
 pub mod convert;
 pub mod demo;
 pub mod dist;

@@ -69,6 +69,9 @@ fn tune_convs(device_type: wgpu::DeviceType) -> [([usize; 5], usize, Conv3dConfi
 }
 
 impl ConvPath {
+    /// Every variant an override may name (`cads check` walks this list).
+    pub const ALL: &'static [ConvPath] = &VARIANTS;
+
     /// `tiled`, `naive`, `igemm_64x64`, `igemm_128x32`, `rows`, `rows_c4`, `rows_c4_m24`,
     /// `rows_w16`; a forced register tile pair
     /// (`ConvPath::Tiles`, tests and benchmarks only) as `tiles_<forward>_<weight>`.

@@ -7,4 +7,4 @@ pub mod size;
 pub mod tolerance;
 
 pub use rng::Rng;
-pub use tolerance::{compare, Tolerance, F32_ACCUM, F32_GRAD, F32_POINTWISE, FD_F64};
+pub use tolerance::{compare, worst_excess, Tolerance, F32_ACCUM, F32_GRAD, F32_POINTWISE, FD_F64};

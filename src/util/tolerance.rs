@@ -29,6 +29,50 @@ pub const FD_F64: Tolerance = Tolerance {
     rel: 1e-5,
 };
 
+/// The worst element of `got` against `want`: (index, its error as a multiple of its bound),
+/// with the number of elements out of tolerance; `None` when every element passes. NaN never
+/// satisfies the bound, and counts as infinitely far out.
+fn worst_element(got: &[f64], want: &[f64], tol: Tolerance) -> (usize, Option<(usize, f64)>) {
+    let mut fails = 0usize;
+    let mut worst: Option<(usize, f64)> = None;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let bound = tol.abs + tol.rel * w.abs();
+        if err <= bound {
+            continue;
+        }
+        fails += 1;
+        let excess = if err.is_nan() {
+            f64::INFINITY
+        } else {
+            err / bound
+        };
+        if worst.is_none_or(|(_, e)| excess > e) {
+            worst = Some((i, excess));
+        }
+    }
+    (fails, worst)
+}
+
+/// The largest `|got − want| / (abs + rel·|want|)` over the elements: at most 1 when every
+/// element passes; infinite for a NaN or a length mismatch; 0 for two empty slices.
+pub fn worst_excess(got: &[f64], want: &[f64], tol: Tolerance) -> f64 {
+    if got.len() != want.len() {
+        return f64::INFINITY;
+    }
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| {
+            let ratio = (g - w).abs() / (tol.abs + tol.rel * w.abs());
+            if ratio.is_nan() {
+                f64::INFINITY
+            } else {
+                ratio
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
 /// Compare `got` to `want`; on failure the message names the worst element (index, both values),
 /// the number of failing elements and the tolerance.
 pub fn compare(what: &str, got: &[f64], want: &[f64], tol: Tolerance) -> Result<(), String> {
@@ -39,28 +83,9 @@ pub fn compare(what: &str, got: &[f64], want: &[f64], tol: Tolerance) -> Result<
             want.len()
         ));
     }
-    let mut fails = 0usize;
-    let mut worst: Option<(usize, f64)> = None;
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs();
-        let bound = tol.abs + tol.rel * w.abs();
-        // NaN never satisfies `err <= bound`, so it always fails.
-        let ok = err <= bound;
-        if !ok {
-            fails += 1;
-            let excess = if err.is_nan() {
-                f64::INFINITY
-            } else {
-                err / bound
-            };
-            if worst.is_none_or(|(_, e)| excess > e) {
-                worst = Some((i, excess));
-            }
-        }
-    }
-    match worst {
-        None => Ok(()),
-        Some((i, _)) => Err(format!(
+    match worst_element(got, want, tol) {
+        (_, None) => Ok(()),
+        (fails, Some((i, _))) => Err(format!(
             "{what}: {fails} of {} elements out of tolerance (abs {}, rel {}); worst at index {i}: got {}, expected {}",
             got.len(),
             tol.abs,

@@ -1,0 +1,305 @@
+//! `cads check`: every kernel variant this adapter runs, on small random inputs, against the f64
+//! CPU twins of src/reference/, forward and backward.
+//!
+//! Why: the kernels are proven on lavapipe in CI, but a user's GPU runs other variants (the
+//! workgroup-memory tiles, the implicit-GEMM convs, cooperative matrices, subgroup broadcasts)
+//! through a driver nobody here has run. A wrong result there would train silently to a worse
+//! model. This runs each family's variants (the tuner's candidates and the rest, each as the
+//! device runs it: a variant the device cannot run reports what ran instead) on shapes that take
+//! the odd paths too (ragged extents, transposes, strides, groups, dilation), in a second or a
+//! few, and says which one is wrong and by how much.
+//!
+//! A check passes when every output element lies within its family's tolerance
+//! ([`crate::util::Tolerance`]: f32 accumulation for the f32 kernels, f16 operand rounding plus
+//! f32 accumulation for the f16 ones); `worst` is the largest error as a multiple of its bound
+//! (≤ 1 passes). An op that returns an error fails its check with that error; the run goes on.
+
+mod conv;
+mod drr;
+mod matmul;
+mod rows;
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::reference::Array;
+use crate::tensor::Tensor;
+use crate::util::{compare, worst_excess, Rng, Tolerance};
+
+/// One variant on one case.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Check {
+    /// The op family: `matmul`, `matmul_f16`, `conv3d`, `conv_transpose3d`, `attention`,
+    /// `softmax`, `log_softmax`, `layer_norm`, `instance_norm`, `sum`, `drr_forward`,
+    /// `drr_backproject`.
+    pub family: &'static str,
+    /// The variant asked for (the names `CADS_KERNEL_*` take where there is one).
+    pub variant: String,
+    /// The variant the device ran for it (differs where the device lacks what it needs).
+    pub ran_as: String,
+    /// The shapes and options of the case.
+    pub case: String,
+    /// The largest error over every compared output, as a multiple of its bound (≤ 1 passes);
+    /// `None` when the op failed before anything was compared.
+    pub worst: Option<f64>,
+    /// Why the check failed: the first output out of tolerance (its worst element) or the op's
+    /// error; `None` when it passed.
+    pub failure: Option<String>,
+}
+
+impl Check {
+    pub fn passed(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+/// Every check of one run, on one adapter.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    pub adapter: String,
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn failed(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| !c.passed())
+    }
+
+    /// `Ok` when every check passed; else an error naming each failed check.
+    pub fn verdict(&self) -> Result<()> {
+        let failed: Vec<String> = self
+            .failed()
+            .map(|c| {
+                format!(
+                    "{}/{} ({}): {}",
+                    c.family,
+                    c.variant,
+                    c.case,
+                    c.failure_text()
+                )
+            })
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "cads check",
+            format!("all {} checks within tolerance", self.checks.len()),
+            format!("{} failed: {}", failed.len(), failed.join("; ")),
+        ))
+    }
+}
+
+impl Check {
+    fn failure_text(&self) -> &str {
+        self.failure.as_deref().unwrap_or("")
+    }
+}
+
+/// Outputs of one check compared one by one: the worst excess over all of them and the first
+/// failure's message.
+#[derive(Default)]
+pub(crate) struct Comparison {
+    worst: f64,
+    failure: Option<String>,
+}
+
+impl Comparison {
+    /// Compare one output (`what`: forward, grad x, ...) of the GPU with the reference.
+    pub(crate) fn close(&mut self, what: &str, got: &[f32], want: &[f64], tol: Tolerance) {
+        let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
+        self.worst = self.worst.max(worst_excess(&got, want, tol));
+        if self.failure.is_none() {
+            self.failure = compare(what, &got, want, tol).err();
+        }
+    }
+
+    /// [`Comparison::close`] on a GPU tensor (read back) against a reference array, shapes
+    /// included.
+    pub(crate) fn tensor(&mut self, what: &str, got: &Tensor, want: &Array, tol: Tolerance) {
+        if got.shape() != want.shape.as_slice() {
+            self.worst = f64::INFINITY;
+            self.failure.get_or_insert(format!(
+                "{what}: shape {:?}, expected {:?}",
+                got.shape(),
+                want.shape
+            ));
+            return;
+        }
+        match got.to_vec() {
+            Ok(values) => self.close(what, &values, &want.data, tol),
+            Err(e) => {
+                self.worst = f64::INFINITY;
+                self.failure
+                    .get_or_insert(format!("{what}: read back: {e}"));
+            }
+        }
+    }
+
+    /// A gradient the tape should have produced for `leaf`, compared (missing: a failure).
+    pub(crate) fn grad(
+        &mut self,
+        what: &str,
+        grads: &crate::autograd::Gradients,
+        leaf: &Tensor,
+        want: &Array,
+        tol: Tolerance,
+    ) {
+        match grads.get(leaf) {
+            Some(g) => self.tensor(what, g, want, tol),
+            None => {
+                self.worst = f64::INFINITY;
+                self.failure
+                    .get_or_insert(format!("{what}: no gradient reached the input"));
+            }
+        }
+    }
+}
+
+/// The state of one run: the device, the inputs' generator, the filter and the checks so far.
+pub(crate) struct Run<'g> {
+    pub(crate) gpu: &'g Gpu,
+    pub(crate) rng: Rng,
+    filter: Option<String>,
+    checks: Vec<Check>,
+}
+
+impl Run<'_> {
+    /// Whether `family/variant` is selected by the filter (a substring of it; none selects all).
+    pub(crate) fn wants(&self, family: &str, variant: &str) -> bool {
+        self.filter
+            .as_deref()
+            .is_none_or(|f| format!("{family}/{variant}").contains(f))
+    }
+
+    /// Run one check: `body` compares its outputs into the [`Comparison`]; an error it returns
+    /// fails the check with that error (after whatever it compared).
+    pub(crate) fn check(
+        &mut self,
+        family: &'static str,
+        variant: &str,
+        ran_as: &str,
+        case: &str,
+        body: impl FnOnce(&mut Self, &mut Comparison) -> Result<()>,
+    ) {
+        // Each check draws its inputs from a seed of its own name: the same values whatever
+        // the filter selects around it.
+        self.rng = Rng::new(seed_of(&[family, variant, case]));
+        let mut cmp = Comparison::default();
+        let outcome = body(self, &mut cmp);
+        let (worst, failure) = match outcome {
+            Ok(()) => (Some(cmp.worst), cmp.failure),
+            Err(e) => (
+                None,
+                Some(match cmp.failure {
+                    Some(f) => format!("{f}; then {e}"),
+                    None => e.to_string(),
+                }),
+            ),
+        };
+        self.checks.push(Check {
+            family,
+            variant: variant.to_string(),
+            ran_as: ran_as.to_string(),
+            case: case.to_string(),
+            worst,
+            failure,
+        });
+    }
+
+    /// Uniform values in [−1, 1) as a reference array and the same values on the device
+    /// (requiring a gradient when `leaf`).
+    pub(crate) fn random(&mut self, shape: &[usize], leaf: bool) -> Result<(Array, Tensor)> {
+        let n = shape.iter().product();
+        let data = self.rng.vec_uniform(n, -1.0, 1.0);
+        let t = Tensor::from_slice(self.gpu, &data, shape)?.requires_grad_(leaf);
+        Ok((Array::from_f32(&data, shape), t))
+    }
+}
+
+/// FNV-1a over the parts (with a separator): a stable seed from a check's name.
+fn seed_of(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain([0u8]) {
+            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Run every check whose `family/variant` contains `filter` (all when `None`) on `gpu`. Each
+/// check's inputs come from a seed of its name, so two runs on one adapter, filtered or not,
+/// compare the same values.
+pub fn run(gpu: &Gpu, filter: Option<&str>) -> Result<Report> {
+    let mut run = Run {
+        gpu,
+        rng: Rng::new(0),
+        filter: filter.map(str::to_string),
+        checks: Vec::new(),
+    };
+    matmul::f32_variants(&mut run)?;
+    matmul::f16_variants(&mut run)?;
+    conv::conv3d_variants(&mut run)?;
+    conv::conv_transpose3d_variants(&mut run)?;
+    rows::attention_variants(&mut run)?;
+    rows::softmax_variants(&mut run)?;
+    rows::norms(&mut run)?;
+    rows::sums(&mut run)?;
+    drr::drr_variants(&mut run)?;
+    if run.checks.is_empty() {
+        return Err(Error::invalid(
+            "cads check",
+            "a filter matching at least one family/variant (see `cads check` without one)",
+            filter.unwrap_or(""),
+        ));
+    }
+    Ok(Report {
+        adapter: gpu.adapter().name.clone(),
+        checks: run.checks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::F32_ACCUM;
+
+    #[test]
+    fn comparison_keeps_the_worst_and_the_first_failure() {
+        let mut cmp = Comparison::default();
+        cmp.close("a", &[1.0, 2.0], &[1.0, 2.0], F32_ACCUM);
+        assert_eq!(cmp.worst, 0.0);
+        assert!(cmp.failure.is_none());
+        cmp.close("b", &[1.0, 2.01], &[1.0, 2.0], F32_ACCUM);
+        cmp.close("c", &[f32::NAN], &[0.0], F32_ACCUM);
+        assert_eq!(cmp.worst, f64::INFINITY);
+        let failure = cmp.failure.expect("b is out of tolerance");
+        assert!(failure.starts_with("b: 1 of 2 elements"), "{failure}");
+    }
+
+    #[test]
+    fn a_failed_check_names_itself_in_the_verdict() {
+        let check = |failure: Option<&str>| Check {
+            family: "matmul",
+            variant: "vec4_4x4".into(),
+            ran_as: "vec4_4x4".into(),
+            case: "nn 3x4x5".into(),
+            worst: Some(0.5),
+            failure: failure.map(str::to_string),
+        };
+        let mut report = Report {
+            adapter: "test".into(),
+            checks: vec![check(None), check(None)],
+        };
+        assert!(report.verdict().is_ok());
+        report
+            .checks
+            .push(check(Some("forward: 1 of 15 elements out")));
+        let err = report.verdict().unwrap_err().to_string();
+        assert!(err.contains("1 failed"), "{err}");
+        assert!(
+            err.contains("matmul/vec4_4x4 (nn 3x4x5): forward: 1 of 15"),
+            "{err}"
+        );
+    }
+}
