@@ -1,8 +1,9 @@
 //! Convolution checks: every conv3d path ([`ConvPath::ALL`]: register tiles, implicit-GEMM tiles,
 //! row kernels, the oracle) forward and the gradients of x, w and bias, on geometries that reach
-//! each kernel family a plan can choose (plain 3³, strided with its sub-pixel input gradient,
-//! depthwise, pointwise with a ragged channel count, anisotropic dilation, a non-overlapping
-//! patch embedding); and every transposed-conv path on the UNet's k2s2 and an overlapping k3s2.
+//! each kernel family a plan can choose (plain 3³, small and with a split weight gradient,
+//! strided with its sub-pixel input gradient, depthwise, pointwise with a ragged channel count,
+//! anisotropic dilation, a non-overlapping patch embedding); and every transposed-conv path on
+//! the UNet's k2s2 and an overlapping k3s2.
 
 use super::{Comparison, Run};
 use crate::error::Result;
@@ -13,9 +14,16 @@ use crate::reference::{conv3d as rc, conv_transpose3d as rct};
 use crate::util::{F32_ACCUM, F32_GRAD};
 
 /// (label, input [N, D, H, W, Cin], Cout, config).
-fn conv_cases() -> [(&'static str, [usize; 5], usize, Conv3dConfig); 6] {
+fn conv_cases() -> [(&'static str, [usize; 5], usize, Conv3dConfig); 7] {
     [
         ("k3 s1 p1", [1, 5, 6, 7, 8], 12, Conv3dConfig::cube(3, 1, 1)),
+        // 2048 output voxels: the weight gradients split their reduction over the voxels.
+        (
+            "k3 s1 p1, 2048 voxels",
+            [1, 8, 16, 16, 8],
+            8,
+            Conv3dConfig::cube(3, 1, 1),
+        ),
         ("k3 s2 p1", [2, 4, 6, 6, 4], 8, Conv3dConfig::cube(3, 2, 1)),
         (
             "depthwise k3 p1",

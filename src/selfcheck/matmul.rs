@@ -21,7 +21,8 @@ const F16_GRAD: Tolerance = Tolerance {
 };
 
 /// (batch of A, batch of B, M, K, N, transpose A, transpose B): ragged and aligned extents, all
-/// four transpose patterns, and a batch against a shared matrix (a Linear's weight).
+/// four transpose patterns, a batch against a shared matrix (a Linear's weight), and a weight
+/// gradient's shape (few outputs, K = 4096 tokens: the split-K paths).
 type Case = (
     &'static [usize],
     &'static [usize],
@@ -31,12 +32,13 @@ type Case = (
     bool,
     bool,
 );
-const CASES: [Case; 5] = [
+const CASES: [Case; 6] = [
     (&[], &[], 67, 45, 53, false, false),
     (&[], &[], 128, 96, 64, false, false),
     (&[], &[], 96, 64, 128, true, false),
     (&[2], &[], 72, 64, 40, false, true),
     (&[], &[], 33, 40, 36, true, true),
+    (&[], &[], 16, 4096, 32, true, false),
 ];
 
 /// The stored shape of an operand of logical `rows × cols` (transposed: `[cols, rows]`).
