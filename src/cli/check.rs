@@ -6,12 +6,24 @@ use cads::{selfcheck, Gpu, Result};
 
 pub fn run(choice: &AdapterChoice, filter: Option<&str>, json: bool) -> Result<()> {
     let gpu = Gpu::with_choice(choice)?;
+    let adapter = gpu.adapter().name.clone();
     let started = std::time::Instant::now();
-    let report = selfcheck::run(&gpu, filter)?;
-    if json {
-        for c in &report.checks {
+    if !json {
+        out!("adapter: {adapter}");
+        out!(
+            "{:<18} {:<25} {:<25} {:>8}  {:<6} case",
+            "family",
+            "variant",
+            "ran as",
+            "worst",
+            "result"
+        );
+    }
+    // Each check is printed as it ends.
+    let mut print = |c: &selfcheck::Check| {
+        if json {
             let line = serde_json::json!({
-                "adapter": report.adapter,
+                "adapter": adapter,
                 "family": c.family,
                 "variant": c.variant,
                 "ran_as": c.ran_as,
@@ -21,34 +33,24 @@ pub fn run(choice: &AdapterChoice, filter: Option<&str>, json: bool) -> Result<(
                 "failure": c.failure,
             });
             out!("{line}");
+            return;
         }
-    } else {
-        out!("adapter: {}", report.adapter);
+        let worst = c.worst.map_or("-".to_string(), |w| format!("{w:.3}"));
+        let result = if c.passed() { "ok" } else { "FAILED" };
         out!(
-            "{:<16} {:<25} {:<25} {:>8}  {:<6} case",
-            "family",
-            "variant",
-            "ran as",
-            "worst",
-            "result"
+            "{:<18} {:<25} {:<25} {:>8}  {:<6} {}",
+            c.family,
+            c.variant,
+            c.ran_as,
+            worst,
+            result,
+            c.case
         );
-        for c in &report.checks {
-            let worst = c.worst.map_or("-".to_string(), |w| format!("{w:.3}"));
-            let result = if c.passed() { "ok" } else { "FAILED" };
-            out!(
-                "{:<16} {:<25} {:<25} {:>8}  {:<6} {}",
-                c.family,
-                c.variant,
-                c.ran_as,
-                worst,
-                result,
-                c.case
-            );
-            if let Some(f) = &c.failure {
-                out!("    {f}");
-            }
+        if let Some(f) = &c.failure {
+            out!("    {f}");
         }
-    }
+    };
+    let report = selfcheck::run_reporting(&gpu, filter, &mut print)?;
     let failed = report.failed().count();
     eprintln!(
         "{} checks on {}: {} passed, {failed} failed ({:.1} s); worst is the largest error as a \

@@ -17,6 +17,7 @@
 mod conv;
 mod drr;
 mod matmul;
+mod pointwise;
 mod rows;
 
 use crate::error::{Error, Result};
@@ -29,8 +30,9 @@ use crate::util::{compare, worst_excess, Rng, Tolerance};
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Check {
     /// The op family: `matmul`, `matmul_f16`, `conv3d`, `conv_transpose3d`, `attention`,
-    /// `softmax`, `log_softmax`, `layer_norm`, `instance_norm`, `sum`, `drr_forward`,
-    /// `drr_backproject`.
+    /// `softmax`, `log_softmax`, `layer_norm`, `instance_norm`, `sum`, `unary`, `binary`,
+    /// `max_pool3d`, `avg_pool3d`, `resample`, `l2_normalize`, `normalized_linear`,
+    /// `soft_cross_entropy`, `drr_forward`, `drr_backproject`.
     pub family: &'static str,
     /// The variant asked for (the names `CADS_KERNEL_*` take where there is one).
     pub variant: String,
@@ -155,12 +157,14 @@ impl Comparison {
     }
 }
 
-/// The state of one run: the device, the inputs' generator, the filter and the checks so far.
+/// The state of one run: the device, the inputs' generator, the filter, the checks so far and
+/// who hears of each as it ends.
 pub(crate) struct Run<'g> {
     pub(crate) gpu: &'g Gpu,
     pub(crate) rng: Rng,
     filter: Option<String>,
     checks: Vec<Check>,
+    on_check: &'g mut dyn FnMut(&Check),
 }
 
 impl Run<'_> {
@@ -196,21 +200,34 @@ impl Run<'_> {
                 }),
             ),
         };
-        self.checks.push(Check {
+        let check = Check {
             family,
             variant: variant.to_string(),
             ran_as: ran_as.to_string(),
             case: case.to_string(),
             worst,
             failure,
-        });
+        };
+        (self.on_check)(&check);
+        self.checks.push(check);
     }
 
     /// Uniform values in [−1, 1) as a reference array and the same values on the device
     /// (requiring a gradient when `leaf`).
     pub(crate) fn random(&mut self, shape: &[usize], leaf: bool) -> Result<(Array, Tensor)> {
+        self.uniform(shape, -1.0, 1.0, leaf)
+    }
+
+    /// [`Run::random`] with values uniform in [lo, hi).
+    pub(crate) fn uniform(
+        &mut self,
+        shape: &[usize],
+        lo: f32,
+        hi: f32,
+        leaf: bool,
+    ) -> Result<(Array, Tensor)> {
         let n = shape.iter().product();
-        let data = self.rng.vec_uniform(n, -1.0, 1.0);
+        let data = self.rng.vec_uniform(n, lo, hi);
         let t = Tensor::from_slice(self.gpu, &data, shape)?.requires_grad_(leaf);
         Ok((Array::from_f32(&data, shape), t))
     }
@@ -231,11 +248,22 @@ fn seed_of(parts: &[&str]) -> u64 {
 /// check's inputs come from a seed of its name, so two runs on one adapter, filtered or not,
 /// compare the same values.
 pub fn run(gpu: &Gpu, filter: Option<&str>) -> Result<Report> {
+    run_reporting(gpu, filter, &mut |_| {})
+}
+
+/// [`run`], calling `on_check` with each check as it ends (a command line prints it then, so a
+/// run cut short, or one hung in a kernel, still shows what it had found).
+pub fn run_reporting(
+    gpu: &Gpu,
+    filter: Option<&str>,
+    on_check: &mut dyn FnMut(&Check),
+) -> Result<Report> {
     let mut run = Run {
         gpu,
         rng: Rng::new(0),
         filter: filter.map(str::to_string),
         checks: Vec::new(),
+        on_check,
     };
     matmul::f32_variants(&mut run)?;
     matmul::f16_variants(&mut run)?;
@@ -245,6 +273,9 @@ pub fn run(gpu: &Gpu, filter: Option<&str>) -> Result<Report> {
     rows::softmax_variants(&mut run)?;
     rows::norms(&mut run)?;
     rows::sums(&mut run)?;
+    pointwise::elementwise(&mut run)?;
+    pointwise::pooling(&mut run)?;
+    pointwise::losses(&mut run)?;
     drr::drr_variants(&mut run)?;
     if run.checks.is_empty() {
         return Err(Error::invalid(

@@ -1,0 +1,240 @@
+//! Checks of the elementwise, pooling, resampling and loss families, forward and backward: every
+//! unary op on a vec4-divisible and a ragged length, the binary ops under broadcasting (the row
+//! and flat kernels), max and average pooling (strided, padded), nearest and linear resampling
+//! (both corner conventions), the L2 normalisation along rows and down columns (the wide column
+//! kernels past 1024 columns), the column-normalised linear on each of its three paths (at most
+//! 8 rows, the products on v, the composition), and the soft cross-entropy.
+
+use super::Run;
+use crate::error::Result;
+use crate::ops::{self, BinaryOp, Pool3dConfig, ResampleMode, UnaryOp};
+use crate::reference::{
+    elementwise as re, loss as rl, normalized_linear as rnl, pool as rp, resample as rr,
+};
+use crate::util::{F32_ACCUM, F32_GRAD, F32_POINTWISE};
+
+const UNARY: [UnaryOp; 15] = [
+    UnaryOp::Neg,
+    UnaryOp::Exp,
+    UnaryOp::Log,
+    UnaryOp::Sqrt,
+    UnaryOp::Square,
+    UnaryOp::Relu,
+    UnaryOp::LeakyRelu(0.01),
+    UnaryOp::Gelu,
+    UnaryOp::AddScalar(0.3),
+    UnaryOp::MulScalar(-1.7),
+    UnaryOp::Tanh,
+    UnaryOp::Sigmoid,
+    UnaryOp::Reciprocal,
+    UnaryOp::Abs,
+    UnaryOp::Pow(1.5),
+];
+
+const BINARY: [BinaryOp; 6] = [
+    BinaryOp::Add,
+    BinaryOp::Sub,
+    BinaryOp::Mul,
+    BinaryOp::Div,
+    BinaryOp::Max,
+    BinaryOp::Min,
+];
+
+pub(super) fn elementwise(run: &mut Run) -> Result<()> {
+    for op in UNARY {
+        let name = op.name();
+        if !run.wants("unary", name) {
+            continue;
+        }
+        let positive = matches!(
+            op,
+            UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Reciprocal | UnaryOp::Pow(_)
+        );
+        let (lo, hi) = if positive { (0.2, 3.0) } else { (-3.0, 3.0) };
+        // 540 elements run four per invocation (the vec4 entries), 555 one.
+        for shape in [[3, 36, 5], [3, 37, 5]] {
+            let case = format!("{shape:?} in [{lo}, {hi})");
+            run.check("unary", name, name, &case, |run, cmp| {
+                let (x, tx) = run.uniform(&shape, lo, hi, true)?;
+                let y = ops::unary(op, &tx)?;
+                cmp.tensor("forward", &y, &re::unary(op, &x), F32_POINTWISE);
+                let (g, tg) = run.random(&shape, false)?;
+                let grads = y.backward_with(&tg)?;
+                cmp.grad(
+                    "grad x",
+                    &grads,
+                    &tx,
+                    &re::unary_backward(op, &x, &g),
+                    F32_GRAD,
+                );
+                Ok(())
+            });
+        }
+    }
+    // Broadcast against a middle and a leading axis, a row vector (a bias), equal shapes.
+    let shapes: [(&[usize], &[usize]); 3] = [
+        (&[4, 1, 6], &[5, 1]),
+        (&[3, 8], &[8]),
+        (&[2, 3, 4], &[2, 3, 4]),
+    ];
+    for op in BINARY {
+        let name = format!("{op:?}").to_lowercase();
+        if !run.wants("binary", &name) {
+            continue;
+        }
+        for (sa, sb) in shapes {
+            let case = format!("{sa:?} with {sb:?}");
+            run.check("binary", &name, &name, &case, |run, cmp| {
+                let (a, ta) = run.uniform(sa, 0.5, 2.0, true)?;
+                let (b, tb) = run.uniform(sb, 0.5, 2.0, true)?;
+                let y = ops::binary(op, &ta, &tb)?;
+                cmp.tensor("forward", &y, &re::binary(op, &a, &b), F32_POINTWISE);
+                let (g, tg) = run.random(y.shape(), false)?;
+                let grads = y.backward_with(&tg)?;
+                let (ga, gb) = re::binary_backward(op, &a, &b, &g);
+                cmp.grad("grad a", &grads, &ta, &ga, F32_GRAD);
+                cmp.grad("grad b", &grads, &tb, &gb, F32_GRAD);
+                Ok(())
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn pooling(run: &mut Run) -> Result<()> {
+    let padded = Pool3dConfig {
+        kernel: [3; 3],
+        stride: [2; 3],
+        padding: [1; 3],
+        count_include_pad: false,
+    };
+    let cases = [
+        ("k2 s2", [1, 4, 6, 6, 8], Pool3dConfig::cube(2)),
+        ("k3 s2 p1, pad not counted", [2, 5, 5, 7, 4], padded),
+    ];
+    for (family, max) in [("max_pool3d", true), ("avg_pool3d", false)] {
+        if !run.wants(family, "auto") {
+            continue;
+        }
+        for (label, shape, cfg) in &cases {
+            let case = format!("{label} x{shape:?}");
+            run.check(family, "auto", "auto", &case, |run, cmp| {
+                let (x, tx) = run.random(shape, true)?;
+                let y = if max {
+                    ops::max_pool3d(&tx, cfg)?
+                } else {
+                    ops::avg_pool3d(&tx, cfg)?
+                };
+                cmp.tensor("forward", &y, &rp::pool3d(&x, cfg, max), F32_POINTWISE);
+                let (g, tg) = run.random(y.shape(), false)?;
+                let grads = y.backward_with(&tg)?;
+                let want = rp::pool3d_backward(&x, cfg, max, &g);
+                cmp.grad("grad x", &grads, &tx, &want, F32_GRAD);
+                Ok(())
+            });
+        }
+    }
+    let modes = [
+        (ResampleMode::Nearest, "nearest"),
+        (
+            ResampleMode::Linear {
+                align_corners: false,
+            },
+            "linear",
+        ),
+        (
+            ResampleMode::Linear {
+                align_corners: true,
+            },
+            "linear_align_corners",
+        ),
+    ];
+    for (mode, name) in modes {
+        if !run.wants("resample", name) {
+            continue;
+        }
+        let shape = [1, 3, 4, 5, 4];
+        for size in [[5, 7, 6], [2, 2, 3]] {
+            let case = format!("x{shape:?} to {size:?}");
+            run.check("resample", name, name, &case, |run, cmp| {
+                let (x, tx) = run.random(&shape, true)?;
+                let y = ops::resample(&tx, size, mode)?;
+                cmp.tensor("forward", &y, &rr::resample(&x, size, mode), F32_ACCUM);
+                let (g, tg) = run.random(y.shape(), false)?;
+                let grads = y.backward_with(&tg)?;
+                let want = rr::resample_backward(&shape, size, mode, &g);
+                cmp.grad("grad x", &grads, &tx, &want, F32_GRAD);
+                Ok(())
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn losses(run: &mut Run) -> Result<()> {
+    let eps = 1e-12f32;
+    if run.wants("l2_normalize", "auto") {
+        // Rows; columns of a head-like weight (the wide column kernels from 1024 columns on).
+        let cases: [(&[usize], usize); 3] = [(&[9, 40], 1), (&[16, 36], 0), (&[24, 1028], 0)];
+        for (shape, axis) in cases {
+            let case = format!("{shape:?} along axis {axis}");
+            run.check("l2_normalize", "auto", "auto", &case, |run, cmp| {
+                let (x, tx) = run.random(shape, true)?;
+                let y = ops::l2_normalize(&tx, axis as isize, eps)?;
+                let want = rl::l2_normalize(&x, axis, eps as f64);
+                cmp.tensor("forward", &y, &want, F32_ACCUM);
+                let (g, tg) = run.random(shape, false)?;
+                let grads = y.backward_with(&tg)?;
+                let want = rl::l2_normalize_backward(&x, axis, eps as f64, &g);
+                cmp.grad("grad x", &grads, &tx, &want, F32_GRAD);
+                Ok(())
+            });
+        }
+    }
+    if run.wants("normalized_linear", "auto") {
+        // (rows, K, columns): at most 8 rows, the products on v (K ≥ 1024, K % 4 = 0), the
+        // composition (K under 1024).
+        let cases = [
+            (6, 24, 1028, "few rows"),
+            (12, 16, 1024, "products on v"),
+            (5, 16, 60, "composed"),
+        ];
+        for (rows, k, cols, path) in cases {
+            let case = format!("{path}: x[{rows}, {k}] v[{k}, {cols}]");
+            run.check("normalized_linear", "auto", path, &case, |run, cmp| {
+                let (x, tx) = run.random(&[rows, k], true)?;
+                let (v, tv) = run.random(&[k, cols], true)?;
+                let y = ops::normalized_linear(&tx, &tv, eps)?;
+                let want = rnl::normalized_linear(&x, &v, eps as f64);
+                cmp.tensor("forward", &y, &want, F32_ACCUM);
+                let (g, tg) = run.random(y.shape(), false)?;
+                let grads = y.backward_with(&tg)?;
+                let (gx, gv) = rnl::normalized_linear_backward(&x, &v, eps as f64, &g);
+                cmp.grad("grad x", &grads, &tx, &gx, F32_GRAD);
+                cmp.grad("grad v", &grads, &tv, &gv, F32_GRAD);
+                Ok(())
+            });
+        }
+    }
+    if run.wants("soft_cross_entropy", "auto") {
+        // Short rows, and rows long enough for a workgroup per row on a GPU (the DINO head's
+        // output is 60000 wide).
+        for shape in [[37, 49], [3, 3000]] {
+            let case = format!("{}x{}", shape[0], shape[1]);
+            run.check("soft_cross_entropy", "auto", "auto", &case, |run, cmp| {
+                let (p, tp) = run.uniform(&shape, 0.0, 1.0, true)?;
+                let (s, ts) = run.uniform(&shape, -4.0, 4.0, true)?;
+                let y = ops::soft_cross_entropy_rows(&tp, &ts)?;
+                let want = rl::soft_cross_entropy_rows(&p, &s);
+                cmp.close("forward", &y.to_vec()?, &want, F32_ACCUM);
+                let (g, tg) = run.random(y.shape(), false)?;
+                let grads = y.backward_with(&tg)?;
+                let (gp, gs) = rl::soft_cross_entropy_rows_backward(&p, &s, &g.data);
+                cmp.grad("grad targets", &grads, &tp, &gp, F32_GRAD);
+                cmp.grad("grad logits", &grads, &ts, &gs, F32_GRAD);
+                Ok(())
+            });
+        }
+    }
+    Ok(())
+}
