@@ -70,6 +70,9 @@ fn every_variant_of_every_family_passes_here() {
         "soft_cross_entropy",
         "drr_forward",
         "drr_backproject",
+        "adamw",
+        "sgd",
+        "ema",
     ] {
         assert!(
             !variants_of(&report, family).is_empty(),

@@ -17,6 +17,7 @@
 mod conv;
 mod drr;
 mod matmul;
+mod optim;
 mod pointwise;
 mod rows;
 
@@ -32,7 +33,7 @@ pub struct Check {
     /// The op family: `matmul`, `matmul_f16`, `conv3d`, `conv_transpose3d`, `attention`,
     /// `softmax`, `log_softmax`, `layer_norm`, `instance_norm`, `sum`, `unary`, `binary`,
     /// `max_pool3d`, `avg_pool3d`, `resample`, `l2_normalize`, `normalized_linear`,
-    /// `soft_cross_entropy`, `drr_forward`, `drr_backproject`.
+    /// `soft_cross_entropy`, `drr_forward`, `drr_backproject`, `adamw`, `sgd`, `ema`.
     pub family: &'static str,
     /// The variant asked for (the names `CADS_KERNEL_*` take where there is one).
     pub variant: String,
@@ -277,6 +278,7 @@ pub fn run_reporting(
     pointwise::pooling(&mut run)?;
     pointwise::losses(&mut run)?;
     drr::drr_variants(&mut run)?;
+    optim::optimizers(&mut run)?;
     if run.checks.is_empty() {
         return Err(Error::invalid(
             "cads check",
