@@ -1,7 +1,8 @@
 //! `cads check` (src/selfcheck/): on this adapter every check passes, every variant of every
-//! family is covered (a variant added to a kernel list is checked without editing the check),
-//! a filter selects by `family/variant`, a filter that selects nothing is an error, and the
-//! command line prints one JSON object per check and exits 1 when asked for nothing.
+//! family is covered (a variant added to a kernel list is checked without editing the check)
+//! and reaches its own kernels, a filter selects by `family/variant`, a filter that selects
+//! nothing is an error, and the command line prints one JSON object per check (with its
+//! kernels) and exits 1 when asked for nothing.
 mod common;
 
 use cads::ops::conv3d::ConvPath;
@@ -132,6 +133,14 @@ fn cads_check_prints_json_lines_and_fails_on_an_empty_selection() {
         assert_eq!(l["family"], "attention", "{l}");
         assert_eq!(l["passed"], true, "{l}");
         assert!(l["ran_as"].is_string() && l["worst"].is_number(), "{l}");
+        // --json records each check's kernels.
+        let kernels = l["kernels"].as_array().expect("a kernels list");
+        assert!(
+            kernels
+                .iter()
+                .any(|k| k.as_str().unwrap().starts_with("attention::")),
+            "{l}"
+        );
     }
     assert!(
         stderr.contains(&format!("{} checks on", lines.len())),
@@ -145,4 +154,58 @@ fn cads_check_prints_json_lines_and_fails_on_an_empty_selection() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("a filter matching"), "{stderr}");
+}
+
+/// The entry-point text a kernel of the variant that ran must contain.
+fn own_kernel(family: &str, ran_as: &str) -> String {
+    let tile = |name: &str| name.split('_').nth(1).unwrap_or("").to_string();
+    match (family, ran_as) {
+        (_, "naive" | "f16_naive") => "naive".into(),
+        ("matmul", "4x4") => "matmul_tile_4x4".into(),
+        ("matmul", v) if v.starts_with("vec4_") => format!("matmul_vec4_{}", tile(v)),
+        ("matmul", v) if v.starts_with("wg") => format!("matmul_tiled::matmul_{v}"),
+        ("matmul", v) if v.starts_with("sg") => format!("matmul_subgroup::matmul_{v}"),
+        ("matmul_f16", "f16_tile_4x4") => "matmul_f16_nn_4x4".into(),
+        ("matmul_f16", v) if v.starts_with("f16_vec4_") => {
+            format!("matmul_f16_vec4_{}", v.split('_').nth(2).unwrap_or(""))
+        }
+        ("matmul_f16", v) if v.starts_with("f16_coop") => "coop".into(),
+        ("conv3d", "tiled") => "conv3d::conv3d_tiled".into(),
+        ("conv3d", v) if v.starts_with("igemm_") => format!("conv3d_igemm_fwd_{}", &v[6..]),
+        ("conv3d", "rows") => "_c2".into(),
+        ("conv3d", "rows_c4") => "_m8_c4".into(),
+        ("conv3d", "rows_c4_m24") => "_m24_c4".into(),
+        ("conv3d", "rows_w16") => "[LANES=16]".into(),
+        other => panic!("no expectation for {other:?}"),
+    }
+}
+
+/// With kernels recorded, every variant of the kernel families reaches its own entry points in
+/// at least one of its cases (a variant whose every case fell back to other kernels would be
+/// checked in name only).
+#[test]
+fn each_variant_runs_its_own_kernels() {
+    let gpu = common::fresh_gpu();
+    for filter in ["matmul", "conv3d/"] {
+        let report = selfcheck::run_reporting(&gpu, Some(filter), true, &mut |_| {}).unwrap();
+        assert!(!gpu.is_profiling(), "the run restores the profiler");
+        let mut variants: Vec<(&str, &str, &str)> = report
+            .checks
+            .iter()
+            .map(|c| (c.family, c.variant.as_str(), c.ran_as.as_str()))
+            .collect();
+        variants.dedup();
+        for (family, variant, ran_as) in variants {
+            let want = own_kernel(family, ran_as);
+            let reached = report
+                .checks
+                .iter()
+                .filter(|c| c.family == family && c.variant == variant)
+                .any(|c| c.kernels.iter().any(|k| k.contains(&want)));
+            assert!(
+                reached,
+                "{family}/{variant} (ran as {ran_as}) never ran a `{want}` kernel"
+            );
+        }
+    }
 }

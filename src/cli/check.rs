@@ -31,6 +31,7 @@ pub fn run(choice: &AdapterChoice, filter: Option<&str>, json: bool) -> Result<(
                 "worst": c.worst,
                 "passed": c.passed(),
                 "failure": c.failure,
+                "kernels": c.kernels,
             });
             out!("{line}");
             return;
@@ -50,7 +51,7 @@ pub fn run(choice: &AdapterChoice, filter: Option<&str>, json: bool) -> Result<(
             out!("    {f}");
         }
     };
-    let report = selfcheck::run_reporting(&gpu, filter, &mut print)?;
+    let report = selfcheck::run_reporting(&gpu, filter, json, &mut print)?;
     let failed = report.failed().count();
     eprintln!(
         "{} checks on {}: {} passed, {failed} failed ({:.1} s); worst is the largest error as a \

@@ -55,6 +55,11 @@ impl Gpu {
         self.inner.profiler.enabled.store(on, Ordering::Relaxed);
     }
 
+    /// Whether per-kernel timing is on.
+    pub fn is_profiling(&self) -> bool {
+        self.inner.profiler.enabled()
+    }
+
     /// While profiling, key each row by kernel *and* grid (`shader::entry Xyz(..)`), so the
     /// launches of one entry point over different shapes are timed apart.
     pub fn set_profiling_by_grid(&self, on: bool) {

@@ -47,6 +47,9 @@ pub struct Check {
     /// Why the check failed: the first output out of tolerance (its worst element) or the op's
     /// error; `None` when it passed.
     pub failure: Option<String>,
+    /// The kernels (`shader::entry`) the check launched, sorted, when the run records them
+    /// ([`run_reporting`]); empty otherwise.
+    pub kernels: Vec<String>,
 }
 
 impl Check {
@@ -166,6 +169,8 @@ pub(crate) struct Run<'g> {
     filter: Option<String>,
     checks: Vec<Check>,
     on_check: &'g mut dyn FnMut(&Check),
+    /// Record each check's kernels through the device's profiler.
+    record_kernels: bool,
 }
 
 impl Run<'_> {
@@ -189,8 +194,25 @@ impl Run<'_> {
         // Each check draws its inputs from a seed of its own name: the same values whatever
         // the filter selects around it.
         self.rng = Rng::new(seed_of(&[family, variant, case]));
+        if self.record_kernels {
+            self.gpu.take_profile();
+        }
         let mut cmp = Comparison::default();
         let outcome = body(self, &mut cmp);
+        let kernels = if self.record_kernels {
+            // Profiled launches wait for the device, so every one is in the table by now.
+            let mut names: Vec<String> = self
+                .gpu
+                .take_profile()
+                .into_iter()
+                .map(|k| k.kernel.split(' ').next().unwrap_or("").to_string())
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+        } else {
+            Vec::new()
+        };
         let (worst, failure) = match outcome {
             Ok(()) => (Some(cmp.worst), cmp.failure),
             Err(e) => (
@@ -208,6 +230,7 @@ impl Run<'_> {
             case: case.to_string(),
             worst,
             failure,
+            kernels,
         };
         (self.on_check)(&check);
         self.checks.push(check);
@@ -249,36 +272,37 @@ fn seed_of(parts: &[&str]) -> u64 {
 /// check's inputs come from a seed of its name, so two runs on one adapter, filtered or not,
 /// compare the same values.
 pub fn run(gpu: &Gpu, filter: Option<&str>) -> Result<Report> {
-    run_reporting(gpu, filter, &mut |_| {})
+    run_reporting(gpu, filter, false, &mut |_| {})
 }
 
 /// [`run`], calling `on_check` with each check as it ends (a command line prints it then, so a
-/// run cut short, or one hung in a kernel, still shows what it had found).
+/// run cut short, or one hung in a kernel, still shows what it had found). With
+/// `record_kernels`, each check also lists the kernels it launched, through the device's
+/// profiler (which this turns on for the run and then restores; a profile gathered before is
+/// dropped), so a report says which entry points a variant's checks really reached.
 pub fn run_reporting(
     gpu: &Gpu,
     filter: Option<&str>,
+    record_kernels: bool,
     on_check: &mut dyn FnMut(&Check),
 ) -> Result<Report> {
+    let profiling = gpu.is_profiling();
+    if record_kernels {
+        gpu.set_profiling(true);
+    }
     let mut run = Run {
         gpu,
         rng: Rng::new(0),
         filter: filter.map(str::to_string),
         checks: Vec::new(),
         on_check,
+        record_kernels,
     };
-    matmul::f32_variants(&mut run)?;
-    matmul::f16_variants(&mut run)?;
-    conv::conv3d_variants(&mut run)?;
-    conv::conv_transpose3d_variants(&mut run)?;
-    rows::attention_variants(&mut run)?;
-    rows::softmax_variants(&mut run)?;
-    rows::norms(&mut run)?;
-    rows::sums(&mut run)?;
-    pointwise::elementwise(&mut run)?;
-    pointwise::pooling(&mut run)?;
-    pointwise::losses(&mut run)?;
-    drr::drr_variants(&mut run)?;
-    optim::optimizers(&mut run)?;
+    let outcome = run_families(&mut run);
+    if record_kernels {
+        gpu.set_profiling(profiling);
+    }
+    outcome?;
     if run.checks.is_empty() {
         return Err(Error::invalid(
             "cads check",
@@ -290,6 +314,22 @@ pub fn run_reporting(
         adapter: gpu.adapter().name.clone(),
         checks: run.checks,
     })
+}
+
+fn run_families(run: &mut Run) -> Result<()> {
+    matmul::f32_variants(run)?;
+    matmul::f16_variants(run)?;
+    conv::conv3d_variants(run)?;
+    conv::conv_transpose3d_variants(run)?;
+    rows::attention_variants(run)?;
+    rows::softmax_variants(run)?;
+    rows::norms(run)?;
+    rows::sums(run)?;
+    pointwise::elementwise(run)?;
+    pointwise::pooling(run)?;
+    pointwise::losses(run)?;
+    drr::drr_variants(run)?;
+    optim::optimizers(run)
 }
 
 #[cfg(test)]
@@ -319,6 +359,7 @@ mod tests {
             case: "nn 3x4x5".into(),
             worst: Some(0.5),
             failure: failure.map(str::to_string),
+            kernels: Vec::new(),
         };
         let mut report = Report {
             adapter: "test".into(),

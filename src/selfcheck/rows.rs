@@ -24,8 +24,9 @@ const ROW_KERNELS: [(RowKernel, &str); 3] = [
 ];
 
 pub(super) fn attention_variants(run: &mut Run) -> Result<()> {
-    // (N, L, M, C, heads): keys within the direct kernel's 64 and past them.
-    let cases = [(2, 37, 20, 32, 2), (1, 50, 90, 64, 4)];
+    // (N, L, M, C, heads): head dims 64 (every PVT stage), 32 and 4; keys within the direct
+    // kernel's 64 and past them.
+    let cases = [(2, 37, 20, 64, 1), (1, 50, 90, 64, 2), (2, 9, 12, 16, 4)];
     let paths = [
         (AttentionPath::Auto, "auto"),
         (AttentionPath::Direct, "direct"),
