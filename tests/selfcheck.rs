@@ -74,6 +74,7 @@ fn every_variant_of_every_family_passes_here() {
         "adamw",
         "sgd",
         "ema",
+        "pvt_encoder",
     ] {
         assert!(
             !variants_of(&report, family).is_empty(),

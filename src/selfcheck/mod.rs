@@ -17,6 +17,7 @@
 mod conv;
 mod drr;
 mod matmul;
+mod model;
 mod optim;
 mod pointwise;
 mod rows;
@@ -33,7 +34,7 @@ pub struct Check {
     /// The op family: `matmul`, `matmul_f16`, `conv3d`, `conv_transpose3d`, `attention`,
     /// `softmax`, `log_softmax`, `layer_norm`, `instance_norm`, `sum`, `unary`, `binary`,
     /// `max_pool3d`, `avg_pool3d`, `resample`, `l2_normalize`, `normalized_linear`,
-    /// `soft_cross_entropy`, `drr_forward`, `drr_backproject`, `adamw`, `sgd`, `ema`.
+    /// `soft_cross_entropy`, `drr_forward`, `drr_backproject`, `adamw`, `sgd`, `ema`, `pvt_encoder`.
     pub family: &'static str,
     /// The variant asked for (the names `CADS_KERNEL_*` take where there is one).
     pub variant: String,
@@ -139,6 +140,12 @@ impl Comparison {
                     .get_or_insert(format!("{what}: read back: {e}"));
             }
         }
+    }
+
+    /// Fail the check with `message` (kept only if it is the first failure).
+    pub(crate) fn fail(&mut self, message: String) {
+        self.worst = f64::INFINITY;
+        self.failure.get_or_insert(message);
     }
 
     /// A gradient the tape should have produced for `leaf`, compared (missing: a failure).
@@ -329,7 +336,8 @@ fn run_families(run: &mut Run) -> Result<()> {
     pointwise::pooling(run)?;
     pointwise::losses(run)?;
     drr::drr_variants(run)?;
-    optim::optimizers(run)
+    optim::optimizers(run)?;
+    model::encoder(run)
 }
 
 #[cfg(test)]
