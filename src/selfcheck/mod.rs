@@ -142,6 +142,49 @@ impl Comparison {
         }
     }
 
+    /// Compare one output by its relative L2 error ‖got − want‖ / max(‖want‖, `floor`) against
+    /// `bound` (the measure for mixed precision, whose per-element errors follow the f16
+    /// roundings of every operand on the way). `floor` keeps an output that is zero in exact
+    /// arithmetic (rounding noise on both sides) from dividing by its own noise.
+    pub(crate) fn relative_l2(
+        &mut self,
+        what: &str,
+        got: &Tensor,
+        want: &Array,
+        bound: f64,
+        floor: f64,
+    ) {
+        if got.shape() != want.shape.as_slice() {
+            self.fail(format!(
+                "{what}: shape {:?}, expected {:?}",
+                got.shape(),
+                want.shape
+            ));
+            return;
+        }
+        let values = match got.to_vec() {
+            Ok(v) => v,
+            Err(e) => return self.fail(format!("{what}: read back: {e}")),
+        };
+        let (mut diff, mut norm) = (0.0f64, 0.0f64);
+        for (&g, &w) in values.iter().zip(&want.data) {
+            diff += (g as f64 - w).powi(2);
+            norm += w * w;
+        }
+        let error = diff.sqrt() / norm.sqrt().max(floor);
+        let excess = if error.is_nan() {
+            f64::INFINITY
+        } else {
+            error / bound
+        };
+        self.worst = self.worst.max(excess);
+        if excess > 1.0 && self.failure.is_none() {
+            self.failure = Some(format!(
+                "{what}: relative L2 error {error:.3e} over the bound {bound:.1e}"
+            ));
+        }
+    }
+
     /// Fail the check with `message` (kept only if it is the first failure).
     pub(crate) fn fail(&mut self, message: String) {
         self.worst = f64::INFINITY;

@@ -1,11 +1,14 @@
 //! The composition check: a reduced-width PVTv2 encoder (every stage, spatial reduction on and
 //! off, the stem) forward and backward on the kernels this adapter chose (the tuned matmul and
 //! conv variants), against the f64 reference encoder of src/reference/pvt, on the volume and the
-//! image path. The per-op checks test each variant alone; this tests them as a training step
-//! strings them together (reshapes, slices, concatenations, the tape's accumulation).
+//! image path, and on the volume path under autocast where the device has f16 (the f16 matmuls,
+//! cooperative matrices included, inside the model). The per-op checks test each variant alone;
+//! this one strings them together as a training step does (reshapes, slices, concatenations,
+//! the tape's accumulation).
 
 use super::{Comparison, Run};
 use crate::error::Result;
+use crate::gpu::Precision;
 use crate::models::pvt::{Modality, PvtConfig, PvtEncoder};
 use crate::reference::pvt::{self as refpvt, EncoderSpec, Params};
 use crate::reference::Array;
@@ -25,18 +28,28 @@ fn reduced() -> PvtConfig {
     }
 }
 
+/// Under autocast every Linear of 256 rows or more rounds its operands to f16 (u = 2⁻¹¹) and its
+/// backward the upstream gradient and results again: relative L2 errors of about 1e-3 through
+/// the encoder (tests/autocast.rs), O(1) for a wrong kernel, transpose or cast.
+const MIXED_RELATIVE_L2: f64 = 1e-2;
+
 pub(super) fn encoder(run: &mut Run) -> Result<()> {
-    let cases: [(Modality, &str, &[usize]); 2] = [
-        (Modality::Volume, "volume", &[2, 16, 32, 48, 1]),
-        (Modality::Image, "image", &[2, 32, 48, 1]),
+    let volume: &[usize] = &[2, 16, 32, 48, 1];
+    let mut cases: Vec<(Modality, Precision, &str, &[usize])> = vec![
+        (Modality::Volume, Precision::F32, "volume", volume),
+        (Modality::Image, Precision::F32, "image", &[2, 32, 48, 1]),
     ];
-    for (modality, name, shape) in cases {
+    // Without SHADER_F16 autocast runs the f32 path, checked above.
+    if run.gpu.features().f16 {
+        cases.push((Modality::Volume, Precision::Mixed, "volume_amp", volume));
+    }
+    for (modality, precision, name, shape) in cases {
         if !run.wants("pvt_encoder", name) {
             continue;
         }
         let case = format!("reduced widths, x{shape:?}");
         run.check("pvt_encoder", name, "chosen", &case, |run, cmp| {
-            encoder_case(run, cmp, modality, shape)
+            encoder_case(run, cmp, modality, precision, shape)
         });
     }
     Ok(())
@@ -46,6 +59,7 @@ fn encoder_case(
     run: &mut Run,
     cmp: &mut Comparison,
     modality: Modality,
+    precision: Precision,
     shape: &[usize],
 ) -> Result<()> {
     let cfg = reduced();
@@ -66,7 +80,9 @@ fn encoder_case(
         params.insert(name.clone(), a);
     }
     let (x, tx) = run.random(shape, true)?;
-    let out = enc.forward(&tx, modality, false, &mut run.rng)?;
+    let gpu = run.gpu;
+    let rng = &mut run.rng;
+    let out = gpu.autocast(precision, || enc.forward(&tx, modality, false, rng))?;
     let spec = EncoderSpec {
         heads: cfg.heads,
         depths: cfg.depths,
@@ -74,9 +90,20 @@ fn encoder_case(
         image: modality == Modality::Image,
     };
     let (want, cache) = refpvt::encoder_forward(&params, &spec, &x)?;
-    cmp.tensor("skip", &out.skip, &want.skip, F32_ACCUM);
+    let mixed = precision == Precision::Mixed;
+    // f32: element by element; mixed: relative L2 per output, a gradient under 1e-4 of the
+    // largest held to an absolute 1e-6 of the largest instead (the stem conv's bias, ahead of an
+    // InstanceNorm, has exactly zero gradient; measured amp noise there: 7e-8 of the largest).
+    let compare = |cmp: &mut Comparison, what: &str, got: &Tensor, want: &Array, tol, floor| {
+        if mixed {
+            cmp.relative_l2(what, got, want, MIXED_RELATIVE_L2, floor);
+        } else {
+            cmp.tensor(what, got, want, tol);
+        }
+    };
+    compare(cmp, "skip", &out.skip, &want.skip, F32_ACCUM, 0.0);
     for (s, (got, w)) in out.stages.iter().zip(&want.stages).enumerate() {
-        cmp.tensor(&format!("stage {}", s + 1), got, w, F32_ACCUM);
+        compare(cmp, &format!("stage {}", s + 1), got, w, F32_ACCUM, 0.0);
     }
 
     // One upstream gradient over all five outputs, [N, skip | stage 1 | … | stage 4].
@@ -102,11 +129,22 @@ fn encoder_case(
     }
     let (gx, want_grads) =
         refpvt::encoder_backward(&params, &spec, &cache, &parts[0], &parts[1..])?;
-    cmp.grad("grad x", &grads, &tx, &gx, F32_GRAD);
+    match grads.get(&tx) {
+        Some(got) => compare(cmp, "grad x", got, &gx, F32_GRAD, 0.0),
+        None => cmp.fail("grad x: no gradient reached the input".into()),
+    }
+    let norm = |a: &Array| a.data.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let largest = named
+        .iter()
+        .filter_map(|(name, _)| want_grads.get(name).ok().map(norm))
+        .fold(0.0f64, f64::max);
     // A parameter has a gradient on both sides or on neither (the other modality's convs).
     for (name, t) in &named {
         match (grads.get(t), want_grads.get(name)) {
-            (Some(got), Ok(w)) => cmp.tensor(&format!("grad {name}"), got, w, F32_GRAD),
+            (Some(got), Ok(w)) => {
+                let what = format!("grad {name}");
+                compare(cmp, &what, got, w, F32_GRAD, 1e-4 * largest);
+            }
             (None, Err(_)) => {}
             (got, w) => cmp.fail(format!(
                 "grad {name}: on the device {}, in the reference {}",
