@@ -209,4 +209,14 @@ fn each_variant_runs_its_own_kernels() {
             );
         }
     }
+    // The encoder under autocast multiplies in f16 (where the device has it).
+    if gpu.features().f16 {
+        let amp = selfcheck::run_reporting(&gpu, Some("pvt_encoder/volume_amp"), true, &mut |_| {})
+            .unwrap();
+        let kernels = &amp.checks[0].kernels;
+        assert!(
+            kernels.iter().any(|k| k.starts_with("matmul_f16")),
+            "{kernels:?}"
+        );
+    }
 }
