@@ -9,15 +9,7 @@ use cads::{ops, Tensor};
 use common::*;
 
 fn small() -> PvtConfig {
-    PvtConfig {
-        stem_channels: 8,
-        embed_dims: [8, 16, 24, 32],
-        heads: [1, 2, 3, 4],
-        mlp_ratios: [2, 2, 2, 2],
-        depths: [1, 1, 1, 1],
-        sr_ratios: [2, 2, 1, 1],
-        ..PvtConfig::default()
-    }
+    PvtConfig::reduced()
 }
 
 #[test]

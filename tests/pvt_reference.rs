@@ -126,15 +126,7 @@ fn block_matches_reference_image() {
 // ----- the encoder at reduced widths -----
 
 fn small() -> PvtConfig {
-    PvtConfig {
-        stem_channels: 8,
-        embed_dims: [8, 16, 24, 32],
-        heads: [1, 2, 3, 4],
-        mlp_ratios: [2, 2, 2, 2],
-        depths: [1, 1, 1, 1],
-        sr_ratios: [2, 2, 1, 1],
-        ..PvtConfig::default()
-    }
+    PvtConfig::reduced()
 }
 
 fn spec_of(cfg: &PvtConfig, image: bool) -> EncoderSpec {

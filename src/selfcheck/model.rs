@@ -15,19 +15,6 @@ use crate::reference::Array;
 use crate::tensor::Tensor;
 use crate::util::{F32_ACCUM, F32_GRAD};
 
-/// PVTv2's structure at small widths: 4 stages of one block, spatial reduction in the first two.
-fn reduced() -> PvtConfig {
-    PvtConfig {
-        stem_channels: 8,
-        embed_dims: [8, 16, 24, 32],
-        heads: [1, 2, 3, 4],
-        mlp_ratios: [2, 2, 2, 2],
-        depths: [1, 1, 1, 1],
-        sr_ratios: [2, 2, 1, 1],
-        ..PvtConfig::default()
-    }
-}
-
 /// Under autocast every Linear of 256 rows or more rounds its operands to f16 (u = 2⁻¹¹) and its
 /// backward the upstream gradient and results again: relative L2 errors of about 1e-3 through
 /// the encoder (tests/autocast.rs), O(1) for a wrong kernel, transpose or cast.
@@ -62,7 +49,7 @@ fn encoder_case(
     precision: Precision,
     shape: &[usize],
 ) -> Result<()> {
-    let cfg = reduced();
+    let cfg = PvtConfig::reduced();
     let enc = PvtEncoder::new(run.gpu, cfg.clone())?;
     let named = enc.named_parameters(None);
     // Every parameter away from its init (zero biases and β would hide a misplaced one); norm

@@ -57,6 +57,21 @@ pub const EMBED_EPS: f32 = 1e-5;
 pub const LEAKY_SLOPE: f32 = 0.01;
 
 impl PvtConfig {
+    /// PVTv2's structure at small widths: four stages of one block (embed dims 8 to 32, head
+    /// dim 8), spatial reduction 2 in the first two stages, an 8-channel stem; the rest as the
+    /// default. For tests and `cads check`: every kind of layer, in milliseconds.
+    pub fn reduced() -> PvtConfig {
+        PvtConfig {
+            stem_channels: 8,
+            embed_dims: [8, 16, 24, 32],
+            heads: [1, 2, 3, 4],
+            mlp_ratios: [2, 2, 2, 2],
+            depths: [1, 1, 1, 1],
+            sr_ratios: [2, 2, 1, 1],
+            ..PvtConfig::default()
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         let op = "PvtConfig";
         for s in 0..4 {
