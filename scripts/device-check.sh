@@ -14,8 +14,9 @@
 #      workgroup-memory tiles, implicit-GEMM convs and cooperative matrices, have no other test
 #      on a GPU);
 #   4. scripts/bench_torch_peers.py: the PyTorch peers (f32 with TF32 off, and AMP) on this GPU;
-#   5. `cads bench --compare peers.jsonl --report report`: every case with the peers beside it,
-#      report.md and the PNG charts.
+#   5. `cads bench --filter TARGETS --compare peers.jsonl --report report`: the cases of the
+#      real-GPU targets and the ops the peers time (BENCH_FILTER= runs every case), with the
+#      peers beside them, report.md and the PNG charts.
 # Everything goes into $OUT/device-check.tar.gz (the tool brings back at most 8 files), with
 # steps.log, summary.txt and check-failures.txt beside it for a first look. Record the numbers in
 # docs/bench-<gpu>.md with this command.
@@ -86,7 +87,13 @@ log "PyTorch peers: exit $?, $(wc -l < "$work/peers.jsonl") lines"
 # 5. The suite beside the peers.
 compare=()
 [ -s "$work/peers.jsonl" ] && compare=(--compare "$work/peers.jsonl")
-log "cads bench ${compare[*]}"
-timeout "${BENCH_S:-240}" "$cads" bench "${compare[@]}" --report "$work/report" \
+# The cases of the real-GPU targets (issue 13) and the ops the peers time; BENCH_FILTER= (empty)
+# runs the whole suite.
+targets='matmul/|conv3d_fwd/c32|conv3d_bwd_input/c32|conv3d_bwd_weight/c32|conv3d_fwd_bwd/c32'
+targets+='|conv_transpose3d|attention|pvt_encoder_fwd_bwd|pretrain_step/b1|segment_step|drr_fwd'
+filter=(--filter "${BENCH_FILTER-$targets}")
+[ -z "${filter[1]}" ] && filter=()
+log "cads bench ${filter[*]} ${compare[*]}"
+timeout "${BENCH_S:-240}" "$cads" bench "${filter[@]}" "${compare[@]}" --report "$work/report" \
     > "$work/bench.jsonl" 2> "$work/bench.err"
 log "cads bench: exit $?, $(wc -l < "$work/bench.jsonl") lines"

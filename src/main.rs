@@ -40,7 +40,8 @@ enum Command {
     },
     /// Run the benchmark suite: one JSON line per case (op, ms, GFLOP/s or GB/s, % of FMA peak).
     Bench {
-        /// Only cases whose `op/case` name contains this text.
+        /// Only cases whose `op/case` name contains this text, or one of several separated by
+        /// `|` (e.g. `matmul/2048|conv3d_fwd_bwd/c32`).
         #[arg(long)]
         filter: Option<String>,
         /// Peer timings of the same cases (JSON lines from scripts/bench_torch_peers.py or
@@ -57,7 +58,8 @@ enum Command {
     /// Check every kernel variant this adapter runs against the CPU reference (forward and
     /// backward, small random inputs): one line per check; exit status 1 if any is wrong.
     Check {
-        /// Only checks whose `family/variant` name contains this text (e.g. `conv3d/igemm`).
+        /// Only checks whose `family/variant` name contains this text, or one of several
+        /// separated by `|` (e.g. `conv3d/igemm|matmul/wg`).
         #[arg(long)]
         filter: Option<String>,
         /// One JSON object per check instead of the table.

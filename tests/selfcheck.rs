@@ -112,6 +112,11 @@ fn a_filter_selects_by_family_and_variant_and_inputs_do_not_depend_on_it() {
             .expect("the wider run holds every check of the narrower one");
         assert_eq!(twin.worst, c.worst, "{} {}", c.variant, c.case);
     }
+    // Alternatives separated by `|`.
+    let two = selfcheck::run(&gpu, Some("sgd/|ema/")).unwrap();
+    let mut families: Vec<&str> = two.checks.iter().map(|c| c.family).collect();
+    families.dedup();
+    assert_eq!(families, ["sgd", "ema"]);
     let err = selfcheck::run(&gpu, Some("no-such-kernel")).unwrap_err();
     assert!(err.to_string().contains("a filter matching"), "{err}");
 }

@@ -337,8 +337,9 @@ impl Bench {
     }
 }
 
-/// Run every case whose `op/case` name contains `filter` (all when `None`), calling `emit` with
-/// each outcome as soon as it is known. The FMA peak is always measured first (it is the
+/// Run every case whose `op/case` name `filter` selects (one or more texts separated by `|`,
+/// any of which the name contains, [`crate::util::filter_selects`]; all when `None`), calling
+/// `emit` with each outcome as soon as it is known. The FMA peak is always measured first (it is the
 /// denominator of `pct_peak`; its failure ends the suite) and reported when the filter matches it.
 /// A failing case is emitted as [`Outcome::Failed`] and the suite goes on; the reports are
 /// returned when every case succeeded, else an error naming the failed cases. A case too large
@@ -362,7 +363,7 @@ pub fn run_suite_in_job(
     let mut bench = Bench::new(gpu);
     bench.job = job;
     let all = cases();
-    let matches = |c: &Case| filter.is_none_or(|f| c.name().contains(f));
+    let matches = |c: &Case| crate::util::filter_selects(filter, &c.name());
     let selected: Vec<&Case> = all.iter().filter(|c| matches(c)).collect();
     if selected.is_empty() {
         let names: Vec<String> = all.iter().map(Case::name).collect();

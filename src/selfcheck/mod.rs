@@ -224,11 +224,10 @@ pub(crate) struct Run<'g> {
 }
 
 impl Run<'_> {
-    /// Whether `family/variant` is selected by the filter (a substring of it; none selects all).
+    /// Whether `family/variant` is selected by the filter (texts separated by `|`, any of which
+    /// it contains, [`crate::util::filter_selects`]; none selects all).
     pub(crate) fn wants(&self, family: &str, variant: &str) -> bool {
-        self.filter
-            .as_deref()
-            .is_none_or(|f| format!("{family}/{variant}").contains(f))
+        crate::util::filter_selects(self.filter.as_deref(), &format!("{family}/{variant}"))
     }
 
     /// Run one check: `body` compares its outputs into the [`Comparison`]; an error it returns
@@ -318,7 +317,8 @@ fn seed_of(parts: &[&str]) -> u64 {
     h
 }
 
-/// Run every check whose `family/variant` contains `filter` (all when `None`) on `gpu`. Each
+/// Run every check whose `family/variant` `filter` selects (texts separated by `|`, any of which
+/// it contains; all when `None`) on `gpu`. Each
 /// check's inputs come from a seed of its name, so two runs on one adapter, filtered or not,
 /// compare the same values.
 pub fn run(gpu: &Gpu, filter: Option<&str>) -> Result<Report> {
