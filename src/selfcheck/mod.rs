@@ -11,8 +11,9 @@
 //!
 //! A check passes when every output element lies within its family's tolerance
 //! ([`crate::util::Tolerance`]: f32 accumulation for the f32 kernels, f16 operand rounding plus
-//! f32 accumulation for the f16 ones); `worst` is the largest error as a multiple of its bound
-//! (≤ 1 passes). An op that returns an error fails its check with that error; the run goes on.
+//! f32 accumulation for the f16 ones), or, for the encoder under autocast, each output's relative
+//! L2 error within its bound; `worst` is the largest error as a multiple of its bound (≤ 1
+//! passes). An op that returns an error fails its check with that error; the run goes on.
 
 mod conv;
 mod drr;
@@ -57,6 +58,10 @@ impl Check {
     pub fn passed(&self) -> bool {
         self.failure.is_none()
     }
+
+    fn failure_text(&self) -> &str {
+        self.failure.as_deref().unwrap_or("")
+    }
 }
 
 /// Every check of one run, on one adapter.
@@ -96,12 +101,6 @@ impl Report {
     }
 }
 
-impl Check {
-    fn failure_text(&self) -> &str {
-        self.failure.as_deref().unwrap_or("")
-    }
-}
-
 /// Outputs of one check compared one by one: the worst excess over all of them and the first
 /// failure's message.
 #[derive(Default)]
@@ -123,22 +122,8 @@ impl Comparison {
     /// [`Comparison::close`] on a GPU tensor (read back) against a reference array, shapes
     /// included.
     pub(crate) fn tensor(&mut self, what: &str, got: &Tensor, want: &Array, tol: Tolerance) {
-        if got.shape() != want.shape.as_slice() {
-            self.worst = f64::INFINITY;
-            self.failure.get_or_insert(format!(
-                "{what}: shape {:?}, expected {:?}",
-                got.shape(),
-                want.shape
-            ));
-            return;
-        }
-        match got.to_vec() {
-            Ok(values) => self.close(what, &values, &want.data, tol),
-            Err(e) => {
-                self.worst = f64::INFINITY;
-                self.failure
-                    .get_or_insert(format!("{what}: read back: {e}"));
-            }
+        if let Some(values) = self.read(what, got, want) {
+            self.close(what, &values, &want.data, tol);
         }
     }
 
@@ -154,17 +139,8 @@ impl Comparison {
         bound: f64,
         floor: f64,
     ) {
-        if got.shape() != want.shape.as_slice() {
-            self.fail(format!(
-                "{what}: shape {:?}, expected {:?}",
-                got.shape(),
-                want.shape
-            ));
+        let Some(values) = self.read(what, got, want) else {
             return;
-        }
-        let values = match got.to_vec() {
-            Ok(v) => v,
-            Err(e) => return self.fail(format!("{what}: read back: {e}")),
         };
         let (mut diff, mut norm) = (0.0f64, 0.0f64);
         for (&g, &w) in values.iter().zip(&want.data) {
@@ -185,6 +161,21 @@ impl Comparison {
         }
     }
 
+    /// The values of `got`, when its shape is `want`'s and it reads back; else a failure.
+    fn read(&mut self, what: &str, got: &Tensor, want: &Array) -> Option<Vec<f32>> {
+        if got.shape() != want.shape.as_slice() {
+            self.fail(format!(
+                "{what}: shape {:?}, expected {:?}",
+                got.shape(),
+                want.shape
+            ));
+            return None;
+        }
+        got.to_vec()
+            .map_err(|e| self.fail(format!("{what}: read back: {e}")))
+            .ok()
+    }
+
     /// Fail the check with `message` (kept only if it is the first failure).
     pub(crate) fn fail(&mut self, message: String) {
         self.worst = f64::INFINITY;
@@ -202,11 +193,7 @@ impl Comparison {
     ) {
         match grads.get(leaf) {
             Some(g) => self.tensor(what, g, want, tol),
-            None => {
-                self.worst = f64::INFINITY;
-                self.failure
-                    .get_or_insert(format!("{what}: no gradient reached the input"));
-            }
+            None => self.fail(format!("{what}: no gradient reached the input")),
         }
     }
 }
@@ -318,9 +305,8 @@ fn seed_of(parts: &[&str]) -> u64 {
 }
 
 /// Run every check whose `family/variant` `filter` selects (texts separated by `|`, any of which
-/// it contains; all when `None`) on `gpu`. Each
-/// check's inputs come from a seed of its name, so two runs on one adapter, filtered or not,
-/// compare the same values.
+/// it contains; all when `None`) on `gpu`. Each check's inputs come from a seed of its name, so
+/// two runs on one adapter, filtered or not, compare the same values.
 pub fn run(gpu: &Gpu, filter: Option<&str>) -> Result<Report> {
     run_reporting(gpu, filter, false, &mut |_| {})
 }
