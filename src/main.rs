@@ -62,7 +62,8 @@ enum Command {
         /// separated by `|` (e.g. `conv3d/igemm|matmul/wg`).
         #[arg(long)]
         filter: Option<String>,
-        /// One JSON object per check instead of the table.
+        /// One JSON object per check instead of the table, with the kernels (`shader::entry`)
+        /// each check launched (recorded through the profiler, which waits after every launch).
         #[arg(long)]
         json: bool,
     },
