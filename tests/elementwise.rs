@@ -68,29 +68,12 @@ fn binary_ops_match_reference_forward_and_backward() {
 fn unary_ops_match_reference_forward_and_backward() {
     let gpu = gpu();
     let mut rng = Rng::new(12);
-    let ops_list = [
-        UnaryOp::Neg,
-        UnaryOp::Exp,
-        UnaryOp::Log,
-        UnaryOp::Sqrt,
-        UnaryOp::Square,
-        UnaryOp::Relu,
-        UnaryOp::LeakyRelu(0.01),
-        UnaryOp::Gelu,
-        UnaryOp::AddScalar(0.3),
-        UnaryOp::MulScalar(-1.7),
-        UnaryOp::Tanh,
-        UnaryOp::Sigmoid,
-        UnaryOp::Reciprocal,
-        UnaryOp::Abs,
-        UnaryOp::Pow(1.5),
-    ];
-    for op in ops_list {
-        let positive = matches!(
-            op,
-            UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Reciprocal | UnaryOp::Pow(_)
-        );
-        let (lo, hi) = if positive { (0.2, 3.0) } else { (-3.0, 3.0) };
+    for op in UnaryOp::SAMPLES {
+        let (lo, hi) = if op.needs_positive_input() {
+            (0.2, 3.0)
+        } else {
+            (-3.0, 3.0)
+        };
         // 555 elements run one per invocation, 540 four (the vec4 entries).
         for shape in [[3, 37, 5], [3, 36, 5]] {
             let (x, tx) = random_param(&gpu, &mut rng, &shape, lo, hi);

@@ -354,6 +354,34 @@ pub enum UnaryOp {
 }
 
 impl UnaryOp {
+    /// One of each op, parameterised ones with a representative parameter (the tests and
+    /// `cads check` walk this list).
+    pub const SAMPLES: [UnaryOp; 15] = [
+        UnaryOp::Neg,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Sqrt,
+        UnaryOp::Square,
+        UnaryOp::Relu,
+        UnaryOp::LeakyRelu(0.01),
+        UnaryOp::Gelu,
+        UnaryOp::AddScalar(0.3),
+        UnaryOp::MulScalar(-1.7),
+        UnaryOp::Tanh,
+        UnaryOp::Sigmoid,
+        UnaryOp::Reciprocal,
+        UnaryOp::Abs,
+        UnaryOp::Pow(1.5),
+    ];
+
+    /// Whether the op is defined only for positive inputs (log, sqrt, reciprocal, pow).
+    pub fn needs_positive_input(self) -> bool {
+        matches!(
+            self,
+            UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Reciprocal | UnaryOp::Pow(_)
+        )
+    }
+
     /// (shader op code, alpha)
     pub fn code(self) -> (u32, f32) {
         match self {

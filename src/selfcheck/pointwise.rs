@@ -13,24 +13,6 @@ use crate::reference::{
 };
 use crate::util::{F32_ACCUM, F32_GRAD, F32_POINTWISE};
 
-const UNARY: [UnaryOp; 15] = [
-    UnaryOp::Neg,
-    UnaryOp::Exp,
-    UnaryOp::Log,
-    UnaryOp::Sqrt,
-    UnaryOp::Square,
-    UnaryOp::Relu,
-    UnaryOp::LeakyRelu(0.01),
-    UnaryOp::Gelu,
-    UnaryOp::AddScalar(0.3),
-    UnaryOp::MulScalar(-1.7),
-    UnaryOp::Tanh,
-    UnaryOp::Sigmoid,
-    UnaryOp::Reciprocal,
-    UnaryOp::Abs,
-    UnaryOp::Pow(1.5),
-];
-
 const BINARY: [BinaryOp; 6] = [
     BinaryOp::Add,
     BinaryOp::Sub,
@@ -41,16 +23,16 @@ const BINARY: [BinaryOp; 6] = [
 ];
 
 pub(super) fn elementwise(run: &mut Run) -> Result<()> {
-    for op in UNARY {
+    for op in UnaryOp::SAMPLES {
         let name = op.name();
         if !run.wants("unary", name) {
             continue;
         }
-        let positive = matches!(
-            op,
-            UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Reciprocal | UnaryOp::Pow(_)
-        );
-        let (lo, hi) = if positive { (0.2, 3.0) } else { (-3.0, 3.0) };
+        let (lo, hi) = if op.needs_positive_input() {
+            (0.2, 3.0)
+        } else {
+            (-3.0, 3.0)
+        };
         // 540 elements run four per invocation (the vec4 entries), 555 one.
         for shape in [[3, 36, 5], [3, 37, 5]] {
             let case = format!("{shape:?} in [{lo}, {hi})");
