@@ -492,9 +492,11 @@ fn autocast_lowers_the_memory_an_encoder_step_holds() {
     );
     // The linears keep f16 copies of their inputs and no copy of their weights or outputs; the
     // convs, GELUs and attention f16 copies of what their backward reads; the norms f32
-    // (measured 62.6% of f32; linears alone gave 90%).
+    // (measured 62.6% of f32; linears alone gave 90%). Since the f32 MLP tail keeps GELU's
+    // input alone (ops::gelu_linear: 47,374,080 → 36,511,488 B held in f32) where the mixed one
+    // keeps it and GELU's output in f16, the same 4 bytes an element: measured 82.0%.
     assert!(
-        (mixed_held as f64) < 0.7 * f32_held as f64,
+        (mixed_held as f64) < 0.87 * f32_held as f64,
         "held for backward: mixed {mixed_held}, f32 {f32_held}"
     );
     assert!(

@@ -21,29 +21,29 @@
 //!
 //! Hand estimate of the activation memory of `vol16x48x48_n2` (f32; the tape keeps exactly what
 //! each backward reads, src/autograd/mod.rs, so every such value is alive when backward starts).
-//! Per sample, with a = L·C and r the MLP ratio, one block keeps ≈ (5 + 3r)·a floats: LN1's
+//! Per sample, with a = L·C and r the MLP ratio, one block keeps ≈ (5 + 2r)·a floats: LN1's
 //! input; LN1's output (read by the q, kv and SR gradients, one buffer); q and the attention
 //! output (attention's backward; proj keeps the same output); LN2's input and output = 5a; fc1's
-//! output (the depthwise conv's input), the conv's output (GELU's input) and GELU's output (fc2's
-//! input) = 3ra. Residual adds, bias adds and scalings keep nothing; the SR path is ≤ L/sr³
-//! tokens and negligible:
+//! output (the depthwise conv's input) and the conv's output (GELU's input, from which fc2's
+//! backward makes GELU's output again, ops::gelu_linear) = 2ra. Residual adds, bias adds and
+//! scalings keep nothing; the SR path is ≤ L/sr³ tokens and negligible:
 //!
 //! | part                 | tokens × channels | per block | blocks | floats |
 //! |----------------------|-------------------|-----------|--------|--------|
 //! | stem (3 × conv, IN, LReLU) | 8·24·24 × 64 | 9 tensors of 294,912 | – | 2.65 M |
-//! | stage 1 (r 8)        | 1152 × 64 = 73,728   | 29a | 2 | 4.28 M |
-//! | stage 2 (r 8)        | 144 × 128 = 18,432   | 29a | 2 | 1.07 M |
-//! | stage 3 (r 4)        | 18 × 320 = 5,760     | 17a | 2 | 0.20 M |
-//! | stage 4 (r 4)        | 4 × 512 = 2,048      | 17a | 2 | 0.07 M |
+//! | stage 1 (r 8)        | 1152 × 64 = 73,728   | 21a | 2 | 3.10 M |
+//! | stage 2 (r 8)        | 144 × 128 = 18,432   | 21a | 2 | 0.77 M |
+//! | stage 3 (r 4)        | 18 × 320 = 5,760     | 13a | 2 | 0.15 M |
+//! | stage 4 (r 4)        | 4 × 512 = 2,048      | 13a | 2 | 0.05 M |
 //! | embeds + norms       |                      |     |   | 0.3 M  |
 //!
-//! ≈ 8.6 M floats = 34 MB per sample, 69 MB at batch 2. On top: the parameters, 23.9 M floats =
+//! ≈ 7.0 M floats = 28 MB per sample, 56 MB at batch 2. On top: the parameters, 23.9 M floats =
 //! 96 MB, resident; and the parameter gradients, which fill up (to 96 MB) as the backward frees
-//! activations. Measured on lavapipe: 256.3 MB, ≈ 161 MB above the parameters: the stage 2–4
+//! activations. Measured on lavapipe: 243.2 MB, ≈ 147 MB above the parameters: the stage 2–4
 //! parameter gradients (≈ 90 MB) are already allocated while the stage-1 and stem activations
 //! are still held, and the backward's own temporaries come on top. (Before the tape kept only
-//! what backward reads, an add kept both operands and a Linear its pre-bias output: 278.0 MB.)
-
+//! what backward reads, an add kept both operands and a Linear its pre-bias output: 278.0 MB;
+//! before fc2 made GELU's output again in backward: 249.0 MB.)
 use super::inputs::random;
 use super::{Bench, Case, Sample, Work};
 use crate::error::{Error, Result};

@@ -97,6 +97,16 @@ impl Linear {
         crate::ops::linear(x, &self.weight, self.bias.as_ref())
     }
 
+    /// [`Linear::forward`] of GELU(h). In f32 one op that keeps only `h` for backward (GELU(h)
+    /// is made again there, [`crate::ops::gelu_linear`]); under autocast, or for an f16 `h`,
+    /// the two ops (see that op's docs for why).
+    pub fn forward_gelu(&self, h: &Tensor) -> Result<Tensor> {
+        if h.gpu().mixed_precision() || h.dtype() != DType::F32 {
+            return self.forward(&crate::ops::gelu(h)?);
+        }
+        crate::ops::gelu_linear(h, &self.weight, self.bias.as_ref())
+    }
+
     /// Load PyTorch weights: `weight` `[out, in]` row-major, `bias` `[out]` exactly when the
     /// layer has one. Everything is checked before anything is written.
     pub fn load_pytorch(&self, weight: &[f32], bias: Option<&[f32]>) -> Result<()> {

@@ -383,6 +383,17 @@ pub(crate) fn leaky_relu_backward_raw(x: &Tensor, g: &Tensor, slope: f32) -> Res
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
     unary(UnaryOp::Gelu, x)
 }
+/// GELU(x), unrecorded: [`gelu`]'s forward kernel.
+pub(crate) fn gelu_raw(x: &Tensor) -> Result<Tensor> {
+    unary_launch(UnaryPass::Forward, UnaryOp::Gelu, &[x])
+}
+/// `g · GELU'(x)`, unrecorded: [`gelu`]'s backward kernel.
+pub(crate) fn gelu_backward_raw(x: &Tensor, g: &Tensor) -> Result<Tensor> {
+    if g.shape() != x.shape() {
+        return Err(Error::shape("gelu backward", x.shape(), g.shape()));
+    }
+    unary_launch(UnaryPass::Backward, UnaryOp::Gelu, &[x, g])
+}
 pub fn exp(x: &Tensor) -> Result<Tensor> {
     unary(UnaryOp::Exp, x)
 }

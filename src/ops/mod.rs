@@ -24,6 +24,7 @@ mod conv_transpose3d_tune;
 pub mod drr;
 pub mod elementwise;
 pub mod ema;
+pub mod gelu_linear;
 pub(crate) mod l2_normalize_wide;
 pub mod loss;
 pub mod matmul;
@@ -54,6 +55,7 @@ pub use elementwise::{
     add, add_scalar, binary, div, exp, fill, gelu, leaky_relu, log, maximum, minimum, mul, relu,
     scale, sub, unary, BinaryOp, UnaryOp,
 };
+pub use gelu_linear::gelu_linear;
 pub use loss::{
     cross_entropy_labels, l2_normalize, mse, soft_cross_entropy, soft_cross_entropy_rows,
     soft_dice_loss,

@@ -8,6 +8,7 @@ pub mod conv_transpose3d;
 pub mod drr;
 pub mod elementwise;
 pub mod ema;
+pub mod gelu_linear;
 pub mod gradcheck;
 pub mod loss;
 pub mod loss_scale;

@@ -137,7 +137,8 @@ impl Block {
             .dwconv
             .forward(&vol)?
             .reshape(&[n, grid[0] * grid[1] * grid[2], hidden])?;
-        self.fc2.forward(&ops::gelu(&h)?)
+        // fc2(GELU(h)) keeping h alone: GELU(h) is made again in backward (ops::gelu_linear).
+        self.fc2.forward_gelu(&h)
     }
 
     pub fn forward(

@@ -1,0 +1,96 @@
+//! `linear(gelu(h), w, bias)` as one recorded op that keeps `h` alone (the MLP tail of every
+//! PVTv2 block: fc1 → depthwise conv → GELU → fc2).
+//!
+//! Why: as two ops the tape keeps both GELU's input h (for GELU') and its output a = GELU(h)
+//! (fc2's input, for fc2's weight gradient), two tensors of the MLP's hidden width, the largest
+//! activations of a block (mlp ratio 8 in stages 1 and 2). a is a function of h, so this op keeps
+//! h and computes a again in backward: one elementwise pass per block for a hidden-width tensor
+//! less per block alive from the forward to the backward.
+//!
+//! Forward: a = GELU(h) (a transient), y = a · w + bias. Backward, with g = ∂L/∂y:
+//!   a = GELU(h) again;  ∂w = aᵀ g;  ∂bias = Σ_rows g;  ∂a = g wᵀ;  ∂h = ∂a · GELU'(h).
+//! Every launch is the one the two ops make, so values and gradients are theirs bit for bit.
+//!
+//! f32 only: under autocast the two ops keep h and GELU(h) in f16 (4 bytes an element, what
+//! this op's f32 h costs), and this op's backward would widen h and make GELU(h) in f32 and
+//! again in f16 where they keep them: at 2×32×96×96 the encoder's amp peak rose from
+//! 605,890,176 to 632,104,320 B with it, while the f32 peak fell from 728,284,672 to
+//! 693,728,640 B. [`crate::nn::Linear::forward_gelu`] runs the two ops under autocast.
+
+use super::elementwise::{gelu_backward_raw, gelu_raw};
+use super::matmul::{matmul_launch, matmul_launch_biased, MatmulKernel};
+use super::reduce::sum_to_shape;
+use crate::autograd::record;
+use crate::error::{Error, Result};
+use crate::tensor::{numel, DType, Tensor};
+
+/// `linear(gelu(h), w, bias)`: h `[..., Cin]`, w `[Cin, Cout]`, bias `[Cout]`, all f32; output
+/// `[..., Cout]`.
+pub fn gelu_linear(h: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let op = "gelu_linear";
+    if w.rank() != 2 || h.rank() == 0 || h.shape()[h.rank() - 1] != w.shape()[0] {
+        return Err(Error::shape(
+            op,
+            format!("h [..., Cin] and w [Cin, Cout]; w {:?}", w.shape()),
+            h.shape(),
+        ));
+    }
+    h.expect_dtype(op, DType::F32)?;
+    w.expect_dtype(op, DType::F32)?;
+    h.check_same_gpu(op, w)?;
+    let (cin, cout) = (w.shape()[0], w.shape()[1]);
+    if let Some(b) = bias {
+        h.check_same_gpu(op, b)?;
+        b.expect_dtype(op, DType::F32)?;
+        if b.shape() != [cout] {
+            return Err(Error::shape(op, [cout], b.shape()));
+        }
+    }
+    let lead = &h.shape()[..h.rank() - 1];
+    let rows = numel(lead);
+    let mut out_shape = lead.to_vec();
+    out_shape.push(cout);
+    let kernel = MatmulKernel::chosen(h.gpu())?;
+
+    let h_rows = h.detach().reshape(&[rows, cin])?;
+    let a = gelu_raw(&h_rows)?;
+    let y = matmul_launch_biased(&a, w, false, false, kernel, bias)?.reshape(&out_shape)?;
+    drop(a);
+
+    let need = (
+        h.requires_grad(),
+        w.requires_grad(),
+        bias.is_some_and(|b| b.requires_grad()),
+    );
+    // ∂h reads h and w, ∂w reads h (for a): keep what the wanted gradients read.
+    let h_kept = (need.0 || need.1).then_some(h_rows);
+    let w_kept = need.0.then(|| w.detach());
+    let h_shape = h.shape().to_vec();
+    let has_bias = bias.is_some();
+    let mut inputs = vec![h, w];
+    inputs.extend(bias);
+    Ok(record(y, op, &inputs, move |g| {
+        let g_rows = g.reshape(&[rows, cout])?;
+        let mut gw = None;
+        let mut gh = None;
+        if let Some(h) = &h_kept {
+            if need.1 {
+                let a = gelu_raw(h)?;
+                gw = Some(matmul_launch(&a, &g_rows, true, false, kernel)?);
+            }
+            if let Some(w) = &w_kept {
+                let ga = matmul_launch(&g_rows, w, false, true, kernel)?;
+                gh = Some(gelu_backward_raw(h, &ga)?.reshape(&h_shape)?);
+            }
+        }
+        let mut grads = vec![gh, gw];
+        if has_bias {
+            grads.push(if need.2 {
+                Some(sum_to_shape(&g_rows, &[cout])?)
+            } else {
+                None
+            });
+        }
+        Ok(grads)
+    }))
+}
