@@ -63,6 +63,7 @@ fn every_variant_of_every_family_passes_here() {
         "sum",
         "unary",
         "binary",
+        "gelu_linear",
         "max_pool3d",
         "avg_pool3d",
         "resample",

@@ -34,8 +34,9 @@ use crate::util::{compare, worst_excess, Rng, Tolerance};
 pub struct Check {
     /// The op family: `matmul`, `matmul_f16`, `conv3d`, `conv_transpose3d`, `attention`,
     /// `softmax`, `log_softmax`, `layer_norm`, `instance_norm`, `sum`, `unary`, `binary`,
-    /// `max_pool3d`, `avg_pool3d`, `resample`, `l2_normalize`, `normalized_linear`,
-    /// `soft_cross_entropy`, `drr_forward`, `drr_backproject`, `adamw`, `sgd`, `ema`, `pvt_encoder`.
+    /// `gelu_linear`, `max_pool3d`, `avg_pool3d`, `resample`, `l2_normalize`,
+    /// `normalized_linear`, `soft_cross_entropy`, `drr_forward`, `drr_backproject`, `adamw`,
+    /// `sgd`, `ema`, `pvt_encoder`.
     pub family: &'static str,
     /// The variant asked for (the names `CADS_KERNEL_*` take where there is one).
     pub variant: String,
@@ -362,6 +363,7 @@ fn run_families(run: &mut Run) -> Result<()> {
     rows::norms(run)?;
     rows::sums(run)?;
     pointwise::elementwise(run)?;
+    pointwise::gelu_linear(run)?;
     pointwise::pooling(run)?;
     pointwise::losses(run)?;
     drr::drr_variants(run)?;

@@ -3,13 +3,15 @@
 //! and flat kernels), max and average pooling (strided, padded), nearest and linear resampling
 //! (both corner conventions), the L2 normalisation along rows and down columns (the wide column
 //! kernels past 1024 columns), the column-normalised linear on each of its three paths (at most
-//! 8 rows, the products on v, the composition), and the soft cross-entropy.
+//! 8 rows, the products on v, the composition), the MLP tail linear(GELU(h)), and the soft
+//! cross-entropy.
 
 use super::Run;
 use crate::error::Result;
 use crate::ops::{self, BinaryOp, Pool3dConfig, ResampleMode, UnaryOp};
 use crate::reference::{
-    elementwise as re, loss as rl, normalized_linear as rnl, pool as rp, resample as rr,
+    elementwise as re, gelu_linear as rgl, loss as rl, normalized_linear as rnl, pool as rp,
+    resample as rr,
 };
 use crate::util::{F32_ACCUM, F32_GRAD, F32_POINTWISE};
 
@@ -79,6 +81,32 @@ pub(super) fn elementwise(run: &mut Run) -> Result<()> {
                 Ok(())
             });
         }
+    }
+    Ok(())
+}
+
+/// The MLP tail, linear(GELU(h)) keeping h alone (its own backward recomputes GELU).
+pub(super) fn gelu_linear(run: &mut Run) -> Result<()> {
+    if !run.wants("gelu_linear", "auto") {
+        return Ok(());
+    }
+    for (rows, cin, cout) in [(300, 64, 24), (15, 6, 7)] {
+        let case = format!("h[{rows}, {cin}] to {cout}");
+        run.check("gelu_linear", "auto", "auto", &case, |run, cmp| {
+            let (h, th) = run.uniform(&[rows, cin], -3.0, 3.0, true)?;
+            let (w, tw) = run.random(&[cin, cout], true)?;
+            let (b, tb) = run.random(&[cout], true)?;
+            let y = ops::gelu_linear(&th, &tw, Some(&tb))?;
+            let want = rgl::gelu_linear(&h, &w, Some(&b.data));
+            cmp.tensor("forward", &y, &want, F32_ACCUM);
+            let (g, tg) = run.random(y.shape(), false)?;
+            let grads = y.backward_with(&tg)?;
+            let (gh, gw, gb) = rgl::gelu_linear_backward(&h, &w, &g);
+            cmp.grad("grad h", &grads, &th, &gh, F32_GRAD);
+            cmp.grad("grad w", &grads, &tw, &gw, F32_GRAD);
+            cmp.grad("grad bias", &grads, &tb, &gb, F32_GRAD);
+            Ok(())
+        });
     }
     Ok(())
 }
