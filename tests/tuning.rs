@@ -176,6 +176,37 @@ fn the_fastest_candidate_is_chosen_then_remembered_in_memory_and_on_disk() {
     assert_eq!(remeasured.source, ChoiceSource::Measured);
 }
 
+/// Candidates are timed with the profiler off (its wait after every launch would skew the
+/// choice kept on disk), and a profiler that was on is on again afterwards.
+#[test]
+fn candidates_are_timed_with_the_profiler_off() {
+    let dir = TempDir::new("profiler");
+    let gpu = gpu_with(settings(&[], true, Some(dir.0.clone())));
+    gpu.set_profiling(true);
+    let req = TuneRequest {
+        op: "fake_profiled_op",
+        variants: &["a", "b"],
+        candidates: &["a", "b"],
+        default: "a",
+        kernels: &[],
+    };
+    let seen = RefCell::new(Vec::new());
+    let choice = gpu
+        .tuned_variant(&req, |v| {
+            seen.borrow_mut().push(gpu.is_profiling());
+            Ok(if v == "b" { 1.0 } else { 2.0 })
+        })
+        .unwrap();
+    assert_eq!(choice.variant, "b");
+    assert!(!seen.borrow().is_empty());
+    assert!(
+        seen.borrow().iter().all(|on| !on),
+        "profiling during a measurement"
+    );
+    assert!(gpu.is_profiling(), "the profiler is restored");
+    gpu.set_profiling(false);
+}
+
 /// A kernel of a fake op's family, with this WGSL source (never compiled: only fingerprinted).
 const fn fake_kernel(source: &'static str) -> KernelSpec {
     KernelSpec {

@@ -289,7 +289,15 @@ impl Gpu {
             self.memo_put(req.op, &choice);
             return Ok(choice);
         }
-        let times = self.measure_candidates(req, &mut measure)?;
+        // Time the candidates with the profiler off (restored after): a profiled launch waits
+        // for the device after itself, a fixed cost per launch that would favour the variants
+        // with fewer launches, and the choice is kept on disk. (`cads check --json` profiles
+        // its checks, which may be the first use of a tuned op.)
+        let profiling = self.is_profiling();
+        self.set_profiling(false);
+        let times = self.measure_candidates(req, &mut measure);
+        self.set_profiling(profiling);
+        let times = times?;
         let variant = fastest(&times, req.candidates).ok_or_else(|| {
             Error::invalid(req.op, "at least one candidate kernel to tune", "none")
         })?;
