@@ -18,38 +18,29 @@
 //! 693,728,640 B. [`crate::nn::Linear::forward_gelu`] runs the two ops under autocast.
 
 use super::elementwise::{gelu_backward_raw, gelu_raw};
-use super::matmul::{matmul_launch, matmul_launch_biased, MatmulKernel};
+use super::matmul::{linear_dims, matmul_launch, matmul_launch_biased, LinearDims, MatmulKernel};
 use super::reduce::sum_to_shape;
 use crate::autograd::record;
-use crate::error::{Error, Result};
-use crate::tensor::{numel, DType, Tensor};
+use crate::error::Result;
+use crate::tensor::{DType, Tensor};
 
 /// `linear(gelu(h), w, bias)`: h `[..., Cin]`, w `[Cin, Cout]`, bias `[Cout]`, all f32; output
 /// `[..., Cout]`.
 pub fn gelu_linear(h: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let op = "gelu_linear";
-    if w.rank() != 2 || h.rank() == 0 || h.shape()[h.rank() - 1] != w.shape()[0] {
-        return Err(Error::shape(
-            op,
-            format!("h [..., Cin] and w [Cin, Cout]; w {:?}", w.shape()),
-            h.shape(),
-        ));
-    }
+    let LinearDims {
+        rows,
+        cin,
+        cout,
+        out_shape,
+    } = linear_dims(op, "h", h, w, bias)?;
     h.expect_dtype(op, DType::F32)?;
     w.expect_dtype(op, DType::F32)?;
     h.check_same_gpu(op, w)?;
-    let (cin, cout) = (w.shape()[0], w.shape()[1]);
     if let Some(b) = bias {
         h.check_same_gpu(op, b)?;
         b.expect_dtype(op, DType::F32)?;
-        if b.shape() != [cout] {
-            return Err(Error::shape(op, [cout], b.shape()));
-        }
     }
-    let lead = &h.shape()[..h.rank() - 1];
-    let rows = numel(lead);
-    let mut out_shape = lead.to_vec();
-    out_shape.push(cout);
     let kernel = MatmulKernel::chosen(h.gpu())?;
 
     let h_rows = h.detach().reshape(&[rows, cin])?;

@@ -135,6 +135,49 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     linear_with(x, w, bias, MatmulKernel::chosen(x.gpu())?)
 }
 
+/// The extents of `input [..., Cin] · w [Cin, Cout] + bias [Cout]` as the linear ops take them.
+pub(crate) struct LinearDims {
+    /// The product of `input`'s leading extents.
+    pub rows: usize,
+    pub cin: usize,
+    pub cout: usize,
+    /// `[..., Cout]`.
+    pub out_shape: Vec<usize>,
+}
+
+/// [`LinearDims`] of a linear op's operands (`input` names the first in the error), or a shape
+/// error naming `op`: w of rank 2 whose rows match `input`'s last extent, a bias of `[Cout]`.
+pub(crate) fn linear_dims(
+    op: &'static str,
+    input: &str,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<LinearDims> {
+    if w.rank() != 2 || x.rank() == 0 || x.shape()[x.rank() - 1] != w.shape()[0] {
+        return Err(Error::shape(
+            op,
+            format!("{input} [..., Cin] and w [Cin, Cout]; w {:?}", w.shape()),
+            x.shape(),
+        ));
+    }
+    let (cin, cout) = (w.shape()[0], w.shape()[1]);
+    if let Some(b) = bias {
+        if b.shape() != [cout] {
+            return Err(Error::shape(op, [cout], b.shape()));
+        }
+    }
+    let lead = &x.shape()[..x.rank() - 1];
+    let mut out_shape = lead.to_vec();
+    out_shape.push(cout);
+    Ok(LinearDims {
+        rows: numel(lead),
+        cin,
+        cout,
+        out_shape,
+    })
+}
+
 /// [`linear`] on an explicit matmul kernel (forward and backward both use it).
 pub fn linear_with(
     x: &Tensor,
@@ -142,27 +185,17 @@ pub fn linear_with(
     bias: Option<&Tensor>,
     kernel: MatmulKernel,
 ) -> Result<Tensor> {
-    if w.rank() != 2 || x.rank() == 0 || x.shape()[x.rank() - 1] != w.shape()[0] {
-        return Err(Error::shape(
-            "linear",
-            format!("x [..., Cin] and w [Cin, Cout]; w {:?}", w.shape()),
-            x.shape(),
-        ));
-    }
-    let lead = &x.shape()[..x.rank() - 1];
-    let cin = w.shape()[0];
-    let cout = w.shape()[1];
     // x [..., Cin] → [rows, Cin] (a view), y [rows, Cout] → [..., Cout].
-    let rows = numel(lead);
-    let mut out_shape = lead.to_vec();
-    out_shape.push(cout);
+    let LinearDims {
+        rows,
+        cin,
+        cout,
+        out_shape,
+    } = linear_dims("linear", "x", x, w, bias)?;
     let Some(bias) = bias else {
         return matmul_with(&x.reshape(&[rows, cin])?, w, false, false, kernel)?
             .reshape(&out_shape);
     };
-    if bias.shape() != [cout] {
-        return Err(Error::shape("linear", [cout], bias.shape()));
-    }
     let x_rows = x.detach().reshape(&[rows, cin])?;
     let y =
         matmul_launch_biased(&x_rows, w, false, false, kernel, Some(bias))?.reshape(&out_shape)?;

@@ -27,7 +27,9 @@
 //! Without `SHADER_F16` the same values come from the f32 path: the operands are widened (exact)
 //! and multiplied by the f32 matmul kernels (src/ops/matmul.rs), so a caller never needs to ask.
 
-use super::matmul::{add_bias, matmul_launch, split_target_workgroups, MatmulKernel};
+use super::matmul::{
+    add_bias, linear_dims, matmul_launch, split_target_workgroups, LinearDims, MatmulKernel,
+};
 use super::matmul_f16_coop::launch_coop;
 use super::matmul_f16_vec4::{self, F16VecTile};
 use super::reduce::{split_count_toward, sum_leading_into, sum_to_shape};
@@ -488,26 +490,17 @@ fn weight_grad(
 /// is rounded to f16 only when `x` itself was f16); db = Σ_rows G in f32.
 pub fn linear_mixed(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let op = "linear_mixed";
-    if w.rank() != 2 || x.rank() == 0 || x.shape()[x.rank() - 1] != w.shape()[0] {
-        return Err(Error::shape(
-            op,
-            format!("x [..., Cin] and w [Cin, Cout]; w {:?}", w.shape()),
-            x.shape(),
-        ));
-    }
+    let LinearDims {
+        rows,
+        cin,
+        cout,
+        out_shape,
+    } = linear_dims(op, "x", x, w, bias)?;
     w.expect_dtype(op, DType::F32)?;
-    let (cin, cout) = (w.shape()[0], w.shape()[1]);
     if let Some(bias) = bias {
-        if bias.shape() != [cout] {
-            return Err(Error::shape(op, [cout], bias.shape()));
-        }
         bias.expect_dtype(op, DType::F32)?;
     }
     let kernel = MatmulF16Kernel::chosen(x.gpu())?;
-    let lead = &x.shape()[..x.rank() - 1];
-    let rows = numel(lead);
-    let mut out_shape = lead.to_vec();
-    out_shape.push(cout);
     // x [..., Cin] → [rows, Cin] f16 (a view when x is already f16); y [rows, Cout] f32.
     let x_rows = x.detach().reshape(&[rows, cin])?;
     let x16 = match x.dtype() {
