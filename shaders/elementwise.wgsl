@@ -11,7 +11,8 @@
 //                  the next where both operands' strides continue across it, then picks the
 //                  entry by the rank left; collapsed axes sit at the end (4, 5) of the params.
 //                  On SIMD CPU drivers the integer divisions of the general entry dominate it.
-// unary:           out[i] = u(x[i]; alpha), `op` codes listed at `apply_unary`.
+// unary:           out[i] = u(x[i]; alpha), `op` codes listed at `apply_unary`
+//                  (shaders/unary_math.wgsl, appended to this file's source by the launcher).
 // unary_backward:  gx[i] = g[i] * u'(x[i]; alpha)  (gradient written fresh, never accumulated).
 // *4 entries (binary_flat4, binary_rows4, unary4, unary_backward4): the same on vec4s, four
 //                  consecutive outputs per invocation, when the host (src/ops/elementwise.rs)
@@ -40,10 +41,6 @@ struct BinaryParams {
 @group(0) @binding(1) var<storage, read> bin_a: array<f32>;
 @group(0) @binding(2) var<storage, read> bin_b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bin_out: array<f32>;
-
-fn linear_id(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.x + wg.y * nwg.x) * 256u + lid;
-}
 
 // f by op code (see the header); `op` is uniform, so every lane takes the same case.
 fn binary_apply(x: f32, y: f32) -> f32 {
@@ -156,72 +153,9 @@ fn binary_rows4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     bin4_out[i] = binary_apply4(a, b);
 }
 
-struct UnaryParams {
-    n: u32, op: u32, alpha: f32, _pad0: u32,
-}
-
 @group(0) @binding(0) var<uniform> up: UnaryParams;
 @group(0) @binding(1) var<storage, read> un_x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> un_out: array<f32>;
-
-// erf(x) by Abramowitz & Stegun 7.1.26 refined: |error| < 1.5e-7, below f32 resolution of GELU.
-fn erf_approx(x: f32) -> f32 {
-    let s = sign(x);
-    let a = abs(x);
-    let t = 1.0 / (1.0 + 0.3275911 * a);
-    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-    return s * (1.0 - poly * exp(-a * a));
-}
-
-const INV_SQRT2: f32 = 0.70710678118654752;
-const INV_SQRT_2PI: f32 = 0.39894228040143268;
-
-// op: 0 neg, 1 exp, 2 log, 3 sqrt, 4 square, 5 relu, 6 leaky_relu(alpha = slope),
-//     7 gelu (erf form, x * Phi(x)), 8 add alpha, 9 mul alpha, 10 tanh, 11 sigmoid,
-//     12 reciprocal, 13 abs, 14 pow alpha (x > 0)
-fn apply_unary(x: f32, op: u32, alpha: f32) -> f32 {
-    switch op {
-        case 0u: { return -x; }
-        case 1u: { return exp(x); }
-        case 2u: { return log(x); }
-        case 3u: { return sqrt(x); }
-        case 4u: { return x * x; }
-        case 5u: { return max(x, 0.0); }
-        case 6u: { return select(alpha * x, x, x > 0.0); }
-        case 7u: { return x * 0.5 * (1.0 + erf_approx(x * INV_SQRT2)); }
-        case 8u: { return x + alpha; }
-        case 9u: { return x * alpha; }
-        case 10u: { return tanh(x); }
-        case 11u: { return 1.0 / (1.0 + exp(-x)); }
-        case 12u: { return 1.0 / x; }
-        case 13u: { return abs(x); }
-        default: { return pow(x, alpha); }
-    }
-}
-
-// d u / d x for the same op codes.
-fn unary_derivative(x: f32, op: u32, alpha: f32) -> f32 {
-    switch op {
-        case 0u: { return -1.0; }
-        case 1u: { return exp(x); }
-        case 2u: { return 1.0 / x; }
-        case 3u: { return 0.5 / sqrt(x); }
-        case 4u: { return 2.0 * x; }
-        case 5u: { return select(0.0, 1.0, x > 0.0); }
-        case 6u: { return select(alpha, 1.0, x > 0.0); }
-        case 7u: {
-            let cdf = 0.5 * (1.0 + erf_approx(x * INV_SQRT2));
-            return cdf + x * INV_SQRT_2PI * exp(-0.5 * x * x);
-        }
-        case 8u: { return 1.0; }
-        case 9u: { return alpha; }
-        case 10u: { let t = tanh(x); return 1.0 - t * t; }
-        case 11u: { let s = 1.0 / (1.0 + exp(-x)); return s * (1.0 - s); }
-        case 12u: { return -1.0 / (x * x); }
-        case 13u: { return sign(x); }
-        default: { return alpha * pow(x, alpha - 1.0); }
-    }
-}
 
 @compute @workgroup_size(256)
 fn unary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

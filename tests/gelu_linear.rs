@@ -1,7 +1,7 @@
 //! `ops::gelu_linear` (linear(GELU(h)) keeping h alone) and `Linear::forward_gelu`: the two
 //! ops' values and gradients bit for bit, on the vec4 tiles and a ragged fallback; the f64
-//! reference; the reference's backward against finite differences; under autocast the two ops
-//! themselves (their f16 path); the tape holding one hidden-width tensor less; typed errors.
+//! reference; the reference's backward against finite differences; the tape holding one
+//! hidden-width tensor less; typed errors. Under autocast: tests/gelu_linear_mixed.rs.
 mod common;
 
 use cads::gpu::Precision;
@@ -123,27 +123,6 @@ fn reference_backward_matches_finite_differences() {
     assert_close64("grad h", &gh.data, &nh, FD_F64);
     assert_close64("grad w", &gw.data, &nw, FD_F64);
     assert_close64("grad bias", &gb.data, &nb, FD_F64);
-}
-
-/// Under autocast `forward_gelu` is the two ops (f16 products where the device has f16, the
-/// f32 path where not), bit for bit.
-#[test]
-fn under_autocast_forward_gelu_runs_the_two_ops() {
-    let gpu = gpu();
-    let (hs, cout) = CASES[0];
-    let two = run(&gpu, hs, cout, false, Precision::Mixed);
-    let one = run(&gpu, hs, cout, true, Precision::Mixed);
-    let f32_run = run(&gpu, hs, cout, true, Precision::F32);
-    // With f16, mixed really multiplied in f16; without, autocast is the f32 step.
-    assert_eq!(
-        bits(&one.y) == bits(&f32_run.y),
-        !gpu.features().f16,
-        "autocast output against f32"
-    );
-    assert_eq!(bits(&one.y), bits(&two.y), "y");
-    assert_eq!(bits(&one.gh), bits(&two.gh), "grad h");
-    assert_eq!(bits(&one.gw), bits(&two.gw), "grad w");
-    assert_eq!(bits(&one.gb), bits(&two.gb), "grad bias");
 }
 
 /// The tape holds GELU(h) for the two ops and not for the fused one: the bytes alive between the

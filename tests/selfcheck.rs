@@ -6,7 +6,7 @@
 mod common;
 
 use cads::ops::conv3d::ConvPath;
-use cads::ops::{MatmulF16Kernel, MatmulKernel};
+use cads::ops::{MatmulF16Kernel, MatmulKernel, UnaryOp};
 use cads::selfcheck;
 use common::{cads_command, gpu};
 
@@ -45,6 +45,20 @@ fn every_variant_of_every_family_passes_here() {
         }
     } else {
         assert!(f16.is_empty(), "f16 checks on a device without f16");
+    }
+    // The unary kernels on f16 storage, every sample op, and the mixed MLP tail: with f16 only.
+    let unary16 = variants_of(&report, "unary_f16");
+    let mixed_tail = variants_of(&report, "gelu_linear").contains(&"mixed");
+    assert_eq!(mixed_tail, gpu.features().f16, "gelu_linear mixed");
+    if gpu.features().f16 {
+        for op in UnaryOp::SAMPLES {
+            assert!(unary16.contains(&op.name()), "unary_f16 {}", op.name());
+        }
+    } else {
+        assert!(
+            unary16.is_empty(),
+            "f16 unary checks on a device without f16"
+        );
     }
     // A device without float atomics has no float-atomic scatter to check.
     let scatter_atomic = report

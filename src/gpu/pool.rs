@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 /// Usage flags of every pooled buffer: bound as storage, copied in and out.
 pub const POOL_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -86,6 +86,9 @@ pub struct PooledBuffer {
     pool: Arc<PoolShared>,
     /// Holds f16 data (see the module docs).
     half: bool,
+    /// The f16 rounding of this buffer's first `.0` elements, while something holds it
+    /// ([`PooledBuffer::half_rounding`]).
+    rounding: Mutex<Option<(u64, Weak<PooledBuffer>)>>,
 }
 
 impl PooledBuffer {
@@ -97,6 +100,30 @@ impl PooledBuffer {
     /// Bytes the buffer really has (its size class), at least what was requested.
     pub fn capacity(&self) -> u64 {
         self.class
+    }
+
+    /// The f16 rounding of this buffer's first `elements` f32 values recorded by
+    /// [`PooledBuffer::set_half_rounding`], if it is still held somewhere. Lets the consumers
+    /// of one activation that keep its f16 rounding for backward share one copy
+    /// (src/tensor/saved.rs). The link is weak: it never keeps the copy alive, and it dies with
+    /// this loan (a buffer taken again from the pool starts without one).
+    pub fn half_rounding(&self, elements: u64) -> Option<Arc<PooledBuffer>> {
+        let link = self.rounding.lock().unwrap_or_else(|e| e.into_inner());
+        match &*link {
+            Some((n, copy)) if *n == elements => copy.upgrade(),
+            _ => None,
+        }
+    }
+
+    /// Record `copy` as the f16 rounding of this buffer's first `elements` values.
+    pub fn set_half_rounding(&self, elements: u64, copy: &Arc<PooledBuffer>) {
+        *self.rounding.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((elements, Arc::downgrade(copy)));
+    }
+
+    /// Forget the recorded rounding (the contents are about to change).
+    pub fn forget_half_rounding(&self) {
+        *self.rounding.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
@@ -195,6 +222,7 @@ impl BufferPool {
             class,
             pool: self.shared.clone(),
             half,
+            rounding: Mutex::new(None),
         }
     }
 

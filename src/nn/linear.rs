@@ -97,14 +97,16 @@ impl Linear {
         crate::ops::linear(x, &self.weight, self.bias.as_ref())
     }
 
-    /// [`Linear::forward`] of GELU(h). In f32 one op that keeps only `h` for backward (GELU(h)
-    /// is made again there, [`crate::ops::gelu_linear`]); under autocast, or for an f16 `h`,
-    /// the two ops (see that op's docs for why).
+    /// [`Linear::forward`] of GELU(h), as one op that keeps only `h` for backward (GELU(h) is
+    /// made again there): under autocast from [`MIXED_MIN_ROWS`] rows on, or for an f16 `h`,
+    /// [`crate::ops::gelu_linear_mixed`] (keeps h's f16 rounding); otherwise
+    /// [`crate::ops::gelu_linear`] in f32.
     pub fn forward_gelu(&self, h: &Tensor) -> Result<Tensor> {
-        if h.gpu().mixed_precision() || h.dtype() != DType::F32 {
-            return self.forward(&crate::ops::gelu(h)?);
+        let (w, b) = (&self.weight, self.bias.as_ref());
+        if h.dtype() == DType::F16 || (h.gpu().mixed_precision() && rows(h) >= MIXED_MIN_ROWS) {
+            return crate::ops::gelu_linear_mixed(h, w, b);
         }
-        crate::ops::gelu_linear(h, &self.weight, self.bias.as_ref())
+        crate::ops::gelu_linear(h, w, b)
     }
 
     /// Load PyTorch weights: `weight` `[out, in]` row-major, `bias` `[out]` exactly when the

@@ -178,7 +178,13 @@ pub fn attention_with(
     )?;
     // Kept in f16 under autocast (src/tensor/saved.rs): PyTorch's AMP attention keeps f16 too.
     let keep = |t: &Tensor| Saved::keep_autocast(op, t);
-    let kept = [keep(q)?, keep(k)?, keep(v)?, keep(&out)?];
+    // The output's rounding is the one the output projection (a Linear under autocast) keeps.
+    let kept = [
+        keep(q)?,
+        keep(k)?,
+        keep(v)?,
+        Saved::keep_output_autocast(op, &out)?,
+    ];
     Ok(record(out, op, &[q, k, v], move |g| {
         let gpu = g.gpu();
         let [qc, kc_, vc, oc] = kept.each_ref().map(|t| t.value(op));

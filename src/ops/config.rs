@@ -402,7 +402,8 @@ impl UnaryOp {
             UnaryOp::Pow(p) => (14, p),
         }
     }
-    pub(crate) fn name(self) -> &'static str {
+    /// The op's name in errors, kernel checks and benchmarks (`"gelu"`, `"leaky_relu"`, ...).
+    pub fn name(self) -> &'static str {
         match self {
             UnaryOp::Neg => "neg",
             UnaryOp::Exp => "exp",

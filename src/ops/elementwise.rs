@@ -4,12 +4,16 @@
 
 use super::reduce::sum_to_shape;
 use super::shape::{broadcast_shapes, broadcast_strides, collapse_broadcast, rank6, BroadcastAxis};
+use super::unary_f16::unary_backward_half_raw;
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{scalar_or_vec4, Gpu, Grid, KernelSpec};
 use crate::tensor::{Saved, Tensor};
 
-const SOURCE: &str = include_str!("../../shaders/elementwise.wgsl");
+const SOURCE: &str = concat!(
+    include_str!("../../shaders/elementwise.wgsl"),
+    include_str!("../../shaders/unary_math.wgsl")
+);
 
 crate::gpu::shader_params! {
     /// Mirrors `BinaryParams` in shaders/elementwise.wgsl.
@@ -25,12 +29,12 @@ crate::gpu::shader_params! {
 }
 
 crate::gpu::shader_params! {
-    /// Mirrors `UnaryParams` in shaders/elementwise.wgsl.
-    struct UnaryParams {
-        n: u32,
-        op: u32,
-        alpha: f32,
-        _pad0: u32,
+    /// Mirrors `UnaryParams` in shaders/unary_math.wgsl.
+    pub(crate) struct UnaryParams {
+        pub(crate) n: u32,
+        pub(crate) op: u32,
+        pub(crate) alpha: f32,
+        pub(crate) _pad0: u32,
     }
 }
 
@@ -354,9 +358,11 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         Ok(vec![Some(match &kept {
             UnaryKept::Slope(s) if *s == 1.0 => g.clone(),
             UnaryKept::Slope(s) => unary_launch(UnaryPass::Forward, UnaryOp::MulScalar(*s), &[g])?,
-            UnaryKept::Input(x) => {
-                unary_launch(UnaryPass::Backward, op, &[&x.value(op.name())?, g])?
-            }
+            // An f16 copy is read as it is (no f32 widening in memory, src/ops/unary_f16.rs).
+            UnaryKept::Input(x) => match x.half() {
+                Some(x16) => unary_backward_half_raw(op, x16, g)?,
+                None => unary_launch(UnaryPass::Backward, op, &[&x.value(op.name())?, g])?,
+            },
         })])
     }))
 }
@@ -365,6 +371,18 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
 enum UnaryKept {
     Slope(f32),
     Input(Saved),
+}
+
+/// `op(x)` of an f32 tensor, unrecorded.
+pub(crate) fn unary_raw(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
+    unary_launch(UnaryPass::Forward, op, &[x])
+}
+/// `g · op'(x)` of f32 tensors of one shape, unrecorded.
+pub(crate) fn unary_backward_raw(op: UnaryOp, x: &Tensor, g: &Tensor) -> Result<Tensor> {
+    if g.shape() != x.shape() {
+        return Err(Error::shape(op.name(), x.shape(), g.shape()));
+    }
+    unary_launch(UnaryPass::Backward, op, &[x, g])
 }
 
 pub fn relu(x: &Tensor) -> Result<Tensor> {

@@ -11,11 +11,10 @@
 //!   a = GELU(h) again;  ∂w = aᵀ g;  ∂bias = Σ_rows g;  ∂a = g wᵀ;  ∂h = ∂a · GELU'(h).
 //! Every launch is the one the two ops make, so values and gradients are theirs bit for bit.
 //!
-//! f32 only: under autocast the two ops keep h and GELU(h) in f16 (4 bytes an element, what
-//! this op's f32 h costs), and this op's backward would widen h and make GELU(h) in f32 and
-//! again in f16 where they keep them: at 2×32×96×96 the encoder's amp peak rose from
-//! 605,890,176 to 632,104,320 B with it, while the f32 peak fell from 728,284,672 to
-//! 693,728,640 B. [`crate::nn::Linear::forward_gelu`] runs the two ops under autocast.
+//! f32 only. Under autocast [`crate::nn::Linear::forward_gelu`] runs
+//! [`crate::ops::gelu_linear_mixed`], which keeps h's f16 rounding alone the same way (an f16
+//! form of this op that widened h and made GELU(h) in f32 had raised the encoder's amp peak at
+//! 2×32×96×96 from 605,890,176 to 632,104,320 B; the mixed op's kernels read and write f16).
 
 use super::elementwise::{gelu_backward_raw, gelu_raw};
 use super::matmul::{linear_dims, matmul_launch, matmul_launch_biased, LinearDims, MatmulKernel};

@@ -37,7 +37,7 @@ use super::shape::broadcast_shapes;
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Grid, KernelSpec};
-use crate::tensor::{cast_unrecorded, numel, DType, Tensor};
+use crate::tensor::{cast_unrecorded, half_rounding, numel, DType, Tensor};
 
 crate::gpu::shader_params! {
     /// Mirrors `MatmulF16Params` in shaders/matmul_f16.wgsl (and the cooperative kernels).
@@ -502,11 +502,9 @@ pub fn linear_mixed(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Ten
     }
     let kernel = MatmulF16Kernel::chosen(x.gpu())?;
     // x [..., Cin] → [rows, Cin] f16 (a view when x is already f16); y [rows, Cout] f32.
-    let x_rows = x.detach().reshape(&[rows, cin])?;
-    let x16 = match x.dtype() {
-        DType::F16 => x_rows,
-        _ => cast_unrecorded(op, &x_rows, DType::F16)?,
-    };
+    // The f16 rounding is shared with the other consumers of x that keep one (see
+    // `tensor::half_rounding`): a norm's output feeds several linears.
+    let x16 = half_rounding(op, x)?.reshape(&[rows, cin])?;
     let y = matmul_f16_launch_biased(
         &x16,
         &cast_unrecorded(op, w, DType::F16)?,

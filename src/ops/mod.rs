@@ -25,6 +25,7 @@ pub mod drr;
 pub mod elementwise;
 pub mod ema;
 pub mod gelu_linear;
+pub mod gelu_linear_mixed;
 pub(crate) mod l2_normalize_wide;
 pub mod loss;
 pub mod matmul;
@@ -47,6 +48,7 @@ pub mod resample;
 pub mod shape;
 pub mod softmax;
 mod subgroup_broadcast;
+pub(crate) mod unary_f16;
 
 pub use attention::{attention, attention_with, AttentionPath};
 pub use conv3d::{conv2d, conv3d, Conv2dConfig, Conv3dConfig};
@@ -56,6 +58,7 @@ pub use elementwise::{
     scale, sub, unary, BinaryOp, UnaryOp,
 };
 pub use gelu_linear::gelu_linear;
+pub use gelu_linear_mixed::gelu_linear_mixed;
 pub use loss::{
     cross_entropy_labels, l2_normalize, mse, soft_cross_entropy, soft_cross_entropy_rows,
     soft_dice_loss,

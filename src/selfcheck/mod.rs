@@ -363,6 +363,7 @@ fn run_families(run: &mut Run) -> Result<()> {
     rows::norms(run)?;
     rows::sums(run)?;
     pointwise::elementwise(run)?;
+    pointwise::unary_f16(run)?;
     pointwise::gelu_linear(run)?;
     pointwise::pooling(run)?;
     pointwise::losses(run)?;

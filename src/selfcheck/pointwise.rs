@@ -3,17 +3,20 @@
 //! and flat kernels), max and average pooling (strided, padded), nearest and linear resampling
 //! (both corner conventions), the L2 normalisation along rows and down columns (the wide column
 //! kernels past 1024 columns), the column-normalised linear on each of its three paths (at most
-//! 8 rows, the products on v, the composition), the MLP tail linear(GELU(h)), and the soft
-//! cross-entropy.
+//! 8 rows, the products on v, the composition), the MLP tail linear(GELU(h)) in f32 and mixed
+//! precision, the unary kernels on f16 storage, and the soft cross-entropy.
 
 use super::Run;
 use crate::error::Result;
+use crate::ops::unary_f16::{unary_backward_half_raw, unary_half_raw};
 use crate::ops::{self, BinaryOp, Pool3dConfig, ResampleMode, UnaryOp};
+use crate::reference::cast::round_to_f16;
 use crate::reference::{
     elementwise as re, gelu_linear as rgl, loss as rl, normalized_linear as rnl, pool as rp,
     resample as rr,
 };
-use crate::util::{F32_ACCUM, F32_GRAD, F32_POINTWISE};
+use crate::tensor::DType;
+use crate::util::{Tolerance, F32_ACCUM, F32_GRAD, F32_POINTWISE};
 
 const BINARY: [BinaryOp; 6] = [
     BinaryOp::Add,
@@ -85,8 +88,77 @@ pub(super) fn elementwise(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-/// The MLP tail, linear(GELU(h)) keeping h alone (its own backward recomputes GELU).
+/// One f16 step of a rounded result (2⁻¹⁰ relative: the device's f32 value and the exact one
+/// may round to neighbours), f16's subnormal spacing near 0.
+const HALF_STEP: Tolerance = Tolerance {
+    abs: 1e-6,
+    rel: 1e-3,
+};
+
+/// The unary kernels on f16 storage (mixed precision; where the device has `SHADER_F16`):
+/// `op(x16)` rounded to f16, and `g · op'(x16)` reading the f16 input.
+pub(super) fn unary_f16(run: &mut Run) -> Result<()> {
+    if !run.gpu.features().f16 {
+        return Ok(());
+    }
+    for op in UnaryOp::SAMPLES {
+        let name = op.name();
+        if !run.wants("unary_f16", name) {
+            continue;
+        }
+        let (lo, hi) = if op.needs_positive_input() {
+            (0.2, 3.0)
+        } else {
+            (-3.0, 3.0)
+        };
+        for shape in [[3, 36, 5], [3, 37, 5]] {
+            let case = format!("{shape:?} in [{lo}, {hi})");
+            run.check("unary_f16", name, name, &case, |run, cmp| {
+                let (x, tx) = run.uniform(&shape, lo, hi, false)?;
+                let x16 = tx.to_dtype(DType::F16)?;
+                let xr = round_to_f16(&x);
+                let y = unary_half_raw(op, &x16)?;
+                cmp.tensor("forward", &y, &round_to_f16(&re::unary(op, &xr)), HALF_STEP);
+                let (g, tg) = run.random(&shape, false)?;
+                let gx = unary_backward_half_raw(op, &x16, &tg)?;
+                cmp.tensor("grad x", &gx, &re::unary_backward(op, &xr, &g), F32_GRAD);
+                Ok(())
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Against the reference of the rounded computation: f32 accumulation, and a GELU output one
+/// f16 step off the reference's (2⁻¹¹·3 for |h| ≤ 3) in a few terms of a sum.
+const MIXED_TAIL: Tolerance = Tolerance {
+    abs: 2e-3,
+    rel: 1e-3,
+};
+
+/// The MLP tail, linear(GELU(h)) keeping h alone (its own backward recomputes GELU): the f32 op,
+/// and the mixed-precision one where the device has f16.
 pub(super) fn gelu_linear(run: &mut Run) -> Result<()> {
+    if run.gpu.features().f16 && run.wants("gelu_linear", "mixed") {
+        for (rows, cin, cout) in [(300, 64, 24), (15, 6, 7)] {
+            let case = format!("h[{rows}, {cin}] to {cout}");
+            run.check("gelu_linear", "mixed", "mixed", &case, |run, cmp| {
+                let (h, th) = run.uniform(&[rows, cin], -3.0, 3.0, true)?;
+                let (w, tw) = run.random(&[cin, cout], true)?;
+                let (b, tb) = run.random(&[cout], true)?;
+                let y = ops::gelu_linear_mixed(&th, &tw, Some(&tb))?;
+                let want = rgl::gelu_linear_mixed(&h, &w, Some(&b.data));
+                cmp.tensor("forward", &y, &want, MIXED_TAIL);
+                let (g, tg) = run.random(y.shape(), false)?;
+                let grads = y.backward_with(&tg)?;
+                let (gh, gw, gb) = rgl::gelu_linear_mixed_backward(&h, &w, &g);
+                cmp.grad("grad h", &grads, &th, &gh, MIXED_TAIL);
+                cmp.grad("grad w", &grads, &tw, &gw, MIXED_TAIL);
+                cmp.grad("grad bias", &grads, &tb, &gb, MIXED_TAIL);
+                Ok(())
+            });
+        }
+    }
     if !run.wants("gelu_linear", "auto") {
         return Ok(());
     }

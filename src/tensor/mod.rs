@@ -24,7 +24,7 @@ pub(crate) use arith::add_unrecorded;
 pub(crate) use cast::{add_half_unrecorded, cast_unrecorded};
 pub(crate) use layout::{copy_region, copy_region_any_rank};
 pub use layout::{rank6, MAX_RANK};
-pub(crate) use saved::Saved;
+pub(crate) use saved::{half_rounding, Saved};
 
 use crate::gpu::KernelSpec;
 
@@ -367,6 +367,7 @@ impl Tensor {
                 format!("{} values", data.len()),
             ));
         }
+        self.inner.storage.forget_half_rounding();
         self.inner
             .gpu
             .write_bytes("Tensor::write", self.buffer(), bytemuck::cast_slice(data))
@@ -381,6 +382,7 @@ impl Tensor {
         }
         src.expect_dtype(op, self.dtype())?;
         let bytes = self.storage_bytes(op)?;
+        self.inner.storage.forget_half_rounding();
         if bytes > 0 {
             self.inner.gpu.encode(|enc| {
                 enc.copy_buffer_to_buffer(src.buffer(), 0, self.buffer(), 0, bytes)

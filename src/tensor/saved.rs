@@ -14,9 +14,56 @@
 //! An activation of magnitude ≥ 65520 rounds to ±inf: its gradients then come out non-finite,
 //! which dynamic loss scaling (src/optim) detects and skips, as with PyTorch's f16 activations.
 
+use std::sync::Arc;
+
 use super::cast::cast_unrecorded;
-use super::{DType, Tensor};
+use super::{DType, Tensor, TensorInner};
 use crate::error::Result;
+
+/// The f16 rounding of `t` (itself, detached, when it already is f16), unrecorded. One
+/// activation is often read by several backwards — a norm's output by the q and kv
+/// projections and the spatial-reduction conv, attention's output by attention and the output
+/// projection — and each would keep its own copy; for a tensor the tape recorded, every caller
+/// gets the same copy while any of them holds it (the link lives with the buffer,
+/// `PooledBuffer::half_rounding`), so the activation is kept once. Only recorded tensors share:
+/// op outputs are never written again (`Tensor::write` and `Tensor::assign`, which could,
+/// drop the link), whereas leaves such as parameters change in place between uses.
+pub(crate) fn half_rounding(op: &'static str, t: &Tensor) -> Result<Tensor> {
+    half_rounding_shared(op, t, t.inner.node.is_some())
+}
+
+/// [`half_rounding`], linked for sharing when `shared` (a recorded tensor, or an op's fresh
+/// output that is about to be recorded).
+fn half_rounding_shared(op: &'static str, t: &Tensor, shared: bool) -> Result<Tensor> {
+    if t.dtype() == DType::F16 {
+        return Ok(t.detach());
+    }
+    let elements = t.numel() as u64;
+    let existing = match shared {
+        true => t.inner.storage.half_rounding(elements),
+        false => None,
+    };
+    if let Some(storage) = existing {
+        return Ok(Tensor {
+            inner: Arc::new(TensorInner {
+                gpu: t.gpu().clone(),
+                storage,
+                shape: t.shape().to_vec(),
+                dtype: DType::F16,
+                id: t.gpu().next_id(),
+                requires_grad: false,
+                node: None,
+            }),
+        });
+    }
+    let copy = cast_unrecorded(op, &t.detach(), DType::F16)?;
+    if shared {
+        t.inner
+            .storage
+            .set_half_rounding(elements, &copy.inner.storage);
+    }
+    Ok(copy)
+}
 
 /// One value a backward reads, as the tape keeps it (see the module docs).
 pub(crate) struct Saved {
@@ -30,7 +77,7 @@ impl Saved {
     /// instead; `half` is the op's decision, normally `t.gpu().mixed_precision()`.
     pub(crate) fn keep(op: &'static str, t: &Tensor, half: bool) -> Result<Saved> {
         let kept = if half && t.dtype() == DType::F32 {
-            cast_unrecorded(op, &t.detach(), DType::F16)?
+            half_rounding(op, t)?
         } else {
             t.detach()
         };
@@ -43,6 +90,24 @@ impl Saved {
     /// Keep `t` in f16 when the calling thread runs mixed precision on this device.
     pub(crate) fn keep_autocast(op: &'static str, t: &Tensor) -> Result<Saved> {
         Saved::keep(op, t, t.gpu().mixed_precision())
+    }
+
+    /// [`Saved::keep_autocast`] of the op's own output, which the op records next: its f16
+    /// rounding is shared with the later consumers of the output that keep one (attention's
+    /// output feeds the output projection).
+    pub(crate) fn keep_output_autocast(op: &'static str, out: &Tensor) -> Result<Saved> {
+        if !(out.gpu().mixed_precision() && out.dtype() == DType::F32) {
+            return Saved::keep(op, out, false);
+        }
+        Ok(Saved {
+            kept: half_rounding_shared(op, out, true)?,
+            dtype: out.dtype(),
+        })
+    }
+
+    /// The kept f16 copy when the original was f32 (for a backward that reads f16 directly).
+    pub(crate) fn half(&self) -> Option<&Tensor> {
+        (self.kept.dtype() == DType::F16 && self.dtype == DType::F32).then_some(&self.kept)
     }
 
     /// The value in its original type: the kept tensor itself, or a fresh f32 widening of the
