@@ -1,9 +1,10 @@
 //! `instance_norm_leaky_relu` (src/ops/norm.rs): InstanceNorm and LeakyReLU as one recorded op.
 //! Bit for bit the two ops run one after the other, forward and every gradient (x, γ, β), with
 //! and without affine, slopes 0, 0.01 and 0.2, odd channel counts and N > 1; against the f64
-//! reference, whose backward is checked against finite differences; a negative slope runs the
-//! two ops; which kernels run; the tape holds one activation less than the two ops' tapes, and
-//! under autocast (where y is recomputed in backward) half of one less, with the f32 gradients.
+//! reference, whose backward is checked against finite differences — except the x gradient
+//! without affine and with slope > 0, which comes from the output (y = LeakyReLU⁻¹(z)) and is
+//! within one f32 rounding; a negative slope runs the two ops; which kernels run; the tape
+//! holding no activation of the op's own, and under autocast z's f16 rounding, shared.
 
 mod common;
 
@@ -25,6 +26,17 @@ fn assert_same_bits(got: &[f32], want: &[f32], what: &str) {
     if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
         panic!("{what}: element {i} is {} against {}", got[i], want[i]);
     }
+}
+
+/// The gradient of x from x̂ = z / slope against the one from x̂ = (x − μ)·rstd: x̂ differs by an
+/// f32 rounding, and gx = rstd·(g − B/S − x̂·A/S) carries it through one product.
+const ONE_ROUNDING: Tolerance = Tolerance {
+    abs: 1e-6,
+    rel: 1e-5,
+};
+
+fn to64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
 }
 
 /// x, the affine (γ, β) if any, and the upstream gradient.
@@ -71,7 +83,7 @@ const SHAPES: [&[usize]; 4] = [
 ];
 
 #[test]
-fn the_fused_op_is_the_two_ops_bit_for_bit_and_matches_the_reference() {
+fn the_fused_op_matches_the_two_ops_and_the_reference() {
     let gpu = gpu();
     let mut rng = Rng::new(41);
     for shape in SHAPES {
@@ -87,12 +99,24 @@ fn the_fused_op_is_the_two_ops_bit_for_bit_and_matches_the_reference() {
                 let inputs = (&x[..], affine.then_some((&gm[..], &bt[..])), &g[..]);
                 let got = run(&gpu, true, inputs, shape, slope);
                 let want = run(&gpu, false, inputs, shape, slope);
-                for (i, part) in ["y", "dx", "dgamma", "dbeta"]
-                    .iter()
-                    .enumerate()
-                    .take(got.len())
-                {
-                    assert_same_bits(&got[i], &want[i], &format!("{what} {part}"));
+                assert_same_bits(&got[0], &want[0], &format!("{what} y"));
+                if !affine && slope > 0.0 {
+                    // x̂ from the output: z / slope rounds once (f32) where the two ops
+                    // computed (x − μ)·rstd.
+                    assert_close(
+                        &format!("{what} dx"),
+                        &got[1],
+                        &to64(&want[1]),
+                        ONE_ROUNDING,
+                    );
+                } else {
+                    for (i, part) in ["dx", "dgamma", "dbeta"]
+                        .iter()
+                        .enumerate()
+                        .take(got.len() - 1)
+                    {
+                        assert_same_bits(&got[i + 1], &want[i + 1], &format!("{what} {part}"));
+                    }
                 }
                 let xa = Array::from_f32(&x, shape);
                 let (gm64, bt64): (Vec<f64>, Vec<f64>) = (
@@ -174,39 +198,62 @@ fn kernels_that_run_and_a_negative_slope() {
     );
 }
 
-/// What the tape holds beyond the output: the two ops keep x, the normalised y and the
-/// statistics; the fused op keeps x, the statistics and its output (no new bytes).
+/// What the tape holds beyond the output when x is an intermediate (freed unless kept): the two
+/// ops keep x and the normalised y; the fused op without affine keeps neither (its output and
+/// the statistics are enough), with affine it keeps x.
 #[test]
-fn the_tape_holds_one_activation_less() {
+fn the_tape_holds_no_activation_of_its_own() {
     let gpu = fresh_gpu();
     let mut rng = Rng::new(53);
     let shape = [2, 8, 8, 8, 16];
+    let c = 16;
     let n: usize = shape.iter().product();
-    let x = Tensor::from_slice(&gpu, &rng.vec_uniform(n, -1.0, 1.0), &shape)
+    let p = Tensor::from_slice(&gpu, &rng.vec_uniform(n, -1.0, 1.0), &shape)
         .unwrap()
         .requires_grad_(true);
-    let held = |fused: bool| {
+    let gm = Tensor::from_slice(&gpu, &vec![1.0; c], &[c])
+        .unwrap()
+        .requires_grad_(true);
+    let bt = Tensor::zeros(&gpu, &[c]).unwrap().requires_grad_(true);
+    let held = |fused: bool, affine: bool| {
         gpu.synchronize().unwrap();
         let before = gpu.pool_stats().live_bytes;
+        let x = ops::scale(&p, 1.0).unwrap();
+        let pair = affine.then_some((&gm, &bt));
         let y = if fused {
-            ops::instance_norm_leaky_relu(&x, None, 1e-5, 0.01).unwrap()
+            ops::instance_norm_leaky_relu(&x, pair, 1e-5, 0.01).unwrap()
         } else {
-            ops::leaky_relu(&ops::instance_norm(&x, None, 1e-5).unwrap(), 0.01).unwrap()
+            ops::leaky_relu(&ops::instance_norm(&x, pair, 1e-5).unwrap(), 0.01).unwrap()
         };
+        drop(x);
         gpu.synchronize().unwrap();
-        let bytes = gpu.pool_stats().live_bytes - before;
+        let bytes = gpu.pool_stats().live_bytes - before - (n * 4) as u64;
         drop(y);
         bytes
     };
-    let (two, one) = (held(false), held(true));
-    assert_eq!(two - one, (n * 4) as u64, "two ops {two} B, fused {one} B");
+    let activation = (n * 4) as u64;
+    let fused = held(true, false);
+    assert!(
+        fused < activation / 8,
+        "fused without affine holds {fused} B beyond its output"
+    );
+    let two = held(false, false);
+    assert!(
+        two >= fused + 2 * activation,
+        "two ops {two} B, fused {fused} B"
+    );
+    let fused_affine = held(true, true);
+    assert!(
+        fused_affine >= activation,
+        "fused with affine keeps x: {fused_affine} B"
+    );
 }
 
-/// Under autocast the next layer keeps an f16 copy of z, so the fused op keeps nothing of its
-/// own and recomputes y in backward: half an activation less than the two ops (whose LeakyReLU
-/// keeps y's f16 rounding), and the same bits as the f32 path's gradients.
+/// Under autocast the op without affine keeps z's f16 rounding, the one the next layer keeps
+/// (shared: a GELU after it adds its output only); its x gradient is within f16 rounding of the
+/// f32 path's (y from z16: relative 2⁻¹¹ of each y, carried through one product).
 #[test]
-fn under_autocast_it_keeps_nothing_and_recomputes_y() {
+fn under_autocast_it_keeps_the_outputs_shared_f16_rounding() {
     let gpu = fresh_gpu();
     assert!(
         gpu.features().f16,
@@ -216,19 +263,28 @@ fn under_autocast_it_keeps_nothing_and_recomputes_y() {
     let shape = [2, 8, 8, 8, 16];
     let n: usize = shape.iter().product();
     let xs = rng.vec_uniform(n, -1.0, 1.0);
-    let gs = rng.vec_uniform(n, -1.0, 1.0);
-    // (bytes held beyond the output, gradient of x), under `precision`.
-    let run = |fused: bool, precision: Precision| {
-        let x = Tensor::from_slice(&gpu, &xs, &shape)
-            .unwrap()
-            .requires_grad_(true);
+    // An upstream gradient correlated with the output (as a loss's is), so that A = Σ_s g·ŷ is
+    // large and an imbalance of the rounded ŷ shows in Σ_s gx.
+    let gs: Vec<f32> = rng
+        .vec_uniform(n, -1.0, 1.0)
+        .iter()
+        .zip(&xs)
+        .map(|(g, x)| g + 2.0 * x)
+        .collect();
+    let p = Tensor::from_slice(&gpu, &xs, &shape)
+        .unwrap()
+        .requires_grad_(true);
+    // (bytes held beyond the last output, gradient of p), under `precision`.
+    let run = |then_gelu: bool, precision: Precision| {
         gpu.synchronize().unwrap();
         let before = gpu.pool_stats().live_bytes;
         let y = gpu.autocast(precision, || {
-            if fused {
-                ops::instance_norm_leaky_relu(&x, None, 1e-5, 0.01).unwrap()
+            let x = ops::scale(&p, 1.0).unwrap();
+            let z = ops::instance_norm_leaky_relu(&x, None, 1e-5, 0.01).unwrap();
+            if then_gelu {
+                ops::gelu(&z).unwrap()
             } else {
-                ops::leaky_relu(&ops::instance_norm(&x, None, 1e-5).unwrap(), 0.01).unwrap()
+                z
             }
         });
         gpu.synchronize().unwrap();
@@ -236,15 +292,44 @@ fn under_autocast_it_keeps_nothing_and_recomputes_y() {
         let grads = y
             .backward_with(&Tensor::from_slice(&gpu, &gs, &shape).unwrap())
             .unwrap();
-        (held, grads.get(&x).unwrap().to_vec().unwrap())
+        (held, grads.get(&p).unwrap().to_vec().unwrap())
     };
-    let (two, _) = run(false, Precision::Mixed);
-    let (one, dx_mixed) = run(true, Precision::Mixed);
-    assert_eq!(
-        two - one,
-        (n * 2) as u64,
-        "two ops {two} B, fused {one} B under autocast"
+    let (alone, dx_mixed) = run(false, Precision::Mixed);
+    let half = (n * 2) as u64;
+    assert!(
+        alone >= half && alone < half + half / 4,
+        "keeps z16 and the stats: {alone} B"
     );
-    let (_, dx_f32) = run(true, Precision::F32);
-    assert_same_bits(&dx_mixed, &dx_f32, "dx under autocast against f32");
+    let (with_gelu, _) = run(true, Precision::Mixed);
+    assert!(
+        with_gelu < alone + half / 4,
+        "GELU shares z16: {with_gelu} B against {alone} B"
+    );
+    let (_, dx_f32) = run(false, Precision::F32);
+    let (mut d, mut m) = (0.0f64, 0.0f64);
+    for (a, b) in dx_mixed.iter().zip(&dx_f32) {
+        d += ((a - b) as f64).powi(2);
+        m += (*b as f64).powi(2);
+    }
+    let err = (d / m).sqrt();
+    println!("held {alone} B alone, {with_gelu} B with a GELU after; dx relative L2 {err:e}");
+    // Each y is off by at most u = 2⁻¹¹ relative (measured 2.4e-4 in the L2 sense).
+    assert!(
+        err > 0.0 && err < 4.9e-4,
+        "dx under autocast: relative L2 {err:e} against f32"
+    );
+    // Σ_s gx = 0 per (n, c) in exact arithmetic (a bias ahead of the norm has no gradient); the
+    // kernel centres the rounded ŷ so that it stays 0 to f32 noise, not to f16 rounding
+    // (measured worst |Σ gx| / Σ|gx| 1.5e-7; 3.2e-5 without the centring).
+    let (c, s) = (16, n / (2 * 16));
+    for sample in 0..2 {
+        for ch in 0..c {
+            let col = (0..s).map(|i| dx_mixed[(sample * s + i) * c + ch] as f64);
+            let (sum, abs) = col.fold((0.0, 0.0), |(a, b), v| (a + v, b + v.abs()));
+            assert!(
+                sum.abs() <= 1e-5 * abs,
+                "n {sample} c {ch}: Σ gx {sum:e} of Σ|gx| {abs:e}"
+            );
+        }
+    }
 }

@@ -13,7 +13,7 @@ use super::softmax::{thread_per_row, RowKernel};
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec, ParamsLayout};
-use crate::tensor::Tensor;
+use crate::tensor::{Saved, Tensor};
 
 crate::gpu::shader_params! {
     /// Mirrors `LayerNormParams` in shaders/layer_norm.wgsl and shaders/layer_norm_backward.wgsl.
@@ -38,7 +38,8 @@ crate::gpu::shader_params! {
         affine: u32,
         block_rows: u32,
         n_blocks: u32,
-        /// LeakyReLU's slope in `instance_norm_apply_leaky` (unused by the other kernels).
+        /// LeakyReLU's slope in `instance_norm_apply_leaky`; in the backward kernels, > 0 when
+        /// they read the fused op's output z instead of x (`normalized_and_grad`); else unused.
         act_slope: f32,
     }
 }
@@ -470,6 +471,32 @@ pub fn instance_norm_backward_raw(
     g: &Tensor,
     param_grads: bool,
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+    instance_norm_backward_launch(x, gamma, stats, g, param_grads, 0.0)
+}
+
+/// gx of `z = leaky_relu(instance_norm(x), slope)` without affine, from z itself (slope > 0),
+/// the statistics and g = ∂L/∂z: the kernels take x̂ = LeakyReLU⁻¹(z) and apply LeakyReLU' to g
+/// (shaders/instance_norm_backward.wgsl, `normalized_and_grad`). Unrecorded.
+fn instance_norm_leaky_backward_from_output(
+    z: &Tensor,
+    stats: &Tensor,
+    g: &Tensor,
+    slope: f32,
+) -> Result<Tensor> {
+    debug_assert!(slope > 0.0 && slope.is_finite());
+    Ok(instance_norm_backward_launch(z, None, stats, g, false, slope)?.0)
+}
+
+/// The backward kernels over `x` (or over z when `act_slope > 0`, see
+/// [`instance_norm_leaky_backward_from_output`]).
+fn instance_norm_backward_launch(
+    x: &Tensor,
+    gamma: Option<&Tensor>,
+    stats: &Tensor,
+    g: &Tensor,
+    param_grads: bool,
+    act_slope: f32,
+) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
     let op = "instance_norm_backward";
     if g.shape() != x.shape() {
         return Err(Error::shape(op, x.shape(), g.shape()));
@@ -492,10 +519,12 @@ pub fn instance_norm_backward_raw(
         affine: gamma.is_some() as u32,
         block_rows: block as u32,
         n_blocks: n_blocks as u32,
-        act_slope: 0.0,
+        act_slope,
     };
-    // partial [N, n_blocks, 2, C] → sums [N, 2, C]: (A, B) = (Σ_s g·x̂, Σ_s g) per (n, c).
-    let partial = Tensor::uninit(gpu, op, &[n, n_blocks, 2, c])?;
+    // partial [N, n_blocks, R, C] → sums [N, R, C]: (A, B) = (Σ_s g·x̂, Σ_s g) per (n, c), and
+    // from the output (act_slope > 0) X = Σ_s x̂ to centre x̂ with (R = 3).
+    let rows = if act_slope > 0.0 { 3 } else { 2 };
+    let partial = Tensor::uninit(gpu, op, &[n, n_blocks, rows, c])?;
     gpu.dispatch(
         &IN_BACK_PARTIAL,
         &params,
@@ -503,7 +532,7 @@ pub fn instance_norm_backward_raw(
         &[partial.buffer()],
         Grid::cover((n * n_blocks * c) as u64, 64),
     )?;
-    let sums = sum_to_shape(&partial, &[n, 1, 2, c])?.reshape(&[n, 2, c])?;
+    let sums = sum_to_shape(&partial, &[n, 1, rows, c])?.reshape(&[n, rows, c])?;
     let gamma_buf = gamma.map(|t| t.buffer()).unwrap_or(x.buffer());
     gpu.dispatch(
         &IN_BACK_INPUT,
@@ -549,25 +578,40 @@ pub fn instance_norm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f32) -
 }
 
 /// `leaky_relu(instance_norm(x, affine, eps), slope)` as one recorded op: the LeakyReLU runs in
-/// the normalisation's last pass, and backward keeps the output z (which the next layer holds
-/// anyway) instead of the normalised y. LeakyReLU's derivative, 1 where y > 0 and `slope`
-/// elsewhere, reads the same from z when slope ≥ 0 (z > 0 exactly where y > 0), so the values
-/// and gradients are bit for bit those of the two ops (tests/instance_norm_leaky.rs). Under
-/// autocast the next layer keeps only an f16 copy of z, so this op keeps nothing of its own and
-/// its backward recomputes y from x (kept f32 for the norm's backward) and the statistics. Saves
-/// one pass over the activation forward and one activation held for backward
-/// (docs/kernel-tuning.md, "InstanceNorm and LeakyReLU in one op"). A negative or non-finite
-/// slope runs the two ops.
+/// the normalisation's last pass (saves a pass over the activation forward,
+/// docs/kernel-tuning.md, "InstanceNorm and LeakyReLU in one op").
+///
+/// What backward keeps: without affine and with slope > 0 (the stem and the U-Net decoder),
+/// only the output z and the statistics. z > 0 exactly where the normalised y > 0, so
+/// y = LeakyReLU⁻¹(z) (z, or z / slope), and the norm's backward needs y and rstd alone: x is
+/// not kept. z is what the next layer keeps anyway (in f32 the same buffer; under autocast its
+/// f16 rounding, shared with the next conv, src/tensor/saved.rs), so the op holds no activation
+/// of its own. y from z differs from (x − μ)·rstd by z / slope's rounding (f32), or by z's f16
+/// rounding under autocast (relative 2⁻¹¹ of y, after the mean is out: no cancellation).
+/// With affine (y from z would divide by γ) or slope 0 (z does not tell y where y ≤ 0): x is
+/// kept, with z for LeakyReLU' in f32; under autocast nothing else (y is recomputed from x and
+/// the statistics), and the values and gradients are bit for bit the two ops'
+/// (tests/instance_norm_leaky.rs). A negative or non-finite slope runs the two ops.
 pub fn instance_norm_leaky_relu(
     x: &Tensor,
     affine: Option<(&Tensor, &Tensor)>,
     eps: f32,
     slope: f32,
 ) -> Result<Tensor> {
+    let op = "instance_norm_leaky_relu";
     if !(slope.is_finite() && slope >= 0.0) {
         return leaky_relu(&instance_norm(x, affine, eps)?, slope);
     }
     let (z, stats) = instance_norm_launch(x, affine, eps, Some(slope))?;
+    if affine.is_none() && slope > 0.0 {
+        let kept = Saved::keep_output_autocast(op, &z)?;
+        return Ok(record(z, op, &[x], move |g| {
+            let z = kept.value(op)?;
+            Ok(vec![Some(instance_norm_leaky_backward_from_output(
+                &z, &stats, g, slope,
+            )?)])
+        }));
+    }
     let xc = x.detach();
     let kept_affine = affine.map(|(g, b)| (g.detach(), b.detach()));
     let need_params = affine.is_some_and(|(g, b)| g.requires_grad() || b.requires_grad());
@@ -577,7 +621,7 @@ pub fn instance_norm_leaky_relu(
     if let Some((g, b)) = affine {
         inputs.extend([g, b]);
     }
-    Ok(record(z, "instance_norm_leaky_relu", &inputs, move |g| {
+    Ok(record(z, op, &inputs, move |g| {
         let pair = kept_affine.as_ref().map(|(gm, bt)| (gm, bt));
         let sign_of_y = match &kept_z {
             Some(z) => z.clone(),

@@ -167,6 +167,34 @@ pub(super) fn norms(run: &mut Run) -> Result<()> {
             },
         );
     }
+    // InstanceNorm + LeakyReLU as one op: without affine its backward reads the output (x̂ from
+    // z, centred), with affine it reads x.
+    for (variant, affine) in [("leaky_from_output", false), ("leaky_affine", true)] {
+        if !run.wants("instance_norm", variant) {
+            continue;
+        }
+        let shape = [2, 3, 5, 6, 8];
+        let case = format!("{shape:?} slope 0.01");
+        run.check("instance_norm", variant, variant, &case, |run, cmp| {
+            let (x, tx) = run.uniform(&shape, 2.0, 4.0, true)?;
+            let (gamma, tgamma) = run.uniform(&[8], 0.5, 1.5, true)?;
+            let (beta, tbeta) = run.random(&[8], true)?;
+            let pair = affine.then_some((&tgamma, &tbeta));
+            let y = ops::instance_norm_leaky_relu(&tx, pair, eps, 0.01)?;
+            let aff = affine.then_some((&gamma.data[..], &beta.data[..]));
+            let want = rn::instance_norm_leaky_relu(&x, aff, eps as f64, 0.01);
+            cmp.tensor("forward", &y, &want, NORM_OUT);
+            let (g, tg) = run.random(&shape, false)?;
+            let grads = y.backward_with(&tg)?;
+            let want = rn::instance_norm_leaky_relu_backward(&x, aff, eps as f64, 0.01, &g);
+            cmp.grad("grad x", &grads, &tx, &want.x, F32_GRAD);
+            if affine {
+                cmp.grad("grad gamma", &grads, &tgamma, &want.gamma, F32_GRAD);
+                cmp.grad("grad beta", &grads, &tbeta, &want.beta, F32_GRAD);
+            }
+            Ok(())
+        });
+    }
     Ok(())
 }
 
