@@ -26,24 +26,26 @@
 //! output (attention's backward; proj keeps the same output); LN2's input and output = 5a; fc1's
 //! output (the depthwise conv's input) and the conv's output (GELU's input, from which fc2's
 //! backward makes GELU's output again, ops::gelu_linear) = 2ra. Residual adds, bias adds and
-//! scalings keep nothing; the SR path is ≤ L/sr³ tokens and negligible:
+//! scalings keep nothing; the SR path is ≤ L/sr³ tokens and negligible. In the stem each
+//! InstanceNorm + LeakyReLU keeps only its output, which the next conv reads anyway:
 //!
 //! | part                 | tokens × channels | per block | blocks | floats |
 //! |----------------------|-------------------|-----------|--------|--------|
-//! | stem (3 × conv, IN, LReLU) | 8·24·24 × 64 | 9 tensors of 294,912 | – | 2.65 M |
+//! | stem (3 × conv, IN, LReLU) | 8·24·24 × 64 | 3 tensors of 294,912 | – | 0.88 M |
 //! | stage 1 (r 8)        | 1152 × 64 = 73,728   | 21a | 2 | 3.10 M |
 //! | stage 2 (r 8)        | 144 × 128 = 18,432   | 21a | 2 | 0.77 M |
 //! | stage 3 (r 4)        | 18 × 320 = 5,760     | 13a | 2 | 0.15 M |
 //! | stage 4 (r 4)        | 4 × 512 = 2,048      | 13a | 2 | 0.05 M |
 //! | embeds + norms       |                      |     |   | 0.3 M  |
 //!
-//! ≈ 7.0 M floats = 28 MB per sample, 56 MB at batch 2. On top: the parameters, 23.9 M floats =
+//! ≈ 5.3 M floats = 21 MB per sample, 42 MB at batch 2. On top: the parameters, 23.9 M floats =
 //! 96 MB, resident; and the parameter gradients, which fill up (to 96 MB) as the backward frees
-//! activations. Measured on lavapipe: 243.2 MB, ≈ 147 MB above the parameters: the stage 2–4
+//! activations. Measured on lavapipe: 235.4 MB, ≈ 140 MB above the parameters: the stage 2–4
 //! parameter gradients (≈ 90 MB) are already allocated while the stage-1 and stem activations
 //! are still held, and the backward's own temporaries come on top. (Before the tape kept only
 //! what backward reads, an add kept both operands and a Linear its pre-bias output: 278.0 MB;
-//! before fc2 made GELU's output again in backward: 249.0 MB.)
+//! before fc2 made GELU's output again in backward: 249.0 MB; before the stem's norms kept
+//! their outputs instead of their inputs: 243.2 MB.)
 use super::inputs::random;
 use super::{Bench, Case, Sample, Work};
 use crate::error::{Error, Result};

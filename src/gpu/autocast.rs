@@ -6,7 +6,9 @@
 //! with f32 accumulation, so the tape keeps the f16 copy of the input (half the bytes) for
 //! backward. Convolutions (their input), activation functions and attention
 //! compute in f32 but keep the f16 rounding of the activations their backward reads
-//! (src/tensor/saved.rs), as PyTorch's AMP keeps f16 activations for those ops. Norms, losses,
+//! (src/tensor/saved.rs), as PyTorch's AMP keeps f16 activations for those ops; the layers that
+//! read one activation share one f16 rounding of it. The PVT MLP tail fc2(GELU(h)) runs as one
+//! f16 op that keeps h's rounding alone (`ops::gelu_linear_mixed`). Norms, losses,
 //! every other op, the parameters (f32 master weights) and their gradients stay f32. Mixed
 //! precision needs `SHADER_F16`: on a device without it [`Gpu::mixed_precision`] is false and the
 //! layers run their f32 path unchanged.
