@@ -205,3 +205,32 @@ fn unary_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
                       unary_derivative(x.z, ubp.op, ubp.alpha), unary_derivative(x.w, ubp.op, ubp.alpha));
     ub4_out[i] = ub4_g[i] * d;
 }
+
+// unary_backward_in_place(4): gx written over g (g read_write at binding 2), for a caller that
+// owns g and needs it no longer; the same arithmetic as unary_backward(4).
+@group(0) @binding(1) var<storage, read> ui_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ui_g: array<f32>;
+
+@compute @workgroup_size(256)
+fn unary_backward_in_place(@builtin(workgroup_id) wg: vec3<u32>,
+                           @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if (i >= ubp.n) { return; }
+    ui_g[i] = ui_g[i] * unary_derivative(ui_x[i], ubp.op, ubp.alpha);
+}
+
+@group(0) @binding(1) var<storage, read> ui4_x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> ui4_g: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn unary_backward_in_place4(@builtin(workgroup_id) wg: vec3<u32>,
+                            @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if (i >= ubp.n / 4u) { return; }
+    let x = ui4_x[i];
+    let d = vec4<f32>(unary_derivative(x.x, ubp.op, ubp.alpha), unary_derivative(x.y, ubp.op, ubp.alpha),
+                      unary_derivative(x.z, ubp.op, ubp.alpha), unary_derivative(x.w, ubp.op, ubp.alpha));
+    ui4_g[i] = ui4_g[i] * d;
+}

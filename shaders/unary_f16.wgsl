@@ -69,3 +69,32 @@ fn unary_backward_x16_4(@builtin(workgroup_id) wg: vec3<u32>,
                       unary_derivative(x.z, hp.op, hp.alpha), unary_derivative(x.w, hp.op, hp.alpha));
     hb4_out[i] = hb4_g[i] * d;
 }
+
+// unary_backward_x16_in_place(4): the same with the gradient overwritten by the result
+// (g read_write at binding 2): for a caller that owns g and needs it no longer.
+@group(0) @binding(1) var<storage, read> hi_x: array<f16>;
+@group(0) @binding(2) var<storage, read_write> hi_g: array<f32>;
+
+@compute @workgroup_size(256)
+fn unary_backward_x16_in_place(@builtin(workgroup_id) wg: vec3<u32>,
+                               @builtin(num_workgroups) nwg: vec3<u32>,
+                               @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if (i >= hp.n) { return; }
+    hi_g[i] = hi_g[i] * unary_derivative(f32(hi_x[i]), hp.op, hp.alpha);
+}
+
+@group(0) @binding(1) var<storage, read> hi4_x: array<vec4<f16>>;
+@group(0) @binding(2) var<storage, read_write> hi4_g: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn unary_backward_x16_in_place4(@builtin(workgroup_id) wg: vec3<u32>,
+                                @builtin(num_workgroups) nwg: vec3<u32>,
+                                @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if (i >= hp.n / 4u) { return; }
+    let x = vec4<f32>(hi4_x[i]);
+    let d = vec4<f32>(unary_derivative(x.x, hp.op, hp.alpha), unary_derivative(x.y, hp.op, hp.alpha),
+                      unary_derivative(x.z, hp.op, hp.alpha), unary_derivative(x.w, hp.op, hp.alpha));
+    hi4_g[i] = hi4_g[i] * d;
+}

@@ -383,6 +383,42 @@ fn writing_a_tensor_drops_its_shared_rounding() {
     assert!(gw.iter().all(|&v| v == 3.0 * rows as f32), "{:?}", &gw[..4]);
 }
 
+/// A conv's backward under autocast makes the weight gradient (from an f32 widening of the kept
+/// f16 input) before the input gradient, so the widening and ∂x are never alive at once: the
+/// backward's extra peak stays under 1.5 input-sized f32 tensors (it was 2).
+#[test]
+fn a_conv_backward_under_autocast_holds_one_input_sized_temporary() {
+    let gpu = fresh_gpu();
+    let mut rng = Rng::new(33);
+    let shape = [1, 8, 16, 16, 32];
+    let n: usize = shape.iter().product();
+    let p = Tensor::parameter(&gpu, &rng.vec_uniform(n, -1.0, 1.0), &shape).unwrap();
+    let w = Tensor::parameter(
+        &gpu,
+        &rng.vec_uniform(27 * 32, -0.2, 0.2),
+        &[3, 3, 3, 1, 32],
+    )
+    .unwrap();
+    let cfg = ops::Conv3dConfig::cube(3, 1, 1).groups(32);
+    let y = gpu
+        .autocast(Precision::Mixed, || {
+            ops::conv3d(&ops::scale(&p, 1.0)?, &w, None, &cfg)
+        })
+        .unwrap();
+    let g = Tensor::full(&gpu, y.shape(), 1.0).unwrap();
+    gpu.synchronize().unwrap();
+    let before = gpu.pool_stats().live_bytes;
+    gpu.reset_peak_memory();
+    let grads = y.backward_with(&g).unwrap();
+    assert!(grads.get(&w).is_some() && grads.get(&p).is_some());
+    let extra = gpu.pool_stats().peak_bytes - before;
+    let input = (n * 4) as u64;
+    assert!(
+        extra < input + input / 2,
+        "backward peak {extra} B above, input {input} B"
+    );
+}
+
 // ---- a small PVT encoder -----------------------------------------------------------------
 
 fn tiny_config() -> PvtConfig {

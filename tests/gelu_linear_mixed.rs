@@ -334,3 +334,38 @@ fn bad_shapes_and_types_are_typed_errors() {
         .to_string();
     assert!(err.contains("gelu_linear_mixed"), "{err}");
 }
+
+/// The backward writes ∂h over ∂a: at most one hidden-width f32 tensor is alive at a time in
+/// either form of the op (the two ops' GELU backward had ∂a and ∂h at once).
+#[test]
+fn the_backward_holds_one_hidden_width_f32_tensor_at_a_time() {
+    let gpu = fresh_gpu();
+    let (rows, cin, cout) = (512usize, 64usize, 8usize);
+    for mixed in [false, true] {
+        let mut rng = Rng::new(6);
+        let layer = Linear::new(&gpu, cin, cout, true, LinearInit::Torch, &mut rng).unwrap();
+        let h = Tensor::from_slice(&gpu, &rng.vec_uniform(rows * cin, -1.0, 1.0), &[rows, cin])
+            .unwrap()
+            .requires_grad_(true);
+        let precision = if mixed {
+            Precision::Mixed
+        } else {
+            Precision::F32
+        };
+        let y = gpu.autocast(precision, || layer.forward_gelu(&h)).unwrap();
+        let g = Tensor::full(&gpu, y.shape(), 1.0).unwrap();
+        gpu.synchronize().unwrap();
+        let before = gpu.pool_stats().live_bytes;
+        gpu.reset_peak_memory();
+        let grads = y.backward_with(&g).unwrap();
+        assert!(grads.get(&h).is_some());
+        let extra = gpu.pool_stats().peak_bytes - before;
+        let hidden = (rows * cin * 4) as u64;
+        // One hidden-width f32 tensor (∂a, then ∂h in its place; in f32 also the remade a
+        // before it, freed once ∂w has it), ∂w, ∂bias and g's f16 copy: under 1.5 of one.
+        assert!(
+            extra < hidden + hidden / 2,
+            "mixed {mixed}: backward peak {extra} B above the forward's, hidden tensor {hidden} B"
+        );
+    }
+}

@@ -288,12 +288,15 @@ pub fn conv3d_with(
         .then(|| Saved::keep_autocast(op, x))
         .transpose()?;
     let backward = move |g: &Tensor| -> Result<Vec<Option<Tensor>>> {
-        let gx = match &wd {
-            Some(wd) => Some(backward_input_raw(g, wd, &plan)?),
-            None => None,
-        };
+        // The weight gradient first: under autocast it reads an f32 widening of the kept f16
+        // input, which is freed before the input gradient (as large as x) is made, so the two
+        // are never alive at once.
         let gw = match &xd {
             Some(xd) => Some(backward_weight_raw(g, &xd.value(op)?, &plan)?),
+            None => None,
+        };
+        let gx = match &wd {
+            Some(wd) => Some(backward_input_raw(g, wd, &plan)?),
             None => None,
         };
         Ok(vec![gx, gw])

@@ -91,6 +91,16 @@ const UNARY_BACKWARD4: KernelSpec = KernelSpec {
     ..UNARY_BACKWARD
 };
 
+const UNARY_BACKWARD_IN_PLACE: KernelSpec = KernelSpec {
+    entry: "unary_backward_in_place",
+    inputs: 1,
+    ..UNARY_BACKWARD
+};
+const UNARY_BACKWARD_IN_PLACE4: KernelSpec = KernelSpec {
+    entry: "unary_backward_in_place4",
+    ..UNARY_BACKWARD_IN_PLACE
+};
+
 pub(crate) const KERNELS: &[KernelSpec] = &[
     BINARY,
     BINARY_FLAT,
@@ -101,6 +111,8 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     UNARY_BACKWARD,
     UNARY4,
     UNARY_BACKWARD4,
+    UNARY_BACKWARD_IN_PLACE,
+    UNARY_BACKWARD_IN_PLACE4,
 ];
 
 pub use super::config::{BinaryOp, UnaryOp};
@@ -405,12 +417,33 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
 pub(crate) fn gelu_raw(x: &Tensor) -> Result<Tensor> {
     unary_launch(UnaryPass::Forward, UnaryOp::Gelu, &[x])
 }
-/// `g · GELU'(x)`, unrecorded: [`gelu`]'s backward kernel.
-pub(crate) fn gelu_backward_raw(x: &Tensor, g: &Tensor) -> Result<Tensor> {
+/// `g · GELU'(x)` written over `g`, which the caller owns and gives up; unrecorded. The
+/// arithmetic of [`gelu`]'s backward kernel (the same bits), without a second tensor.
+pub(crate) fn gelu_backward_in_place(x: &Tensor, g: Tensor) -> Result<Tensor> {
+    let op = UnaryOp::Gelu;
     if g.shape() != x.shape() {
         return Err(Error::shape("gelu backward", x.shape(), g.shape()));
     }
-    unary_launch(UnaryPass::Backward, UnaryOp::Gelu, &[x, g])
+    let n = x.numel();
+    if n == 0 {
+        return Ok(g);
+    }
+    let (spec, grid) = scalar_or_vec4(
+        &UNARY_BACKWARD_IN_PLACE,
+        &UNARY_BACKWARD_IN_PLACE4,
+        n,
+        n.is_multiple_of(4),
+    );
+    let (code, alpha) = op.code();
+    let params = UnaryParams {
+        n: n as u32,
+        op: code,
+        alpha,
+        _pad0: 0,
+    };
+    x.gpu()
+        .dispatch(spec, &params, &[x.buffer()], &[g.buffer()], grid)?;
+    Ok(g)
 }
 pub fn exp(x: &Tensor) -> Result<Tensor> {
     unary(UnaryOp::Exp, x)

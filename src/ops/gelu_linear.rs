@@ -8,7 +8,8 @@
 //! less per block alive from the forward to the backward.
 //!
 //! Forward: a = GELU(h) (a transient), y = a · w + bias. Backward, with g = ∂L/∂y:
-//!   a = GELU(h) again;  ∂w = aᵀ g;  ∂bias = Σ_rows g;  ∂a = g wᵀ;  ∂h = ∂a · GELU'(h).
+//!   a = GELU(h) again;  ∂w = aᵀ g;  ∂bias = Σ_rows g;  ∂a = g wᵀ;  ∂h = ∂a · GELU'(h), written
+//!   over ∂a.
 //! Every launch is the one the two ops make, so values and gradients are theirs bit for bit.
 //!
 //! f32 only. Under autocast [`crate::nn::Linear::forward_gelu`] runs
@@ -16,7 +17,7 @@
 //! form of this op that widened h and made GELU(h) in f32 had raised the encoder's amp peak at
 //! 2×32×96×96 from 605,890,176 to 632,104,320 B; the mixed op's kernels read and write f16).
 
-use super::elementwise::{gelu_backward_raw, gelu_raw};
+use super::elementwise::{gelu_backward_in_place, gelu_raw};
 use super::matmul::{linear_dims, matmul_launch, matmul_launch_biased, LinearDims, MatmulKernel};
 use super::reduce::sum_to_shape;
 use crate::autograd::record;
@@ -70,7 +71,8 @@ pub fn gelu_linear(h: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tens
             }
             if let Some(w) = &w_kept {
                 let ga = matmul_launch(&g_rows, w, false, true, kernel)?;
-                gh = Some(gelu_backward_raw(h, &ga)?.reshape(&h_shape)?);
+                // ∂h over ∂a (this closure's own): one hidden-width tensor, not two.
+                gh = Some(gelu_backward_in_place(h, ga)?.reshape(&h_shape)?);
             }
         }
         let mut grads = vec![gh, gw];

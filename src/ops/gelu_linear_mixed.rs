@@ -8,7 +8,7 @@
 //!
 //!   forward:   h16 = f16(h);  a16 = f16(GELU(h16));  y = a16 · f16(w) + bias   (f32 sums, f32 y)
 //!   backward:  a16 again from h16;  ∂w = a16ᵀ g16;  ∂bias = Σ_rows g;  ∂a = g16 · f16(w)ᵀ;
-//!              ∂h = ∂a · GELU'(h16)                                             (f32 gradients)
+//!              ∂h = ∂a · GELU'(h16), written over ∂a                        (f32 gradients)
 //!
 //! with g16 = f16(∂L/∂y). GELU runs on the rounded input, so the forward and the backward see
 //! the same a16 bit for bit (the product of PyTorch's AMP, where the depthwise conv's output,
@@ -20,7 +20,7 @@
 use super::matmul::{linear_dims, LinearDims};
 use super::matmul_f16::{matmul_f16_launch, matmul_f16_launch_biased, MatmulF16Kernel};
 use super::reduce::sum_to_shape;
-use super::unary_f16::{unary_backward_half_raw, unary_half_raw};
+use super::unary_f16::{unary_backward_half_in_place, unary_half_raw};
 use super::UnaryOp;
 use crate::autograd::record;
 use crate::error::Result;
@@ -77,7 +77,8 @@ pub fn gelu_linear_mixed(h: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Resul
                 let w16 = cast_unrecorded(back, w, DType::F16)?;
                 let ga = matmul_f16_launch(&g16, &w16, false, true, kernel)?;
                 drop(w16);
-                let dh = unary_backward_half_raw(UnaryOp::Gelu, h16, &ga)?.reshape(&h_shape)?;
+                // ∂h over ∂a (this closure's own): one hidden-width f32 tensor, not two.
+                let dh = unary_backward_half_in_place(UnaryOp::Gelu, h16, ga)?.reshape(&h_shape)?;
                 gh = Some(match h_dtype {
                     DType::F32 => dh,
                     dtype => cast_unrecorded(back, &dh, dtype)?,

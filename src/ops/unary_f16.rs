@@ -39,7 +39,17 @@ const FORWARD4: KernelSpec = spec("unary_x16_4", 1);
 const BACKWARD: KernelSpec = spec("unary_backward_x16", 2);
 const BACKWARD4: KernelSpec = spec("unary_backward_x16_4", 2);
 
-pub(crate) const KERNELS: &[KernelSpec] = &[FORWARD, FORWARD4, BACKWARD, BACKWARD4];
+const BACKWARD_IN_PLACE: KernelSpec = spec("unary_backward_x16_in_place", 1);
+const BACKWARD_IN_PLACE4: KernelSpec = spec("unary_backward_x16_in_place4", 1);
+
+pub(crate) const KERNELS: &[KernelSpec] = &[
+    FORWARD,
+    FORWARD4,
+    BACKWARD,
+    BACKWARD4,
+    BACKWARD_IN_PLACE,
+    BACKWARD_IN_PLACE4,
+];
 
 fn params(op: UnaryOp, n: usize) -> UnaryParams {
     let (code, alpha) = op.code();
@@ -97,4 +107,33 @@ pub(crate) fn unary_backward_half_raw(op: UnaryOp, x: &Tensor, g: &Tensor) -> Re
         grid,
     )?;
     Ok(out)
+}
+
+/// [`unary_backward_half_raw`] written over `g`, which the caller owns and gives up (the MLP
+/// tail's ∂a becomes ∂h without a second hidden-width f32 tensor). Without `SHADER_F16`, the
+/// f32 kernels into a new tensor.
+pub(crate) fn unary_backward_half_in_place(op: UnaryOp, x: &Tensor, g: Tensor) -> Result<Tensor> {
+    let name = "unary backward (f16 input, in place)";
+    x.expect_dtype(name, DType::F16)?;
+    g.expect_dtype(name, DType::F32)?;
+    x.check_same_gpu(name, &g)?;
+    if g.shape() != x.shape() {
+        return Err(Error::shape(name, x.shape(), g.shape()));
+    }
+    let gpu = x.gpu();
+    if !gpu.features().f16 {
+        return unary_backward_raw(op, &cast_unrecorded(name, x, DType::F32)?, &g);
+    }
+    let n = x.numel();
+    if n == 0 {
+        return Ok(g);
+    }
+    let (spec, grid) = scalar_or_vec4(
+        &BACKWARD_IN_PLACE,
+        &BACKWARD_IN_PLACE4,
+        n,
+        n.is_multiple_of(4),
+    );
+    gpu.dispatch_f16_aware(spec, &params(op, n), &[x.buffer()], &[g.buffer()], grid)?;
+    Ok(g)
 }

@@ -8,7 +8,9 @@
 
 use super::Run;
 use crate::error::Result;
-use crate::ops::unary_f16::{unary_backward_half_raw, unary_half_raw};
+use crate::ops::unary_f16::{
+    unary_backward_half_in_place, unary_backward_half_raw, unary_half_raw,
+};
 use crate::ops::{self, BinaryOp, Pool3dConfig, ResampleMode, UnaryOp};
 use crate::reference::cast::round_to_f16;
 use crate::reference::{
@@ -96,7 +98,8 @@ const HALF_STEP: Tolerance = Tolerance {
 };
 
 /// The unary kernels on f16 storage (mixed precision; where the device has `SHADER_F16`):
-/// `op(x16)` rounded to f16, and `g · op'(x16)` reading the f16 input.
+/// `op(x16)` rounded to f16, and `g · op'(x16)` reading the f16 input (into a new tensor and
+/// over g).
 pub(super) fn unary_f16(run: &mut Run) -> Result<()> {
     if !run.gpu.features().f16 {
         return Ok(());
@@ -121,7 +124,12 @@ pub(super) fn unary_f16(run: &mut Run) -> Result<()> {
                 cmp.tensor("forward", &y, &round_to_f16(&re::unary(op, &xr)), HALF_STEP);
                 let (g, tg) = run.random(&shape, false)?;
                 let gx = unary_backward_half_raw(op, &x16, &tg)?;
-                cmp.tensor("grad x", &gx, &re::unary_backward(op, &xr, &g), F32_GRAD);
+                let want = re::unary_backward(op, &xr, &g);
+                cmp.tensor("grad x", &gx, &want, F32_GRAD);
+                // The in-place form, over a copy of g.
+                let g_own = crate::ops::scale(&tg, 1.0)?;
+                let gx = unary_backward_half_in_place(op, &x16, g_own)?;
+                cmp.tensor("grad x in place", &gx, &want, F32_GRAD);
                 Ok(())
             });
         }
