@@ -287,17 +287,29 @@ pub fn conv3d_with(
         .requires_grad()
         .then(|| Saved::keep_autocast(op, x))
         .transpose()?;
+    // Under autocast the weight gradient reads an f32 widening of the kept f16 input (x-sized,
+    // freed once ∂w is made): make ∂w first when that widening outweighs ∂w itself, so that it
+    // is gone before ∂x (x-sized) exists. Otherwise ∂x first, so that a large ∂w (a patch
+    // embedding's) is not alive during ∂x's temporaries.
+    let weight_first = xd.as_ref().is_some_and(|x| x.half().is_some()) && x.numel() >= w.numel();
     let backward = move |g: &Tensor| -> Result<Vec<Option<Tensor>>> {
-        // The weight gradient first: under autocast it reads an f32 widening of the kept f16
-        // input, which is freed before the input gradient (as large as x) is made, so the two
-        // are never alive at once.
-        let gw = match &xd {
-            Some(xd) => Some(backward_weight_raw(g, &xd.value(op)?, &plan)?),
-            None => None,
+        let weight_grad = || -> Result<Option<Tensor>> {
+            match &xd {
+                Some(xd) => Ok(Some(backward_weight_raw(g, &xd.value(op)?, &plan)?)),
+                None => Ok(None),
+            }
         };
-        let gx = match &wd {
-            Some(wd) => Some(backward_input_raw(g, wd, &plan)?),
-            None => None,
+        let input_grad = || -> Result<Option<Tensor>> {
+            match &wd {
+                Some(wd) => Ok(Some(backward_input_raw(g, wd, &plan)?)),
+                None => Ok(None),
+            }
+        };
+        let (gx, gw) = if weight_first {
+            let gw = weight_grad()?;
+            (input_grad()?, gw)
+        } else {
+            (input_grad()?, weight_grad()?)
         };
         Ok(vec![gx, gw])
     };
