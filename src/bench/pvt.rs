@@ -40,12 +40,13 @@
 //!
 //! ≈ 5.3 M floats = 21 MB per sample, 42 MB at batch 2. On top: the parameters, 23.9 M floats =
 //! 96 MB, resident; and the parameter gradients, which fill up (to 96 MB) as the backward frees
-//! activations. Measured on lavapipe: 235.4 MB, ≈ 140 MB above the parameters: the stage 2–4
+//! activations. Measured on lavapipe: 230.6 MB, ≈ 135 MB above the parameters: the stage 2–4
 //! parameter gradients (≈ 90 MB) are already allocated while the stage-1 and stem activations
 //! are still held, and the backward's own temporaries come on top. (Before the tape kept only
 //! what backward reads, an add kept both operands and a Linear its pre-bias output: 278.0 MB;
 //! before fc2 made GELU's output again in backward: 249.0 MB; before the stem's norms kept
-//! their outputs instead of their inputs: 243.2 MB.)
+//! their outputs instead of their inputs: 243.2 MB; before the MLP tail wrote ∂h over ∂a:
+//! 235.4 MB.)
 use super::inputs::random;
 use super::{Bench, Case, Sample, Work};
 use crate::error::{Error, Result};
