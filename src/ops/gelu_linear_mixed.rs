@@ -37,10 +37,6 @@ pub fn gelu_linear_mixed(h: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Resul
         cout,
         out_shape,
     } = linear_dims(op, "h", h, w, bias)?;
-    w.expect_dtype(op, DType::F32)?;
-    if let Some(b) = bias {
-        b.expect_dtype(op, DType::F32)?;
-    }
     let kernel = MatmulF16Kernel::chosen(h.gpu())?;
 
     let h16 = half_rounding(op, h)?.reshape(&[rows, cin])?;

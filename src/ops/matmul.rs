@@ -45,7 +45,7 @@ pub(crate) use super::matmul_subgroup_a::{
     runs_for as subgroup_a_runs, KERNELS as KERNELS_SUBGROUP_A,
     KERNELS_F16 as KERNELS_SUBGROUP_A_F16,
 };
-use crate::tensor::{numel, Tensor};
+use crate::tensor::{numel, DType, Tensor};
 
 /// `op_a(a) · op_b(b)` with batch broadcasting, on the adapter's preferred kernel; recorded.
 pub fn matmul(a: &Tensor, b: &Tensor, transpose_a: bool, transpose_b: bool) -> Result<Tensor> {
@@ -145,8 +145,9 @@ pub(crate) struct LinearDims {
     pub out_shape: Vec<usize>,
 }
 
-/// [`LinearDims`] of a linear op's operands (`input` names the first in the error), or a shape
-/// error naming `op`: w of rank 2 whose rows match `input`'s last extent, a bias of `[Cout]`.
+/// [`LinearDims`] of a linear op's operands (`input` names the first in the error), or an
+/// error naming `op`: w of rank 2 whose rows match `input`'s last extent, a bias of `[Cout]`,
+/// both f32 and on `input`'s device.
 pub(crate) fn linear_dims(
     op: &'static str,
     input: &str,
@@ -162,10 +163,15 @@ pub(crate) fn linear_dims(
         ));
     }
     let (cin, cout) = (w.shape()[0], w.shape()[1]);
+    // The weight and bias are f32 (master weights under mixed precision) on x's device.
+    x.check_same_gpu(op, w)?;
+    w.expect_dtype(op, DType::F32)?;
     if let Some(b) = bias {
         if b.shape() != [cout] {
             return Err(Error::shape(op, [cout], b.shape()));
         }
+        x.check_same_gpu(op, b)?;
+        b.expect_dtype(op, DType::F32)?;
     }
     let lead = &x.shape()[..x.rank() - 1];
     let mut out_shape = lead.to_vec();

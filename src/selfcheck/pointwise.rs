@@ -13,11 +13,12 @@ use crate::ops::unary_f16::{
 };
 use crate::ops::{self, BinaryOp, Pool3dConfig, ResampleMode, UnaryOp};
 use crate::reference::cast::round_to_f16;
+use crate::reference::Array;
 use crate::reference::{
     elementwise as re, gelu_linear as rgl, loss as rl, normalized_linear as rnl, pool as rp,
     resample as rr,
 };
-use crate::tensor::DType;
+use crate::tensor::{DType, Tensor};
 use crate::util::{Tolerance, F32_ACCUM, F32_GRAD, F32_POINTWISE};
 
 const BINARY: [BinaryOp; 6] = [
@@ -147,46 +148,49 @@ const MIXED_TAIL: Tolerance = Tolerance {
 /// The MLP tail, linear(GELU(h)) keeping h alone (its own backward recomputes GELU): the f32 op,
 /// and the mixed-precision one where the device has f16.
 pub(super) fn gelu_linear(run: &mut Run) -> Result<()> {
-    if run.gpu.features().f16 && run.wants("gelu_linear", "mixed") {
+    type Op = fn(&Tensor, &Tensor, Option<&Tensor>) -> Result<Tensor>;
+    type Forward = fn(&Array, &Array, Option<&[f64]>) -> Array;
+    type Backward = fn(&Array, &Array, &Array) -> (Array, Array, Array);
+    // (variant, op, its reference forward and backward, tolerances of the output and gradients)
+    let variants: [(&str, Op, Forward, Backward, Tolerance, Tolerance); 2] = [
+        (
+            "auto",
+            ops::gelu_linear,
+            rgl::gelu_linear,
+            rgl::gelu_linear_backward,
+            F32_ACCUM,
+            F32_GRAD,
+        ),
+        (
+            "mixed",
+            ops::gelu_linear_mixed,
+            rgl::gelu_linear_mixed,
+            rgl::gelu_linear_mixed_backward,
+            MIXED_TAIL,
+            MIXED_TAIL,
+        ),
+    ];
+    for (variant, op, forward, backward, out_tol, grad_tol) in variants {
+        if (variant == "mixed" && !run.gpu.features().f16) || !run.wants("gelu_linear", variant) {
+            continue;
+        }
         for (rows, cin, cout) in [(300, 64, 24), (15, 6, 7)] {
             let case = format!("h[{rows}, {cin}] to {cout}");
-            run.check("gelu_linear", "mixed", "mixed", &case, |run, cmp| {
+            run.check("gelu_linear", variant, variant, &case, |run, cmp| {
                 let (h, th) = run.uniform(&[rows, cin], -3.0, 3.0, true)?;
                 let (w, tw) = run.random(&[cin, cout], true)?;
                 let (b, tb) = run.random(&[cout], true)?;
-                let y = ops::gelu_linear_mixed(&th, &tw, Some(&tb))?;
-                let want = rgl::gelu_linear_mixed(&h, &w, Some(&b.data));
-                cmp.tensor("forward", &y, &want, MIXED_TAIL);
+                let y = op(&th, &tw, Some(&tb))?;
+                cmp.tensor("forward", &y, &forward(&h, &w, Some(&b.data)), out_tol);
                 let (g, tg) = run.random(y.shape(), false)?;
                 let grads = y.backward_with(&tg)?;
-                let (gh, gw, gb) = rgl::gelu_linear_mixed_backward(&h, &w, &g);
-                cmp.grad("grad h", &grads, &th, &gh, MIXED_TAIL);
-                cmp.grad("grad w", &grads, &tw, &gw, MIXED_TAIL);
-                cmp.grad("grad bias", &grads, &tb, &gb, MIXED_TAIL);
+                let (gh, gw, gb) = backward(&h, &w, &g);
+                cmp.grad("grad h", &grads, &th, &gh, grad_tol);
+                cmp.grad("grad w", &grads, &tw, &gw, grad_tol);
+                cmp.grad("grad bias", &grads, &tb, &gb, grad_tol);
                 Ok(())
             });
         }
-    }
-    if !run.wants("gelu_linear", "auto") {
-        return Ok(());
-    }
-    for (rows, cin, cout) in [(300, 64, 24), (15, 6, 7)] {
-        let case = format!("h[{rows}, {cin}] to {cout}");
-        run.check("gelu_linear", "auto", "auto", &case, |run, cmp| {
-            let (h, th) = run.uniform(&[rows, cin], -3.0, 3.0, true)?;
-            let (w, tw) = run.random(&[cin, cout], true)?;
-            let (b, tb) = run.random(&[cout], true)?;
-            let y = ops::gelu_linear(&th, &tw, Some(&tb))?;
-            let want = rgl::gelu_linear(&h, &w, Some(&b.data));
-            cmp.tensor("forward", &y, &want, F32_ACCUM);
-            let (g, tg) = run.random(y.shape(), false)?;
-            let grads = y.backward_with(&tg)?;
-            let (gh, gw, gb) = rgl::gelu_linear_backward(&h, &w, &g);
-            cmp.grad("grad h", &grads, &th, &gh, F32_GRAD);
-            cmp.grad("grad w", &grads, &tw, &gw, F32_GRAD);
-            cmp.grad("grad bias", &grads, &tb, &gb, F32_GRAD);
-            Ok(())
-        });
     }
     Ok(())
 }
