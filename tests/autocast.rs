@@ -419,6 +419,46 @@ fn a_conv_backward_under_autocast_holds_one_input_sized_temporary() {
     );
 }
 
+/// Under `no_grad` nothing is kept for a backward, so autocast rounds nothing for one: a conv,
+/// an activation, attention and the fused InstanceNorm + LeakyReLU launch no cast (the linears'
+/// f16 operands are what they multiply, and are cast).
+#[test]
+fn under_no_grad_autocast_rounds_nothing_for_backward() {
+    let gpu = fresh_gpu();
+    let mut rng = Rng::new(34);
+    let shape = [1, 4, 8, 8, 8];
+    let n: usize = shape.iter().product();
+    let x = Tensor::parameter(&gpu, &rng.vec_uniform(n, -1.0, 1.0), &shape).unwrap();
+    let w = Tensor::parameter(
+        &gpu,
+        &rng.vec_uniform(27 * 8 * 8, -0.2, 0.2),
+        &[3, 3, 3, 8, 8],
+    )
+    .unwrap();
+    let q = Tensor::parameter(&gpu, &rng.vec_uniform(2 * 16 * 8, -1.0, 1.0), &[2, 16, 8]).unwrap();
+    let run = |grad: bool| {
+        let (_, kernels) = ran(&gpu, || {
+            let body = || -> cads::Result<()> {
+                gpu.autocast(Precision::Mixed, || -> cads::Result<()> {
+                    let y = ops::conv3d(&x, &w, None, &ops::Conv3dConfig::cube(3, 1, 1))?;
+                    let z = ops::instance_norm_leaky_relu(&y, None, 1e-5, 0.01)?;
+                    ops::gelu(&z)?;
+                    ops::attention(&q, &q, &q, 2)?;
+                    Ok(())
+                })
+            };
+            if grad {
+                body()
+            } else {
+                gpu.no_grad(body)
+            }
+        });
+        kernels.iter().filter(|k| k.starts_with("cast::")).count()
+    };
+    assert_eq!(run(false), 0, "casts under no_grad");
+    assert!(run(true) > 0, "recording under autocast keeps f16 copies");
+}
+
 // ---- a small PVT encoder -----------------------------------------------------------------
 
 fn tiny_config() -> PvtConfig {

@@ -183,7 +183,7 @@ pub fn attention_with(
         keep(q)?,
         keep(k)?,
         keep(v)?,
-        Saved::keep_output_autocast(op, &out)?,
+        Saved::keep_output_autocast(op, &out, &[q, k, v])?,
     ];
     Ok(record(out, op, &[q, k, v], move |g| {
         let gpu = g.gpu();

@@ -604,7 +604,7 @@ pub fn instance_norm_leaky_relu(
     }
     let (z, stats) = instance_norm_launch(x, affine, eps, Some(slope))?;
     if affine.is_none() && slope > 0.0 {
-        let kept = Saved::keep_output_autocast(op, &z)?;
+        let kept = Saved::keep_output_autocast(op, &z, &[x])?;
         return Ok(record(z, op, &[x], move |g| {
             let z = kept.value(op)?;
             Ok(vec![Some(instance_norm_leaky_backward_from_output(

@@ -87,16 +87,25 @@ impl Saved {
         })
     }
 
-    /// Keep `t` in f16 when the calling thread runs mixed precision on this device.
+    /// Keep `t` in f16 when the calling thread runs mixed precision on this device and records
+    /// (under `no_grad` nothing reads what is kept: no rounding pass is spent on it).
     pub(crate) fn keep_autocast(op: &'static str, t: &Tensor) -> Result<Saved> {
-        Saved::keep(op, t, t.gpu().mixed_precision())
+        let gpu = t.gpu();
+        Saved::keep(op, t, gpu.mixed_precision() && gpu.grad_enabled())
     }
 
-    /// [`Saved::keep_autocast`] of the op's own output, which the op records next: its f16
-    /// rounding is shared with the later consumers of the output that keep one (attention's
-    /// output feeds the output projection).
-    pub(crate) fn keep_output_autocast(op: &'static str, out: &Tensor) -> Result<Saved> {
-        if !(out.gpu().mixed_precision() && out.dtype() == DType::F32) {
+    /// [`Saved::keep_autocast`] of the op's own output, which the op records next from
+    /// `inputs`: its f16 rounding is shared with the later consumers of the output that keep
+    /// one (attention's output feeds the output projection). Nothing is rounded when the op
+    /// will not be recorded.
+    pub(crate) fn keep_output_autocast(
+        op: &'static str,
+        out: &Tensor,
+        inputs: &[&Tensor],
+    ) -> Result<Saved> {
+        let gpu = out.gpu();
+        let recorded = gpu.grad_enabled() && inputs.iter().any(|t| t.requires_grad());
+        if !(recorded && gpu.mixed_precision() && out.dtype() == DType::F32) {
             return Saved::keep(op, out, false);
         }
         Ok(Saved {
