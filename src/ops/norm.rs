@@ -577,18 +577,27 @@ pub fn instance_norm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f32) -
     }))
 }
 
+/// The smallest LeakyReLU slope from which [`instance_norm_leaky_relu`] without affine keeps
+/// its output instead of its input: an f16 z = slope·y is normal for |y| ≥ 6.1e-5 / slope
+/// (0.06 here), and below that its absolute error, ≤ 6e-8 / slope = 6e-5 in y, is far under
+/// the normalised values' scale.
+pub const MIN_SLOPE_FROM_OUTPUT: f32 = 1e-3;
+
 /// `leaky_relu(instance_norm(x, affine, eps), slope)` as one recorded op: the LeakyReLU runs in
 /// the normalisation's last pass (saves a pass over the activation forward,
 /// docs/kernel-tuning.md, "InstanceNorm and LeakyReLU in one op").
 ///
-/// What backward keeps: without affine and with slope > 0 (the stem and the U-Net decoder),
-/// only the output z and the statistics. z > 0 exactly where the normalised y > 0, so
-/// y = LeakyReLU⁻¹(z) (z, or z / slope), and the norm's backward needs y and rstd alone: x is
-/// not kept. z is what the next layer keeps anyway (in f32 the same buffer; under autocast its
-/// f16 rounding, shared with the next conv, src/tensor/saved.rs), so the op holds no activation
-/// of its own. y from z differs from (x − μ)·rstd by z / slope's rounding (f32), or by z's f16
-/// rounding under autocast (relative 2⁻¹¹ of y, after the mean is out: no cancellation).
-/// With affine (y from z would divide by γ) or slope 0 (z does not tell y where y ≤ 0): x is
+/// What backward keeps: without affine and with slope ≥ [`MIN_SLOPE_FROM_OUTPUT`] (the stem
+/// and the U-Net decoder, 0.01), only the output z and the statistics. z > 0 exactly where the
+/// normalised y > 0, so y = LeakyReLU⁻¹(z) (z, or z / slope), and the norm's backward needs y
+/// and rstd alone: x is not kept. z is what the next layer keeps anyway (in f32 the same
+/// buffer; under autocast its f16 rounding, shared with the next conv, src/tensor/saved.rs), so
+/// the op holds no activation of its own. y from z differs from (x − μ)·rstd by z / slope's
+/// rounding (f32), or by z's f16 rounding under autocast (relative 2⁻¹¹ of y, after the mean
+/// is out: no cancellation); the kernels centre the recovered y over each (n, c) so that
+/// Σ_s ∂x stays 0, as it is exactly (a bias ahead of the norm gets no gradient).
+/// With affine (y from z would divide by γ) or a smaller slope (0: z does not tell y where
+/// y ≤ 0; tiny: z's f16 rounding would be subnormal for most negative y): x is
 /// kept, with z for LeakyReLU' in f32; under autocast nothing else (y is recomputed from x and
 /// the statistics), and the values and gradients are bit for bit the two ops'
 /// (tests/instance_norm_leaky.rs). A negative or non-finite slope runs the two ops.
@@ -603,7 +612,7 @@ pub fn instance_norm_leaky_relu(
         return leaky_relu(&instance_norm(x, affine, eps)?, slope);
     }
     let (z, stats) = instance_norm_launch(x, affine, eps, Some(slope))?;
-    if affine.is_none() && slope > 0.0 {
+    if affine.is_none() && slope >= MIN_SLOPE_FROM_OUTPUT {
         let kept = Saved::keep_output_autocast(op, &z, &[x])?;
         return Ok(record(z, op, &[x], move |g| {
             let z = kept.value(op)?;
