@@ -9,7 +9,9 @@ enable f16;
 //                      without an f32 widening of it in memory.
 // *4 entries: the same on four consecutive elements per invocation (n % 4 == 0).
 //
-// f16 → f32 is exact; f32 → f16 rounds to nearest (the device's conversion). Op codes at
+// f16 → f32 is exact; f32 → f16 rounds to nearest (the device's conversion; a result beyond
+// f16's range is left to the device by WGSL, where shaders/cast.wgsl gives ±inf — GELU, the op
+// the library runs here, never exceeds its f16 input). Op codes at
 // `apply_unary`. Bindings: 0 params (uniform UnaryParams), then the inputs (read), then the
 // output (read_write). Dispatch: 1-D, 256 per workgroup, folded into (x, y) as in
 // shaders/elementwise.wgsl.
