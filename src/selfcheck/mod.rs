@@ -33,7 +33,8 @@ use crate::util::{compare, worst_excess, Rng, Tolerance};
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Check {
     /// The op family: `matmul`, `matmul_f16`, `conv3d`, `conv_transpose3d`, `attention`,
-    /// `softmax`, `log_softmax`, `layer_norm`, `instance_norm`, `sum`, `unary`, `binary`,
+    /// `softmax`, `log_softmax`, `layer_norm`, `instance_norm`, `sum`, `unary`, `unary_f16`,
+    /// `binary`,
     /// `gelu_linear`, `max_pool3d`, `avg_pool3d`, `resample`, `l2_normalize`,
     /// `normalized_linear`, `soft_cross_entropy`, `drr_forward`, `drr_backproject`, `adamw`,
     /// `sgd`, `ema`, `pvt_encoder`.
