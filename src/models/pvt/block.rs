@@ -129,14 +129,17 @@ impl Block {
         let [n, _, _] = *x.shape() else {
             unreachable!("tokens are [N, L, C]")
         };
-        let h = self.fc1.forward(x)?;
-        let hidden = h.shape()[2];
-        // Tokens → volume (D = 1 for images), depthwise 3³ conv, back to tokens.
-        let vol = h.reshape(&[n, grid[0], grid[1], grid[2], hidden])?;
-        let h = self
-            .dwconv
-            .forward(&vol)?
-            .reshape(&[n, grid[0] * grid[1] * grid[2], hidden])?;
+        // Tokens → volume (D = 1 for images), depthwise 3³ conv, back to tokens. fc1's output
+        // goes out of scope before fc2 runs: under autocast the conv keeps only its f16
+        // rounding, so the f32 tensor (the block's widest) is freed here, not after fc2.
+        let h = {
+            let h = self.fc1.forward(x)?;
+            let hidden = h.shape()[2];
+            let vol = h.reshape(&[n, grid[0], grid[1], grid[2], hidden])?;
+            self.dwconv
+                .forward(&vol)?
+                .reshape(&[n, grid[0] * grid[1] * grid[2], hidden])?
+        };
         // fc2(GELU(h)) keeping h alone: GELU(h) is made again in backward (ops::gelu_linear).
         self.fc2.forward_gelu(&h)
     }
