@@ -18,8 +18,9 @@
 //! 2×32×96×96 from 605,890,176 to 632,104,320 B; the mixed op's kernels read and write f16).
 
 use super::elementwise::{gelu_backward_in_place, gelu_raw};
-use super::matmul::{linear_dims, matmul_launch, matmul_launch_biased, LinearDims, MatmulKernel};
-use super::reduce::sum_to_shape;
+use super::matmul::{
+    linear_dims, linear_grads, matmul_launch, matmul_launch_biased, LinearDims, MatmulKernel,
+};
 use crate::autograd::record;
 use crate::error::Result;
 use crate::tensor::{DType, Tensor};
@@ -42,16 +43,12 @@ pub fn gelu_linear(h: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     let y = matmul_launch_biased(&a, w, false, false, kernel, bias)?.reshape(&out_shape)?;
     drop(a);
 
-    let need = (
-        h.requires_grad(),
-        w.requires_grad(),
-        bias.is_some_and(|b| b.requires_grad()),
-    );
+    let need = (h.requires_grad(), w.requires_grad());
     // ∂h reads h and w, ∂w reads h (for a): keep what the wanted gradients read.
     let h_kept = (need.0 || need.1).then_some(h_rows);
     let w_kept = need.0.then(|| w.detach());
     let h_shape = h.shape().to_vec();
-    let has_bias = bias.is_some();
+    let bias_wanted = bias.map(|b| b.requires_grad());
     let mut inputs = vec![h, w];
     inputs.extend(bias);
     Ok(record(y, op, &inputs, move |g| {
@@ -69,14 +66,6 @@ pub fn gelu_linear(h: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tens
                 gh = Some(gelu_backward_in_place(h, ga)?.reshape(&h_shape)?);
             }
         }
-        let mut grads = vec![gh, gw];
-        if has_bias {
-            grads.push(if need.2 {
-                Some(sum_to_shape(&g_rows, &[cout])?)
-            } else {
-                None
-            });
-        }
-        Ok(grads)
+        linear_grads(gh, gw, bias_wanted, &g_rows)
     }))
 }

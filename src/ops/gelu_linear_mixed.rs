@@ -17,9 +17,8 @@
 //! ([`crate::tensor`]'s shared rounding). Kernels: src/ops/unary_f16.rs and the f16 matmuls;
 //! reference: src/reference/gelu_linear.rs (`gelu_linear_mixed`).
 
-use super::matmul::{linear_dims, LinearDims};
+use super::matmul::{linear_dims, linear_grads, LinearDims};
 use super::matmul_f16::{matmul_f16_launch, matmul_f16_launch_biased, MatmulF16Kernel};
-use super::reduce::sum_to_shape;
 use super::unary_f16::{unary_backward_half_in_place, unary_half_raw};
 use super::UnaryOp;
 use crate::autograd::record;
@@ -46,16 +45,12 @@ pub fn gelu_linear_mixed(h: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Resul
     drop((a16, w16));
     let y = y.reshape(&out_shape)?;
 
-    let need = (
-        h.requires_grad(),
-        w.requires_grad(),
-        bias.is_some_and(|b| b.requires_grad()),
-    );
+    let need = (h.requires_grad(), w.requires_grad());
     // ∂h reads h16 and w, ∂w reads h16 (for a16): keep what the wanted gradients read.
     let h_kept = (need.0 || need.1).then_some(h16);
     let w_kept = need.0.then(|| w.detach());
     let (h_shape, h_dtype) = (h.shape().to_vec(), h.dtype());
-    let has_bias = bias.is_some();
+    let bias_wanted = bias.map(|b| b.requires_grad());
     let mut inputs = vec![h, w];
     inputs.extend(bias);
     Ok(record(y, op, &inputs, move |g| {
@@ -81,14 +76,6 @@ pub fn gelu_linear_mixed(h: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Resul
                 });
             }
         }
-        let mut grads = vec![gh, gw];
-        if has_bias {
-            grads.push(if need.2 {
-                Some(sum_to_shape(&g_rows, &[cout])?)
-            } else {
-                None
-            });
-        }
-        Ok(grads)
+        linear_grads(gh, gw, bias_wanted, &g_rows)
     }))
 }

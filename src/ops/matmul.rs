@@ -145,6 +145,25 @@ pub(crate) struct LinearDims {
     pub out_shape: Vec<usize>,
 }
 
+/// A linear op's gradients in the order it recorded its inputs: ∂x, ∂w, and with a bias
+/// (`bias` = `Some(wanted)`) ∂bias = Σ_rows g (`g_rows` `[rows, Cout]`), made when wanted.
+pub(crate) fn linear_grads(
+    gx: Option<Tensor>,
+    gw: Option<Tensor>,
+    bias: Option<bool>,
+    g_rows: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
+    let mut grads = vec![gx, gw];
+    if let Some(wanted) = bias {
+        let cout = g_rows.shape()[g_rows.rank() - 1];
+        grads.push(match wanted {
+            true => Some(sum_to_shape(g_rows, &[cout])?),
+            false => None,
+        });
+    }
+    Ok(grads)
+}
+
 /// [`LinearDims`] of a linear op's operands (`input` names the first in the error), or an
 /// error naming `op`: w of rank 2 whose rows match `input`'s last extent, a bias of `[Cout]`,
 /// both f32 and on `input`'s device.
@@ -220,10 +239,6 @@ pub fn linear_with(
             Some(x_rows) => Some(matmul_launch(x_rows, &g_rows, true, false, kernel)?),
             None => None,
         };
-        let gb = match need.2 {
-            true => Some(sum_to_shape(&g_rows, &[cout])?),
-            false => None,
-        };
-        Ok(vec![gx, gw, gb])
+        linear_grads(gx, gw, Some(need.2), &g_rows)
     }))
 }

@@ -28,7 +28,8 @@
 //! and multiplied by the f32 matmul kernels (src/ops/matmul.rs), so a caller never needs to ask.
 
 use super::matmul::{
-    add_bias, linear_dims, matmul_launch, split_target_workgroups, LinearDims, MatmulKernel,
+    add_bias, linear_dims, linear_grads, matmul_launch, split_target_workgroups, LinearDims,
+    MatmulKernel,
 };
 use super::matmul_f16_coop::launch_coop;
 use super::matmul_f16_vec4::{self, F16VecTile};
@@ -512,12 +513,8 @@ pub fn linear_mixed(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Ten
     let y = y.reshape(&out_shape)?;
 
     let (x_shape, x_dtype) = (x.shape().to_vec(), x.dtype());
-    let has_bias = bias.is_some();
-    let need = (
-        x.requires_grad(),
-        w.requires_grad(),
-        bias.is_some_and(|b| b.requires_grad()),
-    );
+    let bias_wanted = bias.map(|b| b.requires_grad());
+    let need = (x.requires_grad(), w.requires_grad());
     // dx reads the weight and dw the f16 input: keep each only when the other is wanted.
     let master = need.0.then(|| w.detach());
     let x16 = need.1.then_some(x16);
@@ -541,14 +538,6 @@ pub fn linear_mixed(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Ten
             Some(x16) => Some(matmul_f16_launch(x16, &g16, true, false, kernel)?),
             None => None,
         };
-        let mut grads = vec![gx, gw];
-        if has_bias {
-            grads.push(if need.2 {
-                Some(sum_to_shape(&g_rows, &[cout])?)
-            } else {
-                None
-            });
-        }
-        Ok(grads)
+        linear_grads(gx, gw, bias_wanted, &g_rows)
     }))
 }

@@ -30,17 +30,22 @@ const BINARY: [BinaryOp; 6] = [
     BinaryOp::Min,
 ];
 
+/// Inputs of a unary check: [0.2, 3) for the ops defined on positive values, else [−3, 3).
+fn input_range(op: UnaryOp) -> (f32, f32) {
+    if op.needs_positive_input() {
+        (0.2, 3.0)
+    } else {
+        (-3.0, 3.0)
+    }
+}
+
 pub(super) fn elementwise(run: &mut Run) -> Result<()> {
     for op in UnaryOp::SAMPLES {
         let name = op.name();
         if !run.wants("unary", name) {
             continue;
         }
-        let (lo, hi) = if op.needs_positive_input() {
-            (0.2, 3.0)
-        } else {
-            (-3.0, 3.0)
-        };
+        let (lo, hi) = input_range(op);
         // 540 elements run four per invocation (the vec4 entries), 555 one.
         for shape in [[3, 36, 5], [3, 37, 5]] {
             let case = format!("{shape:?} in [{lo}, {hi})");
@@ -110,11 +115,7 @@ pub(super) fn unary_f16(run: &mut Run) -> Result<()> {
         if !run.wants("unary_f16", name) {
             continue;
         }
-        let (lo, hi) = if op.needs_positive_input() {
-            (0.2, 3.0)
-        } else {
-            (-3.0, 3.0)
-        };
+        let (lo, hi) = input_range(op);
         for shape in [[3, 36, 5], [3, 37, 5]] {
             let case = format!("{shape:?} in [{lo}, {hi})");
             run.check("unary_f16", name, name, &case, |run, cmp| {
