@@ -31,10 +31,10 @@ crate::gpu::shader_params! {
 crate::gpu::shader_params! {
     /// Mirrors `UnaryParams` in shaders/unary_math.wgsl.
     pub(crate) struct UnaryParams {
-        pub(crate) n: u32,
-        pub(crate) op: u32,
-        pub(crate) alpha: f32,
-        pub(crate) _pad0: u32,
+        n: u32,
+        op: u32,
+        alpha: f32,
+        _pad0: u32,
     }
 }
 
@@ -114,6 +114,19 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     UNARY_BACKWARD_IN_PLACE,
     UNARY_BACKWARD_IN_PLACE4,
 ];
+
+impl UnaryParams {
+    /// The parameters of `op` over `n` elements (the f32 kernels' and the f16 ones').
+    pub(crate) fn of(op: UnaryOp, n: usize) -> UnaryParams {
+        let (code, alpha) = op.code();
+        UnaryParams {
+            n: n as u32,
+            op: code,
+            alpha,
+            _pad0: 0,
+        }
+    }
+}
 
 pub use super::config::{BinaryOp, UnaryOp};
 
@@ -334,13 +347,7 @@ fn unary_launch(pass: UnaryPass, op: UnaryOp, inputs: &[&Tensor]) -> Result<Tens
         UnaryPass::Backward => (&UNARY_BACKWARD, &UNARY_BACKWARD4),
     };
     let (spec, grid) = scalar_or_vec4(scalar, wide, n, n.is_multiple_of(4));
-    let (code, alpha) = op.code();
-    let params = UnaryParams {
-        n: n as u32,
-        op: code,
-        alpha,
-        _pad0: 0,
-    };
+    let params = UnaryParams::of(op, n);
     let bufs: Vec<&wgpu::Buffer> = inputs.iter().map(|t| t.buffer()).collect();
     x.gpu()
         .dispatch(spec, &params, &bufs, &[out.buffer()], grid)?;
@@ -434,13 +441,7 @@ pub(crate) fn gelu_backward_in_place(x: &Tensor, g: Tensor) -> Result<Tensor> {
         n,
         n.is_multiple_of(4),
     );
-    let (code, alpha) = op.code();
-    let params = UnaryParams {
-        n: n as u32,
-        op: code,
-        alpha,
-        _pad0: 0,
-    };
+    let params = UnaryParams::of(op, n);
     x.gpu()
         .dispatch(spec, &params, &[x.buffer()], &[g.buffer()], grid)?;
     Ok(g)

@@ -51,16 +51,6 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     BACKWARD_IN_PLACE4,
 ];
 
-fn params(op: UnaryOp, n: usize) -> UnaryParams {
-    let (code, alpha) = op.code();
-    UnaryParams {
-        n: n as u32,
-        op: code,
-        alpha,
-        _pad0: 0,
-    }
-}
-
 /// `op(x)` of an f16 tensor, rounded to f16; unrecorded.
 pub(crate) fn unary_half_raw(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
     let name = "unary (f16)";
@@ -76,7 +66,13 @@ pub(crate) fn unary_half_raw(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         return Ok(out);
     }
     let (spec, grid) = scalar_or_vec4(&FORWARD, &FORWARD4, n, n.is_multiple_of(4));
-    gpu.dispatch_f16_aware(spec, &params(op, n), &[x.buffer()], &[out.buffer()], grid)?;
+    gpu.dispatch_f16_aware(
+        spec,
+        &UnaryParams::of(op, n),
+        &[x.buffer()],
+        &[out.buffer()],
+        grid,
+    )?;
     Ok(out)
 }
 
@@ -101,7 +97,7 @@ pub(crate) fn unary_backward_half_raw(op: UnaryOp, x: &Tensor, g: &Tensor) -> Re
     let (spec, grid) = scalar_or_vec4(&BACKWARD, &BACKWARD4, n, n.is_multiple_of(4));
     gpu.dispatch_f16_aware(
         spec,
-        &params(op, n),
+        &UnaryParams::of(op, n),
         &[x.buffer(), g.buffer()],
         &[out.buffer()],
         grid,
@@ -134,6 +130,12 @@ pub(crate) fn unary_backward_half_in_place(op: UnaryOp, x: &Tensor, g: Tensor) -
         n,
         n.is_multiple_of(4),
     );
-    gpu.dispatch_f16_aware(spec, &params(op, n), &[x.buffer()], &[g.buffer()], grid)?;
+    gpu.dispatch_f16_aware(
+        spec,
+        &UnaryParams::of(op, n),
+        &[x.buffer()],
+        &[g.buffer()],
+        grid,
+    )?;
     Ok(g)
 }
