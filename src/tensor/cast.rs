@@ -23,7 +23,10 @@ crate::gpu::shader_params! {
     }
 }
 
-const SOURCE: &str = include_str!("../../shaders/cast.wgsl");
+const SOURCE: &str = concat!(
+    include_str!("../../shaders/cast.wgsl"),
+    include_str!("../../shaders/f16_bits.wgsl")
+);
 
 const fn spec(entry: &'static str, inputs: u32) -> KernelSpec {
     KernelSpec {
