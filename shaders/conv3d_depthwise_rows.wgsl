@@ -29,6 +29,11 @@
 //   in windows of 4 outputs (6 inputs, 4 gradients); it writes its three taps' sums to
 //   partial[chunk, (kd·kH + kh)·3 + kw, c] for conv3d_backward_weight_sum (no atomics,
 //   deterministic). x·y fold = kD·kH, z = ceil(C / 4·LANES) · chunks (chunk = z / channel blocks).
+// conv3d_depthwise_rows_w3_x16, conv3d_backward_weight_depthwise_rows_w3_x16 — the same on f16
+//   activations (x, y, g as four f16 in two u32 words; weights, bias and partial sums f32): loads
+//   widen exactly, the sums are the f32 entries' in the same order, and y is rounded once to the
+//   nearest f16 (shaders/f16_bits.wgsl, appended by the launcher). For mixed precision, where the
+//   PVT MLP keeps its hidden activations in f16 (src/ops/dw_mlp_mixed.rs). No `enable f16`.
 // Lanes past C clamp their channel and skip the store; padding taps load a zero through a select
 // (no divergent branch: lavapipe runs both sides of a divergent `if`, docs/lavapipe-loads.md).
 // Host-checked conditions (src/ops/conv3d_depthwise_rows.rs): depthwise, C % 4 == 0, kW = 3,
@@ -177,6 +182,121 @@ fn conv3d_backward_weight_depthwise_rows_w3(@builtin(workgroup_id) wg: vec3<u32>
         }
     }
     // partial[chunk, tap, c] in vec4 units: (chunk·|gw| + tap·C) / 4 + cg
+    let base = chunk_id * (p.total / 4u) + (kd * p.kh + kh) * 3u * c4 + cg;
+    if (cg < c4) {
+        partial4[base] = s0;
+        partial4[base + c4] = s1;
+        partial4[base + 2u * c4] = s2;
+    }
+}
+
+// ---- f16 activations --------------------------------------------------------------------------
+
+@group(0) @binding(1) var<storage, read> xh: array<vec2<u32>>;
+@group(0) @binding(4) var<storage, read_write> yh: array<vec2<u32>>;
+@group(0) @binding(2) var<storage, read> gh: array<vec2<u32>>;
+
+// f16 x at (row, iw, channel group cg), widened; zero in the padding.
+fn load_xh(r: InputRow, iw: i32, cg: u32) -> vec4<f32> {
+    let ok = r.inside && iw >= 0 && iw < i32(p.w);
+    let iwc = u32(clamp(iw, 0, i32(p.w) - 1));
+    return select(vec4<f32>(0.0), f32x4_from_f16(xh[(r.base + iwc) * (p.cin / 4u) + cg]), ok);
+}
+
+@compute @workgroup_size(LANES)
+fn conv3d_depthwise_rows_w3_x16(@builtin(workgroup_id) wg: vec3<u32>,
+                                @builtin(num_workgroups) nwg: vec3<u32>,
+                                @builtin(local_invocation_index) lid: u32) {
+    let c4 = p.cin / 4u;
+    let rows = p.n * p.od * p.oh;
+    let r0 = (wg.x + wg.y * nwg.x) * p.chunk;
+    let r1 = min(r0 + p.chunk, rows);
+    let cg = wg.z * LANES + lid;
+    let cc = min(cg, c4 - 1u);
+    let live = cg < c4;
+    let b = bias4[cc] * f32(p.has_bias != 0u);
+    for (var row = r0; row < r1; row++) {
+        let oh = row % p.oh;
+        let od = (row / p.oh) % p.od;
+        let n = row / (p.oh * p.od);
+        for (var ow0 = 0u; ow0 < p.ow; ow0 += 4u) {
+            var a0 = b; var a1 = b; var a2 = b; var a3 = b;
+            let iw0 = i32(ow0) - i32(p.pw);
+            for (var kd = 0u; kd < p.kd; kd++) {
+                let id = i32(od * p.sd + kd * p.dd) - i32(p.pd);
+                for (var kh = 0u; kh < p.kh; kh++) {
+                    let r = input_row(n, id, i32(oh * p.sh + kh * p.dh) - i32(p.ph));
+                    let t = (kd * p.kh + kh) * 3u;
+                    let w0 = w4[t * c4 + cc];
+                    let w1 = w4[(t + 1u) * c4 + cc];
+                    let w2 = w4[(t + 2u) * c4 + cc];
+                    var xv = load_xh(r, iw0, cc);
+                    a0 = fma(xv, w0, a0);
+                    xv = load_xh(r, iw0 + 1, cc);
+                    a0 = fma(xv, w1, a0); a1 = fma(xv, w0, a1);
+                    xv = load_xh(r, iw0 + 2, cc);
+                    a0 = fma(xv, w2, a0); a1 = fma(xv, w1, a1); a2 = fma(xv, w0, a2);
+                    xv = load_xh(r, iw0 + 3, cc);
+                    a1 = fma(xv, w2, a1); a2 = fma(xv, w1, a2); a3 = fma(xv, w0, a3);
+                    xv = load_xh(r, iw0 + 4, cc);
+                    a2 = fma(xv, w2, a2); a3 = fma(xv, w1, a3);
+                    xv = load_xh(r, iw0 + 5, cc);
+                    a3 = fma(xv, w2, a3);
+                }
+            }
+            let yb = (row * p.ow + ow0) * c4 + cg;
+            if (live && ow0 + 0u < p.ow) { yh[yb] = f16x4_from_f32(a0); }
+            if (live && ow0 + 1u < p.ow) { yh[yb + c4] = f16x4_from_f32(a1); }
+            if (live && ow0 + 2u < p.ow) { yh[yb + 2u * c4] = f16x4_from_f32(a2); }
+            if (live && ow0 + 3u < p.ow) { yh[yb + 3u * c4] = f16x4_from_f32(a3); }
+        }
+    }
+}
+
+@compute @workgroup_size(LANES)
+fn conv3d_backward_weight_depthwise_rows_w3_x16(@builtin(workgroup_id) wg: vec3<u32>,
+                                                @builtin(num_workgroups) nwg: vec3<u32>,
+                                                @builtin(local_invocation_index) lid: u32) {
+    let pair = wg.x + wg.y * nwg.x;
+    if (pair >= p.kd * p.kh) { return; }
+    let kd = pair / p.kh;
+    let kh = pair % p.kh;
+    let c4 = p.cin / 4u;
+    let cblocks = (c4 + LANES - 1u) / LANES;
+    let chunk_id = wg.z / cblocks;
+    let cg = (wg.z % cblocks) * LANES + lid;
+    let cc = min(cg, c4 - 1u);
+    let rows = p.n * p.od * p.oh;
+    let r0 = chunk_id * p.chunk;
+    let r1 = min(r0 + p.chunk, rows);
+    var s0 = vec4<f32>(0.0);
+    var s1 = vec4<f32>(0.0);
+    var s2 = vec4<f32>(0.0);
+    for (var row = r0; row < r1; row++) {
+        let oh = row % p.oh;
+        let od = (row / p.oh) % p.od;
+        let n = row / (p.oh * p.od);
+        let r = input_row(n, i32(od * p.sd + kd * p.dd) - i32(p.pd),
+                          i32(oh * p.sh + kh * p.dh) - i32(p.ph));
+        // As conv3d_backward_weight_depthwise_rows_w3, on widened f16 loads.
+        let gb = row * p.ow * c4 + cc;
+        for (var ow0 = 0u; ow0 < p.ow; ow0 += 4u) {
+            let iw0 = i32(ow0) - i32(p.pw);
+            let x0 = load_xh(r, iw0, cc);
+            let x1 = load_xh(r, iw0 + 1, cc);
+            let x2 = load_xh(r, iw0 + 2, cc);
+            let x3 = load_xh(r, iw0 + 3, cc);
+            let x4v = load_xh(r, iw0 + 4, cc);
+            let x5 = load_xh(r, iw0 + 5, cc);
+            let g0 = f32x4_from_f16(gh[gb + ow0 * c4]);
+            let g1 = select(vec4<f32>(0.0), f32x4_from_f16(gh[gb + min(ow0 + 1u, p.ow - 1u) * c4]), ow0 + 1u < p.ow);
+            let g2 = select(vec4<f32>(0.0), f32x4_from_f16(gh[gb + min(ow0 + 2u, p.ow - 1u) * c4]), ow0 + 2u < p.ow);
+            let g3 = select(vec4<f32>(0.0), f32x4_from_f16(gh[gb + min(ow0 + 3u, p.ow - 1u) * c4]), ow0 + 3u < p.ow);
+            s0 = fma(x0, g0, s0); s0 = fma(x1, g1, s0); s0 = fma(x2, g2, s0); s0 = fma(x3, g3, s0);
+            s1 = fma(x1, g0, s1); s1 = fma(x2, g1, s1); s1 = fma(x3, g2, s1); s1 = fma(x4v, g3, s1);
+            s2 = fma(x2, g0, s2); s2 = fma(x3, g1, s2); s2 = fma(x4v, g2, s2); s2 = fma(x5, g3, s2);
+        }
+    }
     let base = chunk_id * (p.total / 4u) + (kd * p.kh + kh) * 3u * c4 + cg;
     if (cg < c4) {
         partial4[base] = s0;

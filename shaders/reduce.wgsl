@@ -164,6 +164,26 @@ fn sum_rows_halves4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     }
 }
 
+// sum_rows_x16_4: sum_rows4 over f16 values (four per lane as two u32 words, widened exactly),
+// summed in f32 and written as f32: the bias gradients of f16 activation gradients
+// (src/ops/dw_mlp_mixed.rs). No `enable f16`.
+@group(0) @binding(1) var<storage, read> src_x16: array<vec2<u32>>;
+
+@compute @workgroup_size(64)
+fn sum_rows_x16_4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c4 = wg.x * 64u + lid;
+    let cols4 = p.n_out / 4u;
+    if (c4 >= cols4) { return; }
+    let r0 = wg.y * p.chunk;
+    let r1 = min(r0 + p.chunk, p.n_red);
+    var acc = vec4<f32>(0.0);
+    for (var r = r0; r < r1; r++) {
+        let w = src_x16[r * cols4 + c4];
+        acc += vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+    }
+    dst4[wg.y * cols4 + c4] = acc * p.scale;
+}
+
 // sum_rows_halves: sum_rows unsplit (chunk = n_red, wg.y = 0) whose columns [0, n_out/2) land in
 // dst and [n_out/2, n_out) in dst_hi (binding 3): a norm's [blocks, 2, C] parameter-gradient
 // partials become gγ and gβ in one launch.

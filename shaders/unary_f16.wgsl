@@ -100,3 +100,30 @@ fn unary_backward_x16_in_place4(@builtin(workgroup_id) wg: vec3<u32>,
                       unary_derivative(x.z, hp.op, hp.alpha), unary_derivative(x.w, hp.op, hp.alpha));
     hi4_g[i] = hi4_g[i] * d;
 }
+
+// unary_x16_in_place(4): unary_x16(_4) with x overwritten by the result (x read_write at binding
+// 1): for a caller that owns x and needs it no longer (the f16 MLP's GELU output made from its
+// input, src/ops/dw_mlp_mixed.rs).
+@group(0) @binding(1) var<storage, read_write> hf_x: array<f16>;
+
+@compute @workgroup_size(256)
+fn unary_x16_in_place(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if (i >= hp.n) { return; }
+    hf_x[i] = f16(apply_unary(f32(hf_x[i]), hp.op, hp.alpha));
+}
+
+@group(0) @binding(1) var<storage, read_write> hf4_x: array<vec4<f16>>;
+
+@compute @workgroup_size(256)
+fn unary_x16_in_place4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if (i >= hp.n / 4u) { return; }
+    let x = vec4<f32>(hf4_x[i]);
+    hf4_x[i] = vec4<f16>(vec4<f32>(apply_unary(x.x, hp.op, hp.alpha),
+                                   apply_unary(x.y, hp.op, hp.alpha),
+                                   apply_unary(x.z, hp.op, hp.alpha),
+                                   apply_unary(x.w, hp.op, hp.alpha)));
+}

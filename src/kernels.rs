@@ -8,9 +8,9 @@
 use crate::gpu::KernelSpec;
 use crate::ops::{
     attention, conv3d, conv3d_depthwise_rows, conv3d_fast, conv3d_igemm, conv3d_rows,
-    conv_transpose3d, drr, elementwise, ema, l2_normalize_wide, loss, matmul, matmul_f16,
-    matmul_f16_coop, matmul_f16_vec4, matmul_tiled, norm, normalized_linear_few, pool, reduce,
-    resample, softmax, unary_f16,
+    conv_transpose3d, drr, elementwise, ema, l2_normalize_wide, linear_unary_backward_x16, loss,
+    matmul, matmul_f16, matmul_f16_coop, matmul_f16_vec4, matmul_tiled, norm,
+    normalized_linear_few, pool, reduce, resample, softmax, unary_f16,
 };
 
 /// Every kernel the crate launches.
@@ -19,6 +19,7 @@ pub fn all_kernels() -> Vec<&'static KernelSpec> {
         crate::tensor::KERNELS,
         elementwise::KERNELS,
         unary_f16::KERNELS,
+        linear_unary_backward_x16::KERNELS,
         reduce::KERNELS,
         pool::KERNELS,
         conv_transpose3d::KERNELS,

@@ -50,6 +50,8 @@ fn every_variant_of_every_family_passes_here() {
     let unary16 = variants_of(&report, "unary_f16");
     let mixed_tail = variants_of(&report, "gelu_linear").contains(&"mixed");
     assert_eq!(mixed_tail, gpu.features().f16, "gelu_linear mixed");
+    let mixed_mlp = variants_of(&report, "dw_mlp").contains(&"mixed");
+    assert_eq!(mixed_mlp, gpu.features().f16, "dw_mlp mixed");
     if gpu.features().f16 {
         for op in UnaryOp::SAMPLES {
             assert!(unary16.contains(&op.name()), "unary_f16 {}", op.name());

@@ -6,8 +6,9 @@
 //!   `gpu.autocast(Precision::Mixed)` (the peers' AMP line pairs with it): every
 //!   Linear multiplies f16 copies of its input and weight with f32 accumulation and the tape
 //!   keeps those copies; convs, GELU and attention compute in f32 and keep f16 copies of what
-//!   their backward reads; norms and the parameters stay f32. On a device without SHADER_F16 it
-//!   runs the f32 step.
+//!   their backward reads; the blocks' MLPs from 256 tokens on are one op with f16 hidden
+//!   activations and gradients (ops::dw_mlp_mixed); norms and the parameters stay f32. On a
+//!   device without SHADER_F16 it runs the f32 step.
 //! - `vol64x160x160_n2`: a PVT-UNet patch; ONE step, no warm-up and no repetitions (on lavapipe
 //!   one sample takes minutes), pipeline compilation included. When one tensor of the batch-2 step
 //!   would exceed the device's storage-binding limit (on lavapipe the stage-1 MLP activation,

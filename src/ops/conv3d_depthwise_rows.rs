@@ -14,9 +14,12 @@ use super::conv3d_rows;
 use super::reduce::split_count_toward;
 use crate::error::Result;
 use crate::gpu::KernelSpec;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
-const SOURCE: &str = include_str!("../../shaders/conv3d_depthwise_rows.wgsl");
+const SOURCE: &str = concat!(
+    include_str!("../../shaders/conv3d_depthwise_rows.wgsl"),
+    include_str!("../../shaders/f16_bits.wgsl")
+);
 
 const fn spec(entry: &'static str, inputs: u32) -> KernelSpec {
     conv3d::spec("conv3d_depthwise_rows", SOURCE, entry, inputs)
@@ -27,8 +30,18 @@ const BACKWARD_WEIGHT: KernelSpec = spec("conv3d_backward_weight_depthwise_rows_
 const FORWARD_W16: KernelSpec = conv3d_rows::wide(FORWARD);
 const BACKWARD_WEIGHT_W16: KernelSpec = conv3d_rows::wide(BACKWARD_WEIGHT);
 
-pub(crate) const KERNELS: &[KernelSpec] =
-    &[FORWARD, BACKWARD_WEIGHT, FORWARD_W16, BACKWARD_WEIGHT_W16];
+/// The same on f16 activations (x, y and g as f16; weights, bias and sums f32).
+const FORWARD_X16: KernelSpec = spec("conv3d_depthwise_rows_w3_x16", 3);
+const BACKWARD_WEIGHT_X16: KernelSpec = spec("conv3d_backward_weight_depthwise_rows_w3_x16", 2);
+
+pub(crate) const KERNELS: &[KernelSpec] = &[
+    FORWARD,
+    BACKWARD_WEIGHT,
+    FORWARD_W16,
+    BACKWARD_WEIGHT_W16,
+    FORWARD_X16,
+    BACKWARD_WEIGHT_X16,
+];
 
 /// Lanes per workgroup (vec4 groups of channels) of the 8-lane kernels; the shader's `LANES`.
 const LANES: usize = 8;
@@ -69,6 +82,30 @@ pub(crate) fn forward(
     wide: bool,
 ) -> Result<()> {
     let (lanes, spec, _) = kernels(wide);
+    launch_forward(spec, lanes, x, w, bias, y, geo)
+}
+
+/// [`forward`] on f16 activations: x and y f16, w and the bias f32; the sums in f32 as the f32
+/// kernel makes them, y rounded once to the nearest f16. In workgroups of 8 lanes.
+pub(crate) fn forward_half(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    geo: &Geometry,
+) -> Result<()> {
+    launch_forward(&FORWARD_X16, LANES, x, w, bias, y, geo)
+}
+
+fn launch_forward(
+    spec: &KernelSpec,
+    lanes: usize,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    geo: &Geometry,
+) -> Result<()> {
     let gpu = x.gpu();
     let dummy;
     let b = match bias {
@@ -88,13 +125,13 @@ pub(crate) fn forward(
     let mut params = geo.params(y.numel(), bias.is_some());
     params.chunk = chunk as u32;
     let blocks = rows.div_ceil(chunk);
-    gpu.dispatch(
-        spec,
-        &params,
-        &[x.buffer(), w.buffer(), b],
-        &[y.buffer()],
-        fold(blocks, cblocks),
-    )
+    let (inputs, outputs) = ([x.buffer(), w.buffer(), b], [y.buffer()]);
+    let grid = fold(blocks, cblocks);
+    if x.dtype() == DType::F16 {
+        gpu.dispatch_f16_aware(spec, &params, &inputs, &outputs, grid)
+    } else {
+        gpu.dispatch(spec, &params, &inputs, &outputs, grid)
+    }
 }
 
 /// gw = Σ over output voxels of x(voxel @ tap) · g(voxel), per channel: output rows split into
@@ -107,6 +144,28 @@ pub(crate) fn backward_weight(
     wide: bool,
 ) -> Result<()> {
     let (lanes, _, spec) = kernels(wide);
+    launch_backward_weight(spec, lanes, g, x, gw, geo)
+}
+
+/// [`backward_weight`] from f16 activations: g and x f16, gw f32 (the f32 kernel's sums on the
+/// widened values). In workgroups of 8 lanes.
+pub(crate) fn backward_weight_half(
+    g: &Tensor,
+    x: &Tensor,
+    gw: &Tensor,
+    geo: &Geometry,
+) -> Result<()> {
+    launch_backward_weight(&BACKWARD_WEIGHT_X16, LANES, g, x, gw, geo)
+}
+
+fn launch_backward_weight(
+    spec: &KernelSpec,
+    lanes: usize,
+    g: &Tensor,
+    x: &Tensor,
+    gw: &Tensor,
+    geo: &Geometry,
+) -> Result<()> {
     let pairs = geo.cfg.kernel[0] * geo.cfg.kernel[1];
     let cblocks = (geo.x[4] / 4).div_ceil(lanes);
     let rows = geo.out[0] * geo.out[1] * geo.out[2];

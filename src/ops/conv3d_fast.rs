@@ -24,7 +24,7 @@ use super::reduce::{split_count, sum_leading_into};
 use super::{conv3d_depthwise_rows, conv3d_fold, conv3d_rows};
 use crate::error::Result;
 use crate::gpu::{Grid, KernelSpec};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 const FWD_SRC: &str = include_str!("../../shaders/conv3d.wgsl");
 
@@ -187,23 +187,21 @@ pub(crate) fn weight_gradient_in_chunks(
 ) -> Result<()> {
     let gpu = g.gpu();
     let chunks = params.splits as usize;
+    // A kernel reading f16 activations (x and g as f16 words) binds f16 buffers.
+    let half = x.dtype() == DType::F16;
+    let launch = |out: &Tensor, grid| {
+        let (inputs, outputs) = ([x.buffer(), g.buffer()], [out.buffer()]);
+        if half {
+            gpu.dispatch_f16_aware(spec, params, &inputs, &outputs, grid)
+        } else {
+            gpu.dispatch(spec, params, &inputs, &outputs, grid)
+        }
+    };
     if chunks == 1 {
-        return gpu.dispatch(
-            spec,
-            params,
-            &[x.buffer(), g.buffer()],
-            &[gw.buffer()],
-            fold(blocks, col_blocks),
-        );
+        return launch(gw, fold(blocks, col_blocks));
     }
     let partial = Tensor::uninit(gpu, "conv3d_backward_weight", &[chunks, gw.numel()])?;
-    gpu.dispatch(
-        spec,
-        params,
-        &[x.buffer(), g.buffer()],
-        &[partial.buffer()],
-        fold(blocks, col_blocks * chunks),
-    )?;
+    launch(&partial, fold(blocks, col_blocks * chunks))?;
     gpu.dispatch(
         &BACKWARD_WEIGHT_SUM,
         params,

@@ -22,11 +22,13 @@ pub mod conv_transpose3d;
 mod conv_transpose3d_patches;
 mod conv_transpose3d_tune;
 pub mod drr;
+pub mod dw_mlp_mixed;
 pub mod elementwise;
 pub mod ema;
 pub mod gelu_linear;
 pub mod gelu_linear_mixed;
 pub(crate) mod l2_normalize_wide;
+pub(crate) mod linear_unary_backward_x16;
 pub mod loss;
 pub mod matmul;
 pub mod matmul_f16;
@@ -53,6 +55,7 @@ pub(crate) mod unary_f16;
 pub use attention::{attention, attention_with, AttentionPath};
 pub use conv3d::{conv2d, conv3d, Conv2dConfig, Conv3dConfig};
 pub use conv_transpose3d::{conv_transpose3d, ConvTranspose3dConfig};
+pub use dw_mlp_mixed::{dw_mlp_mixed, dw_mlp_mixed_fits};
 pub use elementwise::{
     add, add_scalar, binary, div, exp, fill, gelu, leaky_relu, log, maximum, minimum, mul, relu,
     scale, sub, unary, BinaryOp, UnaryOp,

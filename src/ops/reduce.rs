@@ -9,7 +9,7 @@ use super::shape::rank6;
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Grid, KernelSpec};
-use crate::tensor::{contiguous_strides, normalize_axis, Tensor};
+use crate::tensor::{contiguous_strides, normalize_axis, DType, Tensor};
 
 crate::gpu::shader_params! {
     /// Mirrors `ReduceParams` in shaders/reduce.wgsl.
@@ -62,6 +62,12 @@ const SUM_ROWS_HALVES4: KernelSpec = KernelSpec {
     ..SUM_ROWS_HALVES
 };
 
+/// The column sums of f16 values (four columns per lane), in f32.
+const SUM_ROWS_X16_4: KernelSpec = KernelSpec {
+    entry: "sum_rows_x16_4",
+    ..SUM_AXES
+};
+
 pub(crate) const KERNELS: &[KernelSpec] = &[
     SUM_AXES,
     SUM_AXES_SERIAL,
@@ -69,6 +75,7 @@ pub(crate) const KERNELS: &[KernelSpec] = &[
     SUM_ROWS_HALVES,
     SUM_ROWS4,
     SUM_ROWS_HALVES4,
+    SUM_ROWS_X16_4,
 ];
 
 /// A column-sum kernel and its x extent: the vec4 form (`wide`) when `vec4s` holds, 64 lanes per
@@ -229,6 +236,40 @@ fn sum_rows_to(
         Grid::Xyz(x_groups, 1, 1),
     )?;
     out.reshape(&[cols])
+}
+
+/// Column sums `[cols]` (f32) of an f16 `x` viewed as `[rows, cols]`, cols % 4 == 0: chunks of
+/// up to [`ROWS_CHUNK`] rows summed in f32 in order from the exactly widened values, then
+/// [`sum_rows`] over the chunks. The bias gradient of an f16 activation gradient, without an f32
+/// copy of it.
+pub(crate) fn sum_rows_half(x: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
+    let op = "sum_rows (f16)";
+    x.expect_dtype(op, DType::F16)?;
+    if !cols.is_multiple_of(4) || x.numel() != rows * cols {
+        return Err(Error::invalid(
+            op,
+            format!("[{rows}, {cols}] values with cols % 4 == 0"),
+            format!("{:?}", x.shape()),
+        ));
+    }
+    if rows == 0 {
+        return Tensor::zeros(x.gpu(), &[cols]);
+    }
+    let splits = rows.div_ceil(ROWS_CHUNK);
+    let chunk = rows.div_ceil(splits);
+    let splits = rows.div_ceil(chunk);
+    let partial = Tensor::uninit(x.gpu(), op, &[splits, cols])?;
+    x.gpu().dispatch_f16_aware(
+        &SUM_ROWS_X16_4,
+        &rows_params(rows, cols, 1.0, chunk),
+        &[x.buffer()],
+        &[partial.buffer()],
+        Grid::Xyz(cols.div_ceil(256) as u32, splits as u32, 1),
+    )?;
+    if splits == 1 {
+        return partial.reshape(&[cols]);
+    }
+    sum_rows(&partial, splits, cols, 1.0)
 }
 
 /// One split pass of [`sum_rows`] over more than [`ROWS_CHUNK`] rows: partial column sums

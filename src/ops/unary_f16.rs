@@ -39,12 +39,22 @@ const FORWARD4: KernelSpec = spec("unary_x16_4", 1);
 const BACKWARD: KernelSpec = spec("unary_backward_x16", 2);
 const BACKWARD4: KernelSpec = spec("unary_backward_x16_4", 2);
 
+const FORWARD_IN_PLACE: KernelSpec = KernelSpec {
+    inputs: 0,
+    ..spec("unary_x16_in_place", 1)
+};
+const FORWARD_IN_PLACE4: KernelSpec = KernelSpec {
+    inputs: 0,
+    ..spec("unary_x16_in_place4", 1)
+};
 const BACKWARD_IN_PLACE: KernelSpec = spec("unary_backward_x16_in_place", 1);
 const BACKWARD_IN_PLACE4: KernelSpec = spec("unary_backward_x16_in_place4", 1);
 
 pub(crate) const KERNELS: &[KernelSpec] = &[
     FORWARD,
     FORWARD4,
+    FORWARD_IN_PLACE,
+    FORWARD_IN_PLACE4,
     BACKWARD,
     BACKWARD4,
     BACKWARD_IN_PLACE,
@@ -74,6 +84,29 @@ pub(crate) fn unary_half_raw(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         grid,
     )?;
     Ok(out)
+}
+
+/// [`unary_half_raw`] written over `x`, which the caller owns and gives up. Without
+/// `SHADER_F16`, the same values into a new tensor.
+pub(crate) fn unary_half_in_place(op: UnaryOp, x: Tensor) -> Result<Tensor> {
+    let name = "unary (f16, in place)";
+    x.expect_dtype(name, DType::F16)?;
+    let gpu = x.gpu();
+    if !gpu.features().f16 {
+        return unary_half_raw(op, &x);
+    }
+    let n = x.numel();
+    if n == 0 {
+        return Ok(x);
+    }
+    let (spec, grid) = scalar_or_vec4(
+        &FORWARD_IN_PLACE,
+        &FORWARD_IN_PLACE4,
+        n,
+        n.is_multiple_of(4),
+    );
+    gpu.dispatch_f16_aware(spec, &UnaryParams::of(op, n), &[], &[x.buffer()], grid)?;
+    Ok(x)
 }
 
 /// `g · op'(x)` for an f16 `x` and an f32 `g` of its shape, as f32; unrecorded.

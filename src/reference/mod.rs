@@ -6,6 +6,7 @@ pub mod cast;
 pub mod conv3d;
 pub mod conv_transpose3d;
 pub mod drr;
+pub mod dw_mlp;
 pub mod elementwise;
 pub mod ema;
 pub mod gelu_linear;

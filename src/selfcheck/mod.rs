@@ -35,7 +35,7 @@ pub struct Check {
     /// The op family: `matmul`, `matmul_f16`, `conv3d`, `conv_transpose3d`, `attention`,
     /// `softmax`, `log_softmax`, `layer_norm`, `instance_norm`, `sum`, `unary`, `unary_f16`,
     /// `binary`,
-    /// `gelu_linear`, `max_pool3d`, `avg_pool3d`, `resample`, `l2_normalize`,
+    /// `gelu_linear`, `dw_mlp`, `max_pool3d`, `avg_pool3d`, `resample`, `l2_normalize`,
     /// `normalized_linear`, `soft_cross_entropy`, `drr_forward`, `drr_backproject`, `adamw`,
     /// `sgd`, `ema`, `pvt_encoder`.
     pub family: &'static str,
@@ -366,6 +366,7 @@ fn run_families(run: &mut Run) -> Result<()> {
     pointwise::elementwise(run)?;
     pointwise::unary_f16(run)?;
     pointwise::gelu_linear(run)?;
+    pointwise::dw_mlp(run)?;
     pointwise::pooling(run)?;
     pointwise::losses(run)?;
     drr::drr_variants(run)?;

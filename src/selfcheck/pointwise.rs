@@ -15,8 +15,8 @@ use crate::ops::{self, BinaryOp, Pool3dConfig, ResampleMode, UnaryOp};
 use crate::reference::cast::round_to_f16;
 use crate::reference::Array;
 use crate::reference::{
-    elementwise as re, gelu_linear as rgl, loss as rl, normalized_linear as rnl, pool as rp,
-    resample as rr,
+    dw_mlp as rdm, elementwise as re, gelu_linear as rgl, loss as rl, normalized_linear as rnl,
+    pool as rp, resample as rr,
 };
 use crate::tensor::{DType, Tensor};
 use crate::util::{Tolerance, F32_ACCUM, F32_GRAD, F32_POINTWISE};
@@ -192,6 +192,78 @@ pub(super) fn gelu_linear(run: &mut Run) -> Result<()> {
                 Ok(())
             });
         }
+    }
+    Ok(())
+}
+
+/// Against the reference of the rounded computation: f32 accumulation, and a rounded value (h1,
+/// h2, GELU's output, ∂h2, ∂h1) one f16 step off the reference's in a few terms of a sum.
+const MIXED_MLP: Tolerance = Tolerance {
+    abs: 3e-3,
+    rel: 2e-3,
+};
+
+/// The PVT MLP under mixed precision as one op (ops::dw_mlp_mixed: f16 hidden activations and
+/// gradients, the depthwise conv and the fused fc2 backward on f16 kernels), where the device has
+/// f16: whole windows of 4 along W, and a ragged W.
+pub(super) fn dw_mlp(run: &mut Run) -> Result<()> {
+    if !run.gpu.features().f16 || !run.wants("dw_mlp", "mixed") {
+        return Ok(());
+    }
+    for (n, grid, c, hidden, cout) in [(2, [2, 3, 4], 8, 16, 8), (1, [3, 4, 7], 12, 24, 6)] {
+        let l: usize = grid.iter().product();
+        let case = format!("x[{n}, {l}, {c}] grid {grid:?} hidden {hidden} to {cout}");
+        run.check("dw_mlp", "mixed", "mixed", &case, |run, cmp| {
+            // Weights at PyTorch's default scale 1/√fan_in: hidden values of order 1.
+            let mut param = |shape: &[usize], fan_in: usize| {
+                let s = 1.0 / (fan_in as f32).sqrt();
+                run.uniform(shape, -s, s, true)
+            };
+            let (w1, tw1) = param(&[c, hidden], c)?;
+            let (b1, tb1) = param(&[hidden], c)?;
+            let (wd, twd) = param(&[3, 3, 3, 1, hidden], 27)?;
+            let (bd, tbd) = param(&[hidden], 27)?;
+            let (w2, tw2) = param(&[hidden, cout], hidden)?;
+            let (b2, tb2) = param(&[cout], hidden)?;
+            let (x, tx) = run.uniform(&[n, l, c], -2.0, 2.0, true)?;
+            let y = ops::dw_mlp_mixed(
+                &tx,
+                grid,
+                (&tw1, Some(&tb1)),
+                (&twd, Some(&tbd)),
+                (&tw2, Some(&tb2)),
+            )?;
+            let p = rdm::DwMlp {
+                w1,
+                b1,
+                wd,
+                bd,
+                w2,
+                b2,
+            };
+            let grid4 = [n, grid[0], grid[1], grid[2]];
+            let x = Array::new(x.data, &[n * l, c]);
+            let want_y = rdm::dw_mlp_mixed(&x, grid4, &p);
+            cmp.tensor(
+                "forward",
+                &y,
+                &Array::new(want_y.data, y.shape()),
+                MIXED_MLP,
+            );
+            let (g, tg) = run.random(y.shape(), false)?;
+            let grads = y.backward_with(&tg)?;
+            let want =
+                rdm::dw_mlp_mixed_backward(&x, grid4, &p, &Array::new(g.data, &[n * l, cout]));
+            let want_x = Array::new(want.x.data, &[n, l, c]);
+            cmp.grad("grad x", &grads, &tx, &want_x, MIXED_MLP);
+            cmp.grad("grad fc1 w", &grads, &tw1, &want.w1, MIXED_MLP);
+            cmp.grad("grad fc1 bias", &grads, &tb1, &want.b1, MIXED_MLP);
+            cmp.grad("grad dwconv w", &grads, &twd, &want.wd, MIXED_MLP);
+            cmp.grad("grad dwconv bias", &grads, &tbd, &want.bd, MIXED_MLP);
+            cmp.grad("grad fc2 w", &grads, &tw2, &want.w2, MIXED_MLP);
+            cmp.grad("grad fc2 bias", &grads, &tb2, &want.b2, MIXED_MLP);
+            Ok(())
+        });
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use super::config::{Modality, BLOCK_EPS, EMBED_EPS};
 use super::conv::ConvUnit;
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::nn::{drop_path, LayerNorm, Linear, LinearInit, Module, StateEntry};
+use crate::nn::{drop_path, LayerNorm, Linear, LinearInit, Module, StateEntry, MIXED_MIN_ROWS};
 use crate::ops::{self, Conv3dConfig};
 use crate::tensor::Tensor;
 use crate::util::Rng;
@@ -126,9 +126,26 @@ impl Block {
     }
 
     fn mlp(&self, x: &Tensor, grid: Grid3) -> Result<Tensor> {
-        let [n, _, _] = *x.shape() else {
+        let [n, l, _] = *x.shape() else {
             unreachable!("tokens are [N, L, C]")
         };
+        // Under mixed precision: one op keeping the f16 fc1 output alone, its hidden gradients in
+        // f16 (ops::dw_mlp_mixed); the layers' own path below is the f32 one.
+        let (hidden, out) = (self.fc1.weight.shape()[1], self.fc2.weight.shape()[1]);
+        let dw = &self.dwconv.conv;
+        if x.gpu().mixed_precision()
+            && n * l >= MIXED_MIN_ROWS
+            && ops::dw_mlp_mixed_fits(hidden, out)
+            && dw.config == Conv3dConfig::cube(3, 1, 1).groups(hidden)
+        {
+            return ops::dw_mlp_mixed(
+                x,
+                grid,
+                (&self.fc1.weight, self.fc1.bias.as_ref()),
+                (&dw.weight, dw.bias.as_ref()),
+                (&self.fc2.weight, self.fc2.bias.as_ref()),
+            );
+        }
         // Tokens → volume (D = 1 for images), depthwise 3³ conv, back to tokens. fc1's output
         // goes out of scope before fc2 runs: under autocast the conv keeps only its f16
         // rounding, so the f32 tensor (the block's widest) is freed here, not after fc2.
