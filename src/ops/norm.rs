@@ -8,6 +8,7 @@
 //! deterministic.
 
 use super::elementwise::{leaky_relu, leaky_relu_backward_raw};
+use super::layer_norm_kept::LayerNormKept;
 use super::reduce::{sum_rows_halves, sum_to_shape};
 use super::softmax::{thread_per_row, RowKernel};
 use crate::autograd::record;
@@ -314,7 +315,9 @@ pub fn layer_norm_backward_raw(
 /// SR norms. Recorded for autograd (gradients to x, γ and β).
 pub fn layer_norm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f32) -> Result<Tensor> {
     let (y, stats) = layer_norm_raw(x, affine, eps, RowKernel::Auto)?;
-    let xc = x.detach();
+    let (rows, cols) = ln_dims("layer_norm", x)?;
+    let kept = LayerNormKept::new(x, stats, rows, cols)?;
+    let x_shape = x.shape().to_vec();
     let gamma = affine.map(|(g, _)| g.detach());
     let need_params = affine.is_some_and(|(g, b)| g.requires_grad() || b.requires_grad());
     let mut inputs = vec![x];
@@ -322,8 +325,9 @@ pub fn layer_norm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f32) -> R
         inputs.extend([g, b]);
     }
     Ok(record(y, "layer_norm", &inputs, move |g| {
+        let (xk, stats) = kept.input_and_stats(&x_shape)?;
         let (gx, params) =
-            layer_norm_backward_raw(&xc, gamma.as_ref(), &stats, g, need_params, RowKernel::Auto)?;
+            layer_norm_backward_raw(&xk, gamma.as_ref(), &stats, g, need_params, RowKernel::Auto)?;
         let mut grads = vec![Some(gx)];
         if gamma.is_some() {
             let (gg, gb) = params.unzip();

@@ -8,8 +8,9 @@
 //! backward runs; the f32 original returns to the pool as soon as the forward no longer uses it.
 //! The forward itself still computes in f32 from the unrounded values, so only the gradients
 //! see the rounding (relative 2⁻¹¹, the precision PyTorch's AMP computes those gradients in).
-//! Norms, losses and parameters are never kept in f16 (the norms' backward subtracts the mean,
-//! which would amplify the rounding).
+//! Losses and parameters are never kept in f16, nor the norms' inputs as they are (their
+//! backward subtracts the mean, which would amplify a rounding of x); LayerNorm keeps the f16
+//! rounding of its centred input x − μ instead (src/ops/layer_norm_kept.rs).
 //!
 //! An activation of magnitude ≥ 65520 rounds to ±inf: its gradients then come out non-finite,
 //! which dynamic loss scaling (src/optim) detects and skips, as with PyTorch's f16 activations.
