@@ -9,7 +9,8 @@
 //!   their backward reads; the blocks' MLPs from 256 tokens on are one op with f16 hidden
 //!   activations and gradients (ops::dw_mlp_mixed); norms and the parameters stay f32. On a
 //!   device without SHADER_F16 it runs the f32 step.
-//! - `vol64x160x160_n2`: a PVT-UNet patch; ONE step, no warm-up and no repetitions (on lavapipe
+//! - `vol64x160x160_n2`, f32 and amp (the real-GPU targets' shape, beside the PyTorch peers' lines
+//!   of both precisions): a PVT-UNet patch; ONE step, no warm-up and no repetitions (on lavapipe
 //!   one sample takes minutes), pipeline compilation included. When one tensor of the batch-2 step
 //!   would exceed the device's storage-binding limit (on lavapipe the stage-1 MLP activation,
 //!   2·51200·512·4 B = 210 MB > 128 MiB), the step runs as accumulated micro-batches of 1 (the
@@ -75,7 +76,12 @@ pub(crate) fn cases() -> Vec<Case> {
         Case {
             op: "pvt_encoder_fwd_bwd",
             case: "vol64x160x160_n2",
-            run: |b| once(b, [64, 160, 160]),
+            run: |b| once(b, [64, 160, 160], Precision::F32),
+        },
+        Case {
+            op: "pvt_encoder_fwd_bwd",
+            case: "vol64x160x160_n2",
+            run: |b| once(b, [64, 160, 160], Precision::Mixed),
         },
     ]
 }
@@ -234,8 +240,9 @@ fn timed(b: &Bench, dhw: [usize; 3], precision: Precision) -> Result<Sample> {
     })
 }
 
-/// One step, split into micro-batches of 1 when batch 2 would pass the binding limit.
-fn once(b: &Bench, dhw: [usize; 3]) -> Result<Sample> {
+/// One step at `precision`, split into micro-batches of 1 when batch 2 would pass the binding
+/// limit (decided on the f32 step's largest tensor: under autocast fc1's f32 product is as wide).
+fn once(b: &Bench, dhw: [usize; 3], precision: Precision) -> Result<Sample> {
     let (enc, params) = build(b)?;
     let cfg = enc.config.clone();
     let limit = b.gpu().max_binding_bytes();
@@ -252,7 +259,7 @@ fn once(b: &Bench, dhw: [usize; 3]) -> Result<Sample> {
                 .map(|_| make_inputs(gpu, r, &cfg, per, dhw))
                 .collect::<Result<Vec<_>>>()
         },
-        |m| step(&enc, &params, m, &mut rng, Precision::F32),
+        |m| step(&enc, &params, m, &mut rng, precision),
     )?;
     drop((enc, params));
     b.gpu().trim_pool();
@@ -262,5 +269,6 @@ fn once(b: &Bench, dhw: [usize; 3]) -> Result<Sample> {
         peak,
     );
     s.micro_batches = (micro_batches > 1).then_some(micro_batches);
+    s.precision = Some(precision.name());
     Ok(s)
 }
