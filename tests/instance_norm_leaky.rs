@@ -1,4 +1,5 @@
-//! `instance_norm_leaky_relu` (src/ops/norm.rs): InstanceNorm and LeakyReLU as one recorded op.
+//! `instance_norm_leaky_relu` (src/ops/norm/instance.rs): InstanceNorm and LeakyReLU as one
+//! recorded op.
 //! Bit for bit the two ops run one after the other, forward and every gradient (x, γ, β), with
 //! and without affine, slopes 0, 1e-4, 0.01 and 0.2, odd channel counts and N > 1; against the
 //! f64 reference, whose backward is checked against finite differences — except the x gradient

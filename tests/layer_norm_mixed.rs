@@ -1,5 +1,5 @@
 //! LayerNorm under mixed precision keeps f16(x − μ) for its backward instead of x
-//! (src/ops/layer_norm_kept.rs): half the bytes of its input held; gradients within f16 rounding
+//! (src/ops/norm/layer_kept.rs): half the bytes of its input held; gradients within f16 rounding
 //! of the f32 ones even where the mean dwarfs the spread (the centring before the rounding is
 //! what keeps them so); f32, below 256 rows, the same bits as without autocast.
 mod common;

@@ -28,7 +28,6 @@ pub mod ema;
 pub mod gelu_linear;
 pub mod gelu_linear_mixed;
 pub(crate) mod l2_normalize_wide;
-pub(crate) mod layer_norm_kept;
 pub(crate) mod linear_unary_backward_x16;
 pub mod loss;
 pub mod matmul;

@@ -1,4 +1,4 @@
-//! Reference for src/ops/norm.rs: LayerNorm (last axis) and InstanceNorm (channels-last), f64.
+//! Reference for src/ops/norm/: LayerNorm (last axis) and InstanceNorm (channels-last), f64.
 
 use super::elementwise::{unary, unary_backward};
 use super::Array;
@@ -121,7 +121,7 @@ pub fn instance_norm_backward(x: &Array, gamma: Option<&[f64]>, eps: f64, g: &Ar
     normalize_backward(x, &groups, |i| i % c, c, gamma, eps, g)
 }
 
-/// InstanceNorm then LeakyReLU of `slope` (src/ops/norm.rs `instance_norm_leaky_relu`).
+/// InstanceNorm then LeakyReLU of `slope` (src/ops/norm/instance.rs `instance_norm_leaky_relu`).
 pub fn instance_norm_leaky_relu(
     x: &Array,
     affine: Option<(&[f64], &[f64])>,

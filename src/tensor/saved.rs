@@ -10,7 +10,7 @@
 //! see the rounding (relative 2⁻¹¹, the precision PyTorch's AMP computes those gradients in).
 //! Losses and parameters are never kept in f16, nor the norms' inputs as they are (their
 //! backward subtracts the mean, which would amplify a rounding of x); LayerNorm keeps the f16
-//! rounding of its centred input x − μ instead (src/ops/layer_norm_kept.rs).
+//! rounding of its centred input x − μ instead (src/ops/norm/layer_kept.rs).
 //!
 //! An activation of magnitude ≥ 65520 rounds to ±inf: its gradients then come out non-finite,
 //! which dynamic loss scaling (src/optim) detects and skips, as with PyTorch's f16 activations.

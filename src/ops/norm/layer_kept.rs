@@ -10,8 +10,8 @@
 //! subtraction turns into an error of 2⁻¹¹·|x|/σ in x̂ (large where |μ| ≫ σ); f16(x − μ) errs by
 //! 2⁻¹¹·|x − μ|, i.e. 2⁻¹¹ of x̂ itself, the precision of every other activation kept in f16.
 
-use super::elementwise::{binary_raw, BinaryOp};
 use crate::error::Result;
+use crate::ops::elementwise::{binary_raw, BinaryOp};
 use crate::tensor::{cast_unrecorded, DType, Tensor};
 
 /// Rows from which a LayerNorm under autocast keeps its centred input in f16 (as
