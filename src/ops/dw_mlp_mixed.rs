@@ -42,8 +42,9 @@ pub type LinearParams<'a> = (&'a Tensor, Option<&'a Tensor>);
 /// The depthwise conv's parameters: weight `[3, 3, 3, 1, hidden]` and optional bias `[hidden]`.
 pub type DepthwiseParams<'a> = (&'a Tensor, Option<&'a Tensor>);
 
-/// Whether [`dw_mlp_mixed`] takes tokens of `channels` through a hidden width `hidden` to `out`
-/// channels: the hidden width in fours (the f16 kernels' vec4 groups) and an even output width.
+/// Whether [`dw_mlp_mixed`] takes a hidden width `hidden` and `out` output channels: the hidden
+/// width in fours (the f16 kernels' vec4 groups) and an even output width (the fused backward
+/// reads the upstream gradient in f16 pairs).
 pub fn dw_mlp_mixed_fits(hidden: usize, out: usize) -> bool {
     hidden > 0 && hidden.is_multiple_of(4) && out > 0 && out.is_multiple_of(2)
 }
@@ -209,7 +210,7 @@ impl Plan {
             ));
         }
         let cout = fc2.0.shape()[1];
-        check_linear(op, x, fc2)?;
+        check_param(op, x, fc2.0, fc2.1, cout)?;
         if !dw_mlp_mixed_fits(hidden, cout) {
             return Err(Error::invalid(
                 op,
@@ -218,15 +219,7 @@ impl Plan {
             ));
         }
         let (wd, bd) = dwconv;
-        x.check_same_gpu(op, wd)?;
-        wd.expect_dtype(op, DType::F32)?;
-        if let Some(b) = bd {
-            if b.shape() != [hidden] {
-                return Err(Error::shape(op, [hidden], b.shape()));
-            }
-            x.check_same_gpu(op, b)?;
-            b.expect_dtype(op, DType::F32)?;
-        }
+        check_param(op, x, wd, bd, hidden)?;
         let cfg = Conv3dConfig::cube(3, 1, 1).groups(hidden);
         let geo = Geometry::new(
             op,
@@ -255,16 +248,20 @@ impl Plan {
     }
 }
 
-/// fc2's weight and bias: f32, on x's device, the bias `[Cout]`.
-fn check_linear(op: &'static str, x: &Tensor, (w, b): LinearParams<'_>) -> Result<()> {
-    x.check_same_gpu(op, w)?;
-    w.expect_dtype(op, DType::F32)?;
-    if let Some(b) = b {
-        if b.shape() != [w.shape()[1]] {
-            return Err(Error::shape(op, [w.shape()[1]], b.shape()));
-        }
-        x.check_same_gpu(op, b)?;
-        b.expect_dtype(op, DType::F32)?;
+/// A layer's weight and optional bias: f32, on x's device, the bias `[len]`.
+fn check_param(
+    op: &'static str,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    len: usize,
+) -> Result<()> {
+    for t in std::iter::once(w).chain(bias) {
+        x.check_same_gpu(op, t)?;
+        t.expect_dtype(op, DType::F32)?;
     }
-    Ok(())
+    match bias {
+        Some(b) if b.shape() != [len] => Err(Error::shape(op, [len], b.shape())),
+        _ => Ok(()),
+    }
 }

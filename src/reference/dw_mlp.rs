@@ -9,8 +9,8 @@ use super::conv3d::{conv3d, conv3d_backward_bias, conv3d_backward_input, conv3d_
 use super::elementwise::{unary, unary_backward};
 use super::matmul::matmul;
 use super::Array;
-use crate::ops::config::UnaryOp;
 use crate::ops::config::Conv3dConfig;
+use crate::ops::config::UnaryOp;
 
 /// The MLP's parameters: fc1 `[C, hidden]` + `[hidden]`, the depthwise conv `[3, 3, 3, 1,
 /// hidden]` + `[hidden]`, fc2 `[hidden, Cout]` + `[Cout]`.
