@@ -46,7 +46,7 @@ pub(crate) const KERNELS: &[KernelSpec] = &[KERNEL];
 
 /// Rows per workgroup and column groups of 4 per workgroup (the shader's constants).
 const ROWS: usize = 8;
-const GROUPS: usize = 16;
+const GROUPS: usize = 64;
 
 /// `f16((g16 · f16(w)ᵀ) ⊙ op'(h16))`, f16 `[rows, N]`, written over h16 (which the caller owns
 /// and gives up); unrecorded. g16 `[rows, K]` and h16 `[rows, N]` f16, w `[N, K]` f32; K even,
