@@ -3,7 +3,8 @@
 //! the f64 reference of the rounded computation, forward and every gradient, on two grids; the
 //! reference's straight-through gradients against finite differences of the unrounded MLP; the
 //! op within mixed-precision error of the f32 ops it replaces; what it holds for backward and at
-//! its backward's peak; the PVT block taking it under autocast (and only there); typed errors.
+//! its backward's peak; the PVT block taking it under autocast (and only there); the GPU
+//! workgroup shape of its f16 depthwise kernels; typed errors.
 mod common;
 
 use cads::gpu::{AdapterChoice, Precision};
@@ -18,10 +19,14 @@ use cads::util::{Rng, Tolerance};
 use cads::{Gpu, Tensor};
 use common::*;
 
-/// (N, grid [D, H, W], C, hidden, Cout): whole windows of 4 along W, and a ragged W with more
-/// rows than a workgroup's 8 (the fused fc2 backward's row blocks).
-const CASES: [(usize, [usize; 3], usize, usize, usize); 2] =
-    [(2, [2, 3, 4], 8, 16, 8), (1, [3, 4, 7], 12, 24, 6)];
+/// (N, grid [D, H, W], C, hidden, Cout): whole windows of 4 along W, a ragged W with more rows
+/// than a workgroup's 8 (the fused fc2 backward's row blocks), and 20 channel groups of 4 (more
+/// than one workgroup's worth on the CPU shape, 8 or 16 lanes).
+const CASES: [(usize, [usize; 3], usize, usize, usize); 3] = [
+    (2, [2, 3, 4], 8, 16, 8),
+    (1, [3, 4, 7], 12, 24, 6),
+    (1, [2, 3, 5], 8, 80, 4),
+];
 
 /// Against the reference of the rounded computation: besides f32 accumulation, an element of a
 /// rounded value (h1, h2, GELU's output, ∂h2, ∂h1) may sit one f16 step (2⁻¹¹ relative) off the
@@ -153,10 +158,24 @@ fn matches_the_reference_of_the_rounded_computation() {
         gpu.features().f16,
         "the test adapter should offer SHADER_F16"
     );
+    check_against_reference(&gpu);
+}
+
+/// The f16 depthwise kernels take a GPU's workgroup shape (64 lanes, a row per workgroup, more
+/// weight-gradient splits) wherever the conv path is not the CPU adapters' `rows`: the same
+/// values, here on lavapipe with the path set to the register tiles.
+#[test]
+fn the_gpu_workgroup_shape_matches_the_reference_too() {
+    let gpu = fresh_gpu();
+    gpu.set_tune_settings(memo_tuning(&[("conv3d", "tiled")]));
+    check_against_reference(&gpu);
+}
+
+fn check_against_reference(gpu: &Gpu) {
     for (i, &(n, grid, c, hidden, cout)) in CASES.iter().enumerate() {
         let l: usize = grid.iter().product();
         let inp = inputs(n * l, c, hidden, cout, 5 + i as u64);
-        let lv = leaves(&gpu, n, l, c, hidden, &inp);
+        let lv = leaves(gpu, n, l, c, hidden, &inp);
         let got = forward_backward(&lv.mixed(grid).unwrap(), &inp.g, &lv);
         let (x, p) = (
             Array::from_f32(&inp.x, &[n * l, c]),

@@ -25,7 +25,7 @@
 //! src/reference/dw_mlp.rs.
 
 use super::conv3d::{flipped_weight, Conv3dConfig, Geometry};
-use super::conv3d_depthwise_rows::{backward_weight_half, fits, forward_half};
+use super::conv3d_depthwise_rows::{backward_weight_half, fits, forward_half, HalfShape};
 use super::linear_unary_backward_x16::linear_unary_backward_half_in_place;
 use super::matmul::{linear_dims, linear_grads, LinearDims};
 use super::matmul_f16::{matmul_f16_launch, matmul_f16_launch_biased, MatmulF16Kernel};
@@ -75,7 +75,7 @@ pub fn dw_mlp_mixed(
     };
     let a = unary_half_in_place(
         UnaryOp::Gelu,
-        depthwise(op, &h1, dwconv.0, dwconv.1, &plan.geo)?,
+        depthwise(op, &h1, dwconv.0, dwconv.1, &plan.geo, plan.shape)?,
     )?;
     let y = {
         let w16 = cast_unrecorded(op, fc2.0, DType::F16)?;
@@ -93,6 +93,7 @@ pub fn dw_mlp_mixed(
     inputs.push(fc2.0);
     inputs.extend(fc2.1);
     let (x_shape, geo, dw_bias) = (x.shape().to_vec(), plan.geo, dwconv.1.map(|b| b.detach()));
+    let shape = plan.shape;
     Ok(record(y, op, &inputs, move |g| {
         let back = "dw_mlp_mixed backward";
         let [w1, wd, w2] = weights;
@@ -100,7 +101,7 @@ pub fn dw_mlp_mixed(
         let g16 = cast_unrecorded(back, &g_rows, DType::F16)?;
         // One f16 hidden-width tensor beside the kept h1 at a time: GELU's output is made over a
         // fresh h2 for ∂W2 (∂b2 is Σ g, linear_grads), then h2 once more and ∂h2 over it.
-        let h2 = || depthwise(back, &h1, &wd, dw_bias.as_ref(), &geo);
+        let h2 = || depthwise(back, &h1, &wd, dw_bias.as_ref(), &geo, shape);
         let gw2 = {
             let a = unary_half_in_place(UnaryOp::Gelu, h2()?)?;
             matmul_f16_launch(&a, &g16, true, false, kernel)?
@@ -111,10 +112,10 @@ pub fn dw_mlp_mixed(
         // ∂h1 = the conv of ∂h2 with the flipped kernel (stride 1, padding 1 = k − 1 − p: the
         // same geometry).
         let gwd = Tensor::uninit(h1.gpu(), back, wd.shape())?;
-        backward_weight_half(&gh2, &h1, &gwd, &geo)?;
+        backward_weight_half(&gh2, &h1, &gwd, &geo, shape)?;
         drop(h1);
         let gbd = bias_grad(biases[1], &gh2, rows, hidden)?;
-        let gh1 = depthwise(back, &gh2, &flipped_weight(&wd, &geo)?, None, &geo)?;
+        let gh1 = depthwise(back, &gh2, &flipped_weight(&wd, &geo)?, None, &geo, shape)?;
         drop(gh2);
         // fc1.
         let w16 = cast_unrecorded(back, &w1, DType::F16)?;
@@ -147,9 +148,10 @@ fn depthwise(
     w: &Tensor,
     bias: Option<&Tensor>,
     geo: &Geometry,
+    shape: HalfShape,
 ) -> Result<Tensor> {
     let y = Tensor::uninit_dtype(x.gpu(), op, x.shape(), DType::F16)?;
-    forward_half(x, w, bias, &y, geo)?;
+    forward_half(x, w, bias, &y, geo, shape)?;
     Ok(y)
 }
 
@@ -174,6 +176,8 @@ struct Plan {
     cout: usize,
     out_shape: Vec<usize>,
     geo: Geometry,
+    /// The f16 depthwise kernels' workgroup shape on this adapter.
+    shape: HalfShape,
 }
 
 impl Plan {
@@ -238,6 +242,7 @@ impl Plan {
             return Err(Error::invalid(op, "a device with SHADER_F16", "none"));
         }
         Ok(Plan {
+            shape: HalfShape::for_adapter(x.gpu())?,
             rows,
             cin,
             hidden,
