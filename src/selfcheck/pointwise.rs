@@ -205,12 +205,19 @@ const MIXED_MLP: Tolerance = Tolerance {
 
 /// The PVT MLP under mixed precision as one op (ops::dw_mlp_mixed: f16 hidden activations and
 /// gradients, the depthwise conv and the fused fc2 backward on f16 kernels), where the device has
-/// f16: whole windows of 4 along W, and a ragged W.
+/// f16: whole windows of 4 along W, a ragged W, and a hidden width of 80 channel groups (two
+/// workgroups along the channels on a GPU's 64 lanes, ten on a CPU's 8; two column workgroups of
+/// the fused fc2 backward).
 pub(super) fn dw_mlp(run: &mut Run) -> Result<()> {
     if !run.gpu.features().f16 || !run.wants("dw_mlp", "mixed") {
         return Ok(());
     }
-    for (n, grid, c, hidden, cout) in [(2, [2, 3, 4], 8, 16, 8), (1, [3, 4, 7], 12, 24, 6)] {
+    let cases = [
+        (2, [2, 3, 4], 8, 16, 8),
+        (1, [3, 4, 7], 12, 24, 6),
+        (1, [2, 3, 5], 8, 320, 4),
+    ];
+    for (n, grid, c, hidden, cout) in cases {
         let l: usize = grid.iter().product();
         let case = format!("x[{n}, {l}, {c}] grid {grid:?} hidden {hidden} to {cout}");
         run.check("dw_mlp", "mixed", "mixed", &case, |run, cmp| {
