@@ -19,7 +19,7 @@ use crate::tensor::{cast_unrecorded, DType, Tensor};
 pub(crate) const CENTRED_MIN_ROWS: usize = 256;
 
 /// A LayerNorm's saved input: x and its statistics `[rows, 2]` = (μ, rstd), or f16(x − μ)
-/// `[rows, cols]` and (0, rstd).
+/// `[rows, cols]` and the same statistics (the backward reads (0, rstd) with it).
 pub(crate) enum LayerNormKept {
     Input { x: Tensor, stats: Tensor },
     CentredHalf { xc16: Tensor, stats: Tensor },
@@ -40,19 +40,20 @@ impl LayerNormKept {
         let mean = stats.slice(1, 0, 1)?;
         let centred = binary_raw(BinaryOp::Sub, &x.reshape(&[rows, cols])?, &mean)?;
         let xc16 = cast_unrecorded(op, &centred, DType::F16)?;
-        drop(centred);
-        let keep_rstd = Tensor::from_slice(gpu, &[0.0, 1.0], &[1, 2])?;
-        let stats = binary_raw(BinaryOp::Mul, &stats, &keep_rstd)?;
         Ok(LayerNormKept::CentredHalf { xc16, stats })
     }
 
     /// The backward's input and statistics (shape `shape`): x and (μ, rstd), or x − μ widened
-    /// to f32 (exactly) and (0, rstd).
+    /// to f32 (exactly) and (0, rstd). (The zero column is a fill kernel, not an upload: an
+    /// upload would submit the recorded launches first, once per norm.)
     pub(crate) fn input_and_stats(self, shape: &[usize]) -> Result<(Tensor, Tensor)> {
         match self {
             LayerNormKept::Input { x, stats } => Ok((x, stats)),
             LayerNormKept::CentredHalf { xc16, stats } => {
                 let op = "layer_norm backward (centred f16 input)";
+                let rows = stats.shape()[0];
+                let zeros = Tensor::full(stats.gpu(), &[rows, 1], 0.0)?;
+                let stats = Tensor::concat(&[&zeros, &stats.slice(1, 1, 1)?], 1)?;
                 let xc = cast_unrecorded(op, &xc16, DType::F32)?.reshape(shape)?;
                 Ok((xc, stats))
             }
