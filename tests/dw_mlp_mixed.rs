@@ -336,6 +336,7 @@ fn typed_errors_name_the_op() {
         assert!(e.contains("dw_mlp_mixed"), "{what}: {e}");
     };
     expect_err(lv.mixed([2, 2, 3]), "a grid of the wrong size");
+    expect_err(lv.mixed([usize::MAX, 2, 1]), "a grid whose size overflows");
     let w1_odd = Tensor::parameter(&gpu, &vec![0.1; c * 18], &[c, 18]).unwrap();
     expect_err(
         ops::dw_mlp_mixed(&lv.x, grid, (&w1_odd, None), (&lv.wd, None), (&lv.w2, None)),

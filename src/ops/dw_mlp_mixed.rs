@@ -193,7 +193,9 @@ impl Plan {
         let &[n, l, _] = x.shape() else {
             return Err(Error::shape(op, "tokens [N, L, C]", x.shape()));
         };
-        if grid.iter().product::<usize>() != l {
+        // Checked: a grid from input must not wrap around to L.
+        let cells = grid.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+        if cells != Some(l) {
             return Err(Error::invalid(
                 op,
                 format!("a grid [D, H, W] of L = {l} tokens"),
