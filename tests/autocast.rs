@@ -335,15 +335,6 @@ fn encoder_step(gpu: &Gpu, enc: &PvtEncoder, x: &Tensor, precision: Precision) -
     (stages, grads)
 }
 
-fn relative_l2(got: &[f32], want: &[f32]) -> f64 {
-    let (mut d, mut w) = (0.0f64, 0.0f64);
-    for (g, v) in got.iter().zip(want) {
-        d += (*g as f64 - *v as f64).powi(2);
-        w += (*v as f64).powi(2);
-    }
-    (d / w.max(1e-30)).sqrt()
-}
-
 #[test]
 fn tiny_pvt_encoder_under_autocast_is_close_to_f32() {
     let gpu = gpu();

@@ -8,7 +8,7 @@ mod common;
 use cads::drr::diffdrr::{trilinear_step_mm, Camera, EulerConvention, Orientation, Scene};
 use cads::drr::geometry::{mat_vec, Vec3};
 use cads::drr::{self, Intensity, Pose, Projector, Volume, VolumeGrid};
-use common::gpu;
+use common::{gpu, relative_l2};
 use serde_json::Value;
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/drr_diffdrr");
@@ -35,16 +35,6 @@ fn camera(case: &Value) -> Camera {
 
 fn vec3(v: &Value) -> Vec3 {
     std::array::from_fn(|i| v[i].as_f64().unwrap())
-}
-
-fn relative_l2(got: &[f32], want: &[f32]) -> f64 {
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-        .sum();
-    let den: f64 = want.iter().map(|&b| (b as f64).powi(2)).sum();
-    (num / den).sqrt()
 }
 
 /// Every Siddon golden (AP/PA × reverse_x_axis, ZXY and XYZ poses, a principal-point offset)

@@ -237,17 +237,11 @@ fn reference_gradients_are_the_straight_through_ones() {
     let values = [&x, &p.w1, &p.b1, &p.wd, &p.bd, &p.w2, &p.b2];
     for (i, (v, got)) in values.iter().zip(&got).enumerate() {
         let numeric = numeric_gradient(|d| with(i, d, &x), &v.data, 1e-5);
-        let err = rel_l2(&got.data, &numeric);
+        let err = relative_l2(&got.data, &numeric);
         // The rounded activations (h1, h2, GELU's output) and gradients (∂h2, ∂h1) each carry
         // 2⁻¹¹ relative error: a few of them compound to well under 1%.
         assert!(err < 1e-2, "{}: relative L2 {err:.2e}", NAMES[i + 1]);
     }
-}
-
-fn rel_l2(got: &[f64], want: &[f64]) -> f64 {
-    let num: f64 = got.iter().zip(want).map(|(a, b)| (a - b).powi(2)).sum();
-    let den: f64 = want.iter().map(|b| b * b).sum();
-    (num / den.max(1e-300)).sqrt()
 }
 
 /// An independent check: the separate f32 ops compute the same MLP without rounding; the op
@@ -266,7 +260,7 @@ fn is_within_mixed_precision_error_of_the_f32_ops() {
     for ((name, a), b) in NAMES.iter().zip(&mixed).zip(&f32s) {
         let a: Vec<f64> = a.iter().map(|&v| v as f64).collect();
         let b: Vec<f64> = b.iter().map(|&v| v as f64).collect();
-        let err = rel_l2(&a, &b);
+        let err = relative_l2(&a, &b);
         assert!(err < 1e-2, "{name}: relative L2 {err:.2e} from the f32 ops");
     }
 }
@@ -409,7 +403,7 @@ fn the_pvt_block_takes_it_under_autocast() {
     assert!(took, "256 tokens under autocast: the fused MLP did not run");
     let (plain, took) = step(&gpu, [4, 8, 8], Precision::F32);
     assert!(!took, "the fused MLP ran in f32");
-    let err = rel_l2(
+    let err = relative_l2(
         &mixed.iter().map(|&v| v as f64).collect::<Vec<_>>(),
         &plain.iter().map(|&v| v as f64).collect::<Vec<_>>(),
     );

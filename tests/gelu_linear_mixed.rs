@@ -200,22 +200,13 @@ fn stays_within_mixed_precision_error_of_the_f32_op() {
         ("grad w", &got.gw, &gw.data),
         ("grad bias", &got.gb, &gb.data),
     ] {
-        let err = rel_l2(got, want);
+        let err = relative_l2(got, want);
         assert!(err < 1e-2, "{what}: relative L2 {err:e} against f32");
         assert!(
             err > 0.0 || what == "grad bias",
             "{what}: no rounding at all?"
         );
     }
-}
-
-fn rel_l2(got: &[f32], want: &[f64]) -> f64 {
-    let (mut d, mut n) = (0.0f64, 0.0f64);
-    for (&g, &w) in got.iter().zip(want) {
-        d += (g as f64 - w).powi(2);
-        n += w * w;
-    }
-    (d / n.max(1e-300)).sqrt()
 }
 
 /// `Linear::forward_gelu` takes this op under autocast from 256 rows on (bit for bit), and the

@@ -38,16 +38,6 @@ fn norm_step(
     (y.to_vec().unwrap(), [read(&p), read(&gamma), read(&beta)])
 }
 
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-        .sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den).sqrt()
-}
-
 /// Values 1000 ± 1: f16's spacing at 1000 is 0.5, so a rounding of x itself would leave x̂
 /// almost nothing; the rounding of x − μ errs by 2⁻¹¹ of x̂. The forward is the f32 one.
 #[test]
@@ -62,7 +52,7 @@ fn gradients_stay_accurate_far_from_zero_mean() {
     let (y32, g32) = norm_step(&gpu, rows, cols, 1000.0, Precision::F32);
     assert_eq!(y16, y32, "the forward under autocast is the f32 one");
     for (name, (a, b)) in ["x", "gamma", "beta"].iter().zip(g16.iter().zip(&g32)) {
-        let e = rel_l2(a, b);
+        let e = relative_l2(a, b);
         assert!(e < 2e-3, "grad {name}: relative L2 {e:.2e} from f32");
     }
 }

@@ -75,6 +75,19 @@ pub fn assert_close64(what: &str, got: &[f64], want: &[f64], tol: Tolerance) {
     }
 }
 
+/// ‖got − want‖₂ / ‖want‖₂ in f64, over f32 or f64 values (a `want` of all zeros divides by
+/// 1e-300 rather than 0). Panics on a length mismatch rather than comparing a prefix.
+pub fn relative_l2<G: Copy + Into<f64>, W: Copy + Into<f64>>(got: &[G], want: &[W]) -> f64 {
+    assert_eq!(got.len(), want.len(), "relative_l2: lengths differ");
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        let (g, w): (f64, f64) = (g.into(), w.into());
+        diff += (g - w).powi(2);
+        norm += w * w;
+    }
+    (diff / norm.max(1e-300)).sqrt()
+}
+
 /// Random array (uniform in [lo, hi)) and the same data on the GPU.
 pub fn random_pair(gpu: &Gpu, rng: &mut Rng, shape: &[usize], lo: f32, hi: f32) -> (Array, Tensor) {
     let n = shape.iter().product();
