@@ -73,3 +73,41 @@ fn cli_fails_with_install_instructions_when_no_adapter() {
         "{err}"
     );
 }
+
+/// A backend list with no name wgpu knows (wgpu's parser drops unknown names) is said to be
+/// one, with the value, instead of reading as "no adapter found".
+#[test]
+fn an_unknown_backend_name_is_named_in_the_error() {
+    let out = common::cads_command()
+        .arg("info")
+        .env("WGPU_BACKEND", "glx")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("'glx'") && err.contains("none of vulkan, metal, dx12, gl"),
+        "{err}"
+    );
+}
+
+/// GL alone with no EGL driver (glvnd's vendor list pointed at nothing): the error says what
+/// wgpu's GL backend loads and how to install it, not the Vulkan instructions.
+#[test]
+fn gl_without_an_egl_driver_fails_with_egl_instructions() {
+    let out = common::cads_command()
+        .args(["info", "--backend", "gl"])
+        .env("__EGL_VENDOR_LIBRARY_FILENAMES", "/nonexistent.json")
+        .env("__EGL_VENDOR_LIBRARY_DIRS", "/nonexistent")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a GL adapter without EGL drivers:\n{err}"
+    );
+    assert!(
+        err.contains("no GPU adapter") && err.contains("libegl-mesa0"),
+        "{err}"
+    );
+}

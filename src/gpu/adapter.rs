@@ -17,6 +17,14 @@ Mesa 26 into a private prefix on Debian 12 / Ubuntu 22.04, see the README), or r
 which does this. Check WGPU_BACKEND / WGPU_ADAPTER_NAME / VK_ICD_FILENAMES if one is installed but \
 not found.";
 
+/// The hint when only GL was asked for and no GL adapter exists: wgpu's GL backend reaches the
+/// driver through EGL (GLES 3.1+ compute), which a headless machine often lacks.
+pub const NO_GL_ADAPTER_HINT: &str = "wgpu's GL backend loads libEGL.so.1 and an EGL driver with \
+OpenGL ES 3.1 compute: on Debian/Ubuntu `apt-get install -y libegl1 libegl-mesa0` (Mesa's, with \
+llvmpipe when there is no GPU; on Debian bookworm take it from bookworm-backports with \
+`-t bookworm-backports`, the release of your Mesa) or the GPU vendor's EGL. GL offers cads no \
+f16 and no subgroups: Vulkan, Metal or DX12 run more kernels where the machine has them.";
+
 /// How to choose an adapter. `Default` takes the environment into account.
 #[derive(Clone, Debug, Default)]
 pub struct AdapterChoice {
@@ -77,6 +85,24 @@ fn backend_rank(b: wgpu::Backend) -> u32 {
 /// Enumerate adapters and choose one according to `choice`.
 pub async fn select_adapter(choice: &AdapterChoice) -> Result<(wgpu::Instance, wgpu::Adapter)> {
     let backends = choice.backends.unwrap_or(wgpu::Backends::all());
+    if backends.is_empty() {
+        // wgpu's comma-list parser drops names it does not know: "glx" or "vulkna" would
+        // otherwise read as "no adapter found" rather than as the typo it is.
+        let env = std::env::var("WGPU_BACKEND")
+            .map(|v| format!(" (WGPU_BACKEND is '{v}')"))
+            .unwrap_or_default();
+        return Err(Error::NoAdapter {
+            reason: format!(
+                "the backend list (WGPU_BACKEND or --backend) names none of vulkan, metal, dx12, \
+                 gl{env}"
+            ),
+            hint: NO_ADAPTER_HINT,
+        });
+    }
+    let hint = match backends == wgpu::Backends::GL {
+        true => NO_GL_ADAPTER_HINT,
+        false => NO_ADAPTER_HINT,
+    };
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = backends;
     let instance = wgpu::Instance::new(desc);
@@ -108,7 +134,7 @@ pub async fn select_adapter(choice: &AdapterChoice) -> Result<(wgpu::Instance, w
                 reason: format!(
                     "no adapter name contains '{want}' (backends {backends:?}); adapters found: {names:?}"
                 ),
-                hint: NO_ADAPTER_HINT,
+                hint,
             });
         }
         matching
@@ -126,7 +152,7 @@ pub async fn select_adapter(choice: &AdapterChoice) -> Result<(wgpu::Instance, w
                 reason: format!(
                     "no adapter with compute shaders on backends {backends:?} (found: {names:?})"
                 ),
-                hint: NO_ADAPTER_HINT,
+                hint,
             })?;
         usable.into_iter().filter(|a| rank(a) == best).collect()
     };
@@ -136,7 +162,7 @@ pub async fn select_adapter(choice: &AdapterChoice) -> Result<(wgpu::Instance, w
         .nth(pick)
         .ok_or_else(|| Error::NoAdapter {
             reason: format!("adapter {pick} of the candidates vanished"),
-            hint: NO_ADAPTER_HINT,
+            hint,
         })?;
     Ok((instance, chosen))
 }

@@ -15,7 +15,7 @@ mod timestamps;
 mod tuning;
 mod tuning_cache;
 
-pub use adapter::{select_adapter, AdapterChoice, NO_ADAPTER_HINT};
+pub use adapter::{select_adapter, AdapterChoice, NO_ADAPTER_HINT, NO_GL_ADAPTER_HINT};
 pub use autocast::Precision;
 pub use bind_cache::{BindGroupStats, PARAMS_SLOT_BYTES};
 pub use context::{AdapterSummary, DeviceFeatures, Gpu, NO_F16_ENV};
