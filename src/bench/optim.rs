@@ -1,7 +1,8 @@
 //! Optimizer-side passes over a whole gradient set: the loss scaler's unscale-and-check, the
 //! per-tensor gradient clipping (DINO's, as a CADS step runs it), the AdamW step that follows
-//! them and the teacher's EMA, on the same tensors, so their costs compare directly. All are
-//! bandwidth-bound, reported in GB/s (bytes read + written).
+//! them, the SGD Nesterov step of a segmentation run and the teacher's EMA, on the same tensors,
+//! so their costs compare directly. All are bandwidth-bound, reported in GB/s (bytes read +
+//! written).
 //!
 //! The set is a transformer-like mix: 24 weights [512, 512] and 48 vectors [512] (6.3 M values,
 //! 25 MB of gradients), one launch per tensor as in a training step.
@@ -12,7 +13,7 @@ use crate::autograd::Gradients;
 use crate::error::Result;
 use crate::optim::{
     clip_grad_norm_per_tensor_on_gpu, AdamW, AdamWConfig, LossScaler, LossScalerConfig, Optimizer,
-    ParamGroup,
+    ParamGroup, Sgd, SgdConfig,
 };
 use crate::tensor::Tensor;
 
@@ -46,6 +47,11 @@ pub(crate) fn cases() -> Vec<Case> {
             op: "adamw",
             case: "step_6.3M",
             run: adamw_step,
+        },
+        Case {
+            op: "sgd",
+            case: "nesterov_step_6.3M",
+            run: sgd_step,
         },
         Case {
             op: "ema",
@@ -127,4 +133,23 @@ fn adamw_step(b: &Bench) -> Result<Sample> {
         },
     )?;
     Ok(Sample::new(ms, Work::Bytes(28.0 * elements())))
+}
+
+/// An SGD Nesterov step after the first (nnU-Net's, as a segmentation step runs it): reads g, p
+/// and the momentum buffer, writes p and the buffer (20 bytes per value).
+fn sgd_step(b: &Bench) -> Result<Sample> {
+    let ms = b.time(
+        |gpu, rng| {
+            let set = params_and_grads(gpu, rng)?;
+            let (params, grads) = gradients(&set)?;
+            let mut opt = Sgd::new(vec![ParamGroup::new(params)], SgdConfig::nnunet(1e-2))?;
+            opt.step(&grads)?;
+            Ok(std::cell::RefCell::new((opt, grads)))
+        },
+        |state| {
+            let (opt, grads) = &mut *state.borrow_mut();
+            opt.step(grads)
+        },
+    )?;
+    Ok(Sample::new(ms, Work::Bytes(20.0 * elements())))
 }
