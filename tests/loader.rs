@@ -103,6 +103,70 @@ fn folder_and_manifest_datasets() {
     assert!(dataset_from_folder(root.join("nothing")).is_err());
 }
 
+/// A Decathlon task folder (its dataset.json lists the cases, images without `_0000`, macOS
+/// `._` forks beside them), then the same as nnU-Net v1 (listed `CASE.nii.gz`, stored
+/// `CASE_0000.nii.gz`), then an nnU-Net v2 folder with forks.
+#[test]
+fn decathlon_and_v1_folders_read_their_list_and_forks_are_not_cases() {
+    let root = dir("decathlon");
+    let (img, lab) = phantom(&PhantomConfig {
+        dims: [12, 10, 8],
+        spacing_mm: [2.0; 3],
+        noise_hu: 0.0,
+        seed: 3,
+    })
+    .unwrap();
+    for id in ["lung_4", "lung_1"] {
+        write_nifti(root.join(format!("imagesTr/{id}.nii.gz")), &img, None).unwrap();
+        write_nifti(root.join(format!("labelsTr/{id}.nii.gz")), &lab, None).unwrap();
+        std::fs::write(root.join(format!("imagesTr/._{id}.nii.gz")), b"Mac OS X").unwrap();
+    }
+    std::fs::write(root.join("dataset.json"), r#"{"modality": {"0": "CT"}, "labels": {"0": "background", "1": "cancer"}, "numTraining": 2, "training": [{"image": "./imagesTr/lung_4.nii.gz", "label": "./labelsTr/lung_4.nii.gz"}, {"image": "./imagesTr/lung_1.nii.gz", "label": "./labelsTr/lung_1.nii.gz"}], "test": ["./imagesTs/lung_2.nii.gz"]}"#).unwrap();
+    let cases = dataset_from_folder(&root).unwrap();
+    assert_eq!(cases.len(), 2);
+    assert!(cases[0].image.ends_with("imagesTr/lung_4.nii.gz"));
+    assert!(cases[1]
+        .label
+        .as_ref()
+        .unwrap()
+        .ends_with("labelsTr/lung_1.nii.gz"));
+    let (read, label) = load_case(&cases[1]).unwrap();
+    assert_eq!(read.dims, img.dims);
+    assert!(label.is_some());
+    for id in ["lung_4", "lung_1"] {
+        std::fs::rename(
+            root.join(format!("imagesTr/{id}.nii.gz")),
+            root.join(format!("imagesTr/{id}_0000.nii.gz")),
+        )
+        .unwrap();
+    }
+    let v1 = dataset_from_folder(&root).unwrap();
+    assert!(v1[0].image.ends_with("imagesTr/lung_4_0000.nii.gz"));
+    load_case(&v1[0]).unwrap();
+    // A listed image with neither file keeps the listed path, which the read error names.
+    std::fs::remove_file(root.join("imagesTr/lung_4_0000.nii.gz")).unwrap();
+    let gone = dataset_from_folder(&root).unwrap();
+    let e = load_case(&gone[0]).unwrap_err().to_string();
+    assert!(e.contains("imagesTr/lung_4.nii.gz"), "{e}");
+    // Without a list, the v2 scan; the fork of a channel-0 file is not a case.
+    std::fs::write(
+        root.join("dataset.json"),
+        r#"{"labels": {"background": 0}}"#,
+    )
+    .unwrap();
+    std::fs::write(root.join("imagesTr/._lung_1_0000.nii.gz"), b"Mac OS X").unwrap();
+    let scanned = dataset_from_folder(&root).unwrap();
+    assert_eq!(scanned.len(), 1);
+    assert!(scanned[0].image.ends_with("imagesTr/lung_1_0000.nii.gz"));
+    // A dataset.json that is not JSON is reported, not scanned past.
+    std::fs::write(root.join("dataset.json"), "{\"training\": [").unwrap();
+    let e = dataset_from_folder(&root).unwrap_err().to_string();
+    assert!(
+        e.contains("invalid JSON") && e.contains("dataset.json"),
+        "{e}"
+    );
+}
+
 #[test]
 fn manifest_errors_name_the_file_and_the_problem() {
     let root = dir("manifest");

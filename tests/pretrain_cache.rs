@@ -143,6 +143,13 @@ fn inputs_from_manifest_nnunet_folder_and_default() {
         list_inputs(Some(&nn)).unwrap(),
         vec![VolumeSource::File(nn.join("imagesTr/case_0000.nii.gz"))]
     );
+    // A plain folder of CTs: macOS's `._NAME` resource forks are not inputs.
+    let plain = nn.join("imagesTr");
+    std::fs::write(plain.join("._case_0000.nii.gz"), b"Mac OS X").unwrap();
+    assert_eq!(
+        list_inputs(Some(&plain)).unwrap(),
+        vec![VolumeSource::File(plain.join("case_0000.nii.gz"))]
+    );
     let manifest = root.join("list.json");
     std::fs::write(&manifest, r#"{"training": [{"image": "x.nii.gz"}]}"#).unwrap();
     assert_eq!(

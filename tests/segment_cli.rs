@@ -254,3 +254,51 @@ fn train_writes_the_plan_reuses_the_cache_and_predict_applies_it() {
     assert!(pred.data.iter().all(|&v| v == 0.0 || v == 3.0));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `cads segment plan` on a Decathlon task folder: the cases its dataset.json lists (images
+/// without a channel suffix, a macOS `._` fork beside each), labels keyed by value.
+#[test]
+fn plan_reads_a_decathlon_task_folder() {
+    let dir = std::env::temp_dir().join(format!("cads-seg-cli-msd-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    for d in ["Task09_Spleen/imagesTr", "Task09_Spleen/labelsTr"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let task = dir.join("Task09_Spleen");
+    std::fs::write(
+        task.join("dataset.json"),
+        r#"{"name": "Spleen", "modality": {"0": "CT"}, "labels": {"0": "background", "1": "spleen"}, "numTraining": 2, "numTest": 0, "training": [{"image": "./imagesTr/spleen_2.nii.gz", "label": "./labelsTr/spleen_2.nii.gz"}, {"image": "./imagesTr/spleen_3.nii.gz", "label": "./labelsTr/spleen_3.nii.gz"}], "test": []}"#,
+    )
+    .unwrap();
+    for (id, dims) in [("spleen_2", [40, 36, 20]), ("spleen_3", [36, 40, 22])] {
+        let img = ct(dims);
+        let lab = Volume::new(
+            img.data.iter().map(|&v| (v > 0.0) as u8 as f32).collect(),
+            img.dims,
+            LPS,
+            Datatype::Uint8,
+        )
+        .unwrap();
+        write_nifti(task.join(format!("imagesTr/{id}.nii.gz")), &img, None).unwrap();
+        write_nifti(task.join(format!("labelsTr/{id}.nii.gz")), &lab, None).unwrap();
+        std::fs::write(task.join(format!("imagesTr/._{id}.nii.gz")), b"Mac OS X").unwrap();
+    }
+    let plan_path = dir.join("plan.json");
+    let text = cads(&[
+        "segment",
+        "plan",
+        "--data",
+        task.to_str().unwrap(),
+        "--out",
+        plan_path.to_str().unwrap(),
+    ]);
+    assert!(text.contains("target spacing"), "{text}");
+    let plan = Plan::load(&plan_path).unwrap();
+    let labels: Vec<(&str, u32)> = plan
+        .labels
+        .iter()
+        .map(|l| (l.name.as_str(), l.value))
+        .collect();
+    assert_eq!(labels, [("background", 0), ("spleen", 1)]);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -122,6 +122,119 @@ fn nnunet_folder_and_json_list() {
     std::fs::remove_dir_all(&root).ok();
 }
 
+/// A Decathlon task folder as its tarball unpacks on macOS: images without a channel suffix,
+/// labels keyed by value, `modality`, a `test` list of bare paths, `._` resource forks.
+fn write_decathlon(root: &Path, num_training: usize) {
+    for d in ["imagesTr", "labelsTr", "imagesTs"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::write(
+        root.join("dataset.json"),
+        format!(
+            r#"{{"name": "Spleen", "modality": {{"0": "CT"}}, "labels": {{"0": "background", "1": "spleen", "2": "corner"}}, "numTraining": {num_training}, "numTest": 1, "training": [{{"image": "./imagesTr/spleen_2.nii.gz", "label": "./labelsTr/spleen_2.nii.gz"}}, {{"image": "./imagesTr/spleen_10.nii.gz", "label": "./labelsTr/spleen_10.nii.gz"}}], "test": ["./imagesTs/spleen_1.nii.gz"]}}"#
+        ),
+    )
+    .unwrap();
+    for (id, dims) in [("spleen_2", [8, 7, 4]), ("spleen_10", [9, 6, 5])] {
+        let (img, lab) = case_volumes(dims, LAS);
+        write_nifti(root.join(format!("imagesTr/{id}.nii.gz")), &img, None).unwrap();
+        write_nifti(root.join(format!("labelsTr/{id}.nii.gz")), &lab, None).unwrap();
+        std::fs::write(root.join(format!("imagesTr/._{id}.nii.gz")), b"Mac OS X").unwrap();
+    }
+    let (img, _) = case_volumes([5, 5, 3], LAS);
+    write_nifti(root.join("imagesTs/spleen_1.nii.gz"), &img, None).unwrap();
+}
+
+#[test]
+fn decathlon_task_folders_and_nnunet_v1_lists() {
+    let root = temp("decathlon");
+    write_decathlon(&root, 2);
+    let ds = SegDataset::open(&root).unwrap();
+    let labels: Vec<(&str, u32)> = ds
+        .labels
+        .iter()
+        .map(|l| (l.name.as_str(), l.value))
+        .collect();
+    assert_eq!(labels, [("background", 0), ("spleen", 1), ("corner", 2)]);
+    // The list's order, not the folder's; ids from the listed file names.
+    let ids: Vec<&str> = ds.training.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["spleen_2", "spleen_10"]);
+    assert!(ds.training[1].image.ends_with("imagesTr/spleen_10.nii.gz"));
+    assert!(ds.training[1]
+        .label
+        .as_ref()
+        .unwrap()
+        .ends_with("labelsTr/spleen_10.nii.gz"));
+    assert_eq!(ds.test.len(), 1);
+    assert_eq!(ds.test[0].id, "spleen_1");
+    assert!(ds.test[0].label.is_none());
+    let (img, lab) = load_case(&ds.training[1]).unwrap();
+    assert_eq!(img.dims, [9, 6, 5]);
+    assert_eq!(lab.unwrap().dims, [9, 6, 5]);
+
+    // The same dataset.json given as a file reads the same.
+    let as_list = SegDataset::open(root.join("dataset.json")).unwrap();
+    assert_eq!(as_list, ds);
+
+    // numTraining counts the list.
+    write_decathlon(&root, 3);
+    let e = SegDataset::open(&root).unwrap_err().to_string();
+    assert!(
+        e.contains("numTraining is 3") && e.contains("lists 2 cases"),
+        "{e}"
+    );
+
+    // nnU-Net v1: the list names CASE.nii.gz, the folder holds CASE_0000.nii.gz.
+    write_decathlon(&root, 2);
+    for id in ["spleen_2", "spleen_10"] {
+        std::fs::rename(
+            root.join(format!("imagesTr/{id}.nii.gz")),
+            root.join(format!("imagesTr/{id}_0000.nii.gz")),
+        )
+        .unwrap();
+    }
+    let v1 = SegDataset::open(&root).unwrap();
+    assert!(v1.training[0]
+        .image
+        .ends_with("imagesTr/spleen_2_0000.nii.gz"));
+    assert_eq!(v1.training[0].id, "spleen_2");
+    load_case(&v1.training[0]).unwrap();
+
+    // A multi-modal task is refused before any image is read.
+    let json = root.join("dataset.json");
+    let text = std::fs::read_to_string(&json).unwrap().replace(
+        r#""modality": {"0": "CT"}"#,
+        r#""modality": {"0": "FLAIR", "1": "T1w"}"#,
+    );
+    std::fs::write(&json, text).unwrap();
+    let e = SegDataset::open(&root).unwrap_err().to_string();
+    assert!(
+        e.contains("one input channel") && e.contains("FLAIR"),
+        "{e}"
+    );
+
+    // Labels in neither orientation (a name keyed by value beside a value keyed by name).
+    write_decathlon(&root, 2);
+    let text = std::fs::read_to_string(&json)
+        .unwrap()
+        .replace(r#""2": "corner""#, r#""corner": 2, "3": "kidney""#);
+    std::fs::write(&json, text).unwrap();
+    let e = SegDataset::open(&root).unwrap_err().to_string();
+    assert!(e.contains(r#"label "0""#) && e.contains("Decathlon"), "{e}");
+    std::fs::remove_dir_all(&root).ok();
+}
+
+#[test]
+fn resource_forks_are_not_cases_of_an_nnunet_folder() {
+    let root = temp("forks");
+    write_nnunet(&root, 2);
+    std::fs::write(root.join("imagesTr/._case_a_0000.nii.gz"), b"Mac OS X").unwrap();
+    let ds = SegDataset::open(&root).unwrap();
+    let ids: Vec<&str> = ds.training.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["case_a", "case_b"]);
+    std::fs::remove_dir_all(&root).ok();
+}
+
 #[test]
 fn a_label_on_another_grid_names_both_files_and_grids() {
     let root = temp("grid");

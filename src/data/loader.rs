@@ -1,8 +1,14 @@
 //! Datasets and background batch preparation.
 //!
-//! A dataset is an nnU-Net folder (`imagesTr/CASE_0000.nii.gz` with `labelsTr/CASE.nii.gz`) or a
-//! JSON manifest (`{"training": [{"image": "...", "label": "..."}]}`, nnU-Net's dataset.json
-//! form; paths relative to the manifest's folder; `label` optional).
+//! A dataset is a folder or a JSON manifest (`{"training": [{"image": "...", "label": "..."}]}`,
+//! the Medical Segmentation Decathlon's and nnU-Net v1's dataset.json form; paths relative to
+//! the manifest's folder; `label` optional; other keys ignored). A folder is read through its
+//! `dataset.json` when that lists `training` cases (a Decathlon task folder, whose images are
+//! `imagesTr/CASE.nii.gz`), else scanned as an nnU-Net v2 raw folder (`imagesTr/CASE_0000.nii.gz`
+//! with `labelsTr/CASE.nii.gz`). nnU-Net v1 lists `imagesTr/CASE.nii.gz` for the file
+//! `imagesTr/CASE_0000.nii.gz`: a listed image that does not exist is taken from its `_0000`
+//! twin when that does. Names starting with `.` are never cases (macOS writes `._CASE.nii.gz`
+//! resource forks beside each file of an archive it unpacks, as in the Decathlon's tarballs).
 //!
 //! [`Prefetcher`] runs a batch function on worker threads ahead of the consumer through a bounded
 //! channel. Batch `b` is made with `Rng::new(seed).fork(b)`, whichever worker makes it, and batches
@@ -29,10 +35,15 @@ pub struct Case {
     pub label: Option<PathBuf>,
 }
 
-/// Find the cases of an nnU-Net folder: every `imagesTr/*_0000.nii[.gz]`, with
-/// `labelsTr/<case>.nii[.gz]` when it exists. Sorted by name, so the order is reproducible.
+/// Find the cases of a dataset folder: those its `dataset.json` lists when it has a `training`
+/// array (module docs), else every `imagesTr/*_0000.nii[.gz]` with `labelsTr/<case>.nii[.gz]`
+/// when it exists, sorted by name so the order is reproducible.
 pub fn dataset_from_folder(root: impl AsRef<Path>) -> Result<Vec<Case>> {
     let root = root.as_ref();
+    let json = root.join("dataset.json");
+    if json.is_file() && lists_training_cases(&json)? {
+        return dataset_from_manifest(&json);
+    }
     let images = root.join("imagesTr");
     let io = |source| Error::Io {
         op: "dataset_from_folder",
@@ -43,6 +54,7 @@ pub fn dataset_from_folder(root: impl AsRef<Path>) -> Result<Vec<Case>> {
         .map_err(io)?
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
         .collect();
     names.sort();
     let mut cases = Vec::new();
@@ -76,12 +88,30 @@ pub fn dataset_from_folder(root: impl AsRef<Path>) -> Result<Vec<Case>> {
 /// Read a JSON manifest.
 pub fn dataset_from_manifest(path: impl AsRef<Path>) -> Result<Vec<Case>> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        op: "dataset_from_manifest",
+    parse_manifest(&read_manifest_text("dataset_from_manifest", path)?, path)
+}
+
+fn read_manifest_text(op: &'static str, path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
+        op,
         path: path.display().to_string(),
         source,
+    })
+}
+
+/// Whether a folder's dataset.json lists its cases (a `training` array: the Decathlon's and
+/// nnU-Net v1's form; nnU-Net v2's has none). Invalid JSON is an error naming the file, rather
+/// than a silent scan of a folder whose list could not be read.
+fn lists_training_cases(json: &Path) -> Result<bool> {
+    const OP: &str = "dataset_from_folder";
+    let text = read_manifest_text(OP, json)?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::BadFile {
+        op: OP,
+        path: json.display().to_string(),
+        problem: format!("invalid JSON: {e}"),
     })?;
-    parse_manifest(&text, path)
+    Ok(value.get("training").is_some_and(|t| t.is_array()))
 }
 
 /// Parse manifest text; `path` is the manifest's own path (errors name it, and entries are
@@ -114,7 +144,7 @@ pub fn parse_manifest(text: &str, path: &Path) -> Result<Vec<Case>> {
             return Err(bad(format!("training[{i}]: an empty path")));
         }
         cases.push(Case {
-            image: resolve(dir, &entry.image),
+            image: resolve_listed_image(dir, &entry.image),
             label: entry.label.map(|l| resolve(dir, &l)),
         });
     }
@@ -147,7 +177,34 @@ fn resolve(dir: &Path, entry: &str) -> PathBuf {
     out
 }
 
-/// nnU-Net's dataset.json, the part we read (other keys are ignored).
+/// A listed image, resolved as [`resolve`] does; when that file does not exist but its channel-0
+/// twin `CASE_0000<ending>` in the same folder does (nnU-Net v1 lists `imagesTr/CASE.nii.gz`
+/// for the file `imagesTr/CASE_0000.nii.gz`), the twin.
+pub fn resolve_listed_image(dir: &Path, entry: &str) -> PathBuf {
+    let listed = resolve(dir, entry);
+    if listed.exists() {
+        return listed;
+    }
+    match channel0_twin(&listed) {
+        Some(twin) if twin.is_file() => std::fs::canonicalize(&twin).unwrap_or(twin),
+        _ => listed,
+    }
+}
+
+/// `DIR/CASE_0000<ending>` for `DIR/CASE<ending>` (a volume file ending, `CASE` not already a
+/// channel-0 name).
+fn channel0_twin(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let (stem, ending) = [".nii.gz", ".nii", ".nrrd", ".nhdr"]
+        .iter()
+        .find_map(|e| name.strip_suffix(e).map(|s| (s, *e)))?;
+    if stem.is_empty() || stem.ends_with("_0000") {
+        return None;
+    }
+    Some(path.with_file_name(format!("{stem}_0000{ending}")))
+}
+
+/// The Decathlon's / nnU-Net v1's dataset.json, the part we read (other keys are ignored).
 #[derive(serde::Deserialize)]
 struct Manifest {
     training: Vec<ManifestEntry>,

@@ -97,7 +97,8 @@ impl CacheConfig {
 
 /// The inputs of a run: `path` is a CT file (NIfTI, NRRD, or one file of a DICOM series), a
 /// folder of CTs (NIfTI and NRRD files, and subfolders read as DICOM series), a DICOM series
-/// folder itself, an nnU-Net folder (with `imagesTr/`) or a JSON manifest (nnU-Net's
+/// folder itself, a dataset folder with `imagesTr/` (nnU-Net's, or a Decathlon task read through
+/// its dataset.json: `data::loader::dataset_from_folder`) or a JSON manifest (the Decathlon's
 /// dataset.json form); with no path, the sample CT `data/cxr.nii.gz` when it exists, else the
 /// built-in phantom. Inputs that turn out unreadable are skipped and listed by the cache.
 pub fn list_inputs(path: Option<&Path>) -> Result<Vec<VolumeSource>> {
@@ -147,7 +148,13 @@ pub fn list_inputs(path: Option<&Path>) -> Result<Vec<VolumeSource>> {
         path: path.display().to_string(),
         source,
     })?;
-    let all: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    // Names starting with `.` are never inputs (macOS's `._NAME` resource forks beside each file
+    // of an archive it unpacks would otherwise be read, and skipped, as broken volumes).
+    let all: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect();
     // A folder of DICOM slices is one series (the reader sorts and checks its slices).
     if all.iter().any(|p| p.is_file() && is_dicom_file(p)) && !all.iter().any(|p| is_volume_file(p))
     {

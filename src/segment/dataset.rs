@@ -1,4 +1,5 @@
-//! Segmentation datasets: nnU-Net's raw layout and a JSON list.
+//! Segmentation datasets: nnU-Net's raw layout, the Medical Segmentation Decathlon's task folders
+//! and a JSON list (the JSON forms as read: dataset_json.rs).
 //!
 //! **nnU-Net raw layout** (v2): a folder with
 //! - `dataset.json`: `{"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1},
@@ -10,18 +11,35 @@
 //! and `file_ending`; here they may be left out (one channel, no count check, `.nii.gz`), as
 //! `cads segment train` accepted such folders before it read them through this module.
 //!
+//! **Decathlon task folder** (`Task09_Spleen/`, also nnU-Net v1's raw folders): a `dataset.json`
+//! that lists the cases, `{"modality": {"0": "CT"}, "labels": {"0": "background", "1":
+//! "spleen"}, "numTraining": 41, "training": [{"image": "./imagesTr/spleen_2.nii.gz", "label":
+//! "./labelsTr/spleen_2.nii.gz"}], "test": ["./imagesTs/spleen_1.nii.gz"]}`, paths relative to
+//! the folder. A folder is read this way whenever its dataset.json has a `training` list; the
+//! list must hold `numTraining` cases. nnU-Net v1 lists `imagesTr/CASE.nii.gz` for the file
+//! `imagesTr/CASE_0000.nii.gz`: a listed image that does not exist is taken from that twin
+//! ([`crate::data::loader::resolve_listed_image`]).
+//!
 //! **JSON list**: `{"labels": {"background": 0, "liver": 1}, "training": [{"image": "a.nii.gz",
 //! "label": "a_seg.nii.gz"}], "test": [{"image": "b.nii.gz"}]}`, paths relative to the file's
 //! folder; a case id is `id` when given, else the image file name without its ending. `labels`
-//! may be omitted (classes then come from the label maps when planning).
+//! may be omitted (classes then come from the label maps when planning). A Decathlon
+//! dataset.json given as a file is such a list.
+//!
+//! In either orientation of `labels` the background must have value 0 in a folder's
+//! dataset.json. Names starting with `.` are never cases (macOS writes `._CASE.nii.gz` resource
+//! forks beside each file of an archive it unpacks, as in the Decathlon's tarballs).
 //!
 //! [`load_case`] reads a case and checks that its label map lies on the image's grid; a mismatch is
 //! an error naming both files and both grids.
 
+use super::dataset_json::{
+    bad, check_one_channel, parse_labels, read_dataset_json, DatasetJson, ListEntry,
+};
+use crate::data::loader::resolve_listed_image;
 use crate::data::read_volume;
 use crate::data::Volume;
 use crate::error::{Error, Result};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// One case of a segmentation dataset.
@@ -48,101 +66,7 @@ pub struct SegDataset {
     pub test: Vec<DatasetCase>,
 }
 
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct NnunetJson {
-    #[serde(rename = "channel_names", default)]
-    channel_names: BTreeMap<String, String>,
-    labels: BTreeMap<String, serde_json::Value>,
-    #[serde(default)]
-    num_training: Option<usize>,
-    #[serde(rename = "file_ending", default = "default_file_ending")]
-    file_ending: String,
-}
-
-fn default_file_ending() -> String {
-    ".nii.gz".into()
-}
-
-#[derive(serde::Deserialize)]
-struct JsonList {
-    #[serde(default)]
-    labels: Option<BTreeMap<String, serde_json::Value>>,
-    training: Vec<JsonCase>,
-    #[serde(default)]
-    test: Vec<JsonCase>,
-}
-
-#[derive(serde::Deserialize)]
-struct JsonCase {
-    #[serde(default)]
-    id: Option<String>,
-    image: String,
-    #[serde(default)]
-    label: Option<String>,
-}
-
-fn bad(op: &'static str, path: &Path, problem: impl Into<String>) -> Error {
-    Error::BadFile {
-        op,
-        path: path.display().to_string(),
-        problem: problem.into(),
-    }
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(
-    op: &'static str,
-    path: &Path,
-    form: &str,
-) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        op,
-        path: path.display().to_string(),
-        source,
-    })?;
-    // Syntax first, so a typo is never reported as a wrong shape.
-    serde_json::from_str::<serde::de::IgnoredAny>(&text)
-        .map_err(|e| bad(op, path, format!("invalid JSON: {e}")))?;
-    serde_json::from_str(&text).map_err(|e| bad(op, path, format!("not {form}: {e}")))
-}
-
-/// `{"name": value}` → labels sorted by value; values must be distinct non-negative integers.
-fn parse_labels(
-    op: &'static str,
-    path: &Path,
-    raw: &BTreeMap<String, serde_json::Value>,
-) -> Result<Vec<LabelName>> {
-    let mut labels = Vec::new();
-    for (name, v) in raw {
-        let value = v.as_u64().filter(|&x| x <= u32::MAX as u64).ok_or_else(|| {
-            bad(
-                op,
-                path,
-                format!(
-                    "label \"{name}\": expected a non-negative integer value (region-based labels are not supported), got {v}"
-                ),
-            )
-        })?;
-        labels.push(LabelName {
-            name: name.clone(),
-            value: value as u32,
-        });
-    }
-    labels.sort_by_key(|l| l.value);
-    if let Some(w) = labels.windows(2).find(|w| w[0].value == w[1].value) {
-        return Err(bad(
-            op,
-            path,
-            format!(
-                "labels \"{}\" and \"{}\" share the value {}",
-                w[0].name, w[1].name, w[0].value
-            ),
-        ));
-    }
-    Ok(labels)
-}
-
-/// Case ids of the files `<id>_0000<ending>` in `dir`, sorted.
+/// Case ids of the files `<id>_0000<ending>` in `dir`, sorted (names starting with `.` skipped).
 fn channel0_ids(op: &'static str, dir: &Path, ending: &str) -> Result<Vec<String>> {
     let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
         op,
@@ -152,6 +76,7 @@ fn channel0_ids(op: &'static str, dir: &Path, ending: &str) -> Result<Vec<String
     let mut ids: Vec<String> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
         .filter_map(|n| {
             n.strip_suffix(ending)?
                 .strip_suffix("_0000")
@@ -162,8 +87,53 @@ fn channel0_ids(op: &'static str, dir: &Path, ending: &str) -> Result<Vec<String
     Ok(ids)
 }
 
+/// The cases of a list, paths relative to `dir`; training entries need a label.
+fn listed_cases(
+    op: &'static str,
+    path: &Path,
+    dir: &Path,
+    entries: Vec<ListEntry>,
+    training: bool,
+) -> Result<Vec<DatasetCase>> {
+    let cases = entries
+        .into_iter()
+        .map(|entry| {
+            let (id, image, label) = entry.parts();
+            if image.is_empty() || label.as_deref() == Some("") {
+                return Err(bad(op, path, format!("case {image:?}: an empty path")));
+            }
+            if training && label.is_none() {
+                return Err(bad(
+                    op,
+                    path,
+                    format!("training case {image} has no \"label\""),
+                ));
+            }
+            Ok(DatasetCase {
+                id: id.unwrap_or_else(|| case_id_of(&image)),
+                image: resolve_listed_image(dir, &image),
+                label: label.map(|l| dir.join(l)),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
+    ids.sort();
+    if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+        return Err(bad(
+            op,
+            path,
+            format!(
+                "two {} cases have the id \"{}\"",
+                if training { "training" } else { "test" },
+                w[0]
+            ),
+        ));
+    }
+    Ok(cases)
+}
+
 impl SegDataset {
-    /// A folder (nnU-Net raw layout) or a `.json` file (JSON list).
+    /// A folder (nnU-Net raw layout or Decathlon task) or a `.json` file (JSON list).
     pub fn open(path: impl AsRef<Path>) -> Result<SegDataset> {
         let p = path.as_ref();
         if p.is_dir() {
@@ -173,33 +143,38 @@ impl SegDataset {
         }
     }
 
-    /// Read an nnU-Net raw dataset folder (see the module docs).
+    /// Read a dataset folder: nnU-Net's raw layout, or a Decathlon task when its dataset.json
+    /// lists the cases (see the module docs).
     pub fn from_nnunet(root: impl AsRef<Path>) -> Result<SegDataset> {
         const OP: &str = "SegDataset::from_nnunet";
         let root = root.as_ref();
         let json_path = root.join("dataset.json");
-        let meta: NnunetJson = read_json(
+        let meta = read_dataset_json(
             OP,
             &json_path,
-            "an nnU-Net dataset.json (channel_names, labels, numTraining, file_ending)",
+            "a dataset.json (nnU-Net's: channel_names, labels, numTraining, file_ending; or the \
+             Decathlon's: modality, labels, numTraining, training, test)",
         )?;
-        if meta.channel_names.len() > 1 {
-            return Err(bad(
-                OP,
-                &json_path,
-                format!(
-                    "expected one input channel (CT), got channel_names {:?}",
-                    meta.channel_names
-                ),
-            ));
-        }
-        let labels = parse_labels(OP, &json_path, &meta.labels)?;
+        check_one_channel(OP, &json_path, &meta)?;
+        let raw_labels = meta
+            .labels
+            .as_ref()
+            .ok_or_else(|| bad(OP, &json_path, "no \"labels\""))?;
+        let labels = parse_labels(OP, &json_path, raw_labels)?;
         if labels.first().map(|l| l.value) != Some(0) {
             return Err(bad(
                 OP,
                 &json_path,
                 "labels must include the background with value 0",
             ));
+        }
+        if meta.training.is_some() {
+            let (training, test) = Self::listed(OP, &json_path, root, meta)?;
+            return Ok(SegDataset {
+                labels,
+                training,
+                test,
+            });
         }
         let ending = meta.file_ending.as_str();
         let images_tr = root.join("imagesTr");
@@ -256,57 +231,56 @@ impl SegDataset {
         })
     }
 
+    /// The training and test cases a dataset.json or JSON list names, paths relative to `dir`;
+    /// `numTraining`, when given, must count the training list.
+    fn listed(
+        op: &'static str,
+        path: &Path,
+        dir: &Path,
+        meta: DatasetJson,
+    ) -> Result<(Vec<DatasetCase>, Vec<DatasetCase>)> {
+        let entries = meta.training.unwrap_or_default();
+        if entries.is_empty() {
+            return Err(bad(op, path, "empty \"training\" array"));
+        }
+        if let Some(expected) = meta.num_training.filter(|&n| n != entries.len()) {
+            return Err(bad(
+                op,
+                path,
+                format!(
+                    "numTraining is {expected}, but \"training\" lists {} cases",
+                    entries.len()
+                ),
+            ));
+        }
+        let training = listed_cases(op, path, dir, entries, true)?;
+        let test = listed_cases(op, path, dir, meta.test, false)?;
+        Ok((training, test))
+    }
+
     /// Read a JSON list (see the module docs).
     pub fn from_json_list(path: impl AsRef<Path>) -> Result<SegDataset> {
         const OP: &str = "SegDataset::from_json_list";
         let path = path.as_ref();
-        let list: JsonList = read_json(
+        let meta = read_dataset_json(
             OP,
             path,
             "a dataset list ({\"training\": [{\"image\": \"...\", \"label\": \"...\"}]})",
         )?;
-        if list.training.is_empty() {
-            return Err(bad(OP, path, "empty \"training\" array"));
+        if meta.training.is_none() {
+            return Err(bad(
+                OP,
+                path,
+                "no \"training\" array ({\"training\": [{\"image\": \"...\", \"label\": \"...\"}]})",
+            ));
         }
-        let labels = match &list.labels {
+        check_one_channel(OP, path, &meta)?;
+        let labels = match &meta.labels {
             Some(raw) => parse_labels(OP, path, raw)?,
             None => Vec::new(),
         };
         let dir = path.parent().unwrap_or(Path::new("."));
-        let convert = |c: JsonCase, need_label: bool| -> Result<DatasetCase> {
-            if need_label && c.label.is_none() {
-                return Err(bad(
-                    OP,
-                    path,
-                    format!("training case {} has no \"label\"", c.image),
-                ));
-            }
-            let id = c.id.unwrap_or_else(|| case_id_of(&c.image));
-            Ok(DatasetCase {
-                id,
-                image: dir.join(&c.image),
-                label: c.label.map(|l| dir.join(l)),
-            })
-        };
-        let training = list
-            .training
-            .into_iter()
-            .map(|c| convert(c, true))
-            .collect::<Result<Vec<_>>>()?;
-        let test = list
-            .test
-            .into_iter()
-            .map(|c| convert(c, false))
-            .collect::<Result<Vec<_>>>()?;
-        let mut ids: Vec<&str> = training.iter().map(|c| c.id.as_str()).collect();
-        ids.sort();
-        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
-            return Err(bad(
-                OP,
-                path,
-                format!("two training cases have the id \"{}\"", w[0]),
-            ));
-        }
+        let (training, test) = Self::listed(OP, path, dir, meta)?;
         Ok(SegDataset {
             labels,
             training,
@@ -315,16 +289,16 @@ impl SegDataset {
     }
 }
 
-/// A case id from a file name: the name without `.nii.gz` / `.nii` and without a `_0000` channel
-/// suffix.
+/// A case id from a file name: the name without its volume ending (`.nii.gz`, `.nii`, `.nrrd`,
+/// `.nhdr`) and without a `_0000` channel suffix.
 pub fn case_id_of(file: &str) -> String {
     let name = Path::new(file)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| file.to_string());
-    let stem = name
-        .strip_suffix(".nii.gz")
-        .or_else(|| name.strip_suffix(".nii"))
+    let stem = [".nii.gz", ".nii", ".nrrd", ".nhdr"]
+        .iter()
+        .find_map(|e| name.strip_suffix(e))
         .unwrap_or(&name);
     stem.strip_suffix("_0000").unwrap_or(stem).to_string()
 }

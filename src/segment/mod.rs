@@ -7,7 +7,8 @@
 //! [`plan::Plan`] (`plan.json`, editable) → [`preprocess`] (cached) → [`train`] → [`predict`]
 //! (on the input's own grid) → [`evaluate`].
 //!
-//! - `dataset`: nnU-Net raw folders and JSON lists; label grids checked against their images.
+//! - `dataset`: nnU-Net raw folders, Decathlon task folders and JSON lists; label grids checked
+//!   against their images.
 //! - `fingerprint`, `plan`: spacings, shapes, foreground HU statistics → the editable plan.
 //! - `preprocess`: canonical orientation, CT normalisation, resampling, the on-disk cache;
 //!   `cubic`: the cubic B-spline image resampling.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod cubic;
 pub mod curves;
 pub mod dataset;
+mod dataset_json;
 pub mod evaluate;
 pub mod fingerprint;
 pub mod global_batch_dice;
