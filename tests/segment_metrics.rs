@@ -166,6 +166,9 @@ fn evaluate_folders_writes_json_and_csv() {
     write_nifti(pred.join("a.nii.gz"), &vol(a_pred), None).unwrap();
     write_nifti(gt.join("b.nii.gz"), &vol(b_gt), None).unwrap();
     write_nifti(pred.join("b_0000.nii.gz"), &vol(b_pred), None).unwrap();
+    // macOS resource forks (as the Decathlon's labelsTr/ unpacks) are neither cases nor volumes.
+    std::fs::write(gt.join("._a.nii.gz"), b"Mac OS X").unwrap();
+    std::fs::write(pred.join("._b.nii.gz"), b"Mac OS X").unwrap();
     let r = evaluate_folders(&pred, &gt, Some(&[1, 2]), 1.0).unwrap();
     assert_eq!(r.cases.len(), 2);
     let a1 = r.cases[0].labels[&1];

@@ -157,7 +157,9 @@ pub fn predict_file(
     Ok(out)
 }
 
-/// The NIfTI files (`.nii`, `.nii.gz`) of a folder, sorted.
+/// The NIfTI files (`.nii`, `.nii.gz`) of a folder, sorted; names starting with `.` left out
+/// (macOS's `._NAME.nii.gz` resource forks beside each file of an unpacked archive, as in the
+/// Decathlon's `imagesTs/` and `labelsTr/`, are not volumes).
 pub fn nifti_files(dir: &Path, op: &'static str) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
         op,
@@ -166,6 +168,7 @@ pub fn nifti_files(dir: &Path, op: &'static str) -> Result<Vec<PathBuf>> {
     })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .map(|e| e.path())
         .filter(|p| {
             let n = p.to_string_lossy();
