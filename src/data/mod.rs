@@ -1,5 +1,5 @@
 //! Data: NIfTI read/write, orientation, the synthetic phantom and sphere volumes, preprocessing
-//! and augmentation, dataset listing and the prefetcher. Host-only and generic: nothing here
+//! and augmentation, dataset listing and the prefetcher; DeepLesion's PNG slices as volumes. Host-only and generic: nothing here
 //! touches the GPU or knows a recipe (the CADS views, DRR cache and tiling are in `pretrain`).
 //!
 //! Conventions (the crate docs, [Axis conventions](crate#axis-conventions), has the full table): a [`Volume`] holds `[X, Y, Z]` voxels with X fastest (NIfTI order), which read as a
@@ -7,6 +7,7 @@
 //! Right, Anterior, Superior (RAS, NIfTI's world frame), so W = x → R, H = y → A, D = z → S.
 
 pub mod augment;
+pub mod deeplesion;
 pub mod dicom;
 mod dicom_volume;
 pub mod loader;

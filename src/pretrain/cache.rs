@@ -24,6 +24,7 @@
 use super::batch::CadsVolume;
 use super::cads_views::DrrProjector;
 use super::tiles::{cads_tiles, extract_tile, TilingConfig};
+use crate::data::deeplesion::{self, DeepLesionVolume};
 use crate::data::orientation::to_canonical;
 use crate::data::preprocess::{clip_scale, crop_pad, resample_to_spacing, Interp, Patch};
 use crate::data::volume::Volume;
@@ -38,6 +39,9 @@ const MAGIC: &[u8; 8] = b"CADSVOL1";
 pub enum VolumeSource {
     /// A NIfTI file of a CT in HU.
     File(PathBuf),
+    /// A DeepLesion sub-volume: consecutive 16-bit PNG slices of a series folder
+    /// (`data::deeplesion`).
+    DeepLesion(DeepLesionVolume),
     /// The built-in phantom (`data::phantom`, default config), used when no CT is at hand.
     Phantom,
 }
@@ -47,6 +51,7 @@ impl VolumeSource {
     pub fn name(&self) -> String {
         match self {
             VolumeSource::File(p) => p.display().to_string(),
+            VolumeSource::DeepLesion(v) => v.dir.with_file_name(v.name()).display().to_string(),
             VolumeSource::Phantom => "built-in phantom".into(),
         }
     }
@@ -98,8 +103,9 @@ impl CacheConfig {
 /// The inputs of a run: `path` is a CT file (NIfTI, NRRD, or one file of a DICOM series), a
 /// folder of CTs (NIfTI and NRRD files, and subfolders read as DICOM series), a DICOM series
 /// folder itself, a dataset folder with `imagesTr/` (nnU-Net's, or a Decathlon task read through
-/// its dataset.json: `data::loader::dataset_from_folder`) or a JSON manifest (the Decathlon's
-/// dataset.json form); with no path, the sample CT `data/cxr.nii.gz` when it exists, else the
+/// its dataset.json: `data::loader::dataset_from_folder`), a JSON manifest (the Decathlon's
+/// dataset.json form) or DeepLesion as downloaded (its root, `Images_png/` or one series folder:
+/// each run of consecutive PNG slices is a volume, `data::deeplesion`); with no path, the sample CT `data/cxr.nii.gz` when it exists, else the
 /// built-in phantom. Inputs that turn out unreadable are skipped and listed by the cache.
 pub fn list_inputs(path: Option<&Path>) -> Result<Vec<VolumeSource>> {
     let op = "list_inputs";
@@ -136,6 +142,12 @@ pub fn list_inputs(path: Option<&Path>) -> Result<Vec<VolumeSource>> {
             path: path.display().to_string(),
             problem: "expected a CT (NIfTI, NRRD, DICOM), a folder of them, an nnU-Net folder or a .json manifest".into(),
         });
+    }
+    if deeplesion::series_folders(path).is_some() {
+        return Ok(deeplesion::list_volumes(path)?
+            .into_iter()
+            .map(VolumeSource::DeepLesion)
+            .collect());
     }
     if path.join("imagesTr").is_dir() {
         return Ok(crate::data::loader::dataset_from_folder(path)?
@@ -200,27 +212,44 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+/// A file's absolute path, size and modification time: what makes a cached volume stale.
+fn file_stamp(p: &Path) -> Result<String> {
+    let meta = std::fs::metadata(p).map_err(|source| Error::Io {
+        op: "pretrain cache",
+        path: p.display().to_string(),
+        source,
+    })?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    Ok(format!(
+        "file {}; size {}; mtime_ns {mtime}",
+        abs.display(),
+        meta.len()
+    ))
+}
+
 /// The full cache key of one input under one config.
 fn source_key(src: &VolumeSource, cfg_text: &str) -> Result<String> {
     match src {
         VolumeSource::Phantom => Ok(format!("phantom default; {cfg_text}")),
-        VolumeSource::File(p) => {
-            let meta = std::fs::metadata(p).map_err(|source| Error::Io {
-                op: "pretrain cache",
-                path: p.display().to_string(),
-                source,
-            })?;
-            let mtime = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        VolumeSource::File(p) => Ok(format!("{}; {cfg_text}", file_stamp(p)?)),
+        VolumeSource::DeepLesion(v) => {
+            // Every slice's stamp (a re-extracted zip changes them) and the spacing the CSV gave.
+            let slices = v
+                .slice_paths()?
+                .iter()
+                .map(|p| file_stamp(p))
+                .collect::<Result<Vec<_>>>()?;
             Ok(format!(
-                "file {}; size {}; mtime_ns {mtime}; {cfg_text}",
-                abs.display(),
-                meta.len()
+                "deeplesion {}; spacing {:?}; {}; {cfg_text}",
+                v.name(),
+                v.spacing_mm,
+                slices.join("; ")
             ))
         }
     }
@@ -253,6 +282,7 @@ pub fn build_cache(
             }
             let ct = match src {
                 VolumeSource::File(p) => crate::data::read_volume(p)?,
+                VolumeSource::DeepLesion(v) => v.read()?,
                 VolumeSource::Phantom => {
                     crate::data::phantom::phantom(&crate::data::phantom::PhantomConfig::default())?
                         .0
