@@ -138,6 +138,13 @@ fn errors_name_the_file_and_what_is_wrong() {
         e.contains("Spacing_mm_px_") && e.contains("000003_02_01"),
         "{e}"
     );
+    // Over the reading limit (CADS_MAX_NIFTI_BYTES, as for every volume reader): 40×36×6 f32.
+    let e = vols[0].read_with_limit(30_000).unwrap_err().to_string();
+    assert!(
+        e.contains("34560 bytes") && e.contains("CADS_MAX_NIFTI_BYTES"),
+        "{e}"
+    );
+    assert_eq!(vols[0].read_with_limit(34_560).unwrap().dims, [40, 36, 6]);
     // A slice of another size.
     write_slice(&a, 31, 30, 36);
     let e = vols[1].read().unwrap_err().to_string();

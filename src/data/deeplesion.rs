@@ -20,7 +20,7 @@
 
 use super::volume::{Affine, Datatype, Volume};
 use crate::error::{Error, Result};
-use crate::util::size::checked_mul;
+use crate::util::size::{checked_bytes, checked_mul};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -340,8 +340,14 @@ impl DeepLesionVolume {
     }
 
     /// The sub-volume in HU on DL_save_nifti.py's grid (module docs): dims [columns, rows,
-    /// slices], datatype int16.
+    /// slices], datatype int16; at most [`super::nifti::max_bytes`] bytes as f32, the bound every
+    /// volume reader keeps.
     pub fn read(&self) -> Result<Volume> {
+        self.read_with_limit(super::nifti::max_bytes())
+    }
+
+    /// [`DeepLesionVolume::read`] with an explicit bound (bytes of the f32 volume).
+    pub fn read_with_limit(&self, max_bytes: u64) -> Result<Volume> {
         let name = self.name();
         let sp = self.spacing_mm.ok_or_else(|| {
             bad(
@@ -357,6 +363,18 @@ impl DeepLesionVolume {
             if s == 0 {
                 let per_slice = checked_mul(OP, "slice pixels", w, h)?;
                 let total = checked_mul(OP, "sub-volume voxels", per_slice, paths.len())?;
+                let bytes = checked_bytes(OP, total, 4)?;
+                if bytes > max_bytes {
+                    return Err(bad(
+                        &self.dir,
+                        format!(
+                            "{name}: {} slices of {w}×{h} are {bytes} bytes as f32, over the \
+                             reading limit of {max_bytes} bytes; set {} to raise it",
+                            paths.len(),
+                            super::nifti::MAX_BYTES_ENV
+                        ),
+                    ));
+                }
                 dims = [w, h, paths.len()];
                 data.reserve_exact(total);
             } else if [w, h] != [dims[0], dims[1]] {
