@@ -69,9 +69,11 @@ enum Command {
     },
     /// Print shape, spacing, orientation, datatype, affine and value range of a volume.
     Inspect {
-        /// A NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr) file, or a DICOM series (folder or one of its files).
+        /// A NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr) file, a DICOM series (folder or one
+        /// of its files) or a DeepLesion series folder.
         file: String,
-        /// The DICOM SeriesInstanceUID to read from a folder holding several series.
+        /// The DICOM SeriesInstanceUID to read from a folder holding several series, or the
+        /// sub-volume (FIRST-LAST slice numbers) of a DeepLesion series folder.
         #[arg(long)]
         series: Option<String>,
         /// One JSON object instead of text.
@@ -83,13 +85,16 @@ enum Command {
     },
     /// Render a digitally reconstructed radiograph of a CT to a PNG.
     Drr(cli::drr::DrrArgs),
-    /// Convert a volume (NIfTI, NRRD, DICOM series) to NIfTI with its RAS affine.
+    /// Convert a volume (NIfTI, NRRD, DICOM series, DeepLesion slices) to NIfTI with its RAS
+    /// affine.
     Convert {
-        /// A NIfTI or NRRD file, or a DICOM series (folder or one of its files).
+        /// A NIfTI or NRRD file, a DICOM series (folder or one of its files) or a DeepLesion
+        /// series folder.
         input: String,
         /// The NIfTI to write (.nii or .nii.gz).
         output: String,
-        /// The DICOM SeriesInstanceUID to read from a folder holding several series.
+        /// The DICOM SeriesInstanceUID to read from a folder holding several series, or the
+        /// sub-volume (FIRST-LAST slice numbers) of a DeepLesion series folder.
         #[arg(long)]
         series: Option<String>,
         /// Stored type (uint8, int8, int16, uint16, int32, uint32, float32, float64); default: the

@@ -1,9 +1,14 @@
 //! Level 0 (no adapter): DeepLesion as downloaded (`Images_png/<series>/<slice>.png`, 16-bit
 //! HU + 32768, `DL_info.csv`) read as DL_save_nifti.py's sub-volumes: grouping by consecutive
-//! slice numbers, names, voxel values, the affine, the errors, and pretraining's inputs and cache.
+//! slice numbers, names, voxel values, the affine, the errors, pretraining's inputs and cache,
+//! and one series folder through `read_volume` and `cads inspect` / `cads convert`.
+
+mod common;
 
 use cads::data::deeplesion::{list_volumes, series_folders, DeepLesionVolume};
 use cads::data::orientation::orientation_code;
+use cads::data::read::detect_format;
+use cads::data::{read_nifti, read_volume, read_volume_with, ReadOptions, VolumeFormat};
 use cads::pretrain::cache::{build_cache, list_inputs, CacheConfig, VolumeSource};
 use cads::pretrain::cads_views::ParallelLineIntegral;
 use std::path::{Path, PathBuf};
@@ -208,5 +213,55 @@ fn pretraining_reads_deeplesion_through_its_cache() {
         .unwrap();
     let rebuilt = build_cache(&sources, &cache, &cfg, &proj, |_| {}).unwrap();
     assert_eq!((rebuilt.hits, rebuilt.built), (0, 1));
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// A series folder is a volume source like a DICOM folder: the only run, or the one `--series`
+/// names; `cads convert` writes DL_save_nifti.py's volume.
+#[test]
+fn a_series_folder_reads_like_a_dicom_folder() {
+    let root = tmp("series");
+    let images = deeplesion_root(&root);
+    let a = images.join("000001_01_01");
+    let b = images.join("000002_01_03");
+    assert_eq!(detect_format(&a).unwrap(), VolumeFormat::DeepLesionSeries);
+    assert_eq!(read_volume(&b).unwrap().dims, [100, 100, 20]);
+    let e = read_volume(&a).unwrap_err().to_string();
+    assert!(
+        e.contains("2 sub-volumes") && e.contains("000001_01_01_030-032") && e.contains("--series"),
+        "{e}"
+    );
+    let pick = |p: &str| {
+        read_volume_with(
+            &a,
+            &ReadOptions {
+                series_uid: Some(p.into()),
+            },
+        )
+    };
+    assert_eq!(pick("030-032").unwrap().dims, [40, 36, 3]);
+    assert_eq!(pick("000001_01_01_010-015").unwrap().dims, [40, 36, 6]);
+    let e = pick("0-32").unwrap_err().to_string();
+    assert!(e.contains("no sub-volume \"0-32\""), "{e}");
+
+    let out = root.join("a.nii.gz");
+    let run = |args: &[&str]| {
+        let o = common::cads_command().args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let a_str = a.to_str().unwrap();
+    let text = run(&["inspect", a_str, "--series", "030-032"]);
+    assert!(text.contains("LPI"), "{text}");
+    run(&[
+        "convert",
+        a_str,
+        out.to_str().unwrap(),
+        "--series",
+        "030-032",
+    ]);
+    let v = read_nifti(&out).unwrap();
+    assert_eq!(v.dims, [40, 36, 3]);
+    assert_eq!(v.data[17 + 40 * (20 + 36)], hu(17, 20, 31) as f32);
     std::fs::remove_dir_all(&root).ok();
 }

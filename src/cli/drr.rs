@@ -19,9 +19,11 @@ pub enum BeamArg {
 
 #[derive(Args, Debug)]
 pub struct DrrArgs {
-    /// CT volume in HU: NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or a DICOM series folder.
+    /// CT volume in HU: NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), a DICOM series folder or a
+    /// DeepLesion series folder.
     pub input: String,
-    /// The DICOM SeriesInstanceUID to read from a folder holding several series.
+    /// The DICOM SeriesInstanceUID to read from a folder holding several series, or the
+    /// sub-volume (FIRST-LAST slice numbers) of a DeepLesion series folder.
     #[arg(long)]
     pub series: Option<String>,
     /// Output PNG.

@@ -269,6 +269,36 @@ pub fn list_volumes(path: &Path) -> Result<Vec<DeepLesionVolume>> {
     Ok(volumes)
 }
 
+/// One sub-volume of a series folder (what `read_volume` does with one): the one named by `pick`
+/// (`FIRST-LAST`, as `103-129`, or the whole name), or the only one; several without a pick is an
+/// error that lists them.
+pub fn read_series_folder(dir: &Path, pick: Option<&str>) -> Result<Volume> {
+    let volumes = list_volumes(dir)?;
+    let names: Vec<String> = volumes.iter().map(DeepLesionVolume::name).collect();
+    let chosen = match pick {
+        Some(p) => volumes.iter().zip(&names).find(|(_, n)| {
+            n.as_str() == p || n.strip_suffix(p).is_some_and(|head| head.ends_with('_'))
+        }),
+        None if volumes.len() == 1 => volumes.iter().zip(&names).next(),
+        None => None,
+    };
+    match (chosen, pick) {
+        (Some((v, _)), _) => v.read(),
+        (None, Some(p)) => Err(bad(
+            dir,
+            format!("no sub-volume {p:?} among {names:?} (--series takes FIRST-LAST or a name)"),
+        )),
+        (None, None) => Err(bad(
+            dir,
+            format!(
+                "a DeepLesion series folder holding {} sub-volumes {names:?}: choose one with \
+                 --series FIRST-LAST",
+                names.len()
+            ),
+        )),
+    }
+}
+
 /// One 16-bit grayscale slice: (width, height, raw values).
 fn read_slice(path: &Path) -> Result<(usize, usize, Vec<u16>)> {
     let file = std::fs::File::open(path).map_err(io(path))?;

@@ -18,22 +18,29 @@ pub enum VolumeFormat {
     Nifti,
     Nrrd,
     DicomSeries,
+    /// A DeepLesion series folder of 16-bit PNG slices (`super::deeplesion`).
+    DeepLesionSeries,
 }
 
 /// Options for formats that need a choice.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadOptions {
-    /// The DICOM SeriesInstanceUID to read from a folder holding several series.
+    /// The DICOM SeriesInstanceUID to read from a folder holding several series; for a
+    /// DeepLesion series folder, the sub-volume (`FIRST-LAST` slice numbers, or its whole name).
     pub series_uid: Option<String>,
 }
 
-/// The format of `path`: a folder is a DICOM series; then `.nii`/`.nii.gz`, `.nrrd`/`.nhdr`,
+/// The format of `path`: a folder is a DeepLesion series when it is named and filled like one
+/// (`PPPPPP_SS_RR/NNN.png`), else a DICOM series; then `.nii`/`.nii.gz`, `.nrrd`/`.nhdr`,
 /// `.dcm`/`.ima`; then the content (gzip or a NIfTI header size, the NRRD magic, the DICM
 /// preamble).
 pub fn detect_format(path: impl AsRef<Path>) -> Result<VolumeFormat> {
     let p = path.as_ref();
     let name = p.display().to_string();
     if p.is_dir() {
+        if super::deeplesion::is_series_folder(p) {
+            return Ok(VolumeFormat::DeepLesionSeries);
+        }
         return Ok(VolumeFormat::DicomSeries);
     }
     if !p.is_file() {
@@ -104,13 +111,16 @@ pub fn detect_format(path: impl AsRef<Path>) -> Result<VolumeFormat> {
     })
 }
 
-/// The file's format, checked against the options (a series UID names a DICOM series).
+/// The file's format, checked against the options (a series UID names a DICOM series or a
+/// DeepLesion sub-volume).
 fn format_for(p: &Path, opts: &ReadOptions) -> Result<VolumeFormat> {
     let format = detect_format(p)?;
-    if opts.series_uid.is_some() && format != VolumeFormat::DicomSeries {
+    let series = [VolumeFormat::DicomSeries, VolumeFormat::DeepLesionSeries];
+    if opts.series_uid.is_some() && !series.contains(&format) {
         return Err(Error::invalid(
             OP,
-            "a DICOM series folder or file when a series UID is given",
+            "a DICOM series folder or file (or a DeepLesion series folder) when a series UID is \
+             given",
             format!("{} ({format:?})", p.display()),
         ));
     }
@@ -130,6 +140,9 @@ pub fn read_volume_with(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<Vo
         VolumeFormat::Nifti => super::nifti::read_nifti(p),
         VolumeFormat::Nrrd => super::nrrd::read_nrrd(p),
         VolumeFormat::DicomSeries => super::dicom::read_dicom_series(p, opts.series_uid.as_deref()),
+        VolumeFormat::DeepLesionSeries => {
+            super::deeplesion::read_series_folder(p, opts.series_uid.as_deref())
+        }
     }
 }
 
@@ -149,6 +162,9 @@ pub fn read_typed_volume_with(path: impl AsRef<Path>, opts: &ReadOptions) -> Res
         VolumeFormat::Nrrd => super::nrrd::read_nrrd_typed(p),
         VolumeFormat::DicomSeries => Ok(TypedVolume::from_f32_volume(
             super::dicom::read_dicom_series(p, opts.series_uid.as_deref())?,
+        )),
+        VolumeFormat::DeepLesionSeries => Ok(TypedVolume::from_f32_volume(
+            super::deeplesion::read_series_folder(p, opts.series_uid.as_deref())?,
         )),
     }
 }
