@@ -5,7 +5,7 @@
 
 mod common;
 
-use cads::data::deeplesion::{list_volumes, series_folders, DeepLesionVolume};
+use cads::data::deeplesion::{list_volumes, read_spacings, series_folders, DeepLesionVolume};
 use cads::data::orientation::orientation_code;
 use cads::data::read::detect_format;
 use cads::data::{read_nifti, read_volume, read_volume_with, ReadOptions, VolumeFormat};
@@ -263,5 +263,54 @@ fn a_series_folder_reads_like_a_dicom_folder() {
     let v = read_nifti(&out).unwrap();
     assert_eq!(v.dims, [40, 36, 3]);
     assert_eq!(v.data[17 + 40 * (20 + 36)], hu(17, 20, 31) as f32);
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// Mutated DL_info.csv text and mutated slice bytes give errors or values, never a panic.
+#[test]
+fn mutated_csv_and_slices_never_panic() {
+    let root = tmp("fuzz");
+    let images = deeplesion_root(&root);
+    let csv = root.join("DL_info.csv");
+    let text: Vec<char> = std::fs::read_to_string(&csv).unwrap().chars().collect();
+    let pool = ['"', ',', '\n', '\r', ' ', '0', '-', '.', 'e', '\u{feff}'];
+    let mut rng = cads::util::Rng::new(11);
+    for _ in 0..300 {
+        let mut t = text.clone();
+        for _ in 0..1 + rng.below(4) {
+            let i = rng.below(t.len());
+            match rng.below(3) {
+                0 => t[i] = pool[rng.below(pool.len())],
+                1 => {
+                    t.remove(i);
+                }
+                _ => t.insert(i, pool[rng.below(pool.len())]),
+            }
+        }
+        std::fs::write(&csv, t.into_iter().collect::<String>()).unwrap();
+        let _ = read_spacings(&csv);
+    }
+    let slice = images.join("000001_01_01/030.png");
+    let bytes = std::fs::read(&slice).unwrap();
+    let vol = DeepLesionVolume {
+        dir: images.join("000001_01_01"),
+        first: 30,
+        last: 30,
+        spacing_mm: Some([1.0; 3]),
+    };
+    for _ in 0..300 {
+        let mut b = bytes.clone();
+        for _ in 0..1 + rng.below(8) {
+            let i = rng.below(b.len());
+            b[i] = rng.below(256) as u8;
+        }
+        if rng.below(4) == 0 {
+            b.truncate(rng.below(b.len()));
+        }
+        std::fs::write(&slice, &b).unwrap();
+        if let Ok(v) = vol.read() {
+            assert_eq!(v.data.len(), v.dims.iter().product::<usize>());
+        }
+    }
     std::fs::remove_dir_all(&root).ok();
 }

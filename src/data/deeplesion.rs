@@ -320,8 +320,14 @@ fn read_slice(path: &Path) -> Result<(usize, usize, Vec<u16>)> {
         ));
     }
     let (w, h) = (info.width as usize, info.height as usize);
-    let values = buf[..info.line_size * h]
-        .chunks_exact(info.line_size)
+    let rows = buf.chunks_exact(info.line_size.max(1)).take(h);
+    if info.line_size < 2 * w || rows.len() < h {
+        return Err(bad(
+            path,
+            "a PNG whose decoded rows are shorter than its header says",
+        ));
+    }
+    let values = rows
         .flat_map(|row| row[..2 * w].chunks_exact(2))
         .map(|b| u16::from_be_bytes([b[0], b[1]]))
         .collect();
