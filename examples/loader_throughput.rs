@@ -46,8 +46,8 @@ fn main() -> cads::Result<()> {
     let prep_s = t.elapsed().as_secs_f64();
     println!(
         "{{\"case\": \"prepare\", \"source\": \"{source}\", \"read_s\": {read_s:.3}, \"resample_tile_drr_s\": {prep_s:.3}, \"tiles\": {}, \"tile_shape\": {:?}}}",
-        vol.tiles.len(),
-        vol.tiles[0].shape
+        vol.tile_count(),
+        vol.tile_shape(0)?
     );
 
     let vols = Arc::new(vec![vol]);

@@ -60,7 +60,7 @@ fn volumes() -> Vec<CadsVolume> {
         .iter()
         .map(|t| extract_tile(&vol, t))
         .collect();
-    vec![CadsVolume { tiles, drr }]
+    vec![CadsVolume::in_memory(tiles, drr)]
 }
 
 fn pretrain_options(out: &std::path::Path) -> RunOptions {

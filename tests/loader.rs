@@ -270,8 +270,8 @@ fn cads_and_segmentation_batches() {
         &ParallelLineIntegral::default(),
     )
     .unwrap();
-    assert_eq!(vol.tiles[0].shape, [24, 135, 150]);
-    assert_eq!(vol.tiles.len(), 3); // 50 slices at 1 mm: starts 0, 12, 24
+    assert_eq!(vol.tile(0).unwrap().shape, [24, 135, 150]);
+    assert_eq!(vol.tile_count(), 3); // 50 slices at 1 mm: starts 0, 12, 24
     let vols = std::sync::Arc::new(vec![vol]);
     let cfg = CadsViewConfig::default();
     let v2 = vols.clone();

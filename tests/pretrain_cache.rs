@@ -4,8 +4,11 @@
 
 use cads::data::phantom::{phantom, PhantomConfig};
 use cads::data::write_nifti;
-use cads::pretrain::cache::{build_cache, list_inputs, CacheConfig, VolumeSource};
+use cads::pretrain::cache::{
+    build_cache, list_inputs, preprocess_volume, CacheConfig, VolumeSource,
+};
 use cads::pretrain::cads_views::ParallelLineIntegral;
+use cads::pretrain::{cads_tiles, extract_tile};
 use std::path::{Path, PathBuf};
 
 fn tmp(name: &str) -> PathBuf {
@@ -72,19 +75,36 @@ fn skips_unusable_volumes_and_reuses_the_cache() {
     assert_eq!(logs.iter().filter(|m| m.starts_with("warning")).count(), 2);
     // 1 mm: 40 slices → tiles at 0 and 12 (24 deep), in-plane 80 ≤ 320 kept whole; DRR 96².
     let v = &r.volumes[0];
-    assert_eq!(v.tiles.len(), 2);
-    assert_eq!(v.tiles[0].shape, [24, 80, 80]);
+    assert_eq!(v.tile_count(), 2);
+    assert_eq!(v.tile(0).unwrap().shape, [24, 80, 80]);
     assert_eq!(v.drr.shape, [1, 96, 96]);
     assert!(v.drr.data.iter().all(|x| (-1.0..=1.0).contains(x)));
-    assert!(v.tiles[0]
+    assert!(v
+        .tile(0)
+        .unwrap()
         .data
         .iter()
         .all(|x| (-1024.0..=1024.0).contains(x)));
+    // The tiles read from the cache file are the slabs of the preprocessed volume (independent:
+    // preprocess_volume and extract_tile in memory).
+    let ct = cads::data::read_volume(data.join("a_good.nii.gz")).unwrap();
+    let (iso, drr) = preprocess_volume(&ct, &cfg, &proj).unwrap();
+    assert_eq!(v.drr, drr);
+    for (t, tile) in cads_tiles(iso.shape, &cfg.tiling)
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(*v.tile(t).unwrap(), extract_tile(&iso, tile), "tile {t}");
+    }
+    assert!(v.tile(2).is_err());
 
     // Second pass: everything usable comes from the cache, bit for bit.
     let r2 = build_cache(&sources, &cache, &cfg, &proj, |_| {}).unwrap();
     assert_eq!((r2.built, r2.hits), (0, 1));
-    assert_eq!(r2.volumes[0].tiles, v.tiles);
+    for t in 0..2 {
+        assert_eq!(r2.volumes[0].tile(t).unwrap(), v.tile(t).unwrap());
+    }
     assert_eq!(r2.volumes[0].drr, v.drr);
 
     // A changed config (tile depth) misses; so does a rewritten input (size/mtime).
@@ -97,13 +117,24 @@ fn skips_unusable_volumes_and_reuses_the_cache() {
     };
     let r3 = build_cache(&sources, &cache, &deeper, &proj, |_| {}).unwrap();
     assert_eq!((r3.built, r3.hits), (1, 0));
-    assert_eq!(r3.volumes[0].tiles[0].shape, [32, 80, 80]);
+    assert_eq!(r3.volumes[0].tile_shape(0).unwrap(), [32, 80, 80]);
     std::thread::sleep(std::time::Duration::from_millis(20));
     small_phantom([40, 40, 24], [2.0, 2.0, 2.0], &data.join("a_good.nii.gz"));
     let r4 = build_cache(&sources, &cache, &cfg, &proj, |_| {}).unwrap();
     assert_eq!((r4.built, r4.hits), (1, 0));
+    // The tiles live in the cache file, not in memory: a file removed under a run is an error
+    // that names it.
+    let cached: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for f in &cached {
+        std::fs::remove_file(f).unwrap();
+    }
+    let e = r4.volumes[0].tile(0).unwrap_err().to_string();
+    assert!(e.contains(".cadsvol"), "{e}");
     assert_eq!(
-        r4.volumes[0].tiles.len(),
+        r4.volumes[0].tile_count(),
         3,
         "48 slices → tiles at 0, 12, 24"
     );

@@ -39,7 +39,7 @@ fn volumes() -> Vec<CadsVolume> {
         .iter()
         .map(|t| extract_tile(&vol, t))
         .collect();
-    vec![CadsVolume { tiles, drr }]
+    vec![CadsVolume::in_memory(tiles, drr)]
 }
 
 fn options(out: &PathBuf) -> RunOptions {

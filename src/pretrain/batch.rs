@@ -2,7 +2,7 @@
 //! the DRR drawn from the prepared volumes (run them on `data::loader::Prefetcher`).
 
 use super::cads_views::{cads_sample, CadsViewConfig, DrrProjector};
-use super::tiles::{cads_tiles, extract_tile, TilingConfig};
+use super::tiles::{cads_tiles, extract_tile, Tile, TilingConfig};
 use crate::data::orientation::to_canonical;
 use crate::data::preprocess::{resample_to_spacing, Interp, Patch};
 use crate::data::volume::Volume;
@@ -10,14 +10,143 @@ use crate::dist::shard::{sample_rng, EpochSampler};
 use crate::error::{Error, Result};
 use crate::nn::drop_path::SampleWindow;
 use crate::util::Rng;
+use std::borrow::Cow;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 
 /// A CT prepared once for CADS pretraining: its tiles (HU, 1 mm, RAS, `[D, H, W]`) and its DRR.
+/// The tiles are held in memory ([`CadsVolume::in_memory`]) or read from the preprocessing cache
+/// when a sample needs one ([`CadsVolume::on_disk`], what the cache returns), so a run over
+/// thousands of CTs holds their DRRs and not their voxels (the operating system's file cache keeps
+/// the hot tiles in memory when it can).
 ///
 /// See the crate docs, [Axis conventions](crate#axis-conventions).
 #[derive(Clone, Debug)]
 pub struct CadsVolume {
-    pub tiles: Vec<Patch>,
+    tiles: TileStore,
     pub drr: Patch,
+}
+
+#[derive(Clone, Debug)]
+enum TileStore {
+    Memory(Vec<Patch>),
+    /// A `[D, H, W]` f32 (little-endian) volume at `offset` in `path`, tiled by depth only
+    /// (whole planes: the cache crops in-plane before storing), so tile t is the contiguous bytes
+    /// of its slices.
+    File {
+        path: PathBuf,
+        offset: u64,
+        shape: [usize; 3],
+        tiles: Vec<Tile>,
+    },
+}
+
+impl CadsVolume {
+    /// Tiles held in memory.
+    pub fn in_memory(tiles: Vec<Patch>, drr: Patch) -> CadsVolume {
+        CadsVolume {
+            tiles: TileStore::Memory(tiles),
+            drr,
+        }
+    }
+
+    /// Tiles read on demand from the `[D, H, W]` f32 little-endian volume stored at `offset` in
+    /// `path`; `tiles` must span whole planes (start `[d, 0, 0]`, size `[depth, H, W]`).
+    pub fn on_disk(
+        path: PathBuf,
+        offset: u64,
+        shape: [usize; 3],
+        tiles: Vec<Tile>,
+        drr: Patch,
+    ) -> Result<CadsVolume> {
+        let bad = tiles.iter().find(|t| {
+            t.start[1..] != [0, 0]
+                || t.size[1..] != shape[1..]
+                || t.start[0]
+                    .checked_add(t.size[0])
+                    .is_none_or(|end| end > shape[0])
+        });
+        if let Some(t) = bad {
+            return Err(Error::invalid(
+                "CadsVolume::on_disk",
+                format!("tiles of whole planes of a {shape:?} volume"),
+                format!("{t:?}"),
+            ));
+        }
+        Ok(CadsVolume {
+            tiles: TileStore::File {
+                path,
+                offset,
+                shape,
+                tiles,
+            },
+            drr,
+        })
+    }
+
+    /// How many tiles the volume has.
+    pub fn tile_count(&self) -> usize {
+        match &self.tiles {
+            TileStore::Memory(t) => t.len(),
+            TileStore::File { tiles, .. } => tiles.len(),
+        }
+    }
+
+    /// The shape `[D, H, W]` of tile `t` (without reading it).
+    pub fn tile_shape(&self, t: usize) -> Result<[usize; 3]> {
+        match &self.tiles {
+            TileStore::Memory(tiles) => tiles.get(t).map(|p| p.shape),
+            TileStore::File { tiles, .. } => tiles.get(t).map(|tile| tile.size),
+        }
+        .ok_or_else(|| self.no_tile(t))
+    }
+
+    fn no_tile(&self, t: usize) -> Error {
+        Error::invalid(
+            "CadsVolume::tile",
+            format!("a tile index below {}", self.tile_count()),
+            t,
+        )
+    }
+
+    /// Tile `t`: borrowed from memory, or read from its file.
+    pub fn tile(&self, t: usize) -> Result<Cow<'_, Patch>> {
+        match &self.tiles {
+            TileStore::Memory(tiles) => tiles
+                .get(t)
+                .map(Cow::Borrowed)
+                .ok_or_else(|| self.no_tile(t)),
+            TileStore::File {
+                path,
+                offset,
+                shape,
+                tiles,
+            } => {
+                let tile = tiles.get(t).ok_or_else(|| self.no_tile(t))?;
+                read_slab(path, *offset, *shape, tile).map(Cow::Owned)
+            }
+        }
+    }
+}
+
+/// The slices of `tile` from the `[D, H, W]` f32 volume at `offset` in `path`.
+fn read_slab(path: &Path, offset: u64, shape: [usize; 3], tile: &Tile) -> Result<Patch> {
+    let io = |source| Error::Io {
+        op: "CadsVolume::tile (reading the preprocessing cache)",
+        path: path.display().to_string(),
+        source,
+    };
+    let plane = shape[1] * shape[2] * 4;
+    let mut bytes = vec![0u8; tile.size[0] * plane];
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    f.seek(SeekFrom::Start(offset + (tile.start[0] * plane) as u64))
+        .map_err(io)?;
+    f.read_exact(&mut bytes).map_err(io)?;
+    let data = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Patch::new(data, tile.size)
 }
 
 /// Resample to 1 mm (trilinear), reorient to RAS, tile, and project the DRR once.
@@ -33,10 +162,7 @@ pub fn prepare_cads_volume(
         .iter()
         .map(|t| extract_tile(&p, t))
         .collect();
-    Ok(CadsVolume {
-        tiles,
-        drr: projector.project(&iso)?,
-    })
+    Ok(CadsVolume::in_memory(tiles, projector.project(&iso)?))
 }
 
 /// A CADS batch, each `[B, …]` flattened: x1 and x2 `[B, 16, 48, 48]`, drr `[B, 1, 96, 96]`.
@@ -57,7 +183,7 @@ pub fn make_cads_batch(
     batch: usize,
     rng: &mut Rng,
 ) -> Result<CadsBatch> {
-    if vols.is_empty() || vols.iter().any(|v| v.tiles.is_empty()) {
+    if vols.is_empty() || vols.iter().any(|v| v.tile_count() == 0) {
         return Err(Error::invalid(
             "make_cads_batch",
             "volumes with at least one tile",
@@ -72,8 +198,8 @@ pub fn make_cads_batch(
     };
     for _ in 0..batch {
         let v = &vols[rng.below(vols.len())];
-        let t = &v.tiles[rng.below(v.tiles.len())];
-        let s = cads_sample(t, &v.drr, cfg, rng)?;
+        let t = v.tile(rng.below(v.tile_count()))?;
+        let s = cads_sample(&t, &v.drr, cfg, rng)?;
         out.x1.extend_from_slice(&s.x1.data);
         out.x2.extend_from_slice(&s.x2.data);
         out.drr.extend_from_slice(&s.drr.data);
@@ -86,7 +212,7 @@ pub fn make_cads_batch(
 pub fn tile_items(vols: &[CadsVolume]) -> Vec<(usize, usize)> {
     vols.iter()
         .enumerate()
-        .flat_map(|(v, vol)| (0..vol.tiles.len()).map(move |t| (v, t)))
+        .flat_map(|(v, vol)| (0..vol.tile_count()).map(move |t| (v, t)))
         .collect()
 }
 
@@ -122,12 +248,13 @@ pub fn make_cads_batch_window(
         let (v, t) = items[sampler.item(step, i)];
         let vol = vols
             .get(v)
-            .filter(|vol| t < vol.tiles.len())
+            .filter(|vol| t < vol.tile_count())
             .ok_or_else(|| {
                 Error::invalid(op, "tiles of the given volumes", format!("({v}, {t})"))
             })?;
         let mut rng = sample_rng(seed, step, i);
-        let s = cads_sample(&vol.tiles[t], &vol.drr, cfg, &mut rng)?;
+        let tile = vol.tile(t)?;
+        let s = cads_sample(&tile, &vol.drr, cfg, &mut rng)?;
         out.x1.extend_from_slice(&s.x1.data);
         out.x2.extend_from_slice(&s.x2.data);
         out.drr.extend_from_slice(&s.drr.data);

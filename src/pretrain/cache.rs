@@ -13,9 +13,15 @@
 //! collision) or that fails to parse is rebuilt too.
 //!
 //! File format (little endian): `CADSVOL1`, u32 key length, key bytes (UTF-8), the volume
-//! (`[D, H, W]` as 3 × u64, then D·H·W f32), the tile depth starts (u64 count, u64 each, with the
-//! tile depth as u64 before them), the DRR (`[1, S, S]` as 3 × u64, then f32). Written to a temp
-//! file and renamed, so a crash never leaves a half file under the final name.
+//! (`[D, H, W]` as 3 × u64, then D·H·W f32), the tile depth (u64), the DRR (`[1, S, S]` as 3 ×
+//! u64, then f32). Written to a temp file and renamed, so a crash never leaves a half file under
+//! the final name.
+//!
+//! Host memory: [`build_cache`] reads each file's header, key and DRR and returns volumes whose
+//! tiles stay in the file ([`CadsVolume::on_disk`]); a tile (24 whole planes of the stored volume,
+//! so one contiguous byte range) is read when a sample draws it. A run over thousands of CTs holds
+//! their DRRs and indices, not their voxels, and the operating system's file cache keeps the hot
+//! tiles in memory as far as it can.
 //!
 //! Unusable inputs (unreadable, truncated, smaller than [`CacheConfig::min_shape`]) are skipped
 //! and reported in [`CacheReport::skipped`]; [`build_cache`] fails only when nothing usable is
@@ -23,7 +29,7 @@
 
 use super::batch::CadsVolume;
 use super::cads_views::DrrProjector;
-use super::tiles::{cads_tiles, extract_tile, TilingConfig};
+use super::tiles::{cads_tiles, Tile, TilingConfig};
 use crate::data::deeplesion::{self, DeepLesionVolume};
 use crate::data::orientation::to_canonical;
 use crate::data::preprocess::{clip_scale, crop_pad, resample_to_spacing, Interp, Patch};
@@ -291,7 +297,13 @@ pub fn build_cache(
             let (iso, drr) =
                 preprocess_volume(&ct, cfg, projector).map_err(|e| e.in_input_file(op, &name))?;
             write_cached(&file, &key, &iso, &cfg.tiling, &drr)?;
-            Ok((to_cads_volume(&iso, &cfg.tiling, drr)?, false))
+            // Served from the file just written, as a later run will be.
+            let v = read_cached(&file, &key, &cfg.tiling).ok_or_else(|| Error::BadFile {
+                op,
+                path: file.display().to_string(),
+                problem: "the cache file just written does not read back".into(),
+            })?;
+            Ok((v, false))
         })();
         match outcome {
             Ok((v, hit)) => {
@@ -301,8 +313,8 @@ pub fn build_cache(
                     report.built += 1;
                     log(&format!(
                         "cached {name}: {} tiles of {:?}",
-                        v.tiles.len(),
-                        v.tiles.first().map(|t| t.shape).unwrap_or_default()
+                        v.tile_count(),
+                        v.tile_shape(0).unwrap_or_default()
                     ));
                 }
                 report.volumes.push(v);
@@ -379,17 +391,14 @@ pub fn preprocess_volume(
     Ok((cropped, drr))
 }
 
-/// Tiles of an already cropped volume: depth tiles only (the in-plane rule has been applied).
-fn to_cads_volume(vol: &Patch, tiling: &TilingConfig, drr: Patch) -> Result<CadsVolume> {
+/// The tiles of a cached volume: depth slabs of whole planes (the in-plane crop was applied
+/// before the volume was stored).
+fn cached_tiles(shape: [usize; 3], tiling: &TilingConfig) -> Result<Vec<Tile>> {
     let no_crop = TilingConfig {
         max_side: usize::MAX,
         ..tiling.clone()
     };
-    let tiles = cads_tiles(vol.shape, &no_crop)?
-        .iter()
-        .map(|t| extract_tile(vol, t))
-        .collect();
-    Ok(CadsVolume { tiles, drr })
+    cads_tiles(shape, &no_crop)
 }
 
 fn write_cached(
@@ -439,8 +448,11 @@ impl<'a> Cursor<'a> {
     fn u64(&mut self) -> Option<usize> {
         usize::try_from(u64::from_le_bytes(self.take(8)?.try_into().ok()?)).ok()
     }
+    fn shape(&mut self) -> Option<[usize; 3]> {
+        Some([self.u64()?, self.u64()?, self.u64()?])
+    }
     fn patch(&mut self) -> Option<Patch> {
-        let shape = [self.u64()?, self.u64()?, self.u64()?];
+        let shape = self.shape()?;
         let n = shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b))?;
         let data = self
             .take(n.checked_mul(4)?)?
@@ -451,25 +463,60 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Read `n` bytes at `at` of `f` (None when the file is shorter).
+fn read_at(f: &mut std::fs::File, at: u64, n: usize) -> Option<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    f.seek(SeekFrom::Start(at)).ok()?;
+    let mut buf = vec![0u8; n];
+    f.read_exact(&mut buf).ok()?;
+    Some(buf)
+}
+
 /// None when the file is absent, stale (another key) or malformed: the caller rebuilds it.
+/// Reads the header, key and DRR only: the volume's tiles stay in the file and are read when a
+/// sample needs them ([`CadsVolume::on_disk`]).
 fn read_cached(file: &Path, key: &str, tiling: &TilingConfig) -> Option<CadsVolume> {
-    let bytes = std::fs::read(file).ok()?;
-    let mut c = Cursor {
-        bytes: &bytes,
-        at: 0,
-    };
-    if c.take(8)? != MAGIC {
+    let mut f = std::fs::File::open(file).ok()?;
+    let len = f.metadata().ok()?.len();
+    // Magic, key length, key, the volume's shape.
+    let head = read_at(&mut f, 0, 12)?;
+    if &head[..8] != MAGIC {
         return None;
     }
-    let klen = u32::from_le_bytes(c.take(4)?.try_into().ok()?) as usize;
+    let klen = u32::from_le_bytes(head[8..12].try_into().ok()?) as usize;
+    if klen != key.len() {
+        return None;
+    }
+    let rest = read_at(&mut f, 12, klen.checked_add(24)?)?;
+    let mut c = Cursor {
+        bytes: &rest,
+        at: 0,
+    };
     if c.take(klen)? != key.as_bytes() {
         return None;
     }
-    let vol = c.patch()?;
+    let shape = c.shape()?;
+    let offset = 12 + rest.len() as u64;
+    let voxel_bytes = shape
+        .iter()
+        .try_fold(4usize, |a, &b| a.checked_mul(b))
+        .and_then(|b| u64::try_from(b).ok())?;
+    // The depth, then the DRR, to the end of the file.
+    let tail_at = offset.checked_add(voxel_bytes)?;
+    let tail = read_at(
+        &mut f,
+        tail_at,
+        usize::try_from(len.checked_sub(tail_at)?).ok()?,
+    )?;
+    let mut c = Cursor {
+        bytes: &tail,
+        at: 0,
+    };
     let depth = c.u64()?;
     let drr = c.patch()?;
-    if depth != tiling.depth || c.at != bytes.len() {
+    if depth != tiling.depth || c.at != tail.len() {
         return None;
     }
-    to_cads_volume(&vol, tiling, drr).ok()
+    let tiles = cached_tiles(shape, tiling).ok()?;
+    CadsVolume::on_disk(file.to_path_buf(), offset, shape, tiles, drr).ok()
 }

@@ -240,7 +240,7 @@ pub fn prepare_data(opts: &RunOptions, projector: &dyn DrrProjector) -> Result<C
             report.hits,
             dir.display(),
             report.built,
-            report.volumes.iter().map(|v| v.tiles.len()).sum::<usize>()
+            report.volumes.iter().map(|v| v.tile_count()).sum::<usize>()
         );
     }
     if !report.skipped.is_empty() {
@@ -302,7 +302,7 @@ pub fn run_pretraining<E: PretrainEngine>(
     if root {
         std::fs::create_dir_all(&opts.out).map_err(io_err(op, &opts.out))?;
     }
-    let tiles: usize = volumes.iter().map(|v| v.tiles.len()).sum();
+    let tiles: usize = volumes.iter().map(|v| v.tile_count()).sum();
     let ipe = opts
         .iters_per_epoch
         .unwrap_or((tiles / opts.batch) as u64)
