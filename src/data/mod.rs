@@ -1,6 +1,7 @@
 //! Data: NIfTI read/write, orientation, the synthetic phantom and sphere volumes, preprocessing
-//! and augmentation, dataset listing and the prefetcher; DeepLesion's PNG slices as volumes. Host-only and generic: nothing here
-//! touches the GPU or knows a recipe (the CADS views, DRR cache and tiling are in `pretrain`).
+//! and augmentation, dataset listing and the prefetcher; DeepLesion's PNG slices as volumes.
+//! Host-only and generic: nothing here touches the GPU or knows a recipe (the CADS views, DRR
+//! cache and tiling are in `pretrain`).
 //!
 //! Conventions (the crate docs, [Axis conventions](crate#axis-conventions), has the full table): a [`Volume`] holds `[X, Y, Z]` voxels with X fastest (NIfTI order), which read as a
 //! tensor is `[D, H, W] = [Z, Y, X]`. After [`orientation::to_canonical`] the voxel axes point to

@@ -111,8 +111,9 @@ impl CacheConfig {
 /// folder itself, a dataset folder with `imagesTr/` (nnU-Net's, or a Decathlon task read through
 /// its dataset.json: `data::loader::dataset_from_folder`), a JSON manifest (the Decathlon's
 /// dataset.json form) or DeepLesion as downloaded (its root, `Images_png/` or one series folder:
-/// each run of consecutive PNG slices is a volume, `data::deeplesion`); with no path, the sample CT `data/cxr.nii.gz` when it exists, else the
-/// built-in phantom. Inputs that turn out unreadable are skipped and listed by the cache.
+/// each run of consecutive PNG slices is a volume, `data::deeplesion`); with no path, the sample
+/// CT `data/cxr.nii.gz` when it exists, else the built-in phantom. Inputs that turn out unreadable
+/// are skipped and listed by the cache.
 pub fn list_inputs(path: Option<&Path>) -> Result<Vec<VolumeSource>> {
     let op = "list_inputs";
     let Some(path) = path else {
@@ -463,6 +464,9 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The most bytes a cache file may hold after its volume (the tile depth and the DRR).
+const MAX_DRR_TAIL: u64 = 64 << 20;
+
 /// Read `n` bytes at `at` of `f` (None when the file is shorter).
 fn read_at(f: &mut std::fs::File, at: u64, n: usize) -> Option<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
@@ -501,13 +505,11 @@ fn read_cached(file: &Path, key: &str, tiling: &TilingConfig) -> Option<CadsVolu
         .iter()
         .try_fold(4usize, |a, &b| a.checked_mul(b))
         .and_then(|b| u64::try_from(b).ok())?;
-    // The depth, then the DRR, to the end of the file.
+    // The depth, then the DRR, to the end of the file (a DRR is tens of kB: a longer tail is a
+    // malformed file, rebuilt rather than read).
     let tail_at = offset.checked_add(voxel_bytes)?;
-    let tail = read_at(
-        &mut f,
-        tail_at,
-        usize::try_from(len.checked_sub(tail_at)?).ok()?,
-    )?;
+    let tail_len = len.checked_sub(tail_at).filter(|&n| n <= MAX_DRR_TAIL)?;
+    let tail = read_at(&mut f, tail_at, usize::try_from(tail_len).ok()?)?;
     let mut c = Cursor {
         bytes: &tail,
         at: 0,
