@@ -116,14 +116,18 @@ fn ema_step(b: &Bench) -> Result<Sample> {
     Ok(Sample::new(ms, Work::Bytes(12.0 * elements())))
 }
 
-/// An AdamW step after the first (moments exist): reads g, p, m, v and writes p, m, v (28 bytes
-/// per value).
-fn adamw_step(b: &Bench) -> Result<Sample> {
+/// A step after the first (its state exists) of the optimizer `make` builds over the set,
+/// moving `bytes_per_value` bytes (read + written) per parameter value.
+fn optimizer_step<O: Optimizer>(
+    b: &Bench,
+    make: fn(Vec<Tensor>) -> Result<O>,
+    bytes_per_value: f64,
+) -> Result<Sample> {
     let ms = b.time(
         |gpu, rng| {
             let set = params_and_grads(gpu, rng)?;
             let (params, grads) = gradients(&set)?;
-            let mut opt = AdamW::new(vec![ParamGroup::new(params)], AdamWConfig::default())?;
+            let mut opt = make(params)?;
             opt.step(&grads)?;
             Ok(std::cell::RefCell::new((opt, grads)))
         },
@@ -132,24 +136,24 @@ fn adamw_step(b: &Bench) -> Result<Sample> {
             opt.step(grads)
         },
     )?;
-    Ok(Sample::new(ms, Work::Bytes(28.0 * elements())))
+    Ok(Sample::new(ms, Work::Bytes(bytes_per_value * elements())))
 }
 
-/// An SGD Nesterov step after the first (nnU-Net's, as a segmentation step runs it): reads g, p
-/// and the momentum buffer, writes p and the buffer (20 bytes per value).
+/// An AdamW step: reads g, p, m, v and writes p, m, v (28 bytes per value).
+fn adamw_step(b: &Bench) -> Result<Sample> {
+    optimizer_step(
+        b,
+        |p| AdamW::new(vec![ParamGroup::new(p)], AdamWConfig::default()),
+        28.0,
+    )
+}
+
+/// An SGD Nesterov step (nnU-Net's, as a segmentation step runs it): reads g, p and the momentum
+/// buffer, writes p and the buffer (20 bytes per value).
 fn sgd_step(b: &Bench) -> Result<Sample> {
-    let ms = b.time(
-        |gpu, rng| {
-            let set = params_and_grads(gpu, rng)?;
-            let (params, grads) = gradients(&set)?;
-            let mut opt = Sgd::new(vec![ParamGroup::new(params)], SgdConfig::nnunet(1e-2))?;
-            opt.step(&grads)?;
-            Ok(std::cell::RefCell::new((opt, grads)))
-        },
-        |state| {
-            let (opt, grads) = &mut *state.borrow_mut();
-            opt.step(grads)
-        },
-    )?;
-    Ok(Sample::new(ms, Work::Bytes(20.0 * elements())))
+    optimizer_step(
+        b,
+        |p| Sgd::new(vec![ParamGroup::new(p)], SgdConfig::nnunet(1e-2)),
+        20.0,
+    )
 }
