@@ -27,6 +27,12 @@ fn ct(dims: [usize; 3]) -> Volume {
     Volume::new(data, dims, LPS, Datatype::Int16).unwrap()
 }
 
+/// A label map on `img`'s grid: `value` where the CT is above 0 HU, else background.
+fn label_where_positive(img: &Volume, value: f32) -> Volume {
+    let data = img.data.iter().map(|&v| value * (v > 0.0) as u8 as f32);
+    Volume::new(data.collect(), img.dims, LPS, Datatype::Uint8).unwrap()
+}
+
 fn cads(args: &[&str]) -> String {
     let out = common::cads_command().args(args).output().unwrap();
     assert!(
@@ -51,13 +57,7 @@ fn plan_and_predict_commands() {
     )
     .unwrap();
     let img = ct([40, 36, 20]);
-    let lab = Volume::new(
-        img.data.iter().map(|&v| (v > 0.0) as u8 as f32).collect(),
-        img.dims,
-        LPS,
-        Datatype::Uint8,
-    )
-    .unwrap();
+    let lab = label_where_positive(&img, 1.0);
     write_nifti(dir.join("raw/imagesTr/a_0000.nii.gz"), &img, None).unwrap();
     write_nifti(dir.join("raw/labelsTr/a.nii.gz"), &lab, None).unwrap();
     let plan_path = dir.join("plan.json");
@@ -137,16 +137,7 @@ fn train_writes_the_plan_reuses_the_cache_and_predict_applies_it() {
     .unwrap();
     for id in ["a", "b"] {
         let img = ct([40, 36, 20]);
-        let lab = Volume::new(
-            img.data
-                .iter()
-                .map(|&v| 3.0 * (v > 0.0) as u8 as f32)
-                .collect(),
-            img.dims,
-            LPS,
-            Datatype::Uint8,
-        )
-        .unwrap();
+        let lab = label_where_positive(&img, 3.0);
         write_nifti(
             dir.join(format!("raw/imagesTr/{id}_0000.nii.gz")),
             &img,
@@ -272,13 +263,7 @@ fn plan_reads_a_decathlon_task_folder() {
     .unwrap();
     for (id, dims) in [("spleen_2", [40, 36, 20]), ("spleen_3", [36, 40, 22])] {
         let img = ct(dims);
-        let lab = Volume::new(
-            img.data.iter().map(|&v| (v > 0.0) as u8 as f32).collect(),
-            img.dims,
-            LPS,
-            Datatype::Uint8,
-        )
-        .unwrap();
+        let lab = label_where_positive(&img, 1.0);
         write_nifti(task.join(format!("imagesTr/{id}.nii.gz")), &img, None).unwrap();
         write_nifti(task.join(format!("labelsTr/{id}.nii.gz")), &lab, None).unwrap();
         std::fs::write(task.join(format!("imagesTr/._{id}.nii.gz")), b"Mac OS X").unwrap();
