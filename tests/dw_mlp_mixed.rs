@@ -258,9 +258,7 @@ fn is_within_mixed_precision_error_of_the_f32_ops() {
     let mixed = forward_backward(&lv.mixed(grid).unwrap(), &inp.g, &lv);
     let f32s = forward_backward(&lv.separate_f32(grid), &inp.g, &lv);
     for ((name, a), b) in NAMES.iter().zip(&mixed).zip(&f32s) {
-        let a: Vec<f64> = a.iter().map(|&v| v as f64).collect();
-        let b: Vec<f64> = b.iter().map(|&v| v as f64).collect();
-        let err = relative_l2(&a, &b);
+        let err = relative_l2(a, b);
         assert!(err < 1e-2, "{name}: relative L2 {err:.2e} from the f32 ops");
     }
 }
@@ -403,10 +401,7 @@ fn the_pvt_block_takes_it_under_autocast() {
     assert!(took, "256 tokens under autocast: the fused MLP did not run");
     let (plain, took) = step(&gpu, [4, 8, 8], Precision::F32);
     assert!(!took, "the fused MLP ran in f32");
-    let err = relative_l2(
-        &mixed.iter().map(|&v| v as f64).collect::<Vec<_>>(),
-        &plain.iter().map(|&v| v as f64).collect::<Vec<_>>(),
-    );
+    let err = relative_l2(&mixed, &plain);
     assert!(
         err < 1e-2,
         "block output under autocast: relative L2 {err:.2e} from f32"
