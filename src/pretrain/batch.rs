@@ -9,6 +9,7 @@ use crate::data::volume::Volume;
 use crate::dist::shard::{sample_rng, EpochSampler};
 use crate::error::{Error, Result};
 use crate::nn::drop_path::SampleWindow;
+use crate::util::size::checked_mul;
 use crate::util::Rng;
 use std::borrow::Cow;
 use std::io::{Read, Seek, SeekFrom};
@@ -136,11 +137,20 @@ fn read_slab(path: &Path, offset: u64, shape: [usize; 3], tile: &Tile) -> Result
         path: path.display().to_string(),
         source,
     };
-    let plane = shape[1] * shape[2] * 4;
-    let mut bytes = vec![0u8; tile.size[0] * plane];
+    const OP: &str = "CadsVolume::tile";
+    let plane = checked_mul(
+        OP,
+        "plane bytes",
+        checked_mul(OP, "plane", shape[1], shape[2])?,
+        4,
+    )?;
+    let mut bytes = vec![0u8; checked_mul(OP, "tile bytes", tile.size[0], plane)?];
+    let skip = checked_mul(OP, "tile offset", tile.start[0], plane)?;
+    let at = offset
+        .checked_add(skip as u64)
+        .ok_or_else(|| Error::invalid(OP, "a file offset below 2^64", offset))?;
     let mut f = std::fs::File::open(path).map_err(io)?;
-    f.seek(SeekFrom::Start(offset + (tile.start[0] * plane) as u64))
-        .map_err(io)?;
+    f.seek(SeekFrom::Start(at)).map_err(io)?;
     f.read_exact(&mut bytes).map_err(io)?;
     let data = bytes
         .chunks_exact(4)
